@@ -1,0 +1,190 @@
+"""Every error a user can meet, defined once with its data.
+
+Each error carries the facts needed to act on it (file, service, field, port, pid...)
+and renders a message that says what happened and what to do. The CLI maps these
+to exit codes in `hippo_tasks.tasks.output`, the HTTP layer to statuses in
+`hippo_tasks.daemon.http`; nothing else decides either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+class HippoError(Exception):
+    """Base of every error Hippodrome raises on purpose."""
+
+    def __str__(self) -> str:
+        return self.message()
+
+    def message(self) -> str:
+        return self.__class__.__name__
+
+
+@dataclass
+class StackFileError(HippoError):
+    """A stack file that cannot be loaded; names the file, service and field."""
+
+    path: str
+    problem: str
+    service: str | None = None
+    field_name: str | None = None
+    line: int | None = None
+
+    def message(self) -> str:
+        where = self.path + (f":{self.line}" if self.line else "")
+        parts = [where]
+        if self.service:
+            parts.append(f"service '{self.service}'")
+        if self.field_name:
+            parts.append(f"field '{self.field_name}'")
+        return ": ".join(parts) + f": {self.problem}"
+
+
+@dataclass
+class PortBusyError(HippoError):
+    """A port the stack needs is held by another process; nothing was started."""
+
+    port: int
+    service: str
+    holder_pid: int | None = None
+    holder_cmdline: str | None = None
+    ours: bool = False
+
+    def message(self) -> str:
+        text = f"port {self.port} (service '{self.service}') is already in use"
+        if self.holder_pid is not None:
+            text += f" by pid {self.holder_pid}"
+            if self.holder_cmdline:
+                text += f" ({self.holder_cmdline})"
+        else:
+            text += " (holder unknown: it may belong to another user)"
+        if self.ours:
+            text += (
+                ". It is a leftover of this project's stack: run `invoke down --force`"
+                " to clean it up"
+            )
+        else:
+            text += ". Stop that process, or move this stack with --port-offset N"
+        return text + ". Nothing was started."
+
+
+@dataclass
+class PortsBusyError(HippoError):
+    """Several busy ports, reported together so one run shows them all."""
+
+    busy: Sequence[PortBusyError]
+
+    def message(self) -> str:
+        return "\n".join(b.message() for b in self.busy)
+
+
+@dataclass
+class DaemonNotRunningError(HippoError):
+    project_root: str
+    detail: str = ""
+
+    def message(self) -> str:
+        text = f"No Hippodrome daemon is running for {self.project_root}"
+        if self.detail:
+            text += f" ({self.detail})"
+        return text + ". Start the stack with `invoke up`."
+
+
+@dataclass
+class DaemonUnreachableError(HippoError):
+    url: str
+    pid: int
+    reason: str
+
+    def message(self) -> str:
+        return (
+            f"The Hippodrome daemon (pid {self.pid}) does not answer at {self.url}: "
+            f"{self.reason}. If it is hung, run `invoke down --force` to clean up from the "
+            "process registry."
+        )
+
+
+@dataclass
+class DaemonAlreadyRunningError(HippoError):
+    project_root: str
+    url: str
+    pid: int
+
+    def message(self) -> str:
+        return (
+            f"A Hippodrome daemon (pid {self.pid}) is already running for "
+            f"{self.project_root} at {self.url}. Use `invoke status`, `invoke restart`, or "
+            "`invoke down` first."
+        )
+
+
+@dataclass
+class UnknownServiceError(HippoError):
+    name: str
+    known: Sequence[str] = field(default_factory=tuple)
+
+    def message(self) -> str:
+        known = ", ".join(self.known) if self.known else "none"
+        return f"unknown service '{self.name}' (services in this stack: {known})"
+
+
+@dataclass
+class ServiceStartError(HippoError):
+    """A blocking service failed to start or become ready; the stack was stopped."""
+
+    service: str
+    reason: str
+    last_lines: Sequence[str] = field(default_factory=tuple)
+    log_path: str | None = None
+
+    def message(self) -> str:
+        text = f"service '{self.service}' failed: {self.reason}"
+        if self.last_lines:
+            text += "\n--- last log lines ---\n" + "\n".join(self.last_lines)
+        if self.log_path:
+            text += f"\n(full log: {self.log_path})"
+        return text
+
+
+@dataclass
+class ProductionGuardError(HippoError):
+    def message(self) -> str:
+        return (
+            "Refusing to connect to the PRODUCTION cell without confirmation: stdin is not a "
+            "terminal. Pass --yes if you really mean it, or use --cell staging / --cell local."
+        )
+
+
+@dataclass
+class UsageError(HippoError):
+    """Bad arguments to a command or an API call."""
+
+    problem: str
+
+    def message(self) -> str:
+        return self.problem
+
+
+@dataclass
+class ShutdownInProgressError(HippoError):
+    def message(self) -> str:
+        return "the daemon is shutting down; run `invoke up` again once it has stopped"
+
+
+@dataclass
+class RequestTimeoutError(HippoError):
+    what: str
+    seconds: float
+
+    def message(self) -> str:
+        return f"{self.what} did not finish within {self.seconds:g}s"
+
+
+@dataclass
+class Interrupted(HippoError):
+    """Ctrl+C in the foreground: a graceful shutdown, exit 130."""
+
+    def message(self) -> str:
+        return "interrupted: the stack was shut down"

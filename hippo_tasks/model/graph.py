@@ -1,0 +1,111 @@
+"""Dependency graph checks and ordering: unknown dependencies, port clashes, cycles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from hippo_tasks.errors import StackFileError
+
+if TYPE_CHECKING:
+    from hippo_tasks.model.fields import FileContext
+    from hippo_tasks.model.spec import ServiceSpec, StackSpec
+
+
+def _can_run_together(a: ServiceSpec, b: ServiceSpec) -> bool:
+    return bool(set(a.profiles) & set(b.profiles)) and bool(set(a.cells) & set(b.cells))
+
+
+def check_graph(spec: StackSpec, sources: Mapping[str, FileContext]) -> None:
+    enabled = [s for s in spec.services if s.enabled]
+    names = {s.name for s in spec.services}
+    for svc in enabled:
+        for dep in svc.depends_on:
+            if dep not in names:
+                raise sources[svc.name].error(
+                    f"depends on unknown service '{dep}' (known: {', '.join(sorted(names))})",
+                    svc.name,
+                    "depends_on",
+                )
+            if dep == svc.name:
+                raise sources[svc.name].error("depends on itself (a cycle)", svc.name, "depends_on")
+    by_port: dict[int, ServiceSpec] = {}
+    for svc in enabled:
+        if svc.port is None:
+            continue
+        if svc.port == spec.settings.dashboard_port:
+            raise sources[svc.name].error(
+                f"port {svc.port} is the dashboard's port ([stack] dashboard_port)",
+                svc.name,
+                "port",
+            )
+        other = by_port.get(svc.port)
+        if other is not None and _can_run_together(other, svc):
+            raise sources[svc.name].error(
+                f"duplicate port {svc.port}: used by both '{other.name}' and '{svc.name}'",
+                svc.name,
+                "port",
+            )
+        by_port.setdefault(svc.port, svc)
+    for route in spec.routes:
+        if route.service not in names:
+            raise StackFileError(
+                spec.files[-1] if spec.files else "<stack>",
+                f"[[routes]] names unknown service '{route.service}'",
+                field_name="routes",
+            )
+    cycle = find_cycle({s.name: s.depends_on for s in enabled})
+    if cycle:
+        first = cycle[0]
+        raise sources[first].error(
+            "dependency cycle: " + " -> ".join(cycle), first, "depends_on"
+        )
+
+
+def find_cycle(deps: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """One dependency cycle as a path that returns to its start, or None."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(deps, white)
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = grey
+        stack.append(node)
+        for dep in deps.get(node, ()):
+            if dep not in colour:
+                continue
+            if colour[dep] == grey:
+                return stack[stack.index(dep):] + [dep]
+            if colour[dep] == white:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        colour[node] = black
+        return None
+
+    for node in sorted(deps):
+        if colour[node] == white:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def topo_order(deps: Mapping[str, Iterable[str]]) -> list[str]:
+    """Names with every dependency before its dependants; ties keep the given order."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(node: str) -> None:
+        if node in seen:
+            return
+        seen.add(node)
+        for dep in deps.get(node, ()):
+            if dep in deps:
+                visit(dep)
+        order.append(node)
+
+    for node in deps:
+        visit(node)
+    return order

@@ -1,0 +1,254 @@
+"""Loads the bundled default stack and a project's `hippodrome.toml` into one StackSpec.
+
+The bundled file goes through this same loader, so the default stack can never use a
+feature a user's file cannot. Merge rules: a project file's `[services.X]` overrides
+the fields it names of a bundled X (its `env` is merged key by key), adds X when the
+bundle has none, and `enabled = false` switches X off; `[stack] defaults = false`
+drops the bundle; routes from the project file come first, so they win.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hippo_tasks.errors import StackFileError
+from hippo_tasks.model import fields as F
+from hippo_tasks.model.graph import check_graph
+from hippo_tasks.model.spec import (
+    PROFILES,
+    Readiness,
+    Route,
+    ServiceSpec,
+    SetupStep,
+    StackSettings,
+    StackSpec,
+)
+
+PROJECT_FILE = "hippodrome.toml"
+BUNDLED_NAME = "default_stack.toml"
+
+_STACK_FIELDS: dict[str, F.Checker] = {
+    "defaults": F.want_bool,
+    "dashboard_port": F.want_port,
+    "log_runs_kept": lambda c, v, s, f: F.want_int(c, v, s, f, 1, 1000),
+    "liveness_interval": lambda c, v, s, f: F.want_number(c, v, s, f, 0.1),
+    "liveness_failures": lambda c, v, s, f: F.want_int(c, v, s, f, 1, 100),
+    "backoff_initial": lambda c, v, s, f: F.want_number(c, v, s, f, 0.0),
+    "backoff_max": lambda c, v, s, f: F.want_number(c, v, s, f, 0.0),
+    "log_buffer_lines": lambda c, v, s, f: F.want_int(c, v, s, f, 10, 1_000_000),
+}
+
+_SERVICE_FIELDS: dict[str, F.Checker] = {
+    "command": F.want_str_list,
+    "port": F.want_port,
+    "cwd": F.want_str,
+    "env": F.want_str_table,
+    "profiles": lambda c, v, s, f: F.want_choice_list(c, v, s, f, None),
+    "cells": F.want_cells,
+    "depends_on": F.want_str_list,
+    "readiness": lambda c, v, s, f: _readiness(c, v, s, f),
+    "start_timeout": lambda c, v, s, f: F.want_number(c, v, s, f, 0.1),
+    "stop_timeout": lambda c, v, s, f: F.want_number(c, v, s, f, 0.0),
+    "blocking": F.want_bool,
+    "auto_restart": F.want_bool,
+    "max_restarts": lambda c, v, s, f: F.want_int(c, v, s, f, 0, 10_000),
+    "external": F.want_bool,
+    "watch": F.want_str_list,
+    "kind": lambda c, v, s, f: _kind(c, v, s, f),
+    "setup": lambda c, v, s, f: _setup(c, v, s, f),
+    "enabled": F.want_bool,
+    "description": F.want_str,
+}
+
+_ROUTE_FIELDS = {"detail_type_prefix", "service", "path"}
+
+
+def _readiness(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> Readiness:
+    if v == "none":
+        return Readiness("none")
+    if isinstance(v, dict) and len(v) == 1:
+        (key, val), = v.items()
+        if key == "http" and isinstance(val, str) and val.startswith("/"):
+            return Readiness("http", val)
+        if key == "tcp" and val is True:
+            return Readiness("tcp")
+        if key == "log" and isinstance(val, str) and val:
+            try:
+                re.compile(val)
+            except re.error as exc:
+                raise ctx.error(f"log pattern is not a valid regex: {exc}", svc, f) from exc
+            return Readiness("log", val)
+    raise ctx.error(
+        'must be { http = "/path" }, { tcp = true }, { log = "regex" } or "none"', svc, f
+    )
+
+
+def _kind(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> str:
+    if v not in ("service", "job"):
+        raise ctx.error('must be "service" or "job"', svc, f)
+    return str(v)
+
+
+def _setup(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> SetupStep:
+    if not isinstance(v, dict) or set(v) != {"command", "creates"}:
+        raise ctx.error('must be { command = ["..."], creates = "path" }', svc, f)
+    command = F.want_str_list(ctx, v["command"], svc, "setup.command")
+    if not command:
+        raise ctx.error("setup.command must not be empty", svc, f)
+    return SetupStep(command=command, creates=F.want_str(ctx, v["creates"], svc, "setup.creates"))
+
+
+class _FileData:
+    """One file's validated pieces, still partial (overrides have no command)."""
+
+    def __init__(self, ctx: F.FileContext) -> None:
+        self.ctx = ctx
+        self.stack: dict[str, Any] = {}
+        self.services: dict[str, dict[str, Any]] = {}
+        self.routes: list[Route] = []
+        self.cell_urls: dict[str, str] = {}
+
+
+def _parse_file(path: str, text: str) -> _FileData:
+    ctx = F.FileContext(path, text)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise StackFileError(
+            path=path,
+            problem=f"not valid TOML: {exc}",
+            line=int(match.group(1)) if match else None,
+        ) from exc
+    data = _FileData(ctx)
+    F.check_unknown(ctx, raw, {"stack", "services", "routes", "cells"}, None)
+    stack = raw.get("stack", {})
+    if not isinstance(stack, dict):
+        raise ctx.error("[stack] must be a table")
+    F.check_unknown(ctx, stack, set(_STACK_FIELDS), None)
+    for key, val in stack.items():
+        data.stack[key] = _STACK_FIELDS[key](ctx, val, None, key)
+    services = raw.get("services", {})
+    if not isinstance(services, dict):
+        raise ctx.error("[services] must hold one table per service")
+    for name, table in services.items():
+        if not F.SERVICE_NAME.match(name):
+            raise ctx.error(
+                "service names start with a letter and hold letters, digits, _ or -", name
+            )
+        if not isinstance(table, dict):
+            raise ctx.error("must be a table ([services.NAME])", name)
+        F.check_unknown(ctx, table, set(_SERVICE_FIELDS), name)
+        data.services[name] = {k: _SERVICE_FIELDS[k](ctx, v, name, k) for k, v in table.items()}
+    routes = raw.get("routes", [])
+    if not isinstance(routes, list):
+        raise ctx.error("routes must be written as [[routes]] tables")
+    for route in routes:
+        if not isinstance(route, dict):
+            raise ctx.error("each [[routes]] entry must be a table")
+        F.check_unknown(ctx, route, _ROUTE_FIELDS, None)
+        missing = {"detail_type_prefix", "service"} - set(route)
+        if missing:
+            raise ctx.error(f"[[routes]] entry is missing {', '.join(sorted(missing))}")
+        data.routes.append(
+            Route(
+                detail_type_prefix=F.want_str(ctx, route["detail_type_prefix"], None, "routes"),
+                service=F.want_str(ctx, route["service"], None, "routes"),
+                path=F.want_str(ctx, route.get("path", "/events"), None, "routes"),
+            )
+        )
+    cells = raw.get("cells", {})
+    if not isinstance(cells, dict):
+        raise ctx.error("[cells.NAME] tables must hold url = \"...\"")
+    for cell, table in cells.items():
+        if not isinstance(table, dict):
+            raise ctx.error(f"[cells.{cell}] must be a table")
+        F.check_unknown(ctx, table, {"url"}, None)
+        if "url" in table:
+            data.cell_urls[cell] = F.want_str(ctx, table["url"], None, f"cells.{cell}.url")
+    return data
+
+
+def bundled_text() -> str:
+    return resources.files("hippo_tasks.model").joinpath(BUNDLED_NAME).read_text("utf-8")
+
+
+def load_stack(project_root: Path | None, *, bundled: str | None = None) -> StackSpec:
+    """The stack for a project root: the bundle merged with its hippodrome.toml, if any."""
+    files: list[_FileData] = []
+    bundle = _parse_file(f"<bundled {BUNDLED_NAME}>", bundled_text() if bundled is None else bundled)
+    user: _FileData | None = None
+    if project_root is not None:
+        path = project_root / PROJECT_FILE
+        if path.is_file():
+            try:
+                text = path.read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise StackFileError(str(path), f"cannot be read: {exc}") from exc
+            user = _parse_file(str(path), text)
+    use_bundle = user is None or user.stack.get("defaults", True)
+    if use_bundle:
+        files.append(bundle)
+    if user is not None:
+        files.append(user)
+    return _merge(files)
+
+
+def load_stack_text(text: str, path: str = PROJECT_FILE) -> StackSpec:
+    """A single stack file on its own, as with `defaults = false`."""
+    return _merge([_parse_file(path, text)])
+
+
+def _merge(files: list[_FileData]) -> StackSpec:
+    settings: dict[str, Any] = {}
+    merged: dict[str, dict[str, Any]] = {}
+    source: dict[str, F.FileContext] = {}
+    routes: list[Route] = []
+    cell_urls: dict[str, str] = {}
+    for data in files:
+        settings.update(data.stack)
+        for name, table in data.services.items():
+            into = merged.setdefault(name, {})
+            for key, val in table.items():
+                if key == "env" and "env" in into:
+                    into["env"] = tuple({**dict(into["env"]), **dict(val)}.items())
+                else:
+                    into[key] = val
+            source[name] = data.ctx
+        routes = data.routes + routes
+        cell_urls.update(data.cell_urls)
+    settings.pop("defaults", None)
+    services: list[ServiceSpec] = []
+    for name, table in merged.items():
+        ctx = source[name]
+        if not table.get("external", False) and not table.get("command"):
+            if table.get("enabled", True):
+                raise ctx.error("has no command (give command = [...] or external = true)", name,
+                                "command")
+        if "readiness" not in table:
+            table["readiness"] = Readiness("tcp") if "port" in table else Readiness("none")
+        if table["readiness"].kind in ("http", "tcp") and "port" not in table:
+            raise ctx.error(f"readiness {table['readiness'].kind} needs a port", name, "readiness")
+        if table.get("kind") == "job" and table.get("auto_restart"):
+            raise ctx.error("a job runs once; auto_restart must be false", name, "auto_restart")
+        if table.get("kind") == "job":
+            table.setdefault("auto_restart", False)
+        services.append(ServiceSpec(name=name, source=ctx.path, **table))
+    spec = StackSpec(
+        settings=StackSettings(**settings),
+        services=tuple(services),
+        routes=tuple(routes),
+        cell_urls=tuple(cell_urls.items()),
+        files=tuple(d.ctx.path for d in files),
+    )
+    check_graph(spec, {s.name: source[s.name] for s in services})
+    return spec
+
+
+def known_profiles(spec: StackSpec) -> tuple[str, ...]:
+    extra = sorted({p for s in spec.services for p in s.profiles} - set(PROFILES))
+    return PROFILES + tuple(extra)

@@ -1,0 +1,246 @@
+"""From a StackSpec and the user's choices to the exact processes to run.
+
+Selection (profile, cell, `--only`, enabled) and rendering (`${...}` variables in
+commands, env and cwd; the port offset) happen here, in pure code, so the daemon, the
+CLI's pre-flight and the tests all see the same plan.
+
+Variables: `${python}`, `${port}` (this service's), `${port:NAME}`, `${url:NAME}`,
+`${host}`, `${project_root}`, `${state_dir}`, `${logs_dir}`, `${table_prefix}`,
+`${cell}`, `${cell_url}`, `${profile}`, `${dashboard_port}`, `${dashboard_url}`,
+`${random_seed}`, `${env:NAME}`; `$$` is a literal `$`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hippo_tasks.errors import StackFileError, UsageError
+from hippo_tasks.model.graph import topo_order
+from hippo_tasks.model.loader import known_profiles
+from hippo_tasks.model.spec import CELLS, Readiness, Route, ServiceSpec, StackSettings, StackSpec
+
+HOST = "127.0.0.1"
+_VAR = re.compile(r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\})")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The user's choices for one `up`; everything a plan depends on besides the stack."""
+
+    project_root: Path
+    profile: str = "core"
+    cell: str = "local"
+    table_prefix: str = "dev-local-"
+    only: tuple[str, ...] = ()
+    port_offset: int = 0
+    random_seed: int = 42
+    python: str = "python3"
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedService:
+    spec: ServiceSpec
+    port: int | None
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str]
+    depends_on: tuple[str, ...]
+    setup_argv: tuple[str, ...] = ()
+    setup_creates: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def readiness(self) -> Readiness:
+        return self.spec.readiness
+
+    @property
+    def url(self) -> str | None:
+        return f"http://{HOST}:{self.port}" if self.port else None
+
+
+@dataclass(frozen=True)
+class PlannedRoute:
+    route: Route
+    port: int | None
+
+    @property
+    def target(self) -> str:
+        return f"localhost:{self.port}"
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    options: Options
+    settings: StackSettings
+    dashboard_port: int
+    services: tuple[PlannedService, ...]
+    routes: tuple[PlannedRoute, ...]
+
+    def service(self, name: str) -> PlannedService:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.services)
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{HOST}:{self.dashboard_port}"
+
+
+def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
+    profiles = known_profiles(spec)
+    if opts.profile not in profiles:
+        raise UsageError(f"unknown profile '{opts.profile}'; choose one of {', '.join(profiles)}")
+    if opts.cell not in CELLS:
+        raise UsageError(f"unknown cell '{opts.cell}'; choose one of {', '.join(CELLS)}")
+    chosen = [
+        s for s in spec.services
+        if s.enabled and opts.profile in s.profiles and opts.cell in s.cells
+    ]
+    if not opts.only:
+        return chosen
+    by_name = {s.name: s for s in chosen}
+    for name in opts.only:
+        if name not in by_name:
+            raise UsageError(
+                f"--only names '{name}', which is not in profile '{opts.profile}' with cell "
+                f"'{opts.cell}' (selected: {', '.join(by_name) or 'none'})"
+            )
+    keep: set[str] = set()
+
+    def add(name: str) -> None:
+        if name in keep or name not in by_name:
+            return
+        keep.add(name)
+        for dep in by_name[name].depends_on:
+            add(dep)
+
+    for name in opts.only:
+        add(name)
+    return [s for s in chosen if s.name in keep]
+
+
+def _cell_url(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> str:
+    if opts.cell == "local":
+        port = ports.get("fake_cell")
+        return f"http://{HOST}:{port}" if port else ""
+    env_key = f"HIPPODROME_CELL_URL_{opts.cell.upper()}"
+    return opts.env.get(env_key) or dict(spec.cell_urls).get(opts.cell, "")
+
+
+def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
+    chosen = _selected(spec, opts)
+    # Ports of every service, selected or not, so ${url:x} of a skipped one still renders.
+    ports = {s.name: s.port + opts.port_offset for s in spec.services if s.port is not None}
+    dashboard_port = spec.settings.dashboard_port + opts.port_offset
+    for name, port in ports.items():
+        if not 0 < port < 65536:
+            raise UsageError(f"--port-offset {opts.port_offset} moves '{name}' to port {port}")
+    root = opts.project_root
+    base_vars = {
+        "python": opts.python,
+        "host": HOST,
+        "project_root": str(root),
+        "state_dir": str(root / ".hippodrome" / "state"),
+        "logs_dir": str(root / ".logs" / "latest"),
+        "table_prefix": opts.table_prefix,
+        "cell": opts.cell,
+        "cell_url": _cell_url(spec, opts, ports),
+        "profile": opts.profile,
+        "dashboard_port": str(dashboard_port),
+        "dashboard_url": f"http://{HOST}:{dashboard_port}",
+        "random_seed": str(opts.random_seed),
+    }
+    names = {s.name for s in chosen}
+    order = topo_order({s.name: [d for d in s.depends_on if d in names] for s in chosen})
+    by_name = {s.name: s for s in chosen}
+    planned = []
+    for name in order:
+        svc = by_name[name]
+        render = _Renderer(svc, base_vars, ports, opts.env)
+        cwd = root / render(svc.cwd, "cwd")
+        setup_argv: tuple[str, ...] = ()
+        creates = None
+        if svc.setup is not None:
+            setup_argv = tuple(render(a, "setup") for a in svc.setup.command)
+            creates = cwd / render(svc.setup.creates, "setup")
+        planned.append(
+            PlannedService(
+                spec=svc,
+                port=ports.get(name),
+                argv=tuple(render(a, "command") for a in svc.command),
+                cwd=cwd,
+                env={k: render(v, "env") for k, v in svc.env},
+                depends_on=tuple(d for d in svc.depends_on if d in names),
+                setup_argv=setup_argv,
+                setup_creates=creates,
+            )
+        )
+    routes = tuple(PlannedRoute(r, ports.get(r.service)) for r in spec.routes)
+    return StackPlan(opts, spec.settings, dashboard_port, tuple(planned), routes)
+
+
+class _Renderer:
+    def __init__(
+        self,
+        svc: ServiceSpec,
+        base: Mapping[str, str],
+        ports: Mapping[str, int],
+        env: Mapping[str, str],
+    ) -> None:
+        self.svc = svc
+        self.base = base
+        self.ports = ports
+        self.env = env
+
+    def __call__(self, text: str, field_name: str) -> str:
+        def sub(match: re.Match[str]) -> str:
+            if match.group(1) == "$":
+                return "$"
+            var, arg = match.group(2), match.group(3)
+            return self.lookup(var, arg, field_name)
+
+        return _VAR.sub(sub, text)
+
+    def fail(self, problem: str, field_name: str) -> StackFileError:
+        return StackFileError(self.svc.source, problem, self.svc.name, field_name)
+
+    def lookup(self, var: str, arg: str | None, field_name: str) -> str:
+        if var == "port" and arg is None:
+            if self.svc.port is None:
+                raise self.fail("uses ${port} but has no port", field_name)
+            return str(self.ports[self.svc.name])
+        if var in ("port", "url") and arg is not None:
+            if arg not in self.ports:
+                raise self.fail(f"${{{var}:{arg}}} names a service with no port", field_name)
+            port = self.ports[arg]
+            return str(port) if var == "port" else f"http://{HOST}:{port}"
+        if var == "env" and arg is not None:
+            if arg not in self.env:
+                raise self.fail(f"${{env:{arg}}}: environment variable {arg} is not set",
+                                field_name)
+            return self.env[arg]
+        if arg is None and var in self.base:
+            return self.base[var]
+        raise self.fail(f"unknown variable ${{{var}{':' + arg if arg else ''}}}", field_name)
+
+
+def data_plane_cells_json(plan_cell: str, cell_url: str) -> str:
+    """DATA_PLANE_CELLS as the reference's ecom services expect it."""
+    return json.dumps({plan_cell: {"url": cell_url}}, sort_keys=True)
+
+
+def service_names(plan: StackPlan) -> Sequence[str]:
+    return plan.names

@@ -1,0 +1,108 @@
+"""The stack as data: what a stack file says, validated, before any choice of profile.
+
+These types are frozen so that a loaded stack can be shared by the daemon, the CLI and
+the tests without anyone changing it under the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ReadinessKind = Literal["http", "tcp", "log", "none"]
+ServiceKind = Literal["service", "job"]
+
+PROFILES: tuple[str, ...] = ("core", "ecom", "full")
+CELLS: tuple[str, ...] = ("local", "staging", "prod")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How to tell that a service is ready; `value` is the path, or the log regex."""
+
+    kind: ReadinessKind
+    value: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "http":
+            return f"http {self.value}"
+        if self.kind == "log":
+            return f"log /{self.value}/"
+        return self.kind
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    """Runs once before a service's first start, when `creates` does not exist."""
+
+    command: tuple[str, ...]
+    creates: str
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    command: tuple[str, ...] = ()
+    port: int | None = None
+    cwd: str = "."
+    env: tuple[tuple[str, str], ...] = ()
+    profiles: tuple[str, ...] = PROFILES
+    cells: tuple[str, ...] = CELLS
+    depends_on: tuple[str, ...] = ()
+    readiness: Readiness = Readiness("none")
+    start_timeout: float = 30.0
+    stop_timeout: float = 5.0
+    blocking: bool = True
+    auto_restart: bool = True
+    max_restarts: int = 5
+    external: bool = False
+    watch: tuple[str, ...] = ()
+    kind: ServiceKind = "service"
+    setup: SetupStep | None = None
+    enabled: bool = True
+    description: str = ""
+    source: str = ""
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Webhook routing: events whose detail-type starts with the prefix go to the service."""
+
+    detail_type_prefix: str
+    service: str
+    path: str = "/events"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    defaults: bool = True
+    dashboard_port: int = 9000
+    log_runs_kept: int = 10
+    liveness_interval: float = 5.0
+    liveness_failures: int = 3
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    log_buffer_lines: int = 5000
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    settings: StackSettings
+    services: tuple[ServiceSpec, ...]
+    routes: tuple[Route, ...] = ()
+    cell_urls: tuple[tuple[str, str], ...] = ()
+    files: tuple[str, ...] = field(default=())
+
+    def service(self, name: str) -> ServiceSpec:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.services)
