@@ -1,0 +1,90 @@
+"""The one error type a service handler raises to answer with a 4xx/5xx JSON body.
+
+Handlers never build error responses themselves: they raise, and the server renders
+every `HttpError` the same way (`{"error": message, ...extra}`) in one place. That is
+what keeps a missing record a 404 everywhere instead of a 500 somewhere, the failure
+the reference controller had. The subclasses exist so call sites read as intent and
+so a caller can catch, say, `NotFound` from a peer without comparing numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class HttpError(Exception):
+    """An answer other than success: status, message, optional extra JSON fields/headers."""
+
+    status = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.extra: dict[str, Any] = dict(extra or {})
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, **self.extra}
+
+
+class BadRequest(HttpError):
+    """Malformed JSON, a wrong shape, a missing or invalid field."""
+
+    status = 400
+
+
+class Unauthorized(HttpError):
+    """Missing or bad credentials."""
+
+    status = 401
+
+
+class Forbidden(HttpError):
+    status = 403
+
+
+class NotFound(HttpError):
+    """An unknown route or an unknown record: never a 500."""
+
+    status = 404
+
+
+class MethodNotAllowed(HttpError):
+    status = 405
+
+    def __init__(self, method: str, path: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"method {method} not allowed on {path}",
+            headers={"Allow": ", ".join(allowed)},
+            extra={"allowed": allowed},
+        )
+
+
+class Conflict(HttpError):
+    """The record already exists."""
+
+    status = 409
+
+
+class PayloadTooLarge(HttpError):
+    status = 413
+
+
+class BadGateway(HttpError):
+    """A peer service could not be reached or answered nonsense; names the peer."""
+
+    status = 502
+
+
+class ServiceUnavailable(HttpError):
+    status = 503
