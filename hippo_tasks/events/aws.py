@@ -1,0 +1,287 @@
+"""The one door to AWS: clients that retry, and errors a person can act on.
+
+Every AWS call in Hippodrome goes through `client()`, so retries, timeouts, the endpoint
+(real AWS or the local stack's moto server) and the region are decided in one place.
+botocore failures are turned into `AwsError`, whose message is one sentence that says
+what went wrong and what to do: nobody should have to read a botocore traceback to
+learn that their SSO session expired.
+
+boto3 is imported inside functions only: the CLI imports every task module to list
+commands, and most commands never touch AWS, so they must not pay for loading boto3
+(nor fail where it is not installed).
+
+Credentials never appear in a message: the sentences are built from error codes and
+operation names, and any AWS-provided text is passed through `redact()` first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from hippo_tasks.errors import HippoError
+
+DEFAULT_REGION = "us-east-1"
+MAX_ATTEMPTS = 8
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0
+
+# IAM actions whose name is not `<service>:<OperationName>`.
+_PERMISSION_OVERRIDES = {
+    ("s3", "HeadBucket"): "s3:ListBucket",
+    ("s3", "HeadObject"): "s3:GetObject",
+}
+_ACCESS_DENIED_CODES = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnauthorizedException",
+    "AuthorizationError",
+}
+_BAD_CREDENTIAL_CODES = {
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
+    "IncompleteSignature",
+}
+_EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "RequestExpired"}
+_THROTTLING_CODES = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+}
+_SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b")
+# moto's IAM enforcement answers JSON-protocol services with an XML error body, which
+# botocore then reports with the HTTP status as the code.
+_XML_CODE = re.compile(r"<Code>([^<]+)</Code>")
+_XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+
+# Error kinds after which no other AWS call can succeed either: callers stop there.
+FATAL_KINDS = frozenset(
+    {"no-credentials", "sso-expired", "bad-credentials", "expired-credentials", "unreachable"}
+)
+
+
+@dataclass
+class AwsError(HippoError):
+    """An AWS failure, reduced to what a person needs: its kind and one sentence."""
+
+    kind: str
+    sentence: str
+    permission: str | None = None
+    code: str | None = None
+
+    def message(self) -> str:
+        return self.sentence
+
+    @property
+    def fatal(self) -> bool:
+        return self.kind in FATAL_KINDS
+
+
+def resolve_endpoint(endpoint_url: str | None = None) -> str | None:
+    """The explicit endpoint wins; else AWS_ENDPOINT_URL; None means real AWS."""
+    return endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def client(service: str, endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 client with standard-mode retries (exponential backoff with jitter).
+
+    The region comes from the argument, else the usual boto3 chain (AWS_REGION,
+    AWS_DEFAULT_REGION, the profile), else us-east-1, so a bare moto setup works.
+    """
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(region_name=region)
+    config = Config(
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+    )
+    return session.client(
+        service,
+        endpoint_url=resolve_endpoint(endpoint_url),
+        region_name=session.region_name or DEFAULT_REGION,
+        config=config,
+    )
+
+
+def probe_endpoint(endpoint_url: str, timeout: float = 2.0) -> None:
+    """Fail in seconds, not after eight backed-off retries, when a local endpoint is down."""
+    parts = urlsplit(endpoint_url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        raise unreachable(endpoint_url, str(exc.strerror or exc)) from None
+
+
+def unreachable(endpoint_url: str, reason: str = "") -> AwsError:
+    """The sentence for an endpoint nobody answers on; local endpoints point at moto."""
+    base = _base_url(endpoint_url)
+    host = urlsplit(base).hostname or ""
+    why = f" ({reason})" if reason else ""
+    if host and ".amazonaws.com" not in host:
+        advice = (
+            "the local stack's moto server may not be running: start it with "
+            "`invoke up --profile ecom`, or pass the right --endpoint-url"
+        )
+    else:
+        advice = "check your network connection and proxy settings"
+    return AwsError("unreachable", f"Could not reach the AWS endpoint {base}{why}: {advice}.")
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a ClientError (`ResourceNotFoundException`...), else None."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, Mapping):
+        return None
+    error = response.get("Error") or {}
+    code = str(error.get("Code") or "") or None
+    message = str(error.get("Message") or "")
+    if code and code.isdigit():
+        found = _XML_CODE.search(message)
+        if found:
+            return found.group(1)
+    return code
+
+
+def permission_for(service: str | None, operation: str | None) -> str | None:
+    """The IAM action a call needs: ("events", "DescribeEventBus") -> events:DescribeEventBus."""
+    if not service or not operation:
+        return None
+    return _PERMISSION_OVERRIDES.get((service, operation), f"{service}:{operation}")
+
+
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Blank out anything that looks like a credential before text reaches a person."""
+    env = os.environ if env is None else env
+    for name in _SECRET_ENV_VARS:
+        value = env.get(name, "")
+        if len(value) >= 4:
+            text = text.replace(value, "****")
+    return _ACCESS_KEY_ID.sub("****", text)
+
+
+def explain(exc: BaseException, service: str | None = None) -> AwsError:
+    """Turn any botocore failure into an AwsError with one actionable sentence.
+
+    `service` is the IAM prefix of the client that failed (events, pipes, dynamodb...),
+    used to name the missing permission on AccessDenied.
+    """
+    if isinstance(exc, AwsError):
+        return exc
+    from botocore import exceptions as bx
+
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return AwsError(
+            "no-credentials",
+            "No AWS credentials found: run `aws sso login` (or `aws configure`), set "
+            "AWS_PROFILE, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(any dummy values work against the local moto stack).",
+        )
+    if isinstance(exc, bx.SSOError) or (
+        isinstance(exc, bx.TokenRetrievalError)
+        and getattr(exc, "kwargs", {}).get("provider") == "sso"
+    ):
+        return AwsError(
+            "sso-expired",
+            "Your AWS SSO session has expired or was never started: run `aws sso login`"
+            + _profile_hint()
+            + " and try again.",
+        )
+    if isinstance(exc, bx.ProfileNotFound):
+        return AwsError(
+            "no-credentials",
+            f"The AWS profile {exc.kwargs.get('profile')!r} does not exist: check AWS_PROFILE "
+            "and ~/.aws/config.",
+        )
+    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError):
+        url = str(getattr(exc, "kwargs", {}).get("endpoint_url") or "")
+        return unreachable(url, "connection failed after retries")
+    if isinstance(exc, bx.ReadTimeoutError):
+        url = str(getattr(exc, "kwargs", {}).get("endpoint_url") or "")
+        return AwsError(
+            "timeout",
+            f"The AWS endpoint {_base_url(url)} accepted the connection but did not answer "
+            f"within {READ_TIMEOUT_S:g}s, even after retries; try again later.",
+        )
+    if isinstance(exc, bx.ClientError):
+        return _explain_client_error(exc, service)
+    if isinstance(exc, bx.BotoCoreError):
+        return AwsError("other", redact(f"AWS call failed: {exc}."))
+    return AwsError("other", redact(f"AWS call failed: {type(exc).__name__}: {exc}."))
+
+
+def _explain_client_error(exc: Any, service: str | None) -> AwsError:
+    code = error_code(exc) or "Unknown"
+    operation = getattr(exc, "operation_name", None)
+    permission = permission_for(service, operation)
+    call = f"{operation}" if operation else "the AWS call"
+    if code in _ACCESS_DENIED_CODES:
+        needed = permission or "the permission for this call"
+        return AwsError(
+            "access-denied",
+            f"Access denied for {call}: your AWS identity needs the IAM permission "
+            f"{needed} (check the role or SSO permission set you are using).",
+            permission=permission,
+            code=code,
+        )
+    if code in _EXPIRED_CODES:
+        return AwsError(
+            "expired-credentials",
+            f"Your AWS credentials have expired ({code}): refresh them, e.g. "
+            f"`aws sso login`{_profile_hint()}, and try again.",
+            code=code,
+        )
+    if code in _BAD_CREDENTIAL_CODES:
+        return AwsError(
+            "bad-credentials",
+            f"AWS rejected your credentials ({code}) on {call}: check AWS_PROFILE and the "
+            "access key in use, or run `aws sso login`.",
+            code=code,
+        )
+    if code in _THROTTLING_CODES:
+        return AwsError(
+            "throttled",
+            f"AWS throttled {call} ({code}) even after {MAX_ATTEMPTS} attempts with "
+            "exponential backoff: wait a minute and run the command again.",
+            permission=permission,
+            code=code,
+        )
+    message = str((exc.response.get("Error") or {}).get("Message") or "")
+    if message.lstrip().startswith("<"):
+        found = _XML_MESSAGE.search(message)
+        message = found.group(1) if found else ""
+    detail = f": {message.rstrip('.')}" if message else ""
+    return AwsError(
+        "other", redact(f"{call} failed with {code}{detail}."), permission=permission, code=code
+    )
+
+
+def _profile_hint() -> str:
+    profile = os.environ.get("AWS_PROFILE")
+    return f" --profile {profile}" if profile else ""
+
+
+def _base_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    return url or "(unknown endpoint)"
