@@ -1,0 +1,25 @@
+"""Thin Invoke task modules; `ns` is the whole command tree (root tasks.py and `hd`)."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from hippo_tasks.tasks import control, doctor, lifecycle, logs
+
+
+def build_namespace() -> Collection:
+    ns = Collection()
+    for fn in (lifecycle.up, lifecycle.down, lifecycle.status, lifecycle.start,
+               lifecycle.stop, lifecycle.restart, logs.logs, doctor.doctor):
+        ns.add_task(fn)
+    ns.add_collection(control.ns)
+    try:
+        from hippo_tasks.tasks import events
+    except ImportError:
+        pass
+    else:
+        ns.add_collection(events.ns)
+    return ns
+
+
+ns = build_namespace()

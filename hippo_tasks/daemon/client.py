@@ -1,0 +1,91 @@
+"""How tasks talk to a running daemon: find it in the registry, call its HTTP API.
+
+Standard-library HTTP only: a task like `invoke status` should start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from hippo_tasks.errors import (
+    DaemonNotRunningError,
+    DaemonUnreachableError,
+    HippoError,
+    RequestTimeoutError,
+    UnknownServiceError,
+    UsageError,
+)
+from hippo_tasks.registry.cleanup import clean_stale
+from hippo_tasks.registry.store import Registry, daemon_alive
+
+
+class DaemonClient:
+    def __init__(self, url: str, pid: int) -> None:
+        self.url = url.rstrip("/")
+        self.pid = pid
+
+    @classmethod
+    def for_project(cls, root: Path) -> DaemonClient:
+        registry = Registry(root)
+        data = registry.read()
+        if not daemon_alive(data):
+            notes = clean_stale(registry, data)
+            detail = "; ".join(notes) if notes else ""
+            raise DaemonNotRunningError(str(root), detail)
+        daemon = data["daemon"]
+        return cls(daemon["url"], int(daemon["pid"]))
+
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 310.0) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            payload = _json_or_text(exc.read())
+            message = payload.get("error", str(payload)) if isinstance(payload, dict) else payload
+            if exc.code == 404 and isinstance(payload, dict) and \
+                    payload.get("type") == "UnknownServiceError":
+                raise UnknownServiceError(path.split("/")[3]) from None
+            if exc.code == 504:
+                raise RequestTimeoutError(f"{method} {path}", timeout) from None
+            raise HippoErrorFromDaemon(exc.code, str(message)) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DaemonUnreachableError(self.url, self.pid, str(reason)) from None
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", "/api/status", timeout=10)
+        return result
+
+    def action(self, verb: str, service: str | None) -> dict[str, Any]:
+        if verb not in ("start", "stop", "restart"):
+            raise UsageError(f"unknown action {verb}")
+        path = f"/api/services/{service}/{verb}" if service else f"/api/stack/{verb}"
+        result: dict[str, Any] = self.call("POST", path)
+        return result
+
+    def shutdown(self) -> None:
+        self.call("POST", "/api/shutdown", timeout=10)
+
+
+class HippoErrorFromDaemon(HippoError):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+    def message(self) -> str:
+        return f"the daemon answered {self.status}: {self.text}"
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")

@@ -1,0 +1,107 @@
+"""The one command interface: the HTTP handlers call this, and the CLI calls the HTTP API.
+
+Methods are called from HTTP worker threads; each hands a coroutine to the engine's
+loop and waits for its result, so processes are only ever touched on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from hippo_tasks.daemon.engine import Engine
+from hippo_tasks.errors import RequestTimeoutError, UnknownServiceError
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 300.0
+
+
+class StackCommands:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _call(self, coro: Coroutine[Any, Any, T], what: str, timeout: float) -> T:
+        loop = self.engine.loop
+        assert loop is not None
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise RequestTimeoutError(what, timeout) from None
+
+    # ---- reads (no loop round trip: plain attribute reads) ------------------------
+    def status(self) -> dict[str, Any]:
+        opts = self.engine.plan.options
+        return {
+            "profile": opts.profile,
+            "cell": opts.cell,
+            "table_prefix": opts.table_prefix,
+            "project_root": str(opts.project_root),
+            "dashboard_url": self.engine.url,
+            "uptime_s": round(time.time() - self.engine.started_at, 1),
+            "logs_dir": str(self.engine.runs.dir),
+            "services": self.engine.stack.status(),
+        }
+
+    def check_service(self, name: str) -> None:
+        if name not in self.engine.stack.services:
+            raise UnknownServiceError(name, tuple(self.engine.stack.services))
+
+    def logs(self, name: str, lines: int, after: int | None = None) -> dict[str, Any]:
+        self.check_service(name)
+        hub = self.engine.hub
+        records = hub.tail(name, lines) if after is None else hub.since(name, after, lines)
+        return {"service": name, "last_seq": hub.last_seq(name),
+                "lines": [r.as_json() for r in records]}
+
+    # ---- actions -----------------------------------------------------------------
+    def _result(self, names: list[str]) -> dict[str, Any]:
+        rows = {r["name"]: r for r in self.engine.stack.status()}
+        return {"services": [rows[n] for n in names]}
+
+    def start(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        self.engine.check_accepting()
+        if name is not None:
+            self.check_service(name)
+        names = [name] if name else list(self.engine.stack.services)
+
+        async def run() -> None:
+            stack = self.engine.stack
+            await stack.start(names)
+            await stack.wait_settled(stack.closure(names))
+
+        self._call(run(), f"start {name or 'stack'}", timeout)
+        return self._result(self.engine.stack.closure(names))
+
+    def stop(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        self.engine.check_accepting()
+        if name is not None:
+            self.check_service(name)
+        names = [name] if name else list(self.engine.stack.services)
+        self._call(self.engine.stack.stop(names), f"stop {name or 'stack'}", timeout)
+        return self._result(names)
+
+    def restart(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        self.engine.check_accepting()
+        stack = self.engine.stack
+        if name is not None:
+            self.check_service(name)
+            self._call(stack.restart(name), f"restart {name}", timeout)
+            return self._result([name])
+
+        async def run() -> None:
+            await stack.stop(reason="restart requested")
+            await stack.start()
+            await stack.wait_settled()
+
+        self._call(run(), "restart stack", timeout)
+        return self._result(list(stack.services))
+
+    def shutdown(self) -> dict[str, Any]:
+        loop = self.engine.loop
+        assert loop is not None
+        loop.call_soon_threadsafe(self.engine.request_shutdown, "shutdown requested")
+        return {"status": "shutting down"}

@@ -1,0 +1,220 @@
+"""The control daemon's core: one event loop that owns the stack.
+
+Everything that changes processes happens on this loop. Signal handlers and HTTP
+threads only record a request (a future, a coroutine handed over); the loop acts.
+The registry is rewritten after each burst of transitions, coalesced per loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError
+from hippo_tasks.model.plan import StackPlan
+from hippo_tasks.registry.store import Registry, identity
+from hippo_tasks.supervision.backoff import Clock, LoopClock
+from hippo_tasks.supervision.logs import LogHub, RunFiles
+from hippo_tasks.supervision.orphans import OrphanGuard
+from hippo_tasks.supervision.printer import TerminalPrinter
+from hippo_tasks.supervision.service import SupervisorContext, child_env
+from hippo_tasks.supervision.stack import StackSupervisor
+from hippo_tasks.supervision.states import State, Transition
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class Engine:
+    def __init__(
+        self,
+        plan: StackPlan,
+        registry: Registry,
+        printer: TerminalPrinter | None = None,
+        clock: Clock | None = None,
+        dashboard_host: str = "127.0.0.1",
+    ) -> None:
+        self.plan = plan
+        self.registry = registry
+        self.printer = printer
+        self.dashboard_host = dashboard_host
+        self.started_at = time.time()
+        root = plan.options.project_root
+        self.runs = RunFiles(root / ".logs", plan.settings.log_runs_kept)
+        self.hub = LogHub(plan.settings.log_buffer_lines, [self.runs])
+        if printer is not None:
+            printer.set_width(max((len(n) for n in plan.names), default=10))
+            self.hub.add_sink(printer)
+        self.guard = OrphanGuard()
+        ctx = SupervisorContext(
+            hub=self.hub,
+            clock=clock or LoopClock(),
+            guard=self.guard,
+            settings=plan.settings,
+            base_env=child_env(),
+            on_transition=self._on_transition,
+        )
+        self.stack = StackSupervisor(plan, ctx, lambda n: str(self.runs.path(n)))
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._shutdown: asyncio.Future[str] | None = None
+        self._sync_pending = False
+        self._interrupts = 0
+        self.failure: ServiceStartError | None = None
+        self.extra_listeners: list[Callable[[Transition], None]] = []
+
+    # ---- state out: registry, terminal ------------------------------------------
+    def _on_transition(self, event: Transition) -> None:
+        self.stack.on_transition(event)
+        for listener in self.extra_listeners:
+            listener(event)
+        if not self._sync_pending and self.loop is not None:
+            self._sync_pending = True
+            self.loop.call_soon(self.sync_registry)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.dashboard_host in ("0.0.0.0", "") else self.dashboard_host
+        return f"http://{host}:{self.plan.dashboard_port}"
+
+    def sync_registry(self) -> None:
+        self._sync_pending = False
+        services = {}
+        for name, svc in self.stack.services.items():
+            if svc.pid is None or svc.state not in (State.STARTING, State.RUNNING, State.STOPPING,
+                                                     State.BACKOFF):
+                entry: dict[str, object] = {"pid": None, "pgid": None}
+            else:
+                entry = {"pid": svc.pid, "pgid": svc.pgid, "create_time": identity(svc.pid)}
+            entry.update({
+                "port": svc.planned.port,
+                "state": svc.state.value,
+                "started_at": svc.started_at,
+                "reason": svc.reason,
+                "blocking": svc.planned.spec.blocking,
+                "kind": svc.planned.spec.kind,
+            })
+            services[name] = entry
+        opts = self.plan.options
+
+        def change(data: dict[str, object]) -> None:
+            data["daemon"] = {
+                "pid": os.getpid(),
+                "create_time": identity(os.getpid()),
+                "url": self.url,
+                "port": self.plan.dashboard_port,
+                "guard_pid": self.guard.pid,
+                "started_at": self.started_at,
+                "profile": opts.profile,
+                "cell": opts.cell,
+                "table_prefix": opts.table_prefix,
+                "logs_dir": str(self.runs.dir),
+            }
+            data["services"] = services
+            data["failure"] = None if self.failure is None else {
+                "service": self.failure.service,
+                "reason": self.failure.reason,
+                "last_lines": list(self.failure.last_lines),
+                "log_path": self.failure.log_path,
+            }
+
+        self.registry.update(change)
+
+    def note(self, text: str) -> None:
+        if self.printer is not None:
+            self.printer.note(text)
+        else:
+            print(text, flush=True)
+
+    # ---- requests in --------------------------------------------------------------
+    def request_shutdown(self, why: str) -> None:
+        """Safe from signal callbacks and (via call_soon_threadsafe) from other threads."""
+        if self._shutdown is None:
+            return
+        if why == "SIGINT":
+            self._interrupts += 1
+            if self._interrupts >= 2:
+                self.note("hippodrome | second Ctrl+C: killing every service now")
+                self._kill_all_now()
+        if not self._shutdown.done():
+            self._shutdown.set_result(why)
+
+    def _kill_all_now(self) -> None:
+        for svc in self.stack.services.values():
+            if svc.pgid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(svc.pgid, signal.SIGKILL)
+
+    def check_accepting(self) -> None:
+        if self._shutdown is None or self._shutdown.done():
+            raise ShutdownInProgressError()
+
+    # ---- run ---------------------------------------------------------------------
+    async def run(self, serve: Callable[[Engine], Callable[[], None]] | None = None) -> int:
+        """Start the stack, serve until shutdown, stop the stack. Returns the exit code."""
+        self.loop = asyncio.get_running_loop()
+        self._shutdown = self.loop.create_future()
+        for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM"),
+                          (signal.SIGHUP, "SIGHUP")):
+            with contextlib.suppress(ValueError, RuntimeError):
+                self.loop.add_signal_handler(sig, self.request_shutdown, name)
+        stop_serving = serve(self) if serve is not None else (lambda: None)
+        self.sync_registry()
+        began = time.monotonic()
+        code = EXIT_OK
+        try:
+            starting = asyncio.ensure_future(self.stack.start_and_wait())
+            done, _ = await asyncio.wait({starting, self._shutdown},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if starting in done:
+                self.failure = starting.result()
+                if self.failure is not None:
+                    self.sync_registry()
+                    self.note(f"hippodrome | {self.failure.message()}")
+                    self.note("hippodrome | a blocking service failed: stopping the stack")
+                    code = EXIT_FAILED
+                    self._shutdown.set_result("failure")
+                else:
+                    self._report_ready(time.monotonic() - began)
+            else:
+                starting.cancel()
+            why = await self._shutdown
+            if why == "SIGINT":
+                code = EXIT_INTERRUPTED
+            self.note(f"hippodrome | shutting down ({why})")
+            await self.stack.stop(reason=f"shutdown ({why})")
+        finally:
+            stop_serving()
+            self.guard.close()
+            self._clear_registry()
+            self.runs.close()
+        return code
+
+    def _report_ready(self, seconds: float) -> None:
+        rows = self.stack.status()
+        failed = [r["name"] for r in rows if r["state"] == "failed"]
+        ready = [r for r in rows if r["state"] in ("running", "external")
+                 or (r["kind"] == "job" and r["state"] == "stopped")]
+        msg = f"hippodrome | {len(ready)}/{len(rows)} services ready in {seconds:.2f}s"
+        if failed:
+            msg += f"; not running (non-blocking): {', '.join(map(str, failed))}"
+        self.note(msg)
+        self.note(f"hippodrome | dashboard: {self.url}   logs: {self.runs.dir}")
+
+    def _clear_registry(self) -> None:
+        failure = self.failure
+
+        def change(data: dict[str, object]) -> None:
+            data["daemon"] = None
+            data["services"] = {}
+            if failure is not None:
+                data["failure"] = {"service": failure.service, "reason": failure.reason,
+                                   "last_lines": list(failure.last_lines),
+                                   "log_path": failure.log_path, "final": True}
+
+        with contextlib.suppress(OSError):
+            self.registry.update(change)

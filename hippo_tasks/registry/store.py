@@ -1,0 +1,131 @@
+"""`.hippodrome/registry.json`: who runs what, shared by the daemon and every task.
+
+Written atomically (temp file + rename) under an exclusive file lock, so a reader never
+sees half a file and two writers never lose each other's update. A process is ours
+only if both its PID and its start time match what we recorded: after a reboot or a
+long pause a PID may belong to somebody else, and we never signal a stranger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+VERSION = 1
+Data = dict[str, Any]
+
+
+def identity(pid: int) -> float | None:
+    """The process's start time, or None when no such process exists."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def is_same_process(pid: int | None, create_time: float | None) -> bool:
+    if not pid or create_time is None:
+        return False
+    now = identity(pid)
+    return now is not None and abs(now - create_time) < 0.05
+
+
+def empty(root: Path) -> Data:
+    return {"version": VERSION, "project_root": str(root), "daemon": None, "services": {},
+            "failure": None, "resources": []}
+
+
+class Registry:
+    def __init__(self, project_root: Path) -> None:
+        self.root = project_root
+        self.dir = project_root / ".hippodrome"
+        self.path = self.dir / "registry.json"
+        self.lock_path = self.dir / "registry.lock"
+        self.warnings: list[str] = []
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _read_unlocked(self) -> Data:
+        try:
+            text = self.path.read_text("utf-8")
+        except FileNotFoundError:
+            return empty(self.root)
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or not isinstance(data.get("services", {}), dict):
+                raise ValueError("not a registry object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            aside = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                os.replace(self.path, aside)
+            self.warnings.append(
+                f"warning: {self.path} was corrupt ({exc}); moved it to {aside.name} and "
+                "started from an empty registry. No process was signalled because of it; "
+                "`invoke doctor` lists anything still holding the stack's ports."
+            )
+            return empty(self.root)
+        base = empty(self.root)
+        base.update(data)
+        return base
+
+    def read(self) -> Data:
+        with self.locked():
+            return self._read_unlocked()
+
+    def _write_unlocked(self, data: Data) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".registry-", dir=self.dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def write(self, data: Data) -> None:
+        with self.locked():
+            self._write_unlocked(data)
+
+    def update(self, change: Callable[[Data], None]) -> Data:
+        with self.locked():
+            data = self._read_unlocked()
+            change(data)
+            self._write_unlocked(data)
+            return data
+
+
+def daemon_alive(data: Data) -> bool:
+    daemon = data.get("daemon") or {}
+    return is_same_process(daemon.get("pid"), daemon.get("create_time"))
+
+
+def live_services(data: Data) -> dict[str, Data]:
+    """Entries whose recorded process still runs and is still the one we started."""
+    out = {}
+    for name, entry in (data.get("services") or {}).items():
+        if is_same_process(entry.get("pid"), entry.get("create_time")):
+            out[name] = entry
+    return out

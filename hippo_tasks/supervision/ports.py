@@ -1,0 +1,69 @@
+"""Port pre-flight: find every busy port before anything starts, and who holds it.
+
+A bind test is the truth about whether a service will be able to listen; psutil then
+names the holder (PID and command line), which beats parsing lsof output and works
+where lsof is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterable
+
+import psutil
+
+from hippo_tasks.errors import PortBusyError, PortsBusyError
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def holder_of(port: int) -> tuple[int | None, str | None]:
+    """(pid, command line) of the process listening on the port, when we may see it."""
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, OSError):
+        conns = []
+    for conn in conns:
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            if conn.pid is None:
+                return None, None
+            try:
+                cmd = " ".join(psutil.Process(conn.pid).cmdline())
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                cmd = None
+            return conn.pid, cmd
+    return None, None
+
+
+def process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def check_ports(wanted: Iterable[tuple[str, int]], our_groups: set[int] | None = None,
+                host: str = "127.0.0.1") -> None:
+    """Raise PortsBusyError naming every busy port; `our_groups` marks our leftovers."""
+    busy = []
+    for service, port in wanted:
+        if port_free(port, host):
+            continue
+        pid, cmd = holder_of(port)
+        ours = False
+        if pid is not None and our_groups:
+            with contextlib.suppress(Exception):
+                ours = process_group(pid) in our_groups or pid in our_groups
+        busy.append(PortBusyError(port, service, pid, cmd, ours))
+    if busy:
+        raise PortsBusyError(busy)

@@ -1,0 +1,198 @@
+"""Starting a child in its own session and ending its whole process group.
+
+Every child is a session leader (`start_new_session`), so its process group holds it
+and its descendants; stopping signals the group, never a guessed set of PIDs. Exit is
+noticed through a pidfd on the event loop, so an idle stack costs no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from hippo_tasks.supervision.logs import LineSplitter, LogHub
+
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1024 * 1024
+"""A deep pipe lets a burst of output land without the child waiting on us."""
+
+
+class SpawnError(Exception):
+    """A child that cannot be started at all; retrying will not help."""
+
+
+def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
+                    env: Mapping[str, str]) -> str:
+    if not argv:
+        raise SpawnError(f"service {service}: empty command")
+    if not cwd.is_dir():
+        raise SpawnError(f"service {service}: cwd '{cwd}' does not exist")
+    exe = argv[0]
+    if os.sep in exe:
+        path = exe if os.path.isabs(exe) else str(cwd / exe)
+        if not os.path.exists(path):
+            raise SpawnError(f"service {service}: command '{exe}' not found")
+        if not os.access(path, os.X_OK):
+            raise SpawnError(f"service {service}: command '{exe}' is not executable")
+        return path
+    found = shutil.which(exe, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise SpawnError(
+            f"service {service}: command '{exe}' not found on PATH (install it, or fix "
+            "`command` in the stack file)"
+        )
+    return found
+
+
+def spawn(service: str, argv: tuple[str, ...], cwd: Path,
+          env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    exe = resolve_command(service, argv, cwd, env)
+    try:
+        proc = subprocess.Popen(
+            [exe, *argv[1:]],
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise SpawnError(f"service {service}: cannot start {argv[0]!r}: {exc}") from exc
+    assert proc.stdout is not None
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+    return proc
+
+
+class _PipeProtocol(asyncio.Protocol):
+    def __init__(self, service: str, hub: LogHub, eof: asyncio.Future[None]) -> None:
+        self._service = service
+        self._hub = hub
+        self._split = LineSplitter()
+        self._eof = eof
+
+    def data_received(self, data: bytes) -> None:
+        lines = self._split.feed(data)
+        self._hub.publish(self._service, data, lines)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        rest = self._split.flush()
+        if rest:
+            self._hub.publish(self._service, b"", rest)
+            # The raw bytes of the partial line were written with their chunk already;
+            # write the newline the file lacks so the next run's notes start cleanly.
+        if not self._eof.done():
+            self._eof.set_result(None)
+
+
+class Child:
+    """A running child: its output flows to the hub, its exit resolves `exited`."""
+
+    def __init__(self, service: str, proc: subprocess.Popen[bytes], hub: LogHub,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.service = service
+        self.proc = proc
+        self.pid = proc.pid
+        self.pgid = proc.pid
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self.output_closed: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        self._transport: asyncio.BaseTransport | None = None
+        self._pidfd = -1
+        try:
+            self._pidfd = os.pidfd_open(proc.pid)
+            loop.add_reader(self._pidfd, self._on_exit)
+        except OSError:
+            self._poll_later()
+        assert proc.stdout is not None
+        self._pipe = proc.stdout
+
+    async def attach_output(self, hub: LogHub) -> None:
+        transport, _ = await self._loop.connect_read_pipe(
+            lambda: _PipeProtocol(self.service, hub, self.output_closed), self._pipe)
+        self._transport = transport
+
+    def _poll_later(self) -> None:
+        # No pidfd (old kernel): fall back to a cheap poll.
+        if self.proc.poll() is None:
+            self._loop.call_later(0.05, self._poll_later)
+        else:
+            self._finish()
+
+    def _on_exit(self) -> None:
+        if self.proc.poll() is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(self.proc.returncode)
+
+    def close_output(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Signal a whole group; False when it is already empty."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    return signal_group(pgid, 0)
+
+
+async def end_group(
+    child: Child,
+    stop_timeout: float,
+    note: Callable[[str], None],
+) -> None:
+    """SIGTERM the group, SIGKILL at the stop timeout, return once the group is empty.
+
+    The nox-style escalation: wait, terminate, wait, kill. Grandchildren in the group
+    are included, which is the point of starting each child in its own session.
+    """
+    loop = asyncio.get_running_loop()
+    if not child.exited.done() or group_alive(child.pgid):
+        signal_group(child.pgid, signal.SIGTERM)
+        if child.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGCONT)
+    deadline = loop.time() + stop_timeout
+    while loop.time() < deadline:
+        if child.exited.done() and not group_alive(child.pgid):
+            return
+        if not child.exited.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(child.exited),
+                                       max(0.0, min(0.02, deadline - loop.time())))
+        else:
+            await asyncio.sleep(0.01)
+    note(f"did not stop within stop_timeout={stop_timeout:g}s after SIGTERM: sending SIGKILL")
+    signal_group(child.pgid, signal.SIGKILL)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(child.exited), 5.0)
+    for _ in range(200):
+        if not group_alive(child.pgid):
+            return
+        await asyncio.sleep(0.01)

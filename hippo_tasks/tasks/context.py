@@ -1,0 +1,63 @@
+"""Turning task flags into the model's Options: defaults from DESIGN section 1."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from hippo_tasks.errors import UsageError
+from hippo_tasks.model.plan import Options
+from hippo_tasks.model.project import default_table_prefix, find_project_root
+
+
+def resolve_root(flag: str = "") -> Path:
+    if flag:
+        root = Path(flag).expanduser().resolve()
+        if not root.is_dir():
+            raise UsageError(f"--project-root {flag}: no such folder")
+        return root
+    return find_project_root()
+
+
+def python_for_services() -> str:
+    """The interpreter services run under; in Docker mode, the services PEX."""
+    pex_dir = os.environ.get("HIPPODROME_PEX_DIR")
+    if pex_dir:
+        return str(Path(pex_dir) / "services.pex")
+    return sys.executable
+
+
+def port_offset(flag: int | str | None) -> int:
+    raw = str(flag) if flag is not None else (os.environ.get("HIPPODROME_PORT_OFFSET") or "0")
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(
+            f"--port-offset / HIPPODROME_PORT_OFFSET must be an integer, got {raw!r}"
+        ) from None
+
+
+def random_seed(flag: int | None = None) -> int:
+    if flag is not None:
+        return int(flag)
+    raw = os.environ.get("HIPPODROME_RANDOM_SEED", "42") or "42"
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"HIPPODROME_RANDOM_SEED must be an integer, got {raw!r}") from None
+
+
+def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, only: str,
+                  offset: int | str | None) -> Options:
+    return Options(
+        project_root=root,
+        profile=profile,
+        cell=cell,
+        table_prefix=table_prefix or default_table_prefix(root),
+        only=tuple(n.strip() for n in only.split(",") if n.strip()),
+        port_offset=port_offset(offset),
+        random_seed=random_seed(),
+        python=python_for_services(),
+        env=dict(os.environ),
+    )

@@ -1,0 +1,24 @@
+"""`invoke control.*`: the seeds' `hd control ...` names, same behaviour as the top-level tasks."""
+
+from __future__ import annotations
+
+from invoke import Collection, task
+from invoke.context import Context
+
+from hippo_tasks.tasks import lifecycle
+from hippo_tasks.tasks.output import handles_errors
+
+
+@task(help={"project-root": lifecycle.UP_HELP["project-root"]})
+@handles_errors
+def shutdown(c: Context, project_root: str = "") -> None:
+    """Stop every service and the daemon (as `invoke down`)."""
+    lifecycle.down(c, project_root=project_root)
+
+
+ns = Collection("control")
+ns.add_task(lifecycle.status, "status")
+ns.add_task(lifecycle.start, "start")
+ns.add_task(lifecycle.stop, "stop")
+ns.add_task(lifecycle.restart, "restart")
+ns.add_task(shutdown, "shutdown")

@@ -1,0 +1,97 @@
+"""`invoke doctor`: what would stop `invoke up`, found before it is run."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+
+from invoke import task
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from hippo_tasks.errors import HippoError
+from hippo_tasks.model.loader import load_stack
+from hippo_tasks.model.plan import build_plan
+from hippo_tasks.registry.store import Registry, daemon_alive, live_services
+from hippo_tasks.supervision.ports import holder_of, port_free
+from hippo_tasks.tasks.context import build_options, resolve_root
+from hippo_tasks.tasks.output import GREEN, RED, YELLOW, handles_errors, paint
+
+TOOLS = {
+    "node": "console development builds (optional)",
+    "npm": "setup steps such as `npm ci` (optional)",
+    "cloudflared": "`up --enable-events` tunnel (preferred)",
+    "ngrok": "`up --enable-events` tunnel (fallback)",
+    "podman": "`nox -s docker` image build",
+    "docker": "`nox -s docker` image build",
+    "psql": "ecom_ingest postgres store (optional)",
+    "git": "default table prefix from the branch",
+}
+MODULES = {"invoke": True, "psutil": True, "colorama": True, "requests": True,
+           "boto3": False, "moto": False}
+
+
+@task(help={"profile": "profile whose ports to check (default core)",
+            "cell": "cell (default local)", "project-root": "project folder",
+            "port-offset": "port offset to check with"})
+@handles_errors
+def doctor(c: Context, profile: str = "core", cell: str = "local", project_root: str = "",
+           port_offset: str | None = None) -> None:
+    """Prerequisites, ports in use (and by whom), stale registry, tools found."""
+    problems = 0
+
+    def line(ok: bool | None, text: str) -> None:
+        nonlocal problems
+        tag = {True: paint("[OK]  ", GREEN), False: paint("[FAIL]", RED),
+               None: paint("[WARN]", YELLOW)}[ok]
+        problems += ok is False
+        print(f"{tag} {text}")
+
+    py = sys.version_info
+    line(py[:2] == (3, 11), f"Python {py.major}.{py.minor}.{py.micro} (3.11 expected)")
+    for mod, required in MODULES.items():
+        found = importlib.util.find_spec(mod) is not None
+        line(True if found else (False if required else None),
+             f"python module {mod}: {'found' if found else 'missing'}"
+             + ("" if found or required else " (needed for the ecom profile and events)"))
+    root = resolve_root(project_root)
+    line(True, f"project root {root}")
+    try:
+        plan = build_plan(load_stack(root), build_options(
+            root=root, profile=profile, cell=cell, table_prefix="", only="",
+            offset=port_offset))
+    except HippoError as exc:
+        line(False, f"stack file: {exc.message()}")
+        raise Exit(code=1) from None
+    line(True, f"stack: {len(plan.services)} services in profile {profile}")
+    registry = Registry(root)
+    data = registry.read()
+    for warning in registry.warnings:
+        line(None, warning)
+    running = daemon_alive(data)
+    if running:
+        line(True, f"daemon running: pid {data['daemon']['pid']} at {data['daemon']['url']}")
+    elif data.get("daemon") or data.get("services"):
+        left = ", ".join(live_services(data)) or "none still running"
+        line(None, f"stale registry from a dead daemon (leftovers: {left}); "
+                   "`invoke down --force` cleans it")
+    ours = {e.get("port") for e in (data.get("services") or {}).values()} | (
+        {data["daemon"]["port"]} if running else set())
+    ports = [("dashboard", plan.dashboard_port)] + [
+        (s.name, s.port) for s in plan.services if s.port and not s.spec.external]
+    for name, port in ports:
+        if port_free(port):
+            line(True, f"port {port} ({name}) free")
+            continue
+        pid, cmd = holder_of(port)
+        who = f"pid {pid} ({cmd})" if pid else "an unknown process"
+        if running and port in ours:
+            line(True, f"port {port} ({name}) held by this stack: {who}")
+        else:
+            line(False, f"port {port} ({name}) in use by {who}")
+    for tool, why in TOOLS.items():
+        path = shutil.which(tool)
+        line(True if path else None, f"{tool}: {path or 'not found'} — {why}")
+    if problems:
+        raise Exit(code=1)

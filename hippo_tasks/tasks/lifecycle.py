@@ -1,0 +1,223 @@
+"""`invoke up / down / status / start / stop / restart`: thin over the daemon API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from invoke import task
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from hippo_tasks.daemon.client import DaemonClient
+from hippo_tasks.daemon.main import options_to_json, prepare, run_engine
+from hippo_tasks.errors import (
+    DaemonNotRunningError,
+    DaemonUnreachableError,
+    ProductionGuardError,
+    ServiceStartError,
+    UsageError,
+)
+from hippo_tasks.model.plan import Options
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry, daemon_alive
+from hippo_tasks.supervision.printer import TerminalPrinter, use_colour
+from hippo_tasks.supervision.service import child_env
+from hippo_tasks.tasks.context import build_options, resolve_root
+from hippo_tasks.tasks.output import RED, handles_errors, paint, status_table
+
+UP_HELP = {
+    "profile": "core | ecom | full (default core)",
+    "cell": "local | staging | prod (default local)",
+    "table-prefix": "DynamoDB table prefix (default dev-{git branch}-)",
+    "project-root": "project folder (default: nearest parent with hippodrome.toml or tasks.py)",
+    "enable-events": "tunnel + EventBridge rule to real AWS (see README, Events)",
+    "seed": "seed data once the stack is ready (--no-seed to skip)",
+    "only": "comma-separated services to start (with what they depend on)",
+    "port-offset": "shift every port by N (or HIPPODROME_PORT_OFFSET)",
+    "detach": "return once every blocking service is ready; the daemon keeps running",
+    "yes": "confirm --cell prod when stdin is not a terminal",
+}
+
+
+def _guard_prod(cell: str, yes: bool) -> None:
+    if cell != "prod":
+        return
+    print(paint("WARNING: Connecting to PRODUCTION cell!", RED, sys.stderr), file=sys.stderr)
+    if not yes and not sys.stdin.isatty():
+        raise ProductionGuardError()
+
+
+@task(help=UP_HELP)
+@handles_errors
+def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str = "",
+       project_root: str = "", enable_events: bool = False, seed: bool = True, only: str = "",
+       port_offset: str | None = None, detach: bool = False, yes: bool = False) -> None:
+    """Start the control daemon and the profile's services in dependency order."""
+    if enable_events:
+        raise UsageError("--enable-events is not available in this build yet (EventBridge "
+                         "tunnel support is tracked in the events issue); run without it")
+    _guard_prod(cell, yes)
+    root = resolve_root(project_root)
+    opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
+                         only=only, offset=port_offset)
+    print(f"hippodrome | project {root}  profile {opts.profile}  cell {opts.cell}  "
+          f"table prefix {opts.table_prefix}", flush=True)
+    plan, registry = prepare(opts)
+    if detach:
+        _up_detached(opts, registry)
+        return
+    printer = TerminalPrinter(sys.stdout.buffer, use_colour())
+    code = run_engine(plan, registry, printer)
+    if code:
+        raise Exit(code=code)
+
+
+def _up_detached(opts: Options, registry: Registry) -> None:
+    log = opts.project_root / ".hippodrome" / "daemon.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    registry.update(lambda d: d.__setitem__("failure", None))
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hippo_tasks.daemon", "--options", options_to_json(opts)],
+            cwd=opts.project_root, env=child_env(), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=out,
+            start_new_session=True, close_fds=True,
+        )
+    began = time.monotonic()
+    shown: dict[str, str] = {}
+    while True:
+        time.sleep(0.05)
+        data = registry.read()
+        code = proc.poll()
+        failure = data.get("failure")
+        if code is not None or (failure and failure.get("final")):
+            if code is None:
+                proc.wait(30)
+            _report_detached_failure(failure, log)
+        daemon = data.get("daemon") or {}
+        if daemon.get("pid") != proc.pid:
+            continue
+        services: dict[str, dict[str, Any]] = data.get("services", {})
+        for name, entry in services.items():
+            if shown.get(name) != entry["state"] and entry["state"] != "pending":
+                shown[name] = entry["state"]
+                print(f"hippodrome | {name}: {entry['state']}", flush=True)
+        if failure:
+            continue
+        if services and all(_settled_ok(e) for e in services.values()):
+            elapsed = time.monotonic() - began
+            print(f"hippodrome | stack ready in {elapsed:.2f}s; daemon pid {proc.pid}; "
+                  f"dashboard {daemon['url']}; `invoke status`, `invoke down`", flush=True)
+            return
+
+
+def _settled_ok(entry: dict[str, Any]) -> bool:
+    state = entry["state"]
+    if state in ("running", "external"):
+        return True
+    if entry.get("kind") == "job" and state == "stopped":
+        return True
+    return state == "failed" and not entry.get("blocking", True)
+
+
+def _report_detached_failure(failure: dict[str, Any] | None, log: Path) -> None:
+    if failure and failure.get("service"):
+        raise ServiceStartError(failure["service"], failure["reason"],
+                                tuple(failure.get("last_lines") or ()), failure.get("log_path"))
+    if failure:
+        raise UsageError(failure["reason"])
+    tail = log.read_text("utf-8", "replace").splitlines()[-20:] if log.exists() else []
+    raise UsageError("the daemon exited before the stack was ready; its last output:\n"
+                     + "\n".join(tail) + f"\n(full output: {log})")
+
+
+@task(help={"json": "print the status as JSON (as GET /api/status)",
+            "project-root": UP_HELP["project-root"]})
+@handles_errors
+def status(c: Context, json_: bool = False, project_root: str = "") -> None:
+    """Table of services: state, health, pid, port, restarts, uptime, last exit code."""
+    client = DaemonClient.for_project(resolve_root(project_root))
+    result = client.status()
+    print(json.dumps(result, indent=2) if json_ else status_table(result))
+
+
+def _act(verb: str, service: str, root_flag: str) -> None:
+    client = DaemonClient.for_project(resolve_root(root_flag))
+    result = client.action(verb, service or None)
+    rows = result["services"]
+    for row in rows:
+        line = f"{row['name']}: {row['state']}"
+        if row.get("pid") and row["state"] == "running":
+            line += f" (pid {row['pid']})"
+        if row["state"] in ("failed", "backoff") and row.get("reason"):
+            line += f" — {row['reason']}"
+        print(line)
+    failed = [r for r in rows if r["state"] == "failed" and r.get("blocking", True)]
+    if verb != "stop" and failed:
+        raise Exit(code=1)
+
+
+SERVICE_HELP = {"service": "one service (default: the whole stack; the daemon stays up)",
+                "project-root": UP_HELP["project-root"]}
+
+
+@task(help=SERVICE_HELP)
+@handles_errors
+def start(c: Context, service: str = "", project_root: str = "") -> None:
+    """Start a service (and what it depends on), or the whole stack."""
+    _act("start", service, project_root)
+
+
+@task(help=SERVICE_HELP)
+@handles_errors
+def stop(c: Context, service: str = "", project_root: str = "") -> None:
+    """Stop a service, or every service (the daemon keeps running)."""
+    _act("stop", service, project_root)
+
+
+@task(help=SERVICE_HELP)
+@handles_errors
+def restart(c: Context, service: str = "", project_root: str = "") -> None:
+    """Restart one service while the rest keep running, or the whole stack."""
+    _act("restart", service, project_root)
+
+
+@task(help={"force": "clean up from the registry without the daemon (kills recorded groups)",
+            "project-root": UP_HELP["project-root"]})
+@handles_errors
+def down(c: Context, force: bool = False, project_root: str = "") -> None:
+    """Stop every service and the daemon."""
+    root = resolve_root(project_root)
+    registry = Registry(root)
+    if not force:
+        try:
+            client = DaemonClient.for_project(root)
+            client.shutdown()
+            _wait_daemon_gone(registry, client.pid)
+            print("hippodrome | stack stopped, daemon exited")
+            return
+        except DaemonNotRunningError as exc:
+            if exc.detail:
+                print(f"hippodrome | {exc.detail}")
+            print("hippodrome | no daemon was running; nothing to stop")
+            return
+        except DaemonUnreachableError as exc:
+            print(f"hippodrome | {exc.message()}\nhippodrome | cleaning up from the registry")
+    for line in force_down(registry):
+        print(f"hippodrome | {line}")
+
+
+def _wait_daemon_gone(registry: Registry, pid: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = registry.read()
+        daemon = data.get("daemon") or {}
+        if daemon.get("pid") != pid or not daemon_alive(data):
+            return
+        time.sleep(0.05)
+    raise DaemonUnreachableError("", pid, f"still running {timeout:g}s after shutdown")

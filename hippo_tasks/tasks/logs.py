@@ -1,0 +1,96 @@
+"""`invoke logs`: read `.logs/latest/`, which exists whether or not a daemon runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from invoke import task
+from invoke.context import Context
+
+from hippo_tasks.errors import UsageError
+from hippo_tasks.supervision.printer import colour_for, use_colour
+from hippo_tasks.tasks.context import resolve_root
+from hippo_tasks.tasks.output import handles_errors
+
+
+def tail_lines(path: Path, count: int, block: int = 65536) -> list[bytes]:
+    """The last `count` lines of a file without reading all of it."""
+    if count <= 0:
+        return []
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        end = fh.tell()
+        data = b""
+        pos = end
+        while pos > 0 and data.count(b"\n") <= count:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            data = fh.read(step) + data
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines[-count:]
+
+
+def _files(latest: Path, service: str) -> list[Path]:
+    if not latest.exists():
+        raise UsageError(f"no logs yet: {latest} does not exist (start the stack with "
+                         "`invoke up`)")
+    if service:
+        path = latest / f"{service}.log"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in latest.glob("*.log"))) or "none"
+            raise UsageError(f"no log for service '{service}' in {latest} (logs: {known})")
+        return [path]
+    return sorted(latest.glob("*.log"))
+
+
+@task(help={"service": "one service (default: all)", "follow": "keep printing new lines",
+            "lines": "how many lines from the end (default 50)",
+            "project-root": "project folder (default: auto-detected)"})
+@handles_errors
+def logs(c: Context, service: str = "", follow: bool = False, lines: int = 50,
+         project_root: str = "") -> None:
+    """Show services' logs from `.logs/latest/`."""
+    latest = resolve_root(project_root) / ".logs" / "latest"
+    files = _files(latest, service)
+    colour = use_colour()
+    width = max((len(p.stem) for p in files), default=0)
+    out = sys.stdout.buffer
+
+    def prefix(name: str) -> bytes:
+        if len(files) == 1:
+            return b""
+        label = name.ljust(width).encode() + b" | "
+        return (colour_for(name).encode() + label + b"\x1b[0m") if colour else label
+
+    offsets = {}
+    for path in files:
+        for line in tail_lines(path, int(lines)):
+            out.write(prefix(path.stem) + line + b"\n")
+        offsets[path] = path.stat().st_size
+    out.flush()
+    partial: dict[Path, bytes] = {}
+    while follow:
+        time.sleep(0.2)
+        for path in sorted(latest.glob("*.log")) if not service else files:
+            size = path.stat().st_size if path.exists() else 0
+            start = offsets.get(path, 0)
+            if size < start:
+                start = 0
+            if size == start:
+                continue
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                chunk = partial.pop(path, b"") + fh.read(size - start)
+            offsets[path] = size
+            *whole, rest = chunk.split(b"\n")
+            if rest:
+                partial[path] = rest
+            for line in whole:
+                out.write(prefix(path.stem) + line + b"\n")
+        out.flush()
