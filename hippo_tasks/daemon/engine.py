@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError
 from hippo_tasks.model.plan import StackPlan
@@ -168,7 +169,8 @@ class Engine:
         code = EXIT_OK
         try:
             starting = asyncio.ensure_future(self.stack.start_and_wait())
-            done, _ = await asyncio.wait({starting, self._shutdown},
+            waits: set[asyncio.Future[Any]] = {starting, self._shutdown}
+            done, _ = await asyncio.wait(waits,
                                          return_when=asyncio.FIRST_COMPLETED)
             if starting in done:
                 self.failure = starting.result()

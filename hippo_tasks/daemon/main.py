@@ -96,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan, registry = prepare(opts, lambda s: print(s, flush=True))
     except HippoError as exc:
-        print(f"hippodrome: {exc.message()}", file=sys.stderr, flush=True)
-        Registry(opts.project_root).update(lambda d: d.__setitem__(
-            "failure", {"service": None, "reason": exc.message(), "last_lines": [],
-                        "final": True}))
+        text = exc.message()
+        print(f"hippodrome: {text}", file=sys.stderr, flush=True)
+        failure: dict[str, Any] = {"service": None, "reason": text, "last_lines": [], "final": True}
+        Registry(opts.project_root).update(lambda d: d.__setitem__("failure", failure))
         return 2
     # Detached: service output goes to the log files only; notes go to daemon.log.
     return run_engine(plan, registry, None)

@@ -180,7 +180,8 @@ def bundled_text() -> str:
 def load_stack(project_root: Path | None, *, bundled: str | None = None) -> StackSpec:
     """The stack for a project root: the bundle merged with its hippodrome.toml, if any."""
     files: list[_FileData] = []
-    bundle = _parse_file(f"<bundled {BUNDLED_NAME}>", bundled_text() if bundled is None else bundled)
+    text = bundled_text() if bundled is None else bundled
+    bundle = _parse_file(f"<bundled {BUNDLED_NAME}>", text)
     user: _FileData | None = None
     if project_root is not None:
         path = project_root / PROJECT_FILE
@@ -225,10 +226,10 @@ def _merge(files: list[_FileData]) -> StackSpec:
     services: list[ServiceSpec] = []
     for name, table in merged.items():
         ctx = source[name]
-        if not table.get("external", False) and not table.get("command"):
-            if table.get("enabled", True):
-                raise ctx.error("has no command (give command = [...] or external = true)", name,
-                                "command")
+        if (not table.get("external", False) and not table.get("command")
+                and table.get("enabled", True)):
+            raise ctx.error("has no command (give command = [...] or external = true)", name,
+                            "command")
         if "readiness" not in table:
             table["readiness"] = Readiness("tcp") if "port" in table else Readiness("none")
         if table["readiness"].kind in ("http", "tcp") and "port" not in table:

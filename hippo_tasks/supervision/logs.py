@@ -9,6 +9,7 @@ lines survive: bytes are kept as bytes, and decoded (with replacement) only for 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -90,10 +91,8 @@ class RunFiles:
     @staticmethod
     def _link_latest(root: Path, run: Path) -> None:
         tmp = root / f".latest-{os.getpid()}"
-        try:
+        with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        except FileNotFoundError:
-            pass
         tmp.symlink_to(run.name)
         os.replace(tmp, root / "latest")
 

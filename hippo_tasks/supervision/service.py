@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from hippo_tasks.model.plan import PlannedService
 from hippo_tasks.model.spec import StackSettings
@@ -311,7 +311,8 @@ class ServiceSupervisor:
 
         hub.watch(self.name, on_line)
         try:
-            done, _ = await asyncio.wait({matched, child.exited},
+            waits: set[asyncio.Future[Any]] = {matched, child.exited}
+            done, _ = await asyncio.wait(waits,
                                          timeout=max(0.0, deadline - loop.time()),
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -329,7 +330,8 @@ class ServiceSupervisor:
         misses = 0
         while True:
             sleeper = asyncio.ensure_future(self.ctx.clock.sleep(settings.liveness_interval))
-            done, _ = await asyncio.wait({sleeper, child.exited},
+            waits: set[asyncio.Future[Any]] = {sleeper, child.exited}
+            done, _ = await asyncio.wait(waits,
                                          return_when=asyncio.FIRST_COMPLETED)
             if child.exited in done:
                 sleeper.cancel()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from hippo_tasks.errors import ServiceStartError, UnknownServiceError
 from hippo_tasks.model.plan import StackPlan
@@ -126,7 +127,8 @@ class StackSupervisor:
         self.blocking_failure = loop.create_future()
         await self.start(names)
         waiter = asyncio.ensure_future(self.wait_settled(names))
-        done, _ = await asyncio.wait({waiter, self.blocking_failure},
+        waits: set[asyncio.Future[Any]] = {waiter, self.blocking_failure}
+        done, _ = await asyncio.wait(waits,
                                      return_when=asyncio.FIRST_COMPLETED)
         failure = self.blocking_failure.result() if self.blocking_failure.done() else None
         self.blocking_failure = None
@@ -137,7 +139,8 @@ class StackSupervisor:
         return failure
 
     # ---- stop -------------------------------------------------------------------
-    async def stop(self, names: Iterable[str] | None = None, reason: str = "stop requested") -> None:
+    async def stop(self, names: Iterable[str] | None = None,
+                   reason: str = "stop requested") -> None:
         """Stop these (default all), each after its running dependants in the set stopped."""
         chosen = set(names if names is not None else self.services)
         for name in chosen:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invoke import Collection
+from invoke.collection import Collection
 
 from hippo_tasks.tasks import control, doctor, lifecycle, logs
 

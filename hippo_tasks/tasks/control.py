@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from invoke import Collection, task
+from invoke.collection import Collection
 from invoke.context import Context
+from invoke.tasks import task
 
 from hippo_tasks.tasks import lifecycle
 from hippo_tasks.tasks.output import handles_errors

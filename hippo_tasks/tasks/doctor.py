@@ -6,9 +6,9 @@ import importlib.util
 import shutil
 import sys
 
-from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from hippo_tasks.errors import HippoError
 from hippo_tasks.model.loader import load_stack

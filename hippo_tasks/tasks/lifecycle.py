@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from hippo_tasks.daemon.client import DaemonClient
 from hippo_tasks.daemon.main import options_to_json, prepare, run_engine

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from invoke import task
 from invoke.context import Context
+from invoke.tasks import task
 
 from hippo_tasks.errors import UsageError
 from hippo_tasks.supervision.printer import colour_for, use_colour

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invoke import Program
+from invoke.program import Program
 
 from hippo_tasks import __version__
 from hippo_tasks.tasks import ns
