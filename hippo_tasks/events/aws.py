@@ -97,7 +97,13 @@ def resolve_endpoint(endpoint_url: str | None = None) -> str | None:
     return endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def client(service: str, endpoint_url: str | None = None, region: str | None = None) -> Any:
+def client(
+    service: str,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> Any:
     """A boto3 client with standard-mode retries (exponential backoff with jitter).
 
     The region comes from the argument, else the usual boto3 chain (AWS_REGION,
@@ -108,7 +114,7 @@ def client(service: str, endpoint_url: str | None = None, region: str | None = N
 
     session = boto3.session.Session(region_name=region)
     config = Config(
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
     )
@@ -202,9 +208,9 @@ def explain(exc: BaseException, service: str | None = None) -> AwsError:
     ):
         return AwsError(
             "sso-expired",
-            "Your AWS SSO session has expired or was never started: run `aws sso login`"
+            "Your AWS SSO session has expired or was never started: run `aws sso login"
             + _profile_hint()
-            + " and try again.",
+            + "` and try again.",
         )
     if isinstance(exc, bx.ProfileNotFound):
         return AwsError(
@@ -247,7 +253,7 @@ def _explain_client_error(exc: Any, service: str | None) -> AwsError:
         return AwsError(
             "expired-credentials",
             f"Your AWS credentials have expired ({code}): refresh them, e.g. "
-            f"`aws sso login`{_profile_hint()}, and try again.",
+            f"`aws sso login{_profile_hint()}`, and try again.",
             code=code,
         )
     if code in _BAD_CREDENTIAL_CODES:
