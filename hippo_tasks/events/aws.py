@@ -97,31 +97,39 @@ def resolve_endpoint(endpoint_url: str | None = None) -> str | None:
     return endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def new_session(region: str | None = None) -> Any:
+    """A boto3 session; share one between the clients of a command (models load once)."""
+    import boto3
+
+    return boto3.session.Session(region_name=region)
+
+
 def client(
     service: str,
     endpoint_url: str | None = None,
     region: str | None = None,
     *,
     max_attempts: int = MAX_ATTEMPTS,
+    session: Any = None,
 ) -> Any:
     """A boto3 client with standard-mode retries (exponential backoff with jitter).
 
     The region comes from the argument, else the usual boto3 chain (AWS_REGION,
     AWS_DEFAULT_REGION, the profile), else us-east-1, so a bare moto setup works.
+    `max_attempts` counts every attempt, the first included.
     """
-    import boto3
     from botocore.config import Config
 
-    session = boto3.session.Session(region_name=region)
+    shared = session if session is not None else new_session(region)
     config = Config(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
     )
-    return session.client(
+    return shared.client(
         service,
         endpoint_url=resolve_endpoint(endpoint_url),
-        region_name=session.region_name or DEFAULT_REGION,
+        region_name=region or shared.region_name or DEFAULT_REGION,
         config=config,
     )
 

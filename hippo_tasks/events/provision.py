@@ -14,6 +14,9 @@ What moto 5.2.1 does and does not do here (checked against the real server):
 - moto does not check that a pipe's source, target or role exist or allow anything,
   and CreatePipe on an existing name silently replaces it (real AWS answers
   ConflictException), which is why pipes are described before being created.
+- moto refuses to re-enable a stream on a table that once had one (ResourceInUseException
+  "Cannot enable stream"); real AWS allows it. Provisioning then keeps the table as it
+  is, notes it, and `events.validate` reports the disabled stream.
 - With IAM enforcement on (INITIAL_NO_AUTH_ACTION_COUNT), moto rejects signed Pipes
   requests with SignatureDoesNotMatch; plain local use has no enforcement.
 
@@ -62,6 +65,7 @@ class Resource:
     name: str
     arn: str
     created: bool
+    note: str = ""
 
 
 @dataclass
@@ -126,8 +130,10 @@ def provision_resources(
             on_resource(resource)
         return resource
 
+    shared = aws.new_session(region)
+
     def clients(service: str) -> Any:
-        return aws.client(service, endpoint_url=endpoint_url, region=region)
+        return aws.client(service, endpoint_url=endpoint_url, region=region, session=shared)
 
     ddb, events = clients("dynamodb"), clients("events")
     streams: dict[str, str] = {}
@@ -196,13 +202,22 @@ def _ensure_table(ddb: Any, name: str) -> tuple[Resource, str]:
             ddb.get_waiter("table_exists").wait(
                 TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
             )
+        note = ""
         if not (table.get("StreamSpecification") or {}).get("StreamEnabled"):
-            table = ddb.update_table(
-                TableName=name,
-                StreamSpecification={"StreamEnabled": True, "StreamViewType": STREAM_VIEW},
-            )["TableDescription"]
+            try:
+                table = ddb.update_table(
+                    TableName=name,
+                    StreamSpecification={"StreamEnabled": True, "StreamViewType": STREAM_VIEW},
+                )["TableDescription"]
+            except Exception as exc:
+                # moto never re-enables a stream a table once had; keep the old stream ARN.
+                if aws.error_code(exc) != "ResourceInUseException" or not table.get(
+                    "LatestStreamArn"
+                ):
+                    raise
+                note = "stream is disabled and could not be re-enabled"
         stream_arn = str(table["LatestStreamArn"])
-        return Resource("dynamodb table", name, str(table["TableArn"]), created)
+        return Resource("dynamodb table", name, str(table["TableArn"]), created, note)
 
     resource = _guarded("DynamoDB table", name, "dynamodb", step)
     return resource, stream_arn
@@ -377,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prefix = default_table_prefix(find_project_root())
 
     def show(r: Resource) -> None:
-        print(f"{'created' if r.created else 'exists '}  {r.kind:<14}  {r.name}  {r.arn}")
+        note = f"  ({r.note})" if r.note else ""
+        print(f"{'created' if r.created else 'exists '}  {r.kind:<14}  {r.name}  {r.arn}{note}")
         sys.stdout.flush()
 
     try:

@@ -127,9 +127,11 @@ def run_checks(target: Target) -> list[Check]:
     """
     if target.endpoint_url:
         aws.probe_endpoint(target.endpoint_url)
-    events = aws.client("events", endpoint_url=target.endpoint_url)
-    pipes = aws.client("pipes", endpoint_url=target.endpoint_url)
-    ddb = aws.client("dynamodb", endpoint_url=target.endpoint_url)
+    shared = aws.new_session()
+    events, pipes, ddb = (
+        aws.client(service, endpoint_url=target.endpoint_url, session=shared)
+        for service in ("events", "pipes", "dynamodb")
+    )
     plan: list[tuple[str, Callable[[Any, Target, str], Check], Any, str]] = [
         ("event bus", check_bus, events, "EcomEventBus"),
         ("event bus", check_bus, events, "MerchandisingEventBus"),
