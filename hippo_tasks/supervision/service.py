@@ -163,7 +163,7 @@ class ServiceSupervisor:
         self._collect(child)
 
     def _collect(self, child: Child) -> None:
-        if child.exited.done():
+        if child.exited.done() and not child.exited.cancelled():
             self.exit_code = child.exited.result()
         if self.ctx.guard is not None:
             self.ctx.guard.forget(child.pgid)
@@ -237,7 +237,7 @@ class ServiceSupervisor:
         self.ctx.hub.system(self.name, f"setup: {' '.join(step.setup_argv)} "
                                        f"(because {step.setup_creates} is missing)")
         child = await self._spawn(step.setup_argv, track_pid=False)
-        code = await child.exited
+        code = await asyncio.shield(child.exited)
         await self._drain(child)
         self._collect(child)
         if code != 0:
@@ -271,7 +271,7 @@ class ServiceSupervisor:
         spec = self.planned.spec
         readiness = spec.readiness
         if spec.kind == "job":
-            code = await child.exited
+            code = await asyncio.shield(child.exited)
             return "ready" if code == 0 else "exited"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + spec.start_timeout
@@ -325,11 +325,12 @@ class ServiceSupervisor:
         readiness = self.planned.spec.readiness
         settings = self.ctx.settings
         if readiness.kind not in ("http", "tcp"):
-            await child.exited
+            await asyncio.shield(child.exited)
             return "exited"
         misses = 0
         while True:
-            sleeper = asyncio.ensure_future(self.ctx.clock.sleep(settings.liveness_interval))
+            # Real time, not the injected clock: the clock stands for backoff time only.
+            sleeper = asyncio.ensure_future(asyncio.sleep(settings.liveness_interval))
             waits: set[asyncio.Future[Any]] = {sleeper, child.exited}
             done, _ = await asyncio.wait(waits,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -359,7 +360,7 @@ class ServiceSupervisor:
                 self.ctx.on_transition(Transition(self.name, State.EXTERNAL, State.EXTERNAL,
                                                   "probe", time.time()))
             self.settled.set()
-            await self.ctx.clock.sleep(settings.liveness_interval)
+            await asyncio.sleep(settings.liveness_interval)
 
 
 def child_env() -> dict[str, str]:

@@ -1,0 +1,216 @@
+"""events.validate and the `events.validate` Invoke task, against a real moto server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import moto_server
+import pytest
+from moto_server import DUMMY_CREDENTIALS, free_port
+
+from hippo_tasks.events import aws
+from hippo_tasks.events.provision import provision
+from hippo_tasks.events.validate import validate
+
+# The real-moto fixtures, made visible to this module (one server per module).
+moto_server_url = moto_server.moto_server_url
+moto_endpoint = moto_server.moto_endpoint
+
+REPO = Path(__file__).resolve().parents[1]
+# Runs the task through invoke's own CLI machinery, as `invoke events.validate` would.
+TASK_RUNNER = (
+    "import sys\n"
+    "from invoke import Collection, Program\n"
+    "from hippo_tasks.tasks.events import ns\n"
+    "root = Collection()\n"
+    "root.add_collection(ns)\n"
+    "Program(namespace=root, name='hd', binary='hd').run(['hd', *sys.argv[1:]])\n"
+)
+
+
+def checks(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("[")]
+
+
+def statuses(lines: list[str]) -> list[str]:
+    return [line.split("]")[0] + "]" for line in checks(lines)]
+
+
+def run_task(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", TASK_RUNNER, "events.validate", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_empty_account_is_six_missing_each_with_a_fix(moto_endpoint: str) -> None:
+    lines, ok = validate("val-empty-", moto_endpoint)
+    assert not ok
+    assert statuses(lines) == ["[MISSING]"] * 6
+    names = [
+        "val-empty-EcomEventBus",
+        "val-empty-MerchandisingEventBus",
+        "val-empty-IndexSettingsEventPipe",
+        "val-empty-MerchandisingEventPipe",
+        "val-empty-EcomIndexSettingsTable",
+        "val-empty-MerchandisingTable",
+    ]
+    for line, name in zip(checks(lines), names, strict=True):
+        assert f" {name} does not exist" in line
+        following = lines[lines.index(line) + 1]
+        assert following.strip() == (
+            "fix: `invoke up --profile ecom --table-prefix val-empty-` provisions it on moto"
+        )
+    assert lines[-1] == "6 of 6 checks need attention."
+
+
+def test_after_provision_all_six_are_ok(moto_endpoint: str) -> None:
+    provision("val-ok-", moto_endpoint)
+    lines, ok = validate("val-ok-", moto_endpoint)
+    assert ok
+    assert statuses(lines) == ["[OK]"] * 6
+    assert "[OK] Pipe val-ok-IndexSettingsEventPipe is RUNNING" in lines
+    assert "[OK] Table val-ok-MerchandisingTable streams NEW_AND_OLD_IMAGES" in lines
+    assert lines[-1] == "All 6 checks passed."
+    assert not any("arn:" in line or "fix:" in line for line in lines)
+
+
+def test_verbose_adds_arns_states_and_view_types(moto_endpoint: str) -> None:
+    provision("val-verbose-", moto_endpoint)
+    lines, ok = validate("val-verbose-", moto_endpoint, verbose=True)
+    assert ok and len(checks(lines)) == 6
+    text = "\n".join(lines)
+    assert "arn: arn:aws:events:us-east-1:123456789012:event-bus/val-verbose-EcomEventBus" in text
+    assert (
+        "arn: arn:aws:pipes:us-east-1:123456789012:pipe/val-verbose-MerchandisingEventPipe" in text
+    )
+    assert "state: RUNNING (desired RUNNING)" in text
+    assert "stream: enabled, view type NEW_AND_OLD_IMAGES" in text
+    assert "stream arn: arn:aws:dynamodb:" in text
+    assert "target: arn:aws:events:us-east-1:123456789012:event-bus/val-verbose-" in text
+
+
+def test_stream_turned_off_is_a_warning(moto_endpoint: str) -> None:
+    provision("val-off-", moto_endpoint)
+    aws.client("dynamodb", moto_endpoint).update_table(
+        TableName="val-off-EcomIndexSettingsTable", StreamSpecification={"StreamEnabled": False}
+    )
+    lines, ok = validate("val-off-", moto_endpoint, verbose=True)
+    assert not ok
+    assert statuses(lines) == ["[OK]"] * 4 + ["[WARN]", "[OK]"]
+    warn = "[WARN] Table val-off-EcomIndexSettingsTable has no stream enabled"
+    assert warn in lines
+    assert "stream: disabled, view type none" in "\n".join(lines)
+    fix = next(line for line in lines[lines.index(warn) :] if "fix:" in line)
+    assert "aws dynamodb update-table --table-name val-off-EcomIndexSettingsTable" in fix
+    assert f"--endpoint-url {moto_endpoint}" in fix
+    assert lines[-1] == "1 of 6 checks need attention."
+
+
+def test_keys_only_stream_is_a_warning(moto_endpoint: str) -> None:
+    # Created before provisioning, which leaves an existing stream's view type alone.
+    aws.client("dynamodb", moto_endpoint).create_table(
+        TableName="val-keys-MerchandisingTable",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+    )
+    provision("val-keys-", moto_endpoint)
+    lines, ok = validate("val-keys-", moto_endpoint)
+    assert not ok
+    assert statuses(lines) == ["[OK]"] * 5 + ["[WARN]"]
+    assert (
+        "[WARN] Table val-keys-MerchandisingTable streams KEYS_ONLY, but the pipe needs "
+        "NEW_IMAGE or NEW_AND_OLD_IMAGES"
+    ) in lines
+
+
+def test_stopped_pipe_is_a_warning_with_its_state(moto_endpoint: str) -> None:
+    provision("val-stop-", moto_endpoint)
+    aws.client("pipes", moto_endpoint).stop_pipe(Name="val-stop-MerchandisingEventPipe")
+    lines, ok = validate("val-stop-", moto_endpoint)
+    assert not ok
+    assert statuses(lines) == ["[OK]"] * 3 + ["[WARN]"] + ["[OK]"] * 2
+    warn = "[WARN] Pipe val-stop-MerchandisingEventPipe is STOPPED, not RUNNING"
+    assert warn in lines
+    assert (
+        "aws pipes start-pipe --name val-stop-MerchandisingEventPipe"
+        in lines[lines.index(warn) + 1]
+    )
+
+
+def test_endpoint_comes_from_aws_endpoint_url(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provision("val-env-", moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    lines, ok = validate("val-env-")
+    assert ok
+    assert lines[0] == f"EventBridge infrastructure for table prefix 'val-env-' on {moto_endpoint}:"
+
+
+def test_no_credentials_is_one_sentence_not_six_lines(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in DUMMY_CREDENTIALS:
+        monkeypatch.delenv(name)
+    lines, ok = validate("val-nocred-", moto_endpoint)
+    assert not ok
+    assert checks(lines) == []
+    assert lines[1].startswith("Cannot check EventBridge infrastructure: No AWS credentials found")
+
+
+def test_unreachable_endpoint_fails_fast_with_the_url(moto_endpoint: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    lines, ok = validate("val-down-", url)
+    assert time.monotonic() - started < 3
+    assert not ok
+    assert checks(lines) == []
+    assert f"Could not reach the AWS endpoint {url}" in lines[1]
+    assert "moto server may not be running" in lines[1]
+
+
+def test_task_exit_codes_and_no_secret_in_output(moto_endpoint: str) -> None:
+    missing = run_task("--table-prefix", "val-task-", "--endpoint-url", moto_endpoint)
+    assert missing.returncode == 1, missing.stderr
+    assert statuses(missing.stdout.splitlines()) == ["[MISSING]"] * 6
+    assert "Traceback" not in missing.stderr
+
+    provision("val-task-", moto_endpoint)
+    good = run_task("--table-prefix", "val-task-", "--endpoint-url", moto_endpoint, "--verbose")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert statuses(good.stdout.splitlines()) == ["[OK]"] * 6
+    assert "arn: arn:aws:" in good.stdout
+
+    secret = aws.client("secretsmanager", moto_endpoint).get_secret_value(
+        SecretId="val-task-marqo-api-key-secret"
+    )["SecretString"]
+    for text in (missing.stdout, missing.stderr, good.stdout, good.stderr):
+        assert secret not in text
+        for value in DUMMY_CREDENTIALS.values():
+            assert value not in text
+
+
+def test_task_defaults_the_prefix_from_the_project(moto_endpoint: str, tmp_path: Path) -> None:
+    # Outside git, the default table prefix is dev-local- (DESIGN section 1).
+    (tmp_path / "hippodrome.toml").write_text("[stack]\n")
+    out = run_task("--endpoint-url", moto_endpoint, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "table prefix 'dev-local-'" in out.stdout
+    assert "[MISSING] Event bus dev-local-EcomEventBus does not exist" in out.stdout

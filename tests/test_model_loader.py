@@ -1,0 +1,168 @@
+"""The stack file: validation errors name file, service and field; merging; rendering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hippo_tasks.errors import StackFileError, UsageError
+from hippo_tasks.model.loader import load_stack, load_stack_text
+from hippo_tasks.model.plan import Options, build_plan
+
+BASE = """
+[services.db]
+command = ["db"]
+port = 7001
+
+[services.api]
+command = ["api", "--db", "${url:db}"]
+port = 7002
+depends_on = ["db"]
+readiness = { http = "/healthz" }
+env = { A = "1", B = "2" }
+"""
+
+
+def err(text: str) -> StackFileError:
+    with pytest.raises(StackFileError) as info:
+        load_stack_text(text, "stack.toml")
+    return info.value
+
+
+def test_malformed_toml_names_file_and_line() -> None:
+    e = err('[services.a]\ncommand = ["x"\nport = 1\n')
+    assert e.path == "stack.toml"
+    assert e.line == 2 or e.line == 3
+    assert "not valid TOML" in str(e)
+
+
+def test_unknown_field_suggests_the_right_one() -> None:
+    e = err('[services.api]\ncommand = ["x"]\nprot = 80\n')
+    assert (e.service, e.field_name, e.line) == ("api", "prot", 3)
+    assert "did you mean 'port'" in str(e)
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("port", '"80"', "must be an integer"),
+    ("port", "70000", "between 1 and 65535"),
+    ("command", '"python app.py"', "list of strings"),
+    ("blocking", '"yes"', "true or false"),
+    ("readiness", '{ http = "healthz" }', "readiness"),
+    ("readiness", '{ log = "([" }', "not a valid regex"),
+    ("kind", '"daemon"', '"service" or "job"'),
+    ("cells", '["moon"]', "not one of"),
+    ("start_timeout", "-1", "at least"),
+    ("setup", '{ command = ["npm", "ci"] }', "creates"),
+])
+def test_wrong_types_are_named(field: str, value: str, words: str) -> None:
+    base = "" if field == "command" else 'command = ["x"]\n'
+    e = err(f'[services.api]\n{base}{field} = {value}\n')
+    assert e.service == "api" and e.field_name in (field, f"{field}.command")
+    assert words in str(e)
+    assert "stack.toml" in str(e)
+
+
+def test_duplicate_ports_name_both_services() -> None:
+    e = err(BASE + '\n[services.web]\ncommand = ["w"]\nport = 7001\n')
+    assert "duplicate port 7001" in str(e) and "'db'" in str(e) and "'web'" in str(e)
+
+
+def test_same_port_allowed_when_never_together() -> None:
+    spec = load_stack_text(
+        '[services.a]\ncommand=["a"]\nport=7001\nprofiles=["core"]\n'
+        '[services.b]\ncommand=["b"]\nport=7001\nprofiles=["full"]\n')
+    assert {s.name for s in spec.services} == {"a", "b"}
+
+
+def test_unknown_dependency() -> None:
+    e = err(BASE.replace('depends_on = ["db"]', 'depends_on = ["dbb"]'))
+    assert e.service == "api" and e.field_name == "depends_on" and "'dbb'" in str(e)
+
+
+def test_cycle_names_its_services() -> None:
+    e = err(BASE.replace('[services.db]\ncommand = ["db"]',
+                         '[services.db]\ncommand = ["db"]\ndepends_on = ["api"]'))
+    assert "cycle" in str(e)
+    assert "api" in str(e) and "db" in str(e)
+
+
+def test_missing_command() -> None:
+    e = err("[services.a]\nport = 9\n")
+    assert e.field_name == "command"
+
+
+def test_project_file_overrides_bundle(tmp_path: Path) -> None:
+    (tmp_path / "hippodrome.toml").write_text(
+        '[services.api]\nport = 7100\nenv = { B = "override", C = "3" }\n'
+        '[services.db]\nenabled = false\n'
+        '[services.extra]\ncommand = ["e"]\n')
+    spec = load_stack(tmp_path, bundled=BASE)
+    api = spec.service("api")
+    assert api.port == 7100 and api.command[0] == "api"
+    assert api.env_dict == {"A": "1", "B": "override", "C": "3"}
+    assert not spec.service("db").enabled
+    assert spec.service("extra").command == ("e",)
+    assert str(tmp_path / "hippodrome.toml") in spec.files
+
+
+def test_defaults_false_drops_the_bundle(tmp_path: Path) -> None:
+    (tmp_path / "hippodrome.toml").write_text(
+        '[stack]\ndefaults = false\n[services.solo]\ncommand = ["s"]\n')
+    spec = load_stack(tmp_path, bundled=BASE)
+    assert spec.names == ("solo",)
+
+
+def test_errors_in_project_file_name_it(tmp_path: Path) -> None:
+    (tmp_path / "hippodrome.toml").write_text('[services.api]\nstart_timeout = "soon"\n')
+    with pytest.raises(StackFileError) as info:
+        load_stack(tmp_path, bundled=BASE)
+    assert info.value.path == str(tmp_path / "hippodrome.toml")
+    assert info.value.line == 2
+
+
+def test_bundled_default_stack_loads() -> None:
+    spec = load_stack(None)
+    assert spec.settings.dashboard_port == 9000
+
+
+def plan(text: str, **kw: object) -> object:
+    return build_plan(load_stack_text(text), Options(project_root=Path("/p"), **kw))  # type: ignore[arg-type]
+
+
+def test_plan_renders_ports_urls_with_offset_and_order() -> None:
+    p = build_plan(load_stack_text(BASE), Options(project_root=Path("/p"), port_offset=100))
+    assert p.names == ("db", "api")
+    api = p.service("api")
+    assert api.port == 7102 and api.argv == ("api", "--db", "http://127.0.0.1:7101")
+    assert p.dashboard_port == 9100
+
+
+def test_profiles_cells_and_only() -> None:
+    text = BASE + '\n[services.ui]\ncommand=["ui"]\nprofiles=["ecom"]\ncells=["local"]\n'
+    core = build_plan(load_stack_text(text), Options(project_root=Path("/p")))
+    assert "ui" not in core.names
+    ecom = build_plan(load_stack_text(text), Options(project_root=Path("/p"), profile="ecom"))
+    assert "ui" in ecom.names
+    staging = build_plan(load_stack_text(text),
+                         Options(project_root=Path("/p"), profile="ecom", cell="staging"))
+    assert "ui" not in staging.names
+    only = build_plan(load_stack_text(text), Options(project_root=Path("/p"), only=("api",)))
+    assert only.names == ("db", "api")
+    with pytest.raises(UsageError):
+        build_plan(load_stack_text(text), Options(project_root=Path("/p"), only=("nope",)))
+    with pytest.raises(UsageError):
+        build_plan(load_stack_text(text), Options(project_root=Path("/p"), profile="huge"))
+
+
+def test_unknown_template_variable_is_a_load_error() -> None:
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack_text('[services.a]\ncommand = ["${nope}"]\n'),
+                   Options(project_root=Path("/p")))
+    assert "unknown variable ${nope}" in str(info.value) and info.value.service == "a"
+    with pytest.raises(StackFileError):
+        build_plan(load_stack_text('[services.a]\ncommand = ["${env:HIPPO_NOT_SET_X}"]\n'),
+                   Options(project_root=Path("/p"), env={}))
+    ok = build_plan(load_stack_text('[services.a]\ncommand = ["$${literal}", "${table_prefix}"]\n'),
+                    Options(project_root=Path("/p"), table_prefix="dev-x-"))
+    assert ok.service("a").argv == ("${literal}", "dev-x-")

@@ -1,0 +1,38 @@
+"""Project root detection and the table prefix from the git branch."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from hippo_tasks.model.project import default_table_prefix, find_project_root, sanitize_branch
+
+
+def test_sanitize_branch() -> None:
+    assert sanitize_branch("feature/add-auth") == "feature-add-auth"
+    assert sanitize_branch("Fix__Thing!!") == "fix-thing"
+    assert sanitize_branch("///") == "local"
+
+
+def test_root_is_nearest_marker(tmp_path: Path) -> None:
+    (tmp_path / "hippodrome.toml").write_text("")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    assert find_project_root(deep, env={}) == tmp_path.resolve()
+
+
+def test_root_falls_back_to_src_dir_then_cwd(tmp_path: Path) -> None:
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    src = tmp_path / "src"
+    src.mkdir()
+    assert find_project_root(lone, env={"HIPPODROME_SRC_DIR": str(src)}) == src.resolve()
+    assert find_project_root(lone, env={}) == lone.resolve()
+
+
+def test_prefix_from_branch_and_outside_git(tmp_path: Path) -> None:
+    assert default_table_prefix(tmp_path) == "dev-local-"
+    subprocess.run(["git", "init", "-q", "-b", "feature/add-auth", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    assert default_table_prefix(tmp_path) == "dev-feature-add-auth-"

@@ -1,0 +1,114 @@
+"""After start-up: crash restarts with backoff, the crash-loop limit, liveness restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from harness import Harness, run
+from stackutil import free_ports, stack_header, toy_service, wait_for
+
+from hippo_tasks.supervision.backoff import Backoff, FakeClock, next_failures
+from hippo_tasks.supervision.states import State
+
+
+def test_backoff_policy() -> None:
+    b = Backoff(initial=0.5, maximum=4.0)
+    assert [b.delay(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert next_failures(3, 0.1) == 4
+    assert next_failures(3, 60.0) == 1
+
+
+def test_crash_restarts_with_backoff_then_gives_up(project: Path) -> None:
+    """A service that was ready, then keeps dying: restarted with growing delays (on a
+    fake clock, so the test does not sit through them), then FAILED."""
+    (p,) = free_ports(1)
+    text = stack_header(1, backoff_initial=0.5, backoff_max=4.0) + toy_service(
+        "flaky", p, readiness={"tcp": True}, max_restarts=3)
+    clock = FakeClock()
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("flaky")
+        for expected_restarts in range(4):
+            pid = svc.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            while svc.pid == pid and svc.state != State.FAILED:
+                await asyncio.sleep(0.02)
+            if expected_restarts < 3:
+                while svc.state != State.RUNNING:
+                    await asyncio.sleep(0.02)
+                assert svc.restarts == expected_restarts + 1
+        while svc.state != State.FAILED:
+            await asyncio.sleep(0.02)
+        assert "crash loop" in svc.reason and "killed by signal 9" in svc.reason
+        assert clock.sleeps == [0.5, 1.0, 2.0]
+        assert h.states("flaky").count("backoff") == 3
+
+    run(project, text.replace("dashboard_port = 1\n", "dashboard_port = 1\n"), scenario,
+        clock=clock)
+
+
+def test_no_auto_restart_means_failed_on_crash(project: Path) -> None:
+    (p,) = free_ports(1)
+    text = toy_service("once", p, auto_restart=False)
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("once")
+        assert svc.pid is not None
+        os.kill(svc.pid, signal.SIGKILL)
+        while svc.state != State.FAILED:
+            await asyncio.sleep(0.02)
+        assert svc.exit_code == -9 and svc.restarts == 0
+
+    run(project, text, scenario)
+
+
+def test_hung_service_holding_its_port_is_restarted(project: Path) -> None:
+    """Liveness: the process lives and keeps its port but stops answering HTTP."""
+    (p,) = free_ports(1)
+    hang = project / "hang-now"
+    text = stack_header(1, liveness_interval=0.2, liveness_failures=3, backoff_initial=0.1) + \
+        toy_service("hung", p, "--hang-if-exists", str(hang),
+                    readiness={"http": "/healthz"})
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("hung")
+        first = svc.pid
+        hang.write_text("x")
+        while svc.restarts == 0:
+            await asyncio.sleep(0.05)
+        hang.unlink()
+        while svc.state != State.RUNNING:
+            await asyncio.sleep(0.05)
+        assert svc.pid != first
+        notes = [r.text for r in h.hub.tail("hung", 1000) if r.system]
+        assert any("liveness probe failed (3/3)" in n for n in notes)
+        assert any("hung?" in n for n in notes)
+
+    run(project, text, scenario, timeout=60)
+
+
+def test_restart_one_service_leaves_others_alone(project: Path) -> None:
+    a, b = free_ports(2)
+    text = toy_service("a", a) + toy_service("b", b, depends_on=["a"])
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        a_pid, b_pid = h.stack.get("a").pid, h.stack.get("b").pid
+        await h.stack.restart("b")
+        assert h.stack.get("b").state == State.RUNNING
+        assert h.stack.get("b").pid != b_pid
+        assert h.stack.get("a").pid == a_pid
+
+    run(project, text, scenario)
+
+
+def wait_gone(pids: list[int]) -> None:
+    from stackutil import alive
+    wait_for(lambda: not any(alive(p) for p in pids), 5, what=f"{pids} gone")

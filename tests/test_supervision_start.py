@@ -1,0 +1,123 @@
+"""Start-up: dependency order, parallelism, every readiness kind, blocking failures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from harness import Harness, run
+from stackutil import PY, free_ports, toy_service
+
+from hippo_tasks.supervision.states import State
+
+
+def starts(marker: Path) -> list[tuple[int, float]]:
+    return [(int(p), float(t)) for _, p, t in
+            (line.split() for line in marker.read_text().splitlines())]
+
+
+def test_dependency_order_and_parallel_independents(project: Path) -> None:
+    a, b, c = free_ports(3)
+    ma, mb, mc = (project / f"{n}.marker" for n in "abc")
+    text = (toy_service("a", a, "--delay", "0.4", "--marker", str(ma),
+                        readiness={"http": "/healthz"})
+            + toy_service("b", b, "--delay", "0.4", "--marker", str(mb))
+            + toy_service("c", c, "--marker", str(mc), depends_on=["a", "b"]))
+
+    async def scenario(h: Harness) -> None:
+        began = time.time()
+        failure = await h.stack.start_and_wait()
+        assert failure is None
+        ready_at = {t.service: t.at for t in h.transitions if t.new == State.RUNNING}
+        # a and b start together; c only after both are ready.
+        assert abs(starts(ma)[0][1] - starts(mb)[0][1]) < 0.3
+        assert starts(mc)[0][1] >= max(ready_at["a"], ready_at["b"])
+        assert all(h.stack.get(n).state == State.RUNNING for n in "abc")
+        assert time.time() - began < 10
+
+    run(project, text, scenario)
+
+
+def test_log_and_none_and_tcp_readiness(project: Path) -> None:
+    (p,) = free_ports(1)
+    text = (toy_service("logger", None, "--delay", "0.2", "--say", "READY to serve",
+                        readiness={"log": "READY to \\w+"})
+            + toy_service("plain", None, readiness="none")
+            + toy_service("tcp", p, "--delay", "0.2", readiness={"tcp": True},
+                          depends_on=["logger"]))
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        for name in ("logger", "plain", "tcp"):
+            assert h.stack.get(name).state == State.RUNNING, h.states(name)
+        assert "READY to serve" in h.lines("logger")
+
+    run(project, text, scenario)
+
+
+def test_start_timeout_fails_blocking_service_with_last_lines(project: Path) -> None:
+    (p,) = free_ports(1)
+    text = toy_service("slow", p, "--delay", "30", "--lines", "25",
+                       readiness={"http": "/healthz"}, start_timeout=0.8)
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None and failure.service == "slow"
+        assert "start_timeout=0.8s" in failure.reason
+        assert len(failure.last_lines) == 20 and failure.last_lines[-1] == "line 24"
+        assert failure.log_path and failure.log_path.endswith("slow.log")
+
+    run(project, text, scenario)
+
+
+def test_crash_before_ready_is_failed_not_retried(project: Path) -> None:
+    (p,) = free_ports(1)
+    text = toy_service("crash", p, "--exit", "42", readiness={"http": "/healthz"})
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None and "exited with code 42" in failure.reason
+        assert "exiting with 42" in failure.last_lines
+        assert h.stack.get("crash").restarts == 0
+
+    run(project, text, scenario)
+
+
+def test_non_blocking_failure_lets_the_rest_go_on(project: Path) -> None:
+    a, b = free_ports(2)
+    text = (toy_service("optional", a, "--exit", "3", blocking=False)
+            + toy_service("main", b))
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        assert h.stack.get("optional").state == State.FAILED
+        assert h.stack.get("main").state == State.RUNNING
+
+    run(project, text, scenario)
+
+
+def test_dependant_of_failed_dependency_fails_with_reason(project: Path) -> None:
+    a, b = free_ports(2)
+    text = (toy_service("dep", a, "--exit", "3", blocking=False)
+            + toy_service("user", b, depends_on=["dep"], blocking=False))
+
+    async def scenario(h: Harness) -> None:
+        await h.stack.start_and_wait()
+        user = h.stack.get("user")
+        assert user.state == State.FAILED and "dependency 'dep'" in user.reason
+
+    run(project, text, scenario)
+
+
+def test_missing_command_and_cwd_are_clear(project: Path) -> None:
+    text = ('[services.ghost]\ncommand = ["no-such-binary-xyz"]\n'
+            '[services.lost]\ncommand = ["' + PY + '"]\ncwd = "nowhere"\nblocking = false\n')
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None
+        assert "service ghost: command 'no-such-binary-xyz' not found" in failure.reason
+        lost = h.stack.get("lost")
+        assert lost.state == State.FAILED and "cwd" in lost.reason and "nowhere" in lost.reason
+
+    run(project, text, scenario)
