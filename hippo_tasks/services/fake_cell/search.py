@@ -19,10 +19,11 @@ matches every document (score 0, insertion order), so a filter can be used alone
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from hippo_tasks.services.common.errors import BadRequest
@@ -32,6 +33,9 @@ _CLAUSE = re.compile(r'\s*([A-Za-z_][\w.\-]*):("(?:[^"\\]|\\.)*"|[^\s"]+)\s*')
 _AND = re.compile(r"AND\b")
 K1 = 1.2
 B = 0.75
+
+
+Clause = tuple[str, str]
 
 
 def tokenize(text: str) -> list[str]:
@@ -48,14 +52,34 @@ def _strings(doc: dict[str, Any]) -> Iterator[str]:
             yield from (item for item in value if isinstance(item, str))
 
 
+FilterKey = tuple[str, Any]
+
+
+def _filter_keys(value: Any) -> Iterator[FilterKey]:
+    """The keys under which a field value is found by an equality filter."""
+    if isinstance(value, list):
+        for item in value:
+            if not isinstance(item, list):
+                yield from _filter_keys(item)
+    elif isinstance(value, bool):
+        yield ("s", "true" if value else "false")
+    elif isinstance(value, int | float):
+        yield ("n", float(value))
+    elif isinstance(value, str):
+        yield ("s", value)
+
+
 class SearchIndex:
-    """Postings (term -> {doc id: term frequency}) plus document lengths."""
+    """Postings (term -> {doc id: term frequency}), document lengths, and an equality
+    index (field -> value key -> doc ids) so filters cost set operations, not scans."""
 
     def __init__(self) -> None:
         self.postings: dict[str, dict[str, int]] = {}
         self.lengths: dict[str, int] = {}
         self.terms: dict[str, tuple[str, ...]] = {}
         self.total_length = 0
+        self.values: dict[str, dict[FilterKey, set[str]]] = {}
+        self.value_keys: dict[str, list[tuple[str, FilterKey]]] = {}
 
     def add(self, doc_id: str, doc: dict[str, Any]) -> None:
         if doc_id in self.lengths:
@@ -69,6 +93,10 @@ class SearchIndex:
         self.lengths[doc_id] = length
         self.terms[doc_id] = tuple(counts)
         self.total_length += length
+        keys = [(f, k) for f, v in doc.items() for k in _filter_keys(v)]
+        for field, key in keys:
+            self.values.setdefault(field, {}).setdefault(key, set()).add(doc_id)
+        self.value_keys[doc_id] = keys
 
     def remove(self, doc_id: str) -> None:
         if doc_id not in self.lengths:
@@ -79,30 +107,79 @@ class SearchIndex:
             if not plist:
                 del self.postings[term]
         self.total_length -= self.lengths.pop(doc_id)
+        for field, key in self.value_keys.pop(doc_id):
+            ids = self.values[field][key]
+            ids.discard(doc_id)
+            if not ids:
+                del self.values[field][key]
 
-    def score(self, query: str) -> dict[str, float]:
-        """BM25 score of every document holding at least one query term."""
+    def filter_ids(self, clauses: list[Clause]) -> set[str]:
+        """Ids of the documents matching every clause."""
+        result: set[str] | None = None
+        for field, wanted in clauses:
+            by_key = self.values.get(field, {})
+            ids = set(by_key.get(("s", wanted), ()))
+            try:
+                number = float(wanted)
+            except ValueError:
+                pass
+            else:
+                ids |= by_key.get(("n", number), set())
+            result = ids if result is None else result & ids
+            if not result:
+                return set()
+        return result if result is not None else set(self.lengths)
+
+    def top(self, query: str, k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
+        """The k best (doc id, BM25 score) among docs holding a query term (and in
+        `allowed`, when given).
+
+        Exact, with MaxScore-style pruning: terms are taken rarest first, and once the
+        k-th best score so far beats the most the remaining terms could add
+        (idf * (k1 + 1) each), documents not yet seen cannot enter the top k, so the
+        common terms only refine known candidates instead of walking postings that
+        span most of the index.
+        """
         n = len(self.lengths)
-        if n == 0:
-            return {}
+        if n == 0 or k <= 0:
+            return []
         avg = (self.total_length / n) or 1.0
-        lengths = self.lengths
         base = K1 * (1.0 - B)  # BM25's k1 * (1 - b + b * len / avg), split into two terms
         norm = K1 * B / avg
-        scores: dict[str, float] = {}
+        lengths = self.lengths
+        terms: list[tuple[float, str, dict[str, int]]] = []
         for term in set(tokenize(query)):
             plist = self.postings.get(term)
-            if not plist:
-                continue
-            df = len(plist)
-            idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
-            for doc_id, tf in plist.items():
-                gain = idf * tf * (K1 + 1.0) / (tf + base + norm * lengths[doc_id])
-                scores[doc_id] = scores.get(doc_id, 0.0) + gain
-        return scores
-
-
-Clause = tuple[str, str]
+            if plist:
+                df = len(plist)
+                weight = math.log(1.0 + (n - df + 0.5) / (df + 0.5)) * (K1 + 1.0)
+                terms.append((weight, term, plist))
+        terms.sort(key=lambda t: (-t[0], t[1]))
+        remaining = sum(t[0] for t in terms)
+        scores: dict[str, float] = {}
+        pruned = False
+        for weight, _term, plist in terms:
+            if not pruned and len(scores) >= k:
+                pruned = heapq.nlargest(k, scores.values())[-1] >= remaining
+            remaining -= weight
+            if pruned:
+                for doc_id, score in scores.items():
+                    tf = plist.get(doc_id)
+                    if tf:
+                        scores[doc_id] = score + weight * tf / (tf + base + norm * lengths[doc_id])
+            elif allowed is not None and len(allowed) < len(plist):
+                for doc_id in allowed:
+                    tf = plist.get(doc_id)
+                    if tf:
+                        gain = weight * tf / (tf + base + norm * lengths[doc_id])
+                        scores[doc_id] = scores.get(doc_id, 0.0) + gain
+            else:
+                for doc_id, tf in plist.items():
+                    if allowed is None or doc_id in allowed:
+                        gain = weight * tf / (tf + base + norm * lengths[doc_id])
+                        scores[doc_id] = scores.get(doc_id, 0.0) + gain
+        best = heapq.nlargest(k, scores, key=scores.__getitem__)
+        return [(doc_id, scores[doc_id]) for doc_id in best]
 
 
 def parse_filter(text: str) -> list[Clause]:
@@ -128,22 +205,3 @@ def parse_filter(text: str) -> list[Clause]:
         clauses.append((field, raw))
         pos = clause.end()
     return clauses
-
-
-def _value_matches(value: Any, wanted: str) -> bool:
-    if isinstance(value, list):
-        return any(_value_matches(item, wanted) for item in value)
-    if isinstance(value, bool):
-        return wanted == ("true" if value else "false")
-    if isinstance(value, int | float):
-        try:
-            return float(wanted) == float(value)
-        except ValueError:
-            return False
-    if isinstance(value, str):
-        return value == wanted
-    return False
-
-
-def matches(doc: dict[str, Any], clauses: Iterable[Clause]) -> bool:
-    return all(field in doc and _value_matches(doc[field], want) for field, want in clauses)

@@ -10,7 +10,6 @@ check -> journal -> apply atomic for writers.
 
 from __future__ import annotations
 
-import heapq
 import re
 import secrets
 import threading
@@ -27,7 +26,7 @@ from hippo_tasks.services.common.errors import (
     Unauthorized,
 )
 from hippo_tasks.services.fake_cell.journal import Journal
-from hippo_tasks.services.fake_cell.search import Clause, SearchIndex, matches
+from hippo_tasks.services.fake_cell.search import Clause, SearchIndex
 
 INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 Op = dict[str, Any]
@@ -229,14 +228,12 @@ class Cell:
         with self.lock:
             index = self._index(self._authenticate(api_key).account_id, name)
             wanted = limit + offset
+            allowed = index.search.filter_ids(clauses) if clauses else None
             if query.strip() in ("", "*"):
-                docs = (d for d in index.docs.values() if matches(d, clauses))
-                ranked = [(doc, 0.0) for doc, _ in zip(docs, range(wanted), strict=False)]
+                ids = (i for i in index.docs if allowed is None or i in allowed)
+                ranked = [(index.docs[i], 0.0) for i, _ in zip(ids, range(wanted), strict=False)]
             else:
-                scores = index.search.score(query)
-                if clauses:
-                    scores = {i: s for i, s in scores.items() if matches(index.docs[i], clauses)}
-                best = heapq.nsmallest(wanted, scores.items(), key=lambda kv: (-kv[1], kv[0]))
+                best = index.search.top(query, wanted, allowed)
                 ranked = [(index.docs[i], s) for i, s in best]
             return [{**doc, "_score": round(s, 6)} for doc, s in ranked[offset:]]
 
