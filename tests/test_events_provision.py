@@ -12,7 +12,13 @@ import pytest
 from moto_server import DUMMY_CREDENTIALS, free_port
 
 from hippo_tasks.events import aws
-from hippo_tasks.events.provision import bucket_name, provision, provision_resources, role_name
+from hippo_tasks.events.provision import (
+    bucket_name,
+    main,
+    provision,
+    provision_resources,
+    role_name,
+)
 
 # The real-moto fixtures, made visible to this module (one server per module).
 moto_server_url = moto_server.moto_server_url
@@ -185,16 +191,16 @@ def test_cli_names_the_resource_that_failed(moto_endpoint: str) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_cli_on_a_closed_port_says_moto_may_not_be_running(moto_endpoint: str) -> None:
+def test_cli_on_a_closed_port_says_moto_may_not_be_running(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    out = run_cli("--table-prefix", "prov-down-", "--endpoint-url", url)
-    assert out.returncode == 1
-    assert f"Could not reach the AWS endpoint {url}" in out.stderr
-    assert "moto server may not be running" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert main(["--table-prefix", "prov-down-", "--endpoint-url", url]) == 1
+    err = capsys.readouterr().err
+    assert f"Could not reach the AWS endpoint {url}" in err
+    assert "moto server may not be running" in err
 
 
-def test_cli_refuses_real_aws(moto_endpoint: str) -> None:
-    out = run_cli("--table-prefix", "prov-real-")
-    assert out.returncode == 2
-    assert "refusing to create resources in a real AWS account" in out.stderr
+def test_cli_refuses_real_aws(moto_endpoint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--table-prefix", "prov-real-"]) == 2
+    assert "refusing to create resources in a real AWS account" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from moto_server import DUMMY_CREDENTIALS, free_port
 
 from hippo_tasks.events import aws
 from hippo_tasks.events.provision import provision
-from hippo_tasks.events.validate import validate
+from hippo_tasks.events.validate import Target, header, validate
 
 # The real-moto fixtures, made visible to this module (one server per module).
 moto_server_url = moto_server.moto_server_url
@@ -214,3 +214,11 @@ def test_task_defaults_the_prefix_from_the_project(moto_endpoint: str, tmp_path:
     assert out.returncode == 1
     assert "table prefix 'dev-local-'" in out.stdout
     assert "[MISSING] Event bus dev-local-EcomEventBus does not exist" in out.stdout
+
+
+def test_real_aws_fixes_point_at_the_cdk_stacks() -> None:
+    real = Target("dev-main-", None)
+    assert "cd infra/ecom && npx cdk deploy" in real.deploy_fix("IndexSettingsEventPipe")
+    assert "MerchandisingStack" in real.deploy_fix("MerchandisingEventBus")
+    assert real.cli("pipes start-pipe --name x") == "`aws pipes start-pipe --name x`"
+    assert header(real).endswith("on AWS (default credential chain):")
