@@ -68,11 +68,11 @@ class Registry:
 
     def _read_unlocked(self) -> Data:
         try:
-            text = self.path.read_text("utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return empty(self.root)
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
             if not isinstance(data, dict) or not isinstance(data.get("services", {}), dict):
                 raise ValueError("not a registry object")
         except (ValueError, UnicodeDecodeError) as exc:

@@ -44,6 +44,12 @@ class LogSink(Protocol):
     def write_chunk(self, service: str, raw: bytes, records: list[LogRecord]) -> None: ...
 
 
+def _pieces(line: bytes) -> list[bytes]:
+    if len(line) <= MAX_LINE:
+        return [line]
+    return [line[i:i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
+
+
 class LineSplitter:
     """Turns a byte stream into whole lines, holding a partial line between chunks."""
 
@@ -58,6 +64,8 @@ class LineSplitter:
         if len(self._partial) > MAX_LINE:
             lines.append(self._partial)
             self._partial = b""
+        if len(data) > MAX_LINE and any(len(line) > MAX_LINE for line in lines):
+            lines = [piece for line in lines for piece in _pieces(line)]
         return lines
 
     def flush(self) -> list[bytes]:

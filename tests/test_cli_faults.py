@@ -1,0 +1,235 @@
+"""Faults: kill -9 of the daemon, busy ports, a corrupt registry, a hung daemon, Ctrl+C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from stackutil import (
+    PY,
+    REPO,
+    TOY,
+    alive,
+    free_ports,
+    group_members,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
+
+
+def shell_stack(root: Path) -> tuple[int, int, int]:
+    dash, a, b = free_ports(3)
+    write_stack(root, stack_header(dash)
+                + "[services.shell]\n"
+                + f'command = ["sh", "-c", "{PY} {TOY} --port {a} --child; echo done"]\n'
+                + f"port = {a}\n\n"
+                + toy_service("plain", b))
+    return dash, a, b
+
+
+def test_kill_9_of_daemon_leaves_no_orphans(project: Path) -> None:
+    shell_stack(project)
+    hd(project, "up", "--detach", check=True)
+    reg = registry(project)
+    members = []
+    for entry in reg["services"].values():
+        members += group_members(entry["pgid"])
+    assert len(members) >= 4  # sh, its python, the grandchild, plain
+    os.kill(reg["daemon"]["pid"], signal.SIGKILL)
+    began = time.monotonic()
+    wait_for(lambda: not any(alive(p) for p in members), 2.0, what="every service gone")
+    assert time.monotonic() - began < 2.0
+    # The next task notices the dead daemon and cleans its entries.
+    res = hd(project, "down")
+    assert "stale registry entry" in res.stdout
+    assert registry(project)["daemon"] is None and registry(project)["services"] == {}
+
+
+def test_busy_port_names_holder_and_starts_nothing(project: Path) -> None:
+    dash, a, b = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("web", a) + toy_service("api", b))
+    holder = subprocess.Popen([PY, TOY, "--port", str(b)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", b)) == 0, 10)
+        res = hd(project, "up", "--detach")
+        assert res.returncode == 4
+        assert f"port {b} (service 'api') is already in use by pid {holder.pid}" in res.stderr
+        assert "toy.py --port" in res.stderr and "Nothing was started" in res.stderr
+        assert "--port-offset" in res.stderr
+        assert socket.socket().connect_ex(("127.0.0.1", a)) != 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_leftover_of_our_stack_is_recognised(project: Path) -> None:
+    """A service that outlived its daemon (SIGSTOPped guard) is named as ours."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    hd(project, "up", "--detach", check=True)
+    reg = registry(project)
+    guard = reg["daemon"]["guard_pid"]
+    os.kill(guard, signal.SIGSTOP)  # the guard cannot act: simulate a leftover
+    try:
+        os.kill(reg["daemon"]["pid"], signal.SIGKILL)
+        wait_for(lambda: not alive(reg["daemon"]["pid"]), 5)
+        assert alive(reg["services"]["web"]["pid"])
+        res = hd(project, "up", "--detach")
+        # `up` itself cleans the stale daemon's leftovers first, then starts.
+        assert res.returncode == 0, res.stderr
+        assert "stale registry entry" in res.stdout and "stopped leftover 'web'" in res.stdout
+    finally:
+        os.kill(guard, signal.SIGCONT)
+    hd(project, "down", check=True)
+
+
+def test_down_force_when_daemon_hangs(project: Path) -> None:
+    shell_stack(project)
+    hd(project, "up", "--detach", check=True)
+    reg = registry(project)
+    members = []
+    for entry in reg["services"].values():
+        members += group_members(entry["pgid"])
+    os.kill(reg["daemon"]["pid"], signal.SIGSTOP)  # hung: alive but never answers
+    res = hd(project, "down", "--force")
+    assert res.returncode == 0, res.stderr
+    assert "killed daemon pid" in res.stdout
+    wait_for(lambda: not any(alive(p) for p in members), 3)
+    assert not alive(reg["daemon"]["pid"])
+
+
+def test_status_with_hung_daemon_says_what_to_do(project: Path) -> None:
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    hd(project, "up", "--detach", check=True)
+    pid = registry(project)["daemon"]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        proc = subprocess.run(
+            [PY, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
+             "from hippo_tasks.daemon.client import DaemonClient;"
+             "from pathlib import Path;"
+             "c = DaemonClient.for_project(Path(sys.argv[2]));"
+             "c.call('GET', '/api/status', timeout=1)", str(REPO), str(project)],
+            capture_output=True, text=True, timeout=30)
+        assert "does not answer" in proc.stderr and "down --force" in proc.stderr
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    hd(project, "down", check=True)
+
+
+def test_corrupt_registry_is_recovered_without_killing(project: Path) -> None:
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    (project / ".hippodrome").mkdir()
+    (project / ".hippodrome" / "registry.json").write_text('{"daemon": {"pid": 1, "crea')
+    bystander = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
+    try:
+        res = hd(project, "up", "--detach", check=True)
+        assert "was corrupt" in res.stdout and "moved it to registry.json.corrupt-" in res.stdout
+        assert list((project / ".hippodrome").glob("registry.json.corrupt-*"))
+        assert alive(bystander.pid)
+        assert registry(project)["daemon"]["pid"] != 1
+    finally:
+        bystander.kill()
+        bystander.wait()
+    hd(project, "down", check=True)
+
+
+def test_stale_pid_reused_by_stranger_is_not_killed(project: Path) -> None:
+    stranger = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"],
+                                start_new_session=True)
+    try:
+        (project / ".hippodrome").mkdir()
+        fake = {"version": 1, "daemon": {"pid": stranger.pid, "create_time": 1.0,
+                                         "url": "http://127.0.0.1:1"},
+                "services": {"web": {"pid": stranger.pid, "pgid": stranger.pid,
+                                     "create_time": 1.0, "port": 1}}}
+        (project / ".hippodrome" / "registry.json").write_text(json.dumps(fake))
+        res = hd(project, "down", "--force")
+        assert res.returncode == 0
+        time.sleep(0.3)
+        assert alive(stranger.pid)
+        assert registry(project)["services"] == {}
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_foreground_ctrl_c_is_graceful_exit_130(project: Path) -> None:
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a, "--say", "hello there"))
+    proc = subprocess.Popen(
+        [PY, "-m", "invoke", "-r", str(REPO), "up", "--project-root", str(project)],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1"}, start_new_session=True)
+    try:
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
+                 and registry(project).get("services", {}).get("web", {}).get("state")
+                 == "running", 20)
+        web_pid = registry(project)["services"]["web"]["pid"]
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode()
+    assert proc.returncode == 130, text
+    assert "web | hello there" in text
+    assert "shutting down (SIGINT)" in text
+    assert not alive(web_pid)
+    assert registry(project)["daemon"] is None
+
+
+def test_two_stacks_side_by_side(project: Path, project2: Path) -> None:
+    shell_stack(project)
+    shell_stack(project2)
+    hd(project, "up", "--detach", check=True)
+    hd(project2, "up", "--detach", check=True)
+    one, two = registry(project), registry(project2)
+    assert one["daemon"]["url"] != two["daemon"]["url"]
+    assert (project / ".logs" / "latest" / "plain.log").exists()
+    assert (project2 / ".logs" / "latest" / "plain.log").exists()
+    hd(project, "down", check=True)
+    st = json.loads(hd(project2, "status", "--json", check=True).stdout)
+    assert {s["state"] for s in st["services"]} == {"running"}
+    hd(project2, "down", check=True)
+
+
+def test_prod_cell_needs_yes_without_a_terminal(project: Path) -> None:
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    res = subprocess.run([PY, "-m", "invoke", "-r", str(REPO), "up", "--cell", "prod",
+                          "--detach", "--project-root", str(project)], cwd=project,
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert res.returncode == 2
+    assert "WARNING: Connecting to PRODUCTION cell!" in res.stderr and "--yes" in res.stderr
+
+
+def test_doctor_names_port_holders(project: Path) -> None:
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    holder = subprocess.Popen([PY, TOY, "--port", str(a)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", a)) == 0, 10)
+        res = hd(project, "doctor")
+        assert res.returncode == 1
+        assert f"port {a} (web) in use by pid {holder.pid}" in res.stdout
+        assert f"port {dash} (dashboard) free" in res.stdout
+        assert "Python 3.11" in res.stdout
+    finally:
+        holder.kill()
+        holder.wait()
+    assert psutil.pid_exists(os.getpid()) and sys.executable

@@ -1,0 +1,170 @@
+"""The tasks as a user runs them: up --detach, status, restart, stop/start, logs, down."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from stackutil import alive, free_ports, hd, registry, stack_header, toy_service, write_stack
+
+
+def make_stack(root: Path, extra: str = "") -> tuple[int, int, int]:
+    dash, a, b = free_ports(3)
+    write_stack(root, stack_header(dash)
+                + toy_service("alpha", a, readiness={"http": "/healthz"})
+                + toy_service("beta", b, "--lines", "3", depends_on=["alpha"]) + extra)
+    return dash, a, b
+
+
+def test_up_status_restart_stop_start_logs_down(project: Path) -> None:
+    dash, a, b = make_stack(project)
+    up = hd(project, "up", "--detach", check=True)
+    assert "stack ready in" in up.stdout and f"http://127.0.0.1:{dash}" in up.stdout
+
+    st = json.loads(hd(project, "status", "--json", check=True).stdout)
+    assert set(st) >= {"profile", "cell", "table_prefix", "services"}
+    rows = {s["name"]: s for s in st["services"]}
+    assert set(rows) == {"alpha", "beta"}
+    for row in rows.values():
+        assert set(row) >= {"name", "state", "healthy", "pid", "port", "restarts", "uptime_s",
+                            "exit_code", "blocking", "external"}
+        assert row["state"] == "running" and row["healthy"] is True
+    assert rows["alpha"]["port"] == a
+
+    table = hd(project, "status", check=True).stdout
+    assert "alpha" in table and "running" in table and "healthy" in table
+
+    old_beta, old_alpha = rows["beta"]["pid"], rows["alpha"]["pid"]
+    hd(project, "restart", "--service", "beta", check=True)
+    rows = {s["name"]: s for s in json.loads(hd(project, "status", "--json").stdout)["services"]}
+    assert rows["beta"]["pid"] != old_beta and rows["beta"]["state"] == "running"
+    assert rows["alpha"]["pid"] == old_alpha
+    assert not alive(old_beta)
+
+    hd(project, "stop", "--service", "beta", check=True)
+    rows = {s["name"]: s for s in json.loads(hd(project, "status", "--json").stdout)["services"]}
+    assert rows["beta"]["state"] == "stopped" and rows["alpha"]["state"] == "running"
+    hd(project, "start", "--service", "beta", check=True)
+    rows = {s["name"]: s for s in json.loads(hd(project, "status", "--json").stdout)["services"]}
+    assert rows["beta"]["state"] == "running"
+
+    hd(project, "stop", check=True)  # the whole stack; the daemon stays
+    st = json.loads(hd(project, "status", "--json", check=True).stdout)
+    assert {s["state"] for s in st["services"]} == {"stopped"}
+    hd(project, "control.start", check=True)
+    st = json.loads(hd(project, "control.status", "--json", check=True).stdout)
+    assert {s["state"] for s in st["services"]} == {"running"}
+
+    logs = hd(project, "logs", "--service", "beta", "--lines", "50", check=True).stdout
+    assert "line 2" in logs and "starting -> running" in logs
+    latest = project / ".logs" / "latest"
+    assert latest.is_symlink() and (latest / "alpha.log").exists()
+
+    pids = [s["pid"] for s in st["services"]]
+    daemon_pid = registry(project)["daemon"]["pid"]
+    down = hd(project, "down", check=True)
+    assert "stack stopped" in down.stdout
+    assert not alive(daemon_pid) and not any(alive(p) for p in pids)
+    assert registry(project)["daemon"] is None
+
+
+def test_tasks_without_a_daemon_say_so(project: Path) -> None:
+    make_stack(project)
+    for args in (("status",), ("restart", "--service", "alpha"), ("stop",)):
+        res = hd(project, *args)
+        assert res.returncode == 5, res
+        assert "No Hippodrome daemon is running" in res.stderr
+        assert "Traceback" not in res.stderr
+    res = hd(project, "down")
+    assert res.returncode == 0 and "nothing to stop" in res.stdout
+
+
+def test_up_twice_names_the_running_daemon(project: Path) -> None:
+    dash, _, _ = make_stack(project)
+    hd(project, "up", "--detach", check=True)
+    res = hd(project, "up", "--detach")
+    assert res.returncode == 7
+    assert "already running" in res.stderr and f"http://127.0.0.1:{dash}" in res.stderr
+    hd(project, "down", check=True)
+
+
+def test_unknown_service_is_a_clear_error(project: Path) -> None:
+    make_stack(project)
+    hd(project, "up", "--detach", check=True)
+    res = hd(project, "restart", "--service", "gamma")
+    assert res.returncode == 2 and "unknown service 'gamma'" in res.stderr
+    hd(project, "down", check=True)
+
+
+def test_bad_stack_file_starts_nothing(project: Path) -> None:
+    write_stack(project, '[stack]\ndefaults = false\n[services.a]\ncommand = "oops"\n')
+    res = hd(project, "up", "--detach")
+    assert res.returncode == 3
+    assert "hippodrome.toml:4: service 'a': field 'command'" in res.stderr
+    assert not (project / ".hippodrome" / "registry.json").exists() or \
+        registry(project)["daemon"] is None
+
+
+def test_blocking_failure_in_detach_reports_reason_and_lines(project: Path) -> None:
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service(
+        "broken", a, "--lines", "30", "--exit", "42"))
+    began = time.monotonic()
+    res = hd(project, "up", "--detach")
+    assert res.returncode == 1
+    assert "service 'broken' failed: exited with code 42" in res.stderr
+    assert "line 29" in res.stderr and "line 5" not in res.stderr.split("last log lines")[1]
+    assert "broken.log" in res.stderr
+    assert time.monotonic() - began < 30
+    assert registry(project)["daemon"] is None
+
+
+def test_detach_waits_for_jobs_to_complete_not_run(project: Path) -> None:
+    dash, a = free_ports(2)
+    marker = project / "migrated"
+    write_stack(project, stack_header(dash) + f"""
+[services.migrate]
+command = ["sh", "-c", "sleep 0.3; touch {marker}; echo migrated"]
+kind = "job"
+
+""" + toy_service("app", a, depends_on=["migrate"]))
+    res = hd(project, "up", "--detach", check=True)
+    assert "stack ready" in res.stdout and marker.exists()
+    rows = {s["name"]: s for s in json.loads(hd(project, "status", "--json").stdout)["services"]}
+    assert rows["migrate"]["state"] == "stopped" and rows["migrate"]["exit_code"] == 0
+    assert rows["app"]["state"] == "running"
+    hd(project, "down", check=True)
+
+
+def test_failed_job_stops_the_stack_with_its_output(project: Path) -> None:
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + """
+[services.migrate]
+command = ["sh", "-c", "echo 'migration 7 failed: table exists'; exit 4"]
+kind = "job"
+
+""" + toy_service("app", a, depends_on=["migrate"]))
+    res = hd(project, "up", "--detach")
+    assert res.returncode == 1
+    assert "service 'migrate' failed: exited with code 4" in res.stderr
+    assert "migration 7 failed: table exists" in res.stderr
+
+
+def test_setup_step_runs_once_when_creates_is_missing(project: Path) -> None:
+    dash, a = free_ports(2)
+    (project / "svc").mkdir()
+    write_stack(project, stack_header(dash) + toy_service(
+        "app", a, cwd="svc",
+        setup={"command": ["sh", "-c", "echo installing; mkdir node_modules"],
+               "creates": "node_modules"}))
+    hd(project, "up", "--detach", check=True)
+    assert (project / "svc" / "node_modules").is_dir()
+    log = (project / ".logs" / "latest" / "app.log").read_text()
+    assert "installing" in log and "setup:" in log
+    hd(project, "restart", "--service", "app", check=True)
+    hd(project, "down", check=True)
+    hd(project, "up", "--detach", check=True)
+    log = (project / ".logs" / "latest" / "app.log").read_text()
+    assert "installing" not in log
+    hd(project, "down", check=True)

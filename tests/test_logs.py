@@ -1,0 +1,143 @@
+"""Logs: nothing lost, duplicated or interleaved; long lines and bad bytes survive."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from pathlib import Path
+
+from harness import Harness, run
+from stackutil import FLOOD, PY
+
+from hippo_tasks.supervision.logs import MAX_LINE, LineSplitter, LogHub, RunFiles
+from hippo_tasks.supervision.printer import TerminalPrinter, colour_for
+from hippo_tasks.tasks.logs import tail_lines
+
+
+def flood_service(name: str, n: int, width: int = 100) -> str:
+    return (f'[services.{name}]\ncommand = ["{PY}", "{FLOOD}", "{n}", "{width}", "stay"]\n'
+            'readiness = "none"\n')
+
+
+def test_200k_line_flood_loses_nothing(project: Path) -> None:
+    n = 200_000
+    text = flood_service("flood1", n) + flood_service("flood2", n)
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(h.hub.last_seq(s) >= n + 2 for s in ("flood1", "flood2")):
+                break
+            await asyncio.sleep(0.05)
+        for name in ("flood1", "flood2"):
+            data = (h.runs.path(name)).read_bytes()
+            lines = [ln for ln in data.split(b"\n") if ln and not ln.startswith(b"--- ")]
+            numbers = [int(ln[:10]) for ln in lines if ln[:1].isdigit()]
+            assert numbers == list(range(n)), f"{name}: lost or reordered lines"
+            assert all(len(ln) == 99 for ln in lines if ln[:1].isdigit())
+            tail = [r.line for r in h.hub.tail(name, 10) if r.line[:1].isdigit()]
+            assert int(tail[-1][:10]) == n - 1
+
+    run(project, text, scenario, timeout=120)
+
+
+def test_long_lines_and_undecodable_bytes_survive(project: Path) -> None:
+    script = project / "weird.py"
+    script.write_bytes(
+        b"import sys, time\n"
+        b"o = sys.stdout.buffer\n"
+        b"o.write(b'A' * 300000 + b'\\n')\n"
+        b"o.write(b'bad \\xff\\xfe bytes <script>\\n')\n"
+        b"o.write(b'no newline at end')\n"
+        b"o.flush()\n"
+    )
+    text = f'[services.weird]\ncommand = ["{PY}", "{script}"]\nreadiness = "none"\n' \
+           'blocking = false\nauto_restart = false\n'
+
+    async def scenario(h: Harness) -> None:
+        await h.stack.start_and_wait()
+        while h.stack.get("weird").state.value != "failed":
+            await asyncio.sleep(0.02)
+        raw = h.runs.path("weird").read_bytes()
+        assert b"A" * 300000 + b"\n" in raw
+        assert b"bad \xff\xfe bytes <script>\n" in raw
+        assert b"no newline at end" in raw
+        recs = [r for r in h.hub.tail("weird", 100) if not r.system]
+        assert b"".join(r.line for r in recs[:-2]) == b"A" * 300000
+        assert all(len(r.line) <= MAX_LINE for r in recs)
+        assert recs[-2].text == "bad \ufffd\ufffd bytes <script>"
+        assert recs[-1].line == b"no newline at end"
+
+    run(project, text, scenario)
+
+
+def test_splitter_keeps_partial_lines_between_chunks() -> None:
+    s = LineSplitter()
+    assert s.feed(b"ab") == []
+    assert s.feed(b"c\nde") == [b"abc"]
+    assert s.feed(b"f\n\n") == [b"def", b""]
+    assert s.flush() == []
+    assert s.feed(b"tail") == [] and s.flush() == [b"tail"]
+
+
+def test_ring_buffer_is_bounded_and_numbered() -> None:
+    hub = LogHub(buffer_lines=10)
+    hub.publish("svc", b"", [b"%d" % i for i in range(25)])
+    tail = hub.tail("svc", 100)
+    assert len(tail) == 10 and [r.seq for r in tail] == list(range(16, 26))
+    assert [r.text for r in hub.since("svc", 23)] == ["23", "24"]
+    assert hub.tail("other", 5) == []
+
+
+def test_run_folders_latest_link_and_pruning(tmp_path: Path) -> None:
+    root = tmp_path / ".logs"
+    runs = [RunFiles(root, keep=3, now=1_700_000_000 + i) for i in range(5)]
+    kept = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    assert len(kept) == 3
+    assert os.readlink(root / "latest") == runs[-1].dir.name
+    same_second = RunFiles(root, keep=10, now=1_700_000_004)
+    assert same_second.dir.name.endswith("-2")
+
+
+def test_printer_prefix_colour_and_no_colour() -> None:
+    out = io.BytesIO()
+    p = TerminalPrinter(out, colour=False, width=6)
+    hub = LogHub(100, [p])
+    hub.publish("api", b"", [b"hello", b"<b>x</b>"])
+    p.close()
+    assert out.getvalue() == b"api    | hello\napi    | <b>x</b>\n"
+    out2 = io.BytesIO()
+    p2 = TerminalPrinter(out2, colour=True)
+    LogHub(100, [p2]).publish("api", b"", [b"hi"])
+    p2.close()
+    assert colour_for("api").encode() in out2.getvalue()
+    assert colour_for("api") == colour_for("api")
+
+
+def test_slow_terminal_drops_only_terminal_lines() -> None:
+    class Stuck(io.BytesIO):
+        def write(self, b: bytes) -> int:  # type: ignore[override]
+            time.sleep(0.2)
+            return super().write(b)
+
+    out = Stuck()
+    p = TerminalPrinter(out, colour=False, max_chunks=2)
+    hub = LogHub(100000, [p])
+    began = time.monotonic()
+    for i in range(50):
+        hub.publish("svc", b"", [b"line %d" % i])
+    assert time.monotonic() - began < 0.5  # the publisher was never held up
+    assert hub.last_seq("svc") == 50
+    time.sleep(0.7)
+    p.close(timeout=1)
+    assert b"terminal fell behind" in out.getvalue()
+
+
+def test_tail_lines_reads_from_the_end(tmp_path: Path) -> None:
+    f = tmp_path / "x.log"
+    f.write_bytes(b"".join(b"%d\n" % i for i in range(100000)))
+    assert tail_lines(f, 3) == [b"99997", b"99998", b"99999"]
+    assert tail_lines(f, 0) == []

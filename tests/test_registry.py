@@ -1,0 +1,53 @@
+"""The registry file: atomic under concurrent writers; identity by pid and start time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from hippo_tasks.registry.store import Registry, identity, is_same_process
+
+
+def test_concurrent_updates_lose_nothing(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from pathlib import Path\n"
+        "from hippo_tasks.registry.store import Registry\n"
+        "reg = Registry(Path(sys.argv[1]))\n"
+        "for i in range(50):\n"
+        "    reg.update(lambda d: d.setdefault('resources', []).append(sys.argv[2]))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"w{i}"])
+             for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: Registry(tmp_path).read(), range(200)))
+    for p in procs:
+        assert p.wait(60) == 0
+    data = Registry(tmp_path).read()
+    assert len(data["resources"]) == 200
+    assert not list((tmp_path / ".hippodrome").glob(".registry-*"))
+
+
+def test_identity_distinguishes_reused_pids() -> None:
+    me = identity(os.getpid())
+    assert me is not None
+    assert is_same_process(os.getpid(), me)
+    assert not is_same_process(os.getpid(), me - 100)
+    assert not is_same_process(None, me)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert identity(proc.pid) is None
+
+
+def test_corrupt_shapes_are_moved_aside(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    reg.dir.mkdir()
+    for bad in ("[1, 2]", "not json", '{"services": []}', "\xff"):
+        reg.path.write_text(bad, encoding="latin-1")
+        assert reg.read()["services"] == {}
+    assert len(reg.warnings) == 4
+    assert not reg.path.exists()
