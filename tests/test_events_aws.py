@@ -138,12 +138,12 @@ def test_access_denied_names_the_permission(
 
     aws.client("sqs", iam_moto).list_queues()  # allowed: the credentials do work
     calls = [
-        ("events", lambda: aws.client("events", iam_moto).describe_event_bus(Name="b")),
-        ("dynamodb", lambda: aws.client("dynamodb", iam_moto).describe_table(TableName="t")),
+        ("events", "describe_event_bus", {"Name": "b"}),
+        ("dynamodb", "describe_table", {"TableName": "t"}),
     ]
-    for service, call in calls:
+    for service, method, kwargs in calls:
         with pytest.raises(Exception) as caught:
-            call()
+            getattr(aws.client(service, iam_moto), method)(**kwargs)
         err = aws.explain(caught.value, service)
         assert err.kind == "access-denied" and not err.fatal
         expected = {"events": "events:DescribeEventBus", "dynamodb": "dynamodb:DescribeTable"}
@@ -206,7 +206,8 @@ def test_expired_sso_token_says_aws_sso_login(
 def client_error(code: str, operation: str, message: str = "") -> Exception:
     from botocore.exceptions import ClientError
 
-    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+    error: Exception = ClientError({"Error": {"Code": code, "Message": message}}, operation)
+    return error
 
 
 def test_throttling_says_it_was_already_retried() -> None:

@@ -226,12 +226,13 @@ def check_stream(ddb: Any, target: Target, suffix: str) -> Check:
         "StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
     )
     if not enabled:
-        return Check(
-            Status.WARN,
-            f"Table {name} has no stream enabled",
-            details,
-            f"enable it with {enable}, then point the pipe at the new stream ARN",
-        )
+        fix = f"enable it with {enable}, then point the pipe at the new stream ARN"
+        if target.local:
+            fix = (
+                "moto cannot re-enable a stream a table once had: restart the local stack "
+                "(`invoke down`, then `invoke up --profile ecom`) to provision it afresh"
+            )
+        return Check(Status.WARN, f"Table {name} has no stream enabled", details, fix)
     return Check(
         Status.WARN,
         f"Table {name} streams {view}, but the pipe needs NEW_IMAGE or NEW_AND_OLD_IMAGES",
