@@ -46,6 +46,24 @@ def test_importing_the_events_layer_does_not_import_boto3() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_without_boto3_aws_commands_say_how_to_install_it(tmp_path: Path) -> None:
+    shadow = tmp_path / "boto3"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('boto3 hidden by the test')\n")
+    code = (
+        "from hippo_tasks.events.validate import validate\n"
+        "lines, ok = validate('x-', None); print(ok); print(lines[-1])\n"
+    )
+    env = subprocess_env(PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "False",
+        "Cannot check EventBridge infrastructure: boto3 is not installed, and AWS commands "
+        "need it: pip install 'hippodrome[aws]'.",
+    ]
+
+
 def test_client_takes_endpoint_from_env_retries_and_defaults_region(
     moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -71,7 +71,14 @@ _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
 # Error kinds after which no other AWS call can succeed either: callers stop there.
 FATAL_KINDS = frozenset(
-    {"no-credentials", "sso-expired", "bad-credentials", "expired-credentials", "unreachable"}
+    {
+        "no-boto3",
+        "no-credentials",
+        "sso-expired",
+        "bad-credentials",
+        "expired-credentials",
+        "unreachable",
+    }
 )
 
 
@@ -99,8 +106,13 @@ def resolve_endpoint(endpoint_url: str | None = None) -> str | None:
 
 def new_session(region: str | None = None) -> Any:
     """A boto3 session; share one between the clients of a command (models load once)."""
-    import boto3
-
+    try:
+        import boto3
+    except ImportError:
+        raise AwsError(
+            "no-boto3",
+            "boto3 is not installed, and AWS commands need it: pip install 'hippodrome[aws]'.",
+        ) from None
     return boto3.session.Session(region_name=region)
 
 
@@ -118,9 +130,9 @@ def client(
     AWS_DEFAULT_REGION, the profile), else us-east-1, so a bare moto setup works.
     `max_attempts` counts every attempt, the first included.
     """
+    shared = session if session is not None else new_session(region)
     from botocore.config import Config
 
-    shared = session if session is not None else new_session(region)
     config = Config(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=CONNECT_TIMEOUT_S,
