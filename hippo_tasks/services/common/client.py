@@ -126,9 +126,13 @@ class JsonClient:
         headers: Mapping[str, str] | None = None,
         passthrough: Collection[int] = PASS_THROUGH,
     ) -> Any:
-        """The decoded body of a 2xx; a peer's client error is re-raised as the same
-        status and message, anything else becomes a 502 naming the peer."""
+        """The decoded body of a 2xx, else the error `check` raises."""
         response = self.request(method, path, body=body, headers=headers)
+        return self.check(response, passthrough)
+
+    def check(self, response: PeerResponse, passthrough: Collection[int] = PASS_THROUGH) -> Any:
+        """A 2xx's body; a peer's client error is re-raised as the same status and
+        message, anything else becomes a 502 naming the peer."""
         if response.ok:
             return response.body
         if response.status in passthrough:

@@ -29,6 +29,7 @@ IDLE_TIMEOUT_S = 30.0
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # a garbled request line still gets a status line
     server_version = "hippodrome"
     sys_version = ""
     timeout = IDLE_TIMEOUT_S
