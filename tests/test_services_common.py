@@ -1,0 +1,249 @@
+"""hippo_tasks.services.common: routing, error statuses, limits, state files, peer
+client, watchdog: all over real loopback sockets, plus SIGTERM on a real process."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from service_process import ServiceStarter
+
+from hippo_tasks.services.common import App, NotFound, Request, Response, created, shapes
+from hippo_tasks.services.common.client import JsonClient
+from hippo_tasks.services.common.errors import BadGateway, HttpError
+from hippo_tasks.services.common.router import Router
+from hippo_tasks.services.common.server import ServiceServer
+from hippo_tasks.services.common.state import (
+    FolderLockedError,
+    atomic_write_json,
+    lock_folder,
+    read_json,
+)
+from hippo_tasks.services.common.watchdog import Watchdog
+
+
+def demo_app() -> App:
+    app = App("demo", max_body=1024)
+    items: dict[str, dict[str, Any]] = {"a": {"id": "a"}}
+
+    @app.router.get("/items")
+    def list_items(_req: Request) -> dict[str, Any]:
+        return {"results": list(items.values())}
+
+    @app.router.post("/items")
+    def add_item(req: Request) -> Response:
+        item_id = shapes.require_str(req.json_object(), "id")
+        items[item_id] = {"id": item_id}
+        return created(items[item_id])
+
+    @app.router.get("/items/{item_id}")
+    def get_item(req: Request) -> dict[str, Any]:
+        if req.params["item_id"] not in items:
+            raise NotFound(f"item '{req.params['item_id']}' not found")
+        return items[req.params["item_id"]]
+
+    @app.router.get("/boom")
+    def boom(_req: Request) -> None:
+        raise RuntimeError("kaboom")
+
+    return app
+
+
+@contextmanager
+def serving(app: App) -> Iterator[str]:
+    server = ServiceServer(("127.0.0.1", 0), app)
+    loop = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    loop.start()
+    try:
+        yield server.base_url
+    finally:
+        server.shutdown()
+        server.server_close()
+        loop.join(5)
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with serving(demo_app()) as base:
+        yield base
+
+
+def test_router_matches_literals_params_and_decodes() -> None:
+    router = Router()
+    router.add("GET", "/a/{x}/c", lambda r: r.params)
+    router.add("GET", "/a/b/c", lambda r: "literal")
+    handler, params = router.resolve("GET", "/a/caf%C3%A9%2F1/c/")
+    assert params == {"x": "café/1"}
+    with pytest.raises(ValueError):
+        router.add("GET", "/a/x{y}", lambda r: None)
+
+
+def test_healthz_names_the_service(url: str) -> None:
+    assert requests.get(f"{url}/healthz").json() == {"status": "ok", "service": "demo"}
+
+
+def test_routes_and_json_bodies(url: str) -> None:
+    response = requests.post(f"{url}/items", json={"id": "b"})
+    assert response.status_code == 201
+    assert response.headers["Content-Type"] == "application/json"
+    assert requests.get(f"{url}/items/b").json() == {"id": "b"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("GET", "/items/nope", None, 404),
+        ("GET", "/no/such/route", None, 404),
+        ("DELETE", "/items/a", None, 405),
+        ("POST", "/items", b"{not json", 400),
+        ("POST", "/items", b"[1, 2]", 400),
+        ("POST", "/items", b'{"id": 3}', 400),
+        ("POST", "/items", b"\xff\xfe", 400),
+    ],
+)
+def test_errors_are_json_with_the_right_status(
+    url: str, method: str, path: str, body: bytes | None, status: int
+) -> None:
+    response = requests.request(method, url + path, data=body)
+    assert response.status_code == status
+    assert isinstance(response.json()["error"], str)
+
+
+def test_405_lists_allowed_methods(url: str) -> None:
+    response = requests.put(f"{url}/items")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+
+
+def test_unexpected_exception_is_a_json_500_and_the_server_goes_on(url: str) -> None:
+    response = requests.get(f"{url}/boom")
+    assert response.status_code == 500
+    assert response.json()["type"] == "RuntimeError"
+    assert requests.get(f"{url}/healthz").status_code == 200
+
+
+def test_oversized_body_is_413_and_the_connection_closes(url: str) -> None:
+    response = requests.post(f"{url}/items", data=b"x" * 5000)
+    assert response.status_code == 413
+    assert response.headers.get("Connection") == "close"
+    assert requests.get(f"{url}/healthz").status_code == 200
+
+
+def test_protocol_errors_from_http_server_are_json_too(url: str) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GARBAGE\r\n\r\n")
+        chunks = []
+        while chunk := sock.recv(4096):  # the server closes after a protocol error
+            chunks.append(chunk)
+        reply = b"".join(chunks).decode()
+    assert reply.startswith("HTTP/1.") and " 400 " in reply.splitlines()[0]
+    assert json.loads(reply.split("\r\n\r\n", 1)[1])["error"]
+    assert requests.request("BREW", f"{url}/items").status_code == 501
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(url: str) -> None:
+    conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=5)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/items/a")
+            response = conn.getresponse()
+            assert response.status == 200 and json.loads(response.read()) == {"id": "a"}
+        conn.request("GET", "/items/zzz")
+        assert conn.getresponse().status == 404
+    finally:
+        conn.close()
+
+
+def test_atomic_writes_race_without_losing_the_file(tmp_path: Path) -> None:
+    target = tmp_path / "state" / "s.json"
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(40):
+                atomic_write_json(target, {"writer": n, "i": i}, fsync=False)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert read_json(target)["i"] == 39
+    assert [p.name for p in target.parent.iterdir()] == ["s.json"]  # no temp files left
+    assert read_json(tmp_path / "missing.json", default={"d": 1}) == {"d": 1}
+
+
+def test_a_state_folder_has_one_owner(tmp_path: Path) -> None:
+    handle = lock_folder(tmp_path)
+    with pytest.raises(FolderLockedError):
+        lock_folder(tmp_path)
+    handle.close()
+    lock_folder(tmp_path).close()
+
+
+def test_client_passes_peer_errors_through_and_names_a_dead_peer(url: str) -> None:
+    client = JsonClient(url, peer="demo")
+    assert client.call("GET", "/items/a") == {"id": "a"}
+    with pytest.raises(HttpError) as missing:
+        client.call("GET", "/items/zzz")
+    assert missing.value.status == 404
+    with pytest.raises(BadGateway) as boom:
+        client.call("GET", "/boom")
+    assert "answered 500" in boom.value.message
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with pytest.raises(BadGateway) as down:
+        JsonClient(dead, peer="ghost", timeout=1).call("GET", "/x")
+    assert down.value.status == 502 and dead in down.value.message
+
+
+def test_watchdog_fires_on_a_server_that_accepts_but_never_answers() -> None:
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(16)  # connections succeed, nothing ever answers: the reference's hang
+        fired = threading.Event()
+        port = mute.getsockname()[1]
+        dog = Watchdog(
+            f"http://127.0.0.1:{port}/healthz",
+            interval=0.05,
+            timeout=0.2,
+            failures=2,
+            on_fail=fired.set,
+        ).start()
+        assert fired.wait(5)
+        assert dog.misses == 2
+
+
+def test_watchdog_stays_quiet_while_healthy(url: str) -> None:
+    fired = threading.Event()
+    dog = Watchdog(f"{url}/healthz", interval=0.05, timeout=1, on_fail=fired.set).start()
+    time.sleep(0.4)
+    dog.stop()
+    assert not fired.is_set() and dog.misses == 0
+
+
+def test_real_process_logs_requests_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    with ServiceStarter(tmp_path) as start:
+        svc = start.start("fake_cognito", args=["--max-body-bytes", "64"])
+        assert requests.get(f"{svc.base_url}/nope").status_code == 404
+        assert requests.post(f"{svc.base_url}/validate", data=b"x" * 100).status_code == 413
+        assert svc.terminate() == 0
+        out = svc.output()
+    assert "GET /healthz 200 " in out
+    assert "GET /nope 404 " in out
+    assert "POST /validate 413 " in out
+    assert out.rstrip().endswith("fake_cognito stopped")
