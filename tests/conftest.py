@@ -16,6 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import contextlib
+
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
 from hippo_tasks.registry.store import Registry  # noqa: E402
 
@@ -48,7 +50,5 @@ def project2(tmp_path: Path) -> Iterator[Path]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for root in _ROOTS:
-        try:
+        with contextlib.suppress(OSError):
             _sweep(root)
-        except OSError:
-            pass

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from stackutil import (
     PY,
     REPO,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from stackutil import free_ports, hd, stack_header, toy_service, write_stack
 
 

@@ -71,6 +71,36 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
             printer.close()
 
 
+def fork_daemon(plan: StackPlan, registry: Registry, log: Path) -> int:
+    """Become the daemon in a forked child: no second interpreter start, no re-import.
+
+    Safe because no thread has been started yet in this process. The child leaves the
+    terminal's session, so Ctrl+C in the shell that ran `up --detach` does not reach it.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setsid()
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        code = run_engine(plan, registry, None)
+    except BaseException:  # noqa: BLE001 - the child must never return into invoke
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def options_to_json(opts: Options) -> str:
     data: dict[str, Any] = asdict(opts)
     data["project_root"] = str(opts.project_root)

@@ -1,10 +1,11 @@
 """One log record type, from the pipe readers to the printer, the files and the page.
 
-Throughput matters (a chatty service must never be slowed down by us), so records are
-made per line but handled per chunk: the run's file gets the child's bytes exactly as
-they came, in one write per chunk; the ring buffer takes a whole chunk of records at
-once; the printer formats a chunk into one write. Undecodable bytes and very long
-lines survive: bytes are kept as bytes, and decoded (with replacement) only for display.
+Throughput matters (a chatty service must never be slowed down by us), so lines are
+handled per chunk (one pipe read): the run's file gets the child's bytes exactly as
+they came, in one write per chunk; the ring buffer keeps the chunk packed and makes
+LogRecords only when someone reads them; the printer formats a chunk into one write.
+Undecodable bytes and very long lines survive: bytes are kept as bytes, and decoded
+(with replacement) only for display.
 """
 
 from __future__ import annotations
@@ -40,8 +41,28 @@ class LogRecord(NamedTuple):
                 "system": self.system}
 
 
+class LogChunk(NamedTuple):
+    """The lines of one read from a service, packed; `records()` unpacks them."""
+
+    service: str
+    first_seq: int
+    ts: float
+    lines: list[bytes]
+    system: bool = False
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.lines) - 1
+
+    def records(self, start: int = 0) -> list[LogRecord]:
+        new = tuple.__new__
+        svc, seq, ts, system = self.service, self.first_seq, self.ts, self.system
+        return [new(LogRecord, (svc, seq + i, ts, ln, system))
+                for i, ln in enumerate(self.lines[start:], start)]
+
+
 class LogSink(Protocol):
-    def write_chunk(self, service: str, raw: bytes, records: list[LogRecord]) -> None: ...
+    def write_chunk(self, raw: bytes, chunk: LogChunk) -> None: ...
 
 
 def _pieces(line: bytes) -> list[bytes]:
@@ -126,10 +147,10 @@ class RunFiles:
             self._files[service] = fd
         return fd
 
-    def write_chunk(self, service: str, raw: bytes, records: list[LogRecord]) -> None:
-        if not raw:
-            raw = b"".join(b"--- hippodrome: " + r.line + b"\n" for r in records)
-        fd = self._fd(service)
+    def write_chunk(self, raw: bytes, chunk: LogChunk) -> None:
+        if chunk.system:
+            raw = b"".join(b"--- hippodrome: " + line + b"\n" for line in chunk.lines)
+        fd = self._fd(chunk.service)
         view = memoryview(raw)
         while view:
             written = os.write(fd, view)
@@ -145,13 +166,14 @@ class LogHub:
     """Fans each chunk out to the sinks and keeps a bounded buffer per service.
 
     Called only from the supervisor's event loop; readers in other threads (the HTTP
-    API) use `tail` and `since`, which copy under the GIL.
+    API) use `tail` and `since`, which copy the deque under the GIL before reading.
     """
 
     def __init__(self, buffer_lines: int, sinks: Iterable[LogSink] = ()) -> None:
         self._buffer_lines = buffer_lines
         self._sinks = list(sinks)
-        self._buffers: dict[str, deque[LogRecord]] = {}
+        self._buffers: dict[str, deque[LogChunk]] = {}
+        self._counts: dict[str, int] = {}
         self._seq: dict[str, int] = {}
         self._watchers: dict[str, Callable[[str], None]] = {}
         self._listeners: list[Callable[[str], None]] = []
@@ -171,37 +193,51 @@ class LogHub:
         else:
             self._watchers[service] = on_line
 
-    def _buffer(self, service: str) -> deque[LogRecord]:
+    def _append(self, chunk: LogChunk) -> None:
+        service = chunk.service
         buf = self._buffers.get(service)
         if buf is None:
-            buf = self._buffers[service] = deque(maxlen=self._buffer_lines)
-            self._seq[service] = 0
-        return buf
+            buf = self._buffers[service] = deque()
+            self._counts[service] = 0
+        buf.append(chunk)
+        count = self._counts[service] + len(chunk.lines)
+        excess = count - self._buffer_lines
+        while excess > 0:
+            oldest = buf[0]
+            if len(oldest.lines) <= excess:
+                buf.popleft()
+                count -= len(oldest.lines)
+                excess -= len(oldest.lines)
+            else:
+                buf[0] = oldest._replace(first_seq=oldest.first_seq + excess,
+                                         lines=oldest.lines[excess:])
+                count -= excess
+                excess = 0
+        self._counts[service] = count
 
     def publish(self, service: str, raw: bytes, lines: list[bytes]) -> None:
-        buf = self._buffer(service)
-        seq = self._seq[service]
-        now = time.time()
-        new = tuple.__new__
-        records = [new(LogRecord, (service, seq + i + 1, now, ln, False))
-                   for i, ln in enumerate(lines)]
-        self._seq[service] = seq + len(records)
-        buf.extend(records)
+        if not lines and not raw:
+            return
+        first = self._seq.get(service, 0) + 1
+        chunk = LogChunk(service, first, time.time(), lines)
+        self._seq[service] = first + len(lines) - 1
+        if lines:
+            self._append(chunk)
         for sink in self._sinks:
-            sink.write_chunk(service, raw, records)
+            sink.write_chunk(raw, chunk)
         watcher = self._watchers.get(service)
         if watcher is not None:
-            for rec in records:
-                watcher(rec.text)
+            for line in lines:
+                watcher(line.decode("utf-8", "replace"))
         self._notify(service)
 
     def system(self, service: str, text: str) -> None:
-        buf = self._buffer(service)
-        self._seq[service] += 1
-        rec = LogRecord(service, self._seq[service], time.time(), text.encode(), True)
-        buf.append(rec)
+        first = self._seq.get(service, 0) + 1
+        chunk = LogChunk(service, first, time.time(), [text.encode()], True)
+        self._seq[service] = first
+        self._append(chunk)
         for sink in self._sinks:
-            sink.write_chunk(service, b"", [rec])
+            sink.write_chunk(b"", chunk)
         self._notify(service)
 
     def _notify(self, service: str) -> None:
@@ -211,15 +247,27 @@ class LogHub:
             self._cond.notify_all()
 
     def tail(self, service: str, lines: int) -> list[LogRecord]:
-        buf = self._buffers.get(service)
-        if buf is None or lines <= 0:
+        if lines <= 0:
             return []
-        items = list(buf)
-        return items[-lines:]
+        chunks = list(self._buffers.get(service, ()))
+        out: list[LogRecord] = []
+        for chunk in reversed(chunks):
+            need = lines - len(out)
+            start = max(0, len(chunk.lines) - need)
+            out[:0] = chunk.records(start)
+            if len(out) >= lines:
+                break
+        return out
 
     def since(self, service: str, seq: int, limit: int = 1000) -> list[LogRecord]:
-        items = list(self._buffers.get(service, ()))
-        return [r for r in items if r.seq > seq][:limit]
+        out: list[LogRecord] = []
+        for chunk in list(self._buffers.get(service, ())):
+            if chunk.last_seq <= seq:
+                continue
+            out.extend(chunk.records(max(0, seq - chunk.first_seq + 1)))
+            if len(out) >= limit:
+                break
+        return out[:limit]
 
     def last_seq(self, service: str) -> int:
         return self._seq.get(service, 0)

@@ -15,7 +15,7 @@ import threading
 import zlib
 from typing import BinaryIO
 
-from hippo_tasks.supervision.logs import LogRecord
+from hippo_tasks.supervision.logs import LogChunk
 
 _PALETTE = ("\x1b[36m", "\x1b[32m", "\x1b[33m", "\x1b[35m", "\x1b[34m", "\x1b[96m",
             "\x1b[92m", "\x1b[93m", "\x1b[95m", "\x1b[94m")
@@ -62,14 +62,13 @@ class TerminalPrinter:
             self._prefixes[service] = pre
         return pre
 
-    def write_chunk(self, service: str, raw: bytes, records: list[LogRecord]) -> None:
-        pre = self._prefix(service)
-        if records and records[0].system:
-            body = b"".join(
-                pre + (_DIM if self._colour else b"") + b"--- " + r.line
-                + (_RESET if self._colour else b"") + b"\n" for r in records)
+    def write_chunk(self, raw: bytes, chunk: LogChunk) -> None:
+        pre = self._prefix(chunk.service)
+        if chunk.system:
+            dim, reset = (_DIM, _RESET) if self._colour else (b"", b"")
+            body = b"".join([pre + dim + b"--- " + ln + reset + b"\n" for ln in chunk.lines])
         else:
-            body = b"".join([pre + r.line + b"\n" for r in records])
+            body = b"".join([pre + ln + b"\n" for ln in chunk.lines])
         self.put(body)
 
     def note(self, text: str) -> None:

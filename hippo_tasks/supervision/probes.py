@@ -57,5 +57,6 @@ async def probe(readiness: Readiness, port: int | None, timeout: float) -> bool:
 
 
 def probe_delay(attempt: int) -> float:
-    """Readiness polling: quick at first (fast starts matter), easing off to 0.1 s."""
-    return min(0.1, 0.01 * (1.5 ** attempt))
+    """Readiness polling every 5-20 ms: a refused connect costs ~30 us, and every
+    millisecond between "listening" and "seen ready" delays all its dependants."""
+    return min(0.02, 0.005 * (1.5 ** attempt))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +14,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from hippo_tasks.daemon.client import DaemonClient
-from hippo_tasks.daemon.main import options_to_json, prepare, run_engine
+from hippo_tasks.daemon.main import fork_daemon, prepare, run_engine
 from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
@@ -22,11 +22,10 @@ from hippo_tasks.errors import (
     ServiceStartError,
     UsageError,
 )
-from hippo_tasks.model.plan import Options
+from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry, daemon_alive
 from hippo_tasks.supervision.printer import TerminalPrinter, use_colour
-from hippo_tasks.supervision.service import child_env
 from hippo_tasks.tasks.context import build_options, resolve_root
 from hippo_tasks.tasks.output import RED, handles_errors, paint, status_table
 
@@ -69,7 +68,7 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
           f"table prefix {opts.table_prefix}", flush=True)
     plan, registry = prepare(opts)
     if detach:
-        _up_detached(opts, registry)
+        _up_detached(plan, registry)
         return
     printer = TerminalPrinter(sys.stdout.buffer, use_colour())
     code = run_engine(plan, registry, printer)
@@ -77,30 +76,25 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
         raise Exit(code=code)
 
 
-def _up_detached(opts: Options, registry: Registry) -> None:
+def _up_detached(plan: StackPlan, registry: Registry) -> None:
+    opts = plan.options
     log = opts.project_root / ".hippodrome" / "daemon.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     registry.update(lambda d: d.__setitem__("failure", None))
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hippo_tasks.daemon", "--options", options_to_json(opts)],
-            cwd=opts.project_root, env=child_env(), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=out,
-            start_new_session=True, close_fds=True,
-        )
+    pid = fork_daemon(plan, registry, log)
     began = time.monotonic()
     shown: dict[str, str] = {}
     while True:
-        time.sleep(0.05)
+        time.sleep(0.01)
         data = registry.read()
-        code = proc.poll()
+        exited = os.waitpid(pid, os.WNOHANG)[0] == pid
         failure = data.get("failure")
-        if code is not None or (failure and failure.get("final")):
-            if code is None:
-                proc.wait(30)
+        if exited or (failure and failure.get("final")):
+            if not exited:
+                os.waitpid(pid, 0)
             _report_detached_failure(failure, log)
         daemon = data.get("daemon") or {}
-        if daemon.get("pid") != proc.pid:
+        if daemon.get("pid") != pid:
             continue
         services: dict[str, dict[str, Any]] = data.get("services", {})
         for name, entry in services.items():
@@ -111,7 +105,7 @@ def _up_detached(opts: Options, registry: Registry) -> None:
             continue
         if services and all(_settled_ok(e) for e in services.values()):
             elapsed = time.monotonic() - began
-            print(f"hippodrome | stack ready in {elapsed:.2f}s; daemon pid {proc.pid}; "
+            print(f"hippodrome | stack ready in {elapsed:.2f}s; daemon pid {pid}; "
                   f"dashboard {daemon['url']}; `invoke status`, `invoke down`", flush=True)
             return
 

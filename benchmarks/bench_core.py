@@ -1,0 +1,308 @@
+"""Orchestrator benchmarks (issue 2): real stacks of toy services on loopback.
+
+Each figure is measured from outside, the way a user would see it, through the real
+CLI and the real daemon. Bounded: every wait has a deadline, every stack is taken down
+(by PID, from its registry) even when a measurement fails.
+
+    python benchmarks/bench_core.py [--quick] [--out benchmarks/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from stackutil import FLOOD, PY, TOY, free_ports, stack_header, toy_service  # noqa: E402
+
+from hippo_tasks.registry.cleanup import force_down  # noqa: E402
+from hippo_tasks.registry.store import Registry  # noqa: E402
+
+TARGETS = {
+    "ready_s_n10": ("<=", 0.7), "ready_s_n40": ("<=", 1.6),
+    "daemon_rss_mb_n40": ("<=", 25.0), "daemon_idle_cpu_pct_n40": ("<=", 0.2),
+    "teardown_s_n40": ("<=", 0.2), "sigkill_after_timeout_s": ("<=", 0.3),
+    "peers_gone_s": ("<=", 0.3), "restart_one_s": ("<=", 0.42),
+    "log_lines_per_s": (">=", 1_000_000), "producer_slowdown_pct": ("<=", 10.0),
+    "log_lines_lost": ("<=", 0), "orphans_after_kill9": ("<=", 0),
+}
+
+
+def cli(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "invoke", "-r", str(REPO), *args, "--project-root",
+                           str(root)], cwd=root, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "NO_COLOR": "1"})
+
+
+def answers(port: int, path: str = "/healthz") -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=0.5) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def wait(cond: Callable[[], bool], timeout: float, every: float = 0.005) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if cond():
+            return time.monotonic() - began
+        time.sleep(every)
+    raise TimeoutError(f"not met within {timeout}s")
+
+
+@contextmanager
+def stack(text_for: Callable[[list[int]], str], n_ports: int) -> Iterator[tuple[Path, list[int]]]:
+    with tempfile.TemporaryDirectory(prefix="hd-bench-") as tmp:
+        root = Path(tmp)
+        ports = free_ports(n_ports + 1)
+        (root / "hippodrome.toml").write_text(text_for(ports))
+        try:
+            yield root, ports
+        finally:
+            force_down(Registry(root))
+
+
+def n_services(n: int, extra: str = "") -> Callable[[list[int]], str]:
+    def text(ports: list[int]) -> str:
+        body = stack_header(ports[0]) + extra
+        for i, port in enumerate(ports[1:]):
+            body += toy_service(f"svc{i:02d}", port, "--delay", "0.3",
+                                readiness={"http": "/healthz"})
+        return body
+    return text
+
+
+def registry(root: Path) -> dict[str, Any]:
+    return json.loads((root / ".hippodrome" / "registry.json").read_text())
+
+
+def bench_ready(n: int) -> tuple[float, float]:
+    """(seconds from launching `invoke up --detach` until every service answers its
+    /healthz, seconds the daemon itself took from its start to all-ready)."""
+    with stack(n_services(n), n) as (root, ports):
+        began = time.monotonic()
+        proc = subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", "--detach",
+                                 "--project-root", str(root)], cwd=root,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        pending = set(ports[1:])
+        while pending and time.monotonic() - began < 60:
+            pending = {p for p in pending if not answers(p)}
+            time.sleep(0.005)
+        took = time.monotonic() - began
+        proc.wait(60)
+        daemon_log = (root / ".hippodrome" / "daemon.log").read_text()
+        inside = float(daemon_log.split("services ready in ")[1].split("s")[0])
+        cli(root, "down")
+        return took, inside
+
+
+def ready_figures(n: int, runs: int) -> dict[str, float]:
+    pairs = [bench_ready(n) for _ in range(runs)]
+    return {f"ready_s_n{n}": round(statistics.median(p[0] for p in pairs), 3),
+            f"ready_in_daemon_s_n{n}": round(statistics.median(p[1] for p in pairs), 3)}
+
+
+def bench_n40_daemon_and_teardown() -> dict[str, float]:
+    out: dict[str, float] = {}
+    with stack(n_services(40), 40) as (root, ports):
+        assert cli(root, "up", "--detach").returncode == 0
+        reg = registry(root)
+        daemon = psutil.Process(reg["daemon"]["pid"])
+        guard = psutil.Process(reg["daemon"]["guard_pid"])
+        time.sleep(1.0)
+        out["daemon_rss_mb_n40"] = round(daemon.memory_info().rss / 2**20, 1)
+        out["guard_rss_mb"] = round(guard.memory_info().rss / 2**20, 1)
+        cpu0 = sum(daemon.cpu_times()[:2])
+        window = 10.0
+        time.sleep(window)
+        out["daemon_idle_cpu_pct_n40"] = round((sum(daemon.cpu_times()[:2]) - cpu0)
+                                               / window * 100, 3)
+        pids = [e["pid"] for e in reg["services"].values()]
+        began = time.monotonic()
+        urllib.request.urlopen(urllib.request.Request(
+            reg["daemon"]["url"] + "/api/shutdown", method="POST"), timeout=10).read()
+        wait(lambda: not any(_alive(p) for p in pids), 30)
+        out["teardown_s_n40"] = round(time.monotonic() - began, 3)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def bench_sigkill() -> dict[str, float]:
+    def text(ports: list[int]) -> str:
+        body = stack_header(ports[0]) + toy_service("stubborn", ports[1], "--ignore-term",
+                                                    stop_timeout=1.0)
+        for i, port in enumerate(ports[2:]):
+            body += toy_service(f"peer{i}", port)
+        return body
+
+    with stack(text, 6) as (root, _):
+        assert cli(root, "up", "--detach").returncode == 0
+        reg = registry(root)
+        stubborn = reg["services"]["stubborn"]["pid"]
+        peers = [e["pid"] for n, e in reg["services"].items() if n != "stubborn"]
+        began = time.monotonic()
+        urllib.request.urlopen(urllib.request.Request(
+            reg["daemon"]["url"] + "/api/stack/stop", method="POST"), timeout=30).read()
+        peers_gone = wait(lambda: not any(_alive(p) for p in peers), 10)
+        wait(lambda: not _alive(stubborn), 10)
+        killed = time.monotonic() - began
+        cli(root, "down")
+        return {"sigkill_after_timeout_s": round(killed - 1.0, 3),
+                "peers_gone_s": round(peers_gone, 3)}
+
+
+def bench_restart_one() -> dict[str, float]:
+    with stack(n_services(5), 5) as (root, ports):
+        assert cli(root, "up", "--detach").returncode == 0
+        url = registry(root)["daemon"]["url"]
+        times = []
+        for _ in range(5):
+            began = time.monotonic()
+            urllib.request.urlopen(urllib.request.Request(
+                url + "/api/services/svc00/restart", method="POST"), timeout=30).read()
+            wait(lambda: answers(ports[1]), 10)
+            times.append(time.monotonic() - began)
+        cli(root, "down")
+        # Each toy sleeps 0.3 s before listening (the issue's workload).
+        return {"restart_one_s": round(statistics.median(times), 3)}
+
+
+def bench_logs(lines: int = 200_000) -> dict[str, float]:
+    expected = lines * 100
+
+    def producer(shell_tail: str) -> float:
+        res = subprocess.run(f"{PY} {FLOOD} {lines} 100 {shell_tail}", shell=True,
+                             stderr=subprocess.PIPE, text=True, timeout=60)
+        return float(res.stderr.split()[2])
+
+    # The fair baseline is the cheapest reader a pipe can have: cat into /dev/null.
+    alone = statistics.median(producer("| cat > /dev/null") for _ in range(5))
+    to_file = statistics.median(producer("> /dev/null") for _ in range(5))
+
+    def text(ports: list[int]) -> str:
+        return stack_header(ports[0]) + (
+            f'[services.flood]\ncommand = ["{PY}", "{FLOOD}", "{lines}", "100", "stay"]\n'
+            'readiness = "none"\n')
+
+    unders, lost = [], 0
+    for _ in range(3):
+        with stack(text, 0) as (root, _):
+            assert cli(root, "up", "--detach").returncode == 0
+            log = root / ".logs" / "latest" / "flood.log"
+            wait(lambda f=log: f.exists() and f.stat().st_size >= expected,  # type: ignore[misc]
+                 60, 0.001)
+            data = log.read_bytes()
+            body = [ln for ln in data.split(b"\n") if ln[:1].isdigit()]
+            ordered = all(int(ln[:10]) == i for i, ln in enumerate(body))
+            lost += (lines - len(body)) if ordered else lines
+            done_line = next(ln for ln in data.split(b"\n") if ln.startswith(b"flood-done"))
+            unders.append(float(done_line.split()[2]))
+            cli(root, "down")
+    under = statistics.median(unders)
+    return {
+        "log_lines_per_s": round(lines / under),
+        "producer_to_dev_null_s": round(to_file, 4),
+        "producer_to_pipe_cat_s": round(alone, 4),
+        "producer_under_daemon_s": round(under, 4),
+        "producer_slowdown_pct": round((under - alone) / alone * 100, 1),
+        "log_lines_lost": lost,
+    }
+
+
+def bench_orphans() -> dict[str, float]:
+    def text(ports: list[int]) -> str:
+        body = stack_header(ports[0])
+        for i, port in enumerate(ports[1:]):
+            body += (f"[services.sh{i}]\n"
+                     f'command = ["sh", "-c", "{PY} {TOY} --port {port} --child; echo done"]\n'
+                     f"port = {port}\n\n")
+        return body
+
+    with stack(text, 10) as (root, _):
+        assert cli(root, "up", "--detach").returncode == 0
+        reg = registry(root)
+        members = [p.pid for p in psutil.process_iter()
+                   if _pgid(p.pid) in {e["pgid"] for e in reg["services"].values()}]
+        os.kill(reg["daemon"]["pid"], signal.SIGKILL)
+        began = time.monotonic()
+        with suppress(TimeoutError):
+            wait(lambda: not any(_alive(p) for p in members), 2.0, 0.01)
+        left = sum(_alive(p) for p in members)
+        return {"orphans_after_kill9": left, "orphan_processes_checked": len(members),
+                "orphans_gone_s": round(time.monotonic() - began, 3)}
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def verdict(key: str, value: float) -> str:
+    if key not in TARGETS:
+        return ""
+    op, target = TARGETS[key]
+    ok = value <= target if op == "<=" else value >= target
+    return f"target {op} {target:g}: {'met' if ok else 'NOT MET'}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
+    parser.add_argument("--quick", action="store_true", help="one run of each, N=10 only")
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    runs = 1 if args.quick else 3
+    results.update(ready_figures(10, runs))
+    if not args.quick:
+        results.update(ready_figures(40, runs))
+        results.update(bench_n40_daemon_and_teardown())
+    results.update(bench_sigkill())
+    results.update(bench_restart_one())
+    results.update(bench_logs())
+    results.update(bench_orphans())
+    print(f"{'figure':32} {'value':>12}  verdict")
+    for key, value in results.items():
+        print(f"{key:32} {value:>12}  {verdict(key, float(value))}")
+    out = Path(args.out)
+    existing = json.loads(out.read_text()) if out.exists() else {}
+    existing["core"] = {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "kernel": platform.release()},
+        "results": results,
+        "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()},
+    }
+    out.write_text(json.dumps(existing, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
