@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from service_process import ServiceProcess, ServiceStarter
+from service_process import ROOT, ServiceProcess, ServiceStarter, free_port
 
 from hippo_tasks.services.fake_cell.search import K1, B, SearchIndex, parse_filter, tokenize
 
@@ -286,3 +288,43 @@ def test_pruned_bm25_equals_brute_force() -> None:
             best = sorted(pool.values(), reverse=True)[:10]
             assert [round(s, 9) for _, s in got] == [round(s, 9) for s in best], query
             assert all(math.isclose(pool[i], s) for i, s in got)
+
+
+WEDGED_CELL = """
+import sys, threading, time
+from hippo_tasks.services.common.runner import serve
+from hippo_tasks.services.common.watchdog import Watchdog
+from hippo_tasks.services.fake_cell.api import build_app
+from hippo_tasks.services.fake_cell.store import Cell
+
+cell = Cell()
+app = build_app(cell, lock_timeout=0.3)
+
+def wedge(base_url):
+    Watchdog(base_url + "/healthz", interval=0.2, timeout=3.0, failures=2).start()
+    threading.Timer(0.5, cell.lock.acquire).start()  # a store that never lets go
+
+app.start_hooks.append(wedge)
+sys.exit(serve(app, "127.0.0.1", int(sys.argv[1])))
+"""
+
+
+def test_watchdog_restarts_a_wedged_store(tmp_path: Path) -> None:
+    """/healthz fails when the store lock is stuck, so the watchdog exits the process
+    (code 70) for the orchestrator to restart, though the HTTP layer still answers."""
+    log = tmp_path / "wedged.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WEDGED_CELL, str(free_port())],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        assert proc.wait(timeout=20) == 70, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    out = log.read_text()
+    assert "GET /healthz 503" in out and "exiting for a restart" in out

@@ -102,8 +102,8 @@ class JsonClient:
                 break
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if reused and attempt == 0:
-                    continue
+                if reused and attempt == 0 and not isinstance(exc, TimeoutError):
+                    continue  # a stale keep-alive socket; a timeout may have been served
                 raise BadGateway(
                     f"{self.peer} unreachable at {self.base_url}: {type(exc).__name__}: {exc}",
                     extra={"peer": self.peer, "url": self.base_url},

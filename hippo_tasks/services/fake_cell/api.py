@@ -48,8 +48,9 @@ def _ids(raw: list[Any]) -> list[str]:
     return raw
 
 
-def build_app(cell: Cell, *, debug: bool = False) -> App:
-    app = App("fake_cell", debug=debug, health=lambda: _health(cell))
+def build_app(cell: Cell, *, debug: bool = False, lock_timeout: float = 2.0) -> App:
+    """`lock_timeout`: how long /healthz waits for the store lock before failing."""
+    app = App("fake_cell", debug=debug, health=lambda: _health(cell, lock_timeout))
     r = app.router
 
     @r.post("/accounts")
@@ -149,11 +150,11 @@ def build_app(cell: Cell, *, debug: bool = False) -> App:
     return app
 
 
-def _health(cell: Cell) -> dict[str, Any]:
+def _health(cell: Cell, lock_timeout: float) -> dict[str, Any]:
     """Also proves the store lock can be taken: a deadlocked store fails /healthz,
     so the watchdog restarts it, even though the HTTP layer still answers."""
-    if not cell.lock.acquire(timeout=2.0):
-        raise ServiceUnavailable("the store lock has been held for more than 2s")
+    if not cell.lock.acquire(timeout=lock_timeout):
+        raise ServiceUnavailable(f"the store lock has been held for more than {lock_timeout}s")
     try:
         return cell.counts()
     finally:
