@@ -19,7 +19,9 @@ import pytest
 import requests
 from service_process import ROOT, ServiceProcess, ServiceStarter, free_port
 
+from hippo_tasks.services.fake_cell.journal import Journal
 from hippo_tasks.services.fake_cell.search import K1, B, SearchIndex, parse_filter, tokenize
+from hippo_tasks.services.fake_cell.store import Cell
 
 DOCS = [
     {"_id": "both", "title": "red running shoes", "color": "red", "price": 80},
@@ -328,3 +330,33 @@ def test_watchdog_restarts_a_wedged_store(tmp_path: Path) -> None:
             proc.wait(5)
     out = log.read_text()
     assert "GET /healthz 503" in out and "exiting for a restart" in out
+
+
+def _open_cell(folder: Path, compact_at: int = 1 << 22) -> Cell:
+    journal = Journal(folder, fsync=False, compact_at=compact_at)
+    snapshot, ops = journal.load()
+    cell = Cell(journal)
+    cell.restore(snapshot, ops)
+    return cell
+
+
+def test_journal_compacts_and_replays_nothing_twice(tmp_path: Path) -> None:
+    cell = _open_cell(tmp_path, compact_at=2000)
+    key = cell.create_account("a").api_key
+    cell.create_index(key, "ix", {})
+    for n in range(60):
+        cell.put_documents(key, "ix", [{"_id": f"d{n}", "text": f"word{n} " * 5}])
+    cell.delete_documents(key, "ix", ["d0"], must_exist=True)
+    assert (tmp_path / "snapshot.json").exists()  # compacted along the way
+    assert cell.journal is not None and cell.journal.journal_bytes < 2000
+    # a crash between writing the snapshot and emptying the journal: both hold the ops
+    journal_copy = (tmp_path / "journal.jsonl").read_bytes()
+    cell.journal.compact(cell.snapshot())
+    (tmp_path / "journal.jsonl").write_bytes(journal_copy)
+    del cell
+    snapshot, ops = Journal(tmp_path, fsync=False).load()
+    assert journal_copy and ops == []  # every journalled op is already in the snapshot
+    again = _open_cell(tmp_path)
+    docs = again.indexes[(next(iter(again.accounts)), "ix")].docs
+    assert len(docs) == 59 and "d0" not in docs
+    assert again.search(key, "ix", "word59", [], 5, 0)[0]["_id"] == "d59"

@@ -28,9 +28,12 @@ MIN_COMPACT_BYTES = 4 * 1024 * 1024
 
 
 class Journal:
-    def __init__(self, folder: Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self, folder: Path, *, fsync: bool = True, compact_at: int = MIN_COMPACT_BYTES
+    ) -> None:
         self.folder = folder
         self.fsync = fsync
+        self.compact_at = compact_at
         self.seq = 0
         self.snapshot_bytes = 0
         self.journal_bytes = 0
@@ -97,7 +100,7 @@ class Journal:
         return self.journal_bytes > 0
 
     def wants_compaction(self) -> bool:
-        return self.journal_bytes > max(MIN_COMPACT_BYTES, self.snapshot_bytes)
+        return self.journal_bytes > max(self.compact_at, self.snapshot_bytes)
 
     def compact(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.snapshot_path, {**state, "seq": self.seq}, fsync=self.fsync)
