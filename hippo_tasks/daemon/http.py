@@ -208,8 +208,24 @@ def _shutdown(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
     return 202, h.commands.shutdown()
 
 
+EXTENSIONS = ("hippo_tasks.daemon.page", "hippo_tasks.daemon.webhook")
+"""Modules that register more routes with @route when imported (the page, the webhook)."""
+
+
+def load_extensions() -> None:
+    import importlib
+
+    for name in EXTENSIONS:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
 def serve(host: str, port: int, commands: StackCommands) -> tuple[ApiServer, Callable[[], None]]:
     """Bind now (so a busy port fails loudly before any service starts), serve in a thread."""
+    load_extensions()
     server = ApiServer(host, port, commands)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
                               name="http", daemon=True)
