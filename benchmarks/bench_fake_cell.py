@@ -48,17 +48,23 @@ class Cell:
             cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        deadline = time.monotonic() + 60
+        try:
+            self._wait_healthy(deadline=time.monotonic() + 60)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # never leave a cell behind
+            raise
+        self.ready_s = time.perf_counter() - started
+
+    def _wait_healthy(self, deadline: float) -> None:
         while True:
             try:
                 if self.call("GET", "/healthz")[0] == 200:
-                    break
+                    return
             except OSError:
                 self.conn.close()
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("fake_cell did not become healthy")
             time.sleep(0.02)
-        self.ready_s = time.perf_counter() - started
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
