@@ -166,3 +166,28 @@ def test_unknown_template_variable_is_a_load_error() -> None:
     ok = build_plan(load_stack_text('[services.a]\ncommand = ["$${literal}", "${table_prefix}"]\n'),
                     Options(project_root=Path("/p"), table_prefix="dev-x-"))
     assert ok.service("a").argv == ("${literal}", "dev-x-")
+
+
+def test_bundled_profiles_and_cells() -> None:
+    spec = load_stack(None)
+    core = build_plan(spec, Options(project_root=Path("/p")))
+    assert {"fake_cell", "controller", "console"} <= set(core.names)
+    assert "moto" not in core.names
+    ecom = build_plan(spec, Options(project_root=Path("/p"), profile="ecom"))
+    assert ecom.service("global_worker").spec.external
+    full = build_plan(spec, Options(project_root=Path("/p"), profile="full"))
+    assert not full.service("global_worker").spec.external
+    ports = {s.name: s.port for s in ecom.services}
+    assert ports["moto"] == 9003 and ports["fake_cognito"] == 9013 and ports["ecom_ingest"] == 9019
+    with pytest.raises(StackFileError) as info:
+        build_plan(spec, Options(project_root=Path("/p"), cell="staging", env={}))
+    assert "HIPPODROME_CELL_URL_STAGING" in str(info.value)
+    staging = build_plan(spec, Options(project_root=Path("/p"), cell="staging",
+                                       env={"HIPPODROME_CELL_URL_STAGING": "https://cell.test"}))
+    assert "fake_cell" not in staging.names
+    assert staging.service("controller").env["CONTROL_PLANE_URL_OVERRIDE"] == "https://cell.test"
+    seedless = build_plan(spec, Options(project_root=Path("/p"), skip=("seed",)))
+    assert "seed" not in seedless.names
+    shifted = build_plan(spec, Options(project_root=Path("/p"), profile="ecom", port_offset=100))
+    assert shifted.service("admin_server").env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9103"
+    assert shifted.dashboard_port == 9100

@@ -112,6 +112,7 @@ def options_from_json(text: str) -> Options:
     data = json.loads(text)
     data["project_root"] = Path(data["project_root"])
     data["only"] = tuple(data.get("only") or ())
+    data["skip"] = tuple(data.get("skip") or ())
     data["env"] = dict(os.environ)
     return Options(**data)
 

@@ -57,6 +57,7 @@ _SERVICE_FIELDS: dict[str, F.Checker] = {
     "auto_restart": F.want_bool,
     "max_restarts": lambda c, v, s, f: F.want_int(c, v, s, f, 0, 10_000),
     "external": F.want_bool,
+    "external_in": lambda c, v, s, f: F.want_choice_list(c, v, s, f, None),
     "watch": F.want_str_list,
     "kind": lambda c, v, s, f: _kind(c, v, s, f),
     "setup": lambda c, v, s, f: _setup(c, v, s, f),
@@ -111,6 +112,7 @@ class _FileData:
         self.services: dict[str, dict[str, Any]] = {}
         self.routes: list[Route] = []
         self.cell_urls: dict[str, str] = {}
+        self.env: dict[str, str] = {}
 
 
 def _parse_file(path: str, text: str) -> _FileData:
@@ -125,7 +127,8 @@ def _parse_file(path: str, text: str) -> _FileData:
             line=int(match.group(1)) if match else None,
         ) from exc
     data = _FileData(ctx)
-    F.check_unknown(ctx, raw, {"stack", "services", "routes", "cells"}, None)
+    F.check_unknown(ctx, raw, {"stack", "services", "routes", "cells", "env"}, None)
+    data.env = dict(F.want_str_table(ctx, raw.get("env", {}), None, "env"))
     stack = raw.get("stack", {})
     if not isinstance(stack, dict):
         raise ctx.error("[stack] must be a table")
@@ -210,8 +213,10 @@ def _merge(files: list[_FileData]) -> StackSpec:
     source: dict[str, F.FileContext] = {}
     routes: list[Route] = []
     cell_urls: dict[str, str] = {}
+    shared_env: dict[str, str] = {}
     for data in files:
         settings.update(data.stack)
+        shared_env.update(data.env)
         for name, table in data.services.items():
             into = merged.setdefault(name, {})
             for key, val in table.items():
@@ -226,8 +231,9 @@ def _merge(files: list[_FileData]) -> StackSpec:
     services: list[ServiceSpec] = []
     for name, table in merged.items():
         ctx = source[name]
-        if (not table.get("external", False) and not table.get("command")
-                and table.get("enabled", True)):
+        always_external = table.get("external", False) or (
+            set(table.get("external_in", ())) >= set(table.get("profiles", PROFILES)))
+        if not always_external and not table.get("command") and table.get("enabled", True):
             raise ctx.error("has no command (give command = [...] or external = true)", name,
                             "command")
         if "readiness" not in table:
@@ -244,6 +250,7 @@ def _merge(files: list[_FileData]) -> StackSpec:
         services=tuple(services),
         routes=tuple(routes),
         cell_urls=tuple(cell_urls.items()),
+        env=tuple(shared_env.items()),
         files=tuple(d.ctx.path for d in files),
     )
     check_graph(spec, {s.name: source[s.name] for s in services})

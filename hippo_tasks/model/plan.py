@@ -12,6 +12,7 @@ Variables: `${python}`, `${port}` (this service's), `${port:NAME}`, `${url:NAME}
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,8 @@ class Options:
     cell: str = "local"
     table_prefix: str = "dev-local-"
     only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    """Services left out whatever the profile (`--no-seed` leaves out the seed job)."""
     port_offset: int = 0
     random_seed: int = 42
     python: str = "python3"
@@ -108,7 +111,10 @@ def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
     chosen = [
         s for s in spec.services
         if s.enabled and opts.profile in s.profiles and opts.cell in s.cells
+        and s.name not in opts.skip
     ]
+    chosen = [dataclasses.replace(s, external=True) if opts.profile in s.external_in else s
+              for s in chosen]
     if not opts.only:
         return chosen
     by_name = {s.name: s for s in chosen}
@@ -182,7 +188,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
                 port=ports.get(name),
                 argv=tuple(render(a, "command") for a in svc.command),
                 cwd=cwd,
-                env={k: render(v, "env") for k, v in svc.env},
+                env={k: render(v, "env") for k, v in (*spec.env, *svc.env)},
                 depends_on=tuple(d for d in svc.depends_on if d in names),
                 setup_argv=setup_argv,
                 setup_creates=creates,
@@ -232,6 +238,12 @@ class _Renderer:
                 raise self.fail(f"${{env:{arg}}}: environment variable {arg} is not set",
                                 field_name)
             return self.env[arg]
+        if var == "cell_url" and arg is None and not self.base["cell_url"]:
+            cell = self.base["cell"]
+            raise self.fail(
+                f"uses ${{cell_url}} but cell '{cell}' has no URL: set "
+                f"HIPPODROME_CELL_URL_{cell.upper()} or [cells.{cell}] url = \"...\" in "
+                "hippodrome.toml (fake_cell runs only with --cell local)", field_name)
         if arg is None and var in self.base:
             return self.base[var]
         raise self.fail(f"unknown variable ${{{var}{':' + arg if arg else ''}}}", field_name)

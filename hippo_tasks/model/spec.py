@@ -56,6 +56,8 @@ class ServiceSpec:
     auto_restart: bool = True
     max_restarts: int = 5
     external: bool = False
+    external_in: tuple[str, ...] = ()
+    """Profiles in which the service is external (probed, not started)."""
     watch: tuple[str, ...] = ()
     kind: ServiceKind = "service"
     setup: SetupStep | None = None
@@ -95,6 +97,8 @@ class StackSpec:
     services: tuple[ServiceSpec, ...]
     routes: tuple[Route, ...] = ()
     cell_urls: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    """Variables every service gets (its own `env` wins)."""
     files: tuple[str, ...] = field(default=())
 
     def service(self, name: str) -> ServiceSpec:
