@@ -185,12 +185,14 @@ class Engine:
                     self._shutdown.set_result("failure")
                 else:
                     self._report_ready(time.monotonic() - began)
+                    self.stack.start_watchers()
             else:
                 starting.cancel()
             why = await self._shutdown
             if why == "SIGINT":
                 code = EXIT_INTERRUPTED
             self.note(f"hippodrome | shutting down ({why})")
+            await self.stack.stop_watchers()
             await self.stack.stop(reason=f"shutdown ({why})")
         finally:
             stop_serving()

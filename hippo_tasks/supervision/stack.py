@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from hippo_tasks.errors import ServiceStartError, UnknownServiceError
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.supervision.service import ServiceSupervisor, SupervisorContext
 from hippo_tasks.supervision.states import State, Transition
+from hippo_tasks.supervision.watch import watch_files
 
 
 class StackSupervisor:
@@ -26,7 +27,7 @@ class StackSupervisor:
         }
         self._starters: dict[str, asyncio.Task[None]] = {}
         self.blocking_failure: asyncio.Future[ServiceStartError] | None = None
-        self._watching_failures = False
+        self._watchers: list[asyncio.Task[None]] = []
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -165,6 +166,34 @@ class StackSupervisor:
         await svc.stop("restart requested")
         await self.start([name])
         await self.wait_settled([name])
+
+    # ---- hot reload ---------------------------------------------------------------
+    def start_watchers(self) -> None:
+        """One file watcher per service that lists `watch` globs (relative to its cwd)."""
+        for svc in self.services.values():
+            if svc.planned.spec.watch and not svc.planned.spec.external:
+                self._watchers.append(asyncio.create_task(watch_files(
+                    svc.planned.cwd, svc.planned.spec.watch, self._reloader(svc.name))))
+
+    def _reloader(self, name: str) -> Callable[[list[str]], Awaitable[None]]:
+        async def reload(paths: list[str]) -> None:
+            svc = self.services[name]
+            if svc.state == State.STOPPED and not svc.active:
+                return  # stopped on purpose: a file change does not start it
+            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3
+                                            else "")
+            self.ctx.hub.system(name, f"change detected ({shown}): restarting")
+            await self.restart(name)
+
+        return reload
+
+    async def stop_watchers(self) -> None:
+        for task in self._watchers:
+            task.cancel()
+        for task in self._watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._watchers.clear()
 
     def status(self) -> list[dict[str, object]]:
         return [s.status_row() for s in self.services.values()]

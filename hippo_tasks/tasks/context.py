@@ -49,13 +49,14 @@ def random_seed(flag: int | None = None) -> int:
 
 
 def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, only: str,
-                  offset: int | str | None) -> Options:
+                  offset: int | str | None, skip: tuple[str, ...] = ()) -> Options:
     return Options(
         project_root=root,
         profile=profile,
         cell=cell,
         table_prefix=table_prefix or default_table_prefix(root),
         only=tuple(n.strip() for n in only.split(",") if n.strip()),
+        skip=skip,
         port_offset=port_offset(offset),
         random_seed=random_seed(),
         python=python_for_services(),

@@ -63,7 +63,7 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     _guard_prod(cell, yes)
     root = resolve_root(project_root)
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
-                         only=only, offset=port_offset)
+                         only=only, offset=port_offset, skip=() if seed else ("seed",))
     print(f"hippodrome | project {root}  profile {opts.profile}  cell {opts.cell}  "
           f"table prefix {opts.table_prefix}", flush=True)
     plan, registry = prepare(opts)
