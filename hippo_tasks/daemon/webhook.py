@@ -1,0 +1,411 @@
+"""`POST /webhook/eventbridge`: EventBridge events routed to local services by detail-type.
+
+The answers are the contract of DESIGN section 4 and the reference README, word for
+word: forwarded `200 {"webhook_status": "forwarded", "target": "localhost:PORT",
+"service_response": ...}`, unrouted `200 {"status": "ignored", "reason": "No route
+configured for detail-type: T"}`, `400 {"error": "Missing 'detail-type' field in
+event"}`, target down `503 {"error": "Service unavailable: ..."}`, and 401 without the
+`x-hippodrome-webhook-token` header when the daemon has a token. Routes are the stack
+file's `[[routes]]`, in order; the first prefix that matches wins.
+
+Where the contract leaves a choice open, and why:
+
+- Bodies over 256 KiB get 413: EventBridge's own limit per event, so every real event
+  fits and nothing bigger is ever parsed. Over-limit bodies up to 8 MiB are read and
+  dropped first, so the client reads the 413 instead of a connection reset; past that
+  the connection is closed. A body missing Content-Length (or chunked) is 411; an
+  invalid one 400, and the connection closes, since its end cannot be known.
+- A body that does not arrive within HIPPODROME_WEBHOOK_READ_TIMEOUT seconds (10) is
+  408 and the connection closes: a stuck client costs its own thread, never others.
+- Strict JSON: UTF-8 only, no NaN/Infinity, an object, `detail-type` a string, so
+  whatever is forwarded every consumer can parse. The bytes are forwarded as received.
+- Content-Type: judged by the body. None, JSON types, text/plain and the form type
+  `curl -d` sends by default are accepted; anything else (multipart, ...) is 415.
+- The target's answer: JSON is passed on as `service_response`; anything else as
+  `{"raw": <its first 4 KiB as text>}`. A 2xx answer is our 200 with exactly the
+  contract's keys; a 4xx/5xx answer keeps the target's status and adds
+  `"service_status"`, so EventBridge (which retries 5xx and 429) sees the failure.
+  1xx/3xx, a malformed answer or one over 1 MiB is 502.
+- A target silent for HIPPODROME_WEBHOOK_TIMEOUT seconds (5) is 504 naming it, and
+  that connection is dropped so a late answer is never read as the next event's.
+- Connections to targets are kept alive, a few idle ones per port: a new TCP
+  connection per event would cost more than the whole forward. A pooled connection
+  found dead (the service restarted) is retried once on a fresh one, as urllib3 does;
+  a refused connection is 503.
+
+Every request is recorded in `engine.extras["webhook_deliveries"]` (the dashboard
+reads those keys) and, when it had a target, noted in that service's log. Log notes
+are handed to the engine's loop, which alone writes logs, batched per loop turn so a
+burst of events wakes it once. The token is compared in constant time, never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+from collections import deque
+from http import HTTPStatus
+from typing import Any
+
+from hippo_tasks.daemon.engine import Engine
+from hippo_tasks.daemon.http import ApiHandler, route
+from hippo_tasks.model.plan import PlannedRoute
+
+TOKEN_HEADER = "x-hippodrome-webhook-token"
+MAX_EVENT = 256 * 1024
+DRAIN_LIMIT = 8 * 1024 * 1024
+MAX_ANSWER = 1024 * 1024
+RAW_SHOWN = 4096
+DELIVERIES_KEPT = 200
+IDLE_PER_TARGET = 8
+ACCEPTED_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
+MISSING_DETAIL_TYPE = "Missing 'detail-type' field in event"
+FORWARD_HEADERS = {"Content-Type": "application/json", "User-Agent": "hippodrome-webhook"}
+
+
+class _Reject(Exception):
+    """An answer decided before forwarding; status 0 means the client is gone."""
+
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close
+
+
+class TargetPool:
+    """Idle keep-alive connections per target port, shared by the HTTP threads."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._idle: dict[int, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    def _take(self, port: int) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle.get(port)
+            if idle:
+                return idle.pop(), True
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=self.timeout), False
+
+    def _give(self, port: int, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(port, [])
+            if len(idle) < IDLE_PER_TARGET:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def post(self, port: int, path: str, body: bytes) -> tuple[int, bytes, str]:
+        """(status, body, content type); raises OSError or HTTPException on failure."""
+        for attempt in (1, 2):
+            conn, reused = self._take(port)
+            try:
+                conn.request("POST", path, body=body, headers=FORWARD_HEADERS)
+                resp = conn.getresponse()
+                data = resp.read(MAX_ANSWER + 1)
+            except (ConnectionResetError, BrokenPipeError):  # RemoteDisconnected included
+                conn.close()
+                if reused and attempt == 1:
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if len(data) > MAX_ANSWER:
+                conn.close()
+                raise http.client.HTTPException(f"answer over {MAX_ANSWER // 1024} KiB")
+            if resp.isclosed() and not resp.will_close:
+                self._give(port, conn)
+            else:
+                conn.close()
+            return resp.status, data, resp.getheader("Content-Type") or ""
+        raise AssertionError("unreachable")
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def _shown(detail_type: str, limit: int = 256) -> str:
+    """A detail-type safe for a log line or the dashboard: one line, bounded, encodable."""
+    text = detail_type if detail_type.isprintable() else json.dumps(detail_type)[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class Webhook:
+    """The webhook's per-daemon state: pool, timeouts, delivery log, pending log notes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.timeout = _env_seconds("HIPPODROME_WEBHOOK_TIMEOUT", 5.0)
+        self.read_timeout = _env_seconds("HIPPODROME_WEBHOOK_READ_TIMEOUT", 10.0)
+        self.pool = TargetPool(self.timeout)
+        self.deliveries: deque[dict[str, Any]] = engine.extras.setdefault(
+            "webhook_deliveries", deque(maxlen=DELIVERIES_KEPT))
+        self._notes: list[tuple[str, str]] = []
+        self._notes_lock = threading.Lock()
+
+    # ---- reading the event ---------------------------------------------------------
+    def _content_length(self, h: ApiHandler) -> int:
+        encoding = h.headers.get("Transfer-Encoding")
+        if encoding is not None and encoding.strip().lower() != "identity":
+            raise _Reject(411, "Chunked request bodies are not supported: send the event "
+                               "with a Content-Length header", close=True)
+        values = {v.strip() for v in h.headers.get_all("Content-Length") or []}
+        if not values:
+            raise _Reject(411, "Missing Content-Length header: send the event as a JSON body",
+                          close=True)
+        value = values.pop()
+        if values or not value.isascii() or not value.isdigit():
+            raise _Reject(400, "Invalid Content-Length header", close=True)
+        return int(value) if len(value) < 16 else DRAIN_LIMIT + 1
+
+    def _read(self, h: ApiHandler, length: int) -> bytes:
+        previous = h.connection.gettimeout()
+        h.connection.settimeout(self.read_timeout)
+        try:
+            raw = h.rfile.read(length)
+        except TimeoutError:
+            raise _Reject(408, f"Request body not received within {self.read_timeout:g}s",
+                          close=True) from None
+        except OSError:
+            raise _Reject(0, "client went away mid-body", close=True) from None
+        finally:
+            h.connection.settimeout(previous)
+        if len(raw) < length:
+            raise _Reject(0, "client went away mid-body", close=True)
+        return raw
+
+    def _discard(self, h: ApiHandler, length: int, reject: _Reject) -> _Reject:
+        """Read and drop a body we will not use, so the answer is not lost to a reset."""
+        if length > DRAIN_LIMIT:
+            reject.close = True
+            return reject
+        try:
+            left = length
+            while left:
+                left -= len(self._read(h, min(left, 65536)))
+        except _Reject:
+            reject.close = True
+        return reject
+
+    def _authorised(self, h: ApiHandler) -> bool:
+        token = self.engine.webhook_token
+        if token is None:
+            return True
+        given = h.headers.get(TOKEN_HEADER)
+        if given is None:
+            return False
+        try:
+            return hmac.compare_digest(given.encode("latin-1"), token.encode("utf-8"))
+        except UnicodeEncodeError:
+            return False
+
+    def read_event(self, h: ApiHandler) -> tuple[dict[str, Any], bytes]:
+        length = self._content_length(h)
+        if not self._authorised(h):
+            raise self._discard(h, length, _Reject(
+                401, f"Missing or invalid {TOKEN_HEADER} header"))
+        if length > MAX_EVENT:
+            raise self._discard(h, length, _Reject(
+                413, f"Event too large: {length} bytes; the limit is {MAX_EVENT} bytes "
+                     f"(EventBridge's own maximum event size)"))
+        if length == 0:
+            raise _Reject(400, "Empty body: send the event as a JSON object")
+        raw = self._read(h, length)
+        ctype = (h.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if ctype and ctype not in ACCEPTED_TYPES and not ctype.endswith("+json"):
+            raise _Reject(415, f"Unsupported Content-Type '{ctype}': send the event as "
+                               "application/json")
+        return _parse(raw), raw
+
+    # ---- routing and forwarding ----------------------------------------------------
+    def match(self, detail_type: str) -> PlannedRoute | None:
+        for planned in self.engine.plan.routes:
+            if detail_type.startswith(planned.route.detail_type_prefix):
+                return planned
+        return None
+
+    def forward(self, planned: PlannedRoute, raw: bytes) -> tuple[int, dict[str, Any]]:
+        r = planned.route
+        where = f"{r.service} at {planned.target}{r.path}"
+        if planned.port is None:
+            raise _Reject(503, f"Service unavailable: the route for '{r.detail_type_prefix}' "
+                               f"names '{r.service}', which has no port in this stack")
+        try:
+            status, data, ctype = self.pool.post(planned.port, r.path, raw)
+        except TimeoutError:
+            raise _Reject(504, f"Service timed out: {where} did not answer within "
+                               f"{self.timeout:g}s") from None
+        except OSError as exc:
+            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) \
+                else exc.strerror or exc.__class__.__name__
+            raise _Reject(503, f"Service unavailable: {where}: {reason} (is it running? "
+                               "see `invoke status`)") from None
+        except http.client.HTTPException as exc:
+            raise _Reject(502, f"Bad answer from service: {where}: "
+                               f"{exc.__class__.__name__} {exc}".rstrip()) from None
+        if not (200 <= status < 300 or 400 <= status < 600):
+            raise _Reject(502, f"Bad answer from service: {where} answered {status}")
+        payload: dict[str, Any] = {"webhook_status": "forwarded", "target": planned.target,
+                                   "service_response": _answer_body(data, ctype)}
+        if status >= 300:
+            payload["service_status"] = status
+            return status, payload
+        return 200, payload
+
+    # ---- what is left behind ---------------------------------------------------------
+    def record(self, at: float, began: float, detail_type: str, planned: PlannedRoute | None,
+               status: int, outcome: str, payload: dict[str, Any]) -> None:
+        latency_ms = round((time.perf_counter() - began) * 1000, 3)
+        shown = _shown(detail_type)
+        self.deliveries.append({
+            "at": at, "detail_type": shown,
+            "target": planned.target if planned is not None else None,
+            "status": status, "latency_ms": latency_ms, "outcome": outcome,
+        })
+        if planned is None or planned.route.service not in self.engine.stack.services:
+            return
+        if outcome == "forwarded":
+            note = (f"webhook: {shown} forwarded to {planned.target}{planned.route.path}: "
+                    f"{status} in {latency_ms:.1f} ms")
+        else:
+            note = (f"webhook: Failed to forward event to {planned.target} ({shown}): "
+                    f"{payload.get('error')}")
+        self._note(planned.route.service, note)
+
+    def _note(self, service: str, text: str) -> None:
+        with self._notes_lock:
+            first = not self._notes
+            self._notes.append((service, text))
+        loop = self.engine.loop
+        if not first:
+            return
+        try:
+            if loop is None:
+                raise RuntimeError("no loop")
+            loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop is gone: the daemon is exiting, notes go with it
+            with self._notes_lock:
+                self._notes.clear()
+
+    def _flush(self) -> None:
+        with self._notes_lock:
+            notes, self._notes = self._notes, []
+        for service, text in notes:
+            self.engine.hub.system(service, text)
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reject(400, f"Body is not valid UTF-8 (byte {exc.start}): send the event "
+                           "as UTF-8 JSON") from None
+    try:
+        event = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise _Reject(400, f"Invalid JSON: {exc}") from None
+    except RecursionError:
+        raise _Reject(400, "Invalid JSON: nested too deeply") from None
+    if not isinstance(event, dict):
+        raise _Reject(400, f"Event must be a JSON object, got {_json_type(event)}")
+    return event
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _answer_body(data: bytes, ctype: str) -> Any:
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return {"raw": data[:RAW_SHOWN].decode("utf-8", "replace"),
+                **({"content_type": ctype} if ctype else {})}
+
+
+def _respond(h: ApiHandler, status: int, payload: Any, close: bool = False) -> None:
+    """One write for head and body: two small writes would wait on Nagle's algorithm."""
+    body = json.dumps(payload).encode()
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    head = [f"{h.protocol_version} {status} {phrase}", f"Server: {h.version_string()}",
+            f"Date: {h.date_time_string()}", "Content-Type: application/json",
+            f"Content-Length: {len(body)}", "Cache-Control: no-store"]
+    if close or h.close_connection:
+        head.append("Connection: close")
+        h.close_connection = True
+    h.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+
+_SETUP = threading.Lock()
+
+
+def webhook_for(engine: Engine) -> Webhook:
+    hook = engine.extras.get("webhook")
+    if hook is None:
+        with _SETUP:
+            hook = engine.extras.get("webhook")
+            if hook is None:
+                hook = engine.extras["webhook"] = Webhook(engine)
+    assert isinstance(hook, Webhook)
+    return hook
+
+
+@route("POST", "/webhook/eventbridge")
+def _eventbridge(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
+    began, at = time.perf_counter(), time.time()
+    hook = webhook_for(h.commands.engine)
+    h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    detail_type, planned, close = "", None, False
+    try:
+        event, raw = hook.read_event(h)
+        value = event.get("detail-type")
+        if value is None or value == "":
+            raise _Reject(400, MISSING_DETAIL_TYPE)
+        if not isinstance(value, str):
+            raise _Reject(400, f"'detail-type' must be a string, got {_json_type(value)}")
+        detail_type = value
+        planned = hook.match(detail_type)
+        if planned is None:
+            status, payload, outcome = 200, {
+                "status": "ignored",
+                "reason": f"No route configured for detail-type: {detail_type}"}, "ignored"
+        else:
+            status, payload = hook.forward(planned, raw)
+            outcome = "forwarded"
+    except _Reject as exc:
+        if exc.status == 0:
+            h.close_connection = True
+            return 0, None
+        status, payload, outcome, close = exc.status, {"error": exc.message}, "error", exc.close
+    try:
+        _respond(h, status, payload, close)
+    finally:
+        hook.record(at, began, detail_type, planned, status, outcome, payload)
+    return 0, None
+
+
+@route("GET", "/api/webhook/deliveries")
+def _deliveries(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
+    hook = webhook_for(h.commands.engine)
+    return 200, {"deliveries": list(reversed(list(hook.deliveries)))}

@@ -1,0 +1,80 @@
+"""A toy event consumer: the stand-in for an exporter behind the daemon's webhook.
+
+`POST /events` answers `{"status": "success", "result": {"received": <detail-type>}}`,
+the shape the real exporters answer, so tests can check that the webhook passes the
+service's JSON on unchanged. Flags make it misbehave the ways a real target can:
+slow (`--slow S`), answering text (`--non-json`), answering an error (`--status N`).
+`--record FILE` appends each body as one JSON line, so a test can prove what arrived.
+
+Keep-alive and TCP_NODELAY as in the real services: the webhook's benchmark compares
+posting here directly with posting through the daemon, and both paths must be fair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--record", default=None, help="append each received body here")
+    p.add_argument("--slow", type=float, default=0.0, help="wait this long before answering")
+    p.add_argument("--non-json", action="store_true", help="answer plain text")
+    p.add_argument("--status", type=int, default=200, help="answer with this status")
+    a = p.parse_args()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, fmt: str, *args: object) -> None:
+            return  # one line per request would dominate the webhook benchmark
+
+        def _answer(self, status: int, body: bytes, ctype: str) -> None:
+            phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "X"
+            head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            self.wfile.write(head + body)
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/healthz":
+                self._answer(200, b'{"status": "ok"}', "application/json")
+            else:
+                self._answer(404, b'{"error": "not found"}', "application/json")
+
+        def do_POST(self) -> None:  # noqa: N802
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path != "/events":
+                self._answer(404, b'{"error": "not found"}', "application/json")
+                return
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                event = {"unparsed": raw.decode("utf-8", "replace")}
+            if a.record:
+                with lock, open(a.record, "a") as fh:
+                    fh.write(json.dumps(event) + "\n")
+            if a.slow:
+                time.sleep(a.slow)
+            detail_type = event.get("detail-type") if isinstance(event, dict) else None
+            if a.non_json:
+                self._answer(a.status, f"received {detail_type}".encode(), "text/plain")
+                return
+            body = json.dumps({"status": "success", "result": {"received": detail_type}})
+            self._answer(a.status, body.encode(), "application/json")
+
+    server = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    server.daemon_threads = True
+    print(f"event sink listening on {a.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
