@@ -1,0 +1,239 @@
+"""The dashboard page (`GET /`) and its live feed (`GET /api/events`).
+
+The page is one static file; everything it shows comes from the JSON API. To stay live
+without polling, it keeps one server-sent-events stream open. The stream carries only
+*differences*: status rows whose content changed, and "service X now has lines up to
+seq N". The page then fetches log lines itself (`/logs?after=SEQ`), and only for panes
+the user has expanded, so a busy service costs nothing while its pane is closed.
+
+Each stream runs in its own request thread (ThreadingHTTPServer) and shares no lock
+with other clients, so a slow browser only ever blocks itself. It sleeps on the log
+hub's condition (every log line and every state change notifies it), sends at most
+`MIN_INTERVAL` apart however busy the logs are, and ends when the client goes away,
+a write stalls for `WRITE_TIMEOUT`, or the daemon starts shutting down.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import importlib.resources
+import json
+import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hippo_tasks.daemon.engine import Engine
+from hippo_tasks.daemon.http import ApiHandler, route
+from hippo_tasks.errors import ShutdownInProgressError
+
+MIN_INTERVAL = 0.25
+"""Seconds between two updates on one stream: live enough to read, cheap under floods."""
+IDLE_WAKE = 1.0
+"""Longest sleep without a log line: bounds how late a health flip or a shutdown is seen."""
+PING_EVERY = 15.0
+"""A comment line this often on an idle stream, so a vanished peer is noticed."""
+WRITE_TIMEOUT = 10.0
+"""A browser that reads nothing for this long is dropped instead of holding a thread."""
+MAX_STREAMS = 64
+"""Open streams per daemon; each is a thread, so a runaway client cannot exhaust them."""
+RETRY_MS = 2000
+"""Reconnect delay the browser is told to use when a stream ends."""
+
+_streams = threading.BoundedSemaphore(MAX_STREAMS)
+
+
+@dataclass(frozen=True)
+class Page:
+    body: bytes
+    etag: str
+    csp: str
+
+
+def _csp_hashes(html: str, tag: str) -> str:
+    """Hashes of the page's own inline blocks: they run, anything injected would not."""
+    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+    return " ".join("'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()
+                    + "'" for b in blocks)
+
+
+@functools.cache
+def page() -> Page:
+    """Read once per daemon: the file cannot change under an installed package."""
+    body = importlib.resources.files("hippo_tasks.daemon").joinpath("page.html").read_bytes()
+    html = body.decode()
+    csp = ("default-src 'none'; "
+           f"script-src {_csp_hashes(html, 'script')}; "
+           f"style-src {_csp_hashes(html, 'style')}; "
+           "connect-src 'self'; img-src 'self' data:; "
+           "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    return Page(body, etag, csp)
+
+
+@route("GET", "/")
+def _index(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
+    p = page()
+    if h.headers.get("If-None-Match") == p.etag:
+        h.send_response(304)
+        h.send_header("ETag", p.etag)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+        return 0, None
+    h.send_response(200)
+    h.send_header("Content-Type", "text/html; charset=utf-8")
+    h.send_header("Content-Length", str(len(p.body)))
+    h.send_header("Cache-Control", "no-cache")
+    h.send_header("ETag", p.etag)
+    h.send_header("Content-Security-Policy", p.csp)
+    h.send_header("X-Content-Type-Options", "nosniff")
+    h.send_header("Referrer-Policy", "no-referrer")
+    h.end_headers()
+    h.wfile.write(p.body)
+    return 0, None
+
+
+# ---- the live feed -------------------------------------------------------------------
+
+def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Everything but uptime, which the page counts itself: a running row is not a change."""
+    return tuple(v for k, v in row.items() if k != "uptime_s")
+
+
+def _webhook_marker(engine: Engine) -> list[Any] | None:
+    """Cheap fingerprint of the webhook's delivery log; the page refetches when it moves.
+
+    The deque is appended to by other request threads: single-item reads are atomic
+    under the GIL, and an emptied deque between the checks is simply "no marker".
+    """
+    deliveries = engine.extras.get("webhook_deliveries")
+    if deliveries is None:
+        return None
+    try:
+        if not deliveries:
+            return [0, None, None]
+        return [len(deliveries), deliveries[0].get("at"), deliveries[-1].get("at")]
+    except (IndexError, AttributeError, RuntimeError):
+        return None
+
+
+class Tracker:
+    """What one stream has told its page so far; `changes()` answers only what moved."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.rows: dict[str, tuple[Any, ...]] = {}
+        self.seqs: dict[str, int] = {}
+        self.webhook: list[Any] | None = None
+
+    def snapshot(self, status: dict[str, Any]) -> dict[str, Any]:
+        hub = self.engine.hub
+        self.rows = {r["name"]: _row_key(r) for r in status["services"]}
+        self.seqs = {name: hub.last_seq(name) for name in self.rows}
+        self.webhook = _webhook_marker(self.engine)
+        return {**status, "daemon_started_at": self.engine.started_at,
+                "seqs": self.seqs, "webhook": self.webhook}
+
+    def changes(self) -> dict[str, Any] | None:
+        hub = self.engine.hub
+        out: dict[str, Any] = {}
+        rows = [r for r in self.engine.stack.status()
+                if self.rows.get(str(r["name"])) != _row_key(r)]
+        for r in rows:
+            self.rows[str(r["name"])] = _row_key(r)
+        if rows:
+            out["services"] = rows
+        seqs = {}
+        for name in self.rows:
+            seq = hub.last_seq(name)
+            if seq != self.seqs.get(name):
+                seqs[name] = self.seqs[name] = seq
+        if seqs:
+            out["seqs"] = seqs
+        marker = _webhook_marker(self.engine)
+        if marker != self.webhook:
+            out["webhook"] = self.webhook = marker
+        return out or None
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """A closed browser tab shows up as a readable socket with nothing to read."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    try:
+        events = poller.poll(0)
+        if not events:
+            return False
+        if events[0][1] & (select.POLLERR | select.POLLHUP):
+            return True
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def _shutting_down(engine: Engine) -> bool:
+    try:
+        engine.check_accepting()
+    except ShutdownInProgressError:
+        return True
+    return False
+
+
+def _event(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def stream(h: ApiHandler, now: Callable[[], float] = time.monotonic) -> None:
+    """Serve one event stream until the peer leaves or the daemon shuts down."""
+    engine = h.commands.engine
+    h.close_connection = True
+    h.connection.settimeout(WRITE_TIMEOUT)
+    h.send_response(200)
+    h.send_header("Content-Type", "text/event-stream; charset=utf-8")
+    h.send_header("Cache-Control", "no-store")
+    h.send_header("Connection", "close")
+    h.send_header("X-Accel-Buffering", "no")
+    h.end_headers()
+    tracker = Tracker(engine)
+    h.wfile.write(f"retry: {RETRY_MS}\n\n".encode()
+                  + _event("snapshot", tracker.snapshot(h.commands.status())))
+    last_sent = last_write = now()
+    while True:
+        engine.hub.wait_for_lines(IDLE_WAKE)
+        if _shutting_down(engine):
+            h.wfile.write(_event("bye", {"reason": "daemon shutting down"}))
+            return
+        if _peer_gone(h.connection):
+            return
+        pause = last_sent + MIN_INTERVAL - now()
+        if pause > 0:
+            time.sleep(pause)
+        update = tracker.changes()
+        if update is not None:
+            update["uptime_s"] = round(time.time() - engine.started_at, 1)
+            h.wfile.write(_event("update", update))
+            last_sent = last_write = now()
+        elif now() - last_write >= PING_EVERY:
+            h.wfile.write(b": ping\n\n")
+            last_write = now()
+
+
+@route("GET", "/api/events")
+def _events(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
+    h.commands.engine.check_accepting()
+    if not _streams.acquire(blocking=False):
+        return 503, {"error": f"too many open event streams (limit {MAX_STREAMS}); "
+                              "close a dashboard tab"}
+    try:
+        stream(h)
+    except OSError:  # the peer left or stalled; nothing more to say to it
+        pass
+    finally:
+        _streams.release()
+    return 0, None
