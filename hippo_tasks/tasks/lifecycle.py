@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from hippo_tasks.daemon.client import DaemonClient
-from hippo_tasks.daemon.main import fork_daemon, prepare, run_engine
+from hippo_tasks.daemon.launch import prepare, spawn_daemon
 from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
@@ -70,6 +69,8 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     if detach:
         _up_detached(plan, registry)
         return
+    from hippo_tasks.daemon.main import run_engine  # the engine, only when we become it
+
     printer = TerminalPrinter(sys.stdout.buffer, use_colour())
     code = run_engine(plan, registry, printer)
     if code:
@@ -81,17 +82,18 @@ def _up_detached(plan: StackPlan, registry: Registry) -> None:
     log = opts.project_root / ".hippodrome" / "daemon.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     registry.update(lambda d: d.__setitem__("failure", None))
-    pid = fork_daemon(plan, registry, log)
+    proc = spawn_daemon(opts, log)
+    pid = proc.pid
     began = time.monotonic()
     shown: dict[str, str] = {}
     while True:
         time.sleep(0.01)
         data = registry.read()
-        exited = os.waitpid(pid, os.WNOHANG)[0] == pid
+        exited = proc.poll() is not None
         failure = data.get("failure")
         if exited or (failure and failure.get("final")):
             if not exited:
-                os.waitpid(pid, 0)
+                proc.wait(30)
             _report_detached_failure(failure, log)
         daemon = data.get("daemon") or {}
         if daemon.get("pid") != pid:

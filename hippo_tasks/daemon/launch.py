@@ -1,0 +1,76 @@
+"""Before the daemon exists: pre-flight checks, and starting the detached daemon.
+
+Kept free of asyncio, the HTTP server and the engine, so `invoke up --detach` and the
+other tasks start fast, and the detached daemon is a fresh interpreter that loads only
+what a daemon needs (no Invoke, no CLI modules: every megabyte of the daemon's resident
+memory is there for as long as the stack runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hippo_tasks.errors import DaemonAlreadyRunningError
+from hippo_tasks.model.loader import load_stack
+from hippo_tasks.model.plan import Options, StackPlan, build_plan
+from hippo_tasks.registry.cleanup import clean_stale
+from hippo_tasks.registry.store import Registry, daemon_alive
+from hippo_tasks.supervision.ports import check_ports
+from hippo_tasks.supervision.service import child_env
+
+
+def prepare(opts: Options, say: Callable[[str], None] = print) -> tuple[StackPlan, Registry]:
+    """Load, plan and pre-flight; raises a HippoError before anything has started."""
+    spec = load_stack(opts.project_root)
+    plan = build_plan(spec, opts)
+    registry = Registry(opts.project_root)
+    data = registry.read()
+    for warning in registry.warnings:
+        say(warning)
+    if daemon_alive(data):
+        d = data["daemon"]
+        raise DaemonAlreadyRunningError(str(opts.project_root), d.get("url", "?"), d["pid"])
+    for line in clean_stale(registry, data):
+        say(line)
+    data = registry.read()
+    groups = {int(e["pgid"]) for e in data.get("services", {}).values() if e.get("pgid")}
+    wanted = [("dashboard", plan.dashboard_port)] + [
+        (s.name, s.port) for s in plan.services if s.port is not None and not s.spec.external
+    ]
+    check_ports(wanted, groups)
+    return plan, registry
+
+
+def options_to_json(opts: Options) -> str:
+    data: dict[str, Any] = asdict(opts)
+    data["project_root"] = str(opts.project_root)
+    data["env"] = {}
+    return json.dumps(data)
+
+
+def options_from_json(text: str) -> Options:
+    data = json.loads(text)
+    data["project_root"] = Path(data["project_root"])
+    data["only"] = tuple(data.get("only") or ())
+    data["skip"] = tuple(data.get("skip") or ())
+    data["env"] = dict(os.environ)
+    return Options(**data)
+
+
+def spawn_daemon(opts: Options, log: Path, tls: bool = False) -> subprocess.Popen[bytes]:
+    """The detached daemon: `python -m hippo_tasks.daemon` in a session of its own, so
+    Ctrl+C in the shell that ran `up --detach` never reaches it."""
+    argv = [sys.executable, "-m", "hippo_tasks.daemon", "--options", options_to_json(opts)]
+    if tls:
+        argv.append("--tls")
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, cwd=opts.project_root, env=child_env(),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True, close_fds=True)
