@@ -398,10 +398,9 @@ def _eventbridge(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
             h.close_connection = True
             return 0, None
         status, payload, outcome, close = exc.status, {"error": exc.message}, "error", exc.close
-    try:
-        _respond(h, status, payload, close)
-    finally:
-        hook.record(at, began, detail_type, planned, status, outcome, payload)
+    # Recorded before answering: a client that has its answer finds it in the log.
+    hook.record(at, began, detail_type, planned, status, outcome, payload)
+    _respond(h, status, payload, close)
     return 0, None
 
 
