@@ -1,0 +1,480 @@
+"""The EventBridge webhook against a real daemon and real event consumers.
+
+Every answer of the contract (DESIGN section 4, the reference README) is checked word
+for word; the target services are tests/toys/event_sink.py processes run by the stack
+itself, routed to by `[[routes]]` tables, so forwarding crosses real sockets.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stackutil import PY, TOYS, free_ports, hd, stack_header, wait_for, write_stack
+
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+
+SINK = str(TOYS / "event_sink.py")
+HOOK = "/webhook/eventbridge"
+TIMEOUT_S = 1.0  # HIPPODROME_WEBHOOK_TIMEOUT for the shared stack
+READ_TIMEOUT_S = 1.5  # HIPPODROME_WEBHOOK_READ_TIMEOUT
+REFERENCE_EVENT = {
+    "source": "marqo.dynamodb",
+    "detail-type": "EcomIndexSettings.MODIFY",
+    "detail": {
+        "eventName": "MODIFY",
+        "tableName": "dev-main-EcomIndexSettingsTable",
+        "keys": {"pk": {"S": "INDEX#test"}, "sk": {"S": "SETTINGS"}},
+        "newImage": {"pk": {"S": "INDEX#test"}},
+    },
+}
+
+
+def sink(name: str, port: int, *flags: str, enabled: bool = True) -> str:
+    argv = [PY, SINK, "--port", str(port), *flags]
+    text = f"[services.{name}]\ncommand = {json.dumps(argv)}\nport = {port}\n"
+    return text + ("" if enabled else "enabled = false\n") + "\n"
+
+
+def routes(*pairs: tuple[str, str]) -> str:
+    return "".join(f'[[routes]]\ndetail_type_prefix = "{prefix}"\nservice = "{service}"\n'
+                   f'path = "/events"\n\n' for prefix, service in pairs)
+
+
+@dataclass
+class Stack:
+    root: Path
+    dash: int
+    ports: dict[str, int]
+
+    def records(self, name: str) -> list[dict[str, Any]]:
+        path = self.root / f"{name}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("webhook") / "proj"
+    names = ["settings", "merch", "slow", "text", "failing", "gone"]
+    dash, *ports = free_ports(1 + len(names))
+    by_name = dict(zip(names, ports, strict=True))
+    write_stack(root, stack_header(dash)
+                + sink("settings", by_name["settings"], "--record", str(root / "settings.jsonl"))
+                + sink("merch", by_name["merch"], "--record", str(root / "merch.jsonl"))
+                + sink("slow", by_name["slow"], "--slow", "4")
+                + sink("text", by_name["text"], "--non-json")
+                + sink("failing", by_name["failing"], "--status", "500")
+                + sink("gone", by_name["gone"], enabled=False)
+                + routes(("EcomIndexSettings.", "settings"), ("EcomIndex", "merch"),
+                         ("Merchandising.", "merch"), ("Slow.", "slow"), ("Text.", "text"),
+                         ("Fail.", "failing"), ("Gone.", "gone")))
+    env = {"HIPPODROME_WEBHOOK_TOKEN": "", "HIPPODROME_WEBHOOK_TIMEOUT": str(TIMEOUT_S),
+           "HIPPODROME_WEBHOOK_READ_TIMEOUT": str(READ_TIMEOUT_S)}
+    try:
+        hd(root, "up", "--detach", check=True, env=env)
+        yield Stack(root, dash, by_name)
+    finally:
+        hd(root, "down")
+        force_down(Registry(root))
+
+
+def request(port: int, body: bytes | None, headers: dict[str, str] | None = None,
+            method: str = "POST", path: str = HOOK,
+            conn: http.client.HTTPConnection | None = None) -> tuple[int, Any]:
+    own = conn is None
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        c.request(method, path, body=body,
+                  headers={"Content-Type": "application/json", **(headers or {})})
+        resp = c.getresponse()
+        raw = resp.read()
+        assert resp.getheader("Content-Type") == "application/json", raw
+        return resp.status, json.loads(raw)
+    finally:
+        if own:
+            c.close()
+
+
+def post(port: int, event: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    return request(port, json.dumps(event).encode(), headers)
+
+
+def forwarded(port: int, detail_type: str) -> dict[str, Any]:
+    return {"webhook_status": "forwarded", "target": f"localhost:{port}",
+            "service_response": {"status": "success", "result": {"received": detail_type}}}
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send bytes as they are; read until the server closes (or answers and idles)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        s.settimeout(timeout)
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+                if b"\r\n\r\n" in out:
+                    head, _, body = out.partition(b"\r\n\r\n")
+                    length = [int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
+                              if ln.lower().startswith(b"content-length:")]
+                    if length and len(body) >= length[0]:
+                        break
+        except TimeoutError:
+            pass
+        return out
+
+
+def parse_raw(out: bytes) -> tuple[int, dict[str, str], Any]:
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(ln.split(": ", 1) for ln in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, json.loads(body)
+
+
+# ---- the contract, word for word ------------------------------------------------------
+
+def test_forwarded_answer_is_the_services_json_and_the_whole_event_arrives(stack: Stack) -> None:
+    settings_port, merch_port = stack.ports["settings"], stack.ports["merch"]
+    assert post(stack.dash, REFERENCE_EVENT) == (
+        200, forwarded(settings_port, "EcomIndexSettings.MODIFY"))
+    assert REFERENCE_EVENT in stack.records("settings")
+    merch = {"source": "marqo.dynamodb", "detail-type": "Merchandising.INSERT",
+             "detail": {"eventName": "INSERT", "tableName": "dev-main-MerchandisingTable",
+                        "keys": {"pk": {"S": "RULE#123"}}, "newImage": {"pk": {"S": "RULE#123"}}}}
+    assert post(stack.dash, merch) == (200, forwarded(merch_port, "Merchandising.INSERT"))
+    assert merch in stack.records("merch")
+
+
+def test_first_matching_route_wins(stack: Stack) -> None:
+    # "EcomIndex" -> merch is listed after "EcomIndexSettings." -> settings.
+    code, body = post(stack.dash, {"detail-type": "EcomIndexSettings.REMOVE"})
+    assert code == 200 and body["target"] == f"localhost:{stack.ports['settings']}"
+    code, body = post(stack.dash, {"detail-type": "EcomIndexOther"})
+    assert code == 200 and body["target"] == f"localhost:{stack.ports['merch']}"
+
+
+def test_no_route_is_ignored_with_the_reason(stack: Stack) -> None:
+    assert post(stack.dash, {"source": "marqo.dynamodb", "detail-type": "Unknown.Event"}) == (
+        200, {"status": "ignored", "reason": "No route configured for detail-type: Unknown.Event"})
+
+
+@pytest.mark.parametrize("event", [
+    {"source": "marqo.dynamodb", "detail": {}},
+    {"detailType": "EcomIndexSettings.MODIFY"},
+    {"detail_type": "EcomIndexSettings.MODIFY"},
+    {"detail-type": None},
+    {"detail-type": ""},
+])
+def test_missing_detail_type_is_400(stack: Stack, event: dict[str, Any]) -> None:
+    assert post(stack.dash, event) == (400, {"error": "Missing 'detail-type' field in event"})
+
+
+def test_target_down_is_503_naming_service_and_port(stack: Stack) -> None:
+    code, body = post(stack.dash, {"detail-type": "Gone.MODIFY"})
+    assert code == 503 and list(body) == ["error"]
+    assert body["error"].startswith("Service unavailable: gone at ")
+    assert f"localhost:{stack.ports['gone']}" in body["error"]
+
+
+def test_slow_target_is_504_in_time_and_blocks_nobody(stack: Stack) -> None:
+    results: list[tuple[int, Any, float]] = []
+
+    def slow() -> None:
+        began = time.monotonic()
+        code, body = post(stack.dash, {"detail-type": "Slow.MODIFY"})
+        results.append((code, body, time.monotonic() - began))
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    time.sleep(0.1)
+    began = time.monotonic()
+    assert post(stack.dash, {"detail-type": "EcomIndexSettings.MODIFY"})[0] == 200
+    assert time.monotonic() - began < 0.5
+    worker.join(10)
+    code, body, took = results[0]
+    assert code == 504 and body["error"].startswith("Service timed out: slow at ")
+    assert f"within {TIMEOUT_S:g}s" in body["error"]
+    assert TIMEOUT_S <= took < TIMEOUT_S + 1.5
+
+
+def test_non_json_answer_is_passed_on_raw(stack: Stack) -> None:
+    assert post(stack.dash, {"detail-type": "Text.MODIFY"}) == (200, {
+        "webhook_status": "forwarded", "target": f"localhost:{stack.ports['text']}",
+        "service_response": {"raw": "received Text.MODIFY", "content_type": "text/plain"}})
+
+
+def test_error_answer_keeps_the_services_status(stack: Stack) -> None:
+    code, body = post(stack.dash, {"detail-type": "Fail.MODIFY"})
+    assert code == 500
+    assert body == {**forwarded(stack.ports["failing"], "Fail.MODIFY"), "service_status": 500}
+
+
+# ---- bad input ------------------------------------------------------------------------
+
+BAD_BODIES = [
+    (b"{not json", {}, 400, "Invalid JSON: "),
+    (b'{"detail-type": "EcomIndexSettings.X", "n": NaN}', {}, 400, "Invalid JSON: NaN"),
+    (b"\xff\xfe{}", {}, 400, "Body is not valid UTF-8"),
+    (b"[1, 2]", {}, 400, "Event must be a JSON object, got array"),
+    (b'"EcomIndexSettings.MODIFY"', {}, 400, "Event must be a JSON object, got string"),
+    (b'{"detail-type": 7}', {}, 400, "'detail-type' must be a string, got number"),
+    (b'{"detail-type": ["a"]}', {}, 400, "'detail-type' must be a string, got array"),
+    (b"[" * 100_000, {}, 400, "Invalid JSON: "),
+    (b"1" * 5000, {}, 400, "Invalid JSON: "),
+    (b"", {}, 400, "Empty body"),
+    (b"{}", {"Content-Type": "multipart/form-data; boundary=x"}, 415,
+     "Unsupported Content-Type 'multipart/form-data'"),
+    (b" " * (256 * 1024 + 1), {}, 413, "Event too large: 262145 bytes"),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "status", "start"), BAD_BODIES)
+def test_bad_bodies_are_4xx_json_and_the_connection_stays_usable(
+        stack: Stack, body: bytes, headers: dict[str, str], status: int, start: str) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.dash, timeout=30)
+    try:
+        code, answer = request(stack.dash, body, headers, conn=conn)
+        assert code == status and answer["error"].startswith(start), answer
+        # The same keep-alive connection carries the next event.
+        event = json.dumps({"detail-type": "EcomIndexSettings.MODIFY"}).encode()
+        assert request(stack.dash, event, conn=conn)[0] == 200
+    finally:
+        conn.close()
+
+
+def test_curl_default_form_type_and_charset_are_accepted(stack: Stack) -> None:
+    body = json.dumps({"detail-type": "EcomIndexSettings.MODIFY"}).encode()
+    for ctype in ("application/x-www-form-urlencoded", "application/json; charset=utf-8",
+                  "text/plain", "application/cloudevents+json"):
+        assert request(stack.dash, body, {"Content-Type": ctype})[0] == 200
+
+
+@pytest.mark.parametrize(("head", "status", "start"), [
+    (b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411, "Chunked request bodies"),
+    (b"\r\n{}", 411, "Missing Content-Length header"),
+    (b"Content-Length: abc\r\n\r\n{}", 400, "Invalid Content-Length header"),
+    (b"Content-Length: -2\r\n\r\n{}", 400, "Invalid Content-Length header"),
+    (b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "Invalid Content-Length"),
+    (b"Content-Length: 99999999999999999999999\r\n\r\n{}", 413, "Event too large"),
+])
+def test_bad_framing_is_4xx_json_and_closes_the_connection(
+        stack: Stack, head: bytes, status: int, start: str) -> None:
+    out = raw_exchange(stack.dash, b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head)
+    code, headers, body = parse_raw(out)
+    assert code == status and body["error"].startswith(start)
+    assert headers["connection"] == "close"
+    assert request(stack.dash, None, method="GET", path="/healthz") == (200, {"status": "ok"})
+
+
+def test_wrong_method_is_405(stack: Stack) -> None:
+    code, body = request(stack.dash, None, method="GET")
+    assert code == 405 and body["allowed"] == ["POST"]
+
+
+# ---- slow clients, restarts, the delivery log -----------------------------------------
+
+def test_stuck_clients_block_nobody_and_a_stuck_body_gets_408(stack: Stack) -> None:
+    half_head = socket.create_connection(("127.0.0.1", stack.dash), timeout=10)
+    half_body = socket.create_connection(("127.0.0.1", stack.dash), timeout=10)
+    try:
+        half_head.sendall(b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Le")
+        half_body.sendall(b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Length: 100\r\n\r\n{\"detail-type\"")
+        began = time.monotonic()
+        for _ in range(20):
+            assert post(stack.dash, {"detail-type": "EcomIndexSettings.MODIFY"})[0] == 200
+        assert time.monotonic() - began < 1.0
+        out = b""
+        while chunk := half_body.recv(65536):
+            out += chunk
+        code, headers, body = parse_raw(out)
+        assert code == 408 and headers["connection"] == "close"
+        assert body == {"error": f"Request body not received within {READ_TIMEOUT_S:g}s"}
+    finally:
+        half_head.close()
+        half_body.close()
+
+
+def test_target_restart_reuses_nothing_stale(stack: Stack) -> None:
+    merch = stack.ports["merch"]
+    conn = http.client.HTTPConnection("127.0.0.1", stack.dash, timeout=30)
+    event = json.dumps({"detail-type": "Merchandising.MODIFY"}).encode()
+    try:
+        assert request(stack.dash, event, conn=conn)[0] == 200  # the pool now holds one
+        hd(stack.root, "restart", "--service", "merch", check=True)
+        assert request(stack.dash, event, conn=conn) == (
+            200, forwarded(merch, "Merchandising.MODIFY"))
+        hd(stack.root, "stop", "--service", "merch", check=True)
+        code, body = request(stack.dash, event, conn=conn)
+        assert code == 503 and f"merch at localhost:{merch}/events" in body["error"]
+        hd(stack.root, "start", "--service", "merch", check=True)
+        assert request(stack.dash, event, conn=conn)[0] == 200
+    finally:
+        conn.close()
+    logs = request(stack.dash, None, method="GET", path="/api/services/merch/logs?lines=5000")[1]
+    notes = [ln["line"] for ln in logs["lines"] if ln["system"]]
+    assert any(n.startswith(f"webhook: Failed to forward event to localhost:{merch} "
+                            "(Merchandising.MODIFY): Service unavailable: ") for n in notes)
+
+
+def test_deliveries_newest_first_and_noted_in_the_service_log(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:8]
+    post(stack.dash, {"detail-type": f"EcomIndexSettings.{tag}"})
+    post(stack.dash, {"detail-type": f"Nowhere.{tag}"})
+    post(stack.dash, {"detail-type": f"Gone.{tag}"})
+    request(stack.dash, b"{oops")
+    code, body = request(stack.dash, None, method="GET", path="/api/webhook/deliveries")
+    assert code == 200 and len(body["deliveries"]) <= 200
+    newest = body["deliveries"][:4]
+    for entry in newest:
+        assert set(entry) == {"at", "detail_type", "target", "status", "latency_ms", "outcome"}
+        assert isinstance(entry["at"], float) and isinstance(entry["latency_ms"], float)
+    assert [(e["detail_type"], e["target"], e["status"], e["outcome"]) for e in newest] == [
+        ("", None, 400, "error"),
+        (f"Gone.{tag}", f"localhost:{stack.ports['gone']}", 503, "error"),
+        (f"Nowhere.{tag}", None, 200, "ignored"),
+        (f"EcomIndexSettings.{tag}", f"localhost:{stack.ports['settings']}", 200, "forwarded"),
+    ]
+    assert newest[0]["at"] >= newest[3]["at"]
+
+    def noted() -> bool:
+        logs = request(stack.dash, None, method="GET",
+                       path="/api/services/settings/logs?lines=5000")[1]
+        want = (f"webhook: EcomIndexSettings.{tag} forwarded to "
+                f"localhost:{stack.ports['settings']}/events: 200 in ")
+        return any(ln["system"] and ln["line"].startswith(want) for ln in logs["lines"])
+
+    wait_for(noted, timeout=5, what="the delivery note in the settings log")
+    assert f"EcomIndexSettings.{tag} forwarded" in (
+        stack.root / ".logs" / "latest" / "settings.log").read_text()
+
+
+def test_deliveries_keep_the_last_200(stack: Stack) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.dash, timeout=30)
+    try:
+        for i in range(230):
+            request(stack.dash, json.dumps({"detail-type": f"Nope.{i}"}).encode(), conn=conn)
+    finally:
+        conn.close()
+    body = request(stack.dash, None, method="GET", path="/api/webhook/deliveries")[1]
+    assert len(body["deliveries"]) == 200 and body["deliveries"][0]["detail_type"] == "Nope.229"
+
+
+# ---- fuzz -----------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20)
+DETAIL_TYPES = JSON | st.builds(lambda p, t: p + t, st.sampled_from(
+    ["EcomIndexSettings.", "Merchandising.", "Text.", "Nope.", ""]), st.text())
+EVENTS = st.builds(lambda dt, rest: {**rest, "detail-type": dt}, DETAIL_TYPES,
+                   st.dictionaries(st.text(), JSON, max_size=3))
+BODIES = (st.binary(max_size=2000) | JSON.map(lambda v: json.dumps(v).encode())
+          | EVENTS.map(lambda e: json.dumps(e).encode())
+          | EVENTS.map(lambda e: json.dumps(e, ensure_ascii=False).encode("utf-8", "replace")))
+CTYPES = st.sampled_from(["application/json", "text/plain", "", "image/png", "a/b+json"])
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(body=BODIES, ctype=CTYPES)
+def test_fuzz_bodies_always_get_a_json_answer(stack: Stack, body: bytes, ctype: str) -> None:
+    code, answer = request(stack.dash, body, {"Content-Type": ctype})
+    assert isinstance(answer, dict)
+    if code == 200:
+        assert "webhook_status" in answer or answer.get("status") == "ignored"
+    else:
+        assert code in (400, 415) and isinstance(answer["error"], str), (code, answer)
+
+
+def test_after_the_fuzz_the_daemon_still_serves_and_forwards(stack: Stack) -> None:
+    assert request(stack.dash, None, method="GET", path="/healthz") == (200, {"status": "ok"})
+    assert post(stack.dash, REFERENCE_EVENT) == (
+        200, forwarded(stack.ports["settings"], "EcomIndexSettings.MODIFY"))
+
+
+# ---- invoke events.send -----------------------------------------------------------------
+
+def test_events_send_prints_the_routing_result(stack: Stack) -> None:
+    before = len(stack.records("settings"))
+    run = hd(stack.root, "events.send", "--detail-type", "EcomIndexSettings.INSERT", check=True)
+    assert json.loads(run.stdout) == forwarded(stack.ports["settings"], "EcomIndexSettings.INSERT")
+    assert run.stdout.startswith("{\n  ")  # indented
+    sent = stack.records("settings")[before:]
+    assert len(sent) == 1 and sent[0]["source"] == "marqo.dynamodb"
+    assert sent[0]["detail"]["eventName"] == "INSERT"
+    assert sent[0]["detail"]["tableName"].endswith("EcomIndexSettingsTable")
+
+    detail = {"eventName": "REMOVE", "keys": {"pk": {"S": "INDEX#from-file"}}}
+    (stack.root / "detail.json").write_text(json.dumps(detail))
+    run = hd(stack.root, "events.send", "--detail-type", "EcomIndexSettings.REMOVE",
+             "--file", str(stack.root / "detail.json"), check=True)
+    assert stack.records("settings")[-1] == {
+        "source": "marqo.dynamodb", "detail-type": "EcomIndexSettings.REMOVE", "detail": detail}
+
+    run = hd(stack.root, "events.send", "--detail-type", "Unknown.Event", check=True)
+    assert json.loads(run.stdout) == {
+        "status": "ignored", "reason": "No route configured for detail-type: Unknown.Event"}
+
+
+def test_events_send_exit_codes(stack: Stack, project: Path) -> None:
+    run = hd(stack.root, "events.send", "--detail-type", "Gone.MODIFY")
+    assert run.returncode == 1
+    assert json.loads(run.stdout)["error"].startswith("Service unavailable: gone at ")
+    assert "the webhook answered 503" in run.stderr
+    run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "missing.json")
+    assert run.returncode == 2 and "--file missing.json" in run.stderr
+    (stack.root / "list.json").write_text("[1]")
+    run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "list.json")
+    assert run.returncode == 2 and "must be a JSON object" in run.stderr
+    run = hd(stack.root, "events.send")
+    assert run.returncode == 2 and "--detail-type is required" in run.stderr
+    run = hd(project, "events.send", "--detail-type", "X.Y")  # no daemon there
+    assert run.returncode == 5 and "No Hippodrome daemon is running" in run.stderr
+
+
+# ---- the token --------------------------------------------------------------------------
+
+def test_token_guards_the_webhook_and_is_never_logged(project: Path) -> None:
+    dash, port = free_ports(2)
+    token = "tok-" + uuid.uuid4().hex
+    write_stack(project, stack_header(dash) + sink("settings", port)
+                + routes(("EcomIndexSettings.", "settings")))
+    hd(project, "up", "--detach", check=True, env={"HIPPODROME_WEBHOOK_TOKEN": token})
+    event = {"detail-type": "EcomIndexSettings.MODIFY"}
+    for headers in ({}, {"x-hippodrome-webhook-token": "wrong"},
+                    {"x-hippodrome-webhook-token": token + "x"}):
+        code, body = post(dash, event, headers)
+        assert code == 401 and list(body) == ["error"] and token not in body["error"]
+    # a 401 with a body over the limit still leaves a readable answer
+    code, _ = request(dash, b" " * 300_000)
+    assert code == 401
+    assert post(dash, event, {"X-Hippodrome-Webhook-Token": token}) == (
+        200, forwarded(port, "EcomIndexSettings.MODIFY"))
+    assert request(dash, None, method="GET", path="/healthz")[0] == 200
+
+    run = hd(project, "events.send", "--detail-type", "EcomIndexSettings.MODIFY",
+             env={"HIPPODROME_WEBHOOK_TOKEN": ""})
+    assert run.returncode == 1 and "x-hippodrome-webhook-token" in json.loads(run.stdout)["error"]
+    run = hd(project, "events.send", "--detail-type", "EcomIndexSettings.MODIFY",
+             env={"HIPPODROME_WEBHOOK_TOKEN": token})
+    assert run.returncode == 0 and json.loads(run.stdout)["webhook_status"] == "forwarded"
+
+    hd(project, "down", check=True)
+    for path in [project / ".hippodrome" / "daemon.log", *project.glob(".logs/*/*.log")]:
+        assert token not in path.read_text(errors="replace"), path
