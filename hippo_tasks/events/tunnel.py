@@ -1,0 +1,346 @@
+"""A public HTTPS URL for the daemon's webhook: a cloudflared or ngrok tunnel process.
+
+EventBridge can only call public HTTPS endpoints, so `up --enable-events` needs a
+tunnel to `http://127.0.0.1:PORT`. cloudflared's quick tunnels need no account, so
+they are preferred; ngrok (which needs an account token) is the fallback. Neither tool
+offers an API to ask for the URL of a quick tunnel, so the URL is read from the tool's
+own output:
+
+- cloudflared prints it in a box on stderr:
+  `... INF |  https://<words>.trycloudflare.com   |`
+- ngrok runs with `--log stdout --log-format json` and reports
+  `{"msg": "started tunnel", "url": "https://..."}`. Its local API (127.0.0.1:4040)
+  would work too, but that port moves to 4041 when another ngrok runs, and a second
+  ngrok's API would answer with the first one's tunnels; the log is unambiguous.
+
+The tool's output goes to a log file, not a pipe: the tunnel must outlive a crashed
+`invoke up` (so the next run can find and end it by its recorded PID), and a pipe
+nobody drains would block it. It runs in its own session, so it is ended by process
+group, and only while its PID and start time still match what was recorded.
+
+This module does not import boto3: it is the local half of `--enable-events`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+
+from hippo_tasks.errors import HippoError
+from hippo_tasks.registry.store import identity, is_same_process
+
+TOOLS = ("cloudflared", "ngrok")
+URL_TIMEOUT_S = 30.0
+STOP_GRACE_S = 5.0
+LAST_LINES = 12
+_POLL_S = 0.02
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_CLOUDFLARED_URL = re.compile(r"https://[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.trycloudflare\.com\b")
+# Never handed to the tunnel tool: it has no use for AWS credentials or the webhook token.
+_SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "HIPPODROME_WEBHOOK_TOKEN",
+)
+
+INSTALL_HELP = (
+    "install cloudflared (recommended: free, no account needed) from Cloudflare's packages "
+    "(Debian/Ubuntu: pkg.cloudflare.com; macOS: `brew install cloudflared`) or a release "
+    "binary from https://github.com/cloudflare/cloudflared/releases, or install ngrok from "
+    "https://ngrok.com/download (needs a free account: `ngrok config add-authtoken "
+    "<token>`), and make sure it is on PATH"
+)
+
+
+@dataclass
+class TunnelError(HippoError):
+    """No tunnel: the tools are missing, or the one started gave no URL (with its output)."""
+
+    problem: str
+    tool: str | None = None
+    last_lines: Sequence[str] = field(default_factory=tuple)
+    hint: str = ""
+    log_path: str | None = None
+
+    def message(self) -> str:
+        text = f"--enable-events: {self.problem}"
+        if self.hint:
+            text += f". {self.hint}"
+        if self.last_lines:
+            text += f"\n--- last output of {self.tool} ---\n" + "\n".join(self.last_lines)
+        if self.log_path:
+            text += f"\n(full output: {self.log_path})"
+        return text
+
+
+def loopback_address(local_url: str) -> tuple[str, int]:
+    """Host and port of the local URL; anything but loopback is refused.
+
+    A tunnel publishes whatever it points at to the internet: pointing it at another
+    machine's port by a typo must not be possible.
+    """
+    parts = urlsplit(local_url)
+    host, port = parts.hostname, parts.port
+    if parts.scheme != "http" or host not in _LOOPBACK_HOSTS or not port:
+        raise TunnelError(
+            f"the tunnel target must be http://127.0.0.1:PORT (a loopback address), "
+            f"not {local_url!r}"
+        )
+    return ("127.0.0.1" if host == "localhost" else host), port
+
+
+def find_tool(search_path: str | None = None) -> tuple[str, str]:
+    """(tool name, executable) of the first tunnel tool on PATH; cloudflared first."""
+    for name in TOOLS:
+        found = shutil.which(name, path=search_path)
+        if found:
+            return name, found
+    raise TunnelError(
+        "neither cloudflared nor ngrok is on PATH, and one of them is needed to expose "
+        "the webhook to EventBridge; nothing was started",
+        hint=f"To fix: {INSTALL_HELP}",
+    )
+
+
+def tunnel_command(tool: str, executable: str, local_url: str) -> list[str]:
+    host, port = loopback_address(local_url)
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if tool == "cloudflared":
+        return [executable, "tunnel", "--no-autoupdate", "--url", f"http://{target}"]
+    if tool == "ngrok":
+        return [executable, "http", target, "--log", "stdout", "--log-format", "json"]
+    raise ValueError(f"unknown tunnel tool {tool!r}")
+
+
+def parse_public_url(tool: str, line: str) -> str | None:
+    """The public https URL if this output line announces it, else None."""
+    if tool == "cloudflared":
+        found = _CLOUDFLARED_URL.search(line)
+        return found.group(0) if found else None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("msg") != "started tunnel":
+        return None
+    url = record.get("url")
+    return url if isinstance(url, str) and url.startswith("https://") else None
+
+
+@dataclass
+class Tunnel:
+    """A running tunnel process, and what is needed to end it from another process."""
+
+    tool: str
+    command: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None
+    pid: int
+    pgid: int
+    create_time: float | None
+    public_url: str | None = None
+
+    def record(self) -> dict[str, object]:
+        """The registry's view of this process (PID, group, start time, tool, log)."""
+        return {
+            "tool": self.tool,
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "create_time": self.create_time,
+            "log": str(self.log_path),
+        }
+
+    def last_lines(self, count: int = LAST_LINES) -> list[str]:
+        return tail(self.log_path, count)
+
+    def wait_for_url(self, timeout: float = URL_TIMEOUT_S) -> str:
+        """Read the log until the tool announces its URL; end the process if it never does."""
+        deadline = time.monotonic() + timeout
+        offset, pending = 0, b""
+        while True:
+            exited = self.popen is not None and self.popen.poll() is not None
+            with contextlib.suppress(OSError), self.log_path.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+                offset += len(chunk)
+                pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if exited:  # the last line may have no newline
+                lines.append(pending)
+            for raw in lines:
+                url = parse_public_url(self.tool, raw.decode("utf-8", "replace"))
+                if url:
+                    self.public_url = url
+                    return url
+            if exited:
+                assert self.popen is not None
+                self.stop()  # whatever it left in its group
+                raise self._failure(f"{self.tool} exited with code {self.popen.returncode}")
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise self._failure(f"{self.tool} printed no public URL within {timeout:g}s")
+            time.sleep(_POLL_S)
+
+    def _failure(self, problem: str) -> TunnelError:
+        lines = self.last_lines()
+        return TunnelError(
+            f"{problem}, so the webhook could not be exposed to EventBridge",
+            tool=self.tool,
+            last_lines=lines,
+            hint=_hint(self.tool, "\n".join(lines)),
+            log_path=str(self.log_path),
+        )
+
+    def stop(self, grace: float = STOP_GRACE_S) -> str:
+        """SIGTERM the group, SIGKILL after `grace`; reap our child. Says what it did."""
+        outcome = end_process_group(self.pid, self.pgid, self.create_time, grace)
+        if self.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=grace)
+        return f"{self.tool} tunnel (pid {self.pid}): {outcome}"
+
+
+def launch(local_url: str, log_path: Path, tool: tuple[str, str] | None = None) -> Tunnel:
+    """Start the tunnel process (in its own session) without waiting for its URL.
+
+    Separate from `wait_for_url` so the caller can record the PID before the wait:
+    a crash during the (up to 30 s) wait must not leave an unrecorded process.
+    """
+    name, executable = tool or find_tool()
+    command = tunnel_command(name, executable, local_url)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+    with log_path.open("wb") as log:
+        try:
+            popen = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise TunnelError(
+                f"could not run {executable}: {exc.strerror or exc}", tool=name
+            ) from None
+    return Tunnel(name, command, log_path, popen, popen.pid, popen.pid, identity(popen.pid))
+
+
+def start_tunnel(local_url: str, log_path: Path, timeout: float = URL_TIMEOUT_S) -> Tunnel:
+    """Launch and wait for the URL: for callers that have nothing to record in between."""
+    tunnel = launch(local_url, log_path)
+    try:
+        tunnel.wait_for_url(timeout)
+    except BaseException:
+        tunnel.stop()
+        raise
+    return tunnel
+
+
+def end_process_group(
+    pid: int, pgid: int, create_time: float | None, grace: float = STOP_GRACE_S
+) -> str:
+    """End a recorded tunnel's process group, but only while it is provably ours.
+
+    Ours: the leader still has the recorded start time, or the leader is gone while
+    its group still has members (a group ID is not handed out again while the group
+    lives). A PID now used by a stranger is never signalled.
+    """
+    leader_ours = is_same_process(pid, create_time)
+    if not leader_ours and (identity(pid) is not None or not _members(pgid)):
+        if identity(pid) is None:
+            return "already gone"
+        return "not signalled: its PID now belongs to another process"
+    _signal_group(pgid, signal.SIGTERM)
+    if _wait_empty(pgid, grace):
+        return "ended"
+    _signal_group(pgid, signal.SIGKILL)
+    _wait_empty(pgid, 2.0)
+    return f"ignored SIGTERM for {grace:g}s: killed"
+
+
+def process_gone(pid: int, create_time: float | None) -> bool:
+    """True once the recorded process no longer runs (a zombie counts as gone)."""
+    return not is_same_process(pid, create_time)
+
+
+def tail(path: Path, count: int = LAST_LINES) -> list[str]:
+    """The last non-empty lines of a log, each cut to a readable length."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            data = fh.read()
+    except OSError:
+        return []
+    lines = [ln.rstrip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return [ln if len(ln) <= 300 else ln[:297] + "..." for ln in lines[-count:]]
+
+
+def _hint(tool: str, output: str) -> str:
+    """What to do about the failures these tools are known for."""
+    if tool == "ngrok":
+        if "ERR_NGROK_4018" in output or "authtoken" in output.lower():
+            return (
+                "ngrok needs an account token: sign up at https://dashboard.ngrok.com/signup, "
+                "run `ngrok config add-authtoken <token>`, or install cloudflared instead "
+                "(no account needed)"
+            )
+        if "ERR_NGROK_108" in output:
+            return (
+                "your ngrok account allows one agent session at a time: stop the other ngrok, "
+                "or install cloudflared"
+            )
+        return "check that `ngrok http 8080` works on its own"
+    if "429" in output or "Too Many Requests" in output:
+        return "Cloudflare is rate-limiting quick tunnels from this address: wait a minute"
+    if "failed to request quick Tunnel" in output or "failed to unmarshal" in output:
+        return (
+            "cloudflared could not reach Cloudflare's quick-tunnel service "
+            "(https://api.trycloudflare.com): check the network or proxy, and try again"
+        )
+    return (
+        "check that `cloudflared tunnel --url http://127.0.0.1:8080` works on its own; a "
+        "~/.cloudflared/config.yml can stop quick tunnels in older cloudflared versions"
+    )
+
+
+def _members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a group: `killpg(pgid, 0)` also counts zombies."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid:
+                found.append(proc.pid)
+    return found
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _wait_empty(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True
