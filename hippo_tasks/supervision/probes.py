@@ -7,43 +7,61 @@ and the probe runs every few seconds for every service, so idle CPU depends on i
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import socket
 
 from hippo_tasks.model.plan import HOST
 from hippo_tasks.model.spec import Readiness
 
 
-async def tcp_ok(port: int, timeout: float, host: str = HOST) -> bool:
+async def _connect(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (TimeoutError, OSError):
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def tcp_ok(port: int, timeout: float, host: str = HOST) -> bool:
+    """The port accepts a connection (closed at once; we never wait for the peer)."""
+    try:
+        async with asyncio.timeout(timeout):
+            sock = await _connect(host, port)
+    except (OSError, TimeoutError):
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
+    sock.close()
     return True
 
 
 async def http_ok(port: int, path: str, timeout: float, host: str = HOST) -> bool:
-    """True for a 2xx or 3xx answer to GET path within the timeout."""
-    writer = None
+    """True for a 2xx or 3xx answer to GET path within the timeout.
+
+    Raw non-blocking socket calls on the loop, not asyncio streams: a probe costs about
+    a third of the CPU that way, and at 40 services probed every few seconds that is
+    most of an idle daemon's work.
+    """
+    sock = None
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(
-                f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: hippodrome-probe"
-                "\r\nConnection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-            status = await reader.readline()
-    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            sock = await _connect(host, port)
+            await loop.sock_sendall(sock, (
+                f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+                "User-Agent: hippodrome-probe\r\nConnection: close\r\n\r\n").encode())
+            head = b""
+            while b"\r\n" not in head and len(head) < 1024:
+                data = await loop.sock_recv(sock, 1024)
+                if not data:
+                    break
+                head += data
+    except (OSError, TimeoutError):
         return False
     finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-    parts = status.split()
+        if sock is not None:
+            sock.close()
+    parts = head.split(b"\r\n", 1)[0].split()
     return len(parts) >= 2 and parts[1][:1] in (b"2", b"3")
 
 
