@@ -272,13 +272,13 @@ class Follower:
         table = self.source.table
         self.stats.bump(table, records=1)
         outcomes: list[Outcome] = []
+        if self.webhook is not None:  # first: it is what the exporters wait on
+            hook = self.webhook
+            outcomes.append(attempt("webhook", lambda: hook.post(event),
+                                    self.delivery_backoff, self.stop))
         if self.bus is not None:
             bus = self.bus
             outcomes.append(attempt("bus", lambda: bus.put(event, self.source.bus),
-                                    self.delivery_backoff, self.stop))
-        if self.webhook is not None:
-            hook = self.webhook
-            outcomes.append(attempt("webhook", lambda: hook.post(event),
                                     self.delivery_backoff, self.stop))
         ok = [o for o in outcomes if o.ok]
         failed = [o for o in outcomes if not o.ok]
