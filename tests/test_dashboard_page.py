@@ -1,0 +1,424 @@
+"""The dashboard page in real headless Chromium, against a real daemon over toy services.
+
+Nothing is mocked: the daemon is started by `invoke up --detach`, the services are
+tests/toys scripts, and every click goes through the page's own JavaScript to the JSON
+API. Where a test checks an effect (a new PID, a stopped service) it asks the daemon's
+API too, not just the page, so a page that merely *looks* right cannot pass.
+
+Chromium is Debian's (`apt-get install chromium`, /usr/bin/chromium, or
+$HIPPODROME_CHROMIUM), driven by the `playwright` package. A missing browser or package
+FAILS these tests with the command to run; it never skips them, since CI installs both.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import os
+import re
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import pytest
+from stackutil import (
+    PY,
+    REPO,
+    TOYS,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
+
+CHROMIUM = os.environ.get("HIPPODROME_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOT = REPO / "benchmarks" / "dashboard.png"
+CHATTY = str(TOYS / "chatty.py")
+SINK = str(TOYS / "event_sink.py")
+CAP = 2000  # the page's lines-per-pane cap (page.html)
+WAIT_MS = 10_000
+
+
+# ---- fixtures: the browser, a page that reports its own errors, a running stack ----------
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the dashboard tests need the `playwright` Python package: "
+                    "pip install playwright (no browser download: they use Debian's chromium)",
+                    pytrace=False)
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium "
+                    "(or set HIPPODROME_CHROMIUM to a Chromium binary)", pytrace=False)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page; any script error or CSP violation on it fails the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: problems.append(f"console: {msg.text}")
+          if "Content Security Policy" in msg.text else None)
+    pg.on("dialog", lambda d: problems.append(f"dialog opened: {d.message}"))
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert problems == []
+
+
+@dataclass
+class Stack:
+    root: Path
+    url: str
+    ports: dict[str, int]
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/api/status", timeout=10) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+
+    def row(self, name: str) -> dict[str, Any]:
+        return next(r for r in self.status()["services"] if r["name"] == name)
+
+    def last_line(self, name: str) -> dict[str, Any]:
+        url = f"{self.url}/api/services/{name}/logs?lines=1"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            lines: list[dict[str, Any]] = json.loads(resp.read())["lines"]
+            return lines[-1]
+
+
+def run_stack(root: Path, services: dict[str, str], ports: dict[str, int],
+              extra: str = "") -> Stack:
+    dash = free_ports(1)[0]
+    write_stack(root, stack_header(dash) + "\n".join(services.values()) + extra)
+    hd(root, "up", "--detach", check=True)
+    return Stack(root, f"http://127.0.0.1:{dash}", ports)
+
+
+@pytest.fixture
+def stacks(project: Path) -> Iterator[list[Stack]]:
+    """Stacks a test starts; brought down gracefully here, forcefully by `project`."""
+    started: list[Stack] = []
+    yield started
+    for s in started:
+        hd(s.root, "down")
+
+
+def until(page: Page, expression: str, what: str) -> Any:
+    """Poll a JS expression from outside: page.wait_for_function would eval() inside the
+    page, which the page's Content-Security-Policy (rightly) forbids."""
+    return wait_for(lambda: page.evaluate(expression), timeout=WAIT_MS / 1000, what=what)
+
+
+def open_page(page: Page, stack: Stack) -> None:
+    page.goto(stack.url + "/")
+    until(page, "window.__hippo.firstRender !== null", "the first render")
+
+
+def svc(page: Page, name: str) -> Locator:
+    return page.locator(f'tbody[data-service="{name}"]')
+
+
+def expect_state(page: Page, name: str, state: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(svc(page, name).locator(".c-state .badge")).to_have_text(state, timeout=WAIT_MS)
+
+
+def open_logs(page: Page, name: str) -> Locator:
+    svc(page, name).locator('button[data-action="logs"]').click()
+    return svc(page, name).locator(".log")
+
+
+# ---- the tests ---------------------------------------------------------------------
+
+def test_every_service_is_shown_with_its_state_links_and_reasons(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    from playwright.sync_api import expect
+
+    web, api, broken = free_ports(3)
+    ports = {"web": web, "api": api, "broken": broken}
+    stacks.append(s := run_stack(project, {
+        "web": toy_service("web", web, "--say", "web is up", "--lines", "12"),
+        "api": toy_service("api", api, "--say", "api is up"),
+        "migrate": toy_service("migrate", None, "--exit", "0", kind="job"),
+        "broken": toy_service("broken", broken, "--delay", "0.1", "--exit", "3",
+                              blocking=False),
+    }, ports))
+    open_page(page, s)
+    status = s.status()
+    assert [r["state"] for r in status["services"]] == ["running", "running", "stopped",
+                                                         "failed"]
+    for r in status["services"]:
+        expect_state(page, r["name"], r["state"])
+        expect(svc(page, r["name"]).locator(".c-pid")).to_have_text(
+            str(r["pid"]) if r["pid"] else "—")
+    for name, port in (("web", web), ("api", api)):
+        link = svc(page, name).locator(".c-port a")
+        expect(link).to_have_text(str(port))
+        assert link.get_attribute("href") == f"http://127.0.0.1:{port}/"
+        expect(svc(page, name).locator(".c-health")).to_have_text("ok")
+    expect(svc(page, "broken").locator(".c-exit")).to_have_text("3")
+    expect(svc(page, "broken").locator(".c-reason")).to_have_text(s.row("broken")["reason"])
+    expect(svc(page, "broken").locator(".c-name small")).to_have_text("non-blocking")
+    expect(svc(page, "migrate").locator(".c-name small")).to_have_text("job")
+    expect(page.locator("#h-profile")).to_have_text(status["profile"])
+    expect(page.locator("#h-cell")).to_have_text(status["cell"])
+    expect(page.locator("#h-prefix")).to_have_text(status["table_prefix"])
+    expect(page.locator("#h-uptime")).to_have_text(re.compile(r"^\d+s$"))
+    expect(page.locator("#conn")).to_have_text("live")
+
+    expect(open_logs(page, "web")).to_contain_text("web is up", timeout=WAIT_MS)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    print(f"dashboard screenshot: {SCREENSHOT}")
+
+
+def test_logs_follow_live_filter_and_never_run_what_a_service_prints(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    from playwright.sync_api import expect
+
+    web, img = free_ports(2)
+    script = "<script>window.__pwned = 1</script>"
+    tag = '<img src="x" onerror="window.__pwned = 2">'
+    stacks.append(s := run_stack(project, {
+        "web": toy_service("web", web, "--lines", "30", "--say", script),
+        "img": toy_service("img", img, "--say", tag),
+    }, {"web": web, "img": img}))
+    open_page(page, s)
+    pane = open_logs(page, "web")
+    other = open_logs(page, "img")
+    expect(pane.locator(".ln", has_text=script)).to_have_count(1, timeout=WAIT_MS)
+    expect(other.locator(".ln", has_text=tag)).to_have_count(1, timeout=WAIT_MS)
+    assert pane.locator(".ln", has_text=script).evaluate("e => e.lastChild.data") == script
+    assert page.locator(".log script, .log img").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+    marker = f"/marker-{uuid.uuid4().hex}"  # toy.py logs every request it answers
+    with urllib.request.urlopen(f"http://127.0.0.1:{web}{marker}", timeout=10):
+        pass
+    expect(pane.locator(".ln", has_text=f"request {marker}")).to_have_count(1, timeout=WAIT_MS)
+
+    shown = pane.locator(".ln:not([hidden])")
+    total = shown.count()
+    assert total > 30
+    svc(page, "web").locator('input[type="search"]').fill("MARKER-")  # case-insensitive
+    expect(shown).to_have_count(1)
+    expect(shown).to_contain_text(f"request {marker}")
+    expect(pane.locator(".ln", has_text=re.compile(r"line 7$"))).to_be_hidden()
+    svc(page, "web").locator('input[type="search"]').fill("")
+    expect(shown).to_have_count(total)
+
+    svc(page, "web").locator('button[data-action="logs"]').click()
+    expect(svc(page, "web").locator(".log")).to_have_count(0)
+
+
+def test_buttons_restart_stop_and_start_the_real_services(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    from playwright.sync_api import expect
+
+    web, api = free_ports(2)
+    stacks.append(s := run_stack(project, {
+        "web": toy_service("web", web), "api": toy_service("api", api),
+    }, {"web": web, "api": api}))
+    open_page(page, s)
+    before = s.row("web")["pid"]
+    row = svc(page, "web")
+    expect(row.locator(".c-pid")).to_have_text(str(before))
+
+    row.locator('button[data-action="restart"]').click()
+    after = wait_for(lambda: (r := s.row("web"))["state"] == "running"
+                     and r["pid"] not in (None, before) and r["pid"], what="a new web pid")
+    expect(row.locator(".c-pid")).to_have_text(str(after), timeout=WAIT_MS)
+    expect(row.locator(".c-restarts")).to_have_text("0")
+    expect(page.locator("#msg")).to_have_text("restart web: done", timeout=WAIT_MS)
+
+    row.locator('button[data-action="stop"]').click()
+    expect_state(page, "web", "stopped")
+    assert s.row("web")["state"] == "stopped" and s.row("web")["pid"] is None
+    assert s.row("api")["state"] == "running"
+    expect(row.locator('button[data-action="start"]')).to_be_enabled()
+    expect(row.locator('button[data-action="stop"]')).to_be_disabled()
+    expect(row.locator(".c-pid")).to_have_text("—")
+
+    row.locator('button[data-action="start"]').click()
+    expect_state(page, "web", "running")
+    assert s.row("web")["state"] == "running"
+
+    page.locator('#stack-actions button[data-stack="stop"]').click()
+    expect_state(page, "web", "stopped")
+    expect_state(page, "api", "stopped")
+    assert {r["state"] for r in s.status()["services"]} == {"stopped"}
+    page.locator('#stack-actions button[data-stack="start"]').click()
+    expect_state(page, "web", "running")
+    expect_state(page, "api", "running")
+    expect(page.locator("#h-summary")).to_have_text("2 running")
+
+
+def test_a_busy_service_keeps_its_pane_bounded_current_and_idle_when_closed(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    rate = 3000
+    stacks.append(s := run_stack(project, {
+        "chatty": f'[services.chatty]\ncommand = {json.dumps([PY, CHATTY, "--rate", str(rate)])}\n',
+        "quiet": toy_service("quiet", None, "--say", "nothing to say"),
+    }, {}))
+    open_page(page, s)
+    pane = open_logs(page, "chatty")
+
+    def counter(text: str) -> int:
+        m = re.match(r"chatty (\d{10}) ", text)
+        return int(m.group(1)) if m else -1
+
+    def shown_reaches(target: int) -> bool:
+        return counter(pane.locator(".ln").last.evaluate("e => e.lastChild.data")) >= target
+
+    until(page, f"document.querySelectorAll('.log .ln').length >= {CAP}", "a full pane")
+    for _ in range(3):  # the page keeps up: it reaches what the daemon had a moment ago
+        target = counter(s.last_line("chatty")["line"])
+        assert target > 0
+        wait_for(functools.partial(shown_reaches, target), timeout=5,
+                 what=f"line {target} shown")
+        assert pane.locator(".ln").count() <= CAP
+        time.sleep(0.3)
+
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/logs" in r.url else None)
+    svc(page, "chatty").locator('button[data-action="logs"]').click()
+    assert page.locator(".log").count() == 0
+    time.sleep(0.3)  # a fetch already in flight may still land (and is dropped)
+    seen = len(requests)
+    time.sleep(1.5)
+    assert requests[seen:] == [], "a closed pane still fetches lines"
+
+
+def test_webhook_deliveries_panel_shows_real_deliveries(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    from playwright.sync_api import expect
+
+    port = free_ports(1)[0]
+    sink = (f'[services.sink]\ncommand = {json.dumps([PY, SINK, "--port", str(port)])}\n'
+            f"port = {port}\n")
+    route = '[[routes]]\ndetail_type_prefix = "Test."\nservice = "sink"\npath = "/events"\n'
+    stacks.append(s := run_stack(project, {"sink": sink}, {"sink": port}, "\n" + route))
+    open_page(page, s)
+    expect(page.locator("#wh-note")).to_have_text("No deliveries yet.", timeout=WAIT_MS)
+
+    def post(detail_type: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", int(s.url.rsplit(":", 1)[1]), timeout=10)
+        try:
+            conn.request("POST", "/webhook/eventbridge",
+                         json.dumps({"detail-type": detail_type, "detail": {}}),
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+
+    assert post("Test.Created") == 200
+    assert post("<script>window.__pwned=3</script>") == 200
+    rows = page.locator("#wh-rows tr")
+    expect(rows).to_have_count(2, timeout=WAIT_MS)
+    newest, oldest = rows.nth(0).locator("td"), rows.nth(1).locator("td")
+    expect(newest.nth(1)).to_have_text("<script>window.__pwned=3</script>")
+    expect(newest.nth(2)).to_have_text("—")
+    expect(newest.nth(5)).to_have_text("ignored")
+    expect(oldest.nth(1)).to_have_text("Test.Created")
+    expect(oldest.nth(2)).to_have_text(f"localhost:{port}")
+    expect(oldest.nth(3)).to_have_text("200")
+    expect(oldest.nth(4)).to_have_text(re.compile(r"^\d+\.\d ms$"))
+    expect(oldest.nth(5)).to_have_text("forwarded")
+    assert page.evaluate("window.__pwned") is None
+
+
+# ---- the routes themselves, without a browser ----------------------------------------
+
+def _open_stream(port: int) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    data = b""
+    while b"event: snapshot" not in data or not data.endswith(b"\n\n"):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return sock, data
+
+
+def settled_threads(proc: psutil.Process) -> int:
+    """The daemon's thread count once request threads of earlier calls have ended."""
+    counts = [proc.num_threads()]
+    deadline = time.monotonic() + 10
+    while len(counts) < 5 or len(set(counts[-5:])) > 1:
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.1)
+        counts.append(proc.num_threads())
+    return counts[-1]
+
+
+def test_page_route_and_event_streams_end_with_their_client_and_the_daemon(
+        project: Path, stacks: list[Stack]) -> None:
+    web = free_ports(1)[0]
+    stacks.append(s := run_stack(project, {"web": toy_service("web", web)}, {"web": web}))
+    port = int(s.url.rsplit(":", 1)[1])
+    with urllib.request.urlopen(s.url + "/", timeout=10) as resp:
+        assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "script-src 'sha256-" in resp.headers["Content-Security-Policy"]
+        etag = resp.headers["ETag"]
+        assert b"<title>Hippodrome</title>" in resp.read()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/", headers={"If-None-Match": etag})
+    assert conn.getresponse().status == 304
+    conn.close()
+
+    daemon = psutil.Process(registry(project)["daemon"]["pid"])
+    base = settled_threads(daemon)
+    socks = [_open_stream(port) for _ in range(5)]
+    head = socks[0][1].decode()
+    assert "HTTP/1.1 200" in head and "text/event-stream" in head
+    snapshot = json.loads(head.split("event: snapshot\ndata: ", 1)[1].split("\n", 1)[0])
+    assert [r["name"] for r in snapshot["services"]] == ["web"]
+    assert snapshot["seqs"]["web"] >= 1
+    wait_for(lambda: daemon.num_threads() >= base + 5, what="one thread per stream")
+
+    for sock, _ in socks[:3]:  # the browser goes away: its thread ends within a wake-up
+        sock.close()
+    wait_for(lambda: daemon.num_threads() <= base + 2, timeout=5, what="3 stream threads ending")
+
+    began = time.monotonic()
+    assert hd(project, "down").returncode == 0
+    took = time.monotonic() - began
+    for sock, _ in socks[3:]:
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+        assert b"event: bye" in rest
+        sock.close()
+    assert took < 10, f"down took {took:.1f}s with two streams open"
+    stacks.clear()
