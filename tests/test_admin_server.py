@@ -179,6 +179,11 @@ def test_settings_round_trip_into_the_table(stack: Stack) -> None:
         Key={"pk": {"S": "INDEX#shop"}, "sk": {"S": "SETTINGS"}},
     )["Item"]
     assert item["indexName"] == {"S": "shop"} and item["settings"]["M"]["boost"] == {"N": "1.5"}
+    wrapped = stack.call("PUT", "/shop/settings", stack.key, json={"settings": {"typo": False}})
+    assert wrapped.json()["settings"] == {"typo": False}, "GET's own shape is accepted too"
+    assert stack.call("GET", "/shop/settings", stack.key).json()["settings"] == {"typo": False}
+    bad = stack.call("PUT", "/shop/settings", stack.key, json={"settings": [1]})
+    assert bad.status_code == 400 and "'settings'" in bad.json()["error"]
 
 
 def test_a_cognito_token_works_and_is_recorded_as_the_writer(stack: Stack) -> None:

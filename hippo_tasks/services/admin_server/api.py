@@ -44,6 +44,11 @@ def _name(req: Request, param: str, what: str) -> str:
     return value
 
 
+def _settings_body(body: dict[str, Any]) -> dict[str, Any]:
+    """`{"settings": {...}}`, the shape GET answers with, or the bare settings object."""
+    return shapes.optional_object(body, "settings") if "settings" in body else body
+
+
 def _rule_body(body: dict[str, Any]) -> dict[str, str]:
     action = body.get("action")
     if action not in ACTIONS:
@@ -71,7 +76,7 @@ def build_app(
     def put_settings(req: Request) -> dict[str, Any]:
         who = auth.principal(req)
         index = _name(req, "index", "index name")
-        return records.put_settings(index, req.json_object(), who.subject)
+        return records.put_settings(index, _settings_body(req.json_object()), who.subject)
 
     @r.get(base + "/settings")
     def get_settings(req: Request) -> dict[str, Any]:
