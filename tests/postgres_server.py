@@ -90,6 +90,21 @@ class PostgresCluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def restart(self) -> None:
+        """Stop the server (fast shutdown) and start it again on the same port."""
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=10)
+        env, run_as = _server_env(), _run_as()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:  # the old socket may linger a moment
+            cluster = _start_server(find_bindir(), self.root, env, run_as, self.port)
+            if cluster is not None:
+                self.proc, self.log_path = cluster.proc, cluster.log_path
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"port {self.port} stayed busy after the restart")
+            time.sleep(0.1)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
 
@@ -120,6 +135,10 @@ def _run_as() -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+def _server_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+
+
 def start_cluster() -> PostgresCluster:
     bindir = find_bindir()
     try:
@@ -135,7 +154,7 @@ def start_cluster() -> PostgresCluster:
         pwfile.write_text(PASSWORD + "\n")
         if run_as:
             os.chown(pwfile, run_as["user"], run_as["group"])
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+        env = _server_env()
         init = subprocess.run(
             [str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres",
              "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=trust",
@@ -146,7 +165,7 @@ def start_cluster() -> PostgresCluster:
             output = (init.stdout + init.stderr).decode(errors="replace")[-2000:]
             raise ClusterError(f"initdb exited {init.returncode}:\n{output}")
         for _attempt in range(3):
-            cluster = _start_server(bindir, root, env, run_as)
+            cluster = _start_server(bindir, root, env, run_as, _free_port())
             if cluster is not None:
                 return cluster
         raise ClusterError("no free port for the server after 3 attempts")
@@ -156,12 +175,11 @@ def start_cluster() -> PostgresCluster:
 
 
 def _start_server(
-    bindir: Path, root: Path, env: dict[str, str], run_as: dict[str, Any]
+    bindir: Path, root: Path, env: dict[str, str], run_as: dict[str, Any], port: int
 ) -> PostgresCluster | None:
     """A ready server, or None when the port was taken meanwhile (try another)."""
-    port = _free_port()
     log_path = root / f"server-{port}.log"
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         if run_as:
             os.chown(log_path, run_as["user"], run_as["group"])
         proc = subprocess.Popen(

@@ -184,6 +184,31 @@ def test_postgres_store_serves_the_same_api(tmp_path: Path, postgres_db: str) ->
         assert [b["batchId"] for b in listed] == [batch_id]
 
 
+def test_postgres_restarting_under_a_running_ingest_is_503_then_back(tmp_path: Path) -> None:
+    from postgres_server import start_cluster
+
+    cluster = start_cluster()  # its own: the session's cluster must not go down
+    try:
+        with ServiceStarter(tmp_path) as start:
+            svc = start_pg_ingest(start, cluster.url("ecom_ingest"))
+            before = post_batch(svc.base_url, [{"n": 1}])
+            assert before.status_code == 201
+            cluster.proc.send_signal(signal.SIGINT)
+            cluster.proc.wait(timeout=10)
+            down = post_batch(svc.base_url, [{"n": 2}])
+            assert down.status_code == 503 and "database unavailable" in down.json()["error"]
+            health = requests.get(f"{svc.base_url}/healthz")
+            assert health.status_code == 200 and "unavailable" in health.json()["storeStatus"]
+            cluster.restart()
+            after = post_batch(svc.base_url, [{"n": 3}])
+            assert after.status_code == 201, after.text
+            ids = {b["batchId"] for b in pending(svc.base_url)}
+            assert ids == {before.json()["batchId"], after.json()["batchId"]}
+            assert requests.get(f"{svc.base_url}/healthz").json()["storeStatus"] == "ok"
+    finally:
+        cluster.stop()
+
+
 def spawn_and_wait(start: ServiceStarter, env: dict[str, str]) -> tuple[int, str]:
     svc = start.spawn("ecom_ingest", env=env, port=free_port())
     code = svc.wait_exit(timeout=20)

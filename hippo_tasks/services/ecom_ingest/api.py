@@ -14,6 +14,7 @@ from hippo_tasks.services.common import (
     NotFound,
     Request,
     Response,
+    ServiceUnavailable,
     created,
     shapes,
 )
@@ -59,8 +60,13 @@ def _status(req: Request) -> str | None:
 
 def build_app(store: BatchStore, *, debug: bool = False) -> App:
     def health() -> dict[str, Any]:
-        store.ping()
-        return {"store": store.kind}
+        """Reports the store without failing on it: a restart cannot bring a database
+        back, and liveness failures would only crash-loop this process meanwhile."""
+        try:
+            store.ping()
+        except ServiceUnavailable as exc:
+            return {"store": store.kind, "storeStatus": exc.message}
+        return {"store": store.kind, "storeStatus": "ok"}
 
     app = App(NAME, debug=debug, health=health)
     app.close_hooks.append(store.close)
