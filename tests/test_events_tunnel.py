@@ -122,7 +122,7 @@ def test_ngrok_is_the_fallback_when_cloudflared_is_missing(
         assert tunnel.tool == "ngrok"
         assert tunnel.public_url == f"https://{tunnel.pid:x}-203-0-113-7.ngrok-free.app"
         argv = fake_tools.started()[tunnel.pid]["argv"]
-        assert argv == ["http", "127.0.0.1:9124", "--log", "stdout", "--log-format", "json"]
+        assert argv == ["http", "--log", "stdout", "--log-format", "json", "127.0.0.1:9124"]
     finally:
         tunnel.stop()
     assert gone_within(tunnel.pid, tunnel.create_time)
@@ -246,7 +246,7 @@ def test_only_loopback_http_targets(url: str) -> None:
 def test_loopback_forms() -> None:
     assert tunnels.loopback_address("http://localhost:9000") == ("127.0.0.1", 9000)
     assert tunnels.loopback_address("http://[::1]:9000/x") == ("::1", 9000)
-    assert tunnels.tunnel_command("ngrok", "ngrok", "http://[::1]:9000")[2] == "[::1]:9000"
+    assert tunnels.tunnel_command("ngrok", "ngrok", "http://[::1]:9000")[-1] == "[::1]:9000"
 
 
 # --- output parsing ------------------------------------------------------------------

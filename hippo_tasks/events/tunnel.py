@@ -8,7 +8,7 @@ own output:
 
 - cloudflared prints it in a box on stderr:
   `... INF |  https://<words>.trycloudflare.com   |`
-- ngrok runs with `--log stdout --log-format json` and reports
+- ngrok runs as `ngrok http --log stdout --log-format json 127.0.0.1:PORT` and reports
   `{"msg": "started tunnel", "url": "https://..."}`. Its local API (127.0.0.1:4040)
   would work too, but that port moves to 4041 when another ngrok runs, and a second
   ngrok's API would answer with the first one's tunnels; the log is unambiguous.
@@ -121,7 +121,8 @@ def tunnel_command(tool: str, executable: str, local_url: str) -> list[str]:
     if tool == "cloudflared":
         return [executable, "tunnel", "--no-autoupdate", "--url", f"http://{target}"]
     if tool == "ngrok":
-        return [executable, "http", target, "--log", "stdout", "--log-format", "json"]
+        # flags before the address: ngrok 2's flag parser stops at the first argument
+        return [executable, "http", "--log", "stdout", "--log-format", "json", target]
     raise ValueError(f"unknown tunnel tool {tool!r}")
 
 

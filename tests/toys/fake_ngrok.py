@@ -1,4 +1,4 @@
-"""Stand-in for `ngrok http ADDR --log stdout --log-format json`.
+"""Stand-in for `ngrok http --log stdout --log-format json ADDR`.
 
 Prints ngrok v3's JSON log records to stdout (the `started tunnel` record carries the
 public URL), then waits. FAKE_TUNNEL_MODE and FAKE_TUNNEL_STATE as in fake_cloudflared;
@@ -51,7 +51,7 @@ def main() -> int:
             msg="started tunnel",
             obj="tunnels",
             name="command_line",
-            addr=f"http://{sys.argv[2] if len(sys.argv) > 2 else 'localhost:80'}",
+            addr=f"http://{sys.argv[-1]}",
             url=f"https://{os.getpid():x}-203-0-113-7.ngrok-free.app",
         )
     while True:
