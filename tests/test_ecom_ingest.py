@@ -177,6 +177,8 @@ def test_postgres_store_serves_the_same_api(tmp_path: Path, postgres_db: str) ->
         assert failed.json()["status"] == "failed" and failed.json()["documents"] == [
             {"_id": failed.json()["documents"][0]["_id"], "a": 1}
         ]
+        nul = post_batch(base, [{"t": "a\u0000b"}])
+        assert nul.status_code == 400 and "database refused" in nul.json()["error"]
         assert requests.get(f"{base}/batches/unknown").status_code == 404
         assert requests.post(f"{base}/batches/unknown/ack").status_code == 404
         assert post_batch(base, []).status_code == 400

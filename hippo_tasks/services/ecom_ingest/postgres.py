@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from hippo_tasks.services.common.errors import BadRequest
 from hippo_tasks.services.ecom_ingest.store import (
     DONE,
     FAILED,
@@ -170,6 +171,9 @@ class PostgresStore:
                 raise StoreUnavailable(
                     f"database unavailable: {_describe(exc, self.url)}"
                 ) from None
+            except psycopg.DataError as exc:  # e.g. a \u0000 in a string: JSONB has no NUL
+                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise BadRequest(f"the database refused the batch: {detail}") from None
         raise AssertionError("unreachable")
 
     def _one(self, query: str, params: tuple[Any, ...]) -> Batch | None:
