@@ -28,6 +28,7 @@ from hippo_tasks.registry.store import Registry
 
 SINK = str(TOYS / "event_sink.py")
 HOOK = "/webhook/eventbridge"
+FRAMINGS = ["chunked", "close", "garbage", "huge", "cut"]
 TIMEOUT_S = 1.0  # HIPPODROME_WEBHOOK_TIMEOUT for the shared stack
 READ_TIMEOUT_S = 1.5  # HIPPODROME_WEBHOOK_READ_TIMEOUT
 REFERENCE_EVENT = {
@@ -69,7 +70,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("webhook") / "proj"
-    names = ["settings", "merch", "slow", "text", "failing", "gone"]
+    names = ["settings", "merch", "slow", "text", "failing", "gone", *FRAMINGS]
     dash, *ports = free_ports(1 + len(names))
     by_name = dict(zip(names, ports, strict=True))
     write_stack(root, stack_header(dash)
@@ -79,9 +80,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 + sink("text", by_name["text"], "--non-json")
                 + sink("failing", by_name["failing"], "--status", "500")
                 + sink("gone", by_name["gone"], enabled=False)
+                + "".join(sink(f, by_name[f], "--framing", f) for f in FRAMINGS)
                 + routes(("EcomIndexSettings.", "settings"), ("EcomIndex", "merch"),
                          ("Merchandising.", "merch"), ("Slow.", "slow"), ("Text.", "text"),
-                         ("Fail.", "failing"), ("Gone.", "gone")))
+                         ("Fail.", "failing"), ("Gone.", "gone"),
+                         *((f"{f.title()}.", f) for f in FRAMINGS)))
     env = {"HIPPODROME_WEBHOOK_TOKEN": "", "HIPPODROME_WEBHOOK_TIMEOUT": str(TIMEOUT_S),
            "HIPPODROME_WEBHOOK_READ_TIMEOUT": str(READ_TIMEOUT_S)}
     try:
@@ -221,6 +224,30 @@ def test_error_answer_keeps_the_services_status(stack: Stack) -> None:
     code, body = post(stack.dash, {"detail-type": "Fail.MODIFY"})
     assert code == 500
     assert body == {**forwarded(stack.ports["failing"], "Fail.MODIFY"), "service_status": 500}
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_every_http_framing_of_an_answer_is_read(stack: Stack, framing: str) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", stack.dash, timeout=30)
+    try:
+        for i in range(3):  # and the pooled connection (or a fresh one) serves the next
+            detail_type = f"{framing.title()}.{i}"
+            assert request(stack.dash, json.dumps({"detail-type": detail_type}).encode(),
+                           conn=conn) == (200, forwarded(stack.ports[framing], detail_type))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("framing", "why"), [
+    ("garbage", "not an HTTP status line: b'NOT HTTP AT ALL\\r\\n'"),
+    ("huge", "answer over 1024 KiB"),
+    ("cut", "answer cut short in its body"),
+])
+def test_a_broken_answer_is_502_naming_the_service(stack: Stack, framing: str, why: str) -> None:
+    for _ in range(2):
+        code, body = post(stack.dash, {"detail-type": f"{framing.title()}.MODIFY"})
+        assert (code, body) == (502, {"error": f"Bad answer from service: {framing} at "
+                                               f"localhost:{stack.ports[framing]}/events: {why}"})
 
 
 # ---- bad input ------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 the shape the real exporters answer, so tests can check that the webhook passes the
 service's JSON on unchanged. Flags make it misbehave the ways a real target can:
 slow (`--slow S`), answering text (`--non-json`), answering an error (`--status N`).
+`--framing` answers the same JSON in the other ways HTTP allows (chunked, up to the
+close) or breaks it (garbage, over 1 MiB, cut short), for the webhook's HTTP client.
 `--record FILE` appends each body as one JSON line, so a test can prove what arrived.
 
 Keep-alive and TCP_NODELAY as in the real services: the webhook's benchmark compares
@@ -27,6 +29,8 @@ def main() -> None:
     p.add_argument("--slow", type=float, default=0.0, help="wait this long before answering")
     p.add_argument("--non-json", action="store_true", help="answer plain text")
     p.add_argument("--status", type=int, default=200, help="answer with this status")
+    p.add_argument("--framing", default="length",
+                   choices=["length", "chunked", "close", "garbage", "huge", "cut"])
     a = p.parse_args()
     lock = threading.Lock()
 
@@ -39,9 +43,27 @@ def main() -> None:
 
         def _answer(self, status: int, body: bytes, ctype: str) -> None:
             phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "X"
-            head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: {ctype}\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode()
-            self.wfile.write(head + body)
+            head = f"HTTP/1.1 {status} {phrase}\r\nContent-Type: {ctype}\r\n"
+            framing = a.framing if self.command == "POST" else "length"
+            if framing == "chunked":
+                half = len(body) // 2
+                out = (f"{half:x};ext=1\r\n".encode() + body[:half] + b"\r\n"
+                       + f"{len(body) - half:X}\r\n".encode() + body[half:] + b"\r\n"
+                       + b"0\r\nX-Trailer: yes\r\n\r\n")
+                self.wfile.write((head + "Transfer-Encoding: chunked\r\n\r\n").encode() + out)
+                return
+            if framing in ("close", "garbage", "cut"):
+                self.close_connection = True
+            if framing == "close":
+                self.wfile.write((head + "Connection: close\r\n\r\n").encode() + body)
+            elif framing == "garbage":
+                self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+            elif framing == "cut":
+                self.wfile.write((head + "Content-Length: 100\r\n\r\n").encode() + body[:10])
+            else:
+                if framing == "huge":
+                    body = b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+                self.wfile.write((head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
 
         def do_GET(self) -> None:  # noqa: N802
             if self.path == "/healthz":
