@@ -5,7 +5,7 @@ failed without blocking the rest; a dead cell is retried with backoff until it i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 from service_process import ServiceProcess, ServiceStarter, free_port
+from stackutil import wait_for
 
 POLL_S = "0.05"
 
@@ -25,16 +26,6 @@ class Stack:
     indexer: ServiceProcess
     key: str
     state: Path
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def start_cell(start: ServiceStarter, state: Path, port: int | None = None) -> ServiceProcess:

@@ -7,7 +7,7 @@ against botocore's signer."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import moto_server
 import pytest
 import requests
 from service_process import ServiceProcess, ServiceStarter, free_port
+from stackutil import wait_for
 from test_admin_server import (
     aws_env,
     cell_account,
@@ -60,16 +61,6 @@ class Stack:
         return requests.post(url, json=body, headers={"x-api-key": self.key}, timeout=10)
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def cell_ids(cell: ServiceProcess, key: str, q: str) -> list[str]:
     answer = requests.post(
         f"{cell.base_url}/indexes/shop/search", json={"q": q}, headers={"x-api-key": key}
@@ -109,7 +100,11 @@ def stack(moto_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 headers={"Authorization": f"Bearer {key}"},
             )
             assert accepted.status_code == 202, accepted.text
-            wait_for(lambda: "sock-1" in cell_ids(cell, key, "wool"), what="the upload in the cell")
+
+            def in_cell() -> bool:
+                return "sock-1" in cell_ids(cell, key, "wool")
+
+            wait_for(in_cell, every=0.005, what="the upload in the cell")
             latency = time.monotonic() - started
             yield Stack(cell, admin, worker, proxy, key, env, latency)
         finally:
