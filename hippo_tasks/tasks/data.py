@@ -1,0 +1,103 @@
+"""`invoke seed`, `invoke probes`, `invoke e2e PATH [-- pytest args]`: data and checks
+against a running stack, thin over `hippo_tasks.seed`.
+
+All three find the stack through the project's daemon (`/api/status`), so they work
+with any profile, cell and `--port-offset` the stack was started with.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from hippo_tasks.daemon.client import DaemonClient
+from hippo_tasks.errors import UsageError
+from hippo_tasks.tasks.context import random_seed, resolve_root
+from hippo_tasks.tasks.output import GREEN, RED, YELLOW, handles_errors, paint
+
+ROOT_HELP = "project folder (default: nearest parent with hippodrome.toml or tasks.py)"
+
+
+@task(help={"seed": "random seed (default: HIPPODROME_RANDOM_SEED, else 42)",
+            "project-root": ROOT_HELP})
+@handles_errors
+def seed(c: Context, seed: str | None = None, project_root: str = "") -> None:
+    """Seed deterministic data into the running stack; writes .hippodrome/seed.json and .env.e2e."""
+    from hippo_tasks.seed import seed_stack
+    from hippo_tasks.seed.endpoints import view_from_status
+
+    try:
+        number = random_seed(int(seed) if seed is not None else None)
+    except ValueError:
+        raise UsageError(f"--seed must be an integer, got {seed!r}") from None
+    root = resolve_root(project_root)
+    status = DaemonClient.for_project(root).status()
+    seed_stack(root, number, view_from_status(root, status), say=lambda s: print(s, flush=True))
+
+
+@task(help={"project-root": ROOT_HELP})
+@handles_errors
+def probes(c: Context, project_root: str = "") -> None:
+    """Health of every service, then create/add/search/remove through the stack."""
+    from hippo_tasks.seed.endpoints import view_from_status
+    from hippo_tasks.seed.probes import run_probes
+
+    root = resolve_root(project_root)
+    status = DaemonClient.for_project(root).status()
+    report = run_probes(root, status, view_from_status(root, status))
+    colours = {"[OK]": GREEN, "[WARN]": YELLOW, "[SKIP]": YELLOW, "[FAIL]": RED}
+    for line in report.lines:
+        tag = line.strip().split(" ", 1)[0]
+        print(paint(line, colours[tag]) if tag in colours else line, flush=True)
+    if not report.ok:
+        raise Exit(code=1)
+
+
+@task(help={"path": "the test file or folder to run (any pytest selector)",
+            "project-root": ROOT_HELP})
+@handles_errors
+def e2e(c: Context, path: str, project_root: str = "") -> None:
+    """Run a pytest suite with .env.e2e loaded; text after `--` goes to pytest."""
+    from hippo_tasks.seed.files import ENV_FILE, read_env_file
+
+    root = resolve_root(project_root)
+    env_file = root / ENV_FILE
+    if not env_file.is_file():
+        raise UsageError(f"no {env_file}: it is written by seeding; start the stack without "
+                         "--no-seed (`invoke up`) or run `invoke seed`")
+    try:
+        values = read_env_file(env_file)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    command = [sys.executable, "-m", "pytest", path, *pytest_args(c)]
+    print(f"hippodrome | {shlex.join(command)}  (with {len(values)} variables from {env_file})",
+          flush=True)
+    code = subprocess.call(command, env={**os.environ, **values})
+    if code:
+        raise Exit(code=code)
+
+
+def pytest_args(c: Context, argv: Sequence[str] | None = None) -> list[str]:
+    """The words after `--`, with their quoting intact when that can be proven.
+
+    Invoke 3 hands a task the remainder joined by spaces (`c.remainder`), which loses
+    quoting: `-- -k "a and b"` would reach pytest as four words. When the process's own
+    argv ends in words that join to exactly that remainder, those words are used;
+    otherwise the remainder is split as a shell would. Invoke 2 has no `c.remainder`:
+    there the argv's words after `--` are all there is.
+    """
+    remainder = getattr(c, "remainder", None)
+    words = list(sys.argv if argv is None else argv)
+    tail = words[words.index("--") + 1:] if "--" in words else []
+    if remainder is None:
+        return tail
+    if tail and " ".join(tail) == remainder:
+        return tail
+    return shlex.split(str(remainder))
