@@ -30,8 +30,11 @@ Where the contract leaves a choice open, and why:
   that connection is dropped so a late answer is never read as the next event's.
 - Connections to targets are kept alive, a few idle ones per port: a new TCP
   connection per event would cost more than the whole forward. A pooled connection
-  found dead (the service restarted) is retried once on a fresh one, as urllib3 does;
-  a refused connection is 503. The HTTP/1.1 client is a small hand-written one (see
+  that fails before any byte of an answer (the service closed it while idle, e.g. it
+  restarted) is retried once on a fresh one, else every restart would cost an event.
+  A service that read the event and died silently on a reused connection may thus
+  see it twice: at-least-once, which is what EventBridge itself promises consumers.
+  A refused connection is 503. The HTTP/1.1 client is a small hand-written one (see
   `_Conn` for the profile that made it worth it).
 
 Every request is recorded in `engine.extras["webhook_deliveries"]` (the dashboard
@@ -74,7 +77,7 @@ MAX_HEADERS = 100
 
 
 class _Reject(Exception):
-    """An answer decided before forwarding; status 0 means the client is gone."""
+    """An error answer, raised where it is decided; status 0: the client is gone."""
 
     def __init__(self, status: int, message: str, close: bool = False) -> None:
         super().__init__(message)
@@ -85,6 +88,10 @@ class _Reject(Exception):
 
 class BadAnswer(Exception):
     """The target answered something that is not HTTP we can pass on."""
+
+
+class _Stale(ConnectionResetError):
+    """The connection failed before any byte of an answer: closed while idle in the pool."""
 
 
 class _Conn:
@@ -151,11 +158,14 @@ class _Conn:
 
     def exchange(self, request: bytes) -> tuple[int, bytes, str, bool]:
         """(status, body, content type, reusable) for one request."""
-        self.sock.sendall(request)
-        while True:
+        try:
+            self.sock.sendall(request)
             line = self._line()
-            if not line:
-                raise ConnectionResetError("the service closed the connection unanswered")
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise _Stale(str(exc)) from exc
+        if not line:
+            raise _Stale("the service closed the connection unanswered")
+        while True:
             version, _, rest = line.partition(b" ")
             code = rest[:3]
             if not version.startswith(b"HTTP/1.") or not code.isdigit():
@@ -165,6 +175,7 @@ class _Conn:
                 break
             if status == 101:
                 raise BadAnswer("answered 101 Switching Protocols")
+            line = self._line()  # an interim 1xx answer: the real one follows
         ctype = headers.get(b"content-type", b"").decode("latin-1")
         keep = version == b"HTTP/1.1" and b"close" not in headers.get(b"connection", b"").lower()
         if status in (204, 304):
@@ -216,10 +227,10 @@ class TargetPool:
             conn, reused = self._take(port)
             try:
                 status, data, ctype, keep = conn.exchange(request)
-            except (ConnectionResetError, BrokenPipeError):
+            except _Stale:
                 conn.close()
                 if reused and attempt == 1:
-                    continue  # it died idle in the pool (a restart): the event never arrived
+                    continue  # most likely it died idle in the pool (the service restarted)
                 raise
             except BaseException:
                 conn.close()
