@@ -21,7 +21,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from service_process import free_port
 
 PASSWORD = "hippo-test-pg-password"
 START_TIMEOUT_S = 30.0
@@ -43,13 +43,6 @@ INSTALL_HINT = (
 
 class ClusterError(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def find_bindir() -> Path:
@@ -165,7 +158,7 @@ def start_cluster() -> PostgresCluster:
             output = (init.stdout + init.stderr).decode(errors="replace")[-2000:]
             raise ClusterError(f"initdb exited {init.returncode}:\n{output}")
         for _attempt in range(3):
-            cluster = _start_server(bindir, root, env, run_as, _free_port())
+            cluster = _start_server(bindir, root, env, run_as, free_port())
             if cluster is not None:
                 return cluster
         raise ClusterError("no free port for the server after 3 attempts")

@@ -44,6 +44,18 @@ def _name(req: Request, param: str, what: str) -> str:
     return value
 
 
+def _index(req: Request) -> str:
+    return _name(req, "index", "index name")
+
+
+def _rule_ref(req: Request) -> tuple[str, str]:
+    return _index(req), _name(req, "rule_id", "rule id")
+
+
+def _no_rule(index: str, rule_id: str) -> NotFound:
+    return NotFound(f"rule '{rule_id}' not found for index '{index}'")
+
+
 def _settings_body(body: dict[str, Any]) -> dict[str, Any]:
     """`{"settings": {...}}`, the shape GET answers with, or the bare settings object."""
     return shapes.optional_object(body, "settings") if "settings" in body else body
@@ -75,13 +87,13 @@ def build_app(
     @r.put(base + "/settings")
     def put_settings(req: Request) -> dict[str, Any]:
         who = auth.principal(req)
-        index = _name(req, "index", "index name")
+        index = _index(req)
         return records.put_settings(index, _settings_body(req.json_object()), who.subject)
 
     @r.get(base + "/settings")
     def get_settings(req: Request) -> dict[str, Any]:
         auth.principal(req)
-        index = _name(req, "index", "index name")
+        index = _index(req)
         found = records.get_settings(index)
         if found is None:
             raise NotFound(f"no settings stored for index '{index}'")
@@ -90,39 +102,36 @@ def build_app(
     @r.get(base + "/merchandising/rules")
     def list_rules(req: Request) -> dict[str, Any]:
         auth.principal(req)
-        return {"rules": records.list_rules(_name(req, "index", "index name"))}
+        return {"rules": records.list_rules(_index(req))}
 
     @r.put(base + "/merchandising/rules/{rule_id}")
     def put_rule(req: Request) -> Response:
         who = auth.principal(req)
-        index = _name(req, "index", "index name")
-        rule_id = _name(req, "rule_id", "rule id")
+        index, rule_id = _rule_ref(req)
         rule, new = records.put_rule(index, rule_id, _rule_body(req.json_object()), who.subject)
         return Response(201 if new else 200, rule)
 
     @r.get(base + "/merchandising/rules/{rule_id}")
     def get_rule(req: Request) -> dict[str, Any]:
         auth.principal(req)
-        index = _name(req, "index", "index name")
-        rule_id = _name(req, "rule_id", "rule id")
+        index, rule_id = _rule_ref(req)
         found = records.get_rule(index, rule_id)
         if found is None:
-            raise NotFound(f"rule '{rule_id}' not found for index '{index}'")
+            raise _no_rule(index, rule_id)
         return found
 
     @r.delete(base + "/merchandising/rules/{rule_id}")
     def delete_rule(req: Request) -> dict[str, Any]:
         auth.principal(req)
-        index = _name(req, "index", "index name")
-        rule_id = _name(req, "rule_id", "rule id")
+        index, rule_id = _rule_ref(req)
         if not records.delete_rule(index, rule_id):
-            raise NotFound(f"rule '{rule_id}' not found for index '{index}'")
+            raise _no_rule(index, rule_id)
         return {"ruleId": rule_id, "indexName": index, "deleted": True}
 
     @r.post(base + "/documents")
     def upload(req: Request) -> Response:
         who = auth.uploader(req, auth.principal(req))
-        index = _name(req, "index", "index name")
+        index = _index(req)
         documents = check_documents(shapes.require_list(req.json_object(), "documents"))
         key = {"x-api-key": str(who.api_key)}
         cell.call("GET", "/indexes/" + segment(index), headers=key)  # 404 for an unknown index
