@@ -7,8 +7,6 @@ moto becomes an S3 export."""
 from __future__ import annotations
 
 import json
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ import boto3
 import moto_server
 import pytest
 import requests
+from data_stack import free_offset
 from moto_server import DUMMY_CREDENTIALS
 from service_process import ServiceProcess, ServiceStarter, free_port, get_status
 from stackutil import hd, wait_for
@@ -261,35 +260,14 @@ def test_not_ready_until_the_streams_exist_and_no_endpoint_is_refused(
         assert refused.wait_exit() == 3 and "AWS_ENDPOINT_URL is not set" in refused.output()
 
 
-def free_offset() -> int:
-    """A port offset whose 20 stack ports are all free now."""
-    for _ in range(50):
-        offset = random.randrange(20000, 40000, 20)
-        try:
-            socks = []
-            for port in range(9000 + offset, 9020 + offset):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return offset
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise AssertionError("no free port range found")
-
-
 def test_a_settings_write_becomes_an_s3_export_through_the_daemon(project: Path) -> None:
     """The real chain: moto stream -> event_pipe -> daemon webhook -> exporter -> S3."""
     offset = free_offset()
     services = "event_pipe,ecom_settings_exporter,merchandising_exporter"
-    began = time.monotonic()
     up = hd(project, "up", "--profile", "ecom", "--only", services, "--port-offset", str(offset),
             "--table-prefix", "e2e-", "--no-seed", "--detach", timeout=120)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        print(f"\nup: {time.monotonic() - began:.1f}s")
         endpoint = f"http://127.0.0.1:{9003 + offset}"
         ddb, s3 = client("dynamodb", endpoint), client("s3", endpoint)
         keys = {"pk": {"S": "INDEX#e2e"}, "sk": {"S": "SETTINGS"}}
@@ -315,6 +293,4 @@ def test_a_settings_write_becomes_an_s3_export_through_the_daemon(project: Path)
                           what="a merchandising export")
         assert recent[0]["key"] == "merchandising/RULE#9/RULE.json"
     finally:
-        began = time.monotonic()
         hd(project, "down", timeout=60)
-        print(f"down: {time.monotonic() - began:.1f}s")

@@ -1,0 +1,192 @@
+"""The seed job against real fake_cell and controller processes (and, for the admin
+part, a real ecom stack): the same seed gives the same data, seeding twice changes
+nothing, the files are written, and a missing service is one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from data_stack import REPO, free_offset, run_task
+from service_process import ServiceStarter, free_port
+from stackutil import hd
+
+from hippo_tasks.seed import data
+from hippo_tasks.seed.files import read_env_file
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """fake_cell and controller; the env the stack's [env] contract would give the job."""
+    folder = tmp_path_factory.mktemp("seed-plane")
+    with ServiceStarter(folder) as start:
+        cell = start.start("fake_cell", args=["--state-dir", str(folder / "state")])
+        controller = start.start("controller",
+                                 env={"CONTROL_PLANE_URL_OVERRIDE": cell.base_url})
+        yield {"CONTROLLER_URL": controller.base_url, "MARQO_BASE_URL": cell.base_url,
+               "HIPPODROME_CELL": "local", "HIPPODROME_PROFILE": "core"}
+
+
+def run_seed(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("HIPPODROME_")}
+    full.update({"PYTHONPATH": str(REPO), **env})
+    return subprocess.run([sys.executable, "-m", "hippo_tasks.seed", "--project-root", str(root),
+                           *args], env=full, capture_output=True, text=True, timeout=60)
+
+
+def seed_record(root: Path) -> dict[str, Any]:
+    return dict(json.loads((root / ".hippodrome" / "seed.json").read_text()))
+
+
+def cell_docs(cell_url: str, key: str, index: str) -> list[dict[str, Any]]:
+    answer = requests.post(f"{cell_url}/indexes/{index}/search", headers={"x-api-key": key},
+                           json={"q": "*", "limit": 1000}, timeout=10)
+    assert answer.ok, answer.text
+    docs = [{k: v for k, v in h.items() if k != "_score"} for h in answer.json()["hits"]]
+    return sorted(docs, key=lambda d: str(d["_id"]))
+
+
+def test_same_seed_same_data_in_any_process() -> None:
+    code = ("import json; from hippo_tasks.seed import data; print(json.dumps([data.documents(42,"
+            " i) + data.merchandising_rules(42, i) + [data.admin_settings(42, i)]"
+            " for i in data.INDEXES]))")
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": hs}).stdout
+        for hs in ("1", "2")
+    }
+    assert len(outputs) == 1
+    assert data.documents(42, "seed-home") != data.documents(43, "seed-home")
+    assert data.documents(42, "seed-home") != data.documents(42, "seed-kitchen")
+    docs = data.documents(42, "seed-apparel")
+    assert [d["_id"] for d in docs] == [f"seed-apparel-{n:03d}" for n in range(24)]
+    rules = data.merchandising_rules(42, "seed-apparel")
+    assert {r["documentId"] for r in rules} <= {d["_id"] for d in docs}
+
+
+def test_seed_writes_the_data_and_both_files(plane: dict[str, str], tmp_path: Path) -> None:
+    done = run_seed(tmp_path, plane)
+    assert done.returncode == 0, done.stderr
+    assert "3 indexes, 72 documents" in done.stdout and "admin data skipped" in done.stdout
+    record = seed_record(tmp_path)
+    key = record["account"]["apiKey"]
+    assert record["seed"] == 42 and record["account"]["name"] == "hippodrome-seed-42"
+    assert [ix["indexName"] for ix in record["indexes"]] == list(data.INDEXES)
+    for index in data.INDEXES:
+        assert cell_docs(plane["MARQO_BASE_URL"], key, index) == data.documents(42, index)
+    for name in (".hippodrome/seed.json", ".env.e2e"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600  # they hold the key
+    env = read_env_file(tmp_path / ".env.e2e")
+    assert env["ENVIRONMENT"] == "hippodrome" and env["HIPPODROME_RANDOM_SEED"] == "42"
+    assert env["HIPPODROME_API_KEY"] == key
+    assert env["HIPPODROME_ACCOUNT_ID"] == record["account"]["accountId"]
+    assert env["CONTROLLER_URL"] == plane["CONTROLLER_URL"]
+    assert env["MARQO_BASE_URL"] == plane["MARQO_BASE_URL"]
+    assert env["AWS_ACCESS_KEY_ID"] == env["AWS_SECRET_ACCESS_KEY"] == "testing"
+    sourced = subprocess.run(["bash", "-c", f"source {tmp_path / '.env.e2e'} && env"],
+                             capture_output=True, text=True, check=True).stdout
+    assert f"HIPPODROME_API_KEY={key}" in sourced.splitlines()
+    assert not list((tmp_path / ".hippodrome").glob(".*.tmp"))
+
+
+def test_seeding_twice_reuses_the_account_and_keeps_the_documents(
+    plane: dict[str, str], tmp_path: Path
+) -> None:
+    assert run_seed(tmp_path, plane).returncode == 0
+    first = seed_record(tmp_path)
+    again = run_seed(tmp_path, plane)
+    assert again.returncode == 0 and "(reused)" in again.stdout
+    second = seed_record(tmp_path)
+    assert second["account"]["accountId"] == first["account"]["accountId"]
+    assert second["indexes"] == [{**ix, "created": False} for ix in first["indexes"]]
+    key = second["account"]["apiKey"]
+    assert len(cell_docs(plane["MARQO_BASE_URL"], key, "seed-home")) == data.DOCS_PER_INDEX
+
+
+def test_the_seed_comes_from_the_environment_then_the_flag(
+    plane: dict[str, str], tmp_path: Path
+) -> None:
+    done = run_seed(tmp_path, {**plane, "HIPPODROME_RANDOM_SEED": "7"})
+    assert done.returncode == 0, done.stderr
+    record = seed_record(tmp_path)
+    assert record["seed"] == 7 and record["account"]["name"] == "hippodrome-seed-7"
+    key = record["account"]["apiKey"]
+    assert cell_docs(plane["MARQO_BASE_URL"], key, "seed-kitchen") == \
+        data.documents(7, "seed-kitchen")
+    flagged = run_seed(tmp_path, {**plane, "HIPPODROME_RANDOM_SEED": "7"}, "--seed", "8")
+    assert flagged.returncode == 0
+    assert seed_record(tmp_path)["seed"] == 8
+    assert read_env_file(tmp_path / ".env.e2e")["HIPPODROME_RANDOM_SEED"] == "8"
+
+
+def test_an_account_gone_from_the_cell_is_made_again(plane: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / ".hippodrome").mkdir()
+    (tmp_path / ".hippodrome" / "seed.json").write_text(json.dumps(
+        {"seed": 42, "account": {"accountId": "acc_gone", "apiKey": "hk_gone"}}))
+    done = run_seed(tmp_path, plane)
+    assert done.returncode == 0, done.stderr
+    assert "acc_gone is gone" in done.stdout
+    assert seed_record(tmp_path)["account"]["accountId"] != "acc_gone"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"CONTROLLER_URL": "DEAD"}, "controller is not reachable at DEAD"),
+        ({"HIPPODROME_PROFILE": "ecom", "ADMIN_SERVER_URL": "DEAD"},
+         "admin_server is not reachable at DEAD"),
+        ({"HIPPODROME_CELL": "staging"}, "'staging' cell"),
+        ({"HIPPODROME_RANDOM_SEED": "lots"}, "must be an integer"),
+    ],
+)
+def test_a_missing_service_is_one_clear_line(
+    plane: dict[str, str], tmp_path: Path, change: dict[str, str], needle: str
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {**plane, **{k: v.replace("DEAD", dead) for k, v in change.items()}}
+    done = run_seed(tmp_path, env)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle.replace("DEAD", dead) in lines[0], done.stderr
+    assert not (tmp_path / ".env.e2e").exists()
+
+
+def test_admin_settings_and_rules_on_a_real_ecom_stack(project: Path) -> None:
+    """The stack's own seed job, then `invoke seed` again, with admin_server running."""
+    offset = free_offset()
+    up = hd(project, "up", "--profile", "ecom", "--only", "seed", "--port-offset", str(offset),
+            "--table-prefix", "seedtest-", "--detach", env={"HIPPODROME_RANDOM_SEED": "42"})
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        record = seed_record(project)
+        assert record["admin"]["seeded"] is True, record["admin"]
+        assert record["admin"]["settings"] == list(data.INDEXES)
+        assert len(record["admin"]["rules"]) == 2 * len(data.INDEXES)
+        admin = f"http://127.0.0.1:{9004 + offset}/api/v1/indexes"
+        auth = {"Authorization": f"Bearer {record['account']['apiKey']}"}
+        stored = requests.get(f"{admin}/seed-home/settings", headers=auth, timeout=10).json()
+        assert stored["settings"] == data.admin_settings(42, "seed-home")
+        rules = requests.get(f"{admin}/seed-home/merchandising/rules", headers=auth,
+                             timeout=10).json()["rules"]
+        expected = data.merchandising_rules(42, "seed-home")
+        assert [(r["ruleId"], r["action"], r["documentId"]) for r in rules] == sorted(
+            (r["ruleId"], r["action"], r["documentId"]) for r in expected)
+        env = read_env_file(project / ".env.e2e")
+        assert env["ADMIN_SERVER_URL"] == f"http://127.0.0.1:{9004 + offset}"
+        assert env["MOTO_URL"] == env["AWS_ENDPOINT_URL"]
+        assert env["ECOM_INDEX_SETTINGS_TABLE"] == "seedtest-EcomIndexSettingsTable"
+
+        again = run_task(project, "seed")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "(reused)" in again.stdout and "settings and 6 rules" in again.stdout
+        assert seed_record(project)["account"] == {**record["account"], "reused": True}
+    finally:
+        hd(project, "down", timeout=60)
