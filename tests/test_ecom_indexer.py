@@ -4,9 +4,12 @@ failed without blocking the rest; a dead cell is retried with backoff until it i
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +134,44 @@ def test_a_down_ingest_is_reported_and_the_loop_survives(tmp_path: Path) -> None
         assert requests.get(f"{base}/nope").status_code == 404
         assert indexer.terminate() == 0
         assert "ecom_indexer_service stopped" in indexer.output()
+
+
+class _Garbled(BaseHTTPRequestHandler):
+    """An ingest that answers 200 with batches missing their fields."""
+
+    def do_GET(self) -> None:
+        data = json.dumps({"batches": [{"unexpected": True}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_malformed_ingest_answer_is_reported_and_retried(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Garbled)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {
+            "ECOM_INGEST_URL": f"http://127.0.0.1:{server.server_address[1]}",
+            "MARQO_BASE_URL": f"http://127.0.0.1:{free_port()}",
+            "ECOM_INDEXER_POLL_INTERVAL": POLL_S,
+        }
+        with ServiceStarter(tmp_path) as start:
+            base = start.start("ecom_indexer_service", env=env).base_url
+
+            def retried() -> bool:
+                figures = requests.get(f"{base}/stats").json()
+                return figures["retries"] >= 2 and "KeyError" in figures["lastError"]
+
+            wait_for(retried, what="the malformed answer to be reported twice")
+            assert requests.get(f"{base}/healthz").status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_poll_interval_over_a_second_is_refused(tmp_path: Path) -> None:

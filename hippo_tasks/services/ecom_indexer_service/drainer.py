@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +117,10 @@ class Drainer:
             except Transient as exc:
                 delay = self.backoff.next_delay()
                 self._error(f"{exc}; retrying in {delay:.1f}s", retry=True)
+            except Exception as exc:  # a malformed answer must not end the loop for good
+                log_error(traceback.format_exc().rstrip())
+                delay = self.backoff.next_delay()
+                self._error(f"{type(exc).__name__}: {exc}; retrying in {delay:.1f}s", retry=True)
             else:
                 self.backoff.reset()
                 delay = 0.0 if full_page else self.poll_interval
