@@ -91,8 +91,10 @@ def plain(value: Mapping[str, Any]) -> Any:
     if kind in ("S", "B"):
         return inner
     if kind == "N":
-        number = float(inner)
-        return int(number) if number.is_integer() and "." not in inner else number
+        try:
+            return int(inner)
+        except ValueError:
+            return float(inner)
     if kind == "BOOL":
         return bool(inner)
     if kind == "NULL":
