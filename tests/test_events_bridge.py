@@ -455,6 +455,19 @@ def test_force_cleans_a_session_whose_owner_still_runs(
     assert not any("could not" in line for line in session.close())
 
 
+def test_the_owner_itself_may_clean_its_sessions_when_it_ends(
+    moto_endpoint: str, registry: Registry
+) -> None:
+    prefix = new_prefix()
+    buses = make_buses(moto_endpoint, prefix)
+    session = start(registry, moto_endpoint, prefix, [])
+    assert cleanup_recorded(registry, owner_pid=os.getpid() + 1) == []  # not the owner
+    lines = cleanup_recorded(registry, owner_pid=os.getpid())
+    assert lines[0].endswith("(its owner is ending)")
+    assert leftovers(moto_endpoint, session.rule_name, buses) == NOTHING
+    assert rec.recorded(registry) == []
+
+
 def test_hand_over_makes_another_process_the_owner(moto_endpoint: str, registry: Registry) -> None:
     prefix = new_prefix()
     buses = make_buses(moto_endpoint, prefix)

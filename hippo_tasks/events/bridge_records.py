@@ -115,13 +115,18 @@ def recorded(registry: Registry) -> list[Entry]:
 
 
 def cleanup_recorded(
-    registry: Registry, *, force: bool = False, say: Callable[[str], None] | None = None
+    registry: Registry,
+    *,
+    force: bool = False,
+    owner_pid: int | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Unmake what earlier `--enable-events` runs left behind (crash, kill -9, detach).
 
-    Sessions whose owner process still runs are skipped (it cleans up itself), unless
-    `force` (for `down --force`). Returns one line per action or failure; nothing
-    when there was nothing to do.
+    Sessions whose owner process still runs are skipped (it cleans up itself), except
+    with `force` (for `down --force`) or when `owner_pid` is that owner (the owner
+    itself, shutting down: the detached daemon a session was handed over to).
+    Returns one line per action or failure; nothing when there was nothing to do.
     """
     sessions: dict[str, list[Entry]] = {}
     for entry in recorded(registry):
@@ -129,9 +134,14 @@ def cleanup_recorded(
     lines: list[str] = []
     for session, entries in sessions.items():
         owner = entries[0].get("owner") or {}
-        if not force and is_same_process(owner.get("pid"), owner.get("create_time")):
+        alive = is_same_process(owner.get("pid"), owner.get("create_time"))
+        ending = owner_pid is not None and owner.get("pid") == owner_pid
+        if alive and not (force or ending):
             continue
-        why = "forced" if force else f"its process {owner.get('pid')} is gone"
+        if not alive:
+            why = f"its process {owner.get('pid')} is gone"
+        else:
+            why = "its owner is ending" if ending else "forced"
         lines.append(f"[eventbridge] cleaning up --enable-events session {session} ({why})")
         lines += unmake(registry, entries)
     prune_tunnel_logs(registry)
