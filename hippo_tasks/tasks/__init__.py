@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from hippo_tasks.tasks import control, doctor, lifecycle, logs
+from hippo_tasks.tasks import control, data, doctor, lifecycle, logs
 
 
 def build_namespace() -> Collection:
     ns = Collection()
     for fn in (lifecycle.up, lifecycle.down, lifecycle.status, lifecycle.start,
-               lifecycle.stop, lifecycle.restart, logs.logs, doctor.doctor):
+               lifecycle.stop, lifecycle.restart, logs.logs, doctor.doctor, data.seed,
+               data.probes, data.e2e):
         ns.add_task(fn)
     ns.add_collection(control.ns)
     try:
