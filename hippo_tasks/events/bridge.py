@@ -19,10 +19,11 @@ rule names are per bus and one name is easier to find in the console. A missing 
 is a warning (only the ecom or only the controller stack may be deployed); no bus at all
 is an error.
 
-Everything but the role is recorded in the registry before it is created
-(`bridge_records`), and deleted by `close()`, or after a crash by `cleanup_recorded()`.
-A start that fails half-way deletes what it made before raising. The token and the
-credentials are never printed: only the public URL and the rule name are.
+Each AWS resource is recorded in the registry before the call that creates it, the
+tunnel as soon as its process exists (`bridge_records`); all of it but the role is
+deleted by `close()`, or after a crash by `cleanup_recorded()`. A start that fails
+half-way deletes what it made before raising. The token and the credentials are never
+printed: only the public URL and the rule name are.
 """
 
 from __future__ import annotations
