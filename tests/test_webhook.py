@@ -206,7 +206,7 @@ def test_slow_target_is_504_in_time_and_blocks_nobody(stack: Stack) -> None:
     time.sleep(0.1)
     began = time.monotonic()
     assert post(stack.dash, {"detail-type": "EcomIndexSettings.MODIFY"})[0] == 200
-    assert time.monotonic() - began < 0.5
+    assert time.monotonic() - began < 0.9  # well before the slow one's 1 s timeout
     worker.join(10)
     code, body, took = results[0]
     assert code == 504 and body["error"].startswith("Service timed out: slow at ")
@@ -324,7 +324,7 @@ def test_stuck_clients_block_nobody_and_a_stuck_body_gets_408(stack: Stack) -> N
         began = time.monotonic()
         for _ in range(20):
             assert post(stack.dash, {"detail-type": "EcomIndexSettings.MODIFY"})[0] == 200
-        assert time.monotonic() - began < 1.0
+        assert time.monotonic() - began < 3.0  # the half-head client would block forever
         out = b""
         while chunk := half_body.recv(65536):
             out += chunk
