@@ -147,18 +147,22 @@ def test_search_through_the_proxy_honours_pin_and_bury(stack: Stack) -> None:
         stack.admin_call("DELETE", f"/merchandising/rules/{rule_id}")
 
 
-def test_the_proxy_needs_a_key_and_passes_the_cells_answers_through(stack: Stack) -> None:
-    url = f"{stack.proxy.base_url}/indexes/shop/search"
-    assert requests.post(url, json={"q": "x"}).status_code == 401
+@pytest.mark.parametrize("service", ["search_proxy", "global_worker"])
+def test_keys_bad_input_and_unknown_records_are_4xx(stack: Stack, service: str) -> None:
+    base = (stack.proxy if service == "search_proxy" else stack.worker).base_url
+    url = f"{base}/indexes/shop/search"
+    missing = requests.post(url, json={"q": "x"})
+    assert missing.status_code == 401 and "x-api-key" in missing.json()["error"]
     bad_key = requests.post(url, json={"q": "x"}, headers={"x-api-key": "hk_wrong"})
-    assert bad_key.status_code == 401
+    assert bad_key.status_code == 401, "the cell's verdict comes through"
     unknown = requests.post(
-        f"{stack.proxy.base_url}/indexes/nope/search", json={}, headers={"x-api-key": stack.key}
+        f"{base}/indexes/nope/search", json={}, headers={"x-api-key": stack.key}
     )
     assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
     malformed = requests.post(url, data=b"{x", headers={"x-api-key": stack.key})
-    assert malformed.status_code == 400
-    assert requests.get(f"{stack.proxy.base_url}/elsewhere").status_code == 404
+    assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["error"]
+    assert requests.get(f"{base}/elsewhere").status_code == 404
+    assert requests.get(url).status_code == 405
 
 
 def test_without_global_worker_the_proxy_answers_502_naming_it(tmp_path: Path) -> None:
