@@ -21,7 +21,6 @@ next `up`/`down` tries again, and the message names it (it is safe to delete by 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -349,7 +348,3 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.5)
 
 def tunnel_log_path(registry: Registry, session: str) -> Path:
     return registry.dir / f"tunnel-{session}.log"
-
-
-def current_owner() -> dict[str, Any]:
-    return owner_of(os.getpid())
