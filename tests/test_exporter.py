@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,13 @@ def exporters(
         procs = {kind: start.spawn("exporter", args=["--kind", kind], env=env, port=free_port())
                  for kind in ("settings", "merchandising")}
         for svc in procs.values():
-            wait_for(lambda svc=svc: get_status(svc.port) == 200 or not svc.running(),
-                     timeout=15, what=f"{svc.name} healthy")
+            wait_for(partial(settled, svc), timeout=15, what=f"{svc.name} healthy")
             assert svc.running(), svc.output()
         yield procs
+
+
+def settled(svc: ServiceProcess) -> bool:
+    return get_status(svc.port) == 200 or not svc.running()
 
 
 def event(detail_type: str, name: str, keys: dict[str, Any], new: Any = None,

@@ -134,5 +134,5 @@ def _contract_from_plan(root: Path, status: Mapping[str, Any],
         return None
     if not plan.services:
         return None
-    names = {name for name, _ in spec.env}
+    names = {name for name, _ in spec.env} & set(CONTRACT_VARS)
     return {k: v for k, v in plan.services[0].env.items() if k in names}

@@ -19,7 +19,7 @@ from typing import Any
 
 from hippo_tasks.errors import HippoError
 from hippo_tasks.seed import data
-from hippo_tasks.seed.endpoints import StackView
+from hippo_tasks.seed.endpoints import CONTRACT_VARS, StackView
 from hippo_tasks.seed.files import read_seed_file, write_env_file, write_seed_file
 from hippo_tasks.services.common import HttpError
 from hippo_tasks.services.common.client import JsonClient, PeerResponse, segment
@@ -159,8 +159,9 @@ def _admin(seed: int, view: StackView, api_key: str, say: Say) -> dict[str, Any]
 
 
 def _env_values(seed: int, view: StackView, account: dict[str, Any]) -> dict[str, str]:
-    values = {"ENVIRONMENT": "hippodrome", "HIPPODROME_RANDOM_SEED": str(seed)}
-    values.update({k: v for k, v in view.env.items() if v})
+    values = {"ENVIRONMENT": "hippodrome"}
+    values.update({k: v for k, v in view.env.items() if v and k in CONTRACT_VARS})
+    values["HIPPODROME_RANDOM_SEED"] = str(seed)
     values.update(view.service_urls())
     values.setdefault("CONTROLLER_URL", view.controller_url)
     values.setdefault("MARQO_BASE_URL", view.cell_url)

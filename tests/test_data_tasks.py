@@ -1,0 +1,130 @@
+"""`invoke probes`, `invoke e2e` and `invoke seed` against a real core stack (its own
+seed job ran at `up`), through invoke's CLI machinery in subprocesses."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from data_stack import free_offset, run_task
+from stackutil import hd
+
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+from hippo_tasks.seed.files import read_env_file
+from hippo_tasks.tasks.data import pytest_args
+
+USER_SUITE = textwrap.dedent('''
+    import os
+    import requests
+
+    def test_env_is_loaded():
+        assert os.environ["ENVIRONMENT"] == "hippodrome"
+        assert os.environ["HIPPODROME_RANDOM_SEED"] == "42"
+
+    def test_lists_the_seeded_indexes():
+        answer = requests.get(os.environ["CONTROLLER_URL"] + "/api/v2/indexes", timeout=10,
+                              headers={"x-api-key": os.environ["HIPPODROME_API_KEY"]})
+        names = {ix["indexName"] for ix in answer.json()["results"]}
+        assert set(os.environ["HIPPODROME_SEED_INDEXES"].split(",")) <= names
+
+    def test_fails_on_purpose():
+        assert False, "deselect me with -k"
+''')
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("data-tasks") / "proj"
+    root.mkdir()
+    try:
+        up = hd(root, "up", "--detach", "--port-offset", str(free_offset()),
+                env={"HIPPODROME_RANDOM_SEED": "42"})
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield root
+    finally:
+        hd(root, "down", timeout=60)
+        force_down(Registry(root))
+
+
+def test_probes_pass_on_a_healthy_stack(stack: Path) -> None:
+    done = run_task(stack, "probes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("fake_cell", "controller", "console"):
+        assert f"[OK]   {name}" in done.stdout
+    assert "[OK]   seed                 job, exited 0" in done.stdout
+    for step in ("api key", "create index", "add document", "search", "remove document",
+                 "search after remove", "delete index"):
+        assert f"[OK]   {step} " in done.stdout
+    assert "the seeded account" in done.stdout and "0 failed" in done.stdout
+
+
+def test_probes_fail_readably_when_a_service_is_down(stack: Path) -> None:
+    assert hd(stack, "stop", "--service", "controller").returncode == 0
+    try:
+        done = run_task(stack, "probes")
+    finally:
+        assert hd(stack, "start", "--service", "controller").returncode == 0
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[FAIL] controller           stopped" in done.stdout
+    assert "[FAIL] api key" in done.stdout and "unreachable" in done.stdout
+    assert "[SKIP] create index" in done.stdout and "[SKIP] delete index" in done.stdout
+    assert "[OK]   fake_cell" in done.stdout
+
+
+def test_e2e_runs_a_user_suite_with_the_env_file_and_pytest_args(
+    stack: Path, tmp_path: Path
+) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_user.py").write_text(USER_SUITE)
+    quiet = ["-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]  # a fast start
+    chosen = run_task(stack, "e2e", str(suite), "--", *quiet,
+                      "-k", "env_is_loaded or lists_the_seeded")
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    assert "2 passed, 1 deselected" in chosen.stdout
+    assert ".env.e2e" in chosen.stdout
+    everything = run_task(stack, "e2e", str(suite), "--", *quiet)
+    assert everything.returncode == 1  # pytest's own exit code
+    assert "1 failed, 2 passed" in everything.stdout
+
+
+def test_e2e_without_an_env_file_says_how_to_get_one(tmp_path: Path) -> None:
+    done = run_task(tmp_path, "e2e", str(tmp_path))
+    assert done.returncode == 2
+    assert ".env.e2e" in done.stderr and "invoke seed" in done.stderr
+
+
+def test_seed_task_reuses_the_jobs_account_and_takes_a_seed(stack: Path) -> None:
+    before = read_env_file(stack / ".env.e2e")
+    again = run_task(stack, "seed")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "seed 42" in again.stdout and "(reused)" in again.stdout
+    assert read_env_file(stack / ".env.e2e")["HIPPODROME_API_KEY"] == before["HIPPODROME_API_KEY"]
+    other = run_task(stack, "seed", "--seed", "5")
+    assert other.returncode == 0 and "seed 5" in other.stdout
+    assert read_env_file(stack / ".env.e2e")["HIPPODROME_RANDOM_SEED"] == "5"
+    assert run_task(stack, "seed", "--seed", "x").returncode == 2
+    assert run_task(stack, "seed").returncode == 0  # back to 42 for whoever runs next
+
+
+def test_tasks_without_a_daemon_exit_5(tmp_path: Path) -> None:
+    for task in ("seed", "probes"):
+        done = run_task(tmp_path, task)
+        assert done.returncode == 5 and "invoke up" in done.stderr
+
+
+class _Ctx:
+    def __init__(self, remainder: str | None) -> None:
+        if remainder is not None:
+            self.remainder = remainder
+
+
+def test_pytest_args_keep_quoting_when_the_argv_proves_it() -> None:
+    argv = ["invoke", "e2e", "p", "--", "-k", "a and b", "-x"]
+    assert pytest_args(_Ctx("-k a and b -x"), argv) == ["-k", "a and b", "-x"]  # type: ignore[arg-type]
+    assert pytest_args(_Ctx("-k 'a and b'"), ["prog"]) == ["-k", "a and b"]  # type: ignore[arg-type]
+    assert pytest_args(_Ctx(""), ["x", "--", "-q"]) == []  # type: ignore[arg-type]
+    assert pytest_args(_Ctx(None), argv) == ["-k", "a and b", "-x"]  # type: ignore[arg-type]
