@@ -95,10 +95,10 @@ def receiver(folder: Path, *flags: str) -> Iterator[Receiver]:
 
 
 def start_pipe(start: ServiceStarter, endpoint: str, prefix: str, hook: Receiver | None,
-               state: Path, **extra: str) -> ServiceProcess:
+               state: Path, *args: str) -> ServiceProcess:
     env = {**aws_env(endpoint, prefix), "HIPPODROME_WEBHOOK_URL": hook.url if hook else "",
-           "HIPPODROME_WEBHOOK_TOKEN": TOKEN, **extra}
-    return start.start("event_pipe", env=env, args=["--state-dir", str(state)])
+           "HIPPODROME_WEBHOOK_TOKEN": TOKEN}
+    return start.start("event_pipe", env=env, args=["--state-dir", str(state), *args])
 
 
 PREFIX = "pipe-main-"
@@ -175,7 +175,8 @@ def test_settings_changes_reach_the_webhook_and_the_bus_in_order(
     stats = requests.get(f"{pipe.base_url}/stats", timeout=5).json()
     row = next(t for t in stats["tables"] if t["table"] == table)
     assert row["relayed"] >= 3 and row["bus_put"] >= 3 and row["webhook_posted"] >= 3
-    assert row["skipped"] == 0 and row["start"] == "LATEST" and stats["lastError"] is None
+    assert row["skipped"] == 0 and stats["lastError"] is None
+    assert row["start"] == "TRIM_HORIZON"  # provisioned moments before: read from its start
 
 
 def test_merchandising_changes_get_their_own_detail_type_and_bus(
@@ -192,6 +193,31 @@ def test_merchandising_changes_get_their_own_detail_type_and_bus(
     assert body["detail"]["newImage"] == rule
     on_bus = bus_events(moto_server_url, "MerchandisingEventBus", 1)
     assert [e["detail-type"] for e in on_bus] == ["Merchandising.INSERT"]
+
+
+def test_a_new_stream_is_read_from_its_start_an_older_one_from_latest(
+    moto_server_url: str, tmp_path: Path
+) -> None:
+    ddb = client("dynamodb", moto_server_url)
+    with receiver(tmp_path) as hook, ServiceStarter(tmp_path) as start:
+        make_tables(moto_server_url, "pipe-fresh-")
+        ddb.put_item(TableName="pipe-fresh-EcomIndexSettingsTable",
+                     Item={"pk": {"S": "INDEX#early"}, "sk": {"S": "SETTINGS"}})
+        start_pipe(start, moto_server_url, "pipe-fresh-", hook, tmp_path / "s1")
+        assert hook.wait_posts(1)[0]["body"]["detail"]["keys"]["pk"]["S"] == "INDEX#early"
+
+        make_tables(moto_server_url, "pipe-old-")
+        ddb.put_item(TableName="pipe-old-EcomIndexSettingsTable",
+                     Item={"pk": {"S": "INDEX#history"}, "sk": {"S": "SETTINGS"}})
+        pipe = start_pipe(start, moto_server_url, "pipe-old-", hook, tmp_path / "s2",
+                          "--fresh-stream-seconds", "0")
+        ddb.put_item(TableName="pipe-old-EcomIndexSettingsTable",
+                     Item={"pk": {"S": "INDEX#later"}, "sk": {"S": "SETTINGS"}})
+        posts = hook.wait_posts(2)
+        assert [p["body"]["detail"]["keys"]["pk"]["S"] for p in posts] == ["INDEX#early",
+                                                                           "INDEX#later"]
+        stats = requests.get(f"{pipe.base_url}/stats", timeout=5).json()
+        assert {t["start"] for t in stats["tables"]} == {"LATEST"}
 
 
 def test_a_restart_resumes_after_the_last_relayed_record(
@@ -233,7 +259,8 @@ def test_a_failing_webhook_is_retried_and_a_rejecting_one_skipped_out_loud(
             wait_for(lambda: "(attempt 3)" in pipe.output(), what="the relayed line")
             assert pipe.terminate() == 0
         with receiver(tmp_path, "--status", "400") as rejecting:
-            pipe = start_pipe(start, moto_server_url, prefix, rejecting, tmp_path / "s2")
+            pipe = start_pipe(start, moto_server_url, prefix, rejecting, tmp_path / "s2",
+                              "--fresh-stream-seconds", "0")  # RULE#1 is not news to it
             ddb.put_item(TableName=table, Item={"pk": {"S": "RULE#2"}, "sk": {"S": "R"}})
             ddb.put_item(TableName=table, Item={"pk": {"S": "RULE#3"}, "sk": {"S": "R"}})
             posts = rejecting.wait_posts(2)

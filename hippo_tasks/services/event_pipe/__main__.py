@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between polls once idle (each poll costs moto memory)")
     parser.add_argument("--idle-after", type=float, default=30.0,
                         help="seconds without a change before polling slows down")
+    parser.add_argument("--fresh-stream-seconds", type=float, default=60.0,
+                        help="a stream younger than this at start-up is read from its start "
+                             "(it was just provisioned); older ones from LATEST")
     parser.add_argument("--state-dir", default=None,
                         help="where checkpoints live (default $HIPPODROME_STATE_DIR/event_pipe)")
     parser.add_argument("--no-bus", action="store_true", help="do not put events on the buses")
@@ -87,7 +90,8 @@ def make_app(args: argparse.Namespace) -> App:
     webhook_url = env.get("HIPPODROME_WEBHOOK_URL", "")
     webhook = Webhook(webhook_url, env.get("HIPPODROME_WEBHOOK_TOKEN", "")) if webhook_url else None
     bus = None if args.no_bus else Bus(clients("events"))
-    timing = Timing(args.poll_interval, args.idle_poll_interval, args.idle_after)
+    timing = Timing(args.poll_interval, args.idle_poll_interval, args.idle_after,
+                    args.fresh_stream_seconds)
     stats = PipeStats()
     followers = []
     for source in sources(env):
@@ -102,6 +106,7 @@ def make_app(args: argparse.Namespace) -> App:
         "pollInterval": timing.fast,
         "idlePollInterval": timing.idle,
         "idleAfter": timing.idle_after,
+        "freshStreamSeconds": timing.fresh_stream,
         "checkpoints": str(checkpoints.path) if checkpoints.path else None,
     }
     app = build_app(stats, settings, debug=env_flag("DEBUG"))

@@ -4,12 +4,15 @@ Where it starts, and why: at LATEST, unless a checkpoint says where this same st
 was left. moto keeps every stream record for as long as it runs, so starting from the
 stream's beginning (TRIM_HORIZON) would replay, on every start of event_pipe, changes
 the exporters already saw, and the bus would get them twice; starting at LATEST means
-"changes from now on", what a freshly created pipe does in AWS. A checkpoint of the
-same stream (a restart of event_pipe alone) resumes right after the last record
-relayed, so nothing written while it was down is lost. A stream that changes under a
-running pipe (the table was re-created, moto restarted) is new, so it is followed from
-its start. /healthz fails until every table has its starting position: a write made
-after the pipe reports ready is never missed.
+"changes from now on", what a freshly created pipe does in AWS. Two exceptions, both
+to lose nothing: a checkpoint of the same stream (a restart of event_pipe alone)
+resumes right after the last record relayed; and a stream created less than
+`fresh_stream` seconds ago (the one aws_provision just made for this `up`) is read
+from its start, since every record in it is this stack's and the seed job may already
+be writing settings before event_pipe is ready. A stream that changes under a running
+pipe (the table was re-created, moto restarted) is new, so it too is followed from its
+start. /healthz fails until every table has its starting position: a write made after
+the pipe reports ready is never missed.
 
 Polling: moto has no push; every GetRecords is a poll, and moto keeps every shard
 iterator it ever issued (about 2.3 KB each, never freed). So the pipe polls every
@@ -29,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from hippo_tasks.events import aws
@@ -47,6 +51,7 @@ class Timing:
     fast: float = 0.1
     idle: float = 0.5
     idle_after: float = 30.0
+    fresh_stream: float = 60.0  # a stream younger than this at start-up is read from its start
 
 
 @dataclass
@@ -153,12 +158,14 @@ class Follower:
         if not arn or not spec.get("StreamEnabled"):
             raise StreamGone(f"table {self.source.table} has no enabled stream (provisioning "
                              "makes one with NEW_AND_OLD_IMAGES)")
-        shards = self.list_shards(arn)
+        shards, created = self.describe_stream(arn)
         first_join = self.stream_arn is None
         same_stream = arn == self.stream_arn
         if first_join:
             saved = self.checkpoints.shards(self.source.table, arn)
-            how = "checkpoint" if saved else "LATEST"
+            age = time.time() - created if created is not None else None
+            fresh = age is not None and age < self.timing.fresh_stream
+            how = "checkpoint" if saved else "TRIM_HORIZON" if fresh else "LATEST"
         elif same_stream:
             saved, how = dict(self.resume), "resumed"
         else:
@@ -196,15 +203,20 @@ class Follower:
             log_line(f"event_pipe: following {self.source.table} ({len(cursors)} shard(s), "
                      f"from {how}) -> {self.source.detail_type_prefix}.* on {self.source.bus}")
 
-    def list_shards(self, arn: str) -> list[dict[str, Any]]:
+    def describe_stream(self, arn: str) -> tuple[list[dict[str, Any]], float | None]:
+        """Every shard, and when the stream was created (epoch seconds, if known)."""
         shards: list[dict[str, Any]] = []
         start: dict[str, str] = {}
+        created: float | None = None
         while True:
             desc = self.streams.describe_stream(StreamArn=arn, **start)["StreamDescription"]
+            when = desc.get("CreationRequestDateTime")
+            if isinstance(when, datetime):
+                created = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
             shards.extend(desc.get("Shards") or [])
             last = desc.get("LastEvaluatedShardId")
             if not last:
-                return shards
+                return shards, created
             start = {"ExclusiveStartShardId": last}
 
     def iterator(self, arn: str, shard_id: str, kind: str, seq: str | None = None) -> str:
@@ -247,7 +259,7 @@ class Follower:
         assert self.stream_arn is not None
         self.cursors.pop(cursor.shard_id, None)
         self.done_shards.add(cursor.shard_id)
-        for shard in self.list_shards(self.stream_arn):
+        for shard in self.describe_stream(self.stream_arn)[0]:
             shard_id = shard["ShardId"]
             if shard_id not in self.cursors and shard_id not in self.done_shards:
                 it = self.iterator(self.stream_arn, shard_id, "TRIM_HORIZON")
