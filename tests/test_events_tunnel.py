@@ -7,8 +7,6 @@ a test fails. `FakeTools` is shared with test_events_bridge.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -19,49 +17,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from fake_tunnels import FakeTools
 
 from hippo_tasks.events import tunnel as tunnels
 from hippo_tasks.events.tunnel import TunnelError
 from hippo_tasks.registry.store import identity
 
 REPO = Path(__file__).resolve().parents[1]
-TOYS = Path(__file__).resolve().parent / "toys"
 LOCAL_URL = "http://127.0.0.1:9123"
-
-
-class FakeTools:
-    """A bin folder of fake tunnel tools, and the processes they started."""
-
-    def __init__(self, root: Path) -> None:
-        self.bin = root / "fake-bin"
-        self.state = root / "fake-state"
-        self.empty = root / "empty-bin"
-        for folder in (self.bin, self.state, self.empty):
-            folder.mkdir(parents=True, exist_ok=True)
-
-    def install(self, *tools: str) -> FakeTools:
-        for tool in tools:
-            script = self.bin / tool
-            script.write_text(
-                f'#!/bin/sh\nexec "{sys.executable}" "{TOYS / f"fake_{tool}.py"}" "$@"\n'
-            )
-            script.chmod(0o755)
-        return self
-
-    def started(self) -> dict[int, dict[str, object]]:
-        """pid -> {"tool", "argv"} of every fake started so far."""
-        out = {}
-        for path in self.state.glob("*.json"):
-            with contextlib.suppress(ValueError, OSError):
-                out[int(path.stem)] = json.loads(path.read_text())
-        return out
-
-    def kill_all(self) -> None:
-        """SIGKILL, by PID, every fake still running (checked by its command line)."""
-        for pid in self.started():
-            with contextlib.suppress(psutil.Error, ProcessLookupError):
-                if any("fake_" in part for part in psutil.Process(pid).cmdline()):
-                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -197,6 +197,7 @@ class Engine:
         finally:
             stop_serving()
             self.guard.close()
+            self._release_events()
             self._clear_registry()
             self.runs.close()
         return code
@@ -211,6 +212,15 @@ class Engine:
             msg += f"; not running (non-blocking): {', '.join(map(str, failed))}"
         self.note(msg)
         self.note(f"hippodrome | dashboard: {self.url}   logs: {self.runs.dir}")
+
+    def _release_events(self) -> None:
+        """`up --enable-events` handed its tunnel and AWS resources to this process."""
+        from hippo_tasks.events.hooks import release_own
+
+        try:
+            release_own(self.registry, lambda line: self.note(f"hippodrome | {line}"))
+        except Exception as exc:  # noqa: BLE001 - shutdown must finish; next up/down retries
+            self.note(f"hippodrome | events cleanup failed ({exc}); `invoke down` retries it")
 
     def _clear_registry(self) -> None:
         failure = self.failure

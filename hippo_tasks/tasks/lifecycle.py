@@ -21,6 +21,7 @@ from hippo_tasks.errors import (
     ServiceStartError,
     UsageError,
 )
+from hippo_tasks.events import hooks
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry, daemon_alive
@@ -56,33 +57,49 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
        project_root: str = "", enable_events: bool = False, seed: bool = True, only: str = "",
        port_offset: str | None = None, detach: bool = False, yes: bool = False) -> None:
     """Start the control daemon and the profile's services in dependency order."""
-    if enable_events:
-        raise UsageError("--enable-events is not available in this build yet (EventBridge "
-                         "tunnel support is tracked in the events issue); run without it")
     _guard_prod(cell, yes)
     root = resolve_root(project_root)
+    hooks.recover(Registry(root), _say)
+    token = hooks.prepare_token() if enable_events else None
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
                          only=only, offset=port_offset, skip=() if seed else ("seed",))
     print(f"hippodrome | project {root}  profile {opts.profile}  cell {opts.cell}  "
           f"table prefix {opts.table_prefix}", flush=True)
     plan, registry = prepare(opts)
+    session = hooks.start_session(plan, registry, token, _say) if token else None
     if detach:
-        _up_detached(plan, registry)
+        try:
+            pid = _up_detached(plan, registry, tls=session is not None)
+        except BaseException:
+            if session is not None:
+                session.close()
+            raise
+        if session is not None:
+            session.hand_over(pid)  # the daemon deletes them when it shuts down
         return
     from hippo_tasks.daemon.main import run_engine  # the engine, only when we become it
 
     printer = TerminalPrinter(sys.stdout.buffer, use_colour())
-    code = run_engine(plan, registry, printer)
+    try:
+        code = run_engine(plan, registry, printer)
+    finally:
+        if session is not None:
+            session.close()
     if code:
         raise Exit(code=code)
 
 
-def _up_detached(plan: StackPlan, registry: Registry) -> None:
+def _say(line: str) -> None:
+    print(f"hippodrome | {line}", flush=True)
+
+
+def _up_detached(plan: StackPlan, registry: Registry, tls: bool = False) -> int:
+    """Start the daemon and wait until the stack is ready; returns the daemon's pid."""
     opts = plan.options
     log = opts.project_root / ".hippodrome" / "daemon.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     registry.update(lambda d: d.__setitem__("failure", None))
-    proc = spawn_daemon(opts, log)
+    proc = spawn_daemon(opts, log, tls=tls)
     pid = proc.pid
     began = time.monotonic()
     shown: dict[str, str] = {}
@@ -109,7 +126,7 @@ def _up_detached(plan: StackPlan, registry: Registry) -> None:
             elapsed = time.monotonic() - began
             print(f"hippodrome | stack ready in {elapsed:.2f}s; daemon pid {pid}; "
                   f"dashboard {daemon['url']}; `invoke status`, `invoke down`", flush=True)
-            return
+            return pid
 
 
 def _settled_ok(entry: dict[str, Any]) -> bool:
@@ -195,17 +212,20 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
             client = DaemonClient.for_project(root)
             client.shutdown()
             _wait_daemon_gone(registry, client.pid)
+            hooks.recover(registry, _say)
             print("hippodrome | stack stopped, daemon exited")
             return
         except DaemonNotRunningError as exc:
             if exc.detail:
                 print(f"hippodrome | {exc.detail}")
+            hooks.recover(registry, _say)
             print("hippodrome | no daemon was running; nothing to stop")
             return
         except DaemonUnreachableError as exc:
             print(f"hippodrome | {exc.message()}\nhippodrome | cleaning up from the registry")
     for line in force_down(registry):
-        print(f"hippodrome | {line}")
+        _say(line)
+    hooks.recover(registry, _say, force=True)
 
 
 def _wait_daemon_gone(registry: Registry, pid: int, timeout: float = 120.0) -> None:

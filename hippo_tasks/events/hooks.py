@@ -1,0 +1,70 @@
+"""Where `--enable-events` meets the stack's lifecycle: `up`, `down` and the daemon.
+
+Kept apart from bridge.py so the lifecycle code asks two cheap questions ("is anything
+recorded?", "is any of it mine?") without importing the AWS layer; boto3 is loaded only
+when there is something to make or unmake.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from hippo_tasks.registry.store import Registry
+
+if TYPE_CHECKING:
+    from hippo_tasks.events.bridge import EventsSession
+    from hippo_tasks.model.plan import StackPlan
+
+TOKEN_VAR = "HIPPODROME_WEBHOOK_TOKEN"
+
+
+def _recorded(registry: Registry) -> list[dict[str, Any]]:
+    return list(registry.read().get("resources") or [])
+
+
+def recover(registry: Registry, say: Callable[[str], None], force: bool = False) -> None:
+    """After a crash: delete what a dead owner left (everything, with `force`)."""
+    if not _recorded(registry):
+        return
+    from hippo_tasks.events.bridge import cleanup_recorded
+
+    for line in cleanup_recorded(registry, force=force):
+        say(line)
+
+
+def release_own(registry: Registry, say: Callable[[str], None]) -> None:
+    """At the daemon's shutdown: delete what this process owns (the role is kept)."""
+    me = os.getpid()
+    mine = [e for e in _recorded(registry) if (e.get("owner") or {}).get("pid") == me]
+    if not mine:
+        return
+    from hippo_tasks.events.bridge import cleanup_recorded
+
+    for line in cleanup_recorded(registry, owner_pid=me):
+        say(line)
+
+
+def prepare_token() -> str:
+    """A fresh webhook token, in the environment before the daemon and services start:
+    the daemon checks it, event_pipe sends it, and the EventBridge connection carries it."""
+    from hippo_tasks.events.bridge import new_token
+
+    token = new_token()
+    os.environ[TOKEN_VAR] = token
+    return token
+
+
+def start_session(plan: StackPlan, registry: Registry, token: str,
+                  say: Callable[[str], None]) -> EventsSession:
+    from hippo_tasks.events.bridge import EventsSession
+
+    return EventsSession.start(
+        registry=registry,
+        local_url=f"http://127.0.0.1:{plan.dashboard_port}",
+        table_prefix=plan.options.table_prefix,
+        say=say,
+        token=token,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+    )

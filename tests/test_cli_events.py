@@ -1,0 +1,153 @@
+"""`invoke up --enable-events` through the real CLI: a fake tunnel tool, real moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import moto_server
+import pytest
+from fake_tunnels import FakeTools
+from stackutil import (
+    alive,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
+
+from hippo_tasks.events.provision import provision
+
+moto_server_url = moto_server.moto_server_url
+moto_endpoint = moto_server.moto_endpoint
+
+
+@pytest.fixture
+def tools(tmp_path: Path) -> Iterator[FakeTools]:
+    fake = FakeTools(tmp_path).install("cloudflared")
+    try:
+        yield fake
+    finally:
+        fake.kill_all()
+
+
+def env_for(tools: FakeTools, endpoint: str) -> dict[str, str]:
+    return {"PATH": f"{tools.bin}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_TUNNEL_STATE": str(tools.state), "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def events_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("events", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def rules(endpoint: str, prefix: str) -> list[str]:
+    ev = events_client(endpoint)
+    return [r["Name"] for r in ev.list_rules(EventBusName=f"{prefix}EcomEventBus")["Rules"]]
+
+
+def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def daemon_token(root: Path) -> str:
+    pid = registry(root)["daemon"]["pid"]
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(v.split(b"=", 1)[1].decode() for v in environ
+                if v.startswith(b"HIPPODROME_WEBHOOK_TOKEN="))
+
+
+def test_enable_events_sets_up_guards_and_cleans_up(project: Path, tools: FakeTools,
+                                                    moto_endpoint: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:6]}-"
+    provision(prefix, moto_endpoint)
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    env = env_for(tools, moto_endpoint)
+    res = hd(project, "up", "--detach", "--enable-events", "--table-prefix", prefix, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "EventBridge webhook exposed at https://" in res.stdout
+    assert "local-stack-webhook-" in res.stdout
+    names = rules(moto_endpoint, prefix)
+    assert len(names) == 1 and names[0].startswith("local-stack-webhook-")
+    token = daemon_token(project)
+    assert token not in res.stdout and token not in res.stderr
+    hook = f"http://127.0.0.1:{dash}/webhook/eventbridge"
+    event = {"detail-type": "Nothing.Routed", "detail": {}}
+    assert post(hook, event, {}) == 401
+    assert post(hook, event, {"x-hippodrome-webhook-token": token}) == 200
+    # What arrives through the tunnel reaches the webhook and nothing else.
+    req = urllib.request.Request(f"http://127.0.0.1:{dash}/api/status",
+                                 headers={"Cf-Connecting-Ip": "203.0.113.9"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 403
+    tunnel_pids = list(tools.started())
+    assert tunnel_pids and all(alive(p) for p in tunnel_pids)
+
+    down = hd(project, "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert rules(moto_endpoint, prefix) == []
+    wait_for(lambda: not any(alive(p) for p in tunnel_pids), 10, what="tunnel ended")
+    import boto3
+
+    roles = boto3.client("iam", endpoint_url=moto_endpoint, region_name="us-east-1",
+                         aws_access_key_id="testing", aws_secret_access_key="testing")
+    assert roles.get_role(RoleName="local-stack-eventbridge-api-dest-role")["Role"]
+    assert registry(project)["resources"] == []
+
+
+def test_kill_9_then_down_force_removes_everything(project: Path, tools: FakeTools,
+                                                  moto_endpoint: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:6]}-"
+    provision(prefix, moto_endpoint)
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    env = env_for(tools, moto_endpoint)
+    assert hd(project, "up", "--detach", "--enable-events", "--table-prefix", prefix,
+              env=env).returncode == 0
+    assert rules(moto_endpoint, prefix)
+    tunnel_pids = list(tools.started())
+    os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
+    res = hd(project, "down", "--force", env=env)
+    assert res.returncode == 0, res.stderr
+    assert rules(moto_endpoint, prefix) == []
+    wait_for(lambda: not any(alive(p) for p in tunnel_pids), 10, what="tunnel ended")
+    assert registry(project)["resources"] == []
+
+
+def test_no_tunnel_tool_starts_nothing(project: Path, tmp_path: Path,
+                                       moto_endpoint: str) -> None:
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    python_dir = str(Path(os.sys.executable).parent)
+    env = {"PATH": f"{empty}{os.pathsep}{python_dir}{os.pathsep}/usr/bin:/bin",
+           "AWS_ENDPOINT_URL": moto_endpoint}
+    res = hd(project, "up", "--detach", "--enable-events", "--table-prefix", "none-", env=env)
+    assert res.returncode != 0
+    assert "cloudflared" in res.stderr and "ngrok" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (project / ".hippodrome" / "registry.json").exists() or \
+        registry(project)["daemon"] is None
