@@ -14,7 +14,7 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite: real processes, real moto, on loopback."""
-    session.install("-e", ".[aws,test]")
+    session.install("-e", ".[aws,postgres,test]")
     session.run("pytest", "-q", *session.posargs)
 
 
