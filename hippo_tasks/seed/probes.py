@@ -43,7 +43,7 @@ class Report:
         self.counts[status] += 1
         timing = f"  {ms:6.1f} ms" if ms is not None else ""
         tag = f"[{status}]"
-        self.lines.append(f"  {tag:<7}{name:<21}{text:<52}{timing}".rstrip())
+        self.lines.append(f"  {tag:<7}{name:<23}{text:<52}{timing}".rstrip())
 
     @property
     def ok(self) -> bool:
@@ -118,6 +118,14 @@ def data_path(root: Path, view: StackView, report: Report) -> None:
             return f"'{PROBE_WORD}' {'finds' if expect else 'no longer finds'} {PROBE_DOC['_id']}"
         return step
 
+    def search_via_proxy() -> str:
+        proxy = JsonClient(str(view.url_of("search_proxy")), peer="search_proxy", timeout=10)
+        hits = _need(proxy, "POST", index + "/search", state["headers"],
+                     {"q": PROBE_WORD, "limit": 5})["hits"]
+        if not any(h.get("_id") == PROBE_DOC["_id"] for h in hits):
+            raise StepFailed(f"search_proxy -> global_worker missed {PROBE_DOC['_id']}")
+        return f"'{PROBE_WORD}' finds {PROBE_DOC['_id']} via global_worker"
+
     def remove_document() -> str:
         _need(cell, "DELETE", f"{index}/documents/{PROBE_DOC['_id']}", state["headers"])
         return f"{PROBE_DOC['_id']} deleted"
@@ -129,7 +137,10 @@ def data_path(root: Path, view: StackView, report: Report) -> None:
 
     steps: list[tuple[str, Callable[[], str]]] = [
         ("api key", api_key), ("create index", create_index), ("add document", add_document),
-        ("search", search(True)), ("remove document", remove_document),
+        ("search", search(True)),
+        *([("search via proxy", search_via_proxy)] if _serving(view, "search_proxy")
+          and _serving(view, "global_worker") else []),
+        ("remove document", remove_document),
         ("search after remove", search(False)), ("delete index", delete_index),
     ]
     failed = False
@@ -145,6 +156,12 @@ def data_path(root: Path, view: StackView, report: Report) -> None:
             report.add("FAIL", name, str(exc), (time.perf_counter() - started) * 1000)
             continue
         report.add("OK", name, text, (time.perf_counter() - started) * 1000)
+
+
+def _serving(view: StackView, service: str) -> bool:
+    """Running (or external) and healthy, by the daemon's account."""
+    row = view.rows.get(service) or {}
+    return bool(row.get("state") in ("running", "external") and row.get("healthy"))
 
 
 def _ask(client: JsonClient, method: str, path: str, headers: dict[str, str],
