@@ -243,6 +243,32 @@ def test_a_restart_resumes_after_the_last_relayed_record(
         assert "from checkpoint" in again.output()
 
 
+def test_stopping_mid_retry_leaves_the_record_for_the_next_start(
+    moto_server_url: str, tmp_path: Path
+) -> None:
+    prefix = "pipe-stop-"
+    make_tables(moto_server_url, prefix)
+    ddb = client("dynamodb", moto_server_url)
+    table = prefix + "EcomIndexSettingsTable"
+    state = tmp_path / "state"
+    with ServiceStarter(tmp_path) as start:
+        ddb.put_item(TableName=table, Item={"pk": {"S": "INDEX#0"}, "sk": {"S": "SETTINGS"}})
+        with receiver(tmp_path) as up:
+            start_pipe(start, moto_server_url, prefix, up, state).terminate()
+        ddb.put_item(TableName=table, Item={"pk": {"S": "INDEX#1"}, "sk": {"S": "SETTINGS"}})
+        with receiver(tmp_path, "--status", "503") as down:
+            pipe = start_pipe(start, moto_server_url, prefix, down, state)
+            down.wait_posts(1)
+            began = time.monotonic()
+            assert pipe.terminate() == 0
+            assert time.monotonic() - began < 3  # not after the six backed-off attempts
+            assert "next start relays it again" in pipe.output()
+        with receiver(tmp_path) as back:
+            start_pipe(start, moto_server_url, prefix, back, state)
+            posts = back.wait_posts(1)
+            assert [p["body"]["detail"]["keys"]["pk"]["S"] for p in posts] == ["INDEX#1"]
+
+
 def test_a_failing_webhook_is_retried_and_a_rejecting_one_skipped_out_loud(
     moto_server_url: str, tmp_path: Path
 ) -> None:

@@ -240,13 +240,16 @@ class Follower:
         assert self.stream_arn is not None and cursor.iterator is not None
         answer = self.streams.get_records(ShardIterator=cursor.iterator, Limit=RECORDS_PER_CALL)
         records = answer.get("Records") or []
+        done = 0
         for record in records:
-            if self.stop.is_set():
-                return len(records)  # the batch is re-read after a restart (checkpoint)
-            self.relay(record)
+            if self.stop.is_set() or not self.relay(record):
+                break  # stopping: what is left is re-read after a restart (checkpoint)
             cursor.last_seq = str(record["dynamodb"]["SequenceNumber"])
-        if records:
+            done += 1
+        if done:
             self.save_checkpoint()
+        if done < len(records):
+            return done
         nxt = answer.get("NextShardIterator")
         if nxt:
             cursor.iterator = str(nxt)
@@ -276,7 +279,8 @@ class Follower:
         except OSError as exc:
             log_error(f"event_pipe: could not save the checkpoint: {exc}")
 
-    def relay(self, record: dict[str, Any]) -> None:
+    def relay(self, record: dict[str, Any]) -> bool:
+        """Deliver one record; False when a stop cut a delivery short (not relayed yet)."""
         assert self.stream_arn is not None
         started = time.perf_counter()
         event = to_event(record, self.source, self.stream_arn)
@@ -294,11 +298,15 @@ class Follower:
                                     self.delivery_backoff, self.stop))
         ok = [o for o in outcomes if o.ok]
         failed = [o for o in outcomes if not o.ok]
+        what = f"{event['detail-type']} {key_text(event['detail']['keys'])} seq {seq}"
+        if failed and self.stop.is_set():
+            log_line(f"event_pipe: stopping before {what} was delivered everywhere; the "
+                     "checkpoint is before it, so the next start relays it again")
+            return False
         self.stats.bump(table, relayed=int(not failed), skipped=len(failed),
                         bus_put=sum(o.destination == "bus" for o in ok),
                         webhook_posted=sum(o.destination == "webhook" for o in ok))
         self.stats.update(table, last_record_at=now_iso(), last_sequence=seq)
-        what = f"{event['detail-type']} {key_text(event['detail']['keys'])} seq {seq}"
         ms = (time.perf_counter() - started) * 1000
         log_line(f"event_pipe: relayed {what}: " + "; ".join(o.text for o in ok)
                  + f" ({ms:.0f}ms)")
@@ -306,3 +314,4 @@ class Follower:
             text = f"SKIPPED {o.destination} delivery of {what} (event id {event['id']}): {o.text}"
             self.stats.error(table, text)
             log_error(f"event_pipe: {text}")
+        return True
