@@ -358,6 +358,30 @@ def test_webhook_deliveries_panel_shows_real_deliveries(
     assert page.evaluate("window.__pwned") is None
 
 
+def test_the_page_survives_a_daemon_restart_and_shows_the_new_stack(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    from playwright.sync_api import expect
+
+    web, api = free_ports(2)
+    stacks.append(s := run_stack(project, {"web": toy_service("web", web, "--say", "first")},
+                                 {"web": web}))
+    open_page(page, s)
+    expect(open_logs(page, "web")).to_contain_text("first", timeout=WAIT_MS)
+    assert hd(project, "down").returncode == 0
+    expect(page.locator("#conn")).not_to_have_text("live", timeout=WAIT_MS)
+
+    stack_file = project / "hippodrome.toml"
+    stack_file.write_text(stack_file.read_text().replace('"first"', '"second"')
+                          + toy_service("api", api))
+    hd(project, "up", "--detach", check=True)
+    expect(page.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+    expect_state(page, "api", "running")
+    pane = svc(page, "web").locator(".log")
+    expect(pane).to_contain_text("second", timeout=WAIT_MS)
+    expect(pane).not_to_contain_text("first")  # the old daemon's lines are gone, not mixed in
+    expect(svc(page, "web").locator(".c-pid")).to_have_text(str(s.row("web")["pid"]))
+
+
 # ---- the routes themselves, without a browser ----------------------------------------
 
 def _open_stream(port: int) -> tuple[socket.socket, bytes]:
