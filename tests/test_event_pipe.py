@@ -195,55 +195,7 @@ def test_merchandising_changes_get_their_own_detail_type_and_bus(
     assert [e["detail-type"] for e in on_bus] == ["Merchandising.INSERT"]
 
 
-def test_a_new_stream_is_read_from_its_start_an_older_one_from_latest(
-    moto_server_url: str, tmp_path: Path
-) -> None:
-    ddb = client("dynamodb", moto_server_url)
-    with receiver(tmp_path) as hook, ServiceStarter(tmp_path) as start:
-        make_tables(moto_server_url, "pipe-fresh-")
-        ddb.put_item(TableName="pipe-fresh-EcomIndexSettingsTable",
-                     Item={"pk": {"S": "INDEX#early"}, "sk": {"S": "SETTINGS"}})
-        start_pipe(start, moto_server_url, "pipe-fresh-", hook, tmp_path / "s1")
-        assert hook.wait_posts(1)[0]["body"]["detail"]["keys"]["pk"]["S"] == "INDEX#early"
-
-        make_tables(moto_server_url, "pipe-old-")
-        ddb.put_item(TableName="pipe-old-EcomIndexSettingsTable",
-                     Item={"pk": {"S": "INDEX#history"}, "sk": {"S": "SETTINGS"}})
-        pipe = start_pipe(start, moto_server_url, "pipe-old-", hook, tmp_path / "s2",
-                          "--fresh-stream-seconds", "0")
-        ddb.put_item(TableName="pipe-old-EcomIndexSettingsTable",
-                     Item={"pk": {"S": "INDEX#later"}, "sk": {"S": "SETTINGS"}})
-        posts = hook.wait_posts(2)
-        assert [p["body"]["detail"]["keys"]["pk"]["S"] for p in posts] == ["INDEX#early",
-                                                                           "INDEX#later"]
-        stats = requests.get(f"{pipe.base_url}/stats", timeout=5).json()
-        assert {t["start"] for t in stats["tables"]} == {"LATEST"}
-
-
-def test_a_restart_resumes_after_the_last_relayed_record(
-    moto_server_url: str, tmp_path: Path
-) -> None:
-    prefix = "pipe-restart-"
-    make_tables(moto_server_url, prefix)
-    ddb = client("dynamodb", moto_server_url)
-    table = prefix + "EcomIndexSettingsTable"
-    state = tmp_path / "state"
-    with receiver(tmp_path) as hook, ServiceStarter(tmp_path) as start:
-        pipe = start_pipe(start, moto_server_url, prefix, hook, state)
-        ddb.put_item(TableName=table, Item={"pk": {"S": "INDEX#a"}, "sk": {"S": "SETTINGS"}})
-        hook.wait_posts(1)
-        assert pipe.terminate() == 0
-        ddb.put_item(TableName=table, Item={"pk": {"S": "INDEX#b"}, "sk": {"S": "SETTINGS"}})
-        again = start_pipe(start, moto_server_url, prefix, hook, state)
-        posts = hook.wait_posts(2)
-        assert [p["body"]["detail"]["keys"]["pk"]["S"] for p in posts] == ["INDEX#a", "INDEX#b"]
-        stats = requests.get(f"{again.base_url}/stats", timeout=5).json()
-        row = next(t for t in stats["tables"] if t["table"] == table)
-        assert row["start"] == "checkpoint"
-        assert "from checkpoint" in again.output()
-
-
-def test_stopping_mid_retry_leaves_the_record_for_the_next_start(
+def test_checkpoints_resume_and_a_stop_mid_retry_keeps_the_record(
     moto_server_url: str, tmp_path: Path
 ) -> None:
     prefix = "pipe-stop-"
@@ -252,9 +204,12 @@ def test_stopping_mid_retry_leaves_the_record_for_the_next_start(
     table = prefix + "EcomIndexSettingsTable"
     state = tmp_path / "state"
     with ServiceStarter(tmp_path) as start:
+        # Written before any pipe runs: a just-made stream is read from its start.
         ddb.put_item(TableName=table, Item={"pk": {"S": "INDEX#0"}, "sk": {"S": "SETTINGS"}})
         with receiver(tmp_path) as up:
-            start_pipe(start, moto_server_url, prefix, up, state).terminate()
+            first = start_pipe(start, moto_server_url, prefix, up, state)
+            assert up.wait_posts(1)[0]["body"]["detail"]["keys"]["pk"]["S"] == "INDEX#0"
+            assert first.terminate() == 0
         ddb.put_item(TableName=table, Item={"pk": {"S": "INDEX#1"}, "sk": {"S": "SETTINGS"}})
         with receiver(tmp_path, "--status", "503") as down:
             pipe = start_pipe(start, moto_server_url, prefix, down, state)
@@ -264,9 +219,12 @@ def test_stopping_mid_retry_leaves_the_record_for_the_next_start(
             assert time.monotonic() - began < 3  # not after the six backed-off attempts
             assert "next start relays it again" in pipe.output()
         with receiver(tmp_path) as back:
-            start_pipe(start, moto_server_url, prefix, back, state)
+            again = start_pipe(start, moto_server_url, prefix, back, state)
             posts = back.wait_posts(1)
             assert [p["body"]["detail"]["keys"]["pk"]["S"] for p in posts] == ["INDEX#1"]
+            stats = requests.get(f"{again.base_url}/stats", timeout=5).json()
+            assert {t["start"] for t in stats["tables"]} >= {"checkpoint"}
+            assert "from checkpoint" in again.output()
 
 
 def test_a_failing_webhook_is_retried_and_a_rejecting_one_skipped_out_loud(
@@ -296,6 +254,7 @@ def test_a_failing_webhook_is_retried_and_a_rejecting_one_skipped_out_loud(
             stats = requests.get(f"{pipe.base_url}/stats", timeout=5).json()
             row = next(t for t in stats["tables"] if t["table"] == table)
             assert row["skipped"] == 2 and row["bus_put"] == 2 and row["relayed"] == 0
+            assert row["start"] == "LATEST"  # so RULE#1, from before it started, was not sent
             assert "answered 400" in stats["lastError"]["error"]
 
 
