@@ -133,6 +133,7 @@ def test_merchandising_keys_and_escaping(exporters: dict[str, ServiceProcess], s
     ("body", "needle"),
     [
         (b"{not json", "malformed JSON"),
+        (b"[" * 100_000, "nested too deeply"),
         ([1, 2], "JSON object"),
         ({}, "Missing 'detail-type'"),
         ({"detail-type": 7, "detail": {}}, "Missing 'detail-type'"),

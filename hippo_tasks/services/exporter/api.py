@@ -50,7 +50,11 @@ def build_app(kind: Kind, store: ExportStore, *, debug: bool = False) -> App:
 
     @r.post("/events")
     def receive(req: Request) -> dict[str, Any]:
-        event = parse_event(req.json(), kind.detail_type_prefix)
+        try:
+            body = req.json()
+        except RecursionError:  # json.loads on thousands of '[': bad input, not a 500
+            raise BadRequest("malformed JSON body: nested too deeply") from None
+        event = parse_event(body, kind.detail_type_prefix)
         key = object_key(kind.folder, event.keys)
         at = now_iso()
         result: dict[str, Any] = {"bucket": store.bucket, "key": key}
