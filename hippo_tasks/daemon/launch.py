@@ -26,11 +26,15 @@ from hippo_tasks.supervision.ports import check_ports
 from hippo_tasks.supervision.service import child_env
 
 
-def prepare(opts: Options, say: Callable[[str], None] = print) -> tuple[StackPlan, Registry]:
-    """Load, plan and pre-flight; raises a HippoError before anything has started."""
+def prepare(opts: Options, say: Callable[[str], None] = print,
+            registry: Registry | None = None) -> tuple[StackPlan, Registry]:
+    """Load, plan and pre-flight; raises a HippoError before anything has started.
+
+    Pass the Registry the caller already read, so warnings it collected (a corrupt file
+    moved aside) are said here, once."""
     spec = load_stack(opts.project_root)
     plan = build_plan(spec, opts)
-    registry = Registry(opts.project_root)
+    registry = registry or Registry(opts.project_root)
     data = registry.read()
     for warning in registry.warnings:
         say(warning)

@@ -59,13 +59,14 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     """Start the control daemon and the profile's services in dependency order."""
     _guard_prod(cell, yes)
     root = resolve_root(project_root)
-    hooks.recover(Registry(root), _say)
+    registry = Registry(root)
+    hooks.recover(registry, _say)
     token = hooks.prepare_token() if enable_events else None
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
                          only=only, offset=port_offset, skip=() if seed else ("seed",))
     print(f"hippodrome | project {root}  profile {opts.profile}  cell {opts.cell}  "
           f"table prefix {opts.table_prefix}", flush=True)
-    plan, registry = prepare(opts)
+    plan, registry = prepare(opts, registry=registry)
     session = hooks.start_session(plan, registry, token, _say) if token else None
     if detach:
         try:
