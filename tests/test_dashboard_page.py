@@ -308,6 +308,17 @@ def test_a_busy_service_keeps_its_pane_bounded_current_and_idle_when_closed(
         assert pane.locator(".ln").count() <= CAP
         time.sleep(0.3)
 
+    # Lines leaving the top of a full pane must not drag the page along (scroll anchoring).
+    page.set_viewport_size({"width": 1400, "height": 240})
+    y = page.evaluate("""() => {
+        const top = document.querySelector('.log').getBoundingClientRect().top + scrollY;
+        scrollTo(0, top + 20);  // nothing but log lines in view
+        return scrollY; }""")
+    assert y > 0
+    for _ in range(6):
+        time.sleep(0.25)
+        assert page.evaluate("window.scrollY") == y
+
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if "/logs" in r.url else None)
     svc(page, "chatty").locator('button[data-action="logs"]').click()
