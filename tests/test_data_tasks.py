@@ -99,6 +99,11 @@ def test_e2e_runs_a_user_suite_with_the_env_file_and_pytest_args(
     assert "1 failed, 2 passed" in everything.stdout
 
 
+def test_e2e_help_is_usage_not_a_path(tmp_path: Path) -> None:
+    done = run_task(tmp_path, "e2e", "--help")
+    assert done.returncode == 0 and "Usage: invoke e2e" in done.stdout
+
+
 def test_e2e_without_an_env_file_says_how_to_get_one(tmp_path: Path) -> None:
     done = run_task(tmp_path, "e2e", str(tmp_path))
     assert done.returncode == 2

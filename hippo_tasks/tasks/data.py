@@ -23,6 +23,12 @@ from hippo_tasks.tasks.context import random_seed, resolve_root
 from hippo_tasks.tasks.output import GREEN, RED, YELLOW, handles_errors, paint
 
 ROOT_HELP = "project folder (default: nearest parent with hippodrome.toml or tasks.py)"
+E2E_USAGE = """Usage: invoke e2e [--project-root DIR] PATH [-- PYTEST ARGS]
+
+Runs `python -m pytest PATH PYTEST ARGS` with the project's .env.e2e loaded into the
+environment (written by the seed: service URLs, dummy AWS credentials, the seed, the
+seeded API key). Exits with pytest's exit code.
+Example: invoke e2e tests/e2e -- -k onboarding -x"""
 
 
 @task(help={"seed": "random seed (default: HIPPODROME_RANDOM_SEED, else 42)",
@@ -67,6 +73,9 @@ def e2e(c: Context, path: str, project_root: str = "") -> None:
     """Run a pytest suite with .env.e2e loaded; text after `--` goes to pytest."""
     from hippo_tasks.seed.files import ENV_FILE, read_env_file
 
+    if path in ("-h", "--help"):  # invoke hands a flag to a missing positional as its value
+        print(E2E_USAGE)
+        return
     root = resolve_root(project_root)
     env_file = root / ENV_FILE
     if not env_file.is_file():
