@@ -51,7 +51,8 @@ def hd(root: Path, *args: str, timeout: float = 120, check: bool = False,
 
 
 def registry(root: Path) -> dict[str, Any]:
-    return json.loads((root / ".hippodrome" / "registry.json").read_text())
+    data: dict[str, Any] = json.loads((root / ".hippodrome" / "registry.json").read_text())
+    return data
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.02,

@@ -247,3 +247,17 @@ def test_real_process_logs_requests_and_exits_0_on_sigterm(tmp_path: Path) -> No
     assert "GET /nope 404 " in out
     assert "POST /validate 413 " in out
     assert out.rstrip().endswith("fake_cognito stopped")
+
+
+def test_deeply_nested_json_is_a_400_not_a_500() -> None:
+    from hippo_tasks.services.common.errors import HttpError
+    from hippo_tasks.services.common.messages import Request
+
+    req = Request.__new__(Request)
+    req.body = b"[" * 100_000 + b"]" * 100_000
+    try:
+        req.json()
+    except HttpError as exc:
+        assert exc.status == 400 and "nested too deeply" in str(exc)
+    else:
+        raise AssertionError("no error for 100,000 nested lists")

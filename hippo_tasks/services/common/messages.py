@@ -38,6 +38,8 @@ class Request:
             return json.loads(self.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadRequest(f"malformed JSON body: {exc}") from None
+        except RecursionError:
+            raise BadRequest("malformed JSON body: nested too deeply") from None
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object; an empty body is `{}`, any other shape a 400."""
