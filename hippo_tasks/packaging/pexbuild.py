@@ -319,8 +319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     lk = sub.add_parser("lock", help="refresh build/requirements.txt from pyproject.toml")
     lk.add_argument("--keep", action="store_true", help="keep current pins where possible")
     sub.add_parser("digest", help="print the inputs digest")
+    sub.add_parser("tools", help="print the pinned build tools")
     args = parser.parse_args(argv)
     root = repo_root()
+    if args.cmd == "tools":
+        print(" ".join(TOOLS))
+        return 0
     if args.cmd == "digest":
         print(inputs_digest(root))
         return 0
