@@ -29,9 +29,11 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks; figures printed and written to benchmarks/results.json."""
-    session.install("-e", ".[aws,test]")
+    session.install("-e", ".[aws,postgres,test]")
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
+    session.run("python", "benchmarks/bench_stack.py")
     session.run("python", "benchmarks/bench_fake_cell.py")
+    session.run("python", "benchmarks/bench_webhook.py")
 
 
 # ---- packaging (docs/packaging.md) ----------------------------------------------------

@@ -1,0 +1,174 @@
+"""The bundled ecom stack (issue 4): time to ready, memory per service, and the two
+data paths users wait on. Real `invoke up --profile ecom --detach` on a free port block.
+
+    python benchmarks/bench_stack.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from stackutil import hd  # noqa: E402
+from test_stack_flows import free_offset  # noqa: E402
+
+from hippo_tasks.registry.cleanup import force_down  # noqa: E402
+from hippo_tasks.registry.store import Registry  # noqa: E402
+
+TARGETS = {"ecom_ready_s": ("<=", 6.0), "ecom_rss_mb": ("<=", 350.0), "ecom_pss_mb": ("<=", 350.0),
+           "upload_to_searchable_s": ("<=", 1.5), "settings_to_export_s": ("<=", 1.5)}
+
+
+def call(url: str, method: str = "GET", body: Any = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def group_memory(pgid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process group. RSS counts every shared page (libpython, libc) in
+    every process; PSS divides shared pages among their sharers, so PSS adds up to what
+    the stack really occupies."""
+    rss = pss = 0
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                full = proc.memory_full_info()
+                rss += full.rss
+                pss += full.pss
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return rss, pss
+
+
+def one_run(seed: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hd-bench-stack-") as tmp:
+        root = Path(tmp)
+        (root / "hippodrome.toml").write_text("")
+        offset = free_offset()
+        args = ["up", "--profile", "ecom", "--detach", "--port-offset", str(offset),
+                "--table-prefix", "bench-"] + ([] if seed else ["--no-seed"])
+        try:
+            began = time.monotonic()
+            res = hd(root, *args, timeout=180)
+            ready = time.monotonic() - began
+            if res.returncode != 0:
+                raise RuntimeError(res.stdout + res.stderr)
+            time.sleep(2.0)  # let start-up allocations settle before measuring memory
+            reg = json.loads((root / ".hippodrome" / "registry.json").read_text())
+            mem = {name: group_memory(e["pgid"])
+                   for name, e in reg["services"].items() if e.get("pgid")}
+            rss = {name: round(m[0] / 2**20, 1) for name, m in mem.items()}
+            pss = {name: round(m[1] / 2**20, 1) for name, m in mem.items()}
+            own = [psutil.Process(reg["daemon"][k]).memory_full_info()
+                   for k in ("pid", "guard_pid")]
+            out: dict[str, Any] = {"ready_s": ready, "rss": rss, "pss": pss,
+                                   "daemon_mb": sum(m.rss for m in own) / 2**20,
+                                   "daemon_pss_mb": sum(m.pss for m in own) / 2**20}
+            out.update(paths(offset))
+            return out
+        finally:
+            hd(root, "down", timeout=120)
+            force_down(Registry(root))
+
+
+def paths(offset: int) -> dict[str, float]:
+    def url(port: int) -> str:
+        return f"http://127.0.0.1:{port + offset}"
+
+    code, acct = call(url(9002) + "/api/v2/accounts", "POST", {"name": "bench"})
+    key = acct["apiKey"]
+    call(url(9002) + "/api/v2/indexes", "POST", {"indexName": "bench", "settings": {}},
+         {"x-api-key": key})
+    uploads = []
+    for i in range(5):
+        began = time.monotonic()
+        call(url(9004) + "/api/v1/indexes/bench/documents", "POST",
+             {"documents": [{"_id": f"d{i}", "title": f"benchword{i} thing"}]},
+             {"Authorization": f"Bearer {key}"})
+        while time.monotonic() - began < 10:
+            c, res = call(url(9001) + "/indexes/bench/search", "POST", {"q": f"benchword{i}"},
+                          {"x-api-key": key})
+            if c == 200 and res["hits"]:
+                break
+            time.sleep(0.005)
+        uploads.append(time.monotonic() - began)
+    exports = []
+    for i in range(5):
+        began = time.monotonic()
+        call(url(9004) + f"/api/v1/indexes/idx{i}/settings", "PUT",
+             {"settings": {"n": i}}, {"Authorization": f"Bearer {key}"})
+        while time.monotonic() - began < 10:
+            c, res = call(url(9010) + "/exports")
+            if c == 200 and any(f"idx{i}" in e["key"] for e in res["exports"]):
+                break
+            time.sleep(0.005)
+        exports.append(time.monotonic() - began)
+    return {"upload_to_searchable_s": statistics.median(uploads),
+            "settings_to_export_s": statistics.median(exports)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
+    args = parser.parse_args()
+    hd(REPO, "--list")  # warm the install (imports, .pyc) before timing
+    runs = [one_run(seed=True) for _ in range(args.runs)]
+    rss_by_service = {name: statistics.median(r["rss"][name] for r in runs)
+                      for name in runs[0]["rss"]}
+    results = {
+        "ecom_ready_s": round(statistics.median(r["ready_s"] for r in runs), 2),
+        "ecom_rss_mb": round(sum(rss_by_service.values())
+                             + statistics.median(r["daemon_mb"] for r in runs), 1),
+        "ecom_pss_mb": round(sum(statistics.median(r["pss"][n] for r in runs)
+                                 for n in runs[0]["pss"])
+                             + statistics.median(r["daemon_pss_mb"] for r in runs), 1),
+        "daemon_and_guard_mb": round(statistics.median(r["daemon_mb"] for r in runs), 1),
+        "upload_to_searchable_s": round(statistics.median(
+            r["upload_to_searchable_s"] for r in runs), 3),
+        "settings_to_export_s": round(statistics.median(
+            r["settings_to_export_s"] for r in runs), 3),
+        "rss_mb_by_service": rss_by_service,
+        "load_average": os.getloadavg()[0],
+    }
+    for key, value in results.items():
+        target = TARGETS.get(key)
+        verdict = ""
+        if target:
+            op, limit = target
+            ok = value <= limit if op == "<=" else value >= limit
+            verdict = f"target {op} {limit:g}: {'met' if ok else 'NOT MET'}"
+        print(f"{key:26} {value}  {verdict}")
+    out = Path(args.out)
+    existing = json.loads(out.read_text()) if out.exists() else {}
+    existing["stack"] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         "results": results, "targets": {k: f"{o} {t}" for k, (o, t)
+                                                         in TARGETS.items()}}
+    out.write_text(json.dumps(existing, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
