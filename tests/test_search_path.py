@@ -26,7 +26,7 @@ from test_admin_server import (
     table_env,
 )
 
-from hippo_tasks.services.global_worker.dynamo import Credentials, sign
+from hippo_tasks.services.common.aws_lite_sigv4 import Credentials, sign
 from hippo_tasks.services.global_worker.merchandising import Rule, apply_rules
 
 moto_server_url = moto_server.moto_server_url
@@ -201,7 +201,9 @@ def test_sigv4_signature_matches_botocore() -> None:
         "x-amz-target": "DynamoDB_20120810.Scan",
         "x-amz-security-token": "tok",
     }
-    ours = sign(creds, "eu-west-1", "127.0.0.1:9003", headers, payload, "20240102T030405Z")
+    ours = sign(creds, service="dynamodb", region="eu-west-1", method="POST",
+                host="127.0.0.1:9003", headers=headers, payload=payload,
+                amz_date="20240102T030405Z")["authorization"]
     request = AWSRequest(method="POST", url="http://127.0.0.1:9003/", data=payload)
     for name, value in headers.items():
         request.headers[name] = value

@@ -2,9 +2,13 @@
 
 Environment: MARQO_BASE_URL (the cell, default http://127.0.0.1:9001),
 MERCHANDISING_TABLE (default: HIPPODROME_TABLE_PREFIX + MerchandisingTable),
-AWS_ENDPOINT_URL (default: the real regional endpoint), AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION,
-GLOBAL_WORKER_RULES_TTL (seconds rules are cached, default 1), DEBUG.
+AWS_ENDPOINT_URL (required: rules are read from the local moto server, never from a
+real account), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+AWS_REGION / AWS_DEFAULT_REGION, GLOBAL_WORKER_RULES_TTL (seconds rules are cached,
+default 1), DEBUG.
+
+The rules scan goes through common.aws_lite, not boto3: one signed POST a second at
+most does not justify boto3's 25 MB and 1.5 s of import.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import sys
 from typing import Any
 
 from hippo_tasks.services.common import App, Request, Unauthorized, env_flag, shapes
+from hippo_tasks.services.common.aws_lite import AwsClient, AwsConfig, AwsConfigError
 from hippo_tasks.services.common.client import JsonClient, segment
 from hippo_tasks.services.common.log import log_error, log_line
 from hippo_tasks.services.common.runner import main
-from hippo_tasks.services.global_worker.dynamo import Credentials, DynamoClient, DynamoError
 from hippo_tasks.services.global_worker.merchandising import RulesCache, apply_rules
 
 NAME = "global_worker"
@@ -74,8 +78,6 @@ def make_app(_args: argparse.Namespace) -> App:
         table = prefix + "MerchandisingTable"
     if not table:
         raise _config_error("MERCHANDISING_TABLE is not set (nor HIPPODROME_TABLE_PREFIX)")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or f"https://dynamodb.{region}.amazonaws.com"
     raw_ttl = os.environ.get("GLOBAL_WORKER_RULES_TTL") or "1"
     try:
         ttl = float(raw_ttl)
@@ -86,11 +88,13 @@ def make_app(_args: argparse.Namespace) -> App:
             f"GLOBAL_WORKER_RULES_TTL must be seconds >= 0, not {raw_ttl!r}"
         ) from None
     try:
-        dynamo = DynamoClient(endpoint, region, Credentials.from_env())
+        # Two attempts: a search waits for the scan, and failures fall back to cached rules.
+        dynamo = AwsClient(AwsConfig.from_env(), attempts=2, timeout=5.0)
         cell = JsonClient(cell_url, peer="cell", timeout=10.0)
-    except (DynamoError, ValueError) as exc:
+    except (AwsConfigError, ValueError) as exc:
         raise _config_error(str(exc)) from None
-    log_line(f"{NAME}: cell {cell_url}; rules from {table} at {endpoint}, cached {ttl:g}s")
+    log_line(f"{NAME}: cell {cell_url}; rules from {table} at {dynamo.endpoint}, "
+             f"cached {ttl:g}s")
     return build_app(cell, RulesCache(dynamo, table, ttl=ttl), debug=env_flag("DEBUG"))
 
 

@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hippo_tasks.services.common.aws_lite import AwsClient, AwsError
+from hippo_tasks.services.common.aws_lite_dynamo import DynamoTypeError, unmarshal_item
 from hippo_tasks.services.common.log import log_error
-from hippo_tasks.services.global_worker.dynamo import DynamoClient, DynamoError
 
 Fetch = Callable[[str], dict[str, Any] | None]
 
@@ -46,7 +47,7 @@ def _norm(text: str) -> str:
 
 
 class RulesCache:
-    def __init__(self, dynamo: DynamoClient, table: str, *, ttl: float = 1.0) -> None:
+    def __init__(self, dynamo: AwsClient, table: str, *, ttl: float = 1.0) -> None:
         self.dynamo = dynamo
         self.table = table
         self.ttl = ttl
@@ -65,8 +66,8 @@ class RulesCache:
     def _refresh(self) -> None:
         self._fetched = time.monotonic()  # a failure is also not retried within the TTL
         try:
-            items = self.dynamo.scan_all(self.table)
-        except DynamoError as exc:
+            items = scan_all(self.dynamo, self.table)
+        except (AwsError, DynamoTypeError) as exc:
             if self._error is None:
                 log_error(f"global_worker: cannot read rules from {self.table}: {exc}")
             self._error = str(exc)
@@ -79,6 +80,18 @@ class RulesCache:
         for rules in by_index.values():
             rules.sort(key=lambda r: r.rule_id)
         self._by_index, self._error = by_index, None
+
+
+def scan_all(dynamo: AwsClient, table: str) -> list[dict[str, Any]]:
+    """Every item of `table` (numbers as Decimal, as boto3 gives them), page by page."""
+    items: list[dict[str, Any]] = []
+    body: dict[str, Any] = {"TableName": table}
+    while True:
+        page = dynamo.call("dynamodb", "Scan", body)
+        items.extend(unmarshal_item(item) for item in page.get("Items") or [])
+        if not page.get("LastEvaluatedKey"):
+            return items
+        body["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _rule(item: dict[str, Any]) -> Rule | None:
