@@ -15,10 +15,11 @@ from typing import NoReturn
 
 from hippo_tasks.events.provision import bucket_name
 from hippo_tasks.services.common import App, env_flag
+from hippo_tasks.services.common.aws_lite import AwsClient, AwsConfig, AwsConfigError
 from hippo_tasks.services.common.log import log_error, log_line
 from hippo_tasks.services.common.runner import main
 from hippo_tasks.services.exporter.api import KINDS, build_app
-from hippo_tasks.services.exporter.store import ExportStore
+from hippo_tasks.services.exporter.store import S3_ATTEMPTS, ExportStore
 
 DEFAULT_PORTS = {"settings": 9010, "merchandising": 9011}
 EXIT_CONFIG = 3  # not 2: that one means "could not listen" to whoever started us
@@ -43,12 +44,14 @@ def make_app(args: argparse.Namespace) -> App:
                       "bucket); set it or pass --bucket")
     bucket = args.bucket or bucket_name(prefix)
     try:
-        store = ExportStore(bucket, endpoint)
-    except Exception as exc:  # boto3 missing, or a malformed endpoint
+        store = ExportStore(bucket, AwsClient(AwsConfig.from_env(), attempts=S3_ATTEMPTS))
+    except AwsConfigError as exc:  # no credentials, or a malformed endpoint
         _config_error(kind.service, str(exc))
     log_line(f"{kind.service}: '{kind.detail_type_prefix}*' events -> s3://{bucket}/"
              f"{kind.folder}/ on {endpoint}")
-    return build_app(kind, store, debug=env_flag("DEBUG"))
+    app = build_app(kind, store, debug=env_flag("DEBUG"))
+    app.close_hooks.append(store.s3.close)
+    return app
 
 
 def _config_error(service: str, text: str) -> NoReturn:

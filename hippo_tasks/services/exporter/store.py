@@ -1,10 +1,10 @@
 """Where exports go: objects in the exports bucket on moto, and a short memory of them.
 
-The S3 client comes from `hippo_tasks.events.aws`, so retries, timeouts and the
-endpoint are decided where every other AWS call's are. A request handler cannot wait
-through eight backed-off attempts while the webhook waits for it, so this client
-makes two. S3 trouble becomes an HTTP error naming the bucket and endpoint: a missing
-bucket is a 503 pointing at provisioning, an unreachable moto a 502.
+The S3 calls go through common.aws_lite, not boto3: two object calls do not justify
+boto3's 25 MB and 1.5 s of import in a process that runs all day. A request handler
+cannot wait through eight backed-off attempts while the webhook waits for it, so the
+client makes two. S3 trouble becomes an HTTP error naming the bucket and endpoint: a
+missing bucket is a 503 pointing at provisioning, an unreachable moto a 502.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from hippo_tasks.events import aws
 from hippo_tasks.services.common import BadGateway, ServiceUnavailable
+from hippo_tasks.services.common.aws_lite import AwsClient, AwsError
 
 RECENT_KEPT = 500
 S3_ATTEMPTS = 2
@@ -27,33 +28,28 @@ def now_iso() -> str:
 
 
 class ExportStore:
-    def __init__(self, bucket: str, endpoint_url: str, s3: Any = None) -> None:
+    def __init__(self, bucket: str, s3: AwsClient) -> None:
         self.bucket = bucket
-        self.endpoint_url = endpoint_url
-        self.s3 = s3 if s3 is not None else aws.client("s3", endpoint_url, max_attempts=S3_ATTEMPTS)
+        self.endpoint_url = s3.endpoint
+        self.s3 = s3
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_KEPT)
         self._lock = threading.Lock()
         self.count = 0
 
     def put(self, key: str, document: dict[str, Any]) -> int:
         data = json.dumps(document, sort_keys=True, ensure_ascii=False).encode("utf-8")
-        self._call(
-            "PutObject",
-            lambda: self.s3.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType="application/json"
-            ),
-        )
+        self._call("PutObject", lambda: self.s3.put_object(self.bucket, key, data,
+                                                           "application/json"))
         return len(data)
 
     def delete(self, key: str) -> None:
         """S3 deletes are idempotent: removing an object never exported is fine."""
-        self._call("DeleteObject", lambda: self.s3.delete_object(Bucket=self.bucket, Key=key))
+        self._call("DeleteObject", lambda: self.s3.delete_object(self.bucket, key))
 
-    def _call(self, operation: str, call: Any) -> None:
+    def _call(self, operation: str, call: Callable[[], object]) -> None:
         try:
             call()
-        except Exception as exc:
-            problem = aws.explain(exc, "s3")
+        except AwsError as problem:
             if problem.code == "NoSuchBucket":
                 raise ServiceUnavailable(
                     f"the exports bucket '{self.bucket}' does not exist on {self.endpoint_url}: "
