@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hippo_tasks.events import aws
 from hippo_tasks.services.common import App, env_flag
+from hippo_tasks.services.common.aws_lite import AwsClient, AwsConfig, AwsConfigError
 from hippo_tasks.services.common.log import log_error, log_line
 from hippo_tasks.services.common.runner import main
 from hippo_tasks.services.common.state import FolderLockedError, lock_folder
@@ -28,7 +28,7 @@ from hippo_tasks.services.event_pipe.stats import Checkpoints, PipeStats, TableS
 
 DEFAULT_PORT = 9014
 EXIT_CONFIG = 3  # not 2: that one means "could not listen" to whoever started us
-AWS_ATTEMPTS = 2  # the follower has its own backoff; botocore's would only hide failures
+AWS_ATTEMPTS = 2  # the follower has its own backoff; the client's would only hide failures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,23 +80,21 @@ def make_app(args: argparse.Namespace) -> App:
             _config_error(f"{exc}: another event_pipe is following these streams")
     checkpoints = Checkpoints(Path(state_dir) / "checkpoints.json" if state_dir else None)
     try:
-        session = aws.new_session()
-    except aws.AwsError as exc:
-        _config_error(exc.message())
-
-    def clients(service: str) -> Any:
-        return aws.client(service, endpoint, max_attempts=AWS_ATTEMPTS, session=session)
+        # One client, its connections shared by both followers and the bus.
+        aws = AwsClient(AwsConfig.from_env(env), attempts=AWS_ATTEMPTS)
+    except AwsConfigError as exc:
+        _config_error(str(exc))
 
     webhook_url = env.get("HIPPODROME_WEBHOOK_URL", "")
     webhook = Webhook(webhook_url, env.get("HIPPODROME_WEBHOOK_TOKEN", "")) if webhook_url else None
-    bus = None if args.no_bus else Bus(clients("events"))
+    bus = None if args.no_bus else Bus(aws)
     timing = Timing(args.poll_interval, args.idle_poll_interval, args.idle_after,
                     args.fresh_stream_seconds)
     stats = PipeStats()
     followers = []
     for source in sources(env):
         stats.add(TableStats(source.table, source.detail_type_prefix, source.bus))
-        followers.append(Follower(source, clients, (bus, webhook), stats, checkpoints,
+        followers.append(Follower(source, aws, (bus, webhook), stats, checkpoints,
                                   timing=timing))
     settings = {
         "endpoint": endpoint,
@@ -121,6 +119,7 @@ def make_app(args: argparse.Namespace) -> App:
         for follower in followers:
             if follower.thread.is_alive():
                 follower.thread.join(timeout=3.0)
+        aws.close()
         if lock is not None:
             lock.close()
 

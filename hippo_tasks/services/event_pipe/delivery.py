@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from hippo_tasks.events import aws
 from hippo_tasks.services.common import HttpError
+from hippo_tasks.services.common.aws_lite import AwsClient, AwsError
 from hippo_tasks.services.common.client import JsonClient
 
 TOKEN_HEADER = "x-hippodrome-webhook-token"
@@ -79,10 +79,10 @@ def attempt(
 
 
 class Bus:
-    """events.put_events, as the pipe's target would do it."""
+    """EventBridge PutEvents, as the pipe's target would do it."""
 
-    def __init__(self, events_client: Any) -> None:
-        self.events = events_client
+    def __init__(self, aws: AwsClient) -> None:
+        self.aws = aws
 
     def put(self, event: dict[str, Any], bus: str) -> str:
         entry = {
@@ -93,9 +93,8 @@ class Bus:
             "Resources": event["resources"],
         }
         try:
-            answer = self.events.put_events(Entries=[entry])
-        except Exception as exc:
-            problem = aws.explain(exc, "events")
+            answer = self.aws.call("events", "PutEvents", {"Entries": [entry]})
+        except AwsError as problem:
             permanent = problem.code in ("ResourceNotFoundException", "ValidationException")
             raise DeliveryError(f"put_events on {bus}: {problem.sentence}",
                                 retryable=not permanent) from None

@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from hippo_tasks.events import aws
+from hippo_tasks.services.common.aws_lite import AwsClient, AwsError
 from hippo_tasks.services.common.log import log_error, log_line
 from hippo_tasks.services.event_pipe.delivery import Backoff, Bus, Outcome, Webhook, attempt
-from hippo_tasks.services.event_pipe.records import Source, key_text, to_event
+from hippo_tasks.services.event_pipe.records import Source, epoch_seconds, key_text, to_event
 from hippo_tasks.services.event_pipe.stats import Checkpoints, PipeStats, now_iso
 
 ERROR_BACKOFF = Backoff(attempts=1_000_000, first=0.2, cap=5.0)
@@ -69,7 +67,7 @@ class Follower:
     def __init__(
         self,
         source: Source,
-        clients: Callable[[str], Any],
+        aws: AwsClient,
         deliver_to: tuple[Bus | None, Webhook | None],
         stats: PipeStats,
         checkpoints: Checkpoints,
@@ -78,8 +76,7 @@ class Follower:
         delivery_backoff: Backoff | None = None,
     ) -> None:
         self.source = source
-        self.ddb = clients("dynamodb")
-        self.streams = clients("dynamodbstreams")
+        self.aws = aws
         self.bus, self.webhook = deliver_to
         self.stats = stats
         self.checkpoints = checkpoints
@@ -136,11 +133,13 @@ class Follower:
     def describe_failure(self, exc: BaseException) -> str:
         if isinstance(exc, StreamGone):
             return str(exc)
-        problem = aws.explain(exc, "dynamodb")
-        if problem.code in ("ResourceNotFoundException", "ExpiredIteratorException",
-                            "TrimmedDataAccessException", "InternalFailure", "500"):
+        if not isinstance(exc, AwsError):  # an answer missing what it always has
+            return f"unexpected failure: {type(exc).__name__}: {exc}"
+        if exc.code in ("ResourceNotFoundException", "ExpiredIteratorException",
+                        "TrimmedDataAccessException", "InternalFailure", "InternalServerError",
+                        "500"):
             self.forget_position()
-        return problem.sentence
+        return exc.sentence
 
     def forget_position(self) -> None:
         """Drop the iterators but remember the sequence numbers: `position` resumes there."""
@@ -152,7 +151,8 @@ class Follower:
     # -- where to read --------------------------------------------------------------
 
     def position(self) -> None:
-        table = self.ddb.describe_table(TableName=self.source.table)["Table"]
+        answer = self.aws.call("dynamodb", "DescribeTable", {"TableName": self.source.table})
+        table = answer["Table"]
         spec = table.get("StreamSpecification") or {}
         arn = table.get("LatestStreamArn")
         if not arn or not spec.get("StreamEnabled"):
@@ -206,25 +206,22 @@ class Follower:
     def describe_stream(self, arn: str) -> tuple[list[dict[str, Any]], float | None]:
         """Every shard, and when the stream was created (epoch seconds, if known)."""
         shards: list[dict[str, Any]] = []
-        start: dict[str, str] = {}
+        body: dict[str, str] = {"StreamArn": arn}
         created: float | None = None
         while True:
-            desc = self.streams.describe_stream(StreamArn=arn, **start)["StreamDescription"]
-            when = desc.get("CreationRequestDateTime")
-            if isinstance(when, datetime):
-                created = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+            desc = self.aws.call("dynamodbstreams", "DescribeStream", body)["StreamDescription"]
+            created = epoch_seconds(desc.get("CreationRequestDateTime")) or created
             shards.extend(desc.get("Shards") or [])
             last = desc.get("LastEvaluatedShardId")
             if not last:
                 return shards, created
-            start = {"ExclusiveStartShardId": last}
+            body = {"StreamArn": arn, "ExclusiveStartShardId": last}
 
     def iterator(self, arn: str, shard_id: str, kind: str, seq: str | None = None) -> str:
-        extra = {"SequenceNumber": seq} if seq else {}
-        answer = self.streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard_id, ShardIteratorType=kind, **extra
-        )
-        return str(answer["ShardIterator"])
+        body = {"StreamArn": arn, "ShardId": shard_id, "ShardIteratorType": kind}
+        if seq:
+            body["SequenceNumber"] = seq
+        return str(self.aws.call("dynamodbstreams", "GetShardIterator", body)["ShardIterator"])
 
     # -- reading and relaying -------------------------------------------------------
 
@@ -238,7 +235,8 @@ class Follower:
 
     def read_shard(self, cursor: Cursor) -> int:
         assert self.stream_arn is not None and cursor.iterator is not None
-        answer = self.streams.get_records(ShardIterator=cursor.iterator, Limit=RECORDS_PER_CALL)
+        answer = self.aws.call("dynamodbstreams", "GetRecords",
+                               {"ShardIterator": cursor.iterator, "Limit": RECORDS_PER_CALL})
         records = answer.get("Records") or []
         done = 0
         for record in records:

@@ -55,7 +55,8 @@ def to_event(record: dict[str, Any], source: Source, stream_arn: str) -> dict[st
 
 
 def plain(value: Any) -> Any:
-    """DynamoDB JSON as boto3 returns it, made JSON-able: binary back to base64 text."""
+    """DynamoDB JSON made JSON-able. On the wire binary is already base64 text; bytes
+    (what boto3 hands out) are turned back into it, so either source gives one shape."""
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dict):
@@ -76,8 +77,25 @@ def key_text(keys: dict[str, Any]) -> str:
     return "/".join(values)
 
 
+def epoch_seconds(value: Any) -> float | None:
+    """A timestamp from a JSON-protocol answer (epoch seconds; ISO 8601 text from some
+    servers; a datetime from boto3) as epoch seconds, None when there is none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    when: datetime | None = value if isinstance(value, datetime) else None
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if when is None:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 def _iso(value: Any) -> str:
-    when = value if isinstance(value, datetime) else datetime.now(UTC)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    seconds = epoch_seconds(value)
+    when = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
