@@ -8,30 +8,26 @@ Item layout, the contract the event pipe, the exporters and global_worker read:
   same rule id under two indexes is two rules.
 
 Listing an index's rules is a filtered scan: the provisioned tables have no secondary
-index, and a local stack holds few rules. Every botocore failure becomes an HttpError
-here, worded by `events.aws.explain`: a missing table is a 503 (provisioning has not
-run), an unreachable endpoint a 502 naming it, a value DynamoDB refuses a 400.
+index, and a local stack holds few rules. Every failed call becomes an HttpError
+here, from the AWS error code common.aws_lite reports: a missing table is a 503
+(provisioning has not run), an unreachable endpoint a 502 naming it, a value DynamoDB
+refuses a 400. Items are converted as boto3's TypeSerializer would (aws_lite_dynamo),
+so what is stored is what the boto3 version stored.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-from hippo_tasks.events import aws
 from hippo_tasks.services.common import BadGateway, BadRequest, ServiceUnavailable
+from hippo_tasks.services.common.aws_lite import AwsClient, AwsError
+from hippo_tasks.services.common.aws_lite_dynamo import DynamoTypeError, marshal, unmarshal
 from hippo_tasks.services.common.errors import HttpError
 
 SETTINGS_SK = "SETTINGS"
-T = TypeVar("T")
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 
 
 def _now() -> str:
@@ -63,15 +59,17 @@ def from_dynamo(value: Any) -> Any:
 
 
 def _item(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(to_dynamo(v)) for k, v in values.items()}
+    try:
+        return {k: marshal(to_dynamo(v)) for k, v in values.items()}
+    except DynamoTypeError as exc:  # a number with more than 38 digits, say
+        raise BadRequest(f"DynamoDB cannot store the item: {exc}") from None
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+    return {k: from_dynamo(unmarshal(v)) for k, v in item.items()}
 
 
-def _http_error(exc: Exception, table: str) -> HttpError:
-    problem = aws.explain(exc, "dynamodb")
+def _http_error(problem: AwsError, table: str) -> HttpError:
     if problem.code == "ResourceNotFoundException":
         return ServiceUnavailable(
             f"table {table} does not exist on the AWS endpoint: has aws_provision run "
@@ -83,17 +81,15 @@ def _http_error(exc: Exception, table: str) -> HttpError:
 
 
 class Records:
-    def __init__(self, ddb: Any, settings_table: str, rules_table: str) -> None:
+    def __init__(self, ddb: AwsClient, settings_table: str, rules_table: str) -> None:
         self.ddb = ddb
         self.settings_table = settings_table
         self.rules_table = rules_table
 
-    def _call(self, table: str, step: Callable[[], T]) -> T:
-        from botocore.exceptions import BotoCoreError, ClientError
-
+    def _call(self, table: str, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            return step()
-        except (BotoCoreError, ClientError) as exc:
+            return self.ddb.call("dynamodb", operation, {"TableName": table, **body})
+        except AwsError as exc:
             raise _http_error(exc, table) from None
 
     def check_tables(self) -> list[str]:
@@ -101,7 +97,7 @@ class Records:
         problems = []
         for table in (self.settings_table, self.rules_table):
             try:
-                self._call(table, partial(self.ddb.describe_table, TableName=table))
+                self._call(table, "DescribeTable", {})
             except HttpError as exc:
                 problems.append(exc.message)
         return problems
@@ -111,8 +107,7 @@ class Records:
     def get_settings(self, index: str) -> dict[str, Any] | None:
         key = _item({"pk": f"INDEX#{index}", "sk": SETTINGS_SK})
         table = self.settings_table
-        answer = self._call(table, lambda: self.ddb.get_item(TableName=table, Key=key))
-        item = answer.get("Item")
+        item = self._call(table, "GetItem", {"Key": key}).get("Item")
         return _settings_view(_plain(item)) if item else None
 
     def put_settings(self, index: str, settings: dict[str, Any], who: str) -> dict[str, Any]:
@@ -125,7 +120,7 @@ class Records:
             "updatedBy": who,
         }
         item, table = _item(values), self.settings_table
-        self._call(table, lambda: self.ddb.put_item(TableName=table, Item=item))
+        self._call(table, "PutItem", {"Item": item})
         return _settings_view(values)
 
     # -- merchandising rules -------------------------------------------------------
@@ -144,39 +139,31 @@ class Records:
             "updatedBy": who,
         }
         item, table = _item(values), self.rules_table
-        answer = self._call(
-            table,
-            lambda: self.ddb.put_item(TableName=table, Item=item, ReturnValues="ALL_OLD"),
-        )
+        answer = self._call(table, "PutItem", {"Item": item, "ReturnValues": "ALL_OLD"})
         return _rule_view(values), not answer.get("Attributes")
 
     def get_rule(self, index: str, rule_id: str) -> dict[str, Any] | None:
         key = _item({"pk": f"RULE#{rule_id}", "sk": f"INDEX#{index}"})
         table = self.rules_table
-        answer = self._call(table, lambda: self.ddb.get_item(TableName=table, Key=key))
-        item = answer.get("Item")
+        item = self._call(table, "GetItem", {"Key": key}).get("Item")
         return _rule_view(_plain(item)) if item else None
 
     def delete_rule(self, index: str, rule_id: str) -> bool:
         """False when there was no such rule."""
         key = _item({"pk": f"RULE#{rule_id}", "sk": f"INDEX#{index}"})
         table = self.rules_table
-        answer = self._call(
-            table,
-            lambda: self.ddb.delete_item(TableName=table, Key=key, ReturnValues="ALL_OLD"),
-        )
+        answer = self._call(table, "DeleteItem", {"Key": key, "ReturnValues": "ALL_OLD"})
         return bool(answer.get("Attributes"))
 
     def list_rules(self, index: str) -> list[dict[str, Any]]:
         table = self.rules_table
         args: dict[str, Any] = {
-            "TableName": table,
             "FilterExpression": "begins_with(pk, :rule) AND indexName = :index",
             "ExpressionAttributeValues": _item({":rule": "RULE#", ":index": index}),
         }
         rules: list[dict[str, Any]] = []
         while True:
-            page = self._call(table, lambda: self.ddb.scan(**args))
+            page = self._call(table, "Scan", args)
             rules.extend(_rule_view(_plain(item)) for item in page.get("Items", []))
             if not page.get("LastEvaluatedKey"):
                 return sorted(rules, key=lambda r: str(r["ruleId"]))
