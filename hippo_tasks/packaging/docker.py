@@ -24,7 +24,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hippo_tasks.packaging.pexbuild import OUT_DIR, PEX_FILES, repo_root
+from hippo_tasks.packaging.pexbuild import OUT_DIR, PEX_FILES, repo_root, write_results
 
 BASE_TAG = "localhost/hippodrome-base:bookworm"
 IMAGE_TAG = "localhost/hippodrome:smoke"
@@ -317,19 +316,6 @@ def smoke(engine: Engine, image: str, profile: str, no_seed: bool, publish: bool
         return result
     finally:
         engine.run("rm", "-f", name, check=False, timeout=120)
-
-
-def write_results(root: Path, section: str, figures: dict[str, Any]) -> None:
-    """Read-modify-write benchmarks/results.json: only our key changes."""
-    path = root / "benchmarks" / "results.json"
-    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    packaging = data.setdefault("packaging", {})
-    packaging[section] = figures
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
