@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -533,45 +534,55 @@ def test_running_services_never_import_boto3_or_botocore(
            "NO_PROXY": "127.0.0.1", "FAKE_COGNITO_SECRET": secret,
            "PYTHONPROFILEIMPORTTIME": "1", "GLOBAL_WORKER_RULES_TTL": "0"}
     with ServiceStarter(tmp_path) as start:
-        cell = start.start("fake_cell", args=["--state-dir", str(tmp_path / "cell")])
-        env["MARQO_BASE_URL"] = cell.base_url
-        services: dict[str, ServiceProcess] = {
-            "exporter": start.start("exporter", args=["--kind", "settings"], env=env),
-            "event_pipe": start.start("event_pipe", env=env,
-                                      args=["--state-dir", str(tmp_path / "pipe")]),
-            "admin_server": start.start("admin_server", env=env),
-            "global_worker": start.start("global_worker", env=env),
-        }
-        token = issue_token({"sub": "lite"}, secret)
-        admin = f"{services['admin_server'].base_url}/api/v1/indexes/shop"
-        auth = {"Authorization": f"Bearer {token}"}
-        assert requests.put(f"{admin}/settings", json={"n": 1.5}, headers=auth,
-                            timeout=10).status_code == 200
-        assert requests.put(f"{admin}/merchandising/rules/r1", headers=auth, timeout=10,
-                            json={"action": "pin", "documentId": "d", "query": "q"}).ok
-        assert requests.get(f"{admin}/merchandising/rules", headers=auth, timeout=10).ok
-        event = {"detail-type": "EcomIndexSettings.INSERT", "detail": {
-            "eventName": "INSERT", "keys": {"pk": {"S": "INDEX#lite"}, "sk": {"S": "S"}}}}
-        assert requests.post(f"{services['exporter'].base_url}/events", json=event,
-                             timeout=10).status_code == 200
-        key = requests.post(f"{cell.base_url}/accounts", json={"name": "x"},
-                            timeout=10).json()["apiKey"]
-        requests.post(f"{cell.base_url}/indexes/shop", json={}, headers={"x-api-key": key},
-                      timeout=10)
-        found = requests.post(f"{services['global_worker'].base_url}/indexes/shop/search",
-                              json={"q": "q"}, headers={"x-api-key": key}, timeout=10)
-        assert found.status_code == 200 and "error" not in found.json()["merchandising"]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the pipe relays the writes onto the bus
-            stats = requests.get(f"{services['event_pipe'].base_url}/stats", timeout=5).json()
-            if sum(t["bus_put"] for t in stats["tables"]) >= 2:
-                break
-            time.sleep(0.05)
-        assert sum(t["bus_put"] for t in stats["tables"]) >= 2, stats
-        for name, svc in services.items():
-            out = svc.output()
-            imported = re.findall(r"import time:\s+\d+ \|\s+\d+ \|\s+(\S.*)", out)
-            assert any(m.strip() == "hippo_tasks.services.common.aws_lite" for m in imported)
-            aws_sdk = [m.strip() for m in imported if m.strip().startswith(("boto", "s3transfer"))]
-            assert aws_sdk == [], f"{name} imported {aws_sdk[:5]}"
-            print(f"{name}: RSS {rss_mb(svc.pid):.1f} MB, {len(imported)} modules")
+        try:
+            exercise_services(start, env, secret, tmp_path)
+        finally:
+            for svc in start.started:  # all at once; the starter then waits for the exits
+                svc.signal(signal.SIGTERM)
+
+
+def exercise_services(start: ServiceStarter, env: dict[str, str], secret: str,
+                      tmp_path: Path) -> None:
+    """Start the four services beside a fake_cell, and use every AWS call each makes."""
+    cell = start.start("fake_cell", args=["--state-dir", str(tmp_path / "cell")])
+    env["MARQO_BASE_URL"] = cell.base_url
+    services: dict[str, ServiceProcess] = {
+        "exporter": start.start("exporter", args=["--kind", "settings"], env=env),
+        "event_pipe": start.start("event_pipe", env=env,
+                                  args=["--state-dir", str(tmp_path / "pipe")]),
+        "admin_server": start.start("admin_server", env=env),
+        "global_worker": start.start("global_worker", env=env),
+    }
+    token = issue_token({"sub": "lite"}, secret)
+    admin = f"{services['admin_server'].base_url}/api/v1/indexes/shop"
+    auth = {"Authorization": f"Bearer {token}"}
+    assert requests.put(f"{admin}/settings", json={"n": 1.5}, headers=auth,
+                        timeout=10).status_code == 200
+    assert requests.put(f"{admin}/merchandising/rules/r1", headers=auth, timeout=10,
+                        json={"action": "pin", "documentId": "d", "query": "q"}).ok
+    assert requests.get(f"{admin}/merchandising/rules", headers=auth, timeout=10).ok
+    event = {"detail-type": "EcomIndexSettings.INSERT", "detail": {
+        "eventName": "INSERT", "keys": {"pk": {"S": "INDEX#lite"}, "sk": {"S": "S"}}}}
+    assert requests.post(f"{services['exporter'].base_url}/events", json=event,
+                         timeout=10).status_code == 200
+    key = requests.post(f"{cell.base_url}/accounts", json={"name": "x"},
+                        timeout=10).json()["apiKey"]
+    requests.post(f"{cell.base_url}/indexes/shop", json={}, headers={"x-api-key": key},
+                  timeout=10)
+    found = requests.post(f"{services['global_worker'].base_url}/indexes/shop/search",
+                          json={"q": "q"}, headers={"x-api-key": key}, timeout=10)
+    assert found.status_code == 200 and "error" not in found.json()["merchandising"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the pipe relays the writes onto the bus
+        stats = requests.get(f"{services['event_pipe'].base_url}/stats", timeout=5).json()
+        if sum(t["bus_put"] for t in stats["tables"]) >= 2:
+            break
+        time.sleep(0.05)
+    assert sum(t["bus_put"] for t in stats["tables"]) >= 2, stats
+    for name, svc in services.items():
+        out = svc.output()
+        imported = re.findall(r"import time:\s+\d+ \|\s+\d+ \|\s+(\S.*)", out)
+        assert any(m.strip() == "hippo_tasks.services.common.aws_lite" for m in imported)
+        aws_sdk = [m.strip() for m in imported if m.strip().startswith(("boto", "s3transfer"))]
+        assert aws_sdk == [], f"{name} imported {aws_sdk[:5]}"
+        print(f"{name}: RSS {rss_mb(svc.pid):.1f} MB, {len(imported)} modules")
