@@ -6,8 +6,8 @@
 #
 # Installs what it needs when missing (Debian: podman, runc, debootstrap; as root, or
 # through sudo), and nox in .venv (as .ci/run does). Arguments go to `nox -s docker`.
-# Measured on the project's 2-core machines: about 6 min cold (apt, debootstrap, pip
-# downloads, first image build), about 3 min warm; docs/packaging.md has the figures.
+# Measured on the project's 2-core machines: about 6.5 min cold (debootstrap, pip
+# downloads, first image build; apt adds ~10 s), about 2 min warm; docs/packaging.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
