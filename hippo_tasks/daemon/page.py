@@ -91,15 +91,8 @@ def _boot_json(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).replace("<", "\\u003c").encode()
 
 
-def _no_delay(h: ApiHandler) -> None:
-    """Headers and body leave in separate writes; with Nagle's algorithm on, the second
-    waits for the peer's delayed ACK (40 ms on Linux) on every response."""
-    h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 @route("GET", "/")
 def _index(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
-    _no_delay(h)
     p = page()
     snapshot = Tracker(h.commands.engine).snapshot(h.commands.status())
     body = p.head + _boot_json(snapshot) + p.tail
@@ -210,7 +203,6 @@ def stream(h: ApiHandler, now: Callable[[], float] = time.monotonic) -> None:
     engine = h.commands.engine
     h.close_connection = True
     h.connection.settimeout(WRITE_TIMEOUT)
-    _no_delay(h)
     h.send_response(200)
     h.send_header("Content-Type", "text/event-stream; charset=utf-8")
     h.send_header("Cache-Control", "no-store")
