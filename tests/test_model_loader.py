@@ -191,3 +191,17 @@ def test_bundled_profiles_and_cells() -> None:
     shifted = build_plan(spec, Options(project_root=Path("/p"), profile="ecom", port_offset=100))
     assert shifted.service("admin_server").env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9103"
     assert shifted.dashboard_port == 9100
+
+
+def test_bind_host_is_loopback_except_in_docker_mode() -> None:
+    spec = load_stack(None)
+    local = build_plan(spec, Options(project_root=Path("/p"), env={}))
+    assert "127.0.0.1" in local.service("fake_cell").argv
+    docker = build_plan(spec, Options(project_root=Path("/p"), profile="ecom",
+                                      env={"HIPPODROME_PEX_DIR": "/opt/pex"}))
+    for svc in docker.services:
+        if svc.port is not None and not svc.spec.external:
+            assert "0.0.0.0" in svc.argv, svc.name
+    chosen = build_plan(spec, Options(project_root=Path("/p"),
+                                      env={"HIPPODROME_BIND_HOST": "127.0.0.2"}))
+    assert "127.0.0.2" in chosen.service("controller").argv

@@ -7,7 +7,8 @@ CLI's pre-flight and the tests all see the same plan.
 Variables: `${python}`, `${port}` (this service's), `${port:NAME}`, `${url:NAME}`,
 `${host}`, `${project_root}`, `${state_dir}`, `${logs_dir}`, `${table_prefix}`,
 `${cell}`, `${cell_url}`, `${profile}`, `${dashboard_port}`, `${dashboard_url}`,
-`${random_seed}`, `${env:NAME}`; `$$` is a literal `$`.
+`${random_seed}`, `${bind_host}` (where services listen: 127.0.0.1, or 0.0.0.0 in Docker
+mode or with HIPPODROME_BIND_HOST), `${env:NAME}`; `$$` is a literal `$`.
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
         "dashboard_port": str(dashboard_port),
         "dashboard_url": f"http://{HOST}:{dashboard_port}",
         "random_seed": str(opts.random_seed),
+        "bind_host": bind_host(opts.env),
     }
     names = {s.name for s in chosen}
     order = topo_order({s.name: [d for d in s.depends_on if d in names] for s in chosen})
@@ -247,6 +249,14 @@ class _Renderer:
         if arg is None and var in self.base:
             return self.base[var]
         raise self.fail(f"unknown variable ${{{var}{':' + arg if arg else ''}}}", field_name)
+
+
+def bind_host(env: Mapping[str, str]) -> str:
+    """Services listen on loopback, except in Docker mode, where `docker run -p` must
+    reach them from outside the container."""
+    if env.get("HIPPODROME_BIND_HOST"):
+        return env["HIPPODROME_BIND_HOST"]
+    return "0.0.0.0" if env.get("HIPPODROME_PEX_DIR") else HOST
 
 
 def data_plane_cells_json(plan_cell: str, cell_url: str) -> str:

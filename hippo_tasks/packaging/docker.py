@@ -245,7 +245,9 @@ def smoke(engine: Engine, image: str, profile: str, no_seed: bool, publish: bool
         args += ["-p", f"127.0.0.1:{host}-{host + 19}:9000-9019"]
         base = host
     else:
+        # Host networking shares the host's interfaces: keep every listener on loopback.
         args += ["--network", "host", "-e", "HIPPODROME_DASHBOARD_HOST=127.0.0.1",
+                 "-e", "HIPPODROME_BIND_HOST=127.0.0.1",
                  "-e", f"HIPPODROME_PORT_OFFSET={offset}"]
         base = 9000 + offset
     up = ["up", "--profile", profile, *(["--no-seed"] if no_seed else [])]
