@@ -455,3 +455,14 @@ def test_page_route_and_event_streams_end_with_their_client_and_the_daemon(
         sock.close()
     assert took < 10, f"down took {took:.1f}s with two streams open"
     stacks.clear()
+
+
+def test_the_snapshot_in_the_page_cannot_close_its_script_block() -> None:
+    from hippo_tasks.daemon.page import _boot_json, page
+
+    evil = {"reason": "</script><script>window.__pwned = 4</script><!--"}
+    raw = _boot_json(evil)
+    assert b"<" not in raw and json.loads(raw) == evil
+    p = page()
+    assert p.head.endswith(b'<script type="application/json" id="boot">')
+    assert p.tail.startswith(b"</script>")
