@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -69,14 +70,27 @@ def stack(text: Callable[[int], str]) -> Iterator[tuple[Path, str, psutil.Proces
         root = Path(tmp)
         dash = free_ports(1)[0]
         (root / "hippodrome.toml").write_text(text(dash))
+        up_returned = False
         try:
             hd(root, "up", "--detach", check=True, timeout=180)
+            up_returned = True
             reg = json.loads((root / ".hippodrome" / "registry.json").read_text())
             yield root, f"http://127.0.0.1:{dash}", psutil.Process(reg["daemon"]["pid"])
         finally:
             with suppress(Exception):
                 hd(root, "down", timeout=60)
-            force_down(Registry(root))
+            take_down(root, wait_for_daemon=not up_returned)
+
+
+def take_down(root: Path, wait_for_daemon: bool) -> None:
+    """`down --force` from the registry. An `up` interrupted mid-way (SIGTERM, timeout) may
+    already have forked the daemon, which registers itself a moment later: wait for it,
+    or it would outlive the folder it runs in."""
+    registry = Registry(root)
+    deadline = time.monotonic() + (5.0 if wait_for_daemon else 0.0)
+    while not registry.read().get("daemon") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    force_down(registry)
 
 
 def get_json(url: str) -> Any:
@@ -277,6 +291,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
     parser.add_argument("--quick", action="store_true", help="shorter windows, fewer runs")
     args = parser.parse_args()
+    # A SIGTERM (a CI timeout, `timeout 600 ...`) unwinds like an error, so every stack
+    # started so far is still taken down by its `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not os.access(CHROMIUM, os.X_OK):
         print(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium "
               "(or set HIPPODROME_CHROMIUM)", file=sys.stderr)
