@@ -76,3 +76,31 @@ def test_service_actions_over_http(daemon: str) -> None:
     assert code == 200 and body["services"][0]["state"] == "stopped"
     code, body = call(daemon + "/api/stack/start", method="POST")
     assert code == 200 and body["services"][0]["state"] == "running"
+
+
+def test_other_origins_and_rebound_hosts_are_refused(daemon: str) -> None:
+    port = daemon.rsplit(":", 1)[1]
+    req = urllib.request.Request(daemon + "/api/stack/stop", data=b"", method="POST",
+                                 headers={"Origin": "http://evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 403 and "cross-origin" in json.loads(info.value.read())["error"]
+    req = urllib.request.Request(daemon + "/api/status",
+                                 headers={"Host": f"evil.example:{port}"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 403
+    # The page's own requests, and localhost, still work; so does the webhook from anywhere.
+    same = urllib.request.Request(daemon + "/api/services/web/restart", data=b"",
+                                  method="POST", headers={"Origin": daemon})
+    with urllib.request.urlopen(same, timeout=30) as resp:
+        assert resp.status == 200
+    assert call(f"http://localhost:{port}/healthz")[0] == 200
+    hook = urllib.request.Request(daemon + "/webhook/eventbridge", method="POST",
+                                  data=b'{"detail-type": "X.Y"}',
+                                  headers={"Host": "abc.trycloudflare.com",
+                                           "Content-Type": "application/json"})
+    with urllib.request.urlopen(hook, timeout=10) as resp:
+        assert resp.status == 200
+    _, status = call(daemon + "/api/status")
+    assert status["services"][0]["state"] == "running"

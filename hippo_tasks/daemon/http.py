@@ -21,6 +21,34 @@ MAX_BODY = 1024 * 1024
 PROXY_HEADERS = ("Cf-Connecting-Ip", "Cf-Ray", "X-Forwarded-For", "Ngrok-Trace-Id")
 """Headers the tunnel tools add: such a request came from the internet, not this machine."""
 TUNNEL_PATHS = frozenset({"/webhook/eventbridge"})
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _host_name(host_header: str) -> str:
+    return host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+
+
+def refusal(path: str, method: str, headers: Any, loopback_only: bool) -> str | None:
+    """Why a request may not reach the API, or None.
+
+    A web page the user has open elsewhere can make the browser send requests to
+    127.0.0.1 (a form POST to /api/stack/stop), or rebind its own hostname to 127.0.0.1
+    and read /api/status. So: when the daemon listens on loopback, the Host must be a
+    loopback name; and a request that changes something must not come from another
+    origin. The webhook is exempt: it is meant to be reached through the tunnel and is
+    guarded by its token.
+    """
+    if path in TUNNEL_PATHS:
+        return None
+    if any(h in headers for h in PROXY_HEADERS):
+        return "only POST /webhook/eventbridge is reachable through the events tunnel"
+    host = headers.get("Host", "")
+    if loopback_only and _host_name(host) not in LOOPBACK_NAMES:
+        return f"Host {host!r} is not this machine's loopback; open the dashboard at 127.0.0.1"
+    origin = headers.get("Origin")
+    if method != "GET" and origin is not None and origin != f"http://{host}":
+        return f"cross-origin request from {origin!r} refused"
+    return None
 
 STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
     (E.UnknownServiceError, 404),
@@ -67,6 +95,7 @@ class ApiServer(ThreadingHTTPServer):
     def __init__(self, host: str, port: int, commands: StackCommands) -> None:
         super().__init__((host, port), ApiHandler)
         self.commands = commands
+        self.loopback_only = host in ("127.0.0.1", "localhost", "::1")
 
 
 class ApiHandler(BaseHTTPRequestHandler):
@@ -116,9 +145,9 @@ class ApiHandler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         path = urlsplit(self.path).path
         allowed = []
-        if path not in TUNNEL_PATHS and any(h in self.headers for h in PROXY_HEADERS):
-            self.send_json(403, {"error": "only POST /webhook/eventbridge is reachable "
-                                          "through the events tunnel"})
+        refused = refusal(path, method, self.headers, self.server.loopback_only)
+        if refused is not None:
+            self.send_json(403, {"error": refused})
             return
         try:
             for m, regex, fn in _ROUTES:
