@@ -34,6 +34,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_stack.py")
     session.run("python", "benchmarks/bench_fake_cell.py")
     session.run("python", "benchmarks/bench_webhook.py")
+    session.run("python", "benchmarks/bench_dashboard.py")
 
 
 # ---- packaging (docs/packaging.md) ----------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -30,7 +29,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from results_file import merge, verdict  # noqa: E402
 from stackutil import FLOOD, PY, TOY, free_ports, stack_header, toy_service  # noqa: E402
 
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
@@ -264,14 +265,6 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def verdict(key: str, value: float) -> str:
-    if key not in TARGETS:
-        return ""
-    op, target = TARGETS[key]
-    ok = value <= target if op == "<=" else value >= target
-    return f"target {op} {target:g}: {'met' if ok else 'NOT MET'}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
@@ -289,18 +282,10 @@ def main() -> int:
     results.update(bench_orphans())
     print(f"{'figure':32} {'value':>12}  verdict")
     for key, value in results.items():
-        print(f"{key:32} {value:>12}  {verdict(key, float(value))}")
-    out = Path(args.out)
-    existing = json.loads(out.read_text()) if out.exists() else {}
-    existing["core"] = {
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "kernel": platform.release()},
-        "results": results,
-        "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()},
-    }
-    out.write_text(json.dumps(existing, indent=2) + "\n")
-    print(f"written to {out}")
+        print(f"{key:32} {value:>12}  {verdict(float(value), TARGETS.get(key))}")
+    merge(Path(args.out), "core", {
+        "results": results, "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()}})
+    print(f"written to {args.out}")
     return 0
 
 

@@ -36,7 +36,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from results_file import merge  # noqa: E402
 from stackutil import PY, TOYS, free_ports, hd, stack_header, toy_service  # noqa: E402
 
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
@@ -277,15 +279,6 @@ def verdict(key: str, value: float) -> str:
     return f"target {op} {target:g}: {'met' if ok else 'NOT MET'}"
 
 
-def merge(out: Path, section: dict[str, Any]) -> None:
-    """Read-modify-write of our key only, replaced atomically so a reader never sees half."""
-    existing = json.loads(out.read_text()) if out.exists() else {}
-    existing["dashboard"] = section
-    tmp = out.with_name(f".{out.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(existing, indent=2) + "\n")
-    os.replace(tmp, out)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
@@ -331,7 +324,7 @@ def main() -> int:
     for note in notes:
         print(f"note: {note}")
     out = Path(args.out)
-    merge(out, {
+    merge(out, "dashboard", {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "kernel": platform.release(),

@@ -23,7 +23,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from results_file import merge, verdict  # noqa: E402
 from stackutil import hd  # noqa: E402
 from test_stack_flows import free_offset  # noqa: E402
 
@@ -154,19 +156,10 @@ def main() -> int:
         "load_average": os.getloadavg()[0],
     }
     for key, value in results.items():
-        target = TARGETS.get(key)
-        verdict = ""
-        if target:
-            op, limit = target
-            ok = value <= limit if op == "<=" else value >= limit
-            verdict = f"target {op} {limit:g}: {'met' if ok else 'NOT MET'}"
-        print(f"{key:26} {value}  {verdict}")
-    out = Path(args.out)
-    existing = json.loads(out.read_text()) if out.exists() else {}
-    existing["stack"] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         "results": results, "targets": {k: f"{o} {t}" for k, (o, t)
-                                                         in TARGETS.items()}}
-    out.write_text(json.dumps(existing, indent=2) + "\n")
+        shown = verdict(value, TARGETS.get(key)) if isinstance(value, float | int) else ""
+        print(f"{key:26} {value}  {shown}")
+    merge(Path(args.out), "stack", {
+        "results": results, "targets": {k: f"{o} {t}" for k, (o, t) in TARGETS.items()}})
     return 0
 
 

@@ -20,19 +20,19 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from results_file import merge, verdict  # noqa: E402
 from stackutil import PY, TOYS, free_ports, stack_header  # noqa: E402
 
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
@@ -133,29 +133,6 @@ def run(events: int) -> dict[str, float]:
             force_down(Registry(root))
 
 
-def verdict(key: str, value: float) -> str:
-    if key not in TARGETS:
-        return ""
-    op, target = TARGETS[key]
-    ok = value <= target if op == "<=" else value >= target
-    return f"target {op} {target:g}: {'met' if ok else 'NOT MET'}"
-
-
-def merge(out: Path, results: dict[str, float]) -> None:
-    """Read-modify-write of our key only, replaced atomically: other keys are others'."""
-    existing: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    existing["webhook"] = {
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "kernel": platform.release()},
-        "results": results,
-        "targets": {k: f"{op} {t:g}" for k, (op, t) in TARGETS.items()},
-    }
-    tmp = out.with_suffix(".json.tmp-webhook")
-    tmp.write_text(json.dumps(existing, indent=2) + "\n")
-    tmp.replace(out)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=5000, help="events through the webhook")
@@ -164,10 +141,11 @@ def main() -> int:
     results = run(args.events)
     print(f"{'figure':28} {'value':>10}  verdict")
     for key, value in results.items():
-        print(f"{key:28} {value:>10}  {verdict(key, float(value))}")
-    merge(Path(args.out), results)
+        print(f"{key:28} {value:>10}  {verdict(float(value), TARGETS.get(key))}")
+    merge(Path(args.out), "webhook", {
+        "results": results, "targets": {k: f"{op} {t:g}" for k, (op, t) in TARGETS.items()}})
     print(f"written to {args.out} (key 'webhook')")
-    met = all(verdict(k, float(results[k])).endswith(" met") for k in TARGETS)
+    met = all(verdict(float(results[k]), TARGETS[k]).endswith(" met") for k in TARGETS)
     return 0 if met else 1
 
 
