@@ -181,10 +181,3 @@ class RequestTimeoutError(HippoError):
     def message(self) -> str:
         return f"{self.what} did not finish within {self.seconds:g}s"
 
-
-@dataclass
-class Interrupted(HippoError):
-    """Ctrl+C in the foreground: a graceful shutdown, exit 130."""
-
-    def message(self) -> str:
-        return "interrupted: the stack was shut down"

@@ -66,7 +66,6 @@ class Engine:
         self._sync_pending = False
         self._interrupts = 0
         self.failure: ServiceStartError | None = None
-        self.extra_listeners: list[Callable[[Transition], None]] = []
         self.webhook_token: str | None = os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
         self.extras: dict[str, Any] = {}
         """Per-daemon state of route extensions (the webhook's delivery log, ...)."""
@@ -74,8 +73,6 @@ class Engine:
     # ---- state out: registry, terminal ------------------------------------------
     def _on_transition(self, event: Transition) -> None:
         self.stack.on_transition(event)
-        for listener in self.extra_listeners:
-            listener(event)
         if not self._sync_pending and self.loop is not None:
             self._sync_pending = True
             self.loop.call_soon(self.sync_registry)

@@ -14,9 +14,8 @@ mode or with HIPPODROME_BIND_HOST), `${env:NAME}`; `$$` is a literal `$`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,12 +256,3 @@ def bind_host(env: Mapping[str, str]) -> str:
     if env.get("HIPPODROME_BIND_HOST"):
         return env["HIPPODROME_BIND_HOST"]
     return "0.0.0.0" if env.get("HIPPODROME_PEX_DIR") else HOST
-
-
-def data_plane_cells_json(plan_cell: str, cell_url: str) -> str:
-    """DATA_PLANE_CELLS as the reference's ecom services expect it."""
-    return json.dumps({plan_cell: {"url": cell_url}}, sort_keys=True)
-
-
-def service_names(plan: StackPlan) -> Sequence[str]:
-    return plan.names

@@ -176,15 +176,10 @@ class LogHub:
         self._counts: dict[str, int] = {}
         self._seq: dict[str, int] = {}
         self._watchers: dict[str, Callable[[str], None]] = {}
-        self._listeners: list[Callable[[str], None]] = []
         self._cond = threading.Condition()
 
     def add_sink(self, sink: LogSink) -> None:
         self._sinks.append(sink)
-
-    def on_lines(self, listener: Callable[[str], None]) -> None:
-        """`listener(service)` after each chunk (the page's live updates)."""
-        self._listeners.append(listener)
 
     def watch(self, service: str, on_line: Callable[[str], None] | None) -> None:
         """Route decoded lines of one service to a callback (log readiness), or stop."""
@@ -229,7 +224,7 @@ class LogHub:
         if watcher is not None:
             for line in lines:
                 watcher(line.decode("utf-8", "replace"))
-        self._notify(service)
+        self._notify()
 
     def system(self, service: str, text: str) -> None:
         first = self._seq.get(service, 0) + 1
@@ -238,11 +233,9 @@ class LogHub:
         self._append(chunk)
         for sink in self._sinks:
             sink.write_chunk(b"", chunk)
-        self._notify(service)
+        self._notify()
 
-    def _notify(self, service: str) -> None:
-        for listener in self._listeners:
-            listener(service)
+    def _notify(self) -> None:
         with self._cond:
             self._cond.notify_all()
 

@@ -13,7 +13,6 @@ from invoke.exceptions import Exit
 from hippo_tasks import errors as E
 
 EXIT_CODES: list[tuple[type[E.HippoError], int]] = [
-    (E.Interrupted, 130),
     (E.ServiceStartError, 1),
     (E.UsageError, 2),
     (E.UnknownServiceError, 2),
