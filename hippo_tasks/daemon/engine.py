@@ -64,6 +64,7 @@ class Engine:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._shutdown: asyncio.Future[str] | None = None
         self._sync_pending = False
+        self._identities: dict[int, float | None] = {}
         self._interrupts = 0
         self.failure: ServiceStartError | None = None
         self.webhook_token: str | None = os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
@@ -82,6 +83,12 @@ class Engine:
         host = "127.0.0.1" if self.dashboard_host in ("0.0.0.0", "") else self.dashboard_host
         return f"http://{host}:{self.plan.dashboard_port}"
 
+    def _identity(self, pid: int) -> float | None:
+        """A pid's start time never changes: ask psutil once per pid, not once per sync."""
+        if pid not in self._identities:
+            self._identities[pid] = identity(pid)
+        return self._identities[pid]
+
     def sync_registry(self) -> None:
         self._sync_pending = False
         services = {}
@@ -90,7 +97,7 @@ class Engine:
                                                      State.BACKOFF):
                 entry: dict[str, object] = {"pid": None, "pgid": None}
             else:
-                entry = {"pid": svc.pid, "pgid": svc.pgid, "create_time": identity(svc.pid)}
+                entry = {"pid": svc.pid, "pgid": svc.pgid, "create_time": self._identity(svc.pid)}
             entry.update({
                 "port": svc.planned.port,
                 "state": svc.state.value,
@@ -105,7 +112,7 @@ class Engine:
         def change(data: dict[str, object]) -> None:
             data["daemon"] = {
                 "pid": os.getpid(),
-                "create_time": identity(os.getpid()),
+                "create_time": self._identity(os.getpid()),
                 "url": self.url,
                 "port": self.plan.dashboard_port,
                 "guard_pid": self.guard.pid,
