@@ -357,7 +357,8 @@ class Scripted(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), ScriptedHandler)
         self.script = script
         self.seen: list[dict[str, str]] = []
-        self.connections: set[int] = set()
+        self.connections: set[tuple[str, int]] = set()
+        self.closed = 0  # connections the server has finished with
 
     @property
     def url(self) -> str:
@@ -372,7 +373,8 @@ class ScriptedHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         self.server.seen.append({k.lower(): v for k, v in self.headers.items()})
-        self.server.connections.add(id(self.connection))
+        # By the client's address: id() of a socket object can be reused once freed.
+        self.server.connections.add(self.client_address)
         status, body, delay = self.server.script.pop(0) if self.server.script else (200, {}, 0)
         time.sleep(delay)
         data = json.dumps(body).encode()
@@ -387,6 +389,10 @@ class ScriptedHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def finish(self) -> None:
+        super().finish()
+        self.server.closed += 1
 
 
 @pytest.fixture
@@ -442,7 +448,11 @@ def test_a_stale_keep_alive_connection_is_replaced_without_an_attempt(
     client.call("dynamodb", "ListTables", {})
     client.call("dynamodb", "ListTables", {})
     assert len(scripted.connections) == 1, "the second call reused the connection"
-    time.sleep(0.6)  # the server closes the idle socket; the client still holds it
+    # The server closes the idle socket (timeout 0.3 s); the client still holds it.
+    deadline = time.monotonic() + 10
+    while scripted.closed < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert scripted.closed == 1
     client.call("dynamodb", "ListTables", {})  # one attempt allowed, and it succeeds
     assert len(scripted.seen) == 3 and len(scripted.connections) == 2
     client.close()
