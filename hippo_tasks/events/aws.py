@@ -67,6 +67,8 @@ _ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b")
 # moto's IAM enforcement answers JSON-protocol services with an XML error body, which
 # botocore then reports with the HTTP status as the code.
 _XML_CODE = re.compile(r"<Code>([^<]+)</Code>")
+_PERFORM = re.compile(r"perform: ([a-z0-9-]+:[A-Za-z0-9*]+)")
+"""AWS's own AccessDenied text names the action it refused (iam:PassRole on PutTargets)."""
 _XML_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
 # Error kinds after which no other AWS call can succeed either: callers stop there.
@@ -261,6 +263,9 @@ def _explain_client_error(exc: Any, service: str | None) -> AwsError:
     permission = permission_for(service, operation)
     call = f"{operation}" if operation else "the AWS call"
     if code in _ACCESS_DENIED_CODES:
+        named = _PERFORM.search(str((exc.response.get("Error") or {}).get("Message") or ""))
+        if named:
+            permission = named.group(1)
         needed = permission or "the permission for this call"
         return AwsError(
             "access-denied",

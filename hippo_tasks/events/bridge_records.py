@@ -21,7 +21,6 @@ next `up`/`down` tries again, and the message names it (it is safe to delete by 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -43,7 +42,6 @@ KINDS = (TUNNEL, TARGET, RULE, DESTINATION, CONNECTION, ROLE)
 _DELETE_ORDER = (TARGET, RULE, DESTINATION, CONNECTION)
 _GONE_CODES = {"ResourceNotFoundException", "NotFoundException", "NoSuchEntity"}
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-_PERFORM = re.compile(r"perform: ([a-z0-9-]+:[A-Za-z0-9*]+)")
 
 Entry = dict[str, Any]
 
@@ -216,19 +214,12 @@ def prune_tunnel_logs(registry: Registry, min_age_s: float = 600.0) -> None:
 
 
 def explain(exc: BaseException, service: str, secret: str | None = None) -> aws.AwsError:
-    """`aws.explain`, naming the permission AWS names (iam:PassRole on PutTargets...)
-    and with the webhook token blanked out of any text AWS echoed back."""
+    """`aws.explain` with the webhook token blanked out of any text AWS echoed back."""
     err = aws.explain(exc, service)
-    sentence, permission = err.sentence, err.permission
-    if err.kind == "access-denied":
-        response = getattr(exc, "response", None) or {}
-        found = _PERFORM.search(str((response.get("Error") or {}).get("Message") or ""))
-        if found and permission and found.group(1) != permission:
-            sentence = sentence.replace(permission, found.group(1))
-            permission = found.group(1)
-    if secret:
-        sentence = sentence.replace(secret, "****")
-    return aws.AwsError(err.kind, sentence, permission, err.code)
+    if not secret or secret not in err.sentence:
+        return err
+    return aws.AwsError(err.kind, err.sentence.replace(secret, "****"), err.permission,
+                        err.code)
 
 
 def label(entry: Entry) -> str:
