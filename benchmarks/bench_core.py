@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from results_file import merge, verdict  # noqa: E402
+from results_file import report  # noqa: E402
 from stackutil import FLOOD, PY, TOY, free_ports, stack_header, toy_service  # noqa: E402
 
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
@@ -280,12 +280,7 @@ def main() -> int:
     results.update(bench_restart_one())
     results.update(bench_logs())
     results.update(bench_orphans())
-    print(f"{'figure':32} {'value':>12}  verdict")
-    for key, value in results.items():
-        print(f"{key:32} {value:>12}  {verdict(float(value), TARGETS.get(key))}")
-    merge(Path(args.out), "core", {
-        "results": results, "targets": {k: f"{op} {t}" for k, (op, t) in TARGETS.items()}})
-    print(f"written to {args.out}")
+    report(Path(args.out), "core", results, TARGETS)
     return 0
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from results_file import merge, verdict  # noqa: E402
+from results_file import report  # noqa: E402
 from stackutil import hd  # noqa: E402
 from test_stack_flows import free_offset  # noqa: E402
 
@@ -155,11 +155,7 @@ def main() -> int:
         "rss_mb_by_service": rss_by_service,
         "load_average": os.getloadavg()[0],
     }
-    for key, value in results.items():
-        shown = verdict(value, TARGETS.get(key)) if isinstance(value, float | int) else ""
-        print(f"{key:26} {value}  {shown}")
-    merge(Path(args.out), "stack", {
-        "results": results, "targets": {k: f"{o} {t}" for k, (o, t) in TARGETS.items()}})
+    report(Path(args.out), "stack", results, TARGETS)
     return 0
 
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from results_file import merge, verdict  # noqa: E402
+from results_file import report, verdict  # noqa: E402
 from stackutil import PY, TOYS, free_ports, stack_header  # noqa: E402
 
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
@@ -139,12 +139,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
     args = parser.parse_args()
     results = run(args.events)
-    print(f"{'figure':28} {'value':>10}  verdict")
-    for key, value in results.items():
-        print(f"{key:28} {value:>10}  {verdict(float(value), TARGETS.get(key))}")
-    merge(Path(args.out), "webhook", {
-        "results": results, "targets": {k: f"{op} {t:g}" for k, (op, t) in TARGETS.items()}})
-    print(f"written to {args.out} (key 'webhook')")
+    report(Path(args.out), "webhook", results, TARGETS)
     met = all(verdict(float(results[k]), TARGETS[k]).endswith(" met") for k in TARGETS)
     return 0 if met else 1
 

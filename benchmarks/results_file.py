@@ -28,6 +28,19 @@ def merge(out: Path, key: str, section: dict[str, Any]) -> None:
     os.replace(tmp, out)
 
 
+def report(out: Path, key: str, results: dict[str, Any],
+           targets: dict[str, tuple[str, float]]) -> None:
+    """Print each figure beside its target's verdict, then merge them under `key`."""
+    width = max(len(k) for k in results) + 2
+    print(f"{'figure':{width}} {'value':>12}  verdict")
+    for name, value in results.items():
+        shown = verdict(float(value), targets.get(name)) if isinstance(value, int | float) else ""
+        print(f"{name:{width}} {value!s:>12}  {shown}")
+    merge(out, key, {"results": results,
+                     "targets": {k: f"{op} {t:g}" for k, (op, t) in targets.items()}})
+    print(f"written to {out} (key '{key}')")
+
+
 def verdict(value: float, target: tuple[str, float] | None) -> str:
     if target is None:
         return ""
