@@ -103,6 +103,7 @@ class Engine:
                 "state": svc.state.value,
                 "started_at": svc.started_at,
                 "reason": svc.reason,
+                "ready": svc.ready,
                 "blocking": svc.planned.spec.blocking,
                 "kind": svc.planned.spec.kind,
             })
@@ -209,8 +210,7 @@ class Engine:
     def _report_ready(self, seconds: float) -> None:
         rows = self.stack.status()
         failed = [r["name"] for r in rows if r["state"] == "failed"]
-        ready = [r for r in rows if r["state"] in ("running", "external")
-                 or (r["kind"] == "job" and r["state"] == "stopped")]
+        ready = [r for r in rows if r["ready"]]
         msg = f"hippodrome | {len(ready)}/{len(rows)} services ready in {seconds:.2f}s"
         if failed:
             msg += f"; not running (non-blocking): {', '.join(map(str, failed))}"

@@ -98,6 +98,7 @@ class ServiceSupervisor:
             "restarts": self.restarts,
             "uptime_s": round(time.time() - up, 1) if up else None,
             "exit_code": self.exit_code,
+            "ready": self.ready,
             "blocking": spec.blocking,
             "external": spec.external,
             "kind": spec.kind,

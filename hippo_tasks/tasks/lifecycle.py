@@ -131,12 +131,9 @@ def _up_detached(plan: StackPlan, registry: Registry, tls: bool = False) -> int:
 
 
 def _settled_ok(entry: dict[str, Any]) -> bool:
-    state = entry["state"]
-    if state in ("running", "external"):
-        return True
-    if entry.get("kind") == "job" and state == "stopped":
-        return True
-    return state == "failed" and not entry.get("blocking", True)
+    """Ready as the daemon judges it, or a non-blocking service that failed."""
+    return bool(entry.get("ready")) or (entry["state"] == "failed"
+                                        and not entry.get("blocking", True))
 
 
 def _report_detached_failure(failure: dict[str, Any] | None, log: Path) -> None:
