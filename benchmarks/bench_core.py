@@ -193,6 +193,31 @@ def bench_restart_one() -> dict[str, float]:
         return {"restart_one_s": round(statistics.median(times), 3)}
 
 
+def bench_restart_chain_cpu() -> dict[str, float]:
+    """Daemon CPU while the whole stack restarts along a dependency chain: waiting
+    dependants must sleep until a transition, not spin."""
+    def text(ports: list[int]) -> str:
+        body, prev = stack_header(ports[0]), None
+        for i, port in enumerate(ports[1:]):
+            body += toy_service(f"c{i}", port, "--delay", "0.3",
+                                **({"depends_on": [prev]} if prev else {}))
+            prev = f"c{i}"
+        return body
+
+    with stack(text, 4) as (root, _):
+        assert cli(root, "up", "--detach").returncode == 0
+        reg = registry(root)
+        daemon = psutil.Process(reg["daemon"]["pid"])
+        cpu0 = sum(daemon.cpu_times()[:2])
+        began = time.monotonic()
+        urllib.request.urlopen(urllib.request.Request(
+            reg["daemon"]["url"] + "/api/stack/restart", method="POST"), timeout=60).read()
+        wall = time.monotonic() - began
+        cpu = sum(daemon.cpu_times()[:2]) - cpu0
+        cli(root, "down")
+        return {"restart_chain4_s": round(wall, 3), "restart_chain4_daemon_cpu_s": round(cpu, 3)}
+
+
 def bench_logs(lines: int = 200_000) -> dict[str, float]:
     expected = lines * 100
 
@@ -278,6 +303,7 @@ def main() -> int:
         results.update(bench_n40_daemon_and_teardown())
     results.update(bench_sigkill())
     results.update(bench_restart_one())
+    results.update(bench_restart_chain_cpu())
     results.update(bench_logs())
     results.update(bench_orphans())
     report(Path(args.out), "core", results, TARGETS)

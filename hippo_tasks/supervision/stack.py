@@ -28,6 +28,8 @@ class StackSupervisor:
         self._starters: dict[str, asyncio.Task[None]] = {}
         self.blocking_failure: asyncio.Future[ServiceStartError] | None = None
         self._watchers: list[asyncio.Task[None]] = []
+        self._tick: asyncio.Event | None = None
+        """Set (and replaced) on every transition: what a waiting starter wakes on."""
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -62,7 +64,11 @@ class StackSupervisor:
         )
 
     def on_transition(self, event: Transition) -> None:
-        """Hooked in by the owner: a blocking service failing during start-up is final."""
+        """Hooked in by the owner: wakes waiting starters; a blocking service failing
+        during start-up is final."""
+        if self._tick is not None:
+            self._tick.set()
+            self._tick = None
         if event.new != State.FAILED or self.blocking_failure is None:
             return
         svc = self.services.get(event.service)
@@ -95,14 +101,12 @@ class StackSupervisor:
                 return
             if not pending:
                 break
-            waits = [asyncio.ensure_future(d.settled.wait()) for d in pending]
-            # settled flips on every transition; wake on any of them and look again.
-            done, rest = await asyncio.wait(waits, timeout=0.5,
-                                            return_when=asyncio.FIRST_COMPLETED)
-            for w in rest:
-                w.cancel()
-            if done:
-                await asyncio.sleep(0)
+            # Whatever unblocks us (a dependency ready, failed, or its starter moving it
+            # out of STOPPED) is a transition; the timeout is only a safety net.
+            if self._tick is None:
+                self._tick = asyncio.Event()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._tick.wait(), 0.5)
         svc.start()
 
     def _starters_active(self) -> set[str]:
