@@ -7,14 +7,20 @@ line when it can be found), so a typo never surfaces later as a KeyError in a ch
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from hippo_tasks.errors import StackFileError
 from hippo_tasks.model.spec import CELLS
 
 SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+
+DAY = 86_400.0
+"""The upper bound of every duration (timeouts, intervals, backoff): longer is a typo,
+and far longer overflows the event loop's clock arithmetic."""
 
 
 class FileContext:
@@ -94,13 +100,32 @@ def want_bool(ctx: FileContext, v: Any, svc: str | None, f: str) -> bool:
 
 
 def want_number(
-    ctx: FileContext, v: Any, svc: str | None, f: str, minimum: float = 0.0
+    ctx: FileContext,
+    v: Any,
+    svc: str | None,
+    f: str,
+    minimum: float = 0.0,
+    maximum: float = DAY,
 ) -> float:
+    """A finite number of seconds within [minimum, maximum]: NaN compares false with
+    everything, so without the explicit check it slips through every bound."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise ctx.error(f"must be a number, not {_type_name(v)}", svc, f)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ctx.error(f"must be a finite number, got {v}", svc, f)
     if v < minimum:
-        raise ctx.error(f"must be at least {minimum:g}, got {v}", svc, f)
+        raise ctx.error(f"must be at least {minimum:g}, got {_short(v)}", svc, f)
+    if v > maximum:
+        limit = f"{maximum:g}" + (" (one day)" if maximum == DAY else "")
+        raise ctx.error(f"must be at most {limit}, got {_short(v)}", svc, f)
     return float(v)
+
+
+def _short(v: int | float) -> str:
+    """A number as the user wrote it, cut short: a 4,000-digit integer is not a message."""
+    if abs(v) < 10**30:
+        return str(v)
+    return f"{float(v):g}" if abs(v) < 10**300 else "a number with hundreds of digits"
 
 
 def want_int(
@@ -109,7 +134,7 @@ def want_int(
     if isinstance(v, bool) or not isinstance(v, int):
         raise ctx.error(f"must be an integer, not {_type_name(v)}", svc, f)
     if not lo <= v <= hi:
-        raise ctx.error(f"must be between {lo} and {hi}, got {v}", svc, f)
+        raise ctx.error(f"must be between {lo} and {hi}, got {_short(v)}", svc, f)
     return v
 
 
@@ -135,8 +160,55 @@ def want_str_table(
     for key, val in v.items():
         if isinstance(val, bool) or not isinstance(val, str | int | float):
             raise ctx.error(f"value of '{key}' must be a string, not {_type_name(val)}", svc, f)
+        if isinstance(val, float) and not math.isfinite(val):
+            raise ctx.error(f"value of '{key}' must be a string or a finite number, got {val}",
+                            svc, f)
+        if isinstance(val, int) and not isinstance(val, bool) and abs(val) >= 10**30:
+            raise ctx.error(f"value of '{key}' is too large a number; quote it as a string",
+                            svc, f)
         out.append((key, str(val)))
     return tuple(out)
+
+
+def want_env(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[tuple[str, str], ...]:
+    """Environment variables: the kernel takes `NAME=value` strings, so a name that is
+    empty or holds '=' cannot be passed on (exec refuses it, and the child never starts)."""
+    pairs = want_str_table(ctx, v, svc, f)
+    for key, _ in pairs:
+        if not key:
+            raise ctx.error("has an empty variable name", svc, f)
+        if "=" in key:
+            raise ctx.error(f"variable name {key!r} contains '=' (names cannot hold it; "
+                            "write NAME = \"value\")", svc, f)
+    return pairs
+
+
+def want_globs(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...]:
+    """Relative glob patterns, refused here with the rules Path.glob would raise on later,
+    inside the daemon's file watcher."""
+    patterns = want_str_list(ctx, v, svc, f)
+    for pattern in patterns:
+        path = PurePosixPath(pattern)
+        if path.is_absolute():
+            raise ctx.error(f"pattern {pattern!r} must be relative to the service's cwd",
+                            svc, f)
+        if not path.parts:
+            raise ctx.error(f"pattern {pattern!r} matches nothing; write e.g. \"src/**/*.py\"",
+                            svc, f)
+        if any("**" in part and part != "**" for part in path.parts):
+            raise ctx.error(f"pattern {pattern!r}: '**' can only be a whole path component "
+                            "(e.g. \"src/**/*.py\")", svc, f)
+    return patterns
+
+
+def want_url_path(ctx: FileContext, v: Any, svc: str | None, f: str) -> str:
+    """A path for an HTTP request line: it starts with '/' and holds no spaces or control
+    characters, which would split or corrupt the request."""
+    path = want_str(ctx, v, svc, f)
+    if not (path.startswith("/") and path.isascii() and path.isprintable() and " " not in path):
+        raise ctx.error(f"{path!r} must be a URL path: start with '/', printable ASCII, "
+                        "no spaces", svc, f)
+    return path
 
 
 def want_choice_list(

@@ -63,32 +63,32 @@ def check_graph(spec: StackSpec, sources: Mapping[str, FileContext]) -> None:
 
 
 def find_cycle(deps: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """One dependency cycle as a path that returns to its start, or None."""
+    """One dependency cycle as a path that returns to its start, or None.
+
+    Depth-first with an explicit stack: a chain of a thousand services is a valid stack
+    and must not hit Python's recursion limit."""
     white, grey, black = 0, 1, 2
     colour = dict.fromkeys(deps, white)
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = grey
-        stack.append(node)
-        for dep in deps.get(node, ()):
-            if dep not in colour:
-                continue
-            if colour[dep] == grey:
-                return stack[stack.index(dep):] + [dep]
-            if colour[dep] == white:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        colour[node] = black
-        return None
-
-    for node in sorted(deps):
-        if colour[node] == white:
-            found = visit(node)
-            if found:
-                return found
+    for start in sorted(deps):
+        if colour[start] != white:
+            continue
+        colour[start] = grey
+        path = [start]
+        pending = [iter(deps.get(start, ()))]
+        while pending:
+            for dep in pending[-1]:
+                if dep not in colour:
+                    continue
+                if colour[dep] == grey:
+                    return path[path.index(dep):] + [dep]
+                if colour[dep] == white:
+                    colour[dep] = grey
+                    path.append(dep)
+                    pending.append(iter(deps.get(dep, ())))
+                    break
+            else:
+                colour[path.pop()] = black
+                pending.pop()
     return None
 
 
@@ -96,16 +96,19 @@ def topo_order(deps: Mapping[str, Iterable[str]]) -> list[str]:
     """Names with every dependency before its dependants; ties keep the given order."""
     order: list[str] = []
     seen: set[str] = set()
-
-    def visit(node: str) -> None:
-        if node in seen:
-            return
-        seen.add(node)
-        for dep in deps.get(node, ()):
-            if dep in deps:
-                visit(dep)
-        order.append(node)
-
-    for node in deps:
-        visit(node)
+    for start in deps:
+        if start in seen:
+            continue
+        seen.add(start)
+        stack = [(start, iter(deps.get(start, ())))]
+        while stack:
+            node, todo = stack[-1]
+            for dep in todo:
+                if dep in deps and dep not in seen:
+                    seen.add(dep)
+                    stack.append((dep, iter(deps.get(dep, ()))))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
     return order

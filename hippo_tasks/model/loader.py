@@ -9,6 +9,7 @@ drops the bundle; routes from the project file come first, so they win.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from importlib import resources
@@ -18,6 +19,7 @@ from typing import Any
 from hippo_tasks.errors import StackFileError
 from hippo_tasks.model import fields as F
 from hippo_tasks.model.graph import check_graph
+from hippo_tasks.model.raw import check_document
 from hippo_tasks.model.spec import (
     PROFILES,
     Readiness,
@@ -43,10 +45,10 @@ _STACK_FIELDS: dict[str, F.Checker] = {
 }
 
 _SERVICE_FIELDS: dict[str, F.Checker] = {
-    "command": F.want_str_list,
+    "command": lambda c, v, s, f: _argv(c, v, s, f),
     "port": F.want_port,
     "cwd": F.want_str,
-    "env": F.want_str_table,
+    "env": F.want_env,
     "profiles": lambda c, v, s, f: F.want_choice_list(c, v, s, f, None),
     "cells": F.want_cells,
     "depends_on": F.want_str_list,
@@ -58,7 +60,7 @@ _SERVICE_FIELDS: dict[str, F.Checker] = {
     "max_restarts": lambda c, v, s, f: F.want_int(c, v, s, f, 0, 10_000),
     "external": F.want_bool,
     "external_in": lambda c, v, s, f: F.want_choice_list(c, v, s, f, None),
-    "watch": F.want_str_list,
+    "watch": F.want_globs,
     "kind": lambda c, v, s, f: _kind(c, v, s, f),
     "setup": lambda c, v, s, f: _setup(c, v, s, f),
     "enabled": F.want_bool,
@@ -68,19 +70,27 @@ _SERVICE_FIELDS: dict[str, F.Checker] = {
 _ROUTE_FIELDS = {"detail_type_prefix", "service", "path"}
 
 
+def _argv(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...]:
+    """A command line; an empty program name could only fail at exec, in the daemon."""
+    argv = F.want_str_list(ctx, v, svc, f)
+    if argv and not argv[0].strip():
+        raise ctx.error("the program (the first item) must not be empty", svc, f)
+    return argv
+
+
 def _readiness(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> Readiness:
     if v == "none":
         return Readiness("none")
     if isinstance(v, dict) and len(v) == 1:
         (key, val), = v.items()
         if key == "http" and isinstance(val, str) and val.startswith("/"):
-            return Readiness("http", val)
+            return Readiness("http", F.want_url_path(ctx, val, svc, f))
         if key == "tcp" and val is True:
             return Readiness("tcp")
         if key == "log" and isinstance(val, str) and val:
             try:
                 re.compile(val)
-            except re.error as exc:
+            except (re.error, RecursionError, OverflowError, ValueError) as exc:
                 raise ctx.error(f"log pattern is not a valid regex: {exc}", svc, f) from exc
             return Readiness("log", val)
     raise ctx.error(
@@ -97,7 +107,7 @@ def _kind(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> str:
 def _setup(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> SetupStep:
     if not isinstance(v, dict) or set(v) != {"command", "creates"}:
         raise ctx.error('must be { command = ["..."], creates = "path" }', svc, f)
-    command = F.want_str_list(ctx, v["command"], svc, "setup.command")
+    command = _argv(ctx, v["command"], svc, "setup.command")
     if not command:
         raise ctx.error("setup.command must not be empty", svc, f)
     return SetupStep(command=command, creates=F.want_str(ctx, v["creates"], svc, "setup.creates"))
@@ -126,9 +136,14 @@ def _parse_file(path: str, text: str) -> _FileData:
             problem=f"not valid TOML: {exc}",
             line=int(match.group(1)) if match else None,
         ) from exc
+    except RecursionError as exc:
+        raise StackFileError(path, "not usable TOML: arrays or tables nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise StackFileError(path, f"not usable TOML: {exc}") from exc
+    check_document(ctx, raw)
     data = _FileData(ctx)
     F.check_unknown(ctx, raw, {"stack", "services", "routes", "cells", "env"}, None)
-    data.env = dict(F.want_str_table(ctx, raw.get("env", {}), None, "env"))
+    data.env = dict(F.want_env(ctx, raw.get("env", {}), None, "env"))
     stack = raw.get("stack", {})
     if not isinstance(stack, dict):
         raise ctx.error("[stack] must be a table")
@@ -161,7 +176,7 @@ def _parse_file(path: str, text: str) -> _FileData:
             Route(
                 detail_type_prefix=F.want_str(ctx, route["detail_type_prefix"], None, "routes"),
                 service=F.want_str(ctx, route["service"], None, "routes"),
-                path=F.want_str(ctx, route.get("path", "/events"), None, "routes"),
+                path=F.want_url_path(ctx, route.get("path", "/events"), None, "routes"),
             )
         )
     cells = raw.get("cells", {})
@@ -228,11 +243,14 @@ def _merge(files: list[_FileData]) -> StackSpec:
         routes = data.routes + routes
         cell_urls.update(data.cell_urls)
     settings.pop("defaults", None)
+    below = {name for data in files[:-1] for name in data.services}
     services: list[ServiceSpec] = []
     for name, table in merged.items():
         ctx = source[name]
         always_external = table.get("external", False) or (
             set(table.get("external_in", ())) >= set(table.get("profiles", PROFILES)))
+        if not always_external and not table.get("command") and below and name not in below:
+            raise _not_bundled(ctx, name, below, table.get("enabled", True))
         if not always_external and not table.get("command") and table.get("enabled", True):
             raise ctx.error("has no command (give command = [...] or external = true)", name,
                             "command")
@@ -255,6 +273,19 @@ def _merge(files: list[_FileData]) -> StackSpec:
     )
     check_graph(spec, {s.name: source[s.name] for s in services})
     return spec
+
+
+def _not_bundled(ctx: F.FileContext, name: str, bundled: set[str],
+                 enabled: bool) -> StackFileError:
+    """A table with no command only makes sense as an override of a bundled service, so
+    a name the bundle lacks is most likely a typo: say so rather than "has no command"."""
+    close = difflib.get_close_matches(name, sorted(bundled), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    if not enabled:
+        return ctx.error(f"is not a bundled service{hint}, so enabled = false switches "
+                         "nothing off", name)
+    return ctx.error(f"is not a bundled service{hint}; to override one, use its exact name; "
+                     "to add a new service, give it command = [...] (or external = true)", name)
 
 
 def known_profiles(spec: StackSpec) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ mode or with HIPPODROME_BIND_HOST), `${env:NAME}`; `$$` is a literal `$`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -151,9 +152,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
     # Ports of every service, selected or not, so ${url:x} of a skipped one still renders.
     ports = {s.name: s.port + opts.port_offset for s in spec.services if s.port is not None}
     dashboard_port = spec.settings.dashboard_port + opts.port_offset
-    for name, port in ports.items():
-        if not 0 < port < 65536:
-            raise UsageError(f"--port-offset {opts.port_offset} moves '{name}' to port {port}")
+    _check_shifted_ports(spec, opts, ports, dashboard_port)
     root = opts.project_root
     base_vars = {
         "python": opts.python,
@@ -171,12 +170,13 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
         "bind_host": bind_host(opts.env),
     }
     names = {s.name for s in chosen}
+    everyone = tuple(s.name for s in spec.services)
     order = topo_order({s.name: [d for d in s.depends_on if d in names] for s in chosen})
     by_name = {s.name: s for s in chosen}
     planned = []
     for name in order:
         svc = by_name[name]
-        render = _Renderer(svc, base_vars, ports, opts.env)
+        render = _Renderer(svc, base_vars, ports, opts.env, everyone)
         cwd = root / render(svc.cwd, "cwd")
         setup_argv: tuple[str, ...] = ()
         creates = None
@@ -199,6 +199,21 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
     return StackPlan(opts, spec.settings, dashboard_port, tuple(planned), routes)
 
 
+def _check_shifted_ports(spec: StackSpec, opts: Options, ports: Mapping[str, int],
+                         dashboard_port: int) -> None:
+    """Every port, the dashboard's included, must still be a real port once shifted:
+    port 0 would make the kernel pick a random one, and past 65535 bind() overflows."""
+    shifted = [("the dashboard ([stack] dashboard_port)", spec.settings.dashboard_port,
+                dashboard_port)]
+    shifted += [(f"'{s.name}'", s.port, ports[s.name]) for s in spec.services
+                if s.port is not None]
+    for who, written, port in shifted:
+        if not 0 < port < 65536:
+            raise UsageError(
+                f"--port-offset {opts.port_offset} moves {who} from port {written} to port "
+                f"{port}, outside 1-65535: choose an offset that keeps every port in range")
+
+
 class _Renderer:
     def __init__(
         self,
@@ -206,11 +221,13 @@ class _Renderer:
         base: Mapping[str, str],
         ports: Mapping[str, int],
         env: Mapping[str, str],
+        services: tuple[str, ...] = (),
     ) -> None:
         self.svc = svc
         self.base = base
         self.ports = ports
         self.env = env
+        self.services = services
 
     def __call__(self, text: str, field_name: str) -> str:
         def sub(match: re.Match[str]) -> str:
@@ -230,8 +247,12 @@ class _Renderer:
                 raise self.fail("uses ${port} but has no port", field_name)
             return str(self.ports[self.svc.name])
         if var in ("port", "url") and arg is not None:
+            if arg not in self.services:
+                raise self.fail(f"${{{var}:{arg}}}: no such service '{arg}'"
+                                + _did_you_mean(arg, self.services), field_name)
             if arg not in self.ports:
-                raise self.fail(f"${{{var}:{arg}}} names a service with no port", field_name)
+                raise self.fail(f"${{{var}:{arg}}} names service '{arg}', which has no port",
+                                field_name)
             port = self.ports[arg]
             return str(port) if var == "port" else f"http://{HOST}:{port}"
         if var == "env" and arg is not None:
@@ -247,7 +268,15 @@ class _Renderer:
                 "hippodrome.toml (fake_cell runs only with --cell local)", field_name)
         if arg is None and var in self.base:
             return self.base[var]
-        raise self.fail(f"unknown variable ${{{var}{':' + arg if arg else ''}}}", field_name)
+        known = (*self.base, "port", "env", "url")
+        raise self.fail(f"unknown variable ${{{var}{':' + arg if arg else ''}}}"
+                        + _did_you_mean(var, known, "${", "}"), field_name)
+
+
+def _did_you_mean(name: str, known: tuple[str, ...], before: str = "'",
+                  after: str = "'") -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {before}{close[0]}{after}?)" if close else ""
 
 
 def bind_host(env: Mapping[str, str]) -> str:

@@ -1,0 +1,215 @@
+"""Values the runtime cannot use are refused at load or plan time, naming what is wrong.
+
+Each case here once got through the loader and failed later: a hang in `pending`, an
+OverflowError traceback, a daemon on a random port, or a misleading message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hippo_tasks.errors import StackFileError, UsageError
+from hippo_tasks.model.loader import load_stack, load_stack_text
+from hippo_tasks.model.plan import Options, StackPlan, build_plan
+
+ROOT = Path("/p")
+
+
+def refused(text: str) -> StackFileError:
+    with pytest.raises(StackFileError) as info:
+        load_stack_text(text, "stack.toml")
+    assert "stack.toml" in str(info.value)
+    return info.value
+
+
+def planned(text: str, **opts: object) -> StackPlan:
+    return build_plan(load_stack_text(text, "stack.toml"),
+                      Options(project_root=ROOT, **opts))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("table,field", [
+    ('command = ["app", "a\\u0000b"]', "command"),
+    ('command = ["x"]\ncwd = "sub\\u0000dir"', "cwd"),
+    ('command = ["x"]\nenv = { A = "1\\u0000" }', "env"),
+    ('command = ["x"]\nenv = { "A\\u0000" = "1" }', "env"),
+    ('command = ["x"]\nwatch = ["src/\\u0000.py"]', "watch"),
+    ('command = ["x"]\nsetup = { command = ["npm"], creates = "n\\u0000m" }', "setup"),
+    ('command = ["x"]\nreadiness = { log = "up\\u0000" }', "readiness"),
+    ('command = ["x"]\nprofiles = ["co\\u0000re"]', "profiles"),
+])
+def test_nul_bytes_are_refused_naming_service_and_field(table: str, field: str) -> None:
+    e = refused(f"[services.api]\n{table}\n")
+    assert (e.service, e.field_name) == ("api", field)
+    assert "NUL byte" in e.problem
+    assert "\x00" not in str(e)
+
+
+@pytest.mark.parametrize("text,words", [
+    ('env = { A = "\\u0000" }\n[services.a]\ncommand = ["x"]\n', "env.A contains a NUL"),
+    ('[services.a]\ncommand = ["x"]\n[cells.staging]\nurl = "https://c\\u0000"\n',
+     "cells.staging.url contains a NUL"),
+    ('[services.a]\ncommand = ["x"]\n[[routes]]\ndetail_type_prefix = "X\\u0000"\n'
+     'service = "a"\n', "routes[0].detail_type_prefix contains a NUL"),
+])
+def test_nul_bytes_outside_services_name_their_key(text: str, words: str) -> None:
+    assert words in str(refused(text))
+
+
+@pytest.mark.parametrize("field", ["start_timeout", "stop_timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+def test_non_finite_timeouts_are_refused(field: str, value: str) -> None:
+    e = refused(f'[services.api]\ncommand = ["x"]\n{field} = {value}\n')
+    assert (e.service, e.field_name, e.line) == ("api", field, 3)
+    assert "finite number" in e.problem
+
+
+@pytest.mark.parametrize("field", ["liveness_interval", "backoff_initial", "backoff_max"])
+def test_non_finite_stack_settings_are_refused(field: str) -> None:
+    e = refused(f'[stack]\n{field} = nan\n[services.a]\ncommand = ["x"]\n')
+    assert e.field_name == field and "finite number" in e.problem
+
+
+def test_non_finite_env_value_is_refused() -> None:
+    e = refused('[services.api]\ncommand = ["x"]\nenv = { RATE = inf }\n')
+    assert e.field_name == "env" and "finite" in e.problem
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("start_timeout", "86401", "at most 86400 (one day)"),
+    ("stop_timeout", "1e300", "at most 86400"),
+    ("stop_timeout", "9" * 400, "hundreds of digits"),
+    ("start_timeout", "-5", "at least 0.1"),
+    ("stop_timeout", "-0.5", "at least 0"),
+])
+def test_absurd_timeouts_are_refused(field: str, value: str, words: str) -> None:
+    e = refused(f'[services.api]\ncommand = ["x"]\n{field} = {value}\n')
+    assert e.field_name == field and words in e.problem
+
+
+def test_a_day_is_the_longest_timeout() -> None:
+    spec = load_stack_text('[services.api]\ncommand = ["x"]\nstart_timeout = 86400\n'
+                           "stop_timeout = 86400.0\n")
+    assert spec.service("api").start_timeout == 86400.0
+
+
+@pytest.mark.parametrize("env,words", [
+    ('{ "" = "x" }', "empty variable name"),
+    ('{ "A=B" = "x" }', "contains '='"),
+])
+def test_unusable_env_names_are_refused(env: str, words: str) -> None:
+    e = refused(f'[services.api]\ncommand = ["x"]\nenv = {env}\n')
+    assert (e.service, e.field_name) == ("api", "env") and words in e.problem
+    top = refused(f'env = {env}\n[services.api]\ncommand = ["x"]\n')
+    assert top.field_name == "env" and words in top.problem
+
+
+@pytest.mark.parametrize("table,field,words", [
+    ('command = [""]', "command", "must not be empty"),
+    ('command = ["x"]\nsetup = { command = [" "], creates = "n" }', "setup.command",
+     "must not be empty"),
+    ('command = ["x"]\nwatch = ["/etc/*.conf"]', "watch", "relative"),
+    ('command = ["x"]\nwatch = [""]', "watch", "matches nothing"),
+    ('command = ["x"]\nwatch = ["src/**.py"]', "watch", "whole path component"),
+    ('command = ["x"]\nport = 7000\nreadiness = { http = "/a b" }', "readiness", "URL path"),
+    ('command = ["x"]\nport = 7000\nreadiness = { http = "/a\\r\\nX: y" }', "readiness",
+     "URL path"),
+    ('command = ["x"]\nreadiness = { log = "' + "(" * 3000 + ")" * 3000 + '" }', "readiness",
+     "regex"),
+])
+def test_values_the_runtime_would_choke_on(table: str, field: str, words: str) -> None:
+    e = refused(f"[services.api]\n{table}\n")
+    assert (e.service, e.field_name) == ("api", field) and words in e.problem
+
+
+def test_route_path_must_be_a_url_path() -> None:
+    e = refused('[services.a]\ncommand = ["x"]\nport = 7000\n[[routes]]\n'
+                'detail_type_prefix = "X."\nservice = "a"\npath = "events"\n')
+    assert e.field_name == "routes" and "URL path" in e.problem
+
+
+@pytest.mark.parametrize("text,words", [
+    ("a = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+    ("a = " + "9" * 5000, "not usable TOML"),
+])
+def test_toml_the_parser_itself_cannot_take(text: str, words: str) -> None:
+    assert words in refused(text).problem
+
+
+def test_dashboard_pushed_past_65535_by_the_offset() -> None:
+    text = '[stack]\ndashboard_port = 65535\n[services.a]\ncommand = ["x"]\n'
+    with pytest.raises(UsageError) as info:
+        planned(text, port_offset=300)
+    message = str(info.value)
+    assert "--port-offset 300" in message and "dashboard" in message
+    assert "65535" in message and "65835" in message and "1-65535" in message
+
+
+def test_offset_moving_the_dashboard_to_port_0_is_refused() -> None:
+    with pytest.raises(UsageError) as info:
+        planned('[services.a]\ncommand = ["x"]\nport = 9500\n', port_offset=-9000)
+    assert "dashboard" in str(info.value) and "to port 0" in str(info.value)
+
+
+def test_offset_moving_a_service_out_of_range_names_it() -> None:
+    with pytest.raises(UsageError) as info:
+        planned('[services.web]\ncommand = ["x"]\nport = 65000\n', port_offset=1000)
+    assert "'web' from port 65000 to port 66000" in str(info.value)
+
+
+def test_url_of_an_unknown_service_says_so_and_suggests() -> None:
+    text = ('[services.database]\ncommand = ["db"]\nport = 7001\n'
+            '[services.api]\ncommand = ["api", "${url:databse}"]\n')
+    with pytest.raises(StackFileError) as info:
+        planned(text)
+    e = info.value
+    assert (e.service, e.field_name) == ("api", "command")
+    assert "no such service 'databse'" in e.problem and "did you mean 'database'?" in e.problem
+
+
+def test_url_of_a_service_without_port_says_that() -> None:
+    text = '[services.job]\ncommand = ["j"]\n[services.api]\ncommand = ["a", "${port:job}"]\n'
+    with pytest.raises(StackFileError) as info:
+        planned(text)
+    assert "names service 'job', which has no port" in info.value.problem
+
+
+def test_unknown_variable_suggests_the_closest() -> None:
+    with pytest.raises(StackFileError) as info:
+        planned('[services.a]\ncommand = ["${projet_root}"]\n')
+    assert "did you mean ${project_root}?" in info.value.problem
+
+
+def test_misspelt_bundled_service_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "hippodrome.toml").write_text("[services.controler]\nport = 9100\n")
+    with pytest.raises(StackFileError) as info:
+        load_stack(tmp_path)
+    e = info.value
+    assert e.service == "controler" and e.path == str(tmp_path / "hippodrome.toml")
+    assert "not a bundled service (did you mean 'controller'?)" in e.problem
+    assert "command" in e.problem  # how to add a new service instead
+    assert "has no command" not in e.problem
+
+
+def test_switching_off_a_misspelt_bundled_service_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "hippodrome.toml").write_text("[services.consle]\nenabled = false\n")
+    with pytest.raises(StackFileError) as info:
+        load_stack(tmp_path)
+    assert "did you mean 'console'?" in info.value.problem
+    assert "switches nothing off" in info.value.problem
+
+
+def test_new_service_without_command_in_a_file_of_its_own_still_says_no_command() -> None:
+    e = refused("[services.fresh]\nport = 7000\n")
+    assert e.field_name == "command" and "has no command" in e.problem
+
+
+def test_a_long_dependency_chain_loads_and_plans() -> None:
+    text = "".join(f'[services.s{i}]\ncommand = ["x"]\ndepends_on = ["s{i + 1}"]\n'
+                   for i in range(1500)) + '[services.s1500]\ncommand = ["x"]\n'
+    plan = planned(text)
+    assert plan.names[0] == "s1500" and plan.names[-1] == "s0"
+    e = refused(text.replace('[services.s1500]\ncommand = ["x"]\n',
+                             '[services.s1500]\ncommand = ["x"]\ndepends_on = ["s3"]\n'))
+    assert "dependency cycle" in e.problem
