@@ -181,3 +181,34 @@ class RequestTimeoutError(HippoError):
     def message(self) -> str:
         return f"{self.what} did not finish within {self.seconds:g}s"
 
+
+
+@dataclass
+class LifecycleBusyError(HippoError):
+    """Another `up` or `down` for this project held the lifecycle lock for too long."""
+
+    project_root: str
+    holder: str
+    waited: float
+
+    def message(self) -> str:
+        return (
+            f"another command ({self.holder}) has been starting or stopping the stack of "
+            f"{self.project_root} for over {self.waited:g}s. Wait for it to finish, or "
+            "stop it (Ctrl+C in its terminal); `invoke down --force` cleans up afterwards."
+        )
+
+
+@dataclass
+class StateDirError(HippoError):
+    """A folder Hippodrome must write (`.hippodrome`, `.logs`) cannot be written."""
+
+    path: str
+    problem: str
+
+    def message(self) -> str:
+        return (
+            f"cannot write {self.path}: {self.problem}. Make the folder writable (or free "
+            "disk space), or run from a project folder you can write to; nothing was "
+            "started or stopped."
+        )

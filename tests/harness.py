@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from hippo_tasks.model.plan import Options, build_plan
 from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.logs import LogHub, RunFiles
 from hippo_tasks.supervision.orphans import OrphanGuard
+from hippo_tasks.supervision.ownership import establish
 from hippo_tasks.supervision.service import SupervisorContext, child_env
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
@@ -24,8 +26,9 @@ class Harness:
         self.runs = RunFiles(root / ".logs", 5)
         self.hub = LogHub(spec.settings.log_buffer_lines, [self.runs])
         self.transitions: list[Transition] = []
-        self.guard = OrphanGuard()
-        ctx = SupervisorContext(self.hub, clock or LoopClock(), self.guard, spec.settings,
+        self.ownership = establish(secrets.token_hex(8))
+        self.guard = OrphanGuard(self.ownership)
+        ctx = SupervisorContext(self.hub, clock or LoopClock(), self.ownership, spec.settings,
                                 child_env(), self._on)
         self.stack = StackSupervisor(self.plan, ctx, lambda n: str(self.runs.path(n)))
 
@@ -47,8 +50,9 @@ def run(root: Path, text: str, scenario: Callable[[Harness], Awaitable[Any]],
         try:
             return await asyncio.wait_for(scenario(h), timeout)
         finally:
-            await asyncio.wait_for(h.stack.stop(reason="test over"), 30)
+            await asyncio.wait_for(h.stack.shutdown("test over"), 30)
             h.guard.close()
+            h.ownership.close()
             h.runs.close()
 
     return asyncio.run(main())

@@ -68,12 +68,7 @@ class StackCommands:
             self.check_service(name)
         names = [name] if name else list(self.engine.stack.services)
 
-        async def run() -> None:
-            stack = self.engine.stack
-            await stack.start(names)
-            await stack.wait_settled(stack.closure(names))
-
-        self._call(run(), f"start {name or 'stack'}", timeout)
+        self._call(self.engine.stack.start(names), f"start {name or 'stack'}", timeout)
         return self._result(self.engine.stack.closure(names))
 
     def stop(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
@@ -95,7 +90,6 @@ class StackCommands:
         async def run() -> None:
             await stack.stop(reason="restart requested")
             await stack.start()
-            await stack.wait_settled()
 
         self._call(run(), "restart stack", timeout)
         return self._result(list(stack.services))

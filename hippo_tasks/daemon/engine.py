@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -21,10 +22,11 @@ from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.logs import LogHub, RunFiles
 from hippo_tasks.supervision.orphans import OrphanGuard
+from hippo_tasks.supervision.ownership import establish, reap_adopted
 from hippo_tasks.supervision.printer import TerminalPrinter
 from hippo_tasks.supervision.service import SupervisorContext, child_env
 from hippo_tasks.supervision.stack import StackSupervisor
-from hippo_tasks.supervision.states import State, Transition
+from hippo_tasks.supervision.states import Transition
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -51,11 +53,12 @@ class Engine:
         if printer is not None:
             printer.set_width(max((len(n) for n in plan.names), default=10))
             self.hub.add_sink(printer)
-        self.guard = OrphanGuard()
+        self.ownership = establish(secrets.token_hex(8))
+        self.guard = OrphanGuard(self.ownership)
         ctx = SupervisorContext(
             hub=self.hub,
             clock=clock or LoopClock(),
-            guard=self.guard,
+            ownership=self.ownership,
             settings=plan.settings,
             base_env=child_env(),
             on_transition=self._on_transition,
@@ -64,6 +67,7 @@ class Engine:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._shutdown: asyncio.Future[str] | None = None
         self._sync_pending = False
+        self._sync_retry: asyncio.TimerHandle | None = None
         self._identities: dict[int, float | None] = {}
         self._interrupts = 0
         self.failure: ServiceStartError | None = None
@@ -90,24 +94,14 @@ class Engine:
         return self._identities[pid]
 
     def sync_registry(self) -> None:
+        """Write the registry from the same snapshots the API serves. A failed write
+        (disk full, read-only) is retried every second until one succeeds, so the
+        registry catches up instead of lagging for good."""
         self._sync_pending = False
         services = {}
-        for name, svc in self.stack.services.items():
-            if svc.pid is None or svc.state not in (State.STARTING, State.RUNNING, State.STOPPING,
-                                                     State.BACKOFF):
-                entry: dict[str, object] = {"pid": None, "pgid": None}
-            else:
-                entry = {"pid": svc.pid, "pgid": svc.pgid, "create_time": self._identity(svc.pid)}
-            entry.update({
-                "port": svc.planned.port,
-                "state": svc.state.value,
-                "started_at": svc.started_at,
-                "reason": svc.reason,
-                "ready": svc.ready,
-                "blocking": svc.planned.spec.blocking,
-                "kind": svc.planned.spec.kind,
-            })
-            services[name] = entry
+        for snap in self.stack.snapshots():
+            created = self._identity(snap.pid) if snap.pid is not None else None
+            services[snap.name] = snap.as_registry(created)
         opts = self.plan.options
 
         def change(data: dict[str, object]) -> None:
@@ -117,6 +111,9 @@ class Engine:
                 "url": self.url,
                 "port": self.plan.dashboard_port,
                 "guard_pid": self.guard.pid,
+                "token": self.ownership.token,
+                "mode": self.ownership.mode,
+                "cgroup": str(self.ownership.base) if self.ownership.base else None,
                 "started_at": self.started_at,
                 "profile": opts.profile,
                 "cell": opts.cell,
@@ -131,7 +128,23 @@ class Engine:
                 "log_path": self.failure.log_path,
             }
 
-        self.registry.update(change)
+        try:
+            self.registry.update(change)
+        except OSError as exc:
+            if self._sync_retry is None and self.loop is not None:
+                why = exc.strerror or str(exc)
+                self.note(f"hippodrome | cannot write {self.registry.path} ({why}); "
+                          "retrying every second")
+                self._sync_retry = self.loop.call_later(1.0, self._retry_sync)
+            return
+        if self._sync_retry is not None:
+            self._sync_retry.cancel()
+            self._sync_retry = None
+
+    def _retry_sync(self) -> None:
+        assert self.loop is not None
+        self._sync_retry = self.loop.call_later(1.0, self._retry_sync)  # until one works
+        self.sync_registry()
 
     def note(self, text: str) -> None:
         if self.printer is not None:
@@ -146,33 +159,48 @@ class Engine:
             return
         if why == "SIGINT":
             self._interrupts += 1
-            if self._interrupts >= 2:
+            if self._interrupts == 2 and self.loop is not None:
                 self.note("hippodrome | second Ctrl+C: killing every service now")
-                self._kill_all_now()
+                self.loop.create_task(self.stack.kill_now())
         if not self._shutdown.done():
             self._shutdown.set_result(why)
 
-    def _kill_all_now(self) -> None:
-        for svc in self.stack.services.values():
-            if svc.pgid:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(svc.pgid, signal.SIGKILL)
+    def _reap(self) -> None:
+        """Fallback mode: we are the subreaper, so exited orphans are ours to collect."""
+        own = {c.pid for svc in self.stack.services.values()
+               for c in (svc.child, svc._main) if c is not None}
+        own.add(self.guard.pid)
+        reap_adopted(own)
 
     def check_accepting(self) -> None:
         if self._shutdown is None or self._shutdown.done():
             raise ShutdownInProgressError()
 
     # ---- run ---------------------------------------------------------------------
-    async def run(self, serve: Callable[[Engine], Callable[[], None]] | None = None) -> int:
-        """Start the stack, serve until shutdown, stop the stack. Returns the exit code."""
+    async def run(self, serve: Callable[[Engine], Callable[[], None]] | None = None,
+                  on_serving: Callable[[], None] = lambda: None) -> int:
+        """Start the stack, serve until shutdown, stop the stack. Returns the exit code.
+
+        `on_serving` runs once the API answers and the registry names this daemon: the
+        moment `up` releases the project's lifecycle lock."""
         self.loop = asyncio.get_running_loop()
         self._shutdown = self.loop.create_future()
         for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM"),
                           (signal.SIGHUP, "SIGHUP")):
             with contextlib.suppress(ValueError, RuntimeError):
                 self.loop.add_signal_handler(sig, self.request_shutdown, name)
-        stop_serving = serve(self) if serve is not None else (lambda: None)
+        if self.ownership.base is None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                self.loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        try:
+            stop_serving = serve(self) if serve is not None else (lambda: None)
+        except BaseException:
+            self.guard.close()
+            self.ownership.close()
+            self.runs.close()
+            raise
         self.sync_registry()
+        on_serving()
         began = time.monotonic()
         code = EXIT_OK
         try:
@@ -197,11 +225,11 @@ class Engine:
             if why == "SIGINT":
                 code = EXIT_INTERRUPTED
             self.note(f"hippodrome | shutting down ({why})")
-            await self.stack.stop_watchers()
-            await self.stack.stop(reason=f"shutdown ({why})")
+            await self.stack.shutdown(reason=f"shutdown ({why})")
         finally:
             stop_serving()
             self.guard.close()
+            self.ownership.close()
             self._release_events()
             self._clear_registry()
             self.runs.close()

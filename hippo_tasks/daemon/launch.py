@@ -68,13 +68,18 @@ def options_from_json(text: str) -> Options:
     return Options(**data)
 
 
-def spawn_daemon(opts: Options, log: Path, tls: bool = False) -> subprocess.Popen[bytes]:
+def spawn_daemon(opts: Options, log: Path, tls: bool = False,
+                 lock_fd: int | None = None) -> subprocess.Popen[bytes]:
     """The detached daemon: `python -m hippo_tasks.daemon` in a session of its own, so
-    Ctrl+C in the shell that ran `up --detach` never reaches it."""
+    Ctrl+C in the shell that ran `up --detach` never reaches it. It inherits the
+    project's lifecycle lock and lets go of it once it serves."""
     argv = [sys.executable, "-m", "hippo_tasks.daemon", "--options", options_to_json(opts)]
     if tls:
         argv.append("--tls")
+    if lock_fd is not None:
+        argv += ["--lock-fd", str(lock_fd)]
     with open(log, "ab") as out:
         return subprocess.Popen(argv, cwd=opts.project_root, env=child_env(),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True,
+                                pass_fds=(lock_fd,) if lock_fd is not None else ())

@@ -17,6 +17,7 @@ from hippo_tasks.daemon.http import serve
 from hippo_tasks.daemon.launch import options_from_json, prepare
 from hippo_tasks.errors import HippoError
 from hippo_tasks.model.plan import StackPlan
+from hippo_tasks.registry.lifecycle_lock import release_inherited
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.supervision.printer import TerminalPrinter
 
@@ -27,7 +28,8 @@ def dashboard_host() -> str:
     return "0.0.0.0" if os.environ.get("HIPPODROME_PEX_DIR") else "127.0.0.1"
 
 
-def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | None) -> int:
+def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | None,
+               on_serving: Callable[[], None] = lambda: None) -> int:
     engine = Engine(plan, registry, printer, dashboard_host=dashboard_host())
 
     def start_http(eng: Engine) -> Callable[[], None]:
@@ -35,7 +37,7 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
         return stop
 
     try:
-        return asyncio.run(engine.run(start_http))
+        return asyncio.run(engine.run(start_http, on_serving))
     finally:
         if printer is not None:
             printer.close()
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hippo_tasks.daemon")
     parser.add_argument("--options", required=True, help="the plan options as JSON")
     parser.add_argument("--tls", action="store_true", help="a feature needs TLS (events)")
+    parser.add_argument("--lock-fd", type=int, default=None,
+                        help="the project's lifecycle lock, inherited from `up`")
     args = parser.parse_args(argv)
     opts = options_from_json(args.options)
     try:
@@ -56,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
         Registry(opts.project_root).update(lambda d: d.__setitem__("failure", failure))
         return 2
     # Detached: service output goes to the log files only; notes go to daemon.log.
-    return run_engine(plan, registry, None)
+    return run_engine(plan, registry, None, release_inherited(args.lock_fd))

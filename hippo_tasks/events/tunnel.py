@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -36,10 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psutil
-
 from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import identity, is_same_process
+from hippo_tasks.supervision.ownership import Scope, end_scopes
 
 TOOLS = ("cloudflared", "ngrok")
 URL_TIMEOUT_S = 30.0
@@ -256,23 +254,16 @@ def start_tunnel(local_url: str, log_path: Path, timeout: float = URL_TIMEOUT_S)
 def end_process_group(
     pid: int, pgid: int, create_time: float | None, grace: float = STOP_GRACE_S
 ) -> str:
-    """End a recorded tunnel's process group, but only while it is provably ours.
-
-    Ours: the leader still has the recorded start time, or the leader is gone while
-    its group still has members (a group ID is not handed out again while the group
-    lives). A PID now used by a stranger is never signalled.
-    """
-    leader_ours = is_same_process(pid, create_time)
-    if not leader_ours and (identity(pid) is not None or not _members(pgid)):
+    """End a recorded tunnel's process group, but only while it is provably ours: the
+    leader still has the recorded start time. A leader that is gone proves nothing
+    about whoever holds its group number now, and a stranger is never signalled."""
+    if not is_same_process(pid, create_time):
         if identity(pid) is None:
             return "already gone"
         return "not signalled: its PID now belongs to another process"
-    _signal_group(pgid, signal.SIGTERM)
-    if _wait_empty(pgid, grace):
-        return "ended"
-    _signal_group(pgid, signal.SIGKILL)
-    _wait_empty(pgid, 2.0)
-    return f"ignored SIGTERM for {grace:g}s: killed"
+    killed: list[str] = []
+    end_scopes([Scope("", pgid=pgid)], grace, lambda s, m: killed.append(m))
+    return f"ignored SIGTERM for {grace:g}s: killed" if killed else "ended"
 
 
 def process_gone(pid: int, create_time: float | None) -> bool:
@@ -319,29 +310,3 @@ def _hint(tool: str, output: str) -> str:
         "check that `cloudflared tunnel --url http://127.0.0.1:8080` works on its own; a "
         "~/.cloudflared/config.yml can stop quick tunnels in older cloudflared versions"
     )
-
-
-def _members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a group: `killpg(pgid, 0)` also counts zombies."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
-            if os.getpgid(proc.pid) == pgid:
-                found.append(proc.pid)
-    return found
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _wait_empty(pgid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _members(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_S)
-    return True

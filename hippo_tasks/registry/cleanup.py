@@ -1,8 +1,11 @@
 """Cleaning up from the registry alone: for a dead daemon, or `down --force`.
 
-Only processes we recorded, and only while they are still the same processes (PID and
-start time), are signalled. A process group whose leader has exited is still ours: a
-PID that is some group's ID is never handed to a new process while the group lives.
+The file's word is never proof. A process is signalled only when it is provably ours:
+- it sits in a cgroup named for the recorded daemon's token (ownership.py), or
+- it carries that token in its HIPPODROME_RUN environment mark, or
+- (for a registry written before marks existed) its PID and start time both match.
+A recorded process group ID is never signalled as such: once its leader has exited the
+number proves nothing, and a zombie leader says nothing about who else is in the group.
 """
 
 from __future__ import annotations
@@ -10,60 +13,71 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
+from pathlib import Path
 from typing import Any
 
-from hippo_tasks.registry.store import Data, Registry, daemon_alive, is_same_process
+from hippo_tasks.registry.store import Data, Registry, daemon_alive, identity
+from hippo_tasks.supervision.ownership import (
+    Scope,
+    end_scopes,
+    is_hippodrome_cgroup,
+    marked_pids,
+    remove_cgroup,
+    run_mark,
+    start_ticks,
+)
 
 GRACE = 2.0
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
+def _token(data: Data) -> str:
+    daemon = data.get("daemon") or {}
+    token = daemon.get("token")
+    return token if isinstance(token, str) and token.isalnum() else ""
 
 
-def _our_groups(data: Data) -> dict[str, int]:
-    """Service name -> process group that is still ours and still has members."""
-    groups = {}
+def leftovers(data: Data) -> tuple[list[Scope], dict[str, list[int]]]:
+    """The scopes to end, and which live processes each recorded service still has."""
+    token = _token(data)
+    scopes: list[Scope] = []
+    names: dict[str, list[int]] = {}
+    if token:
+        scopes.append(Scope(token))  # every process marked for this daemon run
+        for pid in marked_pids(token):
+            mark = run_mark(pid) or ""
+            names.setdefault(mark.partition("/")[2] or "?", []).append(pid)
+        daemon = data.get("daemon") or {}
+        base = daemon.get("cgroup")
+        if isinstance(base, str) and is_hippodrome_cgroup(Path(base), token):
+            for sub in Path(base).iterdir():
+                if sub.is_dir() and is_hippodrome_cgroup(sub, token):
+                    scope = Scope("", sub)
+                    if scope.members():
+                        names.setdefault(sub.name, []).extend(scope.members())
+                    scopes.append(scope)
     for name, entry in (data.get("services") or {}).items():
-        pgid = entry.get("pgid")
-        if not pgid:
+        pid, created = entry.get("pid"), entry.get("create_time")
+        if token or not isinstance(pid, int) or not isinstance(created, float | int):
             continue
-        leader_ours = is_same_process(entry.get("pid"), entry.get("create_time"))
-        leader_gone = not _pid_exists(int(pgid))
-        if (leader_ours or leader_gone) and _group_alive(int(pgid)):
-            groups[name] = int(pgid)
-    return groups
+        now = identity(pid)
+        if now is not None and abs(now - created) < 0.05:  # legacy entry, proven by identity
+            scopes.append(Scope("", proven=[(pid, start_ticks(pid) or -1)]))
+            names.setdefault(name, []).append(pid)
+    return scopes, {n: sorted(set(p)) for n, p in names.items()}
 
 
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def end_groups(groups: dict[str, int], grace: float = GRACE) -> list[str]:
-    lines = []
-    for name, pgid in groups.items():
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
-        lines.append(f"stopped leftover '{name}' (process group {pgid})")
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_group_alive(g) for g in groups.values()):
-        time.sleep(0.02)
-    for name, pgid in groups.items():
-        if _group_alive(pgid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-            lines.append(f"'{name}' ignored SIGTERM for {grace:g}s: sent SIGKILL")
+def end_leftovers(data: Data, grace: float = GRACE) -> list[str]:
+    scopes, names = leftovers(data)
+    lines = [f"stopped leftover '{name}' (pids {', '.join(map(str, pids))})"
+             for name, pids in sorted(names.items())]
+    killed: list[str] = []
+    end_scopes(scopes, grace, lambda s, m: killed.append(m))
+    if killed:
+        lines.append(f"some leftovers ignored SIGTERM for {grace:g}s: sent SIGKILL")
+    base = (data.get("daemon") or {}).get("cgroup")
+    token = _token(data)
+    if token and isinstance(base, str) and is_hippodrome_cgroup(Path(base), token):
+        remove_cgroup(Path(base))
     return lines
 
 
@@ -77,13 +91,13 @@ def clean_stale(registry: Registry, data: Data) -> list[str]:
     lines = []
     if daemon:
         lines.append(f"found a stale registry entry: daemon pid {daemon.get('pid')} is gone")
-    lines += end_groups(_our_groups(data))
+    lines += end_leftovers(data)
     registry.update(_clear)
     return lines
 
 
 def force_down(registry: Registry) -> list[str]:
-    """`down --force`: end the daemon (if ours), its guard and every recorded group."""
+    """`down --force`: end the daemon (if ours), then every process of its run."""
     data = registry.read()
     lines = list(registry.warnings)
     daemon: dict[str, Any] = data.get("daemon") or {}
@@ -92,7 +106,7 @@ def force_down(registry: Registry) -> list[str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         lines.append(f"killed daemon pid {pid}")
-    lines += end_groups(_our_groups(data))
+    lines += end_leftovers(data)
     registry.update(_clear)
     if not lines:
         lines.append("nothing to clean: no recorded process is running")

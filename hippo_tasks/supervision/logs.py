@@ -114,6 +114,8 @@ class RunFiles:
                 run = logs_root / f"{stamp}-{n}"
         self.dir = run
         self._files: dict[str, int] = {}
+        self._mid_line: set[str] = set()
+        """Services whose file ends in an unfinished line of the child's."""
         self._link_latest(logs_root, run)
         self.prune(logs_root, keep)
 
@@ -148,9 +150,18 @@ class RunFiles:
         return fd
 
     def write_chunk(self, raw: bytes, chunk: LogChunk) -> None:
+        service = chunk.service
         if chunk.system:
             raw = b"".join(b"--- hippodrome: " + line + b"\n" for line in chunk.lines)
-        fd = self._fd(chunk.service)
+            if service in self._mid_line:  # a note starts on its own line
+                raw = b"\n" + raw
+                self._mid_line.discard(service)
+        elif raw:
+            if raw.endswith(b"\n"):
+                self._mid_line.discard(service)
+            else:
+                self._mid_line.add(service)
+        fd = self._fd(service)
         view = memoryview(raw)
         while view:
             written = os.write(fd, view)

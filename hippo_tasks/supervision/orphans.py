@@ -1,66 +1,53 @@
-"""The orphan guard: a tiny watcher process that ends our children if we die.
+"""The orphan guard: a tiny watcher process that ends our services if the daemon dies.
 
 A signal handler cannot run after `kill -9`, and PR_SET_PDEATHSIG reaches only direct
-children, not `sh -c "python3 app.py"`'s python. So the daemon starts, in a session of
-its own, a small process that reads process-group IDs from a pipe. The daemon holds the
-only write end; when the daemon dies for any reason the kernel closes it, the guard
-reads EOF, and it ends every group it was told about (SIGTERM, then SIGKILL after
-GRACE seconds). A clean shutdown says `bye` first, and the guard exits quietly.
+children. So the daemon starts, in a session of its own, a small interpreter that runs
+ownership.py's `guard_main` and blocks reading a pipe whose only write end the daemon
+holds. When the daemon dies for any reason the kernel closes it, the guard reads EOF,
+and it ends every process of the daemon's run: everything in its cgroups, and every
+process carrying its ownership mark (setsid and double-forked children included).
+A clean shutdown says `b` (bye) first, and the guard exits quietly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import subprocess
 import sys
 from typing import IO
 
+from hippo_tasks.supervision import ownership
+from hippo_tasks.supervision.ownership import RUN_ENV, Ownership
+
 GRACE = 1.0
 
-_GUARD_SOURCE = r"""
-import os, signal, sys, time
-groups = set()
-for line in sys.stdin:
-    op, arg = line[:1], line[1:].strip()
-    if op == "+":
-        groups.add(int(arg))
-    elif op == "-":
-        groups.discard(int(arg))
-    elif op == "b":
-        sys.exit(0)
 
-def alive(pg):
-    try:
-        os.killpg(pg, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-for pg in groups:
-    try:
-        os.killpg(pg, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
-deadline = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < deadline and any(alive(pg) for pg in groups):
-    time.sleep(0.02)
-for pg in groups:
-    try:
-        os.killpg(pg, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-"""
+def _guard_source() -> str:
+    """ownership.py's own text (from a file or from inside a PEX alike)."""
+    spec = importlib.util.find_spec(ownership.__name__)
+    loader = spec.loader if spec is not None else None
+    source = loader.get_source(ownership.__name__) if loader is not None and \
+        hasattr(loader, "get_source") else None
+    if not source:
+        raise RuntimeError("cannot read the source of hippo_tasks.supervision.ownership")
+    return str(source)
 
 
 class OrphanGuard:
-    def __init__(self, grace: float = GRACE) -> None:
+    def __init__(self, owner: Ownership, grace: float = GRACE) -> None:
+        base = str(owner.base) if owner.base is not None else "-"
+        env = {k: v for k, v in os.environ.items() if k != RUN_ENV}
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _GUARD_SOURCE, str(grace)],
+            [sys.executable, "-I", "-S", "-c", _guard_source(), owner.token, base,
+             str(grace)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             close_fds=True,
+            env=env,
         )
         assert self._proc.stdin is not None
         self._pipe: IO[bytes] = self._proc.stdin
@@ -69,20 +56,11 @@ class OrphanGuard:
     def pid(self) -> int:
         return self._proc.pid
 
-    def _send(self, line: str) -> None:
-        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
-            self._pipe.write(line.encode() + b"\n")
-            self._pipe.flush()
-
-    def track(self, pgid: int) -> None:
-        self._send(f"+{pgid}")
-
-    def forget(self, pgid: int) -> None:
-        self._send(f"-{pgid}")
-
     def close(self) -> None:
-        """Clean shutdown: every group is already ended; let the guard go."""
-        self._send("b")
+        """Clean shutdown: every service is already ended; let the guard go."""
+        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            self._pipe.write(b"b\n")
+            self._pipe.flush()
         with contextlib.suppress(OSError, ValueError):
             self._pipe.close()
         try:

@@ -1,8 +1,10 @@
-"""Starting a child in its own session and ending its whole process group.
+"""Starting a child in its own session and scope, and ending everything in that scope.
 
-Every child is a session leader (`start_new_session`), so its process group holds it
-and its descendants; stopping signals the group, never a guessed set of PIDs. Exit is
-noticed through a pidfd on the event loop, so an idle stack costs no polling.
+Every child is a session leader (`start_new_session`: Ctrl+C in the terminal is ours to
+handle, not the children's) and starts inside its ownership Scope (a cgroup, or the
+environment mark: see ownership.py). Stopping signals the scope, so a grandchild that
+called setsid() is ended too. Exit is noticed through a pidfd on the event loop, so an
+idle stack costs no polling.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from hippo_tasks.supervision.logs import LineSplitter, LogHub
+from hippo_tasks.supervision.ownership import POLL_S, Placement, Scope
 
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
@@ -52,21 +55,24 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
 
 
 def spawn(service: str, argv: tuple[str, ...], cwd: Path,
-          env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+          env: Mapping[str, str], place: Placement) -> subprocess.Popen[bytes]:
     exe = resolve_command(service, argv, cwd, env)
     try:
         proc = subprocess.Popen(
             [exe, *argv[1:]],
             cwd=cwd,
-            env=dict(env),
+            env={**env, **place.env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=place.preexec,
         )
-    except OSError as exc:
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
         raise SpawnError(f"service {service}: cannot start {argv[0]!r}: {exc}") from exc
+    finally:
+        place.close()
     assert proc.stdout is not None
     with contextlib.suppress(OSError):
         fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
@@ -147,52 +153,55 @@ class Child:
             self._transport.close()
 
 
-def signal_group(pgid: int, sig: int) -> bool:
-    """Signal a whole group; False when it is already empty."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-
-
-def group_alive(pgid: int) -> bool:
-    return signal_group(pgid, 0)
-
-
-async def end_group(
-    child: Child,
+async def end_scope(
+    child: Child | None,
+    scope: Scope,
     stop_timeout: float,
     note: Callable[[str], None],
 ) -> None:
-    """SIGTERM the group, SIGKILL at the stop timeout, return once the group is empty.
+    """SIGTERM every process of the scope, SIGKILL at the stop timeout, return once the
+    scope is empty: the nox-style escalation (wait, terminate, wait, kill).
 
-    The nox-style escalation: wait, terminate, wait, kill. Grandchildren in the group
-    are included, which is the point of starting each child in its own session.
-    """
+    "Empty" is the scope's word, not the main process's: a service whose main process
+    already exited may still have a daemonized grandchild holding its port."""
     loop = asyncio.get_running_loop()
-    if not child.exited.done() or group_alive(child.pgid):
-        signal_group(child.pgid, signal.SIGTERM)
-        if child.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGCONT)
+    if child is not None and not child.exited.done():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child.pid, signal.SIGTERM)
+            os.kill(child.pid, signal.SIGCONT)
+    scope.signal(signal.SIGTERM)
+    scope.signal(signal.SIGCONT)
     deadline = loop.time() + stop_timeout
-    while loop.time() < deadline:
-        if child.exited.done() and not group_alive(child.pgid):
+    while not _gone(child, scope):
+        if loop.time() >= deadline:
+            note(f"did not stop within stop_timeout={stop_timeout:g}s after SIGTERM: "
+                 "sending SIGKILL")
+            await kill_scope(child, scope)
             return
-        if not child.exited.done():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(child.exited),
-                                       max(0.0, min(0.02, deadline - loop.time())))
-        else:
-            await asyncio.sleep(0.01)
-    note(f"did not stop within stop_timeout={stop_timeout:g}s after SIGTERM: sending SIGKILL")
-    signal_group(child.pgid, signal.SIGKILL)
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(child.exited), 5.0)
-    for _ in range(200):
-        if not group_alive(child.pgid):
+        await _pause(child, min(POLL_S * 2, max(0.0, deadline - loop.time())))
+
+
+async def kill_scope(child: Child | None, scope: Scope, limit: float = 5.0) -> None:
+    """SIGKILL everything now and wait (bounded) until the scope is empty."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while True:
+        if child is not None and not child.exited.done():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child.pid, signal.SIGKILL)
+        scope.kill()
+        if _gone(child, scope) or loop.time() >= deadline:
             return
-        await asyncio.sleep(0.01)
+        await _pause(child, POLL_S * 2)
+
+
+def _gone(child: Child | None, scope: Scope) -> bool:
+    return (child is None or child.exited.done()) and scope.empty()
+
+
+async def _pause(child: Child | None, seconds: float) -> None:
+    if child is not None and not child.exited.done():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(child.exited), seconds)
+    else:
+        await asyncio.sleep(seconds)

@@ -1,13 +1,23 @@
-"""One service's supervisor: a state machine driven by one lifecycle task.
+"""One service's supervisor: one loop, one mailbox, one request at a time.
 
-Rules that shape this file:
-- Before a service has been ready once, any failure is final (FAILED): fast, honest
-  feedback beats a silent retry loop at `up`. After that, `auto_restart` restarts it
-  with exponential backoff until `max_restarts` consecutive quick failures.
+Start, stop and restart are requests posted to the service's own loop; the CLI, the
+HTTP API, the page, the file watcher and the shutdown path all post them and await the
+outcome. Only this loop (and the run it owns) changes the service's state, so two
+requests can never interleave their transitions. Requests coalesce:
+- a stop overrides whatever is pending, and interrupts a start in progress (whatever
+  was spawned is stopped);
+- a restart or start asked while a start or restart is under way waits for it to
+  settle, and any number of them make at most one more restart;
+- stop then start (before the loop got to either) is one restart.
+
+Rules of a run (unchanged from the first design):
+- Before a service has been ready once, any failure is final (FAILED). After that,
+  `auto_restart` restarts it with exponential backoff until `max_restarts`
+  consecutive quick failures.
 - A running service with a network readiness probe is re-probed every
-  `liveness_interval`; after `liveness_failures` misses in a row it is restarted (the
-  hung-but-holding-its-port case).
+  `liveness_interval`; after `liveness_failures` misses in a row it is restarted.
 - A job (`kind = "job"`) is ready when it exits 0; it is then STOPPED ("completed").
+- Once the stack is stopping (`hold`), an exit is never restarted.
 """
 
 from __future__ import annotations
@@ -15,30 +25,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from hippo_tasks.model.plan import PlannedService
 from hippo_tasks.model.spec import StackSettings
 from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.backoff import Backoff, Clock, next_failures
 from hippo_tasks.supervision.logs import LogHub
-from hippo_tasks.supervision.orphans import OrphanGuard
-from hippo_tasks.supervision.process import Child, SpawnError, end_group, spawn
-from hippo_tasks.supervision.states import ACTIVE, State, StateMachine, Transition
+from hippo_tasks.supervision.ownership import RUN_ENV, Ownership, Scope
+from hippo_tasks.supervision.process import Child, SpawnError, end_scope, kill_scope, spawn
+from hippo_tasks.supervision.readiness import Outcome, until_ready, while_running
+from hippo_tasks.supervision.snapshot import ServiceSnapshot
+from hippo_tasks.supervision.states import ALLOWED, State, StateMachine, Transition
 
-Outcome = Literal["ready", "exited", "timeout", "unhealthy"]
+Op = Literal["start", "stop", "restart"]
 
 
 @dataclass
 class SupervisorContext:
     hub: LogHub
     clock: Clock
-    guard: OrphanGuard | None
+    ownership: Ownership
     settings: StackSettings
     base_env: Mapping[str, str]
     on_transition: Callable[[Transition], None]
@@ -52,7 +64,14 @@ class ServiceSupervisor:
         spec = planned.spec
         initial = State.EXTERNAL if spec.external else State.PENDING
         self.sm = StateMachine(self.name, time.time, self._changed, initial)
+        self.deps: list[ServiceSupervisor] = []
+        """Set by the stack: what this service waits for before it starts."""
+        self.wait_change: Callable[[], Awaitable[None]] = lambda: asyncio.sleep(0.5)
+        """Set by the stack: returns after the next transition of any service."""
+        self.on_update: Callable[[], None] = lambda: None
+        """Set by the stack: told when a request finished (no transition says so)."""
         self.child: Child | None = None
+        self._main: Child | None = None
         self.pid: int | None = None
         self.pgid: int | None = None
         self.started_at: float | None = None
@@ -60,10 +79,22 @@ class ServiceSupervisor:
         self.exit_code: int | None = None
         self.healthy: bool | None = None
         self.reason = ""
-        self.settled = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._first_seq = 0
         self._setup_done = False
         self._backoff = Backoff(ctx.settings.backoff_initial, ctx.settings.backoff_max)
+        # the mailbox
+        self._pending: Op | None = None
+        self._pending_reason = ""
+        self._pending_waiters: list[asyncio.Future[None]] = []
+        self._current: Op | None = None
+        self._current_waiters: list[asyncio.Future[None]] = []
+        self._mail: asyncio.Event | None = None
+        self._settle: asyncio.Event | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._run: asyncio.Task[None] | None = None
+        self._external: asyncio.Task[None] | None = None
+        self._hold = False
+        self._final = False
 
     # ---- what others read -------------------------------------------------------
     @property
@@ -81,100 +112,216 @@ class ServiceSupervisor:
         return st == State.EXTERNAL
 
     @property
-    def active(self) -> bool:
-        """Its lifecycle task is running (starting, up, or waiting to restart)."""
-        return self._task is not None and not self._task.done()
+    def starting_soon(self) -> bool:
+        """A start is asked for or under way: a dependant should wait, not give up."""
+        return self._pending in ("start", "restart") or \
+            (self._run is not None and not self._run.done())
 
-    def status_row(self) -> dict[str, object]:
+    @property
+    def scope(self) -> Scope:
+        return self.ctx.ownership.scope(self.name, self.pgid)
+
+    def snapshot(self) -> ServiceSnapshot:
         spec = self.planned.spec
-        st = self.sm.state
-        up = self.started_at if st in (State.RUNNING, State.STARTING) else None
-        return {
-            "name": self.name,
-            "state": st.value,
-            "healthy": bool(self.healthy),
-            "pid": self.pid if st in ACTIVE else None,
-            "port": self.planned.port,
-            "restarts": self.restarts,
-            "uptime_s": round(time.time() - up, 1) if up else None,
-            "exit_code": self.exit_code,
-            "ready": self.ready,
-            "blocking": spec.blocking,
-            "external": spec.external,
-            "kind": spec.kind,
-            "reason": self.reason,
-            "depends_on": list(self.planned.depends_on),
-            "url": self.planned.url,
-        }
+        main = self._main
+        alive = main is not None and not main.exited.done()
+        scope = self.ctx.ownership.scope(self.name)
+        return ServiceSnapshot(
+            name=self.name, state=self.sm.state.value,
+            healthy=bool(self.healthy) and (alive or spec.external),
+            pid=self.pid if alive else None, pgid=self.pgid if alive else None,
+            port=self.planned.port, restarts=self.restarts, started_at=self.started_at,
+            exit_code=self.exit_code, ready=self.ready, blocking=spec.blocking,
+            external=spec.external, kind=spec.kind, reason=self.reason,
+            depends_on=tuple(self.planned.depends_on), url=self.planned.url,
+            cgroup=str(scope.cgroup) if scope.cgroup is not None else None,
+            busy=self._current or self._pending,
+        )
 
     def _changed(self, event: Transition) -> None:
         note = f"{event.old.value} -> {event.new.value}"
         if event.reason:
             note += f" ({event.reason})"
         self.ctx.hub.system(self.name, note)
-        if event.new in (State.RUNNING, State.STOPPED, State.FAILED, State.EXTERNAL):
-            self.settled.set()
-        else:
-            self.settled.clear()
+        if self._settle is not None and event.new in (State.RUNNING, State.STOPPED,
+                                                      State.FAILED):
+            self._settle.set()
         self.ctx.on_transition(event)
 
     def _move(self, new: State, reason: str = "") -> None:
         self.reason = reason
         self.sm.move(new, reason)
 
-    # ---- commands ---------------------------------------------------------------
-    def start(self) -> None:
-        """Begin the lifecycle if it is not running; returns at once (await `settled`)."""
+    # ---- requests in --------------------------------------------------------------
+    def request(self, op: Op, reason: str = "") -> asyncio.Future[None]:
+        """Post a request; the future resolves once it has been carried out (or
+        superseded by a later stop). Never raises: the outcome is the state."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         if self.planned.spec.external:
-            if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._watch_external(), name=self.name)
-            return
-        if self._task is not None and not self._task.done():
-            return
-        if self.sm.state in (State.STOPPED, State.FAILED):
-            self._move(State.PENDING, "start requested")
-        self.settled.clear()
-        self._task = asyncio.create_task(self._lifecycle(), name=self.name)
+            if op != "stop" and (self._external is None or self._external.done()):
+                self._external = loop.create_task(self._watch_external(), name=self.name)
+            fut.set_result(None)
+            return fut
+        if self._final and op != "stop":
+            fut.set_result(None)
+            return fut
+        if op != "stop":
+            self._hold = False
+        if op == "start" and self._pending is None and self._current in ("start", "restart"):
+            self._current_waiters.append(fut)  # the same outcome answers both
+            return fut
+        pending = self._pending
+        if op == "start":
+            new: Op = "restart" if pending == "stop" else (pending or "start")
+        else:
+            new = op
+        self._pending = new
+        self._pending_reason = reason or f"{new} requested"
+        self._pending_waiters.append(fut)
+        self._ensure_loop()
+        assert self._mail is not None
+        self._mail.set()
+        return fut
 
-    def fail_before_start(self, reason: str) -> None:
-        if self.sm.state == State.PENDING:
-            self._move(State.FAILED, reason)
+    def hold(self, final: bool = False) -> None:
+        """The stack is about to stop this service: an exit is no longer restarted.
+        `final`: a shutdown began, and nothing starts again."""
+        self._hold = True
+        self._final = self._final or final
 
-    async def stop(self, reason: str = "stop requested") -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self.planned.spec.external:
-            return
-        child = self.child
-        if child is not None:
-            if self.sm.state in (State.STARTING, State.RUNNING):
-                self._move(State.STOPPING, reason)
-            await self._end(child)
-        if self.sm.state in (State.PENDING, State.STARTING, State.RUNNING, State.STOPPING,
-                             State.BACKOFF):
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._mail = asyncio.Event()
+            self._settle = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(
+                self._main_loop(), name=f"{self.name}-lifecycle")
+
+    async def close(self) -> None:
+        """After the last stop: end the loop tasks (the daemon is exiting)."""
+        for task in (self._loop_task, self._external, self._run):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # ---- the loop -------------------------------------------------------------------
+    async def _main_loop(self) -> None:
+        assert self._mail is not None
+        while True:
+            if self._pending is None:
+                self._mail.clear()
+                await self._mail.wait()
+                continue
+            op, reason = self._pending, self._pending_reason
+            self._current, self._current_waiters = op, self._pending_waiters
+            self._pending, self._pending_waiters = None, []
+            try:
+                if op in ("stop", "restart"):
+                    await self._take_down(reason)
+                if op in ("start", "restart") and not self._final:
+                    await self._bring_up()
+            except Exception as exc:  # noqa: BLE001 - a bug must not strand waiters
+                await self._died(exc)
+            finally:
+                waiters, self._current, self._current_waiters = self._current_waiters, None, []
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+                self.on_update()
+
+    async def _take_down(self, reason: str) -> None:
+        await self._cancel_run()
+        await self._end(reason)
+        if self.state in (State.PENDING, State.STARTING, State.RUNNING, State.STOPPING,
+                          State.BACKOFF):
             self._move(State.STOPPED, reason)
         self.healthy = False
 
-    async def _end(self, child: Child) -> None:
-        await end_group(child, self.planned.spec.stop_timeout,
+    async def _bring_up(self) -> None:
+        if self._run is None or self._run.done():
+            if self.state in (State.STOPPED, State.FAILED):
+                self._move(State.PENDING, "start requested")
+            self._run = asyncio.get_running_loop().create_task(self._run_loop(),
+                                                               name=f"{self.name}-run")
+        assert self._mail is not None and self._settle is not None
+        while not self._settled_now():
+            if self._pending == "stop":
+                return  # a stop interrupts a start; the loop takes it next
+            self._settle.clear()
+            waits = {asyncio.ensure_future(self._settle.wait()),
+                     asyncio.ensure_future(self._mail.wait()), self._run}
+            done, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for fut in rest:
+                if fut is not self._run:
+                    fut.cancel()
+            if self._mail.is_set():
+                self._mail.clear()
+
+    def _settled_now(self) -> bool:
+        run = self._run
+        return run is None or run.done() or self.state in (State.RUNNING, State.FAILED)
+
+    async def _cancel_run(self) -> None:
+        run, self._run = self._run, None
+        if run is not None and not run.done():
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+
+    async def _end(self, reason: str) -> None:
+        """End every process of this service (main, setup step, escaped children)."""
+        child = self.child
+        scope = self.scope
+        if child is None and scope.empty():
+            return
+        if self.state in (State.STARTING, State.RUNNING):
+            self._move(State.STOPPING, reason)
+        await end_scope(child, scope, self.planned.spec.stop_timeout,
                         lambda msg: self.ctx.hub.system(self.name, msg))
-        self._collect(child)
+        if child is not None:
+            self._collect(child)
+
+    async def kill_now(self) -> None:
+        """Second Ctrl+C: SIGKILL everything of this service, at once."""
+        await kill_scope(self.child, self.scope, limit=1.0)
+
+    async def _died(self, exc: BaseException, in_run: bool = False) -> None:
+        """The lifecycle hit a bug: say so, end the processes, mark FAILED, go on."""
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        for line in text.splitlines()[-12:]:
+            self.ctx.hub.system(self.name, f"internal error: {line}")
+        if not in_run:
+            with contextlib.suppress(Exception):
+                await self._cancel_run()
+        with contextlib.suppress(Exception):
+            await kill_scope(self.child, self.scope)
+            if self.child is not None:
+                self._collect(self.child)
+        self.healthy = False
+        if State.FAILED in ALLOWED[self.state]:
+            self._move(State.FAILED, f"internal error: {exc!r} (please report it)")
 
     def _collect(self, child: Child) -> None:
-        if child.exited.done() and not child.exited.cancelled():
+        if child is self._main and child.exited.done() and not child.exited.cancelled():
             self.exit_code = child.exited.result()
-        if self.ctx.guard is not None:
-            self.ctx.guard.forget(child.pgid)
         child.close_output()
         if self.child is child:
             self.child = None
 
-    # ---- lifecycle --------------------------------------------------------------
-    async def _lifecycle(self) -> None:
+    # ---- one run: dependencies, setup, spawn, ready, running, restarts --------------
+    async def _run_loop(self) -> None:
+        try:
+            await self._run_body()
+        except Exception as exc:  # noqa: BLE001 - a bug must not leave a stray process
+            await self._died(exc, in_run=True)
+
+    async def _run_body(self) -> None:
         spec = self.planned.spec
+        blocked = await self._wait_deps()
+        if blocked:
+            self._move(State.FAILED, blocked)
+            return
         failures = 0
         been_ready = False
         while True:
@@ -186,23 +333,25 @@ class ServiceSupervisor:
                 return
             self._move(State.STARTING, f"pid {child.pid}")
             run_start = self.ctx.clock.now()
-            outcome = await self._until_ready(child)
+            outcome = await until_ready(child, self.planned, self.ctx.hub, self._first_seq)
             if outcome == "ready" and spec.kind == "service":
                 been_ready = True
                 self.healthy = True
                 self._move(State.RUNNING, "ready")
-                outcome = await self._while_running(child)
-            if outcome != "exited":
-                self.healthy = False
-                await self._end(child)
-            else:
+                outcome = await while_running(child, self.planned, self.ctx.settings,
+                                              self._set_health, self._note)
+            self.healthy = False
+            if outcome in ("exited", "ready"):
                 await self._drain(child)
-                await self._end(child)
-            code = self.exit_code
-            if spec.kind == "job" and code == 0:
+            reason = self._reason(outcome, child)
+            await end_scope(child, self.scope, spec.stop_timeout, self._note)
+            self._collect(child)
+            if spec.kind == "job" and outcome == "ready":
                 self._move(State.STOPPED, "completed")
                 return
-            reason = self._reason(outcome, code)
+            if self._hold:
+                self._move(State.STOPPED, f"{reason} while the stack was stopping")
+                return
             if not been_ready or not spec.auto_restart:
                 self._move(State.FAILED, reason)
                 return
@@ -216,7 +365,29 @@ class ServiceSupervisor:
             await self.ctx.clock.sleep(delay)
             self.restarts += 1
 
-    def _reason(self, outcome: Outcome, code: int | None) -> str:
+    async def _wait_deps(self) -> str | None:
+        """None once every dependency is ready; the reason when one never will be."""
+        while True:
+            waiting = False
+            for dep in self.deps:
+                if dep.ready:
+                    continue
+                if dep.state in (State.FAILED, State.STOPPED) and not dep.starting_soon:
+                    what = "failed" if dep.state == State.FAILED else "is stopped"
+                    return f"dependency '{dep.name}' {what}" + \
+                        (f": {dep.reason}" if dep.reason else "")
+                waiting = True
+            if not waiting:
+                return None
+            await self.wait_change()
+
+    def _set_health(self, ok: bool) -> None:
+        self.healthy = ok
+
+    def _note(self, text: str) -> None:
+        self.ctx.hub.system(self.name, text)
+
+    def _reason(self, outcome: Outcome, child: Child) -> str:
         spec = self.planned.spec
         if outcome == "timeout":
             return (f"not ready within start_timeout={spec.start_timeout:g}s "
@@ -224,6 +395,7 @@ class ServiceSupervisor:
         if outcome == "unhealthy":
             return (f"liveness probe failed {self.ctx.settings.liveness_failures} times in a "
                     "row (hung?)")
+        code = child.exited.result() if child.exited.done() else None
         if code is not None and code < 0:
             return f"killed by signal {-code}"
         return f"exited with code {code}"
@@ -235,119 +407,40 @@ class ServiceSupervisor:
         if step.setup_creates.exists():
             self._setup_done = True
             return
-        self.ctx.hub.system(self.name, f"setup: {' '.join(step.setup_argv)} "
-                                       f"(because {step.setup_creates} is missing)")
-        child = await self._spawn(step.setup_argv, track_pid=False)
+        self._note(f"setup: {' '.join(step.setup_argv)} (because {step.setup_creates} "
+                   "is missing)")
+        child = await self._spawn(step.setup_argv, main=False)
         code = await asyncio.shield(child.exited)
         await self._drain(child)
+        await end_scope(child, self.scope, self.planned.spec.stop_timeout, self._note)
         self._collect(child)
         if code != 0:
             raise SpawnError(f"service {self.name}: setup command "
                              f"{' '.join(step.setup_argv)!r} exited with code {code}")
         self._setup_done = True
 
-    async def _spawn(self, argv: tuple[str, ...] | None = None,
-                     track_pid: bool = True) -> Child:
+    async def _spawn(self, argv: tuple[str, ...] | None = None, main: bool = True) -> Child:
         env = {**self.ctx.base_env, **self.planned.env, "PYTHONUNBUFFERED": "1"}
         if self.planned.port is not None:
             env.setdefault("PORT", str(self.planned.port))
-        proc = spawn(self.name, argv or self.planned.argv, self.planned.cwd, env)
+        first_seq = self.ctx.hub.last_seq(self.name) + 1
+        place = self.ctx.ownership.placement(self.name)
+        proc = spawn(self.name, argv or self.planned.argv, self.planned.cwd, env, place)
         child = Child(self.name, proc, self.ctx.hub, asyncio.get_running_loop())
-        if self.ctx.guard is not None:
-            self.ctx.guard.track(child.pgid)
-        await child.attach_output(self.ctx.hub)
-        self.child = child
-        if track_pid:
+        self.child = child  # before any await: a cancelled start still finds it
+        if main:
+            self._main = child
             self.pid, self.pgid = child.pid, child.pgid
             self.started_at = time.time()
             self.exit_code = None
+            self._first_seq = first_seq
+        await child.attach_output(self.ctx.hub)
         return child
 
     async def _drain(self, child: Child) -> None:
         """Let the last output arrive before judging an exit (the last 20 lines matter)."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(child.output_closed), 0.5)
-
-    async def _until_ready(self, child: Child) -> Outcome:
-        spec = self.planned.spec
-        readiness = spec.readiness
-        if spec.kind == "job":
-            code = await asyncio.shield(child.exited)
-            return "ready" if code == 0 else "exited"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + spec.start_timeout
-        if readiness.kind == "log":
-            return await self._until_log(child, readiness.value, deadline)
-        if readiness.kind == "none":
-            return "ready"
-        attempt = 0
-        while True:
-            if child.exited.done():
-                return "exited"
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return "timeout"
-            if await probes.probe(readiness, self.planned.port, min(1.0, remaining)):
-                return "ready" if not child.exited.done() else "exited"
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(child.exited),
-                                       min(probes.probe_delay(attempt),
-                                           max(0.0, deadline - loop.time())))
-            attempt += 1
-
-    async def _until_log(self, child: Child, pattern: str, deadline: float) -> Outcome:
-        loop = asyncio.get_running_loop()
-        matched: asyncio.Future[None] = loop.create_future()
-        regex = re.compile(pattern)
-        hub = self.ctx.hub
-        # Lines already captured count too (a fast service may print before we watch).
-        for rec in hub.tail(self.name, 200):
-            if not rec.system and rec.seq > 0 and regex.search(rec.text):
-                matched.set_result(None)
-                break
-
-        def on_line(text: str) -> None:
-            if not matched.done() and regex.search(text):
-                matched.set_result(None)
-
-        hub.watch(self.name, on_line)
-        try:
-            waits: set[asyncio.Future[Any]] = {matched, child.exited}
-            done, _ = await asyncio.wait(waits,
-                                         timeout=max(0.0, deadline - loop.time()),
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            hub.watch(self.name, None)
-        if matched in done:
-            return "ready"
-        return "exited" if child.exited.done() else "timeout"
-
-    async def _while_running(self, child: Child) -> Outcome:
-        readiness = self.planned.spec.readiness
-        settings = self.ctx.settings
-        if readiness.kind not in ("http", "tcp"):
-            await asyncio.shield(child.exited)
-            return "exited"
-        misses = 0
-        while True:
-            # Real time, not the injected clock: the clock stands for backoff time only.
-            sleeper = asyncio.ensure_future(asyncio.sleep(settings.liveness_interval))
-            waits: set[asyncio.Future[Any]] = {sleeper, child.exited}
-            done, _ = await asyncio.wait(waits,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if child.exited in done:
-                sleeper.cancel()
-                return "exited"
-            ok = await probes.probe(readiness, self.planned.port, 2.0)
-            if child.exited.done():
-                return "exited"
-            misses = 0 if ok else misses + 1
-            self.healthy = ok
-            if misses:
-                self.ctx.hub.system(self.name, f"liveness probe failed ({misses}/"
-                                               f"{settings.liveness_failures})")
-            if misses >= settings.liveness_failures:
-                return "unhealthy"
 
     async def _watch_external(self) -> None:
         """External services are only probed and shown, never started or stopped."""
@@ -356,20 +449,20 @@ class ServiceSupervisor:
             ok = await probes.probe(self.planned.spec.readiness, self.planned.port, 2.0)
             if ok != self.healthy:
                 self.healthy = ok
-                self.ctx.hub.system(self.name, "external: reachable" if ok else
-                                    f"external: not reachable on port {self.planned.port}")
+                self._note("external: reachable" if ok else
+                           f"external: not reachable on port {self.planned.port}")
                 self.ctx.on_transition(Transition(self.name, State.EXTERNAL, State.EXTERNAL,
                                                   "probe", time.time()))
-            self.settled.set()
             await asyncio.sleep(settings.liveness_interval)
 
 
 def child_env() -> dict[str, str]:
-    """The environment children inherit: ours, minus what would confuse a child, plus
-    the folder holding hippo_tasks on PYTHONPATH, so `${python} -m hippo_tasks...`
-    works from a plain checkout as well as from an install."""
+    """The environment children inherit: ours, minus what would confuse a child (and
+    any ownership mark of a stack this daemon itself runs inside), plus the folder
+    holding hippo_tasks on PYTHONPATH, so `${python} -m hippo_tasks...` works from a
+    plain checkout as well as from an install."""
     env = dict(os.environ)
-    for key in ("PYTHONSTARTUP", "PYTHONINSPECT"):
+    for key in ("PYTHONSTARTUP", "PYTHONINSPECT", RUN_ENV):
         env.pop(key, None)
     package_parent = str(Path(__file__).resolve().parents[2])
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -11,7 +11,8 @@ from typing import Any
 
 from hippo_tasks.errors import ServiceStartError, UnknownServiceError
 from hippo_tasks.model.plan import StackPlan
-from hippo_tasks.supervision.service import ServiceSupervisor, SupervisorContext
+from hippo_tasks.supervision.service import Op, ServiceSupervisor, SupervisorContext
+from hippo_tasks.supervision.snapshot import ServiceSnapshot
 from hippo_tasks.supervision.states import State, Transition
 from hippo_tasks.supervision.watch import watch_files
 
@@ -25,11 +26,15 @@ class StackSupervisor:
         self.services: dict[str, ServiceSupervisor] = {
             p.name: ServiceSupervisor(p, ctx) for p in plan.services
         }
-        self._starters: dict[str, asyncio.Task[None]] = {}
+        for svc in self.services.values():
+            svc.deps = [self.services[d] for d in svc.planned.depends_on]
+            svc.wait_change = self.wait_change
+            svc.on_update = self._poke
         self.blocking_failure: asyncio.Future[ServiceStartError] | None = None
         self._watchers: list[asyncio.Task[None]] = []
-        self._tick: asyncio.Event | None = None
-        """Set (and replaced) on every transition: what a waiting starter wakes on."""
+        self._change: asyncio.Future[None] | None = None
+        """Resolved (and replaced) on every transition: what waiting services wake on."""
+        self.final = False
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -55,6 +60,17 @@ class StackSupervisor:
             add(n)
         return [n for n in self.services if n in want]
 
+    # ---- change notification ----------------------------------------------------------
+    async def wait_change(self) -> None:
+        if self._change is None or self._change.done():
+            self._change = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._change)
+
+    def _poke(self) -> None:
+        if self._change is not None and not self._change.done():
+            self._change.set_result(None)
+        self._change = None
+
     # ---- start ------------------------------------------------------------------
     def failure_for(self, svc: ServiceSupervisor) -> ServiceStartError:
         lines = [r.text for r in self.ctx.hub.tail(svc.name, 40) if not r.system][-20:]
@@ -64,11 +80,9 @@ class StackSupervisor:
         )
 
     def on_transition(self, event: Transition) -> None:
-        """Hooked in by the owner: wakes waiting starters; a blocking service failing
+        """Hooked in by the owner: wakes waiting services; a blocking service failing
         during start-up is final."""
-        if self._tick is not None:
-            self._tick.set()
-            self._tick = None
+        self._poke()
         if event.new != State.FAILED or self.blocking_failure is None:
             return
         svc = self.services.get(event.service)
@@ -76,65 +90,24 @@ class StackSupervisor:
             return
         self.blocking_failure.set_result(self.failure_for(svc))
 
+    def _ask(self, op: Op, names: Iterable[str], reason: str = "") -> list[asyncio.Future[None]]:
+        return [self.services[n].request(op, reason) for n in names]
+
     async def start(self, names: Iterable[str] | None = None) -> None:
-        """Start these services (default all) and their dependencies; returns at once."""
-        order = self.closure(names if names is not None else self.services)
-        for name in order:
-            svc = self.services[name]
-            task = self._starters.get(name)
-            if task is not None and not task.done():
-                continue
-            if svc.state in (State.RUNNING, State.STARTING, State.BACKOFF):
-                continue
-            self._starters[name] = asyncio.create_task(self._start_after_deps(svc))
-
-    async def _start_after_deps(self, svc: ServiceSupervisor) -> None:
-        deps = [self.services[d] for d in svc.planned.depends_on]
-        while True:
-            pending = [d for d in deps if not d.ready]
-            active = self._starters_active()
-            failed = [d for d in pending if d.state == State.FAILED
-                      or (d.state == State.STOPPED and d.name not in active)]
-            if failed:
-                svc.fail_before_start(f"dependency '{failed[0].name}' is {failed[0].state.value}"
-                                      + (f": {failed[0].reason}" if failed[0].reason else ""))
-                return
-            if not pending:
-                break
-            # Whatever unblocks us (a dependency ready, failed, or its starter moving it
-            # out of STOPPED) is a transition; the timeout is only a safety net.
-            if self._tick is None:
-                self._tick = asyncio.Event()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._tick.wait(), 0.5)
-        svc.start()
-
-    def _starters_active(self) -> set[str]:
-        starting = {n for n, t in self._starters.items() if not t.done()}
-        return starting | {n for n, s in self.services.items() if s.active}
-
-    async def wait_settled(self, names: Iterable[str] | None = None) -> None:
-        """Until every named service is settled (ready, stopped or failed)."""
-        targets = [self.services[n] for n in (names if names is not None else self.services)]
-        while True:
-            starting = [t for t in self._starters.values() if not t.done()]
-            if starting:
-                await asyncio.wait(starting)
-                continue
-            unsettled = [s for s in targets if not s.settled.is_set()]
-            if not unsettled:
-                return
-            await asyncio.wait([asyncio.ensure_future(s.settled.wait()) for s in unsettled])
+        """Start these services (default all) and what they depend on; returns once
+        each has settled (ready, failed, or stopped by a later request)."""
+        futures = self._ask("start", self.closure(names if names is not None
+                                                  else self.services))
+        if futures:
+            await asyncio.gather(*futures)
 
     async def start_and_wait(self, names: Iterable[str] | None = None) -> ServiceStartError | None:
         """Start, then wait until all settle or a blocking one fails (returned)."""
         loop = asyncio.get_running_loop()
         self.blocking_failure = loop.create_future()
-        await self.start(names)
-        waiter = asyncio.ensure_future(self.wait_settled(names))
+        waiter = asyncio.ensure_future(self.start(names))
         waits: set[asyncio.Future[Any]] = {waiter, self.blocking_failure}
-        done, _ = await asyncio.wait(waits,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         failure = self.blocking_failure.result() if self.blocking_failure.done() else None
         self.blocking_failure = None
         if failure is not None:
@@ -145,13 +118,12 @@ class StackSupervisor:
 
     # ---- stop -------------------------------------------------------------------
     async def stop(self, names: Iterable[str] | None = None,
-                   reason: str = "stop requested") -> None:
-        """Stop these (default all), each after its running dependants in the set stopped."""
-        chosen = set(names if names is not None else self.services)
+                   reason: str = "stop requested", final: bool = False) -> None:
+        """Stop these (default all), each after its running dependants in the set
+        stopped. From the first moment, none of them is restarted after an exit."""
+        chosen = list(names if names is not None else self.services)
         for name in chosen:
-            task = self._starters.pop(name, None)
-            if task is not None and not task.done():
-                task.cancel()
+            self.services[name].hold(final)
         stopped: dict[str, asyncio.Event] = {n: asyncio.Event() for n in chosen}
 
         async def stop_one(name: str) -> None:
@@ -159,17 +131,28 @@ class StackSupervisor:
                 if dep in stopped:
                     await stopped[dep].wait()
             try:
-                await self.services[name].stop(reason)
+                await self.services[name].request("stop", reason)
             finally:
                 stopped[name].set()
 
         await asyncio.gather(*(stop_one(n) for n in chosen))
 
+    async def shutdown(self, reason: str) -> None:
+        """Stop everything for good: nothing starts or restarts after this began."""
+        self.final = True
+        await self.stop_watchers()
+        await self.stop(reason=reason, final=True)
+        for svc in self.services.values():
+            await svc.close()
+
+    async def kill_now(self) -> None:
+        """Second Ctrl+C: SIGKILL every service's processes at once."""
+        for svc in self.services.values():
+            svc.hold(final=True)
+        await asyncio.gather(*(svc.kill_now() for svc in self.services.values()))
+
     async def restart(self, name: str) -> None:
-        svc = self.get(name)
-        await svc.stop("restart requested")
-        await self.start([name])
-        await self.wait_settled([name])
+        await self.get(name).request("restart")
 
     # ---- hot reload ---------------------------------------------------------------
     def start_watchers(self) -> None:
@@ -182,12 +165,12 @@ class StackSupervisor:
     def _reloader(self, name: str) -> Callable[[list[str]], Awaitable[None]]:
         async def reload(paths: list[str]) -> None:
             svc = self.services[name]
-            if svc.state == State.STOPPED and not svc.active:
-                return  # stopped on purpose: a file change does not start it
+            if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon:
+                return  # stopped on purpose (or failed): a file change does not start it
             shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3
                                             else "")
             self.ctx.hub.system(name, f"change detected ({shown}): restarting")
-            await self.restart(name)
+            svc.request("restart", "file change")  # coalesces with any restart under way
 
         return reload
 
@@ -199,5 +182,8 @@ class StackSupervisor:
                 await task
         self._watchers.clear()
 
+    def snapshots(self) -> list[ServiceSnapshot]:
+        return [s.snapshot() for s in self.services.values()]
+
     def status(self) -> list[dict[str, object]]:
-        return [s.status_row() for s in self.services.values()]
+        return [s.snapshot().as_status() for s in self.services.values()]

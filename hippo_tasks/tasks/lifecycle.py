@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from hippo_tasks.errors import (
 from hippo_tasks.events import hooks
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.lifecycle_lock import LifecycleLock
 from hippo_tasks.registry.store import Registry, daemon_alive
 from hippo_tasks.supervision.printer import TerminalPrinter, use_colour
 from hippo_tasks.tasks.context import build_options, resolve_root
@@ -59,6 +62,20 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     """Start the control daemon and the profile's services in dependency order."""
     _guard_prod(cell, yes)
     root = resolve_root(project_root)
+    lock = LifecycleLock(root)
+    lock.acquire("up", _say)
+    try:
+        _up_locked(root, lock, profile, cell, table_prefix, enable_events, seed, only,
+                   port_offset, detach)
+    finally:
+        lock.release()
+
+
+def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_prefix: str,
+               enable_events: bool, seed: bool, only: str, port_offset: str | None,
+               detach: bool) -> None:
+    """`up` while holding the project's lifecycle lock; the lock is let go as soon as
+    the daemon serves (detached: the daemon lets go of the copy it inherited)."""
     registry = Registry(root)
     hooks.recover(registry, _say)
     token = hooks.prepare_token() if enable_events else None
@@ -70,7 +87,7 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     session = hooks.start_session(plan, registry, token, _say) if token else None
     if detach:
         try:
-            pid = _up_detached(plan, registry, tls=session is not None)
+            pid = _up_detached(plan, registry, lock, tls=session is not None)
         except BaseException:
             if session is not None:
                 session.close()
@@ -82,7 +99,7 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
 
     printer = TerminalPrinter(sys.stdout.buffer, use_colour())
     try:
-        code = run_engine(plan, registry, printer)
+        code = run_engine(plan, registry, printer, on_serving=lock.release)
     finally:
         if session is not None:
             session.close()
@@ -94,13 +111,15 @@ def _say(line: str) -> None:
     print(f"hippodrome | {line}", flush=True)
 
 
-def _up_detached(plan: StackPlan, registry: Registry, tls: bool = False) -> int:
+def _up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
+                 tls: bool = False) -> int:
     """Start the daemon and wait until the stack is ready; returns the daemon's pid."""
     opts = plan.options
     log = opts.project_root / ".hippodrome" / "daemon.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     registry.update(lambda d: d.__setitem__("failure", None))
-    proc = spawn_daemon(opts, log, tls=tls)
+    proc = spawn_daemon(opts, log, tls=tls, lock_fd=lock.fd)
+    lock.release()  # the daemon holds its inherited copy until it serves
     pid = proc.pid
     began = time.monotonic()
     shown: dict[str, str] = {}
@@ -111,7 +130,8 @@ def _up_detached(plan: StackPlan, registry: Registry, tls: bool = False) -> int:
         failure = data.get("failure")
         if exited or (failure and failure.get("final")):
             if not exited:
-                proc.wait(30)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(30)
             _report_detached_failure(failure, log)
         daemon = data.get("daemon") or {}
         if daemon.get("pid") != pid:
@@ -204,11 +224,17 @@ def restart(c: Context, service: str = "", project_root: str = "") -> None:
 def down(c: Context, force: bool = False, project_root: str = "") -> None:
     """Stop every service and the daemon."""
     root = resolve_root(project_root)
+    with LifecycleLock(root).held("down --force" if force else "down", _say):
+        _down_locked(root, force)
+
+
+def _down_locked(root: Path, force: bool) -> None:
     registry = Registry(root)
     if not force:
         try:
             client = DaemonClient.for_project(root)
             client.shutdown()
+            _say(f"stopping the stack (daemon pid {client.pid})...")
             _wait_daemon_gone(registry, client.pid)
             hooks.recover(registry, _say)
             print("hippodrome | stack stopped, daemon exited")

@@ -24,6 +24,8 @@ EXIT_CODES: list[tuple[type[E.HippoError], int]] = [
     (E.DaemonUnreachableError, 6),
     (E.DaemonAlreadyRunningError, 7),
     (E.RequestTimeoutError, 8),
+    (E.LifecycleBusyError, 9),
+    (E.StateDirError, 10),
 ]
 
 

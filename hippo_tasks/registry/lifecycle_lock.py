@@ -1,0 +1,89 @@
+"""One `up`, `down` or `down --force` at a time for a project root.
+
+Held from pre-flight until the daemon is registered and serving (or has exited): a
+second `up` then finds the first one's daemon and exits 7, and a `down` issued while an
+`up` is still starting waits and then stops what it started, instead of saying
+"nothing to stop" and letting the stack come up behind it. The detached daemon inherits
+the lock's file descriptor and closes it once it serves, so the lock outlives the `up`
+process that took it; an flock dies with the last process holding it, so a crash never
+leaves the project locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from hippo_tasks.errors import LifecycleBusyError, StateDirError
+
+WAIT_S = 300.0
+
+
+class LifecycleLock:
+    def __init__(self, project_root: Path) -> None:
+        self.root = project_root
+        self.path = project_root / ".hippodrome" / "lifecycle.lock"
+        self.fd: int | None = None
+
+    def acquire(self, what: str, say: Callable[[str], None] = print,
+                wait: float = WAIT_S) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateDirError(str(self.path.parent), exc.strerror or str(exc)) from None
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = self._holder(fd)
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LifecycleBusyError(str(self.root), holder, wait) from None
+                if not told:
+                    say(f"waiting for {holder} to finish starting or stopping this stack")
+                    told = True
+                time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"`{what}` (pid {os.getpid()})".encode(), 0)
+        self.fd = fd
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        with contextlib.suppress(OSError):
+            text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+            if text:
+                return text
+        return "another `up` or `down`"
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def held(self, what: str, say: Callable[[str], None] = print) -> Iterator[LifecycleLock]:
+        self.acquire(what, say)
+        try:
+            yield self
+        finally:
+            self.release()
+
+
+def release_inherited(fd: int | None) -> Callable[[], None]:
+    """For the detached daemon: close the lock `up` handed over, once, when serving."""
+    def release() -> None:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    return release

@@ -1,0 +1,107 @@
+"""Waiting on one process run: until it is ready, then while it is alive and healthy.
+
+Every wait here belongs to one run of one process: log readiness looks only at lines
+that run printed (a restart is never "ready" on the previous run's line), and every
+wait also ends the moment the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+from hippo_tasks.model.plan import PlannedService
+from hippo_tasks.model.spec import StackSettings
+from hippo_tasks.supervision import probes
+from hippo_tasks.supervision.logs import LogHub
+from hippo_tasks.supervision.process import Child
+
+Outcome = Literal["ready", "exited", "timeout", "unhealthy"]
+
+
+async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
+                      first_seq: int) -> Outcome:
+    """`first_seq`: the first log sequence number this run's output can have."""
+    spec = planned.spec
+    readiness = spec.readiness
+    if spec.kind == "job":
+        code = await asyncio.shield(child.exited)
+        return "ready" if code == 0 else "exited"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + spec.start_timeout
+    if readiness.kind == "log":
+        return await _until_log(child, planned.name, readiness.value, hub, first_seq,
+                                deadline)
+    if readiness.kind == "none":
+        return "ready"
+    attempt = 0
+    while True:
+        if child.exited.done():
+            return "exited"
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return "timeout"
+        if await probes.probe(readiness, planned.port, min(1.0, remaining)):
+            return "ready" if not child.exited.done() else "exited"
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(child.exited),
+                                   min(probes.probe_delay(attempt),
+                                       max(0.0, deadline - loop.time())))
+        attempt += 1
+
+
+async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_seq: int,
+                     deadline: float) -> Outcome:
+    loop = asyncio.get_running_loop()
+    matched: asyncio.Future[None] = loop.create_future()
+    regex = re.compile(pattern)
+    # This run's lines already captured count too (a fast service may print before we
+    # watch); lines of earlier runs never do.
+    for rec in hub.since(name, first_seq - 1, 100000):
+        if not rec.system and regex.search(rec.text):
+            matched.set_result(None)
+            break
+
+    def on_line(text: str) -> None:
+        if not matched.done() and regex.search(text):
+            matched.set_result(None)
+
+    hub.watch(name, on_line)
+    try:
+        waits: set[asyncio.Future[Any]] = {matched, child.exited}
+        done, _ = await asyncio.wait(waits, timeout=max(0.0, deadline - loop.time()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hub.watch(name, None)
+    if matched in done:
+        return "ready"
+    return "exited" if child.exited.done() else "timeout"
+
+
+async def while_running(child: Child, planned: PlannedService, settings: StackSettings,
+                        set_health: Callable[[bool], None],
+                        note: Callable[[str], None]) -> Outcome:
+    """Until the process exits ("exited") or fails its liveness probe too often."""
+    readiness = planned.spec.readiness
+    if readiness.kind not in ("http", "tcp"):
+        await asyncio.shield(child.exited)
+        return "exited"
+    misses = 0
+    while True:
+        # Real time, not the injected clock: the clock stands for backoff time only.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(child.exited), settings.liveness_interval)
+        if child.exited.done():
+            return "exited"
+        ok = await probes.probe(readiness, planned.port, 2.0)
+        if child.exited.done():
+            return "exited"
+        misses = 0 if ok else misses + 1
+        set_health(ok)
+        if misses:
+            note(f"liveness probe failed ({misses}/{settings.liveness_failures})")
+        if misses >= settings.liveness_failures:
+            return "unhealthy"

@@ -1,0 +1,80 @@
+"""One typed picture of a service's state, built in one place.
+
+`/api/status`, `invoke status`, the page and the registry all render this value, so
+they cannot disagree about what a service is doing (the registry used to be built
+from the supervisor's attributes separately, and lagged the API).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceSnapshot:
+    name: str
+    state: str
+    healthy: bool
+    pid: int | None
+    """The main process while it lives; None as soon as it has exited."""
+    pgid: int | None
+    port: int | None
+    restarts: int
+    started_at: float | None
+    exit_code: int | None
+    ready: bool
+    blocking: bool
+    external: bool
+    kind: str
+    reason: str
+    depends_on: tuple[str, ...]
+    url: str | None
+    cgroup: str | None
+    busy: str | None
+    """The request being carried out (start, stop, restart), if any."""
+
+    @property
+    def uptime_s(self) -> float | None:
+        if self.started_at is None or self.state not in ("running", "starting"):
+            return None
+        return round(time.time() - self.started_at, 1)
+
+    def as_status(self) -> dict[str, object]:
+        """The `/api/status` row (DESIGN section 4, plus what the page and CLI show)."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "healthy": self.healthy,
+            "pid": self.pid,
+            "port": self.port,
+            "restarts": self.restarts,
+            "uptime_s": self.uptime_s,
+            "exit_code": self.exit_code,
+            "ready": self.ready,
+            "blocking": self.blocking,
+            "external": self.external,
+            "kind": self.kind,
+            "reason": self.reason,
+            "depends_on": list(self.depends_on),
+            "url": self.url,
+            "busy": self.busy,
+        }
+
+    def as_registry(self, create_time: float | None) -> dict[str, object]:
+        """The registry entry: what `down --force` and the orphan sweep need to find
+        this service's processes again from another process, plus what `up --detach`
+        reads to report progress."""
+        return {
+            "pid": self.pid,
+            "pgid": self.pgid if self.pid is not None else None,
+            "create_time": create_time if self.pid is not None else None,
+            "cgroup": self.cgroup,
+            "port": self.port,
+            "state": self.state,
+            "started_at": self.started_at,
+            "reason": self.reason,
+            "ready": self.ready,
+            "blocking": self.blocking,
+            "kind": self.kind,
+        }
