@@ -28,6 +28,8 @@ from hippo_tasks.registry.store import Registry
 
 SINK = str(TOYS / "event_sink.py")
 HOOK = "/webhook/eventbridge"
+RAW_HEAD = (b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n")
 FRAMINGS = ["chunked", "close", "garbage", "huge", "cut"]
 TIMEOUT_S = 1.0  # HIPPODROME_WEBHOOK_TIMEOUT for the shared stack
 READ_TIMEOUT_S = 1.5  # HIPPODROME_WEBHOOK_READ_TIMEOUT
@@ -263,8 +265,7 @@ BAD_BODIES = [
     (b"[" * 100_000, {}, 400, "Invalid JSON: "),
     (b"1" * 5000, {}, 400, "Invalid JSON: "),
     (b"", {}, 400, "Empty body"),
-    (b"{}", {"Content-Type": "multipart/form-data; boundary=x"}, 415,
-     "Unsupported Content-Type 'multipart/form-data'"),
+    (b"{}", {"Content-Type": "image/png"}, 415, "Unsupported Content-Type 'image/png'"),
     (b" " * (256 * 1024 + 1), {}, 413, "Event too large: 262145 bytes"),
 ]
 
@@ -283,11 +284,18 @@ def test_bad_bodies_are_4xx_json_and_the_connection_stays_usable(
         conn.close()
 
 
-def test_curl_default_form_type_and_charset_are_accepted(stack: Stack) -> None:
+def test_json_types_are_accepted_and_browser_simple_types_refused_without_a_token(
+        stack: Stack) -> None:
     body = json.dumps({"detail-type": "EcomIndexSettings.MODIFY"}).encode()
-    for ctype in ("application/x-www-form-urlencoded", "application/json; charset=utf-8",
-                  "text/plain", "application/cloudevents+json"):
+    for ctype in ("application/json; charset=utf-8", "application/cloudevents+json"):
         assert request(stack.dash, body, {"Content-Type": ctype})[0] == 200
+    # What a web page may send anywhere without a preflight (and curl -d's default).
+    for ctype in ("application/x-www-form-urlencoded", "text/plain;charset=UTF-8",
+                  "multipart/form-data; boundary=x"):
+        code, answer = request(stack.dash, body, {"Content-Type": ctype})
+        assert code == 415 and answer["error"].startswith(f"Content-Type '{ctype.split(';')[0]}'"
+                                                          " is refused without a webhook token")
+        assert "-H 'Content-Type: application/json'" in answer["error"]
 
 
 @pytest.mark.parametrize(("head", "status", "start"), [
@@ -300,7 +308,7 @@ def test_curl_default_form_type_and_charset_are_accepted(stack: Stack) -> None:
 ])
 def test_bad_framing_is_4xx_json_and_closes_the_connection(
         stack: Stack, head: bytes, status: int, start: str) -> None:
-    out = raw_exchange(stack.dash, b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head)
+    out = raw_exchange(stack.dash, RAW_HEAD + head)
     code, headers, body = parse_raw(out)
     assert code == status and body["error"].startswith(start)
     assert headers["connection"] == "close"
@@ -318,9 +326,8 @@ def test_stuck_clients_block_nobody_and_a_stuck_body_gets_408(stack: Stack) -> N
     half_head = socket.create_connection(("127.0.0.1", stack.dash), timeout=10)
     half_body = socket.create_connection(("127.0.0.1", stack.dash), timeout=10)
     try:
-        half_head.sendall(b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Le")
-        half_body.sendall(b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: x\r\n"
-                          b"Content-Length: 100\r\n\r\n{\"detail-type\"")
+        half_head.sendall(b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        half_body.sendall(RAW_HEAD + b"Content-Length: 100\r\n\r\n{\"detail-type\"")
         began = time.monotonic()
         for _ in range(20):
             assert post(stack.dash, {"detail-type": "EcomIndexSettings.MODIFY"})[0] == 200
@@ -493,6 +500,13 @@ def test_token_guards_the_webhook_and_is_never_logged(project: Path) -> None:
     assert code == 401
     assert post(dash, event, {"X-Hippodrome-Webhook-Token": token}) == (
         200, forwarded(port, "EcomIndexSettings.MODIFY"))
+    # With the token, any Host (the tunnel's name) and curl -d's default type are fine.
+    for ctype in ("application/x-www-form-urlencoded", "text/plain"):
+        assert post(dash, event, {"x-hippodrome-webhook-token": token, "Content-Type": ctype,
+                                  "Host": "abc.trycloudflare.com"})[0] == 200
+    code, body = post(dash, event, {"x-hippodrome-webhook-token": token,
+                                    "Content-Type": "multipart/form-data; boundary=x"})
+    assert code == 415 and body["error"].startswith("Unsupported Content-Type")
     assert request(dash, None, method="GET", path="/healthz")[0] == 200
 
     run = hd(project, "events.send", "--detail-type", "EcomIndexSettings.MODIFY",

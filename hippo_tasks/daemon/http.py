@@ -16,39 +16,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from hippo_tasks import errors as E
 from hippo_tasks.daemon.commands import StackCommands
+from hippo_tasks.daemon.guard import refusal
+from hippo_tasks.daemon.httpcore import Body, ClientGone, HttpError, decode_json, json_type
 
 MAX_BODY = 1024 * 1024
-PROXY_HEADERS = ("Cf-Connecting-Ip", "Cf-Ray", "X-Forwarded-For", "Ngrok-Trace-Id")
-"""Headers the tunnel tools add: such a request came from the internet, not this machine."""
-TUNNEL_PATHS = frozenset({"/webhook/eventbridge"})
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+READ_TIMEOUT_S = 10.0
+"""A control request's body arrives within this, or the client gets 408."""
 
-
-def _host_name(host_header: str) -> str:
-    return host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
-
-
-def refusal(path: str, method: str, headers: Any, loopback_only: bool) -> str | None:
-    """Why a request may not reach the API, or None.
-
-    A web page the user has open elsewhere can make the browser send requests to
-    127.0.0.1 (a form POST to /api/stack/stop), or rebind its own hostname to 127.0.0.1
-    and read /api/status. So: when the daemon listens on loopback, the Host must be a
-    loopback name; and a request that changes something must not come from another
-    origin. The webhook is exempt: it is meant to be reached through the tunnel and is
-    guarded by its token.
-    """
-    if path in TUNNEL_PATHS:
-        return None
-    if any(h in headers for h in PROXY_HEADERS):
-        return "only POST /webhook/eventbridge is reachable through the events tunnel"
-    host = headers.get("Host", "")
-    if loopback_only and _host_name(host) not in LOOPBACK_NAMES:
-        return f"Host {host!r} is not this machine's loopback; open the dashboard at 127.0.0.1"
-    origin = headers.get("Origin")
-    if method != "GET" and origin is not None and origin != f"http://{host}":
-        return f"cross-origin request from {origin!r} refused"
-    return None
 
 STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
     (E.UnknownServiceError, 404),
@@ -59,18 +33,20 @@ STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
 ]
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 def status_for(exc: BaseException) -> int:
     for cls, status in STATUS_FOR:
         if isinstance(exc, cls):
             return status
     return 500
+
+
+def error_payload(exc: E.HippoError) -> dict[str, Any]:
+    """An error's answer: its message, its type, and its data a client needs to act on."""
+    payload: dict[str, Any] = {"error": exc.message(), "type": exc.__class__.__name__}
+    if isinstance(exc, E.UnknownServiceError):
+        payload["service"] = exc.name
+        payload["services"] = list(exc.known)
+    return payload
 
 
 Handler = Callable[["ApiHandler", dict[str, str]], tuple[int, Any]]
@@ -100,6 +76,7 @@ class ApiServer(ThreadingHTTPServer):
 
 class ApiHandler(BaseHTTPRequestHandler):
     server: ApiServer
+    body: Body
     protocol_version = "HTTP/1.1"
     server_version = "hippodrome"
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stall
@@ -114,35 +91,50 @@ class ApiHandler(BaseHTTPRequestHandler):
     def query(self) -> dict[str, str]:
         return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
 
-    def body_json(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise HttpError(413, f"request body too large ({length} bytes; limit {MAX_BODY})")
-        raw = self.rfile.read(length) if length else b""
-        if not raw:
+    def body_json(self) -> dict[str, Any] | None:
+        """An action's optional body: nothing, or a JSON object (no field is read yet)."""
+        raw = self.body.read(MAX_BODY, READ_TIMEOUT_S, noun="the request")
+        if not raw.strip():
             return None
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HttpError(400, f"invalid JSON: {exc}") from exc
+        value = decode_json(raw, "the request")
+        if not isinstance(value, dict):
+            raise HttpError(400, f"Request body must be a JSON object or empty, got "
+                                 f"{json_type(value)}")
+        return value
 
-    def send_json(self, status: int, payload: Any) -> None:
+    def send_json(self, status: int, payload: Any, close: bool = False,
+                  headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, headers too long...) as JSON too."""
+        self.close_connection = True
+        try:
+            text = message or self.responses.get(code, ("error",))[0]
+            self.send_json(code, {"error": text}, close=True)
+        except OSError:
+            return
 
     def _dispatch(self, method: str) -> None:
         path = urlsplit(self.path).path
         allowed = []
+        self.body = Body(self.headers, self.rfile, self.connection)
         refused = refusal(path, method, self.headers, self.server.loopback_only)
-        if refused is not None:
-            self.send_json(403, {"error": refused})
-            return
         try:
+            if refused is not None:
+                raise HttpError(refused.status, refused.message)
             for m, regex, fn in _ROUTES:
                 match = regex.match(path)
                 if not match:
@@ -152,25 +144,21 @@ class ApiHandler(BaseHTTPRequestHandler):
                     continue
                 status, payload = fn(self, match.groupdict())
                 if status != 0:
-                    self.send_json(status, payload)
+                    self.send_json(status, payload, self.body.unread)
                 return
             if allowed:
-                self.send_response(405)
-                body = json.dumps({"error": f"method {method} not allowed on {path}",
-                                   "allowed": sorted(set(allowed))}).encode()
-                self.send_header("Allow", ", ".join(sorted(set(allowed))))
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            self.send_json(404, {"error": f"no such route: {method} {path}"})
+                methods = ", ".join(sorted(set(allowed)))
+                raise HttpError(405, f"method {method} not allowed on {path}",
+                                headers={"Allow": methods},
+                                extra={"allowed": sorted(set(allowed))})
+            raise HttpError(404, f"no such route: {method} {path}")
         except HttpError as exc:
-            self.send_json(exc.status, {"error": exc.message})
+            self.send_json(exc.status, exc.payload(), exc.close or self.body.unread,
+                           exc.headers)
         except E.HippoError as exc:
-            self.send_json(status_for(exc), {"error": exc.message(),
-                                             "type": exc.__class__.__name__})
-        except (BrokenPipeError, ConnectionResetError):
+            self.send_json(status_for(exc), error_payload(exc), self.body.unread)
+        except (BrokenPipeError, ConnectionResetError, ClientGone):
+            self.close_connection = True
             return
         except Exception as exc:  # the server keeps serving whatever a handler does
             self.send_json(500, {"error": f"internal error: {exc.__class__.__name__}: {exc}"})
@@ -186,6 +174,16 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch("PATCH")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch("HEAD")
+
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        """A CORS preflight gets 405 without CORS headers: no other site is let in."""
+        self._dispatch("OPTIONS")
 
 
 def _int_arg(q: dict[str, str], key: str, default: int, lo: int, hi: int) -> int:

@@ -19,8 +19,11 @@ Where the contract leaves a choice open, and why:
   408 and the connection closes: a stuck client costs its own thread, never others.
 - Strict JSON: UTF-8 only, no NaN/Infinity, an object, `detail-type` a string, so
   whatever is forwarded every consumer can parse. The bytes are forwarded as received.
-- Content-Type: judged by the body. None, JSON types, text/plain and the form type
-  `curl -d` sends by default are accepted; anything else (multipart, ...) is 415.
+- Who may post (see `guard`): with a token, whoever sends it, with any JSON-ish
+  Content-Type (none, JSON types, text/plain, and the form type `curl -d` sends by
+  default; multipart and the rest are 415). Without a token (the default), only
+  requests to a loopback Host name, without another site's Origin, and with a JSON
+  Content-Type: 403/415 otherwise, so no web page can make the browser post an event.
 - The target's answer: JSON is passed on as `service_response`; anything else as
   `{"raw": <its first 4 KiB as text>}`. A 2xx answer is our 200 with exactly the
   contract's keys; a 4xx/5xx answer keeps the target's status and adds
@@ -59,12 +62,13 @@ from http import HTTPStatus
 from typing import Any
 
 from hippo_tasks.daemon.engine import Engine
+from hippo_tasks.daemon.guard import media_type, webhook_refusal
 from hippo_tasks.daemon.http import ApiHandler, route
+from hippo_tasks.daemon.httpcore import STRICT_JSON, ClientGone, HttpError, decode_json, json_type
 from hippo_tasks.model.plan import PlannedRoute
 
 TOKEN_HEADER = "x-hippodrome-webhook-token"
 MAX_EVENT = 256 * 1024
-DRAIN_LIMIT = 8 * 1024 * 1024
 MAX_ANSWER = 1024 * 1024
 RAW_SHOWN = 4096
 DELIVERIES_KEPT = 200
@@ -74,16 +78,6 @@ ACCEPTED_TYPES = ("application/json", "text/plain", "application/x-www-form-urle
 MISSING_DETAIL_TYPE = "Missing 'detail-type' field in event"
 MAX_LINE = 64 * 1024
 MAX_HEADERS = 100
-
-
-class _Reject(Exception):
-    """An error answer, raised where it is decided; status 0: the client is gone."""
-
-    def __init__(self, status: int, message: str, close: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.close = close
 
 
 class BadAnswer(Exception):
@@ -271,55 +265,10 @@ class Webhook:
         self._notes_lock = threading.Lock()
 
     # ---- reading the event ---------------------------------------------------------
-    def _content_length(self, h: ApiHandler) -> int:
-        encoding = h.headers.get("Transfer-Encoding")
-        if encoding is not None and encoding.strip().lower() != "identity":
-            raise _Reject(411, "Chunked request bodies are not supported: send the event "
-                               "with a Content-Length header", close=True)
-        values = {v.strip() for v in h.headers.get_all("Content-Length") or []}
-        if not values:
-            raise _Reject(411, "Missing Content-Length header: send the event as a JSON body",
-                          close=True)
-        value = values.pop()
-        if values or not value.isascii() or not value.isdigit():
-            raise _Reject(400, "Invalid Content-Length header", close=True)
-        return int(value) if len(value) < 16 else DRAIN_LIMIT + 1
-
-    def _read(self, h: ApiHandler, length: int) -> bytes:
-        previous = h.connection.gettimeout()
-        h.connection.settimeout(self.read_timeout)
-        try:
-            raw = h.rfile.read(length)
-        except TimeoutError:
-            raise _Reject(408, f"Request body not received within {self.read_timeout:g}s",
-                          close=True) from None
-        except OSError:
-            raise _Reject(0, "client went away mid-body", close=True) from None
-        finally:
-            h.connection.settimeout(previous)
-        if len(raw) < length:
-            raise _Reject(0, "client went away mid-body", close=True)
-        return raw
-
-    def _discard(self, h: ApiHandler, length: int, reject: _Reject) -> _Reject:
-        """Read and drop a body we will not use, so the answer is not lost to a reset."""
-        if length > DRAIN_LIMIT:
-            reject.close = True
-            return reject
-        try:
-            left = length
-            while left:
-                left -= len(self._read(h, min(left, 65536)))
-        except _Reject:
-            reject.close = True
-        return reject
-
     def _authorised(self, h: ApiHandler) -> bool:
         token = self.engine.webhook_token
-        if token is None:
-            return True
         given = h.headers.get(TOKEN_HEADER)
-        if given is None:
+        if token is None or given is None:
             return False
         try:
             return hmac.compare_digest(given.encode("latin-1"), token.encode("utf-8"))
@@ -327,21 +276,28 @@ class Webhook:
             return False
 
     def read_event(self, h: ApiHandler) -> tuple[dict[str, Any], bytes]:
-        length = self._content_length(h)
-        if not self._authorised(h):
-            raise self._discard(h, length, _Reject(
-                401, f"Missing or invalid {TOKEN_HEADER} header"))
-        if length > MAX_EVENT:
-            raise self._discard(h, length, _Reject(
-                413, f"Event too large: {length} bytes; the limit is {MAX_EVENT} bytes "
-                     f"(EventBridge's own maximum event size)"))
-        if length == 0:
-            raise _Reject(400, "Empty body: send the event as a JSON object")
-        raw = self._read(h, length)
-        ctype = (h.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        """The event, once the caller may send one: its token, or (none) the browser guard."""
+        body = h.body
+        length = body.length(required=True, noun="the event")
+        if self.engine.webhook_token is not None:
+            if not self._authorised(h):
+                raise body.discard(length, HttpError(
+                    401, f"Missing or invalid {TOKEN_HEADER} header"), self.read_timeout)
+        else:
+            refused = webhook_refusal(h.headers)
+            if refused is not None:
+                raise body.discard(length, HttpError(refused.status, refused.message),
+                                   self.read_timeout)
+        ctype = media_type(h.headers)
         if ctype and ctype not in ACCEPTED_TYPES and not ctype.endswith("+json"):
-            raise _Reject(415, f"Unsupported Content-Type '{ctype}': send the event as "
-                               "application/json")
+            raise body.discard(length, HttpError(
+                415, f"Unsupported Content-Type '{ctype}': send the event as "
+                     "application/json"), self.read_timeout)
+        raw = body.read(MAX_EVENT, self.read_timeout, noun="the event", length=length,
+                        too_large=f"Event too large: {length} bytes; the limit is {MAX_EVENT} "
+                                  "bytes (EventBridge's own maximum event size)")
+        if not raw:
+            raise HttpError(400, "Empty body: send the event as a JSON object")
         return _parse(raw), raw
 
     # ---- routing and forwarding ----------------------------------------------------
@@ -355,26 +311,26 @@ class Webhook:
         r = planned.route
         where = f"{r.service} at {planned.target}{r.path}"
         if planned.port is None:
-            raise _Reject(503, f"Service unavailable: the route for '{r.detail_type_prefix}' "
+            raise HttpError(503, f"Service unavailable: the route for '{r.detail_type_prefix}' "
                                f"names '{r.service}', which has no port in this stack")
         if not (r.path.startswith("/") and r.path.isascii() and r.path.isprintable()
                 and " " not in r.path):
-            raise _Reject(500, f"The route for '{r.detail_type_prefix}' has an invalid path "
+            raise HttpError(500, f"The route for '{r.detail_type_prefix}' has an invalid path "
                                f"{r.path!r}: fix it in the stack file")
         try:
             status, data, ctype = self.pool.post(planned.port, r.path, raw)
         except TimeoutError:
-            raise _Reject(504, f"Service timed out: {where} did not answer within "
+            raise HttpError(504, f"Service timed out: {where} did not answer within "
                                f"{self.timeout:g}s") from None
         except OSError as exc:
             reason = "connection refused" if isinstance(exc, ConnectionRefusedError) \
                 else exc.strerror or str(exc) or exc.__class__.__name__
-            raise _Reject(503, f"Service unavailable: {where}: {reason} (is it running? "
+            raise HttpError(503, f"Service unavailable: {where}: {reason} (is it running? "
                                "see `invoke status`)") from None
         except BadAnswer as exc:
-            raise _Reject(502, f"Bad answer from service: {where}: {exc}") from None
+            raise HttpError(502, f"Bad answer from service: {where}: {exc}") from None
         if not (200 <= status < 300 or 400 <= status < 600):
-            raise _Reject(502, f"Bad answer from service: {where} answered {status}")
+            raise HttpError(502, f"Bad answer from service: {where} answered {status}")
         payload: dict[str, Any] = {"webhook_status": "forwarded", "target": planned.target,
                                    "service_response": _answer_body(data, ctype)}
         if status >= 300:
@@ -425,39 +381,15 @@ class Webhook:
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Reject(400, f"Body is not valid UTF-8 (byte {exc.start}): send the event "
-                           "as UTF-8 JSON") from None
-    try:
-        event = _STRICT_JSON.decode(text)
-    except ValueError as exc:
-        raise _Reject(400, f"Invalid JSON: {exc}") from None
-    except RecursionError:
-        raise _Reject(400, "Invalid JSON: nested too deeply") from None
+    event = decode_json(raw, "the event")
     if not isinstance(event, dict):
-        raise _Reject(400, f"Event must be a JSON object, got {_json_type(event)}")
+        raise HttpError(400, f"Event must be a JSON object, got {json_type(event)}")
     return event
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant)
-"""Built once: json.loads with any option builds a new decoder per call (2% of an event)."""
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-             float: "number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
 
 
 def _answer_body(data: bytes, ctype: str) -> Any:
     try:
-        return _STRICT_JSON.decode(data.decode("utf-8"))
+        return STRICT_JSON.decode(data.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return {"raw": data[:RAW_SHOWN].decode("utf-8", "replace"),
                 **({"content_type": ctype} if ctype else {})}
@@ -515,9 +447,9 @@ def _eventbridge(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
         event, raw = hook.read_event(h)
         value = event.get("detail-type")
         if value is None or value == "":
-            raise _Reject(400, MISSING_DETAIL_TYPE)
+            raise HttpError(400, MISSING_DETAIL_TYPE)
         if not isinstance(value, str):
-            raise _Reject(400, f"'detail-type' must be a string, got {_json_type(value)}")
+            raise HttpError(400, f"'detail-type' must be a string, got {json_type(value)}")
         detail_type = value
         planned = hook.match(detail_type)
         if planned is None:
@@ -527,10 +459,10 @@ def _eventbridge(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
         else:
             status, payload = hook.forward(planned, raw)
             outcome = "forwarded"
-    except _Reject as exc:
-        if exc.status == 0:
-            h.close_connection = True
-            return 0, None
+    except ClientGone:
+        h.close_connection = True
+        return 0, None
+    except HttpError as exc:
         status, payload, outcome, close = exc.status, {"error": exc.message}, "error", exc.close
     # Recorded before answering: a client that has its answer finds it in the log.
     hook.record(at, began, detail_type, planned, status, outcome, payload)

@@ -1,0 +1,110 @@
+"""Who may reach the daemon: the Host and Origin rules, written once for every route.
+
+A web page the user has open elsewhere can make the browser send requests to
+127.0.0.1 (a form POST to /api/stack/stop, a no-cors `fetch` to the webhook), or rebind
+its own hostname to 127.0.0.1 and then read the answers as its own. Browsers always
+send `Host` as the name the page used, and send `Origin` on every cross-site POST, so
+two checks close both doors: the Host must be a loopback name, and a request that
+changes something must not carry another site's Origin.
+
+The control API applies them as `refusal` (Host only when the daemon listens on
+loopback: bound to 0.0.0.0 in Docker it is reached by other names). The webhook is
+meant for the tunnel and is guarded by its token; without a token (no
+`--enable-events`) it applies `webhook_refusal`, which is stricter: loopback Host
+names whatever the bind address (in Docker, `docker run -p 9000:9000` is still reached
+as localhost from the host; a caller that must use another name sets a token), and no
+body type a browser may send cross-site without a preflight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import Message
+
+PROXY_HEADERS = ("Cf-Connecting-Ip", "Cf-Ray", "X-Forwarded-For", "Ngrok-Trace-Id")
+"""Headers the tunnel tools add: such a request came from the internet, not this machine."""
+TUNNEL_PATHS = frozenset({"/webhook/eventbridge"})
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+BROWSER_SIMPLE_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded",
+                                  "multipart/form-data"})
+"""The body types a page may POST to any site without asking first (CORS "simple")."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request may not go on: a status (403 or 415) and a sentence saying what to do."""
+
+    status: int
+    message: str
+
+
+def host_name(host_header: str) -> str:
+    """The name part of a Host header: `localhost:9000` -> `localhost`, `[::1]:9000` -> `[::1]`."""
+    name = host_header if host_header.endswith("]") else host_header.rsplit(":", 1)[0]
+    return name.lower()
+
+
+def _foreign_host(host: str, hint: str) -> str | None:
+    if host_name(host) in LOOPBACK_NAMES:
+        return None
+    return f"Host {host!r} is not this machine's loopback; {hint}"
+
+
+def _foreign_origin(headers: Message) -> str | None:
+    origin = headers.get("Origin")
+    if origin is None or origin == f"http://{headers.get('Host') or ''}":
+        return None
+    return f"cross-origin request from {origin!r} refused"
+
+
+def refusal(path: str, method: str, headers: Message,
+            loopback_only: bool) -> Refusal | None:
+    """Why a request may not reach the control API or the page, or None.
+
+    The webhook's path is exempt here: `webhook_refusal` decides for it, since it is
+    meant to be reached through the tunnel.
+    """
+    if path in TUNNEL_PATHS:
+        return None
+    if any(h in headers for h in PROXY_HEADERS):
+        return Refusal(403, "only POST /webhook/eventbridge is reachable through the events "
+                            "tunnel")
+    if loopback_only:
+        why = _foreign_host(headers.get("Host") or "", "open the dashboard at 127.0.0.1")
+        if why is not None:
+            return Refusal(403, why)
+    if method != "GET":
+        why = _foreign_origin(headers)
+        if why is not None:
+            return Refusal(403, why)
+    return None
+
+
+def media_type(headers: Message) -> str:
+    """`Content-Type` without parameters, lower case; '' when absent."""
+    return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+
+
+def webhook_refusal(headers: Message) -> Refusal | None:
+    """Why a token-less webhook request may not go on, or None.
+
+    A missing Content-Type is refused too: `fetch(url, {mode: "no-cors", body: blob})`
+    sends none, without a preflight.
+    """
+    how = ("post from this machine to http://127.0.0.1:PORT/webhook/eventbridge with "
+           "curl or `invoke events.send`, or set HIPPODROME_WEBHOOK_TOKEN and send it in "
+           "x-hippodrome-webhook-token")
+    why = _foreign_host(headers.get("Host") or "", "without a webhook token the webhook "
+                        "answers only requests to 127.0.0.1, localhost or [::1]: " + how)
+    if why is not None:
+        return Refusal(403, why)
+    why = _foreign_origin(headers)
+    if why is not None:
+        return Refusal(403, f"{why}: web pages may not post events; {how}")
+    ctype = media_type(headers)
+    if ctype in BROWSER_SIMPLE_TYPES or not ctype:
+        shown = f"Content-Type '{ctype}'" if ctype else "a missing Content-Type"
+        return Refusal(415, f"{shown} is refused without a webhook token (a web page could "
+                            "send it from another site): send the event with "
+                            "-H 'Content-Type: application/json'")
+    return None

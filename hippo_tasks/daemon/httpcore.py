@@ -1,0 +1,169 @@
+"""What every route of the daemon shares: the error type, and reading a request body.
+
+Errors: a handler (or anything it calls) raises `HttpError(status, message)` where the
+refusal is decided; the server renders it, in one place, as `{"error": message}` with
+that status. `ClientGone` means there is nobody left to answer.
+
+Bodies are read here for the control API and the webhook alike, so a bad length, a
+slow client or a hostile JSON document gets the same answer everywhere:
+
+- `Content-Length` that is not a plain decimal number, or given twice with different
+  values: 400, and the connection closes (where the body ends cannot be known).
+  A chunked body: 411 and close. None where one is required: 411.
+- Over the route's limit: 413. Bodies up to `DRAIN_LIMIT` are read and dropped first,
+  so the client reads the 413 instead of a connection reset; past that, close.
+- A body that does not arrive within the read timeout: 408 and close; a stuck client
+  costs only its own thread.
+- JSON is strict: UTF-8 only, no NaN/Infinity, and a document nested too deeply for
+  the parser's recursion (`[` * 100000) is a 400 like any other invalid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from email.message import Message
+from io import BufferedIOBase
+from typing import Any
+
+DRAIN_LIMIT = 8 * 1024 * 1024
+"""Largest refused body still read (and dropped) so that the client sees the answer."""
+
+
+class HttpError(Exception):
+    """An error answer, raised where it is decided and rendered by the server.
+
+    `close` ends the connection after the answer (the request's end is unknown);
+    `headers` are extra response headers (`Allow` on a 405).
+    """
+
+    def __init__(self, status: int, message: str, *, close: bool = False,
+                 headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    def payload(self) -> dict[str, Any]:
+        return {"error": self.message, **self.extra}
+
+
+class ClientGone(Exception):
+    """The client closed or broke its connection mid-request: there is no one to answer."""
+
+
+class Body:
+    """One request's body, read at most once, by whoever needs it (a route, the webhook).
+
+    It remembers whether the declared body was read: the server closes a connection
+    whose body nobody read, else its bytes would be parsed as the next request.
+    """
+
+    def __init__(self, headers: Message, rfile: BufferedIOBase, sock: socket.socket) -> None:
+        self.headers = headers
+        self.rfile = rfile
+        self.sock = sock
+        self.declared = headers.get("Content-Length") is not None or \
+            headers.get("Transfer-Encoding") is not None
+        self.done = False
+
+    @property
+    def unread(self) -> bool:
+        return self.declared and not self.done
+
+    def length(self, required: bool, noun: str) -> int:
+        """The declared body length; 0 when none is declared and none is required."""
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None and encoding.strip().lower() != "identity":
+            raise HttpError(411, f"Chunked request bodies are not supported: send {noun} "
+                                 "with a Content-Length header", close=True)
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not values:
+            if required:
+                raise HttpError(411, f"Missing Content-Length header: send {noun} as a JSON "
+                                     "body", close=True)
+            self.done = True
+            return 0
+        value = values.pop()
+        if values or not value.isascii() or not value.isdigit():
+            shown = ", ".join(sorted({value, *values}))[:64]
+            raise HttpError(400, f"Invalid Content-Length header ({shown!r}): it must be one "
+                                 "non-negative whole number of bytes", close=True)
+        return int(value) if len(value) < 16 else DRAIN_LIMIT + 1
+
+    def read_exact(self, length: int, timeout: float) -> bytes:
+        """Exactly `length` bytes, or 408 when they do not come within `timeout`."""
+        previous = self.sock.gettimeout()
+        self.sock.settimeout(timeout)
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            raise HttpError(408, f"Request body not received within {timeout:g}s",
+                            close=True) from None
+        except OSError:
+            raise ClientGone() from None
+        finally:
+            self.sock.settimeout(previous)
+        if len(raw) < length:
+            raise ClientGone()
+        return raw
+
+    def discard(self, length: int, error: HttpError, timeout: float) -> HttpError:
+        """Read and drop a body that will not be used, so the answer is not lost to a reset."""
+        if length > DRAIN_LIMIT:
+            error.close = True
+            return error
+        try:
+            left = length
+            while left:
+                left -= len(self.read_exact(min(left, 65536), timeout))
+            self.done = True
+        except (HttpError, ClientGone):
+            error.close = True
+        return error
+
+    def read(self, limit: int, timeout: float, *, noun: str, required: bool = False,
+             too_large: str = "", length: int | None = None) -> bytes:
+        """The whole body, after the framing and size checks above."""
+        if length is None:
+            length = self.length(required, noun)
+        if length > limit:
+            raise self.discard(length, HttpError(
+                413, too_large or f"Request body too large: {length} bytes; the limit is "
+                                  f"{limit} bytes"), timeout)
+        raw = self.read_exact(length, timeout) if length else b""
+        self.done = True
+        return raw
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant)
+"""Built once: json.loads with any option builds a new decoder per call (2% of an event)."""
+
+
+def decode_json(raw: bytes, noun: str) -> Any:
+    """Strict JSON from bytes, or a 400 naming what is wrong with it."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HttpError(400, f"Body is not valid UTF-8 (byte {exc.start}): send {noun} "
+                             "as UTF-8 JSON") from None
+    try:
+        return STRICT_JSON.decode(text)
+    except ValueError as exc:
+        raise HttpError(400, f"Invalid JSON: {exc}") from None
+    except RecursionError:
+        raise HttpError(400, "Invalid JSON: nested too deeply") from None
+
+
+def json_type(value: object) -> str:
+    """A JSON value's type in JSON's own words, for error messages."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
