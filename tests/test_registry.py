@@ -19,7 +19,7 @@ def test_concurrent_updates_lose_nothing(tmp_path: Path) -> None:
         "from hippo_tasks.registry.store import Registry\n"
         "reg = Registry(Path(sys.argv[1]))\n"
         "for i in range(50):\n"
-        "    reg.update(lambda d: d.setdefault('resources', []).append(sys.argv[2]))\n"
+        "    reg.update(lambda d: d.setdefault('resources', []).append({'w': sys.argv[2]}))\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"w{i}"])
              for i in range(4)]

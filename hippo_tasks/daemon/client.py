@@ -33,7 +33,8 @@ class DaemonClient:
         registry = Registry(root)
         data = registry.read()
         if not daemon_alive(data):
-            notes = clean_stale(registry, data)
+            # A registry moved aside as corrupt is said here, or `status` would hide it.
+            notes = registry.warnings + clean_stale(registry, data)
             detail = "; ".join(notes) if notes else ""
             raise DaemonNotRunningError(str(root), detail)
         daemon = data["daemon"]

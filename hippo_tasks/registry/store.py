@@ -20,6 +20,8 @@ from typing import Any
 
 import psutil
 
+from hippo_tasks.registry.schema import validate
+
 VERSION = 1
 Data = dict[str, Any]
 
@@ -72,22 +74,27 @@ class Registry:
         except FileNotFoundError:
             return empty(self.root)
         try:
-            data = json.loads(raw.decode("utf-8"))
-            if not isinstance(data, dict) or not isinstance(data.get("services", {}), dict):
-                raise ValueError("not a registry object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            aside = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
-            with contextlib.suppress(OSError):
-                os.replace(self.path, aside)
-            self.warnings.append(
-                f"warning: {self.path} was corrupt ({exc}); moved it to {aside.name} and "
-                "started from an empty registry. No process was signalled because of it; "
-                "`invoke doctor` lists anything still holding the stack's ports."
-            )
+            data = validate(json.loads(raw.decode("utf-8")))
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers bad UTF-8, bad JSON, over-long integers and Invalid shapes.
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            self._move_aside(reason)
             return empty(self.root)
         base = empty(self.root)
         base.update(data)
         return base
+
+    def _move_aside(self, reason: str) -> None:
+        """Keep an unusable file for a post-mortem and start from an empty registry.
+        Nothing in it is acted on: a pid from an unreadable file proves nothing."""
+        aside = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
+        with contextlib.suppress(OSError):
+            os.replace(self.path, aside)
+        self.warnings.append(
+            f"warning: {self.path} was corrupt ({reason}); moved it to {aside.name} and "
+            "started from an empty registry. No process was signalled because of it; "
+            "`invoke doctor` lists anything still holding the stack's ports."
+        )
 
     def read(self) -> Data:
         with self.locked():

@@ -1,0 +1,81 @@
+"""Bad stack values and wrong-shaped registries through the real CLI: a sentence and an
+exit code, never a traceback or a hang."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from stackutil import free_ports, hd, registry, stack_header, toy_service, write_stack
+
+
+def assert_clean(res: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("extra,words", [
+    ('env = { GREETING = "hi\\u0000there" }', "field 'env': env.GREETING contains a NUL byte"),
+    ("start_timeout = nan", "field 'start_timeout': is nan; write a finite number"),
+    ('env = { "A=B" = "1" }', "variable name 'A=B' contains '='"),
+])
+def test_unusable_value_exits_3_before_starting_anything(project: Path, extra: str,
+                                                         words: str) -> None:
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port) + extra + "\n")
+    res = hd(project, "up", "--detach", timeout=60)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "hippodrome.toml" in res.stderr and "service 'web'" in res.stderr
+    assert words in res.stderr
+    assert_clean(res)
+    assert not (project / ".hippodrome" / "daemon.log").exists()  # no daemon was spawned
+
+
+def test_dashboard_pushed_out_of_range_by_the_offset(project: Path) -> None:
+    (port,) = free_ports(1)
+    write_stack(project, stack_header(65535) + toy_service("web", port))
+    up = hd(project, "up", "--detach", "--port-offset", "300", timeout=60)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "--port-offset 300 moves the dashboard" in up.stderr and "65835" in up.stderr
+    assert_clean(up)
+    doctor = hd(project, "doctor", "--port-offset", "300", timeout=60)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert "--port-offset 300 moves the dashboard" in doctor.stdout
+    assert_clean(doctor)
+
+
+def test_misspelt_bundled_service_suggests_the_right_name(project: Path) -> None:
+    write_stack(project, "[services.controler]\nport = 9102\n")
+    res = hd(project, "up", "--detach", timeout=60)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "not a bundled service (did you mean 'controller'?)" in res.stderr
+    assert_clean(res)
+
+
+WRONG = json.dumps({"daemon": {"pid": "4242", "url": "http://127.0.0.1:1", "port": 1},
+                    "services": {"web": None}})
+
+
+def break_registry(root: Path) -> None:
+    (root / ".hippodrome").mkdir(exist_ok=True)
+    (root / ".hippodrome" / "registry.json").write_text(WRONG)
+
+
+def test_every_command_recovers_from_a_wrong_shaped_registry(project: Path) -> None:
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    for args, code in ((("status",), 5), (("down", "--force"), 0), (("down",), 0),
+                       (("doctor",), None)):
+        break_registry(project)
+        res = hd(project, *args, timeout=60)
+        assert_clean(res)
+        out = res.stdout + res.stderr
+        assert "was corrupt (daemon.pid must be a process id" in out, (args, out)
+        assert code is None or res.returncode == code, (args, res.returncode, out)
+    break_registry(project)
+    up = hd(project, "up", "--detach", timeout=60)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "was corrupt" in up.stdout
+    assert registry(project)["services"]["web"]["state"] == "running"
+    hd(project, "down", check=True)
