@@ -8,6 +8,7 @@ to exit codes in `hippo_tasks.tasks.output`, the HTTP layer to statuses in
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -120,14 +121,23 @@ class DaemonAlreadyRunningError(HippoError):
         )
 
 
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """`; did you mean 'x'?` for the closest known name, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 @dataclass
 class UnknownServiceError(HippoError):
+    """A service name that is not in the running stack; lists the stack's and the closest."""
+
     name: str
     known: Sequence[str] = field(default_factory=tuple)
 
     def message(self) -> str:
         known = ", ".join(self.known) if self.known else "none"
-        return f"unknown service '{self.name}' (services in this stack: {known})"
+        return (f"unknown service '{self.name}' (services in this stack: {known})"
+                + did_you_mean(self.name, self.known))
 
 
 @dataclass

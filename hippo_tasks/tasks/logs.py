@@ -10,7 +10,7 @@ from pathlib import Path
 from invoke.context import Context
 from invoke.tasks import task
 
-from hippo_tasks.errors import UsageError
+from hippo_tasks.errors import UsageError, did_you_mean
 from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.output import handles_errors
@@ -43,8 +43,9 @@ def _files(latest: Path, service: str) -> list[Path]:
     if service:
         path = latest / f"{service}.log"
         if not path.exists():
-            known = ", ".join(sorted(p.stem for p in latest.glob("*.log"))) or "none"
-            raise UsageError(f"no log for service '{service}' in {latest} (logs: {known})")
+            names = sorted(p.stem for p in latest.glob("*.log"))
+            raise UsageError(f"no log for service '{service}' in {latest} (logs: "
+                             f"{', '.join(names) or 'none'}){did_you_mean(service, names)}")
         return [path]
     return sorted(latest.glob("*.log"))
 

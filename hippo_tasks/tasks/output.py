@@ -54,13 +54,42 @@ def paint(text: str, colour: str, stream: Any = None) -> str:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+EXIT_PIPE_CLOSED = 141
+"""What a shell reports for a program ended by SIGPIPE: `invoke logs | head` closed early."""
+
+
+def quiet_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null (Python's documented remedy, `signal` docs).
+
+    What is still buffered then goes nowhere, instead of failing again at exit with
+    "Exception ignored ... BrokenPipeError".
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (closed, replaced): nothing to flush
+        pass
+
+
 def handles_errors(fn: F) -> F:
-    """Turn our errors into a message on stderr and the mapped exit code (no traceback)."""
+    """Turn our errors into a message on stderr and the mapped exit code (no traceback).
+
+    A reader that closed the pipe (`| head`) ends the task quietly with 141. stdout is
+    flushed here, inside the guard, so a late EPIPE is caught too.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError:
+            quiet_stdout()
+            raise Exit(code=EXIT_PIPE_CLOSED) from None
         except E.HippoError as exc:
             print(paint(f"hippodrome: {exc.message()}", RED, sys.stderr), file=sys.stderr)
             raise Exit(code=exit_code_for(exc)) from None
