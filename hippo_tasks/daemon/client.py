@@ -52,7 +52,7 @@ class DaemonClient:
             message = payload.get("error", str(payload)) if isinstance(payload, dict) else payload
             if exc.code == 404 and isinstance(payload, dict) and \
                     payload.get("type") == "UnknownServiceError":
-                raise UnknownServiceError(path.split("/")[3]) from None
+                raise _unknown_service(payload, path) from None
             if exc.code == 504:
                 raise RequestTimeoutError(f"{method} {path}", timeout) from None
             raise HippoErrorFromDaemon(exc.code, str(message)) from None
@@ -83,6 +83,17 @@ class HippoErrorFromDaemon(HippoError):
 
     def message(self) -> str:
         return f"the daemon answered {self.status}: {self.text}"
+
+
+def _unknown_service(payload: dict[str, Any], path: str) -> UnknownServiceError:
+    """The daemon's 404 as the error it was: the name and the stack's services, kept."""
+    name = payload.get("service")
+    known = payload.get("services")
+    if not isinstance(name, str):
+        name = path.split("/")[3]
+    if not isinstance(known, list) or not all(isinstance(k, str) for k in known):
+        known = []
+    return UnknownServiceError(name, tuple(known))
 
 
 def _json_or_text(raw: bytes) -> Any:
