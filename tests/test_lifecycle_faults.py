@@ -1,0 +1,345 @@
+"""The lifecycle under abuse, through the real CLI and HTTP API (issue 9's cases).
+
+Each test counts real processes afterwards: the ones carrying the daemon's ownership
+mark (ownership.py), and every pid the toy services wrote down. Nothing may be left,
+nothing unrelated may be signalled, and status must agree with the process table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from stackutil import (
+    PY,
+    REPO,
+    _toml,
+    alive,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    wait_for,
+    write_stack,
+)
+
+from hippo_tasks.supervision.ownership import marked_pids
+
+ESCAPER = str(REPO / "tests" / "toys" / "escaper.py")
+
+
+def escaper(name: str, port: int | None, *flags: str, **fields: Any) -> str:
+    argv = [PY, ESCAPER, *(["--port", str(port)] if port else []), *flags]
+    lines = [f"[services.{name}]", f"command = {json.dumps(argv)}"]
+    if port:
+        lines.append(f"port = {port}")
+    for key, value in fields.items():
+        lines.append(f"{key} = {_toml(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def recorded(pids_file: Path) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    if pids_file.exists():
+        for line in pids_file.read_text().splitlines():
+            role, pid, _ = line.split()
+            out.setdefault(role, []).append(int(pid))
+    return out
+
+
+def every_pid(pids_file: Path) -> set[int]:
+    return {p for pids in recorded(pids_file).values() for p in pids}
+
+
+def token(root: Path) -> str:
+    tok: str = registry(root)["daemon"]["token"]
+    return tok
+
+
+def api(root: Path, method: str, path: str, timeout: float = 60) -> Any:
+    url = registry(root)["daemon"]["url"]
+    req = urllib.request.Request(url + path, method=method, data=b"" if method == "POST"
+                                 else None, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def row(root: Path, name: str) -> dict[str, Any]:
+    rows = api(root, "GET", "/api/status")["services"]
+    found: dict[str, Any] = next(r for r in rows if r["name"] == name)
+    return found
+
+
+def nothing_left(tok: str, pids: set[int]) -> None:
+    wait_for(lambda: not marked_pids(tok) and not any(alive(p) for p in pids), 10,
+             what=f"every process gone: marked {marked_pids(tok)}, "
+                  f"alive {[p for p in pids if alive(p)]}")
+
+
+def test_restart_storm_leaves_one_process_and_true_status(project: Path) -> None:
+    """Twenty restarts over 1.5 s of a service that drains 0.1 s on SIGTERM: no illegal
+    transition, one live process afterwards, the one status names and that answers."""
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper(
+        "web", port, "--drain", "0.1", "--pids", str(pids), readiness={"http": "/"}))
+    hd(project, "up", "--detach", check=True)
+    tok = token(project)
+    errors: list[BaseException] = []
+
+    def hit(delay: float) -> None:
+        time.sleep(delay)
+        try:
+            api(project, "POST", "/api/services/web/restart", timeout=90)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hit, args=(i * 0.075,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    state = row(project, "web")
+    assert state["state"] == "running" and state["healthy"], state
+    live = [p for p in recorded(pids).get("main", []) if alive(p)]
+    assert live == [state["pid"]], (live, state)
+    assert sorted(marked_pids(tok)) == live
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+        assert json.loads(resp.read())["pid"] == state["pid"]
+    # Coalesced: far fewer process starts than requests, but at least one restart.
+    starts = len(recorded(pids)["main"])
+    assert 2 <= starts <= 20
+    log = (project / ".logs" / "latest" / "web.log").read_text()
+    assert "illegal transition" not in log and "internal error" not in log
+    hd(project, "down", check=True)
+    nothing_left(tok, every_pid(pids))
+
+
+def test_setsid_and_double_fork_children_end_with_down(project: Path) -> None:
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper(
+        "sneaky", port, "--setsid", "--double-fork", "--pids", str(pids),
+        readiness={"log": "READY"}))
+    hd(project, "up", "--detach", check=True)
+    tok = token(project)
+    wait_for(lambda: {"setsid", "daemon"} <= set(recorded(pids)), 10, what="escapees")
+    escaped = recorded(pids)["setsid"] + recorded(pids)["daemon"]
+    assert all(alive(p) for p in escaped)
+    assert all(os.getsid(p) != recorded(pids)["main"][0] for p in escaped)
+    hd(project, "down", check=True)
+    nothing_left(tok, every_pid(pids))
+
+
+def test_setsid_and_double_fork_children_end_after_kill_9_of_daemon(project: Path) -> None:
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper(
+        "sneaky", port, "--setsid", "--double-fork", "--pids", str(pids),
+        readiness={"log": "READY"}))
+    hd(project, "up", "--detach", check=True)
+    tok = token(project)
+    wait_for(lambda: {"setsid", "daemon"} <= set(recorded(pids)), 10, what="escapees")
+    os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
+    nothing_left(tok, every_pid(pids))
+    hd(project, "down", check=True)
+
+
+def test_a_crash_ends_the_escaped_children_before_the_restart(project: Path) -> None:
+    """kill -9 of the main process (a zombie until reaped): its daemonized child is
+    still found and ended, so the restarted service is alone."""
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash, backoff_initial=0.1) + escaper(
+        "sneaky", port, "--double-fork", "--pids", str(pids), readiness={"http": "/"}))
+    hd(project, "up", "--detach", check=True)
+    tok = token(project)
+    wait_for(lambda: "daemon" in recorded(pids), 10, what="the daemonized child")
+    first_daemon = recorded(pids)["daemon"][0]
+    main = recorded(pids)["main"][0]
+    os.kill(main, signal.SIGKILL)
+    wait_for(lambda: row(project, "sneaky")["pid"] != main, 5, what="the exit in status")
+    wait_for(lambda: row(project, "sneaky")["state"] == "running"
+             and row(project, "sneaky")["restarts"] == 1, 20, what="the restart")
+    assert not alive(first_daemon)
+    assert not alive(main)
+    hd(project, "down", check=True)
+    nothing_left(tok, every_pid(pids))
+
+
+def test_status_drops_a_killed_pid_at_once(project: Path) -> None:
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash, backoff_initial=5.0) + escaper(
+        "web", port, readiness={"http": "/"}))
+    hd(project, "up", "--detach", check=True)
+    before = row(project, "web")
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(before["pid"]), 5, what="the kill")
+    # The daemon sees the exit through a pidfd: no probe interval is waited for.
+    after = wait_for(lambda: (r := row(project, "web"))["pid"] != before["pid"] and r, 1.0,
+                     what="status to drop the dead pid")
+    assert not after["healthy"]
+    hd(project, "down", check=True)
+
+
+def test_two_concurrent_ups_one_wins_the_other_exits_7(project: Path) -> None:
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper("web", port, readiness={"http": "/"}))
+    env = {**os.environ, "NO_COLOR": "1"}
+    cmd = [PY, "-m", "invoke", "-r", str(REPO), "up", "--detach", "--project-root",
+           str(project)]
+    procs = [subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 7], (codes, outs)
+    loser = outs[[p.returncode for p in procs].index(7)]
+    assert "already running" in loser[1] and "Traceback" not in loser[0] + loser[1]
+    assert registry(project)["daemon"] is not None
+    hd(project, "down", check=True)
+
+
+def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:
+    """`down` 0.05 s and 0.3 s after `up --detach` began (printed its first line): it
+    waits for the daemon to come up, then stops it; never "nothing to stop"."""
+    for delay in (0.05, 0.3):
+        dash, port = free_ports(2)
+        pids = project / f"pids-{delay}"
+        write_stack(project, stack_header(dash) + escaper(
+            "web", port, "--ready-after", "0.5", "--pids", str(pids),
+            readiness={"log": "READY"}))
+        env = {**os.environ, "NO_COLOR": "1"}
+        up = subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", "--detach",
+                               "--project-root", str(project)], cwd=project, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert up.stdout is not None
+        first = up.stdout.readline()  # printed once `up` holds the project's lock
+        assert first.startswith("hippodrome | project"), first
+        time.sleep(delay)
+        down = hd(project, "down")
+        up_out = up.communicate(timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "nothing to stop" not in down.stdout, (down.stdout, up_out)
+        assert "Traceback" not in up_out[0] + up_out[1] + down.stderr
+        assert registry(project)["daemon"] is None
+        wait_for(lambda p=pids: not any(alive(x) for x in every_pid(p)), 10,  # type: ignore[misc]
+                 what="the stack gone")
+
+
+def test_double_ctrl_c_kills_at_once_and_nothing_restarts(project: Path) -> None:
+    """A chain a <- b <- c <- d whose top drains for 1 s on SIGTERM: Ctrl+C, then a
+    second Ctrl+C 0.3 s later. Everything is killed, nothing is restarted, `up`
+    exits 130, and no process is left."""
+    dash, *ports = free_ports(5)
+    pids = project / "pids"
+    text = stack_header(dash)
+    prev = None
+    for name, port, drain in zip("abcd", ports, ("0", "0", "0", "1.0"), strict=True):
+        deps = {"depends_on": [prev]} if prev else {}
+        text += escaper(name, port, "--drain", drain, "--pids", str(pids),
+                        readiness={"http": "/"}, **deps)
+        prev = name
+    write_stack(project, text)
+    env = {**os.environ, "NO_COLOR": "1"}
+    up = subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", "--project-root",
+                           str(project)], cwd=project, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
+                 and all(e.get("ready") for e in registry(project)["services"].values())
+                 and len(registry(project)["services"]) == 4, 60, what="the chain ready")
+        tok = token(project)
+        up.send_signal(signal.SIGINT)
+        wait_for(lambda: "running -> stopping" in (project / ".logs" / "latest" / "d.log")
+                 .read_text(), 10, what="the graceful stop of d to begin")
+        time.sleep(0.3)  # the user's second Ctrl+C, while d still drains
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=15)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 130, out
+    assert "backoff" not in out and "restarting in" not in out, out
+    assert "Traceback" not in out
+    nothing_left(tok, every_pid(pids))
+
+
+def test_log_readiness_counts_only_the_new_runs_line(project: Path) -> None:
+    dash, = free_ports(1)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper(
+        "slow", None, "--ready-after", "1.5", "--pids", str(pids),
+        readiness={"log": "READY"}))
+    hd(project, "up", "--detach", check=True)
+    hd(project, "restart", "--service", "slow", check=True)
+    returned = time.time()
+    readies = [line.split() for line in pids.read_text().splitlines()
+               if line.startswith("ready")]
+    assert len(readies) == 2
+    assert float(readies[1][2]) <= returned
+    assert row(project, "slow")["pid"] == int(readies[1][1])
+    hd(project, "down", check=True)
+
+
+def test_a_stale_registry_never_signals_a_foreign_group(project: Path) -> None:
+    """A registry from another boot names a process group whose leader is gone; the
+    group's number now holds somebody else's `sleep`. status and down --force leave
+    it alone."""
+    leader = subprocess.Popen(["sh", "-c", "sleep 300 & echo $!"], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    assert leader.stdout is not None
+    sleeper = int(leader.stdout.readline())
+    leader.wait(10)
+    try:
+        assert os.getpgid(sleeper) == leader.pid and alive(sleeper)
+        reg = project / ".hippodrome" / "registry.json"
+        reg.parent.mkdir(parents=True)
+        reg.write_text(json.dumps({
+            "version": 1, "project_root": str(project), "failure": None, "resources": [],
+            "daemon": {"pid": leader.pid, "create_time": 1.0, "url": "http://127.0.0.1:1",
+                       "port": 1, "token": "0123456789abcdef"},
+            "services": {"web": {"pid": leader.pid, "pgid": leader.pid,
+                                 "create_time": 1.0, "state": "running"}},
+        }))
+        status = hd(project, "status")
+        assert status.returncode == 5, status.stdout + status.stderr
+        down = hd(project, "down", "--force")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert alive(sleeper), "an unrelated process was signalled"
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
+
+
+def test_a_daemon_note_starts_on_its_own_line(project: Path) -> None:
+    dash, = free_ports(1)
+    write_stack(project, stack_header(dash) + escaper(
+        "half", None, "--partial", "PARTIAL-START", readiness={"log": "READY"}))
+    hd(project, "up", "--detach", check=True)
+    hd(project, "down", check=True)
+    text = (project / ".logs" / "latest" / "half.log").read_text()
+    assert "PARTIAL-START--- hippodrome" not in text
+    assert "\n--- hippodrome: " in text
+
+
+def test_a_failed_dependency_fails_its_dependants_and_up_settles(project: Path) -> None:
+    dash, a, b = free_ports(3)
+    write_stack(project, stack_header(dash)
+                + escaper("base", a, "--port", "x", blocking=False, readiness={"http": "/"})
+                + escaper("top", b, blocking=False, depends_on=["base"],
+                          readiness={"http": "/"}))
+    up = hd(project, "up", "--detach", timeout=60)
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = json.loads(hd(project, "status", "--json", check=True).stdout)
+    states = {r["name"]: (r["state"], r["reason"]) for r in status["services"]}
+    assert states["base"][0] == "failed"
+    assert states["top"] == ("failed", states["top"][1])
+    assert "dependency 'base' failed" in states["top"][1]
+    hd(project, "down", check=True)

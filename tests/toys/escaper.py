@@ -1,0 +1,94 @@
+"""A toy service that tries every way out of its supervisor's reach.
+
+- `--setsid`: a child that calls setsid() (a new session and group) and sleeps;
+- `--double-fork`: a daemon the classic way (fork, setsid, fork, first child exits);
+- `--drain S`: on SIGTERM keep serving for S seconds, then exit (a graceful server);
+- `--ready-after S` / `--ready-line L`: print L only after S seconds (log readiness);
+- `--partial T`: write T with no newline first.
+Every process it makes appends `<role> <pid>` to `--pids FILE`, so a test can check
+each one is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import os
+import signal
+import sys
+import threading
+import time
+
+
+def note(path: str | None, role: str) -> None:
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{role} {os.getpid()} {time.time()}\n")
+
+
+def sleep_forever() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--pids", default=None)
+    p.add_argument("--setsid", action="store_true")
+    p.add_argument("--double-fork", action="store_true")
+    p.add_argument("--drain", type=float, default=0.0)
+    p.add_argument("--ready-after", type=float, default=0.0)
+    p.add_argument("--ready-line", default="READY")
+    p.add_argument("--partial", default=None)
+    a = p.parse_args()
+    note(a.pids, "main")
+    if a.partial:
+        sys.stdout.write(a.partial)
+        sys.stdout.flush()
+    if a.setsid and os.fork() == 0:
+        os.setsid()
+        note(a.pids, "setsid")
+        sleep_forever()
+    if a.double_fork and os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            note(a.pids, "daemon")
+            sleep_forever()
+        os._exit(0)
+
+    draining = threading.Event()
+
+    def on_term(signum: int, frame: object) -> None:
+        if a.drain <= 0:
+            os._exit(0)
+        draining.set()
+        threading.Timer(a.drain, lambda: os._exit(0)).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    if a.ready_after:
+        time.sleep(a.ready_after)
+    note(a.pids, "ready")
+    print(a.ready_line, flush=True)
+    if not a.port:
+        sleep_forever()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = f'{{"pid": {os.getpid()}}}'.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt: str, *args: object) -> None:
+            pass
+
+    http.server.ThreadingHTTPServer.allow_reuse_address = True
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", a.port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
