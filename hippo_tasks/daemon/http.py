@@ -115,12 +115,19 @@ class ApiHandler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # an answer to HEAD has headers only
+            self.wfile.write(body)
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
-        """http.server's own refusals (bad request line, headers too long...) as JSON too."""
+        """http.server's own refusals (bad request line, headers too long...) as JSON too.
+
+        A line it could not parse leaves the version at HTTP/0.9, which would answer a
+        bare body with no status line: such a client gets a proper HTTP/1.0 answer.
+        """
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
         try:
             text = message or self.responses.get(code, ("error",))[0]
             self.send_json(code, {"error": text}, close=True)
