@@ -296,7 +296,8 @@ class Ownership:
 
     def describe(self) -> str:
         if self.base is not None:
-            return f"cgroup v2 ({self.base}): every descendant is caught, setsid or not"
+            return (f"cgroup v2, one per service under {self.base.parent}: every "
+                    "descendant is caught, setsid or not")
         return ("process groups + child subreaper + environment mark "
                 f"({self.why_not}): a child that clears its environment AND leaves its "
                 "process group AND outlives its parent's supervision is not caught")
@@ -329,6 +330,18 @@ def establish(token: str, want: str | None = None) -> Ownership:
         own = Ownership(token, base, why)
     if own.base is None:
         become_subreaper()
+    return own
+
+
+def probe_mode() -> Ownership:
+    """What a daemon started now would use (for `invoke doctor`); leaves nothing behind
+    and does not make the caller a subreaper."""
+    want = os.environ.get(MODE_ENV, "auto").strip().lower()
+    if want in ("off", "0", "no", "false"):
+        return Ownership("doctor", None, f"{MODE_ENV}={want}")
+    base, why = _make_base(f"doctor{os.getpid()}")
+    own = Ownership("doctor", base, why)
+    own.close()
     return own
 
 

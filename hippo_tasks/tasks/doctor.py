@@ -14,6 +14,7 @@ from hippo_tasks.errors import HippoError
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import build_plan
 from hippo_tasks.registry.store import Registry, daemon_alive, live_services
+from hippo_tasks.supervision.ownership import probe_mode
 from hippo_tasks.supervision.ports import holder_of, port_free
 from hippo_tasks.tasks.context import build_options, resolve_root
 from hippo_tasks.tasks.output import GREEN, RED, YELLOW, handles_errors, paint
@@ -76,6 +77,13 @@ def doctor(c: Context, profile: str = "core", cell: str = "local", project_root:
         left = ", ".join(live_services(data)) or "none still running"
         line(None, f"stale registry from a dead daemon (leftovers: {left}); "
                    "`invoke down --force` cleans it")
+    if running and data["daemon"].get("mode"):
+        mode = data["daemon"]["mode"]
+        line(True if mode == "cgroup" else None, f"supervision: the running daemon uses {mode}"
+             + ("" if mode == "cgroup" else f" ({probe_mode().describe()})"))
+    else:
+        own = probe_mode()
+        line(True if own.mode == "cgroup" else None, f"supervision: {own.describe()}")
     ours = {e.get("port") for e in (data.get("services") or {}).values()} | (
         {data["daemon"]["port"]} if running else set())
     ports = [("dashboard", plan.dashboard_port)] + [
