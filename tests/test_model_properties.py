@@ -25,7 +25,7 @@ from hippo_tasks.model.plan import Options, StackPlan, build_plan
 NAMES = ["api", "db", "web", "x-1", "controller", "controler", "console", "1bad", ""]
 PROFILES = ["core", "ecom", "full", "extra"]
 CELLS = ["local", "staging", "prod", "moon"]
-SETTINGS = settings(max_examples=250, deadline=None,
+SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 awkward_text = st.one_of(
@@ -91,7 +91,9 @@ SERVICE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "description": field(awkward_text),
     "prot": rare(anything),  # an unknown field
 }
-PLAUSIBLE_SERVICE = st.fixed_dictionaries({"command": st.just(["python3", "app.py"])}, optional={
+PLAUSIBLE_SERVICE = st.fixed_dictionaries({
+    "command": st.lists(awkward_text, max_size=2).map(lambda rest: ["python3", "app.py", *rest]),
+}, optional={
     "port": st.integers(1024, 60_000),
     "env": st.dictionaries(st.from_regex(r"[A-Z_]{1,6}", fullmatch=True),
                            st.one_of(awkward_text, st.integers()), max_size=3),
@@ -102,7 +104,7 @@ PLAUSIBLE_SERVICE = st.fixed_dictionaries({"command": st.just(["python3", "app.p
     "kind": st.sampled_from(["service", "job"]),
     "profiles": st.lists(st.sampled_from(PROFILES[:3]), min_size=1, max_size=3),
     "watch": st.just(["src/**/*.py"]),
-    "cwd": st.sampled_from([".", "sub", "${state_dir}"]),
+    "cwd": st.one_of(st.sampled_from([".", "sub", "${state_dir}"]), awkward_text),
 })
 """A service table that is usually valid, so that plans with services come out too."""
 STACK_FIELDS: dict[str, st.SearchStrategy[Any]] = {
@@ -143,6 +145,17 @@ document = st.fixed_dictionaries({
                                  max_size=3)),
     "surprise": rare(anything),
 })
+plausible_document = st.fixed_dictionaries({
+    "services": st.dictionaries(st.sampled_from(NAMES[:5]), PLAUSIBLE_SERVICE,
+                                min_size=1, max_size=4),
+}, optional={
+    "env": st.dictionaries(awkward_text, st.one_of(awkward_text, awkward_number), max_size=2),
+    "stack": st.fixed_dictionaries({}, optional={
+        "dashboard_port": st.integers(1, 65535), "backoff_max": awkward_number}),
+})
+"""Documents that usually plan, with an awkward value or two: the refusals that matter
+most (a NUL in argv, an env name with '=', a shifted port) must come from the loader,
+not from some other field being wrong too."""
 options = st.fixed_dictionaries({
     "profile": st.sampled_from(PROFILES),
     "cell": st.sampled_from(CELLS[:3]),
@@ -235,6 +248,14 @@ def plan_or_refuse(load: Any, opts: dict[str, Any]) -> None:
 @SETTINGS
 @given(doc=document, opts=options)
 def test_any_stack_file_is_planned_or_refused(doc: dict[str, Any], opts: dict[str, Any]) -> None:
+    text = to_toml(doc)
+    plan_or_refuse(lambda: load_stack_text(text, "stack.toml"), opts)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=plausible_document, opts=options)
+def test_plausible_stack_files_plan_only_usable_values(doc: dict[str, Any],
+                                                       opts: dict[str, Any]) -> None:
     text = to_toml(doc)
     plan_or_refuse(lambda: load_stack_text(text, "stack.toml"), opts)
 
