@@ -72,8 +72,6 @@ class Engine:
         self._interrupts = 0
         self.failure: ServiceStartError | None = None
         self.webhook_token: str | None = os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
-        self.extras: dict[str, Any] = {}
-        """Per-daemon state of route extensions (the webhook's delivery log, ...)."""
 
     # ---- state out: registry, terminal ------------------------------------------
     def _on_transition(self, event: Transition) -> None:

@@ -1,13 +1,16 @@
-"""The daemon's HTTP API (DESIGN section 4). Errors become statuses here and only here.
+"""The daemon's HTTP server (DESIGN section 4): routing, and every response written here.
 
 A threading server from the standard library: every request gets a thread, so a slow
-or stuck client cannot block the others, and nothing heavy is imported.
+or stuck client cannot block the others, and nothing heavy is imported. Routes are the
+table in daemon/routes.py; handlers return response values (daemon/httpcore.py), and
+this module alone writes them, and alone turns errors into statuses.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import select
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,14 +18,21 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from hippo_tasks import errors as E
+from hippo_tasks.daemon import routes
+from hippo_tasks.daemon.app import App
 from hippo_tasks.daemon.commands import StackCommands
 from hippo_tasks.daemon.guard import refusal
-from hippo_tasks.daemon.httpcore import Body, ClientGone, HttpError, decode_json, json_type
-
-MAX_BODY = 1024 * 1024
-READ_TIMEOUT_S = 10.0
-"""A control request's body arrives within this, or the client gets 408."""
-
+from hippo_tasks.daemon.httpcore import (
+    Body,
+    ClientGone,
+    HttpError,
+    Json,
+    Raw,
+    Request,
+    Response,
+    Stream,
+    json_head,
+)
 
 STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
     (E.UnknownServiceError, 404),
@@ -49,29 +59,40 @@ def error_payload(exc: E.HippoError) -> dict[str, Any]:
     return payload
 
 
-Handler = Callable[["ApiHandler", dict[str, str]], tuple[int, Any]]
-_ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
-NAME = r"(?P<name>[A-Za-z][A-Za-z0-9_-]{0,62})"
-
-
-def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
-    regex = re.compile("^" + pattern.replace("{name}", NAME) + "$")
-
-    def register(fn: Handler) -> Handler:
-        _ROUTES.append((method, regex, fn))
-        return fn
-
-    return register
-
-
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, host: str, port: int, commands: StackCommands) -> None:
         super().__init__((host, port), ApiHandler)
-        self.commands = commands
+        self.app = App.for_commands(commands)
+        self.routes = routes.build()
         self.loopback_only = host in ("127.0.0.1", "localhost", "::1")
+
+
+class _SocketSink:
+    """A stream's writer: the handler's file, and the socket to notice a closed tab."""
+
+    def __init__(self, h: ApiHandler) -> None:
+        self.h = h
+
+    def write(self, data: bytes) -> None:
+        self.h.wfile.write(data)
+
+    def peer_gone(self) -> bool:
+        """A closed browser tab shows up as a readable socket with nothing to read."""
+        sock: socket.socket = self.h.connection
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        try:
+            events = poller.poll(0)
+            if not events:
+                return False
+            if events[0][1] & (select.POLLERR | select.POLLHUP):
+                return True
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
 
 class ApiHandler(BaseHTTPRequestHandler):
@@ -79,44 +100,59 @@ class ApiHandler(BaseHTTPRequestHandler):
     body: Body
     protocol_version = "HTTP/1.1"
     server_version = "hippodrome"
-    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stall
+    disable_nagle_algorithm = True  # no 40 ms stall between a head and a body
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         return  # requests are not service output; keep the terminal for the services
 
-    @property
-    def commands(self) -> StackCommands:
-        return self.server.commands
-
-    def query(self) -> dict[str, str]:
-        return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
-
-    def body_json(self) -> dict[str, Any] | None:
-        """An action's optional body: nothing, or a JSON object (no field is read yet)."""
-        raw = self.body.read(MAX_BODY, READ_TIMEOUT_S, noun="the request")
-        if not raw.strip():
-            return None
-        value = decode_json(raw, "the request")
-        if not isinstance(value, dict):
-            raise HttpError(400, f"Request body must be a JSON object or empty, got "
-                                 f"{json_type(value)}")
-        return value
-
+    # ---- writing: the only place responses reach the socket --------------------------
     def send_json(self, status: int, payload: Any, close: bool = False,
                   headers: dict[str, str] | None = None) -> None:
+        """Head and body in one write: two small writes would wait on Nagle's algorithm."""
         body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        close = close or self.close_connection
+        self.close_connection = close
+        head = json_head(self.protocol_version, status, self.version_string(), len(body),
+                         close, headers)
+        self.wfile.write(head if self.command == "HEAD" else head + body)
+
+    def _send_raw(self, r: Raw, close: bool) -> None:
+        self.send_response(r.status)
+        self.send_header("Content-Type", r.content_type)
+        self.send_header("Content-Length", str(len(r.body)))
         self.send_header("Cache-Control", "no-store")
-        for key, value in (headers or {}).items():
+        for key, value in r.headers.items():
             self.send_header(key, value)
         if close:
             self.send_header("Connection", "close")
-            self.close_connection = True
         self.end_headers()
-        if self.command != "HEAD":  # an answer to HEAD has headers only
-            self.wfile.write(body)
+        self.wfile.write(r.body)
+
+    def _send_stream(self, s: Stream) -> None:
+        try:
+            self.close_connection = True
+            self.connection.settimeout(s.write_timeout)
+            self.send_response(200)
+            self.send_header("Content-Type", s.content_type)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            for key, value in s.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            s.run(_SocketSink(self))
+        except OSError:  # the peer left or stalled; nothing more to say to it
+            pass
+        finally:
+            s.done()
+
+    def send(self, response: Response) -> None:
+        if isinstance(response, Json):
+            self.send_json(response.status, response.payload,
+                           response.close or self.body.unread)
+        elif isinstance(response, Raw):
+            self._send_raw(response, self.body.unread)
+        else:
+            self._send_stream(response)
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
@@ -134,31 +170,34 @@ class ApiHandler(BaseHTTPRequestHandler):
         except OSError:
             return
 
+    # ---- routing ------------------------------------------------------------------
+    def _route(self, method: str, path: str) -> Response:
+        allowed = set()
+        for route in self.server.routes:
+            match = route.pattern.match(path)
+            if not match:
+                continue
+            if route.method != method:
+                allowed.add(route.method)
+                continue
+            split = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+            return route.handler(Request(method, path, query, match.groupdict(),
+                                         self.headers, self.body, self.server.app))
+        if allowed:
+            raise HttpError(405, f"method {method} not allowed on {path}",
+                            headers={"Allow": ", ".join(sorted(allowed))},
+                            extra={"allowed": sorted(allowed)})
+        raise HttpError(404, f"no such route: {method} {path}")
+
     def _dispatch(self, method: str) -> None:
         path = urlsplit(self.path).path
-        allowed = []
         self.body = Body(self.headers, self.rfile, self.connection)
-        refused = refusal(path, method, self.headers, self.server.loopback_only)
         try:
+            refused = refusal(path, method, self.headers, self.server.loopback_only)
             if refused is not None:
                 raise HttpError(refused.status, refused.message)
-            for m, regex, fn in _ROUTES:
-                match = regex.match(path)
-                if not match:
-                    continue
-                if m != method:
-                    allowed.append(m)
-                    continue
-                status, payload = fn(self, match.groupdict())
-                if status != 0:
-                    self.send_json(status, payload, self.body.unread)
-                return
-            if allowed:
-                methods = ", ".join(sorted(set(allowed)))
-                raise HttpError(405, f"method {method} not allowed on {path}",
-                                headers={"Allow": methods},
-                                extra={"allowed": sorted(set(allowed))})
-            raise HttpError(404, f"no such route: {method} {path}")
+            self.send(self._route(method, path))
         except HttpError as exc:
             self.send_json(exc.status, exc.payload(), exc.close or self.body.unread,
                            exc.headers)
@@ -166,9 +205,9 @@ class ApiHandler(BaseHTTPRequestHandler):
             self.send_json(status_for(exc), error_payload(exc), self.body.unread)
         except (BrokenPipeError, ConnectionResetError, ClientGone):
             self.close_connection = True
-            return
         except Exception as exc:  # the server keeps serving whatever a handler does
-            self.send_json(500, {"error": f"internal error: {exc.__class__.__name__}: {exc}"})
+            self.send_json(500, {"error": f"internal error: {exc.__class__.__name__}: {exc}"},
+                           close=True)
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch("GET")
@@ -193,74 +232,8 @@ class ApiHandler(BaseHTTPRequestHandler):
         self._dispatch("OPTIONS")
 
 
-def _int_arg(q: dict[str, str], key: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HttpError(400, f"'{key}' must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise HttpError(400, f"'{key}' must be between {lo} and {hi}")
-    return value
-
-
-@route("GET", "/healthz")
-def _healthz(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
-    return 200, {"status": "ok"}
-
-
-@route("GET", "/api/status")
-def _status(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
-    return 200, h.commands.status()
-
-
-@route("GET", "/api/services/{name}/logs")
-def _logs(h: ApiHandler, p: dict[str, str]) -> tuple[int, Any]:
-    q = h.query()
-    lines = _int_arg(q, "lines", 100, 0, 100_000)
-    after = _int_arg(q, "after", -1, -1, 2**62)
-    return 200, h.commands.logs(p["name"], lines, None if after < 0 else after)
-
-
-def _action(kind: str) -> Handler:
-    def handler(h: ApiHandler, p: dict[str, str]) -> tuple[int, Any]:
-        h.body_json()
-        fn = getattr(h.commands, kind)
-        return 200, fn(p.get("name"))
-
-    return handler
-
-
-for _kind in ("start", "stop", "restart"):
-    route("POST", f"/api/services/{{name}}/{_kind}")(_action(_kind))
-    route("POST", f"/api/stack/{_kind}")(_action(_kind))
-
-
-@route("POST", "/api/shutdown")
-def _shutdown(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
-    return 202, h.commands.shutdown()
-
-
-EXTENSIONS = ("hippo_tasks.daemon.page", "hippo_tasks.daemon.webhook")
-"""Modules that register more routes with @route when imported (the page, the webhook)."""
-
-
-def load_extensions() -> None:
-    import importlib
-
-    for name in EXTENSIONS:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-
-
 def serve(host: str, port: int, commands: StackCommands) -> tuple[ApiServer, Callable[[], None]]:
     """Bind now (so a busy port fails loudly before any service starts), serve in a thread."""
-    load_extensions()
     server = ApiServer(host, port, commands)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
                               name="http", daemon=True)

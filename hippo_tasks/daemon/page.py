@@ -24,17 +24,19 @@ import hashlib
 import importlib.resources
 import json
 import re
-import select
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon.engine import Engine
-from hippo_tasks.daemon.http import ApiHandler, route
+from hippo_tasks.daemon.httpcore import Json, Raw, Request, Sink, Stream
+from hippo_tasks.daemon.webhook.routing import Deliveries
 from hippo_tasks.errors import ShutdownInProgressError
+
+if TYPE_CHECKING:
+    from hippo_tasks.daemon.app import App
 
 MIN_INTERVAL = 0.25
 """Seconds between two updates on one stream: live enough to read, cheap under floods."""
@@ -91,21 +93,13 @@ def _boot_json(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).replace("<", "\\u003c").encode()
 
 
-@route("GET", "/")
-def _index(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
+def index(req: Request) -> Raw:
     p = page()
-    snapshot = Tracker(h.commands.engine).snapshot(h.commands.status())
-    body = p.head + _boot_json(snapshot) + p.tail
-    h.send_response(200)
-    h.send_header("Content-Type", "text/html; charset=utf-8")
-    h.send_header("Content-Length", str(len(body)))
-    h.send_header("Cache-Control", "no-store")
-    h.send_header("Content-Security-Policy", p.csp)
-    h.send_header("X-Content-Type-Options", "nosniff")
-    h.send_header("Referrer-Policy", "no-referrer")
-    h.end_headers()
-    h.wfile.write(body)
-    return 0, None
+    app = req.app
+    snapshot = Tracker(app.engine, app.webhook.deliveries).snapshot(app.commands.status())
+    return Raw(p.head + _boot_json(snapshot) + p.tail, "text/html; charset=utf-8", {
+        "Content-Security-Policy": p.csp, "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer"})
 
 
 # ---- the live feed -------------------------------------------------------------------
@@ -115,15 +109,12 @@ def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(v for k, v in row.items() if k != "uptime_s")
 
 
-def _webhook_marker(engine: Engine) -> list[Any] | None:
+def _webhook_marker(deliveries: Deliveries) -> list[Any] | None:
     """Cheap fingerprint of the webhook's delivery log; the page refetches when it moves.
 
     The deque is appended to by other request threads: single-item reads are atomic
     under the GIL, and an emptied deque between the checks is simply "no marker".
     """
-    deliveries = engine.extras.get("webhook_deliveries")
-    if deliveries is None:
-        return None
     try:
         if not deliveries:
             return [0, None, None]
@@ -135,8 +126,9 @@ def _webhook_marker(engine: Engine) -> list[Any] | None:
 class Tracker:
     """What one stream has told its page so far; `changes()` answers only what moved."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, deliveries: Deliveries) -> None:
         self.engine = engine
+        self.deliveries = deliveries
         self.rows: dict[str, tuple[Any, ...]] = {}
         self.seqs: dict[str, int] = {}
         self.webhook: list[Any] | None = None
@@ -145,7 +137,7 @@ class Tracker:
         hub = self.engine.hub
         self.rows = {r["name"]: _row_key(r) for r in status["services"]}
         self.seqs = {name: hub.last_seq(name) for name in self.rows}
-        self.webhook = _webhook_marker(self.engine)
+        self.webhook = _webhook_marker(self.deliveries)
         return {**status, "daemon_started_at": self.engine.started_at,
                 "seqs": self.seqs, "webhook": self.webhook}
 
@@ -165,25 +157,10 @@ class Tracker:
                 seqs[name] = self.seqs[name] = seq
         if seqs:
             out["seqs"] = seqs
-        marker = _webhook_marker(self.engine)
+        marker = _webhook_marker(self.deliveries)
         if marker != self.webhook:
             out["webhook"] = self.webhook = marker
         return out or None
-
-
-def _peer_gone(sock: socket.socket) -> bool:
-    """A closed browser tab shows up as a readable socket with nothing to read."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-    try:
-        events = poller.poll(0)
-        if not events:
-            return False
-        if events[0][1] & (select.POLLERR | select.POLLHUP):
-            return True
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
 
 
 def _shutting_down(engine: Engine) -> bool:
@@ -198,27 +175,19 @@ def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def stream(h: ApiHandler, now: Callable[[], float] = time.monotonic) -> None:
+def stream(sink: Sink, app: App, now: Callable[[], float] = time.monotonic) -> None:
     """Serve one event stream until the peer leaves or the daemon shuts down."""
-    engine = h.commands.engine
-    h.close_connection = True
-    h.connection.settimeout(WRITE_TIMEOUT)
-    h.send_response(200)
-    h.send_header("Content-Type", "text/event-stream; charset=utf-8")
-    h.send_header("Cache-Control", "no-store")
-    h.send_header("Connection", "close")
-    h.send_header("X-Accel-Buffering", "no")
-    h.end_headers()
-    tracker = Tracker(engine)
-    h.wfile.write(f"retry: {RETRY_MS}\n\n".encode()
-                  + _event("snapshot", tracker.snapshot(h.commands.status())))
+    engine = app.engine
+    tracker = Tracker(engine, app.webhook.deliveries)
+    sink.write(f"retry: {RETRY_MS}\n\n".encode()
+               + _event("snapshot", tracker.snapshot(app.commands.status())))
     last_sent = last_write = now()
     while True:
         engine.hub.wait_for_lines(IDLE_WAKE)
         if _shutting_down(engine):
-            h.wfile.write(_event("bye", {"reason": "daemon shutting down"}))
+            sink.write(_event("bye", {"reason": "daemon shutting down"}))
             return
-        if _peer_gone(h.connection):
+        if sink.peer_gone():
             return
         pause = last_sent + MIN_INTERVAL - now()
         if pause > 0:
@@ -226,23 +195,19 @@ def stream(h: ApiHandler, now: Callable[[], float] = time.monotonic) -> None:
         update = tracker.changes()
         if update is not None:
             update["uptime_s"] = round(time.time() - engine.started_at, 1)
-            h.wfile.write(_event("update", update))
+            sink.write(_event("update", update))
             last_sent = last_write = now()
         elif now() - last_write >= PING_EVERY:
-            h.wfile.write(b": ping\n\n")
+            sink.write(b": ping\n\n")
             last_write = now()
 
 
-@route("GET", "/api/events")
-def _events(h: ApiHandler, _: dict[str, str]) -> tuple[int, Any]:
-    h.commands.engine.check_accepting()
+def events(req: Request) -> Json | Stream:
+    req.app.engine.check_accepting()
     if not _streams.acquire(blocking=False):
-        return 503, {"error": f"too many open event streams (limit {MAX_STREAMS}); "
-                              "close a dashboard tab"}
-    try:
-        stream(h)
-    except OSError:  # the peer left or stalled; nothing more to say to it
-        pass
-    finally:
-        _streams.release()
-    return 0, None
+        return Json({"error": f"too many open event streams (limit {MAX_STREAMS}); "
+                              "close a dashboard tab"}, status=503)
+    app = req.app
+    return Stream(lambda sink: stream(sink, app), "text/event-stream; charset=utf-8",
+                  {"X-Accel-Buffering": "no"}, done=_streams.release,
+                  write_timeout=WRITE_TIMEOUT)

@@ -1,0 +1,75 @@
+"""The control API's handlers (DESIGN section 4): thin over `StackCommands`.
+
+Each takes a `Request` and returns a response value; errors are raised (`HttpError`,
+or the command interface's `HippoError`s) and rendered by the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hippo_tasks.daemon.httpcore import HttpError, Json, Request, decode_json, json_type
+
+MAX_BODY = 1024 * 1024
+READ_TIMEOUT_S = 10.0
+"""A control request's body arrives within this, or the client gets 408."""
+
+
+def _int_arg(q: dict[str, str], key: str, default: int, lo: int, hi: int) -> int:
+    raw = q.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HttpError(400, f"'{key}' must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise HttpError(400, f"'{key}' must be between {lo} and {hi}")
+    return value
+
+
+def body_object(req: Request) -> dict[str, Any] | None:
+    """An action's optional body: nothing, or a JSON object (no field is read yet)."""
+    raw = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="the request")
+    if not raw.strip():
+        return None
+    value = decode_json(raw, "the request")
+    if not isinstance(value, dict):
+        raise HttpError(400, f"Request body must be a JSON object or empty, got "
+                             f"{json_type(value)}")
+    return value
+
+
+def healthz(req: Request) -> Json:
+    return Json({"status": "ok"})
+
+
+def status(req: Request) -> Json:
+    return Json(req.app.commands.status())
+
+
+def logs(req: Request) -> Json:
+    lines = _int_arg(req.query, "lines", 100, 0, 100_000)
+    after = _int_arg(req.query, "after", -1, -1, 2**62)
+    return Json(req.app.commands.logs(req.params["name"], lines,
+                                      None if after < 0 else after))
+
+
+def start(req: Request) -> Json:
+    body_object(req)
+    return Json(req.app.commands.start(req.params.get("name")))
+
+
+def stop(req: Request) -> Json:
+    body_object(req)
+    return Json(req.app.commands.stop(req.params.get("name")))
+
+
+def restart(req: Request) -> Json:
+    body_object(req)
+    return Json(req.app.commands.restart(req.params.get("name")))
+
+
+def shutdown(req: Request) -> Json:
+    body_object(req)
+    return Json(req.app.commands.shutdown(), status=202)

@@ -1,0 +1,27 @@
+"""What the daemon's routes share: the command interface and the per-daemon state.
+
+Typed, built once per server (`serve`), and handed to every handler in its `Request`,
+instead of state kept in module globals or an untyped dict on the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hippo_tasks.daemon.commands import StackCommands
+from hippo_tasks.daemon.engine import Engine
+from hippo_tasks.daemon.webhook.routing import Webhook
+
+
+@dataclass
+class App:
+    commands: StackCommands
+    webhook: Webhook
+
+    @property
+    def engine(self) -> Engine:
+        return self.commands.engine
+
+    @classmethod
+    def for_commands(cls, commands: StackCommands) -> App:
+        return cls(commands, Webhook(commands.engine))

@@ -1,0 +1,46 @@
+"""Every route of the daemon, in one table: adding a route is adding a row here.
+
+Built explicitly (no registration by import side effect), so a route that is missing
+or misspelt is an import error at start-up, not a silently absent page.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from hippo_tasks.daemon import api, page
+from hippo_tasks.daemon.httpcore import Handler
+from hippo_tasks.daemon.webhook import routing as webhook
+
+NAME = r"(?P<name>[A-Za-z][A-Za-z0-9_-]{0,62})"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def _row(method: str, template: str, handler: Handler) -> Route:
+    return Route(method, re.compile("^" + template.replace("{name}", NAME) + "$"), handler)
+
+
+def build() -> tuple[Route, ...]:
+    return (
+        _row("GET", "/", page.index),
+        _row("GET", "/api/events", page.events),
+        _row("GET", "/healthz", api.healthz),
+        _row("GET", "/api/status", api.status),
+        _row("GET", "/api/services/{name}/logs", api.logs),
+        _row("POST", "/api/services/{name}/start", api.start),
+        _row("POST", "/api/services/{name}/stop", api.stop),
+        _row("POST", "/api/services/{name}/restart", api.restart),
+        _row("POST", "/api/stack/start", api.start),
+        _row("POST", "/api/stack/stop", api.stop),
+        _row("POST", "/api/stack/restart", api.restart),
+        _row("POST", "/api/shutdown", api.shutdown),
+        _row("POST", "/webhook/eventbridge", webhook.eventbridge),
+        _row("GET", "/api/webhook/deliveries", webhook.deliveries),
+    )

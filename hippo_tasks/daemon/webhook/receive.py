@@ -1,0 +1,66 @@
+"""Receiving an event: who may post (the token, or without one the browser guard), the
+body's framing, size and type, and strict JSON with a string `detail-type`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from hippo_tasks.daemon.guard import media_type, webhook_refusal
+from hippo_tasks.daemon.httpcore import HttpError, Request, decode_json, json_type
+
+TOKEN_HEADER = "x-hippodrome-webhook-token"
+MAX_EVENT = 256 * 1024
+ACCEPTED_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
+MISSING_DETAIL_TYPE = "Missing 'detail-type' field in event"
+
+
+def authorised(req: Request, token: str) -> bool:
+    """The token header matches, compared in constant time."""
+    given = req.headers.get(TOKEN_HEADER)
+    if given is None:
+        return False
+    try:
+        return hmac.compare_digest(given.encode("latin-1"), token.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+
+
+def read_event(req: Request, token: str | None, read_timeout: float
+               ) -> tuple[dict[str, Any], bytes]:
+    """The event and its bytes, once the caller may send one; refusals as HttpError."""
+    body = req.body
+    length = body.length(required=True, noun="the event")
+    if token is not None:
+        if not authorised(req, token):
+            raise body.discard(length, HttpError(
+                401, f"Missing or invalid {TOKEN_HEADER} header"), read_timeout)
+    else:
+        refused = webhook_refusal(req.headers)
+        if refused is not None:
+            raise body.discard(length, HttpError(refused.status, refused.message),
+                               read_timeout)
+    ctype = media_type(req.headers)
+    if ctype and ctype not in ACCEPTED_TYPES and not ctype.endswith("+json"):
+        raise body.discard(length, HttpError(
+            415, f"Unsupported Content-Type '{ctype}': send the event as "
+                 "application/json"), read_timeout)
+    raw = body.read(MAX_EVENT, read_timeout, noun="the event", length=length,
+                    too_large=f"Event too large: {length} bytes; the limit is {MAX_EVENT} "
+                              "bytes (EventBridge's own maximum event size)")
+    if not raw:
+        raise HttpError(400, "Empty body: send the event as a JSON object")
+    event = decode_json(raw, "the event")
+    if not isinstance(event, dict):
+        raise HttpError(400, f"Event must be a JSON object, got {json_type(event)}")
+    return event, raw
+
+
+def detail_type(event: dict[str, Any]) -> str:
+    value = event.get("detail-type")
+    if value is None or value == "":
+        raise HttpError(400, MISSING_DETAIL_TYPE)
+    if not isinstance(value, str):
+        raise HttpError(400, f"'detail-type' must be a string, got {json_type(value)}")
+    return value

@@ -1,0 +1,128 @@
+"""Routing an event: the stack's routes, the handler, and what a delivery leaves behind
+(the delivery log the dashboard shows, a note in the target service's log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from hippo_tasks.daemon.engine import Engine
+from hippo_tasks.daemon.httpcore import ClientGone, HttpError, Json, Request
+from hippo_tasks.daemon.webhook.forward import TargetPool, forward
+from hippo_tasks.daemon.webhook.receive import detail_type as detail_type_of
+from hippo_tasks.daemon.webhook.receive import read_event
+from hippo_tasks.model.plan import PlannedRoute
+
+DELIVERIES_KEPT = 200
+NOTE_BATCH_S = 0.05
+Deliveries = deque[dict[str, Any]]
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def _shown(detail_type: str, limit: int = 256) -> str:
+    """A detail-type safe for a log line or the dashboard: one line, bounded, encodable."""
+    text = detail_type if detail_type.isprintable() else json.dumps(detail_type)[1:-1]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class Webhook:
+    """The webhook's per-daemon state: pool, timeouts, delivery log, pending log notes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.timeout = _env_seconds("HIPPODROME_WEBHOOK_TIMEOUT", 5.0)
+        self.read_timeout = _env_seconds("HIPPODROME_WEBHOOK_READ_TIMEOUT", 10.0)
+        self.pool = TargetPool(self.timeout)
+        self.deliveries: Deliveries = deque(maxlen=DELIVERIES_KEPT)
+        self._notes: list[tuple[str, str]] = []
+        self._notes_lock = threading.Lock()
+
+    def match(self, detail_type: str) -> PlannedRoute | None:
+        for planned in self.engine.plan.routes:
+            if detail_type.startswith(planned.route.detail_type_prefix):
+                return planned
+        return None
+
+
+    # ---- what is left behind ---------------------------------------------------------
+    def record(self, at: float, began: float, detail_type: str, planned: PlannedRoute | None,
+               status: int, outcome: str, payload: dict[str, Any]) -> None:
+        latency_ms = round((time.perf_counter() - began) * 1000, 3)
+        shown = _shown(detail_type)
+        self.deliveries.append({
+            "at": at, "detail_type": shown,
+            "target": planned.target if planned is not None else None,
+            "status": status, "latency_ms": latency_ms, "outcome": outcome,
+        })
+        if planned is None or planned.route.service not in self.engine.stack.services:
+            return
+        if outcome == "forwarded":
+            note = (f"webhook: {shown} forwarded to {planned.target}{planned.route.path}: "
+                    f"{status} in {latency_ms:.1f} ms")
+        else:
+            note = (f"webhook: Failed to forward event to {planned.target} ({shown}): "
+                    f"{payload.get('error')}")
+        self._note(planned.route.service, note)
+
+    def _note(self, service: str, text: str) -> None:
+        with self._notes_lock:
+            first = not self._notes
+            self._notes.append((service, text))
+        loop = self.engine.loop
+        if not first:
+            return
+        try:
+            if loop is None:
+                raise RuntimeError("no loop")
+            loop.call_soon_threadsafe(loop.call_later, NOTE_BATCH_S, self._flush)
+        except RuntimeError:  # the loop is gone: the daemon is exiting, notes go with it
+            with self._notes_lock:
+                self._notes.clear()
+
+    def _flush(self) -> None:
+        with self._notes_lock:
+            notes, self._notes = self._notes, []
+        for service, text in notes:
+            self.engine.hub.system(service, text)
+
+
+def eventbridge(req: Request) -> Json:
+    """`POST /webhook/eventbridge`: receive, route, forward, record, answer."""
+    began, at = time.perf_counter(), time.time()
+    hook = req.app.webhook
+    detail_type, planned, close = "", None, False
+    try:
+        event, raw = read_event(req, hook.engine.webhook_token, hook.read_timeout)
+        detail_type = detail_type_of(event)
+        planned = hook.match(detail_type)
+        if planned is None:
+            status, payload, outcome = 200, {
+                "status": "ignored",
+                "reason": f"No route configured for detail-type: {detail_type}"}, "ignored"
+        else:
+            status, payload = forward(hook.pool, planned, raw)
+            outcome = "forwarded"
+    except ClientGone:
+        raise
+    except HttpError as exc:
+        status, payload, outcome, close = exc.status, {"error": exc.message}, "error", exc.close
+    # Recorded before answering: a client that has its answer finds it in the log.
+    hook.record(at, began, detail_type, planned, status, outcome, payload)
+    return Json(payload, status, close)
+
+
+def deliveries(req: Request) -> Json:
+    """`GET /api/webhook/deliveries`: the last ones, newest first."""
+    return Json({"deliveries": list(reversed(list(req.app.webhook.deliveries)))})
