@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from stackutil import FLOOD, PY, TOY, free_ports, stack_header, toy_service  # n
 
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
 from hippo_tasks.registry.store import Registry  # noqa: E402
+from hippo_tasks.supervision.ownership import marked_pids  # noqa: E402
 
 TARGETS = {
     "ready_s_n10": ("<=", 0.7), "ready_s_n40": ("<=", 1.6),
@@ -44,6 +46,7 @@ TARGETS = {
     "peers_gone_s": ("<=", 0.3), "restart_one_s": ("<=", 0.42),
     "log_lines_per_s": (">=", 1_000_000), "producer_slowdown_pct": ("<=", 10.0),
     "log_lines_lost": ("<=", 0), "orphans_after_kill9": ("<=", 0),
+    "restart_storm_extra_processes": ("<=", 0), "restart_storm_left_after_down": ("<=", 0),
 }
 
 
@@ -283,6 +286,41 @@ def bench_orphans() -> dict[str, float]:
                 "orphans_gone_s": round(time.monotonic() - began, 3)}
 
 
+def bench_restart_storm() -> dict[str, float]:
+    """Twenty restarts of one service spread over 1.5 s (a double-clicked button, a
+    reload during a restart): wall time until every request has its answer, and the
+    service's processes beyond the one that should run (0), then after `down` (0)."""
+    escaper = str(REPO / "tests" / "toys" / "escaper.py")
+
+    def text(ports: list[int]) -> str:
+        return stack_header(ports[0]) + (
+            f'[services.web]\ncommand = ["{PY}", "{escaper}", "--port", "{ports[1]}", '
+            f'"--drain", "0.1"]\nport = {ports[1]}\nreadiness = {{ http = "/" }}\n')
+
+    with stack(text, 1) as (root, ports):
+        assert cli(root, "up", "--detach").returncode == 0
+        reg = registry(root)
+        url, token = reg["daemon"]["url"], reg["daemon"]["token"]
+
+        def hit(delay: float) -> None:
+            time.sleep(delay)
+            urllib.request.urlopen(urllib.request.Request(
+                url + "/api/services/web/restart", method="POST"), timeout=120).read()
+
+        began = time.monotonic()
+        threads = [threading.Thread(target=hit, args=(i * 0.075,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - began
+        left = len(marked_pids(f"{token}/web")) - 1
+        cli(root, "down")
+        after_down = len(marked_pids(token))
+        return {"restart_storm_s": round(wall, 3), "restart_storm_extra_processes": left,
+                "restart_storm_left_after_down": after_down}
+
+
 def _pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
@@ -306,6 +344,7 @@ def main() -> int:
     results.update(bench_restart_chain_cpu())
     results.update(bench_logs())
     results.update(bench_orphans())
+    results.update(bench_restart_storm())
     report(Path(args.out), "core", results, TARGETS)
     return 0
 

@@ -83,28 +83,49 @@ def all_pids() -> list[int]:
     return [int(n) for n in names if n.isdigit()]
 
 
-def marked_pids(prefix: str) -> list[int]:
-    """Live processes whose mark equals `prefix` or starts with `prefix/`."""
+_TABLE: tuple[float, dict[int, tuple[int, str | None]]] = (-1.0, {})
+TABLE_TTL = 0.02
+"""Many scopes poll at once while a stack stops: they share one reading of /proc
+(~7 ms for 100 processes) per TABLE_TTL instead of reading it each."""
+
+
+def process_table(max_age: float = TABLE_TTL) -> dict[int, tuple[int, str | None]]:
+    """Live (non-zombie) processes: pid -> (process group, HIPPODROME_RUN mark)."""
+    global _TABLE
+    now = time.monotonic()
+    if now - _TABLE[0] <= max_age:
+        return _TABLE[1]
     me = os.getpid()
-    out = []
-    for pid in all_pids():
-        if pid == me:
-            continue
-        mark = run_mark(pid)
-        if mark is not None and (mark == prefix or mark.startswith(prefix + "/")) \
-                and not is_zombie(pid):
-            out.append(pid)
-    return out
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Live members of a process group (killpg(pg, 0) would count zombies too)."""
-    out = []
+    table: dict[int, tuple[int, str | None]] = {}
     for pid in all_pids():
         fields = stat_fields(pid)
-        if fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            out.append(pid)
-    return out
+        if pid == me or fields is None or fields[0] in ("Z", "X"):
+            continue
+        table[pid] = (int(fields[2]), run_mark(pid))
+    _TABLE = (now, table)
+    return table
+
+
+def marked_pids(prefix: str, max_age: float = 0.0) -> list[int]:
+    """Live processes whose mark equals `prefix` or starts with `prefix/`."""
+    return sorted(pid for pid, (_, mark) in process_table(max_age).items()
+                  if mark is not None and (mark == prefix or mark.startswith(prefix + "/")))
+
+
+def group_pids(pgid: int, max_age: float = 0.0) -> list[int]:
+    """Live members of a process group (killpg(pg, 0) would count zombies too)."""
+    return sorted(pid for pid, (group, _) in process_table(max_age).items() if group == pgid)
+
+
+def group_has_members(pgid: int) -> bool:
+    """Cheap first look: any process (zombies too) still in the group?"""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def send(pids: Iterable[int], sig: int) -> int:
@@ -205,19 +226,25 @@ class Scope:
         self.proven = tuple(proven)
         """(pid, start ticks) pairs known to be ours by identity alone."""
 
-    def members(self) -> list[int]:
+    def members(self, max_age: float = 0.0) -> list[int]:
         if self.cgroup is not None:
             return cgroup_pids(self.cgroup)
-        found = set(marked_pids(self.mark)) if self.mark else set()
+        found = set(marked_pids(self.mark, max_age)) if self.mark else set()
         if self.pgid:
-            found.update(group_pids(self.pgid))
+            found.update(group_pids(self.pgid, max_age))
         found.update(pid for pid, ticks in self.proven if start_ticks(pid) == ticks)
         return sorted(found)
 
     def empty(self) -> bool:
+        """While polling: the cgroup's own flag; else the group first (one syscall),
+        and only once it is empty the shared process-table reading (escapees)."""
         if self.cgroup is not None:
             return not cgroup_populated(self.cgroup)
-        return not self.members()
+        if self.pgid and group_has_members(self.pgid) and group_pids(self.pgid, TABLE_TTL):
+            return False
+        if self.members(TABLE_TTL):
+            return False
+        return not self.members()  # "empty" is never said on a stale reading
 
     def signal(self, sig: int) -> int:
         return send(self.members(), sig)
