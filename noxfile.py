@@ -1,6 +1,20 @@
-"""nox sessions: tests, lint, bench. Each installs what it needs into its own venv."""
+"""nox sessions: tests, lint, bench. Each installs what it needs into its own venv.
+
+`tests` runs on the oldest and the newest supported CPython this machine has (3.11 is
+the floor). Interpreters are found on PATH, or installed by pyenv or uv; a supported
+version that is missing is named when nox starts, and its session is simply not
+there (on a fresh Debian 12, only 3.11). `nox -s tests --force-python 3.12` runs the
+suite on any other one.
+"""
 
 from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import nox
 
@@ -8,14 +22,74 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lint"]
 
+SUPPORTED = ("3.11", "3.12", "3.13")
+"""Keep in step with requires-python in pyproject.toml and the README."""
 PYTHON = "3.11"
+"""The floor: lint (mypy's python_version), bench and packaging run on it."""
 FALLBACK_SUITES = ["tests/test_lifecycle_faults.py", "tests/test_lifecycle_model.py",
                    "tests/test_supervision_start.py", "tests/test_supervision_stop.py",
                    "tests/test_supervision_restart.py", "tests/test_cli_faults.py",
                    "tests/test_cli_lifecycle.py"]
 
 
-@nox.session(python=PYTHON)
+def _version_of(python: str) -> str | None:
+    """"3.13" if `python` runs and is CPython 3.13 (a pyenv shim that is not
+    activated fails here, so it is not taken for the real thing)."""
+    try:
+        out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _candidates(version: str) -> list[str]:
+    """Where `pythonX.Y` may live: PATH first, then pyenv's and uv's own installs."""
+    found = [os.path.join(d, f"python{version}")
+             for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found += sorted(glob.glob(f"{pyenv}/versions/{version}.*/bin/python{version}"),
+                    key=lambda p: [int(n) for n in re.findall(r"\d+", p.split("/")[-3])],
+                    reverse=True)
+    uv = os.path.expanduser("~/.local/share/uv/python")
+    found += sorted(glob.glob(f"{uv}/cpython-{version}.*/bin/python{version}"), reverse=True)
+    return [p for p in found if os.path.isfile(p) and os.access(p, os.X_OK)]
+
+
+def find_interpreters() -> dict[str, str]:
+    """Supported version -> a working interpreter; the ones outside PATH are linked
+    into .nox/pythons/, which goes first on PATH so nox finds them by version."""
+    links = Path(__file__).resolve().parent / ".nox" / "pythons"
+    found: dict[str, str] = {}
+    for version in SUPPORTED:
+        for path in _candidates(version):
+            if _version_of(path) == version:
+                found[version] = path
+                break
+    on_path = {v: p for v, p in found.items()
+               if os.path.dirname(p) in os.environ.get("PATH", "").split(os.pathsep)}
+    if len(on_path) < len(found):
+        links.mkdir(parents=True, exist_ok=True)
+        for version, path in found.items():
+            link = links / f"python{version}"
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(path)
+        os.environ["PATH"] = f"{links}{os.pathsep}{os.environ.get('PATH', '')}"
+    return found
+
+
+FOUND = find_interpreters()
+TEST_PYTHONS = sorted({min(FOUND), max(FOUND)}, key=SUPPORTED.index) if FOUND else [PYTHON]
+_missing = [v for v in SUPPORTED if v not in FOUND]
+if _missing:
+    print(f"nox: tests run on Python {', '.join(TEST_PYTHONS)}; not on this machine: "
+          f"{', '.join(_missing)} (pyenv or `uv python install` adds one; see README, "
+          "Development)", file=sys.stderr)
+LINT_PYTHON = PYTHON if PYTHON in FOUND else TEST_PYTHONS[0]
+
+
+@nox.session(python=TEST_PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole test suite: real processes, real moto, on loopback."""
     session.install("-e", ".[aws,postgres,test]")
@@ -26,7 +100,7 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", "-q", *FALLBACK_SUITES, env={"HIPPODROME_CGROUP": "off"})
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=LINT_PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff and mypy (strict) over the package, tests and benchmarks."""
     session.install("-e", ".[aws,lint]")

@@ -50,7 +50,7 @@ def doctor(c: Context, profile: str = "core", cell: str = "local", project_root:
         print(f"{tag} {text}")
 
     py = sys.version_info
-    line(py[:2] == (3, 11), f"Python {py.major}.{py.minor}.{py.micro} (3.11 expected)")
+    line(py[:2] >= (3, 11), f"Python {py.major}.{py.minor}.{py.micro} (3.11 or newer needed)")
     for mod, required in MODULES.items():
         found = importlib.util.find_spec(mod) is not None
         line(True if found else (False if required else None),
