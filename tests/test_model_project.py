@@ -36,3 +36,17 @@ def test_prefix_from_branch_and_outside_git(tmp_path: Path) -> None:
     subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t",
                     "commit", "-q", "--allow-empty", "-m", "x"], check=True)
     assert default_table_prefix(tmp_path) == "dev-feature-add-auth-"
+
+
+def test_prefix_on_an_unborn_branch(tmp_path: Path) -> None:
+    """A fresh `git init -b feature/x` with no commit yet already names its branch."""
+    subprocess.run(["git", "init", "-q", "-b", "feature/x", str(tmp_path)], check=True)
+    assert default_table_prefix(tmp_path) == "dev-feature-x-"
+
+
+def test_prefix_on_a_detached_head_is_local(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", "-b", "main", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "checkout", "-q", "--detach"], check=True)
+    assert default_table_prefix(tmp_path) == "dev-local-"

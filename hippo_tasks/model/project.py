@@ -33,9 +33,11 @@ def sanitize_branch(branch: str) -> str:
 
 
 def git_branch(root: Path) -> str | None:
+    """The checked-out branch, also on an unborn one (`git init -b x`, no commit yet);
+    None outside git and on a detached HEAD."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--abbrev-ref", "HEAD"],
+            ["git", "symbolic-ref", "--quiet", "--short", "HEAD"],
             cwd=root,
             capture_output=True,
             text=True,
