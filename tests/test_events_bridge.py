@@ -687,7 +687,7 @@ def test_access_denied_sentence_names_the_permission_aws_names() -> None:
 
 
 def test_token_header_matches_the_daemons_webhook() -> None:
-    webhook = pytest.importorskip("hippo_tasks.daemon.webhook")
+    webhook = pytest.importorskip("hippo_tasks.daemon.webhook.receive")
     assert TOKEN_HEADER == webhook.TOKEN_HEADER
 
 

@@ -92,7 +92,7 @@ def test_fields_of_the_supervision_rewrite_and_unknown_keys_are_accepted(
      "services.x.members[0][0]"),
     (written(services=[]), "services must be an object, not a list"),
     (written(daemon={**DAEMON, "pid": "4242"}),
-     "daemon.pid must be a process id (an integer from 1 to 4194304), not '4242'"),
+     "daemon.pid must be a process id (an integer from 1 to 2147483647), not '4242'"),
     (written(daemon={**DAEMON, "pid": 1e30}), "daemon.pid"),
     (written(daemon={**DAEMON, "port": 0}), "daemon.port"),
     (written(daemon={**DAEMON, "url": 9000}), "daemon.url must be a string"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -15,10 +16,11 @@ from hippo_tasks.daemon.commands import StackCommands
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.http import serve
 from hippo_tasks.daemon.launch import options_from_json, prepare
-from hippo_tasks.errors import HippoError
+from hippo_tasks.errors import HippoError, StateDirError, UsageError
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.lifecycle_lock import release_inherited
 from hippo_tasks.registry.store import Registry
+from hippo_tasks.supervision.ports import check_ports
 from hippo_tasks.supervision.printer import TerminalPrinter
 
 
@@ -30,10 +32,20 @@ def dashboard_host() -> str:
 
 def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | None,
                on_serving: Callable[[], None] = lambda: None) -> int:
-    engine = Engine(plan, registry, printer, dashboard_host=dashboard_host())
+    try:
+        engine = Engine(plan, registry, printer, dashboard_host=dashboard_host())
+    except OSError as exc:  # .logs or .hippodrome read-only, disk full
+        raise StateDirError(str(exc.filename or plan.options.project_root),
+                            exc.strerror or str(exc)) from None
 
     def start_http(eng: Engine) -> Callable[[], None]:
-        _, stop = serve(dashboard_host(), plan.dashboard_port, StackCommands(eng))
+        try:
+            _, stop = serve(dashboard_host(), plan.dashboard_port, StackCommands(eng))
+        except OSError as exc:
+            # Taken between the pre-flight check and now: name the holder, as pre-flight does.
+            check_ports([("dashboard", plan.dashboard_port)])
+            raise UsageError(f"cannot serve the dashboard on port {plan.dashboard_port}: "
+                             f"{exc.strerror or exc}") from None
         return stop
 
     try:
@@ -41,6 +53,16 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
     finally:
         if printer is not None:
             printer.close()
+
+
+def _fail(opts_root: Any, exc: HippoError) -> int:
+    """A detached daemon that cannot run: say why where `up --detach` reads it."""
+    text = exc.message()
+    print(f"hippodrome: {text}", file=sys.stderr, flush=True)
+    failure: dict[str, Any] = {"service": None, "reason": text, "last_lines": [], "final": True}
+    with contextlib.suppress(OSError):
+        Registry(opts_root).update(lambda d: d.__setitem__("failure", failure))
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,11 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = options_from_json(args.options)
     try:
         plan, registry = prepare(opts, lambda s: print(s, flush=True))
+        # Detached: service output goes to the log files only; notes go to daemon.log.
+        return run_engine(plan, registry, None, release_inherited(args.lock_fd))
     except HippoError as exc:
-        text = exc.message()
-        print(f"hippodrome: {text}", file=sys.stderr, flush=True)
-        failure: dict[str, Any] = {"service": None, "reason": text, "last_lines": [], "final": True}
-        Registry(opts.project_root).update(lambda d: d.__setitem__("failure", failure))
-        return 2
-    # Detached: service output goes to the log files only; notes go to daemon.log.
-    return run_engine(plan, registry, None, release_inherited(args.lock_fd))
+        return _fail(opts.project_root, exc)

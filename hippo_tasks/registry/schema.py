@@ -16,8 +16,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-PID_MAX = 2**22
-"""Linux's highest possible pid (/proc/sys/kernel/pid_max cannot exceed it)."""
+PID_MAX = 2**31 - 1
+"""What a pid_t can hold: a larger number is no process; a smaller unused one is just
+not alive (checked with its start time, never trusted)."""
 TIME_MAX = 1e11
 """Seconds since the epoch (or since boot), with room to spare: about the year 5138."""
 DEPTH_MAX = 16
