@@ -166,12 +166,37 @@ def test_endpoint_comes_from_aws_endpoint_url(
 def test_no_credentials_is_one_sentence_not_six_lines(
     moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Real AWS (no endpoint) with no credentials: boto3 fails before any request."""
     for name in DUMMY_CREDENTIALS:
         monkeypatch.delenv(name)
-    lines, ok = validate("val-nocred-", moto_endpoint)
+    lines, ok = validate("val-nocred-")
     assert not ok
     assert checks(lines) == []
     assert lines[1].startswith("Cannot check EventBridge infrastructure: No AWS credentials found")
+
+
+def test_loopback_endpoint_without_credentials_uses_dummy_ones(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--endpoint-url http://127.0.0.1:9003` in a shell with no AWS setup at all."""
+    for name in DUMMY_CREDENTIALS:
+        monkeypatch.delenv(name)
+    provision("val-dummy-", moto_endpoint)  # provisioning goes through new_session too
+    lines, ok = validate("val-dummy-", moto_endpoint.replace("127.0.0.1", "localhost"))
+    assert ok, lines
+    task = run_task("--table-prefix", "val-dummy-", "--endpoint-url", moto_endpoint)
+    assert task.returncode == 0, task.stdout + task.stderr
+    assert statuses(task.stdout.splitlines()) == ["[OK]"] * 6
+    assert "testing" not in task.stdout + task.stderr
+
+
+def test_only_loopback_endpoints_count_as_local() -> None:
+    for url in ("http://127.0.0.1:9003", "http://localhost:9003", "http://[::1]:9003",
+                "http://127.0.0.2:4566"):
+        assert aws.is_loopback(url), url
+    for url in ("https://events.us-east-1.amazonaws.com", "http://10.0.0.5:9003",
+                "http://moto:9003", "", None):
+        assert not aws.is_loopback(url), url
 
 
 def test_unreachable_endpoint_fails_fast_with_the_url(moto_endpoint: str) -> None:

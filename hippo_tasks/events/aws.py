@@ -16,6 +16,7 @@ operation names, and any AWS-provided text is passed through `redact()` first.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -30,6 +31,9 @@ DEFAULT_REGION = "us-east-1"
 MAX_ATTEMPTS = 8
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+"""What a loopback endpoint (the stack's moto) gets when no credentials are configured:
+moto accepts any key, and no AWS account answers on a loopback address."""
 
 # IAM actions whose name is not `<service>:<OperationName>`.
 _PERMISSION_OVERRIDES = {
@@ -106,8 +110,25 @@ def resolve_endpoint(endpoint_url: str | None = None) -> str | None:
     return endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def new_session(region: str | None = None) -> Any:
-    """A boto3 session; share one between the clients of a command (models load once)."""
+def is_loopback(endpoint_url: str | None) -> bool:
+    """True for http://127.0.0.1:9003, http://localhost:9003, http://[::1]:9003."""
+    host = urlsplit(endpoint_url).hostname if endpoint_url else None
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def new_session(region: str | None = None, endpoint_url: str | None = None) -> Any:
+    """A boto3 session; share one between the clients of a command (models load once).
+
+    Aimed at a loopback endpoint (the local moto) with no credentials configured, it
+    uses dummy ones, so `events.validate --endpoint-url http://127.0.0.1:9003` works in
+    a shell with no AWS setup. Configured credentials are always used as they are."""
     try:
         import boto3
     except ImportError:
@@ -115,7 +136,10 @@ def new_session(region: str | None = None) -> Any:
             "no-boto3",
             "boto3 is not installed, and AWS commands need it: pip install 'hippodrome[aws]'.",
         ) from None
-    return boto3.session.Session(region_name=region)
+    session = boto3.session.Session(region_name=region)
+    if is_loopback(resolve_endpoint(endpoint_url)) and session.get_credentials() is None:
+        session = boto3.session.Session(region_name=region, **LOCAL_CREDENTIALS)
+    return session
 
 
 def client(

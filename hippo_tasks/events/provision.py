@@ -130,7 +130,7 @@ def provision_resources(
             on_resource(resource)
         return resource
 
-    shared = aws.new_session(region)
+    shared = aws.new_session(region, endpoint_url)
 
     def clients(service: str) -> Any:
         return aws.client(service, endpoint_url=endpoint_url, region=region, session=shared)

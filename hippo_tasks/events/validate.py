@@ -127,7 +127,7 @@ def run_checks(target: Target) -> list[Check]:
     """
     if target.endpoint_url:
         aws.probe_endpoint(target.endpoint_url)
-    shared = aws.new_session()
+    shared = aws.new_session(endpoint_url=target.endpoint_url)
     events, pipes, ddb = (
         aws.client(service, endpoint_url=target.endpoint_url, session=shared)
         for service in ("events", "pipes", "dynamodb")
