@@ -20,7 +20,9 @@ def build_namespace() -> Collection:
         pass
     else:
         ns.add_collection(events.ns)
-    return ns
+    from hippo_tasks.tasks.flags import consistent
+
+    return consistent(ns)  # one short flag and one help text per flag, in every task
 
 
 ns = build_namespace()

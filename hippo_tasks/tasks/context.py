@@ -15,7 +15,9 @@ def resolve_root(flag: str = "") -> Path:
     if flag:
         root = Path(flag).expanduser().resolve()
         if not root.is_dir():
-            raise UsageError(f"--project-root {flag}: no such folder")
+            hint = (f" (-p is --project-root in every task; for the profile write --profile "
+                    f"{flag})" if flag in ("core", "ecom", "full") else "")
+            raise UsageError(f"--project-root {flag}: no such folder{hint}")
         return root
     return find_project_root()
 

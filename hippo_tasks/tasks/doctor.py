@@ -33,11 +33,12 @@ MODULES = {"invoke": True, "psutil": True, "colorama": True, "requests": True,
            "boto3": False, "moto": False}
 
 
-@task(help={"profile": "profile whose ports to check (default core)",
-            "cell": "cell (default local)", "project-root": "project folder",
-            "port-offset": "port offset to check with"})
+@task(help={"profile": "profile whose ports to check (default: the running daemon's, else core)",
+            "cell": "cell (default: the running daemon's, else local)",
+            "port-offset": "port offset to check with (default: the running daemon's, else "
+                           "HIPPODROME_PORT_OFFSET, else 0)"})
 @handles_errors
-def doctor(c: Context, profile: str = "core", cell: str = "local", project_root: str = "",
+def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = "",
            port_offset: str | None = None) -> None:
     """Prerequisites, ports in use (and by whom), stale registry, tools found."""
     problems = 0
@@ -58,19 +59,33 @@ def doctor(c: Context, profile: str = "core", cell: str = "local", project_root:
              + ("" if found or required else " (needed for the ecom profile and events)"))
     root = resolve_root(project_root)
     line(True, f"project root {root}")
+    registry = Registry(root)
+    data = registry.read()
+    running = daemon_alive(data)
     try:
-        plan = build_plan(load_stack(root), build_options(
+        stack = load_stack(root)
+        # Unless told otherwise, check what the running daemon runs (its profile, cell
+        # and offset, from the registry), not the defaults.
+        daemon = data["daemon"] if running else {}
+        given = profile, cell, port_offset
+        profile = profile or daemon.get("profile") or "core"
+        cell = cell or daemon.get("cell") or "local"
+        if port_offset is None and isinstance(daemon.get("port"), int):
+            port_offset = str(daemon["port"] - stack.settings.dashboard_port)
+        plan = build_plan(stack, build_options(
             root=root, profile=profile, cell=cell, table_prefix="", only="",
             offset=port_offset))
     except HippoError as exc:
         line(False, f"stack file: {exc.message()}")
         raise Exit(code=1) from None
-    line(True, f"stack: {len(plan.services)} services in profile {profile}")
-    registry = Registry(root)
-    data = registry.read()
+    taken = [what for what, mine, asked in zip(("profile", "cell", "port offset"),
+                                               (profile, cell, port_offset), given, strict=True)
+             if running and mine != asked and not (what == "cell" and mine == "local")]
+    source = f" ({', '.join(taken)}: the running daemon's)" if taken else ""
+    line(True, f"stack: {len(plan.services)} services in profile {profile}, cell {cell}, "
+               f"port offset {plan.options.port_offset}{source}")
     for warning in registry.warnings:
         line(None, warning)
-    running = daemon_alive(data)
     if running:
         line(True, f"daemon running: pid {data['daemon']['pid']} at {data['daemon']['url']}")
     elif data.get("daemon") or data.get("services"):

@@ -1,0 +1,83 @@
+"""Issue 12's small defects, through the real CLI: doctor follows the running daemon,
+one meaning per short flag in every task's help."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from stackutil import PY, REPO, TOY, free_ports, hd, write_stack
+
+TASKS = ["up", "down", "status", "start", "stop", "restart", "logs", "doctor", "seed",
+         "probes", "e2e", "control.status", "control.start", "control.stop",
+         "control.restart", "control.shutdown", "events.validate", "events.send"]
+
+
+def _flags(help_text: str) -> dict[str, str]:
+    """`-p STRING, --project-root=STRING` -> {"project-root": "p"}; long-only -> ""."""
+    found = {}
+    for line in help_text.splitlines():
+        m = re.match(r"\s+(?:-(\S),? ?\S*,? )?--(?:\[no-\])?([a-z-]*)", line)
+        if m:
+            found[m.group(2)] = m.group(1) or ""
+    return found
+
+
+def test_every_short_flag_means_one_thing_in_every_task(tmp_path: Path) -> None:
+    meaning: dict[str, set[str]] = {}
+    helps = {}
+    for name in TASKS:
+        res = subprocess.run([PY, "-m", "invoke", "-r", str(REPO), "--help", name],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        flags = _flags(res.stdout)
+        assert flags, res.stdout
+        assert "" not in flags, f"{name}: a flag with an empty name\n{res.stdout}"
+        assert "--=" not in res.stdout
+        helps[name] = res.stdout
+        for long, short in flags.items():
+            if short:
+                meaning.setdefault(short, set()).add(long)
+    assert meaning["p"] == {"project-root"}
+    assert meaning["f"] == {"follow", "force"}  # logs and down: no task has both
+    assert all(len(longs) == 1 for short, longs in meaning.items() if short != "f"), meaning
+    assert "--port-offset=STRING" in helps["up"] and "--profile=STRING" in helps["up"]
+    root_help = {re.search(r"--project-root=STRING\s+(.*)", h).group(1)  # type: ignore[union-attr]
+                 for h in helps.values() if "--project-root" in h}
+    assert len(root_help) == 1, root_help
+
+
+def test_dash_p_with_a_profile_name_says_what_it_means(tmp_path: Path) -> None:
+    res = subprocess.run([PY, "-m", "invoke", "-r", str(REPO), "up", "-p", "ecom"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert "-p is --project-root in every task" in res.stderr
+    assert "--profile ecom" in res.stderr
+
+
+def test_doctor_checks_what_the_running_daemon_runs(project: Path) -> None:
+    """An `up --profile ecom --port-offset N` is running: plain `doctor` checks its ports."""
+    dash, web, other = free_ports(3)
+    offset = 7
+    write_stack(project, "\n".join([
+        "[stack]", "defaults = false", f"dashboard_port = {dash - offset}", "",
+        "[services.web]", f'command = {json.dumps([PY, TOY, "--port", "${port}"])}',
+        f"port = {web - offset}", 'profiles = ["ecom"]', "",
+        "[services.core_only]", f'command = {json.dumps([PY, TOY, "--port", "${port}"])}',
+        f"port = {other - offset}", 'profiles = ["core"]', ""]))
+    hd(project, "up", "--detach", "--profile", "ecom", "--port-offset", str(offset), check=True)
+    try:
+        doc = hd(project, "doctor", timeout=60)
+        out = doc.stdout
+        assert (f"profile ecom, cell local, port offset {offset} (profile, port offset: the "
+                "running daemon's)") in out
+        assert f"port {web} (web) held by this stack" in out
+        assert f"port {dash} (dashboard) held by this stack" in out
+        assert "core_only" not in out
+        asked = hd(project, "doctor", "--profile", "core", "--port-offset", "0", timeout=60)
+        assert "profile core, cell local, port offset 0\n" in asked.stdout
+        assert "(core_only)" in asked.stdout
+    finally:
+        hd(project, "down", timeout=120)
