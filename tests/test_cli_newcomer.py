@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 from stackutil import PY, REPO, TOY, free_ports, hd, write_stack
@@ -81,3 +83,26 @@ def test_doctor_checks_what_the_running_daemon_runs(project: Path) -> None:
         assert "(core_only)" in asked.stdout
     finally:
         hd(project, "down", timeout=120)
+
+
+def test_e2e_without_pytest_says_how_to_install_it(tmp_path: Path) -> None:
+    """A venv holding Hippodrome and its dependencies, but not pytest."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")],
+                   check=True, timeout=120)
+    site = Path(sysconfig.get_paths()["purelib"])
+    kept = tmp_path / "site"
+    kept.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith(("pytest", "_pytest")):
+            (kept / entry.name).symlink_to(entry)
+    python = tmp_path / "venv" / "bin" / "python"
+    venv_site = subprocess.run([str(python), "-c", "import sysconfig; "
+                                "print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    Path(venv_site, "hippodrome-test.pth").write_text(f"{REPO}\n{kept}\n")
+    res = subprocess.run([str(python), "-m", "invoke", "-r", str(REPO), "e2e", str(tmp_path)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "e2e runs pytest, which is not installed for" in res.stderr
+    assert "pip install pytest" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -76,6 +76,12 @@ def e2e(c: Context, path: str, project_root: str = "") -> None:
     if path in ("-h", "--help"):  # invoke hands a flag to a missing positional as its value
         print(E2E_USAGE)
         return
+    import importlib.util
+
+    if importlib.util.find_spec("pytest") is None:
+        raise UsageError(f"e2e runs pytest, which is not installed for {sys.executable}: "
+                         f"install it there (`{sys.executable} -m pip install pytest`, or "
+                         "pip install 'hippodrome[test]')")
     root = resolve_root(project_root)
     env_file = root / ENV_FILE
     if not env_file.is_file():
