@@ -3,24 +3,100 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
+import pytest
 from harness import Harness, run
 from stackutil import free_ports, toy_service
 
 from hippo_tasks.supervision.states import State
-from hippo_tasks.supervision.watch import changed, scan
+from hippo_tasks.supervision.watch import GlobMatcher, poll_forced, watch_files, watch_roots
+
+PATTERNS = ["src/**/*.py", "*.toml", "docs/[a-c]?.md", "lib/*/[!_]*.py", "**/b.*", "top.py"]
 
 
-def test_scan_and_changed(tmp_path: Path) -> None:
+def test_matcher_agrees_with_path_glob(tmp_path: Path) -> None:
+    """The watcher's globs mean what Path.glob (the polling watcher's) meant."""
+    for rel in ["src/a.py", "src/x/y/b.py", "src/c.pyc", "src/.hidden.py", "a.toml",
+                "x/b.toml", "docs/a1.md", "docs/d1.md", "docs/ab.md", "lib/m/_p.py",
+                "lib/m/q.py", "lib/q.py", "top.py"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    every = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path) for f in fs]
+    for pattern in PATTERNS:
+        matcher = GlobMatcher(tmp_path, [pattern])
+        ours = {matcher.relative(p) for p in every if matcher.matches(p)}
+        theirs = {str(p.relative_to(tmp_path)) for p in tmp_path.glob(pattern) if p.is_file()}
+        assert ours == theirs, pattern
+    # One deliberate difference: a trailing `**` is every file below (Path.glob yields
+    # only folders for it, so the polling watcher silently watched nothing).
+    matcher = GlobMatcher(tmp_path, ["src/**"])
+    assert {matcher.relative(p) for p in every if matcher.matches(p)} == {
+        "src/a.py", "src/x/y/b.py", "src/c.pyc", "src/.hidden.py"}
+
+
+def test_only_the_folders_the_globs_reach_are_watched(tmp_path: Path) -> None:
+    (tmp_path / "src" / "app").mkdir(parents=True)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "node_modules").mkdir()
+    roots = watch_roots(tmp_path, ["src/**/*.py", "src/app/*.py", "lib/later/*.py"])
+    assert roots == [tmp_path / "lib", tmp_path / "src"]
+    assert watch_roots(tmp_path, ["src/*.py", "*.toml"]) == [tmp_path]
+
+
+def test_poll_setting() -> None:
+    assert poll_forced({"HIPPODROME_WATCH_POLL": "1"}) is True
+    assert poll_forced({"HIPPODROME_WATCH_POLL": "0"}) is None
+    assert poll_forced({}) is None
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["notify", "poll"])
+def test_bursts_folders_and_unmatched_files(tmp_path: Path, poll: bool) -> None:
+    """One call per burst with every changed match; a folder moved in counts by its
+    files; a file outside the globs never counts. Both watchfiles modes."""
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "a.py").write_text("1")
-    (tmp_path / "notes.txt").write_text("x")
-    before = scan(tmp_path, ["src/**/*.py"])
-    assert list(before) == ["src/a.py"]
-    (tmp_path / "src" / "b.py").write_text("2")
-    assert changed(before, scan(tmp_path, ["src/**/*.py"])) == ["src/b.py"]
+    seen: asyncio.Queue[list[str]] = asyncio.Queue()
+
+    async def on_change(paths: list[str]) -> None:
+        seen.put_nowait(paths)
+
+    async def scenario() -> None:
+        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
+                                                  debounce=0.3, poll=poll))
+        try:
+            async with asyncio.timeout(60):
+                # Ready when a change is seen: write a sentinel until one is reported.
+                while True:
+                    (tmp_path / "src" / "sentinel.py").write_text(str(time.time()))
+                    try:
+                        await asyncio.wait_for(seen.get(), 1.0)
+                        break
+                    except TimeoutError:
+                        continue
+                while not seen.empty():
+                    seen.get_nowait()
+                for i in range(5):  # an editor saving several files in quick succession
+                    (tmp_path / "src" / f"m{i}.py").write_text(str(i))
+                    (tmp_path / "src" / f"notes{i}.txt").write_text(str(i))
+                    await asyncio.sleep(0.02)
+                burst = await seen.get()  # (a late sentinel write may ride along)
+                assert [p for p in burst if p != "src/sentinel.py"] == [
+                    f"src/m{i}.py" for i in range(5)]
+                staged = tmp_path / "staged" / "pkg"
+                staged.mkdir(parents=True)
+                (staged / "a.py").write_text("a")
+                (staged / "b.txt").write_text("b")
+                staged.rename(tmp_path / "src" / "pkg")
+                assert await seen.get() == ["src/pkg/a.py"]
+                assert seen.empty()
+        finally:
+            watcher.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await watcher
+
+    asyncio.run(scenario())
 
 
 def test_burst_of_changes_restarts_once(project: Path) -> None:
