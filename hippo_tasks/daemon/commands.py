@@ -44,6 +44,7 @@ class StackCommands:
             "uptime_s": round(time.time() - self.engine.started_at, 1),
             "logs_dir": str(self.engine.runs.dir),
             "services": self.engine.stack.status(),
+            "problems": self.engine.problems(),
         }
 
     def check_service(self, name: str) -> None:

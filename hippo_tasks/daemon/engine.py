@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError
+from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision.backoff import Clock, LoopClock
-from hippo_tasks.supervision.logs import LogHub, RunFiles
+from hippo_tasks.supervision.logs import LogHub, RunFiles, WriteTrouble
 from hippo_tasks.supervision.orphans import OrphanGuard
 from hippo_tasks.supervision.ownership import establish, reap_adopted
 from hippo_tasks.supervision.printer import TerminalPrinter
@@ -68,6 +68,7 @@ class Engine:
         self._shutdown: asyncio.Future[str] | None = None
         self._sync_pending = False
         self._sync_retry: asyncio.TimerHandle | None = None
+        self.registry_trouble: WriteTrouble | None = None
         self._identities: dict[int, float | None] = {}
         self._interrupts = 0
         self.failure: ServiceStartError | None = None
@@ -128,16 +129,29 @@ class Engine:
 
         try:
             self.registry.update(change)
-        except OSError as exc:
-            if self._sync_retry is None and self.loop is not None:
-                why = exc.strerror or str(exc)
+        except (OSError, StateDirError) as exc:
+            why = exc.problem if isinstance(exc, StateDirError) else (exc.strerror or str(exc))
+            if self.registry_trouble is None:
+                self.registry_trouble = WriteTrouble(why, time.time())
                 self.note(f"hippodrome | cannot write {self.registry.path} ({why}); "
                           "retrying every second")
+            if self._sync_retry is None and self.loop is not None:
                 self._sync_retry = self.loop.call_later(1.0, self._retry_sync)
             return
+        self.registry_trouble = None
         if self._sync_retry is not None:
             self._sync_retry.cancel()
             self._sync_retry = None
+
+    def problems(self) -> dict[str, object]:
+        """What the disk is doing to us right now (status, API, page); empty when fine."""
+        out: dict[str, object] = {}
+        if self.runs.trouble is not None:
+            out["logs"] = {**self.runs.trouble.as_json(), "path": str(self.runs.dir)}
+        if self.registry_trouble is not None:
+            out["registry"] = {**self.registry_trouble.as_json(),
+                               "path": str(self.registry.path)}
+        return out
 
     def _retry_sync(self) -> None:
         assert self.loop is not None
@@ -147,7 +161,8 @@ class Engine:
     def note(self, text: str) -> None:
         if self.printer is not None:
             self.printer.note(text)
-        else:
+            return
+        with contextlib.suppress(OSError):  # detached: daemon.log, which a full disk refuses
             print(text, flush=True)
 
     # ---- requests in --------------------------------------------------------------

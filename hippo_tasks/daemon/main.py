@@ -59,7 +59,10 @@ def _fail(opts_root: Any, exc: HippoError) -> int:
     """A detached daemon that cannot run: say why where `up --detach` reads it."""
     text = exc.message()
     print(f"hippodrome: {text}", file=sys.stderr, flush=True)
-    failure: dict[str, Any] = {"service": None, "reason": text, "last_lines": [], "final": True}
+    failure: dict[str, Any] = {"service": None, "reason": text, "last_lines": [], "final": True,
+                               "kind": type(exc).__name__}
+    if isinstance(exc, StateDirError):
+        failure.update(path=exc.path, problem=exc.problem)
     with contextlib.suppress(OSError):
         Registry(opts_root).update(lambda d: d.__setitem__("failure", failure))
     return 2

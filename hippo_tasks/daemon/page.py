@@ -132,12 +132,14 @@ class Tracker:
         self.rows: dict[str, tuple[Any, ...]] = {}
         self.seqs: dict[str, int] = {}
         self.webhook: list[Any] | None = None
+        self.problems: dict[str, Any] = {}
 
     def snapshot(self, status: dict[str, Any]) -> dict[str, Any]:
         hub = self.engine.hub
         self.rows = {r["name"]: _row_key(r) for r in status["services"]}
         self.seqs = {name: hub.last_seq(name) for name in self.rows}
         self.webhook = _webhook_marker(self.deliveries)
+        self.problems = status.get("problems") or {}
         return {**status, "daemon_started_at": self.engine.started_at,
                 "seqs": self.seqs, "webhook": self.webhook}
 
@@ -160,7 +162,15 @@ class Tracker:
         marker = _webhook_marker(self.deliveries)
         if marker != self.webhook:
             out["webhook"] = self.webhook = marker
+        problems = self.engine.problems()
+        if _problem_key(problems) != _problem_key(self.problems):
+            out["problems"] = self.problems = problems
         return out or None
+
+
+def _problem_key(problems: dict[str, Any]) -> tuple[Any, ...]:
+    """A disk problem is news when it starts, ends, or drops more lines."""
+    return tuple((k, v.get("error"), v.get("lines_dropped")) for k, v in sorted(problems.items()))
 
 
 def _shutting_down(engine: Engine) -> bool:

@@ -16,6 +16,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from hippo_tasks.errors import StateDirError
 from hippo_tasks.registry.store import Data, Registry, daemon_alive, identity
 from hippo_tasks.supervision.ownership import (
     Scope,
@@ -92,7 +93,7 @@ def clean_stale(registry: Registry, data: Data) -> list[str]:
     if daemon:
         lines.append(f"found a stale registry entry: daemon pid {daemon.get('pid')} is gone")
     lines += end_leftovers(data)
-    registry.update(_clear)
+    lines += _clear_entries(registry)
     return lines
 
 
@@ -107,10 +108,20 @@ def force_down(registry: Registry) -> list[str]:
             os.kill(pid, signal.SIGKILL)
         lines.append(f"killed daemon pid {pid}")
     lines += end_leftovers(data)
-    registry.update(_clear)
+    lines += _clear_entries(registry)
     if not lines:
         lines.append("nothing to clean: no recorded process is running")
     return lines
+
+
+def _clear_entries(registry: Registry) -> list[str]:
+    """Forget the dead run; an unwritable registry is said, not fatal: what was ended
+    stays ended, and entries naming gone processes are harmless."""
+    try:
+        registry.update(_clear)
+    except StateDirError as exc:
+        return [f"could not clear the registry: {exc.message()}"]
+    return []
 
 
 def _clear(data: Data) -> None:

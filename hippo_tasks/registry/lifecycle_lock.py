@@ -30,11 +30,16 @@ class LifecycleLock:
         self.fd: int | None = None
 
     def acquire(self, what: str, say: Callable[[str], None] = print,
-                wait: float = WAIT_S) -> None:
+                wait: float = WAIT_S, required: bool = True) -> None:
+        """`required=False` (down): where the lock cannot even be created (a read-only
+        `.hippodrome`), go on without it; no `up` can run there to race with."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            if not required:
+                say(f"cannot lock {self.path} ({exc.strerror or exc}); going on without it")
+                return
             raise StateDirError(str(self.path.parent), exc.strerror or str(exc)) from None
         deadline = time.monotonic() + wait
         told = False
@@ -71,8 +76,9 @@ class LifecycleLock:
                 os.close(fd)
 
     @contextlib.contextmanager
-    def held(self, what: str, say: Callable[[str], None] = print) -> Iterator[LifecycleLock]:
-        self.acquire(what, say)
+    def held(self, what: str, say: Callable[[str], None] = print,
+             required: bool = True) -> Iterator[LifecycleLock]:
+        self.acquire(what, say, required=required)
         try:
             yield self
         finally:

@@ -176,7 +176,7 @@ SERVICE = obj({
 }, required=("state",))
 
 FAILURE = obj({
-    "service": string,
+    "service": optional(string),  # null: the stack as a whole failed (a bad file, a port)
     "reason": string,
     "last_lines": list_of(string),
     "log_path": optional(string),

@@ -12,14 +12,14 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from hippo_tasks.errors import StateDirError
 from hippo_tasks.registry.schema import validate
 
 VERSION = 1
@@ -27,7 +27,15 @@ Data = dict[str, Any]
 
 
 def identity(pid: int) -> float | None:
-    """The process's start time, or None when no such process exists."""
+    """The process's start time, or None when no such process exists.
+
+    On Linux read from /proc with psutil's own formula (start ticks / clock ticks +
+    boot time), so `invoke status` need not import psutil; elsewhere, psutil.
+    """
+    if sys.platform == "linux":
+        return _proc_identity(pid)
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -35,6 +43,26 @@ def identity(pid: int) -> float | None:
         return proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return None
+
+
+def _proc_identity(pid: int) -> float | None:
+    """psutil's Linux `create_time()`: /proc/PID/stat field 22 (starttime, in clock
+    ticks since boot) / SC_CLK_TCK + /proc/stat's btime; None for a zombie or no such
+    process. btime is read every time, as psutil does: a stepped clock moves it."""
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        with open("/proc/stat", "rb") as fh:
+            btime = next((float(line.split()[1]) for line in fh if line.startswith(b"btime")),
+                         None)
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    if len(fields) < 20 or fields[0] == b"Z" or btime is None:
+        return None
+    return float(fields[19]) / os.sysconf("SC_CLK_TCK") + btime
 
 
 def is_same_process(pid: int | None, create_time: float | None) -> bool:
@@ -58,9 +86,18 @@ class Registry:
         self.warnings: list[str] = []
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    def locked(self, write: bool = True) -> Iterator[None]:
+        """The registry's file lock. Where `.hippodrome` cannot be written (read-only
+        file system, no permission) a reader goes on without it, since no writer can
+        exist there either; a writer gets a StateDirError naming the folder."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if write:
+                raise StateDirError(str(self.dir), exc.strerror or str(exc)) from None
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -73,6 +110,11 @@ class Registry:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return empty(self.root)
+        except IsADirectoryError:
+            self._move_aside("a directory, not a file")
+            return empty(self.root)
+        except OSError as exc:
+            raise StateDirError(str(self.path), exc.strerror or str(exc)) from None
         try:
             data = validate(json.loads(raw.decode("utf-8")))
         except (ValueError, RecursionError) as exc:
@@ -97,19 +139,26 @@ class Registry:
         )
 
     def read(self) -> Data:
-        with self.locked():
+        with self.locked(write=False):
             return self._read_unlocked()
 
     def _write_unlocked(self, data: Data) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".registry-", dir=self.dir)
+        """Atomic (temp file + rename); a full or read-only disk is a StateDirError and
+        leaves the previous file whole."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".registry-", dir=self.dir)
+        except OSError as exc:
+            raise StateDirError(str(self.dir), exc.strerror or str(exc)) from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(data, fh, indent=1, sort_keys=True)
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise StateDirError(str(self.path), exc.strerror or str(exc)) from None
             raise
 
     def write(self, data: Data) -> None:

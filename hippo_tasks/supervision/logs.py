@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -94,8 +95,26 @@ class LineSplitter:
         return [rest] if rest else []
 
 
+@dataclass
+class WriteTrouble:
+    """Log files that cannot be written (disk full, file system gone read-only): what
+    status, the API and the page show while it lasts."""
+
+    error: str
+    since: float
+    lines_dropped: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return {"error": self.error, "since": round(self.since, 3),
+                "lines_dropped": self.lines_dropped}
+
+
 class RunFiles:
-    """`.logs/<stamp>/<service>.log`, the `latest` link, and pruning of old runs."""
+    """`.logs/<stamp>/<service>.log`, the `latest` link, and pruning of old runs.
+
+    A write that fails (ENOSPC, EROFS) never reaches the service: its lines are counted
+    as dropped, and once a write succeeds again the file gets a note saying how many
+    were lost and since when, on a line of its own."""
 
     STAMP = "%Y%m%d-%H%M%S"
     _RUN = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
@@ -116,6 +135,9 @@ class RunFiles:
         self._files: dict[str, int] = {}
         self._mid_line: set[str] = set()
         """Services whose file ends in an unfinished line of the child's."""
+        self.trouble: WriteTrouble | None = None
+        self._dropped: dict[str, tuple[int, float, str]] = {}
+        """Per service: lines not written, since when, why (for the recovery note)."""
         self._link_latest(logs_root, run)
         self.prune(logs_root, keep)
 
@@ -153,19 +175,47 @@ class RunFiles:
         service = chunk.service
         if chunk.system:
             raw = b"".join(b"--- hippodrome: " + line + b"\n" for line in chunk.lines)
-            if service in self._mid_line:  # a note starts on its own line
+        try:
+            fd = self._fd(service)
+            if service in self._dropped:
+                self._write(fd, self._recovery_note(service))
+            if chunk.system and service in self._mid_line:  # a note starts on its own line
                 raw = b"\n" + raw
-                self._mid_line.discard(service)
+            self._write(fd, raw)
+        except OSError as exc:
+            self._failed(service, len(chunk.lines), exc)
+            return
+        if chunk.system or raw.endswith(b"\n"):
+            self._mid_line.discard(service)
         elif raw:
-            if raw.endswith(b"\n"):
-                self._mid_line.discard(service)
-            else:
-                self._mid_line.add(service)
-        fd = self._fd(service)
+            self._mid_line.add(service)
+        self.trouble = None
+
+    @staticmethod
+    def _write(fd: int, raw: bytes) -> None:
         view = memoryview(raw)
         while view:
             written = os.write(fd, view)
             view = view[written:]
+
+    def _failed(self, service: str, lines: int, exc: OSError) -> None:
+        why = exc.strerror or str(exc)
+        now = time.time()
+        if self.trouble is None:
+            self.trouble = WriteTrouble(why, now)
+        self.trouble.error = why
+        self.trouble.lines_dropped += lines
+        count, since, _ = self._dropped.get(service, (0, now, why))
+        self._dropped[service] = (count + lines, since, why)
+        self._mid_line.add(service)  # a torn write may have left half a line
+
+    def _recovery_note(self, service: str) -> bytes:
+        count, since, why = self._dropped.pop(service)
+        lead = b"\n" if service in self._mid_line else b""
+        self._mid_line.discard(service)
+        when = time.strftime("%H:%M:%S", time.localtime(since))
+        return lead + (f"--- hippodrome: {count} lines were not written here ({why}, "
+                       f"since {when}); the daemon kept supervising\n").encode()
 
     def close(self) -> None:
         for fd in self._files.values():

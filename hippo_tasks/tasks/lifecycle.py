@@ -8,29 +8,28 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-from invoke.context import Context
-from invoke.exceptions import Exit
-from invoke.tasks import task
+from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon.client import DaemonClient
-from hippo_tasks.daemon.launch import prepare, spawn_daemon
 from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
     ProductionGuardError,
     ServiceStartError,
+    StateDirError,
     UsageError,
 )
 from hippo_tasks.events import hooks
-from hippo_tasks.model.plan import StackPlan
-from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.lifecycle_lock import LifecycleLock
 from hippo_tasks.registry.store import Registry, daemon_alive
-from hippo_tasks.supervision.printer import TerminalPrinter, use_colour
 from hippo_tasks.tasks.context import build_options, resolve_root
-from hippo_tasks.tasks.output import RED, handles_errors, paint, status_table
+from hippo_tasks.tasks.declare import task
+from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint, status_table
+
+if TYPE_CHECKING:  # the machinery for starting a stack is imported where `up` uses it
+    from invoke.context import Context
+
+    from hippo_tasks.model.plan import StackPlan
 
 UP_HELP = {
     "profile": "core | ecom | full (default core)",
@@ -76,6 +75,8 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
                detach: bool) -> None:
     """`up` while holding the project's lifecycle lock; the lock is let go as soon as
     the daemon serves (detached: the daemon lets go of the copy it inherited)."""
+    from hippo_tasks.daemon.launch import prepare
+
     registry = Registry(root)
     hooks.recover(registry, _say)
     token = hooks.prepare_token() if enable_events else None
@@ -95,7 +96,10 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
         if session is not None:
             session.hand_over(pid)  # the daemon deletes them when it shuts down
         return
+    from invoke.exceptions import Exit
+
     from hippo_tasks.daemon.main import run_engine  # the engine, only when we become it
+    from hippo_tasks.supervision.printer import TerminalPrinter, use_colour
 
     printer = TerminalPrinter(sys.stdout.buffer, use_colour())
     try:
@@ -114,6 +118,8 @@ def _say(line: str) -> None:
 def _up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
                  tls: bool = False) -> int:
     """Start the daemon and wait until the stack is ready; returns the daemon's pid."""
+    from hippo_tasks.daemon.launch import spawn_daemon
+
     opts = plan.options
     log = opts.project_root / ".hippodrome" / "daemon.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +134,8 @@ def _up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
         data = registry.read()
         exited = proc.poll() is not None
         failure = data.get("failure")
+        if exited and not failure:  # it may have written its reason after our read
+            failure = registry.read().get("failure")
         if exited or (failure and failure.get("final")):
             if not exited:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -157,6 +165,8 @@ def _settled_ok(entry: dict[str, Any]) -> bool:
 
 
 def _report_detached_failure(failure: dict[str, Any] | None, log: Path) -> None:
+    if failure and failure.get("kind") == "StateDirError":
+        raise StateDirError(str(failure.get("path")), str(failure.get("problem")))
     if failure and failure.get("service"):
         raise ServiceStartError(failure["service"], failure["reason"],
                                 tuple(failure.get("last_lines") or ()), failure.get("log_path"))
@@ -190,7 +200,7 @@ def _act(verb: str, service: str, root_flag: str) -> None:
         print(line)
     failed = [r for r in rows if r["state"] == "failed" and r.get("blocking", True)]
     if verb != "stop" and failed:
-        raise Exit(code=1)
+        raise TaskExit(1)
 
 
 SERVICE_HELP = {"service": "one service (default: the whole stack; the daemon stays up)",
@@ -224,7 +234,7 @@ def restart(c: Context, service: str = "", project_root: str = "") -> None:
 def down(c: Context, force: bool = False, project_root: str = "") -> None:
     """Stop every service and the daemon."""
     root = resolve_root(project_root)
-    with LifecycleLock(root).held("down --force" if force else "down", _say):
+    with LifecycleLock(root).held("down --force" if force else "down", _say, required=False):
         _down_locked(root, force)
 
 
@@ -247,6 +257,8 @@ def _down_locked(root: Path, force: bool) -> None:
             return
         except DaemonUnreachableError as exc:
             print(f"hippodrome | {exc.message()}\nhippodrome | cleaning up from the registry")
+    from hippo_tasks.registry.cleanup import force_down
+
     for line in force_down(registry):
         _say(line)
     hooks.recover(registry, _say, force=True)

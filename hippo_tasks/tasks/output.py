@@ -5,10 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-
-from invoke.exceptions import Exit
 
 from hippo_tasks import errors as E
 
@@ -74,27 +73,51 @@ def quiet_stdout() -> None:
         pass
 
 
+class TaskExit(Exception):
+    """A task's chosen exit status, raised without importing invoke: `handles_errors`
+    turns it into invoke's `Exit`, `hd`'s fast path into the process's exit status."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """Run a task body; 0, or the exit code for what it raised (the message on stderr).
+
+    A reader that closed the pipe (`| head`) ends the task quietly with 141. stdout is
+    flushed here, inside the guard, so a late EPIPE is caught too. invoke's own `Exit`
+    (raised by tasks that import invoke anyway) passes through untouched.
+    """
+    try:
+        fn(*args, **kwargs)
+        sys.stdout.flush()
+        return 0
+    except BrokenPipeError:
+        quiet_stdout()
+        return EXIT_PIPE_CLOSED
+    except E.HippoError as exc:
+        print(paint(f"hippodrome: {exc.message()}", RED, sys.stderr), file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return 130
+    except TaskExit as exc:
+        return exc.code
+
+
 def handles_errors(fn: F) -> F:
     """Turn our errors into a message on stderr and the mapped exit code (no traceback).
 
-    A reader that closed the pipe (`| head`) ends the task quietly with 141. stdout is
-    flushed here, inside the guard, so a late EPIPE is caught too.
+    invoke is imported only when there is a non-zero code to hand it.
     """
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            result = fn(*args, **kwargs)
-            sys.stdout.flush()
-            return result
-        except BrokenPipeError:
-            quiet_stdout()
-            raise Exit(code=EXIT_PIPE_CLOSED) from None
-        except E.HippoError as exc:
-            print(paint(f"hippodrome: {exc.message()}", RED, sys.stderr), file=sys.stderr)
-            raise Exit(code=exit_code_for(exc)) from None
-        except KeyboardInterrupt:
-            raise Exit(code=130) from None
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        code = exit_status(fn, *args, **kwargs)
+        if code:
+            from invoke.exceptions import Exit
+
+            raise Exit(code=code)
 
     return wrapper  # type: ignore[return-value]
 
@@ -126,22 +149,37 @@ def fmt_uptime(seconds: object) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+EXTERNAL_DOWN = "not running (optional: see README)"
+"""An external service (probed, never started) that does not answer: nothing waits for
+it, so `state external, health not running` is information, not a failure."""
+
+
 def status_table(status: dict[str, Any]) -> str:
     rows, colours = [], []
     for svc in status["services"]:
         health = "-" if svc["state"] not in ("running", "external") else (
-            "healthy" if svc["healthy"] else "unhealthy")
+            "healthy" if svc["healthy"] else EXTERNAL_DOWN if svc.get("external") else "unhealthy")
         rows.append([
             svc["name"], svc["state"], health,
             str(svc["pid"] or "-"), str(svc["port"] or "-"), str(svc["restarts"]),
             fmt_uptime(svc["uptime_s"]),
             "-" if svc["exit_code"] is None else str(svc["exit_code"]),
         ])
-        colours.append(STATE_COLOURS.get(svc["state"]))
+        colours.append(YELLOW if health == EXTERNAL_DOWN else STATE_COLOURS.get(svc["state"]))
     head = (f"profile {status['profile']}  cell {status['cell']}  table prefix "
             f"{status['table_prefix']}  dashboard {status.get('dashboard_url', '-')}")
     body = table(["SERVICE", "STATE", "HEALTH", "PID", "PORT", "RESTARTS", "UPTIME", "EXIT"],
                  rows, colours)
     reasons = [f"  {s['name']}: {s['reason']}" for s in status["services"]
                if s["state"] in ("failed", "backoff") and s.get("reason")]
-    return head + "\n" + body + ("\n" + "\n".join(reasons) if reasons else "")
+    trouble = [f"  WARNING: cannot write {what} at {p.get('path')}: {p.get('error')} since "
+               f"{fmt_clock(p.get('since'))}" + (f"; {p['lines_dropped']} log lines dropped"
+                                                  if p.get("lines_dropped") else "")
+               for what, p in (status.get("problems") or {}).items() if isinstance(p, dict)]
+    return "\n".join([head, body, *reasons, *trouble])
+
+
+def fmt_clock(ts: object) -> str:
+    if not isinstance(ts, int | float):
+        return "?"
+    return time.strftime("%H:%M:%S", time.localtime(ts))

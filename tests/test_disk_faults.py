@@ -1,0 +1,126 @@
+"""Read-only and full disks, on real tmpfs mounts (the suite runs as root in CI).
+
+A read-only `.hippodrome` or `.logs` is one sentence and exit 10, never a traceback; a
+disk that fills up while the stack runs does not stop supervision, is shown in status
+and the API, is noted in each affected log once space returns, and the registry
+catches up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stackutil import alive, free_ports, hd, stack_header, toy_service, wait_for, write_stack
+
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, readonly: bool = False) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if readonly else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def cleaned_up(root: Path) -> Iterator[None]:
+    """The fixture's own sweep runs after the mount is gone: clean up while it is here."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            (root / "filler").unlink()
+        force_down(Registry(root))
+
+
+def status(root: Path) -> dict[str, Any]:
+    proc = hd(root, "status", "--json", check=True)
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def test_read_only_hippodrome_is_one_sentence_and_exit_10(project: Path) -> None:
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    with tmpfs(project / ".hippodrome", "1m", readonly=True):
+        up = hd(project, "up", "--detach")
+        assert up.returncode == 10, up.stdout + up.stderr
+        assert "cannot write" in up.stderr and ".hippodrome" in up.stderr
+        assert "Traceback" not in up.stdout + up.stderr
+        st = hd(project, "status")
+        assert st.returncode == 5 and "Traceback" not in st.stderr, st.stderr
+        down = hd(project, "down")
+        assert down.returncode == 0 and "Traceback" not in down.stderr, down.stderr
+
+
+def test_read_only_logs_is_one_sentence_and_exit_10(project: Path) -> None:
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    with tmpfs(project / ".logs", "1m", readonly=True):
+        for args in (("up", "--detach"), ("up",)):
+            up = hd(project, *args, timeout=60)
+            assert up.returncode == 10, (args, up.stdout + up.stderr)
+            assert "cannot write" in up.stderr and "Traceback" not in up.stdout + up.stderr
+    assert not (project / ".hippodrome" / "registry.json").exists() or \
+        json.loads((project / ".hippodrome" / "registry.json").read_text())["daemon"] is None
+
+
+def test_a_full_disk_is_shown_noted_and_caught_up(project: Path) -> None:
+    dash, port = free_ports(2)
+    with tmpfs(project, "2m"), cleaned_up(project):
+        write_stack(project, stack_header(dash, liveness_interval=60.0)
+                    + toy_service("web", port, readiness={"http": "/healthz"}))
+        hd(project, "up", "--detach", check=True)
+        before = status(project)
+        pid = next(r for r in before["services"] if r["name"] == "web")["pid"]
+        assert before["problems"] == {}
+        filler = project / "filler"
+        with open(filler, "wb") as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"x" * 65536)
+                fh.flush()
+
+        def hit(n: int) -> None:
+            for _ in range(n):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+
+        hit(400)  # each request is a log line (the toy logs every request): pages beyond the last one
+        full = wait_for(lambda: (s := status(project))["problems"].get("logs") and s, 10,
+                        what="the log trouble in status")
+        assert full["problems"]["logs"]["lines_dropped"] > 0
+        assert "No space left" in full["problems"]["logs"]["error"]
+        assert alive(pid)
+        # A restart while the disk is full: the API is right, the registry lags ...
+        hd(project, "restart", "--service", "web", check=True)
+        api_pid = next(r for r in status(project)["services"] if r["name"] == "web")["pid"]
+        assert api_pid != pid and alive(api_pid)
+        assert "registry" in status(project)["problems"]
+        text = hd(project, "status").stdout
+        assert "WARNING: cannot write" in text
+        # ... and everything catches up once space returns.
+        filler.unlink()
+        registry = project / ".hippodrome" / "registry.json"
+        wait_for(lambda: json.loads(registry.read_text())["services"]["web"]["pid"] == api_pid,
+                 10, what="the registry to catch up")
+        hit(3)
+        wait_for(lambda: status(project)["problems"] == {}, 10, what="the trouble to clear")
+        log = (project / ".logs" / "latest" / "web.log").read_text("utf-8", "replace")
+        assert "lines were not written here (No space left on device" in log
+        note_at = log.index("lines were not written here")
+        assert log[log.rindex("\n", 0, note_at) + 1:].startswith("--- hippodrome: ")
+        hd(project, "down", check=True)
