@@ -106,3 +106,25 @@ def test_e2e_without_pytest_says_how_to_install_it(tmp_path: Path) -> None:
     assert "e2e runs pytest, which is not installed for" in res.stderr
     assert "pip install pytest" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_an_external_service_that_is_down_is_optional_not_unhealthy(project: Path) -> None:
+    """As global_worker in ecom: probed, never started, and nothing waits for it."""
+    dash, web, outside = free_ports(3)
+    write_stack(project, "\n".join([
+        "[stack]", "defaults = false", f"dashboard_port = {dash}", "",
+        "[services.web]", f'command = {json.dumps([PY, TOY, "--port", "${port}"])}',
+        f"port = {web}", "",
+        "[services.router]", f'command = {json.dumps([PY, TOY, "--port", "${port}"])}',
+        f"port = {outside}", "external = true", ""]))
+    hd(project, "up", "--detach", check=True)
+    try:
+        table = hd(project, "status", check=True).stdout
+        row = next(line for line in table.splitlines() if line.startswith("router"))
+        assert re.search(r"router\s+external\s+not running \(optional: see README\)", row), row
+        assert "unhealthy" not in table
+        rows = json.loads(hd(project, "status", "--json", check=True).stdout)["services"]
+        router = next(r for r in rows if r["name"] == "router")
+        assert router["external"] is True and router["healthy"] is False
+    finally:
+        hd(project, "down", timeout=120)
