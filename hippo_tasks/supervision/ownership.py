@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -381,19 +383,35 @@ def _make_base(token: str) -> tuple[Path | None, str]:
     base = mount / mine.lstrip("/") / f"hippodrome-{token}"
     try:
         base.mkdir()
-        probe = base / "probe"
-        probe.mkdir()
-        # Moving a process needs write access to the common ancestor's cgroup.procs:
-        # check the one we will write, without moving anybody.
-        ok = os.access(probe / "cgroup.procs", os.W_OK) and \
-            os.access(mount / mine.lstrip("/") / "cgroup.procs", os.W_OK)
-        probe.rmdir()
-        if not ok:
-            base.rmdir()
-            return None, f"no write access to {base.parent}/cgroup.procs"
     except OSError as exc:
         return None, f"cannot create a cgroup under {base.parent}: {exc.strerror or exc}"
+    why = _try_placement(base / "probe")
+    if why:
+        remove_cgroup(base)
+        return None, why
     return base, ""
+
+
+def _try_placement(probe: Path) -> str:
+    """Start one tiny process inside a fresh cgroup, the way services will be started:
+    a hierarchy that lets us mkdir but not move a process in (no write access to the
+    common ancestor, controllers in the way) is found here, not at a service's start."""
+    exe = shutil.which("true") or sys.executable
+    argv = [exe] if exe != sys.executable else [exe, "-S", "-c", "pass"]
+    try:
+        probe.mkdir()
+        place = Placement({}, os.open(probe / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+        try:
+            subprocess.run(argv, preexec_fn=place.preexec, check=True, timeout=10,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        finally:
+            place.close()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"cannot start a process in a cgroup under {probe.parent.parent}: {exc}"
+    finally:
+        remove_cgroup(probe)
+    return ""
 
 
 def become_subreaper() -> bool:
