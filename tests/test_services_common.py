@@ -243,7 +243,6 @@ def test_real_process_logs_requests_and_exits_0_on_sigterm(tmp_path: Path) -> No
         assert requests.post(f"{svc.base_url}/validate", data=b"x" * 100).status_code == 413
         assert svc.terminate() == 0
         out = svc.output()
-    assert "GET /healthz 200 " in out
     assert "GET /nope 404 " in out
     assert "POST /validate 413 " in out
     assert out.rstrip().endswith("fake_cognito stopped")
@@ -261,3 +260,24 @@ def test_deeply_nested_json_is_a_400_not_a_500() -> None:
         assert exc.status == 400 and "nested too deeply" in str(exc)
     else:
         raise AssertionError("no error for 100,000 nested lists")
+
+
+def test_successful_health_probes_are_not_logged(tmp_path: Path) -> None:
+    """Quiet by default: the orchestrator's probes every few seconds leave no lines."""
+    with ServiceStarter(tmp_path) as start:
+        svc = start.start("fake_cognito")
+        for _ in range(5):
+            assert requests.get(f"{svc.base_url}/healthz?probe=1").status_code == 200
+        assert requests.get(f"{svc.base_url}/nope").status_code == 404
+        assert svc.terminate() == 0
+        out = svc.output()
+    assert "/healthz" not in out
+    assert "GET /nope 404 " in out
+
+
+def test_what_counts_as_a_probe() -> None:
+    """(A failing probe is still logged: test_fake_cell's hung-watchdog test sees its 503.)"""
+    from hippo_tasks.services.common.app import is_probe
+
+    assert is_probe("GET", "/healthz") and is_probe("HEAD", "/healthz?x=1")
+    assert not is_probe("POST", "/healthz") and not is_probe("GET", "/healthz/deep")

@@ -25,6 +25,15 @@ StartHook = Callable[[str], None]  # receives the base URL the server listens on
 CloseHook = Callable[[], None]
 
 
+PROBE_PATHS = frozenset({"/healthz"})
+"""Paths the orchestrator's readiness and liveness probes ask (the stack file's
+`readiness = { http = "/healthz" }`)."""
+
+
+def is_probe(method: str, target: str) -> bool:
+    return method in ("GET", "HEAD") and urlsplit(target or "/").path in PROBE_PATHS
+
+
 class App:
     def __init__(
         self,
@@ -80,6 +89,11 @@ class App:
         return Response(exc.status, exc.body(), headers=dict(exc.headers))
 
     def log_request(self, method: str, target: str, status: int, ms: float) -> None:
+        """One line per request, except a health probe that succeeded: the orchestrator
+        asks every few seconds, and those lines would bury everything else. A failing
+        probe (4xx/5xx) is still logged."""
+        if is_probe(method, target) and status < 400:
+            return
         log_line(f"{method or '-'} {target or '-'} {status} {ms:.1f}ms")
 
     def started(self, base_url: str) -> None:
