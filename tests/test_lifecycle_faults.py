@@ -343,3 +343,38 @@ def test_a_failed_dependency_fails_its_dependants_and_up_settles(project: Path) 
     assert states["top"] == ("failed", states["top"][1])
     assert "dependency 'base' failed" in states["top"][1]
     hd(project, "down", check=True)
+
+
+def test_sigterm_to_the_daemon_while_starting_leaves_nothing(project: Path) -> None:
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper(
+        "slow", port, "--ready-after", "3", "--setsid", "--pids", str(pids),
+        readiness={"log": "READY"}))
+    env = {**os.environ, "NO_COLOR": "1"}
+    up = subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", "--detach",
+                           "--project-root", str(project)], cwd=project, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: "setsid" in recorded(pids), 30, what="the service starting")
+    daemon = registry(project)["daemon"]["pid"]
+    tok = token(project)
+    os.kill(daemon, signal.SIGTERM)
+    out, err = up.communicate(timeout=60)
+    assert up.returncode != 0 and "Traceback" not in out + err, out + err
+    nothing_left(tok, every_pid(pids))
+    assert registry(project)["daemon"] is None
+
+
+def test_down_during_a_shutdown_waits_and_reports(project: Path) -> None:
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper(
+        "slow", port, "--drain", "1.5", "--pids", str(pids), readiness={"http": "/"}))
+    hd(project, "up", "--detach", check=True)
+    tok = token(project)
+    api(project, "POST", "/api/shutdown")
+    down = hd(project, "down", timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "stack stopped" in down.stdout or "no daemon was running" in down.stdout
+    assert "Traceback" not in down.stdout + down.stderr
+    nothing_left(tok, every_pid(pids))

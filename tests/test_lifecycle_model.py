@@ -126,3 +126,28 @@ def test_a_stop_during_a_start_stops_what_was_spawned(project: Path) -> None:
         consistent(h, "slow")
 
     run(project, text, scenario)
+
+
+def test_a_bug_in_a_run_fails_the_service_and_releases_its_waiters(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: the readiness wait raises. The service is FAILED with the
+    reason, whoever waited is released, and the process it had spawned is gone."""
+    import hippo_tasks.supervision.service as service_module
+
+    async def broken(*args: object) -> str:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(service_module, "until_ready", broken)
+    marker = project / "pids"
+    text = f'[services.web]\ncommand = ["{PY}", "{ESCAPER}", "--setsid", "--pids", ' \
+        f'"{marker}"]\nreadiness = {{ log = "READY" }}\n'
+
+    async def scenario(h: Harness) -> None:
+        web = h.stack.get("web")
+        await asyncio.wait_for(web.request("start"), 20)
+        assert web.state == State.FAILED
+        assert "internal error" in web.reason and "boom" in web.reason
+        consistent(h, "web")
+        await asyncio.wait_for(web.request("stop"), 10)  # the loop still answers
+
+    run(project, text, scenario)
