@@ -144,14 +144,24 @@ async def watch_files(
 ) -> None:
     """Forever: call `on_change(paths)` once per settled burst of changes.
 
-    `poll` None reads HIPPODROME_WATCH_POLL. watchfiles is imported here, so a daemon
-    whose services watch nothing never loads it.
+    `poll` None reads HIPPODROME_WATCH_POLL. watchfiles' blocking `watch` runs in a
+    thread of its own (its `awatch` goes through anyio, whose asyncio backend needs
+    `ssl`, which the detached daemon keeps out); batches come back through the loop.
     """
+    loop = asyncio.get_running_loop()
     matcher = GlobMatcher(root, patterns)
     batches: asyncio.Queue[set[str] | BaseException] = asyncio.Queue()
-    stop = threading.Event()  # checked by watchfiles' thread every STEP_MS
-    feeder = asyncio.create_task(_feed(watch_roots(root, patterns), matcher, batches, stop,
-                                       poll_forced() if poll is None else poll))
+    stop = threading.Event()  # checked by watchfiles every STEP_MS
+
+    def push(item: set[str] | BaseException) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+            loop.call_soon_threadsafe(batches.put_nowait, item)
+
+    feeder = threading.Thread(
+        target=_feed, name=f"watch {root}", daemon=True,
+        args=(watch_roots(root, patterns), matcher, push, stop,
+              poll_forced() if poll is None else poll))
+    feeder.start()
 
     async def next_batch() -> set[str]:
         item = await batches.get()
@@ -170,27 +180,24 @@ async def watch_files(
             await on_change(sorted(burst))
     finally:
         stop.set()
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await feeder
+        await loop.run_in_executor(None, feeder.join, 5.0)
 
 
-async def _feed(roots: list[Path], matcher: GlobMatcher,
-                batches: asyncio.Queue[set[str] | BaseException], stop: threading.Event,
-                poll: bool | None) -> None:
-    """watchfiles' batches of matching paths into the queue; an error goes there too,
-    so the watcher fails loudly instead of waiting forever."""
-    from watchfiles import awatch
-
+def _feed(roots: list[Path], matcher: GlobMatcher,
+          push: Callable[[set[str] | BaseException], None], stop: threading.Event,
+          poll: bool | None) -> None:
+    """In the watcher's thread: watchfiles' batches of matching paths, pushed to the
+    loop; an error is pushed too, so the watcher fails loudly instead of waiting
+    forever. watchfiles is imported here: a daemon whose services watch nothing never
+    loads it."""
     try:
-        async for changes in awatch(*roots, watch_filter=matcher.wants, step=STEP_MS,
-                                    stop_event=stop, force_polling=poll,
-                                    poll_delay_ms=POLL_DELAY_MS,
-                                    ignore_permission_denied=True):
+        from watchfiles import watch
+
+        for changes in watch(*roots, watch_filter=matcher.wants, step=STEP_MS,
+                             stop_event=stop, force_polling=poll,
+                             poll_delay_ms=POLL_DELAY_MS, ignore_permission_denied=True):
             paths = matcher.expand(changes)
             if paths:
-                batches.put_nowait(paths)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-        batches.put_nowait(exc)
+                push(paths)
+    except Exception as exc:  # noqa: BLE001 - handed to the loop, which raises it
+        push(exc)
