@@ -4,13 +4,26 @@ one meaning per short flag in every task's help."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
-from stackutil import PY, REPO, TOY, free_ports, hd, write_stack
+from stackutil import (
+    PY,
+    REPO,
+    TOY,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
 
 TASKS = ["up", "down", "status", "start", "stop", "restart", "logs", "doctor", "seed",
          "probes", "e2e", "control.status", "control.start", "control.stop",
@@ -126,5 +139,75 @@ def test_an_external_service_that_is_down_is_optional_not_unhealthy(project: Pat
         rows = json.loads(hd(project, "status", "--json", check=True).stdout)["services"]
         router = next(r for r in rows if r["name"] == "router")
         assert router["external"] is True and router["healthy"] is False
+    finally:
+        hd(project, "down", timeout=120)
+
+
+def _two_talkers(project: Path) -> None:
+    dash, a, b = free_ports(3)
+    write_stack(project, stack_header(dash)
+                + toy_service("web", a, "--say", "hello there")
+                + toy_service("api", b, "--say", "WARNING: cache is cold"))
+
+
+def _foreground_up(project: Path, *flags: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [PY, "-m", "invoke", "-r", str(REPO), "up", "--project-root", str(project), *flags],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1"}, start_new_session=True)
+
+
+def _ready_then_stop(project: Path, proc: subprocess.Popen[bytes], usr1: bool = False) -> str:
+    try:
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists() and all(
+            e.get("ready") for e in (registry(project).get("services") or {"-": {}}).values()),
+            30, what="the stack ready")
+        if usr1:
+            proc.send_signal(signal.SIGUSR1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out.decode()
+
+
+def test_up_quiet_shows_warnings_and_our_lines_only(project: Path) -> None:
+    _two_talkers(project)
+    text = _ready_then_stop(project, _foreground_up(project, "--quiet"), usr1=True)
+    assert "api | WARNING: cache is cold" in text
+    assert "hello there" not in text
+    assert "services ready" in text
+    assert text.count("| dashboard: http://127.0.0.1:") == 2, text  # SIGUSR1 repeated it
+    logs = hd(project, "logs", "--service", "web", check=True).stdout
+    assert "hello there" in logs  # the files still get every line
+
+
+def test_up_show_names_services_and_refuses_unknown_ones(project: Path) -> None:
+    _two_talkers(project)
+    text = _ready_then_stop(project, _foreground_up(project, "--show", "web"))
+    assert "web | hello there" in text and "cache is cold" not in text
+    bad = hd(project, "up", "--show", "wbe", timeout=60)
+    assert bad.returncode == 2
+    assert "--show names 'wbe', which is not in this stack" in bad.stderr
+    assert "did you mean 'web'?" in bad.stderr
+    detached = hd(project, "up", "--detach", "--quiet", timeout=60)
+    assert detached.returncode == 2 and "foreground terminal" in detached.stderr
+
+
+def test_logs_timestamps_come_from_the_daemon(project: Path) -> None:
+    _two_talkers(project)
+    plain = hd(project, "logs", "--timestamps", timeout=60)
+    assert plain.returncode == 2 and "no daemon runs for this project" in plain.stderr
+    hd(project, "up", "--detach", check=True)
+    try:
+        out = hd(project, "logs", "--timestamps", check=True).stdout
+        stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}"
+        assert re.search(stamp + r" web \| hello there$", out, re.M), out
+        assert re.search(stamp + r" api \| WARNING: cache is cold$", out, re.M), out
+        assert re.search(stamp + r" web \| --- hippodrome: ", out, re.M), out
+        one = hd(project, "logs", "--timestamps", "--service", "api", check=True).stdout
+        assert re.search("^" + stamp + r" WARNING: cache is cold$", one, re.M), one
     finally:
         hd(project, "down", timeout=120)

@@ -4,23 +4,40 @@ A terminal can be slow or paused (Ctrl+S, a scrolled tmux pane); the printer wri
 from its own thread through a bounded queue, and when the terminal falls behind it
 drops lines from the *terminal only* and says how many. The log files and the page
 get every line regardless.
+
+What the terminal shows can be narrowed (`invoke up --quiet`, `--show a,b`); the log
+files and the page still get everything. The dashboard line is not lost to scrolling:
+once the output has moved it off screen and then paused, it is printed again, and
+SIGUSR1 (or Ctrl+T, SIGINFO, where the terminal has it) prints it at once.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import re
+import shutil
 import sys
 import threading
+import time
 import zlib
+from collections.abc import Iterable
 from typing import BinaryIO
 
 from hippo_tasks.supervision.logs import LogChunk
 
 _PALETTE = ("\x1b[36m", "\x1b[32m", "\x1b[33m", "\x1b[35m", "\x1b[34m", "\x1b[96m",
-            "\x1b[92m", "\x1b[93m", "\x1b[95m", "\x1b[94m")
+            "\x1b[92m", "\x1b[93m", "\x1b[95m", "\x1b[94m", "\x1b[38;5;208m", "\x1b[38;5;141m",
+            "\x1b[38;5;37m", "\x1b[38;5;203m", "\x1b[38;5;149m", "\x1b[38;5;175m")
+"""16 colours that tell apart on dark and light terminals: 10 of the basic 16 (no red,
+no white, no grey: red is for errors) and 6 from the 256-colour cube."""
 _RESET = b"\x1b[0m"
 _DIM = b"\x1b[2m"
+
+
+def _screen_rows() -> int:
+    """How many lines scroll the dashboard line out of sight (the terminal's height)."""
+    return max(shutil.get_terminal_size((80, 40)).lines - 2, 5)
 
 
 def use_colour(stream: BinaryIO | None = None) -> bool:
@@ -39,14 +56,50 @@ def colour_for(service: str) -> str:
     return _PALETTE[zlib.crc32(service.encode()) % len(_PALETTE)]
 
 
+def colour_map(names: Iterable[str]) -> dict[str, str]:
+    """A distinct colour per service for stacks of up to 16, the same on every run of
+    the same stack: each name takes its crc32 colour unless an earlier name (in sorted
+    order) has it, then the next free one."""
+    taken: dict[str, str] = {}
+    free = list(_PALETTE)
+    for name in sorted(set(names)):
+        if not free:
+            free = list(_PALETTE)  # past 16, colours repeat
+        want = _PALETTE.index(colour_for(name))
+        for step in range(len(_PALETTE)):
+            colour = _PALETTE[(want + step) % len(_PALETTE)]
+            if colour in free:
+                break
+        free.remove(colour)
+        taken[name] = colour
+    return taken
+
+
+ALERT = re.compile(rb"(?i)\b(warn|warning|error|err|errors|critical|crit|fatal|exception|"
+                   rb"traceback|panic|failed|failure)\b")
+"""A line `--quiet` still shows: it looks like a warning or an error."""
+
+
 class TerminalPrinter:
-    def __init__(self, out: BinaryIO, colour: bool, width: int = 0, max_chunks: int = 2000) -> None:
+    def __init__(self, out: BinaryIO, colour: bool, width: int = 0, max_chunks: int = 2000,
+                 *, names: Iterable[str] = (), quiet: bool = False,
+                 show: Iterable[str] | None = None, idle_repeat: float = 2.0) -> None:
+        """`quiet`: service lines only when they look like warnings or errors; `show`:
+        only these services' lines. Hippodrome's own lines are always printed."""
         self._out = out
         self._colour = colour
         self._width = width
+        self._colours = colour_map(names)
+        self._quiet = quiet
+        self._show = frozenset(show) if show is not None else None
         self._queue: queue.Queue[bytes | None] = queue.Queue(max_chunks)
         self._dropped = 0
         self._prefixes: dict[str, bytes] = {}
+        self._dashboard: bytes | None = None
+        self._since_dashboard = 0
+        """Lines printed since the dashboard line was last shown."""
+        self._idle_repeat = idle_repeat
+        self._want_dashboard = False
         self._thread = threading.Thread(target=self._run, name="printer", daemon=True)
         self._thread.start()
 
@@ -58,21 +111,44 @@ class TerminalPrinter:
         pre = self._prefixes.get(service)
         if pre is None:
             label = service.ljust(self._width).encode() + b" | "
-            pre = (colour_for(service).encode() + label + _RESET) if self._colour else label
+            colour = self._colours.get(service) or colour_for(service)
+            pre = (colour.encode() + label + _RESET) if self._colour else label
             self._prefixes[service] = pre
         return pre
 
     def write_chunk(self, raw: bytes, chunk: LogChunk) -> None:
+        if self._show is not None and chunk.service not in self._show:
+            return
         pre = self._prefix(chunk.service)
         if chunk.system:
             dim, reset = (_DIM, _RESET) if self._colour else (b"", b"")
             body = b"".join([pre + dim + b"--- " + ln + reset + b"\n" for ln in chunk.lines])
+        elif self._quiet:
+            body = b"".join([pre + ln + b"\n" for ln in chunk.lines if ALERT.search(ln)])
         else:
             body = b"".join([pre + ln + b"\n" for ln in chunk.lines])
-        self.put(body)
+        if body:
+            self.put(body)
+
+    def show_dashboard(self) -> None:
+        """Print the dashboard line again soon (safe from a signal handler: it only
+        sets a flag, which the printer's thread reads)."""
+        self._want_dashboard = True
+
+    def answer_signals(self) -> None:
+        """SIGUSR1 (`kill -USR1 <pid>`), and Ctrl+T where the terminal sends SIGINFO
+        (macOS, BSD), print the dashboard line again. Main thread only."""
+        import signal
+
+        for name in ("SIGUSR1", "SIGINFO"):
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                signal.signal(sig, lambda _sig, _frame: self.show_dashboard())
 
     def note(self, text: str) -> None:
         """A line of Hippodrome's own (progress, the dashboard URL)."""
+        if "| dashboard: " in text:
+            self._dashboard = text.encode() + b"\n"
         self.put(text.encode() + b"\n")
 
     def put(self, body: bytes) -> None:
@@ -83,18 +159,45 @@ class TerminalPrinter:
 
     def _run(self) -> None:
         while True:
-            body = self._queue.get()
-            if body is None:
-                return
+            try:
+                body = self._queue.get(timeout=0.25)
+            except queue.Empty:
+                body = self._pending_dashboard(idle=True)
+                if body is None:
+                    continue
+            else:
+                if body is None:
+                    return
+                self._idle_since = time.monotonic()
+                if self._dashboard is not None and body == self._dashboard:
+                    self._since_dashboard = -body.count(b"\n")
+                body = (self._pending_dashboard(idle=False) or b"") + body
             if self._dropped:
                 dropped, self._dropped = self._dropped, 0
                 body = (f"hippodrome | terminal fell behind: {dropped} lines not shown here "
                         "(they are in .logs/latest/)\n").encode() + body
+            self._since_dashboard += body.count(b"\n")
             try:
                 self._out.write(body)
                 self._out.flush()
             except (OSError, ValueError):
                 return
+
+    _idle_since = 0.0
+
+    def _pending_dashboard(self, idle: bool) -> bytes | None:
+        """The dashboard line, when asked for (signal), or when the output has pushed it
+        off screen and has been quiet for `idle_repeat` seconds."""
+        if self._dashboard is None:
+            return None
+        if self._want_dashboard:
+            self._want_dashboard = False
+        elif not (idle and self._since_dashboard >= _screen_rows()
+                  and time.monotonic() - self._idle_since >= self._idle_repeat):
+            return None
+        self._since_dashboard = -1
+        dim, reset = (_DIM, _RESET) if self._colour else (b"", b"")
+        return dim + self._dashboard.rstrip(b"\n") + reset + b"\n"
 
     def close(self, timeout: float = 2.0) -> None:
         try:

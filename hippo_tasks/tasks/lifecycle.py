@@ -42,6 +42,8 @@ UP_HELP = {
     "port-offset": "shift every port by N (or HIPPODROME_PORT_OFFSET)",
     "detach": "return once every blocking service is ready; the daemon keeps running",
     "yes": "confirm --cell prod when stdin is not a terminal",
+    "quiet": "foreground: only Hippodrome's own lines and services' warning/error lines",
+    "show": "foreground: only these services' lines, comma-separated (the files get all)",
 }
 
 
@@ -57,22 +59,26 @@ def _guard_prod(cell: str, yes: bool) -> None:
 @handles_errors
 def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str = "",
        project_root: str = "", enable_events: bool = False, seed: bool = True, only: str = "",
-       port_offset: str | None = None, detach: bool = False, yes: bool = False) -> None:
+       port_offset: str | None = None, detach: bool = False, yes: bool = False,
+       quiet: bool = False, show: str = "") -> None:
     """Start the control daemon and the profile's services in dependency order."""
     _guard_prod(cell, yes)
+    if detach and (quiet or show):
+        raise UsageError("--quiet and --show shape the foreground terminal; a detached "
+                         "stack's output is in its log files: `invoke logs --service NAME`")
     root = resolve_root(project_root)
     lock = LifecycleLock(root)
     lock.acquire("up", _say)
     try:
         _up_locked(root, lock, profile, cell, table_prefix, enable_events, seed, only,
-                   port_offset, detach)
+                   port_offset, detach, quiet=quiet, show=show)
     finally:
         lock.release()
 
 
 def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_prefix: str,
                enable_events: bool, seed: bool, only: str, port_offset: str | None,
-               detach: bool) -> None:
+               detach: bool, *, quiet: bool = False, show: str = "") -> None:
     """`up` while holding the project's lifecycle lock; the lock is let go as soon as
     the daemon serves (detached: the daemon lets go of the copy it inherited)."""
     from hippo_tasks.daemon.launch import prepare
@@ -85,6 +91,7 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
     print(f"hippodrome | project {root}  profile {opts.profile}  cell {opts.cell}  "
           f"table prefix {opts.table_prefix}", flush=True)
     plan, registry = prepare(opts, registry=registry)
+    shown = _shown_services(show, plan.names)
     session = hooks.start_session(plan, registry, token, _say) if token else None
     if detach:
         try:
@@ -101,7 +108,9 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
     from hippo_tasks.daemon.main import run_engine  # the engine, only when we become it
     from hippo_tasks.supervision.printer import TerminalPrinter, use_colour
 
-    printer = TerminalPrinter(sys.stdout.buffer, use_colour())
+    printer = TerminalPrinter(sys.stdout.buffer, use_colour(), names=plan.names, quiet=quiet,
+                              show=shown)
+    printer.answer_signals()  # SIGUSR1 / Ctrl+T (SIGINFO): the dashboard line again
     try:
         code = run_engine(plan, registry, printer, on_serving=lock.release)
     finally:
@@ -113,6 +122,21 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
 
 def _say(line: str) -> None:
     print(f"hippodrome | {line}", flush=True)
+
+
+def _shown_services(show: str, names: tuple[str, ...]) -> tuple[str, ...] | None:
+    """`--show a,b` checked against the stack: None shows every service."""
+    from hippo_tasks.errors import did_you_mean
+
+    if not show.strip():
+        return None
+    wanted = tuple(n.strip() for n in show.split(",") if n.strip())
+    for name in wanted:
+        if name not in names:
+            raise UsageError(f"--show names '{name}', which is not in this stack (services: "
+                             f"{', '.join(names)}){did_you_mean(name, names)}")
+    return wanted
+
 
 
 def _up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
@@ -187,9 +211,12 @@ def status(c: Context, json_: bool = False, project_root: str = "") -> None:
     print(json.dumps(result, indent=2) if json_ else status_table(result))
 
 
-def _act(verb: str, service: str, root_flag: str) -> None:
+def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None:
+    if cascade and not service:
+        raise UsageError("--cascade needs --service NAME (the stack as a whole has no order "
+                         "to cascade in)")
     client = DaemonClient.for_project(resolve_root(root_flag))
-    result = client.action(verb, service or None)
+    result = client.action(verb, service or None, cascade)
     rows = result["services"]
     for row in rows:
         line = f"{row['name']}: {row['state']}"
@@ -221,11 +248,13 @@ def stop(c: Context, service: str = "", project_root: str = "") -> None:
     _act("stop", service, project_root)
 
 
-@task(help=SERVICE_HELP)
+@task(help={**SERVICE_HELP, "cascade": "then restart what depends on it, in dependency "
+                                         "order, each once the one before is ready"})
 @handles_errors
-def restart(c: Context, service: str = "", project_root: str = "") -> None:
+def restart(c: Context, service: str = "", project_root: str = "",
+            cascade: bool = False) -> None:
     """Restart one service while the rest keep running, or the whole stack."""
-    _act("restart", service, project_root)
+    _act("restart", service, project_root, cascade)
 
 
 @task(help={"force": "clean up from the registry without the daemon (kills recorded groups)",

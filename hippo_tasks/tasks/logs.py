@@ -52,22 +52,35 @@ def _files(latest: Path, service: str) -> list[Path]:
 
 @task(help={"service": "one service (default: all)", "follow": "keep printing new lines",
             "lines": "how many lines from the end (default 50)",
-            "project-root": "project folder (default: auto-detected)"})
+            "timestamps": "prefix each line with the time the daemon read it (needs the "
+                          "running daemon: the files hold no times)"})
 @handles_errors
 def logs(c: Context, service: str = "", follow: bool = False, lines: int = 50,
-         project_root: str = "") -> None:
-    """Show services' logs from `.logs/latest/`."""
+         project_root: str = "", timestamps: bool = False) -> None:
+    """Show services' logs from `.logs/latest/` (with --timestamps, from the daemon)."""
+    if timestamps:
+        from hippo_tasks.supervision.printer import colour_map
+        from hippo_tasks.tasks import timed_logs
+
+        root = resolve_root(project_root)
+        names = [p.stem for p in (root / ".logs" / "latest").glob("*.log")]
+        timed_logs.show(root, service, lines, follow, colour_map(names) if use_colour() else None)
+        return
     latest = resolve_root(project_root) / ".logs" / "latest"
     files = _files(latest, service)
     colour = use_colour()
     width = max((len(p.stem) for p in files), default=0)
+    from hippo_tasks.supervision.printer import colour_map
+
+    colours = colour_map(p.stem for p in latest.glob("*.log"))  # as `up` paints them
     out = sys.stdout.buffer
 
     def prefix(name: str) -> bytes:
         if len(files) == 1:
             return b""
         label = name.ljust(width).encode() + b" | "
-        return (colour_for(name).encode() + label + b"\x1b[0m") if colour else label
+        return ((colours.get(name) or colour_for(name)).encode() + label + b"\x1b[0m"
+                if colour else label)
 
     offsets = {}
     for path in files:

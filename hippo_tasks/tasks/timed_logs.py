@@ -1,0 +1,69 @@
+"""`invoke logs --timestamps`: lines from the running daemon's buffer, with the time the
+daemon read each one.
+
+The files under `.logs/latest/` hold the services' output byte for byte, without
+times; the daemon's in-memory buffer (`log_buffer_lines` per service) keeps, for each
+line, when it arrived. So timestamps need the daemon, and cover what its buffer holds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hippo_tasks.errors import DaemonNotRunningError, UsageError
+
+FOLLOW_EVERY_S = 0.2
+
+
+def stamp(ts: float) -> str:
+    """Local time to the millisecond: `2026-12-01 22:50:59.985`."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+
+
+def render(name: str, record: dict[str, Any], width: int, colour: str | None) -> bytes:
+    """One line: time, then `name | line` as the terminal shows it (notes as in the files)."""
+    text = ("--- hippodrome: " if record.get("system") else "") + str(record["line"])
+    label = f"{name.ljust(width)} | " if width else ""
+    if colour and label:
+        label = f"{colour}{label}\x1b[0m"
+    return f"{stamp(float(record['ts']))} {label}{text}\n".encode("utf-8", "replace")
+
+
+def show(root: Path, service: str, lines: int, follow: bool,
+         colours: dict[str, str] | None) -> None:
+    """Print the last `lines` lines of one service (or all, merged by time), then follow."""
+    from hippo_tasks.daemon.client import DaemonClient
+
+    try:
+        client = DaemonClient.for_project(root)
+    except DaemonNotRunningError:
+        raise UsageError("--timestamps reads the running daemon's log buffer, where each line's "
+                         "arrival time is kept; no daemon runs for this project, and the "
+                         "files in .logs/latest/ have no times: run `invoke logs` without "
+                         "--timestamps") from None
+    names = [service] if service else [s["name"] for s in client.status()["services"]]
+    width = 0 if service else max((len(n) for n in names), default=0)
+    out = sys.stdout.buffer
+    last: dict[str, int] = {}
+
+    def fetch(query: str) -> list[tuple[float, str, int, dict[str, Any]]]:
+        got = []
+        for name in names:
+            after = f"&after={last[name]}" if name in last else ""
+            data = client.call("GET", f"/api/services/{name}/logs?{query}{after}")
+            last[name] = int(data["last_seq"])
+            got += [(float(r["ts"]), name, int(r["seq"]), r) for r in data["lines"]]
+        return sorted(got, key=lambda item: item[:3])
+
+    def write(batch: list[tuple[float, str, int, dict[str, Any]]]) -> None:
+        for _, name, _, record in batch:
+            out.write(render(name, record, width, (colours or {}).get(name)))
+        out.flush()
+
+    write(fetch(f"lines={max(int(lines), 0)}"))
+    while follow:
+        time.sleep(FOLLOW_EVERY_S)
+        write(fetch("lines=100000"))
