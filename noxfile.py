@@ -117,6 +117,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_fake_cell.py")
     session.run("python", "benchmarks/bench_webhook.py")
     session.run("python", "benchmarks/bench_dashboard.py")
+    session.run("python", "benchmarks/bench_cli.py")
+    session.run("python", "benchmarks/bench_watch.py")
 
 
 # ---- packaging (docs/packaging.md) ----------------------------------------------------

@@ -8,6 +8,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
+import pytest
+from stackutil import wait_for
+
 from hippo_tasks.registry.store import Registry, identity, is_same_process
 
 
@@ -41,6 +45,25 @@ def test_identity_distinguishes_reused_pids() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert identity(proc.pid) is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the /proc reader is Linux's")
+def test_proc_identity_is_psutils_start_time() -> None:
+    """The registry records psutil's start times (the daemon) and compares them with
+    /proc readings (`invoke status`): both must be the same number."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        for pid in (os.getpid(), os.getppid(), 1, child.pid):
+            assert identity(pid) == psutil.Process(pid).create_time()
+    finally:
+        child.communicate(b"")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    wait_for(lambda: psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE, 30,
+             what="the child to exit (a zombie until reaped)")
+    assert identity(zombie.pid) is None
+    zombie.wait()
+    assert identity(0) is None and identity(-1) is None
 
 
 def test_corrupt_shapes_are_moved_aside(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from hippo_tasks.errors import (
     UnknownServiceError,
     UsageError,
 )
-from hippo_tasks.registry.cleanup import clean_stale
 from hippo_tasks.registry.store import Registry, daemon_alive
 
 
@@ -33,6 +32,9 @@ class DaemonClient:
         registry = Registry(root)
         data = registry.read()
         if not daemon_alive(data):
+            # The clean-up machinery (ownership, signals) only when there is a corpse.
+            from hippo_tasks.registry.cleanup import clean_stale
+
             # A registry moved aside as corrupt is said here, or `status` would hide it.
             notes = registry.warnings + clean_stale(registry, data)
             detail = "; ".join(notes) if notes else ""
@@ -64,11 +66,11 @@ class DaemonClient:
         result: dict[str, Any] = self.call("GET", "/api/status", timeout=10)
         return result
 
-    def action(self, verb: str, service: str | None) -> dict[str, Any]:
+    def action(self, verb: str, service: str | None, cascade: bool = False) -> dict[str, Any]:
         if verb not in ("start", "stop", "restart"):
             raise UsageError(f"unknown action {verb}")
         path = f"/api/services/{service}/{verb}" if service else f"/api/stack/{verb}"
-        result: dict[str, Any] = self.call("POST", path)
+        result: dict[str, Any] = self.call("POST", path, {"cascade": True} if cascade else None)
         return result
 
     def shutdown(self) -> None:

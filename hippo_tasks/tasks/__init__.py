@@ -1,18 +1,26 @@
-"""Thin Invoke task modules; `ns` is the whole command tree (root tasks.py and `hd`)."""
+"""Thin Invoke task modules; `ns` is the whole command tree (root tasks.py and `hd`).
+
+`ns` is built on first use (a module `__getattr__`), not at import: importing one task
+module (as `hd`'s fast path does) must not load every other one, nor invoke.
+"""
 
 from __future__ import annotations
 
-from invoke.collection import Collection
-
-from hippo_tasks.tasks import control, data, doctor, lifecycle, logs
+from typing import Any
 
 
-def build_namespace() -> Collection:
+def build_namespace() -> Any:
+    """The invoke Collection of every task (returned as Any: invoke is untyped)."""
+    from invoke.collection import Collection
+
+    from hippo_tasks.tasks import control, data, doctor, lifecycle, logs
+    from hippo_tasks.tasks.declare import as_task
+
     ns = Collection()
     for fn in (lifecycle.up, lifecycle.down, lifecycle.status, lifecycle.start,
                lifecycle.stop, lifecycle.restart, logs.logs, doctor.doctor, data.seed,
                data.probes, data.e2e):
-        ns.add_task(fn)
+        ns.add_task(as_task(fn))
     ns.add_collection(control.ns)
     try:
         from hippo_tasks.tasks import events
@@ -25,4 +33,8 @@ def build_namespace() -> Collection:
     return consistent(ns)  # one short flag and one help text per flag, in every task
 
 
-ns = build_namespace()
+def __getattr__(name: str) -> Any:
+    if name == "ns":
+        globals()["ns"] = built = build_namespace()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import UsageError
-from hippo_tasks.model.plan import Options
-from hippo_tasks.model.project import default_table_prefix, find_project_root
+from hippo_tasks.model.project import find_project_root
+
+if TYPE_CHECKING:  # the model's plan is imported by the tasks that build one
+    from hippo_tasks.model.plan import Options
 
 
 def resolve_root(flag: str = "") -> Path:
@@ -52,6 +55,9 @@ def random_seed(flag: int | None = None) -> int:
 
 def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, only: str,
                   offset: int | str | None, skip: tuple[str, ...] = ()) -> Options:
+    from hippo_tasks.model.plan import Options
+    from hippo_tasks.model.project import default_table_prefix
+
     return Options(
         project_root=root,
         profile=profile,

@@ -11,11 +11,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from hippo_tasks.errors import HippoError
-from hippo_tasks.model.loader import load_stack
-from hippo_tasks.model.plan import build_plan
 from hippo_tasks.registry.store import Registry, daemon_alive, live_services
-from hippo_tasks.supervision.ownership import probe_mode
-from hippo_tasks.supervision.ports import holder_of, port_free
 from hippo_tasks.tasks.context import build_options, resolve_root
 from hippo_tasks.tasks.output import GREEN, RED, YELLOW, handles_errors, paint
 
@@ -41,6 +37,12 @@ MODULES = {"invoke": True, "psutil": True, "colorama": True, "requests": True,
 def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = "",
            port_offset: str | None = None) -> None:
     """Prerequisites, ports in use (and by whom), stale registry, tools found."""
+    # Imported here, not at the top: every other command loads this module too.
+    from hippo_tasks.model.loader import load_stack
+    from hippo_tasks.model.plan import build_plan
+    from hippo_tasks.supervision.ownership import probe_mode
+    from hippo_tasks.supervision.ports import holder_of, port_free
+
     problems = 0
 
     def line(ok: bool | None, text: str) -> None:

@@ -6,14 +6,16 @@ import os
 import sys
 import time
 from pathlib import Path
-
-from invoke.context import Context
-from invoke.tasks import task
+from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import UsageError, did_you_mean
 from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root
+from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import handles_errors
+
+if TYPE_CHECKING:
+    from invoke.context import Context
 
 
 def tail_lines(path: Path, count: int, block: int = 65536) -> list[bytes]:

@@ -1,0 +1,150 @@
+"""The commands people repeat pay only for what they use (issue 11).
+
+Set assertions, not timings: each hot command runs in a fresh interpreter against a
+project without a daemon (the path up to the daemon call is the same), and the
+modules it loaded are compared with the ones it must never load. Timings live in
+benchmarks/bench_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hippo_tasks.tasks.program import HOT, KINDS, SHORT, kwarg_for, parse_hot
+
+REPO = Path(__file__).resolve().parents[1]
+
+MACHINERY = {"asyncio", "hippo_tasks.supervision.service", "hippo_tasks.supervision.stack",
+             "hippo_tasks.supervision.process", "hippo_tasks.model.loader",
+             "hippo_tasks.model.plan", "hippo_tasks.daemon.launch", "hippo_tasks.daemon.engine",
+             "hippo_tasks.registry.cleanup", "hippo_tasks.events.bridge", "watchfiles", "boto3"}
+"""Never loaded by `status`, `start`, `stop`, `restart`, `logs`, `down` on the way to a
+running daemon (through `invoke` too, but for asyncio, which invoke's own imports pull)."""
+INVOKE = {"invoke", "unittest.mock", "yaml", "invoke.vendor.yaml", "psutil"}
+"""What `hd`'s fast path avoids on top: invoke and what it drags in, and psutil."""
+
+PROBE = """
+import json, sys
+sys.argv = ["hd", *json.loads(sys.argv[1])]
+from hippo_tasks.tasks import program
+try:
+    program.main()
+except SystemExit:
+    pass
+print("\\nMODULES " + json.dumps(sorted(sys.modules)))
+"""
+
+INVOKE_PROBE = """
+import json, sys
+from invoke.main import program
+try:
+    program.run(["invoke", "-r", sys.argv[2], *json.loads(sys.argv[1])])
+except SystemExit:
+    pass
+print("\\nMODULES " + json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded(probe: str, argv: list[str], root: Path) -> set[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    env.pop("HIPPODROME_FAST_CLI", None)
+    out = subprocess.run([sys.executable, "-c", probe, json.dumps(argv), str(REPO)],
+                         cwd=root, capture_output=True, text=True, timeout=60,
+                         env={**env, "NO_COLOR": "1", "HOME": str(root)})
+    line = out.stdout.rsplit("MODULES ", 1)
+    assert len(line) == 2, out.stdout + out.stderr
+    return set(json.loads(line[1]))
+
+
+def running_daemon_registry(root: Path) -> None:
+    """A registry naming a live daemon (this test's own process: identity matches) at
+    an address nobody serves: the command gets as far as its HTTP call, and fails."""
+    from hippo_tasks.registry.store import Registry, identity
+
+    Registry(root).update(lambda d: d.__setitem__("daemon", {
+        "pid": os.getpid(), "create_time": identity(os.getpid()),
+        "url": "http://127.0.0.1:9", "port": 9}))
+
+
+HOT_LINES = [["status"], ["status", "--json"], ["restart", "--service", "web"],
+             ["start", "-s", "web"], ["stop"], ["control.status"], ["logs", "-l", "5"]]
+
+
+@pytest.mark.parametrize("argv", HOT_LINES, ids=" ".join)
+def test_hd_hot_commands_skip_invoke_and_the_machinery(tmp_path: Path, argv: list[str]) -> None:
+    running_daemon_registry(tmp_path)
+    modules = loaded(PROBE, [*argv, "--project-root", str(tmp_path)], tmp_path)
+    assert "hippo_tasks.daemon.client" in modules or argv[0] == "logs"
+    assert not modules & (MACHINERY | INVOKE), sorted(modules & (MACHINERY | INVOKE))
+
+
+def test_hd_version_loads_no_task(tmp_path: Path) -> None:
+    modules = loaded(PROBE, ["--version"], tmp_path)
+    assert not {m for m in modules if m.startswith("hippo_tasks.tasks.lifecycle")
+                or m in INVOKE | MACHINERY}
+
+
+@pytest.mark.parametrize("argv", [["status"], ["restart", "--service", "web"]], ids=" ".join)
+def test_invoke_hot_commands_skip_the_machinery(tmp_path: Path, argv: list[str]) -> None:
+    """Through invoke (the root tasks.py), invoke's own cost stays; ours must not."""
+    running_daemon_registry(tmp_path)
+    modules = loaded(INVOKE_PROBE, [*argv, "--project-root", str(tmp_path)], tmp_path)
+    assert "hippo_tasks.tasks.lifecycle" in modules
+    ours = MACHINERY - {"asyncio"}  # invoke's unittest.mock imports asyncio itself
+    assert not modules & ours, sorted(modules & ours)
+
+
+def test_fast_path_reads_flags_as_invoke_does() -> None:
+    """Every hot task's flags (long and short, with their types) are the ones invoke's
+    parser gives it, so the fast path can never accept a line differently."""
+    from hippo_tasks.tasks import ns
+
+    for name, (_, _, flags) in HOT.items():
+        task = ns[name]
+        parser_ctx = task.get_arguments()
+        theirs = {}
+        for arg in parser_ctx:
+            names = [n for n in arg.names if n != arg.attr_name or len(n) > 1]
+            long = [n for n in arg.names if len(n) > 1]
+            theirs[long[0].replace("_", "-")] = (sorted(n for n in names if len(n) == 1),
+                                                 arg.kind)
+        ours = {f: ([SHORT[f]] if f in SHORT else [], KINDS[f]) for f in flags}
+        assert ours == theirs, name
+
+
+def test_fast_path_hands_unsure_lines_to_invoke() -> None:
+    assert parse_hot(["status", "--json", "-p", "/x"]) == (
+        "status", {"json_": True, "project_root": "/x"})
+    assert parse_hot(["logs", "--lines=7", "-f"]) == ("logs", {"lines": 7, "follow": True})
+    for line in (["status", "--help"], ["status", "-jp", "x"], ["status", "up"],
+                 ["logs", "--lines", "x"], ["logs", "--service"], ["status", "--json=1"],
+                 ["stop", "-s", "a", "-s", "b"], ["up"], ["-l"], ["status", "-p=/x"],
+                 ["restart", "-c"]):
+        assert parse_hot(line) is None, line
+    assert kwarg_for("project-root") == "project_root"
+
+
+def test_fast_and_invoke_paths_say_the_same(tmp_path: Path) -> None:
+    """Same output and exit status with and without the fast path, for the error
+    answers (no daemon, unreachable daemon, no logs) a test can produce alone."""
+    hd = [sys.executable, "-c", "from hippo_tasks.tasks.program import main; main()"]
+    lines = [["status"], ["status", "--json"], ["restart", "--service", "web"], ["logs"],
+             ["down"], ["--version"]]
+    for daemon in (False, True):
+        if daemon:  # (no `down` then: its clean-up would go after this very process)
+            running_daemon_registry(tmp_path)
+            lines.remove(["down"])
+        for argv in lines:
+            args = argv if argv == ["--version"] else [*argv, "-p", str(tmp_path)]
+            runs = [subprocess.run([*hd, *args], cwd=tmp_path, capture_output=True, text=True,
+                                   timeout=60, env={**os.environ, "NO_COLOR": "1",
+                                                    "HIPPODROME_FAST_CLI": fast})
+                    for fast in ("1", "0")]
+            fast, slow = ((r.returncode, r.stdout, r.stderr) for r in runs)
+            assert fast == slow, argv
