@@ -282,6 +282,53 @@ def test_buttons_restart_stop_and_start_the_real_services(
     expect(page.locator("#h-summary")).to_have_text("2 running")
 
 
+def test_cascade_button_restarts_the_service_then_its_dependants(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    from playwright.sync_api import expect
+
+    db, app, lone = free_ports(3)
+    stacks.append(s := run_stack(project, {
+        "db": toy_service("db", db), "app": toy_service("app", app, depends_on=["db"]),
+        "lone": toy_service("lone", lone),
+    }, {"db": db, "app": app, "lone": lone}))
+    open_page(page, s)
+    before = {r["name"]: r["pid"] for r in s.status()["services"]}
+    svc(page, "db").locator('button[data-action="cascade"]').click()
+    expect(page.locator("#msg")).to_have_text("cascade db: done", timeout=WAIT_MS)
+    after = {r["name"]: r["pid"] for r in s.status()["services"]}
+    assert after["db"] != before["db"] and after["app"] != before["app"]
+    assert after["lone"] == before["lone"]
+    expect(svc(page, "app").locator(".c-pid")).to_have_text(str(after["app"]),
+                                                           timeout=WAIT_MS)
+
+
+def test_a_registry_that_cannot_be_written_shows_on_the_page(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    """The daemon's disk problems reach the page through the event stream: here a
+    read-only file system is mounted over `.hippodrome`, so registry writes fail."""
+    import subprocess
+
+    from playwright.sync_api import expect
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root (CI runs as root)")
+    (web,) = free_ports(1)
+    stacks.append(s := run_stack(project, {"web": toy_service("web", web)}, {"web": web}))
+    open_page(page, s)
+    expect(page.locator("#problems")).to_be_hidden()
+    state = project / ".hippodrome"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(state)],
+                   check=True)
+    try:
+        urllib.request.urlopen(urllib.request.Request(
+            s.url + "/api/services/web/restart", method="POST"), timeout=30).read()
+        expect(page.locator("#problems")).to_contain_text("Cannot write registry",
+                                                          timeout=WAIT_MS)
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+    expect(page.locator("#problems")).to_be_hidden(timeout=WAIT_MS)  # caught up
+
+
 def test_a_busy_service_keeps_its_pane_bounded_current_and_idle_when_closed(
         project: Path, stacks: list[Stack], page: Page) -> None:
     rate = 3000

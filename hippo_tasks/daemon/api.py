@@ -66,8 +66,15 @@ def stop(req: Request) -> Json:
 
 
 def restart(req: Request) -> Json:
-    body_object(req)
-    return Json(req.app.commands.restart(req.params.get("name")))
+    """`{"cascade": true}` in the body (or `?cascade=1`): then its dependants, in order."""
+    body = body_object(req) or {}
+    cascade = body.get("cascade", req.query.get("cascade", "0") in ("1", "true", "yes"))
+    if not isinstance(cascade, bool):
+        raise HttpError(400, f"'cascade' must be true or false, got {json_type(cascade)}")
+    name = req.params.get("name")
+    if cascade and name is None:
+        raise HttpError(400, "'cascade' needs one service: POST /api/services/NAME/restart")
+    return Json(req.app.commands.restart(name, cascade=cascade))
 
 
 def shutdown(req: Request) -> Json:

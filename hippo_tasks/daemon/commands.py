@@ -80,11 +80,16 @@ class StackCommands:
         self._call(self.engine.stack.stop(names), f"stop {name or 'stack'}", timeout)
         return self._result(names)
 
-    def restart(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    def restart(self, name: str | None, timeout: float = DEFAULT_TIMEOUT,
+                cascade: bool = False) -> dict[str, Any]:
         self.engine.check_accepting()
         stack = self.engine.stack
         if name is not None:
             self.check_service(name)
+            if cascade:
+                done = self._call(stack.restart_cascade(name), f"restart {name} --cascade",
+                                  timeout)
+                return self._result(done)
             self._call(stack.restart(name), f"restart {name}", timeout)
             return self._result([name])
 

@@ -51,7 +51,7 @@ _SERVICE_FIELDS: dict[str, F.Checker] = {
     "env": F.want_env,
     "profiles": lambda c, v, s, f: F.want_choice_list(c, v, s, f, None),
     "cells": F.want_cells,
-    "depends_on": F.want_str_list,
+    "depends_on": lambda c, v, s, f: _depends_on(c, v, s, f),
     "readiness": lambda c, v, s, f: _readiness(c, v, s, f),
     "start_timeout": lambda c, v, s, f: F.want_number(c, v, s, f, 0.1),
     "stop_timeout": lambda c, v, s, f: F.want_number(c, v, s, f, 0.0),
@@ -65,7 +65,13 @@ _SERVICE_FIELDS: dict[str, F.Checker] = {
     "setup": lambda c, v, s, f: _setup(c, v, s, f),
     "enabled": F.want_bool,
     "description": F.want_str,
+    "shell": lambda c, v, s, f: _shell(c, v, s, f),
+    "stop_signal": lambda c, v, s, f: _stop_signal(c, v, s, f),
+    "env_file": lambda c, v, s, f: _env_files(c, v, s, f),
 }
+
+CONDITIONS = ("started", "healthy", "completed_successfully")
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
 _ROUTE_FIELDS = {"detail_type_prefix", "service", "path"}
 
@@ -76,6 +82,54 @@ def _argv(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...
     if argv and not argv[0].strip():
         raise ctx.error("the program (the first item) must not be empty", svc, f)
     return argv
+
+
+def _shell(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...]:
+    """`shell = "a | b"` is `command = ["/bin/sh", "-c", "a | b"]` without the quoting."""
+    text = F.want_str(ctx, v, svc, f)
+    if not text.strip():
+        raise ctx.error("must not be empty", svc, f)
+    return ("/bin/sh", "-c", text)
+
+
+def _stop_signal(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> str:
+    name = v.upper() if isinstance(v, str) else v
+    if isinstance(name, str) and not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in STOP_SIGNALS:
+        raise ctx.error(f"must be one of {', '.join(STOP_SIGNALS)}, not {v!r}", svc, f)
+    return str(name)
+
+
+def _env_files(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...]:
+    files = (F.want_str(ctx, v, svc, f),) if isinstance(v, str) else F.want_str_list(ctx, v,
+                                                                                        svc, f)
+    if any(not name.strip() for name in files):
+        raise ctx.error("a file name must not be empty", svc, f)
+    return files
+
+
+def _depends_on(ctx: F.FileContext, v: Any, svc: str | None,
+                f: str) -> tuple[tuple[str, str | None], ...]:
+    """Names, or { name = "db", condition = "healthy" } tables, in one list."""
+    if not isinstance(v, list):
+        raise ctx.error("must be a list of service names (or { name, condition } tables)",
+                        svc, f)
+    out: list[tuple[str, str | None]] = []
+    for item in v:
+        if isinstance(item, str):
+            out.append((item, None))
+        elif isinstance(item, dict) and set(item) <= {"name", "condition"} and "name" in item:
+            name = F.want_str(ctx, item["name"], svc, f)
+            cond = item.get("condition", "healthy")
+            if cond not in CONDITIONS:
+                raise ctx.error(f"condition must be one of {', '.join(CONDITIONS)}, not "
+                                f"{cond!r}", svc, f)
+            out.append((name, str(cond)))
+        else:
+            raise ctx.error("each entry is a service name or { name = \"db\", condition = "
+                            "\"healthy\" }", svc, f)
+    return tuple(out)
 
 
 def _readiness(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> Readiness:
@@ -161,7 +215,17 @@ def _parse_file(path: str, text: str) -> _FileData:
         if not isinstance(table, dict):
             raise ctx.error("must be a table ([services.NAME])", name)
         F.check_unknown(ctx, table, set(_SERVICE_FIELDS), name)
-        data.services[name] = {k: _SERVICE_FIELDS[k](ctx, v, name, k) for k, v in table.items()}
+        if "shell" in table and "command" in table:
+            raise ctx.error("give either command = [...] or shell = \"...\", not both", name,
+                            "shell")
+        fields = {k: _SERVICE_FIELDS[k](ctx, v, name, k) for k, v in table.items()}
+        if "shell" in fields:
+            fields["command"] = fields.pop("shell")
+        if "depends_on" in fields:
+            pairs = fields.pop("depends_on")
+            fields["depends_on"] = tuple(n for n, _ in pairs)
+            fields["conditions"] = tuple((n, c) for n, c in pairs if c is not None)
+        data.services[name] = fields
     routes = raw.get("routes", [])
     if not isinstance(routes, list):
         raise ctx.error("routes must be written as [[routes]] tables")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hippo_tasks.errors import StackFileError, UsageError
+from hippo_tasks.model.envfile import read_env_file
 from hippo_tasks.model.graph import topo_order
 from hippo_tasks.model.loader import known_profiles
 from hippo_tasks.model.spec import CELLS, Readiness, Route, ServiceSpec, StackSettings, StackSpec
@@ -189,7 +190,11 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
                 port=ports.get(name),
                 argv=tuple(render(a, "command") for a in svc.command),
                 cwd=cwd,
-                env={k: render(v, "env") for k, v in (*spec.env, *svc.env)},
+                env={k: render(v, "env") for k, v in (
+                    *spec.env,
+                    *(pair for name in svc.env_file
+                      for pair in read_env_file(root / render(name, "env_file"), svc.name)),
+                    *svc.env)},
                 depends_on=tuple(d for d in svc.depends_on if d in names),
                 setup_argv=setup_argv,
                 setup_creates=creates,

@@ -11,6 +11,9 @@ from typing import Literal
 
 ReadinessKind = Literal["http", "tcp", "log", "none"]
 ServiceKind = Literal["service", "job"]
+Condition = Literal["started", "healthy", "completed_successfully"]
+"""What a dependant waits for (compose's names, without the `service_` prefix). The
+default is "healthy" for a service and "completed_successfully" for a job."""
 
 PROFILES: tuple[str, ...] = ("core", "ecom", "full")
 CELLS: tuple[str, ...] = ("local", "staging", "prod")
@@ -64,6 +67,14 @@ class ServiceSpec:
     enabled: bool = True
     description: str = ""
     source: str = ""
+    stop_signal: str = "SIGTERM"
+    """What stopping sends first, to every process of the service (SIGKILL follows at
+    `stop_timeout`)."""
+    env_file: tuple[str, ...] = ()
+    """Files of NAME=value lines, relative to the project root; later files win, and
+    `env` wins over them all."""
+    conditions: tuple[tuple[str, Condition], ...] = ()
+    """depends_on entries that named a condition other than the default."""
 
     @property
     def env_dict(self) -> dict[str, str]:

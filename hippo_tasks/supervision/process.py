@@ -158,23 +158,26 @@ async def end_scope(
     scope: Scope,
     stop_timeout: float,
     note: Callable[[str], None],
+    stop_signal: int = signal.SIGTERM,
 ) -> None:
-    """SIGTERM every process of the scope, SIGKILL at the stop timeout, return once the
-    scope is empty: the nox-style escalation (wait, terminate, wait, kill).
+    """`stop_signal` (SIGTERM) to every process of the scope, SIGKILL at the stop
+    timeout, return once the scope is empty: the nox-style escalation (wait, terminate,
+    wait, kill).
 
     "Empty" is the scope's word, not the main process's: a service whose main process
     already exited may still have a daemonized grandchild holding its port."""
     loop = asyncio.get_running_loop()
     if child is not None and not child.exited.done():
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(child.pid, signal.SIGTERM)
+            os.kill(child.pid, stop_signal)
             os.kill(child.pid, signal.SIGCONT)
-    scope.signal(signal.SIGTERM)
+    scope.signal(stop_signal)
     scope.signal(signal.SIGCONT)
     deadline = loop.time() + stop_timeout
+    name = signal.Signals(stop_signal).name
     while not _gone(child, scope):
         if loop.time() >= deadline:
-            note(f"did not stop within stop_timeout={stop_timeout:g}s after SIGTERM: "
+            note(f"did not stop within stop_timeout={stop_timeout:g}s after {name}: "
                  "sending SIGKILL")
             await kill_scope(child, scope)
             return

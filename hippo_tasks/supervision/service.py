@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
@@ -116,6 +117,10 @@ class ServiceSupervisor:
         """A start is asked for or under way: a dependant should wait, not give up."""
         return self._pending in ("start", "restart") or \
             (self._run is not None and not self._run.done())
+
+    @property
+    def _stop_signal(self) -> int:
+        return int(signal.Signals[self.planned.spec.stop_signal])
 
     @property
     def scope(self) -> Scope:
@@ -278,7 +283,7 @@ class ServiceSupervisor:
         if self.state in (State.STARTING, State.RUNNING):
             self._move(State.STOPPING, reason)
         await end_scope(child, scope, self.planned.spec.stop_timeout,
-                        lambda msg: self.ctx.hub.system(self.name, msg))
+                        lambda msg: self.ctx.hub.system(self.name, msg), self._stop_signal)
         if child is not None:
             self._collect(child)
 
@@ -344,7 +349,7 @@ class ServiceSupervisor:
             if outcome in ("exited", "ready"):
                 await self._drain(child)
             reason = self._reason(outcome, child)
-            await end_scope(child, self.scope, spec.stop_timeout, self._note)
+            await end_scope(child, self.scope, spec.stop_timeout, self._note, self._stop_signal)
             self._collect(child)
             if spec.kind == "job" and outcome == "ready":
                 self._move(State.STOPPED, "completed")
@@ -366,11 +371,14 @@ class ServiceSupervisor:
             self.restarts += 1
 
     async def _wait_deps(self) -> str | None:
-        """None once every dependency is ready; the reason when one never will be."""
+        """None once every dependency meets its condition; the reason when one never
+        will (failed, or stopped with nobody asking it to start)."""
+        conditions = dict(self.planned.spec.conditions)
         while True:
             waiting = False
             for dep in self.deps:
-                if dep.ready:
+                condition = conditions.get(dep.name)
+                if dep.meets(condition):
                     continue
                 if dep.state in (State.FAILED, State.STOPPED) and not dep.starting_soon:
                     what = "failed" if dep.state == State.FAILED else "is stopped"
@@ -380,6 +388,15 @@ class ServiceSupervisor:
             if not waiting:
                 return None
             await self.wait_change()
+
+    def meets(self, condition: str | None) -> bool:
+        """Whether a dependant waiting on this service with `condition` may start."""
+        if condition == "started":
+            return self.ready or (self.state in (State.STARTING, State.RUNNING, State.BACKOFF)
+                                  and self.pid is not None)
+        if condition == "completed_successfully":
+            return self.state == State.STOPPED and self.exit_code == 0
+        return self.ready
 
     def _set_health(self, ok: bool) -> None:
         self.healthy = ok
@@ -412,7 +429,8 @@ class ServiceSupervisor:
         child = await self._spawn(step.setup_argv, main=False)
         code = await asyncio.shield(child.exited)
         await self._drain(child)
-        await end_scope(child, self.scope, self.planned.spec.stop_timeout, self._note)
+        await end_scope(child, self.scope, self.planned.spec.stop_timeout, self._note,
+                        self._stop_signal)
         self._collect(child)
         if code != 0:
             raise SpawnError(f"service {self.name}: setup command "

@@ -154,6 +154,35 @@ class StackSupervisor:
     async def restart(self, name: str) -> None:
         await self.get(name).request("restart")
 
+    def dependants_closure(self, name: str) -> list[str]:
+        """Everything that depends on `name`, directly or not, in start order."""
+        found: set[str] = set()
+        todo = [name]
+        while todo:
+            for dep in self.dependants(todo.pop()):
+                if dep not in found:
+                    found.add(dep)
+                    todo.append(dep)
+        return [n for n in self.services if n in found]
+
+    async def restart_cascade(self, name: str) -> list[str]:
+        """Restart `name`, then each service that depends on it (in dependency order),
+        each once the one before is ready again. A dependant that is stopped stays
+        stopped; a restart that fails ends the cascade there. Returns what it touched."""
+        touched = [name]
+        await self.get(name).request("restart", "restart requested (cascade)")
+        if not self.get(name).ready:
+            return touched
+        for dep in self.dependants_closure(name):
+            svc = self.services[dep]
+            if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon:
+                continue
+            touched.append(dep)
+            await svc.request("restart", f"restart requested (cascade from {name})")
+            if not svc.ready:
+                break
+        return touched
+
     # ---- hot reload ---------------------------------------------------------------
     def start_watchers(self) -> None:
         """One file watcher per service that lists `watch` globs (relative to its cwd)."""

@@ -1,0 +1,65 @@
+"""`env_file`: the `.env` files people already have, read the way docker compose reads them.
+
+`NAME=value` per line; blank lines and `#` comments skipped; an optional `export `;
+'single quotes' keep everything literally, "double quotes" understand \\n, \\t, \\" and
+\\\\; an unquoted value ends at ` #`. `${...}` in values is expanded later, by the same
+renderer as `env`, so `${url:db}` works in a .env file too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hippo_tasks.errors import StackFileError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
+
+
+def read_env_file(path: Path, service: str) -> list[tuple[str, str]]:
+    """The file's variables in order; a StackFileError naming the file and line for a
+    missing file or a line that is not NAME=value."""
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise StackFileError(str(path), "env_file not found (paths are relative to the "
+                             "project root)", service, "env_file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StackFileError(str(path), f"cannot read env_file: {exc}", service,
+                             "env_file") from None
+    out = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not _NAME.match(name):
+            raise StackFileError(str(path), f"not a NAME=value line: {raw.strip()[:80]!r}",
+                                 service, "env_file", number)
+        if "\0" in value:
+            raise StackFileError(str(path), f"{name} contains a NUL byte", service,
+                                 "env_file", number)
+        out.append((name, _value(value.strip())))
+    return out
+
+
+def _value(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1].replace("$", "$$")  # literal: no ${...} expansion either
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        inner, out, i = value[1:-1], [], 0
+        while i < len(inner):
+            ch = inner[i]
+            if ch == "\\" and i + 1 < len(inner) and inner[i + 1] in _ESCAPES:
+                out.append(_ESCAPES[inner[i + 1]])
+                i += 2
+                continue
+            out.append(ch)
+            i += 1
+        return "".join(out)
+    comment = value.find(" #")
+    return (value[:comment] if comment >= 0 else value).rstrip()

@@ -1,0 +1,156 @@
+"""The stack-file fields compose and process-compose users reach for, on real processes:
+stop_signal, env_file, shell, depends_on conditions, and restart --cascade."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from harness import Harness, run
+from stackutil import PY, REPO, free_ports, hd, registry, stack_header, toy_service, write_stack
+
+from hippo_tasks.errors import StackFileError
+from hippo_tasks.model.loader import load_stack_text
+from hippo_tasks.model.plan import Options, build_plan
+from hippo_tasks.supervision.states import State
+
+ESCAPER = str(REPO / "tests" / "toys" / "escaper.py")
+
+SIGINT_ONLY = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGINT, lambda *a: (print('fast shutdown', flush=True), sys.exit(0)))\n"
+    "print('READY', flush=True)\n"
+    "while True: time.sleep(1)\n"
+)
+
+
+def test_stop_signal_is_what_stopping_sends(project: Path) -> None:
+    (project / "db.py").write_text(SIGINT_ONLY)
+    text = (f'[services.db]\ncommand = ["{PY}", "db.py"]\nreadiness = {{ log = "READY" }}\n'
+            'stop_signal = "SIGINT"\nstop_timeout = 30\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        await asyncio.wait_for(h.stack.get("db").request("stop"), 10)  # long before 30 s
+        assert h.stack.get("db").state == State.STOPPED
+        lines = h.lines("db")
+        assert "fast shutdown" in lines
+        notes = [r.text for r in h.hub.tail("db", 100) if r.system]
+        assert not any("SIGKILL" in n for n in notes)
+
+    run(project, text, scenario)
+
+
+def test_stop_signal_names_are_checked() -> None:
+    with pytest.raises(StackFileError, match="stop_signal.*must be one of"):
+        load_stack_text('[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\n'
+                        'stop_signal = "SIGSTOP"\n')
+    spec = load_stack_text('[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\n'
+                           'stop_signal = "int"\n')
+    assert spec.service("a").stop_signal == "SIGINT"
+
+
+def test_env_file_is_read_in_order_and_env_wins(project: Path) -> None:
+    (project / ".env").write_text(
+        "# comment\n"
+        "export GREETING=hello\n"
+        "QUOTED=\"two\\nlines\"\n"
+        "LITERAL='${not_expanded}'\n"
+        "WITH_COMMENT=value # trailing comment\n"
+        "OVERRIDDEN=from-env-file\n"
+        "PORT_OF_A=${port:a}\n"
+    )
+    (project / "local.env").write_text("GREETING=hi from local\n")
+    (a,) = free_ports(1)
+    text = (f'[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\nport = {a}\n'
+            '[services.b]\ncommand = ["x"]\nenv_file = [".env", "local.env"]\n'
+            'env = { OVERRIDDEN = "from-env" }\n')
+    plan = build_plan(load_stack_text(text), Options(project_root=project))
+    env = plan.service("b").env
+    assert env["GREETING"] == "hi from local"
+    assert env["QUOTED"] == "two\nlines"
+    assert env["LITERAL"] == "${not_expanded}"
+    assert env["WITH_COMMENT"] == "value"
+    assert env["OVERRIDDEN"] == "from-env"
+    assert env["PORT_OF_A"] == str(a)
+
+
+def test_env_file_errors_name_the_file_and_line(project: Path) -> None:
+    text = ('[stack]\ndefaults = false\n[services.b]\ncommand = ["x"]\n'
+            'env_file = ".env"\n')
+    with pytest.raises(StackFileError, match="env_file not found"):
+        build_plan(load_stack_text(text), Options(project_root=project))
+    (project / ".env").write_text("OK=1\nthis is not an assignment\n")
+    with pytest.raises(StackFileError, match=r"\.env:2.*not a NAME=value line"):
+        build_plan(load_stack_text(text), Options(project_root=project))
+
+
+def test_shell_runs_through_sh_and_excludes_command(project: Path) -> None:
+    with pytest.raises(StackFileError, match="not both"):
+        load_stack_text('[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\n'
+                        'shell = "echo hi"\n')
+    text = ('[services.piped]\nshell = "echo hello world | tr a-z A-Z; echo READY; '
+            'exec sleep 300"\nreadiness = { log = "READY" }\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        assert "HELLO WORLD" in h.lines("piped")
+
+    run(project, text, scenario)
+
+
+def test_depends_on_conditions(project: Path) -> None:
+    """`started`: the dependant starts while its dependency is still getting ready;
+    `completed_successfully`: after a job's exit 0."""
+    marker = project / "pids"
+    text = (
+        f'[services.slow]\ncommand = ["{PY}", "{ESCAPER}", "--ready-after", "3", "--pids", '
+        f'"{marker}"]\nreadiness = {{ log = "READY" }}\n\n'
+        f'[services.eager]\ncommand = ["{PY}", "-c", "print(\'EAGER\', flush=True); '
+        f'import time; time.sleep(300)"]\nreadiness = {{ log = "EAGER" }}\n'
+        'depends_on = [{ name = "slow", condition = "started" }]\n\n'
+        f'[services.migrate]\ncommand = ["{PY}", "-c", "print(\'migrated\')"]\nkind = "job"\n\n'
+        f'[services.app]\ncommand = ["{PY}", "-c", "print(\'APP\', flush=True); '
+        f'import time; time.sleep(300)"]\nreadiness = {{ log = "APP" }}\n'
+        'depends_on = [{ name = "migrate", condition = "completed_successfully" }]\n'
+    )
+
+    async def scenario(h: Harness) -> None:
+        starting = asyncio.ensure_future(h.stack.start_and_wait())
+        eager = h.stack.get("eager")
+        while eager.state != State.RUNNING:
+            await asyncio.sleep(0.02)
+        assert h.stack.get("slow").state == State.STARTING  # not ready yet, and that is fine
+        assert await starting is None
+        assert h.stack.get("app").state == State.RUNNING
+        assert h.stack.get("migrate").state == State.STOPPED
+
+    run(project, text, scenario)
+
+
+def test_restart_cascade_restarts_dependants_in_order(project: Path) -> None:
+    dash, a, b, c, lone = free_ports(5)
+    marker = project / "pids"
+    write_stack(project, stack_header(dash)
+                + toy_service("a", a, "--marker", str(marker))
+                + toy_service("b", b, "--marker", str(marker), depends_on=["a"])
+                + toy_service("c", c, "--marker", str(marker), depends_on=["b"])
+                + toy_service("lone", lone))
+    hd(project, "up", "--detach", check=True)
+    before = {n: e["pid"] for n, e in registry(project)["services"].items()}
+    out = hd(project, "restart", "--service", "a", "--cascade", check=True).stdout
+    after = {n: e["pid"] for n, e in registry(project)["services"].items()}
+    assert all(after[n] != before[n] for n in "abc"), (before, after)
+    assert after["lone"] == before["lone"]
+    assert [ln.split(":")[0] for ln in out.splitlines()] == ["a", "b", "c"]
+    starts = [int(ln.split()[1]) for ln in marker.read_text().splitlines()]
+    assert starts[-3:] == [after["a"], after["b"], after["c"]]  # in dependency order
+    bad = hd(project, "restart", "--cascade")
+    assert bad.returncode == 2 and "--cascade needs --service" in bad.stderr
+    status = json.loads(hd(project, "status", "--json", check=True).stdout)
+    assert {r["name"]: r["state"] for r in status["services"]} == dict.fromkeys(
+        ["a", "b", "c", "lone"], "running")
+    hd(project, "down", check=True)
