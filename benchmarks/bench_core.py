@@ -37,7 +37,7 @@ from stackutil import FLOOD, PY, TOY, free_ports, stack_header, toy_service  # n
 
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
 from hippo_tasks.registry.store import Registry  # noqa: E402
-from hippo_tasks.supervision.ownership import marked_pids  # noqa: E402
+from hippo_tasks.supervision.scope import marked_pids  # noqa: E402
 
 TARGETS = {
     "ready_s_n10": ("<=", 0.7), "ready_s_n40": ("<=", 1.6),

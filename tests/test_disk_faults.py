@@ -99,7 +99,7 @@ def test_a_full_disk_is_shown_noted_and_caught_up(project: Path) -> None:
             for _ in range(n):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
 
-        hit(400)  # each request is a log line (the toy logs every request): pages beyond the last one
+        hit(400)  # a log line per request (the toy logs each): more than the last page holds
         full = wait_for(lambda: (s := status(project))["problems"].get("logs") and s, 10,
                         what="the log trouble in status")
         assert full["problems"]["logs"]["lines_dropped"] > 0

@@ -30,7 +30,7 @@ from stackutil import (
     write_stack,
 )
 
-from hippo_tasks.supervision.ownership import marked_pids
+from hippo_tasks.supervision.scope import marked_pids
 
 ESCAPER = str(REPO / "tests" / "toys" / "escaper.py")
 

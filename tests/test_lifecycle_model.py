@@ -19,7 +19,7 @@ import pytest
 from harness import Harness, run
 from stackutil import PY, REPO, free_ports, stack_header, toy_service
 
-from hippo_tasks.supervision.ownership import marked_pids, start_ticks
+from hippo_tasks.supervision.scope import marked_pids, start_ticks
 from hippo_tasks.supervision.states import ALLOWED, State
 
 ESCAPER = str(REPO / "tests" / "toys" / "escaper.py")

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import identity, is_same_process
-from hippo_tasks.supervision.ownership import Scope, end_scopes
+from hippo_tasks.supervision.scope import Scope, end_scopes
 
 TOOLS = ("cloudflared", "ngrok")
 URL_TIMEOUT_S = 30.0

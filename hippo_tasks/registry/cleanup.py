@@ -18,10 +18,10 @@ from typing import Any
 
 from hippo_tasks.errors import StateDirError
 from hippo_tasks.registry.store import Data, Registry, daemon_alive, identity
-from hippo_tasks.supervision.ownership import (
+from hippo_tasks.supervision.ownership import is_hippodrome_cgroup
+from hippo_tasks.supervision.scope import (
     Scope,
     end_scopes,
-    is_hippodrome_cgroup,
     marked_pids,
     remove_cgroup,
     run_mark,

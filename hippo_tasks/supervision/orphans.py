@@ -2,7 +2,7 @@
 
 A signal handler cannot run after `kill -9`, and PR_SET_PDEATHSIG reaches only direct
 children. So the daemon starts, in a session of its own, a small interpreter that runs
-ownership.py's `guard_main` and blocks reading a pipe whose only write end the daemon
+scope.py's `guard_main` and blocks reading a pipe whose only write end the daemon
 holds. When the daemon dies for any reason the kernel closes it, the guard reads EOF,
 and it ends every process of the daemon's run: everything in its cgroups, and every
 process carrying its ownership mark (setsid and double-forked children included).
@@ -18,20 +18,21 @@ import subprocess
 import sys
 from typing import IO
 
-from hippo_tasks.supervision import ownership
-from hippo_tasks.supervision.ownership import RUN_ENV, Ownership
+from hippo_tasks.supervision import scope
+from hippo_tasks.supervision.ownership import Ownership
+from hippo_tasks.supervision.scope import RUN_ENV
 
 GRACE = 1.0
 
 
 def _guard_source() -> str:
-    """ownership.py's own text (from a file or from inside a PEX alike)."""
-    spec = importlib.util.find_spec(ownership.__name__)
+    """scope.py's own text (from a file or from inside a PEX alike)."""
+    spec = importlib.util.find_spec(scope.__name__)
     loader = spec.loader if spec is not None else None
-    source = loader.get_source(ownership.__name__) if loader is not None and \
+    source = loader.get_source(scope.__name__) if loader is not None and \
         hasattr(loader, "get_source") else None
     if not source:
-        raise RuntimeError("cannot read the source of hippo_tasks.supervision.ownership")
+        raise RuntimeError("cannot read the source of hippo_tasks.supervision.scope")
     return str(source)
 
 

@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from hippo_tasks.supervision.logs import LineSplitter, LogHub
-from hippo_tasks.supervision.ownership import POLL_S, Placement, Scope
+from hippo_tasks.supervision.ownership import Placement
+from hippo_tasks.supervision.scope import POLL_S, Scope
 
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
@@ -171,8 +172,7 @@ async def end_scope(
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(child.pid, stop_signal)
             os.kill(child.pid, signal.SIGCONT)
-    scope.signal(stop_signal)
-    scope.signal(signal.SIGCONT)
+    scope.signal(stop_signal, signal.SIGCONT)
     deadline = loop.time() + stop_timeout
     name = signal.Signals(stop_signal).name
     while not _gone(child, scope):

@@ -38,9 +38,10 @@ from hippo_tasks.model.spec import StackSettings
 from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.backoff import Backoff, Clock, next_failures
 from hippo_tasks.supervision.logs import LogHub
-from hippo_tasks.supervision.ownership import RUN_ENV, Ownership, Scope
+from hippo_tasks.supervision.ownership import Ownership
 from hippo_tasks.supervision.process import Child, SpawnError, end_scope, kill_scope, spawn
 from hippo_tasks.supervision.readiness import Outcome, until_ready, while_running
+from hippo_tasks.supervision.scope import RUN_ENV, Scope
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
 from hippo_tasks.supervision.states import ALLOWED, State, StateMachine, Transition
 

@@ -1,0 +1,276 @@
+"""A service's processes, found and ended: the part of ownership the orphan guard runs.
+
+Standard library only, and nothing from this package: the orphan guard runs this very
+file in a bare interpreter (`python -I -S`) to clean up after `kill -9` of the daemon,
+so every module it imports is memory the guard holds for the stack's whole life (it
+avoids typing, pathlib and subprocess on purpose). `ownership.py` decides how a
+daemon marks its services; this file knows how to find and end what carries a mark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+
+TYPE_CHECKING = False  # typing itself is 2 MB in the bare guard; mypy still reads the block
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from pathlib import Path
+
+RUN_ENV = "HIPPODROME_RUN"
+"""`<token>/<service>`: inherited by every descendant of a service."""
+POLL_S = 0.01
+
+
+# ---- facts about one process, from /proc ------------------------------------------------
+
+def stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (index 0 is the state)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2:].decode("ascii", "replace").split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When PID started, in clock ticks since boot; None if gone or a zombie. Together
+    with the PID this names one process for as long as the machine is up."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def is_zombie(pid: int) -> bool:
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] in ("Z", "X")
+
+
+def run_mark(pid: int) -> str | None:
+    """The HIPPODROME_RUN value in a process's environment, if it has one."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = fh.read()
+    except OSError:
+        return None
+    key = RUN_ENV.encode() + b"="
+    for item in env.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key):].decode("utf-8", "replace")
+    return None
+
+
+def all_pids() -> list[int]:
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    return [int(n) for n in names if n.isdigit()]
+
+
+_TABLE: tuple[float, dict[int, tuple[int, str | None]]] = (-1.0, {})
+TABLE_TTL = 0.02
+"""Many scopes poll at once while a stack stops: they share one reading of /proc
+(~7 ms for 100 processes) per TABLE_TTL instead of reading it each."""
+
+
+def process_table(max_age: float = TABLE_TTL) -> dict[int, tuple[int, str | None]]:
+    """Live (non-zombie) processes: pid -> (process group, HIPPODROME_RUN mark)."""
+    global _TABLE
+    now = time.monotonic()
+    if now - _TABLE[0] <= max_age:
+        return _TABLE[1]
+    me = os.getpid()
+    table: dict[int, tuple[int, str | None]] = {}
+    for pid in all_pids():
+        fields = stat_fields(pid)
+        if pid == me or fields is None or fields[0] in ("Z", "X"):
+            continue
+        table[pid] = (int(fields[2]), run_mark(pid))
+    _TABLE = (now, table)
+    return table
+
+
+def marked_pids(prefix: str, max_age: float = 0.0) -> list[int]:
+    """Live processes whose mark equals `prefix` or starts with `prefix/`."""
+    return sorted(pid for pid, (_, mark) in process_table(max_age).items()
+                  if mark is not None and (mark == prefix or mark.startswith(prefix + "/")))
+
+
+def group_pids(pgid: int, max_age: float = 0.0) -> list[int]:
+    """Live members of a process group (killpg(pg, 0) would count zombies too)."""
+    return sorted(pid for pid, (group, _) in process_table(max_age).items() if group == pgid)
+
+
+def group_has_members(pgid: int) -> bool:
+    """Cheap first look: any process (zombies too) still in the group?"""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def send(pids: Iterable[int], sig: int) -> int:
+    sent = 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            sent += 1
+    return sent
+
+
+# ---- cgroup v2 ---------------------------------------------------------------------------
+
+
+# ---- cgroup v2 ---------------------------------------------------------------------------
+
+def cgroup_pids(path: str | Path) -> list[int]:
+    """Every process in a cgroup, and in the cgroups below it if it has any (a listing
+    of a cgroup directory is ~30 control files: skip it when cgroup.stat says none)."""
+    out: list[int] = []
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as fh:
+            out += [int(x) for x in fh.read().split()]
+        with open(os.path.join(path, "cgroup.stat")) as fh:
+            nested = "nr_descendants 0" not in fh.read()
+    except OSError:
+        return out
+    if nested:
+        for dirpath, _dirs, _files in os.walk(path):
+            if os.path.samefile(dirpath, path):
+                continue
+            with contextlib.suppress(OSError), \
+                    open(os.path.join(dirpath, "cgroup.procs")) as fh:
+                out += [int(x) for x in fh.read().split()]
+    return out
+
+
+def cgroup_populated(path: str | Path) -> bool:
+    try:
+        with open(os.path.join(path, "cgroup.events")) as fh:
+            return "populated 1" in fh.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return bool(cgroup_pids(path))
+
+
+def cgroup_kill(path: str | Path) -> None:
+    """SIGKILL everything in the cgroup: `cgroup.kill` (Linux 5.14+) or one by one."""
+    try:
+        with open(os.path.join(path, "cgroup.kill"), "w") as fh:
+            fh.write("1")
+        return
+    except OSError:
+        pass
+    send(cgroup_pids(path), signal.SIGKILL)
+
+
+def remove_cgroup(path: str | Path) -> None:
+    """rmdir the tree bottom-up; a cgroup that still holds a process stays (EBUSY)."""
+    for dirpath, _dirs, _files in sorted(os.walk(path), key=lambda t: -len(t[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+
+
+
+# ---- a service's processes --------------------------------------------------------------
+
+class Scope:
+    """The processes of one service run, whatever they did to their group or session."""
+
+    def __init__(self, mark: str, cgroup: str | Path | None = None, pgid: int | None = None,
+                 proven: Iterable[tuple[int, int]] = ()) -> None:
+        self.mark = mark
+        self.cgroup = cgroup
+        self.pgid = pgid
+        self.proven = tuple(proven)
+        """(pid, start ticks) pairs known to be ours by identity alone."""
+
+    def members(self, max_age: float = 0.0) -> list[int]:
+        if self.cgroup is not None:
+            return cgroup_pids(self.cgroup)
+        found = set(marked_pids(self.mark, max_age)) if self.mark else set()
+        if self.pgid:
+            found.update(group_pids(self.pgid, max_age))
+        found.update(pid for pid, ticks in self.proven if start_ticks(pid) == ticks)
+        return sorted(found)
+
+    def empty(self) -> bool:
+        """While polling: the cgroup's own flag; else the group first (one syscall),
+        and only once it is empty the shared process-table reading (escapees)."""
+        if self.cgroup is not None:
+            return not cgroup_populated(self.cgroup)
+        if self.pgid and group_has_members(self.pgid) and group_pids(self.pgid, TABLE_TTL):
+            return False
+        if self.members(TABLE_TTL):
+            return False
+        return not self.members()  # "empty" is never said on a stale reading
+
+    def signal(self, *sigs: int) -> int:
+        """Each signal to every member, reading the members once."""
+        members = self.members()
+        return sum(send(members, sig) for sig in sigs)
+
+    def kill(self) -> None:
+        if self.cgroup is not None:
+            cgroup_kill(self.cgroup)
+        else:
+            self.signal(signal.SIGKILL)
+
+
+def end_scopes(scopes: list[Scope], grace: float,
+               note: Callable[[Scope, str], None] = lambda s, m: None) -> None:
+    """Synchronous escalation for callers without an event loop (the guard, `down
+    --force`, the tunnel): SIGTERM everything, SIGKILL what is left after `grace`,
+    return once all are empty (or 5 more seconds passed)."""
+    for scope in scopes:
+        scope.signal(signal.SIGTERM, signal.SIGCONT)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and not all(s.empty() for s in scopes):
+        time.sleep(POLL_S)
+    for scope in scopes:
+        if not scope.empty():
+            note(scope, f"ignored SIGTERM for {grace:g}s: sent SIGKILL")
+            scope.kill()
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not all(s.empty() for s in scopes):
+        time.sleep(POLL_S)
+        for scope in scopes:
+            if not scope.empty():
+                scope.kill()
+    for scope in scopes:
+        if scope.cgroup is not None:
+            remove_cgroup(scope.cgroup)
+
+
+
+# ---- the orphan guard's main: runs this file in a bare interpreter ------------------------
+
+def guard_main(argv: list[str]) -> None:
+    """Read until EOF; `b` means a clean shutdown (leave quietly). EOF without it means
+    the daemon died: end every process of its run, cgroup and mark alike."""
+    token, base, grace = argv[0], argv[1], float(argv[2])
+    for line in sys.stdin:
+        if line.startswith("b"):
+            return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    scopes = [Scope(token)]
+    if base != "-":
+        with contextlib.suppress(OSError):
+            scopes += [Scope(token, e.path) for e in os.scandir(base) if e.is_dir()]
+    end_scopes(scopes, grace)
+    if base != "-":
+        remove_cgroup(base)
+
+
+if __name__ == "__main__":
+    guard_main(sys.argv[1:])
