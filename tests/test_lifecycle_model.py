@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from harness import Harness, run
-from stackutil import PY, REPO, free_ports, stack_header, toy_service
+from stackutil import PY, REPO, free_ports, stack_header, toy_service, wait_for
 
 from hippo_tasks.supervision.scope import marked_pids, start_ticks
 from hippo_tasks.supervision.states import ALLOWED, State
@@ -151,3 +151,35 @@ def test_a_bug_in_a_run_fails_the_service_and_releases_its_waiters(
         await asyncio.wait_for(web.request("stop"), 10)  # the loop still answers
 
     run(project, text, scenario)
+
+
+def test_a_bug_during_shutdown_still_ends_every_process(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If stopping the stack itself fails, the guard is not told "bye": it gets EOF and
+    ends everything of the run, as after kill -9 of the daemon."""
+    from hippo_tasks.daemon.engine import Engine
+    from hippo_tasks.model.loader import load_stack_text
+    from hippo_tasks.model.plan import Options, build_plan
+    from hippo_tasks.registry.store import Registry
+    from hippo_tasks.supervision.stack import StackSupervisor
+
+    async def broken(self: StackSupervisor, reason: str) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(StackSupervisor, "shutdown", broken)
+    marker = project / "pids"
+    text = f'[services.web]\ncommand = ["{PY}", "{ESCAPER}", "--double-fork", "--pids", ' \
+        f'"{marker}"]\nreadiness = {{ log = "READY" }}\n'
+    plan = build_plan(load_stack_text(text), Options(project_root=project))
+    engine = Engine(plan, Registry(project))
+
+    async def main() -> None:
+        running = asyncio.ensure_future(engine.run())
+        while engine.stack.get("web").state != State.RUNNING:
+            await asyncio.sleep(0.02)
+        engine.request_shutdown("test")
+        with pytest.raises(RuntimeError, match="boom"):
+            await running
+
+    asyncio.run(main())
+    wait_for(lambda: not marked_pids(engine.ownership.token), 10, what="the guard's sweep")

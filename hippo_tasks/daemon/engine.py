@@ -216,6 +216,7 @@ class Engine:
         on_serving()
         began = time.monotonic()
         code = EXIT_OK
+        clean = False
         try:
             starting = asyncio.ensure_future(self.stack.start_and_wait())
             waits: set[asyncio.Future[Any]] = {starting, self._shutdown}
@@ -239,9 +240,12 @@ class Engine:
                 code = EXIT_INTERRUPTED
             self.note(f"hippodrome | shutting down ({why})")
             await self.stack.shutdown(reason=f"shutdown ({why})")
+            clean = True
         finally:
             stop_serving()
-            self.guard.close()
+            # Only a shutdown that finished may tell the guard "bye"; after a bug it gets
+            # EOF and ends whatever is left, as after kill -9.
+            self.guard.close(clean)
             self.ownership.close()
             self._release_events()
             self._clear_registry()

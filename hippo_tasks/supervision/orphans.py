@@ -57,15 +57,17 @@ class OrphanGuard:
     def pid(self) -> int:
         return self._proc.pid
 
-    def close(self) -> None:
-        """Clean shutdown: every service is already ended; let the guard go."""
-        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
-            self._pipe.write(b"b\n")
-            self._pipe.flush()
+    def close(self, clean: bool = True) -> None:
+        """`clean`: every service is already ended; let the guard go. Otherwise close
+        the pipe without a word, and wait while the guard ends what is left."""
+        if clean:
+            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+                self._pipe.write(b"b\n")
+                self._pipe.flush()
         with contextlib.suppress(OSError, ValueError):
             self._pipe.close()
         try:
-            self._proc.wait(2.0)
+            self._proc.wait(2.0 if clean else GRACE + 10.0)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
