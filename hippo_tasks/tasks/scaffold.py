@@ -1,0 +1,80 @@
+"""`hd init`: a commented hippodrome.toml (and, if asked, a tasks.py) in the current folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hippo_tasks.errors import StateDirError, UsageError
+from hippo_tasks.tasks.declare import task
+from hippo_tasks.tasks.output import handles_errors
+
+if TYPE_CHECKING:
+    from invoke.context import Context
+
+STACK_FILE = "hippodrome.toml"
+TASKS_FILE = "tasks.py"
+
+
+def starter_files(from_bundled: bool, with_tasks: bool) -> dict[str, str]:
+    """File name -> content, in the order they are written."""
+    from hippo_tasks.tasks import starter
+
+    files = {STACK_FILE: starter.BUNDLED_STACK if from_bundled else starter.OWN_STACK}
+    if with_tasks:
+        files[TASKS_FILE] = starter.TASKS_PY
+    return files
+
+
+def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = False,
+                  force: bool = False) -> list[Path]:
+    """Write the starter files into `folder`; nothing at all when one exists and not
+    `force`. Returns the paths written."""
+    files = starter_files(from_bundled, with_tasks)
+    existing = [name for name in files if (folder / name).exists()]
+    if existing and not force:
+        names = " and ".join(existing)
+        raise UsageError(
+            f"{names} already {'exists' if len(existing) == 1 else 'exist'} in {folder}; "
+            "hd init writes nothing over an existing file (edit it, or run `hd init "
+            "--force` to replace it with a fresh one); nothing was written")
+    written = []
+    for name, text in files.items():
+        path = folder / name
+        tmp = folder / f".{name}.hd-init-{os.getpid()}"
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StateDirError(str(path), exc.strerror or str(exc)) from exc
+        written.append(path)
+    return written
+
+
+def next_steps(written: list[Path], from_bundled: bool) -> str:
+    names = ", ".join(p.name for p in written)
+    lines = [f"wrote {names} in {written[0].parent}"]
+    if from_bundled:
+        lines.append("  the bundled stack, with commented overrides: uncomment what you need")
+    else:
+        lines.append("  a job `page` (writes index.html) and a service `web` (serves it on "
+                     "port 8080); the other fields are commented examples")
+    lines.append("next: hd up --detach   (or hd up: foreground, Ctrl+C stops it)")
+    lines.append("      hd status; hd logs --service web; hd down")
+    if any(p.name == TASKS_FILE for p in written):
+        lines.append("      invoke up works here too, with the invoke installed beside Hippodrome")
+    return "\n".join(lines)
+
+
+@task(help={"from-bundled": "start from the bundled stack (defaults = true) with commented "
+                            "overrides, instead of a small stack of your own",
+            "tasks": "also write a tasks.py, so `invoke up` works in this folder",
+            "force": "replace hippodrome.toml (and tasks.py) if they exist"})
+@handles_errors
+def init(c: Context, from_bundled: bool = False, tasks: bool = False,
+         force: bool = False) -> None:
+    """Write a commented hippodrome.toml (and, with --tasks, a tasks.py) here."""
+    written = write_starter(Path.cwd(), from_bundled, tasks, force)
+    print(next_steps(written, from_bundled))
