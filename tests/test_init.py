@@ -1,0 +1,115 @@
+"""`hd init` (issue 12): the files it writes load and run; it never overwrites unasked."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from hd_shell import Shell, free_offset, hd_bin_dir, user_env
+from stackutil import PY, registry
+
+from hippo_tasks.model.loader import load_stack
+from hippo_tasks.supervision.scope import marked_pids
+from hippo_tasks.tasks import starter
+
+
+def shell_in(folder: Path, scratch: Path, **env: str) -> Shell:
+    return Shell(folder, user_env(hd_bin_dir(scratch / "bin"), **env), scratch)
+
+
+EXAMPLE = re.compile(r"# ((?:\[|[a-z_]+ = ).*)")
+"""A commented TOML line (a table header or `key = value`), not a comment in prose."""
+
+
+def uncommented(text: str, after: str) -> str:
+    """`text` with every commented example from the line `after` on made real."""
+    head, sep, tail = text.partition(after)
+    assert sep, after
+    return head + "\n".join(m.group(1) if (m := EXAMPLE.fullmatch(ln)) else ln
+                            for ln in (sep + tail).splitlines())
+
+
+def test_the_own_stack_loads_and_runs(project: Path, tmp_path: Path) -> None:
+    offset = free_offset([9000, 8080])
+    sh = shell_in(project, tmp_path / "scratch", HIPPODROME_PORT_OFFSET=str(offset))
+    init = sh.run("hd init")
+    assert init.returncode == 0, init.stderr
+    assert f"wrote hippodrome.toml in {project}" in init.stdout
+    assert "next: hd up --detach" in init.stdout
+    assert not (project / "tasks.py").exists()
+    assert load_stack(project).names == ("page", "web")
+    up = sh.run("hd up --detach")
+    assert up.returncode == 0, up.stdout + up.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{8080 + offset}/", timeout=30) as page:
+        assert "It works" in page.read().decode()
+    token = registry(project)["daemon"]["token"]
+    down = sh.run("hd down")
+    assert down.returncode == 0, down.stderr
+    assert marked_pids(token) == []
+
+
+def test_from_bundled_keeps_the_bundled_stack(project: Path, tmp_path: Path) -> None:
+    res = shell_in(project, tmp_path / "scratch").run("hd init --from-bundled")
+    assert res.returncode == 0, res.stderr
+    text = (project / "hippodrome.toml").read_text()
+    assert "defaults = true" in text and text == starter.BUNDLED_STACK
+    assert load_stack(project).names == load_stack(None).names
+
+
+def test_the_commented_examples_load_once_uncommented(tmp_path: Path) -> None:
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "hippodrome.toml").write_text(uncommented(starter.OWN_STACK, "# [services.db]"))
+    assert {"db", "migrate", "app", "search"} <= set(load_stack(own).names)
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    (bundled / "hippodrome.toml").write_text(
+        uncommented(starter.BUNDLED_STACK, "# dashboard_port"))
+    stack = load_stack(bundled)
+    assert {"api", "fixtures", "controller"} <= set(stack.names)
+    assert stack.service("console").enabled is False
+
+
+def test_existing_files_are_never_overwritten_without_force(project: Path,
+                                                            tmp_path: Path) -> None:
+    sh = shell_in(project, tmp_path / "scratch")
+    (project / "hippodrome.toml").write_text("# mine\n")
+    res = sh.run("hd init")
+    assert res.returncode == 2  # UsageError, in the README's exit-code table
+    assert res.stderr.startswith(f"hippodrome: hippodrome.toml already exists in {project}")
+    assert "hd init --force" in res.stderr and "nothing was written" in res.stderr
+    assert (project / "hippodrome.toml").read_text() == "# mine\n"
+    # tasks.py alone in the way: neither file is written
+    (project / "hippodrome.toml").unlink()
+    (project / "tasks.py").write_text("# mine\n")
+    res = sh.run("hd init --tasks")
+    assert res.returncode == 2 and "tasks.py already exists" in res.stderr
+    assert not (project / "hippodrome.toml").exists()
+    res = sh.run("hd init --tasks --force")
+    assert res.returncode == 0, res.stderr
+    assert (project / "tasks.py").read_text() == starter.TASKS_PY
+    assert (project / "hippodrome.toml").read_text() == starter.OWN_STACK
+    res = sh.run("hd init --tasks")
+    assert "hippodrome.toml and tasks.py already exist" in res.stderr
+
+
+def test_tasks_py_makes_invoke_work_in_that_folder(project: Path, tmp_path: Path) -> None:
+    offset = free_offset([9000, 8080])
+    sh = shell_in(project, tmp_path / "scratch", HIPPODROME_PORT_OFFSET=str(offset))
+    assert sh.run("hd init --tasks").returncode == 0
+    env = sh.env
+    invoke = [PY, "-m", "invoke"]  # no -r: invoke finds this folder's tasks.py
+    listed = subprocess.run([*invoke, "--list"], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert {"up", "down", "status", "init"} <= {ln.split()[0] for ln in
+                                                listed.stdout.splitlines()[1:] if ln.strip()}
+    up = subprocess.run([*invoke, "up", "--detach"], cwd=project, env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert registry(project)["daemon"]["pid"]
+    down = subprocess.run([*invoke, "down"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
