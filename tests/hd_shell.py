@@ -62,8 +62,9 @@ class Shell:
     def run(self, line: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         self.scratch.mkdir(parents=True, exist_ok=True)
         where = self.scratch / "cwd"
-        script = f'trap \'pwd > "{where}"\' EXIT\n{line}\n'
-        proc = subprocess.run(["bash", "-c", script], cwd=self.cwd, env=self.env,
+        script = f'trap \'pwd > "$HD_SHELL_CWD_FILE"\' EXIT\n{line}\n'
+        proc = subprocess.run(["bash", "-c", script], cwd=self.cwd,
+                              env={**self.env, "HD_SHELL_CWD_FILE": str(where)},
                               capture_output=True, text=True, timeout=timeout)
         if where.is_file():
             self.cwd = Path(where.read_text().strip())
