@@ -21,7 +21,7 @@ from hippo_tasks.errors import (
 )
 from hippo_tasks.events import hooks
 from hippo_tasks.registry.lifecycle_lock import LifecycleLock
-from hippo_tasks.registry.store import Registry, daemon_alive
+from hippo_tasks.registry.store import Registry, daemon_alive, is_same_process
 from hippo_tasks.tasks.context import build_options, resolve_root
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint, status_table
@@ -294,11 +294,16 @@ def _down_locked(root: Path, force: bool) -> None:
 
 
 def _wait_daemon_gone(registry: Registry, pid: int, timeout: float = 120.0) -> None:
+    """Until the daemon left the registry and its process has ended: it removes its
+    entry before its interpreter exits, and `down` must not return while it lives."""
     deadline = time.monotonic() + timeout
+    daemon = registry.read().get("daemon") or {}
+    born = daemon.get("create_time") if daemon.get("pid") == pid else None
     while time.monotonic() < deadline:
         data = registry.read()
         daemon = data.get("daemon") or {}
-        if daemon.get("pid") != pid or not daemon_alive(data):
+        if (daemon.get("pid") != pid or not daemon_alive(data)) \
+                and not is_same_process(pid, born):
             return
         time.sleep(0.05)
     raise DaemonUnreachableError("", pid, f"still running {timeout:g}s after shutdown")
