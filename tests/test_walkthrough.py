@@ -176,9 +176,6 @@ def test_cascade_restarts_the_db_and_the_app(played: Run) -> None:
     assert [ln.split(":")[0] for ln in said][0] == "db" and said[-1].startswith("app:")
 
 
-@pytest.mark.xfail(strict=True, reason="restart_cascade (supervision/stack.py) skips a "
-                   "dependant job that has completed (STOPPED), so the schema job does not "
-                   "run again; the app after it does")
 def test_cascade_runs_the_job_again(played: Run) -> None:
     assert not played.error, played.error
     assert played.schema_runs["hd restart --service db --cascade"] == 2

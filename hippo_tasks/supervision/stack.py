@@ -167,15 +167,18 @@ class StackSupervisor:
 
     async def restart_cascade(self, name: str) -> list[str]:
         """Restart `name`, then each service that depends on it (in dependency order),
-        each once the one before is ready again. A dependant that is stopped stays
-        stopped; a restart that fails ends the cascade there. Returns what it touched."""
+        each once the one before is ready again; a job that completed runs again (a
+        schema step after its database). A dependant stopped on purpose stays stopped;
+        a restart that fails ends the cascade there. Returns what it touched."""
         touched = [name]
         await self.get(name).request("restart", "restart requested (cascade)")
         if not self.get(name).ready:
             return touched
         for dep in self.dependants_closure(name):
             svc = self.services[dep]
-            if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon:
+            completed_job = svc.planned.spec.kind == "job" and svc.ready
+            if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon \
+                    and not completed_job:
                 continue
             touched.append(dep)
             await svc.request("restart", f"restart requested (cascade from {name})")
