@@ -33,7 +33,15 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from results_file import report  # noqa: E402
-from stackutil import FLOOD, PY, TOY, free_ports, stack_header, toy_service  # noqa: E402
+from stackutil import (  # noqa: E402
+    FLOOD,
+    PY,
+    TOY,
+    escaper_service,
+    free_ports,
+    stack_header,
+    toy_service,
+)
 
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
 from hippo_tasks.registry.store import Registry  # noqa: E402
@@ -290,12 +298,9 @@ def bench_restart_storm() -> dict[str, float]:
     """Twenty restarts of one service spread over 1.5 s (a double-clicked button, a
     reload during a restart): wall time until every request has its answer, and the
     service's processes beyond the one that should run (0), then after `down` (0)."""
-    escaper = str(REPO / "tests" / "toys" / "escaper.py")
-
     def text(ports: list[int]) -> str:
-        return stack_header(ports[0]) + (
-            f'[services.web]\ncommand = ["{PY}", "{escaper}", "--port", "{ports[1]}", '
-            f'"--drain", "0.1"]\nport = {ports[1]}\nreadiness = {{ http = "/" }}\n')
+        return stack_header(ports[0]) + escaper_service("web", ports[1], "--drain", "0.1",
+                                                        readiness={"http": "/"})
 
     with stack(text, 1) as (root, ports):
         assert cli(root, "up", "--detach").returncode == 0

@@ -19,6 +19,7 @@ TOYS = REPO / "tests" / "toys"
 PY = sys.executable
 TOY = str(TOYS / "toy.py")
 FLOOD = str(TOYS / "flood.py")
+ESCAPER = str(TOYS / "escaper.py")
 
 
 def free_ports(n: int) -> list[int]:
@@ -94,7 +95,18 @@ def write_stack(root: Path, text: str) -> Path:
 
 def toy_service(name: str, port: int | None, *flags: str, **fields: Any) -> str:
     """A [services.NAME] table running tests/toys/toy.py with the given flags."""
-    argv = [PY, TOY, *(["--port", str(port)] if port else []), *flags]
+    return script_service(name, TOY, port, *flags, **fields)
+
+
+def escaper_service(name: str, port: int | None, *flags: str, **fields: Any) -> str:
+    """A [services.NAME] table running tests/toys/escaper.py (setsid, double fork,
+    draining on SIGTERM, late ready lines)."""
+    return script_service(name, ESCAPER, port, *flags, **fields)
+
+
+def script_service(name: str, script: str, port: int | None, *flags: str,
+                   **fields: Any) -> str:
+    argv = [PY, script, *(["--port", str(port)] if port else []), *flags]
     lines = [f"[services.{name}]", f"command = {json.dumps(argv)}"]
     if port:
         lines.append(f"port = {port}")

@@ -20,8 +20,8 @@ from typing import Any
 from stackutil import (
     PY,
     REPO,
-    _toml,
     alive,
+    escaper_service,
     free_ports,
     hd,
     registry,
@@ -31,18 +31,6 @@ from stackutil import (
 )
 
 from hippo_tasks.supervision.scope import marked_pids
-
-ESCAPER = str(REPO / "tests" / "toys" / "escaper.py")
-
-
-def escaper(name: str, port: int | None, *flags: str, **fields: Any) -> str:
-    argv = [PY, ESCAPER, *(["--port", str(port)] if port else []), *flags]
-    lines = [f"[services.{name}]", f"command = {json.dumps(argv)}"]
-    if port:
-        lines.append(f"port = {port}")
-    for key, value in fields.items():
-        lines.append(f"{key} = {_toml(value)}")
-    return "\n".join(lines) + "\n"
 
 
 def recorded(pids_file: Path) -> dict[str, list[int]]:
@@ -88,7 +76,7 @@ def test_restart_storm_leaves_one_process_and_true_status(project: Path) -> None
     transition, one live process afterwards, the one status names and that answers."""
     dash, port = free_ports(2)
     pids = project / "pids"
-    write_stack(project, stack_header(dash) + escaper(
+    write_stack(project, stack_header(dash) + escaper_service(
         "web", port, "--drain", "0.1", "--pids", str(pids), readiness={"http": "/"}))
     hd(project, "up", "--detach", check=True)
     tok = token(project)
@@ -123,15 +111,21 @@ def test_restart_storm_leaves_one_process_and_true_status(project: Path) -> None
     nothing_left(tok, every_pid(pids))
 
 
-def test_setsid_and_double_fork_children_end_with_down(project: Path) -> None:
+def sneaky_stack(project: Path) -> tuple[Path, str]:
+    """A service whose children escape by setsid() and by a double fork, up and with
+    both escapees running: (its pids file, the daemon's ownership token)."""
     dash, port = free_ports(2)
     pids = project / "pids"
-    write_stack(project, stack_header(dash) + escaper(
+    write_stack(project, stack_header(dash) + escaper_service(
         "sneaky", port, "--setsid", "--double-fork", "--pids", str(pids),
         readiness={"log": "READY"}))
     hd(project, "up", "--detach", check=True)
-    tok = token(project)
     wait_for(lambda: {"setsid", "daemon"} <= set(recorded(pids)), 10, what="escapees")
+    return pids, token(project)
+
+
+def test_setsid_and_double_fork_children_end_with_down(project: Path) -> None:
+    pids, tok = sneaky_stack(project)
     escaped = recorded(pids)["setsid"] + recorded(pids)["daemon"]
     assert all(alive(p) for p in escaped)
     assert all(os.getsid(p) != recorded(pids)["main"][0] for p in escaped)
@@ -140,14 +134,7 @@ def test_setsid_and_double_fork_children_end_with_down(project: Path) -> None:
 
 
 def test_setsid_and_double_fork_children_end_after_kill_9_of_daemon(project: Path) -> None:
-    dash, port = free_ports(2)
-    pids = project / "pids"
-    write_stack(project, stack_header(dash) + escaper(
-        "sneaky", port, "--setsid", "--double-fork", "--pids", str(pids),
-        readiness={"log": "READY"}))
-    hd(project, "up", "--detach", check=True)
-    tok = token(project)
-    wait_for(lambda: {"setsid", "daemon"} <= set(recorded(pids)), 10, what="escapees")
+    pids, tok = sneaky_stack(project)
     os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
     nothing_left(tok, every_pid(pids))
     hd(project, "down", check=True)
@@ -158,7 +145,7 @@ def test_a_crash_ends_the_escaped_children_before_the_restart(project: Path) -> 
     still found and ended, so the restarted service is alone."""
     dash, port = free_ports(2)
     pids = project / "pids"
-    write_stack(project, stack_header(dash, backoff_initial=0.1) + escaper(
+    write_stack(project, stack_header(dash, backoff_initial=0.1) + escaper_service(
         "sneaky", port, "--double-fork", "--pids", str(pids), readiness={"http": "/"}))
     hd(project, "up", "--detach", check=True)
     tok = token(project)
@@ -177,7 +164,7 @@ def test_a_crash_ends_the_escaped_children_before_the_restart(project: Path) -> 
 
 def test_status_drops_a_killed_pid_at_once(project: Path) -> None:
     dash, port = free_ports(2)
-    write_stack(project, stack_header(dash, backoff_initial=5.0) + escaper(
+    write_stack(project, stack_header(dash, backoff_initial=5.0) + escaper_service(
         "web", port, readiness={"http": "/"}))
     hd(project, "up", "--detach", check=True)
     before = row(project, "web")
@@ -192,7 +179,7 @@ def test_status_drops_a_killed_pid_at_once(project: Path) -> None:
 
 def test_two_concurrent_ups_one_wins_the_other_exits_7(project: Path) -> None:
     dash, port = free_ports(2)
-    write_stack(project, stack_header(dash) + escaper("web", port, readiness={"http": "/"}))
+    write_stack(project, stack_header(dash) + escaper_service("web", port, readiness={"http": "/"}))
     env = {**os.environ, "NO_COLOR": "1"}
     cmd = [PY, "-m", "invoke", "-r", str(REPO), "up", "--detach", "--project-root",
            str(project)]
@@ -213,7 +200,7 @@ def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:
     for delay in (0.05, 0.3):
         dash, port = free_ports(2)
         pids = project / f"pids-{delay}"
-        write_stack(project, stack_header(dash) + escaper(
+        write_stack(project, stack_header(dash) + escaper_service(
             "web", port, "--ready-after", "0.5", "--pids", str(pids),
             readiness={"log": "READY"}))
         env = {**os.environ, "NO_COLOR": "1"}
@@ -244,7 +231,7 @@ def test_double_ctrl_c_kills_at_once_and_nothing_restarts(project: Path) -> None
     prev = None
     for name, port, drain in zip("abcd", ports, ("0", "0", "0", "1.0"), strict=True):
         deps = {"depends_on": [prev]} if prev else {}
-        text += escaper(name, port, "--drain", drain, "--pids", str(pids),
+        text += escaper_service(name, port, "--drain", drain, "--pids", str(pids),
                         readiness={"http": "/"}, **deps)
         prev = name
     write_stack(project, text)
@@ -275,7 +262,7 @@ def test_double_ctrl_c_kills_at_once_and_nothing_restarts(project: Path) -> None
 def test_log_readiness_counts_only_the_new_runs_line(project: Path) -> None:
     dash, = free_ports(1)
     pids = project / "pids"
-    write_stack(project, stack_header(dash) + escaper(
+    write_stack(project, stack_header(dash) + escaper_service(
         "slow", None, "--ready-after", "1.5", "--pids", str(pids),
         readiness={"log": "READY"}))
     hd(project, "up", "--detach", check=True)
@@ -320,7 +307,7 @@ def test_a_stale_registry_never_signals_a_foreign_group(project: Path) -> None:
 
 def test_a_daemon_note_starts_on_its_own_line(project: Path) -> None:
     dash, = free_ports(1)
-    write_stack(project, stack_header(dash) + escaper(
+    write_stack(project, stack_header(dash) + escaper_service(
         "half", None, "--partial", "PARTIAL-START", readiness={"log": "READY"}))
     hd(project, "up", "--detach", check=True)
     hd(project, "down", check=True)
@@ -332,8 +319,8 @@ def test_a_daemon_note_starts_on_its_own_line(project: Path) -> None:
 def test_a_failed_dependency_fails_its_dependants_and_up_settles(project: Path) -> None:
     dash, a, b = free_ports(3)
     write_stack(project, stack_header(dash)
-                + escaper("base", a, "--port", "x", blocking=False, readiness={"http": "/"})
-                + escaper("top", b, blocking=False, depends_on=["base"],
+                + escaper_service("base", a, "--port", "x", blocking=False, readiness={"http": "/"})
+                + escaper_service("top", b, blocking=False, depends_on=["base"],
                           readiness={"http": "/"}))
     up = hd(project, "up", "--detach", timeout=60)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -348,7 +335,7 @@ def test_a_failed_dependency_fails_its_dependants_and_up_settles(project: Path) 
 def test_sigterm_to_the_daemon_while_starting_leaves_nothing(project: Path) -> None:
     dash, port = free_ports(2)
     pids = project / "pids"
-    write_stack(project, stack_header(dash) + escaper(
+    write_stack(project, stack_header(dash) + escaper_service(
         "slow", port, "--ready-after", "3", "--setsid", "--pids", str(pids),
         readiness={"log": "READY"}))
     env = {**os.environ, "NO_COLOR": "1"}
@@ -368,7 +355,7 @@ def test_sigterm_to_the_daemon_while_starting_leaves_nothing(project: Path) -> N
 def test_down_during_a_shutdown_waits_and_reports(project: Path) -> None:
     dash, port = free_ports(2)
     pids = project / "pids"
-    write_stack(project, stack_header(dash) + escaper(
+    write_stack(project, stack_header(dash) + escaper_service(
         "slow", port, "--drain", "1.5", "--pids", str(pids), readiness={"http": "/"}))
     hd(project, "up", "--detach", check=True)
     tok = token(project)

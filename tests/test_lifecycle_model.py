@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 from harness import Harness, run
-from stackutil import PY, REPO, free_ports, stack_header, toy_service, wait_for
+from stackutil import ESCAPER, PY, free_ports, stack_header, toy_service, wait_for
 
 from hippo_tasks.supervision.scope import marked_pids, start_ticks
 from hippo_tasks.supervision.states import ALLOWED, State
-
-ESCAPER = str(REPO / "tests" / "toys" / "escaper.py")
 
 
 def test_the_table_has_no_dead_ends() -> None:

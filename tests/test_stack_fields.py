@@ -9,14 +9,21 @@ from pathlib import Path
 
 import pytest
 from harness import Harness, run
-from stackutil import PY, REPO, free_ports, hd, registry, stack_header, toy_service, write_stack
+from stackutil import (
+    ESCAPER,
+    PY,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    write_stack,
+)
 
 from hippo_tasks.errors import StackFileError
 from hippo_tasks.model.loader import load_stack_text
 from hippo_tasks.model.plan import Options, build_plan
 from hippo_tasks.supervision.states import State
-
-ESCAPER = str(REPO / "tests" / "toys" / "escaper.py")
 
 SIGINT_ONLY = (
     "import signal, sys, time\n"
