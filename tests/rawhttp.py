@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import socket
 from dataclasses import dataclass
@@ -51,3 +52,22 @@ def post(port: int, path: str, head: bytes, body: bytes = b"") -> Answer:
     """POST with the given header lines (each ending in CRLF) and body, Host 127.0.0.1."""
     return parse(exchange(port, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
                           + head + b"\r\n" + body))
+
+
+def json_request(port: int, body: bytes | None, headers: dict[str, str] | None = None,
+                 method: str = "POST", path: str = "/webhook/eventbridge",
+                 conn: http.client.HTTPConnection | None = None,
+                 content_type: str | None = "application/json") -> tuple[int, Any]:
+    """A well-formed request whose answer must be JSON: (status, decoded body).
+    `content_type=None` sends none (what curl and a browser may do)."""
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    sent = {"Content-Type": content_type} if content_type else {}
+    try:
+        c.request(method, path, body=body, headers={**sent, **(headers or {})})
+        resp = c.getresponse()
+        raw = resp.read()
+        assert resp.getheader("Content-Type") == "application/json", raw
+        return resp.status, json.loads(raw)
+    finally:
+        if conn is None:
+            c.close()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
+from chromium import launched
 from stackutil import (
     PY,
     REPO,
@@ -44,10 +45,6 @@ from stackutil import (
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
-CHROMIUM = os.environ.get("HIPPODROME_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 SCREENSHOT = REPO / "benchmarks" / "dashboard.png"
 CHATTY = str(TOYS / "chatty.py")
 SINK = str(TOYS / "event_sink.py")
@@ -59,21 +56,8 @@ WAIT_MS = 10_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the dashboard tests need the `playwright` Python package: "
-                    "pip install playwright (no browser download: they use Debian's chromium)",
-                    pytrace=False)
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium "
-                    "(or set HIPPODROME_CHROMIUM to a Chromium binary)", pytrace=False)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launched() as b:
+        yield b
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rawhttp import json_request
 from stackutil import PY, TOYS, free_ports, hd, stack_header, wait_for, write_stack
 
 from hippo_tasks.registry.cleanup import force_down
@@ -97,21 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         force_down(Registry(root))
 
 
-def request(port: int, body: bytes | None, headers: dict[str, str] | None = None,
-            method: str = "POST", path: str = HOOK,
-            conn: http.client.HTTPConnection | None = None) -> tuple[int, Any]:
-    own = conn is None
-    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        c.request(method, path, body=body,
-                  headers={"Content-Type": "application/json", **(headers or {})})
-        resp = c.getresponse()
-        raw = resp.read()
-        assert resp.getheader("Content-Type") == "application/json", raw
-        return resp.status, json.loads(raw)
-    finally:
-        if own:
-            c.close()
+request = json_request  # Content-Type: application/json unless headers say otherwise
 
 
 def post(port: int, event: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:

@@ -12,9 +12,9 @@ forms, and a page whose hostname "rebinds" to 127.0.0.1 tries it same-origin.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from chromium import launched
+from rawhttp import json_request
 from stackutil import PY, TOYS, free_ports, hd, stack_header, wait_for, write_stack
 
 from hippo_tasks.registry.cleanup import force_down
@@ -33,17 +35,13 @@ if TYPE_CHECKING:
 
 SINK = str(TOYS / "event_sink.py")
 HOOK = "/webhook/eventbridge"
-CHROMIUM = os.environ.get("HIPPODROME_CHROMIUM", "/usr/bin/chromium")
 REBOUND = "rebind.test"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 # DNS rebinding, without DNS: this name resolves to loopback.
-                 f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",
-                 # Chromium's own Local Network Access check would block the rebound
-                 # page before the daemon sees it; other browsers (or a user who
-                 # granted the permission) let it through, so the daemon must refuse.
-                 "--disable-features=LocalNetworkAccessChecks"]
+CHROMIUM_ARGS = (  # DNS rebinding, without DNS: this name resolves to loopback.
+    f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",
+    # Chromium's own Local Network Access check would block the rebound page before the
+    # daemon sees it; other browsers (or a user who granted the permission) let it
+    # through, so the daemon must refuse.
+    "--disable-features=LocalNetworkAccessChecks")
 
 
 @dataclass
@@ -82,19 +80,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         force_down(Registry(root))
 
 
-def request(port: int, body: bytes | None, headers: dict[str, str] | None = None,
-            method: str = "POST", path: str = HOOK,
-            conn: http.client.HTTPConnection | None = None) -> tuple[int, Any]:
-    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        c.request(method, path, body=body, headers=headers or {})
-        resp = c.getresponse()
-        raw = resp.read()
-        assert resp.getheader("Content-Type") == "application/json", raw
-        return resp.status, json.loads(raw)
-    finally:
-        if conn is None:
-            c.close()
+request = functools.partial(json_request, content_type=None)  # headers exactly as given
 
 
 def event(detail_type: str) -> bytes:
@@ -183,21 +169,8 @@ def test_a_rebound_host_on_a_raw_socket_is_refused(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("these tests need the `playwright` Python package: pip install "
-                    "playwright (no browser download: they use Debian's chromium)",
-                    pytrace=False)
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium "
-                    "(or set HIPPODROME_CHROMIUM to a Chromium binary)", pytrace=False)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launched(CHROMIUM_ARGS) as b:
+        yield b
 
 
 ATTACK = """<!doctype html><html><body>

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from hippo_tasks.supervision.scope import RUN_ENV, Scope, all_pids, remove_cgroup, stat_fields
@@ -71,29 +71,26 @@ def is_hippodrome_cgroup(path: Path, token: str) -> bool:
 
 # ---- a service's processes --------------------------------------------------------------
 
+ENTER = ('{ echo 0 > "$0"; } 2>/dev/null || '
+         '{ echo "hippodrome: cannot move into the cgroup $0" >&2; exit 126; }; exec "$@"')
+"""Run by /bin/sh in the new child: `echo` is a builtin, so writing 0 moves the shell
+itself into the cgroup, and `exec` keeps its pid for the real command. A Python
+preexec_fn would do the same, but forces fork() instead of vfork(): 4 ms instead of 1
+of a 30 MB daemon's event loop, per spawn."""
+
+
 class Placement:
-    """The environment mark, and the cgroup the forked child moves itself into."""
+    """The environment mark, and the cgroup the new child moves itself into before
+    the service's own program runs a single instruction."""
 
-    def __init__(self, env: dict[str, str], procs_fd: int | None) -> None:
+    def __init__(self, env: dict[str, str], procs: str | None) -> None:
         self.env = env
-        self._fd = procs_fd
+        self.procs = procs
 
-    @property
-    def preexec(self) -> Callable[[], None] | None:
-        fd = self._fd
-        if fd is None:
-            return None
-
-        def enter() -> None:  # runs in the forked child: "0" means "me"
-            os.write(fd, b"0")
-
-        return enter
-
-    def close(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+    def wrap(self, argv: list[str]) -> list[str]:
+        if self.procs is None:
+            return argv
+        return ["/bin/sh", "-c", ENTER, self.procs, *argv]
 
 
 # ---- the mode of one daemon --------------------------------------------------------------
@@ -129,7 +126,7 @@ class Ownership:
             return Placement(env, None)
         path = self.base / service
         path.mkdir(exist_ok=True)
-        return Placement(env, os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+        return Placement(env, str(path / "cgroup.procs"))
 
     def close(self) -> None:
         if self.base is not None:
@@ -180,23 +177,17 @@ def _make_base(token: str) -> tuple[Path | None, str]:
 
 
 def _try_placement(probe: Path) -> str:
-    import shutil
-    import subprocess  # only at daemon start
-
     """Start one tiny process inside a fresh cgroup, the way services will be started:
     a hierarchy that lets us mkdir but not move a process in (no write access to the
     common ancestor, controllers in the way) is found here, not at a service's start."""
-    exe = shutil.which("true") or sys.executable
-    argv = [exe] if exe != sys.executable else [exe, "-S", "-c", "pass"]
+    import subprocess  # only at daemon start
+
     try:
         probe.mkdir()
-        place = Placement({}, os.open(probe / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
-        try:
-            subprocess.run(argv, preexec_fn=place.preexec, check=True, timeout=10,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-        finally:
-            place.close()
+        place = Placement({}, str(probe / "cgroup.procs"))
+        subprocess.run(place.wrap(["/bin/sh", "-c", ":"]), check=True, timeout=10,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"cannot start a process in a cgroup under {probe.parent.parent}: {exc}"
     finally:

@@ -60,7 +60,7 @@ def spawn(service: str, argv: tuple[str, ...], cwd: Path,
     exe = resolve_command(service, argv, cwd, env)
     try:
         proc = subprocess.Popen(
-            [exe, *argv[1:]],
+            place.wrap([exe, *argv[1:]]),
             cwd=cwd,
             env={**env, **place.env},
             stdin=subprocess.DEVNULL,
@@ -68,12 +68,9 @@ def spawn(service: str, argv: tuple[str, ...], cwd: Path,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=place.preexec,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         raise SpawnError(f"service {service}: cannot start {argv[0]!r}: {exc}") from exc
-    finally:
-        place.close()
     assert proc.stdout is not None
     with contextlib.suppress(OSError):
         fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
