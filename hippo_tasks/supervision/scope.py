@@ -46,11 +46,6 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
-def is_zombie(pid: int) -> bool:
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] in ("Z", "X")
-
-
 def run_mark(pid: int) -> str | None:
     """The HIPPODROME_RUN value in a process's environment, if it has one."""
     try:

@@ -36,12 +36,6 @@ ALLOWED: dict[State, frozenset[State]] = {
     S.EXTERNAL: frozenset({S.EXTERNAL}),
 }
 
-ACTIVE = frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.BACKOFF})
-"""States in which a process may exist or is about to."""
-
-SETTLED = frozenset({S.RUNNING, S.STOPPED, S.FAILED, S.EXTERNAL})
-"""States a start or stop request waits for."""
-
 
 class IllegalTransition(RuntimeError):
     def __init__(self, service: str, old: State, new: State) -> None:
