@@ -180,8 +180,7 @@ class Engine:
 
     def _reap(self) -> None:
         """Fallback mode: we are the subreaper, so exited orphans are ours to collect."""
-        own = {c.pid for svc in self.stack.services.values()
-               for c in (svc.child, svc._main) if c is not None}
+        own = {pid for svc in self.stack.services.values() for pid in svc.own_children}
         own.add(self.guard.pid)
         reap_adopted(own)
 

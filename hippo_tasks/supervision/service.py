@@ -120,6 +120,12 @@ class ServiceSupervisor:
             (self._run is not None and not self._run.done())
 
     @property
+    def own_children(self) -> set[int]:
+        """Our direct children whose exit status a Popen will collect (the subreaper
+        must not reap them)."""
+        return {c.pid for c in (self.child, self._main) if c is not None}
+
+    @property
     def _stop_signal(self) -> int:
         return int(signal.Signals[self.planned.spec.stop_signal])
 
