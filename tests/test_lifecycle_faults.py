@@ -33,6 +33,15 @@ from stackutil import (
 from hippo_tasks.supervision.scope import marked_pids
 
 
+def launch_up(project: Path, *flags: str, **popen: Any) -> subprocess.Popen[str]:
+    """`invoke up FLAGS` as a user starts it, left running (what `hd()` cannot do:
+    it waits for the command to end). Output is piped unless `popen` says otherwise."""
+    options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", *flags,
+                             "--project-root", str(project)], cwd=project, text=True,
+                            env={**os.environ, "NO_COLOR": "1"}, **options)
+
+
 def recorded(pids_file: Path) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     if pids_file.exists():
@@ -180,11 +189,7 @@ def test_status_drops_a_killed_pid_at_once(project: Path) -> None:
 def test_two_concurrent_ups_one_wins_the_other_exits_7(project: Path) -> None:
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + escaper_service("web", port, readiness={"http": "/"}))
-    env = {**os.environ, "NO_COLOR": "1"}
-    cmd = [PY, "-m", "invoke", "-r", str(REPO), "up", "--detach", "--project-root",
-           str(project)]
-    procs = [subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [launch_up(project, "--detach") for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 7], (codes, outs)
@@ -203,10 +208,7 @@ def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:
         write_stack(project, stack_header(dash) + escaper_service(
             "web", port, "--ready-after", "0.5", "--pids", str(pids),
             readiness={"log": "READY"}))
-        env = {**os.environ, "NO_COLOR": "1"}
-        up = subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", "--detach",
-                               "--project-root", str(project)], cwd=project, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        up = launch_up(project, "--detach")
         assert up.stdout is not None
         first = up.stdout.readline()  # printed once `up` holds the project's lock
         assert first.startswith("hippodrome | project"), first
@@ -235,10 +237,7 @@ def test_double_ctrl_c_kills_at_once_and_nothing_restarts(project: Path) -> None
                         readiness={"http": "/"}, **deps)
         prev = name
     write_stack(project, text)
-    env = {**os.environ, "NO_COLOR": "1"}
-    up = subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", "--project-root",
-                           str(project)], cwd=project, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up = launch_up(project, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
                  and all(e.get("ready") for e in registry(project)["services"].values())
@@ -338,10 +337,7 @@ def test_sigterm_to_the_daemon_while_starting_leaves_nothing(project: Path) -> N
     write_stack(project, stack_header(dash) + escaper_service(
         "slow", port, "--ready-after", "3", "--setsid", "--pids", str(pids),
         readiness={"log": "READY"}))
-    env = {**os.environ, "NO_COLOR": "1"}
-    up = subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", "--detach",
-                           "--project-root", str(project)], cwd=project, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    up = launch_up(project, "--detach")
     wait_for(lambda: "setsid" in recorded(pids), 30, what="the service starting")
     daemon = registry(project)["daemon"]["pid"]
     tok = token(project)
