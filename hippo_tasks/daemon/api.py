@@ -48,6 +48,10 @@ def status(req: Request) -> Json:
     return Json(req.app.commands.status())
 
 
+def why(req: Request) -> Json:
+    return Json(req.app.commands.why(req.params["name"]))
+
+
 def logs(req: Request) -> Json:
     lines = _int_arg(req.query, "lines", 100, 0, 100_000)
     after = _int_arg(req.query, "after", -1, -1, 2**62)

@@ -66,6 +66,10 @@ class DaemonClient:
         result: dict[str, Any] = self.call("GET", "/api/status", timeout=10)
         return result
 
+    def why(self, service: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/api/services/{service}/why", timeout=10)
+        return result
+
     def action(self, verb: str, service: str | None, cascade: bool = False) -> dict[str, Any]:
         if verb not in ("start", "stop", "restart"):
             raise UsageError(f"unknown action {verb}")

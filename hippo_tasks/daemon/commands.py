@@ -58,6 +58,18 @@ class StackCommands:
         return {"service": name, "last_seq": hub.last_seq(name),
                 "lines": [r.as_json() for r in records]}
 
+    def why(self, name: str) -> dict[str, Any]:
+        """What `name` waits on, down the chain (daemon/why.py)."""
+        from hippo_tasks.daemon.why import LAST_LINES, explain
+
+        self.check_service(name)
+        stack = self.engine.stack
+        snaps = {s.name: s for s in stack.snapshots()}
+        readiness = {n: s.planned.spec.readiness.describe() for n, s in stack.services.items()}
+        hub = self.engine.hub
+        return explain(name, snaps, readiness, lambda n: hub.own_lines(n, LAST_LINES),
+                       stack.log_path)
+
     # ---- actions -----------------------------------------------------------------
     def _result(self, names: list[str]) -> dict[str, Any]:
         rows = {r["name"]: r for r in self.engine.stack.status()}

@@ -19,6 +19,7 @@ from typing import Any
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.store import Registry, identity
+from hippo_tasks.supervision import timeline
 from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.logs import LogHub, RunFiles, WriteTrouble
 from hippo_tasks.supervision.orphans import OrphanGuard
@@ -259,6 +260,9 @@ class Engine:
         if failed:
             msg += f"; not running (non-blocking): {', '.join(map(str, failed))}"
         self.note(msg)
+        path = timeline.describe(rows)
+        if path:
+            self.note(f"hippodrome | {path}")
         self.note(f"hippodrome | dashboard: {self.url}   logs: {self.runs.dir}")
 
     def _release_events(self) -> None:

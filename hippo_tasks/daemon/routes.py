@@ -34,6 +34,7 @@ def build() -> tuple[Route, ...]:
         _row("GET", "/healthz", api.healthz),
         _row("GET", "/api/status", api.status),
         _row("GET", "/api/services/{name}/logs", api.logs),
+        _row("GET", "/api/services/{name}/why", api.why),
         _row("POST", "/api/services/{name}/start", api.start),
         _row("POST", "/api/services/{name}/stop", api.stop),
         _row("POST", "/api/services/{name}/restart", api.restart),

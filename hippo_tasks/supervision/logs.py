@@ -313,6 +313,11 @@ class LogHub:
                 break
         return out
 
+    def own_lines(self, service: str, count: int) -> list[str]:
+        """The service's own last lines, without the supervisor's notes: what a failure
+        report or `hd why` quotes."""
+        return [r.text for r in self.tail(service, count * 2) if not r.system][-count:]
+
     def since(self, service: str, seq: int, limit: int = 1000) -> list[LogRecord]:
         out: list[LogRecord] = []
         for chunk in list(self._buffers.get(service, ())):

@@ -44,6 +44,7 @@ from hippo_tasks.supervision.readiness import Outcome, until_ready, while_runnin
 from hippo_tasks.supervision.scope import RUN_ENV, Scope
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
 from hippo_tasks.supervision.states import ALLOWED, State, StateMachine, Transition
+from hippo_tasks.supervision.timeline import StartTimings
 
 Op = Literal["start", "stop", "restart"]
 
@@ -83,6 +84,9 @@ class ServiceSupervisor:
         self.reason = ""
         self._first_seq = 0
         self._setup_done = False
+        self.timings = StartTimings()
+        self.waiting_on: tuple[tuple[str, str], ...] = ()
+        """(dependency, condition) pairs the current start still waits for."""
         self._backoff = Backoff(ctx.settings.backoff_initial, ctx.settings.backoff_max)
         # the mailbox
         self._pending: Op | None = None
@@ -148,6 +152,7 @@ class ServiceSupervisor:
             depends_on=tuple(self.planned.depends_on), url=self.planned.url,
             cgroup=str(scope.cgroup) if scope.cgroup is not None else None,
             busy=self._current or self._pending,
+            timings=self.timings.as_json(), waiting_on=self.waiting_on,
         )
 
     def _changed(self, event: Transition) -> None:
@@ -254,6 +259,7 @@ class ServiceSupervisor:
         if self._run is None or self._run.done():
             if self.state in (State.STOPPED, State.FAILED):
                 self._move(State.PENDING, "start requested")
+            self.timings.begin()
             self._run = asyncio.get_running_loop().create_task(self._run_loop(),
                                                                name=f"{self.name}-run")
         assert self._mail is not None and self._settle is not None
@@ -349,6 +355,7 @@ class ServiceSupervisor:
             if outcome == "ready" and spec.kind == "service":
                 been_ready = True
                 self.healthy = True
+                self.timings.ready_at = time.time()
                 self._move(State.RUNNING, "ready")
                 outcome = await while_running(child, self.planned, self.ctx.settings,
                                               self._set_health, self._note)
@@ -359,6 +366,7 @@ class ServiceSupervisor:
             await end_scope(child, self.scope, spec.stop_timeout, self._note, self._stop_signal)
             self._collect(child)
             if spec.kind == "job" and outcome == "ready":
+                self.timings.ready_at = time.time()
                 self._move(State.STOPPED, "completed")
                 return
             if self._hold:
@@ -381,20 +389,25 @@ class ServiceSupervisor:
         """None once every dependency meets its condition; the reason when one never
         will (failed, or stopped with nobody asking it to start)."""
         conditions = dict(self.planned.spec.conditions)
-        while True:
-            waiting = False
-            for dep in self.deps:
-                condition = conditions.get(dep.name)
-                if dep.meets(condition):
-                    continue
-                if dep.state in (State.FAILED, State.STOPPED) and not dep.starting_soon:
-                    what = "failed" if dep.state == State.FAILED else "is stopped"
-                    return f"dependency '{dep.name}' {what}" + \
-                        (f": {dep.reason}" if dep.reason else "")
-                waiting = True
-            if not waiting:
-                return None
-            await self.wait_change()
+        try:
+            while True:
+                waiting: list[tuple[str, str]] = []
+                for dep in self.deps:
+                    condition = conditions.get(dep.name)
+                    if dep.meets(condition):
+                        continue
+                    if dep.state in (State.FAILED, State.STOPPED) and not dep.starting_soon:
+                        what = "failed" if dep.state == State.FAILED else "is stopped"
+                        return f"dependency '{dep.name}' {what}" + \
+                            (f": {dep.reason}" if dep.reason else "")
+                    waiting.append((dep.name, condition or "healthy"))
+                self.waiting_on = tuple(waiting)
+                if not waiting:
+                    self.timings.deps_met_at = time.time()
+                    return None
+                await self.wait_change()
+        finally:
+            self.waiting_on = ()
 
     def meets(self, condition: str | None) -> bool:
         """Whether a dependant waiting on this service with `condition` may start."""
@@ -456,7 +469,7 @@ class ServiceSupervisor:
         if main:
             self._main = child
             self.pid, self.pgid = child.pid, child.pgid
-            self.started_at = time.time()
+            self.started_at = self.timings.spawned_at = time.time()
             self.exit_code = None
             self._first_seq = first_seq
         await child.attach_output(self.ctx.hub)

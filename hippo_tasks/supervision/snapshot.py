@@ -33,6 +33,10 @@ class ServiceSnapshot:
     cgroup: str | None
     busy: str | None
     """The request being carried out (start, stop, restart), if any."""
+    timings: dict[str, float | None]
+    """The latest start's instants (supervision/timeline.py)."""
+    waiting_on: tuple[tuple[str, str], ...]
+    """(dependency, condition) pairs the current start still waits for."""
 
     @property
     def uptime_s(self) -> float | None:
@@ -59,6 +63,8 @@ class ServiceSnapshot:
             "depends_on": list(self.depends_on),
             "url": self.url,
             "busy": self.busy,
+            "timings": self.timings,
+            "waiting_on": [{"service": n, "condition": c} for n, c in self.waiting_on],
         }
 
     def as_registry(self, create_time: float | None) -> dict[str, object]:

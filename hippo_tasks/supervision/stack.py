@@ -72,12 +72,12 @@ class StackSupervisor:
         self._change = None
 
     # ---- start ------------------------------------------------------------------
+    def log_path(self, name: str) -> str | None:
+        return self._log_path(name) if self._log_path else None
+
     def failure_for(self, svc: ServiceSupervisor) -> ServiceStartError:
-        lines = [r.text for r in self.ctx.hub.tail(svc.name, 40) if not r.system][-20:]
-        return ServiceStartError(
-            svc.name, svc.reason, tuple(lines),
-            self._log_path(svc.name) if self._log_path else None,
-        )
+        lines = self.ctx.hub.own_lines(svc.name, 20)
+        return ServiceStartError(svc.name, svc.reason, tuple(lines), self.log_path(svc.name))
 
     def on_transition(self, event: Transition) -> None:
         """Hooked in by the owner: wakes waiting services; a blocking service failing

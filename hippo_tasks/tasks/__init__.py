@@ -13,13 +13,13 @@ def build_namespace() -> Any:
     """The invoke Collection of every task (returned as Any: invoke is untyped)."""
     from invoke.collection import Collection
 
-    from hippo_tasks.tasks import control, data, doctor, lifecycle, logs, scaffold
+    from hippo_tasks.tasks import control, data, doctor, lifecycle, logs, scaffold, why
     from hippo_tasks.tasks.declare import as_task
 
     ns = Collection()
     for fn in (lifecycle.up, lifecycle.down, lifecycle.status, lifecycle.start,
                lifecycle.stop, lifecycle.restart, logs.logs, doctor.doctor, data.seed,
-               data.probes, data.e2e, scaffold.init):
+               data.probes, data.e2e, scaffold.init, why.why):
         ns.add_task(as_task(fn))
     ns.add_collection(control.ns)
     try:

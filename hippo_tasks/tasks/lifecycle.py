@@ -179,7 +179,19 @@ def _up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
             elapsed = time.monotonic() - began
             print(f"hippodrome | stack ready in {elapsed:.2f}s; daemon pid {pid}; "
                   f"dashboard {daemon['url']}; `invoke status`, `invoke down`", flush=True)
+            _print_critical_path(DaemonClient(daemon["url"], pid))
             return pid
+
+
+def _print_critical_path(client: DaemonClient) -> None:
+    """Where the start-up time went; an answer the daemon cannot give costs nothing."""
+    from hippo_tasks.errors import HippoError
+    from hippo_tasks.supervision.timeline import describe
+
+    with contextlib.suppress(HippoError):
+        line = describe(client.status().get("services") or [])
+        if line:
+            print(f"hippodrome | {line}", flush=True)
 
 
 def _settled_ok(entry: dict[str, Any]) -> bool:

@@ -1,0 +1,27 @@
+"""`hd why NAME`: what a service waits on, down the dependency chain (daemon/why.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from hippo_tasks.daemon.client import DaemonClient
+from hippo_tasks.tasks.context import resolve_root
+from hippo_tasks.tasks.declare import task
+from hippo_tasks.tasks.output import handles_errors
+
+if TYPE_CHECKING:
+    from invoke.context import Context
+
+
+@task(help={"service": "the service to explain", "json": "print the answer as JSON "
+            "(as GET /api/services/NAME/why)",
+            "project-root": "project folder (default: nearest parent with hippodrome.toml "
+                            "or tasks.py)"})
+@handles_errors
+def why(c: Context, service: str, json_: bool = False, project_root: str = "") -> None:
+    """Why a service is not ready: its state, or what it waits on, down the chain."""
+    from hippo_tasks.daemon.why import render
+
+    answer = DaemonClient.for_project(resolve_root(project_root)).why(service)
+    print(json.dumps(answer, indent=2) if json_ else render(answer))

@@ -1,0 +1,123 @@
+"""Start-up timings, the critical path after `up`, and `hd why` from live state, on real
+processes (supervision/timeline.py, daemon/why.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from harness import Harness, run
+from stackutil import free_ports, hd, stack_header, toy_service, write_stack
+
+from hippo_tasks.daemon.why import explain, render
+from hippo_tasks.supervision.states import State
+from hippo_tasks.supervision.timeline import critical_path, describe
+
+
+def test_up_prints_the_critical_path_and_status_carries_the_instants(project: Path) -> None:
+    dash, a, b, c, side = free_ports(5)
+    write_stack(project, stack_header(dash)
+                + toy_service("a", a, "--delay", "0.3")
+                + toy_service("b", b, "--delay", "0.2", depends_on=["a"])
+                + toy_service("c", c, depends_on=["b"])
+                + toy_service("side", side))
+    try:
+        out = hd(project, "up", "--detach", check=True).stdout
+        line = next(ln for ln in out.splitlines() if "critical path" in ln)
+        path = line.split("critical path ", 1)[1].split(";")[0]
+        assert [seg.split()[0] for seg in path.split(" → ")] == ["a", "b", "c"], line
+        status = json.loads(hd(project, "status", "--json", check=True).stdout)
+        rows = {r["name"]: r for r in status["services"]}
+        for name, row in rows.items():
+            t = row["timings"]
+            assert t["requested_at"] <= t["deps_met_at"] <= t["spawned_at"] <= t["ready_at"], \
+                (name, t)
+            assert row["waiting_on"] == []
+        # b could not start before a was ready, nor c before b
+        assert rows["b"]["timings"]["deps_met_at"] >= rows["a"]["timings"]["ready_at"]
+        assert rows["c"]["timings"]["deps_met_at"] >= rows["b"]["timings"]["ready_at"]
+        # a's own time includes its 0.3 s before listening; side's path is not critical
+        assert [s.service for s in critical_path(status["services"])] == ["a", "b", "c"]
+        assert critical_path(status["services"])[0].seconds >= 0.3
+    finally:
+        hd(project, "down")
+
+
+def test_why_walks_down_the_chain_to_the_service_that_is_not_ready(project: Path) -> None:
+    db, app, top = free_ports(3)
+    text = ("[stack]\ndefaults = false\n\n"
+            + toy_service("db", db, "--lines", "1", "--delay", "30",
+                          start_timeout=60)
+            + toy_service("app", app, depends_on=["db"])
+            + toy_service("top", top, depends_on=[{"name": "app", "condition": "started"}]))
+
+    async def scenario(h: Harness) -> None:
+        starting = asyncio.ensure_future(h.stack.start_and_wait())
+        try:
+            while not (h.stack.get("db").state == State.STARTING
+                       and "line 0" in h.lines("db")
+                       and h.stack.get("app").waiting_on):
+                await asyncio.sleep(0.02)
+            snaps = {s.name: s for s in h.stack.snapshots()}
+            readiness = {n: s.planned.spec.readiness.describe()
+                         for n, s in h.stack.services.items()}
+            answer = explain("top", snaps, readiness, h.lines, h.stack.log_path)
+            assert answer["ready"] is False and answer["state"] == "pending"
+            assert [(b["service"], b["depth"], b["condition"]) for b in answer["blockers"]] == \
+                [("app", 1, "started"), ("db", 2, "healthy")]
+            db_row = answer["blockers"][1]
+            assert db_row["state"] == "starting" and db_row["waiting_on"] == []
+            assert "line 0" in db_row["last_lines"]
+            assert db_row["log_path"] and db_row["log_path"].endswith("db.log")
+            assert "waiting for app (started)" in answer["summary"]
+            assert "not ready yet" in answer["summary"]  # the bottom of the chain, named
+            text = render(answer)
+            assert "db [starting]" in text and "| line 0" in text
+            # a ready service answers for itself, with nothing below it
+            snaps = {s.name: s for s in h.stack.snapshots()}
+            assert snaps["db"].timings["spawned_at"] is not None
+            assert snaps["db"].timings["ready_at"] is None
+        finally:
+            starting.cancel()
+
+    run(project, text, scenario)
+
+
+def test_why_over_the_cli_for_a_failed_service_and_an_unknown_name(project: Path) -> None:
+    dash, ok, bad = free_ports(3)
+    write_stack(project, stack_header(dash)
+                + toy_service("ok", ok)
+                + toy_service("flaky", bad, "--say", "cannot open config.yaml", "--exit", "3",
+                              blocking=False))
+    try:
+        out = hd(project, "up", "--detach", check=True).stdout
+        assert "critical path ok" in out
+        flaky = hd(project, "why", "flaky", check=True).stdout
+        assert "flaky failed: exited with code 3" in flaky
+        assert "| cannot open config.yaml" in flaky and "flaky.log" in flaky
+        as_json = json.loads(hd(project, "why", "flaky", "--json", check=True).stdout)
+        assert as_json["state"] == "failed" and as_json["blockers"] == []
+        assert as_json["last_lines"][-1] == "cannot open config.yaml"
+        fine = hd(project, "why", "ok", check=True).stdout
+        assert fine.startswith("ok is ready")
+        unknown = hd(project, "why", "nosuch")
+        assert unknown.returncode != 0 and "nosuch" in unknown.stderr
+        assert "flaky" in unknown.stderr and "Traceback" not in unknown.stderr
+    finally:
+        hd(project, "down")
+
+
+def test_critical_path_from_rows_tolerates_missing_and_odd_values() -> None:
+    rows = [
+        {"name": "x", "depends_on": [], "timings": {"requested_at": 1.0, "deps_met_at": 1.0,
+                                                     "ready_at": 2.5}},
+        {"name": "y", "depends_on": ["x", "ghost"],
+         "timings": {"requested_at": 1.0, "deps_met_at": 2.5, "ready_at": 3.0}},
+        {"name": "ext", "depends_on": [], "timings": None},
+        {"name": "weird", "depends_on": None, "timings": {"ready_at": "soon"}},
+    ]
+    path = critical_path(rows)
+    assert [(s.service, round(s.seconds, 2)) for s in path] == [("x", 1.5), ("y", 0.5)]
+    assert describe(rows).startswith("critical path x 1.50s → y 0.50s")
+    assert critical_path([]) == [] and describe([{"name": "n"}]) == ""
