@@ -497,3 +497,35 @@ def test_the_snapshot_in_the_page_cannot_close_its_script_block() -> None:
     p = page()
     assert p.head.endswith(b'<script type="application/json" id="boot">')
     assert p.tail.startswith(b"</script>")
+
+
+def test_startup_waterfall_and_graph_show_order_states_and_the_critical_path(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    """Drawn from the same rows as the table: a bar per started service, bold names on
+    the daemon's critical path, graph nodes coloured by live state (SVG text nodes)."""
+    from playwright.sync_api import expect
+
+    db, app, lone = free_ports(3)
+    stacks.append(s := run_stack(project, {
+        "db": toy_service("db", db, "--delay", "0.3"),
+        "app": toy_service("app", app, depends_on=["db"]),
+        "lone": toy_service("lone", lone),
+    }, {"db": db, "app": app, "lone": lone}))
+    open_page(page, s)
+    status = s.status()
+    assert [p[0] for p in status["critical_path"]] == ["db", "app"]
+    bars = page.locator("#su-waterfall g[data-service]")
+    expect(bars).to_have_count(3, timeout=WAIT_MS)
+    expect(page.locator("#su-waterfall text.crit")).to_have_text(["db", "app"])
+    expect(page.locator("#su-note")).to_contain_text("critical path db ")
+    assert page.locator("#su-waterfall .bar-ready").count() == 3
+    # the graph puts app right of db, joined by one edge; states follow the stream
+    node = page.locator('#su-graph g[data-service="app"]')
+    expect(node).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+    assert page.locator("#su-graph path.edge").count() == 1
+    x_db = float(page.locator('#su-graph g[data-service="db"] rect').get_attribute("x") or 0)
+    x_app = float(node.locator("rect").get_attribute("x") or 0)
+    assert x_app > x_db
+    hd(project, "stop", "--service", "lone", check=True)
+    expect(page.locator('#su-graph g[data-service="lone"]')).to_have_attribute(
+        "data-state", "stopped", timeout=WAIT_MS)

@@ -88,17 +88,17 @@ def test_why_over_the_cli_for_a_failed_service_and_an_unknown_name(project: Path
     dash, ok, bad = free_ports(3)
     write_stack(project, stack_header(dash)
                 + toy_service("ok", ok)
-                + toy_service("flaky", bad, "--say", "cannot open config.yaml", "--exit", "3",
+                + toy_service("flaky", bad, "--lines", "1", "--exit", "3",
                               blocking=False))
     try:
         out = hd(project, "up", "--detach", check=True).stdout
         assert "critical path ok" in out
         flaky = hd(project, "why", "flaky", check=True).stdout
         assert "flaky failed: exited with code 3" in flaky
-        assert "| cannot open config.yaml" in flaky and "flaky.log" in flaky
+        assert "| line 0" in flaky and "| exiting with 3" in flaky and "flaky.log" in flaky
         as_json = json.loads(hd(project, "why", "flaky", "--json", check=True).stdout)
         assert as_json["state"] == "failed" and as_json["blockers"] == []
-        assert as_json["last_lines"][-1] == "cannot open config.yaml"
+        assert as_json["last_lines"][-2:] == ["line 0", "exiting with 3"]
         fine = hd(project, "why", "ok", check=True).stdout
         assert fine.startswith("ok is ready")
         unknown = hd(project, "why", "nosuch")

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.errors import RequestTimeoutError, UnknownServiceError
+from hippo_tasks.supervision.timeline import critical_path
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 300.0
@@ -35,6 +36,7 @@ class StackCommands:
     # ---- reads (no loop round trip: plain attribute reads) ------------------------
     def status(self) -> dict[str, Any]:
         opts = self.engine.plan.options
+        rows = self.engine.stack.status()
         return {
             "profile": opts.profile,
             "cell": opts.cell,
@@ -43,7 +45,9 @@ class StackCommands:
             "dashboard_url": self.engine.url,
             "uptime_s": round(time.time() - self.engine.started_at, 1),
             "logs_dir": str(self.engine.runs.dir),
-            "services": self.engine.stack.status(),
+            "services": rows,
+            "critical_path": [[seg.service, round(seg.seconds, 3)]
+                              for seg in critical_path(rows)],
             "problems": self.engine.problems(),
         }
 

@@ -34,6 +34,7 @@ from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.httpcore import Json, Raw, Request, Sink, Stream
 from hippo_tasks.daemon.webhook.routing import Deliveries
 from hippo_tasks.errors import ShutdownInProgressError
+from hippo_tasks.supervision.timeline import critical_path
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.app import App
@@ -133,6 +134,7 @@ class Tracker:
         self.seqs: dict[str, int] = {}
         self.webhook: list[Any] | None = None
         self.problems: dict[str, Any] = {}
+        self.path: list[list[Any]] = []
 
     def snapshot(self, status: dict[str, Any]) -> dict[str, Any]:
         hub = self.engine.hub
@@ -140,18 +142,22 @@ class Tracker:
         self.seqs = {name: hub.last_seq(name) for name in self.rows}
         self.webhook = _webhook_marker(self.deliveries)
         self.problems = status.get("problems") or {}
+        self.path = status.get("critical_path") or []
         return {**status, "daemon_started_at": self.engine.started_at,
                 "seqs": self.seqs, "webhook": self.webhook}
 
     def changes(self) -> dict[str, Any] | None:
         hub = self.engine.hub
         out: dict[str, Any] = {}
-        rows = [r for r in self.engine.stack.status()
-                if self.rows.get(str(r["name"])) != _row_key(r)]
+        every = self.engine.stack.status()
+        rows = [r for r in every if self.rows.get(str(r["name"])) != _row_key(r)]
         for r in rows:
             self.rows[str(r["name"])] = _row_key(r)
         if rows:
             out["services"] = rows
+            path = [[seg.service, round(seg.seconds, 3)] for seg in critical_path(every)]
+            if path != self.path:
+                out["critical_path"] = self.path = path
         seqs = {}
         for name in self.rows:
             seq = hub.last_seq(name)
