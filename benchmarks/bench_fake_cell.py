@@ -41,7 +41,7 @@ class Cell:
         self.state_dir = state_dir
         self.key = ""
         flag = "--fsync" if fsync else "--no-fsync"
-        cmd = [sys.executable, "-m", "hippo_tasks.services.fake_cell", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "hippo_platform.services.fake_cell", "--port", str(self.port)]
         cmd += ["--state-dir", str(state_dir), flag, "--watchdog-interval", "0"]
         started = time.perf_counter()
         self.proc = subprocess.Popen(

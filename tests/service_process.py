@@ -1,6 +1,6 @@
 """Run a bundled service as a real process for a test.
 
-`ServiceStarter` starts `python -m hippo_tasks.services.NAME --port P` on a free
+`ServiceStarter` starts `python -m hippo_platform.services.NAME --port P` on a free
 loopback port with the given env and arguments, waits until /healthz answers 200, and
 stops every process it started, by PID, when its `with` block ends, even if the test
 failed. Each child's stdout and stderr go to a file the test can read (`output()`),
@@ -153,7 +153,7 @@ class ServiceStarter:
         child_env.pop("HIPPODROME_STATE_DIR", None)
         child_env.update(env or {})
         log = self.folder / f"{name}-{port}-{len(self.started)}.log"
-        cmd = [sys.executable, "-m", f"hippo_tasks.services.{name}", "--port", str(port)]
+        cmd = [sys.executable, "-m", f"hippo_platform.services.{name}", "--port", str(port)]
         with open(log, "wb") as sink:
             proc = subprocess.Popen(
                 [*cmd, *args],

@@ -19,8 +19,8 @@ import requests
 from moto_server import DUMMY_CREDENTIALS, isolate_aws_env
 from service_process import ServiceProcess, ServiceStarter, free_port, get_status
 
+from hippo_platform.provision import provision
 from hippo_tasks.events import aws
-from hippo_tasks.events.provision import provision
 
 moto_server_url = moto_server.moto_server_url
 

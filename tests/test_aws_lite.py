@@ -26,8 +26,8 @@ import requests
 from moto_server import DUMMY_CREDENTIALS, free_port, isolate_aws_env, running_moto
 from service_process import ServiceProcess, ServiceStarter
 
-from hippo_tasks.events.provision import bucket_name, provision
-from hippo_tasks.services.common.aws_lite import (
+from hippo_platform.provision import bucket_name, provision
+from hippo_platform.services.common.aws_lite import (
     TIMEOUT,
     UNREACHABLE,
     AwsClient,
@@ -36,14 +36,14 @@ from hippo_tasks.services.common.aws_lite import (
     AwsError,
     Credentials,
 )
-from hippo_tasks.services.common.aws_lite_dynamo import (
+from hippo_platform.services.common.aws_lite_dynamo import (
     DynamoTypeError,
     marshal,
     marshal_item,
     unmarshal_item,
 )
-from hippo_tasks.services.common.aws_lite_sigv4 import sign
-from hippo_tasks.services.fake_cognito.tokens import issue_token
+from hippo_platform.services.common.aws_lite_sigv4 import sign
+from hippo_platform.services.fake_cognito.tokens import issue_token
 
 moto_server_url = moto_server.moto_server_url
 moto_endpoint = moto_server.moto_endpoint
@@ -592,7 +592,7 @@ def exercise_services(start: ServiceStarter, env: dict[str, str], secret: str,
     for name, svc in services.items():
         out = svc.output()
         imported = re.findall(r"import time:\s+\d+ \|\s+\d+ \|\s+(\S.*)", out)
-        assert any(m.strip() == "hippo_tasks.services.common.aws_lite" for m in imported)
+        assert any(m.strip() == "hippo_platform.services.common.aws_lite" for m in imported)
         aws_sdk = [m.strip() for m in imported if m.strip().startswith(("boto", "s3transfer"))]
         assert aws_sdk == [], f"{name} imported {aws_sdk[:5]}"
         print(f"{name}: RSS {rss_mb(svc.pid):.1f} MB, {len(imported)} modules")

@@ -26,7 +26,7 @@ from stackutil import (
     write_stack,
 )
 
-from hippo_tasks.events.provision import provision
+from hippo_platform.provision import provision
 
 moto_server_url = moto_server.moto_server_url
 moto_endpoint = moto_server.moto_endpoint

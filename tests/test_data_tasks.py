@@ -12,9 +12,9 @@ import pytest
 from data_stack import free_offset, run_task
 from stackutil import hd
 
+from hippo_platform.seed.files import read_env_file
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
-from hippo_tasks.seed.files import read_env_file
 from hippo_tasks.tasks.data import pytest_args
 
 USER_SUITE = textwrap.dedent('''

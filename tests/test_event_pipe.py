@@ -25,7 +25,7 @@ from moto_server import DUMMY_CREDENTIALS
 from service_process import ServiceProcess, ServiceStarter, free_port, get_status
 from stackutil import hd, wait_for
 
-from hippo_tasks.events.provision import bucket_name, provision
+from hippo_platform.provision import bucket_name, provision
 
 moto_server_url = moto_server.moto_server_url
 RECEIVER = str(Path(__file__).resolve().parent / "toys" / "webhook_receiver.py")

@@ -36,7 +36,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 def test_importing_the_events_layer_does_not_import_boto3() -> None:
     code = (
         "import sys, hippo_tasks.events, hippo_tasks.events.aws, hippo_tasks.events.validate,"
-        " hippo_tasks.events.provision, hippo_tasks.tasks.events;"
+        " hippo_platform.provision, hippo_tasks.tasks.events;"
         " print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
     )
     out = subprocess.run(

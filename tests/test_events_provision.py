@@ -1,4 +1,4 @@
-"""hippo_tasks.events.provision on a real moto server: what it makes, twice, and its CLI."""
+"""hippo_platform.provision on a real moto server: what it makes, twice, and its CLI."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import moto_server
 import pytest
 from moto_server import DUMMY_CREDENTIALS, free_port
 
-from hippo_tasks.events import aws
-from hippo_tasks.events.provision import (
+from hippo_platform.provision import (
     bucket_name,
     main,
     provision,
     provision_resources,
     role_name,
 )
+from hippo_tasks.events import aws
 
 # The real-moto fixtures, made visible to this module (one server per module).
 moto_server_url = moto_server.moto_server_url
@@ -45,7 +45,7 @@ def expected_names(prefix: str) -> list[str]:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hippo_tasks.events.provision", *args],
+        [sys.executable, "-m", "hippo_platform.provision", *args],
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
@@ -176,7 +176,7 @@ def test_cli_names_the_resource_that_failed(moto_endpoint: str) -> None:
     """SQS refuses a queue name with a space or '!': the error names that queue. (With no
     credentials at all, a loopback endpoint gets dummy ones: test_events_validate.)"""
     out = subprocess.run(
-        [sys.executable, "-m", "hippo_tasks.events.provision", "--table-prefix", "prov bad!"]
+        [sys.executable, "-m", "hippo_platform.provision", "--table-prefix", "prov bad!"]
         + ["--endpoint-url", moto_endpoint],
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,

@@ -12,8 +12,8 @@ import moto_server
 import pytest
 from moto_server import DUMMY_CREDENTIALS, free_port
 
+from hippo_platform.provision import provision
 from hippo_tasks.events import aws
-from hippo_tasks.events.provision import provision
 from hippo_tasks.events.validate import Target, header, validate
 
 # The real-moto fixtures, made visible to this module (one server per module).

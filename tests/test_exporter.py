@@ -17,7 +17,7 @@ from moto_server import DUMMY_CREDENTIALS
 from service_process import ServiceProcess, ServiceStarter, free_port, get_status
 from stackutil import wait_for
 
-from hippo_tasks.events.provision import bucket_name
+from hippo_platform.provision import bucket_name
 
 moto_server_url = moto_server.moto_server_url
 PREFIX = "exp-test-"

@@ -19,9 +19,9 @@ import pytest
 import requests
 from service_process import ROOT, ServiceProcess, ServiceStarter, free_port
 
-from hippo_tasks.services.fake_cell.journal import Journal
-from hippo_tasks.services.fake_cell.search import K1, B, SearchIndex, parse_filter, tokenize
-from hippo_tasks.services.fake_cell.store import Cell
+from hippo_platform.services.fake_cell.journal import Journal
+from hippo_platform.services.fake_cell.search import K1, B, SearchIndex, parse_filter, tokenize
+from hippo_platform.services.fake_cell.store import Cell
 
 DOCS = [
     {"_id": "both", "title": "red running shoes", "color": "red", "price": 80},
@@ -294,10 +294,10 @@ def test_pruned_bm25_equals_brute_force() -> None:
 
 WEDGED_CELL = """
 import sys, threading, time
-from hippo_tasks.services.common.runner import serve
-from hippo_tasks.services.common.watchdog import Watchdog
-from hippo_tasks.services.fake_cell.api import build_app
-from hippo_tasks.services.fake_cell.store import Cell
+from hippo_platform.services.common.runner import serve
+from hippo_platform.services.common.watchdog import Watchdog
+from hippo_platform.services.fake_cell.api import build_app
+from hippo_platform.services.fake_cell.store import Cell
 
 cell = Cell()
 app = build_app(cell, lock_timeout=0.3)

@@ -12,7 +12,7 @@ import pytest
 import requests
 from service_process import ServiceProcess, ServiceStarter
 
-from hippo_tasks.services.fake_cognito.tokens import (
+from hippo_platform.services.fake_cognito.tokens import (
     DEFAULT_SECRET,
     TokenError,
     issue_token,

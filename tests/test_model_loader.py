@@ -139,7 +139,8 @@ def test_plan_renders_ports_urls_with_offset_and_order() -> None:
 
 
 def test_profiles_cells_and_only() -> None:
-    text = BASE + '\n[services.ui]\ncommand=["ui"]\nprofiles=["ecom"]\ncells=["local"]\n'
+    text = (BASE + '\n[services.ui]\ncommand=["ui"]\nprofiles=["ecom"]\ncells=["local"]\n'
+            '[cells.staging]\n')
     core = build_plan(load_stack_text(text), Options(project_root=Path("/p")))
     assert "ui" not in core.names
     ecom = build_plan(load_stack_text(text), Options(project_root=Path("/p"), profile="ecom"))

@@ -148,7 +148,7 @@ def test_services_pex_is_an_interpreter_without_the_source_tree(pex_dir: Path,
     assert is_311 == "True"
     assert not Path(where).is_relative_to(REPO), where
     mod = subprocess.run(
-        [str(pex_dir / "services.pex"), "-m", "hippo_tasks.services.fake_cell", "--help"],
+        [str(pex_dir / "services.pex"), "-m", "hippo_platform.services.fake_cell", "--help"],
         cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
         check=False,
     )

@@ -26,8 +26,8 @@ from test_admin_server import (
     table_env,
 )
 
-from hippo_tasks.services.common.aws_lite_sigv4 import Credentials, sign
-from hippo_tasks.services.global_worker.merchandising import Rule, apply_rules
+from hippo_platform.services.common.aws_lite_sigv4 import Credentials, sign
+from hippo_platform.services.global_worker.merchandising import Rule, apply_rules
 
 moto_server_url = moto_server.moto_server_url
 

@@ -19,8 +19,8 @@ from data_stack import REPO, free_offset, run_task
 from service_process import ServiceStarter, free_port
 from stackutil import hd
 
-from hippo_tasks.seed import data
-from hippo_tasks.seed.files import read_env_file
+from hippo_platform.seed import data
+from hippo_platform.seed.files import read_env_file
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 def run_seed(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("HIPPODROME_")}
     full.update({"PYTHONPATH": str(REPO), **env})
-    return subprocess.run([sys.executable, "-m", "hippo_tasks.seed", "--project-root", str(root),
+    return subprocess.run([sys.executable, "-m", "hippo_platform.seed", "--project-root", str(root),
                            *args], env=full, capture_output=True, text=True, timeout=60)
 
 
@@ -55,8 +55,9 @@ def cell_docs(cell_url: str, key: str, index: str) -> list[dict[str, Any]]:
 
 
 def test_same_seed_same_data_in_any_process() -> None:
-    code = ("import json; from hippo_tasks.seed import data; print(json.dumps([data.documents(42,"
-            " i) + data.merchandising_rules(42, i) + [data.admin_settings(42, i)]"
+    code = ("import json; from hippo_platform.seed import data; "
+            "print(json.dumps([data.documents(42, i) + data.merchandising_rules(42, i) + "
+            "[data.admin_settings(42, i)]"
             " for i in data.INDEXES]))")
     outputs = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -1,4 +1,4 @@
-"""hippo_tasks.services.common: routing, error statuses, limits, state files, peer
+"""hippo_platform.services.common: routing, error statuses, limits, state files, peer
 client, watchdog: all over real loopback sockets, plus SIGTERM on a real process."""
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import pytest
 import requests
 from service_process import ServiceStarter
 
-from hippo_tasks.services.common import App, NotFound, Request, Response, created, shapes
-from hippo_tasks.services.common.client import JsonClient
-from hippo_tasks.services.common.errors import BadGateway, HttpError
-from hippo_tasks.services.common.router import Router
-from hippo_tasks.services.common.server import ServiceServer
-from hippo_tasks.services.common.state import (
+from hippo_platform.services.common import App, NotFound, Request, Response, created, shapes
+from hippo_platform.services.common.client import JsonClient
+from hippo_platform.services.common.errors import BadGateway, HttpError
+from hippo_platform.services.common.router import Router
+from hippo_platform.services.common.server import ServiceServer
+from hippo_platform.services.common.state import (
     FolderLockedError,
     atomic_write_json,
     lock_folder,
     read_json,
 )
-from hippo_tasks.services.common.watchdog import Watchdog
+from hippo_platform.services.common.watchdog import Watchdog
 
 
 def demo_app() -> App:
@@ -249,8 +249,8 @@ def test_real_process_logs_requests_and_exits_0_on_sigterm(tmp_path: Path) -> No
 
 
 def test_deeply_nested_json_is_a_400_not_a_500() -> None:
-    from hippo_tasks.services.common.errors import HttpError
-    from hippo_tasks.services.common.messages import Request
+    from hippo_platform.services.common.errors import HttpError
+    from hippo_platform.services.common.messages import Request
 
     req = Request.__new__(Request)
     req.body = b"[" * 100_000 + b"]" * 100_000
@@ -277,7 +277,7 @@ def test_successful_health_probes_are_not_logged(tmp_path: Path) -> None:
 
 def test_what_counts_as_a_probe() -> None:
     """(A failing probe is still logged: test_fake_cell's hung-watchdog test sees its 503.)"""
-    from hippo_tasks.services.common.app import is_probe
+    from hippo_platform.services.common.app import is_probe
 
     assert is_probe("GET", "/healthz") and is_probe("HEAD", "/healthz?x=1")
     assert not is_probe("POST", "/healthz") and not is_probe("GET", "/healthz/deep")

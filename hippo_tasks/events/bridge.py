@@ -36,17 +36,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hippo_contract.aws_names import BUS_SUFFIXES
+from hippo_contract.webhook import TOKEN_HEADER
 from hippo_tasks.events import aws
 from hippo_tasks.events import bridge_records as rec
 from hippo_tasks.events import tunnel as tunnels
 from hippo_tasks.events.bridge_records import cleanup_recorded
-from hippo_tasks.events.provision import BUS_SUFFIXES
 from hippo_tasks.registry.store import Registry
 
-__all__ = ["BridgeError", "EventsSession", "cleanup_recorded", "event_pattern", "new_token"]
+__all__ = ["TOKEN_HEADER", "BridgeError", "EventsSession", "cleanup_recorded", "event_pattern",
+           "new_token"]
 
 WEBHOOK_PATH = "/webhook/eventbridge"
-TOKEN_HEADER = "x-hippodrome-webhook-token"
 NAME_PREFIX = "local-stack-webhook-"
 ROLE_NAME = "local-stack-eventbridge-api-dest-role"
 ROLE_POLICY_NAME = "invoke-local-stack-api-destinations"

@@ -14,7 +14,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from hippo_tasks.errors import StackFileError
-from hippo_tasks.model.spec import CELLS
 
 SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 
@@ -220,10 +219,6 @@ def want_choice_list(
             if item not in choices:
                 raise ctx.error(f"'{item}' is not one of {', '.join(choices)}", svc, f)
     return items
-
-
-def want_cells(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...]:
-    return want_choice_list(ctx, v, svc, f, CELLS)
 
 
 Checker = Callable[[FileContext, Any, str | None, str], Any]

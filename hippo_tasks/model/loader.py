@@ -10,9 +10,9 @@ drops the bundle; routes from the project file come first, so they win.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from hippo_tasks.model import fields as F
 from hippo_tasks.model.graph import check_graph
 from hippo_tasks.model.raw import check_document
 from hippo_tasks.model.spec import (
-    PROFILES,
     Readiness,
     Route,
     ServiceSpec,
@@ -29,9 +28,21 @@ from hippo_tasks.model.spec import (
     StackSettings,
     StackSpec,
 )
+from hippo_tasks.model.tables import (
+    TOP_LEVEL,
+    FileTables,
+    MergedTables,
+    merge_tables,
+    parse_tables,
+    want_argv,
+)
 
 PROJECT_FILE = "hippodrome.toml"
 BUNDLED_NAME = "default_stack.toml"
+BUNDLE_PACKAGE = "hippo_platform"
+"""Where the bundled platform's stack file lives. The orchestrator finds that file and
+never imports the package: it knows the platform only as the stack file and the
+commands it names (`nox -s lint` checks that no module imports hippo_platform)."""
 
 _STACK_FIELDS: dict[str, F.Checker] = {
     "defaults": F.want_bool,
@@ -45,12 +56,12 @@ _STACK_FIELDS: dict[str, F.Checker] = {
 }
 
 _SERVICE_FIELDS: dict[str, F.Checker] = {
-    "command": lambda c, v, s, f: _argv(c, v, s, f),
+    "command": want_argv,
     "port": F.want_port,
     "cwd": F.want_str,
     "env": F.want_env,
     "profiles": lambda c, v, s, f: F.want_choice_list(c, v, s, f, None),
-    "cells": F.want_cells,
+    "cells": lambda c, v, s, f: F.want_choice_list(c, v, s, f, None),
     "depends_on": lambda c, v, s, f: _depends_on(c, v, s, f),
     "readiness": lambda c, v, s, f: _readiness(c, v, s, f),
     "start_timeout": lambda c, v, s, f: F.want_number(c, v, s, f, 0.1),
@@ -76,12 +87,6 @@ STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", 
 _ROUTE_FIELDS = {"detail_type_prefix", "service", "path"}
 
 
-def _argv(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...]:
-    """A command line; an empty program name could only fail at exec, in the daemon."""
-    argv = F.want_str_list(ctx, v, svc, f)
-    if argv and not argv[0].strip():
-        raise ctx.error("the program (the first item) must not be empty", svc, f)
-    return argv
 
 
 def _shell(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...]:
@@ -161,7 +166,7 @@ def _kind(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> str:
 def _setup(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> SetupStep:
     if not isinstance(v, dict) or set(v) != {"command", "creates"}:
         raise ctx.error('must be { command = ["..."], creates = "path" }', svc, f)
-    command = _argv(ctx, v["command"], svc, "setup.command")
+    command = want_argv(ctx, v["command"], svc, "setup.command")
     if not command:
         raise ctx.error("setup.command must not be empty", svc, f)
     return SetupStep(command=command, creates=F.want_str(ctx, v["creates"], svc, "setup.creates"))
@@ -175,7 +180,7 @@ class _FileData:
         self.stack: dict[str, Any] = {}
         self.services: dict[str, dict[str, Any]] = {}
         self.routes: list[Route] = []
-        self.cell_urls: dict[str, str] = {}
+        self.tables = FileTables(ctx)
         self.env: dict[str, str] = {}
 
 
@@ -196,7 +201,7 @@ def _parse_file(path: str, text: str) -> _FileData:
         raise StackFileError(path, f"not usable TOML: {exc}") from exc
     check_document(ctx, raw)
     data = _FileData(ctx)
-    F.check_unknown(ctx, raw, {"stack", "services", "routes", "cells", "env"}, None)
+    F.check_unknown(ctx, raw, {"stack", "services", "routes", "env", *TOP_LEVEL}, None)
     data.env = dict(F.want_env(ctx, raw.get("env", {}), None, "env"))
     stack = raw.get("stack", {})
     if not isinstance(stack, dict):
@@ -243,27 +248,35 @@ def _parse_file(path: str, text: str) -> _FileData:
                 path=F.want_url_path(ctx, route.get("path", "/events"), None, "routes"),
             )
         )
-    cells = raw.get("cells", {})
-    if not isinstance(cells, dict):
-        raise ctx.error("[cells.NAME] tables must hold url = \"...\"")
-    for cell, table in cells.items():
-        if not isinstance(table, dict):
-            raise ctx.error(f"[cells.{cell}] must be a table")
-        F.check_unknown(ctx, table, {"url"}, None)
-        if "url" in table:
-            data.cell_urls[cell] = F.want_str(ctx, table["url"], None, f"cells.{cell}.url")
+    data.tables = parse_tables(ctx, raw)
     return data
 
 
+def bundled_path() -> Path:
+    """The bundled platform's stack file, found (not imported) through its package."""
+    spec = importlib.util.find_spec(BUNDLE_PACKAGE)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / BUNDLED_NAME
+        if path.is_file():
+            return path
+    raise StackFileError(
+        f"<bundled {BUNDLED_NAME}>",
+        f"the bundled platform (package {BUNDLE_PACKAGE}) is not installed next to "
+        "Hippodrome: reinstall it (pip install -e . in the clone), or write [stack] "
+        "defaults = false in hippodrome.toml to run only your own services")
+
+
 def bundled_text() -> str:
-    return resources.files("hippo_tasks.model").joinpath(BUNDLED_NAME).read_text("utf-8")
+    path = bundled_path()
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StackFileError(str(path), f"cannot be read: {exc}") from exc
 
 
 def load_stack(project_root: Path | None, *, bundled: str | None = None) -> StackSpec:
     """The stack for a project root: the bundle merged with its hippodrome.toml, if any."""
     files: list[_FileData] = []
-    text = bundled_text() if bundled is None else bundled
-    bundle = _parse_file(f"<bundled {BUNDLED_NAME}>", text)
     user: _FileData | None = None
     if project_root is not None:
         path = project_root / PROJECT_FILE
@@ -274,8 +287,9 @@ def load_stack(project_root: Path | None, *, bundled: str | None = None) -> Stac
                 raise StackFileError(str(path), f"cannot be read: {exc}") from exc
             user = _parse_file(str(path), text)
     use_bundle = user is None or user.stack.get("defaults", True)
-    if use_bundle:
-        files.append(bundle)
+    if use_bundle:  # read only when used: `defaults = false` needs no platform at all
+        text = bundled_text() if bundled is None else bundled
+        files.append(_parse_file(f"<bundled {BUNDLED_NAME}>", text))
     if user is not None:
         files.append(user)
     return _merge(files)
@@ -291,8 +305,8 @@ def _merge(files: list[_FileData]) -> StackSpec:
     merged: dict[str, dict[str, Any]] = {}
     source: dict[str, F.FileContext] = {}
     routes: list[Route] = []
-    cell_urls: dict[str, str] = {}
     shared_env: dict[str, str] = {}
+    tables = merge_tables([d.tables for d in files])
     for data in files:
         settings.update(data.stack)
         shared_env.update(data.env)
@@ -305,14 +319,15 @@ def _merge(files: list[_FileData]) -> StackSpec:
                     into[key] = val
             source[name] = data.ctx
         routes = data.routes + routes
-        cell_urls.update(data.cell_urls)
     settings.pop("defaults", None)
     below = {name for data in files[:-1] for name in data.services}
     services: list[ServiceSpec] = []
     for name, table in merged.items():
         ctx = source[name]
+        table.setdefault("profiles", tables.profiles)
+        _check_cells(ctx, name, table.setdefault("cells", _all_cells(tables)), tables)
         always_external = table.get("external", False) or (
-            set(table.get("external_in", ())) >= set(table.get("profiles", PROFILES)))
+            set(table.get("external_in", ())) >= set(table["profiles"]))
         if not always_external and not table.get("command") and below and name not in below:
             raise _not_bundled(ctx, name, below, table.get("enabled", True))
         if not always_external and not table.get("command") and table.get("enabled", True):
@@ -331,10 +346,19 @@ def _merge(files: list[_FileData]) -> StackSpec:
         settings=StackSettings(**settings),
         services=tuple(services),
         routes=tuple(routes),
-        cell_urls=tuple(cell_urls.items()),
+        cell_urls=tuple((c.name, c.url) for c in tables.cells if c.url),
         env=tuple(shared_env.items()),
         files=tuple(d.ctx.path for d in files),
+        profiles=tables.profiles,
+        cells=tables.cells,
+        commands=tables.commands,
     )
+    for cell in tables.cells:
+        if cell.stand_in and cell.stand_in not in merged:
+            raise tables.stand_in_source[cell.name].error(
+                f"[cells.{cell.name}] stand_in names '{cell.stand_in}', which is not a "
+                "service of the stack" + _close(cell.stand_in, sorted(merged)), None,
+                f"cells.{cell.name}.stand_in")
     check_graph(spec, {s.name: source[s.name] for s in services})
     return spec
 
@@ -352,6 +376,25 @@ def _not_bundled(ctx: F.FileContext, name: str, bundled: set[str],
                      "to add a new service, give it command = [...] (or external = true)", name)
 
 
+def _all_cells(tables: MergedTables) -> tuple[str, ...]:
+    return tuple(c.name for c in tables.cells)
+
+
+def _check_cells(ctx: F.FileContext, service: str, cells: tuple[str, ...],
+                 tables: MergedTables) -> None:
+    known = _all_cells(tables)
+    for cell in cells:
+        if cell not in known:
+            raise ctx.error(f"'{cell}' is not one of {', '.join(known)} (a new cell needs "
+                            f"its own [cells.{cell}] table)", service, "cells")
+
+
+def _close(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def known_profiles(spec: StackSpec) -> tuple[str, ...]:
-    extra = sorted({p for s in spec.services for p in s.profiles} - set(PROFILES))
-    return PROFILES + tuple(extra)
+    """The declared profiles, then any a service names that no table declares."""
+    extra = sorted({p for s in spec.services for p in s.profiles} - set(spec.profiles))
+    return spec.profiles + tuple(extra)

@@ -24,7 +24,7 @@ from hippo_tasks.errors import StackFileError, UsageError
 from hippo_tasks.model.envfile import read_env_file
 from hippo_tasks.model.graph import topo_order
 from hippo_tasks.model.loader import known_profiles
-from hippo_tasks.model.spec import CELLS, Readiness, Route, ServiceSpec, StackSettings, StackSpec
+from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
 
 HOST = "127.0.0.1"
 _VAR = re.compile(r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\})")
@@ -45,6 +45,8 @@ class Options:
     random_seed: int = 42
     python: str = "python3"
     env: Mapping[str, str] = field(default_factory=dict)
+    record_events: bool = True
+    """Record webhook deliveries to .hippodrome/events/ (`up --no-record` turns it off)."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,9 @@ def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
     profiles = known_profiles(spec)
     if opts.profile not in profiles:
         raise UsageError(f"unknown profile '{opts.profile}'; choose one of {', '.join(profiles)}")
-    if opts.cell not in CELLS:
-        raise UsageError(f"unknown cell '{opts.cell}'; choose one of {', '.join(CELLS)}")
+    if opts.cell not in spec.cell_names:
+        raise UsageError(f"unknown cell '{opts.cell}'; choose one of "
+                         f"{', '.join(spec.cell_names)}")
     chosen = [
         s for s in spec.services
         if s.enabled and opts.profile in s.profiles and opts.cell in s.cells
@@ -141,21 +144,29 @@ def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
 
 
 def _cell_url(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> str:
-    if opts.cell == "local":
-        port = ports.get("fake_cell")
+    """A cell with a stand-in service is that service (its `cells` keep it to that
+    cell); any other is reached at a URL from the environment or the stack file."""
+    cell = spec.cell(opts.cell)
+    if cell.stand_in:
+        port = ports.get(cell.stand_in)
         return f"http://{HOST}:{port}" if port else ""
     env_key = f"HIPPODROME_CELL_URL_{opts.cell.upper()}"
-    return opts.env.get(env_key) or dict(spec.cell_urls).get(opts.cell, "")
+    return opts.env.get(env_key) or cell.url
 
 
-def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
-    chosen = _selected(spec, opts)
-    # Ports of every service, selected or not, so ${url:x} of a skipped one still renders.
+def all_ports(spec: StackSpec, opts: Options) -> dict[str, int]:
+    """Ports of every service, selected or not, so ${url:x} of a skipped one still
+    renders; checked to stay real ports once shifted."""
     ports = {s.name: s.port + opts.port_offset for s in spec.services if s.port is not None}
-    dashboard_port = spec.settings.dashboard_port + opts.port_offset
-    _check_shifted_ports(spec, opts, ports, dashboard_port)
+    _check_shifted_ports(spec, opts, ports, spec.settings.dashboard_port + opts.port_offset)
+    return ports
+
+
+def base_vars(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> dict[str, str]:
+    """The `${...}` variables that are the same for every service and command."""
     root = opts.project_root
-    base_vars = {
+    dashboard_port = spec.settings.dashboard_port + opts.port_offset
+    return {
         "python": opts.python,
         "host": HOST,
         "project_root": str(root),
@@ -170,6 +181,20 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
         "random_seed": str(opts.random_seed),
         "bind_host": bind_host(opts.env),
     }
+
+
+def cell_hint(spec: StackSpec) -> str:
+    """For a missing cell URL: which cells a stand-in serves instead."""
+    runs = [f"{c.stand_in} runs only with --cell {c.name}" for c in spec.cells if c.stand_in]
+    return f" ({'; '.join(runs)})" if runs else ""
+
+
+def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
+    chosen = _selected(spec, opts)
+    ports = all_ports(spec, opts)
+    dashboard_port = spec.settings.dashboard_port + opts.port_offset
+    root = opts.project_root
+    base = base_vars(spec, opts, ports)
     names = {s.name for s in chosen}
     everyone = tuple(s.name for s in spec.services)
     order = topo_order({s.name: [d for d in s.depends_on if d in names] for s in chosen})
@@ -177,7 +202,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
     planned = []
     for name in order:
         svc = by_name[name]
-        render = _Renderer(svc, base_vars, ports, opts.env, everyone)
+        render = Renderer(svc, base, ports, opts.env, everyone, cell_hint=cell_hint(spec))
         cwd = root / render(svc.cwd, "cwd")
         setup_argv: tuple[str, ...] = ()
         creates = None
@@ -219,7 +244,10 @@ def _check_shifted_ports(spec: StackSpec, opts: Options, ports: Mapping[str, int
                 f"{port}, outside 1-65535: choose an offset that keeps every port in range")
 
 
-class _Renderer:
+class Renderer:
+    """Renders `${...}` in one service's fields (or, with `table`, a non-service table's
+    such as `commands.seed`, whose errors then name that table)."""
+
     def __init__(
         self,
         svc: ServiceSpec,
@@ -227,12 +255,16 @@ class _Renderer:
         ports: Mapping[str, int],
         env: Mapping[str, str],
         services: tuple[str, ...] = (),
+        table: str | None = None,
+        cell_hint: str = "",
     ) -> None:
         self.svc = svc
         self.base = base
         self.ports = ports
         self.env = env
         self.services = services
+        self.table = table
+        self.cell_hint = cell_hint
 
     def __call__(self, text: str, field_name: str) -> str:
         def sub(match: re.Match[str]) -> str:
@@ -244,6 +276,8 @@ class _Renderer:
         return _VAR.sub(sub, text)
 
     def fail(self, problem: str, field_name: str) -> StackFileError:
+        if self.table is not None:
+            return StackFileError(self.svc.source, problem, None, f"{self.table}.{field_name}")
         return StackFileError(self.svc.source, problem, self.svc.name, field_name)
 
     def lookup(self, var: str, arg: str | None, field_name: str) -> str:
@@ -270,7 +304,7 @@ class _Renderer:
             raise self.fail(
                 f"uses ${{cell_url}} but cell '{cell}' has no URL: set "
                 f"HIPPODROME_CELL_URL_{cell.upper()} or [cells.{cell}] url = \"...\" in "
-                "hippodrome.toml (fake_cell runs only with --cell local)", field_name)
+                f"hippodrome.toml{self.cell_hint}", field_name)
         if arg is None and var in self.base:
             return self.base[var]
         known = (*self.base, "port", "env", "url")

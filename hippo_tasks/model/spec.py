@@ -15,8 +15,11 @@ Condition = Literal["started", "healthy", "completed_successfully"]
 """What a dependant waits for (compose's names, without the `service_` prefix). The
 default is "healthy" for a service and "completed_successfully" for a job."""
 
-PROFILES: tuple[str, ...] = ("core", "ecom", "full")
-CELLS: tuple[str, ...] = ("local", "staging", "prod")
+DEFAULT_PROFILE = "core"
+DEFAULT_CELL = "local"
+"""What `up` chooses without --profile / --cell (DESIGN section 1). Which other profiles
+and cells exist, and which service stands in for a cell, is stack-file data
+(`[profiles.NAME]`, `[cells.NAME]`): the orchestrator knows no platform's names."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,10 @@ class ServiceSpec:
     port: int | None = None
     cwd: str = "."
     env: tuple[tuple[str, str], ...] = ()
-    profiles: tuple[str, ...] = PROFILES
-    cells: tuple[str, ...] = CELLS
+    profiles: tuple[str, ...] = (DEFAULT_PROFILE,)
+    """The loader fills in every declared profile when the file names none."""
+    cells: tuple[str, ...] = (DEFAULT_CELL,)
+    """The loader fills in every declared cell when the file names none."""
     depends_on: tuple[str, ...] = ()
     readiness: Readiness = Readiness("none")
     start_timeout: float = 30.0
@@ -91,6 +96,32 @@ class Route:
 
 
 @dataclass(frozen=True)
+class CellSpec:
+    """A cell `--cell NAME` may choose. Its URL (`${cell_url}`) is, in this order:
+    HIPPODROME_CELL_URL_{NAME}, the URL of the `stand_in` service (one the stack runs
+    in place of the real cell), or `url`."""
+
+    name: str
+    url: str = ""
+    stand_in: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A program the platform offers for a running stack (`invoke seed`, `invoke probes`):
+    run from the CLI, not supervised, with the stack's env contract (`[env]`, rendered
+    for the running stack's profile, cell, table prefix and port offset) plus its own."""
+
+    name: str
+    command: tuple[str, ...]
+    description: str = ""
+    cwd: str = "."
+    env: tuple[tuple[str, str], ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class StackSettings:
     defaults: bool = True
     dashboard_port: int = 9000
@@ -111,6 +142,27 @@ class StackSpec:
     env: tuple[tuple[str, str], ...] = ()
     """Variables every service gets (its own `env` wins)."""
     files: tuple[str, ...] = field(default=())
+    profiles: tuple[str, ...] = (DEFAULT_PROFILE,)
+    """Declared profiles in file order (the default one first if none declares it): a
+    service that names no profiles is in each of these."""
+    cells: tuple[CellSpec, ...] = (CellSpec(DEFAULT_CELL),)
+    commands: tuple[CommandSpec, ...] = ()
+
+    @property
+    def cell_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cells)
+
+    def cell(self, name: str) -> CellSpec:
+        for cell in self.cells:
+            if cell.name == name:
+                return cell
+        raise KeyError(name)
+
+    def command(self, name: str) -> CommandSpec:
+        for cmd in self.commands:
+            if cmd.name == name:
+                return cmd
+        raise KeyError(name)
 
     def service(self, name: str) -> ServiceSpec:
         for svc in self.services:

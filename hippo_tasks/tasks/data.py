@@ -1,8 +1,11 @@
 """`invoke seed`, `invoke probes`, `invoke e2e PATH [-- pytest args]`: data and checks
-against a running stack, thin over `hippo_tasks.seed`.
+against a running stack.
 
-All three find the stack through the project's daemon (`/api/status`), so they work
-with any profile, cell and `--port-offset` the stack was started with.
+Seeding and probing are the platform's programs: the stack file names them
+(`[commands.seed]`, `[commands.probes]`) and these tasks run them with the stack's env
+contract (tasks/stack_commands.py). All three find the stack through the project's
+daemon (`/api/status`), so they work with any profile, cell and `--port-offset` the
+stack was started with.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from hippo_tasks.daemon.client import DaemonClient
+from hippo_contract.e2e_env import ENV_FILE, read_env_file
 from hippo_tasks.errors import UsageError
 from hippo_tasks.tasks.context import random_seed, resolve_root
-from hippo_tasks.tasks.output import GREEN, RED, YELLOW, handles_errors, paint
+from hippo_tasks.tasks.output import handles_errors
 
 ROOT_HELP = "project folder (default: nearest parent with hippodrome.toml or tasks.py)"
 E2E_USAGE = """Usage: invoke e2e [--project-root DIR] PATH [-- PYTEST ARGS]
@@ -36,34 +39,26 @@ Example: invoke e2e tests/e2e -- -k onboarding -x"""
 @handles_errors
 def seed(c: Context, seed: str | None = None, project_root: str = "") -> None:
     """Seed deterministic data into the running stack; writes .hippodrome/seed.json and .env.e2e."""
-    from hippo_tasks.seed import seed_stack
-    from hippo_tasks.seed.endpoints import view_from_status
-
     try:
         number = random_seed(int(seed) if seed is not None else None)
     except ValueError:
         raise UsageError(f"--seed must be an integer, got {seed!r}") from None
-    root = resolve_root(project_root)
-    status = DaemonClient.for_project(root).status()
-    seed_stack(root, number, view_from_status(root, status), say=lambda s: print(s, flush=True))
+    from hippo_tasks.tasks import stack_commands  # loads the model: only when run
+
+    code = stack_commands.run(resolve_root(project_root), "seed", "seed", number)
+    if code:
+        raise Exit(code=code)
 
 
 @task(help={"project-root": ROOT_HELP})
 @handles_errors
 def probes(c: Context, project_root: str = "") -> None:
     """Health of every service, then create/add/search/remove through the stack."""
-    from hippo_tasks.seed.endpoints import view_from_status
-    from hippo_tasks.seed.probes import run_probes
+    from hippo_tasks.tasks import stack_commands
 
-    root = resolve_root(project_root)
-    status = DaemonClient.for_project(root).status()
-    report = run_probes(root, status, view_from_status(root, status))
-    colours = {"[OK]": GREEN, "[WARN]": YELLOW, "[SKIP]": YELLOW, "[FAIL]": RED}
-    for line in report.lines:
-        tag = line.strip().split(" ", 1)[0]
-        print(paint(line, colours[tag]) if tag in colours else line, flush=True)
-    if not report.ok:
-        raise Exit(code=1)
+    code = stack_commands.run(resolve_root(project_root), "probes", "probes")
+    if code:
+        raise Exit(code=code)
 
 
 @task(help={"path": "the test file or folder to run (any pytest selector)",
@@ -71,8 +66,6 @@ def probes(c: Context, project_root: str = "") -> None:
 @handles_errors
 def e2e(c: Context, path: str, project_root: str = "") -> None:
     """Run a pytest suite with .env.e2e loaded; text after `--` goes to pytest."""
-    from hippo_tasks.seed.files import ENV_FILE, read_env_file
-
     if path in ("-h", "--help"):  # invoke hands a flag to a missing positional as its value
         print(E2E_USAGE)
         return

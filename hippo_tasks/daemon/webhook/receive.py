@@ -7,10 +7,10 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from hippo_contract.webhook import TOKEN_HEADER as TOKEN_HEADER
 from hippo_tasks.daemon.guard import media_type, webhook_refusal
 from hippo_tasks.daemon.httpcore import HttpError, Request, decode_json, json_type
 
-TOKEN_HEADER = "x-hippodrome-webhook-token"
 MAX_EVENT = 256 * 1024
 ACCEPTED_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 MISSING_DETAIL_TYPE = "Missing 'detail-type' field in event"

@@ -1,0 +1,176 @@
+"""Seeding a running stack: account, indexes, documents, then admin data, then files.
+
+Idempotent by construction: the account recorded in `.hippodrome/seed.json` is reused
+while the cell still knows it and its key still works; indexes that exist are kept
+(a 409 is success here); documents are upserts under fixed ids; settings and rules are
+PUTs. So seeding twice leaves the same data, and a stack restarted on its saved state
+keeps its credentials. A service that is down stops the seed with one line naming it
+and its URL; nothing is written to the files until the data is in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hippo_platform.seed import data
+from hippo_platform.seed.endpoints import CONTRACT_VARS, StackView
+from hippo_platform.seed.files import read_seed_file, write_env_file, write_seed_file
+from hippo_platform.services.common import HttpError
+from hippo_platform.services.common.client import JsonClient, PeerResponse, segment
+
+DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+             "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+ADMIN_PROFILES = ("ecom", "full")
+
+
+@dataclass
+class SeedError(Exception):
+    """One line: what failed and what to do."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.message()
+
+    def message(self) -> str:
+        return self.text
+
+
+Say = Callable[[str], None]
+
+
+def _request(client: JsonClient, method: str, path: str, **kw: Any) -> PeerResponse:
+    """The peer's answer, whatever its status; a peer that is down is one SeedError line."""
+    try:
+        return client.request(method, path, **kw)
+    except HttpError:
+        raise SeedError(f"{client.peer} is not reachable at {client.base_url}: is the stack up "
+                        "(`invoke status`)?") from None
+
+
+def _call(client: JsonClient, method: str, path: str, **kw: Any) -> Any:
+    """The body of a 2xx; any other answer is a SeedError."""
+    answer = _request(client, method, path, **kw)
+    if answer.ok:
+        return answer.body
+    raise _refused(client, method, path, answer)
+
+
+def _refused(client: JsonClient, method: str, path: str, answer: PeerResponse) -> SeedError:
+    return SeedError(f"{client.peer} at {client.base_url} answered {answer.status} to "
+                     f"{method} {path}: {answer.error_text()}")
+
+
+def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict[str, Any]:
+    """Seed the stack `view` describes; returns the record written to seed.json."""
+    if view.cell != "local":
+        raise SeedError(f"the stack runs against the '{view.cell}' cell; seed data is only "
+                        "written into the local fake_cell (--cell local)")
+    started = time.monotonic()
+    controller = JsonClient(view.controller_url, peer="controller")
+    cell = JsonClient(view.cell_url, peer="fake_cell")
+    _call(controller, "GET", "/healthz")
+    account = _account(root, seed, controller, say)
+    key = {"x-api-key": account["apiKey"]}
+    indexes: list[dict[str, Any]] = []
+    for name in data.INDEXES:
+        made = _request(controller, "POST", "/api/v2/indexes", headers=key,
+                        body={"indexName": name, "settings": data.index_settings(name)})
+        if not made.ok and made.status != 409:  # 409: made by an earlier seed, kept
+            raise _refused(controller, "POST", "/api/v2/indexes", made)
+        docs = data.documents(seed, name)
+        _call(cell, "POST", f"/indexes/{segment(name)}/documents", headers=key,
+              body={"documents": docs})
+        indexes.append({"indexName": name, "documentIds": [d["_id"] for d in docs],
+                        "created": made.status != 409})
+    admin = _admin(seed, view, account["apiKey"], say)
+    record = {
+        "seed": seed,
+        "seededAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "controllerUrl": view.controller_url,
+        "cellUrl": view.cell_url,
+        "account": account,
+        "indexes": indexes,
+        "admin": admin,
+    }
+    write_seed_file(root, record)
+    write_env_file(root, _env_values(seed, view, account), header=(
+        "Written by hippodrome's seed (python -m hippo_platform.seed / invoke seed); do not edit.\n"
+        "Load it with `source .env.e2e`, or run a suite with `invoke e2e PATH`."))
+    docs_total = sum(len(ix["documentIds"]) for ix in indexes)
+    say(f"seed {seed}: account {account['accountId']} ({'reused' if account['reused'] else 'new'})"
+        f", {len(indexes)} indexes, {docs_total} documents"
+        + (f", settings and {len(admin['rules'])} rules via admin_server" if admin["seeded"]
+           else f"; admin data skipped ({admin['reason']})")
+        + f" in {time.monotonic() - started:.2f}s")
+    say(f"wrote {root / '.hippodrome' / 'seed.json'} and {root / '.env.e2e'}")
+    return record
+
+
+def _account(root: Path, seed: int, controller: JsonClient, say: Say) -> dict[str, Any]:
+    previous = read_seed_file(root).get("account") or {}
+    if read_seed_file(root).get("seed") == seed and previous.get("apiKey"):
+        account_id, api_key = str(previous.get("accountId")), str(previous["apiKey"])
+        known = _request(controller, "GET", "/api/v2/accounts/" + segment(account_id))
+        works = _request(controller, "GET", "/api/v2/indexes", headers={"x-api-key": api_key})
+        if known.ok and works.ok:
+            return {"accountId": account_id, "apiKey": api_key, "name": previous.get("name"),
+                    "reused": True}
+        say(f"seed: the recorded account {account_id} is gone from the cell; making a new one")
+    name = data.ACCOUNT_NAME.format(seed=seed)
+    made = _call(controller, "POST", "/api/v2/accounts", body={"name": name})
+    return {"accountId": made["accountId"], "apiKey": made["apiKey"], "name": name,
+            "reused": False}
+
+
+def _admin(seed: int, view: StackView, api_key: str, say: Say) -> dict[str, Any]:
+    """Settings and rules through admin_server, when the stack runs one."""
+    url = view.env.get("ADMIN_SERVER_URL") or view.url_of("admin_server")
+    profile = view.env.get("HIPPODROME_PROFILE") or "?"
+    skip = {"seeded": False, "settings": [], "rules": []}
+    if view.rows:
+        row = view.rows.get("admin_server")
+        if row is None:
+            return {**skip, "reason": f"admin_server is not part of this stack (profile {profile})"}
+        if row.get("state") != "running":
+            raise SeedError(f"admin_server is {row.get('state')}, so settings and rules cannot be "
+                            "seeded: `invoke start --service admin_server`, then `invoke seed`")
+    elif profile not in ADMIN_PROFILES:
+        return {**skip, "reason": f"profile {profile} has no admin_server"}
+    if not url:
+        return {**skip, "reason": "no ADMIN_SERVER_URL"}
+    admin = JsonClient(url, peer="admin_server")
+    auth = {"Authorization": f"Bearer {api_key}"}
+    settings: list[str] = []
+    rules: list[dict[str, Any]] = []
+    for index in data.INDEXES:
+        path = f"/api/v1/indexes/{segment(index)}"
+        _call(admin, "PUT", path + "/settings", headers=auth, body=data.admin_settings(seed, index))
+        settings.append(index)
+        for rule in data.merchandising_rules(seed, index):
+            body = {k: rule[k] for k in ("action", "documentId", "query")}
+            _call(admin, "PUT", f"{path}/merchandising/rules/{segment(rule['ruleId'])}",
+                  headers=auth, body=body)
+            rules.append({**rule, "indexName": index})
+    return {"seeded": True, "url": url, "settings": settings, "rules": rules}
+
+
+def _env_values(seed: int, view: StackView, account: dict[str, Any]) -> dict[str, str]:
+    values = {"ENVIRONMENT": "hippodrome"}
+    values.update({k: v for k, v in view.env.items() if v and k in CONTRACT_VARS})
+    values["HIPPODROME_RANDOM_SEED"] = str(seed)
+    values.update(view.service_urls())
+    values.setdefault("CONTROLLER_URL", view.controller_url)
+    values.setdefault("MARQO_BASE_URL", view.cell_url)
+    values.update(DUMMY_AWS)
+    values.update({
+        "HIPPODROME_API_KEY": str(account["apiKey"]),
+        "HIPPODROME_ACCOUNT_ID": str(account["accountId"]),
+        "HIPPODROME_SEED_INDEXES": ",".join(data.INDEXES),
+    })
+    return values

@@ -1,0 +1,147 @@
+"""admin_server's `/api/v1` routes: index settings, merchandising rules, uploads.
+
+Every route authenticates first (401 before anything else is looked at), then checks
+the body's shape (400 naming the field), then touches storage, so a bad request never
+reaches DynamoDB or the cell.
+
+Uploads are not written to the cell here: they are handed to ecom_ingest, which answers
+as soon as the batch is stored, and ecom_indexer_service writes them to the cell. The
+202 says exactly that: accepted, searchable shortly. The index is checked in the cell
+first, so an upload to an index that does not exist is a 404 now rather than a batch
+that fails later where nobody is looking.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hippo_platform.services.admin_server.auth import Authenticator
+from hippo_platform.services.admin_server.records import Records
+from hippo_platform.services.common import (
+    App,
+    BadRequest,
+    NotFound,
+    Request,
+    Response,
+    shapes,
+)
+from hippo_platform.services.common.client import PASS_THROUGH, JsonClient, segment
+from hippo_platform.services.ecom_ingest.api import check_documents
+
+NAME = "admin_server"
+ACTIONS = ("pin", "bury")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+
+
+def _name(req: Request, param: str, what: str) -> str:
+    value = req.params[param]
+    if not _NAME.match(value):
+        raise BadRequest(
+            f"bad {what} {value!r}: 1-128 letters, digits, '_', '-', '.', ':', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _index(req: Request) -> str:
+    return _name(req, "index", "index name")
+
+
+def _rule_ref(req: Request) -> tuple[str, str]:
+    return _index(req), _name(req, "rule_id", "rule id")
+
+
+def _no_rule(index: str, rule_id: str) -> NotFound:
+    return NotFound(f"rule '{rule_id}' not found for index '{index}'")
+
+
+def _settings_body(body: dict[str, Any]) -> dict[str, Any]:
+    """`{"settings": {...}}`, the shape GET answers with, or the bare settings object."""
+    return shapes.optional_object(body, "settings") if "settings" in body else body
+
+
+def _rule_body(body: dict[str, Any]) -> dict[str, str]:
+    action = body.get("action")
+    if action not in ACTIONS:
+        raise BadRequest(f"field 'action' must be one of {', '.join(ACTIONS)}, not {action!r}")
+    return {
+        "action": str(action),
+        "documentId": shapes.require_str(body, "documentId", max_len=512),
+        "query": shapes.require_str(body, "query", max_len=1024),
+    }
+
+
+def build_app(
+    auth: Authenticator,
+    records: Records,
+    ingest: JsonClient,
+    *,
+    debug: bool = False,
+) -> App:
+    app = App(NAME, debug=debug)
+    cell = auth.cell
+    r = app.router
+    base = "/api/v1/indexes/{index}"
+
+    @r.put(base + "/settings")
+    def put_settings(req: Request) -> dict[str, Any]:
+        who = auth.principal(req)
+        index = _index(req)
+        return records.put_settings(index, _settings_body(req.json_object()), who.subject)
+
+    @r.get(base + "/settings")
+    def get_settings(req: Request) -> dict[str, Any]:
+        auth.principal(req)
+        index = _index(req)
+        found = records.get_settings(index)
+        if found is None:
+            raise NotFound(f"no settings stored for index '{index}'")
+        return found
+
+    @r.get(base + "/merchandising/rules")
+    def list_rules(req: Request) -> dict[str, Any]:
+        auth.principal(req)
+        return {"rules": records.list_rules(_index(req))}
+
+    @r.put(base + "/merchandising/rules/{rule_id}")
+    def put_rule(req: Request) -> Response:
+        who = auth.principal(req)
+        index, rule_id = _rule_ref(req)
+        rule, new = records.put_rule(index, rule_id, _rule_body(req.json_object()), who.subject)
+        return Response(201 if new else 200, rule)
+
+    @r.get(base + "/merchandising/rules/{rule_id}")
+    def get_rule(req: Request) -> dict[str, Any]:
+        auth.principal(req)
+        index, rule_id = _rule_ref(req)
+        found = records.get_rule(index, rule_id)
+        if found is None:
+            raise _no_rule(index, rule_id)
+        return found
+
+    @r.delete(base + "/merchandising/rules/{rule_id}")
+    def delete_rule(req: Request) -> dict[str, Any]:
+        auth.principal(req)
+        index, rule_id = _rule_ref(req)
+        if not records.delete_rule(index, rule_id):
+            raise _no_rule(index, rule_id)
+        return {"ruleId": rule_id, "indexName": index, "deleted": True}
+
+    @r.post(base + "/documents")
+    def upload(req: Request) -> Response:
+        who = auth.uploader(req, auth.principal(req))
+        index = _index(req)
+        documents = check_documents(shapes.require_list(req.json_object(), "documents"))
+        key = {"x-api-key": str(who.api_key)}
+        cell.call("GET", "/indexes/" + segment(index), headers=key)  # 404 for an unknown index
+        batch = ingest.call(
+            "POST",
+            "/batches",
+            body={"index": index, "accountId": who.account_id, "documents": documents},
+            headers=key,
+            passthrough=PASS_THROUGH | {503},  # a database hiccup: the client may retry
+        )
+        return Response(202, {"batchId": batch["batchId"], "count": batch["count"]})
+
+    return app

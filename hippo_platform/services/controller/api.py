@@ -1,0 +1,102 @@
+"""The controller's `/api/v2` routes, each a translation to one or a few cell calls.
+
+The cell's 400/401/404/409 answers are passed through as they are (an unknown account
+stays a 404, a bad key a 401); the cell being down or failing is a 502 naming its URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hippo_platform.services.common import App, Request, Response, Unauthorized, created, shapes
+from hippo_platform.services.common.client import JsonClient, segment
+
+NAME = "controller"
+
+
+def _key_headers(req: Request) -> dict[str, str]:
+    key = req.header("x-api-key")
+    if not key:
+        raise Unauthorized("missing x-api-key header")
+    return {"x-api-key": key}
+
+
+def build_app(cell: JsonClient, cell_name: str, *, debug: bool = False) -> App:
+    app = App(NAME, debug=debug, health=lambda: {"cell": cell_name, "cellUrl": cell.base_url})
+    r = app.router
+
+    def index_view(summary: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "indexName": summary["indexName"],
+            "createdAt": summary.get("createdAt"),
+            "numberOfDocuments": stats.get("numberOfDocuments", 0),
+            "status": "READY",
+            "cell": cell_name,
+        }
+
+    @r.post("/api/v2/accounts")
+    def create_account(req: Request) -> Response:
+        name = shapes.require_str(req.json_object(), "name", max_len=200)
+        account = cell.call("POST", "/accounts", body={"name": name})
+        return created({**account, "cell": cell_name})
+
+    @r.get("/api/v2/accounts")
+    def list_accounts(_req: Request) -> dict[str, Any]:
+        results = cell.call("GET", "/accounts")["results"]
+        return {"results": [{**a, "cell": cell_name} for a in results]}
+
+    @r.get("/api/v2/accounts/{account_id}")
+    def get_account(req: Request) -> dict[str, Any]:
+        account = cell.call("GET", "/accounts/" + segment(req.params["account_id"]))
+        return {**account, "cell": cell_name}
+
+    @r.get("/api/v2/accounts/{account_id}/indexes")
+    def account_indexes(req: Request) -> dict[str, Any]:
+        path = f"/accounts/{segment(req.params['account_id'])}/indexes"
+        results = cell.call("GET", path)["results"]
+        return {"results": [index_view(ix, ix) for ix in results]}
+
+    @r.post("/api/v2/indexes")
+    def create_index(req: Request) -> Response:
+        headers = _key_headers(req)
+        body = req.json_object()
+        name = shapes.require_str(body, "indexName", max_len=128)
+        settings = shapes.optional_object(body, "settings")
+        made = cell.call("POST", "/indexes/" + segment(name), body=settings, headers=headers)
+        return created(
+            {
+                "indexName": name,
+                "settings": settings,
+                "createdAt": made.get("createdAt"),
+                "status": "READY",
+                "cell": cell_name,
+            }
+        )
+
+    @r.get("/api/v2/indexes")
+    def list_indexes(req: Request) -> dict[str, Any]:
+        headers = _key_headers(req)
+        results = []
+        for summary in cell.call("GET", "/indexes", headers=headers)["results"]:
+            path = f"/indexes/{segment(summary['indexName'])}/stats"
+            stats = cell.request("GET", path, headers=headers)
+            if stats.status == 404:
+                continue  # deleted since the listing
+            results.append(index_view(summary, cell.check(stats)))
+        return {"results": results}
+
+    @r.get("/api/v2/indexes/{name}")
+    def get_index(req: Request) -> dict[str, Any]:
+        headers = _key_headers(req)
+        path = "/indexes/" + segment(req.params["name"])
+        summary = cell.call("GET", path, headers=headers)
+        stats = cell.call("GET", path + "/stats", headers=headers)
+        return {**index_view(summary, stats), "settings": summary.get("settings", {})}
+
+    @r.delete("/api/v2/indexes/{name}")
+    def delete_index(req: Request) -> dict[str, Any]:
+        headers = _key_headers(req)
+        cell.call("DELETE", "/indexes/" + segment(req.params["name"]), headers=headers)
+        return {"indexName": req.params["name"], "deleted": True}
+
+    return app

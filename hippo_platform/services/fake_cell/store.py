@@ -1,0 +1,313 @@
+"""fake_cell's state: accounts with API keys, per-account indexes and their documents.
+
+Every change is an "op", a small JSON dict, that is appended to the journal before it
+is applied and acknowledged; recovery replays the same ops through the same `apply`,
+so the live path and the restore path cannot drift apart. Ids and timestamps are
+decided before the op is written, which keeps replay deterministic. One lock guards
+everything: searches are CPU-bound under the GIL anyway, and a single lock makes
+check -> journal -> apply atomic for writers.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from hippo_platform.services.common.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from hippo_platform.services.fake_cell.journal import Journal
+from hippo_platform.services.fake_cell.search import Clause, SearchIndex
+
+INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+Op = dict[str, Any]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Account:
+    account_id: str
+    name: str
+    api_key: str
+    created_at: str
+
+    def public(self) -> dict[str, Any]:
+        return {"accountId": self.account_id, "name": self.name, "createdAt": self.created_at}
+
+
+@dataclass
+class Index:
+    account_id: str
+    name: str
+    settings: dict[str, Any]
+    created_at: str
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    search: SearchIndex = field(default_factory=SearchIndex)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "indexName": self.name,
+            "createdAt": self.created_at,
+            "numberOfDocuments": len(self.docs),
+        }
+
+
+class Cell:
+    def __init__(self, journal: Journal | None = None) -> None:
+        self.lock = threading.Lock()
+        self.journal = journal
+        self.accounts: dict[str, Account] = {}
+        self.by_key: dict[str, str] = {}
+        self.indexes: dict[tuple[str, str], Index] = {}
+        self.closed = False
+
+    # -- lookups; the caller holds the lock ------------------------------------
+
+    def _authenticate(self, api_key: str | None) -> Account:
+        if not api_key:
+            raise Unauthorized("missing x-api-key header")
+        account_id = self.by_key.get(api_key)
+        if account_id is None:
+            raise Unauthorized("invalid API key")
+        return self.accounts[account_id]
+
+    def _account(self, account_id: str) -> Account:
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise NotFound(f"account '{account_id}' not found")
+        return account
+
+    def _index(self, account_id: str, name: str) -> Index:
+        index = self.indexes.get((account_id, name))
+        if index is None:
+            raise NotFound(f"index '{name}' not found")
+        return index
+
+    def _indexes_of(self, account_id: str) -> list[Index]:
+        return [ix for (owner, _), ix in self.indexes.items() if owner == account_id]
+
+    # -- admin (no API key: the controller's side) -------------------------------
+
+    def create_account(self, name: str) -> Account:
+        with self.lock:
+            op = {
+                "op": "account.create",
+                "accountId": "acc_" + secrets.token_hex(6),
+                "name": name,
+                "apiKey": "hk_" + secrets.token_hex(16),
+                "createdAt": _now(),
+            }
+            self._commit(op)
+            return self.accounts[op["accountId"]]
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                {**a.public(), "indexCount": len(self._indexes_of(a.account_id))}
+                for a in self.accounts.values()
+            ]
+
+    def describe_account(self, account_id: str) -> dict[str, Any]:
+        with self.lock:
+            account = self._account(account_id)
+            return {**account.public(), "indexCount": len(self._indexes_of(account_id))}
+
+    def account_indexes(self, account_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            self._account(account_id)
+            return [ix.summary() for ix in self._indexes_of(account_id)]
+
+    # -- tenant operations, authorised by API key --------------------------------
+
+    def whoami(self, api_key: str | None) -> dict[str, Any]:
+        with self.lock:
+            return self._authenticate(api_key).public()
+
+    def list_indexes(self, api_key: str | None) -> list[dict[str, Any]]:
+        with self.lock:
+            account = self._authenticate(api_key)
+            return [ix.summary() for ix in self._indexes_of(account.account_id)]
+
+    def describe_index(self, api_key: str | None, name: str) -> dict[str, Any]:
+        with self.lock:
+            index = self._index(self._authenticate(api_key).account_id, name)
+            return {**index.summary(), "settings": index.settings}
+
+    def index_stats(self, api_key: str | None, name: str) -> dict[str, Any]:
+        with self.lock:
+            index = self._index(self._authenticate(api_key).account_id, name)
+            return {
+                "numberOfDocuments": len(index.docs),
+                "numberOfVectors": 0,
+                "numberOfTerms": len(index.search.postings),
+            }
+
+    def create_index(self, api_key: str | None, name: str, settings: dict[str, Any]) -> Index:
+        if not INDEX_NAME.match(name):
+            raise BadRequest(
+                f"bad index name {name!r}: 1-128 letters, digits, '_', '-', '.', "
+                "starting with a letter or digit"
+            )
+        with self.lock:
+            account = self._authenticate(api_key)
+            if (account.account_id, name) in self.indexes:
+                raise Conflict(f"index '{name}' already exists")
+            op = {
+                "op": "index.create",
+                "accountId": account.account_id,
+                "name": name,
+                "settings": settings,
+                "createdAt": _now(),
+            }
+            self._commit(op)
+            return self.indexes[(account.account_id, name)]
+
+    def delete_index(self, api_key: str | None, name: str) -> None:
+        with self.lock:
+            account = self._authenticate(api_key)
+            self._index(account.account_id, name)
+            self._commit({"op": "index.delete", "accountId": account.account_id, "name": name})
+
+    def put_documents(
+        self, api_key: str | None, name: str, documents: list[dict[str, Any]]
+    ) -> list[str]:
+        """Upsert; a document without `_id` gets a generated one. Returns the ids."""
+        docs = [d if "_id" in d else {"_id": str(uuid.uuid4()), **d} for d in documents]
+        with self.lock:
+            account = self._authenticate(api_key)
+            self._index(account.account_id, name)
+            op = {"op": "docs.put", "accountId": account.account_id, "name": name}
+            self._commit({**op, "documents": docs})
+        return [d["_id"] for d in docs]
+
+    def get_document(self, api_key: str | None, name: str, doc_id: str) -> dict[str, Any]:
+        with self.lock:
+            index = self._index(self._authenticate(api_key).account_id, name)
+            doc = index.docs.get(doc_id)
+            if doc is None:
+                raise NotFound(f"document '{doc_id}' not found in index '{name}'")
+            return doc
+
+    def delete_documents(
+        self, api_key: str | None, name: str, ids: list[str], *, must_exist: bool
+    ) -> list[str]:
+        """Delete the ids that exist; with `must_exist`, an absent one is a 404."""
+        with self.lock:
+            account = self._authenticate(api_key)
+            index = self._index(account.account_id, name)
+            present = [i for i in ids if i in index.docs]
+            if must_exist and len(present) < len(ids):
+                missing = next(i for i in ids if i not in index.docs)
+                raise NotFound(f"document '{missing}' not found in index '{name}'")
+            if present:
+                op = {"op": "docs.delete", "accountId": account.account_id, "name": name}
+                self._commit({**op, "ids": present})
+            return present
+
+    def search(
+        self,
+        api_key: str | None,
+        name: str,
+        query: str,
+        clauses: list[Clause],
+        limit: int,
+        offset: int,
+    ) -> list[dict[str, Any]]:
+        with self.lock:
+            index = self._index(self._authenticate(api_key).account_id, name)
+            wanted = limit + offset
+            allowed = index.search.filter_ids(clauses) if clauses else None
+            if query.strip() in ("", "*"):
+                ids = (i for i in index.docs if allowed is None or i in allowed)
+                ranked = [(index.docs[i], 0.0) for i, _ in zip(ids, range(wanted), strict=False)]
+            else:
+                best = index.search.top(query, wanted, allowed)
+                ranked = [(index.docs[i], s) for i, s in best]
+            return [{**doc, "_score": round(s, 6)} for doc, s in ranked[offset:]]
+
+    # -- changes, persistence ----------------------------------------------------
+
+    def _commit(self, op: Op) -> None:
+        """Journal first, then apply: an acknowledged change is on disk."""
+        if self.closed:
+            raise ServiceUnavailable("fake_cell is shutting down")
+        if self.journal is not None:
+            self.journal.append(op)
+        self.apply(op)
+        if self.journal is not None and self.journal.wants_compaction():
+            self.journal.compact(self.snapshot())
+
+    def apply(self, op: Op) -> None:
+        """Apply one op; tolerant of ops that no longer fit (replay never aborts)."""
+        kind = op.get("op")
+        if kind == "account.create":
+            account = Account(op["accountId"], op["name"], op["apiKey"], op["createdAt"])
+            self.accounts[account.account_id] = account
+            self.by_key[account.api_key] = account.account_id
+            return
+        key = (op["accountId"], op["name"])
+        if kind == "index.create":
+            self.indexes[key] = Index(key[0], key[1], op["settings"], op["createdAt"])
+        elif kind == "index.delete":
+            self.indexes.pop(key, None)
+        elif kind == "docs.put" and key in self.indexes:
+            index = self.indexes[key]
+            for doc in op["documents"]:
+                index.docs.pop(doc["_id"], None)  # an upsert moves to the end, like a new doc
+                index.docs[doc["_id"]] = doc
+                index.search.add(doc["_id"], doc)
+        elif kind == "docs.delete" and key in self.indexes:
+            index = self.indexes[key]
+            for doc_id in op["ids"]:
+                index.docs.pop(doc_id, None)
+                index.search.remove(doc_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "accounts": [{**a.public(), "apiKey": a.api_key} for a in self.accounts.values()],
+            "indexes": [
+                {
+                    "accountId": ix.account_id,
+                    "name": ix.name,
+                    "settings": ix.settings,
+                    "createdAt": ix.created_at,
+                    "documents": list(ix.docs.values()),
+                }
+                for ix in self.indexes.values()
+            ],
+        }
+
+    def restore(self, snapshot: dict[str, Any], ops: list[Op]) -> None:
+        """Rebuild from a snapshot plus the journal ops written after it."""
+        for a in snapshot.get("accounts", []):
+            self.apply({"op": "account.create", **a})
+        for ix in snapshot.get("indexes", []):
+            base = {"accountId": ix["accountId"], "name": ix["name"]}
+            self.apply({"op": "index.create", **base, **ix})
+            self.apply({"op": "docs.put", **base, "documents": ix["documents"]})
+        for op in ops:
+            self.apply(op)
+
+    def close(self) -> None:
+        """Refuse further writes, compact the journal into a snapshot, release files."""
+        with self.lock:
+            self.closed = True
+            if self.journal is not None:
+                if self.journal.has_entries():
+                    self.journal.compact(self.snapshot())
+                self.journal.close()
+
+    def counts(self) -> dict[str, int]:
+        return {"accounts": len(self.accounts), "indexes": len(self.indexes)}

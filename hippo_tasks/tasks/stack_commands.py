@@ -1,0 +1,65 @@
+"""Running a stack's `[commands.NAME]` against the stack that is up.
+
+`invoke seed` and `invoke probes` are the platform's programs, not the orchestrator's:
+the stack file names them, and this module runs them the way the daemon runs a job,
+with the stack's env contract rendered for the running stack (its profile, cell and
+table prefix from `/api/status`, its port offset read off the dashboard URL), so they
+reach exactly the URLs the services were given. The program's output goes straight to
+the terminal, and its exit code becomes the task's.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from hippo_tasks.daemon.client import DaemonClient
+from hippo_tasks.errors import UsageError
+from hippo_tasks.model.commands import PlannedCommand, plan_command
+from hippo_tasks.model.loader import load_stack
+from hippo_tasks.model.plan import Options
+from hippo_tasks.model.spec import StackSpec
+from hippo_tasks.supervision.service import child_env
+from hippo_tasks.tasks.context import python_for_services, random_seed
+
+
+def running_options(root: Path, status: Mapping[str, Any], seed: int | None,
+                    env: Mapping[str, str]) -> tuple[StackSpec, Options]:
+    """The stack spec and the Options the running daemon was started with."""
+    spec = load_stack(root)
+    dashboard_port = urlsplit(str(status.get("dashboard_url") or "")).port
+    offset = (dashboard_port or spec.settings.dashboard_port) - spec.settings.dashboard_port
+    try:
+        opts = Options(project_root=root, profile=str(status["profile"]),
+                       cell=str(status["cell"]), table_prefix=str(status["table_prefix"]),
+                       port_offset=offset, random_seed=random_seed(seed),
+                       python=python_for_services(), env=dict(env))
+    except KeyError as exc:
+        raise UsageError(f"the daemon's /api/status has no {exc}: is it an older Hippodrome? "
+                         "restart the stack (`invoke down`, then `invoke up`)") from None
+    return spec, opts
+
+
+def prepare(root: Path, name: str, task: str, seed: int | None = None) -> PlannedCommand:
+    status = DaemonClient.for_project(root).status()
+    environ = child_env()
+    spec, opts = running_options(root, status, seed, environ)
+    planned = plan_command(spec, opts, name, task)
+    dashboard = status.get("dashboard_url")
+    env = dict(planned.env)
+    if dashboard:  # where the program reaches the daemon, whatever the stack file says
+        env.setdefault("HIPPODROME_DASHBOARD_URL", str(dashboard))
+    return PlannedCommand(planned.name, planned.argv, planned.cwd, {**environ, **env})
+
+
+def run(root: Path, name: str, task: str, seed: int | None = None) -> int:
+    """Run the command to completion in the foreground; its exit code."""
+    cmd = prepare(root, name, task, seed)
+    try:
+        return subprocess.call(list(cmd.argv), cwd=cmd.cwd, env=dict(cmd.env))
+    except OSError as exc:
+        raise UsageError(f"{task}: cannot run the stack's [commands.{name}] "
+                         f"({cmd.argv[0]}): {exc.strerror or exc}") from None
