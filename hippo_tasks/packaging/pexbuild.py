@@ -1,10 +1,11 @@
 """Build `dist/pex/hd.pex` and `dist/pex/services.pex` from the lock in `build/`.
 
 One dependency set, two files: `services.pex` has no entry point, so it behaves like a
-CPython 3.11 interpreter with hippo_tasks and every service dependency importable
-(`services.pex -m moto.server ...`), which is what `${python}` renders to in Docker
-mode; `hd.pex` is the same set with the `hd` entry point, so that file alone can also
-run every profile on a host without Docker (`${python}` is then its own venv's python).
+CPython 3.11 interpreter with the bundled platform (hippo_platform) and every service
+dependency importable (`services.pex -m moto.server ...`), which is what `${python}`
+renders to in Docker mode; `hd.pex` is the same set with the `hd` entry point, so that
+file alone can also run every profile on a host without Docker (`${python}` is then its
+own venv's python).
 
 Choices, measured (docs/packaging.md has the figures):
 
@@ -77,6 +78,9 @@ OVERRIDES = BUILD_DIR / "overrides.txt"
 OUT_DIR = Path("dist") / "pex"
 STAMP = "inputs.sha256"
 PEX_FILES = ("hd.pex", "services.pex")
+PACKAGES = ("hippo_tasks", "hippo_platform", "hippo_contract")
+"""The project wheel's packages: the orchestrator, the bundled platform, their contract.
+Both PEX files hold all three: hd.pex alone still runs every profile on a host."""
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can hold
 
 
@@ -182,13 +186,13 @@ def _has_tools() -> bool:
 def source_files(root: Path) -> Iterator[Path]:
     """The files that go into the project wheel, relative to root, in a stable order."""
     yield Path("pyproject.toml")
-    pkg = root / "hippo_tasks"
-    for folder, dirs, files in os.walk(pkg):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith((".pyc", ".pyo")) or name.startswith("."):
-                continue
-            yield (Path(folder) / name).relative_to(root)
+    for package in PACKAGES:
+        for folder, dirs, files in os.walk(root / package):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for name in sorted(files):
+                if name.endswith((".pyc", ".pyo")) or name.startswith("."):
+                    continue
+                yield (Path(folder) / name).relative_to(root)
 
 
 def inputs_digest(root: Path) -> str:
