@@ -193,7 +193,7 @@ def hadolint(root: Path) -> None:
         raise SmokeError("hadolint: " + (out.stdout + out.stderr).strip())
 
 
-def _free_offset() -> int:
+def free_offset() -> int:
     for offset in range(2000, 8000, 20):
         ok = True
         for port in range(9000 + offset, 9020 + offset):
@@ -208,7 +208,7 @@ def _free_offset() -> int:
     raise SmokeError("no free block of 20 loopback ports for the smoke stack")
 
 
-def _get(url: str, timeout: float = 3.0) -> tuple[int, Any]:
+def get_json(url: str, timeout: float = 3.0) -> tuple[int, Any]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = resp.read()
@@ -221,7 +221,7 @@ def _get(url: str, timeout: float = 3.0) -> tuple[int, Any]:
         return status, body.decode(errors="replace")
 
 
-def _all_ready(doc: dict[str, Any]) -> bool:
+def all_ready(doc: dict[str, Any]) -> bool:
     for svc in doc["services"]:
         if not svc["blocking"] or svc["external"]:
             continue
@@ -233,11 +233,33 @@ def _all_ready(doc: dict[str, Any]) -> bool:
     return True
 
 
+def check_routes(base: int, outside: dict[str, int], say: Any,
+                 tag: str = "docker") -> dict[str, int]:
+    """The smoke test's routes, from outside: the dashboard on `base`, fake_cell and
+    the controller (which calls fake_cell) on their ports; label -> HTTP status (0: no
+    answer)."""
+    routes = {
+        "dashboard /healthz": f"http://127.0.0.1:{base}/healthz",
+        "fake_cell /healthz": f"http://127.0.0.1:{outside['fake_cell']}/healthz",
+        "controller /api/v2/accounts (through fake_cell)":
+            f"http://127.0.0.1:{outside['controller']}/api/v2/accounts",
+    }
+    checks: dict[str, int] = {}
+    for label, url in routes.items():
+        try:
+            checks[label] = get_json(url)[0]
+        except OSError as err:
+            checks[label] = 0
+            say(f"{tag}: {label}: {url}: {err}")
+        say(f"{tag}: {label}: {checks[label]}")
+    return checks
+
+
 def smoke(engine: Engine, image: str, profile: str, no_seed: bool, publish: bool,
           say: Any) -> dict[str, Any]:
     """Run the image, wait for every blocking service, check routes from outside,
     measure memory, stop it; the container is removed whatever happens."""
-    offset = _free_offset()
+    offset = free_offset()
     name = f"hippodrome-smoke-{os.getpid()}"
     args = ["run", "-d", "--name", name]
     if publish:
@@ -259,10 +281,10 @@ def smoke(engine: Engine, image: str, profile: str, no_seed: bool, publish: bool
         doc: dict[str, Any] = {}
         while time.monotonic() - started < READY_TIMEOUT:
             try:
-                status, body = _get(f"http://127.0.0.1:{base}/api/status")
+                status, body = get_json(f"http://127.0.0.1:{base}/api/status")
                 if status == 200 and isinstance(body, dict):
                     doc = body
-                    if _all_ready(doc):
+                    if all_ready(doc):
                         break
             except OSError:
                 pass
@@ -283,20 +305,7 @@ def smoke(engine: Engine, image: str, profile: str, no_seed: bool, publish: bool
         # Ports in /api/status are the container's; outside, the block starts at base.
         shift = (0 if publish else offset) + 9000 - base
         outside = {s["name"]: int(s["port"] or 0) - shift for s in doc["services"]}
-        routes = {
-            "dashboard /healthz": f"http://127.0.0.1:{base}/healthz",
-            "fake_cell /healthz": f"http://127.0.0.1:{outside['fake_cell']}/healthz",
-            "controller /api/v2/accounts (through fake_cell)":
-                f"http://127.0.0.1:{outside['controller']}/api/v2/accounts",
-        }
-        checks: dict[str, int] = {}
-        for label, url in routes.items():
-            try:
-                checks[label] = _get(url)[0]
-            except OSError as err:
-                checks[label] = 0
-                say(f"docker: {label}: {url}: {err}")
-            say(f"docker: {label}: {checks[label]}")
+        checks = check_routes(base, outside, say)
         result["routes"] = checks
         mem = json.loads(engine.run("exec", name, "python3", "-c", MEMORY_PROBE).stdout)
         result["memory_pss_mb"] = round(mem["pss_kib"] / 1024, 1)

@@ -13,7 +13,7 @@ def build_namespace() -> Any:
     """The invoke Collection of every task (returned as Any: invoke is untyped)."""
     from invoke.collection import Collection
 
-    from hippo_tasks.tasks import control, data, doctor, lifecycle, logs, scaffold, why
+    from hippo_tasks.tasks import control, data, doctor, export, lifecycle, logs, scaffold, why
     from hippo_tasks.tasks.declare import as_task
 
     ns = Collection()
@@ -22,6 +22,7 @@ def build_namespace() -> Any:
                data.probes, data.e2e, scaffold.init, why.why):
         ns.add_task(as_task(fn))
     ns.add_collection(control.ns)
+    ns.add_collection(export.collection())
     try:
         from hippo_tasks.tasks import events
     except ImportError:

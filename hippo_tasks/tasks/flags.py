@@ -22,6 +22,7 @@ SHORT_FLAGS: dict[str, str] = {
     "force": "f",
     "detach": "d",
     "cell": "c",
+    "output": "o",
     "only": "o",
     "table-prefix": "t",
     "yes": "y",
@@ -30,7 +31,9 @@ SHORT_FLAGS: dict[str, str] = {
     "quiet": "q",
 }
 """Flag -> its one-letter form. `-f` is `--follow` for `logs` and `--force` for `down`
-(no task has both); every other letter means one thing. Flags not listed (`--profile`,
+(no task has both); `-o` is `--only`, except in `export.k8s`, where it is `--output` (its
+`--output` comes first, so `--only` is long only there); every other letter means one
+thing. Flags not listed (`--profile`,
 `--port-offset`, `--seed`, `--enable-events`, `--detail-type`, `--file`, ...) are long
 only. `hd`'s fast path (program.py) reads the same short forms."""
 

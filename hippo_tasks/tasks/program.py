@@ -114,11 +114,23 @@ def run_fast(argv: Sequence[str]) -> int | None:
     return exit_status(declared.__wrapped__, None, **parsed[1])
 
 
+SUBCOMMANDS: dict[str, tuple[str, ...]] = {"export": ("k8s",)}
+"""`hd export k8s` is `hd export.k8s`: a collection's task named as two words."""
+
+
+def dotted(argv: Sequence[str]) -> list[str]:
+    """The line with a leading `COLLECTION TASK` pair joined into invoke's dotted name."""
+    if len(argv) >= 2 and argv[1] in SUBCOMMANDS.get(argv[0], ()):
+        return [f"{argv[0]}.{argv[1]}", *argv[2:]]
+    return list(argv)
+
+
 def main() -> None:
     """Run the program; a reader that closed the pipe ends it quietly (`hd --list | head`)."""
+    argv = dotted(sys.argv[1:])
     try:
         try:
-            code = run_fast(sys.argv[1:])
+            code = run_fast(argv)
         except KeyboardInterrupt:  # as invoke's Program: Ctrl+C outside a task exits 1
             sys.exit(1)
         if code is not None:
@@ -130,7 +142,8 @@ def main() -> None:
 
         from hippo_tasks.tasks import ns
 
-        Program(namespace=ns, version=__version__, name="hd", binary="hd").run()
+        Program(namespace=ns, version=__version__, name="hd", binary="hd").run(
+            [sys.argv[0], *argv])
         sys.stdout.flush()
     except BrokenPipeError:
         quiet_stdout()

@@ -1,0 +1,97 @@
+"""From `up`'s options to the manifest text: load, plan in the image, check, build.
+
+The one entry point the task (and the tests) call; pure but for reading the stack
+file, so every error is raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hippo_tasks.errors import StackFileError, UsageError
+from hippo_tasks.export import objects as O
+from hippo_tasks.export import services_layout, stack_layout
+from hippo_tasks.export.naming import Identity, check_namespace
+from hippo_tasks.export.target import ImagePlan, build_image_plan
+from hippo_tasks.export.yamlout import dump_all
+from hippo_tasks.model.loader import PROJECT_FILE, load_stack
+from hippo_tasks.model.plan import Options
+
+LAYOUTS = ("stack", "services")
+DEFAULT_IMAGE = "hippodrome:latest"
+"""What the README's `docker build -t hippodrome .` makes; a cluster needs --image with
+a registry it can pull from."""
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+
+
+@dataclass(frozen=True)
+class Request:
+    options: Options
+    """Exactly what `up` would build from the same flags (tasks.context.build_options)."""
+    layout: str = "stack"
+    namespace: str = ""
+    image: str = DEFAULT_IMAGE
+    allow_partial: bool = False
+
+
+@dataclass(frozen=True)
+class Manifests:
+    objects: tuple[O.Obj, ...]
+    text: str
+    image_plan: ImagePlan
+    where: O.Where
+
+    @property
+    def namespace(self) -> str:
+        return self.where.namespace
+
+
+def default_namespace(table_prefix: str) -> str:
+    """One namespace per branch: the table prefix as a namespace name (`dev-main-` ->
+    `dev-main`)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", table_prefix.lower()).strip("-")[:63].strip("-")
+    return name or "hippodrome"
+
+
+def check_request(req: Request) -> None:
+    if req.layout not in LAYOUTS:
+        raise UsageError(f"--layout {req.layout!r}: choose one of {', '.join(LAYOUTS)} "
+                         "(stack: the whole stack in one pod; services: a pod per service)")
+    if not req.image or not _IMAGE_REF.match(req.image):
+        raise UsageError(f"--image {req.image!r} is not an image reference (e.g. "
+                         "registry.example.com/team/hippodrome:my-branch)")
+    check_namespace(req.namespace)
+
+
+def project_file_text(root: Path) -> str | None:
+    path = root / PROJECT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:  # load_stack said the same first
+        raise StackFileError(str(path), f"cannot be read: {exc}") from exc
+
+
+def build(req: Request, say: Callable[[str], None]) -> Manifests:
+    check_request(req)
+    opts = req.options
+    spec = load_stack(opts.project_root)
+    image_plan = build_image_plan(spec, opts, req.allow_partial, say)
+    namespace = req.namespace or default_namespace(opts.table_prefix)
+    ident = Identity.of(opts.project_root, opts.profile, opts.table_prefix, req.layout)
+    where = O.Where(ident, namespace, req.image)
+    if req.layout == "stack":
+        objects = stack_layout.build(image_plan, where, project_file_text(opts.project_root))
+    else:
+        objects = services_layout.build(image_plan, where, say)
+    header = (f"hd export k8s --layout {req.layout} --profile {opts.profile} --cell "
+              f"{opts.cell} (table prefix {opts.table_prefix}, image {req.image})\n"
+              f"apply: kubectl apply -f THIS_FILE\n"
+              f"clean up: kubectl delete namespace {namespace}   (or: kubectl delete "
+              f"all,pvc,configmap,serviceaccount,role,rolebinding -n {namespace} -l "
+              f"{ident.clean_up_selector})")
+    return Manifests(tuple(objects), dump_all(objects, header), image_plan, where)
