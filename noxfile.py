@@ -102,10 +102,14 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=LINT_PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff and mypy (strict) over the package, tests and benchmarks."""
+    """ruff and mypy (strict) over the packages, tests and benchmarks; the import
+    contracts (pyproject's [tool.importlinter]: the orchestrator and the bundled
+    platform never import each other)."""
     session.install("-e", ".[aws,lint]")
-    session.run("ruff", "check", "hippo_tasks", "tests", "benchmarks", "noxfile.py", "tasks.py")
+    session.run("ruff", "check", "hippo_tasks", "hippo_platform", "hippo_contract", "tests",
+                "benchmarks", "noxfile.py", "tasks.py")
     session.run("mypy")
+    session.run("lint-imports", "--no-cache")
 
 
 @nox.session(python=PYTHON)
