@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CI entry for packaging: build the PEX files, then lint, build and smoke-test the image.
+# CI entry for packaging: build the PEX files, then lint, build and smoke-test the image,
+# then run its Kubernetes export with `podman kube play` (hippo_tasks/packaging/kube.py).
 #
 #   bash build/ci-docker.sh            # PEX files + image, profile ecom (--no-seed)
 #   bash build/ci-docker.sh --profile full
@@ -37,4 +38,9 @@ t1=$(stamp)
 t2=$(stamp)
 .venv/bin/nox -s docker -- "$@"
 t3=$(stamp)
-echo "== ci-docker: setup $((t1 - t0)) s, pex $((t2 - t1)) s, docker $((t3 - t2)) s, total $((t3 - t0)) s"
+# Issue 15: `hd export k8s --layout stack` of this checkout, run by `podman kube play`,
+# the same smoke test from outside, the seed job's output on the volume, `kube down`
+# (about 10 s; standard library only, so the system python3 runs it).
+python3 -m hippo_tasks.packaging.kube
+t4=$(stamp)
+echo "== ci-docker: setup $((t1 - t0)) s, pex $((t2 - t1)) s, docker $((t3 - t2)) s, kube $((t4 - t3)) s, total $((t4 - t0)) s"
