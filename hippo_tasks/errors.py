@@ -178,6 +178,19 @@ class UsageError(HippoError):
 
 
 @dataclass
+class RecordingError(UsageError):
+    """A webhook recording that cannot be replayed: names the file and, where it is one
+    line's fault, the line (a usage error: exit 2, HTTP 400)."""
+
+    path: str = ""
+    line: int | None = None
+
+    def message(self) -> str:
+        where = self.path + (f":{self.line}" if self.line else "")
+        return f"{where}: {self.problem}" if where else self.problem
+
+
+@dataclass
 class ShutdownInProgressError(HippoError):
     def message(self) -> str:
         return "the daemon is shutting down; run `invoke up` again once it has stopped"

@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
+from hippo_tasks.events.recording import events_dir
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision import timeline
@@ -74,6 +76,8 @@ class Engine:
         self._interrupts = 0
         self.failure: ServiceStartError | None = None
         self.webhook_token: str | None = os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
+        self.recorder = Recorder(events_dir(root), plan.options.record_events,
+                                 self.webhook_token, self.note)
 
     # ---- state out: registry, terminal ------------------------------------------
     def _on_transition(self, event: Transition) -> None:
@@ -152,6 +156,7 @@ class Engine:
         if self.registry_trouble is not None:
             out["registry"] = {**self.registry_trouble.as_json(),
                                "path": str(self.registry.path)}
+        out.update(self.recorder.problems())
         return out
 
     def _retry_sync(self) -> None:
@@ -243,6 +248,7 @@ class Engine:
             clean = True
         finally:
             stop_serving()
+            self.recorder.close()
             # Only a shutdown that finished may tell the guard "bye"; after a bug it gets
             # EOF and ends whatever is left, as after kill -9.
             self.guard.close(clean)

@@ -107,9 +107,9 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     # ---- writing: the only place responses reach the socket --------------------------
     def send_json(self, status: int, payload: Any, close: bool = False,
-                  headers: dict[str, str] | None = None) -> None:
+                  headers: dict[str, str] | None = None, encoded: bytes | None = None) -> None:
         """Head and body in one write: two small writes would wait on Nagle's algorithm."""
-        body = json.dumps(payload).encode()
+        body = json.dumps(payload).encode() if encoded is None else encoded
         close = close or self.close_connection
         self.close_connection = close
         head = json_head(self.protocol_version, status, self.version_string(), len(body),
@@ -148,7 +148,7 @@ class ApiHandler(BaseHTTPRequestHandler):
     def send(self, response: Response) -> None:
         if isinstance(response, Json):
             self.send_json(response.status, response.payload,
-                           response.close or self.body.unread)
+                           response.close or self.body.unread, encoded=response.encoded)
         elif isinstance(response, Raw):
             self._send_raw(response, self.body.unread)
         else:

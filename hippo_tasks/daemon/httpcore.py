@@ -204,6 +204,9 @@ class Json:
     payload: Any
     status: int = 200
     close: bool = False
+    encoded: bytes | None = None
+    """The payload already as JSON bytes, when the handler needed them too (the webhook
+    records its answer): encoded once, not twice."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hippo_tasks.daemon import api, page
+from hippo_tasks.daemon import api, page, recordings
 from hippo_tasks.daemon.httpcore import Handler
 from hippo_tasks.daemon.webhook import routing as webhook
 
@@ -44,4 +44,7 @@ def build() -> tuple[Route, ...]:
         _row("POST", "/api/shutdown", api.shutdown),
         _row("POST", "/webhook/eventbridge", webhook.eventbridge),
         _row("GET", "/api/webhook/deliveries", webhook.deliveries),
+        _row("GET", "/api/events/recordings", recordings.listing),
+        _row("POST", "/api/events/recordings/(?P<rec>[^/]{1,200})/replay",
+             recordings.replay_one),
     )

@@ -54,7 +54,8 @@ def random_seed(flag: int | None = None) -> int:
 
 
 def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, only: str,
-                  offset: int | str | None, skip: tuple[str, ...] = ()) -> Options:
+                  offset: int | str | None, skip: tuple[str, ...] = (),
+                  record: bool = True) -> Options:
     from hippo_tasks.model.plan import Options
     from hippo_tasks.model.project import default_table_prefix
 
@@ -69,4 +70,5 @@ def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, onl
         random_seed=random_seed(),
         python=python_for_services(),
         env=dict(os.environ),
+        record_events=record,
     )

@@ -1,7 +1,8 @@
 """`invoke events.*`: EventBridge tasks, thin over `hippo_tasks.events` and the daemon.
 
 `events.send` posts to the running daemon's webhook, the path EventBridge deliveries
-take, so routing can be tried without an AWS account.
+take, so routing can be tried without an AWS account; `events.replay` sends a recording
+of the webhook's deliveries again the same way and compares the answers.
 
 The AWS layer is imported inside each task body, so listing tasks (or running any
 other command) never loads boto3.
@@ -127,6 +128,79 @@ def send(c: Context, detail_type: str = "", file: str = "", project_root: str = 
         raise Exit(code=1)
 
 
+REPLAY_HELP = {
+    "file": "a recording: its path, or its name in .hippodrome/events/",
+    "filter": "only these detail-types: T exactly, or T* for every one starting with T",
+    "speed": "N times as fast as recorded (default 1: the recorded pauses)",
+    "as-fast-as-possible": "send each delivery as soon as the one before was answered",
+    "ignore": "more answer fields to leave out of the comparison (key names, comma-separated)",
+    "project-root": SEND_HELP["project-root"],
+}
+
+
+def _recording(file: str, root: Path) -> Path:
+    path = Path(file).expanduser()
+    if not path.exists() and not path.is_absolute() and len(path.parts) == 1:
+        from hippo_tasks.events.recording import events_dir
+
+        stored = events_dir(root) / path
+        if stored.exists():
+            return stored
+    return path
+
+
+def _speed(speed: str, fast: bool) -> float | None:
+    from hippo_tasks.events.replay import check_speed
+
+    if fast and speed:
+        raise UsageError("give --speed N or --as-fast-as-possible, not both")
+    if fast:
+        return None
+    try:
+        return check_speed(float(speed or "1"))
+    except ValueError:
+        raise UsageError(f"--speed must be a number above 0, got {speed!r}") from None
+
+
+@task(help=REPLAY_HELP)
+@handles_errors
+def replay(c: Context, file: str, filter: str = "", speed: str = "",
+           as_fast_as_possible: bool = False, ignore: str = "", project_root: str = "") -> None:
+    """Send a webhook recording again through the running stack and compare the answers.
+
+    Exit 0 when every answer matches the recorded one (status and JSON, without times,
+    durations and request ids), 1 with a summary of the differences otherwise.
+    """
+    from hippo_tasks.events.replay import ReplayReport, WebhookUnreachable
+    from hippo_tasks.events.replay import replay as run_replay
+
+    pace = _speed(speed, as_fast_as_possible)
+    root = resolve_root(project_root)
+    client = DaemonClient.for_project(root)
+
+    def started(report: ReplayReport) -> None:
+        how = "as fast as possible" if pace is None else \
+            f"over about {report.span_s / pace:.1f} s (speed {pace:g})"
+        print(f"hippodrome | replaying {report.selected} of {report.deliveries} deliveries "
+              f"from {report.path} {how}", flush=True)
+
+    try:
+        result = run_replay(
+            _recording(file, root), url=client.url,
+            token=os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None, filter=filter or None,
+            speed=pace, ignore=[k.strip() for k in ignore.split(",") if k.strip()],
+            on_start=started, on_mismatch=lambda m: print("\n".join(m.lines()), flush=True))
+    except WebhookUnreachable as exc:
+        raise DaemonUnreachableError(client.url, client.pid,
+                                     f"{exc.reason} (after {exc.sent} deliveries)") from None
+    print("\n".join(result.summary(details=False)), flush=True)
+    if not result.ok:
+        print(paint(f"hippodrome: {result.different} of {result.sent} deliveries answered "
+                    "differently from the recording", RED, sys.stderr), file=sys.stderr)
+        raise Exit(code=1)
+
+
 ns = Collection("events")
 ns.add_task(validate)
 ns.add_task(send)
+ns.add_task(replay)

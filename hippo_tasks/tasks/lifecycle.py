@@ -44,6 +44,7 @@ UP_HELP = {
     "yes": "confirm --cell prod when stdin is not a terminal",
     "quiet": "foreground: only Hippodrome's own lines and services' warning/error lines",
     "show": "foreground: only these services' lines, comma-separated (the files get all)",
+    "record": "record webhook deliveries to .hippodrome/events/ (--no-record to turn off)",
 }
 
 
@@ -60,7 +61,7 @@ def _guard_prod(cell: str, yes: bool) -> None:
 def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str = "",
        project_root: str = "", enable_events: bool = False, seed: bool = True, only: str = "",
        port_offset: str | None = None, detach: bool = False, yes: bool = False,
-       quiet: bool = False, show: str = "") -> None:
+       quiet: bool = False, show: str = "", record: bool = True) -> None:
     """Start the control daemon and the profile's services in dependency order."""
     _guard_prod(cell, yes)
     if detach and (quiet or show):
@@ -71,14 +72,15 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     lock.acquire("up", _say)
     try:
         _up_locked(root, lock, profile, cell, table_prefix, enable_events, seed, only,
-                   port_offset, detach, quiet=quiet, show=show)
+                   port_offset, detach, quiet=quiet, show=show, record=record)
     finally:
         lock.release()
 
 
 def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_prefix: str,
                enable_events: bool, seed: bool, only: str, port_offset: str | None,
-               detach: bool, *, quiet: bool = False, show: str = "") -> None:
+               detach: bool, *, quiet: bool = False, show: str = "",
+               record: bool = True) -> None:
     """`up` while holding the project's lifecycle lock; the lock is let go as soon as
     the daemon serves (detached: the daemon lets go of the copy it inherited)."""
     from hippo_tasks.daemon.launch import prepare
@@ -87,7 +89,8 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
     hooks.recover(registry, _say)
     token = hooks.prepare_token() if enable_events else None
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
-                         only=only, offset=port_offset, skip=() if seed else ("seed",))
+                         only=only, offset=port_offset, skip=() if seed else ("seed",),
+                         record=record)
     print(f"hippodrome | project {root}  profile {opts.profile}  cell {opts.cell}  "
           f"table prefix {opts.table_prefix}", flush=True)
     plan, registry = prepare(opts, registry=registry)

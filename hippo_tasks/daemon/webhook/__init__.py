@@ -1,8 +1,9 @@
 """`POST /webhook/eventbridge`: EventBridge events routed to local services by detail-type.
 
-Three modules over the daemon's HTTP core: `receive` (who may post, and reading the
+Four modules over the daemon's HTTP core: `receive` (who may post, and reading the
 event), `forward` (the HTTP/1.1 client to the target services), `routing` (the
-routes, the handler, and what each delivery leaves behind).
+routes, the handler, and what each delivery leaves behind), `record` (the recording
+of every delivery on disk).
 
 The answers are the contract of DESIGN section 4 and the reference README, word for
 word: forwarded `200 {"webhook_status": "forwarded", "target": "localhost:PORT",
@@ -49,5 +50,7 @@ and, when it had a target, noted in that service's log. Log notes are handed to 
 engine's loop, which alone writes logs, in batches 50 ms apart: waking the loop per
 event cost a third of the daemon's CPU per event and put millisecond stalls into the
 forwarding thread's latency. The token is compared in constant time and never logged,
-nor passed on to the services.
+nor passed on to the services. Every request whose event could be read is also
+appended to the run's recording (`record`, off with `up --no-record`), which
+`invoke events.replay` sends again.
 """

@@ -16,6 +16,7 @@ from hippo_tasks.daemon.httpcore import ClientGone, HttpError, Json, Request
 from hippo_tasks.daemon.webhook.forward import TargetPool, forward
 from hippo_tasks.daemon.webhook.receive import detail_type as detail_type_of
 from hippo_tasks.daemon.webhook.receive import read_event
+from hippo_tasks.events.recording import REPLAY_HEADER
 from hippo_tasks.model.plan import PlannedRoute
 
 DELIVERIES_KEPT = 200
@@ -58,7 +59,9 @@ class Webhook:
 
     # ---- what is left behind ---------------------------------------------------------
     def record(self, at: float, began: float, detail_type: str, planned: PlannedRoute | None,
-               status: int, outcome: str, payload: dict[str, Any]) -> None:
+               status: int, outcome: str, payload: dict[str, Any],
+               event: bytes | None = None, answer: bytes = b"") -> None:
+        """The delivery log, the recording (when the event was read), the service's log."""
         latency_ms = round((time.perf_counter() - began) * 1000, 3)
         shown = _shown(detail_type)
         self.deliveries.append({
@@ -66,6 +69,9 @@ class Webhook:
             "target": planned.target if planned is not None else None,
             "status": status, "latency_ms": latency_ms, "outcome": outcome,
         })
+        if event is not None:
+            self.engine.recorder.add(at, latency_ms, detail_type, planned, status, outcome,
+                                     answer, event)
         if planned is None or planned.route.service not in self.engine.stack.services:
             return
         if outcome == "forwarded":
@@ -103,6 +109,7 @@ def eventbridge(req: Request) -> Json:
     began, at = time.perf_counter(), time.time()
     hook = req.app.webhook
     detail_type, planned, close = "", None, False
+    raw: bytes | None = None
     try:
         event, raw = read_event(req, hook.engine.webhook_token, hook.read_timeout)
         detail_type = detail_type_of(event)
@@ -119,8 +126,11 @@ def eventbridge(req: Request) -> Json:
     except HttpError as exc:
         status, payload, outcome, close = exc.status, {"error": exc.message}, "error", exc.close
     # Recorded before answering: a client that has its answer finds it in the log.
-    hook.record(at, began, detail_type, planned, status, outcome, payload)
-    return Json(payload, status, close)
+    if raw is not None and REPLAY_HEADER in req.headers:
+        raw = None  # a replay is not recorded again: the file would chase itself
+    answer = json.dumps(payload).encode()  # once, for the client and the recording
+    hook.record(at, began, detail_type, planned, status, outcome, payload, raw, answer)
+    return Json(payload, status, close, answer)
 
 
 def deliveries(req: Request) -> Json:

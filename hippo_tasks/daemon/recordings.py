@@ -1,0 +1,86 @@
+"""`GET /api/events/recordings` and `POST /api/events/recordings/NAME/replay`: the
+webhook's recordings for the page (and any client), and replaying one from the daemon.
+
+The daemon replays through its own webhook over loopback HTTP, with its own token, so
+the routing and the guard are exactly those of a delivery from outside, and a stack
+started with `--enable-events` (whose random token nobody else knows) can be replayed.
+Names are checked twice against escaping the folder: the pattern (one path segment)
+and the resolved path's parent. One replay at a time per daemon (409 otherwise); the
+answer comes when the replay is done, so the API replays as fast as possible unless
+the body asks for a `speed`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from hippo_tasks.daemon.api import body_object
+from hippo_tasks.daemon.httpcore import HttpError, Json, Request, json_type
+from hippo_tasks.errors import RecordingError
+from hippo_tasks.events.recording import SAFE_NAME, list_recordings, named
+
+REPLAY_FIELDS = ("filter", "speed", "as_fast_as_possible", "ignore")
+_replaying = threading.Lock()
+"""One daemon per process: a module lock is the daemon's."""
+
+
+def listing(req: Request) -> Json:
+    recorder = req.app.engine.recorder
+    current = recorder.path.name if recorder.path is not None else None
+    items = [{**r.as_json(), "current": r.name == current}
+             for r in list_recordings(recorder.folder)]
+    return Json({**recorder.state(), "recordings": items})
+
+
+def _options(body: dict[str, Any]) -> tuple[str | None, float | None, tuple[str, ...]]:
+    unknown = sorted(set(body) - set(REPLAY_FIELDS))
+    if unknown:
+        raise HttpError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; a replay "
+                             f"takes {', '.join(REPLAY_FIELDS)}")
+    pattern = body.get("filter")
+    if pattern is not None and not isinstance(pattern, str):
+        raise HttpError(400, f"'filter' must be a detail-type (a string), got "
+                             f"{json_type(pattern)}")
+    speed = body.get("speed")
+    if speed is not None and (isinstance(speed, bool) or not isinstance(speed, int | float)):
+        raise HttpError(400, f"'speed' must be a number, got {json_type(speed)}")
+    fast = body.get("as_fast_as_possible", speed is None)
+    if not isinstance(fast, bool):
+        raise HttpError(400, f"'as_fast_as_possible' must be true or false, got "
+                             f"{json_type(fast)}")
+    if fast and speed is not None:
+        raise HttpError(400, "give 'speed' or 'as_fast_as_possible', not both")
+    ignore = body.get("ignore", [])
+    if not isinstance(ignore, list) or not all(isinstance(k, str) for k in ignore):
+        raise HttpError(400, "'ignore' must be a list of field names")
+    if fast:
+        return pattern or None, None, tuple(ignore)
+    return pattern or None, 1.0 if speed is None else float(speed), tuple(ignore)
+
+
+def replay_one(req: Request) -> Json:
+    from hippo_tasks.events.replay import WebhookUnreachable, replay
+
+    engine = req.app.engine
+    pattern, speed, ignore = _options(body_object(req) or {})
+    name = req.params["rec"]
+    if not SAFE_NAME.match(name):
+        raise HttpError(400, f"not a recording name: {name!r} (names look like "
+                             "20260101-120000.jsonl; GET /api/events/recordings lists them)")
+    try:
+        path = named(engine.recorder.folder, name)
+    except RecordingError as exc:
+        raise HttpError(404, exc.message()) from None
+    engine.check_accepting()
+    if not _replaying.acquire(blocking=False):
+        raise HttpError(409, "a replay is already running in this daemon; wait for it")
+    try:
+        report = replay(path, url=engine.url, token=engine.webhook_token, filter=pattern,
+                        speed=speed, ignore=ignore, timeout=req.app.webhook.timeout + 5)
+    except WebhookUnreachable as exc:
+        raise HttpError(503, f"the webhook stopped answering after {exc.sent} deliveries: "
+                             f"{exc.reason}") from None
+    finally:
+        _replaying.release()
+    return Json(report.to_json())

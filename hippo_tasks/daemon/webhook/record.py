@@ -1,0 +1,240 @@
+"""Recording every webhook delivery to `.hippodrome/events/<stamp>.jsonl` (on by default;
+`up --no-record` turns it off). The format is events/recording.py's.
+
+The webhook's request threads must not wait for a disk: `add` only appends a tuple to
+a bounded queue (a length check, no lock, no JSON) and wakes the writer thread when the
+queue was empty. The writer sleeps `BATCH_S` to gather a batch, then writes it in one
+write. The event goes into its line as the bytes received (line breaks, which strict
+JSON allows only between tokens, become spaces), never parsed and serialized again:
+`json.dumps` of the event was most of the recorder's cost, and with it the time the
+writer held the interpreter while a request thread waited. Measured side by side
+(benchmarks/bench_webhook.py, `record_loss_pct`).
+
+- Bounded: at most `QUEUE_ITEMS` deliveries or `QUEUE_BYTES` of event bodies wait; past
+  that a delivery is dropped, counted, and a `dropped` line in the file says how many
+  are missing there (the daemon's log says so once).
+- Capped: a file grows to `HIPPODROME_RECORD_MAX_MB` (50) and the next delivery starts
+  a new one; only the newest `HIPPODROME_RECORD_KEEP` (10) recordings the recorder
+  named are kept, so recordings never hold more than about 500 MB. Files with other
+  names in the folder are yours and left alone.
+- Lazy: the folder and file are made at the first delivery, so a run without events
+  leaves nothing and prunes nothing.
+- A disk that is full or read-only stops the recording for the rest of this daemon's
+  run, with one line in its log and a `recordings` entry in `problems` (status, API,
+  page); the webhook keeps serving.
+- The token: headers are never recorded, and the token's text is blanked wherever it
+  appears in a line (an event or an answer that quotes it).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hippo_tasks.events.recording import OURS, REDACTED, STAMP, VERSION, order_key
+from hippo_tasks.model.plan import PlannedRoute
+
+BATCH_S = 0.05
+QUEUE_ITEMS = 10_000
+QUEUE_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_MB = 50.0
+DEFAULT_KEEP = 10
+Item = tuple[float, float, str, PlannedRoute | None, int, str, bytes, bytes]
+"""(at, latency_ms, detail_type, route, status, outcome, the answer's and the event's
+JSON bytes)"""
+_NO_ROUTE = b'"route":null,"target":null'
+
+
+
+def _env_number(name: str, default: float, floor: float) -> float:
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value >= floor else default
+
+
+class Recorder:
+    """The recording of one daemon run; `add` from any thread, `close` once at the end."""
+
+    def __init__(self, folder: Path, enabled: bool, token: str | None,
+                 say: Callable[[str], None]) -> None:
+        self.folder = folder
+        self.enabled = enabled
+        self.say = say
+        self.max_bytes = int(_env_number("HIPPODROME_RECORD_MAX_MB", DEFAULT_MAX_MB, 1e-6)
+                             * 1024 * 1024)
+        self.keep = int(_env_number("HIPPODROME_RECORD_KEEP", DEFAULT_KEEP, 1))
+        self._secrets = [s.encode() for s in {token, json.dumps(token)[1:-1]}] if token else []
+        self.trouble: dict[str, Any] | None = None
+        self.path: Path | None = None
+        self.dropped_total = 0
+        self._queue: collections.deque[Item] = collections.deque()
+        self._queued_bytes = 0
+        self._dropped = 0
+        self._lock = threading.Lock()
+        """Guards the drop count only; the queue is a deque (atomic appends and pops)."""
+        self._routes: dict[int, bytes] = {}
+        self._wake = threading.Event()
+        self._closing = False
+        self._file: Any = None
+        self._size = 0
+        self._told_behind = False
+        self._thread: threading.Thread | None = None
+        if enabled:
+            self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+            self._thread.start()
+
+    # ---- the webhook's side: cheap ---------------------------------------------------
+    def add(self, at: float, latency_ms: float, detail_type: str, route: PlannedRoute | None,
+            status: int, outcome: str, answer: bytes, event: bytes) -> None:
+        """Queue one delivery: `answer` is the JSON the client got (one line, as
+        json.dumps writes it), `event` the body as received, checked as a JSON object."""
+        if not self.enabled:
+            return
+        queue = self._queue
+        # Racy by design (no lock on the hot path): the bounds are approximate, by a few.
+        if len(queue) >= QUEUE_ITEMS or self._queued_bytes > QUEUE_BYTES:
+            with self._lock:
+                self._dropped += 1
+            return
+        queue.append((at, latency_ms, detail_type, route, status, outcome, answer, event))
+        self._queued_bytes += len(event)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def problems(self) -> dict[str, Any]:
+        return {"recordings": self.trouble} if self.trouble is not None else {}
+
+    def state(self) -> dict[str, Any]:
+        """For the API and the page: on or off, the file being written, what is wrong."""
+        return {"recording": self.enabled, "dir": str(self.folder),
+                "current": self.path.name if self.path is not None else None,
+                "dropped": self.dropped_total, "problem": self.trouble,
+                "max_mb": round(self.max_bytes / 1024 / 1024, 3), "keep": self.keep}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued and close the file; the daemon calls this as it exits."""
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ---- the writer thread -----------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            if not self._closing:
+                time.sleep(BATCH_S)
+            self._wake.clear()
+            items = []
+            with contextlib.suppress(IndexError):
+                while True:
+                    items.append(self._queue.popleft())
+            self._queued_bytes = 0 if not self._queue else self._queued_bytes - sum(
+                len(i[7]) for i in items)
+            with self._lock:
+                dropped, self._dropped = self._dropped, 0
+            if self.enabled and (items or dropped):
+                self._write(items, dropped)
+            if self._closing:
+                self._close_file()
+                return
+
+    def _route(self, route: PlannedRoute | None) -> bytes:
+        """A route's `"route":{...},"target":...` part, made once per route."""
+        if route is None:
+            return _NO_ROUTE
+        made = self._routes.get(id(route))
+        if made is None:
+            r = route.route
+            made = self._routes[id(route)] = (
+                b'"route":' + json.dumps({"detail_type_prefix": r.detail_type_prefix,
+                                          "service": r.service, "path": r.path}).encode()
+                + b',"target":' + json.dumps(route.target).encode())
+        return made
+
+    def _line(self, item: Item) -> bytes:
+        at, latency_ms, detail_type, route, status, outcome, answer, event = item
+        line = b"".join((
+            b'{"v":%d,"kind":"delivery","at":%r,"detail_type":' % (VERSION, round(at, 6)),
+            json.dumps(detail_type).encode(), b",", self._route(route),
+            b',"event":', event.replace(b"\n", b" ").replace(b"\r", b" "),
+            b',"status":%d,"answer":' % status, answer,
+            b',"outcome":"%s","latency_ms":%r}\n' % (outcome.encode(), latency_ms),
+        ))
+        for secret in self._secrets:
+            if secret in line:
+                line = line.replace(secret, REDACTED.encode())
+        return line
+
+    def _write(self, items: list[Item], dropped: int) -> None:
+        lines = []
+        if dropped:
+            self.dropped_total += dropped
+            lines.append(json.dumps({"v": VERSION, "kind": "dropped", "at": time.time(),
+                                     "count": dropped}).encode() + b"\n")
+            if not self._told_behind:
+                self._told_behind = True
+                self.say(f"hippodrome | recording fell behind the webhook: {dropped} "
+                         "deliveries not recorded (a 'dropped' line in the recording marks "
+                         "where)")
+        lines += map(self._line, items)
+        try:
+            for line in lines:
+                if self._file is None or (self._size and self._size + len(line) > self.max_bytes):
+                    self._rotate()
+                self._file.write(line)
+                self._size += len(line)
+            self._file.flush()
+        except OSError as exc:
+            self._stop(exc)
+
+    def _rotate(self) -> None:
+        self._close_file()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime(STAMP)
+        path, n = self.folder / f"{stamp}.jsonl", 1
+        while path.exists():
+            n += 1
+            path = self.folder / f"{stamp}-{n}.jsonl"
+        self._file = open(path, "ab")  # noqa: SIM115 - held open across batches
+        self.path, self._size = path, 0
+        self._prune()
+
+    def _prune(self) -> None:
+        ours = sorted((p for p in self.folder.iterdir() if OURS.match(p.name)),
+                      key=lambda p: order_key(p.name))
+        for old in ours[:-self.keep]:
+            if old != self.path:
+                try:
+                    old.unlink()
+                except OSError:
+                    continue
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+    def _stop(self, exc: OSError) -> None:
+        why = exc.strerror or str(exc)
+        where = self.path if self._file is not None and self.path else self.folder
+        self.enabled = False
+        self.trouble = {"error": f"{why}; recording stopped until the daemon restarts",
+                        "since": round(time.time(), 3), "path": str(where)}
+        self._close_file()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self.say(f"hippodrome | cannot record webhook deliveries to {where} ({why}): "
+                 "recording stopped; the webhook keeps serving. Free space or fix the "
+                 "folder, then restart the stack to record again (or `up --no-record`)")

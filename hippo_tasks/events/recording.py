@@ -1,0 +1,209 @@
+"""The webhook recording format: where recordings live, what one line holds, reading it.
+
+One file per recording, `.hippodrome/events/<YYYYmmdd-HHMMSS>[-N].jsonl`, one JSON
+object per line, written by the daemon (daemon/webhook/record.py) and read by the
+replay (events/replay.py), the page and the API. Every line carries its own format
+version (`"v"`), so a file cut with `grep` or `head` is still a recording, and a line
+from a newer Hippodrome is refused by name instead of being misread.
+
+A `delivery` line: `at` (epoch seconds the request arrived), `detail_type`, `route`
+(the `[[routes]]` entry that matched: `detail_type_prefix`, `service`, `path`; null
+when none did), `target` (`localhost:PORT` or null), `event` (the event as received,
+as JSON), `status` and `answer` (what the webhook answered), `outcome` (forwarded,
+ignored, error) and `latency_ms`. A `dropped` line: `count` deliveries were not
+recorded there (the writer fell behind). Headers are never recorded, and the webhook
+token is blanked wherever it appears, so no recording holds it.
+
+Standard library only: the daemon imports this, and its memory lasts as long as a stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hippo_tasks.errors import RecordingError
+
+VERSION = 1
+"""The format this Hippodrome writes and reads; a line with a greater `v` is refused."""
+DIR = Path(".hippodrome") / "events"
+STAMP = "%Y%m%d-%H%M%S"
+OURS = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?\.jsonl$")
+"""Names the recorder makes (and alone prunes)."""
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.jsonl$")
+"""Names the API serves: one path segment, no '/', nothing hidden; `..` cannot escape."""
+REDACTED = "[redacted]"
+REPLAY_HEADER = "x-hippodrome-replay"
+"""Sent by the replay: the webhook shows and logs such a delivery but does not record it
+again, so replaying the recording being written leaves it as it was."""
+
+
+def events_dir(project_root: Path) -> Path:
+    return project_root / DIR
+
+
+def order_key(name: str) -> tuple[str, int]:
+    """Recordings in the order they were made: `x.jsonl` before `x-2.jsonl`."""
+    m = OURS.match(name)
+    return (m.group(1), int(m.group(2) or 1)) if m else (name, 0)
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    name: str
+    bytes: int
+    modified: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "bytes": self.bytes, "modified": round(self.modified, 3)}
+
+
+def list_recordings(folder: Path) -> list[RecordingInfo]:
+    """Every `.jsonl` with a safe name directly in the folder, newest first."""
+    out = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        if not SAFE_NAME.match(entry.name):
+            continue
+        try:
+            if not entry.is_file():
+                continue
+            st = entry.stat()
+        except OSError:
+            continue
+        out.append(RecordingInfo(entry.name, st.st_size, st.st_mtime))
+    out.sort(key=lambda r: (order_key(r.name), r.modified), reverse=True)
+    return out
+
+
+def named(folder: Path, name: str) -> Path:
+    """The recording NAME in the folder; anything that is not one plain file there (a
+    path, `..`, a symlink out of it, a missing file) is a RecordingError."""
+    if not SAFE_NAME.match(name):
+        raise RecordingError(f"not a recording name: {name!r} (names look like "
+                             "20260101-120000.jsonl; see GET /api/events/recordings)")
+    path = folder / name
+    try:
+        inside = path.resolve(strict=True).parent == folder.resolve(strict=True)
+    except (OSError, RuntimeError):
+        inside = False
+    if not inside or not path.is_file():
+        raise RecordingError(f"no recording named {name!r} in {folder}")
+    return path
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One recorded delivery, checked: what the replay sends and compares."""
+
+    line: int
+    at: float
+    detail_type: str
+    event: dict[str, Any]
+    status: int
+    answer: Any
+    target: str | None
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """The recorder fell behind here: `count` deliveries were not recorded."""
+
+    line: int
+    count: int
+
+
+@dataclass(frozen=True)
+class CutShort:
+    """The file's last line is unfinished: the daemon stopped while writing it."""
+
+    line: int
+
+
+def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ValueError(f"'{key}' must be {what}")
+    return value
+
+
+def parse_line(text: str, line: int) -> Delivery | Dropped | None:
+    """One line; None for a blank one. Raises ValueError with what is wrong."""
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError("not valid JSON") from None
+    if not isinstance(obj, dict) or "v" not in obj:
+        raise ValueError("not a Hippodrome recording line (no format version 'v')")
+    version = obj["v"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"format version 'v' must be a positive integer, got {version!r}")
+    if version > VERSION:
+        raise ValueError(f"recorded in format {version} by a newer Hippodrome; this one "
+                         f"reads format {VERSION}: upgrade Hippodrome to replay it")
+    kind = obj.get("kind", "delivery")
+    if kind == "dropped":
+        return Dropped(line, _field(obj, "count", int, "a whole number"))
+    if kind != "delivery":
+        raise ValueError(f"unknown line kind {kind!r}")
+    status = _field(obj, "status", int, "an HTTP status (a whole number)")
+    if not 100 <= status <= 599:
+        raise ValueError(f"'status' must be an HTTP status, got {status}")
+    target = obj.get("target")
+    return Delivery(
+        line=line,
+        at=float(_field(obj, "at", (int, float), "a time (epoch seconds)")),
+        detail_type=str(obj.get("detail_type") or ""),
+        event=_field(obj, "event", dict, "the event (a JSON object)"),
+        status=status,
+        answer=obj.get("answer"),
+        target=target if isinstance(target, str) else None,
+    )
+
+
+def read(path: Path, limit: int | None = None) -> Iterator[Delivery | Dropped | CutShort]:
+    """The file's lines in order, up to `limit` bytes (what it held when a replay began:
+    replaying the recording being written must not chase its own deliveries).
+
+    A bad line is a RecordingError naming the line; only a last line cut short (the
+    daemon stopped mid-write) is passed on as CutShort, since nothing can follow it.
+    """
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, also when the caller stops early
+    except FileNotFoundError:
+        raise RecordingError("no such file (recordings are in .hippodrome/events/: "
+                             "`ls .hippodrome/events`)", str(path)) from None
+    except OSError as exc:
+        raise RecordingError(f"cannot read it: {exc.strerror or exc}", str(path)) from None
+    with fh:
+        left = limit
+        number = 0
+        while left is None or left > 0:
+            raw = fh.readline() if left is None else fh.readline(left)
+            if not raw:
+                return
+            number += 1
+            if left is not None:
+                left -= len(raw)
+            last = not raw.endswith(b"\n")
+            try:
+                entry = parse_line(raw.decode("utf-8"), number)
+            except (UnicodeDecodeError, ValueError) as exc:
+                if last and isinstance(exc, ValueError) and str(exc) == "not valid JSON":
+                    yield CutShort(number)
+                    return
+                why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+                raise RecordingError(f"{why}; fix or delete that line", str(path),
+                                     number) from None
+            if entry is not None:
+                yield entry
