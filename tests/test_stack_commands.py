@@ -1,0 +1,105 @@
+"""`invoke seed` / `invoke probes` run the stack file's [commands.NAME], not platform code.
+
+A stack of one's own (no bundled platform at all) declares its own seed and probes
+programs; the tasks run them against the running daemon with the stack's env contract
+rendered for it (port offset, seed, the dashboard's URL), pass their output and exit
+code through, and say what to do when the stack offers no such command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from data_stack import free_offset, run_task
+from stackutil import hd
+
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+
+REPORT = ("import os, sys; print('web', os.environ['WEB_URL'], 'seed', os.environ['SEED'], "
+          "'dash', os.environ['HIPPODROME_DASHBOARD_URL'], 'own', os.environ['OWN'], "
+          "'cwd', os.getcwd()); sys.exit(int(sys.argv[1]))")
+STACK = f"""
+[stack]
+defaults = false
+
+[env]
+WEB_URL = "${{url:web}}"
+SEED = "${{random_seed}}"
+
+[services.web]
+command = ["${{python}}", "-m", "http.server", "${{port}}", "--bind", "127.0.0.1"]
+port = 9001
+
+[commands.seed]
+command = ["${{python}}", "-c", "{REPORT}", "0"]
+env = {{ OWN = "seed's own" }}
+cwd = "tools"
+
+[commands.probes]
+command = ["${{python}}", "-c", "{REPORT}", "3"]
+env = {{ OWN = "probes' own" }}
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
+    root = tmp_path_factory.mktemp("stack-commands") / "proj"
+    (root / "tools").mkdir(parents=True)
+    (root / "hippodrome.toml").write_text(STACK)
+    offset = free_offset()
+    try:
+        up = hd(root, "up", "--detach", "--port-offset", str(offset))
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield root, offset
+    finally:
+        hd(root, "down", timeout=60)
+        force_down(Registry(root))
+
+
+def test_seed_runs_the_stacks_command_with_the_rendered_contract(
+        stack: tuple[Path, int]) -> None:
+    root, offset = stack
+    done = run_task(root, "seed", "--seed", "7")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == [
+        "web", f"http://127.0.0.1:{9001 + offset}", "seed", "7",
+        "dash", f"http://127.0.0.1:{9000 + offset}", "own", "seed's", "own",
+        "cwd", str((root / "tools").resolve())]
+
+
+def test_probes_pass_the_commands_exit_code_through(stack: tuple[Path, int]) -> None:
+    root, _ = stack
+    done = run_task(root, "probes")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "own probes' own" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_a_stack_without_the_command_says_how_to_add_one(stack: tuple[Path, int]) -> None:
+    root, _ = stack
+    stack_file = root / "hippodrome.toml"
+    stack_file.write_text(STACK.split("[commands.probes]")[0])
+    try:
+        done = run_task(root, "probes")
+    finally:
+        stack_file.write_text(STACK)
+    assert done.returncode != 0
+    assert "the stack offers no 'probes' command (its [commands.NAME] tables: seed)" in \
+        done.stderr
+    assert "add a [commands.probes] table" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_command_that_cannot_start_is_one_sentence(stack: tuple[Path, int]) -> None:
+    root, _ = stack
+    stack_file = root / "hippodrome.toml"
+    stack_file.write_text(STACK.replace('["${python}", "-c", "' + REPORT + '", "3"]',
+                                        '["./no-such-program"]'))
+    try:
+        done = run_task(root, "probes")
+    finally:
+        stack_file.write_text(STACK)
+    assert done.returncode != 0
+    assert "cannot run the stack's [commands.probes] (./no-such-program)" in done.stderr
+    assert "Traceback" not in done.stderr
