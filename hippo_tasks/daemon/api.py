@@ -52,11 +52,26 @@ def why(req: Request) -> Json:
     return Json(req.app.commands.why(req.params["name"]))
 
 
+def _bool_arg(q: dict[str, str], key: str) -> bool:
+    raw = q.get(key, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise HttpError(400, f"'{key}' must be 1 or 0 (true or false), got {raw[:40]!r}")
+
+
 def logs(req: Request) -> Json:
-    lines = _int_arg(req.query, "lines", 100, 0, 100_000)
-    after = _int_arg(req.query, "after", -1, -1, 2**62)
-    return Json(req.app.commands.logs(req.params["name"], lines,
-                                      None if after < 0 else after))
+    """`?lines=N` newest lines, or `&after=SEQ` the ones after; filters `before=SEQ`,
+    `since=TIME`, `grep=TEXT`, `regex=RE`, `errors=1` (daemon/logquery.py)."""
+    q = req.query
+    lines = _int_arg(q, "lines", 100, 0, 100_000)
+    after = _int_arg(q, "after", -1, -1, 2**62)
+    before = _int_arg(q, "before", 0, 0, 2**62)
+    return Json(req.app.commands.logs(
+        req.params["name"], lines, None if after < 0 else after,
+        before=before or None, since=q.get("since") or None, grep=q.get("grep", ""),
+        regex=q.get("regex", ""), errors=_bool_arg(q, "errors")))
 
 
 def start(req: Request) -> Json:

@@ -55,12 +55,18 @@ class StackCommands:
         if name not in self.engine.stack.services:
             raise UnknownServiceError(name, tuple(self.engine.stack.services))
 
-    def logs(self, name: str, lines: int, after: int | None = None) -> dict[str, Any]:
+    def logs(self, name: str, lines: int, after: int | None = None, *,
+             before: int | None = None, since: float | str | None = None, grep: str = "",
+             regex: str = "", errors: bool = False) -> dict[str, Any]:
+        """A service's buffered lines: the newest `lines`, or those after `after`, with an
+        optional filter; bounded in lines and time (daemon/logquery.py says how)."""
+        from hippo_tasks.daemon.logquery import LogQuery, parse_since, safe_regex, select
+
         self.check_service(name)
-        hub = self.engine.hub
-        records = hub.tail(name, lines) if after is None else hub.since(name, after, lines)
-        return {"service": name, "last_seq": hub.last_seq(name),
-                "lines": [r.as_json() for r in records]}
+        query = LogQuery(limit=lines, after=after, before=before,
+                         since=None if since is None else parse_since(since), text=grep,
+                         regex=safe_regex(regex) if regex else None, errors_only=errors)
+        return select(self.engine.hub, name, query)
 
     def why(self, name: str) -> dict[str, Any]:
         """What `name` waits on, down the chain (daemon/why.py)."""
