@@ -73,6 +73,8 @@ def answers(port: int, path: str = "/healthz") -> bool:
 
 
 def wait(cond: Callable[[], bool], timeout: float, every: float = 0.005) -> float:
+    """Seconds until cond() holds, polled every `every` s; TimeoutError past `timeout`
+    (every benchmark waits through this one, so no wait is ever unbounded)."""
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         if cond():

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_core import cli, wait  # noqa: E402
 from results_file import report  # noqa: E402
 from stackutil import PY, free_ports, registry, stack_header, toy_service  # noqa: E402
 
@@ -36,12 +38,6 @@ from hippo_tasks.registry.cleanup import force_down  # noqa: E402
 from hippo_tasks.registry.store import Registry  # noqa: E402
 
 TARGETS = {"watch_idle_cpu_pct_20k": ("<=", 1.0), "watch_reaction_s": ("<=", 0.5)}
-
-
-def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "invoke", "-r", str(REPO), *args, "--project-root",
-                           str(root)], cwd=root, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "NO_COLOR": "1"})
 
 
 def make_tree(root: Path, files: int, per_dir: int = 100) -> list[Path]:
@@ -64,15 +60,9 @@ def change_detected_count(log: Path) -> int:
         return 0
 
 
-def wait_until(cond: object, timeout: float, every: float = 0.002) -> float:
-    """Seconds until cond() holds (polled every `every` s); TimeoutError past timeout."""
-    assert callable(cond)
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if cond():
-            return time.monotonic() - began
-        time.sleep(every)
-    raise TimeoutError(f"not met within {timeout}s")
+def more_changes(log: Path, seen: int) -> Callable[[], bool]:
+    """True once the log has more 'change detected' lines than `seen`."""
+    return lambda: change_detected_count(log) > seen
 
 
 def measure(files: int, window: float, changes: int) -> dict[str, float | str]:
@@ -100,10 +90,9 @@ def measure(files: int, window: float, changes: int) -> dict[str, float | str]:
                 seen = change_detected_count(log)
                 target = tree[(n * 7919) % len(tree)]
                 target.write_text(f"VALUE = 'changed {n}'\n")
-                reactions.append(wait_until(lambda s=seen: change_detected_count(log) > s, 30))
+                reactions.append(wait(more_changes(log, seen), 30, 0.002))
                 # Let the restart finish and the watcher settle before the next change.
-                wait_until(lambda: registry(root)["services"]["web"]["state"] == "running",
-                           30, 0.02)
+                wait(lambda: registry(root)["services"]["web"]["state"] == "running", 30, 0.02)
                 time.sleep(1.0)
             down = cli(root, "down")
             assert down.returncode == 0, down.stdout + down.stderr
