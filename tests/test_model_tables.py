@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from hippo_tasks.errors import StackFileError, UsageError
-from hippo_tasks.model import loader
+from hippo_tasks.model import bundle
 from hippo_tasks.model.commands import plan_command
 from hippo_tasks.model.loader import known_profiles, load_stack, load_stack_text
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
@@ -156,7 +156,7 @@ def test_the_orchestrator_finds_the_bundle_without_importing_the_platform() -> N
 
 def test_without_the_platform_installed_the_error_says_what_to_do(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(loader, "BUNDLE_PACKAGE", "hippo_platform_not_installed")
+    monkeypatch.setattr(bundle, "BUNDLE_PACKAGE", "hippo_platform_not_installed")
     with pytest.raises(StackFileError, match="defaults = false"):
         load_stack(None)
     (tmp_path / "hippodrome.toml").write_text("[stack]\ndefaults = false\n" + DB)

@@ -10,7 +10,6 @@ drops the bundle; routes from the project file come first, so they win.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import re
 import tomllib
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from hippo_tasks.errors import StackFileError
 from hippo_tasks.model import fields as F
+from hippo_tasks.model.bundle import BUNDLED_NAME, bundled_text
 from hippo_tasks.model.graph import check_graph
 from hippo_tasks.model.raw import check_document
 from hippo_tasks.model.spec import (
@@ -31,18 +31,13 @@ from hippo_tasks.model.spec import (
 from hippo_tasks.model.tables import (
     TOP_LEVEL,
     FileTables,
-    MergedTables,
+    check_cells,
     merge_tables,
     parse_tables,
     want_argv,
 )
 
 PROJECT_FILE = "hippodrome.toml"
-BUNDLED_NAME = "default_stack.toml"
-BUNDLE_PACKAGE = "hippo_platform"
-"""Where the bundled platform's stack file lives. The orchestrator finds that file and
-never imports the package: it knows the platform only as the stack file and the
-commands it names (`nox -s lint` checks that no module imports hippo_platform)."""
 
 _STACK_FIELDS: dict[str, F.Checker] = {
     "defaults": F.want_bool,
@@ -252,28 +247,6 @@ def _parse_file(path: str, text: str) -> _FileData:
     return data
 
 
-def bundled_path() -> Path:
-    """The bundled platform's stack file, found (not imported) through its package."""
-    spec = importlib.util.find_spec(BUNDLE_PACKAGE)
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / BUNDLED_NAME
-        if path.is_file():
-            return path
-    raise StackFileError(
-        f"<bundled {BUNDLED_NAME}>",
-        f"the bundled platform (package {BUNDLE_PACKAGE}) is not installed next to "
-        "Hippodrome: reinstall it (pip install -e . in the clone), or write [stack] "
-        "defaults = false in hippodrome.toml to run only your own services")
-
-
-def bundled_text() -> str:
-    path = bundled_path()
-    try:
-        return path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StackFileError(str(path), f"cannot be read: {exc}") from exc
-
-
 def load_stack(project_root: Path | None, *, bundled: str | None = None) -> StackSpec:
     """The stack for a project root: the bundle merged with its hippodrome.toml, if any."""
     files: list[_FileData] = []
@@ -325,7 +298,7 @@ def _merge(files: list[_FileData]) -> StackSpec:
     for name, table in merged.items():
         ctx = source[name]
         table.setdefault("profiles", tables.profiles)
-        _check_cells(ctx, name, table.setdefault("cells", _all_cells(tables)), tables)
+        check_cells(ctx, name, table.setdefault("cells", tables.cell_names), tables)
         always_external = table.get("external", False) or (
             set(table.get("external_in", ())) >= set(table["profiles"]))
         if not always_external and not table.get("command") and below and name not in below:
@@ -374,19 +347,6 @@ def _not_bundled(ctx: F.FileContext, name: str, bundled: set[str],
                          "nothing off", name)
     return ctx.error(f"is not a bundled service{hint}; to override one, use its exact name; "
                      "to add a new service, give it command = [...] (or external = true)", name)
-
-
-def _all_cells(tables: MergedTables) -> tuple[str, ...]:
-    return tuple(c.name for c in tables.cells)
-
-
-def _check_cells(ctx: F.FileContext, service: str, cells: tuple[str, ...],
-                 tables: MergedTables) -> None:
-    known = _all_cells(tables)
-    for cell in cells:
-        if cell not in known:
-            raise ctx.error(f"'{cell}' is not one of {', '.join(known)} (a new cell needs "
-                            f"its own [cells.{cell}] table)", service, "cells")
 
 
 def _close(name: str, known: list[str]) -> str:

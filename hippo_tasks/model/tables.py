@@ -87,6 +87,19 @@ class MergedTables:
     stand_in_source: dict[str, F.FileContext]
     """For each cell with a stand-in, the file that named it (for errors)."""
 
+    @property
+    def cell_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cells)
+
+
+def check_cells(ctx: F.FileContext, service: str, cells: tuple[str, ...],
+                tables: MergedTables) -> None:
+    """A service's `cells` name declared cells: a typo must not invent a cell."""
+    for cell in cells:
+        if cell not in tables.cell_names:
+            raise ctx.error(f"'{cell}' is not one of {', '.join(tables.cell_names)} (a new "
+                            f"cell needs its own [cells.{cell}] table)", service, "cells")
+
 
 def merge_tables(files: list[FileTables]) -> MergedTables:
     """Later files override the fields they name; order is first appearance."""
