@@ -6,10 +6,11 @@ instead of state kept in module globals or an untyped dict on the engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hippo_tasks.daemon.commands import StackCommands
 from hippo_tasks.daemon.engine import Engine
+from hippo_tasks.daemon.mcp_route import McpEndpoint
 from hippo_tasks.daemon.webhook.routing import Webhook
 
 
@@ -17,6 +18,8 @@ from hippo_tasks.daemon.webhook.routing import Webhook
 class App:
     commands: StackCommands
     webhook: Webhook
+    mcp: McpEndpoint = field(default_factory=McpEndpoint)
+    """`/mcp`'s SDK side, made on its first request (daemon/mcp_route.py)."""
 
     @property
     def engine(self) -> Engine:

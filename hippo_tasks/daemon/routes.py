@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hippo_tasks.daemon import api, page, recordings
+from hippo_tasks.daemon import api, mcp_route, page, recordings
 from hippo_tasks.daemon.httpcore import Handler
 from hippo_tasks.daemon.webhook import routing as webhook
 
@@ -47,4 +47,7 @@ def build() -> tuple[Route, ...]:
         _row("GET", "/api/events/recordings", recordings.listing),
         _row("POST", "/api/events/recordings/(?P<rec>[^/]{1,200})/replay",
              recordings.replay_one),
+        _row("POST", "/mcp", mcp_route.mcp),
+        _row("GET", "/mcp", mcp_route.mcp),
+        _row("DELETE", "/mcp", mcp_route.mcp),
     )

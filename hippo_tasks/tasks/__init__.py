@@ -15,11 +15,12 @@ def build_namespace() -> Any:
 
     from hippo_tasks.tasks import control, data, doctor, export, lifecycle, logs, scaffold, why
     from hippo_tasks.tasks.declare import as_task
+    from hippo_tasks.tasks.mcp_server import mcp
 
     ns = Collection()
     for fn in (lifecycle.up, lifecycle.down, lifecycle.status, lifecycle.start,
                lifecycle.stop, lifecycle.restart, logs.logs, doctor.doctor, data.seed,
-               data.probes, data.e2e, scaffold.init, why.why):
+               data.probes, data.e2e, scaffold.init, why.why, mcp):
         ns.add_task(as_task(fn))
     ns.add_collection(control.ns)
     ns.add_collection(export.collection())

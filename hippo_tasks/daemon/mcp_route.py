@@ -1,0 +1,80 @@
+"""`POST/GET/DELETE /mcp`: the MCP server over streamable HTTP, in the daemon.
+
+The route reads and guards the request like every other one (the daemon's Host and
+Origin rules, its body limits), then hands it to the MCP SDK (mcp/http_bridge.py),
+which is imported here on the first request only: a daemon nobody drives through MCP
+never loads it. A foreign `Origin` is refused for every method here, GET included:
+no web page may open this endpoint, whatever it asks.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode, urlsplit
+
+from hippo_tasks.daemon.guard import LOOPBACK_NAMES, host_name
+from hippo_tasks.daemon.httpcore import HttpError, Raw, Request
+
+if TYPE_CHECKING:
+    from hippo_tasks.daemon.commands import StackCommands
+    from hippo_tasks.mcp.http_bridge import McpBridge
+
+MAX_BODY = 4 * 1024 * 1024
+READ_TIMEOUT_S = 10.0
+INSTALL = ("the MCP endpoint needs the MCP SDK, which is not installed for this daemon: "
+           "pip install 'hippodrome[mcp]' (the PEX files include it), then restart the stack")
+_SKIPPED = frozenset({"content-type", "content-length", "connection", "date", "server"})
+
+
+class McpEndpoint:
+    """The SDK side of `/mcp`, made once, on first use (two first requests at once make
+    one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bridge: McpBridge | None = None
+
+    def bridge(self, commands: StackCommands) -> McpBridge:
+        with self._lock:
+            if self._bridge is None:
+                # The detached daemon keeps `ssl` out (daemon/__main__.py); the SDK's
+                # async layer (anyio) imports it unconditionally, so MCP brings it in.
+                if "ssl" in sys.modules and sys.modules["ssl"] is None:
+                    del sys.modules["ssl"]
+                try:
+                    from hippo_tasks.mcp.http_bridge import McpBridge
+                except ImportError:
+                    raise HttpError(501, INSTALL) from None
+                host = urlsplit(commands.engine.url).hostname or ""
+                loopback = host_name(host) in LOOPBACK_NAMES or host == "::1"
+                self._bridge = McpBridge(commands, loopback_only=loopback)
+            return self._bridge
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bridge is not None:
+                self._bridge.close()
+                self._bridge = None
+
+
+def _origin_refusal(req: Request) -> None:
+    origin = req.headers.get("Origin")
+    if origin is not None and origin != f"http://{req.headers.get('Host') or ''}":
+        raise HttpError(403, f"cross-origin request from {origin!r} refused: the MCP "
+                             "endpoint is for agent clients on this machine, not web pages")
+
+
+def mcp(req: Request) -> Raw:
+    _origin_refusal(req)
+    body = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="one JSON-RPC message")
+    try:
+        status, headers, payload = req.app.mcp.bridge(req.app.commands).exchange(
+            req.method, req.path, urlencode(req.query), list(req.headers.items()), body)
+    except RuntimeError as exc:
+        raise HttpError(503, f"{exc}; restart the stack (`hd down`, `hd up`)") from None
+    content_type = next((v for k, v in headers if k.lower() == "content-type"),
+                        "application/json")
+    extra = {k: v for k, v in headers if k.lower() not in _SKIPPED}
+    return Raw(payload, content_type, headers=extra, status=status)

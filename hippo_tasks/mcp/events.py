@@ -1,0 +1,79 @@
+"""The event tools: one event through the webhook, the recordings, and a replay.
+
+All three go over the daemon's HTTP API, for `hd mcp` and for the daemon's own `/mcp`
+alike: an event must take the webhook's own path (routing, guard, recording) to test
+anything, and recordings belong to the API that lists and replays them for the page.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from hippo_tasks.errors import DaemonUnreachableError
+from hippo_tasks.mcp.backend import Stack
+
+MAX_ANSWER_CHARS = 16_000
+HOOK = "/webhook/eventbridge"
+TOKEN_HEADER = "x-hippodrome-webhook-token"
+
+
+def send(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
+    client = stack.client()
+    event = {"source": args.get("source", "marqo.dynamodb"),
+             "detail-type": args["detail_type"], "detail": args.get("detail", {})}
+    headers = {"Content-Type": "application/json"}
+    token = stack.webhook_token()
+    if token:
+        headers[TOKEN_HEADER] = token
+    req = urllib.request.Request(client.url + HOOK, method="POST", headers=headers,
+                                 data=json.dumps(event).encode())
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise DaemonUnreachableError(client.url, client.pid,
+                                     str(getattr(exc, "reason", exc))) from None
+    answer: Any
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = {"raw": raw.decode("utf-8", "replace")}
+    text = json.dumps(answer)
+    if len(text) > MAX_ANSWER_CHARS:
+        answer = {"truncated": text[:MAX_ANSWER_CHARS],
+                  "note": f"the answer was {len(text)} characters; the first "
+                          f"{MAX_ANSWER_CHARS} are shown"}
+    where = answer.get("target") if isinstance(answer, dict) else None
+    outcome = (answer.get("webhook_status") or answer.get("status") or answer.get("error")
+               if isinstance(answer, dict) else None)
+    summary = f"webhook answered {status}" + (f": {outcome}" if outcome else "") + \
+        (f" (target {where})" if where else "")
+    return {"ok": status < 400, "http_status": status, "answer": answer, "summary": summary}
+
+
+def recordings(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = stack.client().call("GET", "/api/events/recordings", timeout=30)
+    return result
+
+
+def replay(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if "filter" in args:
+        body["filter"] = args["filter"]
+    if "speed" in args:
+        body["speed"] = args["speed"]
+        body["as_fast_as_possible"] = False
+    else:
+        body["as_fast_as_possible"] = True
+    if "ignore" in args:
+        body["ignore"] = args["ignore"]
+    name = urllib.parse.quote(args["recording"], safe="")
+    result: dict[str, Any] = stack.client().call(
+        "POST", f"/api/events/recordings/{name}/replay", body, timeout=900)
+    return result

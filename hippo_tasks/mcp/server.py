@@ -1,0 +1,147 @@
+"""The MCP SDK's side: a lowlevel `Server` built from the tool table, and `hd mcp`.
+
+The lowlevel server rather than the decorator API: the tools are already data (names,
+hand-written schemas, hints) and plain functions, and the same table must serve stdio
+and the daemon's HTTP endpoint. Tool functions block (they wait on the daemon), so
+each runs in a worker thread; the server's own loop keeps answering meanwhile.
+
+Arguments are checked against the tool's input schema before anything runs, and every
+failure comes back as an error result whose text says what to do: never a traceback,
+never a protocol error for a mistake the agent can correct (an unknown tool excepted,
+which the protocol defines as one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from mcp.server import Server
+from mcp.shared.exceptions import MCPError
+
+from hippo_tasks import __version__
+from hippo_tasks.daemon.client import HippoErrorFromDaemon
+from hippo_tasks.errors import DaemonNotRunningError, HippoError
+from hippo_tasks.mcp.backend import HttpStack, Stack
+from hippo_tasks.mcp.tools import BY_NAME, TOOLS, Tool, not_running_hint
+
+INSTRUCTIONS = (
+    "Hippodrome runs a local multi-service stack. status shows every service; start, "
+    "stop and restart wait for the outcome and say why a service is not ready (reason, "
+    "last log lines, log path); why explains what a service waits on down its "
+    "dependency chain; logs reads filtered output with paging. Keep the stack running "
+    "between edits: restart a service (cascade for its dependants) instead of stopping "
+    "everything.")
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(BY_NAME[name].input_schema)
+
+
+def usage(tool: Tool) -> str:
+    """The arguments a tool takes, in one line, for an error message."""
+    props: dict[str, Any] = tool.input_schema.get("properties", {})
+    required = set(tool.input_schema.get("required", ()))
+    if not props:
+        return f"{tool.name} takes no arguments"
+    parts = []
+    for key, spec in props.items():
+        kind = spec.get("type", "any")
+        kind = "|".join(kind) if isinstance(kind, list) else kind
+        parts.append(f"{key} ({kind}{', required' if key in required else ''})")
+    return f"{tool.name} takes " + ", ".join(parts)
+
+
+def check_args(tool: Tool, args: dict[str, Any]) -> str | None:
+    """None when the arguments fit the tool's schema, else what is wrong with them."""
+    error: ValidationError | None = best_match(_validator(tool.name).iter_errors(args))
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path)
+    what = f"argument '{where}': {error.message}" if where else error.message
+    return f"bad arguments for {tool.name}: {what}. {usage(tool)}"
+
+
+def _error(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(text=text)],
+                                structured_content={"error": text}, is_error=True)
+
+
+def call(stack: Stack, name: str, args: dict[str, Any]) -> types.CallToolResult:
+    """Run one tool to its result, every failure an error result (blocking: run it in a
+    worker thread)."""
+    tool = BY_NAME[name]
+    problem = check_args(tool, args)
+    if problem is not None:
+        return _error(problem)
+    try:
+        result = tool.run(stack, args)
+    except DaemonNotRunningError as exc:
+        return _error(not_running_hint(exc))
+    except HippoErrorFromDaemon as exc:  # the daemon's own words, as /mcp would say them
+        return _error(exc.text if exc.status < 500 else exc.message())
+    except HippoError as exc:
+        return _error(exc.message())
+    except Exception as exc:  # a bug of ours: said plainly, and the server goes on
+        return _error(f"internal error in {name}: {exc.__class__.__name__}: {exc}")
+    return types.CallToolResult(content=[types.TextContent(text=json.dumps(result))],
+                                structured_content=result)
+
+
+def listed() -> list[types.Tool]:
+    return [types.Tool(
+        name=t.name, description=t.description, input_schema=t.input_schema,
+        output_schema=t.output_schema,
+        annotations=types.ToolAnnotations(
+            read_only_hint=t.read_only, destructive_hint=t.destructive,
+            idempotent_hint=t.idempotent, open_world_hint=False))
+        for t in TOOLS]
+
+
+def build(stack: Stack) -> Server[Any]:
+    """The MCP server over one stack (stdio or the daemon's HTTP endpoint)."""
+    tools = listed()
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=tools)
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams
+                        ) -> types.CallToolResult:
+        if params.name not in BY_NAME:
+            raise MCPError(types.INVALID_PARAMS,
+                           f"unknown tool {params.name!r}; the tools are "
+                           f"{', '.join(BY_NAME)}")
+        args = dict(params.arguments or {})
+        return await anyio.to_thread.run_sync(call, stack, params.name, args)
+
+    def input_schema(name: str) -> dict[str, Any] | None:
+        tool = BY_NAME.get(name)
+        return tool.input_schema if tool is not None else None
+
+    return Server("hippodrome", version=__version__, title="Hippodrome",
+                  instructions=INSTRUCTIONS, on_list_tools=list_tools,
+                  on_call_tool=call_tool, get_tool_input_schema=input_schema)
+
+
+def serve_stdio(root: Path) -> None:
+    """`hd mcp`: serve the project's stack over stdin/stdout until the client leaves."""
+    from mcp.server.stdio import stdio_server
+
+    server = build(HttpStack(root))
+
+    async def main() -> None:
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(main)
+    sys.stderr.flush()
