@@ -16,6 +16,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 _PLAIN = re.compile(r"^[A-Za-z/][A-Za-z0-9_./-]*$")
+_UNPRINTABLE = re.compile("[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe"
+                          "\uff00-\ufffd\U00010000-\U0010ffff]")
+"""What YAML may not hold as it is, escaped: DEL, C1 controls, lone surrogates, and
+what YAML 1.1 readers take for line breaks (NEL, U+2028/9) or a byte-order mark."""
 _WORDS = frozenset(("y", "n", "yes", "no", "on", "off", "true", "false", "null"))
 
 
@@ -27,7 +31,7 @@ def _scalar(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        return value if _bare(value) else json.dumps(value, ensure_ascii=False)
+        return value if _bare(value) else _quoted(value)
     if value is None:
         return "null"
     raise TypeError(f"cannot write {type(value).__name__} as YAML: {value!r}")
@@ -38,7 +42,15 @@ def _bare(text: str) -> bool:
 
 
 def _key(key: str) -> str:
-    return key if _bare(key) else json.dumps(key, ensure_ascii=False)
+    return key if _bare(key) else _quoted(key)
+
+
+def _quoted(text: str) -> str:
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group(0))
+        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+    return _UNPRINTABLE.sub(escape, json.dumps(text, ensure_ascii=False))
 
 
 def _lines(value: Any, indent: int) -> list[str]:

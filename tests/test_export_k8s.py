@@ -1,0 +1,233 @@
+"""hd export k8s: every manifest validates against the Kubernetes schemas, and what it
+says matches what `up` runs for the same options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from export_helpers import containers, documents, env_of, export, validate_all
+
+from hippo_tasks.export.hosts import rewrite
+from hippo_tasks.export.naming import PREFIX_LABEL, PROFILE_LABEL, PROJECT_LABEL
+from hippo_tasks.export.stack_layout import up_args
+from hippo_tasks.export.target import IMAGE_PYTHON, IMAGE_SRC_DIR
+from hippo_tasks.model.loader import load_stack
+from hippo_tasks.model.plan import StackPlan, build_plan
+from hippo_tasks.tasks.context import build_options
+
+PROFILES = ("core", "ecom", "full")
+LAYOUTS = ("stack", "services")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_manifest_validates(root: Path, layout: str, profile: str) -> None:
+    made = export(root, profile=profile, layout=layout)
+    assert validate_all(made.text) == len(made.objects) >= 4
+    assert validate_all(export(root, profile=profile, layout=layout, seed=False).text)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_staging_cell_and_offset_validate(root: Path, layout: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIPPODROME_CELL_URL_STAGING", "https://cell.example.invalid")
+    made = export(root, profile="ecom", cell="staging", layout=layout, offset=300)
+    validate_all(made.text)
+    text = made.text
+    assert "AWS_SECRET_ACCESS_KEY" in text and "hippodrome-aws" in text
+
+
+def _break(doc: dict[str, Any], how: str) -> dict[str, Any]:
+    if how == "no containers":
+        del doc["spec"]["template"]["spec"]["containers"]
+    elif how == "port as text":
+        doc["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "x"
+    elif how == "unknown field":
+        doc["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    return doc
+
+
+@pytest.mark.parametrize("how", ["no containers", "port as text", "unknown field"])
+def test_a_broken_manifest_fails_validation(root: Path, how: str) -> None:
+    made = export(root, layout="stack")
+    deployment = next(d for d in documents(made.text) if d["kind"] == "Deployment")
+    kubernetes_validate.validate(deployment, "1.37.0", strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(_break(deployment, how), "1.37.0", strict=True)
+
+
+def _up_plan(root: Path, profile: str, **kw: Any) -> StackPlan:
+    opts = build_options(root=root, profile=profile, cell=kw.get("cell", "local"),
+                         table_prefix="", only="", offset=kw.get("offset", 0))
+    return build_plan(load_stack(root), opts)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_services_env_contract_matches_up_key_by_key(root: Path, profile: str) -> None:
+    up = _up_plan(root, profile, offset=40)
+    made = export(root, profile=profile, layout="services", offset=40)
+    docs = {d["metadata"]["labels"].get("hippodrome.dev/service"): d
+            for d in documents(made.text) if d["kind"] in ("Deployment", "Job")}
+    # Every service of the stack file has an in-cluster name, selected or not.
+    owners = {s.port + 40: s.name.replace("_", "-") for s in load_stack(root).services
+              if s.port}
+    checked = 0
+    for svc in up.services:
+        if svc.spec.external:
+            assert svc.name not in docs
+            continue
+        env = env_of(next(c for c in containers(docs[svc.name])
+                          if c["name"] == svc.name.replace("_", "-")))
+        assert set(env) == set(svc.env) | {"PYTHONUNBUFFERED"} | (
+            {"PORT"} if svc.port else set()), svc.name
+        for key, value in svc.env.items():
+            expected = rewrite(value.replace(str(root), IMAGE_SRC_DIR), owners)
+            if str(up.dashboard_port) in value and "127.0.0.1" in value:
+                expected = ""  # no dashboard in this layout (said as a warning)
+            assert env[key] == expected, (svc.name, key)
+            checked += 1
+        assert env.get("PORT") == (str(svc.port) if svc.port else None)
+    assert checked > 20
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_stack_layout_runs_up_with_the_same_options(root: Path, profile: str) -> None:
+    made = export(root, profile=profile, offset=20, seed=False)
+    deployment = next(d for d in documents(made.text) if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "up"
+    flags = dict(zip(args[1::2], args[2::2], strict=False))
+    assert "--no-seed" in args
+    opts = build_options(root=root, profile=flags["--profile"], cell=flags["--cell"],
+                         table_prefix=flags["--table-prefix"], only="",
+                         offset=flags["--port-offset"], skip=("seed",))
+    inside = build_plan(load_stack(root), opts)
+    up = _up_plan(root, profile, offset=20)
+    up_names = [s.name for s in up.services if s.name != "seed"]
+    assert [s.name for s in inside.services] == up_names
+    for a, b in zip(inside.services, (s for s in up.services if s.name != "seed"),
+                    strict=True):
+        assert dict(a.env) == dict(b.env) and a.port == b.port
+    ports = {p["containerPort"] for p in
+             deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert ports == {up.dashboard_port} | {s.port for s in up.services
+                                          if s.port and not s.spec.external}
+
+
+def test_every_object_carries_project_profile_and_prefix(root: Path) -> None:
+    for layout in LAYOUTS:
+        made = export(root, profile="ecom", layout=layout)
+        for doc in documents(made.text):
+            labels = doc["metadata"]["labels"]
+            assert labels[PROJECT_LABEL] == "shop"
+            assert labels[PROFILE_LABEL] == "ecom"
+            assert labels[PREFIX_LABEL] == "dev-local"
+            assert doc["metadata"]["annotations"]["hippodrome.dev/table-prefix"] == \
+                "dev-local-"
+            if doc["kind"] != "Namespace":
+                assert doc["metadata"]["namespace"] == "dev-local"
+            if doc["kind"] in ("Deployment", "Service"):
+                selector = (doc["spec"]["selector"].get("matchLabels")
+                            or doc["spec"]["selector"])
+                pods = [d for d in documents(made.text) if d["kind"] == "Deployment"
+                        and d["metadata"]["name"] == doc["metadata"]["name"]]
+                pod_labels = pods[0]["spec"]["template"]["metadata"]["labels"]
+                assert selector.items() <= pod_labels.items()
+
+
+def test_services_layout_orders_by_readiness_and_jobs(root: Path) -> None:
+    made = export(root, profile="ecom", layout="services")
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in documents(made.text)}
+    admin = docs[("Deployment", "admin-server")]["spec"]["template"]["spec"]
+    waits = admin["initContainers"][0]["command"]
+    assert waits[:3] == [IMAGE_PYTHON, "-m", "hippo_tasks.export.wait"]
+    assert "job/aws-provision" in waits
+    assert "http://fake-cell:9001/healthz" in waits
+    assert admin["serviceAccountName"] == "hippodrome-waiter"
+    assert ("Role", "hippodrome-waiter") in docs
+    job = docs[("Job", "seed")]["spec"]
+    assert job["backoffLimit"] == 0
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == \
+        "seed-output"
+    assert ("PersistentVolumeClaim", "seed-output") in docs
+    moto = docs[("Deployment", "moto")]["spec"]["template"]["spec"]["containers"][0]
+    assert moto["readinessProbe"]["httpGet"]["path"] == "/moto-api/"
+    assert moto["livenessProbe"]["failureThreshold"] == 3
+    assert moto["resources"]["requests"]["memory"] == "144Mi"  # 108.1 MB measured
+    assert ("Deployment", "global-worker") not in docs  # external in ecom
+    assert ("Service", "controller") in docs
+
+
+def test_no_secret_is_ever_inline(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (root / "hippodrome.toml").write_text(
+        '[services.api]\ncommand = ["${python}", "-m", "api", "--db", "${env:DB_URL}"]\n'
+        'port = 8080\nenv = { DB_PASSWORD = "${env:DB_PASSWORD}", '
+        'DSN = "postgres://u:${env:DB_PASSWORD}@db/x", LITERAL = "$(not a ref)" }\n')
+    monkeypatch.setenv("DB_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("DB_URL", "postgres://leak")
+    monkeypatch.setenv("HIPPODROME_CELL_URL_STAGING", "https://cell.example.invalid")
+    for layout in LAYOUTS:
+        made = export(root, layout=layout, cell="staging")
+        assert "hunter2" not in made.text and "leak" not in made.text
+        validate_all(made.text)
+    made = export(root, layout="services", cell="staging")
+    api = next(d for d in documents(made.text) if d["metadata"]["name"] == "api"
+               and d["kind"] == "Deployment")
+    main = api["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(main)
+    names = [e["name"] for e in main["env"]]
+    assert env["DB_PASSWORD"] == {"secretKeyRef": {"name": "hippodrome-env",
+                                                   "key": "DB_PASSWORD"}}
+    assert names.index("DB_PASSWORD") < names.index("DSN")  # defined before use
+    assert env["DSN"] == "postgres://u:$(DB_PASSWORD)@db/x"
+    assert env["LITERAL"] == "$$(not a ref)"  # Kubernetes would expand it otherwise
+    assert "$(DB_URL)" in main["command"]
+    assert env["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == "hippodrome-aws"
+    assert env["AWS_SESSION_TOKEN"]["secretKeyRef"]["optional"] is True
+    stack = export(root, layout="stack", cell="staging")
+    hd = next(d for d in documents(stack.text) if d["kind"] == "Deployment")
+    env = env_of(hd["spec"]["template"]["spec"]["containers"][0])
+    assert env["HIPPODROME_WEBHOOK_TOKEN"]["secretKeyRef"] == {
+        "name": "hippodrome-webhook", "key": "token", "optional": True}
+    assert env["DB_URL"]["secretKeyRef"]["name"] == "hippodrome-env"
+    assert env["HIPPODROME_CELL_URL_STAGING"] == "https://cell.example.invalid"
+    maps = [d for d in documents(stack.text) if d["kind"] == "ConfigMap"]
+    assert "[services.api]" in maps[0]["data"]["hippodrome.toml"]
+
+
+def test_prod_cell_passes_yes_to_up(root: Path) -> None:
+    opts = build_options(root=root, profile="core", cell="prod", table_prefix="t-",
+                         only="", offset=0)
+    assert up_args(opts, [], [])[-1] == "--yes"
+
+
+def test_only_is_kept_with_its_dependencies(root: Path) -> None:
+    made = export(root, profile="ecom", layout="services", only="controller")
+    names = {d["metadata"]["name"] for d in documents(made.text) if d["kind"] == "Deployment"}
+    assert names == {"controller", "fake-cell"}
+    stack = export(root, profile="ecom", only="controller")
+    args = next(d for d in documents(stack.text) if d["kind"] == "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--only") + 1].split(",") == ["fake_cell", "controller"]
+
+
+def test_namespace_and_image_are_used(root: Path) -> None:
+    made = export(root, namespace="hd-feature-x", image="registry.example/t/hd:feature-x")
+    docs = documents(made.text)
+    assert docs[0] == {**docs[0], "kind": "Namespace"}
+    assert docs[0]["metadata"]["name"] == "hd-feature-x"
+    assert all(d["metadata"].get("namespace", "hd-feature-x") == "hd-feature-x" for d in docs)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "registry.example/t/hd:feature-x"

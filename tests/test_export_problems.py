@@ -1,0 +1,174 @@
+"""hd export k8s: what a cluster cannot run is named with what to do; bad options are
+one sentence and exit 2, never a traceback; the manifests land where -o says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from export_helpers import documents, export, validate_all
+
+from hippo_tasks.errors import StackFileError, UsageError
+from hippo_tasks.export import sizing
+from hippo_tasks.export.problems import UnsupportedStackError
+from hippo_tasks.export.write import write_manifests
+from hippo_tasks.tasks.program import dotted
+
+REPO = Path(__file__).resolve().parents[1]
+
+UNSUPPORTED = """
+[stack]
+defaults = false
+
+[services.db]
+command = ["${python}", "-m", "http.server", "${port}"]
+port = 8401
+
+[services.web]
+command = ["node", "server.js"]
+port = 8402
+depends_on = ["db"]
+
+[services.script]
+command = ["${python}", "app.py"]
+port = 8403
+
+[services.front]
+command = ["/usr/bin/env", "true"]
+depends_on = ["web"]
+
+[services.assets]
+command = ["${python}", "-m", "http.server", "${port}"]
+port = 8404
+cwd = "frontend"
+setup = { command = ["npm", "ci"], creates = "node_modules" }
+
+[services.reload]
+command = ["${python}", "-m", "http.server", "${port}"]
+port = 8405
+watch = ["src/**/*.py"]
+
+[services.dotenv]
+command = ["${python}", "-m", "http.server", "${port}"]
+port = 8406
+env_file = [".env"]
+"""
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "hippodrome.toml").write_text(UNSUPPORTED)
+    (tmp_path / ".env").write_text("TOKEN=from-dotenv\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("layout", ["stack", "services"])
+def test_every_unsupported_service_is_named_with_what_to_do(root: Path, layout: str) -> None:
+    with pytest.raises(UnsupportedStackError) as caught:
+        export(root, layout=layout)
+    text = str(caught.value)
+    for expected in ("'web' runs 'node'", "absolute path", "'script' runs the script "
+                     "'app.py'", "${python} -m", "'assets' runs in cwd = 'frontend'",
+                     "'assets' has a setup step (npm ci)", "RUN line", "'reload' has watch",
+                     "'dotenv' reads env_file .env", "hippodrome-env", "--allow-partial"):
+        assert expected in text, expected
+    assert "'db'" not in text and "'front'" not in text  # runnable as written
+
+
+@pytest.mark.parametrize("layout", ["stack", "services"])
+def test_allow_partial_leaves_out_what_cannot_run_and_what_needs_it(root: Path,
+                                                                    layout: str) -> None:
+    said: list[str] = []
+    made = export(root, layout=layout, allow_partial=True, said=said)
+    validate_all(made.text)
+    assert set(made.image_plan.left_out) == {"web", "script", "assets", "dotenv", "front"}
+    assert made.image_plan.left_out["front"] == "depends on 'web', which is left out"
+    assert any("left out 'front'" in line for line in said)
+    assert any("'reload' exported without watch" in line for line in said)
+    assert [s.name for s in made.image_plan.plan.services] == ["db", "reload"]
+    assert "from-dotenv" not in made.text
+    if layout == "stack":
+        args = next(d for d in documents(made.text) if d["kind"] == "Deployment")[
+            "spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--only") + 1] == "db,reload"
+
+
+def test_nothing_left_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "hippodrome.toml").write_text(
+        '[stack]\ndefaults = false\n[services.x]\ncommand = ["node", "x.js"]\n')
+    with pytest.raises(UnsupportedStackError):
+        export(tmp_path, allow_partial=True)
+
+
+def test_a_log_readiness_is_probed_on_its_port(tmp_path: Path) -> None:
+    (tmp_path / "hippodrome.toml").write_text(
+        '[stack]\ndefaults = false\n[services.x]\ncommand = ["${python}", "-m", "x"]\n'
+        'port = 8500\nreadiness = { log = "listening" }\nauto_restart = false\n')
+    made = export(tmp_path, layout="services")
+    main = next(d for d in documents(made.text) if d["kind"] == "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]
+    assert main["readinessProbe"]["tcpSocket"] == {"port": 8500}
+    assert "livenessProbe" not in main  # auto_restart = false: only marked unhealthy
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"layout": "helm"}, "--layout 'helm': choose one of stack, services"),
+    ({"profile": "huge"}, "unknown profile 'huge'"),
+    ({"cell": "mars"}, "unknown cell 'mars'"),
+    ({"namespace": "Bad_NS"}, "is not a Kubernetes namespace name"),
+    ({"image": "not an image"}, "is not an image reference"),
+    ({"only": "nosuch"}, "--only names 'nosuch'"),
+    ({"cell": "staging"}, "HIPPODROME_CELL_URL_STAGING"),
+])
+def test_bad_options_are_one_sentence(tmp_path: Path, kwargs: dict[str, str],
+                                      words: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HIPPODROME_CELL_URL_STAGING", raising=False)
+    with pytest.raises((UsageError, StackFileError)) as caught:
+        export(tmp_path, **kwargs)  # type: ignore[arg-type]
+    assert words in str(caught.value)
+
+
+def test_output_folder_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match="exists and is not a folder"):
+        write_manifests(blocker, "stack", "a: 1\n")
+    with pytest.raises(UsageError, match="cannot make the folder"):
+        write_manifests(blocker / "sub", "stack", "a: 1\n")
+    out = write_manifests(tmp_path / "new" / "k8s", "services", "a: 1\n")
+    assert out.read_text() == "a: 1\n" and out.name == "services.yaml"
+    assert [p.name for p in out.parent.iterdir()] == ["services.yaml"]  # no temp left
+
+
+def _hd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HIPPODROME_FAST_CLI": "1"}
+    return subprocess.run([sys.executable, "-c", "from hippo_tasks.tasks.program import main;"
+                           " main()", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_cli_two_words_write_the_file_and_bad_input_exits_2(tmp_path: Path) -> None:
+    assert dotted(["export", "k8s", "-o", "x"]) == ["export.k8s", "-o", "x"]
+    assert dotted(["export"]) == ["export"] and dotted(["up", "k8s"]) == ["up", "k8s"]
+    (tmp_path / "tasks.py").write_text("")
+    done = _hd("export", "k8s", "--profile", "ecom", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and (tmp_path / "out" / "stack.yaml").is_file()
+    validate_all((tmp_path / "out" / "stack.yaml").read_text())
+    bad = _hd("export.k8s", "--layout", "helm", cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "choose one of stack, services" in bad.stderr + bad.stdout
+    (tmp_path / "blocked").write_text("")
+    bad = _hd("export", "k8s", "-o", "blocked", cwd=tmp_path)
+    assert bad.returncode == 2 and "not a folder" in bad.stderr + bad.stdout
+
+
+def test_measured_figures_are_the_benchmark_s() -> None:
+    results = json.loads((REPO / "benchmarks" / "results.json").read_text())
+    stack = results["stack"]["results"]
+    assert stack["rss_mb_by_service"] == sizing.MEASURED_RSS_MB
+    assert stack["daemon_and_guard_mb"] == sizing.DAEMON_AND_GUARD_MB
