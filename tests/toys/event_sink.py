@@ -6,7 +6,9 @@ service's JSON on unchanged. Flags make it misbehave the ways a real target can:
 slow (`--slow S`), answering text (`--non-json`), answering an error (`--status N`).
 `--framing` answers the same JSON in the other ways HTTP allows (chunked, up to the
 close) or breaks it (garbage, over 1 MiB, cut short), for the webhook's HTTP client.
-`--record FILE` appends each body as one JSON line, so a test can prove what arrived.
+`--record FILE` appends each body as one JSON line, so a test can prove what arrived;
+`--result-file FILE`, while FILE exists, answers its JSON as the `result` instead (a
+test changes the answer of a running sink by writing it).
 
 Keep-alive and TCP_NODELAY as in the real services: the webhook's benchmark compares
 posting here directly with posting through the daemon, and both paths must be fair.
@@ -29,6 +31,7 @@ def main() -> None:
     p.add_argument("--slow", type=float, default=0.0, help="wait this long before answering")
     p.add_argument("--non-json", action="store_true", help="answer plain text")
     p.add_argument("--status", type=int, default=200, help="answer with this status")
+    p.add_argument("--result-file", default=None, help="answer this file's JSON as result")
     p.add_argument("--framing", default="length",
                    choices=["length", "chunked", "close", "garbage", "huge", "cut"])
     a = p.parse_args()
@@ -89,7 +92,14 @@ def main() -> None:
             if a.non_json:
                 self._answer(a.status, f"received {detail_type}".encode(), "text/plain")
                 return
-            body = json.dumps({"status": "success", "result": {"received": detail_type}})
+            result = {"received": detail_type}
+            if a.result_file:
+                try:
+                    with open(a.result_file) as fh:
+                        result = json.load(fh)
+                except FileNotFoundError:
+                    pass
+            body = json.dumps({"status": "success", "result": result})
             self._answer(a.status, body.encode(), "application/json")
 
     server = ThreadingHTTPServer(("127.0.0.1", a.port), Handler)

@@ -201,11 +201,14 @@ class Recorder:
     def _rotate(self) -> None:
         self._close_file()
         self.folder.mkdir(parents=True, exist_ok=True)
+        # Names only ever go forward, even when an earlier file of this second was pruned:
+        # pruning goes by name, so a reused name would be the first to go.
         stamp = time.strftime(STAMP)
-        path, n = self.folder / f"{stamp}.jsonl", 1
-        while path.exists():
-            n += 1
-            path = self.folder / f"{stamp}-{n}.jsonl"
+        keys = [order_key(p.name) for p in self.folder.iterdir() if OURS.match(p.name)]
+        if self.path is not None:
+            keys.append(order_key(self.path.name))
+        n = max((k[1] for k in keys if k[0] == stamp), default=0) + 1
+        path = self.folder / (f"{stamp}.jsonl" if n == 1 else f"{stamp}-{n}.jsonl")
         self._file = open(path, "ab")  # noqa: SIM115 - held open across batches
         self.path, self._size = path, 0
         self._prune()
@@ -230,7 +233,7 @@ class Recorder:
         why = exc.strerror or str(exc)
         where = self.path if self._file is not None and self.path else self.folder
         self.enabled = False
-        self.trouble = {"error": f"{why}; recording stopped until the daemon restarts",
+        self.trouble = {"error": f"{why} (recording stopped)",
                         "since": round(time.time(), 3), "path": str(where)}
         self._close_file()
         self._queue.clear()

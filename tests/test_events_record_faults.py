@@ -1,0 +1,94 @@
+"""A recording folder that is read-only or fills up, on real tmpfs mounts (root, as in CI).
+
+Recording stops with one line in the daemon's log and a `recordings` entry in
+`problems` (status, API, page); the webhook keeps answering every event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from event_recordings import Stack, event, recorded_sink, routes, start
+from stackutil import free_ports, hd, wait_for
+from test_disk_faults import tmpfs
+
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
+NOTE = "cannot record webhook deliveries"
+
+
+def status(root: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(hd(root, "status", "--json", check=True).stdout)
+    return data
+
+
+def daemon_log(root: Path) -> str:
+    return (root / ".hippodrome" / "daemon.log").read_text("utf-8", "replace")
+
+
+@pytest.fixture
+def mounted(project: Path) -> Iterator[Path]:
+    """The stack is stopped while the mount is still there; the fixture's sweep after."""
+    (project / ".hippodrome").mkdir()
+    yield project / ".hippodrome" / "events"
+    hd(project, "down")
+    force_down(Registry(project))
+
+
+def run(project: Path) -> Stack:
+    dash, port = free_ports(2)
+    return start(project, dash, {"settings": port},
+                 recorded_sink(project, "settings", port) + routes(("Test.", "settings")))
+
+
+def check_stopped(project: Path, s: Stack, error: str, sent: int) -> None:
+    trouble = wait_for(lambda: status(project)["problems"].get("recordings"), 10,
+                       what="the recording's trouble in status")
+    assert error in trouble["error"] and "recording stopped" in trouble["error"]
+    assert trouble["path"].startswith(str(s.events_dir))
+    text = hd(project, "status").stdout
+    assert f"WARNING: cannot write recordings at {s.events_dir}" in text
+    # The webhook keeps serving, and the log says it once however many events follow.
+    for i in range(5):
+        assert s.post(event("Test.After", f"after{i}"))[0] == 200
+    assert len(s.received("settings")) == sent + 5
+    _, body = s.api("GET", "/api/events/recordings")
+    assert body["recording"] is False and error in body["problem"]["error"]
+    wait_for(lambda: NOTE in daemon_log(project), 10, what="the note in daemon.log")
+    assert daemon_log(project).count(NOTE) == 1
+    assert "Traceback" not in daemon_log(project)
+
+
+def test_a_read_only_recording_folder_stops_recording_not_the_webhook(
+        project: Path, mounted: Path) -> None:
+    with tmpfs(mounted, "1m", readonly=True):
+        s = run(project)
+        for i in range(3):
+            assert s.post(event("Test.Ro", f"ro{i}"))[0] == 200
+        check_stopped(project, s, "Read-only file system", 3)
+        hd(project, "down", check=True)
+
+
+def test_a_full_recording_folder_stops_recording_not_the_webhook(
+        project: Path, mounted: Path) -> None:
+    with tmpfs(mounted, "64k"):
+        s = run(project)
+        sent = 0
+        while not status(project)["problems"].get("recordings") and sent < 40:
+            assert s.post(event("Test.Full", f"full{sent}", pad="z" * 8000))[0] == 200
+            sent += 1
+        check_stopped(project, s, "No space left on device", sent)
+        # What was written before the disk filled reads back: whole deliveries, at most a
+        # last line cut short by the full disk, which a replay skips with a note.
+        from hippo_tasks.events.recording import CutShort, Delivery, read
+
+        entries = [e for path in s.files() for e in read(path)]
+        assert entries and all(isinstance(e, Delivery | CutShort) for e in entries)
+        hd(project, "down", check=True)
