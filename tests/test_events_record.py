@@ -176,3 +176,20 @@ def test_a_cap_smaller_than_one_delivery_still_records_it(project: Path) -> None
     files = s.files()
     assert len(files) == 2
     assert [len(p.read_text().splitlines()) for p in files] == [1, 1]
+
+
+def test_a_stack_with_a_token_replays_with_it_and_says_so_without(stack: Stack) -> None:
+    stack.post(event("Test.Tokened", "k1"))
+    (path,) = stack.files()
+    stack.wait_lines(1)
+    before = len(stack.received("settings"))
+    out = hd(stack.root, "events.replay", path.name, "--filter", "Test.Tokened",
+             env={"HIPPODROME_WEBHOOK_TOKEN": ""})
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "the webhook wants its token (401" in out.stderr
+    assert "HIPPODROME_WEBHOOK_TOKEN" in out.stderr and "Recordings" in out.stderr
+    assert len(stack.received("settings")) == before
+    out = hd(stack.root, "events.replay", path.name, "--filter", "Test.Tokened",
+             env={"HIPPODROME_WEBHOOK_TOKEN": TOKEN})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(stack.received("settings")) == before + 1

@@ -1,0 +1,334 @@
+"""`invoke events.replay` against a real daemon and real routed sinks.
+
+A flow of events is posted through the webhook and recorded by the daemon; the
+recording is then replayed through the CLI: equal answers exit 0 and reach the sinks
+again in order, a changed answer or a stopped target is a named difference and exit 1,
+filters select exactly, pacing follows the recorded gaps (checked with a fake clock,
+never by timing), and broken files are one sentence naming the line, with nothing sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from event_recordings import Stack, event, recorded_sink, routes, sink, start
+from stackutil import free_ports, hd
+
+from hippo_tasks.errors import RecordingError
+from hippo_tasks.events.compare import differences
+from hippo_tasks.events.replay import replay
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+
+FLOW = [
+    event("EcomIndexSettings.MODIFY", "s1"),
+    event("Merchandising.INSERT", "m1"),
+    event("EcomIndexSettings.INSERT", "s2"),
+    event("Unrouted.Thing", "u1"),
+    event("Merchandising.REMOVE", "m2"),
+    {"source": "test", "detail": {"id": "x1"}},  # no detail-type: 400
+    event("EcomIndexSettings.MODIFY", "s3"),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("replay") / "proj"
+    dash, settings, merch, gone = free_ports(4)
+    body = (recorded_sink(root, "settings", settings, "--result-file", str(root / "result.json"))
+            + recorded_sink(root, "merch", merch) + sink("gone", gone, enabled=False)
+            + routes(("EcomIndexSettings.", "settings"), ("Merchandising.", "merch"),
+                     ("Gone.", "gone")))
+    s = start(root, dash, {"settings": settings, "merch": merch}, body)
+    try:
+        for ev in FLOW:
+            s.post(ev)
+        s.wait_lines(len(FLOW))
+        yield s
+    finally:
+        hd(root, "down")
+        force_down(Registry(root))
+
+
+@pytest.fixture
+def recording(stack: Stack, tmp_path: Path) -> Path:
+    """A copy of the flow's recording (the live file may grow with other tests' posts)."""
+    (live,) = stack.files()
+    lines = live.read_text().splitlines()[:len(FLOW)]
+    copy = tmp_path / "flow.jsonl"
+    copy.write_text("\n".join(lines) + "\n")
+    return copy
+
+
+def ids(records: list[dict[str, Any]]) -> list[str]:
+    return [r["detail"]["id"] for r in records]
+
+
+def replay_cli(stack: Stack, *args: str, **env: str) -> Any:
+    return hd(stack.root, "events.replay", *args, env=env or None)
+
+
+def test_an_unchanged_stack_answers_as_recorded(stack: Stack, recording: Path) -> None:
+    before = {n: len(stack.received(n)) for n in ("settings", "merch")}
+    live_size = stack.files()[0].stat().st_size
+    out = replay_cli(stack, str(recording), "--as-fast-as-possible")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"replaying 7 of 7 deliveries from {recording} as fast as possible" in out.stdout
+    assert "replayed 7 of 7 deliveries" in out.stdout
+    assert "7 answered as recorded, 0 differently" in out.stdout
+    # The sinks got them again, in recorded order; the live recording did not grow.
+    assert ids(stack.received("settings")[before["settings"]:]) == ["s1", "s2", "s3"]
+    assert ids(stack.received("merch")[before["merch"]:]) == ["m1", "m2"]
+    assert stack.files()[0].stat().st_size == live_size
+
+
+def test_a_name_is_found_in_the_recordings_folder(stack: Stack) -> None:
+    (live,) = stack.files()
+    out = replay_cli(stack, live.name, "--speed", "100", "--filter", "Merchandising.REMOVE")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"from {live} over about" in out.stdout and "1 matched" in out.stdout
+
+
+@pytest.mark.parametrize(("pattern", "settings", "merch"), [
+    ("Merchandising.*", [], ["m1", "m2"]),
+    ("EcomIndexSettings.MODIFY", ["s1", "s3"], []),
+    ("EcomIndexSettings.*", ["s1", "s2", "s3"], []),
+    ("*", ["s1", "s2", "s3"], ["m1", "m2"]),
+])
+def test_the_filter_selects_exactly(stack: Stack, recording: Path, pattern: str,
+                                    settings: list[str], merch: list[str]) -> None:
+    before = {n: len(stack.received(n)) for n in ("settings", "merch")}
+    out = replay_cli(stack, str(recording), "--filter", pattern, "--speed", "1000")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ids(stack.received("settings")[before["settings"]:]) == settings
+    assert ids(stack.received("merch")[before["merch"]:]) == merch
+
+
+def test_a_filter_that_selects_nothing_says_how_to_write_a_prefix(
+        stack: Stack, recording: Path) -> None:
+    before = len(stack.received("merch"))
+    out = replay_cli(stack, str(recording), "--filter", "Merchandising.")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "matches none of its 7 deliveries" in out.stderr
+    assert "Merchandising.INSERT" in out.stderr and "'Merchandising.*'" in out.stderr
+    assert len(stack.received("merch")) == before
+
+
+def test_a_changed_answer_is_a_named_difference_and_exit_1(
+        stack: Stack, recording: Path) -> None:
+    result = stack.root / "result.json"
+    result.write_text(json.dumps({"received": "something else", "version": 2}))
+    try:
+        out = replay_cli(stack, str(recording), "--as-fast-as-possible")
+    finally:
+        result.unlink()
+    assert out.returncode == 1, out.stdout + out.stderr
+    target = f"localhost:{stack.ports['settings']}"
+    assert f"line 1: EcomIndexSettings.MODIFY -> {target}" in out.stdout
+    assert ('service_response.result.received: recorded "EcomIndexSettings.MODIFY", '
+            'now "something else"') in out.stdout
+    assert "service_response.result.version: recorded (absent), now 2" in out.stdout
+    assert "line 2:" not in out.stdout  # merchandising answered as recorded
+    assert "4 answered as recorded, 3 differently" in out.stdout
+    assert "3 of 7 deliveries answered differently from the recording" in out.stderr
+    # --ignore leaves those fields out: the same replay is then equal.
+    result.write_text(json.dumps({"received": "something else", "version": 2}))
+    try:
+        out = replay_cli(stack, str(recording), "--as-fast-as-possible",
+                         "--ignore", "received, version")
+    finally:
+        result.unlink()
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_stopped_target_is_a_status_difference(stack: Stack, recording: Path) -> None:
+    hd(stack.root, "stop", "--service", "merch", check=True)
+    try:
+        out = replay_cli(stack, str(recording), "--filter", "Merchandising.*",
+                         "--as-fast-as-possible")
+    finally:
+        hd(stack.root, "start", "--service", "merch", check=True)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "status: recorded 200, now 503" in out.stdout
+    assert "webhook_status: recorded \"forwarded\", now (absent)" in out.stdout
+    assert "error: recorded (absent), now \"Service unavailable: merch at" in out.stdout
+    assert "0 answered as recorded, 2 differently" in out.stdout
+
+
+def _paced(lines: list[dict[str, Any]], ats: list[float], path: Path) -> Path:
+    for line, at in zip(lines, ats, strict=True):
+        line["at"] = at
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_pacing_follows_the_recorded_gaps_divided_by_speed(
+        stack: Stack, recording: Path, tmp_path: Path) -> None:
+    lines = [json.loads(x) for x in recording.read_text().splitlines()]
+    ats = [100.0, 101.0, 101.0, 104.0, 110.0, 110.5, 130.0]
+    paced = _paced(lines, ats, tmp_path / "paced.jsonl")
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(s: float) -> None:  # a clock that moves only when the replay sleeps
+        waits.append(s)
+        now[0] += s
+
+    before = len(stack.received("settings"))
+    report = replay(paced, url=f"http://127.0.0.1:{stack.dash}", speed=2.0, sleep=sleep,
+                    clock=lambda: now[0])
+    assert report.ok and report.sent == 7
+    assert waits == pytest.approx([0.5, 1.5, 3.0, 0.25, 9.75])
+    assert report.span_s == 30.0
+    assert ids(stack.received("settings")[before:]) == ["s1", "s2", "s3"]
+    # Filtered: gaps are measured between the selected deliveries only.
+    waits.clear()
+    replay(paced, url=f"http://127.0.0.1:{stack.dash}", speed=1.0, filter="Merchandising.*",
+           sleep=sleep, clock=lambda: now[0])
+    assert waits == pytest.approx([9.0])  # m1 at 101, m2 at 110
+    # As fast as possible never sleeps.
+    waits.clear()
+    replay(paced, url=f"http://127.0.0.1:{stack.dash}", speed=None, sleep=sleep,
+           clock=lambda: now[0])
+    assert waits == []
+
+
+BAD_LINE = {
+    "not JSON": ("{nope", "not valid JSON"),
+    "not an object": ("[1, 2]", "not a Hippodrome recording line"),
+    "no version": ('{"kind": "delivery"}', "not a Hippodrome recording line"),
+    "newer format": ('{"v": 2, "kind": "delivery"}', "recorded in format 2 by a newer "
+                                                       "Hippodrome; this one reads format 1"),
+    "bad version": ('{"v": "1"}', "format version 'v' must be a positive integer"),
+    "unknown kind": ('{"v": 1, "kind": "telemetry"}', "unknown line kind 'telemetry'"),
+    "no event": ('{"v": 1, "at": 1, "status": 200}', "'event' must be the event"),
+    "bad status": ('{"v": 1, "at": 1, "status": 99, "event": {}}',
+                   "'status' must be an HTTP status"),
+    "status a string": ('{"v": 1, "at": 1, "status": "200", "event": {}}',
+                        "'status' must be an HTTP status"),
+    "bad time": ('{"v": 1, "at": "noon", "status": 200, "event": {}}',
+                 "'at' must be a time"),
+    "not UTF-8": (b"\xff\xfe{}".decode("latin-1"), "not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LINE))
+def test_a_bad_line_is_named_and_nothing_is_sent(stack: Stack, recording: Path,
+                                                 case: str) -> None:
+    bad, message = BAD_LINE[case]
+    lines = recording.read_bytes().split(b"\n")
+    lines.insert(2, bad.encode("latin-1") if case == "not UTF-8" else bad.encode())
+    recording.write_bytes(b"\n".join(lines))
+    before = len(stack.received("settings"))
+    out = replay_cli(stack, str(recording), "--as-fast-as-possible")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"hippodrome: {recording}:3: " in out.stderr and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(stack.received("settings")) == before
+
+
+def test_a_last_line_cut_short_is_skipped_with_a_note(stack: Stack, recording: Path) -> None:
+    text = recording.read_text()
+    recording.write_text(text + text.splitlines()[0][:40])  # the daemon died mid-write
+    out = replay_cli(stack, str(recording), "--as-fast-as-possible")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "7 answered as recorded" in out.stdout
+    assert "note: line 8 was cut short" in out.stdout
+
+
+def test_dropped_lines_are_reported(stack: Stack, recording: Path) -> None:
+    with open(recording, "a") as fh:
+        fh.write('{"v": 1, "kind": "dropped", "at": 1.0, "count": 12}\n')
+    out = replay_cli(stack, str(recording), "--as-fast-as-possible")
+    assert out.returncode == 0 and "the recorder dropped 12 deliveries" in out.stdout
+
+
+def test_an_empty_recording_replays_nothing(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    out = replay_cli(stack, str(tmp_path / "empty.jsonl"))
+    assert out.returncode == 0 and "replayed 0 of 0 deliveries" in out.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("missing.jsonl",), "missing.jsonl: no such file"),
+    (("{tmp}",), "cannot read it"),
+    (("{rec}", "--speed", "0"), "--speed must be a number above 0"),
+    (("{rec}", "--speed", "-2"), "--speed must be a number above 0"),
+    (("{rec}", "--speed", "fast"), "--speed must be a number above 0, got 'fast'"),
+    (("{rec}", "--speed", "nan"), "--speed must be a number above 0"),
+    (("{rec}", "--speed", "inf"), "--speed must be a number above 0"),
+    (("{rec}", "--speed", "2", "--as-fast-as-possible"), "not both"),
+])
+def test_bad_arguments_are_one_sentence_and_exit_2(stack: Stack, recording: Path,
+                                                   tmp_path: Path, args: tuple[str, ...],
+                                                   message: str) -> None:
+    filled = [a.replace("{rec}", str(recording)).replace("{tmp}", str(tmp_path))
+              for a in args]
+    out = replay_cli(stack, *filled)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_without_a_daemon_it_says_so(project: Path, recording: Path) -> None:
+    out = hd(project, "events.replay", str(recording))
+    assert out.returncode == 5 and "No Hippodrome daemon is running" in out.stderr
+
+
+def test_a_daemon_that_stops_answering_is_named(recording: Path) -> None:
+    (port,) = free_ports(1)
+    from hippo_tasks.events.replay import WebhookUnreachable
+
+    with pytest.raises(WebhookUnreachable) as caught:
+        replay(recording, url=f"http://127.0.0.1:{port}", speed=None)
+    assert caught.value.sent == 0 and "refused" in caught.value.reason.lower()
+
+
+def test_the_function_api_report_is_json(stack: Stack, recording: Path) -> None:
+    report = replay(recording, url=f"http://127.0.0.1:{stack.dash}", speed=None)
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["ok"] is True and data["sent"] == data["equal"] == data["deliveries"] == 7
+    assert data["mismatches"] == [] and data["file"] == str(recording)
+    with pytest.raises(RecordingError, match="matches none"):
+        replay(recording, url=f"http://127.0.0.1:{stack.dash}", filter="Nope")
+
+
+# ---- the comparison alone ---------------------------------------------------------------
+
+def test_times_durations_and_ids_are_not_compared() -> None:
+    recorded = {"service_response": {"result": {"key": "a", "exportedAt": "2020",
+                                                "created_at": 1, "at": 2, "requestId": "r1",
+                                                "items": [{"ts": 1, "n": 1}]}}}
+    now = {"service_response": {"result": {"key": "a", "exportedAt": "2026",
+                                           "created_at": 9, "at": 3, "requestId": "r2",
+                                           "items": [{"ts": 5, "n": 1}]}}}
+    assert differences(200, recorded, 200, now) == []
+    # "format" ends in "at" but is not a time; "That" is not camelCase "...At".
+    changed = differences(200, {"format": "a", "That": 1}, 200, {"format": "b", "That": 2})
+    assert [d.path for d in changed] == ["format", "That"]
+
+
+def test_json_equality_is_exact_about_types() -> None:
+    assert differences(200, {"n": 1}, 200, {"n": 1.0}) == []
+    assert [d.path for d in differences(200, {"n": True}, 200, {"n": 1})] == ["n"]
+    assert [d.path for d in differences(200, {"n": None}, 200, {})] == ["n"]
+    assert [d.path for d in differences(200, [1, 2], 200, [1, 2, 3])] == ["(answer)"]
+    assert [d.path for d in differences(200, {"a": [1, {"b": 2}]}, 200,
+                                        {"a": [1, {"b": 3}]})] == ["a[1].b"]
+    assert [d.path for d in differences(200, {}, 503, {})] == ["status"]
+    assert differences(200, {"x": math.pi}, 200, {"x": math.pi}) == []
+    assert differences(200, {"k": 1}, 200, {"k": 2}, ignore=["k"]) == []
+
+
+def test_a_recording_copied_elsewhere_still_replays(stack: Stack, recording: Path,
+                                                    tmp_path: Path) -> None:
+    moved = tmp_path / "sub dir" / "a copy.jsonl"
+    moved.parent.mkdir()
+    shutil.copy(recording, moved)
+    out = replay_cli(stack, str(moved), "--as-fast-as-possible")
+    assert out.returncode == 0, out.stdout + out.stderr
