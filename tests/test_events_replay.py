@@ -332,3 +332,12 @@ def test_a_recording_copied_elsewhere_still_replays(stack: Stack, recording: Pat
     shutil.copy(recording, moved)
     out = replay_cli(stack, str(moved), "--as-fast-as-possible")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_is_usage_not_a_file_named_help(project: Path, flag: str) -> None:
+    out = hd(project, "events.replay", flag)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Usage: invoke events.replay")
+    for name in ("--filter", "--speed", "--as-fast-as-possible", "--ignore", "FILE"):
+        assert name in out.stdout

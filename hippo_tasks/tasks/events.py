@@ -138,6 +138,19 @@ REPLAY_HELP = {
 }
 
 
+def _usage() -> str:
+    """What `events.replay --help` prints (invoke hands a flag to a missing positional
+    as its value, so the task sees `--help` as FILE)."""
+    import inspect
+
+    rows = [("FILE", REPLAY_HELP["file"])] + [
+        ("--" + k, v) for k, v in REPLAY_HELP.items() if k != "file"]
+    return ("Usage: invoke events.replay [--filter T] [--speed N | --as-fast-as-possible] "
+            "[--ignore a,b] [--project-root DIR] FILE\n\n"
+            + inspect.cleandoc(replay.__doc__ or "") + "\n\n"
+            + "\n".join(f"  {name:<24}{text}" for name, text in rows))
+
+
 def _recording(file: str, root: Path) -> Path:
     path = Path(file).expanduser()
     if not path.exists() and not path.is_absolute() and len(path.parts) == 1:
@@ -174,6 +187,9 @@ def replay(c: Context, file: str, filter: str = "", speed: str = "",
     from hippo_tasks.events.replay import ReplayReport, WebhookUnreachable
     from hippo_tasks.events.replay import replay as run_replay
 
+    if file in ("-h", "--help"):
+        print(_usage())
+        return
     pace = _speed(speed, as_fast_as_possible)
     root = resolve_root(project_root)
     client = DaemonClient.for_project(root)
