@@ -85,13 +85,14 @@ def _outcome(stack: Stack, verb: str, service: str | None, rows: list[dict[str, 
             f"{target}: still {', '.join(r['name'] + ' ' + r['state'] for r in left)}"
         return {"ok": ok, "summary": summary, "services": rows, "not_ready": []}
     named = service is not None
-    waiting = [r for r in rows if not _settled_ok(r, named)]
-    not_ready = [_not_ready(stack, r["name"]) for r in waiting]
-    if not waiting:
-        summary = f"{verb} {target}: ready ({len(rows)} service{'s' * (len(rows) != 1)})"
-    else:
-        summary = f"{verb} {target}: not ready: " + "; ".join(n["summary"] for n in not_ready)
-    answer = {"ok": not waiting, "summary": summary, "services": rows, "not_ready": not_ready}
+    ok = all(_settled_ok(r, named) for r in rows)
+    not_ready = [_not_ready(stack, r["name"]) for r in rows if not r.get("ready")]
+    summary = f"{verb} {target}: " + ("ready" if ok else "not ready")
+    if not_ready:
+        summary += ": " + "; ".join(n["summary"] for n in not_ready)
+    elif ok:
+        summary += f" ({len(rows)} service{'s' * (len(rows) != 1)})"
+    answer = {"ok": ok, "summary": summary, "services": rows, "not_ready": not_ready}
     if launched:
         answer["launched"] = True
     return answer
@@ -151,12 +152,15 @@ def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
         if not waiting or hopeless or timed_out:
             break
         time.sleep(WAIT_POLL_S)
-    not_ready = [_not_ready(stack, r["name"]) for r in waiting]
+    not_ready = [_not_ready(stack, n) for n in names if not rows[n].get("ready")]
     if not waiting:
-        summary = f"ready: {', '.join(names)}" if wanted else f"all {len(names)} ready"
+        summary = f"ready: {', '.join(names)}" if wanted else f"all {len(names)} settled"
+        if not_ready:
+            summary += " (not blocking: " + "; ".join(n["summary"] for n in not_ready) + ")"
     else:
         how = "timed out" if timed_out and not hopeless else "will not become ready by itself"
-        summary = f"{how}: " + "; ".join(n["summary"] for n in not_ready)
+        summary = f"{how}: " + "; ".join(n["summary"] for n in not_ready
+                                         if n["service"] in {r["name"] for r in waiting})
     return {"ready": not waiting, "timed_out": bool(waiting) and timed_out and not hopeless,
             "waited_s": waited, "summary": summary, "services": [rows[n] for n in names],
             "not_ready": not_ready}

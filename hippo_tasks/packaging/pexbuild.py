@@ -51,8 +51,9 @@ TOOLS = ("pex==2.105.2", "setuptools==84.2.1", "uv==0.13.9")
 PIP_VERSION = "25.2"
 INTERPRETER_CONSTRAINT = "CPython==3.11.*"
 ENTRY_POINT = "hippo_tasks.tasks.program:main"
-# The extras services need at run time: moto and boto3; psycopg for ecom_ingest's store.
-LOCK_EXTRAS = ("aws", "postgres")
+# The extras needed at run time: moto and boto3; psycopg for ecom_ingest's store; the MCP
+# SDK for `hd mcp` and the daemon's /mcp.
+LOCK_EXTRAS = ("aws", "postgres", "mcp")
 COMMON_PEX_ARGS = (
     "--venv",
     "--sh-boot",

@@ -1,0 +1,198 @@
+"""Every MCP tool against a real running stack, through the official SDK client, over
+the daemon's HTTP endpoint and over `hd mcp` (stdio): answers, outcomes, bad arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.shared.exceptions import MCPError
+from mcputil import Agent, http, run, small_stack, stdio
+from stackutil import hd
+
+READ_ONLY = {"status", "logs", "wait_ready", "why", "events_recordings", "probes"}
+
+
+@pytest.fixture
+def stack(project: Path) -> Iterator[tuple[Path, str]]:
+    dashboard = small_stack(project)
+    hd(project, "up", "--detach", check=True)
+    yield project, dashboard
+    hd(project, "down")
+
+
+@pytest.fixture(params=["http", "stdio"])
+def target(request: pytest.FixtureRequest, stack: tuple[Path, str]) -> Any:
+    root, dashboard = stack
+    return http(dashboard) if request.param == "http" else stdio(root)
+
+
+def test_tools_are_listed_with_schemas_and_hints(target: Any) -> None:
+    async def scenario(agent: Agent) -> None:
+        listed = (await agent.client.list_tools()).tools
+        names = {t.name for t in listed}
+        assert names >= {"status", "start", "stop", "restart", "logs", "wait_ready", "why",
+                         "events_send", "events_replay", "probes", "seed"}
+        for tool in listed:
+            assert tool.description and tool.input_schema["type"] == "object"
+            assert tool.input_schema["additionalProperties"] is False
+            assert tool.output_schema is not None
+            assert tool.annotations is not None
+            assert tool.annotations.read_only_hint is (tool.name in READ_ONLY), tool.name
+        logs = next(t for t in listed if t.name == "logs")
+        assert logs.input_schema["required"] == ["service"]
+        assert logs.input_schema["properties"]["limit"]["maximum"] == 500
+
+    run(target, scenario)
+
+
+def test_status_logs_why_and_actions(target: Any) -> None:
+    async def scenario(agent: Agent) -> None:
+        status = await agent.ok("status")
+        rows = {r["name"]: r for r in status["services"]}
+        assert rows["web"]["state"] == "running" and rows["bad"]["state"] == "failed"
+
+        said = await agent.ok("logs", service="web", text="WEB SAYS")
+        assert [ln["line"] for ln in said["lines"]] == ["web says hello"]
+        assert said["log_path"].endswith("/web.log") and Path(said["log_path"]).exists()
+
+        why = await agent.ok("why", service="web")
+        assert why["state"] == "running" and why["blockers"] == []
+
+        restarted = await agent.ok("restart", service="db", cascade=True)
+        assert restarted["ok"] and [r["name"] for r in restarted["services"]] == ["db", "web"]
+        stopped = await agent.ok("stop", service="web")
+        assert stopped["ok"] and stopped["services"][0]["state"] == "stopped"
+        waited = await agent.ok("wait_ready", services=["web"], timeout_s=30)
+        assert not waited["ready"] and not waited["timed_out"]  # stopped: said at once
+        assert "stopped" in waited["not_ready"][0]["summary"]
+        started = await agent.ok("start", service="web")
+        assert started["ok"] and started["services"][0]["state"] == "running"
+        assert (await agent.ok("wait_ready", services=["db", "web"]))["ready"]
+
+    run(target, scenario)
+
+
+def test_a_service_that_fails_to_start_says_why(stack: tuple[Path, str]) -> None:
+    async def scenario(agent: Agent) -> None:
+        outcome = await agent.ok("start", service="bad")
+        assert outcome["ok"] is False
+        (failed,) = outcome["not_ready"]
+        assert failed["service"] == "bad" and failed["state"] == "failed"
+        assert "3" in failed["reason"]
+        assert "exiting with 3" in failed["last_lines"]
+        assert Path(failed["log_path"]).read_text().count("exiting with 3") >= 2
+        assert "bad" in outcome["summary"]
+        # the whole stack still counts as ready: bad is not blocking, but it is named
+        whole = await agent.ok("wait_ready", timeout_s=10)
+        assert whole["ready"] and [n["service"] for n in whole["not_ready"]] == ["bad"]
+        named = await agent.ok("wait_ready", services=["bad", "db"], timeout_s=10)
+        assert not named["ready"] and not named["timed_out"]
+
+    run(http(stack[1]), scenario)
+
+
+def test_logs_filters_and_paging(stack: tuple[Path, str]) -> None:
+    async def scenario(agent: Agent) -> None:
+        for _ in range(3):
+            await agent.ok("restart", service="web")
+        first = await agent.ok("logs", service="web", regex=r"says \w+", limit=2)
+        assert [ln["line"] for ln in first["lines"]] == ["web says hello"] * 2
+        assert first["more"] and "before_seq" in first["next"] and "hint" in first
+        rest = await agent.ok("logs", service="web", regex=r"says \w+", limit=2,
+                              before_seq=first["next"]["before_seq"])
+        assert len(rest["lines"]) == 2 and not rest["more"]
+        assert rest["lines"][-1]["seq"] < first["lines"][0]["seq"]
+        newest = first["last_seq"]
+        await agent.ok("restart", service="web")
+        since = await agent.ok("logs", service="web", since_seq=newest)
+        assert since["lines"] and all(ln["seq"] > newest for ln in since["lines"])
+        errors = await agent.ok("logs", service="bad", errors_only=True)
+        assert errors["lines"] and all("fail" in ln["line"].lower() or "error" in
+                                       ln["line"].lower() for ln in errors["lines"])
+        assert (await agent.ok("logs", service="web", errors_only=True))["lines"] == []
+        recent = await agent.ok("logs", service="web", since_time="1h", text="hello")
+        assert len(recent["lines"]) == 5  # started once, restarted four times
+        future = await agent.ok("logs", service="web", since_time=4102444800)
+        assert future["lines"] == []
+
+    run(http(stack[1]), scenario)
+
+
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("logs", {"service": "web", "limit": "ten"}, "'limit': 'ten' is not of type 'integer'"),
+    ("logs", {"service": "web", "limit": 0}, "less than the minimum of 1"),
+    ("logs", {}, "'service' is a required property"),
+    ("logs", {"service": "nope"}, "unknown service 'nope'"),
+    ("logs", {"service": "web", "regex": "(a+)+$"}, "exponential time"),
+    ("logs", {"service": "web", "regex": "["}, "not a valid regular expression"),
+    ("logs", {"service": "web", "since_time": "yesterday"}, "'since' must be"),
+    ("logs", {"service": "web", "lines": 5}, "'lines' was unexpected"),
+    ("restart", {"cascade": True}, "'cascade' needs 'service'"),
+    ("restart", {"service": "web", "cascade": "yes"}, "is not of type 'boolean'"),
+    ("start", {"service": "wbe"}, "did you mean 'web'?"),
+    ("stop", {"service": ["web"]}, "is not of type 'string'"),
+    ("start", {"profile": "ecom"}, "already running with profile core"),
+    ("wait_ready", {"services": ["web", "nope"]}, "unknown service 'nope'"),
+    ("wait_ready", {"timeout_s": -1}, "less than the minimum of 0"),
+    ("why", {"service": "../etc"}, "does not match"),
+    ("events_send", {"detail": {}}, "'detail_type' is a required property"),
+    ("events_replay", {"recording": "nope.jsonl"}, "nope.jsonl"),
+    ("seed", {"seed": 1.5}, "is not of type 'integer'"),
+]
+
+
+def test_bad_arguments_get_a_clear_error(stack: tuple[Path, str]) -> None:
+    """Each mistake an agent can make, in one session: an error result saying what is
+    wrong (never a traceback), and the session goes on."""
+    async def scenario(agent: Agent) -> list[str]:
+        wrong = []
+        for tool, args, said in BAD:
+            text = await agent.refused(tool, **args)
+            if said not in text:
+                wrong.append(f"{tool}({args}): expected {said!r} in {text!r}")
+        assert (await agent.ok("status"))["services"]
+        return wrong
+
+    assert run(http(stack[1]), scenario) == []
+
+
+def test_an_unknown_tool_is_a_protocol_error(stack: tuple[Path, str]) -> None:
+    async def scenario(agent: Agent) -> None:
+        with pytest.raises(MCPError, match="unknown tool 'explode'"):
+            await agent.client.call_tool("explode", {})
+        assert (await agent.ok("status"))["services"]  # the session goes on
+
+    run(http(stack[1]), scenario)
+
+
+def test_events_probes_and_seed(target: Any) -> None:
+    async def scenario(agent: Agent) -> None:
+        sent = await agent.ok("events_send", detail_type="Orders.Created",
+                              detail={"id": 7})
+        assert sent["ok"] and sent["http_status"] == 200
+        assert sent["answer"]["service_response"]["result"]["received"] == "Orders.Created"
+        ignored = await agent.ok("events_send", detail_type="Nobody.Listens")
+        assert ignored["ok"] and ignored["answer"]["status"] == "ignored"
+        probes = await agent.ok("probes")
+        assert probes["ok"] is False and probes["exit_code"] == 1
+        assert {"status": "FAIL", "text": "db: no rows"} in probes["checks"]
+        assert "db: no rows" in probes["summary"]
+        seeded = await agent.ok("seed", seed=7)
+        assert seeded["ok"] and "seeded 3 records" in seeded["lines"]
+
+    run(target, scenario)
+
+
+def test_legacy_handshake_clients_are_served_too(stack: tuple[Path, str]) -> None:
+    """Clients that speak the initialize handshake (protocol before 2026-07-28)."""
+    async def scenario(agent: Agent) -> None:
+        assert agent.client.protocol_version < "2026"
+        assert (await agent.ok("status"))["services"]
+        assert "exponential" in await agent.refused("logs", service="web", regex="(a*)*")
+
+    run(http(stack[1]), scenario, mode="legacy")
+    run(stdio(stack[0]), scenario, mode="legacy")
