@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -65,11 +66,22 @@ def cli(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedPro
 
 
 def answers(port: int, path: str = "/healthz") -> bool:
+    """GET path answers 200. A bare socket, not urllib: the ready loops call this every
+    5 ms for each pending port, and a refused attempt costs ~20 us of CPU this way
+    against ~65 us through urllib (40 ports: 0.17 s against 0.5 s of CPU per second,
+    taken from the very services being timed on a 2-core machine)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=0.5) as r:
-            return bool(r.status == 200)
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            head = b""
+            while b"\r\n" not in head and len(head) < 1024:
+                data = sock.recv(1024)
+                if not data:
+                    break
+                head += data
     except OSError:
         return False
+    return head.split(b" ", 2)[1:2] == [b"200"]
 
 
 def wait(cond: Callable[[], bool], timeout: float, every: float = 0.005) -> float:

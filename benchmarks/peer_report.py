@@ -13,7 +13,7 @@ from typing import Any
 
 from results_file import merge
 
-ORDER = ["ready_s_n10", "ready_s_n40", "restart_one_s", "stop_s",
+ORDER = ["ready_s_n10", "ready_s_n40", "restart_one_s", "restart_back_s", "stop_s",
          "manager_pss_mb", "manager_rss_mb", "manager_processes", "idle_cpu_pct_n40",
          "status_s", "left_after_kill9"]
 MANAGERS = ["hippodrome", "honcho", "supervisord", "circus"]
