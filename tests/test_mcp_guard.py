@@ -1,0 +1,222 @@
+"""/mcp is the daemon's control API by another name: the same guard applies, and no web
+page can drive the stack through it (DESIGN section 4). The daemon also loads the MCP
+SDK only when /mcp is first used.
+
+One real daemon over one toy service. The proof that an attempt failed is the service
+itself: still running, same pid. A control request first shows that the very same
+message, sent the way an agent client sends it, does stop the service, so the refusals
+below are refusals of the sender, not of a message that could never have worked.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from chromium import launched
+from stackutil import free_ports, hd, registry, stack_header, toy_service, wait_for, write_stack
+
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+REBOUND = "rebind.test"
+CHROMIUM_ARGS = (f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",
+                 "--disable-features=LocalNetworkAccessChecks")
+STOP = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                   "params": {"name": "stop", "arguments": {"service": "web"}}})
+AGENT = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+@dataclass
+class Stack:
+    root: Path
+    dash: int
+
+    def web(self) -> tuple[str, int | None]:
+        status = json.loads(self.get("/api/status")[1])
+        row = next(r for r in status["services"] if r["name"] == "web")
+        return row["state"], row["pid"]
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return self.send("GET", path, None, {})
+
+    def send(self, method: str, path: str, body: str | None,
+             headers: dict[str, str]) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.dash, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def start_web(self) -> int:
+        status, _ = self.send("POST", "/api/services/web/start", None, {})
+        state, pid = self.web()
+        assert status == 200 and state == "running" and pid is not None
+        return pid
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("mcpguard") / "proj"
+    dash, web = free_ports(2)
+    write_stack(root, stack_header(dash) + toy_service("web", web))
+    try:
+        hd(root, "up", "--detach", check=True)
+        yield Stack(root, dash)
+    finally:
+        hd(root, "down")
+        force_down(Registry(root))
+
+
+def sdk_loaded(stack: Stack) -> bool:
+    """pydantic's compiled core (which the SDK imports first) mapped into the daemon."""
+    pid = registry(stack.root)["daemon"]["pid"]
+    return "pydantic_core" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_the_sdk_is_loaded_by_the_first_mcp_request_only(stack: Stack) -> None:
+    stack.get("/api/status")
+    stack.get("/")
+    assert not sdk_loaded(stack)
+    status, body = stack.send("POST", "/mcp", json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}), AGENT)
+    assert status == 200, body
+    assert "status" in {t["name"] for t in json.loads(body)["result"]["tools"]}
+    assert sdk_loaded(stack)
+
+
+@pytest.mark.parametrize("headers, refused", [
+    ({"Origin": "http://evil.example"}, 403),
+    ({"Origin": "null"}, 403),
+    ({"Host": "evil.example"}, 403),
+    ({"Host": f"{REBOUND}:9000", "Origin": f"http://{REBOUND}:9000"}, 403),
+    ({"Cf-Ray": "1234-AMS"}, 403),  # through the events tunnel
+    ({"Content-Type": "text/plain"}, 400),  # what a page may post without a preflight
+    ({"Content-Type": "application/x-www-form-urlencoded"}, 400),
+])
+def test_requests_a_browser_or_the_internet_could_send_are_refused(
+        stack: Stack, headers: dict[str, str], refused: int) -> None:
+    pid = stack.start_web()
+    status, body = stack.send("POST", "/mcp", STOP, {**AGENT, **headers})
+    assert status == refused, body
+    assert stack.web() == ("running", pid)
+    # the control: the same message, as an agent client sends it, does stop the service
+    status, body = stack.send("POST", "/mcp", STOP, AGENT)
+    assert status == 200 and json.loads(body)["result"]["structuredContent"]["ok"], body
+    assert stack.web()[0] == "stopped"
+
+
+def test_get_and_preflight_from_another_origin_are_refused(stack: Stack) -> None:
+    assert stack.send("GET", "/mcp", None, {"Origin": "http://evil.example",
+                                            "Accept": "text/event-stream"})[0] == 403
+    assert stack.send("OPTIONS", "/mcp", None, {  # a preflight, refused: no CORS answer
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})[0] == 403
+
+
+# ---- a real browser ----------------------------------------------------------------------
+
+ATTACK = """<!doctype html><html><body><iframe name="f"></iframe>
+<form id="form" method="POST" action="{mcp}" enctype="text/plain" target="f">
+<input name='{{"jsonrpc":"2.0","id":1,"method":"tools/call","x":"' value='"}}'></form>
+<script>
+const body = {stop};
+window.outcomes = {{}};
+const note = (k) => [() => window.outcomes[k] = "sent", (e) => window.outcomes[k] = String(e)];
+fetch("{mcp}", {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}},
+  body}}).then(...note("text"));
+fetch("{mcp}", {{method: "POST", mode: "no-cors", body: new Blob([body])}}).then(...note("blob"));
+fetch("{mcp}", {{method: "POST", headers: {{"Content-Type": "application/json",
+  "Accept": "application/json, text/event-stream"}}, body}}).then(...note("cors"));
+document.getElementById("form").submit();
+</script></body></html>"""
+
+REBIND = """<!doctype html><html><body><script>
+window.result = null;
+fetch("/mcp", {method: "POST", headers: {"Content-Type": "application/json",
+  "Accept": "application/json, text/event-stream"}, body: %s})
+  .then(async (r) => { window.result = {status: r.status, body: await r.text()}; })
+  .catch((e) => { window.result = {error: String(e)}; });
+</script></body></html>"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with launched(CHROMIUM_ARGS) as b:
+        yield b
+
+
+@pytest.fixture
+def attacker() -> Iterator[tuple[str, dict[str, str]]]:
+    """Another origin on this machine, serving whatever page is set."""
+    pages: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = pages.get(self.path, "not found").encode()
+            self.send_response(200 if self.path in pages else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", pages
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_page_on_another_origin_cannot_stop_a_service(
+        stack: Stack, browser: Browser, attacker: tuple[str, dict[str, str]]) -> None:
+    pid = stack.start_web()
+    origin, pages = attacker
+    mcp = f"http://127.0.0.1:{stack.dash}/mcp"
+    pages["/attack.html"] = ATTACK.format(mcp=mcp, stop=json.dumps(STOP))
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(origin + "/attack.html")
+        wait_for(lambda: page.evaluate("Object.keys(window.outcomes).length") == 3,
+                 timeout=15, what="the page's fetches to settle")
+        outcomes = page.evaluate("window.outcomes")
+        assert outcomes["cors"].startswith("TypeError")  # refused preflight: unreadable
+        page.wait_for_timeout(500)  # the form's post, which reports nothing to the page
+    finally:
+        context.close()
+    assert stack.web() == ("running", pid)
+
+
+def test_a_page_whose_name_rebinds_to_loopback_is_refused(stack: Stack,
+                                                          browser: Browser) -> None:
+    pid = stack.start_web()
+    url = f"http://{REBOUND}:{stack.dash}/"
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route(url, lambda route: route.fulfill(
+            status=200, body=REBIND % json.dumps(STOP), content_type="text/html"))
+        page.goto(url)
+        result = wait_for(lambda: page.evaluate("window.result"), timeout=15,
+                          what="the rebound page's request")
+    finally:
+        context.close()
+    assert result.get("status") == 403, result
+    assert "is not this machine's loopback" in result["body"]
+    assert stack.web() == ("running", pid)
