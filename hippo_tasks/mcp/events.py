@@ -76,4 +76,7 @@ def replay(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     name = urllib.parse.quote(args["recording"], safe="")
     result: dict[str, Any] = stack.client().call(
         "POST", f"/api/events/recordings/{name}/replay", body, timeout=900)
+    sent, same = result.get("sent", 0), result.get("equal", 0)
+    result["summary"] = (f"replayed {sent} of {result.get('deliveries', sent)} deliveries: "
+                         f"{same} answered as recorded, {sent - same} differently")
     return result

@@ -167,8 +167,9 @@ EVENTS_SEND_OUT = shape({
 }, ("ok", "http_status", "answer", "summary"))
 
 RECORDINGS_IN = closed({})
-RECORDINGS_OUT = shape({"recordings": {"type": "array", "items": {"type": "object"}}},
-                       ("recordings",))
+RECORDINGS_OUT = shape({"recordings": {"type": "array", "items": shape({
+    "name": {"type": "string"}, "bytes": {"type": "integer"},
+    "current": {"type": "boolean"}}, ("name", "bytes"))}}, ("recordings",))
 REPLAY_IN = closed({
     "recording": {"type": "string", "minLength": 1, "maxLength": 200,
                   "pattern": "^[^/\\\\]+$",
@@ -183,7 +184,11 @@ REPLAY_IN = closed({
                "maxItems": 50,
                "description": "More answer fields to leave out of the comparison."},
 }, ("recording",))
-REPLAY_OUT = shape({"ok": {"type": "boolean"}}, ("ok",))
+REPLAY_OUT = shape({
+    "ok": {"type": "boolean"}, "summary": {"type": "string"},
+    "sent": {"type": "integer"}, "equal": {"type": "integer"},
+    "different": {"type": "integer"}, "mismatches": {"type": "array"},
+}, ("ok", "summary", "sent", "equal", "different", "mismatches"))
 
 TASK_IN = closed({
     "timeout_s": {"type": "number", "minimum": 1, "maximum": 900, "default": 300,

@@ -167,7 +167,28 @@ def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def why(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
-    return stack.why(args["service"])
+    """The daemon's `why`; for a service that failed because a dependency did (it waits
+    on nothing any more, so the daemon lists no blockers), the dependencies that are not
+    ready, down the chain, as its blockers: the agent's next question answered."""
+    answer = stack.why(args["service"])
+    if answer.get("ready") or answer.get("blockers"):
+        return answer
+    rows = {r["name"]: r for r in stack.status()["services"]}
+    seen = {answer["service"]}
+    frontier = [(d, 1) for d in rows.get(answer["service"], {}).get("depends_on", [])]
+    while frontier:
+        dep, depth = frontier.pop(0)
+        if dep in seen or dep not in rows or rows[dep].get("ready"):
+            continue
+        seen.add(dep)
+        found = stack.why(dep)
+        answer["blockers"].append({
+            "service": dep, "state": found["state"], "condition": "ready",
+            "healthy": found.get("healthy", False), "reason": found.get("reason", ""),
+            "summary": found["summary"], "last_lines": found.get("last_lines", []),
+            "log_path": found.get("log_path"), "depth": depth})
+        frontier += [(d, depth + 1) for d in rows[dep].get("depends_on", [])]
+    return answer
 
 
 # ---- logs -------------------------------------------------------------------------------
@@ -253,9 +274,10 @@ def seed(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def not_running_hint(exc: DaemonNotRunningError) -> str:
-    return exc.message().replace("Start the stack with `invoke up`.",
-                                 "Call the start tool (optionally with a profile) to bring "
-                                 "the stack up.")
+    """The error's facts, and what an agent does about it (not what a user types)."""
+    detail = f" ({exc.detail})" if exc.detail else ""
+    return (f"No Hippodrome daemon is running for {exc.project_root}{detail}. Call the start "
+            "tool (optionally with a profile) to bring the stack up.")
 
 
 TOOLS: tuple[Tool, ...] = (
@@ -290,8 +312,9 @@ TOOLS: tuple[Tool, ...] = (
          "as a real delivery (by detail-type prefix); answers the routing result and the "
          "target service's answer.",
          schemas.EVENTS_SEND_IN, schemas.EVENTS_SEND_OUT, events.send),
-    Tool("events_recordings", "The webhook's recordings (.hippodrome/events/*.jsonl): "
-         "name, size, deliveries; the names events_replay takes.",
+    Tool("events_recordings", "The webhook's recordings (.hippodrome/events/*.jsonl), "
+         "newest first: name (what events_replay takes), bytes, modified, and current "
+         "(the one being written now).",
          schemas.RECORDINGS_IN, schemas.RECORDINGS_OUT, events.recordings, read_only=True,
          idempotent=True),
     Tool("events_replay", "Send a recording's deliveries again through the webhook and "

@@ -1,0 +1,122 @@
+"""The issue's "done when", through the official SDK over `hd mcp` (stdio), using only
+MCP tools and structured answers (no text parsing): start the stack, break a service,
+find out why its dependant is not ready, fix it, restart it with its dependants, and
+replay the recorded event flow.
+
+The stack is small and real: `db` refuses to start while a `broken` file exists in
+the project (the test's stand-in for the agent's bad edit), `web` needs `db` healthy,
+and `sink` consumes `Orders.*` events through the webhook.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mcputil import SINK, Agent, run, stdio
+from stackutil import PY, TOY, free_ports, hd, script_service, stack_header, toy_service
+
+BREAKABLE = ("test ! -e broken || {{ echo 'config error: db.conf line 3: bad port' >&2; "
+             "exit 2; }}; exec {py} {toy} --port {port}")
+
+
+def stack_text(root: Path) -> str:
+    dash, db, web, sink = free_ports(4)
+    text = stack_header(dash)
+    text += (f"[services.db]\nshell = {json.dumps(BREAKABLE.format(py=PY, toy=TOY, port=db))}"
+             f"\nport = {db}\nauto_restart = false\nstart_timeout = 20\n\n")
+    text += toy_service("web", web, depends_on=[{"name": "db", "condition": "healthy"}])
+    text += script_service("sink", SINK, sink, readiness={"tcp": True})
+    text += '\n[[routes]]\ndetail_type_prefix = "Orders."\nservice = "sink"\npath = "/events"\n'
+    return text
+
+
+def test_an_agent_starts_breaks_diagnoses_fixes_and_replays(project: Path) -> None:
+    (project / "hippodrome.toml").write_text(stack_text(project))
+    broken = project / "broken"
+
+    async def agent_session(agent: Agent) -> None:
+        # no stack yet: status says how to get one, start brings it up
+        assert "Call the start tool" in await agent.refused("status")
+        up = await agent.ok("start")
+        assert up["ok"] and up["launched"], up
+        assert {r["name"] for r in up["services"]} == {"db", "web", "sink"}
+
+        # events flow (recorded by the daemon as they pass)
+        for n in range(3):
+            sent = await agent.ok("events_send", detail_type="Orders.Created",
+                                  detail={"order": n})
+            assert sent["ok"] and sent["answer"]["webhook_status"] == "forwarded"
+
+        # the agent's edit breaks db; restarting it (with its dependants) fails at db
+        broken.write_text("")
+        restarted = await agent.ok("restart", service="db", cascade=True)
+        assert restarted["ok"] is False
+        assert [r["name"] for r in restarted["services"]] == ["db"]  # the cascade stopped
+        (failed,) = restarted["not_ready"]
+        assert failed["service"] == "db" and failed["state"] == "failed"
+        assert any("config error" in ln for ln in failed["last_lines"])
+        waited = await agent.ok("wait_ready", timeout_s=30)
+        assert not waited["ready"] and not waited["timed_out"]
+        assert [n["service"] for n in waited["not_ready"]] == ["db"]
+
+        # why: its state, reason, last lines and log file; the log, filtered
+        why = await agent.ok("why", service="db")
+        assert why["ready"] is False and why["state"] == "failed"
+        assert "exited with code 2" in why["reason"]
+        assert any("db.conf line 3" in ln for ln in why["last_lines"])
+        errors = await agent.ok("logs", service="db", text="config error")
+        assert errors["lines"] and Path(errors["log_path"]) == Path(why["log_path"])
+        assert "db.conf line 3" in Path(why["log_path"]).read_text()
+
+        # the fix, then db again with what depends on it
+        broken.unlink()
+        fixed = await agent.ok("restart", service="db", cascade=True)
+        assert fixed["ok"], fixed
+        assert [r["name"] for r in fixed["services"]] == ["db", "web"]
+        assert all(r["ready"] for r in fixed["services"])
+        assert (await agent.ok("wait_ready", timeout_s=30))["ready"]
+
+        # replay the recorded flow: the same answers as when it was recorded
+        recordings = (await agent.ok("events_recordings"))["recordings"]
+        current = next(r for r in recordings if r.get("current"))
+        replayed = await agent.ok("events_replay", recording=current["name"],
+                                  filter="Orders.*")
+        assert replayed["ok"], replayed
+        assert replayed["sent"] == 3 and replayed["equal"] == 3
+        assert replayed["mismatches"] == []
+
+    try:
+        run(stdio(project), agent_session)
+    finally:
+        hd(project, "down")
+
+
+def test_why_follows_the_chain_to_a_failed_dependency_over_http(project: Path) -> None:
+    """Over the daemon's endpoint: the whole stack restarted with db broken leaves web
+    failed for want of db; why(web) names db as the blocker, with db's own last lines."""
+    (project / "hippodrome.toml").write_text(stack_text(project))
+    hd(project, "up", "--detach", check=True)
+    dash = json.loads((project / ".hippodrome" / "registry.json").read_text())["daemon"]["url"]
+
+    async def agent_session(agent: Agent) -> dict[str, Any]:
+        (project / "broken").write_text("")
+        restarted = await agent.ok("restart")
+        why = await agent.ok("why", service="web")
+        (project / "broken").unlink()
+        again = await agent.ok("restart")
+        return {"restarted": restarted, "why": why, "again": again}
+
+    try:
+        result = run(dash + "/mcp", agent_session)
+    finally:
+        hd(project, "down")
+    restarted, why = result["restarted"], result["why"]
+    assert restarted["ok"] is False
+    assert {n["service"] for n in restarted["not_ready"]} == {"db", "web"}
+    assert why["ready"] is False and "db" in why["reason"]
+    (blocker,) = why["blockers"]
+    assert blocker["service"] == "db" and blocker["state"] == "failed"
+    assert any("config error" in ln for ln in blocker["last_lines"])
+    assert result["again"]["ok"] and all(r["ready"] for r in result["again"]["services"])
