@@ -5,7 +5,9 @@ after HIPPODROME_TABLE_PREFIX), AWS_ENDPOINT_URL (required: the local moto serve
 this service never writes to a real AWS account) with AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN / AWS_DEFAULT_REGION, MARQO_BASE_URL (the
 cell, for API keys and index checks), ECOM_INGEST_URL, FAKE_COGNITO_SECRET (through
-`secret_from_env`), DEBUG.
+`secret_from_env`), ADMIN_UPLOADS (`ingest`, the default: uploads go to ecom_ingest;
+`sqs`: onto the ECOM_INDEXER_QUEUE queue, default `{prefix}ecom-indexer`, for
+ecom_indexer), DEBUG.
 
 DynamoDB is called through common.aws_lite, not boto3, which cost this service 25 MB
 and 1.5 s of start-up for five operations. One client is shared by every request
@@ -27,6 +29,7 @@ from hippo_platform.services.common.aws_lite import AwsClient, AwsConfig, AwsCon
 from hippo_platform.services.common.client import JsonClient
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.runner import main
+from hippo_platform.services.common.sqs import Queue, queue_name
 from hippo_platform.services.fake_cognito.tokens import secret_from_env
 
 NAME = "admin_server"
@@ -80,7 +83,16 @@ def make_app(_args: argparse.Namespace) -> App:
         f"ingest {ingest_url}"
     )
     auth = Authenticator(cell, secret_from_env())
-    app = build_app(auth, records, ingest, debug=env_flag("DEBUG"))
+    via = (os.environ.get("ADMIN_UPLOADS") or "ingest").strip().lower()
+    if via not in ("ingest", "sqs"):
+        raise _config_error(f"ADMIN_UPLOADS must be 'ingest' or 'sqs', not {via!r}")
+    uploads = Queue(ddb, queue_name(os.environ)) if via == "sqs" else None
+    if uploads is not None:
+        if not uploads.name:
+            raise _config_error("ADMIN_UPLOADS=sqs needs ECOM_INDEXER_QUEUE or "
+                                "HIPPODROME_TABLE_PREFIX to name the queue")
+        log_line(f"{NAME}: uploads go to SQS queue {uploads.name} (ecom_indexer consumes it)")
+    app = build_app(auth, records, ingest, uploads=uploads, debug=env_flag("DEBUG"))
     app.close_hooks.append(ddb.close)
     return app
 

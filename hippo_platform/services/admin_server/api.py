@@ -9,11 +9,17 @@ as soon as the batch is stored, and ecom_indexer_service writes them to the cell
 202 says exactly that: accepted, searchable shortly. The index is checked in the cell
 first, so an upload to an index that does not exist is a 404 now rather than a batch
 that fails later where nobody is looking.
+
+With `ADMIN_UPLOADS=sqs` the batch travels as the reference's did: one message on the
+`{prefix}ecom-indexer` queue on moto, consumed by ecom_indexer. Documents without an
+`_id` get one first, so a message delivered twice overwrites itself in the cell.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from typing import Any
 
 from hippo_platform.services.admin_server.auth import Authenticator
@@ -22,15 +28,20 @@ from hippo_platform.services.common import (
     App,
     BadRequest,
     NotFound,
+    PayloadTooLarge,
     Request,
     Response,
+    ServiceUnavailable,
     shapes,
 )
+from hippo_platform.services.common.aws_lite import AwsError
 from hippo_platform.services.common.client import PASS_THROUGH, JsonClient, segment
+from hippo_platform.services.common.sqs import Queue, QueueMissing
 from hippo_platform.services.ecom_ingest.api import check_documents
 
 NAME = "admin_server"
 ACTIONS = ("pin", "bury")
+SQS_MAX_BYTES = 256 * 1024  # SQS's limit on one message
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 
 
@@ -77,6 +88,7 @@ def build_app(
     records: Records,
     ingest: JsonClient,
     *,
+    uploads: Queue | None = None,
     debug: bool = False,
 ) -> App:
     app = App(NAME, debug=debug)
@@ -135,6 +147,9 @@ def build_app(
         documents = check_documents(shapes.require_list(req.json_object(), "documents"))
         key = {"x-api-key": str(who.api_key)}
         cell.call("GET", "/indexes/" + segment(index), headers=key)  # 404 for an unknown index
+        if uploads is not None:
+            return Response(202, _enqueue(uploads, index, who.account_id, str(who.api_key),
+                                          documents))
         batch = ingest.call(
             "POST",
             "/batches",
@@ -145,3 +160,23 @@ def build_app(
         return Response(202, {"batchId": batch["batchId"], "count": batch["count"]})
 
     return app
+
+
+def _enqueue(queue: Queue, index: str, account: Any, api_key: str,
+             documents: list[dict[str, Any]]) -> dict[str, Any]:
+    docs = [d if d.get("_id") else {**d, "_id": uuid.uuid4().hex} for d in documents]
+    batch_id = uuid.uuid4().hex
+    message = {"batchId": batch_id, "index": index, "accountId": account, "apiKey": api_key,
+               "documents": docs}
+    size = len(json.dumps(message, separators=(",", ":")).encode("utf-8"))
+    if size > SQS_MAX_BYTES:
+        raise PayloadTooLarge(
+            f"this batch is {size} bytes as an SQS message, over SQS's {SQS_MAX_BYTES}-byte "
+            "limit: split it into smaller uploads")
+    try:
+        queue.send(message)
+    except (AwsError, QueueMissing) as exc:
+        raise ServiceUnavailable(
+            f"could not queue the upload on SQS ({exc}): nothing was accepted; retry the "
+            "upload", extra={"queue": queue.name}, headers={"Retry-After": "1"}) from None
+    return {"batchId": batch_id, "count": len(docs), "via": "sqs"}

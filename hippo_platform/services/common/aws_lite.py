@@ -141,6 +141,7 @@ JSON_SERVICES = {
     "dynamodb": _JsonService("DynamoDB_20120810", "1.0", "dynamodb"),
     "dynamodbstreams": _JsonService("DynamoDBStreams_20120810", "1.0", "dynamodb"),
     "events": _JsonService("AWSEvents", "1.1", "events"),
+    "sqs": _JsonService("AmazonSQS", "1.0", "sqs"),  # SQS's JSON protocol (common/sqs.py)
 }
 
 

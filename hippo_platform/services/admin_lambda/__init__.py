@@ -1,0 +1,1 @@
+"""admin_lambda stand-in: read-only index settings and rules straight from DynamoDB."""

@@ -1,0 +1,1 @@
+"""agentic_search stand-in: conversations that search through search_proxy."""

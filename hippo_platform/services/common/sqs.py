@@ -1,0 +1,86 @@
+"""SQS on the local moto through aws_lite: the four calls a queue hop needs.
+
+Why a module: admin_server (producer), ecom_indexer_trigger (producer) and ecom_indexer
+(consumer) all speak to the same `{table prefix}ecom-indexer` queue that the
+provisioning job creates, and a missing queue must read the same everywhere: which
+queue, and that `aws_provision` makes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from hippo_platform.services.common.aws_lite import AwsClient, AwsError
+
+UPLOAD_QUEUE_SUFFIX = "ecom-indexer"
+"""The queue document uploads travel through (provision.QUEUE_SUFFIXES makes it)."""
+
+MISSING_QUEUE_CODES = frozenset({
+    "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", "NonExistentQueue",
+})
+
+
+@dataclass(frozen=True)
+class Message:
+    receipt: str
+    body: Any  # the decoded JSON body; None when it is not JSON
+    raw: str
+
+
+class QueueMissing(Exception):
+    """The queue is not there (yet): aws_provision has not run for this table prefix."""
+
+
+class Queue:
+    def __init__(self, aws: AwsClient, name: str) -> None:
+        self.aws = aws
+        self.name = name
+        self._url = ""
+
+    def url(self) -> str:
+        if not self._url:
+            try:
+                self._url = str(self.aws.call("sqs", "GetQueueUrl", {"QueueName": self.name})
+                                ["QueueUrl"])
+            except AwsError as exc:
+                if exc.code in MISSING_QUEUE_CODES:
+                    raise QueueMissing(
+                        f"SQS queue {self.name} does not exist on {self.aws.endpoint}: "
+                        "it is made by the aws_provision job (same table prefix); "
+                        "wait for it or run `invoke up --profile ecom`") from None
+                raise
+        return self._url
+
+    def send(self, body: Any) -> str:
+        """The message id."""
+        answer = self.aws.call("sqs", "SendMessage", {
+            "QueueUrl": self.url(), "MessageBody": json.dumps(body, separators=(",", ":"))})
+        return str(answer.get("MessageId", ""))
+
+    def receive(self, *, wait_s: int = 1, limit: int = 10) -> list[Message]:
+        answer = self.aws.call("sqs", "ReceiveMessage", {
+            "QueueUrl": self.url(), "MaxNumberOfMessages": limit, "WaitTimeSeconds": wait_s})
+        found = []
+        for item in answer.get("Messages") or []:
+            raw = str(item.get("Body", ""))
+            try:
+                body = json.loads(raw)
+            except json.JSONDecodeError:
+                body = None
+            found.append(Message(str(item.get("ReceiptHandle", "")), body, raw))
+        return found
+
+    def delete(self, receipt: str) -> None:
+        self.aws.call("sqs", "DeleteMessage", {"QueueUrl": self.url(), "ReceiptHandle": receipt})
+
+
+def queue_name(env: dict[str, str] | Any, variable: str = "ECOM_INDEXER_QUEUE") -> str:
+    """The queue from its variable, else `{HIPPODROME_TABLE_PREFIX}ecom-indexer`; "" when
+    neither is set."""
+    name = str(env.get(variable) or "")
+    prefix = env.get("HIPPODROME_TABLE_PREFIX")
+    if not name and prefix is not None:
+        name = str(prefix) + UPLOAD_QUEUE_SUFFIX
+    return name

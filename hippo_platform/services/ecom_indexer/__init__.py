@@ -1,0 +1,1 @@
+"""ecom_indexer: the SQS-driven half of document uploads (queue on moto -> the cell)."""

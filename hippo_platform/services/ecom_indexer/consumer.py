@@ -1,0 +1,141 @@
+"""The consume loop: upload batches from the `{prefix}ecom-indexer` queue into the cell.
+
+What the reference ran as a Lambda on an SQS event source runs here as a long-poll
+loop, with the same contract: a message is deleted only once the cell took its
+documents, so a cell that is down (or answers 5xx) leaves it on the queue and it comes
+back after the visibility timeout, while a cell refusing it with a 4xx (unknown index,
+revoked key, bad document) will not change by retrying: the message is deleted and
+counted as failed, so one bad batch never blocks the others. A body that is not a
+batch at all is dropped the same way, with a log line naming it.
+
+Delivery is at least once; admin_server gives every document an `_id`, so a re-sent
+batch overwrites itself in the cell.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from hippo_platform.services.common.aws_lite import AwsError
+from hippo_platform.services.common.client import JsonClient, segment
+from hippo_platform.services.common.errors import HttpError
+from hippo_platform.services.common.log import log_error, log_line
+from hippo_platform.services.common.sqs import Message, Queue, QueueMissing
+from hippo_platform.services.ecom_indexer_service.drainer import PERMANENT, Backoff, _now
+
+
+@dataclass
+class Stats:
+    delivered: int = 0
+    documents: int = 0
+    failed: int = 0
+    retries: int = 0
+    last_error: str | None = None
+    last_error_at: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def view(self) -> dict[str, Any]:
+        with self.lock:
+            return {"delivered": self.delivered, "documents": self.documents,
+                    "failed": self.failed, "retries": self.retries,
+                    "lastError": self.last_error, "lastErrorAt": self.last_error_at}
+
+
+class Retry(Exception):
+    """Leave the message on the queue and back off: a peer is down or answered 5xx."""
+
+
+def check_batch(body: Any) -> tuple[str, str, list[Any], str]:
+    """(batchId, index, documents, apiKey), or ValueError naming what is wrong."""
+    if not isinstance(body, dict):
+        raise ValueError("body is not a JSON object")
+    index, key, docs = body.get("index"), body.get("apiKey"), body.get("documents")
+    if not isinstance(index, str) or not index:
+        raise ValueError("field 'index' missing or not a string")
+    if not isinstance(key, str) or not key:
+        raise ValueError("field 'apiKey' missing or not a string")
+    if not isinstance(docs, list) or not docs:
+        raise ValueError("field 'documents' missing, empty or not a list")
+    return str(body.get("batchId") or "-"), index, docs, key
+
+
+class Consumer:
+    def __init__(self, queue: Queue, cell: JsonClient, *, wait_s: int = 1,
+                 backoff: Backoff | None = None) -> None:
+        self.queue = queue
+        self.cell = cell
+        self.wait_s = wait_s
+        self.backoff = backoff or Backoff()
+        self.stats = Stats()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="consumer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_event.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self.thread.is_alive() or not self.thread.ident
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            delay = 0.0
+            try:
+                for message in self.queue.receive(wait_s=self.wait_s):
+                    if self.stop_event.is_set():
+                        break  # not deleted: it comes back after the visibility timeout
+                    self.deliver(message)
+                self.backoff.reset()
+            except (Retry, QueueMissing, AwsError) as exc:
+                delay = self.backoff.next_delay()
+                self._error(f"{exc}; retrying in {delay:.1f}s", retry=True)
+            except Exception as exc:  # a malformed answer must not end the loop for good
+                log_error(traceback.format_exc().rstrip())
+                delay = self.backoff.next_delay()
+                self._error(f"{type(exc).__name__}: {exc}; retrying in {delay:.1f}s", retry=True)
+            self.stop_event.wait(delay)
+
+    def deliver(self, message: Message) -> None:
+        try:
+            batch_id, index, docs, key = check_batch(message.body)
+        except ValueError as exc:
+            self.queue.delete(message.receipt)
+            self._failed(f"dropped a message that is not an upload batch ({exc}): "
+                         f"{message.raw[:200]!r}")
+            return
+        try:
+            answer = self.cell.request("POST", f"/indexes/{segment(index)}/documents",
+                                       body={"documents": docs}, headers={"x-api-key": key})
+        except HttpError as exc:  # unreachable: the client's 502 names the cell
+            raise Retry(f"batch {batch_id}: {exc.message}") from None
+        if answer.ok:
+            self.queue.delete(message.receipt)
+            with self.stats.lock:
+                self.stats.delivered += 1
+                self.stats.documents += len(docs)
+            log_line(f"batch {batch_id}: {len(docs)} docs from SQS into '{index}'")
+            return
+        reason = f"cell answered {answer.status}: {answer.error_text()}"
+        if answer.status not in PERMANENT:
+            raise Retry(f"batch {batch_id}: {reason}")
+        self.queue.delete(message.receipt)
+        self._failed(f"batch {batch_id} for index '{index}' failed for good: {reason}")
+
+    def _failed(self, text: str) -> None:
+        with self.stats.lock:
+            self.stats.failed += 1
+        self._error(text)
+
+    def _error(self, text: str, *, retry: bool = False) -> None:
+        with self.stats.lock:
+            self.stats.last_error, self.stats.last_error_at = text, _now()
+            if retry:
+                self.stats.retries += 1
+        log_error(f"ecom_indexer: {text}")
