@@ -1,4 +1,4 @@
-"""`invoke probes`: is every service healthy, and does the basic data path work?
+"""`hd probes`: is every service healthy, and does the basic data path work?
 
 Two parts, one report. First each service's state and health as the daemon sees them
 (a job counts when it exited 0; an external service that does not answer is a warning,
@@ -7,21 +7,26 @@ control and data planes: create an index through the controller, add a document 
 the cell, find it by a search, remove it and see it gone, delete the index. Every step
 is timed; a failed step names its URL and answer, and the steps after it that needed
 it are shown as skipped rather than failing for the same reason again.
+
+`--full` adds the properties of search (probe_props) and `--fuzz` a state machine over
+the APIs (probe_fuzz), both with hypothesis, bounded by `--examples` and `--deadline-s`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hippo_platform.seed import probe_modes
 from hippo_platform.seed.endpoints import StackView, daemon_status, view_from_env
 from hippo_platform.seed.files import read_seed_file
+from hippo_platform.seed.probe_health import Report, service_health
 from hippo_platform.services.common import HttpError
 from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.common.state import atomic_write_json, read_json
@@ -30,58 +35,14 @@ PROBE_INDEX = "hippodrome-probe"
 PROBE_DOC = {"_id": "probe-1", "title": "hippodrome probe quokka", "kind": "probe"}
 PROBE_WORD = "quokka"
 PROBE_ACCOUNT_FILE = Path(".hippodrome") / "probes.json"
+DEFAULT_EXAMPLES = 25
+DEFAULT_STEPS = 20
+DEFAULT_DEADLINE_S = 120.0
+DEFAULT_BREAKER = 3
 
 
 class StepFailed(Exception):
     pass
-
-
-@dataclass
-class Report:
-    lines: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: {"OK": 0, "WARN": 0, "FAIL": 0,
-                                                            "SKIP": 0})
-
-    def add(self, status: str, name: str, text: str, ms: float | None = None) -> None:
-        self.counts[status] += 1
-        timing = f"  {ms:6.1f} ms" if ms is not None else ""
-        tag = f"[{status}]"
-        self.lines.append(f"  {tag:<7}{name:<23}{text:<52}{timing}".rstrip())
-
-    @property
-    def ok(self) -> bool:
-        return self.counts["FAIL"] == 0
-
-    def summary(self) -> str:
-        c = self.counts
-        return (f"probes: {c['OK']} passed, {c['WARN']} warning(s), {c['FAIL']} failed"
-                + (f", {c['SKIP']} skipped" if c["SKIP"] else ""))
-
-
-def service_health(status: Mapping[str, Any], report: Report) -> None:
-    for row in status.get("services") or []:
-        name, state = str(row["name"]), str(row["state"])
-        url = f"  {row['url']}" if row.get("url") else ""
-        if row.get("kind") == "job":
-            code = row.get("exit_code")
-            if state == "stopped" and code == 0:
-                report.add("OK", name, "job, exited 0")
-            elif state in ("pending", "starting"):
-                report.add("WARN", name, f"job still {state}")
-            else:
-                why = row.get("reason") or ""
-                report.add("FAIL", name, f"job {state}, exit code {code}: {why}")
-        elif state == "external":
-            if row.get("healthy"):
-                report.add("OK", name, f"external, answering{url}")
-            else:
-                report.add("WARN", name, f"external (not started by the stack), not answering{url}")
-        elif state == "running" and row.get("healthy"):
-            report.add("OK", name, f"running, healthy{url}")
-        else:
-            why = f": {row['reason']}" if row.get("reason") else ""
-            health = "" if state != "running" else ", unhealthy"
-            report.add("FAIL", name, f"{state}{health}{why}{url}")
 
 
 def data_path(root: Path, view: StackView, report: Report) -> None:
@@ -184,6 +145,11 @@ def _need(client: JsonClient, method: str, path: str, headers: dict[str, str],
     return answer.body
 
 
+def probe_key(root: Path, view: StackView) -> tuple[str, str]:
+    """The key `--full` and `--fuzz` use: the same one as the data path."""
+    return _probe_key(root, JsonClient(view.controller_url, peer="controller", timeout=10))
+
+
 def _probe_key(root: Path, controller: JsonClient) -> tuple[str, str]:
     """The seeded account's key, else the probes' own account (made once, then reused)."""
     seeded = read_seed_file(root).get("account") or {}
@@ -226,24 +192,86 @@ def _paint(line: str) -> str:
     return f"{colour}{line}\x1b[0m"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m hippo_platform.seed.probes --project-root DIR`: the stack's `probes`
-    command (`invoke probes` runs it with the stack's env contract). Exit 1 on a failure."""
-    parser = argparse.ArgumentParser(prog="python -m hippo_platform.seed.probes")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hippo_platform.seed.probes",
+        description="Health of every service and a deterministic data path; --full adds "
+                    "property-based search tests, --fuzz a state machine over the APIs.")
     parser.add_argument("--project-root", default=".", help="where .hippodrome/ is")
-    args = parser.parse_args(argv)
+    parser.add_argument("--full", action="store_true",
+                        help="also the properties of search (hypothesis)")
+    parser.add_argument("--fuzz", action="store_true",
+                        help="also drive the APIs in random order (hypothesis state machine)")
+    parser.add_argument("--examples", type=_positive(int), default=DEFAULT_EXAMPLES,
+                        help=f"examples per property / fuzz runs (default {DEFAULT_EXAMPLES})")
+    parser.add_argument("--steps", type=_positive(int), default=DEFAULT_STEPS,
+                        help=f"steps per fuzz run (default {DEFAULT_STEPS})")
+    parser.add_argument("--deadline-s", type=_positive(float), default=DEFAULT_DEADLINE_S,
+                        help=f"time budget of each mode in seconds (default "
+                             f"{DEFAULT_DEADLINE_S:g})")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="hypothesis seed, to replay a run (default: a random one)")
+    parser.add_argument("--breaker", type=_positive(int), default=DEFAULT_BREAKER,
+                        help="infrastructure errors in a row that open a service's breaker "
+                             f"(default {DEFAULT_BREAKER})")
+    parser.add_argument("--json", metavar="FILE", default=None,
+                        help="also write the results as JSON to FILE")
+    return parser.parse_args(argv)
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hippo_platform.seed.probes --project-root DIR [--full] [--fuzz]`: the
+    stack's `probes` command (`hd probes` runs it with the stack's env contract and
+    passes its flags on). Exit 1 on a failure, 2 on bad flags."""
+    args = parse_args(argv)
     root = Path(args.project_root).resolve()
+    if (args.full or args.fuzz) and not probe_modes.have_hypothesis():
+        print(f"probes: {probe_modes.NO_HYPOTHESIS}", file=sys.stderr)
+        return 2
     env = dict(os.environ)
     status = daemon_status(env)
     if status is None:
         where = env.get("HIPPODROME_DASHBOARD_URL") or "(HIPPODROME_DASHBOARD_URL is not set)"
         print(f"probes: the daemon at {where} does not answer: is the stack up "
-              "(`invoke status`)?", file=sys.stderr)
+              "(`hd status`)?", file=sys.stderr)
         return 1
-    report = run_probes(root, status, view_from_env(env, status))
+    view = view_from_env(env, status)
+    report = run_probes(root, status, view)
     for line in report.lines:
         print(_paint(line), flush=True)
-    return 0 if report.ok else 1
+    ok = report.ok
+    results: dict[str, Any] = {"ok": ok, "services": report.services}
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+
+    def say(line: str) -> None:
+        print(_paint(line), flush=True)
+
+    if args.full:
+        passed, results["full"] = probe_modes.full(
+            root, view, examples=args.examples, deadline_s=args.deadline_s, seed=seed, say=say)
+        ok = ok and passed
+    if args.fuzz:
+        passed, results["fuzz"] = probe_modes.fuzz(
+            root, view, examples=args.examples, steps=args.steps, deadline_s=args.deadline_s,
+            seed=seed, breaker=args.breaker, say=say)
+        ok = ok and passed
+    if args.json:
+        results["ok"] = ok
+        atomic_write_json(Path(args.json), results)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`invoke seed`, `invoke probes`, `invoke e2e PATH [-- pytest args]`: data and checks
+"""`hd seed`, `hd probes`, `hd e2e PATH [-- pytest args]`: data and checks
 against a running stack.
 
 Seeding and probing are the platform's programs: the stack file names them
@@ -50,15 +50,44 @@ def seed(c: Context, seed: str | None = None, project_root: str = "") -> None:
         raise Exit(code=code)
 
 
-@task(help={"project-root": ROOT_HELP})
+PROBES_HELP = {
+    "full": "also property-based search tests (hypothesis) against the stack",
+    "fuzz": "also a state machine driving the APIs in random order (hypothesis)",
+    "examples": "examples per property / fuzz runs (default 25)",
+    "steps": "steps per fuzz run (default 20)",
+    "deadline-s": "time budget of each mode in seconds (default 120)",
+    "seed": "hypothesis seed, to replay a failing run (printed by every run)",
+    "breaker": "infrastructure errors in a row that open a service's breaker (default 3)",
+    "json": "also write the results as JSON to this file",
+    "project-root": ROOT_HELP,
+}
+
+
+@task(help=PROBES_HELP)
 @handles_errors
-def probes(c: Context, project_root: str = "") -> None:
-    """Health of every service, then create/add/search/remove through the stack."""
+def probes(c: Context, full: bool = False, fuzz: bool = False, examples: str | None = None,
+           steps: str | None = None, deadline_s: str | None = None, seed: str | None = None,
+           breaker: str | None = None, json: str | None = None, project_root: str = "") -> None:
+    """Health of every service and a data path; --full: search properties; --fuzz: a state
+    machine. The flags, and words after `--`, are passed on to the stack's probes command."""
     from hippo_tasks.tasks import stack_commands
 
-    code = stack_commands.run(resolve_root(project_root), "probes", "probes")
+    extra = probes_args(full=full, fuzz=fuzz, examples=examples, steps=steps,
+                        deadline_s=deadline_s, seed=seed, breaker=breaker, json=json)
+    code = stack_commands.run(resolve_root(project_root), "probes", "probes",
+                              extra=[*extra, *pytest_args(c)])
     if code:
         raise Exit(code=code)
+
+
+def probes_args(*, full: bool, fuzz: bool, **values: str | None) -> list[str]:
+    """The probes task's flags as the command's words, spelled the same way (the command
+    checks the values: it is the one that knows what they mean)."""
+    words = (["--full"] if full else []) + (["--fuzz"] if fuzz else [])
+    for name, value in values.items():
+        if value is not None:
+            words += ["--" + name.replace("_", "-"), str(value)]
+    return words
 
 
 @task(help={"path": "the test file or folder to run (any pytest selector)",
@@ -79,7 +108,7 @@ def e2e(c: Context, path: str, project_root: str = "") -> None:
     env_file = root / ENV_FILE
     if not env_file.is_file():
         raise UsageError(f"no {env_file}: it is written by seeding; start the stack without "
-                         "--no-seed (`invoke up`) or run `invoke seed`")
+                         "--no-seed (`hd up`) or run `hd seed`")
     try:
         values = read_env_file(env_file)
     except ValueError as exc:

@@ -1,6 +1,6 @@
 """Running a stack's `[commands.NAME]` against the stack that is up.
 
-`invoke seed` and `invoke probes` are the platform's programs, not the orchestrator's:
+`hd seed` and `hd probes` are the platform's programs, not the orchestrator's:
 the stack file names them, and this module runs them the way the daemon runs a job,
 with the stack's env contract rendered for the running stack (its profile, cell and
 table prefix from `/api/status`, its port offset read off the dashboard URL), so they
@@ -11,7 +11,7 @@ the terminal, and its exit code becomes the task's.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,7 +39,7 @@ def running_options(root: Path, status: Mapping[str, Any], seed: int | None,
                        python=python_for_services(), env=dict(env))
     except KeyError as exc:
         raise UsageError(f"the daemon's /api/status has no {exc}: is it an older Hippodrome? "
-                         "restart the stack (`invoke down`, then `invoke up`)") from None
+                         "restart the stack (`hd down`, then `hd up`)") from None
     return spec, opts
 
 
@@ -55,11 +55,13 @@ def prepare(root: Path, name: str, task: str, seed: int | None = None) -> Planne
     return PlannedCommand(planned.name, planned.argv, planned.cwd, {**environ, **env})
 
 
-def run(root: Path, name: str, task: str, seed: int | None = None) -> int:
-    """Run the command to completion in the foreground; its exit code."""
+def run(root: Path, name: str, task: str, seed: int | None = None,
+        extra: Sequence[str] = ()) -> int:
+    """Run the command to completion in the foreground; its exit code. `extra` words are
+    appended to the command's argv as they are (a task's flags, e.g. `probes --full`)."""
     cmd = prepare(root, name, task, seed)
     try:
-        return subprocess.call(list(cmd.argv), cwd=cmd.cwd, env=dict(cmd.env))
+        return subprocess.call([*cmd.argv, *extra], cwd=cmd.cwd, env=dict(cmd.env))
     except OSError as exc:
         raise UsageError(f"{task}: cannot run the stack's [commands.{name}] "
                          f"({cmd.argv[0]}): {exc.strerror or exc}") from None
