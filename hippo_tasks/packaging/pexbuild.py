@@ -52,8 +52,8 @@ PIP_VERSION = "25.2"
 INTERPRETER_CONSTRAINT = "CPython==3.11.*"
 ENTRY_POINT = "hippo_tasks.tasks.program:main"
 # The extras needed at run time: moto and boto3; psycopg for ecom_ingest's store; the MCP
-# SDK for `hd mcp` and the daemon's /mcp.
-LOCK_EXTRAS = ("aws", "postgres", "mcp")
+# SDK for `hd mcp` and the daemon's /mcp; hypothesis for `hd probes --full/--fuzz`.
+LOCK_EXTRAS = ("aws", "postgres", "mcp", "probes")
 COMMON_PEX_ARGS = (
     "--venv",
     "--sh-boot",
