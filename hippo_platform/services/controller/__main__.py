@@ -12,10 +12,12 @@ import os
 import sys
 
 from hippo_platform.services.common import App, env_flag
+from hippo_platform.services.common.aws_lite import AwsConfigError
 from hippo_platform.services.common.client import JsonClient
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.runner import EXIT_CANNOT_LISTEN, main
 from hippo_platform.services.controller.api import NAME, build_app
+from hippo_platform.services.controller.forks import Forks
 
 DEFAULT_PORT = 9002
 DEFAULT_CELL_URL = "http://127.0.0.1:9001"
@@ -30,12 +32,18 @@ def make_app(_args: argparse.Namespace) -> App:
     except ValueError as exc:
         log_error(f"controller: CONTROL_PLANE_URL_OVERRIDE: {exc}")
         raise SystemExit(EXIT_CANNOT_LISTEN) from None
+    try:
+        forks = Forks(cell)
+    except (ValueError, AwsConfigError) as exc:
+        log_error(f"controller: fork workflow: {exc}")
+        raise SystemExit(EXIT_CANNOT_LISTEN) from None
     secret = "set" if os.environ.get("SECRET_KEY") else "not set"
     log_line(
         f"controller: cell '{cell_name}' at {cell_url}; DEBUG {'on' if debug else 'off'}; "
         f"SECRET_KEY {secret}"
     )
-    return build_app(cell, cell_name, debug=debug)
+    log_line(f"controller: index forks run {forks.mode}")
+    return build_app(cell, cell_name, debug=debug, forks=forks)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any
 
 from hippo_platform.services.common import App, Request, Response, Unauthorized, created, shapes
 from hippo_platform.services.common.client import JsonClient, segment
+from hippo_platform.services.controller.forks import Forks
 
 NAME = "controller"
 
@@ -21,8 +22,12 @@ def _key_headers(req: Request) -> dict[str, str]:
     return {"x-api-key": key}
 
 
-def build_app(cell: JsonClient, cell_name: str, *, debug: bool = False) -> App:
-    app = App(NAME, debug=debug, health=lambda: {"cell": cell_name, "cellUrl": cell.base_url})
+def build_app(
+    cell: JsonClient, cell_name: str, *, debug: bool = False, forks: Forks | None = None
+) -> App:
+    forks = forks if forks is not None else Forks(cell, {})
+    health = {"cell": cell_name, "cellUrl": cell.base_url, "forkWorkflow": forks.mode}
+    app = App(NAME, debug=debug, health=lambda: health)
     r = app.router
 
     def index_view(summary: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +97,16 @@ def build_app(cell: JsonClient, cell_name: str, *, debug: bool = False) -> App:
         summary = cell.call("GET", path, headers=headers)
         stats = cell.call("GET", path + "/stats", headers=headers)
         return {**index_view(summary, stats), "settings": summary.get("settings", {})}
+
+    @r.post("/api/v2/indexes/{name}/fork")
+    def fork_index(req: Request) -> Response:
+        target = shapes.require_str(req.json_object(), "target", max_len=128)
+        view = forks.start(_key_headers(req), req.params["name"], target)
+        return Response(201 if view["status"] == "SUCCEEDED" else 202, view)
+
+    @r.get("/api/v2/forks/{fork_id}")
+    def get_fork(req: Request) -> dict[str, Any]:
+        return forks.get(_key_headers(req), req.params["fork_id"])
 
     @r.delete("/api/v2/indexes/{name}")
     def delete_index(req: Request) -> dict[str, Any]:

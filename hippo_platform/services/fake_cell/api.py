@@ -7,6 +7,7 @@ cell and, like every bundled service, listen on loopback only. Everything under
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -71,6 +72,10 @@ def build_app(cell: Cell, *, debug: bool = False, lock_timeout: float = 2.0) -> 
     def get_account_indexes(req: Request) -> dict[str, Any]:
         return {"results": cell.account_indexes(req.params["account_id"])}
 
+    @r.post("/accounts/{account_id}/indexes/{name}/fork")
+    def fork_for_account(req: Request) -> Response:
+        return _fork(cell, req.params["account_id"], req)
+
     @r.get("/account")
     def whoami(req: Request) -> dict[str, Any]:
         return cell.whoami(_key(req))
@@ -92,6 +97,10 @@ def build_app(cell: Cell, *, debug: bool = False, lock_timeout: float = 2.0) -> 
     @r.get("/indexes/{name}/settings")
     def get_settings(req: Request) -> Any:
         return cell.describe_index(_key(req), req.params["name"])["settings"]
+
+    @r.post("/indexes/{name}/fork")
+    def fork(req: Request) -> Response:
+        return _fork(cell, cell.account_of(_key(req)), req)
 
     @r.delete("/indexes/{name}")
     def delete_index(req: Request) -> dict[str, Any]:
@@ -148,6 +157,15 @@ def build_app(cell: Cell, *, debug: bool = False, lock_timeout: float = 2.0) -> 
         }
 
     return app
+
+
+def _fork(cell: Cell, account_id: str, req: Request) -> Response:
+    """201 for a new fork, 200 when this forkId already made it (a retried step)."""
+    body = req.json_object()
+    target = shapes.require_str(body, "target", max_len=128)
+    fork_id = shapes.optional_str(body, "forkId") or "fork-" + secrets.token_hex(8)
+    result, made = cell.fork_index(account_id, req.params["name"], target, fork_id)
+    return Response(201 if made else 200, result)
 
 
 def _health(cell: Cell, lock_timeout: float) -> dict[str, Any]:

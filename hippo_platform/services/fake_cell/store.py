@@ -55,6 +55,7 @@ class Index:
     created_at: str
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     search: SearchIndex = field(default_factory=SearchIndex)
+    origin: dict[str, Any] | None = None  # {"source": name, "forkId": id} for a fork
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -143,7 +144,8 @@ class Cell:
     def describe_index(self, api_key: str | None, name: str) -> dict[str, Any]:
         with self.lock:
             index = self._index(self._authenticate(api_key).account_id, name)
-            return {**index.summary(), "settings": index.settings}
+            extra = {"forkedFrom": index.origin} if index.origin else {}
+            return {**index.summary(), "settings": index.settings, **extra}
 
     def index_stats(self, api_key: str | None, name: str) -> dict[str, Any]:
         with self.lock:
@@ -173,6 +175,32 @@ class Cell:
             }
             self._commit(op)
             return self.indexes[(account.account_id, name)]
+
+    def fork_index(
+        self, account_id: str, source: str, target: str, fork_id: str
+    ) -> tuple[dict[str, Any], bool]:
+        """Copy settings and documents to a new index in one journal op, so a fork is
+        whole or absent, never half-copied. Idempotent per `fork_id`: a worker that
+        copied and died before reporting gets the same answer when it retries."""
+        if not INDEX_NAME.match(target):
+            raise BadRequest(f"bad target index name {target!r}: 1-128 letters, digits, "
+                             "'_', '-', '.', starting with a letter or digit")
+        with self.lock:
+            self._account(account_id)
+            existing = self.indexes.get((account_id, target))
+            origin = {"source": source, "forkId": fork_id}
+            if existing is not None and existing.origin == origin:
+                return {**origin, "target": target, "numberOfDocuments": len(existing.docs)}, False
+            src = self._index(account_id, source)
+            if existing is not None:
+                raise Conflict(f"index '{target}' already exists; pick another fork target")
+            self._commit({"op": "index.fork", "accountId": account_id, "name": target,
+                          "source": source, "forkId": fork_id, "createdAt": _now()})
+            return {**origin, "target": target, "numberOfDocuments": len(src.docs)}, True
+
+    def account_of(self, api_key: str | None) -> str:
+        with self.lock:
+            return self._authenticate(api_key).account_id
 
     def delete_index(self, api_key: str | None, name: str) -> None:
         with self.lock:
@@ -260,6 +288,14 @@ class Cell:
         key = (op["accountId"], op["name"])
         if kind == "index.create":
             self.indexes[key] = Index(key[0], key[1], op["settings"], op["createdAt"])
+        elif kind == "index.fork" and (key[0], op["source"]) in self.indexes:
+            src = self.indexes[(key[0], op["source"])]
+            fork = Index(key[0], key[1], dict(src.settings), op["createdAt"],
+                         origin={"source": op["source"], "forkId": op["forkId"]})
+            self.indexes[key] = fork
+            for doc in src.docs.values():
+                fork.docs[doc["_id"]] = doc
+                fork.search.add(doc["_id"], doc)
         elif kind == "index.delete":
             self.indexes.pop(key, None)
         elif kind == "docs.put" and key in self.indexes:
@@ -283,6 +319,7 @@ class Cell:
                     "name": ix.name,
                     "settings": ix.settings,
                     "createdAt": ix.created_at,
+                    "origin": ix.origin,
                     "documents": list(ix.docs.values()),
                 }
                 for ix in self.indexes.values()
@@ -296,6 +333,7 @@ class Cell:
         for ix in snapshot.get("indexes", []):
             base = {"accountId": ix["accountId"], "name": ix["name"]}
             self.apply({"op": "index.create", **base, **ix})
+            self.indexes[(ix["accountId"], ix["name"])].origin = ix.get("origin")
             self.apply({"op": "docs.put", **base, "documents": ix["documents"]})
         for op in ops:
             self.apply(op)

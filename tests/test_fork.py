@@ -1,0 +1,205 @@
+"""Index forks with real processes: fake_cell, controller, moto running the fork state
+machine, and fork_action_worker answering its task. A fork holds exactly its source's
+settings and documents; bad input is a 4xx JSON; a worker killed after copying but
+before answering leaves a task that the next worker finishes, never a half copy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from moto_server import running_moto
+from service_process import ServiceProcess, ServiceStarter
+
+DOCS = [{"_id": f"d{i}", "title": f"item {i} blue", "n": i} for i in range(25)]
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from running_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[ServiceStarter]:
+    with ServiceStarter(tmp_path) as starter:
+        yield starter
+
+
+def aws_env(moto_url: str, cell: ServiceProcess, prefix: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "HIPPODROME_TABLE_PREFIX": prefix, "HIPPODROME_PROFILE": "ecom",
+            "CONTROL_PLANE_URL_OVERRIDE": cell.base_url}
+
+
+def tenant(controller: str) -> dict[str, str]:
+    made = requests.post(f"{controller}/api/v2/accounts", json={"name": "t"}, timeout=10)
+    assert made.status_code == 201, made.text
+    key = {"x-api-key": made.json()["apiKey"]}
+    index = requests.post(f"{controller}/api/v2/indexes", headers=key, timeout=10,
+                          json={"indexName": "src", "settings": {"model": "lexical", "k": 3}})
+    assert index.status_code == 201, index.text
+    return key
+
+
+def add_docs(cell: str, key: dict[str, str], index: str = "src") -> None:
+    added = requests.post(f"{cell}/indexes/{index}/documents", headers=key,
+                          json={"documents": DOCS}, timeout=10)
+    assert added.status_code == 200, added.text
+
+
+def all_docs(cell: str, key: dict[str, str], index: str) -> list[dict[str, Any]]:
+    found = requests.post(f"{cell}/indexes/{index}/search", headers=key,
+                          json={"q": "", "limit": 1000}, timeout=10)
+    assert found.status_code == 200, found.text
+    return sorted(({k: v for k, v in h.items() if k != "_score"} for h in found.json()["hits"]),
+                  key=lambda d: str(d["_id"]))
+
+
+def wait_fork(controller: str, key: dict[str, str], fork_id: str,
+              timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = requests.get(f"{controller}/api/v2/forks/{fork_id}", headers=key, timeout=10)
+        assert got.status_code == 200, got.text
+        if got.json()["status"] != "RUNNING" or time.monotonic() > deadline:
+            return dict(got.json())
+        time.sleep(0.1)
+
+
+def test_direct_fork_in_core_copies_settings_and_documents(start: ServiceStarter) -> None:
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    ctl = start.start("controller", env={"CONTROL_PLANE_URL_OVERRIDE": cell.base_url,
+                                         "HIPPODROME_PROFILE": "core"})
+    key = tenant(ctl.base_url)
+    add_docs(cell.base_url, key)
+    made = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
+                         json={"target": "copy"}, timeout=10)
+    assert made.status_code == 201, made.text
+    assert made.json()["status"] == "SUCCEEDED" and made.json()["numberOfDocuments"] == 25
+    assert all_docs(cell.base_url, key, "copy") == all_docs(cell.base_url, key, "src")
+    copy = requests.get(f"{ctl.base_url}/api/v2/indexes/copy", headers=key, timeout=10).json()
+    assert copy["settings"] == {"model": "lexical", "k": 3} and copy["numberOfDocuments"] == 25
+    again = wait_fork(ctl.base_url, key, made.json()["forkId"])
+    assert again["status"] == "SUCCEEDED" and "accountId" not in again
+
+
+def test_bad_fork_requests_are_4xx_json(start: ServiceStarter) -> None:
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    ctl = start.start("controller", env={"CONTROL_PLANE_URL_OVERRIDE": cell.base_url})
+    key = tenant(ctl.base_url)
+    url = f"{ctl.base_url}/api/v2/indexes"
+    cases: list[tuple[str, dict[str, str], Any, int]] = [
+        ("/src/fork", key, {"target": ""}, 400),
+        ("/src/fork", key, {"target": 5}, 400),
+        ("/src/fork", key, ["copy"], 400),
+        ("/src/fork", key, {"target": "bad name!"}, 400),
+        ("/src/fork", {}, {"target": "x"}, 401),
+        ("/src/fork", {"x-api-key": "nope"}, {"target": "x"}, 401),
+        ("/nosuch/fork", key, {"target": "x"}, 404),
+        ("/src/fork", key, {"target": "src"}, 409),
+    ]
+    for path, headers, body, status in cases:
+        got = requests.post(url + path, headers=headers, json=body, timeout=10)
+        assert got.status_code == status, (path, body, got.text)
+        assert isinstance(got.json()["error"], str)
+    for fork_id in ("nosuch", "fork-0000000000000000", "..%2F..", "fork-" + "a" * 300):
+        got = requests.get(f"{ctl.base_url}/api/v2/forks/{fork_id}", headers=key, timeout=10)
+        assert got.status_code == 404 and "not found" in got.json()["error"], got.text
+    # the cell's own route, as the probe suite calls it
+    direct = requests.post(f"{cell.base_url}/indexes/src/fork", headers=key, timeout=10,
+                           json={"target": "c2", "forkId": "f1"})
+    assert direct.status_code == 201, direct.text
+    same = requests.post(f"{cell.base_url}/indexes/src/fork", headers=key, timeout=10,
+                         json={"target": "c2", "forkId": "f1"})
+    assert same.status_code == 200 and same.json()["target"] == "c2"
+    other = requests.post(f"{cell.base_url}/indexes/src/fork", headers=key, timeout=10,
+                          json={"target": "c2", "forkId": "f2"})
+    assert other.status_code == 409, other.text
+
+
+def test_fork_through_step_functions_and_the_worker(start: ServiceStarter, moto_url: str) -> None:
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    env = aws_env(moto_url, cell, "sfn1-")
+    worker = start.start("fork_action_worker", env=env)
+    ctl = start.start("controller", env=env)
+    health = requests.get(f"{ctl.base_url}/healthz", timeout=10).json()
+    assert health["forkWorkflow"] == "stepfunctions"
+    key = tenant(ctl.base_url)
+    add_docs(cell.base_url, key)
+    made = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
+                         json={"target": "copy"}, timeout=10)
+    assert made.status_code == 202 and made.json()["workflow"] == "stepfunctions", made.text
+    done = wait_fork(ctl.base_url, key, made.json()["forkId"])
+    assert done["status"] == "SUCCEEDED" and done["numberOfDocuments"] == 25, done
+    assert all_docs(cell.base_url, key, "copy") == all_docs(cell.base_url, key, "src")
+    # a target that appears while the fork waits in the queue: the execution FAILS, named
+    worker.terminate()
+    late = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
+                         json={"target": "late"}, timeout=10)
+    assert late.status_code == 202, late.text
+    requests.post(f"{cell.base_url}/indexes/late", headers=key, json={}, timeout=10)
+    start.start("fork_action_worker", env=env)
+    failed = wait_fork(ctl.base_url, key, late.json()["forkId"])
+    assert failed["status"] == "FAILED" and "already exists" in failed["cause"], repr(failed)
+    other = requests.post(f"{ctl.base_url}/api/v2/accounts", json={"name": "o"}, timeout=10)
+    stranger = {"x-api-key": other.json()["apiKey"]}
+    hidden = requests.get(f"{ctl.base_url}/api/v2/forks/{made.json()['forkId']}",
+                          headers=stranger, timeout=10)
+    assert hidden.status_code == 404, hidden.text
+
+
+def test_worker_killed_after_copying_is_finished_by_the_next(
+    start: ServiceStarter, moto_url: str
+) -> None:
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    env = aws_env(moto_url, cell, "sfn2-")
+    crashing = start.start("fork_action_worker", args=["--visibility-timeout", "2"],
+                           env={**env, "HIPPODROME_FORK_WORKER_CRASH_AFTER_COPY": "1"})
+    ctl = start.start("controller", env=env)
+    key = tenant(ctl.base_url)
+    add_docs(cell.base_url, key)
+    made = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
+                         json={"target": "copy"}, timeout=10)
+    assert made.status_code == 202, made.text
+    assert crashing.wait_exit(30) == 9  # copied, never answered
+    running = wait_fork(ctl.base_url, key, made.json()["forkId"], timeout=0)
+    assert running["status"] == "RUNNING"
+    start.start("fork_action_worker", args=["--visibility-timeout", "2"], env=env)
+    done = wait_fork(ctl.base_url, key, made.json()["forkId"])
+    assert done["status"] == "SUCCEEDED" and done["numberOfDocuments"] == 25, done
+    assert all_docs(cell.base_url, key, "copy") == all_docs(cell.base_url, key, "src")
+
+
+def test_fork_without_a_worker_is_a_clear_503(start: ServiceStarter, moto_url: str) -> None:
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    ctl = start.start("controller", env=aws_env(moto_url, cell, "noworker-"))
+    key = tenant(ctl.base_url)
+    got = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
+                        json={"target": "copy"}, timeout=10)
+    assert got.status_code == 503 and "fork_action_worker" in got.json()["error"], got.text
+
+
+def test_a_fork_survives_a_cell_restart(start: ServiceStarter) -> None:
+    state = str(start.folder / "cell")
+    cell = start.start("fake_cell", args=["--state-dir", state])
+    made = requests.post(f"{cell.base_url}/accounts", json={"name": "a"}, timeout=10).json()
+    key = {"x-api-key": made["apiKey"]}
+    requests.post(f"{cell.base_url}/indexes/src", headers=key, json={"m": 1}, timeout=10)
+    add_docs(cell.base_url, key)
+    forked = requests.post(f"{cell.base_url}/indexes/src/fork", headers=key, timeout=10,
+                           json={"target": "copy", "forkId": "keep"})
+    assert forked.status_code == 201
+    cell.kill()  # journal replay, then a SIGTERM snapshot
+    for stop in ("kill", "term"):
+        again = start.start("fake_cell", args=["--state-dir", state])
+        assert all_docs(again.base_url, key, "copy") == all_docs(again.base_url, key, "src")
+        info = requests.get(f"{again.base_url}/indexes/copy", headers=key, timeout=10).json()
+        assert info["forkedFrom"] == {"source": "src", "forkId": "keep"}
+        assert info["settings"] == {"m": 1}
+        if stop == "kill":
+            again.terminate()
