@@ -105,7 +105,7 @@ def unreachable(endpoint_url: str, reason: str = "") -> AwsError:
     base = _base_url(endpoint_url)
     why = f" ({reason})" if reason else ""
     return AwsError("unreachable", f"Could not reach the AWS endpoint {base}{why}: the local "
-                    "stack's moto server may not be running: start it with `invoke up "
+                    "stack's moto server may not be running: start it with `hd up "
                     "--profile ecom`, or pass the right --endpoint-url.")
 
 

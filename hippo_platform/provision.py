@@ -1,7 +1,7 @@
 """Create the ecom profile's AWS resources on the local moto server, idempotently.
 
 The stack runs this as a `kind = "job"` after moto is healthy (DESIGN section 5), and
-`invoke up` may run it again on every start, so each step first looks for what exists
+`hd up` may run it again on every start, so each step first looks for what exists
 and only creates what is missing: running it twice is harmless. Failures name the
 resource that could not be made, since "provisioning failed" alone sends people
 grepping moto's log.

@@ -63,7 +63,7 @@ class PortBusyError(HippoError):
             text += " (holder unknown: it may belong to another user)"
         if self.ours:
             text += (
-                ". It is a leftover of this project's stack: run `invoke down --force`"
+                ". It is a leftover of this project's stack: run `hd down --force`"
                 " to clean it up"
             )
         else:
@@ -90,7 +90,7 @@ class DaemonNotRunningError(HippoError):
         text = f"No Hippodrome daemon is running for {self.project_root}"
         if self.detail:
             text += f" ({self.detail})"
-        return text + ". Start the stack with `invoke up`."
+        return text + ". Start the stack with `hd up`."
 
 
 @dataclass
@@ -102,7 +102,7 @@ class DaemonUnreachableError(HippoError):
     def message(self) -> str:
         return (
             f"The Hippodrome daemon (pid {self.pid}) does not answer at {self.url}: "
-            f"{self.reason}. If it is hung, run `invoke down --force` to clean up from the "
+            f"{self.reason}. If it is hung, run `hd down --force` to clean up from the "
             "process registry."
         )
 
@@ -116,8 +116,8 @@ class DaemonAlreadyRunningError(HippoError):
     def message(self) -> str:
         return (
             f"A Hippodrome daemon (pid {self.pid}) is already running for "
-            f"{self.project_root} at {self.url}. Use `invoke status`, `invoke restart`, or "
-            "`invoke down` first."
+            f"{self.project_root} at {self.url}. Use `hd status`, `hd restart`, or "
+            "`hd down` first."
         )
 
 
@@ -193,7 +193,7 @@ class RecordingError(UsageError):
 @dataclass
 class ShutdownInProgressError(HippoError):
     def message(self) -> str:
-        return "the daemon is shutting down; run `invoke up` again once it has stopped"
+        return "the daemon is shutting down; run `hd up` again once it has stopped"
 
 
 @dataclass
@@ -218,7 +218,7 @@ class LifecycleBusyError(HippoError):
         return (
             f"another command ({self.holder}) has been starting or stopping the stack of "
             f"{self.project_root} for over {self.waited:g}s. Wait for it to finish, or "
-            "stop it (Ctrl+C in its terminal); `invoke down --force` cleans up afterwards."
+            "stop it (Ctrl+C in its terminal); `hd down --force` cleans up afterwards."
         )
 
 

@@ -107,7 +107,7 @@ def test_e2e_help_is_usage_not_a_path(tmp_path: Path) -> None:
 def test_e2e_without_an_env_file_says_how_to_get_one(tmp_path: Path) -> None:
     done = run_task(tmp_path, "e2e", str(tmp_path))
     assert done.returncode == 2
-    assert ".env.e2e" in done.stderr and "invoke seed" in done.stderr
+    assert ".env.e2e" in done.stderr and "hd seed" in done.stderr
 
 
 def test_seed_task_reuses_the_jobs_account_and_takes_a_seed(stack: Path) -> None:
@@ -126,7 +126,7 @@ def test_seed_task_reuses_the_jobs_account_and_takes_a_seed(stack: Path) -> None
 def test_tasks_without_a_daemon_exit_5(tmp_path: Path) -> None:
     for task in ("seed", "probes"):
         done = run_task(tmp_path, task)
-        assert done.returncode == 5 and "invoke up" in done.stderr
+        assert done.returncode == 5 and "hd up" in done.stderr
 
 
 class _Ctx:

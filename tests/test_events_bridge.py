@@ -328,7 +328,7 @@ def test_a_missing_bus_is_a_warning_and_no_bus_an_error(
         start(registry, moto_endpoint, other, [])
     text = caught.value.message()
     assert f"neither {other}EcomEventBus nor {other}MerchandisingEventBus exists" in text
-    assert f"invoke events.validate --table-prefix {other}" in text
+    assert f"hd events.validate --table-prefix {other}" in text
     assert len(fake_tools.started()) == 1  # only the first session's tunnel
     assert rec.recorded(registry) == []
 
@@ -371,7 +371,10 @@ def test_a_tunnel_without_url_undoes_the_start(
     said: list[str] = []
     with pytest.raises(TunnelError, match="printed no public URL within 0.3s"):
         start(registry, moto_endpoint, prefix, said, tunnel_timeout=0.3)
-    (pid,) = fake_tools.started()
+    # The pid from what was said: on a loaded machine the fake may be ended within its
+    # 0.3 s before it got to record itself.
+    pid = int(said[-1].split("(pid ", 1)[1].split(")")[0])
+    assert set(fake_tools.started()) <= {pid}
     assert gone_within(pid, None)
     assert rec.recorded(registry) == []
     session_id = said[-2].rsplit("tunnel-", 1)[1].split(".log")[0]
@@ -512,7 +515,7 @@ def test_a_failed_delete_stays_recorded_for_the_next_run(
     failures = [line for line in lines if "could not delete" in line]
     assert len(failures) == 2  # the first failure, then the rest not tried after it
     assert "No AWS credentials found" in failures[0]
-    assert "the next `invoke up` or `invoke down` tries again" in failures[0]
+    assert "the next `hd up` or `hd down` tries again" in failures[0]
     assert "safe to delete by hand" in failures[0]
     kinds = {e["kind"] for e in rec.recorded(registry)}
     assert kinds == {"rule-target", "rule", "api-destination", "connection"}  # tunnel ended

@@ -67,7 +67,7 @@ def test_empty_account_is_six_missing_each_with_a_fix(moto_endpoint: str) -> Non
         assert f" {name} does not exist" in line
         following = lines[lines.index(line) + 1]
         assert following.strip() == (
-            "fix: `invoke up --profile ecom --table-prefix val-empty-` provisions it on moto"
+            "fix: `hd up --profile ecom --table-prefix val-empty-` provisions it on moto"
         )
     assert lines[-1] == "6 of 6 checks need attention."
 
@@ -110,7 +110,7 @@ def test_stream_turned_off_is_a_warning(moto_endpoint: str) -> None:
     assert warn in lines
     assert "stream: disabled, view type none" in "\n".join(lines)
     fix = next(line for line in lines[lines.index(warn) :] if "fix:" in line)
-    assert "moto cannot re-enable a stream" in fix and "invoke up --profile ecom" in fix
+    assert "moto cannot re-enable a stream" in fix and "hd up --profile ecom" in fix
     assert lines[-1] == "1 of 6 checks need attention."
 
 

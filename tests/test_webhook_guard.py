@@ -134,7 +134,7 @@ def test_what_a_browser_could_send_is_refused_and_never_arrives(
         assert code == status and body["error"].startswith(start), body
         assert list(body) == ["error"]
         # The refusal says what to do instead.
-        assert "invoke events.send" in body["error"] or \
+        assert "hd events.send" in body["error"] or \
             "-H 'Content-Type: application/json'" in body["error"]
         # The refused body was read and dropped: the same connection carries on.
         assert request(stack.dash, event("Test.after"), JSON, conn=conn)[0] == 200

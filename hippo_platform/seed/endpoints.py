@@ -1,7 +1,7 @@
 """Where the stack's services are, from the env contract and the running daemon.
 
 The seed job and the probes get the stack's `[env]` contract from the orchestrator
-that runs them (as a job of the stack, or as `invoke seed` / `invoke probes`, which
+that runs them (as a job of the stack, or as `hd seed` / `hd probes`, which
 render the same contract for the running stack's profile, cell, table prefix and port
 offset), so the URLs they use are exactly the ones the services were given. The
 daemon's `/api/status` rows, fetched over HTTP from HIPPODROME_DASHBOARD_URL, add what

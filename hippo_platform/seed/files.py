@@ -3,7 +3,7 @@
 Both are replaced atomically (temp file, fsync, rename), so a suite starting while a
 seed runs reads the old file or the new one, never half. `.env.e2e` is written so
 both `source .env.e2e` in a shell (each line is `export NAME='value'`) and dotenv
-parsers read it; the parser `invoke e2e` uses is hippo_contract.e2e_env's.
+parsers read it; the parser `hd e2e` uses is hippo_contract.e2e_env's.
 """
 
 from __future__ import annotations

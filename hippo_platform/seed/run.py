@@ -50,7 +50,7 @@ def _request(client: JsonClient, method: str, path: str, **kw: Any) -> PeerRespo
         return client.request(method, path, **kw)
     except HttpError:
         raise SeedError(f"{client.peer} is not reachable at {client.base_url}: is the stack up "
-                        "(`invoke status`)?") from None
+                        "(`hd status`)?") from None
 
 
 def _call(client: JsonClient, method: str, path: str, **kw: Any) -> Any:
@@ -101,7 +101,7 @@ def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict
     write_seed_file(root, record)
     write_env_file(root, _env_values(seed, view, account), header=(
         "Written by hippodrome's seed (python -m hippo_platform.seed / invoke seed); do not edit.\n"
-        "Load it with `source .env.e2e`, or run a suite with `invoke e2e PATH`."))
+        "Load it with `source .env.e2e`, or run a suite with `hd e2e PATH`."))
     docs_total = sum(len(ix["documentIds"]) for ix in indexes)
     say(f"seed {seed}: account {account['accountId']} ({'reused' if account['reused'] else 'new'})"
         f", {len(indexes)} indexes, {docs_total} documents"
@@ -139,7 +139,7 @@ def _admin(seed: int, view: StackView, api_key: str, say: Say) -> dict[str, Any]
             return {**skip, "reason": f"admin_server is not part of this stack (profile {profile})"}
         if row.get("state") != "running":
             raise SeedError(f"admin_server is {row.get('state')}, so settings and rules cannot be "
-                            "seeded: `invoke start --service admin_server`, then `invoke seed`")
+                            "seeded: `hd start --service admin_server`, then `hd seed`")
     elif profile not in ADMIN_PROFILES:
         return {**skip, "reason": f"profile {profile} has no admin_server"}
     if not url:

@@ -1,6 +1,6 @@
 """How tasks talk to a running daemon: find it in the registry, call its HTTP API.
 
-Standard-library HTTP only: a task like `invoke status` should start fast.
+Standard-library HTTP only: a task like `hd status` should start fast.
 """
 
 from __future__ import annotations

@@ -278,7 +278,7 @@ class Engine:
         try:
             release_own(self.registry, lambda line: self.note(f"hippodrome | {line}"))
         except Exception as exc:  # noqa: BLE001 - shutdown must finish; next up/down retries
-            self.note(f"hippodrome | events cleanup failed ({exc}); `invoke down` retries it")
+            self.note(f"hippodrome | events cleanup failed ({exc}); `hd down` retries it")
 
     def _clear_registry(self) -> None:
         failure = self.failure

@@ -92,7 +92,7 @@ def webhook_refusal(headers: Message) -> Refusal | None:
     sends none, without a preflight.
     """
     how = ("post from this machine to http://127.0.0.1:PORT/webhook/eventbridge with "
-           "curl or `invoke events.send`, or set HIPPODROME_WEBHOOK_TOKEN and send it in "
+           "curl or `hd events.send`, or set HIPPODROME_WEBHOOK_TOKEN and send it in "
            "x-hippodrome-webhook-token")
     why = _foreign_host(headers.get("Host") or "", "without a webhook token the webhook "
                         "answers only requests to 127.0.0.1, localhost or [::1]: " + how)

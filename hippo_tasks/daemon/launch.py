@@ -1,6 +1,6 @@
 """Before the daemon exists: pre-flight checks, and starting the detached daemon.
 
-Kept free of asyncio, the HTTP server and the engine, so `invoke up --detach` and the
+Kept free of asyncio, the HTTP server and the engine, so `hd up --detach` and the
 other tasks start fast, and the detached daemon is a fresh interpreter that loads only
 what a daemon needs (no Invoke, no CLI modules: every megabyte of the daemon's resident
 memory is there for as long as the stack runs).

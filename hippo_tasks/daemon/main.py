@@ -1,4 +1,4 @@
-"""Running the engine: in the foreground (inside `invoke up`) or as the detached daemon
+"""Running the engine: in the foreground (inside `hd up`) or as the detached daemon
 (`python -m hippo_tasks.daemon --options JSON`, started by `launch.spawn_daemon`).
 """
 

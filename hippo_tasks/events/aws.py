@@ -192,7 +192,7 @@ def unreachable(endpoint_url: str, reason: str = "") -> AwsError:
     if host and ".amazonaws.com" not in host:
         advice = (
             "the local stack's moto server may not be running: start it with "
-            "`invoke up --profile ecom`, or pass the right --endpoint-url"
+            "`hd up --profile ecom`, or pass the right --endpoint-url"
         )
     else:
         advice = "check your network connection and proxy settings"

@@ -229,7 +229,7 @@ class EventsSession:
                     raise BridgeError.of(err, f"look up event bus {bus}") from None
                 missing.append(bus)
         fix = (
-            f"deploy the CDK stacks for this prefix, or check --table-prefix; `invoke "
+            f"deploy the CDK stacks for this prefix, or check --table-prefix; `hd "
             f"events.validate --table-prefix {self.table_prefix}` shows what is missing"
         )
         if not found:
@@ -281,7 +281,7 @@ class EventsSession:
                 AssumeRolePolicyDocument=json.dumps(trust),
                 Description=(
                     "Lets EventBridge call the API destinations of Hippodrome local stacks "
-                    f"({NAME_PREFIX}*). Created once by `invoke up --enable-events` and "
+                    f"({NAME_PREFIX}*). Created once by `hd up --enable-events` and "
                     "shared by every run."
                 ),
             )["Role"]
@@ -430,7 +430,7 @@ class EventsSession:
     def _description(self, what: str) -> str:
         text = (
             f"{what} a Hippodrome local stack (table prefix {self.table_prefix}, "
-            f"{self.public_url or 'tunnel'}) made by `invoke up --enable-events` on "
+            f"{self.public_url or 'tunnel'}) made by `hd up --enable-events` on "
             f"{socket.gethostname()} at {rec.now_iso()}. Temporary: deleted when that stack "
             "stops. Safe to delete manually (a rule's target first)."
         )

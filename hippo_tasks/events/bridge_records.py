@@ -4,7 +4,7 @@ Every resource is written to the registry's `resources` list *before* the call t
 creates it (an AWS entry with `arn: null` until the call returns; the tunnel right
 after its process starts), because everything here is deletable by name: an entry for
 a create that never happened costs one "already gone" at cleanup, while a resource
-created but not yet recorded when `invoke up` is killed would live on in the account.
+created but not yet recorded when `hd up` is killed would live on in the account.
 
 Entries carry their session, their owner process (PID + start time) and the region
 and endpoint they were made in, so cleanup goes to the right place even if the shell's
@@ -312,7 +312,7 @@ def _failure_line(entries: list[Entry], where: str, sentence: str) -> str:
     names = "; ".join(label(e) for e in entries)
     return (
         f"[eventbridge] could not delete {names} ({where}): {sentence} It stays recorded: "
-        "the next `invoke up` or `invoke down` tries again, and it is safe to delete by hand "
+        "the next `hd up` or `hd down` tries again, and it is safe to delete by hand "
         "in the EventBridge console."
     )
 

@@ -2,7 +2,7 @@
 webhook, so the stack's routing decides where it goes, and compare each answer with the
 recorded one (events/compare.py says which fields count).
 
-One function for every caller: `invoke events.replay` (tasks/events.py), the daemon's
+One function for every caller: `hd events.replay` (tasks/events.py), the daemon's
 `POST /api/events/recordings/NAME/replay` (the page's button), and the MCP server's
 `events_replay` tool. `replay(...)` returns a `ReplayReport`; `.to_json()` is the
 API's and the MCP tool's answer, `.summary()` the CLI's text.

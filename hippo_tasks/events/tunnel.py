@@ -14,7 +14,7 @@ own output:
   ngrok's API would answer with the first one's tunnels; the log is unambiguous.
 
 The tool's output goes to a log file, not a pipe: the tunnel must outlive a crashed
-`invoke up` (so the next run can find and end it by its recorded PID), and a pipe
+`hd up` (so the next run can find and end it by its recorded PID), and a pipe
 nobody drains would block it. It runs in its own session, so it is ended by process
 group, and only while its PID and start time still match what was recorded.
 

@@ -1,10 +1,10 @@
-"""`invoke events.validate`: is the EventBridge plumbing for a table prefix in place?
+"""`hd events.validate`: is the EventBridge plumbing for a table prefix in place?
 
 Events reach the exporters only when all of it is there: both buses, both pipes
 RUNNING, and both tables streaming new images (DESIGN section 6). When events do not
 arrive, each missing piece is otherwise a separate trip through the AWS console, so
 this prints exactly one line per check, then for each problem how to fix it, for real
-AWS (deploy the CDK stacks) or for the local stack (moto, provisioned by `invoke up`).
+AWS (deploy the CDK stacks) or for the local stack (moto, provisioned by `hd up`).
 
 Checks are data (`Check`), rendering is separate, so the daemon could show the same
 result without parsing text. AWS failures become the sentences of `aws.explain`:
@@ -72,7 +72,7 @@ class Target:
     def deploy_fix(self, suffix: str) -> str:
         if self.local:
             return (
-                f"`invoke up --profile ecom --table-prefix {self.table_prefix}` provisions it "
+                f"`hd up --profile ecom --table-prefix {self.table_prefix}` provisions it "
                 "on moto"
             )
         return _CDK_BY_SUFFIX[suffix]
@@ -230,7 +230,7 @@ def check_stream(ddb: Any, target: Target, suffix: str) -> Check:
         if target.local:
             fix = (
                 "moto cannot re-enable a stream a table once had: restart the local stack "
-                "(`invoke down`, then `invoke up --profile ecom`) to provision it afresh"
+                "(`hd down`, then `hd up --profile ecom`) to provision it afresh"
             )
         return Check(Status.WARN, f"Table {name} has no stream enabled", details, fix)
     return Check(

@@ -1,7 +1,7 @@
 """A stack command (`[commands.NAME]`) made ready to run against a stack's choices.
 
 Rendered like a service: the same `${...}` variables, and the stack's `[env]` contract
-under the command's own `env`, so a platform program run by `invoke seed` sees exactly
+under the command's own `env`, so a platform program run by `hd seed` sees exactly
 the URLs, table prefix and seed its services were given.
 """
 

@@ -109,7 +109,7 @@ class CellSpec:
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """A program the platform offers for a running stack (`invoke seed`, `invoke probes`):
+    """A program the platform offers for a running stack (`hd seed`, `hd probes`):
     run from the CLI, not supervised, with the stack's env contract (`[env]`, rendered
     for the running stack's profile, cell, table prefix and port offset) plus its own."""
 

@@ -2,7 +2,7 @@
 
 They make a platform's vocabulary data: which profiles `--profile` may choose, which
 cells `--cell` may choose and which service stands in for a cell, and which programs
-the platform offers for a running stack (`invoke seed`, `invoke probes`). Parsing here,
+the platform offers for a running stack (`hd seed`, `hd probes`). Parsing here,
 one file at a time; merging (a project file overrides the fields it names of the
 bundle's tables) in `merge_tables`.
 """

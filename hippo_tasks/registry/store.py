@@ -30,7 +30,7 @@ def identity(pid: int) -> float | None:
     """The process's start time, or None when no such process exists.
 
     On Linux read from /proc with psutil's own formula (start ticks / clock ticks +
-    boot time), so `invoke status` need not import psutil; elsewhere, psutil.
+    boot time), so `hd status` need not import psutil; elsewhere, psutil.
     """
     if sys.platform == "linux":
         return _proc_identity(pid)
@@ -135,7 +135,7 @@ class Registry:
         self.warnings.append(
             f"warning: {self.path} was corrupt ({reason}); moved it to {aside.name} and "
             "started from an empty registry. No process was signalled because of it; "
-            "`invoke doctor` lists anything still holding the stack's ports."
+            "`hd doctor` lists anything still holding the stack's ports."
         )
 
     def read(self) -> Data:

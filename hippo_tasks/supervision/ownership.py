@@ -147,7 +147,7 @@ def establish(token: str, want: str | None = None) -> Ownership:
 
 
 def probe_mode() -> Ownership:
-    """What a daemon started now would use (for `invoke doctor`); leaves nothing behind
+    """What a daemon started now would use (for `hd doctor`); leaves nothing behind
     and does not make the caller a subreaper."""
     want = os.environ.get(MODE_ENV, "auto").strip().lower()
     if want in ("off", "0", "no", "false"):

@@ -5,7 +5,7 @@ from its own thread through a bounded queue, and when the terminal falls behind 
 drops lines from the *terminal only* and says how many. The log files and the page
 get every line regardless.
 
-What the terminal shows can be narrowed (`invoke up --quiet`, `--show a,b`); the log
+What the terminal shows can be narrowed (`hd up --quiet`, `--show a,b`); the log
 files and the page still get everything. The dashboard line is not lost to scrolling:
 once the output has moved it off screen and then paused, it is printed again, and
 SIGUSR1 (or Ctrl+T, SIGINFO, where the terminal has it) prints it at once.

@@ -1,6 +1,6 @@
 """One typed picture of a service's state, built in one place.
 
-`/api/status`, `invoke status`, the page and the registry all render this value, so
+`/api/status`, `hd status`, the page and the registry all render this value, so
 they cannot disagree about what a service is doing (the registry used to be built
 from the supervisor's attributes separately, and lagged the API).
 """

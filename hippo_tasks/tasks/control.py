@@ -1,4 +1,4 @@
-"""`invoke control.*`: the seeds' `hd control ...` names, same behaviour as the top-level tasks."""
+"""`hd control.*`: the seeds' `hd control ...` names, same behaviour as the top-level tasks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hippo_tasks.tasks.output import handles_errors
 @task(help={"project-root": lifecycle.UP_HELP["project-root"]})
 @handles_errors
 def shutdown(c: Context, project_root: str = "") -> None:
-    """Stop every service and the daemon (as `invoke down`)."""
+    """Stop every service and the daemon (as `hd down`)."""
     lifecycle.down(c, project_root=project_root)
 
 

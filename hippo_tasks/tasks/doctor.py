@@ -1,4 +1,4 @@
-"""`invoke doctor`: what would stop `invoke up`, found before it is run."""
+"""`hd doctor`: what would stop `hd up`, found before it is run."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
     elif data.get("daemon") or data.get("services"):
         left = ", ".join(live_services(data)) or "none still running"
         line(None, f"stale registry from a dead daemon (leftovers: {left}); "
-                   "`invoke down --force` cleans it")
+                   "`hd down --force` cleans it")
     if running and data["daemon"].get("mode"):
         mode = data["daemon"]["mode"]
         line(True if mode == "cgroup" else None, f"supervision: the running daemon uses {mode}"

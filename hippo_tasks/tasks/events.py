@@ -1,4 +1,4 @@
-"""`invoke events.*`: EventBridge tasks, thin over `hippo_tasks.events` and the daemon.
+"""`hd events.*`: EventBridge tasks, thin over `hippo_tasks.events` and the daemon.
 
 `events.send` posts to the running daemon's webhook, the path EventBridge deliveries
 take, so routing can be tried without an AWS account; `events.replay` sends a recording

@@ -1,4 +1,4 @@
-"""`hd export k8s` (`invoke export.k8s`): Kubernetes manifests for the same stack file
+"""`hd export k8s` (`hd export.k8s`): Kubernetes manifests for the same stack file
 and options as `up`, thin over `hippo_tasks.export`."""
 
 from __future__ import annotations

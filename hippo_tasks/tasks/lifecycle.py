@@ -1,4 +1,4 @@
-"""`invoke up / down / status / start / stop / restart`: thin over the daemon API."""
+"""`hd up / down / status / start / stop / restart`: thin over the daemon API."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     _guard_prod(cell, yes)
     if detach and (quiet or show):
         raise UsageError("--quiet and --show shape the foreground terminal; a detached "
-                         "stack's output is in its log files: `invoke logs --service NAME`")
+                         "stack's output is in its log files: `hd logs --service NAME`")
     root = resolve_root(project_root)
     lock = LifecycleLock(root)
     lock.acquire("up", _say)
@@ -181,7 +181,7 @@ def _up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
         if services and all(_settled_ok(e) for e in services.values()):
             elapsed = time.monotonic() - began
             print(f"hippodrome | stack ready in {elapsed:.2f}s; daemon pid {pid}; "
-                  f"dashboard {daemon['url']}; `invoke status`, `invoke down`", flush=True)
+                  f"dashboard {daemon['url']}; `hd status`, `hd down`", flush=True)
             _print_critical_path(DaemonClient(daemon["url"], pid))
             return pid
 

@@ -1,4 +1,4 @@
-"""`invoke logs`: read `.logs/latest/`, which exists whether or not a daemon runs."""
+"""`hd logs`: read `.logs/latest/`, which exists whether or not a daemon runs."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def tail_lines(path: Path, count: int, block: int = 65536) -> list[bytes]:
 def _files(latest: Path, service: str) -> list[Path]:
     if not latest.exists():
         raise UsageError(f"no logs yet: {latest} does not exist (start the stack with "
-                         "`invoke up`)")
+                         "`hd up`)")
     if service:
         path = latest / f"{service}.log"
         if not path.exists():

@@ -54,7 +54,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 EXIT_PIPE_CLOSED = 141
-"""What a shell reports for a program ended by SIGPIPE: `invoke logs | head` closed early."""
+"""What a shell reports for a program ended by SIGPIPE: `hd logs | head` closed early."""
 
 
 def quiet_stdout() -> None:

@@ -1,4 +1,4 @@
-"""`invoke logs --timestamps`: lines from the running daemon's buffer, with the time the
+"""`hd logs --timestamps`: lines from the running daemon's buffer, with the time the
 daemon read each one.
 
 The files under `.logs/latest/` hold the services' output byte for byte, without
@@ -42,7 +42,7 @@ def show(root: Path, service: str, lines: int, follow: bool,
     except DaemonNotRunningError:
         raise UsageError("--timestamps reads the running daemon's log buffer, where each line's "
                          "arrival time is kept; no daemon runs for this project, and the "
-                         "files in .logs/latest/ have no times: run `invoke logs` without "
+                         "files in .logs/latest/ have no times: run `hd logs` without "
                          "--timestamps") from None
     names = [service] if service else [s["name"] for s in client.status()["services"]]
     width = 0 if service else max((len(n) for n in names), default=0)

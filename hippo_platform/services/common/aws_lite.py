@@ -91,7 +91,7 @@ class AwsError(Exception):
         tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
         if self.code == UNREACHABLE:
             return (f"{self.operation}: cannot reach the AWS endpoint {self.endpoint}{tries} "
-                    f"({self.message}): is the local moto server running? (`invoke up "
+                    f"({self.message}): is the local moto server running? (`hd up "
                     "--profile ecom` starts it)")
         if self.code in (TIMEOUT, INVALID_RESPONSE):
             return f"{self.operation}: the AWS endpoint {self.endpoint} {self.message}{tries}"

@@ -38,7 +38,7 @@ def make_app(args: argparse.Namespace) -> App:
     prefix = os.environ.get("HIPPODROME_TABLE_PREFIX", "")
     if not endpoint:
         _config_error(kind.service, "AWS_ENDPOINT_URL is not set; the exporters only write "
-                      "to the local moto server (run it with `invoke up --profile ecom`)")
+                      "to the local moto server (run it with `hd up --profile ecom`)")
     if not args.bucket and not prefix:
         _config_error(kind.service, "HIPPODROME_TABLE_PREFIX is not set (it names the exports "
                       "bucket); set it or pass --bucket")

@@ -1,7 +1,7 @@
 """Checking an EventBridge event from a DynamoDB stream, and reading DynamoDB JSON.
 
 Everything here turns a malformed event into a `BadRequest` naming the field, because
-the exporters are fed by hand (`invoke events.send`, curl) as much as by event_pipe,
+the exporters are fed by hand (`hd events.send`, curl) as much as by event_pipe,
 and a typo must come back as a 400 that says what is wrong, never a 500.
 """
 

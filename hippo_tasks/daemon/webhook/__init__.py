@@ -52,5 +52,5 @@ event cost a third of the daemon's CPU per event and put millisecond stalls into
 forwarding thread's latency. The token is compared in constant time and never logged,
 nor passed on to the services. Every request whose event could be read is also
 appended to the run's recording (`record`, off with `up --no-record`), which
-`invoke events.replay` sends again.
+`hd events.replay` sends again.
 """

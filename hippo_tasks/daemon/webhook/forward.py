@@ -197,7 +197,7 @@ def forward(pool: TargetPool, planned: PlannedRoute, raw: bytes) -> tuple[int, d
         reason = "connection refused" if isinstance(exc, ConnectionRefusedError) \
             else exc.strerror or str(exc) or exc.__class__.__name__
         raise HttpError(503, f"Service unavailable: {where}: {reason} (is it running? "
-                             "see `invoke status`)") from None
+                             "see `hd status`)") from None
     except BadAnswer as exc:
         raise HttpError(502, f"Bad answer from service: {where}: {exc}") from None
     if not (200 <= status < 300 or 400 <= status < 600):
