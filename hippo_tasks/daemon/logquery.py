@@ -37,9 +37,10 @@ MAX_UNBOUNDED = max(SPAN)
 SCAN_BUDGET_S = 1.0
 """A filtered scan stops after this long and says where it stopped."""
 ALL = 1 << 62
-ERRORS = re.compile(rb"(?i)\b(error|errors|err|exception|traceback|fatal|critical|crit|"
-                    rb"panic|failed|failure|fail)\b")
-"""What counts as an error line for `errors_only` (services' lines and Hippodrome's notes)."""
+ERRORS = re.compile(rb"\b(?:errors?|err|exception|traceback|fatal|critical|crit|panic|"
+                    rb"fail(?:ed|ure)?)\b")
+"""What counts as an error line for `errors_only` (services' lines and Hippodrome's notes),
+matched on the line in lower case (a fifth faster than a case-insensitive pattern)."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _REPEATS = frozenset({"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"})
@@ -53,6 +54,8 @@ class SafeRegex:
     span: int
 
     def search(self, line: bytes) -> bool:
+        if len(line) <= self.span and line.isascii():
+            return self.pattern.search(line.decode("ascii")) is not None
         text = line[:self.span * 4].decode("utf-8", "replace")[:self.span]
         return self.pattern.search(text) is not None
 
@@ -190,24 +193,26 @@ def _check(items: list[Any], in_repeat: bool) -> int:
 
 # ---- running a query ----------------------------------------------------------------
 
-def _matcher(q: LogQuery) -> Callable[[LogRecord], bool]:
-    tests: list[Callable[[LogRecord], bool]] = []
-    if q.since is not None:
-        since = q.since
-        tests.append(lambda r: r.ts >= since)
+def _predicate(q: LogQuery) -> Callable[[bytes], bool]:
+    """One test of a line's bytes for the filter (the time window is tested apart)."""
+    tests: list[Callable[[bytes], bool]] = []
     if q.errors_only:
-        tests.append(lambda r: ERRORS.search(r.line) is not None)
+        errors = ERRORS.search
+        tests.append(lambda line: errors(line.lower()) is not None)
     if q.text:
         if q.text.isascii():
             needle = q.text.lower().encode()
-            tests.append(lambda r: needle in r.line.lower())
+            tests.append(lambda line: needle in line.lower())
         else:
             folded = q.text.casefold()
-            tests.append(lambda r: folded in r.text.casefold())
+            tests.append(lambda line: folded in line.decode("utf-8", "replace").casefold())
     if q.regex is not None:
-        search = q.regex.search
-        tests.append(lambda r: search(r.line))
-    return lambda r: all(t(r) for t in tests)
+        tests.append(q.regex.search)
+    if not tests:
+        return lambda line: True
+    if len(tests) == 1:
+        return tests[0]
+    return lambda line: all(t(line) for t in tests)
 
 
 def select(hub: LogHub, service: str, q: LogQuery,
@@ -230,24 +235,27 @@ def select(hub: LogHub, service: str, q: LogQuery,
             edge = picked.pop(0).seq if len(picked) > q.limit else None
         return _answer(hub, service, picked, edge, forward, False, len(picked))
     records = hub.since(service, q.after if q.after is not None else 0, ALL)
+    if q.before is not None and records:  # sequence numbers run on, one a line
+        records = records[:max(0, q.before - records[0].seq)]
     ordered: Iterable[LogRecord] = records if forward else reversed(records)
-    match = _matcher(q)
+    match = _predicate(q)
+    since = q.since
     picked = []
     edge = None
     incomplete = False
     deadline = clock() + SCAN_BUDGET_S
     every = 0 if q.regex is not None else 511  # a regex line may cost 0.1 s: look each time
     scanned = 0
-    for record in ordered:
+    for record in ordered:  # tuple indexes, not names: 3 is the line, 2 its time
         if scanned & every == every and clock() > deadline:
             edge, incomplete = record.seq, True
             break
         scanned += 1
-        if q.before is not None and record.seq >= q.before:
-            continue
-        if not forward and q.since is not None and record.ts < q.since:
+        if since is not None and record[2] < since:
+            if forward:
+                continue
             break  # everything further back is older still
-        if match(record):
+        if match(record[3]):
             if len(picked) >= q.limit:
                 edge = record.seq
                 break
