@@ -1,0 +1,127 @@
+"""ecom_indexer (the SQS consumer; tests/test_ecom_indexer.py is ecom_indexer_service's)
+on real processes and a real moto: an upload through admin_server travels over the
+provisioned `{prefix}ecom-indexer` queue and becomes searchable in the cell; a refused
+or malformed message is dropped and counted without blocking the rest; a dead cell
+leaves the batch on the queue until the cell is back."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import moto_server
+import pytest
+import requests
+from queue_stack import QueueStack, queue_stack
+from service_process import ServiceStarter, free_port
+from stackutil import wait_for
+
+moto_server_url = moto_server.moto_server_url
+EXIT_CONFIG = 78
+
+
+@pytest.fixture(scope="module")
+def stack(moto_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueStack]:
+    yield from queue_stack(moto_server_url, tmp_path_factory.mktemp("queue"))
+
+
+def upload(stack: QueueStack, docs: object, index: str = "shop") -> requests.Response:
+    return requests.post(f"{stack.url('admin')}/api/v1/indexes/{index}/documents",
+                         json={"documents": docs},
+                         headers={"Authorization": f"Bearer {stack.key}"}, timeout=10)
+
+
+def test_an_upload_travels_over_sqs_into_the_cell(stack: QueueStack) -> None:
+    answer = upload(stack, [{"_id": "q1", "title": "quartz table lamp"}, {"title": "quartz mug"}])
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["via"] == "sqs" and answer.json()["count"] == 2
+    found = wait_for(lambda: len(stack.search("quartz")) == 2 and stack.search("quartz"),
+                     what="both documents in the cell")
+    assert "q1" in found and all(found), "a document without _id got one before queueing"
+    figures = wait_for(lambda: stack.stats()["delivered"] >= 1 and stack.stats(),
+                       what="the delivery counted (after the cell write and the delete)")
+    assert figures["documents"] >= 2
+    ingest = requests.get(f"{stack.url('ingest')}/batches", timeout=5).json()["batches"]
+    assert ingest == [], "the SQS path does not go through ecom_ingest"
+    sqs = stack.client("sqs")
+    url = sqs.get_queue_url(QueueName=f"{stack.prefix}ecom-indexer")["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "0", "a delivered batch is deleted"
+
+
+def test_bad_uploads_are_refused_before_the_queue(stack: QueueStack) -> None:
+    assert upload(stack, []).status_code == 400
+    assert upload(stack, "docs").status_code == 400
+    assert upload(stack, [{"_id": 7}]).status_code == 400
+    assert upload(stack, [{"a": 1}], index="no-such-index").status_code == 404
+    too_big = upload(stack, [{"_id": f"b{n}", "blob": "x" * 2000} for n in range(200)])
+    assert too_big.status_code == 413 and "split it" in too_big.json()["error"]
+
+
+def test_refused_and_malformed_messages_are_dropped_and_counted(stack: QueueStack) -> None:
+    sqs = stack.client("sqs")
+    url = sqs.get_queue_url(QueueName=f"{stack.prefix}ecom-indexer")["QueueUrl"]
+    before = stack.stats()["failed"]
+    sqs.send_message(QueueUrl=url, MessageBody="not json at all")
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"index": "shop"}))
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(
+        {"batchId": "gone", "index": "no-such-index", "apiKey": stack.key,
+         "documents": [{"_id": "z1", "title": "zinc"}]}))
+    assert upload(stack, [{"_id": "q9", "title": "onyx bowl"}]).status_code == 202
+    wait_for(lambda: stack.search("onyx") == ["q9"], what="the good batch behind bad ones")
+    wait_for(lambda: stack.stats()["failed"] >= before + 3, what="three dropped messages")
+    error = stack.stats()["lastError"] or ""
+    assert "no-such-index" in error or "not an upload batch" in error
+    assert requests.get(f"{stack.url('indexer')}/healthz").status_code == 200
+
+
+def test_a_dead_cell_leaves_the_batch_queued_until_it_is_back(stack: QueueStack,
+                                                              tmp_path: Path) -> None:
+    sqs = stack.client("sqs")
+    name = f"{stack.prefix}retry-{uuid.uuid4().hex[:6]}"
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    cell_port = free_port()
+    env = {**stack.env, "ECOM_INDEXER_QUEUE": name, "MARQO_BASE_URL":
+           f"http://127.0.0.1:{cell_port}"}
+    with ServiceStarter(tmp_path) as start:
+        indexer = start.start("ecom_indexer", env=env)
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(
+            {"batchId": "b1", "index": "shop", "apiKey": stack.key,
+             "documents": [{"_id": "r1", "title": "rattan basket"}]}))
+
+        def stats() -> dict[str, object]:
+            return dict(requests.get(f"{indexer.base_url}/stats", timeout=5).json())
+
+        wait_for(lambda: int(str(stats()["retries"])) >= 2, what="retries on the dead cell")
+        assert str(cell_port) in str(stats()["lastError"])
+        assert stack.search("rattan") == []
+        # the cell comes back on its port (a fresh one: the old batch's key is now
+        # refused and dropped, the new batch goes in)
+        start.start("fake_cell", args=["--state-dir", str(tmp_path / "cell2")], port=cell_port)
+        cell2 = f"http://127.0.0.1:{cell_port}"
+        key = requests.post(f"{cell2}/accounts", json={"name": "x"}).json()["apiKey"]
+        assert requests.post(f"{cell2}/indexes/shop", json={}, headers={"x-api-key": key}).ok
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(
+            {"batchId": "b2", "index": "shop", "apiKey": key,
+             "documents": [{"_id": "r2", "title": "rattan chair"}]}))
+        wait_for(lambda: int(str(stats()["delivered"])) >= 1, timeout=20,
+                 what="delivery once the cell is back")
+        hits = requests.post(f"{cell2}/indexes/shop/search", json={"q": "rattan"},
+                             headers={"x-api-key": key}).json()["hits"]
+        assert [h["_id"] for h in hits] == ["r2"]
+        assert indexer.terminate() == 0
+
+
+def test_a_missing_queue_is_reported_and_retried(stack: QueueStack, tmp_path: Path) -> None:
+    env = {**stack.env, "ECOM_INDEXER_QUEUE": "never-provisioned"}
+    with ServiceStarter(tmp_path) as start:
+        indexer = start.start("ecom_indexer", env=env)
+        wait_for(lambda: "aws_provision" in (requests.get(
+            f"{indexer.base_url}/stats").json()["lastError"] or ""), what="the reason")
+        assert requests.get(f"{indexer.base_url}/healthz").status_code == 200
+        bare = {k: v for k, v in stack.env.items() if k != "HIPPODROME_TABLE_PREFIX"}
+        refused = start.spawn("ecom_indexer", env=bare, port=free_port())
+        assert refused.wait_exit() == EXIT_CONFIG
+        assert "ECOM_INDEXER_QUEUE is not set" in refused.output()
