@@ -98,6 +98,27 @@ def build_app(
         stats = cell.call("GET", path + "/stats", headers=headers)
         return {**index_view(summary, stats), "settings": summary.get("settings", {})}
 
+    @r.get("/api/v2/aliases")
+    def list_aliases(req: Request) -> Any:
+        return cell.call("GET", "/aliases", headers=_key_headers(req))
+
+    @r.put("/api/v2/aliases/{alias}")
+    def put_alias(req: Request) -> Response:
+        index = shapes.require_str(req.json_object(), "index", max_len=128)
+        path = "/aliases/" + segment(req.params["alias"])
+        answer = cell.request("PUT", path, body={"index": index}, headers=_key_headers(req))
+        return Response(answer.status, cell.check(answer))
+
+    @r.get("/api/v2/aliases/{alias}")
+    def get_alias(req: Request) -> Any:
+        path = "/aliases/" + segment(req.params["alias"])
+        return cell.call("GET", path, headers=_key_headers(req))
+
+    @r.delete("/api/v2/aliases/{alias}")
+    def delete_alias(req: Request) -> Any:
+        path = "/aliases/" + segment(req.params["alias"])
+        return cell.call("DELETE", path, headers=_key_headers(req))
+
     @r.post("/api/v2/indexes/{name}/fork")
     def fork_index(req: Request) -> Response:
         target = shapes.require_str(req.json_object(), "target", max_len=128)

@@ -21,7 +21,7 @@ from hippo_platform.services.common import (
     shapes,
 )
 from hippo_platform.services.fake_cell.search import parse_filter
-from hippo_platform.services.fake_cell.store import Cell
+from hippo_platform.services.fake_cell.store import INDEX_NAME, Cell
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000
@@ -97,6 +97,26 @@ def build_app(cell: Cell, *, debug: bool = False, lock_timeout: float = 2.0) -> 
     @r.get("/indexes/{name}/settings")
     def get_settings(req: Request) -> Any:
         return cell.describe_index(_key(req), req.params["name"])["settings"]
+
+    @r.get("/aliases")
+    def list_aliases(req: Request) -> dict[str, Any]:
+        return {"results": cell.list_aliases(_key(req))}
+
+    @r.put("/aliases/{alias}")
+    def put_alias(req: Request) -> Response:
+        index = shapes.require_str(req.json_object(), "index", max_len=128)
+        view, made = cell.put_alias(_key(req), req.params["alias"], index,
+                                    lambda n: bool(INDEX_NAME.match(n)))
+        return Response(201 if made else 200, view)
+
+    @r.get("/aliases/{alias}")
+    def get_alias(req: Request) -> dict[str, Any]:
+        return cell.get_alias(_key(req), req.params["alias"])
+
+    @r.delete("/aliases/{alias}")
+    def delete_alias(req: Request) -> dict[str, Any]:
+        cell.delete_alias(_key(req), req.params["alias"])
+        return {"alias": req.params["alias"], "deleted": True}
 
     @r.post("/indexes/{name}/fork")
     def fork(req: Request) -> Response:

@@ -25,6 +25,7 @@ from hippo_platform.services.common.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from hippo_platform.services.fake_cell.aliases import AliasOps
 from hippo_platform.services.fake_cell.journal import Journal
 from hippo_platform.services.fake_cell.search import Clause, SearchIndex
 
@@ -65,13 +66,14 @@ class Index:
         }
 
 
-class Cell:
+class Cell(AliasOps):
     def __init__(self, journal: Journal | None = None) -> None:
         self.lock = threading.Lock()
         self.journal = journal
         self.accounts: dict[str, Account] = {}
         self.by_key: dict[str, str] = {}
         self.indexes: dict[tuple[str, str], Index] = {}
+        self.aliases: dict[tuple[str, str], str] = {}
         self.closed = False
 
     # -- lookups; the caller holds the lock ------------------------------------
@@ -91,7 +93,10 @@ class Cell:
         return account
 
     def _index(self, account_id: str, name: str) -> Index:
+        """The index called `name`, or the one the alias `name` points at."""
         index = self.indexes.get((account_id, name))
+        if index is None and (account_id, name) in self.aliases:
+            index = self.indexes.get((account_id, self.aliases[(account_id, name)]))
         if index is None:
             raise NotFound(f"index '{name}' not found")
         return index
@@ -143,8 +148,11 @@ class Cell:
 
     def describe_index(self, api_key: str | None, name: str) -> dict[str, Any]:
         with self.lock:
-            index = self._index(self._authenticate(api_key).account_id, name)
-            extra = {"forkedFrom": index.origin} if index.origin else {}
+            account_id = self._authenticate(api_key).account_id
+            index = self._index(account_id, name)
+            extra: dict[str, Any] = {"forkedFrom": index.origin} if index.origin else {}
+            if self.aliases_of(account_id, index.name):
+                extra["aliases"] = self.aliases_of(account_id, index.name)
             return {**index.summary(), "settings": index.settings, **extra}
 
     def index_stats(self, api_key: str | None, name: str) -> dict[str, Any]:
@@ -166,6 +174,8 @@ class Cell:
             account = self._authenticate(api_key)
             if (account.account_id, name) in self.indexes:
                 raise Conflict(f"index '{name}' already exists")
+            if (account.account_id, name) in self.aliases:
+                raise Conflict(f"'{name}' is an alias; an index needs a name of its own")
             op = {
                 "op": "index.create",
                 "accountId": account.account_id,
@@ -192,10 +202,10 @@ class Cell:
             if existing is not None and existing.origin == origin:
                 return {**origin, "target": target, "numberOfDocuments": len(existing.docs)}, False
             src = self._index(account_id, source)
-            if existing is not None:
+            if existing is not None or (account_id, target) in self.aliases:
                 raise Conflict(f"index '{target}' already exists; pick another fork target")
             self._commit({"op": "index.fork", "accountId": account_id, "name": target,
-                          "source": source, "forkId": fork_id, "createdAt": _now()})
+                          "source": src.name, "forkId": fork_id, "createdAt": _now()})
             return {**origin, "target": target, "numberOfDocuments": len(src.docs)}, True
 
     def account_of(self, api_key: str | None) -> str:
@@ -205,7 +215,14 @@ class Cell:
     def delete_index(self, api_key: str | None, name: str) -> None:
         with self.lock:
             account = self._authenticate(api_key)
+            if (account.account_id, name) in self.aliases:
+                raise BadRequest(f"'{name}' is an alias: DELETE /aliases/{name}, or delete "
+                                 "its index by its own name")
             self._index(account.account_id, name)
+            held = self.aliases_of(account.account_id, name)
+            if held:
+                raise Conflict(f"index '{name}' is the target of alias(es) {', '.join(held)}; "
+                               "repoint or delete them first")
             self._commit({"op": "index.delete", "accountId": account.account_id, "name": name})
 
     def put_documents(
@@ -215,8 +232,8 @@ class Cell:
         docs = [d if "_id" in d else {"_id": str(uuid.uuid4()), **d} for d in documents]
         with self.lock:
             account = self._authenticate(api_key)
-            self._index(account.account_id, name)
-            op = {"op": "docs.put", "accountId": account.account_id, "name": name}
+            real = self._index(account.account_id, name).name
+            op = {"op": "docs.put", "accountId": account.account_id, "name": real}
             self._commit({**op, "documents": docs})
         return [d["_id"] for d in docs]
 
@@ -240,7 +257,7 @@ class Cell:
                 missing = next(i for i in ids if i not in index.docs)
                 raise NotFound(f"document '{missing}' not found in index '{name}'")
             if present:
-                op = {"op": "docs.delete", "accountId": account.account_id, "name": name}
+                op = {"op": "docs.delete", "accountId": account.account_id, "name": index.name}
                 self._commit({**op, "ids": present})
             return present
 
@@ -285,6 +302,9 @@ class Cell:
             self.accounts[account.account_id] = account
             self.by_key[account.api_key] = account.account_id
             return
+        if kind in ("alias.put", "alias.delete"):
+            self.apply_alias(op)
+            return
         key = (op["accountId"], op["name"])
         if kind == "index.create":
             self.indexes[key] = Index(key[0], key[1], op["settings"], op["createdAt"])
@@ -324,6 +344,8 @@ class Cell:
                 }
                 for ix in self.indexes.values()
             ],
+            "aliases": [{"accountId": a, "name": n, "index": t}
+                        for (a, n), t in self.aliases.items()],
         }
 
     def restore(self, snapshot: dict[str, Any], ops: list[Op]) -> None:
@@ -335,6 +357,8 @@ class Cell:
             self.apply({"op": "index.create", **base, **ix})
             self.indexes[(ix["accountId"], ix["name"])].origin = ix.get("origin")
             self.apply({"op": "docs.put", **base, "documents": ix["documents"]})
+        for alias in snapshot.get("aliases", []):
+            self.apply({"op": "alias.put", **alias})
         for op in ops:
             self.apply(op)
 
