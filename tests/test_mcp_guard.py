@@ -220,3 +220,47 @@ def test_a_page_whose_name_rebinds_to_loopback_is_refused(stack: Stack,
     assert result.get("status") == 403, result
     assert "is not this machine's loopback" in result["body"]
     assert stack.web() == ("running", pid)
+
+
+# ---- overlapping requests ------------------------------------------------------------------
+
+def test_overlapping_requests_are_each_answered(tmp_path: Path) -> None:
+    """Eight first requests at once make one SDK bridge and all get their answer; a
+    status asked during a slow restart is answered while the restart still runs."""
+    root = tmp_path / "proj"
+    dash, slow = free_ports(2)
+    write_stack(root, stack_header(dash) + toy_service("slow", slow, "--delay", "2"))
+    stack = Stack(root, dash)
+    try:
+        hd(root, "up", "--detach", check=True)
+        answers: list[tuple[int, bytes]] = []
+        list_tools = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        first = [threading.Thread(target=lambda: answers.append(
+            stack.send("POST", "/mcp", list_tools, AGENT))) for _ in range(8)]
+        for t in first:
+            t.start()
+        for t in first:
+            t.join(60)
+        assert [a[0] for a in answers] == [200] * 8, answers
+
+        restart = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "restart", "arguments": {"service": "slow"}}})
+        status = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                             "params": {"name": "status", "arguments": {}}})
+        done: list[tuple[int, bytes]] = []
+        slow_restart = threading.Thread(target=lambda: done.append(
+            stack.send("POST", "/mcp", restart, AGENT)))
+        slow_restart.start()
+
+        def answered_mid_restart() -> bool:
+            _, body = stack.send("POST", "/mcp", status, AGENT)
+            rows = json.loads(body)["result"]["structuredContent"]["services"]
+            return rows[0]["state"] == "starting" and not done
+
+        wait_for(answered_mid_restart, timeout=30, what="a status answered mid-restart")
+        slow_restart.join(60)
+        outcome = json.loads(done[0][1])["result"]["structuredContent"]
+        assert outcome["ok"] and outcome["services"][0]["state"] == "running"
+    finally:
+        hd(root, "down")
+        force_down(Registry(root))
