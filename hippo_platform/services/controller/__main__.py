@@ -18,6 +18,7 @@ from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.runner import EXIT_CANNOT_LISTEN, main
 from hippo_platform.services.controller.api import NAME, build_app
 from hippo_platform.services.controller.forks import Forks
+from hippo_platform.services.controller.transfer import Transfers
 
 DEFAULT_PORT = 9002
 DEFAULT_CELL_URL = "http://127.0.0.1:9001"
@@ -43,7 +44,7 @@ def make_app(_args: argparse.Namespace) -> App:
         f"SECRET_KEY {secret}"
     )
     log_line(f"controller: index forks run {forks.mode}")
-    return build_app(cell, cell_name, debug=debug, forks=forks)
+    return build_app(cell, cell_name, debug=debug, forks=forks, transfers=Transfers(cell))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any
 from hippo_platform.services.common import App, Request, Response, Unauthorized, created, shapes
 from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.controller.forks import Forks
+from hippo_platform.services.controller.transfer import Transfers
 
 NAME = "controller"
 
@@ -23,9 +24,15 @@ def _key_headers(req: Request) -> dict[str, str]:
 
 
 def build_app(
-    cell: JsonClient, cell_name: str, *, debug: bool = False, forks: Forks | None = None
+    cell: JsonClient,
+    cell_name: str,
+    *,
+    debug: bool = False,
+    forks: Forks | None = None,
+    transfers: Transfers | None = None,
 ) -> App:
     forks = forks if forks is not None else Forks(cell, {})
+    transfers = transfers if transfers is not None else Transfers(cell, {})
     health = {"cell": cell_name, "cellUrl": cell.base_url, "forkWorkflow": forks.mode}
     app = App(NAME, debug=debug, health=lambda: health)
     r = app.router
@@ -97,6 +104,14 @@ def build_app(
         summary = cell.call("GET", path, headers=headers)
         stats = cell.call("GET", path + "/stats", headers=headers)
         return {**index_view(summary, stats), "settings": summary.get("settings", {})}
+
+    @r.post("/api/v2/indexes/{name}/export")
+    def export_index(req: Request) -> Response:
+        return created(transfers.export(_key_headers(req), req.params["name"]))
+
+    @r.post("/api/v2/indexes/{name}/import")
+    def import_index(req: Request) -> dict[str, Any]:
+        return transfers.import_(_key_headers(req), req.params["name"], req.json_object())
 
     @r.get("/api/v2/aliases")
     def list_aliases(req: Request) -> Any:

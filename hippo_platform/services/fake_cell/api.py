@@ -118,6 +118,10 @@ def build_app(cell: Cell, *, debug: bool = False, lock_timeout: float = 2.0) -> 
         cell.delete_alias(_key(req), req.params["alias"])
         return {"alias": req.params["alias"], "deleted": True}
 
+    @r.get("/indexes/{name}/export")
+    def export(req: Request) -> dict[str, Any]:
+        return cell.export_index(_key(req), req.params["name"])
+
     @r.post("/indexes/{name}/fork")
     def fork(req: Request) -> Response:
         return _fork(cell, cell.account_of(_key(req)), req)

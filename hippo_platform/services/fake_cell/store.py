@@ -208,6 +208,13 @@ class Cell(AliasOps):
                           "source": src.name, "forkId": fork_id, "createdAt": _now()})
             return {**origin, "target": target, "numberOfDocuments": len(src.docs)}, True
 
+    def export_index(self, api_key: str | None, name: str) -> dict[str, Any]:
+        """Settings and every document, read under the lock: one consistent copy."""
+        with self.lock:
+            index = self._index(self._authenticate(api_key).account_id, name)
+            return {"indexName": index.name, "settings": index.settings,
+                    "documents": list(index.docs.values())}
+
     def account_of(self, api_key: str | None) -> str:
         with self.lock:
             return self._authenticate(api_key).account_id
