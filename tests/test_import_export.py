@@ -5,6 +5,7 @@ moto the routes say what to start."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,10 +41,8 @@ def s3(moto_url: str) -> Any:
 
 def up(start: ServiceStarter, moto_url: str) -> tuple[str, str, dict[str, str]]:
     client = s3(moto_url)
-    try:
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=bucket_name(PREFIX))
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
     cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
     ctl = start.start("controller", env={
         "CONTROL_PLANE_URL_OVERRIDE": cell.base_url, "AWS_ENDPOINT_URL": moto_url,

@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from hippo_platform.services.common import (
     App,
     BadGateway,
+    BadRequest,
     Request,
     Response,
     Unauthorized,
@@ -20,13 +23,17 @@ from hippo_platform.services.common import (
 from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.runner import main
+from hippo_platform.services.search_proxy.analytics import Analytics
 
 NAME = "search_proxy"
 DEFAULT_PORT = 9005
 EXIT_CONFIG = 78  # sysexits EX_CONFIG
 
 
-def build_app(worker: JsonClient, *, debug: bool = False) -> App:
+def build_app(
+    worker: JsonClient, *, debug: bool = False, analytics: Analytics | None = None
+) -> App:
+    tracker = analytics if analytics is not None else Analytics(None)
     app = App(NAME, debug=debug, health=lambda: {"globalWorkerUrl": worker.base_url})
 
     @app.router.post("/indexes/{name}/search")
@@ -44,7 +51,29 @@ def build_app(worker: JsonClient, *, debug: bool = False) -> App:
                 f"Failed to fetch from global_worker ({worker.base_url}): {reason}",
                 extra={"peer": "global_worker", "url": worker.base_url},
             ) from None
+        if answer.ok and isinstance(answer.body, dict):
+            hits = answer.body.get("hits")
+            count = len(hits) if isinstance(hits, list) else 0
+            query = str(body.get("q") or "")
+            answer.body["queryId"] = tracker.record_search(key, req.params["name"], query, count)
         return Response(answer.status, answer.body)
+
+    @app.router.post("/analytics/events")
+    def events(req: Request) -> dict[str, Any]:
+        key = req.header("x-api-key")
+        if not key:
+            raise Unauthorized("missing x-api-key header")
+        raw = req.json_object().get("events")
+        if not isinstance(raw, list):
+            raise BadRequest("field 'events' is required and must be a list")
+        return {"recorded": tracker.record_actions(key, raw)}
+
+    @app.router.get("/analytics/indexes/{name}")
+    def summary(req: Request) -> dict[str, Any]:
+        key = req.header("x-api-key")
+        if not key:
+            raise Unauthorized("missing x-api-key header")
+        return tracker.summary(key, req.params["name"])
 
     return app
 
@@ -56,8 +85,13 @@ def make_app(_args: argparse.Namespace) -> App:
     except ValueError as exc:
         log_error(f"{NAME}: GLOBAL_WORKER_URL: {exc}")
         raise SystemExit(EXIT_CONFIG) from None
-    log_line(f"{NAME}: forwarding searches to global_worker at {url}")
-    return build_app(worker, debug=env_flag("DEBUG"))
+    state = os.environ.get("HIPPODROME_STATE_DIR")
+    path = Path(state) / NAME / "analytics.jsonl" if state else None
+    analytics = Analytics(path)
+    log_line(f"{NAME}: forwarding searches to global_worker at {url}; analytics in "
+             f"{path or 'memory'}" + (f" ({analytics.skipped} bad lines skipped)"
+                                      if analytics.skipped else ""))
+    return build_app(worker, debug=env_flag("DEBUG"), analytics=analytics)
 
 
 if __name__ == "__main__":
