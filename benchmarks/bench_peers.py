@@ -71,10 +71,12 @@ def bring_up(m: Manager, timeout: float = 90) -> float:
     m.launch()
     pending = set(m.ports)
     while pending:
-        if time.monotonic() - began > timeout:
+        failed = m.launcher is not None and m.launcher.poll() not in (None, 0)
+        if failed or time.monotonic() - began > timeout:
             log = (m.root / "launch.log").read_text(errors="replace")[-2000:]
-            raise TimeoutError(f"{m.name}: ports {sorted(pending)} not answering after "
-                               f"{timeout}s; its launch output ends:\n{log}")
+            why = "its launch command failed" if failed else f"not answering after {timeout}s"
+            raise RuntimeError(f"{m.name}: ports {sorted(pending)}: {why}; its output ends:"
+                               f"\n{log}")
         pending = {p for p in pending if not answers(p)}
         if pending:
             time.sleep(0.005)
@@ -236,12 +238,15 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=8.0, help="idle CPU window, s")
     parser.add_argument("--no-watch", action="store_true", help="skip the 20,000-file watch")
     parser.add_argument("--managers", default=",".join(c.name for c in MANAGERS))
+    parser.add_argument("--hd-bin", type=Path, default=Path(PY).parent,
+                        help="folder holding the hd to time (default: this Python's, which "
+                             "in a dev venv is an editable install)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
     args = parser.parse_args()
     rounds, window = (1, 4.0) if args.quick else (args.rounds, args.window)
     names = args.managers.split(",")
     bins = {n: peer_envs.ensure(n) for n in names if n in peer_envs.PINS}
-    bins["hippodrome"] = Path(PY).parent
+    bins["hippodrome"] = args.hd_bin
     load_before = os.getloadavg()
     began = time.monotonic()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
