@@ -81,7 +81,7 @@ def test_a_dead_cell_leaves_the_batch_queued_until_it_is_back(stack: QueueStack,
                                                               tmp_path: Path) -> None:
     sqs = stack.client("sqs")
     name = f"{stack.prefix}retry-{uuid.uuid4().hex[:6]}"
-    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]  # 30 s visibility, as provisioned
     cell_port = free_port()
     env = {**stack.env, "ECOM_INDEXER_QUEUE": name, "MARQO_BASE_URL":
            f"http://127.0.0.1:{cell_port}"}
@@ -106,8 +106,11 @@ def test_a_dead_cell_leaves_the_batch_queued_until_it_is_back(stack: QueueStack,
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps(
             {"batchId": "b2", "index": "shop", "apiKey": key,
              "documents": [{"_id": "r2", "title": "rattan chair"}]}))
-        wait_for(lambda: int(str(stats()["delivered"])) >= 1, timeout=20,
+        # well within the 30 s visibility timeout: a failed batch is released at once
+        wait_for(lambda: int(str(stats()["delivered"])) >= 1, timeout=15,
                  what="delivery once the cell is back")
+        wait_for(lambda: int(str(stats()["failed"])) >= 1, timeout=15,
+                 what="the first batch, released early and then refused by the new cell")
         hits = requests.post(f"{cell2}/indexes/shop/search", json={"q": "rattan"},
                              headers={"x-api-key": key}).json()["hits"]
         assert [h["_id"] for h in hits] == ["r2"]

@@ -72,6 +72,13 @@ class Queue:
             found.append(Message(str(item.get("ReceiptHandle", "")), body, raw))
         return found
 
+    def release(self, receipt: str, after_s: int = 1) -> None:
+        """Make a received message visible again after `after_s` rather than after the
+        queue's visibility timeout (30 s): a batch that failed on a peer's hiccup comes
+        back as soon as the peer may be back."""
+        self.aws.call("sqs", "ChangeMessageVisibility", {
+            "QueueUrl": self.url(), "ReceiptHandle": receipt, "VisibilityTimeout": after_s})
+
     def delete(self, receipt: str) -> None:
         self.aws.call("sqs", "DeleteMessage", {"QueueUrl": self.url(), "ReceiptHandle": receipt})
 

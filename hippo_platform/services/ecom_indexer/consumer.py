@@ -8,7 +8,9 @@ revoked key, bad document) will not change by retrying: the message is deleted a
 counted as failed, so one bad batch never blocks the others. A body that is not a
 batch at all is dropped the same way, with a log line naming it.
 
-Delivery is at least once; admin_server gives every document an `_id`, so a re-sent
+A batch left on the queue is made visible again after a second (ChangeMessageVisibility)
+rather than after the queue's 30 s visibility timeout, so a cell back from a restart
+gets it at once. Delivery is at least once; admin_server gives every document an `_id`, so a re-sent
 batch overwrites itself in the cell.
 """
 
@@ -114,6 +116,7 @@ class Consumer:
             answer = self.cell.request("POST", f"/indexes/{segment(index)}/documents",
                                        body={"documents": docs}, headers={"x-api-key": key})
         except HttpError as exc:  # unreachable: the client's 502 names the cell
+            self._release(message)
             raise Retry(f"batch {batch_id}: {exc.message}") from None
         if answer.ok:
             self.queue.delete(message.receipt)
@@ -124,9 +127,16 @@ class Consumer:
             return
         reason = f"cell answered {answer.status}: {answer.error_text()}"
         if answer.status not in PERMANENT:
+            self._release(message)
             raise Retry(f"batch {batch_id}: {reason}")
         self.queue.delete(message.receipt)
         self._failed(f"batch {batch_id} for index '{index}' failed for good: {reason}")
+
+    def _release(self, message: Message) -> None:
+        try:
+            self.queue.release(message.receipt)
+        except AwsError as exc:  # it still comes back, after the visibility timeout
+            log_error(f"ecom_indexer: could not release a message early: {exc}")
 
     def _failed(self, text: str) -> None:
         with self.stats.lock:
