@@ -74,6 +74,7 @@ def run_property(name: str, strategy: st.SearchStrategy[Any], check: Callable[[A
             counts["failed"] += 1
             raise
 
+    body.__name__ = body.__qualname__ = name.replace(" ", "_")  # what the report prints
     test = hypothesis.seed(seed)(probe_settings(examples)(hypothesis.given(strategy)(body)))
     return run_test(name, test, counts)
 

@@ -1,0 +1,209 @@
+"""`hd probes`, `--full` and `--fuzz` against a real full-profile stack (own port offset):
+health with error_type/status_code, the properties passing, the fuzz machine passing;
+a cell that forgets deletes (a real HTTP peer in front of fake_cell) fails --full with
+a falsifying example; a service stopped mid-fuzz trips its breaker and is counted as
+infrastructure, not a bug. Example counts are small: each test is seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from data_stack import REPO, free_offset, run_task
+from stackutil import hd
+
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+
+SMALL = ["--examples", "4", "--deadline-s", "60", "--seed", "7"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
+    root = tmp_path_factory.mktemp("probes-modes") / "proj"
+    root.mkdir()
+    offset = free_offset()
+    try:
+        up = hd(root, "up", "--detach", "--profile", "full", "--port-offset", str(offset),
+                timeout=180)
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield root, offset
+    finally:
+        hd(root, "down", timeout=90)
+        force_down(Registry(root))
+
+
+def probes_module(root: Path, offset: int, *args: str, env: dict[str, str] | None = None
+                  ) -> subprocess.Popen[str]:
+    """The stack's probes command itself, with only the daemon's URL (and `env`) given."""
+    full_env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO),
+                "HIPPODROME_DASHBOARD_URL": f"http://127.0.0.1:{9000 + offset}", **(env or {})}
+    for var in ("MARQO_BASE_URL", "CONTROLLER_URL"):
+        if env is None or var not in env:
+            full_env.pop(var, None)
+    return subprocess.Popen([sys.executable, "-m", "hippo_platform.seed.probes",
+                             "--project-root", str(root), *args], cwd=root, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_health_carries_error_type_and_status_code(stack: tuple[Path, int],
+                                                   tmp_path: Path) -> None:
+    root, _ = stack
+    report = tmp_path / "report.json"
+    done = run_task(root, "probes", "--json", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    services = {s["name"]: s for s in json.loads(report.read_text())["services"]}
+    assert services["fake_cell"]["status_code"] == 200
+    assert services["fake_cell"]["error_type"] is None
+    assert services["moto"]["status_code"] == 200  # its HTML page is health enough
+
+
+def test_a_stopped_service_is_connection_refused(stack: tuple[Path, int],
+                                                 tmp_path: Path) -> None:
+    root, _ = stack
+    report = tmp_path / "stopped.json"
+    assert hd(root, "stop", "--service", "console").returncode == 0
+    try:
+        done = run_task(root, "probes", "--json", str(report))
+    finally:
+        assert hd(root, "start", "--service", "console").returncode == 0
+    assert done.returncode == 1
+    console = {s["name"]: s for s in json.loads(report.read_text())["services"]}["console"]
+    assert console["error_type"] == "connection_refused" and console["status_code"] is None
+    assert "[connection_refused]" in done.stdout
+
+
+def test_full_passes_on_the_full_profile(stack: tuple[Path, int], tmp_path: Path) -> None:
+    root, _ = stack
+    report = tmp_path / "full.json"
+    done = run_task(root, "probes", "--full", *SMALL, "--json", str(report), timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {r["name"]: r for r in json.loads(report.read_text())["full"]}
+    for name in ("found by unique terms", "filter is a subset", "pin rule comes first",
+                 "deleted never found"):
+        assert results[name]["status"] == "PASS", results[name]
+        assert results[name]["examples"] >= 1
+    assert results["fork holds its source"]["status"] in ("PASS", "SKIP")
+    assert "properties: " in done.stdout and "0 failed" in done.stdout
+
+
+def test_fuzz_passes_and_prints_the_error_code_table(stack: tuple[Path, int]) -> None:
+    root, _ = stack
+    done = run_task(root, "probes", "--fuzz", "--examples", "3", "--steps", "15",
+                    "--seed", "3", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "error codes per service" in done.stdout
+    assert "0 real failure(s)" in done.stdout and "0 breaker(s) open" in done.stdout
+    for service in ("controller", "fake_cell"):
+        assert any(line.strip().startswith(service) for line in done.stdout.splitlines())
+
+
+def test_bad_flags_are_named_with_exit_2(stack: tuple[Path, int]) -> None:
+    root, _ = stack
+    for flags, words in ((["--examples", "0"], "must be more than 0"),
+                         (["--deadline-s", "soon"], "not a number")):
+        done = run_task(root, "probes", "--full", *flags)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert words in done.stderr and "Traceback" not in done.stderr
+
+
+class ForgetfulCell:
+    """fake_cell behind a proxy that answers deletes without passing them on: the kind
+    of bug (a lost write) --full exists to catch."""
+
+    def __init__(self, cell_url: str) -> None:
+        cell = urlsplit(cell_url)
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "DELETE" and "/documents/" in self.path or \
+                        self.path.endswith("/documents/delete-batch"):
+                    self._answer(200, b'{"deleted": true}')
+                    return
+                conn = http.client.HTTPConnection(str(cell.hostname), cell.port, timeout=10)
+                try:
+                    conn.request(self.command, self.path, body=body or None,
+                                 headers={k: v for k, v in self.headers.items()
+                                          if k.lower() in ("x-api-key", "content-type")})
+                    answer = conn.getresponse()
+                    self._answer(answer.status, answer.read())
+                finally:
+                    conn.close()
+
+            def _answer(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _forward  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ForgetfulCell:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_cell_that_forgets_deletes_fails_full_with_a_falsifying_example(
+    stack: tuple[Path, int]
+) -> None:
+    root, offset = stack
+    with ForgetfulCell(f"http://127.0.0.1:{9001 + offset}") as broken:
+        proc = probes_module(root, offset, "--full", *SMALL, env={"MARQO_BASE_URL": broken.url})
+        out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 1, out
+    failed = [line for line in out.splitlines() if "[FAIL]" in line]
+    assert any("deleted never found" in line and "is still found" in line for line in failed), out
+    assert "deleted_never_found(" in out and "--seed 7" in out  # hypothesis' own example
+    assert "Failing test case" in out or "Falsifying example" in out
+    assert any("[OK]" in line and "found by unique terms" in line for line in out.splitlines())
+
+
+def test_a_service_stopped_mid_fuzz_trips_its_breaker_and_is_not_a_bug(
+    stack: tuple[Path, int]
+) -> None:
+    root, offset = stack
+    proc = probes_module(root, offset, "--fuzz", "--examples", "500", "--steps", "20",
+                         "--deadline-s", "15", "--seed", "11", "--breaker", "3")
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # wait until the machine runs, then stop the controller
+            seen.append(line)
+            if line.startswith("fuzz ("):
+                break
+        assert hd(root, "stop", "--service", "controller").returncode == 0
+        out = "".join(seen) + proc.stdout.read()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert hd(root, "start", "--service", "controller").returncode == 0
+    assert proc.returncode == 0, out
+    assert "breaker open    controller" in out and "connection_refused" in out, out
+    assert "0 real failure(s)" in out and "1 breaker(s) open" in out, out
+    row = next(line for line in out.splitlines() if line.strip().startswith("controller"))
+    assert row.rstrip().endswith("OPEN")
