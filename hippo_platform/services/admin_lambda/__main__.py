@@ -23,14 +23,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from hippo_platform.services.admin_server.api import _index
 from hippo_platform.services.admin_server.records import Records
-from hippo_platform.services.common import App, NotFound, Request, ServiceUnavailable, env_flag
+from hippo_platform.services.common import (
+    App,
+    BadRequest,
+    NotFound,
+    Request,
+    ServiceUnavailable,
+    env_flag,
+)
 from hippo_platform.services.common.aws_lite import AwsClient, AwsConfigError
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.runner import main
@@ -39,6 +46,17 @@ NAME = "admin_lambda"
 DEFAULT_PORT = 9006
 EXIT_CONFIG = 78  # sysexits EX_CONFIG
 RETRY_AFTER_S = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")  # admin_server's index names
+
+
+def _index(req: Request) -> str:
+    """Checked here rather than imported from admin_server.api, which would pull in its
+    auth and upload modules: 2 MB of a 25 MB budget."""
+    value = req.params["index"]
+    if not _NAME.match(value):
+        raise BadRequest(f"bad index name {value!r}: 1-128 letters, digits, '_', '-', '.', "
+                         "':', starting with a letter or digit")
+    return value
 
 
 def _retry(message: str) -> ServiceUnavailable:
