@@ -53,7 +53,6 @@ JSON bytes)"""
 _NO_ROUTE = b'"route":null,"target":null'
 
 
-
 def _env_number(name: str, default: float, floor: float) -> float:
     try:
         value = float(os.environ.get(name) or default)
