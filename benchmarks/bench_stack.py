@@ -1,7 +1,12 @@
-"""The bundled ecom stack (issue 4): time to ready, memory per service, and the two
-data paths users wait on. Real `invoke up --profile ecom --detach` on a free port block.
+"""The bundled stack (issue 4; full profile: issue 13): time to ready, memory per
+service, and the two data paths users wait on. Real `invoke up --profile P --detach` on
+a free port block.
 
-    python benchmarks/bench_stack.py [--runs 3]
+    python benchmarks/bench_stack.py [--runs 3] [--profile ecom|full] [--key NAME]
+
+`--profile full` writes under `stack_full` (figures `full_*`), with a target of at most
+25 MB RSS for each stand-in issue 13 added. To measure an older commit, copy this file
+into a `git worktree` of it and run it there with `--key stack_full_before`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from hippo_tasks.registry.store import Registry  # noqa: E402
 
 TARGETS = {"ecom_ready_s": ("<=", 6.0), "ecom_rss_mb": ("<=", 350.0), "ecom_pss_mb": ("<=", 350.0),
            "upload_to_searchable_s": ("<=", 1.5), "settings_to_export_s": ("<=", 1.5)}
+NEW_IN_13 = ("agentic_search", "admin_lambda", "admin_worker", "ecom_indexer",
+             "ecom_indexer_trigger")
+"""Stand-ins issue 13 added: each at most 25 MB RSS."""
 
 
 def call(url: str, method: str = "GET", body: Any = None,
@@ -64,12 +72,13 @@ def group_memory(pgid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def one_run(seed: bool) -> dict[str, Any]:
+def one_run(seed: bool, profile: str = "ecom", disable: tuple[str, ...] = ()) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hd-bench-stack-") as tmp:
         root = Path(tmp)
-        (root / "hippodrome.toml").write_text("")
+        (root / "hippodrome.toml").write_text(
+            "".join(f"[services.{name}]\nenabled = false\n" for name in disable))
         offset = free_offset()
-        args = ["up", "--profile", "ecom", "--detach", "--port-offset", str(offset),
+        args = ["up", "--profile", profile, "--detach", "--port-offset", str(offset),
                 "--table-prefix", "bench-"] + ([] if seed else ["--no-seed"])
         try:
             began = time.monotonic()
@@ -135,9 +144,15 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
+    parser.add_argument("--profile", choices=("ecom", "full"), default="ecom")
+    parser.add_argument("--disable", default="", help="services to switch off (a,b): "
+                        "to see what one service adds")
+    parser.add_argument("--key", default=None, help="results.json key (default: stack, "
+                        "or stack_full for --profile full)")
     args = parser.parse_args()
     hd(REPO, "--list")  # warm the install (imports, .pyc) before timing
-    runs = [one_run(seed=True) for _ in range(args.runs)]
+    disable = tuple(n for n in args.disable.split(",") if n)
+    runs = [one_run(seed=True, profile=args.profile, disable=disable) for _ in range(args.runs)]
     rss_by_service = {name: statistics.median(r["rss"][name] for r in runs)
                       for name in runs[0]["rss"]}
     results = {
@@ -155,7 +170,19 @@ def main() -> int:
         "rss_mb_by_service": rss_by_service,
         "load_average": os.getloadavg()[0],
     }
-    report(Path(args.out), "stack", results, TARGETS)
+    targets = dict(TARGETS)
+    if args.profile != "ecom":
+        p = args.profile
+        results = {(f"{p}_{k[5:]}" if k.startswith("ecom_") else k): v
+                   for k, v in results.items()}
+        targets = {(f"{p}_{k[5:]}" if k.startswith("ecom_") else k): t
+                   for k, t in TARGETS.items() if not k.startswith("ecom_")}
+        for name in NEW_IN_13:
+            if name in rss_by_service:
+                results[f"{name}_rss_mb"] = rss_by_service[name]
+                targets[f"{name}_rss_mb"] = ("<=", 25.0)
+    key = args.key or ("stack" if args.profile == "ecom" else f"stack_{args.profile}")
+    report(Path(args.out), key, results, targets)
     return 0
 
 
