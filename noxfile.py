@@ -123,6 +123,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_dashboard.py")
     session.run("python", "benchmarks/bench_cli.py")
     session.run("python", "benchmarks/bench_watch.py")
+    session.run("python", "benchmarks/bench_probes.py")  # probes --full/--fuzz, full profile
     session.run("python", "benchmarks/bench_mcp.py")
     # honcho, supervisord and circus beside hippodrome, each from PyPI into its own
     # venv under .bench/peers/ (made once); ~6 minutes.
