@@ -22,6 +22,7 @@ import re
 import uuid
 from typing import Any
 
+from hippo_platform.services.admin_server import text_feed
 from hippo_platform.services.admin_server.auth import Authenticator
 from hippo_platform.services.admin_server.records import Records
 from hippo_platform.services.common import (
@@ -143,8 +144,18 @@ def build_app(
     @r.post(base + "/documents")
     def upload(req: Request) -> Response:
         who = auth.uploader(req, auth.principal(req))
-        index = _index(req)
         documents = check_documents(shapes.require_list(req.json_object(), "documents"))
+        return accept(req, who, documents)
+
+    @r.post(base + "/documents/text")
+    def upload_text(req: Request) -> Response:
+        """Text onboarding (text_feed.py): a CSV or one-product-per-line feed."""
+        who = auth.uploader(req, auth.principal(req))
+        documents = check_documents(text_feed.documents_from(*text_feed.read_feed(req)))
+        return accept(req, who, documents)
+
+    def accept(req: Request, who: Any, documents: list[dict[str, Any]]) -> Response:
+        index = _index(req)
         key = {"x-api-key": str(who.api_key)}
         cell.call("GET", "/indexes/" + segment(index), headers=key)  # 404 for an unknown index
         if uploads is not None:

@@ -42,7 +42,8 @@ class ForkWorker:
     def stop(self) -> None:
         """Finish the task in hand (one cell call and one answer), then return."""
         self.stopping.set()
-        self._thread.join(timeout=self.wait_s + 15)
+        if self._thread.ident is not None:  # never started when the port could not be bound
+            self._thread.join(timeout=self.wait_s + 15)
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
