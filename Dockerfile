@@ -4,8 +4,9 @@
 #   nox -s pex && docker build -t hippodrome .
 #   docker run --rm -p 9000-9019:9000-9019 hippodrome up --profile ecom --no-seed
 #
-# BASE_IMAGE needs CPython 3.11 as python3.11 on PATH (the PEX files are built for it)
-# and useradd; `nox -s docker` passes a Debian bookworm bootstrapped locally.
+# BASE_IMAGE needs the CPython the PEX files were built for (3.11 unless `nox -s pex
+# --force-python 3.13`) as python3.X on PATH, and useradd; `nox -s docker` passes a
+# Debian bookworm bootstrapped locally.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 

@@ -1,8 +1,9 @@
 """Build `dist/pex/hd.pex` and `dist/pex/services.pex` from the lock in `build/`.
 
 One dependency set, two files: `services.pex` has no entry point, so it behaves like a
-CPython 3.11 interpreter with the bundled platform (hippo_platform) and every service
-dependency importable (`services.pex -m moto.server ...`), which is what `${python}`
+CPython interpreter (3.11 by default; 3.12 or 3.13 with `--python-version`, or
+`nox -s pex --force-python 3.13`) with the bundled platform (hippo_platform) and every
+service dependency importable (`services.pex -m moto.server ...`), which is what `${python}`
 renders to in Docker mode; `hd.pex` is the same set with the `hd` entry point, so that
 file alone can also run every profile on a host without Docker (`${python}` is then its
 own venv's python).
@@ -49,7 +50,10 @@ from typing import Any
 # Everything that decides the bytes of the PEX files, pinned in one place.
 TOOLS = ("pex==2.105.2", "setuptools==84.2.1", "uv==0.13.9")
 PIP_VERSION = "25.2"
-INTERPRETER_CONSTRAINT = "CPython==3.11.*"
+FLOOR = "3.11"
+"""The oldest supported CPython: the default target, and the lock's resolution floor."""
+SUPPORTED = ("3.11", "3.12", "3.13")
+"""As noxfile.SUPPORTED and requires-python."""
 ENTRY_POINT = "hippo_tasks.tasks.program:main"
 # The extras needed at run time: moto and boto3; psycopg for ecom_ingest's store; the MCP
 # SDK for `hd mcp` and the daemon's /mcp; hypothesis for `hd probes --full/--fuzz`.
@@ -58,14 +62,13 @@ COMMON_PEX_ARGS = (
     "--venv",
     "--sh-boot",
     "--non-hermetic-venv-scripts",
-    "--interpreter-constraint",
-    INTERPRETER_CONSTRAINT,
 )
 LOCK_ARGS = (
+    # One lock for every supported CPython: markers where pins differ, and every
+    # wheel's hash (so the same file builds a PEX for 3.11, 3.12 or 3.13).
+    "--universal",
     "--python-version",
-    "3.11",
-    "--python-platform",
-    "linux",
+    FLOOR,
     "--generate-hashes",
     "--no-header",
     "--no-annotate",
@@ -90,6 +93,7 @@ class BuildReport:
     """What one build cost and produced, for the nox session and benchmarks."""
 
     seconds: float
+    python_version: str = FLOOR
     wheel_seconds: float = 0.0
     files: dict[str, dict[str, object]] = field(default_factory=dict)
     digest: str = ""
@@ -153,18 +157,44 @@ def input_requirements(root: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-def tools_python(root: Path) -> str:
-    """An interpreter that has exactly the pinned tools: ours when it does (the nox
-    session installs them), else a venv under build/cache made once for the purpose
-    (the test suite's venv has no pex)."""
-    if _has_tools():
+def running_version() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def interpreter_constraint(version: str) -> str:
+    return f"CPython=={version}.*"
+
+
+def find_python(version: str) -> str:
+    """An interpreter of this X.Y: ours, else `pythonX.Y` on PATH."""
+    if version == running_version():
         return sys.executable
-    venv = root / "build" / "cache" / "pex-tools"
+    found = shutil.which(f"python{version}")
+    check = [found or "", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]
+    try:
+        ran = subprocess.run(check, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        ran = None
+    if found is None or ran is None or ran.stdout.strip() != version:
+        raise SystemExit(f"pex: no working python{version} on PATH to build for CPython "
+                         f"{version} (install it, or run `nox -s pex --force-python {version}`)")
+    return found
+
+
+def tools_python(root: Path, version: str | None = None) -> str:
+    """An interpreter of `version` (default: ours) that has exactly the pinned tools:
+    ours when it does (the nox session installs them), else a venv under build/cache
+    made once per version for the purpose (the test suite's venv has no pex). The PEX
+    files are built for the version of the interpreter that builds them."""
+    version = version or running_version()
+    if version == running_version() and _has_tools():
+        return sys.executable
+    venv = root / "build" / "cache" / f"pex-tools-{version}"
     marker = venv / "tools.txt"
     python = venv / "bin" / "python"
     if not (python.exists() and marker.exists() and marker.read_text() == "\n".join(TOOLS)):
         shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([find_python(version), "-m", "venv", str(venv)], check=True)
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *TOOLS],
             check=True,
@@ -196,11 +226,12 @@ def source_files(root: Path) -> Iterator[Path]:
                 yield (Path(folder) / name).relative_to(root)
 
 
-def inputs_digest(root: Path) -> str:
+def inputs_digest(root: Path, version: str = FLOOR) -> str:
     """Hash of everything that decides the bytes of the PEX files, so a fresh build can
     be reused (the test suite builds only when this changed)."""
     h = hashlib.sha256()
-    for part in (*TOOLS, PIP_VERSION, *COMMON_PEX_ARGS, ENTRY_POINT):
+    for part in (*TOOLS, PIP_VERSION, *COMMON_PEX_ARGS, interpreter_constraint(version),
+                 ENTRY_POINT):
         h.update(part.encode() + b"\0")
     h.update((root / LOCK_PATH).read_bytes())
     h.update((root / OVERRIDES).read_bytes())
@@ -210,11 +241,11 @@ def inputs_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def is_fresh(root: Path, out_dir: Path) -> bool:
+def is_fresh(root: Path, out_dir: Path, version: str = FLOOR) -> bool:
     stamp = out_dir / STAMP
     if not stamp.is_file() or not all((out_dir / n).is_file() for n in PEX_FILES):
         return False
-    return stamp.read_text().strip() == inputs_digest(root)
+    return stamp.read_text().strip() == inputs_digest(root, version)
 
 
 def sha256(path: Path) -> str:
@@ -240,22 +271,22 @@ def snapshot(root: Path, dest: Path) -> Path:
     return dest
 
 
-def build(root: Path, out_dir: Path, python: str | None = None) -> BuildReport:
+def build(root: Path, out_dir: Path, version: str = FLOOR) -> BuildReport:
     """Snapshot the inputs, then build both PEX files from the snapshot."""
     with tempfile.TemporaryDirectory(prefix="hippodrome-src-") as tmp:
-        return build_snapshot(snapshot(root, Path(tmp)), out_dir, python)
+        return build_snapshot(snapshot(root, Path(tmp)), out_dir, version)
 
 
-def build_snapshot(src: Path, out_dir: Path, python: str | None = None) -> BuildReport:
+def build_snapshot(src: Path, out_dir: Path, version: str = FLOOR) -> BuildReport:
     """Build the project wheel, then services.pex from the lock and hd.pex from
-    services.pex."""
+    services.pex, for CPython `version`."""
     check_lock_current(src)
-    python = python or tools_python(repo_root())
-    digest = inputs_digest(src)
+    python = tools_python(repo_root(), version)
+    digest = inputs_digest(src, version)
     env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
     t0 = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = BuildReport(seconds=0.0, digest=digest)
+    report = BuildReport(seconds=0.0, digest=digest, python_version=version)
     with tempfile.TemporaryDirectory(prefix="hippodrome-pex-") as tmp:
         stage, wheels = Path(tmp) / "src", Path(tmp) / "wheels"
         for rel in source_files(src):
@@ -277,11 +308,11 @@ def build_snapshot(src: Path, out_dir: Path, python: str | None = None) -> Build
         services, hd = out_dir / "services.pex", out_dir / "hd.pex"
         excludes = [arg for name in excluded(src) for arg in ("--exclude", name)]
         started = time.monotonic()
-        _pex(python, env, services, "-r", str(reqs), "--no-transitive",
+        _pex(python, env, version, services, "-r", str(reqs), "--no-transitive",
              "--pip-version", PIP_VERSION, *excludes)
         report.files["services.pex"] = _file_info(services, time.monotonic() - started)
         started = time.monotonic()
-        _pex(python, env, hd, "--pex-repository", str(services), "hippodrome",
+        _pex(python, env, version, hd, "--pex-repository", str(services), "hippodrome",
              *input_requirements(src), *excludes, "-e", ENTRY_POINT)
         report.files["hd.pex"] = _file_info(hd, time.monotonic() - started)
     (out_dir / STAMP).write_text(digest + "\n")
@@ -289,12 +320,13 @@ def build_snapshot(src: Path, out_dir: Path, python: str | None = None) -> Build
     return report
 
 
-def _pex(python: str, env: dict[str, str], target: Path, *args: str) -> None:
+def _pex(python: str, env: dict[str, str], version: str, target: Path, *args: str) -> None:
     """One pex run, written beside the target and renamed: a reader (the test suite,
     a running stack) never sees half a file."""
     partial = target.with_name(f".{target.name}.partial")
     subprocess.run(
-        [python, "-m", "pex", "--python", python, *COMMON_PEX_ARGS, *args, "-o", str(partial)],
+        [python, "-m", "pex", "--python", python, *COMMON_PEX_ARGS, "--interpreter-constraint",
+         interpreter_constraint(version), *args, "-o", str(partial)],
         check=True, env=env,
     )
     partial.replace(target)
@@ -331,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build dist/pex/hd.pex and services.pex")
     b.add_argument("--out", default=str(OUT_DIR))
+    b.add_argument("--python-version", default=running_version(),
+                   help="the CPython X.Y the PEX files run on (default: this interpreter's); "
+                        "built by pythonX.Y from PATH")
     b.add_argument("--force", action="store_true", help="build even when fresh")
     b.add_argument("--check-reproducible", action="store_true",
                    help="build a second time into a temporary folder and compare sha256")
@@ -339,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help='put the figures under "packaging" in benchmarks/results.json')
     lk = sub.add_parser("lock", help="refresh build/requirements.txt from pyproject.toml")
     lk.add_argument("--keep", action="store_true", help="keep current pins where possible")
-    sub.add_parser("digest", help="print the inputs digest")
+    dg = sub.add_parser("digest", help="print the inputs digest")
+    dg.add_argument("--python-version", default=running_version())
     sub.add_parser("tools", help="print the pinned build tools")
     args = parser.parse_args(argv)
     root = repo_root()
@@ -347,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(" ".join(TOOLS))
         return 0
     if args.cmd == "digest":
-        print(inputs_digest(root))
+        print(inputs_digest(root, args.python_version))
         return 0
     if args.cmd == "lock":
         print(f"lock: {root / LOCK_PATH} in {lock(root, upgrade=not args.keep)} s")
@@ -356,18 +392,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="hippodrome-src-") as tmp:
         src = snapshot(root, Path(tmp) / "src")
-        if not args.force and is_fresh(src, out):
-            print(f"pex: {out} is fresh (inputs {inputs_digest(src)[:12]}); --force to rebuild")
+        version = args.python_version
+        if version not in SUPPORTED:
+            parser.error(f"--python-version {version}: supported are {', '.join(SUPPORTED)}")
+        if not args.force and is_fresh(src, out, version):
+            print(f"pex: {out} is fresh (inputs {inputs_digest(src, version)[:12]}, "
+                  f"CPython {version}); --force to rebuild")
             result["fresh"] = True
         else:
-            report = build_snapshot(src, out)
+            report = build_snapshot(src, out, version)
             result.update(asdict(report))
             for name, info in report.files.items():
                 print(f"pex: {out / name}: {info['mb']} MB, "
                       f"sha256 {str(info['sha256'])[:16]}..., {info['seconds']} s")
             print(f"pex: built in {report.seconds} s (project wheel {report.wheel_seconds} s)")
         if args.check_reproducible:
-            again = build_snapshot(src, Path(tmp) / "again")
+            again = build_snapshot(src, Path(tmp) / "again", version)
             same = all(sha256(out / n) == again.files[n]["sha256"] for n in PEX_FILES)
             result["reproducible"] = same
             result["second_build_seconds"] = again.seconds
