@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from harness import Harness, run
-from stackutil import free_ports, hd, stack_header, toy_service, write_stack
+from stackutil import TOY, free_ports, hd, script_service, stack_header, toy_service, write_stack
 
 from hippo_tasks.daemon.why import explain, render
 from hippo_tasks.supervision.states import State
@@ -121,3 +121,48 @@ def test_critical_path_from_rows_tolerates_missing_and_odd_values() -> None:
     assert [(s.service, round(s.seconds, 2)) for s in path] == [("x", 1.5), ("y", 0.5)]
     assert describe(rows).startswith("critical path x 1.50s → y 0.50s")
     assert critical_path([]) == [] and describe([{"name": "n"}]) == ""
+
+
+FLAKY_DB = (
+    "import os, sys\n"
+    "if os.path.exists(os.environ['BROKEN']):\n"
+    "    print('db: cannot read its data directory', flush=True)\n"
+    "    sys.exit(1)\n"
+    "os.execv(sys.executable, [sys.executable, os.environ['TOY'], *sys.argv[1:]])\n"
+)
+
+
+def test_a_service_that_failed_for_its_dependency_is_explained_and_cascaded_back(
+        project: Path) -> None:
+    """web gives up because db failed: `why web` names db (and db's own last lines),
+    and once db is fixed, `restart db --cascade` brings web back too."""
+    db, web = free_ports(2)
+    broken = project / "broken"
+    broken.write_text("yes")
+    script = project / "db.py"
+    script.write_text(FLAKY_DB)
+    text = ("[stack]\ndefaults = false\n\n"
+            + script_service("db", str(script), db, env={"BROKEN": str(broken), "TOY": TOY})
+            + toy_service("web", web, depends_on=["db"]))
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None and failure.service == "db"
+        while h.stack.get("web").state != State.FAILED:
+            await asyncio.sleep(0.02)
+        snaps = {s.name: s for s in h.stack.snapshots()}
+        readiness = {n: s.planned.spec.readiness.describe()
+                     for n, s in h.stack.services.items()}
+        answer = explain("web", snaps, readiness, h.lines, h.stack.log_path)
+        assert [(b["service"], b["depth"]) for b in answer["blockers"]] == [("db", 1)]
+        assert "db: cannot read its data directory" in answer["blockers"][0]["last_lines"]
+        assert "at the bottom of the chain: db failed: exited with code 1" in \
+            answer["summary"]
+        broken.unlink()
+        touched = await h.stack.restart_cascade("db")
+        assert touched == ["db", "web"]
+        assert h.stack.get("db").state == State.RUNNING
+        assert h.stack.get("web").state == State.RUNNING
+        assert explain("web", {s.name: s for s in h.stack.snapshots()}, readiness,
+                       h.lines, h.stack.log_path)["blockers"] == []
+
+    run(project, text, scenario)

@@ -53,6 +53,19 @@ def _took(snap: ServiceSnapshot) -> float | None:
     return ready - began if ready is not None and began is not None else None
 
 
+def blocked_on(snap: ServiceSnapshot,
+               snaps: Mapping[str, ServiceSnapshot]) -> list[tuple[str, str]]:
+    """What stands between this service and ready: what its start waits for now, or,
+    once it gave up because a dependency failed or was stopped, its dependencies that
+    are still not ready."""
+    if snap.waiting_on:
+        return list(snap.waiting_on)
+    if snap.ready or snap.state not in ("failed", "stopped", "pending") or \
+            not snap.reason.startswith("dependency '"):
+        return []
+    return [(d, "ready") for d in snap.depends_on if d in snaps and not snaps[d].ready]
+
+
 def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[str, str],
             lines: Lines, log_path: Callable[[str], str | None]) -> dict[str, Any]:
     """The answer for `name` (known to exist): its own state and sentence, and every
@@ -60,7 +73,7 @@ def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[
     snap = snaps[name]
     blockers: list[dict[str, Any]] = []
     seen = {name}
-    frontier = [(dep, cond, 1) for dep, cond in snap.waiting_on]
+    frontier = [(dep, cond, 1) for dep, cond in blocked_on(snap, snaps)]
     while frontier:
         dep, condition, depth = frontier.pop(0)
         if dep in seen or dep not in snaps or depth > MAX_DEPTH:
@@ -71,18 +84,18 @@ def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[
             "service": dep, "state": other.state, "condition": condition,
             "healthy": other.healthy, "reason": other.reason,
             "summary": _own_sentence(other, readiness.get(dep, "")),
-            "waiting_on": [d for d, _ in other.waiting_on],
+            "waiting_on": [d for d, _ in blocked_on(other, snaps)],
             "last_lines": lines(dep), "log_path": log_path(dep), "depth": depth,
         })
-        frontier += [(d, c, depth + 1) for d, c in other.waiting_on]
+        frontier += [(d, c, depth + 1) for d, c in blocked_on(other, snaps)]
+    roots = [b for b in blockers if not b["waiting_on"]]
+    bottom = ("; at the bottom of the chain: " + "; ".join(b["summary"] for b in roots)
+              if roots else "")
     if snap.waiting_on:
         waits = ", ".join(f"{d} ({c})" for d, c in snap.waiting_on)
-        summary = f"{name} is waiting for {waits}"
-        roots = [b for b in blockers if not b["waiting_on"]]
-        if roots:
-            summary += "; at the bottom of the chain: " + "; ".join(b["summary"] for b in roots)
+        summary = f"{name} is waiting for {waits}" + bottom
     else:
-        summary = _own_sentence(snap, readiness.get(name, ""))
+        summary = _own_sentence(snap, readiness.get(name, "")) + bottom
     return {
         "service": name, "state": snap.state, "healthy": snap.healthy, "ready": snap.ready,
         "reason": snap.reason, "summary": summary, "blockers": blockers,

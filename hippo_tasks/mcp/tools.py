@@ -167,28 +167,9 @@ def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def why(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
-    """The daemon's `why`; for a service that failed because a dependency did (it waits
-    on nothing any more, so the daemon lists no blockers), the dependencies that are not
-    ready, down the chain, as its blockers: the agent's next question answered."""
-    answer = stack.why(args["service"])
-    if answer.get("ready") or answer.get("blockers"):
-        return answer
-    rows = {r["name"]: r for r in stack.status()["services"]}
-    seen = {answer["service"]}
-    frontier = [(d, 1) for d in rows.get(answer["service"], {}).get("depends_on", [])]
-    while frontier:
-        dep, depth = frontier.pop(0)
-        if dep in seen or dep not in rows or rows[dep].get("ready"):
-            continue
-        seen.add(dep)
-        found = stack.why(dep)
-        answer["blockers"].append({
-            "service": dep, "state": found["state"], "condition": "ready",
-            "healthy": found.get("healthy", False), "reason": found.get("reason", ""),
-            "summary": found["summary"], "last_lines": found.get("last_lines", []),
-            "log_path": found.get("log_path"), "depth": depth})
-        frontier += [(d, depth + 1) for d in rows[dep].get("depends_on", [])]
-    return answer
+    """The daemon's `why` (daemon/why.py): the service's state, and its blockers down
+    the chain, including the not-ready dependencies of a service that gave up waiting."""
+    return stack.why(args["service"])
 
 
 # ---- logs -------------------------------------------------------------------------------

@@ -85,6 +85,9 @@ class ServiceSupervisor:
         self._first_seq = 0
         self._setup_done = False
         self.timings = StartTimings()
+        self.failed_for_dependency = False
+        """Its latest start gave up because a dependency failed or was stopped: fixing
+        that dependency (restart --cascade) should bring this one back too."""
         self.waiting_on: tuple[tuple[str, str], ...] = ()
         """(dependency, condition) pairs the current start still waits for."""
         self._backoff = Backoff(ctx.settings.backoff_initial, ctx.settings.backoff_max)
@@ -337,6 +340,7 @@ class ServiceSupervisor:
     async def _run_body(self) -> None:
         spec = self.planned.spec
         blocked = await self._wait_deps()
+        self.failed_for_dependency = bool(blocked)
         if blocked:
             self._move(State.FAILED, blocked)
             return

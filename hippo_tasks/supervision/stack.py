@@ -169,7 +169,8 @@ class StackSupervisor:
         """Restart `name`, then each service that depends on it (in dependency order),
         each once the one before is ready again; a job that completed runs again (a
         schema step after its database). A dependant stopped on purpose stays stopped;
-        a restart that fails ends the cascade there. Returns what it touched."""
+        a restart that fails ends the cascade there. A dependant that failed only because
+        a dependency did is started again. Returns what it touched."""
         touched = [name]
         await self.get(name).request("restart", "restart requested (cascade)")
         if not self.get(name).ready:
@@ -178,7 +179,7 @@ class StackSupervisor:
             svc = self.services[dep]
             completed_job = svc.planned.spec.kind == "job" and svc.ready
             if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon \
-                    and not completed_job:
+                    and not completed_job and not svc.failed_for_dependency:
                 continue
             touched.append(dep)
             await svc.request("restart", f"restart requested (cascade from {name})")
