@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +138,24 @@ def test_fork_through_step_functions_and_the_worker(start: ServiceStarter, moto_
     done = wait_fork(ctl.base_url, key, made.json()["forkId"])
     assert done["status"] == "SUCCEEDED" and done["numberOfDocuments"] == 25, done
     assert all_docs(cell.base_url, key, "copy") == all_docs(cell.base_url, key, "src")
+    # two forks racing for one target: one wins whole, the other fails, named
+    with ThreadPoolExecutor(2) as pool:
+        raced = list(pool.map(lambda _: requests.post(
+            f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key, json={"target": "twin"},
+            timeout=10), range(2)))
+    outcomes = []
+    for answer in raced:
+        if answer.status_code == 409:
+            outcomes.append("FAILED")
+            continue
+        assert answer.status_code == 202, answer.text
+        ended = wait_fork(ctl.base_url, key, answer.json()["forkId"])
+        assert ended["status"] == "SUCCEEDED" or "already exists" in ended["cause"], ended
+        outcomes.append(ended["status"])
+    assert sorted(outcomes) == ["FAILED", "SUCCEEDED"], outcomes
+    assert all_docs(cell.base_url, key, "twin") == all_docs(cell.base_url, key, "src")
     # a target that appears while the fork waits in the queue: the execution FAILS, named
-    worker.terminate()
+    assert worker.terminate() == 0  # SIGTERM: the task in hand finishes, then a clean exit
     late = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
                          json={"target": "late"}, timeout=10)
     assert late.status_code == 202, late.text
