@@ -95,6 +95,8 @@ def test_full_passes_on_the_full_profile(stack: tuple[Path, int], tmp_path: Path
         assert results[name]["examples"] >= 1
     assert results["fork holds its source"]["status"] in ("PASS", "SKIP")
     assert "properties: " in done.stdout and "0 failed" in done.stdout
+    # hypothesis' own files go with the stack's state, not into the project folder
+    assert not (root / ".hypothesis").exists() and (root / ".hippodrome" / "hypothesis").is_dir()
 
 
 def test_fuzz_passes_and_prints_the_error_code_table(stack: tuple[Path, int]) -> None:

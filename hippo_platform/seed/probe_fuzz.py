@@ -220,6 +220,25 @@ class FuzzMachine(RuleBasedStateMachine):
             raise self.run.wrong("controller", answer.text(),
                                  f"lists {sorted(mine)!r}, the model has {sorted(self.indexes)!r}")
 
+    @rule()
+    @step("fake_cell")
+    def account_view(self) -> None:
+        """The key's account, as the cell and the controller see it, lists what we made."""
+        me = self.run.send("fake_cell", "GET", "/account").body or {}
+        account = str(me.get("accountId") or "")
+        if not account:
+            raise self.run.wrong("fake_cell", "GET /account", f"no accountId in {me!r}")
+        if self.run.has("controller"):
+            seen = self.run.send("controller", "GET", "/api/v2/accounts/" + seg(account))
+            if (seen.body or {}).get("accountId") != account:
+                raise self.run.wrong("controller", seen.text(), f"not account {account}")
+        listed = self.run.send("fake_cell", "GET", f"/accounts/{seg(account)}/indexes").body
+        names = {str(ix.get("indexName")) for ix in (listed or {}).get("results", [])}
+        missing = set(self.indexes) - self.uncertain - names
+        if missing:
+            raise self.run.wrong("fake_cell", f"GET /accounts/{account}/indexes",
+                                 f"does not list {sorted(missing)!r}")
+
     @rule(bad=st.sampled_from([{"documents": "x"}, {"documents": [1]}, {}, [],
                                {"documents": [{"_id": ""}]}, {"documents": [{"_x": 1}]}]))
     @step("fake_cell")

@@ -23,12 +23,24 @@ def have_hypothesis() -> bool:
     return importlib.util.find_spec("hypothesis") is not None
 
 
+def keep_files_in_state_folder(root: Path) -> None:
+    """hypothesis writes caches to `.hypothesis/` in the working folder (the project
+    root here); they belong with the stack's other state, under `.hippodrome/`."""
+    import os
+
+    if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        set_hypothesis_home_dir(root / ".hippodrome" / "hypothesis")
+
+
 def full(root: Path, view: StackView, *, examples: int, deadline_s: float, seed: int,
          say: Say) -> tuple[bool, list[dict[str, Any]]]:
     from hippo_platform.seed import probe_props
     from hippo_platform.seed.probe_runner import FAIL, Budget
     from hippo_platform.seed.probe_target import TargetError, make_target
 
+    keep_files_in_state_folder(root)
     say(f"properties (hypothesis, seed {seed}, up to {examples} example(s) each, "
         f"{deadline_s:g} s in all)")
     try:
@@ -58,6 +70,7 @@ def fuzz(root: Path, view: StackView, *, examples: int, steps: int, deadline_s: 
     from hippo_platform.seed.probe_runner import FAIL, Budget
     from hippo_platform.seed.probe_target import TargetError, make_target
 
+    keep_files_in_state_folder(root)
     say(f"fuzz (hypothesis state machine, seed {seed}, up to {examples} run(s) of "
         f"{steps} step(s), {deadline_s:g} s, breaker after {breaker} infrastructure errors)")
     try:
