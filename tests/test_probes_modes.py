@@ -209,3 +209,11 @@ def test_a_service_stopped_mid_fuzz_trips_its_breaker_and_is_not_a_bug(
     assert "0 real failure(s)" in out and "1 breaker(s) open" in out, out
     row = next(line for line in out.splitlines() if line.strip().startswith("controller"))
     assert row.rstrip().endswith("OPEN")
+
+
+def test_the_time_budget_leaves_examples_out_and_says_so(stack: tuple[Path, int]) -> None:
+    root, _ = stack
+    done = run_task(root, "probes", "--full", "--examples", "25", "--deadline-s", "0.01",
+                    "--seed", "5", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "left out when the time budget ran out" in done.stdout
