@@ -58,6 +58,15 @@ def test_an_alias_reads_writes_and_moves(start: ServiceStarter) -> None:
                          timeout=10)
     assert moved.status_code == 200 and moved.json()["previousIndex"] == "v1"
     assert ids(cell.base_url, key, "live") == ids(cell.base_url, key, "v2")
+    forked = requests.post(f"{ctl}/api/v2/indexes/live/fork", headers=key, timeout=10,
+                           json={"target": "snap"})  # a fork of an alias copies its index
+    assert forked.status_code == 201 and forked.json()["source"] == "live", forked.text
+    info = requests.get(f"{cell.base_url}/indexes/snap", headers=key, timeout=10).json()
+    assert info["forkedFrom"]["source"] == "v2"
+    assert ids(cell.base_url, key, "snap") == ids(cell.base_url, key, "v2")
+    again = requests.post(f"{cell.base_url}/indexes/live/fork", headers=key, timeout=10,
+                          json={"target": "snap", "forkId": info["forkedFrom"]["forkId"]})
+    assert again.status_code == 200, again.text  # a retried step finds its copy
     listed = requests.get(f"{ctl}/api/v2/aliases", headers=key, timeout=10).json()
     assert listed["results"] == [{"alias": "live", "index": "v2"}]
     assert requests.delete(f"{ctl}/api/v2/indexes/v1", headers=key,

@@ -198,10 +198,11 @@ class Cell(AliasOps):
         with self.lock:
             self._account(account_id)
             existing = self.indexes.get((account_id, target))
-            origin = {"source": source, "forkId": fork_id}
-            if existing is not None and existing.origin == origin:
-                return {**origin, "target": target, "numberOfDocuments": len(existing.docs)}, False
-            src = self._index(account_id, source)
+            if existing is not None and existing.origin and existing.origin["forkId"] == fork_id:
+                done = {**existing.origin, "target": target}
+                return {**done, "numberOfDocuments": len(existing.docs)}, False
+            src = self._index(account_id, source)  # an alias names its index
+            origin = {"source": src.name, "forkId": fork_id}
             if existing is not None or (account_id, target) in self.aliases:
                 raise Conflict(f"index '{target}' already exists; pick another fork target")
             self._commit({"op": "index.fork", "accountId": account_id, "name": target,
