@@ -186,6 +186,8 @@ def test_worker_killed_after_copying_is_finished_by_the_next(
     assert crashing.wait_exit(30) == 9  # copied, never answered
     running = wait_fork(ctl.base_url, key, made.json()["forkId"], timeout=0)
     assert running["status"] == "RUNNING"
+    assert ctl.terminate() == 0  # the fork's record lives on moto, not in the controller
+    ctl = start.start("controller", env=env)
     start.start("fork_action_worker", args=["--visibility-timeout", "2"], env=env)
     done = wait_fork(ctl.base_url, key, made.json()["forkId"])
     assert done["status"] == "SUCCEEDED" and done["numberOfDocuments"] == 25, done
