@@ -29,9 +29,11 @@ STACK_PORTS = 20  # 9000-9019
 
 
 def free_offset() -> int:
-    """A --port-offset whose every stack port is free right now."""
+    """A --port-offset whose every stack port is free right now, all below Linux's
+    ephemeral range (32768+), so no outgoing connection of another process can take
+    one between this check and the service binding it."""
     for _ in range(100):
-        offset = random.randrange(20000, 40000, STACK_PORTS)
+        offset = random.randrange(1000, 32768 - 9000 - STACK_PORTS, STACK_PORTS)
         socks: list[socket.socket] = []
         try:
             for port in range(9000 + offset, 9000 + offset + STACK_PORTS):
