@@ -137,6 +137,7 @@ def test_services_pex_is_an_interpreter_without_the_source_tree(pex_dir: Path,
                                                                 tmp_path: Path) -> None:
     code = (
         "import sys, hippo_tasks, moto, boto3, psycopg, requests, psutil, colorama, invoke;"
+        "import hypothesis.stateful;"  # hd probes --full/--fuzz run with services.pex
         "print(sys.version_info[:2] == (3, 11), hippo_tasks.__file__)"
     )
     out = subprocess.run(
