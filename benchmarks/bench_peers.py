@@ -80,7 +80,9 @@ def bring_up(m: Manager, timeout: float = 90) -> float:
         pending = {p for p in pending if not answers(p)}
         if pending:
             time.sleep(0.005)
-    return time.monotonic() - began
+    took = time.monotonic() - began
+    m.manager_pids()  # met now, so clean-up finds them even after a kill -9
+    return took
 
 
 def stop(m: Manager) -> float:

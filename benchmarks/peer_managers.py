@@ -47,6 +47,9 @@ class Manager:
         self.bin, self.root, self.ports, self.own_ports = bindir, root, ports, own_ports
         self.names = [f"svc{i:02d}" for i in range(len(ports))]
         self.launcher: subprocess.Popen[bytes] | None = None
+        self.seen: dict[int, float] = {}
+        """Every manager process met so far -> its start time: killed at clean-up even
+        once orphaned (a helper whose command line does not name the project folder)."""
         (root / "markers").mkdir(parents=True, exist_ok=True)
         self.write()
 
@@ -98,13 +101,23 @@ class Manager:
         for pid in list(found):
             with suppress(psutil.Error):
                 found.update(c.pid for c in psutil.Process(pid).children(recursive=True))
-        return sorted(p for p in found - toys if alive(p))
+        pids = sorted(p for p in found - toys if alive(p))
+        for pid in pids:
+            with suppress(psutil.Error):
+                self.seen[pid] = psutil.Process(pid).create_time()
+        return pids
 
     def kill9(self) -> None:
         os.kill(self.roots()[0], signal.SIGKILL)
 
     def cleanup(self) -> None:
         """SIGKILL everything this project started, whatever state the manager is in."""
+        with suppress(Exception):
+            self.manager_pids()
+        for pid, created in self.seen.items():
+            with suppress(psutil.Error):
+                if psutil.Process(pid).create_time() == created:
+                    os.kill(pid, signal.SIGKILL)
         if self.launcher is not None:
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.launcher.pid, signal.SIGKILL)
@@ -218,7 +231,9 @@ class Supervisord(Manager):
 
 
 class Circus(Manager):
-    """circusd --daemon with its ZeroMQ endpoints on loopback ports of their own."""
+    """circusd --daemon with its ZeroMQ endpoints on loopback ports of their own, and
+    circus's defaults otherwise: no stats_endpoint (naming one switches circusd-stats
+    on, a second process), no multicast discovery (its default is a UDP group)."""
 
     name = "circus"
 
@@ -228,7 +243,7 @@ class Circus(Manager):
     def write(self) -> None:
         text = (f"[circus]\nendpoint = {self.endpoint()}\n"
                 f"pubsub_endpoint = tcp://127.0.0.1:{self.own_ports[1]}\n"
-                f"stats_endpoint = tcp://127.0.0.1:{self.own_ports[2]}\nstatsd = False\n\n")
+                "multicast_endpoint =\n\n")
         for i, name in enumerate(self.names):
             text += f"[watcher:{name}]\ncmd = {' '.join(self.toy_argv(i))}\nnumprocesses = 1\n\n"
         (self.root / "circus.ini").write_text(text)
@@ -254,5 +269,5 @@ class Circus(Manager):
 
 
 MANAGERS: list[type[Manager]] = [Hippodrome, Honcho, Supervisord, Circus]
-OWN_PORTS = 3
-"""Loopback ports a manager may need for itself (dashboard; circus's three endpoints)."""
+OWN_PORTS = 2
+"""Loopback ports a manager may need for itself (dashboard; circus's two endpoints)."""
