@@ -104,8 +104,12 @@ service = "sink"
 path = "/events"
 
 [commands.probes]
-command = ["${python}", "-c",
-           "print('[OK] web answers'); print('[FAIL] db: no rows'); raise SystemExit(1)"]
+command = ["${python}", "-c", '''
+import sys
+print('[OK] web answers')
+print('args:', *sys.argv[1:])
+print('[FAIL] db: no rows')
+raise SystemExit(1)''']
 
 [commands.seed]
 command = ["${python}", "-c", "print('seeded 3 records')"]

@@ -180,7 +180,11 @@ def test_events_probes_and_seed(target: Any) -> None:
         probes = await agent.ok("probes")
         assert probes["ok"] is False and probes["exit_code"] == 1
         assert {"status": "FAIL", "text": "db: no rows"} in probes["checks"]
-        assert "db: no rows" in probes["summary"]
+        assert "db: no rows" in probes["summary"] and "args:" in probes["lines"]
+        fuzz = await agent.ok("probes", mode="fuzz", examples=3)
+        assert "args: --fuzz --examples 3" in fuzz["lines"]
+        assert fuzz["summary"].startswith("probes --fuzz: failed (exit 1)")
+        assert "mode" in await agent.refused("probes", mode="everything")
         seeded = await agent.ok("seed", seed=7)
         assert seeded["ok"] and "seeded 3 records" in seeded["lines"]
 

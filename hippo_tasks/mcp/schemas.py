@@ -199,6 +199,15 @@ SEED_IN = closed({
     "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1,
              "description": "Random seed (default HIPPODROME_RANDOM_SEED, else 42)."},
 })
+PROBES_IN = closed({
+    **TASK_IN["properties"],
+    "mode": {"type": "string", "enum": ["health", "full", "fuzz"],
+             "description": "health (default): every service's health and one data path; "
+                            "full: property-based search checks; fuzz: a random walk over "
+                            "the platform's APIs (infrastructure errors counted apart)."},
+    "examples": {"type": "integer", "minimum": 1, "maximum": 1000,
+                 "description": "Examples per property (full) or runs (fuzz)."},
+})
 TASK_OUT = shape({
     "ok": {"type": "boolean"}, "exit_code": {"type": "integer"},
     "summary": {"type": "string"}, "lines": LINES,

@@ -246,7 +246,12 @@ def _task(stack: Stack, args: list[str], timeout: float, what: str) -> dict[str,
 
 
 def probes(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
-    return _task(stack, ["probes"], float(args.get("timeout_s", 300)), "probes")
+    mode = args.get("mode", "health")
+    extra = [] if mode == "health" else [f"--{mode}"]
+    if "examples" in args:
+        extra += ["--examples", str(args["examples"])]
+    return _task(stack, ["probes", *extra], float(args.get("timeout_s", 300)),
+                 "probes" if mode == "health" else f"probes --{mode}")
 
 
 def seed(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
@@ -304,7 +309,7 @@ TOOLS: tuple[Tool, ...] = (
          schemas.REPLAY_IN, schemas.REPLAY_OUT, events.replay),
     Tool("probes", "Run the stack's health probes (`hd probes`): ok, and each check with "
          "its status (OK, WARN, SKIP, FAIL).",
-         schemas.TASK_IN, schemas.TASK_OUT, probes, read_only=True),
+         schemas.PROBES_IN, schemas.TASK_OUT, probes, read_only=True),
     Tool("seed", "Seed deterministic data into the running stack (`hd seed`); writes "
          ".hippodrome/seed.json and .env.e2e.",
          schemas.SEED_IN, schemas.TASK_OUT, seed, idempotent=True),
