@@ -7,7 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hippo_tasks.model.loader import load_stack
+import pytest
+
+from hippo_tasks.errors import StackFileError
+from hippo_tasks.model.loader import load_stack, load_stack_text
 from hippo_tasks.model.plan import Options, build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +56,22 @@ def test_node_workers_have_distinct_inspector_ports(tmp_path: Path) -> None:
     service_ports = {s.port for s in spec.services if s.port} | {spec.settings.dashboard_port}
     assert not set(inspectors) & service_ports
     assert "INSPECTOR_PORT" not in envs["admin_server"], "only the Node workers get one"
+    # a second stack side by side: every inspector port moves with the offset
+    moved = build_plan(spec, Options(project_root=tmp_path, profile="full", port_offset=100))
+    shifted = {p.spec.name: p.env for p in moved.services}
+    assert [int(shifted[n]["INSPECTOR_PORT"]) for n in NODE_WORKERS] == \
+        [p + 100 for p in inspectors]
+
+
+def test_a_literal_port_outside_the_range_after_the_offset_is_a_load_error(
+        tmp_path: Path) -> None:
+    text = ('[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\n'
+            'env = { DEBUG_PORT = "${port:65500}" }\n')
+    ok = build_plan(load_stack_text(text), Options(project_root=tmp_path, port_offset=35))
+    assert ok.service("a").env["DEBUG_PORT"] == "65535"
+    with pytest.raises(StackFileError, match=r"\$\{port:65500\} is port 65536 with "
+                                             r"--port-offset 36, outside 1-65535"):
+        build_plan(load_stack_text(text), Options(project_root=tmp_path, port_offset=36))
 
 
 def test_each_slot_has_a_readme_row() -> None:

@@ -180,6 +180,7 @@ def base_vars(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> dict[
         "dashboard_url": f"http://{HOST}:{dashboard_port}",
         "random_seed": str(opts.random_seed),
         "bind_host": bind_host(opts.env),
+        "port_offset": str(opts.port_offset),
     }
 
 
@@ -275,6 +276,16 @@ class Renderer:
 
         return _VAR.sub(sub, text)
 
+    def shifted(self, port: int, field_name: str) -> str:
+        """`${port:9229}`: a port that is no service's own (a Node inspector, a debug
+        port), moved with the stack by --port-offset like every service port, so two
+        copies side by side do not clash on it."""
+        moved = port + int(self.base.get("port_offset", "0"))
+        if not 1 <= moved <= 65535:
+            raise self.fail(f"${{port:{port}}} is port {moved} with --port-offset "
+                            f"{self.base.get('port_offset')}, outside 1-65535", field_name)
+        return str(moved)
+
     def fail(self, problem: str, field_name: str) -> StackFileError:
         if self.table is not None:
             return StackFileError(self.svc.source, problem, None, f"{self.table}.{field_name}")
@@ -285,6 +296,8 @@ class Renderer:
             if self.svc.port is None:
                 raise self.fail("uses ${port} but has no port", field_name)
             return str(self.ports[self.svc.name])
+        if var == "port" and arg is not None and arg.isdigit():
+            return self.shifted(int(arg), field_name)
         if var in ("port", "url") and arg is not None:
             if arg not in self.services:
                 raise self.fail(f"${{{var}:{arg}}}: no such service '{arg}'"
