@@ -118,6 +118,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[aws,postgres,test]")
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
     session.run("python", "benchmarks/bench_stack.py")
+    session.run("python", "benchmarks/bench_stack.py", "--profile", "full")
     session.run("python", "benchmarks/bench_fake_cell.py")
     session.run("python", "benchmarks/bench_webhook.py")
     session.run("python", "benchmarks/bench_dashboard.py")
