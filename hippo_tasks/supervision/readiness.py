@@ -18,6 +18,7 @@ from hippo_tasks.model.spec import StackSettings
 from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.process import Child
+from hippo_tasks.supervision.ticker import Ticker
 
 Outcome = Literal["ready", "exited", "timeout", "unhealthy"]
 
@@ -83,8 +84,9 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
 
 async def while_running(child: Child, planned: PlannedService, settings: StackSettings,
                         set_health: Callable[[bool], None],
-                        note: Callable[[str], None]) -> Outcome:
-    """Until the process exits ("exited") or fails its liveness probe too often."""
+                        note: Callable[[str], None], ticker: Ticker) -> Outcome:
+    """Until the process exits ("exited") or fails its liveness probe too often; probes
+    at the stack's shared tick (supervision/ticker.py)."""
     readiness = planned.spec.readiness
     if readiness.kind not in ("http", "tcp"):
         await asyncio.shield(child.exited)
@@ -92,8 +94,8 @@ async def while_running(child: Child, planned: PlannedService, settings: StackSe
     misses = 0
     while True:
         # Real time, not the injected clock: the clock stands for backoff time only.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(child.exited), settings.liveness_interval)
+        await asyncio.wait((ticker.next(settings.liveness_interval), child.exited),
+                           return_when=asyncio.FIRST_COMPLETED)
         if child.exited.done():
             return "exited"
         ok = await probes.probe(readiness, planned.port, 2.0)

@@ -29,7 +29,7 @@ import signal
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +44,7 @@ from hippo_tasks.supervision.readiness import Outcome, until_ready, while_runnin
 from hippo_tasks.supervision.scope import RUN_ENV, Scope
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
 from hippo_tasks.supervision.states import ALLOWED, State, StateMachine, Transition
+from hippo_tasks.supervision.ticker import Ticker
 from hippo_tasks.supervision.timeline import StartTimings
 
 Op = Literal["start", "stop", "restart"]
@@ -57,6 +58,8 @@ class SupervisorContext:
     settings: StackSettings
     base_env: Mapping[str, str]
     on_transition: Callable[[Transition], None]
+    ticker: Ticker = field(default_factory=Ticker)
+    """When running services are probed for liveness (one timer for all)."""
 
 
 class ServiceSupervisor:
@@ -362,7 +365,7 @@ class ServiceSupervisor:
                 self.timings.ready_at = time.time()
                 self._move(State.RUNNING, "ready")
                 outcome = await while_running(child, self.planned, self.ctx.settings,
-                                              self._set_health, self._note)
+                                              self._set_health, self._note, self.ctx.ticker)
             self.healthy = False
             if outcome in ("exited", "ready"):
                 await self._drain(child)
