@@ -11,10 +11,11 @@ from typing import Any
 from hippo_tasks.model.loader import load_stack_text
 from hippo_tasks.model.plan import Options, build_plan
 from hippo_tasks.supervision.backoff import Clock, LoopClock
+from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.logs import LogHub, RunFiles
 from hippo_tasks.supervision.orphans import OrphanGuard
 from hippo_tasks.supervision.ownership import establish
-from hippo_tasks.supervision.service import SupervisorContext, child_env
+from hippo_tasks.supervision.service import SupervisorContext
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 

@@ -22,8 +22,8 @@ from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
 from hippo_tasks.registry.cleanup import clean_stale
 from hippo_tasks.registry.store import Registry, daemon_alive
+from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.ports import check_ports
-from hippo_tasks.supervision.service import child_env
 
 
 def prepare(opts: Options, say: Callable[[str], None] = print,

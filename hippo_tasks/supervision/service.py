@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from hippo_tasks.model.plan import PlannedService
@@ -41,7 +39,7 @@ from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.ownership import Ownership
 from hippo_tasks.supervision.process import Child, SpawnError, end_scope, kill_scope, spawn
 from hippo_tasks.supervision.readiness import Outcome, until_ready, while_running
-from hippo_tasks.supervision.scope import RUN_ENV, Scope
+from hippo_tasks.supervision.scope import Scope
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
 from hippo_tasks.supervision.states import ALLOWED, State, StateMachine, Transition
 from hippo_tasks.supervision.ticker import Ticker
@@ -499,18 +497,3 @@ class ServiceSupervisor:
                 self.ctx.on_transition(Transition(self.name, State.EXTERNAL, State.EXTERNAL,
                                                   "probe", time.time()))
             await asyncio.sleep(settings.liveness_interval)
-
-
-def child_env() -> dict[str, str]:
-    """The environment children inherit: ours, minus what would confuse a child (and
-    any ownership mark of a stack this daemon itself runs inside), plus the folder
-    holding hippo_tasks on PYTHONPATH, so `${python} -m hippo_tasks...` works from a
-    plain checkout as well as from an install."""
-    env = dict(os.environ)
-    for key in ("PYTHONSTARTUP", "PYTHONINSPECT", RUN_ENV):
-        env.pop(key, None)
-    package_parent = str(Path(__file__).resolve().parents[2])
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if package_parent not in paths and "HIPPODROME_PEX_DIR" not in env:
-        env["PYTHONPATH"] = os.pathsep.join([package_parent, *paths])
-    return env

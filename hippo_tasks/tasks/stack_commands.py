@@ -22,7 +22,7 @@ from hippo_tasks.model.commands import PlannedCommand, plan_command
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options
 from hippo_tasks.model.spec import StackSpec
-from hippo_tasks.supervision.service import child_env
+from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.tasks.context import python_for_services, random_seed
 
 
