@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from stackutil import (
     PY,
     REPO,
@@ -32,14 +33,20 @@ from stackutil import (
 
 from hippo_tasks.supervision.scope import marked_pids
 
+HD = [PY, "-c", "from hippo_tasks.tasks.program import main; main()"]
+"""The `hd` console script's body (its fast path reads `up` without invoke)."""
 
-def launch_up(project: Path, *flags: str, **popen: Any) -> subprocess.Popen[str]:
-    """`invoke up FLAGS` as a user starts it, left running (what `hd()` cannot do:
-    it waits for the command to end). Output is piped unless `popen` says otherwise."""
+
+def launch_up(project: Path, *flags: str, via: str = "invoke",
+              **popen: Any) -> subprocess.Popen[str]:
+    """`invoke up FLAGS` (or `hd up FLAGS`) as a user starts it, left running (what
+    `hd()` cannot do: it waits for the command to end). Output is piped unless `popen`
+    says otherwise."""
     options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
-    return subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", *flags,
-                             "--project-root", str(project)], cwd=project, text=True,
-                            env={**os.environ, "NO_COLOR": "1"}, **options)
+    program = HD if via == "hd" else [PY, "-m", "invoke", "-r", str(REPO)]
+    return subprocess.Popen([*program, "up", *flags, "--project-root", str(project)],
+                            cwd=project, text=True, env={**os.environ, "NO_COLOR": "1"},
+                            **options)
 
 
 def recorded(pids_file: Path) -> dict[str, list[int]]:
@@ -223,10 +230,11 @@ def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:
                  what="the stack gone")
 
 
-def test_double_ctrl_c_kills_at_once_and_nothing_restarts(project: Path) -> None:
+@pytest.mark.parametrize("via", ["invoke", "hd"])
+def test_double_ctrl_c_kills_at_once_and_nothing_restarts(project: Path, via: str) -> None:
     """A chain a <- b <- c <- d whose top drains for 1 s on SIGTERM: Ctrl+C, then a
     second Ctrl+C 0.3 s later. Everything is killed, nothing is restarted, `up`
-    exits 130, and no process is left."""
+    exits 130 (through invoke and through hd's fast path), and no process is left."""
     dash, *ports = free_ports(5)
     pids = project / "pids"
     text = stack_header(dash)
@@ -237,7 +245,7 @@ def test_double_ctrl_c_kills_at_once_and_nothing_restarts(project: Path) -> None
                         readiness={"http": "/"}, **deps)
         prev = name
     write_stack(project, text)
-    up = launch_up(project, stderr=subprocess.STDOUT, start_new_session=True)
+    up = launch_up(project, via=via, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
                  and all(e.get("ready") for e in registry(project)["services"].values())

@@ -106,8 +106,6 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
         if session is not None:
             session.hand_over(pid)  # the daemon deletes them when it shuts down
         return
-    from invoke.exceptions import Exit
-
     from hippo_tasks.daemon.main import run_engine  # the engine, only when we become it
     from hippo_tasks.supervision.printer import TerminalPrinter, use_colour
 
@@ -120,7 +118,7 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
         if session is not None:
             session.close()
     if code:
-        raise Exit(code=code)
+        raise TaskExit(code)
 
 
 def _say(line: str) -> None:

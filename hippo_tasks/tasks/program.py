@@ -1,7 +1,7 @@
 """The `hd` command (console script and PEX entry point): the same tasks as `invoke`.
 
-The commands people repeat (`status`, `start`, `stop`, `restart`, `logs`, `down` and
-their `control.` names, `--version`) take a fast path: their flags are read here and
+The commands people repeat (`up`, `status`, `start`, `stop`, `restart`, `logs`, `down`
+and their `control.` names, `--version`) take a fast path: their flags are read here and
 the very same task function is called, without importing invoke, which costs about
 0.17 s before any task runs. Anything else on the line (short flags bundled,
 `--help`, a second task, invoke's core options, an invoke config file or `INVOKE_*`
@@ -20,13 +20,23 @@ from hippo_tasks import __version__
 from hippo_tasks.tasks.output import EXIT_PIPE_CLOSED, quiet_stdout
 
 KINDS: dict[str, type] = {"json": bool, "force": bool, "follow": bool, "cascade": bool,
-                          "timestamps": bool, "lines": int, "service": str, "project-root": str}
+                          "timestamps": bool, "lines": int, "service": str, "project-root": str,
+                          "profile": str, "cell": str, "table-prefix": str, "only": str,
+                          "port-offset": str, "show": str, "enable-events": bool,
+                          "seed": bool, "detach": bool, "yes": bool, "quiet": bool,
+                          "record": bool}
 """Each fast-path flag's type, as invoke infers it from the task's default value."""
 SHORT: dict[str, str] = {"json": "j", "force": "f", "follow": "f", "lines": "l",
-                         "service": "s", "project-root": "p"}
+                         "service": "s", "project-root": "p", "detach": "d", "cell": "c",
+                         "only": "o", "table-prefix": "t", "yes": "y", "quiet": "q"}
 """Their one-letter forms, as tasks/flags.py gives them (others are long only)."""
+NEGATABLE = frozenset({"seed", "record"})
+"""Flags whose default is on: invoke reads `--no-seed` as seed=False, and so do we."""
 
 HOT: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "up": ("lifecycle", "up", ("profile", "cell", "table-prefix", "project-root",
+                               "enable-events", "seed", "only", "port-offset", "detach", "yes",
+                               "quiet", "show", "record")),
     "status": ("lifecycle", "status", ("json", "project-root")),
     "start": ("lifecycle", "start", ("service", "project-root")),
     "stop": ("lifecycle", "stop", ("service", "project-root")),
@@ -56,11 +66,15 @@ def parse_hot(argv: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
         return None
     flags = HOT[argv[0]][2]
     names = {f"--{f}": f for f in flags} | {f"-{SHORT[f]}": f for f in flags if f in SHORT}
+    negated = {f"--no-{f}": f for f in flags if f in NEGATABLE}
     kwargs: dict[str, Any] = {}
     words = list(argv[1:])
     while words:
         word = words.pop(0)
         word, eq, inline = word.partition("=")
+        if word in negated and not eq and kwarg_for(negated[word]) not in kwargs:
+            kwargs[kwarg_for(negated[word])] = False
+            continue
         flag = names.get(word)
         if flag is None or kwarg_for(flag) in kwargs or (eq and not word.startswith("--")):
             return None
