@@ -117,6 +117,12 @@ def test_yaml_reads_back_what_was_written(doc: dict[str, Any]) -> None:
     assert list(yaml.safe_load_all(dump_all([doc, doc], "a\nb"))) == [doc, doc]
 
 
+def test_yaml_quotes_a_trailing_newline() -> None:
+    """Found by the property above in CI: a key or value ending in a newline."""
+    doc = {"A\n": "b\n", "c": None}
+    assert yaml.safe_load(dump(doc)) == doc
+
+
 def test_yaml_refuses_what_it_cannot_write() -> None:
     with pytest.raises(TypeError):
         dump({"a": object()})

@@ -15,7 +15,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-_PLAIN = re.compile(r"^[A-Za-z/][A-Za-z0-9_./-]*$")
+_PLAIN = re.compile(r"[A-Za-z/][A-Za-z0-9_./-]*")
+"""Matched whole (fullmatch: `$` would also match before a final newline, and "A\n"
+would go out bare and read back as "A")."""
 _UNPRINTABLE = re.compile("[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe"
                           "\uff00-\ufffd\U00010000-\U0010ffff]")
 """What YAML may not hold as it is, escaped: DEL, C1 controls, lone surrogates, and
@@ -38,7 +40,7 @@ def _scalar(value: Any) -> str:
 
 
 def _bare(text: str) -> bool:
-    return bool(_PLAIN.match(text)) and text.lower() not in _WORDS
+    return bool(_PLAIN.fullmatch(text)) and text.lower() not in _WORDS
 
 
 def _key(key: str) -> str:
