@@ -26,6 +26,7 @@ from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.common.errors import HttpError
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.sqs import Message, Queue, QueueMissing
+from hippo_platform.services.common.worker import BackgroundLoop
 from hippo_platform.services.ecom_indexer_service.drainer import PERMANENT, Backoff, _now
 
 
@@ -64,7 +65,7 @@ def check_batch(body: Any) -> tuple[str, str, list[Any], str]:
     return str(body.get("batchId") or "-"), index, docs, key
 
 
-class Consumer:
+class Consumer(BackgroundLoop):
     def __init__(self, queue: Queue, cell: JsonClient, *, wait_s: int = 1,
                  backoff: Backoff | None = None) -> None:
         self.queue = queue
@@ -72,19 +73,7 @@ class Consumer:
         self.wait_s = wait_s
         self.backoff = backoff or Backoff()
         self.stats = Stats()
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self.run, name="consumer", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.stop_event.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout)
-
-    def alive(self) -> bool:
-        return self.thread.is_alive() or not self.thread.ident
+        super().__init__("consumer")
 
     def run(self) -> None:
         while not self.stop_event.is_set():

@@ -29,6 +29,7 @@ from typing import Any
 from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.common.errors import HttpError
 from hippo_platform.services.common.log import log_error, log_line
+from hippo_platform.services.common.worker import BackgroundLoop
 
 PERMANENT = frozenset({400, 401, 403, 404, 409, 413, 422})
 BATCH_LIMIT = 50
@@ -80,7 +81,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Drainer:
+class Drainer(BackgroundLoop):
     def __init__(
         self,
         ingest: JsonClient,
@@ -96,19 +97,7 @@ class Drainer:
         self.batch_limit = batch_limit
         self.backoff = backoff or Backoff()
         self.stats = Stats()
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self.run, name="drainer", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.stop_event.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout)
-
-    def alive(self) -> bool:
-        return self.thread.is_alive() or not self.thread.ident
+        super().__init__("drainer")
 
     def run(self) -> None:
         while not self.stop_event.is_set():
