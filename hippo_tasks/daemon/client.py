@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from hippo_contract.webhook import TOKEN_HEADER, WEBHOOK_PATH
 from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
@@ -76,6 +77,27 @@ class DaemonClient:
         path = f"/api/services/{service}/{verb}" if service else f"/api/stack/{verb}"
         result: dict[str, Any] = self.call("POST", path, {"cascade": True} if cascade else None)
         return result
+
+    def post_event(self, event: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        """One event through the webhook, the path an EventBridge delivery takes:
+        (HTTP status, the JSON answer, or {"raw": text} when it is not JSON)."""
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers[TOKEN_HEADER] = token
+        req = urllib.request.Request(self.url + WEBHOOK_PATH, method="POST", headers=headers,
+                                     data=json.dumps(event).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise DaemonUnreachableError(self.url, self.pid,
+                                         str(getattr(exc, "reason", exc))) from None
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, {"raw": raw.decode("utf-8", "replace")}
 
     def shutdown(self) -> None:
         self.call("POST", "/api/shutdown", timeout=10)

@@ -13,37 +13,16 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from hippo_tasks.errors import DaemonUnreachableError
 from hippo_tasks.mcp.backend import Stack
 
 MAX_ANSWER_CHARS = 16_000
-HOOK = "/webhook/eventbridge"
-TOKEN_HEADER = "x-hippodrome-webhook-token"
 
 
 def send(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     client = stack.client()
     event = {"source": args.get("source", "marqo.dynamodb"),
              "detail-type": args["detail_type"], "detail": args.get("detail", {})}
-    headers = {"Content-Type": "application/json"}
-    token = stack.webhook_token()
-    if token:
-        headers[TOKEN_HEADER] = token
-    req = urllib.request.Request(client.url + HOOK, method="POST", headers=headers,
-                                 data=json.dumps(event).encode())
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        raise DaemonUnreachableError(client.url, client.pid,
-                                     str(getattr(exc, "reason", exc))) from None
-    answer: Any
-    try:
-        answer = json.loads(raw)
-    except ValueError:
-        answer = {"raw": raw.decode("utf-8", "replace")}
+    status, answer = client.post_event(event, stack.webhook_token())
     text = json.dumps(answer)
     if len(text) > MAX_ANSWER_CHARS:
         answer = {"truncated": text[:MAX_ANSWER_CHARS],

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -103,24 +101,7 @@ def send(c: Context, detail_type: str = "", file: str = "", project_root: str = 
     daemon = Registry(root).read().get("daemon") or {}
     detail = _detail(file, detail_type, str(daemon.get("table_prefix") or ""))
     event = {"source": "marqo.dynamodb", "detail-type": detail_type, "detail": detail}
-    headers = {"Content-Type": "application/json"}
-    token = os.environ.get("HIPPODROME_WEBHOOK_TOKEN")
-    if token:
-        headers["x-hippodrome-webhook-token"] = token
-    req = urllib.request.Request(client.url + "/webhook/eventbridge", method="POST",
-                                 data=json.dumps(event).encode(), headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DaemonUnreachableError(client.url, client.pid, str(reason)) from None
-    try:
-        answer = json.loads(raw)
-    except ValueError:
-        answer = {"raw": raw.decode("utf-8", "replace")}
+    status, answer = client.post_event(event, os.environ.get("HIPPODROME_WEBHOOK_TOKEN"))
     print(json.dumps(answer, indent=2), flush=True)
     if status >= 400:
         print(paint(f"hippodrome: the webhook answered {status}", RED, sys.stderr),
