@@ -475,6 +475,7 @@ class ServiceSupervisor:
             self._main = child
             self.pid, self.pgid = child.pid, child.pgid
             self.started_at = self.timings.spawned_at = time.time()
+            self.timings.ready_at = None  # a restart after a crash: not ready again yet
             self.exit_code = None
             self._first_seq = first_seq
         await child.attach_output(self.ctx.hub)
