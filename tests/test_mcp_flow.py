@@ -14,8 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from data_stack import free_offset
 from mcputil import SINK, Agent, run, stdio
 from stackutil import PY, TOY, free_ports, hd, script_service, stack_header, toy_service
+
+from hippo_tasks.tasks.events import _SAMPLE_KEYS
 
 BREAKABLE = ("test ! -e broken || {{ echo 'config error: db.conf line 3: bad port' >&2; "
              "exit 2; }}; exec {py} {toy} --port {port}")
@@ -120,3 +123,64 @@ def test_why_follows_the_chain_to_a_failed_dependency_over_http(project: Path) -
     assert blocker["service"] == "db" and blocker["state"] == "failed"
     assert any("config error" in ln for ln in blocker["last_lines"])
     assert result["again"]["ok"] and all(r["ready"] for r in result["again"]["services"])
+
+
+def test_an_agent_does_the_same_on_the_ecom_stack(project: Path) -> None:
+    """The issue's words exactly: the bundled ecom stack, started, broken, diagnosed,
+    fixed and restarted, and its recorded settings events replayed, through `hd mcp`.
+    The break is the project's own override of ecom_settings_exporter (as a team's
+    hippodrome.toml would run their real exporter), failing while `broken` exists."""
+    broken = project / "broken"
+    script = ('test ! -e "$3" || { echo "config error: exporter.conf line 3: bad bucket" '
+              '>&2; exit 2; }; exec "$0" -m hippo_platform.services.exporter --port "$1" '
+              '--host "$2" --kind settings')
+    (project / "hippodrome.toml").write_text(
+        "[services.ecom_settings_exporter]\n"
+        f"command = {json.dumps(['/bin/sh', '-c', script, '${python}', '${port}'])[:-1]}, "
+        f'"${{bind_host}}", {json.dumps(str(broken))}]\n'
+        "auto_restart = false\n")
+    server = stdio(project)
+    server.env = {**(server.env or {}), "HIPPODROME_PORT_OFFSET": str(free_offset())}
+    detail = {"eventName": "MODIFY", "tableName": "dev-local-EcomIndexSettingsTable",
+              "keys": _SAMPLE_KEYS["EcomIndexSettings"],
+              "newImage": {**_SAMPLE_KEYS["EcomIndexSettings"], "v": {"N": "1"}}}
+
+    async def agent_session(agent: Agent) -> None:
+        bad = await agent.ok("start", profile="nosuch")  # an outcome, with the reason
+        assert bad["ok"] is False and "unknown profile 'nosuch'" in bad["summary"]
+        assert "profile" in await agent.refused("start", profile="../etc")
+        up = await agent.ok("start", profile="ecom")
+        assert up["ok"] and up["launched"], up
+        names = {r["name"] for r in up["services"]}
+        assert {"moto", "aws_provision", "ecom_settings_exporter", "controller"} <= names
+        for _ in range(2):
+            sent = await agent.ok("events_send", detail_type="EcomIndexSettings.MODIFY",
+                                  detail=detail)
+            assert sent["ok"] and sent["answer"]["webhook_status"] == "forwarded", sent
+
+        broken.write_text("")
+        restarted = await agent.ok("restart", service="ecom_settings_exporter",
+                                   cascade=True)
+        assert restarted["ok"] is False
+        why = await agent.ok("why", service="ecom_settings_exporter")
+        assert why["state"] == "failed" and "exited with code 2" in why["reason"]
+        assert any("exporter.conf line 3" in ln for ln in why["last_lines"])
+
+        broken.unlink()
+        fixed = await agent.ok("restart", service="ecom_settings_exporter", cascade=True)
+        assert fixed["ok"], fixed
+        assert (await agent.ok("wait_ready", timeout_s=60))["ready"]
+
+        recordings = (await agent.ok("events_recordings"))["recordings"]
+        current = next(r for r in recordings if r.get("current"))
+        replayed = await agent.ok("events_replay", recording=current["name"],
+                                  filter="EcomIndexSettings.*")
+        assert replayed["ok"], replayed
+        # ours, and the ones event_pipe delivered when the seed job wrote settings
+        assert replayed["sent"] >= 2 and replayed["equal"] == replayed["sent"]
+        assert replayed["mismatches"] == []
+
+    try:
+        run(server, agent_session)
+    finally:
+        hd(project, "down")

@@ -68,8 +68,9 @@ OUTCOME_OUT = shape({
 START_IN = closed({
     "service": service_arg("The service to start, with what it depends on. Omit to start "
                            "the whole stack."),
-    "profile": {"type": "string", "enum": ["core", "ecom", "full"],
-                "description": "Only when no stack is running yet (hd mcp): the profile "
+    "profile": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                "description": "Only when no stack is running yet (hd mcp): the stack "
+                               "file's profile (the bundled stack has core, ecom, full) "
                                "to bring up with `hd up --detach` (default core)."},
 })
 STOP_IN = closed({
