@@ -126,7 +126,7 @@ class StackSettings:
     defaults: bool = True
     dashboard_port: int = 9000
     log_runs_kept: int = 10
-    liveness_interval: float = 5.0
+    liveness_interval: float = 10.0
     liveness_failures: int = 3
     backoff_initial: float = 0.5
     backoff_max: float = 30.0

@@ -17,7 +17,7 @@ OWN_STACK = '''\
 defaults = false          # only the services below (true: the bundled stack as well)
 dashboard_port = 9000     # the page and API of `hd up`: http://127.0.0.1:9000
 # log_runs_kept = 10      # .logs/<stamp>/ folders kept
-# liveness_interval = 5   # seconds between health probes of running services
+# liveness_interval = 10  # seconds between health probes of running services
 
 # Variables every service gets (a service's own `env` wins):
 # [env]
