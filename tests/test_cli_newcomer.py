@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 from stackutil import (
@@ -18,7 +19,6 @@ from stackutil import (
     TOY,
     free_ports,
     hd,
-    registry,
     stack_header,
     toy_service,
     wait_for,
@@ -158,19 +158,28 @@ def _foreground_up(project: Path, *flags: str) -> subprocess.Popen[bytes]:
 
 
 def _ready_then_stop(project: Path, proc: subprocess.Popen[bytes], usr1: bool = False) -> str:
+    """Wait for `up` to say the stack is ready (the registry shows every service ready a
+    moment before `up` prints so: a Ctrl+C in between rightly skips that line), then
+    Ctrl+C it; everything it printed."""
+    assert proc.stdout is not None
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.extend(iter(proc.stdout.readline, b"")),
+                              daemon=True)
+    reader.start()
     try:
-        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists() and all(
-            e.get("ready") for e in (registry(project).get("services") or {"-": {}}).values()),
-            30, what="the stack ready")
+        wait_for(lambda: b"services ready" in b"".join(out), 30, what="up saying ready")
         if usr1:
             proc.send_signal(signal.SIGUSR1)
+            wait_for(lambda: b"".join(out).count(b"| dashboard: http") == 2, 10,
+                     what="the dashboard line again")
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(60)
+        reader.join(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return out.decode()
+    return b"".join(out).decode()
 
 
 def test_up_quiet_shows_warnings_and_our_lines_only(project: Path) -> None:
