@@ -161,9 +161,10 @@ def _ready_then_stop(project: Path, proc: subprocess.Popen[bytes], usr1: bool = 
     """Wait for `up` to say the stack is ready (the registry shows every service ready a
     moment before `up` prints so: a Ctrl+C in between rightly skips that line), then
     Ctrl+C it; everything it printed."""
-    assert proc.stdout is not None
+    stream = proc.stdout
+    assert stream is not None
     out: list[bytes] = []
-    reader = threading.Thread(target=lambda: out.extend(iter(proc.stdout.readline, b"")),
+    reader = threading.Thread(target=lambda: out.extend(iter(stream.readline, b"")),
                               daemon=True)
     reader.start()
     try:
