@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
+from hippo_tasks.supervision.timeline import own_seconds
 
 LAST_LINES = 10
 MAX_DEPTH = 32
@@ -27,7 +28,7 @@ def _own_sentence(snap: ServiceSnapshot, readiness: str) -> str:
         return (f"{name} is external (not started by hippodrome) and "
                 + ("answers its probe" if snap.healthy else "does not answer its probe"))
     if snap.ready:
-        took = _took(snap)
+        took = own_seconds({"timings": snap.timings})
         return f"{name} is ready" + (f" (took {took:.2f}s after its dependencies)"
                                      if took is not None else "")
     if state == "starting":
@@ -45,12 +46,6 @@ def _own_sentence(snap: ServiceSnapshot, readiness: str) -> str:
     if state == "stopping":
         return f"{name} is stopping ({snap.reason})"
     return f"{name} is {state}" + (f" ({snap.reason})" if snap.reason else "")
-
-
-def _took(snap: ServiceSnapshot) -> float | None:
-    ready = snap.timings.get("ready_at")
-    began = snap.timings.get("deps_met_at") or snap.timings.get("requested_at")
-    return ready - began if ready is not None and began is not None else None
 
 
 def blocked_on(snap: ServiceSnapshot,
