@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.errors import RequestTimeoutError, UnknownServiceError
-from hippo_tasks.supervision.timeline import critical_path
+from hippo_tasks.supervision.timeline import path_json
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 300.0
@@ -46,8 +46,7 @@ class StackCommands:
             "uptime_s": round(time.time() - self.engine.started_at, 1),
             "logs_dir": str(self.engine.runs.dir),
             "services": rows,
-            "critical_path": [[seg.service, round(seg.seconds, 3)]
-                              for seg in critical_path(rows)],
+            "critical_path": path_json(rows),
             "problems": self.engine.problems(),
         }
 

@@ -34,7 +34,7 @@ from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.httpcore import Json, Raw, Request, Sink, Stream
 from hippo_tasks.daemon.webhook.routing import Deliveries
 from hippo_tasks.errors import ShutdownInProgressError
-from hippo_tasks.supervision.timeline import critical_path
+from hippo_tasks.supervision.timeline import path_json
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.app import App
@@ -155,7 +155,7 @@ class Tracker:
             self.rows[str(r["name"])] = _row_key(r)
         if rows:
             out["services"] = rows
-            path = [[seg.service, round(seg.seconds, 3)] for seg in critical_path(every)]
+            path = path_json(every)
             if path != self.path:
                 out["critical_path"] = self.path = path
         seqs = {}

@@ -86,6 +86,12 @@ def critical_path(rows: Iterable[Mapping[str, Any]]) -> list[Segment]:
     return path
 
 
+def path_json(rows: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+    """The critical path as `/api/status` and the page's stream carry it:
+    `[[service, seconds], ...]`."""
+    return [[seg.service, round(seg.seconds, 3)] for seg in critical_path(rows)]
+
+
 def slowest(rows: Iterable[Mapping[str, Any]], count: int = 3) -> list[Segment]:
     timed = [Segment(str(r["name"]), s) for r in rows if (s := own_seconds(r)) is not None]
     return sorted(timed, key=lambda s: -s.seconds)[:count]
