@@ -17,13 +17,12 @@ import sys
 from collections.abc import Sequence
 
 from invoke.context import Context
-from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from hippo_contract.e2e_env import ENV_FILE, read_env_file
 from hippo_tasks.errors import UsageError
 from hippo_tasks.tasks.context import random_seed, resolve_root
-from hippo_tasks.tasks.output import handles_errors
+from hippo_tasks.tasks.output import TaskExit, handles_errors
 
 ROOT_HELP = "project folder (default: nearest parent with hippodrome.toml or tasks.py)"
 E2E_USAGE = """Usage: invoke e2e [--project-root DIR] PATH [-- PYTEST ARGS]
@@ -47,7 +46,7 @@ def seed(c: Context, seed: str | None = None, project_root: str = "") -> None:
 
     code = stack_commands.run(resolve_root(project_root), "seed", "seed", number)
     if code:
-        raise Exit(code=code)
+        raise TaskExit(code)
 
 
 PROBES_HELP = {
@@ -77,7 +76,7 @@ def probes(c: Context, full: bool = False, fuzz: bool = False, examples: str | N
     code = stack_commands.run(resolve_root(project_root), "probes", "probes",
                               extra=[*extra, *pytest_args(c)])
     if code:
-        raise Exit(code=code)
+        raise TaskExit(code)
 
 
 def probes_args(*, full: bool, fuzz: bool, **values: str | None) -> list[str]:
@@ -122,7 +121,7 @@ def e2e(c: Context, path: str, project_root: str = "") -> None:
             env.pop(name, None)
     code = subprocess.call(command, env=env)
     if code:
-        raise Exit(code=code)
+        raise TaskExit(code)
 
 
 def pytest_args(c: Context, argv: Sequence[str] | None = None) -> list[str]:

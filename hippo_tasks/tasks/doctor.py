@@ -7,13 +7,12 @@ import shutil
 import sys
 
 from invoke.context import Context
-from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import Registry, daemon_alive, live_services
 from hippo_tasks.tasks.context import build_options, resolve_root
-from hippo_tasks.tasks.output import GREEN, RED, YELLOW, handles_errors, paint
+from hippo_tasks.tasks.output import GREEN, RED, YELLOW, TaskExit, handles_errors, paint
 
 TOOLS = {
     "node": "console development builds (optional)",
@@ -79,7 +78,7 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
             offset=port_offset))
     except HippoError as exc:
         line(False, f"stack file: {exc.message()}")
-        raise Exit(code=1) from None
+        raise TaskExit(1) from None
     taken = [what for what, mine, asked in zip(("profile", "cell", "port offset"),
                                                (profile, cell, port_offset), given, strict=True)
              if running and mine != asked and not (what == "cell" and mine == "local")]
@@ -119,4 +118,4 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
         path = shutil.which(tool)
         line(True if path else None, f"{tool}: {path or 'not found'} — {why}")
     if problems:
-        raise Exit(code=1)
+        raise TaskExit(1)

@@ -18,7 +18,6 @@ from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from hippo_tasks.daemon.client import DaemonClient
@@ -26,7 +25,7 @@ from hippo_tasks.errors import DaemonUnreachableError, UsageError
 from hippo_tasks.model.project import default_table_prefix, find_project_root
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.tasks.context import resolve_root
-from hippo_tasks.tasks.output import RED, handles_errors, paint
+from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint
 
 
 @task(
@@ -50,7 +49,7 @@ def validate(
     lines, ok = run_validation(prefix, endpoint_url=endpoint_url, verbose=verbose)
     print("\n".join(lines), flush=True)
     if not ok:
-        raise Exit(code=1)
+        raise TaskExit(1)
 
 
 SEND_HELP = {
@@ -106,7 +105,7 @@ def send(c: Context, detail_type: str = "", file: str = "", project_root: str = 
     if status >= 400:
         print(paint(f"hippodrome: the webhook answered {status}", RED, sys.stderr),
               file=sys.stderr)
-        raise Exit(code=1)
+        raise TaskExit(1)
 
 
 REPLAY_HELP = {
@@ -194,7 +193,7 @@ def replay(c: Context, file: str, filter: str = "", speed: str = "",
     if not result.ok:
         print(paint(f"hippodrome: {result.different} of {result.sent} deliveries answered "
                     "differently from the recording", RED, sys.stderr), file=sys.stderr)
-        raise Exit(code=1)
+        raise TaskExit(1)
 
 
 ns = Collection("events")

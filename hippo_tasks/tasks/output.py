@@ -86,8 +86,9 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """Run a task body; 0, or the exit code for what it raised (the message on stderr).
 
     A reader that closed the pipe (`| head`) ends the task quietly with 141. stdout is
-    flushed here, inside the guard, so a late EPIPE is caught too. invoke's own `Exit`
-    (raised by tasks that import invoke anyway) passes through untouched.
+    flushed here, inside the guard, so a late EPIPE is caught too. Tasks choose their
+    exit status with `TaskExit`, never invoke's `Exit`: the same body runs on `hd`'s
+    fast path, where no invoke is there to catch it.
     """
     try:
         fn(*args, **kwargs)
