@@ -9,8 +9,6 @@ exactly as it would from `invoke e2e PATH -- ...`.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,28 +23,6 @@ TASK_RUNNER = (
     "    ns.add_task(t)\n"
     "Program(namespace=ns, name='hd', binary='hd').run(['hd', *sys.argv[1:]])\n"
 )
-STACK_PORTS = 20  # 9000-9019
-
-
-def free_offset() -> int:
-    """A --port-offset whose every stack port is free right now, all below Linux's
-    ephemeral range (32768+), so no outgoing connection of another process can take
-    one between this check and the service binding it."""
-    for _ in range(100):
-        offset = random.randrange(1000, 32768 - 9000 - STACK_PORTS, STACK_PORTS)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(9000 + offset, 9000 + offset + STACK_PORTS):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return offset
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise AssertionError("no free range of stack ports found")
 
 
 def run_task(root: Path, *args: str, timeout: float = 120,

@@ -11,7 +11,6 @@ is killed by PID when the module ends, even if a test or the startup itself fail
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from stackutil import free_ports
 
 # Distinctive values, so tests can assert that none of them reaches any output.
 DUMMY_CREDENTIALS = {
@@ -32,10 +32,8 @@ START_TIMEOUT_S = 30.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """One free port of this worker's share (stackutil.free_ports says why)."""
+    return free_ports(1)[0]
 
 
 def start_moto(

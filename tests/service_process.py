@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from stackutil import free_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_CANNOT_LISTEN = 2
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """One free port of this worker's share (stackutil.free_ports says why)."""
+    return free_ports(1)[0]
 
 
 def get_status(port: int, path: str = "/healthz", timeout: float = 1.0) -> int | None:

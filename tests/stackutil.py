@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -22,18 +23,55 @@ FLOOD = str(TOYS / "flood.py")
 ESCAPER = str(TOYS / "escaper.py")
 
 
+PORT_LOW, PORT_HIGH = 10000, 32000
+"""Where tests take their ports: below Linux's ephemeral range (32768+), so no outgoing
+connection (or another process's bind to port 0) can take one between the check and
+the service binding it, split between the pytest-xdist workers, so two workers never
+choose the same port either."""
+STACK_PORTS = 20
+"""The bundled stack's ports: 9000-9019, moved by --port-offset."""
+
+
+def worker_ports() -> range:
+    """This test process's share of PORT_LOW..PORT_HIGH."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    size = (PORT_HIGH - PORT_LOW) // count
+    return range(PORT_LOW + index * size, PORT_LOW + (index + 1) * size)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct ports that were free a moment ago (bound to 0 together, then closed)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct ports of this worker's share that were free a moment ago."""
+    share = worker_ports()
+    out: list[int] = []
+    for _ in range(100 * n + 100):
+        port = random.randrange(share.start, share.stop)
+        if port not in out and _bindable(port):
+            out.append(port)
+            if len(out) == n:
+                return out
+    raise AssertionError(f"no {n} free ports in {share}")
+
+
+def free_offset() -> int:
+    """A --port-offset whose every bundled-stack port (9000-9019 moved) is free right
+    now and in this worker's share."""
+    share = worker_ports()
+    for _ in range(200):
+        first = random.randrange(share.start, share.stop - STACK_PORTS, STACK_PORTS)
+        if all(_bindable(p) for p in range(first, first + STACK_PORTS)):
+            return first - 9000
+    raise AssertionError(f"no free range of stack ports in {share}")
 
 
 def hd(root: Path, *args: str, timeout: float = 120, check: bool = False,

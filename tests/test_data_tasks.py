@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from data_stack import free_offset, run_task
-from stackutil import hd
+from data_stack import run_task
+from stackutil import free_offset, hd
 
 from hippo_platform.seed.files import read_env_file
 from hippo_tasks.registry.cleanup import force_down

@@ -20,10 +20,9 @@ import boto3
 import moto_server
 import pytest
 import requests
-from data_stack import free_offset
 from moto_server import DUMMY_CREDENTIALS
 from service_process import ServiceProcess, ServiceStarter, free_port, get_status
-from stackutil import hd, wait_for
+from stackutil import free_offset, hd, wait_for
 
 from hippo_platform.provision import bucket_name, provision
 

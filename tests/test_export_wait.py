@@ -15,6 +15,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stackutil import free_ports
 
 from hippo_tasks.export import wait
 from hippo_tasks.export.yamlout import dump, dump_all
@@ -67,9 +68,7 @@ def test_http_waits_until_ready(peer: Any) -> None:
 
 
 def test_tcp_waits_for_the_port_and_gives_up_at_the_timeout() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    (port,) = free_ports(1)  # nobody listens there
     said: list[str] = []
     assert not wait.wait_all([f"tcp://127.0.0.1:{port}"], timeout=0.2, say=said.append,
                              interval=0.02)

@@ -14,9 +14,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data_stack import free_offset
 from mcputil import SINK, Agent, run, stdio
-from stackutil import PY, TOY, free_ports, hd, script_service, stack_header, toy_service
+from stackutil import (
+    PY,
+    TOY,
+    free_offset,
+    free_ports,
+    hd,
+    script_service,
+    stack_header,
+    toy_service,
+)
 
 from hippo_tasks.tasks.events import _SAMPLE_KEYS
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import zipfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stackutil import free_offset
 
 from hippo_tasks.packaging import pexbuild
 from hippo_tasks.registry.cleanup import force_down
@@ -61,23 +61,6 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _free_offset() -> int:
-    """A port offset whose 20 ports (dashboard and services) are all free on loopback."""
-    for offset in range(1200, 6000, 20):
-        if all(_port_free(9000 + offset + i) for i in range(20)):
-            return offset
-    pytest.fail("no free block of 20 ports between 10200 and 15000")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class PexStack:
     """`hd.pex` run from an empty working folder against an empty project folder."""
 
@@ -92,7 +75,7 @@ class PexStack:
             HIPPODROME_SRC_DIR=str(self.project),
             HIPPODROME_DASHBOARD_HOST="127.0.0.1",
         )
-        self.offset = _free_offset()
+        self.offset = free_offset()
 
     def run(self, *args: str, timeout: float = STACK_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -11,15 +11,15 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from stackutil import free_ports
 
 from hippo_platform.seed.probe_breakers import Ledger
 from hippo_platform.seed.probe_http import Outcome, call, code_of, is_infrastructure
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """Nobody listens there: a port of this worker's share, checked free a moment ago."""
+    return free_ports(1)[0]
 
 
 @contextmanager

@@ -19,8 +19,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from data_stack import REPO, free_offset, run_task
-from stackutil import hd
+from data_stack import REPO, run_task
+from stackutil import free_offset, hd
 
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry

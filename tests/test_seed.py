@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import requests
-from data_stack import REPO, free_offset, run_task
+from data_stack import REPO, run_task
 from service_process import ServiceStarter, free_port
-from stackutil import hd
+from stackutil import free_offset, hd
 
 from hippo_platform.seed import data
 from hippo_platform.seed.files import read_env_file

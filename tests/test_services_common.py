@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 from service_process import ServiceStarter
+from stackutil import free_ports
 
 from hippo_platform.services.common import App, NotFound, Request, Response, created, shapes
 from hippo_platform.services.common.client import JsonClient
@@ -203,9 +204,7 @@ def test_client_passes_peer_errors_through_and_names_a_dead_peer(url: str) -> No
     with pytest.raises(BadGateway) as boom:
         client.call("GET", "/boom")
     assert "answered 500" in boom.value.message
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"  # nobody listens there
     with pytest.raises(BadGateway) as down:
         JsonClient(dead, peer="ghost", timeout=1).call("GET", "/x")
     assert down.value.status == 502 and dead in down.value.message

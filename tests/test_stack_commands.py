@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from data_stack import free_offset, run_task
-from stackutil import hd
+from data_stack import run_task
+from stackutil import free_offset, hd
 
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry

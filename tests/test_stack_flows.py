@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,26 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import _ROOTS, _sweep
-from stackutil import alive, hd, registry, wait_for
-
-PORTS = range(9000, 9020)
-
-
-def free_offset() -> int:
-    """An offset at which all of 9000..9019 (+offset) are free."""
-    for offset in range(20000, 40000, 100):
-        ok = True
-        for port in PORTS:
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", port + offset))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return offset
-    raise RuntimeError("no free block of 20 ports")
+from stackutil import alive, free_offset, hd, registry, wait_for
 
 
 class Stack:
