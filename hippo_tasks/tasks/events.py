@@ -36,6 +36,7 @@ from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint
         "(default: AWS_ENDPOINT_URL, else real AWS)",
     }
 )
+@handles_errors
 def validate(
     c: Context,
     table_prefix: str | None = None,
