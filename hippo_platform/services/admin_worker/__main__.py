@@ -18,13 +18,12 @@ import sys
 from typing import Any
 
 from hippo_platform.services.common import App, BadGateway, Request, Response, env_flag
-from hippo_platform.services.common.client import JsonClient, segment
-from hippo_platform.services.common.log import log_error, log_line
+from hippo_platform.services.common.client import JsonClient, peer_from_env, segment
+from hippo_platform.services.common.log import log_line
 from hippo_platform.services.common.runner import main
 
 NAME = "admin_worker"
 DEFAULT_PORT = 9009
-EXIT_CONFIG = 78  # sysexits EX_CONFIG
 FORWARDED_HEADERS = ("authorization", "x-api-key")
 BASE = "/api/v1/indexes/{index}"
 ROUTES = (
@@ -60,13 +59,8 @@ def build_app(admin: JsonClient, *, debug: bool = False) -> App:
 
 
 def make_app(_args: argparse.Namespace) -> App:
-    url = os.environ.get("ADMIN_SERVER_URL") or "http://127.0.0.1:9004"
-    try:
-        admin = JsonClient(url, peer="admin_server", timeout=30.0)
-    except ValueError as exc:
-        log_error(f"{NAME}: ADMIN_SERVER_URL: {exc}")
-        raise SystemExit(EXIT_CONFIG) from None
-    log_line(f"{NAME}: forwarding /api/v1 to admin_server at {url}")
+    admin = peer_from_env(NAME, "ADMIN_SERVER_URL", "http://127.0.0.1:9004", "admin_server")
+    log_line(f"{NAME}: forwarding /api/v1 to admin_server at {admin.base_url}")
     return build_app(admin, debug=env_flag("DEBUG"))
 
 

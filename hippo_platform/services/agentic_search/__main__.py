@@ -36,7 +36,7 @@ from hippo_platform.services.common import (
     env_flag,
     shapes,
 )
-from hippo_platform.services.common.client import JsonClient, segment
+from hippo_platform.services.common.client import JsonClient, peer_from_env, segment
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.runner import main
 from hippo_platform.services.common.state import FolderLockedError
@@ -135,12 +135,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_app(args: argparse.Namespace) -> App:
-    url = os.environ.get("SEARCH_PROXY_URL") or "http://127.0.0.1:9005"
-    try:
-        proxy = JsonClient(url, peer="search_proxy", timeout=30.0)
-    except ValueError as exc:
-        log_error(f"{NAME}: SEARCH_PROXY_URL: {exc}")
-        raise SystemExit(EXIT_CONFIG) from None
+    proxy = peer_from_env(NAME, "SEARCH_PROXY_URL", "http://127.0.0.1:9005", "search_proxy")
     folder = None
     if args.persist or env_flag("AGENTIC_SEARCH_PERSIST"):
         base = os.environ.get("HIPPODROME_STATE_DIR") or ".hippodrome/state"
@@ -152,7 +147,7 @@ def make_app(args: argparse.Namespace) -> App:
                   "is using it: stop that one, or give this one --state-dir)")
         raise SystemExit(EXIT_CONFIG) from None
     where = f"persisted in {store.path}" if store.path else "in memory (no --persist)"
-    log_line(f"{NAME}: searching through search_proxy at {url}; conversations {where}")
+    log_line(f"{NAME}: searching through search_proxy at {proxy.base_url}; conversations {where}")
     return build_app(proxy, store, debug=env_flag("DEBUG"))
 
 

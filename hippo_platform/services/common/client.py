@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import time
 from collections.abc import Collection, Mapping
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from hippo_platform.services.common.errors import BadGateway, HttpError
+from hippo_platform.services.common.log import log_error
 
 PASS_THROUGH = frozenset({400, 401, 403, 404, 409, 413})
 _MAX_IDLE_S = 5.0
@@ -146,3 +148,19 @@ class JsonClient:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
+
+
+CONFIG_EXIT = 78
+"""sysexits EX_CONFIG: what a service exits with when a setting names an unusable peer."""
+
+
+def peer_from_env(service: str, var: str, default: str, peer: str,
+                  timeout: float = 30.0) -> JsonClient:
+    """The client for the peer whose URL is in `var` (else `default`); a URL that is no
+    URL ends the service at start-up with the variable named, not at its first call."""
+    url = os.environ.get(var) or default
+    try:
+        return JsonClient(url, peer=peer, timeout=timeout)
+    except ValueError as exc:
+        log_error(f"{service}: {var}: {exc}")
+        raise SystemExit(CONFIG_EXIT) from None

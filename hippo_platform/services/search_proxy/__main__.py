@@ -20,14 +20,13 @@ from hippo_platform.services.common import (
     Unauthorized,
     env_flag,
 )
-from hippo_platform.services.common.client import JsonClient, segment
-from hippo_platform.services.common.log import log_error, log_line
+from hippo_platform.services.common.client import JsonClient, peer_from_env, segment
+from hippo_platform.services.common.log import log_line
 from hippo_platform.services.common.runner import main
 from hippo_platform.services.search_proxy.analytics import Analytics
 
 NAME = "search_proxy"
 DEFAULT_PORT = 9005
-EXIT_CONFIG = 78  # sysexits EX_CONFIG
 
 
 def build_app(
@@ -79,16 +78,11 @@ def build_app(
 
 
 def make_app(_args: argparse.Namespace) -> App:
-    url = os.environ.get("GLOBAL_WORKER_URL") or "http://127.0.0.1:9012"
-    try:
-        worker = JsonClient(url, peer="global_worker", timeout=30.0)
-    except ValueError as exc:
-        log_error(f"{NAME}: GLOBAL_WORKER_URL: {exc}")
-        raise SystemExit(EXIT_CONFIG) from None
+    worker = peer_from_env(NAME, "GLOBAL_WORKER_URL", "http://127.0.0.1:9012", "global_worker")
     state = os.environ.get("HIPPODROME_STATE_DIR")
     path = Path(state) / NAME / "analytics.jsonl" if state else None
     analytics = Analytics(path)
-    log_line(f"{NAME}: forwarding searches to global_worker at {url}; analytics in "
+    log_line(f"{NAME}: forwarding searches to global_worker at {worker.base_url}; analytics in "
              f"{path or 'memory'}" + (f" ({analytics.skipped} bad lines skipped)"
                                       if analytics.skipped else ""))
     return build_app(worker, debug=env_flag("DEBUG"), analytics=analytics)
