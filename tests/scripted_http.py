@@ -1,0 +1,72 @@
+"""A real HTTP/1.1 server that answers from a script and closes idle keep-alive sockets
+after 0.3 s: the peer for tests of clients' retries, pooling and stale connections."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class Scripted(ThreadingHTTPServer):
+    """Answers each request with the next (status, body, delay) of its script."""
+
+    daemon_threads = True
+
+    def __init__(self, script: list[tuple[int, dict[str, Any], float]]) -> None:
+        super().__init__(("127.0.0.1", 0), ScriptedHandler)
+        self.script = script
+        self.seen: list[dict[str, str]] = []
+        self.connections: set[tuple[str, int]] = set()
+        self.closed = 0  # connections the server has finished with
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class ScriptedHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 0.3  # an idle keep-alive socket is closed after this: a stale connection
+    server: Scripted
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.server.seen.append({k.lower(): v for k, v in self.headers.items()})
+        # By the client's address: id() of a socket object can be reused once freed.
+        self.server.connections.add(self.client_address)
+        status, body, delay = self.server.script.pop(0) if self.server.script else (200, {}, 0)
+        time.sleep(delay)
+        data = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("content-type", "application/x-amz-json-1.0")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up waiting (the timeout test)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def finish(self) -> None:
+        super().finish()
+        self.server.closed += 1
+
+
+@contextlib.contextmanager
+def serving(script: list[tuple[int, dict[str, Any], float]] | None = None) -> Iterator[Scripted]:
+    server = Scripted(script or [])
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
