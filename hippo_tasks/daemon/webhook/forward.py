@@ -6,6 +6,7 @@ what a target's answer becomes).
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 from typing import Any
@@ -137,12 +138,28 @@ class TargetPool:
         self._idle: dict[int, list[_Conn]] = {}
         self._lock = threading.Lock()
 
-    def _take(self, port: int) -> tuple[_Conn, bool]:
-        with self._lock:
-            idle = self._idle.get(port)
-            if idle:
-                return idle.pop(), True
+    def _take(self, port: int, fresh: bool) -> tuple[_Conn, bool]:
+        """A pooled connection the target has not closed, else a new one. A closed one
+        shows as readable (its EOF) before anything is sent, so it is dropped unused: a
+        POST is never sent on a socket known dead."""
+        while not fresh:
+            with self._lock:
+                idle = self._idle.get(port)
+                conn = idle.pop() if idle else None
+            if conn is None:
+                break
+            if not _readable(conn.sock):
+                return conn, True
+            conn.close()
         return _Conn(port, self.timeout), False
+
+    def _drop(self, port: int) -> None:
+        """Every idle connection to `port`: one failed unanswered, so the target closed
+        or restarted and the rest are as dead (they were idle together)."""
+        with self._lock:
+            idle = self._idle.pop(port, [])
+        for conn in idle:
+            conn.close()
 
     def _give(self, port: int, conn: _Conn) -> None:
         with self._lock:
@@ -158,13 +175,16 @@ class TargetPool:
                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                    "User-Agent: hippodrome-webhook\r\n\r\n").encode("ascii") + body
         for attempt in (1, 2):
-            conn, reused = self._take(port)
+            conn, reused = self._take(port, fresh=attempt == 2)
             try:
                 status, data, ctype, keep = conn.exchange(request)
             except _Stale:
                 conn.close()
                 if reused and attempt == 1:
-                    continue  # most likely it died idle in the pool (the service restarted)
+                    # It died idle in the pool between the check and the send (the
+                    # service closed it or restarted): once more, on a new connection.
+                    self._drop(port)
+                    continue
                 raise
             except BaseException:
                 conn.close()
@@ -175,6 +195,14 @@ class TargetPool:
                 conn.close()
             return status, data, ctype
         raise AssertionError("unreachable")
+
+
+def _readable(sock: socket.socket) -> bool:
+    """True when an idle keep-alive socket has something to read: the peer's EOF or
+    reset (or bytes it should not have sent), so it cannot carry a request."""
+    poller = select.poll()  # not select(): no limit on the descriptor's number
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def forward(pool: TargetPool, planned: PlannedRoute, raw: bytes) -> tuple[int, dict[str, Any]]:
