@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_core import compile_packages  # noqa: E402
 from results_file import report  # noqa: E402
 from stackutil import PY, free_ports, stack_header, toy_service  # noqa: E402
 
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--key", default="cli", help="results.json key")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
     args = parser.parse_args()
+    compile_packages()
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="hd-bench-cli-") as tmp:
         root = Path(tmp)

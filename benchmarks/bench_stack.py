@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_core import compile_packages  # noqa: E402
 from results_file import report  # noqa: E402
-from stackutil import hd  # noqa: E402
-from test_stack_flows import free_offset  # noqa: E402
+from stackutil import free_offset, hd  # noqa: E402
 
 from hippo_tasks.registry.cleanup import force_down  # noqa: E402
 from hippo_tasks.registry.store import Registry  # noqa: E402
@@ -150,6 +150,7 @@ def main() -> int:
     parser.add_argument("--key", default=None, help="results.json key (default: stack, "
                         "or stack_full for --profile full)")
     args = parser.parse_args()
+    compile_packages()
     hd(REPO, "--list")  # warm the install (imports, .pyc) before timing
     disable = tuple(n for n in args.disable.split(",") if n)
     runs = [one_run(seed=True, profile=args.profile, disable=disable) for _ in range(args.runs)]
