@@ -50,3 +50,24 @@ def test_prefix_on_a_detached_head_is_local(tmp_path: Path) -> None:
                     "commit", "-q", "--allow-empty", "-m", "x"], check=True)
     subprocess.run(["git", "-C", str(tmp_path), "checkout", "-q", "--detach"], check=True)
     assert default_table_prefix(tmp_path) == "dev-local-"
+
+
+def test_branch_read_from_head_agrees_with_git_in_a_worktree_and_a_subfolder(
+        tmp_path: Path) -> None:
+    """HEAD is read without starting git; a linked worktree (`.git` is a file naming its
+    gitdir) and a project in a subfolder give what `git symbolic-ref` gives."""
+    from hippo_tasks.model.project import _git_branch_from_git, git_branch
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "-q", "-b", "fix/one",
+                    str(tmp_path / "wt")], check=True)
+    sub = repo / "services" / "api"
+    sub.mkdir(parents=True)
+    for folder, want in ((repo, "main"), (sub, "main"), (tmp_path / "wt", "fix/one")):
+        assert git_branch(folder) == want == _git_branch_from_git(folder)
+    subprocess.run(["git", "-C", str(tmp_path / "wt"), "checkout", "-q", "--detach"],
+                   check=True)
+    assert git_branch(tmp_path / "wt") is None is _git_branch_from_git(tmp_path / "wt")

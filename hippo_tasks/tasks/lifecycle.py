@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hippo_tasks.daemon.client import DaemonClient
 from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
@@ -29,6 +28,7 @@ from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint, statu
 if TYPE_CHECKING:  # the machinery for starting a stack is imported where `up` uses it
     from invoke.context import Context
 
+    from hippo_tasks.daemon.client import DaemonClient
     from hippo_tasks.model.plan import StackPlan
 
 UP_HELP = {
@@ -189,6 +189,8 @@ def _up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
             elapsed = time.monotonic() - began
             print(f"hippodrome | stack ready in {elapsed:.2f}s; daemon pid {pid}; "
                   f"dashboard {daemon['url']}; `hd status`, `hd down`", flush=True)
+            from hippo_tasks.daemon.client import DaemonClient  # urllib: not before the spawn
+
             _print_critical_path(DaemonClient(daemon["url"], pid))
             return pid
 
@@ -237,6 +239,8 @@ def _report_detached_failure(failure: dict[str, Any] | None, log: Path) -> None:
 @handles_errors
 def status(c: Context, json_: bool = False, project_root: str = "") -> None:
     """Table of services: state, health, pid, port, restarts, uptime, last exit code."""
+    from hippo_tasks.daemon.client import DaemonClient
+
     client = DaemonClient.for_project(resolve_root(project_root))
     result = client.status()
     print(json.dumps(result, indent=2) if json_ else status_table(result))
@@ -246,6 +250,8 @@ def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None
     if cascade and not service:
         raise UsageError("--cascade needs --service NAME (the stack as a whole has no order "
                          "to cascade in)")
+    from hippo_tasks.daemon.client import DaemonClient
+
     client = DaemonClient.for_project(resolve_root(root_flag))
     result = client.action(verb, service or None, cascade)
     rows = result["services"]
@@ -299,6 +305,8 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
 
 
 def _down_locked(root: Path, force: bool) -> None:
+    from hippo_tasks.daemon.client import DaemonClient
+
     registry = Registry(root)
     if not force:
         try:
