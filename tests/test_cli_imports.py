@@ -106,6 +106,59 @@ def test_hd_up_detach_skips_invoke(tmp_path: Path) -> None:
         force_down(Registry(tmp_path))
 
 
+SPAWN_PROBE = """
+import json, sys
+sys.argv = ["hd", *json.loads(sys.argv[1])]
+from hippo_tasks.daemon import launch
+real = launch.spawn_daemon
+def at_spawn(*args, **kwargs):
+    print("\\nSPAWN " + json.dumps(sorted(sys.modules)), flush=True)
+    return real(*args, **kwargs)
+launch.spawn_daemon = at_spawn
+from hippo_tasks.tasks import program
+try:
+    program.main()
+except SystemExit:
+    pass
+"""
+NOT_BEFORE_SPAWN = {"urllib.request", "http.client", "email.parser", "psutil", "ssl",
+                    "http.server", "argparse"}
+"""Every service waits for these when they load before the daemon starts them: the
+HTTP client (for after `ready`), psutil (a busy port's holder only), the API server
+(bound at once, built in a thread while the stack starts)."""
+
+
+def test_up_detach_loads_no_client_before_the_daemon_and_the_daemon_no_server(
+        tmp_path: Path) -> None:
+    (port, dash) = free_ports(2)
+    (tmp_path / "hippodrome.toml").write_text(
+        f"[stack]\ndefaults = false\ndashboard_port = {dash}\n\n[services.web]\n"
+        f'command = ["{sys.executable}", "-m", "http.server", "{port}", "--bind", '
+        f'"127.0.0.1"]\nport = {port}\nreadiness = {{ tcp = true }}\n')
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+        out = subprocess.run([sys.executable, "-c", SPAWN_PROBE,
+                              json.dumps(["up", "--detach", "-p", str(tmp_path)])],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                             env={**env, "NO_COLOR": "1", "HOME": str(tmp_path)})
+        assert "SPAWN " in out.stdout, out.stdout + out.stderr
+        cli = set(json.loads(out.stdout.split("SPAWN ", 1)[1].splitlines()[0]))
+        assert "hippo_tasks.daemon.launch" in cli
+        assert not cli & NOT_BEFORE_SPAWN, sorted(cli & NOT_BEFORE_SPAWN)
+        assert Registry(tmp_path).read()["services"]["web"]["state"] == "running"
+    finally:
+        force_down(Registry(tmp_path))
+    daemon = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['ssl'] = None; "
+         "import hippo_tasks.daemon.main, json; "
+         "print(json.dumps(sorted(k for k, v in sys.modules.items() if v is not None)))"],
+        capture_output=True, text=True, timeout=60, check=True)
+    modules = set(json.loads(daemon.stdout))
+    assert "hippo_tasks.daemon.engine" in modules
+    early = NOT_BEFORE_SPAWN | {"hippo_tasks.daemon.routes", "hippo_tasks.daemon.page"}
+    assert not modules & early, sorted(modules & early)
+
+
 def test_hd_version_loads_no_task(tmp_path: Path) -> None:
     modules = loaded(PROBE, ["--version"], tmp_path)
     assert not {m for m in modules if m.startswith("hippo_tasks.tasks.lifecycle")

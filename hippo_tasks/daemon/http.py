@@ -64,8 +64,13 @@ class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int, commands: StackCommands) -> None:
-        super().__init__((host, port), ApiHandler)
+    def __init__(self, sock: socket.socket, commands: StackCommands) -> None:
+        """On a socket already bound and listening (daemon/listener.py)."""
+        super().__init__(sock.getsockname()[:2], ApiHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+        host, port = self.server_address = sock.getsockname()[:2]
+        self.server_name, self.server_port = host, port  # no getfqdn(): a DNS lookup
         self.app = App.for_commands(commands)
         self.routes = routes.build()
         self.loopback_only = host in ("127.0.0.1", "localhost", "::1")
@@ -239,13 +244,13 @@ IDLE_POLL_S = 60.0
 liveness probes are batched); stopping does not wait for it (see `serve`)."""
 
 
-def serve(host: str, port: int, commands: StackCommands) -> tuple[ApiServer, Callable[[], None]]:
-    """Bind now (so a busy port fails loudly before any service starts), serve in a thread.
+def serve(sock: socket.socket, commands: StackCommands) -> tuple[ApiServer, Callable[[], None]]:
+    """Serve on the bound socket in a thread (daemon/listener.py binds it, early).
 
     `stop` asks the loop to end, then connects to the server until it has: each
     connection wakes its select at once, so `hd down` does not wait out a poll
     interval (it waited up to 0.5 s here, most of the time `down` took)."""
-    server = ApiServer(host, port, commands)
+    server = ApiServer(sock, commands)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": IDLE_POLL_S},
                               name="http", daemon=True)
     thread.start()

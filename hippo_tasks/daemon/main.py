@@ -4,17 +4,16 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from hippo_tasks.daemon.commands import StackCommands
+from hippo_tasks.daemon import listener
 from hippo_tasks.daemon.engine import Engine
-from hippo_tasks.daemon.http import serve
 from hippo_tasks.daemon.launch import options_from_json, prepare
 from hippo_tasks.errors import HippoError, StateDirError, UsageError
 from hippo_tasks.model.plan import StackPlan
@@ -40,13 +39,20 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
 
     def start_http(eng: Engine) -> Callable[[], None]:
         try:
-            _, stop = serve(dashboard_host(), plan.dashboard_port, StackCommands(eng))
+            sock = listener.bind(dashboard_host(), plan.dashboard_port)
         except OSError as exc:
             # Taken between the pre-flight check and now: name the holder, as pre-flight does.
             check_ports([("dashboard", plan.dashboard_port)])
             raise UsageError(f"cannot serve the dashboard on port {plan.dashboard_port}: "
                              f"{exc.strerror or exc}") from None
-        return stop
+
+        def start(bound: socket.socket) -> Callable[[], None]:
+            from hippo_tasks.daemon.commands import StackCommands
+            from hippo_tasks.daemon.http import serve
+
+            return serve(bound, StackCommands(eng))[1]
+
+        return listener.serve_soon(sock, start)
 
     try:
         return asyncio.run(engine.run(start_http, on_serving))
@@ -68,17 +74,38 @@ def _fail(opts_root: Any, exc: HippoError) -> int:
     return 2
 
 
+def parse_args(argv: list[str]) -> tuple[str, int | None]:
+    """(options JSON, inherited lock fd) from `--options JSON [--tls] [--lock-fd N]`, as
+    `launch.spawn_daemon` writes them. By hand: argparse is 10 ms of a start that every
+    service waits for, and no person types this command line."""
+    options, lock_fd, rest = None, None, list(argv)
+    while rest:
+        flag = rest.pop(0)
+        if flag == "--tls":  # a feature needs TLS (events); nothing to set here
+            continue
+        if flag in ("--options", "--lock-fd") and rest:
+            value = rest.pop(0)
+            if flag == "--options":
+                options = value
+            elif value.isdigit():
+                lock_fd = int(value)
+            else:
+                raise SystemExit(f"hippo_tasks.daemon: --lock-fd takes a number, not {value!r}")
+            continue
+        raise SystemExit(f"hippo_tasks.daemon: unexpected argument {flag!r}; usage: python -m "
+                         "hippo_tasks.daemon --options JSON [--tls] [--lock-fd N]")
+    if options is None:
+        raise SystemExit("hippo_tasks.daemon: --options JSON is required (hd up starts the "
+                         "daemon; run that instead)")
+    return options, lock_fd
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hippo_tasks.daemon")
-    parser.add_argument("--options", required=True, help="the plan options as JSON")
-    parser.add_argument("--tls", action="store_true", help="a feature needs TLS (events)")
-    parser.add_argument("--lock-fd", type=int, default=None,
-                        help="the project's lifecycle lock, inherited from `up`")
-    args = parser.parse_args(argv)
-    opts = options_from_json(args.options)
+    options, lock_fd = parse_args(sys.argv[1:] if argv is None else argv)
+    opts = options_from_json(options)
     try:
         plan, registry = prepare(opts, lambda s: print(s, flush=True))
         # Detached: service output goes to the log files only; notes go to daemon.log.
-        return run_engine(plan, registry, None, release_inherited(args.lock_fd))
+        return run_engine(plan, registry, None, release_inherited(lock_fd))
     except HippoError as exc:
         return _fail(opts.project_root, exc)

@@ -185,9 +185,13 @@ def _try_placement(probe: Path) -> str:
     try:
         probe.mkdir()
         place = Placement({}, str(probe / "cgroup.procs"))
-        subprocess.run(place.wrap(["/bin/sh", "-c", ":"]), check=True, timeout=10,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        # wait() without a timeout blocks in waitpid; run(timeout=) polls with sleeps,
+        # 15 ms of a start every service waits for. Two execs of sh cannot hang.
+        code = subprocess.Popen(place.wrap(["/bin/sh", "-c", ":"]), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL).wait()
+        if code != 0:
+            raise subprocess.CalledProcessError(code, "/bin/sh")
     except (OSError, subprocess.SubprocessError) as exc:
         return f"cannot start a process in a cgroup under {probe.parent.parent}: {exc}"
     finally:

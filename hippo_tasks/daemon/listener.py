@@ -1,0 +1,65 @@
+"""The API's socket bound at once, its server built off the event loop.
+
+Binding is what must happen before any service starts: a busy dashboard port fails
+loudly then. Building the server is what costs: http.server, the routes, the page and
+MCP glue are ~35 ms of imports that delayed every service's spawn. So the socket is
+bound and listening here, synchronously, and the rest is imported and started in a
+thread while the loop spawns the stack; a client that connects meanwhile waits in the
+listen backlog and is answered once the server is up (a few tens of ms).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+
+BACKLOG = 128
+"""Above socketserver's 5: every `hd` and page request of a burst waits, none refused."""
+
+Starter = Callable[[socket.socket], Callable[[], None]]
+"""Builds and starts the server on the bound socket; returns its `stop`."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, as socketserver would make it (SO_REUSEADDR; IPv6 for a
+    ':' host). OSError when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def serve_soon(sock: socket.socket, start: Starter) -> Callable[[], None]:
+    """Run `start(sock)` in a thread now; the returned `stop` waits for it, then stops
+    the server (or closes the bare socket, if starting it failed)."""
+    done = threading.Event()
+    stops: list[Callable[[], None]] = []
+
+    def run() -> None:
+        try:
+            stops.append(start(sock))
+        except BaseException:  # a bug: say so in daemon.log; the stack keeps running
+            print("hippodrome | the dashboard and API could not start:\n"
+                  + traceback.format_exc(), file=sys.stderr, flush=True)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="http-start", daemon=True).start()
+
+    def stop() -> None:
+        done.wait()
+        if stops:
+            stops[0]()
+        else:
+            sock.close()
+
+    return stop

@@ -1,0 +1,108 @@
+"""The API socket is bound before any service starts, its server built in a thread
+(daemon/listener.py): a port taken at the last moment still fails before a single
+service runs, and requests made while the server is being built are answered."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from stackutil import PY, free_ports, stack_header, toy_service, write_stack
+
+from hippo_tasks.daemon import listener
+from hippo_tasks.daemon.launch import prepare
+from hippo_tasks.daemon.main import run_engine
+from hippo_tasks.errors import PortsBusyError
+from hippo_tasks.model.plan import Options
+
+
+def test_a_dashboard_port_taken_after_the_preflight_fails_before_any_service(
+        tmp_path: Path) -> None:
+    dash, port = free_ports(2)
+    write_stack(tmp_path, stack_header(dash) + toy_service(
+        "web", port, "--marker", str(tmp_path / "started"), readiness={"http": "/healthz"}))
+    plan, reg = prepare(Options(project_root=tmp_path, python=PY), lambda s: None)
+    thief = socket.socket()
+    thief.bind(("127.0.0.1", dash))
+    thief.listen(1)
+    try:
+        with pytest.raises(PortsBusyError) as caught:
+            run_engine(plan, reg, None)
+    finally:
+        thief.close()
+    text = caught.value.message()  # the holder named, as the pre-flight names it
+    assert f"port {dash} (service 'dashboard') is already in use by pid {os.getpid()}" in text
+    assert not (tmp_path / "started").exists(), "a service started behind a busy dashboard"
+    assert not reg.read().get("services")
+
+
+def test_requests_made_while_the_server_is_built_wait_and_are_answered() -> None:
+    """The starter blocks (imports, as the daemon's do) until three clients have
+    connected; each is answered once it runs, none refused."""
+    sock = listener.bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    go = threading.Event()
+
+    def start(bound: socket.socket) -> Callable[[], None]:
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        class Ok(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps({"ok": True}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        go.wait(10)
+        server = HTTPServer(bound.getsockname(), Ok, bind_and_activate=False)
+        server.socket.close()
+        server.socket = bound
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+        return stop
+
+    stop = listener.serve_soon(sock, start)
+    answers: list[int] = []
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(3)]
+    try:
+        for c in conns:
+            c.request("GET", "/")  # connected and sent while nothing serves yet
+        go.set()
+        for c in conns:
+            answers.append(c.getresponse().status)
+    finally:
+        for c in conns:
+            c.close()
+        stop()
+    assert answers == [200, 200, 200]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_starter_that_fails_closes_the_socket_and_says_why(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sock = listener.bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+
+    def broken(_: socket.socket) -> Callable[[], None]:
+        raise RuntimeError("routes table is broken")
+
+    stop = listener.serve_soon(sock, broken)
+    stop()
+    assert "routes table is broken" in capsys.readouterr().err
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
