@@ -15,7 +15,7 @@ from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.logs import LogHub, RunFiles
 from hippo_tasks.supervision.orphans import OrphanGuard
 from hippo_tasks.supervision.ownership import establish
-from hippo_tasks.supervision.service import SupervisorContext
+from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 

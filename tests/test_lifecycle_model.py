@@ -130,12 +130,12 @@ def test_a_bug_in_a_run_fails_the_service_and_releases_its_waiters(
         project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection: the readiness wait raises. The service is FAILED with the
     reason, whoever waited is released, and the process it had spawned is gone."""
-    import hippo_tasks.supervision.service as service_module
+    import hippo_tasks.supervision.run as run_module
 
     async def broken(*args: object) -> str:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(service_module, "until_ready", broken)
+    monkeypatch.setattr(run_module, "until_ready", broken)
     marker = project / "pids"
     text = f'[services.web]\ncommand = ["{PY}", "{ESCAPER}", "--setsid", "--pids", ' \
         f'"{marker}"]\nreadiness = {{ log = "READY" }}\n'

@@ -28,7 +28,7 @@ from hippo_tasks.supervision.logs import LogHub, RunFiles, WriteTrouble
 from hippo_tasks.supervision.orphans import OrphanGuard
 from hippo_tasks.supervision.ownership import establish, reap_adopted
 from hippo_tasks.supervision.printer import TerminalPrinter
-from hippo_tasks.supervision.service import SupervisorContext
+from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 

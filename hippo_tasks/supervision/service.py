@@ -10,88 +10,31 @@ requests can never interleave their transitions. Requests coalesce:
   settle, and any number of them make at most one more restart;
 - stop then start (before the loop got to either) is one restart.
 
-Rules of a run (unchanged from the first design):
-- Before a service has been ready once, any failure is final (FAILED). After that,
-  `auto_restart` restarts it with exponential backoff until `max_restarts`
-  consecutive quick failures.
-- A running service with a network readiness probe is re-probed every
-  `liveness_interval`; after `liveness_failures` misses in a row it is restarted.
-- A job (`kind = "job"`) is ready when it exits 0; it is then STOPPED ("completed").
-- Once the stack is stopping (`hold`), an exit is never restarted.
+What one run does (dependencies, spawn, readiness, restarts) is run.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Literal
 
 from hippo_tasks.model.plan import PlannedService
-from hippo_tasks.model.spec import StackSettings
-from hippo_tasks.supervision import probes
-from hippo_tasks.supervision.backoff import Backoff, Clock, next_failures
-from hippo_tasks.supervision.logs import LogHub
-from hippo_tasks.supervision.ownership import Ownership
-from hippo_tasks.supervision.process import Child, SpawnError, end_scope, kill_scope, spawn
-from hippo_tasks.supervision.readiness import Outcome, until_ready, while_running
-from hippo_tasks.supervision.scope import Scope
+from hippo_tasks.supervision.process import end_scope, kill_scope
+from hippo_tasks.supervision.run import ServiceRun, SupervisorContext
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
-from hippo_tasks.supervision.states import ALLOWED, State, StateMachine, Transition
-from hippo_tasks.supervision.ticker import Ticker
-from hippo_tasks.supervision.timeline import StartTimings
+from hippo_tasks.supervision.states import ALLOWED, State, Transition
 
 Op = Literal["start", "stop", "restart"]
 
 
-@dataclass
-class SupervisorContext:
-    hub: LogHub
-    clock: Clock
-    ownership: Ownership
-    settings: StackSettings
-    base_env: Mapping[str, str]
-    on_transition: Callable[[Transition], None]
-    ticker: Ticker = field(default_factory=Ticker)
-    """When running services are probed for liveness (one timer for all)."""
-
-
-class ServiceSupervisor:
+class ServiceSupervisor(ServiceRun):
     def __init__(self, planned: PlannedService, ctx: SupervisorContext) -> None:
-        self.planned = planned
-        self.name = planned.name
-        self.ctx = ctx
-        spec = planned.spec
-        initial = State.EXTERNAL if spec.external else State.PENDING
-        self.sm = StateMachine(self.name, time.time, self._changed, initial)
-        self.deps: list[ServiceSupervisor] = []
-        """Set by the stack: what this service waits for before it starts."""
-        self.wait_change: Callable[[], Awaitable[None]] = lambda: asyncio.sleep(0.5)
-        """Set by the stack: returns after the next transition of any service."""
+        super().__init__(planned, ctx)
         self.on_update: Callable[[], None] = lambda: None
         """Set by the stack: told when a request finished (no transition says so)."""
-        self.child: Child | None = None
-        self._main: Child | None = None
-        self.pid: int | None = None
-        self.pgid: int | None = None
-        self.started_at: float | None = None
-        self.restarts = 0
-        self.exit_code: int | None = None
-        self.healthy: bool | None = None
-        self.reason = ""
-        self._first_seq = 0
-        self._setup_done = False
-        self.timings = StartTimings()
-        self.failed_for_dependency = False
-        """Its latest start gave up because a dependency failed or was stopped: fixing
-        that dependency (restart --cascade) should bring this one back too."""
-        self.waiting_on: tuple[tuple[str, str], ...] = ()
-        """(dependency, condition) pairs the current start still waits for."""
-        self._backoff = Backoff(ctx.settings.backoff_initial, ctx.settings.backoff_max)
         # the mailbox
         self._pending: Op | None = None
         self._pending_reason = ""
@@ -103,43 +46,14 @@ class ServiceSupervisor:
         self._loop_task: asyncio.Task[None] | None = None
         self._run: asyncio.Task[None] | None = None
         self._external: asyncio.Task[None] | None = None
-        self._hold = False
         self._final = False
 
-    # ---- what others read -------------------------------------------------------
-    @property
-    def state(self) -> State:
-        return self.sm.state
-
-    @property
-    def ready(self) -> bool:
-        """Dependants may start: running and ready, a job that completed, or external."""
-        st = self.sm.state
-        if st == State.RUNNING:
-            return True
-        if self.planned.spec.kind == "job":
-            return st == State.STOPPED and self.exit_code == 0 and self.reason == "completed"
-        return st == State.EXTERNAL
-
+    # ---- what others read (the rest: run.py) --------------------------------------
     @property
     def starting_soon(self) -> bool:
         """A start is asked for or under way: a dependant should wait, not give up."""
         return self._pending in ("start", "restart") or \
             (self._run is not None and not self._run.done())
-
-    @property
-    def own_children(self) -> set[int]:
-        """Our direct children whose exit status a Popen will collect (the subreaper
-        must not reap them)."""
-        return {c.pid for c in (self.child, self._main) if c is not None}
-
-    @property
-    def _stop_signal(self) -> int:
-        return int(signal.Signals[self.planned.spec.stop_signal])
-
-    @property
-    def scope(self) -> Scope:
-        return self.ctx.ownership.scope(self.name, self.pgid)
 
     def snapshot(self) -> ServiceSnapshot:
         spec = self.planned.spec
@@ -168,10 +82,6 @@ class ServiceSupervisor:
                                                       State.FAILED):
             self._settle.set()
         self.ctx.on_transition(event)
-
-    def _move(self, new: State, reason: str = "") -> None:
-        self.reason = reason
-        self.sm.move(new, reason)
 
     # ---- requests in --------------------------------------------------------------
     def request(self, op: Op, reason: str = "") -> asyncio.Future[None]:
@@ -323,178 +233,3 @@ class ServiceSupervisor:
         self.healthy = False
         if State.FAILED in ALLOWED[self.state]:
             self._move(State.FAILED, f"internal error: {exc!r} (please report it)")
-
-    def _collect(self, child: Child) -> None:
-        if child is self._main and child.exited.done() and not child.exited.cancelled():
-            self.exit_code = child.exited.result()
-        child.close_output()
-        if self.child is child:
-            self.child = None
-
-    # ---- one run: dependencies, setup, spawn, ready, running, restarts --------------
-    async def _run_loop(self) -> None:
-        try:
-            await self._run_body()
-        except Exception as exc:  # noqa: BLE001 - a bug must not leave a stray process
-            await self._died(exc, in_run=True)
-
-    async def _run_body(self) -> None:
-        spec = self.planned.spec
-        blocked = await self._wait_deps()
-        self.failed_for_dependency = bool(blocked)
-        if blocked:
-            self._move(State.FAILED, blocked)
-            return
-        failures = 0
-        been_ready = False
-        while True:
-            try:
-                await self._setup()
-                child = await self._spawn()
-            except SpawnError as exc:
-                self._move(State.FAILED, str(exc))
-                return
-            self._move(State.STARTING, f"pid {child.pid}")
-            run_start = self.ctx.clock.now()
-            outcome = await until_ready(child, self.planned, self.ctx.hub, self._first_seq)
-            if outcome == "ready" and spec.kind == "service":
-                been_ready = True
-                self.healthy = True
-                self.timings.ready_at = time.time()
-                self._move(State.RUNNING, "ready")
-                outcome = await while_running(child, self.planned, self.ctx.settings,
-                                              self._set_health, self._note, self.ctx.ticker)
-            self.healthy = False
-            if outcome in ("exited", "ready"):
-                await self._drain(child)
-            reason = self._reason(outcome, child)
-            await end_scope(child, self.scope, spec.stop_timeout, self._note, self._stop_signal)
-            self._collect(child)
-            if spec.kind == "job" and outcome == "ready":
-                self.timings.ready_at = time.time()
-                self._move(State.STOPPED, "completed")
-                return
-            if self._hold:
-                self._move(State.STOPPED, f"{reason} while the stack was stopping")
-                return
-            if not been_ready or not spec.auto_restart:
-                self._move(State.FAILED, reason)
-                return
-            failures = next_failures(failures, self.ctx.clock.now() - run_start)
-            if failures > spec.max_restarts:
-                self._move(State.FAILED, f"{reason}; crash loop: gave up after "
-                                         f"{spec.max_restarts} restarts")
-                return
-            delay = self._backoff.delay(failures)
-            self._move(State.BACKOFF, f"{reason}; restarting in {delay:g}s")
-            await self.ctx.clock.sleep(delay)
-            self.restarts += 1
-
-    async def _wait_deps(self) -> str | None:
-        """None once every dependency meets its condition; the reason when one never
-        will (failed, or stopped with nobody asking it to start)."""
-        conditions = dict(self.planned.spec.conditions)
-        try:
-            while True:
-                waiting: list[tuple[str, str]] = []
-                for dep in self.deps:
-                    condition = conditions.get(dep.name)
-                    if dep.meets(condition):
-                        continue
-                    if dep.state in (State.FAILED, State.STOPPED) and not dep.starting_soon:
-                        what = "failed" if dep.state == State.FAILED else "is stopped"
-                        return f"dependency '{dep.name}' {what}" + \
-                            (f": {dep.reason}" if dep.reason else "")
-                    waiting.append((dep.name, condition or "healthy"))
-                self.waiting_on = tuple(waiting)
-                if not waiting:
-                    self.timings.deps_met_at = time.time()
-                    return None
-                await self.wait_change()
-        finally:
-            self.waiting_on = ()
-
-    def meets(self, condition: str | None) -> bool:
-        """Whether a dependant waiting on this service with `condition` may start."""
-        if condition == "started":
-            return self.ready or (self.state in (State.STARTING, State.RUNNING, State.BACKOFF)
-                                  and self.pid is not None)
-        if condition == "completed_successfully":
-            return self.state == State.STOPPED and self.exit_code == 0
-        return self.ready
-
-    def _set_health(self, ok: bool) -> None:
-        self.healthy = ok
-
-    def _note(self, text: str) -> None:
-        self.ctx.hub.system(self.name, text)
-
-    def _reason(self, outcome: Outcome, child: Child) -> str:
-        spec = self.planned.spec
-        if outcome == "timeout":
-            return (f"not ready within start_timeout={spec.start_timeout:g}s "
-                    f"(readiness: {spec.readiness.describe()})")
-        if outcome == "unhealthy":
-            return (f"liveness probe failed {self.ctx.settings.liveness_failures} times in a "
-                    "row (hung?)")
-        code = child.exited.result() if child.exited.done() else None
-        if code is not None and code < 0:
-            return f"killed by signal {-code}"
-        return f"exited with code {code}"
-
-    async def _setup(self) -> None:
-        step = self.planned
-        if self._setup_done or not step.setup_argv or step.setup_creates is None:
-            return
-        if step.setup_creates.exists():
-            self._setup_done = True
-            return
-        self._note(f"setup: {' '.join(step.setup_argv)} (because {step.setup_creates} "
-                   "is missing)")
-        child = await self._spawn(step.setup_argv, main=False)
-        code = await asyncio.shield(child.exited)
-        await self._drain(child)
-        await end_scope(child, self.scope, self.planned.spec.stop_timeout, self._note,
-                        self._stop_signal)
-        self._collect(child)
-        if code != 0:
-            raise SpawnError(f"service {self.name}: setup command "
-                             f"{' '.join(step.setup_argv)!r} exited with code {code}")
-        self._setup_done = True
-
-    async def _spawn(self, argv: tuple[str, ...] | None = None, main: bool = True) -> Child:
-        env = {**self.ctx.base_env, **self.planned.env, "PYTHONUNBUFFERED": "1"}
-        if self.planned.port is not None:
-            env.setdefault("PORT", str(self.planned.port))
-        first_seq = self.ctx.hub.last_seq(self.name) + 1
-        place = self.ctx.ownership.placement(self.name)
-        proc = spawn(self.name, argv or self.planned.argv, self.planned.cwd, env, place)
-        child = Child(self.name, proc, self.ctx.hub, asyncio.get_running_loop())
-        self.child = child  # before any await: a cancelled start still finds it
-        if main:
-            self._main = child
-            self.pid, self.pgid = child.pid, child.pgid
-            self.started_at = self.timings.spawned_at = time.time()
-            self.timings.ready_at = None  # a restart after a crash: not ready again yet
-            self.exit_code = None
-            self._first_seq = first_seq
-        await child.attach_output(self.ctx.hub)
-        return child
-
-    async def _drain(self, child: Child) -> None:
-        """Let the last output arrive before judging an exit (the last 20 lines matter)."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(child.output_closed), 0.5)
-
-    async def _watch_external(self) -> None:
-        """External services are only probed and shown, never started or stopped."""
-        settings = self.ctx.settings
-        while True:
-            ok = await probes.probe(self.planned.spec.readiness, self.planned.port, 2.0)
-            if ok != self.healthy:
-                self.healthy = ok
-                self._note("external: reachable" if ok else
-                           f"external: not reachable on port {self.planned.port}")
-                self.ctx.on_transition(Transition(self.name, State.EXTERNAL, State.EXTERNAL,
-                                                  "probe", time.time()))
-            await asyncio.sleep(settings.liveness_interval)

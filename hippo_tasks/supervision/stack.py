@@ -11,7 +11,8 @@ from typing import Any
 
 from hippo_tasks.errors import ServiceStartError, UnknownServiceError
 from hippo_tasks.model.plan import StackPlan
-from hippo_tasks.supervision.service import Op, ServiceSupervisor, SupervisorContext
+from hippo_tasks.supervision.run import SupervisorContext
+from hippo_tasks.supervision.service import Op, ServiceSupervisor
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
 from hippo_tasks.supervision.states import State, Transition
 from hippo_tasks.supervision.watch import watch_files
