@@ -11,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
-from moto_server import running_moto
+from moto_server import free_port, running_moto
 from service_process import ServiceProcess, ServiceStarter
 
 DOCS = [{"_id": f"d{i}", "title": f"item {i} blue", "n": i} for i in range(25)]
@@ -194,13 +195,60 @@ def test_worker_killed_after_copying_is_finished_by_the_next(
     assert all_docs(cell.base_url, key, "copy") == all_docs(cell.base_url, key, "src")
 
 
-def test_fork_without_a_worker_is_a_clear_503(start: ServiceStarter, moto_url: str) -> None:
+@pytest.fixture
+def own_moto(tmp_path: Path) -> Iterator[str]:
+    """A moto of this test alone: its execute switch is global to the server."""
+    yield from running_moto(tmp_path / "own-moto.log")
+
+
+def rss_mb(moto: str) -> float:
+    """Resident memory of the moto serving this URL (its config API does not show the
+    execute switch; what the switch costs is the point anyway)."""
+    port = int(moto.rsplit(":", 1)[1])
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            assert conn.pid is not None
+            return float(psutil.Process(conn.pid).memory_info().rss) / 2**20
+    raise AssertionError(f"nothing listens on {moto}")
+
+
+def test_moto_executes_from_the_first_fork_and_a_late_worker_finishes_it(
+        start: ServiceStarter, own_moto: str) -> None:
+    """Moto's executing Step Functions backend costs it ~140 MB once on: a worker's start
+    leaves it off, the first fork turns it on. A fork asked while no worker runs waits
+    in the queue, and the worker that starts later finishes it."""
     cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
-    ctl = start.start("controller", env=aws_env(moto_url, cell, "noworker-"))
+    env = aws_env(own_moto, cell, "lazy-")
+    before = rss_mb(own_moto)
+    assert start.start("fork_action_worker", env=env).terminate() == 0
+    after_worker = rss_mb(own_moto)
+    assert after_worker - before < 40, (before, after_worker)
+    ctl = start.start("controller", env=env)
     key = tenant(ctl.base_url)
-    got = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
-                        json={"target": "copy"}, timeout=10)
-    assert got.status_code == 503 and "fork_action_worker" in got.json()["error"], got.text
+    add_docs(cell.base_url, key)
+    made = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
+                         json={"target": "copy"}, timeout=10)
+    assert made.status_code == 202, made.text
+    assert rss_mb(own_moto) - after_worker > 60, (after_worker, rss_mb(own_moto))
+    assert wait_fork(ctl.base_url, key, made.json()["forkId"], timeout=0)["status"] == "RUNNING"
+    start.start("fork_action_worker", env=env)
+    done = wait_fork(ctl.base_url, key, made.json()["forkId"])
+    assert done["status"] == "SUCCEEDED" and done["numberOfDocuments"] == 25, done
+    assert all_docs(cell.base_url, key, "copy") == all_docs(cell.base_url, key, "src")
+
+
+def test_a_fork_with_moto_down_is_a_clear_503(start: ServiceStarter) -> None:
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    ctl = start.start("controller", env=aws_env(f"http://127.0.0.1:{free_port()}", cell,
+                                                "nomoto-"))
+    key = tenant(ctl.base_url)
+    for _ in range(2):  # and again: nothing half-made is remembered
+        got = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
+                            json={"target": "copy"}, timeout=30)
+        assert got.status_code == 503, got.text
+        assert got.json()["error"].startswith(
+            "cannot set up the fork workflow on moto (POST http://127.0.0.1:"), got.text
+        assert "/moto-api/config: Connection refused); is moto running?" in got.text
 
 
 def test_a_fork_survives_a_cell_restart(start: ServiceStarter) -> None:

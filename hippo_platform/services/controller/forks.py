@@ -44,9 +44,13 @@ class Forks:
         self.cell = cell
         self.mode = choose_mode(env)
         self.aws = AwsClient.from_env(env) if self.mode == "stepfunctions" else None
+        self.env = dict(env)
         self.machine = workflow.names(env)[0]
         self._direct: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._made = False
+        """The state machine exists on moto's executing backend (workflow.ensure), made
+        on the first fork: switching that backend on costs moto ~140 MB."""
 
     def start(self, headers: dict[str, str], source: str, target: str) -> dict[str, Any]:
         account = self.cell.call("GET", "/account", headers=headers)["accountId"]
@@ -65,16 +69,33 @@ class Forks:
                 self._direct[fork_id] = view
             return _public(view)
         arn = workflow.state_machine_arn(self.aws, self.machine)
-        try:
-            workflow.call(self.aws, "states", "StartExecution", {
-                "stateMachineArn": arn, "name": fork_id, "input": _json(task)})
-        except AwsError as exc:
-            if exc.code == "StateMachineDoesNotExist":
+        start = {"stateMachineArn": arn, "name": fork_id, "input": _json(task)}
+        for attempt in (1, 2):
+            self._make_machine(again=attempt == 2)
+            try:
+                workflow.call(self.aws, "states", "StartExecution", start)
+                break
+            except AwsError as exc:
+                if exc.code == "StateMachineDoesNotExist" and attempt == 1:
+                    continue  # moto restarted since the machine was made: make it again
                 raise ServiceUnavailable(
-                    f"the fork state machine {arn} does not exist: fork_action_worker creates "
-                    "it when it starts; is it running? (`hd status`)") from None
-            raise ServiceUnavailable(f"cannot start the fork workflow: {exc.sentence}") from None
+                    f"cannot start the fork workflow: {exc.sentence}") from None
         return _public({**task, "status": "RUNNING", "workflow": "stepfunctions"})
+
+    def _make_machine(self, again: bool) -> None:
+        """workflow.ensure once (again after moto lost it), one thread at a time."""
+        assert self.aws is not None
+        with self._lock:
+            if self._made and not again:
+                return
+            try:
+                workflow.ensure(self.aws, self.env)
+            except (AwsError, OSError, ValueError) as exc:
+                why = exc.sentence if isinstance(exc, AwsError) else str(exc)
+                raise ServiceUnavailable(
+                    f"cannot set up the fork workflow on moto ({why}); is moto running? "
+                    "(`hd status`)") from None
+            self._made = True
 
     def get(self, headers: dict[str, str], fork_id: str) -> dict[str, Any]:
         account = self.cell.call("GET", "/account", headers=headers)["accountId"]

@@ -16,7 +16,7 @@ from hippo_platform.services.common.client import JsonClient
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.runner import EXIT_CANNOT_LISTEN, main
 from hippo_platform.services.fork_action_worker.worker import ForkWorker
-from hippo_platform.services.fork_action_worker.workflow import ensure
+from hippo_platform.services.fork_action_worker.workflow import ensure_queue
 
 NAME = "fork_action_worker"
 DEFAULT_PORT = 9016
@@ -31,7 +31,7 @@ def make_app(args: argparse.Namespace) -> App:
     cell_url = os.environ.get("CONTROL_PLANE_URL_OVERRIDE") or "http://127.0.0.1:9001"
     try:
         aws = AwsClient.from_env(timeout=15.0)
-        arn, queue_url = ensure(aws)
+        arn, queue_url = ensure_queue(aws)
         cell = JsonClient(cell_url, peer="cell", timeout=30.0)
     except (AwsConfigError, AwsError, OSError, ValueError) as exc:
         log_error(f"{NAME}: cannot set up the fork workflow: {exc}")

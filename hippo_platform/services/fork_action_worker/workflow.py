@@ -81,17 +81,34 @@ def enable_execution(endpoint: str) -> None:
     request = urllib.request.Request(endpoint.rstrip("/") + "/moto-api/config", data=body,
                                      method="POST", headers={"content-type": "application/json"})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=10) as answer:
-        answer.read()
+    try:
+        with opener.open(request, timeout=10) as answer:
+            answer.read()
+    except OSError as exc:  # URLError, HTTPError, timeouts: one sentence naming the call
+        reason = getattr(exc, "reason", None) or exc
+        why = getattr(reason, "strerror", None) or str(reason)
+        raise OSError(f"POST {request.full_url}: {why}") from None
+
+
+def ensure_queue(client: AwsClient, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Create (or find) the fork queue; returns (machine ARN, queue URL). All the worker
+    needs at its start: the machine is made on the first fork (`ensure`)."""
+    machine, queue = names(env)
+    queue_url = str(call(client, "sqs", "CreateQueue", {"QueueName": queue})["QueueUrl"])
+    return state_machine_arn(client, machine), queue_url
 
 
 def ensure(client: AwsClient, env: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """Create (or find) the queue and the state machine; returns (machine ARN, queue URL).
-    Idempotent: every worker start runs it."""
-    machine, queue = names(env)
+    """Switch moto's execution on, and create (or find) the queue and the state machine;
+    returns (machine ARN, queue URL). Idempotent.
+
+    The controller runs it before its first fork, not the worker at its start: moto's
+    executing Step Functions backend (its ASL parser) costs ~140 MB of moto's memory
+    from the moment it is switched on, and most stack runs never fork. The executing
+    backend keeps its own state machines, so the machine is made after the switch."""
+    machine = names(env)[0]
     enable_execution(client.endpoint)
-    queue_url = str(call(client, "sqs", "CreateQueue", {"QueueName": queue})["QueueUrl"])
-    arn = state_machine_arn(client, machine)
+    arn, queue_url = ensure_queue(client, env)
     wanted = json.dumps(definition(queue_url))
     try:
         current = call(client, "states", "DescribeStateMachine", {"stateMachineArn": arn})
