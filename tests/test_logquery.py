@@ -8,6 +8,8 @@ import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hippo_tasks.daemon.logquery import (
     SPAN,
@@ -152,3 +154,35 @@ def test_since_forms() -> None:
     for bad in ("yesterday", "5 parsecs", ""):
         with pytest.raises(UsageError, match="'since' must be"):
             parse_since(bad)
+
+
+WORDS = ["ok", "ERROR", "boom", "fail", "x", "Äpfel", "a\\nb", "failed", "err:", "zz"]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(lines=st.lists(st.lists(st.sampled_from(WORDS), min_size=0, max_size=4)
+                      .map(" ".join), min_size=0, max_size=120),
+       chunk=st.integers(1, 30), text=st.sampled_from(["", "err", "a\nb", "OK x", "äpfel"]),
+       errors_only=st.booleans(), limit=st.integers(1, 12), forward=st.booleans())
+def test_paging_a_filter_gives_exactly_the_matching_lines_once(
+        lines: list[str], chunk: int, text: str, errors_only: bool, limit: int,
+        forward: bool) -> None:
+    """Against the obvious filter over every record: the chunk-level skip (a chunk's
+    lines joined by newlines) may never hide a line nor invent one, whatever the chunk
+    sizes, a needle holding a newline, or paging forwards or backwards."""
+    hub = hub_with(lines, chunk)
+    errors = re.compile(r"\b(?:errors?|err|exception|traceback|fatal|critical|crit|panic|"
+                        r"fail(?:ed|ure)?)\b")
+    want = [r.text for r in hub.since("svc", 0, 1 << 30)
+            if (not text or text.casefold() in r.text.casefold())
+            and (not errors_only or errors.search(r.text.lower()))]
+    got: list[str] = []
+    query = LogQuery(limit=limit, text=text, errors_only=errors_only,
+                     after=0 if forward else None)
+    for _ in range(len(lines) + 2):
+        page = select(hub, "svc", query)
+        got = got + texts(page) if forward else texts(page) + got
+        if not page["more"]:
+            break
+        query = LogQuery(limit=limit, text=text, errors_only=errors_only, **page["next"])
+    assert got == want

@@ -328,6 +328,11 @@ class LogHub:
                 break
         return out[:limit]
 
+    def chunks(self, service: str) -> list[LogChunk]:
+        """The buffer as it is now, oldest first (a copy: safe from another thread). A
+        filtered scan reads lines from here and builds a record for a match only."""
+        return list(self._buffers.get(service, ()))
+
     def last_seq(self, service: str) -> int:
         return self._seq.get(service, 0)
 
