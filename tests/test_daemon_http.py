@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rawhttp import exchange
 from rawhttp import post as raw_post
 from stackutil import free_ports, hd, stack_header, toy_service, write_stack
 
@@ -149,3 +150,37 @@ def test_an_empty_or_object_body_is_an_action(daemon: str) -> None:
                        (LENGTH % 9, b' {"a": 1}')):
         answer = raw_post(port, "/api/services/web/restart", head + b"Connection: close\r\n", body)
         assert answer.status == 200 and answer.json()["services"][0]["state"] == "running"
+
+
+def test_heads_a_server_must_refuse_are_refused_and_the_server_goes_on(daemon: str) -> None:
+    """The header lines are read by hand (request_head.py), so everything a parser can
+    get wrong is tried: folded lines, space before the colon (a smuggling vector), a
+    line without a colon, over-long and too many lines, HTTP/2 on the wire, a
+    scheme-less absolute path, and duplicate and mixed-case fields kept as sent."""
+    port = int(daemon.rsplit(":", 1)[1])
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+
+    def status(raw: bytes) -> int:
+        return int(exchange(port, raw).split(b"\r\n", 1)[0].split()[1])
+
+    get = b"GET /api/status HTTP/1.1\r\n" + host
+    assert status(get + b"X-A: 1\r\n  folded\r\n\r\n") == 400
+    assert status(get + b"X-A : 1\r\n\r\n") == 400
+    assert status(get + b"no colon here\r\n\r\n") == 400
+    assert status(get + b"X-A: " + b"a" * 70000 + b"\r\n\r\n") == 431
+    assert status(get + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n") == 431
+    assert status(b"GET /api/status HTTP/2.0\r\n" + host + b"\r\n") == 505
+    assert status(b"GET /api/status HTTP/1.x\r\n" + host + b"\r\n") == 400
+    assert status(b"GET //healthz HTTP/1.1\r\n" + host + b"\r\n") == 200
+    # Two Content-Lengths that disagree are refused (the body's end is unknown) ...
+    smuggle = (b"POST /api/services/web/restart HTTP/1.1\r\n" + host +
+               b"Content-Type: application/json\r\ncontent-length: 2\r\n"
+               b"Content-Length: 3\r\n\r\n{}x")
+    assert status(smuggle) == 400
+    # ... and the guard's headers are seen whatever their case.
+    foreign = (b"POST /api/services/web/restart HTTP/1.1\r\n" + host + b"oRiGiN: "
+               b"http://evil.example\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 2\r\n\r\n{}")
+    assert status(foreign) == 403
+    assert status(get + b"x-FORWARDED-for: 10.0.0.1\r\n\r\n") == 403
+    assert call(daemon + "/healthz") == (200, {"status": "ok"})

@@ -19,7 +19,8 @@ body type a browser may send cross-site without a preflight.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.message import Message
+
+from hippo_tasks.daemon.request_head import Headers
 
 PROXY_HEADERS = ("Cf-Connecting-Ip", "Cf-Ray", "X-Forwarded-For", "Ngrok-Trace-Id")
 """Headers the tunnel tools add: such a request came from the internet, not this machine."""
@@ -50,14 +51,14 @@ def _foreign_host(host: str, hint: str) -> str | None:
     return f"Host {host!r} is not this machine's loopback; {hint}"
 
 
-def _foreign_origin(headers: Message) -> str | None:
+def _foreign_origin(headers: Headers) -> str | None:
     origin = headers.get("Origin")
     if origin is None or origin == f"http://{headers.get('Host') or ''}":
         return None
     return f"cross-origin request from {origin!r} refused"
 
 
-def refusal(path: str, method: str, headers: Message,
+def refusal(path: str, method: str, headers: Headers,
             loopback_only: bool) -> Refusal | None:
     """Why a request may not reach the control API or the page, or None.
 
@@ -80,12 +81,12 @@ def refusal(path: str, method: str, headers: Message,
     return None
 
 
-def media_type(headers: Message) -> str:
+def media_type(headers: Headers) -> str:
     """`Content-Type` without parameters, lower case; '' when absent."""
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
 
 
-def webhook_refusal(headers: Message) -> Refusal | None:
+def webhook_refusal(headers: Headers) -> Refusal | None:
     """Why a token-less webhook request may not go on, or None.
 
     A missing Content-Type is refused too: `fetch(url, {mode: "no-cors", body: blob})`

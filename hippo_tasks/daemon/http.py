@@ -34,6 +34,7 @@ from hippo_tasks.daemon.httpcore import (
     Stream,
     json_head,
 )
+from hippo_tasks.daemon.request_head import HeadError, Headers, read_headers, request_line
 
 STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
     (E.UnknownServiceError, 404),
@@ -104,12 +105,39 @@ class _SocketSink:
 class ApiHandler(BaseHTTPRequestHandler):
     server: ApiServer
     body: Body
+    headers: Headers  # type: ignore[assignment]  # read by request_head, not email
+    raw_requestline: bytes
     protocol_version = "HTTP/1.1"
     server_version = "hippodrome"
     disable_nagle_algorithm = True  # no 40 ms stall between a head and a body
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         return  # requests are not service output; keep the terminal for the services
+
+    def parse_request(self) -> bool:
+        """http.server's own, with the head read by request_head (see there why)."""
+        self.command = None  # type: ignore[assignment]  # as the standard library does
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        if not self.requestline.split():
+            return False
+        try:
+            self.command, self.path, self.request_version, self.close_connection = \
+                request_line(self.requestline, self.protocol_version)
+            self.headers = read_headers(self.rfile)  # type: ignore[arg-type]
+        except HeadError as exc:
+            self.send_error(exc.status, exc.message)
+            return False
+        connection = (self.headers.get("Connection") or "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        if (self.headers.get("Expect") or "").lower() == "100-continue" and \
+                self.request_version >= "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
 
     # ---- writing: the only place responses reach the socket --------------------------
     def send_json(self, status: int, payload: Any, close: bool = False,

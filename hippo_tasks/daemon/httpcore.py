@@ -31,10 +31,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import Message
 from http import HTTPStatus
 from io import BufferedIOBase
 from typing import TYPE_CHECKING, Any, Protocol
+
+from hippo_tasks.daemon.request_head import Headers
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.app import App
@@ -75,7 +76,7 @@ class Body:
     whose body nobody read, else its bytes would be parsed as the next request.
     """
 
-    def __init__(self, headers: Message, rfile: BufferedIOBase, sock: socket.socket) -> None:
+    def __init__(self, headers: Headers, rfile: BufferedIOBase, sock: socket.socket) -> None:
         self.headers = headers
         self.rfile = rfile
         self.sock = sock
@@ -192,7 +193,7 @@ class Request:
     path: str
     query: dict[str, str]
     params: dict[str, str]
-    headers: Message
+    headers: Headers
     body: Body
     app: App
 
