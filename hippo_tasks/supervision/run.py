@@ -86,6 +86,10 @@ class ServiceRun:
         """(dependency, condition) pairs the current start still waits for."""
         self._backoff = Backoff(ctx.settings.backoff_initial, ctx.settings.backoff_max)
         self._hold = False
+        cgroup = ctx.ownership.scope(self.name).cgroup
+        self.cgroup_text = str(cgroup) if cgroup is not None else None
+        """Fixed for the daemon's run; every status read shows it (a Path per read was a
+        fifth of `GET /api/status`)."""
 
     # ---- what others read -------------------------------------------------------
     @property

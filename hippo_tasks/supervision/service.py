@@ -59,7 +59,6 @@ class ServiceSupervisor(ServiceRun):
         spec = self.planned.spec
         main = self._main
         alive = main is not None and not main.exited.done()
-        scope = self.ctx.ownership.scope(self.name)
         return ServiceSnapshot(
             name=self.name, state=self.sm.state.value,
             healthy=bool(self.healthy) and (alive or spec.external),
@@ -68,7 +67,7 @@ class ServiceSupervisor(ServiceRun):
             exit_code=self.exit_code, ready=self.ready, blocking=spec.blocking,
             external=spec.external, kind=spec.kind, reason=self.reason,
             depends_on=tuple(self.planned.depends_on), url=self.planned.url,
-            cgroup=str(scope.cgroup) if scope.cgroup is not None else None,
+            cgroup=self.cgroup_text,
             busy=self._current or self._pending,
             timings=self.timings.as_json(), waiting_on=self.waiting_on,
         )

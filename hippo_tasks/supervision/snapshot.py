@@ -11,8 +11,11 @@ import time
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ServiceSnapshot:
+    """A value: built per read and never changed (not frozen only because a frozen
+    dataclass's __init__ costs a third of `GET /api/status` with 40 services)."""
+
     name: str
     state: str
     healthy: bool

@@ -33,12 +33,22 @@ class StartTimings:
         self.requested_at = time.time()
         self.deps_met_at = self.spawned_at = self.ready_at = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name != "_json":
+            object.__setattr__(self, "_json", None)
+
     def as_json(self) -> dict[str, float | None]:
-        return {k: (round(v, 3) if v is not None else None)
-                for k, v in (("requested_at", self.requested_at),
-                             ("deps_met_at", self.deps_met_at),
-                             ("spawned_at", self.spawned_at),
-                             ("ready_at", self.ready_at))}
+        """Kept until an instant changes: every status read of every service asks."""
+        cached: dict[str, float | None] | None = getattr(self, "_json", None)
+        if cached is None:
+            cached = {k: (round(v, 3) if v is not None else None)
+                      for k, v in (("requested_at", self.requested_at),
+                                   ("deps_met_at", self.deps_met_at),
+                                   ("spawned_at", self.spawned_at),
+                                   ("ready_at", self.ready_at))}
+            object.__setattr__(self, "_json", cached)
+        return dict(cached)
 
 
 @dataclass(frozen=True)
