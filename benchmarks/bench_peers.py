@@ -16,7 +16,9 @@ the rounds; idle CPU is pooled (all windows' CPU over all windows' seconds).
   services and manager (N=10);
 - manager_pss_mb / manager_rss_mb (N=40): the manager's own processes (hippodrome:
   daemon + guard; honcho: itself and its helper processes), /proc/PID/smaps_rollup;
-- idle_cpu_pct_n40: the manager's CPU (per-thread schedstat, ns) over an idle window;
+- idle_cpu_pct_n40: the manager's CPU (per-thread schedstat, ns) over an idle window
+  of 20 s: two of Hippodrome's 10 s liveness periods (an 8 s window could fall between
+  two probe rounds and read 0);
 - status_s: CLI round trip of `status` (hd / supervisorctl / circusctl; N=40);
 - left_after_kill9: services still alive 2 s after `kill -9` of the manager (N=10);
 - then hippodrome's 20,000-file watch (bench_watch.py): idle CPU and change->restart.
@@ -26,7 +28,7 @@ of this repo is never compiled, and where PYTHONDONTWRITEBYTECODE is set (this m
 CI) every `hd` and daemon would compile ~100 modules on every start, about 0.2 s of a
 launch. The run byte-compiles hippodrome's packages first, as pip does for the peers.
 
-    python benchmarks/bench_peers.py [--quick] [--rounds 3] [--window 8] [--no-watch]
+    python benchmarks/bench_peers.py [--quick] [--rounds 3] [--window 20] [--no-watch]
 """
 
 from __future__ import annotations
@@ -240,9 +242,10 @@ def watch_figures(quick: bool) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one round, 4 s idle window")
+    parser.add_argument("--quick", action="store_true", help="one round, 10 s idle window")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--window", type=float, default=8.0, help="idle CPU window, s")
+    parser.add_argument("--window", type=float, default=20.0,
+                        help="idle CPU window, s (keep it a multiple of liveness_interval)")
     parser.add_argument("--no-watch", action="store_true", help="skip the 20,000-file watch")
     parser.add_argument("--managers", default=",".join(c.name for c in MANAGERS))
     parser.add_argument("--hd-bin", type=Path, default=Path(PY).parent,
@@ -250,7 +253,7 @@ def main() -> int:
                              "in a dev venv is an editable install)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
     args = parser.parse_args()
-    rounds, window = (1, 4.0) if args.quick else (args.rounds, args.window)
+    rounds, window = (1, 10.0) if args.quick else (args.rounds, args.window)
     names = args.managers.split(",")
     bins = {n: peer_envs.ensure(n) for n in names if n in peer_envs.PINS}
     bins["hippodrome"] = args.hd_bin
