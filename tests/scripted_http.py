@@ -60,13 +60,20 @@ class ScriptedHandler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving(script: list[tuple[int, dict[str, Any], float]] | None = None) -> Iterator[Scripted]:
-    server = Scripted(script or [])
+def running(server: ThreadingHTTPServer) -> Iterator[None]:
+    """Serve in a thread until the block ends; then stop and close, whatever happened."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        yield server
+        yield
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def serving(script: list[tuple[int, dict[str, Any], float]] | None = None) -> Iterator[Scripted]:
+    server = Scripted(script or [])
+    with running(server):
+        yield server

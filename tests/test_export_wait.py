@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scripted_http import running
 from stackutil import free_ports
 
 from hippo_tasks.export import wait
@@ -51,13 +51,8 @@ class Peer(BaseHTTPRequestHandler):
 def peer() -> Iterator[Any]:
     server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Peer)
     server.hits, server.ready_after, server.job = [], 2, {}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_http_waits_until_ready(peer: Any) -> None:

@@ -54,6 +54,13 @@ def add_docs(cell: str, key: dict[str, str], index: str = "src") -> None:
     assert added.status_code == 200, added.text
 
 
+def ask_fork(controller: str, key: dict[str, str], target: str,
+             timeout: float = 10) -> requests.Response:
+    """POST a fork of the test's index `src` to `target`, through the controller."""
+    return requests.post(f"{controller}/api/v2/indexes/src/fork", headers=key,
+                         json={"target": target}, timeout=timeout)
+
+
 def all_docs(cell: str, key: dict[str, str], index: str) -> list[dict[str, Any]]:
     found = requests.post(f"{cell}/indexes/{index}/search", headers=key,
                           json={"q": "", "limit": 1000}, timeout=10)
@@ -79,8 +86,7 @@ def test_direct_fork_in_core_copies_settings_and_documents(start: ServiceStarter
                                          "HIPPODROME_PROFILE": "core"})
     key = tenant(ctl.base_url)
     add_docs(cell.base_url, key)
-    made = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
-                         json={"target": "copy"}, timeout=10)
+    made = ask_fork(ctl.base_url, key, "copy")
     assert made.status_code == 201, made.text
     assert made.json()["status"] == "SUCCEEDED" and made.json()["numberOfDocuments"] == 25
     assert all_docs(cell.base_url, key, "copy") == all_docs(cell.base_url, key, "src")
@@ -133,17 +139,14 @@ def test_fork_through_step_functions_and_the_worker(start: ServiceStarter, moto_
     assert health["forkWorkflow"] == "stepfunctions"
     key = tenant(ctl.base_url)
     add_docs(cell.base_url, key)
-    made = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
-                         json={"target": "copy"}, timeout=10)
+    made = ask_fork(ctl.base_url, key, "copy")
     assert made.status_code == 202 and made.json()["workflow"] == "stepfunctions", made.text
     done = wait_fork(ctl.base_url, key, made.json()["forkId"])
     assert done["status"] == "SUCCEEDED" and done["numberOfDocuments"] == 25, done
     assert all_docs(cell.base_url, key, "copy") == all_docs(cell.base_url, key, "src")
     # two forks racing for one target: one wins whole, the other fails, named
     with ThreadPoolExecutor(2) as pool:
-        raced = list(pool.map(lambda _: requests.post(
-            f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key, json={"target": "twin"},
-            timeout=10), range(2)))
+        raced = list(pool.map(lambda _: ask_fork(ctl.base_url, key, "twin"), range(2)))
     outcomes = []
     for answer in raced:
         if answer.status_code == 409:
@@ -157,8 +160,7 @@ def test_fork_through_step_functions_and_the_worker(start: ServiceStarter, moto_
     assert all_docs(cell.base_url, key, "twin") == all_docs(cell.base_url, key, "src")
     # a target that appears while the fork waits in the queue: the execution FAILS, named
     assert worker.terminate() == 0  # SIGTERM: the task in hand finishes, then a clean exit
-    late = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
-                         json={"target": "late"}, timeout=10)
+    late = ask_fork(ctl.base_url, key, "late")
     assert late.status_code == 202, late.text
     requests.post(f"{cell.base_url}/indexes/late", headers=key, json={}, timeout=10)
     start.start("fork_action_worker", env=env)
@@ -181,8 +183,7 @@ def test_worker_killed_after_copying_is_finished_by_the_next(
     ctl = start.start("controller", env=env)
     key = tenant(ctl.base_url)
     add_docs(cell.base_url, key)
-    made = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
-                         json={"target": "copy"}, timeout=10)
+    made = ask_fork(ctl.base_url, key, "copy")
     assert made.status_code == 202, made.text
     assert crashing.wait_exit(30) == 9  # copied, never answered
     running = wait_fork(ctl.base_url, key, made.json()["forkId"], timeout=0)
@@ -226,8 +227,7 @@ def test_moto_executes_from_the_first_fork_and_a_late_worker_finishes_it(
     ctl = start.start("controller", env=env)
     key = tenant(ctl.base_url)
     add_docs(cell.base_url, key)
-    made = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
-                         json={"target": "copy"}, timeout=10)
+    made = ask_fork(ctl.base_url, key, "copy")
     assert made.status_code == 202, made.text
     assert rss_mb(own_moto) - after_worker > 60, (after_worker, rss_mb(own_moto))
     assert wait_fork(ctl.base_url, key, made.json()["forkId"], timeout=0)["status"] == "RUNNING"
@@ -243,8 +243,7 @@ def test_a_fork_with_moto_down_is_a_clear_503(start: ServiceStarter) -> None:
                                                 "nomoto-"))
     key = tenant(ctl.base_url)
     for _ in range(2):  # and again: nothing half-made is remembered
-        got = requests.post(f"{ctl.base_url}/api/v2/indexes/src/fork", headers=key,
-                            json={"target": "copy"}, timeout=30)
+        got = ask_fork(ctl.base_url, key, "copy", timeout=30)
         assert got.status_code == 503, got.text
         assert got.json()["error"].startswith(
             "cannot set up the fork workflow on moto (POST http://127.0.0.1:"), got.text

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from scripted_http import Scripted, serving
+from scripted_http import Scripted, running, serving
 
 from hippo_tasks.daemon.webhook.forward import TargetPool
 
@@ -85,9 +85,7 @@ class _Counting(ThreadingHTTPServer):
 
 def test_a_request_dropped_on_a_reused_socket_is_sent_once_more_on_a_new_one() -> None:
     server = _Counting(("127.0.0.1", 0), _DropsSecond)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with running(server):
         port = server.server_address[1]
         pool = TargetPool(timeout=10)
         assert pool.post(port, "/e", b"{}")[0] == 200  # pooled
@@ -99,7 +97,3 @@ def test_a_request_dropped_on_a_reused_socket_is_sent_once_more_on_a_new_one() -
         with pytest.raises(ConnectionRefusedError):
             pool.post(port, "/e", b"{}")
         assert server.requests == 4
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
