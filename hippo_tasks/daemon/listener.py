@@ -19,6 +19,9 @@ from collections.abc import Callable
 BACKLOG = 128
 """Above socketserver's 5: every `hd` and page request of a burst waits, none refused."""
 
+START_LIMIT_S = 30.0
+"""How long a stop waits for a server still being built."""
+
 Starter = Callable[[socket.socket], Callable[[], None]]
 """Builds and starts the server on the bound socket; returns its `stop`."""
 
@@ -56,7 +59,7 @@ def serve_soon(sock: socket.socket, start: Starter) -> Callable[[], None]:
     threading.Thread(target=run, name="http-start", daemon=True).start()
 
     def stop() -> None:
-        done.wait()
+        done.wait(START_LIMIT_S)  # imports never take this long; a stop never hangs on it
         if stops:
             stops[0]()
         else:
