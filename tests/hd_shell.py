@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackutil import REPO, free_ports
+from stackutil import REPO, free_ports, port_free
 
 
 def hd_bin_dir(scratch: Path) -> Path:
@@ -28,15 +27,6 @@ def hd_bin_dir(scratch: Path) -> Path:
                       + " -c 'from hippo_tasks.tasks.program import main; main()' \"$@\"\n")
     script.chmod(0o755)
     return scratch
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def free_offset(ports: list[int]) -> int:

@@ -41,7 +41,8 @@ def worker_ports() -> range:
     return range(PORT_LOW + index * size, PORT_LOW + (index + 1) * size)
 
 
-def _bindable(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Nothing holds the loopback port right now (a bind test: the truth for a server)."""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -56,7 +57,7 @@ def free_ports(n: int) -> list[int]:
     out: list[int] = []
     for _ in range(100 * n + 100):
         port = random.randrange(share.start, share.stop)
-        if port not in out and _bindable(port):
+        if port not in out and port_free(port):
             out.append(port)
             if len(out) == n:
                 return out
@@ -69,7 +70,7 @@ def free_offset() -> int:
     share = worker_ports()
     for _ in range(200):
         first = random.randrange(share.start, share.stop - STACK_PORTS, STACK_PORTS)
-        if all(_bindable(p) for p in range(first, first + STACK_PORTS)):
+        if all(port_free(p) for p in range(first, first + STACK_PORTS)):
             return first - 9000
     raise AssertionError(f"no free range of stack ports in {share}")
 
