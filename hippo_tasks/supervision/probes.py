@@ -7,6 +7,9 @@ and the probe runs every few seconds for every service, so idle CPU depends on i
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import select
 import socket
 
 from hippo_tasks.model.plan import HOST
@@ -14,14 +17,30 @@ from hippo_tasks.model.spec import Readiness
 
 
 async def _connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking socket. On loopback the kernel completes the handshake
+    inside connect() itself, so the socket is nearly always writable at once: a zero
+    poll sees that and skips the event loop's writer round trip (two epoll_ctl calls
+    and a loop turn, a third of an idle daemon's CPU per liveness probe)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
-        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        code = sock.connect_ex((host, port))
+        if code == errno.EINPROGRESS and _writable_now(sock):
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code == errno.EINPROGRESS:
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        elif code != 0:
+            raise OSError(code, os.strerror(code))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _writable_now(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return bool(poller.poll(0))
 
 
 async def tcp_ok(port: int, timeout: float, host: str = HOST) -> bool:
