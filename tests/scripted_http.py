@@ -1,13 +1,15 @@
-"""A real HTTP/1.1 server that answers from a script and closes idle keep-alive sockets
-after 0.3 s: the peer for tests of clients' retries, pooling and stale connections."""
+"""Real peers for tests of clients: an HTTP/1.1 server that answers from a script and
+closes idle keep-alive sockets after 0.3 s (retries, pooling, stale connections), and a
+raw listener whose connections a test handles byte by byte (probes)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -77,3 +79,34 @@ def serving(script: list[tuple[int, dict[str, Any], float]] | None = None) -> It
     server = Scripted(script or [])
     with running(server):
         yield server
+
+
+@contextlib.contextmanager
+def raw_server(on_connection: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A listener handing each accepted connection to `on_connection`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+            on_connection(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        for conn in held:
+            conn.close()

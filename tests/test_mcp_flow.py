@@ -91,11 +91,7 @@ def test_an_agent_starts_breaks_diagnoses_fixes_and_replays(project: Path) -> No
         assert (await agent.ok("wait_ready", timeout_s=30))["ready"]
 
         # replay the recorded flow: the same answers as when it was recorded
-        recordings = (await agent.ok("events_recordings"))["recordings"]
-        current = next(r for r in recordings if r.get("current"))
-        replayed = await agent.ok("events_replay", recording=current["name"],
-                                  filter="Orders.*")
-        assert replayed["ok"], json.dumps(replayed, indent=1)
+        replayed = await replay_current(agent, "Orders.*")
         assert replayed["sent"] == 3 and replayed["equal"] == 3
         assert replayed["mismatches"] == []
 
@@ -132,6 +128,17 @@ def test_why_follows_the_chain_to_a_failed_dependency_over_http(project: Path) -
     assert blocker["service"] == "db" and blocker["state"] == "failed"
     assert any("config error" in ln for ln in blocker["last_lines"])
     assert result["again"]["ok"] and all(r["ready"] for r in result["again"]["services"])
+
+
+async def replay_current(agent: Agent, pattern: str) -> dict[str, Any]:
+    """Replay the daemon's current recording through MCP, filtered; fails unless every
+    delivery answered as recorded (the whole report is printed then)."""
+    recordings = (await agent.ok("events_recordings"))["recordings"]
+    current = next(r for r in recordings if r.get("current"))
+    replayed: dict[str, Any] = await agent.ok("events_replay", recording=current["name"],
+                                              filter=pattern)
+    assert replayed["ok"], json.dumps(replayed, indent=1)
+    return replayed
 
 
 async def settled(agent: Agent, quiet_s: float = 2.0, limit_s: float = 60.0) -> None:
@@ -201,11 +208,7 @@ def test_an_agent_does_the_same_on_the_ecom_stack(project: Path) -> None:
         assert fixed["ok"], fixed
         assert (await agent.ok("wait_ready", timeout_s=60))["ready"]
 
-        recordings = (await agent.ok("events_recordings"))["recordings"]
-        current = next(r for r in recordings if r.get("current"))
-        replayed = await agent.ok("events_replay", recording=current["name"],
-                                  filter="EcomIndexSettings.*")
-        assert replayed["ok"], json.dumps(replayed, indent=1)
+        replayed = await replay_current(agent, "EcomIndexSettings.*")
         # ours, and the ones event_pipe delivered when the seed job wrote settings
         assert replayed["sent"] >= 2 and replayed["equal"] == replayed["sent"]
         assert replayed["mismatches"] == []

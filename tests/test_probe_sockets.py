@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
+from scripted_http import raw_server
 from stackutil import free_ports
 
 from hippo_tasks.supervision.probes import http_ok, tcp_ok
@@ -19,32 +19,16 @@ from hippo_tasks.supervision.probes import http_ok, tcp_ok
 @pytest.fixture
 def answering() -> Iterator[tuple[int, list[bytes]]]:
     """A raw server: answers each connection with the next canned bytes, then closes."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
     answers: list[bytes] = []
-    stop = threading.Event()
 
-    def serve() -> None:
-        srv.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(4096)
-                if answers:
-                    conn.sendall(answers.pop(0))
+    def answer(conn: socket.socket) -> None:
+        conn.recv(4096)
+        if answers:
+            conn.sendall(answers.pop(0))
+        conn.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield srv.getsockname()[1], answers
-    finally:
-        stop.set()
-        thread.join(5)
-        srv.close()
+    with raw_server(answer) as port:
+        yield port, answers
 
 
 def run(coro: object) -> bool:

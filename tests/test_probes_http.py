@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from scripted_http import raw_server
 from stackutil import free_ports
 
 from hippo_platform.seed.probe_breakers import Ledger
@@ -20,37 +21,6 @@ from hippo_platform.seed.probe_http import Outcome, call, code_of, is_infrastruc
 def closed_port() -> int:
     """Nobody listens there: a port of this worker's share, checked free a moment ago."""
     return free_ports(1)[0]
-
-
-@contextmanager
-def raw_server(on_connection: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A listener handing each accepted connection to `on_connection`."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(conn)
-            on_connection(conn)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
-        for conn in held:
-            conn.close()
 
 
 @contextmanager
