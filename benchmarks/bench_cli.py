@@ -34,7 +34,7 @@ from hippo_tasks.registry.store import Registry  # noqa: E402
 
 TARGETS = {"hd_version_s": ("<=", 0.1), "hd_status_s": ("<=", 0.12),
            "invoke_status_s": ("<=", 0.3)}
-HD = [PY, "-c", "from hippo_tasks.tasks.program import main; main()"]
+HD = [PY, "-c", "from hippo_tasks.tasks.program import cli; cli()"]
 
 
 def commands(root: Path) -> dict[str, tuple[list[str], dict[str, str]]]:

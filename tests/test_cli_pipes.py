@@ -8,6 +8,7 @@ A misspelt service name names the stack's services and the closest one.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -85,3 +86,37 @@ def test_a_misspelt_service_lists_the_stack_and_suggests_the_closest(stack: Path
     res = hd(stack, "logs", "--service", "wroker")
     assert res.returncode == 2 and res.stderr.rstrip().endswith("did you mean 'worker'?")
     assert "Traceback" not in res.stderr
+
+
+HD = [PY, "-c", "import sys; sys.argv[0] = 'hd'; from hippo_tasks.tasks.program import cli; "
+      "cli()"]
+"""`hd` as installed: its entry point leaves with os._exit once the output is flushed."""
+
+
+@pytest.mark.parametrize("args", [("status", "--json"), ("logs", "--lines", "2000"),
+                                  ("--version",)])
+def test_hd_writes_everything_or_says_why_not(stack: Path, args: tuple[str, ...]) -> None:
+    """Whole output down a pipe (the exit skips the interpreter's teardown, not the
+    flush); a reader gone is quiet; a full disk is one line on stderr and status 120."""
+    full = subprocess.run([*HD, *args], cwd=stack, capture_output=True, timeout=60,
+                          env={**os.environ, "NO_COLOR": "1"})
+    assert full.returncode == 0 and full.stderr == b""
+    if args[0] == "status":
+        assert {s["name"] for s in json.loads(full.stdout)["services"]} == \
+            {"controller", "worker"}
+    if args[0] == "logs":
+        assert len(full.stdout.splitlines()) >= 2000
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        closed = subprocess.run([*HD, *args], cwd=stack, stdout=write_end,
+                                stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (closed.returncode, closed.stderr) == (EXIT_PIPE_CLOSED, b"")
+    with open("/dev/full", "wb") as devfull:
+        disk = subprocess.run([*HD, *args], cwd=stack, stdout=devfull,
+                              stderr=subprocess.PIPE, timeout=60)
+    assert disk.returncode == 120
+    assert disk.stderr.decode() == ("hippodrome: the output could not be written: "
+                                    "[Errno 28] No space left on device\n")

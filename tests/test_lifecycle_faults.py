@@ -33,7 +33,7 @@ from stackutil import (
 
 from hippo_tasks.supervision.scope import marked_pids
 
-HD = [PY, "-c", "from hippo_tasks.tasks.program import main; main()"]
+HD = [PY, "-c", "from hippo_tasks.tasks.program import cli; cli()"]
 """The `hd` console script's body (its fast path reads `up` without invoke)."""
 
 

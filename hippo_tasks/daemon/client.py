@@ -1,17 +1,16 @@
 """How tasks talk to a running daemon: find it in the registry, call its HTTP API.
 
-Standard-library HTTP only: a task like `hd status` should start fast.
+Over a plain socket (daemon/client_http.py): a task like `hd status` should start fast.
 """
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from hippo_contract.webhook import TOKEN_HEADER, WEBHOOK_PATH
+from hippo_tasks.daemon.client_http import exchange
 from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
@@ -21,6 +20,8 @@ from hippo_tasks.errors import (
     UsageError,
 )
 from hippo_tasks.registry.store import Registry, daemon_alive
+
+JSON = {"Content-Type": "application/json"}
 
 
 class DaemonClient:
@@ -45,23 +46,25 @@ class DaemonClient:
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 310.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        status, raw = self._exchange(method, path, data, JSON, timeout)
+        if status < 400:
+            return json.loads(raw or b"null")
+        payload = _json_or_text(raw)
+        message = payload.get("error", str(payload)) if isinstance(payload, dict) else payload
+        if status == 404 and isinstance(payload, dict) and \
+                payload.get("type") == "UnknownServiceError":
+            raise _unknown_service(payload, path)
+        if status == 504:
+            raise RequestTimeoutError(f"{method} {path}", timeout)
+        raise HippoErrorFromDaemon(status, str(message))
+
+    def _exchange(self, method: str, path: str, data: bytes | None,
+                  headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            payload = _json_or_text(exc.read())
-            message = payload.get("error", str(payload)) if isinstance(payload, dict) else payload
-            if exc.code == 404 and isinstance(payload, dict) and \
-                    payload.get("type") == "UnknownServiceError":
-                raise _unknown_service(payload, path) from None
-            if exc.code == 504:
-                raise RequestTimeoutError(f"{method} {path}", timeout) from None
-            raise HippoErrorFromDaemon(exc.code, str(message)) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DaemonUnreachableError(self.url, self.pid, str(reason)) from None
+            return exchange(self.url, method, path, data, headers, timeout)
+        except OSError as exc:  # refused, reset, timed out, or not the daemon's HTTP
+            raise DaemonUnreachableError(self.url, self.pid, str(exc) or
+                                         type(exc).__name__) from None
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self.call("GET", "/api/status", timeout=10)
@@ -81,19 +84,11 @@ class DaemonClient:
     def post_event(self, event: dict[str, Any], token: str | None) -> tuple[int, Any]:
         """One event through the webhook, the path an EventBridge delivery takes:
         (HTTP status, the JSON answer, or {"raw": text} when it is not JSON)."""
-        headers = {"Content-Type": "application/json"}
+        headers = dict(JSON)
         if token:
             headers[TOKEN_HEADER] = token
-        req = urllib.request.Request(self.url + WEBHOOK_PATH, method="POST", headers=headers,
-                                     data=json.dumps(event).encode())
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise DaemonUnreachableError(self.url, self.pid,
-                                         str(getattr(exc, "reason", exc))) from None
+        status, raw = self._exchange("POST", WEBHOOK_PATH, json.dumps(event).encode(),
+                                     headers, 60)
         try:
             return status, json.loads(raw)
         except ValueError:

@@ -30,8 +30,8 @@ from hippo_tasks.errors import DaemonNotRunningError
 if TYPE_CHECKING:
     from hippo_tasks.daemon.commands import StackCommands
 
-HD = ("-c", "import sys; sys.argv[0] = 'hd'; from hippo_tasks.tasks.program import main; "
-            "main()")
+HD = ("-c", "import sys; sys.argv[0] = 'hd'; from hippo_tasks.tasks.program import cli; "
+            "cli()")
 """`python -c ...` that runs the `hd` command line with this interpreter (no PATH lookup:
 the same installation, source tree or PEX, as the caller)."""
 

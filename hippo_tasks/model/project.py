@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -74,6 +73,8 @@ def _head_text(root: Path) -> str | None:
 
 
 def _git_branch_from_git(root: Path) -> str | None:
+    import subprocess  # here: every command finds its project root, few ask git
+
     try:
         out = subprocess.run(
             ["git", "symbolic-ref", "--quiet", "--short", "HEAD"],

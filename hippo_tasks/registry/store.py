@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,6 +144,8 @@ class Registry:
     def _write_unlocked(self, data: Data) -> None:
         """Atomic (temp file + rename); a full or read-only disk is a StateDirError and
         leaves the previous file whole."""
+        import tempfile  # here: `hd status` reads only, and tempfile pulls random, hashlib
+
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".registry-", dir=self.dir)

@@ -13,13 +13,23 @@ def build_namespace() -> Any:
     """The invoke Collection of every task (returned as Any: invoke is untyped)."""
     from invoke.collection import Collection
 
-    from hippo_tasks.tasks import control, data, doctor, export, lifecycle, logs, scaffold, why
+    from hippo_tasks.tasks import (
+        actions,
+        control,
+        data,
+        doctor,
+        export,
+        lifecycle,
+        logs,
+        scaffold,
+        why,
+    )
     from hippo_tasks.tasks.declare import as_task
     from hippo_tasks.tasks.mcp_server import mcp
 
     ns = Collection()
-    for fn in (lifecycle.up, lifecycle.down, lifecycle.status, lifecycle.start,
-               lifecycle.stop, lifecycle.restart, logs.logs, doctor.doctor, data.seed,
+    for fn in (lifecycle.up, lifecycle.down, actions.status, actions.start,
+               actions.stop, actions.restart, logs.logs, doctor.doctor, data.seed,
                data.probes, data.e2e, scaffold.init, why.why, mcp):
         ns.add_task(as_task(fn))
     ns.add_collection(control.ns)

@@ -6,7 +6,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from hippo_tasks.tasks import lifecycle
+from hippo_tasks.tasks import actions, lifecycle
 from hippo_tasks.tasks.declare import as_task
 from hippo_tasks.tasks.output import handles_errors
 
@@ -19,8 +19,8 @@ def shutdown(c: Context, project_root: str = "") -> None:
 
 
 ns = Collection("control")
-ns.add_task(as_task(lifecycle.status), "status")
-ns.add_task(as_task(lifecycle.start), "start")
-ns.add_task(as_task(lifecycle.stop), "stop")
-ns.add_task(as_task(lifecycle.restart), "restart")
+ns.add_task(as_task(actions.status), "status")
+ns.add_task(as_task(actions.start), "start")
+ns.add_task(as_task(actions.stop), "stop")
+ns.add_task(as_task(actions.restart), "restart")
 ns.add_task(shutdown, "shutdown")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from hippo_tasks.registry.lifecycle_lock import LifecycleLock
 from hippo_tasks.registry.store import Registry, daemon_alive, is_same_process
 from hippo_tasks.tasks.context import build_options, resolve_root
 from hippo_tasks.tasks.declare import task
-from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint, status_table
+from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint
 
 if TYPE_CHECKING:  # the machinery for starting a stack is imported where `up` uses it
     from invoke.context import Context
@@ -232,66 +231,6 @@ def _report_detached_failure(failure: dict[str, Any] | None, log: Path) -> None:
     tail = log.read_text("utf-8", "replace").splitlines()[-20:] if log.exists() else []
     raise UsageError("the daemon exited before the stack was ready; its last output:\n"
                      + "\n".join(tail) + f"\n(full output: {log})")
-
-
-@task(help={"json": "print the status as JSON (as GET /api/status)",
-            "project-root": UP_HELP["project-root"]})
-@handles_errors
-def status(c: Context, json_: bool = False, project_root: str = "") -> None:
-    """Table of services: state, health, pid, port, restarts, uptime, last exit code."""
-    from hippo_tasks.daemon.client import DaemonClient
-
-    client = DaemonClient.for_project(resolve_root(project_root))
-    result = client.status()
-    print(json.dumps(result, indent=2) if json_ else status_table(result))
-
-
-def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None:
-    if cascade and not service:
-        raise UsageError("--cascade needs --service NAME (the stack as a whole has no order "
-                         "to cascade in)")
-    from hippo_tasks.daemon.client import DaemonClient
-
-    client = DaemonClient.for_project(resolve_root(root_flag))
-    result = client.action(verb, service or None, cascade)
-    rows = result["services"]
-    for row in rows:
-        line = f"{row['name']}: {row['state']}"
-        if row.get("pid") and row["state"] == "running":
-            line += f" (pid {row['pid']})"
-        if row["state"] in ("failed", "backoff") and row.get("reason"):
-            line += f" — {row['reason']}"
-        print(line)
-    failed = [r for r in rows if r["state"] == "failed" and r.get("blocking", True)]
-    if verb != "stop" and failed:
-        raise TaskExit(1)
-
-
-SERVICE_HELP = {"service": "one service (default: the whole stack; the daemon stays up)",
-                "project-root": UP_HELP["project-root"]}
-
-
-@task(help=SERVICE_HELP)
-@handles_errors
-def start(c: Context, service: str = "", project_root: str = "") -> None:
-    """Start a service (and what it depends on), or the whole stack."""
-    _act("start", service, project_root)
-
-
-@task(help=SERVICE_HELP)
-@handles_errors
-def stop(c: Context, service: str = "", project_root: str = "") -> None:
-    """Stop a service, or every service (the daemon keeps running)."""
-    _act("stop", service, project_root)
-
-
-@task(help={**SERVICE_HELP, "cascade": "then restart what depends on it, in dependency "
-                                         "order, each once the one before is ready"})
-@handles_errors
-def restart(c: Context, service: str = "", project_root: str = "",
-            cascade: bool = False) -> None:
-    """Restart one service while the rest keep running, or the whole stack."""
-    _act("restart", service, project_root, cascade)
 
 
 @task(help={"force": "clean up from the registry without the daemon (kills recorded groups)",

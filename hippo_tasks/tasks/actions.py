@@ -1,0 +1,83 @@
+"""`hd status / start / stop / restart`: calls to a running daemon, nothing more.
+
+Apart from `up` and `down` (tasks/lifecycle.py), which start and end a daemon: these
+are the commands people repeat, so they load only the registry and the client
+(tests/test_cli_imports.py holds them to it; benchmarks/bench_cli.py times them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from hippo_tasks.errors import UsageError
+from hippo_tasks.tasks.context import resolve_root
+from hippo_tasks.tasks.declare import task
+from hippo_tasks.tasks.output import TaskExit, handles_errors, status_table
+
+if TYPE_CHECKING:
+    from invoke.context import Context
+
+
+ROOT_HELP = {"project-root": "project folder (tasks/flags.py words it for every task)"}
+
+@task(help={"json": "print the status as JSON (as GET /api/status)",
+            **ROOT_HELP})
+@handles_errors
+def status(c: Context, json_: bool = False, project_root: str = "") -> None:
+    """Table of services: state, health, pid, port, restarts, uptime, last exit code."""
+    from hippo_tasks.daemon.client import DaemonClient
+
+    client = DaemonClient.for_project(resolve_root(project_root))
+    result = client.status()
+    print(json.dumps(result, indent=2) if json_ else status_table(result))
+
+
+def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None:
+    if cascade and not service:
+        raise UsageError("--cascade needs --service NAME (the stack as a whole has no order "
+                         "to cascade in)")
+    from hippo_tasks.daemon.client import DaemonClient
+
+    client = DaemonClient.for_project(resolve_root(root_flag))
+    result = client.action(verb, service or None, cascade)
+    rows = result["services"]
+    for row in rows:
+        line = f"{row['name']}: {row['state']}"
+        if row.get("pid") and row["state"] == "running":
+            line += f" (pid {row['pid']})"
+        if row["state"] in ("failed", "backoff") and row.get("reason"):
+            line += f" — {row['reason']}"
+        print(line)
+    failed = [r for r in rows if r["state"] == "failed" and r.get("blocking", True)]
+    if verb != "stop" and failed:
+        raise TaskExit(1)
+
+
+SERVICE_HELP = {"service": "one service (default: the whole stack; the daemon stays up)",
+                **ROOT_HELP}
+
+
+@task(help=SERVICE_HELP)
+@handles_errors
+def start(c: Context, service: str = "", project_root: str = "") -> None:
+    """Start a service (and what it depends on), or the whole stack."""
+    _act("start", service, project_root)
+
+
+@task(help=SERVICE_HELP)
+@handles_errors
+def stop(c: Context, service: str = "", project_root: str = "") -> None:
+    """Stop a service, or every service (the daemon keeps running)."""
+    _act("stop", service, project_root)
+
+
+@task(help={**SERVICE_HELP, "cascade": "then restart what depends on it, in dependency "
+                                         "order, each once the one before is ready"})
+@handles_errors
+def restart(c: Context, service: str = "", project_root: str = "",
+            cascade: bool = False) -> None:
+    """Restart one service while the rest keep running, or the whole stack."""
+    _act("restart", service, project_root, cascade)
+
+
