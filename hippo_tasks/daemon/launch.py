@@ -1,9 +1,9 @@
 """Before the daemon exists: pre-flight checks, and starting the detached daemon.
 
 Kept free of asyncio, the HTTP server and the engine, so `hd up --detach` and the
-other tasks start fast, and the detached daemon is a fresh interpreter that loads only
-what a daemon needs (no Invoke, no CLI modules: every megabyte of the daemon's resident
-memory is there for as long as the stack runs).
+other tasks start fast. The detached daemon is a fork of `hd up` (daemon/forked.py),
+or a fresh interpreter where a fork would carry invoke: every megabyte of the daemon's
+resident memory is there for as long as the stack runs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from hippo_tasks.daemon.forked import ForkedDaemon, fork_daemon, fork_wanted
 from hippo_tasks.errors import DaemonAlreadyRunningError
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
@@ -69,17 +70,21 @@ def options_from_json(text: str) -> Options:
 
 
 def spawn_daemon(opts: Options, log: Path, tls: bool = False,
-                 lock_fd: int | None = None) -> subprocess.Popen[bytes]:
-    """The detached daemon: `python -m hippo_tasks.daemon` in a session of its own, so
-    Ctrl+C in the shell that ran `up --detach` never reaches it. It inherits the
-    project's lifecycle lock and lets go of it once it serves."""
-    argv = [sys.executable, "-m", "hippo_tasks.daemon", "--options", options_to_json(opts)]
+                 lock_fd: int | None = None) -> subprocess.Popen[bytes] | ForkedDaemon:
+    """The detached daemon, in a session of its own, so Ctrl+C in the shell that ran
+    `up --detach` never reaches it: a fork of this process where that is safe
+    (daemon/forked.py says when and why), else `python -m hippo_tasks.daemon`. It
+    inherits the project's lifecycle lock and lets go of it once it serves."""
+    argv = ["--options", options_to_json(opts)]
     if tls:
         argv.append("--tls")
     if lock_fd is not None:
         argv += ["--lock-fd", str(lock_fd)]
+    if fork_wanted():
+        return fork_daemon(argv, opts.project_root, child_env(), log, lock_fd, tls)
     with open(log, "ab") as out:
-        return subprocess.Popen(argv, cwd=opts.project_root, env=child_env(),
+        return subprocess.Popen([sys.executable, "-m", "hippo_tasks.daemon", *argv],
+                                cwd=opts.project_root, env=child_env(),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True, close_fds=True,
                                 pass_fds=(lock_fd,) if lock_fd is not None else ())

@@ -1,5 +1,6 @@
 """Running the engine: in the foreground (inside `hd up`) or as the detached daemon
-(`python -m hippo_tasks.daemon --options JSON`, started by `launch.spawn_daemon`).
+(forked from `hd up`, or `python -m hippo_tasks.daemon --options JSON`: both started by
+`launch.spawn_daemon`, both run `main`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,150 @@
+"""The detached daemon forked from `hd up` (daemon/forked.py): it must be the daemon a
+fresh interpreter was. A session of its own, /dev/null for input, its log for output,
+no descriptor of the CLI's (the lifecycle lock once it serves, the pre-flight's probe
+sockets), no OpenSSL, and an exit status the CLI reads. A daemon that fails in the
+fork says why in daemon.log, and `up` reports it. HIPPODROME_DAEMON_EXEC=1 and
+`invoke up` still start `python -m hippo_tasks.daemon`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from stackutil import (
+    PY,
+    REPO,
+    alive,
+    free_ports,
+    registry,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
+
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+
+HD = [PY, "-c", "import sys; sys.argv[0] = 'hd'; from hippo_tasks.tasks.program import cli; "
+      "cli()"]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    dash, a, b = free_ports(3)
+    write_stack(tmp_path, stack_header(dash)
+                + toy_service("web", a, readiness={"http": "/healthz"})
+                + toy_service("api", b, readiness={"http": "/healthz"}, depends_on=["web"]))
+    try:
+        yield tmp_path
+    finally:
+        force_down(Registry(tmp_path))
+
+
+def up(root: Path, *argv: str, env: dict[str, str] | None = None,
+       via: list[str] = HD) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*via, *argv, "--project-root", str(root)], cwd=root,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "NO_COLOR": "1", **(env or {})})
+
+
+def fds(pid: int) -> dict[int, str]:
+    base = Path(f"/proc/{pid}/fd")
+    out = {}
+    for entry in base.iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            out[int(entry.name)] = os.readlink(entry)
+    return out
+
+
+def test_the_forked_daemon_is_a_clean_session_leader(project: Path) -> None:
+    done = up(project, "up", "--detach")
+    assert done.returncode == 0, done.stdout + done.stderr
+    daemon = registry(project)["daemon"]["pid"]
+    stat = Path(f"/proc/{daemon}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(stat[3]) == daemon, "not its own session (sid)"  # field 6: session
+    assert int(stat[1]) != os.getpid()
+    cmdline = Path(f"/proc/{daemon}/cmdline").read_bytes().split(b"\0")
+    assert b"-m" not in cmdline, "started by exec, not forked"
+    open_fds = fds(daemon)
+    assert open_fds[0] == "/dev/null"
+    log = str(project / ".hippodrome" / "daemon.log")
+    assert open_fds[1] == log and open_fds[2] == log
+    assert not [t for t in open_fds.values() if t.endswith("lifecycle.lock")], open_fds
+    inet = psutil.Process(daemon).net_connections(kind="inet")
+    dash = registry(project)["daemon"]["port"]
+    assert [(c.laddr.port, c.status) for c in inet] == [(dash, "LISTEN")], \
+        f"the API listener only, none of the pre-flight's port checks: {inet}"
+    maps = Path(f"/proc/{daemon}/maps").read_text()
+    assert "libssl" not in maps, "OpenSSL loaded in a daemon without --tls"
+    status = subprocess.run([*HD, "status", "--json"], cwd=project, capture_output=True,
+                            text=True, timeout=30)
+    assert {s["name"]: s["state"] for s in json.loads(status.stdout)["services"]} == \
+        {"web": "running", "api": "running"}
+    assert up(project, "down").returncode == 0
+    wait_for(lambda: not alive(daemon), 10)
+
+
+@pytest.mark.parametrize("how", ["exec setting", "invoke"])
+def test_the_interpreter_start_remains(project: Path, how: str) -> None:
+    if how == "invoke":
+        done = up(project, "up", "--detach", via=[PY, "-m", "invoke", "-r", str(REPO)])
+    else:
+        done = up(project, "up", "--detach", env={"HIPPODROME_DAEMON_EXEC": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    daemon = registry(project)["daemon"]["pid"]
+    cmdline = Path(f"/proc/{daemon}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:3] == [b"-m", b"hippo_tasks.daemon"], cmdline
+    assert "libssl" not in Path(f"/proc/{daemon}/maps").read_text()
+    assert up(project, "down").returncode == 0
+
+
+def test_a_forked_daemon_whose_stack_fails_is_reported_and_reaped(tmp_path: Path) -> None:
+    dash, a = free_ports(2)
+    write_stack(tmp_path, stack_header(dash)
+                + toy_service("web", a, "--exit", "3", readiness={"http": "/healthz"},
+                              auto_restart=False))
+    try:
+        done = up(tmp_path, "up", "--detach")
+        assert done.returncode != 0
+        assert "web" in done.stdout + done.stderr
+        assert "exited with code 3" in done.stdout + done.stderr, done.stdout + done.stderr
+        zombies = subprocess.run(["ps", "-eo", "stat,ppid"], capture_output=True,
+                                 text=True).stdout.split("\n")
+        assert not [z for z in zombies if z.startswith("Z")
+                    and z.split()[-1] == str(os.getpid())]
+    finally:
+        force_down(Registry(tmp_path))
+
+
+CRASH = """
+import sys
+from pathlib import Path
+from hippo_tasks.daemon.forked import fork_daemon
+child = fork_daemon(sys.argv[2:], Path.cwd(), {"PATH": "/usr/bin:/bin"}, Path(sys.argv[1]),
+                    None, False)
+print(child.wait(30))
+"""
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["--options", "{not json"], 70, "Traceback"),
+    (["--bogus"], 2, "unexpected argument '--bogus'"),
+    (["--options", '{"profile": "core"}'], 70, "KeyError: 'project_root'"),
+], ids=["bad json", "bad flag", "no project root"])
+def test_a_fork_that_cannot_become_the_daemon_says_why(tmp_path: Path, argv: list[str],
+                                                       code: int, says: str) -> None:
+    """Run from a one-thread script, as `hd` forks: the child's failure reaches the
+    log and the exit status, and never runs the parent's code after the fork."""
+    log = tmp_path / "daemon.log"
+    out = subprocess.run([PY, "-c", CRASH, str(log), *argv], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines() == [str(code)], out.stdout
+    assert says in log.read_text()
