@@ -11,6 +11,10 @@ import sys
 if "--tls" not in sys.argv:
     sys.modules["ssl"] = None  # type: ignore[assignment]
 
+from hippo_tasks.supervision.ownership import OwnershipSoon  # noqa: E402
+
+soon = OwnershipSoon()  # made beside the imports below (its docstring says why)
+
 from hippo_tasks.daemon.main import main  # noqa: E402
 
-sys.exit(main())
+sys.exit(main(None, soon))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
@@ -26,11 +25,13 @@ from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.logs import LogHub, RunFiles, WriteTrouble
 from hippo_tasks.supervision.orphans import OrphanGuard
-from hippo_tasks.supervision.ownership import establish, reap_adopted
-from hippo_tasks.supervision.printer import TerminalPrinter
+from hippo_tasks.supervision.ownership import Ownership, establish, reap_adopted
 from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
+
+if TYPE_CHECKING:  # the foreground's; the detached daemon never loads it
+    from hippo_tasks.supervision.printer import TerminalPrinter
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -45,7 +46,9 @@ class Engine:
         printer: TerminalPrinter | None = None,
         clock: Clock | None = None,
         dashboard_host: str = "127.0.0.1",
+        ownership: Ownership | None = None,
     ) -> None:
+        """`ownership`: made beforehand (ownership.OwnershipSoon), or made here."""
         self.plan = plan
         self.registry = registry
         self.printer = printer
@@ -57,7 +60,7 @@ class Engine:
         if printer is not None:
             printer.set_width(max((len(n) for n in plan.names), default=10))
             self.hub.add_sink(printer)
-        self.ownership = establish(secrets.token_hex(8))
+        self.ownership = ownership or establish(os.urandom(8).hex())
         self.guard = OrphanGuard(self.ownership)
         ctx = SupervisorContext(
             hub=self.hub,

@@ -105,9 +105,12 @@ def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
         os.environ.update(env)
         if not tls and "ssl" not in sys.modules:  # as daemon/__main__.py: no OpenSSL
             sys.modules["ssl"] = None  # type: ignore[assignment]
+        from hippo_tasks.supervision.ownership import OwnershipSoon
+
+        soon = OwnershipSoon()  # beside the imports below (its docstring says why)
         from hippo_tasks.daemon.main import main
 
-        code = main(argv)
+        code = main(argv, soon)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 2
         if not isinstance(exc.code, int) and exc.code is not None:

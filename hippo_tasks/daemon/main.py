@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon import listener
 from hippo_tasks.daemon.engine import Engine
@@ -20,8 +20,11 @@ from hippo_tasks.errors import HippoError, StateDirError, UsageError
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.lifecycle_lock import release_inherited
 from hippo_tasks.registry.store import Registry
+from hippo_tasks.supervision.ownership import Ownership, OwnershipSoon
 from hippo_tasks.supervision.ports import check_ports
-from hippo_tasks.supervision.printer import TerminalPrinter
+
+if TYPE_CHECKING:  # the foreground's; the detached daemon never loads it
+    from hippo_tasks.supervision.printer import TerminalPrinter
 
 
 def dashboard_host() -> str:
@@ -31,12 +34,18 @@ def dashboard_host() -> str:
 
 
 def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | None,
-               on_serving: Callable[[], None] = lambda: None) -> int:
+               on_serving: Callable[[], None] = lambda: None,
+               ownership: Ownership | None = None) -> int:
     try:
-        engine = Engine(plan, registry, printer, dashboard_host=dashboard_host())
-    except OSError as exc:  # .logs or .hippodrome read-only, disk full
-        raise StateDirError(str(exc.filename or plan.options.project_root),
-                            exc.strerror or str(exc)) from None
+        engine = Engine(plan, registry, printer, dashboard_host=dashboard_host(),
+                        ownership=ownership)
+    except BaseException as exc:
+        if ownership is not None:  # made for this engine: its cgroup goes with it
+            ownership.close()
+        if isinstance(exc, OSError):  # .logs or .hippodrome read-only, disk full
+            raise StateDirError(str(exc.filename or plan.options.project_root),
+                                exc.strerror or str(exc)) from None
+        raise
 
     def start_http(eng: Engine) -> Callable[[], None]:
         try:
@@ -101,12 +110,19 @@ def parse_args(argv: list[str]) -> tuple[str, int | None]:
     return options, lock_fd
 
 
-def main(argv: list[str] | None = None) -> int:
-    options, lock_fd = parse_args(sys.argv[1:] if argv is None else argv)
-    opts = options_from_json(options)
+def main(argv: list[str] | None = None, soon: OwnershipSoon | None = None) -> int:
+    """`soon`: the cgroup being made while this module was imported (forked.py and
+    __main__.py begin it first); removed again if the daemon ends before its engine."""
     try:
-        plan, registry = prepare(opts, lambda s: print(s, flush=True))
-        # Detached: service output goes to the log files only; notes go to daemon.log.
-        return run_engine(plan, registry, None, release_inherited(lock_fd))
-    except HippoError as exc:
-        return _fail(opts.project_root, exc)
+        options, lock_fd = parse_args(sys.argv[1:] if argv is None else argv)
+        opts = options_from_json(options)
+        try:
+            plan, registry = prepare(opts, lambda s: print(s, flush=True))
+            own, soon = (soon.take() if soon is not None else None), None
+            # Detached: service output goes to the log files only; notes go to daemon.log.
+            return run_engine(plan, registry, None, release_inherited(lock_fd), own)
+        except HippoError as exc:
+            return _fail(opts.project_root, exc)
+    finally:
+        if soon is not None:
+            soon.discard()

@@ -1,0 +1,52 @@
+"""The daemon's cgroup made in a thread while it imports (ownership.OwnershipSoon): the
+engine gets the same Ownership it would have made itself, and a daemon that ends
+before its engine (a busy port, a bad option) leaves no cgroup behind."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from stackutil import PY, free_ports, stack_header, toy_service, write_stack
+
+from hippo_tasks.daemon.main import main
+from hippo_tasks.supervision.ownership import OwnershipSoon
+
+
+def test_the_engine_gets_a_working_ownership_and_discard_removes_it() -> None:
+    soon = OwnershipSoon()
+    own = soon.take()
+    assert own.token == soon.token and len(own.token) == 16
+    if own.base is None:  # no cgroup here: the fallback, said with its reason
+        assert own.why_not
+        return
+    assert own.base.is_dir() and f"hippodrome-{own.token}" == own.base.name
+    assert not (own.base / "probe").exists(), "the placement probe was left behind"
+    soon.discard()
+    assert not own.base.exists()
+
+
+@pytest.mark.parametrize("why", ["busy port", "bad option"])
+def test_a_daemon_that_fails_before_its_engine_leaves_no_cgroup(tmp_path: Path,
+                                                                why: str) -> None:
+    dash, port = free_ports(2)
+    write_stack(tmp_path, stack_header(dash) + toy_service("web", port))
+    options = json.dumps({"project_root": str(tmp_path), "python": PY})
+    thief = socket.create_server(("127.0.0.1", port))
+    soon = OwnershipSoon()
+    try:
+        if why == "busy port":
+            assert main(["--options", options], soon) == 2
+        else:
+            with pytest.raises(SystemExit):
+                main(["--options", options, "--lock-fd", "x"], soon)
+    finally:
+        thief.close()
+    own = soon.take()
+    if own.base is not None:
+        assert not own.base.exists(), f"{own.base} left behind after a {why}"
+    if why == "busy port":
+        failure = json.loads((tmp_path / ".hippodrome" / "registry.json").read_text())
+        assert f"port {port}" in failure["failure"]["reason"]
