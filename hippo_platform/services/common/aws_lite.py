@@ -39,6 +39,7 @@ from html import unescape
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from hippo_platform.services import https_connection
 from hippo_platform.services.common.aws_lite_sigv4 import Credentials, encode_query, sign
 
 __all__ = ["AwsClient", "AwsConfig", "AwsConfigError", "AwsError", "Credentials", "Reply"]
@@ -166,6 +167,8 @@ class AwsClient:
         self.backoff = backoff
         self.max_idle = max_idle
         self._https = parts.scheme == "https"
+        # Found now, so a service without TLS fails at its start, saying why.
+        self._https_class = https_connection() if self._https else None
         self._host = parts.hostname
         self._port = parts.port
         default_port = 443 if self._https else 80
@@ -317,7 +320,7 @@ class AwsClient:
         raise AssertionError("unreachable")
 
     def _new_connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        cls = self._https_class or http.client.HTTPConnection
         return cls(self._host, self._port, timeout=self.timeout), False
 
     def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:

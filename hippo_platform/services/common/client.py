@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from hippo_platform.services import https_connection
 from hippo_platform.services.common.errors import BadGateway, HttpError
 from hippo_platform.services.common.log import log_error
 
@@ -59,7 +60,8 @@ class JsonClient:
         self.base_url = base_url.rstrip("/")
         self.peer = peer
         self.timeout = timeout
-        self._https = parts.scheme == "https"
+        # Found now, so a service without TLS fails at its start, saying why.
+        self._https_class = https_connection() if parts.scheme == "https" else None
         self._host = parts.hostname
         self._port = parts.port
         self._prefix = parts.path.rstrip("/")
@@ -74,7 +76,7 @@ class JsonClient:
             conn = None
         if conn is not None:
             return conn, True
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        cls = self._https_class or http.client.HTTPConnection
         conn = cls(self._host, self._port, timeout=self.timeout)
         self._local.conn = conn
         return conn, False
