@@ -1,7 +1,8 @@
 """Bundled services keep OpenSSL out unless they may need TLS (hippo_platform.services):
 a real service on loopback without an https:// URL maps no libssl; given one (a cell
 over https) or HIPPODROME_SERVICE_TLS=1 it does, and serves either way; moto keeps it;
-a client asked for https in a service started without TLS says what to set."""
+a client asked for https in a service started without TLS says what to set, and the
+signing and digests the services use still work on Python's own hashes."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def healthy(port: int) -> bool:
 
 
 def maps_ssl(pid: int) -> bool:
-    return "libssl" in Path(f"/proc/{pid}/maps").read_text()
+    """OpenSSL mapped, through ssl (libssl) or hashlib (libcrypto)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "libssl" in maps or "libcrypto" in maps
 
 
 @pytest.mark.parametrize("env, tls", [
@@ -59,7 +62,9 @@ CHECK = """
 import sys
 sys.orig_argv = [sys.executable, "-m", sys.argv[1]]
 import hippo_platform.services
-print("ssl blocked" if sys.modules.get("ssl", 1) is None else "ssl allowed")
+blocked = [m for m in ("ssl", "_hashlib") if sys.modules.get(m, 1) is None]
+print("ssl blocked" if blocked == ["ssl", "_hashlib"] else "ssl allowed" if not blocked
+      else blocked)
 """
 
 
@@ -84,3 +89,22 @@ def test_https_without_tls_says_what_to_set() -> None:
                          timeout=60)
     assert out.returncode != 0
     assert "started without TLS" in out.stderr and "HIPPODROME_SERVICE_TLS=1" in out.stderr
+
+
+def test_digests_without_openssl() -> None:
+    """What the services use of hashlib, hmac, secrets and uuid, with _hashlib absent:
+    the same answers as with OpenSSL (this process has it)."""
+    import hashlib
+    import hmac
+
+    code = ("import sys; sys.modules['ssl'] = None; sys.modules['_hashlib'] = None\n"
+            "import hashlib, hmac, secrets, uuid\n"
+            "print(hashlib.sha256(b'x').hexdigest(), hashlib.sha1(b'x').hexdigest(),\n"
+            "      hmac.new(b'k', b'm', hashlib.sha256).hexdigest(),\n"
+            "      hmac.compare_digest('a', 'a'), len(secrets.token_hex(8)),\n"
+            "      uuid.uuid4().version, 'libcrypto' in open('/proc/self/maps').read())\n")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=True).stdout.split()
+    assert out == [hashlib.sha256(b"x").hexdigest(), hashlib.sha1(b"x").hexdigest(),
+                   hmac.new(b"k", b"m", hashlib.sha256).hexdigest(), "True", "16", "4",
+                   "False"]

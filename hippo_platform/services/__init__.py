@@ -1,14 +1,16 @@
 """The bundled services, each run as `python -m hippo_platform.services.NAME`.
 
 A service process keeps OpenSSL out unless it may need TLS. `http.client` (under
-http.server and under every client here) imports `ssl`, and loading OpenSSL cost each
-service ~4 MB of resident memory: the service framework measured 21.4 MB RSS with it,
-17.3 MB without, and the ecom profile runs 13 of them. On the local cell every URL a
-service is given is http://127.0.0.1, and every URL comes from its environment. So
-unless an https:// URL is there (a staging or prod cell, real AWS),
-HIPPODROME_SERVICE_TLS=1 is set, or the service is moto (botocore needs ssl), `ssl` is
-marked absent before anything imports it. http.client then has no HTTPSConnection,
-and a client asked for https anyway says why (`https_connection`).
+http.server and under every client here) imports `ssl`, hashlib imports `_hashlib`,
+and each loads OpenSSL: ~4 MB of resident memory per service (the console measured
+23.2 MB RSS with it, 18.5 MB without; the ecom profile runs 13 services). On the local
+cell every URL a service is given is http://127.0.0.1, and every URL comes from its
+environment. So unless an https:// URL is there (a staging or prod cell, real AWS),
+HIPPODROME_SERVICE_TLS=1 is set, or the service is moto (botocore needs ssl), `ssl`
+and `_hashlib` are marked absent before anything imports them. http.client then has
+no HTTPSConnection, and a client asked for https anyway says why (`https_connection`);
+hashlib and hmac use Python's own sha256, sha1 and md5 (what the services use; only
+pbkdf2_hmac and scrypt would be missing).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def _tls_unneeded() -> bool:
 
 if _tls_unneeded():
     sys.modules["ssl"] = None  # type: ignore[assignment]
+    if "_hashlib" not in sys.modules and "hashlib" not in sys.modules:
+        sys.modules["_hashlib"] = None  # type: ignore[assignment]
 
 
 def https_connection() -> Any:
