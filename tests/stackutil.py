@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -104,6 +105,15 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.02
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def open_files(pid: int) -> dict[int, str]:
+    """A process's descriptors and what each points at (/proc/PID/fd)."""
+    out = {}
+    for entry in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            out[int(entry.name)] = os.readlink(entry)
+    return out
 
 
 def alive(pid: int) -> bool:

@@ -7,7 +7,6 @@ fork says why in daemon.log, and `up` reports it. HIPPODROME_DAEMON_EXEC=1 and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ from stackutil import (
     REPO,
     alive,
     free_ports,
+    open_files,
     registry,
     stack_header,
     toy_service,
@@ -54,15 +54,6 @@ def up(root: Path, *argv: str, env: dict[str, str] | None = None,
                           env={**os.environ, "NO_COLOR": "1", **(env or {})})
 
 
-def fds(pid: int) -> dict[int, str]:
-    base = Path(f"/proc/{pid}/fd")
-    out = {}
-    for entry in base.iterdir():
-        with contextlib.suppress(OSError):  # closed meanwhile
-            out[int(entry.name)] = os.readlink(entry)
-    return out
-
-
 def test_the_forked_daemon_is_a_clean_session_leader(project: Path) -> None:
     done = up(project, "up", "--detach")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -72,7 +63,7 @@ def test_the_forked_daemon_is_a_clean_session_leader(project: Path) -> None:
     assert int(stat[1]) != os.getpid()
     cmdline = Path(f"/proc/{daemon}/cmdline").read_bytes().split(b"\0")
     assert b"-m" not in cmdline, "started by exec, not forked"
-    open_fds = fds(daemon)
+    open_fds = open_files(daemon)
     assert open_fds[0] == "/dev/null"
     log = str(project / ".hippodrome" / "daemon.log")
     assert open_fds[1] == log and open_fds[2] == log
