@@ -1,7 +1,8 @@
 """The orphan guard of a daemon forked from `hd up` and of one started by exec
-(supervision/orphans.py): a bare interpreter in a session of its own holding nothing
-of the daemon's but its pipe (no lifecycle lock, no socket, no log), gone after a
-clean `down`, and still ending every service after `kill -9` of the daemon.
+(supervision/orphans.py): sh waiting to exec a bare interpreter, in a session of its
+own holding nothing of the daemon's but its pipe (no lifecycle lock, no socket, no
+log), gone after a clean `down`, and still ending every service after `kill -9` of
+the daemon.
 
 (A guard forked from the daemon was tried and measured: its pages stop being shared
 as soon as the daemon's refcounts write to them, and daemon + guard PSS went from
@@ -68,8 +69,9 @@ def everything(root: Path) -> set[int]:
 def test_the_guard_holds_only_its_pipe(project: Path, via: list[str]) -> None:
     pids = up(project, via)
     guard = pids["guard"]
-    assert Path(f"/proc/{guard}/cmdline").read_bytes().split(b"\0")[1:4] == \
-        [b"-I", b"-S", b"-c"], "not the bare interpreter"
+    argv = Path(f"/proc/{guard}/cmdline").read_bytes().split(b"\0")
+    assert argv[:2] == [b"/bin/sh", b"-c"] and argv[5:8] == [b"-I", b"-S", b"-c"], \
+        "not sh waiting to exec the bare interpreter"
     stat = Path(f"/proc/{guard}/stat").read_text().rsplit(")", 1)[1].split()
     assert int(stat[3]) == guard, "not a session of its own"
     held = open_files(guard)

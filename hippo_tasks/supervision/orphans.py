@@ -7,6 +7,11 @@ holds. When the daemon dies for any reason the kernel closes it, the guard reads
 and it ends every process of the daemon's run: everything in its cgroups, and every
 process carrying its ownership mark (setsid and double-forked children included).
 A clean shutdown says `b` (bye) first, and the guard exits quietly.
+
+While it waits, the guard is /bin/sh reading the pipe; only at EOF does it exec the
+interpreter that does the work (scope.py's `guard_main`, in a bare `python -I -S`).
+A waiting Python cost the stack 4.4 MB PSS for as long as it ran, a waiting sh 0.5 MB;
+the ending is the same code as before, started ~20 ms later.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from hippo_tasks.supervision.ownership import Ownership
 from hippo_tasks.supervision.scope import RUN_ENV
 
 GRACE = 1.0
+WAIT_THEN_END = 'while IFS= read -r line; do case "$line" in b*) exit 0;; esac; done; exec "$@"'
+"""sh: `b` on the pipe is a clean shutdown; EOF without it execs the Python that ends
+everything (its stdin is at EOF already, so it starts ending at once)."""
 
 
 def _guard_source() -> str:
@@ -41,8 +49,8 @@ class OrphanGuard:
         base = str(owner.base) if owner.base is not None else "-"
         env = {k: v for k, v in os.environ.items() if k != RUN_ENV}
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _guard_source(), owner.token, base,
-             str(grace)],
+            ["/bin/sh", "-c", WAIT_THEN_END, "hippodrome-guard", sys.executable, "-I", "-S",
+             "-c", _guard_source(), owner.token, base, str(grace)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
