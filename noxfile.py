@@ -34,8 +34,7 @@ so three fit two cores: the suite ran in 6 min instead of about 11.
 FALLBACK_SUITES = ["tests/test_lifecycle_faults.py", "tests/test_lifecycle_model.py",
                    "tests/test_supervision_start.py", "tests/test_supervision_stop.py",
                    "tests/test_supervision_restart.py", "tests/test_cli_faults.py",
-                   "tests/test_cli_lifecycle.py", "tests/test_guard_of_forked_daemon.py",
-                   "tests/test_daemon_fork.py"]
+                   "tests/test_cli_lifecycle.py", "tests/test_daemon_fork.py"]
 
 
 def _version_of(python: str) -> str | None:

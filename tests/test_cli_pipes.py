@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stackutil import PY, REPO, free_ports, hd, stack_header, toy_service, write_stack
+from stackutil import HD_CLI, PY, REPO, free_ports, hd, stack_header, toy_service, write_stack
 
 EXIT_PIPE_CLOSED = 141
 
@@ -88,9 +88,7 @@ def test_a_misspelt_service_lists_the_stack_and_suggests_the_closest(stack: Path
     assert "Traceback" not in res.stderr
 
 
-HD = [PY, "-c", "import sys; sys.argv[0] = 'hd'; from hippo_tasks.tasks.program import cli; "
-      "cli()"]
-"""`hd` as installed: its entry point leaves with os._exit once the output is flushed."""
+HD = HD_CLI  # `hd` as installed: its entry point leaves with os._exit once output is flushed
 
 
 @pytest.mark.parametrize("args", [("status", "--json"), ("logs", "--lines", "2000"),

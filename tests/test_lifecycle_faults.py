@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from stackutil import (
+    HD_CLI,
     PY,
     REPO,
     alive,
@@ -33,7 +34,7 @@ from stackutil import (
 
 from hippo_tasks.supervision.scope import marked_pids
 
-HD = [PY, "-c", "from hippo_tasks.tasks.program import cli; cli()"]
+HD = HD_CLI
 """The `hd` console script's body (its fast path reads `up` without invoke)."""
 
 
