@@ -17,12 +17,13 @@ import math
 from collections.abc import Iterable
 
 MEASURED_RSS_MB: dict[str, float] = {
-    "admin_server": 24.6, "console": 22.7, "controller": 22.8, "ecom_indexer_service": 22.8,
-    "ecom_ingest": 23.0, "ecom_settings_exporter": 24.8, "event_pipe": 24.6,
-    "fake_cell": 24.6, "fake_cognito": 23.4, "merchandising_exporter": 24.7, "moto": 108.1,
-    "search_proxy": 22.7,
+    "admin_server": 19.5, "console": 18.5, "controller": 19.1, "ecom_indexer": 18.5,
+    "ecom_indexer_service": 18.1, "ecom_ingest": 18.3, "ecom_settings_exporter": 19.1,
+    "event_pipe": 19.1, "fake_cell": 19.5, "fake_cognito": 18.2,
+    "fork_action_worker": 18.8, "merchandising_exporter": 19.0, "moto": 102.3,
+    "search_proxy": 18.3,
 }
-DAEMON_AND_GUARD_MB = 37.0
+DAEMON_AND_GUARD_MB = 28.3
 UNMEASURED_MB = 48.0
 """A small Python service or job; about twice the bundled services' figure."""
 HEADROOM = 1.25
