@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -182,3 +183,23 @@ def test_kill_9_of_the_daemon_still_ends_everything(project: Path, via: list[str
     assert len(services) >= 3, services  # web, its grandchild, api
     os.kill(pids["daemon"], signal.SIGKILL)
     wait_for(lambda: not any(alive(p) for p in services | {pids["guard"]}), 15)
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&- 2>&-", "<&- >&- 2>&-"])
+def test_up_with_stdio_closed(project: Path, closed: str) -> None:
+    """`hd up --detach <&-`: the log or the lock may get a stdio number, which the
+    daemon's own stdio then takes over; the daemon must still log to its file and let
+    go of the lock once serving (a later `down` does not wait on it)."""
+    line = shlex.join([*HD, "up", "--detach", "--project-root", str(project)])
+    # fd 3 is bash's stdout kept aside, so `exit=` is read whatever the command closed.
+    done = subprocess.run(["bash", "-c", f"exec 3>&1; {line} {closed}; echo exit=$? >&3"],
+                          cwd=project, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "NO_COLOR": "1"})
+    assert "exit=0" in done.stdout, done.stdout + done.stderr
+    rows = registry(project)["services"]
+    assert {n: r["state"] for n, r in rows.items()} == {"web": "running", "api": "running"}
+    log = (project / ".hippodrome" / "daemon.log").read_text()
+    assert "services ready" in log, log
+    down = up(project, "down")
+    assert down.returncode == 0 and "waiting for" not in down.stdout, down.stdout
+

@@ -92,6 +92,7 @@ def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
         os.dup2(null, 0)
         os.dup2(out, 1)
         os.dup2(out, 2)
+        # None of these is 0-2: `hd` opens /dev/null on a closed stdio first (program.py).
         keep = sorted({null, out} | ({keep_fd} if keep_fd is not None else set()))
         low = 3
         for fd in keep:  # as close_fds with pass_fds: only the lifecycle lock goes along
@@ -111,10 +112,12 @@ def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
         from hippo_tasks.daemon.main import main
 
         code = main(argv, soon)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 2
-        if not isinstance(exc.code, int) and exc.code is not None:
+    except SystemExit as exc:  # as Python's own exit reads it
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
             print(exc.code, file=sys.stderr)
+            code = 2
     except BaseException:
         import traceback
 

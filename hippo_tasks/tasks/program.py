@@ -141,6 +141,15 @@ def dotted(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
+def stdio_on_devnull() -> None:
+    """`hd up --detach <&- >&-`: Python leaves a closed stdin, stdout or stderr as None,
+    and the command still runs, its output going nowhere. Opened in order, /dev/null
+    takes the closed numbers, so no file opened later (the lock, a log) is given 0-2."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115  # for the process
+
+
 def cli() -> None:
     """`hd` itself: main(), then out of the process without tearing the interpreter down.
 
@@ -173,6 +182,7 @@ def cli() -> None:
 
 def main() -> None:
     """Run the program; a reader that closed the pipe ends it quietly (`hd --list | head`)."""
+    stdio_on_devnull()
     argv = dotted(sys.argv[1:])
     try:
         try:
