@@ -157,7 +157,7 @@ def cli() -> None:
     from atexit to the parent's wait, with the control modules loaded), time a user
     waits on `hd restart` for nothing: once output is flushed there is nothing left to
     finalise, as files are closed by their `with` and the daemon is its own process.
-    With another thread still running (none does today) the normal exit joins it.
+    With another thread still running (a library's worker, say) the normal exit joins it.
     main() stays a plain function for callers in-process (tests)."""
     try:
         main()
