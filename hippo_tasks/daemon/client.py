@@ -11,6 +11,7 @@ from typing import Any
 
 from hippo_contract.webhook import TOKEN_HEADER, WEBHOOK_PATH
 from hippo_tasks.daemon.client_http import exchange
+from hippo_tasks.daemon.http_answer import BadAnswer
 from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
@@ -62,7 +63,7 @@ class DaemonClient:
                   headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
         try:
             return exchange(self.url, method, path, data, headers, timeout)
-        except OSError as exc:  # refused, reset, timed out, or not the daemon's HTTP
+        except (OSError, BadAnswer) as exc:  # refused, reset, timed out, or not HTTP
             raise DaemonUnreachableError(self.url, self.pid, str(exc) or
                                          type(exc).__name__) from None
 

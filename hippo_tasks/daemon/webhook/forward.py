@@ -11,18 +11,13 @@ import socket
 import threading
 from typing import Any
 
+from hippo_tasks.daemon.http_answer import Answer, BadAnswer, read_answer, read_line
 from hippo_tasks.daemon.httpcore import STRICT_JSON, HttpError
 from hippo_tasks.model.plan import PlannedRoute
 
 MAX_ANSWER = 1024 * 1024
 RAW_SHOWN = 4096
 IDLE_PER_TARGET = 8
-MAX_LINE = 64 * 1024
-MAX_HEADERS = 100
-
-
-class BadAnswer(Exception):
-    """The target answered something that is not HTTP we can pass on."""
 
 
 class _Stale(ConnectionResetError):
@@ -35,7 +30,7 @@ class _Conn:
     Profiled: http.client spent a fifth of the daemon's CPU per event parsing a few
     response headers through the email package, and wrote head and body in two
     sends (the service then wakes twice). Here a request is one send and the answer
-    is read with plain readline: Content-Length, chunked, or up to the close.
+    is read with plain readline (daemon/http_answer.py).
     """
 
     def __init__(self, port: int, timeout: float) -> None:
@@ -47,87 +42,15 @@ class _Conn:
         self.rfile.close()
         self.sock.close()
 
-    def _line(self) -> bytes:
-        line = self.rfile.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
-            raise BadAnswer("a header line over 64 KiB")
-        return line
-
-    def _headers(self) -> dict[bytes, bytes]:
-        headers: dict[bytes, bytes] = {}
-        for _ in range(MAX_HEADERS):
-            line = self._line()
-            if line in (b"\r\n", b"\n"):
-                return headers
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise BadAnswer("answer cut short in its headers" if not line
-                                else f"malformed header line {line[:60]!r}")
-            key, value = name.strip().lower(), value.strip()
-            headers[key] = headers[key] + b"," + value if key in headers else value
-        raise BadAnswer(f"more than {MAX_HEADERS} header lines")
-
-    def _exact(self, size: int) -> bytes:
-        data = self.rfile.read(size)
-        if len(data) < size:
-            raise BadAnswer("answer cut short in its body")
-        return data
-
-    def _chunked(self) -> bytes:
-        parts, total = [], 0
-        while True:
-            size_text = self._line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise BadAnswer(f"invalid chunk size {size_text[:20]!r}") from None
-            if size <= 0:
-                break
-            total += size
-            if total > MAX_ANSWER:
-                raise BadAnswer(f"answer over {MAX_ANSWER // 1024} KiB")
-            parts.append(self._exact(size + 2)[:size])
-        while self._line() not in (b"\r\n", b"\n", b""):
-            pass  # trailers
-        return b"".join(parts)
-
-    def exchange(self, request: bytes) -> tuple[int, bytes, str, bool]:
-        """(status, body, content type, reusable) for one request."""
+    def exchange(self, request: bytes) -> Answer:
         try:
             self.sock.sendall(request)
-            line = self._line()
+            line = read_line(self.rfile)
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise _Stale(str(exc)) from exc
         if not line:
             raise _Stale("the service closed the connection unanswered")
-        while True:
-            version, _, rest = line.partition(b" ")
-            code = rest[:3]
-            if not version.startswith(b"HTTP/1.") or not code.isdigit():
-                raise BadAnswer(f"not an HTTP status line: {line[:60]!r}")
-            status, headers = int(code), self._headers()
-            if status >= 200:
-                break
-            if status == 101:
-                raise BadAnswer("answered 101 Switching Protocols")
-            line = self._line()  # an interim 1xx answer: the real one follows
-        ctype = headers.get(b"content-type", b"").decode("latin-1")
-        keep = version == b"HTTP/1.1" and b"close" not in headers.get(b"connection", b"").lower()
-        if status in (204, 304):
-            return status, b"", ctype, keep
-        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            return status, self._chunked(), ctype, keep
-        length = headers.get(b"content-length")
-        if length is None:  # the body runs to the close
-            body = self.rfile.read(MAX_ANSWER + 1)
-            if len(body) > MAX_ANSWER:
-                raise BadAnswer(f"answer over {MAX_ANSWER // 1024} KiB")
-            return status, body, ctype, False
-        if not length.isdigit():
-            raise BadAnswer(f"invalid Content-Length {length[:20]!r}")
-        if int(length) > MAX_ANSWER:
-            raise BadAnswer(f"answer over {MAX_ANSWER // 1024} KiB")
-        return status, self._exact(int(length)), ctype, keep
+        return read_answer(self.rfile, line, MAX_ANSWER)
 
 
 class TargetPool:
