@@ -71,8 +71,7 @@ def fork_daemon(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
     out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         for stream in (sys.stdout, sys.stderr):  # or the child writes the CLI's buffer too
-            if stream is not None:
-                stream.flush()
+            stream.flush()  # never None: `hd` opened /dev/null on a closed one
         pid = os.fork()
     except BaseException:
         os.close(out)
@@ -125,7 +124,6 @@ def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
     finally:
         try:
             for stream in (sys.stdout, sys.stderr):
-                if stream is not None:
-                    stream.flush()
+                stream.flush()
         finally:
             os._exit(code)

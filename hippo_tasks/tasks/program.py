@@ -167,9 +167,8 @@ def cli() -> None:
             raise  # a message to print: Python's own exit does that
         code = exc.code or 0
     try:
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
+        for stream in (sys.stdout, sys.stderr):  # never None: main() saw to it
+            stream.flush()
     except BrokenPipeError:
         quiet_stdout()
         code = EXIT_PIPE_CLOSED
