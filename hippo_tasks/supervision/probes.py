@@ -15,6 +15,10 @@ import socket
 from hippo_tasks.model.plan import HOST
 from hippo_tasks.model.spec import Readiness
 
+HEAD_READ = 1024
+"""Bytes read at most for the status line; a service that sends more without a line
+break is not answering HTTP."""
+
 
 async def _connect(host: str, port: int) -> socket.socket:
     """A connected non-blocking socket. On loopback the kernel completes the handshake
@@ -66,12 +70,10 @@ async def http_ok(port: int, path: str, timeout: float, host: str = HOST) -> boo
     try:
         async with asyncio.timeout(timeout):
             sock = await _connect(host, port)
-            await loop.sock_sendall(sock, (
-                f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
-                "User-Agent: hippodrome-probe\r\nConnection: close\r\n\r\n").encode())
+            await loop.sock_sendall(sock, http_request(path, host, port))
             head = b""
-            while b"\r\n" not in head and len(head) < 1024:
-                data = await loop.sock_recv(sock, 1024)
+            while b"\r\n" not in head and len(head) < HEAD_READ:
+                data = await loop.sock_recv(sock, HEAD_READ)
                 if not data:
                     break
                 head += data
@@ -80,6 +82,17 @@ async def http_ok(port: int, path: str, timeout: float, host: str = HOST) -> boo
     finally:
         if sock is not None:
             sock.close()
+    return answered_ok(head)
+
+
+def http_request(path: str, host: str, port: int) -> bytes:
+    """The probe's request: HTTP/1.0 and close, so the service ends the connection."""
+    return (f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+            "User-Agent: hippodrome-probe\r\nConnection: close\r\n\r\n").encode()
+
+
+def answered_ok(head: bytes) -> bool:
+    """A 2xx or 3xx status line at the start of what the service sent."""
     parts = head.split(b"\r\n", 1)[0].split()
     return len(parts) >= 2 and parts[1][:1] in (b"2", b"3")
 

@@ -16,9 +16,9 @@ from typing import Any, Literal
 from hippo_tasks.model.plan import PlannedService
 from hippo_tasks.model.spec import StackSettings
 from hippo_tasks.supervision import probes
+from hippo_tasks.supervision.liveness import Liveness
 from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.process import Child
-from hippo_tasks.supervision.ticker import Ticker
 
 Outcome = Literal["ready", "exited", "timeout", "unhealthy"]
 
@@ -84,26 +84,30 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
 
 async def while_running(child: Child, planned: PlannedService, settings: StackSettings,
                         set_health: Callable[[bool], None],
-                        note: Callable[[str], None], ticker: Ticker) -> Outcome:
-    """Until the process exits ("exited") or fails its liveness probe too often; probes
-    at the stack's shared tick (supervision/ticker.py)."""
+                        note: Callable[[str], None], liveness: Liveness) -> Outcome:
+    """Until the process exits ("exited") or fails its liveness probe too often; probed
+    with every other running service, once per tick (supervision/liveness.py)."""
     readiness = planned.spec.readiness
-    if readiness.kind not in ("http", "tcp"):
+    if readiness.kind not in ("http", "tcp") or planned.port is None:
         await asyncio.shield(child.exited)
         return "exited"
+    unhealthy: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     misses = 0
-    while True:
-        # Real time, not the injected clock: the clock stands for backoff time only.
-        await asyncio.wait((ticker.next(settings.liveness_interval), child.exited),
-                           return_when=asyncio.FIRST_COMPLETED)
-        if child.exited.done():
-            return "exited"
-        ok = await probes.probe(readiness, planned.port, 2.0)
-        if child.exited.done():
-            return "exited"
+
+    def verdict(ok: bool) -> None:
+        nonlocal misses
+        if child.exited.done() or unhealthy.done():
+            return  # the run is over: its exit, not a probe, says why
         misses = 0 if ok else misses + 1
         set_health(ok)
         if misses:
             note(f"liveness probe failed ({misses}/{settings.liveness_failures})")
         if misses >= settings.liveness_failures:
-            return "unhealthy"
+            unhealthy.set_result(None)
+
+    leave = liveness.watch(settings.liveness_interval, readiness, planned.port, verdict)
+    try:
+        await asyncio.wait((unhealthy, child.exited), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        leave()
+    return "exited" if child.exited.done() else "unhealthy"

@@ -30,13 +30,13 @@ from hippo_tasks.model.plan import PlannedService
 from hippo_tasks.model.spec import StackSettings
 from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.backoff import Backoff, Clock, next_failures
+from hippo_tasks.supervision.liveness import Liveness
 from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.ownership import Ownership
 from hippo_tasks.supervision.process import Child, SpawnError, end_scope, spawn
 from hippo_tasks.supervision.readiness import Outcome, until_ready, while_running
 from hippo_tasks.supervision.scope import Scope
 from hippo_tasks.supervision.states import State, StateMachine, Transition
-from hippo_tasks.supervision.ticker import Ticker
 from hippo_tasks.supervision.timeline import StartTimings
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ class SupervisorContext:
     settings: StackSettings
     base_env: Mapping[str, str]
     on_transition: Callable[[Transition], None]
-    ticker: Ticker = field(default_factory=Ticker)
-    """When running services are probed for liveness (one timer for all)."""
+    liveness: Liveness = field(default_factory=Liveness)
+    """Probes every running service's liveness, all at once per tick."""
 
 
 class ServiceRun:
@@ -170,7 +170,7 @@ class ServiceRun:
                 self.timings.ready_at = time.time()
                 self._move(State.RUNNING, "ready")
                 outcome = await while_running(child, self.planned, self.ctx.settings,
-                                              self._set_health, self._note, self.ctx.ticker)
+                                              self._set_health, self._note, self.ctx.liveness)
             self.healthy = False
             if outcome in ("exited", "ready"):
                 await self._drain(child)
