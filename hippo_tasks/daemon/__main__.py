@@ -1,15 +1,16 @@
 """`python -m hippo_tasks.daemon --options JSON [--tls]`: the detached daemon.
 
-Without --tls, `ssl` is kept out of this process before asyncio can import it: the
-daemon only talks plain HTTP on loopback, and OpenSSL costs ~5 MB of resident memory
-for the whole life of the stack. A feature that needs TLS (events to real AWS) asks
-for it with --tls.
+Without --tls, OpenSSL is kept out of this process before asyncio can import it
+(`keep_openssl_out` says why). A feature that needs TLS (events to real AWS) asks for
+it with --tls.
 """
 
 import sys
 
+from hippo_tasks.daemon import keep_openssl_out
+
 if "--tls" not in sys.argv:
-    sys.modules["ssl"] = None  # type: ignore[assignment]
+    keep_openssl_out()
 
 from hippo_tasks.supervision.ownership import OwnershipSoon  # noqa: E402
 

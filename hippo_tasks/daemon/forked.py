@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
+from hippo_tasks.daemon import keep_openssl_out
+
 EXEC_ENV = "HIPPODROME_DAEMON_EXEC"
 EXIT_CRASHED = 70
 """The child's status when the daemon's main raised instead of returning (EX_SOFTWARE)."""
@@ -103,8 +105,8 @@ def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
-        if not tls and "ssl" not in sys.modules:  # as daemon/__main__.py: no OpenSSL
-            sys.modules["ssl"] = None  # type: ignore[assignment]
+        if not tls:  # as daemon/__main__.py
+            keep_openssl_out()
         from hippo_tasks.supervision.ownership import OwnershipSoon
 
         soon = OwnershipSoon()  # beside the imports below (its docstring says why)
