@@ -165,6 +165,26 @@ def test_up_detach_loads_no_client_before_the_daemon_and_the_daemon_no_server(
     assert not modules & early, sorted(modules & early)
 
 
+NOT_IN_THE_DAEMON = {"http.server", "http.client", "email", "email.utils", "mimetypes",
+                     "ssl", "_hashlib", "importlib.resources", "zipfile"}
+"""Loaded for the life of the stack, for nothing the daemon does: http.server's imports
+(its request loop is daemon/http_base.py), OpenSSL without --tls, and what reading the
+page's file pulls in before anyone asks for the page."""
+
+
+def test_the_daemon_with_its_server_loads_none_of_what_it_does_not_use() -> None:
+    daemon = subprocess.run(
+        [sys.executable, "-c", "import sys, json; "
+         "from hippo_tasks.daemon import keep_openssl_out; keep_openssl_out(); "
+         "import hippo_tasks.daemon.main, hippo_tasks.daemon.http; "
+         "print(json.dumps(sorted(k for k, v in sys.modules.items() if v is not None)))"],
+        capture_output=True, text=True, timeout=60, check=True)
+    modules = set(json.loads(daemon.stdout))
+    assert {"hippo_tasks.daemon.routes", "hippo_tasks.daemon.page",
+            "hippo_tasks.daemon.mcp_route", "hippo_tasks.daemon.webhook.receive"} <= modules
+    assert not modules & NOT_IN_THE_DAEMON, sorted(modules & NOT_IN_THE_DAEMON)
+
+
 def test_hd_version_loads_no_task(tmp_path: Path) -> None:
     modules = loaded(PROBE, ["--version"], tmp_path)
     assert not {m for m in modules if m.startswith("hippo_tasks.tasks.lifecycle")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 import socket
 import urllib.error
@@ -184,3 +185,38 @@ def test_heads_a_server_must_refuse_are_refused_and_the_server_goes_on(daemon: s
     assert status(foreign) == 403
     assert status(get + b"x-FORWARDED-for: 10.0.0.1\r\n\r\n") == 403
     assert call(daemon + "/healthz") == (200, {"status": "ok"})
+
+
+def test_the_request_loop_as_http_server_kept_it(daemon: str) -> None:
+    """The loop under the handler is the daemon's own (daemon/http_base.py), not
+    http.server's: the same answers to an over-long request line, an unknown method,
+    HTTP/0.9, `Expect: 100-continue` and two requests on one connection, and a Date
+    header in RFC 9110's format."""
+    port = int(daemon.rsplit(":", 1)[1])
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+    too_long = exchange(port, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n")
+    assert too_long.startswith(b"HTTP/1.1 414 Request-URI Too Long\r\n"), too_long[:80]
+    assert json.loads(too_long.split(b"\r\n\r\n", 1)[1]) == {"error": "Request-URI Too Long"}
+    brew = exchange(port, b"BREW /api/status HTTP/1.1\r\n" + host + b"\r\n")
+    assert brew.startswith(b"HTTP/1.1 501 ")
+    assert json.loads(brew.split(b"\r\n\r\n", 1)[1]) == \
+        {"error": "Unsupported method ('BREW')"}
+    # HTTP/0.9: the page is a bare body (as http.server wrote it), a JSON answer has its head.
+    assert exchange(port, b"GET /\r\n" + host + b"\r\n").startswith(b"<!doctype html>")
+    healthz = exchange(port, b"GET /healthz\r\n" + host + b"\r\n")
+    assert healthz.endswith(b'\r\n\r\n{"status": "ok"}')
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /api/services/web/start HTTP/1.1\r\n" + host +
+                  b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        assert s.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"{}" + b"GET /healthz HTTP/1.1\r\n" + host + b"\r\n")
+        out = b""
+        while out.count(b"HTTP/1.1 ") < 2 or not out.endswith(b"\"ok\"}"):
+            chunk = s.recv(65536)
+            assert chunk, out
+            out += chunk
+    first, second = out.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 OK\r\n") and second.startswith(b"200 OK\r\n"), out
+    date = next(ln for ln in second.split(b"\r\n") if ln.startswith(b"Date: "))[6:].decode()
+    assert date == email.utils.formatdate(email.utils.parsedate_to_datetime(date).timestamp(),
+                                          usegmt=True)

@@ -1,7 +1,8 @@
 """The daemon's HTTP server (DESIGN section 4): routing, and every response written here.
 
-A threading server from the standard library: every request gets a thread, so a slow
-or stuck client cannot block the others, and nothing heavy is imported. Routes are the
+A threading server on socketserver (daemon/http_base.py): every connection gets a
+thread, so a slow or stuck client cannot block the others, and nothing heavy is
+imported. Routes are the
 table in daemon/routes.py; handlers return response values (daemon/httpcore.py), and
 this module alone writes them, and alone turns errors into statuses.
 """
@@ -14,7 +15,6 @@ import select
 import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,6 +23,7 @@ from hippo_tasks.daemon import routes
 from hippo_tasks.daemon.app import App
 from hippo_tasks.daemon.commands import StackCommands
 from hippo_tasks.daemon.guard import refusal
+from hippo_tasks.daemon.http_base import RequestHandler, ThreadingServer, phrase
 from hippo_tasks.daemon.httpcore import (
     Body,
     ClientGone,
@@ -61,17 +62,13 @@ def error_payload(exc: E.HippoError) -> dict[str, Any]:
     return payload
 
 
-class ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class ApiServer(ThreadingServer):
     def __init__(self, sock: socket.socket, commands: StackCommands) -> None:
         """On a socket already bound and listening (daemon/listener.py)."""
         super().__init__(sock.getsockname()[:2], ApiHandler, bind_and_activate=False)
         self.socket.close()
         self.socket = sock
-        host, port = self.server_address = sock.getsockname()[:2]
-        self.server_name, self.server_port = host, port  # no getfqdn(): a DNS lookup
+        host, _ = self.server_address = sock.getsockname()[:2]
         self.app = App.for_commands(commands)
         self.routes = routes.build()
         self.loopback_only = host in ("127.0.0.1", "localhost", "::1")
@@ -102,13 +99,10 @@ class _SocketSink:
             return True
 
 
-class ApiHandler(BaseHTTPRequestHandler):
+class ApiHandler(RequestHandler):
     server: ApiServer
     body: Body
-    headers: Headers  # type: ignore[assignment]  # read by request_head, not email
-    raw_requestline: bytes
-    protocol_version = "HTTP/1.1"
-    server_version = "hippodrome"
+    headers: Headers
     disable_nagle_algorithm = True  # no 40 ms stall between a head and a body
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -116,7 +110,7 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         """http.server's own, with the head read by request_head (see there why)."""
-        self.command = None  # type: ignore[assignment]  # as the standard library does
+        self.command = None  # type: ignore[assignment]  # as http.server does
         self.request_version = self.default_request_version
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
@@ -188,9 +182,8 @@ class ApiHandler(BaseHTTPRequestHandler):
         else:
             self._send_stream(response)
 
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
-        """http.server's own refusals (bad request line, headers too long...) as JSON too.
+    def send_error(self, code: int, message: str | None = None) -> None:
+        """The request loop's refusals (bad request line, headers too long...) as JSON.
 
         A line it could not parse leaves the version at HTTP/0.9, which would answer a
         bare body with no status line: such a client gets a proper HTTP/1.0 answer.
@@ -199,7 +192,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.0"
         try:
-            text = message or self.responses.get(code, ("error",))[0]
+            text = message or phrase(code) or "error"
             self.send_json(code, {"error": text}, close=True)
         except OSError:
             return

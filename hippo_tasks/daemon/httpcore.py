@@ -25,16 +25,15 @@ slow client or a hostile JSON document gets the same answer everywhere:
 
 from __future__ import annotations
 
-import email.utils
 import json
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from io import BufferedIOBase
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hippo_tasks.daemon.http_base import format_http_date, phrase
 from hippo_tasks.daemon.request_head import Headers
 
 if TYPE_CHECKING:
@@ -250,11 +249,7 @@ Handler = Callable[[Request], Response]
 def json_head(version: str, status: int, server: str, length: int, close: bool,
               extra: dict[str, str] | None = None) -> bytes:
     """A JSON answer's head, built as one string: head and body then go out in one write."""
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    head = [f"{version} {status} {phrase}", f"Server: {server}", f"Date: {http_date()}",
+    head = [f"{version} {status} {phrase(status)}", f"Server: {server}", f"Date: {http_date()}",
             "Content-Type: application/json", f"Content-Length: {length}",
             "Cache-Control: no-store"]
     head += [f"{k}: {v}" for k, v in (extra or {}).items()]
@@ -271,5 +266,5 @@ def http_date() -> str:
     global _date
     now = int(time.time())
     if _date[0] != now:
-        _date = (now, email.utils.formatdate(now, usegmt=True))
+        _date = (now, format_http_date(now))
     return _date[1]

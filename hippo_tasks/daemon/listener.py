@@ -1,7 +1,7 @@
 """The API's socket bound at once, its server built off the event loop.
 
 Binding is what must happen before any service starts: a busy dashboard port fails
-loudly then. Building the server is what costs: http.server, the routes, the page and
+loudly then. Building the server is what costs: the request loop, the routes, the page and
 MCP glue are ~35 ms of imports that delayed every service's spawn. So the socket is
 bound and listening here, synchronously, and the rest is imported and started in a
 thread while the loop spawns the stack; a client that connects meanwhile waits in the

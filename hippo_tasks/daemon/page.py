@@ -18,10 +18,7 @@ a write stalls for `WRITE_TIMEOUT`, or the daemon starts shutting down.
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
-import importlib.resources
 import json
 import re
 import threading
@@ -68,6 +65,9 @@ class Page:
 
 def _csp_hashes(html: str, tag: str) -> str:
     """Hashes of the page's own inline blocks: they run, anything injected would not."""
+    import base64
+    import hashlib
+
     blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
     return " ".join("'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()
                     + "'" for b in blocks)
@@ -75,7 +75,11 @@ def _csp_hashes(html: str, tag: str) -> str:
 
 @functools.cache
 def page() -> Page:
-    """Read once per daemon: the file cannot change under an installed package."""
+    """Read once per daemon: the file cannot change under an installed package. Imported
+    here: importlib.resources pulls tempfile, random and zipfile (~1 MB, ~10 ms of the
+    daemon's start) for a page a stack may never be asked for."""
+    import importlib.resources
+
     body = importlib.resources.files("hippo_tasks.daemon").joinpath("page.html").read_bytes()
     html = body.decode()
     csp = ("default-src 'none'; "
