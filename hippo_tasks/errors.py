@@ -8,8 +8,7 @@ to exit codes in `hippo_tasks.tasks.output`, the HTTP layer to statuses in
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -121,10 +120,27 @@ class DaemonAlreadyRunningError(HippoError):
         )
 
 
-def did_you_mean(name: str, known: Sequence[str]) -> str:
-    """`; did you mean 'x'?` for the closest known name, or '' when none is close."""
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to a mistyped one, or None when none is close enough.
+
+    difflib is imported only when a name was wrong: every command and the daemon load
+    this module, and difflib was ~0.2 MB of the daemon's memory for the stack's life."""
+    import difflib
+
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`; did you mean 'x'?` for the closest known name, or '' when none is close."""
+    close = closest(name, known)
+    return f"; did you mean '{close}'?" if close else ""
+
+
+def close_hint(name: str, known: Iterable[str], before: str = "'", after: str = "'") -> str:
+    """` (did you mean 'x'?)`, the stack file's form, or '' when none is close."""
+    close = closest(name, known)
+    return f" (did you mean {before}{close}{after}?)" if close else ""
 
 
 @dataclass

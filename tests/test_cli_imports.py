@@ -165,7 +165,7 @@ def test_up_detach_loads_no_client_before_the_daemon_and_the_daemon_no_server(
     assert not modules & early, sorted(modules & early)
 
 
-NOT_IN_THE_DAEMON = {"http.server", "http.client", "email", "email.utils", "mimetypes",
+NOT_IN_THE_DAEMON = {"http.server", "http.client", "email", "email.utils", "mimetypes", "difflib",
                      "ssl", "_hashlib", "importlib.resources", "zipfile"}
 """Loaded for the life of the stack, for nothing the daemon does: http.server's imports
 (its request loop is daemon/http_base.py), OpenSSL without --tls, and what reading the

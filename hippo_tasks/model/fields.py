@@ -6,14 +6,13 @@ line when it can be found), so a typo never surfaces later as a KeyError in a ch
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from hippo_tasks.errors import StackFileError
+from hippo_tasks.errors import StackFileError, close_hint
 
 SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 
@@ -77,10 +76,8 @@ def check_unknown(
 ) -> None:
     for key in table:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ctx.error(
-                f"unknown field{hint}; known fields: {', '.join(sorted(known))}",
+                f"unknown field{close_hint(key, known)}; known fields: {', '.join(sorted(known))}",
                 service,
                 key,
             )

@@ -9,13 +9,12 @@ drops the bundle; routes from the project file come first, so they win.
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from hippo_tasks.errors import StackFileError
+from hippo_tasks.errors import StackFileError, close_hint
 from hippo_tasks.model import fields as F
 from hippo_tasks.model.bundle import BUNDLED_NAME, bundled_text
 from hippo_tasks.model.graph import check_graph
@@ -330,7 +329,7 @@ def _merge(files: list[_FileData]) -> StackSpec:
         if cell.stand_in and cell.stand_in not in merged:
             raise tables.stand_in_source[cell.name].error(
                 f"[cells.{cell.name}] stand_in names '{cell.stand_in}', which is not a "
-                "service of the stack" + _close(cell.stand_in, sorted(merged)), None,
+                "service of the stack" + close_hint(cell.stand_in, merged), None,
                 f"cells.{cell.name}.stand_in")
     check_graph(spec, {s.name: source[s.name] for s in services})
     return spec
@@ -340,18 +339,12 @@ def _not_bundled(ctx: F.FileContext, name: str, bundled: set[str],
                  enabled: bool) -> StackFileError:
     """A table with no command only makes sense as an override of a bundled service, so
     a name the bundle lacks is most likely a typo: say so rather than "has no command"."""
-    close = difflib.get_close_matches(name, sorted(bundled), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = close_hint(name, bundled)
     if not enabled:
         return ctx.error(f"is not a bundled service{hint}, so enabled = false switches "
                          "nothing off", name)
     return ctx.error(f"is not a bundled service{hint}; to override one, use its exact name; "
                      "to add a new service, give it command = [...] (or external = true)", name)
-
-
-def _close(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def known_profiles(spec: StackSpec) -> tuple[str, ...]:

@@ -14,13 +14,12 @@ mode or with HIPPODROME_BIND_HOST), `${env:NAME}`; `$$` is a literal `$`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hippo_tasks.errors import StackFileError, UsageError
+from hippo_tasks.errors import StackFileError, UsageError, close_hint
 from hippo_tasks.model.envfile import read_env_file
 from hippo_tasks.model.graph import topo_order
 from hippo_tasks.model.loader import known_profiles
@@ -301,7 +300,7 @@ class Renderer:
         if var in ("port", "url") and arg is not None:
             if arg not in self.services:
                 raise self.fail(f"${{{var}:{arg}}}: no such service '{arg}'"
-                                + _did_you_mean(arg, self.services), field_name)
+                                + close_hint(arg, self.services), field_name)
             if arg not in self.ports:
                 raise self.fail(f"${{{var}:{arg}}} names service '{arg}', which has no port",
                                 field_name)
@@ -322,13 +321,7 @@ class Renderer:
             return self.base[var]
         known = (*self.base, "port", "env", "url")
         raise self.fail(f"unknown variable ${{{var}{':' + arg if arg else ''}}}"
-                        + _did_you_mean(var, known, "${", "}"), field_name)
-
-
-def _did_you_mean(name: str, known: tuple[str, ...], before: str = "'",
-                  after: str = "'") -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean {before}{close[0]}{after}?)" if close else ""
+                        + close_hint(var, known, "${", "}"), field_name)
 
 
 def bind_host(env: Mapping[str, str]) -> str:
