@@ -36,6 +36,39 @@ def test_concurrent_updates_lose_nothing(tmp_path: Path) -> None:
     assert not list((tmp_path / ".hippodrome").glob(".registry-*"))
 
 
+def test_threads_of_one_process_share_its_temporary_name_safely(tmp_path: Path) -> None:
+    """The temporary file is named by pid: threads of one process (the daemon's HTTP
+    threads and its loop) rely on the registry's lock to take turns with it."""
+    reg = Registry(tmp_path)
+
+    def add(i: int) -> None:
+        for j in range(25):
+            reg.update(lambda d, w=f"{i}.{j}": d.setdefault("resources", []).append({"w": w}))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(add, range(8)))
+    assert len(reg.read()["resources"]) == 200
+    assert not list((tmp_path / ".hippodrome").glob(".registry-*"))
+
+
+def test_a_stale_temporary_file_or_a_planted_symlink_is_removed_not_written_through(
+        tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    reg.write({**reg.read(), "resources": [{"w": "first"}]})
+    tmp = tmp_path / ".hippodrome" / f".registry-{os.getpid()}.tmp"
+    tmp.write_text("left by a writer that crashed before its rename")
+    reg.update(lambda d: d["resources"].append({"w": "second"}))
+    assert [r["w"] for r in reg.read()["resources"]] == ["first", "second"]
+    assert not tmp.exists()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the registry's to write")
+    tmp.symlink_to(victim)
+    reg.update(lambda d: d["resources"].append({"w": "third"}))
+    assert victim.read_text() == "not the registry's to write"
+    assert [r["w"] for r in reg.read()["resources"]] == ["first", "second", "third"]
+    assert not tmp.is_symlink() and not tmp.exists()
+
+
 def test_identity_distinguishes_reused_pids() -> None:
     me = identity(os.getpid())
     assert me is not None

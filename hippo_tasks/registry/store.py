@@ -143,12 +143,19 @@ class Registry:
 
     def _write_unlocked(self, data: Data) -> None:
         """Atomic (temp file + rename); a full or read-only disk is a StateDirError and
-        leaves the previous file whole."""
-        import tempfile  # here: `hd status` reads only, and tempfile pulls random, hashlib
+        leaves the previous file whole.
 
+        The temporary file is named by pid, not by tempfile: every write holds the
+        registry's lock (no two writers, threads included, at once), and tempfile
+        pulled random and shutil (bz2, lzma) into the daemon for its whole life. What a
+        crashed writer left under that name (or a symlink planted there) is removed,
+        never written through."""
+        tmp = str(self.dir / f".registry-{os.getpid()}.tmp")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".registry-", dir=self.dir)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise StateDirError(str(self.dir), exc.strerror or str(exc)) from None
         try:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
@@ -46,6 +45,8 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
         if not os.access(path, os.X_OK):
             raise SpawnError(f"service {service}: command '{exe}' is not executable")
         return path
+    import shutil  # here: a command given by path (the bundled stack's) never needs it
+
     found = shutil.which(exe, path=env.get("PATH", os.defpath))
     if found is None:
         raise SpawnError(
