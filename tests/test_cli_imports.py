@@ -166,12 +166,13 @@ def test_up_detach_loads_no_client_before_the_daemon_and_the_daemon_no_server(
 
 
 NOT_IN_THE_DAEMON = {"http.server", "http.client", "email", "email.utils", "mimetypes", "difflib",
-                     "shutil", "tempfile",
+                     "shutil", "tempfile", "hmac", "hashlib",
                      "ssl", "_hashlib", "importlib.resources", "zipfile"}
 """Loaded for the life of the stack, for nothing the daemon does: http.server's imports
 (its request loop is daemon/http_base.py), OpenSSL without --tls, what reading the
 page's file pulls in before anyone asks for the page, difflib before a name is wrong,
-and tempfile and shutil (bz2, lzma) where a command given by path needs no `which`."""
+hmac and hashlib before a webhook token is compared, and tempfile and shutil (bz2,
+lzma) where a command given by path needs no `which`."""
 
 
 def test_the_daemon_with_its_server_loads_none_of_what_it_does_not_use() -> None:
