@@ -2,9 +2,9 @@
 
 A threading server on socketserver (daemon/http_base.py): every connection gets a
 thread, so a slow or stuck client cannot block the others, and nothing heavy is
-imported. Routes are the
-table in daemon/routes.py; handlers return response values (daemon/httpcore.py), and
-this module alone writes them, and alone turns errors into statuses.
+imported. Routes are the table in daemon/routes.py; handlers return response values
+(daemon/httpcore.py), and this module alone writes them, and alone turns errors into
+statuses.
 """
 
 from __future__ import annotations
@@ -104,9 +104,6 @@ class ApiHandler(RequestHandler):
     body: Body
     headers: Headers
     disable_nagle_algorithm = True  # no 40 ms stall between a head and a body
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        return  # requests are not service output; keep the terminal for the services
 
     def parse_request(self) -> bool:
         """http.server's own, with the head read by request_head (see there why)."""

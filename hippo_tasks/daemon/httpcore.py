@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BufferedIOBase
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hippo_tasks.daemon.http_base import format_http_date, phrase
+from hippo_tasks.daemon.http_base import http_date, phrase
 from hippo_tasks.daemon.request_head import Headers
 
 if TYPE_CHECKING:
@@ -257,14 +256,3 @@ def json_head(version: str, status: int, server: str, length: int, close: bool,
         head.append("Connection: close")
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
 
-
-_date: tuple[int, str] = (0, "")
-
-
-def http_date() -> str:
-    """The Date header, formatted once a second: formatting it cost 5% of an event."""
-    global _date
-    now = int(time.time())
-    if _date[0] != now:
-        _date = (now, format_http_date(now))
-    return _date[1]
