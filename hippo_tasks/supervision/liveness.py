@@ -82,6 +82,8 @@ class Liveness:
         while True:
             await asyncio.sleep(interval)
             due = [m for m in self._members.get(interval, ()) if not m.busy]
+            for member in due:  # now, not when the pass task first runs
+                member.busy = True
             if due:
                 # Its own task: the next tick comes on time even while a hung service
                 # holds this pass open until the probe's timeout.
@@ -90,8 +92,6 @@ class Liveness:
                 task.add_done_callback(self._passes.discard)
 
     async def _pass(self, due: list[_Member]) -> None:
-        for member in due:
-            member.busy = True
         try:
             if hasattr(select, "epoll"):
                 await _EpollPass(due, self.timeout).run()
