@@ -135,6 +135,42 @@ def test_a_hung_service_is_never_probed_twice_at_once() -> None:
     assert mute.accepted <= misses + 1, (mute.accepted, misses)
 
 
+def test_a_pass_held_open_by_a_hung_service_frees_no_one_a_later_pass_holds() -> None:
+    """X answers its first probe at once, then hangs; B always hangs. The first pass
+    stays open on B while X is already out again in the next tick's pass: when the first
+    pass ends it must not free X, or X gets a second probe beside the one still out,
+    and then more with every pass that ends."""
+    mute_b, mute_x = Mute(), Mute()
+    answered = threading.Event()
+    verdicts = 0
+
+    def first_then_hang(conn: socket.socket) -> None:
+        if not answered.is_set():
+            answered.set()
+            answering(b"HTTP/1.0 200 OK\r\n\r\n")(conn)
+        else:
+            mute_x(conn)
+
+    async def scenario() -> None:
+        nonlocal verdicts
+        liveness = Liveness(0.6)
+
+        def count(ok: bool) -> None:
+            nonlocal verdicts
+            verdicts += 1
+
+        leaves = [liveness.watch(0.05, HTTP, port_b, lambda ok: None),
+                  liveness.watch(0.05, HTTP, port_x, count)]
+        await asyncio.sleep(2.0)
+        for leave in leaves:
+            leave()
+
+    with raw_server(mute_b) as port_b, raw_server(first_then_hang) as port_x:
+        asyncio.run(scenario())
+    # One connection answered, then hung ones: every one but the last has its verdict.
+    assert 1 + mute_x.accepted <= verdicts + 1, (mute_x.accepted, verdicts)
+
+
 def test_leaving_stops_every_verdict_and_the_last_one_out_ends_the_tick(
         ports: dict[str, int]) -> None:
     got: list[bool] = []

@@ -92,32 +92,38 @@ class Liveness:
                 task.add_done_callback(self._passes.discard)
 
     async def _pass(self, due: list[_Member]) -> None:
+        pending = set(due)
+
+        def deliver(member: _Member, healthy: bool) -> None:
+            pending.discard(member)
+            member.busy = False  # free for the next tick, while this pass waits on others
+            if not member.left:
+                member.on_result(healthy)
+
+        async def one(member: _Member) -> None:
+            deliver(member, await probes.probe(member.readiness, member.port, self.timeout))
+
         try:
             if hasattr(select, "epoll"):
-                await _EpollPass(due, self.timeout).run()
+                await _EpollPass(due, self.timeout, deliver).run()
             else:
-                await asyncio.gather(*(self._one(m) for m in due))
+                await asyncio.gather(*(one(m) for m in due))
         finally:
-            for member in due:
+            # Only those this pass never answered (cancelled, or a bug): a member it did
+            # answer may already be out again in a later tick's pass.
+            for member in pending:
                 member.busy = False
-
-    async def _one(self, member: _Member) -> None:
-        _deliver(member, await probes.probe(member.readiness, member.port, self.timeout))
-
-
-def _deliver(member: _Member, healthy: bool) -> None:
-    member.busy = False
-    if not member.left:
-        member.on_result(healthy)
 
 
 class _EpollPass:
     """One tick's probes: non-blocking sockets in one epoll set, whose descriptor is the
     only thing the event loop watches for them."""
 
-    def __init__(self, due: list[_Member], timeout: float) -> None:
+    def __init__(self, due: list[_Member], timeout: float,
+                 deliver: Callable[[_Member, bool], None]) -> None:
         self.due = due
         self.timeout = timeout
+        self.deliver = deliver
         self.epoll = select.epoll()
         self.open: dict[int, tuple[_Member, socket.socket, bytearray]] = {}
         self.connecting: set[int] = set()
@@ -145,13 +151,13 @@ class _EpollPass:
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         except OSError:  # out of descriptors: a miss, said by the service's note
-            _deliver(member, False)
+            self.deliver(member, False)
             return
         sock.setblocking(False)
         code = sock.connect_ex((HOST, member.port))
         if code not in (0, errno.EINPROGRESS):
             sock.close()
-            _deliver(member, False)
+            self.deliver(member, False)
             return
         self.open[sock.fileno()] = (member, sock, bytearray())
         if code == errno.EINPROGRESS:
@@ -215,4 +221,4 @@ class _EpollPass:
         with contextlib.suppress(OSError):  # never registered: finished from connect()
             self.epoll.unregister(fd)
         sock.close()
-        _deliver(member, healthy)
+        self.deliver(member, healthy)
