@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -39,3 +40,40 @@ def test_probe_requests_are_not_logged_and_other_requests_are(tmp_path: Path) ->
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+REGIONS_CHECK = """
+import json, sys
+from moto.core.base_backend import AccountSpecificBackend
+from hippo_platform.services.moto_quiet import regions
+assert regions.install() and regions.install()  # idempotent
+from moto.sqs.models import sqs_backends
+from moto.dynamodb.models import dynamodb_backends
+sqs_backends["123456789012"]["eu-central-1"].create_queue("q")
+dynamodb_backends["123456789012"]["ap-southeast-2"]
+untouched = AccountSpecificBackend.get_session.cache_info().currsize == 0
+session = AccountSpecificBackend.get_session()
+report = {"untouched": untouched, "narrower": {}}
+for service in sorted(regions.EVERY_REGION_SERVICES):
+    botocore_says = {r for p in session.get_available_partitions()
+                     for r in session.get_available_regions(service, partition_name=p)}
+    missing = botocore_says - set(regions.partition_regions())
+    if missing or not botocore_says:
+        report["narrower"][service] = sorted(missing) or "botocore lists no region"
+table = AccountSpecificBackend._generate_regions
+report["other"] = table(None, "route53") == table.hippodrome_original(None, "route53")
+print(json.dumps(report))
+"""
+
+
+def test_region_lists_skip_botocores_endpoint_tables_and_are_never_narrower() -> None:
+    """moto_quiet/regions.py: the stack's services get their regions without a boto3
+    session (no endpoints.json, no API model parsed for it), every region botocore
+    lists for them is still accepted, and any other service gets botocore's answer."""
+    out = subprocess.run([sys.executable, "-c", REGIONS_CHECK], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["untouched"], "a backend table still asked a boto3 session for regions"
+    assert report["narrower"] == {}, report["narrower"]
+    assert report["other"] is True

@@ -4,7 +4,8 @@ moto's server (werkzeug) logs every request. The orchestrator probes `GET /moto-
 every few seconds for as long as the stack runs, so a quiet stack's moto log and the
 foreground terminal filled with identical access lines, burying the requests users
 want to see. Only the probe's own request shape is dropped (HTTP/1.0, which boto3
-never speaks); every other request is still logged exactly as moto logs it.
+never speaks); every other request is still logged exactly as moto logs it. moto's
+region lists for the stack's services come from a small table (regions.py says why).
 
     python -m hippo_platform.services.moto_quiet -H HOST -p PORT  (moto.server's flags)
 """
@@ -24,6 +25,10 @@ class DropProbeLines(logging.Filter):
 def main() -> None:
     logging.getLogger("werkzeug").addFilter(DropProbeLines())
     from moto.server import main as moto_main
+
+    from hippo_platform.services.moto_quiet.regions import install
+
+    install()
 
     moto_main()
 
