@@ -169,7 +169,7 @@ NOT_IN_THE_DAEMON = {"http.server", "http.client", "email", "email.utils", "mime
                      "shutil", "tempfile", "hmac", "hashlib",
                      "ssl", "_hashlib", "importlib.resources", "zipfile"}
 """Loaded for the life of the stack, for nothing the daemon does: http.server's imports
-(its request loop is daemon/http_base.py), OpenSSL without --tls, what reading the
+(its request loop is hippo_contract/http_loop.py), OpenSSL without --tls, what reading the
 page's file pulls in before anyone asks for the page, difflib before a name is wrong,
 hmac and hashlib before a webhook token is compared, and tempfile and shutil (bz2,
 lzma) where a command given by path needs no `which`."""

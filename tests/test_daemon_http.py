@@ -155,7 +155,7 @@ def test_an_empty_or_object_body_is_an_action(daemon: str) -> None:
 
 
 def test_heads_a_server_must_refuse_are_refused_and_the_server_goes_on(daemon: str) -> None:
-    """The header lines are read by hand (request_head.py), so everything a parser can
+    """The header lines are read by hand (hippo_contract/http_head.py), so everything a parser can
     get wrong is tried: folded lines, space before the colon (a smuggling vector), a
     line without a colon, over-long and too many lines, HTTP/2 on the wire, a
     scheme-less absolute path, and duplicate and mixed-case fields kept as sent."""
@@ -189,7 +189,7 @@ def test_heads_a_server_must_refuse_are_refused_and_the_server_goes_on(daemon: s
 
 
 def test_the_request_loop_as_http_server_kept_it(daemon: str) -> None:
-    """The loop under the handler is the daemon's own (daemon/http_base.py), not
+    """The loop under the handler is the daemon's own (hippo_contract/http_loop.py), not
     http.server's: the same answers to an over-long request line, an unknown method,
     HTTP/0.9, `Expect: 100-continue` and two requests on one connection, and a Date
     header in RFC 9110's format."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hippo_tasks.daemon.request_head import Headers
+from hippo_contract.http_head import Headers
 
 PROXY_HEADERS = ("Cf-Connecting-Ip", "Cf-Ray", "X-Forwarded-For", "Ngrok-Trace-Id")
 """Headers the tunnel tools add: such a request came from the internet, not this machine."""

@@ -1,6 +1,6 @@
 """The daemon's HTTP server (DESIGN section 4): routing, and every response written here.
 
-A threading server on socketserver (daemon/http_base.py): every connection gets a
+A threading server on socketserver (hippo_contract/http_loop.py): every connection gets a
 thread, so a slow or stuck client cannot block the others, and nothing heavy is
 imported. Routes are the table in daemon/routes.py; handlers return response values
 (daemon/httpcore.py), and this module alone writes them, and alone turns errors into
@@ -18,12 +18,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from hippo_contract.http_loop import RequestHandler, ThreadingServer, phrase
 from hippo_tasks import errors as E
 from hippo_tasks.daemon import routes
 from hippo_tasks.daemon.app import App
 from hippo_tasks.daemon.commands import StackCommands
 from hippo_tasks.daemon.guard import refusal
-from hippo_tasks.daemon.http_base import RequestHandler, ThreadingServer, phrase
 from hippo_tasks.daemon.httpcore import (
     Body,
     ClientGone,
@@ -35,7 +35,6 @@ from hippo_tasks.daemon.httpcore import (
     Stream,
     json_head,
 )
-from hippo_tasks.daemon.request_head import HeadError, Headers, read_headers, request_line
 
 STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
     (E.UnknownServiceError, 404),
@@ -102,33 +101,7 @@ class _SocketSink:
 class ApiHandler(RequestHandler):
     server: ApiServer
     body: Body
-    headers: Headers
     disable_nagle_algorithm = True  # no 40 ms stall between a head and a body
-
-    def parse_request(self) -> bool:
-        """http.server's own, with the head read by request_head (see there why)."""
-        self.command = None  # type: ignore[assignment]  # as http.server does
-        self.request_version = self.default_request_version
-        self.close_connection = True
-        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        if not self.requestline.split():
-            return False
-        try:
-            self.command, self.path, self.request_version, self.close_connection = \
-                request_line(self.requestline, self.protocol_version)
-            self.headers = read_headers(self.rfile)  # type: ignore[arg-type]
-        except HeadError as exc:
-            self.send_error(exc.status, exc.message)
-            return False
-        connection = (self.headers.get("Connection") or "").lower()
-        if connection == "close":
-            self.close_connection = True
-        elif connection == "keep-alive":
-            self.close_connection = False
-        if (self.headers.get("Expect") or "").lower() == "100-continue" and \
-                self.request_version >= "HTTP/1.1":
-            return self.handle_expect_100()
-        return True
 
     # ---- writing: the only place responses reach the socket --------------------------
     def send_json(self, status: int, payload: Any, close: bool = False,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import BinaryIO, NamedTuple
 
-from hippo_tasks.daemon.request_head import MAX_HEADERS, MAX_LINE
+from hippo_contract.http_head import MAX_HEADERS, MAX_LINE
 
 
 class BadAnswer(Exception):

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from io import BufferedIOBase
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hippo_tasks.daemon.http_base import http_date, phrase
-from hippo_tasks.daemon.request_head import Headers
+from hippo_contract.http_head import Headers
+from hippo_contract.http_loop import http_date, phrase
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.app import App
