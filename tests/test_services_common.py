@@ -152,6 +152,80 @@ def test_protocol_errors_from_http_server_are_json_too(url: str) -> None:
     assert requests.request("BREW", f"{url}/items").status_code == 501
 
 
+def _raw_exchange(url: str, request: bytes) -> str:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):  # each of these heads closes the connection
+            chunks.append(chunk)
+    return b"".join(chunks).decode("latin-1")
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET /items/a HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101))
+     + b"\r\n", 431),
+    (b"GET /items/a HTTP/1.1\r\nX-Long: " + b"v" * 70000 + b"\r\n\r\n", 431),
+    (b"GET /items/a HTTP/1.1\r\nX-A: v\r\n folded\r\n\r\n", 400),
+    (b"GET /items/a HTTP/1.1\r\nX-A : v\r\n\r\n", 400),
+    (b"GET /items/a HTTP/2.0\r\n\r\n", 505),
+    (b"GET /items/a HTTP/x.y\r\n\r\n", 400),
+    (b"POST /items\r\n\r\n", 400),
+], ids=["line-414", "headers-431", "header-line-431", "folding", "space-before-colon",
+        "http2", "bad-version", "0.9-post"])
+def test_heads_the_loop_refuses_get_a_json_status_and_a_close(
+        url: str, request_bytes: bytes, status: int) -> None:
+    """The loop under the services is hippo_contract's, not http.server's: the heads
+    http.server refused still get its status, as JSON, on a closed connection, and the
+    server goes on."""
+    reply = _raw_exchange(url, request_bytes)
+    head, _, body = reply.partition("\r\n\r\n")
+    assert head.splitlines()[0].split()[1] == str(status), head
+    assert "Connection: close" in head
+    assert json.loads(body)["error"]
+    assert requests.get(f"{url}/items/a").json() == {"id": "a"}
+
+
+def test_expect_100_continue_gets_the_body_sent_and_answered(url: str) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"id": "c100"}).encode()
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        interim = sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        sock.sendall(body)
+        answer = sock.recv(65536)
+    assert answer.split(b"\r\n", 1)[0] in (b"HTTP/1.1 201 Created", b"HTTP/1.1 200 OK"), answer
+
+
+SERVICE_IMPORTS = """
+import importlib, pkgutil, sys
+import hippo_platform.services as services
+for info in pkgutil.iter_modules(services.__path__):
+    if info.ispkg and info.name != "moto_quiet":
+        try:
+            importlib.import_module(f"hippo_platform.services.{info.name}.__main__")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"hippo_platform.services.{info.name}.__main__":
+                raise
+print(sorted(m for m in ("http.server", "mimetypes", "html", "shutil") if m in sys.modules))
+"""
+
+
+def test_no_service_loads_http_server() -> None:
+    """http.server, with its file handler's mimetypes, html and shutil, was 1.3 MB of
+    every service; a service that imports it again fails here."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", SERVICE_IMPORTS], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_keep_alive_serves_several_requests_on_one_connection(url: str) -> None:
     conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=5)
     try:

@@ -1,13 +1,13 @@
 """The bundled services, each run as `python -m hippo_platform.services.NAME`.
 
 A service process keeps OpenSSL out unless it may need TLS. `http.client` (under
-http.server and under every client here) imports `ssl`, hashlib imports `_hashlib`,
-and each loads OpenSSL: ~4 MB of resident memory per service (the console measured
-23.2 MB RSS with it, 18.5 MB without; the ecom profile runs 13 services). On the local
-cell every URL a service is given is http://127.0.0.1, and every URL comes from its
-environment. So unless an https:// URL is there (a staging or prod cell, real AWS),
-HIPPODROME_SERVICE_TLS=1 is set, or the service is moto (botocore needs ssl), `ssl`
-and `_hashlib` are marked absent before anything imports them. http.client then has
+every client here) imports `ssl`, hashlib imports `_hashlib`, and each loads OpenSSL:
+~4 MB of resident memory per service (the console measured 23.2 MB RSS with it, 18.5
+MB without; the ecom profile runs 13 services). On the local cell every URL a service
+is given is http://127.0.0.1, and every URL comes from its environment. So unless an
+https:// URL is there (a staging or prod cell, real AWS), HIPPODROME_SERVICE_TLS=1 is
+set, or the service is moto (botocore needs ssl), `ssl` and `_hashlib` are marked
+absent before anything imports them. http.client then has
 no HTTPSConnection, and a client asked for https anyway says why (`https_connection`);
 hashlib and hmac use Python's own sha256, sha1 and md5 (what the services use; only
 pbkdf2_hmac and scrypt would be missing).

@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from html import unescape
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -287,6 +286,8 @@ class AwsClient:
                 code = str(data.get("__type") or data.get("code") or data.get("Code") or "")
                 message = str(data.get("message") or data.get("Message") or "")
         elif text.startswith("<"):  # S3, and moto's IAM refusals on any protocol
+            from html import unescape  # only here: html.entities is 0.47 MB per service
+
             found_code, found_message = _XML_CODE.search(text), _XML_MESSAGE.search(text)
             code = unescape(found_code.group(1)) if found_code else ""
             message = unescape(found_message.group(1)) if found_message else ""

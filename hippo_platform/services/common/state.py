@@ -1,10 +1,12 @@
 """Durable little files: atomic JSON replacement and a one-owner lock on a folder.
 
-`atomic_write_*` writes to a temp file made by `mkstemp` in the target's own folder
-(so `os.replace` stays a same-filesystem rename), fsyncs it, renames it over the
-target and fsyncs the folder. Readers therefore see the old file or the new one, never
-half of one. The temp name is unique per write: the reference used a fixed
-`*.tmp` name, and two writers at once renamed each other's temp file away.
+`atomic_write_*` writes to a new temp file in the target's own folder (so `os.replace`
+stays a same-filesystem rename), fsyncs it, renames it over the target and fsyncs the
+folder. Readers therefore see the old file or the new one, never half of one. The temp
+name is unique per write: the reference used a fixed `*.tmp` name, and two writers at
+once renamed each other's temp file away. It is made as `mkstemp` makes one (a random
+name, created exclusively, never through a symlink, mode 0600) without tempfile, which
+would bring random, shutil, bz2 and lzma into every service.
 """
 
 from __future__ import annotations
@@ -13,14 +15,26 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import IO, Any
+
+TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def new_temp_file(path: Path) -> tuple[int, Path]:
+    """A new file beside `path`, open for writing, that no other writer can have."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, TEMP_FLAGS, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

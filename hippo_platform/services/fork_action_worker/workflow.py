@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,6 +76,8 @@ def call(client: AwsClient, service: str, operation: str, body: Mapping[str, Any
 
 def enable_execution(endpoint: str) -> None:
     """Switch moto from canned execution results to really running definitions."""
+    import urllib.request  # only before a first fork: it brings tempfile and shutil
+
     body = json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()
     request = urllib.request.Request(endpoint.rstrip("/") + "/moto-api/config", data=body,
                                      method="POST", headers={"content-type": "application/json"})
