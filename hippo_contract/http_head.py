@@ -2,11 +2,11 @@
 
 http.server hands them to `email.parser`, which was half of the daemon's CPU for each
 `GET /api/status` (profiled: 361 of 725 busy samples). Here they are split on the first
-colon into a small case-insensitive multi-map with the calls the daemon and the
-bundled services make (`get`, `get_all`, `items`), and anything an HTTP/1.1 server must refuse is refused:
-obsolete line folding and whitespace before the colon (RFC 9112 section 5), a line over
-64 KiB or more than 100 header lines (the standard library's own limits, answered 431
-as it does).
+colon into a small case-insensitive multi-map with the calls the daemon and the bundled
+services make (`get`, `get_all`, `items`), and anything an HTTP/1.1 server must refuse
+is refused: obsolete line folding and whitespace before the colon (RFC 9112 section
+5), a line over 64 KiB or more than 100 header lines (the standard library's own
+limits, answered 431 as it does).
 """
 
 from __future__ import annotations
