@@ -148,3 +148,31 @@ def test_refused_and_silent_peers(tmp_path: Path) -> None:
             client.call("GET", "/api/status", timeout=0.3)
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(("target", "headers"), [
+    ("/a b", {}),
+    ("/a\r\nX-Injected: 1", {}),
+    ("/a\x00", {}),
+    ("", {}),
+    ("/a", {"X-Name": "v\r\nX-Injected: 1"}),
+    ("/a", {"X-Bad:Name": "v"}),
+    ("/a", {"": "v"}),
+])
+def test_a_request_that_would_break_apart_is_refused_before_sending(
+        target: str, headers: dict[str, str]) -> None:
+    """The shared client (hippo_contract/http_client.py) refuses what http.client
+    refused: a target or header that would split the request or inject a header."""
+    from hippo_contract.http_client import request_bytes
+
+    with pytest.raises(ValueError):
+        request_bytes("GET", target, {"Host": "127.0.0.1", **headers}, None)
+
+
+def test_request_bytes_frames_bodies_as_http_client_does() -> None:
+    from hippo_contract.http_client import request_bytes
+
+    assert request_bytes("GET", "/x", {"Host": "h"}, None) == b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert request_bytes("POST", "/x", {"Host": "h"}, None).endswith(b"Content-Length: 0\r\n\r\n")
+    assert request_bytes("PUT", "/x", {"Host": "h"}, b"abc").endswith(
+        b"Content-Length: 3\r\n\r\nabc")

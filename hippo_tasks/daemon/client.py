@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hippo_contract.http_client import BadAnswer
 from hippo_contract.webhook import TOKEN_HEADER, WEBHOOK_PATH
 from hippo_tasks.daemon.client_http import exchange
-from hippo_tasks.daemon.http_answer import BadAnswer
 from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,

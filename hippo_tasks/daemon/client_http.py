@@ -4,16 +4,15 @@ urllib.request cost every `hd status` / `hd restart` ~30 ms of imports before th
 first byte was sent (http.client pulls email.parser and ssl; measured with `python -X
 importtime`, benchmarks/bench_cli.py). The daemon is always plain HTTP on a loopback
 address and answers every API call with a Content-Length body, so the client needs
-none of that: a request line, four headers, and the answer read by hand
-(daemon/http_answer.py, which the webhook's forwarding reads its targets' answers with).
+none of that: a request line, four headers, and the answer read by hand on the
+connection the webhook and the bundled services use (hippo_contract/http_client.py).
 """
 
 from __future__ import annotations
 
-import socket
 from urllib.parse import quote  # already loaded: pathlib imports it
 
-from hippo_tasks.daemon.http_answer import BadAnswer, read_answer, read_line
+from hippo_contract.http_client import BadAnswer, Connection, Stale, host_header, request_bytes
 
 
 def split_url(url: str) -> tuple[str, int]:
@@ -33,20 +32,15 @@ def exchange(url: str, method: str, path: str, body: bytes | None,
     # A name typed by the user ends up in the path: percent-encoded, a space, a newline
     # or a non-ASCII letter is a 404 naming it, never a broken or injected request line.
     path = quote(path, safe="/?=&%:+,;@!$'()*~")
-    head = [f"{method} {path} HTTP/1.1", f"Host: {_host_header(host, port)}",
-            "Connection: close", f"Content-Length: {len(body or b'')}"]
-    head += [f"{name}: {value}" for name, value in headers.items()]
-    request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    with socket.create_connection((host, port), timeout=timeout) as sock, \
-            sock.makefile("rb") as rfile:
-        sock.sendall(request)
-        line = read_line(rfile)
-        if not line:
-            raise BadAnswer("the daemon closed the connection without answering")
+    sent = {"Host": host_header(host, port, default_port=0), "Connection": "close", **headers}
+    conn = Connection(host, port, timeout)
+    try:
         # No size limit: `hd logs` may ask for a large page, and it is our own daemon.
-        answer = read_answer(rfile, line, None)
-        return answer.status, answer.body
-
-
-def _host_header(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        answer = conn.exchange(request_bytes(method, path, sent, body or b""))
+    except Stale as exc:
+        if exc.__cause__ is not None:
+            raise  # reset: an OSError, as before
+        raise BadAnswer("the daemon closed the connection without answering") from None
+    finally:
+        conn.close()
+    return answer.status, answer.body

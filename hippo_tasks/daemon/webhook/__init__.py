@@ -43,7 +43,7 @@ Where the contract leaves a choice open, and why:
   A service that read the event and died silently on a reused connection may thus
   see it twice: at-least-once, which is what EventBridge itself promises consumers.
   A refused connection is 503. The HTTP/1.1 client is a small hand-written one (see
-  `_Conn` for the profile that made it worth it).
+  hippo_contract/http_client.py for the profile that made it worth it).
 
 Every request is recorded in `Webhook.deliveries` (the dashboard reads those keys)
 and, when it had a target, noted in that service's log. Log notes are handed to the

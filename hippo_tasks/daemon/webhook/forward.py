@@ -6,12 +6,10 @@ what a target's answer becomes).
 
 from __future__ import annotations
 
-import select
-import socket
 import threading
 from typing import Any
 
-from hippo_tasks.daemon.http_answer import Answer, BadAnswer, read_answer, read_line
+from hippo_contract.http_client import BadAnswer, Connection, Stale
 from hippo_tasks.daemon.httpcore import STRICT_JSON, HttpError
 from hippo_tasks.model.plan import PlannedRoute
 
@@ -20,48 +18,15 @@ RAW_SHOWN = 4096
 IDLE_PER_TARGET = 8
 
 
-class _Stale(ConnectionResetError):
-    """The connection failed before any byte of an answer: closed while idle in the pool."""
-
-
-class _Conn:
-    """One keep-alive connection to a target; HTTP/1.1 written and read by hand.
-
-    Profiled: http.client spent a fifth of the daemon's CPU per event parsing a few
-    response headers through the email package, and wrote head and body in two
-    sends (the service then wakes twice). Here a request is one send and the answer
-    is read with plain readline (daemon/http_answer.py).
-    """
-
-    def __init__(self, port: int, timeout: float) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.rfile = self.sock.makefile("rb")
-
-    def close(self) -> None:
-        self.rfile.close()
-        self.sock.close()
-
-    def exchange(self, request: bytes) -> Answer:
-        try:
-            self.sock.sendall(request)
-            line = read_line(self.rfile)
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            raise _Stale(str(exc)) from exc
-        if not line:
-            raise _Stale("the service closed the connection unanswered")
-        return read_answer(self.rfile, line, MAX_ANSWER)
-
-
 class TargetPool:
     """Idle keep-alive connections per target port, shared by the HTTP threads."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._idle: dict[int, list[_Conn]] = {}
+        self._idle: dict[int, list[Connection]] = {}
         self._lock = threading.Lock()
 
-    def _take(self, port: int, fresh: bool) -> tuple[_Conn, bool]:
+    def _take(self, port: int, fresh: bool) -> tuple[Connection, bool]:
         """A pooled connection the target has not closed, else a new one. A closed one
         shows as readable (its EOF) before anything is sent, so it is dropped unused: a
         POST is never sent on a socket known dead."""
@@ -71,10 +36,10 @@ class TargetPool:
                 conn = idle.pop() if idle else None
             if conn is None:
                 break
-            if not _readable(conn.sock):
+            if not conn.idle_dead():
                 return conn, True
             conn.close()
-        return _Conn(port, self.timeout), False
+        return Connection("127.0.0.1", port, self.timeout), False
 
     def _drop(self, port: int) -> None:
         """Every idle connection to `port`: one failed unanswered, so the target closed
@@ -84,7 +49,7 @@ class TargetPool:
         for conn in idle:
             conn.close()
 
-    def _give(self, port: int, conn: _Conn) -> None:
+    def _give(self, port: int, conn: Connection) -> None:
         with self._lock:
             idle = self._idle.setdefault(port, [])
             if len(idle) < IDLE_PER_TARGET:
@@ -100,8 +65,8 @@ class TargetPool:
         for attempt in (1, 2):
             conn, reused = self._take(port, fresh=attempt == 2)
             try:
-                status, data, ctype, keep = conn.exchange(request)
-            except _Stale:
+                answer = conn.exchange(request, limit=MAX_ANSWER)
+            except Stale:
                 conn.close()
                 if reused and attempt == 1:
                     # It died idle in the pool between the check and the send (the
@@ -112,20 +77,12 @@ class TargetPool:
             except BaseException:
                 conn.close()
                 raise
-            if keep:
+            if answer.keep_alive:
                 self._give(port, conn)
             else:
                 conn.close()
-            return status, data, ctype
+            return answer.status, answer.body, answer.content_type
         raise AssertionError("unreachable")
-
-
-def _readable(sock: socket.socket) -> bool:
-    """True when an idle keep-alive socket has something to read: the peer's EOF or
-    reset (or bytes it should not have sent), so it cannot carry a request."""
-    poller = select.poll()  # not select(): no limit on the descriptor's number
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def forward(pool: TargetPool, planned: PlannedRoute, raw: bytes) -> tuple[int, dict[str, Any]]:

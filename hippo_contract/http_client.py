@@ -1,0 +1,99 @@
+"""One keep-alive HTTP/1.1 connection, written and read by hand: the client under the
+webhook's forwarding, the CLI's calls to the daemon, and every bundled service's calls
+to its peers and to moto.
+
+Why not http.client: it parses every answer's headers through the email package
+(a fifth of the webhook's CPU per event, profiled) and imports it, with ssl, in every
+process that uses it (~1.5 MB of each service's memory, ~30 ms of the CLI's start).
+It also writes a request's head and body in two sends, so the peer wakes twice. Here a
+request is one send and its answer is read by http_answer.py. TLS is there for a
+service given an https:// URL (a staging cell, real AWS): the caller passes an
+`ssl.SSLContext`, so only a process that needs TLS imports ssl.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from hippo_contract.http_answer import Answer, BadAnswer, read_answer, read_line
+
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["Answer", "BadAnswer", "Connection", "Stale", "host_header", "request_bytes"]
+
+
+class Stale(ConnectionResetError):
+    """The connection ended before any byte of an answer: the peer closed it while it
+    sat idle in a pool, or closed it unanswered. Safe to retry once on a new one."""
+
+
+def host_header(host: str, port: int, default_port: int = 80) -> str:
+    """The Host header's value, as http.client writes it."""
+    name = f"[{host}]" if ":" in host else host
+    return name if port == default_port else f"{name}:{port}"
+
+
+def request_bytes(method: str, target: str, headers: Mapping[str, str],
+                  body: bytes | None) -> bytes:
+    """A whole request: its head and body in one buffer, for one send. The caller gives
+    Host (and any other header); Content-Length is added for a body, and for a POST,
+    PUT or PATCH without one (as http.client does). Like http.client, it refuses a
+    target or header that would break the request apart (ValueError): a space or a
+    control character in the target, a line break in a header."""
+    if not target or any(c <= " " or c == "\x7f" for c in target):
+        raise ValueError(f"invalid request target {target[:80]!r}: a space or a control "
+                         "character (percent-encode it)")
+    head = [f"{method} {target} HTTP/1.1"]
+    for name, value in headers.items():
+        if any(c in "\r\n\x00" for c in name + value) or not name or ":" in name:
+            raise ValueError(f"invalid header {name[:40]!r}: {value[:40]!r}")
+        head.append(f"{name}: {value}")
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        head.append(f"Content-Length: {len(body or b'')}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+class Connection:
+    """One connection to (host, port), opened at once; one exchange at a time."""
+
+    def __init__(self, host: str, port: int, timeout: float,
+                 tls: ssl.SSLContext | None = None) -> None:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.rfile = sock.makefile("rb")
+
+    def close(self) -> None:
+        self.rfile.close()
+        self.sock.close()
+
+    def exchange(self, request: bytes, *, limit: int | None = None,
+                 head: bool = False) -> Answer:
+        """The answer to `request`. Stale when the peer closed before answering; OSError
+        (TimeoutError included) from the socket; BadAnswer for what is not HTTP."""
+        try:
+            self.sock.sendall(request)
+            line = read_line(self.rfile)
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise Stale(str(exc)) from exc
+        if not line:
+            raise Stale("closed the connection unanswered")
+        return read_answer(self.rfile, line, limit, head)
+
+    def idle_dead(self) -> bool:
+        """True when an idle keep-alive connection has something to read: the peer's
+        EOF or reset (or bytes it should not have sent), so it cannot carry a request.
+        A pool asks before reuse, so a request is never sent on a socket known dead."""
+        poller = select.poll()  # not select(): no limit on the descriptor's number
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
