@@ -1,16 +1,15 @@
 """The bundled services, each run as `python -m hippo_platform.services.NAME`.
 
-A service process keeps OpenSSL out unless it may need TLS. `http.client` (under
-every client here) imports `ssl`, hashlib imports `_hashlib`, and each loads OpenSSL:
-~4 MB of resident memory per service (the console measured 23.2 MB RSS with it, 18.5
-MB without; the ecom profile runs 13 services). On the local cell every URL a service
-is given is http://127.0.0.1, and every URL comes from its environment. So unless an
-https:// URL is there (a staging or prod cell, real AWS), HIPPODROME_SERVICE_TLS=1 is
-set, or the service is moto (botocore needs ssl), `ssl` and `_hashlib` are marked
-absent before anything imports them. http.client then has
-no HTTPSConnection, and a client asked for https anyway says why (`https_connection`);
-hashlib and hmac use Python's own sha256, sha1 and md5 (what the services use; only
-pbkdf2_hmac and scrypt would be missing).
+A service process keeps OpenSSL out unless it may need TLS. `ssl` (for an https://
+peer) and hashlib's `_hashlib` each load OpenSSL: ~4 MB of resident memory per service
+(the console measured 23.2 MB RSS with it, 18.5 MB without; the ecom profile runs 13
+services). On the local cell every URL a service is given is http://127.0.0.1, and
+every URL comes from its environment. So unless an https:// URL is there (a staging or
+prod cell, real AWS), HIPPODROME_SERVICE_TLS=1 is set, or the service is moto
+(botocore needs ssl), `ssl` and `_hashlib` are marked absent before anything imports
+them, and a client asked for https anyway says why (`tls_context`); hashlib and hmac
+use Python's own sha256, sha1 and md5 (what the services use; only pbkdf2_hmac and
+scrypt would be missing).
 """
 
 from __future__ import annotations
@@ -42,12 +41,13 @@ if _tls_unneeded():
         sys.modules["_hashlib"] = None  # type: ignore[assignment]
 
 
-def https_connection() -> Any:
-    """http.client's HTTPSConnection, or an error that says how to get it."""
-    import http.client
-
-    cls = getattr(http.client, "HTTPSConnection", None)
-    if cls is None:
+def tls_context() -> Any:
+    """The `ssl.SSLContext` a client of an https:// peer connects with (the system's CAs,
+    hostname checked), or an error that says how to get one."""
+    try:
+        import ssl
+    except ImportError:
         raise RuntimeError(f"an https:// URL, but this service started without TLS (no "
-                           f"https:// URL was in its environment); set {TLS_ENV}=1 for it")
-    return cls
+                           f"https:// URL was in its environment); set {TLS_ENV}=1 for it"
+                           ) from None
+    return ssl.create_default_context()

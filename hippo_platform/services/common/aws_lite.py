@@ -26,7 +26,6 @@ applied, and the caller (often a request handler) should not wait for it twice.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
@@ -38,7 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from hippo_platform.services import https_connection
+from hippo_contract.http_client import BadAnswer, Connection, request_bytes
+from hippo_platform.services import tls_context
 from hippo_platform.services.common.aws_lite_sigv4 import Credentials, encode_query, sign
 
 __all__ = ["AwsClient", "AwsConfig", "AwsConfigError", "AwsError", "Credentials", "Reply"]
@@ -166,16 +166,16 @@ class AwsClient:
         self.backoff = backoff
         self.max_idle = max_idle
         self._https = parts.scheme == "https"
-        # Found now, so a service without TLS fails at its start, saying why.
-        self._https_class = https_connection() if self._https else None
-        self._host = parts.hostname
-        self._port = parts.port
+        # Made now, so a service without TLS fails at its start, saying why.
+        self._tls = tls_context() if self._https else None
         default_port = 443 if self._https else 80
+        self._host = parts.hostname
+        self._port = parts.port or default_port
         # As botocore signs it: the port only when it is not the scheme's default.
         self._host_header = parts.netloc if parts.port not in (None, default_port) else (
             parts.hostname)
         self._lock = threading.Lock()
-        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
+        self._idle: list[tuple[Connection, float]] = []
         self._secrets = [s for s in (config.credentials.secret_key, config.credentials.token)
                          if s and len(s) >= 4]
 
@@ -259,7 +259,7 @@ class AwsClient:
                 raise AwsError(TIMEOUT, f"did not answer within {self.timeout:g}s",
                                operation=operation, endpoint=self.endpoint,
                                attempts=attempt) from None
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, BadAnswer) as exc:
                 error = AwsError(UNREACHABLE, f"{type(exc).__name__}: {exc}",
                                  operation=operation, endpoint=self.endpoint, attempts=attempt)
             else:
@@ -301,37 +301,36 @@ class AwsClient:
     def _exchange(self, method: str, target: str, headers: dict[str, str],
                   payload: bytes) -> Reply:
         body = payload if payload or method in ("PUT", "POST") else None
+        sent = headers if "host" in (k.lower() for k in headers) else {
+            "Host": self._host_header, **headers}
+        request = request_bytes(method, target, sent, body)
         for retry_fresh in (False, True):
             conn, reused = self._new_connection() if retry_fresh else self._checkout()
             try:
-                conn.request(method, target, body=body, headers=headers)
-                raw = conn.getresponse()
-                reply = Reply(raw.status, {k.lower(): v for k, v in raw.getheaders()},
-                              raw.read())
-            except (OSError, http.client.HTTPException) as exc:
+                answer = conn.exchange(request, head=method == "HEAD")
+            except (OSError, BadAnswer) as exc:
                 conn.close()
                 if reused and not isinstance(exc, TimeoutError):
                     continue
                 raise
-            if raw.will_close:
-                conn.close()
-            else:
+            if answer.keep_alive:
                 self._checkin(conn)
-            return reply
+            else:
+                conn.close()
+            return Reply(answer.status, answer.headers, answer.body)
         raise AssertionError("unreachable")
 
-    def _new_connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        cls = self._https_class or http.client.HTTPConnection
-        return cls(self._host, self._port, timeout=self.timeout), False
+    def _new_connection(self) -> tuple[Connection, bool]:
+        return Connection(self._host, self._port, self.timeout, self._tls), False
 
-    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _checkout(self) -> tuple[Connection, bool]:
         now = time.monotonic()
         stale = []
         found = None
         with self._lock:
             while self._idle:
                 conn, since = self._idle.pop()
-                if now - since <= MAX_IDLE_S:
+                if now - since <= MAX_IDLE_S and not conn.idle_dead():
                     found = conn
                     break
                 stale.append(conn)
@@ -339,7 +338,7 @@ class AwsClient:
             conn.close()
         return (found, True) if found is not None else self._new_connection()
 
-    def _checkin(self, conn: http.client.HTTPConnection) -> None:
+    def _checkin(self, conn: Connection) -> None:
         with self._lock:
             if len(self._idle) < self.max_idle:
                 self._idle.append((conn, time.monotonic()))

@@ -9,12 +9,12 @@ through as what it is.
 One keep-alive connection per thread is reused; a connection idle longer than the
 server's keep-alive timeout is replaced before use, and a failure on a reused
 connection is retried once on a fresh one (the server closing an idle socket looks
-exactly like that).
+exactly like that). The connection is hippo_contract's, not http.client's (see
+http_client.py there for why).
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import threading
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from hippo_platform.services import https_connection
+from hippo_contract.http_client import BadAnswer, Connection, host_header, request_bytes
+from hippo_platform.services import tls_context
 from hippo_platform.services.common.errors import BadGateway, HttpError
 from hippo_platform.services.common.log import log_error
 
@@ -60,24 +61,26 @@ class JsonClient:
         self.base_url = base_url.rstrip("/")
         self.peer = peer
         self.timeout = timeout
-        # Found now, so a service without TLS fails at its start, saying why.
-        self._https_class = https_connection() if parts.scheme == "https" else None
+        # Made now, so a service without TLS fails at its start, saying why.
+        self._tls = tls_context() if parts.scheme == "https" else None
+        default_port = 443 if parts.scheme == "https" else 80
         self._host = parts.hostname
-        self._port = parts.port
+        self._port = parts.port or default_port
+        self._host_header = host_header(self._host, self._port, default_port)
         self._prefix = parts.path.rstrip("/")
         self._local = threading.local()
 
-    def _connection(self, fresh: bool) -> tuple[http.client.HTTPConnection, bool]:
+    def _connection(self, fresh: bool) -> tuple[Connection, bool]:
         """The thread's connection and whether it was used before."""
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        conn: Connection | None = getattr(self._local, "conn", None)
         idle = time.monotonic() - getattr(self._local, "last_used", 0.0)
         if conn is not None and (fresh or idle > _MAX_IDLE_S):
             conn.close()
             conn = None
         if conn is not None:
             return conn, True
-        cls = self._https_class or http.client.HTTPConnection
-        conn = cls(self._host, self._port, timeout=self.timeout)
+        self._local.conn = None
+        conn = Connection(self._host, self._port, self.timeout, self._tls)
         self._local.conn = conn
         return conn, False
 
@@ -91,21 +94,23 @@ class JsonClient:
     ) -> PeerResponse:
         """Any answer the peer gives; only "could not talk to it at all" raises (502)."""
         payload = None if body is None else json.dumps(body).encode("utf-8")
-        sent = {"Accept": "application/json", **(headers or {})}
+        sent = {"Host": self._host_header, "Accept": "application/json", **(headers or {})}
         if payload is not None:
             sent["Content-Type"] = "application/json"
+        request = request_bytes(method, self._prefix + path, sent, payload)
         for attempt in (0, 1):
-            conn, reused = self._connection(fresh=attempt > 0)
+            reused = False
             try:
-                conn.request(method, self._prefix + path, body=payload, headers=sent)
-                raw = conn.getresponse()
-                status, data = raw.status, raw.read()
-                if raw.will_close:
+                conn, reused = self._connection(fresh=attempt > 0)
+                answer = conn.exchange(request, head=method == "HEAD")
+                status, data = answer.status, answer.body
+                if not answer.keep_alive:
                     conn.close()
+                    self._local.conn = None
                 self._local.last_used = time.monotonic()
                 break
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
+            except (OSError, BadAnswer) as exc:
+                self.close()
                 if reused and attempt == 0 and not isinstance(exc, TimeoutError):
                     continue  # a stale keep-alive socket; a timeout may have been served
                 raise BadGateway(
@@ -147,7 +152,9 @@ class JsonClient:
         )
 
     def close(self) -> None:
+        """This thread's connection (each thread has its own)."""
         conn = getattr(self._local, "conn", None)
+        self._local.conn = None
         if conn is not None:
             conn.close()
 

@@ -9,12 +9,12 @@ orchestrator's auto-restart brings a fresh process back (state is already on dis
 
 from __future__ import annotations
 
-import http.client
 import os
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from hippo_contract.http_client import BadAnswer, Connection, host_header, request_bytes
 from hippo_platform.services.common.log import log_error
 
 EXIT_WATCHDOG = 70
@@ -56,13 +56,17 @@ class Watchdog:
 
     def probe(self) -> str | None:
         """None when healthy, else why not."""
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        request = request_bytes("GET", self._path, {
+            "Host": host_header(self._host, self._port), "User-Agent": "hippodrome-watchdog",
+            "Connection": "close"}, None)
         try:
-            conn.request("GET", self._path, headers={"User-Agent": "hippodrome-watchdog"})
-            response = conn.getresponse()
-            response.read()
-            return None if response.status == 200 else f"status {response.status}"
-        except (OSError, http.client.HTTPException) as exc:
+            conn = Connection(self._host, self._port, self.timeout)
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        try:
+            status = conn.exchange(request).status
+            return None if status == 200 else f"status {status}"
+        except (OSError, BadAnswer) as exc:
             return f"{type(exc).__name__}: {exc}"
         finally:
             conn.close()
