@@ -17,10 +17,10 @@ import math
 from collections.abc import Iterable
 
 MEASURED_RSS_MB: dict[str, float] = {
-    "admin_server": 18.8, "console": 16.8, "controller": 18.0, "ecom_indexer": 17.9,
-    "ecom_indexer_service": 17.3, "ecom_ingest": 15.8, "ecom_settings_exporter": 18.4,
-    "event_pipe": 18.4, "fake_cell": 18.3, "fake_cognito": 16.0, "fork_action_worker": 17.8,
-    "merchandising_exporter": 18.4, "moto": 91.3, "search_proxy": 17.0,
+    "admin_server": 17.9, "console": 15.4, "controller": 17.0, "ecom_indexer": 16.9,
+    "ecom_indexer_service": 16.3, "ecom_ingest": 15.8, "ecom_settings_exporter": 17.4,
+    "event_pipe": 17.4, "fake_cell": 17.4, "fake_cognito": 16.0, "fork_action_worker": 16.8,
+    "merchandising_exporter": 17.3, "moto": 91.0, "search_proxy": 16.0,
 }
 DAEMON_AND_GUARD_MB = 21.7
 UNMEASURED_MB = 48.0
