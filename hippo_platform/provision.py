@@ -27,10 +27,8 @@ account would create real, billed resources.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import re
 import secrets
 import sys
 from collections.abc import Callable, Sequence
@@ -39,18 +37,16 @@ from typing import Any
 
 from hippo_contract.aws_names import BUS_SUFFIXES, PIPES, TABLE_SUFFIXES
 from hippo_platform import boto_client as aws
+from hippo_platform.resource_names import bucket_name, role_name
 
 __all__ = ["BUS_SUFFIXES", "PIPES", "TABLE_SUFFIXES", "ProvisionError", "Resource",
            "bucket_name", "main", "provision", "provision_resources", "role_name"]
 QUEUE_SUFFIXES = ("ecom-ingest", "ecom-indexer")
 SECRET_SUFFIX = "marqo-api-key-secret"
-ROLE_SUFFIX = "EventPipesRole"
 STREAM_VIEW = "NEW_AND_OLD_IMAGES"
 EVENT_SOURCE = "marqo.dynamodb"
 
 _NOT_FOUND = {"ResourceNotFoundException", "NotFoundException", "NoSuchEntity", "NoSuchBucket"}
-_BUCKET_MAX = 63
-_ROLE_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -72,33 +68,6 @@ class ProvisionError(aws.AwsError):
 
     def message(self) -> str:
         return f"Could not provision {self.resource}: {self.sentence}"
-
-
-def bucket_name(table_prefix: str) -> str:
-    """`{prefix}exports` made into a valid S3 bucket name.
-
-    The rule: lowercase; every run of characters other than a-z, 0-9 and '-' becomes
-    one '-' (dots are dropped too, avoiding the '..' and IP-address rules); repeated
-    '-' collapse to one (so no 'xn--' prefix can appear); leading/trailing '-' go;
-    a name longer than 63 characters is cut to 54 and ended with '-' and 8 hex digits
-    of the full name's SHA-1, so two long prefixes do not collide.
-    `Dev_Feature/X-` -> `dev-feature-x-exports`.
-    """
-    name = re.sub(r"[^a-z0-9-]+", "-", f"{table_prefix}exports".lower())
-    name = re.sub(r"-{2,}", "-", name).strip("-")
-    if len(name) > _BUCKET_MAX:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        name = f"{name[: _BUCKET_MAX - 9].rstrip('-')}-{digest}"
-    return name
-
-
-def role_name(table_prefix: str) -> str:
-    """The pipes' IAM role: `{prefix}EventPipesRole`, shortened like buckets past 64 chars."""
-    name = re.sub(r"[^\w+=,.@-]+", "-", f"{table_prefix}{ROLE_SUFFIX}")
-    if len(name) > _ROLE_MAX:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        name = f"{name[: _ROLE_MAX - 9]}-{digest}"
-    return name
 
 
 def provision(table_prefix: str, endpoint_url: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from hippo_platform.provision import bucket_name
+from hippo_platform.resource_names import bucket_name
 from hippo_platform.services.common.aws_lite import AwsClient, AwsConfigError, AwsError
 from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.common.errors import BadRequest, NotFound, ServiceUnavailable

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import NoReturn
 
-from hippo_platform.provision import bucket_name
+from hippo_platform.resource_names import bucket_name
 from hippo_platform.services.common import App, env_flag
 from hippo_platform.services.common.aws_lite import AwsClient, AwsConfig, AwsConfigError
 from hippo_platform.services.common.log import log_error, log_line
