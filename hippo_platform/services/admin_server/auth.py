@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hippo_platform.services.common import Request, Unauthorized
 from hippo_platform.services.common.client import JsonClient
@@ -23,8 +23,7 @@ KEY_CACHE_MAX = 1024
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-@dataclass(frozen=True)
-class Principal:
+class Principal(NamedTuple):
     kind: str  # "apiKey" or "cognito"
     subject: str  # the account id for a key, the token's `sub` for a token
     account_id: str | None = None

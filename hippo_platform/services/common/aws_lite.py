@@ -33,8 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from hippo_contract.http_client import BadAnswer, Connection, request_bytes
@@ -99,8 +98,7 @@ class AwsError(Exception):
         return f"{self.operation} failed with {self.code}{detail}{tries}."
 
 
-@dataclass(frozen=True)
-class AwsConfig:
+class AwsConfig(NamedTuple):
     endpoint: str
     region: str
     credentials: Credentials
@@ -123,15 +121,13 @@ class AwsConfig:
         return cls(endpoint, region, creds)
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     status: int
     headers: dict[str, str]  # lower-case names
     body: bytes
 
 
-@dataclass(frozen=True)
-class _JsonService:
+class _JsonService(NamedTuple):
     target_prefix: str
     json_version: str
     signing_name: str

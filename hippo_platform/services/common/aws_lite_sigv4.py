@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import quote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -26,8 +26,7 @@ TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _UNSIGNED = frozenset({"expect", "user-agent", "x-amzn-trace-id", "authorization"})
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(NamedTuple):
     access_key: str
     secret_key: str
     token: str | None = None

@@ -20,8 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from hippo_contract.http_client import BadAnswer, Connection, host_header, request_bytes
@@ -33,8 +32,7 @@ PASS_THROUGH = frozenset({400, 401, 403, 404, 409, 413})
 _MAX_IDLE_S = 5.0
 
 
-@dataclass
-class PeerResponse:
+class PeerResponse(NamedTuple):
     status: int
     body: Any
 

@@ -4,13 +4,17 @@ A handler gets a `Request` and returns either a JSON-able value (a 200) or a
 `Response` when it needs another status, headers, or a non-JSON body. Body parsing
 lives here so every service turns bad JSON into the same 400 instead of a 500 from a
 stray `json.loads`.
+
+The records of the services are plain classes and NamedTuples, not dataclasses: the
+dataclasses module imports inspect, and with it ast, dis and tokenize, 1.3 MB of every
+service's memory (13 services on the ecom stack) for a convenience each class here can
+do without. tests/test_services_common.py fails if a service loads it again.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from hippo_platform.services.common.errors import BadRequest
@@ -18,14 +22,21 @@ from hippo_platform.services.common.errors import BadRequest
 JSON_TYPE = "application/json"
 
 
-@dataclass
 class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: Mapping[str, str]  # keys lower-cased by the server
-    body: bytes
-    params: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("method", "path", "query", "headers", "body", "params")
+
+    def __init__(self, method: str, path: str, query: dict[str, str],
+                 headers: Mapping[str, str], body: bytes,
+                 params: dict[str, str] | None = None) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers  # keys lower-cased by the server
+        self.body = body
+        self.params: dict[str, str] = {} if params is None else params
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.path}, {len(self.body)} bytes)"
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -51,13 +62,20 @@ class Request:
         return data
 
 
-@dataclass
 class Response:
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    raw: bytes | None = None
-    content_type: str = JSON_TYPE
+    __slots__ = ("status", "body", "headers", "raw", "content_type")
+
+    def __init__(self, status: int = 200, body: Any = None,
+                 headers: dict[str, str] | None = None, raw: bytes | None = None,
+                 content_type: str = JSON_TYPE) -> None:
+        self.status = status
+        self.body = body
+        self.headers: dict[str, str] = {} if headers is None else headers
+        self.raw = raw
+        self.content_type = content_type
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {self.content_type})"
 
     def encode(self) -> bytes:
         if self.raw is not None:

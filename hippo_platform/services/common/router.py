@@ -10,7 +10,7 @@ wrong URL.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from hippo_platform.services.common.errors import MethodNotAllowed, NotFound
@@ -19,8 +19,7 @@ from hippo_platform.services.common.messages import Request
 Handler = Callable[[Request], object]
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     method: str
     pattern: str
     segments: tuple[str, ...]

@@ -9,8 +9,7 @@ queue, and that `aws_provision` makes it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hippo_platform.services.common.aws_lite import AwsClient, AwsError
 
@@ -22,8 +21,7 @@ MISSING_QUEUE_CODES = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     receipt: str
     body: Any  # the decoded JSON body; None when it is not JSON
     raw: str

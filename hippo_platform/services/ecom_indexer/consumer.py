@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
 from hippo_platform.services.common.aws_lite import AwsError
@@ -30,15 +29,17 @@ from hippo_platform.services.common.worker import BackgroundLoop
 from hippo_platform.services.ecom_indexer_service.drainer import PERMANENT, Backoff, _now
 
 
-@dataclass
 class Stats:
-    delivered: int = 0
-    documents: int = 0
-    failed: int = 0
-    retries: int = 0
-    last_error: str | None = None
-    last_error_at: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Counters the consumer thread writes and /stats reads, under `lock`."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.documents = 0
+        self.failed = 0
+        self.retries = 0
+        self.last_error: str | None = None
+        self.last_error_at: str | None = None
+        self.lock = threading.Lock()
 
     def view(self) -> dict[str, Any]:
         with self.lock:

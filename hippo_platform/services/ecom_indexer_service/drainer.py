@@ -22,7 +22,6 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,11 +38,13 @@ class Transient(Exception):
     """Try again later: a peer is down or answered 5xx."""
 
 
-@dataclass
 class Backoff:
-    initial: float = 0.2
-    maximum: float = 5.0
-    failures: int = 0
+    __slots__ = ("initial", "maximum", "failures")
+
+    def __init__(self, initial: float = 0.2, maximum: float = 5.0, failures: int = 0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.failures = failures
 
     def next_delay(self) -> float:
         self.failures += 1
@@ -53,16 +54,18 @@ class Backoff:
         self.failures = 0
 
 
-@dataclass
 class Stats:
-    drained: int = 0
-    documents: int = 0
-    failed: int = 0
-    retries: int = 0
-    last_error: str | None = None
-    last_error_at: str | None = None
-    last_drain_at: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Counters the drain thread writes and /stats reads, under `lock`."""
+
+    def __init__(self) -> None:
+        self.drained = 0
+        self.documents = 0
+        self.failed = 0
+        self.retries = 0
+        self.last_error: str | None = None
+        self.last_error_at: str | None = None
+        self.last_drain_at: str | None = None
+        self.lock = threading.Lock()
 
     def view(self) -> dict[str, Any]:
         with self.lock:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -44,33 +43,42 @@ def with_ids(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d if "_id" in d else {"_id": uuid.uuid4().hex, **d} for d in documents]
 
 
-@dataclass
 class NewBatch:
     """A batch as accepted, before the store has it; ids are decided here so a retried
     insert is recognisably the same batch."""
 
-    index: str
-    account_id: str
-    api_key: str
-    documents: list[dict[str, Any]]
-    batch_id: str = field(default_factory=new_batch_id)
+    __slots__ = ("index", "account_id", "api_key", "documents", "batch_id")
 
-    def __post_init__(self) -> None:
-        self.documents = with_ids(self.documents)
+    def __init__(self, index: str, account_id: str, api_key: str,
+                 documents: list[dict[str, Any]], batch_id: str | None = None) -> None:
+        self.index = index
+        self.account_id = account_id
+        self.api_key = api_key
+        self.documents = with_ids(documents)
+        self.batch_id = batch_id or new_batch_id()
 
 
-@dataclass
 class Batch:
-    batch_id: str
-    index: str
-    account_id: str
-    api_key: str
-    count: int
-    status: str
-    created_at: str
-    updated_at: str
-    documents: list[dict[str, Any]] | None = None
-    error: str | None = None
+    __slots__ = ("batch_id", "index", "account_id", "api_key", "count", "status",
+                 "created_at", "updated_at", "documents", "error")
+
+    def __init__(self, batch_id: str, index: str, account_id: str, api_key: str, count: int,
+                 status: str, created_at: str, updated_at: str,
+                 documents: list[dict[str, Any]] | None = None,
+                 error: str | None = None) -> None:
+        self.batch_id = batch_id
+        self.index = index
+        self.account_id = account_id
+        self.api_key = api_key
+        self.count = count
+        self.status = status
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.documents = documents
+        self.error = error
+
+    def __repr__(self) -> str:  # never the API key
+        return f"Batch({self.batch_id}, {self.index}, {self.count} documents, {self.status})"
 
     def view(self) -> dict[str, Any]:
         """The JSON form. It carries the uploader's API key because the indexer writes

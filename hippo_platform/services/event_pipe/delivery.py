@@ -15,8 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hippo_contract.webhook import TOKEN_HEADER
 from hippo_platform.services.common import HttpError
@@ -32,8 +31,7 @@ class DeliveryError(Exception):
         self.retryable = retryable
 
 
-@dataclass(frozen=True)
-class Backoff:
+class Backoff(NamedTuple):
     """Delays between attempts: first, doubling, capped; `attempts` counts the first."""
 
     attempts: int = 6
@@ -47,8 +45,7 @@ class Backoff:
             delay = min(delay * 2, self.cap)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     destination: str
     ok: bool
     text: str  # what happened, for the log line

@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hippo_platform.services.common.aws_lite import AwsClient, AwsError
 from hippo_platform.services.common.log import log_error, log_line
@@ -44,19 +43,20 @@ REPEAT_LOG_S = 30.0
 RECORDS_PER_CALL = 1000
 
 
-@dataclass(frozen=True)
-class Timing:
+class Timing(NamedTuple):
     fast: float = 0.1
     idle: float = 0.5
     idle_after: float = 30.0
     fresh_stream: float = 60.0  # a stream younger than this at start-up is read from its start
 
 
-@dataclass
 class Cursor:
-    shard_id: str
-    iterator: str | None
-    last_seq: str | None = None
+    __slots__ = ("shard_id", "iterator", "last_seq")
+
+    def __init__(self, shard_id: str, iterator: str | None, last_seq: str | None = None) -> None:
+        self.shard_id = shard_id
+        self.iterator = iterator
+        self.last_seq = last_seq
 
 
 class StreamGone(Exception):

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import base64
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 SOURCE = "marqo.dynamodb"
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """One table the pipe follows, and where its changes go."""
 
     table: str

@@ -9,7 +9,6 @@ the last record it relayed instead of losing what was written while it was down.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,32 +20,42 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
 class TableStats:
-    table: str
-    detail_type_prefix: str
-    bus: str
-    stream_arn: str | None = None
-    positioned: bool = False
-    start: str = ""  # how the current stream was joined: LATEST, checkpoint, TRIM_HORIZON
-    records: int = 0  # records read from the stream
-    relayed: int = 0  # records that reached every destination
-    bus_put: int = 0
-    webhook_posted: int = 0
-    skipped: int = 0  # deliveries given up on (each is logged)
-    last_record_at: str | None = None
-    last_sequence: str | None = None
-    polling: str = "fast"
-    retrying: bool = False
-    last_error: str | None = None
-    last_error_at: str | None = None
-    errors: int = 0
+    """One followed table's figures; /stats shows them under these names, in this order."""
+
+    __slots__ = ("table", "detail_type_prefix", "bus", "stream_arn", "positioned", "start",
+                 "records", "relayed", "bus_put", "webhook_posted", "skipped",
+                 "last_record_at", "last_sequence", "polling", "retrying", "last_error",
+                 "last_error_at", "errors")
+
+    def __init__(self, table: str, detail_type_prefix: str, bus: str) -> None:
+        self.table = table
+        self.detail_type_prefix = detail_type_prefix
+        self.bus = bus
+        self.stream_arn: str | None = None
+        self.positioned = False
+        self.start = ""  # how the current stream was joined: LATEST, checkpoint, TRIM_HORIZON
+        self.records = 0  # records read from the stream
+        self.relayed = 0  # records that reached every destination
+        self.bus_put = 0
+        self.webhook_posted = 0
+        self.skipped = 0  # deliveries given up on (each is logged)
+        self.last_record_at: str | None = None
+        self.last_sequence: str | None = None
+        self.polling = "fast"
+        self.retrying = False
+        self.last_error: str | None = None
+        self.last_error_at: str | None = None
+        self.errors = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
-@dataclass
 class PipeStats:
-    tables: dict[str, TableStats] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self) -> None:
+        self.tables: dict[str, TableStats] = {}
+        self.lock = threading.Lock()
 
     def add(self, stats: TableStats) -> None:
         self.tables[stats.table] = stats
@@ -71,7 +80,7 @@ class PipeStats:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            tables = [asdict(t) for t in self.tables.values()]
+            tables = [t.as_dict() for t in self.tables.values()]
         latest = max((t for t in tables if t["last_error_at"]),
                      key=lambda t: t["last_error_at"], default=None)
         return {

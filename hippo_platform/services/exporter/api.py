@@ -8,8 +8,7 @@ is what a test wants to assert on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hippo_platform.services.common import App, BadRequest, Request
 from hippo_platform.services.exporter.events import object_key, parse_event
@@ -18,8 +17,7 @@ from hippo_platform.services.exporter.store import RECENT_KEPT, ExportStore, now
 MAX_EVENT_BYTES = 1024 * 1024  # EventBridge's own limit is 256 KiB
 
 
-@dataclass(frozen=True)
-class Kind:
+class Kind(NamedTuple):
     name: str  # settings | merchandising
     service: str  # the stack's name for this instance
     detail_type_prefix: str

@@ -8,8 +8,7 @@ and a typo must come back as a 400 that says what is wrong, never a 500.
 from __future__ import annotations
 
 import decimal
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from hippo_platform.services.common import BadRequest
@@ -21,8 +20,7 @@ MAX_KEY_BYTES = 1024  # S3's limit on an object key
 _KEY_SAFE = "#=@:+-_.,~!$&'()*;"  # kept readable in the object key; '/' is escaped
 
 
-@dataclass(frozen=True)
-class StreamEvent:
+class StreamEvent(NamedTuple):
     detail_type: str
     event_name: str
     table_name: str

@@ -14,7 +14,6 @@ import re
 import secrets
 import threading
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,26 +36,37 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
 class Account:
-    account_id: str
-    name: str
-    api_key: str
-    created_at: str
+    __slots__ = ("account_id", "name", "api_key", "created_at")
+
+    def __init__(self, account_id: str, name: str, api_key: str, created_at: str) -> None:
+        self.account_id = account_id
+        self.name = name
+        self.api_key = api_key
+        self.created_at = created_at
+
+    def __repr__(self) -> str:  # never the API key
+        return f"Account({self.account_id}, {self.name})"
 
     def public(self) -> dict[str, Any]:
         return {"accountId": self.account_id, "name": self.name, "createdAt": self.created_at}
 
 
-@dataclass
 class Index:
-    account_id: str
-    name: str
-    settings: dict[str, Any]
-    created_at: str
-    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    search: SearchIndex = field(default_factory=SearchIndex)
-    origin: dict[str, Any] | None = None  # {"source": name, "forkId": id} for a fork
+    __slots__ = ("account_id", "name", "settings", "created_at", "docs", "search", "origin")
+
+    def __init__(self, account_id: str, name: str, settings: dict[str, Any], created_at: str,
+                 origin: dict[str, Any] | None = None) -> None:
+        self.account_id = account_id
+        self.name = name
+        self.settings = settings
+        self.created_at = created_at
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.search = SearchIndex()
+        self.origin = origin  # {"source": name, "forkId": id} for a fork
+
+    def __repr__(self) -> str:
+        return f"Index({self.account_id}, {self.name}, {len(self.docs)} documents)"
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from hippo_platform.services.common.aws_lite import AwsClient, AwsError
@@ -33,13 +32,22 @@ from hippo_platform.services.common.log import log_error
 Fetch = Callable[[str], dict[str, Any] | None]
 
 
-@dataclass(frozen=True)
 class Rule:
-    rule_id: str
-    index: str
-    action: str
-    document_id: str
-    query: str
+    """One merchandising rule (a plain class: a NamedTuple's `index` is tuple.index)."""
+
+    __slots__ = ("rule_id", "index", "action", "document_id", "query")
+
+    def __init__(self, rule_id: str, index: str, action: str, document_id: str,
+                 query: str) -> None:
+        self.rule_id = rule_id
+        self.index = index
+        self.action = action
+        self.document_id = document_id
+        self.query = query
+
+    def __repr__(self) -> str:
+        return (f"Rule({self.rule_id!r}, {self.index!r}, {self.action!r}, "
+                f"{self.document_id!r}, {self.query!r})")
 
 
 def _norm(text: str) -> str:

@@ -17,7 +17,6 @@ import json
 import secrets
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,17 @@ def scope_of(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
-@dataclass
 class IndexStats:
-    searches: int = 0
-    zero_results: Counter[str] = field(default_factory=Counter)
-    queries: Counter[str] = field(default_factory=Counter)
-    actions: Counter[str] = field(default_factory=Counter)
-    documents: Counter[str] = field(default_factory=Counter)
-    clicked_queries: set[str] = field(default_factory=set)
+    __slots__ = ("searches", "zero_results", "queries", "actions", "documents",
+                 "clicked_queries")
+
+    def __init__(self) -> None:
+        self.searches = 0
+        self.zero_results: Counter[str] = Counter()
+        self.queries: Counter[str] = Counter()
+        self.actions: Counter[str] = Counter()
+        self.documents: Counter[str] = Counter()
+        self.clicked_queries: set[str] = set()
 
 
 class Analytics:
