@@ -38,7 +38,10 @@ from hippo_tasks.registry.cleanup import force_down  # noqa: E402
 from hippo_tasks.registry.store import Registry  # noqa: E402
 
 TARGETS = {"ecom_ready_s": ("<=", 6.0), "ecom_rss_mb": ("<=", 350.0), "ecom_pss_mb": ("<=", 350.0),
+           "ecom_services_rss_mb": ("<=", 300.0),
            "upload_to_searchable_s": ("<=", 1.5), "settings_to_export_s": ("<=", 1.5)}
+"""ecom_rss_mb and ecom_pss_mb (issue 4) count the daemon and its guard; issue 11's
+ecom_services_rss_mb is the services alone, moto included."""
 NEW_IN_13 = ("agentic_search", "admin_lambda", "admin_worker", "ecom_indexer",
              "ecom_indexer_trigger")
 """Stand-ins issue 13 added: each at most 25 MB RSS."""
@@ -163,6 +166,7 @@ def main() -> int:
         "ecom_pss_mb": round(sum(statistics.median(r["pss"][n] for r in runs)
                                  for n in runs[0]["pss"])
                              + statistics.median(r["daemon_pss_mb"] for r in runs), 1),
+        "ecom_services_rss_mb": round(sum(rss_by_service.values()), 1),
         "daemon_and_guard_mb": round(statistics.median(r["daemon_mb"] for r in runs), 1),
         "upload_to_searchable_s": round(statistics.median(
             r["upload_to_searchable_s"] for r in runs), 3),

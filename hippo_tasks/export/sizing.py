@@ -17,10 +17,10 @@ import math
 from collections.abc import Iterable
 
 MEASURED_RSS_MB: dict[str, float] = {
-    "admin_server": 17.9, "console": 15.4, "controller": 17.0, "ecom_indexer": 16.9,
-    "ecom_indexer_service": 16.3, "ecom_ingest": 15.8, "ecom_settings_exporter": 17.4,
-    "event_pipe": 17.4, "fake_cell": 17.4, "fake_cognito": 16.0, "fork_action_worker": 16.8,
-    "merchandising_exporter": 17.3, "moto": 91.0, "search_proxy": 16.0,
+    "admin_server": 16.7, "console": 14.5, "controller": 15.8, "ecom_indexer": 15.6,
+    "ecom_indexer_service": 15.3, "ecom_ingest": 14.9, "ecom_settings_exporter": 16.1,
+    "event_pipe": 16.4, "fake_cell": 16.6, "fake_cognito": 14.9, "fork_action_worker": 15.5,
+    "merchandising_exporter": 16.0, "moto": 87.3, "search_proxy": 15.0,
 }
 DAEMON_AND_GUARD_MB = 21.7
 UNMEASURED_MB = 48.0
