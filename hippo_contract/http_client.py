@@ -40,19 +40,21 @@ def host_header(host: str, port: int, default_port: int = 80) -> str:
 def request_bytes(method: str, target: str, headers: Mapping[str, str],
                   body: bytes | None) -> bytes:
     """A whole request: its head and body in one buffer, for one send. The caller gives
-    Host (and any other header); Content-Length is added for a body, and for a POST,
-    PUT or PATCH without one (as http.client does). Like http.client, it refuses a
-    target or header that would break the request apart (ValueError): a space or a
-    control character in the target, a line break in a header."""
+    Host (and any other header); Content-Length, unless given, is added for a body,
+    and for a POST, PUT or PATCH without one (as http.client does). Like http.client,
+    it refuses a target or header that would break the request apart (ValueError): a
+    space or a control character in the target, a line break in a header."""
     if not target or any(c <= " " or c == "\x7f" for c in target):
         raise ValueError(f"invalid request target {target[:80]!r}: a space or a control "
                          "character (percent-encode it)")
     head = [f"{method} {target} HTTP/1.1"]
+    framed = False
     for name, value in headers.items():
         if any(c in "\r\n\x00" for c in name + value) or not name or ":" in name:
             raise ValueError(f"invalid header {name[:40]!r}: {value[:40]!r}")
         head.append(f"{name}: {value}")
-    if body is not None or method in ("POST", "PUT", "PATCH"):
+        framed = framed or name.lower() == "content-length"
+    if not framed and (body is not None or method in ("POST", "PUT", "PATCH")):
         head.append(f"Content-Length: {len(body or b'')}")
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
 

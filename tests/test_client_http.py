@@ -176,3 +176,5 @@ def test_request_bytes_frames_bodies_as_http_client_does() -> None:
     assert request_bytes("POST", "/x", {"Host": "h"}, None).endswith(b"Content-Length: 0\r\n\r\n")
     assert request_bytes("PUT", "/x", {"Host": "h"}, b"abc").endswith(
         b"Content-Length: 3\r\n\r\nabc")
+    given = request_bytes("PUT", "/x", {"Host": "h", "content-length": "3"}, b"abc")
+    assert given.lower().count(b"content-length") == 1
