@@ -357,3 +357,23 @@ def test_what_counts_as_a_probe() -> None:
 
     assert is_probe("GET", "/healthz") and is_probe("HEAD", "/healthz?x=1")
     assert not is_probe("POST", "/healthz") and not is_probe("GET", "/healthz/deep")
+
+
+def test_a_peer_closing_an_idle_keep_alive_socket_costs_no_error() -> None:
+    """JsonClient on hippo_contract's connection: two calls share one connection; after
+    the peer closed it idle (0.3 s), the next call is sent once more on a fresh one and
+    succeeds, and the peer saw each call exactly once."""
+    from scripted_http import serving
+
+    with serving([(200, {"n": 1}, 0.0), (200, {"n": 2}, 0.0), (200, {"n": 3}, 0.0)]) as peer:
+        client = JsonClient(peer.url, peer="scripted", timeout=5)
+        assert client.call("POST", "/a", body={}) == {"n": 1}
+        assert client.call("POST", "/a", body={}) == {"n": 2}
+        assert len(peer.connections) == 1, "the second call reused the connection"
+        deadline = time.monotonic() + 10
+        while peer.closed < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert peer.closed == 1
+        assert client.call("POST", "/a", body={}) == {"n": 3}
+        assert len(peer.seen) == 3 and len(peer.connections) == 2
+        client.close()
