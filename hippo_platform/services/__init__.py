@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
 
 TLS_ENV = "HIPPODROME_SERVICE_TLS"
 NEEDS_TLS = frozenset({"hippo_platform.services.moto_quiet"})
@@ -41,7 +44,7 @@ if _tls_unneeded():
         sys.modules["_hashlib"] = None  # type: ignore[assignment]
 
 
-def tls_context() -> Any:
+def tls_context() -> ssl.SSLContext:
     """The `ssl.SSLContext` a client of an https:// peer connects with (the system's CAs,
     hostname checked), or an error that says how to get one."""
     try:
