@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from stackutil import free_ports, wait_for
 
 from hippo_tasks.supervision.probes import http_ok
@@ -77,3 +78,24 @@ def test_region_lists_skip_botocores_endpoint_tables_and_are_never_narrower() ->
     assert report["untouched"], "a backend table still asked a boto3 session for regions"
     assert report["narrower"] == {}, report["narrower"]
     assert report["other"] is True
+
+
+def test_region_lists_fall_back_to_botocore_when_partitions_json_cannot_be_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A botocore without a readable partitions.json (moved, zipped): botocore is asked,
+    as moto always did, rather than every request to the service failing."""
+    from hippo_platform.services.moto_quiet import regions
+
+    def unreadable() -> list[str]:
+        raise FileNotFoundError("partitions.json")
+
+    monkeypatch.setattr(regions, "partition_regions", unreadable)
+    asked: list[str] = []
+
+    def botocore_says(_self: object, service: str) -> list[str]:
+        asked.append(service)
+        return ["us-east-1"]
+
+    generate = regions.regions_without_endpoint_tables(botocore_says)
+    assert generate(None, "sqs") == ["us-east-1"] and asked == ["sqs"]
+    assert generate(None, "route53") == ["us-east-1"] and asked == ["sqs", "route53"]

@@ -13,7 +13,8 @@ other service (a user's service may call any) still asks botocore, as moto does.
 partition list can only be wider than botocore's own answer (a region where a service
 is missing from AWS is accepted locally), never narrower; tests/test_moto_quiet.py
 checks that against this install's botocore for each name below. If a moto upgrade
-renames the hook, nothing is patched and moto behaves as it always has.
+renames the hook, nothing is patched, and if botocore's partitions.json cannot be read,
+botocore is asked: either way moto behaves as it always has.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def regions_without_endpoint_tables(original: Callable[[Any, str], list[str]]
         if service_name not in EVERY_REGION_SERVICES:
             return original(self, service_name)
         if not cached:
-            cached.extend(partition_regions())
+            try:
+                cached.extend(partition_regions())
+            except (OSError, ValueError, KeyError, TypeError):  # a botocore without it
+                return original(self, service_name)
         return list(cached)
 
     generate.hippodrome_original = original  # type: ignore[attr-defined]
