@@ -33,10 +33,11 @@ def exchange(url: str, method: str, path: str, body: bytes | None,
     # or a non-ASCII letter is a 404 naming it, never a broken or injected request line.
     path = quote(path, safe="/?=&%:+,;@!$'()*~")
     sent = {"Host": host_header(host, port, default_port=0), "Connection": "close", **headers}
+    request = request_bytes(method, path, sent, body or b"")
     conn = Connection(host, port, timeout)
     try:
         # No size limit: `hd logs` may ask for a large page, and it is our own daemon.
-        answer = conn.exchange(request_bytes(method, path, sent, body or b""))
+        answer = conn.exchange(request)
     except Stale as exc:
         if exc.__cause__ is not None:
             raise  # reset: an OSError, as before
