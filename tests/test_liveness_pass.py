@@ -48,8 +48,8 @@ class Mute:
         threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
 
     def _hold(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        try:
+        try:  # the fixture may have closed the socket already, at the end of a test
+            conn.settimeout(10)
             while conn.recv(4096):
                 pass  # until the prober gives up and closes
         except OSError:
