@@ -20,7 +20,7 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-from hippo_contract.http_loop import RequestHandler, ThreadingServer
+from hippo_contract.http_loop import RequestHandler, ThreadingServer, phrase
 from hippo_platform.services.common.app import App
 from hippo_platform.services.common.errors import BadRequest, HttpError, PayloadTooLarge
 from hippo_platform.services.common.messages import Response
@@ -104,8 +104,7 @@ class _Handler(RequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The loop's own errors (400 bad request line, 414, 431, 501, 505), as JSON."""
         self.close_connection = True
-        phrase = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "error"
-        text = message or phrase
+        text = message or phrase(code) or "error"
         if code == HTTPStatus.NOT_IMPLEMENTED:
             text = f"method {self.command} not supported"
         self._write(Response(code, {"error": text}))
