@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -119,5 +120,34 @@ def test_missing_command_and_cwd_are_clear(project: Path) -> None:
         assert "service ghost: command 'no-such-binary-xyz' not found" in failure.reason
         lost = h.stack.get("lost")
         assert lost.state == State.FAILED and "cwd" in lost.reason and "nowhere" in lost.reason
+
+    run(project, text, scenario)
+
+
+def test_a_hung_readiness_answer_holds_back_no_one_and_is_probed_again(project: Path) -> None:
+    """Starting services share one prober (readiness.ready_prober). One that accepts
+    connections but never answers must not hold back another's readiness, and once its
+    hung probe has timed out it is probed again: ready as soon as it answers."""
+    a, b = free_ports(2)
+    hold = project / "hold"
+    hold.write_text("")
+    text = (toy_service("stuck", a, "--hang-if-exists", str(hold),
+                        readiness={"http": "/healthz"}, start_timeout=30)
+            + toy_service("quick", b, "--delay", "0.2", readiness={"http": "/healthz"}))
+
+    async def scenario(h: Harness) -> None:
+        starting = asyncio.ensure_future(h.stack.start_and_wait())
+        stuck, quick = h.stack.get("stuck"), h.stack.get("quick")
+        while quick.state != State.RUNNING:
+            assert not starting.done(), h.states("quick")
+            await asyncio.sleep(0.02)
+        assert stuck.state == State.STARTING
+        # Its listener answers nothing while `hold` exists: two probe timeouts go by.
+        await asyncio.sleep(2.5)
+        assert stuck.state == State.STARTING and not starting.done()
+        hold.unlink()
+        assert await asyncio.wait_for(starting, 20) is None
+        assert stuck.state == State.RUNNING
+        assert h.states("stuck").count("starting") == 1  # no restart: the same run
 
     run(project, text, scenario)
