@@ -9,28 +9,44 @@ to exit codes in `hippo_tasks.tasks.output`, the HTTP layer to statuses in
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 
 class HippoError(Exception):
-    """Base of every error Hippodrome raises on purpose."""
+    """Base of every error Hippodrome raises on purpose.
+
+    Each subclass keeps its facts as attributes set by a plain `__init__`: these were
+    dataclasses, and making their 15 classes cost ~3.6 ms of every `hd` command's start
+    (a dataclass compiles its methods when its class is made). `__repr__` and `__eq__`
+    still go by those facts, as a dataclass's did."""
 
     def __str__(self) -> str:
         return self.message()
+
+    def __repr__(self) -> str:
+        facts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({facts})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]  # as a dataclass with eq: unhashable
 
     def message(self) -> str:
         return self.__class__.__name__
 
 
-@dataclass
 class StackFileError(HippoError):
     """A stack file that cannot be loaded; names the file, service and field."""
 
-    path: str
-    problem: str
-    service: str | None = None
-    field_name: str | None = None
-    line: int | None = None
+    def __init__(self, path: str, problem: str, service: str | None = None,
+                 field_name: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.service = service
+        self.field_name = field_name
+        self.line = line
 
     def message(self) -> str:
         where = self.path + (f":{self.line}" if self.line else "")
@@ -42,15 +58,16 @@ class StackFileError(HippoError):
         return ": ".join(parts) + f": {self.problem}"
 
 
-@dataclass
 class PortBusyError(HippoError):
     """A port the stack needs is held by another process; nothing was started."""
 
-    port: int
-    service: str
-    holder_pid: int | None = None
-    holder_cmdline: str | None = None
-    ours: bool = False
+    def __init__(self, port: int, service: str, holder_pid: int | None = None,
+                 holder_cmdline: str | None = None, ours: bool = False) -> None:
+        self.port = port
+        self.service = service
+        self.holder_pid = holder_pid
+        self.holder_cmdline = holder_cmdline
+        self.ours = ours
 
     def message(self) -> str:
         text = f"port {self.port} (service '{self.service}') is already in use"
@@ -70,20 +87,20 @@ class PortBusyError(HippoError):
         return text + ". Nothing was started."
 
 
-@dataclass
 class PortsBusyError(HippoError):
     """Several busy ports, reported together so one run shows them all."""
 
-    busy: Sequence[PortBusyError]
+    def __init__(self, busy: Sequence[PortBusyError]) -> None:
+        self.busy = busy
 
     def message(self) -> str:
         return "\n".join(b.message() for b in self.busy)
 
 
-@dataclass
 class DaemonNotRunningError(HippoError):
-    project_root: str
-    detail: str = ""
+    def __init__(self, project_root: str, detail: str = "") -> None:
+        self.project_root = project_root
+        self.detail = detail
 
     def message(self) -> str:
         text = f"No Hippodrome daemon is running for {self.project_root}"
@@ -92,11 +109,11 @@ class DaemonNotRunningError(HippoError):
         return text + ". Start the stack with `hd up`."
 
 
-@dataclass
 class DaemonUnreachableError(HippoError):
-    url: str
-    pid: int
-    reason: str
+    def __init__(self, url: str, pid: int, reason: str) -> None:
+        self.url = url
+        self.pid = pid
+        self.reason = reason
 
     def message(self) -> str:
         return (
@@ -106,11 +123,11 @@ class DaemonUnreachableError(HippoError):
         )
 
 
-@dataclass
 class DaemonAlreadyRunningError(HippoError):
-    project_root: str
-    url: str
-    pid: int
+    def __init__(self, project_root: str, url: str, pid: int) -> None:
+        self.project_root = project_root
+        self.url = url
+        self.pid = pid
 
     def message(self) -> str:
         return (
@@ -143,12 +160,12 @@ def close_hint(name: str, known: Iterable[str], before: str = "'", after: str = 
     return f" (did you mean {before}{close}{after}?)" if close else ""
 
 
-@dataclass
 class UnknownServiceError(HippoError):
     """A service name that is not in the running stack; lists the stack's and the closest."""
 
-    name: str
-    known: Sequence[str] = field(default_factory=tuple)
+    def __init__(self, name: str, known: Sequence[str] = ()) -> None:
+        self.name = name
+        self.known = known
 
     def message(self) -> str:
         known = ", ".join(self.known) if self.known else "none"
@@ -156,14 +173,15 @@ class UnknownServiceError(HippoError):
                 + did_you_mean(self.name, self.known))
 
 
-@dataclass
 class ServiceStartError(HippoError):
     """A blocking service failed to start or become ready; the stack was stopped."""
 
-    service: str
-    reason: str
-    last_lines: Sequence[str] = field(default_factory=tuple)
-    log_path: str | None = None
+    def __init__(self, service: str, reason: str, last_lines: Sequence[str] = (),
+                 log_path: str | None = None) -> None:
+        self.service = service
+        self.reason = reason
+        self.last_lines = last_lines
+        self.log_path = log_path
 
     def message(self) -> str:
         text = f"service '{self.service}' failed: {self.reason}"
@@ -174,7 +192,6 @@ class ServiceStartError(HippoError):
         return text
 
 
-@dataclass
 class ProductionGuardError(HippoError):
     def message(self) -> str:
         return (
@@ -183,52 +200,52 @@ class ProductionGuardError(HippoError):
         )
 
 
-@dataclass
 class UsageError(HippoError):
     """Bad arguments to a command or an API call."""
 
-    problem: str
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
 
     def message(self) -> str:
         return self.problem
 
 
-@dataclass
 class RecordingError(UsageError):
     """A webhook recording that cannot be replayed: names the file and, where it is one
     line's fault, the line (a usage error: exit 2, HTTP 400)."""
 
-    path: str = ""
-    line: int | None = None
+    def __init__(self, problem: str, path: str = "", line: int | None = None) -> None:
+        super().__init__(problem)
+        self.path = path
+        self.line = line
 
     def message(self) -> str:
         where = self.path + (f":{self.line}" if self.line else "")
         return f"{where}: {self.problem}" if where else self.problem
 
 
-@dataclass
 class ShutdownInProgressError(HippoError):
     def message(self) -> str:
         return "the daemon is shutting down; run `hd up` again once it has stopped"
 
 
-@dataclass
 class RequestTimeoutError(HippoError):
-    what: str
-    seconds: float
+    def __init__(self, what: str, seconds: float) -> None:
+        self.what = what
+        self.seconds = seconds
 
     def message(self) -> str:
         return f"{self.what} did not finish within {self.seconds:g}s"
 
 
 
-@dataclass
 class LifecycleBusyError(HippoError):
     """Another `up` or `down` for this project held the lifecycle lock for too long."""
 
-    project_root: str
-    holder: str
-    waited: float
+    def __init__(self, project_root: str, holder: str, waited: float) -> None:
+        self.project_root = project_root
+        self.holder = holder
+        self.waited = waited
 
     def message(self) -> str:
         return (
@@ -238,12 +255,12 @@ class LifecycleBusyError(HippoError):
         )
 
 
-@dataclass
 class StateDirError(HippoError):
     """A folder Hippodrome must write (`.hippodrome`, `.logs`) cannot be written."""
 
-    path: str
-    problem: str
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
 
     def message(self) -> str:
         return (

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
 
 
 def options_to_json(opts: Options) -> str:
-    data: dict[str, Any] = asdict(opts)
+    data: dict[str, Any] = opts._asdict()
     data["project_root"] = str(opts.project_root)
     data["env"] = {}
     return json.dumps(data)

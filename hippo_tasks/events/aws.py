@@ -21,7 +21,6 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,14 +87,15 @@ FATAL_KINDS = frozenset(
 )
 
 
-@dataclass
 class AwsError(HippoError):
     """An AWS failure, reduced to what a person needs: its kind and one sentence."""
 
-    kind: str
-    sentence: str
-    permission: str | None = None
-    code: str | None = None
+    def __init__(self, kind: str, sentence: str, permission: str | None = None,
+                 code: str | None = None) -> None:
+        self.kind = kind
+        self.sentence = sentence
+        self.permission = permission
+        self.code = code
 
     def message(self) -> str:
         return self.sentence

@@ -33,7 +33,6 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from hippo_contract.aws_names import BUS_SUFFIXES
@@ -62,11 +61,13 @@ _DESCRIPTION_MAX = 512
 Say = Callable[[str], None]
 
 
-@dataclass
 class BridgeError(aws.AwsError):
     """A step of `--enable-events` that failed, naming what could not be made."""
 
-    step: str = ""
+    def __init__(self, kind: str, sentence: str, permission: str | None = None,
+                 code: str | None = None, step: str = "") -> None:
+        super().__init__(kind, sentence, permission, code)
+        self.step = step
 
     @classmethod
     def of(cls, err: aws.AwsError, step: str) -> BridgeError:

@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -63,15 +63,16 @@ INSTALL_HELP = (
 )
 
 
-@dataclass
 class TunnelError(HippoError):
     """No tunnel: the tools are missing, or the one started gave no URL (with its output)."""
 
-    problem: str
-    tool: str | None = None
-    last_lines: Sequence[str] = field(default_factory=tuple)
-    hint: str = ""
-    log_path: str | None = None
+    def __init__(self, problem: str, tool: str | None = None, last_lines: Sequence[str] = (),
+                 hint: str = "", log_path: str | None = None) -> None:
+        self.problem = problem
+        self.tool = tool
+        self.last_lines = last_lines
+        self.hint = hint
+        self.log_path = log_path
 
     def message(self) -> str:
         text = f"--enable-events: {self.problem}"

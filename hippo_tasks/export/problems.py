@@ -35,11 +35,12 @@ class Problem:
         return f"'{self.service}' {self.what}: {self.fix}"
 
 
-@dataclass
 class UnsupportedStackError(UsageError):
     """Services a cluster cannot run; every one named, with what to do (exit 2)."""
 
-    problems: Sequence[Problem] = ()
+    def __init__(self, problem: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(problem)
+        self.problems = problems
 
     def message(self) -> str:
         lines = [f"  - {p.line()}" for p in self.problems]

@@ -8,7 +8,6 @@ export selects, orders and renders exactly as `up` does.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -66,7 +65,7 @@ def image_options(opts: Options, refs: Iterable[str]) -> Options:
     if opts.env.get(cell_url):
         env[cell_url] = opts.env[cell_url]
     env.update({name: f"{_MARK}{name}\x00" for name in refs})
-    return dataclasses.replace(opts, project_root=Path(IMAGE_SRC_DIR), python=IMAGE_PYTHON,
+    return opts._replace(project_root=Path(IMAGE_SRC_DIR), python=IMAGE_PYTHON,
                                env=env)
 
 
@@ -95,12 +94,12 @@ def build_image_plan(spec: StackSpec, opts: Options, allow_partial: bool,
     needs them) and each is said."""
     # env_file is read at plan time, from the project tree; a cluster has none, so the
     # rule in problems.py reports it and the plan is built without it.
-    bare = dataclasses.replace(spec, services=tuple(
-        dataclasses.replace(s, env_file=()) for s in spec.services))
+    bare = spec._replace(services=tuple(
+        s._replace(env_file=()) for s in spec.services))
     all_refs = env_refs(t for s in spec.services for t in _raw_strings(spec, s))
     first = build_plan(bare, image_options(opts, all_refs))
     written = {s.name: spec.service(s.name) for s in first.services}
-    problems = problems_of(dataclasses.replace(s, external=p.spec.external)
+    problems = problems_of(s._replace(external=p.spec.external)
                            for p in first.services for s in [written[p.name]])
     if problems and not allow_partial:
         raise UnsupportedStackError("unsupported stack", problems)
@@ -117,8 +116,8 @@ def build_image_plan(spec: StackSpec, opts: Options, allow_partial: bool,
         kept = [s.name for s in first.services if s.name not in dropped]
         if not kept:
             raise UnsupportedStackError("nothing left", problems)
-        plan = build_plan(bare, dataclasses.replace(
-            image_options(opts, all_refs), only=only, skip=(*opts.skip, *dropped)))
+        plan = build_plan(bare, image_options(opts, all_refs)._replace(
+            only=only, skip=(*opts.skip, *dropped)))
     for line in warnings:
         say(line)
     names = {s.name for s in plan.services}

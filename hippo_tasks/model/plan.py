@@ -13,11 +13,11 @@ mode or with HIPPODROME_BIND_HOST), `${env:NAME}`; `$$` is a literal `$`.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 from hippo_tasks.errors import StackFileError, UsageError, close_hint
 from hippo_tasks.model.envfile import read_env_file
@@ -29,8 +29,7 @@ HOST = "127.0.0.1"
 _VAR = re.compile(r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\})")
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     """The user's choices for one `up`; everything a plan depends on besides the stack."""
 
     project_root: Path
@@ -43,13 +42,12 @@ class Options:
     port_offset: int = 0
     random_seed: int = 42
     python: str = "python3"
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = MappingProxyType({})
     record_events: bool = True
     """Record webhook deliveries to .hippodrome/events/ (`up --no-record` turns it off)."""
 
 
-@dataclass(frozen=True)
-class PlannedService:
+class PlannedService(NamedTuple):
     spec: ServiceSpec
     port: int | None
     argv: tuple[str, ...]
@@ -72,8 +70,7 @@ class PlannedService:
         return f"http://{HOST}:{self.port}" if self.port else None
 
 
-@dataclass(frozen=True)
-class PlannedRoute:
+class PlannedRoute(NamedTuple):
     route: Route
     port: int | None
 
@@ -82,8 +79,7 @@ class PlannedRoute:
         return f"localhost:{self.port}"
 
 
-@dataclass(frozen=True)
-class StackPlan:
+class StackPlan(NamedTuple):
     options: Options
     settings: StackSettings
     dashboard_port: int
@@ -117,7 +113,7 @@ def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
         if s.enabled and opts.profile in s.profiles and opts.cell in s.cells
         and s.name not in opts.skip
     ]
-    chosen = [dataclasses.replace(s, external=True) if opts.profile in s.external_in else s
+    chosen = [s._replace(external=True) if opts.profile in s.external_in else s
               for s in chosen]
     if not opts.only:
         return chosen

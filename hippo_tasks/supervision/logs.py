@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -95,14 +94,17 @@ class LineSplitter:
         return [rest] if rest else []
 
 
-@dataclass
 class WriteTrouble:
     """Log files that cannot be written (disk full, file system gone read-only): what
-    status, the API and the page show while it lasts."""
+    status, the API and the page show while it lasts. A plain class: `hd logs` loads
+    this module, and a dataclass would bring dataclasses and inspect to it."""
 
-    error: str
-    since: float
-    lines_dropped: int = 0
+    __slots__ = ("error", "since", "lines_dropped")
+
+    def __init__(self, error: str, since: float, lines_dropped: int = 0) -> None:
+        self.error = error
+        self.since = since
+        self.lines_dropped = lines_dropped
 
     def as_json(self) -> dict[str, object]:
         return {"error": self.error, "since": round(self.since, 3),
