@@ -1,10 +1,10 @@
-# Hippodrome in a container: the whole stack, run from the two PEX files of `nox -s pex`
+# Hippodrome in a container: the whole stack, run from services.pex of `nox -s pex`
 # (no source tree, no pip at run time).
 #
 #   nox -s pex && docker build -t hippodrome .
 #   docker run --rm -p 9000-9019:9000-9019 hippodrome up --profile ecom --no-seed
 #
-# BASE_IMAGE needs the CPython the PEX files were built for (3.11 unless `nox -s pex
+# BASE_IMAGE needs the CPython services.pex was built for (3.11 unless `nox -s pex
 # --force-python 3.13`) as python3.X on PATH, and useradd; `nox -s docker` passes a
 # Debian bookworm bootstrapped locally.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -21,8 +21,10 @@ RUN command -v tini >/dev/null 2>&1 || { apt-get update \
 RUN useradd --no-log-init -l -m -u 10001 -U -s /bin/sh hippo \
     && install -d -o hippo -g hippo /srv/hippodrome
 
-COPY dist/pex/hd.pex dist/pex/services.pex /opt/hippodrome/pex/
-RUN ln -s /opt/hippodrome/pex/hd.pex /usr/local/bin/hd
+# One PEX file: `hd` runs services.pex with hd's entry point (`-m hippo_tasks`). hd.pex
+# is the same dependency set again, 46 MB the image does not need twice.
+COPY dist/pex/services.pex /opt/hippodrome/pex/
+COPY build/image/hd /usr/local/bin/hd
 
 # Docker mode: services run as `services.pex -m ...`, the project root (registry, logs,
 # state, an optional hippodrome.toml mounted here) is /srv/hippodrome, and the
@@ -32,7 +34,7 @@ ENV HIPPODROME_PEX_DIR=/opt/hippodrome/pex \
 USER 10001:10001
 WORKDIR /srv/hippodrome
 
-# Unpack both PEX venvs into ~/.cache/pex and compile their bytecode now, once, rather
+# Unpack the PEX venv into ~/.cache/pex and compile its bytecode now, once, rather
 # than at every container start (seconds before the first service could start). moto's
 # ~150 service packages are compiled only for the few the stack uses, by importing them:
 # all of moto's bytecode would add 29 MB.

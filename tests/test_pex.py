@@ -64,8 +64,8 @@ def _clean_env(**extra: str) -> dict[str, str]:
 class PexStack:
     """`hd.pex` run from an empty working folder against an empty project folder."""
 
-    def __init__(self, pex_dir: Path, tmp: Path) -> None:
-        self.hd = str(pex_dir / "hd.pex")
+    def __init__(self, pex_dir: Path, tmp: Path, hd: list[str] | None = None) -> None:
+        self.hd = hd or [str(pex_dir / "hd.pex")]
         self.cwd = tmp / "cwd"
         self.project = tmp / "project"
         self.cwd.mkdir()
@@ -79,7 +79,7 @@ class PexStack:
 
     def run(self, *args: str, timeout: float = STACK_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [self.hd, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True,
+            [*self.hd, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True,
             timeout=timeout, stdin=subprocess.DEVNULL, check=False,
         )
 
@@ -167,6 +167,27 @@ def test_core_stack_runs_from_pex_files(stack: PexStack) -> None:
     down = stack.run("down", timeout=60)
     assert down.returncode == 0, down.stdout + down.stderr
     assert not _registry_has_live_daemon(stack.project)
+
+
+def test_the_images_hd_runs_from_services_pex_alone(pex_dir: Path, tmp_path: Path) -> None:
+    """The image carries services.pex only, and its `hd` (build/image/hd) runs it as
+    `services.pex -m hippo_tasks`: that runs the core stack as hd.pex does."""
+    script = (REPO / "build" / "image" / "hd").read_text()
+    assert 'exec /opt/hippodrome/pex/services.pex -m hippo_tasks "$@"' in script
+    alone = tmp_path / "pex"
+    alone.mkdir()
+    shutil.copy2(pex_dir / "services.pex", alone / "services.pex")
+    s = PexStack(alone, tmp_path, hd=[str(alone / "services.pex"), "-m", "hippo_tasks"])
+    try:
+        assert s.run("--version", timeout=60).stdout.strip().startswith("hd ")
+        up = s.up("--profile", "core")
+        assert up.returncode == 0, up.stdout + up.stderr
+        _assert_all_blocking_ready(s.status())
+        down = s.run("down", timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not _registry_has_live_daemon(s.project)
+    finally:
+        s.cleanup()
 
 
 @pytest.mark.skipif(
