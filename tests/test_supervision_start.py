@@ -125,9 +125,9 @@ def test_missing_command_and_cwd_are_clear(project: Path) -> None:
 
 
 def test_a_hung_readiness_answer_holds_back_no_one_and_is_probed_again(project: Path) -> None:
-    """Starting services share one prober (readiness.ready_prober). One that accepts
-    connections but never answers must not hold back another's readiness, and once its
-    hung probe has timed out it is probed again: ready as soon as it answers."""
+    """One starting service that accepts connections but never answers must not hold
+    back another's readiness, and once its hung probe has timed out it is probed again:
+    ready as soon as it answers."""
     a, b = free_ports(2)
     hold = project / "hold"
     hold.write_text("")

@@ -104,3 +104,10 @@ async def probe(readiness: Readiness, port: int | None, timeout: float) -> bool:
     if readiness.kind == "tcp" and port is not None:
         return await tcp_ok(port, timeout)
     return True
+
+
+def probe_delay(attempt: int) -> float:
+    """Readiness polling every 5-10 ms: a refused connect costs ~30 us (0.3 % of a core
+    at this pace, only while starting), and every millisecond between "listening" and
+    "seen ready" delays the service and all its dependants."""
+    return min(0.01, 0.005 * (1.5 ** attempt))

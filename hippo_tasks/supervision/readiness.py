@@ -8,12 +8,14 @@ wait also ends the moment the process exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Callable
 from typing import Any, Literal
 
 from hippo_tasks.model.plan import PlannedService
 from hippo_tasks.model.spec import StackSettings
+from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.liveness import Liveness
 from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.process import Child
@@ -21,31 +23,9 @@ from hippo_tasks.supervision.process import Child
 Outcome = Literal["ready", "exited", "timeout", "unhealthy"]
 
 
-READY_TICK = 0.01
-"""How often a starting service's port is probed. Every millisecond between "listening"
-and "seen ready" delays the service and all its dependants; a refused connect costs
-~25 us, so a 10 ms tick is ~0.3 % of a core per starting service, and nothing after."""
-
-READY_PROBE_TIMEOUT = 1.0
-"""How long one readiness probe may wait for its answer (the start timeout bounds the
-whole wait)."""
-
-
-def ready_prober() -> Liveness:
-    """The prober starting services share: one pass per READY_TICK for all of them.
-
-    Each starting service used to poll on its own, and the bookkeeping around each probe
-    (its coroutine, a timeout, a wait_for on the exit) cost ~180 us of CPU against ~25 us
-    for the refused connect itself: with ten services starting on two cores that was a
-    twentieth of a core taken from the services while they start. Liveness's pass (one
-    epoll set per tick) does the same probes for every starting service at once."""
-    return Liveness(READY_PROBE_TIMEOUT)
-
-
 async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
-                      first_seq: int, prober: Liveness) -> Outcome:
-    """`first_seq`: the first log sequence number this run's output can have; `prober`:
-    the ready_prober() this stack's starting services share."""
+                      first_seq: int) -> Outcome:
+    """`first_seq`: the first log sequence number this run's output can have."""
     spec = planned.spec
     readiness = spec.readiness
     if spec.kind == "job":
@@ -56,24 +36,22 @@ async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
     if readiness.kind == "log":
         return await _until_log(child, planned.name, readiness.value, hub, first_seq,
                                 deadline)
-    if readiness.kind not in ("http", "tcp") or planned.port is None:
+    if readiness.kind == "none":
         return "ready"
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def verdict(ok: bool) -> None:
-        if ok and not ready.done():
-            ready.set_result(None)
-
-    leave = prober.watch(READY_TICK, readiness, planned.port, verdict)
-    try:
-        waits: set[asyncio.Future[Any]] = {ready, child.exited}
-        await asyncio.wait(waits, timeout=max(0.0, deadline - loop.time()),
-                           return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        leave()
-    if child.exited.done():
-        return "exited"
-    return "ready" if ready.done() else "timeout"
+    attempt = 0
+    while True:
+        if child.exited.done():
+            return "exited"
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return "timeout"
+        if await probes.probe(readiness, planned.port, min(1.0, remaining)):
+            return "ready" if not child.exited.done() else "exited"
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(child.exited),
+                                   min(probes.probe_delay(attempt),
+                                       max(0.0, deadline - loop.time())))
+        attempt += 1
 
 
 async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_seq: int,

@@ -34,12 +34,7 @@ from hippo_tasks.supervision.liveness import Liveness
 from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.ownership import Ownership
 from hippo_tasks.supervision.process import Child, SpawnError, end_scope, spawn
-from hippo_tasks.supervision.readiness import (
-    Outcome,
-    ready_prober,
-    until_ready,
-    while_running,
-)
+from hippo_tasks.supervision.readiness import Outcome, until_ready, while_running
 from hippo_tasks.supervision.scope import Scope
 from hippo_tasks.supervision.states import State, StateMachine, Transition
 from hippo_tasks.supervision.timeline import StartTimings
@@ -58,8 +53,6 @@ class SupervisorContext:
     on_transition: Callable[[Transition], None]
     liveness: Liveness = field(default_factory=Liveness)
     """Probes every running service's liveness, all at once per tick."""
-    starting: Liveness = field(default_factory=ready_prober)
-    """Probes every starting service's readiness, all at once per tick."""
 
 
 class ServiceRun:
@@ -170,8 +163,7 @@ class ServiceRun:
                 return
             self._move(State.STARTING, f"pid {child.pid}")
             run_start = self.ctx.clock.now()
-            outcome = await until_ready(child, self.planned, self.ctx.hub, self._first_seq,
-                                        self.ctx.starting)
+            outcome = await until_ready(child, self.planned, self.ctx.hub, self._first_seq)
             if outcome == "ready" and spec.kind == "service":
                 been_ready = True
                 self.healthy = True
