@@ -4,6 +4,7 @@ The image has one PEX file, services.pex, and runs `hd` as `services.pex -m hipp
 hd.pex holds the same dependency set, and a second copy of it was 46 MB of the image.
 """
 
-from hippo_tasks.tasks.program import cli
+if __name__ == "__main__":  # a tool that imports every module must not run the CLI
+    from hippo_tasks.tasks.program import cli
 
-cli()
+    cli()
