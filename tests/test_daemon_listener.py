@@ -1,14 +1,17 @@
 """The API socket is bound before any service starts, its server built in a thread
 (daemon/listener.py): a port taken at the last moment still fails before a single
-service runs, and requests made while the server is being built are answered."""
+service runs, requests made while the server is being built are answered, and the
+server is built only once the first wave of services is spawned."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,10 +19,12 @@ import pytest
 from stackutil import PY, free_ports, stack_header, toy_service, write_stack
 
 from hippo_tasks.daemon import listener
+from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.launch import prepare
 from hippo_tasks.daemon.main import run_engine
 from hippo_tasks.errors import PortsBusyError
 from hippo_tasks.model.plan import Options
+from hippo_tasks.supervision.states import State
 
 
 def test_a_dashboard_port_taken_after_the_preflight_fails_before_any_service(
@@ -106,3 +111,67 @@ def test_a_starter_that_fails_closes_the_socket_and_says_why(
     assert "routes table is broken" in capsys.readouterr().err
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_the_server_is_built_only_after_every_service_without_dependencies_spawned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three services with no dependency and one that waits for them: when the starter
+    runs, the three have left `pending` (spawned) and the dependant has not. Before the
+    gate, the starter ran at once, while all four were pending. The limit is lifted, so
+    only the first wave's own signal lets the server go."""
+    monkeypatch.setattr(listener, "AFTER_LIMIT_S", 30.0)
+    dash, *ports = free_ports(5)
+    text = stack_header(dash)
+    for i, port in enumerate(ports[:3]):
+        text += toy_service(f"s{i}", port, "--delay", "3", readiness={"http": "/healthz"})
+    text += toy_service("late", ports[3], depends_on=["s0"], readiness={"http": "/healthz"})
+    write_stack(tmp_path, text)
+    plan, reg = prepare(Options(project_root=tmp_path, python=PY), lambda s: None)
+    engine = Engine(plan, reg)
+    seen: dict[str, State] = {}
+    started = threading.Event()
+
+    def serve(eng: Engine) -> Callable[[], None]:
+        def start(bound: socket.socket) -> Callable[[], None]:
+            seen.update({n: eng.stack.get(n).state for n in ("s0", "s1", "s2", "late")})
+            started.set()
+            return bound.close
+
+        return listener.serve_soon(listener.bind("127.0.0.1", dash), start,
+                                   after=eng.first_wave_out)
+
+    async def main() -> None:
+        running = asyncio.ensure_future(engine.run(serve))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        engine.request_shutdown("test")
+        await running
+
+    asyncio.run(main())
+    assert seen["late"] is State.PENDING, seen
+    assert all(seen[n] is not State.PENDING for n in ("s0", "s1", "s2")), seen
+
+
+def test_the_server_waits_for_its_gate_and_is_built_without_it_after_the_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gate never set (a first service whose setup step runs long) holds the server
+    back for AFTER_LIMIT_S at most; a gate set lets it go at once."""
+    calls: list[float] = []
+
+    def start(bound: socket.socket) -> Callable[[], None]:
+        calls.append(time.monotonic())
+        return bound.close
+
+    monkeypatch.setattr(listener, "AFTER_LIMIT_S", 30.0)
+    gate = threading.Event()
+    stop = listener.serve_soon(listener.bind("127.0.0.1", 0), start, after=gate)
+    time.sleep(0.3)
+    assert not calls, "the server was built before its gate was set"
+    gate.set()
+    stop()  # waits for the starter, which the set gate let go
+    assert len(calls) == 1
+
+    monkeypatch.setattr(listener, "AFTER_LIMIT_S", 0.05)
+    stop = listener.serve_soon(listener.bind("127.0.0.1", 0), start, after=threading.Event())
+    stop()  # never set: built anyway once the limit passed
+    assert len(calls) == 2

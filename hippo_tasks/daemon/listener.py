@@ -4,8 +4,13 @@ Binding is what must happen before any service starts: a busy dashboard port fai
 loudly then. Building the server is what costs: the request loop, the routes, the page and
 MCP glue are ~35 ms of imports that delayed every service's spawn. So the socket is
 bound and listening here, synchronously, and the rest is imported and started in a
-thread while the loop spawns the stack; a client that connects meanwhile waits in the
-listen backlog and is answered once the server is up (a few tens of ms).
+thread; a client that connects meanwhile waits in the listen backlog and is answered
+once the server is up (a few tens of ms).
+
+That thread waits for `after` (the engine sets it once the first wave of services is
+spawned) for at most AFTER_LIMIT_S: imports hold the GIL, and while they ran beside the
+spawns each spawn waited for them (svc01 of 10 toys came 20 ms after svc00, 4 ms of
+that its own work).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ BACKLOG = 128
 
 START_LIMIT_S = 30.0
 """How long a stop waits for a server still being built."""
+
+AFTER_LIMIT_S = 0.25
+"""The longest the server waits for the first wave (a setup step may run first)."""
 
 Starter = Callable[[socket.socket], Callable[[], None]]
 """Builds and starts the server on the bound socket; returns its `stop`."""
@@ -41,13 +49,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_soon(sock: socket.socket, start: Starter) -> Callable[[], None]:
-    """Run `start(sock)` in a thread now; the returned `stop` waits for it, then stops
-    the server (or closes the bare socket, if starting it failed)."""
+def serve_soon(sock: socket.socket, start: Starter,
+               after: threading.Event | None = None) -> Callable[[], None]:
+    """Run `start(sock)` in a thread, once `after` is set (or AFTER_LIMIT_S passed); the
+    returned `stop` waits for it, then stops the server (or closes the bare socket, if
+    starting it failed)."""
     done = threading.Event()
     stops: list[Callable[[], None]] = []
 
     def run() -> None:
+        if after is not None:
+            after.wait(AFTER_LIMIT_S)
         try:
             stops.append(start(sock))
         except BaseException:  # a bug: say so in daemon.log; the stack keeps running
