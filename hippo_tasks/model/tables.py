@@ -4,13 +4,13 @@ They make a platform's vocabulary data: which profiles `--profile` may choose, w
 cells `--cell` may choose and which service stands in for a cell, and which programs
 the platform offers for a running stack (`hd seed`, `hd probes`). Parsing here,
 one file at a time; merging (a project file overrides the fields it names of the
-bundle's tables) in `merge_tables`.
+bundle's tables) in `merge_tables`. No dataclasses: every `up` parses these (spec.py says
+why).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from hippo_tasks.model import fields as F
 from hippo_tasks.model.spec import DEFAULT_CELL, DEFAULT_PROFILE, CellSpec, CommandSpec
@@ -21,14 +21,19 @@ _CELL_FIELDS = {"url", "stand_in", "description"}
 _COMMAND_FIELDS = {"command", "description", "cwd", "env"}
 
 
-@dataclass
 class FileTables:
     """One file's tables, still partial (a project file may name one field only)."""
 
-    ctx: F.FileContext
-    profiles: dict[str, dict[str, str]] = field(default_factory=dict)
-    cells: dict[str, dict[str, str]] = field(default_factory=dict)
-    commands: dict[str, dict[str, Any]] = field(default_factory=dict)
+    __slots__ = ("ctx", "profiles", "cells", "commands")
+
+    def __init__(self, ctx: F.FileContext,
+                 profiles: dict[str, dict[str, str]] | None = None,
+                 cells: dict[str, dict[str, str]] | None = None,
+                 commands: dict[str, dict[str, Any]] | None = None) -> None:
+        self.ctx = ctx
+        self.profiles = {} if profiles is None else profiles
+        self.cells = {} if cells is None else cells
+        self.commands = {} if commands is None else commands
 
 
 def want_argv(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...]:
@@ -79,8 +84,7 @@ def parse_tables(ctx: F.FileContext, raw: dict[str, Any]) -> FileTables:
     return out
 
 
-@dataclass(frozen=True)
-class MergedTables:
+class MergedTables(NamedTuple):
     profiles: tuple[str, ...]
     cells: tuple[CellSpec, ...]
     commands: tuple[CommandSpec, ...]
