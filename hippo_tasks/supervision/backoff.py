@@ -7,15 +7,13 @@ test of a crash-looping service need not sit through real backoff time.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 STABLE_AFTER = 10.0
 """A run that lasted this long was not part of a crash loop: the failure count resets."""
 
 
-@dataclass(frozen=True)
-class Backoff:
+class Backoff(NamedTuple):
     initial: float = 0.5
     maximum: float = 30.0
     factor: float = 2.0

@@ -24,7 +24,6 @@ import errno
 import select
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from hippo_tasks.model.plan import HOST
 from hippo_tasks.model.spec import Readiness
@@ -34,14 +33,19 @@ PROBE_TIMEOUT = 2.0
 """How long one liveness probe may take before it counts as a miss."""
 
 
-@dataclass(eq=False)
 class _Member:
-    readiness: Readiness
-    port: int
-    on_result: Callable[[bool], None]
-    busy: bool = False
-    """Its probe of an earlier tick is still out."""
-    left: bool = False
+    """One watched service; compared and hashed by identity (a pass keeps a set of them)."""
+
+    __slots__ = ("readiness", "port", "on_result", "busy", "left")
+
+    def __init__(self, readiness: Readiness, port: int, on_result: Callable[[bool], None],
+                 busy: bool = False, left: bool = False) -> None:
+        self.readiness = readiness
+        self.port = port
+        self.on_result = on_result
+        self.busy = busy
+        """Its probe of an earlier tick is still out."""
+        self.left = left
 
 
 class Liveness:

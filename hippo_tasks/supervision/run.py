@@ -23,7 +23,6 @@ import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hippo_tasks.model.plan import PlannedService
@@ -43,16 +42,25 @@ if TYPE_CHECKING:
     from hippo_tasks.supervision.service import ServiceSupervisor
 
 
-@dataclass
 class SupervisorContext:
-    hub: LogHub
-    clock: Clock
-    ownership: Ownership
-    settings: StackSettings
-    base_env: Mapping[str, str]
-    on_transition: Callable[[Transition], None]
-    liveness: Liveness = field(default_factory=Liveness)
-    """Probes every running service's liveness, all at once per tick."""
+    """What every service's supervisor shares (a plain class: no dataclasses on `up`'s
+    way to its first spawn)."""
+
+    __slots__ = ("hub", "clock", "ownership", "settings", "base_env", "on_transition",
+                 "liveness")
+
+    def __init__(self, hub: LogHub, clock: Clock, ownership: Ownership,
+                 settings: StackSettings, base_env: Mapping[str, str],
+                 on_transition: Callable[[Transition], None],
+                 liveness: Liveness | None = None) -> None:
+        self.hub = hub
+        self.clock = clock
+        self.ownership = ownership
+        self.settings = settings
+        self.base_env = base_env
+        self.on_transition = on_transition
+        self.liveness = Liveness() if liveness is None else liveness
+        """Probes every running service's liveness, all at once per tick."""
 
 
 class ServiceRun:

@@ -8,38 +8,51 @@ from the supervisor's attributes separately, and lagged the API).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 
-@dataclass(slots=True)
 class ServiceSnapshot:
     """A value: built per read and never changed (not frozen only because a frozen
-    dataclass's __init__ costs a third of `GET /api/status` with 40 services)."""
+    dataclass's __init__ costs a third of `GET /api/status` with 40 services; a plain
+    slotted class, as no dataclass is made on `up`'s way to its first spawn)."""
 
-    name: str
-    state: str
-    healthy: bool
-    pid: int | None
-    """The main process while it lives; None as soon as it has exited."""
-    pgid: int | None
-    port: int | None
-    restarts: int
-    started_at: float | None
-    exit_code: int | None
-    ready: bool
-    blocking: bool
-    external: bool
-    kind: str
-    reason: str
-    depends_on: tuple[str, ...]
-    url: str | None
-    cgroup: str | None
-    busy: str | None
-    """The request being carried out (start, stop, restart), if any."""
-    timings: dict[str, float | None]
-    """The latest start's instants (supervision/timeline.py)."""
-    waiting_on: tuple[tuple[str, str], ...]
-    """(dependency, condition) pairs the current start still waits for."""
+    __slots__ = ("name", "state", "healthy", "pid", "pgid", "port", "restarts", "started_at",
+                 "exit_code", "ready", "blocking", "external", "kind", "reason", "depends_on",
+                 "url", "cgroup", "busy", "timings", "waiting_on")
+
+    def __init__(self, name: str, state: str, healthy: bool, pid: int | None,
+                 pgid: int | None, port: int | None, restarts: int, started_at: float | None,
+                 exit_code: int | None, ready: bool, blocking: bool, external: bool,
+                 kind: str, reason: str, depends_on: tuple[str, ...], url: str | None,
+                 cgroup: str | None, busy: str | None, timings: dict[str, float | None],
+                 waiting_on: tuple[tuple[str, str], ...]) -> None:
+        self.name = name
+        self.state = state
+        self.healthy = healthy
+        self.pid = pid
+        """The main process while it lives; None as soon as it has exited."""
+        self.pgid = pgid
+        self.port = port
+        self.restarts = restarts
+        self.started_at = started_at
+        self.exit_code = exit_code
+        self.ready = ready
+        self.blocking = blocking
+        self.external = external
+        self.kind = kind
+        self.reason = reason
+        self.depends_on = depends_on
+        self.url = url
+        self.cgroup = cgroup
+        self.busy = busy
+        """The request being carried out (start, stop, restart), if any."""
+        self.timings = timings
+        """The latest start's instants (supervision/timeline.py)."""
+        self.waiting_on = waiting_on
+        """(dependency, condition) pairs the current start still waits for."""
+
+    def __repr__(self) -> str:  # tests print snapshots in their failure messages
+        facts = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"ServiceSnapshot({facts})"
 
     @property
     def uptime_s(self) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class State(enum.Enum):
@@ -42,8 +42,7 @@ class IllegalTransition(RuntimeError):
         super().__init__(f"{service}: illegal transition {old.value} -> {new.value}")
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):
     service: str
     old: State
     new: State

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass
 class StartTimings:
     """Wall-clock instants (epoch seconds) of a service's latest start.
 
@@ -23,10 +21,15 @@ class StartTimings:
     against log timestamps, which are wall clock too.
     """
 
-    requested_at: float | None = None
-    deps_met_at: float | None = None
-    spawned_at: float | None = None
-    ready_at: float | None = None
+    __slots__ = ("requested_at", "deps_met_at", "spawned_at", "ready_at", "_json")
+
+    def __init__(self, requested_at: float | None = None, deps_met_at: float | None = None,
+                 spawned_at: float | None = None, ready_at: float | None = None) -> None:
+        self.requested_at = requested_at
+        self.deps_met_at = deps_met_at
+        self.spawned_at = spawned_at
+        self.ready_at = ready_at
+        self._json: dict[str, float | None] | None = None
 
     def begin(self) -> None:
         """A new start was asked for: the earlier instants no longer describe it."""
@@ -40,7 +43,7 @@ class StartTimings:
 
     def as_json(self) -> dict[str, float | None]:
         """Kept until an instant changes: every status read of every service asks."""
-        cached: dict[str, float | None] | None = getattr(self, "_json", None)
+        cached = self._json
         if cached is None:
             cached = {k: (round(v, 3) if v is not None else None)
                       for k, v in (("requested_at", self.requested_at),
@@ -51,8 +54,7 @@ class StartTimings:
         return dict(cached)
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     service: str
     seconds: float
     """From its dependencies being met (or its start being asked) to ready."""
