@@ -14,7 +14,8 @@ ignored, error) and `latency_ms`. A `dropped` line: `count` deliveries were not
 recorded there (the writer fell behind). Headers are never recorded, and the webhook
 token is blanked wherever it appears, so no recording holds it.
 
-Standard library only: the daemon imports this, and its memory lasts as long as a stack.
+Standard library only: the daemon imports this, and its memory lasts as long as a stack;
+and no dataclasses (the module brings inspect, ast and dis): NamedTuples and a plain class.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hippo_tasks.errors import RecordingError
 
@@ -53,8 +53,7 @@ def order_key(name: str) -> tuple[str, int]:
     return (m.group(1), int(m.group(2) or 1)) if m else (name, 0)
 
 
-@dataclass(frozen=True)
-class RecordingInfo:
+class RecordingInfo(NamedTuple):
     name: str
     bytes: int
     modified: float
@@ -100,8 +99,7 @@ def named(folder: Path, name: str) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One recorded delivery, checked: what the replay sends and compares."""
 
     line: int
@@ -113,16 +111,18 @@ class Delivery:
     target: str | None
 
 
-@dataclass(frozen=True)
 class Dropped:
-    """The recorder fell behind here: `count` deliveries were not recorded."""
+    """The recorder fell behind here: `count` deliveries were not recorded. A plain class,
+    not a NamedTuple: its `count` would hide tuple.count."""
 
-    line: int
-    count: int
+    __slots__ = ("line", "count")
+
+    def __init__(self, line: int, count: int) -> None:
+        self.line = line
+        self.count = count
 
 
-@dataclass(frozen=True)
-class CutShort:
+class CutShort(NamedTuple):
     """The file's last line is unfinished: the daemon stopped while writing it."""
 
     line: int
