@@ -18,7 +18,7 @@ body type a browser may send cross-site without a preflight.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hippo_contract.http_head import Headers
 
@@ -31,8 +31,7 @@ BROWSER_SIMPLE_TYPES = frozenset({"text/plain", "application/x-www-form-urlencod
 """The body types a page may POST to any site without asking first (CORS "simple")."""
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):
     """Why a request may not go on: a status (403 or 415) and a sentence saying what to do."""
 
     status: int

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from io import BufferedIOBase
-from typing import TYPE_CHECKING, Any, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from hippo_contract.http_head import Headers
 from hippo_contract.http_loop import http_date, phrase
@@ -183,21 +183,23 @@ def json_type(value: object) -> str:
 
 # ---- requests and responses: what a route takes and gives back ---------------------------
 
-@dataclass
 class Request:
     """What a route handler sees: the parsed request, its unread body, and the daemon."""
 
-    method: str
-    path: str
-    query: dict[str, str]
-    params: dict[str, str]
-    headers: Headers
-    body: Body
-    app: App
+    __slots__ = ("method", "path", "query", "params", "headers", "body", "app")
+
+    def __init__(self, method: str, path: str, query: dict[str, str], params: dict[str, str],
+                 headers: Headers, body: Body, app: App) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.params = params
+        self.headers = headers
+        self.body = body
+        self.app = app
 
 
-@dataclass(frozen=True)
-class Json:
+class Json(NamedTuple):
     """A JSON answer; `close` ends the connection after it."""
 
     payload: Any
@@ -208,13 +210,16 @@ class Json:
     records its answer): encoded once, not twice."""
 
 
-@dataclass(frozen=True)
-class Raw:
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+"""The default of `Raw` and `Stream`: one empty mapping shared by all, so read-only."""
+
+
+class Raw(NamedTuple):
     """Bytes of a given type (the dashboard page), with extra headers."""
 
     body: bytes
     content_type: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = NO_HEADERS
     status: int = 200
 
 
@@ -226,8 +231,7 @@ class Sink(Protocol):
     def peer_gone(self) -> bool: ...
 
 
-@dataclass(frozen=True)
-class Stream:
+class Stream(NamedTuple):
     """A response written over time (server-sent events) until `run` returns.
 
     The server sends the head, calls `run(sink)`, then `done()` whatever happened,
@@ -236,7 +240,7 @@ class Stream:
 
     run: Callable[[Sink], None]
     content_type: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = NO_HEADERS
     done: Callable[[], None] = lambda: None
     write_timeout: float = 10.0
 

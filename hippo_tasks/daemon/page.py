@@ -24,8 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.httpcore import Json, Raw, Request, Sink, Stream
@@ -56,8 +55,7 @@ BOOT = b'<script type="application/json" id="boot">null</script>'
 """The block of page.html that each answer fills with the current snapshot."""
 
 
-@dataclass(frozen=True)
-class Page:
+class Page(NamedTuple):
     head: bytes
     tail: bytes
     csp: str

@@ -7,7 +7,7 @@ or misspelt is an import error at start-up, not a silently absent page.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hippo_tasks.daemon import api, mcp_route, page, recordings
 from hippo_tasks.daemon.httpcore import Handler
@@ -16,8 +16,7 @@ from hippo_tasks.daemon.webhook import routing as webhook
 NAME = r"(?P<name>[A-Za-z][A-Za-z0-9_-]{0,62})"
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     method: str
     pattern: re.Pattern[str]
     handler: Handler
