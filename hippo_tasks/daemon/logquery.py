@@ -21,9 +21,8 @@ import importlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from hippo_tasks.errors import UsageError
 from hippo_tasks.supervision.logs import LogHub, LogRecord
@@ -46,8 +45,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _REPEATS = frozenset({"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"})
 
 
-@dataclass(frozen=True)
-class SafeRegex:
+class SafeRegex(NamedTuple):
     """A pattern that passed `safe_regex`, and how much of each line it may look at."""
 
     pattern: re.Pattern[str]
@@ -60,8 +58,7 @@ class SafeRegex:
         return self.pattern.search(text) is not None
 
 
-@dataclass(frozen=True)
-class LogQuery:
+class LogQuery(NamedTuple):
     """Which lines: a window (`after` / `before` a sequence number, `since` a time), a
     filter (text, regex, errors only) and how many (`limit`)."""
 
