@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -168,12 +171,12 @@ def test_up_detach_loads_no_client_before_the_daemon_and_the_daemon_no_server(
 
 NOT_IN_THE_DAEMON = {"http.server", "http.client", "email", "email.utils", "mimetypes", "difflib",
                      "shutil", "tempfile", "hmac", "hashlib",
-                     "ssl", "_hashlib", "importlib.resources", "zipfile"}
+                     "ssl", "_hashlib", "importlib.resources", "zipfile", "dataclasses"}
 """Loaded for the life of the stack, for nothing the daemon does: http.server's imports
 (its request loop is hippo_contract/http_loop.py), OpenSSL without --tls, what reading the
 page's file pulls in before anyone asks for the page, difflib before a name is wrong,
-hmac and hashlib before a webhook token is compared, and tempfile and shutil (bz2,
-lzma) where a command given by path needs no `which`."""
+hmac and hashlib before a webhook token is compared, tempfile and shutil (bz2,
+lzma) where a command given by path needs no `which`, and dataclasses (NO_DATACLASSES)."""
 
 
 def test_the_daemon_with_its_server_loads_none_of_what_it_does_not_use() -> None:
@@ -187,6 +190,76 @@ def test_the_daemon_with_its_server_loads_none_of_what_it_does_not_use() -> None
     assert {"hippo_tasks.daemon.routes", "hippo_tasks.daemon.page",
             "hippo_tasks.daemon.mcp_route", "hippo_tasks.daemon.webhook.receive"} <= modules
     assert not modules & NOT_IN_THE_DAEMON, sorted(modules & NOT_IN_THE_DAEMON)
+
+
+NO_DATACLASSES = {"dataclasses"}
+"""Not on `up`'s way to its first spawn, nor in the daemon it forks: the module costs
+~7 ms with inspect, ast, dis and tokenize, and making each dataclass 0.2-0.5 ms (it
+compiles its methods; a NamedTuple ~0.06), all before any service could start. `up`'s
+and the daemon's records are NamedTuples and slotted classes."""
+
+FORK_PROBE = """
+import json, os, signal, sys
+report = sys.argv[2]
+sys.argv = ["hd", *json.loads(sys.argv[1])]
+real_fork = os.fork
+def fork():
+    print("\\nFORK " + json.dumps(sorted(k for k, v in sys.modules.items() if v is not None)),
+          flush=True)
+    pid = real_fork()
+    if pid == 0:  # the daemon-to-be: tells what it has loaded when asked (SIGUSR1)
+        def tell(*_):
+            with open(report + ".part", "w") as fh:
+                json.dump(sorted(k for k, v in sys.modules.items() if v is not None), fh)
+            os.rename(report + ".part", report)
+        signal.signal(signal.SIGUSR1, tell)
+    return pid
+os.fork = fork
+from hippo_tasks.tasks import program
+try:
+    program.main()
+except SystemExit:
+    pass
+"""
+
+
+def test_up_detach_and_its_forked_daemon_load_no_dataclasses(tmp_path: Path) -> None:
+    """What `hd up --detach` has loaded when it forks, and what the forked daemon has
+    loaded once it serves (its HTTP server, a status and a log query answered)."""
+    (port, dash) = free_ports(2)
+    (tmp_path / "hippodrome.toml").write_text(
+        f"[stack]\ndefaults = false\ndashboard_port = {dash}\n\n[services.web]\n"
+        f'command = ["{sys.executable}", "-m", "http.server", "{port}", "--bind", '
+        f'"127.0.0.1"]\nport = {port}\nreadiness = {{ tcp = true }}\n')
+    report = tmp_path / "daemon-modules.json"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("INVOKE_") and k != "HIPPODROME_DAEMON_EXEC"}
+    try:
+        out = subprocess.run([sys.executable, "-c", FORK_PROBE,
+                              json.dumps(["up", "--detach", "-p", str(tmp_path)]), str(report)],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                             env={**env, "NO_COLOR": "1", "HOME": str(tmp_path)})
+        assert "FORK " in out.stdout, out.stdout + out.stderr  # the daemon is a fork
+        cli = set(json.loads(out.stdout.split("FORK ", 1)[1].splitlines()[0]))
+        assert "hippo_tasks.daemon.launch" in cli
+        assert not cli & NO_DATACLASSES, sorted(cli & NO_DATACLASSES)
+        data = Registry(tmp_path).read()
+        assert data["services"]["web"]["state"] == "running"
+        url = data["daemon"]["url"]
+        for path in ("/api/status", "/api/services/web/logs?lines=5&grep=GET"):
+            with urllib.request.urlopen(url + path, timeout=10) as answer:
+                assert answer.status == 200, path
+        os.kill(int(data["daemon"]["pid"]), signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not report.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert report.exists(), "the daemon did not say what it loaded (SIGUSR1)"
+        daemon = set(json.loads(report.read_text()))
+    finally:
+        force_down(Registry(tmp_path))
+    assert {"hippo_tasks.daemon.main", "hippo_tasks.daemon.http",
+            "hippo_tasks.daemon.commands"} <= daemon
+    assert not daemon & NO_DATACLASSES, sorted(daemon & NO_DATACLASSES)
 
 
 def test_hd_version_loads_no_task(tmp_path: Path) -> None:
