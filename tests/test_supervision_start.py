@@ -151,3 +151,34 @@ def test_a_hung_readiness_answer_holds_back_no_one_and_is_probed_again(project: 
         assert h.states("stuck").count("starting") == 1  # no restart: the same run
 
     run(project, text, scenario)
+
+
+def test_a_readiness_pause_ends_when_the_process_exits_and_wakes_on_the_shared_grid() -> None:
+    """readiness._pause: an exit ends the pause at once (not 30 s later); a pause asked
+    to end 2 ms before a grid instant ends at that instant, with every other service's
+    pause that rounds to it (one wake-up of the daemon for all)."""
+    import math
+
+    from hippo_tasks.supervision.readiness import GRID_S, _pause
+
+    async def main() -> tuple[float, float, list[float], float]:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[int] = loop.create_future()
+        loop.call_later(0.05, exited.set_result, 0)
+        began = loop.time()
+        await _pause(exited, began + 30)
+        took = loop.time() - began
+        never: asyncio.Future[int] = loop.create_future()
+        grid = (math.ceil(loop.time() / GRID_S) + 4) * GRID_S
+        woke: list[float] = []
+
+        async def pause(until: float) -> None:
+            await _pause(never, until)
+            woke.append(loop.time())
+
+        await asyncio.gather(pause(grid - 0.002), pause(grid + 0.002))
+        return took, grid, woke, loop._clock_resolution  # type: ignore[attr-defined]
+
+    took, grid, woke, resolution = asyncio.run(main())
+    assert took < 10, f"the pause outlived the process by {took:.1f}s"
+    assert all(t >= grid - resolution for t in woke), (grid, woke)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import select
 import socket
 
@@ -20,25 +19,33 @@ HEAD_READ = 1024
 break is not answering HTTP."""
 
 
-async def _connect(host: str, port: int) -> socket.socket:
-    """A connected non-blocking socket. On loopback the kernel completes the handshake
-    inside connect() itself, so the socket is nearly always writable at once: a zero
-    poll sees that and skips the event loop's writer round trip (two epoll_ctl calls
-    and a loop turn, a third of an idle daemon's CPU per liveness probe)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
+def _open(host: str, port: int) -> tuple[socket.socket, bool] | None:
+    """A non-blocking socket connecting to the port, and whether the connect is still
+    pending; None when it was refused or could not be made (no file descriptor left).
+    On loopback the kernel completes the handshake
+    (or refuses it) inside connect() itself, so the socket is nearly always writable at
+    once: a zero poll sees that and skips the event loop's writer round trip (two
+    epoll_ctl calls and a loop turn, a third of an idle daemon's CPU per liveness
+    probe). Synchronous, so a refused probe, every probe of a service still starting,
+    costs no timeout handle and no exception on the loop."""
     try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:
+        sock.setblocking(False)
         code = sock.connect_ex((host, port))
         if code == errno.EINPROGRESS and _writable_now(sock):
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code == errno.EINPROGRESS:
-            await asyncio.get_running_loop().sock_connect(sock, (host, port))
-        elif code != 0:
-            raise OSError(code, os.strerror(code))
-    except BaseException:
+    except BaseException as exc:
         sock.close()
+        if isinstance(exc, OSError):
+            return None
         raise
-    return sock
+    if code in (0, errno.EINPROGRESS):
+        return sock, code == errno.EINPROGRESS
+    sock.close()
+    return None
 
 
 def _writable_now(sock: socket.socket) -> bool:
@@ -49,12 +56,18 @@ def _writable_now(sock: socket.socket) -> bool:
 
 async def tcp_ok(port: int, timeout: float, host: str = HOST) -> bool:
     """The port accepts a connection (closed at once; we never wait for the peer)."""
+    opened = _open(host, port)
+    if opened is None:
+        return False
+    sock, pending = opened
     try:
-        async with asyncio.timeout(timeout):
-            sock = await _connect(host, port)
+        if pending:
+            async with asyncio.timeout(timeout):
+                await asyncio.get_running_loop().sock_connect(sock, (host, port))
     except (OSError, TimeoutError):
         return False
-    sock.close()
+    finally:
+        sock.close()
     return True
 
 
@@ -65,11 +78,15 @@ async def http_ok(port: int, path: str, timeout: float, host: str = HOST) -> boo
     a third of the CPU that way, and at 40 services probed every few seconds that is
     most of an idle daemon's work.
     """
-    sock = None
+    opened = _open(host, port)
+    if opened is None:
+        return False
+    sock, pending = opened
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
-            sock = await _connect(host, port)
+            if pending:
+                await loop.sock_connect(sock, (host, port))
             await loop.sock_sendall(sock, http_request(path, host, port))
             head = b""
             while b"\r\n" not in head and len(head) < HEAD_READ:
@@ -80,8 +97,7 @@ async def http_ok(port: int, path: str, timeout: float, host: str = HOST) -> boo
     except (OSError, TimeoutError):
         return False
     finally:
-        if sock is not None:
-            sock.close()
+        sock.close()
     return answered_ok(head)
 
 

@@ -8,7 +8,6 @@ wait also ends the moment the process exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -47,11 +46,40 @@ async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
             return "timeout"
         if await probes.probe(readiness, planned.port, min(1.0, remaining)):
             return "ready" if not child.exited.done() else "exited"
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(child.exited),
-                                   min(probes.probe_delay(attempt),
-                                       max(0.0, deadline - loop.time())))
+        await _pause(child.exited, min(loop.time() + probes.probe_delay(attempt), deadline))
         attempt += 1
+
+
+GRID_S = 0.005
+"""Readiness probes wake on a shared 5 ms grid, so the services starting together are
+probed in one turn of the loop (one wake-up of the daemon), not one each."""
+
+
+async def _pause(exited: asyncio.Future[int], until: float) -> None:
+    """Until `until`, moved to the nearest grid instant (never the past), or until the
+    process exits. A bare timer and future: wait_for(shield(...)) made a future, two
+    callbacks and, at every timeout, a cancellation and an exception, in a loop that
+    runs every 5-10 ms for each starting service."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    when = round(until / GRID_S) * GRID_S
+    if when <= now:
+        when = until
+    if exited.done() or when <= now:
+        return
+    waker: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waker.done():
+            waker.set_result(None)
+
+    timer = loop.call_at(when, wake)
+    exited.add_done_callback(wake)
+    try:
+        await waker
+    finally:
+        timer.cancel()
+        exited.remove_done_callback(wake)
 
 
 async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_seq: int,
