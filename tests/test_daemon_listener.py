@@ -1,7 +1,7 @@
 """The API socket is bound before any service starts, its server built in a thread
 (daemon/listener.py): a port taken at the last moment still fails before a single
 service runs, requests made while the server is being built are answered, and the
-server is built only once the first wave of services is spawned."""
+server is built, while the stack starts, only when a client comes."""
 
 from __future__ import annotations
 
@@ -113,49 +113,60 @@ def test_a_starter_that_fails_closes_the_socket_and_says_why(
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-def test_the_server_is_built_only_after_every_service_without_dependencies_spawned(
+def test_while_the_stack_starts_the_server_is_built_only_when_a_client_comes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Three services with no dependency and one that waits for them: when the starter
-    runs, the three have left `pending` (spawned) and the dependant has not. Before the
-    gate, the starter ran at once, while all four were pending. The limit is lifted, so
-    only the first wave's own signal lets the server go."""
+    """Three services that take 3 s to listen: once all are starting, the server is
+    still not built (its imports would take a core from them); a client connecting
+    then has it built at once, while they still start, and is answered. Before the
+    gate, the starter ran as the engine began, with every service pending."""
     monkeypatch.setattr(listener, "AFTER_LIMIT_S", 30.0)
-    dash, *ports = free_ports(5)
+    dash, *ports = free_ports(4)
     text = stack_header(dash)
-    for i, port in enumerate(ports[:3]):
+    for i, port in enumerate(ports):
         text += toy_service(f"s{i}", port, "--delay", "3", readiness={"http": "/healthz"})
-    text += toy_service("late", ports[3], depends_on=["s0"], readiness={"http": "/healthz"})
     write_stack(tmp_path, text)
     plan, reg = prepare(Options(project_root=tmp_path, python=PY), lambda s: None)
     engine = Engine(plan, reg)
+    names = ("s0", "s1", "s2")
     seen: dict[str, State] = {}
-    started = threading.Event()
+    built = threading.Event()
 
     def serve(eng: Engine) -> Callable[[], None]:
         def start(bound: socket.socket) -> Callable[[], None]:
-            seen.update({n: eng.stack.get(n).state for n in ("s0", "s1", "s2", "late")})
-            started.set()
+            seen.update({n: eng.stack.get(n).state for n in names})
+            built.set()
             return bound.close
 
         return listener.serve_soon(listener.bind("127.0.0.1", dash), start,
-                                   after=eng.first_wave_out)
+                                   after=eng.start_over)
 
-    async def main() -> None:
+    async def main() -> bool:
         running = asyncio.ensure_future(engine.run(serve))
-        while not started.is_set():
-            await asyncio.sleep(0.01)
-        engine.request_shutdown("test")
-        await running
+        try:
+            while any(engine.stack.get(n).state is not State.STARTING for n in names):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            early = built.is_set()
+            client = socket.create_connection(("127.0.0.1", dash), timeout=10)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, built.wait, 10)
+            finally:
+                client.close()
+            return early
+        finally:
+            engine.request_shutdown("test")
+            await running
 
-    asyncio.run(main())
-    assert seen["late"] is State.PENDING, seen
-    assert all(seen[n] is not State.PENDING for n in ("s0", "s1", "s2")), seen
+    built_early = asyncio.run(main())
+    assert not built_early, "the server was built while the services started, with no client"
+    assert built.is_set(), "a client came and the server was never built"
+    assert all(seen[n] is State.STARTING for n in names), seen
 
 
 def test_the_server_waits_for_its_gate_and_is_built_without_it_after_the_limit(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A gate never set (a first service whose setup step runs long) holds the server
-    back for AFTER_LIMIT_S at most; a gate set lets it go at once."""
+    """A gate never set (a service that takes minutes to start) holds the server back
+    for AFTER_LIMIT_S at most; a gate set lets it go at once."""
     calls: list[float] = []
 
     def start(bound: socket.socket) -> Callable[[], None]:

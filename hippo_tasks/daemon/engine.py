@@ -29,7 +29,7 @@ from hippo_tasks.supervision.orphans import OrphanGuard
 from hippo_tasks.supervision.ownership import Ownership, establish, reap_adopted
 from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.stack import StackSupervisor
-from hippo_tasks.supervision.states import State, Transition
+from hippo_tasks.supervision.states import Transition
 
 if TYPE_CHECKING:  # the foreground's; the detached daemon never loads it
     from hippo_tasks.supervision.printer import TerminalPrinter
@@ -83,22 +83,14 @@ class Engine:
         self.webhook_token: str | None = os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
         self.recorder = Recorder(events_dir(root), plan.options.record_events,
                                  self.webhook_token, self.note)
-        self.first_wave_out = threading.Event()
-        """Set once as many services have left `pending` as have no dependency (the
-        first wave is spawned), or the start is over: the API's server is built after
-        it (listener.serve_soon), so its imports never hold the GIL between spawns."""
-        self._first_wave = sum(1 for s in plan.services if not s.spec.depends_on)
-        self._left_pending = 0
-        if not self._first_wave:
-            self.first_wave_out.set()
+        self.start_over = threading.Event()
+        """Set once the stack's start is over (ready, failed or stopped): the API's
+        server is built then, or as soon as a client comes (listener.serve_soon), so its
+        imports take no core from the services while they start."""
 
     # ---- state out: registry, terminal ------------------------------------------
     def _on_transition(self, event: Transition) -> None:
         self.stack.on_transition(event)
-        if event.old is State.PENDING:
-            self._left_pending += 1
-            if self._left_pending >= self._first_wave:
-                self.first_wave_out.set()
         if not self._sync_pending and self.loop is not None:
             self._sync_pending = True
             self.loop.call_soon(self.sync_registry)
@@ -198,7 +190,7 @@ class Engine:
             if self._interrupts == 2 and self.loop is not None:
                 self.note("hippodrome | second Ctrl+C: killing every service now")
                 self.loop.create_task(self.stack.kill_now())
-        self.first_wave_out.set()
+        self.start_over.set()
         if not self._shutdown.done():
             self._shutdown.set_result(why)
 
@@ -245,7 +237,7 @@ class Engine:
             waits: set[asyncio.Future[Any]] = {starting, self._shutdown}
             done, _ = await asyncio.wait(waits,
                                          return_when=asyncio.FIRST_COMPLETED)
-            self.first_wave_out.set()
+            self.start_over.set()
             if starting in done:
                 self.failure = starting.result()
                 if self.failure is not None:

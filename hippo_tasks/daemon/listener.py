@@ -7,17 +7,21 @@ bound and listening here, synchronously, and the rest is imported and started in
 thread; a client that connects meanwhile waits in the listen backlog and is answered
 once the server is up (a few tens of ms).
 
-That thread waits for `after` (the engine sets it once the first wave of services is
-spawned) for at most AFTER_LIMIT_S: imports hold the GIL, and while they ran beside the
-spawns each spawn waited for them (svc01 of 10 toys came 20 ms after svc00, 4 ms of
-that its own work).
+That thread waits until a client connects, or `after` is set (the engine sets it
+once the stack's start is over: ready, failed or stopped), or AFTER_LIMIT_S has passed.
+While services start they need every core: run beside their start-up, these imports
+held the GIL between spawns (svc01 of 10 toys came 20 ms after svc00, 4 ms of that its
+own work) and took a core from the services. A client that connects meanwhile is served
+as soon as the server is built, a few tens of ms.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 
@@ -27,8 +31,10 @@ BACKLOG = 128
 START_LIMIT_S = 30.0
 """How long a stop waits for a server still being built."""
 
-AFTER_LIMIT_S = 0.25
-"""The longest the server waits for the first wave (a setup step may run first)."""
+AFTER_LIMIT_S = 2.0
+"""The longest the server waits for the start to be over when no client has come."""
+AFTER_POLL_S = 0.05
+"""How often the waiting thread looks at `after`; a client wakes it at once."""
 
 Starter = Callable[[socket.socket], Callable[[], None]]
 """Builds and starts the server on the bound socket; returns its `stop`."""
@@ -49,17 +55,28 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _until_needed(sock: socket.socket, after: threading.Event) -> None:
+    """Until `after` is set, a connection waits in the backlog, or the limit passed."""
+    deadline = time.monotonic() + AFTER_LIMIT_S
+    while not after.is_set() and time.monotonic() < deadline:
+        try:
+            if select.select([sock], [], [], AFTER_POLL_S)[0]:
+                return
+        except (OSError, ValueError):  # closed meanwhile: the starter says so, if at all
+            return
+
+
 def serve_soon(sock: socket.socket, start: Starter,
                after: threading.Event | None = None) -> Callable[[], None]:
-    """Run `start(sock)` in a thread, once `after` is set (or AFTER_LIMIT_S passed); the
-    returned `stop` waits for it, then stops the server (or closes the bare socket, if
-    starting it failed)."""
+    """Run `start(sock)` in a thread, once a client connects or `after` is set (or
+    AFTER_LIMIT_S passed); the returned `stop` waits for it, then stops the server (or
+    closes the bare socket, if starting it failed)."""
     done = threading.Event()
     stops: list[Callable[[], None]] = []
 
     def run() -> None:
         if after is not None:
-            after.wait(AFTER_LIMIT_S)
+            _until_needed(sock, after)
         try:
             stops.append(start(sock))
         except BaseException:  # a bug: say so in daemon.log; the stack keeps running

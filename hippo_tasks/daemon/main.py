@@ -62,7 +62,7 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
 
             return serve(bound, StackCommands(eng))[1]
 
-        return listener.serve_soon(sock, start, after=eng.first_wave_out)
+        return listener.serve_soon(sock, start, after=eng.start_over)
 
     try:
         return asyncio.run(engine.run(start_http, on_serving))
