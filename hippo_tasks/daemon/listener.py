@@ -58,11 +58,13 @@ def bind(host: str, port: int) -> socket.socket:
 def _until_needed(sock: socket.socket, after: threading.Event) -> None:
     """Until `after` is set, a connection waits in the backlog, or the limit passed."""
     deadline = time.monotonic() + AFTER_LIMIT_S
+    poller = select.poll()  # not select(): no limit on the descriptor's number
+    try:
+        poller.register(sock, select.POLLIN)
+    except (OSError, ValueError):  # closed meanwhile: the starter says so, if at all
+        return
     while not after.is_set() and time.monotonic() < deadline:
-        try:
-            if select.select([sock], [], [], AFTER_POLL_S)[0]:
-                return
-        except (OSError, ValueError):  # closed meanwhile: the starter says so, if at all
+        if poller.poll(AFTER_POLL_S * 1000):  # a connection waits (or the socket broke)
             return
 
 
