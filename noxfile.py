@@ -133,7 +133,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_probes.py")  # probes --full/--fuzz, full profile
     session.run("python", "benchmarks/bench_mcp.py")
     # honcho, supervisord and circus beside hippodrome, each from PyPI into its own
-    # venv under .bench/peers/ (made once); ~6 minutes.
+    # venv under .bench/peers/ (made once); ~9 minutes.
     session.run("python", "benchmarks/bench_peers.py")
 
 

@@ -8,7 +8,9 @@ runs for every manager in turn, the order rotating from round to round, so a bur
 load from elsewhere on the machine falls on all of them alike. Figures are medians over
 the rounds; idle CPU is pooled (all windows' CPU over all windows' seconds).
 
-- ready_s_n10 / ready_s_n40: launch command -> every service answers HTTP;
+- ready_s_n10 / ready_s_n40: launch command -> every service answers HTTP; taken
+  --ready-samples times per round (default 3: 9 launches in all, the extra ones cleaned
+  up by kill), since one launch moves by +-10 % with whatever else the machine does;
 - restart_one_s: restart command -> the command has returned, the old process is gone
   and the port answers again (restart_back_s: the port answering, polled while the
   command still runs: hd waits for readiness, supervisorctl and circusctl do not);
@@ -28,7 +30,8 @@ of this repo is never compiled, and where PYTHONDONTWRITEBYTECODE is set (this m
 CI) every `hd` and daemon would compile ~100 modules on every start, about 0.2 s of a
 launch. The run byte-compiles hippodrome's packages first, as pip does for the peers.
 
-    python benchmarks/bench_peers.py [--quick] [--rounds 3] [--window 20] [--no-watch]
+    python benchmarks/bench_peers.py [--quick] [--rounds 3] [--ready-samples 3] [--window 20]
+                                     [--no-watch]
 """
 
 from __future__ import annotations
@@ -191,12 +194,15 @@ def after_kill9(m: Manager) -> dict[str, float | None]:
 
 
 def interleaved(bins: dict[str, Path], rounds: int, window: float,
-                names: list[str]) -> Figures:
+                names: list[str], ready_samples: int = 1) -> Figures:
     figures: Figures = {}
     classes = [c for c in MANAGERS if c.name in names]
+    extra = max(0, ready_samples - 1)
     scenarios: list[tuple[str, int, Callable[[Manager], dict[str, float | None]]]] = [
         ("ready, restart one, stop", 10, lambda m: small(m, 3)),
-        ("ready, memory, idle CPU, status, stop", 40, lambda m: big(m, window, 5))]
+        *[("ready", 10, lambda m: {"ready_s_n10": bring_up(m)})] * extra,
+        ("ready, memory, idle CPU, status, stop", 40, lambda m: big(m, window, 5)),
+        *[("ready", 40, lambda m: {"ready_s_n40": bring_up(m)})] * extra]
     for r in range(rounds):
         order = classes[r % len(classes):] + classes[:r % len(classes)]
         # A count, not a timing: once is enough.
@@ -244,6 +250,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, 10 s idle window")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ready-samples", type=int, default=3,
+                        help="launches per manager and round for the ready figures")
     parser.add_argument("--window", type=float, default=20.0,
                         help="idle CPU window, s (keep it a multiple of liveness_interval)")
     parser.add_argument("--no-watch", action="store_true", help="skip the 20,000-file watch")
@@ -254,6 +262,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
     args = parser.parse_args()
     rounds, window = (1, 10.0) if args.quick else (args.rounds, args.window)
+    samples = 1 if args.quick else args.ready_samples
     names = args.managers.split(",")
     bins = {n: peer_envs.ensure(n) for n in names if n in peer_envs.PINS}
     bins["hippodrome"] = args.hd_bin
@@ -263,11 +272,12 @@ def main() -> int:
     began = time.monotonic()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        figures = summarise(interleaved(bins, rounds, window, names))
+        figures = summarise(interleaved(bins, rounds, window, names, samples))
         watch = {} if args.no_watch else watch_figures(args.quick)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    meta = {"commit": commit(), "rounds": rounds, "idle_window_s": window,
+    meta = {"commit": commit(), "rounds": rounds, "ready_samples": samples,
+            "idle_window_s": window,
             "took_s": round(time.monotonic() - began),
             "load_before": [round(x, 2) for x in load_before],
             "load_after": [round(x, 2) for x in os.getloadavg()],
