@@ -11,8 +11,7 @@ That thread waits until a client connects, or `after` is set (the engine sets it
 once the stack's start is over: ready, failed or stopped), or AFTER_LIMIT_S has passed.
 While services start they need every core: run beside their start-up, these imports
 held the GIL between spawns (svc01 of 10 toys came 20 ms after svc00, 4 ms of that its
-own work) and took a core from the services. A client that connects meanwhile is served
-as soon as the server is built, a few tens of ms.
+own work) and took a core from the services.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ from hippo_tasks.supervision.process import Child
 
 Outcome = Literal["ready", "exited", "timeout", "unhealthy"]
 
+GRID_S = 0.005
+"""Readiness probes wake on a shared 5 ms grid, so the services starting together are
+probed in one turn of the loop (one wake-up of the daemon), not one each."""
+
 
 async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
                       first_seq: int) -> Outcome:
@@ -48,11 +52,6 @@ async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
             return "ready" if not child.exited.done() else "exited"
         await _pause(child.exited, min(loop.time() + probes.probe_delay(attempt), deadline))
         attempt += 1
-
-
-GRID_S = 0.005
-"""Readiness probes wake on a shared 5 ms grid, so the services starting together are
-probed in one turn of the loop (one wake-up of the daemon), not one each."""
 
 
 async def _pause(exited: asyncio.Future[int], until: float) -> None:
