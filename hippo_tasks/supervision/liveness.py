@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import select
 import socket
 from collections.abc import Callable
@@ -152,19 +151,13 @@ class _EpollPass:
             self.epoll.close()
 
     def _start(self, member: _Member) -> None:
-        try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        except OSError:  # out of descriptors: a miss, said by the service's note
+        opened = probes.connect_now(HOST, member.port)
+        if opened is None:  # refused, or out of descriptors: a miss
             self.deliver(member, False)
             return
-        sock.setblocking(False)
-        code = sock.connect_ex((HOST, member.port))
-        if code not in (0, errno.EINPROGRESS):
-            sock.close()
-            self.deliver(member, False)
-            return
+        sock, pending = opened
         self.open[sock.fileno()] = (member, sock, bytearray())
-        if code == errno.EINPROGRESS:
+        if pending:
             self.connecting.add(sock.fileno())
             self.epoll.register(sock.fileno(), select.EPOLLOUT)
         else:  # loopback completes the handshake inside connect() nearly always

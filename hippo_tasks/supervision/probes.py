@@ -19,15 +19,17 @@ HEAD_READ = 1024
 break is not answering HTTP."""
 
 
-def _open(host: str, port: int) -> tuple[socket.socket, bool] | None:
+def connect_now(host: str, port: int) -> tuple[socket.socket, bool] | None:
     """A non-blocking socket connecting to the port, and whether the connect is still
     pending; None when it was refused or could not be made (no file descriptor left).
-    On loopback the kernel completes the handshake
-    (or refuses it) inside connect() itself, so the socket is nearly always writable at
-    once: a zero poll sees that and skips the event loop's writer round trip (two
-    epoll_ctl calls and a loop turn, a third of an idle daemon's CPU per liveness
-    probe). Synchronous, so a refused probe, every probe of a service still starting,
-    costs no timeout handle and no exception on the loop."""
+    The readiness probes here and the liveness pass (liveness.py) both start with it.
+
+    On loopback the kernel completes the handshake (or refuses it) inside connect()
+    itself, so the socket is nearly always writable at once: a zero poll sees that and
+    skips the event loop's writer round trip (two epoll_ctl calls and a loop turn, a
+    third of an idle daemon's CPU per liveness probe). Synchronous, so a refused probe,
+    every probe of a service still starting, costs no timeout handle and no exception
+    on the loop."""
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     except OSError:
@@ -56,7 +58,7 @@ def _writable_now(sock: socket.socket) -> bool:
 
 async def tcp_ok(port: int, timeout: float, host: str = HOST) -> bool:
     """The port accepts a connection (closed at once; we never wait for the peer)."""
-    opened = _open(host, port)
+    opened = connect_now(host, port)
     if opened is None:
         return False
     sock, pending = opened
@@ -78,7 +80,7 @@ async def http_ok(port: int, path: str, timeout: float, host: str = HOST) -> boo
     a third of the CPU that way, and at 40 services probed every few seconds that is
     most of an idle daemon's work.
     """
-    opened = _open(host, port)
+    opened = connect_now(host, port)
     if opened is None:
         return False
     sock, pending = opened
