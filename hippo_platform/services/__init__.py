@@ -14,6 +14,7 @@ scrypt would be missing).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -44,21 +45,16 @@ if _tls_unneeded():
         sys.modules["_hashlib"] = None  # type: ignore[assignment]
 
 
-_TLS: list[ssl.SSLContext] = []
-
-
+@functools.cache
 def tls_context() -> ssl.SSLContext:
     """The `ssl.SSLContext` a client of an https:// peer connects with (the system's CAs,
     hostname checked), or an error that says how to get one. One per process, shared by
     every client: making one reads the whole CA store, and a context is safe to share
     between threads."""
-    if _TLS:
-        return _TLS[0]
     try:
         import ssl
     except ImportError:
         raise RuntimeError(f"an https:// URL, but this service started without TLS (no "
                            f"https:// URL was in its environment); set {TLS_ENV}=1 for it"
                            ) from None
-    _TLS.append(ssl.create_default_context())
-    return _TLS[0]
+    return ssl.create_default_context()
