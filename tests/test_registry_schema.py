@@ -37,10 +37,17 @@ def written(**over: Any) -> dict[str, Any]:
     return doc
 
 
+def here(content: bytes, root: Path) -> bytes:
+    """The document as written for `root`: a registry naming another folder is moved
+    aside unread (test_foreign_state.py), before its shape matters."""
+    return content.replace(b'"project_root": "/p"',
+                           b'"project_root": ' + json.dumps(str(root)).encode())
+
+
 def read_after(tmp_path: Path, content: bytes) -> tuple[Registry, dict[str, Any]]:
     reg = Registry(tmp_path)
     reg.dir.mkdir(exist_ok=True)
-    reg.path.write_bytes(content)
+    reg.path.write_bytes(here(content, tmp_path))
     return reg, reg.read()
 
 
@@ -58,7 +65,8 @@ def test_what_the_daemon_writes_reads_back_unchanged(tmp_path: Path) -> None:
                            "last_lines": ["boom"], "log_path": "/p/.logs/x/api.log",
                            "final": True})
     reg, data = read_after(tmp_path, json.dumps(doc).encode())
-    assert data == doc and reg.warnings == [] and reg.path.exists()
+    assert data == {**doc, "project_root": str(tmp_path)}
+    assert reg.warnings == [] and reg.path.exists()
 
 
 def test_fields_of_the_supervision_rewrite_and_unknown_keys_are_accepted(
@@ -71,7 +79,7 @@ def test_fields_of_the_supervision_rewrite_and_unknown_keys_are_accepted(
                                                                      "state": "stopped"}},
                   extra_top_level={"anything": True})
     reg, data = read_after(tmp_path, json.dumps(doc).encode())
-    assert data == doc and reg.warnings == []
+    assert data == {**doc, "project_root": str(tmp_path)} and reg.warnings == []
 
 
 @pytest.mark.parametrize("doc,words", [
@@ -213,6 +221,7 @@ def test_any_file_gives_a_registry_or_a_warning(tmp_path: Path, content: bytes) 
     reg.dir.mkdir(exist_ok=True)
     for old in reg.dir.glob("registry.json.corrupt-*"):
         old.unlink()
+    content = here(content, tmp_path)
     reg.path.write_bytes(content)
     data = reg.read()
     if reg.warnings:

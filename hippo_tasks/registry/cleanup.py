@@ -104,14 +104,31 @@ def force_down(registry: Registry) -> list[str]:
     daemon: dict[str, Any] = data.get("daemon") or {}
     if daemon_alive(data):
         pid = int(daemon["pid"])
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        lines.append(f"killed daemon pid {pid}")
+        if _holds_daemon_port(pid, daemon):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            lines.append(f"killed daemon pid {pid}")
+        else:
+            lines.append(
+                f"pid {pid}, recorded as the daemon, is running but does not listen on "
+                f"the daemon's port {daemon.get('port')}: it was not signalled (the "
+                "registry may come from another run, and the pid be someone else's). "
+                f"If it is a hung Hippodrome daemon, end it yourself: kill {pid}")
     lines += end_leftovers(data)
     lines += _clear_entries(registry)
     if not lines:
         lines.append("nothing to clean: no recorded process is running")
     return lines
+
+
+def _holds_daemon_port(pid: int, daemon: dict[str, Any]) -> bool:
+    """Proof that a live recorded daemon pid is the daemon: a pid and start time that
+    match can still be copied or forged into the file with a stranger's values, but a
+    daemon listens on its port for its whole life, hung or not."""
+    from hippo_tasks.supervision.ports import holder_of
+
+    port = daemon.get("port")
+    return isinstance(port, int) and holder_of(port)[0] == pid
 
 
 def _clear_entries(registry: Registry) -> list[str]:

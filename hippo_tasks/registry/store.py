@@ -121,16 +121,30 @@ class Registry:
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             self._move_aside(reason)
             return empty(self.root)
+        recorded = data.get("project_root")
+        if isinstance(recorded, str) and not _same_folder(recorded, self.root):
+            self._move_aside("", foreign=recorded)
+            return empty(self.root)
         base = empty(self.root)
         base.update(data)
         return base
 
-    def _move_aside(self, reason: str) -> None:
+    def _move_aside(self, reason: str, foreign: str = "") -> None:
         """Keep an unusable file for a post-mortem and start from an empty registry.
-        Nothing in it is acted on: a pid from an unreadable file proves nothing."""
-        aside = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
+        Nothing in it is acted on: a pid from an unreadable file proves nothing, and
+        one from another folder's file (a project copied with `cp -a` while its stack
+        ran) names that folder's stack, which a command run here must never stop."""
+        kind = "foreign" if foreign else "corrupt"
+        aside = self.path.with_name(f"registry.json.{kind}-{int(time.time())}")
         with contextlib.suppress(OSError):
             os.replace(self.path, aside)
+        if foreign:
+            self.warnings.append(
+                f"warning: {self.path} was written for the stack in {foreign}, not this "
+                f"folder (it was copied here with the project); moved it to {aside.name} "
+                "and started from an empty registry. Nothing it names was signalled: to "
+                f"stop that stack, run `hd down` in {foreign}.")
+            return
         self.warnings.append(
             f"warning: {self.path} was corrupt ({reason}); moved it to {aside.name} and "
             "started from an empty registry. No process was signalled because of it; "
@@ -179,6 +193,18 @@ class Registry:
             change(data)
             self._write_unlocked(data)
             return data
+
+
+def _same_folder(recorded: str, root: Path) -> bool:
+    """Whether the registry's project_root is this folder: the same resolved path, or
+    the same directory reached another way (a bind mount). A folder that no longer
+    exists is not this one."""
+    if recorded == str(root):
+        return True
+    try:
+        return os.path.samefile(recorded, root)
+    except (OSError, ValueError):
+        return False
 
 
 def daemon_alive(data: Data) -> bool:

@@ -1,0 +1,91 @@
+"""A registry that is not this folder's own run controls nothing.
+
+A project folder copied while its stack runs (`cp -a`, a backup restored, a worktree
+seeded with untracked files) carries `.hippodrome/registry.json` naming the original's
+daemon and services, with their true pids and start times. A file forged or left with
+a live stranger's pid and start time as the "daemon" is the same case without a copy.
+Commands run in the copy must neither show nor stop the original's stack, and no
+stranger may be signalled because the file names it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stackutil import alive, free_ports, hd, registry, stack_header, toy_service, write_stack
+
+from hippo_tasks.registry.store import identity
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Iterator[Path]:
+    """Where the copy goes; whatever a command there started is ended by `down`."""
+    where = tmp_path / "copy"
+    yield where
+    if where.exists():
+        hd(where, "down", "--force", timeout=60)
+
+
+def test_a_copied_folder_neither_shows_nor_stops_the_original_stack(
+        project: Path, copy: Path) -> None:
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port, readiness={"http": "/"}))
+    hd(project, "up", "--detach", check=True)
+    original = registry(project)
+    web = original["services"]["web"]["pid"]
+    shutil.copytree(project, copy, symlinks=True)
+    assert registry(copy)["daemon"]["pid"] == original["daemon"]["pid"]
+
+    status = hd(copy, "status")
+    assert status.returncode == 5, status.stdout + status.stderr
+    said = status.stdout + status.stderr
+    assert f"written for the stack in {project}" in said and "Traceback" not in said
+    assert list((copy / ".hippodrome").glob("registry.json.foreign-*")), "kept for a look"
+    for args in (("down",), ("down", "--force")):
+        # The moved-aside file is put back each round: every command must refuse it.
+        shutil.copy(project / ".hippodrome" / "registry.json",
+                    copy / ".hippodrome" / "registry.json")
+        down = hd(copy, *args, timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert alive(original["daemon"]["pid"]) and alive(web), f"`{' '.join(args)}` " \
+            "in the copy stopped the original stack"
+    assert hd(project, "status").returncode == 0
+    assert registry(project)["daemon"]["pid"] == original["daemon"]["pid"]
+    hd(project, "down", check=True)
+    assert not alive(web)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_live_stranger_recorded_as_the_daemon_is_never_signalled(
+        project: Path, force: bool) -> None:
+    """Its pid and start time are true (the only thing checked before): it does not
+    listen on the daemon's port, so it is not the daemon, answering or hung."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        born = identity(stranger.pid)
+        assert born is not None
+        reg = project / ".hippodrome" / "registry.json"
+        reg.parent.mkdir(parents=True)
+        reg.write_text(json.dumps({
+            "version": 1, "project_root": str(project), "failure": None, "resources": [],
+            "services": {},
+            "daemon": {"pid": stranger.pid, "create_time": born, "guard_pid": stranger.pid,
+                       "url": f"http://127.0.0.1:{dash}", "port": dash,
+                       "token": "0123456789abcdef", "mode": "process-group"}}))
+        down = hd(project, "down", *(["--force"] if force else []), timeout=60)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0 and "Traceback" not in said, said
+        assert stranger.poll() is None, "a process the registry merely named was killed"
+        assert f"pid {stranger.pid}, recorded as the daemon" in said
+        assert registry(project)["daemon"] is None, "the false entry is forgotten"
+    finally:
+        stranger.send_signal(signal.SIGKILL)
+        stranger.wait(10)
