@@ -80,6 +80,11 @@ class Engine:
         self._identities: dict[int, float | None] = {}
         self._interrupts = 0
         self.failure: ServiceStartError | None = None
+        self.started = False
+        """The first start settled with no blocking failure: every service is ready,
+        failed (non-blocking) or was stopped by a request meanwhile. `up --detach`
+        returns when the registry says so; a stack where nothing can become ready (no
+        services, or all stopped by `hd stop` while starting) must not keep it waiting."""
         self.webhook_token: str | None = os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
         self.recorder = Recorder(events_dir(root), plan.options.record_events,
                                  self.webhook_token, self.note)
@@ -132,6 +137,7 @@ class Engine:
                 "cell": opts.cell,
                 "table_prefix": opts.table_prefix,
                 "logs_dir": str(self.runs.dir),
+                "started": self.started,
             }
             data["services"] = services
             data["failure"] = None if self.failure is None else {
@@ -247,6 +253,8 @@ class Engine:
                     code = EXIT_FAILED
                     self._shutdown.set_result("failure")
                 else:
+                    self.started = True
+                    self.sync_registry()
                     self._report_ready(time.monotonic() - began)
                     self.stack.start_watchers()
             else:

@@ -157,6 +157,7 @@ DAEMON = obj({
     "token": string,
     "cgroup": optional(string),
     "mode": string,
+    "started": boolean,
 }, required=("pid", "url", "port"))
 
 SERVICE = obj({

@@ -156,9 +156,12 @@ class ServiceRun:
     async def _run_body(self) -> None:
         spec = self.planned.spec
         blocked = await self._wait_deps()
-        self.failed_for_dependency = bool(blocked)
-        if blocked:
-            self._move(State.FAILED, blocked)
+        self.failed_for_dependency = blocked is not None
+        if blocked is not None:
+            # A dependency stopped on purpose (`hd stop -s db` while the stack starts)
+            # leaves this one stopped too, not failed: a failure of a blocking service
+            # would end the whole stack the user only asked to stop a part of.
+            self._move(*blocked)
             return
         failures = 0
         been_ready = False
@@ -205,9 +208,10 @@ class ServiceRun:
             await self.ctx.clock.sleep(delay)
             self.restarts += 1
 
-    async def _wait_deps(self) -> str | None:
-        """None once every dependency meets its condition; the reason when one never
-        will (failed, or stopped with nobody asking it to start)."""
+    async def _wait_deps(self) -> tuple[State, str] | None:
+        """None once every dependency meets its condition; when one never will, the
+        state to take and why (failed when it failed, stopped when it was stopped with
+        nobody asking it to start)."""
         conditions = dict(self.planned.spec.conditions)
         try:
             while True:
@@ -218,7 +222,7 @@ class ServiceRun:
                         continue
                     if dep.state in (State.FAILED, State.STOPPED) and not dep.starting_soon:
                         what = "failed" if dep.state == State.FAILED else "is stopped"
-                        return f"dependency '{dep.name}' {what}" + \
+                        return dep.state, f"dependency '{dep.name}' {what}" + \
                             (f": {dep.reason}" if dep.reason else "")
                     waiting.append((dep.name, condition or "healthy"))
                 self.waiting_on = tuple(waiting)

@@ -184,10 +184,11 @@ def _up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
                 print(f"hippodrome | {name}: {entry['state']}", flush=True)
         if failure:
             continue
-        if services and all(_settled_ok(e) for e in services.values()):
+        if daemon.get("started"):
             elapsed = time.monotonic() - began
-            print(f"hippodrome | stack ready in {elapsed:.2f}s; daemon pid {pid}; "
-                  f"dashboard {daemon['url']}; `hd status`, `hd down`", flush=True)
+            print(f"hippodrome | stack ready in {elapsed:.2f}s{_not_ready(services)}; "
+                  f"daemon pid {pid}; dashboard {daemon['url']}; `hd status`, `hd down`",
+                  flush=True)
             from hippo_tasks.daemon.client import DaemonClient  # urllib: not before the spawn
 
             _print_critical_path(DaemonClient(daemon["url"], pid))
@@ -214,10 +215,17 @@ def _file_key(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _settled_ok(entry: dict[str, Any]) -> bool:
-    """Ready as the daemon judges it, or a non-blocking service that failed."""
-    return bool(entry.get("ready")) or (entry["state"] == "failed"
-                                        and not entry.get("blocking", True))
+def _not_ready(services: dict[str, dict[str, Any]]) -> str:
+    """What the ready line must not hide: services the start ended without (stopped by
+    `hd stop` meanwhile, or failed and not blocking), or that there were none."""
+    if not services:
+        return " (no services in this profile)"
+    left = [f"{name} {entry['state']}" for name, entry in services.items()
+            if not entry.get("ready")]
+    if not left:
+        return ""
+    return f" ({len(services) - len(left)}/{len(services)} ready; not running: " \
+        f"{', '.join(left)})"
 
 
 def _report_detached_failure(failure: dict[str, Any] | None, log: Path) -> None:
