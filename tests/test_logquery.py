@@ -11,14 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hippo_tasks.daemon.logquery import (
-    SPAN,
-    LogQuery,
-    parse_since,
-    safe_regex,
-    select,
-)
+from hippo_tasks.daemon.logquery import LogQuery, parse_since, select
 from hippo_tasks.errors import UsageError
+from hippo_tasks.model.regex_safety import SPAN, safe_regex
 from hippo_tasks.supervision.logs import LogHub
 
 

@@ -50,6 +50,11 @@ def test_unknown_field_suggests_the_right_one() -> None:
     ("blocking", '"yes"', "true or false"),
     ("readiness", '{ http = "healthz" }', "readiness"),
     ("readiness", '{ log = "([" }', "not a valid regex"),
+    # Matched by the daemon against each line a service prints: no pattern that can
+    # stall it (a line of 35 a's and a b took (a+)+$ minutes).
+    ("readiness", '{ log = "^(a+)+$" }', "the log pattern repeats something that itself"),
+    ("readiness", '{ log = "(a|ab)*c" }', "the log pattern repeats an alternation"),
+    ("readiness", "{ log = '(x)\\1' }", "the log pattern uses a backreference"),
     ("kind", '"daemon"', '"service" or "job"'),
     ("cells", '["moon"]', "not one of"),
     ("start_timeout", "-1", "at least"),

@@ -59,7 +59,8 @@ class StackCommands:
              regex: str = "", errors: bool = False) -> dict[str, Any]:
         """A service's buffered lines: the newest `lines`, or those after `after`, with an
         optional filter; bounded in lines and time (daemon/logquery.py says how)."""
-        from hippo_tasks.daemon.logquery import LogQuery, parse_since, safe_regex, select
+        from hippo_tasks.daemon.logquery import LogQuery, parse_since, select
+        from hippo_tasks.model.regex_safety import safe_regex
 
         self.check_service(name)
         query = LogQuery(limit=lines, after=after, before=before,

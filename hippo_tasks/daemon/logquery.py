@@ -4,20 +4,12 @@ What an agent asks is "the errors since I restarted it" or "lines matching X", o
 buffer of up to a million lines, in a daemon whose every other request must keep being
 answered. So a query is bounded three ways: by a line limit (with where to continue),
 by a time budget (a scan that runs out says where it stopped), and by what a regex may
-be. Python's `re` backtracks and holds the GIL while it does: one `(a+)+$` over a long
-line would freeze the whole daemon, and no timeout can interrupt it. Patterns are
-therefore held to a subset whose worst case is polynomial in the line's length: no
-repetition nested inside a repetition, no alternation inside a repetition, no
-backreferences or lookarounds, at most two open-ended repeats; and the more repeats,
-the shorter the start of each line a pattern looks at (`SPAN`: whole lines with none,
-4,096 characters with one, 512 with two), so one line costs at most about 0.1 s. A
-leading or trailing `.*` adds nothing to a search and is dropped before matching
-(`.*error.*` costs what `error` costs). Plain text filters have none of these limits.
+be (model/regex_safety.py: no pattern whose matching can stall the daemon). Plain text
+filters have none of these limits.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 import time
 from collections.abc import Callable
@@ -25,14 +17,9 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from hippo_tasks.errors import UsageError
+from hippo_tasks.model.regex_safety import SafeRegex
 from hippo_tasks.supervision.logs import LogHub, LogRecord
 
-MAX_PATTERN = 500
-"""Longest regex accepted, in characters."""
-SPAN = {0: 65536, 1: 4096, 2: 512}
-"""Characters of each line a regex looks at, by its open-ended repeats (`*`, `+`,
-`{n,}`, or a range wider than 16) once the edges are trimmed; more are refused."""
-MAX_UNBOUNDED = max(SPAN)
 SCAN_BUDGET_S = 1.0
 """A filtered scan stops after this long and says where it stopped."""
 ALL = 1 << 62
@@ -42,20 +29,6 @@ ERRORS = re.compile(rb"\b(?:errors?|err|exception|traceback|fatal|critical|crit|
 matched on the line in lower case (a fifth faster than a case-insensitive pattern)."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_REPEATS = frozenset({"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"})
-
-
-class SafeRegex(NamedTuple):
-    """A pattern that passed `safe_regex`, and how much of each line it may look at."""
-
-    pattern: re.Pattern[str]
-    span: int
-
-    def search(self, line: bytes) -> bool:
-        if len(line) <= self.span and line.isascii():
-            return self.pattern.search(line.decode("ascii")) is not None
-        text = line[:self.span * 4].decode("utf-8", "replace")[:self.span]
-        return self.pattern.search(text) is not None
 
 
 class LogQuery(NamedTuple):
@@ -98,94 +71,6 @@ def parse_since(raw: str | float, now: float | None = None) -> float:
         raise UsageError(f"'since' must be Unix seconds, an ISO 8601 time "
                          f"(2026-05-01T12:00:00) or a duration ago (90s, 5m, 2h), got "
                          f"{text[:60]!r}") from None
-
-
-def safe_regex(pattern: str) -> SafeRegex:
-    """The pattern compiled, or a UsageError saying which construct is refused and what to
-    write instead (see the module's docstring for why)."""
-    if len(pattern) > MAX_PATTERN:
-        raise UsageError(f"'regex' is {len(pattern)} characters; the limit is {MAX_PATTERN}")
-    pattern = _trim_edges(pattern)
-    try:
-        tree = _parser().parse(pattern)
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise UsageError(f"'regex' is not a valid regular expression: {exc}") from None
-    except RecursionError:
-        raise UsageError("'regex' is nested too deeply") from None
-    unbounded = _check(list(tree), in_repeat=False)
-    if unbounded > MAX_UNBOUNDED:
-        raise UsageError(f"'regex' has {unbounded} open-ended repeats (*, +, {{n,}}); at most "
-                         f"{MAX_UNBOUNDED} are allowed, so that one long line cannot stall "
-                         "the daemon: use a plain 'text' filter, or a narrower pattern")
-    return SafeRegex(compiled, SPAN[unbounded])
-
-
-def _parser() -> Any:
-    """The standard library's own regex parser (private, untyped, stable since 3.11)."""
-    return importlib.import_module("re._parser")
-
-
-def _is_any_star(item: Any) -> bool:
-    op, arg = item
-    return (str(op) in ("MAX_REPEAT", "MIN_REPEAT") and arg[0] == 0 and arg[1] > 65535
-            and [str(o) for o, _ in arg[2]] == ["ANY"])
-
-
-def _trim_edges(pattern: str) -> str:
-    """Drop leading and trailing `.*` / `.*?`: a search finds the same lines without them,
-    and each one would otherwise cost a factor of the line's length."""
-    for _ in range(MAX_PATTERN):
-        try:
-            items = list(_parser().parse(pattern))
-        except (re.error, RecursionError):
-            return pattern  # safe_regex reports it
-        if len(items) > 1 and _is_any_star(items[0]) and pattern.startswith(".*"):
-            pattern = pattern[3:] if pattern.startswith(".*?") else pattern[2:]
-            continue
-        tail = 3 if pattern.endswith(".*?") else 2
-        escapes = len(pattern[:-tail]) - len(pattern[:-tail].rstrip("\\"))
-        if len(items) > 1 and _is_any_star(items[-1]) and pattern[-tail:] in (".*", ".*?") \
-                and escapes % 2 == 0:
-            pattern = pattern[:-tail]
-            continue
-        return pattern
-    return pattern
-
-
-def _check(items: list[Any], in_repeat: bool) -> int:
-    """Refuse the constructs that backtrack exponentially; count open-ended repeats."""
-    unbounded = 0
-    for op, arg in items:
-        name = str(op)
-        if name in _REPEATS:
-            lo, hi, sub = arg
-            repeats = hi > 1
-            if repeats and in_repeat:
-                raise UsageError("'regex' repeats something that itself repeats, like (a+)+ "
-                                 "or (\\w+\\s?)*: that can take exponential time. Repeat a "
-                                 "single character class instead, e.g. [\\w\\s]+")
-            unbounded += 1 if hi - lo > 16 else 0
-            unbounded += _check(list(sub), in_repeat or repeats)
-        elif name == "BRANCH":
-            if in_repeat:
-                raise UsageError("'regex' repeats an alternation, like (a|ab)+: that can "
-                                 "take exponential time. Match the alternatives once, e.g. "
-                                 "(a|ab), or use a character class [ab]+")
-            for alternative in arg[1]:
-                unbounded += _check(list(alternative), in_repeat)
-        elif name == "SUBPATTERN":
-            unbounded += _check(list(arg[3]), in_repeat)
-        elif name == "ATOMIC_GROUP":
-            unbounded += _check(list(arg), in_repeat)
-        elif name in ("GROUPREF", "GROUPREF_EXISTS"):
-            raise UsageError("'regex' uses a backreference (\\1, (?P=name) or (?(1)...)), "
-                             "which is not supported here: match the text itself")
-        elif name in ("ASSERT", "ASSERT_NOT"):
-            raise UsageError("'regex' uses a lookahead or lookbehind ((?=...), (?!...), "
-                             "(?<=...), (?<!...)), which is not supported here: filter "
-                             "with a plain pattern, then page through the lines")
-    return unbounded
 
 
 # ---- running a query ----------------------------------------------------------------

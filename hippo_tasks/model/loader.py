@@ -14,11 +14,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from hippo_tasks.errors import StackFileError, close_hint
+from hippo_tasks.errors import StackFileError, UsageError, close_hint
 from hippo_tasks.model import fields as F
 from hippo_tasks.model.bundle import BUNDLED_NAME, bundled_text
 from hippo_tasks.model.graph import check_graph
 from hippo_tasks.model.raw import check_document
+from hippo_tasks.model.regex_safety import safe_regex
 from hippo_tasks.model.spec import (
     Readiness,
     Route,
@@ -145,6 +146,10 @@ def _readiness(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> Readiness
                 re.compile(val)
             except (re.error, RecursionError, OverflowError, ValueError) as exc:
                 raise ctx.error(f"log pattern is not a valid regex: {exc}", svc, f) from exc
+            try:  # matched by the daemon against every line: it must not be able to stall it
+                safe_regex(val, "the log pattern")
+            except UsageError as exc:
+                raise ctx.error(exc.problem, svc, f) from None
             return Readiness("log", val)
     raise ctx.error(
         'must be { http = "/path" }, { tcp = true }, { log = "regex" } or "none"', svc, f

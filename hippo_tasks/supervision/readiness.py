@@ -8,11 +8,11 @@ wait also ends the moment the process exits.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 from typing import Any, Literal
 
 from hippo_tasks.model.plan import PlannedService
+from hippo_tasks.model.regex_safety import safe_regex
 from hippo_tasks.model.spec import StackSettings
 from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.liveness import Liveness
@@ -85,16 +85,16 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
                      deadline: float) -> Outcome:
     loop = asyncio.get_running_loop()
     matched: asyncio.Future[None] = loop.create_future()
-    regex = re.compile(pattern)
+    regex = safe_regex(pattern)  # the loader refused any other (model/regex_safety.py)
     # This run's lines already captured count too (a fast service may print before we
     # watch); lines of earlier runs never do.
     for rec in hub.since(name, first_seq - 1, 100000):
-        if not rec.system and regex.search(rec.text):
+        if not rec.system and regex.search_text(rec.text):
             matched.set_result(None)
             break
 
     def on_line(text: str) -> None:
-        if not matched.done() and regex.search(text):
+        if not matched.done() and regex.search_text(text):
             matched.set_result(None)
 
     hub.watch(name, on_line)

@@ -1,0 +1,136 @@
+"""Regular expressions that cannot stall the process matching them.
+
+Python's `re` backtracks and holds the GIL while it does: one `(a+)+$` over a long line
+would freeze the whole daemon, and no timeout can interrupt it. That holds for the
+API's log filter (daemon/logquery.py) and for a stack file's `readiness = { log = ...}`,
+which the daemon matches against every line a starting service prints. Patterns are
+therefore held to a subset whose worst case is polynomial in the line's length: no
+repetition nested inside a repetition, no alternation inside a repetition, no
+backreferences or lookarounds, at most two open-ended repeats; and the more repeats,
+the shorter the start of each line a pattern looks at (`SPAN`: whole lines with none,
+4,096 characters with one, 512 with two), so one line costs at most about 0.1 s. A
+leading or trailing `.*` adds nothing to a search and is dropped before matching
+(`.*error.*` costs what `error` costs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any, NamedTuple
+
+from hippo_tasks.errors import UsageError
+
+MAX_PATTERN = 500
+"""Longest regex accepted, in characters."""
+SPAN = {0: 65536, 1: 4096, 2: 512}
+"""Characters of each line a regex looks at, by its open-ended repeats (`*`, `+`,
+`{n,}`, or a range wider than 16) once the edges are trimmed; more are refused."""
+MAX_UNBOUNDED = max(SPAN)
+_REPEATS = frozenset({"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"})
+
+
+class SafeRegex(NamedTuple):
+    """A pattern that passed `safe_regex`, and how much of each line it may look at."""
+
+    pattern: re.Pattern[str]
+    span: int
+
+    def search_text(self, text: str) -> bool:
+        """A line already decoded (a readiness pattern watching a service's output)."""
+        return self.pattern.search(text[:self.span]) is not None
+
+    def search(self, line: bytes) -> bool:
+        if len(line) <= self.span and line.isascii():
+            return self.pattern.search(line.decode("ascii")) is not None
+        text = line[:self.span * 4].decode("utf-8", "replace")[:self.span]
+        return self.pattern.search(text) is not None
+
+
+def safe_regex(pattern: str, subject: str = "'regex'") -> SafeRegex:
+    """The pattern compiled, or a UsageError saying which construct is refused and what to
+    write instead (see the module's docstring for why); `subject` names the pattern in
+    the message (the API's 'regex', a stack file's log readiness pattern)."""
+    if len(pattern) > MAX_PATTERN:
+        raise UsageError(f"{subject} is {len(pattern)} characters; the limit is {MAX_PATTERN}")
+    pattern = _trim_edges(pattern)
+    try:
+        tree = _parser().parse(pattern)
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"{subject} is not a valid regular expression: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{subject} is nested too deeply") from None
+    unbounded = _check(list(tree), False, subject)
+    if unbounded > MAX_UNBOUNDED:
+        raise UsageError(f"{subject} has {unbounded} open-ended repeats (*, +, {{n,}}); at most "
+                         f"{MAX_UNBOUNDED} are allowed, so that one long line cannot stall "
+                         "the daemon: use a plain 'text' filter, or a narrower pattern")
+    return SafeRegex(compiled, SPAN[unbounded])
+
+
+def _parser() -> Any:
+    """The standard library's own regex parser (private, untyped, stable since 3.11)."""
+    return importlib.import_module("re._parser")
+
+
+def _is_any_star(item: Any) -> bool:
+    op, arg = item
+    return (str(op) in ("MAX_REPEAT", "MIN_REPEAT") and arg[0] == 0 and arg[1] > 65535
+            and [str(o) for o, _ in arg[2]] == ["ANY"])
+
+
+def _trim_edges(pattern: str) -> str:
+    """Drop leading and trailing `.*` / `.*?`: a search finds the same lines without them,
+    and each one would otherwise cost a factor of the line's length."""
+    for _ in range(MAX_PATTERN):
+        try:
+            items = list(_parser().parse(pattern))
+        except (re.error, RecursionError):
+            return pattern  # safe_regex reports it
+        if len(items) > 1 and _is_any_star(items[0]) and pattern.startswith(".*"):
+            pattern = pattern[3:] if pattern.startswith(".*?") else pattern[2:]
+            continue
+        tail = 3 if pattern.endswith(".*?") else 2
+        escapes = len(pattern[:-tail]) - len(pattern[:-tail].rstrip("\\"))
+        if len(items) > 1 and _is_any_star(items[-1]) and pattern[-tail:] in (".*", ".*?") \
+                and escapes % 2 == 0:
+            pattern = pattern[:-tail]
+            continue
+        return pattern
+    return pattern
+
+
+def _check(items: list[Any], in_repeat: bool, subject: str) -> int:
+    """Refuse the constructs that backtrack exponentially; count open-ended repeats."""
+    unbounded = 0
+    for op, arg in items:
+        name = str(op)
+        if name in _REPEATS:
+            lo, hi, sub = arg
+            repeats = hi > 1
+            if repeats and in_repeat:
+                raise UsageError(f"{subject} repeats something that itself repeats, like (a+)+ "
+                                 "or (\\w+\\s?)*: that can take exponential time. Repeat a "
+                                 "single character class instead, e.g. [\\w\\s]+")
+            unbounded += 1 if hi - lo > 16 else 0
+            unbounded += _check(list(sub), in_repeat or repeats, subject)
+        elif name == "BRANCH":
+            if in_repeat:
+                raise UsageError(f"{subject} repeats an alternation, like (a|ab)+: that can "
+                                 "take exponential time. Match the alternatives once, e.g. "
+                                 "(a|ab), or use a character class [ab]+")
+            for alternative in arg[1]:
+                unbounded += _check(list(alternative), in_repeat, subject)
+        elif name == "SUBPATTERN":
+            unbounded += _check(list(arg[3]), in_repeat, subject)
+        elif name == "ATOMIC_GROUP":
+            unbounded += _check(list(arg), in_repeat, subject)
+        elif name in ("GROUPREF", "GROUPREF_EXISTS"):
+            raise UsageError(f"{subject} uses a backreference (\\1, (?P=name) or (?(1)...)), "
+                             "which is not supported here: match the text itself")
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            raise UsageError(f"{subject} uses a lookahead or lookbehind ((?=...), (?!...), "
+                             "(?<=...), (?<!...)), which is not supported here: filter "
+                             "with a plain pattern, then page through the lines")
+    return unbounded
