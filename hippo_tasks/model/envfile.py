@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from hippo_tasks.errors import StackFileError
+from hippo_tasks.model.textfile import Unusable, read_small_text
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
@@ -21,10 +22,12 @@ def read_env_file(path: Path, service: str) -> list[tuple[str, str]]:
     """The file's variables in order; a StackFileError naming the file and line for a
     missing file or a line that is not NAME=value."""
     try:
-        text = path.read_text("utf-8")
+        text = read_small_text(path)
     except FileNotFoundError:
         raise StackFileError(str(path), "env_file not found (paths are relative to the "
                              "project root)", service, "env_file") from None
+    except Unusable as exc:
+        raise StackFileError(str(path), f"env_file {exc}", service, "env_file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise StackFileError(str(path), f"cannot read env_file: {exc}", service,
                              "env_file") from None

@@ -36,6 +36,7 @@ from hippo_tasks.model.tables import (
     parse_tables,
     want_argv,
 )
+from hippo_tasks.model.textfile import Unusable, read_small_text
 
 PROJECT_FILE = "hippodrome.toml"
 
@@ -257,11 +258,17 @@ def load_stack(project_root: Path | None, *, bundled: str | None = None) -> Stac
     user: _FileData | None = None
     if project_root is not None:
         path = project_root / PROJECT_FILE
-        if path.is_file():
-            try:
-                text = path.read_text("utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise StackFileError(str(path), f"cannot be read: {exc}") from exc
+        try:
+            text = read_small_text(path)
+        except FileNotFoundError:
+            text = None  # no stack file: the bundled stack as it is
+        except Unusable as exc:
+            raise StackFileError(str(path), f"{exc}: the stack is read from a regular file "
+                                 "of this name; fix or remove it (without one, the bundled "
+                                 "stack runs)") from None
+        except UnicodeDecodeError as exc:
+            raise StackFileError(str(path), f"cannot be read: {exc}") from None
+        if text is not None:
             user = _parse_file(str(path), text)
     use_bundle = user is None or user.stack.get("defaults", True)
     if use_bundle:  # read only when used: `defaults = false` needs no platform at all

@@ -17,7 +17,7 @@ def find_project_root(
     env = os.environ if env is None else env
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if any((folder / marker).is_file() for marker in ROOT_MARKERS):
+        if any(os.path.lexists(folder / marker) for marker in ROOT_MARKERS):
             return folder
     src = env.get("HIPPODROME_SRC_DIR")
     if src:

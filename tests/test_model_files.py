@@ -1,0 +1,94 @@
+"""A stack file or env_file that is not a regular file is a load error naming what it is.
+
+`is_file()` took a directory, a dangling link or a link loop for "no stack file", and
+`up` silently ran the bundled stack; a FIFO hung `up` forever and a link to /dev/zero
+read until memory ran out. Each is created here for real.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from stackutil import HD_CLI
+
+from hippo_tasks.errors import StackFileError
+from hippo_tasks.model.loader import load_stack, load_stack_text
+from hippo_tasks.model.plan import Options, build_plan
+from hippo_tasks.model.textfile import MAX_BYTES
+
+
+def directory(p: Path) -> None:
+    p.mkdir()
+
+
+def dangling(p: Path) -> None:
+    p.symlink_to(p.parent / "gone" / "stack.toml")
+
+
+def loop(p: Path) -> None:
+    p.symlink_to(p.name)
+
+
+def fifo(p: Path) -> None:
+    os.mkfifo(p)
+
+
+def zero(p: Path) -> None:
+    p.symlink_to("/dev/zero")
+
+
+def huge(p: Path) -> None:
+    with p.open("wb") as fh:  # sparse: no disk used
+        fh.truncate(MAX_BYTES + 1)
+
+
+KINDS: list[tuple[Callable[[Path], None], str]] = [
+    (directory, "is a directory, not a regular file"),
+    (dangling, "is a symbolic link to"),
+    (loop, "leads back to itself"),
+    (fifo, "is a named pipe (FIFO)"),
+    (zero, "is a device"),
+    (huge, f"the limit is {MAX_BYTES} bytes"),
+]
+
+
+@pytest.mark.parametrize("make,words", KINDS, ids=[k[0].__name__ for k in KINDS])
+def test_an_unusable_stack_file_is_refused_not_skipped(tmp_path: Path,
+                                                       make: Callable[[Path], None],
+                                                       words: str) -> None:
+    make(tmp_path / "hippodrome.toml")
+    with pytest.raises(StackFileError) as info:
+        load_stack(tmp_path)
+    assert info.value.path == str(tmp_path / "hippodrome.toml")
+    assert words in info.value.problem and "fix or remove it" in info.value.problem
+
+
+@pytest.mark.parametrize("make,words", KINDS, ids=[k[0].__name__ for k in KINDS])
+def test_an_unusable_env_file_is_refused(tmp_path: Path, make: Callable[[Path], None],
+                                         words: str) -> None:
+    make(tmp_path / "vars.env")
+    text = '[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\nenv_file = ["vars.env"]\n'
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack_text(text), Options(project_root=tmp_path))
+    assert info.value.service == "a" and info.value.field_name == "env_file"
+    assert words in info.value.problem
+
+
+def test_no_stack_file_at_all_is_the_bundled_stack(tmp_path: Path) -> None:
+    assert "controller" in {s.name for s in load_stack(tmp_path).services}
+
+
+def test_up_on_a_fifo_stack_file_exits_3_at_once(tmp_path: Path) -> None:
+    """Through the CLI: a clear message and exit 3, not a hang nor the bundled stack."""
+    os.mkfifo(tmp_path / "hippodrome.toml")
+    up = subprocess.run([*HD_CLI, "up", "--detach", "--project-root", str(tmp_path)],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                        env={**os.environ, "NO_COLOR": "1"})
+    said = up.stdout + up.stderr
+    assert up.returncode == 3, said
+    assert "named pipe (FIFO)" in said and "Traceback" not in said
+    assert not (tmp_path / ".hippodrome" / "registry.json").exists(), "something started"
