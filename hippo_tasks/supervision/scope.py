@@ -68,38 +68,52 @@ def all_pids() -> list[int]:
     return [int(n) for n in names if n.isdigit()]
 
 
-_TABLE: tuple[float, dict[int, tuple[int, str | None]]] = (-1.0, {})
+_TABLE: tuple[float, dict[int, tuple[int, str | None, int]]] = (-1.0, {})
 TABLE_TTL = 0.02
 """Many scopes poll at once while a stack stops: they share one reading of /proc
 (~7 ms for 100 processes) per TABLE_TTL instead of reading it each."""
 
 
-def process_table(max_age: float = TABLE_TTL) -> dict[int, tuple[int, str | None]]:
-    """Live (non-zombie) processes: pid -> (process group, HIPPODROME_RUN mark)."""
+def process_table(max_age: float = TABLE_TTL) -> dict[int, tuple[int, str | None, int]]:
+    """Live (non-zombie) processes: pid -> (process group, HIPPODROME_RUN mark, start
+    ticks)."""
     global _TABLE
     now = time.monotonic()
     if now - _TABLE[0] <= max_age:
         return _TABLE[1]
     me = os.getpid()
-    table: dict[int, tuple[int, str | None]] = {}
+    table: dict[int, tuple[int, str | None, int]] = {}
     for pid in all_pids():
         fields = stat_fields(pid)
         if pid == me or fields is None or fields[0] in ("Z", "X"):
             continue
-        table[pid] = (int(fields[2]), run_mark(pid))
+        table[pid] = (int(fields[2]), run_mark(pid), int(fields[19]))
     _TABLE = (now, table)
     return table
 
 
+def _marked(mark: str | None, prefix: str) -> bool:
+    return mark is not None and (mark == prefix or mark.startswith(prefix + "/"))
+
+
 def marked_pids(prefix: str, max_age: float = 0.0) -> list[int]:
     """Live processes whose mark equals `prefix` or starts with `prefix/`."""
-    return sorted(pid for pid, (_, mark) in process_table(max_age).items()
-                  if mark is not None and (mark == prefix or mark.startswith(prefix + "/")))
+    return sorted(pid for pid, (_, mark, _) in process_table(max_age).items()
+                  if _marked(mark, prefix))
+
+
+def still_marked(prefix: str, max_age: float = TABLE_TTL) -> list[int]:
+    """marked_pids from a shared reading up to `max_age` old, less those that ended
+    since: each is checked by its start ticks (one small read), so a process gone
+    since the reading is not counted and a pid reused by a stranger is never named."""
+    return sorted(pid for pid, (_, mark, ticks) in process_table(max_age).items()
+                  if _marked(mark, prefix) and start_ticks(pid) == ticks)
 
 
 def group_pids(pgid: int, max_age: float = 0.0) -> list[int]:
     """Live members of a process group (killpg(pg, 0) would count zombies too)."""
-    return sorted(pid for pid, (group, _) in process_table(max_age).items() if group == pgid)
+    return sorted(pid for pid, (group, _, _) in process_table(max_age).items()
+                  if group == pgid)
 
 
 def group_has_members(pgid: int) -> bool:
@@ -191,8 +205,15 @@ class Scope:
         """(pid, start ticks) pairs known to be ours by identity alone."""
 
     def members(self, max_age: float = 0.0) -> list[int]:
+        """In cgroup mode the cgroup's members and the marked processes that moved
+        out of it (a container runtime, `systemd-run --scope`: they keep the mark they
+        inherited), read from a table at most TABLE_TTL old: the cgroup, read fresh,
+        holds whatever was forked since, unless it also left within those 20 ms."""
         if self.cgroup is not None:
-            return cgroup_pids(self.cgroup)
+            found = set(cgroup_pids(self.cgroup))
+            if self.mark:
+                found.update(still_marked(self.mark, max(max_age, TABLE_TTL)))
+            return sorted(found)
         found = set(marked_pids(self.mark, max_age)) if self.mark else set()
         if self.pgid:
             found.update(group_pids(self.pgid, max_age))
@@ -200,10 +221,13 @@ class Scope:
         return sorted(found)
 
     def empty(self) -> bool:
-        """While polling: the cgroup's own flag; else the group first (one syscall),
-        and only once it is empty the shared process-table reading (escapees)."""
+        """While polling: the cgroup's own flag, then the marked processes that left it;
+        else the group first (one syscall), and only once it is empty the shared
+        process-table reading (escapees)."""
         if self.cgroup is not None:
-            return not cgroup_populated(self.cgroup)
+            if cgroup_populated(self.cgroup):
+                return False
+            return not (self.mark and still_marked(self.mark))
         if self.pgid and group_has_members(self.pgid) and group_pids(self.pgid, TABLE_TTL):
             return False
         if self.members(TABLE_TTL):
@@ -218,6 +242,8 @@ class Scope:
     def kill(self) -> None:
         if self.cgroup is not None:
             cgroup_kill(self.cgroup)
+            if self.mark:
+                send(still_marked(self.mark), signal.SIGKILL)
         else:
             self.signal(signal.SIGKILL)
 

@@ -4,7 +4,9 @@
 - `--double-fork`: a daemon the classic way (fork, setsid, fork, first child exits);
 - `--drain S`: on SIGTERM keep serving for S seconds, then exit (a graceful server);
 - `--ready-after S` / `--ready-line L`: print L only after S seconds (log readiness);
-- `--partial T`: write T with no newline first.
+- `--partial T`: write T with no newline first;
+- `--leave-cgroup`: a child that moves itself to the cgroup v2 root (as container
+  runtimes and `systemd-run --scope` do) and sleeps; where it may not, it stays put.
 Every process it makes appends `<role> <pid>` to `--pids FILE`, so a test can check
 each one is gone.
 """
@@ -31,6 +33,18 @@ def sleep_forever() -> None:
         time.sleep(3600)
 
 
+def leave_cgroup() -> bool:
+    """Move this process to the root of the cgroup v2 hierarchy, out of its service's."""
+    try:
+        with open("/proc/self/mounts") as fh:
+            root = next(line.split()[1] for line in fh if line.split()[2] == "cgroup2")
+        with open(os.path.join(root, "cgroup.procs"), "w") as fh:
+            fh.write(str(os.getpid()))
+    except (OSError, StopIteration):
+        return False
+    return True
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=0)
@@ -41,6 +55,7 @@ def main() -> None:
     p.add_argument("--ready-after", type=float, default=0.0)
     p.add_argument("--ready-line", default="READY")
     p.add_argument("--partial", default=None)
+    p.add_argument("--leave-cgroup", action="store_true")
     a = p.parse_args()
     note(a.pids, "main")
     if a.partial:
@@ -56,6 +71,10 @@ def main() -> None:
             note(a.pids, "daemon")
             sleep_forever()
         os._exit(0)
+
+    if a.leave_cgroup and os.fork() == 0:
+        note(a.pids, "left" if leave_cgroup() else "stayed")
+        sleep_forever()
 
     draining = threading.Event()
 
