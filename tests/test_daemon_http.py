@@ -17,6 +17,8 @@ from rawhttp import exchange
 from rawhttp import post as raw_post
 from stackutil import free_ports, hd, stack_header, toy_service, write_stack
 
+from hippo_tasks.daemon.http import IDLE_TIMEOUT_S
+
 
 @pytest.fixture
 def daemon(project: Path) -> Iterator[str]:
@@ -222,3 +224,22 @@ def test_the_request_loop_as_http_server_kept_it(daemon: str) -> None:
     date = next(ln for ln in second.split(b"\r\n") if ln.startswith(b"Date: "))[6:].decode()
     assert date == email.utils.formatdate(email.utils.parsedate_to_datetime(date).timestamp(),
                                           usegmt=True)
+
+
+def test_idle_and_half_sent_connections_are_closed_not_held(daemon: str) -> None:
+    """Each open connection holds a daemon thread and descriptor: one that says nothing
+    (or half a head, or a bare HTTP/0.9 line) is closed after the idle timeout, and the
+    daemon answers meanwhile."""
+    port = int(daemon.rsplit(":", 1)[1])
+    openings = [b"", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1", b"GET /healthz\r\n"]
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=IDLE_TIMEOUT_S + 10)
+             for _ in openings]
+    try:
+        for s, opening in zip(socks, openings, strict=True):
+            s.sendall(opening)
+        assert call(daemon + "/healthz") == (200, {"status": "ok"})
+        for s in socks:
+            assert s.recv(1024) == b"", "the daemon held a silent connection open"
+    finally:
+        for s in socks:
+            s.close()

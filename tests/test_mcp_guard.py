@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -123,6 +124,22 @@ def test_get_and_preflight_from_another_origin_are_refused(stack: Stack) -> None
                                             "Accept": "text/event-stream"})[0] == 403
     assert stack.send("OPTIONS", "/mcp", None, {  # a preflight, refused: no CORS answer
         "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})[0] == 403
+
+
+def test_get_is_405_at_once_not_an_event_stream_held_open(stack: Stack) -> None:
+    """Stateless with JSON answers, the endpoint has no stream: the SDK held each GET
+    open for 16 minutes (a thread and a socket each, until descriptors ran out)."""
+    started = time.monotonic()
+    status, body = stack.send("GET", "/mcp", None, AGENT)  # AGENT accepts text/event-stream
+    assert status == 405, body
+    assert json.loads(body)["allowed"] == ["DELETE", "POST"]
+    assert time.monotonic() - started < 10
+
+
+def test_a_body_that_is_not_json_gets_a_json_error(stack: Stack) -> None:
+    status, body = stack.send("POST", "/mcp", STOP, {**AGENT, "Content-Type": "text/plain"})
+    assert status == 400
+    assert "Content-Type must be application/json" in json.loads(body)["error"]
 
 
 # ---- a real browser ----------------------------------------------------------------------

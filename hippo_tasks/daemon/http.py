@@ -98,10 +98,18 @@ class _SocketSink:
             return True
 
 
+IDLE_TIMEOUT_S = 15.0
+"""A connection that sends nothing for this long (an idle keep-alive, a head sent half
+way, a bare HTTP/0.9 line waiting for headers that never come) is closed: each holds a
+thread and a descriptor, and a page or script opening them faster than they end would
+run the daemon out of both. A browser reconnects on its own."""
+
+
 class ApiHandler(RequestHandler):
     server: ApiServer
     body: Body
     disable_nagle_algorithm = True  # no 40 ms stall between a head and a body
+    timeout = IDLE_TIMEOUT_S
 
     # ---- writing: the only place responses reach the socket --------------------------
     def send_json(self, status: int, payload: Any, close: bool = False,

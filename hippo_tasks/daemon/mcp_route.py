@@ -1,4 +1,4 @@
-"""`POST/GET/DELETE /mcp`: the MCP server over streamable HTTP, in the daemon.
+"""`POST/DELETE /mcp`: the MCP server over streamable HTTP, in the daemon (GET: 405).
 
 The route reads and guards the request like every other one (the daemon's Host and
 Origin rules, its body limits), then hands it to the MCP SDK (mcp/http_bridge.py),
@@ -68,6 +68,17 @@ def _origin_refusal(req: Request) -> None:
 
 def mcp(req: Request) -> Raw:
     _origin_refusal(req)
+    if req.method == "GET":
+        # The SDK would hold the GET open as an event stream that a stateless server
+        # never writes to: a thread and a socket per GET, for 16 minutes. The spec's
+        # answer for a server without that stream is 405.
+        raise HttpError(405, "this MCP endpoint is stateless with JSON answers: it has no "
+                             "event stream to GET; POST one JSON-RPC message per request",
+                        headers={"Allow": "POST, DELETE"}, extra={"allowed": ["DELETE", "POST"]})
+    content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if req.method == "POST" and content_type != "application/json":
+        raise HttpError(400, f"Content-Type must be application/json, not "
+                             f"{content_type or 'missing'!r}: POST one JSON-RPC message")
     body = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="one JSON-RPC message")
     try:
         status, headers, payload = req.app.mcp.bridge(req.app.commands).exchange(
