@@ -132,3 +132,29 @@ def test_burst_of_changes_restarts_once(project: Path) -> None:
         await h.stack.stop_watchers()
 
     run(project, text, scenario)
+
+
+def test_a_change_while_a_stop_is_under_way_does_not_undo_it(project: Path) -> None:
+    """An editor saves while `hd stop -s web` waits for a slow service to end: the
+    service stays stopped (the change used to turn the stop into a restart)."""
+    (p,) = free_ports(1)
+    code = project / "svc" / "app.py"
+    code.parent.mkdir()
+    code.write_text("v = 0\n")
+    text = toy_service("web", p, "--ignore-term", cwd="svc", watch=["*.py"], stop_timeout=1.5)
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        svc = h.stack.get("web")
+        await asyncio.sleep(0.6)
+        stopping = asyncio.ensure_future(h.stack.stop(["web"]))
+        await asyncio.sleep(0.3)
+        assert not stopping.done(), "the toy ignores SIGTERM: the stop takes 1.5 s"
+        code.write_text("v = 1\n")
+        await stopping
+        await asyncio.sleep(1.5)  # past the debounce: any restart would be under way
+        assert svc.state == State.STOPPED and svc.snapshot().pid is None
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)

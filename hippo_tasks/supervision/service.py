@@ -55,6 +55,12 @@ class ServiceSupervisor(ServiceRun):
         return self._pending in ("start", "restart") or \
             (self._run is not None and not self._run.done())
 
+    @property
+    def held(self) -> bool:
+        """A stop was asked for (and no start since): a file change must not undo it,
+        even while the stop is still under way."""
+        return self._hold
+
     def snapshot(self) -> ServiceSnapshot:
         spec = self.planned.spec
         main = self._main

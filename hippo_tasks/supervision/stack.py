@@ -199,7 +199,8 @@ class StackSupervisor:
     def _reloader(self, name: str) -> Callable[[list[str]], Awaitable[None]]:
         async def reload(paths: list[str]) -> None:
             svc = self.services[name]
-            if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon:
+            if svc.held or (svc.state in (State.STOPPED, State.FAILED)
+                            and not svc.starting_soon):
                 return  # stopped on purpose (or failed): a file change does not start it
             shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3
                                             else "")
