@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from harness import Harness, run
-from stackutil import free_ports, stack_header, toy_service, wait_for
+from stackutil import PY, TOY, free_ports, stack_header, toy_service, wait_for
 
 from hippo_tasks.supervision.backoff import Backoff, FakeClock, next_failures
 from hippo_tasks.supervision.states import State
@@ -112,3 +112,27 @@ def test_restart_one_service_leaves_others_alone(project: Path) -> None:
 def wait_gone(pids: list[int]) -> None:
     from stackutil import alive
     wait_for(lambda: not any(alive(p) for p in pids), 5, what=f"{pids} gone")
+
+
+def test_a_crash_whose_child_lingers_is_not_shown_running(project: Path) -> None:
+    """The main process is killed; its child ignores SIGTERM, so ending it takes the
+    whole stop_timeout. Meanwhile status says `stopping` with no pid, not `running`
+    with a dead one; then the service is restarted as after any crash."""
+    (p,) = free_ports(1)
+    text = (f'[services.web]\nshell = "trap \'\' TERM; sleep 60 & exec {PY} {TOY} --port {p}"\n'
+            f'port = {p}\nreadiness = {{ tcp = true }}\nstop_timeout = 1.5\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("web")
+        first = svc.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await asyncio.sleep(0.5)  # the child still ignores its SIGTERM
+        row = svc.snapshot().as_status()
+        assert (row["state"], row["pid"]) == ("stopping", None), row
+        while svc.state != State.RUNNING or svc.pid == first:
+            await asyncio.sleep(0.05)
+        assert h.states("web")[-4:] == ["stopping", "backoff", "starting", "running"]
+
+    run(project, text, scenario)

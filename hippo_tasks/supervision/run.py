@@ -183,9 +183,15 @@ class ServiceRun:
                 outcome = await while_running(child, self.planned, self.ctx.settings,
                                               self._set_health, self._note, self.ctx.liveness)
             self.healthy = False
+            reason = self._reason(outcome, child)
+            if self.state in (State.STARTING, State.RUNNING) and \
+                    (not child.exited.done() or not self.scope.empty()):
+                # Draining the output and ending what is left can take stop_timeout (a
+                # child that ignores SIGTERM and holds the pipe): not `running` meanwhile,
+                # whatever status or the registry is asked.
+                self._move(State.STOPPING, f"{reason}; ending its processes")
             if outcome in ("exited", "ready"):
                 await self._drain(child)
-            reason = self._reason(outcome, child)
             await end_scope(child, self.scope, spec.stop_timeout, self._note, self._stop_signal)
             self._collect(child)
             if spec.kind == "job" and outcome == "ready":
