@@ -200,6 +200,22 @@ class ProductionGuardError(HippoError):
         )
 
 
+class StartCutShortError(HippoError):
+    """`up --detach` saw its daemon end before the stack's start was over: `hd down`
+    or a signal from elsewhere, or a crash. Only this run's daemon output is shown."""
+
+    def __init__(self, reason: str, last_lines: tuple[str, ...], log_path: str) -> None:
+        self.reason = reason
+        self.last_lines = last_lines
+        self.log_path = log_path
+
+    def message(self) -> str:
+        text = self.reason
+        if self.last_lines:
+            text += "; its output in this run:\n" + "\n".join(self.last_lines)
+        return text + f"\n(full output: {self.log_path})"
+
+
 class UsageError(HippoError):
     """Bad arguments to a command or an API call."""
 

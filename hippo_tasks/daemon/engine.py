@@ -36,7 +36,11 @@ if TYPE_CHECKING:  # the foreground's; the detached daemon never loads it
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+EXIT_SIGNALLED = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+"""A stack shut down by a signal exits 128 + its number, as a shell reports a process
+killed by it: a CI job or a supervisor can tell a Ctrl+C or a `kill` from a clean end."""
+CUT_SHORT_BY = {"shutdown requested": "by `hd down` (or POST /api/shutdown)",
+                "SIGINT": "by SIGINT", "SIGTERM": "by SIGTERM", "SIGHUP": "by SIGHUP"}
 
 
 class Engine:
@@ -80,6 +84,8 @@ class Engine:
         self._identities: dict[int, float | None] = {}
         self._interrupts = 0
         self.failure: ServiceStartError | None = None
+        self.cut_short = ""
+        """Who shut the stack down before its start was over (`by hd down ...`)."""
         self.started = False
         """The first start settled with no blocking failure: every service is ready,
         failed (non-blocking) or was stopped by a request meanwhile. `up --detach`
@@ -260,8 +266,9 @@ class Engine:
             else:
                 starting.cancel()
             why = await self._shutdown
-            if why == "SIGINT":
-                code = EXIT_INTERRUPTED
+            if not self.started and self.failure is None:
+                self.cut_short = CUT_SHORT_BY.get(why, f"({why})")
+            code = EXIT_SIGNALLED.get(why, code)
             self.note(f"hippodrome | shutting down ({why})")
             await self.stack.shutdown(reason=f"shutdown ({why})")
             clean = True
@@ -301,10 +308,15 @@ class Engine:
 
     def _clear_registry(self) -> None:
         failure = self.failure
+        cut_short = self.cut_short
 
         def change(data: dict[str, object]) -> None:
             data["daemon"] = None
             data["services"] = {}
+            if failure is None and cut_short:  # what `up --detach` says, exit 1
+                data["failure"] = {"service": None, "kind": "StartCutShort", "final": True,
+                                   "reason": f"the stack was shut down {cut_short} before "
+                                             "it was ready"}
             if failure is not None:
                 data["failure"] = {"service": failure.service, "reason": failure.reason,
                                    "last_lines": list(failure.last_lines),

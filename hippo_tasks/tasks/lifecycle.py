@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
     ProductionGuardError,
-    ServiceStartError,
-    StateDirError,
     UsageError,
 )
 from hippo_tasks.events import hooks
@@ -27,8 +23,6 @@ from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint
 if TYPE_CHECKING:  # the machinery for starting a stack is imported where `up` uses it
     from invoke.context import Context
 
-    from hippo_tasks.daemon.client import DaemonClient
-    from hippo_tasks.model.plan import StackPlan
 
 UP_HELP = {
     "profile": "core | ecom | full (default core)",
@@ -97,7 +91,9 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
     session = hooks.start_session(plan, registry, token, _say) if token else None
     if detach:
         try:
-            pid = _up_detached(plan, registry, lock, tls=session is not None)
+            from hippo_tasks.tasks.detached import up_detached
+
+            pid = up_detached(plan, registry, lock, tls=session is not None)
         except BaseException:
             if session is not None:
                 session.close()
@@ -137,108 +133,6 @@ def _shown_services(show: str, names: tuple[str, ...]) -> tuple[str, ...] | None
                              f"{', '.join(names)}){did_you_mean(name, names)}")
     return wanted
 
-
-
-def _up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
-                 tls: bool = False) -> int:
-    """Start the daemon and wait until the stack is ready; returns the daemon's pid."""
-    from hippo_tasks.daemon.launch import spawn_daemon
-
-    opts = plan.options
-    log = opts.project_root / ".hippodrome" / "daemon.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    registry.update(lambda d: d.__setitem__("failure", None))
-    proc = spawn_daemon(opts, log, tls=tls, lock_fd=lock.fd)
-    lock.release()  # the daemon holds its inherited copy until it serves
-    pid = proc.pid
-    began = time.monotonic()
-    shown: dict[str, str] = {}
-    seen: tuple[int, int, int] | None = None
-    read_at = 0.0
-    while True:
-        time.sleep(0.01)
-        exited = proc.poll() is not None
-        # Read (decode, validate) only a registry the daemon has rewritten since: this
-        # loop runs while the services start, on the same cores. Every 0.2 s anyway: a
-        # rewrite can keep inode, size and (coarse) mtime.
-        now = _file_key(registry.path)
-        if now == seen and not exited and time.monotonic() - read_at < 0.2:
-            continue
-        seen, read_at = now, time.monotonic()
-        data = registry.read()
-        failure = data.get("failure")
-        if exited and not failure:  # it may have written its reason after our read
-            failure = registry.read().get("failure")
-        if exited or (failure and failure.get("final")):
-            if not exited:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(30)
-            _report_detached_failure(failure, log)
-        daemon = data.get("daemon") or {}
-        if daemon.get("pid") != pid:
-            continue
-        services: dict[str, dict[str, Any]] = data.get("services", {})
-        for name, entry in services.items():
-            if shown.get(name) != entry["state"] and entry["state"] != "pending":
-                shown[name] = entry["state"]
-                print(f"hippodrome | {name}: {entry['state']}", flush=True)
-        if failure:
-            continue
-        if daemon.get("started"):
-            elapsed = time.monotonic() - began
-            print(f"hippodrome | stack ready in {elapsed:.2f}s{_not_ready(services)}; "
-                  f"daemon pid {pid}; dashboard {daemon['url']}; `hd status`, `hd down`",
-                  flush=True)
-            from hippo_tasks.daemon.client import DaemonClient  # urllib: not before the spawn
-
-            _print_critical_path(DaemonClient(daemon["url"], pid))
-            return pid
-
-
-def _print_critical_path(client: DaemonClient) -> None:
-    """Where the start-up time went; an answer the daemon cannot give costs nothing."""
-    from hippo_tasks.errors import HippoError
-    from hippo_tasks.supervision.timeline import describe
-
-    with contextlib.suppress(HippoError):
-        line = describe(client.status().get("services") or [])
-        if line:
-            print(f"hippodrome | {line}", flush=True)
-
-
-def _file_key(path: Path) -> tuple[int, int, int] | None:
-    """Changes whenever the file is replaced or written (writes are atomic renames)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
-def _not_ready(services: dict[str, dict[str, Any]]) -> str:
-    """What the ready line must not hide: services the start ended without (stopped by
-    `hd stop` meanwhile, or failed and not blocking), or that there were none."""
-    if not services:
-        return " (no services in this profile)"
-    left = [f"{name} {entry['state']}" for name, entry in services.items()
-            if not entry.get("ready")]
-    if not left:
-        return ""
-    return f" ({len(services) - len(left)}/{len(services)} ready; not running: " \
-        f"{', '.join(left)})"
-
-
-def _report_detached_failure(failure: dict[str, Any] | None, log: Path) -> None:
-    if failure and failure.get("kind") == "StateDirError":
-        raise StateDirError(str(failure.get("path")), str(failure.get("problem")))
-    if failure and failure.get("service"):
-        raise ServiceStartError(failure["service"], failure["reason"],
-                                tuple(failure.get("last_lines") or ()), failure.get("log_path"))
-    if failure:
-        raise UsageError(failure["reason"])
-    tail = log.read_text("utf-8", "replace").splitlines()[-20:] if log.exists() else []
-    raise UsageError("the daemon exited before the stack was ready; its last output:\n"
-                     + "\n".join(tail) + f"\n(full output: {log})")
 
 
 @task(help={"force": "clean up from the registry without the daemon (kills recorded groups)",

@@ -1,0 +1,215 @@
+"""`up --detach` after the spawn: wait for the stack's start to be over, say how it went.
+
+The wait ends four ways: the daemon records that the start is over (every service
+ready, failed without blocking, or stopped by a `hd stop` meanwhile); it records a
+failure (a blocking service, a port, an unwritable folder); it exits first (`hd down`
+from another terminal, a signal, a crash); or this command is interrupted. Ctrl+C,
+SIGTERM and SIGHUP here mean "never mind": the stack this command was starting is shut
+down before it exits 130 / 143 / 129, as the foreground `up` does. Otherwise Ctrl+C
+would leave a half-started stack running behind a prompt that says it was interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hippo_tasks.errors import (
+    ServiceStartError,
+    StartCutShortError,
+    StateDirError,
+    UsageError,
+)
+from hippo_tasks.registry.store import Registry
+from hippo_tasks.tasks.output import TaskExit
+
+if TYPE_CHECKING:
+    from hippo_tasks.daemon.client import DaemonClient
+    from hippo_tasks.daemon.forked import ForkedDaemon
+    from hippo_tasks.model.plan import StackPlan
+    from hippo_tasks.registry.lifecycle_lock import LifecycleLock
+
+    Daemon = ForkedDaemon | subprocess.Popen[bytes]
+
+SHUTDOWN_WAIT_S = 120.0
+"""How long an interrupted `up --detach` waits for the stack it started to stop."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGHUP while waiting (Ctrl+C is KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
+                tls: bool = False) -> int:
+    """Start the daemon and wait until the stack's start is over; the daemon's pid."""
+    from hippo_tasks.daemon.launch import spawn_daemon
+
+    log = plan.options.project_root / ".hippodrome" / "daemon.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    registry.update(lambda d: d.__setitem__("failure", None))
+    log_from = _size(log)
+    proc = spawn_daemon(plan.options, log, tls=tls, lock_fd=lock.fd)
+    lock.release()  # the daemon holds its inherited copy until it serves
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _wait(proc, registry, log, log_from)
+    except KeyboardInterrupt:
+        _shut_down(proc, "Ctrl+C")
+        raise TaskExit(130) from None
+    except Interrupted as exc:
+        _shut_down(proc, str(exc))
+        raise TaskExit(128 + exc.signum) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int) -> int:
+    pid = proc.pid
+    began = time.monotonic()
+    shown: dict[str, str] = {}
+    seen: tuple[int, int, int] | None = None
+    read_at = 0.0
+    while True:
+        time.sleep(0.01)
+        exited = proc.poll() is not None
+        # Read (decode, validate) only a registry the daemon has rewritten since: this
+        # loop runs while the services start, on the same cores. Every 0.2 s anyway: a
+        # rewrite can keep inode, size and (coarse) mtime.
+        now = _file_key(registry.path)
+        if now == seen and not exited and time.monotonic() - read_at < 0.2:
+            continue
+        seen, read_at = now, time.monotonic()
+        data = registry.read()
+        failure = data.get("failure")
+        if exited and not failure:  # it may have written its reason after our read
+            failure = registry.read().get("failure")
+        if exited or (failure and failure.get("final")):
+            if not exited:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(30)
+            _report_failure(failure, proc.returncode, log, log_from)
+        daemon = data.get("daemon") or {}
+        if daemon.get("pid") != pid:
+            continue
+        services: dict[str, dict[str, Any]] = data.get("services", {})
+        for name, entry in services.items():
+            if shown.get(name) != entry["state"] and entry["state"] != "pending":
+                shown[name] = entry["state"]
+                print(f"hippodrome | {name}: {entry['state']}", flush=True)
+        if failure:
+            continue
+        if daemon.get("started"):
+            elapsed = time.monotonic() - began
+            print(f"hippodrome | stack ready in {elapsed:.2f}s{_not_ready(services)}; "
+                  f"daemon pid {pid}; dashboard {daemon['url']}; `hd status`, `hd down`",
+                  flush=True)
+            from hippo_tasks.daemon.client import DaemonClient  # urllib: not before the spawn
+
+            _print_critical_path(DaemonClient(daemon["url"], pid))
+            return pid
+
+
+def _shut_down(proc: Daemon, why: str) -> None:
+    """The daemon this command forked, asked to stop its stack (SIGTERM: it is ours,
+    just spawned, and may not be serving yet); a second Ctrl+C kills it at once and
+    leaves its services to its orphan guard."""
+    print(f"\nhippodrome | {why}: shutting down the stack this `up` was starting "
+          "(Ctrl+C again to kill it at once)", flush=True)
+    if proc.poll() is None:  # not reaped, so the pid is still our child's
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(SHUTDOWN_WAIT_S)
+    except (KeyboardInterrupt, Interrupted):
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        print("hippodrome | killed the daemon; its guard ends the services", flush=True)
+        return
+    except subprocess.TimeoutExpired:
+        print(f"hippodrome | the daemon (pid {proc.pid}) is still stopping after "
+              f"{SHUTDOWN_WAIT_S:g}s; `hd down --force` ends it", flush=True)
+        return
+    print("hippodrome | the stack was shut down", flush=True)
+
+
+def _print_critical_path(client: DaemonClient) -> None:
+    """Where the start-up time went; an answer the daemon cannot give costs nothing."""
+    from hippo_tasks.errors import HippoError
+    from hippo_tasks.supervision.timeline import describe
+
+    with contextlib.suppress(HippoError):
+        line = describe(client.status().get("services") or [])
+        if line:
+            print(f"hippodrome | {line}", flush=True)
+
+
+def _file_key(path: Path) -> tuple[int, int, int] | None:
+    """Changes whenever the file is replaced or written (writes are atomic renames)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _not_ready(services: dict[str, dict[str, Any]]) -> str:
+    """What the ready line must not hide: services the start ended without (stopped by
+    `hd stop` meanwhile, or failed and not blocking), or that there were none."""
+    if not services:
+        return " (no services in this profile)"
+    left = [f"{name} {entry['state']}" for name, entry in services.items()
+            if not entry.get("ready")]
+    if not left:
+        return ""
+    return f" ({len(services) - len(left)}/{len(services)} ready; not running: " \
+        f"{', '.join(left)})"
+
+
+def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
+                    log_from: int) -> None:
+    if failure and failure.get("kind") == "StateDirError":
+        raise StateDirError(str(failure.get("path")), str(failure.get("problem")))
+    if failure and failure.get("service"):
+        raise ServiceStartError(failure["service"], failure["reason"],
+                                tuple(failure.get("last_lines") or ()), failure.get("log_path"))
+    if failure and failure.get("kind") == "StartCutShort":
+        raise StartCutShortError(failure["reason"], (), str(log))
+    if failure:
+        raise UsageError(failure["reason"])
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else \
+        f"exited with code {code}"
+    raise StartCutShortError(f"the daemon {how} before the stack was ready",
+                             _lines_since(log, log_from), str(log))
+
+
+def _lines_since(log: Path, offset: int) -> tuple[str, ...]:
+    """This run's last lines of daemon.log (which keeps every run's): earlier runs'
+    lines would only mislead."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            text = fh.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return ()
+    return tuple(text.splitlines()[-20:])

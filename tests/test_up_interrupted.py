@@ -1,0 +1,138 @@
+"""`up` interrupted: what it exits with, what it says, and that it leaves nothing.
+
+- Ctrl+C, SIGTERM or SIGHUP to `up --detach` while it waits: the stack it was starting
+  is shut down (its daemon runs in a session of its own, so the terminal's Ctrl+C never
+  reached it, and a half-started stack kept running), then 130 / 143 / 129.
+- `hd down` from another terminal, or kill -9 of the daemon, while `up --detach` waits:
+  exit 1 saying so, with only this run's daemon output (daemon.log keeps every run's).
+- The foreground `up` ended by SIGTERM or SIGHUP exits 143 / 129, not 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from stackutil import (
+    HD_CLI,
+    alive,
+    escaper_service,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    wait_for,
+    write_stack,
+)
+
+from hippo_tasks.supervision.scope import marked_pids
+
+
+def slow_stack(project: Path) -> Path:
+    """One service that takes 30 s to be ready: `up --detach` is surely waiting."""
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper_service(
+        "slow", port, "--ready-after", "30", "--setsid", "--pids", str(pids),
+        readiness={"log": "READY"}))
+    return pids
+
+
+def start_up(project: Path, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*HD_CLI, "up", *flags, "--project-root", str(project)],
+                            cwd=project, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "NO_COLOR": "1"})
+
+
+def started(project: Path, pids: Path) -> tuple[str, list[int]]:
+    """Once the service and its setsid child run: the run's token and every pid."""
+    wait_for(lambda: pids.exists() and "setsid" in pids.read_text(), 30,
+             what="the service and its child starting")
+    procs = [int(line.split()[1]) for line in pids.read_text().splitlines()]
+    return registry(project)["daemon"]["token"], procs
+
+
+def finish(up: subprocess.Popen[str]) -> str:
+    try:
+        out, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
+    return out
+
+
+def all_gone(token: str, procs: list[int]) -> None:
+    wait_for(lambda: not marked_pids(token) and not any(alive(p) for p in procs), 10,
+             what="every process of the stack gone")
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                      (signal.SIGHUP, 129)])
+def test_interrupting_up_detach_shuts_down_what_it_started(project: Path, sig: int,
+                                                           code: int) -> None:
+    pids = slow_stack(project)
+    up = start_up(project, "--detach")
+    token, procs = started(project, pids)
+    daemon = registry(project)["daemon"]["pid"]
+    os.killpg(up.pid, sig)  # as the terminal sends Ctrl+C: to the foreground group
+    out = finish(up)
+    assert up.returncode == code, out
+    assert "the stack was shut down" in out and "Traceback" not in out, out
+    assert not alive(daemon)
+    all_gone(token, procs)
+    assert registry(project)["daemon"] is None
+
+
+def test_hd_down_during_up_detach_says_so_with_this_runs_lines_only(project: Path) -> None:
+    pids = slow_stack(project)
+    log = project / ".hippodrome" / "daemon.log"
+    log.parent.mkdir()
+    log.write_text("A LINE FROM AN EARLIER RUN\n")
+    up = start_up(project, "--detach")
+    token, procs = started(project, pids)
+    down = hd(project, "down", timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    out = finish(up)
+    assert up.returncode == 1, out
+    assert "the stack was shut down by `hd down`" in out, out
+    assert "EARLIER RUN" not in out and "Traceback" not in out, out
+    all_gone(token, procs)
+
+
+def test_kill_9_of_the_daemon_during_up_detach_says_so(project: Path) -> None:
+    pids = slow_stack(project)
+    log = project / ".hippodrome" / "daemon.log"
+    log.parent.mkdir()
+    log.write_text("A LINE FROM AN EARLIER RUN\n")
+    up = start_up(project, "--detach")
+    token, procs = started(project, pids)
+    os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
+    out = finish(up)
+    assert up.returncode == 1, out
+    assert "the daemon was killed by signal 9 before the stack was ready" in out, out
+    assert "EARLIER RUN" not in out and "Traceback" not in out, out
+    all_gone(token, procs)  # the orphan guard's work
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_the_foreground_up_ended_by_a_signal_says_so_in_its_code(project: Path, sig: int,
+                                                                 code: int) -> None:
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper_service(
+        "web", port, "--pids", str(pids), readiness={"http": "/"}))
+    up = start_up(project)
+    wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
+             and all(e.get("ready") for e in registry(project)["services"].values())
+             and registry(project)["services"], 30, what="the stack ready")
+    token = registry(project)["daemon"]["token"]
+    up.send_signal(sig)
+    out = finish(up)
+    assert up.returncode == code, out
+    assert "Traceback" not in out
+    all_gone(token, [int(line.split()[1]) for line in pids.read_text().splitlines()])
