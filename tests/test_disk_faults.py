@@ -80,6 +80,31 @@ def test_read_only_logs_is_one_sentence_and_exit_10(project: Path) -> None:
         json.loads((project / ".hippodrome" / "registry.json").read_text())["daemon"] is None
 
 
+@pytest.mark.parametrize("spoil", ["directory", "immutable"])
+def test_a_daemon_log_that_cannot_be_opened_is_exit_10(project: Path, spoil: str) -> None:
+    """`.hippodrome/daemon.log` a directory, or a file `chattr +i` made immutable: the
+    detached daemon has nowhere to write, which is said before anything starts."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    log = project / ".hippodrome" / "daemon.log"
+    log.parent.mkdir()
+    if spoil == "directory":
+        log.mkdir()
+    else:
+        log.touch()
+        if subprocess.run(["chattr", "+i", str(log)]).returncode != 0:
+            pytest.fail("chattr +i failed: this file system cannot make a file immutable")
+    try:
+        up = hd(project, "up", "--detach", timeout=60)
+    finally:
+        if spoil == "immutable":
+            subprocess.run(["chattr", "-i", str(log)], check=True)
+    assert up.returncode == 10, up.stdout + up.stderr
+    assert f"cannot write {log}" in up.stderr and "Traceback" not in up.stdout + up.stderr
+    assert json.loads((project / ".hippodrome" / "registry.json").read_text())["daemon"] \
+        is None, "something started"
+
+
 def test_a_full_disk_is_shown_noted_and_caught_up(project: Path) -> None:
     dash, port = free_ports(2)
     with tmpfs(project, "2m"), cleaned_up(project):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.daemon.forked import ForkedDaemon, fork_daemon, fork_wanted
-from hippo_tasks.errors import DaemonAlreadyRunningError
+from hippo_tasks.errors import DaemonAlreadyRunningError, StateDirError
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
 from hippo_tasks.registry.cleanup import clean_stale
@@ -74,6 +74,10 @@ def spawn_daemon(opts: Options, log: Path, tls: bool = False,
     `up --detach` never reaches it: a fork of this process where that is safe
     (daemon/forked.py says when and why), else `python -m hippo_tasks.daemon`. It
     inherits the project's lifecycle lock and lets go of it once it serves."""
+    try:  # a log that cannot be written is said before anything starts, on both paths
+        os.close(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise StateDirError(str(log), exc.strerror or str(exc)) from None
     argv = ["--options", options_to_json(opts)]
     if tls:
         argv.append("--tls")
