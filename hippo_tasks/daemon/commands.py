@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.errors import RequestTimeoutError, UnknownServiceError
+from hippo_tasks.supervision.stack import Settled
 from hippo_tasks.supervision.timeline import path_json
 
 T = TypeVar("T")
@@ -81,8 +82,12 @@ class StackCommands:
                        stack.log_path)
 
     # ---- actions -----------------------------------------------------------------
-    def _result(self, names: list[str]) -> dict[str, Any]:
+    def _result(self, names: list[str], settled: Settled | None = None) -> dict[str, Any]:
+        """The rows of `names`: as each settled for this request where it says, else
+        as they are now."""
         rows = {r["name"]: r for r in self.engine.stack.status()}
+        for name, snap in (settled or {}).items():
+            rows[name] = snap.as_status()
         return {"services": [rows[n] for n in names]}
 
     def start(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
@@ -91,16 +96,17 @@ class StackCommands:
             self.check_service(name)
         names = [name] if name else list(self.engine.stack.services)
 
-        self._call(self.engine.stack.start(names), f"start {name or 'stack'}", timeout)
-        return self._result(self.engine.stack.closure(names))
+        settled = self._call(self.engine.stack.start(names), f"start {name or 'stack'}",
+                             timeout)
+        return self._result(self.engine.stack.closure(names), settled)
 
     def stop(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         self.engine.check_accepting()
         if name is not None:
             self.check_service(name)
         names = [name] if name else list(self.engine.stack.services)
-        self._call(self.engine.stack.stop(names), f"stop {name or 'stack'}", timeout)
-        return self._result(names)
+        settled = self._call(self.engine.stack.stop(names), f"stop {name or 'stack'}", timeout)
+        return self._result(names, settled)
 
     def restart(self, name: str | None, timeout: float = DEFAULT_TIMEOUT,
                 cascade: bool = False) -> dict[str, Any]:
@@ -112,15 +118,15 @@ class StackCommands:
                 done = self._call(stack.restart_cascade(name), f"restart {name} --cascade",
                                   timeout)
                 return self._result(done)
-            self._call(stack.restart(name), f"restart {name}", timeout)
-            return self._result([name])
+            snap = self._call(stack.restart(name), f"restart {name}", timeout)
+            return self._result([name], {name: snap})
 
-        async def run() -> None:
+        async def run() -> Settled:
             await stack.stop(reason="restart requested")
-            await stack.start()
+            return await stack.start()
 
-        self._call(run(), "restart stack", timeout)
-        return self._result(list(stack.services))
+        settled = self._call(run(), "restart stack", timeout)
+        return self._result(list(stack.services), settled)
 
     def shutdown(self) -> dict[str, Any]:
         loop = self.engine.loop

@@ -38,9 +38,9 @@ class ServiceSupervisor(ServiceRun):
         # the mailbox
         self._pending: Op | None = None
         self._pending_reason = ""
-        self._pending_waiters: list[asyncio.Future[None]] = []
+        self._pending_waiters: list[asyncio.Future[ServiceSnapshot]] = []
         self._current: Op | None = None
-        self._current_waiters: list[asyncio.Future[None]] = []
+        self._current_waiters: list[asyncio.Future[ServiceSnapshot]] = []
         self._mail: asyncio.Event | None = None
         self._settle: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -89,18 +89,21 @@ class ServiceSupervisor(ServiceRun):
         self.ctx.on_transition(event)
 
     # ---- requests in --------------------------------------------------------------
-    def request(self, op: Op, reason: str = "") -> asyncio.Future[None]:
+    def request(self, op: Op, reason: str = "") -> asyncio.Future[ServiceSnapshot]:
         """Post a request; the future resolves once it has been carried out (or
-        superseded by a later stop). Never raises: the outcome is the state."""
+        superseded by a later stop), to the service's state at that moment. Never
+        raises: the outcome is the state. Taken then, not when the caller gets to read
+        it: by that time a request posted meanwhile may be under way, and two
+        overlapping `hd restart`s each said the other's `stopping`."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[ServiceSnapshot] = loop.create_future()
         if self.planned.spec.external:
             if op != "stop" and (self._external is None or self._external.done()):
                 self._external = loop.create_task(self._watch_external(), name=self.name)
-            fut.set_result(None)
+            fut.set_result(self.snapshot())
             return fut
         if self._final and op != "stop":
-            fut.set_result(None)
+            fut.set_result(self.snapshot())
             return fut
         if op != "stop":
             self._hold = False
@@ -161,9 +164,10 @@ class ServiceSupervisor(ServiceRun):
                 await self._died(exc)
             finally:
                 waiters, self._current, self._current_waiters = self._current_waiters, None, []
+                outcome = self.snapshot()
                 for fut in waiters:
                     if not fut.done():
-                        fut.set_result(None)
+                        fut.set_result(outcome)
                 self.on_update()
 
     async def _take_down(self, reason: str) -> None:

@@ -17,6 +17,9 @@ from hippo_tasks.supervision.snapshot import ServiceSnapshot
 from hippo_tasks.supervision.states import State, Transition
 from hippo_tasks.supervision.watch import watch_files
 
+Settled = dict[str, ServiceSnapshot]
+"""Each service a request named, as it was when that request settled."""
+
 
 class StackSupervisor:
     def __init__(self, plan: StackPlan, ctx: SupervisorContext,
@@ -91,16 +94,17 @@ class StackSupervisor:
             return
         self.blocking_failure.set_result(self.failure_for(svc))
 
-    def _ask(self, op: Op, names: Iterable[str], reason: str = "") -> list[asyncio.Future[None]]:
+    def _ask(self, op: Op, names: Iterable[str],
+             reason: str = "") -> list[asyncio.Future[ServiceSnapshot]]:
         return [self.services[n].request(op, reason) for n in names]
 
-    async def start(self, names: Iterable[str] | None = None) -> None:
+    async def start(self, names: Iterable[str] | None = None) -> Settled:
         """Start these services (default all) and what they depend on; returns once
-        each has settled (ready, failed, or stopped by a later request)."""
+        each has settled (ready, failed, or stopped by a later request), with each one's
+        state as it settled."""
         futures = self._ask("start", self.closure(names if names is not None
                                                   else self.services))
-        if futures:
-            await asyncio.gather(*futures)
+        return {snap.name: snap for snap in await asyncio.gather(*futures)}
 
     async def start_and_wait(self, names: Iterable[str] | None = None) -> ServiceStartError | None:
         """Start, then wait until all settle or a blocking one fails (returned)."""
@@ -119,24 +123,26 @@ class StackSupervisor:
 
     # ---- stop -------------------------------------------------------------------
     async def stop(self, names: Iterable[str] | None = None,
-                   reason: str = "stop requested", final: bool = False) -> None:
+                   reason: str = "stop requested", final: bool = False) -> Settled:
         """Stop these (default all), each after its running dependants in the set
         stopped. From the first moment, none of them is restarted after an exit."""
         chosen = list(names if names is not None else self.services)
         for name in chosen:
             self.services[name].hold(final)
         stopped: dict[str, asyncio.Event] = {n: asyncio.Event() for n in chosen}
+        settled: Settled = {}
 
         async def stop_one(name: str) -> None:
             for dep in self.dependants(name):
                 if dep in stopped:
                     await stopped[dep].wait()
             try:
-                await self.services[name].request("stop", reason)
+                settled[name] = await self.services[name].request("stop", reason)
             finally:
                 stopped[name].set()
 
         await asyncio.gather(*(stop_one(n) for n in chosen))
+        return settled
 
     async def shutdown(self, reason: str) -> None:
         """Stop everything for good: nothing starts or restarts after this began."""
@@ -152,8 +158,8 @@ class StackSupervisor:
             svc.hold(final=True)
         await asyncio.gather(*(svc.kill_now() for svc in self.services.values()))
 
-    async def restart(self, name: str) -> None:
-        await self.get(name).request("restart")
+    async def restart(self, name: str) -> ServiceSnapshot:
+        return await self.get(name).request("restart")
 
     def dependants_closure(self, name: str) -> list[str]:
         """Everything that depends on `name`, directly or not, in start order."""
