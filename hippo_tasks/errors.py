@@ -279,6 +279,10 @@ class StateDirError(HippoError):
         self.problem = problem
 
     def message(self) -> str:
+        if self.problem in ("File exists", "Not a directory"):  # mkdir's and open's words
+            return (f"cannot write {self.path}: a file stands where Hippodrome needs a "
+                    "folder (.hippodrome, .logs or one inside them); move that file away. "
+                    "Nothing was started or stopped.")
         return (
             f"cannot write {self.path}: {self.problem}. Make the folder writable (or free "
             "disk space), or run from a project folder you can write to; nothing was "

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from stackutil import (
     PY,
     REPO,
@@ -145,6 +146,20 @@ def test_corrupt_registry_is_recovered_without_killing(project: Path) -> None:
         bystander.kill()
         bystander.wait()
     hd(project, "down", check=True)
+
+
+@pytest.mark.parametrize("name", [".hippodrome", ".logs"])
+def test_a_file_where_a_state_folder_belongs_is_named(project: Path, name: str) -> None:
+    """mkdir's own words were `cannot write .../.hippodrome: File exists. Make the
+    folder writable`, which points the wrong way."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    (project / name).write_text("not a folder\n")
+    up = hd(project, "up", "--detach", timeout=60)
+    assert up.returncode == 10, up.stdout + up.stderr
+    assert f"cannot write {project / name}: a file stands where Hippodrome needs a folder" \
+        in up.stderr and "Traceback" not in up.stderr
+    assert (project / name).read_text() == "not a folder\n", "the file was touched"
 
 
 def test_stale_pid_reused_by_stranger_is_not_killed(project: Path) -> None:

@@ -213,3 +213,43 @@ def test_a_long_dependency_chain_loads_and_plans() -> None:
     e = refused(text.replace('[services.s1500]\ncommand = ["x"]\n',
                              '[services.s1500]\ncommand = ["x"]\ndepends_on = ["s3"]\n'))
     assert "dependency cycle" in e.problem
+
+
+@pytest.mark.parametrize("value,words", [
+    ("${python", "'${python' starts a variable that is not ${name}"),
+    ("${url:${port}}", "'${url' starts a variable"),
+    ("a ${port b", "'${port' starts a variable"),
+])
+def test_an_unclosed_or_nested_variable_is_refused(value: str, words: str) -> None:
+    """It reached the process as text and failed at spawn, far from the typo."""
+    with pytest.raises(StackFileError) as info:
+        planned(f'[services.a]\nport = 7001\ncommand = ["{value}"]\n')
+    assert words in info.value.problem and info.value.field_name == "command"
+
+
+def test_upper_case_and_escaped_dollars_stay_text() -> None:
+    """`${HOME}` is a shell's to expand; `$${x}` is the literal `${x}`."""
+    svc = planned('[services.a]\nport = 7001\nshell = "echo ${HOME} $${x}"\n').service("a")
+    assert svc.argv[-1] == "echo ${HOME} ${x}"
+
+
+def test_backoff_max_below_backoff_initial_is_refused() -> None:
+    e = refused("[stack]\nbackoff_initial = 5\nbackoff_max = 1\n")
+    assert e.field_name == "backoff_max" and "below backoff_initial" in e.problem
+
+
+@pytest.mark.parametrize("pattern,ok", [
+    ("../../../**/*.py", False),  # from services/api up past the project root
+    ("../../../../etc/*", False),
+    ("../../**/*.py", True),  # the project root itself
+    ("../common/**/*.py", True),  # a sibling folder of the project
+    ("src/**/*.py", True),
+])
+def test_watch_patterns_stay_inside_the_project(pattern: str, ok: bool) -> None:
+    text = f'[services.api]\ncommand = ["x"]\ncwd = "services/api"\nwatch = ["{pattern}"]\n'
+    if ok:
+        planned(text)
+        return
+    with pytest.raises(StackFileError) as info:
+        planned(text)
+    assert info.value.field_name == "watch" and "outside the project" in info.value.problem

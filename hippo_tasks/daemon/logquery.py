@@ -10,6 +10,7 @@ filters have none of these limits.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -55,16 +56,19 @@ def parse_since(raw: str | float, now: float | None = None) -> float:
     """A point in time: Unix seconds, an ISO 8601 date-time (local time unless it has an
     offset), or a duration ago (`90s`, `5m`, `2h`, `1d`)."""
     now = time.time() if now is None else now
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
         return float(raw)
     text = str(raw).strip()
     match = _DURATION.match(text)
     if match:
         return now - float(match.group(1)) * _UNITS[match.group(2)]
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):  # nan compares false with every line's time
+            return seconds
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:

@@ -326,8 +326,14 @@ def _merge(files: list[_FileData]) -> StackSpec:
         if table.get("kind") == "job":
             table.setdefault("auto_restart", False)
         services.append(ServiceSpec(name=name, source=ctx.path, **table))
+    stack_settings = StackSettings(**settings)
+    if stack_settings.backoff_max < stack_settings.backoff_initial:
+        raise files[-1].ctx.error(
+            f"backoff_max ({stack_settings.backoff_max:g}) is below backoff_initial "
+            f"({stack_settings.backoff_initial:g}): restart delays start at backoff_initial "
+            "and double up to backoff_max", None, "backoff_max")
     spec = StackSpec(
-        settings=StackSettings(**settings),
+        settings=stack_settings,
         services=tuple(services),
         routes=tuple(routes),
         cell_urls=tuple((c.name, c.url) for c in tables.cells if c.url),

@@ -13,6 +13,7 @@ mode or with HIPPODROME_BIND_HOST), `${env:NAME}`; `$$` is a literal `$`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +27,10 @@ from hippo_tasks.model.loader import known_profiles
 from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
 
 HOST = "127.0.0.1"
-_VAR = re.compile(r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\})")
+_VAR = re.compile(r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\}|\{[a-z_]+)")
+"""`$$`, `${name}` or `${name:arg}`; last, `${name` that is none of them (unclosed, or
+with another reference inside), an error rather than text passed on as it is. `${HOME}`
+(upper case) is left to a shell."""
 
 
 class Options(NamedTuple):
@@ -200,6 +204,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
         svc = by_name[name]
         render = Renderer(svc, base, ports, opts.env, everyone, cell_hint=cell_hint(spec))
         cwd = root / render(svc.cwd, "cwd")
+        _check_watch_folders(svc, root, cwd, render)
         setup_argv: tuple[str, ...] = ()
         creates = None
         if svc.setup is not None:
@@ -240,6 +245,24 @@ def _check_shifted_ports(spec: StackSpec, opts: Options, ports: Mapping[str, int
                 f"{port}, outside 1-65535: choose an offset that keeps every port in range")
 
 
+def _check_watch_folders(svc: ServiceSpec, root: Path, cwd: Path, render: Renderer) -> None:
+    """A `watch` pattern's literal folders (`../../**/*.py` from the project root)
+    must stay inside the project or the service's cwd: `..` climbing further would hand
+    the file watcher a home folder or the whole disk to watch."""
+    allowed = [Path(os.path.normpath(root)), Path(os.path.normpath(cwd))]
+    for pattern in svc.watch:
+        literal: list[str] = []
+        for part in pattern.split("/")[:-1]:
+            if any(ch in part for ch in "*?["):
+                break
+            literal.append(part)
+        folder = Path(os.path.normpath(cwd.joinpath(*literal)))
+        if not any(folder == a or a in folder.parents for a in allowed):
+            raise render.fail(f"pattern {pattern!r} watches {folder}, outside the project "
+                              f"({root}) and the service's cwd: watch files of this project",
+                              "watch")
+
+
 class Renderer:
     """Renders `${...}` in one service's fields (or, with `table`, a non-service table's
     such as `commands.seed`, whose errors then name that table)."""
@@ -267,6 +290,10 @@ class Renderer:
             if match.group(1) == "$":
                 return "$"
             var, arg = match.group(2), match.group(3)
+            if var is None:
+                raise self.fail(f"'{match.group(0)}' starts a variable that is not "
+                                "${name} or ${name:arg} (a missing '}'? variables do not "
+                                "nest); a literal $ is $$", field_name)
             return self.lookup(var, arg, field_name)
 
         return _VAR.sub(sub, text)
