@@ -124,6 +124,20 @@ def test_missing_command_and_cwd_are_clear(project: Path) -> None:
     run(project, text, scenario)
 
 
+def test_a_directory_as_the_command_fails_at_once_naming_it(project: Path) -> None:
+    """A directory has x bits, so it passed the executable check, and the exec failed
+    in the child: a crash loop whose message named cgroup.procs as the program."""
+    (project / "subdir").mkdir()
+    text = f'[services.a]\ncommand = ["{project / "subdir"}"]\n'
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None and "is a directory, not a program" in failure.reason
+        assert h.stack.get("a").restarts == 0
+
+    run(project, text, scenario)
+
+
 def test_a_hung_readiness_answer_holds_back_no_one_and_is_probed_again(project: Path) -> None:
     """One starting service that accepts connections but never answers must not hold
     back another's readiness, and once its hung probe has timed out it is probed again:

@@ -88,13 +88,18 @@ def test_interrupting_up_detach_shuts_down_what_it_started(project: Path, sig: i
     assert registry(project)["daemon"] is None
 
 
-def test_hd_down_during_up_detach_says_so_with_this_runs_lines_only(project: Path) -> None:
+def up_after_an_earlier_run(project: Path) -> tuple[subprocess.Popen[str], str, list[int]]:
+    """`up --detach` waiting, with a daemon.log that holds an earlier run's line."""
     pids = slow_stack(project)
     log = project / ".hippodrome" / "daemon.log"
     log.parent.mkdir()
     log.write_text("A LINE FROM AN EARLIER RUN\n")
     up = start_up(project, "--detach")
-    token, procs = started(project, pids)
+    return (up, *started(project, pids))
+
+
+def test_hd_down_during_up_detach_says_so_with_this_runs_lines_only(project: Path) -> None:
+    up, token, procs = up_after_an_earlier_run(project)
     down = hd(project, "down", timeout=60)
     assert down.returncode == 0, down.stdout + down.stderr
     out = finish(up)
@@ -105,12 +110,7 @@ def test_hd_down_during_up_detach_says_so_with_this_runs_lines_only(project: Pat
 
 
 def test_kill_9_of_the_daemon_during_up_detach_says_so(project: Path) -> None:
-    pids = slow_stack(project)
-    log = project / ".hippodrome" / "daemon.log"
-    log.parent.mkdir()
-    log.write_text("A LINE FROM AN EARLIER RUN\n")
-    up = start_up(project, "--detach")
-    token, procs = started(project, pids)
+    up, token, procs = up_after_an_earlier_run(project)
     os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
     out = finish(up)
     assert up.returncode == 1, out

@@ -42,6 +42,9 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
         path = exe if os.path.isabs(exe) else str(cwd / exe)
         if not os.path.exists(path):
             raise SpawnError(f"service {service}: command '{exe}' not found")
+        if os.path.isdir(path):  # it has x bits too: exec would fail in the child
+            raise SpawnError(f"service {service}: command '{exe}' is a directory, not a "
+                             "program (fix `command` in the stack file)")
         if not os.access(path, os.X_OK):
             raise SpawnError(f"service {service}: command '{exe}' is not executable")
         return path
