@@ -7,6 +7,7 @@ a test fails. `FakeTools` is shared with test_events_bridge.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -189,13 +190,43 @@ def test_a_recorded_pid_now_used_by_another_process_is_not_signalled() -> None:
     try:
         started = identity(stranger.pid)
         assert started is not None
-        outcome = tunnels.end_process_group(stranger.pid, stranger.pid, started - 100.0)
+        outcome = tunnels.end_process_group(stranger.pid, stranger.pid, started - 100.0,
+                                            "/x/tunnel.log")
         assert outcome == "not signalled: its PID now belongs to another process"
         assert stranger.poll() is None
     finally:
         stranger.kill()
         stranger.wait()
-    assert tunnels.end_process_group(stranger.pid, stranger.pid, started) == "already gone"
+    assert tunnels.end_process_group(stranger.pid, stranger.pid, started,
+                                     "/x/tunnel.log") == "already gone"
+
+
+def test_a_recorded_tunnel_must_lead_its_group_and_write_its_log(tmp_path: Path) -> None:
+    """A registry names a live process with its true start time as the tunnel, and a
+    stranger's process group as its group (or the log of another run): nothing is
+    signalled. The real tunnel, leading its group and writing its log, is ended."""
+    log = tmp_path / "tunnel.log"
+    anchor = subprocess.Popen(["sleep", "60"], start_new_session=True,
+                              stdout=subprocess.DEVNULL)
+    victim = subprocess.Popen(["sh", "-c", "sleep 61 & wait"], start_new_session=True)
+    with log.open("wb") as out:
+        real = subprocess.Popen(["sleep", "62"], start_new_session=True, stdout=out)
+    try:
+        for pid, pgid, path in ((anchor.pid, victim.pid, str(log)),  # not its group
+                                (anchor.pid, anchor.pid, str(log)),  # not writing the log
+                                (real.pid, real.pid, str(tmp_path / "other.log")),
+                                (real.pid, real.pid, None)):
+            outcome = tunnels.end_process_group(pid, pgid, identity(pid), path)
+            assert outcome.startswith("not signalled: "), outcome
+        assert anchor.poll() is None and victim.poll() is None and real.poll() is None
+        assert tunnels.end_process_group(real.pid, real.pid, identity(real.pid),
+                                         str(log)) == "ended"
+        assert real.wait(10) == -signal.SIGTERM
+    finally:
+        for proc in (anchor, victim, real):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 @pytest.mark.parametrize(

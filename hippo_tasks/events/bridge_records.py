@@ -169,7 +169,8 @@ def unmake(
         else:
             outcome = f"{entry['name']} tunnel (pid {entry.get('pid')}): " + (
                 tunnels.end_process_group(
-                    int(entry["pid"]), int(entry["pgid"]), entry.get("create_time")
+                    int(entry["pid"]), int(entry["pgid"]), entry.get("create_time"),
+                    entry.get("log")
                 )
             )
         lines.append(f"[tunnel] {outcome}")

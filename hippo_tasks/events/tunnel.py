@@ -206,7 +206,8 @@ class Tunnel:
 
     def stop(self, grace: float = STOP_GRACE_S) -> str:
         """SIGTERM the group, SIGKILL after `grace`; reap our child. Says what it did."""
-        outcome = end_process_group(self.pid, self.pgid, self.create_time, grace)
+        outcome = end_process_group(self.pid, self.pgid, self.create_time,
+                                    str(self.log_path), grace)
         if self.popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=grace)
@@ -253,18 +254,35 @@ def start_tunnel(local_url: str, log_path: Path, timeout: float = URL_TIMEOUT_S)
 
 
 def end_process_group(
-    pid: int, pgid: int, create_time: float | None, grace: float = STOP_GRACE_S
+    pid: int, pgid: int, create_time: float | None, log: str | None,
+    grace: float = STOP_GRACE_S
 ) -> str:
     """End a recorded tunnel's process group, but only while it is provably ours: the
-    leader still has the recorded start time. A leader that is gone proves nothing
-    about whoever holds its group number now, and a stranger is never signalled."""
+    leader still has the recorded start time, leads the recorded group, and writes to
+    the recorded log file (its stdout, opened by `launch`). A leader that is gone proves
+    nothing about whoever holds its group number now; a pid and start time can be copied
+    into a registry from anyone's process; a stranger is never signalled."""
     if not is_same_process(pid, create_time):
         if identity(pid) is None:
             return "already gone"
         return "not signalled: its PID now belongs to another process"
+    if not _leads_group_writing_to(pid, pgid, log):
+        return (f"not signalled: pid {pid} is not the leader of group {pgid} writing to "
+                f"{log or 'a recorded log'}, so not provably the tunnel this stack started")
     killed: list[str] = []
     end_scopes([Scope("", pgid=pgid)], grace, lambda s, m: killed.append(m))
     return f"ignored SIGTERM for {grace:g}s: killed" if killed else "ended"
+
+
+def _leads_group_writing_to(pid: int, pgid: int, log: str | None) -> bool:
+    try:
+        if pid != pgid or os.getpgid(pid) != pgid or not log:
+            return False
+        out = os.readlink(f"/proc/{pid}/fd/1")
+    except OSError:
+        return False
+    log = os.path.abspath(log)
+    return out == log or out == f"{log} (deleted)"
 
 
 def process_gone(pid: int, create_time: float | None) -> bool:
