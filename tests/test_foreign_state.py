@@ -89,3 +89,33 @@ def test_a_live_stranger_recorded_as_the_daemon_is_never_signalled(
     finally:
         stranger.send_signal(signal.SIGKILL)
         stranger.wait(10)
+
+
+def test_a_registry_without_a_token_names_its_live_pids_and_signals_none(
+        project: Path) -> None:
+    """No ownership token (a registry from before marks existed, or written by hand):
+    its service pids, with their true start times, were taken as proof, and a read-only
+    `hd status` SIGTERMed and SIGKILLed the stranger they named."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        reg = project / ".hippodrome" / "registry.json"
+        reg.parent.mkdir(parents=True)
+        reg.write_text(json.dumps({
+            "version": 1, "project_root": str(project), "failure": None, "resources": [],
+            "daemon": {"pid": 999999, "create_time": 1.0, "url": "http://127.0.0.1:1",
+                       "port": 1},
+            "services": {"web": {"pid": stranger.pid, "create_time": identity(stranger.pid),
+                                 "pgid": stranger.pid, "state": "running"}}}))
+        status = hd(project, "status")
+        said = status.stdout + status.stderr
+        assert status.returncode == 5 and "Traceback" not in said, said
+        assert f"names pid {stranger.pid} as service 'web' but carries no ownership token" \
+            in said
+        down = hd(project, "down", "--force")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert stranger.poll() is None, "a pid the file merely named was signalled"
+    finally:
+        stranger.send_signal(signal.SIGKILL)
+        stranger.wait(10)

@@ -2,8 +2,10 @@
 
 The file's word is never proof. A process is signalled only when it is provably ours:
 - it sits in a cgroup named for the recorded daemon's token (ownership.py), or
-- it carries that token in its HIPPODROME_RUN environment mark, or
-- (for a registry written before marks existed) its PID and start time both match.
+- it carries that token in its HIPPODROME_RUN environment mark.
+A PID and start time that match are not proof: anyone can read them in /proc and copy
+them into a file. A registry without a token (written before marks existed, or by hand)
+has its live pids said, not signalled.
 A recorded process group ID is never signalled as such: once its leader has exited the
 number proves nothing, and a zombie leader says nothing about who else is in the group.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.errors import StateDirError
-from hippo_tasks.registry.store import Data, Registry, daemon_alive, identity
+from hippo_tasks.registry.store import Data, Registry, daemon_alive, is_same_process
 from hippo_tasks.supervision.ownership import is_hippodrome_cgroup
 from hippo_tasks.supervision.scope import (
     Scope,
@@ -25,7 +27,6 @@ from hippo_tasks.supervision.scope import (
     marked_pids,
     remove_cgroup,
     run_mark,
-    start_ticks,
 )
 
 GRACE = 2.0
@@ -56,21 +57,30 @@ def leftovers(data: Data) -> tuple[list[Scope], dict[str, list[int]]]:
                     if scope.members():
                         names.setdefault(sub.name, []).extend(scope.members())
                     scopes.append(scope)
+    return scopes, {n: sorted(set(p)) for n, p in names.items()}
+
+
+def unproven(data: Data) -> list[str]:
+    """Live pids a registry without an ownership token names as services: such a file
+    comes from a Hippodrome before marks existed, or was written by hand, and a pid and
+    start time anyone can read in /proc prove nothing. Said, never signalled."""
+    if _token(data):
+        return []
+    lines = []
     for name, entry in (data.get("services") or {}).items():
         pid, created = entry.get("pid"), entry.get("create_time")
-        if token or not isinstance(pid, int) or not isinstance(created, float | int):
-            continue
-        now = identity(pid)
-        if now is not None and abs(now - created) < 0.05:  # legacy entry, proven by identity
-            scopes.append(Scope("", proven=[(pid, start_ticks(pid) or -1)]))
-            names.setdefault(name, []).append(pid)
-    return scopes, {n: sorted(set(p)) for n, p in names.items()}
+        if isinstance(pid, int) and isinstance(created, float | int) and \
+                is_same_process(pid, created):
+            lines.append(f"the registry names pid {pid} as service '{name}' but carries no "
+                         "ownership token, so it was not signalled; if it is a leftover of "
+                         f"this stack, end it yourself (kill {pid})")
+    return lines
 
 
 def end_leftovers(data: Data, grace: float = GRACE) -> list[str]:
     scopes, names = leftovers(data)
     lines = [f"stopped leftover '{name}' (pids {', '.join(map(str, pids))})"
-             for name, pids in sorted(names.items())]
+             for name, pids in sorted(names.items())] + unproven(data)
     killed: list[str] = []
     end_scopes(scopes, grace, lambda s, m: killed.append(m))
     if killed:

@@ -196,13 +196,11 @@ def remove_cgroup(path: str | Path) -> None:
 class Scope:
     """The processes of one service run, whatever they did to their group or session."""
 
-    def __init__(self, mark: str, cgroup: str | Path | None = None, pgid: int | None = None,
-                 proven: Iterable[tuple[int, int]] = ()) -> None:
+    def __init__(self, mark: str, cgroup: str | Path | None = None,
+                 pgid: int | None = None) -> None:
         self.mark = mark
         self.cgroup = cgroup
         self.pgid = pgid
-        self.proven = tuple(proven)
-        """(pid, start ticks) pairs known to be ours by identity alone."""
 
     def members(self, max_age: float = 0.0) -> list[int]:
         """In cgroup mode the cgroup's members and the marked processes that moved
@@ -217,7 +215,6 @@ class Scope:
         found = set(marked_pids(self.mark, max_age)) if self.mark else set()
         if self.pgid:
             found.update(group_pids(self.pgid, max_age))
-        found.update(pid for pid, ticks in self.proven if start_ticks(pid) == ticks)
         return sorted(found)
 
     def empty(self) -> bool:
