@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from harness import Harness, run
 from stackutil import PY, TOY, alive, free_ports, group_members, toy_service
 
@@ -60,5 +66,62 @@ def test_dependants_stop_before_dependencies(project: Path) -> None:
         await h.stack.stop()
         stopped = [t.service for t in h.transitions if t.new == State.STOPPED]
         assert stopped.index("top") < stopped.index("base")
+
+    run(project, text, scenario)
+
+
+CLAIM = """
+import os, sys
+want, out = int(sys.argv[1]), sys.argv[2]
+for _ in range(500):
+    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+        fh.write(str(want - 1))
+    pid = os.fork()
+    if pid == 0:
+        if os.getpid() == want:
+            os.setsid()
+            os.execvp("sleep", ["sleep", "60"])
+        os._exit(0)
+    if pid == want:
+        open(out, "w").write(str(pid))
+        os.waitpid(pid, 0)
+        sys.exit(0)
+    os.waitpid(pid, 0)
+open(out, "w").write("failed")
+"""
+"""A stranger whose pid (and, with setsid, process group) is exactly the given number:
+the kernel hands out the number after /proc/sys/kernel/ns_last_pid (root only)."""
+
+
+def test_a_dead_services_group_number_taken_by_a_stranger_is_not_signalled(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Process-group mode: the service has ended, its group is empty, and the kernel
+    gives the number to someone's new session. Stopping the (dead) service signalled
+    that group: SIGTERM, then SIGKILL at stop_timeout."""
+    monkeypatch.setenv("HIPPODROME_CGROUP", "off")
+    text = (f'[services.brief]\ncommand = ["{PY}", "-c", "import time, sys; print(\'up\', '
+            'flush=True); time.sleep(0.5); sys.exit(3)"]\nreadiness = { log = "up" }\n'
+            'auto_restart = false\nstop_timeout = 1\n')
+    claimed = project / "stranger.pid"
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("brief")
+        pid = svc.pid
+        assert pid is not None
+        while svc.state != State.FAILED:
+            await asyncio.sleep(0.05)
+        parent = subprocess.Popen([PY, "-c", CLAIM, str(pid), str(claimed)])
+        try:
+            while not claimed.exists() or not claimed.read_text():
+                await asyncio.sleep(0.05)
+            assert claimed.read_text() == str(pid), "could not hand the number to a stranger"
+            assert os.getpgid(pid) == pid
+            await h.stack.stop(["brief"])
+            assert alive(pid), "the stranger in the dead service's old group was signalled"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            parent.wait(10)
 
     run(project, text, scenario)

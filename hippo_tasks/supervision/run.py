@@ -140,8 +140,12 @@ class ServiceRun:
         self.sm.move(new, reason)
 
     def _collect(self, child: Child) -> None:
+        """After the scope was ended: the main process's group is empty (or left to
+        its marks), so its number is free for the kernel to give to anyone's new
+        session: forget it, or a later stop of this service would signal that group."""
         if child is self._main and child.exited.done() and not child.exited.cancelled():
             self.exit_code = child.exited.result()
+            self.pgid = None
         child.close_output()
         if self.child is child:
             self.child = None
