@@ -161,3 +161,26 @@ def test_restart_cascade_restarts_dependants_in_order(project: Path) -> None:
     assert {r["name"]: r["state"] for r in status["services"]} == dict.fromkeys(
         ["a", "b", "c", "lone"], "running")
     hd(project, "down", check=True)
+
+
+def test_a_job_that_never_finishes_fails_at_start_timeout(project: Path) -> None:
+    """A job was waited for with no deadline: one that hung kept `up` waiting for ever."""
+    text = (f'[services.migrate]\ncommand = ["{PY}", "-c", "import time; time.sleep(300)"]\n'
+            'kind = "job"\nstart_timeout = 1\n')
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None and failure.service == "migrate"
+        assert "did not finish within start_timeout=1s" in failure.reason
+        assert h.stack.get("migrate").snapshot().pid is None, "the hung job was ended"
+
+    run(project, text, scenario, timeout=20)
+
+
+def test_completed_successfully_on_a_service_is_a_load_error() -> None:
+    """A service never completes (an exit is a crash): the dependant waited for ever."""
+    with pytest.raises(StackFileError) as info:
+        load_stack_text('[stack]\ndefaults = false\n[services.db]\ncommand = ["x"]\n'
+                        '[services.app]\ncommand = ["y"]\ndepends_on = [{ name = "db", '
+                        'condition = "completed_successfully" }]\n')
+    assert info.value.service == "app" and "'db', which is not a job" in info.value.problem

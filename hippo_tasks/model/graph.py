@@ -29,6 +29,15 @@ def check_graph(spec: StackSpec, sources: Mapping[str, FileContext]) -> None:
                 )
             if dep == svc.name:
                 raise sources[svc.name].error("depends on itself (a cycle)", svc.name, "depends_on")
+        kinds = {s.name: s.kind for s in spec.services}
+        for dep, condition in svc.conditions:
+            if condition == "completed_successfully" and kinds.get(dep) != "job":
+                # A service is restarted or failed when it exits: it never completes, and
+                # this one would wait for it for ever.
+                raise sources[svc.name].error(
+                    f"condition completed_successfully on '{dep}', which is not a job: only "
+                    f"a kind = \"job\" completes; wait for '{dep}' with \"healthy\" or "
+                    "\"started\", or make it a job", svc.name, "depends_on")
     by_port: dict[int, ServiceSpec] = {}
     for svc in enabled:
         if svc.port is None:

@@ -31,8 +31,11 @@ async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
     """`first_seq`: the first log sequence number this run's output can have."""
     spec = planned.spec
     readiness = spec.readiness
-    if spec.kind == "job":
-        code = await asyncio.shield(child.exited)
+    if spec.kind == "job":  # held to start_timeout too: a hung job must not hold `up`
+        try:
+            code = await asyncio.wait_for(asyncio.shield(child.exited), spec.start_timeout)
+        except TimeoutError:
+            return "timeout"
         return "ready" if code == 0 else "exited"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + spec.start_timeout

@@ -260,6 +260,8 @@ class ServiceRun:
 
     def _reason(self, outcome: Outcome, child: Child) -> str:
         spec = self.planned.spec
+        if outcome == "timeout" and spec.kind == "job":
+            return f"did not finish within start_timeout={spec.start_timeout:g}s"
         if outcome == "timeout":
             return (f"not ready within start_timeout={spec.start_timeout:g}s "
                     f"(readiness: {spec.readiness.describe()})")
