@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 from harness import Harness, run
@@ -134,5 +136,43 @@ def test_a_crash_whose_child_lingers_is_not_shown_running(project: Path) -> None
         while svc.state != State.RUNNING or svc.pid == first:
             await asyncio.sleep(0.05)
         assert h.states("web")[-4:] == ["stopping", "backoff", "starting", "running"]
+
+    run(project, text, scenario)
+
+
+def test_status_read_from_another_thread_never_shows_running_without_a_live_pid(
+        project: Path) -> None:
+    """The API reads snapshots from its own threads. Around each crash of a running
+    service it showed `running`, ready, with no pid (the exit seen, the state not yet
+    moved): ~100 such rows in 5,000 reads over 20 s of a crash loop."""
+    text = stack_header(1, backoff_initial=0.02, backoff_max=0.02) + (
+        f'[services.crashy]\ncommand = ["{PY}", "-c", "import time, os; print(\'up\', '
+        'flush=True); time.sleep(0.1); os._exit(3)"]\nreadiness = { log = "up" }\n'
+        'max_restarts = 10000\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("crashy")
+        bad: list[dict[str, object]] = []
+        reads = 0
+        done = threading.Event()
+
+        def poll() -> None:
+            nonlocal reads
+            while not done.is_set():
+                row = svc.snapshot().as_status()
+                reads += 1
+                if row["state"] == "running" and (row["pid"] is None or not row["ready"]) \
+                        or row["ready"] and row["pid"] is None:
+                    bad.append(row)
+                time.sleep(0.0005)  # as an API thread between requests: the GIL goes round
+
+        reader = threading.Thread(target=poll)
+        reader.start()
+        await asyncio.sleep(4)
+        done.set()
+        reader.join(10)
+        assert svc.restarts >= 10, "the crash loop did not run"
+        assert reads > 1000 and not bad, (reads, bad[:3])
 
     run(project, text, scenario)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import select
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
@@ -131,6 +132,24 @@ class Child:
         transport, _ = await self._loop.connect_read_pipe(
             lambda: _PipeProtocol(self.service, hub, self.output_closed), self._pipe)
         self._transport = transport
+
+    def ended(self) -> bool:
+        """Exited, as of now, from any thread: `exited` waits for the loop to read the
+        pidfd, and a status read in between would show a zombie's pid as running. A
+        pidfd polls readable once the process has exited (~1 us); a closed one means it
+        was handled already."""
+        if self.exited.done():
+            return True
+        fd = self._pidfd
+        if fd < 0:
+            return False
+        poller = select.poll()  # not select(): a daemon may hold descriptors past 1024
+        poller.register(fd, select.POLLIN)
+        try:
+            events = poller.poll(0)
+        except OSError:
+            return True
+        return bool(events)
 
     def _poll_later(self) -> None:
         # No pidfd (old kernel): fall back to a cheap poll.

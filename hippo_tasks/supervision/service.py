@@ -62,16 +62,22 @@ class ServiceSupervisor(ServiceRun):
         return self._hold
 
     def snapshot(self) -> ServiceSnapshot:
+        """Read from the API's threads at any moment: between the main process's exit
+        (seen at once, through its pidfd) and the loop turn that moves the state, a
+        service is shown `stopping`, not `running` and ready with no live pid."""
         spec = self.planned.spec
         main = self._main
-        alive = main is not None and not main.exited.done()
+        alive = main is not None and not main.ended()
+        ended = (main is not None and not alive and spec.kind == "service"
+                 and self.sm.state in (State.STARTING, State.RUNNING))
         return ServiceSnapshot(
-            name=self.name, state=self.sm.state.value,
+            name=self.name, state="stopping" if ended else self.sm.state.value,
             healthy=bool(self.healthy) and (alive or spec.external),
             pid=self.pid if alive else None, pgid=self.pgid if alive else None,
             port=self.planned.port, restarts=self.restarts, started_at=self.started_at,
-            exit_code=self.exit_code, ready=self.ready, blocking=spec.blocking,
-            external=spec.external, kind=spec.kind, reason=self.reason,
+            exit_code=self.exit_code, ready=self.ready and not ended, blocking=spec.blocking,
+            external=spec.external, kind=spec.kind,
+            reason="its main process exited" if ended else self.reason,
             depends_on=tuple(self.planned.depends_on), url=self.planned.url,
             cgroup=self.cgroup_text,
             busy=self._current or self._pending,
