@@ -42,3 +42,23 @@ def test_overlapping_restarts_each_answer_with_their_own_outcome(project: Path) 
             assert (row["state"], row["ready"]) == ("running", True), row
             assert row["pid"] is not None
     hd(project, "down", check=True)
+
+
+def test_a_restart_that_leaves_the_service_stopped_says_why_and_exits_1(
+        project: Path) -> None:
+    """db was stopped on purpose; `hd restart -s api` took the healthy api down and it
+    could not come back (its dependency is stopped): that printed `api: stopped`, exit 0."""
+    dash, db, api = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("db", db)
+                + toy_service("api", api, depends_on=["db"]))
+    hd(project, "up", "--detach", check=True)
+    hd(project, "stop", "--service", "db", check=True)
+    restart = hd(project, "restart", "--service", "api", timeout=60)
+    said = restart.stdout + restart.stderr
+    assert restart.returncode == 1, said
+    assert "api: stopped — dependency 'db' is stopped" in said
+    assert "`hd start --service api` starts it with what it depends on" in said
+    start = hd(project, "start", "--service", "api", timeout=60)
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert "api: running" in start.stdout and "db: running" in start.stdout
+    hd(project, "down", check=True)

@@ -8,6 +8,7 @@ are the commands people repeat, so they load only the registry and the client
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import UsageError
@@ -46,11 +47,19 @@ def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None
         line = f"{row['name']}: {row['state']}"
         if row.get("pid") and row["state"] == "running":
             line += f" (pid {row['pid']})"
-        if row["state"] in ("failed", "backoff") and row.get("reason"):
+        stopped = verb != "stop" and row["state"] == "stopped" and not row.get("ready")
+        if (row["state"] in ("failed", "backoff") or stopped) and row.get("reason"):
             line += f" — {row['reason']}"
         print(line)
     failed = [r for r in rows if r["state"] == "failed" and r.get("blocking", True)]
-    if verb != "stop" and failed:
+    # What was asked to run and did not (a restart whose dependency is stopped) is not
+    # a success, whatever else happened.
+    left = [r for r in rows if r["name"] == service and r["state"] == "stopped"
+            and not r.get("ready")]
+    if verb != "stop" and (failed or left):
+        if left:
+            print(f"hippodrome: '{service}' is not running; `hd start --service {service}` "
+                  "starts it with what it depends on", file=sys.stderr)
         raise TaskExit(1)
 
 
