@@ -11,14 +11,25 @@ stranger may be signalled because the file names it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stackutil import alive, free_ports, hd, registry, stack_header, toy_service, write_stack
+from stackutil import (
+    alive,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
 
 from hippo_tasks.registry.store import identity
 
@@ -119,3 +130,56 @@ def test_a_registry_without_a_token_names_its_live_pids_and_signals_none(
     finally:
         stranger.send_signal(signal.SIGKILL)
         stranger.wait(10)
+
+
+def test_a_registry_deleted_while_the_stack_runs_is_written_again(project: Path) -> None:
+    """`rm -rf .hippodrome` (or `git clean -xdf`) while the stack runs: every command said
+    no daemon was running (down: nothing to stop) until the next state change."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True)
+    daemon = registry(project)["daemon"]["pid"]
+    web = registry(project)["services"]["web"]["pid"]
+    try:
+        shutil.rmtree(project / ".hippodrome")
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists(), 10,
+                 what="the daemon writing its registry again")
+        assert hd(project, "status").returncode == 0
+        hd(project, "down", check=True)
+        assert not alive(web)
+    finally:
+        stop_by_pid(daemon)  # the fixture's sweep needs the registry this test deletes
+
+
+def stop_by_pid(daemon: int) -> None:
+    """A daemon this test started, ended without its registry: SIGTERM is its own clean
+    shutdown (services included)."""
+    if alive(daemon):
+        os.kill(daemon, signal.SIGTERM)
+        wait_for(lambda: not alive(daemon), 30, what="the daemon's shutdown")
+
+
+def test_a_project_moved_with_its_stack_running_is_still_managed_from_its_new_place(
+        tmp_path: Path) -> None:
+    """A move leaves no original behind: its registry is the only handle on the stack.
+    It was taken for a copy (moved aside, `hd down` in a folder that no longer exists),
+    and the daemon later re-created the old folder to write its registry."""
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    dash, port = free_ports(2)
+    write_stack(first, stack_header(dash) + toy_service("web", port))
+    hd(first, "up", "--detach", check=True)
+    daemon = registry(first)["daemon"]["pid"]
+    web = registry(first)["services"]["web"]["pid"]
+    try:
+        first.rename(moved)
+        status = hd(moved, "status")
+        assert status.returncode == 0 and "written for the stack in" not in \
+            status.stdout + status.stderr, status.stdout + status.stderr
+        time.sleep(2.5)  # past the daemon's registry check
+        down = hd(moved, "down", timeout=60)
+        assert down.returncode == 0 and "stack stopped" in down.stdout, \
+            down.stdout + down.stderr
+        assert not alive(daemon) and not alive(web)
+        assert not first.exists(), "the daemon re-created the folder the project left"
+    finally:
+        stop_by_pid(daemon)

@@ -90,7 +90,7 @@ class Registry:
         file system, no permission) a reader goes on without it, since no writer can
         exist there either; a writer gets a StateDirError naming the folder."""
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(exist_ok=True)  # never the project folder: gone, it stays gone
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             if write:
@@ -166,7 +166,7 @@ class Registry:
         never written through."""
         tmp = str(self.dir / f".registry-{os.getpid()}.tmp")
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -196,13 +196,16 @@ class Registry:
 
 
 def _same_folder(recorded: str, root: Path) -> bool:
-    """Whether the registry's project_root is this folder: the same resolved path, or
-    the same directory reached another way (a bind mount). A folder that no longer
-    exists is not this one."""
+    """Whether the registry's project_root is this folder: the same resolved path, the
+    same directory reached another way (a bind mount), or a folder that no longer
+    exists: the project was moved here with its stack running (a copy leaves the
+    original in place), and this registry is the only handle on that stack."""
     if recorded == str(root):
         return True
     try:
         return os.path.samefile(recorded, root)
+    except FileNotFoundError:
+        return True
     except (OSError, ValueError):
         return False
 
