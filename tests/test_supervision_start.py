@@ -196,3 +196,12 @@ def test_a_readiness_pause_ends_when_the_process_exits_and_wakes_on_the_shared_g
     took, grid, woke, resolution = asyncio.run(main())
     assert took < 10, f"the pause outlived the process by {took:.1f}s"
     assert all(t >= grid - resolution for t in woke), (grid, woke)
+
+
+def test_the_probe_cadence_holds_however_long_a_start_takes() -> None:
+    """1.5 ** attempt overflowed at the 1751st probe, ~18 s into a start: any service
+    slower than that failed with an internal error, whatever its start_timeout."""
+    from hippo_tasks.supervision.probes import probe_delay
+
+    assert [probe_delay(a) for a in range(4)] == [0.005, 0.0075, 0.01, 0.01]
+    assert probe_delay(1751) == probe_delay(10**9) == 0.01

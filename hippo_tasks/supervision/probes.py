@@ -128,4 +128,4 @@ def probe_delay(attempt: int) -> float:
     """Readiness polling every 5-10 ms: a refused connect costs ~30 us (0.3 % of a core
     at this pace, only while starting), and every millisecond between "listening" and
     "seen ready" delays the service and all its dependants."""
-    return min(0.01, 0.005 * (1.5 ** attempt))
+    return 0.005 * 1.5 ** attempt if attempt < 2 else 0.01  # 1.5 ** 1751 overflows
