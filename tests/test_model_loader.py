@@ -55,6 +55,7 @@ def test_unknown_field_suggests_the_right_one() -> None:
     ("readiness", '{ log = "^(a+)+$" }', "the log pattern repeats something that itself"),
     ("readiness", '{ log = "(a|ab)*c" }', "the log pattern repeats an alternation"),
     ("readiness", "{ log = '(x)\\1' }", "the log pattern uses a backreference"),
+    ("readiness", '{ log = "' + ".?" * 34 + '.ready" }', "too many optional"),
     ("kind", '"daemon"', '"service" or "job"'),
     ("cells", '["moon"]', "not one of"),
     ("start_timeout", "-1", "at least"),

@@ -27,6 +27,9 @@ SPAN = {0: 65536, 1: 4096, 2: 512}
 """Characters of each line a regex looks at, by its open-ended repeats (`*`, `+`,
 `{n,}`, or a range wider than 16) once the edges are trimmed; more are refused."""
 MAX_UNBOUNDED = max(SPAN)
+MAX_CHOICES = 4096
+"""Ways the bounded repeats may split a match (see _choices): an IPv4 pattern's four
+`\\d{1,3}` are 81, `\\w{1,20}@\\w{1,20}` 400."""
 _REPEATS = frozenset({"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"})
 
 
@@ -57,7 +60,7 @@ def safe_regex(pattern: str, subject: str = "'regex'") -> SafeRegex:
     try:
         tree = _parser().parse(pattern)
         compiled = re.compile(pattern)
-    except re.error as exc:
+    except (re.error, OverflowError) as exc:  # OverflowError: a{99999999999}
         raise UsageError(f"{subject} is not a valid regular expression: {exc}") from None
     except RecursionError:
         raise UsageError(f"{subject} is nested too deeply") from None
@@ -66,7 +69,38 @@ def safe_regex(pattern: str, subject: str = "'regex'") -> SafeRegex:
         raise UsageError(f"{subject} has {unbounded} open-ended repeats (*, +, {{n,}}); at most "
                          f"{MAX_UNBOUNDED} are allowed, so that one long line cannot stall "
                          "the daemon: use a plain 'text' filter, or a narrower pattern")
+    if _choices(list(tree)) > MAX_CHOICES:
+        raise UsageError(f"{subject} has too many optional or variable-length parts (x?, "
+                         "x{1,3}): the ways they can split one line multiply past "
+                         f"{MAX_CHOICES}, and each is tried. Match fewer of them, or fixed "
+                         "text")
     return SafeRegex(compiled, SPAN[unbounded])
+
+
+def _choices(items: list[Any]) -> int:
+    """How many ways a pattern's bounded repeats can share out one match, their ranges
+    multiplied, up to MAX_CHOICES + 1: `.?` thirty times is 2 ** 30 tries on a line that
+    almost matches, though nothing in it is open-ended or nested. An open-ended repeat
+    counts once here; the span limits price it."""
+    total = 1
+    for op, arg in items:
+        name = str(op)
+        ways = 1
+        if name in _REPEATS:
+            lo, hi, sub = arg
+            inner = _choices(list(sub))
+            if hi - lo > 16:
+                ways = inner if inner == 1 else MAX_CHOICES + 1
+            else:
+                ways = hi - lo + 1
+                for _ in range(min(hi, 64)):
+                    ways = min(ways * inner, MAX_CHOICES + 1)
+        elif name == "BRANCH":
+            ways = sum(_choices(list(alternative)) for alternative in arg[1])
+        elif name == "SUBPATTERN":
+            ways = _choices(list(arg[3]))
+        total = min(total * ways, MAX_CHOICES + 1)
+    return total
 
 
 def _parser() -> Any:
@@ -86,7 +120,7 @@ def _trim_edges(pattern: str) -> str:
     for _ in range(MAX_PATTERN):
         try:
             items = list(_parser().parse(pattern))
-        except (re.error, RecursionError):
+        except (re.error, RecursionError, OverflowError):
             return pattern  # safe_regex reports it
         if len(items) > 1 and _is_any_star(items[0]) and pattern.startswith(".*"):
             pattern = pattern[3:] if pattern.startswith(".*?") else pattern[2:]
