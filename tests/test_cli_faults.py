@@ -162,6 +162,20 @@ def test_a_file_where_a_state_folder_belongs_is_named(project: Path, name: str) 
     assert (project / name).read_text() == "not a folder\n", "the file was touched"
 
 
+def test_a_named_pipe_for_a_registry_is_moved_aside_not_read_for_ever(project: Path) -> None:
+    """Every command reads the registry first: a FIFO there hung up, status and down
+    (--force too) with no output."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    (project / ".hippodrome").mkdir()
+    os.mkfifo(project / ".hippodrome" / "registry.json")
+    for args in (("status",), ("down", "--force"), ("up", "--detach"), ("down",)):
+        done = hd(project, *args, timeout=60)
+        said = done.stdout + done.stderr
+        assert done.returncode in (0, 5) and "Traceback" not in said, (args, said)
+    assert list((project / ".hippodrome").glob("registry.json.corrupt-*"))
+
+
 def test_stale_pid_reused_by_stranger_is_not_killed(project: Path) -> None:
     stranger = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"],
                                 start_new_session=True)

@@ -80,7 +80,7 @@ def test_read_only_logs_is_one_sentence_and_exit_10(project: Path) -> None:
         json.loads((project / ".hippodrome" / "registry.json").read_text())["daemon"] is None
 
 
-@pytest.mark.parametrize("spoil", ["directory", "immutable"])
+@pytest.mark.parametrize("spoil", ["directory", "immutable", "fifo"])
 def test_a_daemon_log_that_cannot_be_opened_is_exit_10(project: Path, spoil: str) -> None:
     """`.hippodrome/daemon.log` a directory, or a file `chattr +i` made immutable: the
     detached daemon has nowhere to write, which is said before anything starts."""
@@ -90,6 +90,8 @@ def test_a_daemon_log_that_cannot_be_opened_is_exit_10(project: Path, spoil: str
     log.parent.mkdir()
     if spoil == "directory":
         log.mkdir()
+    elif spoil == "fifo":  # with no reader, opening it to write waited for ever
+        os.mkfifo(log)
     else:
         log.touch()
         if subprocess.run(["chattr", "+i", str(log)]).returncode != 0:

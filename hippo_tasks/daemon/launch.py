@@ -8,8 +8,10 @@ resident memory is there for as long as the stack runs.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -68,16 +70,30 @@ def options_from_json(text: str) -> Options:
     return Options(**data)
 
 
+def _check_log(log: Path) -> None:
+    """A log that cannot be written is said before anything starts, on both paths:
+    opened without blocking (a named pipe with no reader would hold `up` for ever) and
+    only a regular file will do."""
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        why = "a named pipe, not a file" if exc.errno == errno.ENXIO else \
+            exc.strerror or str(exc)
+        raise StateDirError(str(log), why) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StateDirError(str(log), "not a regular file (a pipe or a device)")
+    finally:
+        os.close(fd)
+
+
 def spawn_daemon(opts: Options, log: Path, tls: bool = False,
                  lock_fd: int | None = None) -> subprocess.Popen[bytes] | ForkedDaemon:
     """The detached daemon, in a session of its own, so Ctrl+C in the shell that ran
     `up --detach` never reaches it: a fork of this process where that is safe
     (daemon/forked.py says when and why), else `python -m hippo_tasks.daemon`. It
     inherits the project's lifecycle lock and lets go of it once it serves."""
-    try:  # a log that cannot be written is said before anything starts, on both paths
-        os.close(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
-    except OSError as exc:
-        raise StateDirError(str(log), exc.strerror or str(exc)) from None
+    _check_log(log)
     argv = ["--options", options_to_json(opts)]
     if tls:
         argv.append("--tls")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.errors import StateDirError
+from hippo_tasks.model.textfile import Unusable, read_small_text
 from hippo_tasks.registry.schema import validate
 
 VERSION = 1
@@ -106,16 +107,19 @@ class Registry:
 
     def _read_unlocked(self) -> Data:
         try:
-            raw = self.path.read_bytes()
+            raw = read_small_text(self.path)  # a named pipe here would hang every command
         except FileNotFoundError:
             return empty(self.root)
-        except IsADirectoryError:
-            self._move_aside("a directory, not a file")
+        except Unusable as exc:
+            self._move_aside(str(exc))
+            return empty(self.root)
+        except UnicodeDecodeError as exc:
+            self._move_aside(str(exc))
             return empty(self.root)
         except OSError as exc:
             raise StateDirError(str(self.path), exc.strerror or str(exc)) from None
         try:
-            data = validate(json.loads(raw.decode("utf-8")))
+            data = validate(json.loads(raw))
         except (ValueError, RecursionError) as exc:
             # ValueError covers bad UTF-8, bad JSON, over-long integers and Invalid shapes.
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
