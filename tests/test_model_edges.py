@@ -253,3 +253,18 @@ def test_watch_patterns_stay_inside_the_project(pattern: str, ok: bool) -> None:
     with pytest.raises(StackFileError) as info:
         planned(text)
     assert info.value.field_name == "watch" and "outside the project" in info.value.problem
+
+
+@pytest.mark.parametrize("pattern,words", [
+    ("src/[z-a]", "is not a valid glob: bad character range z-a"),
+    ("/".join(["**"] * 14) + "/*.py", "more than 3 '**'"),
+    ("src/*/../x.py", "'..' after a wildcard"),
+    ("*/../../*.py", "'..' after a wildcard"),  # the watcher reads it as ../*.py
+    ("**/../../../../../../../*.py", "'..' after a wildcard"),  # ... and this as /
+])
+def test_watch_globs_the_watcher_could_not_use_are_refused(pattern: str, words: str) -> None:
+    """`[z-a]` killed the watcher at its first event (and the daemon's shutdown with it);
+    fourteen `**` backtracked for minutes on a deep path; a `..` after a wildcard reaches
+    folders the load check could not see."""
+    e = refused(f'[services.a]\ncommand = ["x"]\nwatch = ["{pattern}"]\n')
+    assert e.field_name == "watch" and words in e.problem

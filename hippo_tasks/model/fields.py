@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from hippo_tasks.errors import StackFileError, close_hint
+from hippo_tasks.model import globs
 
 SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 
@@ -194,6 +195,18 @@ def want_globs(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[str, 
         if any("**" in part and part != "**" for part in path.parts):
             raise ctx.error(f"pattern {pattern!r}: '**' can only be a whole path component "
                             "(e.g. \"src/**/*.py\")", svc, f)
+        if globs.parts(pattern).count("**") > globs.MAX_DOUBLE_STARS:
+            raise ctx.error(f"pattern {pattern!r} has more than {globs.MAX_DOUBLE_STARS} "
+                            "'**': one is enough to reach any depth", svc, f)
+        wild = [any(ch in part for ch in "*?[") for part in path.parts]
+        if any(part == ".." and any(wild[:n]) for n, part in enumerate(path.parts)):
+            raise ctx.error(f"pattern {pattern!r}: '..' after a wildcard climbs to folders "
+                            "the pattern cannot name; put any '..' first (\"../lib/*.py\")",
+                            svc, f)
+        try:
+            globs.glob_regex(pattern)
+        except re.error as exc:
+            raise ctx.error(f"pattern {pattern!r} is not a valid glob: {exc}", svc, f) from None
     return patterns
 
 

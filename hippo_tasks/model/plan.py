@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from hippo_tasks.errors import StackFileError, UsageError, close_hint
 from hippo_tasks.model.envfile import read_env_file
+from hippo_tasks.model.globs import literal_folders
 from hippo_tasks.model.graph import topo_order
 from hippo_tasks.model.loader import known_profiles
 from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
@@ -251,12 +252,7 @@ def _check_watch_folders(svc: ServiceSpec, root: Path, cwd: Path, render: Render
     the file watcher a home folder or the whole disk to watch."""
     allowed = [Path(os.path.normpath(root)), Path(os.path.normpath(cwd))]
     for pattern in svc.watch:
-        literal: list[str] = []
-        for part in pattern.split("/")[:-1]:
-            if any(ch in part for ch in "*?["):
-                break
-            literal.append(part)
-        folder = Path(os.path.normpath(cwd.joinpath(*literal)))
+        folder = Path(os.path.normpath(cwd.joinpath(*literal_folders(pattern))))
         if not any(folder == a or a in folder.parents for a in allowed):
             raise render.fail(f"pattern {pattern!r} watches {folder}, outside the project "
                               f"({root}) and the service's cwd: watch files of this project",

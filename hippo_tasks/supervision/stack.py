@@ -199,8 +199,20 @@ class StackSupervisor:
         """One file watcher per service that lists `watch` globs (relative to its cwd)."""
         for svc in self.services.values():
             if svc.planned.spec.watch and not svc.planned.spec.external:
-                self._watchers.append(asyncio.create_task(watch_files(
-                    svc.planned.cwd, svc.planned.spec.watch, self._reloader(svc.name))))
+                task = asyncio.create_task(watch_files(
+                    svc.planned.cwd, svc.planned.spec.watch, self._reloader(svc.name)))
+                task.add_done_callback(self._watcher_ended(svc.name))
+                self._watchers.append(task)
+
+    def _watcher_ended(self, name: str) -> Callable[[asyncio.Task[None]], None]:
+        """A watcher that fails says so in its service's log, once; hot reload is off
+        for that service, and nothing else is touched."""
+        def ended(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                self.ctx.hub.system(name, f"file watching stopped: {task.exception()!r}; "
+                                          "hot reload is off until the stack restarts")
+
+        return ended
 
     def _reloader(self, name: str) -> Callable[[list[str]], Awaitable[None]]:
         async def reload(paths: list[str]) -> None:
@@ -219,7 +231,8 @@ class StackSupervisor:
         for task in self._watchers:
             task.cancel()
         for task in self._watchers:
-            with contextlib.suppress(asyncio.CancelledError):
+            # One that failed was said when it did: the shutdown goes on.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._watchers.clear()
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from hippo_tasks.model.globs import glob_regex, literal_folders
 
 DEBOUNCE = 0.3
 """Seconds of quiet that end a burst."""
@@ -43,58 +44,12 @@ def poll_forced(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool
     return True if value in ("1", "true", "yes", "on") else None
 
 
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Path.glob's matching as one regex over a relative POSIX path."""
-    out = []
-    parts = [p for p in os.path.normpath(pattern).split("/") if p not in ("", ".")]
-    for n, part in enumerate(parts):
-        last = n == len(parts) - 1
-        if part == "**":
-            out.append(".*" if last else "(?:[^/]+/)*")
-            continue
-        out.append(_name_regex(part) + ("" if last else "/"))
-    return re.compile("".join(out))
-
-
-def _name_regex(name: str) -> str:
-    """One path component, read as fnmatch reads it, except that `*` and `?` never
-    cross a '/'; an unclosed '[' is a literal."""
-    out, i, n = [], 0, len(name)
-    while i < n:
-        c = name[i]
-        i += 1
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = i + (i < n and name[i] == "!")
-            j += j < n and name[j] == "]"
-            while j < n and name[j] != "]":
-                j += 1
-            if j >= n:
-                out.append(re.escape(c))
-                continue
-            body = name[i:j].replace("\\", "\\\\")
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-            i = j + 1
-        else:
-            out.append(re.escape(c))
-    return "".join(out)
-
-
 def watch_roots(root: Path, patterns: Iterable[str]) -> list[Path]:
     """The folders to hand the kernel: each pattern's literal leading folders (the
     nearest existing one, so a folder made later is still seen), nested ones dropped."""
     found: set[Path] = set()
     for pattern in patterns:
-        parts = [p for p in os.path.normpath(pattern).split("/") if p not in ("", ".")]
-        literal: list[str] = []
-        for part in parts[:-1]:
-            if any(ch in part for ch in "*?["):
-                break
-            literal.append(part)
-        folder = Path(os.path.normpath(root.joinpath(*literal)))
+        folder = Path(os.path.normpath(root.joinpath(*literal_folders(pattern))))
         while not folder.is_dir() and folder != folder.parent:
             folder = folder.parent
         found.add(folder)
