@@ -13,7 +13,7 @@ from pathlib import Path
 
 ENV_FILE = Path(".env.e2e")
 SEED_FILE = Path(".hippodrome") / "seed.json"
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -79,3 +79,28 @@ def test_every_command_recovers_from_a_wrong_shaped_registry(project: Path) -> N
     assert "was corrupt" in up.stdout
     assert registry(project)["services"]["web"]["state"] == "running"
     hd(project, "down", check=True)
+
+
+def test_a_service_name_no_route_can_hold_is_an_unknown_service(project: Path) -> None:
+    """A space, a dot, an empty or a newline-ended name used to reach the daemon as a
+    path no route matches: `the daemon answered 404: no such route`, exit 1."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True)
+    for args in (("why", "a b"), ("restart", "--service", "a.b"), ("stop", "--service", "a/b"),
+                 ("logs", "--timestamps", "--service", "a.b"), ("why", "web\n")):
+        res = hd(project, *args, timeout=60)
+        assert res.returncode == 2, (args, res.stdout + res.stderr)
+        assert "unknown service" in res.stderr and "web" in res.stderr, res.stderr
+        assert_clean(res)
+    hd(project, "down", check=True)
+
+
+def test_a_service_name_ending_in_a_newline_is_a_load_error(project: Path) -> None:
+    """`$` matches before a final newline: `[services."a\\n"]` loaded, then failed at
+    spawn as an internal error, with a log file named `a\\n.log`."""
+    dash, = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services."a\\n"]\ncommand = ["sleep", "1"]\n')
+    up = hd(project, "up", "--detach", timeout=60)
+    assert up.returncode == 3, up.stdout + up.stderr
+    assert_clean(up)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from hippo_contract.http_client import BadAnswer
 from hippo_contract.webhook import TOKEN_HEADER, WEBHOOK_PATH
@@ -55,6 +56,9 @@ class DaemonClient:
         if status == 404 and isinstance(payload, dict) and \
                 payload.get("type") == "UnknownServiceError":
             raise _unknown_service(payload, path)
+        if status == 404 and path.startswith("/api/services/"):
+            # A name no route can hold (a space, a dot, empty): no such service either.
+            raise self._no_such_service(unquote(path.split("/")[3]))
         if status == 504:
             raise RequestTimeoutError(f"{method} {path}", timeout)
         raise HippoErrorFromDaemon(status, str(message))
@@ -67,18 +71,27 @@ class DaemonClient:
             raise DaemonUnreachableError(self.url, self.pid, str(exc) or
                                          type(exc).__name__) from None
 
+    def _no_such_service(self, name: str) -> UnknownServiceError:
+        try:
+            known = tuple(str(r["name"]) for r in self.status().get("services") or ())
+        except (HippoError, KeyError, TypeError):
+            known = ()
+        return UnknownServiceError(name, known)
+
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self.call("GET", "/api/status", timeout=10)
         return result
 
     def why(self, service: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", f"/api/services/{service}/why", timeout=10)
+        result: dict[str, Any] = self.call("GET", f"/api/services/{quote(service, safe='')}/why",
+                                           timeout=10)
         return result
 
     def action(self, verb: str, service: str | None, cascade: bool = False) -> dict[str, Any]:
         if verb not in ("start", "stop", "restart"):
             raise UsageError(f"unknown action {verb}")
-        path = f"/api/services/{service}/{verb}" if service else f"/api/stack/{verb}"
+        path = f"/api/services/{quote(service, safe='')}/{verb}" if service else \
+            f"/api/stack/{verb}"
         result: dict[str, Any] = self.call("POST", path, {"cascade": True} if cascade else None)
         return result
 

@@ -28,7 +28,7 @@ ERRORS = re.compile(rb"\b(?:errors?|err|exception|traceback|fatal|critical|crit|
                     rb"fail(?:ed|ure)?)\b")
 """What counts as an error line for `errors_only` (services' lines and Hippodrome's notes),
 matched on the line in lower case (a fifth faster than a case-insensitive pattern)."""
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -33,9 +33,9 @@ VERSION = 1
 """The format this Hippodrome writes and reads; a line with a greater `v` is refused."""
 DIR = Path(".hippodrome") / "events"
 STAMP = "%Y%m%d-%H%M%S"
-OURS = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?\.jsonl$")
+OURS = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?\.jsonl\Z")
 """Names the recorder makes (and alone prunes)."""
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.jsonl$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.jsonl\Z")
 """Names the API serves: one path segment, no '/', nothing hidden; `..` cannot escape."""
 REDACTED = "[redacted]"
 REPLAY_HEADER = "x-hippodrome-replay"

@@ -21,7 +21,7 @@ BASE_NAME = "hippodrome"
 """The stack layout's Deployment and Service, and the prefix of shared objects
 (Secrets, the waiter's account) in both layouts: one stack per namespace."""
 
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
 def label_value(text: str) -> str:

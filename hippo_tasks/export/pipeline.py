@@ -24,7 +24,7 @@ LAYOUTS = ("stack", "services")
 DEFAULT_IMAGE = "hippodrome:latest"
 """What the README's `docker build -t hippodrome .` makes; a cluster needs --image with
 a registry it can pull from."""
-_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*\Z")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from hippo_tasks.errors import StackFileError
 from hippo_tasks.model.textfile import Unusable, read_small_text
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
 
 

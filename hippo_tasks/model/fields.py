@@ -15,7 +15,7 @@ from typing import Any
 from hippo_tasks.errors import StackFileError, close_hint
 from hippo_tasks.model import globs
 
-SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}\Z")
 
 DAY = 86_400.0
 """The upper bound of every duration (timeouts, intervals, backoff): longer is a typo,

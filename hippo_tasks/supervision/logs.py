@@ -119,7 +119,7 @@ class RunFiles:
     were lost and since when, on a line of its own."""
 
     STAMP = "%Y%m%d-%H%M%S"
-    _RUN = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
+    _RUN = re.compile(r"^\d{8}-\d{6}(-\d+)?\Z")
 
     def __init__(self, logs_root: Path, keep: int, now: float | None = None) -> None:
         logs_root.mkdir(parents=True, exist_ok=True)

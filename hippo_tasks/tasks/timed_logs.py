@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from hippo_tasks.errors import DaemonNotRunningError, UsageError
 
@@ -53,7 +54,8 @@ def show(root: Path, service: str, lines: int, follow: bool,
         got = []
         for name in names:
             after = f"&after={last[name]}" if name in last else ""
-            data = client.call("GET", f"/api/services/{name}/logs?{query}{after}")
+            data = client.call("GET", f"/api/services/{quote(name, safe='')}/logs?"
+                                      f"{query}{after}")
             last[name] = int(data["last_seq"])
             got += [(float(r["ts"]), name, int(r["seq"]), r) for r in data["lines"]]
         return sorted(got, key=lambda item: item[:3])
