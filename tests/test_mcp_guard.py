@@ -281,3 +281,43 @@ def test_overlapping_requests_are_each_answered(tmp_path: Path) -> None:
     finally:
         hd(root, "down")
         force_down(Registry(root))
+
+
+def test_a_read_another_page_makes_is_refused_by_the_browsers_own_word(
+        stack: Stack, browser: Browser, attacker: tuple[str, dict[str, str]]) -> None:
+    """`<img src=http://127.0.0.1:9000/api/services/web/logs?regex=...>` carries no
+    Origin, so a page anywhere could make the daemon run any (allowed) query. Chromium
+    says where such a request comes from: here, what it sends for an image from another
+    port of 127.0.0.1 is captured, and the daemon refuses exactly that."""
+    captured: list[dict[str, str]] = []
+
+    class Capture(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            captured.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin, pages = attacker
+    pages["/img.html"] = (f'<img src="http://127.0.0.1:{server.server_address[1]}/x.png">')
+    context = browser.new_context()
+    try:
+        context.new_page().goto(origin + "/img.html")
+        wait_for(lambda: captured, timeout=15, what="the image request")
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+    sent = {k: v for k, v in captured[0].items() if k.startswith("sec-fetch-")}
+    assert sent["sec-fetch-site"] == "same-site", sent
+    status, body = stack.send("GET", "/api/services/web/logs?lines=1", None, sent)
+    assert status == 403 and b"another site's page" in body, body
+    # The same read from the dashboard itself, and a link followed to the API, go on.
+    for own in ({**sent, "sec-fetch-site": "same-origin"},
+                {"sec-fetch-site": "same-site", "sec-fetch-mode": "navigate",
+                 "sec-fetch-dest": "document"}):
+        assert stack.send("GET", "/api/services/web/logs?lines=1", None, own)[0] == 200

@@ -5,7 +5,10 @@ A web page the user has open elsewhere can make the browser send requests to
 its own hostname to 127.0.0.1 and then read the answers as its own. Browsers always
 send `Host` as the name the page used, and send `Origin` on every cross-site POST, so
 two checks close both doors: the Host must be a loopback name, and a request that
-changes something must not carry another site's Origin.
+changes something must not carry another site's Origin. A request that reads
+(`<img src=.../api/...>`, a no-cors fetch) carries no Origin, but the browser's
+Sec-Fetch-Site says it came from another site's page: refused too, unless it is a
+top-level navigation.
 
 The control API applies them as `refusal` (Host only when the daemon listens on
 loopback: bound to 0.0.0.0 in Docker it is reached by other names). The webhook is
@@ -57,6 +60,22 @@ def _foreign_origin(headers: Headers) -> str | None:
     return f"cross-origin request from {origin!r} refused"
 
 
+def _other_sites_page(method: str, headers: Headers) -> str | None:
+    """A request another site's page made the browser send: an `<img>` or no-cors
+    fetch carries no Origin, but browsers say where it came from in Sec-Fetch-Site
+    (another port of 127.0.0.1 is `same-site`, another host `cross-site`). Only a
+    top-level navigation (a link or a typed address) comes through: reading the page or
+    the JSON in a tab of its own is the user's doing."""
+    site = (headers.get("Sec-Fetch-Site") or "").lower()
+    if site not in ("cross-site", "same-site"):
+        return None
+    if method == "GET" and (headers.get("Sec-Fetch-Mode") or "").lower() == "navigate" \
+            and (headers.get("Sec-Fetch-Dest") or "").lower() == "document":
+        return None
+    return (f"a request from another site's page ({site}) refused: the API answers the "
+            "dashboard, `hd` and scripts, not other pages")
+
+
 def refusal(path: str, method: str, headers: Headers,
             loopback_only: bool) -> Refusal | None:
     """Why a request may not reach the control API or the page, or None.
@@ -73,6 +92,9 @@ def refusal(path: str, method: str, headers: Headers,
         why = _foreign_host(headers.get("Host") or "", "open the dashboard at 127.0.0.1")
         if why is not None:
             return Refusal(403, why)
+    why = _other_sites_page(method, headers)
+    if why is not None:
+        return Refusal(403, why)
     if method != "GET":
         why = _foreign_origin(headers)
         if why is not None:
