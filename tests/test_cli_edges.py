@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from stackutil import free_ports, hd, registry, stack_header, toy_service, write_stack
+from stackutil import HD_CLI, free_ports, hd, registry, stack_header, toy_service, write_stack
 
 
 def assert_clean(res: subprocess.CompletedProcess[str]) -> None:
@@ -104,3 +104,18 @@ def test_a_service_name_ending_in_a_newline_is_a_load_error(project: Path) -> No
     up = hd(project, "up", "--detach", timeout=60)
     assert up.returncode == 3, up.stdout + up.stderr
     assert_clean(up)
+
+
+@pytest.mark.parametrize("args,words", [
+    (("logs", "--lines", "abc"), "a flag's value is not of the kind it takes"),
+    (("status", "--bogus"), "No idea what '--bogus' is"),
+    (("nosuchcommand",), "No idea what 'nosuchcommand' is"),
+])
+def test_bad_arguments_to_hd_are_exit_2_and_a_sentence(project: Path, args: tuple[str, ...],
+                                                       words: str) -> None:
+    """invoke exited 1 on an unknown flag, and `--lines abc` was a 20-line traceback."""
+    res = subprocess.run([*HD_CLI, *args], cwd=project, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert words in res.stderr and "`hd --help`" in res.stderr
+    assert_clean(res)

@@ -15,7 +15,7 @@ import contextlib
 import errno
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from hippo_tasks import __version__
@@ -193,11 +193,9 @@ def main() -> None:
             if code:
                 sys.exit(code)
             return
-        from invoke.program import Program
-
         from hippo_tasks.tasks import ns
 
-        Program(namespace=ns, version=__version__, name="hd", binary="hd").run(
+        _program()(namespace=ns, version=__version__, name="hd", binary="hd").run(
             [sys.argv[0], *argv])
         sys.stdout.flush()
     except BrokenPipeError:
@@ -209,6 +207,38 @@ def main() -> None:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
             raise
         sys.exit(unwritable(exc))
+
+
+def _program() -> type[Any]:
+    """invoke's Program, with its argument errors said as ours: exit 2 (bad
+    arguments, as the README's table says) and a sentence, where invoke exits 1 on an
+    unknown flag and lets a flag's wrong type (`--lines abc`) out as a traceback."""
+    from invoke.exceptions import ParseError
+    from invoke.program import Program
+
+    class HdProgram(Program):
+        def parse_core(self, argv: list[str] | None) -> None:
+            with _said_as_usage(ParseError):
+                super().parse_core(argv)
+
+        def parse_tasks(self) -> None:
+            with _said_as_usage(ParseError):
+                super().parse_tasks()
+
+    return HdProgram
+
+
+@contextlib.contextmanager
+def _said_as_usage(parse_error: type[Exception]) -> Iterator[None]:
+    try:
+        yield
+    except (parse_error, ValueError) as exc:
+        text = str(exc).rstrip(".!")
+        if isinstance(exc, ValueError):
+            text = f"a flag's value is not of the kind it takes ({text})"
+        print(f"hippodrome: {text}; `hd --help` lists the commands, `hd COMMAND --help` "
+              "their flags", file=sys.stderr)
+        sys.exit(2)
 
 
 def unwritable(exc: BaseException) -> int:
