@@ -219,6 +219,9 @@ def test_a_long_dependency_chain_loads_and_plans() -> None:
     ("${python", "'${python' starts a variable that is not ${name}"),
     ("${url:${port}}", "'${url' starts a variable"),
     ("a ${port b", "'${port' starts a variable"),
+    ("${}", "'${}' starts a variable"),
+    ("${ python}", "'${ ' starts a variable"),
+    ("abc${", "'${' starts a variable"),
 ])
 def test_an_unclosed_or_nested_variable_is_refused(value: str, words: str) -> None:
     """It reached the process as text and failed at spawn, far from the typo."""
@@ -268,3 +271,14 @@ def test_watch_globs_the_watcher_could_not_use_are_refused(pattern: str, words: 
     folders the load check could not see."""
     e = refused(f'[services.a]\ncommand = ["x"]\nwatch = ["{pattern}"]\n')
     assert e.field_name == "watch" and words in e.problem
+
+
+def test_a_bad_variable_in_an_env_file_names_that_file(tmp_path: Path) -> None:
+    """It named hippodrome.toml's field 'env', which the stack file does not have."""
+    (tmp_path / "vars.env").write_text("GOOD=1\nBAD=${nope}\n")
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack_text('[services.a]\ncommand = ["x"]\nenv_file = ["vars.env"]\n'),
+                   Options(project_root=tmp_path))
+    e = info.value
+    assert (e.path, e.service, e.field_name) == (str(tmp_path / "vars.env"), "a", "env_file")
+    assert "BAD: unknown variable ${nope}" in e.problem

@@ -28,10 +28,10 @@ from hippo_tasks.model.loader import known_profiles
 from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
 
 HOST = "127.0.0.1"
-_VAR = re.compile(r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\}|\{[a-z_]+)")
-"""`$$`, `${name}` or `${name:arg}`; last, `${name` that is none of them (unclosed, or
-with another reference inside), an error rather than text passed on as it is. `${HOME}`
-(upper case) is left to a shell."""
+_VAR = re.compile(r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\}|\{(?:[a-z_]+|\s|\}|$))")
+"""`$$`, `${name}` or `${name:arg}`; last, a `${` that is none of them (`${name` unclosed
+or with another reference inside, `${}`, `${ name}`, a `${` at the end), an error rather
+than text passed on as it is. `${HOME}` (upper case) and `${1}` are left to a shell."""
 
 
 class Options(NamedTuple):
@@ -217,11 +217,9 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
                 port=ports.get(name),
                 argv=tuple(render(a, "command") for a in svc.command),
                 cwd=cwd,
-                env={k: render(v, "env") for k, v in (
-                    *spec.env,
-                    *(pair for name in svc.env_file
-                      for pair in read_env_file(root / render(name, "env_file"), svc.name)),
-                    *svc.env)},
+                env={**{k: render(v, "env") for k, v in spec.env},
+                     **_env_files(svc, root, render),
+                     **{k: render(v, "env") for k, v in svc.env}},
                 depends_on=tuple(d for d in svc.depends_on if d in names),
                 setup_argv=setup_argv,
                 setup_creates=creates,
@@ -244,6 +242,21 @@ def _check_shifted_ports(spec: StackSpec, opts: Options, ports: Mapping[str, int
             raise UsageError(
                 f"--port-offset {opts.port_offset} moves {who} from port {written} to port "
                 f"{port}, outside 1-65535: choose an offset that keeps every port in range")
+
+
+def _env_files(svc: ServiceSpec, root: Path, render: Renderer) -> dict[str, str]:
+    """The service's env_file variables, rendered; a bad `${...}` in one is that file's
+    error, not the stack file's."""
+    out: dict[str, str] = {}
+    for name in svc.env_file:
+        path = root / render(name, "env_file")
+        for key, value in read_env_file(path, svc.name):
+            try:
+                out[key] = render(value, "env")
+            except StackFileError as exc:
+                raise StackFileError(str(path), f"{key}: {exc.problem}", svc.name,
+                                     "env_file") from None
+    return out
 
 
 def _check_watch_folders(svc: ServiceSpec, root: Path, cwd: Path, render: Renderer) -> None:
