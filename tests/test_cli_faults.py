@@ -57,6 +57,24 @@ def test_kill_9_of_daemon_leaves_no_orphans(project: Path) -> None:
     assert registry(project)["daemon"] is None and registry(project)["services"] == {}
 
 
+def test_a_killed_guard_is_replaced_so_a_later_kill_9_still_leaves_nothing(
+        project: Path) -> None:
+    """kill -9 of the guard, then of the daemon: nobody was left to end the services
+    until the next `hd` command noticed."""
+    shell_stack(project)
+    hd(project, "up", "--detach", check=True)
+    reg = registry(project)
+    members = [p for e in reg["services"].values() for p in group_members(e["pgid"])]
+    old_guard = reg["daemon"]["guard_pid"]
+    os.kill(old_guard, signal.SIGKILL)
+    new_guard = wait_for(lambda: registry(project)["daemon"]["guard_pid"] != old_guard
+                         and registry(project)["daemon"]["guard_pid"], 10,
+                         what="a new guard")
+    assert alive(new_guard)
+    os.kill(reg["daemon"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not any(alive(p) for p in members), 5.0, what="every service gone")
+
+
 def test_busy_port_names_holder_and_starts_nothing(project: Path) -> None:
     dash, a, b = free_ports(3)
     write_stack(project, stack_header(dash) + toy_service("web", a) + toy_service("api", b))

@@ -39,7 +39,7 @@ EXIT_FAILED = 1
 EXIT_SIGNALLED = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 """A stack shut down by a signal exits 128 + its number, as a shell reports a process
 killed by it: a CI job or a supervisor can tell a Ctrl+C or a `kill` from a clean end."""
-REGISTRY_CHECK_S = 2.0
+HOUSEKEEPING_S = 2.0
 CUT_SHORT_BY = {"shutdown requested": "by `hd down` (or POST /api/shutdown)",
                 "SIGINT": "by SIGINT", "SIGTERM": "by SIGTERM", "SIGHUP": "by SIGHUP"}
 
@@ -181,15 +181,22 @@ class Engine:
         out.update(self.recorder.problems())
         return out
 
-    def _keep_registry(self) -> None:
-        """Every REGISTRY_CHECK_S, a stat: a registry deleted while the stack runs
-        (`rm -rf .hippodrome`, `git clean -xdf`) is written again, or every command
-        would say no daemon runs until the next state change, and `up` would trip on
-        this daemon's ports."""
+    def _housekeeping(self) -> None:
+        """Every HOUSEKEEPING_S, a stat and a waitpid. A registry deleted while the
+        stack runs (`rm -rf .hippodrome`, `git clean -xdf`) is written again, or every
+        command would say no daemon runs until the next state change, and `up` would
+        trip on this daemon's ports. An orphan guard that was killed is started again,
+        or a later kill -9 of the daemon would leave every service running."""
         assert self.loop is not None
-        self.loop.call_later(REGISTRY_CHECK_S, self._keep_registry)
-        if self._shutdown is not None and not self._shutdown.done() and \
-                self.registry.root.is_dir() and not os.path.exists(self.registry.path):
+        self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
+        if self._shutdown is None or self._shutdown.done():
+            return
+        if self.guard.exited():
+            self.note(f"hippodrome | the orphan guard (pid {self.guard.pid}) is gone: "
+                      "starting another")
+            self.guard = OrphanGuard(self.ownership)
+            self.sync_registry()
+        if self.registry.root.is_dir() and not os.path.exists(self.registry.path):
             self.note(f"hippodrome | {self.registry.path} was deleted: writing it again")
             self.sync_registry()
 
@@ -254,7 +261,7 @@ class Engine:
             raise
         self.sync_registry()
         on_serving()
-        self.loop.call_later(REGISTRY_CHECK_S, self._keep_registry)
+        self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
         began = time.monotonic()
         code = EXIT_OK
         clean = False

@@ -65,6 +65,10 @@ class OrphanGuard:
     def pid(self) -> int:
         return self._proc.pid
 
+    def exited(self) -> bool:
+        """Killed or crashed: the daemon then has no one to end its services after it."""
+        return self._proc.poll() is not None
+
     def close(self, clean: bool = True) -> None:
         """`clean`: every service is already ended; let the guard go. Otherwise close
         the pipe without a word, and wait while the guard ends what is left."""
