@@ -136,6 +136,14 @@ def test_get_is_405_at_once_not_an_event_stream_held_open(stack: Stack) -> None:
     assert time.monotonic() - started < 10
 
 
+def test_a_media_type_in_capitals_is_json_too(stack: Stack) -> None:
+    """Media types are case-insensitive: the SDK answered APPLICATION/JSON with 415."""
+    listing = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    status, body = stack.send("POST", "/mcp", listing, {**AGENT,
+                                                        "Content-Type": "APPLICATION/JSON"})
+    assert status == 200 and json.loads(body)["result"]["tools"], body
+
+
 def test_a_body_that_is_not_json_gets_a_json_error(stack: Stack) -> None:
     status, body = stack.send("POST", "/mcp", STOP, {**AGENT, "Content-Type": "text/plain"})
     assert status == 400

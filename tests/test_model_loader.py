@@ -60,11 +60,12 @@ def test_unknown_field_suggests_the_right_one() -> None:
     ("cells", '["moon"]', "not one of"),
     ("start_timeout", "-1", "at least"),
     ("setup", '{ command = ["npm", "ci"] }', "creates"),
+    ("setup", '{ command = ["npm", "ci"], creates = "" }', "creates must name"),  # never ran
 ])
 def test_wrong_types_are_named(field: str, value: str, words: str) -> None:
     base = "" if field == "command" else 'command = ["x"]\n'
     e = err(f'[services.api]\n{base}{field} = {value}\n')
-    assert e.service == "api" and e.field_name in (field, f"{field}.command")
+    assert e.service == "api" and e.field_name in (field, f"{field}.command", f"{field}.creates")
     assert words in str(e)
     assert "stack.toml" in str(e)
 

@@ -111,8 +111,10 @@ def test_dependant_of_failed_dependency_fails_with_reason(project: Path) -> None
 
 
 def test_missing_command_and_cwd_are_clear(project: Path) -> None:
+    (project / "afile").write_text("")
     text = ('[services.ghost]\ncommand = ["no-such-binary-xyz"]\n'
-            '[services.lost]\ncommand = ["' + PY + '"]\ncwd = "nowhere"\nblocking = false\n')
+            '[services.lost]\ncommand = ["' + PY + '"]\ncwd = "nowhere"\nblocking = false\n'
+            '[services.filed]\ncommand = ["' + PY + '"]\ncwd = "afile"\nblocking = false\n')
 
     async def scenario(h: Harness) -> None:
         failure = await h.stack.start_and_wait()
@@ -120,6 +122,8 @@ def test_missing_command_and_cwd_are_clear(project: Path) -> None:
         assert "service ghost: command 'no-such-binary-xyz' not found" in failure.reason
         lost = h.stack.get("lost")
         assert lost.state == State.FAILED and "cwd" in lost.reason and "nowhere" in lost.reason
+        assert "cwd" in h.stack.get("filed").reason and "is a file, not a folder" in \
+            h.stack.get("filed").reason
 
     run(project, text, scenario)
 

@@ -80,9 +80,13 @@ def mcp(req: Request) -> Raw:
         raise HttpError(400, f"Content-Type must be application/json, not "
                              f"{content_type or 'missing'!r}: POST one JSON-RPC message")
     body = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="one JSON-RPC message")
+    # Media types are case-insensitive (RFC 9110); the SDK compares exactly, and
+    # answered APPLICATION/JSON with a 415.
+    sent = [(k, "application/json" if k.lower() == "content-type" and content_type ==
+             "application/json" else v) for k, v in req.headers.items()]
     try:
         status, headers, payload = req.app.mcp.bridge(req.app.commands).exchange(
-            req.method, req.path, urlencode(req.query), list(req.headers.items()), body)
+            req.method, req.path, urlencode(req.query), sent, body)
     except RuntimeError as exc:
         raise HttpError(503, f"{exc}; restart the stack (`hd down`, `hd up`)") from None
     content_type = next((v for k, v in headers if k.lower() == "content-type"),

@@ -169,7 +169,12 @@ def _setup(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> SetupStep:
     command = want_argv(ctx, v["command"], svc, "setup.command")
     if not command:
         raise ctx.error("setup.command must not be empty", svc, f)
-    return SetupStep(command=command, creates=F.want_str(ctx, v["creates"], svc, "setup.creates"))
+    creates = F.want_str(ctx, v["creates"], svc, "setup.creates")
+    if not creates.strip():  # "" names the cwd itself, which always exists: never run
+        raise ctx.error("creates must name the file or folder the step makes (e.g. "
+                        "\"node_modules\"): the step runs while it is missing", svc,
+                        "setup.creates")
+    return SetupStep(command=command, creates=creates)
 
 
 class _FileData:

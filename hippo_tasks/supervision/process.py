@@ -37,7 +37,8 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
     if not argv:
         raise SpawnError(f"service {service}: empty command")
     if not cwd.is_dir():
-        raise SpawnError(f"service {service}: cwd '{cwd}' does not exist")
+        what = "is a file, not a folder" if cwd.exists() else "does not exist"
+        raise SpawnError(f"service {service}: cwd '{cwd}' {what}")
     exe = argv[0]
     if os.sep in exe:
         path = exe if os.path.isabs(exe) else str(cwd / exe)
