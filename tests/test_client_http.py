@@ -131,7 +131,7 @@ def test_a_typed_name_cannot_break_the_request_line(scripted: tuple) -> None:
     client.action("restart", "web\r\nX-Injected: 1")
     client.action("restart", "wéb ünïcode")
     first = seen[0].split(b"\r\n")
-    assert first[0] == b"POST /api/services/web%0D%0AX-Injected:%201/restart HTTP/1.1"
+    assert first[0] == b"POST /api/services/web%0D%0AX-Injected%3A%201/restart HTTP/1.1"
     assert not any(line.startswith(b"X-Injected") for line in first)
     assert seen[1].split(b"\r\n")[0] == \
         b"POST /api/services/w%C3%A9b%20%C3%BCn%C3%AFcode/restart HTTP/1.1"

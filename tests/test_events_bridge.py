@@ -66,6 +66,7 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
 @pytest.fixture
 def registry(tmp_path: Path, fake_tools: FakeTools) -> Iterator[Registry]:
     """A project registry; whatever a test leaves recorded is cleaned up after it."""
+    (tmp_path / "proj").mkdir()  # a project folder exists: the registry never makes one
     reg = Registry(tmp_path / "proj")
     try:
         yield reg

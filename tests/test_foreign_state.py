@@ -135,11 +135,7 @@ def test_a_registry_without_a_token_names_its_live_pids_and_signals_none(
 def test_a_registry_deleted_while_the_stack_runs_is_written_again(project: Path) -> None:
     """`rm -rf .hippodrome` (or `git clean -xdf`) while the stack runs: every command said
     no daemon was running (down: nothing to stop) until the next state change."""
-    dash, port = free_ports(2)
-    write_stack(project, stack_header(dash) + toy_service("web", port))
-    hd(project, "up", "--detach", check=True)
-    daemon = registry(project)["daemon"]["pid"]
-    web = registry(project)["services"]["web"]["pid"]
+    daemon, web = web_stack_up(project)
     try:
         shutil.rmtree(project / ".hippodrome")
         wait_for(lambda: (project / ".hippodrome" / "registry.json").exists(), 10,
@@ -149,6 +145,14 @@ def test_a_registry_deleted_while_the_stack_runs_is_written_again(project: Path)
         assert not alive(web)
     finally:
         stop_by_pid(daemon)  # the fixture's sweep needs the registry this test deletes
+
+
+def web_stack_up(root: Path) -> tuple[int, int]:
+    """One toy service up, detached: (the daemon's pid, the service's)."""
+    dash, port = free_ports(2)
+    write_stack(root, stack_header(dash) + toy_service("web", port))
+    hd(root, "up", "--detach", check=True)
+    return registry(root)["daemon"]["pid"], registry(root)["services"]["web"]["pid"]
 
 
 def stop_by_pid(daemon: int) -> None:
@@ -165,11 +169,7 @@ def test_a_project_moved_with_its_stack_running_is_still_managed_from_its_new_pl
     It was taken for a copy (moved aside, `hd down` in a folder that no longer exists),
     and the daemon later re-created the old folder to write its registry."""
     first, moved = tmp_path / "first", tmp_path / "moved"
-    dash, port = free_ports(2)
-    write_stack(first, stack_header(dash) + toy_service("web", port))
-    hd(first, "up", "--detach", check=True)
-    daemon = registry(first)["daemon"]["pid"]
-    web = registry(first)["services"]["web"]["pid"]
+    daemon, web = web_stack_up(first)
     try:
         first.rename(moved)
         status = hd(moved, "status")
@@ -181,5 +181,6 @@ def test_a_project_moved_with_its_stack_running_is_still_managed_from_its_new_pl
             down.stdout + down.stderr
         assert not alive(daemon) and not alive(web)
         assert not first.exists(), "the daemon re-created the folder the project left"
+        assert "Traceback" not in (moved / ".hippodrome" / "daemon.log").read_text()
     finally:
         stop_by_pid(daemon)

@@ -343,5 +343,5 @@ class Engine:
                                    "last_lines": list(failure.last_lines),
                                    "log_path": failure.log_path, "final": True}
 
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, StateDirError):  # a folder gone or unwritable
             self.registry.update(change)
