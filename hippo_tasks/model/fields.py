@@ -198,7 +198,7 @@ def want_globs(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[str, 
         if globs.parts(pattern).count("**") > globs.MAX_DOUBLE_STARS:
             raise ctx.error(f"pattern {pattern!r} has more than {globs.MAX_DOUBLE_STARS} "
                             "'**': one is enough to reach any depth", svc, f)
-        wild = [any(ch in part for ch in "*?[") for part in path.parts]
+        wild = [globs.is_wild(part) for part in path.parts]
         if any(part == ".." and any(wild[:n]) for n, part in enumerate(path.parts)):
             raise ctx.error(f"pattern {pattern!r}: '..' after a wildcard climbs to folders "
                             "the pattern cannot name; put any '..' first (\"../lib/*.py\")",

@@ -21,11 +21,16 @@ def parts(pattern: str) -> list[str]:
     return [p for p in os.path.normpath(pattern).split("/") if p not in ("", ".")]
 
 
+def is_wild(part: str) -> bool:
+    """A component with a wildcard in it (`*`, `?`, `[`)."""
+    return any(ch in part for ch in "*?[")
+
+
 def literal_folders(pattern: str) -> list[str]:
     """The folders before the first component with a wildcard (the file name aside)."""
     literal: list[str] = []
     for part in parts(pattern)[:-1]:
-        if any(ch in part for ch in "*?["):
+        if is_wild(part):
             break
         literal.append(part)
     return literal

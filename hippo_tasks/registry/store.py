@@ -110,10 +110,7 @@ class Registry:
             raw = read_small_text(self.path)  # a named pipe here would hang every command
         except FileNotFoundError:
             return empty(self.root)
-        except Unusable as exc:
-            self._move_aside(str(exc))
-            return empty(self.root)
-        except UnicodeDecodeError as exc:
+        except (Unusable, UnicodeDecodeError) as exc:
             self._move_aside(str(exc))
             return empty(self.root)
         except OSError as exc:
