@@ -129,6 +129,14 @@ def test_route_path_must_be_a_url_path() -> None:
     assert e.field_name == "routes" and "URL path" in e.problem
 
 
+def test_a_route_to_a_service_without_a_port_is_refused() -> None:
+    """Every event it matched was a 503 at delivery, long after `up` said all was well."""
+    e = refused('[services.a]\nkind = "job"\ncommand = ["x"]\n[[routes]]\n'
+                'detail_type_prefix = "Order."\nservice = "a"\n')
+    assert e.field_name == "routes"
+    assert "'Order.' names 'a', which has no port" in e.problem and "`port`" in e.problem
+
+
 @pytest.mark.parametrize("text,words", [
     ("a = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
     ("a = " + "9" * 5000, "not usable TOML"),

@@ -56,11 +56,20 @@ def check_graph(spec: StackSpec, sources: Mapping[str, FileContext]) -> None:
                 "port",
             )
         by_port.setdefault(svc.port, svc)
+    ports = {s.name: s.port for s in spec.services}
     for route in spec.routes:
         if route.service not in names:
             raise StackFileError(
                 spec.files[-1] if spec.files else "<stack>",
                 f"[[routes]] names unknown service '{route.service}'",
+                field_name="routes",
+            )
+        if ports[route.service] is None:  # or every matching event is a 503 at delivery
+            raise StackFileError(
+                spec.files[-1] if spec.files else "<stack>",
+                f"[[routes]] for '{route.detail_type_prefix}' names '{route.service}', which "
+                f"has no port: events are delivered by HTTP POST to a service's port (give "
+                f"'{route.service}' a `port`, or route to a service that has one)",
                 field_name="routes",
             )
     cycle = find_cycle({s.name: s.depends_on for s in enabled})

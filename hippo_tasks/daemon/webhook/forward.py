@@ -89,9 +89,7 @@ def forward(pool: TargetPool, planned: PlannedRoute, raw: bytes) -> tuple[int, d
     """The target's answer as the webhook's (status, payload); failures as HttpError."""
     r = planned.route
     where = f"{r.service} at {planned.target}{r.path}"
-    if planned.port is None:
-        raise HttpError(503, f"Service unavailable: the route for '{r.detail_type_prefix}' "
-                             f"names '{r.service}', which has no port in this stack")
+    assert planned.port is not None, "the loader refuses a route to a portless service"
     if not (r.path.startswith("/") and r.path.isascii() and r.path.isprintable()
             and " " not in r.path):
         raise HttpError(500, f"The route for '{r.detail_type_prefix}' has an invalid path "
