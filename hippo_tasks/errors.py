@@ -8,6 +8,8 @@ to exit codes in `hippo_tasks.tasks.output`, the HTTP layer to statuses in
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterable, Sequence
 
 
@@ -278,10 +280,23 @@ class StateDirError(HippoError):
         self.path = path
         self.problem = problem
 
+    @classmethod
+    def from_os(cls, exc: OSError, where: str | os.PathLike[str]) -> StateDirError:
+        """Named for `where`, the folder to make writable; but a folder standing where a
+        file belongs (`mkdir .hippodrome/registry.lock`) is named itself: for a rename
+        onto it (`.logs/latest`) that is the target, not the temporary file."""
+        if exc.errno == errno.EISDIR:
+            where = exc.filename2 or exc.filename or where
+        return cls(str(where), exc.strerror or str(exc))
+
     def message(self) -> str:
         if self.problem in ("File exists", "Not a directory"):  # mkdir's and open's words
             return (f"cannot write {self.path}: a file stands where Hippodrome needs a "
                     "folder (.hippodrome, .logs or one inside them); move that file away. "
+                    "Nothing was started or stopped.")
+        if self.problem == "Is a directory":
+            return (f"cannot write {self.path}: a folder stands where Hippodrome keeps a "
+                    "file; move that folder away (Hippodrome makes the file again). "
                     "Nothing was started or stopped.")
         return (
             f"cannot write {self.path}: {self.problem}. Make the folder writable (or free "

@@ -180,6 +180,21 @@ def test_a_file_where_a_state_folder_belongs_is_named(project: Path, name: str) 
     assert (project / name).read_text() == "not a folder\n", "the file was touched"
 
 
+@pytest.mark.parametrize("name", [".hippodrome/registry.lock", ".hippodrome/lifecycle.lock",
+                                  ".logs/latest"])
+def test_a_folder_where_a_state_file_belongs_is_named(project: Path, name: str) -> None:
+    """The message named the parent folder (or `.logs/.latest-PID`, a temporary name)
+    and said to make it writable, which it was."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    (project / name / "inside").mkdir(parents=True)
+    up = hd(project, "up", "--detach", timeout=60)
+    assert up.returncode == 10, up.stdout + up.stderr
+    assert f"cannot write {project / name}: a folder stands where Hippodrome keeps a file" \
+        in up.stderr and "Traceback" not in up.stderr, up.stderr
+    assert (project / name / "inside").is_dir(), "the folder was touched"
+
+
 def test_a_named_pipe_for_a_registry_is_moved_aside_not_read_for_ever(project: Path) -> None:
     """Every command reads the registry first: a FIFO there hung up, status and down
     (--force too) with no output."""

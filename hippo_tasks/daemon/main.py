@@ -43,8 +43,8 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
         if ownership is not None:  # made for this engine: its cgroup goes with it
             ownership.close()
         if isinstance(exc, OSError):  # .logs or .hippodrome read-only, disk full
-            raise StateDirError(str(exc.filename or plan.options.project_root),
-                                exc.strerror or str(exc)) from None
+            raise StateDirError.from_os(exc, exc.filename or plan.options.project_root) \
+                from None
         raise
 
     def start_http(eng: Engine) -> Callable[[], None]:

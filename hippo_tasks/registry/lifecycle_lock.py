@@ -40,7 +40,7 @@ class LifecycleLock:
             if not required:
                 say(f"cannot lock {self.path} ({exc.strerror or exc}); going on without it")
                 return
-            raise StateDirError(str(self.path.parent), exc.strerror or str(exc)) from None
+            raise StateDirError.from_os(exc, self.path.parent) from None
         deadline = time.monotonic() + wait
         told = False
         while True:

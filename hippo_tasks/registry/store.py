@@ -95,7 +95,7 @@ class Registry:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             if write:
-                raise StateDirError(str(self.dir), exc.strerror or str(exc)) from None
+                raise StateDirError.from_os(exc, self.dir) from None
             yield
             return
         try:
@@ -114,7 +114,7 @@ class Registry:
             self._move_aside(str(exc))
             return empty(self.root)
         except OSError as exc:
-            raise StateDirError(str(self.path), exc.strerror or str(exc)) from None
+            raise StateDirError.from_os(exc, self.path) from None
         try:
             data = validate(json.loads(raw))
         except (ValueError, RecursionError) as exc:
@@ -172,7 +172,7 @@ class Registry:
                 os.unlink(tmp)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
-            raise StateDirError(str(self.dir), exc.strerror or str(exc)) from None
+            raise StateDirError.from_os(exc, self.dir) from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(data, fh, indent=1, sort_keys=True)
@@ -181,7 +181,7 @@ class Registry:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             if isinstance(exc, OSError):
-                raise StateDirError(str(self.path), exc.strerror or str(exc)) from None
+                raise StateDirError.from_os(exc, self.path) from None
             raise
 
     def write(self, data: Data) -> None:

@@ -48,7 +48,7 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise StateDirError(str(path), exc.strerror or str(exc)) from exc
+            raise StateDirError.from_os(exc, path) from exc
         written.append(path)
     return written
 
