@@ -9,6 +9,7 @@ one from the pool, and an event was recorded as 503 "closed the connection unans
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from scripted_http import Scripted, running, serving
 
+from hippo_contract.http_client import Stale
 from hippo_tasks.daemon.webhook.forward import TargetPool
 
 
@@ -53,20 +55,33 @@ def test_a_pool_of_connections_closed_idle_costs_no_delivery(scripted: Scripted)
     assert len(scripted.connections) == 4, "one new connection, reused after"
 
 
-class _DropsSecond(BaseHTTPRequestHandler):
-    """Answers a connection's first request; reads the second and closes unanswered: a
-    target that dies between the pool's check and the send."""
+class _Counting(ThreadingHTTPServer):
+    daemon_threads = True
+    requests = 0
+    """Requests whose body the handler read: what the service could have acted on."""
+
+
+class _SecondOnAConnection(BaseHTTPRequestHandler):
+    """Answers a connection's first request. The second: `reset` closes the socket
+    before reading the body (unread bytes: the kernel resets it, as one closed idle
+    would), else it reads the body and closes unanswered (a handler that failed)."""
 
     protocol_version = "HTTP/1.1"
     server: _Counting
+    reset = False
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        self.server.requests += 1
         served = getattr(self, "served", 0)
         self.served = served + 1
+        self.close_connection = bool(served)
+        if served and self.reset:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+            return
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.server.requests += 1
         if served:
-            self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         self.send_response(200)
@@ -78,22 +93,36 @@ class _DropsSecond(BaseHTTPRequestHandler):
         pass
 
 
-class _Counting(ThreadingHTTPServer):
-    daemon_threads = True
-    requests = 0
+class _ResetsSecond(_SecondOnAConnection):
+    reset = True
 
 
-def test_a_request_dropped_on_a_reused_socket_is_sent_once_more_on_a_new_one() -> None:
-    server = _Counting(("127.0.0.1", 0), _DropsSecond)
+def test_a_request_reset_on_a_reused_socket_is_sent_once_more_on_a_new_one() -> None:
+    server = _Counting(("127.0.0.1", 0), _ResetsSecond)
     with running(server):
         port = server.server_address[1]
         pool = TargetPool(timeout=10)
         assert pool.post(port, "/e", b"{}")[0] == 200  # pooled
-        assert pool.post(port, "/e", b"{}")[0] == 200  # dropped on reuse, then a new one
-        assert server.requests == 3
+        assert pool.post(port, "/e", b"{}")[0] == 200  # reset unread, then a new one
+        assert server.requests == 2, "each event was read once"
         # Once more only: with the target gone, the new connection's failure is the answer.
         server.shutdown()
         server.server_close()
         with pytest.raises(ConnectionRefusedError):
             pool.post(port, "/e", b"{}")
-        assert server.requests == 4
+        assert server.requests == 2
+
+
+def test_a_request_read_and_closed_unanswered_is_not_sent_again() -> None:
+    """The handler read the event and failed: a resend would deliver it twice (found
+    with a plain http.server handler that raised after recording the event)."""
+    server = _Counting(("127.0.0.1", 0), _SecondOnAConnection)
+    with running(server):
+        port = server.server_address[1]
+        pool = TargetPool(timeout=10)
+        assert pool.post(port, "/e", b"{}")[0] == 200  # pooled
+        with pytest.raises(Stale) as failed:
+            pool.post(port, "/e", b"{}")
+        assert failed.value.__cause__ is None, "a clean close, not a reset"
+        time.sleep(0.2)  # a resend would have been read by now
+        assert server.requests == 2, "the event was sent again"

@@ -38,10 +38,11 @@ Where the contract leaves a choice open, and why:
   that connection is dropped so a late answer is never read as the next event's.
 - Connections to targets are kept alive, a few idle ones per port: a new TCP
   connection per event would cost more than the whole forward. A pooled connection
-  that fails before any byte of an answer (the service closed it while idle, e.g. it
-  restarted) is retried once on a fresh one, else every restart would cost an event.
-  A service that read the event and died silently on a reused connection may thus
-  see it twice: at-least-once, which is what EventBridge itself promises consumers.
+  the service's kernel reset (it closed the socket while idle, e.g. it restarted, so
+  no program read the event) is retried once on a fresh one, else every restart would
+  cost an event. A connection closed cleanly without an answer is 502 and not sent
+  again: the service may have read the event and failed while acting on it, and a
+  resend would hand it the event twice (EventBridge may still retry the 502 itself).
   A refused connection is 503. The HTTP/1.1 client is a small hand-written one (see
   hippo_contract/http_client.py for the profile that made it worth it).
 

@@ -66,11 +66,14 @@ class TargetPool:
             conn, reused = self._take(port, fresh=attempt == 2)
             try:
                 answer = conn.exchange(request, limit=MAX_ANSWER)
-            except Stale:
+            except Stale as exc:
                 conn.close()
-                if reused and attempt == 1:
-                    # It died idle in the pool between the check and the send (the
-                    # service closed it or restarted): once more, on a new connection.
+                if reused and attempt == 1 and exc.__cause__ is not None:
+                    # Reset: it died idle in the pool between the check and the send (the
+                    # service closed it or restarted), and its kernel refused the bytes,
+                    # so no program read them: once more, on a new connection. A clean
+                    # close after the send is not retried: the service may have read the
+                    # event and acted on it before failing, and would get it twice.
                     self._drop(port)
                     continue
                 raise
@@ -99,6 +102,14 @@ def forward(pool: TargetPool, planned: PlannedRoute, raw: bytes) -> tuple[int, d
     except TimeoutError:
         raise HttpError(504, f"Service timed out: {where} did not answer within "
                              f"{pool.timeout:g}s") from None
+    except Stale as exc:
+        if exc.__cause__ is not None:  # reset on a new connection too: it is going away
+            raise HttpError(503, f"Service unavailable: {where}: {exc} (is it running? "
+                                 "see `hd status`)") from None
+        raise HttpError(502, f"Bad answer from service: {where}: closed the connection "
+                             "without answering, perhaps failing while it handled the "
+                             f"event (see `hd logs -s {r.service}`); not sent again, as it "
+                             "may have acted on it") from None
     except OSError as exc:
         reason = "connection refused" if isinstance(exc, ConnectionRefusedError) \
             else exc.strerror or str(exc) or exc.__class__.__name__
