@@ -7,6 +7,7 @@ itself, routed to by `[[routes]]` tables, so forwarding crosses real sockets.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -330,6 +331,28 @@ def test_stuck_clients_block_nobody_and_a_stuck_body_gets_408(stack: Stack) -> N
         half_body.close()
 
 
+def test_a_body_trickled_in_gets_408_when_the_whole_of_it_is_late(stack: Stack) -> None:
+    """The read timeout was per read: one byte every 0.4 s kept the body coming for
+    21 s (and a daemon thread held) and then got a 200."""
+    body = b'{"detail-type":"X"}'  # 19 bytes, 0.3 s apart: 5.7 s, each read well in time
+    with socket.create_connection(("127.0.0.1", stack.dash), timeout=10) as s:
+        s.sendall(RAW_HEAD + b"Content-Length: %d\r\n\r\n" % len(body))
+        sent = 0
+        with contextlib.suppress(OSError):  # the daemon closes once it has answered
+            while sent < len(body):
+                s.sendall(body[sent:sent + 1])
+                sent += 1
+                time.sleep(0.3)
+        out = b""
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                out += chunk
+    code, headers, answer = parse_raw(out)
+    assert code == 408 and headers["connection"] == "close", out
+    assert answer == {"error": f"Request body not received within {READ_TIMEOUT_S:g}s"}
+    assert sent < len(body), "the whole body got through: nothing was late"
+
+
 def test_target_restart_reuses_nothing_stale(stack: Stack) -> None:
     merch = stack.ports["merch"]
     conn = http.client.HTTPConnection("127.0.0.1", stack.dash, timeout=30)
@@ -506,3 +529,18 @@ def test_token_guards_the_webhook_and_is_never_logged(project: Path) -> None:
     hd(project, "down", check=True)
     for path in [project / ".hippodrome" / "daemon.log", *project.glob(".logs/*/*.log")]:
         assert token not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.parametrize("value", ["inf", "1e10"])
+def test_a_timeout_of_no_limit_still_forwards(project: Path, value: str) -> None:
+    """`inf` (no timeout while debugging a target) overflowed every deadline: each
+    event was a 500 `OverflowError: timestamp out of range for platform time_t`."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + sink("settings", port)
+                + routes(("EcomIndexSettings.", "settings")))
+    hd(project, "up", "--detach", check=True,
+       env={"HIPPODROME_WEBHOOK_TOKEN": "", "HIPPODROME_WEBHOOK_TIMEOUT": value,
+            "HIPPODROME_WEBHOOK_READ_TIMEOUT": value})
+    assert post(dash, {"detail-type": "EcomIndexSettings.MODIFY"}) == (
+        200, forwarded(port, "EcomIndexSettings.MODIFY"))
+    assert post(dash, {"detail-type": "Nothing.Routed"})[0] == 200

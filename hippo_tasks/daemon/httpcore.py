@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable, Mapping
 from io import BufferedIOBase
 from types import MappingProxyType
@@ -107,11 +108,23 @@ class Body:
         return int(value) if len(value) < 16 else DRAIN_LIMIT + 1
 
     def read_exact(self, length: int, timeout: float) -> bytes:
-        """Exactly `length` bytes, or 408 when they do not come within `timeout`."""
+        """Exactly `length` bytes, or 408 when they do not all come within `timeout`.
+        One deadline for the whole body: a socket timeout alone is per read, and a
+        client sending a byte every few seconds held a thread for as long as it liked."""
         previous = self.sock.gettimeout()
-        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        parts: list[bytes] = []
         try:
-            raw = self.rfile.read(length)
+            while length:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(left)
+                part = self.rfile.read1(min(length, 65536))
+                if not part:
+                    raise ClientGone()
+                parts.append(part)
+                length -= len(part)
         except TimeoutError:
             raise HttpError(408, f"Request body not received within {timeout:g}s",
                             close=True) from None
@@ -119,19 +132,19 @@ class Body:
             raise ClientGone() from None
         finally:
             self.sock.settimeout(previous)
-        if len(raw) < length:
-            raise ClientGone()
-        return raw
+        return b"".join(parts)
 
     def discard(self, length: int, error: HttpError, timeout: float) -> HttpError:
         """Read and drop a body that will not be used, so the answer is not lost to a reset."""
         if length > DRAIN_LIMIT:
             error.close = True
             return error
+        deadline = time.monotonic() + timeout  # one for the whole body, as read_exact
         try:
             left = length
             while left:
-                left -= len(self.read_exact(min(left, 65536), timeout))
+                left -= len(self.read_exact(min(left, 65536),
+                                            max(0.0, deadline - time.monotonic())))
             self.done = True
         except (HttpError, ClientGone):
             error.close = True

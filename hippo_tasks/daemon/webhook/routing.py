@@ -24,12 +24,19 @@ NOTE_BATCH_S = 0.05
 Deliveries = deque[dict[str, Any]]
 
 
+MAX_WAIT_S = 86400.0
+"""A day: `inf` or 1e10 (no timeout, while debugging a target) made every deadline
+overflow the platform's time_t, and each event a 500."""
+
+
 def _env_seconds(name: str, default: float) -> float:
     try:
         value = float(os.environ.get(name) or default)
     except ValueError:
         return default
-    return value if value > 0 else default
+    if value != value or value <= 0:  # NaN, zero, negative
+        return default
+    return min(value, MAX_WAIT_S)
 
 
 def _shown(detail_type: str, limit: int = 256) -> str:
