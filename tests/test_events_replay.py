@@ -161,6 +161,24 @@ def test_a_stopped_target_is_a_status_difference(stack: Stack, recording: Path) 
     assert "0 answered as recorded, 2 differently" in out.stdout
 
 
+def test_a_lone_surrogate_in_a_recording_is_printed_escaped(stack: Stack, recording: Path,
+                                                             tmp_path: Path) -> None:
+    """`"\\ud800"` is valid JSON: a detail-type holding one ended the replay with a
+    UnicodeEncodeError traceback when it was printed, and the later lines were never
+    sent. Today's webhook refuses such an event (400), so it is also a difference."""
+    first, *rest = recording.read_text().splitlines()
+    line = json.loads(first)
+    line["detail_type"] = line["event"]["detail-type"] = "EcomIndexSettings.\ud800"
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text("\n".join([json.dumps(line), *rest]) + "\n")
+    out = replay_cli(stack, str(odd), "--as-fast-as-possible")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert "line 1: EcomIndexSettings.\\ud800 -> " in out.stdout
+    assert "status: recorded 200, now 400" in out.stdout
+    assert "half of a UTF-16 pair" in out.stdout
+    assert "replayed 7 of 7 deliveries" in out.stdout  # the later lines were sent
+
+
 def _paced(lines: list[dict[str, Any]], ats: list[float], path: Path) -> Path:
     for line, at in zip(lines, ats, strict=True):
         line["at"] = at

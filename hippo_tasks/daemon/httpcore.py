@@ -180,11 +180,21 @@ def decode_json(raw: bytes, noun: str) -> Any:
         raise HttpError(400, f"Body is not valid UTF-8 (byte {exc.start}): send {noun} "
                              "as UTF-8 JSON") from None
     try:
-        return STRICT_JSON.decode(text)
+        value = STRICT_JSON.decode(text)
     except ValueError as exc:
         raise HttpError(400, f"Invalid JSON: {exc}") from None
     except RecursionError:
         raise HttpError(400, "Invalid JSON: nested too deeply") from None
+    if "\\u" in text:  # only an escape can make a lone surrogate: checked only then
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start:exc.end].encode("utf-16", "surrogatepass")[2:]
+            raise HttpError(400, f"Invalid JSON: \\u{int.from_bytes(bad, 'little'):04x} is "
+                                 f"half of a UTF-16 pair, not a character: send {noun} as "
+                                 "valid Unicode (Python, JavaScript and EventBridge refuse "
+                                 "to encode it)") from None
+    return value
 
 
 def json_type(value: object) -> str:

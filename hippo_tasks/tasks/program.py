@@ -150,6 +150,20 @@ def stdio_on_devnull() -> None:
             setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115  # for the process
 
 
+def text_never_fails() -> None:
+    """Print what cannot be encoded as escapes instead of dying mid-output: a lone
+    surrogate (`"\\ud800"` is valid JSON) in a recorded event's detail-type ended
+    `hd events.replay` with a UnicodeEncodeError traceback, and the lines after it were
+    never sent."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        # surrogateescape (a C locale's default) still fails on a surrogate it did not make
+        if reconfigure is not None and getattr(stream, "errors", "") in ("strict",
+                                                                         "surrogateescape"):
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
 def cli() -> None:
     """`hd` itself: main(), then out of the process without tearing the interpreter down.
 
@@ -182,6 +196,7 @@ def cli() -> None:
 def main() -> None:
     """Run the program; a reader that closed the pipe ends it quietly (`hd --list | head`)."""
     stdio_on_devnull()
+    text_never_fails()
     argv = dotted(sys.argv[1:])
     try:
         try:
