@@ -12,6 +12,8 @@ import errno
 import os
 from collections.abc import Iterable, Sequence
 
+from hippo_tasks.terminal_text import for_terminal
+
 
 class HippoError(Exception):
     """Base of every error Hippodrome raises on purpose.
@@ -188,7 +190,7 @@ class ServiceStartError(HippoError):
     def message(self) -> str:
         text = f"service '{self.service}' failed: {self.reason}"
         if self.last_lines:
-            text += "\n--- last log lines ---\n" + "\n".join(self.last_lines)
+            text += "\n--- last log lines ---\n" + "\n".join(map(for_terminal, self.last_lines))
         if self.log_path:
             text += f"\n(full log: {self.log_path})"
         return text
@@ -214,7 +216,7 @@ class StartCutShortError(HippoError):
     def message(self) -> str:
         text = self.reason
         if self.last_lines:
-            text += "; its output in this run:\n" + "\n".join(self.last_lines)
+            text += "; its output in this run:\n" + "\n".join(map(for_terminal, self.last_lines))
         return text + f"\n(full output: {self.log_path})"
 
 

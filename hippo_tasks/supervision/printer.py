@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from hippo_tasks.supervision.logs import LogChunk
+from hippo_tasks.terminal_text import line_for_terminal
 
 _PALETTE = ("\x1b[36m", "\x1b[32m", "\x1b[33m", "\x1b[35m", "\x1b[34m", "\x1b[96m",
             "\x1b[92m", "\x1b[93m", "\x1b[95m", "\x1b[94m", "\x1b[38;5;208m", "\x1b[38;5;141m",
@@ -120,13 +121,16 @@ class TerminalPrinter:
         if self._show is not None and chunk.service not in self._show:
             return
         pre = self._prefix(chunk.service)
+        shown = line_for_terminal
         if chunk.system:
             dim, reset = (_DIM, _RESET) if self._colour else (b"", b"")
-            body = b"".join([pre + dim + b"--- " + ln + reset + b"\n" for ln in chunk.lines])
+            body = b"".join([pre + dim + b"--- " + shown(ln) + reset + b"\n"
+                             for ln in chunk.lines])
         elif self._quiet:
-            body = b"".join([pre + ln + b"\n" for ln in chunk.lines if ALERT.search(ln)])
+            body = b"".join([pre + shown(ln) + b"\n" for ln in chunk.lines
+                             if ALERT.search(ln)])
         else:
-            body = b"".join([pre + ln + b"\n" for ln in chunk.lines])
+            body = b"".join([pre + shown(ln) + b"\n" for ln in chunk.lines])
         if body:
             self.put(body)
 

@@ -13,6 +13,7 @@ from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import handles_errors
+from hippo_tasks.terminal_text import line_for_terminal
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -87,7 +88,7 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int = 50,
     offsets = {}
     for path in files:
         for line in tail_lines(path, int(lines)):
-            out.write(prefix(path.stem) + line + b"\n")
+            out.write(prefix(path.stem) + line_for_terminal(line) + b"\n")
         offsets[path] = path.stat().st_size
     out.flush()
     partial: dict[Path, bytes] = {}
@@ -108,5 +109,5 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int = 50,
             if rest:
                 partial[path] = rest
             for line in whole:
-                out.write(prefix(path.stem) + line + b"\n")
+                out.write(prefix(path.stem) + line_for_terminal(line) + b"\n")
         out.flush()

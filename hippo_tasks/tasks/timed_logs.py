@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from hippo_tasks.errors import DaemonNotRunningError, UsageError
+from hippo_tasks.terminal_text import for_terminal
 
 FOLLOW_EVERY_S = 0.2
 
@@ -26,7 +27,7 @@ def stamp(ts: float) -> str:
 
 def render(name: str, record: dict[str, Any], width: int, colour: str | None) -> bytes:
     """One line: time, then `name | line` as the terminal shows it (notes as in the files)."""
-    text = ("--- hippodrome: " if record.get("system") else "") + str(record["line"])
+    text = ("--- hippodrome: " if record.get("system") else "") + for_terminal(str(record["line"]))
     label = f"{name.ljust(width)} | " if width else ""
     if colour and label:
         label = f"{colour}{label}\x1b[0m"

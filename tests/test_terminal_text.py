@@ -1,0 +1,100 @@
+"""Service output on the user's terminal (hippo_tasks/terminal_text.py): colours pass,
+every other control sequence is shown, not obeyed, on every path that prints it: the
+foreground `hd up`, `hd logs` (with and without --timestamps) and a failure's last
+lines. The files keep the bytes as written."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from stackutil import HD_CLI, free_ports, hd, stack_header, wait_for, write_stack
+
+from hippo_tasks.terminal_text import for_terminal, line_for_terminal
+
+HOSTILE = (b"clip \x1b]52;c;cm0gLXJmIH4vKg==\x07 title \x1b]0;pwned\x07 clear \x1b[2J\x1b[3J"
+           b" over\rwritten \x9b6n \xff\xfe tab\tend")
+SAFE_TO_SHOW = ("clip ^[]52;c;cm0gLXJmIH4vKg==^G title ^[]0;pwned^G clear ^[[2J^[[3J"
+                " over^Mwritten \ufffd6n \ufffd\ufffd tab\tend")
+"""\\x9b is not UTF-8 on its own: U+FFFD, like \\xff and \\xfe."""
+
+
+@pytest.mark.parametrize("text,shown", [
+    ("plain line\twith tab", "plain line\twith tab"),
+    ("\x1b[31mred\x1b[0m and \x1b[1;32mbold green\x1b[m", "\x1b[31mred\x1b[0m and "
+     "\x1b[1;32mbold green\x1b[m"),
+    ("a\x1b]52;c;aGk=\x07b", "a^[]52;c;aGk=^Gb"),
+    ("\x1b[2J\x1b[H", "^[[2J^[[H"),
+    ("\x1b[31mred\x1b]0;t\x1b\\", "\x1b[31mred^[]0;t^[\\"),
+    ("windows line\r", "windows line"),
+    ("a\rb", "a^Mb"),
+    ("\x9b2J \u009d0;t\x07", "\\x9b2J \\x9d0;t^G"),
+    ("del\x7f nul\x00", "del^? nul^@"),
+])
+def test_colours_pass_and_other_controls_are_shown(text: str, shown: str) -> None:
+    assert for_terminal(text) == shown
+
+
+def test_bytes_that_are_not_utf8_are_shown_as_replacement_characters() -> None:
+    assert line_for_terminal(HOSTILE).decode() == SAFE_TO_SHOW
+    assert line_for_terminal(b"plain") == b"plain"
+
+
+def _no_raw_controls(text: str) -> None:
+    for bad in ("\x1b]", "\x1b[2J", "\x07", "\r", "\x9b"):
+        assert bad not in text, f"{bad!r} reached the terminal: {text!r}"
+
+
+def _evil(project: Path, exit_code: int | None) -> str:
+    """A service printing HOSTILE then `ready`, then staying up (or exiting)."""
+    script = project / "evil.py"
+    tail = f"sys.exit({exit_code})" if exit_code is not None else "time.sleep(600)"
+    script.write_text("import sys, time\n"
+                      f"sys.stdout.buffer.write({HOSTILE!r} + b'\\nready\\n')\n"
+                      f"sys.stdout.flush()\n{tail}\n")
+    return (f'[services.evil]\ncommand = ["{sys.executable}", "{script}"]\n'
+            'readiness = { log = "ready" }\n')
+
+
+def test_hd_logs_and_timestamps_show_hostile_output_safely(project: Path) -> None:
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + _evil(project, None))
+    hd(project, "up", "--detach", check=True)
+    try:
+        assert HOSTILE in (project / ".logs" / "latest" / "evil.log").read_bytes()
+        for flags in ((), ("--timestamps",)):
+            out = hd(project, "logs", "--service", "evil", *flags, check=True).stdout
+            assert SAFE_TO_SHOW in out, out
+            _no_raw_controls(out)
+    finally:
+        hd(project, "down")
+
+
+def test_a_failures_last_lines_show_hostile_output_safely(project: Path) -> None:
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + _evil(project, 3).replace(
+        'readiness = { log = "ready" }', 'readiness = { log = "never" }'))
+    up = hd(project, "up", "--detach")
+    assert up.returncode != 0
+    assert SAFE_TO_SHOW in up.stderr, up.stderr
+    _no_raw_controls(up.stdout + up.stderr)
+
+
+def test_the_foreground_up_shows_hostile_output_safely(project: Path) -> None:
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + _evil(project, None))
+    log = project / "up.out"
+    with log.open("wb") as out:
+        up = subprocess.Popen([*HD_CLI, "up", "--project-root", str(project)], cwd=project,
+                              stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: b"evil | ready" in log.read_bytes(), 60, what="evil's ready line")
+        finally:
+            up.send_signal(signal.SIGINT)
+            up.wait(30)
+    text = log.read_bytes().decode()
+    assert f"evil | {SAFE_TO_SHOW}" in text, text
+    _no_raw_controls(text)
