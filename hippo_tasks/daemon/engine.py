@@ -182,11 +182,12 @@ class Engine:
         return out
 
     def _housekeeping(self) -> None:
-        """Every HOUSEKEEPING_S, a stat and a waitpid. A registry deleted while the
+        """Every HOUSEKEEPING_S, two stats and a waitpid. A registry deleted while the
         stack runs (`rm -rf .hippodrome`, `git clean -xdf`) is written again, or every
         command would say no daemon runs until the next state change, and `up` would
-        trip on this daemon's ports. An orphan guard that was killed is started again,
-        or a later kill -9 of the daemon would leave every service running."""
+        trip on this daemon's ports; so is this run's log folder (RunFiles.reopen_if_gone).
+        An orphan guard that was killed is started again, or a later kill -9 of the
+        daemon would leave every service running."""
         assert self.loop is not None
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
         if self._shutdown is None or self._shutdown.done():
@@ -199,6 +200,15 @@ class Engine:
         if self.registry.root.is_dir() and not os.path.exists(self.registry.path):
             self.note(f"hippodrome | {self.registry.path} was deleted: writing it again")
             self.sync_registry()
+        if self.registry.root.is_dir():  # not while the project itself is gone or moving
+            try:
+                if self.runs.reopen_if_gone():
+                    self.note(f"hippodrome | {self.runs.dir} was deleted: logging there "
+                              "again from now on (earlier lines are in `hd logs "
+                              "--timestamps`, the daemon's buffer)")
+            except OSError as exc:
+                self.runs.trouble = self.runs.trouble or WriteTrouble(
+                    exc.strerror or str(exc), time.time())
 
     def _retry_sync(self) -> None:
         assert self.loop is not None

@@ -11,8 +11,10 @@ Undecodable bytes and very long lines survive: bytes are kept as bytes, and deco
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import threading
 import time
 from collections import deque
@@ -111,6 +113,21 @@ class WriteTrouble:
                 "lines_dropped": self.lines_dropped}
 
 
+def _remove_tree(folder: Path) -> None:
+    """rm -r without shutil (it loads bz2 and lzma into the daemon for its whole life);
+    links are removed, never followed."""
+    for parent, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(parent, name))
+        for name in dirs:
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                os.unlink(path)
+            else:
+                os.rmdir(path)
+    os.rmdir(folder)
+
+
 class RunFiles:
     """`.logs/<stamp>/<service>.log`, the `latest` link, and pruning of old runs.
 
@@ -153,23 +170,46 @@ class RunFiles:
 
     @classmethod
     def prune(cls, root: Path, keep: int) -> list[Path]:
+        """Remove the oldest runs past `keep`, whatever their services wrote into them
+        (`${logs_dir}/traces/`). One that cannot be removed whole is left for the next
+        start: a failed prune must never stop the stack from starting."""
         runs = sorted(p for p in root.iterdir() if p.is_dir() and cls._RUN.match(p.name)
                       and not p.is_symlink())
         removed = []
         for old in runs[: max(0, len(runs) - keep)]:
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
-            removed.append(old)
+            with contextlib.suppress(OSError):
+                _remove_tree(old)
+                removed.append(old)
         return removed
+
+    def reopen_if_gone(self) -> bool:
+        """Make this run's folder again if it was deleted under us (`rm -rf .logs`,
+        `git clean -xdf`): the open files would take every later line into deleted
+        inodes, and `hd logs` would say there are no logs. True when it was gone."""
+        if self.dir.is_dir():
+            return False
+        self.close()
+        self._mid_line.clear()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._link_latest(self.dir.parent, self.dir)
+        return True
 
     def path(self, service: str) -> Path:
         return self.dir / f"{service}.log"
 
     def _fd(self, service: str) -> int:
+        """Never through a symlink, and never blocking: a link or a named pipe put where
+        the file belongs (a service can write into `${logs_dir}`) would have had our
+        writes land outside the project, or frozen the daemon's loop in open()."""
         fd = self._files.get(service)
         if fd is None:
-            fd = os.open(self.path(service), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(self.path(service), os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                         | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file (something else was put "
+                                            "where this log file belongs)")
+            os.set_blocking(fd, True)
             self._files[service] = fd
         return fd
 
@@ -181,6 +221,8 @@ class RunFiles:
             fd = self._fd(service)
             if service in self._dropped:
                 self._write(fd, self._recovery_note(service))
+                del self._dropped[service]  # only once it is written: still failing, the
+                self._mid_line.discard(service)  # count and start time go on
             if chunk.system and service in self._mid_line:  # a note starts on its own line
                 raw = b"\n" + raw
             self._write(fd, raw)
@@ -212,9 +254,8 @@ class RunFiles:
         self._mid_line.add(service)  # a torn write may have left half a line
 
     def _recovery_note(self, service: str) -> bytes:
-        count, since, why = self._dropped.pop(service)
+        count, since, why = self._dropped[service]
         lead = b"\n" if service in self._mid_line else b""
-        self._mid_line.discard(service)
         when = time.strftime("%H:%M:%S", time.localtime(since))
         return lead + (f"--- hippodrome: {count} lines were not written here ({why}, "
                        f"since {when}); the daemon kept supervising\n").encode()

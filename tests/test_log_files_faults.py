@@ -1,0 +1,101 @@
+"""The run's log files when something else gets at them: a service writing folders,
+links or pipes into `${logs_dir}`, `.logs` deleted under a running stack, a disk that
+stays full for a while."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from stackutil import free_ports, hd, stack_header, wait_for, write_stack
+
+from hippo_tasks.supervision.logs import LogChunk, RunFiles
+
+
+def _chunk(service: str, *lines: bytes) -> tuple[bytes, LogChunk]:
+    return b"".join(line + b"\n" for line in lines), LogChunk(service, 1, time.time(),
+                                                               list(lines))
+
+
+def test_pruning_removes_what_services_wrote_into_old_runs(tmp_path: Path) -> None:
+    """A folder in an old run (`${logs_dir}/traces/`) made every later `up` exit 10,
+    after deleting the files beside it; a link in one is removed, never followed."""
+    root, outside = tmp_path / ".logs", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine\n")
+    first = RunFiles(root, keep=2, now=1_700_000_000)
+    (first.dir / "traces" / "deep").mkdir(parents=True)
+    (first.dir / "traces" / "deep" / "t.json").write_text("{}")
+    (first.dir / "link-to-outside").symlink_to(outside)
+    first.close()
+    for i in (1, 2):
+        RunFiles(root, keep=2, now=1_700_000_000 + i).close()
+    assert not first.dir.exists(), "the oldest run was not pruned"
+    assert (outside / "keep.txt").read_text() == "mine\n", "pruning followed a link"
+
+
+def test_a_link_or_a_pipe_where_a_log_file_belongs_is_refused_not_used(
+        tmp_path: Path) -> None:
+    runs = RunFiles(tmp_path / ".logs", keep=3)
+    target = tmp_path / "outside.txt"
+    target.write_text("")
+    runs.path("linked").symlink_to(target)
+    runs.write_chunk(*_chunk("linked", b"hello from link"))
+    assert target.read_text() == "", "the daemon wrote through a link out of the project"
+    assert runs.trouble is not None
+    os.mkfifo(runs.path("piped"))
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (runs.write_chunk(*_chunk("piped", b"x")),
+                                              done.set()), daemon=True)
+    writer.start()
+    try:
+        assert done.wait(5), "opening a named pipe blocked the daemon's loop"
+    finally:
+        if not done.is_set():  # unblock it, so the test ends
+            os.close(os.open(runs.path("piped"), os.O_RDONLY | os.O_NONBLOCK))
+    assert runs.trouble is not None and "piped" not in runs._files
+    runs.close()
+
+
+def test_the_recovery_note_counts_every_line_lost_while_the_disk_stayed_full(
+        tmp_path: Path) -> None:
+    """Each failed retry of the note reset the count and its start: 2150 lines lost
+    were reported as `1 lines were not written here`, 5 s late."""
+    runs = RunFiles(tmp_path / ".logs", keep=3)
+    runs._files["svc"] = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+    for i in range(3):
+        runs.write_chunk(*_chunk("svc", *(b"line %d-%d" % (i, j) for j in range(10))))
+        time.sleep(0.01)
+    assert runs.trouble is not None and runs.trouble.lines_dropped == 30
+    os.close(runs._files.pop("svc"))  # space again: the real file from now on
+    runs.write_chunk(*_chunk("svc", b"after"))
+    text = runs.path("svc").read_text()
+    assert "--- hippodrome: 30 lines were not written here (No space left on device" in text
+    assert text.endswith("after\n")
+    runs.close()
+
+
+def test_logs_deleted_under_a_running_stack_come_back(project: Path) -> None:
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.ticker]\nshell = "while :; do echo tick; sleep 0.1; done"\n')
+    hd(project, "up", "--detach", check=True)
+    try:
+        for entry in (project / ".logs").iterdir():  # as `rm -rf .logs/*` does
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink()
+            else:
+                for f in entry.iterdir():
+                    f.unlink()
+                entry.rmdir()
+        log = project / ".logs" / "latest" / "ticker.log"
+        wait_for(lambda: log.exists() and b"tick" in log.read_bytes(), 15,
+                 what="ticker's log file written again")
+        out = hd(project, "logs", "--service", "ticker", "--lines", "3", check=True).stdout
+        assert "tick" in out
+        assert "was deleted: logging there again" in \
+            (project / ".hippodrome" / "daemon.log").read_text()
+    finally:
+        hd(project, "down")
