@@ -5,11 +5,12 @@ stays full for a while."""
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
 
-from stackutil import free_ports, hd, stack_header, wait_for, write_stack
+from stackutil import HD_CLI, free_ports, hd, stack_header, wait_for, write_stack
 
 from hippo_tasks.supervision.logs import LogChunk, RunFiles
 
@@ -99,3 +100,32 @@ def test_logs_deleted_under_a_running_stack_come_back(project: Path) -> None:
             (project / ".hippodrome" / "daemon.log").read_text()
     finally:
         hd(project, "down")
+
+
+def test_follow_reads_a_new_runs_file_from_its_start(project: Path) -> None:
+    """`hd logs --follow` through `hd down` and `hd up`: the new run's file has the old
+    one's name, and was read from the old run's offset, its first lines skipped and
+    the first one shown cut mid-line."""
+    logs = project / ".logs"
+    (logs / "20260101-000000").mkdir(parents=True)
+    (logs / "20260101-000000" / "svc.log").write_bytes(
+        b"".join(b"old %04d of 300\n" % i for i in range(300)))
+    (logs / "latest").symlink_to("20260101-000000")
+    follow = subprocess.Popen([*HD_CLI, "logs", "--follow", "--service", "svc", "--lines", "1",
+                               "--project-root", str(project)], cwd=project,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)  # it has printed the last old line and is following
+        new_run = logs / "20260101-000100"
+        new_run.mkdir()
+        (logs / ".latest-new").symlink_to(new_run.name)
+        os.replace(logs / ".latest-new", logs / "latest")
+        time.sleep(0.5)  # the new file does not exist yet: the old offset must not stay
+        (new_run / "svc.log").write_bytes(b"".join(b"new %04d of 400\n" % i for i in range(400)))
+        time.sleep(1.0)
+    finally:
+        follow.terminate()
+        out = follow.communicate(timeout=10)[0].decode()
+    shown = out.splitlines()
+    assert shown[0] == "old 0299 of 300", out[:200]
+    assert shown[1:] == [f"new {i:04d} of 400" for i in range(400)], shown[1:5]

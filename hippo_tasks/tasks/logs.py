@@ -25,15 +25,16 @@ def tail_lines(path: Path, count: int, block: int = 65536) -> list[bytes]:
         return []
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
-        end = fh.tell()
-        data = b""
-        pos = end
-        while pos > 0 and data.count(b"\n") <= count:
-            step = min(block, pos)
-            pos -= step
+        pos = fh.tell()
+        blocks: list[bytes] = []
+        breaks = 0
+        while pos > 0 and breaks <= count:  # each block read and counted once: a log of
+            step = min(block, pos)          # long lines (a \r progress bar) was copied
+            pos -= step                     # and counted again per block, quadratically
             fh.seek(pos)
-            data = fh.read(step) + data
-    lines = data.split(b"\n")
+            blocks.append(fh.read(step))
+            breaks += blocks[-1].count(b"\n")
+    lines = b"".join(reversed(blocks)).split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     return lines[-count:]
@@ -85,26 +86,34 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int = 50,
         return ((colours.get(name) or colour_for(name)).encode() + label + b"\x1b[0m"
                 if colour else label)
 
-    offsets = {}
+    offsets: dict[Path, tuple[int, int]] = {}
+    """Per file: the inode read and how far. A new run (`hd up` again) makes new files
+    under the same names: read from their start, not from the old run's offset."""
     for path in files:
         for line in tail_lines(path, int(lines)):
             out.write(prefix(path.stem) + line_for_terminal(line) + b"\n")
-        offsets[path] = path.stat().st_size
+        info = path.stat()
+        offsets[path] = (info.st_ino, info.st_size)
     out.flush()
     partial: dict[Path, bytes] = {}
     while follow:
         time.sleep(0.2)
         for path in sorted(latest.glob("*.log")) if not service else files:
-            size = path.stat().st_size if path.exists() else 0
-            start = offsets.get(path, 0)
-            if size < start:
+            try:
+                info = path.stat()
+            except FileNotFoundError:  # between runs: the new one has not written it yet
+                continue
+            size = info.st_size
+            inode, start = offsets.get(path, (info.st_ino, 0))
+            if inode != info.st_ino or size < start:
                 start = 0
+                partial.pop(path, None)
             if size == start:
                 continue
             with open(path, "rb") as fh:
                 fh.seek(start)
                 chunk = partial.pop(path, b"") + fh.read(size - start)
-            offsets[path] = size
+            offsets[path] = (info.st_ino, size)
             *whole, rest = chunk.split(b"\n")
             if rest:
                 partial[path] = rest
