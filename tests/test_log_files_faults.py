@@ -5,7 +5,9 @@ stays full for a while."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -129,3 +131,51 @@ def test_follow_reads_a_new_runs_file_from_its_start(project: Path) -> None:
     shown = out.splitlines()
     assert shown[0] == "old 0299 of 300", out[:200]
     assert shown[1:] == [f"new {i:04d} of 400" for i in range(400)], shown[1:5]
+
+
+COUNTER = ("import time\ntime.sleep(1.0)\nt0 = time.time()\nfor i in range(150000):\n"
+           "    print(f'n {i}', flush=True)\n    if i % 100 == 99:\n"
+           "        d = t0 + (i + 1) / 50000 - time.time()\n        d > 0 and time.sleep(d)\n"
+           "print('done', flush=True)\ntime.sleep(600)\n")
+
+
+def test_timestamps_follow_loses_no_line_and_ends_cleanly_at_down(project: Path) -> None:
+    """Following moved on to the answer's last_seq, read after its lines were picked:
+    at 40k lines/s thousands were skipped. A clean `hd down` then read as a hung
+    daemon (exit 6); and `-l 200000` was the daemon's 400 (exit 1)."""
+    (dash,) = free_ports(1)
+    (project / "count.py").write_text(COUNTER)
+    write_stack(project, stack_header(dash).replace(
+        "[stack]\n", "[stack]\nlog_buffer_lines = 200000\n")
+        + f'[services.count]\ncommand = ["{sys.executable}", "count.py"]\n'
+        'readiness = "none"\n')
+    hd(project, "up", "--detach", check=True)
+    out_path = project / "follow.out"
+    try:
+        with out_path.open("wb") as out:
+            follow = subprocess.Popen([*HD_CLI, "logs", "--timestamps", "--follow", "-s",
+                                       "count", "-l", "0", "--project-root", str(project)],
+                                      cwd=project, stdout=out, stderr=subprocess.STDOUT)
+            log = project / ".logs" / "latest" / "count.log"
+            wait_for(lambda: log.exists() and b"\ndone\n" in log.read_bytes(), 60,
+                     what="the counter to finish")
+            wait_for(lambda: b" done" in out_path.read_bytes(), 10, what="follow to show it")
+            hd(project, "down", check=True)
+            assert follow.wait(15) == 0
+        text = out_path.read_text()
+        shown = [int(n) for n in re.findall(r" n (\d+)$", text, re.M)]
+        gaps = [(a, b) for a, b in zip(shown, shown[1:], strict=False) if b != a + 1]
+        assert not gaps and len(shown) == 150000, f"{len(shown)} shown, gaps {gaps[:5]}"
+        assert text.rstrip().endswith("the daemon has stopped (`hd down`, or the stack ended); "
+                                      "no more lines"), text[-300:]
+    finally:
+        hd(project, "down")
+    hd(project, "up", "--detach", check=True)
+    try:
+        wait_for(lambda: b"\ndone\n" in (project / ".logs" / "latest" / "count.log")
+                 .read_bytes(), 60, what="the counter again")
+        many = hd(project, "logs", "--timestamps", "-s", "count", "-l", "200000")
+        assert many.returncode == 0, many.stderr
+        assert len(many.stdout.splitlines()) == 100000  # the API's most per call
+    finally:
+        hd(project, "down")
