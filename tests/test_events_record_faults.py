@@ -92,3 +92,19 @@ def test_a_full_recording_folder_stops_recording_not_the_webhook(
         entries = [e for path in s.files() for e in read(path)]
         assert entries and all(isinstance(e, Delivery | CutShort) for e in entries)
         hd(project, "down", check=True)
+
+
+def test_the_listing_holds_only_what_can_be_replayed(tmp_path: Path) -> None:
+    """A link to /etc/passwd was listed (API, page, MCP) with that file's size and time,
+    and replaying the listed name was a 404."""
+    from hippo_tasks.events.recording import RecordingError, list_recordings, named
+
+    real = tmp_path / "20260101-000000.jsonl"
+    real.write_text("")
+    (tmp_path / "team-capture.jsonl").symlink_to("/etc/passwd")
+    (tmp_path / "alias.jsonl").symlink_to(real.name)
+    assert [r.name for r in list_recordings(tmp_path)] == [real.name]
+    assert named(tmp_path, real.name) == real
+    for name in ("team-capture.jsonl", "alias.jsonl"):
+        with pytest.raises(RecordingError, match="no recording named"):
+            named(tmp_path, name)

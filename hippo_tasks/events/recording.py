@@ -63,7 +63,9 @@ class RecordingInfo(NamedTuple):
 
 
 def list_recordings(folder: Path) -> list[RecordingInfo]:
-    """Every `.jsonl` with a safe name directly in the folder, newest first."""
+    """Every `.jsonl` with a safe name directly in the folder, newest first: plain
+    files only, as `named` accepts (a link to /etc/passwd was listed with its size and
+    time, and could never be replayed)."""
     out = []
     try:
         entries = list(os.scandir(folder))
@@ -73,7 +75,7 @@ def list_recordings(folder: Path) -> list[RecordingInfo]:
         if not SAFE_NAME.match(entry.name):
             continue
         try:
-            if not entry.is_file():
+            if not entry.is_file(follow_symlinks=False):
                 continue
             st = entry.stat()
         except OSError:
@@ -94,7 +96,7 @@ def named(folder: Path, name: str) -> Path:
         inside = path.resolve(strict=True).parent == folder.resolve(strict=True)
     except (OSError, RuntimeError):
         inside = False
-    if not inside or not path.is_file():
+    if not inside or path.is_symlink() or not path.is_file():
         raise RecordingError(f"no recording named {name!r} in {folder}")
     return path
 
