@@ -108,3 +108,27 @@ def test_the_listing_holds_only_what_can_be_replayed(tmp_path: Path) -> None:
     for name in ("team-capture.jsonl", "alias.jsonl"):
         with pytest.raises(RecordingError, match="no recording named"):
             named(tmp_path, name)
+
+
+def test_a_short_token_is_blanked_in_strings_and_leaves_numbers_alone(tmp_path: Path) -> None:
+    """Token `42`: replacing its text everywhere in the line also hit `"n":42` (and the
+    time and latency), and wrote a line that was no longer JSON; replay refused it."""
+    from hippo_tasks.daemon.webhook.record import Recorder
+    from hippo_tasks.events.recording import Delivery, read
+
+    recorder = Recorder(tmp_path, True, "42", lambda _: None)
+    event = b'{"detail-type":"Order.42","n":42,"id":"a42b","list":[42,"42"]}'
+    recorder.add(1700000042.42, 4.2, "Order.42", None, 200, "ignored",
+                 b'{"status":"ignored","echo":"42"}', event)
+    recorder.add(1700000043.0, 1.0, "Order.x", None, 200, "ignored", b'{"ok":true}',
+                 b'{"detail-type":"Order.x"}')
+    recorder.close()
+    (path,) = tmp_path.glob("*.jsonl")
+    text = path.read_text()
+    assert "42\"" not in text.replace(":42", "")  # no string still quotes the token
+    first, second = (d for d in read(path) if isinstance(d, Delivery))
+    assert first.event == {"detail-type": "Order.[redacted]", "n": 42, "id": "a[redacted]b",
+                           "list": [42, "[redacted]"]}
+    assert first.detail_type == "Order.[redacted]" and first.status == 200
+    assert second.event == {"detail-type": "Order.x"}  # no token: the bytes as received
+    assert '"event":{"detail-type":"Order.x"}' in text

@@ -170,10 +170,35 @@ class Recorder:
             b',"status":%d,"answer":' % status, answer,
             b',"outcome":"%s","latency_ms":%r}\n' % (outcome.encode(), latency_ms),
         ))
-        for secret in self._secrets:
-            if secret in line:
-                line = line.replace(secret, REDACTED.encode())
+        if any(secret in line for secret in self._secrets):
+            return self._redacted(line)
         return line
+
+    def _redacted(self, line: bytes) -> bytes:
+        """The line with the token blanked inside its strings only. Replaced in the raw
+        bytes, a short token (`42`) also hit numbers (`"n":42`, the time, the latency)
+        and left a line that is not JSON, which replay then refused. Parsing costs only
+        here: a line that quotes the token (or holds its digits) is rare."""
+        token = [s.decode() for s in self._secrets]
+
+        def blank(value: Any) -> Any:
+            if isinstance(value, str):
+                for secret in token:
+                    value = value.replace(secret, REDACTED)
+                return value
+            if isinstance(value, dict):
+                return {blank(k): blank(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [blank(v) for v in value]
+            return value
+
+        try:
+            return json.dumps(blank(json.loads(line)), ensure_ascii=False,
+                              separators=(",", ":")).encode("utf-8", "surrogatepass") + b"\n"
+        except (ValueError, RecursionError):  # cannot be mended: blank the bytes
+            for secret in self._secrets:
+                line = line.replace(secret, REDACTED.encode())
+            return line
 
     def _write(self, items: list[Item], dropped: int) -> None:
         lines = []
