@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,28 @@ def test_one_replay_at_a_time(stack: Stack) -> None:
         thread.join(30)
     status, answer = first["answer"]
     assert status == 200 and answer["ok"] is True and answer["sent"] == 1
+
+
+def test_a_paced_replay_longer_than_the_daemon_runs_is_refused_at_once(
+        stack: Stack) -> None:
+    """`speed: 0.001` over a recording spanning minutes held the one replay slot for
+    days after its client gave up: every other replay was a 409 until `hd down`."""
+    lines = (stack.events_dir / name_of(stack)).read_text().splitlines()[:2]
+    spread = [json.loads(line) for line in lines]
+    spread[1]["at"] = spread[0]["at"] + 700  # two deliveries 700 s apart
+    long_one = stack.events_dir / "20200101-000000.jsonl"
+    long_one.write_text("".join(json.dumps(line) + "\n" for line in spread))
+    try:
+        began = time.monotonic()
+        status, answer = stack.api("POST", replay_path(long_one.name), {"speed": 1})
+        assert status == 400 and "would take 700 s" in answer["error"], answer
+        assert "as_fast_as_possible" in answer["error"]
+        assert time.monotonic() - began < 5  # refused before anything was sent
+        status, answer = stack.api("POST", replay_path(long_one.name),
+                                   {"as_fast_as_possible": True})
+        assert status == 200 and answer["sent"] == 2  # and the slot was left free
+    finally:
+        long_one.unlink()
 
 
 # ---- the page ------------------------------------------------------------------------

@@ -21,6 +21,10 @@ from hippo_tasks.errors import RecordingError
 from hippo_tasks.events.recording import SAFE_NAME, list_recordings, named
 
 REPLAY_FIELDS = ("filter", "speed", "as_fast_as_possible", "ignore")
+LONGEST_S = 600.0
+"""The longest paced replay the daemon runs: it holds the one replay slot (409 for every
+other) until done, and nothing can cancel it but `hd down`. `speed: 0.001` on a
+recording spanning 10 minutes held it for 7 days after its client had given up."""
 _replaying = threading.Lock()
 """One daemon per process: a module lock is the daemon's."""
 
@@ -60,7 +64,7 @@ def _options(body: dict[str, Any]) -> tuple[str | None, float | None, tuple[str,
 
 
 def replay_one(req: Request) -> Json:
-    from hippo_tasks.events.replay import WebhookUnreachable, replay
+    from hippo_tasks.events.replay import ReplayReport, WebhookUnreachable, replay
 
     engine = req.app.engine
     pattern, speed, ignore = _options(body_object(req) or {})
@@ -75,9 +79,19 @@ def replay_one(req: Request) -> Json:
     engine.check_accepting()
     if not _replaying.acquire(blocking=False):
         raise HttpError(409, "a replay is already running in this daemon; wait for it")
+    def not_too_long(report: ReplayReport) -> None:
+        if speed is not None and report.span_s / speed > LONGEST_S:
+            raise HttpError(400, f"at speed {speed:g} this replay would take "
+                                 f"{report.span_s / speed:,.0f} s (its deliveries span "
+                                 f"{report.span_s:,.0f} s); the daemon runs at most "
+                                 f"{LONGEST_S:.0f} s: raise 'speed', send "
+                                 "'as_fast_as_possible', or run `hd events.replay`, which "
+                                 "Ctrl+C stops")
+
     try:
         report = replay(path, url=engine.url, token=engine.webhook_token, filter=pattern,
-                        speed=speed, ignore=ignore, timeout=req.app.webhook.timeout + 5)
+                        speed=speed, ignore=ignore, timeout=req.app.webhook.timeout + 5,
+                        on_start=not_too_long)
     except WebhookUnreachable as exc:
         raise HttpError(503, f"the webhook stopped answering after {exc.sent} deliveries: "
                              f"{exc.reason}") from None
