@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +360,45 @@ def test_help_is_usage_not_a_file_named_help(project: Path, flag: str) -> None:
     assert out.stdout.startswith("Usage: invoke events.replay")
     for name in ("--filter", "--speed", "--as-fast-as-possible", "--ignore", "FILE"):
         assert name in out.stdout
+
+
+class _Bodies(BaseHTTPRequestHandler):
+    """A webhook stand-in that keeps each body's bytes and answers as it is recorded."""
+
+    protocol_version = "HTTP/1.1"
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:
+        type(self).bodies.append(self.rfile.read(int(self.headers["content-length"])))
+        answer = b'{"status": "ignored"}'
+        self.send_response(200)
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_replay_sends_each_event_as_it_was_received(tmp_path: Path) -> None:
+    """It sent json.dumps of the parsed event: 1e400 became Infinity (which the webhook
+    then refused), 12345678901234567.89 became 1.2345678901234568e+16, spacing changed."""
+    from http.server import ThreadingHTTPServer
+
+    from scripted_http import running
+
+    from hippo_tasks.events.replay import replay
+
+    events = ['{"detail-type": "A.x",  "ratio":1e400, "big": 12345678901234567.89}',
+              '{ "detail-type":"A.y","tiny":0.10000000000000000001 , "n": [1, 2 ,3]}']
+    path = tmp_path / "exact.jsonl"
+    path.write_text("".join(
+        f'{{"v":1,"kind":"delivery","at":{1700000000 + i},"detail_type":"A","route":null,'
+        f'"target":null,"event":{text},"status":200,"answer":{{"status":"ignored"}},'
+        f'"outcome":"ignored","latency_ms":1.0}}\n' for i, text in enumerate(events)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Bodies)
+    _Bodies.bodies = []
+    with running(server):
+        report = replay(path, url=f"http://127.0.0.1:{server.server_address[1]}", speed=None)
+    assert report.sent == 2 and report.ok, report.to_json()
+    assert _Bodies.bodies == [text.encode() for text in events]

@@ -111,6 +111,51 @@ class Delivery(NamedTuple):
     status: int
     answer: Any
     target: str | None
+    event_text: str = ""
+    """The event exactly as the line holds it (as received, line breaks made spaces):
+    what a replay sends, so numbers like 1e400 or 0.10000000000000000001 and the
+    spacing reach the service as they first did, not as Python writes them again."""
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip(text: str, pos: int) -> int:
+    space = _SPACE.match(text, pos)
+    return space.end() if space is not None else pos
+
+
+def member_text(text: str, key: str) -> str:
+    """The text of the top-level object's member `key`, as written; "" when the line is
+    not an object with it. Walks the members with the decoder's own scanner, so it
+    agrees with json.loads about where each value ends (and, for a repeated key, that
+    the last one counts)."""
+    found = ""
+    try:
+        pos = _skip(text, 0)
+        if text[pos:pos + 1] != "{":
+            return ""
+        pos = _skip(text, pos + 1)
+        if text[pos:pos + 1] == "}":
+            return ""
+        while True:
+            name, pos = _DECODER.raw_decode(text, _skip(text, pos))
+            pos = _skip(text, pos)
+            if text[pos:pos + 1] != ":":
+                return ""
+            pos = _skip(text, pos + 1)
+            _, end = _DECODER.raw_decode(text, pos)
+            if name == key:
+                found = text[pos:end]
+            pos = _skip(text, end)
+            if text[pos:pos + 1] == "}":
+                return found
+            if text[pos:pos + 1] != ",":
+                return ""
+            pos += 1
+    except (ValueError, RecursionError):
+        return ""
 
 
 class Dropped:
@@ -170,6 +215,7 @@ def parse_line(text: str, line: int) -> Delivery | Dropped | None:
         status=status,
         answer=obj.get("answer"),
         target=target if isinstance(target, str) else None,
+        event_text=member_text(text, "event"),
     )
 
 

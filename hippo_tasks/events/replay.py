@@ -262,7 +262,8 @@ def replay(path: Path | str, *, url: str, token: str | None = None,
                 wait = began + (entry.at - first_at) / speed - clock()
                 if wait > 0:
                     sleep(wait)
-            status, answer = sender.post(json.dumps(entry.event).encode(), report.sent)
+            body = entry.event_text or json.dumps(entry.event)  # as received, when it can
+            status, answer = sender.post(body.encode("utf-8", "surrogatepass"), report.sent)
             report.sent += 1
             if status in REFUSALS and entry.status != status:
                 raise UsageError(f"{REFUSALS[status]} ({status}: "
