@@ -210,6 +210,19 @@ def test_unreachable_endpoint_fails_fast_with_the_url(moto_endpoint: str) -> Non
     assert "moto server may not be running" in lines[1]
 
 
+def test_an_endpoint_that_is_not_aws_is_never_ok(moto_endpoint: str) -> None:
+    """A web app on a wrong port answers every call 200 with JSON: that was `[OK] Event
+    bus ... exists` with `arn: ?`."""
+    from scripted_http import serving
+
+    with serving([(200, {"hello": "world"}, 0.0)] * 20) as app:
+        lines, ok = validate("val-app-", app.url)
+    assert not ok
+    assert not [line for line in checks(lines) if line.startswith("[OK]")], lines
+    assert any("the endpoint answered, but not as AWS EventBridge does (no Arn" in line
+               for line in lines), lines
+
+
 def test_task_exit_codes_and_no_secret_in_output(moto_endpoint: str) -> None:
     missing = run_task("--table-prefix", "val-task-", "--endpoint-url", moto_endpoint)
     assert missing.returncode == 1, missing.stderr

@@ -167,6 +167,15 @@ def _call(service: str, method: Callable[..., Any], **kwargs: Any) -> dict[str, 
     return result
 
 
+def _not_aws(what: str, service: str, key: str) -> Check:
+    """An answer without the field every real one has: a web app on a wrong
+    --endpoint-url answers 200 with JSON too, and was reported as `[OK] ... exists`."""
+    return Check(Status.WARN, f"Could not check {what}: the endpoint answered, but not as "
+                              f"AWS {service} does (no {key} in it)",
+                 fix="check --endpoint-url (or AWS_ENDPOINT_URL): it must be the AWS API "
+                     "or a stand-in of it, such as moto")
+
+
 def check_bus(events: Any, target: Target, suffix: str) -> Check:
     name = target.table_prefix + suffix
     bus = _call("events", events.describe_event_bus, Name=name)
@@ -174,6 +183,8 @@ def check_bus(events: Any, target: Target, suffix: str) -> Check:
         return Check(
             Status.MISSING, f"Event bus {name} does not exist", fix=target.deploy_fix(suffix)
         )
+    if not bus.get("Arn"):
+        return _not_aws(f"event bus {name}", "EventBridge", "Arn")
     return Check(Status.OK, f"Event bus {name} exists", {"arn": str(bus.get("Arn", "?"))})
 
 
@@ -182,6 +193,8 @@ def check_pipe(pipes: Any, target: Target, suffix: str) -> Check:
     pipe = _call("pipes", pipes.describe_pipe, Name=name)
     if pipe is None:
         return Check(Status.MISSING, f"Pipe {name} does not exist", fix=target.deploy_fix(suffix))
+    if not pipe.get("Arn"):
+        return _not_aws(f"pipe {name}", "EventBridge Pipes", "Arn")
     state = str(pipe.get("CurrentState") or "UNKNOWN")
     details = {
         "arn": str(pipe.get("Arn", "?")),
@@ -209,7 +222,9 @@ def check_stream(ddb: Any, target: Target, suffix: str) -> Check:
     found = _call("dynamodb", ddb.describe_table, TableName=name)
     if found is None:
         return Check(Status.MISSING, f"Table {name} does not exist", fix=target.deploy_fix(suffix))
-    table = found.get("Table", {})
+    table = found.get("Table") or {}
+    if not table.get("TableArn"):
+        return _not_aws(f"table {name}", "DynamoDB", "Table.TableArn")
     spec = table.get("StreamSpecification") or {}
     enabled = bool(spec.get("StreamEnabled"))
     view = str(spec.get("StreamViewType") or "none")
