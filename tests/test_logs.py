@@ -83,6 +83,19 @@ def test_splitter_keeps_partial_lines_between_chunks() -> None:
     assert s.feed(b"tail") == [] and s.flush() == [b"tail"]
 
 
+def test_a_long_lines_break_in_the_next_read_adds_no_empty_line() -> None:
+    """200,000 x's then a line break that arrived in the next pipe read: the API and the
+    terminal showed an empty line the service never printed."""
+    s = LineSplitter()
+    long = b"x" * (MAX_LINE + 10)
+    pieces = s.feed(long)
+    assert b"".join(pieces) == long
+    assert s.feed(b"\nnext\n") == [b"next"]
+    assert s.feed(b"\n") == [b""]  # an empty line the service did print is kept
+    s.feed(long)
+    assert s.feed(b"tail without break") == [] and s.flush() == [b"tail without break"]
+
+
 def test_ring_buffer_is_bounded_and_numbered() -> None:
     hub = LogHub(buffer_lines=10)
     hub.publish("svc", b"", [b"%d" % i for i in range(25)])

@@ -78,15 +78,22 @@ class LineSplitter:
 
     def __init__(self) -> None:
         self._partial = b""
+        self._cut = False
+        """A line over MAX_LINE was passed on unfinished: a line break that comes first
+        in the next read ends that line, and is not an empty line of its own."""
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._partial:
             data = self._partial + data
+        elif self._cut and data.startswith(b"\n"):
+            data = data[1:]
+        self._cut = False
         lines = data.split(b"\n")
         self._partial = lines.pop()
         if len(self._partial) > MAX_LINE:
             lines.append(self._partial)
             self._partial = b""
+            self._cut = True
         if len(data) > MAX_LINE and any(len(line) > MAX_LINE for line in lines):
             lines = [piece for line in lines for piece in _pieces(line)]
         return lines
