@@ -96,6 +96,21 @@ def test_a_long_lines_break_in_the_next_read_adds_no_empty_line() -> None:
     assert s.feed(b"tail without break") == [] and s.flush() == [b"tail without break"]
 
 
+def test_the_buffer_is_bounded_in_bytes_as_well_as_lines() -> None:
+    """5,000 lines of 64 KiB kept the daemon at 330 MB: lines alone bound nothing."""
+    hub = LogHub(buffer_lines=5000, buffer_bytes=1024 * 1024)
+    big = 64 * 1024
+    for i in range(10):
+        hub.publish("svc", b"", [b"%06d" % (i * 10 + j) + b"x" * (big - 6) for j in range(10)])
+    kept = hub.tail("svc", 5000)
+    assert sum(len(r.text) for r in kept) <= 1024 * 1024
+    assert len(kept) == 16 and kept[-1].seq == 100  # the newest, numbered as ever
+    assert [r.seq for r in kept] == list(range(85, 101))
+    assert kept[0].text.startswith("000084")
+    hub.publish("svc", b"", [b"y" * (2 * 1024 * 1024)])  # one line over the whole budget
+    assert [len(r.text) for r in hub.tail("svc", 5000)] == [2 * 1024 * 1024]
+
+
 def test_ring_buffer_is_bounded_and_numbered() -> None:
     hub = LogHub(buffer_lines=10)
     hub.publish("svc", b"", [b"%d" % i for i in range(25)])
