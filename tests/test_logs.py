@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from harness import Harness, run
 from stackutil import FLOOD, PY
 
 from hippo_tasks.supervision.logs import MAX_LINE, LineSplitter, LogHub, RunFiles
-from hippo_tasks.supervision.printer import TerminalPrinter, colour_for
+from hippo_tasks.supervision.printer import QUEUED_BYTES, TerminalPrinter, colour_for
 from hippo_tasks.tasks.logs import tail_lines
 
 
@@ -162,6 +163,30 @@ def test_slow_terminal_drops_only_terminal_lines() -> None:
     time.sleep(0.7)
     p.close(timeout=1)
     assert b"terminal fell behind" in out.getvalue()
+
+
+def test_a_paused_terminal_holds_back_a_bounded_number_of_bytes() -> None:
+    """2,000 queued chunks of up to 256 KiB each: a foreground `hd up` whose terminal was
+    stopped (Ctrl+S) grew to 837 MB."""
+    release = threading.Event()
+
+    class Paused(io.BytesIO):
+        def write(self, b: bytes) -> int:  # type: ignore[override]
+            release.wait(30)
+            return super().write(b)
+
+    out = Paused()
+    p = TerminalPrinter(out, colour=False, max_chunks=2000)
+    hub = LogHub(10, [p])
+    line = b"z" * (256 * 1024 - 10)
+    for _ in range(400):  # 100 MiB offered
+        hub.publish("svc", b"", [line])
+    assert p._queued_bytes <= QUEUED_BYTES
+    release.set()
+    p.close(timeout=10)
+    shown = out.getvalue()
+    assert len(shown) <= QUEUED_BYTES + 2 * len(line) + 4096
+    assert b"terminal fell behind" in shown
 
 
 def test_tail_lines_reads_from_the_end(tmp_path: Path) -> None:
