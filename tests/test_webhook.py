@@ -292,7 +292,8 @@ def test_json_types_are_accepted_and_browser_simple_types_refused_without_a_toke
     (b"Content-Length: abc\r\n\r\n{}", 400, "Invalid Content-Length header"),
     (b"Content-Length: -2\r\n\r\n{}", 400, "Invalid Content-Length header"),
     (b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "Invalid Content-Length"),
-    (b"Content-Length: 99999999999999999999999\r\n\r\n{}", 413, "Event too large"),
+    (b"Content-Length: 99999999999999999999999\r\n\r\n{}", 413,
+     "Event too large: 99999999999999999999999 bytes"),
 ])
 def test_bad_framing_is_4xx_json_and_closes_the_connection(
         stack: Stack, head: bytes, status: int, start: str) -> None:
