@@ -210,6 +210,15 @@ def test_unreachable_endpoint_fails_fast_with_the_url(moto_endpoint: str) -> Non
     assert "moto server may not be running" in lines[1]
 
 
+@pytest.mark.parametrize("url", ["notaurl", "ftp://127.0.0.1:9003", "http://127.0.0.1:99999",
+                                 "http://:9003"])
+def test_an_endpoint_that_is_not_a_url_says_so(url: str) -> None:
+    """`notaurl` was "Connection refused" (it tried localhost:80)."""
+    lines, ok = validate("val-url-", url)
+    assert not ok and checks(lines) == []
+    assert "is not an http:// or https:// URL with a host" in "\n".join(lines), lines
+
+
 def test_an_endpoint_that_is_not_aws_is_never_ok(moto_endpoint: str) -> None:
     """A web app on a wrong port answers every call 200 with JSON: that was `[OK] Event
     bus ... exists` with `arn: ?`."""

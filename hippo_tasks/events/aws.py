@@ -175,10 +175,18 @@ def client(
 def probe_endpoint(endpoint_url: str, timeout: float = 2.0) -> None:
     """Fail in seconds, not after eight backed-off retries, when a local endpoint is down."""
     parts = urlsplit(endpoint_url)
-    host = parts.hostname or "localhost"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number, or out of range
+        port = 0
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+        # `notaurl` was reported as "Connection refused" by localhost:80.
+        raise AwsError("unreachable", f"The AWS endpoint {endpoint_url!r} is not an http:// "
+                                      "or https:// URL with a host (and a port, if any, "
+                                      "from 1 to 65535): for the local stack's moto, "
+                                      "http://127.0.0.1:9003")
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
             return
     except OSError as exc:
         raise unreachable(endpoint_url, str(exc.strerror or exc)) from None
