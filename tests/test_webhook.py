@@ -532,6 +532,21 @@ def test_token_guards_the_webhook_and_is_never_logged(project: Path) -> None:
         assert token not in path.read_text(errors="replace"), path
 
 
+def test_an_event_nested_past_the_limit_is_refused_and_one_at_it_replays(
+        stack: Stack) -> None:
+    """979 levels were accepted and recorded, and the recording's line was then refused as
+    `not valid JSON` by a replay that read it one level deeper: the parser's recursion
+    limit, which depends on the thread's stack, was the only limit."""
+    deep = b'{"detail-type":"Nothing.Routed","d":' + b"[" * 512 + b"]" * 512 + b"}"
+    code, body = request(stack.dash, deep)
+    assert code == 400 and body["error"] == \
+        "Invalid JSON: nested too deeply (more than 512 levels)"
+    ok = b'{"detail-type":"Nothing.Routed","d":' + b"[" * 511 + b"]" * 511 + b"}"
+    assert request(stack.dash, ok)[0] == 200
+    tricky = b'{"detail-type":"Nothing.Routed","s":"' + b"[" * 5000 + b'"}'  # in a string
+    assert request(stack.dash, tricky)[0] == 200
+
+
 @pytest.mark.parametrize("value", ["inf", "1e10"])
 def test_a_timeout_of_no_limit_still_forwards(project: Path, value: str) -> None:
     """`inf` (no timeout while debugging a target) overflowed every deadline: each
