@@ -54,7 +54,7 @@ from hippo_tasks.registry.cleanup import force_down  # noqa: E402
 from hippo_tasks.registry.store import Registry  # noqa: E402
 
 TARGETS = {"events_per_s": (">=", 1500.0), "added_median_ms": ("<=", 1.0),
-           "record_loss_pct": ("<=", 5.0)}
+           "record_loss_pct": ("<=", 5.0), "stdlib_target_forward_ms": ("<=", 5.0)}
 EVENT = json.dumps({
     "source": "marqo.dynamodb",
     "detail-type": "EcomIndexSettings.MODIFY",
@@ -188,6 +188,46 @@ def stack(root: Path, dash: int, sink: int) -> None:
         + '[[routes]]\ndetail_type_prefix = "EcomIndexSettings."\nservice = "sink"\n')
 
 
+def stdlib_target(n: int = 200) -> float:
+    """Median ms of one forward (the webhook's pool, kept alive) to a target built on
+    Python's http.server, which sends an answer's head and body in two writes: 44 ms
+    each before TCP_QUICKACK (hippo_contract/http_client.py), 0.2 ms after."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from hippo_tasks.daemon.webhook.forward import TargetPool
+
+    class Answer(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = b'{"status": "success"}'
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()  # the head: one write
+            self.wfile.write(body)  # the body: another
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        pool, took = TargetPool(10.0), []
+        for _ in range(n):
+            began = time.perf_counter()
+            pool.post(server.server_address[1], "/events", EVENT)
+            took.append((time.perf_counter() - began) * 1000)
+        return round(statistics.median(took), 3)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 def run(events: int, rounds: int, per_round: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="hd-bench-webhook-") as tmp:
         on_root, off_root = Path(tmp) / "on", Path(tmp) / "off"
@@ -200,6 +240,7 @@ def run(events: int, rounds: int, per_round: int) -> dict[str, float]:
                 if up.returncode != 0:
                     raise RuntimeError(f"up failed:\n{up.stdout}\n{up.stderr}")
             results = measure(dash, sink, events)
+            results["stdlib_target_forward_ms"] = stdlib_target()
             results.update(recording_cost(dash, dash_off, rounds, per_round, {
                 dash: lambda: daemon_cpu(on_root), dash_off: lambda: daemon_cpu(off_root)}))
             time.sleep(0.5)  # the writer's last batch
