@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from stackutil import (
+    HD_CLI,
     PY,
     REPO,
     TOY,
@@ -294,3 +295,42 @@ def test_doctor_names_port_holders(project: Path) -> None:
         holder.kill()
         holder.wait()
     assert psutil.pid_exists(os.getpid()) and sys.executable
+
+
+def test_the_daemon_lifts_its_descriptor_limit_to_the_hard_one(project: Path) -> None:
+    """Under a soft limit of 1024 a 400-service stack left the API no descriptor: `up
+    --detach` waited for ever and `hd status` timed out."""
+    import resource
+
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    up = subprocess.run([*HD_CLI, "up", "--detach", "--project-root", str(project)],
+                        cwd=project, capture_output=True, text=True, timeout=60,
+                        preexec_fn=low)  # noqa: PLW1509 - the shell's `ulimit -S -n 256`
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        daemon = registry(project)["daemon"]["pid"]
+        limits = Path(f"/proc/{daemon}/limits").read_text()
+        soft = int(next(ln for ln in limits.splitlines()
+                        if ln.startswith("Max open files")).split()[3])
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        assert soft == max(want, 256), limits
+    finally:
+        hd(project, "down")
+
+
+def test_a_command_line_too_long_for_the_system_says_so(project: Path) -> None:
+    """E2BIG named /bin/sh, the cgroup wrapper, which the stack file never mentions."""
+    dash = free_ports(1)[0]
+    write_stack(project, stack_header(dash) + '[services.big]\ncommand = ["echo", "hi"]\n'
+                f'env = {{ HUGE = "{"x" * 3_000_000}" }}\nreadiness = "none"\n')
+    up = hd(project, "up", "--detach", timeout=60)
+    assert up.returncode != 0
+    assert "its command line and environment are too long for the system (E2BIG" in \
+        up.stdout + up.stderr, up.stdout + up.stderr
+    assert "'/bin/sh'" not in up.stdout + up.stderr

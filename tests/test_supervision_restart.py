@@ -176,3 +176,36 @@ def test_status_read_from_another_thread_never_shows_running_without_a_live_pid(
         assert reads > 1000 and not bad, (reads, bad[:3])
 
     run(project, text, scenario)
+
+
+def test_a_restart_refused_for_want_of_descriptors_is_tried_again(project: Path) -> None:
+    """A crash while the daemon was out of descriptors (or processes) was `failed` for
+    good after one try, though they came back seconds later: it is a backoff now."""
+    import resource
+
+    text = (stack_header(1, backoff_initial=0.2, backoff_max=0.4)
+            + '[services.web]\ncommand = ["sleep", "600"]\nreadiness = "none"\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("web")
+        pid = svc.pid
+        assert pid is not None
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest_free = min(set(range(4096)) - {int(fd) for fd in os.listdir("/proc/self/fd")})
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no new fd at all
+        try:
+            os.kill(pid, signal.SIGKILL)
+            while "Too many open files" not in svc.reason:
+                assert svc.state != State.FAILED, svc.reason
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.0)  # several tries, all refused
+            assert svc.state == State.BACKOFF and "trying again in" in svc.reason, svc.reason
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        while svc.state != State.RUNNING:
+            assert svc.state != State.FAILED, svc.reason
+            await asyncio.sleep(0.02)
+        assert svc.pid != pid and svc.restarts >= 2
+
+    run(project, text, scenario)

@@ -33,9 +33,30 @@ def dashboard_host() -> str:
     return "0.0.0.0" if os.environ.get("HIPPODROME_PEX_DIR") else "127.0.0.1"
 
 
+FD_SOFT_LIMIT = 65536
+
+
+def raise_fd_limit() -> None:
+    """The engine holds ~3 descriptors per service (its pipe, pidfd, log file) plus the
+    API's connections: under the common soft limit of 1024, a 400-service stack left no
+    descriptor for the API (`up --detach` waited for ever, `hd status` timed out). The
+    soft limit goes up to the hard one (at most 65536, as a container runtime gives),
+    which any process may do; the services inherit it."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = FD_SOFT_LIMIT if hard == resource.RLIM_INFINITY else min(hard, FD_SOFT_LIMIT)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | None,
                on_serving: Callable[[], None] = lambda: None,
                ownership: Ownership | None = None) -> int:
+    raise_fd_limit()
     try:
         engine = Engine(plan, registry, printer, dashboard_host=dashboard_host(),
                         ownership=ownership)

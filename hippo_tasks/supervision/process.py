@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import select
@@ -29,7 +30,21 @@ PIPE_SIZE = 1024 * 1024
 
 
 class SpawnError(Exception):
-    """A child that cannot be started at all; retrying will not help."""
+    """A child that cannot be started at all. `transient`: the system was short of
+    something that comes back (descriptors, processes, memory), so a retry may work;
+    otherwise (no such program, a bad cwd) retrying will not help."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+SHORT_OF = {errno.EMFILE: "this process has too many files open",
+            errno.ENFILE: "the system has too many files open",
+            errno.EAGAIN: "the process limit is reached",
+            errno.ENOMEM: "memory is short"}
+"""Errors of fork/exec that pass: a crashed service hit by one of them was `failed` for
+good after a single try, though the resource came back seconds later."""
 
 
 def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
@@ -76,6 +91,15 @@ def spawn(service: str, argv: tuple[str, ...], cwd: Path,
             close_fds=True,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        code = exc.errno if isinstance(exc, OSError) else None
+        if code == errno.E2BIG:  # it named /bin/sh, our cgroup wrapper
+            raise SpawnError(f"service {service}: cannot start {argv[0]!r}: its command "
+                             "line and environment are too long for the system (E2BIG; "
+                             "`getconf ARG_MAX` bytes): shorten them, or pass large values "
+                             "in a file") from exc
+        if code in SHORT_OF:
+            raise SpawnError(f"service {service}: cannot start {argv[0]!r}: "
+                             f"{os.strerror(code)} ({SHORT_OF[code]})", transient=True) from exc
         raise SpawnError(f"service {service}: cannot start {argv[0]!r}: {exc}") from exc
     assert proc.stdout is not None
     with contextlib.suppress(OSError):

@@ -35,7 +35,7 @@ from hippo_tasks.supervision.ownership import Ownership
 from hippo_tasks.supervision.process import Child, SpawnError, end_scope, spawn
 from hippo_tasks.supervision.readiness import Outcome, until_ready, while_running
 from hippo_tasks.supervision.scope import Scope
-from hippo_tasks.supervision.states import State, StateMachine, Transition
+from hippo_tasks.supervision.states import ALLOWED, State, StateMachine, Transition
 from hippo_tasks.supervision.timeline import StartTimings
 
 if TYPE_CHECKING:
@@ -174,8 +174,21 @@ class ServiceRun:
                 await self._setup()
                 child = await self._spawn()
             except SpawnError as exc:
-                self._move(State.FAILED, str(exc))
-                return
+                if not exc.transient or self._hold or State.BACKOFF not in ALLOWED[self.state]:
+                    self._move(State.FAILED, str(exc))
+                    return
+                # Short of descriptors or processes for a moment: back off and try again,
+                # counted as a quick failure, so max_restarts still ends a lasting shortage.
+                failures = next_failures(failures, 0.0)
+                if failures > spec.max_restarts:
+                    self._move(State.FAILED, f"{exc}; gave up after {spec.max_restarts} "
+                                             "tries")
+                    return
+                delay = self._backoff.delay(failures)
+                self._move(State.BACKOFF, f"{exc}; trying again in {delay:g}s")
+                await self.ctx.clock.sleep(delay)
+                self.restarts += 1
+                continue
             self._move(State.STARTING, f"pid {child.pid}")
             run_start = self.ctx.clock.now()
             outcome = await until_ready(child, self.planned, self.ctx.hub, self._first_seq)

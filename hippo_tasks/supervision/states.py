@@ -26,12 +26,12 @@ class State(enum.Enum):
 S = State
 
 ALLOWED: dict[State, frozenset[State]] = {
-    S.PENDING: frozenset({S.STARTING, S.STOPPED, S.FAILED}),
+    S.PENDING: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.BACKOFF}),  # fork refused
     S.STARTING: frozenset({S.RUNNING, S.STOPPING, S.BACKOFF, S.FAILED, S.STOPPED}),
     S.RUNNING: frozenset({S.STOPPING, S.BACKOFF, S.FAILED, S.STOPPED}),
     S.STOPPING: frozenset({S.STOPPED, S.FAILED, S.BACKOFF}),  # BACKOFF: after a crash
     S.STOPPED: frozenset({S.PENDING, S.STARTING}),
-    S.BACKOFF: frozenset({S.STARTING, S.STOPPED, S.FAILED}),
+    S.BACKOFF: frozenset({S.STARTING, S.STOPPED, S.FAILED, S.BACKOFF}),
     S.FAILED: frozenset({S.PENDING, S.STARTING, S.STOPPED}),
     S.EXTERNAL: frozenset({S.EXTERNAL}),
 }
