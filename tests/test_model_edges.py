@@ -290,3 +290,10 @@ def test_a_bad_variable_in_an_env_file_names_that_file(tmp_path: Path) -> None:
     e = info.value
     assert (e.path, e.service, e.field_name) == (str(tmp_path / "vars.env"), "a", "env_file")
     assert "BAD: unknown variable ${nope}" in e.problem
+
+
+def test_a_service_name_over_63_characters_says_so() -> None:
+    """Sixty-four letters got the rule about letters and digits, which they keep."""
+    e = refused(f"[services.{'a' * 64}]\ncommand = [\"x\"]\n")
+    assert "63 characters at most (this one has 64)" in e.problem
+    load_stack_text(f"[services.{'a' * 63}]\ncommand = [\"x\"]\n", "stack.toml")

@@ -220,7 +220,8 @@ def _parse_file(path: str, text: str) -> _FileData:
     for name, table in services.items():
         if not F.SERVICE_NAME.match(name):
             raise ctx.error(
-                "service names start with a letter and hold letters, digits, _ or -", name
+                "service names start with a letter and hold letters, digits, _ or -, 63 "
+                f"characters at most (this one has {len(name)})", name
             )
         if not isinstance(table, dict):
             raise ctx.error("must be a table ([services.NAME])", name)
