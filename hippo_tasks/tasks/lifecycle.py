@@ -186,4 +186,7 @@ def _wait_daemon_gone(registry: Registry, pid: int, timeout: float = 120.0) -> N
                 and not is_same_process(pid, born):
             return
         time.sleep(0.05)
-    raise DaemonUnreachableError("", pid, f"still running {timeout:g}s after shutdown")
+    url = str(daemon.get("url") or "its address")
+    raise DaemonUnreachableError(url, pid, f"still shutting the stack down {timeout:g}s after "
+                                           "it was asked (a large stack may need longer: run "
+                                           "`hd down` again to keep waiting)")
