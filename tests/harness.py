@@ -12,10 +12,11 @@ from hippo_tasks.model.loader import load_stack_text
 from hippo_tasks.model.plan import Options, build_plan
 from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.child_env import child_env
-from hippo_tasks.supervision.logs import LogHub, RunFiles
+from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.orphans import OrphanGuard
 from hippo_tasks.supervision.ownership import establish
 from hippo_tasks.supervision.run import SupervisorContext
+from hippo_tasks.supervision.run_files import RunFiles
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 

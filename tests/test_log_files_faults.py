@@ -14,7 +14,8 @@ from pathlib import Path
 
 from stackutil import HD_CLI, free_ports, hd, stack_header, wait_for, write_stack
 
-from hippo_tasks.supervision.logs import LogChunk, RunFiles
+from hippo_tasks.supervision.logs import LogChunk
+from hippo_tasks.supervision.run_files import RunFiles
 
 
 def _chunk(service: str, *lines: bytes) -> tuple[bytes, LogChunk]:

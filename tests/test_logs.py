@@ -12,8 +12,9 @@ from pathlib import Path
 from harness import Harness, run
 from stackutil import FLOOD, PY
 
-from hippo_tasks.supervision.logs import MAX_LINE, LineSplitter, LogHub, RunFiles
+from hippo_tasks.supervision.logs import MAX_LINE, LineSplitter, LogHub
 from hippo_tasks.supervision.printer import QUEUED_BYTES, TerminalPrinter, colour_for
+from hippo_tasks.supervision.run_files import RunFiles
 from hippo_tasks.tasks.logs import tail_lines
 
 

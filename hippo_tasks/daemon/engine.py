@@ -24,10 +24,11 @@ from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision import timeline
 from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.child_env import child_env
-from hippo_tasks.supervision.logs import LogHub, RunFiles, WriteTrouble
+from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.orphans import OrphanGuard
 from hippo_tasks.supervision.ownership import Ownership, establish, reap_adopted
 from hippo_tasks.supervision.run import SupervisorContext
+from hippo_tasks.supervision.run_files import RunFiles, WriteTrouble
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 

@@ -1,0 +1,185 @@
+"""The run's log files: `.logs/<stamp>/<service>.log`, the `latest` link, pruning of
+old runs, and what a disk that refuses writes does to them (logs.py's sink for files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import stat
+import time
+from pathlib import Path
+
+from hippo_tasks.supervision.logs import LogChunk
+
+
+class WriteTrouble:
+    """Log files that cannot be written (disk full, file system gone read-only): what
+    status, the API and the page show while it lasts. A plain class: `hd logs` loads
+    this module, and a dataclass would bring dataclasses and inspect to it."""
+
+    __slots__ = ("error", "since", "lines_dropped")
+
+    def __init__(self, error: str, since: float, lines_dropped: int = 0) -> None:
+        self.error = error
+        self.since = since
+        self.lines_dropped = lines_dropped
+
+    def as_json(self) -> dict[str, object]:
+        return {"error": self.error, "since": round(self.since, 3),
+                "lines_dropped": self.lines_dropped}
+
+
+def _remove_tree(folder: Path) -> None:
+    """rm -r without shutil (it loads bz2 and lzma into the daemon for its whole life);
+    links are removed, never followed."""
+    for parent, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(parent, name))
+        for name in dirs:
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                os.unlink(path)
+            else:
+                os.rmdir(path)
+    os.rmdir(folder)
+
+
+class RunFiles:
+    """`.logs/<stamp>/<service>.log`, the `latest` link, and pruning of old runs.
+
+    A write that fails (ENOSPC, EROFS) never reaches the service: its lines are counted
+    as dropped, and once a write succeeds again the file gets a note saying how many
+    were lost and since when, on a line of its own."""
+
+    STAMP = "%Y%m%d-%H%M%S"
+    _RUN = re.compile(r"^\d{8}-\d{6}(-\d+)?\Z")
+
+    def __init__(self, logs_root: Path, keep: int, now: float | None = None) -> None:
+        logs_root.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime(self.STAMP, time.localtime(now))
+        run = logs_root / stamp
+        n = 1
+        while True:
+            try:
+                run.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                run = logs_root / f"{stamp}-{n}"
+        self.dir = run
+        self._files: dict[str, int] = {}
+        self._mid_line: set[str] = set()
+        """Services whose file ends in an unfinished line of the child's."""
+        self.trouble: WriteTrouble | None = None
+        self._dropped: dict[str, tuple[int, float, str]] = {}
+        """Per service: lines not written, since when, why (for the recovery note)."""
+        self._link_latest(logs_root, run)
+        self.prune(logs_root, keep)
+
+    @staticmethod
+    def _link_latest(root: Path, run: Path) -> None:
+        tmp = root / f".latest-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(run.name)
+        os.replace(tmp, root / "latest")
+
+    @classmethod
+    def prune(cls, root: Path, keep: int) -> list[Path]:
+        """Remove the oldest runs past `keep`, whatever their services wrote into them
+        (`${logs_dir}/traces/`). One that cannot be removed whole is left for the next
+        start: a failed prune must never stop the stack from starting."""
+        runs = sorted(p for p in root.iterdir() if p.is_dir() and cls._RUN.match(p.name)
+                      and not p.is_symlink())
+        removed = []
+        for old in runs[: max(0, len(runs) - keep)]:
+            with contextlib.suppress(OSError):
+                _remove_tree(old)
+                removed.append(old)
+        return removed
+
+    def reopen_if_gone(self) -> bool:
+        """Make this run's folder again if it was deleted under us (`rm -rf .logs`,
+        `git clean -xdf`): the open files would take every later line into deleted
+        inodes, and `hd logs` would say there are no logs. True when it was gone."""
+        if self.dir.is_dir():
+            return False
+        self.close()
+        self._mid_line.clear()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._link_latest(self.dir.parent, self.dir)
+        return True
+
+    def path(self, service: str) -> Path:
+        return self.dir / f"{service}.log"
+
+    def _fd(self, service: str) -> int:
+        """Never through a symlink, and never blocking: a link or a named pipe put where
+        the file belongs (a service can write into `${logs_dir}`) would have had our
+        writes land outside the project, or frozen the daemon's loop in open()."""
+        fd = self._files.get(service)
+        if fd is None:
+            fd = os.open(self.path(service), os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                         | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file (something else was put "
+                                            "where this log file belongs)")
+            os.set_blocking(fd, True)
+            self._files[service] = fd
+        return fd
+
+    def write_chunk(self, raw: bytes, chunk: LogChunk) -> None:
+        service = chunk.service
+        if chunk.system:
+            raw = b"".join(b"--- hippodrome: " + line + b"\n" for line in chunk.lines)
+        try:
+            fd = self._fd(service)
+            if service in self._dropped:
+                self._write(fd, self._recovery_note(service))
+                del self._dropped[service]  # only once it is written: still failing, the
+                self._mid_line.discard(service)  # count and start time go on
+            if chunk.system and service in self._mid_line:  # a note starts on its own line
+                raw = b"\n" + raw
+            self._write(fd, raw)
+        except OSError as exc:
+            self._failed(service, len(chunk.lines), exc)
+            return
+        if chunk.system or raw.endswith(b"\n"):
+            self._mid_line.discard(service)
+        elif raw:
+            self._mid_line.add(service)
+        self.trouble = None
+
+    @staticmethod
+    def _write(fd: int, raw: bytes) -> None:
+        view = memoryview(raw)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def _failed(self, service: str, lines: int, exc: OSError) -> None:
+        why = exc.strerror or str(exc)
+        now = time.time()
+        if self.trouble is None:
+            self.trouble = WriteTrouble(why, now)
+        self.trouble.error = why
+        self.trouble.lines_dropped += lines
+        count, since, _ = self._dropped.get(service, (0, now, why))
+        self._dropped[service] = (count + lines, since, why)
+        self._mid_line.add(service)  # a torn write may have left half a line
+
+    def _recovery_note(self, service: str) -> bytes:
+        count, since, why = self._dropped[service]
+        lead = b"\n" if service in self._mid_line else b""
+        when = time.strftime("%H:%M:%S", time.localtime(since))
+        return lead + (f"--- hippodrome: {count} lines were not written here ({why}, "
+                       f"since {when}); the daemon kept supervising\n").encode()
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
