@@ -69,8 +69,7 @@ class ThreadingServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         listener readable, and socketserver's loop retried at once, spinning a core
         (14 s of CPU in 15 s) for as long as the shortage lasted."""
         try:
-            request: tuple[socket.socket, object] = self.socket.accept()
-            return request
+            return super().get_request()
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 time.sleep(0.05)

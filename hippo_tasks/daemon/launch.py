@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from hippo_tasks.daemon.forked import ForkedDaemon, fork_daemon, fork_wanted
 from hippo_tasks.errors import DaemonAlreadyRunningError, StateDirError
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
+from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.registry.cleanup import clean_stale
 from hippo_tasks.registry.store import Registry, daemon_alive
 from hippo_tasks.supervision.child_env import child_env
@@ -75,16 +75,11 @@ def _check_log(log: Path) -> None:
     opened without blocking (a named pipe with no reader would hold `up` for ever) and
     only a regular file will do."""
     try:
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+        os.close(open_regular_for_append(log, "not a regular file (a pipe or a device)"))
     except OSError as exc:
         why = "a named pipe, not a file" if exc.errno == errno.ENXIO else \
             exc.strerror or str(exc)
         raise StateDirError(str(log), why) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StateDirError(str(log), "not a regular file (a pipe or a device)")
-    finally:
-        os.close(fd)
 
 
 def spawn_daemon(opts: Options, log: Path, tls: bool = False,

@@ -185,7 +185,7 @@ def check_bus(events: Any, target: Target, suffix: str) -> Check:
         )
     if not bus.get("Arn"):
         return _not_aws(f"event bus {name}", "EventBridge", "Arn")
-    return Check(Status.OK, f"Event bus {name} exists", {"arn": str(bus.get("Arn", "?"))})
+    return Check(Status.OK, f"Event bus {name} exists", {"arn": str(bus["Arn"])})
 
 
 def check_pipe(pipes: Any, target: Target, suffix: str) -> Check:
@@ -197,7 +197,7 @@ def check_pipe(pipes: Any, target: Target, suffix: str) -> Check:
         return _not_aws(f"pipe {name}", "EventBridge Pipes", "Arn")
     state = str(pipe.get("CurrentState") or "UNKNOWN")
     details = {
-        "arn": str(pipe.get("Arn", "?")),
+        "arn": str(pipe["Arn"]),
         "state": f"{state} (desired {pipe.get('DesiredState', '?')})",
         "source": str(pipe.get("Source", "?")),
         "target": str(pipe.get("Target", "?")),
@@ -229,7 +229,7 @@ def check_stream(ddb: Any, target: Target, suffix: str) -> Check:
     enabled = bool(spec.get("StreamEnabled"))
     view = str(spec.get("StreamViewType") or "none")
     details = {
-        "arn": str(table.get("TableArn", "?")),
+        "arn": str(table["TableArn"]),
         "stream": f"{'enabled' if enabled else 'disabled'}, view type {view}",
     }
     if enabled and table.get("LatestStreamArn"):

@@ -1,4 +1,6 @@
-"""Reading a small text file a user named (the stack file, an `env_file`) safely.
+"""Reading a small text file a user named (the stack file, an `env_file`) safely, and
+opening a file to append to (daemon.log, a service's log) where someone may have put
+something else.
 
 `Path.read_text` follows whatever the name points at: a FIFO blocks `up` forever, a
 link to /dev/zero reads until memory runs out, a directory or a dangling link looked
@@ -59,6 +61,20 @@ def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode("utf-8")
+
+
+def open_regular_for_append(path: Path, not_regular: str, follow_links: bool = True) -> int:
+    """A descriptor appending to `path` (made if missing), opened without blocking (a
+    named pipe with no reader would hold the opener for ever: ENXIO instead) and only
+    for a regular file (else OSError(EINVAL, `not_regular`)). `follow_links=False`
+    refuses a link there too (ELOOP). The descriptor blocks again once opened."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+    fd = os.open(path, flags | (0 if follow_links else os.O_NOFOLLOW), 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, not_regular)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _kind(mode: int) -> str:

@@ -5,13 +5,12 @@ old runs, and what a disk that refuses writes does to them (logs.py's sink for f
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
-import stat
 import time
 from pathlib import Path
 
+from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.supervision.logs import LogChunk
 
 
@@ -122,13 +121,9 @@ class RunFiles:
         writes land outside the project, or frozen the daemon's loop in open()."""
         fd = self._files.get(service)
         if fd is None:
-            fd = os.open(self.path(service), os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                         | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise OSError(errno.EINVAL, "not a regular file (something else was put "
-                                            "where this log file belongs)")
-            os.set_blocking(fd, True)
+            fd = open_regular_for_append(self.path(service), "not a regular file (something "
+                                         "else was put where this log file belongs)",
+                                         follow_links=False)
             self._files[service] = fd
         return fd
 
