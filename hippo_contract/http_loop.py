@@ -17,6 +17,7 @@ in hippo_contract because both sides run it and neither may import the other.
 from __future__ import annotations
 
 import errno
+import io
 import socket
 import socketserver
 import sys
@@ -76,6 +77,32 @@ class ThreadingServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             raise
 
 
+class _HeadDeadlineIO(io.RawIOBase):
+    """The connection's reads, held to one deadline while a request head is read.
+
+    The socket's timeout is per read: a client sending its head a byte every few
+    seconds kept a thread and a descriptor for as long as it liked (each read was in
+    time). With `deadline` set, every read gets only what is left of it. The socket
+    itself is the server's to close, as with socketserver's own file."""
+
+    deadline: float | None = None
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request head not received in time")
+            self._sock.settimeout(left)
+        return self._sock.recv_into(b)
+
+
 class RequestHandler(socketserver.StreamRequestHandler):
     """Reads requests off one connection and calls `do_<METHOD>` for each.
 
@@ -95,6 +122,13 @@ class RequestHandler(socketserver.StreamRequestHandler):
     raw_requestline: bytes
     headers: Headers
 
+    def setup(self) -> None:
+        """socketserver's, with reads that can be held to a deadline (see above)."""
+        super().setup()
+        self.rfile.close()
+        self._reads = _HeadDeadlineIO(self.connection)
+        self.rfile = io.BufferedReader(self._reads)
+
     def handle(self) -> None:
         self.close_connection = True
         self.handle_one_request()
@@ -102,17 +136,26 @@ class RequestHandler(socketserver.StreamRequestHandler):
             self.handle_one_request()
 
     def handle_one_request(self) -> None:
+        """One request; its whole head (the wait for it included) must come within the
+        handler's `timeout`, however it is trickled."""
         try:
-            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
-            if len(self.raw_requestline) > MAX_REQUEST_LINE:
-                self.requestline, self.request_version, self.command = "", "", ""
-                self.send_error(414)
-                return
-            if not self.raw_requestline:
-                self.close_connection = True
-                return
-            if not self.parse_request():
-                return
+            if self.timeout:
+                self._reads.deadline = time.monotonic() + self.timeout
+            try:
+                self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+                if len(self.raw_requestline) > MAX_REQUEST_LINE:
+                    self.requestline, self.request_version, self.command = "", "", ""
+                    self.send_error(414)
+                    return
+                if not self.raw_requestline:
+                    self.close_connection = True
+                    return
+                if not self.parse_request():
+                    return
+            finally:
+                if self._reads.deadline is not None:
+                    self._reads.deadline = None
+                    self.connection.settimeout(self.timeout)
             method = getattr(self, "do_" + self.command, None)
             if method is None:
                 self.send_error(501, f"Unsupported method ({self.command!r})")
