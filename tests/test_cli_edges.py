@@ -4,6 +4,7 @@ exit code, never a traceback or a hang."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -118,4 +119,30 @@ def test_bad_arguments_to_hd_are_exit_2_and_a_sentence(project: Path, args: tupl
                          timeout=60)
     assert res.returncode == 2, res.stdout + res.stderr
     assert words in res.stderr and "`hd --help`" in res.stderr
+    assert_clean(res)
+
+
+@pytest.mark.parametrize("args", [["status"], ["up", "--detach"], ["down"], ["init"]])
+def test_a_deleted_current_folder_is_a_sentence(tmp_path: Path, args: list[str]) -> None:
+    """getcwd() fails in a folder removed under the shell (rm -rf, a pruned worktree):
+    every command printed FileNotFoundError's traceback."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    res = subprocess.run(["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$@"', "sh",
+                          *HD_CLI, *args], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "the current folder no longer exists" in res.stderr
+    assert_clean(res)
+
+
+def test_a_missing_src_dir_is_refused_and_not_made(tmp_path: Path) -> None:
+    """HIPPODROME_SRC_DIR naming no folder was made by `up`, which then brought the
+    bundled stack up in it; -p naming no folder has always been refused."""
+    lone, missing = tmp_path / "lone", tmp_path / "typo"
+    lone.mkdir()
+    res = subprocess.run([*HD_CLI, "up", "--detach"], cwd=lone, capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "HIPPODROME_SRC_DIR": str(missing)})
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"HIPPODROME_SRC_DIR={missing}: no such folder" in res.stderr
+    assert not missing.exists() and not (lone / ".hippodrome").exists()
     assert_clean(res)

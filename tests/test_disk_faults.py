@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stackutil import alive, free_ports, hd, stack_header, toy_service, wait_for, write_stack
+from stackutil import (
+    HD_CLI,
+    alive,
+    free_ports,
+    hd,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
 
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
@@ -66,6 +75,18 @@ def test_read_only_hippodrome_is_one_sentence_and_exit_10(project: Path) -> None
         assert st.returncode == 5 and "Traceback" not in st.stderr, st.stderr
         down = hd(project, "down")
         assert down.returncode == 0 and "Traceback" not in down.stderr, down.stderr
+
+
+def test_init_in_a_read_only_folder_is_one_sentence_and_exit_10(tmp_path: Path) -> None:
+    """The temporary file could not be made, and removing it then raised EROFS itself:
+    a traceback and exit 1 instead of the documented sentence."""
+    with tmpfs(tmp_path / "ro", "1m", readonly=True) as ro:
+        res = subprocess.run([*HD_CLI, "init"], cwd=ro, capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 10, res.stdout + res.stderr
+        assert f"cannot write {ro}/hippodrome.toml" in res.stderr, res.stderr
+        assert "Traceback" not in res.stdout + res.stderr
+        assert os.listdir(ro) == []
 
 
 def test_read_only_logs_is_one_sentence_and_exit_10(project: Path) -> None:

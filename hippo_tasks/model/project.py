@@ -7,22 +7,44 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from hippo_tasks.errors import UsageError
+
 ROOT_MARKERS = ("hippodrome.toml", "tasks.py")
 
 
 def find_project_root(
     start: Path | None = None, env: Mapping[str, str] | None = None
 ) -> Path:
-    """Nearest parent holding a marker, else HIPPODROME_SRC_DIR, else the start folder."""
+    """Nearest parent holding a marker, else HIPPODROME_SRC_DIR, else the start folder.
+
+    A HIPPODROME_SRC_DIR that is not a folder is refused as `-p` is: taken as it was,
+    `up` made it and brought the bundled stack up there, so a typo in the variable
+    started a stack somewhere new."""
     env = os.environ if env is None else env
-    here = (start or Path.cwd()).resolve()
+    here = (start or current_folder()).resolve()
     for folder in (here, *here.parents):
         if any(os.path.lexists(folder / marker) for marker in ROOT_MARKERS):
             return folder
     src = env.get("HIPPODROME_SRC_DIR")
     if src:
-        return Path(src).resolve()
+        root = Path(src).expanduser().resolve()
+        if not root.is_dir():
+            raise UsageError(f"HIPPODROME_SRC_DIR={src}: no such folder (and no "
+                             f"hippodrome.toml or tasks.py in {here} or above it); fix or "
+                             "unset the variable, or run from your stack's folder")
+        return root
     return here
+
+
+def current_folder() -> Path:
+    """The current folder, or a sentence when it was deleted under the shell (a stack
+    folder removed with rm -rf, a git worktree pruned): getcwd() fails then."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise UsageError("the current folder no longer exists (it was deleted or moved "
+                         "while this shell was in it): cd into your stack's folder, or "
+                         "pass --project-root DIR") from None
 
 
 def sanitize_branch(branch: str) -> str:

@@ -1,6 +1,7 @@
-"""Reading a small text file a user named (the stack file, an `env_file`) safely, and
+"""Reading a small text file a user named (the stack file, an `env_file`) safely,
 opening a file to append to (daemon.log, a service's log) where someone may have put
-something else.
+something else, and replacing a file a user reads (`hd init`'s starter, an export)
+whole or not at all.
 
 `Path.read_text` follows whatever the name points at: a FIFO blocks `up` forever, a
 link to /dev/zero reads until memory runs out, a directory or a dangling link looked
@@ -12,6 +13,7 @@ anything else is an Unusable naming what it is.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -75,6 +77,20 @@ def open_regular_for_append(path: Path, not_regular: str, follow_links: bool = T
         raise OSError(errno.EINVAL, not_regular)
     os.set_blocking(fd, True)
     return fd
+
+
+def replace_text(path: Path, text: str, tmp: Path) -> None:
+    """Write `text` to `tmp` beside `path`, then rename it over `path`: a reader never
+    sees half a file and a failed write leaves the old one. The OSError that stopped it
+    is raised; the temporary file is removed if it can be (on a read-only or full disk
+    removing it can fail too, and that second error hid the first behind a traceback)."""
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _kind(mode: int) -> str:

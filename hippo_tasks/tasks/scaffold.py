@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import StateDirError, UsageError
+from hippo_tasks.model.project import current_folder
+from hippo_tasks.model.textfile import replace_text
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import handles_errors
 
@@ -42,12 +44,9 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
     written = []
     for name, text in files.items():
         path = folder / name
-        tmp = folder / f".{name}.hd-init-{os.getpid()}"
         try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            replace_text(path, text, folder / f".{name}.hd-init-{os.getpid()}")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StateDirError.from_os(exc, path) from exc
         written.append(path)
     return written
@@ -76,5 +75,5 @@ def next_steps(written: list[Path], from_bundled: bool) -> str:
 def init(c: Context, from_bundled: bool = False, tasks: bool = False,
          force: bool = False) -> None:
     """Write a commented hippodrome.toml (and, with --tasks, a tasks.py) here."""
-    written = write_starter(Path.cwd(), from_bundled, tasks, force)
+    written = write_starter(current_folder(), from_bundled, tasks, force)
     print(next_steps(written, from_bundled))
