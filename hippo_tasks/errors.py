@@ -66,12 +66,17 @@ class PortBusyError(HippoError):
     """A port the stack needs is held by another process; nothing was started."""
 
     def __init__(self, port: int, service: str, holder_pid: int | None = None,
-                 holder_cmdline: str | None = None, ours: bool = False) -> None:
+                 holder_cmdline: str | None = None, ours: bool = False,
+                 unlisted: str = "", held_by_nobody: bool = False) -> None:
+        """`unlisted`: what holds the port when no listener is seen, and whether that is
+        no process at all (supervision/ports.without_listener)."""
         self.port = port
         self.service = service
         self.holder_pid = holder_pid
         self.holder_cmdline = holder_cmdline
         self.ours = ours
+        self.unlisted = unlisted
+        self.held_by_nobody = held_by_nobody
 
     def message(self) -> str:
         text = f"port {self.port} (service '{self.service}') is already in use"
@@ -80,12 +85,14 @@ class PortBusyError(HippoError):
             if self.holder_cmdline:
                 text += f" ({self.holder_cmdline})"
         else:
-            text += " (holder unknown: it may belong to another user)"
+            text += self.unlisted or " (holder unknown: it may belong to another user)"
         if self.ours:
             text += (
                 ". It is a leftover of this project's stack: run `hd down --force`"
                 " to clean it up"
             )
+        elif self.held_by_nobody:
+            text += ". Try again in a minute, or move this stack with --port-offset N"
         else:
             text += ". Stop that process, or move this stack with --port-offset N"
         return text + ". Nothing was started."

@@ -93,6 +93,37 @@ def test_busy_port_names_holder_and_starts_nothing(project: Path) -> None:
         holder.wait()
 
 
+def test_a_port_held_by_a_connection_not_a_listener_says_so(project: Path) -> None:
+    """A port can be the local end of a connection: a live one (this test's), then one
+    just closed (TIME_WAIT, held by no process). Both read "holder unknown: it may
+    belong to another user", and root went looking for a user that did not exist."""
+    dash, port, far = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    listener = socket.create_server(("127.0.0.1", far))
+    client = socket.socket()
+    client.bind(("127.0.0.1", port))
+    client.connect(("127.0.0.1", far))
+    accepted, _ = listener.accept()
+    try:
+        live = hd(project, "up", "--detach")
+        assert live.returncode == 4, live.stdout + live.stderr
+        assert (f"port {port} (service 'web') is already in use as its own end by a "
+                f"connection of pid {os.getpid()}") in live.stderr, live.stderr
+        client.close()  # the side closing first keeps the port in TIME_WAIT
+        accepted.close()
+        time.sleep(0.1)
+        ended = hd(project, "up", "--detach")
+        assert ended.returncode == 4, ended.stdout + ended.stderr
+        assert (f"port {port} (service 'web') is already in use by a connection that ended "
+                "a moment ago (TIME_WAIT: no process holds it") in ended.stderr, ended.stderr
+        assert "Try again in a minute" in ended.stderr
+        assert "another user" not in live.stderr + ended.stderr
+    finally:
+        client.close()
+        accepted.close()
+        listener.close()
+
+
 def test_leftover_of_our_stack_is_recognised(project: Path) -> None:
     """A service that outlived its daemon (SIGSTOPped guard) is named as ours."""
     dash, a = free_ports(2)

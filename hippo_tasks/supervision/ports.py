@@ -46,6 +46,50 @@ def holder_of(port: int) -> tuple[int | None, str | None]:
     return None, None
 
 
+def without_listener(port: int) -> tuple[str, bool]:
+    """Why `port` cannot be bound when no listener on it is visible, as the words after
+    "already in use", and whether no process holds it at all. A connection can hold it
+    as its own end: one closed a moment ago (TIME_WAIT, held by no process until the
+    kernel frees it), or a live outgoing one.
+    Both used to read "holder unknown: it may belong to another user", which sent root
+    looking for a user that did not exist."""
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, OSError):
+        conns = []
+    text, nobody = " (holder unknown: it may belong to another user)", False
+    for conn in conns:
+        if conn.laddr and conn.laddr.port == port and conn.status != psutil.CONN_LISTEN:
+            if conn.pid is None:
+                text = (f" by a connection that ended a moment ago ({conn.status}: no process "
+                        "holds it, and the kernel frees it within a minute)")
+                nobody = True
+            else:
+                try:
+                    cmd = " ".join(psutil.Process(conn.pid).cmdline())
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    cmd = "?"
+                text = (f" as its own end by a connection of pid {conn.pid} ({cmd}, "
+                        f"{conn.status})")
+            break
+    return text + _ephemeral_note(port), nobody
+
+
+def _ephemeral_note(port: int) -> str:
+    """Ports in this range are also handed to outgoing connections as their own end."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as fh:
+            low, high = (int(x) for x in fh.read().split())
+    except (OSError, ValueError):
+        return ""
+    if low <= port <= high:
+        return (f"; ports {low}-{high} are also given to outgoing connections, so this can "
+                f"happen again: choose ports below {low}")
+    return ""
+
+
 def process_group(pid: int) -> int | None:
     try:
         return os.getpgid(pid)
@@ -65,6 +109,7 @@ def check_ports(wanted: Iterable[tuple[str, int]], our_groups: set[int] | None =
         if pid is not None and our_groups:
             with contextlib.suppress(Exception):
                 ours = process_group(pid) in our_groups or pid in our_groups
-        busy.append(PortBusyError(port, service, pid, cmd, ours))
+        unlisted, nobody = without_listener(port) if pid is None else ("", False)
+        busy.append(PortBusyError(port, service, pid, cmd, ours, unlisted, nobody))
     if busy:
         raise PortsBusyError(busy)

@@ -40,7 +40,7 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
     from hippo_tasks.model.loader import load_stack
     from hippo_tasks.model.plan import build_plan
     from hippo_tasks.supervision.ownership import probe_mode
-    from hippo_tasks.supervision.ports import holder_of, port_free
+    from hippo_tasks.supervision.ports import holder_of, port_free, without_listener
 
     problems = 0
 
@@ -109,11 +109,11 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
             line(True, f"port {port} ({name}) free")
             continue
         pid, cmd = holder_of(port)
-        who = f"pid {pid} ({cmd})" if pid else "an unknown process"
+        who = f" by pid {pid} ({cmd})" if pid else without_listener(port)[0]
         if running and port in ours:
-            line(True, f"port {port} ({name}) held by this stack: {who}")
+            line(True, f"port {port} ({name}) held by this stack:{who}")
         else:
-            line(False, f"port {port} ({name}) in use by {who}")
+            line(False, f"port {port} ({name}) in use{who}")
     for tool, why in TOOLS.items():
         path = shutil.which(tool)
         line(True if path else None, f"{tool}: {path or 'not found'} — {why}")
