@@ -184,3 +184,21 @@ def test_completed_successfully_on_a_service_is_a_load_error() -> None:
                         '[services.app]\ncommand = ["y"]\ndepends_on = [{ name = "db", '
                         'condition = "completed_successfully" }]\n')
     assert info.value.service == "app" and "'db', which is not a job" in info.value.problem
+
+
+def test_a_dependency_the_profile_leaves_out_is_said_aloud(project: Path) -> None:
+    """`app` depends on `db`, which only profile `full` runs: the default profile starts
+    app without it (one stack file serves every profile), and `up` used to say nothing."""
+    dash, app, db = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("app", app)
+                + 'depends_on = [{ name = "db", condition = "healthy" }]\n'
+                + toy_service("db", db) + 'profiles = ["full"]\n')
+    try:
+        up = hd(project, "up", "--detach", check=True, timeout=60)
+        assert ("hippodrome | app starts without db (named in its depends_on, left out of "
+                "profile core with cell local)") in up.stdout, up.stdout
+        hd(project, "down", check=True)
+        up_full = hd(project, "up", "--detach", "--profile", "full", check=True, timeout=60)
+        assert "starts without" not in up_full.stdout, up_full.stdout
+    finally:
+        hd(project, "down", timeout=60)

@@ -229,6 +229,21 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
     return StackPlan(opts, spec.settings, dashboard_port, tuple(planned), routes)
 
 
+def left_out_dependencies(plan: StackPlan) -> list[str]:
+    """A line for each service that starts without a dependency its `depends_on` names,
+    because the profile, cell, `--only` or `--no-seed` leaves that one out. That is how
+    one stack file serves every profile (the bundled seed job waits for what the profile
+    runs); said aloud, since a dependant starting without its database was silent."""
+    lines = []
+    for svc in plan.services:
+        missing = [d for d in svc.spec.depends_on if d not in svc.depends_on]
+        if missing:
+            lines.append(f"{svc.name} starts without {', '.join(missing)} (named in its "
+                         f"depends_on, left out of profile {plan.options.profile} with cell "
+                         f"{plan.options.cell})")
+    return lines
+
+
 def _check_shifted_ports(spec: StackSpec, opts: Options, ports: Mapping[str, int],
                          dashboard_port: int) -> None:
     """Every port, the dashboard's included, must still be a real port once shifted:

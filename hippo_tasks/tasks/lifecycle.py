@@ -77,6 +77,7 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
     """`up` while holding the project's lifecycle lock; the lock is let go as soon as
     the daemon serves (detached: the daemon lets go of the copy it inherited)."""
     from hippo_tasks.daemon.launch import prepare
+    from hippo_tasks.model.plan import left_out_dependencies
 
     registry = Registry(root)
     hooks.recover(registry, _say)
@@ -87,6 +88,8 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
     print(f"hippodrome | project {root}  profile {opts.profile}  cell {opts.cell}  "
           f"table prefix {opts.table_prefix}", flush=True)
     plan, registry = prepare(opts, registry=registry)
+    for line in left_out_dependencies(plan):
+        _say(line)
     shown = _shown_services(show, plan.names)
     session = hooks.start_session(plan, registry, token, _say) if token else None
     if detach:
