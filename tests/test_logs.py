@@ -76,6 +76,50 @@ def test_long_lines_and_undecodable_bytes_survive(project: Path) -> None:
     run(project, text, scenario)
 
 
+def test_a_line_waiting_for_its_break_is_shown_and_continues_cleanly(project: Path) -> None:
+    """A prompt with no line break sat in the splitter: the file had it, the buffer the
+    dashboard, `hd logs --timestamps` and MCP read never did, however long it waited.
+    The service here goes on only once the test has seen the prompt in the buffer."""
+    go = project / "go"
+    script = project / "prompt.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "sys.stdout.write('waiting for input> '); sys.stdout.flush()\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+        "sys.stdout.write('yes\\nnext line\\n'); sys.stdout.flush()\n"
+        "time.sleep(300)\n")
+    text = f'[services.prompt]\ncommand = ["{PY}", "{script}"]\nreadiness = "none"\n'
+
+    def lines(h: Harness) -> list[bytes]:
+        return [r.line for r in h.hub.tail("prompt", 100) if not r.system]
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        deadline = time.monotonic() + 20
+        while b"waiting for input> " not in lines(h):
+            assert time.monotonic() < deadline, f"the prompt never reached the buffer: {lines(h)}"
+            await asyncio.sleep(0.05)
+        go.touch()
+        while b"next line" not in lines(h):
+            assert time.monotonic() < deadline, lines(h)
+            await asyncio.sleep(0.05)
+        assert lines(h) == [b"waiting for input> ", b"yes", b"next line"]
+        assert h.runs.path("prompt").read_bytes().endswith(b"waiting for input> yes\nnext line\n")
+
+    run(project, text, scenario)
+
+
+def test_a_partial_passed_on_then_its_break_adds_no_empty_line() -> None:
+    s = LineSplitter()
+    assert s.feed(b"prompt> ") == [] and s.waiting
+    assert s.pass_on_partial() == [b"prompt> "] and not s.waiting
+    assert s.feed(b"\nnext\n") == [b"next"]
+    assert s.feed(b"\n") == [b""]
+    assert s.pass_on_partial() == []
+    assert s.feed(b"ab") == [] and s.pass_on_partial() == [b"ab"]
+    assert s.feed(b"cd\n") == [b"cd"]
+
+
 def test_splitter_keeps_partial_lines_between_chunks() -> None:
     s = LineSplitter()
     assert s.feed(b"ab") == []

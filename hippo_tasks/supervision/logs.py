@@ -102,6 +102,22 @@ class LineSplitter:
         rest, self._partial = self._partial, b""
         return [rest] if rest else []
 
+    @property
+    def waiting(self) -> bool:
+        """Part of a line is held, waiting for its line break."""
+        return bool(self._partial)
+
+    def pass_on_partial(self) -> list[bytes]:
+        """The part of a line held so far, passed on as a line of its own: a prompt
+        (`password: `), a progress bar or a `printf` with no line break sat in the
+        splitter, so the dashboard, `hd logs --timestamps` and MCP never showed it. The
+        rest, when it comes, is a line of its own; a line break that comes first only
+        ends this one (as after a cut long line) and is not an empty line."""
+        rest = self.flush()
+        if rest:
+            self._cut = True
+        return rest
+
 
 class LogHub:
     """Fans each chunk out to the sinks and keeps a bounded buffer per service.
