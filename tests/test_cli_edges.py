@@ -146,3 +146,29 @@ def test_a_missing_src_dir_is_refused_and_not_made(tmp_path: Path) -> None:
     assert f"HIPPODROME_SRC_DIR={missing}: no such folder" in res.stderr
     assert not missing.exists() and not (lone / ".hippodrome").exists()
     assert_clean(res)
+
+
+def test_every_collection_task_can_be_named_as_two_words() -> None:
+    """README promised `hd control ...`; only `hd export k8s` worked as two words."""
+    from hippo_tasks.tasks import ns
+    from hippo_tasks.tasks.program import SUBCOMMANDS, dotted
+
+    collections = {name: tuple(sorted(c.task_names)) for name, c in ns.collections.items()}
+    assert {k: tuple(sorted(v)) for k, v in SUBCOMMANDS.items()} == collections
+    assert dotted(["control", "status", "-j"]) == ["control.status", "-j"]
+    assert dotted(["why", "--help"]) == ["--help", "why"]
+    assert dotted(["control", "stop", "-h"]) == ["--help", "control.stop"]
+
+
+def test_help_after_a_task_with_a_positional_argument_is_help(tmp_path: Path) -> None:
+    """`hd why --help` asked the daemon about a service named '--help' (exit 5 with no
+    daemon, 2 with one) instead of showing the task's flags."""
+    for argv in (["why", "--help"], ["why", "-h"], ["control", "status", "--help"]):
+        res = subprocess.run([*HD_CLI, *argv], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 0 and res.stdout.startswith("Usage: hd"), (argv, res)
+    two = subprocess.run([*HD_CLI, "control", "status"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    one = subprocess.run([*HD_CLI, "status"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert (two.returncode, two.stderr) == (one.returncode, one.stderr) and one.returncode == 5

@@ -130,14 +130,23 @@ def run_fast(argv: Sequence[str]) -> int | None:
     return exit_status(declared.__wrapped__, None, **parsed[1])
 
 
-SUBCOMMANDS: dict[str, tuple[str, ...]] = {"export": ("k8s",)}
-"""`hd export k8s` is `hd export.k8s`: a collection's task named as two words."""
+SUBCOMMANDS: dict[str, tuple[str, ...]] = {
+    "export": ("k8s",),
+    "control": ("status", "start", "stop", "restart", "shutdown"),
+    "events": ("validate", "send", "replay"),
+}
+"""`hd export k8s` is `hd export.k8s`: a collection's task named as two words.
+tests/test_cli_imports.py holds this table to the collections invoke is given."""
 
 
 def dotted(argv: Sequence[str]) -> list[str]:
-    """The line with a leading `COLLECTION TASK` pair joined into invoke's dotted name."""
+    """The line with a leading `COLLECTION TASK` pair joined into invoke's dotted name,
+    and `TASK --help` as `--help TASK`: invoke gave a task's positional argument the
+    flag (`hd why --help` asked the daemon about a service named '--help')."""
     if len(argv) >= 2 and argv[1] in SUBCOMMANDS.get(argv[0], ()):
-        return [f"{argv[0]}.{argv[1]}", *argv[2:]]
+        argv = [f"{argv[0]}.{argv[1]}", *argv[2:]]
+    if len(argv) >= 2 and argv[1] in ("--help", "-h") and not argv[0].startswith("-"):
+        return ["--help", argv[0], *argv[2:]]
     return list(argv)
 
 
