@@ -209,7 +209,7 @@ def test_up_show_names_services_and_refuses_unknown_ones(project: Path) -> None:
 def test_logs_timestamps_come_from_the_daemon(project: Path) -> None:
     _two_talkers(project)
     plain = hd(project, "logs", "--timestamps", timeout=60)
-    assert plain.returncode == 2 and "no daemon runs for this project" in plain.stderr
+    assert plain.returncode == 5 and "no daemon runs for this project" in plain.stderr
     hd(project, "up", "--detach", check=True)
     try:
         out = hd(project, "logs", "--timestamps", check=True).stdout

@@ -62,6 +62,8 @@ def _files(latest: Path, service: str) -> list[Path]:
 def logs(c: Context, service: str = "", follow: bool = False, lines: int = 50,
          project_root: str = "", timestamps: bool = False) -> None:
     """Show services' logs from `.logs/latest/` (with --timestamps, from the daemon)."""
+    if lines < 0:  # tail -n -5 is 5 lines; here it printed nothing, and said nothing
+        raise UsageError(f"--lines must be 0 or more, got {lines}")
     if timestamps:
         from hippo_tasks.supervision.printer import colour_map
         from hippo_tasks.tasks import timed_logs

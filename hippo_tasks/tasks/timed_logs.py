@@ -14,13 +14,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from hippo_tasks.errors import DaemonNotRunningError, DaemonUnreachableError, UsageError
+from hippo_tasks.errors import DaemonNotRunningError, DaemonUnreachableError
 from hippo_tasks.terminal_text import for_terminal
 
 FOLLOW_EVERY_S = 0.2
 MAX_LINES = 100_000
 """The most lines one call of the logs API answers (daemon/api.py): `-l 200000` got
 the daemon's 400 and exit 1, though plain `hd logs -l 200000` works."""
+
+
+class NoDaemonForTimestamps(DaemonNotRunningError):
+    """Exit 5 as every other command with no daemon (it was 2, bad arguments), with
+    what to run instead."""
+
+    def message(self) -> str:
+        return ("--timestamps reads the running daemon's log buffer, where each line's "
+                "arrival time is kept; no daemon runs for this project, and the files in "
+                ".logs/latest/ have no times: run `hd logs` without --timestamps")
 
 
 def stamp(ts: float) -> str:
@@ -51,10 +61,7 @@ def show(root: Path, service: str, lines: int, follow: bool,
     try:
         client = DaemonClient.for_project(root)
     except DaemonNotRunningError:
-        raise UsageError("--timestamps reads the running daemon's log buffer, where each line's "
-                         "arrival time is kept; no daemon runs for this project, and the "
-                         "files in .logs/latest/ have no times: run `hd logs` without "
-                         "--timestamps") from None
+        raise NoDaemonForTimestamps(str(root)) from None
     names = [service] if service else [s["name"] for s in client.status()["services"]]
     width = 0 if service else max((len(n) for n in names), default=0)
     out = sys.stdout.buffer
