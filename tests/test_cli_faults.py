@@ -212,6 +212,26 @@ def test_a_file_where_a_state_folder_belongs_is_named(project: Path, name: str) 
     assert (project / name).read_text() == "not a folder\n", "the file was touched"
 
 
+def test_status_and_down_name_a_file_where_hippodrome_belongs(project: Path) -> None:
+    """They said the registry 'was corrupt ... moved it to registry.json.corrupt-...',
+    which nothing was or could be, and down first failed to lock."""
+    (project / ".hippodrome").write_text("my notes\n")
+    for command in ("status", "down"):
+        res = hd(project, command, timeout=60)
+        assert res.returncode == 10, (command, res.stdout + res.stderr)
+        assert (f"cannot write {project / '.hippodrome'}: a file stands where Hippodrome "
+                "needs a folder") in res.stderr, res.stderr
+        assert "corrupt" not in res.stdout + res.stderr and "cannot lock" not in res.stdout
+    assert (project / ".hippodrome").read_text() == "my notes\n"
+
+
+def test_down_in_a_folder_with_no_stack_leaves_nothing_behind(project: Path) -> None:
+    """`hd down` in, say, $HOME said 'nothing to stop' and left a .hippodrome there."""
+    res = hd(project, "down", timeout=60)
+    assert res.returncode == 0 and "nothing to stop" in res.stdout, res.stdout + res.stderr
+    assert not (project / ".hippodrome").exists()
+
+
 @pytest.mark.parametrize("name", [".hippodrome/registry.lock", ".hippodrome/lifecycle.lock",
                                   ".logs/latest"])
 def test_a_folder_where_a_state_file_belongs_is_named(project: Path, name: str) -> None:

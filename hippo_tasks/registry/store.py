@@ -106,6 +106,10 @@ class Registry:
             os.close(fd)
 
     def _read_unlocked(self) -> Data:
+        if not self.dir.is_dir():
+            if os.path.lexists(self.dir):  # not a corrupt registry: there is none to move
+                raise StateDirError(str(self.dir), "Not a directory")
+            return empty(self.root)
         try:
             raw = read_small_text(self.path)  # a named pipe here would hang every command
         except FileNotFoundError:
