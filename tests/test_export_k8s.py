@@ -3,6 +3,7 @@ says matches what `up` runs for the same options."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from export_helpers import containers, documents, env_of, export, validate_all
 
 from hippo_tasks.export.hosts import rewrite
-from hippo_tasks.export.naming import PREFIX_LABEL, PROFILE_LABEL, PROJECT_LABEL
+from hippo_tasks.export.naming import PREFIX_LABEL, PROFILE_LABEL, PROJECT_LABEL, port_name
 from hippo_tasks.export.stack_layout import up_args
 from hippo_tasks.export.target import IMAGE_PYTHON, IMAGE_SRC_DIR
 from hippo_tasks.model.loader import load_stack
@@ -231,3 +232,49 @@ def test_namespace_and_image_are_used(root: Path) -> None:
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == \
         "registry.example/t/hd:feature-x"
+
+
+IANA_SVC_NAME = re.compile(r"(?=.{1,15}\Z)(?=[^a-z]*[a-z])[a-z0-9]+(?:-[a-z0-9]+)*")
+"""What Kubernetes accepts as a port's name (validation.IsValidPortName): at most 15
+lower-case letters, digits and single hyphens, alphanumeric at both ends, a letter in it."""
+ODD_NAMES = {"web-_api": 8701, "a-b": 8702, "p8704": 8703, "a--b": 8704,
+             "x_-_y_-_z": 8705, "Long_Name-With--Many__Parts": 8706, "ab_c_d_e_f_g_h_i_j": 8707}
+
+
+def _port_names(text: str) -> list[list[str]]:
+    """The names of each `ports` list in the manifests (a Service's or a container's)."""
+    found: list[list[str]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "ports":
+                    found.append([p["name"] for p in value])
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for doc in documents(text):
+        walk(doc)
+    return found
+
+
+def test_port_names_are_valid_and_unique_for_any_service_name() -> None:
+    taken: set[str] = set()
+    names = [port_name(n, p, taken) for n, p in [("dashboard", 9000), *ODD_NAMES.items()]]
+    assert all(IANA_SVC_NAME.fullmatch(n) for n in names), names
+    assert len(set(names)) == len(names), names
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_exported_port_names_are_iana_service_names(root: Path, layout: str) -> None:
+    """`web-_api` once gave the port name `web--api`, which kubectl apply refuses."""
+    (root / "hippodrome.toml").write_text("[stack]\ndefaults = false\n" + "".join(
+        f'[services.{name}]\ncommand = ["${{python}}", "-m", "http.server", "${{port}}"]\n'
+        f"port = {port}\n" for name, port in ODD_NAMES.items()))
+    made = export(root, layout=layout)
+    validate_all(made.text)
+    lists = _port_names(made.text)
+    assert lists and all(IANA_SVC_NAME.fullmatch(n) for names in lists for n in names), lists
+    assert all(len(set(names)) == len(names) for names in lists), lists
