@@ -9,10 +9,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from export_helpers import containers, documents, env_of, export, validate_all
+from export_helpers import containers, documents, env_of, export, k8s_expand, validate_all
 
 from hippo_tasks.export.hosts import rewrite
 from hippo_tasks.export.naming import PREFIX_LABEL, PROFILE_LABEL, PROJECT_LABEL, port_name
+from hippo_tasks.export.pipeline import Request, build
 from hippo_tasks.export.stack_layout import up_args
 from hippo_tasks.export.target import IMAGE_PYTHON, IMAGE_SRC_DIR
 from hippo_tasks.model.loader import load_stack
@@ -278,3 +279,64 @@ def test_exported_port_names_are_iana_service_names(root: Path, layout: str) -> 
     lists = _port_names(made.text)
     assert lists and all(IANA_SVC_NAME.fullmatch(n) for names in lists for n in names), lists
     assert all(len(set(names)) == len(names) for names in lists), lists
+
+
+DOLLARS = """
+[stack]
+defaults = false
+[services.api]
+command = ["${python}", "-m", "http.server", "${port}", "pa$$$$word", "$$(x)", "$$HOME",
+           "end$$", "$$${env:TOKEN}", "$$$$(y)", "$$$$$$"]
+port = 8601
+readiness = { http = "/ready$(x)$$" }
+[services.api.env]
+DB_PASSWORD = "pa$$$$word"
+PIDFILE = "/tmp/x.$$$$"
+PAREN = "$$(not a ref)"
+MIXED = "$$${env:TOKEN}$$$$"
+TAIL = "5$$"
+LONE = "$$"
+DOUBLE_REF = "$$$$(X)"
+[services.web]
+command = ["${python}", "-m", "http.server", "${port}"]
+port = 8602
+depends_on = ["api"]
+"""
+
+
+def test_services_layout_passes_every_dollar_through_kubernetes_expansion(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kubernetes expands `$(VAR)` and turns `$$` into `$` in command, args and env
+    values: `pa$$word` once reached the container as `pa$word`. What the container
+    sees after that expansion must be exactly what `up` gives the process."""
+    (root / "hippodrome.toml").write_text(DOLLARS)
+    monkeypatch.setenv("TOKEN", "s3cret")
+    up = _up_plan(root, "core").service("api")
+    made = export(root, layout="services")
+    validate_all(made.text)
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in documents(made.text)}
+    api = docs[("Deployment", "api")]["spec"]["template"]["spec"]["containers"][0]
+    secrets = {"TOKEN": "s3cret"}  # what the hippodrome-env Secret holds
+    env = env_of(api)
+    for key, value in up.env.items():
+        assert k8s_expand(env[key], secrets) == value, key
+    assert [k8s_expand(a, secrets) for a in api["command"][3:]] == list(up.argv[1:])
+    web = docs[("Deployment", "web")]["spec"]["template"]["spec"]["initContainers"][0]
+    assert k8s_expand(web["command"][-1], {}) == f"http://api:8601{up.readiness.value}"
+
+
+def test_stack_layout_passes_every_dollar_through_kubernetes_expansion(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack layout's args (`hd up ... --table-prefix T`) and env values (a cell's
+    URL) are expanded by Kubernetes just the same."""
+    monkeypatch.setenv("HIPPODROME_CELL_URL_STAGING", "https://cell.example/$$(x)$")
+    opts = build_options(root=root, profile="core", cell="staging", table_prefix="t$$(p)-",
+                         only="", offset=0)
+    made = build(Request(opts, "stack", "ns", "hippodrome:latest"), [].append)
+    validate_all(made.text)
+    hd = next(d for d in documents(made.text) if d["kind"] == "Deployment")
+    container = hd["spec"]["template"]["spec"]["containers"][0]
+    args = [k8s_expand(a, {}) for a in container["args"]]
+    assert args[args.index("--table-prefix") + 1] == "t$$(p)-"
+    cell_url = env_of(container)["HIPPODROME_CELL_URL_STAGING"]
+    assert k8s_expand(cell_url, {}) == "https://cell.example/$$(x)$"

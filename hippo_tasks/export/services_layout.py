@@ -95,7 +95,8 @@ def _pod(svc: PlannedService, container: O.Obj, waits: list[str], image: str) ->
     if waits:
         pod["initContainers"] = [{
             "name": "wait-for-dependencies", "image": image, "imagePullPolicy": "IfNotPresent",
-            "command": [IMAGE_PYTHON, "-m", "hippo_tasks.export.wait", *waits],
+            "command": [IMAGE_PYTHON, "-m", "hippo_tasks.export.wait",
+                        *(k8s_text(t) for t in waits)],
             "resources": sizing.resources(sizing.UNMEASURED_MB / 2, sizing.CPU_REQUEST_SERVICE),
         }]
     if any(t.startswith("job/") for t in waits):
