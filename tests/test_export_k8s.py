@@ -340,3 +340,46 @@ def test_stack_layout_passes_every_dollar_through_kubernetes_expansion(
     assert args[args.index("--table-prefix") + 1] == "t$$(p)-"
     cell_url = env_of(container)["HIPPODROME_CELL_URL_STAGING"]
     assert k8s_expand(cell_url, {}) == "https://cell.example/$$(x)$"
+
+
+LOOPBACK_ARGS = """
+[stack]
+defaults = false
+[services.db]
+command = ["${python}", "-m", "http.server", "${port}"]
+port = 8611
+[services.app]
+command = ["${python}", "-m", "myapp", "--db", "${url:db}", "--db-host", "localhost:${port:db}"]
+port = 8612
+env = { DB_URL = "${url:db}" }
+depends_on = ["db"]
+"""
+
+
+def _commands(text: str) -> dict[str, list[str]]:
+    """Each Deployment's or Job's main container command, by object name."""
+    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["command"]
+            for d in documents(text) if d["kind"] in ("Deployment", "Job")}
+
+
+def test_services_layout_points_command_urls_at_the_in_cluster_service(root: Path) -> None:
+    """`${url:db}` in a command rendered to the pod's own loopback (`--endpoint-url
+    http://127.0.0.1:9003` for aws_provision), where nothing listens: commands are
+    rewritten as env values are."""
+    (root / "hippodrome.toml").write_text(LOOPBACK_ARGS)
+    made = export(root, layout="services")
+    app = next(d for d in documents(made.text) if d["metadata"]["name"] == "app"
+               and d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert app["command"][-4:] == ["--db", "http://db:8611", "--db-host", "db:8611"]
+    assert env_of(app)["DB_URL"] == "http://db:8611"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_no_bundled_command_points_at_its_own_pod_s_loopback(root: Path, profile: str) -> None:
+    commands = _commands(export(root, profile=profile, layout="services").text)
+    loopback = {n: c for n, c in commands.items()
+                if any("127.0.0.1" in a or "localhost" in a for a in c)}
+    assert loopback == {}
+    if profile != "core":
+        provision = commands["aws-provision"]
+        assert provision[provision.index("--endpoint-url") + 1] == "http://moto:9003"

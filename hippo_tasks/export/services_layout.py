@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from hippo_tasks.export import objects as O
 from hippo_tasks.export import probes, sizing
-from hippo_tasks.export.envmap import container_env
+from hippo_tasks.export.envmap import container_env, container_text
 from hippo_tasks.export.hosts import port_owners
 from hippo_tasks.export.naming import port_name, service_names
 from hippo_tasks.export.target import IMAGE_PYTHON, IMAGE_SRC_DIR, ImagePlan, k8s_text, refs_in
@@ -72,7 +72,7 @@ def _container(svc: PlannedService, name: str, image: str, plan: StackPlan,
     mine = refs_in([*svc.argv, *svc.env.values()])
     container: O.Obj = {
         "name": name, "image": image, "imagePullPolicy": "IfNotPresent",
-        "command": [TINI, "--", *(k8s_text(a) for a in svc.argv)],
+        "command": [TINI, "--", *(container_text(a, owners) for a in svc.argv)],
         "workingDir": str(svc.cwd),
         "env": container_env(svc, mine, owners, plan.dashboard_port,
                              plan.options.cell == "local", emptied),
