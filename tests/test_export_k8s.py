@@ -383,3 +383,34 @@ def test_no_bundled_command_points_at_its_own_pod_s_loopback(root: Path, profile
     if profile != "core":
         provision = commands["aws-provision"]
         assert provision[provision.index("--endpoint-url") + 1] == "http://moto:9003"
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _memory_request(doc: dict[str, Any]) -> str:
+    request: str = doc["spec"]["template"]["spec"]["containers"][0]["resources"][
+        "requests"]["memory"]
+    return request
+
+
+def test_readme_memory_figures_are_what_the_export_writes(root: Path) -> None:
+    """The README once said core 208, ecom 640, full 688 and moto 144 MiB, figures of
+    an older measurement; these are read from it and compared with the manifests."""
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    stack = re.search(r"core (\d+) MiB, ecom (\d+) MiB, full (\d+) MiB requested", readme)
+    assert stack is not None
+    for profile, said in zip(PROFILES, stack.groups(), strict=True):
+        made = export(root, profile=profile)
+        hd = next(d for d in documents(made.text) if d["kind"] == "Deployment")
+        assert _memory_request(hd) == f"{said}Mi", profile
+    per_service = re.search(r"\(moto (\d+) MiB, the other bundled services (\d+) MiB, a "
+                            r"service not measured there (\d+) MiB requested\)", readme)
+    assert per_service is not None
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in documents(
+        export(root, profile="ecom", layout="services").text)}
+    moto, others, unmeasured = per_service.groups()
+    assert _memory_request(docs[("Deployment", "moto")]) == f"{moto}Mi"
+    assert {_memory_request(d) for (kind, name), d in docs.items()
+            if kind == "Deployment" and name != "moto"} == {f"{others}Mi"}
+    assert _memory_request(docs[("Job", "seed")]) == f"{unmeasured}Mi"
