@@ -212,3 +212,26 @@ def test_a_failed_replace_leaves_no_temp_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot write stack.yaml"):
         write_manifests(tmp_path, "stack", "a: 1\n")
     assert [p.name for p in tmp_path.iterdir()] == ["stack.yaml"]
+
+
+def test_a_non_utf8_argument_is_named_in_one_line(tmp_path: Path) -> None:
+    """`--table-prefix $'dev-\\xff-'` (a byte that is not UTF-8) ended in a
+    UnicodeEncodeError traceback and left an empty out/.stack.yaml.PID.tmp."""
+    (tmp_path / "tasks.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", "from hippo_tasks.tasks.program import main; main()",
+         "export", "k8s", "--table-prefix", b"dev-\xff-", "-o", "out"],
+        cwd=tmp_path, env={**os.environ, "HIPPODROME_FAST_CLI": "1"},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "--table-prefix 'dev-\\xff-' is not UTF-8 text" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_utf8_cell_url_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIPPODROME_CELL_URL_STAGING", "https://cell-\udcff.example")
+    with pytest.raises(UsageError) as caught:
+        export(tmp_path, cell="staging")
+    assert "HIPPODROME_CELL_URL_STAGING 'https://cell-\\xff.example' is not UTF-8 text" in \
+        str(caught.value)
