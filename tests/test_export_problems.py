@@ -101,9 +101,15 @@ def test_allow_partial_leaves_out_what_cannot_run_and_what_needs_it(root: Path,
 
 def test_nothing_left_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "hippodrome.toml").write_text(
-        '[stack]\ndefaults = false\n[services.x]\ncommand = ["node", "x.js"]\n')
-    with pytest.raises(UnsupportedStackError):
+        '[stack]\ndefaults = false\n[services.x]\ncommand = ["node", "x.js"]\n'
+        '[services.y]\ncommand = ["/bin/true"]\ndepends_on = ["x"]\n')
+    with pytest.raises(UnsupportedStackError) as caught:
         export(tmp_path, allow_partial=True)
+    text = str(caught.value)
+    # It once ended "or pass --allow-partial to export the rest", which was passed.
+    assert "pass --allow-partial" not in text
+    assert "--allow-partial leaves nothing to export" in text
+    assert "'x' runs 'node'" in text and "'y' depends on 'x'" in text
 
 
 def test_a_log_readiness_is_probed_on_its_port(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def build_image_plan(spec: StackSpec, opts: Options, allow_partial: bool,
                              + _listing(problems))
         kept = [s.name for s in first.services if s.name not in dropped]
         if not kept:
-            raise UnsupportedStackError("nothing left", problems)
+            raise UnsupportedStackError("nothing left", problems, dropped)
         plan = build_plan(bare, image_options(opts, all_refs)._replace(
             only=only, skip=(*opts.skip, *dropped)))
     for line in warnings:
