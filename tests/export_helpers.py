@@ -45,3 +45,30 @@ def containers(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def k8s_expand(text: str, defined: dict[str, str]) -> str:
+    """What a container sees of a manifest's command, args or env value: a port of
+    Kubernetes' `$(VAR)` expansion (k8s.io/kubernetes third_party/forked/golang/
+    expansion): `$$` is `$`, `$(NAME)` a defined variable's value (left as written when
+    NAME is not defined), `$(` without `)` and `$` before anything else stay as they are."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] != "$" or i + 1 == len(text):
+            out.append(text[i])
+            i += 1
+            continue
+        after = text[i + 1]
+        close = text.find(")", i + 2) if after == "(" else -1
+        if after == "$":
+            out.append("$")
+        elif close != -1:
+            name = text[i + 2:close]
+            out.append(defined.get(name, f"$({name})"))
+            i = close + 1
+            continue
+        else:
+            out.append("$" + after)
+        i += 2
+    return "".join(out)

@@ -3,15 +3,17 @@ says matches what `up` runs for the same options."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-from export_helpers import containers, documents, env_of, export, validate_all
+from export_helpers import containers, documents, env_of, export, k8s_expand, validate_all
 
 from hippo_tasks.export.hosts import rewrite
-from hippo_tasks.export.naming import PREFIX_LABEL, PROFILE_LABEL, PROJECT_LABEL
+from hippo_tasks.export.naming import PREFIX_LABEL, PROFILE_LABEL, PROJECT_LABEL, port_name
+from hippo_tasks.export.pipeline import Request, build
 from hippo_tasks.export.stack_layout import up_args
 from hippo_tasks.export.target import IMAGE_PYTHON, IMAGE_SRC_DIR
 from hippo_tasks.model.loader import load_stack
@@ -231,3 +233,184 @@ def test_namespace_and_image_are_used(root: Path) -> None:
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == \
         "registry.example/t/hd:feature-x"
+
+
+IANA_SVC_NAME = re.compile(r"(?=.{1,15}\Z)(?=[^a-z]*[a-z])[a-z0-9]+(?:-[a-z0-9]+)*")
+"""What Kubernetes accepts as a port's name (validation.IsValidPortName): at most 15
+lower-case letters, digits and single hyphens, alphanumeric at both ends, a letter in it."""
+ODD_NAMES = {"web-_api": 8701, "a-b": 8702, "p8704": 8703, "a--b": 8704,
+             "x_-_y_-_z": 8705, "Long_Name-With--Many__Parts": 8706, "ab_c_d_e_f_g_h_i_j": 8707}
+
+
+def _port_names(text: str) -> list[list[str]]:
+    """The names of each `ports` list in the manifests (a Service's or a container's)."""
+    found: list[list[str]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "ports":
+                    found.append([p["name"] for p in value])
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for doc in documents(text):
+        walk(doc)
+    return found
+
+
+def test_port_names_are_valid_and_unique_for_any_service_name() -> None:
+    taken: set[str] = set()
+    names = [port_name(n, p, taken) for n, p in [("dashboard", 9000), *ODD_NAMES.items()]]
+    assert all(IANA_SVC_NAME.fullmatch(n) for n in names), names
+    assert len(set(names)) == len(names), names
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_exported_port_names_are_iana_service_names(root: Path, layout: str) -> None:
+    """`web-_api` once gave the port name `web--api`, which kubectl apply refuses."""
+    (root / "hippodrome.toml").write_text("[stack]\ndefaults = false\n" + "".join(
+        f'[services.{name}]\ncommand = ["${{python}}", "-m", "http.server", "${{port}}"]\n'
+        f"port = {port}\n" for name, port in ODD_NAMES.items()))
+    made = export(root, layout=layout)
+    validate_all(made.text)
+    lists = _port_names(made.text)
+    assert lists and all(IANA_SVC_NAME.fullmatch(n) for names in lists for n in names), lists
+    assert all(len(set(names)) == len(names) for names in lists), lists
+
+
+DOLLARS = """
+[stack]
+defaults = false
+[services.api]
+command = ["${python}", "-m", "http.server", "${port}", "pa$$$$word", "$$(x)", "$$HOME",
+           "end$$", "$$${env:TOKEN}", "$$$$(y)", "$$$$$$"]
+port = 8601
+readiness = { http = "/ready$(x)$$" }
+[services.api.env]
+DB_PASSWORD = "pa$$$$word"
+PIDFILE = "/tmp/x.$$$$"
+PAREN = "$$(not a ref)"
+MIXED = "$$${env:TOKEN}$$$$"
+TAIL = "5$$"
+LONE = "$$"
+DOUBLE_REF = "$$$$(X)"
+[services.web]
+command = ["${python}", "-m", "http.server", "${port}"]
+port = 8602
+depends_on = ["api"]
+"""
+
+
+def test_services_layout_passes_every_dollar_through_kubernetes_expansion(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kubernetes expands `$(VAR)` and turns `$$` into `$` in command, args and env
+    values: `pa$$word` once reached the container as `pa$word`. What the container
+    sees after that expansion must be exactly what `up` gives the process."""
+    (root / "hippodrome.toml").write_text(DOLLARS)
+    monkeypatch.setenv("TOKEN", "s3cret")
+    up = _up_plan(root, "core").service("api")
+    made = export(root, layout="services")
+    validate_all(made.text)
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in documents(made.text)}
+    api = docs[("Deployment", "api")]["spec"]["template"]["spec"]["containers"][0]
+    secrets = {"TOKEN": "s3cret"}  # what the hippodrome-env Secret holds
+    env = env_of(api)
+    for key, value in up.env.items():
+        assert k8s_expand(env[key], secrets) == value, key
+    assert [k8s_expand(a, secrets) for a in api["command"][3:]] == list(up.argv[1:])
+    web = docs[("Deployment", "web")]["spec"]["template"]["spec"]["initContainers"][0]
+    assert k8s_expand(web["command"][-1], {}) == f"http://api:8601{up.readiness.value}"
+
+
+def test_stack_layout_passes_every_dollar_through_kubernetes_expansion(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack layout's args (`hd up ... --table-prefix T`) and env values (a cell's
+    URL) are expanded by Kubernetes just the same."""
+    monkeypatch.setenv("HIPPODROME_CELL_URL_STAGING", "https://cell.example/$$(x)$")
+    opts = build_options(root=root, profile="core", cell="staging", table_prefix="t$$(p)-",
+                         only="", offset=0)
+    made = build(Request(opts, "stack", "ns", "hippodrome:latest"), [].append)
+    validate_all(made.text)
+    hd = next(d for d in documents(made.text) if d["kind"] == "Deployment")
+    container = hd["spec"]["template"]["spec"]["containers"][0]
+    args = [k8s_expand(a, {}) for a in container["args"]]
+    assert args[args.index("--table-prefix") + 1] == "t$$(p)-"
+    cell_url = env_of(container)["HIPPODROME_CELL_URL_STAGING"]
+    assert k8s_expand(cell_url, {}) == "https://cell.example/$$(x)$"
+
+
+LOOPBACK_ARGS = """
+[stack]
+defaults = false
+[services.db]
+command = ["${python}", "-m", "http.server", "${port}"]
+port = 8611
+[services.app]
+command = ["${python}", "-m", "myapp", "--db", "${url:db}", "--db-host", "localhost:${port:db}"]
+port = 8612
+env = { DB_URL = "${url:db}" }
+depends_on = ["db"]
+"""
+
+
+def _commands(text: str) -> dict[str, list[str]]:
+    """Each Deployment's or Job's main container command, by object name."""
+    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["command"]
+            for d in documents(text) if d["kind"] in ("Deployment", "Job")}
+
+
+def test_services_layout_points_command_urls_at_the_in_cluster_service(root: Path) -> None:
+    """`${url:db}` in a command rendered to the pod's own loopback (`--endpoint-url
+    http://127.0.0.1:9003` for aws_provision), where nothing listens: commands are
+    rewritten as env values are."""
+    (root / "hippodrome.toml").write_text(LOOPBACK_ARGS)
+    made = export(root, layout="services")
+    app = next(d for d in documents(made.text) if d["metadata"]["name"] == "app"
+               and d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert app["command"][-4:] == ["--db", "http://db:8611", "--db-host", "db:8611"]
+    assert env_of(app)["DB_URL"] == "http://db:8611"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_no_bundled_command_points_at_its_own_pod_s_loopback(root: Path, profile: str) -> None:
+    commands = _commands(export(root, profile=profile, layout="services").text)
+    loopback = {n: c for n, c in commands.items()
+                if any("127.0.0.1" in a or "localhost" in a for a in c)}
+    assert loopback == {}
+    if profile != "core":
+        provision = commands["aws-provision"]
+        assert provision[provision.index("--endpoint-url") + 1] == "http://moto:9003"
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _memory_request(doc: dict[str, Any]) -> str:
+    request: str = doc["spec"]["template"]["spec"]["containers"][0]["resources"][
+        "requests"]["memory"]
+    return request
+
+
+def test_readme_memory_figures_are_what_the_export_writes(root: Path) -> None:
+    """The README once said core 208, ecom 640, full 688 and moto 144 MiB, figures of
+    an older measurement; these are read from it and compared with the manifests."""
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    stack = re.search(r"core (\d+) MiB, ecom (\d+) MiB, full (\d+) MiB requested", readme)
+    assert stack is not None
+    for profile, said in zip(PROFILES, stack.groups(), strict=True):
+        made = export(root, profile=profile)
+        hd = next(d for d in documents(made.text) if d["kind"] == "Deployment")
+        assert _memory_request(hd) == f"{said}Mi", profile
+    per_service = re.search(r"\(moto (\d+) MiB, the other bundled services (\d+) MiB, a "
+                            r"service not measured there (\d+) MiB requested\)", readme)
+    assert per_service is not None
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in documents(
+        export(root, profile="ecom", layout="services").text)}
+    moto, others, unmeasured = per_service.groups()
+    assert _memory_request(docs[("Deployment", "moto")]) == f"{moto}Mi"
+    assert {_memory_request(d) for (kind, name), d in docs.items()
+            if kind == "Deployment" and name != "moto"} == {f"{others}Mi"}
+    assert _memory_request(docs[("Job", "seed")]) == f"{unmeasured}Mi"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,9 +101,15 @@ def test_allow_partial_leaves_out_what_cannot_run_and_what_needs_it(root: Path,
 
 def test_nothing_left_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "hippodrome.toml").write_text(
-        '[stack]\ndefaults = false\n[services.x]\ncommand = ["node", "x.js"]\n')
-    with pytest.raises(UnsupportedStackError):
+        '[stack]\ndefaults = false\n[services.x]\ncommand = ["node", "x.js"]\n'
+        '[services.y]\ncommand = ["/bin/true"]\ndepends_on = ["x"]\n')
+    with pytest.raises(UnsupportedStackError) as caught:
         export(tmp_path, allow_partial=True)
+    text = str(caught.value)
+    # It once ended "or pass --allow-partial to export the rest", which was passed.
+    assert "pass --allow-partial" not in text
+    assert "--allow-partial leaves nothing to export" in text
+    assert "'x' runs 'node'" in text and "'y' depends on 'x'" in text
 
 
 def test_a_log_readiness_is_probed_on_its_port(tmp_path: Path) -> None:
@@ -172,3 +180,64 @@ def test_measured_figures_are_the_benchmark_s() -> None:
     stack = results["stack"]["results"]
     assert stack["rss_mb_by_service"] == sizing.MEASURED_RSS_MB
     assert stack["daemon_and_guard_mb"] == sizing.DAEMON_AND_GUARD_MB
+
+
+def _in_mount_namespace(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`script` run by sh in a mount namespace of its own (root, or unprivileged user
+    namespaces): a read-only mount made there is gone when it ends."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) here")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=20,
+                           check=False)
+    if probe.returncode != 0:
+        pytest.skip("cannot make a mount namespace here (needs root)")
+    env = {**os.environ, "HIPPODROME_FAST_CLI": "1"}
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """On a read-only filesystem the cleanup's own unlink raised EROFS: a traceback and
+    exit 1 instead of the documented one line."""
+    (tmp_path / "tasks.py").write_text("")
+    (tmp_path / "rofs").mkdir()
+    hd = shlex.join([sys.executable, "-c", "from hippo_tasks.tasks.program import main; "
+                     "main()", "export", "k8s", "-o", "rofs"])
+    done = _in_mount_namespace(
+        f"mount -t tmpfs -o ro tmpfs rofs || exit 99; exec {hd}", tmp_path)
+    if done.returncode == 99:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip()}")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "-o rofs: cannot write stack.yaml (Read-only file system)" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_failed_replace_leaves_no_temp_file(tmp_path: Path) -> None:
+    (tmp_path / "stack.yaml").mkdir()  # os.replace cannot put a file there
+    with pytest.raises(UsageError, match="cannot write stack.yaml"):
+        write_manifests(tmp_path, "stack", "a: 1\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["stack.yaml"]
+
+
+def test_a_non_utf8_argument_is_named_in_one_line(tmp_path: Path) -> None:
+    """`--table-prefix $'dev-\\xff-'` (a byte that is not UTF-8) ended in a
+    UnicodeEncodeError traceback and left an empty out/.stack.yaml.PID.tmp."""
+    (tmp_path / "tasks.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", "from hippo_tasks.tasks.program import main; main()",
+         "export", "k8s", "--table-prefix", b"dev-\xff-", "-o", "out"],
+        cwd=tmp_path, env={**os.environ, "HIPPODROME_FAST_CLI": "1"},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "--table-prefix 'dev-\\xff-' is not UTF-8 text" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_utf8_cell_url_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIPPODROME_CELL_URL_STAGING", "https://cell-\udcff.example")
+    with pytest.raises(UsageError) as caught:
+        export(tmp_path, cell="staging")
+    assert "HIPPODROME_CELL_URL_STAGING 'https://cell-\\xff.example' is not UTF-8 text" in \
+        str(caught.value)

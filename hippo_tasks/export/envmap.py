@@ -1,7 +1,8 @@
 """A service's environment as a container's `env` list, in the services layout.
 
-Values are the plan's, with loopback URLs turned into in-cluster Service names. What
-must not be written into a manifest comes from Secrets, by reference:
+Values are the plan's, with loopback URLs turned into in-cluster Service names (as
+are command arguments: `container_text`). What must not be written into a manifest
+comes from Secrets, by reference:
 - `${env:NAME}` (a value from the exporting machine's environment, often a secret):
   NAME from Secret `hippodrome-env`, listed first so `$(NAME)` in later values and in
   the command expands to it;
@@ -40,6 +41,14 @@ def aws_refs() -> list[dict[str, Any]]:
     return [secret_ref(k, AWS_SECRET, optional=k in OPTIONAL_AWS_KEYS) for k in AWS_KEYS]
 
 
+def container_text(text: str, owners: Mapping[int, str]) -> str:
+    """A rendered env value or command argument as the services layout writes it: the
+    one place both go through, so a `${url:NAME}`/`${port:NAME}` points at the
+    in-cluster Service in a command just as in env (a loopback URL would be the pod's
+    own), and Kubernetes' `$(VAR)` expansion gives back the text `up` renders."""
+    return k8s_text(rewrite(text, owners))
+
+
 def container_env(svc: PlannedService, refs: Sequence[str], owners: Mapping[int, str],
                   dashboard_port: int, local_cell: bool,
                   emptied: set[str]) -> list[dict[str, Any]]:
@@ -54,7 +63,7 @@ def container_env(svc: PlannedService, refs: Sequence[str], owners: Mapping[int,
         if names_port(value, dashboard_port):
             emptied.add(key)
             value = ""
-        out.append({"name": key, "value": k8s_text(rewrite(value, owners))})
+        out.append({"name": key, "value": container_text(value, owners)})
     given = {e["name"] for e in out}
     extra = {"PYTHONUNBUFFERED": "1"}  # as the daemon gives every service
     if svc.port is not None:

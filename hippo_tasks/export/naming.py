@@ -3,8 +3,9 @@ prefix it belongs to, so one selector finds (and deletes) a branch's stack."""
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,14 +72,28 @@ def service_names(services: Iterable[str]) -> dict[str, str]:
     return out
 
 
+PORT_NAME_MAX = 15
+
+
 def port_name(name: str, port: int, taken: set[str]) -> str:
-    """A port's name (at most 15 characters, a letter in it, unique in its object)."""
-    short = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:15].strip("-")
-    candidate = short if short and re.search("[a-z]", short) else ""
-    if not candidate or candidate in taken:
-        candidate = f"p{port}"
-    taken.add(candidate)
-    return candidate
+    """A port's name, unique in its object (added to `taken`). Kubernetes refuses the
+    whole object over a bad one (IANA_SVC_NAME: at most 15 lower-case letters, digits and
+    single hyphens, alphanumeric at both ends, a letter in it), so every run of other
+    characters, `_` and `-` alike, becomes one hyphen: `web-_api` -> `web-api`, never
+    `web--api`."""
+    short = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:PORT_NAME_MAX].strip("-")
+    chosen = next(c for c in _port_names(short, port) if c not in taken)
+    taken.add(chosen)
+    return chosen
+
+
+def _port_names(short: str, port: int) -> Iterator[str]:
+    """The name from the service's, when it has a letter; then `p<port>`, `p<port>-2`,
+    ... (two services can clean up to the same name: `a-b` and `a--b`)."""
+    if re.search("[a-z]", short):
+        yield short
+    yield f"p{port}"
+    yield from (f"p{port}-{n}" for n in itertools.count(2))
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,40 @@ def default_namespace(table_prefix: str) -> str:
     return name or "hippodrome"
 
 
+def check_utf8(name: str, value: str) -> None:
+    """Manifests are UTF-8 text, and so is everything Kubernetes reads. An argument
+    holding a byte that is not (the shell's `$'dev-\\xff-'`, which Python keeps as a
+    lone surrogate) could be written nowhere: it is refused up front, shown as typed."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{name} '{_as_typed(value)}' is not UTF-8 text, which the "
+                         "manifests must be: write it in UTF-8 (or plain ASCII)") from None
+
+
+def _as_typed(value: str) -> str:
+    """`value` with each byte that was not UTF-8 as `\\xNN`, as the shell's `$'...'`."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no undecodable byte made
+        raw = value.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def text_inputs(req: Request) -> dict[str, str]:
+    """What the manifests hold as given: the flags, and the cell's URL from the
+    environment (`${env:NAME}` values are Secret references, never text here)."""
+    opts = req.options
+    cell_url = f"HIPPODROME_CELL_URL_{opts.cell.upper()}"
+    return {"--layout": req.layout, "--profile": opts.profile, "--cell": opts.cell,
+            "--table-prefix": opts.table_prefix, "--only": ",".join(opts.only),
+            "--namespace": req.namespace, "--image": req.image,
+            cell_url: opts.env.get(cell_url, "")}
+
+
 def check_request(req: Request) -> None:
+    for name, value in text_inputs(req).items():
+        check_utf8(name, value)
     if req.layout not in LAYOUTS:
         raise UsageError(f"--layout {req.layout!r}: choose one of {', '.join(LAYOUTS)} "
                          "(stack: the whole stack in one pod; services: a pod per service)")

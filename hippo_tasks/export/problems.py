@@ -38,16 +38,31 @@ class Problem:
 class UnsupportedStackError(UsageError):
     """Services a cluster cannot run; every one named, with what to do (exit 2)."""
 
-    def __init__(self, problem: str, problems: Sequence[Problem] = ()) -> None:
+    def __init__(self, problem: str, problems: Sequence[Problem] = (),
+                 left_out: Mapping[str, str] | None = None) -> None:
         super().__init__(problem)
         self.problems = problems
+        self.left_out = left_out
+        """Set when --allow-partial was given and left every service out."""
 
     def message(self) -> str:
+        if self.left_out is not None:
+            return self._nothing_left(self.left_out)
         lines = [f"  - {p.line()}" for p in self.problems]
         return ("cannot export this stack as it is:\n" + "\n".join(lines) + "\n"
                 "Fix these in hippodrome.toml (or switch the services off for the export "
                 "with [services.NAME] enabled = false), or pass --allow-partial to export "
                 "the rest (the services left out, and what needs them, are listed).")
+
+    def _nothing_left(self, left_out: Mapping[str, str]) -> str:
+        """--allow-partial was given: advice to pass it would loop, so say that it left
+        nothing, with why each service is out."""
+        lines = [f"  - {p.line()}" for p in self.problems if p.drops_service]
+        own = {p.service for p in self.problems if p.drops_service}
+        lines += [f"  - '{name}' {why}" for name, why in left_out.items() if name not in own]
+        return ("--allow-partial leaves nothing to export: a cluster can run none of the "
+                "selected services as written:\n" + "\n".join(lines) + "\n"
+                "Fix these in hippodrome.toml and export again.")
 
 
 def _command(svc: ServiceSpec) -> Problem | None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from hippo_tasks.export import objects as O
 from hippo_tasks.export import probes, sizing
-from hippo_tasks.export.envmap import container_env
+from hippo_tasks.export.envmap import container_env, container_text
 from hippo_tasks.export.hosts import port_owners
 from hippo_tasks.export.naming import port_name, service_names
 from hippo_tasks.export.target import IMAGE_PYTHON, IMAGE_SRC_DIR, ImagePlan, k8s_text, refs_in
@@ -72,7 +72,7 @@ def _container(svc: PlannedService, name: str, image: str, plan: StackPlan,
     mine = refs_in([*svc.argv, *svc.env.values()])
     container: O.Obj = {
         "name": name, "image": image, "imagePullPolicy": "IfNotPresent",
-        "command": [TINI, "--", *(k8s_text(a) for a in svc.argv)],
+        "command": [TINI, "--", *(container_text(a, owners) for a in svc.argv)],
         "workingDir": str(svc.cwd),
         "env": container_env(svc, mine, owners, plan.dashboard_port,
                              plan.options.cell == "local", emptied),
@@ -95,7 +95,8 @@ def _pod(svc: PlannedService, container: O.Obj, waits: list[str], image: str) ->
     if waits:
         pod["initContainers"] = [{
             "name": "wait-for-dependencies", "image": image, "imagePullPolicy": "IfNotPresent",
-            "command": [IMAGE_PYTHON, "-m", "hippo_tasks.export.wait", *waits],
+            "command": [IMAGE_PYTHON, "-m", "hippo_tasks.export.wait",
+                        *(k8s_text(t) for t in waits)],
             "resources": sizing.resources(sizing.UNMEASURED_MB / 2, sizing.CPU_REQUEST_SERVICE),
         }]
     if any(t.startswith("job/") for t in waits):

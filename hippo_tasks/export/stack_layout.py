@@ -17,7 +17,7 @@ from hippo_tasks.export import objects as O
 from hippo_tasks.export import sizing
 from hippo_tasks.export.envmap import ENV_SECRET, WEBHOOK_SECRET, aws_refs, secret_ref
 from hippo_tasks.export.naming import BASE_NAME, port_name
-from hippo_tasks.export.target import IMAGE_SRC_DIR, ImagePlan
+from hippo_tasks.export.target import IMAGE_SRC_DIR, ImagePlan, k8s_text
 from hippo_tasks.model.loader import PROJECT_FILE
 from hippo_tasks.model.plan import Options
 
@@ -62,7 +62,7 @@ def build(image_plan: ImagePlan, where: O.Where, project_file: str | None) -> li
     if plan.options.cell != "local":
         env += aws_refs()
     env += [secret_ref(name, ENV_SECRET) for name in image_plan.env_refs]
-    env += [{"name": k, "value": v} for k, v in plan.options.env.items()
+    env += [{"name": k, "value": k8s_text(v)} for k, v in plan.options.env.items()
             if k.startswith("HIPPODROME_CELL_URL_")]
     health = {"httpGet": {"path": "/healthz", "port": plan.dashboard_port}}
     mounts: list[O.Obj] = [{"name": "state", "mountPath": IMAGE_SRC_DIR}]
@@ -76,7 +76,8 @@ def build(image_plan: ImagePlan, where: O.Where, project_file: str | None) -> li
         volumes.append({"name": "stack-file", "configMap": {"name": STACK_FILE_MAP}})
     container = {
         "name": BASE_NAME, "image": where.image, "imagePullPolicy": "IfNotPresent",
-        "args": up_args(plan.options, list(image_plan.left_out), kept),
+        "args": [k8s_text(a) for a in up_args(plan.options, list(image_plan.left_out),
+                                              kept)],
         "env": env,
         "ports": [{"name": n, "containerPort": p} for n, p in named],
         "startupProbe": {**health, "periodSeconds": 1, "failureThreshold": 120},

@@ -70,10 +70,13 @@ def image_options(opts: Options, refs: Iterable[str]) -> Options:
 
 
 def k8s_text(text: str) -> str:
-    """A rendered string as Kubernetes reads command, args and env values: `$(NAME)`
-    expands a variable there, so a literal `$(` is written `$$(`, and each
-    `${env:NAME}` becomes `$(NAME)` (filled from the Secret)."""
-    escaped = text.replace("$(", "$$(")
+    """A rendered string as Kubernetes reads command, args and env values, where `$(NAME)`
+    expands a variable and `$$` is one `$`: so every literal `$` is written `$$` (only
+    `$(` once was, and `pa$$word` reached the container as `pa$word`), and each
+    `${env:NAME}` becomes `$(NAME)` (filled from the Secret). Every `$` doubled, not
+    just those before `(` or `$`: a literal `$` right before a `${env:NAME}` is followed
+    by `$(NAME)` only once that is written."""
+    escaped = text.replace("$", "$$")
     return re.sub(f"{_MARK}([A-Za-z0-9_.-]+)\x00", r"$(\1)", escaped)
 
 
@@ -115,7 +118,7 @@ def build_image_plan(spec: StackSpec, opts: Options, allow_partial: bool,
                              + _listing(problems))
         kept = [s.name for s in first.services if s.name not in dropped]
         if not kept:
-            raise UnsupportedStackError("nothing left", problems)
+            raise UnsupportedStackError("nothing left", problems, dropped)
         plan = build_plan(bare, image_options(opts, all_refs)._replace(
             only=only, skip=(*opts.skip, *dropped)))
     for line in warnings:
