@@ -7,23 +7,21 @@ temporary file may fail on a filesystem that refused to make it."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 from hippo_tasks.errors import UsageError
+from hippo_tasks.model.textfile import replace_text
 
 
 def write_manifests(folder: Path, layout: str, text: str) -> Path:
-    data = text.encode("utf-8")  # before any file is made: a failure here leaves none
     _make_folder(folder)
     path = folder / f"{layout}.yaml"
     tmp = folder / f".{layout}.yaml.{os.getpid()}.tmp"
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        replace_text(path, text, tmp)
     except OSError as exc:
-        left = "" if _remove(tmp) else f" (remove {tmp.name}, which could not be)"
+        left = f" (remove {tmp.name}, which could not be)" if os.path.lexists(tmp) else ""
         raise UsageError(f"-o {folder}: cannot write {path.name} ({exc.strerror or exc}); "
                          f"choose a folder you can write to; nothing was written{left}"
                          ) from exc
@@ -40,10 +38,3 @@ def _make_folder(folder: Path) -> None:
         raise UsageError(f"-o {folder}: cannot make the folder ({exc.strerror or exc}); "
                          "choose a folder you can write to") from exc
 
-
-def _remove(tmp: Path) -> bool:
-    """Remove the temporary file if it was made; whether none is left. Its unlink may
-    fail too (EROFS when it was never made), which must not hide the first error."""
-    with contextlib.suppress(OSError):
-        tmp.unlink(missing_ok=True)
-    return not os.path.lexists(tmp)

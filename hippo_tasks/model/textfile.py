@@ -83,9 +83,11 @@ def replace_text(path: Path, text: str, tmp: Path) -> None:
     """Write `text` to `tmp` beside `path`, then rename it over `path`: a reader never
     sees half a file and a failed write leaves the old one. The OSError that stopped it
     is raised; the temporary file is removed if it can be (on a read-only or full disk
-    removing it can fail too, and that second error hid the first behind a traceback)."""
+    removing it can fail too, and that second error hid the first behind a traceback).
+    Text that cannot be encoded fails before any file is made."""
+    data = text.encode("utf-8")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
