@@ -142,6 +142,21 @@ def test_a_directory_as_the_command_fails_at_once_naming_it(project: Path) -> No
     run(project, text, scenario)
 
 
+def test_a_missing_setup_program_is_named_as_the_setup_steps(project: Path) -> None:
+    """It read `command 'npmx' not found on PATH (... or fix `command` ...)`, pointing
+    at the service's command, which was fine."""
+    text = (f'[services.a]\ncommand = ["{PY}", "-c", "pass"]\n'
+            'setup = { command = ["npmx-no-such", "ci"], creates = "node_modules" }\n')
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None
+        assert ("service a: setup command 'npmx-no-such' not found on PATH (install it, or "
+                "fix `setup` in the stack file)") in failure.reason, failure.reason
+
+    run(project, text, scenario)
+
+
 def test_a_hung_readiness_answer_holds_back_no_one_and_is_probed_again(project: Path) -> None:
     """One starting service that accepts connections but never answers must not hold
     back another's readiness, and once its hung probe has timed out it is probed again:

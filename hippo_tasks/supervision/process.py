@@ -48,7 +48,10 @@ good after a single try, though the resource came back seconds later."""
 
 
 def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
-                    env: Mapping[str, str]) -> str:
+                    env: Mapping[str, str], field: str = "command") -> str:
+    """The program to exec, or a SpawnError naming the stack-file `field` it came from
+    (`setup`'s program was reported as a problem with `command`)."""
+    what_cmd = "command" if field == "command" else f"{field} command"
     if not argv:
         raise SpawnError(f"service {service}: empty command")
     if not cwd.is_dir():
@@ -58,27 +61,27 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
     if os.sep in exe:
         path = exe if os.path.isabs(exe) else str(cwd / exe)
         if not os.path.exists(path):
-            raise SpawnError(f"service {service}: command '{exe}' not found")
+            raise SpawnError(f"service {service}: {what_cmd} '{exe}' not found")
         if os.path.isdir(path):  # it has x bits too: exec would fail in the child
-            raise SpawnError(f"service {service}: command '{exe}' is a directory, not a "
-                             "program (fix `command` in the stack file)")
+            raise SpawnError(f"service {service}: {what_cmd} '{exe}' is a directory, not "
+                             f"a program (fix `{field}` in the stack file)")
         if not os.access(path, os.X_OK):
-            raise SpawnError(f"service {service}: command '{exe}' is not executable")
+            raise SpawnError(f"service {service}: {what_cmd} '{exe}' is not executable")
         return path
     import shutil  # here: a command given by path (the bundled stack's) never needs it
 
     found = shutil.which(exe, path=env.get("PATH", os.defpath))
     if found is None:
         raise SpawnError(
-            f"service {service}: command '{exe}' not found on PATH (install it, or fix "
-            "`command` in the stack file)"
+            f"service {service}: {what_cmd} '{exe}' not found on PATH (install it, or fix "
+            f"`{field}` in the stack file)"
         )
     return found
 
 
-def spawn(service: str, argv: tuple[str, ...], cwd: Path,
-          env: Mapping[str, str], place: Placement) -> subprocess.Popen[bytes]:
-    exe = resolve_command(service, argv, cwd, env)
+def spawn(service: str, argv: tuple[str, ...], cwd: Path, env: Mapping[str, str],
+          place: Placement, field: str = "command") -> subprocess.Popen[bytes]:
+    exe = resolve_command(service, argv, cwd, env, field)
     try:
         proc = subprocess.Popen(
             place.wrap([exe, *argv[1:]]),

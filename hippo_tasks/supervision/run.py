@@ -312,7 +312,8 @@ class ServiceRun:
             env.setdefault("PORT", str(self.planned.port))
         first_seq = self.ctx.hub.last_seq(self.name) + 1
         place = self.ctx.ownership.placement(self.name)
-        proc = spawn(self.name, argv or self.planned.argv, self.planned.cwd, env, place)
+        proc = spawn(self.name, argv or self.planned.argv, self.planned.cwd, env, place,
+                     "command" if main else "setup")
         child = Child(self.name, proc, self.ctx.hub, asyncio.get_running_loop())
         self.child = child  # before any await: a cancelled start still finds it
         if main:
