@@ -153,10 +153,13 @@ def closest(name: str, known: Iterable[str]) -> str | None:
 
     difflib is imported only when a name was wrong: every command and the daemon load
     this module, and difflib was ~0.2 MB of the daemon's memory for the stack's life."""
+    folded = {k.casefold(): k for k in known}
+    if name.casefold() in folded:  # `DB` for `db`: the likeliest slip scored 0 below
+        return folded[name.casefold()]
     import difflib
 
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return close[0] if close else None
+    close = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)
+    return folded[close[0]] if close else None
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

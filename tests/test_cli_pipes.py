@@ -86,6 +86,9 @@ def test_a_misspelt_service_lists_the_stack_and_suggests_the_closest(stack: Path
     res = hd(stack, "logs", "--service", "wroker")
     assert res.returncode == 2 and res.stderr.rstrip().endswith("did you mean 'worker'?")
     assert "Traceback" not in res.stderr
+    for verb in ("restart", "logs"):  # a difference in case only scored nothing
+        res = hd(stack, verb, "--service", "WORKER")
+        assert res.returncode == 2 and res.stderr.rstrip().endswith("did you mean 'worker'?")
 
 
 HD = HD_CLI  # `hd` as installed: its entry point leaves with os._exit once output is flushed

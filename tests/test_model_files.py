@@ -78,6 +78,18 @@ def test_an_unusable_env_file_is_refused(tmp_path: Path, make: Callable[[Path], 
     assert words in info.value.problem
 
 
+def test_a_byte_order_mark_from_a_windows_editor_is_read_past(tmp_path: Path) -> None:
+    """`not valid TOML: Invalid statement (at line 1, column 1)`, with nothing pointing
+    at the invisible BOM a Windows editor put first; the env_file's first name got it."""
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "hippodrome.toml").write_bytes(
+        bom + b'[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\n'
+        b'env_file = ["vars.env"]\n')
+    (tmp_path / "vars.env").write_bytes(bom + b"GREETING=hi\n")
+    plan = build_plan(load_stack(tmp_path), Options(project_root=tmp_path))
+    assert plan.service("a").env["GREETING"] == "hi"
+
+
 def test_no_stack_file_at_all_is_the_bundled_stack(tmp_path: Path) -> None:
     assert "controller" in {s.name for s in load_stack(tmp_path).services}
 

@@ -62,7 +62,7 @@ def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
         raise Unusable(f"cannot be read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    return b"".join(chunks).decode("utf-8")
+    return b"".join(chunks).decode("utf-8-sig")  # a BOM (Windows editors save one) is dropped
 
 
 def open_regular_for_append(path: Path, not_regular: str, follow_links: bool = True) -> int:
