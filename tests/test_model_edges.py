@@ -176,6 +176,19 @@ def test_url_of_an_unknown_service_says_so_and_suggests() -> None:
     assert "no such service 'databse'" in e.problem and "did you mean 'database'?" in e.problem
 
 
+def test_a_variable_error_names_the_line_like_every_load_error(tmp_path: Path) -> None:
+    """Found when `${...}` is rendered, after loading: the message named the file, the
+    service and the field, but no line."""
+    (tmp_path / "hippodrome.toml").write_text(
+        '[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\nport = 7001\n\n'
+        '[services.b]\ncommand = ["y"]\nenv = { X = "${url:aa}" }\n')
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack(tmp_path), Options(project_root=tmp_path))
+    assert info.value.message().startswith(
+        f"{tmp_path / 'hippodrome.toml'}:9: service 'b': field 'env': ${{url:aa}}: no such "
+        "service 'aa'"), info.value.message()
+
+
 def test_url_of_a_service_without_port_says_that() -> None:
     text = '[services.job]\ncommand = ["j"]\n[services.api]\ncommand = ["a", "${port:job}"]\n'
     with pytest.raises(StackFileError) as info:

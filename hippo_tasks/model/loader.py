@@ -285,6 +285,18 @@ def load_stack(project_root: Path | None, *, bundled: str | None = None) -> Stac
     return _merge(files)
 
 
+def source_line(source: str, table: str, key: str | None) -> int | None:
+    """The line of `key` in `[table]` of the stack file a spec came from, for errors
+    found after loading (a `${...}` rendered per run): they named no line, unlike every
+    other load error. The file is read again only then; None if it cannot be."""
+    try:
+        text = (bundled_text() if source == f"<bundled {BUNDLED_NAME}>"
+                else read_small_text(Path(source)))
+    except (OSError, ValueError):  # Unusable and UnicodeDecodeError are ValueErrors
+        return None
+    return F.FileContext(source, text).line_of(table, key)
+
+
 def load_stack_text(text: str, path: str = PROJECT_FILE) -> StackSpec:
     """A single stack file on its own, as with `defaults = false`."""
     return _merge([_parse_file(path, text)])

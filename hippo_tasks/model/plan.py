@@ -24,7 +24,7 @@ from hippo_tasks.errors import StackFileError, UsageError, close_hint
 from hippo_tasks.model.envfile import read_env_file
 from hippo_tasks.model.globs import literal_folders
 from hippo_tasks.model.graph import topo_order
-from hippo_tasks.model.loader import known_profiles
+from hippo_tasks.model.loader import known_profiles, source_line
 from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
 
 HOST = "127.0.0.1"
@@ -333,9 +333,12 @@ class Renderer:
         return str(moved)
 
     def fail(self, problem: str, field_name: str) -> StackFileError:
+        key = field_name.split(".")[0]
         if self.table is not None:
-            return StackFileError(self.svc.source, problem, None, f"{self.table}.{field_name}")
-        return StackFileError(self.svc.source, problem, self.svc.name, field_name)
+            return StackFileError(self.svc.source, problem, None, f"{self.table}.{field_name}",
+                                  source_line(self.svc.source, self.table, key))
+        return StackFileError(self.svc.source, problem, self.svc.name, field_name,
+                              source_line(self.svc.source, f"services.{self.svc.name}", key))
 
     def lookup(self, var: str, arg: str | None, field_name: str) -> str:
         if var == "port" and arg is None:
