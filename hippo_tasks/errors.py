@@ -135,16 +135,18 @@ class DaemonUnreachableError(HippoError):
 
 
 class DaemonAlreadyRunningError(HippoError):
-    def __init__(self, project_root: str, url: str, pid: int) -> None:
+    def __init__(self, project_root: str, url: str, pid: int, note: str = "") -> None:
+        """`note`: the stack file changed since that daemon started (project.changed_since)."""
         self.project_root = project_root
         self.url = url
         self.pid = pid
+        self.note = note
 
     def message(self) -> str:
         return (
             f"A Hippodrome daemon (pid {self.pid}) is already running for "
             f"{self.project_root} at {self.url}. Use `hd status`, `hd restart`, or "
-            "`hd down` first."
+            "`hd down` first." + (f" Note: {self.note}." if self.note else "")
         )
 
 

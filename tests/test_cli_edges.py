@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,29 @@ def test_help_after_a_task_with_a_positional_argument_is_help(tmp_path: Path) ->
     one = subprocess.run([*HD_CLI, "status"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60)
     assert (two.returncode, two.stderr) == (one.returncode, one.stderr) and one.returncode == 5
+
+
+def test_an_edit_to_the_stack_file_after_up_is_said_not_silently_ignored(
+        project: Path) -> None:
+    """The daemon runs the stack as read at `up`: a restart kept the old env, a new
+    service was 'unknown', and nothing said the file had changed."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        quiet = hd(project, "status", check=True)
+        assert "was changed after this stack started" not in quiet.stderr, quiet.stderr
+        stack_file = project / "hippodrome.toml"
+        stack_file.write_text(stack_file.read_text() + 'env = { GREETING = "new" }\n')
+        later = time.time() + 2  # past the daemon's start whatever the clock's grain
+        os.utime(stack_file, (later, later))
+        note = ("hippodrome.toml was changed after this stack started; the running stack "
+                "(and a restart) uses it as it was then: `hd down` then `hd up` applies "
+                "the change")
+        for args, code in ((["status"], 0), (["restart", "--service", "web"], 0),
+                           (["up", "--detach"], 7)):
+            res = hd(project, *args, timeout=60)
+            assert res.returncode == code and note in res.stderr, (args, res.stderr)
+        assert json.loads(hd(project, "status", "--json", check=True).stdout)["services"]
+    finally:
+        hd(project, "down", timeout=60)

@@ -21,6 +21,7 @@ from hippo_tasks.daemon.forked import ForkedDaemon, fork_daemon, fork_wanted
 from hippo_tasks.errors import DaemonAlreadyRunningError, StateDirError
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
+from hippo_tasks.model.project import changed_since
 from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.registry.cleanup import clean_stale
 from hippo_tasks.registry.store import Registry, daemon_alive
@@ -42,7 +43,8 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
         say(warning)
     if daemon_alive(data):
         d = data["daemon"]
-        raise DaemonAlreadyRunningError(str(opts.project_root), d.get("url", "?"), d["pid"])
+        raise DaemonAlreadyRunningError(str(opts.project_root), d.get("url", "?"), d["pid"],
+                                        changed_since(opts.project_root, d.get("create_time")))
     for line in clean_stale(registry, data):
         say(line)
     data = registry.read()

@@ -47,6 +47,23 @@ def current_folder() -> Path:
                          "pass --project-root DIR") from None
 
 
+def changed_since(root: Path, started: float | None) -> str:
+    """A sentence when the stack file was saved after the running stack started, else
+    ''. The daemon runs the stack as it was read at `up`: an edit then was silently
+    ignored by `restart`, and `up` only said a daemon was running."""
+    if started is None:
+        return ""
+    try:
+        saved = os.stat(root / ROOT_MARKERS[0]).st_mtime
+    except OSError:
+        return ""
+    if saved <= started + 1.0:  # a start time from /proc counts from a whole-second boot time
+        return ""
+    return (f"{ROOT_MARKERS[0]} was changed after this stack started; the running stack "
+            "(and a restart) uses it as it was then: `hd down` then `hd up` applies the "
+            "change")
+
+
 def sanitize_branch(branch: str) -> str:
     """`feature/add-auth` -> `feature-add-auth`: safe in AWS resource names."""
     cleaned = re.sub(r"[^A-Za-z0-9]+", "-", branch).strip("-").lower()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import UsageError
+from hippo_tasks.model.project import changed_since
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import TaskExit, handles_errors, status_table
@@ -29,9 +31,18 @@ def status(c: Context, json_: bool = False, project_root: str = "") -> None:
     """Table of services: state, health, pid, port, restarts, uptime, last exit code."""
     from hippo_tasks.daemon.client import DaemonClient
 
-    client = DaemonClient.for_project(resolve_root(project_root))
+    root = resolve_root(project_root)
+    client = DaemonClient.for_project(root)
     result = client.status()
     print(json.dumps(result, indent=2) if json_ else status_table(result))
+    _say_if_changed(root, client.started)
+
+
+def _say_if_changed(root: Path, started: float | None) -> None:
+    """On stderr: the table (or JSON) on stdout stays what scripts read."""
+    note = changed_since(root, started)
+    if note:
+        print(f"hippodrome: note: {note}", file=sys.stderr)
 
 
 def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None:
@@ -40,8 +51,11 @@ def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None
                          "to cascade in)")
     from hippo_tasks.daemon.client import DaemonClient
 
-    client = DaemonClient.for_project(resolve_root(root_flag))
+    root = resolve_root(root_flag)
+    client = DaemonClient.for_project(root)
     result = client.action(verb, service or None, cascade)
+    if verb != "stop":
+        _say_if_changed(root, client.started)
     rows = result["services"]
     for row in rows:
         line = f"{row['name']}: {row['state']}"
