@@ -112,6 +112,8 @@ def test_unusable_env_names_are_refused(env: str, words: str) -> None:
     ('command = ["x"]\nwatch = ["/etc/*.conf"]', "watch", "relative"),
     ('command = ["x"]\nwatch = [""]', "watch", "matches nothing"),
     ('command = ["x"]\nwatch = ["src/**.py"]', "watch", "whole path component"),
+    # accepted, and did nothing: a completed job is not run again by a change
+    ('kind = "job"\ncommand = ["x"]\nwatch = ["assets/*.css"]', "watch", "a job runs once"),
     ('command = ["x"]\nport = 7000\nreadiness = { http = "/a b" }', "readiness", "URL path"),
     ('command = ["x"]\nport = 7000\nreadiness = { http = "/a\\r\\nX: y" }', "readiness",
      "URL path"),

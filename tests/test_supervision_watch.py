@@ -11,8 +11,9 @@ import pytest
 from harness import Harness, run
 from stackutil import free_ports, toy_service
 
+from hippo_tasks.supervision.stack_watcher import watch_files
 from hippo_tasks.supervision.states import State
-from hippo_tasks.supervision.watch import GlobMatcher, poll_forced, watch_files, watch_roots
+from hippo_tasks.supervision.watch import GlobMatcher, poll_forced, watch_roots
 
 PATTERNS = ["src/**/*.py", "*.toml", "docs/[a-c]?.md", "lib/*/[!_]*.py", "**/b.*", "top.py"]
 

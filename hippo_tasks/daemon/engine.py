@@ -294,7 +294,6 @@ class Engine:
                     self.started = True
                     self.sync_registry()
                     self._report_ready(time.monotonic() - began)
-                    self.stack.start_watchers()
             else:
                 starting.cancel()
             why = await self._shutdown

@@ -341,6 +341,10 @@ def _merge(files: list[_FileData]) -> StackSpec:
             raise ctx.error(f"readiness {table['readiness'].kind} needs a port", name, "readiness")
         if table.get("kind") == "job" and table.get("auto_restart"):
             raise ctx.error("a job runs once; auto_restart must be false", name, "auto_restart")
+        if table.get("kind") == "job" and table.get("watch"):
+            raise ctx.error("a job runs once; hot reload (watch) is for services: remove "
+                            "watch, or run the job again with `hd restart --service "
+                            f"{name}`", name, "watch")
         if table.get("kind") == "job":
             table.setdefault("auto_restart", False)
         services.append(ServiceSpec(name=name, source=ctx.path, **table))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hippo_tasks.errors import ServiceStartError, UnknownServiceError
@@ -14,8 +14,10 @@ from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.service import Op, ServiceSupervisor
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
+from hippo_tasks.supervision.stack_watcher import StackWatcher
 from hippo_tasks.supervision.states import State, Transition
-from hippo_tasks.supervision.watch import watch_files
+from hippo_tasks.supervision.watch import Watched
+from hippo_tasks.terminal_text import for_terminal
 
 Settled = dict[str, ServiceSnapshot]
 """Each service a request named, as it was when that request settled."""
@@ -35,7 +37,7 @@ class StackSupervisor:
             svc.wait_change = self.wait_change
             svc.on_update = self._poke
         self.blocking_failure: asyncio.Future[ServiceStartError] | None = None
-        self._watchers: list[asyncio.Task[None]] = []
+        self._watcher: StackWatcher | None = None
         self._change: asyncio.Future[None] | None = None
         """Resolved (and replaced) on every transition: what waiting services wake on."""
         self.final = False
@@ -107,7 +109,9 @@ class StackSupervisor:
         return {snap.name: snap for snap in await asyncio.gather(*futures)}
 
     async def start_and_wait(self, names: Iterable[str] | None = None) -> ServiceStartError | None:
-        """Start, then wait until all settle or a blocking one fails (returned)."""
+        """Start, then wait until all settle or a blocking one fails (returned). Files
+        are watched from the start: a save while a service boots restarts it after."""
+        self.start_watchers()
         loop = asyncio.get_running_loop()
         self.blocking_failure = loop.create_future()
         waiter = asyncio.ensure_future(self.start(names))
@@ -196,45 +200,39 @@ class StackSupervisor:
 
     # ---- hot reload ---------------------------------------------------------------
     def start_watchers(self) -> None:
-        """One file watcher per service that lists `watch` globs (relative to its cwd)."""
-        for svc in self.services.values():
-            if svc.planned.spec.watch and not svc.planned.spec.external:
-                task = asyncio.create_task(watch_files(
-                    svc.planned.cwd, svc.planned.spec.watch, self._reloader(svc.name)))
-                task.add_done_callback(self._watcher_ended(svc.name))
-                self._watchers.append(task)
+        """One file watcher for the whole stack, over every service that lists `watch`
+        globs (relative to its cwd); Hippodrome's own .logs and .hippodrome never count.
+        Does nothing when one runs already, or once the shutdown began."""
+        if self._watcher is not None or self.final:
+            return
+        watched = [Watched(s.name, s.planned.cwd, s.planned.spec.watch)
+                   for s in self.services.values()
+                   if s.planned.spec.watch and not s.planned.spec.external]
+        if not watched:
+            return
+        root = self.plan.options.project_root
+        self._watcher = StackWatcher(watched, self._reload, self.ctx.hub.system,
+                                     own=(root / ".logs", root / ".hippodrome"))
+        self._watcher.start()
 
-    def _watcher_ended(self, name: str) -> Callable[[asyncio.Task[None]], None]:
-        """A watcher that fails says so in its service's log, once; hot reload is off
-        for that service, and nothing else is touched."""
-        def ended(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                self.ctx.hub.system(name, f"file watching stopped: {task.exception()!r}; "
-                                          "hot reload is off until the stack restarts")
-
-        return ended
-
-    def _reloader(self, name: str) -> Callable[[list[str]], Awaitable[None]]:
-        async def reload(paths: list[str]) -> None:
-            svc = self.services[name]
-            if svc.held or (svc.state in (State.STOPPED, State.FAILED)
-                            and not svc.starting_soon):
-                return  # stopped on purpose (or failed): a file change does not start it
-            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3
-                                            else "")
-            self.ctx.hub.system(name, f"change detected ({shown}): restarting")
-            svc.request("restart", "file change")  # coalesces with any restart under way
-
-        return reload
+    def _reload(self, name: str, paths: list[str]) -> None:
+        """A settled burst of `name`'s files changed: restart it (coalescing with a start
+        or restart under way), and start again one that failed (a fix was saved). A
+        service stopped on purpose stays stopped; after shutdown began nothing starts."""
+        svc = self.services[name]
+        if self.final or svc.held or (svc.state == State.STOPPED and not svc.starting_soon):
+            return
+        shown = ", ".join(for_terminal(p) for p in paths[:3])
+        if len(paths) > 3:
+            shown += f" and {len(paths) - 3} more"
+        self.ctx.hub.system(name, f"change detected ({shown}): restarting")
+        svc.request("restart", "file change")
 
     async def stop_watchers(self) -> None:
-        for task in self._watchers:
-            task.cancel()
-        for task in self._watchers:
-            # One that failed was said when it did: the shutdown goes on.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._watchers.clear()
+        """Final for this watcher and bounded: no change is acted on from now."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            await watcher.stop()
 
     def snapshots(self) -> list[ServiceSnapshot]:
         return [s.snapshot() for s in self.services.values()]

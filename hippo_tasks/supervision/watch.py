@@ -12,19 +12,25 @@ restart: the restart waits until the files have been quiet for DEBOUNCE seconds.
 Only the folders the globs can reach are watched (`src/**/*.py` watches `src`, not a
 `node_modules` beside it), and only paths matching a glob count, with Path.glob's
 rules: `**` is any number of folders, `*`, `?` and `[...]` stay within one name.
+
+One watcher serves the whole stack (StackWatcher): one inotify instance over the union
+of every service's folders, each change dispatched to the services whose globs match
+it (the kernel allows a user 128 instances in all; one a service ran out of them).
+Hippodrome's own folders (.logs, .hippodrome) never count, nor do the files Python and
+editors leave about (watchfiles' DefaultFilter: __pycache__, *.pyc, .git, swap files).
+A watched folder deleted or replaced is watched again; a folder that cannot be read is
+named in the service's log and the rest is still watched.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import threading
-from collections.abc import Awaitable, Callable, Iterable
+import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from hippo_tasks.model.globs import glob_regex, literal_folders
+from hippo_tasks.model.globs import glob_regex, literal_folders, parts
 
 DEBOUNCE = 0.3
 """Seconds of quiet that end a burst."""
@@ -44,16 +50,26 @@ def poll_forced(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool
     return True if value in ("1", "true", "yes", "on") else None
 
 
+def target_folders(root: Path, patterns: Iterable[str]) -> set[Path]:
+    """Each pattern's literal leading folders: what the watch is for."""
+    return {Path(os.path.normpath(root.joinpath(*literal_folders(p)))) for p in patterns}
+
+
+def outermost(folders: Iterable[Path]) -> list[Path]:
+    """The folders, those inside another one dropped (a recursive watch covers them)."""
+    found = set(folders)
+    return sorted(f for f in found if not any(o != f and o in f.parents for o in found))
+
+
 def watch_roots(root: Path, patterns: Iterable[str]) -> list[Path]:
     """The folders to hand the kernel: each pattern's literal leading folders (the
     nearest existing one, so a folder made later is still seen), nested ones dropped."""
     found: set[Path] = set()
-    for pattern in patterns:
-        folder = Path(os.path.normpath(root.joinpath(*literal_folders(pattern))))
+    for folder in target_folders(root, patterns):
         while not folder.is_dir() and folder != folder.parent:
             folder = folder.parent
         found.add(folder)
-    return sorted(f for f in found if not any(o != f and o in f.parents for o in found))
+    return outermost(found)
 
 
 class GlobMatcher:
@@ -70,10 +86,64 @@ class GlobMatcher:
         rel = self.relative(path)
         return any(rx.fullmatch(rel) for rx in self.regexes) and not os.path.isdir(path)
 
+
+class Watched(NamedTuple):
+    """One service's `watch` globs, relative to its cwd."""
+
+    name: str
+    cwd: Path
+    patterns: tuple[str, ...]
+
+
+def inside(path: str, folders: Iterable[str]) -> bool:
+    """`path` is one of the folders or below one (plain string prefixes: this runs for
+    every change the kernel reports)."""
+    return any(path == f or path.startswith(f + os.sep) for f in folders)
+
+
+def own_prefixes(folders: Iterable[Path]) -> tuple[str, ...]:
+    """Hippodrome's folders as the kernel may name them: as given and resolved."""
+    out: set[str] = set()
+    for folder in folders:
+        out.add(os.path.abspath(folder))
+        out.add(os.path.realpath(folder))
+    return tuple(sorted(out))
+
+
+class Subscriber:
+    """One service's view of the stack's changes: its globs, minus Hippodrome's own
+    folders and what watchfiles' DefaultFilter leaves out (Python writes __pycache__ on
+    every start: `src/**` restarted twice per save). A default-ignored folder the
+    globs name outright (`node_modules/x/*.js`) still counts."""
+
+    def __init__(self, watched: Watched, own: tuple[str, ...]) -> None:
+        from watchfiles import DefaultFilter
+
+        self.name = watched.name
+        self.matcher = GlobMatcher(watched.cwd, watched.patterns)
+        self.cwd = os.path.abspath(watched.cwd)
+        self.own = own
+        named = {part for p in watched.patterns for part in parts(p)}
+        self.ignored = DefaultFilter(
+            ignore_dirs=[d for d in DefaultFilter.ignore_dirs if d not in named])
+
+    def counts(self, change: Any, path: str) -> bool:
+        """A file of this service's that matches and is not ignored."""
+        return self.admits(change, path) and self.matcher.matches(path)
+
+    def admits(self, change: Any, path: str) -> bool:
+        """Outside Hippodrome's folders, and not ignored (a pattern may climb out of the
+        cwd, `../shared/*.py`: the globs alone say what is the service's)."""
+        if inside(path, self.own):
+            return False
+        return bool(self.ignored(change, self.matcher.relative(path).replace("/", os.sep)))
+
     def wants(self, change: Any, path: str) -> bool:
-        """watchfiles' filter: a matching file, or a folder that appeared (moved in
-        whole: the kernel names the folder, not each file in it)."""
-        return self.matches(path) or (int(change) == ADDED and os.path.isdir(path))
+        """A matching file, or a folder that appeared (moved in whole: the kernel names
+        the folder, not each file in it)."""
+        if not self.admits(change, path):
+            return False
+        return self.matcher.matches(path) or (int(change) == ADDED and os.path.isdir(path))
 
     def expand(self, changes: Iterable[tuple[Any, str]]) -> set[str]:
         """Matching paths among the changes, a folder that appeared standing for its
@@ -81,78 +151,34 @@ class GlobMatcher:
         entries are reported on their own)."""
         out: set[str] = set()
         for change, path in changes:
+            if not self.admits(change, path):
+                continue
             if int(change) == ADDED and os.path.isdir(path):
-                for folder, _dirs, files in os.walk(path):
-                    out.update(self.relative(os.path.join(folder, f)) for f in files
-                               if self.matches(os.path.join(folder, f)))
-            elif self.matches(path):
-                out.add(self.relative(path))
+                for folder, dirs, files in os.walk(path):
+                    dirs[:] = [d for d in dirs
+                               if self.admits(ADDED, os.path.join(folder, d))]
+                    out.update(self.matcher.relative(os.path.join(folder, f)) for f in files
+                               if self.counts(ADDED, os.path.join(folder, f)))
+            elif self.matcher.matches(path):
+                out.add(self.matcher.relative(path))
         return out
 
 
-async def watch_files(
-    root: Path,
-    patterns: tuple[str, ...],
-    on_change: Callable[[list[str]], Awaitable[None]],
-    debounce: float = DEBOUNCE,
-    poll: bool | None = None,
-) -> None:
-    """Forever: call `on_change(paths)` once per settled burst of changes.
-
-    `poll` None reads HIPPODROME_WATCH_POLL. watchfiles' blocking `watch` runs in a
-    thread of its own (its `awatch` goes through anyio, whose asyncio backend needs
-    `ssl`, which the detached daemon keeps out); batches come back through the loop.
-    """
-    loop = asyncio.get_running_loop()
-    matcher = GlobMatcher(root, patterns)
-    batches: asyncio.Queue[set[str] | BaseException] = asyncio.Queue()
-    stop = threading.Event()  # checked by watchfiles every STEP_MS
-
-    def push(item: set[str] | BaseException) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
-            loop.call_soon_threadsafe(batches.put_nowait, item)
-
-    feeder = threading.Thread(
-        target=_feed, name=f"watch {root}", daemon=True,
-        args=(watch_roots(root, patterns), matcher, push, stop,
-              poll_forced() if poll is None else poll))
-    feeder.start()
-
-    async def next_batch() -> set[str]:
-        item = await batches.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    try:
-        while True:
-            burst = await next_batch()
-            while True:  # the burst ends after `debounce` seconds without a change
-                try:
-                    burst |= await asyncio.wait_for(next_batch(), debounce)
-                except TimeoutError:
-                    break
-            await on_change(sorted(burst))
-    finally:
-        stop.set()
-        await loop.run_in_executor(None, feeder.join, 5.0)
+def unreadable(roots: Iterable[Path]) -> tuple[list[str], list[str]]:
+    """(folders below the roots that cannot be read, the readable folders to hand the
+    kernel besides the roots). notify's recursive add stops at the first folder it
+    cannot read, silently leaving later siblings unwatched: when a tree has one, each
+    readable folder in it is added on its own too."""
+    blocked: list[str] = []
+    extra: list[str] = []
+    for root in roots:
+        errors: list[OSError] = []
+        found = [folder for folder, _dirs, _files in os.walk(root, onerror=errors.append)]
+        if errors:
+            blocked += [str(e.filename) for e in errors]
+            extra += [f for f in found if f != str(root)]
+    return blocked, extra
 
 
-def _feed(roots: list[Path], matcher: GlobMatcher,
-          push: Callable[[set[str] | BaseException], None], stop: threading.Event,
-          poll: bool | None) -> None:
-    """In the watcher's thread: watchfiles' batches of matching paths, pushed to the
-    loop; an error is pushed too, so the watcher fails loudly instead of waiting
-    forever. watchfiles is imported here: a daemon whose services watch nothing never
-    loads it."""
-    try:
-        from watchfiles import watch
-
-        for changes in watch(*roots, watch_filter=matcher.wants, step=STEP_MS,
-                             stop_event=stop, force_polling=poll,
-                             poll_delay_ms=POLL_DELAY_MS, ignore_permission_denied=True):
-            paths = matcher.expand(changes)
-            if paths:
-                push(paths)
-    except Exception as exc:  # noqa: BLE001 - handed to the loop, which raises it
-        push(exc)
+DECODE_ERROR = re.compile(r"Unable to decode path")
+"""watchfiles' error for a changed file whose name is not UTF-8."""

@@ -1,0 +1,236 @@
+"""The stack's one file watcher: a thread running watchfiles over every watched folder,
+handing each settled burst of changes to the service it concerns.
+
+watchfiles' blocking `watch` runs in a thread of its own (its `awatch` goes through
+anyio, whose asyncio backend needs `ssl`, which the detached daemon keeps out).
+Everything it finds reaches the loop as a plain callback (`call_soon_threadsafe`), and
+the quiet period that ends a burst is a `call_later` timer per service: no task awaits
+anything, so there is nothing for a cancellation to get lost in (Python 3.11's
+`wait_for` swallowed the one shutdown sent when a batch landed in the same loop turn,
+and `hd down` waited for ever). `stop()` is final and bounded: from its first moment
+no change is handed on, and it waits for the thread at most `timeout` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hippo_tasks.supervision.watch import (
+    ADDED,
+    DEBOUNCE,
+    DECODE_ERROR,
+    POLL_DELAY_MS,
+    STEP_MS,
+    Subscriber,
+    Watched,
+    outermost,
+    own_prefixes,
+    poll_forced,
+    target_folders,
+    unreadable,
+    watch_roots,
+)
+
+CHECK_MS = 1000
+"""How often, with nothing happening, the thread checks that each watched folder is
+still the one it watches (deleted, or moved away and replaced by a copy)."""
+Roots = dict[Path, tuple[int, int]]
+"""Each folder handed to the kernel, with its (device, inode)."""
+
+
+class StackWatcher:
+    """Watch every service's globs with one watchfiles watcher (one inotify instance).
+
+    `on_change(name, paths)`: once per settled burst of a service's changes (paths
+    relative to its cwd). `on_note(name, text)`: something the service's log should say
+    (a folder that cannot be watched, watching that stopped)."""
+
+    def __init__(self, watched: Sequence[Watched],
+                 on_change: Callable[[str, list[str]], None],
+                 on_note: Callable[[str, str], None], own: Iterable[Path] = (),
+                 debounce: float = DEBOUNCE, poll: bool | None = None) -> None:
+        self.subscribers = [Subscriber(w, own_prefixes(own)) for w in watched]
+        self.watched = list(watched)
+        self.on_change = on_change
+        self.on_note = on_note
+        self.debounce = debounce
+        self.poll = poll_forced() if poll is None else poll
+        self._halt = threading.Event()
+        self._stopped = False
+        self._pending: dict[str, set[str]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._said: set[str] = set()
+
+    # ---- on the loop ----------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._feed, name="hippodrome watch",
+                                        daemon=True)
+        self._thread.start()
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """From now on nothing is handed on; the thread is told to end and waited for
+        (at most `timeout` s: watchfiles looks at the stop event every STEP_MS)."""
+        self._stopped = True
+        self._halt.set()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self._pending.clear()
+        deadline = time.monotonic() + timeout
+        while self._thread is not None and self._thread.is_alive() \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _receive(self, batch: dict[str, set[str]]) -> None:
+        """A batch from the thread: each service's quiet period starts over."""
+        if self._stopped or self._loop is None:
+            return
+        for name, paths in batch.items():
+            self._pending.setdefault(name, set()).update(paths)
+            old = self._timers.pop(name, None)
+            if old is not None:
+                old.cancel()
+            self._timers[name] = self._loop.call_later(self.debounce, self._settled, name)
+
+    def _settled(self, name: str) -> None:
+        self._timers.pop(name, None)
+        paths = self._pending.pop(name, set())
+        if paths and not self._stopped:
+            self.on_change(name, sorted(paths))
+
+    def _say(self, name: str, text: str) -> None:
+        if not self._stopped:
+            self.on_note(name, text)
+
+    # ---- to the loop, from the thread -----------------------------------------------
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._loop is None or self._stopped:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _note_all(self, text: str, once: str | None = None) -> None:
+        """Tell every watching service (`once`: a key said only the first time)."""
+        if once is not None:
+            if once in self._said:
+                return
+            self._said.add(once)
+        for w in self.watched:
+            self._post(self._say, w.name, text)
+
+    def _dispatch(self, changes: set[tuple[Any, str]]) -> None:
+        batch = {s.name: paths for s in self.subscribers if (paths := s.expand(changes))}
+        if batch:
+            self._post(self._receive, batch)
+
+    # ---- in the thread --------------------------------------------------------------
+    def _wants(self, change: Any, path: str) -> bool:
+        """watchfiles' filter: what some service counts (or a folder that appeared)."""
+        return any(s.wants(change, path) for s in self.subscribers)
+
+    def _roots(self) -> Roots:
+        """The folders to watch now, with their identities."""
+        folders = outermost(r for w in self.watched for r in watch_roots(w.cwd, w.patterns))
+        out: Roots = {}
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                st = os.stat(folder)
+                out[folder] = (st.st_dev, st.st_ino)
+        return out
+
+    def _targets(self) -> set[Path]:
+        return {t for w in self.watched for t in target_folders(w.cwd, w.patterns)}
+
+    def _appeared(self, before: Roots, now: Roots) -> None:
+        """A watched folder that is new (recreated, or a copy in place of one moved
+        away) counts by its matching files, as a folder moved in does: what was written
+        into it before the new watch began is not lost."""
+        targets = self._targets()
+        fresh = {(ADDED, str(f)) for f, ident in now.items()
+                 if f in targets and before.get(f) != ident}
+        if fresh:
+            self._dispatch(fresh)
+
+    def _say_unreadable(self, roots: Roots) -> list[str]:
+        """Name each folder that cannot be watched in the logs of the services whose
+        cwd holds it; return the readable folders to add on their own."""
+        from hippo_tasks.terminal_text import for_terminal
+
+        blocked, extra = unreadable(roots)
+        for folder in blocked:
+            for s in self.subscribers:
+                key = f"{s.name}\0{folder}"
+                if folder.startswith(s.cwd + os.sep) and key not in self._said:
+                    self._said.add(key)
+                    self._post(self._say, s.name, "file watching: cannot watch "
+                               f"{for_terminal(os.path.relpath(folder, s.cwd))} (permission "
+                               "denied): changes in it are not seen; the rest is watched")
+        return extra
+
+    def _feed(self) -> None:
+        """Watch until stopped; watch again when a watched folder is replaced or a
+        name cannot be decoded; on any other error say so and end."""
+        try:
+            from watchfiles._rust_notify import WatchfilesRustInternalError
+
+            roots = self._roots()
+            while not self._halt.is_set():
+                try:
+                    roots = self._watch(roots)
+                except WatchfilesRustInternalError as exc:
+                    if not DECODE_ERROR.search(str(exc)):
+                        raise
+                    self._note_all(f"file watching: a changed file's name is not UTF-8 "
+                                   f"({exc}); changes to it are not seen, the rest is",
+                                   once="decode")
+                except FileNotFoundError:  # a folder went between stat and watch
+                    self._halt.wait(CHECK_MS / 1000)
+                    roots = self._roots()
+        except Exception as exc:  # noqa: BLE001 - said in each log; the stack goes on
+            self._note_all(f"file watching stopped: {exc!r}; hot reload is off until the "
+                           "stack restarts")
+
+    def _watch(self, roots: Roots) -> Roots:
+        """One watchfiles watch over `roots`, until stopped (returns them) or until the
+        folders to watch change (returns the new ones)."""
+        from watchfiles import watch
+
+        extra = self._say_unreadable(roots)
+        for changes in watch(*roots, *extra, watch_filter=self._wants, step=STEP_MS,
+                             stop_event=self._halt, rust_timeout=CHECK_MS,
+                             yield_on_timeout=True, force_polling=self.poll,
+                             poll_delay_ms=POLL_DELAY_MS, ignore_permission_denied=True):
+            if changes:
+                self._dispatch(changes)
+            now = self._roots()
+            if now != roots:
+                self._appeared(roots, now)
+                return now
+        return roots
+
+
+async def watch_files(root: Path, patterns: tuple[str, ...],
+                      on_change: Callable[[list[str]], Awaitable[None]],
+                      debounce: float = DEBOUNCE, poll: bool | None = None) -> None:
+    """Until cancelled: `on_change(paths)` once per settled burst of changes to one
+    folder's globs (a StackWatcher of one; `poll` None reads HIPPODROME_WATCH_POLL)."""
+    bursts: asyncio.Queue[list[str]] = asyncio.Queue()
+    watcher = StackWatcher([Watched("", root, tuple(patterns))],
+                           lambda _name, paths: bursts.put_nowait(paths),
+                           lambda _name, _text: None, debounce=debounce, poll=poll)
+    watcher.start()
+    try:
+        while True:
+            await on_change(await bursts.get())
+    finally:
+        await watcher.stop()

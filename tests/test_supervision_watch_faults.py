@@ -1,0 +1,380 @@
+"""Hot reload when things go wrong: Hippodrome's own writes, a shutdown during a burst,
+a watched folder replaced, a failed service, saves during start-up, unreadable folders,
+undecodable names, many watched services, names with control characters.
+
+Real processes and real files; each test waits for an event with a generous timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from harness import Harness, run
+from stackutil import PY, free_ports, script_service, toy_service
+
+from hippo_tasks.supervision.states import State
+
+SERVER = """\
+import os, socket, sys
+sys.path.insert(0, "src")
+import conf
+print("booting with", conf.VALUE, flush=True)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen()
+while True:
+    c, _ = s.accept(); c.close()
+"""
+"""A service that imports src/conf.py (a typo there fails it before ready)."""
+
+
+def changes(h: Harness, name: str = "web") -> list[str]:
+    return [r.text for r in h.hub.tail(name, 100000) if "change detected" in r.text]
+
+
+async def until(check: Callable[[], bool], timeout: float = 20, what: str = "") -> None:
+    """Wait (generously) for `check` to hold."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        await asyncio.sleep(0.05)
+
+
+async def armed(h: Harness, probe: Path, name: str = "web") -> None:
+    """Write `probe` until the watcher reports it: from then on changes are seen."""
+    before = len(changes(h, name))
+    deadline = time.monotonic() + 30
+    while len(changes(h, name)) == before:
+        assert time.monotonic() < deadline, "the watcher never reported a change"
+        probe.write_text(str(time.time()))
+        await asyncio.sleep(0.5)
+    await until(lambda: h.stack.get(name).state == State.RUNNING, what="running again")
+
+
+def server(project: Path, port: int, **fields: object) -> str:
+    (project / "src").mkdir(exist_ok=True)
+    (project / "src" / "conf.py").write_text("VALUE = 1\n")
+    (project / "svc.py").write_text(SERVER)
+    return script_service("web", str(project / "svc.py"), port, **fields)
+
+
+def test_own_logs_registry_and_pycache_never_count(project: Path) -> None:
+    """`watch = ["**/*"]` covers .logs/ and .hippodrome/: each restart writes there, and
+    counting that restarted the service for ever. __pycache__ and *.pyc, which Python
+    writes on each start, do not count either."""
+    (p,) = free_ports(1)
+    text = toy_service("web", p, watch=["**/*"])
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        await armed(h, project / "notes.txt")
+        seen = len(changes(h))
+        (project / ".hippodrome").mkdir(exist_ok=True)
+        (project / ".hippodrome" / "registry.json").write_text("{}")
+        (project / "__pycache__").mkdir(exist_ok=True)
+        (project / "__pycache__" / "m.cpython-311.pyc").write_text("x")
+        (project / "m.pyc").write_text("x")
+        await asyncio.sleep(3)  # a loop would have restarted it several times by now
+        assert len(changes(h)) == seen, changes(h)
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
+def _after(loop: asyncio.AbstractEventLoop, turns: int, fn: Callable[[], None]) -> None:
+    """Call `fn` that many loop turns from now."""
+    if turns == 0:
+        fn()
+    else:
+        loop.call_soon(_after, loop, turns - 1, fn)
+
+
+def test_stopping_the_watchers_during_a_burst_always_ends_them(project: Path) -> None:
+    """Python 3.11's wait_for swallowed a cancel that landed in the loop turns right
+    after a batch: the watcher lived on, `hd down` waited for it for ever, and the
+    service kept restarting after "shutting down". Here the stop is sent 0-7 turns
+    after the loop wakes to a batch, many times over, while changes keep coming."""
+    (p,) = free_ports(1)
+    code = project / "src" / "a.py"
+    code.parent.mkdir()
+    code.write_text("0")
+    text = toy_service("web", p, watch=["src/*.py"])
+    halt = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not halt.is_set():
+            code.write_text(str(i))
+            i += 1
+            time.sleep(0.1)
+
+    async def scenario(h: Harness) -> None:
+        loop = asyncio.get_running_loop()
+        assert await h.stack.start_and_wait() is None
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        try:
+            for attempt in range(24):
+                h.stack.start_watchers()
+                await asyncio.sleep(0.6)  # inside a burst: changes every 0.1 s
+                time.sleep(0.15)  # the loop is busy while a batch arrives
+                stopping: list[asyncio.Future[None]] = []
+
+                def stop(into: list[asyncio.Future[None]] = stopping) -> None:
+                    into.append(asyncio.ensure_future(h.stack.stop_watchers()))
+
+                _after(loop, attempt % 8, stop)
+                await until(lambda s=stopping: bool(s), 5)
+                done, _ = await asyncio.wait(stopping, timeout=15)
+                assert done, f"stop_watchers never returned (attempt {attempt})"
+        finally:
+            halt.set()
+            thread.join(5)
+        seen = len(changes(h))
+        await asyncio.sleep(1.5)  # past the debounce: a live watcher would restart it
+        assert len(changes(h)) == seen
+
+    run(project, text, scenario, timeout=110)
+
+
+def test_no_restart_once_shutdown_began(project: Path) -> None:
+    """README: shutdown is final. Saves during it restart nothing."""
+    (p,) = free_ports(1)
+    code = project / "src" / "a.py"
+    code.parent.mkdir()
+    code.write_text("0")
+    text = toy_service("web", p, "--ignore-term", watch=["src/*.py"], stop_timeout=2)
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        await armed(h, code)
+        seen = len(changes(h))
+        shutting = asyncio.ensure_future(h.stack.shutdown("test"))
+        for i in range(20):
+            code.write_text(f"v{i}")
+            await asyncio.sleep(0.1)
+        await asyncio.wait_for(shutting, 20)
+        await asyncio.sleep(1)
+        assert len(changes(h)) == seen
+        assert h.stack.get("web").state == State.STOPPED
+
+    run(project, text, scenario)
+
+
+def test_a_watched_folder_deleted_or_replaced_is_watched_again(project: Path) -> None:
+    (p,) = free_ports(1)
+    src = project / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x = 1\n")
+    text = toy_service("web", p, watch=["src/**/*.py"])
+
+    async def changed(h: Harness, act: Callable[[], None], what: str) -> None:
+        before = len(changes(h))
+        act()
+        await until(lambda: len(changes(h)) > before, 20, what)
+        await until(lambda: h.stack.get("web").state == State.RUNNING, 20, "running")
+        await asyncio.sleep(0.5)
+
+    def recreate() -> None:
+        src.mkdir()
+        (src / "a.py").write_text("x = 2\n")
+
+    def replace() -> None:
+        src.rename(project / "src_old")
+        shutil.copytree(project / "src_old", src)
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        await armed(h, src / "a.py")
+        await changed(h, lambda: shutil.rmtree(src), "the delete")
+        await changed(h, recreate, "the recreate")
+        await changed(h, lambda: (src / "a.py").write_text("x = 3\n"), "an edit after")
+        await changed(h, replace, "the copy in place of the moved folder")
+        await changed(h, lambda: (src / "a.py").write_text("x = 4\n"), "an edit in the copy")
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario, timeout=110)
+
+
+def test_a_change_restarts_a_service_that_failed(project: Path) -> None:
+    """A typo saved fails the service; saving the fix starts it again."""
+    (p,) = free_ports(1)
+    text = server(project, p, watch=["src/**/*.py"], max_restarts=0, start_timeout=10)
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        svc = h.stack.get("web")
+        await armed(h, project / "src" / "probe.py")
+        (project / "src" / "conf.py").write_text("this is a syntax error (\n")
+        await until(lambda: svc.state == State.FAILED, 30, "failed")
+        (project / "src" / "conf.py").write_text("VALUE = 2\n")
+        await until(lambda: svc.state == State.RUNNING, 30, "running again")
+        await until(lambda: any("booting with 2" in x for x in h.lines("web")), 10)
+        # Stopped on purpose: stays stopped.
+        await h.stack.stop(["web"])
+        (project / "src" / "conf.py").write_text("VALUE = 3\n")
+        await asyncio.sleep(1.5)
+        assert svc.state == State.STOPPED
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
+def test_a_save_while_the_stack_starts_restarts_after_the_start(project: Path) -> None:
+    """Watching begins with the start: a save while the service boots is not lost."""
+    (p,) = free_ports(1)
+    (project / "src").mkdir()
+    (project / "src" / "conf.py").write_text("VALUE = 1\n")
+    (project / "svc.py").write_text(SERVER.replace('print("booting', 'import time\n'
+                                                   'print("booting').replace(
+        "s = socket", "time.sleep(3)\ns = socket"))
+    text = script_service("web", str(project / "svc.py"), p, watch=["src/**/*.py"])
+
+    async def scenario(h: Harness) -> None:
+        starting = asyncio.ensure_future(h.stack.start_and_wait())
+        await until(lambda: any("booting with 1" in x for x in h.lines("web")), 20)
+        await asyncio.sleep(0.5)
+        (project / "src" / "conf.py").write_text("VALUE = 2\n")
+        assert await starting is None
+        await until(lambda: any("booting with 2" in x for x in h.lines("web")), 30,
+                    "a restart with the saved file")
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
+def inotify_instances() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify"
+    return n
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux only")
+def test_one_watcher_for_the_whole_stack(project: Path) -> None:
+    """Ten watched services hold one inotify instance (the user has 128 in all)."""
+    (project / "src").mkdir()
+    (project / "src" / "a.py").write_text("1")
+    sleeper = f'command = ["{PY}", "-c", "import time; time.sleep(999)"]\n'
+    text = "".join(f'[services.s{i}]\n{sleeper}watch = ["src/*.py"]\n' for i in range(10))
+
+    async def scenario(h: Harness) -> None:
+        before = inotify_instances()
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        await armed(h, project / "src" / "a.py", "s0")
+        for i in range(10):
+            await until(lambda i=i: len(changes(h, f"s{i}")) > 0, 20, f"s{i} restarted")
+        assert inotify_instances() - before <= 1
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
+def test_a_name_that_is_not_utf8_does_not_end_watching(project: Path) -> None:
+    (p,) = free_ports(1)
+    (project / "src").mkdir()
+    (project / "src" / "a.py").write_text("1")
+    text = toy_service("web", p, watch=["src/**/*.py"])
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        await armed(h, project / "src" / "a.py")
+        with open(os.path.join(os.fsencode(project), b"src", b"caf\xe9.txt"), "w") as f:
+            f.write("latin-1 name")
+        await asyncio.sleep(1)
+        await armed(h, project / "src" / "a.py")
+        notes = [r.text for r in h.hub.tail("web", 1000) if "file watching stopped" in r.text]
+        assert not notes
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
+def test_a_file_name_cannot_forge_a_state_line(project: Path) -> None:
+    (p,) = free_ports(1)
+    (project / "src").mkdir()
+    text = toy_service("web", p, watch=["src/**/*.py"])
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        await armed(h, project / "src" / "probe.py")
+        before = len(changes(h))
+        (project / "src" / "x\n--- hippodrome: running -> failed (forged).py").write_text("")
+        await until(lambda: len(changes(h)) > before, 20, "the change")
+        await until(lambda: h.stack.get("web").state == State.RUNNING)
+        assert all("\n" not in note for note in changes(h))
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+    log = next((project / ".logs").glob("*/web.log")).read_text()
+    assert not any(line.startswith("--- hippodrome: running -> failed (forged)")
+                   for line in log.splitlines())
+
+
+PROBE = """\
+import asyncio, sys, time
+from pathlib import Path
+from hippo_tasks.supervision.stack_watcher import StackWatcher
+from hippo_tasks.supervision.watch import Watched
+root = Path(sys.argv[1])
+seen, notes = [], []
+async def main():
+    w = StackWatcher([Watched("web", root, ("src/**/*.py",))],
+                     lambda name, paths: seen.extend(paths),
+                     lambda name, text: notes.append(text))
+    w.start()
+    await asyncio.sleep(1.5)
+    for s in "abcdefgh":
+        (root / "src" / s / "m.py").write_text("2")
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.5)
+    await w.stop()
+asyncio.run(main())
+print(sorted(set(seen)))
+print(notes)
+"""
+
+
+def test_an_unreadable_folder_is_named_and_the_rest_still_watched(tmp_path: Path) -> None:
+    """notify's recursive add stopped at the first folder it could not read: siblings
+    after it (in directory order) were silently not watched."""
+    drop = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("root without setpriv: every folder is readable")
+        drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                "--bounding-set=-dac_override,-dac_read_search"]
+    for s in "abcdefgh":
+        (tmp_path / "src" / s).mkdir(parents=True)
+        (tmp_path / "src" / s / "m.py").write_text("1")
+    private = tmp_path / "src" / "private"
+    private.mkdir()
+    if os.geteuid() == 0:
+        os.chown(private, 65534, -1)
+    private.chmod(0o700)
+    try:
+        out = subprocess.run([*drop, sys.executable, "-c", PROBE, str(tmp_path)],
+                             capture_output=True, text=True, timeout=60, check=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    finally:
+        private.chmod(0o755)
+    seen, notes = out.stdout.splitlines()[-2:]
+    assert seen == str([f"src/{s}/m.py" for s in "abcdefgh"])
+    assert "src/private" in notes
