@@ -128,6 +128,24 @@ def test_the_seed_comes_from_the_environment_then_the_flag(
     assert read_env_file(tmp_path / ".env.e2e")["HIPPODROME_RANDOM_SEED"] == "8"
 
 
+def test_going_back_to_a_seed_reuses_its_account(plane: dict[str, str], tmp_path: Path) -> None:
+    """Only the last seed's account was recorded: 42, then 7, then 42 again made a
+    second hippodrome-seed-42 account with its own indexes and documents."""
+    def account_id() -> str:
+        return str(seed_record(tmp_path)["account"]["accountId"])
+
+    assert run_seed(tmp_path, plane).returncode == 0
+    first = account_id()
+    assert run_seed(tmp_path, plane, "--seed", "7").returncode == 0
+    seven = account_id()
+    assert seven != first
+    for seed, expected in (("42", first), ("7", seven)):
+        back = run_seed(tmp_path, plane, "--seed", seed)
+        assert back.returncode == 0 and "(reused)" in back.stdout, back.stdout
+        assert account_id() == expected
+    assert set(seed_record(tmp_path)["accounts"]) == {"42", "7"}
+
+
 def test_an_account_gone_from_the_cell_is_made_again(plane: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / ".hippodrome").mkdir()
     (tmp_path / ".hippodrome" / "seed.json").write_text(json.dumps(

@@ -1,7 +1,8 @@
 """Seeding a running stack: account, indexes, documents, then admin data, then files.
 
-Idempotent by construction: the account recorded in `.hippodrome/seed.json` is reused
-while the cell still knows it and its key still works; indexes that exist are kept
+Idempotent by construction: the account `.hippodrome/seed.json` records for this seed
+(under `accounts`, one per seed used) is reused while the cell still knows it and its
+key still works; indexes that exist are kept
 (a 409 is success here); documents are upserts under fixed ids; settings and rules are
 PUTs. So seeding twice leaves the same data, and a stack restarted on its saved state
 keeps its credentials. A service that is down stops the seed with one line naming it
@@ -89,6 +90,8 @@ def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict
         indexes.append({"indexName": name, "documentIds": [d["_id"] for d in docs],
                         "created": made.status != 409})
     admin = _admin(seed, view, account["apiKey"], say)
+    accounts = _accounts(read_seed_file(root))
+    accounts[str(seed)] = {k: account[k] for k in ("accountId", "apiKey", "name")}
     record = {
         "seed": seed,
         "seededAt": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -97,6 +100,7 @@ def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict
         "account": account,
         "indexes": indexes,
         "admin": admin,
+        "accounts": accounts,
     }
     write_seed_file(root, record)
     write_env_file(root, _env_values(seed, view, account), header=(
@@ -112,9 +116,22 @@ def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict
     return record
 
 
+def _accounts(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every seed's account seed.json records, by seed. Only the last seed's was kept,
+    so seeding 7 then 42 again made a second `hippodrome-seed-42` account (and its
+    indexes and documents), one more each time the seed changed back."""
+    found = record.get("accounts")
+    out = {k: v for k, v in found.items() if isinstance(v, dict)} \
+        if isinstance(found, dict) else {}
+    last = record.get("account")
+    if isinstance(last, dict) and isinstance(record.get("seed"), int):
+        out.setdefault(str(record["seed"]), last)  # a seed.json from before `accounts`
+    return out
+
+
 def _account(root: Path, seed: int, controller: JsonClient, say: Say) -> dict[str, Any]:
-    previous = read_seed_file(root).get("account") or {}
-    if read_seed_file(root).get("seed") == seed and previous.get("apiKey"):
+    previous = _accounts(read_seed_file(root)).get(str(seed)) or {}
+    if previous.get("apiKey"):
         account_id, api_key = str(previous.get("accountId")), str(previous["apiKey"])
         known = _request(controller, "GET", "/api/v2/accounts/" + segment(account_id))
         works = _request(controller, "GET", "/api/v2/indexes", headers={"x-api-key": api_key})
