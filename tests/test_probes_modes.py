@@ -113,7 +113,9 @@ def test_fuzz_passes_and_prints_the_error_code_table(stack: tuple[Path, int]) ->
 def test_bad_flags_are_named_with_exit_2(stack: tuple[Path, int]) -> None:
     root, _ = stack
     for flags, words in ((["--examples", "0"], "must be more than 0"),
-                         (["--deadline-s", "soon"], "not a number")):
+                         (["--deadline-s", "soon"], "not a number"),
+                         (["--deadline-s", "nan"], "not a number"),
+                         (["--deadline-s", "inf"], "not a number")):
         done = run_task(root, "probes", "--full", *flags)
         assert done.returncode == 2, done.stdout + done.stderr
         assert words in done.stderr and "Traceback" not in done.stderr
