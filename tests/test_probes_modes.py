@@ -2,7 +2,9 @@
 health with error_type/status_code, the properties passing, the fuzz machine passing;
 a cell that forgets deletes (a real HTTP peer in front of fake_cell) fails --full with
 a falsifying example; a service stopped mid-fuzz trips its breaker and is counted as
-infrastructure, not a bug. Example counts are small: each test is seconds, not minutes.
+infrastructure, not a bug; past --deadline-s no more examples are drawn (--examples 100000
+ends soon after it, the rest counted as left out). Example counts are small: each test is
+seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ import pytest
 from data_stack import REPO, run_task
 from stackutil import free_offset, hd
 
+from hippo_platform.seed import probe_props
+from hippo_platform.seed.endpoints import daemon_status, view_from_env
+from hippo_platform.seed.probe_runner import Budget, run_property
+from hippo_platform.seed.probe_target import make_target
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
 
@@ -113,7 +119,9 @@ def test_fuzz_passes_and_prints_the_error_code_table(stack: tuple[Path, int]) ->
 def test_bad_flags_are_named_with_exit_2(stack: tuple[Path, int]) -> None:
     root, _ = stack
     for flags, words in ((["--examples", "0"], "must be more than 0"),
-                         (["--deadline-s", "soon"], "not a number")):
+                         (["--deadline-s", "soon"], "not a number"),
+                         (["--deadline-s", "nan"], "not a number"),
+                         (["--deadline-s", "inf"], "not a number")):
         done = run_task(root, "probes", "--full", *flags)
         assert done.returncode == 2, done.stdout + done.stderr
         assert words in done.stderr and "Traceback" not in done.stderr
@@ -217,3 +225,82 @@ def test_the_time_budget_leaves_examples_out_and_says_so(stack: tuple[Path, int]
                     "--seed", "5", timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "left out when the time budget ran out" in done.stdout
+
+
+def finished(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The process's output once it ends; killed (and the test failed) past `timeout`:
+    a generous bound for a run whose deadline is a second or two."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"still running after {timeout:g} s:\n{out}") from None
+    return out
+
+
+def test_past_the_deadline_no_more_examples_are_drawn(stack: tuple[Path, int]) -> None:
+    """The budget ends in the first example: hypothesis draws (about) no more cases, and
+    the report counts all the others as left out."""
+    root, offset = stack
+    env = {"HIPPODROME_DASHBOARD_URL": f"http://127.0.0.1:{9000 + offset}"}
+    status = daemon_status(env)
+    assert status is not None
+    target = make_target(root, view_from_env(env, status))
+    index = target.new_index("full")
+    budget = Budget(60.0)
+    drawn: list[object] = []
+    ran: list[object] = []
+    try:
+        strategy, check = probe_props.prop_found(target, index)
+
+        def check_then_spend(case: object) -> None:
+            ran.append(case)
+            check(case)
+            budget.seconds = 0.0  # the deadline passes during the first example
+
+        def seen(case: object) -> object:
+            drawn.append(case)
+            return case
+
+        result = run_property("found by unique terms", strategy.map(seen), check_then_spend,
+                              examples=2000, budget=budget, seed=5)
+    finally:
+        target.drop_index(index)
+    assert result.status == "PASS", result
+    assert result.examples == len(ran) == 1
+    assert result.skipped_for_time == 1999
+    assert len(drawn) <= 2, f"{len(drawn)} cases drawn after the deadline"
+    assert "1999 left out when the time budget ran out" in result.text
+
+
+def test_full_with_many_examples_ends_soon_after_the_deadline(
+    stack: tuple[Path, int], tmp_path: Path
+) -> None:
+    root, offset = stack
+    report = tmp_path / "full.json"
+    proc = probes_module(root, offset, "--full", "--examples", "100000", "--deadline-s", "1",
+                         "--seed", "5", "--json", str(report))
+    out = finished(proc, 90)
+    assert proc.returncode == 0, out
+    assert "left out when the time budget ran out" in out
+    for result in json.loads(report.read_text())["full"]:
+        if result["status"] == "SKIP":
+            continue
+        planned = 20000 if result["name"] in ("pin rule comes first",
+                                              "fork holds its source") else 100000
+        assert result["examples"] + result["skipped_for_time"] == planned, result
+
+
+def test_fuzz_with_many_runs_ends_soon_after_the_deadline(
+    stack: tuple[Path, int], tmp_path: Path
+) -> None:
+    root, offset = stack
+    report = tmp_path / "fuzz.json"
+    proc = probes_module(root, offset, "--fuzz", "--examples", "100000", "--steps", "20",
+                         "--deadline-s", "1", "--seed", "5", "--json", str(report))
+    out = finished(proc, 90)
+    assert proc.returncode == 0, out
+    assert "run(s) left out when the time budget ran out" in out
+    fuzz = json.loads(report.read_text())["fuzz"]
+    assert fuzz["runs"] >= 1 and fuzz["runs"] + fuzz["skipped_for_time"] == 100000, fuzz

@@ -35,7 +35,13 @@ from hypothesis.stateful import (
 
 from hippo_platform.seed.probe_breakers import Ledger
 from hippo_platform.seed.probe_http import Outcome
-from hippo_platform.seed.probe_runner import Budget, Result, probe_settings, run_test
+from hippo_platform.seed.probe_runner import (
+    Budget,
+    OutOfTime,
+    Result,
+    probe_settings,
+    run_test,
+)
 from hippo_platform.seed.probe_target import Target, seg
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -56,6 +62,13 @@ class Run:
     prefix: str = field(default_factory=lambda: f"hippodrome-probe-fuzz-{secrets.token_hex(3)}")
     serial: itertools.count[int] = field(default_factory=itertools.count)
     steps: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {"ran": 0})  # runs begun
+
+    def stop_if_out_of_time(self) -> None:
+        """The budget is spent and no failure is being replayed: end the whole fuzz run
+        (`OutOfTime`), so hypothesis draws no further steps or runs."""
+        if self.budget.spent() and not self.ledger.failures:
+            raise OutOfTime
 
     def has(self, service: str) -> bool:
         """Worth calling: its breaker closed, and in the profile (search_proxy only with
@@ -83,12 +96,14 @@ class Run:
 
 
 def step(service: str) -> Callable[[F], F]:
-    """A rule's body: a no-op once the budget is spent (unless a failure is being
-    replayed) or the service's breaker is open; infrastructure errors end it quietly."""
+    """A rule's body: ends the run once the budget is spent (unless a failure is being
+    replayed), a no-op while the service's breaker is open; infrastructure errors end
+    it quietly."""
     def wrap(fn: F) -> F:
         def body(self: FuzzMachine, *args: Any, **kwargs: Any) -> None:
             run = self.run
-            if (run.budget.spent() and not run.ledger.failures) or not run.has(service):
+            run.stop_if_out_of_time()
+            if not run.has(service):
                 return
             run.steps += 1
             try:
@@ -106,6 +121,8 @@ class FuzzMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.run.stop_if_out_of_time()  # a run due after the deadline is left out
+        self.run.counts["ran"] += 1
         self.indexes: dict[str, dict[str, dict[str, Any]]] = {}  # name -> id -> document
         self.deleted: dict[str, set[str]] = {}  # name -> ids deleted (never found again)
         self.terms: dict[tuple[str, str], str] = {}  # (index, id) -> its unique term
@@ -268,7 +285,8 @@ class FuzzMachine(RuleBasedStateMachine):
     @rule(service=st.sampled_from(SERVICES))
     def health(self, service: str) -> None:
         run = self.run
-        if run.budget.spent() or not run.has(service):
+        run.stop_if_out_of_time()
+        if not run.has(service):
             return
         if run.ledger.record(service, run.target.at(service, "GET", "/healthz", headers={})):
             return
@@ -287,8 +305,10 @@ class FuzzMachine(RuleBasedStateMachine):
 
 
 def run_fuzz(target: Target, *, examples: int, steps: int, budget: Budget, seed: int,
-             threshold: int) -> tuple[Result, Ledger, int]:
-    """One fuzz run: its outcome, the ledger (codes, breakers, failures), steps taken."""
+             threshold: int) -> tuple[Result, Ledger, int, int]:
+    """One fuzz run: its outcome (`skipped_for_time`: the machine's runs left out when
+    the budget ran out), the ledger (codes, breakers, failures), steps taken and the
+    machine's runs begun."""
     run = Run(target, Ledger(threshold=threshold), budget)
     machine = hypothesis.seed(seed)(type("FuzzMachine", (FuzzMachine,), {"run": run}))
     chosen = probe_settings(examples, shrink=False, stateful_step_count=steps)
@@ -296,6 +316,6 @@ def run_fuzz(target: Target, *, examples: int, steps: int, budget: Budget, seed:
     def test() -> None:
         run_state_machine_as_test(machine, settings=chosen)
 
-    result = run_test("fuzz", test, {"ran": 0, "skipped": 0, "failed": 0})
+    result = run_test("fuzz", test, run.counts, examples)
     result.examples = run.steps
-    return result, run.ledger, run.steps
+    return result, run.ledger, run.steps, run.counts["ran"]

@@ -78,9 +78,9 @@ def fuzz(root: Path, view: StackView, *, examples: int, steps: int, deadline_s: 
     except TargetError as exc:
         say(f"  [FAIL] {'fuzz':<23}{exc}")
         return False, {"status": "FAIL", "text": str(exc)}
-    result, ledger, steps_taken = run_fuzz(target, examples=examples, steps=steps,
-                                           budget=Budget(deadline_s), seed=seed,
-                                           threshold=breaker)
+    result, ledger, steps_taken, runs = run_fuzz(target, examples=examples, steps=steps,
+                                                 budget=Budget(deadline_s), seed=seed,
+                                                 threshold=breaker)
     say("  error codes per service (calls; infra = infrastructure errors, forgiven):")
     for row in ledger.table():
         say(row)
@@ -96,8 +96,11 @@ def fuzz(root: Path, view: StackView, *, examples: int, steps: int, deadline_s: 
             for part in line.splitlines():
                 say(f"           {part}")
     infra = sum(ledger.infrastructure.values())
-    say(f"fuzz: {steps_taken} step(s), {len(ledger.failures)} real failure(s), "
-        f"{infra} infrastructure error(s), {len(ledger.tripped)} breaker(s) open"
-        + (f" (reproduce with --seed {seed})" if real else ""))
+    left_out = (f", {result.skipped_for_time} run(s) left out when the time budget ran out"
+                if result.skipped_for_time else "")
+    say(f"fuzz: {steps_taken} step(s) in {runs} run(s), {len(ledger.failures)} real "
+        f"failure(s), {infra} infrastructure error(s), {len(ledger.tripped)} breaker(s) open"
+        + left_out + (f" (reproduce with --seed {seed})" if real else ""))
     return not real, {"status": "FAIL" if real else "PASS", "steps": steps_taken,
+                      "runs": runs, "skipped_for_time": result.skipped_for_time,
                       **ledger.as_json()}

@@ -1,10 +1,14 @@
 """Running one hypothesis test outside pytest, bounded, with a readable outcome.
 
 Bounded twice: in examples (`max_examples`) and in time (a `Budget` shared by every
-property of a run). When the time is spent, the remaining examples return at once
-without touching the stack, so the run ends within about one example's time of the
-deadline; once an example has failed the budget no longer applies, so hypothesis can
-replay and shrink the failure (a skipped replay would look like a flaky test).
+property of a run). When the time is spent, the next example raises `OutOfTime`
+instead of running, which ends hypothesis' run there: no further example is drawn
+(drawing costs time too, so merely returning would make the run's length grow with
+`max_examples`), and a property that starts with the budget spent is not run at all.
+The examples not run are counted as left out, and the run ends within about one
+example's time of the deadline. Once an example has failed the budget no longer
+applies, so hypothesis can replay and shrink the failure (a skipped replay would look
+like a flaky test).
 
 The falsifying example is what hypothesis itself prints (captured from its reporter
 and the exception's notes), so the report shows the exact call to reproduce it.
@@ -35,6 +39,19 @@ class Budget:
         return time.monotonic() - self.started >= self.seconds
 
 
+class OutOfTime(KeyboardInterrupt):
+    """Raised from a test body (or a state machine's step) once the budget is spent;
+    `run_test` catches it.
+
+    A KeyboardInterrupt because that is the one exception hypothesis documents as
+    interrupting everything: re-raised at once, with no replay or shrinking and nothing
+    recorded of the example it cut short. Any other BaseException is recorded as a
+    finished example, and a state machine's run cut mid-way then contradicts an earlier
+    run that drew the same first steps and went on (FlakyStrategyDefinition: "the second
+    run stopped drawing earlier"). A state machine's teardown still runs (hypothesis
+    calls it in a `finally`)."""
+
+
 @dataclass
 class Result:
     name: str
@@ -61,12 +78,13 @@ def run_property(name: str, strategy: st.SearchStrategy[Any], check: Callable[[A
                  *, examples: int, budget: Budget, seed: int) -> Result:
     """`check(case)` for up to `examples` drawn cases; AssertionError (or any other
     exception) is a failure, shrunk and reported with its falsifying example."""
-    counts = {"ran": 0, "skipped": 0, "failed": 0}
+    counts = {"ran": 0, "failed": 0}
+    if budget.spent():
+        return left_out(name, examples, 0, 0.0)
 
     def body(case: Any) -> None:
         if budget.spent() and not counts["failed"]:
-            counts["skipped"] += 1
-            return
+            raise OutOfTime
         counts["ran"] += 1
         try:
             check(case)
@@ -76,26 +94,34 @@ def run_property(name: str, strategy: st.SearchStrategy[Any], check: Callable[[A
 
     body.__name__ = body.__qualname__ = name.replace(" ", "_")  # what the report prints
     test = hypothesis.seed(seed)(probe_settings(examples)(hypothesis.given(strategy)(body)))
-    return run_test(name, test, counts)
+    return run_test(name, test, counts, examples)
 
 
-def run_test(name: str, test: Callable[[], None], counts: dict[str, int]) -> Result:
-    """Run a hypothesis-decorated test (a property or a state machine's TestCase)."""
+def run_test(name: str, test: Callable[[], None], counts: dict[str, int],
+             planned: int) -> Result:
+    """Run a hypothesis-decorated test (a property or a state machine's TestCase) of up
+    to `planned` examples; `counts["ran"]` is how many ran."""
     lines: list[str] = []
     started = time.monotonic()
     try:
         with with_reporter(lambda value: lines.append(str(value))):
             test()
+    except OutOfTime:
+        return left_out(name, planned, counts["ran"], time.monotonic() - started)
     except Exception as exc:  # a failed example, whatever its type: report, never crash
         notes = [n for n in getattr(exc, "__notes__", []) if n not in lines]
-        return Result(name, FAIL, counts["ran"], counts["skipped"],
-                      time.monotonic() - started, _reason(exc),
-                      [line for line in lines + notes if line.strip()])
-    status_text = f"{counts['ran']} example(s)"
-    if counts["skipped"]:
-        status_text += f", {counts['skipped']} left out when the time budget ran out"
-    return Result(name, PASS, counts["ran"], counts["skipped"], time.monotonic() - started,
-                  status_text)
+        return Result(name, FAIL, counts["ran"], 0, time.monotonic() - started,
+                      _reason(exc), [line for line in lines + notes if line.strip()])
+    return Result(name, PASS, counts["ran"], 0, time.monotonic() - started,
+                  f"{counts['ran']} example(s)")
+
+
+def left_out(name: str, planned: int, ran: int, seconds: float) -> Result:
+    """A run the time budget cut short: what ran passed, the rest of `planned` is
+    counted as left out."""
+    skipped = max(planned - ran, 0)
+    return Result(name, PASS, ran, skipped, seconds,
+                  f"{ran} example(s), {skipped} left out when the time budget ran out")
 
 
 def _reason(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ the APIs (probe_fuzz), both with hypothesis, bounded by `--examples` and `--dead
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -224,7 +225,9 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            value = None
+        if value is None or not math.isfinite(value):  # float() takes 'nan' and 'inf'
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
         return value
