@@ -128,6 +128,21 @@ def test_the_seed_comes_from_the_environment_then_the_flag(
     assert read_env_file(tmp_path / ".env.e2e")["HIPPODROME_RANDOM_SEED"] == "8"
 
 
+def test_env_file_lines_do_not_depend_on_the_environments_order() -> None:
+    """The seed job `up` runs and `hd seed` wrote the same variables in a different
+    order: a noisy diff between two files that should be equal."""
+    from hippo_platform.seed.endpoints import StackView
+    from hippo_platform.seed.run import _env_values
+
+    env = {"CONTROLLER_URL": "http://127.0.0.1:9002", "MARQO_BASE_URL": "http://127.0.0.1:9001",
+           "HIPPODROME_PROFILE": "core", "HIPPODROME_CELL": "local",
+           "HIPPODROME_TABLE_PREFIX": "dev-x-"}
+    account = {"apiKey": "k", "accountId": "a"}
+    forward = _env_values(42, StackView(env), account)
+    backward = _env_values(42, StackView(dict(reversed(list(env.items())))), account)
+    assert list(forward.items()) == list(backward.items())
+
+
 def test_going_back_to_a_seed_reuses_its_account(plane: dict[str, str], tmp_path: Path) -> None:
     """Only the last seed's account was recorded: 42, then 7, then 42 again made a
     second hippodrome-seed-42 account with its own indexes and documents."""

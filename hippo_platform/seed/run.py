@@ -178,6 +178,8 @@ def _admin(seed: int, view: StackView, api_key: str, say: Say) -> dict[str, Any]
 
 
 def _env_values(seed: int, view: StackView, account: dict[str, Any]) -> dict[str, str]:
+    """`.env.e2e`'s variables in name order: in the environment's order, the seed job
+    `up` runs and `hd seed` wrote the same values in a different order."""
     values = {"ENVIRONMENT": "hippodrome"}
     values.update({k: v for k, v in view.env.items() if v and k in CONTRACT_VARS})
     values["HIPPODROME_RANDOM_SEED"] = str(seed)
@@ -190,4 +192,4 @@ def _env_values(seed: int, view: StackView, account: dict[str, Any]) -> dict[str
         "HIPPODROME_ACCOUNT_ID": str(account["accountId"]),
         "HIPPODROME_SEED_INDEXES": ",".join(data.INDEXES),
     })
-    return values
+    return dict(sorted(values.items()))
