@@ -148,6 +148,14 @@ def test_bad_bodies_on_actions_are_4xx_json_and_nothing_happens(
     assert call(daemon + "/api/status")[1]["services"][0]["pid"] == pid  # not restarted
 
 
+def test_a_query_flag_that_is_not_a_yes_or_no_is_refused(daemon: str) -> None:
+    """?cascade=banana restarted without a cascade, in silence (?errors=maybe was a 400)."""
+    pid = call(daemon + "/api/status")[1]["services"][0]["pid"]
+    code, body = call(daemon + "/api/services/web/restart?cascade=banana", "POST", b"")
+    assert code == 400 and body["error"].startswith("'cascade' must be 1 or 0"), body
+    assert call(daemon + "/api/status")[1]["services"][0]["pid"] == pid  # not restarted
+
+
 def test_an_empty_or_object_body_is_an_action(daemon: str) -> None:
     port = int(daemon.rsplit(":", 1)[1])
     for head, body in ((b"", b""), (LENGTH % 0, b""), (LENGTH % 2, b"{}"),

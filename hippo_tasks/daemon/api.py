@@ -87,7 +87,7 @@ def stop(req: Request) -> Json:
 def restart(req: Request) -> Json:
     """`{"cascade": true}` in the body (or `?cascade=1`): then its dependants, in order."""
     body = body_object(req) or {}
-    cascade = body.get("cascade", req.query.get("cascade", "0") in ("1", "true", "yes"))
+    cascade = body.get("cascade", _bool_arg(req.query, "cascade"))  # ?cascade=banana: 400
     if not isinstance(cascade, bool):
         raise HttpError(400, f"'cascade' must be true or false, got {json_type(cascade)}")
     name = req.params.get("name")

@@ -61,7 +61,8 @@ def next_steps(written: list[Path], from_bundled: bool) -> str:
         lines.append("  a job `page` (writes index.html) and a service `web` (serves it on "
                      "port 8080); the other fields are commented examples")
     lines.append("next: hd up --detach   (or hd up: foreground, Ctrl+C stops it)")
-    lines.append("      hd status; hd logs --service web; hd down")
+    lines.append("      hd status; hd logs --service " + ("controller" if from_bundled else "web")
+                 + "; hd down")
     if any(p.name == TASKS_FILE for p in written):
         lines.append("      invoke up works here too, with the invoke installed beside Hippodrome")
     return "\n".join(lines)
