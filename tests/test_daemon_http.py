@@ -56,6 +56,8 @@ def test_errors_are_json_with_the_right_status(daemon: str) -> None:
     assert code == 404
     code, body = call(daemon + "/api/services/web/logs?lines=abc")
     assert code == 400 and "'lines' must be an integer" in body["error"]
+    code, body = call(daemon + "/api/services/web/logs?lines=%EF%BC%91%EF%BC%92")  # '１２'
+    assert code == 400 and "'lines' must be an integer" in body["error"], body
     code, body = call(daemon + "/api/status", method="POST", body=b"{}")
     assert code == 405 and body["allowed"] == ["GET"]
     code, body = call(daemon + "/api/services/web/restart", method="POST", body=b"{not json")

@@ -20,6 +20,8 @@ def _int_arg(q: dict[str, str], key: str, default: int, lo: int, hi: int) -> int
     if raw is None:
         return default
     try:
+        if not raw.isascii():  # int() takes '１２' and '1_0': the first is no integer here
+            raise ValueError(raw)
         value = int(raw)
     except ValueError:
         raise HttpError(400, f"'{key}' must be an integer, got {raw!r}") from None
