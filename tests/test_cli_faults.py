@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -304,6 +305,25 @@ def test_foreground_ctrl_c_is_graceful_exit_130(project: Path) -> None:
     assert "shutting down (SIGINT)" in text
     assert not alive(web_pid)
     assert registry(project)["daemon"] is None
+
+
+def test_an_action_answers_once_the_registry_says_what_it_did(project: Path) -> None:
+    """Registry writes a transition asks for may wait (a chain of N wrote N services 3N
+    times): an action's answer must still come after its write, or a script reading
+    registry.json right after `hd restart` saw a pid that had just been stopped."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + "".join(
+        f'[services.s{i:02d}]\ncommand = ["sleep", "1000"]\n' for i in range(60)))
+    hd(project, "up", "--detach", check=True, timeout=120)
+    try:
+        url = registry(project)["daemon"]["url"]
+        for _ in range(5):
+            with urllib.request.urlopen(urllib.request.Request(
+                    f"{url}/api/services/s07/restart", method="POST"), timeout=60) as resp:
+                answered = json.loads(resp.read())["services"][0]["pid"]
+            assert registry(project)["services"]["s07"]["pid"] == answered
+    finally:
+        hd(project, "down", timeout=60)
 
 
 def test_two_stacks_side_by_side(project: Path, project2: Path) -> None:

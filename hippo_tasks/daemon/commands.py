@@ -25,9 +25,17 @@ class StackCommands:
         self.engine = engine
 
     def _call(self, coro: Coroutine[Any, Any, T], what: str, timeout: float) -> T:
+        """Run an action on the loop; it answers once the registry says what it did."""
         loop = self.engine.loop
         assert loop is not None
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+
+        async def then_flush() -> T:
+            try:
+                return await coro
+            finally:
+                self.engine.flush_registry()
+
+        future = asyncio.run_coroutine_threadsafe(then_flush(), loop)
         try:
             return future.result(timeout)
         except TimeoutError:

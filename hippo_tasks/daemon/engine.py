@@ -88,6 +88,7 @@ class Engine:
         self._sync_retry: asyncio.TimerHandle | None = None
         self._sync_next = 0.0
         """Loop time before which a transition's registry write waits (see _on_transition)."""
+        self._sync_handle: asyncio.Handle | None = None
         self._registry_cleared = False
         """The daemon has left the registry: a write still waiting must not put it back."""
         self.registry_trouble: WriteTrouble | None = None
@@ -119,10 +120,16 @@ class Engine:
         if not self._sync_pending and self.loop is not None:
             self._sync_pending = True
             wait = self._sync_next - self.loop.time()
-            if wait > 0:
-                self.loop.call_later(wait, self.sync_registry)
-            else:
-                self.loop.call_soon(self.sync_registry)
+            self._sync_handle = (self.loop.call_later(wait, self.sync_registry) if wait > 0
+                                 else self.loop.call_soon(self.sync_registry))
+
+    def flush_registry(self) -> None:
+        """Write now what a transition's write is still waiting to (an action answers
+        after this: a script reading registry.json then sees what the answer says)."""
+        if self._sync_pending:
+            if self._sync_handle is not None:
+                self._sync_handle.cancel()
+            self.sync_registry()
 
     @property
     def url(self) -> str:
@@ -140,6 +147,7 @@ class Engine:
         (disk full, read-only) is retried every second until one succeeds, so the
         registry catches up instead of lagging for good."""
         self._sync_pending = False
+        self._sync_handle = None
         if self._registry_cleared:
             return
         began = time.monotonic()

@@ -47,10 +47,19 @@ def render(name: str, record: dict[str, Any], width: int, colour: str | None) ->
     return f"{stamp(float(record['ts']))} {label}{text}\n".encode("utf-8", "replace")
 
 
-def _daemon_runs(root: Path) -> bool:
+def _still_listed(root: Path, grace: float = 5.0) -> bool:
+    """The daemon stays in the registry for as long as `grace` after its API stopped
+    answering. A stopping daemon closes its API first and leaves the registry a moment
+    later: a poll in between took a clean `hd down` for a hung daemon (exit 6)."""
     from hippo_tasks.registry.store import Registry, daemon_alive
 
-    return daemon_alive(Registry(root).read())
+    registry = Registry(root)
+    deadline = time.monotonic() + grace
+    while daemon_alive(registry.read()):
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def show(root: Path, service: str, lines: int, follow: bool,
@@ -96,7 +105,7 @@ def show(root: Path, service: str, lines: int, follow: bool,
         try:
             batch = fetch(f"lines={MAX_LINES}")
         except DaemonUnreachableError:
-            if _daemon_runs(root):
+            if _still_listed(root):
                 raise  # it runs but does not answer: the error says what to do
             print("--- hippodrome: the daemon has stopped (`hd down`, or the stack ended); "
                   "no more lines", flush=True)
