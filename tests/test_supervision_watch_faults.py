@@ -22,6 +22,7 @@ import pytest
 from harness import Harness, run
 from stackutil import PY, free_ports, script_service, toy_service
 
+from hippo_tasks.supervision.stack import OWN_WRITES_S
 from hippo_tasks.supervision.states import State
 
 SERVER = """\
@@ -73,6 +74,7 @@ def test_own_logs_registry_and_pycache_never_count(project: Path) -> None:
     writes on each start, do not count either."""
     (p,) = free_ports(1)
     text = toy_service("web", p, watch=["**/*"])
+    (project / "logs").symlink_to(".logs")  # the same files through a link count neither
 
     async def scenario(h: Harness) -> None:
         assert await h.stack.start_and_wait() is None
@@ -220,6 +222,7 @@ def test_a_change_restarts_a_service_that_failed(project: Path) -> None:
         await armed(h, project / "src" / "probe.py")
         (project / "src" / "conf.py").write_text("this is a syntax error (\n")
         await until(lambda: svc.state == State.FAILED, 30, "failed")
+        await asyncio.sleep(OWN_WRITES_S + 0.2)  # what comes with a failure is its own
         (project / "src" / "conf.py").write_text("VALUE = 2\n")
         await until(lambda: svc.state == State.RUNNING, 30, "running again")
         await until(lambda: any("booting with 2" in x for x in h.lines("web")), 10)
@@ -228,6 +231,83 @@ def test_a_change_restarts_a_service_that_failed(project: Path) -> None:
         (project / "src" / "conf.py").write_text("VALUE = 3\n")
         await asyncio.sleep(1.5)
         assert svc.state == State.STOPPED
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
+def test_a_crash_loop_writing_into_its_watched_folder_stays_failed(project: Path) -> None:
+    """A service that leaves a crash report in its watched folder as it dies: once its
+    restarts were spent, that very file started it again, for ever (max_restarts
+    counting afresh each time)."""
+    (project / "src").mkdir()
+    (project / "crash.py").write_text(
+        "import pathlib, time\ntime.sleep(0.3)\n"
+        "pathlib.Path('src/crash-%d.log' % time.time_ns()).write_text('boom')\n"
+        "raise SystemExit(3)\n")
+    text = script_service("web", str(project / "crash.py"), None, watch=["src/*.log"],
+                          max_restarts=1, readiness="none", blocking=False)
+
+    async def scenario(h: Harness) -> None:
+        await h.stack.start_and_wait()
+        svc = h.stack.get("web")
+        await until(lambda: svc.state == State.FAILED, 30, f"failed: {[r.text for r in h.hub.tail('web', 100)]}")
+        await asyncio.sleep(3)  # a revival would have come and gone by now
+        assert svc.state == State.FAILED, changes(h)
+        assert not any("restarting" in line for line in changes(h)), changes(h)
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
+def test_a_save_in_one_service_does_not_restart_its_siblings(project: Path) -> None:
+    """`cwd = "api"` and `cwd = "web"`, each watching `**/*.py`: the stack's one watcher
+    gave api `../web/app.py`, which `**` matched, so every save restarted every
+    service of the monorepo."""
+    sleeper = f'command = ["{PY}", "-c", "import time; time.sleep(999)"]\n'
+    for name in ("api", "web"):
+        (project / name).mkdir()
+        (project / name / "app.py").write_text("1")
+    text = "".join(f'[services.{n}]\n{sleeper}cwd = "{n}"\nwatch = ["**/*.py"]\n'
+                   for n in ("api", "web"))
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        await armed(h, project / "web" / "app.py", "web")
+        seen = len(changes(h, "web"))
+        (project / "web" / "more.py").write_text("2")
+        await until(lambda: len(changes(h, "web")) > seen, 20, "web restarted again")
+        await asyncio.sleep(1)
+        assert changes(h, "api") == [], changes(h, "api")
+        (project / "api" / "app.py").write_text("2")
+        await until(lambda: len(changes(h, "api")) == 1, 20, "api restarted by its own")
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
+def test_a_watched_folder_made_later_restarts_only_its_service(project: Path) -> None:
+    """static watches dist/*.js before dist exists: making dist changed the watched
+    folders, and src (watched apart from then on) counted as new, restarting api,
+    whose files nobody had touched."""
+    sleeper = f'command = ["{PY}", "-c", "import time; time.sleep(999)"]\n'
+    (project / "src").mkdir()
+    (project / "src" / "app.py").write_text("1")
+    text = (f'[services.api]\n{sleeper}watch = ["src/**/*.py"]\n'
+            f'[services.static]\n{sleeper}watch = ["dist/*.js"]\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        await armed(h, project / "src" / "app.py", "api")
+        seen = len(changes(h, "api"))
+        for n in range(2):
+            shutil.rmtree(project / "dist", ignore_errors=True)
+            (project / "dist").mkdir()
+            (project / "dist" / f"b{n}.js").write_text("x")
+            await until(lambda n=n: len(changes(h, "static")) > n, 20, "static restarted")
+            await until(lambda: h.stack.get("static").state == State.RUNNING, 20)
+        await asyncio.sleep(1)
+        assert len(changes(h, "api")) == seen, changes(h, "api")
         await h.stack.stop_watchers()
 
     run(project, text, scenario)
@@ -337,7 +417,7 @@ root = Path(sys.argv[1])
 seen, notes = [], []
 async def main():
     w = StackWatcher([Watched("web", root, ("src/**/*.py",))],
-                     lambda name, paths: seen.extend(paths),
+                     lambda name, paths, first: seen.extend(paths),
                      lambda name, text: notes.append(text))
     w.start()
     await asyncio.sleep(1.5)

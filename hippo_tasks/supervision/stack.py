@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +20,8 @@ from hippo_tasks.supervision.states import State, Transition
 from hippo_tasks.supervision.watch import Watched
 from hippo_tasks.terminal_text import for_terminal
 
+OWN_WRITES_S = 1.0
+"""Changes that began this soon after a service exited restart nothing (_reload)."""
 Settled = dict[str, ServiceSnapshot]
 """Each service a request named, as it was when that request settled."""
 
@@ -38,6 +41,8 @@ class StackSupervisor:
             svc.on_update = self._poke
         self.blocking_failure: asyncio.Future[ServiceStartError] | None = None
         self._watcher: StackWatcher | None = None
+        self._exited_at: dict[str, float] = {}
+        """time.monotonic() of each service's latest move to backoff or failed."""
         self._change: asyncio.Future[None] | None = None
         """Resolved (and replaced) on every transition: what waiting services wake on."""
         self.final = False
@@ -89,6 +94,8 @@ class StackSupervisor:
         """Hooked in by the owner: wakes waiting services; a blocking service failing
         during start-up is final."""
         self._poke()
+        if event.new in (State.BACKOFF, State.FAILED):
+            self._exited_at[event.service] = time.monotonic()
         if event.new != State.FAILED or self.blocking_failure is None:
             return
         svc = self.services.get(event.service)
@@ -215,16 +222,27 @@ class StackSupervisor:
                                      own=(root / ".logs", root / ".hippodrome"))
         self._watcher.start()
 
-    def _reload(self, name: str, paths: list[str]) -> None:
+    def _reload(self, name: str, paths: list[str], first: float) -> None:
         """A settled burst of `name`'s files changed: restart it (coalescing with a start
         or restart under way), and start again one that failed (a fix was saved). A
-        service stopped on purpose stays stopped; after shutdown began nothing starts."""
+        service stopped on purpose stays stopped; after shutdown began nothing starts.
+
+        Changes that began within OWN_WRITES_S of the service's exit (to backoff or
+        failed) are its own dying writes (a crash report, an npm-debug.log in the
+        watched folder) and restart nothing: on them, a crash loop restarted at once and
+        counted afresh each time, never reaching `max_restarts`, and a failed one was
+        started again for ever. Its backoff restart comes anyway."""
         svc = self.services[name]
         if self.final or svc.held or (svc.state == State.STOPPED and not svc.starting_soon):
             return
         shown = ", ".join(for_terminal(p) for p in paths[:3])
         if len(paths) > 3:
             shown += f" and {len(paths) - 3} more"
+        if svc.state in (State.BACKOFF, State.FAILED) and \
+                first < self._exited_at.get(name, -OWN_WRITES_S) + OWN_WRITES_S:
+            self.ctx.hub.system(name, f"change detected ({shown}) as it exited: not acted on "
+                                      "(save again, or `hd start`, to start it now)")
+            return
         self.ctx.hub.system(name, f"change detected ({shown}): restarting")
         svc.request("restart", "file change")
 

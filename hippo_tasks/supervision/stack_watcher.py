@@ -30,6 +30,7 @@ from hippo_tasks.supervision.watch import (
     STEP_MS,
     Subscriber,
     Watched,
+    inside,
     outermost,
     own_prefixes,
     poll_forced,
@@ -48,15 +49,17 @@ Roots = dict[Path, tuple[int, int]]
 class StackWatcher:
     """Watch every service's globs with one watchfiles watcher (one inotify instance).
 
-    `on_change(name, paths)`: once per settled burst of a service's changes (paths
-    relative to its cwd). `on_note(name, text)`: something the service's log should say
+    `on_change(name, paths, first)`: once per settled burst of a service's changes
+    (paths relative to its cwd; `first`, time.monotonic() when the burst's first change
+    came in). `on_note(name, text)`: something the service's log should say
     (a folder that cannot be watched, watching that stopped)."""
 
     def __init__(self, watched: Sequence[Watched],
-                 on_change: Callable[[str, list[str]], None],
+                 on_change: Callable[[str, list[str], float], None],
                  on_note: Callable[[str, str], None], own: Iterable[Path] = (),
                  debounce: float = DEBOUNCE, poll: bool | None = None) -> None:
-        self.subscribers = [Subscriber(w, own_prefixes(own)) for w in watched]
+        self.own = own_prefixes(own)
+        self.subscribers = [Subscriber(w, self.own) for w in watched]
         self.watched = list(watched)
         self.on_change = on_change
         self.on_note = on_note
@@ -65,10 +68,12 @@ class StackWatcher:
         self._halt = threading.Event()
         self._stopped = False
         self._pending: dict[str, set[str]] = {}
+        self._first: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._said: set[str] = set()
+        self._target_ids: dict[Path, tuple[int, int] | None] = {}
 
     # ---- on the loop ----------------------------------------------------------------
     def start(self) -> None:
@@ -86,6 +91,7 @@ class StackWatcher:
             handle.cancel()
         self._timers.clear()
         self._pending.clear()
+        self._first.clear()
         deadline = time.monotonic() + timeout
         while self._thread is not None and self._thread.is_alive() \
                 and time.monotonic() < deadline:
@@ -97,6 +103,7 @@ class StackWatcher:
             return
         for name, paths in batch.items():
             self._pending.setdefault(name, set()).update(paths)
+            self._first.setdefault(name, time.monotonic())
             old = self._timers.pop(name, None)
             if old is not None:
                 old.cancel()
@@ -105,8 +112,9 @@ class StackWatcher:
     def _settled(self, name: str) -> None:
         self._timers.pop(name, None)
         paths = self._pending.pop(name, set())
+        first = self._first.pop(name, time.monotonic())
         if paths and not self._stopped:
-            self.on_change(name, sorted(paths))
+            self.on_change(name, sorted(paths), first)
 
     def _say(self, name: str, text: str) -> None:
         if not self._stopped:
@@ -135,7 +143,12 @@ class StackWatcher:
 
     # ---- in the thread --------------------------------------------------------------
     def _wants(self, change: Any, path: str) -> bool:
-        """watchfiles' filter: what some service counts (or a folder that appeared)."""
+        """watchfiles' filter: what some service counts (or a folder that appeared).
+        Hippodrome's own folders are also left out when reached through a link (`ln -s
+        .logs logs` under `**/*`: each restart's log lines restarted it again): one
+        realpath per change, here rather than once per service."""
+        if self.own and inside(os.path.realpath(path), self.own):
+            return False
         return any(s.wants(change, path) for s in self.subscribers)
 
     def _roots(self) -> Roots:
@@ -148,16 +161,28 @@ class StackWatcher:
                 out[folder] = (st.st_dev, st.st_ino)
         return out
 
-    def _targets(self) -> set[Path]:
-        return {t for w in self.watched for t in target_folders(w.cwd, w.patterns)}
+    def _targets(self) -> dict[Path, tuple[int, int] | None]:
+        """Each pattern's folder with its (device, inode), None while it does not exist."""
+        out: dict[Path, tuple[int, int] | None] = {}
+        for folder in {t for w in self.watched for t in target_folders(w.cwd, w.patterns)}:
+            try:
+                st = os.stat(folder)
+                out[folder] = (st.st_dev, st.st_ino) if os.path.isdir(folder) else None
+            except OSError:
+                out[folder] = None
+        return out
 
-    def _appeared(self, before: Roots, now: Roots) -> None:
-        """A watched folder that is new (recreated, or a copy in place of one moved
-        away) counts by its matching files, as a folder moved in does: what was written
-        into it before the new watch began is not lost."""
-        targets = self._targets()
+    def _appeared(self) -> None:
+        """A pattern's folder that is new (made, recreated, or a copy in place of one
+        moved away) counts by its matching files, as a folder moved in does: what was
+        written into it before the new watch began is not lost. Only such a folder: one
+        that merely became a root of its own (`dist` made, so `src` is no longer watched
+        through their parent) is the same folder, and counting it restarted services
+        nothing had touched."""
+        now = self._targets()
         fresh = {(ADDED, str(f)) for f, ident in now.items()
-                 if f in targets and before.get(f) != ident}
+                 if ident is not None and self._target_ids.get(f) != ident}
+        self._target_ids = now
         if fresh:
             self._dispatch(fresh)
 
@@ -184,6 +209,7 @@ class StackWatcher:
             from watchfiles._rust_notify import WatchfilesRustInternalError
 
             roots = self._roots()
+            self._target_ids = self._targets()
             while not self._halt.is_set():
                 try:
                     roots = self._watch(roots)
@@ -196,6 +222,7 @@ class StackWatcher:
                 except FileNotFoundError:  # a folder went between stat and watch
                     self._halt.wait(CHECK_MS / 1000)
                     roots = self._roots()
+                    self._appeared()
         except Exception as exc:  # noqa: BLE001 - said in each log; the stack goes on
             self._note_all(f"file watching stopped: {exc!r}; hot reload is off until the "
                            "stack restarts")
@@ -214,7 +241,7 @@ class StackWatcher:
                 self._dispatch(changes)
             now = self._roots()
             if now != roots:
-                self._appeared(roots, now)
+                self._appeared()
                 return now
         return roots
 
@@ -226,7 +253,7 @@ async def watch_files(root: Path, patterns: tuple[str, ...],
     folder's globs (a StackWatcher of one; `poll` None reads HIPPODROME_WATCH_POLL)."""
     bursts: asyncio.Queue[list[str]] = asyncio.Queue()
     watcher = StackWatcher([Watched("", root, tuple(patterns))],
-                           lambda _name, paths: bursts.put_nowait(paths),
+                           lambda _name, paths, _first: bursts.put_nowait(paths),
                            lambda _name, _text: None, debounce=debounce, poll=poll)
     watcher.start()
     try:

@@ -72,19 +72,36 @@ def watch_roots(root: Path, patterns: Iterable[str]) -> list[Path]:
     return outermost(found)
 
 
+def climbs(parts_: Iterable[str]) -> int:
+    """How many leading `..` components: how far above the root a path (or pattern) is."""
+    n = 0
+    for part in parts_:
+        if part != "..":
+            break
+        n += 1
+    return n
+
+
 class GlobMatcher:
-    """Which changed paths count: files matching a pattern, relative to the root."""
+    """Which changed paths count: files matching a pattern, relative to the root.
+
+    A path outside the root (`../web/app.py`, from the stack's one watcher) counts only
+    for a pattern that climbs out as far by name (`../web/*.py`): as with Path.glob, a
+    wildcard never stands for `..`. `**/*.py` took a sibling service's save for one of
+    its own, and one save restarted every service of a monorepo."""
 
     def __init__(self, root: Path, patterns: Iterable[str]) -> None:
         self.root = root
-        self.regexes = [glob_regex(p) for p in patterns]
+        self.regexes = [(climbs(parts(p)), glob_regex(p)) for p in patterns]
 
     def relative(self, path: str) -> str:
         return os.path.relpath(path, self.root).replace(os.sep, "/")
 
     def matches(self, path: str) -> bool:
         rel = self.relative(path)
-        return any(rx.fullmatch(rel) for rx in self.regexes) and not os.path.isdir(path)
+        up = climbs(rel.split("/"))
+        return any(up == n and rx.fullmatch(rel) for n, rx in self.regexes) \
+            and not os.path.isdir(path)
 
 
 class Watched(NamedTuple):
@@ -134,7 +151,7 @@ class Subscriber:
     def admits(self, change: Any, path: str) -> bool:
         """Outside Hippodrome's folders, and not ignored (a pattern may climb out of the
         cwd, `../shared/*.py`: the globs alone say what is the service's)."""
-        if inside(path, self.own):
+        if inside(path, self.own):  # (reached through a link: StackWatcher._wants)
             return False
         return bool(self.ignored(change, self.matcher.relative(path).replace("/", os.sep)))
 
