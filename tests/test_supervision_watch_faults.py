@@ -251,7 +251,7 @@ def test_a_crash_loop_writing_into_its_watched_folder_stays_failed(project: Path
     async def scenario(h: Harness) -> None:
         await h.stack.start_and_wait()
         svc = h.stack.get("web")
-        await until(lambda: svc.state == State.FAILED, 30, f"failed: {[r.text for r in h.hub.tail('web', 100)]}")
+        await until(lambda: svc.state == State.FAILED, 30, "failed")
         await asyncio.sleep(3)  # a revival would have come and gone by now
         assert svc.state == State.FAILED, changes(h)
         assert not any("restarting" in line for line in changes(h)), changes(h)

@@ -27,11 +27,11 @@ JSON = {"Content-Type": "application/json"}
 
 
 class DaemonClient:
-    def __init__(self, url: str, pid: int, started: float | None = None) -> None:
-        """`started`: the daemon's start, epoch seconds, when the registry has it."""
+    def __init__(self, url: str, pid: int, stack_file: str | None = None) -> None:
+        """`stack_file`: the registry's stamp of the stack file the daemon read."""
         self.url = url.rstrip("/")
         self.pid = pid
-        self.started = started
+        self.stack_file = stack_file
 
     @classmethod
     def for_project(cls, root: Path) -> DaemonClient:
@@ -46,7 +46,7 @@ class DaemonClient:
             detail = "; ".join(notes) if notes else ""
             raise DaemonNotRunningError(str(root), detail)
         daemon = data["daemon"]
-        return cls(daemon["url"], int(daemon["pid"]), daemon.get("create_time"))
+        return cls(daemon["url"], int(daemon["pid"]), daemon.get("stack_file"))
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 310.0) -> Any:
         data = None if body is None else json.dumps(body).encode()

@@ -20,6 +20,7 @@ from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.events.recording import events_dir
 from hippo_tasks.model.plan import StackPlan
+from hippo_tasks.model.project import stack_file_stamp
 from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision import timeline
 from hippo_tasks.supervision.backoff import Clock, LoopClock
@@ -62,6 +63,8 @@ class Engine:
         """`ownership`: made beforehand (ownership.OwnershipSoon), or made here."""
         self.plan = plan
         self.registry = registry
+        self.stack_file = stack_file_stamp(plan.options.project_root)
+        """The stack file as read for this run (model/project.changed_since)."""
         self.printer = printer
         self.dashboard_host = dashboard_host
         self.started_at = time.time()
@@ -173,6 +176,7 @@ class Engine:
                 "table_prefix": opts.table_prefix,
                 "logs_dir": str(self.runs.dir),
                 "started": self.started,
+                "stack_file": self.stack_file,
             }
             data["services"] = services
             data["failure"] = None if self.failure is None else {

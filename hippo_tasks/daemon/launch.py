@@ -44,7 +44,7 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
     if daemon_alive(data):
         d = data["daemon"]
         raise DaemonAlreadyRunningError(str(opts.project_root), d.get("url", "?"), d["pid"],
-                                        changed_since(opts.project_root, d.get("create_time")))
+                                        changed_since(opts.project_root, d.get("stack_file")))
     for line in clean_stale(registry, data):
         say(line)
     data = registry.read()

@@ -47,19 +47,25 @@ def current_folder() -> Path:
                          "pass --project-root DIR") from None
 
 
-def changed_since(root: Path, started: float | None) -> str:
-    """A sentence when the stack file was saved after the running stack started, else
-    ''. The daemon runs the stack as it was read at `up`: an edit then was silently
-    ignored by `restart`, and `up` only said a daemon was running."""
-    if started is None:
-        return ""
+def stack_file_stamp(root: Path) -> str | None:
+    """The stack file as the daemon read it, `<mtime_ns>:<size>`; None without one.
+    Compared for equality, not order: a file with a future time (unpacked from an
+    archive, a clock ahead) read as changed after every `up` when it was compared with
+    the daemon's start."""
     try:
-        saved = os.stat(root / ROOT_MARKERS[0]).st_mtime
+        st = os.stat(root / ROOT_MARKERS[0])
     except OSError:
+        return None
+    return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+def changed_since(root: Path, stamp: str | None) -> str:
+    """A sentence when the stack file was saved since the running stack read it (its
+    registry `stack_file` stamp), else ''. The daemon runs the stack as read at `up`:
+    an edit then was silently ignored by `restart`, and `up` only said a daemon ran."""
+    if stamp is None or stack_file_stamp(root) in (stamp, None):
         return ""
-    if saved <= started + 1.0:  # a start time from /proc counts from a whole-second boot time
-        return ""
-    return (f"{ROOT_MARKERS[0]} was changed after this stack started; the running stack "
+    return (f"{ROOT_MARKERS[0]} was saved after this stack started; the running stack "
             "(and a restart) uses it as it was then: `hd down` then `hd up` applies the "
             "change")
 

@@ -158,6 +158,7 @@ DAEMON = obj({
     "cgroup": optional(string),
     "mode": string,
     "started": boolean,
+    "stack_file": optional(string),
 }, required=("pid", "url", "port"))
 
 SERVICE = obj({

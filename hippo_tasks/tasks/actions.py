@@ -35,12 +35,12 @@ def status(c: Context, json_: bool = False, project_root: str = "") -> None:
     client = DaemonClient.for_project(root)
     result = client.status()
     print(json.dumps(result, indent=2) if json_ else status_table(result))
-    _say_if_changed(root, client.started)
+    _say_if_changed(root, client.stack_file)
 
 
-def _say_if_changed(root: Path, started: float | None) -> None:
+def _say_if_changed(root: Path, stamp: str | None) -> None:
     """On stderr: the table (or JSON) on stdout stays what scripts read."""
-    note = changed_since(root, started)
+    note = changed_since(root, stamp)
     if note:
         print(f"hippodrome: note: {note}", file=sys.stderr)
 
@@ -55,7 +55,7 @@ def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None
     client = DaemonClient.for_project(root)
     result = client.action(verb, service or None, cascade)
     if verb != "stop":
-        _say_if_changed(root, client.started)
+        _say_if_changed(root, client.stack_file)
     rows = result["services"]
     for row in rows:
         line = f"{row['name']}: {row['state']}"
