@@ -153,13 +153,15 @@ def test_a_missing_src_dir_is_refused_and_not_made(tmp_path: Path) -> None:
 def test_every_collection_task_can_be_named_as_two_words() -> None:
     """README promised `hd control ...`; only `hd export k8s` worked as two words."""
     from hippo_tasks.tasks import ns
-    from hippo_tasks.tasks.program import SUBCOMMANDS, dotted
+    from hippo_tasks.tasks.program import SUBCOMMANDS, TOP_TASKS, dotted
 
     collections = {name: tuple(sorted(c.task_names)) for name, c in ns.collections.items()}
     assert {k: tuple(sorted(v)) for k, v in SUBCOMMANDS.items()} == collections
+    assert sorted(TOP_TASKS) == sorted(ns.tasks)
     assert dotted(["control", "status", "-j"]) == ["control.status", "-j"]
     assert dotted(["why", "--help"]) == ["--help", "why"]
     assert dotted(["control", "stop", "-h"]) == ["--help", "control.stop"]
+    assert dotted(["stauts", "--help"]) == ["stauts", "--help"]  # invoke's sentence, exit 2
 
 
 def test_help_after_a_task_with_a_positional_argument_is_help(tmp_path: Path) -> None:
@@ -169,6 +171,11 @@ def test_help_after_a_task_with_a_positional_argument_is_help(tmp_path: Path) ->
         res = subprocess.run([*HD_CLI, *argv], cwd=tmp_path, capture_output=True, text=True,
                              timeout=60)
         assert res.returncode == 0 and res.stdout.startswith("Usage: hd"), (argv, res)
+    for argv in (["stauts", "--help"], ["control"], ["control", "--help"]):
+        res = subprocess.run([*HD_CLI, *argv], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 2 and res.stderr.startswith("hippodrome: "), (argv, res)
+        assert "Traceback" not in res.stderr
     two = subprocess.run([*HD_CLI, "control", "status"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     one = subprocess.run([*HD_CLI, "status"], cwd=tmp_path, capture_output=True, text=True,

@@ -136,7 +136,12 @@ SUBCOMMANDS: dict[str, tuple[str, ...]] = {
     "events": ("validate", "send", "replay"),
 }
 """`hd export k8s` is `hd export.k8s`: a collection's task named as two words.
-tests/test_cli_imports.py holds this table to the collections invoke is given."""
+tests/test_cli_edges.py holds this table to the collections invoke is given."""
+TOP_TASKS = ("doctor", "down", "e2e", "init", "logs", "mcp", "probes", "restart", "seed",
+             "start", "status", "stop", "up", "why")
+"""The tasks outside collections (held to invoke's by the same test): `TASK --help`
+is rewritten for these and the collections' only, so a mistyped name still gets the
+'No idea what' sentence and exit 2."""
 
 
 def dotted(argv: Sequence[str]) -> list[str]:
@@ -145,9 +150,14 @@ def dotted(argv: Sequence[str]) -> list[str]:
     flag (`hd why --help` asked the daemon about a service named '--help')."""
     if len(argv) >= 2 and argv[1] in SUBCOMMANDS.get(argv[0], ()):
         argv = [f"{argv[0]}.{argv[1]}", *argv[2:]]
-    if len(argv) >= 2 and argv[1] in ("--help", "-h") and not argv[0].startswith("-"):
+    if len(argv) >= 2 and argv[1] in ("--help", "-h") and _is_task(argv[0]):
         return ["--help", argv[0], *argv[2:]]
     return list(argv)
+
+
+def _is_task(name: str) -> bool:
+    group, _, task = name.partition(".")
+    return name in TOP_TASKS or task in SUBCOMMANDS.get(group, ())
 
 
 def stdio_on_devnull() -> None:
@@ -207,6 +217,10 @@ def main() -> None:
     stdio_on_devnull()
     text_never_fails()
     argv = dotted(sys.argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:  # `hd control`: invoke knew no task of that name
+        tasks = ", ".join(f"`hd {argv[0]} {t}`" for t in SUBCOMMANDS[argv[0]])
+        print(f"hippodrome: '{argv[0]}' needs one of its tasks: {tasks}", file=sys.stderr)
+        sys.exit(2)
     try:
         try:
             code = run_fast(argv)
