@@ -171,6 +171,20 @@ def test_an_account_gone_from_the_cell_is_made_again(plane: dict[str, str], tmp_
     assert seed_record(tmp_path)["account"]["accountId"] != "acc_gone"
 
 
+@pytest.mark.parametrize("key", ["ключ", "a\nb", "a\u0000b", 42, ["k"]])
+def test_a_hand_edited_recorded_key_makes_a_new_account(
+    plane: dict[str, str], tmp_path: Path, key: object
+) -> None:
+    """A key that cannot go in a header ended the seed job with a traceback."""
+    (tmp_path / ".hippodrome").mkdir()
+    (tmp_path / ".hippodrome" / "seed.json").write_text(json.dumps(
+        {"seed": 42, "account": {"accountId": "acc_x", "apiKey": key}}))
+    done = run_seed(tmp_path, plane)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert seed_record(tmp_path)["account"]["accountId"] != "acc_x"
+
+
 @pytest.mark.parametrize(
     ("change", "needle"),
     [

@@ -129,9 +129,20 @@ def _accounts(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _sendable(value: object) -> bool:
+    """Fit for a header and a path: a hand-edited key with a newline or a non-Latin
+    letter made the request itself fail, a traceback instead of a new account."""
+    return isinstance(value, str) and 0 < len(value) <= 512 and value.isascii() \
+        and value.isprintable() and " " not in value
+
+
 def _account(root: Path, seed: int, controller: JsonClient, say: Say) -> dict[str, Any]:
     previous = _accounts(read_seed_file(root)).get(str(seed)) or {}
-    if previous.get("apiKey"):
+    if previous.get("apiKey") and not all(_sendable(previous.get(k))
+                                          for k in ("apiKey", "accountId")):
+        say(f"seed: the account recorded for seed {seed} in seed.json is not usable (an id "
+            "or key that cannot go in a request); making a new one")
+    elif previous.get("apiKey"):
         account_id, api_key = str(previous.get("accountId")), str(previous["apiKey"])
         known = _request(controller, "GET", "/api/v2/accounts/" + segment(account_id))
         works = _request(controller, "GET", "/api/v2/indexes", headers={"x-api-key": api_key})
