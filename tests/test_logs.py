@@ -118,6 +118,8 @@ def test_a_partial_passed_on_then_its_break_adds_no_empty_line() -> None:
     assert s.pass_on_partial() == []
     assert s.feed(b"ab") == [] and s.pass_on_partial() == [b"ab"]
     assert s.feed(b"cd\n") == [b"cd"]
+    assert s.feed(b"Password: ") == [] and s.pass_on_partial() == [b"Password: "]
+    assert s.feed(b"\r\nnext line\r\n") == [b"next line\r"]  # a bare '\r' was a line
 
 
 def test_splitter_keeps_partial_lines_between_chunks() -> None:

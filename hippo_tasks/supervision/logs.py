@@ -87,6 +87,8 @@ class LineSplitter:
             data = self._partial + data
         elif self._cut and data.startswith(b"\n"):
             data = data[1:]
+        elif self._cut and data.startswith(b"\r\n"):  # a prompt answered on a terminal
+            data = data[2:]
         self._cut = False
         lines = data.split(b"\n")
         self._partial = lines.pop()
