@@ -226,10 +226,14 @@ def test_status_and_down_name_a_file_where_hippodrome_belongs(project: Path) -> 
     assert (project / ".hippodrome").read_text() == "my notes\n"
 
 
-def test_down_in_a_folder_with_no_stack_leaves_nothing_behind(project: Path) -> None:
-    """`hd down` in, say, $HOME said 'nothing to stop' and left a .hippodrome there."""
+def test_commands_in_a_folder_with_no_stack_leave_nothing_behind(project: Path) -> None:
+    """`hd down` (or status, why, stop, doctor) in, say, $HOME left a .hippodrome there,
+    made for a lock file."""
     res = hd(project, "down", timeout=60)
     assert res.returncode == 0 and "nothing to stop" in res.stdout, res.stdout + res.stderr
+    for args, code in ((["status"], 5), (["why", "x"], 5), (["stop"], 5), (["doctor"], None)):
+        res = hd(project, *args, timeout=60)
+        assert code is None or res.returncode == code, (args, res.stdout + res.stderr)
     assert not (project / ".hippodrome").exists()
 
 

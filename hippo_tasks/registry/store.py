@@ -89,7 +89,11 @@ class Registry:
     def locked(self, write: bool = True) -> Iterator[None]:
         """The registry's file lock. Where `.hippodrome` cannot be written (read-only
         file system, no permission) a reader goes on without it, since no writer can
-        exist there either; a writer gets a StateDirError naming the folder."""
+        exist there either; a writer gets a StateDirError naming the folder. A reader
+        where no `.hippodrome` exists makes none (`hd status` in $HOME left one there)."""
+        if not write and not self.dir.is_dir():
+            yield
+            return
         try:
             self.dir.mkdir(exist_ok=True)  # never the project folder: gone, it stays gone
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
