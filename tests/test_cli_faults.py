@@ -125,6 +125,20 @@ def test_a_port_held_by_a_connection_not_a_listener_says_so(project: Path) -> No
         listener.close()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root no process can be hidden by owner")
+def test_a_port_bound_without_listening_is_not_blamed_on_another_user(project: Path) -> None:
+    """Root sees every process, so 'it may belong to another user' sent root looking
+    for one that did not exist: the socket was bound and not listening."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", port))
+        res = hd(project, "up", "--detach")
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "a socket may be bound to it without listening" in res.stderr, res.stderr
+    assert "another user" not in res.stderr
+
+
 def test_leftover_of_our_stack_is_recognised(project: Path) -> None:
     """A service that outlived its daemon (SIGSTOPped guard) is named as ours."""
     dash, a = free_ports(2)

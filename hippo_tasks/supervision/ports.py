@@ -59,7 +59,10 @@ def without_listener(port: int) -> tuple[str, bool]:
         conns = psutil.net_connections(kind="inet")
     except (psutil.AccessDenied, OSError):
         conns = []
-    text, nobody = " (holder unknown: it may belong to another user)", False
+    text, nobody = (" (holder unknown: no process listens on it, so a socket may be bound "
+                    "to it without listening, which the kernel does not list)"
+                    if os.geteuid() == 0 else
+                    " (holder unknown: it may belong to another user)"), False
     for conn in conns:
         if conn.laddr and conn.laddr.port == port and conn.status != psutil.CONN_LISTEN:
             if conn.pid is None:
