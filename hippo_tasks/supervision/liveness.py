@@ -165,6 +165,9 @@ class _EpollPass:
 
     def _connected(self, fd: int, registered: bool) -> None:
         member, sock, _ = self.open[fd]
+        if probes.to_itself(sock):  # no listener: the probe met its own socket
+            self._finish(fd, False)
+            return
         if member.readiness.kind != "http":  # tcp: accepting the connection is the answer
             self._finish(fd, True)
             return

@@ -44,10 +44,21 @@ def connect_now(host: str, port: int) -> tuple[socket.socket, bool] | None:
         if isinstance(exc, OSError):
             return None
         raise
-    if code in (0, errno.EINPROGRESS):
+    if code == errno.EINPROGRESS or (code == 0 and not to_itself(sock)):
         return sock, code == errno.EINPROGRESS
     sock.close()
     return None
+
+
+def to_itself(sock: socket.socket) -> bool:
+    """Connected to itself: with nothing listening on a port in the range the kernel
+    gives outgoing connections (32768-60999), a probe's socket can be given that very
+    port as its own end and "connect" to itself, so a service was ready before it
+    listened and its dependants started too soon."""
+    try:
+        return bool(sock.getsockname() == sock.getpeername())
+    except OSError:
+        return False
 
 
 def _writable_now(sock: socket.socket) -> bool:
@@ -66,11 +77,11 @@ async def tcp_ok(port: int, timeout: float, host: str = HOST) -> bool:
         if pending:
             async with asyncio.timeout(timeout):
                 await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        return not to_itself(sock)
     except (OSError, TimeoutError):
         return False
     finally:
         sock.close()
-    return True
 
 
 async def http_ok(port: int, path: str, timeout: float, host: str = HOST) -> bool:
@@ -89,6 +100,8 @@ async def http_ok(port: int, path: str, timeout: float, host: str = HOST) -> boo
         async with asyncio.timeout(timeout):
             if pending:
                 await loop.sock_connect(sock, (host, port))
+                if to_itself(sock):
+                    return False
             await loop.sock_sendall(sock, http_request(path, host, port))
             head = b""
             while b"\r\n" not in head and len(head) < HEAD_READ:
