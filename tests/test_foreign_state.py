@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,14 +73,47 @@ def test_a_copied_folder_neither_shows_nor_stops_the_original_stack(
     assert not alive(web)
 
 
+def test_a_copy_whose_original_was_renamed_neither_shows_nor_stops_it(
+        tmp_path: Path, copy: Path) -> None:
+    """A registry naming a folder that is gone was taken for a moved project's own, so
+    a copy made while the stack ran, its original then renamed, showed and stopped the
+    original's stack. The daemon's daemon.log says where it really is."""
+    first, renamed = tmp_path / "first", tmp_path / "renamed"
+    daemon, web = web_stack_up(first)
+    try:
+        shutil.copytree(first, copy, symlinks=True)
+        first.rename(renamed)
+        status = hd(copy, "status")
+        said = status.stdout + status.stderr
+        assert status.returncode == 5 and f"written for the stack in {first}" in said, said
+        shutil.copy(renamed / ".hippodrome" / "registry.json",
+                    copy / ".hippodrome" / "registry.json")
+        down = hd(copy, "down", timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert alive(daemon) and alive(web), "`down` in the copy stopped the original"
+        assert hd(renamed, "status").returncode == 0
+        hd(renamed, "down", check=True)
+        assert not alive(web)
+    finally:
+        stop_by_pid(daemon)
+
+
+@pytest.mark.parametrize("stranger_cmd", [["sleep", "300"], "listener"])
 @pytest.mark.parametrize("force", [False, True])
 def test_a_live_stranger_recorded_as_the_daemon_is_never_signalled(
-        project: Path, force: bool) -> None:
+        project: Path, force: bool, stranger_cmd: list[str] | str) -> None:
     """Its pid and start time are true (the only thing checked before): it does not
-    listen on the daemon's port, so it is not the daemon, answering or hung."""
+    listen on the daemon's port, so it is not the daemon, answering or hung. One that
+    does listen on the port the (forged) registry names was killed by `down --force`:
+    it does not write this project's daemon.log either."""
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port))
-    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    argv = (stranger_cmd if isinstance(stranger_cmd, list) else
+            [sys.executable, "-c", "import socket, time; s = socket.create_server(("
+             f"'127.0.0.1', {dash})); print('up', flush=True); time.sleep(300)"])
+    stranger = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE)
+    if stranger_cmd == "listener":
+        assert stranger.stdout is not None and stranger.stdout.readline() == b"up\n"
     try:
         born = identity(stranger.pid)
         assert born is not None
@@ -95,7 +129,7 @@ def test_a_live_stranger_recorded_as_the_daemon_is_never_signalled(
         said = down.stdout + down.stderr
         assert down.returncode == 0 and "Traceback" not in said, said
         assert stranger.poll() is None, "a process the registry merely named was killed"
-        assert f"pid {stranger.pid}, recorded as the daemon" in said
+        assert f"pid {stranger.pid}, recorded as the daemon" in said, said
         assert registry(project)["daemon"] is None, "the false entry is forgotten"
     finally:
         stranger.send_signal(signal.SIGKILL)

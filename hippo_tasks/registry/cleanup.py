@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.errors import StateDirError
-from hippo_tasks.registry.store import Data, Registry, daemon_alive, is_same_process
+from hippo_tasks.registry.store import (
+    Data,
+    Registry,
+    daemon_alive,
+    is_same_process,
+    writes_daemon_log,
+)
 from hippo_tasks.supervision.ownership import is_hippodrome_cgroup
 from hippo_tasks.supervision.scope import (
     Scope,
@@ -114,14 +120,15 @@ def force_down(registry: Registry) -> list[str]:
     daemon: dict[str, Any] = data.get("daemon") or {}
     if daemon_alive(data):
         pid = int(daemon["pid"])
-        if _holds_daemon_port(pid, daemon):
+        if _holds_daemon_port(pid, daemon) and writes_daemon_log(pid, registry.root):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             lines.append(f"killed daemon pid {pid}")
         else:
             lines.append(
                 f"pid {pid}, recorded as the daemon, is running but does not listen on "
-                f"the daemon's port {daemon.get('port')}: it was not signalled (the "
+                f"the daemon's port {daemon.get('port')} with this project's "
+                ".hippodrome/daemon.log as its output: it was not signalled (the "
                 "registry may come from another run, and the pid be someone else's). "
                 f"If it is a hung Hippodrome daemon, end it yourself: kill {pid}")
     lines += end_leftovers(data)
@@ -132,9 +139,12 @@ def force_down(registry: Registry) -> list[str]:
 
 
 def _holds_daemon_port(pid: int, daemon: dict[str, Any]) -> bool:
-    """Proof that a live recorded daemon pid is the daemon: a pid and start time that
-    match can still be copied or forged into the file with a stranger's values, but a
-    daemon listens on its port for its whole life, hung or not."""
+    """Half the proof that a live recorded daemon pid is the daemon: a pid and start
+    time that match can still be copied or forged into the file with a stranger's
+    values, but a daemon listens on its port for its whole life, hung or not. The port
+    comes from the same file, so the other half is that its stderr is this project's
+    daemon.log (store.writes_daemon_log): a stranger listening on a forged port was
+    killed."""
     from hippo_tasks.supervision.ports import holder_of
 
     port = daemon.get("port")

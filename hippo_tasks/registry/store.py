@@ -131,7 +131,7 @@ class Registry:
             self._move_aside(reason)
             return empty(self.root)
         recorded = data.get("project_root")
-        if isinstance(recorded, str) and not _same_folder(recorded, self.root):
+        if isinstance(recorded, str) and not _same_folder(recorded, self.root, data):
             self._move_aside("", foreign=recorded)
             return empty(self.root)
         base = empty(self.root)
@@ -204,19 +204,34 @@ class Registry:
             return data
 
 
-def _same_folder(recorded: str, root: Path) -> bool:
+def _same_folder(recorded: str, root: Path, data: Data) -> bool:
     """Whether the registry's project_root is this folder: the same resolved path, the
     same directory reached another way (a bind mount), or a folder that no longer
-    exists: the project was moved here with its stack running (a copy leaves the
-    original in place), and this registry is the only handle on that stack."""
+    exists: the project was moved here with its stack running, and this registry is
+    the only handle on that stack. That last only when its daemon writes this folder's
+    daemon.log (or runs no more): a copy made while the stack ran, its original then
+    renamed, took the original's stack for its own, and `hd down` there stopped it."""
     if recorded == str(root):
         return True
     try:
         return os.path.samefile(recorded, root)
     except FileNotFoundError:
-        return True
+        daemon = data.get("daemon") or {}
+        return not daemon_alive(data) or writes_daemon_log(int(daemon["pid"]), root)
     except (OSError, ValueError):
         return False
+
+
+def writes_daemon_log(pid: int, root: Path) -> bool:
+    """The process's stderr is this project's .hippodrome/daemon.log, as every daemon's
+    is (fork or exec): proof it is this folder's daemon that a registry cannot forge,
+    since the kernel names the file where it is now (a renamed folder's new path)."""
+    log = str(root / ".hippodrome" / "daemon.log")
+    try:
+        where = os.readlink(f"/proc/{pid}/fd/2")
+    except OSError:
+        return False
+    return where in (log, log + " (deleted)")
 
 
 def daemon_alive(data: Data) -> bool:
