@@ -218,3 +218,32 @@ def test_a_project_moved_with_its_stack_running_is_still_managed_from_its_new_pl
         assert "Traceback" not in (moved / ".hippodrome" / "daemon.log").read_text()
     finally:
         stop_by_pid(daemon)
+
+
+def test_another_folders_registry_with_a_live_stacks_token_ends_nothing(
+        tmp_path: Path) -> None:
+    """The token is as public as a pid (/proc/PID/cgroup, the guard's command line):
+    copied into another folder's registry beside a dead daemon, a mere `hd status`
+    there ended the live stack's services and removed its cgroup."""
+    first, other = tmp_path / "first", tmp_path / "other"
+    daemon, web = web_stack_up(first)
+    try:
+        live = registry(first)["daemon"]
+        other.mkdir()
+        write_stack(other, stack_header(free_ports(1)[0]))
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        (other / ".hippodrome").mkdir()
+        (other / ".hippodrome" / "registry.json").write_text(json.dumps({
+            "version": 1, "project_root": str(other), "failure": None, "resources": [],
+            "services": {"web": {"pid": web, "state": "running"}},
+            "daemon": {**live, "pid": gone.pid, "create_time": 1.0, "guard_pid": None}}))
+        for args in (("status",), ("down",), ("down", "--force")):
+            res = hd(other, *args, timeout=60)
+            assert "Traceback" not in res.stdout + res.stderr
+            assert alive(web), f"`hd {' '.join(args)}` in another folder ended web"
+        if live.get("cgroup"):
+            assert Path(live["cgroup"]).is_dir(), "another folder removed the stack's cgroup"
+        assert hd(first, "restart", "--service", "web").returncode == 0
+    finally:
+        stop_by_pid(daemon)

@@ -5,6 +5,7 @@ before its engine (a busy port, a bad option) leaves no cgroup behind."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import pytest
 from stackutil import PY, free_ports, stack_header, toy_service, write_stack
 
 from hippo_tasks.daemon.main import main
-from hippo_tasks.supervision.ownership import OwnershipSoon
+from hippo_tasks.supervision.ownership import OwnershipSoon, project_tag
 
 
 def test_the_engine_gets_a_working_ownership_and_discard_removes_it() -> None:
     soon = OwnershipSoon()
     own = soon.take()
-    assert own.token == soon.token and len(own.token) == 16
+    assert own.token == soon.token and len(own.token) == 24
+    assert own.token[:8] == project_tag(os.getcwd())  # the daemon runs in its project
     if own.base is None:  # no cgroup here: the fallback, said with its reason
         assert own.why_not
         return

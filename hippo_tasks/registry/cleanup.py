@@ -26,7 +26,7 @@ from hippo_tasks.registry.store import (
     is_same_process,
     writes_daemon_log,
 )
-from hippo_tasks.supervision.ownership import is_hippodrome_cgroup
+from hippo_tasks.supervision.ownership import is_hippodrome_cgroup, project_tag
 from hippo_tasks.supervision.scope import (
     Scope,
     end_scopes,
@@ -39,9 +39,18 @@ GRACE = 2.0
 
 
 def _token(data: Data) -> str:
+    """The recorded token, when it may be acted on: one tagged with the registry's own
+    folder (ownership.new_token), or an untagged one from before tags (16 digits,
+    which no tagged run's marks can match). A live stack's token copied into another
+    folder's registry had that stack ended from there."""
     daemon = data.get("daemon") or {}
     token = daemon.get("token")
-    return token if isinstance(token, str) and token.isalnum() else ""
+    if not (isinstance(token, str) and token.isalnum()):
+        return ""
+    if len(token) == 16:
+        return token
+    root = data.get("project_root")
+    return token if isinstance(root, str) and token[:8] == project_tag(root) else ""
 
 
 def leftovers(data: Data) -> tuple[list[Scope], dict[str, list[int]]]:

@@ -134,6 +134,23 @@ class Ownership:
             remove_cgroup(self.base)
 
 
+def project_tag(root: str) -> str:
+    """8 hex digits of the project folder's real path (32-bit FNV-1a: no import)."""
+    h = 0x811C9DC5
+    for byte in os.path.realpath(root).encode("utf-8", "surrogateescape"):
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return f"{h:08x}"
+
+
+def new_token(root: str) -> str:
+    """A daemon run's ownership token: its project's tag, then 16 random hex digits.
+    The token was as public as a pid (in /proc/PID/cgroup, the guard's command line),
+    so a registry of another folder carrying a live stack's token had that stack ended
+    by a mere `hd status` there: cleanup now takes only a token tagged with the
+    registry's own folder (registry/cleanup.py)."""
+    return project_tag(root) + os.urandom(8).hex()
+
+
 def establish(token: str, want: str | None = None) -> Ownership:
     """Make this daemon's cgroup, or say why not and use the fallback."""
     want = (want if want is not None else os.environ.get(MODE_ENV, "auto")).strip().lower()
@@ -156,7 +173,7 @@ class OwnershipSoon:
     ends before its engine takes the result must `discard` it (the cgroup is removed)."""
 
     def __init__(self) -> None:
-        self.token = os.urandom(8).hex()
+        self.token = new_token(os.getcwd())  # the daemon runs in its project's folder
         self._result: Ownership | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="hd-ownership", daemon=True)
