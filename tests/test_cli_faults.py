@@ -344,6 +344,27 @@ def test_an_action_answers_once_the_registry_says_what_it_did(project: Path) -> 
         hd(project, "down", timeout=60)
 
 
+def test_a_restart_another_command_stopped_midway_is_not_a_success(project: Path) -> None:
+    """`hd restart -s b` while `hd stop -s b` came in: it printed `b: starting` and
+    exited 0, though b ended stopped and nothing had been restarted."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service(
+        "b", port, "--delay", "3", readiness={"http": "/healthz"}, start_timeout=30))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        restart = subprocess.Popen([*HD_CLI, "restart", "-s", "b", "-p", str(project)],
+                                   cwd=project, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: registry(project)["services"]["b"]["state"] == "starting", 20,
+                 what="b starting again")
+        hd(project, "stop", "-s", "b", check=True, timeout=60)
+        out, err = restart.communicate(timeout=60)
+        assert restart.returncode == 1, out + err
+        assert "did not come up: another command" in err or "is not running" in err, err
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_two_stacks_side_by_side(project: Path, project2: Path) -> None:
     shell_stack(project)
     shell_stack(project2)

@@ -70,10 +70,19 @@ def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None
     # a success, whatever else happened.
     left = [r for r in rows if r["name"] == service and r["state"] == "stopped"
             and not r.get("ready")]
-    if verb != "stop" and (failed or left):
+    # Settled mid-way by another command (a stop, a down) while this one waited: it was
+    # printed as `b: starting` (or every service `stopped`) and exited 0.
+    unsettled = [r["name"] for r in rows if r["state"] in ("pending", "starting", "stopping")]
+    none_up = not service and rows and not any(r.get("ready") for r in rows)
+    if verb != "stop" and (failed or left or unsettled or none_up):
         if left:
             print(f"hippodrome: '{service}' is not running; `hd start --service {service}` "
                   "starts it with what it depends on", file=sys.stderr)
+        if unsettled or none_up:
+            names = ", ".join(unsettled) or "no service"
+            print(f"hippodrome: {names} did not come up: another command (a stop, `hd "
+                  "down`) changed the stack while this one waited; `hd status` shows "
+                  "where it is now", file=sys.stderr)
         raise TaskExit(1)
 
 
