@@ -365,6 +365,27 @@ def test_a_restart_another_command_stopped_midway_is_not_a_success(project: Path
         hd(project, "down", timeout=60)
 
 
+def test_an_action_against_a_stopped_daemon_is_exit_6_and_leaves_nothing_behind(
+        project: Path) -> None:
+    """`hd stop` against a SIGSTOPped daemon waited silently for its 310 s, and the stop
+    it had sent ran once the daemon woke, after the user had given up on it."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    daemon = registry(project)["daemon"]["pid"]
+    web = registry(project)["services"]["web"]["pid"]
+    try:
+        os.kill(daemon, signal.SIGSTOP)
+        stop = hd(project, "stop", "-s", "web", timeout=60)
+        assert stop.returncode == 6, stop.stdout + stop.stderr
+        os.kill(daemon, signal.SIGCONT)
+        time.sleep(1)
+        assert alive(web) and hd(project, "status").returncode == 0
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+        hd(project, "down", timeout=60)
+
+
 def test_two_stacks_side_by_side(project: Path, project2: Path) -> None:
     shell_stack(project)
     shell_stack(project2)

@@ -94,6 +94,11 @@ class DaemonClient:
             raise UsageError(f"unknown action {verb}")
         path = f"/api/services/{quote(service, safe='')}/{verb}" if service else \
             f"/api/stack/{verb}"
+        # First ask whether it answers at all, as `status` does (10 s): an action waits
+        # up to 310 s for its outcome, so against a stopped or hung daemon `hd stop` sat
+        # silent for minutes, and the request it left behind ran whenever the daemon
+        # woke, after the user had given up on it.
+        self.call("GET", "/healthz", timeout=10)
         result: dict[str, Any] = self.call("POST", path, {"cascade": True} if cascade else None)
         return result
 
