@@ -212,3 +212,17 @@ def test_an_edit_to_the_stack_file_after_up_is_said_not_silently_ignored(
         assert "was saved after" not in again.stderr, again.stderr
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_only_naming_no_service_is_refused_not_the_whole_stack(project: Path) -> None:
+    """`--only ,` (say `--only "$SERVICES"` with the variable empty of names) started
+    every service of the profile."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    res = hd(project, "up", "--detach", "--only", ",", timeout=60)
+    try:
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "--only ',' names no service" in res.stderr
+        assert not (project / ".hippodrome" / "daemon.log").exists()
+    finally:
+        hd(project, "down", timeout=60)

@@ -59,12 +59,16 @@ def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, onl
     from hippo_tasks.model.plan import Options
     from hippo_tasks.model.project import default_table_prefix
 
+    names = tuple(n.strip() for n in only.split(",") if n.strip())
+    if only and not names:  # `--only ,` (a variable left empty) started the whole stack
+        raise UsageError(f"--only {only!r} names no service; give names, `--only a,b`, "
+                         "or leave --only out for the whole profile")
     return Options(
         project_root=root,
         profile=profile,
         cell=cell,
         table_prefix=table_prefix or default_table_prefix(root),
-        only=tuple(n.strip() for n in only.split(",") if n.strip()),
+        only=names,
         skip=skip,
         port_offset=port_offset(offset),
         random_seed=random_seed(),
