@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -71,6 +72,13 @@ def project(cls: type[Manager], bindir: Path, n: int) -> Iterator[Manager]:
         manager = cls(bindir, Path(tmp), ports[OWN_PORTS:], ports[:OWN_PORTS])
         try:
             yield manager
+        except BaseException:
+            # The manager's own files (daemon.log, supervisord.log) are the only account
+            # of what went wrong, and the folder goes with the `with`: keep a copy.
+            kept = Path(tempfile.gettempdir()) / f"kept-{Path(tmp).name}"
+            shutil.copytree(tmp, kept, dirs_exist_ok=True, ignore_dangling_symlinks=True)
+            print(f"the failed run's folder is kept in {kept}", file=sys.stderr)
+            raise
         finally:
             manager.cleanup()
 
