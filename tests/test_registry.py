@@ -81,14 +81,17 @@ def test_identity_distinguishes_reused_pids() -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the /proc reader is Linux's")
-def test_proc_identity_is_psutils_start_time() -> None:
-    """The registry records psutil's start times (the daemon) and compares them with
-    /proc readings (`invoke status`): both must be the same number."""
+def test_proc_identity_is_psutils_start_time_counted_from_boot() -> None:
+    """The same instant psutil reads, less the boot time it adds (see the next test)."""
+    btime = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                 if line.startswith("btime"))
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                              stdin=subprocess.PIPE)
     try:
         for pid in (os.getpid(), os.getppid(), 1, child.pid):
-            assert identity(pid) == psutil.Process(pid).create_time()
+            since_boot = identity(pid)
+            assert since_boot is not None
+            assert abs(since_boot + btime - psutil.Process(pid).create_time()) < 0.01
     finally:
         child.communicate(b"")
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -107,3 +110,22 @@ def test_corrupt_shapes_are_moved_aside(tmp_path: Path) -> None:
         assert reg.read()["services"] == {}
     assert len(reg.warnings) == 4
     assert not reg.path.exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the /proc reading is Linux's")
+def test_start_times_count_from_boot_so_a_stepped_clock_moves_nothing() -> None:
+    """psutil's create_time() adds /proc/stat's btime, the wall clock minus the time
+    since boot, which moves whenever the clock is stepped (NTP after a resume, a VM
+    restored from a snapshot): after one, no recorded process matched, and `hd status`
+    took a running daemon for dead and ended its services. The start time recorded now
+    is counted from boot; one an older registry recorded as epoch time still matches."""
+    me = os.getpid()
+    started = identity(me)
+    assert started is not None
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    assert 0 < started <= uptime, started
+    assert is_same_process(me, started)
+    btime = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                 if line.startswith("btime"))
+    assert is_same_process(me, started + btime)  # an older registry's epoch time
+    assert not is_same_process(me, started + 1.0)

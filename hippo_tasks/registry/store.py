@@ -29,8 +29,15 @@ Data = dict[str, Any]
 def identity(pid: int) -> float | None:
     """The process's start time, or None when no such process exists.
 
-    On Linux read from /proc with psutil's own formula (start ticks / clock ticks +
-    boot time), so `hd status` need not import psutil; elsewhere, psutil.
+    On Linux, seconds since boot, read from /proc (start ticks / clock ticks), so
+    `hd status` need not import psutil; elsewhere, psutil's epoch time.
+
+    Not the epoch time psutil gives on Linux too: that adds /proc/stat's btime, which
+    is the wall clock minus the time since boot, and moves whenever the wall clock is
+    stepped (NTP after a resume, a VM restored from a snapshot, a date set by hand).
+    After such a step no recorded process matched any more: `hd status` took the
+    running daemon for dead and ended its services as leftovers. (A process of an
+    earlier boot would have to have the same pid and have started at the same tick.)
     """
     if sys.platform == "linux":
         return _proc_identity(pid)
@@ -46,30 +53,47 @@ def identity(pid: int) -> float | None:
 
 
 def _proc_identity(pid: int) -> float | None:
-    """psutil's Linux `create_time()`: /proc/PID/stat field 22 (starttime, in clock
-    ticks since boot) / SC_CLK_TCK + /proc/stat's btime; None for a zombie or no such
-    process. btime is read every time, as psutil does: a stepped clock moves it."""
+    """/proc/PID/stat field 22 (starttime, in clock ticks since boot) / SC_CLK_TCK;
+    None for a zombie or no such process."""
     if pid <= 0:
         return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
-        with open("/proc/stat", "rb") as fh:
-            btime = next((float(line.split()[1]) for line in fh if line.startswith(b"btime")),
-                         None)
     except OSError:
         return None
     fields = data[data.rfind(b")") + 2:].split()
-    if len(fields) < 20 or fields[0] == b"Z" or btime is None:
+    if len(fields) < 20 or fields[0] == b"Z":
         return None
-    return float(fields[19]) / os.sysconf("SC_CLK_TCK") + btime
+    return float(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+EPOCH_SHAPED = 1e9
+"""A recorded start time this large is epoch time (a registry written before start
+times were counted from boot, or by psutil elsewhere), not seconds since boot."""
+
+
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat", "rb") as fh:
+            return next((float(line.split()[1]) for line in fh if line.startswith(b"btime")),
+                        None)
+    except OSError:
+        return None
 
 
 def is_same_process(pid: int | None, create_time: float | None) -> bool:
     if not pid or create_time is None:
         return False
     now = identity(pid)
-    return now is not None and abs(now - create_time) < 0.05
+    if now is None:
+        return False
+    if sys.platform == "linux" and create_time >= EPOCH_SHAPED:  # an older registry's
+        boot = _boot_time()
+        if boot is None:
+            return False
+        now += boot
+    return abs(now - create_time) < 0.05
 
 
 def empty(root: Path) -> Data:
