@@ -127,13 +127,16 @@ def test_error_statuses_keep_their_meaning(scripted: tuple) -> None:
 
 def test_a_typed_name_cannot_break_the_request_line(scripted: tuple) -> None:
     client, replies, seen = scripted
-    replies += [send(answer("200 OK", {"services": []}))] * 2
+    # Each action asks /healthz first (an answer within 10 s), then posts.
+    replies += [send(answer("200 OK", {"status": "ok"})),
+                send(answer("200 OK", {"services": []}))] * 2
     client.action("restart", "web\r\nX-Injected: 1")
     client.action("restart", "wéb ünïcode")
-    first = seen[0].split(b"\r\n")
+    assert seen[0].split(b"\r\n")[0] == b"GET /healthz HTTP/1.1"
+    first = seen[1].split(b"\r\n")
     assert first[0] == b"POST /api/services/web%0D%0AX-Injected%3A%201/restart HTTP/1.1"
     assert not any(line.startswith(b"X-Injected") for line in first)
-    assert seen[1].split(b"\r\n")[0] == \
+    assert seen[3].split(b"\r\n")[0] == \
         b"POST /api/services/w%C3%A9b%20%C3%BCn%C3%AFcode/restart HTTP/1.1"
 
 
