@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from stackutil import HD_CLI, free_ports, hd, registry, stack_header, toy_service, write_stack
 
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.store import Registry
+
 
 def assert_clean(res: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
@@ -142,8 +145,13 @@ def test_a_missing_src_dir_is_refused_and_not_made(tmp_path: Path) -> None:
     bundled stack up in it; -p naming no folder has always been refused."""
     lone, missing = tmp_path / "lone", tmp_path / "typo"
     lone.mkdir()
-    res = subprocess.run([*HD_CLI, "up", "--detach"], cwd=lone, capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "HIPPODROME_SRC_DIR": str(missing)})
+    try:
+        res = subprocess.run([*HD_CLI, "up", "--detach"], cwd=lone, capture_output=True,
+                             text=True, timeout=60,
+                             env={**os.environ, "HIPPODROME_SRC_DIR": str(missing)})
+    finally:  # where the bug is back, `up` brought the bundled stack up in `missing`
+        if (missing / ".hippodrome").is_dir():
+            force_down(Registry(missing))
     assert res.returncode == 2, res.stdout + res.stderr
     assert f"HIPPODROME_SRC_DIR={missing}: no such folder" in res.stderr
     assert not missing.exists() and not (lone / ".hippodrome").exists()
