@@ -202,3 +202,14 @@ def test_a_dependency_the_profile_leaves_out_is_said_aloud(project: Path) -> Non
         assert "starts without" not in up_full.stdout, up_full.stdout
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_the_bundled_stack_says_nothing_of_the_dependencies_it_drops(tmp_path: Path) -> None:
+    """The bundled seed job names services of every profile by design: `invoke up` on
+    the default stack opened with a line about it."""
+    from hippo_tasks.model.loader import load_stack
+    from hippo_tasks.model.plan import left_out_dependencies
+
+    plan = build_plan(load_stack(tmp_path), Options(project_root=tmp_path))
+    assert any(p.spec.depends_on != p.depends_on for p in plan.services)  # it does drop
+    assert left_out_dependencies(plan) == []
