@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterable
+from typing import Any
 
 from hippo_tasks.errors import PortBusyError, PortsBusyError
 
@@ -25,16 +26,31 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def holder_of(port: int) -> tuple[int | None, str | None]:
-    """(pid, command line) of the process listening on the port, when we may see it.
+def _inet_connections() -> list[Any]:
+    """The kernel's whole connection table: a scan costs milliseconds per thousand
+    sockets, so one busy port is looked up with one scan (`who_holds`).
     psutil is imported here, for a busy port only: 20 ms of every `up` otherwise."""
     import psutil
 
     try:
-        conns = psutil.net_connections(kind="inet")
+        return list(psutil.net_connections(kind="inet"))
     except (psutil.AccessDenied, OSError):
-        conns = []
-    for conn in conns:
+        return []
+
+
+def who_holds(port: int) -> tuple[int | None, str | None, str, bool]:
+    """(pid, command line) of the listener, or else `without_listener`'s words and flag."""
+    conns = _inet_connections()
+    pid, cmd = holder_of(port, conns)
+    unlisted, nobody = without_listener(port, conns) if pid is None else ("", False)
+    return pid, cmd, unlisted, nobody
+
+
+def holder_of(port: int, conns: list[Any] | None = None) -> tuple[int | None, str | None]:
+    """(pid, command line) of the process listening on the port, when we may see it."""
+    import psutil
+
+    for conn in _inet_connections() if conns is None else conns:
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
             if conn.pid is None:
                 return None, None
@@ -46,7 +62,7 @@ def holder_of(port: int) -> tuple[int | None, str | None]:
     return None, None
 
 
-def without_listener(port: int) -> tuple[str, bool]:
+def without_listener(port: int, conns: list[Any] | None = None) -> tuple[str, bool]:
     """Why `port` cannot be bound when no listener on it is visible, as the words after
     "already in use", and whether no process holds it at all. A connection can hold it
     as its own end: one closed a moment ago (TIME_WAIT, held by no process until the
@@ -55,15 +71,11 @@ def without_listener(port: int) -> tuple[str, bool]:
     looking for a user that did not exist."""
     import psutil
 
-    try:
-        conns = psutil.net_connections(kind="inet")
-    except (psutil.AccessDenied, OSError):
-        conns = []
     text, nobody = (" (holder unknown: no process listens on it, so a socket may be bound "
                     "to it without listening, which the kernel does not list)"
                     if os.geteuid() == 0 else
                     " (holder unknown: it may belong to another user)"), False
-    for conn in conns:
+    for conn in _inet_connections() if conns is None else conns:
         if conn.laddr and conn.laddr.port == port and conn.status != psutil.CONN_LISTEN:
             if conn.pid is None:
                 text = (f" by a connection that ended a moment ago ({conn.status}: no process "
@@ -107,12 +119,11 @@ def check_ports(wanted: Iterable[tuple[str, int]], our_groups: set[int] | None =
     for service, port in wanted:
         if port_free(port, host):
             continue
-        pid, cmd = holder_of(port)
+        pid, cmd, unlisted, nobody = who_holds(port)
         ours = False
         if pid is not None and our_groups:
             with contextlib.suppress(Exception):
                 ours = process_group(pid) in our_groups or pid in our_groups
-        unlisted, nobody = without_listener(port) if pid is None else ("", False)
         busy.append(PortBusyError(port, service, pid, cmd, ours, unlisted, nobody))
     if busy:
         raise PortsBusyError(busy)

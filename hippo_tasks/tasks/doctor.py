@@ -40,7 +40,7 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
     from hippo_tasks.model.loader import load_stack
     from hippo_tasks.model.plan import build_plan
     from hippo_tasks.supervision.ownership import probe_mode
-    from hippo_tasks.supervision.ports import holder_of, port_free, without_listener
+    from hippo_tasks.supervision.ports import port_free, who_holds
 
     problems = 0
 
@@ -108,8 +108,8 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
         if port_free(port):
             line(True, f"port {port} ({name}) free")
             continue
-        pid, cmd = holder_of(port)
-        who = f" by pid {pid} ({cmd})" if pid else without_listener(port)[0]
+        pid, cmd, unlisted, _ = who_holds(port)
+        who = f" by pid {pid} ({cmd})" if pid else unlisted
         if running and port in ours:
             line(True, f"port {port} ({name}) held by this stack:{who}")
         else:
