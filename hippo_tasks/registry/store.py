@@ -109,6 +109,16 @@ class Registry:
         self.lock_path = self.dir / "registry.lock"
         self.warnings: list[str] = []
 
+    def state_dir_exists(self) -> bool:
+        """Whether `.hippodrome` is there, so a reader or `down` need not make it. A file
+        of that name is an error naming it, not "no registry": a stack's state cannot
+        be there, and saying "nothing running" would hide why every `up` fails."""
+        if self.dir.is_dir():
+            return True
+        if os.path.lexists(self.dir):
+            raise StateDirError(str(self.dir), "Not a directory")
+        return False
+
     @contextlib.contextmanager
     def locked(self, write: bool = True) -> Iterator[None]:
         """The registry's file lock. Where `.hippodrome` cannot be written (read-only
@@ -134,9 +144,7 @@ class Registry:
             os.close(fd)
 
     def _read_unlocked(self) -> Data:
-        if not self.dir.is_dir():
-            if os.path.lexists(self.dir):  # not a corrupt registry: there is none to move
-                raise StateDirError(str(self.dir), "Not a directory")
+        if not self.state_dir_exists():  # a file there is not a corrupt registry to move
             return empty(self.root)
         try:
             raw = read_small_text(self.path)  # a named pipe here would hang every command

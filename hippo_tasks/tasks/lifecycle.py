@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,6 @@ from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
     ProductionGuardError,
-    StateDirError,
     UsageError,
 )
 from hippo_tasks.events import hooks
@@ -146,10 +144,7 @@ def _shown_services(show: str, names: tuple[str, ...]) -> tuple[str, ...] | None
 def down(c: Context, force: bool = False, project_root: str = "") -> None:
     """Stop every service and the daemon."""
     root = resolve_root(project_root)
-    state = root / ".hippodrome"
-    if not state.is_dir():  # never made here: making it (for the lock) left one behind
-        if os.path.lexists(state):
-            raise StateDirError(str(state), "Not a directory")
+    if not Registry(root).state_dir_exists():  # made for the lock, it stayed behind
         print("hippodrome | no daemon was running; nothing to stop")
         return
     with LifecycleLock(root).held("down --force" if force else "down", _say, required=False):
