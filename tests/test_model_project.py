@@ -71,3 +71,19 @@ def test_branch_read_from_head_agrees_with_git_in_a_worktree_and_a_subfolder(
     subprocess.run(["git", "-C", str(tmp_path / "wt"), "checkout", "-q", "--detach"],
                    check=True)
     assert git_branch(tmp_path / "wt") is None is _git_branch_from_git(tmp_path / "wt")
+
+
+def test_the_stack_file_stamp_is_of_the_file_as_read_not_as_planned(tmp_path: Path) -> None:
+    """The daemon took the stamp when its engine was made, after loading and planning: a
+    save in between was never noted, and the stack ran the old text as if current."""
+    from hippo_tasks.model.loader import load_stack
+    from hippo_tasks.model.plan import Options, build_plan
+    from hippo_tasks.model.project import changed_since
+
+    stack = tmp_path / "hippodrome.toml"
+    stack.write_text('[stack]\ndefaults = false\n[services.a]\ncommand = ["true"]\n')
+    spec = load_stack(tmp_path)
+    stack.write_text('[stack]\ndefaults = false\n[services.b]\ncommand = ["false"]\n')
+    plan = build_plan(spec, Options(project_root=tmp_path))
+    assert plan.names == ("a",)
+    assert "was saved after this stack started" in changed_since(tmp_path, plan.file_stamp)

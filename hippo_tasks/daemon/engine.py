@@ -20,7 +20,6 @@ from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.events.recording import events_dir
 from hippo_tasks.model.plan import StackPlan
-from hippo_tasks.model.project import stack_file_stamp
 from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision import timeline
 from hippo_tasks.supervision.backoff import Clock, LoopClock
@@ -63,7 +62,7 @@ class Engine:
         """`ownership`: made beforehand (ownership.OwnershipSoon), or made here."""
         self.plan = plan
         self.registry = registry
-        self.stack_file = stack_file_stamp(plan.options.project_root)
+        self.stack_file = plan.file_stamp
         """The stack file as read for this run (model/project.changed_since)."""
         self.printer = printer
         self.dashboard_host = dashboard_host

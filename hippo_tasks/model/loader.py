@@ -18,6 +18,7 @@ from hippo_tasks.errors import StackFileError, UsageError, close_hint
 from hippo_tasks.model import fields as F
 from hippo_tasks.model.bundle import BUNDLED_NAME, bundled_text
 from hippo_tasks.model.graph import check_graph
+from hippo_tasks.model.project import stack_file_stamp
 from hippo_tasks.model.raw import check_document
 from hippo_tasks.model.regex_safety import safe_regex
 from hippo_tasks.model.spec import (
@@ -262,8 +263,10 @@ def load_stack(project_root: Path | None, *, bundled: str | None = None) -> Stac
     """The stack for a project root: the bundle merged with its hippodrome.toml, if any."""
     files: list[_FileData] = []
     user: _FileData | None = None
+    stamp = None
     if project_root is not None:
         path = project_root / PROJECT_FILE
+        stamp = stack_file_stamp(project_root)  # before the read: a later edit shows
         try:
             text = read_small_text(path)
         except FileNotFoundError:
@@ -282,7 +285,7 @@ def load_stack(project_root: Path | None, *, bundled: str | None = None) -> Stac
         files.append(_parse_file(f"<bundled {BUNDLED_NAME}>", text))
     if user is not None:
         files.append(user)
-    return _merge(files)
+    return _merge(files)._replace(file_stamp=stamp)
 
 
 def source_line(source: str, table: str, key: str | None) -> int | None:

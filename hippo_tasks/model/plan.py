@@ -90,6 +90,8 @@ class StackPlan(NamedTuple):
     dashboard_port: int
     services: tuple[PlannedService, ...]
     routes: tuple[PlannedRoute, ...]
+    file_stamp: str | None = None
+    """StackSpec.file_stamp: the stack file this plan was read from."""
 
     def service(self, name: str) -> PlannedService:
         for svc in self.services:
@@ -226,7 +228,8 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
             )
         )
     routes = tuple(PlannedRoute(r, ports.get(r.service)) for r in spec.routes)
-    return StackPlan(opts, spec.settings, dashboard_port, tuple(planned), routes)
+    return StackPlan(opts, spec.settings, dashboard_port, tuple(planned), routes,
+                     spec.file_stamp)
 
 
 def left_out_dependencies(plan: StackPlan) -> list[str]:

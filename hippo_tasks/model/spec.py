@@ -140,6 +140,9 @@ class StackSpec(NamedTuple):
     service that names no profiles is in each of these."""
     cells: tuple[CellSpec, ...] = (CellSpec(DEFAULT_CELL),)
     commands: tuple[CommandSpec, ...] = ()
+    file_stamp: str | None = None
+    """The project's stack file as stat'ed just before it was read
+    (project.stack_file_stamp): taken later, an edit in between went unnoticed."""
 
     @property
     def cell_names(self) -> tuple[str, ...]:
