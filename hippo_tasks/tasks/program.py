@@ -22,7 +22,7 @@ from hippo_tasks import __version__
 from hippo_tasks.tasks.output import EXIT_PIPE_CLOSED, quiet_stdout
 
 KINDS: dict[str, type] = {"json": bool, "force": bool, "follow": bool, "cascade": bool,
-                          "timestamps": bool, "lines": int, "service": str, "project-root": str,
+                          "timestamps": bool, "lines": str, "service": str, "project-root": str,
                           "profile": str, "cell": str, "table-prefix": str, "only": str,
                           "port-offset": str, "show": str, "enable-events": bool,
                           "seed": bool, "detach": bool, "yes": bool, "quiet": bool,
@@ -91,13 +91,7 @@ def parse_hot(argv: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
             value = words.pop(0)
         else:
             return None
-        if KINDS[flag] is int:
-            try:
-                kwargs[kwarg_for(flag)] = int(value)
-            except ValueError:
-                return None
-        else:
-            kwargs[kwarg_for(flag)] = value
+        kwargs[kwarg_for(flag)] = value  # no int flags: each task reads its own numbers
     return argv[0], kwargs
 
 
