@@ -386,6 +386,33 @@ def test_a_name_that_is_not_utf8_does_not_end_watching(project: Path) -> None:
     run(project, text, scenario)
 
 
+def test_a_name_that_is_not_utf8_is_said_only_to_the_services_it_concerns(
+        project: Path) -> None:
+    """Every watching service was told of it: a stray file in one service's folder
+    showed up in the logs of all of them."""
+    p, q = free_ports(2)
+    for folder in ("a", "b"):
+        (project / folder).mkdir()
+    text = (toy_service("one", p, watch=["a/**/*.py"])
+            + toy_service("two", q, watch=["b/**/*.py"]))
+
+    async def scenario(h: Harness) -> None:
+        def told(name: str) -> list[str]:
+            return [r.text for r in h.hub.tail(name, 1000) if "not UTF-8" in r.text]
+
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        await armed(h, project / "a" / "x.py", "one")
+        with open(os.path.join(os.fsencode(project), b"a", b"caf\xe9.py"), "w") as f:
+            f.write("latin-1 name")
+        await until(lambda: bool(told("one")), 20, "one told")
+        await armed(h, project / "b" / "y.py", "two")
+        assert told("two") == [], told("two")
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
 def test_a_file_name_cannot_forge_a_state_line(project: Path) -> None:
     (p,) = free_ports(1)
     (project / "src").mkdir()

@@ -202,6 +202,18 @@ class StackWatcher:
                                "denied): changes in it are not seen; the rest is watched")
         return extra
 
+    def _say_undecodable(self, error: str, name: str | None) -> None:
+        """Tell the services whose globs the file would match, once each; all of them
+        when watchfiles did not give the name. Every watching service was told, so a
+        stray file in one service's folder showed in the logs of all."""
+        told = [s.name for s in self.subscribers
+                if name is None or s.counts(ADDED, name)]
+        for service in told:
+            if f"decode\0{service}" not in self._said:
+                self._said.add(f"decode\0{service}")
+                self._post(self._say, service, "file watching: a changed file's name is "
+                           f"not UTF-8 ({error}); changes to it are not seen, the rest is")
+
     def _feed(self) -> None:
         """Watch until stopped; watch again when a watched folder is replaced or a
         name cannot be decoded; on any other error say so and end."""
@@ -214,11 +226,10 @@ class StackWatcher:
                 try:
                     roots = self._watch(roots)
                 except WatchfilesRustInternalError as exc:
-                    if not DECODE_ERROR.search(str(exc)):
+                    undecodable = DECODE_ERROR.search(str(exc))
+                    if not undecodable:
                         raise
-                    self._note_all(f"file watching: a changed file's name is not UTF-8 "
-                                   f"({exc}); changes to it are not seen, the rest is",
-                                   once="decode")
+                    self._say_undecodable(str(exc), undecodable.group(1))
                 except FileNotFoundError:  # a folder went between stat and watch
                     self._halt.wait(CHECK_MS / 1000)
                     roots = self._roots()

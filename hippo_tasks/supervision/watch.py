@@ -197,5 +197,6 @@ def unreadable(roots: Iterable[Path]) -> tuple[list[str], list[str]]:
     return blocked, extra
 
 
-DECODE_ERROR = re.compile(r"Unable to decode path")
-"""watchfiles' error for a changed file whose name is not UTF-8."""
+DECODE_ERROR = re.compile(r'Unable to decode path(?: "(.*)" to string)?')
+"""watchfiles' error for a changed file whose name is not UTF-8; group 1 is the name
+as Rust debug-prints it (`caf\xE9.py`), close enough to match a service's globs."""
