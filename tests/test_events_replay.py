@@ -402,3 +402,17 @@ def test_a_replay_sends_each_event_as_it_was_received(tmp_path: Path) -> None:
         report = replay(path, url=f"http://127.0.0.1:{server.server_address[1]}", speed=None)
     assert report.sent == 2 and report.ok, report.to_json()
     assert _Bodies.bodies == [text.encode() for text in events]
+
+
+def test_the_event_is_sent_with_the_white_space_it_came_with() -> None:
+    """A body posted from a file (`curl --data-binary @event.json`) ends in a newline,
+    which the recording keeps as a space; replay cut it, sent one byte less, and a
+    consumer that looks at the body (its length, a signature) answered differently."""
+    from hippo_tasks.events.recording import member_text
+
+    body = '  {"detail-type": "Ev.file", "detail": {"a": 1}} '
+    line = '{"v":1,"event":' + body + ',"status":200}'
+    assert member_text(line, "event") == body
+    assert member_text('{"event":' + body + '}', "event") == body
+    assert member_text('{"event": 1, "event":' + body + '}', "event") == body
+    assert member_text(line, "missing") == ""

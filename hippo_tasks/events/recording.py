@@ -127,10 +127,12 @@ def _skip(text: str, pos: int) -> int:
 
 
 def member_text(text: str, key: str) -> str:
-    """The text of the top-level object's member `key`, as written; "" when the line is
-    not an object with it. Walks the members with the decoder's own scanner, so it
-    agrees with json.loads about where each value ends (and, for a repeated key, that
-    the last one counts)."""
+    """The text of the top-level object's member `key`, as written, with the white
+    space around it (between its `:` and the next `,` or `}`: the recorder writes the
+    event's bytes there, and cutting a body's final newline made replay send one byte
+    less than was received); "" when the line is not an object with it. Walks the
+    members with the decoder's own scanner, so it agrees with json.loads about where
+    each value ends (and, for a repeated key, that the last one counts)."""
     found = ""
     try:
         pos = _skip(text, 0)
@@ -144,11 +146,11 @@ def member_text(text: str, key: str) -> str:
             pos = _skip(text, pos)
             if text[pos:pos + 1] != ":":
                 return ""
-            pos = _skip(text, pos + 1)
-            _, end = _DECODER.raw_decode(text, pos)
-            if name == key:
-                found = text[pos:end]
+            start = pos + 1
+            _, end = _DECODER.raw_decode(text, _skip(text, start))
             pos = _skip(text, end)
+            if name == key:
+                found = text[start:pos]
             if text[pos:pos + 1] == "}":
                 return found
             if text[pos:pos + 1] != ",":
