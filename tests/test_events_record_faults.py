@@ -132,3 +132,29 @@ def test_a_short_token_is_blanked_in_strings_and_leaves_numbers_alone(tmp_path: 
     assert first.detail_type == "Order.[redacted]" and first.status == 200
     assert second.event == {"detail-type": "Order.x"}  # no token: the bytes as received
     assert '"event":{"detail-type":"Order.x"}' in text
+
+
+@pytest.mark.parametrize(("token", "quoted"), [
+    ("Ab3/xY9+kQ==", r"Ab3\/xY9+kQ=="),      # PHP's and Java's json_encode write / as \/
+    ("s3cretTok", r"\u0073\u0033cretTok"),     # any character may be a \u escape
+])
+def test_a_token_written_with_json_escapes_is_blanked_too(tmp_path: Path, token: str,
+                                                          quoted: str) -> None:
+    """The bytes are kept as received, and the token written with escapes was not
+    found in them: every JSON reader of the recording got it back."""
+    from hippo_tasks.daemon.webhook.record import Recorder
+    from hippo_tasks.events.recording import Delivery, read
+
+    recorder = Recorder(tmp_path, True, token, lambda _: None)
+    recorder.add(1700000000.0, 1.0, "Order.x", None, 200, "ignored", b'{"ok":true}',
+                 b'{"detail-type":"Order.x","detail":{"note":"' + quoted.encode() + b'"}}')
+    recorder.add(1700000001.0, 1.0, "Order.y", None, 200, "ignored", b'{"ok":true}',
+                 b'{"detail-type":"Order.y","detail":{"quote":"say \\"hi\\""}}')
+    recorder.close()
+    (path,) = tmp_path.glob("*.jsonl")
+    first, second = (d for d in read(path) if isinstance(d, Delivery))
+    assert token not in json.dumps([first.event, first.answer]), first.event
+    assert first.event["detail"]["note"] == "[redacted]"
+    assert second.event["detail"]["quote"] == 'say "hi"'  # escapes without the token: kept
+    assert r'"event":{"detail-type":"Order.y","detail":{"quote":"say \"hi\""}}' in \
+        path.read_text()

@@ -170,9 +170,31 @@ class Recorder:
             b',"status":%d,"answer":' % status, answer,
             b',"outcome":"%s","latency_ms":%r}\n' % (outcome.encode(), latency_ms),
         ))
-        if any(secret in line for secret in self._secrets):
+        if any(secret in line for secret in self._secrets) or (
+                self._secrets and b"\\" in line and self._quoted_escaped(line)):
             return self._redacted(line)
         return line
+
+    def _quoted_escaped(self, line: bytes) -> bool:
+        """Whether a string of the line holds the token once its escapes are read: a
+        sender's JSON may write `/` as `\\/` (PHP, Java) or any letter as `\\u0073`, and
+        the bytes, kept as received, then held the token in a form every JSON reader
+        turns back into it. Parsed only for a line with a backslash at all."""
+        tokens = [s.decode() for s in self._secrets]
+
+        def holds(value: Any) -> bool:
+            if isinstance(value, str):
+                return any(t in value for t in tokens)
+            if isinstance(value, dict):
+                return any(holds(k) or holds(v) for k, v in value.items())
+            if isinstance(value, list):
+                return any(holds(v) for v in value)
+            return False
+
+        try:
+            return holds(json.loads(line))
+        except (ValueError, RecursionError):
+            return True  # cannot be read: blank what the bytes show (_redacted)
 
     def _redacted(self, line: bytes) -> bytes:
         """The line with the token blanked inside its strings only. Replaced in the raw
