@@ -400,6 +400,54 @@ def test_webhook_deliveries_panel_shows_real_deliveries(
     assert page.evaluate("window.__pwned") is None
 
 
+FICKLE = """\
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+calls = [0]
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0)); calls[0] += 1
+        body = json.dumps({"a": None, "n": 1} if calls[0] == 1 else {"n": 2}).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+def test_the_replay_button_shows_each_difference_and_an_absent_field_as_absent(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    """The report wrote an absent field as null, and the page said "recorded null, now
+    null" for an answer that had lost the field."""
+    from playwright.sync_api import expect
+
+    port = free_ports(1)[0]
+    (project / "fickle.py").write_text(FICKLE)
+    sink = (f'[services.sink]\ncommand = {json.dumps([PY, "fickle.py"])}\nport = {port}\n')
+    route = '[[routes]]\ndetail_type_prefix = "Test."\nservice = "sink"\npath = "/events"\n'
+    stacks.append(s := run_stack(project, {"sink": sink}, {"sink": port}, "\n" + route))
+    data = json.dumps({"detail-type": "Test.Changed", "detail": {}}).encode()
+    request = urllib.request.Request(s.url + "/webhook/eventbridge", data,
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
+    folder = project / ".hippodrome" / "events"
+    wait_for(lambda: folder.is_dir() and any(f.stat().st_size for f in folder.iterdir()),
+             timeout=10, what="the delivery recorded")
+    open_page(page, s)
+    button = page.locator("#rec-rows button[data-replay]")
+    expect(button).to_have_count(1, timeout=WAIT_MS)
+    button.click()
+    result = page.locator("#rec-result")
+    expect(result).to_have_attribute("data-ok", "false", timeout=WAIT_MS)
+    text = result.inner_text()
+    assert "service_response.a: recorded null, now (absent)" in text, text
+    assert "service_response.n: recorded 1, now 2" in text, text
+
+
 def test_the_page_survives_a_daemon_restart_and_shows_the_new_stack(
         project: Path, stacks: list[Stack], page: Page) -> None:
     from playwright.sync_api import expect

@@ -336,6 +336,11 @@ def test_json_equality_is_exact_about_types() -> None:
     assert differences(200, {"n": 1}, 200, {"n": 1.0}) == []
     assert [d.path for d in differences(200, {"n": True}, 200, {"n": 1})] == ["n"]
     assert [d.path for d in differences(200, {"n": None}, 200, {})] == ["n"]
+    # In the API's report an absent side is left out, not null: "recorded null, now null"
+    assert [d.as_json() for d in differences(200, {"n": None}, 200, {})] == [
+        {"path": "n", "recorded": None}]
+    assert [d.as_json() for d in differences(200, {}, 200, {"n": 0})] == [
+        {"path": "n", "replayed": 0}]
     assert [d.path for d in differences(200, [1, 2], 200, [1, 2, 3])] == ["(answer)"]
     assert [d.path for d in differences(200, {"a": [1, {"b": 2}]}, 200,
                                         {"a": [1, {"b": 3}]})] == ["a[1].b"]

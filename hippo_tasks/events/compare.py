@@ -49,15 +49,16 @@ class FieldDiff:
     replayed: Any
 
     def as_json(self) -> dict[str, Any]:
-        return {"path": self.path, "recorded": _plain(self.recorded),
-                "replayed": _plain(self.replayed)}
+        """A side where the field was absent is left out: written as null, the report
+        said "recorded null, now null" for `{"a": null}` against `{}`."""
+        out: dict[str, Any] = {"path": self.path}
+        for side in ("recorded", "replayed"):
+            if getattr(self, side) is not ABSENT:
+                out[side] = getattr(self, side)
+        return out
 
     def text(self) -> str:
         return f"{self.path}: recorded {shown(self.recorded)}, now {shown(self.replayed)}"
-
-
-def _plain(value: Any) -> Any:
-    return None if value is ABSENT else value
 
 
 def shown(value: Any) -> str:
