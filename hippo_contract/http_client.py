@@ -97,10 +97,22 @@ class Connection:
                 self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
             line = read_line(self.rfile)
         except (ConnectionResetError, BrokenPipeError) as exc:
-            raise Stale(str(exc)) from exc
+            line = self._answered_anyway()
+            if not line:
+                raise Stale(str(exc)) from exc
         if not line:
             raise Stale("closed the connection unanswered")
         return read_answer(self.rfile, line, limit, head)
+
+    def _answered_anyway(self) -> bytes:
+        """The first line of an answer the peer sent before it closed on a request it
+        would not read whole (a 413 for a 20 MB body): the kernel keeps what arrived
+        even after the reset that failed our send. Without it, `hd events.send` of a
+        large file said the daemon was hung and advised `hd down --force`."""
+        try:
+            return read_line(self.rfile)
+        except (OSError, ValueError, BadAnswer):
+            return b""
 
     def idle_dead(self) -> bool:
         """True when an idle keep-alive connection has something to read: the peer's

@@ -487,10 +487,27 @@ def test_events_send_exit_codes(stack: Stack, project: Path) -> None:
     (stack.root / "list.json").write_text("[1]")
     run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "list.json")
     assert run.returncode == 2 and "must be a JSON object" in run.stderr
+    (stack.root / "deep.json").write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
+    run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "deep.json")
+    assert run.returncode == 2 and "nested too deeply to read" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
     run = hd(stack.root, "events.send")
     assert run.returncode == 2 and "--detail-type is required" in run.stderr
     run = hd(project, "events.send", "--detail-type", "X.Y")  # no daemon there
     assert run.returncode == 5 and "No Hippodrome daemon is running" in run.stderr
+
+
+def test_an_event_far_over_the_limit_is_the_webhooks_413_not_a_hung_daemon(
+        stack: Stack) -> None:
+    """Past the 8 MiB the daemon drains, it closes on the rest of the body; the send
+    failed with a reset, and `events.send` said the daemon does not answer and advised
+    `hd down --force` against a healthy stack. Its 413 was there to be read."""
+    (stack.root / "huge.json").write_text(json.dumps({"blob": "x" * (20 * 1024 * 1024)}))
+    run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "huge.json")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "the webhook answered 413" in run.stderr, run.stderr
+    assert "does not answer" not in run.stderr and "down --force" not in run.stderr
+    assert "too large" in json.loads(run.stdout)["error"]
 
 
 # ---- the token --------------------------------------------------------------------------

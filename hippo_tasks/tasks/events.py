@@ -75,6 +75,9 @@ def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
             raise UsageError(f"--file {path}: {exc.strerror or exc}") from None
         except ValueError as exc:
             raise UsageError(f"--file {path}: not valid JSON ({exc})") from None
+        except RecursionError:  # the webhook takes 512 levels; Python's parser ~1000
+            raise UsageError(f"--file {path}: nested too deeply to read (the webhook "
+                             "takes at most 512 levels of objects and lists)") from None
         if not isinstance(detail, dict):
             raise UsageError(f"--file {path}: the event's detail must be a JSON object")
         return detail
