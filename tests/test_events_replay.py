@@ -21,7 +21,7 @@ import pytest
 from event_recordings import Stack, event, recorded_sink, routes, sink, start
 from stackutil import free_ports, hd
 
-from hippo_tasks.errors import RecordingError
+from hippo_tasks.errors import RecordingError, UsageError
 from hippo_tasks.events.compare import differences
 from hippo_tasks.events.replay import replay
 from hippo_tasks.registry.cleanup import force_down
@@ -421,3 +421,20 @@ def test_the_event_is_sent_with_the_white_space_it_came_with() -> None:
     assert member_text('{"event":' + body + '}', "event") == body
     assert member_text('{"event": 1, "event":' + body + '}', "event") == body
     assert member_text(line, "missing") == ""
+
+
+@pytest.mark.parametrize(("second_at", "speed"), [(1.7e12, 1.0), (1.7e9 + 10, 1e-300)])
+def test_a_paced_replay_longer_than_a_week_is_refused_before_anything_is_sent(
+        tmp_path: Path, second_at: float, speed: float) -> None:
+    """An `at` in milliseconds (a hand-converted file) or `--speed 1e-300` sent the first
+    delivery, then died in time.sleep with an OverflowError traceback."""
+    from hippo_tasks.daemon.webhook.record import Recorder
+
+    recorder = Recorder(tmp_path, True, None, lambda _: None)
+    for at in (1.7e9, second_at):
+        recorder.add(at, 1.0, "Order.x", None, 200, "ignored", b'{"ok":true}',
+                     b'{"detail-type":"Order.x"}')
+    recorder.close()
+    (path,) = tmp_path.glob("*.jsonl")
+    with pytest.raises(UsageError, match="this replay would take .* raise --speed"):
+        replay(path, url="http://127.0.0.1:9", speed=speed)  # port 9: nothing is sent

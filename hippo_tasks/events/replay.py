@@ -145,6 +145,12 @@ def matches(pattern: str | None, detail_type: str) -> bool:
     return detail_type == pattern
 
 
+LONGEST_PACED_S = 7 * 24 * 3600.0
+"""A paced replay longer than a week is a mistake (an `at` in milliseconds, `--speed
+1e-300`): refused before anything is sent. It used to send the first delivery and
+die in time.sleep with an OverflowError traceback."""
+
+
 def check_speed(speed: float | None) -> float | None:
     if speed is not None and (not math.isfinite(speed) or speed <= 0):
         raise UsageError(f"--speed must be a number above 0 (2 = twice as fast as recorded), "
@@ -247,6 +253,13 @@ def replay(path: Path | str, *, url: str, token: str | None = None,
     except OSError as exc:
         raise RecordingError(f"cannot read it: {exc.strerror or exc}", str(path)) from None
     _survey(path, limit, report.filter, report)
+    if speed is not None and report.span_s / speed > LONGEST_PACED_S:
+        raise UsageError(f"at speed {speed:g} this replay would take "
+                         f"{report.span_s / speed:,.0f} s (its deliveries span "
+                         f"{report.span_s:,.0f} s; over a week, as times in milliseconds "
+                         "or a tiny --speed make it): raise --speed, or use "
+                         "--as-fast-as-possible ('speed', 'as_fast_as_possible' in the "
+                         "API)")
     if on_start is not None:
         on_start(report)
     sender = _Sender(url, token, timeout)
