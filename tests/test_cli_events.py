@@ -128,11 +128,14 @@ def test_kill_9_then_down_force_removes_everything(project: Path, tools: FakeToo
               env=env).returncode == 0
     assert rules(moto_endpoint, prefix)
     tunnel_pids = list(tools.started())
+    assert tunnel_pids and all(alive(p) for p in tunnel_pids)
     os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
+    # The guard ends the tunnel as it ends the services, before anyone runs a command: it
+    # outlived the daemon, a public tunnel to a dead port until the next `hd down`.
+    wait_for(lambda: not any(alive(p) for p in tunnel_pids), 10, what="the guard ended it")
     res = hd(project, "down", "--force", env=env)
     assert res.returncode == 0, res.stderr
     assert rules(moto_endpoint, prefix) == []
-    wait_for(lambda: not any(alive(p) for p in tunnel_pids), 10, what="tunnel ended")
     assert registry(project)["resources"] == []
 
 

@@ -52,3 +52,29 @@ def test_a_daemon_that_fails_before_its_engine_leaves_no_cgroup(tmp_path: Path,
     if why == "busy port":
         failure = json.loads((tmp_path / ".hippodrome" / "registry.json").read_text())
         assert f"port {port}" in failure["failure"]["reason"]
+
+
+def test_the_run_token_up_hands_over_is_taken_once_and_never_inherited(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` makes the token before the daemon, so the events tunnel it starts carries the
+    run's mark; the daemon takes it out of the environment, so no service shares it."""
+    from hippo_tasks.supervision.child_env import child_env
+    from hippo_tasks.supervision.ownership import (
+        RUN_TOKEN_ENV,
+        hand_run_token,
+        new_token,
+        take_run_token,
+    )
+
+    handed = hand_run_token(str(tmp_path))
+    assert os.environ[RUN_TOKEN_ENV] == handed and RUN_TOKEN_ENV not in child_env()
+    assert take_run_token(str(tmp_path)) == handed
+    assert RUN_TOKEN_ENV not in os.environ
+    assert take_run_token(str(tmp_path)) != handed  # taken once: the next run makes its own
+    other = tmp_path / "other"
+    other.mkdir()
+    foreign = new_token(str(other))
+    monkeypatch.setenv(RUN_TOKEN_ENV, foreign)  # another folder's: not taken
+    assert take_run_token(str(tmp_path)) != foreign
+    monkeypatch.setenv(RUN_TOKEN_ENV, "x" * 24)
+    assert take_run_token(str(tmp_path)) != "x" * 24

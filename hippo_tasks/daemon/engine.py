@@ -26,7 +26,7 @@ from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.orphans import OrphanGuard
-from hippo_tasks.supervision.ownership import Ownership, establish, new_token, reap_adopted
+from hippo_tasks.supervision.ownership import Ownership, establish, reap_adopted, take_run_token
 from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.run_files import RunFiles, WriteTrouble
 from hippo_tasks.supervision.stack import StackSupervisor
@@ -73,7 +73,7 @@ class Engine:
         if printer is not None:
             printer.set_width(max((len(n) for n in plan.names), default=10))
             self.hub.add_sink(printer)
-        self.ownership = ownership or establish(new_token(str(plan.options.project_root)))
+        self.ownership = ownership or establish(take_run_token(str(plan.options.project_root)))
         self.guard = OrphanGuard(self.ownership)
         ctx = SupervisorContext(
             hub=self.hub,

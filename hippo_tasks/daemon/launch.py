@@ -26,6 +26,7 @@ from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.registry.cleanup import clean_stale
 from hippo_tasks.registry.store import Registry, daemon_alive
 from hippo_tasks.supervision.child_env import child_env
+from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
 from hippo_tasks.supervision.ports import check_ports
 
 
@@ -96,11 +97,14 @@ def spawn_daemon(opts: Options, log: Path, tls: bool = False,
         argv.append("--tls")
     if lock_fd is not None:
         argv += ["--lock-fd", str(lock_fd)]
+    env = child_env()  # which leaves out the run token: the daemon alone takes it
+    if RUN_TOKEN_ENV in os.environ:
+        env[RUN_TOKEN_ENV] = os.environ[RUN_TOKEN_ENV]
     if fork_wanted():
-        return fork_daemon(argv, opts.project_root, child_env(), log, lock_fd, tls)
+        return fork_daemon(argv, opts.project_root, env, log, lock_fd, tls)
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "hippo_tasks.daemon", *argv],
-                                cwd=opts.project_root, env=child_env(),
+                                cwd=opts.project_root, env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True, close_fds=True,
                                 pass_fds=(lock_fd,) if lock_fd is not None else ())

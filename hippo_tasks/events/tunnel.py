@@ -37,7 +37,8 @@ from urllib.parse import urlsplit
 
 from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import identity, is_same_process
-from hippo_tasks.supervision.scope import Scope, end_scopes
+from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
+from hippo_tasks.supervision.scope import RUN_ENV, Scope, end_scopes
 
 TOOLS = ("cloudflared", "ngrok")
 URL_TIMEOUT_S = 30.0
@@ -214,6 +215,10 @@ class Tunnel:
         return f"{self.tool} tunnel (pid {self.pid}): {outcome}"
 
 
+TUNNEL_MARK = ".events-tunnel"
+"""The tunnel's name under the run's token: a service name starts with a letter."""
+
+
 def launch(local_url: str, log_path: Path, tool: tuple[str, str] | None = None) -> Tunnel:
     """Start the tunnel process (in its own session) without waiting for its URL.
 
@@ -224,6 +229,9 @@ def launch(local_url: str, log_path: Path, tool: tuple[str, str] | None = None) 
     command = tunnel_command(name, executable, local_url)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+    run = env.pop(RUN_TOKEN_ENV, None)
+    if run:  # the mark of the run `up` is starting: its guard ends the tunnel after a kill -9
+        env[RUN_ENV] = f"{run}/{TUNNEL_MARK}"
     with log_path.open("wb") as log:
         try:
             popen = subprocess.Popen(

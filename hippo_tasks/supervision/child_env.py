@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
 from hippo_tasks.supervision.scope import RUN_ENV
 
 
@@ -19,7 +20,7 @@ def child_env() -> dict[str, str]:
     holding hippo_tasks (and hippo_platform) on PYTHONPATH, so `${python} -m ...` works from a
     plain checkout as well as from an install."""
     env = dict(os.environ)
-    for key in ("PYTHONSTARTUP", "PYTHONINSPECT", RUN_ENV):
+    for key in ("PYTHONSTARTUP", "PYTHONINSPECT", RUN_ENV, RUN_TOKEN_ENV):
         env.pop(key, None)
     package_parent = str(Path(__file__).resolve().parents[2])
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -151,6 +151,30 @@ def new_token(root: str) -> str:
     return project_tag(root) + os.urandom(8).hex()
 
 
+RUN_TOKEN_ENV = "HIPPODROME_RUN_TOKEN"
+"""The token `up` made for the daemon it is about to start (`hand_run_token`)."""
+
+
+def hand_run_token(root: str) -> str:
+    """A new token for the run `up` is making, put in the environment for the daemon
+    it starts: what `up` itself starts before the daemon exists (the events tunnel)
+    carries this run's mark, so the orphan guard ends it too after a `kill -9` of the
+    daemon. The tunnel outlived the daemon, still pointing at its port."""
+    token = os.environ[RUN_TOKEN_ENV] = new_token(root)
+    return token
+
+
+def take_run_token(root: str) -> str:
+    """The token `up` handed over for this project, else a new one. Taken out of the
+    environment, so no service (or a stack it starts in turn) can inherit and share it."""
+    handed = os.environ.pop(RUN_TOKEN_ENV, "")
+    tag = project_tag(root)
+    if len(handed) == len(tag) + 16 and handed.startswith(tag) and all(
+            c in "0123456789abcdef" for c in handed):
+        return handed
+    return new_token(root)
+
+
 def establish(token: str, want: str | None = None) -> Ownership:
     """Make this daemon's cgroup, or say why not and use the fallback."""
     want = (want if want is not None else os.environ.get(MODE_ENV, "auto")).strip().lower()
@@ -173,7 +197,7 @@ class OwnershipSoon:
     ends before its engine takes the result must `discard` it (the cgroup is removed)."""
 
     def __init__(self) -> None:
-        self.token = new_token(os.getcwd())  # the daemon runs in its project's folder
+        self.token = take_run_token(os.getcwd())  # the daemon runs in its project's folder
         self._result: Ownership | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="hd-ownership", daemon=True)

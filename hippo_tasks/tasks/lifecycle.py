@@ -78,9 +78,11 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
     the daemon serves (detached: the daemon lets go of the copy it inherited)."""
     from hippo_tasks.daemon.launch import prepare
     from hippo_tasks.model.plan import left_out_dependencies
+    from hippo_tasks.supervision.ownership import hand_run_token
 
     registry = Registry(root)
     hooks.recover(registry, _say)
+    hand_run_token(str(root))  # before anything `up` starts itself (the events tunnel)
     token = hooks.prepare_token() if enable_events else None
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
                          only=only, offset=port_offset, skip=() if seed else ("seed",),
