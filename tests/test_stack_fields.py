@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from harness import Harness, run
 from stackutil import (
     ESCAPER,
+    HD_CLI,
     PY,
     free_ports,
     hd,
@@ -161,6 +164,32 @@ def test_restart_cascade_restarts_dependants_in_order(project: Path) -> None:
     assert {r["name"]: r["state"] for r in status["services"]} == dict.fromkeys(
         ["a", "b", "c", "lone"], "running")
     hd(project, "down", check=True)
+
+
+def test_overlapping_cascades_each_answer_with_their_own_outcome(project: Path) -> None:
+    """Three `restart -s a --cascade` from three terminals, 0.25 s apart: two exited 1
+    with "did not come up: another command (a stop, `hd down`) changed the stack",
+    though nothing was stopped. Their answer was read after their cascade, when the
+    next one was restarting the same services."""
+    dash, a, b, c = free_ports(4)
+    write_stack(project, stack_header(dash) + toy_service("a", a)
+                + toy_service("b", b, "--delay", "0.3", depends_on=["a"])
+                + toy_service("c", c, "--delay", "0.3", depends_on=["b"]))
+    hd(project, "up", "--detach", check=True)
+    try:
+        procs = []
+        for _ in range(3):
+            procs.append(subprocess.Popen([*HD_CLI, "restart", "-s", "a", "--cascade"],
+                                          cwd=project, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+            time.sleep(0.25)
+        outs = [(p.wait(120), p.stdout.read() if p.stdout else "") for p in procs]
+        for code, out in outs:
+            assert code == 0, out
+            assert [ln.split(":")[0] for ln in out.splitlines()] == ["a", "b", "c"], out
+            assert "did not come up" not in out
+    finally:
+        hd(project, "down")
 
 
 def test_a_job_that_never_finishes_fails_at_start_timeout(project: Path) -> None:

@@ -159,7 +159,7 @@ def test_a_service_that_failed_for_its_dependency_is_explained_and_cascaded_back
             answer["summary"]
         broken.unlink()
         touched = await h.stack.restart_cascade("db")
-        assert touched == ["db", "web"]
+        assert list(touched) == ["db", "web"]
         assert h.stack.get("db").state == State.RUNNING
         assert h.stack.get("web").state == State.RUNNING
         assert explain("web", {s.name: s for s in h.stack.snapshots()}, readiness,

@@ -125,7 +125,7 @@ class StackCommands:
             if cascade:
                 done = self._call(stack.restart_cascade(name), f"restart {name} --cascade",
                                   timeout)
-                return self._result(done)
+                return self._result(list(done), done)
             snap = self._call(stack.restart(name), f"restart {name}", timeout)
             return self._result([name], {name: snap})
 

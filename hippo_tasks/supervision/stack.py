@@ -183,27 +183,29 @@ class StackSupervisor:
                     todo.append(dep)
         return [n for n in self.services if n in found]
 
-    async def restart_cascade(self, name: str) -> list[str]:
+    async def restart_cascade(self, name: str) -> Settled:
         """Restart `name`, then each service that depends on it (in dependency order),
         each once the one before is ready again; a job that completed runs again (a
         schema step after its database). A dependant stopped on purpose stays stopped;
         a restart that fails ends the cascade there. A dependant that failed only because
-        a dependency did is started again. Returns what it touched."""
-        touched = [name]
-        await self.get(name).request("restart", "restart requested (cascade)")
-        if not self.get(name).ready:
-            return touched
+        a dependency did is started again. Returns what it touched, each as its restart
+        settled: read afterwards, a cascade that overlapped this one showed its own
+        restarts in progress, and this one's caller was told "did not come up"."""
+        settled = {name: await self.get(name).request("restart", "restart requested "
+                                                                  "(cascade)")}
+        if not settled[name].ready:
+            return settled
         for dep in self.dependants_closure(name):
             svc = self.services[dep]
             completed_job = svc.planned.spec.kind == "job" and svc.ready
             if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon \
                     and not completed_job and not svc.failed_for_dependency:
                 continue
-            touched.append(dep)
-            await svc.request("restart", f"restart requested (cascade from {name})")
-            if not svc.ready:
+            settled[dep] = await svc.request("restart",
+                                             f"restart requested (cascade from {name})")
+            if not settled[dep].ready:
                 break
-        return touched
+        return settled
 
     # ---- hot reload ---------------------------------------------------------------
     def start_watchers(self) -> None:
