@@ -290,20 +290,26 @@ class LifecycleBusyError(HippoError):
 class StateDirError(HippoError):
     """A folder Hippodrome must write (`.hippodrome`, `.logs`) cannot be written."""
 
-    def __init__(self, path: str, problem: str) -> None:
+    def __init__(self, path: str, problem: str, reading: bool = False) -> None:
         self.path = path
         self.problem = problem
+        self.reading = reading
 
     @classmethod
-    def from_os(cls, exc: OSError, where: str | os.PathLike[str]) -> StateDirError:
+    def from_os(cls, exc: OSError, where: str | os.PathLike[str],
+                reading: bool = False) -> StateDirError:
         """Named for `where`, the folder to make writable; but a folder standing where a
         file belongs (`mkdir .hippodrome/registry.lock`) is named itself: for a rename
         onto it (`.logs/latest`) that is the target, not the temporary file."""
         if exc.errno == errno.EISDIR:
             where = exc.filename2 or exc.filename or where
-        return cls(str(where), exc.strerror or str(exc))
+        return cls(str(where), exc.strerror or str(exc), reading)
 
     def message(self) -> str:
+        if self.reading:  # another user's stack: its registry was taken for corrupt
+            return (f"cannot read {self.path}: {self.problem}. Run this as the user who "
+                    "started the stack (or make the file readable); nothing was started "
+                    "or stopped.")
         if self.problem in ("File exists", "Not a directory"):  # mkdir's and open's words
             return (f"cannot write {self.path}: a file stands where Hippodrome needs a "
                     "folder (.hippodrome, .logs or one inside them); move that file away. "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -193,6 +194,29 @@ def test_status_with_hung_daemon_says_what_to_do(project: Path) -> None:
     finally:
         os.kill(pid, signal.SIGCONT)
     hd(project, "down", check=True)
+
+
+def test_a_registry_this_user_cannot_open_is_not_taken_for_corrupt(project: Path) -> None:
+    """Another user's `hd status` moved a running stack's registry aside as "corrupt
+    (cannot be opened: Permission denied)"; the owner's `hd down` then found nothing
+    to stop and left the stack running. As root, dropping the capabilities that skip
+    permission checks makes root such a user."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to meet a file it may not open")
+    (project / ".hippodrome").mkdir()
+    kept = project / ".hippodrome" / "registry.json"
+    kept.write_text('{"version": 1, "daemon": null, "services": {}}')
+    os.chown(kept, 65534, -1)
+    kept.chmod(0o600)
+    drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search"]
+    for command in ("status", "down"):
+        res = subprocess.run([*drop, *HD_CLI, command], cwd=project, capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 10, (command, res.stdout + res.stderr)
+        assert f"cannot read {kept}: Permission denied" in res.stderr, res.stderr
+        assert "corrupt" not in res.stdout + res.stderr
+    assert kept.exists() and not list(kept.parent.glob("registry.json.corrupt-*"))
 
 
 def test_corrupt_registry_is_recovered_without_killing(project: Path) -> None:

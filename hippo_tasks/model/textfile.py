@@ -27,6 +27,15 @@ class Unusable(ValueError):
     """The name exists but is not a readable regular file; the text says what it is."""
 
 
+class Unopenable(Unusable):
+    """The name exists but cannot be opened (no permission, a name too long): nothing
+    is known of its content, so a caller must not take it for a corrupt file."""
+
+    def __init__(self, text: str, error: OSError) -> None:
+        super().__init__(text)
+        self.error = error
+
+
 def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
     """The file's text (UTF-8). FileNotFoundError when nothing has this name (not
     even a dangling link); Unusable for anything else that cannot be a text file;
@@ -41,7 +50,7 @@ def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise Unusable("is a symbolic link that leads back to itself (a loop)") from None
-        raise Unusable(f"cannot be opened: {exc.strerror or exc}") from None
+        raise Unopenable(f"cannot be opened: {exc.strerror or exc}", exc) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.errors import StateDirError
-from hippo_tasks.model.textfile import Unusable, read_small_text
+from hippo_tasks.model.textfile import Unopenable, Unusable, read_small_text
 from hippo_tasks.registry.schema import validate
 
 VERSION = 1
@@ -150,6 +150,8 @@ class Registry:
             raw = read_small_text(self.path)  # a named pipe here would hang every command
         except FileNotFoundError:
             return empty(self.root)
+        except Unopenable as exc:  # another user's stack, say: not corrupt, not ours to move
+            raise StateDirError.from_os(exc.error, self.path, reading=True) from None
         except (Unusable, UnicodeDecodeError) as exc:
             self._move_aside(str(exc))
             return empty(self.root)
