@@ -117,6 +117,8 @@ def test_unreachable_endpoint_sentence_from_a_real_connection_failure(
     assert err.kind == "unreachable" and err.fatal
     assert url in err.message()
     assert "moto server may not be running" in err.message()
+    # `up --enable-events` has no --endpoint-url: the advice names what it reads too
+    assert "AWS_ENDPOINT_URL" in err.message()
 
 
 def test_probe_fails_fast_with_the_same_sentence() -> None:

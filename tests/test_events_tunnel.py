@@ -142,6 +142,16 @@ def test_a_tool_that_exits_is_reported_with_its_last_lines_and_a_hint(
     assert str(tmp_path / "tunnel.log") in text
 
 
+def test_a_tools_output_cannot_drive_the_terminal_it_is_shown_on() -> None:
+    """A failing tool's last lines were printed as they came: an OSC 52 sequence wrote
+    the user's clipboard, ESC[2J cleared the screen, OSC 0 retitled the window."""
+    lines = ["\x1b]52;c;ZXZpbA==\x07copied", "\x1b[2Jcleared", "\x1b]0;pwned\x07", "bin\x00\x7f"]
+    text = TunnelError("cloudflared exited with code 1", tool="cloudflared",
+                       last_lines=lines).message()
+    assert "\x1b" not in text and "\x07" not in text and "\x00" not in text
+    assert "copied" in text and "cleared" in text
+
+
 def test_cloudflared_refused_by_the_quick_tunnel_service(
     fake_tools: FakeTools, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -200,7 +200,8 @@ def unreachable(endpoint_url: str, reason: str = "") -> AwsError:
     if host and ".amazonaws.com" not in host:
         advice = (
             "the local stack's moto server may not be running: start it with "
-            "`hd up --profile ecom`, or pass the right --endpoint-url"
+            "`hd up --profile ecom`, or name the right endpoint (AWS_ENDPOINT_URL; "
+            "`--endpoint-url` for `events.validate`)"
         )
     else:
         advice = "check your network connection and proxy settings"

@@ -39,6 +39,7 @@ from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import identity, is_same_process
 from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
 from hippo_tasks.supervision.scope import RUN_ENV, Scope, end_scopes
+from hippo_tasks.terminal_text import for_terminal
 
 TOOLS = ("cloudflared", "ngrok")
 URL_TIMEOUT_S = 30.0
@@ -80,7 +81,9 @@ class TunnelError(HippoError):
         if self.hint:
             text += f". {self.hint}"
         if self.last_lines:
-            text += f"\n--- last output of {self.tool} ---\n" + "\n".join(self.last_lines)
+            # the tool's own bytes: no escape of theirs may reach the user's terminal
+            text += f"\n--- last output of {self.tool} ---\n" + "\n".join(
+                map(for_terminal, self.last_lines))
         if self.log_path:
             text += f"\n(full output: {self.log_path})"
         return text
