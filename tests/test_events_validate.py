@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -217,6 +218,28 @@ def test_an_endpoint_that_is_not_a_url_says_so(url: str) -> None:
     lines, ok = validate("val-url-", url)
     assert not ok and checks(lines) == []
     assert "is not an http:// or https:// URL with a host" in "\n".join(lines), lines
+
+
+def test_an_endpoint_that_accepts_but_never_answers_fails_in_seconds() -> None:
+    """A port that accepts connections and answers nothing (a hung server, a wrong
+    service): every call waited its 30 s read timeout eight times over, and the command
+    sat silent for over 20 minutes (as did `up --enable-events`, holding its lock)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        lines, ok = validate("val-silent-", url)
+        took = time.monotonic() - started
+    assert not ok and checks(lines) == [], lines
+    assert "accepts connections but did not answer within 10 s" in lines[1], lines
+    assert took < 60, took
+
+
+def test_a_bad_endpoint_flag_is_exit_2_like_any_bad_argument() -> None:
+    out = run_task("--table-prefix", "val-flag-", "--endpoint-url", "foo")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--endpoint-url: The AWS endpoint 'foo' is not an http://" in out.stderr
 
 
 def test_an_endpoint_that_is_not_aws_is_never_ok(moto_endpoint: str) -> None:

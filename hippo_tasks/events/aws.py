@@ -30,6 +30,9 @@ DEFAULT_REGION = "us-east-1"
 MAX_ATTEMPTS = 8
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
+ANSWER_WITHIN_S = 10.0
+"""How long a local endpoint has to answer a first plain GET before set-up or checks
+begin (probe_endpoint): moto answers in milliseconds once up, a second or so cold."""
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 """What a loopback endpoint (the stack's moto) gets when no credentials are configured:
 moto accepts any key, and no AWS account answers on a loopback address."""
@@ -172,8 +175,8 @@ def client(
     )
 
 
-def probe_endpoint(endpoint_url: str, timeout: float = 2.0) -> None:
-    """Fail in seconds, not after eight backed-off retries, when a local endpoint is down."""
+def endpoint_url_problem(endpoint_url: str) -> str:
+    """What makes `endpoint_url` no endpoint at all, as a sentence; '' when it is one."""
     parts = urlsplit(endpoint_url)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -181,15 +184,39 @@ def probe_endpoint(endpoint_url: str, timeout: float = 2.0) -> None:
         port = 0
     if parts.scheme not in ("http", "https") or not parts.hostname or not port:
         # `notaurl` was reported as "Connection refused" by localhost:80.
-        raise AwsError("unreachable", f"The AWS endpoint {endpoint_url!r} is not an http:// "
-                                      "or https:// URL with a host (and a port, if any, "
-                                      "from 1 to 65535): for the local stack's moto, "
-                                      "http://127.0.0.1:9003")
+        return (f"The AWS endpoint {endpoint_url!r} is not an http:// or https:// URL with "
+                "a host (and a port, if any, from 1 to 65535): for the local stack's moto, "
+                "http://127.0.0.1:9003")
+    return ""
+
+
+def probe_endpoint(endpoint_url: str, timeout: float = 2.0,
+                   answer_within: float | None = None) -> None:
+    """Fail in seconds, not after eight backed-off retries, when a local endpoint is down;
+    with `answer_within`, also when a plain-HTTP one accepts connections but answers
+    nothing: every call then waited its read timeout eight times over, and
+    `events.validate` sat silent for over 20 minutes."""
+    problem = endpoint_url_problem(endpoint_url)
+    if problem:
+        raise AwsError("unreachable", problem)
+    parts = urlsplit(endpoint_url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            return
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if answer_within is None or parts.scheme != "http":
+                return
+            sock.settimeout(answer_within)
+            sock.sendall(f"GET / HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                         "Connection: close\r\n\r\n".encode("ascii", "replace"))
+            if sock.recv(1):  # any answer at all, a 404 included
+                return
+            reason = "it closed the connection without answering"
+    except TimeoutError:
+        reason = f"it accepts connections but did not answer within {answer_within:g} s"
     except OSError as exc:
-        raise unreachable(endpoint_url, str(exc.strerror or exc)) from None
+        reason = str(exc.strerror or exc)
+    raise unreachable(endpoint_url, reason)
 
 
 def unreachable(endpoint_url: str, reason: str = "") -> AwsError:

@@ -155,7 +155,7 @@ class EventsSession:
         tool = tunnels.find_tool()
         endpoint = aws.resolve_endpoint(endpoint_url)
         if endpoint:
-            aws.probe_endpoint(endpoint)
+            aws.probe_endpoint(endpoint, answer_within=aws.ANSWER_WITHIN_S)
         boto = aws.new_session(region)
         clients = (
             aws.client("events", endpoint, region, session=boto),

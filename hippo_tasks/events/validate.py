@@ -126,7 +126,7 @@ def run_checks(target: Target) -> list[Check]:
     Raises AwsError only for failures that would spoil every check alike.
     """
     if target.endpoint_url:
-        aws.probe_endpoint(target.endpoint_url)
+        aws.probe_endpoint(target.endpoint_url, answer_within=aws.ANSWER_WITHIN_S)
     shared = aws.new_session(endpoint_url=target.endpoint_url)
     events, pipes, ddb = (
         aws.client(service, endpoint_url=target.endpoint_url, session=shared)

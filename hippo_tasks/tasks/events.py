@@ -44,8 +44,11 @@ def validate(
     endpoint_url: str | None = None,
 ) -> None:
     """Check the EventBridge buses, pipes and table streams for a table prefix."""
+    from hippo_tasks.events import aws
     from hippo_tasks.events.validate import validate as run_validation
 
+    if endpoint_url is not None and aws.endpoint_url_problem(endpoint_url):
+        raise UsageError(f"--endpoint-url: {aws.endpoint_url_problem(endpoint_url)}")
     prefix = table_prefix or default_table_prefix(find_project_root())
     lines, ok = run_validation(prefix, endpoint_url=endpoint_url, verbose=verbose)
     print("\n".join(lines), flush=True)
