@@ -502,12 +502,15 @@ def test_an_event_far_over_the_limit_is_the_webhooks_413_not_a_hung_daemon(
     """Past the 8 MiB the daemon drains, it closes on the rest of the body; the send
     failed with a reset, and `events.send` said the daemon does not answer and advised
     `hd down --force` against a healthy stack. Its 413 was there to be read."""
-    (stack.root / "huge.json").write_text(json.dumps({"blob": "x" * (20 * 1024 * 1024)}))
+    (stack.root / "huge.json").write_text(json.dumps({"blob": "x" * (12 * 1024 * 1024)}))
     run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "huge.json")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "the webhook answered 413" in run.stderr, run.stderr
     assert "does not answer" not in run.stderr and "down --force" not in run.stderr
     assert "too large" in json.loads(run.stdout)["error"]
+    # A device or a runaway file is not read into memory: `/dev/zero` took 8.7 GB
+    run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "/dev/zero")
+    assert run.returncode == 2 and "--file /dev/zero: is a device, not a regular file" in run.stderr
 
 
 # ---- the token --------------------------------------------------------------------------

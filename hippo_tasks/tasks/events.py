@@ -69,13 +69,23 @@ _SAMPLE_KEYS = {
 }
 
 
+FILE_LIMIT = 16 * 1024 * 1024
+"""The most of a `--file` read: far past the webhook's 256 KiB, so a large event still
+meets the webhook's own 413, but no device or runaway file is read into memory."""
+
+
 def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
     """The file's object, else the smallest detail shaped like event_pipe's records."""
     if path:
-        try:
-            detail = json.loads(Path(path).read_text(encoding="utf-8"))
+        from hippo_tasks.model.textfile import Unusable, read_small_text
+
+        try:  # bounded: `--file /dev/zero` grew to 8.7 GB before anything was sent
+            detail = json.loads(read_small_text(Path(path), FILE_LIMIT))
         except OSError as exc:
             raise UsageError(f"--file {path}: {exc.strerror or exc}") from None
+        except Unusable as exc:
+            raise UsageError(f"--file {path}: {exc} (the webhook takes events up to "
+                             "256 KiB)") from None
         except ValueError as exc:
             raise UsageError(f"--file {path}: not valid JSON ({exc})") from None
         except RecursionError:  # the webhook takes 512 levels; Python's parser ~1000
