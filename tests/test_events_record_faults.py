@@ -158,3 +158,15 @@ def test_a_token_written_with_json_escapes_is_blanked_too(tmp_path: Path, token:
     assert second.event["detail"]["quote"] == 'say "hi"'  # escapes without the token: kept
     assert r'"event":{"detail-type":"Order.y","detail":{"quote":"say \"hi\""}}' in \
         path.read_text()
+
+
+def test_a_file_without_line_breaks_is_refused_not_read_whole(tmp_path: Path) -> None:
+    """`hd events.replay` of a 3 GB file with no line break grew past 1.6 GB of memory
+    reading its 'first line'."""
+    from hippo_tasks.events.recording import MAX_LINE, RecordingError, read
+
+    blob = tmp_path / "blob.jsonl"
+    with blob.open("wb") as fh:
+        fh.truncate(MAX_LINE + 4096)  # sparse: no disk used
+    with pytest.raises(RecordingError, match="line over 16 MiB: not a recording line"):
+        list(read(blob))

@@ -221,6 +221,11 @@ def parse_line(text: str, line: int) -> Delivery | Dropped | None:
     )
 
 
+MAX_LINE = 16 * 1024 * 1024
+"""Longest line read: a delivery's is at most its event (256 KiB, escapes aside) and
+the answer (1 MiB from the service) with a few fields."""
+
+
 def read(path: Path, limit: int | None = None) -> Iterator[Delivery | Dropped | CutShort]:
     """The file's lines in order, up to `limit` bytes (what it held when a replay began:
     replaying the recording being written must not chase its own deliveries).
@@ -239,10 +244,14 @@ def read(path: Path, limit: int | None = None) -> Iterator[Delivery | Dropped | 
         left = limit
         number = 0
         while left is None or left > 0:
-            raw = fh.readline() if left is None else fh.readline(left)
+            raw = fh.readline(MAX_LINE + 1 if left is None else min(left, MAX_LINE + 1))
             if not raw:
                 return
             number += 1
+            if len(raw) > MAX_LINE:  # a 3 GB file without a line break was read whole
+                raise RecordingError(f"line over {MAX_LINE // (1024 * 1024)} MiB: not a "
+                                     "recording line (a delivery's is at most ~2 MiB); "
+                                     "is this a recording?", str(path), number)
             if left is not None:
                 left -= len(raw)
             last = not raw.endswith(b"\n")
