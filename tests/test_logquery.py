@@ -118,6 +118,10 @@ def test_the_scan_stops_at_its_budget_and_says_where_to_go_on() -> None:
     (".?" * 34 + "." * 34 + "~~", "too many optional or variable-length parts"),
     ("(a?){30}", "too many optional or variable-length parts"),
     (".{0,5}" * 6, "too many optional or variable-length parts"),
+    # Each limit held alone, but not together: 13 s on one 128-character line of `a`s,
+    # freezing the daemon that matched a readiness pattern like it.
+    ("a+?" + "a?" * 10 + "a+?b", "combines open-ended repeats (*, +) with optional"),
+    (r"\w*" + r"\w?" * 12 + "!", "combines open-ended repeats (*, +) with optional"),
     ("a{99999999999}", "not a valid regular expression"),  # OverflowError: was a 500
     ("a{1,4294967295}", "not a valid regular expression"),
 ])
@@ -136,6 +140,9 @@ def test_edges_are_trimmed_and_the_span_follows_the_repeats() -> None:
     assert safe_regex(r"\d+ms.*slow").span == SPAN[2]
     assert safe_regex("(a|b)*c").span == SPAN[1]  # one character class, not alternation
     assert safe_regex(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")  # 81 ways: fine
+    # Optional parts narrow the span too: about 0.1 s a line at worst, whatever the mix
+    assert safe_regex(r"listening on \S+:\d{1,5}").span == 894
+    assert safe_regex(r"\w?" * 12 + "!").span == 976
 
 
 def test_a_refused_construct_would_really_have_been_slow() -> None:

@@ -8,7 +8,8 @@ therefore held to a subset whose worst case is polynomial in the line's length: 
 repetition nested inside a repetition, no alternation inside a repetition, no
 backreferences or lookarounds, at most two open-ended repeats; and the more repeats,
 the shorter the start of each line a pattern looks at (`SPAN`: whole lines with none,
-4,096 characters with one, 512 with two), so one line costs at most about 0.1 s. A
+4,096 characters with one, 342 with two; fewer still with optional parts, see
+`span_for`), so one line costs at most about 0.1 s. A
 leading or trailing `.*` adds nothing to a search and is dropped before matching
 (`.*error.*` costs what `error` costs).
 """
@@ -23,10 +24,16 @@ from hippo_tasks.errors import UsageError
 
 MAX_PATTERN = 500
 """Longest regex accepted, in characters."""
-SPAN = {0: 65536, 1: 4096, 2: 512}
+SPAN = {0: 65536, 1: 4096, 2: 341}
 """Characters of each line a regex looks at, by its open-ended repeats (`*`, `+`,
 `{n,}`, or a range wider than 16) once the edges are trimmed; more are refused."""
 MAX_UNBOUNDED = max(SPAN)
+STEPS = 4e7
+"""Backtracking steps one line may cost (~0.1 s: measured 1-2.5 ns a step without
+optional parts, up to ten times that with them: CHOICE_COST)."""
+CHOICE_COST = 10
+MIN_SPAN = 128
+"""A pattern that could look at fewer characters of a line than this is refused."""
 MAX_CHOICES = 4096
 """Ways the bounded repeats may split a match (see _choices): an IPv4 pattern's four
 `\\d{1,3}` are 81, `\\w{1,20}@\\w{1,20}` 400."""
@@ -69,12 +76,29 @@ def safe_regex(pattern: str, subject: str = "'regex'") -> SafeRegex:
         raise UsageError(f"{subject} has {unbounded} open-ended repeats (*, +, {{n,}}); at most "
                          f"{MAX_UNBOUNDED} are allowed, so that one long line cannot stall "
                          "the daemon: use a plain 'text' filter, or a narrower pattern")
-    if _choices(list(tree)) > MAX_CHOICES:
+    choices = _choices(list(tree))
+    if choices > MAX_CHOICES:
         raise UsageError(f"{subject} has too many optional or variable-length parts (x?, "
                          "x{1,3}): the ways they can split one line multiply past "
                          f"{MAX_CHOICES}, and each is tried. Match fewer of them, or fixed "
                          "text")
-    return SafeRegex(compiled, SPAN[unbounded])
+    span = span_for(unbounded, choices)
+    if span < MIN_SPAN:
+        raise UsageError(f"{subject} combines open-ended repeats (*, +) with optional or "
+                         "variable-length parts (x?, x{1,3}): each split of a line is tried "
+                         "at each place, which on one line of a few hundred characters can "
+                         "take seconds. Use fewer of either, or fixed text")
+    return SafeRegex(compiled, span)
+
+
+def span_for(unbounded: int, choices: int) -> int:
+    """The characters of each line a pattern may look at so that one line costs about
+    0.1 s at worst: backtracking tries up to span ** (unbounded + 1) * choices steps
+    (each split of the bounded parts, at each place the open-ended ones may end).
+    The limits were priced apart, and a pattern near both (`a+?a?...a?a+?b`, accepted)
+    took 13 s on a 128-character line, freezing the daemon that matched it."""
+    cost = choices * CHOICE_COST if choices > 1 else 1
+    return min(SPAN[unbounded], int((STEPS / cost) ** (1 / (unbounded + 1))))
 
 
 def _choices(items: list[Any]) -> int:
