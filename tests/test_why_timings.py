@@ -166,3 +166,27 @@ def test_a_service_that_failed_for_its_dependency_is_explained_and_cascaded_back
                        h.lines, h.stack.log_path)["blockers"] == []
 
     run(project, text, scenario)
+
+
+def test_a_chain_deeper_than_the_listing_still_names_its_bottom() -> None:
+    """The walk stopped at depth 32 without a word: on a 40-link chain `hd why s39` said
+    only "s39 is waiting for s38" and the service holding everything up (s0) was never
+    named, in the summary or the blockers."""
+    from hippo_tasks.daemon.why import MAX_DEPTH
+    from hippo_tasks.supervision.snapshot import ServiceSnapshot
+
+    def snap(i: int) -> ServiceSnapshot:
+        waiting = ((f"s{i - 1}", "healthy"),) if i else ()
+        return ServiceSnapshot(f"s{i}", "pending" if i else "starting", False, None, None,
+                               None, 0, None, None, False, True, False, "service", "",
+                               (f"s{i - 1}",) if i else (), None, None, None, {}, waiting)
+
+    snaps = {f"s{i}": snap(i) for i in range(40)}
+    answer = explain("s39", snaps, {"s0": "tcp"}, lambda _: [], lambda _: None)
+    assert "at the bottom of the chain: s0 started" in answer["summary"], answer["summary"]
+    names = [b["service"] for b in answer["blockers"]]
+    assert names[-1] == "s0" and len(names) == MAX_DEPTH + 1
+    assert answer["hidden"] == 39 - len(names)
+    text = render(answer)
+    assert f"... {answer['hidden']} more services waiting in between" in text
+    assert text.splitlines()[-1].lstrip().startswith("- s0 [starting]")

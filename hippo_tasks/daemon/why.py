@@ -9,6 +9,7 @@ in the daemon, gives the CLI, the page and the MCP server one answer to render.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -64,36 +65,41 @@ def blocked_on(snap: ServiceSnapshot,
 def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[str, str],
             lines: Lines, log_path: Callable[[str], str | None]) -> dict[str, Any]:
     """The answer for `name` (known to exist): its own state and sentence, and every
-    service it is (transitively) blocked on, nearest first, each once."""
+    service it is (transitively) blocked on, nearest first, each once. Past MAX_DEPTH
+    only the bottom of the chain is listed (`hidden` counts the rest): the walk stopped
+    there, and on a 40-link chain the service holding everything up was never named."""
     snap = snaps[name]
-    blockers: list[dict[str, Any]] = []
+    found: list[tuple[str, str, int, list[str]]] = []
     seen = {name}
-    frontier = [(dep, cond, 1) for dep, cond in blocked_on(snap, snaps)]
+    frontier = deque((dep, cond, 1) for dep, cond in blocked_on(snap, snaps))
     while frontier:
-        dep, condition, depth = frontier.pop(0)
-        if dep in seen or dep not in snaps or depth > MAX_DEPTH:
+        dep, condition, depth = frontier.popleft()
+        if dep in seen or dep not in snaps:
             continue
         seen.add(dep)
-        other = snaps[dep]
-        blockers.append({
-            "service": dep, "state": other.state, "condition": condition,
-            "healthy": other.healthy, "reason": other.reason,
-            "summary": _own_sentence(other, readiness.get(dep, "")),
-            "waiting_on": [d for d, _ in blocked_on(other, snaps)],
-            "last_lines": lines(dep), "log_path": log_path(dep), "depth": depth,
-        })
-        frontier += [(d, c, depth + 1) for d, c in blocked_on(other, snaps)]
+        waits = blocked_on(snaps[dep], snaps)
+        found.append((dep, condition, depth, [d for d, _ in waits]))
+        frontier.extend((d, c, depth + 1) for d, c in waits)
+    shown = [f for f in found if f[2] <= MAX_DEPTH or not f[3]]
+    blockers: list[dict[str, Any]] = [{
+        "service": dep, "state": snaps[dep].state, "condition": condition,
+        "healthy": snaps[dep].healthy, "reason": snaps[dep].reason,
+        "summary": _own_sentence(snaps[dep], readiness.get(dep, "")),
+        "waiting_on": waiting, "last_lines": lines(dep), "log_path": log_path(dep),
+        "depth": depth,
+    } for dep, condition, depth, waiting in shown]
     roots = [b for b in blockers if not b["waiting_on"]]
     bottom = ("; at the bottom of the chain: " + "; ".join(b["summary"] for b in roots)
               if roots else "")
     if snap.waiting_on:
-        waits = ", ".join(f"{d} ({c})" for d, c in snap.waiting_on)
-        summary = f"{name} is waiting for {waits}" + bottom
+        waits_text = ", ".join(f"{d} ({c})" for d, c in snap.waiting_on)
+        summary = f"{name} is waiting for {waits_text}" + bottom
     else:
         summary = _own_sentence(snap, readiness.get(name, "")) + bottom
     return {
         "service": name, "state": snap.state, "healthy": snap.healthy, "ready": snap.ready,
         "reason": snap.reason, "summary": summary, "blockers": blockers,
+        "hidden": len(found) - len(shown),
         "last_lines": lines(name), "log_path": log_path(name), "timings": snap.timings,
     }
 
@@ -101,8 +107,13 @@ def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[
 def render(answer: Mapping[str, Any]) -> str:
     """The terminal form of `explain`'s answer."""
     out = [str(answer["summary"])]
+    hidden = int(answer.get("hidden") or 0)
     for b in answer["blockers"]:
-        pad = "  " * int(b["depth"])
+        if hidden and int(b["depth"]) > MAX_DEPTH:
+            out.append(f"{'  ' * (MAX_DEPTH + 1)}... {hidden} more services waiting in "
+                       "between, not listed")
+            hidden = 0
+        pad = "  " * min(int(b["depth"]), MAX_DEPTH + 1)
         out.append(f"{pad}- {b['service']} [{b['state']}] (needed: {b['condition']}): "
                    f"{b['summary']}")
         for line in b["last_lines"][-5:]:
