@@ -4,6 +4,7 @@ nothing, the files are written, and a missing service is one clear line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -159,6 +160,46 @@ def test_going_back_to_a_seed_reuses_its_account(plane: dict[str, str], tmp_path
         assert back.returncode == 0 and "(reused)" in back.stdout, back.stdout
         assert account_id() == expected
     assert set(seed_record(tmp_path)["accounts"]) == {"42", "7"}
+
+
+def test_one_seed_at_a_time_so_both_files_name_one_seeding(
+        plane: dict[str, str], tmp_path: Path) -> None:
+    """Six `hd seed --seed N` at once: seed.json ended with seed 103 and .env.e2e with
+    104, each file whole, so a suite and a tool reading seed.json disagreed on the key.
+    A seed now waits for the one before (a lock held here stands for it)."""
+    import fcntl
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("HIPPODROME_")}
+    full.update({"PYTHONPATH": str(REPO), **plane})
+    (tmp_path / ".hippodrome").mkdir()
+    with open(tmp_path / ".hippodrome" / "seed.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = subprocess.Popen([sys.executable, "-m", "hippo_platform.seed",
+                                    "--project-root", str(tmp_path), "--seed", "101"],
+                                   env=full, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                waiting.wait(5)
+            assert waiting.poll() is None, "it seeded while another seed held the lock"
+            assert not (tmp_path / ".hippodrome" / "seed.json").exists()
+        except BaseException:
+            waiting.kill()
+            waiting.wait()
+            raise
+    out, _ = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, out
+    procs = [subprocess.Popen([sys.executable, "-m", "hippo_platform.seed", "--project-root",
+                               str(tmp_path), "--seed", str(n)], env=full,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for n in (102, 103, 104, 101)]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    record, env = seed_record(tmp_path), read_env_file(tmp_path / ".env.e2e")
+    assert str(record["seed"]) == env["HIPPODROME_RANDOM_SEED"], (record["seed"], env)
+    assert record["account"]["apiKey"] == env["HIPPODROME_API_KEY"]
+    assert set(record["accounts"]) == {"101", "102", "103", "104"}
 
 
 def test_an_account_gone_from_the_cell_is_made_again(plane: dict[str, str], tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from hippo_platform.seed import data
 from hippo_platform.seed.endpoints import CONTRACT_VARS, StackView
-from hippo_platform.seed.files import read_seed_file, write_env_file, write_seed_file
+from hippo_platform.seed.files import read_seed_file, seeding, write_env_file, write_seed_file
 from hippo_platform.services.common import HttpError
 from hippo_platform.services.common.client import JsonClient, PeerResponse, segment
 
@@ -68,7 +68,13 @@ def _refused(client: JsonClient, method: str, path: str, answer: PeerResponse) -
 
 
 def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict[str, Any]:
-    """Seed the stack `view` describes; returns the record written to seed.json."""
+    """Seed the stack `view` describes; returns the record written to seed.json. One
+    seed at a time (files.seeding): the account it reuses and both files agree."""
+    with seeding(root):
+        return _seed_stack(root, seed, view, say)
+
+
+def _seed_stack(root: Path, seed: int, view: StackView, say: Say) -> dict[str, Any]:
     if view.cell != "local":
         raise SeedError(f"the stack runs against the '{view.cell}' cell; seed data is only "
                         "written into the local fake_cell (--cell local)")
