@@ -259,3 +259,22 @@ def test_unknown_errors_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "s3cr3t-value-1234" not in err.message()
     assert "AKIAABCDEFGHIJKLMNOP" not in err.message()
     assert err.message().startswith("PutEvents failed with WeirdError")
+
+
+def test_an_answer_that_is_not_aws_is_a_sentence_not_a_python_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another app on moto's port answers 200 with HTML: botocore's reader raised
+    KeyError('GetRoleResult'), said as `AWS call failed: KeyError: 'GetRoleResult'`."""
+    from scripted_http import serving
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with serving([(200, {"hello": "world"}, 0.0)] * 10) as app:
+        with pytest.raises(Exception) as caught:
+            aws.client("iam", app.url, max_attempts=1).get_role(RoleName="x")
+    err = aws.explain(caught.value, "iam")
+    assert "the endpoint answered, but not as AWS IAM does" in err.message(), err.message()
+    assert "Error" not in err.message() and "AWS_ENDPOINT_URL" in err.message()
+    # Well-formed XML that is not AWS's: botocore's reader raised KeyError('GetRoleResult')
+    err = aws.explain(KeyError("GetRoleResult"), "iam")
+    assert "not as AWS IAM does (its answer lacks 'GetRoleResult')" in err.message()

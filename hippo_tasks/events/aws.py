@@ -314,6 +314,18 @@ def explain(exc: BaseException, service: str | None = None) -> AwsError:
         return _explain_client_error(exc, service)
     if isinstance(exc, bx.BotoCoreError):
         return AwsError("other", redact(f"AWS call failed: {exc}."))
+    from botocore.parsers import ResponseParserError
+
+    if isinstance(exc, KeyError | TypeError | AttributeError | IndexError
+                  | ResponseParserError):
+        # botocore could not read the answer as AWS's: a server that answers HTTP but is
+        # not AWS (another app on moto's port). Said as `KeyError: 'GetRoleResult'`.
+        what = f"AWS {service.upper() if service == 'iam' else service}" if service else "AWS"
+        why = (f"its answer lacks {exc}" if isinstance(exc, KeyError)
+               else "its answer is not AWS's format")
+        return AwsError("other", redact(
+            f"the endpoint answered, but not as {what} does ({why}): check "
+            "AWS_ENDPOINT_URL (for the local stack's moto, http://127.0.0.1:9003)."))
     return AwsError("other", redact(f"AWS call failed: {type(exc).__name__}: {exc}."))
 
 
