@@ -269,9 +269,9 @@ def test_an_answer_that_is_not_aws_is_a_sentence_not_a_python_error(
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
-    with serving([(200, {"hello": "world"}, 0.0)] * 10) as app:
-        with pytest.raises(Exception) as caught:
-            aws.client("iam", app.url, max_attempts=1).get_role(RoleName="x")
+    with serving([(200, {"hello": "world"}, 0.0)] * 10) as app, \
+            pytest.raises(Exception) as caught:
+        aws.client("iam", app.url, max_attempts=1).get_role(RoleName="x")
     err = aws.explain(caught.value, "iam")
     assert "the endpoint answered, but not as AWS IAM does" in err.message(), err.message()
     assert "Error" not in err.message() and "AWS_ENDPOINT_URL" in err.message()
