@@ -349,6 +349,36 @@ def test_foreground_ctrl_c_is_graceful_exit_130(project: Path) -> None:
     assert registry(project)["daemon"] is None
 
 
+def test_down_ends_a_suspended_foreground_up(project: Path) -> None:
+    """A foreground `hd up` suspended (Ctrl+Z, SIGSTOP) answers nothing; `hd down` fell
+    back to the registry, could not prove the pid was the daemon (its stderr is the
+    terminal, not daemon.log), left it holding the dashboard port, and the next `up`
+    failed with exit 4."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    proc = subprocess.Popen([*HD_CLI, "up"], cwd=project, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
+                 and registry(project).get("services", {}).get("web", {}).get("state")
+                 == "running", 30)
+        web_pid = registry(project)["services"]["web"]["pid"]
+        proc.send_signal(signal.SIGSTOP)
+        down = hd(project, "down", timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert f"killed daemon pid {proc.pid}" in down.stdout + down.stderr
+        assert proc.wait(30) == -signal.SIGKILL
+        wait_for(lambda: not alive(web_pid), 10, what="its service ended")
+        up = hd(project, "up", "--detach", timeout=60)
+        assert up.returncode == 0, up.stdout + up.stderr
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+        hd(project, "down", timeout=60)
+
+
 def test_an_action_answers_once_the_registry_says_what_it_did(project: Path) -> None:
     """Registry writes a transition asks for may wait (a chain of N wrote N services 3N
     times): an action's answer must still come after its write, or a script reading

@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon import listener
@@ -18,6 +19,7 @@ from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.launch import options_from_json, prepare
 from hippo_tasks.errors import HippoError, StateDirError, UsageError
 from hippo_tasks.model.plan import StackPlan
+from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.registry.lifecycle_lock import release_inherited
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.supervision.ownership import Ownership, OwnershipSoon
@@ -85,11 +87,26 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
 
         return listener.serve_soon(sock, start, after=eng.start_over)
 
+    proof = _hold_daemon_log(plan.options.project_root) if printer is not None else None
     try:
         return asyncio.run(engine.run(start_http, on_serving))
     finally:
         if printer is not None:
             printer.close()
+        if proof is not None:
+            os.close(proof)
+
+
+def _hold_daemon_log(root: Path) -> int | None:
+    """The foreground daemon keeps this project's daemon.log open, as a detached one has
+    it for stderr: the proof (store.writes_daemon_log) that `hd down` may end it when it
+    does not answer. A foreground `hd up` suspended with Ctrl+Z was left running, holding
+    the dashboard port, and the next `up` failed. None where it cannot be opened."""
+    try:
+        return open_regular_for_append(root / ".hippodrome" / "daemon.log",
+                                       "not a regular file")
+    except OSError:
+        return None
 
 
 def _fail(opts_root: Any, exc: HippoError) -> int:

@@ -257,15 +257,24 @@ def _same_folder(recorded: str, root: Path, data: Data) -> bool:
 
 
 def writes_daemon_log(pid: int, root: Path) -> bool:
-    """The process's stderr is this project's .hippodrome/daemon.log, as every daemon's
-    is (fork or exec): proof it is this folder's daemon that a registry cannot forge,
-    since the kernel names the file where it is now (a renamed folder's new path)."""
+    """The process holds this project's .hippodrome/daemon.log open: as its stderr, as
+    every detached daemon (fork or exec), or beside its terminal, as a foreground `hd
+    up` (daemon/main._hold_daemon_log). Proof it is this folder's daemon that a registry
+    cannot forge, since the kernel names the file where it is now (a renamed folder's
+    new path)."""
     log = str(root / ".hippodrome" / "daemon.log")
+    names = (log, log + " (deleted)")
     try:
-        where = os.readlink(f"/proc/{pid}/fd/2")
+        if os.readlink(f"/proc/{pid}/fd/2") in names:
+            return True
+        fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False
-    return where in (log, log + " (deleted)")
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in names:
+                return True
+    return False
 
 
 def daemon_alive(data: Data) -> bool:
