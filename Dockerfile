@@ -50,5 +50,7 @@ EXPOSE 9000-9019
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%d/healthz' % (9000 + int(os.environ.get('HIPPODROME_PORT_OFFSET') or 0)), timeout=4)"]
 
-ENTRYPOINT ["/usr/bin/tini", "--", "hd"]
+# `-e 143`: hd up exits 143 on SIGTERM, as a shell-run program should; a `docker stop`
+# that stopped every service in order is the container's clean end, so exit 0.
+ENTRYPOINT ["/usr/bin/tini", "-e", "143", "--", "hd"]
 CMD ["up", "--profile", "full"]

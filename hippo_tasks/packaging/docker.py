@@ -322,6 +322,9 @@ def smoke(engine: Engine, image: str, profile: str, no_seed: bool, publish: bool
         failed = {k: v for k, v in checks.items() if v != 200}
         if failed:
             raise SmokeError(f"routes failed from outside the container: {failed}")
+        if result["exit_code"] != 0:  # docs/packaging.md promises 0 (tini -e 143)
+            raise SmokeError(f"`{engine.name} stop` ended the container with exit code "
+                             f"{code}, not 0")
         return result
     finally:
         engine.run("rm", "-f", name, check=False, timeout=120)
