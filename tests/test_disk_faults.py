@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from stackutil import (
     HD_CLI,
@@ -126,6 +127,26 @@ def test_a_daemon_log_that_cannot_be_opened_is_exit_10(project: Path, spoil: str
     assert f"cannot write {log}" in up.stderr and "Traceback" not in up.stdout + up.stderr
     assert json.loads((project / ".hippodrome" / "registry.json").read_text())["daemon"] \
         is None, "something started"
+
+
+def test_a_foreground_up_on_a_full_disk_starts_nothing(project: Path) -> None:
+    """`up --detach` said exit 10, but a foreground `up` started every service with no
+    registry ("retrying every second"): `hd status` said no daemon ran, `hd down` that
+    there was nothing to stop, and the services ran on."""
+    dash, port = free_ports(2)
+    marker = f"sleep {port}.5"  # a command line no other test runs
+    with tmpfs(project / "disk", "1m") as root, cleaned_up(root):
+        write_stack(root, stack_header(dash) + toy_service("web", port)
+                    + f'[services.bg]\nshell = "exec {marker}"\n')
+        with open(root / "filler", "wb") as fh, contextlib.suppress(OSError):
+            fh.write(b"\0" * (2 * 1024 * 1024))
+        up = hd(root, "up", timeout=60)
+        assert up.returncode == 10, up.stdout + up.stderr
+        assert f"cannot write {root}/.hippodrome/registry.json: No space left on device" \
+            in up.stderr, up.stderr
+        assert "Traceback" not in up.stdout + up.stderr
+        assert not [p for p in psutil.process_iter(["cmdline"])
+                    if " ".join(p.info["cmdline"] or []) == marker], "a service started"
 
 
 def test_a_full_disk_is_shown_noted_and_caught_up(project: Path) -> None:

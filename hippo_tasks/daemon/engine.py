@@ -144,10 +144,13 @@ class Engine:
             self._identities[pid] = identity(pid)
         return self._identities[pid]
 
-    def sync_registry(self) -> None:
+    def sync_registry(self, first: bool = False) -> None:
         """Write the registry from the same snapshots the API serves. A failed write
         (disk full, read-only) is retried every second until one succeeds, so the
-        registry catches up instead of lagging for good."""
+        registry catches up instead of lagging for good. The `first`, before any
+        service starts, must succeed (StateDirError): it is how `status` and `down` find
+        this stack, and on a full disk a foreground `up` started every service anyway,
+        and `hd down` from another terminal said there was nothing to stop."""
         self._sync_pending = False
         self._sync_handle = None
         if self._registry_cleared:
@@ -188,6 +191,9 @@ class Engine:
         try:
             self.registry.update(change)
         except (OSError, StateDirError) as exc:
+            if first:
+                raise exc if isinstance(exc, StateDirError) else \
+                    StateDirError.from_os(exc, self.registry.path) from None
             self._sync_next = 0.0
             why = exc.problem if isinstance(exc, StateDirError) else (exc.strerror or str(exc))
             if self.registry_trouble is None:
@@ -296,14 +302,17 @@ class Engine:
         if self.ownership.base is None:
             with contextlib.suppress(ValueError, RuntimeError):
                 self.loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        stop_serving: Callable[[], None] = _nothing
         try:
-            stop_serving = serve(self) if serve is not None else (lambda: None)
+            if serve is not None:
+                stop_serving = serve(self)
+            self.sync_registry(first=True)
         except BaseException:
+            stop_serving()
             self.guard.close()
             self.ownership.close()
             self.runs.close()
             raise
-        self.sync_registry()
         on_serving()
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
         began = time.monotonic()
@@ -389,3 +398,7 @@ class Engine:
 
         with contextlib.suppress(OSError, StateDirError):  # a folder gone or unwritable
             self.registry.update(change)
+
+
+def _nothing() -> None:
+    """Stops serving when nothing is served."""
