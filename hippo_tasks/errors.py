@@ -287,6 +287,10 @@ class LifecycleBusyError(HippoError):
         )
 
 
+EXIT_STATE_DIR = 10
+"""The exit code for a StateDirError (tasks/output.py), also a detached daemon's."""
+
+
 class StateDirError(HippoError):
     """A folder Hippodrome must write (`.hippodrome`, `.logs`) cannot be written."""
 

@@ -9,6 +9,7 @@ catches up.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -149,6 +150,24 @@ def test_a_foreground_up_on_a_full_disk_starts_nothing(project: Path) -> None:
                     if " ".join(p.info["cmdline"] or []) == marker], "a service started"
 
 
+def test_up_detach_returns_when_the_disk_fills_after_the_first_write(project: Path) -> None:
+    """The registry's first write succeeded, then the disk filled: `up --detach` waited
+    for a registry the daemon could no longer write, for ever, while `hd status` (which
+    asks the daemon) showed every service running."""
+    dash, port = free_ports(2)
+    with tmpfs(project / "disk", "2m") as root, cleaned_up(root):
+        write_stack(root, stack_header(dash)
+                    + '[services.filler]\nshell = "head -c 4000000 /dev/zero > filler; '
+                      'exec sleep 1000"\n'
+                    + toy_service("web", port, "--delay", "1", depends_on=["filler"]))
+        up = hd(root, "up", "--detach", timeout=60)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "stack ready in" in up.stdout
+        assert "warning: cannot write" in up.stdout and "No space left on device" in up.stdout
+        (root / "filler").unlink()
+        assert hd(root, "down", timeout=60).returncode == 0
+
+
 def test_a_full_disk_is_shown_noted_and_caught_up(project: Path) -> None:
     dash, port = free_ports(2)
     with tmpfs(project, "2m"), cleaned_up(project):
@@ -193,3 +212,21 @@ def test_a_full_disk_is_shown_noted_and_caught_up(project: Path) -> None:
         note_at = log.index("lines were not written here")
         assert log[log.rindex("\n", 0, note_at) + 1:].startswith("--- hippodrome: ")
         hd(project, "down", check=True)
+
+
+def test_a_daemon_that_could_write_nothing_is_said_from_its_exit_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With daemon.log and the registry on a full disk, the daemon's own sentence could
+    go nowhere; printing it failed, it ended as an internal error (70), and `up
+    --detach` said only "the daemon exited with code 70". It now exits 10."""
+    from hippo_tasks.daemon.main import _fail
+    from hippo_tasks.errors import StateDirError
+    from hippo_tasks.tasks.detached import _report_failure
+
+    with tmpfs(tmp_path / "ro", "1m", readonly=True) as ro, \
+            io.TextIOWrapper(open("/dev/full", "wb", buffering=0), write_through=True) as full:
+        monkeypatch.setattr("sys.stderr", full)  # its stderr, daemon.log, on the full disk
+        code = _fail(ro, StateDirError(str(ro / ".hippodrome"), "No space left on device"))
+    assert code == 10
+    with pytest.raises(StateDirError, match="could not write its files there"):
+        _report_failure(None, code, tmp_path / "daemon.log", 0)

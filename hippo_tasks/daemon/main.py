@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.daemon import listener
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.launch import options_from_json, prepare
-from hippo_tasks.errors import HippoError, StateDirError, UsageError
+from hippo_tasks.errors import EXIT_STATE_DIR, HippoError, StateDirError, UsageError
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.registry.lifecycle_lock import release_inherited
@@ -112,14 +112,18 @@ def _hold_daemon_log(root: Path) -> int | None:
 def _fail(opts_root: Any, exc: HippoError) -> int:
     """A detached daemon that cannot run: say why where `up --detach` reads it."""
     text = exc.message()
-    print(f"hippodrome: {text}", file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):  # daemon.log on a full disk: the exit code says it
+        print(f"hippodrome: {text}", file=sys.stderr, flush=True)
     failure: dict[str, Any] = {"service": None, "reason": text, "last_lines": [], "final": True,
                                "kind": type(exc).__name__}
     if isinstance(exc, StateDirError):
         failure.update(path=exc.path, problem=exc.problem)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, StateDirError):
         Registry(opts_root).update(lambda d: d.__setitem__("failure", failure))
-    return 2
+    # Where neither the registry nor daemon.log could carry the reason (a full disk: that
+    # print failed and the daemon ended as an internal error, 70), `up --detach` says it
+    # from this code alone.
+    return EXIT_STATE_DIR if isinstance(exc, StateDirError) else 2
 
 
 def parse_args(argv: list[str]) -> tuple[str, int | None]:

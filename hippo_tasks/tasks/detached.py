@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.errors import (
+    EXIT_STATE_DIR,
     ServiceStartError,
     StartCutShortError,
     StateDirError,
@@ -65,7 +66,7 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return _wait(proc, registry, log, log_from)
+        return _wait(proc, registry, log, log_from, plan.dashboard_url)
     except KeyboardInterrupt:
         _shut_down(proc, "Ctrl+C")
         raise TaskExit(130) from None
@@ -77,21 +78,27 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
             signal.signal(sig, handler)
 
 
-def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int) -> int:
+def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) -> int:
     pid = proc.pid
     began = time.monotonic()
     shown: dict[str, str] = {}
     seen: tuple[int, int, int] | None = None
-    read_at = 0.0
+    read_at = changed_at = asked_at = time.monotonic()
     while True:
         time.sleep(0.01)
         exited = proc.poll() is not None
+        if not exited and time.monotonic() - max(changed_at, asked_at) > STALE_S:
+            asked_at = time.monotonic()
+            if _ready_by_api(url, pid, began):
+                return pid
         # Read (decode, validate) only a registry the daemon has rewritten since: this
         # loop runs while the services start, on the same cores. Every 0.2 s anyway: a
         # rewrite can keep inode, size and (coarse) mtime.
         now = _file_key(registry.path)
         if now == seen and not exited and time.monotonic() - read_at < 0.2:
             continue
+        if now != seen:
+            changed_at = time.monotonic()
         seen, read_at = now, time.monotonic()
         data = registry.read()
         failure = data.get("failure")
@@ -121,6 +128,34 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int) -> int:
 
             _print_critical_path(DaemonClient(daemon["url"], pid))
             return pid
+
+
+STALE_S = 2.0
+"""A registry unchanged this long while the stack starts: ask the daemon whether it
+cannot write it."""
+
+
+def _ready_by_api(url: str, pid: int, began: float) -> bool:
+    """Whether the daemon says it cannot write the registry (a disk that filled up after
+    its first write) and the start is over: `up --detach` waited for the registry for
+    ever while `hd status` (which asks the daemon) showed every service running."""
+    from hippo_tasks.daemon.client import DaemonClient
+    from hippo_tasks.errors import HippoError
+
+    try:
+        status = DaemonClient(url, pid).status()
+    except HippoError:
+        return False
+    trouble = (status.get("problems") or {}).get("registry")
+    rows = {r["name"]: r for r in status.get("services") or []}
+    if not trouble or not rows or not all(map(_settled_ok, rows.values())):
+        return False
+    print(f"hippodrome | stack ready in {time.monotonic() - began:.2f}s{_not_ready(rows)}; "
+          f"daemon pid {pid}; dashboard {url}; `hd status`, `hd down`", flush=True)
+    print(f"hippodrome | warning: cannot write {trouble.get('path')} ({trouble.get('error')})"
+          ": the daemon retries every second; `hd status` and `hd down` ask the daemon "
+          "meanwhile. Free space so the registry catches up", flush=True)
+    return True
 
 
 def _shut_down(proc: Daemon, why: str) -> None:
@@ -205,6 +240,9 @@ def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
         raise StartCutShortError(failure["reason"], (), str(log))
     if failure:
         raise UsageError(failure["reason"])
+    if code == EXIT_STATE_DIR:  # it could write neither its reason nor the registry
+        raise StateDirError(str(log.parent), "the daemon could not write its files there "
+                            "(is the disk full, or the folder read-only?)")
     how = f"was killed by signal {-code}" if code is not None and code < 0 else \
         f"exited with code {code}"
     raise StartCutShortError(f"the daemon {how} before the stack was ready",

@@ -24,7 +24,7 @@ EXIT_CODES: list[tuple[type[E.HippoError], int]] = [
     (E.DaemonAlreadyRunningError, 7),
     (E.RequestTimeoutError, 8),
     (E.LifecycleBusyError, 9),
-    (E.StateDirError, 10),
+    (E.StateDirError, E.EXIT_STATE_DIR),
 ]
 
 
