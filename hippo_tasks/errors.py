@@ -287,6 +287,35 @@ class LifecycleBusyError(HippoError):
         )
 
 
+class ProcessLimitError(HippoError):
+    """A thread or process could not be made: the user's process limit (`ulimit -u`)
+    is reached. Was a traceback (`RuntimeError: can't start new thread`, or
+    `BlockingIOError` from fork) inside "the daemon exited with code 70"."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def message(self) -> str:
+        try:
+            import resource
+
+            limit = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+            shown = f" (ulimit -u: {limit})" if limit != resource.RLIM_INFINITY else ""
+        except (ImportError, OSError, ValueError):
+            shown = ""
+        return (f"cannot start {self.what}: this user's process limit is reached{shown}, "
+                "or the system's. End some processes or raise the limit, then run `hd up` "
+                "again.")
+
+    @classmethod
+    def of(cls, exc: BaseException, what: str) -> ProcessLimitError | None:
+        """The error for `exc` if it is the kernel refusing a thread or process."""
+        if isinstance(exc, BlockingIOError) or (
+                isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)):
+            return cls(what)
+        return None
+
+
 EXIT_STATE_DIR = 10
 """The exit code for a StateDirError (tasks/output.py), also a detached daemon's."""
 

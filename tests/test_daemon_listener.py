@@ -186,3 +186,55 @@ def test_the_server_waits_for_its_gate_and_is_built_without_it_after_the_limit(
     stop = listener.serve_soon(listener.bind("127.0.0.1", 0), start, after=threading.Event())
     stop()  # never set: built anyway once the limit passed
     assert len(calls) == 2
+
+
+def test_a_server_that_cannot_start_ends_the_stack_with_a_sentence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """At the user's process limit the server's threads could not start: the daemon
+    printed a traceback and ran on with no API, so `up --detach` said "stack ready" with
+    a dashboard URL that never answered and `hd status` timed out for good. The stack
+    now ends, saying why (the kernel's refusal, not a traceback)."""
+    from hippo_tasks.daemon import http
+
+    def no_threads(*_: object, **__: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(http, "serve", no_threads)
+    dash, port = free_ports(2)
+    write_stack(tmp_path, stack_header(dash) + toy_service("web", port))
+    plan, reg = prepare(Options(project_root=tmp_path, python=PY), lambda s: None)
+    run_engine(plan, reg, None)
+    err = capsys.readouterr().err
+    assert "the dashboard and API could not start: cannot start the dashboard and API's " \
+        "threads: this user's process limit is reached" in err, err
+    assert "Traceback" not in err
+    data = reg.read()
+    assert data["daemon"] is None and data["services"] == {}
+    assert "the dashboard and API could not start" in str((data["failure"] or {}).get("reason"))
+
+
+def test_up_detach_says_ready_only_once_the_daemon_answers(tmp_path: Path) -> None:
+    """The registry said every service was ready, so `up --detach` said "stack ready"
+    and printed the dashboard URL, though the daemon's API never started and the daemon
+    was ending its stack. It now asks the daemon first, and says why it ended."""
+    import subprocess
+
+    from hippo_tasks.errors import StartCutShortError
+    from hippo_tasks.registry.store import Registry
+    from hippo_tasks.tasks.detached import _answers
+
+    (dead,) = free_ports(1)
+    reg = Registry(tmp_path)
+    reason = "the dashboard and API could not start: the process limit is reached"
+    reg.update(lambda d: d.__setitem__("failure", {
+        "service": None, "kind": "Unreachable", "final": True,
+        "reason": f"{reason}; the stack was stopped"}))
+    log = tmp_path / ".hippodrome" / "daemon.log"
+    log.write_text("hippodrome | the dashboard and API could not start: ...\n")
+    ended = subprocess.Popen(["true"])
+    try:
+        with pytest.raises(StartCutShortError, match="the process limit is reached"):
+            _answers(f"http://127.0.0.1:{dead}", ended, reg, log, 0)
+    finally:
+        ended.wait()

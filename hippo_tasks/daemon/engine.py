@@ -94,6 +94,8 @@ class Engine:
         self._registry_cleared = False
         """The daemon has left the registry: a write still waiting must not put it back."""
         self.registry_trouble: WriteTrouble | None = None
+        self.unreachable: str | None = None
+        """Why the API could not start (fail_serving), ending the stack."""
         self._identities: dict[int, float | None] = {}
         self._interrupts = 0
         self.failure: ServiceStartError | None = None
@@ -276,6 +278,13 @@ class Engine:
         if not self._shutdown.done():
             self._shutdown.set_result(why)
 
+    def fail_serving(self, why: str) -> None:
+        """The API could not start (no thread to spare): a daemon no command can reach
+        ends its stack, recording why for `up --detach` and `hd status` (from another
+        thread, via call_soon_threadsafe)."""
+        self.unreachable = why
+        self.request_shutdown(why)
+
     def _reap(self) -> None:
         """Fallback mode: we are the subreaper, so exited orphans are ours to collect."""
         own = {pid for svc in self.stack.services.values() for pid in svc.own_children}
@@ -342,6 +351,8 @@ class Engine:
             if not self.started and self.failure is None:
                 self.cut_short = CUT_SHORT_BY.get(why, f"({why})")
             code = EXIT_SIGNALLED.get(why, code)
+            if self.unreachable is not None:
+                code = EXIT_FAILED
             self.note(f"hippodrome | shutting down ({why})")
             await self.stack.shutdown(reason=f"shutdown ({why})")
             clean = True
@@ -383,6 +394,7 @@ class Engine:
         self._registry_cleared = True
         failure = self.failure
         cut_short = self.cut_short
+        unreachable = self.unreachable
 
         def change(data: dict[str, object]) -> None:
             data["daemon"] = None
@@ -391,6 +403,9 @@ class Engine:
                 data["failure"] = {"service": None, "kind": "StartCutShort", "final": True,
                                    "reason": f"the stack was shut down {cut_short} before "
                                              "it was ready"}
+            if failure is None and unreachable is not None:
+                data["failure"] = {"service": None, "kind": "Unreachable", "final": True,
+                                   "reason": f"{unreachable}; the stack was stopped"}
             if failure is not None:
                 data["failure"] = {"service": failure.service, "reason": failure.reason,
                                    "last_lines": list(failure.last_lines),

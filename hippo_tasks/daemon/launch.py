@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.daemon.forked import ForkedDaemon, fork_daemon, fork_wanted
-from hippo_tasks.errors import DaemonAlreadyRunningError, StateDirError
+from hippo_tasks.errors import DaemonAlreadyRunningError, ProcessLimitError, StateDirError
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
 from hippo_tasks.model.project import changed_since
@@ -101,10 +101,16 @@ def spawn_daemon(opts: Options, log: Path, tls: bool = False,
     if RUN_TOKEN_ENV in os.environ:
         env[RUN_TOKEN_ENV] = os.environ[RUN_TOKEN_ENV]
     if fork_wanted():
-        return fork_daemon(argv, opts.project_root, env, log, lock_fd, tls)
+        try:
+            return fork_daemon(argv, opts.project_root, env, log, lock_fd, tls)
+        except BlockingIOError:  # EAGAIN: the process limit; Popen below would meet it too
+            raise ProcessLimitError("the daemon") from None
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "hippo_tasks.daemon", *argv],
-                                cwd=opts.project_root, env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, close_fds=True,
-                                pass_fds=(lock_fd,) if lock_fd is not None else ())
+        try:
+            return subprocess.Popen([sys.executable, "-m", "hippo_tasks.daemon", *argv],
+                                    cwd=opts.project_root, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True, close_fds=True,
+                                    pass_fds=(lock_fd,) if lock_fd is not None else ())
+        except BlockingIOError:
+            raise ProcessLimitError("the daemon") from None

@@ -16,6 +16,7 @@ own work) and took a core from the services.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import sys
@@ -23,6 +24,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+
+from hippo_tasks.errors import ProcessLimitError
 
 BACKLOG = 128
 """Above socketserver's 5: every `hd` and page request of a burst waits, none refused."""
@@ -68,10 +71,13 @@ def _until_needed(sock: socket.socket, after: threading.Event) -> None:
 
 
 def serve_soon(sock: socket.socket, start: Starter,
-               after: threading.Event | None = None) -> Callable[[], None]:
+               after: threading.Event | None = None,
+               failed: Callable[[str], None] = lambda _why: None) -> Callable[[], None]:
     """Run `start(sock)` in a thread, once a client connects or `after` is set (or
     AFTER_LIMIT_S passed); the returned `stop` waits for it, then stops the server (or
-    closes the bare socket, if starting it failed)."""
+    closes the bare socket, if starting it failed, which is said to `failed`: a daemon
+    no command can reach must not go on as if all were well, as `up --detach` said
+    "stack ready" with a dashboard URL that never answered)."""
     done = threading.Event()
     stops: list[Callable[[], None]] = []
 
@@ -80,9 +86,14 @@ def serve_soon(sock: socket.socket, start: Starter,
             _until_needed(sock, after)
         try:
             stops.append(start(sock))
-        except BaseException:  # a bug: say so in daemon.log; the stack keeps running
-            print("hippodrome | the dashboard and API could not start:\n"
-                  + traceback.format_exc(), file=sys.stderr, flush=True)
+        except BaseException as exc:
+            limit = ProcessLimitError.of(exc, "the dashboard and API's threads")
+            why = limit.message() if limit is not None else traceback.format_exc()
+            with contextlib.suppress(OSError):
+                print(f"hippodrome | the dashboard and API could not start: {why}",
+                      file=sys.stderr, flush=True)
+            failed("the dashboard and API could not start"
+                   + (": the process limit is reached" if limit is not None else ""))
         finally:
             done.set()
 

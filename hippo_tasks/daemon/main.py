@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.daemon import listener
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.launch import options_from_json, prepare
-from hippo_tasks.errors import EXIT_STATE_DIR, HippoError, StateDirError, UsageError
+from hippo_tasks.errors import (
+    EXIT_STATE_DIR,
+    HippoError,
+    ProcessLimitError,
+    StateDirError,
+    UsageError,
+)
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.registry.lifecycle_lock import release_inherited
@@ -85,7 +91,11 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
 
             return serve(bound, StackCommands(eng))[1]
 
-        return listener.serve_soon(sock, start, after=eng.start_over)
+        def failed(why: str) -> None:  # from the starting thread: the loop ends the stack
+            assert eng.loop is not None
+            eng.loop.call_soon_threadsafe(eng.fail_serving, why)
+
+        return listener.serve_soon(sock, start, after=eng.start_over, failed=failed)
 
     proof = _hold_daemon_log(plan.options.project_root) if printer is not None else None
     try:
@@ -165,6 +175,11 @@ def main(argv: list[str] | None = None, soon: OwnershipSoon | None = None) -> in
             return run_engine(plan, registry, None, release_inherited(lock_fd), own)
         except HippoError as exc:
             return _fail(opts.project_root, exc)
+        except (RuntimeError, BlockingIOError) as exc:
+            limit = ProcessLimitError.of(exc, "the daemon's threads")
+            if limit is None:
+                raise
+            return _fail(opts.project_root, limit)
     finally:
         if soon is not None:
             soon.discard()

@@ -200,8 +200,13 @@ class OwnershipSoon:
         self.token = take_run_token(os.getcwd())  # the daemon runs in its project's folder
         self._result: Ownership | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hd-ownership", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="hd-ownership", daemon=True)
+        try:
+            self._thread.start()
+        except RuntimeError:  # no thread to spare (the process limit): do it here and now
+            self._thread = None
+            self._run()
 
     def _run(self) -> None:
         try:
@@ -210,7 +215,8 @@ class OwnershipSoon:
             self._error = exc
 
     def take(self) -> Ownership:
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         if self._error is not None:
             raise self._error
         assert self._result is not None

@@ -30,7 +30,6 @@ from hippo_tasks.registry.store import Registry
 from hippo_tasks.tasks.output import TaskExit
 
 if TYPE_CHECKING:
-    from hippo_tasks.daemon.client import DaemonClient
     from hippo_tasks.daemon.forked import ForkedDaemon
     from hippo_tasks.model.plan import StackPlan
     from hippo_tasks.registry.lifecycle_lock import LifecycleLock
@@ -121,12 +120,11 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) 
             continue
         if daemon.get("started") or (services and all(map(_settled_ok, services.values()))):
             elapsed = time.monotonic() - began
+            status = _answers(daemon["url"], proc, registry, log, log_from)
             print(f"hippodrome | stack ready in {elapsed:.2f}s{_not_ready(services)}; "
                   f"daemon pid {pid}; dashboard {daemon['url']}; `hd status`, `hd down`",
                   flush=True)
-            from hippo_tasks.daemon.client import DaemonClient  # urllib: not before the spawn
-
-            _print_critical_path(DaemonClient(daemon["url"], pid))
+            _print_critical_path(status)
             return pid
 
 
@@ -181,15 +179,32 @@ def _shut_down(proc: Daemon, why: str) -> None:
     print("hippodrome | the stack was shut down", flush=True)
 
 
-def _print_critical_path(client: DaemonClient) -> None:
-    """Where the start-up time went; an answer the daemon cannot give costs nothing."""
+def _answers(url: str, proc: Daemon, registry: Registry, log: Path,
+             log_from: int) -> dict[str, Any] | None:
+    """The daemon's status, asked before "stack ready" is said: a daemon whose API could
+    not start (no thread to spare) ends its stack, and `up --detach` had already said
+    ready with a dashboard URL that never answered. If it does not answer and ends, its
+    reason is the failure; if it does not answer and runs on, None."""
+    from hippo_tasks.daemon.client import DaemonClient  # urllib: not before the spawn
     from hippo_tasks.errors import HippoError
+
+    try:
+        return DaemonClient(url, proc.pid).status()
+    except HippoError:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is not None:
+            _report_failure(registry.read().get("failure"), proc.returncode, log, log_from)
+        return None
+
+
+def _print_critical_path(status: dict[str, Any] | None) -> None:
+    """Where the start-up time went; an answer the daemon could not give costs nothing."""
     from hippo_tasks.supervision.timeline import describe
 
-    with contextlib.suppress(HippoError):
-        line = describe(client.status().get("services") or [])
-        if line:
-            print(f"hippodrome | {line}", flush=True)
+    line = describe((status or {}).get("services") or [])
+    if line:
+        print(f"hippodrome | {line}", flush=True)
 
 
 def _file_key(path: Path) -> tuple[int, int, int] | None:
@@ -238,6 +253,8 @@ def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
                                 tuple(failure.get("last_lines") or ()), failure.get("log_path"))
     if failure and failure.get("kind") == "StartCutShort":
         raise StartCutShortError(failure["reason"], (), str(log))
+    if failure and failure.get("kind") == "Unreachable":  # its API could not start
+        raise StartCutShortError(failure["reason"], _lines_since(log, log_from), str(log))
     if failure:
         raise UsageError(failure["reason"])
     if code == EXIT_STATE_DIR:  # it could write neither its reason nor the registry
