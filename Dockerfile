@@ -29,8 +29,11 @@ COPY build/image/hd /usr/local/bin/hd
 # Docker mode: services run as `services.pex -m ...`, the project root (registry, logs,
 # state, an optional hippodrome.toml mounted here) is /srv/hippodrome, and the
 # dashboard binds 0.0.0.0.
+# _PEX_CACHE_SET_LAST_ACCESS=0: PEX stamps its unpacked venv on every start, which
+# fails on a read-only root (`docker run --read-only`) with a traceback.
 ENV HIPPODROME_PEX_DIR=/opt/hippodrome/pex \
-    HIPPODROME_SRC_DIR=/srv/hippodrome
+    HIPPODROME_SRC_DIR=/srv/hippodrome \
+    _PEX_CACHE_SET_LAST_ACCESS=0
 USER 10001:10001
 WORKDIR /srv/hippodrome
 

@@ -255,6 +255,17 @@ def check_routes(base: int, outside: dict[str, int], say: Any,
     return checks
 
 
+def read_only(engine: Engine, image: str, say: Any) -> None:
+    """`--read-only` (a common hardening flag) must not break `hd`: PEX touched a
+    `.last-access` file in its unpacked venv on every start, and every command was a
+    traceback (the image sets _PEX_CACHE_SET_LAST_ACCESS=0)."""
+    out = engine.run("run", "--rm", "--read-only", image, "--version", check=False)
+    if out.returncode != 0 or not out.stdout.startswith("hd "):
+        raise SmokeError(f"`{engine.name} run --read-only {image} --version` exited "
+                         f"{out.returncode}: {(out.stdout + out.stderr)[-600:]}")
+    say("docker: runs with --read-only")
+
+
 def smoke(engine: Engine, image: str, profile: str, no_seed: bool, publish: bool,
           say: Any) -> dict[str, Any]:
     """Run the image, wait for every blocking service, check routes from outside,
@@ -371,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         say(f"docker: image {figures['image_mb']} MB, {figures['image_over_base_mb']} MB "
             f"over its base (target <= 250); built in {build_seconds} s")
+        read_only(engine, IMAGE_TAG, say)
         figures.update(smoke(engine, IMAGE_TAG, args.profile, not args.seed, args.publish,
                              say))
         figures["targets"] = {"image_over_base_mb": 250, "memory_mb": 450, "ready_seconds": 10}
