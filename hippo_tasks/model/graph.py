@@ -19,6 +19,7 @@ def _can_run_together(a: ServiceSpec, b: ServiceSpec) -> bool:
 def check_graph(spec: StackSpec, sources: Mapping[str, FileContext]) -> None:
     enabled = [s for s in spec.services if s.enabled]
     names = {s.name for s in spec.services}
+    kinds = {s.name: s.kind for s in spec.services}  # once: per service, loading was O(n^2)
     for svc in enabled:
         for dep in svc.depends_on:
             if dep not in names:
@@ -29,7 +30,6 @@ def check_graph(spec: StackSpec, sources: Mapping[str, FileContext]) -> None:
                 )
             if dep == svc.name:
                 raise sources[svc.name].error("depends on itself (a cycle)", svc.name, "depends_on")
-        kinds = {s.name: s.kind for s in spec.services}
         for dep, condition in svc.conditions:
             if condition == "completed_successfully" and kinds.get(dep) != "job":
                 # A service is restarted or failed when it exits: it never completes, and
