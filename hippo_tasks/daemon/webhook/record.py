@@ -73,6 +73,9 @@ class Recorder:
                              * 1024 * 1024)
         self.keep = int(_env_number("HIPPODROME_RECORD_KEEP", DEFAULT_KEEP, 1))
         self._secrets = [s.encode() for s in {token, json.dumps(token)[1:-1]}] if token else []
+        self._hiding = _hiding_escapes(token) if token else ()
+        """Escapes that could spell a token character: a line without any needs no parse
+        (`\\"` and `\\n` are common; a base64 token can hide only behind `\\u` or `\\/`)."""
         self.trouble: dict[str, Any] | None = None
         self.path: Path | None = None
         self.dropped_total = 0
@@ -171,7 +174,7 @@ class Recorder:
             b',"outcome":"%s","latency_ms":%r}\n' % (outcome.encode(), latency_ms),
         ))
         if any(secret in line for secret in self._secrets) or (
-                self._secrets and b"\\" in line and self._quoted_escaped(line)):
+                any(m in line for m in self._hiding) and self._quoted_escaped(line)):
             return self._redacted(line)
         return line
 
@@ -287,3 +290,13 @@ class Recorder:
         self.say(f"hippodrome | cannot record webhook deliveries to {where} ({why}): "
                  "recording stopped; the webhook keeps serving. Free space or fix the "
                  "folder, then restart the stack to record again (or `up --no-record`)")
+
+
+_SHORT_ESCAPES = {'"': b'\\"', "\\": b"\\\\", "/": b"\\/", "\b": b"\\b", "\f": b"\\f",
+                  "\n": b"\\n", "\r": b"\\r", "\t": b"\\t"}
+
+
+def _hiding_escapes(token: str) -> tuple[bytes, ...]:
+    """The JSON escapes that could write one of the token's characters: `\\u` any, and
+    the short form of each character of the token that has one."""
+    return (b"\\u", *sorted({_SHORT_ESCAPES[c] for c in token if c in _SHORT_ESCAPES}))
