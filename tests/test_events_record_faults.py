@@ -170,3 +170,18 @@ def test_a_file_without_line_breaks_is_refused_not_read_whole(tmp_path: Path) ->
         fh.truncate(MAX_LINE + 4096)  # sparse: no disk used
     with pytest.raises(RecordingError, match="line over 16 MiB: not a recording line"):
         list(read(blob))
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "0"])
+def test_a_bad_size_setting_is_said_not_silently_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """HIPPODROME_RECORD_MAX_MB=abc (or -1, nan) fell back to 50 MB in silence."""
+    from hippo_tasks.daemon.webhook.record import Recorder
+
+    monkeypatch.setenv("HIPPODROME_RECORD_MAX_MB", value)
+    said: list[str] = []
+    recorder = Recorder(tmp_path, True, None, said.append)
+    recorder.close()
+    assert recorder.max_bytes == 50 * 1024 * 1024
+    assert said == [f"hippodrome | HIPPODROME_RECORD_MAX_MB={value!r} is not a number of at "
+                    "least 1e-06: using 50"], said
