@@ -185,3 +185,19 @@ def test_a_bad_size_setting_is_said_not_silently_replaced(
     assert recorder.max_bytes == 50 * 1024 * 1024
     assert said == [f"hippodrome | HIPPODROME_RECORD_MAX_MB={value!r} is not a number of at "
                     "least 1e-06: using 50"], said
+
+
+def test_a_one_letter_token_leaves_the_recordings_own_field_names(tmp_path: Path) -> None:
+    """Token `a`: every `a` in the line was blanked, the format's own keys too
+    (`det[redacted]il_type`), and replay refused the file."""
+    from hippo_tasks.daemon.webhook.record import Recorder
+    from hippo_tasks.events.recording import Delivery, read
+
+    recorder = Recorder(tmp_path, True, "a", lambda _: None)
+    recorder.add(1700000000.0, 1.0, "Order.x", None, 200, "ignored", b'{"ok":true}',
+                 b'{"detail-type":"Order.x","detail":{"name":"banana"}}')
+    recorder.close()
+    (path,) = tmp_path.glob("*.jsonl")
+    (delivery,) = (d for d in read(path) if isinstance(d, Delivery))
+    assert delivery.event["det[redacted]il"]["n[redacted]me"] == "b[redacted]n[redacted]n[redacted]"
+    assert delivery.detail_type == "Order.x" and delivery.status == 200
