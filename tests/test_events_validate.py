@@ -212,7 +212,8 @@ def test_unreachable_endpoint_fails_fast_with_the_url(moto_endpoint: str) -> Non
 
 
 @pytest.mark.parametrize("url", ["notaurl", "ftp://127.0.0.1:9003", "http://127.0.0.1:99999",
-                                 "http://:9003"])
+                                 "http://:9003", "http://[::1", "http://127.0.0.1:0",
+                                 "http://a b"])
 def test_an_endpoint_that_is_not_a_url_says_so(url: str) -> None:
     """`notaurl` was "Connection refused" (it tried localhost:80)."""
     lines, ok = validate("val-url-", url)
@@ -236,10 +237,12 @@ def test_an_endpoint_that_accepts_but_never_answers_fails_in_seconds() -> None:
     assert took < 60, took
 
 
-def test_a_bad_endpoint_flag_is_exit_2_like_any_bad_argument() -> None:
-    out = run_task("--table-prefix", "val-flag-", "--endpoint-url", "foo")
+@pytest.mark.parametrize("url", ["foo", "http://[::1"])  # the second: a ValueError traceback
+def test_a_bad_endpoint_flag_is_exit_2_like_any_bad_argument(url: str) -> None:
+    out = run_task("--table-prefix", "val-flag-", "--endpoint-url", url)
     assert out.returncode == 2, out.stdout + out.stderr
-    assert "--endpoint-url: The AWS endpoint 'foo' is not an http://" in out.stderr
+    assert f"--endpoint-url: The AWS endpoint {url!r} is not an http://" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_an_endpoint_that_is_not_aws_is_never_ok(moto_endpoint: str) -> None:

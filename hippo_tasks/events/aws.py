@@ -177,12 +177,14 @@ def client(
 
 def endpoint_url_problem(endpoint_url: str) -> str:
     """What makes `endpoint_url` no endpoint at all, as a sentence; '' when it is one."""
-    parts = urlsplit(endpoint_url)
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:  # a port that is not a number, or out of range
-        port = 0
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+        parts = urlsplit(endpoint_url)
+        port = parts.port
+        port = (443 if parts.scheme == "https" else 80) if port is None else port
+    except ValueError:  # a port that is not a number or out of range, `http://[::1`
+        parts, port = urlsplit(""), 0
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port or any(
+            c.isspace() for c in parts.netloc):
         # `notaurl` was reported as "Connection refused" by localhost:80.
         return (f"The AWS endpoint {endpoint_url!r} is not an http:// or https:// URL with "
                 "a host (and a port, if any, from 1 to 65535): for the local stack's moto, "
