@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -438,3 +439,13 @@ def test_a_paced_replay_longer_than_a_week_is_refused_before_anything_is_sent(
     (path,) = tmp_path.glob("*.jsonl")
     with pytest.raises(UsageError, match="this replay would take .* raise --speed"):
         replay(path, url="http://127.0.0.1:9", speed=speed)  # port 9: nothing is sent
+
+
+def test_a_recording_from_a_pipe_is_refused_not_replayed_as_empty(tmp_path: Path) -> None:
+    """`hd events.replay <(cat rec.jsonl)` read up to the pipe's size, 0 bytes, and said
+    "replayed 0 of 0 deliveries", exit 0; a FIFO with no writer hung in open()."""
+    fifo = tmp_path / "rec.jsonl"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(RecordingError, match="not a regular file: a recording is read"):
+            replay(path, url="http://127.0.0.1:9", speed=None)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -246,12 +247,18 @@ def replay(path: Path | str, *, url: str, token: str | None = None,
     ignored = tuple(ignore)
     report = ReplayReport(str(path), filter or None, speed)
     try:
-        limit = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         raise RecordingError("no such file (recordings are in .hippodrome/events/)",
                              str(path)) from None
     except OSError as exc:
         raise RecordingError(f"cannot read it: {exc.strerror or exc}", str(path)) from None
+    if not stat.S_ISREG(info.st_mode):
+        # A pipe (`<(cat rec.jsonl)`, /dev/stdin) has no size: replay read up to 0 bytes
+        # and said "replayed 0 of 0", exit 0; a FIFO with no writer hung in open().
+        raise RecordingError("not a regular file: a recording is read twice (checked whole, "
+                             "then sent), so save it to a file first", str(path))
+    limit = info.st_size
     _survey(path, limit, report.filter, report)
     if speed is not None and report.span_s / speed > LONGEST_PACED_S:
         raise UsageError(f"at speed {speed:g} this replay would take "
