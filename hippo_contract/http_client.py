@@ -56,7 +56,9 @@ def request_bytes(method: str, target: str, headers: Mapping[str, str],
         framed = framed or name.lower() == "content-length"
     if not framed and (body is not None or method in ("POST", "PUT", "PATCH")):
         head.append(f"Content-Length: {len(body or b'')}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    # UTF-8, as curl sends a header: Latin-1 sent a non-ASCII webhook token as other
+    # bytes than the daemon compares (401), and failed on any character past U+00FF.
+    return ("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + (body or b"")
 
 
 QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)

@@ -552,6 +552,29 @@ def test_token_guards_the_webhook_and_is_never_logged(project: Path) -> None:
         assert token not in path.read_text(errors="replace"), path
 
 
+def test_a_token_beyond_ascii_works_from_hd_as_from_curl(project: Path) -> None:
+    """With HIPPODROME_WEBHOOK_TOKEN=jeton-é, curl (UTF-8 bytes) got 200 but `hd
+    events.send` and `hd events.replay` (Latin-1 bytes) got 401; a character past
+    U+00FF could not be sent at all."""
+    dash, port = free_ports(2)
+    token = "jeton-é-€-" + uuid.uuid4().hex[:8]
+    env = {"HIPPODROME_WEBHOOK_TOKEN": token}
+    write_stack(project, stack_header(dash) + sink("settings", port)
+                + routes(("EcomIndexSettings.", "settings")))
+    hd(project, "up", "--detach", check=True, env=env)
+    try:
+        run = hd(project, "events.send", "--detail-type", "EcomIndexSettings.MODIFY", env=env)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert json.loads(run.stdout)["webhook_status"] == "forwarded"
+        recording = wait_for(lambda: next(iter((project / ".hippodrome" / "events")
+                                               .glob("*.jsonl")), None), 10, what="recorded")
+        run = hd(project, "events.replay", str(recording), "--as-fast-as-possible", env=env)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "1 answered as recorded" in run.stdout
+    finally:
+        hd(project, "down")
+
+
 def test_an_event_nested_past_the_limit_is_refused_and_one_at_it_replays(
         stack: Stack) -> None:
     """979 levels were accepted and recorded, and the recording's line was then refused as

@@ -192,9 +192,10 @@ class _Sender:
         self.url = url
         self.host, self.port = split.hostname, split.port or 80
         self.timeout = timeout
-        self.headers = {"Content-Type": "application/json", REPLAY_HEADER: "1"}
-        if token:
-            self.headers[TOKEN_HEADER] = token
+        self.headers: dict[str, str | bytes] = {"Content-Type": "application/json",
+                                                REPLAY_HEADER: "1"}
+        if token:  # its UTF-8 bytes, as curl sends them (http.client would send Latin-1)
+            self.headers[TOKEN_HEADER] = token.encode("utf-8")
         self.conn: http.client.HTTPConnection | None = None
 
     def post(self, body: bytes, sent: int) -> tuple[int, Any]:
@@ -253,6 +254,9 @@ def replay(path: Path | str, *, url: str, token: str | None = None,
                              str(path)) from None
     except OSError as exc:
         raise RecordingError(f"cannot read it: {exc.strerror or exc}", str(path)) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise RecordingError("cannot read it: it is a folder (a recording is one .jsonl "
+                             "file in it)", str(path))
     if not stat.S_ISREG(info.st_mode):
         # A pipe (`<(cat rec.jsonl)`, /dev/stdin) has no size: replay read up to 0 bytes
         # and said "replayed 0 of 0", exit 0; a FIFO with no writer hung in open().
