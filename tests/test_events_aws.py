@@ -72,11 +72,17 @@ def test_client_takes_endpoint_from_env_retries_and_defaults_region(
     events = aws.client("events")
     assert events.meta.endpoint_url == moto_endpoint
     assert events.meta.region_name == "us-east-1"
+    # A loopback endpoint is the stack's moto: 2 attempts of 10 s (it answers at once or
+    # is hung); real AWS keeps 8 attempts and 30 s reads.
     assert events.meta.config.retries == {
         "mode": "standard",
-        "total_max_attempts": aws.MAX_ATTEMPTS,
+        "total_max_attempts": aws.LOCAL_ATTEMPTS,
     }
+    assert events.meta.config.read_timeout == aws.LOCAL_READ_TIMEOUT_S
     assert aws.MAX_ATTEMPTS == 8
+    real = aws.client("events", "https://events.us-east-1.amazonaws.com")
+    assert real.meta.config.retries["total_max_attempts"] == aws.MAX_ATTEMPTS
+    assert real.meta.config.read_timeout == aws.READ_TIMEOUT_S
     assert isinstance(events.list_event_buses()["EventBuses"], list)
 
 

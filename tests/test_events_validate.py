@@ -237,6 +237,41 @@ def test_an_endpoint_that_accepts_but_never_answers_fails_in_seconds() -> None:
     assert took < 60, took
 
 
+def test_an_endpoint_that_answers_once_then_hangs_fails_in_seconds() -> None:
+    """A moto frozen after its first answer (SIGSTOP, a deadlock): the probe's GET was
+    answered, then every call waited 30 s eight times over, and the command sat
+    silent for minutes. A loopback endpoint gets 10 s twice, and its silence ends the
+    checks."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if conn.recv(65536).startswith(b"GET"):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        lines, ok = validate("val-hung-", url)
+        took = time.monotonic() - started
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert not ok and checks(lines) == [], lines
+    assert "it stopped answering: no answer within 10 s, twice" in lines[1], lines
+    assert took < 90, took
+
+
 @pytest.mark.parametrize("url", ["foo", "http://[::1"])  # the second: a ValueError traceback
 def test_a_bad_endpoint_flag_is_exit_2_like_any_bad_argument(url: str) -> None:
     out = run_task("--table-prefix", "val-flag-", "--endpoint-url", url)

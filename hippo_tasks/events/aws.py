@@ -30,6 +30,11 @@ DEFAULT_REGION = "us-east-1"
 MAX_ATTEMPTS = 8
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
+LOCAL_READ_TIMEOUT_S = 10.0
+LOCAL_ATTEMPTS = 2
+"""A loopback endpoint is the stack's moto: it answers in milliseconds, or it is hung
+(SIGSTOP, a deadlock), and eight 30-second waits per call made `events.validate` sit
+silent for minutes after a first answer. Real AWS keeps READ_TIMEOUT_S and MAX_ATTEMPTS."""
 ANSWER_WITHIN_S = 10.0
 """How long a local endpoint has to answer a first plain GET before set-up or checks
 begin (probe_endpoint): moto answers in milliseconds once up, a second or so cold."""
@@ -162,10 +167,13 @@ def client(
     shared = session if session is not None else new_session(region)
     from botocore.config import Config
 
+    local = is_loopback(resolve_endpoint(endpoint_url))
     config = Config(
-        retries={"mode": "standard", "total_max_attempts": max_attempts},
+        retries={"mode": "standard",
+                 "total_max_attempts": min(max_attempts, LOCAL_ATTEMPTS) if local
+                 else max_attempts},
         connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=READ_TIMEOUT_S,
+        read_timeout=LOCAL_READ_TIMEOUT_S if local else READ_TIMEOUT_S,
     )
     return shared.client(
         service,
@@ -307,6 +315,9 @@ def explain(exc: BaseException, service: str | None = None) -> AwsError:
         return unreachable(url, "connection failed after retries")
     if isinstance(exc, bx.ReadTimeoutError):
         url = str(getattr(exc, "kwargs", {}).get("endpoint_url") or "")
+        if is_loopback(url):  # the stack's moto, hung: no later call will do better
+            return unreachable(url, f"it stopped answering: no answer within "
+                                    f"{LOCAL_READ_TIMEOUT_S:g} s, twice")
         return AwsError(
             "timeout",
             f"The AWS endpoint {_base_url(url)} accepted the connection but did not answer "
