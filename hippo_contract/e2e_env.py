@@ -7,13 +7,45 @@ reader's can never drift apart.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
 import shlex
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ENV_FILE = Path(".env.e2e")
 SEED_FILE = Path(".hippodrome") / "seed.json"
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+SEED_LOCK_HELD = "HIPPODROME_SEED_LOCK_HELD"
+"""Set by `hd seed` for the seed program it runs while holding the lock itself."""
+
+
+@contextlib.contextmanager
+def seeding(root: Path, say: Callable[[str], None] = lambda _: None) -> Iterator[None]:
+    """One seed at a time per project (an exclusive lock on `.hippodrome/seed.lock`):
+    two at once each wrote both files, and seed.json could end up with one seed and
+    .env.e2e with the other, each whole but naming different accounts. `hd seed` takes
+    it around the stack's `[commands.seed]` (any program), and the bundled seed program
+    takes it too, unless `hd seed` holds it for it (SEED_LOCK_HELD). `say` hears once
+    that this seed waits. Where the lock cannot be made (a read-only folder), the files
+    could not be written either."""
+    if os.environ.get(SEED_LOCK_HELD) == "1":
+        yield
+        return
+    lock = (root / SEED_FILE).with_name("seed.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("waiting for another seed of this project to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing lets go of the lock
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -18,7 +18,16 @@ import pytest
 import requests
 from data_stack import REPO, run_task
 from service_process import ServiceStarter, free_port
-from stackutil import free_offset, hd
+from stackutil import (
+    HD_CLI,
+    free_offset,
+    free_ports,
+    hd,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
 
 from hippo_platform.seed import data
 from hippo_platform.seed.files import read_env_file
@@ -279,3 +288,26 @@ def test_admin_settings_and_rules_on_a_real_ecom_stack(project: Path) -> None:
         assert seed_record(project)["account"] == {**record["account"], "reused": True}
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_hd_seed_runs_one_at_a_time_whatever_the_program(project: Path) -> None:
+    """The lock was the bundled seed program's own: two `hd seed` of a stack whose
+    [commands.seed] is another program ran at once (`start start end end`). `hd seed`
+    holds it now, and says that it waits."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port)
+                + '[commands.seed]\ncommand = ["sh", "-c", "echo start >> seed.log; '
+                  'sleep 1.5; echo end >> seed.log"]\n')
+    hd(project, "up", "--detach", check=True)
+    try:
+        first = subprocess.Popen([*HD_CLI, "seed"], cwd=project, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: (project / "seed.log").exists(), 20, what="the first seed began")
+        second = subprocess.run([*HD_CLI, "seed"], cwd=project, capture_output=True,
+                                text=True, timeout=60)
+        out, _ = first.communicate(timeout=60)
+        assert first.returncode == 0 and second.returncode == 0, out + second.stdout
+        assert "waiting for another seed of this project to finish" in second.stdout
+        assert (project / "seed.log").read_text().split() == ["start", "end", "start", "end"]
+    finally:
+        hd(project, "down")

@@ -8,36 +8,17 @@ parsers read it; the parser `hd e2e` uses is hippo_contract.e2e_env's.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hippo_contract.e2e_env import ENV_FILE, NAME, SEED_FILE, read_env_file
+from hippo_contract.e2e_env import ENV_FILE, NAME, SEED_FILE, read_env_file, seeding
 from hippo_platform.services.common.state import atomic_write_bytes, read_json
 
 __all__ = ["ENV_FILE", "SEED_FILE", "read_env_file", "read_seed_file", "seeding",
            "write_env_file", "write_seed_file"]
-
-
-@contextlib.contextmanager
-def seeding(root: Path) -> Iterator[None]:
-    """One seed at a time per project (an exclusive lock on `.hippodrome/seed.lock`):
-    two at once each wrote both files, and seed.json could end up with one seed and
-    .env.e2e with the other, each whole but naming different accounts. Where the lock
-    cannot be made (a read-only folder), the files could not be written either."""
-    lock = (root / SEED_FILE).with_name("seed.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing lets go of the lock
 
 
 def read_seed_file(root: Path) -> dict[str, Any]:

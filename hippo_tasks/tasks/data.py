@@ -42,9 +42,20 @@ def seed(c: Context, seed: str | None = None, project_root: str = "") -> None:
         number = random_seed(int(seed) if seed is not None else None)
     except ValueError:
         raise UsageError(f"--seed must be an integer, got {seed!r}") from None
+    from hippo_contract.e2e_env import SEED_LOCK_HELD, seeding
+    from hippo_tasks.daemon.client import DaemonClient
     from hippo_tasks.tasks import stack_commands  # loads the model: only when run
 
-    code = stack_commands.run(resolve_root(project_root), "seed", "seed", number)
+    root = resolve_root(project_root)
+    DaemonClient.for_project(root)  # no stack: said before a lock folder is made
+    # One seed at a time, whatever program the stack's [commands.seed] runs (the bundled
+    # one also locks, unless told it is held for it): two of a custom one interleaved.
+    with seeding(root, lambda line: print(f"hippodrome | {line}", flush=True)):
+        os.environ[SEED_LOCK_HELD] = "1"
+        try:
+            code = stack_commands.run(root, "seed", "seed", number)
+        finally:
+            os.environ.pop(SEED_LOCK_HELD, None)
     if code:
         raise TaskExit(code)
 
