@@ -93,7 +93,8 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
 
         def failed(why: str) -> None:  # from the starting thread: the loop ends the stack
             assert eng.loop is not None
-            eng.loop.call_soon_threadsafe(eng.fail_serving, why)
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile: so did it
+                eng.loop.call_soon_threadsafe(eng.fail_serving, why)
 
         return listener.serve_soon(sock, start, after=eng.start_over, failed=failed)
 

@@ -217,14 +217,16 @@ def probe_endpoint(endpoint_url: str, timeout: float = 2.0,
             if answer_within is None or parts.scheme != "http":
                 return
             sock.settimeout(answer_within)
-            sock.sendall(f"GET / HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                         "Connection: close\r\n\r\n".encode("ascii", "replace"))
-            if sock.recv(1):  # any answer at all, a 404 included
-                return
-            reason = "it closed the connection without answering"
-    except TimeoutError:
-        reason = f"it accepts connections but did not answer within {answer_within:g} s"
-    except OSError as exc:
+            try:
+                sock.sendall(f"GET / HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                             "Connection: close\r\n\r\n".encode("ascii", "replace"))
+                if sock.recv(1):  # any answer at all, a 404 included
+                    return
+                reason = "it closed the connection without answering"
+            except TimeoutError:
+                reason = (f"it accepts connections but did not answer within "
+                          f"{answer_within:g} s")
+    except OSError as exc:  # refused, or the connect timed out (a filtered port)
         reason = str(exc.strerror or exc)
     raise unreachable(endpoint_url, reason)
 
@@ -329,8 +331,7 @@ def explain(exc: BaseException, service: str | None = None) -> AwsError:
         return AwsError("other", redact(f"AWS call failed: {exc}."))
     from botocore.parsers import ResponseParserError
 
-    if isinstance(exc, KeyError | TypeError | AttributeError | IndexError
-                  | ResponseParserError):
+    if isinstance(exc, KeyError | ResponseParserError):
         # botocore could not read the answer as AWS's: a server that answers HTTP but is
         # not AWS (another app on moto's port). Said as `KeyError: 'GetRoleResult'`.
         what = f"AWS {service.upper() if service == 'iam' else service}" if service else "AWS"
