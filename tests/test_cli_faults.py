@@ -519,3 +519,24 @@ def test_a_command_line_too_long_for_the_system_says_so(project: Path) -> None:
     assert "its command line and environment are too long for the system (E2BIG" in \
         up.stdout + up.stderr, up.stdout + up.stderr
     assert "'/bin/sh'" not in up.stdout + up.stderr
+
+
+def test_a_registry_lock_held_by_a_stopped_process_hangs_no_command(project: Path) -> None:
+    """A process stopped (Ctrl+Z, SIGSTOP) while it held the registry's lock, such as a
+    daemon caught mid-write, made every later command wait for ever: `hd down` hung
+    against the very daemon it had to end. Held here by the test itself."""
+    import fcntl
+
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    hd(project, "up", "--detach", check=True)
+    try:
+        with open(project / ".hippodrome" / "registry.lock", "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            status = hd(project, "status", timeout=60)
+            assert status.returncode == 0 and "web" in status.stdout, status.stderr
+            down = hd(project, "down", timeout=90)
+            assert down.returncode == 0, down.stdout + down.stderr
+        assert hd(project, "status", timeout=60).returncode == 5
+    finally:
+        hd(project, "down", timeout=60)

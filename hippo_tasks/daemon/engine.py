@@ -190,8 +190,8 @@ class Engine:
                 "log_path": self.failure.log_path,
             }
 
-        try:
-            self.registry.update(change)
+        try:  # on the loop: a lock held by a suspended `hd` must not stall the daemon
+            self.registry.update(change, wait=5.0 if first else 0.2)
         except (OSError, StateDirError) as exc:
             if first:
                 raise exc if isinstance(exc, StateDirError) else \

@@ -101,6 +101,23 @@ def empty(root: Path) -> Data:
             "failure": None, "resources": []}
 
 
+LOCK_WAIT_S = 5.0
+"""How long a command waits for the registry's lock before going on without it."""
+
+
+def _flock_within(fd: int, wait: float) -> bool:
+    """An exclusive flock on `fd` within `wait` seconds; False if it stayed held."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+
 class Registry:
     def __init__(self, project_root: Path) -> None:
         self.root = project_root
@@ -120,11 +137,17 @@ class Registry:
         return False
 
     @contextlib.contextmanager
-    def locked(self, write: bool = True) -> Iterator[None]:
+    def locked(self, write: bool = True, wait: float = LOCK_WAIT_S) -> Iterator[None]:
         """The registry's file lock. Where `.hippodrome` cannot be written (read-only
         file system, no permission) a reader goes on without it, since no writer can
         exist there either; a writer gets a StateDirError naming the folder. A reader
-        where no `.hippodrome` exists makes none (`hd status` in $HOME left one there)."""
+        where no `.hippodrome` exists makes none (`hd status` in $HOME left one there).
+
+        Held by a process that is stopped (Ctrl+Z, SIGSTOP) mid-write, the lock was
+        waited for without end, and `hd down` hung against the very daemon it had to
+        end. After `wait` seconds a reader reads without it (a write replaces the file
+        whole, by rename, so a reader sees one version or the other) and a writer gets
+        a StateDirError; the daemon's own writes wait briefly and are retried."""
         if not write and not self.dir.is_dir():
             yield
             return
@@ -137,11 +160,14 @@ class Registry:
             yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = _flock_within(fd, wait)
+            if not held and write:
+                raise StateDirError(str(self.lock_path), f"locked by another process for "
+                                    f"{wait:g} s (a suspended `hd` or daemon? `fuser "
+                                    f"{self.lock_path}` names it)")
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            os.close(fd)  # closing lets go of the lock
 
     def _read_unlocked(self) -> Data:
         if not self.state_dir_exists():  # a file there is not a corrupt registry to move
@@ -230,8 +256,8 @@ class Registry:
         with self.locked():
             self._write_unlocked(data)
 
-    def update(self, change: Callable[[Data], None]) -> Data:
-        with self.locked():
+    def update(self, change: Callable[[Data], None], wait: float = LOCK_WAIT_S) -> Data:
+        with self.locked(wait=wait):
             data = self._read_unlocked()
             change(data)
             self._write_unlocked(data)
