@@ -52,15 +52,25 @@ def port_free(port: int) -> bool:
     return True
 
 
+_HANDED: set[int] = set()
+"""Ports this process has handed out: a port chosen for one service but not yet bound
+is still free, so without this memory a second call could hand it out again (two
+services of one fixture on one port; CI saw it)."""
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct ports of this worker's share that were free a moment ago."""
+    """n distinct ports of this worker's share that were free a moment ago and that this
+    process has not handed out before (until half the share has been)."""
     share = worker_ports()
+    if len(_HANDED) + n > len(share) // 2:
+        _HANDED.clear()
     out: list[int] = []
     for _ in range(100 * n + 100):
         port = random.randrange(share.start, share.stop)
-        if port not in out and port_free(port):
+        if port not in out and port not in _HANDED and port_free(port):
             out.append(port)
             if len(out) == n:
+                _HANDED.update(out)
                 return out
     raise AssertionError(f"no {n} free ports in {share}")
 
@@ -69,9 +79,13 @@ def free_offset() -> int:
     """A --port-offset whose every bundled-stack port (9000-9019 moved) is free right
     now and in this worker's share."""
     share = worker_ports()
+    if len(_HANDED) + STACK_PORTS > len(share) // 2:
+        _HANDED.clear()
     for _ in range(200):
         first = random.randrange(share.start, share.stop - STACK_PORTS, STACK_PORTS)
-        if all(port_free(p) for p in range(first, first + STACK_PORTS)):
+        ports = range(first, first + STACK_PORTS)
+        if _HANDED.isdisjoint(ports) and all(port_free(p) for p in ports):
+            _HANDED.update(ports)
             return first - 9000
     raise AssertionError(f"no free range of stack ports in {share}")
 
