@@ -29,7 +29,7 @@ class Harness:
         self.hub = LogHub(spec.settings.log_buffer_lines, [self.runs])
         self.transitions: list[Transition] = []
         self.ownership = establish(secrets.token_hex(8))
-        self.guard = OrphanGuard(self.ownership)
+        self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
         ctx = SupervisorContext(self.hub, clock or LoopClock(), self.ownership, spec.settings,
                                 child_env(), self._on)
         self.stack = StackSupervisor(self.plan, ctx, lambda n: str(self.runs.path(n)))

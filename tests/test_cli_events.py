@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -16,6 +17,7 @@ import moto_server
 import pytest
 from fake_tunnels import FakeTools
 from stackutil import (
+    HD_CLI,
     alive,
     free_ports,
     hd,
@@ -154,3 +156,30 @@ def test_no_tunnel_tool_starts_nothing(project: Path, tmp_path: Path,
     assert "Traceback" not in res.stderr
     assert not (project / ".hippodrome" / "registry.json").exists() or \
         registry(project)["daemon"] is None
+
+
+def test_kill_9_of_up_before_its_daemon_ends_the_tunnel(project: Path, tools: FakeTools,
+                                                       moto_endpoint: str) -> None:
+    """`up` starts the tunnel seconds before the daemon (and its guard) exist: killed
+    then, it left a public tunnel to a port nobody serves until the next `up`/`down`."""
+    prefix = f"t{uuid.uuid4().hex[:6]}-"
+    provision(prefix, moto_endpoint)
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    env = {**os.environ, **env_for(tools, moto_endpoint), "FAKE_TUNNEL_MODE": "silent"}
+    up = subprocess.Popen([*HD_CLI, "up", "--detach", "--enable-events", "--table-prefix",
+                           prefix], cwd=project, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    try:
+        tunnel_pids = wait_for(lambda: list(tools.started()), 30, what="the tunnel started")
+        os.kill(up.pid, signal.SIGKILL)  # it waits up to 30 s for a URL that never comes
+        up.wait(10)
+        wait_for(lambda: not any(alive(p) for p in tunnel_pids), 10,
+                 what="the tunnel ended with the `up` that started it")
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)
+    res = hd(project, "down", env=env_for(tools, moto_endpoint))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert registry(project)["resources"] == []

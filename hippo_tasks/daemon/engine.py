@@ -74,7 +74,7 @@ class Engine:
             printer.set_width(max((len(n) for n in plan.names), default=10))
             self.hub.add_sink(printer)
         self.ownership = ownership or establish(take_run_token(str(plan.options.project_root)))
-        self.guard = OrphanGuard(self.ownership)
+        self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
         ctx = SupervisorContext(
             hub=self.hub,
             clock=clock or LoopClock(),
@@ -237,7 +237,7 @@ class Engine:
         if self.guard.exited():
             self.note(f"hippodrome | the orphan guard (pid {self.guard.pid}) is gone: "
                       "starting another")
-            self.guard = OrphanGuard(self.ownership)
+            self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
             self.sync_registry()
         if self.registry.root.is_dir() and not os.path.exists(self.registry.path):
             self.note(f"hippodrome | {self.registry.path} was deleted: writing it again")

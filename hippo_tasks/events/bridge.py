@@ -194,6 +194,8 @@ class EventsSession:
         the caller may exit without `close()`.
         """
         self.ledger.hand_over(rec.owner_of(pid))
+        if self.tunnel is not None:  # the daemon's guard covers the tunnel's mark now
+            self.tunnel.release_guard()
 
     # ---- the steps ----------------------------------------------------------------
     def _open(self, tool: tuple[str, str], local_url: str, timeout: float) -> None:

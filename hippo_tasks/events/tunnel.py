@@ -13,10 +13,18 @@ own output:
   would work too, but that port moves to 4041 when another ngrok runs, and a second
   ngrok's API would answer with the first one's tunnels; the log is unambiguous.
 
-The tool's output goes to a log file, not a pipe: the tunnel must outlive a crashed
-`hd up` (so the next run can find and end it by its recorded PID), and a pipe
-nobody drains would block it. It runs in its own session, so it is ended by process
-group, and only while its PID and start time still match what was recorded.
+The tool's output goes to a log file, not a pipe: the tunnel is handed from `up` to
+the detached daemon, and a pipe nobody drains would block it. It runs in its own
+session, so it is ended by process group, and only while its PID and start time still
+match what was recorded.
+
+A tunnel is never left serving a dead port. Before it starts, `launch` starts an
+orphan guard for its mark (`supervision/orphans.py`), held by the process that
+launched it: a `kill -9` of `hd up` while it waits for the URL or makes the AWS
+resources ends the tunnel within a second. Once the daemon, whose own guard ends
+everything of its run (the tunnel carries that run's mark), has it, `release_guard`
+lets the first guard go. The registry's entry remains for the AWS resources, which the
+next `up` or `down` deletes.
 
 This module does not import boto3: it is the local half of `--enable-events`.
 """
@@ -27,16 +35,18 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import identity, is_same_process
+from hippo_tasks.supervision.orphans import OrphanGuard
 from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
 from hippo_tasks.supervision.scope import RUN_ENV, Scope, end_scopes
 from hippo_tasks.terminal_text import for_terminal
@@ -156,6 +166,8 @@ class Tunnel:
     pgid: int
     create_time: float | None
     public_url: str | None = None
+    guard: OrphanGuard | None = field(default=None, repr=False, compare=False)
+    """Ends the tunnel if the launching process dies before `stop` or `release_guard`."""
 
     def record(self) -> dict[str, object]:
         """The registry's view of this process (PID, group, start time, tool, log)."""
@@ -215,7 +227,15 @@ class Tunnel:
         if self.popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=grace)
+        self.release_guard()
         return f"{self.tool} tunnel (pid {self.pid}): {outcome}"
+
+    def release_guard(self) -> None:
+        """The tunnel is someone else's to end now (the daemon's, whose guard covers its
+        mark), or already ended: the launcher's guard leaves quietly."""
+        if self.guard is not None:
+            self.guard.close()
+            self.guard = None
 
 
 TUNNEL_MARK = ".events-tunnel"
@@ -232,25 +252,33 @@ def launch(local_url: str, log_path: Path, tool: tuple[str, str] | None = None) 
     command = tunnel_command(name, executable, local_url)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
-    run = env.pop(RUN_TOKEN_ENV, None)
-    if run:  # the mark of the run `up` is starting: its guard ends the tunnel after a kill -9
-        env[RUN_ENV] = f"{run}/{TUNNEL_MARK}"
-    with log_path.open("wb") as log:
-        try:
-            popen = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise TunnelError(
-                f"could not run {executable}: {exc.strerror or exc}", tool=name
-            ) from None
-    return Tunnel(name, command, log_path, popen, popen.pid, popen.pid, identity(popen.pid))
+    # The mark of the run `up` is starting (its daemon's guard ends the tunnel after a
+    # kill -9 of the daemon), else a mark of its own; this process's guard, from before
+    # the tunnel exists, ends it after a kill -9 of this process.
+    run = env.pop(RUN_TOKEN_ENV, None) or secrets.token_hex(8)
+    mark = env[RUN_ENV] = f"{run}/{TUNNEL_MARK}"
+    guard = OrphanGuard(mark)
+    try:
+        with log_path.open("wb") as log:
+            try:
+                popen = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise TunnelError(
+                    f"could not run {executable}: {exc.strerror or exc}", tool=name
+                ) from None
+    except BaseException:
+        guard.close()
+        raise
+    return Tunnel(name, command, log_path, popen, popen.pid, popen.pid, identity(popen.pid),
+                  guard=guard)
 
 
 def start_tunnel(local_url: str, log_path: Path, timeout: float = URL_TIMEOUT_S) -> Tunnel:

@@ -21,10 +21,10 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import IO
 
 from hippo_tasks.supervision import scope
-from hippo_tasks.supervision.ownership import Ownership
 from hippo_tasks.supervision.scope import RUN_ENV
 
 GRACE = 1.0
@@ -45,12 +45,14 @@ def _guard_source() -> str:
 
 
 class OrphanGuard:
-    def __init__(self, owner: Ownership, grace: float = GRACE) -> None:
-        base = str(owner.base) if owner.base is not None else "-"
+    def __init__(self, token: str, base: Path | None = None, grace: float = GRACE) -> None:
+        """`token`: the mark (prefix) whose processes it ends; `base`: the run's cgroup
+        folder, whose every cgroup it ends too (None: marks only)."""
+        where = str(base) if base is not None else "-"
         env = {k: v for k, v in os.environ.items() if k != RUN_ENV}
         self._proc = subprocess.Popen(
             ["/bin/sh", "-c", WAIT_THEN_END, "hippodrome-guard", sys.executable, "-I", "-S",
-             "-c", _guard_source(), owner.token, base, str(grace)],
+             "-c", _guard_source(), token, where, str(grace)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
