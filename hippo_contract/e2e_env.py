@@ -8,12 +8,14 @@ reader's can never drift apart.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import math
 import os
 import re
 import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from hippo_contract.flock_wait import flock_within
 
 ENV_FILE = Path(".env.e2e")
 SEED_FILE = Path(".hippodrome") / "seed.json"
@@ -38,11 +40,8 @@ def seeding(root: Path, say: Callable[[str], None] = lambda _: None) -> Iterator
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say("waiting for another seed of this project to finish")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        flock_within(fd, math.inf, lambda: say("waiting for another seed of this project to "
+                                               "finish"))
         yield
     finally:
         os.close(fd)  # closing lets go of the lock

@@ -12,12 +12,11 @@ leaves the project locked.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from hippo_contract.flock_wait import flock_within
 from hippo_tasks.errors import LifecycleBusyError, StateDirError
 
 WAIT_S = 300.0
@@ -41,21 +40,13 @@ class LifecycleLock:
                 say(f"cannot lock {self.path} ({exc.strerror or exc}); going on without it")
                 return
             raise StateDirError.from_os(exc, self.path.parent) from None
-        deadline = time.monotonic() + wait
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = self._holder(fd)
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise LifecycleBusyError(str(self.root), holder, wait) from None
-                if not told:
-                    say(f"waiting for {holder} to finish starting or stopping this stack")
-                    told = True
-                time.sleep(0.05)
+        def waiting() -> None:
+            say(f"waiting for {self._holder(fd)} to finish starting or stopping this stack")
+
+        if not flock_within(fd, wait, waiting, poll=0.05):
+            holder = self._holder(fd)
+            os.close(fd)
+            raise LifecycleBusyError(str(self.root), holder, wait)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"`{what}` (pid {os.getpid()})".encode(), 0)

@@ -9,7 +9,6 @@ long pause a PID may belong to somebody else, and we never signal a stranger.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sys
@@ -18,9 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hippo_contract.flock_wait import flock_within
 from hippo_tasks.errors import StateDirError
 from hippo_tasks.model.textfile import Unopenable, Unusable, read_small_text
 from hippo_tasks.registry.schema import validate
+from hippo_tasks.supervision.scope import start_ticks
 
 VERSION = 1
 Data = dict[str, Any]
@@ -53,19 +54,9 @@ def identity(pid: int) -> float | None:
 
 
 def _proc_identity(pid: int) -> float | None:
-    """/proc/PID/stat field 22 (starttime, in clock ticks since boot) / SC_CLK_TCK;
-    None for a zombie or no such process."""
-    if pid <= 0:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    if len(fields) < 20 or fields[0] == b"Z":
-        return None
-    return float(fields[19]) / os.sysconf("SC_CLK_TCK")
+    """When PID started, in seconds since boot; None for a zombie or no such process."""
+    ticks = start_ticks(pid) if pid > 0 else None
+    return None if ticks is None else ticks / os.sysconf("SC_CLK_TCK")
 
 
 EPOCH_SHAPED = 1e9
@@ -103,19 +94,6 @@ def empty(root: Path) -> Data:
 
 LOCK_WAIT_S = 5.0
 """How long a command waits for the registry's lock before going on without it."""
-
-
-def _flock_within(fd: int, wait: float) -> bool:
-    """An exclusive flock on `fd` within `wait` seconds; False if it stayed held."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
 
 
 class Registry:
@@ -160,7 +138,7 @@ class Registry:
             yield
             return
         try:
-            held = _flock_within(fd, wait)
+            held = flock_within(fd, wait)
             if not held and write:
                 raise StateDirError(str(self.lock_path), f"locked by another process for "
                                     f"{wait:g} s (a suspended `hd` or daemon? `fuser "
