@@ -134,6 +134,9 @@ BAD_ACTION_REQUESTS = [
     (LENGTH % (2 * 1024 * 1024), b" " * (2 * 1024 * 1024), 413,
      "Request body too large: 2097152 bytes; the limit is 1048576 bytes"),
     (LENGTH % (100 * 1024 * 1024), b"{}", 413, "Request body too large"),
+    (LENGTH % (10**20 - 1), b"{}", 413, "Request body too large: 99999999999999999999 bytes;"),
+    (b"Content-Length: 00%s\r\n" % (b"7" * 80), b"{}", 413,
+     "Request body too large: a Content-Length of 80 digits"),
 ]
 
 

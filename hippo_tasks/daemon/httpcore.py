@@ -106,7 +106,11 @@ class Body:
             shown = ", ".join(sorted({value, *values}))[:64]
             raise HttpError(400, f"Invalid Content-Length header ({shown!r}): it must be one "
                                  "non-negative whole number of bytes", close=True)
-        return int(value) if len(value) < 16 else DRAIN_LIMIT + 1
+        digits = value.lstrip("0") or "0"
+        if len(digits) > 64:  # int() of thousands of digits is slow, then refused
+            raise HttpError(413, f"Request body too large: a Content-Length of {len(digits)} "
+                                 "digits", close=True)
+        return int(digits)
 
     def read_exact(self, length: int, timeout: float) -> bytes:
         """Exactly `length` bytes, or 408 when they do not all come within `timeout`.

@@ -30,13 +30,6 @@ def authorised(req: Request, token: str) -> bool:
         return False
 
 
-def _declared(req: Request, length: int) -> str:
-    """The Content-Length as sent: `length` stops counting at the drain limit, and a
-    20-digit claim was reported as `8388609 bytes`."""
-    value = (req.headers.get("Content-Length") or "").strip()
-    return value if value.isdigit() else str(length)
-
-
 def read_event(req: Request, token: str | None, read_timeout: float
                ) -> tuple[dict[str, Any], bytes]:
     """The event and its bytes, once the caller may send one; refusals as HttpError."""
@@ -57,7 +50,7 @@ def read_event(req: Request, token: str | None, read_timeout: float
             415, f"Unsupported Content-Type '{ctype}': send the event as "
                  "application/json"), read_timeout)
     raw = body.read(MAX_EVENT, read_timeout, noun="the event", length=length,
-                    too_large=f"Event too large: {_declared(req, length)} bytes; the limit "
+                    too_large=f"Event too large: {length} bytes; the limit "
                               f"is {MAX_EVENT} bytes (EventBridge's own maximum event size)")
     if not raw:
         raise HttpError(400, "Empty body: send the event as a JSON object")
