@@ -136,6 +136,11 @@ def test_get_is_405_at_once_not_an_event_stream_held_open(stack: Stack) -> None:
     assert time.monotonic() - started < 10
 
 
+def test_another_methods_405_does_not_offer_get(stack: Stack) -> None:
+    status, body = stack.send("PUT", "/mcp", "{}", AGENT)
+    assert status == 405 and json.loads(body)["allowed"] == ["DELETE", "POST"], body
+
+
 def test_a_media_type_in_capitals_is_json_too(stack: Stack) -> None:
     """Media types are case-insensitive: the SDK answered APPLICATION/JSON with 415."""
     listing = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})

@@ -183,7 +183,8 @@ class ApiHandler(RequestHandler):
             if not match:
                 continue
             if route.method != method:
-                allowed.add(route.method)
+                if route.allowed:
+                    allowed.add(route.method)
                 continue
             split = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(split.query).items()}

@@ -20,10 +20,14 @@ class Route(NamedTuple):
     method: str
     pattern: re.Pattern[str]
     handler: Handler
+    allowed: bool = True
+    """False: the row only answers 405 in words of its own, so another method's 405
+    must not list it in `Allow`."""
 
 
-def _row(method: str, template: str, handler: Handler) -> Route:
-    return Route(method, re.compile("^" + template.replace("{name}", NAME) + "$"), handler)
+def _row(method: str, template: str, handler: Handler, allowed: bool = True) -> Route:
+    return Route(method, re.compile("^" + template.replace("{name}", NAME) + "$"), handler,
+                 allowed)
 
 
 def build() -> tuple[Route, ...]:
@@ -47,6 +51,6 @@ def build() -> tuple[Route, ...]:
         _row("POST", "/api/events/recordings/(?P<rec>[^/]{1,200})/replay",
              recordings.replay_one),
         _row("POST", "/mcp", mcp_route.mcp),
-        _row("GET", "/mcp", mcp_route.mcp),
+        _row("GET", "/mcp", mcp_route.mcp, allowed=False),
         _row("DELETE", "/mcp", mcp_route.mcp),
     )
