@@ -66,6 +66,18 @@ def test_errors_are_json_with_the_right_status(daemon: str) -> None:
     assert code == 404
 
 
+@pytest.mark.parametrize("path", ["/api/services/caf\u00e9/logs".encode(),
+                                  b"/api/services/caf%C3%A9/logs"])
+def test_a_404_names_a_non_ascii_path_as_it_was_sent(daemon: str, path: bytes) -> None:
+    """The request line is read as Latin-1: the 404 said `cafÃ©`."""
+    port = int(daemon.rsplit(":", 1)[1])
+    out = exchange(port, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Connection: close\r\n\r\n")
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404")
+    assert json.loads(body)["error"] == "no such route: GET /api/services/caf\u00e9/logs"
+
+
 def test_garbage_on_the_socket_does_not_stop_the_server(daemon: str) -> None:
     host, port = daemon.rsplit(":", 1)
     for junk in (b"\x00\xff\xfe garbage\r\n\r\n", b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"):

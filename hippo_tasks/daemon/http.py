@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from hippo_contract.http_loop import RequestHandler, ThreadingServer, phrase
 from hippo_tasks import errors as E
@@ -194,7 +194,7 @@ class ApiHandler(RequestHandler):
             raise HttpError(405, f"method {method} not allowed on {path}",
                             headers={"Allow": ", ".join(sorted(allowed))},
                             extra={"allowed": sorted(allowed)})
-        raise HttpError(404, f"no such route: {method} {path}")
+        raise HttpError(404, f"no such route: {method} {_as_sent(path)}")
 
     def _dispatch(self, method: str) -> None:
         path = urlsplit(self.path).path
@@ -277,3 +277,9 @@ def _wake(host: str, port: int) -> None:
     """One connection to our own listening socket."""
     with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
         pass
+
+
+def _as_sent(path: str) -> str:
+    """The path as the client meant it: http.server reads the request line as Latin-1,
+    so a UTF-8 name (`/api/services/café/logs`, sent raw or %-escaped) read as `cafÃ©`."""
+    return unquote_to_bytes(path.encode("latin-1", "replace")).decode("utf-8", "replace")
