@@ -119,6 +119,11 @@ def test_unusable_env_names_are_refused(env: str, words: str) -> None:
      "URL path"),
     ('command = ["x"]\nreadiness = { log = "' + "(" * 3000 + ")" * 3000 + '" }', "readiness",
      "regex"),
+    # a profile or cell no --profile/--cell could choose: the service silently ran nowhere
+    ('command = ["x"]\nprofiles = [""]', "profiles", "'' is not a name"),
+    ('command = ["x"]\nprofiles = ["web "]', "profiles", "'web ' is not a name"),
+    ('command = ["x"]\ncells = ["eu\\u001b[2J"]', "cells", "is not a name"),
+    ('command = ["x"]\nexternal_in = ["-x"]', "external_in", "'-x' is not a name"),
 ])
 def test_values_the_runtime_would_choke_on(table: str, field: str, words: str) -> None:
     e = refused(f"[services.api]\n{table}\n")

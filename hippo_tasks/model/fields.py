@@ -223,11 +223,15 @@ def want_url_path(ctx: FileContext, v: Any, svc: str | None, f: str) -> str:
 def want_choice_list(
     ctx: FileContext, v: Any, svc: str | None, f: str, choices: tuple[str, ...] | None
 ) -> tuple[str, ...]:
+    """Names from `choices`, or (None) names as `[profiles.NAME]` takes them: `[""]` or
+    `["web "]` named a profile no `--profile` could choose."""
     items = want_str_list(ctx, v, svc, f)
-    if choices is not None:
-        for item in items:
-            if item not in choices:
-                raise ctx.error(f"'{item}' is not one of {', '.join(choices)}", svc, f)
+    for item in items:
+        if choices is not None and item not in choices:
+            raise ctx.error(f"'{item}' is not one of {', '.join(choices)}", svc, f)
+        if choices is None and not SERVICE_NAME.match(item):
+            raise ctx.error(f"{item!r} is not a name: names start with a letter and hold "
+                            "letters, digits, _ or -", svc, f)
     return items
 
 
