@@ -16,11 +16,15 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import mcp_types as types
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
@@ -107,6 +111,30 @@ def listed() -> list[types.Tool]:
         for t in TOOLS]
 
 
+async def _in_daemon_thread(fn: Callable[..., types.CallToolResult], *args: Any
+                            ) -> types.CallToolResult:
+    """`fn(*args)` in a daemon thread, awaited; cancelling the wait abandons the thread.
+    anyio's worker threads are joined at exit: a client that closed stdin mid-`restart`
+    kept `hd mcp` alive until the daemon answered (up to the start timeout)."""
+    done = anyio.Event()
+    box: list[types.CallToolResult | BaseException] = []
+    token = anyio.lowlevel.current_token()
+
+    def work() -> None:
+        try:
+            box.append(fn(*args))
+        except BaseException as exc:  # call() answers every failure: only a bug gets here
+            box.append(exc)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=work, name="mcp-tool", daemon=True).start()
+    await done.wait()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
 def build(stack: Stack) -> Server[Any]:
     """The MCP server over one stack (stdio or the daemon's HTTP endpoint)."""
     tools = listed()
@@ -121,7 +149,7 @@ def build(stack: Stack) -> Server[Any]:
                            f"unknown tool {params.name!r}; the tools are "
                            f"{', '.join(BY_NAME)}")
         args = dict(params.arguments or {})
-        return await anyio.to_thread.run_sync(call, stack, params.name, args)
+        return await _in_daemon_thread(call, stack, params.name, args)
 
     def input_schema(name: str) -> dict[str, Any] | None:
         tool = BY_NAME.get(name)

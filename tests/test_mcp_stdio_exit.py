@@ -1,0 +1,58 @@
+"""`hd mcp` ends when its client leaves, even with a tool call in flight: it waited out
+a `wait_ready` (up to its timeout, an hour at most) after the client had closed stdin,
+a server process per abandoned agent session. Here the call is a `restart` whose new
+process never answers its health check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from mcputil import stdio
+from stackutil import free_ports, hd, stack_header, toy_service, wait_for, write_stack
+
+
+def _line(message: dict[str, object]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def _state(dash: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/status", timeout=10) as resp:
+        return str(json.load(resp)["services"][0]["state"])
+
+
+def test_closing_stdin_mid_call_ends_hd_mcp(project: Path) -> None:
+    dash, port = free_ports(2)
+    hang = project / "hang"
+    write_stack(project, stack_header(dash) + toy_service(
+        "web", port, "--hang-if-exists", str(hang), readiness={"http": "/"},
+        start_timeout=300))
+    hd(project, "up", "--detach", check=True)
+    hang.touch()  # from now on a start of web never becomes ready
+    params = stdio(project)
+    proc = subprocess.Popen([params.command, *params.args], cwd=params.cwd, env=params.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(_line({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"}}}))
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        proc.stdin.write(_line({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        proc.stdin.write(_line({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "restart", "arguments": {"service": "web"}}}))
+        proc.stdin.flush()
+        wait_for(lambda: _state(dash) == "starting", 30, what="the restart under way")
+        assert proc.poll() is None
+        proc.stdin.close()
+        wait_for(lambda: proc.poll() is not None, 30, every=0.1,
+                 what="hd mcp to exit after its client closed stdin")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        hd(project, "down")
