@@ -268,3 +268,18 @@ def test_idle_and_half_sent_connections_are_closed_not_held(daemon: str) -> None
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_body_declared_too_large_gets_its_413_before_it_is_sent(daemon: str) -> None:
+    """The 413 is decided by the header alone: it came only after the body did, or after
+    the 10 s read timeout when the client waited for the answer before sending."""
+    port = int(daemon.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST /api/services/web/restart HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n")
+        head = s.recv(65536)  # within 5 s, or TimeoutError
+        assert head.startswith(b"HTTP/1.1 413") and b"Connection: close" in head, head
+        s.sendall(b" " * (2 * 1024 * 1024))  # sent anyway: read and dropped, then closed
+        while s.recv(65536):
+            pass
+    assert call(daemon + "/healthz") == (200, {"status": "ok"})

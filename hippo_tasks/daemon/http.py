@@ -207,6 +207,7 @@ class ApiHandler(RequestHandler):
         except HttpError as exc:
             self.send_json(exc.status, exc.payload(), exc.close or self.body.unread,
                            exc.headers)
+            self.body.drain_unused()
         except E.HippoError as exc:
             self.send_json(status_for(exc), error_payload(exc), self.body.unread)
         except (BrokenPipeError, ConnectionResetError, ClientGone):

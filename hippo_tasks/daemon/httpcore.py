@@ -15,8 +15,9 @@ slow client or a hostile JSON document gets the same answer everywhere:
 - `Content-Length` that is not a plain decimal number, or given twice with different
   values: 400, and the connection closes (where the body ends cannot be known).
   A chunked body: 411 and close. None where one is required: 411.
-- Over the route's limit: 413. Bodies up to `DRAIN_LIMIT` are read and dropped first,
-  so the client reads the 413 instead of a connection reset; past that, close.
+- Over the route's limit: 413 at once, and the connection closes. Bodies up to
+  `DRAIN_LIMIT` are then read and dropped before the close, so the client reads the
+  413 instead of a connection reset; past that, close at once.
 - A body that does not arrive within the read timeout: 408 and close; a stuck client
   costs only its own thread.
 - JSON is strict: UTF-8 only, no NaN/Infinity, and a document nested too deeply for
@@ -83,6 +84,7 @@ class Body:
         self.declared = headers.get("Content-Length") is not None or \
             headers.get("Transfer-Encoding") is not None
         self.done = False
+        self._unused: tuple[int, float] | None = None
 
     @property
     def unread(self) -> bool:
@@ -140,20 +142,29 @@ class Body:
         return b"".join(parts)
 
     def discard(self, length: int, error: HttpError, timeout: float) -> HttpError:
-        """Read and drop a body that will not be used, so the answer is not lost to a reset."""
-        if length > DRAIN_LIMIT:
-            error.close = True
-            return error
-        deadline = time.monotonic() + timeout  # one for the whole body, as read_exact
+        """A body that will not be used: the answer goes first, then `drain_unused` reads
+        and drops the body before the close. Closing on unread bytes sends a reset that
+        can destroy the answer in the client's buffer; reading first kept a client that
+        declared a body and never sent it waiting the whole timeout for its 413."""
+        error.close = True
+        if length <= DRAIN_LIMIT:
+            self._unused = (length, timeout)
+        return error
+
+    def drain_unused(self) -> None:
+        """After the answer to `discard`: read what the client still sends, within the
+        timeout (one deadline for the whole body), and drop it."""
+        if self._unused is None:
+            return
+        (left, timeout), self._unused = self._unused, None
+        deadline = time.monotonic() + timeout
         try:
-            left = length
             while left:
                 left -= len(self.read_exact(min(left, 65536),
                                             max(0.0, deadline - time.monotonic())))
             self.done = True
         except (HttpError, ClientGone):
-            error.close = True
-        return error
+            pass
 
     def read(self, limit: int, timeout: float, *, noun: str, required: bool = False,
              too_large: str = "", length: int | None = None) -> bytes:
