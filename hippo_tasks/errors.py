@@ -134,6 +134,21 @@ class DaemonUnreachableError(HippoError):
         )
 
 
+class UnlistedDaemonError(DaemonUnreachableError):
+    """A daemon the registry does not name, asked to stop (SIGTERM), still running."""
+
+    def __init__(self, pids: list[int], waited: float) -> None:
+        super().__init__("", pids[0], "")
+        self.pids = pids
+        self.waited = waited
+
+    def message(self) -> str:
+        shown = ", ".join(map(str, self.pids))
+        return (f"pid {shown} (this project's daemon: it writes .hippodrome/daemon.log) did "
+                f"not stop within {self.waited:g}s of SIGTERM; `kill -9 {shown}` ends it, "
+                "and its guard then ends the services")
+
+
 class DaemonAlreadyRunningError(HippoError):
     def __init__(self, project_root: str, url: str, pid: int, note: str = "") -> None:
         """`note`: the stack file changed since that daemon started (project.changed_since)."""

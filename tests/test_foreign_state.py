@@ -10,6 +10,7 @@ stranger may be signalled because the file names it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -179,6 +180,44 @@ def test_a_registry_deleted_while_the_stack_runs_is_written_again(project: Path)
         assert not alive(web)
     finally:
         stop_by_pid(daemon)  # the fixture's sweep needs the registry this test deletes
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b"[]",
+                                    b'{"version": 1, "services": {}, "daemon": null}'])
+def test_a_registry_damaged_while_the_stack_runs_still_finds_its_stack(
+        project: Path, damage: bytes) -> None:
+    """Truncated by a bad copy or an editor: `status` said no daemon ran and `down` said
+    "nothing to stop", exit 0, leaving the daemon and every service running."""
+    daemon, web = web_stack_up(project)
+    try:
+        (project / ".hippodrome" / "registry.json").write_bytes(damage)
+        status = hd(project, "status")
+        assert status.returncode == 0 and "web" in status.stdout, status.stdout + status.stderr
+        (project / ".hippodrome" / "registry.json").write_bytes(damage)
+        down = hd(project, "down", timeout=60)
+        assert down.returncode == 0 and "stack stopped" in down.stdout, \
+            down.stdout + down.stderr
+        assert not alive(daemon) and not alive(web)
+    finally:
+        stop_by_pid(daemon)
+
+
+def test_down_stops_a_daemon_that_cannot_write_its_registry_again(project: Path) -> None:
+    """The daemon is stopped (SIGSTOP), so it cannot heal the truncated registry: `down`
+    finds it by the daemon.log it writes, and asks it to stop."""
+    daemon, web = web_stack_up(project)
+    try:
+        os.kill(daemon, signal.SIGSTOP)
+        (project / ".hippodrome" / "registry.json").write_bytes(b"")
+        down = hd(project, "down", timeout=60)
+        assert down.returncode == 0 and f"pid {daemon} writes this project's" in down.stdout, \
+            down.stdout + down.stderr
+        assert "stack stopped" in down.stdout
+        assert not alive(daemon) and not alive(web)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGCONT)
+        stop_by_pid(daemon)
 
 
 def web_stack_up(root: Path) -> tuple[int, int]:

@@ -6,6 +6,7 @@ Over a plain socket (daemon/client_http.py): a task like `hd status` should star
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -21,7 +22,7 @@ from hippo_tasks.errors import (
     UnknownServiceError,
     UsageError,
 )
-from hippo_tasks.registry.store import Registry, daemon_alive
+from hippo_tasks.registry.store import Registry, daemon_alive, daemon_log_writers
 
 JSON = {"Content-Type": "application/json"}
 
@@ -37,6 +38,8 @@ class DaemonClient:
     def for_project(cls, root: Path) -> DaemonClient:
         registry = Registry(root)
         data = registry.read()
+        if not daemon_alive(data):
+            data = _rewritten_by_its_daemon(registry, data)
         if not daemon_alive(data):
             # The clean-up machinery (ownership, signals) only when there is a corpse.
             from hippo_tasks.registry.cleanup import clean_stale
@@ -145,3 +148,23 @@ def _json_or_text(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw.decode("utf-8", "replace")
+
+
+HEAL_WAIT_S = 3.0
+"""How long a command waits for a running daemon to write a damaged or emptied registry
+again (it looks every 2 s: engine.HOUSEKEEPING_S)."""
+
+
+def _rewritten_by_its_daemon(registry: Registry, data: dict[str, Any]) -> dict[str, Any]:
+    """A registry naming no live daemon while a process still writes this project's
+    daemon.log (the registry was truncated or overwritten under a running stack): the
+    registry as that daemon writes it again, within HEAL_WAIT_S; else as it was."""
+    if not registry.dir.is_dir() or not daemon_log_writers(registry.root):
+        return data
+    deadline = time.monotonic() + HEAL_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        again = registry.read()
+        if daemon_alive(again):
+            return again
+    return data

@@ -92,6 +92,8 @@ class Engine:
         """Loop time before which a transition's registry write waits (see _on_transition)."""
         self._sync_handle: asyncio.Handle | None = None
         self._registry_cleared = False
+        self._written: tuple[int, int, int] | None = None
+        """The registry file as this daemon last wrote it (inode, size, mtime)."""
         """The daemon has left the registry: a write still waiting must not put it back."""
         self.registry_trouble: WriteTrouble | None = None
         self.unreachable: str | None = None
@@ -206,6 +208,7 @@ class Engine:
                 self._sync_retry = self.loop.call_later(1.0, self._retry_sync)
             return
         self.registry_trouble = None
+        self._written = _stat_key(self.registry.path)
         if self._sync_retry is not None:
             self._sync_retry.cancel()
             self._sync_retry = None
@@ -242,6 +245,16 @@ class Engine:
         if self.registry.root.is_dir() and not os.path.exists(self.registry.path):
             self.note(f"hippodrome | {self.registry.path} was deleted: writing it again")
             self.sync_registry()
+        elif self.registry.root.is_dir() and self._written is not None and \
+                _stat_key(self.registry.path) != self._written:
+            # Another writer, or damage (truncated, overwritten): read and written
+            # again, so a registry that no longer names this daemon names it within a
+            # second; a damaged one is moved aside by the read and said here.
+            self.sync_registry()
+            if self.registry.warnings:
+                self.note(f"hippodrome | {self.registry.path} was damaged (kept beside it as "
+                          "registry.json.corrupt-<time>): wrote it again for this stack")
+                self.registry.warnings.clear()
         if self.registry.root.is_dir():  # not while the project itself is gone or moving
             try:
                 if self.runs.reopen_if_gone():
@@ -417,3 +430,11 @@ class Engine:
 
 def _nothing() -> None:
     """Stops serving when nothing is served."""
+
+
+def _stat_key(path: os.PathLike[str]) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns

@@ -21,7 +21,7 @@ from hippo_contract.flock_wait import flock_within
 from hippo_tasks.errors import StateDirError
 from hippo_tasks.model.textfile import Unopenable, Unusable, read_small_text
 from hippo_tasks.registry.schema import validate
-from hippo_tasks.supervision.scope import start_ticks
+from hippo_tasks.supervision.scope import all_pids, start_ticks
 
 VERSION = 1
 Data = dict[str, Any]
@@ -279,6 +279,36 @@ def writes_daemon_log(pid: int, root: Path) -> bool:
             if os.readlink(f"/proc/{pid}/fd/{fd}") in names:
                 return True
     return False
+
+
+def daemon_log_writers(root: Path) -> list[int]:
+    """Processes other than this one holding this project's daemon.log open for writing:
+    its daemon (and an `hd up --detach` still starting one), found without the registry.
+    A registry emptied or damaged while the stack ran said "no daemon", and `hd down`
+    stopped nothing. Readers (`hd logs`) are not counted: fdinfo's flags say how a
+    descriptor was opened."""
+    log = str(root / ".hippodrome" / "daemon.log")
+    names = (log, log + " (deleted)")
+    found = []
+    for pid in all_pids():
+        if pid == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError, ValueError, StopIteration):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in names and _opened_to_write(pid, fd):
+                    found.append(pid)
+                    break
+    return found
+
+
+def _opened_to_write(pid: int, fd: str) -> bool:
+    with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as fh:
+        flags = next(line for line in fh if line.startswith("flags:")).split()[1]
+    return int(flags, 8) & (os.O_WRONLY | os.O_RDWR) != 0
 
 
 def daemon_alive(data: Data) -> bool:

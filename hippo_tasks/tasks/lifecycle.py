@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,6 +14,7 @@ from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
     ProductionGuardError,
+    UnlistedDaemonError,
     UsageError,
 )
 from hippo_tasks.events import hooks
@@ -169,8 +173,10 @@ def _down_locked(root: Path, force: bool) -> None:
         except DaemonNotRunningError as exc:
             if exc.detail:
                 print(f"hippodrome | {exc.detail}")
+            stopped = _stop_unlisted_daemons(root)
             hooks.recover(registry, _say)
-            print("hippodrome | no daemon was running; nothing to stop")
+            print("hippodrome | stack stopped, daemon exited" if stopped else
+                  "hippodrome | no daemon was running; nothing to stop")
             return
         except DaemonUnreachableError as exc:
             print(f"hippodrome | {exc.message()}\nhippodrome | cleaning up from the registry")
@@ -179,6 +185,35 @@ def _down_locked(root: Path, force: bool) -> None:
     for line in force_down(registry):
         _say(line)
     hooks.recover(registry, _say, force=True)
+
+
+def _stop_unlisted_daemons(root: Path, timeout: float = 120.0) -> bool:
+    """Daemons of this project the registry does not name (it was damaged, and their
+    daemon could not write it again: a read-only `.hippodrome`, a stopped daemon):
+    proven ours by the daemon.log they write, asked to stop as `hd up`'s Ctrl+C does
+    (SIGTERM: the daemon ends its services), and waited for. A registry truncated under
+    a running stack made `down` say "nothing to stop" and leave everything running."""
+    from hippo_tasks.registry.store import daemon_log_writers, writes_daemon_log
+    from hippo_tasks.supervision.scope import start_ticks
+
+    asked = {}
+    for pid in daemon_log_writers(root):
+        born = start_ticks(pid)
+        if born is None or not writes_daemon_log(pid, root):
+            continue
+        _say(f"the registry names no daemon, but pid {pid} writes this project's "
+             ".hippodrome/daemon.log: stopping it and its services (SIGTERM)")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a stopped one hears it too
+        asked[pid] = born
+    deadline = time.monotonic() + timeout
+    while any(start_ticks(p) == born for p, born in asked.items()):
+        if time.monotonic() >= deadline:
+            raise UnlistedDaemonError([p for p, born in asked.items()
+                                       if start_ticks(p) == born], timeout)
+        time.sleep(0.05)
+    return bool(asked)
 
 
 def _wait_daemon_gone(registry: Registry, pid: int, timeout: float = 120.0) -> None:
