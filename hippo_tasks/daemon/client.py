@@ -23,6 +23,7 @@ from hippo_tasks.errors import (
     UsageError,
 )
 from hippo_tasks.registry.store import Registry, daemon_alive, daemon_log_writers
+from hippo_tasks.supervision.scope import start_ticks
 
 JSON = {"Content-Type": "application/json"}
 
@@ -159,10 +160,11 @@ def _rewritten_by_its_daemon(registry: Registry, data: dict[str, Any]) -> dict[s
     """A registry naming no live daemon while a process still writes this project's
     daemon.log (the registry was truncated or overwritten under a running stack): the
     registry as that daemon writes it again, within HEAL_WAIT_S; else as it was."""
-    if not registry.dir.is_dir() or not daemon_log_writers(registry.root):
-        return data
+    writers = {pid: start_ticks(pid) for pid in daemon_log_writers(registry.root)} \
+        if registry.dir.is_dir() else {}
     deadline = time.monotonic() + HEAL_WAIT_S
-    while time.monotonic() < deadline:
+    # until it names one, or every writer is gone (a daemon that cleared it to exit)
+    while any(start_ticks(p) == t for p, t in writers.items()) and time.monotonic() < deadline:
         time.sleep(0.1)
         again = registry.read()
         if daemon_alive(again):
