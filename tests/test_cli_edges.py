@@ -259,3 +259,24 @@ def test_only_naming_no_service_is_refused_not_the_whole_stack(project: Path) ->
         assert not (project / ".hippodrome" / "daemon.log").exists()
     finally:
         hd(project, "down", timeout=60)
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_an_empty_service_name_is_refused_not_the_whole_stack(project: Path, fast: str) -> None:
+    """`hd stop -s "$SVC"` with SVC unset stopped every service and exited 0 (through
+    the fast path and through invoke alike)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True)
+    try:
+        pid = registry(project)["services"]["web"]["pid"]
+        for verb in ("stop", "restart", "start"):
+            res = hd(project, verb, "--service", "", timeout=60,
+                     env={"HIPPODROME_FAST_CLI": fast})
+            assert res.returncode == 2, (verb, res.stdout + res.stderr)
+            assert "--service needs a service's name, got ''" in res.stderr
+            assert_clean(res)
+        assert registry(project)["services"]["web"]["pid"] == pid
+        assert registry(project)["services"]["web"]["state"] == "running"
+    finally:
+        hd(project, "down", timeout=60)

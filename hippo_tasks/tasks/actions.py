@@ -45,7 +45,12 @@ def _say_if_changed(root: Path, stamp: str | None) -> None:
         print(f"hippodrome: note: {note}", file=sys.stderr)
 
 
-def _act(verb: str, service: str, root_flag: str, cascade: bool = False) -> None:
+def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) -> None:
+    """`service` None: the whole stack. Given but empty (`-s "$SVC"` with SVC unset) is
+    refused: it meant the whole stack, and `hd stop` took every service down."""
+    if service is not None and not service.strip():
+        raise UsageError(f"--service needs a service's name, got {service!r}; leave the flag "
+                         "out to act on the whole stack")
     if cascade and not service:
         raise UsageError("--cascade needs --service NAME (the stack as a whole has no order "
                          "to cascade in)")
@@ -92,14 +97,14 @@ SERVICE_HELP = {"service": "one service (default: the whole stack; the daemon st
 
 @task(help=SERVICE_HELP)
 @handles_errors
-def start(c: Context, service: str = "", project_root: str = "") -> None:
+def start(c: Context, service: str | None = None, project_root: str = "") -> None:
     """Start a service (and what it depends on), or the whole stack."""
     _act("start", service, project_root)
 
 
 @task(help=SERVICE_HELP)
 @handles_errors
-def stop(c: Context, service: str = "", project_root: str = "") -> None:
+def stop(c: Context, service: str | None = None, project_root: str = "") -> None:
     """Stop a service, or every service (the daemon keeps running)."""
     _act("stop", service, project_root)
 
@@ -107,7 +112,7 @@ def stop(c: Context, service: str = "", project_root: str = "") -> None:
 @task(help={**SERVICE_HELP, "cascade": "then restart what depends on it, in dependency "
                                          "order, each once the one before is ready"})
 @handles_errors
-def restart(c: Context, service: str = "", project_root: str = "",
+def restart(c: Context, service: str | None = None, project_root: str = "",
             cascade: bool = False) -> None:
     """Restart one service while the rest keep running, or the whole stack."""
     _act("restart", service, project_root, cascade)
