@@ -280,3 +280,10 @@ def test_an_empty_service_name_is_refused_not_the_whole_stack(project: Path, fas
         assert registry(project)["services"]["web"]["state"] == "running"
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_project_root_too_long_for_the_file_system_is_a_sentence(project: Path) -> None:
+    res = hd(project, "status", "--project-root", "x" * 300, timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--project-root xxx" in res.stderr and "File name too long" in res.stderr
+    assert_clean(res)

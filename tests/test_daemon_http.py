@@ -170,6 +170,11 @@ def test_a_query_flag_that_is_not_a_yes_or_no_is_refused(daemon: str) -> None:
     pid = call(daemon + "/api/status")[1]["services"][0]["pid"]
     code, body = call(daemon + "/api/services/web/restart?cascade=banana", "POST", b"")
     assert code == 400 and body["error"].startswith("'cascade' must be 1 or 0"), body
+    for blank in ("/api/services/web/restart?cascade=", "/api/services/web/restart?cascade"):
+        code, body = call(daemon + blank, "POST", b"")  # it was taken as no
+        assert code == 400 and body["error"].startswith("'cascade' must be 1 or 0"), body
+    code, body = call(daemon + "/api/services/web/logs?errors=")
+    assert code == 400 and body["error"].startswith("'errors' must be 1 or 0"), body
     assert call(daemon + "/api/status")[1]["services"][0]["pid"] == pid  # not restarted
 
 

@@ -55,8 +55,11 @@ def why(req: Request) -> Json:
 
 
 def _bool_arg(q: dict[str, str], key: str) -> bool:
-    raw = q.get(key, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
+    """Absent is no; given, it must say which (`?cascade=` was taken as no)."""
+    if key not in q:
+        return False
+    raw = q[key].strip().lower()
+    if raw in ("0", "false", "no"):
         return False
     if raw in ("1", "true", "yes"):
         return True

@@ -187,7 +187,7 @@ class ApiHandler(RequestHandler):
                     allowed.add(route.method)
                 continue
             split = urlsplit(self.path)
-            query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+            query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
             return route.handler(Request(method, path, query, match.groupdict(),
                                          self.headers, self.body, self.server.app))
         if allowed:

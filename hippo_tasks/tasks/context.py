@@ -16,8 +16,13 @@ if TYPE_CHECKING:  # the model's plan is imported by the tasks that build one
 
 def resolve_root(flag: str = "") -> Path:
     if flag:
-        root = Path(flag).expanduser().resolve()
-        if not root.is_dir():
+        try:
+            root = Path(flag).expanduser().resolve()
+            found = root.is_dir()
+        except OSError as exc:  # a name too long for the file system, say: a sentence
+            shown = flag if len(flag) <= 80 else flag[:77] + "..."
+            raise UsageError(f"--project-root {shown}: {exc.strerror or exc}") from None
+        if not found:
             hint = (f" (-p is --project-root in every task; for the profile write --profile "
                     f"{flag})" if flag in ("core", "ecom", "full") else "")
             raise UsageError(f"--project-root {flag}: no such folder{hint}")
