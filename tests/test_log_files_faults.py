@@ -180,3 +180,61 @@ def test_timestamps_follow_loses_no_line_and_ends_cleanly_at_down(project: Path)
         assert len(many.stdout.splitlines()) == 100000  # the API's most per call
     finally:
         hd(project, "down")
+
+
+def _latest(root: Path) -> Path:
+    latest = root / ".logs" / "latest"
+    latest.mkdir(parents=True)
+    return latest
+
+
+def test_hd_logs_leaves_out_a_folder_where_a_log_belongs(tmp_path: Path) -> None:
+    """`hd logs` was an IsADirectoryError traceback."""
+    latest = _latest(tmp_path)
+    (latest / "a.log").mkdir()
+    (latest / "b.log").write_bytes(b"hello from b\n")
+    every = hd(tmp_path, "logs", "--project-root", str(tmp_path))
+    assert every.returncode == 0 and "hello from b" in every.stdout, every.stderr
+    assert "a.log is not a regular file: left out" in every.stderr
+    one = hd(tmp_path, "logs", "--service", "a", "--project-root", str(tmp_path))
+    assert one.returncode == 2 and "a.log is not a regular file" in one.stderr, one.stderr
+    assert "Traceback" not in every.stderr + one.stderr
+
+
+def test_hd_logs_tails_a_huge_unfinished_line_in_pieces(tmp_path: Path) -> None:
+    """A 200 MB progress bar with no line break was read whole (600 MB of memory) and
+    printed as one line; lines over 64 KiB are shown in 64 KiB pieces everywhere."""
+    latest = _latest(tmp_path)
+    with open(latest / "bar.log", "wb") as fh:
+        fh.write(b"first\n")
+        for _ in range(320):  # 20 MiB, no line break
+            fh.write(b"#" * 65536)
+    res = subprocess.run([*HD_CLI, "logs", "--lines", "2", "--project-root", str(tmp_path)],
+                         capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == (b"#" * 65536 + b"\n") * 2
+
+
+def test_follow_shows_an_unfinished_line(tmp_path: Path) -> None:
+    """`Password: ` with no line break (a prompt) never reached `hd logs --follow`,
+    while `tail -F` and the terminal of `hd up` show it."""
+    latest = _latest(tmp_path)
+    log = latest / "p.log"
+    log.write_bytes(b"starting\n")
+    follow = subprocess.Popen([*HD_CLI, "logs", "--follow", "--service", "p",
+                               "--project-root", str(tmp_path)], stdout=subprocess.PIPE)
+    try:
+        assert follow.stdout is not None
+        assert follow.stdout.readline() == b"starting\n"
+        with open(log, "ab") as fh:
+            fh.write(b"Password: ")
+        seen = b""
+        os.set_blocking(follow.stdout.fileno(), False)
+        deadline = time.monotonic() + 10
+        while b"Password: " not in seen and time.monotonic() < deadline:
+            seen += follow.stdout.read() or b""
+            time.sleep(0.05)
+        assert seen == b"Password: \n"
+    finally:
+        follow.kill()
+        follow.wait(10)

@@ -61,7 +61,8 @@ class LogSink(Protocol):
     def write_chunk(self, raw: bytes, chunk: LogChunk) -> None: ...
 
 
-def _pieces(line: bytes) -> list[bytes]:
+def pieces(line: bytes) -> list[bytes]:
+    """A line as the terminal and the API get it: in MAX_LINE pieces when longer."""
     if len(line) <= MAX_LINE:
         return [line]
     return [line[i:i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
@@ -97,7 +98,7 @@ class LineSplitter:
             self._partial = b""
             self._cut = True
         if len(data) > MAX_LINE and any(len(line) > MAX_LINE for line in lines):
-            lines = [piece for line in lines for piece in _pieces(line)]
+            lines = [piece for line in lines for piece in pieces(line)]
         return lines
 
     def flush(self) -> list[bytes]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import UsageError, did_you_mean
+from hippo_tasks.supervision.logs import MAX_LINE, pieces
 from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
@@ -18,26 +20,44 @@ from hippo_tasks.terminal_text import line_for_terminal
 if TYPE_CHECKING:
     from invoke.context import Context
 
+UNFINISHED_S = 0.5
+"""As the foreground terminal: a line left unfinished this long is shown as it is."""
+READ_AT_ONCE = 1024 * 1024
+"""`--follow` reads at most this much of a file per look: a log that grew by 200 MB at
+once is printed as it is read, not held whole."""
+
 
 def tail_lines(path: Path, count: int, block: int = 65536) -> list[bytes]:
-    """The last `count` lines of a file without reading all of it."""
+    """The last `count` lines of a file without reading all of it. A line over MAX_LINE
+    counts as its pieces, as the terminal and the API show it, so no more than
+    (count + 1) * MAX_LINE bytes are read: a 200 MB progress bar with no line break
+    was read (and printed) whole, at 600 MB of memory."""
     if count <= 0:
         return []
+    limit = (count + 1) * MAX_LINE
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
-        pos = fh.tell()
+        end = pos = fh.tell()
         blocks: list[bytes] = []
         breaks = 0
-        while pos > 0 and breaks <= count:  # each block read and counted once: a log of
-            step = min(block, pos)          # long lines (a \r progress bar) was copied
-            pos -= step                     # and counted again per block, quadratically
+        while pos > 0 and breaks <= count and end - pos < limit:
+            step = min(block, pos)  # each block read and counted once: a log of long
+            pos -= step             # lines was copied and counted again per block
             fh.seek(pos)
             blocks.append(fh.read(step))
             breaks += blocks[-1].count(b"\n")
     lines = b"".join(reversed(blocks)).split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    return lines[-count:]
+    return [piece for line in lines for piece in pieces(line)][-count:]
+
+
+def _regular(path: Path) -> bool:
+    """A log file proper: something else put under its name (a directory) is no log."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _files(latest: Path, service: str) -> list[Path]:
@@ -50,8 +70,16 @@ def _files(latest: Path, service: str) -> list[Path]:
             names = sorted(p.stem for p in latest.glob("*.log"))
             raise UsageError(f"no log for service '{service}' in {latest} (logs: "
                              f"{', '.join(names) or 'none'}){did_you_mean(service, names)}")
+        if not _regular(path):
+            raise UsageError(f"{path} is not a regular file (something else was put where "
+                             "this log belongs): move it away; the daemon then writes the "
+                             "log there again")
         return [path]
-    return sorted(latest.glob("*.log"))
+    found = sorted(latest.glob("*.log"))
+    for path in found:
+        if not _regular(path):
+            print(f"hippodrome: {path} is not a regular file: left out", file=sys.stderr)
+    return [p for p in found if _regular(p)]
 
 
 def _count(lines: int | str) -> int:
@@ -109,9 +137,12 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
         info = path.stat()
         offsets[path] = (info.st_ino, info.st_size)
     out.flush()
-    partial: dict[Path, bytes] = {}
+    partial: dict[Path, tuple[bytes, float]] = {}
+    """Per file: a line not finished yet, and since when; shown once it has waited
+    UNFINISHED_S (a prompt, a progress bar), as the foreground terminal does."""
     while follow:
         time.sleep(0.2)
+        now = time.monotonic()
         for path in sorted(latest.glob("*.log")) if not service else files:
             try:
                 info = path.stat()
@@ -122,15 +153,29 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
             if inode != info.st_ino or size < start:
                 start = 0
                 partial.pop(path, None)
-            if size == start:
+            if size == start or not stat.S_ISREG(info.st_mode):
                 continue
-            with open(path, "rb") as fh:
-                fh.seek(start)
-                chunk = partial.pop(path, b"") + fh.read(size - start)
-            offsets[path] = (info.st_ino, size)
-            *whole, rest = chunk.split(b"\n")
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(start)
+                    data = fh.read(min(size - start, READ_AT_ONCE))
+            except OSError:  # replaced by something that is no log meanwhile
+                continue
+            offsets[path] = (info.st_ino, start + len(data))
+            before, began = partial.pop(path, (b"", now))
+            *whole, rest = (before + data).split(b"\n")
+            if whole:  # the unfinished line is a new one
+                began = now
+            while len(rest) > MAX_LINE:  # a line this long goes out in pieces as it comes
+                whole.append(rest[:MAX_LINE])
+                rest = rest[MAX_LINE:]
             if rest:
-                partial[path] = rest
+                partial[path] = (rest, began)
             for line in whole:
-                out.write(prefix(path.stem) + line_for_terminal(line) + b"\n")
+                for piece in pieces(line):
+                    out.write(prefix(path.stem) + line_for_terminal(piece) + b"\n")
+        for path, (rest, began) in list(partial.items()):
+            if now - began >= UNFINISHED_S:
+                out.write(prefix(path.stem) + line_for_terminal(rest) + b"\n")
+                del partial[path]
         out.flush()
