@@ -33,19 +33,46 @@ def _caret(match: re.Match[str]) -> str:
     return f"\\x{code:02x}"  # C1 controls (U+0080-U+009F): CSI and OSC in one character
 
 
+_CONCEAL = "8"
+"""SGR 8 hides the text after it: a line could hide itself and every line after it."""
+RESET = "\x1b[0m"
+
+
+def _without_conceal(sgr: str) -> str:
+    """An SGR sequence less its conceal attribute. `38;5;8` (colour 8 of 256) is a
+    colour: what follows 38/48/58 is read as that colour, not as attributes."""
+    params, out, i = sgr[2:-1].split(";"), [], 0
+    while i < len(params):
+        if params[i] in ("38", "48", "58") and i + 1 < len(params):
+            n = 2 + {"5": 1, "2": 3}.get(params[i + 1], 0)  # 38;5;N or 38;2;R;G;B
+            out += params[i:i + n]
+            i += n
+            continue
+        if params[i] != _CONCEAL:
+            out.append(params[i])
+        i += 1
+    return f"\x1b[{';'.join(out)}m" if out else ""
+
+
 def for_terminal(text: str) -> str:
     """`text` with colours kept and every other control character made visible; one
-    `\r` at the end (a CRLF line ending) is dropped, not shown."""
+    `\r` at the end (a CRLF line ending) is dropped, not shown. A line that set colours
+    is reset at its end, so the next line (Hippodrome's own) starts plain."""
     if not _CONTROL.search(text):
         return text
     if text.endswith("\r"):
         text = text[:-1]
-    out, pos = [], 0
+    out, pos, styled = [], 0, False
     for sgr in _SGR.finditer(text):
         out.append(_CONTROL.sub(_caret, text[pos:sgr.start()]))
-        out.append(sgr.group())
+        shown = _without_conceal(sgr.group()) if _CONCEAL in sgr.group() else sgr.group()
+        out.append(shown)
         pos = sgr.end()
+        if shown:
+            styled = shown not in ("\x1b[m", "\x1b[0m")
     out.append(_CONTROL.sub(_caret, text[pos:]))
+    if styled:
+        out.append(RESET)
     return "".join(out)
 
 

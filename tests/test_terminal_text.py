@@ -28,7 +28,11 @@ SAFE_TO_SHOW = ("clip ^[]52;c;cm0gLXJmIH4vKg==^G title ^[]0;pwned^G clear ^[[2J^
      "\x1b[1;32mbold green\x1b[m"),
     ("a\x1b]52;c;aGk=\x07b", "a^[]52;c;aGk=^Gb"),
     ("\x1b[2J\x1b[H", "^[[2J^[[H"),
-    ("\x1b[31mred\x1b]0;t\x1b\\", "\x1b[31mred^[]0;t^[\\"),
+    ("\x1b[31mred\x1b]0;t\x1b\\", "\x1b[31mred^[]0;t^[\\\x1b[0m"),  # reset: the next line is plain
+    # conceal (SGR 8) hid the rest of the line and every line after it; 38;5;8 is a colour
+    ("x \x1b[8msecret", "x secret"),
+    ("\x1b[1;8;31mbold red", "\x1b[1;31mbold red\x1b[0m"),
+    ("\x1b[38;5;8mgrey\x1b[0m", "\x1b[38;5;8mgrey\x1b[0m"),
     ("windows line\r", "windows line"),
     ("a\rb", "a^Mb"),
     ("\x9b2J \u009d0;t\x07", "\\x9b2J \\x9d0;t^G"),
