@@ -81,3 +81,12 @@ def line_for_terminal(line: bytes) -> bytes:
     if not _SUSPECT.search(line):
         return line
     return for_terminal(line.decode("utf-8", "replace")).encode("utf-8")
+
+
+def lines_for_terminal(text: str) -> str:
+    """A message of several lines, each as for_terminal shows it: what Hippodrome says
+    often quotes another program's text (a port holder's command line, a service's last
+    lines, a recorded detail-type), which must not reach the terminal as controls."""
+    if not _CONTROL.search(text.replace("\n", "")):
+        return text
+    return "\n".join(for_terminal(line) for line in text.split("\n"))

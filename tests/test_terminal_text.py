@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from stackutil import HD_CLI, free_ports, hd, stack_header, wait_for, write_stack
+from stackutil import HD_CLI, free_ports, hd, port_free, stack_header, wait_for, write_stack
 
-from hippo_tasks.terminal_text import for_terminal, line_for_terminal
+from hippo_tasks.terminal_text import for_terminal, line_for_terminal, lines_for_terminal
 
 HOSTILE = (b"clip \x1b]52;c;cm0gLXJmIH4vKg==\x07 title \x1b]0;pwned\x07 clear \x1b[2J\x1b[3J"
            b" over\rwritten \x9b6n \xff\xfe tab\tend")
@@ -102,3 +102,48 @@ def test_the_foreground_up_shows_hostile_output_safely(project: Path) -> None:
     text = log.read_bytes().decode()
     assert f"evil | {SAFE_TO_SHOW}" in text, text
     _no_raw_controls(text)
+
+
+def test_hd_why_shows_a_blockers_hostile_lines_safely(project: Path) -> None:
+    """`hd why` printed a blocker's last lines with their raw escapes."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + _evil(project, None).replace(
+        'readiness = { log = "ready" }', 'readiness = { log = "never" }\nstart_timeout = 120')
+        + '[services.app]\ncommand = ["sleep", "600"]\ndepends_on = ["evil"]\n')
+    up = subprocess.Popen([*HD_CLI, "up", "--detach", "--project-root", str(project)],
+                          cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log = project / ".logs" / "latest" / "evil.log"
+        wait_for(lambda: log.exists() and HOSTILE in log.read_bytes(), 60, what="evil's lines")
+        why = hd(project, "why", "app", timeout=60)
+        assert "^[]52;c;" in why.stdout, why.stdout + why.stderr
+        _no_raw_controls(why.stdout + why.stderr)
+    finally:
+        hd(project, "down")
+        up.wait(60)
+
+
+def test_a_port_holders_hostile_command_line_is_shown_safely(project: Path) -> None:
+    """`port N is already in use by pid P (<its command line>)`: anyone's process names
+    itself, and its argv retitled and cleared the terminal of `hd up` and `hd doctor`."""
+    dash, port = free_ports(2)
+    holder = subprocess.Popen([sys.executable, "-c", "import socket, sys, time; s = socket."
+                               "socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen();"
+                               " time.sleep(600)", str(port), "\x1b]0;PWNED\x07\x1b[2J"])
+    try:
+        wait_for(lambda: not port_free(port), 10, what="the holder listening")
+        write_stack(project, stack_header(dash) + f'[services.web]\ncommand = ["sleep", "9"]\n'
+                                                  f'port = {port}\n')
+        up = hd(project, "up", "--detach", timeout=60)
+        assert up.returncode == 4 and "^[]0;PWNED^G^[[2J" in up.stderr, up.stderr
+        doctor = hd(project, "doctor", timeout=60)
+        assert "^[]0;PWNED^G^[[2J" in doctor.stdout, doctor.stdout
+        _no_raw_controls(up.stdout + up.stderr + doctor.stdout + doctor.stderr)
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_a_message_of_several_lines_keeps_its_breaks() -> None:
+    assert lines_for_terminal("one\ntwo \x1b]0;t\x07") == "one\ntwo ^[]0;t^G"
+    assert lines_for_terminal("plain\nlines") == "plain\nlines"

@@ -34,7 +34,12 @@ def status(c: Context, json_: bool = False, project_root: str = "") -> None:
     root = resolve_root(project_root)
     client = DaemonClient.for_project(root)
     result = client.status()
-    print(json.dumps(result, indent=2) if json_ else status_table(result))
+    if json_:
+        print(json.dumps(result, indent=2))
+    else:
+        from hippo_tasks.terminal_text import lines_for_terminal  # reasons quote commands
+
+        print(lines_for_terminal(status_table(result)))
     _say_if_changed(root, client.stack_file)
 
 
@@ -61,6 +66,8 @@ def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) 
     result = client.action(verb, service or None, cascade)
     if verb != "stop":
         _say_if_changed(root, client.stack_file)
+    from hippo_tasks.terminal_text import for_terminal  # a reason may quote a command
+
     rows = result["services"]
     for row in rows:
         line = f"{row['name']}: {row['state']}"
@@ -69,7 +76,7 @@ def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) 
         stopped = verb != "stop" and row["state"] == "stopped" and not row.get("ready")
         if (row["state"] in ("failed", "backoff") or stopped) and row.get("reason"):
             line += f" — {row['reason']}"
-        print(line)
+        print(for_terminal(line))
     failed = [r for r in rows if r["state"] == "failed" and r.get("blocking", True)]
     # What was asked to run and did not (a restart whose dependency is stopped) is not
     # a success, whatever else happened.

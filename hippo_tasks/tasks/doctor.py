@@ -13,6 +13,7 @@ from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import Registry, daemon_alive, live_services
 from hippo_tasks.tasks.context import build_options, resolve_root
 from hippo_tasks.tasks.output import GREEN, RED, YELLOW, TaskExit, handles_errors, paint
+from hippo_tasks.terminal_text import lines_for_terminal
 
 TOOLS = {
     "node": "console development builds (optional)",
@@ -49,7 +50,7 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
         tag = {True: paint("[OK]  ", GREEN), False: paint("[FAIL]", RED),
                None: paint("[WARN]", YELLOW)}[ok]
         problems += ok is False
-        print(f"{tag} {text}")
+        print(f"{tag} {lines_for_terminal(text)}")  # a port holder's command line, say
 
     py = sys.version_info
     line(py[:2] >= (3, 11), f"Python {py.major}.{py.minor}.{py.micro} (3.11 or newer needed)")

@@ -98,7 +98,10 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         quiet_stdout()
         return EXIT_PIPE_CLOSED
     except E.HippoError as exc:
-        print(paint(f"hippodrome: {exc.message()}", RED, sys.stderr), file=sys.stderr)
+        from hippo_tasks.terminal_text import lines_for_terminal  # messages quote others
+
+        print(paint(f"hippodrome: {lines_for_terminal(exc.message())}", RED, sys.stderr),
+              file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130

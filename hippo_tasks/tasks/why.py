@@ -24,4 +24,9 @@ def why(c: Context, service: str, json_: bool = False, project_root: str = "") -
     from hippo_tasks.daemon.why import render
 
     answer = DaemonClient.for_project(resolve_root(project_root)).why(service)
-    print(json.dumps(answer, indent=2) if json_ else render(answer))
+    if json_:
+        print(json.dumps(answer, indent=2))
+        return
+    from hippo_tasks.terminal_text import lines_for_terminal  # it quotes services' lines
+
+    print(lines_for_terminal(render(answer)))
