@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,23 @@ def test_interrupting_up_detach_shuts_down_what_it_started(project: Path, sig: i
     assert not alive(daemon)
     all_gone(token, procs)
     assert registry(project)["daemon"] is None
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.001, 0.01])
+def test_a_sigterm_and_its_echo_shut_down_cleanly_with_143(project: Path, gap: float) -> None:
+    """`timeout N hd up --detach` sends SIGTERM to `up` and then to its group: the second
+    one landed in the shutdown before its guard and was a traceback, exit 1. An echo is
+    not a second Ctrl+C: the stack is still shut down, not killed."""
+    pids = slow_stack(project)
+    up = start_up(project, "--detach")
+    token, procs = started(project, pids)
+    os.kill(up.pid, signal.SIGTERM)
+    time.sleep(gap)
+    os.killpg(up.pid, signal.SIGTERM)
+    out = finish(up)
+    assert up.returncode == 143 and "Traceback" not in out, out
+    assert "the stack was shut down" in out, out
+    all_gone(token, procs)
 
 
 def up_after_an_earlier_run(project: Path) -> tuple[subprocess.Popen[str], str, list[int]]:

@@ -61,6 +61,10 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
     lock.release()  # the daemon holds its inherited copy until it serves
 
     def interrupted(signum: int, _frame: object) -> None:
+        # One SIGTERM/SIGHUP is the request; more of them are its echoes (`timeout`
+        # signals the child, then its group), not a second Ctrl+C: ignored from here.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -160,11 +164,11 @@ def _shut_down(proc: Daemon, why: str) -> None:
     """The daemon this command forked, asked to stop its stack (SIGTERM: it is ours,
     just spawned, and may not be serving yet); a second Ctrl+C kills it at once and
     leaves its services to its orphan guard."""
-    print(f"\nhippodrome | {why}: shutting down the stack this `up` was starting "
-          "(Ctrl+C again to kill it at once)", flush=True)
-    if proc.poll() is None:  # not reaped, so the pid is still our child's
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
+    try:  # a second Ctrl+C may land anywhere in here, the print included
+        print(f"\nhippodrome | {why}: shutting down the stack this `up` was starting "
+              "(Ctrl+C again to kill it at once)", flush=True)
+        if proc.poll() is None:  # not reaped, so the pid is still our child's
+            os.kill(proc.pid, signal.SIGTERM)
         proc.wait(SHUTDOWN_WAIT_S)
     except (KeyboardInterrupt, Interrupted):
         if proc.poll() is None:
