@@ -287,3 +287,19 @@ def test_a_project_root_too_long_for_the_file_system_is_a_sentence(project: Path
     assert res.returncode == 2, res.stdout + res.stderr
     assert "--project-root xxx" in res.stderr and "File name too long" in res.stderr
     assert_clean(res)
+
+
+@pytest.mark.parametrize("args,words", [
+    (("down", "--bogus"), "No idea what '--bogus' is"),
+    (("why",), "'why' did not receive required positional arguments"),
+    (("nosuchtask",), "No idea what 'nosuchtask' is"),
+    (("logs", "--service"), "needed value and was not given one"),
+])
+def test_the_stock_invoke_says_bad_arguments_as_hd_does(project: Path, args: tuple[str, ...],
+                                                       words: str) -> None:
+    """`hd X` is `invoke X`: invoke's own Program exited 1 on these, where hd exits 2."""
+    res = subprocess.run([PY, "-m", "invoke", "-r", str(REPO), *args], cwd=project,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert words in res.stderr, res.stderr
+    assert_clean(res)

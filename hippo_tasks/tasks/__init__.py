@@ -26,9 +26,10 @@ def build_namespace() -> Any:
     )
     from hippo_tasks.tasks.declare import as_task
     from hippo_tasks.tasks.mcp_server import mcp
-    from hippo_tasks.tasks.program import text_never_fails
+    from hippo_tasks.tasks.program import bad_arguments_said_as_ours, text_never_fails
 
     text_never_fails()  # `invoke` runs no main() of ours: the same as `hd` from here
+    bad_arguments_said_as_ours()
 
     ns = Collection()
     for fn in (lifecycle.up, lifecycle.down, actions.status, actions.start,
