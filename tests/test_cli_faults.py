@@ -31,6 +31,8 @@ from stackutil import (
     write_stack,
 )
 
+from hippo_tasks.tasks.actions import changed_meanwhile
+
 
 def shell_stack(root: Path) -> tuple[int, int, int]:
     dash, a, b = free_ports(3)
@@ -540,3 +542,10 @@ def test_a_registry_lock_held_by_a_stopped_process_hangs_no_command(project: Pat
         assert hd(project, "status", timeout=60).returncode == 5
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_start_that_another_command_stopped_says_so_plainly() -> None:
+    """A whole-stack restart that a `hd stop` overtook answered with every service
+    stopped and said `no service did not come up` (naming nobody, saying the opposite)."""
+    assert changed_meanwhile([]).startswith("no service came up: another command")
+    assert changed_meanwhile(["a", "b"]).startswith("a, b did not come up: another command")

@@ -25,6 +25,7 @@ from stackutil import (
     hd,
     registry,
     stack_header,
+    toy_service,
     wait_for,
     write_stack,
 )
@@ -154,3 +155,55 @@ def test_the_foreground_up_ended_by_a_signal_says_so_in_its_code(project: Path, 
     assert up.returncode == code, out
     assert "Traceback" not in out
     all_gone(token, [int(line.split()[1]) for line in pids.read_text().splitlines()])
+
+
+def test_down_whose_daemon_dies_midway_ends_what_it_left_before_saying_stopped(
+        project: Path) -> None:
+    """kill -9 of the daemon during `hd down`: down said `stack stopped` while a service
+    that ignores SIGTERM still ran (its guard ended it a second later)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("stubborn", port, "--ignore-term",
+                                                          stop_timeout=10))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    daemon = registry(project)["daemon"]["pid"]
+    service = registry(project)["services"]["stubborn"]["pid"]
+    down = start_down(project)
+    try:
+        wait_for(lambda: registry(project)["services"]["stubborn"]["state"] == "stopping", 20,
+                 what="the stop under way")
+        os.kill(daemon, signal.SIGKILL)
+        out = finish(down)
+        assert not alive(service), out  # at once: not a second later, by the guard
+        assert down.returncode == 0 and "stack stopped" in out, out
+        assert "ended before it finished stopping the stack" in out, out
+    finally:
+        hd(project, "down", "--force", timeout=60)
+
+
+def start_down(project: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([*HD_CLI, "down", "--project-root", str(project)], cwd=project,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_up_detach_is_not_ready_while_a_restart_from_elsewhere_is_under_way(
+        project: Path) -> None:
+    """`hd restart` from another terminal while `up --detach` waited: it said `stack
+    ready ... (0/2 ready ...)` and exited 0 with nothing up."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service(
+        "slow", port, "--delay", "2", readiness={"http": "/healthz"}, start_timeout=30)
+        + '[services.after]\ncommand = ["sleep", "600"]\ndepends_on = ["slow"]\n')
+    up = start_up(project, "--detach")
+    try:
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists() and
+                 (registry(project).get("services") or {}).get("slow", {}).get("state")
+                 == "starting", 30, what="slow starting")
+        restart = hd(project, "restart", timeout=60)
+        out = finish(up)
+        assert up.returncode == 0, out
+        assert "stack ready" in out and "not running" not in out, out
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        states = {n: e["state"] for n, e in registry(project)["services"].items()}
+        assert states == {"slow": "running", "after": "running"}, states
+    finally:
+        hd(project, "down", timeout=60)

@@ -91,11 +91,16 @@ def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) 
             print(f"hippodrome: '{service}' is not running; `hd start --service {service}` "
                   "starts it with what it depends on", file=sys.stderr)
         if unsettled or none_up:
-            names = ", ".join(unsettled) or "no service"
-            print(f"hippodrome: {names} did not come up: another command (a stop, `hd "
-                  "down`) changed the stack while this one waited; `hd status` shows "
-                  "where it is now", file=sys.stderr)
+            print(f"hippodrome: {changed_meanwhile(unsettled)}", file=sys.stderr)
         raise TaskExit(1)
+
+
+def changed_meanwhile(unsettled: list[str]) -> str:
+    """Why a start or restart is not a success though nothing failed. With no service
+    left in motion (a whole-stack stop came in) it said `no service did not come up`."""
+    what = f"{', '.join(unsettled)} did not come up" if unsettled else "no service came up"
+    return (f"{what}: another command (a stop, `hd down`) changed the stack while this one "
+            "waited; `hd status` shows where it is now")
 
 
 SERVICE_HELP = {"service": "one service (default: the whole stack; the daemon stays up)",

@@ -122,7 +122,12 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) 
                 print(f"hippodrome | {name}: {entry['state']}", flush=True)
         if failure:
             continue
-        if daemon.get("started") or (services and all(map(_settled_ok, services.values()))):
+        # `started` once the start is over; but a whole-stack restart from elsewhere
+        # while this waited put services back into motion: ready only once they settle
+        # (it said "stack ready" with 0/2 ready, and `up --detach && tests` ran on air).
+        moving = any(e["state"] in MOVING for e in services.values())
+        if (daemon.get("started") and not moving) or \
+                (services and all(map(_settled_ok, services.values()))):
             elapsed = time.monotonic() - began
             status = _answers(daemon["url"], proc, registry, log, log_from)
             print(f"hippodrome | stack ready in {elapsed:.2f}s{_not_ready(services)}; "
@@ -132,6 +137,8 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) 
             return pid
 
 
+MOVING = ("pending", "starting", "stopping")
+"""States on the way somewhere: the start is not over while a service is in one."""
 STALE_S = 2.0
 """A registry unchanged this long while the stack starts: ask the daemon whether it
 cannot write it."""

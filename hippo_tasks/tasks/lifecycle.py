@@ -19,7 +19,7 @@ from hippo_tasks.errors import (
 )
 from hippo_tasks.events import hooks
 from hippo_tasks.registry.lifecycle_lock import LifecycleLock
-from hippo_tasks.registry.store import Registry, daemon_alive, is_same_process
+from hippo_tasks.registry.store import Registry, daemon_alive, identity, is_same_process
 from hippo_tasks.tasks.context import build_options, resolve_root
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint
@@ -164,9 +164,11 @@ def _down_locked(root: Path, force: bool) -> None:
     if not force:
         try:
             client = DaemonClient.for_project(root)
+            born = identity(client.pid)  # now: a daemon asked to stop leaves the registry
             client.shutdown()
             _say(f"stopping the stack (daemon pid {client.pid})...")
-            _wait_daemon_gone(registry, client.pid)
+            _wait_daemon_gone(registry, client.pid, born)
+            _end_what_a_dead_daemon_left(registry, client.pid)
             hooks.recover(registry, _say)
             print("hippodrome | stack stopped, daemon exited")
             return
@@ -216,12 +218,27 @@ def _stop_unlisted_daemons(root: Path, timeout: float = 120.0) -> bool:
     return bool(asked)
 
 
-def _wait_daemon_gone(registry: Registry, pid: int, timeout: float = 120.0) -> None:
+def _end_what_a_dead_daemon_left(registry: Registry, pid: int) -> None:
+    """A daemon that died mid-stop (kill -9) left its entry, and services its guard is
+    still ending: `down` said "stack stopped" with one still running. What the registry
+    proves ours is ended here, before that is said."""
+    data = registry.read()
+    if (data.get("daemon") or {}).get("pid") != pid:
+        return  # it finished its stop and cleared its entry
+    from hippo_tasks.registry.cleanup import clean_stale
+
+    _say(f"the daemon (pid {pid}) ended before it finished stopping the stack")
+    for line in clean_stale(registry, data):
+        _say(line)
+
+
+def _wait_daemon_gone(registry: Registry, pid: int, born: float | None,
+                      timeout: float = 120.0) -> None:
     """Until the daemon left the registry and its process has ended: it removes its
-    entry before its interpreter exits, and `down` must not return while it lives."""
+    entry before its interpreter exits, and `down` must not return while it lives.
+    `born` is its start, read before it was asked to stop: read after, from a registry
+    it had already cleared, it was none, and `down` returned while the daemon lived."""
     deadline = time.monotonic() + timeout
-    daemon = registry.read().get("daemon") or {}
-    born = daemon.get("create_time") if daemon.get("pid") == pid else None
     while time.monotonic() < deadline:
         data = registry.read()
         daemon = data.get("daemon") or {}
