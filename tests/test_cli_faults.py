@@ -511,6 +511,29 @@ def test_the_daemon_lifts_its_descriptor_limit_to_the_hard_one(project: Path) ->
         hd(project, "down")
 
 
+def test_out_of_descriptors_before_the_api_starts_is_a_sentence(project: Path) -> None:
+    """A hard limit of 64 descriptors and 30 services: the API's late imports hit EMFILE
+    and the stack ended with a traceback as its reason."""
+    import resource
+
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + "".join(
+        f'[services.s{i}]\ncommand = ["sleep", "600"]\n' for i in range(30)))
+
+    def tight() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    up = subprocess.run([*HD_CLI, "up", "--detach", "--project-root", str(project)],
+                        cwd=project, capture_output=True, text=True, timeout=90,
+                        preexec_fn=tight)  # noqa: PLW1509 - the shell's `ulimit -n 64`
+    try:
+        out = up.stdout + up.stderr  # 30 services' pipes and pidfds take every descriptor
+        assert up.returncode == 1 and "too many files open (ulimit -n: 64)" in out, out
+        assert "Traceback" not in out, out
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_a_command_line_too_long_for_the_system_says_so(project: Path) -> None:
     """E2BIG named /bin/sh, the cgroup wrapper, which the stack file never mentions."""
     dash = free_ports(1)[0]

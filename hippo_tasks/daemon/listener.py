@@ -17,6 +17,7 @@ own work) and took a core from the services.
 from __future__ import annotations
 
 import contextlib
+import errno
 import select
 import socket
 import sys
@@ -88,12 +89,14 @@ def serve_soon(sock: socket.socket, start: Starter,
             stops.append(start(sock))
         except BaseException as exc:
             limit = ProcessLimitError.of(exc, "the dashboard and API's threads")
-            why = limit.message() if limit is not None else traceback.format_exc()
+            short = _out_of_files(exc)
+            why = limit.message() if limit is not None else short or traceback.format_exc()
             with contextlib.suppress(OSError):
                 print(f"hippodrome | the dashboard and API could not start: {why}",
                       file=sys.stderr, flush=True)
             failed("the dashboard and API could not start"
-                   + (": the process limit is reached" if limit is not None else ""))
+                   + (": the process limit is reached" if limit is not None else "")
+                   + (f": {short}" if short else ""))
         finally:
             done.set()
 
@@ -107,3 +110,19 @@ def serve_soon(sock: socket.socket, start: Starter,
             sock.close()
 
     return stop
+
+
+def _out_of_files(exc: BaseException) -> str:
+    """A sentence for EMFILE/ENFILE (the API's late imports open files): it was a
+    traceback. Empty for anything else."""
+    if not isinstance(exc, OSError) or exc.errno not in (errno.EMFILE, errno.ENFILE):
+        return ""
+    try:
+        import resource
+
+        limit = f" (ulimit -n: {resource.getrlimit(resource.RLIMIT_NOFILE)[0]})"
+    except (ImportError, OSError, ValueError):
+        limit = ""
+    whose = "this process" if exc.errno == errno.EMFILE else "the system"
+    return (f"{whose} has too many files open{limit}: raise the limit (`ulimit -n 4096`) "
+            "and run `hd up` again, or run fewer services")
