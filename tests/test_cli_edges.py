@@ -235,7 +235,11 @@ def test_an_edit_to_the_stack_file_after_up_is_said_not_silently_ignored(
                 "(and a restart) uses it as it was then: `hd down` then `hd up` applies "
                 "the change")
         for args, code in ((["status"], 0), (["restart", "--service", "web"], 0),
-                           (["up", "--detach"], 7)):
+                           (["up", "--detach"], 7),
+                           # a service the edit added (or a rename): unknown to the
+                           # running stack, and the note is when it is needed most
+                           (["restart", "--service", "webapp"], 2),
+                           (["start", "--service", "webapp"], 2)):
             res = hd(project, *args, timeout=60)
             assert res.returncode == code and note in res.stderr, (args, res.stderr)
         assert json.loads(hd(project, "status", "--json", check=True).stdout)["services"]

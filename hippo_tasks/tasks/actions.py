@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hippo_tasks.errors import UsageError
+from hippo_tasks.errors import UnknownServiceError, UsageError
 from hippo_tasks.model.project import changed_since
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
@@ -63,7 +63,11 @@ def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) 
 
     root = resolve_root(root_flag)
     client = DaemonClient.for_project(root)
-    result = client.action(verb, service or None, cascade)
+    try:
+        result = client.action(verb, service or None, cascade)
+    except UnknownServiceError:
+        _say_if_changed(root, client.stack_file)  # a name the edited file has, say
+        raise
     if verb != "stop":
         _say_if_changed(root, client.stack_file)
     from hippo_tasks.terminal_text import for_terminal  # a reason may quote a command
