@@ -386,6 +386,31 @@ def test_a_name_that_is_not_utf8_does_not_end_watching(project: Path) -> None:
     run(project, text, scenario)
 
 
+def test_a_change_in_the_same_burst_as_a_name_that_is_not_utf8_is_not_lost(
+        project: Path) -> None:
+    """watchfiles drops the whole batch holding an undecodable name: `touch src/good.py
+    src/$'\\xff'bad.py` restarted nothing."""
+    (p,) = free_ports(1)
+    (project / "src").mkdir()
+    text = toy_service("web", p, watch=["src/*.py"])
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        await armed(h, project / "src" / "probe.py")
+        before = len(changes(h))
+        src = os.path.join(os.fsencode(project), b"src")
+        with open(os.path.join(src, b"good.py"), "w") as f, \
+                open(os.path.join(src, b"\xffbad.py"), "w") as g:
+            f.write("changed")
+            g.write("a name that is not UTF-8")
+        await until(lambda: len(changes(h)) > before, 20, "good.py's change acted on")
+        assert any("good.py" in note for note in changes(h)[before:]), changes(h)[before:]
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
 def test_a_name_that_is_not_utf8_is_said_only_to_the_services_it_concerns(
         project: Path) -> None:
     """Every watching service was told of it: a stray file in one service's folder

@@ -26,6 +26,7 @@ from hippo_tasks.supervision.watch import (
     ADDED,
     DEBOUNCE,
     DECODE_ERROR,
+    MODIFIED,
     POLL_DELAY_MS,
     STEP_MS,
     Subscriber,
@@ -73,6 +74,8 @@ class StackWatcher:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._said: set[str] = set()
+        self._caught_up = time.time()
+        """When the watch last handed over a batch (or found none): see _recover_batch."""
         self._target_ids: dict[Path, tuple[int, int] | None] = {}
 
     # ---- on the loop ----------------------------------------------------------------
@@ -214,9 +217,34 @@ class StackWatcher:
                 self._post(self._say, service, "file watching: a changed file's name is "
                            f"not UTF-8 ({error}); changes to it are not seen, the rest is")
 
+    def _recover_batch(self, since: float) -> None:
+        """watchfiles drops a whole batch when one name in it is not UTF-8: a change to
+        `src/good.py` in the same burst as `src/\\xffbad.py` restarted nothing. The
+        batch is found again by time: the matching files changed since the last batch
+        was handed over (a walk of the watched folders, only after such an error)."""
+        changes: set[tuple[Any, str]] = set()
+        for folder in outermost(f for w in self.watched for f in target_folders(w.cwd,
+                                                                                w.patterns)):
+            for base, dirs, files in os.walk(folder):
+                dirs[:] = [d for d in dirs if not (self.own and inside(
+                    os.path.join(base, d), self.own))]
+                for name in files:
+                    path = os.path.join(base, name)
+                    try:
+                        path.encode("utf-8")  # the undecodable one is not seen, as said
+                        st = os.stat(path)
+                    except (UnicodeEncodeError, OSError):
+                        continue
+                    if max(st.st_mtime, st.st_ctime) >= since - 0.05 and \
+                            self._wants(MODIFIED, path):
+                        changes.add((MODIFIED, path))
+        if changes:
+            self._dispatch(changes)
+
     def _feed(self) -> None:
         """Watch until stopped; watch again when a watched folder is replaced or a
         name cannot be decoded; on any other error say so and end."""
+        self._caught_up = time.time()
         try:
             from watchfiles._rust_notify import WatchfilesRustInternalError
 
@@ -230,6 +258,7 @@ class StackWatcher:
                     if not undecodable:
                         raise
                     self._say_undecodable(str(exc), undecodable.group(1))
+                    self._recover_batch(self._caught_up)
                 except FileNotFoundError:  # a folder went between stat and watch
                     self._halt.wait(CHECK_MS / 1000)
                     roots = self._roots()
@@ -244,12 +273,14 @@ class StackWatcher:
         from watchfiles import watch
 
         extra = self._say_unreadable(roots)
+        self._caught_up = time.time()
         for changes in watch(*roots, *extra, watch_filter=self._wants, step=STEP_MS,
                              stop_event=self._halt, rust_timeout=CHECK_MS,
                              yield_on_timeout=True, force_polling=self.poll,
                              poll_delay_ms=POLL_DELAY_MS, ignore_permission_denied=True):
             if changes:
                 self._dispatch(changes)
+            self._caught_up = time.time()
             now = self._roots()
             if now != roots:
                 self._appeared()

@@ -41,6 +41,8 @@ POLL_DELAY_MS = 300
 POLL_ENV = "HIPPODROME_WATCH_POLL"
 ADDED = 1
 """watchfiles.Change.added (an IntEnum; its module is imported only by the watcher)."""
+MODIFIED = 2
+"""watchfiles.Change.modified."""
 
 
 def poll_forced(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool | None:
