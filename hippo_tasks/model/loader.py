@@ -75,6 +75,7 @@ _SERVICE_FIELDS: dict[str, F.Checker] = {
     "description": F.want_str,
     "shell": lambda c, v, s, f: _shell(c, v, s, f),
     "stop_signal": lambda c, v, s, f: _stop_signal(c, v, s, f),
+    "restart_cascades": F.want_bool,
     "env_file": lambda c, v, s, f: _env_files(c, v, s, f),
 }
 

@@ -73,6 +73,10 @@ class ServiceSpec(NamedTuple):
     stop_signal: str = "SIGTERM"
     """What stopping sends first, to every process of the service (SIGKILL follows at
     `stop_timeout`)."""
+    restart_cascades: bool = False
+    """Its state lives only in its process (moto's tables and queues): ready again after
+    any restart, a crash's included, what depends on it restarts too, as `--cascade`,
+    so the jobs that filled it run again."""
     env_file: tuple[str, ...] = ()
     """Files of NAME=value lines, relative to the project root; later files win, and
     `env` wins over them all."""

@@ -46,6 +46,10 @@ class StackSupervisor:
         self._change: asyncio.Future[None] | None = None
         """Resolved (and replaced) on every transition: what waiting services wake on."""
         self.final = False
+        self._been_ready: set[str] = set()
+        self._cascades: set[asyncio.Future[Settled]] = set()
+        self._cascading: set[str] = set()
+        """Services whose cascade runs now: their being ready again starts no other."""
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -94,6 +98,8 @@ class StackSupervisor:
         """Hooked in by the owner: wakes waiting services; a blocking service failing
         during start-up is final."""
         self._poke()
+        if event.new == State.RUNNING:
+            self._ready_again(event.service)
         if event.new in (State.BACKOFF, State.FAILED):
             self._exited_at[event.service] = time.monotonic()
         if event.new != State.FAILED or self.blocking_failure is None:
@@ -183,6 +189,23 @@ class StackSupervisor:
                     todo.append(dep)
         return [n for n in self.services if n in found]
 
+    def _ready_again(self, name: str) -> None:
+        """A `restart_cascades` service ready after the first time: what was made in it
+        is gone (a crashed moto came back empty, `hd status` said healthy, and every
+        table call failed for good), so its dependants restart, as with `--cascade`."""
+        svc = self.services[name]
+        if name not in self._been_ready:
+            self._been_ready.add(name)
+            return
+        if svc.planned.spec.restart_cascades and not self.final and \
+                name not in self._cascading:
+            self.ctx.hub.system(name, f"{name} is ready again and keeps no state across "
+                                      "restarts (restart_cascades): restarting what "
+                                      "depends on it")
+            task = asyncio.ensure_future(self._cascade_from(name, "restart_cascades"))
+            self._cascades.add(task)  # held until done: a task nobody holds may vanish
+            task.add_done_callback(self._cascades.discard)
+
     async def restart_cascade(self, name: str) -> Settled:
         """Restart `name`, then each service that depends on it (in dependency order),
         each once the one before is ready again; a job that completed runs again (a
@@ -191,18 +214,29 @@ class StackSupervisor:
         a dependency did is started again. Returns what it touched, each as its restart
         settled: read afterwards, a cascade that overlapped this one showed its own
         restarts in progress, and this one's caller was told "did not come up"."""
-        settled = {name: await self.get(name).request("restart", "restart requested "
-                                                                  "(cascade)")}
-        if not settled[name].ready:
-            return settled
+        self._cascading.add(name)
+        try:
+            first = await self.get(name).request("restart", "restart requested (cascade)")
+        finally:
+            self._cascading.discard(name)
+        if not first.ready:
+            return {name: first}
+        return {name: first, **await self._cascade_from(name, "cascade")}
+
+    async def _cascade_from(self, name: str, why: str) -> Settled:
+        """Restart what depends on `name`, in dependency order (restart_cascade says
+        which, and why)."""
+        settled: Settled = {}
         for dep in self.dependants_closure(name):
             svc = self.services[dep]
             completed_job = svc.planned.spec.kind == "job" and svc.ready
             if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon \
                     and not completed_job and not svc.failed_for_dependency:
                 continue
+            if self.final:
+                break
             settled[dep] = await svc.request("restart",
-                                             f"restart requested (cascade from {name})")
+                                             f"restart requested ({why} from {name})")
             if not settled[dep].ready:
                 break
         return settled

@@ -1,0 +1,76 @@
+"""`restart_cascades = true`: a service whose state lives only in its process (moto).
+Ready again after any restart, a crash's included, it restarts what depends on it, as
+`--cascade` does, so the jobs that filled it run again. A crashed moto came back empty
+while `hd status` said healthy, and every table call failed for good."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from stackutil import PY, free_ports, hd, registry, stack_header, toy_service, wait_for, write_stack
+
+
+def cascading_stack(project: Path, cascades: bool) -> Path:
+    """store (the flag under test), fill (a job writing a line per run), app (a service
+    depending on store)."""
+    dash, store, app = free_ports(3)
+    runs = project / "runs"
+    job = (f'[services.fill]\nkind = "job"\ncommand = ["{PY}", "-c", "import sys; '
+           f'open(sys.argv[1], \'a\').write(\'run\\\\n\')", "{runs}"]\ndepends_on = ["store"]\n')
+    write_stack(project, stack_header(dash)
+                + toy_service("store", store, readiness={"http": "/healthz"},
+                              restart_cascades=cascades)
+                + job + toy_service("app", app, depends_on=["store"]))
+    return runs
+
+
+def count(runs: Path) -> int:
+    return len(runs.read_text().splitlines()) if runs.exists() else 0
+
+
+def pid(project: Path, name: str) -> int:
+    return int(registry(project)["services"][name]["pid"] or 0)
+
+
+@pytest.mark.parametrize("cascades", [True, False])
+def test_a_crash_of_a_stateless_store_runs_its_jobs_again(project: Path, cascades: bool) -> None:
+    runs = cascading_stack(project, cascades)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        assert count(runs) == 1
+        store, app = pid(project, "store"), pid(project, "app")
+        os.kill(store, signal.SIGKILL)
+        wait_for(lambda: pid(project, "store") not in (0, store) and
+                 registry(project)["services"]["store"]["state"] == "running", 30,
+                 what="store restarted after its crash")
+        if cascades:
+            wait_for(lambda: count(runs) == 2, 30, what="the job run again")
+            wait_for(lambda: pid(project, "app") not in (0, app) and
+                     registry(project)["services"]["app"]["state"] == "running", 30,
+                     what="app restarted")
+            log = (project / ".logs" / "latest" / "store.log").read_text()
+            assert "keeps no state across restarts (restart_cascades)" in log
+        else:
+            hd(project, "status", check=True)  # a moment for a cascade that must not come
+            assert count(runs) == 1 and pid(project, "app") == app
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_an_explicit_cascade_runs_the_job_once(project: Path) -> None:
+    """`hd restart -s store --cascade` and the flag's own cascade are one cascade."""
+    runs = cascading_stack(project, True)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        hd(project, "restart", "--service", "store", "--cascade", check=True, timeout=60)
+        assert count(runs) == 2
+        hd(project, "restart", "--service", "store", check=True, timeout=60)
+        wait_for(lambda: count(runs) == 3, 30, what="a plain restart cascading too")
+        wait_for(lambda: all(s["state"] in ("running", "stopped")
+                             for s in registry(project)["services"].values()), 30)
+        assert count(runs) == 3
+    finally:
+        hd(project, "down", timeout=60)
