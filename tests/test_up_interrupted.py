@@ -207,3 +207,18 @@ def test_up_detach_is_not_ready_while_a_restart_from_elsewhere_is_under_way(
         assert states == {"slow": "running", "after": "running"}, states
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_sigusr1_does_not_end_up_detach_while_it_waits(project: Path) -> None:
+    """SIGUSR1 (Ctrl+T's cousin, the foreground `up`'s "say the dashboard line") ended a
+    waiting `up --detach` with 138 and the stack came up behind it, unwatched."""
+    pids = slow_stack(project)
+    up = start_up(project, "--detach")
+    token, procs = started(project, pids)
+    os.kill(up.pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    assert up.poll() is None, finish(up)
+    os.kill(up.pid, signal.SIGTERM)
+    out = finish(up)
+    assert up.returncode == 143 and "the stack was shut down" in out, out
+    all_gone(token, procs)

@@ -68,6 +68,9 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
         raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGUSR1 / Ctrl+T ask a foreground `up` for its dashboard line; here, still waiting,
+    # there is none yet, and its default action ended the wait (exit 138) mid-start.
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         return _wait(proc, registry, log, log_from, plan.dashboard_url)
     except KeyboardInterrupt:
