@@ -5,6 +5,7 @@ while `hd status` said healthy, and every table call failed for good."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -72,5 +73,21 @@ def test_an_explicit_cascade_runs_the_job_once(project: Path) -> None:
         wait_for(lambda: all(s["state"] in ("running", "stopped")
                              for s in registry(project)["services"].values()), 30)
         assert count(runs) == 3
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_a_whole_stack_restart_runs_the_job_once(project: Path) -> None:
+    """Every service restarts anyway: the flag's cascade must not restart them twice."""
+    runs = cascading_stack(project, True)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        hd(project, "restart", check=True, timeout=60)
+        wait_for(lambda: all(s["state"] in ("running", "stopped")
+                             for s in registry(project)["services"].values()), 30)
+        hd(project, "status", check=True)  # a moment for a second cascade that must not come
+        assert count(runs) == 2
+        rows = json.loads(hd(project, "status", "--json", check=True).stdout)["services"]
+        assert all(r["restarts"] <= 1 for r in rows), rows
     finally:
         hd(project, "down", timeout=60)

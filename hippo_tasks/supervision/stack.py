@@ -48,8 +48,9 @@ class StackSupervisor:
         self.final = False
         self._been_ready: set[str] = set()
         self._cascades: set[asyncio.Future[Settled]] = set()
-        self._cascading: set[str] = set()
-        """Services whose cascade runs now: their being ready again starts no other."""
+        self._cascading: dict[str, int] = {}
+        """Services whose explicit cascades run now (how many): their being ready again
+        starts no other."""
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -214,11 +215,13 @@ class StackSupervisor:
         a dependency did is started again. Returns what it touched, each as its restart
         settled: read afterwards, a cascade that overlapped this one showed its own
         restarts in progress, and this one's caller was told "did not come up"."""
-        self._cascading.add(name)
+        self._cascading[name] = self._cascading.get(name, 0) + 1
         try:
             first = await self.get(name).request("restart", "restart requested (cascade)")
         finally:
-            self._cascading.discard(name)
+            self._cascading[name] -= 1
+            if not self._cascading[name]:
+                del self._cascading[name]
         if not first.ready:
             return {name: first}
         return {name: first, **await self._cascade_from(name, "cascade")}
@@ -235,6 +238,8 @@ class StackSupervisor:
                 continue
             if self.final:
                 break
+            if why != "cascade" and not svc.ready:
+                continue  # on its way up already (a whole-stack restart): it finds the new one
             settled[dep] = await svc.request("restart",
                                              f"restart requested ({why} from {name})")
             if not settled[dep].ready:
