@@ -317,3 +317,11 @@ def test_a_service_name_over_63_characters_says_so() -> None:
     e = refused(f"[services.{'a' * 64}]\ncommand = [\"x\"]\n")
     assert "63 characters at most (this one has 64)" in e.problem
     load_stack_text(f"[services.{'a' * 63}]\ncommand = [\"x\"]\n", "stack.toml")
+
+
+def test_only_naming_what_no_seed_leaves_out_says_so() -> None:
+    """`--only seed --no-seed` said seed "is not in profile 'core'", which it is."""
+    text = '[services.seed]\nkind = "job"\ncommand = ["x"]\n'
+    with pytest.raises(UsageError) as info:
+        planned(text, only=("seed",), skip=("seed",))
+    assert "--only names 'seed', which --no-seed leaves out" in str(info.value)

@@ -311,3 +311,20 @@ def test_hd_seed_runs_one_at_a_time_whatever_the_program(project: Path) -> None:
         assert (project / "seed.log").read_text().split() == ["start", "end", "start", "end"]
     finally:
         hd(project, "down")
+
+
+@pytest.mark.parametrize("state,words", [
+    ("pending", "still starting"),
+    ("starting", "still starting"),
+    ("stopped", "`hd start --service admin_server`, then `hd seed`"),
+])
+def test_a_seed_before_admin_server_runs_says_what_to_do(state: str, words: str) -> None:
+    """While `up` still started it, the advice was to start admin_server by hand."""
+    from hippo_platform.seed.endpoints import StackView
+    from hippo_platform.seed.run import SeedError, _admin
+
+    view = StackView(env={"HIPPODROME_PROFILE": "ecom"},
+                     rows={"admin_server": {"state": state}})
+    with pytest.raises(SeedError) as info:
+        _admin(7, view, "key", lambda _line: None)
+    assert words in str(info.value)

@@ -171,6 +171,10 @@ def _admin(seed: int, view: StackView, api_key: str, say: Say) -> dict[str, Any]
         row = view.rows.get("admin_server")
         if row is None:
             return {**skip, "reason": f"admin_server is not part of this stack (profile {profile})"}
+        if row.get("state") in ("pending", "starting"):  # the stack is still coming up
+            raise SeedError(f"admin_server is {row.get('state')} (the stack is still starting), "
+                            "so settings and rules cannot be seeded yet: `hd seed` again once "
+                            "`hd status` shows it running")
         if row.get("state") != "running":
             raise SeedError(f"admin_server is {row.get('state')}, so settings and rules cannot be "
                             "seeded: `hd start --service admin_server`, then `hd seed`")

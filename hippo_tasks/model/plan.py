@@ -126,6 +126,9 @@ def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
         return chosen
     by_name = {s.name: s for s in chosen}
     for name in opts.only:
+        if name in opts.skip:  # `--only seed --no-seed`: the seed is in the profile
+            raise UsageError(f"--only names '{name}', which --no-seed leaves out: drop one "
+                             "of the two")
         if name not in by_name:
             raise UsageError(
                 f"--only names '{name}', which is not in profile '{opts.profile}' with cell "
