@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import subprocess
 import sys
 import threading
@@ -225,16 +226,20 @@ def test_follow_shows_an_unfinished_line(tmp_path: Path) -> None:
                                "--project-root", str(tmp_path)], stdout=subprocess.PIPE)
     try:
         assert follow.stdout is not None
-        assert follow.stdout.readline() == b"starting\n"
+        fd = follow.stdout.fileno()  # read raw, so nothing waits in a Python buffer
+
+        def until(want: bytes) -> bytes:
+            seen, deadline = b"", time.monotonic() + 60  # a loaded machine is slow
+            while want not in seen and time.monotonic() < deadline:
+                if select.select([fd], [], [], 0.2)[0]:
+                    seen += os.read(fd, 65536)
+            return seen
+
+        assert until(b"starting\n") == b"starting\n"
         with open(log, "ab") as fh:
             fh.write(b"Password: ")
-        seen = b""
-        os.set_blocking(follow.stdout.fileno(), False)
-        deadline = time.monotonic() + 10
-        while b"Password: " not in seen and time.monotonic() < deadline:
-            seen += follow.stdout.read() or b""
-            time.sleep(0.05)
-        assert seen == b"Password: \n"
+        got = until(b"Password: \n")
+        assert got == b"Password: \n", (got, follow.poll())
     finally:
         follow.kill()
         follow.wait(10)
