@@ -27,7 +27,8 @@ READ_AT_ONCE = 1024 * 1024
 once is printed as it is read, not held whole."""
 
 
-def tail_lines(path: Path, count: int, block: int = 65536) -> list[bytes]:
+def tail_lines(path: Path, count: int, block: int = 65536, end: int | None = None
+               ) -> list[bytes]:
     """The last `count` lines of a file without reading all of it. A line over MAX_LINE
     counts as its pieces, as the terminal and the API show it, so no more than
     (count + 1) * MAX_LINE bytes are read: a 200 MB progress bar with no line break
@@ -37,7 +38,7 @@ def tail_lines(path: Path, count: int, block: int = 65536) -> list[bytes]:
     limit = (count + 1) * MAX_LINE
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
-        end = pos = fh.tell()
+        end = pos = fh.tell() if end is None else min(end, fh.tell())
         blocks: list[bytes] = []
         breaks = 0
         while pos > 0 and breaks <= count and end - pos < limit:
@@ -132,10 +133,13 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
     """Per file: the inode read and how far. A new run (`hd up` again) makes new files
     under the same names: read from their start, not from the old run's offset."""
     for path in files:
-        for line in tail_lines(path, int(lines)):
-            out.write(prefix(path.stem) + line_for_terminal(line) + b"\n")
+        # Where following begins is taken before the tail is read and printed, and the
+        # tail ends there: with unbuffered output (PYTHONUNBUFFERED, as in Docker
+        # images) a line written between the print and a later stat was lost.
         info = path.stat()
         offsets[path] = (info.st_ino, info.st_size)
+        for line in tail_lines(path, int(lines), end=info.st_size):
+            out.write(prefix(path.stem) + line_for_terminal(line) + b"\n")
     out.flush()
     partial: dict[Path, tuple[bytes, float]] = {}
     """Per file: a line not finished yet, and since when; shown once it has waited
