@@ -32,6 +32,13 @@ def count(runs: Path) -> int:
     return len(runs.read_text().splitlines()) if runs.exists() else 0
 
 
+def settle(project: Path) -> None:
+    """Until no service is on its way anywhere (a cascade's restarts are over)."""
+    wait_for(lambda: all(s["state"] in ("running", "stopped")
+                         for s in registry(project)["services"].values()), 30,
+             what="every service settled")
+
+
 def pid(project: Path, name: str) -> int:
     return int(registry(project)["services"][name]["pid"] or 0)
 
@@ -70,8 +77,7 @@ def test_an_explicit_cascade_runs_the_job_once(project: Path) -> None:
         assert count(runs) == 2
         hd(project, "restart", "--service", "store", check=True, timeout=60)
         wait_for(lambda: count(runs) == 3, 30, what="a plain restart cascading too")
-        wait_for(lambda: all(s["state"] in ("running", "stopped")
-                             for s in registry(project)["services"].values()), 30)
+        settle(project)
         assert count(runs) == 3
     finally:
         hd(project, "down", timeout=60)
@@ -83,8 +89,7 @@ def test_a_whole_stack_restart_runs_the_job_once(project: Path) -> None:
     hd(project, "up", "--detach", check=True, timeout=60)
     try:
         hd(project, "restart", check=True, timeout=60)
-        wait_for(lambda: all(s["state"] in ("running", "stopped")
-                             for s in registry(project)["services"].values()), 30)
+        settle(project)
         hd(project, "status", check=True)  # a moment for a second cascade that must not come
         assert count(runs) == 2
         rows = json.loads(hd(project, "status", "--json", check=True).stdout)["services"]

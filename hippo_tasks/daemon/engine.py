@@ -93,7 +93,7 @@ class Engine:
         self._sync_handle: asyncio.Handle | None = None
         self._registry_cleared = False
         self._written: tuple[int, int, int] | None = None
-        """The registry file as this daemon last wrote it (inode, size, mtime)."""
+        """registry.json's file_key as this daemon last wrote it."""
         """The daemon has left the registry: a write still waiting must not put it back."""
         self.registry_trouble: WriteTrouble | None = None
         self.unreachable: str | None = None
@@ -208,7 +208,7 @@ class Engine:
                 self._sync_retry = self.loop.call_later(1.0, self._retry_sync)
             return
         self.registry_trouble = None
-        self._written = _stat_key(self.registry.path)
+        self._written = self.registry.file_key()
         if self._sync_retry is not None:
             self._sync_retry.cancel()
             self._sync_retry = None
@@ -246,7 +246,7 @@ class Engine:
             self.note(f"hippodrome | {self.registry.path} was deleted: writing it again")
             self.sync_registry()
         elif self.registry.root.is_dir() and self._written is not None and \
-                _stat_key(self.registry.path) != self._written:
+                self.registry.file_key() != self._written:
             # Another writer, or damage (truncated, overwritten): read and written
             # again, so a registry that no longer names this daemon names it within a
             # second; a damaged one is moved aside by the read and said here.
@@ -431,10 +431,3 @@ class Engine:
 def _nothing() -> None:
     """Stops serving when nothing is served."""
 
-
-def _stat_key(path: os.PathLike[str]) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns

@@ -123,6 +123,7 @@ def _out_of_files(exc: BaseException) -> str:
         limit = f" (ulimit -n: {resource.getrlimit(resource.RLIMIT_NOFILE)[0]})"
     except (ImportError, OSError, ValueError):
         limit = ""
-    whose = "this process" if exc.errno == errno.EMFILE else "the system"
-    return (f"{whose} has too many files open{limit}: raise the limit (`ulimit -n 4096`) "
-            "and run `hd up` again, or run fewer services")
+    from hippo_tasks.supervision.process import SHORT_OF  # a failed spawn says it so too
+
+    return (f"{SHORT_OF[exc.errno]}{limit}: raise the limit (`ulimit -n 4096`) and run "
+            "`hd up` again, or run fewer services")

@@ -104,6 +104,16 @@ class Registry:
         self.lock_path = self.dir / "registry.lock"
         self.warnings: list[str] = []
 
+    def file_key(self) -> tuple[int, int, int] | None:
+        """(inode, mtime, size) of registry.json, None without one: it changes whenever
+        the file is replaced or written (writes are atomic renames), so a waiter can
+        skip reading an unchanged file and the daemon can see another's write."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
     def state_dir_exists(self) -> bool:
         """Whether `.hippodrome` is there, so a reader or `down` need not make it. A file
         of that name is an error naming it, not "no registry": a stack's state cannot
@@ -260,49 +270,40 @@ def _same_folder(recorded: str, root: Path, data: Data) -> bool:
         return False
 
 
-def writes_daemon_log(pid: int, root: Path) -> bool:
+def writes_daemon_log(pid: int, root: Path, writing: bool = False) -> bool:
     """The process holds this project's .hippodrome/daemon.log open: as its stderr, as
     every detached daemon (fork or exec), or beside its terminal, as a foreground `hd
     up` (daemon/main._hold_daemon_log). Proof it is this folder's daemon that a registry
     cannot forge, since the kernel names the file where it is now (a renamed folder's
-    new path)."""
+    new path). `writing`: only a descriptor opened for writing counts, so a reader
+    (`hd logs`) is never taken for a daemon; fdinfo's flags say how it was opened."""
     log = str(root / ".hippodrome" / "daemon.log")
     names = (log, log + " (deleted)")
+
+    def holds(fd: str) -> bool:
+        return os.readlink(f"/proc/{pid}/fd/{fd}") in names and (
+            not writing or _opened_to_write(pid, fd))
+
     try:
-        if os.readlink(f"/proc/{pid}/fd/2") in names:
+        if holds("2"):
             return True
         fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
+    except (OSError, ValueError, StopIteration):
         return False
     for fd in fds:
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in names:
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            if holds(fd):
                 return True
     return False
 
 
 def daemon_log_writers(root: Path) -> list[int]:
-    """Processes other than this one holding this project's daemon.log open for writing:
-    its daemon (and an `hd up --detach` still starting one), found without the registry.
-    A registry emptied or damaged while the stack ran said "no daemon", and `hd down`
-    stopped nothing. Readers (`hd logs`) are not counted: fdinfo's flags say how a
-    descriptor was opened."""
-    log = str(root / ".hippodrome" / "daemon.log")
-    names = (log, log + " (deleted)")
-    found = []
-    for pid in all_pids():
-        if pid == os.getpid():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            with contextlib.suppress(OSError, ValueError, StopIteration):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in names and _opened_to_write(pid, fd):
-                    found.append(pid)
-                    break
-    return found
+    """Processes other than this one writing this project's daemon.log: its daemon (and
+    an `hd up --detach` still starting one), found without the registry. A registry
+    emptied or damaged while the stack ran said "no daemon", and `hd down` stopped
+    nothing."""
+    me = os.getpid()
+    return [pid for pid in all_pids() if pid != me and writes_daemon_log(pid, root, True)]
 
 
 def _opened_to_write(pid: int, fd: str) -> bool:

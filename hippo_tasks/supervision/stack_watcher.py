@@ -244,7 +244,6 @@ class StackWatcher:
     def _feed(self) -> None:
         """Watch until stopped; watch again when a watched folder is replaced or a
         name cannot be decoded; on any other error say so and end."""
-        self._caught_up = time.time()
         try:
             from watchfiles._rust_notify import WatchfilesRustInternalError
 

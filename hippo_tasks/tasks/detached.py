@@ -100,7 +100,7 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) 
         # Read (decode, validate) only a registry the daemon has rewritten since: this
         # loop runs while the services start, on the same cores. Every 0.2 s anyway: a
         # rewrite can keep inode, size and (coarse) mtime.
-        now = _file_key(registry.path)
+        now = registry.file_key()
         if now == seen and not exited and time.monotonic() - read_at < 0.2:
             continue
         if now != seen:
@@ -219,15 +219,6 @@ def _print_critical_path(status: dict[str, Any] | None) -> None:
     line = describe((status or {}).get("services") or [])
     if line:
         print(f"hippodrome | {line}", flush=True)
-
-
-def _file_key(path: Path) -> tuple[int, int, int] | None:
-    """Changes whenever the file is replaced or written (writes are atomic renames)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _size(path: Path) -> int:

@@ -201,7 +201,7 @@ def _stop_unlisted_daemons(root: Path, timeout: float = 120.0) -> bool:
     asked = {}
     for pid in daemon_log_writers(root):
         born = start_ticks(pid)
-        if born is None or not writes_daemon_log(pid, root):
+        if born is None or not writes_daemon_log(pid, root, writing=True):
             continue
         _say(f"the registry names no daemon, but pid {pid} writes this project's "
              ".hippodrome/daemon.log: stopping it and its services (SIGTERM)")

@@ -76,11 +76,13 @@ def _files(latest: Path, service: str) -> list[Path]:
                              "this log belongs): move it away; the daemon then writes the "
                              "log there again")
         return [path]
-    found = sorted(latest.glob("*.log"))
-    for path in found:
-        if not _regular(path):
+    found = []
+    for path in sorted(latest.glob("*.log")):
+        if _regular(path):
+            found.append(path)
+        else:
             print(f"hippodrome: {path} is not a regular file: left out", file=sys.stderr)
-    return [p for p in found if _regular(p)]
+    return found
 
 
 def _count(lines: int | str) -> int:

@@ -253,10 +253,8 @@ def _program() -> type[Any]:
             with _said_as_usage(ParseError):
                 super().parse_core(argv)
 
-        def parse_tasks(self) -> None:
-            with _said_as_usage(ParseError):
-                super().parse_tasks()
-
+    # parse_tasks: loading `ns` made Program's own say it so (bad_arguments_said_as_ours),
+    # for `hd` and the stock `invoke` alike.
     return HdProgram
 
 
