@@ -32,6 +32,7 @@ stacks and the PEX build stay in one process). The tests mostly wait on real pro
 so three fit two cores: the suite ran in 6 min instead of about 11.
 `HIPPODROME_TEST_WORKERS=0` runs it in one process."""
 FALLBACK_SUITES = ["tests/test_lifecycle_faults.py", "tests/test_lifecycle_model.py",
+                   "tests/test_cgroup_escape.py",
                    "tests/test_supervision_start.py", "tests/test_supervision_stop.py",
                    "tests/test_supervision_restart.py", "tests/test_cli_faults.py",
                    "tests/test_cli_lifecycle.py", "tests/test_daemon_fork.py"]

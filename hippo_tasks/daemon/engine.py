@@ -25,10 +25,18 @@ from hippo_tasks.supervision import timeline
 from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.logs import LogHub
-from hippo_tasks.supervision.orphans import OrphanGuard
-from hippo_tasks.supervision.ownership import Ownership, establish, reap_adopted, take_run_token
+from hippo_tasks.supervision.orphans import GRACE, OrphanGuard
+from hippo_tasks.supervision.ownership import (
+    Ownership,
+    adopted,
+    establish,
+    reap_adopted,
+    take_run_token,
+)
+from hippo_tasks.supervision.process import end_scope
 from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.run_files import RunFiles, WriteTrouble
+from hippo_tasks.supervision.scope import Scope
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 
@@ -298,11 +306,27 @@ class Engine:
         self.unreachable = why
         self.request_shutdown(why)
 
-    def _reap(self) -> None:
-        """Fallback mode: we are the subreaper, so exited orphans are ours to collect."""
+    def _own_children(self) -> set[int]:
         own = {pid for svc in self.stack.services.values() for pid in svc.own_children}
         own.add(self.guard.pid)
-        reap_adopted(own)
+        return own
+
+    def _reap(self) -> None:
+        """We are the subreaper, so exited orphans are ours to collect."""
+        reap_adopted(self._own_children())
+
+    async def _end_adopted(self) -> None:
+        """After every service stopped: end the orphans we adopted, children that left
+        their service's cgroup or group and its mark, and then lost their parent (their
+        service is unknown, so no single stop could end them)."""
+        strays = adopted(self._own_children())
+        if not strays:
+            return
+        self.note(f"hippodrome | ending {len(strays)} process(es) that left their service "
+                  f"(cgroup or process group, and environment mark): pid "
+                  f"{', '.join(map(str, strays))}")
+        await end_scope(None, Scope("", roots=strays), GRACE,
+                        lambda line: self.note(f"hippodrome | adopted processes {line}"))
 
     def check_accepting(self) -> None:
         if self._shutdown is None or self._shutdown.done():
@@ -321,9 +345,8 @@ class Engine:
                           (signal.SIGHUP, "SIGHUP")):
             with contextlib.suppress(ValueError, RuntimeError):
                 self.loop.add_signal_handler(sig, self.request_shutdown, name)
-        if self.ownership.base is None:
-            with contextlib.suppress(ValueError, RuntimeError):
-                self.loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        with contextlib.suppress(ValueError, RuntimeError):
+            self.loop.add_signal_handler(signal.SIGCHLD, self._reap)
         stop_serving: Callable[[], None] = _nothing
         try:
             if serve is not None:
@@ -368,6 +391,7 @@ class Engine:
                 code = EXIT_FAILED
             self.note(f"hippodrome | shutting down ({why})")
             await self.stack.shutdown(reason=f"shutdown ({why})")
+            await self._end_adopted()
             clean = True
         finally:
             stop_serving()

@@ -9,8 +9,10 @@ two marks the child cannot lose by accident:
 - in any case, `HIPPODROME_RUN=<token>/<service>` in its environment, which every
   descendant inherits; the token is random per daemon, so matching it is proof.
 Where no cgroup can be made (macOS, a container without delegation), a Scope is the
-processes carrying the mark plus the members of the service's process group, and the
-daemon is a child subreaper so escaped children stay its own.
+processes carrying the mark plus the members of the service's process group. In both
+modes a Scope also takes its members' descendants (a child that left the cgroup or the
+group and dropped its mark is still its parent's child), and the daemon is a child
+subreaper: such a child whose parent ended is the daemon's own, and ended at shutdown.
 
 Finding and ending the processes of a scope is scope.py, which the orphan guard runs
 on its own; this module is the daemon's side: making the cgroups, the marks and the
@@ -26,7 +28,14 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from hippo_tasks.supervision.scope import RUN_ENV, Scope, all_pids, remove_cgroup, stat_fields
+from hippo_tasks.supervision.scope import (
+    RUN_ENV,
+    Scope,
+    all_pids,
+    remove_cgroup,
+    start_ticks,
+    stat_fields,
+)
 
 MODE_ENV = "HIPPODROME_CGROUP"
 """`off` forces the process-group fallback (CI runs the suite both ways); `auto` (default)."""
@@ -113,8 +122,9 @@ class Ownership:
             return (f"cgroup v2, one per service under {self.base.parent}: every "
                     "descendant is caught, setsid or not")
         return ("process groups + child subreaper + environment mark "
-                f"({self.why_not}): a child that clears its environment AND leaves its "
-                "process group AND outlives its parent's supervision is not caught")
+                f"({self.why_not}): a child that leaves its process group, clears its "
+                "environment and outlives its parent is ended at `hd down`, not with its "
+                "service")
 
     def scope(self, service: str, pgid: int | None = None) -> Scope:
         mark = f"{self.token}/{service}"
@@ -183,8 +193,7 @@ def establish(token: str, want: str | None = None) -> Ownership:
     else:
         base, why = _make_base(token)
         own = Ownership(token, base, why)
-    if own.base is None:
-        become_subreaper()
+    become_subreaper()
     return own
 
 
@@ -293,22 +302,47 @@ def become_subreaper() -> bool:
         return False
 
 
+def children() -> list[int]:
+    """Our children, zombies included: every thread's /proc children list (a few small
+    reads), or where the kernel has none, a scan of /proc."""
+    me = os.getpid()
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{me}/task"):
+            with open(f"/proc/{me}/task/{tid}/children") as fh:
+                out += [int(x) for x in fh.read().split()]
+    except OSError:
+        out = []
+        for pid in all_pids():
+            fields = stat_fields(pid)
+            if fields is not None and int(fields[1]) == me:
+                out.append(pid)
+    return out
+
+
 def reap_adopted(own_children: Iterable[int]) -> list[int]:
     """Collect exited orphans that were re-parented to us, leaving alone the children
     whose status someone else (a Popen) will read."""
     keep = set(own_children)
-    me = os.getpid()
     reaped = []
-    for pid in all_pids():
+    for pid in children():
         if pid in keep:
             continue
         fields = stat_fields(pid)
-        if fields is None or fields[0] != "Z" or int(fields[1]) != me:
+        if fields is None or fields[0] != "Z":
             continue
         with contextlib.suppress(ChildProcessError, OSError):
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 reaped.append(pid)
     return reaped
+
+
+def adopted(own_children: Iterable[int]) -> list[int]:
+    """Live orphans re-parented to us: children we never started. A service's child
+    that left its cgroup or group, dropped its mark and lost its parent ends up here,
+    its service unknown; the daemon ends these once every service has stopped."""
+    keep = set(own_children)
+    return [pid for pid in children() if pid not in keep and start_ticks(pid) is not None]
 
 
 # ---- the orphan guard's main: runs this file in a bare interpreter ------------------------

@@ -252,11 +252,13 @@ async def end_scope(
     "Empty" is the scope's word, not the main process's: a service whose main process
     already exited may still have a daemonized grandchild holding its port."""
     loop = asyncio.get_running_loop()
+    # The scope first: it reads its members before any of them ends, so a child that
+    # left the cgroup and its mark is found while the parent that links it still lives.
+    scope.signal(stop_signal, signal.SIGCONT)
     if child is not None and not child.exited.done():
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(child.pid, stop_signal)
             os.kill(child.pid, signal.SIGCONT)
-    scope.signal(stop_signal, signal.SIGCONT)
     deadline = loop.time() + stop_timeout
     name = signal.Signals(stop_signal).name
     while not _gone(child, scope):
@@ -273,10 +275,10 @@ async def kill_scope(child: Child | None, scope: Scope, limit: float = 5.0) -> N
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     while True:
+        scope.kill()  # first, as in end_scope
         if child is not None and not child.exited.done():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(child.pid, signal.SIGKILL)
-        scope.kill()
         if _gone(child, scope) or loop.time() >= deadline:
             return
         await _pause(child, POLL_S * 2)

@@ -68,26 +68,26 @@ def all_pids() -> list[int]:
     return [int(n) for n in names if n.isdigit()]
 
 
-_TABLE: tuple[float, dict[int, tuple[int, str | None, int]]] = (-1.0, {})
+_TABLE: tuple[float, dict[int, tuple[int, str | None, int, int]]] = (-1.0, {})
 TABLE_TTL = 0.02
 """Many scopes poll at once while a stack stops: they share one reading of /proc
 (~7 ms for 100 processes) per TABLE_TTL instead of reading it each."""
 
 
-def process_table(max_age: float = TABLE_TTL) -> dict[int, tuple[int, str | None, int]]:
+def process_table(max_age: float = TABLE_TTL) -> dict[int, tuple[int, str | None, int, int]]:
     """Live (non-zombie) processes: pid -> (process group, HIPPODROME_RUN mark, start
-    ticks)."""
+    ticks, parent pid)."""
     global _TABLE
     now = time.monotonic()
     if now - _TABLE[0] <= max_age:
         return _TABLE[1]
     me = os.getpid()
-    table: dict[int, tuple[int, str | None, int]] = {}
+    table: dict[int, tuple[int, str | None, int, int]] = {}
     for pid in all_pids():
         fields = stat_fields(pid)
         if pid == me or fields is None or fields[0] in ("Z", "X"):
             continue
-        table[pid] = (int(fields[2]), run_mark(pid), int(fields[19]))
+        table[pid] = (int(fields[2]), run_mark(pid), int(fields[19]), int(fields[1]))
     _TABLE = (now, table)
     return table
 
@@ -98,7 +98,7 @@ def _marked(mark: str | None, prefix: str) -> bool:
 
 def marked_pids(prefix: str, max_age: float = 0.0) -> list[int]:
     """Live processes whose mark equals `prefix` or starts with `prefix/`."""
-    return sorted(pid for pid, (_, mark, _) in process_table(max_age).items()
+    return sorted(pid for pid, (_, mark, _, _) in process_table(max_age).items()
                   if _marked(mark, prefix))
 
 
@@ -106,14 +106,32 @@ def still_marked(prefix: str, max_age: float = TABLE_TTL) -> list[int]:
     """marked_pids from a shared reading up to `max_age` old, less those that ended
     since: each is checked by its start ticks (one small read), so a process gone
     since the reading is not counted and a pid reused by a stranger is never named."""
-    return sorted(pid for pid, (_, mark, ticks) in process_table(max_age).items()
+    return sorted(pid for pid, (_, mark, ticks, _) in process_table(max_age).items()
                   if _marked(mark, prefix) and start_ticks(pid) == ticks)
 
 
 def group_pids(pgid: int, max_age: float = 0.0) -> list[int]:
     """Live members of a process group (killpg(pg, 0) would count zombies too)."""
-    return sorted(pid for pid, (group, _, _) in process_table(max_age).items()
+    return sorted(pid for pid, (group, _, _, _) in process_table(max_age).items()
                   if group == pgid)
+
+
+def descendants(roots: Iterable[int], max_age: float = TABLE_TTL) -> dict[int, int]:
+    """Every live descendant of `roots` (not the roots): pid -> start ticks. A child
+    that left both its service's cgroup (or group) and its mark (`env -i`, a sanitising
+    launcher) is still its parent's child until that parent ends."""
+    table = process_table(max_age)
+    children: dict[int, list[int]] = {}
+    for pid, (_, _, _, ppid) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: dict[int, int] = {}
+    todo = [pid for root in roots for pid in children.get(root, ())]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found[pid] = table[pid][2]
+            todo += children.get(pid, ())
+    return found
 
 
 def group_has_members(pgid: int) -> bool:
@@ -134,9 +152,6 @@ def send(pids: Iterable[int], sig: int) -> int:
             os.kill(pid, sig)
             sent += 1
     return sent
-
-
-# ---- cgroup v2 ---------------------------------------------------------------------------
 
 
 # ---- cgroup v2 ---------------------------------------------------------------------------
@@ -194,37 +209,60 @@ def remove_cgroup(path: str | Path) -> None:
 # ---- a service's processes --------------------------------------------------------------
 
 class Scope:
-    """The processes of one service run, whatever they did to their group or session."""
+    """The processes of one service run, whatever they did to their group, session,
+    cgroup or environment.
+
+    A child that leaves the cgroup (or the group) AND drops its mark (`env -i`, a
+    launcher that cleans the environment) is still found as a descendant of a member,
+    which it stays until its parent ends. `members` remembers such strays by pid and
+    start ticks, so the escalation that began while their parent lived still ends them
+    once it is gone. `roots` are more processes to end with the scope (and their
+    descendants): what the daemon adopted as a subreaper, whose service is unknown."""
 
     def __init__(self, mark: str, cgroup: str | Path | None = None,
-                 pgid: int | None = None) -> None:
+                 pgid: int | None = None, roots: Iterable[int] = ()) -> None:
         self.mark = mark
         self.cgroup = cgroup
         self.pgid = pgid
+        self._strays: dict[int, int] = {}
+        for pid in roots:
+            ticks = start_ticks(pid)
+            if ticks is not None:
+                self._strays[pid] = ticks
+
+    def _strays_alive(self) -> list[int]:
+        return [pid for pid, ticks in self._strays.items() if start_ticks(pid) == ticks]
 
     def members(self, max_age: float = 0.0) -> list[int]:
         """In cgroup mode the cgroup's members and the marked processes that moved
         out of it (a container runtime, `systemd-run --scope`: they keep the mark they
         inherited), read from a table at most TABLE_TTL old: the cgroup, read fresh,
-        holds whatever was forked since, unless it also left within those 20 ms."""
+        holds whatever was forked since, unless it also left within those 20 ms. Then,
+        in either mode, the strays: descendants of those outside both."""
         if self.cgroup is not None:
+            max_age = max(max_age, TABLE_TTL)
             found = set(cgroup_pids(self.cgroup))
             if self.mark:
-                found.update(still_marked(self.mark, max(max_age, TABLE_TTL)))
-            return sorted(found)
-        found = set(marked_pids(self.mark, max_age)) if self.mark else set()
-        if self.pgid:
-            found.update(group_pids(self.pgid, max_age))
+                found.update(still_marked(self.mark, max_age))
+        else:
+            found = set(marked_pids(self.mark, max_age)) if self.mark else set()
+            if self.pgid:
+                found.update(group_pids(self.pgid, max_age))
+        found.update(self._strays_alive())
+        for pid, ticks in descendants(found, max_age).items():
+            if pid not in found:
+                self._strays[pid] = ticks
+                found.add(pid)
         return sorted(found)
 
     def empty(self) -> bool:
-        """While polling: the cgroup's own flag, then the marked processes that left it;
-        else the group first (one syscall), and only once it is empty the shared
-        process-table reading (escapees)."""
+        """While polling: the cgroup's own flag, then the marked processes that left it
+        and the strays; else the group first (one syscall), and only once it is empty
+        the shared process-table reading (escapees)."""
         if self.cgroup is not None:
             if cgroup_populated(self.cgroup):
                 return False
-            return not (self.mark and still_marked(self.mark))
+            return not ((self.mark and still_marked(self.mark)) or self._strays_alive())
         if self.pgid and group_has_members(self.pgid) and group_pids(self.pgid, TABLE_TTL):
             return False
         if self.members(TABLE_TTL):
@@ -238,9 +276,10 @@ class Scope:
 
     def kill(self) -> None:
         if self.cgroup is not None:
+            members = self.members()  # strays are remembered before their parents die
+            inside = set(cgroup_pids(self.cgroup))
             cgroup_kill(self.cgroup)
-            if self.mark:
-                send(still_marked(self.mark), signal.SIGKILL)
+            send([pid for pid in members if pid not in inside], signal.SIGKILL)
         else:
             self.signal(signal.SIGKILL)
 

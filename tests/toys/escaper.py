@@ -6,7 +6,9 @@
 - `--ready-after S` / `--ready-line L`: print L only after S seconds (log readiness);
 - `--partial T`: write T with no newline first;
 - `--leave-cgroup`: a child that moves itself to the cgroup v2 root (as container
-  runtimes and `systemd-run --scope` do) and sleeps; where it may not, it stays put.
+  runtimes and `systemd-run --scope` do) and sleeps; where it may not, it stays put;
+  with `--clear-env` it also calls setsid() and execs a sleeper with an empty
+  environment (no mark left), and with `--orphan` as well its parent exits first.
 Every process it makes appends `<role> <pid>` to `--pids FILE`, so a test can check
 each one is gone.
 """
@@ -56,6 +58,8 @@ def main() -> None:
     p.add_argument("--ready-line", default="READY")
     p.add_argument("--partial", default=None)
     p.add_argument("--leave-cgroup", action="store_true")
+    p.add_argument("--clear-env", action="store_true")
+    p.add_argument("--orphan", action="store_true")
     a = p.parse_args()
     note(a.pids, "main")
     if a.partial:
@@ -73,7 +77,15 @@ def main() -> None:
         os._exit(0)
 
     if a.leave_cgroup and os.fork() == 0:
-        note(a.pids, "left" if leave_cgroup() else "stayed")
+        left = leave_cgroup()
+        if a.clear_env:
+            os.setsid()
+            if a.orphan and os.fork() != 0:
+                os._exit(0)
+        note(a.pids, "left" if left else "stayed")
+        if a.clear_env:
+            os.execve(sys.executable, [sys.executable, "-c",
+                                       "import time\nwhile True: time.sleep(3600)"], {})
         sleep_forever()
 
     draining = threading.Event()
