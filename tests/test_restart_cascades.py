@@ -96,3 +96,21 @@ def test_a_whole_stack_restart_runs_the_job_once(project: Path) -> None:
         assert all(r["restarts"] <= 1 for r in rows), rows
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_cascade_that_leaves_a_dependant_stopped_is_not_a_success(project: Path) -> None:
+    """d depends on a and on c, which was stopped: `restart -s a --cascade` restarted d,
+    which could not start again without c, and exited 0 (a plain `restart -s d` in the
+    same state exits 1)."""
+    dash, a, c, d = free_ports(4)
+    write_stack(project, stack_header(dash) + toy_service("a", a) + toy_service("c", c)
+                + toy_service("d", d, depends_on=["a", "c"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        hd(project, "stop", "-s", "c", check=True)
+        said = hd(project, "restart", "-s", "a", "--cascade", timeout=60)
+        assert said.returncode == 1, said.stdout + said.stderr
+        assert "'d' is not running; `hd start --service d`" in said.stderr, said.stderr
+        assert registry(project)["services"]["a"]["state"] == "running"
+    finally:
+        hd(project, "down", check=True)

@@ -83,16 +83,17 @@ def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) 
         print(for_terminal(line))
     failed = [r for r in rows if r["state"] == "failed" and r.get("blocking", True)]
     # What was asked to run and did not (a restart whose dependency is stopped) is not
-    # a success, whatever else happened.
-    left = [r for r in rows if r["name"] == service and r["state"] == "stopped"
-            and not r.get("ready")]
+    # a success, whatever else happened: in a cascade, every row was asked (a dependant
+    # it stopped to restart, and could not start again, left exit 0).
+    left = [r["name"] for r in rows if (r["name"] == service or cascade)
+            and r["state"] == "stopped" and not r.get("ready")]
     # Settled mid-way by another command (a stop, a down) while this one waited: it was
     # printed as `b: starting` (or every service `stopped`) and exited 0.
     unsettled = [r["name"] for r in rows if r["state"] in ("pending", "starting", "stopping")]
     none_up = not service and rows and not any(r.get("ready") for r in rows)
     if verb != "stop" and (failed or left or unsettled or none_up):
-        if left:
-            print(f"hippodrome: '{service}' is not running; `hd start --service {service}` "
+        for name in left:
+            print(f"hippodrome: '{name}' is not running; `hd start --service {name}` "
                   "starts it with what it depends on", file=sys.stderr)
         if unsettled or none_up:
             print(f"hippodrome: {changed_meanwhile(unsettled)}", file=sys.stderr)
