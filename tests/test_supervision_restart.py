@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from harness import Harness, run
 from stackutil import PY, TOY, free_ports, stack_header, toy_service, wait_for
 
@@ -107,6 +108,33 @@ def test_restart_one_service_leaves_others_alone(project: Path) -> None:
         assert h.stack.get("b").state == State.RUNNING
         assert h.stack.get("b").pid != b_pid
         assert h.stack.get("a").pid == a_pid
+
+    run(project, text, scenario)
+
+
+@pytest.mark.parametrize("verb", ["restart", "start"])
+def test_a_request_cut_short_by_a_whole_stack_restart_answers_after_it(
+        project: Path, verb: str) -> None:
+    """`hd restart -s b` (or `hd start -s b`) while b starts slowly, then a whole-stack
+    `hd restart`: its stop half cut b's request short, which said "b did not come up:
+    another command changed the stack", exit 1, and b was running a moment later."""
+    a, b = free_ports(2)
+    text = toy_service("a", a) + toy_service("b", b, "--delay", "0.7", depends_on=["a"])
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        if verb == "start":
+            await h.stack.stop(["b"])
+            one = asyncio.ensure_future(h.stack.start(["b"]))
+        else:
+            one = asyncio.ensure_future(h.stack.restart("b"))
+        await asyncio.sleep(0.3)
+        assert h.stack.get("b").state == State.STARTING
+        every = await h.stack.restart_all()
+        got = await one
+        snap = got["b"] if isinstance(got, dict) else got
+        assert snap.ready and snap.state == "running", snap
+        assert every["b"].ready
 
     run(project, text, scenario)
 

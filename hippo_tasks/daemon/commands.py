@@ -129,11 +129,7 @@ class StackCommands:
             snap = self._call(stack.restart(name), f"restart {name}", timeout)
             return self._result([name], {name: snap})
 
-        async def run() -> Settled:
-            await stack.stop(reason="restart requested")
-            return await stack.start()
-
-        settled = self._call(run(), "restart stack", timeout)
+        settled = self._call(stack.restart_all(), "restart stack", timeout)
         return self._result(list(stack.services), settled)
 
     def shutdown(self) -> dict[str, Any]:

@@ -51,6 +51,8 @@ class StackSupervisor:
         self._cascading: dict[str, int] = {}
         """Services whose explicit cascades run now (how many): their being ready again
         starts no other."""
+        self._restarting: asyncio.Future[None] | None = None
+        """Resolved when the whole-stack restart under way is over (restart_all)."""
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -118,9 +120,33 @@ class StackSupervisor:
         """Start these services (default all) and what they depend on; returns once
         each has settled (ready, failed, or stopped by a later request), with each one's
         state as it settled."""
+        settled = await self._start(names)
+        return {name: await self._through_restart(snap) for name, snap in settled.items()}
+
+    async def _start(self, names: Iterable[str] | None = None) -> Settled:
         futures = self._ask("start", self.closure(names if names is not None
                                                   else self.services))
         return {snap.name: snap for snap in await asyncio.gather(*futures)}
+
+    async def restart_all(self) -> Settled:
+        """Stop every service, then start them all. A start or restart of one service
+        that this cut short (`hd restart -s b` while its stop half stopped b) is
+        answered once this is over, with b as it is then: it said "b did not come up:
+        another command changed the stack", and b was running a moment later."""
+        done = self._restarting = asyncio.get_running_loop().create_future()
+        try:
+            await self.stop(reason="restart requested")
+            return await self._start()
+        finally:
+            done.set_result(None)
+            if self._restarting is done:
+                self._restarting = None
+
+    async def _through_restart(self, snap: ServiceSnapshot) -> ServiceSnapshot:
+        while not snap.ready and self._restarting is not None and not self.final:
+            await asyncio.shield(self._restarting)
+            snap = self.services[snap.name].snapshot()
+        return snap
 
     async def start_and_wait(self, names: Iterable[str] | None = None) -> ServiceStartError | None:
         """Start, then wait until all settle or a blocking one fails (returned). Files
@@ -177,7 +203,7 @@ class StackSupervisor:
         await asyncio.gather(*(svc.kill_now() for svc in self.services.values()))
 
     async def restart(self, name: str) -> ServiceSnapshot:
-        return await self.get(name).request("restart")
+        return await self._through_restart(await self.get(name).request("restart"))
 
     def dependants_closure(self, name: str) -> list[str]:
         """Everything that depends on `name`, directly or not, in start order."""
@@ -217,7 +243,8 @@ class StackSupervisor:
         restarts in progress, and this one's caller was told "did not come up"."""
         self._cascading[name] = self._cascading.get(name, 0) + 1
         try:
-            first = await self.get(name).request("restart", "restart requested (cascade)")
+            first = await self._through_restart(
+                await self.get(name).request("restart", "restart requested (cascade)"))
         finally:
             self._cascading[name] -= 1
             if not self._cascading[name]:
