@@ -86,7 +86,8 @@ def test_a_copy_whose_original_was_renamed_neither_shows_nor_stops_it(
         first.rename(renamed)
         status = hd(copy, "status")
         said = status.stdout + status.stderr
-        assert status.returncode == 5 and f"written for the stack in {first}" in said, said
+        # Named where it is now, from the daemon (the file still says `first`).
+        assert status.returncode == 5 and f"written for the stack in {renamed}" in said, said
         shutil.copy(renamed / ".hippodrome" / "registry.json",
                     copy / ".hippodrome" / "registry.json")
         down = hd(copy, "down", timeout=60)
@@ -284,5 +285,47 @@ def test_another_folders_registry_with_a_live_stacks_token_ends_nothing(
         if live.get("cgroup"):
             assert Path(live["cgroup"]).is_dir(), "another folder removed the stack's cgroup"
         assert hd(first, "restart", "--service", "web").returncode == 0
+    finally:
+        stop_by_pid(daemon)
+
+
+def test_a_registry_copied_with_this_folder_as_its_root_stops_nothing(tmp_path: Path) -> None:
+    """project_root edited to name the copy's own folder: the registry then passed for
+    this folder's, and `hd down` there shut the other stack down. Whose daemon it is
+    is read from the daemon (the daemon.log it writes, its folder), not the file."""
+    first, other = tmp_path / "first", tmp_path / "other"
+    daemon, web = web_stack_up(first)
+    try:
+        other.mkdir()
+        write_stack(other, stack_header(free_ports(1)[0]))
+        (other / ".hippodrome").mkdir()
+        forged = {**registry(first), "project_root": str(other)}
+        for args in (("status",), ("down",), ("down", "--force")):
+            (other / ".hippodrome" / "registry.json").write_text(json.dumps(forged))
+            res = hd(other, *args, timeout=60)
+            said = res.stdout + res.stderr
+            assert f"written for the stack in {first}" in said and "Traceback" not in said, said
+            assert alive(daemon) and alive(web), f"`hd {' '.join(args)}` in {other} stopped it"
+        assert hd(first, "status").returncode == 0
+    finally:
+        stop_by_pid(daemon)
+
+
+def test_a_copy_put_back_where_a_moved_project_was_stops_nothing(tmp_path: Path) -> None:
+    """mv first moved, then cp -a moved first: the copy's registry names first, where it
+    now is, and it stopped the moved stack; the moved folder's own registry (naming
+    first, which exists again) was set aside as foreign, and its stack was lost."""
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    daemon, web = web_stack_up(first)
+    try:
+        first.rename(moved)
+        shutil.copytree(moved, first, symlinks=True)
+        down = hd(first, "down", timeout=60)
+        said = down.stdout + down.stderr
+        assert f"written for the stack in {moved}" in said, said
+        assert alive(daemon) and alive(web), "`hd down` in the copy stopped the moved stack"
+        status = hd(moved, "status")
+        assert status.returncode == 0 and "written for the stack in" not in \
+            status.stdout + status.stderr, status.stdout + status.stderr
     finally:
         stop_by_pid(daemon)

@@ -179,8 +179,12 @@ class Registry:
             self._move_aside(reason)
             return empty(self.root)
         recorded = data.get("project_root")
-        if isinstance(recorded, str) and not _same_folder(recorded, self.root, data):
-            self._move_aside("", foreign=recorded)
+        where = _daemon_folder(data, self.root)
+        if where is None and isinstance(recorded, str) and \
+                not _same_folder(recorded, self.root, data):
+            where = recorded
+        if where:
+            self._move_aside("", foreign=where)
             return empty(self.root)
         base = empty(self.root)
         base.update(data)
@@ -268,6 +272,41 @@ def _same_folder(recorded: str, root: Path, data: Data) -> bool:
         return not daemon_alive(data) or writes_daemon_log(int(daemon["pid"]), root)
     except (OSError, ValueError):
         return False
+
+
+def _daemon_folder(data: Data, root: Path) -> str | None:
+    """Where the live daemon this registry names runs, judged by what the registry
+    cannot forge: "" when it is this folder (it writes this folder's daemon.log, or runs
+    in it, wherever project_root says); the other folder when it writes that folder's
+    daemon.log; None when no daemon runs, the process is no Hippodrome daemon (a
+    stranger's pid: `down` says so), or its /proc entries cannot be read (another
+    user's process, no /proc): then project_root decides, as it did.
+
+    project_root alone proved nothing: a project moved while its stack ran, then copied
+    back to its old path (`cp -a`), had the copy's `hd down` stop the moved stack,
+    and the moved folder's own registry set aside as foreign; a registry copied with
+    project_root edited did the same."""
+    daemon = data.get("daemon") or {}
+    if not daemon_alive(data):
+        return None
+    pid = int(daemon["pid"])
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except (OSError, ValueError):
+        return None
+    if writes_daemon_log(pid, root):
+        return ""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(cwd, root):
+            return ""
+    tail = "/.hippodrome/daemon.log"
+    for fd in ["2", *fds]:
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            log = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
+            if log.endswith(tail) and _opened_to_write(pid, fd):
+                return log.removesuffix(tail)
+    return None
 
 
 def writes_daemon_log(pid: int, root: Path, writing: bool = False) -> bool:
