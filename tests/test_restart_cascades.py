@@ -98,19 +98,47 @@ def test_a_whole_stack_restart_runs_the_job_once(project: Path) -> None:
         hd(project, "down", timeout=60)
 
 
-def test_a_cascade_that_leaves_a_dependant_stopped_is_not_a_success(project: Path) -> None:
-    """d depends on a and on c, which was stopped: `restart -s a --cascade` restarted d,
+def test_a_cascade_leaves_running_a_dependant_it_could_not_start_again(project: Path) -> None:
+    """d depends on a and on c, which was stopped: `restart -s a --cascade` stopped d,
     which could not start again without c, and exited 0 (a plain `restart -s d` in the
-    same state exits 1)."""
+    same state exits 1). d is left running now, and the command says why, exit 1."""
     dash, a, c, d = free_ports(4)
     write_stack(project, stack_header(dash) + toy_service("a", a) + toy_service("c", c)
                 + toy_service("d", d, depends_on=["a", "c"]))
     hd(project, "up", "--detach", check=True, timeout=60)
     try:
         hd(project, "stop", "-s", "c", check=True)
+        before = pid(project, "d")
         said = hd(project, "restart", "-s", "a", "--cascade", timeout=60)
         assert said.returncode == 1, said.stdout + said.stderr
-        assert "'d' is not running; `hd start --service d`" in said.stderr, said.stderr
-        assert registry(project)["services"]["a"]["state"] == "running"
+        assert "d: running (pid" in said.stdout and "not restarted with the cascade from a: " \
+            "its dependency 'c' is stopped" in said.stdout, said.stdout
+        assert registry(project)["services"]["d"]["state"] == "running"
+        assert pid(project, "d") == before
+    finally:
+        hd(project, "down", check=True)
+
+
+def test_a_crash_cascade_leaves_alone_a_dependant_whose_other_dependency_is_stopped(
+        project: Path) -> None:
+    """db (restart_cascades) crashed while left, which top also depends on, was stopped
+    on purpose: the cascade stopped top, which could not start again, and nothing said
+    so. top keeps running, and its log says why it was not restarted."""
+    dash, db, left, top = free_ports(4)
+    write_stack(project, stack_header(dash, backoff_initial=0.1)
+                + toy_service("db", db, readiness={"http": "/healthz"}, restart_cascades=True)
+                + toy_service("left", left, depends_on=["db"])
+                + toy_service("top", top, depends_on=["db", "left"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        hd(project, "stop", "-s", "left", check=True)
+        before, crashed = pid(project, "top"), pid(project, "db")
+        os.kill(crashed, signal.SIGKILL)
+        log = project / ".logs" / "latest" / "top.log"
+        wait_for(lambda: "not restarted with the cascade from db" in log.read_text(), 30,
+                 what="the note in top's log")
+        settle(project)
+        assert registry(project)["services"]["top"]["state"] == "running"
+        assert pid(project, "top") == before
     finally:
         hd(project, "down", check=True)

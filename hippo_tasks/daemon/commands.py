@@ -123,9 +123,15 @@ class StackCommands:
         if name is not None:
             self.check_service(name)
             if cascade:
-                done = self._call(stack.restart_cascade(name), f"restart {name} --cascade",
-                                  timeout)
-                return self._result(list(done), done)
+                skipped: dict[str, str] = {}
+                done = self._call(stack.restart_cascade(name, skipped),
+                                  f"restart {name} --cascade", timeout)
+                result = self._result([n for n in stack.services if n in done or n in skipped],
+                                      done)
+                for row in result["services"]:
+                    if row["name"] in skipped:
+                        row["not_restarted"] = skipped[row["name"]]
+                return result
             snap = self._call(stack.restart(name), f"restart {name}", timeout)
             return self._result([name], {name: snap})
 

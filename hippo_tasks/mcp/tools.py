@@ -85,11 +85,12 @@ def _outcome(stack: Stack, verb: str, service: str | None, rows: list[dict[str, 
             f"{target}: still {', '.join(r['name'] + ' ' + r['state'] for r in left)}"
         return {"ok": ok, "summary": summary, "services": rows, "not_ready": []}
     named = service is not None
-    ok = all(_settled_ok(r, named) for r in rows)
+    skipped = [f"{r['name']} {r['not_restarted']}" for r in rows if r.get("not_restarted")]
+    ok = all(_settled_ok(r, named) for r in rows) and not skipped
     not_ready = [_not_ready(stack, r["name"]) for r in rows if not r.get("ready")]
     summary = f"{verb} {target}: " + ("ready" if ok else "not ready")
-    if not_ready:
-        summary += ": " + "; ".join(n["summary"] for n in not_ready)
+    if not_ready or skipped:
+        summary += ": " + "; ".join([n["summary"] for n in not_ready] + skipped)
     elif ok:
         summary += f" ({len(rows)} service{'s' * (len(rows) != 1)})"
     answer = {"ok": ok, "summary": summary, "services": rows, "not_ready": not_ready}

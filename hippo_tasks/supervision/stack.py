@@ -233,7 +233,7 @@ class StackSupervisor:
             self._cascades.add(task)  # held until done: a task nobody holds may vanish
             task.add_done_callback(self._cascades.discard)
 
-    async def restart_cascade(self, name: str) -> Settled:
+    async def restart_cascade(self, name: str, skipped: dict[str, str] | None = None) -> Settled:
         """Restart `name`, then each service that depends on it (in dependency order),
         each once the one before is ready again; a job that completed runs again (a
         schema step after its database). A dependant stopped on purpose stays stopped;
@@ -251,11 +251,13 @@ class StackSupervisor:
                 del self._cascading[name]
         if not first.ready:
             return {name: first}
-        return {name: first, **await self._cascade_from(name, "cascade")}
+        return {name: first, **await self._cascade_from(name, "cascade", skipped)}
 
-    async def _cascade_from(self, name: str, why: str) -> Settled:
+    async def _cascade_from(self, name: str, why: str,
+                            skipped: dict[str, str] | None = None) -> Settled:
         """Restart what depends on `name`, in dependency order (restart_cascade says
-        which, and why)."""
+        which, and why). A dependant with another dependency not ready is left as it
+        is, with why in `skipped`."""
         settled: Settled = {}
         for dep in self.dependants_closure(name):
             svc = self.services[dep]
@@ -267,6 +269,19 @@ class StackSupervisor:
                 break
             if why != "cascade" and not svc.ready:
                 continue  # on its way up already (a whole-stack restart): it finds the new one
+            blocked = [d for d in svc.planned.depends_on if not self.services[d].ready]
+            if blocked:
+                # Stopped, it could not start again: a running dependant was left stopped
+                # by a cascade (a crash of moto, even) because another of its
+                # dependencies had been stopped on purpose. It keeps running instead.
+                other = self.services[blocked[0]]
+                note = (f"not restarted with the cascade from {name}: its dependency "
+                        f"'{other.name}' is {other.state.value} (`hd start --service "
+                        f"{other.name}`, then `hd restart --service {dep}`)")
+                self.ctx.hub.system(dep, note)
+                if skipped is not None:
+                    skipped[dep] = note
+                continue
             settled[dep] = await svc.request("restart",
                                              f"restart requested ({why} from {name})")
             if not settled[dep].ready:

@@ -80,6 +80,8 @@ def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) 
         stopped = verb != "stop" and row["state"] == "stopped" and not row.get("ready")
         if (row["state"] in ("failed", "backoff") or stopped) and row.get("reason"):
             line += f" — {row['reason']}"
+        elif row.get("not_restarted"):
+            line += f" — {row['not_restarted']}"
         print(for_terminal(line))
     failed = [r for r in rows if r["state"] == "failed" and r.get("blocking", True)]
     # What was asked to run and did not (a restart whose dependency is stopped) is not
@@ -90,8 +92,9 @@ def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) 
     # Settled mid-way by another command (a stop, a down) while this one waited: it was
     # printed as `b: starting` (or every service `stopped`) and exited 0.
     unsettled = [r["name"] for r in rows if r["state"] in ("pending", "starting", "stopping")]
+    skipped = [r for r in rows if r.get("not_restarted")]  # a cascade that could not
     none_up = not service and rows and not any(r.get("ready") for r in rows)
-    if verb != "stop" and (failed or left or unsettled or none_up):
+    if verb != "stop" and (failed or left or unsettled or none_up or skipped):
         for name in left:
             print(f"hippodrome: '{name}' is not running; `hd start --service {name}` "
                   "starts it with what it depends on", file=sys.stderr)
