@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -176,6 +177,35 @@ def test_down_force_when_daemon_hangs(project: Path) -> None:
     assert "killed daemon pid" in res.stdout
     wait_for(lambda: not any(alive(p) for p in members), 3)
     assert not alive(reg["daemon"]["pid"])
+
+
+def test_down_gives_up_on_a_daemon_stopped_mid_shutdown(project: Path) -> None:
+    """SIGSTOP of the daemon while it stops a slow service: `down` waited its whole
+    120 s on a daemon that would never finish (a fresh `down` gives up in 10 s). It now
+    cleans up from the registry once the daemon has been stopped for 10 s."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a, "--ignore-term",
+                                                          stop_timeout=8))
+    hd(project, "up", "--detach", check=True)
+    reg = registry(project)
+    daemon, web = reg["daemon"]["pid"], reg["services"]["web"]["pid"]
+    down = subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "down", "--project-root",
+                             str(project)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "NO_COLOR": "1"})
+    try:
+        time.sleep(1.5)  # down has asked; the 8 s the service ignores SIGTERM for run
+        os.kill(daemon, signal.SIGSTOP)
+        out, _ = down.communicate(timeout=60)
+        assert down.returncode == 0, out
+        assert "stopped (SIGSTOP, Ctrl+Z or a debugger) for 10s" in out, out
+        assert not alive(daemon) and not alive(web), out
+    finally:
+        if down.poll() is None:
+            down.kill()
+            down.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGCONT)
+    hd(project, "down", check=True)
 
 
 def test_status_with_hung_daemon_says_what_to_do(project: Path) -> None:

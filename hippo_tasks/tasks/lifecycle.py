@@ -239,14 +239,32 @@ def _wait_daemon_gone(registry: Registry, pid: int, born: float | None,
     `born` is its start, read before it was asked to stop: read after, from a registry
     it had already cleared, it was none, and `down` returned while the daemon lived."""
     deadline = time.monotonic() + timeout
+    stopped_since: float | None = None
     while time.monotonic() < deadline:
         data = registry.read()
         daemon = data.get("daemon") or {}
         if (daemon.get("pid") != pid or not daemon_alive(data)) \
                 and not is_same_process(pid, born):
             return
+        # Stopped (SIGSTOP, a debugger) mid-shutdown, it would never finish: waited on
+        # for the whole 120 s, where a `down` that finds it stopped gives up in 10.
+        stopped_since = (stopped_since or time.monotonic()) if _stopped(pid) else None
+        if stopped_since is not None and time.monotonic() - stopped_since >= STOPPED_GIVE_UP_S:
+            raise DaemonUnreachableError(str(daemon.get("url") or "its address"), pid,
+                                         f"stopped (SIGSTOP, Ctrl+Z or a debugger) for "
+                                         f"{STOPPED_GIVE_UP_S:g}s while it shut the stack down")
         time.sleep(0.05)
     url = str(daemon.get("url") or "its address")
     raise DaemonUnreachableError(url, pid, f"still shutting the stack down {timeout:g}s after "
                                            "it was asked (a large stack may need longer: run "
                                            "`hd down` again to keep waiting)")
+
+
+STOPPED_GIVE_UP_S = 10.0
+
+
+def _stopped(pid: int) -> bool:
+    from hippo_tasks.supervision.scope import stat_fields
+
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] in ("T", "t")
