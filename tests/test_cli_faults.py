@@ -208,6 +208,33 @@ def test_down_gives_up_on_a_daemon_stopped_mid_shutdown(project: Path) -> None:
     hd(project, "down", check=True)
 
 
+def test_a_foreground_up_whose_reader_went_away_stops_the_stack_with_141(
+        project: Path) -> None:
+    """`hd up | head -n 2`: the stack ran on with its output going nowhere, for ever.
+    A reader gone is SIGPIPE's case: the stack stops and `up` exits 141."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + f'[services.chatty]\ncommand = ["{PY}", "-c", '
+                '"import time\\nwhile True: print(\'tick\', flush=True); time.sleep(0.05)"]\n')
+    up = subprocess.Popen([PY, "-m", "invoke", "-r", str(REPO), "up", "--project-root",
+                           str(project)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "NO_COLOR": "1"})
+    try:
+        assert up.stdout is not None
+        assert up.stdout.readline().startswith(b"hippodrome | project ")
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists() and
+                 registry(project)["services"].get("chatty", {}).get("pid"), 30,
+                 what="chatty started")
+        chatty = registry(project)["services"]["chatty"]["pid"]
+        up.stdout.close()  # the reader goes away
+        assert up.wait(timeout=60) == 141
+        assert not alive(chatty), "the stack ran on after its reader went away"
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        hd(project, "down", check=True)
+
+
 def test_status_with_hung_daemon_says_what_to_do(project: Path) -> None:
     dash, a = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", a))

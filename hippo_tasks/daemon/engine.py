@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the foreground's; the detached daemon never loads it
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_SIGNALLED = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+EXIT_SIGNALLED = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129, "SIGPIPE": 141}
 """A stack shut down by a signal exits 128 + its number, as a shell reports a process
 killed by it: a CI job or a supervisor can tell a Ctrl+C or a `kill` from a clean end."""
 HOUSEKEEPING_S = 2.0
@@ -54,7 +54,8 @@ SYNC_SHARE = 0.2
 for: after a write that took d seconds, the next waits until d / SYNC_SHARE after it
 (0.5 ms for 10 services: 2.5 ms). The start's end and shutdown write at once."""
 CUT_SHORT_BY = {"shutdown requested": "by `hd down` (or POST /api/shutdown)",
-                "SIGINT": "by SIGINT", "SIGTERM": "by SIGTERM", "SIGHUP": "by SIGHUP"}
+                "SIGINT": "by SIGINT", "SIGTERM": "by SIGTERM", "SIGHUP": "by SIGHUP",
+                "SIGPIPE": "as the reader of its output went away"}
 
 
 class Engine:
@@ -341,6 +342,14 @@ class Engine:
         moment `up` releases the project's lifecycle lock."""
         self.loop = asyncio.get_running_loop()
         self._shutdown = self.loop.create_future()
+        if self.printer is not None:
+            loop = self.loop
+
+            def reader_gone() -> None:
+                # `hd up | head -1`: the stack ran on, its output going nowhere, for ever.
+                loop.call_soon_threadsafe(self.request_shutdown, "SIGPIPE")
+
+            self.printer.on_reader_gone = reader_gone
         for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM"),
                           (signal.SIGHUP, "SIGHUP")):
             with contextlib.suppress(ValueError, RuntimeError):

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from hippo_tasks.supervision.logs import LogChunk
@@ -108,6 +108,8 @@ class TerminalPrinter:
         """Lines printed since the dashboard line was last shown."""
         self._idle_repeat = idle_repeat
         self._want_dashboard = False
+        self.on_reader_gone: Callable[[], None] = lambda: None
+        """Called (from the printer's thread) when the reader of a pipe went away."""
         self._thread = threading.Thread(target=self._run, name="printer", daemon=True)
         self._thread.start()
 
@@ -201,10 +203,24 @@ class TerminalPrinter:
             try:
                 self._out.write(body)
                 self._out.flush()
+            except BrokenPipeError:
+                self._to_devnull()  # what is still buffered, and later prints, go nowhere
+                self.on_reader_gone()
+                return
             except (OSError, ValueError):
                 return
 
     _idle_since = 0.0
+
+    def _to_devnull(self) -> None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._out.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def _pending_dashboard(self, idle: bool) -> bytes | None:
         """The dashboard line, when asked for (signal), or when the output has pushed it
