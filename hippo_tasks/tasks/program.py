@@ -15,11 +15,17 @@ import contextlib
 import errno
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from hippo_tasks import __version__
-from hippo_tasks.tasks.output import EXIT_PIPE_CLOSED, quiet_stdout
+from hippo_tasks.errors import UsageError
+from hippo_tasks.tasks.output import (
+    EXIT_PIPE_CLOSED,
+    exit_code_for,
+    exit_status,
+    quiet_stdout,
+)
 
 KINDS: dict[str, type] = {"json": bool, "force": bool, "follow": bool, "cascade": bool,
                           "timestamps": bool, "lines": str, "service": str, "project-root": str,
@@ -104,18 +110,16 @@ def fast_path_allowed(environ: dict[str, str] | os._Environ[str] = os.environ) -
     return not any(os.path.exists(os.path.expanduser(p)) for p in INVOKE_CONFIG_FILES)
 
 
-def run_fast(argv: Sequence[str]) -> int | None:
+def run_fast(argv: Sequence[str], fast: bool | None = None) -> int | None:
     """Run a hot command without invoke; its exit status, or None to hand the line to
-    invoke."""
+    invoke. `fast`: whether invoke's settings allow it (default: look)."""
     if list(argv) in (["--version"], ["-V"]):
         print(f"hd {__version__}")  # invoke's Program.print_version
         return 0
     parsed = parse_hot(argv)
-    if parsed is None or not fast_path_allowed():
+    if parsed is None or not (fast_path_allowed() if fast is None else fast):
         return None
     from importlib import import_module
-
-    from hippo_tasks.tasks.output import exit_status
 
     module, function, _ = HOT[parsed[0]]
     declared = getattr(import_module(f"hippo_tasks.tasks.{module}"), function)
@@ -227,8 +231,22 @@ def main() -> None:
             return
         from hippo_tasks.tasks import ns
 
-        _program()(namespace=ns, version=__version__, name="hd", binary="hd").run(
-            [sys.argv[0], *argv])
+        program = _program()(namespace=ns, version=__version__, name="hd", binary="hd",
+                             config_class=_config_class())
+        try:
+            program.run([sys.argv[0], *argv])
+        except InvokeConfigError as exc:
+            # A file that cannot be read changes nothing invoke would do: the hot
+            # commands still run (`hd down` must stop a stack whatever ~/.invoke.yaml
+            # holds), with the file said as a warning; the others stop here, exit 2.
+            code = run_fast(argv, fast=True)
+            print(f"hippodrome: {'warning: ' if code is not None else ''}{exc.message()}",
+                  file=sys.stderr)
+            code = exit_code_for(exc) if code is None else code
+            sys.stdout.flush()
+            if code:
+                sys.exit(code)
+            return
         sys.stdout.flush()
     except BrokenPipeError:
         quiet_stdout()
@@ -256,6 +274,41 @@ def _program() -> type[Any]:
     # parse_tasks: loading `ns` made Program's own say it so (bad_arguments_said_as_ours),
     # for `hd` and the stock `invoke` alike.
     return HdProgram
+
+
+class InvokeConfigError(UsageError):
+    """~/.invoke.yaml (or /etc/invoke.yaml, ...) cannot be read: exit 2."""
+
+
+def _config_class() -> type[Any]:
+    """invoke's Config, whose configuration files (`~/.invoke.yaml`, `/etc/invoke.yaml`)
+    are read with their errors said as ours. A malformed one was a YAML traceback for
+    every command, `down` included; HOME=/dev/null (a service account, `su`) was
+    NotADirectoryError for `hd init`. No file can be there then: it counts as none."""
+    from invoke.config import Config
+
+    def guarded(load: Callable[..., Any]) -> Callable[..., Any]:
+        def read(self: Any, path: str) -> Any:
+            try:
+                return load(self, path)
+            except FileNotFoundError:
+                raise
+            except NotADirectoryError:
+                raise FileNotFoundError(errno.ENOENT, "no such file", path) from None
+            except Exception as exc:  # YAML, JSON, Python, permissions: the file's own fault
+                reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                raise InvokeConfigError(
+                    f"cannot read invoke's configuration file {path} ({reason}); `hd` runs "
+                    "on invoke, which reads it first: fix the file, or move it aside") from None
+        return read
+
+    class HdConfig(Config):
+        _load_yaml = guarded(Config._load_yaml)
+        _load_yml = guarded(Config._load_yml)
+        _load_json = guarded(Config._load_json)
+        _load_py = guarded(Config._load_py)
+
+    return HdConfig
 
 
 def bad_arguments_said_as_ours() -> None:
