@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -128,14 +130,20 @@ def test_restart_storm_leaves_one_process_and_true_status(project: Path) -> None
     nothing_left(tok, every_pid(pids))
 
 
-def sneaky_stack(project: Path) -> tuple[Path, str]:
-    """A service whose children escape by setsid() and by a double fork, up and with
-    both escapees running: (its pids file, the daemon's ownership token)."""
+def sneaky_setup(project: Path) -> Path:
+    """The stack file of sneaky_stack; its pids file."""
     dash, port = free_ports(2)
     pids = project / "pids"
     write_stack(project, stack_header(dash) + escaper_service(
         "sneaky", port, "--setsid", "--double-fork", "--pids", str(pids),
         readiness={"log": "READY"}))
+    return pids
+
+
+def sneaky_stack(project: Path) -> tuple[Path, str]:
+    """A service whose children escape by setsid() and by a double fork, up and with
+    both escapees running: (its pids file, the daemon's ownership token)."""
+    pids = sneaky_setup(project)
     hd(project, "up", "--detach", check=True)
     wait_for(lambda: {"setsid", "daemon"} <= set(recorded(pids)), 10, what="escapees")
     return pids, token(project)
@@ -152,6 +160,28 @@ def test_setsid_and_double_fork_children_end_with_down(project: Path) -> None:
 
 def test_setsid_and_double_fork_children_end_after_kill_9_of_daemon(project: Path) -> None:
     pids, tok = sneaky_stack(project)
+    os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
+    nothing_left(tok, every_pid(pids))
+    hd(project, "down", check=True)
+
+
+def test_kill_9_of_a_daemon_whose_venv_was_removed_still_ends_its_services(
+        project: Path, tmp_path: Path) -> None:
+    """The guard execs its interpreter only when the daemon dies: it was the venv's
+    `python`, and with the venv gone by then (hd.pex's unpacked venv removed, a venv
+    recreated) `kill -9` of the daemon left every service running."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=60)
+    pids = sneaky_setup(project)
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{site}"}
+    subprocess.run([str(venv / "bin" / "python"), "-c", "import sys; sys.argv[0] = 'hd'; "
+                    "from hippo_tasks.tasks.program import cli; cli()", "up", "--detach",
+                    "--project-root", str(project)], env=env, check=True, timeout=60)
+    wait_for(lambda: {"setsid", "daemon"} <= set(recorded(pids)), 10, what="escapees")
+    tok = token(project)
+    shutil.rmtree(venv)
     os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
     nothing_left(tok, every_pid(pids))
     hd(project, "down", check=True)

@@ -44,6 +44,15 @@ def _guard_source() -> str:
     return str(source)
 
 
+def _interpreter() -> str:
+    """The real interpreter behind this venv's `python` symlink: the guard execs it only
+    when the daemon dies, maybe long after the venv went (hd.pex's venv under PEX_ROOT
+    removed, `rm -rf ~/.cache`, a venv recreated), and then `kill -9` of the daemon left
+    every service running. `-I -S` and a stdlib-only script need nothing of the venv."""
+    real = os.path.realpath(sys.executable)
+    return real if os.access(real, os.X_OK) else sys.executable
+
+
 class OrphanGuard:
     def __init__(self, token: str, base: Path | None = None, grace: float = GRACE) -> None:
         """`token`: the mark (prefix) whose processes it ends; `base`: the run's cgroup
@@ -51,7 +60,7 @@ class OrphanGuard:
         where = str(base) if base is not None else "-"
         env = {k: v for k, v in os.environ.items() if k != RUN_ENV}
         self._proc = subprocess.Popen(
-            ["/bin/sh", "-c", WAIT_THEN_END, "hippodrome-guard", sys.executable, "-I", "-S",
+            ["/bin/sh", "-c", WAIT_THEN_END, "hippodrome-guard", _interpreter(), "-I", "-S",
              "-c", _guard_source(), token, where, str(grace)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
