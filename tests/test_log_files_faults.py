@@ -41,6 +41,24 @@ def test_pruning_removes_what_services_wrote_into_old_runs(tmp_path: Path) -> No
     assert (outside / "keep.txt").read_text() == "mine\n", "pruning followed a link"
 
 
+def test_a_run_started_after_the_clock_went_back_is_not_pruned_at_its_start(
+        tmp_path: Path) -> None:
+    """Runs are named by local time: one started an hour "earlier" than the last runs
+    (a time zone change, summer time's end) sorted first and was removed at its own
+    start, with every line it would log, while `latest` pointed at it."""
+    root = tmp_path / ".logs"
+    later = 1_700_003_600
+    for i in range(3):
+        RunFiles(root, keep=3, now=later + i).close()
+    now = RunFiles(root, keep=3, now=later - 3600)
+    try:
+        assert now.dir.is_dir(), "the run being started was pruned"
+        assert (root / "latest").resolve() == now.dir.resolve()
+        assert len([p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]) == 3
+    finally:
+        now.close()
+
+
 def test_a_link_or_a_pipe_where_a_log_file_belongs_is_refused_not_used(
         tmp_path: Path) -> None:
     runs = RunFiles(tmp_path / ".logs", keep=3)

@@ -76,7 +76,7 @@ class RunFiles:
         self._dropped: dict[str, tuple[int, float, str]] = {}
         """Per service: lines not written, since when, why (for the recovery note)."""
         self._link_latest(logs_root, run)
-        self.prune(logs_root, keep)
+        self.prune(logs_root, keep, current=run)
 
     @staticmethod
     def _link_latest(root: Path, run: Path) -> None:
@@ -87,14 +87,20 @@ class RunFiles:
         os.replace(tmp, root / "latest")
 
     @classmethod
-    def prune(cls, root: Path, keep: int) -> list[Path]:
-        """Remove the oldest runs past `keep`, whatever their services wrote into them
-        (`${logs_dir}/traces/`). One that cannot be removed whole is left for the next
-        start: a failed prune must never stop the stack from starting."""
+    def prune(cls, root: Path, keep: int, current: Path | None = None) -> list[Path]:
+        """Remove the oldest runs past `keep` (the current one counted, never removed),
+        whatever their services wrote into them (`${logs_dir}/traces/`). One that
+        cannot be removed whole is left for the next start: a failed prune must never
+        stop the stack from starting.
+
+        Runs are named by local time, so after the clock went back (a time zone
+        change, the end of summer time, `TZ=UTC` beside a shell in America/*) the
+        current run's name sorted first, and it was pruned at its own start: every line
+        of that run was lost, and `hd logs` said there were no logs."""
         runs = sorted(p for p in root.iterdir() if p.is_dir() and cls._RUN.match(p.name)
-                      and not p.is_symlink())
+                      and not p.is_symlink() and p != current)
         removed = []
-        for old in runs[: max(0, len(runs) - keep)]:
+        for old in runs[: max(0, len(runs) + (current is not None) - max(keep, 1))]:
             with contextlib.suppress(OSError):
                 _remove_tree(old)
                 removed.append(old)
