@@ -235,6 +235,26 @@ def test_a_foreground_up_whose_reader_went_away_stops_the_stack_with_141(
         hd(project, "down", check=True)
 
 
+def test_a_umask_that_takes_the_owners_bits_leaves_usable_folders(project: Path) -> None:
+    """`umask 0777`: the first `up` made a mode-000 `.hippodrome` (and 000 files), and
+    every later command of that (non-root) user failed on it with "permission denied".
+    Root passes any mode, so the modes themselves are checked."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    up = subprocess.run(["/bin/sh", "-c", 'umask 0777; exec "$@"', "sh", PY, "-m", "invoke",
+                         "-r", str(REPO), "up", "--detach", "--project-root", str(project)],
+                        capture_output=True, text=True, timeout=60)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        for made in (project / ".hippodrome", project / ".logs",
+                     project / ".hippodrome" / "registry.json",
+                     project / ".hippodrome" / "daemon.log", project / ".logs" / "latest"):
+            mode = made.resolve().stat().st_mode & 0o700
+            assert mode & 0o600 == 0o600, f"{made}: {oct(mode)}"
+    finally:
+        hd(project, "down", check=True)
+
+
 def test_status_with_hung_daemon_says_what_to_do(project: Path) -> None:
     dash, a = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", a))

@@ -73,6 +73,15 @@ def quiet_stdout() -> None:
         pass
 
 
+def owner_keeps_access() -> None:
+    """Take the owner's bits out of the umask, keeping the rest as the user set it.
+    Under `umask 0777` (or 0377) the first `up` made a mode-000 `.hippodrome`, and every
+    later command of the same user failed on it with "permission denied" until the
+    folder was found and removed by hand. Services inherit the result."""
+    mask = os.umask(0o022)
+    os.umask(mask & 0o077)
+
+
 class TaskExit(Exception):
     """A task's chosen exit status, raised without importing invoke: `handles_errors`
     turns it into invoke's `Exit`, `hd`'s fast path into the process's exit status."""
@@ -90,6 +99,7 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     exit status with `TaskExit`, never invoke's `Exit`: the same body runs on `hd`'s
     fast path, where no invoke is there to catch it.
     """
+    owner_keeps_access()
     try:
         fn(*args, **kwargs)
         sys.stdout.flush()
