@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from stackutil import (
+    REPO,
     alive,
     free_ports,
     hd,
@@ -327,5 +328,29 @@ def test_a_copy_put_back_where_a_moved_project_was_stops_nothing(tmp_path: Path)
         status = hd(moved, "status")
         assert status.returncode == 0 and "written for the stack in" not in \
             status.stdout + status.stderr, status.stdout + status.stderr
+    finally:
+        stop_by_pid(daemon)
+
+
+@pytest.mark.parametrize("daemon_alive", [True, False])
+def test_a_non_ascii_folder_read_under_another_locale_is_still_this_folder(
+        tmp_path: Path, daemon_alive: bool) -> None:
+    """Started under UTF-8 in `app-日本`, then `hd status` under the C locale (no UTF-8
+    mode): the path read back as other characters, and the folder's own registry was
+    set aside as a copy's, while its stack ran on unseen."""
+    root = tmp_path / "app-日本"
+    daemon, web = web_stack_up(root)
+    try:
+        if not daemon_alive:
+            os.kill(daemon, signal.SIGKILL)
+            wait_for(lambda: not alive(web), 10, what="the guard ending web")
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+               "PYTHONCOERCECLOCALE": "0", "NO_COLOR": "1"}
+        res = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "status"],
+                             cwd=root, capture_output=True, text=True, env=env, timeout=60)
+        said = res.stdout + res.stderr
+        assert "written for the stack in" not in said, said
+        assert not list((root / ".hippodrome").glob("registry.json.foreign-*")), said
+        assert res.returncode == (0 if daemon_alive else 5), said
     finally:
         stop_by_pid(daemon)

@@ -263,7 +263,7 @@ def _same_folder(recorded: str, root: Path, data: Data) -> bool:
     the only handle on that stack. That last only when its daemon writes this folder's
     daemon.log (or runs no more): a copy made while the stack ran, its original then
     renamed, took the original's stack for its own, and `hd down` there stopped it."""
-    if recorded == str(root):
+    if recorded == str(root) or _same_bytes(recorded, root):
         return True
     try:
         return os.path.samefile(recorded, root)
@@ -272,6 +272,15 @@ def _same_folder(recorded: str, root: Path, data: Data) -> bool:
         return not daemon_alive(data) or writes_daemon_log(int(daemon["pid"]), root)
     except (OSError, ValueError):
         return False
+
+
+def _same_bytes(recorded: str, root: Path) -> bool:
+    """The same path written under another locale: a registry written under UTF-8
+    names `app-日本`, which a latin-1 locale reads as other characters (and cannot
+    encode back), so its own folder's registry was set aside as a copy's."""
+    with contextlib.suppress(UnicodeError):
+        return recorded.encode("utf-8", "surrogateescape") == os.fsencode(root)
+    return False
 
 
 def _daemon_folder(data: Data, root: Path) -> str | None:

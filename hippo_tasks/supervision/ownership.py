@@ -145,9 +145,15 @@ class Ownership:
 
 
 def project_tag(root: str) -> str:
-    """8 hex digits of the project folder's real path (32-bit FNV-1a: no import)."""
+    """8 hex digits of the project folder's real path, as bytes (32-bit FNV-1a: no
+    import). A path recorded under a UTF-8 locale and read under another (the C
+    locale) cannot be encoded back: realpath raised, a traceback for `hd status`."""
+    try:
+        raw = os.fsencode(root)
+    except UnicodeError:
+        raw = root.encode("utf-8", "surrogateescape")
     h = 0x811C9DC5
-    for byte in os.path.realpath(root).encode("utf-8", "surrogateescape"):
+    for byte in os.path.realpath(raw):
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
     return f"{h:08x}"
 
