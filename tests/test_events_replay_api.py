@@ -118,7 +118,8 @@ def test_names_cannot_leave_the_folder(stack: Stack, tmp_path: Path) -> None:
     try:
         for name, status in [("..%2F..%2Fregistry.json", 400), ("%2e%2e%2fx.jsonl", 400),
                              (".hidden.jsonl", 400), ("nope.jsonl", 404),
-                             ("link.jsonl", 404), ("a%20b.jsonl", 400)]:
+                             ("link.jsonl", 404), ("a%20b.jsonl", 404),
+                             ("%01ctl.jsonl", 400), ("a%2Fb.jsonl", 400)]:
             got, answer = stack.api("POST", replay_path(name), {})
             assert got == status, (name, answer)
             assert "error" in answer
@@ -128,6 +129,25 @@ def test_names_cannot_leave_the_folder(stack: Stack, tmp_path: Path) -> None:
         assert got == 405 and answer["allowed"] == ["POST"]
     finally:
         (stack.events_dir / "link.jsonl").unlink()
+
+
+def test_a_users_own_names_are_listed_and_replayable(stack: Stack) -> None:
+    """`rec (1).jsonl` (a file manager's copy) and `résumé.jsonl` were left out of the
+    list without a word, and refused by the API even %-encoded: the README says files
+    put in the folder under other names are listed and replayable."""
+    real = stack.events_dir / name_of(stack)
+    names = ["rec (1).jsonl", "résumé.jsonl"]
+    for name in names:
+        (stack.events_dir / name).write_bytes(real.read_bytes())
+    try:
+        status, body = stack.api("GET", "/api/events/recordings")
+        assert status == 200 and set(names) <= {r["name"] for r in body["recordings"]}, body
+        for encoded in ("rec%20%281%29.jsonl", "r%C3%A9sum%C3%A9.jsonl"):
+            got, answer = stack.api("POST", replay_path(encoded), {"filter": "Test.*"})
+            assert got == 200 and answer["sent"] == 3, (encoded, answer)
+    finally:
+        for name in names:
+            (stack.events_dir / name).unlink()
 
 
 def test_another_sites_page_cannot_replay(stack: Stack) -> None:

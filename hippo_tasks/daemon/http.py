@@ -188,7 +188,10 @@ class ApiHandler(RequestHandler):
                 continue
             split = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
-            return route.handler(Request(method, path, query, match.groupdict(),
+            # A name is as sent: `rec%20(1).jsonl` is `rec (1).jsonl` (each handler
+            # checks what it gets: a known service, a plain file in the recordings).
+            params = {k: _as_sent(v) for k, v in match.groupdict().items()}
+            return route.handler(Request(method, path, query, params,
                                          self.headers, self.body, self.server.app))
         if allowed:
             raise HttpError(405, f"method {method} not allowed on {path}",

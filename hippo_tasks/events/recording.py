@@ -35,8 +35,11 @@ DIR = Path(".hippodrome") / "events"
 STAMP = "%Y%m%d-%H%M%S"
 OURS = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?\.jsonl\Z")
 """Names the recorder makes (and alone prunes)."""
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.jsonl\Z")
-"""Names the API serves: one path segment, no '/', nothing hidden; `..` cannot escape."""
+SAFE_NAME = re.compile(r"^[^./\x00-\x1f\x7f][^/\x00-\x1f\x7f]{0,120}\.jsonl\Z")
+"""Names the API serves: one path segment, no '/', nothing hidden, no control
+characters; `..` cannot escape. Spaces, brackets and letters are a user's own names
+(`rec (1).jsonl`, a file manager's copy; `résumé.jsonl`): they were left out of the
+list, so nothing could replay them from the page."""
 REDACTED = "[redacted]"
 REPLAY_HEADER = "x-hippodrome-replay"
 """Sent by the replay: the webhook shows and logs such a delivery but does not record it
