@@ -196,15 +196,15 @@ refused as `not valid JSON` by the replay that read it one level deeper."""
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
-def _too_deep(raw: bytes) -> bool:
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:  # C speed: nearly every body
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # C speed: nearly every body
         return False
     depth = 0
     for token in _TOKENS.finditer(raw):  # strings are skipped whole: brackets in them
         first = token.group()[:1]         # do not count
         if first in (b"[", b"{"):
             depth += 1
-            if depth > MAX_DEPTH:
+            if depth > limit:
                 return True
         elif first in (b"]", b"}"):
             depth -= 1
@@ -213,7 +213,7 @@ def _too_deep(raw: bytes) -> bool:
 
 def decode_json(raw: bytes, noun: str) -> Any:
     """Strict JSON from bytes, or a 400 naming what is wrong with it."""
-    if _too_deep(raw):
+    if too_deep(raw):
         raise HttpError(400, f"Invalid JSON: nested too deeply (more than {MAX_DEPTH} levels)")
     try:
         text = raw.decode("utf-8")

@@ -77,10 +77,16 @@ meets the webhook's own 413, but no device or runaway file is read into memory."
 def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
     """The file's object, else the smallest detail shaped like event_pipe's records."""
     if path:
+        from hippo_tasks.daemon.httpcore import MAX_DEPTH, too_deep
         from hippo_tasks.model.textfile import Unusable, read_small_text
 
         try:  # bounded: `--file /dev/zero` grew to 8.7 GB before anything was sent
-            detail = json.loads(read_small_text(Path(path), FILE_LIMIT))
+            text = read_small_text(Path(path), FILE_LIMIT)
+            # The event around the detail is one more level: a detail of 512 levels, or
+            # of 600, was sent, and the webhook's 400 came back as exit 1.
+            if too_deep(text.encode("utf-8", "surrogatepass"), MAX_DEPTH - 1):
+                raise RecursionError
+            detail = json.loads(text)
         except OSError as exc:
             raise UsageError(f"--file {path}: {exc.strerror or exc}") from None
         except Unusable as exc:
@@ -89,8 +95,9 @@ def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
         except ValueError as exc:
             raise UsageError(f"--file {path}: not valid JSON ({exc})") from None
         except RecursionError:  # the webhook takes 512 levels; Python's parser ~1000
-            raise UsageError(f"--file {path}: nested too deeply to read (the webhook "
-                             "takes at most 512 levels of objects and lists)") from None
+            raise UsageError(f"--file {path}: nested too deeply (the webhook takes at most "
+                             f"{MAX_DEPTH} levels of objects and lists, the event around "
+                             f"the detail included: {MAX_DEPTH - 1} for the detail)") from None
         if not isinstance(detail, dict):
             raise UsageError(f"--file {path}: the event's detail must be a JSON object")
         return detail
