@@ -224,3 +224,20 @@ def test_the_probe_cadence_holds_however_long_a_start_takes() -> None:
 
     assert [probe_delay(a) for a in range(4)] == [0.005, 0.0075, 0.01, 0.01]
     assert probe_delay(1751) == probe_delay(10**9) == 0.01
+
+
+def test_a_daemon_paused_past_start_timeout_looks_once_more_before_failing(
+        project: Path) -> None:
+    """The daemon paused (SIGSTOP, a debugger, swap: here its loop blocked for 4.5 s)
+    across a service's start_timeout: on waking it failed the service, listening since
+    its first second, without a look, and tore the stack down."""
+    (p,) = free_ports(1)
+    text = toy_service("web", p, "--delay", "1.0", readiness={"tcp": True}, start_timeout=3)
+
+    async def scenario(h: Harness) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, time.sleep, 4.5)  # the whole daemon stands still
+        assert await h.stack.start_and_wait() is None
+        assert h.stack.get("web").state == State.RUNNING
+
+    run(project, text, scenario)
