@@ -201,3 +201,19 @@ def test_a_one_letter_token_leaves_the_recordings_own_field_names(tmp_path: Path
     (delivery,) = (d for d in read(path) if isinstance(d, Delivery))
     assert delivery.event["det[redacted]il"]["n[redacted]me"] == "b[redacted]n[redacted]n[redacted]"
     assert delivery.detail_type == "Order.x" and delivery.status == 200
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "0"])
+def test_a_bad_webhook_timeout_is_said_not_silently_replaced(
+        monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """HIPPODROME_WEBHOOK_TIMEOUT=abc (or -1, 0, nan) fell back to 5 s in silence,
+    where the recording settings beside it say so."""
+    from hippo_tasks.daemon.webhook.routing import _env_seconds
+
+    monkeypatch.setenv("HIPPODROME_WEBHOOK_TIMEOUT", value)
+    said: list[str] = []
+    assert _env_seconds("HIPPODROME_WEBHOOK_TIMEOUT", 5.0, said.append) == 5.0
+    assert said == [f"hippodrome | HIPPODROME_WEBHOOK_TIMEOUT={value!r} is not a number of "
+                    "at least 0.001: using 5"], said
+    monkeypatch.setenv("HIPPODROME_WEBHOOK_TIMEOUT", "2.5")
+    assert _env_seconds("HIPPODROME_WEBHOOK_TIMEOUT", 5.0, said.append) == 2.5

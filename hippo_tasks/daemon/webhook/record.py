@@ -53,7 +53,7 @@ JSON bytes)"""
 _NO_ROUTE = b'"route":null,"target":null'
 
 
-def _env_number(name: str, default: float, floor: float,
+def env_number(name: str, default: float, floor: float,
                 say: Callable[[str], None]) -> float:
     """The variable's number, or `default` with a note saying so: a value that was no
     number (`abc`, `-1`, `nan`) fell back in silence, and recordings grew past the
@@ -78,9 +78,9 @@ class Recorder:
         self.folder = folder
         self.enabled = enabled
         self.say = say
-        self.max_bytes = int(_env_number("HIPPODROME_RECORD_MAX_MB", DEFAULT_MAX_MB, 1e-6, say)
+        self.max_bytes = int(env_number("HIPPODROME_RECORD_MAX_MB", DEFAULT_MAX_MB, 1e-6, say)
                              * 1024 * 1024)
-        self.keep = int(_env_number("HIPPODROME_RECORD_KEEP", DEFAULT_KEEP, 1, say))
+        self.keep = int(env_number("HIPPODROME_RECORD_KEEP", DEFAULT_KEEP, 1, say))
         self._secrets = [s.encode() for s in {token, json.dumps(token)[1:-1]}] if token else []
         self._hiding = _hiding_escapes(token) if token else ()
         """Escapes that could spell a token character: a line without any needs no parse

@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from hippo_tasks.daemon.engine import Engine
@@ -16,6 +16,7 @@ from hippo_tasks.daemon.httpcore import ClientGone, HttpError, Json, Request
 from hippo_tasks.daemon.webhook.forward import TargetPool, forward
 from hippo_tasks.daemon.webhook.receive import detail_type as detail_type_of
 from hippo_tasks.daemon.webhook.receive import read_event
+from hippo_tasks.daemon.webhook.record import env_number as _env_number
 from hippo_tasks.events.recording import REPLAY_HEADER
 from hippo_tasks.model.plan import PlannedRoute
 
@@ -29,14 +30,11 @@ MAX_WAIT_S = 86400.0
 overflow the platform's time_t, and each event a 500."""
 
 
-def _env_seconds(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name) or default)
-    except ValueError:
-        return default
-    if value != value or value <= 0:  # NaN, zero, negative
-        return default
-    return min(value, MAX_WAIT_S)
+def _env_seconds(name: str, default: float, say: Callable[[str], None]) -> float:
+    """Seconds from the environment, above zero and at most a day; anything else
+    (`abc`, `-1`, `0`, `nan`) is the default, said in the daemon's output as the
+    recording settings are (it fell back in silence)."""
+    return min(_env_number(name, default, 1e-3, say), MAX_WAIT_S)
 
 
 def _shown(detail_type: str, limit: int = 256) -> str:
@@ -50,8 +48,8 @@ class Webhook:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.timeout = _env_seconds("HIPPODROME_WEBHOOK_TIMEOUT", 5.0)
-        self.read_timeout = _env_seconds("HIPPODROME_WEBHOOK_READ_TIMEOUT", 10.0)
+        self.timeout = _env_seconds("HIPPODROME_WEBHOOK_TIMEOUT", 5.0, engine.note)
+        self.read_timeout = _env_seconds("HIPPODROME_WEBHOOK_READ_TIMEOUT", 10.0, engine.note)
         self.pool = TargetPool(self.timeout)
         self.deliveries: Deliveries = deque(maxlen=DELIVERIES_KEPT)
         self._notes: list[tuple[str, str]] = []
