@@ -33,7 +33,6 @@ from hippo_tasks.supervision.scope import (
     Scope,
     all_pids,
     remove_cgroup,
-    start_ticks,
     stat_fields,
 )
 
@@ -326,6 +325,15 @@ def children() -> list[int]:
     return out
 
 
+def _not_ours_by_birth(fields: list[str]) -> bool:
+    """A child in another session than ours: a service's (each is a session leader)
+    or one of theirs, adopted. What the daemon itself starts without a session of its
+    own (the stack's probes or seed command run for an MCP client, git) stays in ours,
+    and a Popen will read its status: reaped first, its exit code read as 0, and a
+    failing `probes` answered `ok`."""
+    return int(fields[3]) != os.getsid(0)
+
+
 def reap_adopted(own_children: Iterable[int]) -> list[int]:
     """Collect exited orphans that were re-parented to us, leaving alone the children
     whose status someone else (a Popen) will read."""
@@ -335,7 +343,7 @@ def reap_adopted(own_children: Iterable[int]) -> list[int]:
         if pid in keep:
             continue
         fields = stat_fields(pid)
-        if fields is None or fields[0] != "Z":
+        if fields is None or fields[0] != "Z" or not _not_ours_by_birth(fields):
             continue
         with contextlib.suppress(ChildProcessError, OSError):
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
@@ -348,7 +356,13 @@ def adopted(own_children: Iterable[int]) -> list[int]:
     that left its cgroup or group, dropped its mark and lost its parent ends up here,
     its service unknown; the daemon ends these once every service has stopped."""
     keep = set(own_children)
-    return [pid for pid in children() if pid not in keep and start_ticks(pid) is not None]
+    out = []
+    for pid in children():
+        fields = stat_fields(pid)
+        if pid not in keep and fields is not None and fields[0] not in ("Z", "X") and \
+                _not_ours_by_birth(fields):
+            out.append(pid)
+    return out
 
 
 # ---- the orphan guard's main: runs this file in a bare interpreter ------------------------
