@@ -187,6 +187,22 @@ def test_kill_9_of_a_daemon_whose_venv_was_removed_still_ends_its_services(
     hd(project, "down", check=True)
 
 
+def test_an_adopted_child_that_dies_is_reaped_and_leaves_no_zombie(project: Path) -> None:
+    """The daemon is a child subreaper: a service's double-forked child is its own once
+    the middle process exits, and its zombie is the daemon's to collect (on a
+    housekeeping tick, so that no status a Popen waits for is taken)."""
+    pids, tok = sneaky_stack(project)
+    (orphan,) = recorded(pids)["daemon"]
+    daemon = registry(project)["daemon"]["pid"]
+    stat = Path(f"/proc/{orphan}/stat").read_text()
+    assert int(stat[stat.rfind(")") + 2:].split()[1]) == daemon, "not adopted by the daemon"
+    os.kill(orphan, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{orphan}").exists(), 15,
+             what=f"the adopted pid {orphan} reaped")
+    hd(project, "down", check=True)
+    nothing_left(tok, every_pid(pids))
+
+
 def test_a_crash_ends_the_escaped_children_before_the_restart(project: Path) -> None:
     """kill -9 of the main process (a zombie until reaped): its daemonized child is
     still found and ended, so the restarted service is alone."""

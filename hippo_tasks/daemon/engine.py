@@ -84,6 +84,8 @@ class Engine:
             self.hub.add_sink(printer)
         self.ownership = ownership or establish(take_run_token(str(plan.options.project_root)))
         self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
+        self._zombies: set[int] = set()
+        """Adopted children that were zombies at the last housekeeping tick."""
         ctx = SupervisorContext(
             hub=self.hub,
             clock=clock or LoopClock(),
@@ -236,16 +238,18 @@ class Engine:
         return out
 
     def _housekeeping(self) -> None:
-        """Every HOUSEKEEPING_S, two stats and a waitpid. A registry deleted while the
-        stack runs (`rm -rf .hippodrome`, `git clean -xdf`) is written again, or every
-        command would say no daemon runs until the next state change, and `up` would
-        trip on this daemon's ports; so is this run's log folder (RunFiles.reopen_if_gone).
+        """Every HOUSEKEEPING_S, two stats, a waitpid and a look at our children (adopted
+        zombies, reaped a tick later). A registry deleted while the stack runs (`rm -rf
+        .hippodrome`, `git clean -xdf`) is written again, or every command would say no
+        daemon runs until the next state change, and `up` would trip on this daemon's
+        ports; so is this run's log folder (RunFiles.reopen_if_gone).
         An orphan guard that was killed is started again, or a later kill -9 of the
         daemon would leave every service running."""
         assert self.loop is not None
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
         if self._shutdown is None or self._shutdown.done():
             return
+        self._reap()
         if self.guard.exited():
             self.note(f"hippodrome | the orphan guard (pid {self.guard.pid}) is gone: "
                       "starting another")
@@ -313,8 +317,9 @@ class Engine:
         return own
 
     def _reap(self) -> None:
-        """We are the subreaper, so exited orphans are ours to collect."""
-        reap_adopted(self._own_children())
+        """We are the subreaper, so exited orphans are ours to collect (at each
+        housekeeping tick, once they have been zombies for a tick)."""
+        self._zombies = reap_adopted(self._own_children(), self._zombies)
 
     async def _end_adopted(self) -> None:
         """After every service stopped: end the orphans we adopted, children that left
@@ -354,8 +359,6 @@ class Engine:
                           (signal.SIGHUP, "SIGHUP")):
             with contextlib.suppress(ValueError, RuntimeError):
                 self.loop.add_signal_handler(sig, self.request_shutdown, name)
-        with contextlib.suppress(ValueError, RuntimeError):
-            self.loop.add_signal_handler(signal.SIGCHLD, self._reap)
         stop_serving: Callable[[], None] = _nothing
         try:
             if serve is not None:

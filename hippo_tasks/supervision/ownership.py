@@ -327,28 +327,32 @@ def children() -> list[int]:
 
 def _not_ours_by_birth(fields: list[str]) -> bool:
     """A child in another session than ours: a service's (each is a session leader)
-    or one of theirs, adopted. What the daemon itself starts without a session of its
-    own (the stack's probes or seed command run for an MCP client, git) stays in ours,
-    and a Popen will read its status: reaped first, its exit code read as 0, and a
-    failing `probes` answered `ok`."""
+    or one of theirs, adopted; not what the daemon runs itself in its own session (the
+    stack's probes or seed command, git)."""
     return int(fields[3]) != os.getsid(0)
 
 
-def reap_adopted(own_children: Iterable[int]) -> list[int]:
-    """Collect exited orphans that were re-parented to us, leaving alone the children
-    whose status someone else (a Popen) will read."""
+def reap_adopted(own_children: Iterable[int], before: set[int]) -> set[int]:
+    """Collect exited orphans that were re-parented to us: zombies that were zombies
+    at the last look already (`before`, HOUSEKEEPING_S ago), so that no Popen is
+    waiting to read their status. One reaped at once, on SIGCHLD, took the status of
+    the `hd probes` the daemon ran for an MCP client, and a failing run was answered
+    ok (exit code 0). A zombie's pid cannot be reused, so one seen twice is the same
+    process. Returns the zombies left for the next look."""
     keep = set(own_children)
-    reaped = []
+    left = set()
     for pid in children():
         if pid in keep:
             continue
         fields = stat_fields(pid)
-        if fields is None or fields[0] != "Z" or not _not_ours_by_birth(fields):
+        if fields is None or fields[0] != "Z":
+            continue
+        if pid not in before:
+            left.add(pid)
             continue
         with contextlib.suppress(ChildProcessError, OSError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                reaped.append(pid)
-    return reaped
+            os.waitpid(pid, os.WNOHANG)
+    return left
 
 
 def adopted(own_children: Iterable[int]) -> list[int]:
