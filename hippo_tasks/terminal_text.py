@@ -16,7 +16,9 @@ after one regex scan, so the printer's hot path pays ~0.3 us a line.
 
 from __future__ import annotations
 
+import os
 import re
+from typing import Any
 
 _SUSPECT = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")
 """A byte that may need work: a control character (tab aside) or not ASCII."""
@@ -90,3 +92,17 @@ def lines_for_terminal(text: str) -> str:
     if not _CONTROL.search(text.replace("\n", "")):
         return text
     return "\n".join(for_terminal(line) for line in text.split("\n"))
+
+
+def to_devnull(stream: Any) -> None:
+    """After EPIPE, point the stream's descriptor at /dev/null (Python's documented
+    remedy, `signal` docs): what is still buffered, and any later write, goes nowhere
+    instead of failing again (at exit: "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stream (closed, replaced)
+        pass

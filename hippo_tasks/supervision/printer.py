@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from hippo_tasks.supervision.logs import LogChunk
-from hippo_tasks.terminal_text import line_for_terminal
+from hippo_tasks.terminal_text import line_for_terminal, to_devnull
 
 _PALETTE = ("\x1b[36m", "\x1b[32m", "\x1b[33m", "\x1b[35m", "\x1b[34m", "\x1b[96m",
             "\x1b[92m", "\x1b[93m", "\x1b[95m", "\x1b[94m", "\x1b[38;5;208m", "\x1b[38;5;141m",
@@ -204,23 +204,13 @@ class TerminalPrinter:
                 self._out.write(body)
                 self._out.flush()
             except BrokenPipeError:
-                self._to_devnull()  # what is still buffered, and later prints, go nowhere
+                to_devnull(self._out)  # what is still buffered, and later prints, go nowhere
                 self.on_reader_gone()
                 return
             except (OSError, ValueError):
                 return
 
     _idle_since = 0.0
-
-    def _to_devnull(self) -> None:
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, self._out.fileno())
-            finally:
-                os.close(devnull)
-        except (OSError, ValueError, AttributeError):
-            pass
 
     def _pending_dashboard(self, idle: bool) -> bytes | None:
         """The dashboard line, when asked for (signal), or when the output has pushed it

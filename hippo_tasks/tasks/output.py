@@ -58,19 +58,10 @@ EXIT_PIPE_CLOSED = 141
 
 
 def quiet_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null (Python's documented remedy, `signal` docs).
+    """After EPIPE, point stdout at /dev/null (terminal_text.to_devnull)."""
+    from hippo_tasks.terminal_text import to_devnull
 
-    What is still buffered then goes nowhere, instead of failing again at exit with
-    "Exception ignored ... BrokenPipeError".
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, sys.stdout.fileno())
-        finally:
-            os.close(devnull)
-    except (OSError, ValueError):  # no real stdout (closed, replaced): nothing to flush
-        pass
+    to_devnull(sys.stdout)
 
 
 def owner_keeps_access() -> None:
