@@ -94,10 +94,14 @@ def test_a_child_that_also_cleared_its_environment_ends_with_its_service(
 
 def test_an_orphan_that_left_everything_is_adopted_and_ended_at_down(
         project: Path, strays: list[int]) -> None:
-    """Its parent exits too: nothing links it to its service any more, but the daemon
-    is a child subreaper, so it is the daemon's own child, ended once the stack stops."""
+    """Its parent exits too: nothing links it to its service any more, but in
+    process-group mode the daemon is a child subreaper, so it is the daemon's own child,
+    ended once the stack stops. (In cgroup mode it goes to init, as the README says: the
+    subreaper would cost the daemon ctypes; CI runs this file in both modes.)"""
     _, child = start(project, "--clear-env", "--orphan")
     strays.append(child)
+    if registry(project)["daemon"]["mode"] == "cgroup":
+        pytest.skip("cgroup mode: no subreaper; run with HIPPODROME_CGROUP=off")
     daemon = registry(project)["daemon"]["pid"]
     wait_for(lambda: environment(child) == b"" and parent(child) == daemon, 10,
              what="the orphan adopted by the daemon")

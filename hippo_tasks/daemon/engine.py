@@ -238,18 +238,19 @@ class Engine:
         return out
 
     def _housekeeping(self) -> None:
-        """Every HOUSEKEEPING_S, two stats, a waitpid and a look at our children (adopted
-        zombies, reaped a tick later). A registry deleted while the stack runs (`rm -rf
-        .hippodrome`, `git clean -xdf`) is written again, or every command would say no
-        daemon runs until the next state change, and `up` would trip on this daemon's
-        ports; so is this run's log folder (RunFiles.reopen_if_gone).
+        """Every HOUSEKEEPING_S, two stats and a waitpid (and in process-group mode a
+        look at our children: adopted zombies, reaped a tick later). A registry deleted
+        while the stack runs (`rm -rf .hippodrome`, `git clean -xdf`) is written again,
+        or every command would say no daemon runs until the next state change, and `up`
+        would trip on this daemon's ports; so is this run's log folder (RunFiles.reopen_if_gone).
         An orphan guard that was killed is started again, or a later kill -9 of the
         daemon would leave every service running."""
         assert self.loop is not None
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
         if self._shutdown is None or self._shutdown.done():
             return
-        self._reap()
+        if self.ownership.base is None:  # the subreaper's, in process-group mode
+            self._reap()
         if self.guard.exited():
             self.note(f"hippodrome | the orphan guard (pid {self.guard.pid}) is gone: "
                       "starting another")
@@ -403,7 +404,8 @@ class Engine:
                 code = EXIT_FAILED
             self.note(f"hippodrome | shutting down ({why})")
             await self.stack.shutdown(reason=f"shutdown ({why})")
-            await self._end_adopted()
+            if self.ownership.base is None:  # only a subreaper adopts
+                await self._end_adopted()
             clean = True
         finally:
             stop_serving()

@@ -9,10 +9,11 @@ two marks the child cannot lose by accident:
 - in any case, `HIPPODROME_RUN=<token>/<service>` in its environment, which every
   descendant inherits; the token is random per daemon, so matching it is proof.
 Where no cgroup can be made (macOS, a container without delegation), a Scope is the
-processes carrying the mark plus the members of the service's process group. In both
-modes a Scope also takes its members' descendants (a child that left the cgroup or the
-group and dropped its mark is still its parent's child), and the daemon is a child
-subreaper: such a child whose parent ended is the daemon's own, and ended at shutdown.
+processes carrying the mark plus the members of the service's process group, and the
+daemon is a child subreaper: a child that left the group and dropped its mark, and whose
+parent ended, is the daemon's own, and ended at shutdown. In both modes a Scope also
+takes its members' descendants (a child that left the cgroup or the group and dropped
+its mark is still its parent's child).
 
 Finding and ending the processes of a scope is scope.py, which the orphan guard runs
 on its own; this module is the daemon's side: making the cgroups, the marks and the
@@ -198,7 +199,10 @@ def establish(token: str, want: str | None = None) -> Ownership:
     else:
         base, why = _make_base(token)
         own = Ownership(token, base, why)
-    become_subreaper()
+    if own.base is None:
+        # Only here: prctl needs ctypes, 0.45 MB of the daemon's memory for its whole
+        # life and a few ms of its start; in cgroup mode the cgroup holds every child.
+        become_subreaper()
     return own
 
 

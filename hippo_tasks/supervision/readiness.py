@@ -52,7 +52,7 @@ async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
         if remaining <= 0:
             # One more look past the deadline: a daemon itself paused (SIGSTOP, a
             # debugger, heavy swap) across it failed a service listening all along.
-            if attempt and await probes.probe(readiness, planned.port, 1.0):
+            if await probes.probe(readiness, planned.port, 1.0):
                 return "ready" if not child.exited.done() else "exited"
             return "timeout"
         if await probes.probe(readiness, planned.port, min(1.0, remaining)):
