@@ -299,13 +299,15 @@ def _daemon_folder(data: Data, root: Path) -> str | None:
     if not daemon_alive(data):
         return None
     pid = int(daemon["pid"])
+    # The daemon reading its own registry, and the usual case (its stderr is this
+    # folder's daemon.log: one readlink) first: every registry read takes this path.
+    if pid == os.getpid() or writes_daemon_log(pid, root):
+        return ""
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
         cwd = os.readlink(f"/proc/{pid}/cwd")
     except (OSError, ValueError):
         return None
-    if writes_daemon_log(pid, root):
-        return ""
     with contextlib.suppress(OSError):
         if os.path.samefile(cwd, root):
             return ""
