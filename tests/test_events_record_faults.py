@@ -172,7 +172,7 @@ def test_a_file_without_line_breaks_is_refused_not_read_whole(tmp_path: Path) ->
         list(read(blob))
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "nan", "0"])
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "0", "\u0663", "1_0"])
 def test_a_bad_size_setting_is_said_not_silently_replaced(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     """HIPPODROME_RECORD_MAX_MB=abc (or -1, nan) fell back to 50 MB in silence."""
@@ -203,7 +203,7 @@ def test_a_one_letter_token_leaves_the_recordings_own_field_names(tmp_path: Path
     assert delivery.detail_type == "Order.x" and delivery.status == 200
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "nan", "0"])
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "0", "\u0663"])
 def test_a_bad_webhook_timeout_is_said_not_silently_replaced(
         monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     """HIPPODROME_WEBHOOK_TIMEOUT=abc (or -1, 0, nan) fell back to 5 s in silence,

@@ -161,7 +161,8 @@ def test_since_forms() -> None:
     assert parse_since("2h", now=10_000.0) == 2800.0
     assert parse_since(12.5) == 12.5 and parse_since("12.5") == 12.5
     assert parse_since("1970-01-01T00:01:00Z") == 60.0
-    for bad in ("yesterday", "5 parsecs", "", "nan", "-inf", float("nan"), float("inf")):
+    for bad in ("yesterday", "5 parsecs", "", "nan", "-inf", float("nan"), float("inf"),
+                "\u0663m", "\u0663", "1_0"):  # other scripts' digits were read as ours
         with pytest.raises(UsageError, match="'since' must be"):  # nan passed every line
             parse_since(bad)
 

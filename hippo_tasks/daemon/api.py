@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from hippo_tasks.daemon.httpcore import HttpError, Json, Request, decode_json, json_type
+from hippo_tasks.numbers import plain_int
 
 MAX_BODY = 1024 * 1024
 READ_TIMEOUT_S = 10.0
@@ -20,9 +21,7 @@ def _int_arg(q: dict[str, str], key: str, default: int, lo: int, hi: int) -> int
     if raw is None:
         return default
     try:
-        if not raw.isascii():  # int() takes '１２' and '1_0': the first is no integer here
-            raise ValueError(raw)
-        value = int(raw)
+        value = plain_int(raw)
     except ValueError:
         raise HttpError(400, f"'{key}' must be an integer, got {raw!r}") from None
     if not lo <= value <= hi:

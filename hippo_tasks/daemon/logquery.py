@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from hippo_tasks.errors import UsageError
 from hippo_tasks.model.regex_safety import SafeRegex
+from hippo_tasks.numbers import plain_float
 from hippo_tasks.supervision.logs import LogHub, LogRecord
 
 SCAN_BUDGET_S = 1.0
@@ -28,7 +29,7 @@ ERRORS = re.compile(rb"\b(?:errors?|err|exception|traceback|fatal|critical|crit|
                     rb"fail(?:ed|ure)?)\b")
 """What counts as an error line for `errors_only` (services' lines and Hippodrome's notes),
 matched on the line in lower case (a fifth faster than a case-insensitive pattern)."""
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*\Z")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)\s*\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -63,7 +64,7 @@ def parse_since(raw: str | float, now: float | None = None) -> float:
     if match:
         return now - float(match.group(1)) * _UNITS[match.group(2)]
     try:
-        seconds = float(text)
+        seconds = plain_float(text)
     except ValueError:
         pass
     else:

@@ -355,7 +355,7 @@ class Renderer:
             if self.svc.port is None:
                 raise self.fail("uses ${port} but has no port", field_name)
             return str(self.ports[self.svc.name])
-        if var == "port" and arg is not None and arg.isdigit():
+        if var == "port" and arg is not None and arg.isascii() and arg.isdigit():
             return self.shifted(int(arg), field_name)
         if var in ("port", "url") and arg is not None:
             if arg not in self.services:

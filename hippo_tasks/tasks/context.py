@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import UsageError
 from hippo_tasks.model.project import find_project_root
+from hippo_tasks.numbers import plain_int
 
 if TYPE_CHECKING:  # the model's plan is imported by the tasks that build one
     from hippo_tasks.model.plan import Options
@@ -41,7 +42,7 @@ def python_for_services() -> str:
 def port_offset(flag: int | str | None) -> int:
     raw = str(flag) if flag is not None else (os.environ.get("HIPPODROME_PORT_OFFSET") or "0")
     try:
-        return int(raw)
+        return plain_int(raw)
     except ValueError:
         raise UsageError(
             f"--port-offset / HIPPODROME_PORT_OFFSET must be an integer, got {raw!r}"
@@ -53,7 +54,7 @@ def random_seed(flag: int | None = None) -> int:
         return int(flag)
     raw = os.environ.get("HIPPODROME_RANDOM_SEED", "42") or "42"
     try:
-        return int(raw)
+        return plain_int(raw)
     except ValueError:
         raise UsageError(f"HIPPODROME_RANDOM_SEED must be an integer, got {raw!r}") from None
 

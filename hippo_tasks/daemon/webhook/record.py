@@ -41,6 +41,7 @@ from typing import Any
 
 from hippo_tasks.events.recording import OURS, REDACTED, STAMP, VERSION, order_key
 from hippo_tasks.model.plan import PlannedRoute
+from hippo_tasks.numbers import plain_float
 
 BATCH_S = 0.05
 QUEUE_ITEMS = 10_000
@@ -60,7 +61,7 @@ def env_number(name: str, default: float, floor: float,
     size the user thought they had set."""
     raw = os.environ.get(name) or ""
     try:
-        value = float(raw or default)
+        value = plain_float(raw) if raw else default
     except ValueError:
         value = math.nan
     if math.isfinite(value) and value >= floor:
