@@ -10,6 +10,7 @@ headless Chromium, and its effect is checked on the sinks, not only on the page.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -197,6 +198,35 @@ def test_a_paced_replay_longer_than_the_daemon_runs_is_refused_at_once(
         assert status == 200 and answer["sent"] == 2  # and the slot was left free
     finally:
         long_one.unlink()
+
+
+def test_a_paced_replay_ends_when_its_client_hangs_up(stack: Stack) -> None:
+    """A paced replay went on after its client gave up (a closed tab, curl's Ctrl+C) and
+    held the one replay slot: every other replay was a 409 for up to ten minutes."""
+    lines = (stack.events_dir / name_of(stack)).read_text().splitlines()[:2]
+    spread = [json.loads(line) for line in lines]
+    spread[1]["at"] = spread[0]["at"] + 300  # the second delivery 300 s after the first
+    paced = stack.events_dir / "20200102-000000.jsonl"
+    paced.write_text("".join(json.dumps(line) + "\n" for line in spread))
+    before = len(stack.received("settings"))
+    body = json.dumps({"speed": 1}).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", stack.dash), timeout=10) as client:
+            client.sendall(f"POST {replay_path(paced.name)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           f"Content-Type: application/json\r\nContent-Length: {len(body)}"
+                           "\r\n\r\n".encode() + body)
+            wait_for(lambda: len(stack.received("settings")) > before, 10,
+                     what="the paced replay's first delivery")
+        # the client is gone: the slot is free within a pause's check, not in 300 s
+        answer = wait_for(lambda: (lambda r: r if r[0] != 409 else None)(
+            stack.api("POST", replay_path(paced.name), {"as_fast_as_possible": True})),
+            10, what="the replay slot")
+        assert answer[0] == 200 and answer[1]["sent"] == 2, answer
+        log = (stack.root / ".hippodrome" / "daemon.log").read_text()
+        assert f"replay of {paced.name} stopped after 1 deliveries: its client went away" \
+            in log, log[-2000:]
+    finally:
+        paced.unlink()
 
 
 # ---- the page ------------------------------------------------------------------------

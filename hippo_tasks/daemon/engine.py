@@ -335,8 +335,12 @@ class Engine:
         await end_scope(None, Scope("", roots=strays), GRACE,
                         lambda line: self.note(f"hippodrome | adopted processes {line}"))
 
+    def accepting(self) -> bool:
+        """False once shutdown began (or before the daemon runs)."""
+        return self._shutdown is not None and not self._shutdown.done()
+
     def check_accepting(self) -> None:
-        if self._shutdown is None or self._shutdown.done():
+        if not self.accepting():
             raise ShutdownInProgressError()
 
     # ---- run ---------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import select
 import socket
 import threading
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from hippo_tasks.daemon.httpcore import (
     Response,
     Stream,
     json_head,
+    peer_gone,
 )
 
 STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
@@ -83,19 +83,7 @@ class _SocketSink:
         self.h.wfile.write(data)
 
     def peer_gone(self) -> bool:
-        """A closed browser tab shows up as a readable socket with nothing to read."""
-        sock: socket.socket = self.h.connection
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        try:
-            events = poller.poll(0)
-            if not events:
-                return False
-            if events[0][1] & (select.POLLERR | select.POLLHUP):
-                return True
-            return sock.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            return True
+        return peer_gone(self.h.connection)
 
 
 IDLE_TIMEOUT_S = 15.0

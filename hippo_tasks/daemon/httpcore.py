@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -246,6 +247,22 @@ def json_type(value: object) -> str:
 
 
 # ---- requests and responses: what a route takes and gives back ---------------------------
+
+def peer_gone(sock: socket.socket) -> bool:
+    """Whether the client hung up: a closed tab, or a `curl` given up with Ctrl+C, shows
+    up as a readable socket with nothing to read (a pipelined next request is data)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    try:
+        events = poller.poll(0)
+        if not events:
+            return False
+        if events[0][1] & (select.POLLERR | select.POLLHUP):
+            return True
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
 
 class Request:
     """What a route handler sees: the parsed request, its unread body, and the daemon."""

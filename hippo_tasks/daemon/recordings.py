@@ -16,14 +16,14 @@ import threading
 from typing import Any
 
 from hippo_tasks.daemon.api import body_object
-from hippo_tasks.daemon.httpcore import HttpError, Json, Request, json_type
+from hippo_tasks.daemon.httpcore import HttpError, Json, Request, json_type, peer_gone
 from hippo_tasks.errors import RecordingError
 from hippo_tasks.events.recording import SAFE_NAME, list_recordings, named
 
 REPLAY_FIELDS = ("filter", "speed", "as_fast_as_possible", "ignore")
 LONGEST_S = 600.0
 """The longest paced replay the daemon runs: it holds the one replay slot (409 for every
-other) until done, and nothing can cancel it but `hd down`. `speed: 0.001` on a
+other) until done, or until its client hangs up or `hd down`. `speed: 0.001` on a
 recording spanning 10 minutes held it for 7 days after its client had given up."""
 _replaying = threading.Lock()
 """One daemon per process: a module lock is the daemon's."""
@@ -64,7 +64,12 @@ def _options(body: dict[str, Any]) -> tuple[str | None, float | None, tuple[str,
 
 
 def replay_one(req: Request) -> Json:
-    from hippo_tasks.events.replay import ReplayReport, WebhookUnreachable, replay
+    from hippo_tasks.events.replay import (
+        ReplayReport,
+        ReplayStopped,
+        WebhookUnreachable,
+        replay,
+    )
 
     engine = req.app.engine
     pattern, speed, ignore = _options(body_object(req) or {})
@@ -88,12 +93,22 @@ def replay_one(req: Request) -> Json:
                                  "'as_fast_as_possible', or run `hd events.replay`, which "
                                  "Ctrl+C stops")
 
+    def stop() -> str | None:
+        if peer_gone(req.body.sock):
+            return "its client went away"
+        return None if engine.accepting() else "the daemon is shutting down"
+
     try:
         report = replay(path, url=engine.url, token=engine.webhook_token, filter=pattern,
                         speed=speed, ignore=ignore, timeout=req.app.webhook.timeout + 5,
-                        on_start=not_too_long)
+                        on_start=not_too_long, stop=stop)
     except WebhookUnreachable as exc:
         raise HttpError(503, f"the webhook stopped answering after {exc.sent} deliveries: "
+                             f"{exc.reason}") from None
+    except ReplayStopped as exc:
+        engine.note(f"hippodrome | replay of {name} stopped after {exc.sent} "
+                    f"deliveries: {exc.reason}")
+        raise HttpError(503, f"the replay stopped after {exc.sent} deliveries: "
                              f"{exc.reason}") from None
     finally:
         _replaying.release()

@@ -57,6 +57,20 @@ class WebhookUnreachable(Exception):
         self.url, self.reason, self.sent = url, reason, sent
 
 
+class ReplayStopped(Exception):
+    """The caller's `stop` said to end the replay (its client went away, the daemon is
+    shutting down) before every delivery was sent."""
+
+    def __init__(self, reason: str, sent: int) -> None:
+        super().__init__(reason)
+        self.reason, self.sent = reason, sent
+
+
+STOP_CHECK_S = 0.25
+"""How often a pause between paced deliveries asks `stop`: a replay whose client hung up
+held the daemon's one replay slot (409 for every other) for up to ten minutes."""
+
+
 @dataclass(frozen=True)
 class Mismatch:
     """A delivery whose answer differs from the recorded one."""
@@ -233,15 +247,17 @@ def replay(path: Path | str, *, url: str, token: str | None = None,
            ignore: Iterable[str] = (), on_start: Callable[[ReplayReport], None] | None = None,
            on_mismatch: Callable[[Mismatch], None] | None = None,
            timeout: float = 60.0, sleep: Callable[[float], None] = time.sleep,
-           clock: Callable[[], float] = time.monotonic) -> ReplayReport:
+           clock: Callable[[], float] = time.monotonic,
+           stop: Callable[[], str | None] | None = None) -> ReplayReport:
     """Send the recording's deliveries (those `filter` selects) to the webhook at `url`
     (the daemon's `http://127.0.0.1:PORT`), `speed` times as fast as recorded (None: as
     fast as possible), and compare each answer with the recorded one. `on_start` gets
     the report once the file is checked (counts filled in, nothing sent yet);
-    `on_mismatch` each differing delivery as it happens.
+    `on_mismatch` each differing delivery as it happens. `stop`, asked before each
+    delivery and during pauses, returns why to end the replay early, or None.
 
     Raises RecordingError (a bad file, a filter that selects nothing), UsageError (a
-    bad speed, the replay refused by the webhook) or WebhookUnreachable.
+    bad speed, the replay refused by the webhook), WebhookUnreachable or ReplayStopped.
     """
     path = Path(path)
     check_speed(speed)
@@ -283,9 +299,9 @@ def replay(path: Path | str, *, url: str, token: str | None = None,
             if first_at is None:
                 first_at, began = entry.at, clock()
             elif speed is not None:
-                wait = began + (entry.at - first_at) / speed - clock()
-                if wait > 0:
-                    sleep(wait)
+                _pause(began + (entry.at - first_at) / speed, sleep, clock, stop, report.sent)
+            if stop is not None and (reason := stop()) is not None:
+                raise ReplayStopped(reason, report.sent)
             body = entry.event_text or json.dumps(entry.event)  # as received, when it can
             status, answer = sender.post(body.encode("utf-8", "surrogatepass"), report.sent)
             report.sent += 1
@@ -309,6 +325,18 @@ def replay(path: Path | str, *, url: str, token: str | None = None,
     finally:
         sender.close()
     return report
+
+
+def _pause(until: float, sleep: Callable[[float], None], clock: Callable[[], float],
+           stop: Callable[[], str | None] | None, sent: int) -> None:
+    """Wait until the clock reads `until`, in steps short enough to heed `stop`."""
+    while (left := until - clock()) > 0:
+        if stop is None:
+            sleep(left)
+            return
+        sleep(min(left, STOP_CHECK_S))
+        if (reason := stop()) is not None:
+            raise ReplayStopped(reason, sent)
 
 
 def _refusal_hint(status: int) -> str:
