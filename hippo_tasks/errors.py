@@ -286,6 +286,19 @@ class RequestTimeoutError(HippoError):
 
 
 
+class LogReadersBusyError(HippoError):
+    """Every log-query slot stayed taken while this request waited."""
+
+    def __init__(self, slots: int, waited: float) -> None:
+        self.slots = slots
+        self.waited = waited
+
+    def message(self) -> str:
+        return (f"the daemon has been answering {self.slots} other log queries for "
+                f"{self.waited:g}s (it answers {self.slots} at a time); try again, or ask "
+                "for fewer lines or a narrower filter")
+
+
 class LifecycleBusyError(HippoError):
     """Another `up` or `down` for this project held the lifecycle lock for too long."""
 

@@ -72,10 +72,11 @@ def logs(req: Request) -> Json:
     lines = _int_arg(q, "lines", 100, 0, 100_000)
     after = _int_arg(q, "after", -1, -1, 2**62)
     before = _int_arg(q, "before", 0, 0, 2**62)
-    return Json(req.app.commands.logs(
+    encoded = req.app.commands.logs_json(
         req.params["name"], lines, None if after < 0 else after,
         before=before or None, since=q.get("since") or None, grep=q.get("grep", ""),
-        regex=q.get("regex", ""), errors=_bool_arg(q, "errors")))
+        regex=q.get("regex", ""), errors=_bool_arg(q, "errors"))
+    return Json(None, encoded=encoded)
 
 
 def start(req: Request) -> Json:

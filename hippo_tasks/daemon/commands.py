@@ -7,17 +7,38 @@ loop and waits for its result, so processes are only ever touched on the loop.
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from hippo_tasks.daemon.engine import Engine
-from hippo_tasks.errors import RequestTimeoutError, UnknownServiceError
+from hippo_tasks.errors import LogReadersBusyError, RequestTimeoutError, UnknownServiceError
 from hippo_tasks.supervision.stack import Settled
 from hippo_tasks.supervision.timeline import path_json
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 300.0
+LOG_READERS = 2
+"""Log queries answered at once; the others wait their turn. Twenty at once, each of
+100,000 lines, took the daemon to 350 MB (each answer is built whole, then encoded), and
+forty costly regexes, each a thread holding the GIL, delayed the webhook's answers to
+about 5 s. Two keep a page's and an agent's queries going together."""
+LOG_WAIT_S = 20.0
+"""How long a log query waits for a slot before it is answered 503."""
+_log_slots = threading.BoundedSemaphore(LOG_READERS)
+
+
+@contextmanager
+def _log_slot() -> Iterator[None]:
+    if not _log_slots.acquire(timeout=LOG_WAIT_S):
+        raise LogReadersBusyError(LOG_READERS, LOG_WAIT_S)
+    try:
+        yield
+    finally:
+        _log_slots.release()
 
 
 class StackCommands:
@@ -67,7 +88,24 @@ class StackCommands:
              before: int | None = None, since: float | str | None = None, grep: str = "",
              regex: str = "", errors: bool = False) -> dict[str, Any]:
         """A service's buffered lines: the newest `lines`, or those after `after`, with an
-        optional filter; bounded in lines and time (daemon/logquery.py says how)."""
+        optional filter; bounded in lines and time (daemon/logquery.py says how), and
+        in how many are answered at once (LOG_READERS)."""
+        with _log_slot():
+            return self._logs(name, lines, after, before=before, since=since, grep=grep,
+                              regex=regex, errors=errors)
+
+    def logs_json(self, name: str, lines: int, after: int | None = None, *,
+                  before: int | None = None, since: float | str | None = None,
+                  grep: str = "", regex: str = "", errors: bool = False) -> bytes:
+        """`logs` as the API's JSON bytes, encoded while the slot is held: the encoding
+        is as large as the answer, and twenty at once were the daemon's peak."""
+        with _log_slot():
+            return json.dumps(self._logs(name, lines, after, before=before, since=since,
+                                         grep=grep, regex=regex, errors=errors)).encode()
+
+    def _logs(self, name: str, lines: int, after: int | None, *, before: int | None,
+              since: float | str | None, grep: str, regex: str,
+              errors: bool) -> dict[str, Any]:
         from hippo_tasks.daemon.logquery import LogQuery, parse_since, select
         from hippo_tasks.model.regex_safety import safe_regex
 
