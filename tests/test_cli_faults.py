@@ -649,3 +649,30 @@ def test_a_start_that_another_command_stopped_says_so_plainly() -> None:
     stopped and said `no service did not come up` (naming nobody, saying the opposite)."""
     assert changed_meanwhile([]).startswith("no service came up: another command")
     assert changed_meanwhile(["a", "b"]).startswith("a, b did not come up: another command")
+
+
+def test_a_project_moved_under_its_running_stack_says_so_and_still_comes_down(
+        project: Path) -> None:
+    """`mv` of a running project: `hd restart` failed with `cwd '/old' does not exist`
+    and no word of why or what to do."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    pid = registry(project)["services"]["web"]["pid"]
+    moved = project.parent / "moved"
+    project.rename(moved)
+    try:
+        res = hd(moved, "restart", "--service", "web", timeout=60)
+        assert res.returncode == 1, res.stdout + res.stderr
+        said = res.stdout + res.stderr
+        assert f"cwd '{project}' does not exist (if it did when the stack started, the " \
+               "folder was moved, renamed or deleted since: run `hd down`, then `hd up` " \
+               "where the project is now)" in said, said
+        down = hd(moved, "down", timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not alive(pid)
+    finally:
+        from hippo_tasks.registry.cleanup import force_down
+        from hippo_tasks.registry.store import Registry
+        if (moved / ".hippodrome" / "registry.json").exists():
+            force_down(Registry(moved))

@@ -55,7 +55,11 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
     if not argv:
         raise SpawnError(f"service {service}: empty command")
     if not cwd.is_dir():
-        what = "is a file, not a folder" if cwd.exists() else "does not exist"
+        # A cwd that vanished after `up` is most often the project folder moved or renamed
+        # under a running stack: a restart failed on the old path with no word of why.
+        what = "is a file, not a folder" if cwd.exists() else (
+            "does not exist (if it did when the stack started, the folder was moved, renamed "
+            "or deleted since: run `hd down`, then `hd up` where the project is now)")
         raise SpawnError(f"service {service}: cwd '{cwd}' {what}")
     exe = argv[0]
     if os.sep in exe:
