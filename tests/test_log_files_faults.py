@@ -124,6 +124,37 @@ def test_logs_deleted_under_a_running_stack_come_back(project: Path) -> None:
         hd(project, "down")
 
 
+def test_a_log_file_deleted_or_replaced_under_a_running_stack_comes_back(
+        project: Path) -> None:
+    """`rm .logs/latest/ticker.log`: every later line went into the deleted inode,
+    `hd logs` said there was no log, and nothing said why; a folder put in its place
+    was never reported, and removing it did not bring the file back."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.ticker]\nshell = "while :; do echo tick; sleep 0.1; done"\n')
+    hd(project, "up", "--detach", check=True)
+    log = project / ".logs" / "latest" / "ticker.log"
+    try:
+        wait_for(log.exists, 15, what="ticker's log file")
+        log.unlink()
+        wait_for(lambda: log.exists() and b"tick" in log.read_bytes(), 15,
+                 what="ticker's log file made again")
+        daemon_log = project / ".hippodrome" / "daemon.log"
+        assert f"{log.resolve()} was deleted or replaced: logging to that name again" in \
+            daemon_log.read_text()
+        log.unlink()
+        log.mkdir()  # something else under the name: said, not written through
+        wait_for(lambda: "cannot write logs" in hd(project, "status").stdout, 15,
+                 what="status reporting the log it cannot write")
+        log.rmdir()
+        wait_for(lambda: log.is_file() and b"lines were not written here" in log.read_bytes(),
+                 15, what="the file again, with a note of the lines it missed")
+        out = hd(project, "logs", "--service", "ticker", "--lines", "3", check=True).stdout
+        assert "tick" in out
+    finally:
+        hd(project, "down")
+
+
 def test_follow_reads_a_new_runs_file_from_its_start(project: Path) -> None:
     """`hd logs --follow` through `hd down` and `hd up`: the new run's file has the old
     one's name, and was read from the old run's offset, its first lines skipped and

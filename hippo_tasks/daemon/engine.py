@@ -275,6 +275,10 @@ class Engine:
                     self.note(f"hippodrome | {self.runs.dir} was deleted: logging there "
                               "again from now on (earlier lines are in `hd logs "
                               "--timestamps`, the daemon's buffer)")
+                for path in self.runs.drop_replaced():
+                    self.note(f"hippodrome | {path} was deleted or replaced: logging to "
+                              "that name again from the next line (earlier lines are in "
+                              "`hd logs --timestamps`, the daemon's buffer)")
             except OSError as exc:
                 self.runs.trouble = self.runs.trouble or WriteTrouble(
                     exc.strerror or str(exc), time.time())

@@ -118,6 +118,28 @@ class RunFiles:
         self._link_latest(self.dir.parent, self.dir)
         return True
 
+    def drop_replaced(self) -> list[Path]:
+        """Close the files deleted (`rm a.log`) or replaced (by a folder, a link, a pipe,
+        another file) under their names since they were opened, so the next line opens
+        the name again: a new file, or the trouble `status` shows while something else
+        stands there. Every later line went into the deleted inode, `hd logs` said there
+        was no log, and nothing said why. The paths that were closed."""
+        closed = []
+        for service, fd in list(self._files.items()):
+            path = self.path(service)
+            try:
+                here = os.stat(path, follow_symlinks=False)
+                open_one = os.fstat(fd)
+                same = (here.st_dev, here.st_ino) == (open_one.st_dev, open_one.st_ino)
+            except OSError:
+                same = False
+            if not same:
+                os.close(fd)
+                del self._files[service]
+                self._mid_line.discard(service)
+                closed.append(path)
+        return closed
+
     def path(self, service: str) -> Path:
         return self.dir / f"{service}.log"
 
