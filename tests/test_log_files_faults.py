@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from stackutil import HD_CLI, free_ports, hd, stack_header, wait_for, write_stack
 
 from hippo_tasks.supervision.logs import LogChunk
@@ -249,6 +250,56 @@ def test_hd_logs_leaves_out_a_folder_where_a_log_belongs(tmp_path: Path) -> None
     one = hd(tmp_path, "logs", "--service", "a", "--project-root", str(tmp_path))
     assert one.returncode == 2 and "a.log is not a regular file" in one.stderr, one.stderr
     assert "Traceback" not in every.stderr + one.stderr
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_hd_logs_never_reads_through_a_link_where_a_log_belongs(
+        tmp_path: Path, dangling: bool) -> None:
+    """A service that can write into `${logs_dir}` linked another's log name to a file
+    outside the project, and `hd logs -s y` printed that file as y's log (exit 0)."""
+    latest = _latest(tmp_path)
+    secret = tmp_path / "outside.txt"
+    if not dangling:
+        secret.write_text("PRIVATE-CONTENT-OUTSIDE\n")
+    (latest / "y.log").symlink_to(secret)
+    (latest / "b.log").write_bytes(b"hello from b\n")
+    every = hd(tmp_path, "logs", "--project-root", str(tmp_path))
+    assert every.returncode == 0 and "hello from b" in every.stdout, every.stderr
+    assert "y.log is not a regular file: left out" in every.stderr
+    one = hd(tmp_path, "logs", "--service", "y", "--project-root", str(tmp_path))
+    assert one.returncode == 2 and "y.log is not a regular file" in one.stderr, one.stderr
+    assert "PRIVATE" not in every.stdout + one.stdout
+    assert "Traceback" not in every.stderr + one.stderr
+
+
+def test_hd_logs_follow_says_when_a_log_is_replaced_by_a_link(tmp_path: Path) -> None:
+    """Following: a log swapped for a link to a file outside went on being printed
+    from that file; one swapped for a folder or a pipe was dropped without a word."""
+    latest = _latest(tmp_path)
+    log = latest / "c.log"
+    log.write_bytes(b"first\n")
+    secret = tmp_path / "outside.txt"
+    secret.write_text("")
+    with subprocess.Popen([*HD_CLI, "logs", "--follow", "--project-root", str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, "NO_COLOR": "1"}) as follow:
+        try:
+            assert follow.stdout is not None and follow.stderr is not None
+            assert follow.stdout.readline() == b"first\n"
+            log.unlink()
+            log.symlink_to(secret)
+            time.sleep(0.5)  # a few of its 0.2 s looks
+            with open(secret, "a") as fh:
+                fh.write("PRIVATE-CONTENT-OUTSIDE\n")
+            wait_for(lambda: select.select([follow.stderr], [], [], 0)[0], 10,
+                     what="a note on stderr")
+            note = os.read(follow.stderr.fileno(), 4096).decode()
+            assert "c.log is not a regular file: left out" in note, note
+            time.sleep(0.6)
+        finally:
+            follow.terminate()
+        out, _ = follow.communicate(timeout=10)
+    assert b"PRIVATE" not in out
 
 
 def test_hd_logs_tails_a_huge_unfinished_line_in_pieces(tmp_path: Path) -> None:

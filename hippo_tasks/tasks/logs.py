@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from hippo_tasks.errors import UsageError, did_you_mean
 from hippo_tasks.supervision.logs import MAX_LINE, pieces
@@ -36,7 +37,7 @@ def tail_lines(path: Path, count: int, block: int = 65536, end: int | None = Non
     if count <= 0:
         return []
     limit = (count + 1) * MAX_LINE
-    with open(path, "rb") as fh:
+    with open_log(path) as fh:
         fh.seek(0, os.SEEK_END)
         end = pos = fh.tell() if end is None else min(end, fh.tell())
         blocks: list[bytes] = []
@@ -53,10 +54,24 @@ def tail_lines(path: Path, count: int, block: int = 65536, end: int | None = Non
     return [piece for line in lines for piece in pieces(line)][-count:]
 
 
+def open_log(path: Path) -> BinaryIO:
+    """A log file opened for reading, never through a link and never waiting on a pipe:
+    a service can write into `${logs_dir}`, and a link it put at another's log's name
+    had `hd logs` print a file from outside the project as that service's log. OSError
+    for anything but a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def _regular(path: Path) -> bool:
-    """A log file proper: something else put under its name (a directory) is no log."""
+    """A log file proper: something else put under its name (a directory, a link) is
+    no log."""
     try:
-        return stat.S_ISREG(path.stat().st_mode)
+        return stat.S_ISREG(path.lstat().st_mode)
     except OSError:
         return False
 
@@ -67,7 +82,7 @@ def _files(latest: Path, service: str) -> list[Path]:
                          "`hd up`)")
     if service:
         path = latest / f"{service}.log"
-        if not path.exists():
+        if not os.path.lexists(path):
             names = sorted(p.stem for p in latest.glob("*.log"))
             raise UsageError(f"no log for service '{service}' in {latest} (logs: "
                              f"{', '.join(names) or 'none'}){did_you_mean(service, names)}")
@@ -138,31 +153,46 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
         # Where following begins is taken before the tail is read and printed, and the
         # tail ends there: with unbuffered output (PYTHONUNBUFFERED, as in Docker
         # images) a line written between the print and a later stat was lost.
-        info = path.stat()
+        try:
+            info = path.lstat()
+            tail = tail_lines(path, int(lines), end=info.st_size)
+        except OSError:  # replaced since it was listed: as the listing would have said
+            print(f"hippodrome: {path} is not a regular file: left out", file=sys.stderr)
+            continue
         offsets[path] = (info.st_ino, info.st_size)
-        for line in tail_lines(path, int(lines), end=info.st_size):
+        for line in tail:
             out.write(prefix(path.stem) + line_for_terminal(line) + b"\n")
     out.flush()
     partial: dict[Path, tuple[bytes, float]] = {}
     """Per file: a line not finished yet, and since when; shown once it has waited
     UNFINISHED_S (a prompt, a progress bar), as the foreground terminal does."""
+    left_out: set[Path] = set()
+    """Names seen holding something other than a log while following: said once."""
     while follow:
         time.sleep(0.2)
         now = time.monotonic()
         for path in sorted(latest.glob("*.log")) if not service else files:
             try:
-                info = path.stat()
+                info = path.lstat()
             except FileNotFoundError:  # between runs: the new one has not written it yet
                 continue
+            if not stat.S_ISREG(info.st_mode):
+                if path not in left_out:
+                    left_out.add(path)
+                    out.flush()
+                    print(f"hippodrome: {path} is not a regular file: left out",
+                          file=sys.stderr, flush=True)
+                continue
+            left_out.discard(path)
             size = info.st_size
             inode, start = offsets.get(path, (info.st_ino, 0))
             if inode != info.st_ino or size < start:
                 start = 0
                 partial.pop(path, None)
-            if size == start or not stat.S_ISREG(info.st_mode):
+            if size == start:
                 continue
             try:
-                with open(path, "rb") as fh:
+                with open_log(path) as fh:
                     fh.seek(start)
                     data = fh.read(min(size - start, READ_AT_ONCE))
             except OSError:  # replaced by something that is no log meanwhile
