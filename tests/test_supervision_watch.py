@@ -100,6 +100,56 @@ def test_bursts_folders_and_unmatched_files(tmp_path: Path, poll: bool) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("poll", [False, True], ids=["notify", "poll"])
+def test_a_long_dense_burst_is_one_change_after_it_ends(tmp_path: Path, poll: bool) -> None:
+    """A generator rewriting 200 files every few ms for seconds (a build, `git checkout`,
+    `npm install` into a watched tree) restarted the service every 1.6 s while it ran:
+    watchfiles handed changes over in 1.6 s batches, and each 0.3 s quiet period ended
+    between two. A call before the burst ends is allowed only after a pause of the
+    writer's own as long as the quiet period (a loaded machine)."""
+    gen = tmp_path / "src" / "gen"
+    gen.mkdir(parents=True)
+    calls: list[float] = []
+    quiet = 0.3 + (0.3 if poll else 0.0)
+
+    async def on_change(paths: list[str]) -> None:
+        calls.append(time.monotonic())
+
+    async def scenario() -> list[float]:
+        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
+                                                  debounce=0.3, poll=poll))
+        writes: list[float] = []
+        try:
+            async with asyncio.timeout(60):
+                while not calls:  # ready once a change is seen
+                    (gen / "sentinel.py").write_text(str(time.time()))
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(1.5)
+                calls.clear()
+                end = time.monotonic() + 4.0
+                i = 0
+                while time.monotonic() < end:
+                    (gen / f"f{i % 200}.py").write_text(f"v = {i}\n")
+                    writes.append(time.monotonic())
+                    i += 1
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(3 * quiet + 1.0)
+        finally:
+            watcher.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await watcher
+        return writes
+
+    writes = asyncio.run(scenario())
+    assert calls and calls[-1] > writes[-1], (calls, writes[-1])
+    gaps = [b - a for a, b in zip(writes, writes[1:], strict=False)]
+    for call in calls[:-1]:  # during the burst: only after a pause of the writer's
+        before = [g for w, g in zip(writes[1:], gaps, strict=False)
+                  if call - quiet - 1.0 <= w <= call]
+        assert before and max(before) >= quiet * 0.9, \
+            f"a change call mid-burst with no pause of {quiet} s before it: {calls}"
+
+
 def test_burst_of_changes_restarts_once(project: Path) -> None:
     (p,) = free_ports(1)
     code = project / "svc" / "app.py"

@@ -26,6 +26,7 @@ from hippo_tasks.supervision.watch import (
     ADDED,
     DEBOUNCE,
     DECODE_ERROR,
+    GATHER_MS,
     MODIFIED,
     POLL_DELAY_MS,
     STEP_MS,
@@ -64,8 +65,8 @@ class StackWatcher:
         self.watched = list(watched)
         self.on_change = on_change
         self.on_note = on_note
-        self.debounce = debounce
         self.poll = poll_forced() if poll is None else poll
+        self.debounce = debounce + (POLL_DELAY_MS / 1000 if self.poll else 0.0)
         self._halt = threading.Event()
         self._stopped = False
         self._pending: dict[str, set[str]] = {}
@@ -77,6 +78,10 @@ class StackWatcher:
         self._caught_up = time.time()
         """When the watch last handed over a batch (or found none): see _recover_batch."""
         self._target_ids: dict[Path, tuple[int, int] | None] = {}
+        self._last_wanted = 0.0
+        """time.monotonic() of the last change the filter kept, set in the thread. A
+        quiet period ends only when this is older than `debounce` too: the thread may
+        still be sorting a large batch (50,000 files) it has not handed over."""
 
     # ---- on the loop ----------------------------------------------------------------
     def start(self) -> None:
@@ -113,6 +118,11 @@ class StackWatcher:
             self._timers[name] = self._loop.call_later(self.debounce, self._settled, name)
 
     def _settled(self, name: str) -> None:
+        assert self._loop is not None
+        busy = self.debounce - (time.monotonic() - self._last_wanted)
+        if busy > 0 and not self._stopped:  # changes still coming in: not quiet yet
+            self._timers[name] = self._loop.call_later(busy, self._settled, name)
+            return
         self._timers.pop(name, None)
         paths = self._pending.pop(name, set())
         first = self._first.pop(name, time.monotonic())
@@ -152,7 +162,10 @@ class StackWatcher:
         realpath per change, here rather than once per service."""
         if self.own and inside(os.path.realpath(path), self.own):
             return False
-        return any(s.wants(change, path) for s in self.subscribers)
+        if any(s.wants(change, path) for s in self.subscribers):
+            self._last_wanted = time.monotonic()
+            return True
+        return False
 
     def _roots(self) -> Roots:
         """The folders to watch now, with their identities."""
@@ -274,6 +287,7 @@ class StackWatcher:
         extra = self._say_unreadable(roots)
         self._caught_up = time.time()
         for changes in watch(*roots, *extra, watch_filter=self._wants, step=STEP_MS,
+                             debounce=GATHER_MS,
                              stop_event=self._halt, rust_timeout=CHECK_MS,
                              yield_on_timeout=True, force_polling=self.poll,
                              poll_delay_ms=POLL_DELAY_MS, ignore_permission_denied=True):

@@ -36,8 +36,15 @@ DEBOUNCE = 0.3
 """Seconds of quiet that end a burst."""
 STEP_MS = 50
 """watchfiles hands over what it gathered once no event came for this long."""
+GATHER_MS = 200
+"""...and at the latest this long after the first one, while events keep coming. Its
+default is 1,600 ms: a build or a code generator rewriting files every few ms was
+handed over in 1.6 s batches, so each 0.3 s quiet period ended between two of them and
+the service restarted mid-burst, on a half-written tree, every 1.6 s. This stays below
+DEBOUNCE, so a burst that goes on keeps its quiet period from ending."""
 POLL_DELAY_MS = 300
-"""Between two scans, when polling."""
+"""Between two scans, when polling. A change is seen only at a scan, so quiet is judged
+over DEBOUNCE plus this when polling."""
 POLL_ENV = "HIPPODROME_WATCH_POLL"
 ADDED = 1
 """watchfiles.Change.added (an IntEnum; its module is imported only by the watcher)."""
