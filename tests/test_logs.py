@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 from harness import Harness, run
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stackutil import FLOOD, PY
 
-from hippo_tasks.supervision.logs import MAX_LINE, LineSplitter, LogHub
+from hippo_tasks.supervision.logs import MAX_LINE, LineSplitter, LogHub, pieces
 from hippo_tasks.supervision.printer import QUEUED_BYTES, TerminalPrinter, colour_for
 from hippo_tasks.supervision.run_files import RunFiles
 from hippo_tasks.tasks.logs import tail_lines
@@ -142,6 +144,34 @@ def test_a_long_lines_break_in_the_next_read_adds_no_empty_line() -> None:
     assert s.feed(b"\n") == [b""]  # an empty line the service did print is kept
     s.feed(long)
     assert s.feed(b"tail without break") == [] and s.flush() == [b"tail without break"]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(text=st.text(alphabet=st.sampled_from(["a", "é", "€", "𝄞", " "]), min_size=1,
+                    max_size=40), pad=st.integers(0, 4), reads=st.integers(1, 7))
+def test_pieces_and_reads_never_cut_a_character(text: str, pad: int, reads: int) -> None:
+    """A 64 KiB piece boundary (and a long unfinished line's read) fell inside `€`: both
+    halves were shown as U+FFFD, where the line was valid UTF-8."""
+    line = b"A" * (MAX_LINE - pad) + text.encode() * 3000
+    cut = pieces(line)
+    assert b"".join(cut) == line and all(len(p) <= MAX_LINE for p in cut)
+    assert [p.decode() for p in cut]  # each piece is whole characters
+    s = LineSplitter()
+    step = max(1, len(line) // reads - pad)
+    out = [piece for i in range(0, len(line), step) for piece in s.feed(line[i:i + step])]
+    out += s.feed(b"\n")
+    assert b"".join(out) == line and [p.decode() for p in out]
+
+
+def test_a_partial_passed_on_keeps_a_cut_character_for_its_rest() -> None:
+    """`partial \xe2\x82` shown after 0.5 s, then `\xac rest`: both showed U+FFFD."""
+    s = LineSplitter()
+    assert s.feed("partial €".encode()[:-1]) == []
+    assert s.pass_on_partial() == [b"partial "] and s.waiting
+    assert s.feed("€ rest\n".encode()[2:]) == ["€ rest".encode()]
+    assert s.feed(b"\xe2") == [] and s.pass_on_partial() == [] and s.waiting
+    assert s.flush() == [b"\xe2"]  # at the end, whatever is held goes out as it is
+    assert pieces(b"\xff" * (MAX_LINE + 1)) == [b"\xff" * MAX_LINE, b"\xff"]  # no UTF-8
 
 
 def test_the_buffer_is_bounded_in_bytes_as_well_as_lines() -> None:

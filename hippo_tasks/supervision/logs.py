@@ -61,11 +61,36 @@ class LogSink(Protocol):
     def write_chunk(self, raw: bytes, chunk: LogChunk) -> None: ...
 
 
+def utf8_edge(data: bytes, end: int) -> int:
+    """`end`, or the start of the UTF-8 character that `end` would cut (at most 3 bytes
+    back): a 64 KiB piece boundary or a prompt passed on after 0.5 s fell inside `€`,
+    and both halves were shown as U+FFFD. Bytes that are no UTF-8 are cut where asked."""
+    for back in (1, 2, 3):
+        if end - back < 0:
+            return end
+        byte = data[end - back]
+        if byte & 0xC0 == 0x80:  # a continuation byte: its lead is further back
+            continue
+        if 0xC2 <= byte <= 0xF4:  # a lead byte: does its character run past `end`?
+            length = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return end - back if length > back else end
+        return end
+    return end
+
+
 def pieces(line: bytes) -> list[bytes]:
-    """A line as the terminal and the API get it: in MAX_LINE pieces when longer."""
+    """A line as the terminal and the API get it: in pieces of at most MAX_LINE bytes
+    when longer, each ending on a whole character."""
     if len(line) <= MAX_LINE:
         return [line]
-    return [line[i:i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
+    out = []
+    start = 0
+    while len(line) - start > MAX_LINE:
+        cut = utf8_edge(line, start + MAX_LINE)
+        out.append(line[start:cut])
+        start = cut
+    out.append(line[start:])
+    return out
 
 
 BUFFER_BYTES = 16 * 1024 * 1024
@@ -94,8 +119,9 @@ class LineSplitter:
         lines = data.split(b"\n")
         self._partial = lines.pop()
         if len(self._partial) > MAX_LINE:
-            lines.append(self._partial)
-            self._partial = b""
+            edge = utf8_edge(self._partial, len(self._partial))  # a character's start
+            lines.append(self._partial[:edge])                    # waits for its end
+            self._partial = self._partial[edge:]
             self._cut = True
         if len(data) > MAX_LINE and any(len(line) > MAX_LINE for line in lines):
             lines = [piece for line in lines for piece in pieces(line)]
@@ -116,10 +142,13 @@ class LineSplitter:
         splitter, so the dashboard, `hd logs --timestamps` and MCP never showed it. The
         rest, when it comes, is a line of its own; a line break that comes first only
         ends this one (as after a cut long line) and is not an empty line."""
-        rest = self.flush()
-        if rest:
+        held = self._partial
+        edge = utf8_edge(held, len(held))  # the start of a character waits for its end
+        self._partial = held[edge:]
+        if edge:
             self._cut = True
-        return rest
+            return [held[:edge]]
+        return []
 
 
 class LogHub:

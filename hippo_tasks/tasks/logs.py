@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from hippo_tasks.errors import UsageError, did_you_mean
-from hippo_tasks.supervision.logs import MAX_LINE, pieces
+from hippo_tasks.supervision.logs import MAX_LINE, pieces, utf8_edge
 from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
@@ -203,8 +203,9 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
             if whole:  # the unfinished line is a new one
                 began = now
             while len(rest) > MAX_LINE:  # a line this long goes out in pieces as it comes
-                whole.append(rest[:MAX_LINE])
-                rest = rest[MAX_LINE:]
+                cut = utf8_edge(rest, MAX_LINE)
+                whole.append(rest[:cut])
+                rest = rest[cut:]
             if rest:
                 partial[path] = (rest, began)
             for line in whole:
