@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -50,6 +52,36 @@ def test_stop_signal_is_what_stopping_sends(project: Path) -> None:
         assert "fast shutdown" in lines
         notes = [r.text for r in h.hub.tail("db", 100) if r.system]
         assert not any("SIGKILL" in n for n in notes)
+
+    run(project, text, scenario)
+
+
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
+def test_a_stop_sends_the_stop_signal_once(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                           stop_signal: str) -> None:
+    """Every stop sent the stop signal twice (the scope's members, then the main process
+    again): a program that takes a second SIGTERM or SIGINT as "force quit" dropped its
+    graceful shutdown. Every kill() the daemon makes is counted on its way through."""
+    (project / "db.py").write_text(SIGINT_ONLY)
+    text = (f'[services.db]\ncommand = ["{PY}", "db.py"]\nreadiness = {{ log = "READY" }}\n'
+            f'stop_signal = "{stop_signal}"\nstop_timeout = 2\n')
+    sent: list[tuple[int, int]] = []
+    real_kill = os.kill
+
+    def counted(pid: int, sig: int) -> None:
+        sent.append((pid, sig))
+        real_kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", counted)
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        pid = h.stack.get("db").pid
+        assert pid is not None
+        sent.clear()
+        await asyncio.wait_for(h.stack.get("db").request("stop"), 10)
+        wanted = int(signal.Signals[stop_signal])
+        assert [s for p, s in sent if p == pid and s == wanted] == [wanted], sent
 
     run(project, text, scenario)
 

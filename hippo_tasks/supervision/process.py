@@ -258,8 +258,11 @@ async def end_scope(
     loop = asyncio.get_running_loop()
     # The scope first: it reads its members before any of them ends, so a child that
     # left the cgroup and its mark is found while the parent that links it still lives.
-    scope.signal(stop_signal, signal.SIGCONT)
-    if child is not None and not child.exited.done():
+    # The main process only when the scope did not have it (it left both): one stop
+    # signal each. It got two, and a program that takes a second SIGTERM or SIGINT as
+    # "force quit" (Ctrl+C twice) dropped its graceful shutdown on every stop.
+    signalled = scope.signal(stop_signal, signal.SIGCONT)
+    if child is not None and not child.exited.done() and child.pid not in signalled:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(child.pid, stop_signal)
             os.kill(child.pid, signal.SIGCONT)

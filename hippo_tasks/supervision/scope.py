@@ -269,10 +269,12 @@ class Scope:
             return False
         return not self.members()  # "empty" is never said on a stale reading
 
-    def signal(self, *sigs: int) -> int:
-        """Each signal to every member, reading the members once."""
+    def signal(self, *sigs: int) -> list[int]:
+        """Each signal to every member, reading the members once; the members."""
         members = self.members()
-        return sum(send(members, sig) for sig in sigs)
+        for sig in sigs:
+            send(members, sig)
+        return members
 
     def kill(self) -> None:
         if self.cgroup is not None:
