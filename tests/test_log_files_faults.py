@@ -272,6 +272,19 @@ def test_hd_logs_never_reads_through_a_link_where_a_log_belongs(
     assert "Traceback" not in every.stderr + one.stderr
 
 
+def test_hd_logs_takes_a_service_name_never_a_path(tmp_path: Path) -> None:
+    """`hd logs -s /any/dir/x` and `-s ../../x` printed any readable x.log (exit 0)."""
+    latest = _latest(tmp_path)
+    (latest / "web.log").write_bytes(b"web line\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "notes.log").write_text("PRIVATE-NOTES\n")
+    for name in (str(outside / "notes"), "../../outside/notes", "../latest/web"):
+        res = hd(tmp_path, "logs", "--service", name, "--project-root", str(tmp_path))
+        assert res.returncode == 2, (name, res.stdout, res.stderr)
+        assert f"no log for service '{name}'" in res.stderr and "PRIVATE" not in res.stdout
+
+
 def test_hd_logs_follow_says_when_a_log_is_replaced_by_a_link(tmp_path: Path) -> None:
     """Following: a log swapped for a link to a file outside went on being printed
     from that file; one swapped for a folder or a pipe was dropped without a word."""

@@ -81,8 +81,11 @@ def _files(latest: Path, service: str) -> list[Path]:
         raise UsageError(f"no logs yet: {latest} does not exist (start the stack with "
                          "`hd up`)")
     if service:
+        from hippo_tasks.model.fields import SERVICE_NAME
+
         path = latest / f"{service}.log"
-        if not os.path.lexists(path):
+        # A name, never a path: `-s /any/dir/x` or `-s ../../x` printed any x.log.
+        if not SERVICE_NAME.match(service) or not os.path.lexists(path):
             names = sorted(p.stem for p in latest.glob("*.log"))
             raise UsageError(f"no log for service '{service}' in {latest} (logs: "
                              f"{', '.join(names) or 'none'}){did_you_mean(service, names)}")
