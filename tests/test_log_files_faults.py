@@ -185,6 +185,35 @@ def test_follow_reads_a_new_runs_file_from_its_start(project: Path) -> None:
     assert shown[1:] == [f"new {i:04d} of 400" for i in range(400)], shown[1:5]
 
 
+def test_follow_reads_the_old_run_to_its_end_before_the_new_one(project: Path) -> None:
+    """`hd down` then `hd up` at once: the lines the old run wrote after the follower's
+    last look (the service's last words at shutdown, the stop notes) were never shown,
+    the follower went straight to the new run's file."""
+    logs = project / ".logs"
+    old_run = logs / "20260101-000000"
+    old_run.mkdir(parents=True)
+    (old_run / "svc.log").write_bytes(b"old 1\n")
+    (logs / "latest").symlink_to(old_run.name)
+    follow = subprocess.Popen([*HD_CLI, "logs", "--follow", "--service", "svc", "--lines", "1",
+                               "--project-root", str(project)], cwd=project,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)  # it has printed `old 1` and is following
+        new_run = logs / "20260101-000100"
+        new_run.mkdir()
+        with open(old_run / "svc.log", "ab") as fh:  # shutdown, then the next up, at once
+            fh.write(b"FINAL WORDS\n--- hippodrome: stopping -> stopped\nno break at exit")
+        (new_run / "svc.log").write_bytes(b"new 1\n")
+        (logs / ".latest-new").symlink_to(new_run.name)
+        os.replace(logs / ".latest-new", logs / "latest")
+        time.sleep(1.0)
+    finally:
+        follow.terminate()
+        out = follow.communicate(timeout=10)[0].decode()
+    assert out.splitlines() == ["old 1", "FINAL WORDS", "--- hippodrome: stopping -> stopped",
+                                "no break at exit", "new 1"], out
+
+
 COUNTER = ("import time\ntime.sleep(1.0)\nt0 = time.time()\nfor i in range(150000):\n"
            "    print(f'n {i}', flush=True)\n    if i % 100 == 99:\n"
            "        d = t0 + (i + 1) / 50000 - time.time()\n        d > 0 and time.sleep(d)\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from hippo_tasks.errors import UsageError, did_you_mean
-from hippo_tasks.supervision.logs import MAX_LINE, pieces, utf8_edge
+from hippo_tasks.supervision.logs import MAX_LINE, pieces
 from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
@@ -21,11 +21,6 @@ from hippo_tasks.terminal_text import line_for_terminal
 if TYPE_CHECKING:
     from invoke.context import Context
 
-UNFINISHED_S = 0.5
-"""As the foreground terminal: a line left unfinished this long is shown as it is."""
-READ_AT_ONCE = 1024 * 1024
-"""`--follow` reads at most this much of a file per look: a log that grew by 200 MB at
-once is printed as it is read, not held whole."""
 
 
 def tail_lines(path: Path, count: int, block: int = 65536, end: int | None = None
@@ -149,9 +144,9 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
         return ((colours.get(name) or colour_for(name)).encode() + label + b"\x1b[0m"
                 if colour else label)
 
-    offsets: dict[Path, tuple[int, int]] = {}
-    """Per file: the inode read and how far. A new run (`hd up` again) makes new files
-    under the same names: read from their start, not from the old run's offset."""
+    from hippo_tasks.tasks.follow_files import Follower
+
+    follower = Follower(out, prefix, open_log)
     for path in files:
         # Where following begins is taken before the tail is read and printed, and the
         # tail ends there: with unbuffered output (PYTHONUNBUFFERED, as in Docker
@@ -162,60 +157,10 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
         except OSError:  # replaced since it was listed: as the listing would have said
             print(f"hippodrome: {path} is not a regular file: left out", file=sys.stderr)
             continue
-        offsets[path] = (info.st_ino, info.st_size)
+        follower.begin(path, info.st_ino, info.st_size)
         for line in tail:
             out.write(prefix(path.stem) + line_for_terminal(line) + b"\n")
     out.flush()
-    partial: dict[Path, tuple[bytes, float]] = {}
-    """Per file: a line not finished yet, and since when; shown once it has waited
-    UNFINISHED_S (a prompt, a progress bar), as the foreground terminal does."""
-    left_out: set[Path] = set()
-    """Names seen holding something other than a log while following: said once."""
     while follow:
         time.sleep(0.2)
-        now = time.monotonic()
-        for path in sorted(latest.glob("*.log")) if not service else files:
-            try:
-                info = path.lstat()
-            except FileNotFoundError:  # between runs: the new one has not written it yet
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                if path not in left_out:
-                    left_out.add(path)
-                    out.flush()
-                    print(f"hippodrome: {path} is not a regular file: left out",
-                          file=sys.stderr, flush=True)
-                continue
-            left_out.discard(path)
-            size = info.st_size
-            inode, start = offsets.get(path, (info.st_ino, 0))
-            if inode != info.st_ino or size < start:
-                start = 0
-                partial.pop(path, None)
-            if size == start:
-                continue
-            try:
-                with open_log(path) as fh:
-                    fh.seek(start)
-                    data = fh.read(min(size - start, READ_AT_ONCE))
-            except OSError:  # replaced by something that is no log meanwhile
-                continue
-            offsets[path] = (info.st_ino, start + len(data))
-            before, began = partial.pop(path, (b"", now))
-            *whole, rest = (before + data).split(b"\n")
-            if whole:  # the unfinished line is a new one
-                began = now
-            while len(rest) > MAX_LINE:  # a line this long goes out in pieces as it comes
-                cut = utf8_edge(rest, MAX_LINE)
-                whole.append(rest[:cut])
-                rest = rest[cut:]
-            if rest:
-                partial[path] = (rest, began)
-            for line in whole:
-                for piece in pieces(line):
-                    out.write(prefix(path.stem) + line_for_terminal(piece) + b"\n")
-        for path, (rest, began) in list(partial.items()):
-            if now - began >= UNFINISHED_S:
-                out.write(prefix(path.stem) + line_for_terminal(rest) + b"\n")
-                del partial[path]
-        out.flush()
+        follower.look(sorted(latest.glob("*.log")) if not service else files)

@@ -1,0 +1,140 @@
+"""`hd logs --follow` over `.logs/latest/`: like `tail -F`, through `hd down` and into
+the next `up`'s files.
+
+A new run makes new files under the same names (`latest` is a link that moves). The
+old run's file is read to its end before the new one is begun: a follower that looks
+every 0.2 s switched as soon as it saw the new file, and whatever the old run wrote
+after its last look (the service's last words at shutdown, a traceback at exit, the
+stop notes) was never shown.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from hippo_tasks.supervision.logs import MAX_LINE, pieces, utf8_edge
+from hippo_tasks.terminal_text import line_for_terminal
+
+UNFINISHED_S = 0.5
+"""As the foreground terminal: a line left unfinished this long is shown as it is."""
+READ_AT_ONCE = 1024 * 1024
+"""A file is read at most this much per look: a log that grew by 200 MB at once is
+printed as it is read, not held whole."""
+
+
+class Followed:
+    """Where one name was read to: its file then (inode, and the path it had in its
+    run's folder, which stays when `latest` moves on) and the offset."""
+
+    __slots__ = ("inode", "offset", "real")
+
+    def __init__(self, inode: int, offset: int, real: str) -> None:
+        self.inode, self.offset, self.real = inode, offset, real
+
+
+class Follower:
+    def __init__(self, out: BinaryIO, prefix: Callable[[str], bytes],
+                 open_log: Callable[[Path], BinaryIO]) -> None:
+        self.out = out
+        self.prefix = prefix
+        self.open_log = open_log
+        self.read_to: dict[Path, Followed] = {}
+        self.partial: dict[Path, tuple[bytes, float]] = {}
+        """Per name: a line not finished yet, and since when; shown once it has waited
+        UNFINISHED_S (a prompt, a progress bar), as the foreground terminal does."""
+        self.left_out: set[Path] = set()
+        """Names seen holding something other than a log: said once."""
+
+    def begin(self, path: Path, inode: int, offset: int) -> None:
+        """Follow `path` from `offset` (where the tail printed before ended)."""
+        self.read_to[path] = Followed(inode, offset, os.path.realpath(path))
+
+    def look(self, paths: list[Path]) -> None:
+        """One look at every name: what was added since, and what waited long enough."""
+        now = time.monotonic()
+        for path in paths:
+            self._look_at(path, now)
+        for path, (rest, began) in list(self.partial.items()):
+            if now - began >= UNFINISHED_S:
+                self._emit(path, [rest])
+                del self.partial[path]
+        self.out.flush()
+
+    def _look_at(self, path: Path, now: float) -> None:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:  # between runs: the new one has not written it yet
+            return
+        if not stat.S_ISREG(info.st_mode):
+            if path not in self.left_out:
+                self.left_out.add(path)
+                self.out.flush()
+                print(f"hippodrome: {path} is not a regular file: left out",
+                      file=sys.stderr, flush=True)
+            return
+        self.left_out.discard(path)
+        was = self.read_to.get(path)
+        if was is not None and was.inode != info.st_ino:
+            self._finish(path, was, now)
+            was = None
+        if was is None:
+            was = self.read_to[path] = Followed(info.st_ino, 0, os.path.realpath(path))
+        elif info.st_size < was.offset:  # truncated in place
+            was.offset = 0
+            self.partial.pop(path, None)
+        if info.st_size > was.offset:
+            self._read(path, was, info.st_size, now)
+
+    def _finish(self, path: Path, was: Followed, now: float) -> None:
+        """The name holds a new run's file: the old one to its end first (it is still
+        in its run's folder), its unfinished line shown as it is."""
+        try:
+            size = os.stat(was.real).st_size
+            with self.open_log(Path(was.real)) as fh:
+                if os.fstat(fh.fileno()).st_ino == was.inode:
+                    while was.offset < size:
+                        fh.seek(was.offset)
+                        data = fh.read(min(size - was.offset, READ_AT_ONCE))
+                        if not data:
+                            break
+                        was.offset += len(data)
+                        self._take(path, data, now)
+        except OSError:  # pruned, or replaced: nothing more to read of it
+            pass
+        rest, _ = self.partial.pop(path, (b"", now))
+        if rest:
+            self._emit(path, [rest])
+
+    def _read(self, path: Path, was: Followed, size: int, now: float) -> None:
+        try:
+            with self.open_log(path) as fh:
+                fh.seek(was.offset)
+                data = fh.read(min(size - was.offset, READ_AT_ONCE))
+        except OSError:  # replaced by something that is no log meanwhile
+            return
+        was.offset += len(data)
+        self._take(path, data, now)
+
+    def _take(self, path: Path, data: bytes, now: float) -> None:
+        before, began = self.partial.pop(path, (b"", now))
+        *whole, rest = (before + data).split(b"\n")
+        if whole:  # the unfinished line is a new one
+            began = now
+        while len(rest) > MAX_LINE:  # a line this long goes out in pieces as it comes
+            cut = utf8_edge(rest, MAX_LINE)
+            whole.append(rest[:cut])
+            rest = rest[cut:]
+        if rest:
+            self.partial[path] = (rest, began)
+        self._emit(path, [piece for line in whole for piece in pieces(line)])
+
+    def _emit(self, path: Path, lines: list[bytes]) -> None:
+        head = self.prefix(path.stem)
+        for line in lines:
+            self.out.write(head + line_for_terminal(line) + b"\n")
