@@ -18,8 +18,9 @@ K8S_VERSION = kubernetes_validate.latest_version()
 def export(root: Path, *, profile: str = "core", cell: str = "local", layout: str = "stack",
            only: str = "", offset: int = 0, seed: bool = True, allow_partial: bool = False,
            namespace: str = "", image: str = "hippodrome:latest",
-           said: list[str] | None = None) -> Manifests:
-    opts = build_options(root=root, profile=profile, cell=cell, table_prefix="", only=only,
+           said: list[str] | None = None, table_prefix: str = "") -> Manifests:
+    opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
+                         only=only,
                          offset=offset, skip=() if seed else ("seed",))
     sink = said if said is not None else []
     return build(Request(opts, layout, namespace, image, allow_partial), sink.append)

@@ -128,6 +128,11 @@ def test_a_log_readiness_is_probed_on_its_port(tmp_path: Path) -> None:
     ({"profile": "huge"}, "unknown profile 'huge'"),
     ({"cell": "mars"}, "unknown cell 'mars'"),
     ({"namespace": "Bad_NS"}, "is not a Kubernetes namespace name"),
+    ({"namespace": "kube-system"}, "--namespace 'kube-system' is the cluster's own"),
+    ({"namespace": "default"}, "--namespace 'default' is the cluster's own"),
+    ({"namespace": "kube-anything"}, "the cluster's own (default, kube-*)"),
+    ({"table_prefix": "kube-system-"}, "the table prefix 'kube-system-' makes the namespace "
+                                       "'kube-system', which is the cluster's own"),
     ({"image": "not an image"}, "is not an image reference"),
     ({"only": "nosuch"}, "--only names 'nosuch'"),
     ({"cell": "staging"}, "HIPPODROME_CELL_URL_STAGING"),
@@ -173,6 +178,16 @@ def test_cli_two_words_write_the_file_and_bad_input_exits_2(tmp_path: Path) -> N
     (tmp_path / "blocked").write_text("")
     bad = _hd("export", "k8s", "-o", "blocked", cwd=tmp_path)
     assert bad.returncode == 2 and "not a folder" in bad.stderr + bad.stdout
+    assert "clean up: kubectl delete namespace " in done.stdout
+    # A namespace given may hold other work: the clean-up printed stays within the labels.
+    shared = _hd("export", "k8s", "--namespace", "team-shared", "-o", "shared", cwd=tmp_path)
+    assert shared.returncode == 0, shared.stderr
+    assert "kubectl delete namespace team-shared`" in shared.stdout  # named as the danger
+    assert "clean up: kubectl delete all,pvc,configmap,secret,serviceaccount,role,rolebinding" \
+           " -n team-shared -l hippodrome.dev/" in shared.stdout, shared.stdout
+    system = _hd("export", "k8s", "--namespace", "kube-system", "-o", "sys", cwd=tmp_path)
+    assert system.returncode == 2 and "the cluster's own" in system.stderr + system.stdout
+    assert not (tmp_path / "sys").exists()
 
 
 def test_measured_figures_are_the_benchmark_s() -> None:

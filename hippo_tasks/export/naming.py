@@ -42,12 +42,30 @@ def dns_name(service: str) -> str:
     return name
 
 
-def check_namespace(namespace: str) -> str:
+def reserved_namespace(namespace: str) -> bool:
+    """`default` and `kube-*`: the cluster's own. Every export holds a Namespace object
+    labelled as this stack's, and its clean-up deletes that namespace: exported into
+    kube-system, `kubectl apply` labelled the cluster's kube-system as the stack's, and
+    the clean-up the README gives deleted it."""
+    return namespace == "default" or namespace.startswith("kube-")
+
+
+def check_namespace(namespace: str, table_prefix: str | None = None) -> str:
+    """`namespace` as given with --namespace, or (`table_prefix` given) the one made
+    from the table prefix."""
     if namespace and not _NAMESPACE.match(namespace):
         raise UsageError(
             f"--namespace {namespace!r} is not a Kubernetes namespace name: at most 63 "
             "lower-case letters, digits and '-', starting and ending with a letter or "
             "digit (e.g. hd-feature-x)")
+    if reserved_namespace(namespace):
+        given = (f"--namespace {namespace!r} is" if table_prefix is None else
+                 f"the table prefix {table_prefix!r} makes the namespace {namespace!r}, "
+                 "which is")
+        raise UsageError(
+            f"{given} the cluster's own (default, kube-*): the export labels its namespace "
+            "as this stack's and its clean-up deletes it; give a namespace of the stack's "
+            "own with --namespace (e.g. --namespace hd-feature-x)")
     return namespace
 
 

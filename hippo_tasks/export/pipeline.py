@@ -49,6 +49,10 @@ class Manifests:
         return self.where.namespace
 
 
+CLEAN_UP_KINDS = "all,pvc,configmap,secret,serviceaccount,role,rolebinding"
+"""What an export makes besides its Namespace, for a clean-up by label within one."""
+
+
 def default_namespace(table_prefix: str) -> str:
     """One namespace per branch: the table prefix as a namespace name (`dev-main-` ->
     `dev-main`)."""
@@ -114,7 +118,8 @@ def build(req: Request, say: Callable[[str], None]) -> Manifests:
     opts = req.options
     spec = load_stack(opts.project_root)
     image_plan = build_image_plan(spec, opts, req.allow_partial, say)
-    namespace = req.namespace or default_namespace(opts.table_prefix)
+    namespace = req.namespace or check_namespace(default_namespace(opts.table_prefix),
+                                                 opts.table_prefix)
     ident = Identity.of(opts.project_root, opts.profile, opts.table_prefix, req.layout)
     where = O.Where(ident, namespace, req.image)
     if req.layout == "stack":
@@ -124,7 +129,7 @@ def build(req: Request, say: Callable[[str], None]) -> Manifests:
     header = (f"hd export k8s --layout {req.layout} --profile {opts.profile} --cell "
               f"{opts.cell} (table prefix {opts.table_prefix}, image {req.image})\n"
               f"apply: kubectl apply -f THIS_FILE\n"
-              f"clean up: kubectl delete namespace {namespace}   (or: kubectl delete "
-              f"all,pvc,configmap,serviceaccount,role,rolebinding -n {namespace} -l "
+              f"clean up: kubectl delete namespace {namespace}   (or, in a namespace that "
+              f"holds other work too: kubectl delete {CLEAN_UP_KINDS} -n {namespace} -l "
               f"{ident.clean_up_selector})")
     return Manifests(tuple(objects), dump_all(objects, header), image_plan, where)

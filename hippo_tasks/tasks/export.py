@@ -43,7 +43,7 @@ def k8s(c: Context, output: str = "k8s", profile: str = "core", cell: str = "loc
         namespace: str = "", image: str = "", allow_partial: bool = False,
         yes: bool = False) -> None:
     """Write Kubernetes manifests for the same stack and options as `up`."""
-    from hippo_tasks.export.pipeline import DEFAULT_IMAGE, Request, build
+    from hippo_tasks.export.pipeline import CLEAN_UP_KINDS, DEFAULT_IMAGE, Request, build
     from hippo_tasks.export.write import write_manifests
 
     if cell == "prod":
@@ -66,7 +66,13 @@ def k8s(c: Context, output: str = "k8s", profile: str = "core", cell: str = "loc
     summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
     print(f"hippodrome | wrote {path}: {summary} (namespace {made.namespace})")
     print(f"hippodrome | apply: kubectl apply -f {path}")
-    print(f"hippodrome | clean up: kubectl delete namespace {made.namespace}")
+    if namespace:  # given: it may hold other work, which deleting it would take too
+        print(f"hippodrome | clean up: kubectl delete {CLEAN_UP_KINDS} -n {made.namespace} "
+              f"-l {made.where.ident.clean_up_selector} (the namespace was given with "
+              f"--namespace: `kubectl delete namespace {made.namespace}` would delete "
+              "everything else in it too)")
+    else:
+        print(f"hippodrome | clean up: kubectl delete namespace {made.namespace}")
 
 
 def collection() -> Any:
