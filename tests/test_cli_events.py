@@ -119,6 +119,35 @@ def test_enable_events_sets_up_guards_and_cleans_up(project: Path, tools: FakeTo
     assert registry(project)["resources"] == []
 
 
+def test_a_tunnel_that_exits_is_said_in_status_and_the_log(project: Path, tools: FakeTools,
+                                                           moto_endpoint: str) -> None:
+    """The tunnel gone (a provider dropping a quick tunnel, a kill): events stopped
+    arriving, and status, the API and the daemon's log said nothing until `hd down`."""
+    prefix = f"t{uuid.uuid4().hex[:6]}-"
+    provision(prefix, moto_endpoint)
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    env = env_for(tools, moto_endpoint)
+    assert hd(project, "up", "--detach", "--enable-events", "--table-prefix", prefix,
+              env=env).returncode == 0
+    try:
+        (tunnel,) = list(tools.started())
+        assert hd(project, "status", env=env).stdout.count("WARNING") == 0
+        os.kill(tunnel, signal.SIGKILL)
+        said = wait_for(lambda: (lambda out: out if "WARNING" in out else None)(
+            hd(project, "status", env=env).stdout), 15, what="status saying so")
+        assert f"WARNING: the cloudflared tunnel (pid {tunnel}) has exited: EventBridge " \
+               "events no longer reach this stack" in said, said
+        with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/status", timeout=10) as r:
+            problem = json.loads(r.read())["problems"]["tunnel"]
+        assert problem["error"] == "exited" and "hd up --enable-events" in problem["message"]
+        log = (project / ".hippodrome" / "daemon.log").read_text()
+        assert log.count(f"[tunnel] the cloudflared tunnel (pid {tunnel}) has exited") == 1
+    finally:
+        assert hd(project, "down", env=env).returncode == 0
+    assert rules(moto_endpoint, prefix) == []
+
+
 def test_kill_9_then_down_force_removes_everything(project: Path, tools: FakeTools,
                                                   moto_endpoint: str) -> None:
     prefix = f"t{uuid.uuid4().hex[:6]}-"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.events.recording import events_dir
+from hippo_tasks.events.tunnel_watch import TunnelWatch
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision import timeline
@@ -122,6 +123,7 @@ class Engine:
         self.webhook_token: str | None = os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
         self.recorder = Recorder(events_dir(root), plan.options.record_events,
                                  self.webhook_token, self.note)
+        self.tunnels = TunnelWatch()
         self.start_over = threading.Event()
         """Set once the stack's start is over (ready, failed or stopped): the API's
         server is built then, or as soon as a client comes (listener.serve_soon), so its
@@ -235,6 +237,8 @@ class Engine:
             out["registry"] = {**self.registry_trouble.as_json(),
                                "path": str(self.registry.path)}
         out.update(self.recorder.problems())
+        if self.tunnels.trouble is not None:
+            out["tunnel"] = self.tunnels.trouble
         return out
 
     def _housekeeping(self) -> None:
@@ -269,6 +273,9 @@ class Engine:
                 self.note(f"hippodrome | {self.registry.path} was damaged (kept beside it as "
                           "registry.json.corrupt-<time>): wrote it again for this stack")
                 self.registry.warnings.clear()
+        if self.registry.root.is_dir():
+            with contextlib.suppress(OSError, ValueError):  # a damaged file: the next tick
+                self.tunnels.check(self.registry, self.note)
         if self.registry.root.is_dir():  # not while the project itself is gone or moving
             try:
                 if self.runs.reopen_if_gone():

@@ -177,7 +177,9 @@ def status_table(status: dict[str, Any]) -> str:
                  rows, colours)
     reasons = [f"  {s['name']}: {s['reason']}" for s in status["services"]
                if s["state"] in ("failed", "backoff") and s.get("reason")]
-    trouble = [f"  WARNING: cannot write {what} at {p.get('path')}: {p.get('error')} since "
+    trouble = [f"  WARNING: {p['message']} (since {fmt_clock(p.get('since'))})"
+               if isinstance(p.get("message"), str) else
+               f"  WARNING: cannot write {what} at {p.get('path')}: {p.get('error')} since "
                f"{fmt_clock(p.get('since'))}" + (f"; {p['lines_dropped']} log lines dropped"
                                                   if p.get("lines_dropped") else "")
                for what, p in (status.get("problems") or {}).items() if isinstance(p, dict)]
