@@ -62,3 +62,29 @@ def test_a_restart_that_leaves_the_service_stopped_says_why_and_exits_1(
     assert start.returncode == 0, start.stdout + start.stderr
     assert "api: running" in start.stdout and "db: running" in start.stdout
     hd(project, "down", check=True)
+
+
+def test_a_start_during_a_whole_stack_stop_waits_for_it(project: Path) -> None:
+    """`hd stop` and `hd start -s b` at once (b depends on a): the stop stopped b, the
+    start ran in between, found a still running and started b, then the stop stopped a
+    under it; both exited 0, each printing the opposite of the end state. b ignores
+    SIGTERM (stop_timeout 1 s) to hold the stop between b and a long enough."""
+    dash, a, b = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("a", a)
+                + toy_service("b", b, "--ignore-term", depends_on=["a"], stop_timeout=1))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        out: dict[str, Any] = {}
+        stop = threading.Thread(target=lambda: out.update(stop=hd(project, "stop")))
+        stop.start()
+        wait = threading.Event()
+        wait.wait(0.4)  # b's stop is under way (it waits out its 1 s)
+        start = hd(project, "start", "--service", "b", timeout=60)
+        stop.join(60)
+        rows = registry(project)["services"]
+        assert rows["a"]["state"] == rows["b"]["state"] == "running", rows
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert "a: running" in start.stdout and "b: running" in start.stdout, start.stdout
+        assert out["stop"].returncode == 0 and "a: stopped" in out["stop"].stdout
+    finally:
+        hd(project, "down")

@@ -53,6 +53,8 @@ class StackSupervisor:
         starts no other."""
         self._restarting: asyncio.Future[None] | None = None
         """Resolved when the whole-stack restart under way is over (restart_all)."""
+        self._stops: list[tuple[frozenset[str], asyncio.Future[None]]] = []
+        """Stops under way: what each stops, resolved when it is over (_after_stops)."""
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -116,10 +118,20 @@ class StackSupervisor:
              reason: str = "") -> list[asyncio.Future[ServiceSnapshot]]:
         return [self.services[n].request(op, reason) for n in names]
 
+    async def _after_stops(self, names: Iterable[str]) -> None:
+        """A start or restart that needs a service a stop under way is stopping begins
+        once that stop is over. `hd start -s b` during `hd stop` ran between b's stop and
+        a's: it found a still running, started b, and the stop then stopped a under it;
+        both commands exited 0, each saying the opposite of the end state."""
+        wanted = set(self.closure(names))
+        while pending := [done for chosen, done in self._stops if chosen & wanted]:
+            await asyncio.wait(pending)
+
     async def start(self, names: Iterable[str] | None = None) -> Settled:
         """Start these services (default all) and what they depend on; returns once
         each has settled (ready, failed, or stopped by a later request), with each one's
         state as it settled."""
+        await self._after_stops(names if names is not None else self.services)
         settled = await self._start(names)
         return {name: await self._through_restart(snap) for name, snap in settled.items()}
 
@@ -175,6 +187,8 @@ class StackSupervisor:
             self.services[name].hold(final)
         stopped: dict[str, asyncio.Event] = {n: asyncio.Event() for n in chosen}
         settled: Settled = {}
+        under_way = (frozenset(chosen), asyncio.get_running_loop().create_future())
+        self._stops.append(under_way)
 
         async def stop_one(name: str) -> None:
             for dep in self.dependants(name):
@@ -185,7 +199,11 @@ class StackSupervisor:
             finally:
                 stopped[name].set()
 
-        await asyncio.gather(*(stop_one(n) for n in chosen))
+        try:
+            await asyncio.gather(*(stop_one(n) for n in chosen))
+        finally:
+            self._stops.remove(under_way)
+            under_way[1].set_result(None)
         return settled
 
     async def shutdown(self, reason: str) -> None:
@@ -203,6 +221,7 @@ class StackSupervisor:
         await asyncio.gather(*(svc.kill_now() for svc in self.services.values()))
 
     async def restart(self, name: str) -> ServiceSnapshot:
+        await self._after_stops([name])
         return await self._through_restart(await self.get(name).request("restart"))
 
     def dependants_closure(self, name: str) -> list[str]:
@@ -241,6 +260,7 @@ class StackSupervisor:
         a dependency did is started again. Returns what it touched, each as its restart
         settled: read afterwards, a cascade that overlapped this one showed its own
         restarts in progress, and this one's caller was told "did not come up"."""
+        await self._after_stops([name])
         self._cascading[name] = self._cascading.get(name, 0) + 1
         try:
             first = await self._through_restart(
