@@ -233,3 +233,21 @@ def test_any_file_gives_a_registry_or_a_warning(tmp_path: Path, content: bytes) 
         assert validate(json.loads(content)) is not None
     use_like_the_commands(reg, data)
     reg.update(lambda d: d.__setitem__("failure", None))  # and it can be written back
+
+
+def test_two_corrupt_files_in_one_second_are_both_kept(tmp_path: Path) -> None:
+    """The backup is named by the second: a second corrupt file within it replaced the
+    first one's backup, and both warnings named the file that held only the second."""
+    reg = Registry(tmp_path)
+    reg.dir.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for text in (b'{"first": ', b'{"second": ', b'{"third": '):
+        reg.path.write_bytes(text)
+        reg.warnings.clear()
+        reg.read()
+        (warning,) = reg.warnings
+        name = warning.split("moved it to ")[1].split(" ")[0]
+        kept.append((name, text))
+    assert len({name for name, _ in kept}) == 3, kept
+    for name, text in kept:
+        assert (reg.dir / name).read_bytes() == text

@@ -196,9 +196,21 @@ class Registry:
         one from another folder's file (a project copied with `cp -a` while its stack
         ran) names that folder's stack, which a command run here must never stop."""
         kind = "foreign" if foreign else "corrupt"
-        aside = self.path.with_name(f"registry.json.{kind}-{int(time.time())}")
-        with contextlib.suppress(OSError):
-            os.replace(self.path, aside)
+        stamp = int(time.time())
+        aside = self.path.with_name(f"registry.json.{kind}-{stamp}")
+        for n in range(2, 1000):  # never over another one kept in the same second
+            try:
+                os.link(self.path, aside)
+            except FileExistsError:
+                aside = self.path.with_name(f"registry.json.{kind}-{stamp}-{n}")
+                continue
+            except OSError:  # no hard links here: replace, as before
+                with contextlib.suppress(OSError):
+                    os.replace(self.path, aside)
+                break
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            break
         if foreign:
             self.warnings.append(
                 f"warning: {self.path} was written for the stack in {foreign}, not this "
