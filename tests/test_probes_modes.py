@@ -12,9 +12,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -304,3 +306,44 @@ def test_fuzz_with_many_runs_ends_soon_after_the_deadline(
     assert "run(s) left out when the time budget ran out" in out
     fuzz = json.loads(report.read_text())["fuzz"]
     assert fuzz["runs"] >= 1 and fuzz["runs"] + fuzz["skipped_for_time"] == 100000, fuzz
+
+
+def test_json_report_writes_into_what_the_file_is(tmp_path: Path) -> None:
+    """`--json /dev/stdout` replaced the machine's /dev/stdout (a link) with a regular
+    file, and /dev/full, a FIFO, likewise; `--json .` was a traceback; a missing folder
+    was made, anywhere."""
+    from hippo_platform.seed.probes import json_refusal, write_json_report
+
+    results = {"ok": True, "services": [{"name": "web", "status": "pass"}]}
+    read_end, write_end = os.pipe()
+    try:
+        link = tmp_path / "stdout"
+        link.symlink_to(f"/proc/self/fd/{write_end}")  # as /dev/stdout is
+        write_json_report(link, results)
+        assert link.is_symlink()
+        assert json.loads(os.read(read_end, 65536)) == results
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    deadline = time.monotonic() + 10
+    while True:  # until the reader has it open (ENXIO before)
+        try:
+            write_json_report(fifo, results)
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    reader.join(10)
+    assert json.loads(got[0]) == results and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    plain = tmp_path / "report.json"
+    write_json_report(plain, results)
+    assert json.loads(plain.read_text()) == results
+    assert json_refusal(str(tmp_path)) == (f"--json {tmp_path} is a folder: give a file name "
+                                           f"(e.g. {tmp_path / 'probes.json'})")
+    assert "does not exist (make it first)" in str(json_refusal(str(tmp_path / "no" / "x")))
+    assert json_refusal(str(plain)) is None

@@ -15,9 +15,11 @@ the APIs (probe_fuzz), both with hypothesis, bounded by `--examples` and `--dead
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -241,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     passes its flags on). Exit 1 on a failure, 2 on bad flags."""
     args = parse_args(argv)
     root = Path(args.project_root).resolve()
+    refused = json_refusal(args.json) if args.json else None
+    if refused:
+        print(f"probes: {refused}", file=sys.stderr)
+        return 2
     if (args.full or args.fuzz) and not probe_modes.have_hypothesis():
         print(f"probes: {probe_modes.NO_HYPOTHESIS}", file=sys.stderr)
         return 2
@@ -273,8 +279,46 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and passed
     if args.json:
         results["ok"] = ok
-        atomic_write_json(Path(args.json), results)
+        try:
+            write_json_report(Path(args.json), results)
+        except OSError as exc:
+            print(f"probes: cannot write --json {args.json}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
     return 0 if ok else 1
+
+
+def json_refusal(text: str) -> str | None:
+    """Why `--json FILE` cannot be written, said before the probes run."""
+    path = Path(text)
+    if path.is_dir():
+        return (f"--json {text} is a folder: give a file name (e.g. "
+                f"{str(path / 'probes.json')})")
+    if not path.parent.is_dir():
+        return f"--json {text}: the folder {path.parent} does not exist (make it first)"
+    return None
+
+
+def write_json_report(path: Path, results: dict[str, Any]) -> None:
+    """A regular file (or none yet) is replaced whole, never half written. Anything else
+    is written into, as a shell's `>` does: `--json /dev/stdout` replaced the machine's
+    /dev/stdout (and /dev/full, a FIFO) with a regular file, and printed nothing."""
+    try:
+        kind = os.lstat(path).st_mode
+    except FileNotFoundError:
+        kind = None
+    if kind is None or stat.S_ISREG(kind):
+        atomic_write_json(path, results)
+        return
+    data = json.dumps(results, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NONBLOCK)  # a FIFO with no reader:
+    try:                                                           # ENXIO, not a hang
+        os.set_blocking(fd, True)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 if __name__ == "__main__":
