@@ -101,6 +101,29 @@ def test_the_recovery_note_counts_every_line_lost_while_the_disk_stayed_full(
     runs.close()
 
 
+def test_a_log_still_failing_stays_a_problem_while_others_write(tmp_path: Path) -> None:
+    """Any other service's good write cleared the warning of a log still failing:
+    `since` moved on every sample and `lines_dropped` counted from the last reset."""
+    runs = RunFiles(tmp_path / ".logs", keep=3)
+    try:
+        runs.path("bad").mkdir()  # its file cannot be written while this stands
+        runs.write_chunk(*_chunk("bad", b"b1", b"b2"))
+        trouble = runs.trouble
+        assert trouble is not None and trouble.lines_dropped == 2
+        since = trouble.since
+        for i in range(3):
+            runs.write_chunk(*_chunk("good", b"g%d" % i))
+            runs.write_chunk(*_chunk("bad", b"b"))
+        assert runs.trouble is not None, "a good write of another log cleared it"
+        assert (runs.trouble.since, runs.trouble.lines_dropped) == (since, 5)
+        runs.path("bad").rmdir()
+        runs.write_chunk(*_chunk("bad", b"back"))
+        assert runs.trouble is None
+        assert b"5 lines were not written here" in runs.path("bad").read_bytes()
+    finally:
+        runs.close()
+
+
 def test_logs_deleted_under_a_running_stack_come_back(project: Path) -> None:
     (dash,) = free_ports(1)
     write_stack(project, stack_header(dash)

@@ -175,7 +175,8 @@ class RunFiles:
             self._mid_line.discard(service)
         elif raw:
             self._mid_line.add(service)
-        self.trouble = None
+        if not self._dropped:  # only once every failing file writes again: another
+            self.trouble = None  # service's good write cleared a problem still going on
 
     @staticmethod
     def _write(fd: int, raw: bytes) -> None:
