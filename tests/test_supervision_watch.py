@@ -150,6 +150,38 @@ def test_a_long_dense_burst_is_one_change_after_it_ends(tmp_path: Path, poll: bo
             f"a change call mid-burst with no pause of {quiet} s before it: {calls}"
 
 
+def test_a_save_while_the_watches_are_being_set_up_is_seen(tmp_path: Path) -> None:
+    """5,000 watched folders: the kernel's watches take a while to set up, `up` said
+    ready before they were in place, and a save made then was never acted on."""
+    pkg = tmp_path / "src" / "pkg"
+    for i in range(5000):
+        (pkg / f"m{i:04d}").mkdir(parents=True)
+        (pkg / f"m{i:04d}" / "mod.py").write_text("x = 0\n")
+    old = time.time() - 60
+    for folder in pkg.iterdir():  # written long before the watch began: not changes
+        os.utime(folder / "mod.py", (old, old))
+    time.sleep(0.5)  # (utime sets their ctime to now)
+    seen: asyncio.Queue[list[str]] = asyncio.Queue()
+
+    async def on_change(paths: list[str]) -> None:
+        seen.put_nowait(paths)
+
+    async def scenario() -> list[str]:
+        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
+                                                  debounce=0.3, poll=False))
+        try:
+            await asyncio.sleep(0)  # the watcher began; its watches are being set up
+            (pkg / "m4999" / "mod.py").write_text("x = 1\n")
+            async with asyncio.timeout(20):
+                return await seen.get()
+        finally:
+            watcher.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await watcher
+
+    assert asyncio.run(scenario()) == ["src/pkg/m4999/mod.py"]
+
+
 def test_burst_of_changes_restarts_once(project: Path) -> None:
     (p,) = free_ports(1)
     code = project / "svc" / "app.py"

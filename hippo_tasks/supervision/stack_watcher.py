@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -41,11 +42,23 @@ from hippo_tasks.supervision.watch import (
     watch_roots,
 )
 
+COARSE_REALTIME = 5
+"""CLOCK_REALTIME_COARSE (linux/time.h); Python's time module does not name it."""
 CHECK_MS = 1000
 """How often, with nothing happening, the thread checks that each watched folder is
 still the one it watches (deleted, or moved away and replaced by a copy)."""
 Roots = dict[Path, tuple[int, int]]
 """Each folder handed to the kernel, with its (device, inode)."""
+
+
+def file_clock_ns() -> int:
+    """Now, on the clock the kernel stamps files with (Linux: CLOCK_REALTIME_COARSE, a
+    tick behind the fine one): a file written after this reads as written since, one
+    written before as before, but within the same tick. With the fine clock and a
+    margin, files written just before the stack started counted as changed."""
+    if sys.platform == "linux":
+        return time.clock_gettime_ns(COARSE_REALTIME)
+    return time.time_ns()
 
 
 class StackWatcher:
@@ -75,8 +88,9 @@ class StackWatcher:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._said: set[str] = set()
-        self._caught_up = time.time()
-        """When the watch last handed over a batch (or found none): see _recover_batch."""
+        self._caught_up = file_clock_ns()
+        """When the watch last handed over a batch (or found none), on the clock files are
+        stamped with: see _recover_batch."""
         self._target_ids: dict[Path, tuple[int, int] | None] = {}
         self._last_wanted = 0.0
         """time.monotonic() of the last change the filter kept, set in the thread. A
@@ -230,11 +244,12 @@ class StackWatcher:
                 self._post(self._say, service, "file watching: a changed file's name is "
                            f"not UTF-8 ({error}); changes to it are not seen, the rest is")
 
-    def _recover_batch(self, since: float) -> None:
+    def _recover_batch(self, since: int) -> None:
         """watchfiles drops a whole batch when one name in it is not UTF-8: a change to
         `src/good.py` in the same burst as `src/\\xffbad.py` restarted nothing. The
         batch is found again by time: the matching files changed since the last batch
-        was handed over (a walk of the watched folders, only after such an error)."""
+        was handed over (a walk of the watched folders, only after such an error, and
+        once each time a watch begins)."""
         changes: set[tuple[Any, str]] = set()
         for folder in outermost(f for w in self.watched for f in target_folders(w.cwd,
                                                                                 w.patterns)):
@@ -248,7 +263,7 @@ class StackWatcher:
                         st = os.stat(path)
                     except (UnicodeEncodeError, OSError):
                         continue
-                    if max(st.st_mtime, st.st_ctime) >= since - 0.05 and \
+                    if max(st.st_mtime_ns, st.st_ctime_ns) >= since and \
                             self._wants(MODIFIED, path):
                         changes.add((MODIFIED, path))
         if changes:
@@ -285,15 +300,23 @@ class StackWatcher:
         from watchfiles import watch
 
         extra = self._say_unreadable(roots)
-        self._caught_up = time.time()
+        began, self._caught_up = self._caught_up, file_clock_ns()
+        settled_in = False
         for changes in watch(*roots, *extra, watch_filter=self._wants, step=STEP_MS,
                              debounce=GATHER_MS,
                              stop_event=self._halt, rust_timeout=CHECK_MS,
                              yield_on_timeout=True, force_polling=self.poll,
                              poll_delay_ms=POLL_DELAY_MS, ignore_permission_denied=True):
+            if not settled_in:
+                # The kernel's watches are in place by the first hand-over; setting them
+                # up over 5,000 folders outlasts `up` saying ready, and a save made
+                # meanwhile was never seen. What changed since the last hand-over (for
+                # the first watch, since the watcher began) is found by a walk, once.
+                settled_in = True
+                self._recover_batch(began)
             if changes:
                 self._dispatch(changes)
-            self._caught_up = time.time()
+            self._caught_up = file_clock_ns()
             now = self._roots()
             if now != roots:
                 self._appeared()
