@@ -243,6 +243,39 @@ COUNTER = ("import time\ntime.sleep(1.0)\nt0 = time.time()\nfor i in range(15000
            "print('done', flush=True)\ntime.sleep(600)\n")
 
 
+def test_timestamps_follow_says_what_the_buffer_moved_past(project: Path) -> None:
+    """A burst larger than log_buffer_lines between two looks: the follower printed the
+    last lines of it and went on, 95,001 of 100,000 lines gone without a word."""
+    (dash,) = free_ports(1)
+    (project / "burst.py").write_text(
+        "import sys, time\ntime.sleep(1.5)\n"
+        "sys.stdout.write(''.join(f'n {i}\\n' for i in range(20000)))\nsys.stdout.flush()\n"
+        "print('done', flush=True)\ntime.sleep(600)\n")
+    write_stack(project, stack_header(dash, log_buffer_lines=100)
+                + f'[services.burst]\ncommand = ["{sys.executable}", "burst.py"]\n'
+                'readiness = "none"\n')
+    hd(project, "up", "--detach", check=True)
+    out_path = project / "follow.out"
+    try:
+        with out_path.open("wb") as out:
+            follow = subprocess.Popen([*HD_CLI, "logs", "--timestamps", "--follow", "-s",
+                                       "burst", "-l", "0", "--project-root", str(project)],
+                                      cwd=project, stdout=out, stderr=subprocess.STDOUT)
+            wait_for(lambda: b" done" in out_path.read_bytes(), 30, what="the burst's end")
+            hd(project, "down", check=True)
+            follow.wait(15)
+        text = out_path.read_text()
+        shown = [int(n) for n in re.findall(r" n (\d+)$", text, re.M)]
+        said = [int(n) for n in re.findall(r"--- hippodrome: (\d+) lines not shown here: the "
+                                           r"daemon's buffer \(log_buffer_lines\) moved past "
+                                           r"them before they were read; they are in "
+                                           r"\.logs/latest/burst\.log$", text, re.M)]
+        assert said, text[:500]
+        assert len(shown) + sum(said) == 20000, (len(shown), said)
+    finally:
+        hd(project, "down")
+
+
 def test_timestamps_follow_loses_no_line_and_ends_cleanly_at_down(project: Path) -> None:
     """Following moved on to the answer's last_seq, read after its lines were picked:
     at 40k lines/s thousands were skipped. A clean `hd down` then read as a hung

@@ -83,6 +83,16 @@ def show(root: Path, service: str, lines: int, follow: bool,
             data = client.call("GET", f"/api/services/{quote(name, safe='')}/logs?"
                                       f"{query}{after}")
             records = [(float(r["ts"]), name, int(r["seq"]), r) for r in data["lines"]]
+            if name in last and records and records[0][2] > last[name] + 1:
+                # The buffer moved past lines between two looks (a burst larger than
+                # log_buffer_lines): said where they were, as the terminal says what it
+                # dropped; they went on without a word.
+                gap = records[0][2] - last[name] - 1
+                got.append((records[0][0], name, records[0][2] - 1, {
+                    "ts": records[0][0], "system": True,
+                    "line": f"{gap} lines not shown here: the daemon's buffer "
+                            f"(log_buffer_lines) moved past them before they were read; "
+                            f"they are in .logs/latest/{name}.log"}))
             # On from the last line received: the answer's last_seq is read after its
             # lines were picked, and lines written in between were skipped (14,734 of
             # 400,000 at 40k lines/s).
