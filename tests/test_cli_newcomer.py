@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -94,6 +95,19 @@ def test_doctor_checks_what_the_running_daemon_runs(project: Path) -> None:
         asked = hd(project, "doctor", "--profile", "core", "--port-offset", "0", timeout=60)
         assert "profile core, cell local, port offset 0\n" in asked.stdout
         assert "(core_only)" in asked.stdout
+        # web stopped, and a stranger on its port: "held by this stack" named the
+        # stranger's pid, with exit 0, and `hd start -s web` then failed.
+        hd(project, "stop", "-s", "web", check=True)
+        stranger = socket.socket()
+        stranger.bind(("127.0.0.1", web))
+        stranger.listen()
+        try:
+            doc = hd(project, "doctor", timeout=60)
+            assert doc.returncode == 1, doc.stdout
+            assert f"port {web} (web) in use by pid {os.getpid()}" in doc.stdout, doc.stdout
+            assert f"port {dash} (dashboard) held by this stack" in doc.stdout
+        finally:
+            stranger.close()
     finally:
         hd(project, "down", timeout=120)
 

@@ -103,6 +103,12 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
         line(True if own.mode == "cgroup" else None, f"supervision: {own.describe()}")
     ours = {e.get("port") for e in (data.get("services") or {}).values()} | (
         {data["daemon"]["port"]} if running else set())
+    stack_pids: set[int] = set()
+    if running:  # a port is the stack's only when its holder is: a stranger on the port
+        from hippo_tasks.registry.cleanup import leftovers  # of a stopped service was "OK"
+
+        stack_pids = {p for pids in leftovers(data)[1].values() for p in pids}
+        stack_pids.add(int(data["daemon"]["pid"]))
     ports = [("dashboard", plan.dashboard_port)] + [
         (s.name, s.port) for s in plan.services if s.port and not s.spec.external]
     for name, port in ports:
@@ -111,7 +117,7 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
             continue
         pid, cmd, unlisted, _ = who_holds(port)
         who = f" by pid {pid} ({cmd})" if pid else unlisted
-        if running and port in ours:
+        if running and (pid in stack_pids if pid else port in ours):
             line(True, f"port {port} ({name}) held by this stack:{who}")
         else:
             line(False, f"port {port} ({name}) in use{who}")
