@@ -217,12 +217,22 @@ def spawn_and_wait(start: ServiceStarter, env: dict[str, str]) -> tuple[int, str
     return code, svc.output()
 
 
-def test_unreachable_database_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
-    url = f"postgres://postgres:pw-not-shown@127.0.0.1:{free_port()}/ecom_ingest?sslmode=disable"
+@pytest.mark.parametrize("form", ["userinfo", "query", "keywords"])
+def test_unreachable_database_is_one_clear_line_not_a_traceback(tmp_path: Path,
+                                                                form: str) -> None:
+    """Every form psycopg takes a password in: `?password=` and libpq's `key=value`
+    were printed whole, only `user:password@` was hidden."""
+    port = free_port()
+    url = {"userinfo": f"postgres://postgres:pw-not-shown@127.0.0.1:{port}/ecom_ingest"
+                       "?sslmode=disable",
+           "query": f"postgres://postgres@127.0.0.1:{port}/ecom_ingest?password=pw-not-shown",
+           "keywords": f"host=127.0.0.1 port={port} user=postgres password=pw-not-shown "
+                       "dbname=ecom_ingest"}[form]
     with ServiceStarter(tmp_path) as start:
         code, output = spawn_and_wait(start, {STORE_ENV: "postgres", URL_ENV: url})
     assert code == 69, output
     assert "cannot use the database" in output and URL_ENV in output
+    assert f"postgresql://postgres@127.0.0.1:{port}/ecom_ingest (password hidden)" in output
     assert "Traceback" not in output and "pw-not-shown" not in output
 
 

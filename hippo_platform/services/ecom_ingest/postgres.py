@@ -73,13 +73,27 @@ class DatabaseUnreachable(RuntimeError):
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password hidden, fit for a log line."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+    """Where the URL points, without anything secret, fit for a log line: user, host,
+    port and database only. Hiding `user:password@` alone printed a password given as
+    `?password=` or in libpq's `key=value` form, both of which psycopg takes."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "(a database URL that cannot be read; it is not shown, as it may hold a " \
+               "password)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = parts.get("host") or "localhost"
+    port = f":{parts['port']}" if parts.get("port") else ""
+    hidden = " (password hidden)" if parts.get("password") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}{hidden}"
 
 
 def _describe(exc: BaseException, url: str) -> str:
     text = " ".join(str(exc).split())
-    password = conninfo_to_dict(url).get("password")
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        return "the URL could not be read (check its form: postgresql://user@host:port/db)"
     if password:
         text = text.replace(str(password), "***")
     return text
