@@ -3,6 +3,7 @@ exports bucket, what /exports remembers, and that bad input is a 400, never a 50
 
 from __future__ import annotations
 
+import decimal
 import json
 from collections.abc import Iterator
 from functools import partial
@@ -118,6 +119,25 @@ def test_insert_modify_remove_mirror_the_item_in_s3(
     assert len(limited) == 1
 
 
+def test_numbers_are_exported_with_every_digit_dynamodb_keeps(
+    exporters: dict[str, ServiceProcess], s3: Any
+) -> None:
+    """`1e400` was written to S3 as `Infinity`, which no JSON reader takes, and a
+    38-digit number (DynamoDB keeps them exactly) was rounded through a float."""
+    exact = "0.12345678901234567890123456789012345678"
+    new = {**SETTINGS_KEYS, "exact": {"N": exact}, "big": {"N": "9.9E+125"},
+           "tiny": {"N": "1E-130"}, "half": {"N": "0.5"}, "count": {"N": "12"},
+           "many": {"NS": [exact, "3"]}}
+    made = post(exporters["settings"], event("EcomIndexSettings", "INSERT", SETTINGS_KEYS, new))
+    assert made.status_code == 200, made.text
+    raw = s3.get_object(Bucket=BUCKET, Key=made.json()["result"]["key"])["Body"].read()
+    item = json.loads(raw, parse_float=decimal.Decimal,
+                      parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))["item"]
+    assert item["exact"] == decimal.Decimal(exact) and item["many"][0] == decimal.Decimal(exact)
+    assert item["big"] == decimal.Decimal("9.9E+125") and item["tiny"] == decimal.Decimal("1E-130")
+    assert item["half"] == decimal.Decimal("0.5") and item["count"] == 12
+
+
 def test_merchandising_keys_and_escaping(exporters: dict[str, ServiceProcess], s3: Any) -> None:
     svc = exporters["merchandising"]
     rule = {"pk": {"S": "RULE#123"}}
@@ -144,6 +164,12 @@ def test_merchandising_keys_and_escaping(exporters: dict[str, ServiceProcess], s
         (event("EcomIndexSettings", "INSERT", {}), "detail.keys"),
         (event("EcomIndexSettings", "INSERT", {"pk": "INDEX#a"}), "detail.keys.pk"),
         (event("EcomIndexSettings", "INSERT", {"pk": {"N": "abc"}}), "not a number"),
+        (event("EcomIndexSettings", "INSERT", {"pk": {"N": "1e400"}}),
+         "detail.keys.pk: '1e400' is not a number DynamoDB holds"),
+        (event("EcomIndexSettings", "INSERT", SETTINGS_KEYS, {"x": {"N": "1e-400"}}),
+         "detail.newImage.x: '1e-400' is not a number DynamoDB holds"),
+        (event("EcomIndexSettings", "INSERT", SETTINGS_KEYS, {"x": {"N": "1" * 39}}),
+         "at most 38 significant digits"),
         (event("EcomIndexSettings", "INSERT", {"pk": {"BOOL": True}}), "string, number"),
         (event("EcomIndexSettings", "INSERT", SETTINGS_KEYS, {"a": {"Q": "1"}}),
          "detail.newImage.a"),

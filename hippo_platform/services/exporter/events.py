@@ -147,13 +147,27 @@ def _expect(value: Any, kind: type, where: str, tag: str) -> Any:
     return value
 
 
-def _number(text: str, where: str) -> int | float:
+DIGITS = 38
+"""DynamoDB keeps numbers to 38 significant digits, with magnitudes from 1E-130 to
+below 1E+126: what a stream record can carry."""
+
+
+def _number(text: str, where: str) -> int | float | decimal.Decimal:
+    """The number as exactly as JSON can write it: an int, a float when the float is
+    the same number, else the Decimal itself (store.put writes its digits). `1e400` was
+    written to S3 as `Infinity`, which is no JSON, and 38-digit numbers were rounded."""
     try:
         number = decimal.Decimal(text)
     except decimal.InvalidOperation:
         raise BadRequest(f"{where}: {text!r} is not a number") from None
     if not number.is_finite():
         raise BadRequest(f"{where}: {text!r} is not a finite number")
+    significant = "".join(map(str, number.as_tuple().digits)).strip("0")  # (normalize()
+    magnitude = number.adjusted() if number else 0                     # rounds to 28)
+    if len(significant) > DIGITS or not -130 <= magnitude <= 125:
+        raise BadRequest(f"{where}: {text!r} is not a number DynamoDB holds (at most "
+                         f"{DIGITS} significant digits, magnitude 1E-130 to 9.9E+125)")
     if number == number.to_integral_value() and "e" not in text.lower() and "." not in text:
         return int(number)
-    return float(number)
+    as_float = float(number)
+    return as_float if decimal.Decimal(repr(as_float)) == number else number

@@ -9,7 +9,9 @@ missing bucket is a 503 pointing at provisioning, an unreachable moto a 502.
 
 from __future__ import annotations
 
+import decimal
 import json
+import secrets
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +29,25 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def exact_json(document: Any) -> str:
+    """JSON with each Decimal written as its own digits (json writes no Decimal, and a
+    float would round a 38-digit DynamoDB number): each goes in as a unique marker
+    string, and the quoted marker is replaced by the number's text."""
+    nonce = secrets.token_hex(8)
+    numbers: list[str] = []
+
+    def marker(value: Any) -> str:
+        if not isinstance(value, decimal.Decimal):
+            raise TypeError(f"{type(value).__name__} is not JSON")
+        numbers.append(str(value))  # `1.5E-10` and `12345.6789...` are JSON numbers both
+        return f"@{nonce}:{len(numbers) - 1}@"
+
+    text = json.dumps(document, sort_keys=True, ensure_ascii=False, default=marker)
+    for n, digits in enumerate(numbers):
+        text = text.replace(f'"@{nonce}:{n}@"', digits, 1)
+    return text
+
+
 class ExportStore:
     def __init__(self, bucket: str, s3: AwsClient) -> None:
         self.bucket = bucket
@@ -37,7 +58,7 @@ class ExportStore:
         self.count = 0
 
     def put(self, key: str, document: dict[str, Any]) -> int:
-        data = json.dumps(document, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        data = exact_json(document).encode("utf-8")
         self._call("PutObject", lambda: self.s3.put_object(self.bucket, key, data,
                                                            "application/json"))
         return len(data)
