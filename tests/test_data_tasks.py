@@ -99,6 +99,29 @@ def test_e2e_runs_a_user_suite_with_the_env_file_and_pytest_args(
     assert "1 failed, 2 passed" in everything.stdout
 
 
+def test_e2e_refuses_an_env_file_from_another_run(stack: Path, tmp_path: Path) -> None:
+    """`.env.e2e` from an earlier `up` (other ports, another prefix): the suite ran
+    against dead URLs (or whatever else listened there) without a word."""
+    env_file = stack / ".env.e2e"
+    kept = env_file.read_text()
+    try:
+        env_file.write_text(kept.replace("HIPPODROME_TABLE_PREFIX=", "HIPPODROME_TABLE_PREFIX=x"
+                                         ).replace("export HIPPODROME_DASHBOARD_URL=",
+                                                   "export HIPPODROME_DASHBOARD_URL=old"))
+        done = run_task(stack, "e2e", str(tmp_path))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "was written for another run of the stack: HIPPODROME_DASHBOARD_URL" in \
+            done.stderr and "Run `hd seed`" in done.stderr, done.stderr
+        assert "pytest" not in done.stdout
+    finally:
+        env_file.write_text(kept)
+    lonely = tmp_path / "lonely"  # no stack runs there at all
+    lonely.mkdir()
+    (lonely / ".env.e2e").write_text(kept)
+    done = run_task(lonely, "e2e", str(tmp_path))
+    assert done.returncode == 5 and "No Hippodrome daemon is running" in done.stderr, done.stderr
+
+
 def test_e2e_help_is_usage_not_a_path(tmp_path: Path) -> None:
     done = run_task(tmp_path, "e2e", "--help")
     assert done.returncode == 0 and "Usage: invoke e2e" in done.stdout

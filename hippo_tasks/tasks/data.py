@@ -15,12 +15,13 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from invoke.context import Context
 from invoke.tasks import task
 
 from hippo_contract.e2e_env import ENV_FILE, read_env_file
-from hippo_tasks.errors import UsageError
+from hippo_tasks.errors import DaemonNotRunningError, UsageError
 from hippo_tasks.tasks.context import random_seed, resolve_root
 from hippo_tasks.tasks.output import TaskExit, handles_errors
 
@@ -123,6 +124,7 @@ def e2e(c: Context, path: str, project_root: str = "") -> None:
         values = read_env_file(env_file)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    check_env_file_is_this_runs(root, env_file, values)
     command = [sys.executable, "-m", "pytest", path, *pytest_args(c)]
     print(f"hippodrome | {shlex.join(command)}  (with {len(values)} variables from {env_file})",
           flush=True)
@@ -133,6 +135,28 @@ def e2e(c: Context, path: str, project_root: str = "") -> None:
     code = subprocess.call(command, env=env)
     if code:
         raise TaskExit(code)
+
+
+def check_env_file_is_this_runs(root: Path, env_file: Path, values: dict[str, str]) -> None:
+    """`.env.e2e` names the stack it was seeded for (its dashboard, table prefix and
+    profile): a suite run with one from an earlier `up` (other ports, another prefix, or
+    no stack at all) tested dead URLs, or whatever else listened there, without a word."""
+    from hippo_tasks.registry.store import Registry, daemon_alive
+
+    data = Registry(root).read()
+    if not daemon_alive(data):
+        raise DaemonNotRunningError(str(root), f"{env_file.name} names a stack at "
+                                    f"{values.get('HIPPODROME_DASHBOARD_URL', '?')}")
+    daemon = data["daemon"]
+    running = {"HIPPODROME_DASHBOARD_URL": daemon.get("url"),
+               "HIPPODROME_TABLE_PREFIX": daemon.get("table_prefix"),
+               "HIPPODROME_PROFILE": daemon.get("profile")}
+    differ = [f"{name} {values.get(name)!r} (running: {now!r})" for name, now in running.items()
+              if now is not None and values.get(name) != now]
+    if differ:
+        raise UsageError(f"{env_file} was written for another run of the stack: "
+                         f"{'; '.join(differ)}. Run `hd seed` to write it for the stack "
+                         "that runs now (or `hd up` without --no-seed)")
 
 
 def pytest_args(c: Context, argv: Sequence[str] | None = None) -> list[str]:
