@@ -206,6 +206,9 @@ def test_missing_records_and_bad_shapes(stack: Stack) -> None:
 
 
 def test_rules_put_list_get_delete(stack: Stack) -> None:
+    for index in ("other", "empty"):  # the key's own, beside shop
+        requests.post(f"{stack.cell.base_url}/indexes/{index}", json={},
+                      headers={"x-api-key": stack.key}, timeout=10)
     rule = {"action": "pin", "documentId": "d1", "query": "Red Shoes"}
     first = stack.call("PUT", "/shop/merchandising/rules/r1", stack.key, json=rule)
     assert first.status_code == 201, first.text
@@ -276,7 +279,29 @@ def test_upload_errors(stack: Stack) -> None:
     assert both.status_code == 202, both.text
 
 
+def test_an_accounts_key_reaches_only_its_own_indexes(stack: Stack) -> None:
+    """Any account's key read and replaced another account's settings, and added a
+    bury rule to its index, while the same key's upload there was a 404."""
+    intruder = cell_account(stack.cell.base_url)  # an account that owns no index
+    before = stack.call("GET", "/shop/settings", stack.key)
+    for method, path, body in [("GET", "/shop/settings", None),
+                               ("PUT", "/shop/settings", {"settings": {"owned": "by me"}}),
+                               ("GET", "/shop/merchandising/rules", None),
+                               ("PUT", "/shop/merchandising/rules/evil",
+                                {"action": "bury", "documentId": "d1"}),
+                               ("DELETE", "/shop/merchandising/rules/evil", None),
+                               ("PUT", "/nowhere/settings", {"settings": {}})]:
+        answer = stack.call(method, path, intruder, json=body)
+        assert answer.status_code == 404, (method, path, answer.text)
+    assert stack.call("GET", "/shop/settings", stack.key).json() == before.json()
+    assert stack.call("GET", "/shop/merchandising/rules/evil", stack.key).status_code == 404
+
+
 def test_fifty_concurrent_clients_on_the_settings_route(stack: Stack) -> None:
+    for n in range(5):  # the key's own indexes
+        requests.post(f"{stack.cell.base_url}/indexes/load{n}", json={},
+                      headers={"x-api-key": stack.key}, timeout=10)
+
     def client(n: int) -> list[int]:
         statuses = []
         with requests.Session() as session:

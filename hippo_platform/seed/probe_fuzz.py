@@ -296,12 +296,12 @@ class FuzzMachine(RuleBasedStateMachine):
         """Nothing to check between steps; present so an all-skipped run still runs."""
 
     def teardown(self) -> None:
-        for name in {*self.indexes, *self.strays} - (set(self.gone) - self.uncertain):
-            self.run.target.drop_index(name)
-        for name, rule_id in self.pins:
+        for name, rule_id in self.pins:  # first: a key reaches only indexes that exist
             self.run.target.at("admin_server", "DELETE",
                                f"/api/v1/indexes/{seg(name)}/merchandising/rules/{rule_id}",
                                headers={"Authorization": f"Bearer {self.run.target.key}"})
+        for name in {*self.indexes, *self.strays} - (set(self.gone) - self.uncertain):
+            self.run.target.drop_index(name)
 
 
 def run_fuzz(target: Target, *, examples: int, steps: int, budget: Budget, seed: int,
