@@ -127,6 +127,8 @@ def exports(stack: Stack, port: int) -> list[dict[str, Any]]:
 
 def test_settings_change_reaches_the_exporter_and_s3(ecom: Stack) -> None:
     _, key = ecom.tenant("flow-settings")
+    assert ecom.call("POST", 9002, "/api/v2/indexes", {"indexName": "coats", "settings": {}},
+                     {"x-api-key": key})[0] == 201  # a key reaches its own indexes only
     began = time.monotonic()
     code, _ = ecom.call("PUT", 9004, "/api/v1/indexes/coats/settings",
                         {"settings": {"typoTolerance": False}},
@@ -148,6 +150,8 @@ def test_settings_change_reaches_the_exporter_and_s3(ecom: Stack) -> None:
 
 def test_merchandising_rule_reaches_its_exporter(ecom: Stack) -> None:
     _, key = ecom.tenant("flow-merch")
+    assert ecom.call("POST", 9002, "/api/v2/indexes", {"indexName": "coats", "settings": {}},
+                     {"x-api-key": key})[0] == 201  # a key reaches its own indexes only
     code, _ = ecom.call("PUT", 9004, "/api/v1/indexes/coats/merchandising/rules/r1",
                         {"action": "pin", "documentId": "c1", "query": "coat"},
                         {"Authorization": f"Bearer {key}"})

@@ -274,8 +274,7 @@ class Engine:
                           "registry.json.corrupt-<time>): wrote it again for this stack")
                 self.registry.warnings.clear()
         if self.registry.root.is_dir():
-            with contextlib.suppress(OSError, ValueError):  # a damaged file: the next tick
-                self.tunnels.check(self.registry, self.note)
+            self.tunnels.check(self.registry, self.note)
         if self.registry.root.is_dir():  # not while the project itself is gone or moving
             try:
                 if self.runs.reopen_if_gone():

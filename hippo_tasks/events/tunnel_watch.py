@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import Registry, is_same_process
 
 TUNNEL = "tunnel"
@@ -32,8 +33,12 @@ class TunnelWatch:
     def check(self, registry: Registry, note: Callable[[str], None]) -> None:
         key = registry.file_key()
         if key != self._key:
+            try:
+                data = registry.read()
+            except (OSError, HippoError):  # out of descriptors, a folder gone: next tick
+                return
             self._key = key
-            self._entries = [e for e in registry.read().get("resources") or []
+            self._entries = [e for e in data.get("resources") or []
                              if isinstance(e, dict) and e.get("kind") == TUNNEL]
         for entry in self._entries:
             who = (entry.get("pid"), entry.get("create_time"))
