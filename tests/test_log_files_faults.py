@@ -124,6 +124,29 @@ def test_a_log_still_failing_stays_a_problem_while_others_write(tmp_path: Path) 
         runs.close()
 
 
+@pytest.mark.parametrize("intruder", ["fifo", "link", "folder"])
+def test_something_else_at_a_logs_name_is_said_as_documented(tmp_path: Path,
+                                                             intruder: str) -> None:
+    """A pipe said "No such device or address", a link "Too many levels of symbolic
+    links": never the documented sentence. The file made afterwards began with an
+    empty line."""
+    runs = RunFiles(tmp_path / ".logs", keep=3)
+    path = runs.path("y")
+    try:
+        {"fifo": lambda: os.mkfifo(path), "link": lambda: path.symlink_to(tmp_path / "x"),
+         "folder": path.mkdir}[intruder]()
+        runs.write_chunk(*_chunk("y", b"lost"))
+        assert runs.trouble is not None
+        assert runs.trouble.error == ("not a regular file (something else was put where "
+                                      "this log file belongs)")
+        path.rmdir() if intruder == "folder" else path.unlink()
+        runs.write_chunk(*_chunk("y", b"back"))
+        assert path.read_bytes().startswith(b"--- hippodrome: 1 lines were not written here "
+                                            b"(not a regular file"), path.read_bytes()[:80]
+    finally:
+        runs.close()
+
+
 def test_logs_deleted_under_a_running_stack_come_back(project: Path) -> None:
     (dash,) = free_ports(1)
     write_stack(project, stack_header(dash)

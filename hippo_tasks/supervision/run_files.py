@@ -5,6 +5,7 @@ old runs, and what a disk that refuses writes does to them (logs.py's sink for f
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
@@ -44,6 +45,9 @@ def _remove_tree(folder: Path) -> None:
             else:
                 os.rmdir(path)
     os.rmdir(folder)
+
+
+NOT_REGULAR = "not a regular file (something else was put where this log file belongs)"
 
 
 class RunFiles:
@@ -149,10 +153,16 @@ class RunFiles:
         writes land outside the project, or frozen the daemon's loop in open()."""
         fd = self._files.get(service)
         if fd is None:
-            fd = open_regular_for_append(self.path(service), "not a regular file (something "
-                                         "else was put where this log file belongs)",
-                                         follow_links=False)
+            try:
+                fd = open_regular_for_append(self.path(service), NOT_REGULAR,
+                                             follow_links=False)
+            except OSError as exc:  # a link (ELOOP), a pipe (ENXIO), a folder (EISDIR):
+                if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # the errno's
+                    raise OSError(errno.EINVAL, NOT_REGULAR) from None  # words led nowhere
+                raise
             self._files[service] = fd
+            if os.fstat(fd).st_size == 0:  # a new file: no half line of ours to end first
+                self._mid_line.discard(service)
         return fd
 
     def write_chunk(self, raw: bytes, chunk: LogChunk) -> None:
