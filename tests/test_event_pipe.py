@@ -259,6 +259,35 @@ def test_a_failing_webhook_is_retried_and_a_rejecting_one_skipped_out_loud(
             assert "answered 400" in stats["lastError"]["error"]
 
 
+def test_a_table_made_again_under_a_running_pipe_is_followed(
+    moto_server_url: str, tmp_path: Path
+) -> None:
+    """The troubleshooting guide's fix for a missing table (`hd restart --service
+    aws_provision`) makes it again with a new stream: the pipe read the old one for good,
+    every later change was lost, and its /stats, health and `hd probes` were all green."""
+    prefix = "pipe-remade-"
+    make_tables(moto_server_url, prefix)
+    ddb = client("dynamodb", moto_server_url)
+    table = prefix + "MerchandisingTable"
+    with ServiceStarter(tmp_path) as start, receiver(tmp_path) as hook:
+        pipe = start_pipe(start, moto_server_url, prefix, hook, tmp_path / "state")
+        ddb.put_item(TableName=table, Item={"pk": {"S": "RULE#before"}, "sk": {"S": "R"}})
+        hook.wait_posts(1)
+        ddb.delete_table(TableName=table)
+        ddb.create_table(  # the same definition, as provisioning makes it
+            TableName=table, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                       {"AttributeName": "sk", "KeyType": "RANGE"}],
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+        ddb.put_item(TableName=table, Item={"pk": {"S": "RULE#after"}, "sk": {"S": "R"}})
+        posts = hook.wait_posts(2, timeout=30)
+        assert [p["body"]["detail"]["keys"]["pk"]["S"] for p in posts] == [
+            "RULE#before", "RULE#after"]
+        assert "its stream changed (table re-created or moto restarted)" in pipe.output()
+
+
 def test_not_ready_until_the_streams_exist_and_no_endpoint_is_refused(
     moto_server_url: str, tmp_path: Path
 ) -> None:

@@ -48,6 +48,7 @@ class Timing(NamedTuple):
     idle: float = 0.5
     idle_after: float = 30.0
     fresh_stream: float = 60.0  # a stream younger than this at start-up is read from its start
+    stream_check: float = 5.0  # with nothing read, this often: does the table have a new one?
 
 
 class Cursor:
@@ -89,6 +90,7 @@ class Follower:
         self.followed: set[str] = set()  # every shard of the current stream we have read
         self.resume: dict[str, str] = {}  # last relayed seq per shard, kept when lost
         self.last_activity = time.monotonic()
+        self._stream_checked = time.monotonic()
         self.thread = threading.Thread(target=self.run, name=f"follow-{source.table}",
                                        daemon=True)
 
@@ -103,6 +105,8 @@ class Follower:
                 if not self.cursors:
                     self.position()
                 got = self.poll_once()
+                if not got:
+                    self.check_stream()
             except Exception as exc:
                 text = self.describe_failure(exc)
                 self.stats.error(self.source.table, text)
@@ -149,6 +153,21 @@ class Follower:
         self.cursors.clear()
 
     # -- where to read --------------------------------------------------------------
+
+    def check_stream(self) -> None:
+        """A table deleted and made again (`hd restart --service aws_provision`, the
+        troubleshooting guide's own fix) has a new stream, while the old one's iterators
+        go on answering nothing: the pipe read a dead stream for good, and every change
+        after it was lost with all health checks green. While nothing comes, the table
+        is asked now and then which stream it has; a new one is followed from its start."""
+        now = time.monotonic()
+        if now - self._stream_checked < self.timing.stream_check or self.stream_arn is None:
+            return
+        self._stream_checked = now
+        answer = self.aws.call("dynamodb", "DescribeTable", {"TableName": self.source.table})
+        arn = answer["Table"].get("LatestStreamArn")
+        if arn and arn != self.stream_arn:
+            self.forget_position()  # position() finds the new stream and reads it whole
 
     def position(self) -> None:
         answer = self.aws.call("dynamodb", "DescribeTable", {"TableName": self.source.table})
