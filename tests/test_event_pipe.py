@@ -259,6 +259,29 @@ def test_a_failing_webhook_is_retried_and_a_rejecting_one_skipped_out_loud(
             assert "answered 400" in stats["lastError"]["error"]
 
 
+def test_a_webhook_target_down_for_long_is_waited_for_not_skipped(
+    moto_server_url: str, tmp_path: Path
+) -> None:
+    """The exporter stopped for more than ~6 s: the webhook's 503s outlasted six tries,
+    the change was skipped and lost for good, and the export kept its old value. A 503
+    (the route's service is down) is now tried as long as an API destination would."""
+    prefix = "pipe-patient-"
+    make_tables(moto_server_url, prefix)
+    ddb = client("dynamodb", moto_server_url)
+    table = prefix + "MerchandisingTable"
+    with ServiceStarter(tmp_path) as start, receiver(tmp_path, "--fail-first", "7") as down:
+        pipe = start_pipe(start, moto_server_url, prefix, down, tmp_path / "state",
+                          "--fresh-stream-seconds", "600")
+        ddb.put_item(TableName=table, Item={"pk": {"S": "RULE#late"}, "sk": {"S": "R"}})
+        posts = down.wait_posts(8, timeout=60)  # 7 refused, about 11 s of waits, then in
+        assert {p["body"]["detail"]["keys"]["pk"]["S"] for p in posts} == {"RULE#late"}
+        wait_for(lambda: "(attempt 8)" in pipe.output(), what="the relayed line")
+        assert "SKIPPED" not in pipe.output()
+        row = next(t for t in requests.get(f"{pipe.base_url}/stats", timeout=5).json()["tables"]
+                   if t["table"] == table)
+        assert row["relayed"] == 1 and row["skipped"] == 0, row
+
+
 def test_a_table_made_again_under_a_running_pipe_is_followed(
     moto_server_url: str, tmp_path: Path
 ) -> None:

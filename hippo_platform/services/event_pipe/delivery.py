@@ -26,9 +26,12 @@ RETRY_STATUSES = frozenset({408, 429})
 
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, patient: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.patient = patient
+        """Worth retrying for as long as an API destination would (WEBHOOK_BACKOFF): the
+        receiver is down or its route's service is, not broken."""
 
 
 class Backoff(NamedTuple):
@@ -45,6 +48,13 @@ class Backoff(NamedTuple):
             delay = min(delay * 2, self.cap)
 
 
+WEBHOOK_BACKOFF = Backoff(attempts=185, first=0.2, cap=5.0)
+"""About 15 minutes, as an EventBridge API destination retries (185 attempts): the webhook
+answers 503 while the route's service is down (stopped, restarting, backing off after a
+crash), and after the six tries of AWS calls (~6 s) the change was skipped and lost for
+good, however soon the exporter came back. Changes after it wait behind it, in order."""
+
+
 class Outcome(NamedTuple):
     destination: str
     ok: bool
@@ -53,10 +63,11 @@ class Outcome(NamedTuple):
 
 
 def attempt(
-    destination: str, send: Callable[[], str], backoff: Backoff, stop: threading.Event
+    destination: str, send: Callable[[], str], backoff: Backoff, stop: threading.Event,
+    patient: Backoff | None = None,
 ) -> Outcome:
-    """Run `send` until it succeeds, fails for good, runs out of attempts, or we stop."""
-    delays = backoff.delays()
+    """Run `send` until it succeeds, fails for good, runs out of attempts, or we stop;
+    an error that says the receiver is only away (`patient`) is tried for longer."""
     tries = 0
     while True:
         tries += 1
@@ -67,11 +78,11 @@ def attempt(
         except DeliveryError as exc:
             if not exc.retryable:
                 return Outcome(destination, False, str(exc), tries)
-            delay = next(delays, None)
-            if delay is None:
+            plan = patient if exc.patient and patient is not None else backoff
+            if tries >= plan.attempts:
                 return Outcome(destination, False, f"{exc} (gave up after {tries} attempts)",
                                tries)
-            if stop.wait(delay):
+            if stop.wait(min(plan.first * 2 ** (tries - 1), plan.cap)):
                 return Outcome(destination, False, f"{exc} (stopping)", tries)
 
 
@@ -120,7 +131,8 @@ class Webhook:
         try:
             answer = self.client.request("POST", "", body=event, headers=self.headers)
         except HttpError as exc:  # unreachable, or an answer that is not JSON
-            raise DeliveryError(f"webhook {self.url}: {exc.message}", retryable=True) from None
+            raise DeliveryError(f"webhook {self.url}: {exc.message}", retryable=True,
+                                patient=True) from None  # the daemon restarting, say
         ms = (time.perf_counter() - started) * 1000
         body = answer.body if isinstance(answer.body, dict) else {}
         if answer.ok:
@@ -131,4 +143,4 @@ class Webhook:
         if answer.status == 401:
             text += " (is HIPPODROME_WEBHOOK_TOKEN the daemon's token?)"
         retryable = answer.status >= 500 or answer.status in RETRY_STATUSES
-        raise DeliveryError(text, retryable=retryable)
+        raise DeliveryError(text, retryable=retryable, patient=answer.status == 503)

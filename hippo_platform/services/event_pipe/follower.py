@@ -34,7 +34,14 @@ from typing import Any, NamedTuple
 
 from hippo_platform.services.common.aws_lite import AwsClient, AwsError
 from hippo_platform.services.common.log import log_error, log_line
-from hippo_platform.services.event_pipe.delivery import Backoff, Bus, Outcome, Webhook, attempt
+from hippo_platform.services.event_pipe.delivery import (
+    WEBHOOK_BACKOFF,
+    Backoff,
+    Bus,
+    Outcome,
+    Webhook,
+    attempt,
+)
 from hippo_platform.services.event_pipe.records import Source, epoch_seconds, key_text, to_event
 from hippo_platform.services.event_pipe.stats import Checkpoints, PipeStats, now_iso
 
@@ -75,6 +82,7 @@ class Follower:
         *,
         timing: Timing | None = None,
         delivery_backoff: Backoff | None = None,
+        webhook_backoff: Backoff | None = None,
     ) -> None:
         self.source = source
         self.aws = aws
@@ -83,6 +91,7 @@ class Follower:
         self.checkpoints = checkpoints
         self.timing = timing or Timing()
         self.delivery_backoff = delivery_backoff or Backoff()
+        self.webhook_backoff = webhook_backoff or WEBHOOK_BACKOFF
         self.stop = threading.Event()
         self.stream_arn: str | None = None
         self.cursors: dict[str, Cursor] = {}
@@ -308,7 +317,7 @@ class Follower:
         if self.webhook is not None:  # first: it is what the exporters wait on
             hook = self.webhook
             outcomes.append(attempt("webhook", lambda: hook.post(event),
-                                    self.delivery_backoff, self.stop))
+                                    self.delivery_backoff, self.stop, self.webhook_backoff))
         if self.bus is not None:
             bus = self.bus
             outcomes.append(attempt("bus", lambda: bus.put(event, self.source.bus),
