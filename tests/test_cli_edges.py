@@ -72,6 +72,20 @@ def test_a_port_offset_in_other_digits_is_refused(project: Path, value: str) -> 
     assert not (project / ".hippodrome" / "daemon.log").exists()
 
 
+@pytest.mark.parametrize("prefix", ["has space-", "\u00fcn\u00ef-", "x" * 41, "a.b-"])
+def test_a_table_prefix_aws_refuses_is_refused_first(project: Path, prefix: str) -> None:
+    """It passed pre-flight; services started, and `up` failed seconds later inside one
+    of them, naming a queue (`CreateQueue ... InvalidParameterValue`), not the flag."""
+    (port,) = free_ports(1)
+    write_stack(project, stack_header(port) + "\n")
+    up = hd(project, "up", "--detach", "--table-prefix", prefix, timeout=60)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert f"--table-prefix '{prefix}' cannot name AWS resources: use ASCII letters, " \
+           "digits, '-' and '_', at most 40 characters" in up.stderr, up.stderr
+    assert_clean(up)
+    assert not (project / ".hippodrome" / "daemon.log").exists()
+
+
 def test_misspelt_bundled_service_suggests_the_right_name(project: Path) -> None:
     write_stack(project, "[services.controler]\nport = 9102\n")
     res = hd(project, "up", "--detach", timeout=60)

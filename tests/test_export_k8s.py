@@ -330,14 +330,14 @@ def test_stack_layout_passes_every_dollar_through_kubernetes_expansion(
     """The stack layout's args (`hd up ... --table-prefix T`) and env values (a cell's
     URL) are expanded by Kubernetes just the same."""
     monkeypatch.setenv("HIPPODROME_CELL_URL_STAGING", "https://cell.example/$$(x)$")
-    opts = build_options(root=root, profile="core", cell="staging", table_prefix="t$$(p)-",
-                         only="", offset=0)
+    opts = build_options(root=root, profile="core", cell="staging", table_prefix="t-",
+                         only="", offset=0)  # (a prefix holds no `$`: AWS names refuse it)
     made = build(Request(opts, "stack", "ns", "hippodrome:latest"), [].append)
     validate_all(made.text)
     hd = next(d for d in documents(made.text) if d["kind"] == "Deployment")
     container = hd["spec"]["template"]["spec"]["containers"][0]
     args = [k8s_expand(a, {}) for a in container["args"]]
-    assert args[args.index("--table-prefix") + 1] == "t$$(p)-"
+    assert args[args.index("--table-prefix") + 1] == "t-"
     cell_url = env_of(container)["HIPPODROME_CELL_URL_STAGING"]
     assert k8s_expand(cell_url, {}) == "https://cell.example/$$(x)$"
 

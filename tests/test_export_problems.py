@@ -246,7 +246,7 @@ def test_a_non_utf8_argument_is_named_in_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert "--table-prefix 'dev-\\xff-' is not UTF-8 text" in done.stderr
+    assert "--table-prefix 'dev-\\xff-' cannot name AWS resources" in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
 
 

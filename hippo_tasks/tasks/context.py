@@ -59,6 +59,26 @@ def random_seed(flag: int | None = None) -> int:
         raise UsageError(f"HIPPODROME_RANDOM_SEED must be an integer, got {raw!r}") from None
 
 
+TABLE_PREFIX_MAX = 40
+"""The longest name made from it must stay within AWS's limits: `{P}EventPipesRole` (IAM,
+64), `{P}IndexForkStateMachine` and `{P}IndexForkQueue` (Step Functions, SQS: 80)."""
+
+
+def check_table_prefix(prefix: str, made: bool = False) -> str:
+    """A prefix every AWS name made from it takes (SQS allows the fewest characters):
+    one with a space, other scripts or 300 letters passed, and `up` failed seconds later
+    inside a service, naming a queue and not the flag."""
+    if len(prefix) <= TABLE_PREFIX_MAX and all(
+            c.isascii() and (c.isalnum() or c in "-_") for c in prefix):
+        return prefix
+    shown = prefix.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    what = (f"the table prefix made from the git branch, '{shown}'," if made
+            else f"--table-prefix '{shown}'")
+    raise UsageError(f"{what} cannot name AWS resources: use ASCII letters, digits, '-' "
+                     f"and '_', at most {TABLE_PREFIX_MAX} characters (e.g. --table-prefix "
+                     "dev-feature-x-)")
+
+
 def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, only: str,
                   offset: int | str | None, skip: tuple[str, ...] = (),
                   record: bool = True) -> Options:
@@ -73,7 +93,8 @@ def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, onl
         project_root=root,
         profile=profile,
         cell=cell,
-        table_prefix=table_prefix or default_table_prefix(root),
+        table_prefix=check_table_prefix(table_prefix) if table_prefix else
+        check_table_prefix(default_table_prefix(root), made=True),
         only=names,
         skip=skip,
         port_offset=port_offset(offset),
