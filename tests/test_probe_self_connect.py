@@ -17,13 +17,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 PROBE = """
-import asyncio, sys
+import asyncio, socket, sys
 sys.path.insert(0, sys.argv[2])
 from hippo_tasks.supervision import probes
 port = int(sys.argv[1])
 opened = [probes.connect_now("127.0.0.1", port) for _ in range(60)]
 tcp = [asyncio.run(probes.tcp_ok(port, 1.0)) for _ in range(60)]
-print(sum(o is not None for o in opened), sum(tcp))
+service = socket.socket()  # as a service binds, without SO_REUSEADDR
+try:
+    service.bind(("127.0.0.1", port))
+    bound = 1
+except OSError:
+    bound = 0
+print(sum(o is not None for o in opened), sum(tcp), bound)
 """
 
 needs = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare")
@@ -40,5 +46,8 @@ def test_a_probe_never_counts_a_connection_to_itself() -> None:
     out = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    opened, ready = (int(x) for x in out.stdout.split())
+    opened, ready, bound = (int(x) for x in out.stdout.split())
     assert (opened, ready) == (0, 0), f"{opened} probes met themselves, {ready} said ready"
+    # and left nothing on the port: a self-connection closed the usual way stood a
+    # minute in TIME_WAIT there, and the service's own bind failed meanwhile
+    assert bound == 1, "the service could not bind its port after the probes"

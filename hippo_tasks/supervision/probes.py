@@ -10,6 +10,7 @@ import asyncio
 import errno
 import select
 import socket
+import struct
 
 from hippo_tasks.model.plan import HOST
 from hippo_tasks.model.spec import Readiness
@@ -54,11 +55,22 @@ def to_itself(sock: socket.socket) -> bool:
     """Connected to itself: with nothing listening on a port in the range the kernel
     gives outgoing connections (32768-60999), a probe's socket can be given that very
     port as its own end and "connect" to itself, so a service was ready before it
-    listened and its dependants started too soon."""
+    listened and its dependants started too soon.
+
+    Such a socket is set to end with a reset: closed the usual way it stood a minute in
+    TIME_WAIT on the service's own port, whose bind then failed (`Address already in
+    use`) on every start meanwhile, and the next `up` was refused."""
     try:
-        return bool(sock.getsockname() == sock.getpeername())
+        if sock.getsockname() != sock.getpeername():
+            return False
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+        return True
     except OSError:
         return False
+
+
+RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+"""SO_LINGER on, zero seconds: close() sends RST and leaves no TIME_WAIT."""
 
 
 def _writable_now(sock: socket.socket) -> bool:
