@@ -676,3 +676,44 @@ def test_a_project_moved_under_its_running_stack_says_so_and_still_comes_down(
         from hippo_tasks.registry.store import Registry
         if (moved / ".hippodrome" / "registry.json").exists():
             force_down(Registry(moved))
+
+
+def test_a_stopped_daemon_takes_in_a_job_and_a_line_that_came_in_time(project: Path) -> None:
+    """The daemon SIGSTOPped across start_timeout: a job that exited 0 in time and a
+    service whose ready line came in time failed on waking (`did not finish within
+    start_timeout`, its exit code 0 beside it), while a tcp service was looked at once
+    more. A wait begun after its deadline had passed gave the loop no turn to read."""
+    dash, port = free_ports(2)
+    job = 'import time; time.sleep(0.5); print(\\"job done\\", flush=True)'
+    line = 'import time; time.sleep(0.5); print(\\"READY now\\", flush=True); time.sleep(600)'
+    write_stack(project, stack_header(dash)
+                + f'[services.j]\nkind = "job"\ncommand = ["{PY}", "-c", "{job}"]\n'
+                  'start_timeout = 1.5\nblocking = false\n'
+                + f'[services.l]\ncommand = ["{PY}", "-c", "{line}"]\nstart_timeout = 1.5\n'
+                  'readiness = { log = "READY" }\nblocking = false\n'
+                + toy_service("t", port, "--delay", "0.5", readiness={"tcp": True},
+                              start_timeout=1.5, blocking=False))
+    up = subprocess.Popen([*HD_CLI, "up", "--detach", "--project-root", str(project)],
+                          cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env={**os.environ, "NO_COLOR": "1"})
+    pid = 0
+    try:
+        pid = wait_for(lambda: (registry(project).get("daemon") or {}).get("pid")
+                       if (project / ".hippodrome" / "registry.json").exists() else None,
+                       10, 0.01, "the daemon in the registry")
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGSTOP)  # all three are ready at about 0.5 s meanwhile
+        time.sleep(2.5)               # past their 1.5 s start_timeout
+        os.kill(pid, signal.SIGCONT)
+        out = up.communicate(timeout=60)[0].decode()
+        assert up.returncode == 0, out
+        rows = registry(project)["services"]
+        states = {n: rows[n]["state"] for n in ("j", "l", "t")}
+        assert states == {"j": "stopped", "l": "running", "t": "running"}, (states, out)
+    finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        if up.poll() is None:
+            up.kill()
+        hd(project, "down")

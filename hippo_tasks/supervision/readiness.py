@@ -21,6 +21,11 @@ from hippo_tasks.supervision.process import Child
 
 Outcome = Literal["ready", "exited", "timeout", "unhealthy"]
 
+LAST_LOOK_S = 0.1
+"""Past start_timeout, what had already happened is still taken in: a daemon itself
+paused across the deadline (SIGSTOP, a debugger, heavy swap) failed a job that had
+exited 0 and a service whose ready line had come in time, their news still waiting
+behind the deadline's timer when the daemon woke."""
 GRID_S = 0.005
 """Readiness probes wake on a shared 5 ms grid, so the services starting together are
 probed in one turn of the loop (one wake-up of the daemon), not one each."""
@@ -32,11 +37,12 @@ async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
     spec = planned.spec
     readiness = spec.readiness
     if spec.kind == "job":  # held to start_timeout too: a hung job must not hold `up`
-        try:
-            code = await asyncio.wait_for(asyncio.shield(child.exited), spec.start_timeout)
-        except TimeoutError:
+        await asyncio.wait({child.exited}, timeout=spec.start_timeout)
+        if not child.exited.done():  # one more look, as for the probes below
+            await asyncio.wait({child.exited}, timeout=LAST_LOOK_S)
+        if not child.exited.done():
             return "timeout"
-        return "ready" if code == 0 else "exited"
+        return "ready" if child.exited.result() == 0 else "exited"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + spec.start_timeout
     if readiness.kind == "log":
@@ -109,6 +115,9 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
         waits: set[asyncio.Future[Any]] = {matched, child.exited}
         done, _ = await asyncio.wait(waits, timeout=max(0.0, deadline - loop.time()),
                                      return_when=asyncio.FIRST_COMPLETED)
+        if not done:  # one more look, as for the probes
+            done, _ = await asyncio.wait(waits, timeout=LAST_LOOK_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
     finally:
         hub.watch(name, None)
     if matched in done:
