@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -144,5 +145,31 @@ def test_a_crash_cascade_leaves_alone_a_dependant_whose_other_dependency_is_stop
         settle(project)
         assert registry(project)["services"]["top"]["state"] == "running"
         assert pid(project, "top") == before
+    finally:
+        hd(project, "down", check=True)
+
+
+def test_a_crash_cascade_waits_for_a_dependency_another_command_is_restarting(
+        project: Path) -> None:
+    """a (restart_cascades) <- b <- c: a killed, and `hd restart -s b` from another
+    terminal just after. The cascade left c out ("its dependency 'b' is pending: `hd
+    start --service b`", a service already starting), and c ran on against a's lost
+    state. It waits for b now, then restarts c."""
+    dash, a, b, c = free_ports(4)
+    write_stack(project, stack_header(dash)
+                + toy_service("a", a, "--delay", "0.5", restart_cascades=True)
+                + toy_service("b", b, "--delay", "0.3", depends_on=["a"])
+                + toy_service("c", c, depends_on=["b"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        before = pid(project, "c")
+        os.kill(pid(project, "a"), signal.SIGKILL)
+        time.sleep(0.1)
+        hd(project, "restart", "-s", "b", timeout=60)
+        wait_for(lambda: pid(project, "c") not in (0, before), 30, what="c restarted")
+        settle(project)
+        log = (project / ".logs" / "latest" / "c.log").read_text()
+        assert "not restarted with the cascade" not in log, log
+        assert registry(project)["services"]["c"]["state"] == "running"
     finally:
         hd(project, "down", check=True)

@@ -289,7 +289,9 @@ class StackSupervisor:
                 break
             if why != "cascade" and not svc.ready:
                 continue  # on its way up already (a whole-stack restart): it finds the new one
-            blocked = [d for d in svc.planned.depends_on if not self.services[d].ready]
+            blocked = await self._not_ready_after_starts(svc.planned.depends_on)
+            if self.final:
+                break
             if blocked:
                 # Stopped, it could not start again: a running dependant was left stopped
                 # by a cascade (a crash of moto, even) because another of its
@@ -307,6 +309,17 @@ class StackSupervisor:
             if not settled[dep].ready:
                 break
         return settled
+
+    async def _not_ready_after_starts(self, names: Iterable[str]) -> list[str]:
+        """Those of `names` not ready, once any of them on its way up has got there or
+        failed: a dependency another terminal was restarting (`hd restart -s b` just as
+        a crashed moto came back) had its dependant left out of the cascade, with advice
+        to start a service already starting."""
+        while True:
+            blocked = [n for n in names if not self.services[n].ready]
+            if self.final or not any(self.services[n].starting_soon for n in blocked):
+                return blocked
+            await self.wait_change()
 
     # ---- hot reload ---------------------------------------------------------------
     def start_watchers(self) -> None:
