@@ -120,6 +120,21 @@ class DaemonNotRunningError(HippoError):
         return text + ". Start the stack with `hd up`."
 
 
+class DaemonEndedError(DaemonNotRunningError):
+    """The daemon went away while a command waited for its answer: exit 5 as no daemon,
+    not 6, whose words (`If it is hung, ...`) sent one looking for a hung process."""
+
+    def __init__(self, pid: int, reason: str) -> None:
+        self.pid = pid
+        self.reason = reason
+
+    def message(self) -> str:
+        return (f"The Hippodrome daemon (pid {self.pid}) ended while this command waited for "
+                f"it ({self.reason}): it was killed or crashed (its last words are in "
+                ".hippodrome/daemon.log). `hd status` says what is left; `hd up` starts the "
+                "stack again.")
+
+
 class DaemonUnreachableError(HippoError):
     def __init__(self, url: str, pid: int, reason: str) -> None:
         self.url = url

@@ -717,3 +717,25 @@ def test_a_stopped_daemon_takes_in_a_job_and_a_line_that_came_in_time(project: P
         if up.poll() is None:
             up.kill()
         hd(project, "down")
+
+
+def test_a_daemon_killed_while_a_command_waits_is_said_gone_not_hung(project: Path) -> None:
+    """`hd restart -s a` waiting, the daemon killed -9: exit 6, "does not answer ... If it
+    is hung", where the daemon was gone (`hd status` right after: exit 5)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("a", port, "--delay", "1.5"))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    daemon = registry(project)["daemon"]["pid"]
+    try:
+        restart = subprocess.Popen([*HD_CLI, "restart", "-s", "a", "--project-root",
+                                    str(project)], cwd=project, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "NO_COLOR": "1"})
+        time.sleep(0.6)  # the restart waits for a, 1.5 s from listening
+        os.kill(daemon, signal.SIGKILL)
+        out, err = restart.communicate(timeout=30)
+        assert restart.returncode == 5, out + err
+        assert f"The Hippodrome daemon (pid {daemon}) ended while this command waited" in err
+        assert "If it is hung" not in err
+    finally:
+        hd(project, "down", "--force")

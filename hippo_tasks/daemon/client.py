@@ -15,6 +15,7 @@ from hippo_contract.http_client import BadAnswer
 from hippo_contract.webhook import TOKEN_HEADER, WEBHOOK_PATH
 from hippo_tasks.daemon.client_http import exchange
 from hippo_tasks.errors import (
+    DaemonEndedError,
     DaemonNotRunningError,
     DaemonUnreachableError,
     HippoError,
@@ -34,6 +35,7 @@ class DaemonClient:
         self.url = url.rstrip("/")
         self.pid = pid
         self.stack_file = stack_file
+        self._ticks = start_ticks(pid)
 
     @classmethod
     def for_project(cls, root: Path) -> DaemonClient:
@@ -74,8 +76,22 @@ class DaemonClient:
         try:
             return exchange(self.url, method, path, data, headers, timeout)
         except (OSError, BadAnswer) as exc:  # refused, reset, timed out, or not HTTP
-            raise DaemonUnreachableError(self.url, self.pid, str(exc) or
-                                         type(exc).__name__) from None
+            reason = str(exc) or type(exc).__name__
+            if self._ended():
+                raise DaemonEndedError(self.pid, reason) from None
+            raise DaemonUnreachableError(self.url, self.pid, reason) from None
+
+    def _ended(self, within: float = 0.5) -> bool:
+        """The daemon this client found has gone. A killed process closes its sockets
+        before the kernel makes it a zombie, so its end is looked for a moment."""
+        if self._ticks is None:
+            return False
+        deadline = time.monotonic() + within
+        while start_ticks(self.pid) == self._ticks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _no_such_service(self, name: str) -> UnknownServiceError:
         try:
