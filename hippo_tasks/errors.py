@@ -125,6 +125,7 @@ class DaemonEndedError(DaemonNotRunningError):
     not 6, whose words (`If it is hung, ...`) sent one looking for a hung process."""
 
     def __init__(self, pid: int, reason: str) -> None:
+        super().__init__("", "")
         self.pid = pid
         self.reason = reason
 

@@ -148,7 +148,7 @@ async def settled(agent: Agent, quiet_s: float = 2.0, limit_s: float = 60.0) -> 
     deadline, size, since = loop.time() + limit_s, -1, loop.time()
     while loop.time() < deadline:
         listing = (await agent.ok("events_recordings"))["recordings"]
-        now = next(r for r in listing if r.get("current"))["bytes"]
+        now = next((r["bytes"] for r in listing if r.get("current")), -1)  # none yet
         if now != size:
             size, since = now, loop.time()
         elif loop.time() - since >= quiet_s:

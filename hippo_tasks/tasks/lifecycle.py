@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import (
+    DaemonEndedError,
     DaemonNotRunningError,
     DaemonUnreachableError,
     ProductionGuardError,
@@ -172,6 +173,8 @@ def _down_locked(root: Path, force: bool) -> None:
             hooks.recover(registry, _say)
             print("hippodrome | stack stopped, daemon exited")
             return
+        except DaemonEndedError as exc:  # killed while it answered: what it left, now
+            print(f"hippodrome | {exc.message()}\nhippodrome | cleaning up from the registry")
         except DaemonNotRunningError as exc:
             if exc.detail:
                 print(f"hippodrome | {exc.detail}")

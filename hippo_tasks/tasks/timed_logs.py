@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from hippo_tasks.errors import DaemonNotRunningError, DaemonUnreachableError
+from hippo_tasks.errors import DaemonEndedError, DaemonNotRunningError, DaemonUnreachableError
 from hippo_tasks.terminal_text import for_terminal
 
 FOLLOW_EVERY_S = 0.2
@@ -114,7 +114,7 @@ def show(root: Path, service: str, lines: int, follow: bool,
         time.sleep(FOLLOW_EVERY_S)
         try:
             batch = fetch(f"lines={MAX_LINES}")
-        except DaemonUnreachableError:
+        except (DaemonUnreachableError, DaemonEndedError):
             if _still_listed(root):
                 raise  # it runs but does not answer: the error says what to do
             print("--- hippodrome: the daemon has stopped (`hd down`, or the stack ended); "
