@@ -119,10 +119,10 @@ def test_enable_events_sets_up_guards_and_cleans_up(project: Path, tools: FakeTo
     assert registry(project)["resources"] == []
 
 
-def test_a_tunnel_that_exits_is_said_in_status_and_the_log(project: Path, tools: FakeTools,
-                                                           moto_endpoint: str) -> None:
-    """The tunnel gone (a provider dropping a quick tunnel, a kill): events stopped
-    arriving, and status, the API and the daemon's log said nothing until `hd down`."""
+def up_with_events(project: Path, tools: FakeTools,
+                   moto_endpoint: str) -> tuple[str, int, dict[str, str]]:
+    """One toy service up with `--enable-events` on a fresh prefix: (prefix, dashboard
+    port, the env its commands need)."""
     prefix = f"t{uuid.uuid4().hex[:6]}-"
     provision(prefix, moto_endpoint)
     dash, a = free_ports(2)
@@ -130,6 +130,14 @@ def test_a_tunnel_that_exits_is_said_in_status_and_the_log(project: Path, tools:
     env = env_for(tools, moto_endpoint)
     assert hd(project, "up", "--detach", "--enable-events", "--table-prefix", prefix,
               env=env).returncode == 0
+    return prefix, dash, env
+
+
+def test_a_tunnel_that_exits_is_said_in_status_and_the_log(project: Path, tools: FakeTools,
+                                                           moto_endpoint: str) -> None:
+    """The tunnel gone (a provider dropping a quick tunnel, a kill): events stopped
+    arriving, and status, the API and the daemon's log said nothing until `hd down`."""
+    prefix, dash, env = up_with_events(project, tools, moto_endpoint)
     try:
         (tunnel,) = list(tools.started())
         assert hd(project, "status", env=env).stdout.count("WARNING") == 0
@@ -150,13 +158,7 @@ def test_a_tunnel_that_exits_is_said_in_status_and_the_log(project: Path, tools:
 
 def test_kill_9_then_down_force_removes_everything(project: Path, tools: FakeTools,
                                                   moto_endpoint: str) -> None:
-    prefix = f"t{uuid.uuid4().hex[:6]}-"
-    provision(prefix, moto_endpoint)
-    dash, a = free_ports(2)
-    write_stack(project, stack_header(dash) + toy_service("web", a))
-    env = env_for(tools, moto_endpoint)
-    assert hd(project, "up", "--detach", "--enable-events", "--table-prefix", prefix,
-              env=env).returncode == 0
+    prefix, dash, env = up_with_events(project, tools, moto_endpoint)
     assert rules(moto_endpoint, prefix)
     tunnel_pids = list(tools.started())
     assert tunnel_pids and all(alive(p) for p in tunnel_pids)

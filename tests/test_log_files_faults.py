@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from stackutil import HD_CLI, free_ports, hd, stack_header, wait_for, write_stack
@@ -266,6 +267,13 @@ COUNTER = ("import time\ntime.sleep(1.0)\nt0 = time.time()\nfor i in range(15000
            "print('done', flush=True)\ntime.sleep(600)\n")
 
 
+def timestamps_follower(project: Path, service: str, out: BinaryIO) -> subprocess.Popen[bytes]:
+    """`hd logs --timestamps --follow -s SERVICE -l 0` writing into `out`."""
+    return subprocess.Popen([*HD_CLI, "logs", "--timestamps", "--follow", "-s", service,
+                             "-l", "0", "--project-root", str(project)],
+                            cwd=project, stdout=out, stderr=subprocess.STDOUT)
+
+
 def test_timestamps_follow_says_what_the_buffer_moved_past(project: Path) -> None:
     """A burst larger than log_buffer_lines between two looks: the follower printed the
     last lines of it and went on, 95,001 of 100,000 lines gone without a word."""
@@ -281,9 +289,7 @@ def test_timestamps_follow_says_what_the_buffer_moved_past(project: Path) -> Non
     out_path = project / "follow.out"
     try:
         with out_path.open("wb") as out:
-            follow = subprocess.Popen([*HD_CLI, "logs", "--timestamps", "--follow", "-s",
-                                       "burst", "-l", "0", "--project-root", str(project)],
-                                      cwd=project, stdout=out, stderr=subprocess.STDOUT)
+            follow = timestamps_follower(project, "burst", out)
             wait_for(lambda: b" done" in out_path.read_bytes(), 30, what="the burst's end")
             hd(project, "down", check=True)
             follow.wait(15)
@@ -313,9 +319,7 @@ def test_timestamps_follow_loses_no_line_and_ends_cleanly_at_down(project: Path)
     out_path = project / "follow.out"
     try:
         with out_path.open("wb") as out:
-            follow = subprocess.Popen([*HD_CLI, "logs", "--timestamps", "--follow", "-s",
-                                       "count", "-l", "0", "--project-root", str(project)],
-                                      cwd=project, stdout=out, stderr=subprocess.STDOUT)
+            follow = timestamps_follower(project, "count", out)
             log = project / ".logs" / "latest" / "count.log"
             wait_for(lambda: log.exists() and b"\ndone\n" in log.read_bytes(), 60,
                      what="the counter to finish")
