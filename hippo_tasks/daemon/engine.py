@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.events.recording import events_dir
-from hippo_tasks.events.tunnel_watch import TunnelWatch
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision import timeline
@@ -41,7 +40,8 @@ from hippo_tasks.supervision.scope import Scope
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 
-if TYPE_CHECKING:  # the foreground's; the detached daemon never loads it
+if TYPE_CHECKING:  # types only: loaded when needed (a printer, a tunnel to watch)
+    from hippo_tasks.events.tunnel_watch import TunnelWatch
     from hippo_tasks.supervision.printer import TerminalPrinter
 
 EXIT_OK = 0
@@ -123,7 +123,11 @@ class Engine:
         self.webhook_token: str | None = os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
         self.recorder = Recorder(events_dir(root), plan.options.record_events,
                                  self.webhook_token, self.note)
-        self.tunnels = TunnelWatch()
+        self.tunnels: TunnelWatch | None = None
+        if self.webhook_token:  # `up --enable-events` always gives one; none, no tunnel
+            from hippo_tasks.events.tunnel_watch import TunnelWatch
+
+            self.tunnels = TunnelWatch()
         self.start_over = threading.Event()
         """Set once the stack's start is over (ready, failed or stopped): the API's
         server is built then, or as soon as a client comes (listener.serve_soon), so its
@@ -237,7 +241,7 @@ class Engine:
             out["registry"] = {**self.registry_trouble.as_json(),
                                "path": str(self.registry.path)}
         out.update(self.recorder.problems())
-        if self.tunnels.trouble is not None:
+        if self.tunnels is not None and self.tunnels.trouble is not None:
             out["tunnel"] = self.tunnels.trouble
         return out
 
@@ -273,7 +277,7 @@ class Engine:
                 self.note(f"hippodrome | {self.registry.path} was damaged (kept beside it as "
                           "registry.json.corrupt-<time>): wrote it again for this stack")
                 self.registry.warnings.clear()
-        if self.registry.root.is_dir():
+        if self.tunnels is not None and self.registry.root.is_dir():
             self.tunnels.check(self.registry, self.note)
         if self.registry.root.is_dir():  # not while the project itself is gone or moving
             try:
