@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Harness, run
@@ -241,3 +242,65 @@ def test_a_change_while_a_stop_is_under_way_does_not_undo_it(project: Path) -> N
         await h.stack.stop_watchers()
 
     run(project, text, scenario)
+
+
+def test_a_tree_deeper_than_pythons_stack_does_not_stop_watching(tmp_path: Path) -> None:
+    """1,100 folders deep under a watched folder: the walk that finds changes made while
+    the watches were set up hit Python's recursion limit (3.11's os.walk recurses), and
+    watching stopped for the whole stack."""
+    deep = tmp_path / "src"
+    deep.mkdir()
+    (deep / "app.py").write_text("x = 0\n")
+    folder = str(deep)
+    for _ in range(1100):  # one at a time: os.makedirs recurses too
+        folder = os.path.join(folder, "d")
+        os.mkdir(folder)
+    seen: asyncio.Queue[list[str]] = asyncio.Queue()
+
+    async def on_change(paths: list[str]) -> None:
+        seen.put_nowait(paths)
+
+    async def scenario() -> list[str]:
+        watcher = asyncio.create_task(watch_files(tmp_path, ("src/*.py",), on_change,
+                                                  debounce=0.3, poll=False))
+        try:
+            async with asyncio.timeout(30):
+                while True:  # until the watch is in place and sees a save
+                    (deep / "app.py").write_text(f"x = {time.time()}\n")
+                    try:
+                        return await asyncio.wait_for(seen.get(), 2.0)
+                    except TimeoutError:
+                        continue
+        finally:
+            watcher.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await watcher
+
+    try:
+        assert asyncio.run(scenario()) == ["src/app.py"]
+    finally:  # deepest first: pytest's own clean-up (shutil.rmtree) recurses too
+        while folder != str(deep):
+            os.rmdir(folder)
+            folder = os.path.dirname(folder)
+
+
+def test_walk_is_os_walk_without_recursion(tmp_path: Path) -> None:
+    """The watcher's own walk lists what os.walk lists, top-down, links to folders named
+    but not entered, and pruning `dirs` works the same."""
+    from hippo_tasks.supervision.watch import walk
+
+    for rel in ("a/b/c", "a/d", "e", "skip/x"):
+        (tmp_path / rel).mkdir(parents=True)
+    for rel in ("a/f.py", "a/b/c/g.py", "e/h.txt", "skip/x/i.py", "top.py"):
+        (tmp_path / rel).write_text("")
+    (tmp_path / "e" / "loop").symlink_to(tmp_path)  # a link to a folder: listed, not entered
+    (tmp_path / "e" / "dead").symlink_to(tmp_path / "nowhere")
+
+    def listing(walker: Any) -> list[tuple[str, list[str], list[str]]]:
+        out = []
+        for folder, dirs, files in walker:
+            dirs[:] = sorted(d for d in dirs if d != "skip")
+            out.append((folder, list(dirs), sorted(files)))
+        return sorted(out)
+
+    assert listing(walk(tmp_path)) == listing(os.walk(tmp_path))

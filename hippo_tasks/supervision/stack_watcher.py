@@ -39,6 +39,7 @@ from hippo_tasks.supervision.watch import (
     poll_forced,
     target_folders,
     unreadable,
+    walk,
     watch_roots,
 )
 
@@ -253,21 +254,25 @@ class StackWatcher:
         changes: set[tuple[Any, str]] = set()
         for folder in outermost(f for w in self.watched for f in target_folders(w.cwd,
                                                                                 w.patterns)):
-            for base, dirs, files in os.walk(folder):
-                dirs[:] = [d for d in dirs if not (self.own and inside(
-                    os.path.join(base, d), self.own))]
-                for name in files:
-                    path = os.path.join(base, name)
-                    try:
-                        path.encode("utf-8")  # the undecodable one is not seen, as said
-                        st = os.stat(path)
-                    except (UnicodeEncodeError, OSError):
-                        continue
-                    if max(st.st_mtime_ns, st.st_ctime_ns) >= since and \
-                            self._wants(MODIFIED, path):
-                        changes.add((MODIFIED, path))
+            self._changed_in(folder, since, changes)
         if changes:
             self._dispatch(changes)
+
+    def _changed_in(self, folder: Path, since: int, changes: set[tuple[Any, str]]) -> None:
+        """Add to `changes` the matching files under `folder` changed since `since`."""
+        for base, dirs, files in walk(folder):
+            dirs[:] = [d for d in dirs if not (self.own and inside(
+                os.path.join(base, d), self.own))]
+            for name in files:
+                path = os.path.join(base, name)
+                try:
+                    path.encode("utf-8")  # the undecodable one is not seen, as said
+                    st = os.stat(path)
+                except (UnicodeEncodeError, OSError):
+                    continue
+                if max(st.st_mtime_ns, st.st_ctime_ns) >= since and \
+                        self._wants(MODIFIED, path):
+                    changes.add((MODIFIED, path))
 
     def _feed(self) -> None:
         """Watch until stopped; watch again when a watched folder is replaced or a
