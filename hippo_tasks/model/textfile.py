@@ -74,18 +74,24 @@ def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
     return b"".join(chunks).decode("utf-8-sig")  # a BOM (Windows editors save one) is dropped
 
 
-def open_regular_for_append(path: Path, not_regular: str, follow_links: bool = True) -> int:
-    """A descriptor appending to `path` (made if missing), opened without blocking (a
-    named pipe with no reader would hold the opener for ever: ENXIO instead) and only
-    for a regular file (else OSError(EINVAL, `not_regular`)). `follow_links=False`
-    refuses a link there too (ELOOP). The descriptor blocks again once opened."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
-    fd = os.open(path, flags | (0 if follow_links else os.O_NOFOLLOW), 0o644)
+def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = True) -> int:
+    """A descriptor on `path` opened with `flags`, without blocking (a named pipe with no
+    reader or writer would hold the opener for ever: ENXIO instead) and only for a
+    regular file (else OSError(EINVAL, `not_regular`)). `follow_links=False` refuses a
+    link there too (ELOOP). The descriptor blocks again once opened."""
+    flags |= os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    fd = os.open(path, flags, 0o644)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, not_regular)
     os.set_blocking(fd, True)
     return fd
+
+
+def open_regular_for_append(path: Path, not_regular: str, follow_links: bool = True) -> int:
+    """`open_regular` appending, the file made if missing."""
+    return open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, not_regular,
+                        follow_links)
 
 
 def replace_text(path: Path, text: str, tmp: Path) -> None:

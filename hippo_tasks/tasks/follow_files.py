@@ -28,6 +28,11 @@ READ_AT_ONCE = 1024 * 1024
 printed as it is read, not held whole."""
 
 
+def say_left_out(path: Path) -> None:
+    """Something other than a log stands under a log's name: said, never read."""
+    print(f"hippodrome: {path} is not a regular file: left out", file=sys.stderr, flush=True)
+
+
 class Followed:
     """Where one name was read to: its file then (inode, and the path it had in its
     run's folder, which stays when `latest` moves on) and the offset."""
@@ -75,8 +80,7 @@ class Follower:
             if path not in self.left_out:
                 self.left_out.add(path)
                 self.out.flush()
-                print(f"hippodrome: {path} is not a regular file: left out",
-                      file=sys.stderr, flush=True)
+                say_left_out(path)
             return
         self.left_out.discard(path)
         was = self.read_to.get(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import sys
@@ -15,6 +14,7 @@ from hippo_tasks.supervision.logs import MAX_LINE, pieces
 from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
+from hippo_tasks.tasks.follow_files import say_left_out
 from hippo_tasks.tasks.output import handles_errors
 from hippo_tasks.terminal_text import line_for_terminal
 
@@ -54,12 +54,10 @@ def open_log(path: Path) -> BinaryIO:
     a service can write into `${logs_dir}`, and a link it put at another's log's name
     had `hd logs` print a file from outside the project as that service's log. OSError
     for anything but a regular file."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    from hippo_tasks.model.textfile import open_regular
+
+    return os.fdopen(open_regular(path, os.O_RDONLY, "not a regular file",
+                                  follow_links=False), "rb")
 
 
 def _regular(path: Path) -> bool:
@@ -94,7 +92,7 @@ def _files(latest: Path, service: str) -> list[Path]:
         if _regular(path):
             found.append(path)
         else:
-            print(f"hippodrome: {path} is not a regular file: left out", file=sys.stderr)
+            say_left_out(path)
     return found
 
 
@@ -155,7 +153,7 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
             info = path.lstat()
             tail = tail_lines(path, int(lines), end=info.st_size)
         except OSError:  # replaced since it was listed: as the listing would have said
-            print(f"hippodrome: {path} is not a regular file: left out", file=sys.stderr)
+            say_left_out(path)
             continue
         follower.begin(path, info.st_ino, info.st_size)
         for line in tail:
