@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -244,6 +246,21 @@ def test_a_change_while_a_stop_is_under_way_does_not_undo_it(project: Path) -> N
     run(project, text, scenario)
 
 
+def deep_tree(base: Path, depth: int, name: str = "d") -> str:
+    """`depth` folders named `name`, one inside the next, made one at a time from inside
+    (os.makedirs recurses, and a path past PATH_MAX cannot be named whole); the deepest
+    one's path."""
+    subprocess.run([sys.executable, "-c", "import os, sys\nos.chdir(sys.argv[1])\n"
+                    "for _ in range(int(sys.argv[2])):\n os.mkdir(sys.argv[3])\n"
+                    " os.chdir(sys.argv[3])", str(base), str(depth), name], check=True)
+    return os.path.join(str(base), *[name] * depth)
+
+
+def remove_deep_tree(top: Path) -> None:
+    """GNU rm walks any depth; pytest's own clean-up (shutil.rmtree) recurses."""
+    subprocess.run(["rm", "-rf", "--", str(top)], check=True)
+
+
 def test_a_tree_deeper_than_pythons_stack_does_not_stop_watching(tmp_path: Path) -> None:
     """1,100 folders deep under a watched folder: the walk that finds changes made while
     the watches were set up hit Python's recursion limit (3.11's os.walk recurses), and
@@ -251,10 +268,7 @@ def test_a_tree_deeper_than_pythons_stack_does_not_stop_watching(tmp_path: Path)
     deep = tmp_path / "src"
     deep.mkdir()
     (deep / "app.py").write_text("x = 0\n")
-    folder = str(deep)
-    for _ in range(1100):  # one at a time: os.makedirs recurses too
-        folder = os.path.join(folder, "d")
-        os.mkdir(folder)
+    deep_tree(deep, 1100)
     seen: asyncio.Queue[list[str]] = asyncio.Queue()
 
     async def on_change(paths: list[str]) -> None:
@@ -278,10 +292,99 @@ def test_a_tree_deeper_than_pythons_stack_does_not_stop_watching(tmp_path: Path)
 
     try:
         assert asyncio.run(scenario()) == ["src/app.py"]
-    finally:  # deepest first: pytest's own clean-up (shutil.rmtree) recurses too
-        while folder != str(deep):
-            os.rmdir(folder)
-            folder = os.path.dirname(folder)
+    finally:
+        remove_deep_tree(deep / "d")
+
+
+def test_a_deep_tree_that_appears_is_walked_once(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tree made while watched arrives as one "added" per folder: each was walked over
+    its whole subtree, 600,000 folder listings for 1,100 levels, and the watcher missed
+    every save meanwhile. Each folder is listed once now, and its files still count."""
+    from hippo_tasks.supervision import watch
+
+    (tmp_path / "src").mkdir()
+    deepest = deep_tree(tmp_path / "src", 300)
+    Path(deepest, "deep.py").write_text("x")
+    folders = [deepest]
+    while folders[-1] != str(tmp_path / "src" / "d"):
+        folders.append(os.path.dirname(folders[-1]))
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def counting(path: Any) -> Any:
+        listed.append(os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(watch.os, "scandir", counting)
+    subscriber = watch.Subscriber(watch.Watched("app", tmp_path, ("src/**/*.py",)), ())
+    try:
+        found = subscriber.expand({(watch.ADDED, f) for f in folders})
+        assert found == {os.path.relpath(deepest, tmp_path) + "/deep.py"}
+        assert len(listed) == len(set(listed)) == 300
+    finally:
+        monkeypatch.undo()
+        remove_deep_tree(tmp_path / "src" / "d")
+
+
+def test_resolved_follows_the_folders_links_not_the_name(tmp_path: Path) -> None:
+    """Hippodrome's own folders reached through a link are still its own (`logs` ->
+    `.logs`), while a link as the changed name itself is the link's change."""
+    from hippo_tasks.supervision.stack_watcher import resolved
+
+    (tmp_path / ".logs" / "run").mkdir(parents=True)
+    (tmp_path / "logs").symlink_to(tmp_path / ".logs")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "x.py").symlink_to(tmp_path / ".logs" / "run" / "app.log")
+    assert resolved(str(tmp_path / "logs" / "run" / "app.log")) == \
+        os.path.realpath(tmp_path / ".logs" / "run" / "app.log")
+    assert resolved(str(tmp_path / "src" / "x.py")) == \
+        os.path.join(os.path.realpath(tmp_path / "src"), "x.py")
+    assert resolved(str(tmp_path / "gone" / "a.py")) == str(tmp_path / "gone" / "a.py")
+
+
+def test_a_deep_tree_made_while_watched_does_not_stop_watching(tmp_path: Path) -> None:
+    """1,100 folders made one inside the next under a watched folder (a runaway copy;
+    past PATH_MAX): a save made after them is seen. notify (watchfiles' Rust side) takes
+    some seconds to watch the new folders, and the save waits for that; this watcher
+    then took about 15 s more of a core, growing with the square of the depth
+    (test_a_deep_tree_that_appears_is_walked_once is the part that fails before)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.py").write_text("x = 0\n")
+    seen: asyncio.Queue[list[str]] = asyncio.Queue()
+    deepest = ""
+
+    async def on_change(paths: list[str]) -> None:
+        seen.put_nowait(paths)
+
+    async def scenario() -> list[str]:
+        nonlocal deepest
+        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
+                                                  debounce=0.3, poll=False))
+        try:
+            await asyncio.sleep(1.0)  # the watch in place
+            deepest = deep_tree(src, 1100, "abcd")
+            await asyncio.sleep(0.5)
+            async with asyncio.timeout(60):
+                while True:  # until a save is seen on its own
+                    (src / "app.py").write_text(f"x = {time.time()}\n")
+                    try:
+                        paths = await asyncio.wait_for(seen.get(), 3.0)
+                    except TimeoutError:
+                        continue
+                    if paths == ["src/app.py"]:
+                        return paths
+        finally:
+            watcher.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await watcher
+
+    try:
+        assert asyncio.run(scenario()) == ["src/app.py"]
+    finally:
+        if deepest:
+            remove_deep_tree(src / "abcd")
 
 
 def test_walk_is_os_walk_without_recursion(tmp_path: Path) -> None:

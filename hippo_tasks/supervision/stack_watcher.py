@@ -52,6 +52,28 @@ Roots = dict[Path, tuple[int, int]]
 """Each folder handed to the kernel, with its (device, inode)."""
 
 
+def resolved(path: str) -> str:
+    """`path` with its folder's links resolved, by the kernel in one walk where it can
+    (the folder opened as a path, read back from /proc). os.path.realpath stats every
+    component on its own: over the 1,100 folders of a deep tree made while watched, each
+    one an event, that was over a million stat calls. The name itself is left as it
+    is: a change to a link is the link's, not its target's."""
+    folder, name = os.path.split(path)
+    o_path = getattr(os, "O_PATH", 0)
+    if not o_path or not os.path.isdir("/proc/self/fd"):
+        return os.path.join(os.path.realpath(folder), name)
+    try:
+        fd = os.open(folder or ".", o_path | os.O_DIRECTORY)
+    except OSError:  # gone, or longer than the kernel takes: nothing of ours
+        return path
+    try:
+        return os.path.join(os.readlink(f"/proc/self/fd/{fd}"), name)
+    except OSError:
+        return path
+    finally:
+        os.close(fd)
+
+
 def file_clock_ns() -> int:
     """Now, on the clock the kernel stamps files with (Linux: CLOCK_REALTIME_COARSE, a
     tick behind the fine one): a file written after this reads as written since, one
@@ -174,8 +196,8 @@ class StackWatcher:
         """watchfiles' filter: what some service counts (or a folder that appeared).
         Hippodrome's own folders are also left out when reached through a link (`ln -s
         .logs logs` under `**/*`: each restart's log lines restarted it again): one
-        realpath per change, here rather than once per service."""
-        if self.own and inside(os.path.realpath(path), self.own):
+        resolution per change, here rather than once per service."""
+        if self.own and inside(resolved(path), self.own):
             return False
         if any(s.wants(change, path) for s in self.subscribers):
             self._last_wanted = time.monotonic()
