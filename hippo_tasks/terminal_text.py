@@ -24,6 +24,9 @@ _SUSPECT = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")
 """A byte that may need work: a control character (tab aside) or not ASCII."""
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_BACKGROUND = re.compile(r"\x1b\[[0-9;:]*?(?<![0-9])(?:4[0-8]|10[0-7])[;:m]")
+"""An SGR sequence that may set a background (and some that do not, `38;5;40`): only a
+line with one is followed colour by colour, which costs a coloured line twice as much."""
 
 
 def _caret(match: re.Match[str]) -> str:
@@ -38,21 +41,61 @@ def _caret(match: re.Match[str]) -> str:
 _CONCEAL = "8"
 """SGR 8 hides the text after it: a line could hide itself and every line after it."""
 RESET = "\x1b[0m"
+Colour = tuple[int, ...] | None
+"""A colour as SGR names it: (index,) of the 256 (the 16 basic ones included), or
+(red, green, blue); None is the terminal's own."""
 
 
-def _without_conceal(sgr: str) -> str:
-    """An SGR sequence less its conceal attribute. `38;5;8` (colour 8 of 256) is a
-    colour: what follows 38/48/58 is read as that colour, not as attributes."""
+def _basic(param: str, pen: list[Colour]) -> None:
+    """Follow one plain SGR parameter's effect on [foreground, background]."""
+    code = int(param) if param.isdigit() else (0 if param == "" else -1)
+    if code == 0:
+        pen[:] = [None, None]
+    elif code in (39, 49):
+        pen[code == 49] = None
+    elif 30 <= code <= 47 and code not in (38, 48):
+        pen[code >= 40] = ((code - 30) % 10,)
+    elif 90 <= code <= 107 and not 98 <= code <= 99:
+        pen[code >= 100] = ((code - 90) % 10 + 8,)
+
+
+def _extended(head: str, args: list[str], pen: list[Colour]) -> None:
+    """Follow `38;5;N`, `38;2;R;G;B` (or their `38:...` forms; 48 for the background)."""
+    if head not in ("38", "48"):
+        return
+    numbers = [int(a) for a in args if a.isdigit()]
+    if args[:1] == ["5"] and len(numbers) >= 2:
+        pen[head == "48"] = (numbers[1],)
+    elif args[:1] == ["2"] and len(numbers) >= 4:
+        pen[head == "48"] = tuple(numbers[-3:])
+    else:
+        pen[head == "48"] = None
+
+
+def _shown(sgr: str, pen: list[Colour]) -> str:
+    """An SGR sequence as it may reach the terminal: less conceal (`38;5;8` is colour 8
+    of 256, not conceal), and with the background reset when it would make the text the
+    same colour as its background (`30;40`: a line hidden as well as by conceal). `pen`,
+    the line's [foreground, background] so far, is kept up to date."""
     params, out, i = sgr[2:-1].split(";"), [], 0
     while i < len(params):
         if params[i] in ("38", "48", "58") and i + 1 < len(params):
             n = 2 + {"5": 1, "2": 3}.get(params[i + 1], 0)  # 38;5;N or 38;2;R;G;B
             out += params[i:i + n]
+            _extended(params[i], params[i + 1:i + n], pen)
             i += n
             continue
-        if params[i] != _CONCEAL:
+        if ":" in params[i]:  # 38:2::R:G:B, one parameter with sub-parameters
+            head, *args = params[i].split(":")
+            _extended(head, args, pen)
             out.append(params[i])
+        elif params[i] != _CONCEAL:
+            out.append(params[i])
+            _basic(params[i], pen)
         i += 1
+    if pen[0] is not None and pen[0] == pen[1]:
+        out.append("49")
+        pen[1] = None
     return f"\x1b[{';'.join(out)}m" if out else ""
 
 
@@ -65,9 +108,13 @@ def for_terminal(text: str) -> str:
     if text.endswith("\r"):
         text = text[:-1]
     out, pos, styled = [], 0, False
+    pen: list[Colour] = [None, None]
+    backgrounds = _BACKGROUND.search(text) is not None  # else only conceal is looked at
     for sgr in _SGR.finditer(text):
         out.append(_CONTROL.sub(_caret, text[pos:sgr.start()]))
-        shown = _without_conceal(sgr.group()) if _CONCEAL in sgr.group() else sgr.group()
+        shown = sgr.group()
+        if backgrounds or _CONCEAL in shown:
+            shown = _shown(shown, pen)
         out.append(shown)
         pos = sgr.end()
         if shown:

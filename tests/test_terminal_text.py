@@ -33,6 +33,15 @@ SAFE_TO_SHOW = ("clip ^[]52;c;cm0gLXJmIH4vKg==^G title ^[]0;pwned^G clear ^[[2J^
     ("x \x1b[8msecret", "x secret"),
     ("\x1b[1;8;31mbold red", "\x1b[1;31mbold red\x1b[0m"),
     ("\x1b[38;5;8mgrey\x1b[0m", "\x1b[38;5;8mgrey\x1b[0m"),
+    # text the colour of its background hid a line as well as conceal: the background goes
+    ("\x1b[30;40mhidden\x1b[0m", "\x1b[30;40;49mhidden\x1b[0m"),
+    ("\x1b[31m\x1b[41mhidden", "\x1b[31m\x1b[41;49mhidden\x1b[0m"),
+    ("\x1b[91;101mx", "\x1b[91;101;49mx\x1b[0m"),
+    ("\x1b[38;5;1;41mx", "\x1b[38;5;1;41;49mx\x1b[0m"),  # colour 1 of 256 is red (31)
+    ("\x1b[38;2;9;9;9;48;2;9;9;9mx", "\x1b[38;2;9;9;9;48;2;9;9;9;49mx\x1b[0m"),
+    ("\x1b[38:2::9:9:9;48:2::9:9:9mx", "\x1b[38:2::9:9:9;48:2::9:9:9;49mx\x1b[0m"),
+    ("\x1b[37;41mwhite on red\x1b[0m", "\x1b[37;41mwhite on red\x1b[0m"),
+    ("\x1b[41m\x1b[0;31mx", "\x1b[41m\x1b[0;31mx\x1b[0m"),  # a reset between them
     ("windows line\r", "windows line"),
     ("a\rb", "a^Mb"),
     ("\x9b2J \u009d0;t\x07", "\\x9b2J \\x9d0;t^G"),
