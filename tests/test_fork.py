@@ -5,6 +5,7 @@ before answering leaves a task that the next worker finishes, never a half copy.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -265,7 +266,61 @@ def test_a_fork_survives_a_cell_restart(start: ServiceStarter) -> None:
         again = start.start("fake_cell", args=["--state-dir", state])
         assert all_docs(again.base_url, key, "copy") == all_docs(again.base_url, key, "src")
         info = requests.get(f"{again.base_url}/indexes/copy", headers=key, timeout=10).json()
-        assert info["forkedFrom"] == {"source": "src", "forkId": "keep"}
+        assert info["forkedFrom"] == {"source": "src", "forkId": "keep",
+                                      "numberOfDocuments": 25}
         assert info["settings"] == {"m": 1}
         if stop == "kill":
             again.terminate()
+
+
+def test_a_finished_fork_is_found_after_moto_restarts(start: ServiceStarter, moto_url: str,
+                                                       tmp_path: Path) -> None:
+    """A fork's record lived only in moto's execution: after moto restarted (here: the
+    controller asks a fresh moto) a fork that had SUCCEEDED was `404 not found`, which
+    the guide reads as a wrong id, while the index it made was there. The cell keeps
+    each forked index's origin; the fork is found through it, for its own account only."""
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    env = aws_env(moto_url, cell, "sfn4-")
+    start.start("fork_action_worker", env=env)
+    ctl = start.start("controller", env=env)
+    key = tenant(ctl.base_url)
+    add_docs(cell.base_url, key)
+    fork_id = ask_fork(ctl.base_url, key, "copy").json()["forkId"]
+    assert wait_fork(ctl.base_url, key, fork_id)["status"] == "SUCCEEDED"
+    more = requests.post(f"{cell.base_url}/indexes/copy/documents", headers=key, timeout=10,
+                         json={"documents": [{"_id": "later", "title": "added later"}]})
+    assert more.status_code == 200, more.text  # the count reported is the fork's, not today's
+    ctl.terminate()
+    with contextlib.contextmanager(running_moto)(tmp_path / "moto-again.log") as fresh:
+        again = start.start("controller", env=aws_env(fresh, cell, "sfn4-"))
+        got = requests.get(f"{again.base_url}/api/v2/forks/{fork_id}", headers=key,
+                           timeout=10)
+        assert got.status_code == 200, got.text
+        view = got.json()
+        assert (view["status"], view["numberOfDocuments"], view["source"], view["target"],
+                view["forkId"]) == ("SUCCEEDED", 25, "src", "copy", fork_id), view
+        assert "moto or the controller restarted" in view["note"]
+        other = requests.post(f"{again.base_url}/api/v2/accounts", json={"name": "o"},
+                              timeout=10).json()["apiKey"]
+        for headers, fid in (({"x-api-key": other}, fork_id), (key, "fork-" + "0" * 16)):
+            hidden = requests.get(f"{again.base_url}/api/v2/forks/{fid}", headers=headers,
+                                  timeout=10)
+            assert hidden.status_code == 404, hidden.text
+
+
+def test_a_direct_fork_is_found_after_the_controller_restarts(start: ServiceStarter) -> None:
+    """In core the controller remembered a fork in memory only: after its restart the
+    fork was `404 not found`. It is found through the index it made."""
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    env = {"CONTROL_PLANE_URL_OVERRIDE": cell.base_url, "FORK_WORKFLOW": "direct"}
+    ctl = start.start("controller", env=env)
+    key = tenant(ctl.base_url)
+    add_docs(cell.base_url, key)
+    made = ask_fork(ctl.base_url, key, "copy")
+    assert made.status_code == 201, made.text
+    ctl.terminate()
+    again = start.start("controller", env=env)
+    got = requests.get(f"{again.base_url}/api/v2/forks/{made.json()['forkId']}",
+                       headers=key, timeout=10)
+    assert got.status_code == 200, got.text
+    assert (got.json()["status"], got.json()["numberOfDocuments"]) == ("SUCCEEDED", 25)

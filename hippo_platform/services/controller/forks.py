@@ -106,14 +106,14 @@ class Forks:
             with self._lock:
                 view = self._direct.get(fork_id)
             if view is None or view["accountId"] != account:
-                raise missing
+                return self._from_cell(headers, fork_id, missing)
             return _public(view)
         arn = workflow.execution_arn(self.aws, self.machine, fork_id)
         try:
             found = workflow.call(self.aws, "states", "DescribeExecution", {"executionArn": arn})
         except AwsError as exc:
             if exc.code == "ExecutionDoesNotExist":
-                raise missing from None
+                return self._from_cell(headers, fork_id, missing)
             raise ServiceUnavailable(f"cannot read the fork workflow: {exc.sentence}") from None
         task = _loads(found.get("input"))
         if task.get("accountId") != account:
@@ -131,6 +131,25 @@ class Forks:
             view["error"] = error
             view["cause"] = cause or f"the fork workflow ended {status}"
         return _public(view)
+
+
+    def _from_cell(self, headers: dict[str, str], fork_id: str,
+                   missing: NotFound) -> dict[str, Any]:
+        """A fork whose record is gone (moto restarted and took its executions; in core,
+        the controller restarted) but whose index is there: the cell keeps each forked
+        index's origin, so the fork is known to have succeeded. A finished fork had
+        become `404 not found`, which says the id is wrong."""
+        listing = self.cell.call("GET", "/indexes", headers=headers).get("results")
+        for index in listing if isinstance(listing, list) else []:
+            origin = index.get("forkedFrom") if isinstance(index, dict) else None
+            if isinstance(origin, dict) and origin.get("forkId") == fork_id:
+                return {"source": origin.get("source"), "target": index.get("indexName"),
+                        "forkId": fork_id, "status": "SUCCEEDED", "workflow": self.mode,
+                        "numberOfDocuments": origin.get("numberOfDocuments",
+                                                        index.get("numberOfDocuments")),
+                        "note": "the fork's own record is gone (moto or the controller "
+                                "restarted since); the index it made says it succeeded"}
+        raise missing
 
 
 def _public(view: dict[str, Any]) -> dict[str, Any]:

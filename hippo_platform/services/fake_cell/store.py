@@ -69,10 +69,12 @@ class Index:
         return f"Index({self.account_id}, {self.name}, {len(self.docs)} documents)"
 
     def summary(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"forkedFrom": self.origin} if self.origin else {}
         return {
             "indexName": self.name,
             "createdAt": self.created_at,
             "numberOfDocuments": len(self.docs),
+            **extra,
         }
 
 
@@ -210,7 +212,8 @@ class Cell(AliasOps):
             existing = self.indexes.get((account_id, target))
             if existing is not None and existing.origin and existing.origin["forkId"] == fork_id:
                 done = {**existing.origin, "target": target}
-                return {**done, "numberOfDocuments": len(existing.docs)}, False
+                return {**done, "numberOfDocuments": existing.origin.get(
+                    "numberOfDocuments", len(existing.docs))}, False
             src = self._index(account_id, source)  # an alias names its index
             origin = {"source": src.name, "forkId": fork_id}
             if existing is not None or (account_id, target) in self.aliases:
@@ -329,7 +332,8 @@ class Cell(AliasOps):
         elif kind == "index.fork" and (key[0], op["source"]) in self.indexes:
             src = self.indexes[(key[0], op["source"])]
             fork = Index(key[0], key[1], dict(src.settings), op["createdAt"],
-                         origin={"source": op["source"], "forkId": op["forkId"]})
+                         origin={"source": op["source"], "forkId": op["forkId"],
+                                 "numberOfDocuments": len(src.docs)})
             self.indexes[key] = fork
             for doc in src.docs.values():
                 fork.docs[doc["_id"]] = doc
