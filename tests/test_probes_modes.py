@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -116,6 +117,18 @@ def test_fuzz_passes_and_prints_the_error_code_table(stack: tuple[Path, int]) ->
     assert "0 real failure(s)" in done.stdout and "0 breaker(s) open" in done.stdout
     for service in ("controller", "fake_cell"):
         assert any(line.strip().startswith(service) for line in done.stdout.splitlines())
+
+
+def test_fuzz_runs_no_more_than_examples(stack: tuple[Path, int]) -> None:
+    """hypothesis counts only runs it deems valid towards its bound: `--examples 25` ran
+    26 to 28 runs, over the "up to 25 run(s)" just printed."""
+    root, _ = stack
+    done = run_task(root, "probes", "--fuzz", "--examples", "25", "--steps", "2",
+                    "--seed", "2", "--deadline-s", "120", timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = re.search(r"^fuzz: .* in (\d+) run", done.stdout, re.MULTILINE)
+    assert runs is not None, done.stdout
+    assert 1 <= int(runs.group(1)) <= 25, done.stdout
 
 
 def test_bad_flags_are_named_with_exit_2(stack: tuple[Path, int]) -> None:

@@ -37,6 +37,7 @@ from hippo_platform.seed.probe_breakers import Ledger
 from hippo_platform.seed.probe_http import Outcome
 from hippo_platform.seed.probe_runner import (
     Budget,
+    Enough,
     OutOfTime,
     Result,
     probe_settings,
@@ -63,12 +64,18 @@ class Run:
     serial: itertools.count[int] = field(default_factory=itertools.count)
     steps: int = 0
     counts: dict[str, int] = field(default_factory=lambda: {"ran": 0})  # runs begun
+    examples: int = 0  # at most this many runs begun
 
     def stop_if_out_of_time(self) -> None:
         """The budget is spent and no failure is being replayed: end the whole fuzz run
         (`OutOfTime`), so hypothesis draws no further steps or runs."""
         if self.budget.spent() and not self.ledger.failures:
             raise OutOfTime
+
+    def stop_if_enough(self) -> None:
+        """`examples` runs have begun and no failure is being replayed: end (`Enough`)."""
+        if self.counts["ran"] >= self.examples and not self.ledger.failures:
+            raise Enough
 
     def has(self, service: str) -> bool:
         """Worth calling: its breaker closed, and in the profile (search_proxy only with
@@ -122,6 +129,7 @@ class FuzzMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.run.stop_if_out_of_time()  # a run due after the deadline is left out
+        self.run.stop_if_enough()
         self.run.counts["ran"] += 1
         self.indexes: dict[str, dict[str, dict[str, Any]]] = {}  # name -> id -> document
         self.deleted: dict[str, set[str]] = {}  # name -> ids deleted (never found again)
@@ -309,7 +317,7 @@ def run_fuzz(target: Target, *, examples: int, steps: int, budget: Budget, seed:
     """One fuzz run: its outcome (`skipped_for_time`: the machine's runs left out when
     the budget ran out), the ledger (codes, breakers, failures), steps taken and the
     machine's runs begun."""
-    run = Run(target, Ledger(threshold=threshold), budget)
+    run = Run(target, Ledger(threshold=threshold), budget, examples=examples)
     machine = hypothesis.seed(seed)(type("FuzzMachine", (FuzzMachine,), {"run": run}))
     chosen = probe_settings(examples, shrink=False, stateful_step_count=steps)
 
