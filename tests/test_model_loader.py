@@ -61,13 +61,29 @@ def test_unknown_field_suggests_the_right_one() -> None:
     ("start_timeout", "-1", "at least"),
     ("setup", '{ command = ["npm", "ci"] }', "creates"),
     ("setup", '{ command = ["npm", "ci"], creates = "" }', "creates must name"),  # never ran
+    ("setup", '{ command = ["npm", "ci"], creates = "n", timeout = 0 }', "setup.timeout"),
+    ("setup", '{ command = ["npm", "ci"], creates = "n", timeout = "1m" }', "setup.timeout"),
+    ("setup", '{ command = ["npm", "ci"], creates = "n", limit = 5 }', "timeout = seconds"),
 ])
 def test_wrong_types_are_named(field: str, value: str, words: str) -> None:
     base = "" if field == "command" else 'command = ["x"]\n'
     e = err(f'[services.api]\n{base}{field} = {value}\n')
-    assert e.service == "api" and e.field_name in (field, f"{field}.command", f"{field}.creates")
+    assert e.service == "api" and e.field_name in (field, f"{field}.command", f"{field}.creates",
+                                                   f"{field}.timeout")
     assert words in str(e)
     assert "stack.toml" in str(e)
+
+
+@pytest.mark.parametrize("external,field", [("external = true", "external"),
+                                            ('external_in = ["core"]', "external_in")])
+def test_an_external_job_is_a_load_error(external: str, field: str) -> None:
+    """An external service is not run, so a job that is one never completes: a
+    dependant waiting for `completed_successfully` held `hd up` for ever."""
+    e = err(f'[services.j]\nkind = "job"\n{external}\n'
+            '[services.a]\ncommand = ["a"]\n'
+            'depends_on = [{ name = "j", condition = "completed_successfully" }]\n')
+    assert (e.service, e.field_name, e.line) == ("j", field, 3)
+    assert "nothing would ever complete it" in str(e) and "enabled = false" in str(e)
 
 
 def test_duplicate_ports_name_both_services() -> None:

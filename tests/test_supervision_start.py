@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -153,6 +154,41 @@ def test_a_missing_setup_program_is_named_as_the_setup_steps(project: Path) -> N
         assert failure is not None
         assert ("service a: setup command 'npmx-no-such' not found on PATH (install it, or "
                 "fix `setup` in the stack file)") in failure.reason, failure.reason
+
+    run(project, text, scenario)
+
+
+def test_a_setup_step_that_does_not_end_fails_the_service_at_its_timeout(
+        project: Path) -> None:
+    """A setup step that never ended (`npm ci` stuck on the network) held the start, and
+    `hd up`, for ever, the service "pending" with no pid and no reason. While it runs the
+    reason names it and its pid; past `setup.timeout` it is ended and the service fails,
+    with a sentence saying what to raise."""
+    pid_file = project / "setup.pid"
+    text = (f'[services.a]\ncommand = ["{PY}", "-c", "pass"]\n'
+            f'setup = {{ command = ["{PY}", "-c", "import os, time; '
+            f"open(r'{pid_file}', 'w').write(str(os.getpid())); time.sleep(600)\"], "
+            'creates = "made", timeout = 1.5 }\n')
+
+    async def scenario(h: Harness) -> None:
+        starting = asyncio.ensure_future(h.stack.start_and_wait())
+        service = h.stack.get("a")
+        while not pid_file.exists() or not pid_file.read_text():
+            await asyncio.sleep(0.05)
+        pid = int(pid_file.read_text())
+        await asyncio.sleep(0.2)
+        snap = next(s for s in h.stack.snapshots() if s.name == "a")
+        assert "running its setup step" in snap.reason and f"pid {pid}" in snap.reason, \
+            snap.reason
+        failure = await asyncio.wait_for(starting, 20)
+        assert failure is not None and service.state == State.FAILED
+        assert "did not finish within 1.5s (setup.timeout) and was ended" in failure.reason
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        else:
+            raise AssertionError(f"the setup step {pid} was left running")
 
     run(project, text, scenario)
 

@@ -22,6 +22,7 @@ from hippo_tasks.model.project import stack_file_stamp
 from hippo_tasks.model.raw import check_document
 from hippo_tasks.model.regex_safety import safe_regex
 from hippo_tasks.model.spec import (
+    SETUP_TIMEOUT,
     Readiness,
     Route,
     ServiceSpec,
@@ -166,8 +167,10 @@ def _kind(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> str:
 
 
 def _setup(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> SetupStep:
-    if not isinstance(v, dict) or set(v) != {"command", "creates"}:
-        raise ctx.error('must be { command = ["..."], creates = "path" }', svc, f)
+    if not isinstance(v, dict) or not {"command", "creates"} <= set(v) or \
+            not set(v) <= {"command", "creates", "timeout"}:
+        raise ctx.error('must be { command = ["..."], creates = "path" } (and, if you '
+                        'like, timeout = seconds)', svc, f)
     command = want_argv(ctx, v["command"], svc, "setup.command")
     if not command:
         raise ctx.error("setup.command must not be empty", svc, f)
@@ -176,7 +179,8 @@ def _setup(ctx: F.FileContext, v: Any, svc: str | None, f: str) -> SetupStep:
         raise ctx.error("creates must name the file or folder the step makes (e.g. "
                         "\"node_modules\"): the step runs while it is missing", svc,
                         "setup.creates")
-    return SetupStep(command=command, creates=creates)
+    timeout = F.want_number(ctx, v.get("timeout", SETUP_TIMEOUT), svc, "setup.timeout", 0.1)
+    return SetupStep(command=command, creates=creates, timeout=timeout)
 
 
 class _FileData:
@@ -343,6 +347,13 @@ def _merge(files: list[_FileData]) -> StackSpec:
             table["readiness"] = Readiness("tcp") if "port" in table else Readiness("none")
         if table["readiness"].kind in ("http", "tcp") and "port" not in table:
             raise ctx.error(f"readiness {table['readiness'].kind} needs a port", name, "readiness")
+        if table.get("kind") == "job" and (table.get("external") or table.get("external_in")):
+            raise ctx.error(
+                "a job is run to completion by Hippodrome, and an external service is not "
+                "run at all, so nothing would ever complete it (its dependants would wait "
+                "for ever): remove kind = \"job\" or the external setting; to switch the "
+                "job off, use enabled = false", name,
+                "external" if table.get("external") else "external_in")
         if table.get("kind") == "job" and table.get("auto_restart"):
             raise ctx.error("a job runs once; auto_restart must be false", name, "auto_restart")
         if table.get("kind") == "job" and table.get("watch"):

@@ -37,11 +37,17 @@ class Readiness(NamedTuple):
         return self.kind
 
 
+SETUP_TIMEOUT = 600.0
+"""Seconds a setup step may take (`npm ci` on a slow network takes minutes) before it
+is ended and the service failed: a step that never ended held `hd up` for ever."""
+
+
 class SetupStep(NamedTuple):
     """Runs once before a service's first start, when `creates` does not exist."""
 
     command: tuple[str, ...]
     creates: str
+    timeout: float = SETUP_TIMEOUT
 
 
 class ServiceSpec(NamedTuple):

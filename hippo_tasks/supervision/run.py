@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from hippo_tasks.model.plan import PlannedService
-from hippo_tasks.model.spec import StackSettings
+from hippo_tasks.model.spec import SETUP_TIMEOUT, StackSettings
 from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.backoff import Backoff, Clock, next_failures
 from hippo_tasks.supervision.liveness import Liveness
@@ -293,17 +293,31 @@ class ServiceRun:
         if step.setup_creates.exists():
             self._setup_done = True
             return
-        self._note(f"setup: {' '.join(step.setup_argv)} (because {step.setup_creates} "
-                   "is missing)")
+        limit = step.spec.setup.timeout if step.spec.setup is not None else SETUP_TIMEOUT
+        command = " ".join(step.setup_argv)
+        self._note(f"setup: {command} (because {step.setup_creates} is missing)")
         child = await self._spawn(step.setup_argv, main=False)
-        code = await asyncio.shield(child.exited)
-        await self._drain(child)
+        # Said by `hd status --json`, `hd why` and the page while the step runs: the
+        # service had shown only "pending", with no pid, for as long as it took.
+        self.reason = (f"running its setup step {command!r} (pid {child.pid}, since "
+                       f"{time.strftime('%H:%M:%S')}; at most {limit:g}s: setup.timeout)")
+        done, _ = await asyncio.wait({child.exited}, timeout=limit)  # a stop cancels only us
+        if not done:
+            self._note(f"setup: {command} did not finish within {limit:g}s; ending it")
+        else:
+            await self._drain(child)
         await end_scope(child, self.scope, self.planned.spec.stop_timeout, self._note,
                         self._stop_signal)
         self._collect(child)
+        self.reason = ""
+        if not done:
+            raise SpawnError(f"service {self.name}: setup command {command!r} did not "
+                             f"finish within {limit:g}s (setup.timeout) and was ended; "
+                             "raise setup.timeout if it needs longer")
+        code = child.exited.result()
         if code != 0:
             raise SpawnError(f"service {self.name}: setup command "
-                             f"{' '.join(step.setup_argv)!r} exited with code {code}")
+                             f"{command!r} exited with code {code}")
         self._setup_done = True
 
     async def _spawn(self, argv: tuple[str, ...] | None = None, main: bool = True) -> Child:

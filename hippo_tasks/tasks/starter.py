@@ -46,6 +46,7 @@ description = "serves index.html"
 # start_timeout = 30                # seconds to become ready
 # watch = ["**/*.html"]             # restart when a matching file changes (relative to cwd)
 # setup = { command = ["npm", "ci"], creates = "node_modules" }  # once, if `creates` is missing
+#                                   # (timeout = seconds bounds it: default 600)
 # auto_restart = true               # restart after a crash, with backoff
 # max_restarts = 5                  # quick crashes in a row before it is `failed`
 # blocking = true                   # false: its failure is shown, the stack goes on
