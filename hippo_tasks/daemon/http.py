@@ -22,6 +22,7 @@ from hippo_tasks import errors as E
 from hippo_tasks.daemon import routes
 from hippo_tasks.daemon.app import App
 from hippo_tasks.daemon.commands import StackCommands
+from hippo_tasks.daemon.connections import Connections, allowed, refuse
 from hippo_tasks.daemon.guard import refusal
 from hippo_tasks.daemon.httpcore import (
     Body,
@@ -72,6 +73,29 @@ class ApiServer(ThreadingServer):
         self.app = App.for_commands(commands)
         self.routes = routes.build()
         self.loopback_only = host in ("127.0.0.1", "localhost", "::1")
+        engine = commands.engine
+        self.connections = Connections(len(engine.plan.services), lambda text: _on_loop(
+            engine, text))
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection, if the descriptor limit has room (connections)."""
+        if not self.connections.admit(request):
+            refuse(request, allowed(self.connections.services))
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.connections.release(request)
+        super().shutdown_request(request)
+
+
+def _on_loop(engine: Any, text: str) -> None:
+    """Say `text` in the daemon's output, from the loop (the printer is the loop's)."""
+    loop = engine.loop
+    if loop is not None:
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nobody to tell
+            loop.call_soon_threadsafe(engine.note, text)
 
 
 class _SocketSink:
@@ -99,6 +123,10 @@ class ApiHandler(RequestHandler):
     body: Body
     disable_nagle_algorithm = True  # no 40 ms stall between a head and a body
     timeout = IDLE_TIMEOUT_S
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.attach(self.connection, self)
 
     # ---- writing: the only place responses reach the socket --------------------------
     def send_json(self, status: int, payload: Any, close: bool = False,

@@ -1,0 +1,76 @@
+"""The API's connections never take the descriptors supervision needs: a local program
+holding connections open made the daemon unreachable (`hd status` exit 6, advising
+`down --force`) and a service that crashed meanwhile could not be started again (`Too
+many open files`) and ended failed. A real daemon under a low descriptor limit, a
+client holding many connections, a real kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from stackutil import HD_CLI, free_ports, registry, stack_header, wait_for, write_stack
+
+from hippo_tasks.daemon.connections import FEWEST, MOST, allowed
+
+LIMIT = 100
+SERVICES = 10
+
+
+def low_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+
+
+def hd_cli(root: Path, *args: str, limit: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HD_CLI, *args], cwd=root, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "NO_COLOR": "1"},
+                          preexec_fn=low_limit if limit else None)
+
+
+def test_how_many_connections_the_limit_leaves() -> None:
+    assert allowed(10, 512) == (512 - 64 - 60) // 2
+    assert allowed(40, 1 << 20) == MOST
+    assert allowed(20, 80) == FEWEST  # `hd` must still get in
+    assert allowed(1, resource.RLIM_INFINITY) == MOST
+
+
+def test_held_connections_leave_the_api_and_restarts_working(project: Path) -> None:
+    (port,) = free_ports(1)
+    write_stack(project, stack_header(port) + "".join(
+        f'[services.s{i}]\ncommand = ["sleep", "3600"]\n' for i in range(SERVICES)))
+    up = hd_cli(project, "up", "--detach", limit=True)
+    assert up.returncode == 0, up.stdout + up.stderr
+    held: list[socket.socket] = []
+    try:
+        for _ in range(2 * LIMIT):  # more than the daemon has descriptors
+            try:
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                break
+        status = hd_cli(project, "status", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        victim = registry(project)["services"]["s4"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+
+        def restarted() -> bool:
+            answer = hd_cli(project, "status", "--json")
+            rows = {r["name"]: r for r in json.loads(answer.stdout)["services"]} \
+                if answer.returncode == 0 else {}
+            row = rows.get("s4", {})
+            assert row.get("state") != "failed", row
+            return row.get("state") == "running" and row.get("pid") != victim
+
+        wait_for(restarted, timeout=30, every=0.5, what="s4 restarted")
+    finally:
+        for sock in held:
+            sock.close()
+    daemon_log = (project / ".hippodrome" / "daemon.log").read_text()
+    assert "the API is at its" in daemon_log, daemon_log[-2000:]
+    assert "Too many open files" not in daemon_log, daemon_log[-2000:]
+    down = hd_cli(project, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
