@@ -28,7 +28,7 @@ from stackutil import (
 
 TASKS = ["up", "down", "status", "start", "stop", "restart", "logs", "doctor", "seed",
          "probes", "e2e", "control.status", "control.start", "control.stop",
-         "control.restart", "control.shutdown", "events.validate", "events.send"]
+         "control.restart", "control.shutdown", "events.validate", "events.send", "why"]
 
 
 def _flags(help_text: str) -> dict[str, str]:
@@ -57,6 +57,10 @@ def test_every_short_flag_means_one_thing_in_every_task(tmp_path: Path) -> None:
             if short:
                 meaning.setdefault(short, set()).add(long)
     assert meaning["p"] == {"project-root"}
+    # `-s` in every task with --service, `why` too, whose service is also positional
+    # (`hd why -s web` was "No idea what 'web' is", exit 2)
+    assert all(_flags(h).get("service") == "s" for h in helps.values()
+               if "--service" in h), {n: _flags(h).get("service") for n, h in helps.items()}
     assert meaning["f"] == {"follow", "force"}  # logs and down: no task has both
     assert all(len(longs) == 1 for short, longs in meaning.items() if short != "f"), meaning
     assert "--port-offset=STRING" in helps["up"] and "--profile=STRING" in helps["up"]

@@ -56,7 +56,7 @@ class ConsistentTask(Task[Any]):
         finally:
             self.auto_shortflags = auto
         short = SHORT_FLAGS.get(name.strip("_").replace("_", "-"))
-        if short and short not in taken_names and not opts.get("positional"):
+        if short and short not in taken_names:
             opts["names"].append(short)
         return opts
 
