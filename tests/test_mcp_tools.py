@@ -13,7 +13,9 @@ from mcp.shared.exceptions import MCPError
 from mcputil import Agent, http, run, small_stack, stdio
 from stackutil import hd
 
-READ_ONLY = {"status", "logs", "wait_ready", "why", "events_recordings", "probes"}
+READ_ONLY = {"status", "logs", "wait_ready", "why", "events_recordings"}
+"""Not probes: it creates and deletes an index (an agent may run a read-only tool without
+asking)."""
 
 
 @pytest.fixture

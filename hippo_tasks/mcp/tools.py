@@ -309,8 +309,10 @@ TOOLS: tuple[Tool, ...] = (
          "differences.",
          schemas.REPLAY_IN, schemas.REPLAY_OUT, events.replay),
     Tool("probes", "Run the stack's health probes (`hd probes`): ok, and each check with "
-         "its status (OK, WARN, SKIP, FAIL).",
-         schemas.PROBES_IN, schemas.TASK_OUT, probes, read_only=True),
+         "its status (OK, WARN, SKIP, FAIL). Not read-only: the data path check creates "
+         "an index, adds and removes a document, and deletes the index; fuzz writes "
+         "through every API.",
+         schemas.PROBES_IN, schemas.TASK_OUT, probes),
     Tool("seed", "Seed deterministic data into the running stack (`hd seed`); writes "
          ".hippodrome/seed.json and .env.e2e.",
          schemas.SEED_IN, schemas.TASK_OUT, seed, idempotent=True),
