@@ -134,6 +134,13 @@ def test_a_log_readiness_is_probed_on_its_port(tmp_path: Path) -> None:
     ({"table_prefix": "kube-system-"}, "the table prefix 'kube-system-' makes the namespace "
                                        "'kube-system', which is the cluster's own"),
     ({"image": "not an image"}, "is not an image reference"),
+    # the cluster refuses these only at pull time (InvalidImageName)
+    ({"image": "Hippodrome:latest"}, "is not an image reference"),
+    ({"image": "registry.example.com/Team/hd:1"}, "is not an image reference"),
+    ({"image": "hd:-bad"}, "is not an image reference"),
+    ({"image": "hd:" + "x" * 200}, "is not an image reference"),
+    ({"image": "hd@sha256:zzz"}, "is not an image reference"),
+    ({"image": "a/" * 200 + "b"}, "is not an image reference"),
     ({"only": "nosuch"}, "--only names 'nosuch'"),
     ({"cell": "staging"}, "HIPPODROME_CELL_URL_STAGING"),
 ])
@@ -143,6 +150,14 @@ def test_bad_options_are_one_sentence(tmp_path: Path, kwargs: dict[str, str],
     with pytest.raises((UsageError, StackFileError)) as caught:
         export(tmp_path, **kwargs)  # type: ignore[arg-type]
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("image", [
+    "hippodrome:latest", "team/hd:1", "localhost:5000/hd:1", "[::1]:5000/hd",
+    "registry.example.com/team/hd:1.2_a-b", "ghcr.io/org/x@sha256:" + "a" * 64,
+    "hd:v1@sha256:" + "b" * 64])
+def test_good_image_references_are_taken(tmp_path: Path, image: str) -> None:
+    assert f"image: {image}" in export(tmp_path, image=image).text.replace('"', "")
 
 
 def test_output_folder_errors(tmp_path: Path) -> None:

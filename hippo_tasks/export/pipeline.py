@@ -24,7 +24,17 @@ LAYOUTS = ("stack", "services")
 DEFAULT_IMAGE = "hippodrome:latest"
 """What the README's `docker build -t hippodrome .` makes; a cluster needs --image with
 a registry it can pull from."""
-_IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*\Z")
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_REGISTRY = (rf"(?=[^/]*[.:]|localhost/)(?:{_HOST_PART}(?:\.{_HOST_PART})*|\[[0-9A-Fa-f:]+\])"
+             r"(?::[0-9]+)?")
+_IMAGE_REF = re.compile(
+    rf"(?P<name>(?:{_REGISTRY}/)?{_COMPONENT}(?:/{_COMPONENT})*)(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+"""An image reference as the container runtimes' grammar has it (distribution/reference):
+a registry only where the first part has a `.` or `:` or is `localhost`, a repository in
+lower case, a tag of at most 128 characters, a digest of hex. A looser pattern let
+`Hippodrome:latest` or `hd:-bad` through, to be refused by the cluster at pull time."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,8 @@ def check_request(req: Request) -> None:
     if req.layout not in LAYOUTS:
         raise UsageError(f"--layout {req.layout!r}: choose one of {', '.join(LAYOUTS)} "
                          "(stack: the whole stack in one pod; services: a pod per service)")
-    if not req.image or not _IMAGE_REF.match(req.image):
+    ref = _IMAGE_REF.fullmatch(req.image)
+    if ref is None or len(ref.group("name")) > 255:
         raise UsageError(f"--image {req.image!r} is not an image reference (e.g. "
                          "registry.example.com/team/hippodrome:my-branch)")
     check_namespace(req.namespace)
