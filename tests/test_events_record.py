@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from event_recordings import Stack, event, recorded_sink, routes, sink, start
+from event_recordings import Stack, event, recorded_sink, routes, start
 from stackutil import free_ports, hd, wait_for
 
 from hippo_tasks.registry.cleanup import force_down
@@ -30,7 +30,9 @@ TOKEN = "tok-" + uuid.uuid4().hex + "-\"\\<"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("record") / "proj"
     dash, settings, gone = free_ports(3)
-    body = (recorded_sink(root, "settings", settings) + sink("gone", gone, enabled=False)
+    body = (recorded_sink(root, "settings", settings)
+            + f'[services.gone]\ncommand = ["sleep", "3600"]\nport = {gone}\n'
+              'readiness = "none"\n\n'  # in the run, listening on nothing
             + routes(("Test.", "settings"), ("Gone.", "gone")))
     try:
         yield start(root, dash, {"settings": settings, "gone": gone}, body, token=TOKEN)

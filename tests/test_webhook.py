@@ -74,7 +74,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("webhook") / "proj"
-    names = ["settings", "merch", "slow", "text", "failing", "gone", *FRAMINGS]
+    names = ["settings", "merch", "slow", "text", "failing", "gone", "deaf", *FRAMINGS]
     dash, *ports = free_ports(1 + len(names))
     by_name = dict(zip(names, ports, strict=True))
     write_stack(root, stack_header(dash)
@@ -84,10 +84,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 + sink("text", by_name["text"], "--non-json")
                 + sink("failing", by_name["failing"], "--status", "500")
                 + sink("gone", by_name["gone"], enabled=False)
+                + f'[services.deaf]\ncommand = ["sleep", "3600"]\nport = {by_name["deaf"]}\n'
+                  'readiness = "none"\n\n'  # in the run, listening on nothing
                 + "".join(sink(f, by_name[f], "--framing", f) for f in FRAMINGS)
                 + routes(("EcomIndexSettings.", "settings"), ("EcomIndex", "merch"),
                          ("Merchandising.", "merch"), ("Slow.", "slow"), ("Text.", "text"),
-                         ("Fail.", "failing"), ("Gone.", "gone"),
+                         ("Fail.", "failing"), ("Gone.", "gone"), ("Deaf.", "deaf"),
                          *((f"{f.title()}.", f) for f in FRAMINGS)))
     env = {"HIPPODROME_WEBHOOK_TOKEN": "", "HIPPODROME_WEBHOOK_TIMEOUT": str(TIMEOUT_S),
            "HIPPODROME_WEBHOOK_READ_TIMEOUT": str(READ_TIMEOUT_S)}
@@ -177,10 +179,26 @@ def test_missing_detail_type_is_400(stack: Stack, event: dict[str, Any]) -> None
 
 
 def test_target_down_is_503_naming_service_and_port(stack: Stack) -> None:
-    code, body = post(stack.dash, {"detail-type": "Gone.MODIFY"})
+    code, body = post(stack.dash, {"detail-type": "Deaf.MODIFY"})
     assert code == 503 and list(body) == ["error"]
-    assert body["error"].startswith("Service unavailable: gone at ")
-    assert f"localhost:{stack.ports['gone']}" in body["error"]
+    assert body["error"].startswith("Service unavailable: deaf at ")
+    assert f"localhost:{stack.ports['deaf']}" in body["error"]
+
+
+def test_a_route_to_a_service_outside_the_run_is_not_forwarded(stack: Stack) -> None:
+    """`gone` is switched off: its port is not the stack's, and whatever program held it
+    got the events (and a 503 blamed a service `hd status` does not list)."""
+    with socket.socket() as stranger:
+        stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        stranger.bind(("127.0.0.1", stack.ports["gone"]))
+        stranger.listen(1)
+        stranger.settimeout(0.5)
+        code, body = post(stack.dash, {"detail-type": "Gone.MODIFY", "detail": {"pw": "x"}})
+        with pytest.raises(TimeoutError):
+            stranger.accept()
+    assert (code, body["status"]) == (200, "ignored"), body
+    assert body["reason"] == ("the route for 'Gone.' names 'gone', which is not part of this "
+                              "run (left out by the profile, cell or --only); not forwarded")
 
 
 def test_slow_target_is_504_in_time_and_blocks_nobody(stack: Stack) -> None:
@@ -380,7 +398,7 @@ def test_deliveries_newest_first_and_noted_in_the_service_log(stack: Stack) -> N
     tag = uuid.uuid4().hex[:8]
     post(stack.dash, {"detail-type": f"EcomIndexSettings.{tag}"})
     post(stack.dash, {"detail-type": f"Nowhere.{tag}"})
-    post(stack.dash, {"detail-type": f"Gone.{tag}"})
+    post(stack.dash, {"detail-type": f"Deaf.{tag}"})
     request(stack.dash, b"{oops")
     code, body = request(stack.dash, None, method="GET", path="/api/webhook/deliveries")
     assert code == 200 and len(body["deliveries"]) <= 200
@@ -390,7 +408,7 @@ def test_deliveries_newest_first_and_noted_in_the_service_log(stack: Stack) -> N
         assert isinstance(entry["at"], float) and isinstance(entry["latency_ms"], float)
     assert [(e["detail_type"], e["target"], e["status"], e["outcome"]) for e in newest] == [
         ("", None, 400, "error"),
-        (f"Gone.{tag}", f"localhost:{stack.ports['gone']}", 503, "error"),
+        (f"Deaf.{tag}", f"localhost:{stack.ports['deaf']}", 503, "error"),
         (f"Nowhere.{tag}", None, 200, "ignored"),
         (f"EcomIndexSettings.{tag}", f"localhost:{stack.ports['settings']}", 200, "forwarded"),
     ]
@@ -478,9 +496,9 @@ def test_events_send_prints_the_routing_result(stack: Stack) -> None:
 
 
 def test_events_send_exit_codes(stack: Stack, project: Path) -> None:
-    run = hd(stack.root, "events.send", "--detail-type", "Gone.MODIFY")
+    run = hd(stack.root, "events.send", "--detail-type", "Deaf.MODIFY")
     assert run.returncode == 1
-    assert json.loads(run.stdout)["error"].startswith("Service unavailable: gone at ")
+    assert json.loads(run.stdout)["error"].startswith("Service unavailable: deaf at ")
     assert "the webhook answered 503" in run.stderr
     run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "missing.json")
     assert run.returncode == 2 and "--file missing.json" in run.stderr

@@ -119,7 +119,16 @@ def eventbridge(req: Request) -> Json:
         event, raw = read_event(req, hook.engine.webhook_token, hook.read_timeout)
         detail_type = detail_type_of(event)
         planned = hook.match(detail_type)
-        if planned is None:
+        if planned is not None and planned.route.service not in hook.engine.stack.services:
+            # Not this run's (left out by the profile, cell or --only): its port may be
+            # anyone's, and the event went to whatever held it.
+            status, payload, outcome = 200, {
+                "status": "ignored",
+                "reason": f"the route for {planned.route.detail_type_prefix!r} names "
+                          f"'{planned.route.service}', which is not part of this run (left "
+                          "out by the profile, cell or --only); not forwarded"}, "ignored"
+            planned = None
+        elif planned is None:
             status, payload, outcome = 200, {
                 "status": "ignored",
                 "reason": f"No route configured for detail-type: {detail_type}"}, "ignored"
