@@ -32,7 +32,7 @@ from stackutil import (
     write_stack,
 )
 
-from hippo_tasks.tasks.actions import changed_meanwhile
+from hippo_tasks.action_outcome import changed_meanwhile
 
 
 def shell_stack(root: Path) -> tuple[int, int, int]:

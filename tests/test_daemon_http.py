@@ -98,6 +98,32 @@ def test_service_actions_over_http(daemon: str) -> None:
     assert code == 200 and body["services"][0]["state"] == "running"
 
 
+def test_an_action_that_failed_is_not_ok_over_http_as_in_the_cli(project: Path) -> None:
+    """A restart whose new process exited 3 was a plain 200 with the row in it, while
+    `hd restart` exited 1 and MCP said ok false: a script took it for a success."""
+    (dash,) = free_ports(1)
+    flag = project / "broken"
+    write_stack(project, stack_header(dash) + (
+        '[services.flaky]\ncommand = ["sh", "-c", "test -e broken && exit 3; echo up; '
+        'exec sleep 600"]\nreadiness = { log = "up" }\nauto_restart = false\n'))
+    hd(project, "up", "--detach", check=True)
+    try:
+        url = f"http://127.0.0.1:{dash}"
+        code, body = call(url + "/api/services/flaky/restart", method="POST")
+        assert (code, body["ok"], body["problems"]) == (200, True, []), body
+        flag.write_text("")
+        code, body = call(url + "/api/services/flaky/restart", method="POST")
+        assert code == 200 and body["ok"] is False, body
+        assert body["problems"] == ["flaky failed: exited with code 3"], body
+        assert body["services"][0]["state"] == "failed"
+        cli = hd(project, "restart", "--service", "flaky")
+        assert cli.returncode == 1 and "flaky: failed — exited with code 3" in cli.stdout
+        code, body = call(url + "/api/stack/stop", method="POST")
+        assert (code, body["ok"]) == (200, True), body
+    finally:
+        hd(project, "down")
+
+
 def test_other_origins_and_rebound_hosts_are_refused(daemon: str) -> None:
     port = daemon.rsplit(":", 1)[1]
     req = urllib.request.Request(daemon + "/api/stack/stop", data=b"", method="POST",

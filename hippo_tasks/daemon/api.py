@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hippo_tasks.action_outcome import problems
 from hippo_tasks.daemon.httpcore import HttpError, Json, Request, decode_json, json_type
 from hippo_tasks.numbers import plain_int
 
@@ -79,14 +80,24 @@ def logs(req: Request) -> Json:
     return Json(None, encoded=encoded)
 
 
+def judged(verb: str, name: str | None, cascade: bool, result: dict[str, Any]) -> Json:
+    """The rows, with `ok` and the `problems` the command line and MCP would name: a
+    restart whose new process exited 3 was a plain 200 here, while `hd restart` exited
+    1 and MCP said `ok: false` (action_outcome)."""
+    found = problems(verb, name, cascade, result["services"])
+    return Json({**result, "ok": not found, "problems": [p.text for p in found]})
+
+
 def start(req: Request) -> Json:
     body_object(req)
-    return Json(req.app.commands.start(req.params.get("name")))
+    name = req.params.get("name")
+    return judged("start", name, False, req.app.commands.start(name))
 
 
 def stop(req: Request) -> Json:
     body_object(req)
-    return Json(req.app.commands.stop(req.params.get("name")))
+    name = req.params.get("name")
+    return judged("stop", name, False, req.app.commands.stop(name))
 
 
 def restart(req: Request) -> Json:
@@ -98,7 +109,7 @@ def restart(req: Request) -> Json:
     name = req.params.get("name")
     if cascade and name is None:
         raise HttpError(400, "'cascade' needs one service: POST /api/services/NAME/restart")
-    return Json(req.app.commands.restart(name, cascade=cascade))
+    return judged("restart", name, cascade, req.app.commands.restart(name, cascade=cascade))
 
 
 def shutdown(req: Request) -> Json:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hippo_tasks.action_outcome import problems
 from hippo_tasks.errors import DaemonNotRunningError, UnknownServiceError, UsageError
 from hippo_tasks.mcp import events, schemas
 from hippo_tasks.mcp.backend import LogArgs, Stack, run_hd
@@ -68,25 +69,25 @@ def _not_ready(stack: Stack, name: str) -> dict[str, Any]:
 
 
 def _settled_ok(row: dict[str, Any], named: bool) -> bool:
-    """Ready; or, when the whole stack was asked for, a non-blocking service that failed
-    (as `up --detach` judges it)."""
+    """For wait_ready: ready; or, when the whole stack was asked for, a non-blocking
+    service that failed (as `up --detach` judges it)."""
     if row.get("ready"):
         return True
     return not named and row["state"] == "failed" and not row.get("blocking", True)
 
 
 def _outcome(stack: Stack, verb: str, service: str | None, rows: list[dict[str, Any]],
-             launched: bool = False) -> dict[str, Any]:
+             launched: bool = False, cascade: bool = False) -> dict[str, Any]:
+    """ok as the command line and the API judge it (action_outcome), with each service
+    that is not ready explained."""
     target = service or "the stack"
+    found = problems(verb, service, cascade, rows)
+    ok = not found
     if verb == "stop":
-        left = [r for r in rows if r["state"] not in ("stopped", "failed", "external")]
-        ok = not left
         summary = f"{target}: stopped" if ok else \
-            f"{target}: still {', '.join(r['name'] + ' ' + r['state'] for r in left)}"
+            f"{target}: " + "; ".join(p.text for p in found)
         return {"ok": ok, "summary": summary, "services": rows, "not_ready": []}
-    named = service is not None
     skipped = [f"{r['name']} {r['not_restarted']}" for r in rows if r.get("not_restarted")]
-    ok = all(_settled_ok(r, named) for r in rows) and not skipped
     not_ready = [_not_ready(stack, r["name"]) for r in rows if not r.get("ready")]
     summary = f"{verb} {target}: " + ("ready" if ok else "not ready")
     if not_ready or skipped:
@@ -132,7 +133,7 @@ def restart(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
         raise UsageError("'cascade' needs 'service': the stack as a whole has no order to "
                          "cascade in")
     rows = stack.act("restart", service, cascade)["services"]
-    return _outcome(stack, "restart", service, rows)
+    return _outcome(stack, "restart", service, rows, cascade=cascade)
 
 
 def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:

@@ -83,32 +83,14 @@ def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) 
         elif row.get("not_restarted"):
             line += f" — {row['not_restarted']}"
         print(for_terminal(line))
-    failed = [r for r in rows if r["state"] == "failed" and r.get("blocking", True)]
-    # What was asked to run and did not (a restart whose dependency is stopped) is not
-    # a success, whatever else happened: in a cascade, every row was asked (a dependant
-    # it stopped to restart, and could not start again, left exit 0).
-    left = [r["name"] for r in rows if (r["name"] == service or cascade)
-            and r["state"] == "stopped" and not r.get("ready")]
-    # Settled mid-way by another command (a stop, a down) while this one waited: it was
-    # printed as `b: starting` (or every service `stopped`) and exited 0.
-    unsettled = [r["name"] for r in rows if r["state"] in ("pending", "starting", "stopping")]
-    skipped = [r for r in rows if r.get("not_restarted")]  # a cascade that could not
-    none_up = not service and rows and not any(r.get("ready") for r in rows)
-    if verb != "stop" and (failed or left or unsettled or none_up or skipped):
-        for name in left:
-            print(f"hippodrome: '{name}' is not running; `hd start --service {name}` "
-                  "starts it with what it depends on", file=sys.stderr)
-        if unsettled or none_up:
-            print(f"hippodrome: {changed_meanwhile(unsettled)}", file=sys.stderr)
+    from hippo_tasks.action_outcome import problems
+
+    found = problems(verb, service or None, cascade, rows)
+    for problem in found:
+        if not problem.in_row:
+            print(f"hippodrome: {problem.text}", file=sys.stderr)
+    if found:
         raise TaskExit(1)
-
-
-def changed_meanwhile(unsettled: list[str]) -> str:
-    """Why a start or restart is not a success though nothing failed. With no service
-    left in motion (a whole-stack stop came in) it said `no service did not come up`."""
-    what = f"{', '.join(unsettled)} did not come up" if unsettled else "no service came up"
-    return (f"{what}: another command (a stop, `hd down`) changed the stack while this one "
-            "waited; `hd status` shows where it is now")
 
 
 SERVICE_HELP = {"service": "one service (default: the whole stack; the daemon stays up)",

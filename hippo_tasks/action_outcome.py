@@ -1,0 +1,65 @@
+"""Whether a start, stop or restart did what it was asked, judged once from its rows.
+
+The command line, the HTTP API and the MCP tools each answer an action with the rows the
+daemon settled on. Each judged them on its own: `hd restart -s flaky` exited 1 for a
+new process that exited 3, the MCP tool said `ok: false`, and the API answered a plain
+200, so a script driving the API took the failure for a success. The rule lives here,
+and each of the three says its outcome from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+Row = Mapping[str, Any]
+MOVING = ("pending", "starting", "stopping")
+
+
+class Problem(NamedTuple):
+    text: str
+    in_row: bool
+    """Already said by the row's own line (`x: failed — reason`): the command line does
+    not print it twice."""
+
+
+def changed_meanwhile(unsettled: Sequence[str]) -> str:
+    """Why a start or restart is not a success though nothing failed. With no service
+    left in motion (a whole-stack stop came in) it said `no service did not come up`."""
+    what = f"{', '.join(unsettled)} did not come up" if unsettled else "no service came up"
+    return (f"{what}: another command (a stop, `hd down`) changed the stack while this one "
+            "waited; `hd status` shows where it is now")
+
+
+def problems(verb: str, service: str | None, cascade: bool,
+             rows: Sequence[Row]) -> list[Problem]:
+    """What went wrong, one sentence each; empty when the action succeeded. A whole-stack
+    start or restart succeeds with a non-blocking service failed (as `up --detach`
+    judges it); a service asked for by name must be ready."""
+    if verb == "stop":
+        return [Problem(f"{r['name']} is still {r['state']}", True) for r in rows
+                if r["state"] not in ("stopped", "failed", "external")]
+    found: list[Problem] = []
+    unsettled: list[str] = []
+    for row in rows:
+        name, state = row["name"], row["state"]
+        asked = name == service or cascade
+        if row.get("not_restarted"):
+            found.append(Problem(f"{name}: {row['not_restarted']}", True))
+        elif row.get("ready") or state == "external":
+            continue
+        elif state == "failed" and (asked or row.get("blocking", True)):
+            found.append(Problem(f"{name} failed: {row.get('reason') or 'no reason given'}",
+                                 True))
+        elif state in MOVING:
+            unsettled.append(name)
+        elif state == "stopped" and asked:
+            found.append(Problem(f"'{name}' is not running; `hd start --service {name}` "
+                                 "starts it with what it depends on", False))
+        elif state == "backoff" and asked:
+            found.append(Problem(f"{name} is backing off before a restart: "
+                                 f"{row.get('reason', '')}", True))
+    if unsettled or (service is None and rows and not found and
+                     not any(r.get("ready") or r["state"] == "external" for r in rows)):
+        found.append(Problem(changed_meanwhile(unsettled), False))
+    return found
