@@ -169,6 +169,10 @@ BAD_ACTION_REQUESTS = [
     (LENGTH % 3, b'"x"', 400, "Request body must be a JSON object or empty, got string"),
     (LENGTH % 10, b'{"n": NaN}', 400, "Invalid JSON: NaN is not JSON"),
     (LENGTH % 9, b"{not json", 400, "Invalid JSON: "),
+    # a misspelt field restarted the one service alone, as if it had not been sent
+    (LENGTH % 16, b'{"cascde": true}', 400,
+     "unknown field(s) 'cascde'; a restart takes cascade"),
+    (LENGTH % 8, b'{"a": 1}', 400, "unknown field(s) 'a'; a restart takes cascade"),
     (LENGTH % (2 * 1024 * 1024), b" " * (2 * 1024 * 1024), 413,
      "Request body too large: 2097152 bytes; the limit is 1048576 bytes"),
     (LENGTH % (100 * 1024 * 1024), b"{}", 413, "Request body too large"),
@@ -207,7 +211,7 @@ def test_a_query_flag_that_is_not_a_yes_or_no_is_refused(daemon: str) -> None:
 def test_an_empty_or_object_body_is_an_action(daemon: str) -> None:
     port = int(daemon.rsplit(":", 1)[1])
     for head, body in ((b"", b""), (LENGTH % 0, b""), (LENGTH % 2, b"{}"),
-                       (LENGTH % 9, b' {"a": 1}')):
+                       (LENGTH % 19, b' {"cascade": false}')):
         answer = raw_post(port, "/api/services/web/restart", head + b"Connection: close\r\n", body)
         assert answer.status == 200 and answer.json()["services"][0]["state"] == "running"
 

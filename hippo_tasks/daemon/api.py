@@ -30,8 +30,11 @@ def _int_arg(q: dict[str, str], key: str, default: int, lo: int, hi: int) -> int
     return value
 
 
-def body_object(req: Request) -> dict[str, Any] | None:
-    """An action's optional body: nothing, or a JSON object (no field is read yet)."""
+def body_object(req: Request, takes: tuple[str, ...] = (),
+                what: str = "this action") -> dict[str, Any] | None:
+    """An action's optional body: nothing, or a JSON object of the fields it `takes`.
+    A field it does not take is a 400 naming it: `{"cascde": true}` restarted the one
+    service alone, as if the field had not been sent."""
     raw = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="the request")
     if not raw.strip():
         return None
@@ -39,6 +42,11 @@ def body_object(req: Request) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise HttpError(400, f"Request body must be a JSON object or empty, got "
                              f"{json_type(value)}")
+    unknown = sorted(set(value) - set(takes))
+    if unknown:
+        said = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise HttpError(400, f"unknown field(s) {said}; {what} takes "
+                             + (", ".join(takes) if takes else "no field (send {} or nothing)"))
     return value
 
 
@@ -102,7 +110,7 @@ def stop(req: Request) -> Json:
 
 def restart(req: Request) -> Json:
     """`{"cascade": true}` in the body (or `?cascade=1`): then its dependants, in order."""
-    body = body_object(req) or {}
+    body = body_object(req, ("cascade",), "a restart") or {}
     cascade = body.get("cascade", _bool_arg(req.query, "cascade"))  # ?cascade=banana: 400
     if not isinstance(cascade, bool):
         raise HttpError(400, f"'cascade' must be true or false, got {json_type(cascade)}")

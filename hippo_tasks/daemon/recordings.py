@@ -38,10 +38,6 @@ def listing(req: Request) -> Json:
 
 
 def _options(body: dict[str, Any]) -> tuple[str | None, float | None, tuple[str, ...]]:
-    unknown = sorted(set(body) - set(REPLAY_FIELDS))
-    if unknown:
-        raise HttpError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; a replay "
-                             f"takes {', '.join(REPLAY_FIELDS)}")
     pattern = body.get("filter")
     if pattern is not None and not isinstance(pattern, str):
         raise HttpError(400, f"'filter' must be a detail-type (a string), got "
@@ -72,7 +68,7 @@ def replay_one(req: Request) -> Json:
     )
 
     engine = req.app.engine
-    pattern, speed, ignore = _options(body_object(req) or {})
+    pattern, speed, ignore = _options(body_object(req, REPLAY_FIELDS, "a replay") or {})
     name = req.params["rec"]
     if not SAFE_NAME.match(name):
         raise HttpError(400, f"not a recording name: {name!r} (names look like "
