@@ -125,3 +125,32 @@ def test_a_dead_services_group_number_taken_by_a_stranger_is_not_signalled(
             parent.wait(10)
 
     run(project, text, scenario)
+
+
+def test_a_service_asked_to_start_during_a_stack_stop_does_not_start_on_a_dependency_going_down(
+        project: Path) -> None:
+    """A whole-stack restart from one terminal while a cascade from another restarted
+    `b`: b's coalesced restart ran once b itself was stopped, found `a` still running
+    (held, about to be stopped by the same request) and started on it; `a` then stopped
+    under it (tester q, 2: the bundled fork_action_worker died on moto going away, and
+    stayed failed). A dependency the stack is stopping is not ready for a new start."""
+    a, b = free_ports(2)
+    text = (toy_service("a", a, readiness={"http": "/"})
+            + toy_service("b", b, "--ignore-term", readiness={"http": "/"}, stop_timeout=1,
+                          depends_on=["a"]))
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        first_b = h.stack.get("b").pid
+        stopping = asyncio.ensure_future(h.stack.stop(reason="restart requested"))
+        while h.stack.get("b").state != State.STOPPING:
+            await asyncio.sleep(0.01)
+        asked = h.stack.get("b").request("start", "a cascade from another terminal")
+        await stopping
+        outcome = await asyncio.wait_for(asked, 10)
+        assert h.stack.get("a").state == State.STOPPED
+        assert outcome.state != "running" and h.stack.get("b").state != State.RUNNING, (
+            outcome, h.states("b"))
+        assert h.stack.get("b").pid in (None, first_b)
+
+    run(project, text, scenario)

@@ -257,12 +257,17 @@ class ServiceRun:
             self.waiting_on = ()
 
     def meets(self, condition: str | None) -> bool:
-        """Whether a dependant waiting on this service with `condition` may start."""
+        """Whether a dependant waiting on this service with `condition` may start. Not
+        while a stop of this service is asked for or under way (held): a whole-stack
+        restart held every service, and a dependant's restart coalesced from another
+        terminal started on a dependency the same restart stopped a moment later."""
+        if condition == "completed_successfully":
+            return self.state == State.STOPPED and self.exit_code == 0
+        if self._hold:
+            return False
         if condition == "started":
             return self.ready or (self.state in (State.STARTING, State.RUNNING, State.BACKOFF)
                                   and self.pid is not None)
-        if condition == "completed_successfully":
-            return self.state == State.STOPPED and self.exit_code == 0
         return self.ready
 
     def _set_health(self, ok: bool) -> None:
