@@ -95,6 +95,23 @@ def test_existing_files_are_never_overwritten_without_force(project: Path,
     assert "hippodrome.toml and tasks.py already exist" in res.stderr
 
 
+def test_a_folder_at_a_files_name_is_refused_before_anything_is_written(
+        project: Path, tmp_path: Path) -> None:
+    """`hd init` advised `--force` for a folder named tasks.py, and `--force` failed
+    (exit 10, a message for runtime files) after replacing the user's hippodrome.toml."""
+    sh = shell_in(project, tmp_path / "scratch")
+    (project / "hippodrome.toml").write_text("# mine, edited by hand\n")
+    (project / "tasks.py").mkdir()
+    (project / "tasks.py" / "x").write_text("")
+    for flags in ("--tasks", "--tasks --force"):
+        res = sh.run(f"hd init {flags}")
+        assert res.returncode == 2, res.stderr
+        assert "tasks.py in " in res.stderr and "is not a file (a folder" in res.stderr
+        assert "--force" not in res.stderr and "nothing was written" in res.stderr
+        assert (project / "hippodrome.toml").read_text() == "# mine, edited by hand\n"
+    assert sorted(p.name for p in project.iterdir()) == ["hippodrome.toml", "tasks.py"]
+
+
 def test_tasks_py_makes_invoke_work_in_that_folder(project: Path, tmp_path: Path) -> None:
     offset = free_offset([9000, 8080])
     sh = shell_in(project, tmp_path / "scratch", HIPPODROME_PORT_OFFSET=str(offset))

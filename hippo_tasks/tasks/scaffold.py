@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import StateDirError, UsageError
 from hippo_tasks.model.project import current_folder
-from hippo_tasks.model.textfile import replace_text
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import handles_errors
 
@@ -31,9 +31,19 @@ def starter_files(from_bundled: bool, with_tasks: bool) -> dict[str, str]:
 
 def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = False,
                   force: bool = False) -> list[Path]:
-    """Write the starter files into `folder`; nothing at all when one exists and not
-    `force`. Returns the paths written."""
+    """Write the starter files into `folder`: all of them or none. Nothing when one
+    exists and not `force`, or when something other than a file stands at a name (a
+    folder: `--force` cannot replace it, and it failed half-way, after replacing the
+    user's hippodrome.toml). Returns the paths written."""
     files = starter_files(from_bundled, with_tasks)
+    blocked = [name for name in files if (folder / name).exists()
+               and not (folder / name).is_file()]
+    if blocked:
+        names = " and ".join(blocked)
+        raise UsageError(
+            f"{names} in {folder} {'is' if len(blocked) == 1 else 'are'} not a file (a "
+            "folder, or a link to one): hd init writes files only; move it away, then run "
+            "hd init again; nothing was written")
     existing = [name for name in files if (folder / name).exists()]
     if existing and not force:
         names = " and ".join(existing)
@@ -41,15 +51,18 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
             f"{names} already {'exists' if len(existing) == 1 else 'exist'} in {folder}; "
             "hd init writes nothing over an existing file (edit it, or run `hd init "
             "--force` to replace it with a fresh one); nothing was written")
-    written = []
-    for name, text in files.items():
-        path = folder / name
-        try:
-            replace_text(path, text, folder / f".{name}.hd-init-{os.getpid()}")
-        except OSError as exc:
-            raise StateDirError.from_os(exc, path) from exc
-        written.append(path)
-    return written
+    temps = {name: folder / f".{name}.hd-init-{os.getpid()}" for name in files}
+    try:  # every file written aside first: a full disk leaves the old ones as they were
+        for name, text in files.items():
+            temps[name].write_bytes(text.encode("utf-8"))
+        for name in files:
+            os.replace(temps[name], folder / name)
+    except OSError as exc:
+        for tmp in temps.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise StateDirError.from_os(exc, Path(exc.filename or folder)) from exc
+    return [folder / name for name in files]
 
 
 def next_steps(written: list[Path], from_bundled: bool) -> str:
