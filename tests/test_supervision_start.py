@@ -193,6 +193,26 @@ def test_a_setup_step_that_does_not_end_fails_the_service_at_its_timeout(
     run(project, text, scenario)
 
 
+def test_port_is_the_services_own_whatever_its_env_says(project: Path) -> None:
+    """A PORT in an app's .env (or the stack's [env]) replaced the service's own $PORT in
+    silence: it bound another port and failed "not ready" with nothing saying why."""
+    (port,) = free_ports(1)
+    (project / ".env").write_text("PORT=1\n")
+    text = ('[env]\nPORT = "2"\n\n'
+            f'[services.a]\ncommand = ["sh", "-c", "echo port=$PORT; exec sleep 600"]\n'
+            f'port = {port}\nenv_file = [".env"]\nreadiness = {{ log = "port=" }}\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        lines = h.lines("a")
+        assert f"port={port}" in lines, lines
+        notes = [r.text for r in h.hub.tail("a", 1000) if r.system]
+        assert any(n.startswith(f"PORT=1 from its env is replaced by its port, {port}")
+                   for n in notes), notes
+
+    run(project, text, scenario)
+
+
 def test_a_hung_readiness_answer_holds_back_no_one_and_is_probed_again(project: Path) -> None:
     """One starting service that accepts connections but never answers must not hold
     back another's readiness, and once its hung probe has timed out it is probed again:

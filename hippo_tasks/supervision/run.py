@@ -328,7 +328,15 @@ class ServiceRun:
     async def _spawn(self, argv: tuple[str, ...] | None = None, main: bool = True) -> Child:
         env = {**self.ctx.base_env, **self.planned.env, "PYTHONUNBUFFERED": "1"}
         if self.planned.port is not None:
-            env.setdefault("PORT", str(self.planned.port))
+            # $PORT is the service's port, as PYTHONUNBUFFERED is Hippodrome's: a PORT
+            # in an app's .env (or [env]) replaced it in silence, the service bound
+            # another port, and it failed "not ready" with nothing naming why.
+            given = env.get("PORT")
+            env["PORT"] = str(self.planned.port)
+            if given is not None and given != env["PORT"] and main:
+                self._note(f"PORT={given[:40]} from its env is replaced by its port, "
+                           f"{self.planned.port}: a service with `port` gets it as $PORT "
+                           "(give another port another name)")
         first_seq = self.ctx.hub.last_seq(self.name) + 1
         place = self.ctx.ownership.placement(self.name)
         proc = spawn(self.name, argv or self.planned.argv, self.planned.cwd, env, place,
