@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from harness import Harness, run
 from stackutil import PY, free_ports, toy_service
 
@@ -189,6 +190,29 @@ def test_a_setup_step_that_does_not_end_fails_the_service_at_its_timeout(
             pass
         else:
             raise AssertionError(f"the setup step {pid} was left running")
+
+    run(project, text, scenario)
+
+
+@pytest.mark.parametrize("first_line,words", [
+    (b"#!/bin/sh\r\n", "has Windows line endings: its first line asks for '/bin/sh\\r'"),
+    (b"#!/no/such/interp\n", "asks for the interpreter '/no/such/interp' (its `#!` line), "
+                             "which does not exist"),
+])
+def test_a_script_whose_interpreter_cannot_run_is_named(project: Path, first_line: bytes,
+                                                         words: str) -> None:
+    """It read `.../cgroup.procs: 1: exec: ./run.sh: not found` (our cgroup wrapper
+    speaking, of a file that exists), or a raw errno without cgroups."""
+    script = project / "run.sh"
+    script.write_bytes(first_line + b"echo up\r\nsleep 600\r\n")
+    script.chmod(0o755)
+    text = '[services.a]\ncommand = ["./run.sh"]\n'
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None and f"command './run.sh' {words}" in failure.reason, \
+            failure.reason
+        assert "cgroup.procs" not in failure.reason
 
     run(project, text, scenario)
 

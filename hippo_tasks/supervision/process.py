@@ -47,6 +47,32 @@ SHORT_OF = {errno.EMFILE: "this process has too many files open",
 good after a single try, though the resource came back seconds later."""
 
 
+def interpreter_problem(path: str) -> str:
+    """Why a script's `#!` line cannot run it, or "". The kernel says only "No such file
+    or directory" for a script whose interpreter is missing (or saved with Windows line
+    endings, `#!/bin/sh\r`), and that reached the user through our cgroup wrapper as
+    `.../cgroup.procs: exec: ./run.sh: not found`, of a file that exists."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return ""
+    if not head.startswith(b"#!"):
+        return ""
+    line = head[2:].split(b"\n", 1)[0]
+    words = line.strip(b" \t").split(None, 1)
+    if not words:
+        return "starts with `#!` but names no interpreter"
+    if line.endswith(b"\r"):
+        return (f"has Windows line endings: its first line asks for "
+                f"{os.fsdecode(line.strip(b' ')[:80])!r}; convert it (`dos2unix FILE`, or "
+                "`sed -i 's/\\r$//' FILE`)")
+    name = os.fsdecode(words[0])
+    if not os.path.isabs(name) or not os.path.exists(name):
+        return f"asks for the interpreter '{name}' (its `#!` line), which does not exist"
+    return ""
+
+
 def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
                     env: Mapping[str, str], field: str = "command") -> str:
     """The program to exec, or a SpawnError naming the stack-file `field` it came from
@@ -71,6 +97,9 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
                              f"a program (fix `{field}` in the stack file)")
         if not os.access(path, os.X_OK):
             raise SpawnError(f"service {service}: {what_cmd} '{exe}' is not executable")
+        wrong = interpreter_problem(path)
+        if wrong:
+            raise SpawnError(f"service {service}: {what_cmd} '{exe}' {wrong}")
         return path
     import shutil  # here: a command given by path (the bundled stack's) never needs it
 
