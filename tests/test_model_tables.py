@@ -50,14 +50,27 @@ def test_a_stack_of_ones_own_knows_only_the_default_profile_and_cell() -> None:
         plan(DB, profile="ecom")
 
 
-def test_declared_profiles_hold_every_service_that_names_none() -> None:
+def test_every_profile_holds_every_service_that_names_none() -> None:
+    """Declared or only named by a service, as Compose has it: `odd` ran `extra` alone,
+    and adding a description-only [profiles.odd] table changed what ran."""
     text = DB + '[profiles.small]\n[profiles.big]\ndescription = "all"\n' \
         '[services.extra]\ncommand = ["x"]\nprofiles = ["big", "odd"]\n'
     spec = load_stack_text(text)
     assert known_profiles(spec) == ("core", "small", "big", "odd")
-    assert spec.service("db").profiles == ("core", "small", "big")
-    assert plan(text, profile="odd").names == ("extra",)
+    assert spec.service("db").profiles == ("core", "small", "big", "odd")
+    assert set(plan(text, profile="odd").names) == {"db", "extra"}
     assert set(plan(text, profile="big").names) == {"db", "extra"}
+    assert plan(text, profile="small").names == ("db",)
+    declared = text + '[profiles.odd]\ndescription = "the same"\n'
+    assert set(plan(declared, profile="odd").names) == {"db", "extra"}
+
+
+def test_external_in_must_name_a_profile() -> None:
+    with pytest.raises(StackFileError) as info:
+        load_stack_text(DB + '[profiles.staging]\n[services.x]\ncommand = ["x"]\n'
+                        'external_in = ["stagign"]\n')
+    assert "external_in names 'stagign', which no [profiles.NAME] table declares" in str(info.value)
+    assert "did you mean 'staging'" in str(info.value)
 
 
 def test_a_stand_in_is_the_cells_url_and_other_cells_use_their_url() -> None:

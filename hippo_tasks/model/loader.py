@@ -331,10 +331,21 @@ def _merge(files: list[_FileData]) -> StackSpec:
         routes = data.routes + routes
     settings.pop("defaults", None)
     below = {name for data in files[:-1] for name in data.services}
+    # A service naming no profiles is in every one: those declared, and those only a
+    # service names (as Compose has it). It was in the declared ones only, so
+    # `profiles = ["debug"]` on a debugger ran it alone, and adding a description-only
+    # [profiles.debug] table changed what ran.
+    every = tables.profiles + tuple(sorted(
+        {p for t in merged.values() for p in t.get("profiles", ())} - set(tables.profiles)))
     services: list[ServiceSpec] = []
     for name, table in merged.items():
         ctx = source[name]
-        table.setdefault("profiles", tables.profiles)
+        table.setdefault("profiles", every)
+        unknown = [p for p in table.get("external_in", ()) if p not in every]
+        if unknown:
+            raise ctx.error(f"external_in names '{unknown[0]}', which no [profiles.NAME] "
+                            "table declares and no service names: no --profile could "
+                            "choose it" + close_hint(unknown[0], every), name, "external_in")
         check_cells(ctx, name, table.setdefault("cells", tables.cell_names), tables)
         always_external = table.get("external", False) or (
             set(table.get("external_in", ())) >= set(table["profiles"]))

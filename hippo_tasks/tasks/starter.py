@@ -50,7 +50,7 @@ description = "serves index.html"
 # auto_restart = true               # restart after a crash, with backoff
 # max_restarts = 5                  # quick crashes in a row before it is `failed`
 # blocking = true                   # false: its failure is shown, the stack goes on
-# profiles = ["core"]               # only with `hd up --profile core` (default: every one)
+# profiles = ["core"]               # only with `hd up --profile core` (default: every profile)
 
 # A database that the app waits for until it is healthy (ready), and stops fast:
 # [services.db]
