@@ -16,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from stackutil import PY, free_ports, stack_header, toy_service, write_stack
+from stackutil import PY, free_ports, hd, registry, stack_header, toy_service, write_stack
 
 from hippo_tasks.daemon import listener
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.launch import prepare
 from hippo_tasks.daemon.main import run_engine
 from hippo_tasks.errors import PortsBusyError
-from hippo_tasks.model.plan import Options
+from hippo_tasks.model.plan import Options, url_host
 from hippo_tasks.supervision.states import State
 
 
@@ -238,3 +238,27 @@ def test_up_detach_says_ready_only_once_the_daemon_answers(tmp_path: Path) -> No
             _answers(f"http://127.0.0.1:{dead}", ended, reg, log, 0)
     finally:
         ended.wait()
+
+
+def test_an_ipv6_dashboard_host_gives_urls_that_reach_it(project: Path) -> None:
+    """`HIPPODROME_DASHBOARD_HOST=::1` printed and served `http://::1:PORT` (no client
+    takes it), and gave services `${dashboard_url}` on 127.0.0.1, where nothing listened."""
+    assert [url_host(h) for h in ("", "0.0.0.0", "::", "::1", "[::1]", "localhost")] == [
+        "127.0.0.1", "127.0.0.1", "[::1]", "[::1]", "[::1]", "localhost"]
+    (dash,) = free_ports(1)
+    out = project / "said.txt"
+    write_stack(project, stack_header(dash) + (
+        '[services.a]\ncommand = ["sh", "-c", "echo ${dashboard_url} > said.txt; '
+        'exec sleep 600"]\n'))
+    env = {"HIPPODROME_DASHBOARD_HOST": "::1"}
+    up = hd(project, "up", "--detach", env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        want = f"http://[::1]:{dash}"
+        assert registry(project)["daemon"]["url"] == want
+        assert f"dashboard {want}" in up.stdout + up.stderr, up.stdout + up.stderr
+        assert out.read_text().strip() == want
+        status = hd(project, "status", "--json", env=env)
+        assert status.returncode == 0 and json.loads(status.stdout)["dashboard_url"] == want
+    finally:
+        hd(project, "down", env=env)

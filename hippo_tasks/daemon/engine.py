@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.events.recording import events_dir
-from hippo_tasks.model.plan import StackPlan
+from hippo_tasks.model.plan import StackPlan, url_host
 from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision import timeline
 from hippo_tasks.supervision.backoff import Clock, LoopClock
@@ -156,8 +156,7 @@ class Engine:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.dashboard_host in ("0.0.0.0", "") else self.dashboard_host
-        return f"http://{host}:{self.plan.dashboard_port}"
+        return f"http://{url_host(self.dashboard_host)}:{self.plan.dashboard_port}"
 
     def _identity(self, pid: int) -> float | None:
         """A pid's start time never changes: ask psutil once per pid, not once per sync."""

@@ -25,6 +25,7 @@ from hippo_tasks.errors import (
     UsageError,
 )
 from hippo_tasks.model.plan import StackPlan
+from hippo_tasks.model.plan import dashboard_host as plan_dashboard_host
 from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.registry.lifecycle_lock import release_inherited
 from hippo_tasks.registry.store import Registry
@@ -36,9 +37,7 @@ if TYPE_CHECKING:  # the foreground's; the detached daemon never loads it
 
 
 def dashboard_host() -> str:
-    if os.environ.get("HIPPODROME_DASHBOARD_HOST"):
-        return os.environ["HIPPODROME_DASHBOARD_HOST"]
-    return "0.0.0.0" if os.environ.get("HIPPODROME_PEX_DIR") else "127.0.0.1"
+    return plan_dashboard_host(os.environ)
 
 
 FD_SOFT_LIMIT = 65536
@@ -82,8 +81,11 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
         except OSError as exc:
             # Taken between the pre-flight check and now: name the holder, as pre-flight does.
             check_ports([("dashboard", plan.dashboard_port)])
+            host = os.environ.get("HIPPODROME_DASHBOARD_HOST")
             raise UsageError(f"cannot serve the dashboard on port {plan.dashboard_port}: "
-                             f"{exc.strerror or exc}") from None
+                             f"{exc.strerror or exc}" + (
+                                 f" (HIPPODROME_DASHBOARD_HOST={host!r}: unset it, or give "
+                                 "an address of this machine)" if host else "")) from None
 
         def start(bound: socket.socket) -> Callable[[], None]:
             from hippo_tasks.daemon.commands import StackCommands

@@ -105,7 +105,7 @@ class StackPlan(NamedTuple):
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://{HOST}:{self.dashboard_port}"
+        return f"http://{url_host(dashboard_host(self.options.env))}:{self.dashboard_port}"
 
 
 def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
@@ -182,7 +182,7 @@ def base_vars(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> dict[
         "cell_url": _cell_url(spec, opts, ports),
         "profile": opts.profile,
         "dashboard_port": str(dashboard_port),
-        "dashboard_url": f"http://{HOST}:{dashboard_port}",
+        "dashboard_url": f"http://{url_host(dashboard_host(opts.env))}:{dashboard_port}",
         "random_seed": str(opts.random_seed),
         "bind_host": bind_host(opts.env),
         "port_offset": str(opts.port_offset),
@@ -382,6 +382,28 @@ class Renderer:
         known = (*self.base, "port", "env", "url")
         raise self.fail(f"unknown variable ${{{var}{':' + arg if arg else ''}}}"
                         + close_hint(var, known, "${", "}"), field_name)
+
+
+def dashboard_host(env: Mapping[str, str]) -> str:
+    """Where the daemon listens: HIPPODROME_DASHBOARD_HOST, else loopback (every address
+    in a PEX or Docker run, where `docker run -p` must reach it)."""
+    if env.get("HIPPODROME_DASHBOARD_HOST"):
+        return env["HIPPODROME_DASHBOARD_HOST"]
+    return "0.0.0.0" if env.get("HIPPODROME_PEX_DIR") else HOST
+
+
+def url_host(bound: str) -> str:
+    """The host of a URL that reaches a socket bound to `bound`: loopback for every
+    address, an IPv6 literal in brackets. `HIPPODROME_DASHBOARD_HOST=::1` gave
+    `http://::1:9000`, which no browser or client takes, and services' ${dashboard_url}
+    kept 127.0.0.1, where nothing listened."""
+    if bound in ("", "0.0.0.0"):
+        return HOST
+    if bound == "::":
+        return "[::1]"
+    if ":" in bound and not bound.startswith("["):
+        return f"[{bound}]"
+    return bound
 
 
 def bind_host(env: Mapping[str, str]) -> str:
