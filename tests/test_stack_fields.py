@@ -256,13 +256,30 @@ def test_a_dependency_the_profile_leaves_out_is_said_aloud(project: Path) -> Non
                 + toy_service("db", db) + 'profiles = ["full"]\n')
     try:
         up = hd(project, "up", "--detach", check=True, timeout=60)
-        assert ("hippodrome | app starts without db (named in its depends_on, left out of "
-                "profile core with cell local)") in up.stdout, up.stdout
+        assert ("hippodrome | app starts without db (named in its depends_on; db: not in "
+                "profile core)") in up.stdout, up.stdout
         hd(project, "down", check=True)
         up_full = hd(project, "up", "--detach", "--profile", "full", check=True, timeout=60)
         assert "starts without" not in up_full.stdout, up_full.stdout
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_each_dependency_left_out_is_named_with_what_left_it_out(tmp_path: Path) -> None:
+    """A job switched off with `enabled = false` was said to be "left out of profile
+    core", and the user looked at profiles and cells for the cause."""
+    from hippo_tasks.model.plan import left_out_dependencies
+
+    text = ('[stack]\ndefaults = false\n[services.schema]\ncommand = ["x"]\nkind = "job"\n'
+            'enabled = false\n[services.cache]\ncommand = ["c"]\nprofiles = ["full"]\n'
+            '[services.seed]\ncommand = ["s"]\n[services.app]\ncommand = ["y"]\n'
+            'depends_on = [{ name = "schema", condition = "completed_successfully" }, '
+            '"cache", "seed"]\n')
+    plan = build_plan(load_stack_text(text), Options(project_root=tmp_path, skip=("seed",)))
+    assert left_out_dependencies(plan) == [
+        "app starts without schema, cache, seed (named in its depends_on; schema: switched "
+        "off with enabled = false; cache: not in profile core; seed: left out by "
+        "--no-seed)"]
 
 
 def test_the_bundled_stack_says_nothing_of_the_dependencies_it_drops(tmp_path: Path) -> None:

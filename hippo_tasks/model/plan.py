@@ -61,6 +61,8 @@ class PlannedService(NamedTuple):
     depends_on: tuple[str, ...]
     setup_argv: tuple[str, ...] = ()
     setup_creates: Path | None = None
+    left_out: tuple[tuple[str, str], ...] = ()
+    """Dependencies its depends_on names that this run leaves out, each with why."""
 
     @property
     def name(self) -> str:
@@ -203,6 +205,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
     base = base_vars(spec, opts, ports)
     names = {s.name for s in chosen}
     everyone = tuple(s.name for s in spec.services)
+    known = {s.name: s for s in spec.services}
     order = topo_order({s.name: [d for d in s.depends_on if d in names] for s in chosen})
     by_name = {s.name: s for s in chosen}
     planned = []
@@ -228,11 +231,29 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
                 depends_on=tuple(d for d in svc.depends_on if d in names),
                 setup_argv=setup_argv,
                 setup_creates=creates,
+                left_out=tuple((d, why_left_out(known.get(d), opts))
+                               for d in svc.depends_on if d not in names),
             )
         )
     routes = tuple(PlannedRoute(r, ports.get(r.service)) for r in spec.routes)
     return StackPlan(opts, spec.settings, dashboard_port, tuple(planned), routes,
                      spec.file_stamp)
+
+
+def why_left_out(dep: ServiceSpec | None, opts: Options) -> str:
+    """Which choice left a service out of the run, named by what to change: a job
+    switched off with `enabled = false` was said to be "left out of profile core"."""
+    if dep is None:
+        return "not a service of the stack"
+    if not dep.enabled:
+        return "switched off with enabled = false"
+    if dep.name in opts.skip:
+        return "left out by --no-seed"
+    if opts.profile not in dep.profiles:
+        return f"not in profile {opts.profile}"
+    if opts.cell not in dep.cells:
+        return f"not run with cell {opts.cell}"
+    return "left out by --only"
 
 
 def left_out_dependencies(plan: StackPlan) -> list[str]:
@@ -246,11 +267,11 @@ def left_out_dependencies(plan: StackPlan) -> list[str]:
     for svc in plan.services:
         if svc.spec.source.startswith("<bundled "):  # by design: the bundle's own seed job
             continue
-        missing = [d for d in svc.spec.depends_on if d not in svc.depends_on]
-        if missing:
-            lines.append(f"{svc.name} starts without {', '.join(missing)} (named in its "
-                         f"depends_on, left out of profile {plan.options.profile} with cell "
-                         f"{plan.options.cell})")
+        if svc.left_out:
+            why = "; ".join(f"{d}: {reason}" for d, reason in svc.left_out)
+            lines.append(f"{svc.name} starts without "
+                         f"{', '.join(d for d, _ in svc.left_out)} (named in its "
+                         f"depends_on; {why})")
     return lines
 
 
