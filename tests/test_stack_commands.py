@@ -103,3 +103,23 @@ def test_a_command_that_cannot_start_is_one_sentence(stack: tuple[Path, int]) ->
     assert done.returncode != 0
     assert "cannot run the stack's [commands.probes] (./no-such-program)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_edited_dashboard_port_moves_nothing_the_daemon_runs(
+        stack: tuple[Path, int]) -> None:
+    """The port offset was the daemon's dashboard port less the file's: once
+    `dashboard_port` was edited under the running stack, doctor checked and seed seeded
+    ports where nothing ran, as "the running daemon's"."""
+    root, offset = stack
+    stack_file = root / "hippodrome.toml"
+    stack_file.write_text(STACK.replace("defaults = false", "defaults = false\n"
+                                        "dashboard_port = 9005"))
+    try:
+        seeded = run_task(root, "seed", "--seed", "7")
+        doctor = hd(root, "doctor")
+    finally:
+        stack_file.write_text(STACK)
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    assert f"http://127.0.0.1:{9001 + offset}" in seeded.stdout.split()
+    assert "saved after this stack started" in seeded.stderr, seeded.stderr
+    assert f"port offset {offset} (" in doctor.stdout, doctor.stdout

@@ -71,6 +71,7 @@ class StackCommands:
             "profile": opts.profile,
             "cell": opts.cell,
             "table_prefix": opts.table_prefix,
+            "port_offset": opts.port_offset,
             "project_root": str(opts.project_root),
             "dashboard_url": self.engine.url,
             "uptime_s": round(time.time() - self.engine.started_at, 1),

@@ -196,6 +196,7 @@ class Engine:
                 "profile": opts.profile,
                 "cell": opts.cell,
                 "table_prefix": opts.table_prefix,
+                "port_offset": opts.port_offset,
                 "logs_dir": str(self.runs.dir),
                 "started": self.started,
                 "stack_file": self.stack_file,

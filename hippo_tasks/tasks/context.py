@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.errors import UsageError
 from hippo_tasks.model.project import find_project_root
@@ -37,6 +38,17 @@ def python_for_services() -> str:
     if pex_dir:
         return str(Path(pex_dir) / "services.pex")
     return sys.executable
+
+
+def daemon_offset(daemon: Mapping[str, Any], file_port: int) -> str | None:
+    """The port offset the running daemon was started with, as it recorded it. An older
+    daemon's is its dashboard port less the file's `dashboard_port`: wrong once that was
+    edited under it (doctor and seed checked and seeded ports where nothing ran)."""
+    recorded = daemon.get("port_offset")
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        return str(recorded)
+    port = daemon.get("port")
+    return str(port - file_port) if isinstance(port, int) else None
 
 
 def port_offset(flag: int | str | None) -> int:

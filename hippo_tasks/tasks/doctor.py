@@ -11,7 +11,7 @@ from invoke.tasks import task
 
 from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import Registry, daemon_alive, live_services
-from hippo_tasks.tasks.context import build_options, resolve_root
+from hippo_tasks.tasks.context import build_options, daemon_offset, resolve_root
 from hippo_tasks.tasks.output import GREEN, RED, YELLOW, TaskExit, handles_errors, paint
 from hippo_tasks.terminal_text import lines_for_terminal
 
@@ -72,8 +72,8 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
         given = profile, cell, port_offset
         profile = profile or daemon.get("profile") or "core"
         cell = cell or daemon.get("cell") or "local"
-        if port_offset is None and isinstance(daemon.get("port"), int):
-            port_offset = str(daemon["port"] - stack.settings.dashboard_port)
+        if port_offset is None:
+            port_offset = daemon_offset(daemon, stack.settings.dashboard_port)
         plan = build_plan(stack, build_options(
             root=root, profile=profile, cell=cell, table_prefix="", only="",
             offset=port_offset))

@@ -11,6 +11,7 @@ the terminal, and its exit code becomes the task's.
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from hippo_tasks.errors import UsageError
 from hippo_tasks.model.commands import PlannedCommand, plan_command
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options
+from hippo_tasks.model.project import changed_since
 from hippo_tasks.model.spec import StackSpec
 from hippo_tasks.supervision.child_env import child_env
-from hippo_tasks.tasks.context import python_for_services, random_seed
+from hippo_tasks.tasks.context import daemon_offset, python_for_services, random_seed
 
 
 def running_options(root: Path, status: Mapping[str, Any], seed: int | None,
@@ -31,7 +33,8 @@ def running_options(root: Path, status: Mapping[str, Any], seed: int | None,
     """The stack spec and the Options the running daemon was started with."""
     spec = load_stack(root)
     dashboard_port = urlsplit(str(status.get("dashboard_url") or "")).port
-    offset = (dashboard_port or spec.settings.dashboard_port) - spec.settings.dashboard_port
+    offset = int(daemon_offset({"port_offset": status.get("port_offset"),
+                                "port": dashboard_port}, spec.settings.dashboard_port) or 0)
     try:
         opts = Options(project_root=root, profile=str(status["profile"]),
                        cell=str(status["cell"]), table_prefix=str(status["table_prefix"]),
@@ -44,7 +47,11 @@ def running_options(root: Path, status: Mapping[str, Any], seed: int | None,
 
 
 def prepare(root: Path, name: str, task: str, seed: int | None = None) -> PlannedCommand:
-    status = DaemonClient.for_project(root).status()
+    client = DaemonClient.for_project(root)
+    status = client.status()
+    note = changed_since(root, client.stack_file)
+    if note:  # its variables come from the file as it is now, the stack from then
+        print(f"hippodrome: note: {note}", file=sys.stderr)
     environ = child_env()
     spec, opts = running_options(root, status, seed, environ)
     planned = plan_command(spec, opts, name, task)
