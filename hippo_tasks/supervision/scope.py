@@ -37,6 +37,12 @@ def stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rfind(b")") + 2:].decode("ascii", "replace").split()
 
 
+def is_stopped(pid: int) -> bool:
+    """SIGSTOP'd, Ctrl+Z'd or held by a debugger (state T or t): it will not answer."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] in ("T", "t")
+
+
 def start_ticks(pid: int) -> int | None:
     """When PID started, in clock ticks since boot; None if gone or a zombie. Together
     with the PID this names one process for as long as the machine is up."""

@@ -89,10 +89,14 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) 
     began = time.monotonic()
     shown: dict[str, str] = {}
     seen: tuple[int, int, int] | None = None
-    read_at = changed_at = asked_at = time.monotonic()
+    read_at = changed_at = asked_at = looked_at = time.monotonic()
+    stopped_since: float | None = None
     while True:
         time.sleep(0.01)
         exited = proc.poll() is not None
+        if not exited and time.monotonic() - looked_at >= 0.5:
+            looked_at = time.monotonic()
+            stopped_since = _still_stopped(pid, stopped_since, url)
         if not exited and time.monotonic() - max(changed_at, asked_at) > STALE_S:
             asked_at = time.monotonic()
             if _ready_by_api(url, pid, began):
@@ -140,6 +144,28 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) 
             return pid
 
 
+STOPPED_GIVE_UP_S = 10.0
+"""How long the daemon may be stopped (SIGSTOP, a debugger) before `up` stops waiting
+for it, as `down` and every other command do; it waited in silence for ever."""
+
+
+def _still_stopped(pid: int, since: float | None, url: str) -> float | None:
+    """When the daemon was first seen stopped (None while it runs); past
+    STOPPED_GIVE_UP_S, DaemonUnreachableError (exit 6) saying what to do."""
+    from hippo_tasks.errors import DaemonUnreachableError
+    from hippo_tasks.supervision.scope import is_stopped
+
+    if not is_stopped(pid):
+        return None
+    since = since or time.monotonic()
+    if time.monotonic() - since >= STOPPED_GIVE_UP_S:
+        raise DaemonUnreachableError(
+            url, pid, f"stopped (SIGSTOP, Ctrl+Z or a debugger) for {STOPPED_GIVE_UP_S:g}s "
+            f"while the stack started; `kill -CONT {pid}` lets it go on (then `hd status`), "
+            "`hd down` ends it")
+    return since
+
+
 MOVING = ("pending", "starting", "stopping")
 """States on the way somewhere: the start is not over while a service is in one."""
 STALE_S = 2.0
@@ -179,6 +205,9 @@ def _shut_down(proc: Daemon, why: str) -> None:
               "(Ctrl+C again to kill it at once)", flush=True)
         if proc.poll() is None:  # not reaped, so the pid is still our child's
             os.kill(proc.pid, signal.SIGTERM)
+            # A daemon stopped (SIGSTOP) would never see it, and this waited the whole
+            # SHUTDOWN_WAIT_S: the request to shut down is the request to go on.
+            os.kill(proc.pid, signal.SIGCONT)
         proc.wait(SHUTDOWN_WAIT_S)
     except (KeyboardInterrupt, Interrupted):
         if proc.poll() is None:

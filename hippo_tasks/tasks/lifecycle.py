@@ -241,6 +241,9 @@ def _wait_daemon_gone(registry: Registry, pid: int, born: float | None,
     entry before its interpreter exits, and `down` must not return while it lives.
     `born` is its start, read before it was asked to stop: read after, from a registry
     it had already cleared, it was none, and `down` returned while the daemon lived."""
+    from hippo_tasks.supervision.scope import is_stopped
+    from hippo_tasks.tasks.detached import STOPPED_GIVE_UP_S
+
     deadline = time.monotonic() + timeout
     stopped_since: float | None = None
     while time.monotonic() < deadline:
@@ -251,7 +254,7 @@ def _wait_daemon_gone(registry: Registry, pid: int, born: float | None,
             return
         # Stopped (SIGSTOP, a debugger) mid-shutdown, it would never finish: waited on
         # for the whole 120 s, where a `down` that finds it stopped gives up in 10.
-        stopped_since = (stopped_since or time.monotonic()) if _stopped(pid) else None
+        stopped_since = (stopped_since or time.monotonic()) if is_stopped(pid) else None
         if stopped_since is not None and time.monotonic() - stopped_since >= STOPPED_GIVE_UP_S:
             raise DaemonUnreachableError(str(daemon.get("url") or "its address"), pid,
                                          f"stopped (SIGSTOP, Ctrl+Z or a debugger) for "
@@ -263,11 +266,3 @@ def _wait_daemon_gone(registry: Registry, pid: int, born: float | None,
                                            "`hd down` again to keep waiting)")
 
 
-STOPPED_GIVE_UP_S = 10.0
-
-
-def _stopped(pid: int) -> bool:
-    from hippo_tasks.supervision.scope import stat_fields
-
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] in ("T", "t")

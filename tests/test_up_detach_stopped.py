@@ -1,0 +1,66 @@
+"""`up --detach` with its daemon stopped (SIGSTOP, Ctrl+Z, a debugger) while the stack
+starts: it waited in silence for ever, and a SIGTERM to it (a CI job's timeout) did not
+end it either, since the daemon it asked to shut down never saw the request."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from stackutil import HD_CLI, alive, free_ports, registry, stack_header, wait_for, write_stack
+
+SLOW = ('[services.slow]\ncommand = ["sh", "-c", "sleep 3; echo ready now; exec sleep 600"]\n'
+        'readiness = { log = "ready now" }\n')
+
+
+def start_up(project: Path) -> tuple[subprocess.Popen[str], int]:
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + SLOW)
+    up = subprocess.Popen([*HD_CLI, "up", "--detach"], cwd=project, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env={**os.environ, "NO_COLOR": "1"})
+
+    def daemon_pid() -> int | None:
+        try:
+            pid = (registry(project).get("daemon") or {}).get("pid")
+        except (OSError, ValueError):
+            return None
+        return pid if isinstance(pid, int) else None
+
+    pid = wait_for(daemon_pid, timeout=20, what="the daemon in the registry")
+    return up, pid
+
+
+def test_up_stops_waiting_for_a_stopped_daemon_and_says_so(project: Path) -> None:
+    up, pid = start_up(project)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        out, _ = up.communicate(timeout=40)
+        assert up.returncode == 6, out
+        assert f"(pid {pid})" in out and "stopped (SIGSTOP, Ctrl+Z or a debugger)" in out, out
+        assert f"kill -CONT {pid}" in out, out
+    finally:
+        if up.poll() is None:
+            up.kill()
+        if alive(pid):
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_sigterm_ends_up_and_its_stack_though_the_daemon_is_stopped(project: Path) -> None:
+    up, pid = start_up(project)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(1.0)
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=40)
+        assert up.returncode == 143, out
+        assert "the stack was shut down" in out, out
+        assert not alive(pid)
+    finally:
+        if up.poll() is None:
+            up.kill()
+        if alive(pid):
+            os.kill(pid, signal.SIGCONT)
