@@ -64,3 +64,31 @@ def test_sigterm_ends_up_and_its_stack_though_the_daemon_is_stopped(project: Pat
             up.kill()
         if alive(pid):
             os.kill(pid, signal.SIGCONT)
+
+
+def test_down_force_of_a_stack_stopped_whole_leaves_no_guard_behind(project: Path) -> None:
+    """A freezer or `kill -STOP` of every process of the run: `down --force` killed the
+    daemon and ended the services, and the guard stayed stopped for ever."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.a]\ncommand = ["sleep", "3600"]\n'
+                + '[services.b]\ncommand = ["sleep", "3600"]\n')
+    up = subprocess.run([*HD_CLI, "up", "--detach"], cwd=project, capture_output=True,
+                        text=True, timeout=60)
+    assert up.returncode == 0, up.stdout + up.stderr
+    data = registry(project)
+    daemon, guard = data["daemon"]["pid"], data["daemon"]["guard_pid"]
+    services = [s["pid"] for s in data["services"].values()]
+    stopped = [daemon, guard, *services]
+    try:
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        down = subprocess.run([*HD_CLI, "down", "--force"], cwd=project, capture_output=True,
+                              text=True, timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        wait_for(lambda: not any(alive(p) for p in stopped), timeout=15,
+                 what="the daemon, the guard and the services gone")
+    finally:
+        for pid in stopped:
+            if alive(pid):
+                os.kill(pid, signal.SIGCONT)

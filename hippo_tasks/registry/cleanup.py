@@ -133,6 +133,7 @@ def force_down(registry: Registry) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             lines.append(f"killed daemon pid {pid}")
+            _wake_guard(daemon)
         else:
             lines.append(
                 f"pid {pid}, recorded as the daemon, is running but does not listen on "
@@ -145,6 +146,24 @@ def force_down(registry: Registry) -> list[str]:
     if not lines:
         lines.append("nothing to clean: no recorded process is running")
     return lines
+
+
+def _wake_guard(daemon: dict[str, Any]) -> None:
+    """SIGCONT the run's orphan guard, proven by its command line (its name and the run's
+    token): a stack stopped whole (a freezer, `kill -STOP` of every process) left it
+    stopped for ever once the daemon was killed; awake, it reads the end of its pipe and
+    ends what is left of the run, then itself."""
+    pid, token = daemon.get("guard_pid"), daemon.get("token")
+    if not isinstance(pid, int) or not isinstance(token, str) or not token:
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return
+    if b"hippodrome-guard" in argv and token.encode() in argv:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def _holds_daemon_port(pid: int, daemon: dict[str, Any]) -> bool:
