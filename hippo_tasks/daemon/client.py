@@ -114,17 +114,22 @@ class DaemonClient:
             raise UsageError(f"unknown action {verb}")
         path = f"/api/services/{quote(service, safe='')}/{verb}" if service else \
             f"/api/stack/{verb}"
-        # First ask whether it answers at all, as `status` does (10 s): an action waits
-        # up to 310 s for its outcome, so against a stopped or hung daemon `hd stop` sat
-        # silent for minutes, and the request it left behind ran whenever the daemon
-        # woke, after the user had given up on it.
-        self.call("GET", "/healthz", timeout=10)
+        self.check_answers()
         result: dict[str, Any] = self.call("POST", path, {"cascade": True} if cascade else None)
         return result
+
+    def check_answers(self) -> None:
+        """Whether it answers at all, as `status` asks (10 s), before a request that may
+        wait long for its outcome: an action waits up to 310 s, an event 60 s, a replay
+        for each delivery, so against a stopped or hung daemon `hd stop` and `hd
+        events.send` sat silent for minutes, and the request left behind ran whenever
+        the daemon woke, after the user had given up on it. DaemonUnreachableError."""
+        self.call("GET", "/healthz", timeout=10)
 
     def post_event(self, event: dict[str, Any], token: str | None) -> tuple[int, Any]:
         """One event through the webhook, the path an EventBridge delivery takes:
         (HTTP status, the JSON answer, or {"raw": text} when it is not JSON)."""
+        self.check_answers()
         headers = dict(JSON)
         if token:
             headers[TOKEN_HEADER] = token

@@ -204,9 +204,11 @@ def replay(c: Context, file: str, filter: str = "", speed: str = "",
         print(f"hippodrome | replaying {report.selected} of {report.deliveries} deliveries "
               f"from {report.path} {how}", flush=True)
 
+    recording = _recording(file, root)
+    client.check_answers()
     try:
         result = run_replay(
-            _recording(file, root), url=client.url,
+            recording, url=client.url,
             token=os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None, filter=filter or None,
             speed=pace, ignore=[k.strip() for k in ignore.split(",") if k.strip()],
             on_start=started, on_mismatch=lambda m: print("\n".join(m.lines()), flush=True))

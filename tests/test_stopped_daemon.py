@@ -1,6 +1,7 @@
-"""`up --detach` with its daemon stopped (SIGSTOP, Ctrl+Z, a debugger) while the stack
-starts: it waited in silence for ever, and a SIGTERM to it (a CI job's timeout) did not
-end it either, since the daemon it asked to shut down never saw the request."""
+"""A daemon stopped (SIGSTOP, Ctrl+Z, a debugger), or a whole stack stopped: `up
+--detach` waited in silence for ever (and a SIGTERM to it, a CI job's timeout, did not
+end it either); `hd events.send` waited too, where every other command gives up after
+10 s; `down --force` left the stopped guard behind."""
 
 from __future__ import annotations
 
@@ -92,3 +93,20 @@ def test_down_force_of_a_stack_stopped_whole_leaves_no_guard_behind(project: Pat
         for pid in stopped:
             if alive(pid):
                 os.kill(pid, signal.SIGCONT)
+
+
+def test_events_send_to_a_stopped_daemon_gives_up_as_other_commands_do(
+        project: Path) -> None:
+    up, pid = start_up(project)
+    try:
+        out, _ = up.communicate(timeout=40)
+        assert up.returncode == 0, out
+        os.kill(pid, signal.SIGSTOP)
+        sent = subprocess.run([*HD_CLI, "events.send", "--detail-type", "X.Y"], cwd=project,
+                              capture_output=True, text=True, timeout=40)
+        assert sent.returncode == 6, sent.stdout + sent.stderr
+        assert f"(pid {pid}) does not answer" in sent.stderr, sent.stderr
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGCONT)
+        subprocess.run([*HD_CLI, "down"], cwd=project, capture_output=True, timeout=60)
