@@ -97,6 +97,7 @@ def test_loopback_names_the_own_origin_and_json_are_forwarded(stack: Stack) -> N
     allowed = [{}, {"Host": "127.0.0.1"}, {"Host": f"localhost:{stack.dash}"},
                {"Host": f"LocalHost:{stack.dash}"}, {"Host": f"[::1]:{stack.dash}"},
                {"Host": "[::1]"}, {"Origin": f"http://127.0.0.1:{stack.dash}"},
+               {"Host": f"127.0.0.2:{stack.dash}"},  # all of 127/8 is loopback
                {"Content-Type": "application/json; charset=utf-8"},
                {"Content-Type": "application/cloudevents+json"}]
     for n, headers in enumerate(allowed):
@@ -110,6 +111,9 @@ REFUSED = [
     ({"Host": "evil.example"}, 403, "Host 'evil.example' is not this machine's loopback"),
     ({"Host": "127.0.0.1.evil.example:9000"}, 403, "Host '127.0.0.1.evil.example:9000'"),
     ({"Host": "localhost.:9000"}, 403, "Host 'localhost.:9000'"),
+    ({"Host": "127.1:9000"}, 403, "Host '127.1:9000'"),  # not as a browser writes it
+    ({"Host": "127.0.0.01:9000"}, 403, "Host '127.0.0.01:9000'"),
+    ({"Host": "127.0.0.256:9000"}, 403, "Host '127.0.0.256:9000'"),
     ({"Host": ""}, 403, "Host '' is not"),
     ({"Origin": "http://evil.example"}, 403, "cross-origin request from 'http://evil.example'"),
     ({"Origin": "null"}, 403, "cross-origin request from 'null'"),

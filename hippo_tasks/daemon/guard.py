@@ -47,8 +47,19 @@ def host_name(host_header: str) -> str:
     return name.lower()
 
 
+def is_loopback_name(name: str) -> bool:
+    """localhost, [::1], or an address of 127.0.0.0/8 written as a browser sends it (four
+    plain decimal parts): `HIPPODROME_DASHBOARD_HOST=127.0.0.2` served a daemon whose own
+    webhook refused its Host. A name that resolves there (a rebinding page's) is not one."""
+    if name in LOOPBACK_NAMES:
+        return True
+    parts = name.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(
+        p.isascii() and p.isdigit() and str(int(p)) == p and int(p) < 256 for p in parts)
+
+
 def _foreign_host(host: str, hint: str) -> str | None:
-    if host_name(host) in LOOPBACK_NAMES:
+    if is_loopback_name(host_name(host)):
         return None
     return f"Host {host!r} is not this machine's loopback; {hint}"
 

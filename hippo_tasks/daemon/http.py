@@ -23,7 +23,7 @@ from hippo_tasks.daemon import routes
 from hippo_tasks.daemon.app import App
 from hippo_tasks.daemon.commands import StackCommands
 from hippo_tasks.daemon.connections import Connections, allowed, refuse
-from hippo_tasks.daemon.guard import refusal
+from hippo_tasks.daemon.guard import is_loopback_name, refusal
 from hippo_tasks.daemon.httpcore import (
     Body,
     ClientGone,
@@ -72,7 +72,7 @@ class ApiServer(ThreadingServer):
         host, _ = self.server_address = sock.getsockname()[:2]
         self.app = App.for_commands(commands)
         self.routes = routes.build()
-        self.loopback_only = host in ("127.0.0.1", "localhost", "::1")
+        self.loopback_only = is_loopback_name(host) or host == "::1"
         engine = commands.engine
         self.connections = Connections(len(engine.plan.services), lambda text: _on_loop(
             engine, text))

@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
-from hippo_tasks.daemon.guard import LOOPBACK_NAMES, host_name
+from hippo_tasks.daemon.guard import host_name, is_loopback_name
 from hippo_tasks.daemon.httpcore import HttpError, Raw, Request
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class McpEndpoint:
                 except ImportError:
                     raise HttpError(501, INSTALL) from None
                 host = urlsplit(commands.engine.url).hostname or ""
-                loopback = host_name(host) in LOOPBACK_NAMES or host == "::1"
+                loopback = is_loopback_name(host_name(host)) or host == "::1"
                 self._bridge = McpBridge(commands, loopback_only=loopback)
             return self._bridge
 
