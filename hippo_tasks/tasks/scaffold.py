@@ -52,6 +52,7 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
             "hd init writes nothing over an existing file (edit it, or run `hd init "
             "--force` to replace it with a fresh one); nothing was written")
     temps = {name: folder / f".{name}.hd-init-{os.getpid()}" for name in files}
+    name = ""
     try:  # every file written aside first: a full disk leaves the old ones as they were
         for name, text in files.items():
             temps[name].write_bytes(text.encode("utf-8"))
@@ -61,7 +62,7 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
         for tmp in temps.values():
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-        raise StateDirError.from_os(exc, Path(exc.filename or folder)) from exc
+        raise StateDirError.from_os(exc, folder / name) from exc
     return [folder / name for name in files]
 
 
