@@ -230,3 +230,25 @@ def test_a_daemon_that_could_write_nothing_is_said_from_its_exit_code(
     assert code == 10
     with pytest.raises(StateDirError, match="could not write its files there"):
         _report_failure(None, code, tmp_path / "daemon.log", 0)
+
+
+def test_down_on_a_full_disk_says_what_it_did(project: Path) -> None:
+    """Everything stopped, but `down` said "the daemon ended before it finished stopping
+    the stack" and "nothing was started or stopped", then "stack stopped"."""
+    dash, a, b = free_ports(3)
+    with tmpfs(project / "disk", "2m") as root, cleaned_up(root):
+        write_stack(root, stack_header(dash) + toy_service("a", a) + toy_service("b", b))
+        up = hd(root, "up", "--detach", timeout=60)
+        assert up.returncode == 0, up.stdout + up.stderr
+        pids = [s["pid"] for s in json.loads(
+            (root / ".hippodrome" / "registry.json").read_text())["services"].values()]
+        with open(root / "filler", "wb") as fh, contextlib.suppress(OSError):
+            fh.write(b"\0" * (4 * 1024 * 1024))
+        down = hd(root, "down", timeout=60)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0, said
+        assert not any(alive(p) for p in pids), said
+        assert "ended before it finished" not in said and "nothing was started" not in said
+        assert "stopped the stack but could not clear its registry entry" in said, said
+        assert "could not clear the registry" in said and "harmless" in said, said
+        assert "stack stopped, daemon exited" in said, said

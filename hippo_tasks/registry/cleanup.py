@@ -184,8 +184,10 @@ def _clear_entries(registry: Registry) -> list[str]:
     stays ended, and entries naming gone processes are harmless."""
     try:
         registry.update(_clear)
-    except StateDirError as exc:
-        return [f"could not clear the registry: {exc.message()}"]
+    except StateDirError as exc:  # its own sentence says "nothing was started or stopped"
+        return [f"could not clear the registry ({exc.path}: {exc.problem}): it still names "
+                "processes that are gone, which is harmless; the next command that can "
+                "write it clears them"]
     return []
 
 

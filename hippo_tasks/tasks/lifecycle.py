@@ -228,11 +228,17 @@ def _end_what_a_dead_daemon_left(registry: Registry, pid: int) -> None:
     data = registry.read()
     if (data.get("daemon") or {}).get("pid") != pid:
         return  # it finished its stop and cleared its entry
-    from hippo_tasks.registry.cleanup import clean_stale
+    from hippo_tasks.registry.cleanup import clean_stale, leftovers
 
-    _say(f"the daemon (pid {pid}) ended before it finished stopping the stack")
+    # It may have stopped every service and only failed to write (a full or read-only
+    # disk): that was said as "ended before it finished", above "stack stopped".
+    finished = not leftovers(data)[1]
+    _say(f"the daemon (pid {pid}) stopped the stack but could not clear its registry entry"
+         if finished else f"the daemon (pid {pid}) ended before it finished stopping the "
+         "stack")
     for line in clean_stale(registry, data):
-        _say(line)
+        if not (finished and line.startswith("found a stale registry entry")):
+            _say(line)
 
 
 def _wait_daemon_gone(registry: Registry, pid: int, born: float | None,
