@@ -348,8 +348,9 @@ class ProcessLimitError(HippoError):
         except (ImportError, OSError, ValueError):
             shown = ""
         return (f"cannot start {self.what}: this user's process limit is reached{shown}, "
-                "or the system's. End some processes or raise the limit, then run `hd up` "
-                "again.")
+                "or the system's, or memory for a thread's stack is short (a low `ulimit "
+                "-v`, or a huge `ulimit -s`, refuses a thread the same way). End some "
+                "processes or raise the limit, then run `hd up` again.")
 
     @classmethod
     def of(cls, exc: BaseException, what: str) -> ProcessLimitError | None:
@@ -358,6 +359,15 @@ class ProcessLimitError(HippoError):
                 isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)):
             return cls(what)
         return None
+
+
+def _nofile() -> str:
+    try:
+        import resource
+
+        return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    except (ImportError, OSError, ValueError):
+        return "?"
 
 
 EXIT_STATE_DIR = 10
@@ -383,6 +393,12 @@ class StateDirError(HippoError):
         return cls(str(where), exc.strerror or str(exc), reading)
 
     def message(self) -> str:
+        if self.problem in (os.strerror(errno.EMFILE), os.strerror(errno.ENFILE)):
+            # Not the folder, nor the user: it read "Make the folder writable" or "Run
+            # this as the user who started the stack" under a tiny `ulimit -n`.
+            return (f"cannot open {self.path}: {self.problem} (the open-files limit, "
+                    f"ulimit -n: {_nofile()}): raise it (`ulimit -n 4096`) and run again; "
+                    "nothing was started or stopped.")
         if self.reading:  # another user's stack: its registry was taken for corrupt
             return (f"cannot read {self.path}: {self.problem}. Run this as the user who "
                     "started the stack (or make the file readable); nothing was started "

@@ -252,3 +252,23 @@ def test_down_on_a_full_disk_says_what_it_did(project: Path) -> None:
         assert "stopped the stack but could not clear its registry entry" in said, said
         assert "could not clear the registry" in said and "harmless" in said, said
         assert "stack stopped, daemon exited" in said, said
+
+
+def test_a_tiny_open_files_limit_is_named_not_blamed_on_the_folder(project: Path) -> None:
+    """`ulimit -n 10`: "Make the folder writable" or "Run this as the user who started
+    the stack", for a writable folder and the right user."""
+    import resource
+
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.a]\ncommand = ["sleep", "60"]\n')
+    for limit in (5, 8, 10):
+        up = subprocess.run(
+            [*HD_CLI, "up", "--detach"], cwd=project, capture_output=True, text=True,
+            timeout=60, preexec_fn=lambda n=limit: resource.setrlimit(  # type: ignore[misc]
+                resource.RLIMIT_NOFILE, (n, n)))
+        said = up.stdout + up.stderr
+        if up.returncode == 0:  # enough to start after all: nothing to name
+            hd(project, "down", timeout=60)
+            continue
+        assert f"Too many open files (the open-files limit, ulimit -n: {limit})" in said, said
+        assert "writable" not in said and "the user who started" not in said, said
