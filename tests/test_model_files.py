@@ -104,3 +104,23 @@ def test_up_on_a_fifo_stack_file_exits_3_at_once(tmp_path: Path) -> None:
     assert up.returncode == 3, said
     assert "named pipe (FIFO)" in said and "Traceback" not in said
     assert not (tmp_path / ".hippodrome" / "registry.json").exists(), "something started"
+
+
+def test_a_small_file_is_read_into_a_small_buffer(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1 KB registry was read with a 4 MiB request: a MemoryError traceback from every
+    command under a tight `ulimit -v`."""
+    from hippo_tasks.model import textfile
+
+    path = tmp_path / "small.json"
+    path.write_text("x" * 1000)
+    asked: list[int] = []
+    real_read = os.read
+
+    def reading(fd: int, n: int) -> bytes:
+        asked.append(n)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(textfile.os, "read", reading)
+    assert textfile.read_small_text(path) == "x" * 1000
+    assert asked and max(asked) <= 1000 + 4096, asked

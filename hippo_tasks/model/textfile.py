@@ -60,7 +60,9 @@ def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
+            # At most what fstat said plus a page: a 1 KB registry was read into a 4 MiB
+            # buffer, a MemoryError traceback under a tight `ulimit -v`.
+            chunk = os.read(fd, min(limit + 1 - size, max(info.st_size - size, 0) + 4096))
             if not chunk:
                 break
             chunks.append(chunk)
