@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from chromium import launched
-from stackutil import free_ports, hd, registry, stack_header, toy_service, wait_for, write_stack
+from stackutil import (
+    HD_CLI,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
 
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
@@ -334,3 +344,50 @@ def test_a_read_another_page_makes_is_refused_by_the_browsers_own_word(
                 {"sec-fetch-site": "same-site", "sec-fetch-mode": "navigate",
                  "sec-fetch-dest": "document"}):
         assert stack.send("GET", "/api/services/web/logs?lines=1", None, own)[0] == 200
+
+
+def test_a_call_whose_client_hung_up_lets_go_of_its_connection(tmp_path: Path) -> None:
+    """A `wait_ready` of 600 s whose client went away held its thread and connection
+    all that while: 200 of them took the daemon to 404 threads (and, with the API's
+    connections capped, could hold every one)."""
+    import socket
+
+    import psutil
+
+    root = tmp_path / "proj"
+    dash, deaf = free_ports(2)
+    write_stack(root, stack_header(dash) + (
+        f'[services.deaf]\ncommand = ["sleep", "600"]\nport = {deaf}\n'
+        'start_timeout = 600\n'))
+    wait = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "wait_ready", "arguments": {"services": ["deaf"], "timeout_s": 600}}})
+    head = (f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{dash}\r\n"
+            "Content-Type: application/json\r\nAccept: application/json, text/event-stream"
+            f"\r\nContent-Length: {len(wait)}\r\n\r\n").encode()
+    up = subprocess.Popen([*HD_CLI, "up", "--detach"], cwd=root, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)  # waits for `deaf` for ever: not us
+    try:
+        wait_for(lambda: stack_answers(Stack(root, dash)), timeout=30, what="the daemon")
+        daemon = psutil.Process(registry(root)["daemon"]["pid"])
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", dash), timeout=10) as sock:
+                sock.sendall(head + wait.encode())
+                time.sleep(0.2)  # the call under way, then the client goes
+
+        def let_go() -> bool:
+            return not [c for c in daemon.net_connections("tcp")  # CLOSE_WAIT: held
+                        if c.laddr and c.laddr[1] == dash and c.status != "LISTEN"]
+
+        wait_for(let_go, timeout=10, what="the daemon letting go of hung-up calls")
+    finally:
+        up.kill()
+        up.wait()
+        hd(root, "down")
+        force_down(Registry(root))
+
+
+def stack_answers(stack: Stack) -> bool:
+    try:
+        return stack.get("/healthz")[0] == 200
+    except OSError:
+        return False

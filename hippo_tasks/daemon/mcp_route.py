@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 from hippo_tasks.daemon.guard import host_name, is_loopback_name
-from hippo_tasks.daemon.httpcore import HttpError, Raw, Request
+from hippo_tasks.daemon.httpcore import ClientGone, HttpError, Raw, Request, peer_gone
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.commands import StackCommands
@@ -85,10 +85,14 @@ def mcp(req: Request) -> Raw:
     sent = [(k, "application/json" if k.lower() == "content-type" and content_type ==
              "application/json" else v) for k, v in req.headers.items()]
     try:
-        status, headers, payload = req.app.mcp.bridge(req.app.commands).exchange(
-            req.method, req.path, urlencode(req.query), sent, body)
+        answer = req.app.mcp.bridge(req.app.commands).exchange(
+            req.method, req.path, urlencode(req.query), sent, body,
+            gone=lambda: peer_gone(req.body.sock))
     except RuntimeError as exc:
         raise HttpError(503, f"{exc}; restart the stack (`hd down`, `hd up`)") from None
+    if answer is None:
+        raise ClientGone()
+    status, headers, payload = answer
     content_type = next((v for k, v in headers if k.lower() == "content-type"),
                         "application/json")
     extra = {k: v for k, v in headers if k.lower() not in _SKIPPED}

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import MutableMapping, Sequence
+import time
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -29,6 +30,8 @@ from hippo_tasks.daemon.commands import StackCommands
 from hippo_tasks.mcp.backend import LocalStack
 from hippo_tasks.mcp.server import build
 
+GONE_EVERY_S = 0.25
+"""How often a waiting exchange looks whether its client is still there."""
 EXCHANGE_TIMEOUT_S = 960.0
 """Longer than the slowest tool may take (a seed or probes run, up to 900 s)."""
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "127.0.0.1:*", "localhost:*",
@@ -77,18 +80,28 @@ class McpBridge:
             self._ready.set()
 
     def exchange(self, method: str, path: str, query: str,
-                 headers: Sequence[tuple[str, str]], body: bytes) -> Answer:
-        """One HTTP request through the SDK: its status, headers and body."""
+                 headers: Sequence[tuple[str, str]], body: bytes,
+                 gone: Callable[[], bool] = lambda: False) -> Answer | None:
+        """One HTTP request through the SDK: its status, headers and body; None once
+        `gone()` says its client hung up. A `wait_ready` of up to 600 s whose client went
+        away held its thread and connection all that while: 200 of them took the
+        daemon to 404 threads, and with the API's connections capped, would have held
+        every one of them."""
         loop = self._loop
         if loop is None or self._failed is not None or not self._thread.is_alive():
             raise RuntimeError(f"the MCP endpoint stopped: {self._failed}")
         future = asyncio.run_coroutine_threadsafe(
             self._asgi(method, path, query, headers, body), loop)
-        try:
-            return future.result(EXCHANGE_TIMEOUT_S)
-        except TimeoutError:
-            future.cancel()
-            raise
+        deadline = time.monotonic() + EXCHANGE_TIMEOUT_S
+        while True:
+            try:
+                return future.result(GONE_EVERY_S)
+            except TimeoutError:
+                if gone() or time.monotonic() > deadline:
+                    future.cancel()
+                    if time.monotonic() > deadline:
+                        raise
+                    return None
 
     async def _asgi(self, method: str, path: str, query: str,
                     headers: Sequence[tuple[str, str]], body: bytes) -> Answer:
