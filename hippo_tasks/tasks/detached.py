@@ -94,7 +94,7 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) 
     while True:
         time.sleep(0.01)
         exited = proc.poll() is not None
-        if not exited and time.monotonic() - looked_at >= 0.5:
+        if not exited and time.monotonic() - looked_at >= STOPPED_EVERY_S:
             looked_at = time.monotonic()
             stopped_since = _still_stopped(pid, stopped_since, url)
         if not exited and time.monotonic() - max(changed_at, asked_at) > STALE_S:
@@ -144,6 +144,9 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) 
             return pid
 
 
+STOPPED_EVERY_S = 1.0
+"""How often the wait looks whether the daemon is stopped (the first look a second in,
+after most stacks are ready: nothing of it runs beside their start)."""
 STOPPED_GIVE_UP_S = 10.0
 """How long the daemon may be stopped (SIGSTOP, a debugger) before `up` stops waiting
 for it, as `down` and every other command do; it waited in silence for ever."""
