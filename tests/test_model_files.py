@@ -124,3 +124,23 @@ def test_a_small_file_is_read_into_a_small_buffer(tmp_path: Path,
     monkeypatch.setattr(textfile.os, "read", reading)
     assert textfile.read_small_text(path) == "x" * 1000
     assert asked and max(asked) <= 1000 + 4096, asked
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    ("[stack]\ndefaults = false\n# café\n".encode("latin-1"),
+     "is not UTF-8 text (line 3: byte 0xe9); save it as UTF-8"),
+    ("[stack]\ndefaults = false\n".encode("utf-16"), "is UTF-16 text"),
+])
+def test_a_file_that_is_not_utf8_says_where_and_what_to_do(tmp_path: Path, data: bytes,
+                                                           words: str) -> None:
+    """It was Python's codec text: a byte offset, no line, nothing to do."""
+    (tmp_path / "hippodrome.toml").write_bytes(data)
+    with pytest.raises(StackFileError) as info:
+        load_stack(tmp_path)
+    assert words in str(info.value) and "codec" not in str(info.value)
+    (tmp_path / "hippodrome.toml").write_text(
+        '[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\nenv_file = [".env"]\n')
+    (tmp_path / ".env").write_bytes(data)
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack(tmp_path), Options(project_root=tmp_path))
+    assert f"env_file {words}" in str(info.value)

@@ -64,6 +64,11 @@ def test_unknown_field_suggests_the_right_one() -> None:
     ("setup", '{ command = ["npm", "ci"], creates = "n", timeout = 0 }', "setup.timeout"),
     ("setup", '{ command = ["npm", "ci"], creates = "n", timeout = "1m" }', "setup.timeout"),
     ("setup", '{ command = ["npm", "ci"], creates = "n", limit = 5 }', "timeout = seconds"),
+    # taken as text, these matched nothing, and nothing said so
+    ("watch", '["${cwd}/src/*.py"]', "variables (${...}) are not expanded in watch"),
+    ("watch", '["src/*.{ts,tsx}"]', "braces ({a,b}) are not glob syntax here"),
+    ("readiness", '{ http = "/${port}/healthz" }', "not expanded in a readiness path"),
+    ("depends_on", '["db", { name = "db", condition = "started" }]', "names 'db' twice"),
 ])
 def test_wrong_types_are_named(field: str, value: str, words: str) -> None:
     base = "" if field == "command" else 'command = ["x"]\n'
@@ -229,3 +234,24 @@ def test_bind_host_is_loopback_except_in_docker_mode() -> None:
     chosen = build_plan(spec, Options(project_root=Path("/p"),
                                       env={"HIPPODROME_BIND_HOST": "127.0.0.2"}))
     assert "127.0.0.2" in chosen.service("controller").argv
+
+
+@pytest.mark.parametrize("name", ["hippodrome", "Dashboard"])
+def test_hippodromes_own_names_are_not_service_names(name: str) -> None:
+    """A service named `hippodrome` printed lines that read as Hippodrome's own."""
+    e = err(f'[services.{name}]\ncommand = ["x"]\n')
+    assert e.service == name and "is Hippodrome's own name in its output" in str(e)
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    # fields outside [services.X] were put at the [stack] header, or at line 1
+    ('[stack]\ndefaults = false\n\n[profiles.web]\nx = 1\n', 5),
+    ('[stack]\ndefaults = false\n\n[profiles.web]\n\ndescription = 5\n', 6),
+    ('[stack]\ndefaults = false\n[env]\nA = [1]\n', 3),  # its table at least
+    ('[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\n'
+     'setup = { command = ["y"], creates = "" }\n', 5),
+    ('[stack]\ndefaults = false\n\n[services."a b"]\ncommand = ["x"]\n', 4),
+])
+def test_errors_outside_a_services_plain_fields_name_their_line(text: str, line: int) -> None:
+    e = err(text)
+    assert e.line == line, str(e)

@@ -87,3 +87,17 @@ def test_the_stack_file_stamp_is_of_the_file_as_read_not_as_planned(tmp_path: Pa
     plan = build_plan(spec, Options(project_root=tmp_path))
     assert plan.names == ("a",)
     assert "was saved after this stack started" in changed_since(tmp_path, plan.file_stamp)
+
+
+def test_a_stack_file_removed_under_a_running_stack_is_said(tmp_path: Path) -> None:
+    """An edit was noted, a deletion was not: and the next `up` there runs the bundle."""
+    from hippo_tasks.model.project import changed_since, stack_file_stamp
+
+    stack = tmp_path / "hippodrome.toml"
+    stack.write_text('[stack]\ndefaults = false\n[services.a]\ncommand = ["true"]\n')
+    stamp = stack_file_stamp(tmp_path)
+    assert changed_since(tmp_path, stamp) == ""
+    stack.unlink()
+    assert "hippodrome.toml was removed after this stack started" in \
+        changed_since(tmp_path, stamp)
+    assert changed_since(tmp_path, None) == ""

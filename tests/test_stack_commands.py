@@ -123,3 +123,18 @@ def test_an_edited_dashboard_port_moves_nothing_the_daemon_runs(
     assert f"http://127.0.0.1:{9001 + offset}" in seeded.stdout.split()
     assert "saved after this stack started" in seeded.stderr, seeded.stderr
     assert f"port offset {offset} (" in doctor.stdout, doctor.stdout
+
+
+def test_a_command_whose_cwd_is_missing_names_the_folder(stack: tuple[Path, int]) -> None:
+    """It said `cannot run ... (python): No such file or directory`, of a program that
+    exists, and never named the missing folder."""
+    root, _ = stack
+    stack_file = root / "hippodrome.toml"
+    stack_file.write_text(STACK.replace('cwd = "tools"', 'cwd = "no-such-folder"'))
+    try:
+        done = run_task(root, "seed")
+    finally:
+        stack_file.write_text(STACK)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "[commands.seed] runs in" in done.stderr and "no-such-folder" in done.stderr
+    assert "is not a folder: fix its `cwd`" in done.stderr

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from hippo_tasks.errors import StackFileError
-from hippo_tasks.model.textfile import Unusable, read_small_text
+from hippo_tasks.model.textfile import Unusable, not_utf8, read_small_text
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
@@ -28,7 +28,10 @@ def read_env_file(path: Path, service: str) -> list[tuple[str, str]]:
                              "project root)", service, "env_file") from None
     except Unusable as exc:
         raise StackFileError(str(path), f"env_file {exc}", service, "env_file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise StackFileError(str(path), f"env_file {not_utf8(exc)}", service,
+                             "env_file") from None
+    except OSError as exc:
         raise StackFileError(str(path), f"cannot read env_file: {exc}", service,
                              "env_file") from None
     out = []

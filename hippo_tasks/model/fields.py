@@ -30,7 +30,11 @@ class FileContext:
         self.lines = text.splitlines()
 
     def line_of(self, table: str, key: str | None = None) -> int | None:
-        header = re.compile(r"^\s*\[+\s*" + re.escape(table) + r"\s*\]+\s*(#.*)?$")
+        head, _, last = table.rpartition(".")
+        named = re.escape(table) if not head else (  # [services.x] or [services."a b"]
+            re.escape(head) + r"\s*\.\s*(?:" + re.escape(last) + r"|\"" + re.escape(last)
+            + r"\"|'" + re.escape(last) + "')")
+        header = re.compile(r"^\s*\[+\s*" + named + r"\s*\]+\s*(#.*)?$")
         start = None
         for i, line in enumerate(self.lines):
             if header.match(line):
@@ -51,14 +55,28 @@ class FileContext:
     def error(
         self, problem: str, service: str | None = None, field_name: str | None = None
     ) -> StackFileError:
-        table = f"services.{service}" if service else "stack"
         return StackFileError(
             path=self.path,
             problem=problem,
             service=service,
             field_name=field_name,
-            line=self.line_of(table, field_name),
+            line=self._line(service, field_name),
         )
+
+    def _line(self, service: str | None, field_name: str | None) -> int | None:
+        """The line of the key at fault. Fields of the other tables (`profiles.web.
+        description`, `[env]`, `[commands.seed]`) were all put at the [stack] header, or
+        at line 1, and a service's `setup.creates` at its table's header."""
+        if service:
+            key = field_name.split(".")[0] if field_name else None
+            return self.line_of(f"services.{service}", key)
+        if field_name and "." in field_name:
+            table, _, key = field_name.rpartition(".")
+            return self.line_of(table, key) or self.line_of(field_name) or \
+                self.line_of("stack")
+        if field_name:
+            return self.line_of(field_name) or self.line_of("stack", field_name)
+        return self.line_of("stack")
 
 
 def _type_name(value: object) -> str:
@@ -185,6 +203,13 @@ def want_globs(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[str, 
     inside the daemon's file watcher."""
     patterns = want_str_list(ctx, v, svc, f)
     for pattern in patterns:
+        if "${" in pattern:  # taken as text, it matched nothing, and nothing said so
+            raise ctx.error(f"pattern {pattern!r}: variables (${{...}}) are not expanded in "
+                            "watch patterns; write the path relative to the service's cwd",
+                            svc, f)
+        if re.search(r"\{[^{}]*,[^{}]*\}", pattern):
+            raise ctx.error(f"pattern {pattern!r}: braces ({{a,b}}) are not glob syntax here; "
+                            "list each pattern on its own (\"src/*.ts\", \"src/*.tsx\")", svc, f)
         path = PurePosixPath(pattern)
         if path.is_absolute():
             raise ctx.error(f"pattern {pattern!r} must be relative to the service's cwd",
@@ -214,6 +239,9 @@ def want_url_path(ctx: FileContext, v: Any, svc: str | None, f: str) -> str:
     """A path for an HTTP request line: it starts with '/' and holds no spaces or control
     characters, which would split or corrupt the request."""
     path = want_str(ctx, v, svc, f)
+    if "${" in path:
+        raise ctx.error(f"{path!r}: variables (${{...}}) are not expanded in a readiness "
+                        "path; write it as the service serves it (\"/healthz\")", svc, f)
     if not (path.startswith("/") and path.isascii() and path.isprintable() and " " not in path):
         raise ctx.error(f"{path!r} must be a URL path: start with '/', printable ASCII, "
                         "no spaces", svc, f)

@@ -38,9 +38,11 @@ from hippo_tasks.model.tables import (
     parse_tables,
     want_argv,
 )
-from hippo_tasks.model.textfile import Unusable, read_small_text
+from hippo_tasks.model.textfile import Unusable, not_utf8, read_small_text
 
 PROJECT_FILE = "hippodrome.toml"
+RESERVED_NAMES = ("hippodrome", "dashboard")
+"""What Hippodrome's own lines and its daemon's port are called."""
 
 _STACK_FIELDS: dict[str, F.Checker] = {
     "defaults": F.want_bool,
@@ -133,6 +135,9 @@ def _depends_on(ctx: F.FileContext, v: Any, svc: str | None,
         else:
             raise ctx.error("each entry is a service name or { name = \"db\", condition = "
                             "\"healthy\" }", svc, f)
+        if [n for n, _ in out].count(out[-1][0]) > 1:  # the weaker condition won, unsaid
+            raise ctx.error(f"names '{out[-1][0]}' twice: name each dependency once, with "
+                            "the one condition it needs", svc, f)
     return tuple(out)
 
 
@@ -229,6 +234,10 @@ def _parse_file(path: str, text: str) -> _FileData:
                 "service names start with a letter and hold letters, digits, _ or -, 63 "
                 f"characters at most (this one has {len(name)})", name
             )
+        if name.lower() in RESERVED_NAMES:
+            raise ctx.error(f"'{name}' is Hippodrome's own name in its output (`hippodrome "
+                            "| ...` lines, the `dashboard` port): a service of that name "
+                            "reads as Hippodrome speaking; rename the service", name)
         if not isinstance(table, dict):
             raise ctx.error("must be a table ([services.NAME])", name)
         F.check_unknown(ctx, table, set(_SERVICE_FIELDS), name)
@@ -281,7 +290,7 @@ def load_stack(project_root: Path | None, *, bundled: str | None = None) -> Stac
                                  "of this name; fix or remove it (without one, the bundled "
                                  "stack runs)") from None
         except UnicodeDecodeError as exc:
-            raise StackFileError(str(path), f"cannot be read: {exc}") from None
+            raise StackFileError(str(path), not_utf8(exc)) from None
         if text is not None:
             user = _parse_file(str(path), text)
     use_bundle = user is None or user.stack.get("defaults", True)

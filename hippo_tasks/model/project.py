@@ -63,7 +63,14 @@ def changed_since(root: Path, stamp: str | None) -> str:
     """A sentence when the stack file was saved since the running stack read it (its
     registry `stack_file` stamp), else ''. The daemon runs the stack as read at `up`:
     an edit then was silently ignored by `restart`, and `up` only said a daemon ran."""
-    if stamp is None or stack_file_stamp(root) in (stamp, None):
+    if stamp is None:
+        return ""
+    now = stack_file_stamp(root)
+    if now is None:  # deleted (or renamed): an edit was said, this was not
+        return (f"{ROOT_MARKERS[0]} was removed after this stack started; the running "
+                "stack (and a restart) uses it as it was then, and the next `hd up` here "
+                "runs the bundled stack unless the file is back")
+    if now == stamp:
         return ""
     return (f"{ROOT_MARKERS[0]} was saved after this stack started; the running stack "
             "(and a restart) uses it as it was then: `hd down` then `hd up` applies the "

@@ -76,6 +76,18 @@ def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
     return b"".join(chunks).decode("utf-8-sig")  # a BOM (Windows editors save one) is dropped
 
 
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """What read_small_text's decoding error means, with the line and what to do: it was
+    Python's own words (`'utf-8' codec can't decode byte 0xff in position 0`)."""
+    data = bytes(exc.object)
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return ("is UTF-16 text (as some Windows editors save it); save it as UTF-8 "
+                "(or run `iconv -f UTF-16 -t UTF-8`)")
+    line = data[:exc.start].count(b"\n") + 1
+    return (f"is not UTF-8 text (line {line}: byte 0x{data[exc.start]:02x}); save it as "
+            "UTF-8")
+
+
 def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = True) -> int:
     """A descriptor on `path` opened with `flags`, without blocking (a named pipe with no
     reader or writer would hold the opener for ever: ENXIO instead) and only for a

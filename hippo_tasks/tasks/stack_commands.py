@@ -67,6 +67,9 @@ def run(root: Path, name: str, task: str, seed: int | None = None,
     """Run the command to completion in the foreground; its exit code. `extra` words are
     appended to the command's argv as they are (a task's flags, e.g. `probes --full`)."""
     cmd = prepare(root, name, task, seed)
+    if not Path(cmd.cwd).is_dir():  # else the program was said not to exist
+        raise UsageError(f"{task}: the stack's [commands.{name}] runs in {cmd.cwd}, which "
+                         "is not a folder: fix its `cwd` (relative to the project root)")
     try:
         return subprocess.call([*cmd.argv, *extra], cwd=cmd.cwd, env=dict(cmd.env))
     except OSError as exc:
