@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,37 @@ def test_a_change_while_a_stop_is_under_way_does_not_undo_it(project: Path) -> N
     run(project, text, scenario)
 
 
+async def first_save_seen(root: Path, pattern: str, app: Path,
+                          before: Callable[[], Awaitable[None]] | None = None,
+                          limit: float = 30) -> list[str]:
+    """Watch `pattern` under `root`, do `before`, then save `app` until a burst of that
+    save alone is handed over; that burst."""
+    seen: asyncio.Queue[list[str]] = asyncio.Queue()
+
+    async def on_change(paths: list[str]) -> None:
+        seen.put_nowait(paths)
+
+    watcher = asyncio.create_task(watch_files(root, (pattern,), on_change, debounce=0.3,
+                                              poll=False))
+    want = [str(app.relative_to(root))]
+    try:
+        if before is not None:
+            await before()
+        async with asyncio.timeout(limit):
+            while True:
+                app.write_text(f"x = {time.time()}\n")
+                try:
+                    paths = await asyncio.wait_for(seen.get(), 3.0)
+                except TimeoutError:
+                    continue
+                if paths == want:
+                    return paths
+    finally:
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+
+
 def deep_tree(base: Path, depth: int, name: str = "d") -> str:
     """`depth` folders named `name`, one inside the next, made one at a time from inside
     (os.makedirs recurses, and a path past PATH_MAX cannot be named whole); the deepest
@@ -269,29 +301,9 @@ def test_a_tree_deeper_than_pythons_stack_does_not_stop_watching(tmp_path: Path)
     deep.mkdir()
     (deep / "app.py").write_text("x = 0\n")
     deep_tree(deep, 1100)
-    seen: asyncio.Queue[list[str]] = asyncio.Queue()
-
-    async def on_change(paths: list[str]) -> None:
-        seen.put_nowait(paths)
-
-    async def scenario() -> list[str]:
-        watcher = asyncio.create_task(watch_files(tmp_path, ("src/*.py",), on_change,
-                                                  debounce=0.3, poll=False))
-        try:
-            async with asyncio.timeout(30):
-                while True:  # until the watch is in place and sees a save
-                    (deep / "app.py").write_text(f"x = {time.time()}\n")
-                    try:
-                        return await asyncio.wait_for(seen.get(), 2.0)
-                    except TimeoutError:
-                        continue
-        finally:
-            watcher.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await watcher
-
     try:
-        assert asyncio.run(scenario()) == ["src/app.py"]
+        assert asyncio.run(first_save_seen(tmp_path, "src/*.py", deep / "app.py")) == \
+            ["src/app.py"]
     finally:
         remove_deep_tree(deep / "d")
 
@@ -352,38 +364,18 @@ def test_a_deep_tree_made_while_watched_does_not_stop_watching(tmp_path: Path) -
     src = tmp_path / "src"
     src.mkdir()
     (src / "app.py").write_text("x = 0\n")
-    seen: asyncio.Queue[list[str]] = asyncio.Queue()
-    deepest = ""
+    made: list[str] = []
 
-    async def on_change(paths: list[str]) -> None:
-        seen.put_nowait(paths)
-
-    async def scenario() -> list[str]:
-        nonlocal deepest
-        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
-                                                  debounce=0.3, poll=False))
-        try:
-            await asyncio.sleep(1.0)  # the watch in place
-            deepest = deep_tree(src, 1100, "abcd")
-            await asyncio.sleep(0.5)
-            async with asyncio.timeout(60):
-                while True:  # until a save is seen on its own
-                    (src / "app.py").write_text(f"x = {time.time()}\n")
-                    try:
-                        paths = await asyncio.wait_for(seen.get(), 3.0)
-                    except TimeoutError:
-                        continue
-                    if paths == ["src/app.py"]:
-                        return paths
-        finally:
-            watcher.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await watcher
+    async def make_it() -> None:
+        await asyncio.sleep(1.0)  # the watch in place
+        made.append(deep_tree(src, 1100, "abcd"))
+        await asyncio.sleep(0.5)
 
     try:
-        assert asyncio.run(scenario()) == ["src/app.py"]
+        assert asyncio.run(first_save_seen(tmp_path, "src/**/*.py", src / "app.py",
+                                           make_it, limit=60)) == ["src/app.py"]
     finally:
-        if deepest:
+        if made:
             remove_deep_tree(src / "abcd")
 
 
