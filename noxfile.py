@@ -36,7 +36,7 @@ FALLBACK_SUITES = ["tests/test_lifecycle_faults.py", "tests/test_lifecycle_model
                    "tests/test_supervision_start.py", "tests/test_supervision_stop.py",
                    "tests/test_supervision_restart.py", "tests/test_cli_faults.py",
                    "tests/test_cli_lifecycle.py", "tests/test_daemon_fork.py",
-                   "tests/test_stack_fields.py"]
+                   "tests/test_stack_fields.py", "tests/test_stopped_daemon.py"]
 
 
 def _version_of(python: str) -> str | None:
