@@ -151,7 +151,7 @@ def test_every_service_is_shown_with_its_state_links_and_reasons(
     ports = {"web": web, "api": api, "broken": broken}
     stacks.append(s := run_stack(project, {
         "web": toy_service("web", web, "--say", "web is up", "--lines", "12"),
-        "api": toy_service("api", api, "--say", "api is up"),
+        "api": toy_service("api", api, "--say", "api is up", description="the public API"),
         "migrate": toy_service("migrate", None, "--exit", "0", kind="job"),
         "broken": toy_service("broken", broken, "--delay", "0.1", "--exit", "3",
                               blocking=False),
@@ -173,6 +173,8 @@ def test_every_service_is_shown_with_its_state_links_and_reasons(
     expect(svc(page, "broken").locator(".c-reason")).to_have_text(s.row("broken")["reason"])
     expect(svc(page, "broken").locator(".c-name small")).to_have_text("non-blocking")
     expect(svc(page, "migrate").locator(".c-name small")).to_have_text("job")
+    # the stack file's `description`, "for the status page", was shown nowhere
+    expect(svc(page, "api").locator(".c-name")).to_have_attribute("title", "the public API")
     expect(page.locator("#h-profile")).to_have_text(status["profile"])
     expect(page.locator("#h-cell")).to_have_text(status["cell"])
     expect(page.locator("#h-prefix")).to_have_text(status["table_prefix"])

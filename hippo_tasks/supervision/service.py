@@ -82,6 +82,7 @@ class ServiceSupervisor(ServiceRun):
             cgroup=self.cgroup_text,
             busy=self._current or self._pending,
             timings=self.timings.as_json(), waiting_on=self.waiting_on,
+            description=spec.description,
         )
 
     def _changed(self, event: Transition) -> None:

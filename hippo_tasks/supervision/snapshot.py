@@ -17,14 +17,14 @@ class ServiceSnapshot:
 
     __slots__ = ("name", "state", "healthy", "pid", "pgid", "port", "restarts", "started_at",
                  "exit_code", "ready", "blocking", "external", "kind", "reason", "depends_on",
-                 "url", "cgroup", "busy", "timings", "waiting_on")
+                 "url", "cgroup", "busy", "timings", "waiting_on", "description")
 
     def __init__(self, name: str, state: str, healthy: bool, pid: int | None,
                  pgid: int | None, port: int | None, restarts: int, started_at: float | None,
                  exit_code: int | None, ready: bool, blocking: bool, external: bool,
                  kind: str, reason: str, depends_on: tuple[str, ...], url: str | None,
                  cgroup: str | None, busy: str | None, timings: dict[str, float | None],
-                 waiting_on: tuple[tuple[str, str], ...]) -> None:
+                 waiting_on: tuple[tuple[str, str], ...], description: str = "") -> None:
         self.name = name
         self.state = state
         self.healthy = healthy
@@ -48,6 +48,8 @@ class ServiceSnapshot:
         self.timings = timings
         """The latest start's instants (supervision/timeline.py)."""
         self.waiting_on = waiting_on
+        self.description = description
+        """The stack file's `description`, for the page (it was shown nowhere)."""
         """(dependency, condition) pairs the current start still waits for."""
 
     def __repr__(self) -> str:  # tests print snapshots in their failure messages
@@ -81,6 +83,7 @@ class ServiceSnapshot:
             "busy": self.busy,
             "timings": self.timings,
             "waiting_on": [{"service": n, "condition": c} for n, c in self.waiting_on],
+            "description": self.description,
         }
 
     def as_registry(self, create_time: float | None) -> dict[str, object]:
