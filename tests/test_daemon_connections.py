@@ -74,3 +74,28 @@ def test_held_connections_leave_the_api_and_restarts_working(project: Path) -> N
     assert "Too many open files" not in daemon_log, daemon_log[-2000:]
     down = hd_cli(project, "down")
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_streams_at_the_cap_give_way_to_a_command(project: Path) -> None:
+    """Event streams (dashboard tabs, a script) held to the cap locked out `hd status`
+    and `hd down`: a 503, and only `--force` stopped the stack."""
+    (port,) = free_ports(1)
+    write_stack(project, stack_header(port) + "".join(
+        f'[services.s{i}]\ncommand = ["sleep", "3600"]\n' for i in range(SERVICES)))
+    up = hd_cli(project, "up", "--detach", limit=True)
+    assert up.returncode == 0, up.stdout + up.stderr
+    streams: list[socket.socket] = []
+    try:
+        for _ in range(FEWEST + 4):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+                         .encode())
+            sock.recv(1024)  # the stream's head and first event: it is a stream now
+            streams.append(sock)
+        status = hd_cli(project, "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        down = hd_cli(project, "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+    finally:
+        for sock in streams:
+            sock.close()

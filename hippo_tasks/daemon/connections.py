@@ -7,8 +7,10 @@ hung, run `hd down --force`", which would have ended the stack), and a service t
 crashed meanwhile could not be started again (`Too many open files`) and ended
 `failed`. Connections are now capped at what the limit leaves once the services' share
 and a reserve are set aside. At the cap, the connection that has waited longest for a
-request (an idle keep-alive, a head never sent) is closed to make room; when none is
-waiting, the new one is answered 503 with a sentence and closed.
+request (an idle keep-alive, a head never sent) is closed to make room; else the oldest
+stream (an event stream, a followed log: a page reconnects by itself), so that `hd
+status` and `hd down` always get in (streams up to the cap locked them out); when none
+is either, the new one is answered 503 with a sentence and closed.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class Connections:
                 self._open.pop(victim, None)
                 with contextlib.suppress(OSError):  # its thread's read ends; it closes it
                     victim.shutdown(socket.SHUT_RDWR)
-                self._tell(cap, "closed the longest idle one")
+                self._tell(cap, "closed the longest idle one (or the oldest stream)")
             self._open[sock] = None
             return True
 
@@ -85,10 +87,15 @@ class Connections:
             self._open.pop(sock, None)
 
     def _idlest(self) -> socket.socket | None:
-        """The connection waiting for a request head the longest (earliest deadline)."""
+        """The connection waiting for a request head the longest (earliest deadline);
+        else the oldest stream."""
         waiting = [(h._reads.deadline, s) for s, h in self._open.items()
                    if h is not None and h._reads.deadline is not None]
-        return min(waiting, key=lambda w: w[0])[1] if waiting else None
+        if waiting:
+            return min(waiting, key=lambda w: w[0])[1]
+        streams = [(h.streaming_since, s) for s, h in self._open.items()
+                   if h is not None and getattr(h, "streaming_since", None) is not None]
+        return min(streams, key=lambda w: w[0])[1] if streams else None
 
     def _tell(self, cap: int, what: str) -> None:
         now = time.monotonic()
@@ -101,9 +108,9 @@ class Connections:
 
 def refuse(sock: socket.socket, cap: int) -> None:
     """A 503 with a sentence, best effort (the client may not read), then closed."""
-    body = (b'{"error": "the daemon is at its %d API connections, the rest of its '
-            b'descriptors kept for the services; close idle connections, or raise '
-            b'ulimit -n before hd up", "type": "TooManyConnections"}' % cap)
+    body = (b'{"error": "the daemon is at its %d API connections, every one busy with a '
+            b'request, the rest of its descriptors kept for the services; try again in a '
+            b'moment, or raise ulimit -n before hd up", "type": "TooManyConnections"}' % cap)
     with contextlib.suppress(OSError):
         sock.settimeout(1.0)
         sock.sendall(REFUSAL % (len(body), body))

@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
@@ -124,6 +125,8 @@ class ApiHandler(RequestHandler):
     disable_nagle_algorithm = True  # no 40 ms stall between a head and a body
     timeout = IDLE_TIMEOUT_S
 
+    streaming_since: float | None = None
+
     def setup(self) -> None:
         super().setup()
         self.server.connections.attach(self.connection, self)
@@ -152,6 +155,7 @@ class ApiHandler(RequestHandler):
         self.wfile.write(r.body)
 
     def _send_stream(self, s: Stream) -> None:
+        self.streaming_since = time.monotonic()  # may give way to a command (connections)
         try:
             self.close_connection = True
             self.connection.settimeout(s.write_timeout)
