@@ -409,8 +409,30 @@ def dashboard_host(env: Mapping[str, str]) -> str:
     """Where the daemon listens: HIPPODROME_DASHBOARD_HOST, else loopback (every address
     in a PEX or Docker run, where `docker run -p` must reach it)."""
     if env.get("HIPPODROME_DASHBOARD_HOST"):
-        return env["HIPPODROME_DASHBOARD_HOST"]
+        return canonical_address(env["HIPPODROME_DASHBOARD_HOST"])
     return "0.0.0.0" if env.get("HIPPODROME_PEX_DIR") else HOST
+
+
+def canonical_address(host: str) -> str:
+    """An IP address in its one usual spelling (`127.1` and `127.000.000.001` are
+    127.0.0.1, `0:0:0:0:0:0:0:1` is ::1); a name as it is. The daemon bound the
+    spelling given and handed out URLs in it, whose Host its own guard then refused:
+    `hd status` and `hd down` got a 403."""
+    import ipaddress
+    import socket
+
+    bare = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    else:  # a mapped IPv4 address keeps its spelling: Pythons print it differently
+        mapped = isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped
+        return host if mapped else address.compressed
+    try:  # inet_aton's shorthands, as the kernel's resolver takes them
+        return socket.inet_ntoa(socket.inet_aton(bare)) if bare[:1].isdigit() else host
+    except OSError:
+        return host
 
 
 def url_host(bound: str) -> str:
