@@ -65,6 +65,13 @@ def test_every_profile_holds_every_service_that_names_none() -> None:
     assert set(plan(declared, profile="odd").names) == {"db", "extra"}
 
 
+def test_an_empty_profiles_list_is_every_profile() -> None:
+    """`profiles = []` put the service in no profile: it never ran, and nothing said so.
+    As in Compose, it is every profile."""
+    text = DB + '[profiles.big]\n[services.extra]\ncommand = ["x"]\nprofiles = []\n'
+    assert set(plan(text).names) == set(plan(text, profile="big").names) == {"db", "extra"}
+
+
 def test_external_in_must_name_a_profile() -> None:
     with pytest.raises(StackFileError) as info:
         load_stack_text(DB + '[profiles.staging]\n[services.x]\ncommand = ["x"]\n'

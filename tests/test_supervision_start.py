@@ -198,6 +198,10 @@ def test_a_setup_step_that_does_not_end_fails_the_service_at_its_timeout(
     (b"#!/bin/sh\r\n", "has Windows line endings: its first line asks for '/bin/sh\\r'"),
     (b"#!/no/such/interp\n", "asks for the interpreter '/no/such/interp' (its `#!` line), "
                              "which does not exist"),
+    # the form the guide recommends, and a folder: both crash-looped with exit 127 / 126
+    (b"#!/usr/bin/env no-such-interp\n", "asks for 'no-such-interp' on PATH (its `#!` "
+                                         "line, through env), which is not there"),
+    (b"#!/tmp\n", "asks for the interpreter '/tmp' (its `#!` line), which is a directory"),
 ])
 def test_a_script_whose_interpreter_cannot_run_is_named(project: Path, first_line: bytes,
                                                          words: str) -> None:

@@ -349,7 +349,8 @@ def _merge(files: list[_FileData]) -> StackSpec:
     services: list[ServiceSpec] = []
     for name, table in merged.items():
         ctx = source[name]
-        table.setdefault("profiles", every)
+        if not table.get("profiles"):  # left out, or `profiles = []`: every one (Compose)
+            table["profiles"] = every
         unknown = [p for p in table.get("external_in", ()) if p not in every]
         if unknown:
             raise ctx.error(f"external_in names '{unknown[0]}', which no [profiles.NAME] "

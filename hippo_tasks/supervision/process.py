@@ -47,7 +47,7 @@ SHORT_OF = {errno.EMFILE: "this process has too many files open",
 good after a single try, though the resource came back seconds later."""
 
 
-def interpreter_problem(path: str) -> str:
+def interpreter_problem(path: str, search: str = os.defpath) -> str:
     """Why a script's `#!` line cannot run it, or "". The kernel says only "No such file
     or directory" for a script whose interpreter is missing (or saved with Windows line
     endings, `#!/bin/sh\r`), and that reached the user through our cgroup wrapper as
@@ -70,6 +70,16 @@ def interpreter_problem(path: str) -> str:
     name = os.fsdecode(words[0])
     if not os.path.isabs(name) or not os.path.exists(name):
         return f"asks for the interpreter '{name}' (its `#!` line), which does not exist"
+    if os.path.isdir(name) or not os.access(name, os.X_OK):
+        what = "a directory" if os.path.isdir(name) else "not executable"
+        return f"asks for the interpreter '{name}' (its `#!` line), which is {what}"
+    program = os.fsdecode(words[1]).split()[0] if len(words) > 1 else ""
+    if os.path.basename(name) == "env" and program and not program.startswith("-"):
+        import shutil
+
+        if shutil.which(program, path=search) is None:  # `#!/usr/bin/env node`
+            return (f"asks for '{program}' on PATH (its `#!` line, through env), which is "
+                    "not there: install it, or put its folder on the service's PATH")
     return ""
 
 
@@ -97,7 +107,7 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
                              f"a program (fix `{field}` in the stack file)")
         if not os.access(path, os.X_OK):
             raise SpawnError(f"service {service}: {what_cmd} '{exe}' is not executable")
-        wrong = interpreter_problem(path)
+        wrong = interpreter_problem(path, env.get("PATH", os.defpath))
         if wrong:
             raise SpawnError(f"service {service}: {what_cmd} '{exe}' {wrong}")
         return path
