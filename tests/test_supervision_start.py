@@ -325,3 +325,19 @@ def test_a_daemon_paused_past_start_timeout_looks_once_more_before_failing(
         assert h.stack.get("web").state == State.RUNNING
 
     run(project, text, scenario)
+
+
+def test_an_exec_the_cgroup_wrapper_cannot_do_is_said_by_hippodrome(tmp_path: Path) -> None:
+    """The wrapper's shell spoke as `/sys/fs/cgroup/.../cgroup.procs: 1: exec: ...`, a
+    path taken for the program's name."""
+    import subprocess
+
+    from hippo_tasks.supervision.ownership import Placement
+
+    procs = tmp_path / "cgroup.procs"  # a plain file: the echo into it succeeds
+    procs.write_text("")
+    done = subprocess.run(Placement({}, str(procs)).wrap([str(tmp_path / "gone")]),
+                          capture_output=True, text=True, timeout=10)
+    assert done.returncode == 127
+    assert done.stderr.startswith("hippodrome: ") and str(procs) not in done.stderr, \
+        done.stderr

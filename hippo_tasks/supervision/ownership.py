@@ -81,12 +81,14 @@ def is_hippodrome_cgroup(path: Path, token: str) -> bool:
 
 # ---- a service's processes --------------------------------------------------------------
 
-ENTER = ('{ echo 0 > "$0"; } 2>/dev/null || '
-         '{ echo "hippodrome: cannot move into the cgroup $0" >&2; exit 126; }; exec "$@"')
+ENTER = ('{ echo 0 > "$1"; } 2>/dev/null || '
+         '{ echo "hippodrome: cannot move into the cgroup $1" >&2; exit 126; }; '
+         'shift; exec "$@"')
 """Run by /bin/sh in the new child: `echo` is a builtin, so writing 0 moves the shell
 itself into the cgroup, and `exec` keeps its pid for the real command. A Python
 preexec_fn would do the same, but forces fork() instead of vfork(): 4 ms instead of 1
-of a 30 MB daemon's event loop, per spawn."""
+of a 30 MB daemon's event loop, per spawn. The shell's $0 is `hippodrome`: an exec it
+could not do read `/sys/fs/cgroup/.../cgroup.procs: 1: exec: ./run.sh: not found`."""
 
 
 class Placement:
@@ -100,7 +102,7 @@ class Placement:
     def wrap(self, argv: list[str]) -> list[str]:
         if self.procs is None:
             return argv
-        return ["/bin/sh", "-c", ENTER, self.procs, *argv]
+        return ["/bin/sh", "-c", ENTER, "hippodrome", self.procs, *argv]
 
 
 # ---- the mode of one daemon --------------------------------------------------------------
