@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 Row = Mapping[str, Any]
 MOVING = ("pending", "starting", "stopping")
+EXITED = "its main process exited"
+"""The reason a row reads while its service's own exit is being taken in (snapshot.py)."""
 
 
 class Problem(NamedTuple):
@@ -37,8 +39,11 @@ def problems(verb: str, service: str | None, cascade: bool,
     start or restart succeeds with a non-blocking service failed (as `up --detach`
     judges it); a service asked for by name must be ready."""
     if verb == "stop":
-        return [Problem(f"{r['name']} is still {r['state']}", True) for r in rows
-                if r["state"] not in ("stopped", "failed", "external")]
+        return [Problem(f"{r['name']} is external: Hippodrome does not run it, so it was "
+                        "not stopped", False) if r["state"] == "external" else
+                Problem(f"{r['name']} is still {r['state']}", True) for r in rows
+                if r["state"] not in ("stopped", "failed")
+                and (r["state"] != "external" or r["name"] == service)]
     found: list[Problem] = []
     unsettled: list[str] = []
     for row in rows:
@@ -48,9 +53,15 @@ def problems(verb: str, service: str | None, cascade: bool,
             found.append(Problem(f"{name}: {row['not_restarted']}", True))
         elif row.get("ready") or state == "external":
             continue
-        elif state == "failed" and (asked or row.get("blocking", True)):
+        elif not (asked or row.get("blocking", True)):
+            continue  # a non-blocking service's end does not fail a whole-stack action
+        elif state == "failed":
             found.append(Problem(f"{name} failed: {row.get('reason') or 'no reason given'}",
                                  True))
+        elif state == "stopping" and row.get("reason") == EXITED:
+            # Its own exit, as it started: it read "another command changed the stack".
+            found.append(Problem(f"{name} exited as it started; `hd logs --service {name}` "
+                                 "shows its last words", False))
         elif state in MOVING:
             unsettled.append(name)
         elif state == "stopped" and asked:
@@ -59,7 +70,8 @@ def problems(verb: str, service: str | None, cascade: bool,
         elif state == "backoff" and asked:
             found.append(Problem(f"{name} is backing off before a restart: "
                                  f"{row.get('reason', '')}", True))
-    if unsettled or (service is None and rows and not found and
-                     not any(r.get("ready") or r["state"] == "external" for r in rows)):
+    stopped_all = service is None and any(r["state"] == "stopped" for r in rows) and \
+        not any(r.get("ready") or r["state"] == "external" for r in rows)
+    if unsettled or (stopped_all and not found):  # a whole-stack stop came in meanwhile
         found.append(Problem(changed_meanwhile(unsettled), False))
     return found

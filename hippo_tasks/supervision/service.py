@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Literal
 
+from hippo_tasks.action_outcome import EXITED
 from hippo_tasks.model.plan import PlannedService
 from hippo_tasks.supervision.process import end_scope, kill_scope
 from hippo_tasks.supervision.run import ServiceRun, SupervisorContext
@@ -77,7 +78,7 @@ class ServiceSupervisor(ServiceRun):
             port=self.planned.port, restarts=self.restarts, started_at=self.started_at,
             exit_code=self.exit_code, ready=self.ready and not ended, blocking=spec.blocking,
             external=spec.external, kind=spec.kind,
-            reason="its main process exited" if ended else self.reason,
+            reason=EXITED if ended else self.reason,
             depends_on=tuple(self.planned.depends_on), url=self.planned.url,
             cgroup=self.cgroup_text,
             busy=self._current or self._pending,
