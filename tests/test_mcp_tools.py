@@ -112,6 +112,12 @@ def test_logs_filters_and_paging(stack: tuple[Path, str]) -> None:
         await agent.ok("restart", service="web")
         since = await agent.ok("logs", service="web", since_seq=newest)
         assert since["lines"] and all(ln["seq"] > newest for ln in since["lines"])
+        # forward paging: `next` is the tool's own arguments (it said after_seq, which
+        # the tool refused as unknown)
+        page = await agent.ok("logs", service="web", since_seq=0, limit=2)
+        assert page["more"] and list(page["next"]) == ["since_seq"], page
+        on = await agent.ok("logs", service="web", limit=2, **page["next"])
+        assert on["lines"][0]["seq"] > page["lines"][-1]["seq"]
         errors = await agent.ok("logs", service="bad", errors_only=True)
         assert errors["lines"] and all("fail" in ln["line"].lower() or "error" in
                                        ln["line"].lower() for ln in errors["lines"])

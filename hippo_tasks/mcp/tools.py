@@ -176,6 +176,11 @@ def why(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
 
 # ---- logs -------------------------------------------------------------------------------
 
+TOOL_ARG = {"after": "since_seq"}
+"""The API's paging words the tool names otherwise: `after_seq` was handed back as
+`next`, and the tool refused it as an unknown argument."""
+
+
 def logs(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     service = args["service"]
     forward = "since_seq" in args
@@ -186,8 +191,8 @@ def logs(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
         errors=bool(args.get("errors_only", False))))
     _bound(answer, forward)
     nxt = answer.get("next")
-    if nxt:  # the API's names are the tool's with _seq
-        answer["next"] = {f"{k}_seq": v for k, v in nxt.items()}
+    if nxt:  # the API's names, as the tool's arguments: `after` is its since_seq
+        answer["next"] = {TOOL_ARG.get(k, f"{k}_seq"): v for k, v in nxt.items()}
         shown = ", ".join(f"{k}={v}" for k, v in answer["next"].items())
         answer["hint"] = HINT_NEXT.format(args=shown)
         if answer.get("incomplete"):
