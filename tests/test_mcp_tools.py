@@ -208,3 +208,19 @@ def test_legacy_handshake_clients_are_served_too(stack: tuple[Path, str]) -> Non
 
     run(http(stack[1]), scenario, mode="legacy")
     run(stdio(stack[0]), scenario, mode="legacy")
+
+
+def test_start_of_one_service_with_no_stack_brings_up_that_service(project: Path) -> None:
+    """It refused: "No Hippodrome daemon is running ... Call the start tool", the tool
+    the agent had just called, and an agent that does as it is told loops."""
+    small_stack(project)
+
+    async def scenario(agent: Agent) -> None:
+        up = await agent.ok("start", service="web")
+        assert up["ok"] and up["launched"], up
+        assert {r["name"] for r in up["services"]} == {"web", "db"}  # --only, with its dep
+
+    try:
+        run(stdio(project), scenario)
+    finally:
+        hd(project, "down", timeout=60)

@@ -90,9 +90,9 @@ class Stack(Protocol):
 
     def webhook_token(self) -> str | None: ...
 
-    def up(self, profile: str, timeout: float) -> Ran | None:
-        """Start the daemon when none runs (`hd up --detach`); None: one already runs
-        (or this stack is the daemon itself)."""
+    def up(self, profile: str, timeout: float, only: str = "") -> Ran | None:
+        """Start the daemon when none runs (`hd up --detach`, `--only` a service and
+        what it depends on); None: one already runs (or this stack is the daemon)."""
         ...
 
 
@@ -124,7 +124,7 @@ class HttpStack:
     def webhook_token(self) -> str | None:
         return os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
 
-    def up(self, profile: str, timeout: float) -> Ran | None:
+    def up(self, profile: str, timeout: float, only: str = "") -> Ran | None:
         try:
             self.client()
             return None
@@ -133,6 +133,8 @@ class HttpStack:
         args = ["up", "--detach", "--project-root", str(self.root)]
         if profile:
             args += ["--profile", profile]
+        if only:
+            args += ["--only", only]
         return run_hd(self.root, args, timeout)
 
 
@@ -167,7 +169,7 @@ class LocalStack:
     def webhook_token(self) -> str | None:
         return self.commands.engine.webhook_token
 
-    def up(self, profile: str, timeout: float) -> Ran | None:
+    def up(self, profile: str, timeout: float, only: str = "") -> Ran | None:
         return None
 
 

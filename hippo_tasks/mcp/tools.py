@@ -103,15 +103,16 @@ def _outcome(stack: Stack, verb: str, service: str | None, rows: list[dict[str, 
 def start(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     service = args.get("service")
     profile = str(args.get("profile") or "")
-    if service is None:
-        ran = stack.up(profile, UP_TIMEOUT_S)
-        if ran is not None:  # there was no daemon: `hd up --detach` brought one up
-            if ran.code != 0:
-                tail = ran.lines[-40:]
-                return {"ok": False, "launched": True, "services": [], "not_ready": [],
-                        "summary": "hd up --detach failed: " + " / ".join(tail[-3:]),
-                        "output": tail}
-            return _outcome(stack, "start", None, stack.status()["services"], launched=True)
+    # No daemon: `hd up --detach`, and with a service, `--only` it and what it depends
+    # on (it refused, saying to "call the start tool", the tool just called).
+    ran = stack.up(profile, UP_TIMEOUT_S, only=service or "")
+    if ran is not None:
+        if ran.code != 0:
+            tail = ran.lines[-40:]
+            return {"ok": False, "launched": True, "services": [], "not_ready": [],
+                    "summary": "hd up --detach failed: " + " / ".join(tail[-3:]),
+                    "output": tail}
+        return _outcome(stack, "start", service, stack.status()["services"], launched=True)
     if profile:
         running = stack.status().get("profile")
         if running != profile:
@@ -281,7 +282,8 @@ TOOLS: tuple[Tool, ...] = (
     Tool("start", "Start a service (and what it depends on) or the whole stack, and wait "
          "until it is ready or has failed. Answers ok, each service's row, and for each "
          "one not ready: reason, last log lines and log path. With no stack running "
-         "(hd mcp), brings it up with `hd up --detach`.",
+         "(hd mcp), brings it up with `hd up --detach` (with a service: that service and "
+         "what it depends on, `--only`).",
          schemas.START_IN, schemas.OUTCOME_OUT, start, idempotent=True),
     Tool("stop", "Stop a service, or every service (the daemon keeps running, so start "
          "brings them back). Waits until they have stopped.",
