@@ -224,3 +224,25 @@ def test_start_of_one_service_with_no_stack_brings_up_that_service(project: Path
         run(stdio(project), scenario)
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_command_that_leaves_a_child_behind_is_done_when_it_exits(project: Path) -> None:
+    """probes exited 0 at once but left a background child holding its output: the tool
+    waited for the output to close and said exit 124, "did not finish", ok false."""
+    small_stack(project)
+    text = (project / "hippodrome.toml").read_text()
+    start = text.index("[commands.probes]")
+    end = text.index("[commands.", start + 1) if "[commands." in text[start + 1:] else len(text)
+    (project / "hippodrome.toml").write_text(
+        text[:start] + '[commands.probes]\ncommand = ["/bin/sh", "-c", '
+        '"sleep 12 & echo quick; exit 0"]\n\n' + text[end:])  # ends by itself
+
+    async def scenario(agent: Agent) -> None:
+        assert (await agent.ok("start"))["launched"]
+        ran = await agent.ok("probes", timeout_s=10)
+        assert ran["ok"] and ran["exit_code"] == 0, ran
+
+    try:
+        run(stdio(project), scenario)
+    finally:
+        hd(project, "down", timeout=60)

@@ -19,6 +19,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,13 +181,33 @@ def run_hd(root: Path, args: list[str], timeout: float) -> Ran:
     proc = subprocess.Popen([sys.executable, *HD, *args], cwd=root, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    chunks: list[bytes] = []
+    stdout = proc.stdout
+    assert stdout is not None
+
+    def read() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for block in iter(lambda: os.read(stdout.fileno(), 65536), b""):
+                chunks.append(block)
+
+    # Until the command exits, not until its output closes: a probes or seed program
+    # that left a child in the background (holding the pipe) read as "did not finish",
+    # exit 124, though it had passed at once.
+    reader = threading.Thread(target=read, name="hd-output", daemon=True)
+    reader.start()
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-        out, _ = proc.communicate()
-        text = out.decode("utf-8", "replace").splitlines()
+        proc.wait()
+        reader.join(OUTPUT_GRACE_S)
+        text = b"".join(chunks).decode("utf-8", "replace").splitlines()
         return Ran(124, [*text, f"hippodrome: `hd {' '.join(args)}` did not finish within "
                                 f"{timeout:g}s and was stopped"])
-    return Ran(proc.returncode, out.decode("utf-8", "replace").splitlines())
+    reader.join(OUTPUT_GRACE_S)  # its last lines; a child left behind may never close it
+    return Ran(proc.returncode, b"".join(chunks).decode("utf-8", "replace").splitlines())
+
+
+OUTPUT_GRACE_S = 0.5
+"""How long after the command's exit its last output may take to arrive."""
