@@ -108,6 +108,16 @@ def test_seed_writes_the_data_and_both_files(plane: dict[str, str], tmp_path: Pa
     assert not list((tmp_path / ".hippodrome").glob(".*.tmp"))
 
 
+def test_a_folder_where_a_file_goes_is_a_sentence_and_seeds_nothing(
+        plane: dict[str, str], tmp_path: Path) -> None:
+    """A folder named .env.e2e was a traceback, after seed.json had been written anew."""
+    (tmp_path / ".env.e2e").mkdir()
+    done = run_seed(tmp_path, plane)
+    assert done.returncode != 0 and "Traceback" not in done.stdout + done.stderr
+    assert ".env.e2e is a folder; seeding writes a file there" in done.stdout + done.stderr
+    assert not (tmp_path / ".hippodrome" / "seed.json").exists()
+
+
 def test_seeding_twice_reuses_the_account_and_keeps_the_documents(
     plane: dict[str, str], tmp_path: Path
 ) -> None:

@@ -20,7 +20,14 @@ from typing import Any
 
 from hippo_platform.seed import data
 from hippo_platform.seed.endpoints import CONTRACT_VARS, StackView
-from hippo_platform.seed.files import read_seed_file, seeding, write_env_file, write_seed_file
+from hippo_platform.seed.files import (
+    ENV_FILE,
+    SEED_FILE,
+    read_seed_file,
+    seeding,
+    write_env_file,
+    write_seed_file,
+)
 from hippo_platform.services.common import HttpError
 from hippo_platform.services.common.client import JsonClient, PeerResponse, segment
 
@@ -74,7 +81,18 @@ def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict
         return _seed_stack(root, seed, view, say)
 
 
+def _check_writable(root: Path) -> None:
+    """Both files can be written where they go, before anything is seeded: a folder
+    named .env.e2e was a traceback, after seed.json had been written anew (the two files
+    no longer named the same seeding)."""
+    for path in (root / SEED_FILE, root / ENV_FILE):
+        if path.is_dir():
+            raise SeedError(f"{path} is a folder; seeding writes a file there: move the "
+                            "folder away, then seed again (nothing was seeded)")
+
+
 def _seed_stack(root: Path, seed: int, view: StackView, say: Say) -> dict[str, Any]:
+    _check_writable(root)
     if view.cell != "local":
         raise SeedError(f"the stack runs against the '{view.cell}' cell; seed data is only "
                         "written into the local fake_cell (--cell local)")
