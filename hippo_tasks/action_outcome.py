@@ -46,15 +46,18 @@ def problems(verb: str, service: str | None, cascade: bool,
                 and (r["state"] != "external" or r["name"] == service)]
     found: list[Problem] = []
     unsettled: list[str] = []
+    whole = service is None  # a whole-stack action asks every service
     for row in rows:
         name, state = row["name"], row["state"]
-        asked = name == service or cascade
+        asked = whole or name == service or cascade
+        own_end = state in ("failed", "backoff") or (state == "stopping"
+                                                      and row.get("reason") == EXITED)
         if row.get("not_restarted"):
             found.append(Problem(f"{name}: {row['not_restarted']}", True))
         elif row.get("ready") or state == "external":
             continue
-        elif not (asked or row.get("blocking", True)):
-            continue  # a non-blocking service's end does not fail a whole-stack action
+        elif whole and own_end and not row.get("blocking", True):
+            continue  # a non-blocking service's own end does not fail the stack's action
         elif state == "failed":
             found.append(Problem(f"{name} failed: {row.get('reason') or 'no reason given'}",
                                  True))
@@ -65,13 +68,13 @@ def problems(verb: str, service: str | None, cascade: bool,
         elif state in MOVING:
             unsettled.append(name)
         elif state == "stopped" and asked:
+            # (a whole-stack restart answered `running` for a service another command
+            # stopped meanwhile, with exit 0: commands.py now gives its row as it ended)
             found.append(Problem(f"'{name}' is not running; `hd start --service {name}` "
                                  "starts it with what it depends on", False))
         elif state == "backoff" and asked:
             found.append(Problem(f"{name} is backing off before a restart: "
                                  f"{row.get('reason', '')}", True))
-    stopped_all = service is None and any(r["state"] == "stopped" for r in rows) and \
-        not any(r.get("ready") or r["state"] == "external" for r in rows)
-    if unsettled or (stopped_all and not found):  # a whole-stack stop came in meanwhile
+    if unsettled:
         found.append(Problem(changed_meanwhile(unsettled), False))
     return found

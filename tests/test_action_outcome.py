@@ -59,6 +59,8 @@ def test_failed_stopped_and_cascades() -> None:
     left = row("d", "running", ready=True, not_restarted="its dependency 'e' is stopped")
     assert texts("restart", "a", [left], cascade=True) == [
         "d: its dependency 'e' is stopped"]
-    assert texts("start", None, [row("x", "stopped")]) == [
-        "no service came up: another command (a stop, `hd down`) changed the stack while "
-        "this one waited; `hd status` shows where it is now"]
+    # a whole-stack action asks every service: one another command stopped meanwhile
+    # (it answered `running`, exit 0) is not a success
+    assert texts("restart", None, [row("w", "running", ready=True), row("leaf", "stopped")]) \
+        == ["'leaf' is not running; `hd start --service leaf` starts it with what it "
+            "depends on"]

@@ -88,3 +88,30 @@ def test_a_start_during_a_whole_stack_stop_waits_for_it(project: Path) -> None:
         assert out["stop"].returncode == 0 and "a: stopped" in out["stop"].stdout
     finally:
         hd(project, "down")
+
+
+def test_a_service_stopped_during_a_whole_stack_restart_is_not_answered_running(
+        project: Path) -> None:
+    """`hd restart` (the whole stack) said `leaf: running (pid N)`, exit 0, for a service
+    another terminal had stopped while the restart waited for a slow one."""
+    import subprocess
+    import time
+
+    from stackutil import HD_CLI
+
+    dash, fast, slow, leaf = free_ports(4)
+    write_stack(project, stack_header(dash) + toy_service("fast", fast)
+                + toy_service("slow", slow, "--delay", "3", readiness={"http": "/"})
+                + toy_service("leaf", leaf, depends_on=["fast"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.5)  # fast and leaf are back; slow is still on its way
+        stop = hd(project, "stop", "--service", "leaf", timeout=60)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        out, err = restart.communicate(timeout=60)
+        assert restart.returncode == 1, out + err
+        assert "leaf: stopped" in out and "'leaf' is not running" in err, out + err
+    finally:
+        hd(project, "down", timeout=60)

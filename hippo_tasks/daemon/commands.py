@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from hippo_tasks.action_outcome import EXITED
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.errors import LogReadersBusyError, RequestTimeoutError, UnknownServiceError
 from hippo_tasks.supervision.stack import Settled
@@ -134,7 +135,14 @@ class StackCommands:
         as they are now."""
         rows = {r["name"]: r for r in self.engine.stack.status()}
         for name, snap in (settled or {}).items():
-            rows[name] = snap.as_status()
+            now = rows.get(name)
+            # Stopped by another command after it settled for this one: as it ended (a
+            # whole-stack restart answered `running`, exit 0, for a stopped service).
+            stopped_since = now is not None and snap.ready and \
+                now["state"] in ("stopping", "stopped") and now.get("reason") != EXITED \
+                and now.get("busy") in (None, "stop")  # not a restart coalesced on top
+            if not stopped_since:
+                rows[name] = snap.as_status()
         return {"services": [rows[n] for n in names]}
 
     def start(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
