@@ -201,6 +201,26 @@ def test_a_route_to_a_service_outside_the_run_is_not_forwarded(stack: Stack) -> 
                               "run (left out by the profile, cell or --only); not forwarded")
 
 
+def test_a_stopped_services_port_gets_nothing(stack: Stack) -> None:
+    """An event for a service `hd stop` stopped went to whatever program held its port,
+    recorded as `forwarded`."""
+    assert request(stack.dash, b"", method="POST", path="/api/services/text/stop")[0] == 200
+    try:
+        with socket.socket() as stranger:
+            stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            stranger.bind(("127.0.0.1", stack.ports["text"]))
+            stranger.listen(1)
+            stranger.settimeout(0.5)
+            code, body = post(stack.dash, {"detail-type": "Text.secret"})
+            with pytest.raises(TimeoutError):
+                stranger.accept()
+        assert code == 503 and body["error"].startswith(
+            f"Service unavailable: text at localhost:{stack.ports['text']}/events: it is "
+            "stopped, so nothing was sent to its port"), body
+    finally:
+        request(stack.dash, b"", method="POST", path="/api/services/text/start")
+
+
 def test_slow_target_is_504_in_time_and_blocks_nobody(stack: Stack) -> None:
     results: list[tuple[int, Any, float]] = []
 

@@ -55,6 +55,18 @@ class Webhook:
         self._notes: list[tuple[str, str]] = []
         self._notes_lock = threading.Lock()
 
+    def check_running(self, planned: PlannedRoute) -> None:
+        """Only to a process of the service's: stopped, failed or backing off, its port
+        may be any program's, and the event went to whatever held it, as `forwarded`.
+        A 503, as for a refused connection: EventBridge retries it."""
+        name = planned.route.service
+        snap = self.engine.stack.get(name).snapshot()
+        if snap.external or snap.state in ("running", "starting"):
+            return
+        raise HttpError(503, f"Service unavailable: {name} at {planned.target}"
+                             f"{planned.route.path}: it is {snap.state}, so nothing was sent "
+                             f"to its port (start it: `hd start --service {name}`)")
+
     def match(self, detail_type: str) -> PlannedRoute | None:
         for planned in self.engine.plan.routes:
             if detail_type.startswith(planned.route.detail_type_prefix):
@@ -133,6 +145,7 @@ def eventbridge(req: Request) -> Json:
                 "status": "ignored",
                 "reason": f"No route configured for detail-type: {detail_type}"}, "ignored"
         else:
+            hook.check_running(planned)
             status, payload = forward(hook.pool, planned, raw)
             outcome = "forwarded"
     except ClientGone:
