@@ -137,9 +137,10 @@ def test_what_a_browser_could_send_is_refused_and_never_arrives(
         code, body = request(stack.dash, event("Test.attack"), {**JSON, **headers}, conn=conn)
         assert code == status and body["error"].startswith(start), body
         assert list(body) == ["error"]
-        # The refusal says what to do instead.
+        # The refusal says what to do instead, at the daemon's own address.
         assert "hd events.send" in body["error"] or \
             "-H 'Content-Type: application/json'" in body["error"]
+        assert "PORT" not in body["error"]
         # The refused body was read and dropped: the same connection carries on.
         assert request(stack.dash, event("Test.after"), JSON, conn=conn)[0] == 200
     finally:

@@ -118,17 +118,20 @@ def media_type(headers: Headers) -> str:
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
 
 
-def webhook_refusal(headers: Headers) -> Refusal | None:
-    """Why a token-less webhook request may not go on, or None.
+def webhook_refusal(headers: Headers, url: str = "http://127.0.0.1:PORT") -> Refusal | None:
+    """Why a token-less webhook request may not go on, or None. `url`: the daemon's
+    own (with HIPPODROME_DASHBOARD_HOST=127.0.0.2 the advice named 127.0.0.1, where
+    nothing listened).
 
     A missing Content-Type is refused too: `fetch(url, {mode: "no-cors", body: blob})`
     sends none, without a preflight.
     """
-    how = ("post from this machine to http://127.0.0.1:PORT/webhook/eventbridge with "
-           "curl or `hd events.send`, or set HIPPODROME_WEBHOOK_TOKEN and send it in "
+    how = (f"post from this machine to {url}/webhook/eventbridge with curl or `hd "
+           "events.send`, or set HIPPODROME_WEBHOOK_TOKEN and send it in "
            "x-hippodrome-webhook-token")
     why = _foreign_host(headers.get("Host") or "", "without a webhook token the webhook "
-                        "answers only requests to 127.0.0.1, localhost or [::1]: " + how)
+                        "answers only requests to localhost, [::1] or an address of "
+                        "127.0.0.0/8 as written in full: " + how)
     if why is not None:
         return Refusal(403, why)
     why = _foreign_origin(headers)

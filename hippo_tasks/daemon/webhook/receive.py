@@ -30,8 +30,8 @@ def authorised(req: Request, token: str) -> bool:
         return False
 
 
-def read_event(req: Request, token: str | None, read_timeout: float
-               ) -> tuple[dict[str, Any], bytes]:
+def read_event(req: Request, token: str | None, read_timeout: float,
+               url: str = "http://127.0.0.1:PORT") -> tuple[dict[str, Any], bytes]:
     """The event and its bytes, once the caller may send one; refusals as HttpError."""
     body = req.body
     length = body.length(required=True, noun="the event")
@@ -40,7 +40,7 @@ def read_event(req: Request, token: str | None, read_timeout: float
             raise body.discard(length, HttpError(
                 401, f"Missing or invalid {TOKEN_HEADER} header"), read_timeout)
     else:
-        refused = webhook_refusal(req.headers)
+        refused = webhook_refusal(req.headers, url)
         if refused is not None:
             raise body.discard(length, HttpError(refused.status, refused.message),
                                read_timeout)

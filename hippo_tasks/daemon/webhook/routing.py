@@ -128,7 +128,8 @@ def eventbridge(req: Request) -> Json:
     detail_type, planned, close = "", None, False
     raw: bytes | None = None
     try:
-        event, raw = read_event(req, hook.engine.webhook_token, hook.read_timeout)
+        event, raw = read_event(req, hook.engine.webhook_token, hook.read_timeout,
+                                hook.engine.url)
         detail_type = detail_type_of(event)
         planned = hook.match(detail_type)
         if planned is not None and planned.route.service not in hook.engine.stack.services:
