@@ -70,6 +70,8 @@ def test_an_empty_profiles_list_is_every_profile() -> None:
     As in Compose, it is every profile."""
     text = DB + '[profiles.big]\n[services.extra]\ncommand = ["x"]\nprofiles = []\n'
     assert set(plan(text).names) == set(plan(text, profile="big").names) == {"db", "extra"}
+    cells = DB + '[services.extra]\ncommand = ["x"]\ncells = []\n'  # the same for cells
+    assert set(plan(cells).names) == {"db", "extra"}
 
 
 def test_external_in_must_name_a_profile() -> None:

@@ -356,7 +356,9 @@ def _merge(files: list[_FileData]) -> StackSpec:
             raise ctx.error(f"external_in names '{unknown[0]}', which no [profiles.NAME] "
                             "table declares and no service names: no --profile could "
                             "choose it" + close_hint(unknown[0], every), name, "external_in")
-        check_cells(ctx, name, table.setdefault("cells", tables.cell_names), tables)
+        if not table.get("cells"):  # left out, or `cells = []`: every one, as profiles
+            table["cells"] = tables.cell_names
+        check_cells(ctx, name, table["cells"], tables)
         always_external = table.get("external", False) or (
             set(table.get("external_in", ())) >= set(table["profiles"]))
         if not always_external and not table.get("command") and below and name not in below:
