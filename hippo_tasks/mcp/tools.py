@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from hippo_tasks.action_outcome import problems
-from hippo_tasks.errors import DaemonNotRunningError, UnknownServiceError, UsageError
+from hippo_tasks.errors import (
+    DaemonEndedError,
+    DaemonNotRunningError,
+    UnknownServiceError,
+    UsageError,
+)
 from hippo_tasks.mcp import events, schemas
 from hippo_tasks.mcp.backend import LogArgs, Stack, run_hd
 
@@ -268,7 +273,12 @@ def seed(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def not_running_hint(exc: DaemonNotRunningError) -> str:
-    """The error's facts, and what an agent does about it (not what a user types)."""
+    """The error's facts, and what an agent does about it (not what a user types). A
+    daemon that ended mid-call has no project in its error: it read "No Hippodrome
+    daemon is running for . Call ..."."""
+    if isinstance(exc, DaemonEndedError):
+        return (f"{exc.message()} Call the start tool (optionally with a profile) to "
+                "bring the stack up again.")
     detail = f" ({exc.detail})" if exc.detail else ""
     return (f"No Hippodrome daemon is running for {exc.project_root}{detail}. Call the start "
             "tool (optionally with a profile) to bring the stack up.")
