@@ -32,6 +32,16 @@ def hd_cli(root: Path, *args: str, limit: bool = False) -> subprocess.CompletedP
                           preexec_fn=low_limit if limit else None)
 
 
+def up_under_the_limit(project: Path) -> int:
+    """SERVICES sleepers up under the LIMIT descriptors; the daemon's port."""
+    (port,) = free_ports(1)
+    write_stack(project, stack_header(port) + "".join(
+        f'[services.s{i}]\ncommand = ["sleep", "3600"]\n' for i in range(SERVICES)))
+    up = hd_cli(project, "up", "--detach", limit=True)
+    assert up.returncode == 0, up.stdout + up.stderr
+    return port
+
+
 def test_how_many_connections_the_limit_leaves() -> None:
     assert allowed(10, 512) == (512 - 64 - 60) // 2
     assert allowed(40, 1 << 20) == MOST
@@ -40,11 +50,7 @@ def test_how_many_connections_the_limit_leaves() -> None:
 
 
 def test_held_connections_leave_the_api_and_restarts_working(project: Path) -> None:
-    (port,) = free_ports(1)
-    write_stack(project, stack_header(port) + "".join(
-        f'[services.s{i}]\ncommand = ["sleep", "3600"]\n' for i in range(SERVICES)))
-    up = hd_cli(project, "up", "--detach", limit=True)
-    assert up.returncode == 0, up.stdout + up.stderr
+    port = up_under_the_limit(project)
     held: list[socket.socket] = []
     try:
         for _ in range(2 * LIMIT):  # more than the daemon has descriptors
@@ -79,11 +85,7 @@ def test_held_connections_leave_the_api_and_restarts_working(project: Path) -> N
 def test_streams_at_the_cap_give_way_to_a_command(project: Path) -> None:
     """Event streams (dashboard tabs, a script) held to the cap locked out `hd status`
     and `hd down`: a 503, and only `--force` stopped the stack."""
-    (port,) = free_ports(1)
-    write_stack(project, stack_header(port) + "".join(
-        f'[services.s{i}]\ncommand = ["sleep", "3600"]\n' for i in range(SERVICES)))
-    up = hd_cli(project, "up", "--detach", limit=True)
-    assert up.returncode == 0, up.stdout + up.stderr
+    port = up_under_the_limit(project)
     streams: list[socket.socket] = []
     try:
         for _ in range(FEWEST + 4):
