@@ -369,6 +369,11 @@ def test_a_call_whose_client_hung_up_lets_go_of_its_connection(tmp_path: Path) -
     try:
         wait_for(lambda: stack_answers(Stack(root, dash)), timeout=30, what="the daemon")
         daemon = psutil.Process(registry(root)["daemon"]["pid"])
+        assert stack_answers(Stack(root, dash))  # (and the SDK loaded: its threads counted)
+        wait_for(lambda: Stack(root, dash).send("POST", "/mcp", json.dumps(
+            {"jsonrpc": "2.0", "id": 0, "method": "tools/list"}), AGENT)[0] == 200,
+            what="the MCP endpoint")
+        before = daemon.num_threads()
         for _ in range(10):
             with socket.create_connection(("127.0.0.1", dash), timeout=10) as sock:
                 sock.sendall(head + wait.encode())
@@ -379,6 +384,9 @@ def test_a_call_whose_client_hung_up_lets_go_of_its_connection(tmp_path: Path) -
                         if c.laddr and c.laddr[1] == dash and c.status != "LISTEN"]
 
         wait_for(let_go, timeout=10, what="the daemon letting go of hung-up calls")
+        # the tool threads too: each waited up to 600 s for `deaf` (10 calls, 10 threads)
+        wait_for(lambda: daemon.num_threads() <= before + 2, timeout=10,
+                 what="the hung-up calls' tool threads to end")
     finally:
         up.kill()
         up.wait()

@@ -35,7 +35,7 @@ from hippo_tasks import __version__
 from hippo_tasks.daemon.client import HippoErrorFromDaemon
 from hippo_tasks.errors import DaemonNotRunningError, HippoError
 from hippo_tasks.mcp.backend import HttpStack, Stack
-from hippo_tasks.mcp.tools import BY_NAME, TOOLS, Tool, not_running_hint
+from hippo_tasks.mcp.tools import BY_NAME, CALL, TOOLS, Tool, not_running_hint
 
 INSTRUCTIONS = (
     "Hippodrome runs a local multi-service stack. status shows every service; start, "
@@ -119,8 +119,10 @@ async def _in_daemon_thread(fn: Callable[..., types.CallToolResult], *args: Any
     done = anyio.Event()
     box: list[types.CallToolResult | BaseException] = []
     token = anyio.lowlevel.current_token()
+    abandoned = threading.Event()
 
     def work() -> None:
+        CALL.abandoned = abandoned  # a long wait looks at it (tools._pause)
         try:
             box.append(fn(*args))
         except BaseException as exc:  # call() answers every failure: only a bug gets here
@@ -129,7 +131,11 @@ async def _in_daemon_thread(fn: Callable[..., types.CallToolResult], *args: Any
             anyio.from_thread.run_sync(done.set, token=token)
 
     threading.Thread(target=work, name="mcp-tool", daemon=True).start()
-    await done.wait()
+    try:
+        await done.wait()
+    finally:  # cancelled (its client went): a wait in the thread ends at its next look
+        if not box:
+            abandoned.set()
     if isinstance(box[0], BaseException):
         raise box[0]
     return box[0]

@@ -13,6 +13,7 @@ arguments that fetch the rest (`next`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,18 @@ MAX_LOG_CHARS = 64_000
 """The `logs` answer's lines together; past this, fewer lines and a `next` to page."""
 TASK_LINES = 200
 WAIT_POLL_S = 0.1
+CALL = threading.local()
+"""The tool call this thread runs: `abandoned`, an Event set once its client has gone
+(server.py), so a long wait ends instead of holding its thread for up to 600 s."""
+
+
+def _pause(seconds: float) -> bool:
+    """Sleep `seconds`; True (at once) when the call was abandoned meanwhile."""
+    abandoned = getattr(CALL, "abandoned", None)
+    if abandoned is None:
+        time.sleep(seconds)
+        return False
+    return bool(abandoned.wait(seconds))
 UP_TIMEOUT_S = 600.0
 HINT_NEXT = ("more lines match: call logs again with the same filter and {args} to get "
              "them")
@@ -157,9 +170,8 @@ def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
                     and not r.get("busy")]
         waited = round(time.monotonic() - began, 2)
         timed_out = waited >= timeout
-        if not waiting or hopeless or timed_out:
+        if not waiting or hopeless or timed_out or _pause(WAIT_POLL_S):
             break
-        time.sleep(WAIT_POLL_S)
     not_ready = [_not_ready(stack, n) for n in names if not rows[n].get("ready")]
     if not waiting:
         summary = f"ready: {', '.join(names)}" if wanted else f"all {len(names)} settled"
