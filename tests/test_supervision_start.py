@@ -341,3 +341,15 @@ def test_an_exec_the_cgroup_wrapper_cannot_do_is_said_by_hippodrome(tmp_path: Pa
     assert done.returncode == 127
     assert done.stderr.startswith("hippodrome: ") and str(procs) not in done.stderr, \
         done.stderr
+
+
+def test_an_env_line_that_sets_a_variable_first_is_not_taken_for_a_program(
+        tmp_path: Path) -> None:
+    """`#!/usr/bin/env NAME=value prog` is valid: NAME=value is no program to look for."""
+    from hippo_tasks.supervision.process import interpreter_problem
+
+    script = tmp_path / "run.sh"
+    script.write_bytes(b"#!/usr/bin/env LANG=C sh\necho\n")
+    assert interpreter_problem(str(script), os.defpath) == ""
+    script.write_bytes(b"#!/usr/bin/env no-such-program-here\n")
+    assert "asks for 'no-such-program-here' on PATH" in interpreter_problem(str(script))

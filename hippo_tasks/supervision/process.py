@@ -74,7 +74,8 @@ def interpreter_problem(path: str, search: str = os.defpath) -> str:
         what = "a directory" if os.path.isdir(name) else "not executable"
         return f"asks for the interpreter '{name}' (its `#!` line), which is {what}"
     program = os.fsdecode(words[1]).split()[0] if len(words) > 1 else ""
-    if os.path.basename(name) == "env" and program and not program.startswith("-"):
+    if os.path.basename(name) == "env" and program and not program.startswith("-") \
+            and "=" not in program:  # `env NAME=value prog` sets a variable first
         import shutil
 
         if shutil.which(program, path=search) is None:  # `#!/usr/bin/env node`
