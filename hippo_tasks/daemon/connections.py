@@ -57,7 +57,6 @@ class Connections:
         self._open: dict[socket.socket, Any] = {}
         self._lock = threading.Lock()
         self._said_at = float("-inf")
-        self.turned_away = 0
 
     def admit(self, sock: socket.socket) -> bool:
         """Room for `sock`: made by closing the longest-waiting idle connection if need
@@ -67,7 +66,6 @@ class Connections:
             if len(self._open) >= cap:
                 victim = self._idlest()
                 if victim is None:
-                    self.turned_away += 1
                     self._tell(cap, "refused")
                     return False
                 self._open.pop(victim, None)
@@ -101,9 +99,9 @@ class Connections:
         now = time.monotonic()
         if now - self._said_at >= SAY_EVERY_S:
             self._said_at = now
-            self._say(f"the API is at its {cap} connections (the rest of the descriptor "
-                      f"limit, ulimit -n, is kept for the services): {what}; a program "
-                      "holding many connections open is the usual cause")
+            self._say(f"hippodrome | the API is at its {cap} connections (the rest of the "
+                      f"descriptor limit, ulimit -n, is kept for the services): {what}; a "
+                      "program holding many connections open is the usual cause")
 
 
 def refuse(sock: socket.socket, cap: int) -> None:
