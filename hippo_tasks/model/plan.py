@@ -107,7 +107,7 @@ class StackPlan(NamedTuple):
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://{url_host(dashboard_host(self.options.env))}:{self.dashboard_port}"
+        return dashboard_url(self.options, self.dashboard_port)
 
 
 def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
@@ -184,7 +184,7 @@ def base_vars(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> dict[
         "cell_url": _cell_url(spec, opts, ports),
         "profile": opts.profile,
         "dashboard_port": str(dashboard_port),
-        "dashboard_url": f"http://{url_host(dashboard_host(opts.env))}:{dashboard_port}",
+        "dashboard_url": dashboard_url(opts, dashboard_port),
         "random_seed": str(opts.random_seed),
         "bind_host": bind_host(opts.env),
         "port_offset": str(opts.port_offset),
@@ -433,6 +433,11 @@ def canonical_address(host: str) -> str:
         return socket.inet_ntoa(socket.inet_aton(bare)) if bare[:1].isdigit() else host
     except OSError:
         return host
+
+
+def dashboard_url(opts: Options, port: int) -> str:
+    """The daemon's URL as the plan and its services know it (one spelling for both)."""
+    return f"http://{url_host(dashboard_host(opts.env))}:{port}"
 
 
 def url_host(bound: str) -> str:
