@@ -101,3 +101,34 @@ def test_streams_at_the_cap_give_way_to_a_command(project: Path) -> None:
     finally:
         for sock in streams:
             sock.close()
+
+
+def test_requests_busy_to_the_cap_leave_status_and_down_a_way_in(project: Path) -> None:
+    """Every connection busy with a request (an agent's wait_ready calls, restarts that
+    wait; here bodies sent half way, which hold a request as long) answered `hd down`
+    503, exit 1, and the stack kept running. status and down get in past the cap;
+    anything else there is a 503 that names `hd down --force`."""
+    port = up_under_the_limit(project)
+    cap = allowed(SERVICES, LIMIT)
+    busy: list[socket.socket] = []
+    try:
+        for _ in range(cap):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(f"POST /api/services/s0/restart HTTP/1.1\r\nHost: 127.0.0.1:{port}"
+                         "\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{"
+                         .encode())
+            busy.append(sock)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        busy.append(extra)
+        extra.sendall(f"GET /api/services HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+                      .encode())
+        refused = extra.recv(4096).decode()
+        assert refused.startswith("HTTP/1.1 503") and "hd down --force" in refused, refused
+        status = hd_cli(project, "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        down = hd_cli(project, "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "stack stopped" in down.stdout, down.stdout
+    finally:
+        for sock in busy:
+            sock.close()

@@ -9,19 +9,25 @@ crashed meanwhile could not be started again (`Too many open files`) and ended
 and a reserve are set aside. At the cap, the connection that has waited longest for a
 request (an idle keep-alive, a head never sent) is closed to make room; else the oldest
 stream (an event stream, a followed log: a page reconnects by itself), so that `hd
-status` and `hd down` always get in (streams up to the cap locked them out); when none
-is either, the new one is answered 503 with a sentence and closed.
+status` and `hd down` always get in (streams up to the cap locked them out). When every
+connection is busy with a request (an agent's long `wait_ready` calls, waiting
+restarts), a few more are let in for the requests that must never be locked out
+(CONTROL: status, health, shutdown) and answered 503 for anything else: `hd down` got a
+503 and the stack kept running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
+
+Admission = Literal["yes", "control", "no"]
 
 RESERVE = 64
 """Descriptors kept for the daemon's own work: a spawn's pipes, the registry and log
@@ -32,6 +38,11 @@ MOST = 256
 """Connections at most, however high the limit: each is also a thread."""
 FEWEST = 4
 """Connections at least, however low the limit: `hd` must still get in."""
+CONTROL_EXTRA = 4
+"""Connections past the cap for CONTROL requests only, when every other one is busy."""
+CONTROL = frozenset({("GET", "/api/status"), ("GET", "/healthz"), ("HEAD", "/healthz"),
+                     ("POST", "/api/shutdown")})
+"""What `hd status` and `hd down` ask: served on a CONTROL_EXTRA connection."""
 SAY_EVERY_S = 60.0
 """How often the daemon's output says that connections are being turned away."""
 
@@ -55,25 +66,38 @@ class Connections:
         self.services = services
         self._say = say
         self._open: dict[socket.socket, Any] = {}
+        self._control: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._said_at = float("-inf")
 
-    def admit(self, sock: socket.socket) -> bool:
+    def admit(self, sock: socket.socket) -> Admission:
         """Room for `sock`: made by closing the longest-waiting idle connection if need
-        be. False when every connection is busy: the caller refuses `sock`."""
+        be. "control" when every connection is busy but a CONTROL_EXTRA one is free:
+        `sock` may ask only for CONTROL; "no" when those are taken too: the caller
+        refuses `sock`."""
         with self._lock:
             cap = allowed(self.services)
-            if len(self._open) >= cap:
+            if len(self._open) - len(self._control) >= cap:
                 victim = self._idlest()
                 if victim is None:
+                    idle = self._idle_control()
+                    if idle is not None:  # held open, asking nothing: its place is taken
+                        self._drop(idle)
+                    if len(self._control) < CONTROL_EXTRA:
+                        self._control.add(sock)
+                        self._open[sock] = None
+                        self._tell(cap, "let in for status and shutdown only")
+                        return "control"
                     self._tell(cap, "refused")
-                    return False
-                self._open.pop(victim, None)
-                with contextlib.suppress(OSError):  # its thread's read ends; it closes it
-                    victim.shutdown(socket.SHUT_RDWR)
+                    return "no"
+                self._drop(victim)
                 self._tell(cap, "closed the longest idle one (or the oldest stream)")
             self._open[sock] = None
-            return True
+            return "yes"
+
+    def control_only(self, sock: socket.socket) -> bool:
+        with self._lock:
+            return sock in self._control
 
     def attach(self, sock: socket.socket, handler: Any) -> None:
         with self._lock:
@@ -83,12 +107,28 @@ class Connections:
     def release(self, sock: socket.socket) -> None:
         with self._lock:
             self._open.pop(sock, None)
+            self._control.discard(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        self._open.pop(sock, None)
+        self._control.discard(sock)
+        with contextlib.suppress(OSError):  # its thread's read ends; it closes it
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def _idle_control(self) -> socket.socket | None:
+        """A CONTROL_EXTRA connection waiting for a request (none, or a second one)."""
+        for s in self._control:
+            h = self._open.get(s)
+            if h is not None and h._reads.deadline is not None:
+                return s
+        return None
 
     def _idlest(self) -> socket.socket | None:
         """The connection waiting for a request head the longest (earliest deadline);
         else the oldest stream."""
         waiting = [(h._reads.deadline, s) for s, h in self._open.items()
-                   if h is not None and h._reads.deadline is not None]
+                   if h is not None and h._reads.deadline is not None
+                   and s not in self._control]
         if waiting:
             return min(waiting, key=lambda w: w[0])[1]
         streams = [(h.streaming_since, s) for s, h in self._open.items()
@@ -104,11 +144,16 @@ class Connections:
                       "program holding many connections open is the usual cause")
 
 
+def busy_sentence(cap: int) -> str:
+    return (f"the daemon is at its {cap} API connections, every one busy with a request, "
+            "the rest of its descriptors kept for the services; try again in a moment, or "
+            "raise ulimit -n before hd up (hd status and hd down still get in; hd down "
+            "--force ends the stack without the API)")
+
+
 def refuse(sock: socket.socket, cap: int) -> None:
     """A 503 with a sentence, best effort (the client may not read), then closed."""
-    body = (b'{"error": "the daemon is at its %d API connections, every one busy with a '
-            b'request, the rest of its descriptors kept for the services; try again in a '
-            b'moment, or raise ulimit -n before hd up", "type": "TooManyConnections"}' % cap)
+    body = json.dumps({"error": busy_sentence(cap), "type": "TooManyConnections"}).encode()
     with contextlib.suppress(OSError):
         sock.settimeout(1.0)
         sock.sendall(REFUSAL % (len(body), body))

@@ -23,7 +23,7 @@ from hippo_tasks import errors as E
 from hippo_tasks.daemon import routes
 from hippo_tasks.daemon.app import App
 from hippo_tasks.daemon.commands import StackCommands
-from hippo_tasks.daemon.connections import Connections, allowed, refuse
+from hippo_tasks.daemon.connections import CONTROL, Connections, allowed, busy_sentence, refuse
 from hippo_tasks.daemon.guard import is_loopback_name, refusal
 from hippo_tasks.daemon.httpcore import (
     Body,
@@ -80,7 +80,7 @@ class ApiServer(ThreadingServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """A thread for the connection, if the descriptor limit has room (connections)."""
-        if not self.connections.admit(request):
+        if self.connections.admit(request) == "no":
             refuse(request, allowed(self.connections.services))
             self.shutdown_request(request)
             return
@@ -227,6 +227,10 @@ class ApiHandler(RequestHandler):
             refused = refusal(path, method, self.headers, self.server.loopback_only)
             if refused is not None:
                 raise HttpError(refused.status, refused.message)
+            if (method, path) not in CONTROL and \
+                    self.server.connections.control_only(self.connection):
+                raise HttpError(503, busy_sentence(allowed(self.server.connections.services)),
+                                close=True, extra={"type": "TooManyConnections"})
             self.send(self._route(method, path))
         except HttpError as exc:
             self.send_json(exc.status, exc.payload(), exc.close or self.body.unread,
