@@ -1,7 +1,8 @@
 """A daemon stopped (SIGSTOP, Ctrl+Z, a debugger), or a whole stack stopped: `up
 --detach` waited in silence for ever (and a SIGTERM to it, a CI job's timeout, did not
 end it either); `hd events.send` waited too, where every other command gives up after
-10 s; `down --force` left the stopped guard behind."""
+10 s, and `hd logs --timestamps -s X` five minutes; `down --force` left the stopped
+guard behind."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from stackutil import HD_CLI, alive, free_ports, registry, stack_header, wait_for, write_stack
 
 SLOW = ('[services.slow]\ncommand = ["sh", "-c", "sleep 3; echo ready now; exec sleep 600"]\n'
@@ -95,14 +97,16 @@ def test_down_force_of_a_stack_stopped_whole_leaves_no_guard_behind(project: Pat
                 os.kill(pid, signal.SIGCONT)
 
 
-def test_events_send_to_a_stopped_daemon_gives_up_as_other_commands_do(
-        project: Path) -> None:
+@pytest.mark.parametrize("argv", [["events.send", "--detail-type", "X.Y"],
+                                  ["logs", "--timestamps", "-s", "slow"]])
+def test_commands_asking_a_stopped_daemon_give_up_as_status_does(
+        project: Path, argv: list[str]) -> None:
     up, pid = start_up(project)
     try:
         out, _ = up.communicate(timeout=40)
         assert up.returncode == 0, out
         os.kill(pid, signal.SIGSTOP)
-        sent = subprocess.run([*HD_CLI, "events.send", "--detail-type", "X.Y"], cwd=project,
+        sent = subprocess.run([*HD_CLI, *argv], cwd=project,
                               capture_output=True, text=True, timeout=40)
         assert sent.returncode == 6, sent.stdout + sent.stderr
         assert f"(pid {pid}) does not answer" in sent.stderr, sent.stderr

@@ -18,6 +18,9 @@ from hippo_tasks.errors import DaemonEndedError, DaemonNotRunningError, DaemonUn
 from hippo_tasks.terminal_text import for_terminal
 
 FOLLOW_EVERY_S = 0.2
+ANSWER_WITHIN_S = 10.0
+"""As `status` waits: a buffer read is quick, and a stopped daemon held `hd logs
+--timestamps -s X` silent for the client's default five minutes."""
 MAX_LINES = 100_000
 """The most lines one call of the logs API answers (daemon/api.py): `-l 200000` got
 the daemon's 400 and exit 1, though plain `hd logs -l 200000` works."""
@@ -81,7 +84,7 @@ def show(root: Path, service: str, lines: int, follow: bool,
         for name in names:
             after = f"&after={last[name]}" if name in last else ""
             data = client.call("GET", f"/api/services/{quote(name, safe='')}/logs?"
-                                      f"{query}{after}")
+                                      f"{query}{after}", timeout=ANSWER_WITHIN_S)
             records = [(float(r["ts"]), name, int(r["seq"]), r) for r in data["lines"]]
             if name in last and records and records[0][2] > last[name] + 1:
                 # The buffer moved past lines between two looks (a burst larger than
