@@ -65,6 +65,8 @@ class StackFileError(HippoError):
 class PortBusyError(HippoError):
     """A port the stack needs is held by another process; nothing was started."""
 
+    outcome = "Nothing was started."
+
     def __init__(self, port: int, service: str, holder_pid: int | None = None,
                  holder_cmdline: str | None = None, ours: bool = False,
                  unlisted: str = "", held_by_nobody: bool = False) -> None:
@@ -95,7 +97,15 @@ class PortBusyError(HippoError):
             text += ". Try again in a minute, or move this stack with --port-offset N"
         else:
             text += ". Stop that process, or move this stack with --port-offset N"
-        return text + ". Nothing was started."
+        return f"{text}. {self.outcome}"
+
+
+class PortTakenError(PortBusyError):
+    """A service's port taken between the start's port check and the service's own
+    start (another stack's service, a program started meanwhile): a stranger answered
+    its readiness probe, `up` said ready, and the service crash-looped on EADDRINUSE."""
+
+    outcome = "It was taken after the start's port check; the service was not started."
 
 
 class PortsBusyError(HippoError):

@@ -419,3 +419,45 @@ def test_down_during_a_shutdown_waits_and_reports(project: Path) -> None:
     assert "stack stopped" in down.stdout or "no daemon was running" in down.stdout
     assert "Traceback" not in down.stdout + down.stderr
     nothing_left(tok, every_pid(pids))
+
+
+def test_a_port_taken_after_the_port_check_fails_its_service_naming_the_holder(
+        project: Path) -> None:
+    """Another program took `web`'s port while a job before it ran: its readiness probe
+    met the stranger, `web` was ready at once, `up` exited 0 and `app` started, while
+    `web` crash-looped on EADDRINUSE. Its own start checks the port again."""
+    dash, web_port = free_ports(2)
+    write_stack(project, stack_header(dash)
+                + '[services.job]\nkind = "job"\ncommand = ["sleep", "2"]\n'
+                + f'[services.web]\ncommand = ["{PY}", "-m", "http.server", "{web_port}", '
+                  '"--bind", "127.0.0.1"]\n'
+                + f'port = {web_port}\nreadiness = {{ tcp = true }}\n'
+                  'depends_on = [{ name = "job", condition = "completed_successfully" }]\n'
+                + '[services.app]\ncommand = ["sleep", "600"]\ndepends_on = ["web"]\n')
+    up = subprocess.Popen([*HD, "up", "--detach"], cwd=project, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env={**os.environ, "NO_COLOR": "1"})
+    stranger: subprocess.Popen[bytes] | None = None
+    try:
+        def job_running() -> bool:
+            try:
+                rows = registry(project).get("services") or {}
+            except (OSError, ValueError):  # not written yet
+                return False
+            return (rows.get("job") or {}).get("state") == "starting"
+
+        wait_for(job_running, timeout=30, what="the job running")
+        stranger = subprocess.Popen([PY, "-c", "import socket, time; s = socket.socket(); "
+                                     f"s.bind(('127.0.0.1', {web_port})); s.listen(); "
+                                     "time.sleep(60)"])
+        out, _ = up.communicate(timeout=60)
+        assert up.returncode == 1, out
+        assert f"port {web_port} (service 'web') is already in use by pid {stranger.pid}" \
+            in out, out
+        assert "taken after the start's port check" in out, out
+        assert "app: starting" not in out and "app: running" not in out, out
+    finally:
+        if stranger is not None:
+            stranger.kill()
+            stranger.wait()
+        subprocess.run([*HD, "down"], cwd=project, capture_output=True, timeout=60)

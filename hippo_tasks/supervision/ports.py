@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from hippo_tasks.errors import PortBusyError, PortsBusyError
+from hippo_tasks.errors import PortBusyError, PortsBusyError, PortTakenError
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -24,6 +24,14 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def taken(service: str, port: int) -> str | None:
+    """Why `service` must not start now: its port has a holder (named), else None."""
+    if port_free(port):
+        return None
+    pid, cmd, unlisted, nobody = who_holds(port)
+    return PortTakenError(port, service, pid, cmd, False, unlisted, nobody).message()
 
 
 def _inet_connections() -> list[Any]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from hippo_tasks.model.plan import PlannedService
 from hippo_tasks.model.spec import SETUP_TIMEOUT, StackSettings
-from hippo_tasks.supervision import probes
+from hippo_tasks.supervision import ports, probes
 from hippo_tasks.supervision.backoff import Backoff, Clock, next_failures
 from hippo_tasks.supervision.liveness import Liveness
 from hippo_tasks.supervision.logs import LogHub
@@ -337,6 +337,10 @@ class ServiceRun:
                 self._note(f"PORT={given[:40]} from its env is replaced by its port, "
                            f"{self.planned.port}: a service with `port` gets it as $PORT "
                            "(give another port another name)")
+        if main and self.planned.port is not None:
+            busy = ports.taken(self.name, self.planned.port)
+            if busy is not None:  # a stranger would answer its probe: it would be "ready"
+                raise SpawnError(f"service {self.name}: {busy}")
         first_seq = self.ctx.hub.last_seq(self.name) + 1
         place = self.ctx.ownership.placement(self.name)
         proc = spawn(self.name, argv or self.planned.argv, self.planned.cwd, env, place,
