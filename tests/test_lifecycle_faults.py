@@ -461,3 +461,19 @@ def test_a_port_taken_after_the_port_check_fails_its_service_naming_the_holder(
             stranger.kill()
             stranger.wait()
         subprocess.run([*HD, "down"], cwd=project, capture_output=True, timeout=60)
+
+
+def test_a_portless_service_that_exits_at_once_fails_the_start(project: Path) -> None:
+    """readiness `none` was "ready once started": a typo'd script was ready, `up
+    --detach` said "stack ready" with exit 0, its dependant started, and it sat in a
+    backoff loop until it gave up."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + f'[services.worker]\ncommand = ["{PY}", "wrker.py"]\n'
+                + '[services.api]\ncommand = ["sleep", "600"]\ndepends_on = ["worker"]\n')
+    up = subprocess.run([*HD, "up", "--detach"], cwd=project, capture_output=True,
+                        text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    out = up.stdout + up.stderr
+    assert up.returncode == 1, out
+    assert "worker" in out and "wrker.py" in out and "exited with code 2" in out, out
+    assert "api: starting" not in out and "stack ready" not in out, out

@@ -26,6 +26,9 @@ LAST_LOOK_S = 0.1
 paused across the deadline (SIGSTOP, a debugger, heavy swap) failed a job that had
 exited 0 and a service whose ready line had come in time, their news still waiting
 behind the deadline's timer when the daemon woke."""
+NONE_SETTLE_S = 0.5
+"""How long a service with readiness `none` must run to be ready (supervisord's
+`startsecs`, 1 s by default, is the same idea): an exit before is a failed start."""
 GRID_S = 0.005
 """Readiness probes wake on a shared 5 ms grid, so the services starting together are
 probed in one turn of the loop (one wake-up of the daemon), not one each."""
@@ -49,7 +52,11 @@ async def until_ready(child: Child, planned: PlannedService, hub: LogHub,
         return await _until_log(child, planned.name, readiness.value, hub, first_seq,
                                 deadline)
     if readiness.kind == "none":
-        return "ready"
+        # Ready once it has run NONE_SETTLE_S: a typo'd script exits in milliseconds,
+        # and "ready at once" made `up` say ready (exit 0), start its dependants, and
+        # leave it in a backoff loop until it gave up.
+        await asyncio.wait({child.exited}, timeout=min(NONE_SETTLE_S, spec.start_timeout))
+        return "exited" if child.exited.done() else "ready"
     attempt = 0
     while True:
         if child.exited.done():
