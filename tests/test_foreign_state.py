@@ -184,6 +184,27 @@ def test_a_registry_deleted_while_the_stack_runs_is_written_again(project: Path)
         stop_by_pid(daemon)  # the fixture's sweep needs the registry this test deletes
 
 
+@pytest.mark.parametrize("command", ["status", "down"])
+def test_a_command_right_after_git_clean_finds_the_running_stack(
+        project: Path, command: str) -> None:
+    """`git clean -xdf && hd down`: with `.hippodrome` gone (its daemon.log too, still
+    written by the daemon), `down` said "nothing to stop", exit 0, before the daemon
+    wrote its registry again, and the whole stack kept running."""
+    daemon, web = web_stack_up(project)
+    try:
+        shutil.rmtree(project / ".hippodrome")
+        shutil.rmtree(project / ".logs")
+        said = hd(project, command, timeout=60)
+        out = said.stdout + said.stderr
+        assert said.returncode == 0 and "nothing to stop" not in out, out
+        if command == "status":
+            assert "web" in said.stdout and "running" in said.stdout, out
+        else:
+            assert "stack stopped" in said.stdout and not alive(web), out
+    finally:
+        stop_by_pid(daemon)
+
+
 @pytest.mark.parametrize("damage", [b"", b"{not json", b"[]",
                                     b'{"version": 1, "services": {}, "daemon": null}'])
 def test_a_registry_damaged_while_the_stack_runs_still_finds_its_stack(

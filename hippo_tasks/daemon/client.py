@@ -181,8 +181,9 @@ def _rewritten_by_its_daemon(registry: Registry, data: dict[str, Any]) -> dict[s
     """A registry naming no live daemon while a process still writes this project's
     daemon.log (the registry was truncated or overwritten under a running stack): the
     registry as that daemon writes it again, within HEAL_WAIT_S; else as it was."""
-    writers = {pid: start_ticks(pid) for pid in daemon_log_writers(registry.root)} \
-        if registry.dir.is_dir() else {}
+    # Also with no .hippodrome at all (`git clean -xdf`): the daemon still writes the
+    # deleted daemon.log, and makes the folder and registry again within 2 s.
+    writers = {pid: start_ticks(pid) for pid in daemon_log_writers(registry.root)}
     deadline = time.monotonic() + HEAL_WAIT_S
     # until it names one, or every writer is gone (a daemon that cleared it to exit)
     while any(start_ticks(p) == t for p, t in writers.items()) and time.monotonic() < deadline:

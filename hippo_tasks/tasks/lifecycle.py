@@ -150,8 +150,13 @@ def _shown_services(show: str, names: tuple[str, ...]) -> tuple[str, ...] | None
 @handles_errors
 def down(c: Context, force: bool = False, project_root: str = "") -> None:
     """Stop every service and the daemon."""
+    from hippo_tasks.registry.store import daemon_log_writers
+
     root = resolve_root(project_root)
-    if not Registry(root).state_dir_exists():  # made for the lock, it stayed behind
+    # No .hippodrome: none is made for the lock (it stayed behind) unless a process
+    # still writes this folder's daemon.log, deleted with it (`git clean -xdf`, `rm -rf
+    # .hippodrome`): "nothing to stop", exit 0, left that stack running.
+    if not Registry(root).state_dir_exists() and not daemon_log_writers(root):
         print("hippodrome | no daemon was running; nothing to stop")
         return
     with LifecycleLock(root).held("down --force" if force else "down", _say, required=False):
