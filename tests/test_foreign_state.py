@@ -132,7 +132,11 @@ def test_a_live_stranger_recorded_as_the_daemon_is_never_signalled(
         said = down.stdout + down.stderr
         assert down.returncode == 0 and "Traceback" not in said, said
         assert stranger.poll() is None, "a process the registry merely named was killed"
-        assert f"pid {stranger.pid}, recorded as the daemon" in said, said
+        # down --force names it as it leaves it alone; a plain down's look for the
+        # daemon already finds it is not this project's (stranger_daemon)
+        assert (f"pid {stranger.pid}, recorded as the daemon" if force else
+                f"pid {stranger.pid} (recorded as the daemon) runs, but is not this "
+                "project's daemon") in said, said
         assert registry(project)["daemon"] is None, "the false entry is forgotten"
     finally:
         stranger.send_signal(signal.SIGKILL)
@@ -375,3 +379,28 @@ def test_a_non_ascii_folder_read_under_another_locale_is_still_this_folder(
         assert res.returncode == (0 if daemon_alive else 5), said
     finally:
         stop_by_pid(daemon)
+
+
+def test_a_registry_naming_a_strangers_live_pid_does_not_block_up(project: Path) -> None:
+    """After a reboot the registry's pids belong to other programs, and a start time
+    copied from /proc matched too: `up` said a daemon was already running (exit 7),
+    `doctor` said "[OK] daemon running", and only `down` looked further."""
+    web_stack_up(project)
+    saved = json.loads((project / ".hippodrome" / "registry.json").read_text())
+    hd(project, "down", check=True)
+    stranger = subprocess.Popen(["sleep", "300"], cwd="/")
+    try:
+        saved["daemon"].update(pid=stranger.pid, create_time=identity(stranger.pid))
+        (project / ".hippodrome" / "registry.json").write_text(json.dumps(saved))
+        doctor = hd(project, "doctor")
+        assert "daemon running" not in doctor.stdout, doctor.stdout
+        up = hd(project, "up", "--detach")
+        said = up.stdout + up.stderr
+        assert up.returncode == 0, said
+        assert f"pid {stranger.pid} (recorded as the daemon) runs, but is not this " \
+               "project's daemon" in said, said
+        assert stranger.poll() is None, "a pid the file merely named was signalled"
+        hd(project, "down", check=True)
+    finally:
+        stranger.kill()
+        stranger.wait(10)

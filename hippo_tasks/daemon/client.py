@@ -23,7 +23,12 @@ from hippo_tasks.errors import (
     UnknownServiceError,
     UsageError,
 )
-from hippo_tasks.registry.store import Registry, daemon_alive, daemon_log_writers
+from hippo_tasks.registry.store import (
+    Registry,
+    daemon_alive,
+    daemon_log_writers,
+    stranger_daemon,
+)
 from hippo_tasks.supervision.scope import start_ticks
 
 JSON = {"Content-Type": "application/json"}
@@ -43,7 +48,7 @@ class DaemonClient:
         data = registry.read()
         if not daemon_alive(data):
             data = _rewritten_by_its_daemon(registry, data)
-        if not daemon_alive(data):
+        if not daemon_alive(data) or stranger_daemon(data, root):
             # The clean-up machinery (ownership, signals) only when there is a corpse.
             from hippo_tasks.registry.cleanup import clean_stale
 

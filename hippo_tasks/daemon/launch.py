@@ -24,7 +24,7 @@ from hippo_tasks.model.plan import Options, StackPlan, build_plan
 from hippo_tasks.model.project import changed_since
 from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.registry.cleanup import clean_stale
-from hippo_tasks.registry.store import Registry, daemon_alive
+from hippo_tasks.registry.store import Registry, daemon_alive, stranger_daemon
 from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
 from hippo_tasks.supervision.ports import check_ports
@@ -42,7 +42,7 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
     data = registry.read()
     for warning in registry.warnings:
         say(warning)
-    if daemon_alive(data):
+    if daemon_alive(data) and not stranger_daemon(data, registry.root):
         d = data["daemon"]
         raise DaemonAlreadyRunningError(str(opts.project_root), d.get("url", "?"), d["pid"],
                                         changed_since(opts.project_root, d.get("stack_file")))

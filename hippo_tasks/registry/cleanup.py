@@ -24,6 +24,7 @@ from hippo_tasks.registry.store import (
     Registry,
     daemon_alive,
     is_same_process,
+    stranger_daemon,
     writes_daemon_log,
 )
 from hippo_tasks.supervision.ownership import is_hippodrome_cgroup, project_tag
@@ -108,14 +109,22 @@ def end_leftovers(data: Data, grace: float = GRACE) -> list[str]:
 
 
 def clean_stale(registry: Registry, data: Data) -> list[str]:
-    """After a dead daemon: end what it left running, clear its entries. Quiet if clean."""
+    """After a dead daemon (or one provably not this folder's: stranger_daemon): end
+    what it left running, clear its entries. Quiet if clean."""
     daemon = data.get("daemon")
     if daemon is None and not data.get("services"):
         return []
-    if daemon_alive(data):
+    stranger = stranger_daemon(data, registry.root)
+    if daemon_alive(data) and not stranger:
         return []
     lines = []
-    if daemon:
+    if stranger:
+        pid = (daemon or {}).get("pid")
+        lines.append(f"found a stale registry entry: pid {pid} (recorded as the daemon) "
+                     "runs, but is not this project's daemon (it writes no "
+                     ".hippodrome/daemon.log here and runs elsewhere: a registry from "
+                     "another boot, or a copy); it was not signalled")
+    elif daemon:
         lines.append(f"found a stale registry entry: daemon pid {daemon.get('pid')} is gone")
     lines += end_leftovers(data)
     lines += _clear_entries(registry)

@@ -374,6 +374,20 @@ def _opened_to_write(pid: int, fd: str) -> bool:
     return int(flags, 8) & (os.O_WRONLY | os.O_RDWR) != 0
 
 
+def stranger_daemon(data: Data, root: Path) -> bool:
+    """The registry's daemon runs, by pid and start time, but is provably not this
+    folder's: its /proc entries can be read, and it neither writes a daemon.log nor
+    runs here (a registry from before a reboot, a copy with start times copied from
+    /proc). `up` refused with "already running" (exit 7) and `doctor` said OK, while
+    only `down` looked further. Another user's process (unreadable) is not judged."""
+    if not daemon_alive(data):
+        return False
+    pid = int((data.get("daemon") or {})["pid"])
+    if pid == os.getpid() or not os.access(f"/proc/{pid}/fd", os.R_OK):
+        return False
+    return _daemon_folder(data, root) is None
+
+
 def daemon_alive(data: Data) -> bool:
     daemon = data.get("daemon") or {}
     return is_same_process(daemon.get("pid"), daemon.get("create_time"))

@@ -10,7 +10,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from hippo_tasks.errors import HippoError
-from hippo_tasks.registry.store import Registry, daemon_alive, live_services
+from hippo_tasks.registry.store import Registry, daemon_alive, live_services, stranger_daemon
 from hippo_tasks.tasks.context import build_options, daemon_offset, resolve_root
 from hippo_tasks.tasks.output import GREEN, RED, YELLOW, TaskExit, handles_errors, paint
 from hippo_tasks.terminal_text import lines_for_terminal
@@ -63,7 +63,7 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
     line(True, f"project root {root}")
     registry = Registry(root)
     data = registry.read()
-    running = daemon_alive(data)
+    running = daemon_alive(data) and not stranger_daemon(data, root)
     try:
         stack = load_stack(root)
         # Unless told otherwise, check what the running daemon runs (its profile, cell
