@@ -236,6 +236,35 @@ def test_unreachable_database_is_one_clear_line_not_a_traceback(tmp_path: Path,
     assert "Traceback" not in output and "pw-not-shown" not in output
 
 
+@pytest.mark.parametrize("form", ["userinfo", "query", "keywords"])
+def test_a_short_password_leaves_the_drivers_sentence_whole(tmp_path: Path, form: str) -> None:
+    """The password was hidden by replacing its text everywhere in the driver's message:
+    with the password `e` the reason read 'conn***ction fail***d', garbled, and the `***`
+    pattern told any reader of the log what the password was."""
+    port = free_port()
+    url = {"userinfo": f"postgres://app:e@127.0.0.1:{port}/ecom_ingest",
+           "query": f"postgres://app@127.0.0.1:{port}/ecom_ingest?password=e",
+           "keywords": f"host=127.0.0.1 port={port} user=app password=e dbname=ecom_ingest"}[form]
+    with ServiceStarter(tmp_path) as start:
+        code, output = spawn_and_wait(start, {STORE_ENV: "postgres", URL_ENV: url})
+    assert code == 69, output
+    assert f"postgresql://app@127.0.0.1:{port}/ecom_ingest (password hidden)" in output
+    assert "connection failed" in output and "Connection refused" in output, output
+    assert "***" not in output, output
+
+
+def test_the_password_is_hidden_where_it_stands_in_a_url_or_as_password_equals() -> None:
+    """Where a driver's text does quote the connection string, the password is hidden in
+    the places a password is written, and only there."""
+    from hippo_platform.services.ecom_ingest.postgres import hide_passwords
+
+    text = ("bad: postgres://app:s3cret@db:5432/x and postgresql://app:p%40ss@db/x?password=q "
+            "and host=db password='a b\\'c' user=app; password authentication failed for 's'")
+    assert hide_passwords(text) == (
+        "bad: postgres://app:***@db:5432/x and postgresql://app:***@db/x?password=*** "
+        "and host=db password=*** user=app; password authentication failed for 's'")
+
+
 @pytest.mark.parametrize(
     ("env", "needle"),
     [

@@ -88,15 +88,26 @@ def redact_url(url: str) -> str:
     return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}{hidden}"
 
 
+# Where a password is written in a connection string: a URL's `user:password@`, and
+# `password=` as a URL query parameter or a libpq keyword (bare, or quoted with \-escapes).
+_URL_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s/@]*@")
+_PASSWORD_EQUALS = re.compile(r"(?P<keep>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&']+)")
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with a password hidden where one is written, and nowhere else. Replacing the
+    password's own text everywhere garbled the driver's sentence when the password was
+    short ('e' made 'conn***ction fail***d'), and the pattern of *** spelt it out."""
+    text = _URL_PASSWORD.sub(r"\g<keep>***@", text)
+    return _PASSWORD_EQUALS.sub(r"\g<keep>***", text)
+
+
 def _describe(exc: BaseException, url: str) -> str:
-    text = " ".join(str(exc).split())
     try:
-        password = conninfo_to_dict(url).get("password")
+        conninfo_to_dict(url)
     except psycopg.Error:
         return "the URL could not be read (check its form: postgresql://user@host:port/db)"
-    if password:
-        text = text.replace(str(password), "***")
-    return text
+    return hide_passwords(" ".join(str(exc).split()))
 
 
 def _missing_database(exc: psycopg.OperationalError) -> bool:
