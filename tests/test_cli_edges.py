@@ -55,8 +55,8 @@ def test_dashboard_pushed_out_of_range_by_the_offset(project: Path) -> None:
     assert "--port-offset 300 moves the dashboard" in up.stderr and "65835" in up.stderr
     assert_clean(up)
     doctor = hd(project, "doctor", "--port-offset", "300", timeout=60)
-    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
-    assert "--port-offset 300 moves the dashboard" in doctor.stdout
+    assert doctor.returncode == 2, doctor.stdout + doctor.stderr  # a bad argument, as for up
+    assert "--port-offset 300 moves the dashboard" in doctor.stderr
     assert_clean(doctor)
 
 

@@ -116,6 +116,20 @@ def test_doctor_checks_what_the_running_daemon_runs(project: Path) -> None:
         hd(project, "down", timeout=120)
 
 
+def test_doctor_with_a_bad_argument_exits_2_with_the_sentence_up_gives(project: Path) -> None:
+    """Bad arguments were a failed check: `[FAIL] stack file: unknown profile ...`, exit 1,
+    so a script could not tell a typo in its flag from a broken machine."""
+    for args in (["--profile", "nope"], ["--cell", "moon"], ["--port-offset", "abc"]):
+        doc = hd(project, "doctor", *args, timeout=60)
+        up = hd(project, "up", "--detach", *args, timeout=60)
+        assert up.returncode == 2, up.stdout + up.stderr
+        assert doc.returncode == 2, (args, doc.stdout + doc.stderr)
+        said = up.stderr.strip().splitlines()[-1]
+        assert said.startswith("hippodrome: ") and said in doc.stderr, (said, doc.stderr)
+        assert "stack file" not in doc.stdout + doc.stderr, doc.stdout
+        assert "Traceback" not in doc.stderr
+
+
 def test_e2e_without_pytest_says_how_to_install_it(tmp_path: Path) -> None:
     """A venv holding Hippodrome and its dependencies, but not pytest."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")],

@@ -9,7 +9,7 @@ import sys
 from invoke.context import Context
 from invoke.tasks import task
 
-from hippo_tasks.errors import HippoError
+from hippo_tasks.errors import HippoError, UsageError
 from hippo_tasks.registry.store import Registry, daemon_alive, live_services, stranger_daemon
 from hippo_tasks.tasks.context import build_options, daemon_offset, resolve_root
 from hippo_tasks.tasks.output import GREEN, RED, YELLOW, TaskExit, handles_errors, paint
@@ -77,6 +77,11 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
         plan = build_plan(stack, build_options(
             root=root, profile=profile, cell=cell, table_prefix="", only="",
             offset=port_offset))
+    except UsageError:
+        # doctor's own arguments (an unknown profile or cell, an offset that is not a
+        # number or pushes a port out of range): exit 2 with the sentence `hd up` gives,
+        # not a failed check of a stack file that is fine.
+        raise
     except HippoError as exc:
         line(False, f"stack file: {exc.message()}")
         raise TaskExit(1) from None
