@@ -133,14 +133,14 @@ def test_values_the_runtime_would_choke_on(table: str, field: str, words: str) -
 def test_route_path_must_be_a_url_path() -> None:
     e = refused('[services.a]\ncommand = ["x"]\nport = 7000\n[[routes]]\n'
                 'detail_type_prefix = "X."\nservice = "a"\npath = "events"\n')
-    assert e.field_name == "routes" and "URL path" in e.problem
+    assert e.field_name == "routes[0].path" and e.line == 7 and "URL path" in e.problem
 
 
 def test_a_route_to_a_service_without_a_port_is_refused() -> None:
     """Every event it matched was a 503 at delivery, long after `up` said all was well."""
     e = refused('[services.a]\nkind = "job"\ncommand = ["x"]\n[[routes]]\n'
                 'detail_type_prefix = "Order."\nservice = "a"\n')
-    assert e.field_name == "routes"
+    assert e.field_name == "routes[0].service" and e.line == 6
     assert "'Order.' names 'a', which has no port" in e.problem and "`port`" in e.problem
 
 

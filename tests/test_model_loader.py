@@ -255,3 +255,50 @@ def test_hippodromes_own_names_are_not_service_names(name: str) -> None:
 def test_errors_outside_a_services_plain_fields_name_their_line(text: str, line: int) -> None:
     e = err(text)
     assert e.line == line, str(e)
+
+
+ROUTES = """[stack]
+defaults = false
+[services.a]
+command = ["x"]
+port = 7000
+[services.j]
+kind = "job"
+command = ["x"]
+[[routes]]
+detail_type_prefix = "X."
+service = "a"
+path = "/e"
+[[routes]]
+"""
+
+
+@pytest.mark.parametrize(("entry", "field", "line", "words"), [
+    # the second entry (its header is line 13): errors named line 1, the first [[routes]]
+    # (line 9) or no line, and 'field routes' whichever field it was
+    ('detail_type_prefix = "Y."\nservice = "a"\npathh = "/e"\n', "routes[1].pathh", 16,
+     "did you mean 'path'"),
+    ('detail_type_prefix = "Y."\npath = "/e"\n', "routes[1]", 13, "missing service"),
+    ('detail_type_prefix = "Y."\nservice = "a"\npath = "no-slash"\n', "routes[1].path", 16,
+     "URL path"),
+    ('service = "a"\npath = "/e"\ndetail_type_prefix = 5\n',
+     "routes[1].detail_type_prefix", 16, "must be a string"),
+    ('detail_type_prefix = "Y."\npath = "/e"\nservice = "nosuch"\n', "routes[1].service", 16,
+     "names unknown service 'nosuch'"),
+    ('detail_type_prefix = "Y."\n\nservice = "j"\n', "routes[1].service", 16,
+     "which has no port"),
+    ('detail_type_prefix = "Y\\u0000"\nservice = "a"\n', "routes[1].detail_type_prefix", 14,
+     "NUL byte"),
+])
+def test_a_routes_error_names_its_entrys_line_and_field(entry: str, field: str, line: int,
+                                                        words: str) -> None:
+    e = err(ROUTES + entry)
+    assert (e.field_name, e.line) == (field, line), str(e)
+    assert words in str(e) and f"stack.toml:{line}: field '{field}'" in str(e)
+
+
+def test_routes_written_inline_name_the_routes_line() -> None:
+    e = err('routes = [{ detail_type_prefix = "X.", service = "a" },\n'
+            '          { detail_type_prefix = "Y.", service = "b" }]\n'
+            '[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\nport = 7000\n')
+    assert (e.field_name, e.line) == ("routes[1].service", 1), str(e)

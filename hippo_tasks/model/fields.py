@@ -22,6 +22,10 @@ DAY = 86_400.0
 and far longer overflows the event loop's clock arithmetic."""
 
 
+_ENTRY = re.compile(r"(?P<array>[A-Za-z_][\w-]*)\[(?P<index>\d+)\](?:\.(?P<key>[^.\[]+))?")
+"""A field of an entry of an array of tables, as errors name it: `routes[1].path`."""
+
+
 class FileContext:
     """One stack file's path and text, to name it and find lines in errors."""
 
@@ -42,6 +46,27 @@ class FileContext:
                 break
         if start is None:
             return None
+        return self._key_after(start, key)
+
+    def line_of_entry(self, array: str, index: int, key: str | None = None) -> int | None:
+        """The line of `key` in the `index`-th (from 0) `[[array]]` table, else of that
+        table's header; for an array written inline (`routes = [{...}, {...}]`), the line
+        of `array =`. Errors in the second [[routes]] named the first one's header."""
+        header = re.compile(r"^\s*\[\[\s*" + re.escape(array) + r"\s*\]\]\s*(#.*)?$")
+        starts = [i for i, line in enumerate(self.lines) if header.match(line)]
+        if index < len(starts):
+            return self._key_after(starts[index], key)
+        inline = re.compile(r"^\s*" + re.escape(array) + r"\s*=")
+        for i, line in enumerate(self.lines):
+            if line.lstrip().startswith("["):  # keys of the top level come before any table
+                return None
+            if inline.match(line):
+                return i + 1
+        return None
+
+    def _key_after(self, start: int, key: str | None) -> int:
+        """The line of `key` in the table whose header is at index `start`, else of the
+        header itself (1-based)."""
         if key is None:
             return start + 1
         keyline = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
@@ -60,16 +85,20 @@ class FileContext:
             problem=problem,
             service=service,
             field_name=field_name,
-            line=self._line(service, field_name),
+            line=self.line_for(service, field_name),
         )
 
-    def _line(self, service: str | None, field_name: str | None) -> int | None:
+    def line_for(self, service: str | None, field_name: str | None) -> int | None:
         """The line of the key at fault. Fields of the other tables (`profiles.web.
         description`, `[env]`, `[commands.seed]`) were all put at the [stack] header, or
         at line 1, and a service's `setup.creates` at its table's header."""
         if service:
             key = field_name.split(".")[0] if field_name else None
             return self.line_of(f"services.{service}", key)
+        entry = _ENTRY.match(field_name or "")
+        if entry:  # `routes[1].path`: an entry of an array of tables, [[routes]]
+            return self.line_of_entry(entry["array"], int(entry["index"]), entry["key"]) \
+                or self.line_of("stack")
         if field_name and "." in field_name:
             table, _, key = field_name.rpartition(".")
             return self.line_of(table, key) or self.line_of(field_name) or \
@@ -91,14 +120,16 @@ def _type_name(value: object) -> str:
 
 
 def check_unknown(
-    ctx: FileContext, table: Mapping[str, Any], known: set[str], service: str | None
+    ctx: FileContext, table: Mapping[str, Any], known: set[str], service: str | None,
+    where: str = "",
 ) -> None:
+    """Refuse a key not in `known`; `where` prefixes the field's name (`routes[1].`)."""
     for key in table:
         if key not in known:
             raise ctx.error(
                 f"unknown field{close_hint(key, known)}; known fields: {', '.join(sorted(known))}",
                 service,
-                key,
+                where + key,
             )
 
 

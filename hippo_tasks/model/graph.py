@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from hippo_tasks.errors import StackFileError
+from hippo_tasks.errors import close_hint
 
 if TYPE_CHECKING:
     from hippo_tasks.model.fields import FileContext
@@ -16,7 +16,10 @@ def _can_run_together(a: ServiceSpec, b: ServiceSpec) -> bool:
     return bool(set(a.profiles) & set(b.profiles)) and bool(set(a.cells) & set(b.cells))
 
 
-def check_graph(spec: StackSpec, sources: Mapping[str, FileContext]) -> None:
+def check_graph(spec: StackSpec, sources: Mapping[str, FileContext],
+                route_sources: Sequence[tuple[FileContext, str]]) -> None:
+    """`sources`: the file each service's table came from; `route_sources`: for each of
+    `spec.routes`, its file and entry (`routes[1]`), so an error names that entry's line."""
     enabled = [s for s in spec.services if s.enabled]
     names = {s.name for s in spec.services}
     kinds = {s.name: s.kind for s in spec.services}  # once: per service, loading was O(n^2)
@@ -57,21 +60,16 @@ def check_graph(spec: StackSpec, sources: Mapping[str, FileContext]) -> None:
             )
         by_port.setdefault(svc.port, svc)
     ports = {s.name: s.port for s in spec.services}
-    for route in spec.routes:
+    for route, (ctx, where) in zip(spec.routes, route_sources, strict=True):
         if route.service not in names:
-            raise StackFileError(
-                spec.files[-1] if spec.files else "<stack>",
-                f"[[routes]] names unknown service '{route.service}'",
-                field_name="routes",
-            )
+            raise ctx.error(f"[[routes]] names unknown service '{route.service}'"
+                            + close_hint(route.service, names), None, f"{where}.service")
         if ports[route.service] is None:  # or every matching event is a 503 at delivery
-            raise StackFileError(
-                spec.files[-1] if spec.files else "<stack>",
+            raise ctx.error(
                 f"[[routes]] for '{route.detail_type_prefix}' names '{route.service}', which "
                 f"has no port: events are delivered by HTTP POST to a service's port (give "
                 f"'{route.service}' a `port`, or route to a service that has one)",
-                field_name="routes",
-            )
+                None, f"{where}.service")
     cycle = find_cycle({s.name: s.depends_on for s in enabled})
     if cycle:
         first = cycle[0]

@@ -255,18 +255,23 @@ def _parse_file(path: str, text: str) -> _FileData:
     routes = raw.get("routes", [])
     if not isinstance(routes, list):
         raise ctx.error("routes must be written as [[routes]] tables")
-    for route in routes:
+    for index, route in enumerate(routes):
+        # Each error names the entry and its field (`routes[1].path`), which gives it
+        # the line of that key in that entry (FileContext.line_for).
+        where = f"routes[{index}]"
         if not isinstance(route, dict):
-            raise ctx.error("each [[routes]] entry must be a table")
-        F.check_unknown(ctx, route, _ROUTE_FIELDS, None)
+            raise ctx.error("each [[routes]] entry must be a table", None, where)
+        F.check_unknown(ctx, route, _ROUTE_FIELDS, None, f"{where}.")
         missing = {"detail_type_prefix", "service"} - set(route)
         if missing:
-            raise ctx.error(f"[[routes]] entry is missing {', '.join(sorted(missing))}")
+            raise ctx.error(f"[[routes]] entry is missing {', '.join(sorted(missing))}",
+                            None, where)
         data.routes.append(
             Route(
-                detail_type_prefix=F.want_str(ctx, route["detail_type_prefix"], None, "routes"),
-                service=F.want_str(ctx, route["service"], None, "routes"),
-                path=F.want_url_path(ctx, route.get("path", "/events"), None, "routes"),
+                detail_type_prefix=F.want_str(ctx, route["detail_type_prefix"], None,
+                                              f"{where}.detail_type_prefix"),
+                service=F.want_str(ctx, route["service"], None, f"{where}.service"),
+                path=F.want_url_path(ctx, route.get("path", "/events"), None, f"{where}.path"),
             )
         )
     data.tables = parse_tables(ctx, raw)
@@ -324,6 +329,7 @@ def _merge(files: list[_FileData]) -> StackSpec:
     merged: dict[str, dict[str, Any]] = {}
     source: dict[str, F.FileContext] = {}
     routes: list[Route] = []
+    route_sources: list[tuple[F.FileContext, str]] = []  # per route: its file and entry
     shared_env: dict[str, str] = {}
     tables = merge_tables([d.tables for d in files])
     for data in files:
@@ -338,6 +344,8 @@ def _merge(files: list[_FileData]) -> StackSpec:
                     into[key] = val
             source[name] = data.ctx
         routes = data.routes + routes
+        route_sources = [(data.ctx, f"routes[{i}]") for i in range(len(data.routes))] + \
+            route_sources
     settings.pop("defaults", None)
     below = {name for data in files[:-1] for name in data.services}
     # A service naming no profiles is in every one: those declared, and those only a
@@ -409,7 +417,7 @@ def _merge(files: list[_FileData]) -> StackSpec:
                 f"[cells.{cell.name}] stand_in names '{cell.stand_in}', which is not a "
                 "service of the stack" + close_hint(cell.stand_in, merged), None,
                 f"cells.{cell.name}.stand_in")
-    check_graph(spec, {s.name: source[s.name] for s in services})
+    check_graph(spec, {s.name: source[s.name] for s in services}, route_sources)
     return spec
 
 

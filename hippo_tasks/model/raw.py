@@ -70,5 +70,9 @@ def _error(ctx: FileContext, at: _Path, problem: str) -> StackFileError:
     if top == "stack" and len(keys) == 2:
         return ctx.error(problem, None, _shown(keys[1]))
     table = _shown(top) if isinstance(top, str) else ""
+    if len(keys) >= 2 and isinstance(keys[1], int):  # `routes[1].x`: that entry's line
+        line = ctx.line_for(None, dotted)
+    else:
+        line = ctx.line_of(table) if table else None
     return StackFileError(ctx.path, f"{dotted} {problem}" if dotted else problem,
-                          field_name=dotted or None, line=ctx.line_of(table) if table else None)
+                          field_name=dotted or None, line=line)
