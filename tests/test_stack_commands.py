@@ -123,6 +123,32 @@ def test_an_edited_dashboard_port_moves_nothing_the_daemon_runs(
     assert f"http://127.0.0.1:{9001 + offset}" in seeded.stdout.split()
     assert "saved after this stack started" in seeded.stderr, seeded.stderr
     assert f"port offset {offset} (" in doctor.stdout, doctor.stdout
+    # the port the daemon listens on, not the edited one, where nothing is meant to run
+    assert f"port {9000 + offset} (dashboard) held by this stack" in doctor.stdout, \
+        doctor.stdout
+    assert f"port {9005 + offset}" not in doctor.stdout, doctor.stdout
+
+
+@pytest.mark.parametrize("task", ["seed", "probes"])
+def test_a_removed_stack_file_is_said_and_no_other_stacks_command_runs(
+        stack: tuple[Path, int], task: str) -> None:
+    """Without the file, the stack loaded was the bundled one: `hd seed` ran the bundled
+    platform's seed at the running stack's offset ('controller is not reachable ... is
+    the stack up'), a program of a stack that was not running."""
+    root, _ = stack
+    stack_file = root / "hippodrome.toml"
+    stack_file.rename(root / "hippodrome.toml.away")
+    try:
+        done = run_task(root, task)
+    finally:
+        (root / "hippodrome.toml.away").rename(stack_file)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (f"hippodrome: {stack_file}: was removed after this stack started; `hd {task}` "
+            f"runs the stack's [commands.{task}], read from that file: put it back") \
+        in done.stderr, done.stderr
+    assert "controller" not in done.stdout + done.stderr and "web" not in done.stdout
+    assert "Traceback" not in done.stderr
+    assert run_task(root, task).returncode in (0, 3)  # back: the stack's own command runs
 
 
 def test_a_command_whose_cwd_is_missing_names_the_folder(stack: tuple[Path, int]) -> None:

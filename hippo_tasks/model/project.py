@@ -59,6 +59,12 @@ def stack_file_stamp(root: Path) -> str | None:
     return f"{st.st_mtime_ns}:{st.st_size}"
 
 
+def removed_since(root: Path, stamp: str | None) -> bool:
+    """Whether the stack file the running stack read (its registry `stack_file` stamp)
+    is gone now (deleted or renamed); False for a stack that started without one."""
+    return stamp is not None and stack_file_stamp(root) is None
+
+
 def changed_since(root: Path, stamp: str | None) -> str:
     """A sentence when the stack file was saved since the running stack read it (its
     registry `stack_file` stamp), else ''. The daemon runs the stack as read at `up`:

@@ -114,7 +114,13 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
 
         stack_pids = {p for pids in leftovers(data)[1].values() for p in pids}
         stack_pids.add(int(data["daemon"]["pid"]))
-    ports = [("dashboard", plan.dashboard_port)] + [
+    dashboard = plan.dashboard_port
+    if running and daemon_offset(daemon, stack.settings.dashboard_port) == \
+            str(plan.options.port_offset):
+        # The port the daemon listens on: a `dashboard_port` edited since `up` is used
+        # by no one until the next `up`, and checking it passed over the daemon's.
+        dashboard = int(daemon["port"])
+    ports = [("dashboard", dashboard)] + [
         (s.name, s.port) for s in plan.services if s.port and not s.spec.external]
     for name, port in ports:
         if port_free(port):

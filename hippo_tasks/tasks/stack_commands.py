@@ -18,11 +18,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hippo_tasks.daemon.client import DaemonClient
-from hippo_tasks.errors import UsageError
+from hippo_tasks.errors import StackFileError, UsageError
 from hippo_tasks.model.commands import PlannedCommand, plan_command
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options
-from hippo_tasks.model.project import changed_since
+from hippo_tasks.model.project import ROOT_MARKERS, changed_since, removed_since
 from hippo_tasks.model.spec import StackSpec
 from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.tasks.context import daemon_offset, python_for_services, random_seed
@@ -48,6 +48,16 @@ def running_options(root: Path, status: Mapping[str, Any], seed: int | None,
 
 def prepare(root: Path, name: str, task: str, seed: int | None = None) -> PlannedCommand:
     client = DaemonClient.for_project(root)
+    if removed_since(root, client.stack_file):
+        # The command is read from the file; the daemon keeps its services, not this
+        # table. Loaded without the file, the stack was the bundled one, and its seed
+        # ran against the running stack's offset: another stack's program.
+        raise StackFileError(
+            str(root / ROOT_MARKERS[0]),
+            f"was removed after this stack started; `hd {task}` runs the stack's "
+            f"[commands.{name}], read from that file: put it back, then run `hd {task}` "
+            "again (nothing was run: without the file only the bundled stack's command is "
+            "known, and that is not the stack running here)")
     status = client.status()
     note = changed_since(root, client.stack_file)
     if note:  # its variables come from the file as it is now, the stack from then
