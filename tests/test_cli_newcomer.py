@@ -175,6 +175,25 @@ def test_an_external_service_that_is_down_is_optional_not_unhealthy(project: Pat
         hd(project, "down", timeout=120)
 
 
+def test_a_dependant_of_an_external_service_starts_again_after_a_whole_stack_stop(
+        project: Path) -> None:
+    """`hd stop` held every service, the external one too, and `hd start` did not let
+    it go: its dependant waited on it for ever, and `hd start` hung."""
+    dash, outside = free_ports(2)
+    write_stack(project, stack_header(dash)
+                + f"[services.ext]\nport = {outside}\nexternal = true\n"
+                + '[services.app]\ncommand = ["sleep", "600"]\ndepends_on = ["ext"]\n')
+    hd(project, "up", "--detach", check=True)
+    try:
+        hd(project, "stop", check=True)
+        started = hd(project, "start", timeout=30)
+        assert started.returncode == 0, started.stdout + started.stderr
+        rows = json.loads(hd(project, "status", "--json", check=True).stdout)["services"]
+        assert {r["name"]: r["state"] for r in rows}["app"] == "running", rows
+    finally:
+        hd(project, "down", timeout=120)
+
+
 def _two_talkers(project: Path) -> None:
     dash, a, b = free_ports(3)
     write_stack(project, stack_header(dash)

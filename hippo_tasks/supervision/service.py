@@ -105,16 +105,18 @@ class ServiceSupervisor(ServiceRun):
         overlapping `hd restart`s each said the other's `stopping`."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[ServiceSnapshot] = loop.create_future()
+        if self._final and op != "stop":
+            fut.set_result(self.snapshot())
+            return fut
+        if op != "stop":
+            # An external one too: a whole-stack stop held it, and its dependants waited
+            # on it for ever at the next `hd start` (meets() is false while held).
+            self._hold = False
         if self.planned.spec.external:
             if op != "stop" and (self._external is None or self._external.done()):
                 self._external = loop.create_task(self._watch_external(), name=self.name)
             fut.set_result(self.snapshot())
             return fut
-        if self._final and op != "stop":
-            fut.set_result(self.snapshot())
-            return fut
-        if op != "stop":
-            self._hold = False
         if op == "start" and self._pending is None and self._current in ("start", "restart"):
             self._current_waiters.append(fut)  # the same outcome answers both
             return fut
