@@ -388,9 +388,20 @@ def test_a_registry_naming_a_strangers_live_pid_does_not_block_up(project: Path)
     web_stack_up(project)
     saved = json.loads((project / ".hippodrome" / "registry.json").read_text())
     hd(project, "down", check=True)
+    other = project.parent / "other"
+    other_daemon, other_web = web_stack_up(other)  # where the stale URL now leads
     stranger = subprocess.Popen(["sleep", "300"], cwd="/")
     try:
-        saved["daemon"].update(pid=stranger.pid, create_time=identity(stranger.pid))
+        url = registry(other)["daemon"]["url"]
+        saved["daemon"].update(pid=stranger.pid, create_time=identity(stranger.pid),
+                               url=url, port=int(url.rsplit(":", 1)[1]))
+        (project / ".hippodrome" / "registry.json").write_text(json.dumps(saved))
+        status = hd(project, "status")  # it showed the other stack's table as its own
+        assert status.returncode == 5, status.stdout + status.stderr
+        (project / ".hippodrome" / "registry.json").write_text(json.dumps(saved))
+        down = hd(project, "down", timeout=60)  # it shut the other stack down
+        assert down.returncode == 0 and alive(other_daemon) and alive(other_web), \
+            down.stdout + down.stderr
         (project / ".hippodrome" / "registry.json").write_text(json.dumps(saved))
         doctor = hd(project, "doctor")
         assert "daemon running" not in doctor.stdout, doctor.stdout
@@ -404,3 +415,4 @@ def test_a_registry_naming_a_strangers_live_pid_does_not_block_up(project: Path)
     finally:
         stranger.kill()
         stranger.wait(10)
+        hd(other, "down", timeout=60)
