@@ -302,6 +302,19 @@ class ShutdownInProgressError(HippoError):
         return "the daemon is shutting down; run `hd up` again once it has stopped"
 
 
+class StackShutDownError(HippoError):
+    """A start or restart that a shutdown (`hd down`) overtook while it waited: it said
+    "'db' is not running; `hd start --service db` starts it", exit 1, with no daemon
+    left to start anything."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def message(self) -> str:
+        return self.text
+
+
 class RequestTimeoutError(HippoError):
     def __init__(self, what: str, seconds: float) -> None:
         self.what = what

@@ -9,12 +9,14 @@ service, so one of them said `a: stopping` and exited 0.
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from stackutil import free_ports, hd, registry, stack_header, toy_service, write_stack
+from stackutil import HD_CLI, free_ports, hd, registry, stack_header, toy_service, write_stack
 
 
 def restart(url: str, out: list[Any]) -> None:
@@ -115,3 +117,22 @@ def test_a_service_stopped_during_a_whole_stack_restart_is_not_answered_running(
         assert "leaf: stopped" in out and "'leaf' is not running" in err, out + err
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_restart_overtaken_by_down_says_the_stack_was_shut_down(project: Path) -> None:
+    """`hd restart -s db` (db ignores SIGTERM, so its stop takes a while) and `hd down`
+    from another terminal: the restart said "'db' is not running; `hd start --service
+    db` starts it", exit 1, with no daemon left to start anything."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.db]\ncommand = ["sh", "-c", '
+                '"trap \'\' TERM; while true; do sleep 0.2; done"]\nstop_timeout = 2\n')
+    hd(project, "up", "--detach", check=True)
+    restart = subprocess.Popen([*HD_CLI, "restart", "-s", "db"], cwd=project, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    hd(project, "down", check=True, timeout=60)
+    out, _ = restart.communicate(timeout=60)
+    assert restart.returncode == 5, out
+    assert "the stack was shut down by `hd down` (or POST /api/shutdown) while the restart " \
+           "db waited" in out, out
+    assert "hd start" not in out, out

@@ -20,6 +20,7 @@ from hippo_tasks.errors import (
     DaemonUnreachableError,
     HippoError,
     RequestTimeoutError,
+    StackShutDownError,
     UnknownServiceError,
     UsageError,
 )
@@ -74,6 +75,8 @@ class DaemonClient:
             raise self._no_such_service(unquote(path.split("/")[3]))
         if status == 504:
             raise RequestTimeoutError(f"{method} {path}", timeout)
+        if isinstance(payload, dict) and payload.get("type") == "StackShutDownError":
+            raise StackShutDownError(str(message))  # exit 5: no daemon is left
         raise HippoErrorFromDaemon(status, str(message))
 
     def _exchange(self, method: str, path: str, data: bytes | None,

@@ -16,7 +16,12 @@ from typing import Any, TypeVar
 
 from hippo_tasks.action_outcome import EXITED
 from hippo_tasks.daemon.engine import Engine
-from hippo_tasks.errors import LogReadersBusyError, RequestTimeoutError, UnknownServiceError
+from hippo_tasks.errors import (
+    LogReadersBusyError,
+    RequestTimeoutError,
+    StackShutDownError,
+    UnknownServiceError,
+)
 from hippo_tasks.supervision.stack import Settled
 from hippo_tasks.supervision.timeline import path_json
 
@@ -153,6 +158,7 @@ class StackCommands:
 
         settled = self._call(self.engine.stack.start(names), f"start {name or 'stack'}",
                              timeout)
+        self._not_shut_down(f"start {name or 'of the stack'}")
         return self._result(self.engine.stack.closure(names), settled)
 
     def stop(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
@@ -176,6 +182,7 @@ class StackCommands:
                 skipped: dict[str, str] = {}
                 done = self._call(stack.restart_cascade(name, skipped),
                                   f"restart {name} --cascade", timeout)
+                self._not_shut_down(f"restart {name} --cascade")
                 result = self._result([n for n in stack.services if n in done or n in skipped],
                                       done)
                 for row in result["services"]:
@@ -183,10 +190,20 @@ class StackCommands:
                         row["not_restarted"] = skipped[row["name"]]
                 return result
             snap = self._call(stack.restart(name), f"restart {name}", timeout)
+            self._not_shut_down(f"restart {name}")
             return self._result([name], {name: snap})
 
         settled = self._call(stack.restart_all(), "restart stack", timeout)
+        self._not_shut_down("restart of the stack")
         return self._result(list(stack.services), settled)
+
+    def _not_shut_down(self, what: str) -> None:
+        """StackShutDownError when a shutdown began while `what` waited: its rows read
+        `stopped`, and the outcome said to `hd start` a stack no daemon runs any more."""
+        if not self.engine.accepting():
+            by = self.engine.shut_down_by() or "by `hd down` (or POST /api/shutdown)"
+            raise StackShutDownError(f"the stack was shut down {by} while the {what} "
+                                     "waited: nothing runs now; `hd up` starts it again")
 
     def shutdown(self) -> dict[str, Any]:
         loop = self.engine.loop

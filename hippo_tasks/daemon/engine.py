@@ -353,6 +353,14 @@ class Engine:
         """False once shutdown began (or before the daemon runs)."""
         return self._shutdown is not None and not self._shutdown.done()
 
+    def shut_down_by(self) -> str:
+        """Who asked for the shutdown under way, in CUT_SHORT_BY's words ("" if none)."""
+        asked = self._shutdown
+        if asked is None or not asked.done() or asked.cancelled():
+            return ""
+        why = asked.result()
+        return CUT_SHORT_BY.get(why, f"({why})")
+
     def check_accepting(self) -> None:
         if not self.accepting():
             raise ShutdownInProgressError()

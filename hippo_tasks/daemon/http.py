@@ -42,6 +42,7 @@ STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
     (E.UnknownServiceError, 404),
     (E.UsageError, 400),
     (E.ShutdownInProgressError, 503),
+    (E.StackShutDownError, 503),
     (E.LogReadersBusyError, 503),
     (E.RequestTimeoutError, 504),
     (E.ServiceStartError, 500),

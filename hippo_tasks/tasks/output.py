@@ -20,6 +20,7 @@ EXIT_CODES: list[tuple[type[E.HippoError], int]] = [
     (E.PortBusyError, 4),
     (E.PortsBusyError, 4),
     (E.DaemonNotRunningError, 5),
+    (E.StackShutDownError, 5),
     (E.DaemonUnreachableError, 6),
     (E.DaemonAlreadyRunningError, 7),
     (E.RequestTimeoutError, 8),
