@@ -136,3 +136,26 @@ def test_a_restart_overtaken_by_down_says_the_stack_was_shut_down(project: Path)
     assert "the stack was shut down by `hd down` (or POST /api/shutdown) while the restart " \
            "db waited" in out, out
     assert "hd start" not in out, out
+
+
+def test_a_stack_restart_overtaken_by_a_stop_answers_the_row_as_it_ended(
+        project: Path) -> None:
+    """A whole-stack restart, then `hd stop -s leaf` while leaf still waited for its
+    dependencies: the restart's answer read `leaf: pending`, which it never left for a
+    start; it ended `stopped`."""
+    (dash,) = free_ports(1)
+    chain = ""
+    for name, dep in (("db", None), ("mid", "db"), ("leaf", "mid")):
+        chain += (f'[services.{name}]\nshell = "sleep 0.7; echo up; exec sleep 600"\n'
+                  'readiness = { log = "up" }\n'
+                  + (f'depends_on = ["{dep}"]\n' if dep else ""))
+    write_stack(project, stack_header(dash) + chain)
+    hd(project, "up", "--detach", check=True)
+    restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(0.4)
+    hd(project, "stop", "-s", "leaf", check=True)
+    out, _ = restart.communicate(timeout=60)
+    assert "leaf: pending" not in out, out
+    assert "leaf: stopped" in out and restart.returncode == 1, out
+    hd(project, "down", timeout=60)

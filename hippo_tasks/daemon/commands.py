@@ -146,7 +146,11 @@ class StackCommands:
             stopped_since = now is not None and snap.ready and \
                 now["state"] in ("stopping", "stopped") and now.get("reason") != EXITED \
                 and now.get("busy") in (None, "stop")  # not a restart coalesced on top
-            if not stopped_since:
+            # Settled while still pending (a stop from elsewhere overtook its start): it
+            # read `pending`, "about to start", for a service that ended stopped.
+            never_left = now is not None and snap.state == "pending" and \
+                now["state"] != "pending"
+            if not stopped_since and not never_left:
                 rows[name] = snap.as_status()
         return {"services": [rows[n] for n in names]}
 
