@@ -220,12 +220,18 @@ def close_hint(name: str, known: Iterable[str], before: str = "'", after: str = 
 class UnknownServiceError(HippoError):
     """A service name that is not in the running stack; lists the stack's and the closest."""
 
-    def __init__(self, name: str, known: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, known: Sequence[str] = (), left_out: str = "") -> None:
+        """`left_out`: why the stack file's service of that name is not in this run."""
         self.name = name
         self.known = known
+        self.left_out = left_out
 
     def message(self) -> str:
         known = ", ".join(self.known) if self.known else "none"
+        if self.left_out:  # it read "unknown service", and the agent gave up on it
+            return (f"'{self.name}' is in the stack file but not part of this run "
+                    f"({self.left_out}; services in this run: {known}): `hd down`, then "
+                    "`hd up` with what includes it, runs it")
         return (f"unknown service '{self.name}' (services in this stack: {known})"
                 + did_you_mean(self.name, self.known))
 

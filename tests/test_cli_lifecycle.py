@@ -97,6 +97,26 @@ def test_unknown_service_is_a_clear_error(project: Path) -> None:
     hd(project, "down", check=True)
 
 
+def test_a_service_left_out_of_the_run_is_named_as_such_not_unknown(project: Path) -> None:
+    """After `up --only app` (as MCP's `start {"service": "app"}` brings a stack up),
+    starting another service of the stack file said "unknown service 'other'": an agent
+    took the service for one that does not exist."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.db]\ncommand = ["sleep", "600"]\n'
+                + '[services.app]\ncommand = ["sleep", "600"]\ndepends_on = ["db"]\n'
+                + '[services.other]\ncommand = ["sleep", "600"]\n')
+    hd(project, "up", "--detach", "--only", "app", check=True)
+    try:
+        res = hd(project, "start", "--service", "other")
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "'other' is in the stack file but not part of this run (left out by --only" \
+            in res.stderr, res.stderr
+        assert "unknown service" not in res.stderr, res.stderr
+    finally:
+        hd(project, "down", check=True)
+
+
 def test_bad_stack_file_starts_nothing(project: Path) -> None:
     write_stack(project, '[stack]\ndefaults = false\n[services.a]\ncommand = "oops"\n')
     res = hd(project, "up", "--detach")

@@ -170,7 +170,8 @@ def _unknown_service(payload: dict[str, Any], path: str) -> UnknownServiceError:
         name = path.split("/")[3]
     if not isinstance(known, list) or not all(isinstance(k, str) for k in known):
         known = []
-    return UnknownServiceError(name, tuple(known))
+    left_out = payload.get("left_out")
+    return UnknownServiceError(name, tuple(known), left_out if isinstance(left_out, str) else "")
 
 
 def _json_or_text(raw: bytes) -> Any:

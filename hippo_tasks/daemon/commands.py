@@ -89,7 +89,8 @@ class StackCommands:
 
     def check_service(self, name: str) -> None:
         if name not in self.engine.stack.services:
-            raise UnknownServiceError(name, tuple(self.engine.stack.services))
+            raise UnknownServiceError(name, tuple(self.engine.stack.services),
+                                      dict(self.engine.plan.left_out).get(name, ""))
 
     def logs(self, name: str, lines: int, after: int | None = None, *,
              before: int | None = None, since: float | str | None = None, grep: str = "",

@@ -62,6 +62,8 @@ def error_payload(exc: E.HippoError) -> dict[str, Any]:
     if isinstance(exc, E.UnknownServiceError):
         payload["service"] = exc.name
         payload["services"] = list(exc.known)
+        if exc.left_out:
+            payload["left_out"] = exc.left_out
     return payload
 
 

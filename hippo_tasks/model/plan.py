@@ -94,6 +94,8 @@ class StackPlan(NamedTuple):
     routes: tuple[PlannedRoute, ...]
     file_stamp: str | None = None
     """StackSpec.file_stamp: the stack file this plan was read from."""
+    left_out: tuple[tuple[str, str], ...] = ()
+    """The stack file's services not in this run, each with why_left_out's reason."""
 
     def service(self, name: str) -> PlannedService:
         for svc in self.services:
@@ -237,7 +239,8 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
         )
     routes = tuple(PlannedRoute(r, ports.get(r.service)) for r in spec.routes)
     return StackPlan(opts, spec.settings, dashboard_port, tuple(planned), routes,
-                     spec.file_stamp)
+                     spec.file_stamp, tuple((s.name, why_left_out(s, opts))
+                                            for s in spec.services if s.name not in names))
 
 
 def why_left_out(dep: ServiceSpec | None, opts: Options) -> str:
