@@ -417,8 +417,8 @@ def dashboard_host(env: Mapping[str, str]) -> str:
 
 
 def canonical_address(host: str) -> str:
-    """An IP address in its one usual spelling (`127.1` and `127.000.000.001` are
-    127.0.0.1, `0:0:0:0:0:0:0:1` is ::1); a name as it is. The daemon bound the
+    """An IP address in its one usual spelling (`127.1`, `127.000.000.001` and
+    `::ffff:127.0.0.1` are 127.0.0.1, `0:0:0:0:0:0:0:1` is ::1); a name as it is. The daemon bound the
     spelling given and handed out URLs in it, whose Host its own guard then refused:
     `hd status` and `hd down` got a 403."""
     import ipaddress
@@ -429,9 +429,9 @@ def canonical_address(host: str) -> str:
         address = ipaddress.ip_address(bare)
     except ValueError:
         pass
-    else:  # a mapped IPv4 address keeps its spelling: Pythons print it differently
+    else:  # a mapped IPv4 address is that IPv4 address (the webhook refused its URL)
         mapped = isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped
-        return host if mapped else address.compressed
+        return str(mapped) if mapped else address.compressed
     try:  # inet_aton's shorthands, as the kernel's resolver takes them
         return socket.inet_ntoa(socket.inet_aton(bare)) if bare[:1].isdigit() else host
     except OSError:
