@@ -353,3 +353,26 @@ def test_an_env_line_that_sets_a_variable_first_is_not_taken_for_a_program(
     assert interpreter_problem(str(script), os.defpath) == ""
     script.write_bytes(b"#!/usr/bin/env no-such-program-here\n")
     assert "asks for 'no-such-program-here' on PATH" in interpreter_problem(str(script))
+
+
+@pytest.mark.parametrize("line, missing", [
+    (b"#!/usr/bin/env -S no-such-program-here --flag", True),
+    (b"#!/usr/bin/env -S -u FOO no-such-program-here", True),
+    (b"#!/usr/bin/env -S FOO=1 no-such-program-here -x", True),
+    (b"#!/usr/bin/env -Sno-such-program-here", True),
+    (b"#!/usr/bin/env --split-string=no-such-program-here -x", True),
+    (b"#!/usr/bin/env -S sh -e", False),
+    (b"#!/usr/bin/env -S -i FOO=1 sh", False),
+    (b"#!/usr/bin/env -S -C /tmp sh", False),
+])
+def test_an_env_split_line_names_the_program_it_runs(tmp_path: Path, line: bytes,
+                                                     missing: bool) -> None:
+    """`env -S` (how an interpreter gets flags) was not read: a missing program behind
+    it crash-looped with env's own `No such file or directory`."""
+    from hippo_tasks.supervision.process import interpreter_problem
+
+    script = tmp_path / "run.sh"
+    script.write_bytes(line + b"\necho\n")
+    said = interpreter_problem(str(script), os.defpath)
+    assert ("asks for 'no-such-program-here' on PATH" in said) == missing, said
+    assert missing or said == "", said

@@ -418,9 +418,9 @@ def dashboard_host(env: Mapping[str, str]) -> str:
 
 def canonical_address(host: str) -> str:
     """An IP address in its one usual spelling (`127.1`, `127.000.000.001` and
-    `::ffff:127.0.0.1` are 127.0.0.1, `0:0:0:0:0:0:0:1` is ::1); a name as it is. The daemon bound the
-    spelling given and handed out URLs in it, whose Host its own guard then refused:
-    `hd status` and `hd down` got a 403."""
+    `::ffff:127.0.0.1` are 127.0.0.1, `0:0:0:0:0:0:0:1` is ::1); a name as it is.
+    The daemon bound the spelling given and handed out URLs in it, whose Host its own
+    guard then refused: `hd status` and `hd down` got a 403."""
     import ipaddress
     import socket
 

@@ -73,14 +73,40 @@ def interpreter_problem(path: str, search: str = os.defpath) -> str:
     if os.path.isdir(name) or not os.access(name, os.X_OK):
         what = "a directory" if os.path.isdir(name) else "not executable"
         return f"asks for the interpreter '{name}' (its `#!` line), which is {what}"
-    program = os.fsdecode(words[1]).split()[0] if len(words) > 1 else ""
-    if os.path.basename(name) == "env" and program and not program.startswith("-") \
-            and "=" not in program:  # `env NAME=value prog` sets a variable first
+    program = _env_program(os.fsdecode(words[1])) if len(words) > 1 else ""
+    if os.path.basename(name) == "env" and program:
         import shutil
 
         if shutil.which(program, path=search) is None:  # `#!/usr/bin/env node`
             return (f"asks for '{program}' on PATH (its `#!` line, through env), which is "
                     "not there: install it, or put its folder on the service's PATH")
+    return ""
+
+
+def _env_program(rest: str) -> str:
+    """The program `#!/usr/bin/env REST` runs, as env reads REST; "" when it cannot be
+    told. The kernel hands REST to env as one word, so without `-S` only a plain program
+    name is one (`env NAME=value prog` and options are not split); with `-S` (the usual
+    way to give an interpreter flags) env splits it and reads its options again:
+    `-S node --flag`, `-S -u NAME prog`, `-S NAME=1 prog`."""
+    words = rest.split()
+    if not words:
+        return ""
+    first = words[0]
+    if first.startswith("--split-string="):
+        words = [first.split("=", 1)[1], *words[1:]]
+    elif first.startswith("-S"):
+        words = [first[2:], *words[1:]] if first != "-S" else words[1:]
+    else:
+        return "" if first.startswith("-") or "=" in first else first
+    skip_next = False
+    for word in words:
+        if skip_next:
+            skip_next = False
+        elif word in ("-u", "--unset", "-C", "--chdir"):
+            skip_next = True  # its value is the next word
+        elif word and not word.startswith("-") and "=" not in word:
+            return word
     return ""
 
 
