@@ -399,3 +399,44 @@ def test_walk_is_os_walk_without_recursion(tmp_path: Path) -> None:
         return sorted(out)
 
     assert listing(walk(tmp_path)) == listing(os.walk(tmp_path))
+
+
+def test_a_link_to_a_folder_made_while_watched_is_watched_through(tmp_path: Path) -> None:
+    """`ln -s ../shared src/lib` while the stack runs (a checkout holding the link, `npm
+    link`): the link itself counted, but no edit under it was seen again, though a link
+    there at the start is followed."""
+    (tmp_path / "src").mkdir()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "util.py").write_text("0")
+    seen: asyncio.Queue[list[str]] = asyncio.Queue()
+
+    async def on_change(paths: list[str]) -> None:
+        seen.put_nowait(paths)
+
+    async def scenario() -> None:
+        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
+                                                  debounce=0.2, poll=False))
+        try:
+            async with asyncio.timeout(60):
+                while True:  # ready when a change is seen
+                    (tmp_path / "src" / "sentinel.py").write_text(str(time.time()))
+                    try:
+                        await asyncio.wait_for(seen.get(), 1.0)
+                        break
+                    except TimeoutError:
+                        continue
+                while not seen.empty():
+                    seen.get_nowait()
+                (tmp_path / "src" / "lib").symlink_to(shared)
+                assert await seen.get() == ["src/lib/util.py"]
+                for i in range(1, 3):  # each edit through the new watch, after it is set up
+                    await asyncio.sleep(0.5)
+                    (shared / "util.py").write_text(str(i))
+                    assert "src/lib/util.py" in await seen.get()
+        finally:
+            watcher.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await watcher
+
+    asyncio.run(scenario())

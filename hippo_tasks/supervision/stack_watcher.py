@@ -111,6 +111,8 @@ class StackWatcher:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._said: set[str] = set()
+        self._links: set[str] = set()
+        """Links to folders made inside the watched folders while watched (_roots)."""
         self._caught_up = file_clock_ns()
         """When the watch last handed over a batch (or found none), on the clock files are
         stamped with: see _recover_batch."""
@@ -205,10 +207,14 @@ class StackWatcher:
         return False
 
     def _roots(self) -> Roots:
-        """The folders to watch now, with their identities."""
+        """The folders to watch now, with their identities: each service's, and each link
+        to a folder made inside them while watched (links there at the start are followed
+        by the kernel's watches; one made later was not, and edits under it restarted
+        nothing)."""
         folders = outermost(r for w in self.watched for r in watch_roots(w.cwd, w.patterns))
+        self._links = {link for link in self._links if os.path.isdir(link)}
         out: Roots = {}
-        for folder in folders:
+        for folder in [*folders, *map(Path, sorted(self._links))]:
             with contextlib.suppress(OSError):
                 st = os.stat(folder)
                 out[folder] = (st.st_dev, st.st_ino)
@@ -342,6 +348,9 @@ class StackWatcher:
                 settled_in = True
                 self._recover_batch(began)
             if changes:
+                self._links.update(path for change, path in changes
+                                   if int(change) == ADDED and os.path.islink(path)
+                                   and os.path.isdir(path))
                 self._dispatch(changes)
             self._caught_up = file_clock_ns()
             now = self._roots()
