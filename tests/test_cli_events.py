@@ -189,6 +189,25 @@ def test_no_tunnel_tool_starts_nothing(project: Path, tmp_path: Path,
         registry(project)["daemon"] is None
 
 
+@pytest.mark.parametrize(("setting", "said"), [
+    ({"AWS_PROFILE": "no-such-profile"}, "AWS_PROFILE 'no-such-profile' names no profile"),
+    ({"AWS_DEFAULT_REGION": "bad region"}, "The AWS region 'bad region' is not a region name"),
+])
+def test_a_broken_aws_setting_starts_nothing_and_is_one_sentence(
+        project: Path, tools: FakeTools, moto_endpoint: str, setting: dict[str, str],
+        said: str) -> None:
+    """Both were a traceback (ProfileNotFound, InvalidRegionError) from `up`."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    res = hd(project, "up", "--detach", "--enable-events", "--table-prefix", "conf-",
+             env={**env_for(tools, moto_endpoint), **setting})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and said in res.stderr, res.stderr
+    assert not list(tools.started())
+    assert not (project / ".hippodrome" / "registry.json").exists() or \
+        registry(project)["daemon"] is None
+
+
 def test_kill_9_of_up_before_its_daemon_ends_the_tunnel(project: Path, tools: FakeTools,
                                                        moto_endpoint: str) -> None:
     """`up` starts the tunnel seconds before the daemon (and its guard) exist: killed

@@ -41,11 +41,12 @@ def statuses(lines: list[str]) -> list[str]:
     return [line.split("]")[0] + "]" for line in checks(lines)]
 
 
-def run_task(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def run_task(*args: str, cwd: Path = REPO,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", TASK_RUNNER, "events.validate", *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -189,6 +190,39 @@ def test_loopback_endpoint_without_credentials_uses_dummy_ones(
     assert task.returncode == 0, task.stdout + task.stderr
     assert statuses(task.stdout.splitlines()) == ["[OK]"] * 6
     assert "testing" not in task.stdout + task.stderr
+
+
+BROKEN_SETTINGS = [
+    ({"AWS_PROFILE": "no-such-profile"},
+     "AWS_PROFILE 'no-such-profile' names no profile of the AWS config file"),
+    ({"AWS_DEFAULT_REGION": "bad region"}, "The AWS region 'bad region' is not a region name"),
+    ({"AWS_SECRET_ACCESS_KEY": ""},  # a key id without its secret
+     "Your AWS credentials are incomplete: env has no AWS_SECRET_ACCESS_KEY"),
+    ({"AWS_CONFIG_FILE": "BROKEN"}, "/config cannot be read (not INI syntax): correct it"),
+]
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["moto", "aws"])
+@pytest.mark.parametrize(("setting", "said"), BROKEN_SETTINGS,
+                         ids=[next(iter(s)) for s, _ in BROKEN_SETTINGS])
+def test_a_broken_aws_setting_is_one_sentence_not_a_traceback(
+        moto_endpoint: str, tmp_path: Path, setting: dict[str, str], said: str,
+        local: bool) -> None:
+    """boto3 refuses these when the session or client is made, before any call: each was
+    a traceback (ProfileNotFound, InvalidRegionError...), even against the local moto."""
+    if setting.get("AWS_CONFIG_FILE") == "BROKEN":
+        broken = tmp_path / "config"
+        broken.write_text("[default\nregion = us-east-1\n")
+        setting = {"AWS_CONFIG_FILE": str(broken)}
+    out = run_task("--table-prefix", "val-conf-",
+                   *(["--endpoint-url", moto_endpoint] if local else []), env=setting)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = out.stdout.splitlines()
+    assert checks(lines) == [] and len(lines) == 2, lines
+    assert lines[1].startswith("Cannot check EventBridge infrastructure: ") and said in lines[1]
+    for value in DUMMY_CREDENTIALS.values():
+        assert value not in out.stdout + out.stderr
 
 
 def test_only_loopback_endpoints_count_as_local() -> None:

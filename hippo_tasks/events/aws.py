@@ -16,11 +16,12 @@ operation names, and any AWS-provided text is passed through `redact()` first.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,6 +92,7 @@ FATAL_KINDS = frozenset(
         "bad-credentials",
         "expired-credentials",
         "unreachable",
+        "bad-config",
     }
 )
 
@@ -131,6 +133,21 @@ def is_loopback(endpoint_url: str | None) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _setting_up() -> Iterator[None]:
+    """Where boto3 reads the AWS configuration: making a session (the profile, the
+    config file), resolving credentials and making a client (the region). What it
+    refuses there (ProfileNotFound, InvalidRegionError, PartialCredentialsError,
+    ConfigParseError...) is raised before any call, outside every caller's handling of
+    calls, and was a traceback: it is said here, once, as explain()'s sentence."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        yield
+    except BotoCoreError as exc:
+        raise explain(exc) from None
+
+
 def new_session(region: str | None = None, endpoint_url: str | None = None) -> Any:
     """A boto3 session; share one between the clients of a command (models load once).
 
@@ -144,9 +161,10 @@ def new_session(region: str | None = None, endpoint_url: str | None = None) -> A
             "no-boto3",
             "boto3 is not installed, and AWS commands need it: pip install 'hippodrome[aws]'.",
         ) from None
-    session = boto3.session.Session(region_name=region)
-    if is_loopback(resolve_endpoint(endpoint_url)) and session.get_credentials() is None:
-        session = boto3.session.Session(region_name=region, **LOCAL_CREDENTIALS)
+    with _setting_up():
+        session = boto3.session.Session(region_name=region)
+        if is_loopback(resolve_endpoint(endpoint_url)) and session.get_credentials() is None:
+            session = boto3.session.Session(region_name=region, **LOCAL_CREDENTIALS)
     return session
 
 
@@ -175,12 +193,13 @@ def client(
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=LOCAL_READ_TIMEOUT_S if local else READ_TIMEOUT_S,
     )
-    return shared.client(
-        service,
-        endpoint_url=resolve_endpoint(endpoint_url),
-        region_name=region or shared.region_name or DEFAULT_REGION,
-        config=config,
-    )
+    with _setting_up():
+        return shared.client(
+            service,
+            endpoint_url=resolve_endpoint(endpoint_url),
+            region_name=region or shared.region_name or DEFAULT_REGION,
+            config=config,
+        )
 
 
 def endpoint_url_problem(endpoint_url: str) -> str:
@@ -289,13 +308,16 @@ def explain(exc: BaseException, service: str | None = None) -> AwsError:
         return exc
     from botocore import exceptions as bx
 
-    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+    if isinstance(exc, bx.NoCredentialsError):
         return AwsError(
             "no-credentials",
             "No AWS credentials found: run `aws sso login` (or `aws configure`), set "
             "AWS_PROFILE, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(any dummy values work against the local moto stack).",
         )
+    config = _explain_configuration(exc)
+    if config is not None:
+        return config
     if isinstance(exc, bx.SSOError) or (
         isinstance(exc, bx.TokenRetrievalError)
         and getattr(exc, "kwargs", {}).get("provider") == "sso"
@@ -305,12 +327,6 @@ def explain(exc: BaseException, service: str | None = None) -> AwsError:
             "Your AWS SSO session has expired or was never started: run `aws sso login"
             + _profile_hint()
             + "` and try again.",
-        )
-    if isinstance(exc, bx.ProfileNotFound):
-        return AwsError(
-            "no-credentials",
-            f"The AWS profile {exc.kwargs.get('profile')!r} does not exist: check AWS_PROFILE "
-            "and ~/.aws/config.",
         )
     if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError):
         url = str(getattr(exc, "kwargs", {}).get("endpoint_url") or "")
@@ -341,6 +357,56 @@ def explain(exc: BaseException, service: str | None = None) -> AwsError:
             f"the endpoint answered, but not as {what} does ({why}): check "
             "AWS_ENDPOINT_URL (for the local stack's moto, http://127.0.0.1:9003)."))
     return AwsError("other", redact(f"AWS call failed: {type(exc).__name__}: {exc}."))
+
+
+def _explain_configuration(exc: BaseException) -> AwsError | None:
+    """The AWS settings boto3 refuses before any call (a profile, region, credential or
+    config file it cannot use), each as what to change; None for any other failure."""
+    from botocore import exceptions as bx
+
+    facts = getattr(exc, "kwargs", {})
+    if isinstance(exc, bx.PartialCredentialsError):
+        return AwsError(
+            "no-credentials",
+            f"Your AWS credentials are incomplete: {facts.get('provider')} has no "
+            f"{facts.get('cred_var')}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "together, or neither (to use a profile or `aws sso login`).",
+        )
+    if isinstance(exc, bx.ProfileNotFound):
+        return AwsError(
+            "bad-config",
+            f"AWS_PROFILE {facts.get('profile')!r} names no profile of the AWS config file "
+            f"({_config_file()}): correct it (`aws configure list-profiles` lists them) "
+            "or unset AWS_PROFILE.",
+        )
+    if isinstance(exc, bx.InvalidRegionError | bx.UnknownRegionError | bx.NoRegionError):
+        region = facts.get("region_name")
+        what = (f"The AWS region {region!r} is not a region name" if region
+                else "No AWS region is set")
+        return AwsError(
+            "bad-config",
+            f"{what}: set AWS_REGION or AWS_DEFAULT_REGION (or the profile's `region` in "
+            f"{_config_file()}) to one such as us-east-1.",
+        )
+    if isinstance(exc, bx.ConfigParseError | bx.ConfigNotFound):
+        return AwsError(
+            "bad-config",
+            f"The AWS config file {facts.get('path') or _config_file()} cannot be read "
+            f"({'no such file' if isinstance(exc, bx.ConfigNotFound) else 'not INI syntax'}"
+            "): correct it, or point AWS_CONFIG_FILE at another.",
+        )
+    if isinstance(exc, bx.InvalidConfigError | bx.InfiniteLoopConfigError
+                  | bx.CredentialRetrievalError):
+        return AwsError(
+            "bad-config",
+            redact(f"Your AWS configuration cannot be used ({str(exc).rstrip('.')}): check "
+                   f"the AWS_* variables and the profile in {_config_file()}."),
+        )
+    return None
+
+
+def _config_file() -> str:
+    return os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
 
 
 def _explain_client_error(exc: Any, service: str | None) -> AwsError:
