@@ -303,6 +303,21 @@ class RecordingError(UsageError):
         return f"{where}: {self.problem}" if where else self.problem
 
 
+class EventsLeftError(HippoError):
+    """`hd down` stopped the stack but could not delete what `--enable-events` made (the
+    lines above say why): it ended `could not delete ...`, exit 0, as if all were done."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def message(self) -> str:
+        what, it = ("1 resource", "it stays") if self.count == 1 else \
+            (f"{self.count} resources", "they stay")
+        return (f"the stack is stopped, but {what} made by --enable-events could not be "
+                f"deleted (said above): {it} recorded in .hippodrome/registry.json, and "
+                "the next `hd down` or `hd up` tries again")
+
+
 class ShutdownInProgressError(HippoError):
     def message(self) -> str:
         return "the daemon is shutting down; run `hd up` again once it has stopped"

@@ -172,6 +172,62 @@ def test_kill_9_then_down_force_removes_everything(project: Path, tools: FakeToo
     assert registry(project)["resources"] == []
 
 
+def kill_9_with_events_on_moto(project: Path, tools: FakeTools, moto_endpoint: str,
+                               monkeypatch: pytest.MonkeyPatch) -> str:
+    """`up --enable-events` on the local moto with no credentials anywhere (the dummy ones
+    for a loopback endpoint), then `kill -9` of its daemon; the prefix."""
+    for name in moto_server.DUMMY_CREDENTIALS:
+        monkeypatch.delenv(name)
+    prefix = f"t{uuid.uuid4().hex[:6]}-"
+    provision(prefix, moto_endpoint)
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    env = {k: v for k, v in env_for(tools, moto_endpoint).items() if "_KEY" not in k}
+    up = hd(project, "up", "--detach", "--enable-events", "--table-prefix", prefix, env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert rules(moto_endpoint, prefix)
+    tunnel_pids = list(tools.started())
+    os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not any(alive(p) for p in tunnel_pids), 10, what="the guard ended it")
+    return prefix
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["down", "down-force"])
+def test_after_kill_9_a_fresh_shell_deletes_what_the_recorded_moto_holds(
+        project: Path, tools: FakeTools, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+        force: bool) -> None:
+    """The registry records the loopback endpoint each resource was made on, and clean-up
+    gives it the dummy credentials `up` gave it: a shell without AWS_ENDPOINT_URL got "No
+    AWS credentials found", everything stayed, and `hd down` exited 0."""
+    prefix = kill_9_with_events_on_moto(project, tools, moto_endpoint, monkeypatch)
+    assert "AWS_ENDPOINT_URL" not in os.environ
+    res = hd(project, "down", *(["--force"] if force else []))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "could not delete" not in res.stdout, res.stdout
+    assert rules(moto_endpoint, prefix) == []
+    assert registry(project)["resources"] == []
+
+
+def test_resources_that_stay_are_the_last_line_and_exit_1(
+        project: Path, tools: FakeTools, moto_endpoint: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean-up that leaves resources behind is not a success: it read `could not
+    delete ...`, then nothing more, exit 0."""
+    prefix = kill_9_with_events_on_moto(project, tools, moto_endpoint, monkeypatch)
+    res = hd(project, "down", env={"AWS_PROFILE": "no-such-profile"})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "could not delete" in res.stdout and "names no profile" in res.stdout
+    assert res.stderr.strip().splitlines()[-1] == (
+        "hippodrome: the stack is stopped, but 6 resources made by --enable-events could not "
+        "be deleted (said above): they stay recorded in .hippodrome/registry.json, and the "
+        "next `hd down` or `hd up` tries again")
+    assert rules(moto_endpoint, prefix)
+    again = hd(project, "down")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert rules(moto_endpoint, prefix) == []
+    assert registry(project)["resources"] == []
+
+
 def test_no_tunnel_tool_starts_nothing(project: Path, tmp_path: Path,
                                        moto_endpoint: str) -> None:
     dash, a = free_ports(2)

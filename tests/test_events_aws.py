@@ -102,10 +102,12 @@ def test_explicit_endpoint_and_region_win(
 
 
 def test_no_credentials_sentence(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real AWS (no endpoint): the call fails as it is signed, before anything is sent.
+    (A loopback endpoint, the local moto, gets dummy credentials instead.)"""
     for name in DUMMY_CREDENTIALS:
         monkeypatch.delenv(name)
     with pytest.raises(Exception) as caught:
-        aws.client("events", moto_endpoint).describe_event_bus(Name="any")
+        aws.client("events").describe_event_bus(Name="any")
     err = aws.explain(caught.value, "events")
     assert err.kind == "no-credentials" and err.fatal
     assert err.message().startswith("No AWS credentials found")

@@ -504,30 +504,67 @@ def test_resources_deleted_by_hand_are_not_an_error(moto_endpoint: str, registry
     assert rec.recorded(registry) == []
 
 
+def aim_records_at(registry: Registry, endpoint: str) -> None:
+    """Point every recorded AWS resource at `endpoint`, as if it had been made there."""
+    def change(data: dict[str, Any]) -> None:
+        for entry in data["resources"]:
+            if entry.get("endpoint"):
+                entry["endpoint"] = endpoint
+
+    registry.update(change)
+
+
 def test_a_failed_delete_stays_recorded_for_the_next_run(
+    moto_endpoint: str, registry: Registry
+) -> None:
+    """An answer no later call can get past (expired credentials) stops the clean-up at
+    its first resource; the rest are named, not tried, and all stay for the next run.
+    (Removing the credentials no longer makes it fail: a loopback endpoint gets dummy
+    ones, as `up` gave it.)"""
+    from scripted_http import serving
+
+    prefix = new_prefix()
+    buses = make_buses(moto_endpoint, prefix)
+    session = start(registry, moto_endpoint, prefix, [])
+    expired = (400, {"__type": "ExpiredTokenException", "message": "token expired"}, 0.0)
+    with serving([expired] * 20) as gone_bad:
+        aim_records_at(registry, gone_bad.url)
+        lines = cleanup_recorded(registry, force=True)
+    failures = [line for line in lines if "could not delete" in line]
+    assert len(failures) == 2, lines  # the first failure, then the rest not tried after it
+    assert "Your AWS credentials have expired (ExpiredTokenException)" in failures[0]
+    assert "not tried after that error" in failures[1]
+    assert "the next `hd up` or `hd down` tries again" in failures[0]
+    assert "safe to delete by hand" in failures[0]
+    kinds = {e["kind"] for e in rec.recorded(registry)}
+    assert kinds == {"rule-target", "rule", "api-destination", "connection"}  # tunnel ended
+    assert rec.left_behind(registry, force=True) == 6
+
+    aim_records_at(registry, moto_endpoint)
+    lines = cleanup_recorded(registry, force=True)
+    assert not any("could not" in line for line in lines)
+    assert leftovers(moto_endpoint, session.rule_name, buses) == NOTHING
+    assert rec.recorded(registry) == []
+    assert rec.left_behind(registry, force=True) == 0
+    assert not any("could not" in line for line in session.close())
+
+
+def test_a_loopback_endpoint_gets_dummy_credentials_without_aws_endpoint_url(
     moto_endpoint: str, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The endpoint recorded for each resource decides the credentials, not the shell:
+    with none configured, a clean-up after a crash got "No AWS credentials found"."""
     prefix = new_prefix()
     buses = make_buses(moto_endpoint, prefix)
     session = start(registry, moto_endpoint, prefix, [])
     for name in DUMMY_CREDENTIALS:
         monkeypatch.delenv(name)
+    assert "AWS_ENDPOINT_URL" not in os.environ
     lines = cleanup_recorded(registry, force=True)
-    failures = [line for line in lines if "could not delete" in line]
-    assert len(failures) == 2  # the first failure, then the rest not tried after it
-    assert "No AWS credentials found" in failures[0]
-    assert "the next `hd up` or `hd down` tries again" in failures[0]
-    assert "safe to delete by hand" in failures[0]
-    kinds = {e["kind"] for e in rec.recorded(registry)}
-    assert kinds == {"rule-target", "rule", "api-destination", "connection"}  # tunnel ended
-
-    for name, value in DUMMY_CREDENTIALS.items():
+    assert not any("could not" in line for line in lines), lines
+    for name, value in DUMMY_CREDENTIALS.items():  # for the test's own look
         monkeypatch.setenv(name, value)
-    lines = cleanup_recorded(registry, force=True)
-    assert not any("could not" in line for line in lines)
     assert leftovers(moto_endpoint, session.rule_name, buses) == NOTHING
-    assert rec.recorded(registry) == []
-    assert not any("could not" in line for line in session.close())
 
 
 def test_records_on_a_local_endpoint_that_is_gone_are_dropped(

@@ -182,7 +182,10 @@ def client(
     AWS_DEFAULT_REGION, the profile), else us-east-1, so a bare moto setup works.
     `max_attempts` counts every attempt, the first included.
     """
-    shared = session if session is not None else new_session(region)
+    # The endpoint decides the credentials (dummy ones for a loopback one): a clean-up
+    # after a crash goes to the endpoint the registry recorded, which the shell's
+    # AWS_ENDPOINT_URL may no longer name, and it got "No AWS credentials found".
+    shared = session if session is not None else new_session(region, endpoint_url)
     from botocore.config import Config
 
     local = is_loopback(resolve_endpoint(endpoint_url))

@@ -156,7 +156,7 @@ class EventsSession:
         endpoint = aws.resolve_endpoint(endpoint_url)
         if endpoint:
             aws.probe_endpoint(endpoint, answer_within=aws.ANSWER_WITHIN_S)
-        boto = aws.new_session(region)
+        boto = aws.new_session(region, endpoint)
         clients = (
             aws.client("events", endpoint, region, session=boto),
             aws.client("iam", endpoint, region, session=boto),

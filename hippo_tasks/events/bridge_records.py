@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from hippo_tasks.events import aws
 from hippo_tasks.events import tunnel as tunnels
@@ -41,7 +40,6 @@ ROLE = "iam-role"
 KINDS = (TUNNEL, TARGET, RULE, DESTINATION, CONNECTION, ROLE)
 _DELETE_ORDER = (TARGET, RULE, DESTINATION, CONNECTION)
 _GONE_CODES = {"ResourceNotFoundException", "NotFoundException", "NoSuchEntity"}
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 Entry = dict[str, Any]
 
@@ -131,7 +129,7 @@ def cleanup_recorded(
     lines: list[str] = []
     for session, entries in sessions.items():
         owner = entries[0].get("owner") or {}
-        alive = is_same_process(owner.get("pid"), owner.get("create_time"))
+        alive = _owner_alive(entries[0])
         ending = owner_pid is not None and owner.get("pid") == owner_pid
         if alive and not (force or ending):
             continue
@@ -146,6 +144,19 @@ def cleanup_recorded(
         if say is not None:
             say(line)
     return lines
+
+
+def left_behind(registry: Registry, force: bool = False) -> int:
+    """How many AWS resources stay recorded that a clean-up (`force`d or not) had to
+    delete: those it could not. A tunnel is always ended and the role is kept on
+    purpose, so neither counts."""
+    return sum(1 for e in recorded(registry)
+               if e["kind"] in _DELETE_ORDER and (force or not _owner_alive(e)))
+
+
+def _owner_alive(entry: Entry) -> bool:
+    owner = entry.get("owner") or {}
+    return is_same_process(owner.get("pid"), owner.get("create_time"))
 
 
 def unmake(
@@ -236,7 +247,7 @@ def _delete_group(
     region: str, endpoint: str | None, group: list[Entry], events: Any = None
 ) -> tuple[list[Entry], list[str]]:
     where = f"{region}" + (f" at {endpoint}" if endpoint else "")
-    if endpoint and _is_loopback(endpoint):
+    if endpoint and aws.is_loopback(endpoint):
         try:
             aws.probe_endpoint(endpoint, timeout=1.0)
         except aws.AwsError:
@@ -316,10 +327,6 @@ def _failure_line(entries: list[Entry], where: str, sentence: str) -> str:
         "the next `hd up` or `hd down` tries again, and it is safe to delete by hand "
         "in the EventBridge console."
     )
-
-
-def _is_loopback(url: str) -> bool:
-    return (urlsplit(url).hostname or "") in _LOOPBACK
 
 
 def _resources(data: Data) -> list[Entry]:

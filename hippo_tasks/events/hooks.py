@@ -24,14 +24,16 @@ def _recorded(registry: Registry) -> list[dict[str, Any]]:
     return list(registry.read().get("resources") or [])
 
 
-def recover(registry: Registry, say: Callable[[str], None], force: bool = False) -> None:
-    """After a crash: delete what a dead owner left (everything, with `force`)."""
+def recover(registry: Registry, say: Callable[[str], None], force: bool = False) -> int:
+    """After a crash: delete what a dead owner left (everything, with `force`); how many
+    AWS resources could not be deleted and stay recorded (the lines said say why)."""
     if not _recorded(registry):
-        return
-    from hippo_tasks.events.bridge import cleanup_recorded
+        return 0
+    from hippo_tasks.events.bridge_records import cleanup_recorded, left_behind
 
     for line in cleanup_recorded(registry, force=force):
         say(line)
+    return left_behind(registry, force=force)
 
 
 def release_own(registry: Registry, say: Callable[[str], None]) -> None:

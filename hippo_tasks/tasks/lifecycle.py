@@ -14,6 +14,7 @@ from hippo_tasks.errors import (
     DaemonEndedError,
     DaemonNotRunningError,
     DaemonUnreachableError,
+    EventsLeftError,
     ProductionGuardError,
     UnlistedDaemonError,
     UsageError,
@@ -160,10 +161,13 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
         print("hippodrome | no daemon was running; nothing to stop")
         return
     with LifecycleLock(root).held("down --force" if force else "down", _say, required=False):
-        _down_locked(root, force)
+        left = _down_locked(root, force)
+    if left:  # the stack is down, the job is not: the last line, and no exit 0
+        raise EventsLeftError(left)
 
 
-def _down_locked(root: Path, force: bool) -> None:
+def _down_locked(root: Path, force: bool) -> int:
+    """Stop the stack; how many `--enable-events` resources could not be deleted."""
     from hippo_tasks.daemon.client import DaemonClient
 
     registry = Registry(root)
@@ -175,26 +179,26 @@ def _down_locked(root: Path, force: bool) -> None:
             _say(f"stopping the stack (daemon pid {client.pid})...")
             _wait_daemon_gone(registry, client.pid, born)
             _end_what_a_dead_daemon_left(registry, client.pid)
-            hooks.recover(registry, _say)
+            left = hooks.recover(registry, _say)
             print("hippodrome | stack stopped, daemon exited")
-            return
+            return left
         except DaemonEndedError as exc:  # killed while it answered: what it left, now
             print(f"hippodrome | {exc.message()}\nhippodrome | cleaning up from the registry")
         except DaemonNotRunningError as exc:
             if exc.detail:
                 print(f"hippodrome | {exc.detail}")
             stopped = _stop_unlisted_daemons(root)
-            hooks.recover(registry, _say)
+            left = hooks.recover(registry, _say)
             print("hippodrome | stack stopped, daemon exited" if stopped else
                   "hippodrome | no daemon was running; nothing to stop")
-            return
+            return left
         except DaemonUnreachableError as exc:
             print(f"hippodrome | {exc.message()}\nhippodrome | cleaning up from the registry")
     from hippo_tasks.registry.cleanup import force_down
 
     for line in force_down(registry):
         _say(line)
-    hooks.recover(registry, _say, force=True)
+    return hooks.recover(registry, _say, force=True)
 
 
 def _stop_unlisted_daemons(root: Path, timeout: float = 120.0) -> bool:

@@ -13,6 +13,7 @@ from hippo_tasks import errors as E
 
 EXIT_CODES: list[tuple[type[E.HippoError], int]] = [
     (E.ServiceStartError, 1),
+    (E.EventsLeftError, 1),
     (E.UsageError, 2),
     (E.UnknownServiceError, 2),
     (E.ProductionGuardError, 2),
