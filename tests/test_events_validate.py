@@ -357,6 +357,41 @@ def test_task_defaults_the_prefix_from_the_project(moto_endpoint: str, tmp_path:
     assert "[MISSING] Event bus dev-local-EcomEventBus does not exist" in out.stdout
 
 
+@pytest.mark.parametrize("prefix", ["bad prefix!", "a" * 41, "dev-é-"])
+def test_a_prefix_up_refuses_is_refused_before_any_call(prefix: str) -> None:
+    """It was queried (six `[MISSING]`, exit 1), with a fix naming `hd up --table-prefix
+    bad prefix!`, which `hd up` refuses. The endpoint named answers nothing: no call."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        out = run_task("--table-prefix", prefix, "--endpoint-url", url)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and "Traceback" not in out.stderr
+    assert out.stderr.strip() == (
+        f"hippodrome: --table-prefix '{prefix}' cannot name AWS resources: use ASCII letters, "
+        "digits, '-' and '_', at most 40 characters (e.g. --table-prefix dev-feature-x-)")
+
+
+def test_a_prefix_made_from_a_long_branch_is_refused_as_up_refuses_it(tmp_path: Path) -> None:
+    (tmp_path / "hippodrome.toml").write_text("[stack]\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "checkout", "-q", "-b", "feature/" + "x" * 45], check=True)
+    out = run_task("--endpoint-url", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "the table prefix made from the git branch, 'dev-feature-xxx" in out.stderr
+    assert "give --table-prefix" in out.stderr or "e.g. --table-prefix" in out.stderr
+
+
+def test_fix_commands_are_shell_quoted() -> None:
+    """What a fix line names is pasted into a shell as it is printed."""
+    local = Target("dev-main-", "http://127.0.0.1:9003/?a=1&b=2")
+    assert "`hd up --profile ecom --table-prefix dev-main-`" in local.deploy_fix("EcomEventBus")
+    assert local.cli("pipes start-pipe --name x").endswith(
+        "--endpoint-url 'http://127.0.0.1:9003/?a=1&b=2'`")
+
+
 def test_real_aws_fixes_point_at_the_cdk_stacks() -> None:
     real = Target("dev-main-", None)
     assert "cd infra/ecom && npx cdk deploy" in real.deploy_fix("IndexSettingsEventPipe")

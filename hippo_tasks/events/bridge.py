@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -233,7 +234,8 @@ class EventsSession:
                 missing.append(bus)
         fix = (
             f"deploy the CDK stacks for this prefix, or check --table-prefix; `hd "
-            f"events.validate --table-prefix {self.table_prefix}` shows what is missing"
+            f"events.validate --table-prefix {shlex.quote(self.table_prefix)}` shows what "
+            "is missing"
         )
         if not found:
             raise BridgeError.of(

@@ -14,6 +14,7 @@ the run with that one sentence; one denied permission spoils only its own check.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -72,14 +73,14 @@ class Target:
     def deploy_fix(self, suffix: str) -> str:
         if self.local:
             return (
-                f"`hd up --profile ecom --table-prefix {self.table_prefix}` provisions it "
-                "on moto"
+                f"`hd up --profile ecom --table-prefix {shlex.quote(self.table_prefix)}` "
+                "provisions it on moto"
             )
         return _CDK_BY_SUFFIX[suffix]
 
     def cli(self, command: str) -> str:
         """An AWS CLI command, aimed at the same endpoint as the checks."""
-        suffix = f" --endpoint-url {self.endpoint_url}" if self.local else ""
+        suffix = f" --endpoint-url {shlex.quote(self.endpoint_url or '')}" if self.local else ""
         return f"`aws {command}{suffix}`"
 
 

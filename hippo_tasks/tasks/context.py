@@ -91,11 +91,20 @@ def check_table_prefix(prefix: str, made: bool = False) -> str:
                      "dev-feature-x-)")
 
 
+def table_prefix_for(root: Path, flag: str) -> str:
+    """The flag's prefix, else the one made from the git branch, checked as every command
+    that names AWS resources checks it (`up`, `doctor`, `export k8s`, `events.validate`)."""
+    from hippo_tasks.model.project import default_table_prefix
+
+    if flag:
+        return check_table_prefix(flag)
+    return check_table_prefix(default_table_prefix(root), made=True)
+
+
 def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, only: str,
                   offset: int | str | None, skip: tuple[str, ...] = (),
                   record: bool = True) -> Options:
     from hippo_tasks.model.plan import Options
-    from hippo_tasks.model.project import default_table_prefix
 
     names = tuple(n.strip() for n in only.split(",") if n.strip())
     if only and not names:  # `--only ,` (a variable left empty) started the whole stack
@@ -105,8 +114,7 @@ def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, onl
         project_root=root,
         profile=profile,
         cell=cell,
-        table_prefix=check_table_prefix(table_prefix) if table_prefix else
-        check_table_prefix(default_table_prefix(root), made=True),
+        table_prefix=table_prefix_for(root, table_prefix),
         only=names,
         skip=skip,
         port_offset=port_offset(offset),

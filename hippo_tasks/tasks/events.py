@@ -22,9 +22,9 @@ from invoke.tasks import task
 
 from hippo_tasks.daemon.client import DaemonClient
 from hippo_tasks.errors import DaemonUnreachableError, UsageError
-from hippo_tasks.model.project import default_table_prefix, find_project_root
+from hippo_tasks.model.project import find_project_root
 from hippo_tasks.registry.store import Registry
-from hippo_tasks.tasks.context import resolve_root
+from hippo_tasks.tasks.context import resolve_root, table_prefix_for
 from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint
 
 
@@ -47,9 +47,11 @@ def validate(
     from hippo_tasks.events import aws
     from hippo_tasks.events.validate import validate as run_validation
 
+    # `up` refuses these prefixes (exit 2); queried, they were six `[MISSING]` lines
+    # whose fix was an `hd up --table-prefix` that `up` then refused.
+    prefix = table_prefix_for(find_project_root(), table_prefix or "")
     if endpoint_url is not None and aws.endpoint_url_problem(endpoint_url):
         raise UsageError(f"--endpoint-url: {aws.endpoint_url_problem(endpoint_url)}")
-    prefix = table_prefix or default_table_prefix(find_project_root())
     lines, ok = run_validation(prefix, endpoint_url=endpoint_url, verbose=verbose)
     print("\n".join(lines), flush=True)
     if not ok:
