@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rawhttp import json_request
-from stackutil import PY, TOYS, free_ports, hd, stack_header, wait_for, write_stack
+from stackutil import PY, TOYS, free_ports, hd, registry, stack_header, wait_for, write_stack
 
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
@@ -597,6 +597,57 @@ def test_token_guards_the_webhook_and_is_never_logged(project: Path) -> None:
     hd(project, "down", check=True)
     for path in [project / ".hippodrome" / "daemon.log", *project.glob(".logs/*/*.log")]:
         assert token not in path.read_text(errors="replace"), path
+
+
+UNSENDABLE_TOKENS = {
+    "crlf-file": ("secret123\r", "it ends with a carriage return (\\r)"),
+    "space-end": ("secret123 ", "it starts or ends with whitespace"),
+    "space-start": (" secret123", "it starts or ends with whitespace"),
+    "tab-inside": ("sec\tret123", "it holds a control character"),
+    "not-utf8": ("secret123\udcff", "it holds bytes that are not UTF-8"),
+}
+
+
+def token_env(token: str) -> dict[str, str]:
+    """subprocess writes the environment as UTF-8 with surrogateescape, as the shell would
+    pass the raw bytes: `\udcff` arrives as the byte 0xff."""
+    return {"HIPPODROME_WEBHOOK_TOKEN": token}
+
+
+@pytest.mark.parametrize(("token", "said"), UNSENDABLE_TOKENS.values(),
+                         ids=list(UNSENDABLE_TOKENS))
+def test_up_refuses_a_token_no_header_can_carry_without_showing_it(
+        project: Path, token: str, said: str) -> None:
+    """A token read from a CRLF file (`$(cat token.txt)` keeps the \\r) was taken: the
+    webhook then refused every request, the daemon's own event_pipe's too."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + sink("settings", port))
+    run = hd(project, "up", "--detach", env=token_env(token))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert said in run.stderr and "HIPPODROME_WEBHOOK_TOKEN" in run.stderr, run.stderr
+    assert "secret123" not in run.stdout + run.stderr and "Traceback" not in run.stderr
+    assert not (project / ".hippodrome" / "registry.json").exists() or \
+        registry(project)["daemon"] is None
+
+
+@pytest.mark.parametrize(("token", "said"), UNSENDABLE_TOKENS.values(),
+                         ids=list(UNSENDABLE_TOKENS))
+def test_clients_refuse_a_token_no_header_can_carry_without_showing_it(
+        stack: Stack, tmp_path: Path, token: str, said: str) -> None:
+    """`events.send` and `events.replay` crashed with a traceback ending `ValueError:
+    Invalid header value b'secret123\\r'`: the token, printed."""
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({
+        "v": 1, "kind": "delivery", "at": 1, "detail_type": "X", "route": None,
+        "target": None, "event": {"detail-type": "X"}, "status": 200,
+        "answer": {"status": "ignored", "reason": "No route configured for detail-type: X"},
+        "outcome": "ignored", "latency_ms": 1}) + "\n")
+    for args in (("events.send", "--detail-type", "EcomIndexSettings.MODIFY"),
+                 ("events.replay", str(one))):
+        run = hd(stack.root, *args, env=token_env(token))
+        assert run.returncode == 2, (args, run.stdout + run.stderr)
+        assert said in run.stderr, run.stderr
+        assert "secret123" not in run.stdout + run.stderr and "Traceback" not in run.stderr
 
 
 def test_a_token_beyond_ascii_works_from_hd_as_from_curl(project: Path) -> None:

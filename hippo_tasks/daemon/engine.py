@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
+from hippo_tasks.events.hooks import webhook_token
 from hippo_tasks.events.recording import events_dir
 from hippo_tasks.model.plan import StackPlan, url_host
 from hippo_tasks.registry.store import Registry, identity
@@ -120,7 +121,8 @@ class Engine:
         failed (non-blocking) or was stopped by a request meanwhile. `up --detach`
         returns when the registry says so; a stack where nothing can become ready (no
         services, or all stopped by `hd stop` while starting) must not keep it waiting."""
-        self.webhook_token: str | None = os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
+        # Checked as `up` checked it before starting this daemon (a UsageError if not).
+        self.webhook_token: str | None = webhook_token()
         self.recorder = Recorder(events_dir(root), plan.options.record_events,
                                  self.webhook_token, self.note)
         self.tunnels: TunnelWatch | None = None

@@ -11,6 +11,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hippo_contract.webhook import token_problem
+from hippo_tasks.errors import UsageError
 from hippo_tasks.registry.store import Registry
 
 if TYPE_CHECKING:
@@ -18,6 +20,21 @@ if TYPE_CHECKING:
     from hippo_tasks.model.plan import StackPlan
 
 TOKEN_VAR = "HIPPODROME_WEBHOOK_TOKEN"
+
+
+def webhook_token() -> str | None:
+    """HIPPODROME_WEBHOOK_TOKEN as every command that sends or checks it reads it (`up`
+    for the daemon, `events.send`, `events.replay`, the MCP server); None when unset.
+
+    One no header can carry is a UsageError (exit 2) that never shows it: `up` took a
+    token ending in \\r, and the clients then crashed with a traceback printing it."""
+    token = os.environ.get(TOKEN_VAR) or None
+    problem = token_problem(token) if token else ""
+    if problem:
+        raise UsageError(f"{TOKEN_VAR} cannot be the webhook's token: {problem}. Set it "
+                         f"again without that (from a file: export {TOKEN_VAR}=\"$(tr -d "
+                         "'\\r' < FILE)\"); its value is not shown here")
+    return token
 
 
 def _recorded(registry: Registry) -> list[dict[str, Any]]:

@@ -123,7 +123,9 @@ class HttpStack:
         return self.client().why(service)
 
     def webhook_token(self) -> str | None:
-        return os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None
+        from hippo_tasks.events.hooks import webhook_token
+
+        return webhook_token()
 
     def up(self, profile: str, timeout: float, only: str = "") -> Ran | None:
         try:

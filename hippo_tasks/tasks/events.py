@@ -11,7 +11,6 @@ other command) never loads boto3.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from invoke.tasks import task
 
 from hippo_tasks.daemon.client import DaemonClient
 from hippo_tasks.errors import DaemonUnreachableError, UsageError
+from hippo_tasks.events.hooks import webhook_token
 from hippo_tasks.model.project import find_project_root
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.tasks.context import resolve_root, table_prefix_for
@@ -121,12 +121,13 @@ def send(c: Context, detail_type: str = "", file: str = "", project_root: str = 
     """
     if not detail_type:
         raise UsageError("--detail-type is required, e.g. --detail-type EcomIndexSettings.MODIFY")
+    token = webhook_token()
     root = resolve_root(project_root)
     client = DaemonClient.for_project(root)
     daemon = Registry(root).read().get("daemon") or {}
     detail = _detail(file, detail_type, str(daemon.get("table_prefix") or ""))
     event = {"source": "marqo.dynamodb", "detail-type": detail_type, "detail": detail}
-    status, answer = client.post_event(event, os.environ.get("HIPPODROME_WEBHOOK_TOKEN"))
+    status, answer = client.post_event(event, token)
     print(json.dumps(answer, indent=2), flush=True)
     if status >= 400:
         print(paint(f"hippodrome: the webhook answered {status}", RED, sys.stderr),
@@ -197,6 +198,7 @@ def replay(c: Context, file: str, filter: str = "", speed: str = "",
         print(_usage())
         return
     pace = _speed(speed, as_fast_as_possible)
+    token = webhook_token()
     root = resolve_root(project_root)
     client = DaemonClient.for_project(root)
 
@@ -211,7 +213,7 @@ def replay(c: Context, file: str, filter: str = "", speed: str = "",
     try:
         result = run_replay(
             recording, url=client.url,
-            token=os.environ.get("HIPPODROME_WEBHOOK_TOKEN") or None, filter=filter or None,
+            token=token, filter=filter or None,
             speed=pace, ignore=[k.strip() for k in ignore.split(",") if k.strip()],
             on_start=started, on_mismatch=lambda m: print("\n".join(m.lines()), flush=True))
     except WebhookUnreachable as exc:

@@ -63,6 +63,8 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
        quiet: bool = False, show: str = "", record: bool = True) -> None:
     """Start the control daemon and the profile's services in dependency order."""
     _guard_prod(cell, yes)
+    if not enable_events:  # which makes a token of its own
+        hooks.webhook_token()  # one no request can send: refused before anything starts
     if detach and (quiet or show):
         raise UsageError("--quiet and --show shape the foreground terminal; a detached "
                          "stack's output is in its log files: `hd logs --service NAME`")
