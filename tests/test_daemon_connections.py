@@ -12,6 +12,7 @@ import resource
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from stackutil import HD_CLI, free_ports, registry, stack_header, wait_for, write_stack
@@ -118,10 +119,13 @@ def test_requests_busy_to_the_cap_leave_status_and_down_a_way_in(project: Path) 
                          "\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{"
                          .encode())
             busy.append(sock)
+        # Each head read (its connection busy, no longer "waiting for a request" that
+        # may be closed to make room): a loaded machine takes a moment for 4 threads.
+        time.sleep(1.0)
         extra = socket.create_connection(("127.0.0.1", port), timeout=5)
         busy.append(extra)
-        extra.sendall(f"GET /api/services HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-                      .encode())
+        extra.sendall(f"GET /api/services/s1/logs HTTP/1.1\r\nHost: 127.0.0.1:{port}"
+                      "\r\n\r\n".encode())
         refused = extra.recv(4096).decode()
         assert refused.startswith("HTTP/1.1 503") and "hd down --force" in refused, refused
         status = hd_cli(project, "status")

@@ -82,10 +82,11 @@ def test_a_line_waiting_for_its_break_is_shown_and_continues_cleanly(project: Pa
     """A prompt with no line break sat in the splitter: the file had it, the buffer the
     dashboard, `hd logs --timestamps` and MCP read never did, however long it waited.
     The service here goes on only once the test has seen the prompt in the buffer."""
-    go = project / "go"
+    go, begin = project / "go", project / "begin"
     script = project / "prompt.py"
-    script.write_text(
+    script.write_text(  # the prompt once ready: the ready note is a line of its own
         "import os, sys, time\n"
+        f"while not os.path.exists({str(begin)!r}): time.sleep(0.05)\n"
         "sys.stdout.write('waiting for input> '); sys.stdout.flush()\n"
         f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
         "sys.stdout.write('yes\\nnext line\\n'); sys.stdout.flush()\n"
@@ -97,6 +98,7 @@ def test_a_line_waiting_for_its_break_is_shown_and_continues_cleanly(project: Pa
 
     async def scenario(h: Harness) -> None:
         assert await h.stack.start_and_wait() is None
+        begin.touch()
         deadline = time.monotonic() + 20
         while b"waiting for input> " not in lines(h):
             assert time.monotonic() < deadline, f"the prompt never reached the buffer: {lines(h)}"
