@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,13 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
                "HIPPODROME_CELL": "local", "HIPPODROME_PROFILE": "core"}
 
 
-def run_seed(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_seed(root: Path, env: dict[str, str], *args: str,
+             prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("HIPPODROME_")}
     full.update({"PYTHONPATH": str(REPO), **env})
-    return subprocess.run([sys.executable, "-m", "hippo_platform.seed", "--project-root", str(root),
-                           *args], env=full, capture_output=True, text=True, timeout=60)
+    return subprocess.run([*prefix, sys.executable, "-m", "hippo_platform.seed",
+                           "--project-root", str(root), *args],
+                          env=full, capture_output=True, text=True, timeout=60)
 
 
 def seed_record(root: Path) -> dict[str, Any]:
@@ -116,6 +119,49 @@ def test_a_folder_where_a_file_goes_is_a_sentence_and_seeds_nothing(
     assert done.returncode != 0 and "Traceback" not in done.stdout + done.stderr
     assert ".env.e2e is a folder; seeding writes a file there" in done.stdout + done.stderr
     assert not (tmp_path / ".hippodrome" / "seed.json").exists()
+
+
+@contextlib.contextmanager
+def unreplaceable(path: Path) -> Iterator[tuple[list[str], str]]:
+    """`path` made so that no rename can replace it, for real: immutable (`chattr +i`,
+    as root); else its folder without write permission, for this user or, as root
+    where chattr cannot, for root run without the capability that skips that check.
+    Yields the command prefix the seed must run under and the error it meets."""
+    if os.geteuid() == 0 and shutil.which("chattr") and \
+            subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        try:
+            yield [], "Operation not permitted"
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        return
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("root with neither chattr +i nor setpriv cannot meet an unwritable file")
+    drop = ["setpriv", "--inh-caps=-dac_override", "--bounding-set=-dac_override"] \
+        if os.geteuid() == 0 else []
+    path.parent.chmod(0o555)
+    try:
+        yield drop, "Permission denied"
+    finally:
+        path.parent.chmod(0o755)
+
+
+@pytest.mark.parametrize("name", [".env.e2e", ".hippodrome/seed.json"])
+def test_a_file_that_cannot_be_replaced_is_a_sentence_and_both_stay_as_they_were(
+        plane: dict[str, str], tmp_path: Path, name: str) -> None:
+    """An immutable .env.e2e (as EPERM, EACCES, EROFS or ENOSPC would) was a traceback
+    after seed.json had been written anew: the two files named different seedings."""
+    assert run_seed(tmp_path, plane).returncode == 0
+    files = [tmp_path / ".hippodrome" / "seed.json", tmp_path / ".env.e2e"]
+    before = [f.read_bytes() for f in files]
+    with unreplaceable(tmp_path / name) as (prefix, why):
+        done = run_seed(tmp_path, plane, "--seed", "7", prefix=prefix)
+    out = done.stdout + done.stderr
+    assert "Traceback" not in out, out
+    assert done.returncode == 10, out  # README's exit codes: a file it must write
+    assert f"seed: cannot write {tmp_path / name}: {why}. " in done.stderr, out
+    assert "were left as they were" in done.stderr, out
+    assert [f.read_bytes() for f in files] == before, "a file was replaced"
+    assert not [p for f in files for p in f.parent.glob(".*.tmp")], "temp files left"
 
 
 def test_seeding_twice_reuses_the_account_and_keeps_the_documents(

@@ -1,7 +1,8 @@
 """`python -m hippo_platform.seed --project-root DIR [--seed N]`: the stack's seed job.
 
 The seed comes from `--seed`, else HIPPODROME_RANDOM_SEED, else 42. Exit 0 when seeded,
-1 with one line on stderr naming what was missing, 2 for bad arguments.
+1 with one line on stderr naming what was missing, 2 for bad arguments, 10 when
+seed.json or .env.e2e cannot be written (both are then left as they were).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed_stack(root, seed, view_from_env(env), say=lambda s: print(s, flush=True))
     except SeedError as exc:
         print(f"seed: {exc.message()}", file=sys.stderr, flush=True)
-        return 1
+        return exc.code
     return 0
 
 

@@ -25,8 +25,7 @@ from hippo_platform.seed.files import (
     SEED_FILE,
     read_seed_file,
     seeding,
-    write_env_file,
-    write_seed_file,
+    write_seed_files,
 )
 from hippo_platform.services.common import HttpError
 from hippo_platform.services.common.client import JsonClient, PeerResponse, segment
@@ -34,13 +33,15 @@ from hippo_platform.services.common.client import JsonClient, PeerResponse, segm
 DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
              "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 ADMIN_PROFILES = ("ecom", "full")
+EXIT_UNWRITABLE = 10  # README's exit codes: a file or folder Hippodrome must write
 
 
 @dataclass
 class SeedError(Exception):
-    """One line: what failed and what to do."""
+    """One line: what failed and what to do; `code` is the seed program's exit code."""
 
     text: str
+    code: int = 1
 
     def __str__(self) -> str:
         return self.message()
@@ -126,10 +127,7 @@ def _seed_stack(root: Path, seed: int, view: StackView, say: Say) -> dict[str, A
         "admin": admin,
         "accounts": accounts,
     }
-    write_seed_file(root, record)
-    write_env_file(root, _env_values(seed, view, account), header=(
-        "Written by hippodrome's seed (python -m hippo_platform.seed / invoke seed); do not edit.\n"
-        "Load it with `source .env.e2e`, or run a suite with `hd e2e PATH`."))
+    _write_files(root, record, _env_values(seed, view, account))
     docs_total = sum(len(ix["documentIds"]) for ix in indexes)
     say(f"seed {seed}: account {account['accountId']} ({'reused' if account['reused'] else 'new'})"
         f", {len(indexes)} indexes, {docs_total} documents"
@@ -138,6 +136,22 @@ def _seed_stack(root: Path, seed: int, view: StackView, say: Say) -> dict[str, A
         + f" in {time.monotonic() - started:.2f}s")
     say(f"wrote {root / '.hippodrome' / 'seed.json'} and {root / '.env.e2e'}")
     return record
+
+
+def _write_files(root: Path, record: dict[str, Any], values: dict[str, str]) -> None:
+    """Both files or neither, and a failure is a sentence: an immutable .env.e2e was a
+    traceback, after seed.json had been replaced (they then named different seedings)."""
+    try:
+        write_seed_files(root, record, values, header=(
+            "Written by hippodrome's seed (python -m hippo_platform.seed / invoke seed); "
+            "do not edit.\nLoad it with `source .env.e2e`, or run a suite with `hd e2e PATH`."))
+    except OSError as exc:
+        raise SeedError(
+            f"cannot write {exc.filename}: {exc.strerror}. Make it and its folder writable "
+            "(chmod u+w; chattr -i for an immutable file; free disk space), then seed "
+            f"again; the data is in the stack, but {root / SEED_FILE} and {root / ENV_FILE} "
+            "were left as they were (both name the last seeding)",
+            code=EXIT_UNWRITABLE) from None
 
 
 def _accounts(record: dict[str, Any]) -> dict[str, dict[str, Any]]:

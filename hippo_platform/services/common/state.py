@@ -6,7 +6,8 @@ folder. Readers therefore see the old file or the new one, never half of one. Th
 name is unique per write: the reference used a fixed `*.tmp` name, and two writers at
 once renamed each other's temp file away. It is made as `mkstemp` makes one (a random
 name, created exclusively, never through a symlink, mode 0600) without tempfile, which
-would bring random, shutil, bz2 and lzma into every service.
+would bring random, shutil, bz2 and lzma into every service. `replace_all_or_none`
+does the same for files that must change together: all of them, or none.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,15 +35,28 @@ def new_temp_file(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+def write_aside(path: Path, data: bytes, *, fsync: bool = True, mode: int = 0o600) -> Path:
+    """A new temp file beside `path` holding `data`, ready to be renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            if mode != 0o600:
+                os.fchmod(handle.fileno(), mode)
             if fsync:
                 os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    tmp = write_aside(path, data, fsync=fsync)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -48,6 +64,63 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
         raise
     if fsync:
         fsync_dir(path.parent)
+
+
+def _copy_aside(path: Path) -> Path | None:
+    """What puts `path` back as it is now by one rename, or None when there is no such
+    file: a copy of a regular file (its bytes and mode), else a second name for it (a
+    symlink stays a link; a FIFO is not read, which would wait for a writer)."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(info.st_mode):
+        return write_aside(path, path.read_bytes(), mode=stat.S_IMODE(info.st_mode))
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(6).hex()}.tmp")
+        with contextlib.suppress(FileExistsError):
+            os.link(path, tmp, follow_symlinks=False)
+            return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def replace_all_or_none(files: Mapping[Path, bytes]) -> None:
+    """Replace each file with its bytes, or leave them all as they were (two files that
+    must agree, such as the seed's) and raise an OSError whose filename is the file that
+    could not be written, not a temp file's. Every new file and a copy of every old one
+    are written aside first, so a rename that fails after another went through is
+    undone by one more rename, not by a write that could fail in turn."""
+    temps: list[Path] = []
+    staged: list[tuple[Path, Path, Path | None]] = []  # target, its new file, its old copy
+    replaced: list[tuple[Path, Path | None]] = []
+    path = Path()
+    try:
+        for path, data in files.items():
+            new = write_aside(path, data)
+            temps.append(new)
+            old = _copy_aside(path)
+            if old is not None:
+                temps.append(old)
+            staged.append((path, new, old))
+        for path, new, old in staged:
+            os.replace(new, path)
+            replaced.append((path, old))
+    except BaseException as exc:
+        for done, old in reversed(replaced):
+            with contextlib.suppress(OSError):
+                if old is None:  # there was none: there is none again
+                    done.unlink()
+                else:
+                    os.replace(old, done)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+    finally:
+        for tmp in temps:  # renamed away already when all went well
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    for folder in {path.parent for path in files}:
+        fsync_dir(folder)
 
 
 def atomic_write_json(path: Path, value: Any, *, fsync: bool = True) -> None:
