@@ -18,6 +18,9 @@ import requests
 from moto_server import free_port, running_moto
 from service_process import ServiceProcess, ServiceStarter
 
+from hippo_platform.services.common.aws_lite import AwsClient
+from hippo_platform.services.fork_action_worker import workflow
+
 DOCS = [{"_id": f"d{i}", "title": f"item {i} blue", "n": i} for i in range(25)]
 
 
@@ -129,6 +132,32 @@ def test_bad_fork_requests_are_4xx_json(start: ServiceStarter) -> None:
     other = requests.post(f"{cell.base_url}/indexes/src/fork", headers=key, timeout=10,
                           json={"target": "c2", "forkId": "f2"})
     assert other.status_code == 409, other.text
+
+
+def test_a_bad_target_name_is_the_same_400_in_every_profile(
+        start: ServiceStarter, moto_url: str) -> None:
+    """ecom/full answered 202 RUNNING and started a Step Functions execution that FAILED
+    later; core refused it at once. Now both refuse it, in the same words, and ecom
+    starts nothing (the one execution on moto is the good fork's)."""
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    core = start.start("controller", env={"CONTROL_PLANE_URL_OVERRIDE": cell.base_url,
+                                          "HIPPODROME_PROFILE": "core"})
+    env = aws_env(moto_url, cell, "badtarget-")
+    ecom = start.start("controller", env=env)
+    key = tenant(core.base_url)
+    for target in ("-bad name", "ü", "bad name!", ".x"):
+        answers = [ask_fork(ctl.base_url, key, target) for ctl in (core, ecom)]
+        for answer in answers:
+            assert answer.status_code == 400, (target, answer.text)
+        assert answers[0].json() == answers[1].json() == {
+            "error": f"bad target index name {target!r}: 1-128 letters, digits, '_', '-', "
+                     "'.', starting with a letter or digit"}
+    good = ask_fork(ecom.base_url, key, "good")
+    assert good.status_code == 202 and good.json()["workflow"] == "stepfunctions", good.text
+    aws = AwsClient.from_env(env)
+    machine = workflow.state_machine_arn(aws, workflow.names(env)[0])
+    runs = workflow.call(aws, "states", "ListExecutions", {"stateMachineArn": machine})
+    assert [run["name"] for run in runs["executions"]] == [good.json()["forkId"]], runs
 
 
 def test_fork_through_step_functions_and_the_worker(start: ServiceStarter, moto_url: str) -> None:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from hippo_platform.services.common import shapes
 from hippo_platform.services.common.aws_lite import AwsClient, AwsError
 from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.common.errors import HttpError, NotFound, ServiceUnavailable
@@ -55,6 +56,9 @@ class Forks:
     def start(self, headers: dict[str, str], source: str, target: str) -> dict[str, Any]:
         account = self.cell.call("GET", "/account", headers=headers)["accountId"]
         self.cell.call("GET", "/indexes/" + segment(source), headers=headers)  # 404 if absent
+        # Here, not only in the cell's copy: in stepfunctions mode that runs in the
+        # worker, after a 202 RUNNING, so a typo was learnt only by polling the fork.
+        shapes.index_name(target, "target index name")
         if self.cell.request("GET", "/indexes/" + segment(target), headers=headers).ok:
             raise HttpError(f"index '{target}' already exists; pick another fork target",
                             status=409)

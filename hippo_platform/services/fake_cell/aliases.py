@@ -15,7 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hippo_platform.services.common.errors import BadRequest, Conflict, NotFound
+from hippo_platform.services.common.errors import Conflict, NotFound
+from hippo_platform.services.common.shapes import index_name
 
 Key = tuple[str, str]
 
@@ -33,12 +34,10 @@ class AliasOps:
         return sorted(a for (owner, a), target in self.aliases.items()
                       if owner == account_id and target == index)
 
-    def put_alias(self, api_key: str | None, alias: str, index: str,
-                  name_ok: Callable[[str], bool]) -> tuple[dict[str, Any], bool]:
+    def put_alias(self, api_key: str | None, alias: str,
+                  index: str) -> tuple[dict[str, Any], bool]:
         """Create or repoint; (view, created)."""
-        if not name_ok(alias):
-            raise BadRequest(f"bad alias name {alias!r}: 1-128 letters, digits, '_', '-', "
-                             "'.', starting with a letter or digit")
+        index_name(alias, "alias name")
         with self.lock:
             account = self._authenticate(api_key).account_id
             if (account, alias) in self.indexes:

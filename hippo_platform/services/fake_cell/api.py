@@ -21,7 +21,7 @@ from hippo_platform.services.common import (
     shapes,
 )
 from hippo_platform.services.fake_cell.search import parse_filter
-from hippo_platform.services.fake_cell.store import INDEX_NAME, Cell
+from hippo_platform.services.fake_cell.store import Cell
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000
@@ -105,8 +105,7 @@ def build_app(cell: Cell, *, debug: bool = False, lock_timeout: float = 2.0) -> 
     @r.put("/aliases/{alias}")
     def put_alias(req: Request) -> Response:
         index = shapes.require_str(req.json_object(), "index", max_len=128)
-        view, made = cell.put_alias(_key(req), req.params["alias"], index,
-                                    lambda n: bool(INDEX_NAME.match(n)))
+        view, made = cell.put_alias(_key(req), req.params["alias"], index)
         return Response(201 if made else 200, view)
 
     @r.get("/aliases/{alias}")

@@ -10,7 +10,6 @@ check -> journal -> apply atomic for writers.
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
 import uuid
@@ -24,11 +23,11 @@ from hippo_platform.services.common.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from hippo_platform.services.common.shapes import index_name
 from hippo_platform.services.fake_cell.aliases import AliasOps
 from hippo_platform.services.fake_cell.journal import Journal
 from hippo_platform.services.fake_cell.search import Clause, SearchIndex
 
-INDEX_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 Op = dict[str, Any]
 
 
@@ -177,11 +176,7 @@ class Cell(AliasOps):
             }
 
     def create_index(self, api_key: str | None, name: str, settings: dict[str, Any]) -> Index:
-        if not INDEX_NAME.match(name):
-            raise BadRequest(
-                f"bad index name {name!r}: 1-128 letters, digits, '_', '-', '.', "
-                "starting with a letter or digit"
-            )
+        index_name(name)
         with self.lock:
             account = self._authenticate(api_key)
             if (account.account_id, name) in self.indexes:
@@ -204,9 +199,7 @@ class Cell(AliasOps):
         """Copy settings and documents to a new index in one journal op, so a fork is
         whole or absent, never half-copied. Idempotent per `fork_id`: a worker that
         copied and died before reporting gets the same answer when it retries."""
-        if not INDEX_NAME.match(target):
-            raise BadRequest(f"bad target index name {target!r}: 1-128 letters, digits, "
-                             "'_', '-', '.', starting with a letter or digit")
+        index_name(target, "target index name")
         with self.lock:
             self._account(account_id)
             existing = self.indexes.get((account_id, target))
