@@ -69,7 +69,11 @@ def test_twenty_big_queries_at_once_are_all_answered_in_turn(project: Path) -> N
         assert len(answers) == 20
         for status, body in answers:
             assert status == 200, body
-            assert LINES - 10 <= len(body["lines"]) <= LINES  # with the daemon's notes
+            # with the daemon's notes; a filtered scan that ran out of its time budget
+            # (a loaded machine) says so, and answers from where it stopped
+            assert LINES - 10 <= len(body["lines"]) <= LINES or (
+                body.get("incomplete") and len(body["lines"]) <= LINES), \
+                {k: v for k, v in body.items() if k != "lines"}
             numbers = [int(ln["line"].split()[1]) for ln in body["lines"]
                        if ln["line"].startswith("line ")]
             assert numbers == list(range(numbers[0], LINES)), numbers[:5]
