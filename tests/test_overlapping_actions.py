@@ -138,18 +138,40 @@ def test_a_restart_overtaken_by_down_says_the_stack_was_shut_down(project: Path)
     assert "hd start" not in out, out
 
 
+def chain_of_three(project: Path, ready_after: float) -> None:
+    """db <- mid <- leaf, each ready `ready_after` s after its start."""
+    (dash,) = free_ports(1)
+    chain = ""
+    for name, dep in (("db", None), ("mid", "db"), ("leaf", "mid")):
+        chain += (f'[services.{name}]\nshell = "sleep {ready_after}; echo up; exec sleep '
+                  '600"\nreadiness = { log = "up" }\n'
+                  + (f'depends_on = ["{dep}"]\n' if dep else ""))
+    write_stack(project, stack_header(dash) + chain)
+
+
+def test_a_cascade_overtaken_by_a_stack_restart_waits_through_it(project: Path) -> None:
+    """`hd restart -s db --cascade`, then a whole-stack `hd restart` from another
+    terminal: the cascade answered `mid: starting`, "another command (a stop, `hd down`)
+    changed the stack", exit 1, though only a restart came and every service ended
+    running."""
+    chain_of_three(project, 0.5)
+    hd(project, "up", "--detach", check=True)
+    cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "db", "--cascade"], cwd=project,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(0.8)
+    hd(project, "restart", check=True, timeout=60)
+    out, _ = cascade.communicate(timeout=60)
+    assert cascade.returncode == 0, out
+    assert all(f"{n}: running" in out for n in ("db", "mid", "leaf")), out
+    hd(project, "down", timeout=60)
+
+
 def test_a_stack_restart_overtaken_by_a_stop_answers_the_row_as_it_ended(
         project: Path) -> None:
     """A whole-stack restart, then `hd stop -s leaf` while leaf still waited for its
     dependencies: the restart's answer read `leaf: pending`, which it never left for a
     start; it ended `stopped`."""
-    (dash,) = free_ports(1)
-    chain = ""
-    for name, dep in (("db", None), ("mid", "db"), ("leaf", "mid")):
-        chain += (f'[services.{name}]\nshell = "sleep 0.7; echo up; exec sleep 600"\n'
-                  'readiness = { log = "up" }\n'
-                  + (f'depends_on = ["{dep}"]\n' if dep else ""))
-    write_stack(project, stack_header(dash) + chain)
+    chain_of_three(project, 0.7)
     hd(project, "up", "--detach", check=True)
     restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

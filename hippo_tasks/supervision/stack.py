@@ -304,8 +304,11 @@ class StackSupervisor:
                 if skipped is not None:
                     skipped[dep] = note
                 continue
-            settled[dep] = await svc.request("restart",
-                                             f"restart requested ({why} from {name})")
+            # Through a whole-stack restart that overtook it (its stop superseded this
+            # request): the caller was told `mid: starting`, "another command changed
+            # the stack", exit 1, and every service ended running.
+            settled[dep] = await self._through_restart(await svc.request(
+                "restart", f"restart requested ({why} from {name})"))
             if not settled[dep].ready:
                 break
         return settled
