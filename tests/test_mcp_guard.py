@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import resource
 import subprocess
 import threading
 import time
@@ -399,3 +401,40 @@ def stack_answers(stack: Stack) -> bool:
         return stack.get("/healthz")[0] == 200
     except OSError:
         return False
+
+
+def test_an_address_space_too_small_for_the_sdk_is_refused_not_fatal(project: Path) -> None:
+    """Under a tight `ulimit -v`, the first `/mcp` request loaded the SDK and its Rust
+    allocator aborted the whole daemon ("memory allocation of 1 bytes failed"); or it
+    answered an empty MemoryError, and `hd down` then left a LookupError (idna) in
+    daemon.log."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.a]\ncommand = ["sleep", "600"]\n')
+
+    def tight() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (120 << 20, 120 << 20))
+
+    up = subprocess.run([*HD_CLI, "up", "--detach"], cwd=project, capture_output=True,
+                        text=True, timeout=60, preexec_fn=tight,
+                        env={**os.environ, "NO_COLOR": "1"})
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", dash, timeout=30)
+        conn.request("POST", "/mcp", body=json.dumps({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-03-26", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}}),
+            headers={"Content-Type": "application/json",
+                     "Accept": "application/json, text/event-stream"})
+        answer = conn.getresponse()
+        body = answer.read().decode()
+        assert answer.status == 503 and "ulimit -v" in body, (answer.status, body)
+        status = subprocess.run([*HD_CLI, "status"], cwd=project, capture_output=True,
+                                text=True, timeout=30)
+        assert status.returncode == 0, status.stdout + status.stderr
+    finally:
+        down = subprocess.run([*HD_CLI, "down"], cwd=project, capture_output=True,
+                              text=True, timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    log = (project / ".hippodrome" / "daemon.log").read_text()
+    assert "Traceback" not in log, log[-3000:]

@@ -306,9 +306,13 @@ def serve(sock: socket.socket, commands: StackCommands) -> tuple[ApiServer, Call
 
 
 def _wake(host: str, port: int) -> None:
-    """One connection to our own listening socket."""
-    with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-        pass
+    """One connection to our own listening socket. Not create_connection: its
+    getaddrinfo encodes the address with the idna codec, imported on first use, and
+    under a tight `ulimit -v` that import failed at shutdown (LookupError: idna)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        sock.connect((host, port))
 
 
 def _as_sent(path: str) -> str:

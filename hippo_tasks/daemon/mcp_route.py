@@ -28,6 +28,32 @@ INSTALL = ("the MCP endpoint needs the MCP SDK, which is not installed for this 
 _SKIPPED = frozenset({"content-type", "content-length", "connection", "date", "server"})
 
 
+MCP_ADDRESS_SPACE = 96 << 20
+"""What loading the SDK takes of the daemon's address space (about 54 MB measured, and
+its threads' stacks): under a tighter `ulimit -v` its Rust allocator aborted the whole
+daemon ("memory allocation of 1 bytes failed") on the first `/mcp` request."""
+
+
+def address_space_short(need: int) -> str:
+    """Why `need` more bytes of address space will not fit under `ulimit -v`, or ""."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft == resource.RLIM_INFINITY:
+        return ""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            used = next(int(line.split()[1]) for line in fh
+                        if line.startswith("VmSize:")) * 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        return ""
+    left = soft - used
+    if left >= need:
+        return ""
+    return (f"needs about {need >> 20} MB more address space than `ulimit -v` leaves the "
+            f"daemon ({max(left, 0) >> 20} MB of {soft >> 20} MB)")
+
+
 class McpEndpoint:
     """The SDK side of `/mcp`, made once, on first use (two first requests at once make
     one)."""
@@ -43,6 +69,11 @@ class McpEndpoint:
                 # async layer (anyio) imports it unconditionally, so MCP brings it in.
                 if "ssl" in sys.modules and sys.modules["ssl"] is None:
                     del sys.modules["ssl"]
+                short = address_space_short(MCP_ADDRESS_SPACE)
+                if short:
+                    raise HttpError(503, f"the MCP endpoint {short}; raise `ulimit -v` "
+                                    "before `hd up`, or use `hd mcp` (stdio), a process "
+                                    "of its own")
                 try:
                     from hippo_tasks.mcp.http_bridge import McpBridge
                 except ImportError:
