@@ -164,3 +164,48 @@ def test_a_command_whose_cwd_is_missing_names_the_folder(stack: tuple[Path, int]
     assert done.returncode == 2, done.stdout + done.stderr
     assert "[commands.seed] runs in" in done.stderr and "no-such-folder" in done.stderr
     assert "is not a folder: fix its `cwd`" in done.stderr
+
+
+def test_a_cells_url_the_daemon_was_given_serves_seed_and_doctor_from_any_shell(
+        tmp_path: Path) -> None:
+    """`HIPPODROME_CELL_URL_STAGING=... hd up --cell staging`, then `hd seed` or `hd
+    doctor` from a shell without the variable: exit 3 "cell 'staging' has no URL" and
+    "[FAIL] stack file", for a stack running with that URL."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "hippodrome.toml").write_text(
+        '[stack]\ndefaults = false\n\n[env]\nCELL = "${cell_url}"\n\n[cells.staging]\n'
+        'description = "a shared cell"\n\n[services.web]\n'
+        'command = ["${python}", "-m", "http.server", "${port}", "--bind", "127.0.0.1"]\n'
+        'port = 9001\n\n[commands.seed]\n'
+        'command = ["${python}", "-c", "import os; print(\'cell\', os.environ[\'CELL\'])"]\n')
+    offset = free_offset()
+    given = {"HIPPODROME_CELL_URL_STAGING": "http://127.0.0.1:1/cell"}
+    try:
+        up = hd(root, "up", "--detach", "--cell", "staging", "--port-offset", str(offset),
+                env=given)
+        assert up.returncode == 0, up.stdout + up.stderr
+        done = run_task(root, "seed")
+        assert done.returncode == 0 and "cell http://127.0.0.1:1/cell" in done.stdout, \
+            done.stdout + done.stderr
+        doctor = hd(root, "doctor")
+        assert "[FAIL] stack file" not in doctor.stdout, doctor.stdout
+    finally:
+        hd(root, "down", timeout=60)
+        force_down(Registry(root))
+
+
+def test_the_bundled_seed_job_runs_in_the_local_cell_only() -> None:
+    """With `--cell staging` the bundled seed job, which writes into the local fake_cell
+    only, ran and failed at every start ("seed failed"), and `hd probes` failed with it
+    on a healthy stack."""
+    from hippo_tasks.model.loader import load_stack
+    from hippo_tasks.model.plan import build_plan
+    from hippo_tasks.tasks.context import build_options
+
+    spec = load_stack(Path("/nonexistent-project-root"))
+    for cell, seeded in (("local", True), ("staging", False)):
+        opts = build_options(root=Path("/nonexistent-project-root"), profile="core",
+                             cell=cell, table_prefix="t-", only="", offset=0)
+        opts = opts._replace(env={**opts.env, "HIPPODROME_CELL_URL_STAGING": "http://x"})
+        assert ("seed" in build_plan(spec, opts).names) is seeded, cell

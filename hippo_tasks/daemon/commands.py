@@ -22,6 +22,7 @@ from hippo_tasks.errors import (
     StackShutDownError,
     UnknownServiceError,
 )
+from hippo_tasks.model.plan import cell_url_variable
 from hippo_tasks.supervision.stack import Settled
 from hippo_tasks.supervision.timeline import path_json
 
@@ -76,6 +77,8 @@ class StackCommands:
         return {
             "profile": opts.profile,
             "cell": opts.cell,
+            # as the daemon's environment gave it (`hd seed` from a shell without it)
+            "cell_url": opts.env.get(cell_url_variable(opts.cell)),
             "table_prefix": opts.table_prefix,
             "port_offset": opts.port_offset,
             "project_root": str(opts.project_root),

@@ -152,6 +152,11 @@ def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
     return [s for s in chosen if s.name in keep]
 
 
+def cell_url_variable(cell: str) -> str:
+    """The environment variable that gives a cell without a stand-in its URL."""
+    return f"HIPPODROME_CELL_URL_{cell.upper()}"
+
+
 def _cell_url(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> str:
     """A cell with a stand-in service is that service (its `cells` keep it to that
     cell); any other is reached at a URL from the environment or the stack file."""
@@ -159,8 +164,7 @@ def _cell_url(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> str:
     if cell.stand_in:
         port = ports.get(cell.stand_in)
         return f"http://{HOST}:{port}" if port else ""
-    env_key = f"HIPPODROME_CELL_URL_{opts.cell.upper()}"
-    return opts.env.get(env_key) or cell.url
+    return opts.env.get(cell_url_variable(opts.cell)) or cell.url
 
 
 def all_ports(spec: StackSpec, opts: Options) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 
@@ -39,7 +40,7 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
     """Prerequisites, ports in use (and by whom), stale registry, tools found."""
     # Imported here, not at the top: every other command loads this module too.
     from hippo_tasks.model.loader import load_stack
-    from hippo_tasks.model.plan import build_plan
+    from hippo_tasks.model.plan import build_plan, cell_url_variable
     from hippo_tasks.supervision.ownership import probe_mode
     from hippo_tasks.supervision.ports import port_free, who_holds
 
@@ -74,6 +75,9 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
         cell = cell or daemon.get("cell") or "local"
         if port_offset is None:
             port_offset = daemon_offset(daemon, stack.settings.dashboard_port)
+        cell_url = daemon.get("cell_url")
+        if cell == daemon.get("cell") and isinstance(cell_url, str) and cell_url:
+            os.environ.setdefault(cell_url_variable(cell), cell_url)  # as the daemon had it
         plan = build_plan(stack, build_options(
             root=root, profile=profile, cell=cell, table_prefix="", only="",
             offset=port_offset))

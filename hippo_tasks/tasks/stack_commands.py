@@ -21,7 +21,7 @@ from hippo_tasks.daemon.client import DaemonClient
 from hippo_tasks.errors import StackFileError, UsageError
 from hippo_tasks.model.commands import PlannedCommand, plan_command
 from hippo_tasks.model.loader import load_stack
-from hippo_tasks.model.plan import Options
+from hippo_tasks.model.plan import Options, cell_url_variable
 from hippo_tasks.model.project import ROOT_MARKERS, changed_since, removed_since
 from hippo_tasks.model.spec import StackSpec
 from hippo_tasks.supervision.child_env import child_env
@@ -35,11 +35,15 @@ def running_options(root: Path, status: Mapping[str, Any], seed: int | None,
     dashboard_port = urlsplit(str(status.get("dashboard_url") or "")).port
     offset = int(daemon_offset({"port_offset": status.get("port_offset"),
                                 "port": dashboard_port}, spec.settings.dashboard_port) or 0)
+    env = dict(env)
+    cell_url = status.get("cell_url")
+    if isinstance(cell_url, str) and cell_url:  # this shell may not have it; the daemon did
+        env.setdefault(cell_url_variable(str(status.get("cell"))), cell_url)
     try:
         opts = Options(project_root=root, profile=str(status["profile"]),
                        cell=str(status["cell"]), table_prefix=str(status["table_prefix"]),
                        port_offset=offset, random_seed=random_seed(seed),
-                       python=python_for_services(), env=dict(env))
+                       python=python_for_services(), env=env)
     except KeyError as exc:
         raise UsageError(f"the daemon's /api/status has no {exc}: is it an older Hippodrome? "
                          "restart the stack (`hd down`, then `hd up`)") from None
