@@ -74,14 +74,20 @@ def loaded(probe: str, argv: list[str], root: Path) -> set[str]:
     return set(json.loads(line[1]))
 
 
+HELD_LOGS: list[object] = []
+"""daemon.log files this process holds open as a daemon does (the worker's life long)."""
+
+
 def running_daemon_registry(root: Path) -> None:
-    """A registry naming a live daemon (this test's own process: identity matches) at
-    an address nobody serves: the command gets as far as its HTTP call, and fails."""
+    """A registry naming a live daemon (this test's own process: identity matches, and
+    it writes the project's daemon.log, as only its daemon does) at an address nobody
+    serves: the command gets as far as its HTTP call, and fails."""
     from hippo_tasks.registry.store import Registry, identity
 
     Registry(root).update(lambda d: d.__setitem__("daemon", {
         "pid": os.getpid(), "create_time": identity(os.getpid()),
         "url": "http://127.0.0.1:9", "port": 9}))
+    HELD_LOGS.append((root / ".hippodrome" / "daemon.log").open("a"))
 
 
 HOT_LINES = [["status"], ["status", "--json"], ["restart", "--service", "web"],
