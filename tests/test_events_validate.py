@@ -327,6 +327,22 @@ def test_an_endpoint_that_is_not_aws_is_never_ok(moto_endpoint: str) -> None:
                for line in lines), lines
 
 
+@pytest.mark.parametrize("status", [404, 405])
+def test_an_endpoint_that_refuses_as_no_aws_does_gets_the_fix(moto_endpoint: str,
+                                                              status: int) -> None:
+    """Another port of the stack (fake_cell's 404, the dashboard's 405) as the endpoint:
+    six bare `DescribeEventBus failed with 404.` lines, and no fix."""
+    from scripted_http import serving
+
+    with serving([(status, {"error": "no such route"}, 0.0)] * 20) as app:
+        lines, ok = validate("val-app-", app.url)
+    assert not ok
+    text = "\n".join(lines)
+    assert f"the endpoint answered HTTP {status} to DescribeEventBus, but not as AWS " \
+           "events does" in text, text
+    assert "check --endpoint-url (or AWS_ENDPOINT_URL)" in text, text
+
+
 def test_task_exit_codes_and_no_secret_in_output(moto_endpoint: str) -> None:
     missing = run_task("--table-prefix", "val-task-", "--endpoint-url", moto_endpoint)
     assert missing.returncode == 1, missing.stderr

@@ -452,6 +452,13 @@ def _explain_client_error(exc: Any, service: str | None) -> AwsError:
             code=code,
         )
     message = str((exc.response.get("Error") or {}).get("Message") or "")
+    if code.isdigit() and not message:
+        # No AWS error in the answer, only its HTTP status (botocore's code then): a web
+        # app on a wrong endpoint's port. It read `DescribeEventBus failed with 404.`
+        what = f"AWS {service.upper() if service == 'iam' else service}" if service else "AWS"
+        return AwsError("not-aws", redact(
+            f"the endpoint answered HTTP {code} to {call}, but not as {what} does (no AWS "
+            "error in it)"), code=code)
     if message.lstrip().startswith("<"):
         found = _XML_MESSAGE.search(message)
         message = found.group(1) if found else ""

@@ -154,7 +154,8 @@ def _guard(run: Callable[[], Check], what: str) -> Check:
     except aws.AwsError as exc:
         if exc.fatal:
             raise
-        return Check(Status.WARN, f"Could not check {what}: {exc.message()}")
+        return Check(Status.WARN, f"Could not check {what}: {exc.message()}",
+                     fix=NOT_AWS_FIX if exc.kind == "not-aws" else None)
 
 
 def _call(service: str, method: Callable[..., Any], **kwargs: Any) -> dict[str, Any] | None:
@@ -173,8 +174,11 @@ def _not_aws(what: str, service: str, key: str) -> Check:
     --endpoint-url answers 200 with JSON too, and was reported as `[OK] ... exists`."""
     return Check(Status.WARN, f"Could not check {what}: the endpoint answered, but not as "
                               f"AWS {service} does (no {key} in it)",
-                 fix="check --endpoint-url (or AWS_ENDPOINT_URL): it must be the AWS API "
-                     "or a stand-in of it, such as moto")
+                 fix=NOT_AWS_FIX)
+
+
+NOT_AWS_FIX = ("check --endpoint-url (or AWS_ENDPOINT_URL): it must be the AWS API or a "
+               "stand-in of it, such as moto")
 
 
 def check_bus(events: Any, target: Target, suffix: str) -> Check:
