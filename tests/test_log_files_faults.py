@@ -232,6 +232,34 @@ def test_follow_reads_a_new_runs_file_from_its_start(project: Path) -> None:
     assert shown[1:] == [f"new {i:04d} of 400" for i in range(400)], shown[1:5]
 
 
+def test_follow_names_the_services_once_a_second_ones_log_appears(project: Path) -> None:
+    """A follow begun on a one-service run (bare lines), into a next run with two: their
+    lines went on bare, interleaved with nothing to tell them apart."""
+    logs = project / ".logs"
+    (logs / "20260101-000000").mkdir(parents=True)
+    (logs / "20260101-000000" / "a.log").write_bytes(b"old a\n")
+    (logs / "latest").symlink_to("20260101-000000")
+    follow = subprocess.Popen([*HD_CLI, "logs", "--follow", "--lines", "1",
+                               "--project-root", str(project)], cwd=project,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**os.environ, "NO_COLOR": "1"})
+    try:
+        time.sleep(1.0)  # it has printed the old line and is following
+        new_run = logs / "20260101-000100"
+        new_run.mkdir()
+        (new_run / "a.log").write_bytes(b"hello from a\n")
+        (new_run / "bb.log").write_bytes(b"hello from bb\n")
+        (logs / ".latest-new").symlink_to(new_run.name)
+        os.replace(logs / ".latest-new", logs / "latest")
+        time.sleep(1.0)
+    finally:
+        follow.terminate()
+        out = follow.communicate(timeout=10)[0].decode()
+    shown = out.splitlines()
+    assert shown[0] == "old a", out
+    assert sorted(shown[1:]) == ["a  | hello from a", "bb | hello from bb"], out
+
+
 def test_follow_reads_the_old_run_to_its_end_before_the_new_one(project: Path) -> None:
     """`hd down` then `hd up` at once: the lines the old run wrote after the follower's
     last look (the service's last words at shutdown, the stop notes) were never shown,

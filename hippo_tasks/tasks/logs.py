@@ -129,16 +129,19 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
     latest = resolve_root(project_root) / ".logs" / "latest"
     files = _files(latest, service)
     colour = use_colour()
-    width = max((len(p.stem) for p in files), default=0)
     from hippo_tasks.supervision.printer import colour_map
 
     colours = colour_map(p.stem for p in latest.glob("*.log"))  # as `up` paints them
     out = sys.stdout.buffer
+    # One service's lines go bare; from the moment a second one's log appears (a follow
+    # into the next `up`, with a service added), every line names its service: they
+    # went on bare, interleaved with nothing to tell them apart.
+    label_width = [max((len(p.stem) for p in files), default=0) if len(files) != 1 else 0]
 
     def prefix(name: str) -> bytes:
-        if len(files) == 1:
+        if not label_width[0]:
             return b""
-        label = name.ljust(width).encode() + b" | "
+        label = name.ljust(label_width[0]).encode() + b" | "
         return ((colours.get(name) or colour_for(name)).encode() + label + b"\x1b[0m"
                 if colour else label)
 
@@ -161,4 +164,8 @@ def logs(c: Context, service: str = "", follow: bool = False, lines: int | str =
     out.flush()
     while follow:
         time.sleep(0.2)
-        follower.look(sorted(latest.glob("*.log")) if not service else files)
+        now = sorted(latest.glob("*.log")) if not service else files
+        if len(now) > 1 and max(len(p.stem) for p in now) > label_width[0]:
+            label_width[0] = max(len(p.stem) for p in now)
+            colours.update(colour_map(p.stem for p in now))
+        follower.look(now)
