@@ -242,6 +242,27 @@ def test_help_after_a_task_with_a_positional_argument_is_help(tmp_path: Path) ->
     assert (two.returncode, two.stderr) == (one.returncode, one.stderr) and one.returncode == 5
 
 
+def test_an_edit_to_an_env_file_after_up_is_said_not_silently_ignored(
+        project: Path) -> None:
+    """`.env` edited during the day, then `hd restart`: the service kept the old value,
+    and nothing said so (an edit of hippodrome.toml was noted)."""
+    dash, port = free_ports(2)
+    (project / ".env").write_text("FOO=old\n")
+    write_stack(project, stack_header(dash) + toy_service("web", port)
+                + 'env_file = [".env"]\n')
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        assert "was saved after" not in hd(project, "status", check=True).stderr
+        (project / ".env").write_text("FOO=new\n")
+        note = (".env was saved after this stack started; the running stack (and a "
+                "restart) uses it as it was then: `hd down` then `hd up` applies the change")
+        for args in (["status"], ["restart", "--service", "web"]):
+            res = hd(project, *args, timeout=60)
+            assert res.returncode == 0 and note in res.stderr, (args, res.stderr)
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_an_edit_to_the_stack_file_after_up_is_said_not_silently_ignored(
         project: Path) -> None:
     """The daemon runs the stack as read at `up`: a restart kept the old env, a new

@@ -25,6 +25,7 @@ from hippo_tasks.model.envfile import read_env_file
 from hippo_tasks.model.globs import literal_folders
 from hippo_tasks.model.graph import topo_order
 from hippo_tasks.model.loader import known_profiles, source_line
+from hippo_tasks.model.project import STAMP_PARTS, file_stamp
 from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
 
 HOST = "127.0.0.1"
@@ -215,6 +216,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
     order = topo_order({s.name: [d for d in s.depends_on if d in names] for s in chosen})
     by_name = {s.name: s for s in chosen}
     planned = []
+    env_stamps: dict[str, str | None] = {}
     for name in order:
         svc = by_name[name]
         render = Renderer(svc, base, ports, opts.env, everyone, cell_hint=cell_hint(spec))
@@ -232,7 +234,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
                 argv=tuple(render(a, "command") for a in svc.command),
                 cwd=cwd,
                 env={**{k: render(v, "env") for k, v in spec.env},
-                     **_env_files(svc, root, render),
+                     **_env_files(svc, root, render, env_stamps),
                      **{k: render(v, "env") for k, v in svc.env}},
                 depends_on=tuple(d for d in svc.depends_on if d in names),
                 setup_argv=setup_argv,
@@ -242,8 +244,11 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
             )
         )
     routes = tuple(PlannedRoute(r, ports.get(r.service)) for r in spec.routes)
+    stamp = spec.file_stamp
+    if stamp is not None:
+        stamp = STAMP_PARTS.join([stamp, *(f"{p}\t{s or ''}" for p, s in env_stamps.items())])
     return StackPlan(opts, spec.settings, dashboard_port, tuple(planned), routes,
-                     spec.file_stamp, tuple((s.name, why_left_out(s, opts))
+                     stamp, tuple((s.name, why_left_out(s, opts))
                                             for s in spec.services if s.name not in names))
 
 
@@ -297,12 +302,15 @@ def _check_shifted_ports(spec: StackSpec, opts: Options, ports: Mapping[str, int
                 f"{port}, outside 1-65535: choose an offset that keeps every port in range")
 
 
-def _env_files(svc: ServiceSpec, root: Path, render: Renderer) -> dict[str, str]:
+def _env_files(svc: ServiceSpec, root: Path, render: Renderer,
+               stamps: dict[str, str | None]) -> dict[str, str]:
     """The service's env_file variables, rendered; a bad `${...}` in one is that file's
-    error, not the stack file's."""
+    error, not the stack file's. Each file's stamp goes into `stamps`, taken before it
+    is read (a later edit shows: project.changed_since)."""
     out: dict[str, str] = {}
     for name in svc.env_file:
         path = root / render(name, "env_file")
+        stamps.setdefault(str(path), file_stamp(path))
         for key, value in read_env_file(path, svc.name):
             try:
                 out[key] = render(value, "env")

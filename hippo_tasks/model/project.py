@@ -47,16 +47,26 @@ def current_folder() -> Path:
                          "pass --project-root DIR") from None
 
 
-def stack_file_stamp(root: Path) -> str | None:
-    """The stack file as the daemon read it, `<mtime_ns>:<size>`; None without one.
-    Compared for equality, not order: a file with a future time (unpacked from an
-    archive, a clock ahead) read as changed after every `up` when it was compared with
-    the daemon's start."""
+def file_stamp(path: Path) -> str | None:
+    """A file as it was read, `<mtime_ns>:<size>`; None without one. Compared for
+    equality, not order: a file with a future time (unpacked from an archive, a clock
+    ahead) read as changed after every `up` when it was compared with the daemon's
+    start."""
     try:
-        st = os.stat(root / ROOT_MARKERS[0])
+        st = os.stat(path)
     except OSError:
         return None
     return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+def stack_file_stamp(root: Path) -> str | None:
+    """The stack file as the daemon read it (file_stamp)."""
+    return file_stamp(root / ROOT_MARKERS[0])
+
+
+STAMP_PARTS = "\n"
+"""Between the stack file's stamp and each env file's (`path\tstamp`), in the one
+`stack_file` string the registry keeps (plan.with_env_file_stamps)."""
 
 
 def removed_since(root: Path, stamp: str | None) -> bool:
@@ -66,21 +76,30 @@ def removed_since(root: Path, stamp: str | None) -> bool:
 
 
 def changed_since(root: Path, stamp: str | None) -> str:
-    """A sentence when the stack file was saved since the running stack read it (its
-    registry `stack_file` stamp), else ''. The daemon runs the stack as read at `up`:
-    an edit then was silently ignored by `restart`, and `up` only said a daemon ran."""
+    """A sentence when the stack file, or an env_file it names, was saved since the
+    running stack read it (its registry `stack_file` stamp), else ''. The daemon runs
+    the stack as read at `up`: an edit then was silently ignored by `restart`, and `up`
+    only said a daemon ran; an edited `.env` still was."""
     if stamp is None:
         return ""
+    own, *env_files = stamp.split(STAMP_PARTS)
     now = stack_file_stamp(root)
     if now is None:  # deleted (or renamed): an edit was said, this was not
         return (f"{ROOT_MARKERS[0]} was removed after this stack started; the running "
                 "stack (and a restart) uses it as it was then, and the next `hd up` here "
                 "runs the bundled stack unless the file is back")
-    if now == stamp:
+    saved = [ROOT_MARKERS[0]] if now != own else []
+    for part in env_files:
+        path, _, then = part.partition("\t")
+        if file_stamp(Path(path)) != (then or None):
+            saved.append(os.path.relpath(path, root) if path.startswith(str(root)) else path)
+    if not saved:
         return ""
-    return (f"{ROOT_MARKERS[0]} was saved after this stack started; the running stack "
-            "(and a restart) uses it as it was then: `hd down` then `hd up` applies the "
-            "change")
+    what = " and ".join(saved)
+    return (f"{what} {'were' if len(saved) > 1 else 'was'} saved after this stack started; "
+            "the running stack (and a restart) uses "
+            f"{'them' if len(saved) > 1 else 'it'} as it was then: `hd down` then `hd up` "
+            "applies the change")
 
 
 def sanitize_branch(branch: str) -> str:
