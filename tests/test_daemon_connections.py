@@ -136,3 +136,33 @@ def test_requests_busy_to_the_cap_leave_status_and_down_a_way_in(project: Path) 
     finally:
         for sock in busy:
             sock.close()
+
+
+def test_a_request_under_way_at_shutdown_gets_its_answer(project: Path) -> None:
+    """The API stopped and the process ended under the requests still being answered:
+    an MCP call in flight at `hd down` got an empty reply, where the API's own answered.
+    Here the request's body is still coming when the API stops accepting: it is read,
+    and answered, before the daemon exits."""
+    port = up_under_the_limit(project)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        body = b'{"cascade": false}'
+        sock.sendall(f"POST /api/services/s0/restart HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                     .encode() + body[:5])
+        time.sleep(0.3)  # its head is read: the request is under way
+        down = subprocess.Popen([*HD_CLI, "down"], cwd=project, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        assert down.stdout is not None
+        said = down.stdout.readline()  # the shutdown was asked for and accepted
+        assert "stopping the stack" in said, said
+        time.sleep(0.5)  # its sleepers are stopped, and the API is stopping
+        sock.sendall(body[5:])
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 "), answer
+        out, _ = down.communicate(timeout=60)
+        assert down.returncode == 0, out
+    finally:
+        sock.close()

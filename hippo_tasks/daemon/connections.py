@@ -95,6 +95,13 @@ class Connections:
             self._open[sock] = None
             return "yes"
 
+    def answering(self) -> int:
+        """Connections busy with a request (not waiting for one, not streaming)."""
+        with self._lock:
+            return sum(1 for h in self._open.values()
+                       if h is None or (h._reads.deadline is None
+                                        and getattr(h, "streaming_since", None) is None))
+
     def control_only(self, sock: socket.socket) -> bool:
         with self._lock:
             return sock in self._control

@@ -115,6 +115,8 @@ class _SocketSink:
         return peer_gone(self.h.connection)
 
 
+DRAIN_S = 2.0
+"""How long a stopping API waits for the answers under way (serve's stop)."""
 IDLE_TIMEOUT_S = 15.0
 """A connection that sends nothing for this long (an idle keep-alive, a head sent half
 way, a bare HTTP/0.9 line waiting for headers that never come) is closed: each holds a
@@ -300,6 +302,12 @@ def serve(sock: socket.socket, commands: StackCommands) -> tuple[ApiServer, Call
         threading.Thread(target=shut, name="http-stop", daemon=True).start()
         while not done.wait(0.01):
             _wake(wake_host, bound_port)
+        # Requests under way finish their answers (an action the shutdown settled, an MCP
+        # call's JSON-RPC answer): the process ended under them, and an MCP client got an
+        # empty reply where the API and the CLI were answered.
+        drained = time.monotonic() + DRAIN_S
+        while server.connections.answering() and time.monotonic() < drained:
+            time.sleep(0.01)
         server.server_close()
 
     return server, stop
