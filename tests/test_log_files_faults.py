@@ -203,6 +203,12 @@ def test_a_log_file_deleted_or_replaced_under_a_running_stack_comes_back(
         hd(project, "down")
 
 
+def point_latest_at(run: Path) -> None:
+    """`.logs/latest` moved to `run` in one rename, as a new `up` does."""
+    (run.parent / ".latest-new").symlink_to(run.name)
+    os.replace(run.parent / ".latest-new", run.parent / "latest")
+
+
 def test_follow_reads_a_new_runs_file_from_its_start(project: Path) -> None:
     """`hd logs --follow` through `hd down` and `hd up`: the new run's file has the old
     one's name, and was read from the old run's offset, its first lines skipped and
@@ -219,8 +225,7 @@ def test_follow_reads_a_new_runs_file_from_its_start(project: Path) -> None:
         time.sleep(1.0)  # it has printed the last old line and is following
         new_run = logs / "20260101-000100"
         new_run.mkdir()
-        (logs / ".latest-new").symlink_to(new_run.name)
-        os.replace(logs / ".latest-new", logs / "latest")
+        point_latest_at(new_run)
         time.sleep(0.5)  # the new file does not exist yet: the old offset must not stay
         (new_run / "svc.log").write_bytes(b"".join(b"new %04d of 400\n" % i for i in range(400)))
         time.sleep(1.0)
@@ -249,8 +254,7 @@ def test_follow_names_the_services_once_a_second_ones_log_appears(project: Path)
         new_run.mkdir()
         (new_run / "a.log").write_bytes(b"hello from a\n")
         (new_run / "bb.log").write_bytes(b"hello from bb\n")
-        (logs / ".latest-new").symlink_to(new_run.name)
-        os.replace(logs / ".latest-new", logs / "latest")
+        point_latest_at(new_run)
         time.sleep(1.0)
     finally:
         follow.terminate()
@@ -279,8 +283,7 @@ def test_follow_reads_the_old_run_to_its_end_before_the_new_one(project: Path) -
         with open(old_run / "svc.log", "ab") as fh:  # shutdown, then the next up, at once
             fh.write(b"FINAL WORDS\n--- hippodrome: stopping -> stopped\nno break at exit")
         (new_run / "svc.log").write_bytes(b"new 1\n")
-        (logs / ".latest-new").symlink_to(new_run.name)
-        os.replace(logs / ".latest-new", logs / "latest")
+        point_latest_at(new_run)
         time.sleep(1.0)
     finally:
         follow.terminate()

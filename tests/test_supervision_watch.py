@@ -57,6 +57,20 @@ def test_poll_setting() -> None:
     assert poll_forced({}) is None
 
 
+async def watching(folder: Path, seen: asyncio.Queue[list[str]]) -> None:
+    """Until the watch is set up (a change in `folder` is seen: a sentinel written until
+    one is reported), then nothing seen so far."""
+    while True:
+        (folder / "sentinel.py").write_text(str(time.time()))
+        try:
+            await asyncio.wait_for(seen.get(), 1.0)
+            break
+        except TimeoutError:
+            continue
+    while not seen.empty():
+        seen.get_nowait()
+
+
 @pytest.mark.parametrize("poll", [False, True], ids=["notify", "poll"])
 def test_bursts_folders_and_unmatched_files(tmp_path: Path, poll: bool) -> None:
     """One call per burst with every changed match; a folder moved in counts by its
@@ -72,16 +86,7 @@ def test_bursts_folders_and_unmatched_files(tmp_path: Path, poll: bool) -> None:
                                                   debounce=0.3, poll=poll))
         try:
             async with asyncio.timeout(60):
-                # Ready when a change is seen: write a sentinel until one is reported.
-                while True:
-                    (tmp_path / "src" / "sentinel.py").write_text(str(time.time()))
-                    try:
-                        await asyncio.wait_for(seen.get(), 1.0)
-                        break
-                    except TimeoutError:
-                        continue
-                while not seen.empty():
-                    seen.get_nowait()
+                await watching(tmp_path / "src", seen)
                 for i in range(5):  # an editor saving several files in quick succession
                     (tmp_path / "src" / f"m{i}.py").write_text(str(i))
                     (tmp_path / "src" / f"notes{i}.txt").write_text(str(i))
@@ -419,15 +424,7 @@ def test_a_link_to_a_folder_made_while_watched_is_watched_through(tmp_path: Path
                                                   debounce=0.2, poll=False))
         try:
             async with asyncio.timeout(60):
-                while True:  # ready when a change is seen
-                    (tmp_path / "src" / "sentinel.py").write_text(str(time.time()))
-                    try:
-                        await asyncio.wait_for(seen.get(), 1.0)
-                        break
-                    except TimeoutError:
-                        continue
-                while not seen.empty():
-                    seen.get_nowait()
+                await watching(tmp_path / "src", seen)
                 (tmp_path / "src" / "lib").symlink_to(shared)
                 assert await seen.get() == ["src/lib/util.py"]
                 for i in range(1, 3):  # each edit through the new watch, after it is set up
