@@ -70,8 +70,10 @@ def problems(verb: str, service: str | None, cascade: bool,
         elif state == "stopped" and asked:
             # (a whole-stack restart answered `running` for a service another command
             # stopped meanwhile, with exit 0: commands.py now gives its row as it ended)
-            found.append(Problem(f"'{name}' is not running; `hd start --service {name}` "
-                                 "starts it with what it depends on", False))
+            why = row.get("reason") or "another command stopped it"
+            found.append(Problem(f"'{name}' is stopped ({why}, while this one waited); "
+                                 f"`hd start --service {name}` starts it with what it "
+                                 "depends on", False))
         elif state == "backoff" and asked:
             found.append(Problem(f"{name} is backing off before a restart: "
                                  f"{row.get('reason', '')}", True))

@@ -55,12 +55,14 @@ def test_failed_stopped_and_cascades() -> None:
     assert texts("restart", "a", [row("a", "failed", reason="exited with code 3")]) == [
         "a failed: exited with code 3"]
     assert texts("start", None, [row("b", "failed", blocking=False)]) == []
-    assert "'c' is not running" in texts("restart", "c", [row("c", "stopped")])[0]
+    assert "'c' is stopped (another command stopped it, while this one waited)" in \
+        texts("restart", "c", [row("c", "stopped")])[0]
     left = row("d", "running", ready=True, not_restarted="its dependency 'e' is stopped")
     assert texts("restart", "a", [left], cascade=True) == [
         "d: its dependency 'e' is stopped"]
     # a whole-stack action asks every service: one another command stopped meanwhile
     # (it answered `running`, exit 0) is not a success
-    assert texts("restart", None, [row("w", "running", ready=True), row("leaf", "stopped")]) \
-        == ["'leaf' is not running; `hd start --service leaf` starts it with what it "
-            "depends on"]
+    assert texts("restart", None, [row("w", "running", ready=True),
+                                   row("leaf", "stopped", reason="stop requested")]) \
+        == ["'leaf' is stopped (stop requested, while this one waited); `hd start "
+            "--service leaf` starts it with what it depends on"]

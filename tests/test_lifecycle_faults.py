@@ -463,13 +463,17 @@ def test_a_port_taken_after_the_port_check_fails_its_service_naming_the_holder(
         subprocess.run([*HD, "down"], cwd=project, capture_output=True, timeout=60)
 
 
-def test_a_portless_service_that_exits_at_once_fails_the_start(project: Path) -> None:
+@pytest.mark.parametrize("worker", [
+    f'command = ["{PY}", "wrker.py"]\n',
+    # a start_timeout under the settle shortened it: an exit at 0.35 s was after ready
+    'shell = "sleep 0.35; echo wrker.py is gone >&2; exit 2"\nstart_timeout = 0.2\n'])
+def test_a_portless_service_that_exits_at_once_fails_the_start(project: Path,
+                                                               worker: str) -> None:
     """readiness `none` was "ready once started": a typo'd script was ready, `up
     --detach` said "stack ready" with exit 0, its dependant started, and it sat in a
     backoff loop until it gave up."""
     (dash,) = free_ports(1)
-    write_stack(project, stack_header(dash)
-                + f'[services.worker]\ncommand = ["{PY}", "wrker.py"]\n'
+    write_stack(project, stack_header(dash) + "[services.worker]\n" + worker
                 + '[services.api]\ncommand = ["sleep", "600"]\ndepends_on = ["worker"]\n')
     up = subprocess.run([*HD, "up", "--detach"], cwd=project, capture_output=True,
                         text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})

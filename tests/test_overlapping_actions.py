@@ -138,12 +138,13 @@ def test_a_restart_overtaken_by_down_says_the_stack_was_shut_down(project: Path)
     assert "hd start" not in out, out
 
 
-def chain_of_three(project: Path, ready_after: float) -> None:
-    """db <- mid <- leaf, each ready `ready_after` s after its start."""
+def chain_of_three(project: Path, ready_after: float, mid_after: float | None = None) -> None:
+    """db <- mid <- leaf, each ready `ready_after` s after its start (mid `mid_after`)."""
     (dash,) = free_ports(1)
     chain = ""
     for name, dep in (("db", None), ("mid", "db"), ("leaf", "mid")):
-        chain += (f'[services.{name}]\nshell = "sleep {ready_after}; echo up; exec sleep '
+        after = mid_after if name == "mid" and mid_after is not None else ready_after
+        chain += (f'[services.{name}]\nshell = "sleep {after}; echo up; exec sleep '
                   '600"\nreadiness = { log = "up" }\n'
                   + (f'depends_on = ["{dep}"]\n' if dep else ""))
     write_stack(project, stack_header(dash) + chain)
@@ -180,4 +181,21 @@ def test_a_stack_restart_overtaken_by_a_stop_answers_the_row_as_it_ended(
     out, _ = restart.communicate(timeout=60)
     assert "leaf: pending" not in out, out
     assert "leaf: stopped" in out and restart.returncode == 1, out
+    hd(project, "down", timeout=60)
+
+
+def test_a_stack_restart_overtaken_by_a_stop_while_one_starts_answers_it_stopped(
+        project: Path) -> None:
+    """The same with mid already starting when the stop came: its row read `mid:
+    starting` (the API's with a pid that no longer ran); it ended stopped."""
+    chain_of_three(project, 0.2, mid_after=5)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(1.5)
+    hd(project, "stop", check=True, timeout=60)
+    out, _ = restart.communicate(timeout=60)
+    # as it is when the answer is given: stopped, or still stopping under the stop
+    assert "mid: starting" not in out and ("mid: stopped" in out or "mid: stopping" in out), out
+    assert restart.returncode == 1, out
     hd(project, "down", timeout=60)

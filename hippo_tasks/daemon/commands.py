@@ -152,8 +152,10 @@ class StackCommands:
                 and now.get("busy") in (None, "stop")  # not a restart coalesced on top
             # Settled while still pending (a stop from elsewhere overtook its start): it
             # read `pending`, "about to start", for a service that ended stopped.
-            never_left = now is not None and snap.state == "pending" and \
-                now["state"] != "pending"
+            never_left = now is not None and (
+                (snap.state == "pending" and now["state"] != "pending")
+                or (snap.state == "starting" and now["state"] in ("stopping", "stopped")
+                    and now.get("busy") in (None, "stop")))
             if not stopped_since and not never_left:
                 rows[name] = snap.as_status()
         return {"services": [rows[n] for n in names]}
