@@ -231,7 +231,7 @@ class UnknownServiceError(HippoError):
         if self.left_out:  # it read "unknown service", and the agent gave up on it
             return (f"'{self.name}' is in the stack file but not part of this run "
                     f"({self.left_out}; services in this run: {known}): `hd down`, then "
-                    "`hd up` with what includes it, runs it")
+                    "`hd up` (with options that include it), runs it")
         return (f"unknown service '{self.name}' (services in this stack: {known})"
                 + did_you_mean(self.name, self.known))
 

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -259,6 +261,29 @@ def test_an_edit_to_an_env_file_after_up_is_said_not_silently_ignored(
         for args in (["status"], ["restart", "--service", "web"]):
             res = hd(project, *args, timeout=60)
             assert res.returncode == 0 and note in res.stderr, (args, res.stderr)
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_a_service_added_after_up_is_named_as_such_to_the_api(project: Path) -> None:
+    """A service written into the stack file after `up`, then started through the API
+    (as MCP does): a bare "unknown service", where the command line said the file had
+    changed; an agent that had just added it was told it did not exist."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        with open(project / "hippodrome.toml", "a") as fh:
+            fh.write('\n[services.newone]\ncommand = ["sleep", "600"]\n')
+        request = urllib.request.Request(f"http://127.0.0.1:{dash}/api/services/newone/start",
+                                         data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        body = json.loads(refused.value.read())
+        assert refused.value.code == 404, body
+        assert "'newone' is in the stack file but not part of this run (added to " \
+               "hippodrome.toml after this stack started" in body["error"], body
     finally:
         hd(project, "down", timeout=60)
 

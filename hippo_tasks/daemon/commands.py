@@ -93,7 +93,27 @@ class StackCommands:
     def check_service(self, name: str) -> None:
         if name not in self.engine.stack.services:
             raise UnknownServiceError(name, tuple(self.engine.stack.services),
-                                      dict(self.engine.plan.left_out).get(name, ""))
+                                      dict(self.engine.plan.left_out).get(name, "")
+                                      or self._added_since(name))
+
+    def _added_since(self, name: str) -> str:
+        """Why `name` is not in this run when the stack file saved since has it: an agent
+        that had just written the service in was told it did not exist (the command
+        line says the file changed; the API and MCP did not)."""
+        from hippo_tasks.model.project import ROOT_MARKERS, changed_since
+
+        root = self.engine.plan.options.project_root
+        if not changed_since(root, self.engine.stack_file):
+            return ""
+        from hippo_tasks.errors import HippoError
+        from hippo_tasks.model.loader import load_stack
+
+        try:
+            names = {s.name for s in load_stack(root).services}
+        except (HippoError, OSError):
+            return ""
+        return (f"added to {ROOT_MARKERS[0]} after this stack started"
+                if name in names else "")
 
     def logs(self, name: str, lines: int, after: int | None = None, *,
              before: int | None = None, since: float | str | None = None, grep: str = "",
