@@ -225,6 +225,27 @@ def test_a_broken_aws_setting_is_one_sentence_not_a_traceback(
         assert value not in out.stdout + out.stderr
 
 
+@pytest.mark.parametrize(("helper", "said"), [
+    ("echo not json", "getting credentials failed: JSONDecodeError"),
+    ("printf [1,2]", "getting credentials failed: AttributeError"),
+    ("/nonexistent/helper", "getting credentials failed: FileNotFoundError"),
+    ("sleep 60", "the AWS credentials did not come within 15s"),
+], ids=["garbage", "a-list", "missing", "hangs"])
+def test_a_credential_process_that_fails_is_one_sentence(
+        moto_endpoint: str, tmp_path: Path, helper: str, said: str) -> None:
+    """A profile's credential_process printing no JSON object, or not there, was a
+    traceback at the first call; one that never returned held the command for ever."""
+    config = tmp_path / "config"
+    config.write_text(f"[profile helped]\ncredential_process = {helper}\n")
+    out = run_task("--table-prefix", "val-proc-", "--endpoint-url", moto_endpoint,
+                   env={"AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "helped",
+                        "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+                        "AWS_SESSION_TOKEN": ""})
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert said in out.stdout, out.stdout
+
+
 def test_only_loopback_endpoints_count_as_local() -> None:
     for url in ("http://127.0.0.1:9003", "http://localhost:9003", "http://[::1]:9003",
                 "http://127.0.0.2:4566"):

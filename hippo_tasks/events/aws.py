@@ -21,6 +21,7 @@ import ipaddress
 import os
 import re
 import socket
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -163,9 +164,51 @@ def new_session(region: str | None = None, endpoint_url: str | None = None) -> A
         ) from None
     with _setting_up():
         session = boto3.session.Session(region_name=region)
-        if is_loopback(resolve_endpoint(endpoint_url)) and session.get_credentials() is None:
+        if is_loopback(resolve_endpoint(endpoint_url)) and _credentials(session) is None:
             session = boto3.session.Session(region_name=region, **LOCAL_CREDENTIALS)
+        else:
+            _credentials(session)  # resolved now, bounded; the session keeps them
     return session
+
+
+CREDENTIALS_TIMEOUT_S = 15.0
+"""How long the credential chain (a profile's credential_process, an SSO refresh) may
+take: a helper that never returned held `events.validate` silent for ever."""
+
+
+def _credentials(session: Any) -> Any:
+    """The session's credentials, within CREDENTIALS_TIMEOUT_S, or an AwsError saying
+    what of the configuration failed: a credential_process that printed no JSON object
+    (or could not be run) was a JSONDecodeError / AttributeError / FileNotFoundError
+    traceback at the first call."""
+    from botocore.exceptions import BotoCoreError
+
+    got: list[Any] = []
+    failed: list[BaseException] = []
+
+    def resolve() -> None:
+        try:
+            got.append(session.get_credentials())
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    helper = threading.Thread(target=resolve, name="aws-credentials", daemon=True)
+    helper.start()
+    helper.join(CREDENTIALS_TIMEOUT_S)
+    if helper.is_alive():
+        raise AwsError("bad-config", f"the AWS credentials did not come within "
+                       f"{CREDENTIALS_TIMEOUT_S:g}s: the profile's credential_process (or "
+                       "SSO helper) is still running, perhaps waiting for a prompt; run it "
+                       f"by hand, or check the profile in {_config_file()}")
+    if failed:
+        exc = failed[0]
+        if isinstance(exc, BotoCoreError):
+            raise exc
+        raise AwsError("bad-config", redact(
+            f"Your AWS configuration cannot be used (getting credentials failed: "
+            f"{type(exc).__name__}: {str(exc)[:200]}): check the profile's "
+            f"credential_process in {_config_file()}")) from None
+    return got[0]
 
 
 def client(
