@@ -25,4 +25,12 @@ def token_problem(token: str) -> str:
         return "it holds a control character (a line break, a tab...), which no header carries"
     if any("\ud800" <= c <= "\udfff" for c in token):
         return "it holds bytes that are not UTF-8"
+    if len(token.encode("utf-8")) > MAX_TOKEN_BYTES:
+        return (f"it is longer than the {MAX_TOKEN_BYTES} bytes a token may be (a header "
+                "line holds 64 KiB at most, and the webhook answered every request 431)")
     return ""
+
+
+MAX_TOKEN_BYTES = 4096
+"""The longest token taken: far below the 64 KiB header line the daemon reads, past
+which every request, its own senders' too, was refused 431."""

@@ -605,6 +605,7 @@ UNSENDABLE_TOKENS = {
     "space-start": (" secret123", "it starts or ends with whitespace"),
     "tab-inside": ("sec\tret123", "it holds a control character"),
     "not-utf8": ("secret123\udcff", "it holds bytes that are not UTF-8"),
+    "too-long": ("a" * 70000, "it is longer than the 4096 bytes a token may be"),
 }
 
 
