@@ -481,3 +481,39 @@ def test_a_portless_service_that_exits_at_once_fails_the_start(project: Path,
     assert up.returncode == 1, out
     assert "worker" in out and "wrker.py" in out and "exited with code 2" in out, out
     assert "api: starting" not in out and "stack ready" not in out, out
+
+
+def test_a_port_held_a_moment_during_a_restarts_backoff_is_tried_again(
+        project: Path) -> None:
+    """The start's own port check made a port held for a moment during a crash's
+    backoff a final failure: `failed` for good, supervision over, its dependant
+    running on top of it. A restart is tried again, as a crash would have been."""
+    dash, port = free_ports(2)
+    marker = project / "crashed-once"
+    script = (f"import os, socket, sys, time; s = socket.create_server(('127.0.0.1', {port}))"
+              f"; first = not os.path.exists({str(marker)!r}); open({str(marker)!r}, 'a')"
+              "; time.sleep(1 if first else 600); sys.exit(1)")
+    write_stack(project, stack_header(dash)
+                + f'[services.c]\ncommand = ["{PY}", "-c", "{script}"]\nport = {port}\n'
+                  'readiness = { tcp = true }\nmax_restarts = 5\n')
+    hd(project, "up", "--detach", check=True, timeout=60)
+    holder: subprocess.Popen[bytes] | None = None
+    try:
+        def state() -> str:
+            return str(((registry(project).get("services") or {}).get("c") or {})
+                       .get("state"))
+
+        wait_for(lambda: state() == "backoff", timeout=30, every=0.02, what="c's crash")
+        holder = subprocess.Popen([PY, "-c", "import socket, time; s = socket.create_server("
+                                   f"('127.0.0.1', {port})); time.sleep(2)"])
+        wait_for(lambda: holder is not None and holder.poll() is not None, timeout=30,
+                 what="the holder gone")
+        wait_for(lambda: state() in ("running", "failed"), timeout=30, every=0.1,
+                 what="c settled again")
+        rows = json.loads(hd(project, "status", "--json", check=True).stdout)["services"]
+        assert rows[0]["state"] == "running", rows
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        hd(project, "down", timeout=60)

@@ -26,11 +26,16 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def taken(service: str, port: int) -> str | None:
-    """Why `service` must not start now: its port has a holder (named), else None."""
+def taken(service: str, port: int, again: bool = False) -> str | None:
+    """Why `service` must not start now: its port has a holder (named), else None.
+    `again`: a restart of a running stack, which no port check of the user's preceded."""
     if port_free(port):
         return None
     pid, cmd, unlisted, nobody = who_holds(port)
+    if again:
+        holder = f"pid {pid}" + (f" ({cmd})" if cmd else "") if pid is not None else \
+            (unlisted.strip(" ()") or "a process it cannot see")
+        return f"port {port} is held by {holder}, so it cannot start again yet"
     return PortTakenError(port, service, pid, cmd, False, unlisted, nobody).message()
 
 

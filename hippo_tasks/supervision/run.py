@@ -172,7 +172,7 @@ class ServiceRun:
         while True:
             try:
                 await self._setup()
-                child = await self._spawn()
+                child = await self._spawn(port_busy_retries=been_ready)
             except SpawnError as exc:
                 if not exc.transient or self._hold or State.BACKOFF not in ALLOWED[self.state]:
                     self._move(State.FAILED, str(exc))
@@ -325,7 +325,11 @@ class ServiceRun:
                              f"{command!r} exited with code {code}")
         self._setup_done = True
 
-    async def _spawn(self, argv: tuple[str, ...] | None = None, main: bool = True) -> Child:
+    async def _spawn(self, argv: tuple[str, ...] | None = None, main: bool = True,
+                     port_busy_retries: bool = False) -> Child:
+        """`port_busy_retries`: a port another process holds is a failed attempt tried
+        again with backoff (a restart after a crash: the port held a moment made the
+        service `failed` for good), not a final failure (a first start: see taken)."""
         env = {**self.ctx.base_env, **self.planned.env, "PYTHONUNBUFFERED": "1"}
         if self.planned.port is not None:
             # $PORT is the service's port, as PYTHONUNBUFFERED is Hippodrome's: a PORT
@@ -338,9 +342,9 @@ class ServiceRun:
                            f"{self.planned.port}: a service with `port` gets it as $PORT "
                            "(give another port another name)")
         if main and self.planned.port is not None:
-            busy = ports.taken(self.name, self.planned.port)
+            busy = ports.taken(self.name, self.planned.port, again=port_busy_retries)
             if busy is not None:  # a stranger would answer its probe: it would be "ready"
-                raise SpawnError(f"service {self.name}: {busy}")
+                raise SpawnError(f"service {self.name}: {busy}", transient=port_busy_retries)
         first_seq = self.ctx.hub.last_seq(self.name) + 1
         place = self.ctx.ownership.placement(self.name)
         proc = spawn(self.name, argv or self.planned.argv, self.planned.cwd, env, place,
