@@ -319,8 +319,15 @@ class EventsLeftError(HippoError):
 
 
 class ShutdownInProgressError(HippoError):
+    def __init__(self, by: str = "") -> None:
+        """`by`: who asked for the shutdown (`by `hd down` ...`), when known."""
+        super().__init__(by)
+        self.by = by
+
     def message(self) -> str:
-        return "the daemon is shutting down; run `hd up` again once it has stopped"
+        by = f" ({self.by})" if self.by else ""
+        return (f"the stack is shutting down{by}: nothing starts or stops any more; "
+                "run `hd up` again once it has stopped")
 
 
 class StackShutDownError(HippoError):

@@ -199,3 +199,25 @@ def test_a_stack_restart_overtaken_by_a_stop_while_one_starts_answers_it_stopped
     assert "mid: starting" not in out and ("mid: stopped" in out or "mid: stopping" in out), out
     assert restart.returncode == 1, out
     hd(project, "down", timeout=60)
+
+
+def test_a_start_during_a_shutdown_is_exit_5_as_one_it_overtook(project: Path) -> None:
+    """Sent while `hd down` stopped the stack: exit 1, "the daemon answered 503", where
+    the same start sent a moment earlier was exit 5."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.stub]\ncommand = ["sh", "-c", "trap \'\' TERM; while true; do '
+                  'sleep 0.2; done"]\nstop_timeout = 4\n'
+                + '[services.b]\ncommand = ["sleep", "600"]\n')
+    hd(project, "up", "--detach", check=True)
+    hd(project, "stop", "-s", "b", check=True)
+    down = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)  # the stub holds the shutdown up for 4 s
+        start = subprocess.run([*HD_CLI, "start", "-s", "b"], cwd=project, text=True,
+                               capture_output=True, timeout=30)
+        assert start.returncode == 5, start.stdout + start.stderr
+        assert "the stack is shutting down (by `hd down`" in start.stderr, start.stderr
+    finally:
+        down.communicate(timeout=60)

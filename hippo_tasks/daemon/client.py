@@ -75,8 +75,10 @@ class DaemonClient:
             raise self._no_such_service(unquote(path.split("/")[3]))
         if status == 504:
             raise RequestTimeoutError(f"{method} {path}", timeout)
-        if isinstance(payload, dict) and payload.get("type") == "StackShutDownError":
-            raise StackShutDownError(str(message))  # exit 5: no daemon is left
+        if isinstance(payload, dict) and payload.get("type") in ("StackShutDownError",
+                                                                 "ShutdownInProgressError"):
+            # exit 5, sent before the shutdown or during it: no stack is left either way
+            raise StackShutDownError(str(message))
         raise HippoErrorFromDaemon(status, str(message))
 
     def _exchange(self, method: str, path: str, data: bytes | None,

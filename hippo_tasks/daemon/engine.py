@@ -366,7 +366,7 @@ class Engine:
 
     def check_accepting(self) -> None:
         if not self.accepting():
-            raise ShutdownInProgressError()
+            raise ShutdownInProgressError(self.shut_down_by())
 
     # ---- run ---------------------------------------------------------------------
     async def run(self, serve: Callable[[Engine], Callable[[], None]] | None = None,
