@@ -188,19 +188,24 @@ def test_a_registry_deleted_while_the_stack_runs_is_written_again(project: Path)
         stop_by_pid(daemon)  # the fixture's sweep needs the registry this test deletes
 
 
-@pytest.mark.parametrize("command", ["status", "down"])
+@pytest.mark.parametrize("command", ["status", "down", "up"])
 def test_a_command_right_after_git_clean_finds_the_running_stack(
         project: Path, command: str) -> None:
     """`git clean -xdf && hd down`: with `.hippodrome` gone (its daemon.log too, still
     written by the daemon), `down` said "nothing to stop", exit 0, before the daemon
-    wrote its registry again, and the whole stack kept running."""
+    wrote its registry again, and the whole stack kept running; `up` called its own
+    daemon another process on the dashboard's port, to stop or move away from."""
     daemon, web = web_stack_up(project)
     try:
         shutil.rmtree(project / ".hippodrome")
         shutil.rmtree(project / ".logs")
-        said = hd(project, command, timeout=60)
+        said = hd(project, command, *(["--detach"] if command == "up" else []), timeout=60)
         out = said.stdout + said.stderr
-        assert said.returncode == 0 and "nothing to stop" not in out, out
+        assert said.returncode == (7 if command == "up" else 0), out
+        assert "nothing to stop" not in out, out
+        if command == "up":  # its own daemon, not "another process" to stop
+            assert f"(pid {daemon}) is already running" in out, out
+            return
         if command == "status":
             assert "web" in said.stdout and "running" in said.stdout, out
         else:

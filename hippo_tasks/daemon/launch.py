@@ -18,13 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.daemon.forked import ForkedDaemon, fork_daemon, fork_wanted
-from hippo_tasks.errors import DaemonAlreadyRunningError, ProcessLimitError, StateDirError
+from hippo_tasks.errors import (
+    DaemonAlreadyRunningError,
+    PortsBusyError,
+    ProcessLimitError,
+    StateDirError,
+)
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
 from hippo_tasks.model.project import changed_since
 from hippo_tasks.model.textfile import open_regular_for_append
 from hippo_tasks.registry.cleanup import clean_stale
-from hippo_tasks.registry.store import Registry, daemon_alive, stranger_daemon
+from hippo_tasks.registry.store import (
+    Registry,
+    daemon_alive,
+    stranger_daemon,
+    writes_daemon_log,
+)
 from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
 from hippo_tasks.supervision.ports import check_ports
@@ -53,7 +63,18 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
     wanted = [("dashboard", plan.dashboard_port)] + [
         (s.name, s.port) for s in plan.services if s.port is not None and not s.spec.external
     ]
-    check_ports(wanted, groups)
+    try:
+        check_ports(wanted, groups)
+    except PortsBusyError as exc:
+        # Its own daemon, running with its registry gone (`git clean -xdf` a moment
+        # ago): it was "another process" to stop, or to move away from.
+        for busy in exc.busy:
+            pid = busy.holder_pid
+            if busy.service == "dashboard" and pid is not None and \
+                    writes_daemon_log(pid, opts.project_root):
+                raise DaemonAlreadyRunningError(str(opts.project_root), plan.dashboard_url,
+                                                pid, "") from None
+        raise
     return plan, registry
 
 
