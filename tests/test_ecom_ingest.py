@@ -253,6 +253,18 @@ def test_a_short_password_leaves_the_drivers_sentence_whole(tmp_path: Path, form
     assert "***" not in output, output
 
 
+def test_a_password_with_an_unencoded_at_is_not_shown(tmp_path: Path) -> None:
+    """`postgres://app:p@ssw0rdTopSecret@host/db`: libpq splits at the first '@', and the
+    password's tail was shown as the host, in the URL and in the driver's sentence."""
+    port = free_port()
+    url = f"postgres://app:p@ssw0rdTopSecret@127.0.0.1:{port}/ecom_ingest"
+    with ServiceStarter(tmp_path) as start:
+        code, output = spawn_and_wait(start, {STORE_ENV: "postgres", URL_ENV: url})
+    assert code == 69, output
+    assert "ssw0rdTopSecret" not in output, output
+    assert "write an '@' in a password as %40" in output, output
+
+
 def test_the_password_is_hidden_where_it_stands_in_a_url_or_as_password_equals() -> None:
     """Where a driver's text does quote the connection string, the password is hidden in
     the places a password is written, and only there."""

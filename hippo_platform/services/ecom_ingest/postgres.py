@@ -76,6 +76,9 @@ def redact_url(url: str) -> str:
     """Where the URL points, without anything secret, fit for a log line: user, host,
     port and database only. Hiding `user:password@` alone printed a password given as
     `?password=` or in libpq's `key=value` form, both of which psycopg takes."""
+    if _two_ats(url):
+        return "(a database URL with more than one '@' before its host; it is not shown, " \
+               "as it may hold a password: write an '@' in a password as %40)"
     try:
         parts = conninfo_to_dict(url)
     except psycopg.Error:
@@ -102,7 +105,18 @@ def hide_passwords(text: str) -> str:
     return _PASSWORD_EQUALS.sub(r"\g<keep>***", text)
 
 
+def _two_ats(url: str) -> bool:
+    """A URL whose userinfo holds a second '@' (a password with an '@' not written as
+    %40): libpq splits at the first, and the rest of the password became the "host",
+    shown in the URL and in the driver's every sentence."""
+    scheme, sep, rest = url.partition("://")
+    return bool(sep) and rest.split("/", 1)[0].split("?", 1)[0].count("@") > 1
+
+
 def _describe(exc: BaseException, url: str) -> str:
+    if _two_ats(url):  # the driver's text names the password's tail as the host
+        return "its URL has more than one '@' before the host (write an '@' in a " \
+               "password as %40)"
     try:
         conninfo_to_dict(url)
     except psycopg.Error:
