@@ -226,6 +226,23 @@ def test_start_of_one_service_with_no_stack_brings_up_that_service(project: Path
         hd(project, "down", timeout=60)
 
 
+def test_wait_ready_names_a_service_the_run_left_out_as_such(project: Path) -> None:
+    """After `start {"service": "web"}` brought up web and db only, `wait_ready` on
+    `sink` said "unknown service" (the other tools said it was left out of this run)."""
+    small_stack(project)
+
+    async def scenario(agent: Agent) -> None:
+        await agent.ok("start", service="web")
+        said = await agent.refused("wait_ready", services=["sink"], timeout_s=5)
+        assert "'sink' is in the stack file but not part of this run (left out by " \
+               "--only" in said, said
+
+    try:
+        run(stdio(project), scenario)
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_a_command_that_leaves_a_child_behind_is_done_when_it_exits(project: Path) -> None:
     """probes exited 0 at once but left a background child holding its output: the tool
     waited for the output to close and said exit 124, "did not finish", ok false."""

@@ -79,6 +79,8 @@ class StackCommands:
             "cell": opts.cell,
             # as the daemon's environment gave it (`hd seed` from a shell without it)
             "cell_url": opts.env.get(cell_url_variable(opts.cell)),
+            # the stack file's services this run left out, with why (`--only`, profile)
+            "left_out": dict(self.engine.plan.left_out),
             "table_prefix": opts.table_prefix,
             "port_offset": opts.port_offset,
             "project_root": str(opts.project_root),

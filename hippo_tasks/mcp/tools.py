@@ -160,10 +160,12 @@ def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     timeout = float(args.get("timeout_s", 60))
     began = time.monotonic()
     while True:
-        rows = {r["name"]: r for r in stack.status()["services"]}
+        status = stack.status()
+        rows = {r["name"]: r for r in status["services"]}
         for name in wanted or ():
-            if name not in rows:
-                raise UnknownServiceError(name, tuple(rows))
+            if name not in rows:  # left out of this run: said so, with why
+                left_out = status.get("left_out") or {}
+                raise UnknownServiceError(name, tuple(rows), str(left_out.get(name) or ""))
         names = wanted or list(rows)
         waiting = [rows[n] for n in names if not _settled_ok(rows[n], wanted is not None)]
         hopeless = [r for r in waiting if r["state"] in ("failed", "stopped")
