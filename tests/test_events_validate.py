@@ -246,6 +246,17 @@ def test_a_credential_process_that_fails_is_one_sentence(
     assert said in out.stdout, out.stdout
 
 
+def test_aws_region_is_read_as_the_aws_cli_reads_it(
+        moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore reads only AWS_DEFAULT_REGION: AWS_REGION=eu-west-3 was ignored without
+    a word, and the checks signed for us-east-1."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    assert aws.client("events", moto_endpoint).meta.region_name == "eu-west-3"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")  # AWS_REGION wins, as in the CLI
+    assert aws.client("events", moto_endpoint).meta.region_name == "eu-west-3"
+
+
 def test_only_loopback_endpoints_count_as_local() -> None:
     for url in ("http://127.0.0.1:9003", "http://localhost:9003", "http://[::1]:9003",
                 "http://127.0.0.2:4566"):

@@ -162,6 +162,10 @@ def new_session(region: str | None = None, endpoint_url: str | None = None) -> A
             "no-boto3",
             "boto3 is not installed, and AWS commands need it: pip install 'hippodrome[aws]'.",
         ) from None
+    # AWS_REGION, as the AWS CLI and the other SDKs read it (over AWS_DEFAULT_REGION):
+    # this botocore reads only AWS_DEFAULT_REGION, and a user's AWS_REGION was ignored
+    # without a word, the checks (and --enable-events' resources) in another region.
+    region = region or os.environ.get("AWS_REGION") or None
     with _setting_up():
         session = boto3.session.Session(region_name=region)
         if is_loopback(resolve_endpoint(endpoint_url)) and _credentials(session) is None:
