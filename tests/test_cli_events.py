@@ -208,6 +208,35 @@ def test_after_kill_9_a_fresh_shell_deletes_what_the_recorded_moto_holds(
     assert registry(project)["resources"] == []
 
 
+def test_down_waits_for_the_up_it_overtook_to_delete_its_resources(
+        project: Path, tools: FakeTools, moto_endpoint: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `down` that overtook `up --enable-events` while it set AWS up said "stack
+    stopped", exit 0, with the rule and its targets still there (their owner, that `up`,
+    alive and deleting them later, or not at all if it was then killed). Here the owner
+    is a live process that ends a moment later: `down` waits for it, then deletes."""
+    from hippo_tasks.registry.store import Registry, identity
+
+    prefix = kill_9_with_events_on_moto(project, tools, moto_endpoint, monkeypatch)
+    owner = subprocess.Popen(["sleep", "1.5"])
+    try:
+        mine = {"pid": owner.pid, "create_time": identity(owner.pid)}
+
+        def owned(data: dict[str, Any]) -> None:
+            for entry in data.get("resources") or []:
+                entry["owner"] = dict(mine)
+
+        Registry(project).update(owned)
+        res = hd(project, "down")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"waiting for pid {owner.pid} (the `up` this stopped)" in res.stdout, res.stdout
+        assert rules(moto_endpoint, prefix) == []
+        assert registry(project)["resources"] == []
+    finally:
+        owner.kill()
+        owner.wait()
+
+
 def test_resources_that_stay_are_the_last_line_and_exit_1(
         project: Path, tools: FakeTools, moto_endpoint: str,
         monkeypatch: pytest.MonkeyPatch) -> None:

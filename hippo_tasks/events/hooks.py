@@ -41,6 +41,41 @@ def _recorded(registry: Registry) -> list[dict[str, Any]]:
     return list(registry.read().get("resources") or [])
 
 
+OWNER_WAIT_S = 60.0
+"""How long `down` waits for an overtaken `up --enable-events` to delete its resources."""
+
+
+def wait_for_owners(registry: Registry, say: Callable[[str], None],
+                    timeout: float = OWNER_WAIT_S) -> None:
+    """Until the live processes that recorded AWS resources (an `up --enable-events`
+    this `down` overtook while it set them up) have ended, deleting them: `down` said
+    "stack stopped", exit 0, while the rule and its targets still existed, and nothing
+    deleted them if that `up` was then killed."""
+    import time
+
+    from hippo_tasks.registry.store import is_same_process
+
+    def owners() -> dict[int, Any]:
+        found = {}
+        for entry in _recorded(registry):
+            owner = entry.get("owner") or {}
+            pid = owner.get("pid")
+            if isinstance(pid, int) and pid != os.getpid() and \
+                    is_same_process(pid, owner.get("create_time")):
+                found[pid] = owner.get("create_time")
+        return found
+
+    live = owners()
+    if not live:
+        return
+    say(f"waiting for pid {', '.join(map(str, sorted(live)))} (the `up` this stopped) to "
+        "delete the AWS resources it made")
+    deadline = time.monotonic() + timeout
+    while live and time.monotonic() < deadline:
+        time.sleep(0.1)
+        live = owners()
+
+
 def recover(registry: Registry, say: Callable[[str], None], force: bool = False) -> int:
     """After a crash: delete what a dead owner left (everything, with `force`); how many
     AWS resources could not be deleted and stay recorded (the lines said say why)."""

@@ -181,6 +181,7 @@ def _down_locked(root: Path, force: bool) -> int:
             _say(f"stopping the stack (daemon pid {client.pid})...")
             _wait_daemon_gone(registry, client.pid, born)
             _end_what_a_dead_daemon_left(registry, client.pid)
+            hooks.wait_for_owners(registry, _say)
             left = hooks.recover(registry, _say)
             print("hippodrome | stack stopped, daemon exited")
             return left
@@ -190,6 +191,7 @@ def _down_locked(root: Path, force: bool) -> int:
             if exc.detail:
                 print(f"hippodrome | {exc.detail}")
             stopped = _stop_unlisted_daemons(root)
+            hooks.wait_for_owners(registry, _say)
             left = hooks.recover(registry, _say)
             print("hippodrome | stack stopped, daemon exited" if stopped else
                   "hippodrome | no daemon was running; nothing to stop")
