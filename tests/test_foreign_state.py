@@ -188,7 +188,7 @@ def test_a_registry_deleted_while_the_stack_runs_is_written_again(project: Path)
         stop_by_pid(daemon)  # the fixture's sweep needs the registry this test deletes
 
 
-@pytest.mark.parametrize("command", ["status", "down", "up"])
+@pytest.mark.parametrize("command", ["status", "down", "down --force", "up"])
 def test_a_command_right_after_git_clean_finds_the_running_stack(
         project: Path, command: str) -> None:
     """`git clean -xdf && hd down`: with `.hippodrome` gone (its daemon.log too, still
@@ -199,7 +199,8 @@ def test_a_command_right_after_git_clean_finds_the_running_stack(
     try:
         shutil.rmtree(project / ".hippodrome")
         shutil.rmtree(project / ".logs")
-        said = hd(project, command, *(["--detach"] if command == "up" else []), timeout=60)
+        said = hd(project, *command.split(), *(["--detach"] if command == "up" else []),
+                  timeout=60)
         out = said.stdout + said.stderr
         assert said.returncode == (7 if command == "up" else 0), out
         assert "nothing to stop" not in out, out

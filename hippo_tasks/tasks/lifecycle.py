@@ -199,10 +199,34 @@ def _down_locked(root: Path, force: bool) -> int:
         except DaemonUnreachableError as exc:
             print(f"hippodrome | {exc.message()}\nhippodrome | cleaning up from the registry")
     from hippo_tasks.registry.cleanup import force_down
+    from hippo_tasks.registry.store import daemon_alive
 
+    # The registry names no daemon while one writes this folder's daemon.log (`git
+    # clean -xdf` a moment ago): "nothing to clean", exit 0, left the stack running.
+    stopped = force and not daemon_alive(registry.read()) and _kill_unlisted_daemons(root)
     for line in force_down(registry):
-        _say(line)
+        if not (stopped and line.startswith("nothing to clean")):
+            _say(line)
+    if stopped:
+        print("hippodrome | stack stopped, daemon exited")
     return hooks.recover(registry, _say, force=True)
+
+
+def _kill_unlisted_daemons(root: Path, grace: float = 5.0) -> bool:
+    """`down --force`'s end for daemons the registry does not name: asked to stop (they
+    end their services), killed after `grace` (their guard then ends the services).
+    Whether there was one."""
+    from hippo_tasks.errors import UnlistedDaemonError
+
+    try:
+        return _stop_unlisted_daemons(root, timeout=grace)
+    except UnlistedDaemonError as exc:
+        for pid in exc.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _say(f"pid {', '.join(map(str, exc.pids))} did not stop within {grace:g}s of "
+             "SIGTERM: killed (its guard ends the services)")
+        return True
 
 
 def _stop_unlisted_daemons(root: Path, timeout: float = 120.0) -> bool:
