@@ -6,7 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import moto_server
@@ -257,6 +259,18 @@ def test_aws_region_is_read_as_the_aws_cli_reads_it(
     assert aws.client("events", moto_endpoint).meta.region_name == "eu-west-3"
 
 
+def test_a_password_in_the_endpoint_url_is_never_shown(moto_endpoint: str) -> None:
+    """`AWS_ENDPOINT_URL=http://gw:TopS3cretPw@127.0.0.1:PORT` (botocore takes it): the
+    password was printed in the header line and in the rule's line."""
+    with_password = moto_endpoint.replace("http://", "http://gw:TopS3cretPw@")
+    lines, _ = validate("val-pw-", with_password)
+    text = "\n".join(lines)
+    assert "TopS3cretPw" not in text, text
+    assert "http://***@127.0.0.1:" in lines[0], lines[0]
+    assert aws.redact("failed at http://a:b@h:1/x and https://u@h") == \
+        "failed at http://***@h:1/x and https://***@h"
+
+
 def test_only_loopback_endpoints_count_as_local() -> None:
     for url in ("http://127.0.0.1:9003", "http://localhost:9003", "http://[::1]:9003",
                 "http://127.0.0.2:4566"):
@@ -372,6 +386,35 @@ def test_an_endpoint_that_refuses_as_no_aws_does_gets_the_fix(moto_endpoint: str
     text = "\n".join(lines)
     assert f"the endpoint answered HTTP {status} to DescribeEventBus, but not as AWS " \
            "events does" in text, text
+    assert "check --endpoint-url (or AWS_ENDPOINT_URL)" in text, text
+
+
+def test_an_endpoint_answering_an_html_error_page_gets_the_fix(moto_endpoint: str) -> None:
+    """Any web app's 404 page, nginx's 502: still `DescribeEventBus failed with 404.`"""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = b"<html><body><h1>404 Not Found</h1></body></html>"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        lines, ok = validate("val-html-", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = "\n".join(lines)
+    assert not ok and "answered HTTP 404 to DescribeEventBus, but not as AWS events" in text, \
+        text
     assert "check --endpoint-url (or AWS_ENDPOINT_URL)" in text, text
 
 

@@ -345,7 +345,17 @@ def redact(text: str, env: Mapping[str, str] | None = None) -> str:
         value = env.get(name, "")
         if len(value) >= 4:
             text = text.replace(value, "****")
-    return _ACCESS_KEY_ID.sub("****", text)
+    return _ACCESS_KEY_ID.sub("****", shown_url(text))
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]*@")
+
+
+def shown_url(text: str) -> str:
+    """`text` with each URL's `user:password@` as `***@`: an endpoint written with a
+    password in it (`http://gw:secret@host:port`) was printed in the validate header and
+    the rule's line."""
+    return _URL_USERINFO.sub(r"\g<scheme>***@", text)
 
 
 def explain(exc: BaseException, service: str | None = None) -> AwsError:
@@ -493,22 +503,23 @@ def _explain_client_error(exc: Any, service: str | None) -> AwsError:
     if code in _THROTTLING_CODES:
         return AwsError(
             "throttled",
-            f"AWS throttled {call} ({code}) even after {MAX_ATTEMPTS} attempts with "
-            "exponential backoff: wait a minute and run the command again.",
+            f"AWS throttled {call} ({code}) even after its retries with exponential "
+            "backoff: wait a minute and run the command again.",
             permission=permission,
             code=code,
         )
     message = str((exc.response.get("Error") or {}).get("Message") or "")
+    if message.lstrip().startswith("<"):
+        found = _XML_MESSAGE.search(message)
+        message = found.group(1) if found else ""  # an HTML page has no <Message>
     if code.isdigit() and not message:
         # No AWS error in the answer, only its HTTP status (botocore's code then): a web
-        # app on a wrong endpoint's port. It read `DescribeEventBus failed with 404.`
+        # app on a wrong endpoint's port (its 404 page, nginx's 502). It read
+        # `DescribeEventBus failed with 404.`
         what = f"AWS {service.upper() if service == 'iam' else service}" if service else "AWS"
         return AwsError("not-aws", redact(
             f"the endpoint answered HTTP {code} to {call}, but not as {what} does (no AWS "
             "error in it)"), code=code)
-    if message.lstrip().startswith("<"):
-        found = _XML_MESSAGE.search(message)
-        message = found.group(1) if found else ""
     detail = f": {message.rstrip('.')}" if message else ""
     return AwsError(
         "other", redact(f"{call} failed with {code}{detail}."), permission=permission, code=code

@@ -208,7 +208,8 @@ class EventsSession:
         for bus in self.buses:
             self._create_rule(bus)
             self._put_target(bus, destination_arn)
-        where = f"{self.region}" + (f" at {self.endpoint_url}" if self.endpoint_url else "")
+        where = f"{self.region}" + (f" at {aws.shown_url(self.endpoint_url)}"
+                                    if self.endpoint_url else "")
         self.say(
             f"[eventbridge] Rule '{self.rule_name}' created on {', '.join(self.buses)} for "
             f"table prefix {self.table_prefix} ({where}); deleted when the stack stops"

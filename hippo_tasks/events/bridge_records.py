@@ -246,14 +246,15 @@ def label(entry: Entry) -> str:
 def _delete_group(
     region: str, endpoint: str | None, group: list[Entry], events: Any = None
 ) -> tuple[list[Entry], list[str]]:
-    where = f"{region}" + (f" at {endpoint}" if endpoint else "")
+    where = f"{region}" + (f" at {aws.shown_url(endpoint)}" if endpoint else "")
     if endpoint and aws.is_loopback(endpoint):
         try:
             aws.probe_endpoint(endpoint, timeout=1.0)
         except aws.AwsError:
             # A local endpoint is the stack's in-memory moto: gone with what it held.
             return group, [
-                f"[eventbridge] {endpoint} no longer answers; the resources recorded there "
+                f"[eventbridge] {aws.shown_url(endpoint)} no longer answers; the resources "
+                "recorded there "
                 "went with it"
             ]
     lines: list[str] = []

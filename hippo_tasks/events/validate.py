@@ -80,7 +80,8 @@ class Target:
 
     def cli(self, command: str) -> str:
         """An AWS CLI command, aimed at the same endpoint as the checks."""
-        suffix = f" --endpoint-url {shlex.quote(self.endpoint_url or '')}" if self.local else ""
+        suffix = (f" --endpoint-url {shlex.quote(aws.shown_url(self.endpoint_url or ''))}"
+                  if self.local else "")
         return f"`aws {command}{suffix}`"
 
 
@@ -98,7 +99,8 @@ def validate(
 
 
 def header(target: Target) -> str:
-    where = target.endpoint_url or "AWS (default credential chain)"
+    where = aws.shown_url(target.endpoint_url) if target.endpoint_url else \
+        "AWS (default credential chain)"
     return f"EventBridge infrastructure for table prefix {target.table_prefix!r} on {where}:"
 
 
