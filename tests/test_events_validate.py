@@ -275,9 +275,9 @@ def test_only_loopback_endpoints_count_as_local() -> None:
     for url in ("http://127.0.0.1:9003", "http://localhost:9003", "http://[::1]:9003",
                 "http://127.0.0.2:4566"):
         assert aws.is_loopback(url), url
-    for url in ("https://events.us-east-1.amazonaws.com", "http://10.0.0.5:9003",
-                "http://moto:9003", "", None):
-        assert not aws.is_loopback(url), url
+    for remote in ("https://events.us-east-1.amazonaws.com", "http://10.0.0.5:9003",
+                   "http://moto:9003", "", None):
+        assert not aws.is_loopback(remote), remote
 
 
 def test_unreachable_endpoint_fails_fast_with_the_url(moto_endpoint: str) -> None:

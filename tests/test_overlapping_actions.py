@@ -114,7 +114,8 @@ def test_a_service_stopped_during_a_whole_stack_restart_is_not_answered_running(
         assert stop.returncode == 0, stop.stdout + stop.stderr
         out, err = restart.communicate(timeout=60)
         assert restart.returncode == 1, out + err
-        assert "leaf: stopped" in out and "'leaf' is not running" in err, out + err
+        assert "leaf: stopped" in out and "'leaf' is stopped (stop requested, while this " \
+            "one waited)" in err, out + err
     finally:
         hd(project, "down", timeout=60)
 
