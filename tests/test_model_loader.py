@@ -208,9 +208,11 @@ def test_bundled_profiles_and_cells() -> None:
     assert not full.service("global_worker").spec.external
     ports = {s.name: s.port for s in ecom.services}
     assert ports["moto"] == 9003 and ports["fake_cognito"] == 9013 and ports["ecom_ingest"] == 9019
-    with pytest.raises(StackFileError) as info:
+    # the choice of cell lacks a URL, not the (bundled) file: exit 2, no file:line
+    with pytest.raises(UsageError) as usage:
         build_plan(spec, Options(project_root=Path("/p"), cell="staging", env={}))
-    assert "HIPPODROME_CELL_URL_STAGING" in str(info.value)
+    assert usage.value.message().startswith("--cell staging needs the cell's URL (service ")
+    assert "HIPPODROME_CELL_URL_STAGING" in usage.value.message()
     staging = build_plan(spec, Options(project_root=Path("/p"), cell="staging",
                                        env={"HIPPODROME_CELL_URL_STAGING": "https://cell.test"}))
     assert "fake_cell" not in staging.names

@@ -408,11 +408,14 @@ class Renderer:
                                 field_name)
             return self.env[arg]
         if var == "cell_url" and arg is None and not self.base["cell_url"]:
+            # The choice of cell is what lacks, not the file (exit 2, as a bad --cell):
+            # it read as an error at a line of the bundled stack, exit 3.
             cell = self.base["cell"]
-            raise self.fail(
-                f"uses ${{cell_url}} but cell '{cell}' has no URL: set "
-                f"HIPPODROME_CELL_URL_{cell.upper()} or [cells.{cell}] url = \"...\" in "
-                f"hippodrome.toml{self.cell_hint}", field_name)
+            what = f"[{self.table}]" if self.table else f"service '{self.svc.name}'"
+            raise UsageError(
+                f"--cell {cell} needs the cell's URL ({what} uses ${{cell_url}}): set "
+                f"{cell_url_variable(cell)} or [cells.{cell}] url = \"...\" in "
+                f"hippodrome.toml{self.cell_hint}")
         if arg is None and var in self.base:
             return self.base[var]
         known = (*self.base, "port", "env", "url")
