@@ -109,8 +109,9 @@ def end_leftovers(data: Data, grace: float = GRACE) -> list[str]:
 
 
 def clean_stale(registry: Registry, data: Data) -> list[str]:
-    """After a dead daemon (or one provably not this folder's: stranger_daemon): end
-    what it left running, clear its entries. Quiet if clean."""
+    """After a dead daemon: end what it left running, clear its entries. A live one
+    provably not this folder's (stranger_daemon): its entries are only cleared. Quiet
+    if clean."""
     daemon = data.get("daemon")
     if daemon is None and not data.get("services"):
         return []
@@ -124,7 +125,10 @@ def clean_stale(registry: Registry, data: Data) -> list[str]:
                      "runs, but is not this project's daemon (it writes no "
                      ".hippodrome/daemon.log here and runs elsewhere: a registry from "
                      "another boot, or a copy); it was not signalled")
-    elif daemon:
+        # Forgotten only: nothing it names is ended on this judgement (a daemon of ours
+        # that could not open its daemon.log would write its registry again in 2 s).
+        return lines + _clear_entries(registry)
+    if daemon:
         lines.append(f"found a stale registry entry: daemon pid {daemon.get('pid')} is gone")
     lines += end_leftovers(data)
     lines += _clear_entries(registry)
