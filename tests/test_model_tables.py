@@ -93,7 +93,7 @@ def test_a_stand_in_is_the_cells_url_and_other_cells_use_their_url() -> None:
 
 
 def test_a_missing_cell_url_names_the_stand_in_that_would_serve_it() -> None:
-    with pytest.raises(StackFileError) as info:
+    with pytest.raises(UsageError) as info:  # the choice of cell, not the file (exit 2)
         build_plan(load_stack(None), Options(project_root=ROOT, cell="staging", env={}))
     assert "HIPPODROME_CELL_URL_STAGING" in str(info.value)
     assert "(fake_cell runs only with --cell local)" in str(info.value)
