@@ -411,12 +411,14 @@ def test_an_address_space_too_small_for_the_sdk_is_refused_not_fatal(project: Pa
     (dash,) = free_ports(1)
     write_stack(project, stack_header(dash) + '[services.a]\ncommand = ["sleep", "600"]\n')
 
-    def tight() -> None:
+    def tight() -> None:  # the daemon runs in about 50 MB of it; the SDK needs 96 more
         resource.setrlimit(resource.RLIMIT_AS, (120 << 20, 120 << 20))
 
+    # One malloc arena: each new thread's own 64 MB arena, reserved under this limit, is
+    # what made the daemon's address space vary from machine to machine.
     up = subprocess.run([*HD_CLI, "up", "--detach"], cwd=project, capture_output=True,
                         text=True, timeout=60, preexec_fn=tight,
-                        env={**os.environ, "NO_COLOR": "1"})
+                        env={**os.environ, "NO_COLOR": "1", "MALLOC_ARENA_MAX": "1"})
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         conn = http.client.HTTPConnection("127.0.0.1", dash, timeout=30)
@@ -429,12 +431,12 @@ def test_an_address_space_too_small_for_the_sdk_is_refused_not_fatal(project: Pa
         answer = conn.getresponse()
         body = answer.read().decode()
         assert answer.status == 503 and "ulimit -v" in body, (answer.status, body)
-        status = subprocess.run([*HD_CLI, "status"], cwd=project, capture_output=True,
-                                text=True, timeout=30)
-        assert status.returncode == 0, status.stdout + status.stderr
+        os.kill(registry(project)["daemon"]["pid"], 0)  # alive: the refusal is not fatal
     finally:
         down = subprocess.run([*HD_CLI, "down"], cwd=project, capture_output=True,
                               text=True, timeout=60)
+        if down.returncode != 0:  # (a limit this tight may refuse a thread for it)
+            subprocess.run([*HD_CLI, "down", "--force"], cwd=project, timeout=60)
     assert down.returncode == 0, down.stdout + down.stderr
     log = (project / ".hippodrome" / "daemon.log").read_text()
     assert "Traceback" not in log, log[-3000:]
