@@ -611,7 +611,8 @@ UNSENDABLE_TOKENS = {
 
 def token_env(token: str) -> dict[str, str]:
     """subprocess writes the environment as UTF-8 with surrogateescape, as the shell would
-    pass the raw bytes: `\udcff` arrives as the byte 0xff."""
+    pass the raw bytes: `\\udcff` arrives as the byte 0xff (a docstring holds no lone
+    surrogate: Python 3.13 encodes docstrings when it compiles them)."""
     return {"HIPPODROME_WEBHOOK_TOKEN": token}
 
 
