@@ -22,7 +22,7 @@ from hippo_tasks.errors import (
     StackShutDownError,
     UnknownServiceError,
 )
-from hippo_tasks.model.plan import cell_url_variable
+from hippo_tasks.model.plan import given_cell_url
 from hippo_tasks.supervision.stack import Settled
 from hippo_tasks.supervision.timeline import path_json
 
@@ -78,7 +78,7 @@ class StackCommands:
             "profile": opts.profile,
             "cell": opts.cell,
             # as the daemon's environment gave it (`hd seed` from a shell without it)
-            "cell_url": opts.env.get(cell_url_variable(opts.cell)),
+            "cell_url": given_cell_url(opts),
             # the stack file's services this run left out, with why (`--only`, profile)
             "left_out": dict(self.engine.plan.left_out),
             "table_prefix": opts.table_prefix,

@@ -20,7 +20,7 @@ from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.events.hooks import webhook_token
 from hippo_tasks.events.recording import events_dir
-from hippo_tasks.model.plan import StackPlan, cell_url_variable, url_host
+from hippo_tasks.model.plan import StackPlan, given_cell_url, url_host
 from hippo_tasks.registry.store import Registry, identity
 from hippo_tasks.supervision import timeline
 from hippo_tasks.supervision.backoff import Clock, LoopClock
@@ -197,7 +197,7 @@ class Engine:
                 "started_at": self.started_at,
                 "profile": opts.profile,
                 "cell": opts.cell,
-                "cell_url": opts.env.get(cell_url_variable(opts.cell)),
+                "cell_url": given_cell_url(opts),
                 "table_prefix": opts.table_prefix,
                 "port_offset": opts.port_offset,
                 "logs_dir": str(self.runs.dir),

@@ -154,6 +154,13 @@ def left_behind(registry: Registry, force: bool = False) -> int:
                if e["kind"] in _DELETE_ORDER and (force or not _owner_alive(e)))
 
 
+def live_owners(registry: Registry, but: int) -> set[int]:
+    """The live processes other than `but` that own recorded entries (an `up` still
+    setting AWS up, or deleting what it made)."""
+    return {int(e["owner"]["pid"]) for e in recorded(registry)
+            if _owner_alive(e) and e["owner"]["pid"] != but}
+
+
 def _owner_alive(entry: Entry) -> bool:
     owner = entry.get("owner") or {}
     return is_same_process(owner.get("pid"), owner.get("create_time"))

@@ -51,21 +51,13 @@ def wait_for_owners(registry: Registry, say: Callable[[str], None],
     this `down` overtook while it set them up) have ended, deleting them: `down` said
     "stack stopped", exit 0, while the rule and its targets still existed, and nothing
     deleted them if that `up` was then killed."""
+    if not _recorded(registry):
+        return
     import time
 
-    from hippo_tasks.registry.store import is_same_process
+    from hippo_tasks.events.bridge_records import live_owners
 
-    def owners() -> dict[int, Any]:
-        found = {}
-        for entry in _recorded(registry):
-            owner = entry.get("owner") or {}
-            pid = owner.get("pid")
-            if isinstance(pid, int) and pid != os.getpid() and \
-                    is_same_process(pid, owner.get("create_time")):
-                found[pid] = owner.get("create_time")
-        return found
-
-    live = owners()
+    live = live_owners(registry, os.getpid())
     if not live:
         return
     say(f"waiting for pid {', '.join(map(str, sorted(live)))} (the `up` this stopped) to "
@@ -73,7 +65,7 @@ def wait_for_owners(registry: Registry, say: Callable[[str], None],
     deadline = time.monotonic() + timeout
     while live and time.monotonic() < deadline:
         time.sleep(0.1)
-        live = owners()
+        live = live_owners(registry, os.getpid())
 
 
 def recover(registry: Registry, say: Callable[[str], None], force: bool = False) -> int:

@@ -158,6 +158,12 @@ def cell_url_variable(cell: str) -> str:
     return f"HIPPODROME_CELL_URL_{cell.upper()}"
 
 
+def given_cell_url(opts: Options) -> str | None:
+    """The cell's URL as the environment gave it (what the daemon keeps for `hd seed`
+    from a shell without it); None when the stack file or a stand-in gives it."""
+    return opts.env.get(cell_url_variable(opts.cell)) or None
+
+
 def _cell_url(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> str:
     """A cell with a stand-in service is that service (its `cells` keep it to that
     cell); any other is reached at a URL from the environment or the stack file."""
@@ -165,7 +171,7 @@ def _cell_url(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> str:
     if cell.stand_in:
         port = ports.get(cell.stand_in)
         return f"http://{HOST}:{port}" if port else ""
-    return opts.env.get(cell_url_variable(opts.cell)) or cell.url
+    return given_cell_url(opts) or cell.url
 
 
 def all_ports(spec: StackSpec, opts: Options) -> dict[str, int]:
