@@ -13,13 +13,16 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+Script = list[tuple[int, dict[str, Any] | bytes, float]]
+"""(status, body, delay) per request: a dict is sent as AWS's JSON, bytes as HTML."""
+
 
 class Scripted(ThreadingHTTPServer):
     """Answers each request with the next (status, body, delay) of its script."""
 
     daemon_threads = True
 
-    def __init__(self, script: list[tuple[int, dict[str, Any], float]]) -> None:
+    def __init__(self, script: Script) -> None:
         super().__init__(("127.0.0.1", 0), ScriptedHandler)
         self.script = script
         self.seen: list[dict[str, str]] = []
@@ -43,10 +46,12 @@ class ScriptedHandler(BaseHTTPRequestHandler):
         self.server.connections.add(self.client_address)
         status, body, delay = self.server.script.pop(0) if self.server.script else (200, {}, 0)
         time.sleep(delay)
-        data = json.dumps(body).encode()
+        # bytes as they are (a web page's HTML), else AWS's JSON
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         try:
             self.send_response(status)
-            self.send_header("content-type", "application/x-amz-json-1.0")
+            self.send_header("content-type", "text/html" if isinstance(body, bytes)
+                             else "application/x-amz-json-1.0")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -75,7 +80,7 @@ def running(server: ThreadingHTTPServer) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def serving(script: list[tuple[int, dict[str, Any], float]] | None = None) -> Iterator[Scripted]:
+def serving(script: Script | None = None) -> Iterator[Scripted]:
     server = Scripted(script or [])
     with running(server):
         yield server

@@ -6,9 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import moto_server
@@ -391,27 +389,11 @@ def test_an_endpoint_that_refuses_as_no_aws_does_gets_the_fix(moto_endpoint: str
 
 def test_an_endpoint_answering_an_html_error_page_gets_the_fix(moto_endpoint: str) -> None:
     """Any web app's 404 page, nginx's 502: still `DescribeEventBus failed with 404.`"""
+    from scripted_http import serving
 
-    class Page(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            body = b"<html><body><h1>404 Not Found</h1></body></html>"
-            self.send_response(404)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        lines, ok = validate("val-html-", f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    page = b"<html><body><h1>404 Not Found</h1></body></html>"
+    with serving([(404, page, 0.0)] * 20) as app:
+        lines, ok = validate("val-html-", app.url)
     text = "\n".join(lines)
     assert not ok and "answered HTTP 404 to DescribeEventBus, but not as AWS events" in text, \
         text
