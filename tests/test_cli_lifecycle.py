@@ -108,11 +108,13 @@ def test_a_service_left_out_of_the_run_is_named_as_such_not_unknown(project: Pat
                 + '[services.other]\ncommand = ["sleep", "600"]\n')
     hd(project, "up", "--detach", "--only", "app", check=True)
     try:
-        res = hd(project, "start", "--service", "other")
-        assert res.returncode == 2, res.stdout + res.stderr
-        assert "'other' is in the stack file but not part of this run (left out by --only" \
-            in res.stderr, res.stderr
-        assert "unknown service" not in res.stderr, res.stderr
+        # `hd logs -s other` said "no log for service 'other'", as if its log had gone
+        for args in (["start", "--service", "other"], ["logs", "-s", "other"]):
+            res = hd(project, *args)
+            assert res.returncode == 2, (args, res.stdout + res.stderr)
+            assert "'other' is in the stack file but not part of this run (left out by " \
+                "--only" in res.stderr, (args, res.stderr)
+            assert "unknown service" not in res.stderr and "no log" not in res.stderr, args
     finally:
         hd(project, "down", check=True)
 

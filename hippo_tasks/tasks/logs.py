@@ -79,6 +79,7 @@ def _files(latest: Path, service: str) -> list[Path]:
         path = latest / f"{service}.log"
         # A name, never a path: `-s /any/dir/x` or `-s ../../x` printed any x.log.
         if not SERVICE_NAME.match(service) or not os.path.lexists(path):
+            _say_if_left_out(latest.parent.parent, service)
             names = sorted(p.stem for p in latest.glob("*.log"))
             raise UsageError(f"no log for service '{service}' in {latest} (logs: "
                              f"{', '.join(names) or 'none'}){did_you_mean(service, names)}")
@@ -94,6 +95,25 @@ def _files(latest: Path, service: str) -> list[Path]:
         else:
             say_left_out(path)
     return found
+
+
+def _say_if_left_out(root: Path, service: str) -> None:
+    """A service of the stack file that this run left out is said as every other
+    command says it: "no log for service 'c'" read as a log gone missing. Only the
+    running daemon knows what its run left out, so it is asked, on this error path
+    only; with no daemon the plain sentence stands."""
+    from hippo_tasks.daemon.client import DaemonClient
+    from hippo_tasks.errors import HippoError, UnknownServiceError
+
+    try:
+        status = DaemonClient.for_project(root).status()
+    except (HippoError, OSError, ValueError):
+        return
+    left_out = status.get("left_out")
+    if isinstance(left_out, dict) and isinstance(left_out.get(service), str):
+        names = tuple(str(r.get("name")) for r in status.get("services") or ()
+                      if isinstance(r, dict))
+        raise UnknownServiceError(service, names, left_out[service])
 
 
 def _count(lines: int | str) -> int:
