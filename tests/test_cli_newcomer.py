@@ -118,8 +118,10 @@ def test_doctor_checks_what_the_running_daemon_runs(project: Path) -> None:
 
 def test_doctor_with_a_bad_argument_exits_2_with_the_sentence_up_gives(project: Path) -> None:
     """Bad arguments were a failed check: `[FAIL] stack file: unknown profile ...`, exit 1,
-    so a script could not tell a typo in its flag from a broken machine."""
-    for args in (["--profile", "nope"], ["--cell", "moon"], ["--port-offset", "abc"]):
+    so a script could not tell a typo in its flag from a broken machine. An empty one (a
+    script's unset variable) ran the default checks and passed, where `up` refused it."""
+    for args in (["--profile", "nope"], ["--cell", "moon"], ["--port-offset", "abc"],
+                 ["--profile", ""], ["--cell", ""]):
         doc = hd(project, "doctor", *args, timeout=60)
         up = hd(project, "up", "--detach", *args, timeout=60)
         assert up.returncode == 2, up.stdout + up.stderr

@@ -35,8 +35,8 @@ MODULES = {"invoke": True, "psutil": True, "colorama": True, "requests": True,
             "port-offset": "port offset to check with (default: the running daemon's, else "
                            "HIPPODROME_PORT_OFFSET, else 0)"})
 @handles_errors
-def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = "",
-           port_offset: str | None = None) -> None:
+def doctor(c: Context, profile: str | None = None, cell: str | None = None,
+           project_root: str = "", port_offset: str | None = None) -> None:
     """Prerequisites, ports in use (and by whom), stale registry, tools found."""
     # Imported here, not at the top: every other command loads this module too.
     from hippo_tasks.model.loader import load_stack
@@ -71,8 +71,10 @@ def doctor(c: Context, profile: str = "", cell: str = "", project_root: str = ""
         # and offset, from the registry), not the defaults.
         daemon = data["daemon"] if running else {}
         given = profile, cell, port_offset
-        profile = profile or daemon.get("profile") or "core"
-        cell = cell or daemon.get("cell") or "local"
+        # An empty --profile '' is a bad name, as `hd up` says (x/13: a script's unset
+        # variable ran every check on the defaults and passed, exit 0).
+        profile = daemon.get("profile") or "core" if profile is None else profile
+        cell = daemon.get("cell") or "local" if cell is None else cell
         if port_offset is None:
             port_offset = daemon_offset(daemon, stack.settings.dashboard_port)
         cell_url = daemon.get("cell_url")
