@@ -134,16 +134,20 @@ class DaemonEndedError(DaemonNotRunningError):
     """The daemon went away while a command waited for its answer: exit 5 as no daemon,
     not 6, whose words (`If it is hung, ...`) sent one looking for a hung process."""
 
-    def __init__(self, pid: int, reason: str) -> None:
+    def __init__(self, pid: int, reason: str, foreground: bool = False) -> None:
+        """`foreground`: a foreground `hd up`'s daemon, whose words went to its terminal;
+        daemon.log, which it does not write, was empty or another run's (w/9)."""
         super().__init__("", "")
         self.pid = pid
         self.reason = reason
+        self.foreground = foreground
 
     def message(self) -> str:
+        words = ("the terminal that ran `hd up`" if self.foreground
+                 else ".hippodrome/daemon.log")
         return (f"The Hippodrome daemon (pid {self.pid}) ended while this command waited for "
                 f"it ({self.reason}): it was killed or crashed (its last words are in "
-                ".hippodrome/daemon.log). `hd status` says what is left; `hd up` starts the "
-                "stack again.")
+                f"{words}). `hd status` says what is left; `hd up` starts the stack again.")
 
 
 class DaemonUnreachableError(HippoError):

@@ -719,12 +719,26 @@ def test_a_stopped_daemon_takes_in_a_job_and_a_line_that_came_in_time(project: P
         hd(project, "down")
 
 
-def test_a_daemon_killed_while_a_command_waits_is_said_gone_not_hung(project: Path) -> None:
+@pytest.mark.parametrize("foreground", [False, True], ids=["detached", "foreground"])
+def test_a_daemon_killed_while_a_command_waits_is_said_gone_not_hung(
+        project: Path, foreground: bool) -> None:
     """`hd restart -s a` waiting, the daemon killed -9: exit 6, "does not answer ... If it
-    is hung", where the daemon was gone (`hd status` right after: exit 5)."""
+    is hung", where the daemon was gone (`hd status` right after: exit 5). A foreground
+    daemon's last words are on its terminal: the sentence sent one to daemon.log, empty
+    or another run's (w/9)."""
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("a", port, "--delay", "1.5"))
-    hd(project, "up", "--detach", check=True, timeout=60)
+    (project / ".hippodrome").mkdir()
+    (project / ".hippodrome" / "daemon.log").write_text("an older detached run's words\n")
+    up = None
+    if foreground:
+        up = subprocess.Popen([*HD_CLI, "up"], cwd=project, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
+                 and registry(project).get("services", {}).get("a", {}).get("state")
+                 == "running", 30)
+    else:
+        hd(project, "up", "--detach", check=True, timeout=60)
     daemon = registry(project)["daemon"]["pid"]
     try:
         restart = subprocess.Popen([*HD_CLI, "restart", "-s", "a", "--project-root",
@@ -737,5 +751,11 @@ def test_a_daemon_killed_while_a_command_waits_is_said_gone_not_hung(project: Pa
         assert restart.returncode == 5, out + err
         assert f"The Hippodrome daemon (pid {daemon}) ended while this command waited" in err
         assert "If it is hung" not in err
+        words = ("the terminal that ran `hd up`" if foreground
+                 else ".hippodrome/daemon.log")
+        assert f"its last words are in {words})" in " ".join(err.split()), err
     finally:
+        if up is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                up.wait(10)
         hd(project, "down", "--force")

@@ -36,11 +36,14 @@ JSON = {"Content-Type": "application/json"}
 
 
 class DaemonClient:
-    def __init__(self, url: str, pid: int, stack_file: str | None = None) -> None:
-        """`stack_file`: the registry's stamp of the stack file the daemon read."""
+    def __init__(self, url: str, pid: int, stack_file: str | None = None,
+                 foreground: bool = False) -> None:
+        """`stack_file`: the registry's stamp of the stack file the daemon read;
+        `foreground`: the daemon of a foreground `hd up`, which writes to its terminal."""
         self.url = url.rstrip("/")
         self.pid = pid
         self.stack_file = stack_file
+        self.foreground = foreground
         self._ticks = start_ticks(pid)
 
     @classmethod
@@ -58,7 +61,8 @@ class DaemonClient:
             detail = "; ".join(notes) if notes else ""
             raise DaemonNotRunningError(str(root), detail)
         daemon = data["daemon"]
-        return cls(daemon["url"], int(daemon["pid"]), daemon.get("stack_file"))
+        return cls(daemon["url"], int(daemon["pid"]), daemon.get("stack_file"),
+                   daemon.get("foreground") is True)
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 310.0) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -88,7 +92,7 @@ class DaemonClient:
         except (OSError, BadAnswer) as exc:  # refused, reset, timed out, or not HTTP
             reason = str(exc) or type(exc).__name__
             if self._ended():
-                raise DaemonEndedError(self.pid, reason) from None
+                raise DaemonEndedError(self.pid, reason, self.foreground) from None
             raise DaemonUnreachableError(self.url, self.pid, reason) from None
 
     def _ended(self, within: float = 0.5) -> bool:

@@ -203,6 +203,7 @@ class Engine:
                 "logs_dir": str(self.runs.dir),
                 "started": self.started,
                 "stack_file": self.stack_file,
+                "foreground": self.printer is not None,
             }
             data["services"] = services
             data["failure"] = None if self.failure is None else {
