@@ -237,6 +237,45 @@ def test_down_waits_for_the_up_it_overtook_to_delete_its_resources(
         owner.wait()
 
 
+def test_a_down_after_a_killed_down_waits_for_the_daemon_still_ending(
+        project: Path, tools: FakeTools, moto_endpoint: str) -> None:
+    """`hd down` killed while the daemon, its port closed, still ended its tunnel and
+    deleted its rules: the next `hd down` called that daemon a possible stranger ("end
+    it yourself: kill N") and ran a forced clean-up beside the daemon's own (x/9)."""
+    from hippo_tasks.supervision.ports import holder_of
+
+    tools_env = {"FAKE_TUNNEL_MODE": "ignore-term"}  # the daemon's tunnel stop takes 5 s
+    prefix = f"t{uuid.uuid4().hex[:6]}-"
+    provision(prefix, moto_endpoint)
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    env = {**env_for(tools, moto_endpoint), **tools_env}
+    assert hd(project, "up", "--detach", "--enable-events", "--table-prefix", prefix,
+              env=env).returncode == 0
+    daemon = registry(project)["daemon"]["pid"]
+    first = subprocess.Popen([*HD_CLI, "down"], cwd=project, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, **env})
+    try:
+        wait_for(lambda: holder_of(dash)[0] != daemon, 30, what="the daemon closed its port")
+        assert alive(daemon)
+        first.kill()
+        first.wait(10)
+        res = hd(project, "down", env=env, timeout=120)
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, out
+        assert "no longer listens but is still ending" in out and "kill " not in out, out
+        assert "(forced)" not in out and "stack stopped, daemon exited" in out, out
+        assert not alive(daemon)
+        assert rules(moto_endpoint, prefix) == []
+        assert registry(project)["resources"] == []
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        hd(project, "down", "--force", env=env)
+
+
 def test_resources_that_stay_are_the_last_line_and_exit_1(
         project: Path, tools: FakeTools, moto_endpoint: str,
         monkeypatch: pytest.MonkeyPatch) -> None:

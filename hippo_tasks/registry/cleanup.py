@@ -142,7 +142,7 @@ def force_down(registry: Registry) -> list[str]:
     daemon: dict[str, Any] = data.get("daemon") or {}
     if daemon_alive(data):
         pid = int(daemon["pid"])
-        if _holds_daemon_port(pid, daemon) and writes_daemon_log(pid, registry.root):
+        if holds_daemon_port(pid, daemon) and writes_daemon_log(pid, registry.root):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             lines.append(f"killed daemon pid {pid}")
@@ -179,7 +179,7 @@ def _wake_guard(daemon: dict[str, Any]) -> None:
             os.kill(pid, signal.SIGCONT)
 
 
-def _holds_daemon_port(pid: int, daemon: dict[str, Any]) -> bool:
+def holds_daemon_port(pid: int, daemon: dict[str, Any]) -> bool:
     """Half the proof that a live recorded daemon pid is the daemon: a pid and start
     time that match can still be copied or forged into the file with a stranger's
     values, but a daemon listens on its port for its whole life, hung or not. The port

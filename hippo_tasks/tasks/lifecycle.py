@@ -197,6 +197,16 @@ def _down_locked(root: Path, force: bool) -> int:
                   "hippodrome | no daemon was running; nothing to stop")
             return left
         except DaemonUnreachableError as exc:
+            if _finishing_a_shutdown(registry, exc.pid):
+                _say(f"the daemon (pid {exc.pid}) no longer listens but is still ending: "
+                     "it is finishing a shutdown an earlier `hd down` (or a signal) began; "
+                     "waiting for it")
+                _wait_daemon_gone(registry, exc.pid, identity(exc.pid))
+                _end_what_a_dead_daemon_left(registry, exc.pid)
+                hooks.wait_for_owners(registry, _say)
+                left = hooks.recover(registry, _say)
+                print("hippodrome | stack stopped, daemon exited")
+                return left
             print(f"hippodrome | {exc.message()}\nhippodrome | cleaning up from the registry")
     from hippo_tasks.registry.cleanup import force_down
     from hippo_tasks.registry.store import daemon_alive
@@ -210,6 +220,19 @@ def _down_locked(root: Path, force: bool) -> int:
     if stopped:
         print("hippodrome | stack stopped, daemon exited")
     return hooks.recover(registry, _say, force=True)
+
+
+def _finishing_a_shutdown(registry: Registry, pid: int) -> bool:
+    """The recorded daemon still writes this folder's daemon.log but has closed its
+    port: only a daemon past its shutdown's last answer does that (it deletes its
+    `--enable-events` resources, ends its tunnel, then exits). After a killed `hd down`,
+    the next one told the user to kill it and ran a forced clean-up beside its own (x/9)."""
+    from hippo_tasks.registry.cleanup import holds_daemon_port
+    from hippo_tasks.registry.store import writes_daemon_log
+
+    daemon = registry.read().get("daemon") or {}
+    return daemon.get("pid") == pid and writes_daemon_log(pid, registry.root, writing=True) \
+        and not holds_daemon_port(pid, daemon)
 
 
 def _kill_unlisted_daemons(root: Path, grace: float = 5.0) -> bool:
