@@ -299,8 +299,37 @@ def test_a_routes_error_names_its_entrys_line_and_field(entry: str, field: str, 
     assert words in str(e) and f"stack.toml:{line}: field '{field}'" in str(e)
 
 
-def test_routes_written_inline_name_the_routes_line() -> None:
-    e = err('routes = [{ detail_type_prefix = "X.", service = "a" },\n'
-            '          { detail_type_prefix = "Y.", service = "b" }]\n'
-            '[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\nport = 7000\n')
-    assert (e.field_name, e.line) == ("routes[1].service", 1), str(e)
+SERVICE_A = '[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\nport = 7000\n'
+
+
+@pytest.mark.parametrize(("head", "field", "line"), [
+    # an inline array names its entry's key, not the `routes =` line (x/4)
+    ('routes = [{ detail_type_prefix = "X.", service = "a" },\n'
+     '          { detail_type_prefix = "Y.", service = "b" }]\n', "routes[1].service", 2),
+    ('routes = [\n  { detail_type_prefix = "{X.", service = "a", path = "/a" },  # {\n\n'
+     '  { service = "a", detail_type_prefix = 5 },\n]\n',
+     "routes[1].detail_type_prefix", 4),
+    ('routes = [{ service = "a", detail_type_prefix = "X." }, { service = "a", '
+     'detail_type_prefix = 5 }]\n', "routes[1].detail_type_prefix", 1),
+    ('routes = [\n  { detail_type_prefix = "X." },\n]\n', "routes[0]", 2),
+    # a [[routes]] entry's sub-table names its own header
+    ('[[routes]]\ndetail_type_prefix = "X."\nservice = "a"\n[routes.extra]\nb = 1\n',
+     "routes[0].extra", 4),
+])
+def test_routes_written_inline_or_with_a_sub_table_name_their_entrys_line(
+        head: str, field: str, line: int) -> None:
+    text = head + SERVICE_A if head.startswith("routes") else SERVICE_A + head
+    offset = 0 if head.startswith("routes") else SERVICE_A.count("\n")
+    e = err(text)
+    assert (e.field_name, e.line) == (field, line + offset), str(e)
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("# c\n# c\n\n[routes]\ndetail_type_prefix = \"X.\"\n" + SERVICE_A, 4),
+    ('routes = "x"\n' + SERVICE_A, 1),
+    (SERVICE_A + "[routes]\nservice = \"a\"\n", 6),
+])
+def test_routes_that_are_no_array_of_tables_name_their_own_line(text: str, line: int) -> None:
+    """It named the [stack] header's line, or past the end of the `[routes]` table."""
+    e = err(text)
+    assert e.line == line and "must be written as [[routes]] tables" in str(e), str(e)

@@ -55,12 +55,25 @@ class FileContext:
         header = re.compile(r"^\s*\[\[\s*" + re.escape(array) + r"\s*\]\]\s*(#.*)?$")
         starts = [i for i, line in enumerate(self.lines) if header.match(line)]
         if index < len(starts):
-            return self._key_after(starts[index], key)
-        inline = re.compile(r"^\s*" + re.escape(array) + r"\s*=")
+            found = self._key_after(starts[index], key)
+            if key is not None and found == starts[index] + 1:  # no `key =` in the entry:
+                sub = self.line_of(f"{array}.{key}")  # a `[routes.extra]` under it (x/4)
+                end = starts[index + 1] if index + 1 < len(starts) else len(self.lines)
+                if sub is not None and starts[index] < sub <= end:
+                    return sub
+            return found
+        top = self.line_of_top_key(array)
+        if top is None:
+            return None
+        return _inline_entry_line(self.lines, top - 1, index, key) or top
+
+    def line_of_top_key(self, key: str) -> int | None:
+        """The line of `key = ...` at the top level, before any table header."""
+        assign = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
         for i, line in enumerate(self.lines):
             if line.lstrip().startswith("["):  # keys of the top level come before any table
                 return None
-            if inline.match(line):
+            if assign.match(line):
                 return i + 1
         return None
 
@@ -106,6 +119,58 @@ class FileContext:
         if field_name:
             return self.line_of(field_name) or self.line_of("stack", field_name)
         return self.line_of("stack")
+
+
+def _inline_entry_line(lines: list[str], first: int, index: int, key: str | None
+                       ) -> int | None:
+    """The line (1-based) of `key` in the `index`-th inline table of the array assigned
+    at line `first` (0-based), else of that table's `{`: an error in the second entry of
+    `routes = [{...}, {...}]` named the line of `routes =` (x/4). Strings and comments
+    are skipped, so a brace inside one does not count; None when it is not found."""
+    depth, seen, entry_line = 0, -1, None
+    keyed = re.compile(r"(?:^|[{,])\s*" + re.escape(key) + r"\s*=") if key else None
+    for number in range(first, len(lines)):
+        text, quote, i = lines[number], "", 0
+        if number == first:
+            i = text.index("=") + 1
+        chunk_start = i
+        while i < len(text):
+            ch = text[i]
+            if quote:
+                if ch == "\\" and quote == '"':
+                    i += 1
+                elif ch == quote:
+                    quote = ""
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                depth += 1
+                if ch == "{" and depth == 2:
+                    seen += 1
+                    if seen == index:
+                        entry_line, chunk_start = number + 1, i
+            elif ch in "]}":
+                depth -= 1
+                if depth == 0:
+                    return entry_line
+                if ch == "}" and depth == 1 and entry_line is not None:
+                    return _key_in(lines[entry_line - 1:number + 1], keyed, entry_line,
+                                   chunk_start) or entry_line
+            i += 1
+    return entry_line
+
+
+def _key_in(lines: list[str], keyed: re.Pattern[str] | None, first_line: int,
+            start: int) -> int | None:
+    """The line of the first match of `keyed` in `lines` (the first from `start`)."""
+    if keyed is None:
+        return None
+    for offset, text in enumerate(lines):
+        if keyed.search(text[start:] if offset == 0 else text):
+            return first_line + offset
+    return None
 
 
 def _type_name(value: object) -> str:

@@ -253,8 +253,10 @@ def _parse_file(path: str, text: str) -> _FileData:
             fields["conditions"] = tuple((n, c) for n, c in pairs if c is not None)
         data.services[name] = fields
     routes = raw.get("routes", [])
-    if not isinstance(routes, list):
-        raise ctx.error("routes must be written as [[routes]] tables")
+    if not isinstance(routes, list):  # at its `[routes]` header or `routes =` (x/4)
+        raise StackFileError(path=ctx.path, problem="routes must be written as "
+                               "[[routes]] tables", line=ctx.line_of("routes")
+                               or ctx.line_of_top_key("routes"))
     for index, route in enumerate(routes):
         # Each error names the entry and its field (`routes[1].path`), which gives it
         # the line of that key in that entry (FileContext.line_for).
