@@ -52,9 +52,9 @@ EXIT_SIGNALLED = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129, "SIGPIPE": 141}
 """A stack shut down by a signal exits 128 + its number, as a shell reports a process
 killed by it: a CI job or a supervisor can tell a Ctrl+C or a `kill` from a clean end."""
 HOUSEKEEPING_S = 2.0
-TRIM_AFTER_READY_S = 0.1
-"""The start's garbage is given back this long after ready: `up --detach` has its answer
-by then (the collection and trim take a few ms of the loop)."""
+TRIM_AFTER_READY_S = 1.0
+"""The start's garbage is given back this long after ready: `up --detach` has its
+answer by then, and a ready service's first requests are not delayed by the collection."""
 SYNC_SHARE = 0.2
 """At most this share of the daemon's time goes to registry writes a transition asks
 for: after a write that took d seconds, the next waits until d / SYNC_SHARE after it
