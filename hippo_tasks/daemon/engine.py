@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hippo_tasks.daemon.memory import give_back_freed_memory
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.events.hooks import webhook_token
@@ -52,9 +51,6 @@ EXIT_SIGNALLED = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129, "SIGPIPE": 141}
 """A stack shut down by a signal exits 128 + its number, as a shell reports a process
 killed by it: a CI job or a supervisor can tell a Ctrl+C or a `kill` from a clean end."""
 HOUSEKEEPING_S = 2.0
-TRIM_AFTER_READY_S = 1.0
-"""The start's garbage is given back this long after ready: `up --detach` has its
-answer by then, and a ready service's first requests are not delayed by the collection."""
 SYNC_SHARE = 0.2
 """At most this share of the daemon's time goes to registry writes a transition asks
 for: after a write that took d seconds, the next waits until d / SYNC_SHARE after it
@@ -428,8 +424,6 @@ class Engine:
                     self.started = True
                     self.sync_registry()
                     self._report_ready(time.monotonic() - began)
-                    # after `up --detach` has its answer: the start's garbage, given back
-                    self.loop.call_later(TRIM_AFTER_READY_S, give_back_freed_memory)
             else:
                 starting.cancel()
             why = await self._shutdown
