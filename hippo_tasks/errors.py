@@ -118,6 +118,19 @@ class PortsBusyError(HippoError):
         return "\n".join(b.message() for b in self.busy)
 
 
+class PortsBusyAtStartError(PortsBusyError):
+    """A detached daemon's PortsBusyError, as its sentence came back to `up --detach`
+    (a port taken between the pre-flight and the daemon's bind: two projects started at
+    once). Exit 4 as at the pre-flight: it was 2, "bad arguments", with the same words."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(())
+        self.text = text
+
+    def message(self) -> str:
+        return self.text
+
+
 class DaemonNotRunningError(HippoError):
     def __init__(self, project_root: str, detail: str = "") -> None:
         self.project_root = project_root

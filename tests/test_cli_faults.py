@@ -759,3 +759,29 @@ def test_a_daemon_killed_while_a_command_waits_is_said_gone_not_hung(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 up.wait(10)
         hd(project, "down", "--force")
+
+
+def test_the_loser_of_a_dashboard_port_race_exits_4_as_at_the_pre_flight(
+        project: Path, project2: Path) -> None:
+    """Two projects sharing `dashboard_port`, `hd up --detach` in both at once: both
+    passed the pre-flight, the loser's daemon could not bind, and it said "port N ... is
+    already in use by pid P", exit 2 ("bad arguments"), where the same sentence at the
+    pre-flight is exit 4: a script retrying on 4 gave up (y/1)."""
+    (dash,) = free_ports(1)
+    for root in (project, project2):
+        write_stack(root, stack_header(dash) + '[services.s]\ncommand = ["sleep", "600"]\n')
+    losers = []
+    for _ in range(3):
+        ups = [subprocess.Popen([*HD_CLI, "up", "--detach"], cwd=root, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for root in (project, project2)]
+        ends = [(up.wait(60), up.communicate()) for up in ups]
+        codes = sorted(code for code, _ in ends)
+        assert codes[0] == 0, ends  # one of them won
+        losers += [(code, err) for code, (_, err) in ends if code != 0]
+        for root in (project, project2):
+            hd(root, "down", timeout=60)
+    assert losers, "no race was lost"
+    for code, err in losers:
+        assert "is already in use by pid" in err and code == 4, (code, err)
+

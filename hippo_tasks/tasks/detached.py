@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.errors import (
     EXIT_STATE_DIR,
+    PortsBusyAtStartError,
     ServiceStartError,
     StartCutShortError,
     StateDirError,
@@ -292,6 +293,8 @@ def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
         raise StartCutShortError(failure["reason"], (), str(log))
     if failure and failure.get("kind") == "Unreachable":  # its API could not start
         raise StartCutShortError(failure["reason"], _lines_since(log, log_from), str(log))
+    if failure and failure.get("kind") in ("PortsBusyError", "PortBusyError"):
+        raise PortsBusyAtStartError(str(failure["reason"]))
     if failure:
         raise UsageError(failure["reason"])
     if code == EXIT_STATE_DIR:  # it could write neither its reason nor the registry
