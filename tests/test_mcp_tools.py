@@ -168,6 +168,23 @@ def test_bad_arguments_get_a_clear_error(stack: tuple[Path, str]) -> None:
     assert run(http(stack[1]), scenario) == []
 
 
+@pytest.mark.parametrize(("tool", "args", "where"), [
+    ("wait_ready", {"timeout_s": float("nan")}, "timeout_s"),
+    ("wait_ready", {"timeout_s": float("inf")}, "timeout_s"),
+    ("events_send", {"detail_type": "X.Y", "detail": {"a": [1, float("-inf")]}},
+     "detail.a.1"),
+])
+def test_nan_and_infinity_are_refused_wherever_they_are(tool: str, args: dict[str, Any],
+                                                        where: str) -> None:
+    """The SDK's parser takes a bare `NaN`, and NaN passes `minimum` and `maximum` both:
+    `wait_ready {"timeout_s": NaN}` waited without bound (z/1). Checked on the parsed
+    arguments, as both transports hand them over (the SDK's client would send null)."""
+    from hippo_tasks.mcp.server import BY_NAME, check_args
+
+    said = check_args(BY_NAME[tool], args)
+    assert said is not None and f"argument '{where}': NaN and Infinity" in said, said
+
+
 def test_an_unknown_tool_is_a_protocol_error(stack: tuple[Path, str]) -> None:
     async def scenario(agent: Agent) -> None:
         with pytest.raises(MCPError, match="unknown tool 'explode'"):

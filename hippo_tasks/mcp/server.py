@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import threading
 from collections.abc import Callable
@@ -65,8 +66,28 @@ def usage(tool: Tool) -> str:
     return f"{tool.name} takes " + ", ".join(parts)
 
 
+def _not_finite(args: dict[str, Any]) -> str | None:
+    """The path of a NaN or infinity among the arguments. The SDK's parser takes the
+    bare `NaN` that JSON has not, and NaN passes `minimum` and `maximum` alike (every
+    comparison with it is false): `wait_ready {"timeout_s": NaN}` waited without bound,
+    past the 600 s cap (z/1). A loop, not recursion: arguments can nest deep."""
+    todo: list[tuple[str, Any]] = [("", args)]
+    while todo:
+        where, value = todo.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where
+        items = value.items() if isinstance(value, dict) else \
+            enumerate(value) if isinstance(value, list) else ()
+        todo += [(f"{where}.{key}" if where else str(key), item) for key, item in items]
+    return None
+
+
 def check_args(tool: Tool, args: dict[str, Any]) -> str | None:
     """None when the arguments fit the tool's schema, else what is wrong with them."""
+    odd = _not_finite(args)
+    if odd is not None:
+        return (f"bad arguments for {tool.name}: argument '{odd}': NaN and Infinity are "
+                f"not numbers JSON has; send a number. {usage(tool)}")
     error: ValidationError | None = best_match(_validator(tool.name).iter_errors(args))
     if error is None:
         return None
