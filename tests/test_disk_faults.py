@@ -133,21 +133,33 @@ def test_a_daemon_log_that_cannot_be_opened_is_exit_10(project: Path, spoil: str
 def test_a_foreground_up_on_a_full_disk_starts_nothing(project: Path) -> None:
     """`up --detach` said exit 10, but a foreground `up` started every service with no
     registry ("retrying every second"): `hd status` said no daemon ran, `hd down` that
-    there was nothing to stop, and the services ran on."""
+    there was nothing to stop, and the services ran on. The refused starts leave the
+    logs as they were: each pointed `latest` at an empty run and pruned a real one, until
+    the logs of the runs to diagnose were gone (q/1)."""
     dash, port = free_ports(2)
     marker = f"sleep {port}.5"  # a command line no other test runs
     with tmpfs(project / "disk", "1m") as root, cleaned_up(root):
-        write_stack(root, stack_header(dash) + toy_service("web", port)
-                    + f'[services.bg]\nshell = "exec {marker}"\n')
+        write_stack(root, stack_header(dash, log_runs_kept=2)
+                    + toy_service("web", port) + f'[services.bg]\nshell = "exec {marker}"\n')
+        for _ in range(2):
+            hd(root, "up", "--detach", check=True, timeout=60)
+            hd(root, "down", check=True, timeout=60)
+        runs = sorted(p.name for p in (root / ".logs").glob("2*"))
+        latest = os.readlink(root / ".logs" / "latest")
+        assert len(runs) == 2 and latest == runs[-1], (runs, latest)
         with open(root / "filler", "wb") as fh, contextlib.suppress(OSError):
             fh.write(b"\0" * (2 * 1024 * 1024))
-        up = hd(root, "up", timeout=60)
-        assert up.returncode == 10, up.stdout + up.stderr
-        assert f"cannot write {root}/.hippodrome/registry.json: No space left on device" \
-            in up.stderr, up.stderr
-        assert "Traceback" not in up.stdout + up.stderr
+        for _ in range(2):
+            up = hd(root, "up", timeout=60)
+            assert up.returncode == 10, up.stdout + up.stderr
+            assert f"cannot write {root}/.hippodrome/registry.json: No space left on " \
+                "device" in up.stderr, up.stderr
+            assert "Traceback" not in up.stdout + up.stderr
         assert not [p for p in psutil.process_iter(["cmdline"])
                     if " ".join(p.info["cmdline"] or []) == marker], "a service started"
+        assert sorted(p.name for p in (root / ".logs").glob("2*")) == runs
+        assert os.readlink(root / ".logs" / "latest") == latest
+        assert all((root / ".logs" / run / "web.log").is_file() for run in runs)
 
 
 def test_up_detach_returns_when_the_disk_fills_after_the_first_write(project: Path) -> None:

@@ -79,7 +79,7 @@ class Engine:
         self.dashboard_host = dashboard_host
         self.started_at = time.time()
         root = plan.options.project_root
-        self.runs = RunFiles(root / ".logs", plan.settings.log_runs_kept)
+        self.runs = RunFiles(root / ".logs", plan.settings.log_runs_kept, publish=False)
         self.hub = LogHub(plan.settings.log_buffer_lines, [self.runs])
         if printer is not None:
             printer.set_width(max((len(n) for n in plan.names), default=10))
@@ -395,11 +395,15 @@ class Engine:
             if serve is not None:
                 stop_serving = serve(self)
             self.sync_registry(first=True)
+            try:  # only now: a start refused above leaves `.logs` as it was
+                self.runs.publish(self.plan.settings.log_runs_kept)
+            except OSError as exc:
+                raise StateDirError.from_os(exc, exc.filename or self.runs.dir) from None
         except BaseException:
             stop_serving()
             self.guard.close()
             self.ownership.close()
-            self.runs.close()
+            self.runs.abandon()
             raise
         on_serving()
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)

@@ -60,7 +60,11 @@ class RunFiles:
     STAMP = "%Y%m%d-%H%M%S"
     _RUN = re.compile(r"^\d{8}-\d{6}(-\d+)?\Z")
 
-    def __init__(self, logs_root: Path, keep: int, now: float | None = None) -> None:
+    def __init__(self, logs_root: Path, keep: int, now: float | None = None,
+                 publish: bool = True) -> None:
+        """`publish`: point `latest` at the new run and prune old ones now; else at
+        `publish()`, once the start is sure to go on (the daemon: after its first
+        registry write)."""
         logs_root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime(self.STAMP, time.localtime(now))
         run = logs_root / stamp
@@ -82,8 +86,22 @@ class RunFiles:
         services stat()ed 80 names every 2 s for nothing (a third of its idle CPU)."""
         self._dropped: dict[str, tuple[int, float, str]] = {}
         """Per service: lines not written, since when, why (for the recovery note)."""
-        self._link_latest(logs_root, run)
-        self.prune(logs_root, keep, current=run)
+        if publish:
+            self.publish(keep)
+
+    def publish(self, keep: int) -> None:
+        """`latest` -> this run, and the runs past `keep` pruned."""
+        self._link_latest(self.dir.parent, self.dir)
+        self.prune(self.dir.parent, keep, current=self.dir)
+
+    def abandon(self) -> None:
+        """A start refused before it was published (its registry could not be written):
+        its empty folder goes, and `latest` and the older runs stay as they were. Each
+        refused foreground `up` pointed `latest` at an empty run and pruned a real one,
+        until every log of the runs to diagnose was gone (q/1)."""
+        self.close()
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()  # only if empty: nothing of a service's is ever removed
 
     @staticmethod
     def _link_latest(root: Path, run: Path) -> None:
