@@ -14,7 +14,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from hippo_platform.services.common.errors import HttpError, ServiceUnavailable
+from hippo_platform.services.common.errors import (
+    DISK_TROUBLE,
+    HttpError,
+    ServiceUnavailable,
+    disk_sentence,
+)
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.messages import Request, Response
 from hippo_platform.services.common.router import Router
@@ -73,11 +78,21 @@ class App:
             result = handler(request)
         except HttpError as exc:
             return self.error_response(exc)
+        except OSError as exc:
+            if exc.errno not in DISK_TROUBLE:
+                return self._unhandled(request, exc)
+            log_error(f"{self.name}: {request.method} {request.path}: {disk_sentence(exc)}")
+            return self.error_response(HttpError(disk_sentence(exc), status=507,
+                                                 extra={"type": "OSError"}))
         except Exception as exc:  # the catch-all that keeps one bug from killing the server
-            log_error(f"{self.name}: unhandled error on {request.method} {request.path}:")
-            log_error(traceback.format_exc().rstrip())
-            return self.error_response(self.internal_error(exc))
+            return self._unhandled(request, exc)
         return result if isinstance(result, Response) else Response(200, result)
+
+    def _unhandled(self, request: Request, exc: Exception) -> Response:
+        """A bug: its traceback in the log, `internal error` in the answer."""
+        log_error(f"{self.name}: unhandled error on {request.method} {request.path}:")
+        log_error(traceback.format_exc().rstrip())
+        return self.error_response(self.internal_error(exc))
 
     def internal_error(self, exc: BaseException) -> HttpError:
         kind = type(exc).__name__

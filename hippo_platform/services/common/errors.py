@@ -9,8 +9,21 @@ so a caller can catch, say, `NotFound` from a peer without comparing numbers.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from typing import Any
+
+DISK_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+"""A disk that refuses writes: said as such (507), not as a bug (500)."""
+
+
+def disk_sentence(exc: OSError) -> str:
+    """What a full or read-only disk did to a request, and what to do: it was `internal
+    error (OSError)`, and the reason only in a log the full disk kept from being written
+    (q/3). Writes here are journaled first or made whole, so the request had no effect."""
+    where = f"cannot write {exc.filename}" if exc.filename else "cannot write its state"
+    fix = "make it writable" if exc.errno == errno.EROFS else "free space on that disk"
+    return f"{where}: {exc.strerror or exc}: {fix}, then send the request again"
 
 
 class HttpError(Exception):

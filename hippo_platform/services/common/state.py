@@ -123,6 +123,31 @@ def replace_all_or_none(files: Mapping[Path, bytes]) -> None:
         fsync_dir(folder)
 
 
+def write_or_cut_back(fd: int, data: bytes, size_before: int, path: Path) -> None:
+    """Write `data` whole to an append-mode `fd`, or cut the file back to `size_before`
+    and raise, naming `path` (a write on a descriptor names no file, and the answer
+    must say which disk filled): a disk that fills mid-line left a partial line, the
+    next acknowledged line was glued onto it, and both were dropped as one bad line at
+    the next load."""
+    view = memoryview(data)
+    try:
+        written = 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
+    except OSError as exc:
+        os.ftruncate(fd, size_before)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
+def append_whole(path: Path, data: bytes) -> None:
+    """Append `data` to `path` all or nothing (write_or_cut_back), made if missing."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        write_or_cut_back(fd, data, os.fstat(fd).st_size, path)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_json(path: Path, value: Any, *, fsync: bool = True) -> None:
     data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     atomic_write_bytes(path, data, fsync=fsync)

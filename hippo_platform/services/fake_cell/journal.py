@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from hippo_platform.services.common.log import log_error
-from hippo_platform.services.common.state import atomic_write_bytes, atomic_write_json, read_json
+from hippo_platform.services.common.state import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    write_or_cut_back,
+)
 
 SNAPSHOT = "snapshot.json"
 JOURNAL = "journal.jsonl"
@@ -82,12 +87,11 @@ class Journal:
         later append cannot land behind garbage that would end the replay early."""
         assert self._handle is not None, "load() first"
         line = json.dumps({**op, "seq": self.seq + 1}, separators=(",", ":"), ensure_ascii=False)
-        data = memoryview(line.encode("utf-8") + b"\n")
+        data = line.encode("utf-8") + b"\n"
         fd = self._handle.fileno()
+        # unbuffered: in the kernel once this returns, which is what kill -9 spares
+        write_or_cut_back(fd, data, self.journal_bytes, self.journal_path)
         try:
-            written = 0
-            while written < len(data):  # unbuffered: in the kernel once this returns,
-                written += os.write(fd, data[written:])  # which is what kill -9 spares
             if self.fsync:
                 os.fsync(fd)  # on the disk: survives a power cut too
         except OSError:
@@ -105,9 +109,11 @@ class Journal:
     def compact(self, state: dict[str, Any]) -> None:
         atomic_write_json(self.snapshot_path, {**state, "seq": self.seq}, fsync=self.fsync)
         self.snapshot_bytes = self.snapshot_path.stat().st_size
+        # The old journal's handle is let go only once the empty one is in place: a
+        # full disk here left it closed, and every later change answered 500.
+        atomic_write_bytes(self.journal_path, b"", fsync=self.fsync)
         if self._handle is not None:
             self._handle.close()
-        atomic_write_bytes(self.journal_path, b"", fsync=self.fsync)
         self._handle = open(self.journal_path, "ab", buffering=0)  # noqa: SIM115
         self.journal_bytes = 0
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_platform.services.common.errors import BadRequest, NotFound
+from hippo_platform.services.common.state import append_whole
 
 ACTIONS = ("click", "add_to_cart", "purchase")
 MAX_EVENTS = 500
@@ -70,8 +71,10 @@ class Analytics:
     def _append(self, events: list[dict[str, Any]]) -> None:
         if self.path is None:
             return
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
+        # All or nothing: a disk that filled mid-write left a partial line, and the next
+        # acknowledged event, glued onto it, was dropped with it at the next start (q/2).
+        append_whole(self.path, "".join(json.dumps(e, separators=(",", ":")) + "\n"
+                                        for e in events).encode("utf-8"))
 
     def _apply(self, event: dict[str, Any]) -> None:
         key = (event["scope"], event["index"])
