@@ -98,6 +98,40 @@ def test_busy_port_names_holder_and_starts_nothing(project: Path) -> None:
         holder.wait()
 
 
+PRE_FORK = """
+import os, socket, sys, time
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+for _ in range(2):
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+print("listening", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_port_held_by_a_pre_fork_server_names_its_master(project: Path) -> None:
+    """A master and its workers share the listening socket (gunicorn, nginx, uvicorn
+    --workers): the newest worker was named, and stopping it freed nothing, since the
+    master forked another (z/2)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    master = subprocess.Popen([PY, "-c", PRE_FORK, str(port)], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        assert master.stdout is not None and master.stdout.readline() == "listening\n"
+        workers = psutil.Process(master.pid).children()
+        assert len(workers) == 2
+        for args in (["up", "--detach"], ["doctor"]):
+            res = hd(project, *args, timeout=60)
+            said = res.stdout + res.stderr
+            assert f"in use by pid {master.pid} (" in said, (args, said)
+            assert not any(f"pid {w.pid} " in said for w in workers), said
+    finally:
+        os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+
+
 def test_a_port_held_by_a_connection_not_a_listener_says_so(project: Path) -> None:
     """A port can be the local end of a connection: a live one (this test's), then one
     just closed (TIME_WAIT, held by no process). Both read "holder unknown: it may

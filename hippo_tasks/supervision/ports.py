@@ -60,19 +60,51 @@ def who_holds(port: int) -> tuple[int | None, str | None, str, bool]:
 
 
 def holder_of(port: int, conns: list[Any] | None = None) -> tuple[int | None, str | None]:
-    """(pid, command line) of the process listening on the port, when we may see it."""
+    """(pid, command line) of the process listening on the port, when we may see it.
+    Of several sharing the listening socket (a pre-fork server: gunicorn, nginx, uvicorn
+    --workers), the one the others descend from: a worker was named, and stopping it
+    freed nothing, since its master forked another."""
     import psutil
 
     for conn in _inet_connections() if conns is None else conns:
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
             if conn.pid is None:
                 return None, None
+            pid = _master_of(conn.pid, conn.fd)
             try:
-                cmd = " ".join(psutil.Process(conn.pid).cmdline())
+                cmd = " ".join(psutil.Process(pid).cmdline())
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 cmd = None
-            return conn.pid, cmd
+            return pid, cmd
     return None, None
+
+
+def _master_of(pid: int, fd: int) -> int:
+    """Of the processes sharing a listening socket, the eldest: up the parents while
+    each holds the same socket. The kernel's table names one holder, and for a pre-fork
+    server (gunicorn, nginx, uvicorn --workers) it was a worker: stopping it freed
+    nothing, since its master forked another (z/2)."""
+    try:
+        sock = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except (OSError, ValueError):
+        return pid
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                parent = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            fds = os.listdir(f"/proc/{parent}/fd") if parent > 1 else []
+        except (OSError, ValueError, IndexError):
+            return pid
+        if not any(_links_to(parent, other, sock) for other in fds):
+            return pid
+        pid = parent
+
+
+def _links_to(pid: int, fd: str, target: str) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}") == target
+    except OSError:
+        return False
 
 
 def without_listener(port: int, conns: list[Any] | None = None) -> tuple[str, bool]:
