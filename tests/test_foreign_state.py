@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -288,6 +289,33 @@ def test_a_project_moved_with_its_stack_running_is_still_managed_from_its_new_pl
         assert not alive(daemon) and not alive(web)
         assert not first.exists(), "the daemon re-created the folder the project left"
         assert "Traceback" not in (moved / ".hippodrome" / "daemon.log").read_text()
+    finally:
+        stop_by_pid(daemon)
+
+
+def test_a_folder_made_where_a_moved_project_was_gets_nothing_of_its_stack(
+        tmp_path: Path) -> None:
+    """`mv first moved`, then `mkdir first` (a fresh clone at the old path): the daemon
+    took the new folder for its own with a deleted registry, wrote it there with a new
+    run's log folder, and every later line of its services went there (q/4)."""
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    daemon, web = web_stack_up(first)
+    try:
+        first.rename(moved)
+        first.mkdir()
+        time.sleep(2.5)  # past the daemon's registry check
+        url = registry(moved)["daemon"]["url"]  # transitions: each writes the registry
+        request = urllib.request.Request(f"{url}/api/services/web/restart", data=b"{}",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+        assert list(first.iterdir()) == [], list(first.rglob("*"))
+        said = (moved / ".hippodrome" / "daemon.log").read_text()
+        assert f"{first} is another folder now (the project was moved)" in said, said
+        down = hd(moved, "down", timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not alive(daemon) and not alive(web)
+        assert list(first.iterdir()) == [], list(first.rglob("*"))
     finally:
         stop_by_pid(daemon)
 

@@ -42,6 +42,8 @@ from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 
 if TYPE_CHECKING:  # types only: loaded when needed (a printer, a tunnel to watch)
+    from pathlib import Path
+
     from hippo_tasks.events.tunnel_watch import TunnelWatch
     from hippo_tasks.supervision.printer import TerminalPrinter
 
@@ -79,6 +81,9 @@ class Engine:
         self.dashboard_host = dashboard_host
         self.started_at = time.time()
         root = plan.options.project_root
+        self._home = _folder_id(root)
+        """The project folder as started: a folder made later at its path is another."""
+        self._moved_said = False
         self.runs = RunFiles(root / ".logs", plan.settings.log_runs_kept, publish=False)
         self.hub = LogHub(plan.settings.log_buffer_lines, [self.runs])
         if printer is not None:
@@ -175,7 +180,7 @@ class Engine:
         and `hd down` from another terminal said there was nothing to stop."""
         self._sync_pending = False
         self._sync_handle = None
-        if self._registry_cleared:
+        if self._registry_cleared or not (first or self._at_home()):
             return
         began = time.monotonic()
         services = {}
@@ -268,10 +273,11 @@ class Engine:
                       "starting another")
             self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
             self.sync_registry()
-        if self.registry.root.is_dir() and not os.path.exists(self.registry.path):
+        home = self._at_home()
+        if home and not os.path.exists(self.registry.path):
             self.note(f"hippodrome | {self.registry.path} was deleted: writing it again")
             self.sync_registry()
-        elif self.registry.root.is_dir() and self._written is not None and \
+        elif home and self._written is not None and \
                 self.registry.file_key() != self._written:
             # Another writer, or damage (truncated, overwritten): read and written
             # again, so a registry that no longer names this daemon names it within a
@@ -281,9 +287,9 @@ class Engine:
                 self.note(f"hippodrome | {self.registry.path} was damaged (kept beside it as "
                           "registry.json.corrupt-<time>): wrote it again for this stack")
                 self.registry.warnings.clear()
-        if self.tunnels is not None and self.registry.root.is_dir():
+        if self.tunnels is not None and home:
             self.tunnels.check(self.registry, self.note)
-        if self.registry.root.is_dir():  # not while the project itself is gone or moving
+        if home:  # not while the project itself is gone or moving
             try:
                 if self.runs.reopen_if_gone():
                     self.note(f"hippodrome | {self.runs.dir} was deleted: logging there "
@@ -496,8 +502,33 @@ class Engine:
                                    "last_lines": list(failure.last_lines),
                                    "log_path": failure.log_path, "final": True}
 
+        if not self._at_home():  # a folder made since at the moved project's old path
+            return
         with contextlib.suppress(OSError, StateDirError):  # a folder gone or unwritable
             self.registry.update(change)
+
+    def _at_home(self) -> bool:
+        """The project folder is where it was started. Moved (`mv proj new`), its
+        registry and logs went with it, and they are used there; writing at the old path
+        is wrong once a folder stands there again (a fresh clone): the daemon wrote its
+        registry and every later log line into that other folder (q/4)."""
+        here = _folder_id(self.plan.options.project_root)
+        if here == self._home:
+            return True
+        if here is not None and not self._moved_said:
+            self._moved_said = True
+            self.note(f"hippodrome | {self.plan.options.project_root} is another folder "
+                      "now (the project was moved): its registry and logs are not written "
+                      "there; `hd status` and `hd down` work where the project is now")
+        return False
+
+
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _nothing() -> None:
