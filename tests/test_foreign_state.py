@@ -216,6 +216,26 @@ def test_a_command_right_after_git_clean_finds_the_running_stack(
         stop_by_pid(daemon)
 
 
+@pytest.mark.parametrize("force", [False, True], ids=["down", "down-force"])
+def test_down_stops_the_stack_when_a_file_stands_where_its_state_was(
+        project: Path, force: bool) -> None:
+    """`.hippodrome` replaced by a file under a running stack (a script writing to the
+    wrong name): `down` and `down --force` said "cannot write .hippodrome: a file
+    stands ... Nothing was started or stopped", exit 10, and the stack ran on (q/5)."""
+    daemon, web = web_stack_up(project)
+    try:
+        shutil.rmtree(project / ".hippodrome")
+        (project / ".hippodrome").write_text("oops\n")
+        down = hd(project, "down", *(["--force"] if force else []), timeout=60)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0 and "stack stopped" in down.stdout, said
+        assert "a file stands where" in said and "move it away" in said, said
+        assert not alive(daemon) and not alive(web)
+        assert (project / ".hippodrome").read_text() == "oops\n"
+    finally:
+        stop_by_pid(daemon)
+
+
 @pytest.mark.parametrize("damage", [b"", b"{not json", b"[]",
                                     b'{"version": 1, "services": {}, "daemon": null}'])
 def test_a_registry_damaged_while_the_stack_runs_still_finds_its_stack(

@@ -16,6 +16,7 @@ from hippo_tasks.errors import (
     DaemonUnreachableError,
     EventsLeftError,
     ProductionGuardError,
+    StateDirError,
     UnlistedDaemonError,
     UsageError,
 )
@@ -156,10 +157,22 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
     from hippo_tasks.registry.store import daemon_log_writers
 
     root = resolve_root(project_root)
+    try:
+        state_dir = Registry(root).state_dir_exists()
+    except StateDirError:  # a file where `.hippodrome` belongs
+        if not daemon_log_writers(root):
+            raise
+        # ... put there under a running stack: down and down --force said "nothing was
+        # started or stopped", exit 10, and left it running (q/5).
+        _kill_unlisted_daemons(root) if force else _stop_unlisted_daemons(root)
+        print("hippodrome | stack stopped, daemon exited")
+        _say(f"a file stands where {root / '.hippodrome'} belongs (the stack's state "
+             "folder): move it away before the next `hd up`")
+        return
     # No .hippodrome: none is made for the lock (it stayed behind) unless a process
     # still writes this folder's daemon.log, deleted with it (`git clean -xdf`, `rm -rf
     # .hippodrome`): "nothing to stop", exit 0, left that stack running.
-    if not Registry(root).state_dir_exists() and not daemon_log_writers(root):
+    if not state_dir and not daemon_log_writers(root):
         print("hippodrome | no daemon was running; nothing to stop")
         return
     with LifecycleLock(root).held("down --force" if force else "down", _say, required=False):
