@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from hippo_contract.http_answer import Answer, BadAnswer, read_answer, read_line
@@ -90,13 +91,17 @@ class Connection:
         self.sock.close()
 
     def exchange(self, request: bytes, *, limit: int | None = None,
-                 head: bool = False) -> Answer:
+                 head: bool = False, waiting: Callable[[], None] | None = None) -> Answer:
         """The answer to `request`. Stale when the peer closed before answering; OSError
-        (TimeoutError included) from the socket; BadAnswer for what is not HTTP."""
+        (TimeoutError included) from the socket; BadAnswer for what is not HTTP.
+        `waiting` is called about every second until the answer begins, and may raise
+        to give up: a long wait can look after its peer meanwhile."""
         try:
             self.sock.sendall(request)
             if QUICKACK is not None:  # see QUICKACK
                 self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+            if waiting is not None:
+                self._until_readable(waiting)
             line = read_line(self.rfile)
         except (ConnectionResetError, BrokenPipeError) as exc:
             line = self._answered_anyway()
@@ -105,6 +110,18 @@ class Connection:
         if not line:
             raise Stale("closed the connection unanswered")
         return read_answer(self.rfile, line, limit, head)
+
+    def _until_readable(self, waiting: Callable[[], None]) -> None:
+        """Until the answer begins (or the socket's timeout passes), `waiting` each
+        second."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        timeout = self.sock.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not poller.poll(1000):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("timed out")
+            waiting()
 
     def _answered_anyway(self) -> bytes:
         """The first line of an answer the peer sent before it closed on a request it

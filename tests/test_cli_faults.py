@@ -132,6 +132,36 @@ def test_a_port_held_by_a_pre_fork_server_names_its_master(project: Path) -> Non
         master.wait()
 
 
+def test_a_restart_whose_daemon_is_stopped_while_it_waits_gives_up(project: Path) -> None:
+    """`hd restart -s a` accepted, then the daemon stopped (SIGSTOP, a debugger): the
+    restart waited on the open connection for ever (y/2). Now as for every command:
+    exit 6 once the daemon has been stopped for 10 s."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("a", port, "--delay", "1.5"))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    daemon = registry(project)["daemon"]["pid"]
+    try:
+        restart = subprocess.Popen([*HD_CLI, "restart", "-s", "a"], cwd=project,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "NO_COLOR": "1"})
+        time.sleep(0.5)  # accepted: a is starting again, 1.5 s from listening
+        os.kill(daemon, signal.SIGSTOP)
+        try:
+            out, err = restart.communicate(timeout=60)
+        finally:
+            if restart.poll() is None:
+                restart.kill()
+                restart.wait()
+        assert restart.returncode == 6, out + err
+        assert f"The Hippodrome daemon (pid {daemon}) does not answer" in err, err
+        assert "stopped (SIGSTOP, Ctrl+Z or a debugger) for 10s while this command waited" \
+            in " ".join(err.split()), err
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGCONT)
+        hd(project, "down", timeout=60)
+
+
 def test_a_port_held_by_a_connection_not_a_listener_says_so(project: Path) -> None:
     """A port can be the local end of a connection: a live one (this test's), then one
     just closed (TIME_WAIT, held by no process). Both read "holder unknown: it may

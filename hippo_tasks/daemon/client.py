@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -30,9 +31,12 @@ from hippo_tasks.registry.store import (
     daemon_log_writers,
     stranger_daemon,
 )
-from hippo_tasks.supervision.scope import start_ticks
+from hippo_tasks.supervision.scope import is_stopped, start_ticks
 
 JSON = {"Content-Type": "application/json"}
+LOOK_EVERY_S = 10.0
+"""A wait longer than this looks after the daemon meanwhile (DaemonClient._watch): the
+10 s that `status` gives it to answer, and `up` and `down` give a stopped one."""
 
 
 class DaemonClient:
@@ -87,13 +91,52 @@ class DaemonClient:
 
     def _exchange(self, method: str, path: str, data: bytes | None,
                   headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
+        waiting = self._watch() if timeout > LOOK_EVERY_S else None
         try:
-            return exchange(self.url, method, path, data, headers, timeout)
+            return exchange(self.url, method, path, data, headers, timeout, waiting)
         except (OSError, BadAnswer) as exc:  # refused, reset, timed out, or not HTTP
             reason = str(exc) or type(exc).__name__
             if self._ended():
                 raise DaemonEndedError(self.pid, reason, self.foreground) from None
             raise DaemonUnreachableError(self.url, self.pid, reason) from None
+
+    def _watch(self) -> Callable[[], None]:
+        """A long wait's look at the daemon, each second: stopped (SIGSTOP, Ctrl+Z, a
+        debugger) for LOOK_EVERY_S, or silent to `/healthz` at two looks in a row, it
+        will not answer. A restart whose daemon was stopped after it accepted waited
+        for ever, holding the CI step or the agent that ran it (y/2)."""
+        stopped_since: float | None = None
+        failed_since: float | None = None
+        next_look = time.monotonic() + LOOK_EVERY_S
+
+        def look() -> None:
+            nonlocal stopped_since, failed_since, next_look
+            now = time.monotonic()
+            if is_stopped(self.pid):
+                stopped_since = stopped_since or now
+                if now - stopped_since >= LOOK_EVERY_S:
+                    raise DaemonUnreachableError(self.url, self.pid, (
+                        f"stopped (SIGSTOP, Ctrl+Z or a debugger) for {LOOK_EVERY_S:g}s "
+                        "while this command waited for it"))
+                return
+            stopped_since = None
+            if now < next_look:
+                return
+            next_look = now + LOOK_EVERY_S
+            try:  # the reserved connections let it in even when the API is busy
+                exchange(self.url, "GET", "/healthz", None, JSON, LOOK_EVERY_S)
+                failed_since = None
+            except (OSError, BadAnswer) as exc:
+                if self._ended():
+                    raise DaemonEndedError(self.pid, str(exc) or type(exc).__name__,
+                                           self.foreground) from None
+                if failed_since is not None:  # one miss may be its shutdown's last 2 s
+                    raise DaemonUnreachableError(self.url, self.pid, (
+                        f"it did not answer /healthz for {now - failed_since:.0f}s while "
+                        f"this command waited for it ({exc})")) from None
+                failed_since = now
+
+        return look
 
     def _ended(self, within: float = 0.5) -> bool:
         """The daemon this client found has gone. A killed process closes its sockets

@@ -10,6 +10,7 @@ connection the webhook and the bundled services use (hippo_contract/http_client.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote  # already loaded: pathlib imports it
 
 from hippo_contract.http_client import BadAnswer, Connection, Stale, host_header, request_bytes
@@ -25,9 +26,11 @@ def split_url(url: str) -> tuple[str, int]:
 
 
 def exchange(url: str, method: str, path: str, body: bytes | None,
-             headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
+             headers: dict[str, str], timeout: float,
+             waiting: Callable[[], None] | None = None) -> tuple[int, bytes]:
     """(status, body) of one request. Transport failures raise OSError (refused, reset,
-    TimeoutError); an answer that is not HTTP, or is cut off, raises BadAnswer."""
+    TimeoutError); an answer that is not HTTP, or is cut off, raises BadAnswer.
+    `waiting`: Connection.exchange's, called each second of a long wait."""
     host, port = split_url(url)
     # A name typed by the user ends up in the path: percent-encoded, a space, a newline
     # or a non-ASCII letter is a 404 naming it, never a broken or injected request line.
@@ -37,7 +40,7 @@ def exchange(url: str, method: str, path: str, body: bytes | None,
     conn = Connection(host, port, timeout)
     try:
         # No size limit: `hd logs` may ask for a large page, and it is our own daemon.
-        answer = conn.exchange(request)
+        answer = conn.exchange(request, waiting=waiting)
     except Stale as exc:
         if exc.__cause__ is not None:
             raise  # reset: an OSError, as before
