@@ -116,3 +116,24 @@ def test_counts_survive_restart_and_a_cut_short_line(start: ServiceStarter) -> N
     third = start.start("search_proxy", env={"GLOBAL_WORKER_URL": cell.base_url,
                                              "HIPPODROME_STATE_DIR": str(start.folder)})
     assert summary(third, key)["clicks"] == 2  # the event after the cut line was kept
+
+
+def test_searches_go_on_after_the_state_folder_is_deleted(start: ServiceStarter) -> None:
+    """`rm -rf .hippodrome` (`git clean -xdf`) under a running stack: every search
+    through search_proxy answered 500 for the rest of the run, while its health probe
+    passed (q/11). Its analytics start again in a new file, which a restart reads."""
+    cell, proxy, key = up(start)
+    search(proxy, key, "sock")
+    folder = start.folder / "search_proxy"
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    qid = search(proxy, key, "sock")["queryId"]
+    assert summary(proxy, key)["searches"] == 2
+    assert "was deleted: analytics start again in a new file there" in proxy.output()
+    assert proxy.terminate() == 0
+    again = start.start("search_proxy", env={"GLOBAL_WORKER_URL": cell.base_url,
+                                             "HIPPODROME_STATE_DIR": str(start.folder)})
+    late = requests.post(f"{again.base_url}/analytics/events", headers=key, timeout=10,
+                         json={"events": [{"type": "click", "queryId": qid, "documentId": "s1"}]})
+    assert late.status_code == 200, late.text

@@ -341,3 +341,34 @@ def test_a_full_disk_is_named_by_the_bundled_services(tmp_path: Path) -> None:
         again = requests.post(f"{cell.base_url}/indexes/shop/documents", headers=key,
                               json=doc, timeout=10)
         assert again.status_code < 300, again.text
+
+
+def test_a_change_journaled_on_a_full_disk_is_answered_as_done(tmp_path: Path) -> None:
+    """The journal line fitted, the change was applied, then the compaction's snapshot
+    did not fit: the OSError became the answer, a 500 for a change that happened, and
+    every later write did the same (q/9). The compaction waits for the next change."""
+    from hippo_platform.services.fake_cell.journal import Journal
+    from hippo_platform.services.fake_cell.store import Cell
+
+    with tmpfs(tmp_path / "disk", "512k") as disk:
+        folder = disk / "cell"
+        folder.mkdir()
+        journal = Journal(folder, fsync=False, compact_at=1 << 30)
+        journal.load()
+        cell = Cell(journal)
+        key = cell.create_account("a").api_key
+        cell.create_index(key, "ix", {})
+        cell.put_documents(key, "ix", [{"_id": f"d{n}", "text": "x" * 2000} for n in range(40)])
+        filler = _fill(disk)
+        os.truncate(filler, os.path.getsize(filler) - 16384)  # room for a line, not a snapshot
+        journal.compact_at = 1
+        cell.put_documents(key, "ix", [{"_id": "late", "text": "y"}])  # raised OSError
+        filler.unlink()
+        cell.put_documents(key, "ix", [{"_id": "later", "text": "z"}])
+        journal.close()
+        again = Journal(folder, fsync=False)
+        snapshot, ops = again.load()
+        restored = Cell(again)
+        restored.restore(snapshot, ops)
+        docs = restored.indexes[(next(iter(restored.accounts)), "ix")].docs
+        assert {"late", "later", "d0"} <= set(docs)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_platform.services.common.errors import BadRequest, NotFound
+from hippo_platform.services.common.log import log_line
 from hippo_platform.services.common.state import append_whole
 
 ACTIONS = ("click", "add_to_cart", "purchase")
@@ -73,8 +74,14 @@ class Analytics:
             return
         # All or nothing: a disk that filled mid-write left a partial line, and the next
         # acknowledged event, glued onto it, was dropped with it at the next start (q/2).
-        append_whole(self.path, "".join(json.dumps(e, separators=(",", ":")) + "\n"
-                                        for e in events).encode("utf-8"))
+        data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
+        try:
+            append_whole(self.path, data.encode("utf-8"))
+        except FileNotFoundError:  # its folder deleted under it (`git clean -xdf`): every
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # search answered 500
+            log_line(f"search_proxy: {self.path.parent} was deleted: analytics start "
+                     "again in a new file there")  # for the rest of the run (q/11)
+            append_whole(self.path, data.encode("utf-8"))
 
     def _apply(self, event: dict[str, Any]) -> None:
         key = (event["scope"], event["index"])
