@@ -37,14 +37,32 @@ def seeding(root: Path, say: Callable[[str], None] = lambda _: None) -> Iterator
         yield
         return
     lock = (root / SEED_FILE).with_name("seed.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_lock(lock)
     try:
         flock_within(fd, math.inf, lambda: say("waiting for another seed of this project to "
                                                "finish"))
         yield
     finally:
         os.close(fd)  # closing lets go of the lock
+
+
+class SeedLockError(OSError):
+    """seed.lock can be neither made nor opened: the folder cannot be written, so the
+    seed's files could not be either. Callers say it as they say an unwritable file."""
+
+
+def _open_lock(lock: Path) -> int:
+    """The lock's descriptor. One that exists but cannot be opened for writing (an
+    immutable file, a read-only project) is locked read-only, which flock allows: its
+    open was a traceback, before the seed could say which file it cannot write (q/7)."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        try:
+            return os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            raise SeedLockError(exc.errno, exc.strerror, str(exc.filename or lock)) from None
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -372,3 +372,28 @@ def test_a_change_journaled_on_a_full_disk_is_answered_as_done(tmp_path: Path) -
         restored.restore(snapshot, ops)
         docs = restored.indexes[(next(iter(restored.accounts)), "ix")].docs
         assert {"late", "later", "d0"} <= set(docs)
+
+
+def test_a_seed_lock_that_cannot_be_written_is_a_sentence(tmp_path: Path) -> None:
+    """`hd seed` in a read-only project (or with an immutable seed.lock): a traceback
+    from opening the lock, exit 1, before the seed could say which file it cannot
+    write (q/7). An existing lock is taken read-only; one that cannot be made is the
+    seed's exit 10 sentence."""
+    from hippo_contract.e2e_env import SeedLockError, seeding
+    from hippo_platform.seed.endpoints import StackView
+    from hippo_platform.seed.run import SeedError, seed_stack
+
+    with tmpfs(tmp_path / "ro", "1m") as root:
+        (root / ".hippodrome").mkdir()
+        (root / ".hippodrome" / "seed.lock").touch()
+        subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
+        with seeding(root):  # an existing lock, read-only: taken
+            pass
+    with tmpfs(tmp_path / "ro2", "1m", readonly=True) as root:
+        with pytest.raises(SeedLockError) as no_lock, seeding(root):
+            pass
+        assert no_lock.value.filename == str(root / ".hippodrome"), no_lock.value
+        with pytest.raises(SeedError) as said:
+            seed_stack(root, 42, StackView(env={}))
+        assert said.value.code == 10 and "Read-only file system" in str(said.value), said.value
+        assert str(said.value).startswith(f"cannot write {root}/.hippodrome"), said.value

@@ -11,6 +11,7 @@ and its URL; nothing is written to the files until the data is in.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hippo_contract.e2e_env import SeedLockError
 from hippo_platform.seed import data
 from hippo_platform.seed.endpoints import CONTRACT_VARS, StackView
 from hippo_platform.seed.files import (
@@ -78,7 +80,14 @@ def _refused(client: JsonClient, method: str, path: str, answer: PeerResponse) -
 def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict[str, Any]:
     """Seed the stack `view` describes; returns the record written to seed.json. One
     seed at a time (files.seeding): the account it reuses and both files agree."""
-    with seeding(root):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(seeding(root))
+        except SeedLockError as exc:
+            raise SeedError(f"cannot write {exc.filename}: {exc.strerror}. Make it and its "
+                            "folder writable (chmod u+w; chattr -i for an immutable file; "
+                            "free disk space), then seed again; nothing was seeded",
+                            code=EXIT_UNWRITABLE) from None
         return _seed_stack(root, seed, view, say)
 
 

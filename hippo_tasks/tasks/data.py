@@ -10,6 +10,7 @@ stack was started with.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -21,7 +22,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from hippo_contract.e2e_env import ENV_FILE, read_env_file
-from hippo_tasks.errors import DaemonNotRunningError, UsageError
+from hippo_tasks.errors import DaemonNotRunningError, StateDirError, UsageError
 from hippo_tasks.tasks.context import random_seed, resolve_root
 from hippo_tasks.tasks.output import TaskExit, handles_errors
 
@@ -43,7 +44,7 @@ def seed(c: Context, seed: str | None = None, project_root: str = "") -> None:
         number = random_seed(int(seed) if seed is not None else None)
     except ValueError:
         raise UsageError(f"--seed must be an integer, got {seed!r}") from None
-    from hippo_contract.e2e_env import SEED_LOCK_HELD, seeding
+    from hippo_contract.e2e_env import SEED_LOCK_HELD, SeedLockError, seeding
     from hippo_tasks.daemon.client import DaemonClient
     from hippo_tasks.tasks import stack_commands  # loads the model: only when run
 
@@ -51,7 +52,12 @@ def seed(c: Context, seed: str | None = None, project_root: str = "") -> None:
     DaemonClient.for_project(root)  # no stack: said before a lock folder is made
     # One seed at a time, whatever program the stack's [commands.seed] runs (the bundled
     # one also locks, unless told it is held for it): two of a custom one interleaved.
-    with seeding(root, lambda line: print(f"hippodrome | {line}", flush=True)):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(seeding(root, lambda line: print(f"hippodrome | {line}",
+                                                                flush=True)))
+        except SeedLockError as exc:  # a traceback (q/7): said as an unwritable folder
+            raise StateDirError.from_os(exc, exc.filename or root / ".hippodrome") from None
         os.environ[SEED_LOCK_HELD] = "1"
         try:
             code = stack_commands.run(root, "seed", "seed", number)
