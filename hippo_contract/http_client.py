@@ -13,11 +13,12 @@ service given an https:// URL (a staging cell, real AWS): the caller passes an
 
 from __future__ import annotations
 
+import io
 import select
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hippo_contract.http_answer import Answer, BadAnswer, read_answer, read_line
 
@@ -62,6 +63,41 @@ def request_bytes(method: str, target: str, headers: Mapping[str, str],
     return ("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + (body or b"")
 
 
+class AnswerTooSlow(TimeoutError):
+    """The whole answer did not come within the time given to it (Connection.exchange's
+    `within`), though no single read waited past the timeout."""
+
+
+class _Reader(io.RawIOBase):
+    """The socket's bytes for a buffered reader, each read bounded by the time left of
+    the answer's deadline when one is set (socket.makefile's reader knows only the
+    socket's own timeout, per read)."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise AnswerTooSlow("the answer did not finish in time")
+            self.sock.settimeout(min(self.timeout, left))
+            try:
+                return self.sock.recv_into(buffer)
+            except TimeoutError:
+                if time.monotonic() >= self.deadline:
+                    raise AnswerTooSlow("the answer did not finish in time") from None
+                raise
+            finally:
+                self.sock.settimeout(self.timeout)
+        return self.sock.recv_into(buffer)
+
+
 QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 """Linux: acknowledge the answer's first segment at once. A server that writes its head
 and its body in two sends (Python's http.server, so many services in a dev stack) holds
@@ -84,18 +120,31 @@ class Connection:
             sock.close()
             raise
         self.sock = sock
-        self.rfile = sock.makefile("rb")
+        self.timeout = timeout
+        self._reader = _Reader(sock, timeout)
+        self.rfile = io.BufferedReader(self._reader)
 
     def close(self) -> None:
         self.rfile.close()
         self.sock.close()
 
     def exchange(self, request: bytes, *, limit: int | None = None,
-                 head: bool = False, waiting: Callable[[], None] | None = None) -> Answer:
+                 head: bool = False, waiting: Callable[[], None] | None = None,
+                 within: float | None = None) -> Answer:
         """The answer to `request`. Stale when the peer closed before answering; OSError
         (TimeoutError included) from the socket; BadAnswer for what is not HTTP.
         `waiting` is called about every second until the answer begins, and may raise
-        to give up: a long wait can look after its peer meanwhile."""
+        to give up: a long wait can look after its peer meanwhile. `within`: seconds
+        for the whole answer, else AnswerTooSlow (the timeout alone bounds each read,
+        and a peer sending a byte a second was never timed out)."""
+        self._reader.deadline = None if within is None else time.monotonic() + within
+        try:
+            return self._exchange(request, limit, head, waiting)
+        finally:
+            self._reader.deadline = None
+
+    def _exchange(self, request: bytes, limit: int | None, head: bool,
+                  waiting: Callable[[], None] | None) -> Answer:
         try:
             self.sock.sendall(request)
             if QUICKACK is not None:  # see QUICKACK

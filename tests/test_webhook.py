@@ -32,7 +32,7 @@ SINK = str(TOYS / "event_sink.py")
 HOOK = "/webhook/eventbridge"
 RAW_HEAD = (b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\n")
-FRAMINGS = ["chunked", "close", "garbage", "huge", "cut"]
+FRAMINGS = ["chunked", "close", "garbage", "huge", "cut", "trickle"]
 TIMEOUT_S = 1.0  # HIPPODROME_WEBHOOK_TIMEOUT for the shared stack
 READ_TIMEOUT_S = 1.5  # HIPPODROME_WEBHOOK_READ_TIMEOUT
 REFERENCE_EVENT = {
@@ -240,6 +240,19 @@ def test_slow_target_is_504_in_time_and_blocks_nobody(stack: Stack) -> None:
     assert code == 504 and body["error"].startswith("Service timed out: slow at ")
     assert f"within {TIMEOUT_S:g}s" in body["error"]
     assert TIMEOUT_S <= took < TIMEOUT_S + 1.5
+
+
+def test_a_target_that_trickles_its_answer_is_504_by_its_whole_answer_time(
+        stack: Stack) -> None:
+    """A byte every 0.3 s is never silent for the timeout: the webhook held its thread
+    and both sockets for ever, and `hd events.send` blamed the daemon (z/3). The whole
+    answer has 6 timeouts."""
+    code, body = post(stack.dash, {"detail-type": "Trickle.MODIFY"})
+    assert code == 504, body
+    assert body["error"] == (
+        f"Service timed out: trickle at localhost:{stack.ports['trickle']}/events did not "
+        f"finish its answer within {6 * TIMEOUT_S:g}s (it sends, but too slowly; see "
+        "`hd logs -s trickle`)")
 
 
 def test_non_json_answer_is_passed_on_raw(stack: Stack) -> None:

@@ -17,6 +17,7 @@ posting here directly with posting through the daemon, and both paths must be fa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import threading
 import time
@@ -33,7 +34,8 @@ def main() -> None:
     p.add_argument("--status", type=int, default=200, help="answer with this status")
     p.add_argument("--result-file", default=None, help="answer this file's JSON as result")
     p.add_argument("--framing", default="length",
-                   choices=["length", "chunked", "close", "garbage", "huge", "cut"])
+                   choices=["length", "chunked", "close", "garbage", "huge", "cut",
+                            "trickle"])
     a = p.parse_args()
     lock = threading.Lock()
 
@@ -54,6 +56,15 @@ def main() -> None:
                        + f"{len(body) - half:X}\r\n".encode() + body[half:] + b"\r\n"
                        + b"0\r\nX-Trailer: yes\r\n\r\n")
                 self.wfile.write((head + "Transfer-Encoding: chunked\r\n\r\n").encode() + out)
+                return
+            if framing == "trickle":  # never silent for a second, never done
+                self.close_connection = True
+                self.wfile.write((head + "Content-Length: 1000\r\n\r\n").encode())
+                with contextlib.suppress(OSError):
+                    for _ in range(1000):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.3)
                 return
             if framing in ("close", "garbage", "cut"):
                 self.close_connection = True

@@ -9,13 +9,18 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from hippo_contract.http_client import BadAnswer, Connection, Stale
+from hippo_contract.http_client import AnswerTooSlow, BadAnswer, Connection, Stale
 from hippo_tasks.daemon.httpcore import STRICT_JSON, HttpError
 from hippo_tasks.model.plan import PlannedRoute
 
 MAX_ANSWER = 1024 * 1024
 RAW_SHOWN = 4096
 IDLE_PER_TARGET = 8
+WHOLE_ANSWER_TIMES = 6
+"""A target's whole answer must come within this many timeouts (30 s by default): the
+timeout bounds each read, and a target sending a byte every half second held the
+webhook, its thread and both sockets for ever, and its sender past its own patience
+(z/3)."""
 
 
 class TargetPool:
@@ -23,6 +28,7 @@ class TargetPool:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self.whole = timeout * WHOLE_ANSWER_TIMES
         self._idle: dict[int, list[Connection]] = {}
         self._lock = threading.Lock()
 
@@ -65,7 +71,7 @@ class TargetPool:
         for attempt in (1, 2):
             conn, reused = self._take(port, fresh=attempt == 2)
             try:
-                answer = conn.exchange(request, limit=MAX_ANSWER)
+                answer = conn.exchange(request, limit=MAX_ANSWER, within=self.whole)
             except Stale as exc:
                 conn.close()
                 if reused and attempt == 1 and exc.__cause__ is not None:
@@ -99,6 +105,10 @@ def forward(pool: TargetPool, planned: PlannedRoute, raw: bytes) -> tuple[int, d
                              f"{r.path!r}: fix it in the stack file")
     try:
         status, data, ctype = pool.post(planned.port, r.path, raw)
+    except AnswerTooSlow:
+        raise HttpError(504, f"Service timed out: {where} did not finish its answer within "
+                             f"{pool.whole:g}s (it sends, but too slowly; see `hd logs -s "
+                             f"{r.service}`)") from None
     except TimeoutError:
         raise HttpError(504, f"Service timed out: {where} did not answer within "
                              f"{pool.timeout:g}s") from None
