@@ -276,6 +276,31 @@ def test_a_down_after_a_killed_down_waits_for_the_daemon_still_ending(
         hd(project, "down", "--force", env=env)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
+def test_down_on_a_full_disk_deletes_the_resources_and_says_so(
+        tmp_path: Path, tools: FakeTools, moto_endpoint: str) -> None:
+    """`hd down` of an `--enable-events` stack whose disk filled: it stopped everything
+    and deleted the rule, then could not strike it from the registry and ended on the
+    pre-flight's "cannot write ... nothing was started or stopped", exit 10 (q/6)."""
+    from test_disk_faults import _fill, cleaned_up, tmpfs
+
+    with tmpfs(tmp_path / "disk", "4m") as root, cleaned_up(root):
+        prefix, _dash, env = up_with_events(root, tools, moto_endpoint)
+        daemon = registry(root)["daemon"]["pid"]
+        assert rules(moto_endpoint, prefix)
+        filler = _fill(root)
+        down = hd(root, "down", env=env, timeout=120)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0 and "stack stopped" in said, said
+        assert "nothing was started or stopped" not in said, said
+        assert "could not be struck from" in said, said
+        assert rules(moto_endpoint, prefix) == [] and not alive(daemon)
+        filler.unlink()
+        again = hd(root, "down", env=env, timeout=120)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert registry(root)["resources"] == []
+
+
 def test_resources_that_stay_are_the_last_line_and_exit_1(
         project: Path, tools: FakeTools, moto_endpoint: str,
         monkeypatch: pytest.MonkeyPatch) -> None:

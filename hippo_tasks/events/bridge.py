@@ -194,9 +194,11 @@ class EventsSession:
         After this, `cleanup_recorded` deletes the session once *that* process is gone;
         the caller may exit without `close()`.
         """
-        self.ledger.hand_over(rec.owner_of(pid))
-        if self.tunnel is not None:  # the daemon's guard covers the tunnel's mark now
-            self.tunnel.release_guard()
+        try:
+            self.ledger.hand_over(rec.owner_of(pid))
+        finally:  # the daemon's guard covers the tunnel's mark now, recorded or not
+            if self.tunnel is not None:
+                self.tunnel.release_guard()
 
     # ---- the steps ----------------------------------------------------------------
     def _open(self, tool: tuple[str, str], local_url: str, timeout: float) -> None:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hippo_tasks.errors import StateDirError
 from hippo_tasks.events import aws
 from hippo_tasks.events import tunnel as tunnels
 from hippo_tasks.registry.store import Data, Registry, identity, is_same_process
@@ -151,7 +152,8 @@ def left_behind(registry: Registry, force: bool = False) -> int:
     delete: those it could not. A tunnel is always ended and the role is kept on
     purpose, so neither counts."""
     return sum(1 for e in recorded(registry)
-               if e["kind"] in _DELETE_ORDER and (force or not _owner_alive(e)))
+               if e["kind"] in _DELETE_ORDER and (force or not _owner_alive(e))
+               and entry_key(e) not in _UNFORGOTTEN)
 
 
 def live_owners(registry: Registry, but: int) -> set[int]:
@@ -203,8 +205,22 @@ def unmake(
         done += gone
         lines += group_lines
     done += [e for e in entries if e["kind"] == ROLE]  # shared: kept, only forgotten
-    forget(registry, done)
+    try:
+        forget(registry, done)
+    except (StateDirError, OSError) as exc:  # a full or read-only disk: said, not fatal
+        why = exc.problem if isinstance(exc, StateDirError) else exc.strerror or str(exc)
+        _UNFORGOTTEN.update(entry_key(e) for e in done)
+        lines.append(f"[eventbridge] what was deleted could not be struck from "
+                     f"{registry.path} ({why}): it stays listed there, and the next `hd "
+                     "down` or `hd up` strikes it once the file can be written (deleting "
+                     "it again is harmless)")
     return lines
+
+
+_UNFORGOTTEN: set[Any] = set()
+"""Entries this process deleted but could not strike from the registry: not "left
+behind". A `down` on a full disk deleted everything, then ended on the pre-flight's
+"nothing was started or stopped", exit 10 (q/6)."""
 
 
 def forget(registry: Registry, entries: Iterable[Entry]) -> None:

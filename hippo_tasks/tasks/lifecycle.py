@@ -113,7 +113,12 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
                 session.close()
             raise
         if session is not None:
-            session.hand_over(pid)  # the daemon deletes them when it shuts down
+            try:
+                session.hand_over(pid)  # the daemon deletes them when it shuts down
+            except StateDirError as exc:  # the stack runs: not "nothing was started" (q/6)
+                _say(f"warning: the --enable-events resources could not be handed to the "
+                     f"daemon in {exc.path} ({exc.problem}): `hd down` deletes them, but "
+                     "the daemon alone (a kill, a crash) will not")
         return
     from hippo_tasks.daemon.main import run_engine  # the engine, only when we become it
     from hippo_tasks.supervision.printer import TerminalPrinter, use_colour
