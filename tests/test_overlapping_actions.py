@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from stackutil import HD_CLI, free_ports, hd, registry, stack_header, toy_service, write_stack
 
 
@@ -222,3 +223,51 @@ def test_a_start_during_a_shutdown_is_exit_5_as_one_it_overtook(project: Path) -
         assert "the stack is shutting down (by `hd down`" in start.stderr, start.stderr
     finally:
         down.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("which", ["stack", "b"])
+def test_a_stop_during_a_stack_restarts_stop_half_is_not_undone_by_its_start_half(
+        project: Path, which: str) -> None:
+    """`hd restart`, then `hd stop` (or `hd stop -s b`) while the restart still stopped
+    the stack: the stop said "stopped", exit 0, and the restart then started every
+    service again (y/4). The later stop wins; the restart answers them stopped."""
+    dash, a, b = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("a", a)
+                + toy_service("b", b, "--ignore-term", depends_on=["a"], stop_timeout=1))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(0.3)  # b's stop is under way (it waits out its 1 s)
+        stop = hd(project, "stop", *(["-s", "b"] if which == "b" else []), timeout=60)
+        out, _ = restart.communicate(timeout=60)
+        assert stop.returncode == 0 and "b: stopped" in stop.stdout, stop.stdout + stop.stderr
+        rows = registry(project)["services"]
+        assert rows["b"]["state"] == "stopped", rows
+        assert rows["a"]["state"] == ("stopped" if which == "stack" else "running"), rows
+        assert restart.returncode == 1 and "b: stopped" in out, out
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_three_overlapping_restarts_each_answer_with_the_end_state(project: Path) -> None:
+    """`hd restart -s slow`, a whole-stack `hd restart` and `hd restart -s a --cascade`,
+    0.1 s apart: the first said "slow did not come up: another command (a stop, `hd
+    down`) changed the stack", exit 1, while both others exited 0 and slow ran (y/3)."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("a", a)
+                + '[services.slow]\nshell = "sleep 1.5; echo up; exec sleep 600"\n'
+                  'readiness = { log = "up" }\ndepends_on = ["a"]\n')
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        runs = []
+        for argv in (["restart", "-s", "slow"], ["restart"], ["restart", "-s", "a",
+                                                              "--cascade"]):
+            runs.append(subprocess.Popen([*HD_CLI, *argv], cwd=project, text=True,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+            time.sleep(0.1)
+        outs = [(run.wait(60), run.communicate()[0]) for run in runs]
+        assert [code for code, _ in outs] == [0, 0, 0], outs
+        assert "slow: running" in outs[0][1] and "changed the stack" not in outs[0][1], outs
+    finally:
+        hd(project, "down", timeout=60)

@@ -57,6 +57,12 @@ class ServiceSupervisor(ServiceRun):
             (self._run is not None and not self._run.done())
 
     @property
+    def coming_up(self) -> bool:
+        """A start or restart is posted or under way for it now (another caller's, when
+        the asking caller's own request has settled)."""
+        return (self._current or self._pending) in ("start", "restart")
+
+    @property
     def held(self) -> bool:
         """A stop was asked for (and no start since): a file change must not undo it,
         even while the stop is still under way."""

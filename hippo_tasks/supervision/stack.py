@@ -55,6 +55,8 @@ class StackSupervisor:
         """Resolved when the whole-stack restart under way is over (restart_all)."""
         self._stops: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         """Stops under way: what each stops, resolved when it is over (_after_stops)."""
+        self._stopped_meanwhile: list[set[str]] = []
+        """Per whole-stack restart under way: what other commands stopped meanwhile."""
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -146,17 +148,38 @@ class StackSupervisor:
         answered once this is over, with b as it is then: it said "b did not come up:
         another command changed the stack", and b was running a moment later."""
         done = self._restarting = asyncio.get_running_loop().create_future()
+        meanwhile: set[str] = set()
+        self._stopped_meanwhile.append(meanwhile)
         try:
-            await self.stop(reason="restart requested")
-            return await self._start()
+            await self.stop(reason="restart requested", by_restart=True)
+            # A stop asked by another command while this one stopped the stack wins:
+            # those services (and what needs them) stay stopped. They were started
+            # again, after `hd stop` had said "stopped", exit 0 (y/4).
+            held = set(meanwhile)
+            for name in meanwhile:
+                held.update(self.dependants_closure(name))
+            wanted = [n for n in self.services if n not in held]
+            settled = await self._start(wanted) if wanted else {}
+            return {**{n: self.services[n].snapshot() for n in held}, **settled}
         finally:
+            self._stopped_meanwhile.remove(meanwhile)
             done.set_result(None)
             if self._restarting is done:
                 self._restarting = None
 
     async def _through_restart(self, snap: ServiceSnapshot) -> ServiceSnapshot:
-        while not snap.ready and self._restarting is not None and not self.final:
-            await asyncio.shield(self._restarting)
+        """`snap` once what overtook it is over: a whole-stack restart, or another
+        caller's restart or start of this service (a cascade after a whole-stack
+        restart: `hd restart -s slow` said "another command (a stop, `hd down`) changed
+        the stack", exit 1, with slow running a moment later, y/3). A stop is not waited
+        through: the service ends stopped, and the answer says so."""
+        while not snap.ready and not self.final:
+            if self._restarting is not None:
+                await asyncio.shield(self._restarting)
+            elif self.services[snap.name].coming_up:
+                await self.wait_change()
+            else:
+                break
             snap = self.services[snap.name].snapshot()
         return snap
 
@@ -179,10 +202,16 @@ class StackSupervisor:
 
     # ---- stop -------------------------------------------------------------------
     async def stop(self, names: Iterable[str] | None = None,
-                   reason: str = "stop requested", final: bool = False) -> Settled:
+                   reason: str = "stop requested", final: bool = False,
+                   by_restart: bool = False) -> Settled:
         """Stop these (default all), each after its running dependants in the set
-        stopped. From the first moment, none of them is restarted after an exit."""
+        stopped. From the first moment, none of them is restarted after an exit.
+        `by_restart`: a whole-stack restart's own stop; any other is one that its start
+        half must respect (restart_all)."""
         chosen = list(names if names is not None else self.services)
+        if not by_restart:
+            for meanwhile in self._stopped_meanwhile:
+                meanwhile.update(chosen)
         for name in chosen:
             self.services[name].hold(final)
         stopped: dict[str, asyncio.Event] = {n: asyncio.Event() for n in chosen}
