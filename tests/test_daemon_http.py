@@ -205,6 +205,16 @@ def test_a_query_flag_that_is_not_a_yes_or_no_is_refused(daemon: str) -> None:
         assert code == 400 and body["error"].startswith("'cascade' must be 1 or 0"), body
     code, body = call(daemon + "/api/services/web/logs?errors=")
     assert code == 400 and body["error"].startswith("'errors' must be 1 or 0"), body
+    # a misspelt or repeated parameter was taken silently, the restart `ok: true` (z/7)
+    for query, said in (("?cascde=1", "unknown query parameter(s) 'cascde'; a restart "
+                                      "takes cascade"),
+                        ("?cascade=1&cascade=0", "query parameter(s) 'cascade' given more "
+                                                 "than once: give each once")):
+        code, body = call(daemon + "/api/services/web/restart" + query, "POST", b"")
+        assert (code, body["error"]) == (400, said), body
+    code, body = call(daemon + "/api/services/web/stop?force=1", "POST", b"")
+    assert (code, body["error"]) == (400, "unknown query parameter(s) 'force'; this action "
+                                          "takes none"), body
     assert call(daemon + "/api/status")[1]["services"][0]["pid"] == pid  # not restarted
 
 

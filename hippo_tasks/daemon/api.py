@@ -34,7 +34,13 @@ def body_object(req: Request, takes: tuple[str, ...] = (),
                 what: str = "this action") -> dict[str, Any] | None:
     """An action's optional body: nothing, or a JSON object of the fields it `takes`.
     A field it does not take is a 400 naming it: `{"cascde": true}` restarted the one
-    service alone, as if the field had not been sent."""
+    service alone, as if the field had not been sent. So is a query parameter it does
+    not take (`?cascde=1` was a plain restart, 200 `ok: true`: z/7)."""
+    stray = sorted(set(req.query) - set(takes))
+    if stray:
+        said = ", ".join(repr(k[:40]) for k in stray[:5])
+        raise HttpError(400, f"unknown query parameter(s) {said}; {what} takes "
+                             + (", ".join(takes) if takes else "none"))
     raw = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="the request")
     if not raw.strip():
         return None

@@ -213,7 +213,13 @@ class ApiHandler(RequestHandler):
                     allowed.add(route.method)
                 continue
             split = urlsplit(self.path)
-            query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+            given = parse_qs(split.query, keep_blank_values=True)
+            twice = sorted(k for k, v in given.items() if len(v) > 1)
+            if twice:  # `?cascade=1&cascade=0`: the last one was taken, silently (z/7)
+                said = ", ".join(repr(k[:40]) for k in twice[:5])
+                raise HttpError(400, f"query parameter(s) {said} given more than once: "
+                                     "give each once")
+            query = {k: v[0] for k, v in given.items()}
             # A name is as sent: `rec%20(1).jsonl` is `rec (1).jsonl` (each handler
             # checks what it gets: a known service, a plain file in the recordings).
             params = {k: _as_sent(v) for k, v in match.groupdict().items()}
