@@ -153,6 +153,21 @@ def test_another_methods_405_does_not_offer_get(stack: Stack) -> None:
     assert status == 405 and json.loads(body)["allowed"] == ["DELETE", "POST"], body
 
 
+@pytest.mark.parametrize("host", ["LOCALHOST", "127.0.0.9", "[::1]"])
+def test_every_loopback_name_the_guard_takes_reaches_the_tools(stack: Stack,
+                                                               host: str) -> None:
+    """The daemon's guard took these, the SDK's own exact list did not: a plain-text
+    `421 Invalid Host header` at the daemon's own URL with HIPPODROME_DASHBOARD_HOST=
+    127.0.0.2 (z/6). With an Origin of the same host too; another origin stays 403."""
+    listing = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    named = {**AGENT, "Host": f"{host}:{stack.dash}"}
+    for headers in (named, {**named, "Origin": f"http://{host}:{stack.dash}"}):
+        status, body = stack.send("POST", "/mcp", listing, headers)
+        assert status == 200 and json.loads(body)["result"]["tools"], (headers, body)
+    status, _ = stack.send("POST", "/mcp", listing, {**named, "Origin": "http://evil.example"})
+    assert status == 403
+
+
 def test_a_media_type_in_capitals_is_json_too(stack: Stack) -> None:
     """Media types are case-insensitive: the SDK answered APPLICATION/JSON with 415."""
     listing = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})

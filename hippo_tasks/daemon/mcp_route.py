@@ -114,7 +114,15 @@ def mcp(req: Request) -> Raw:
     # Media types are case-insensitive (RFC 9110); the SDK compares exactly, and
     # answered APPLICATION/JSON with a 415.
     sent = [(k, "application/json" if k.lower() == "content-type" and content_type ==
-             "application/json" else v) for k, v in req.headers.items()]
+             "application/json" else v) for k, v in req.headers.items()
+            if k.lower() not in ("host", "origin")]
+    # The daemon's guard has passed the Host (a loopback name) and _origin_refusal the
+    # Origin (the same host): the SDK's own list, exact and case-sensitive, answered a
+    # plain-text 421 to the daemon's own URL at 127.0.0.2, `LOCALHOST` or `127.1` (z/6).
+    canonical = f"127.0.0.1:{urlsplit(req.app.commands.engine.url).port}"
+    sent.append(("Host", canonical))
+    if req.headers.get("Origin") is not None:
+        sent.append(("Origin", f"http://{canonical}"))
     try:
         answer = req.app.mcp.bridge(req.app.commands).exchange(
             req.method, req.path, urlencode(req.query), sent, body,
