@@ -77,11 +77,25 @@ class _Reader(io.RawIOBase):
         self.sock = sock
         self.timeout = timeout
         self.deadline: float | None = None
+        self.probing = False
+        """Read only what has arrived (None when nothing has): Connection.idle_dead."""
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Any) -> int | None:
+        if self.probing:
+            self.sock.setblocking(False)
+            try:
+                return self.sock.recv_into(buffer)
+            except BlockingIOError:
+                return None
+            except OSError as exc:  # TLS: nothing to read is SSLWantReadError
+                if type(exc).__name__ == "SSLWantReadError":
+                    return None
+                raise
+            finally:
+                self.sock.settimeout(self.timeout)
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
@@ -185,7 +199,18 @@ class Connection:
     def idle_dead(self) -> bool:
         """True when an idle keep-alive connection has something to read: the peer's
         EOF or reset (or bytes it should not have sent), so it cannot carry a request.
-        A pool asks before reuse, so a request is never sent on a socket known dead."""
+        A pool asks before reuse, so a request is never sent on a socket known dead.
+        Bytes past the last answer that the reader already holds count too: a peer that
+        sent more than its Content-Length had them read as the next request's answer
+        (another event's 200, or a 502 for an event it had handled: z/11)."""
         poller = select.poll()  # not select(): no limit on the descriptor's number
         poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(0))
+        if poller.poll(0):
+            return True
+        self._reader.probing = True  # the buffer's bytes, and none waited for
+        try:
+            return bool(self.rfile.peek(1))
+        except OSError:
+            return True
+        finally:
+            self._reader.probing = False

@@ -32,7 +32,7 @@ SINK = str(TOYS / "event_sink.py")
 HOOK = "/webhook/eventbridge"
 RAW_HEAD = (b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\n")
-FRAMINGS = ["chunked", "close", "garbage", "huge", "cut", "trickle"]
+FRAMINGS = ["chunked", "close", "garbage", "huge", "cut", "trickle", "overlong"]
 TIMEOUT_S = 1.0  # HIPPODROME_WEBHOOK_TIMEOUT for the shared stack
 READ_TIMEOUT_S = 1.5  # HIPPODROME_WEBHOOK_READ_TIMEOUT
 REFERENCE_EVENT = {
@@ -253,6 +253,16 @@ def test_a_target_that_trickles_its_answer_is_504_by_its_whole_answer_time(
         f"Service timed out: trickle at localhost:{stack.ports['trickle']}/events did not "
         f"finish its answer within {6 * TIMEOUT_S:g}s (it sends, but too slowly; see "
         "`hd logs -s trickle`)")
+
+
+def test_bytes_past_an_answers_length_never_answer_the_next_event(stack: Stack) -> None:
+    """A target that sends more than its Content-Length (one counted in characters, not
+    bytes): the webhook kept the connection, and the extra bytes were read as the next
+    event's answer, another event's 200 or a 502 for an event it had handled (z/11)."""
+    port = stack.ports["overlong"]
+    for i in range(3):
+        assert post(stack.dash, {"detail-type": f"Overlong.{i}"}) == (
+            200, forwarded(port, f"Overlong.{i}"))
 
 
 def test_non_json_answer_is_passed_on_raw(stack: Stack) -> None:

@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--result-file", default=None, help="answer this file's JSON as result")
     p.add_argument("--framing", default="length",
                    choices=["length", "chunked", "close", "garbage", "huge", "cut",
-                            "trickle"])
+                            "trickle", "overlong"])
     a = p.parse_args()
     lock = threading.Lock()
 
@@ -74,6 +74,9 @@ def main() -> None:
                 self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
             elif framing == "cut":
                 self.wfile.write((head + "Content-Length: 100\r\n\r\n").encode() + body[:10])
+            elif framing == "overlong":  # more bytes than its Content-Length says
+                self.wfile.write((head + f"Content-Length: {len(body)}\r\n\r\n").encode()
+                                 + body + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
             else:
                 if framing == "huge":
                     body = b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
