@@ -217,3 +217,33 @@ def test_a_bad_webhook_timeout_is_said_not_silently_replaced(
                     "at least 0.001: using 5"], said
     monkeypatch.setenv("HIPPODROME_WEBHOOK_TIMEOUT", "2.5")
     assert _env_seconds("HIPPODROME_WEBHOOK_TIMEOUT", 5.0, said.append) == 2.5
+
+
+def test_a_recording_deleted_under_the_daemon_goes_on_in_a_new_file(tmp_path: Path) -> None:
+    """`rm -rf .hippodrome/events` (`git clean -xdf`) while the stack ran: every later
+    delivery went into the deleted file, `current` named a file that was not there, and
+    nothing said so (q/10)."""
+    import shutil
+    import time
+
+    from hippo_tasks.daemon.webhook.record import Recorder
+    from hippo_tasks.events.recording import Delivery, read
+
+    said: list[str] = []
+    folder = tmp_path / "events"
+    recorder = Recorder(folder, True, None, said.append)
+    try:
+        recorder.add(time.time(), 1.0, "A.x", None, 200, "ignored", b'{"ok":true}',
+                     b'{"detail-type":"A.x"}')
+        wait_for(lambda: list(folder.glob("*.jsonl")), 10, what="the first recording")
+        shutil.rmtree(folder)
+        recorder.add(time.time(), 1.0, "B.y", None, 200, "ignored", b'{"ok":true}',
+                     b'{"detail-type":"B.y"}')
+        wait_for(lambda: list(folder.glob("*.jsonl")) if folder.is_dir() else [], 10,
+                 what="a new recording")
+    finally:
+        recorder.close()
+    (path,) = folder.glob("*.jsonl")
+    assert [d.detail_type for d in read(path) if isinstance(d, Delivery)] == ["B.y"]
+    assert recorder.state()["current"] == path.name
+    assert any("was deleted: recording goes on in a new file" in s for s in said), said

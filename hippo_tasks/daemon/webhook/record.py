@@ -251,6 +251,12 @@ class Recorder:
                          "where)")
         lines += map(self._line, items)
         try:
+            if self._file is not None and os.fstat(self._file.fileno()).st_nlink == 0:
+                # Deleted under us (`git clean -xdf`, `rm -rf .hippodrome/events`): every
+                # later delivery went into the deleted file, and nothing said so (q/10).
+                self.say(f"hippodrome | the recording {self.path} was deleted: recording "
+                         "goes on in a new file")
+                self._close_file()
             for line in lines:
                 if self._file is None or (self._size and self._size + len(line) > self.max_bytes):
                     self._rotate()
