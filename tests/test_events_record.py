@@ -94,6 +94,20 @@ def test_the_token_is_never_recorded(stack: Stack) -> None:
     assert b"x-hippodrome-webhook-token" not in data.lower()
 
 
+def test_a_token_quoted_in_a_detail_type_is_shown_nowhere(stack: Stack) -> None:
+    """The recording blanked it, but the service's log line (`webhook: T.<token>
+    forwarded ...`) and `/api/webhook/deliveries` showed it (z/12)."""
+    status, _ = stack.post(event(f"Test.{TOKEN}", "t9"))
+    assert status == 200
+    _, listed = stack.api("GET", "/api/webhook/deliveries")
+    shown = json.dumps(listed)
+    assert "Test.[redacted]" in shown and TOKEN not in shown, shown
+    log = wait_for(lambda: [p for p in (stack.root / ".logs" / "latest").glob("settings.log")
+                            if "Test.[redacted]" in p.read_text()], 10,
+                   what="the delivery's line in the service's log")
+    assert TOKEN not in log[0].read_text()
+
+
 def _post_without_token(stack: Stack, ev: dict[str, object]) -> tuple[int, object]:
     from rawhttp import json_request
 

@@ -37,8 +37,12 @@ def _env_seconds(name: str, default: float, say: Callable[[str], None]) -> float
     return min(_env_number(name, default, 1e-3, say), MAX_WAIT_S)
 
 
-def _shown(detail_type: str, limit: int = 256) -> str:
-    """A detail-type safe for a log line or the dashboard: one line, bounded, encodable."""
+def _shown(detail_type: str, token: str | None = None, limit: int = 256) -> str:
+    """A detail-type safe for a log line or the dashboard: one line, bounded, encodable,
+    and without the webhook token, which the recording already blanked while the
+    service's log and the deliveries list showed it (z/12)."""
+    if token and token in detail_type:
+        detail_type = detail_type.replace(token, "[redacted]")
     text = detail_type if detail_type.isprintable() else json.dumps(detail_type)[1:-1]
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -80,7 +84,7 @@ class Webhook:
                event: bytes | None = None, answer: bytes = b"") -> None:
         """The delivery log, the recording (when the event was read), the service's log."""
         latency_ms = round((time.perf_counter() - began) * 1000, 3)
-        shown = _shown(detail_type)
+        shown = _shown(detail_type, self.engine.webhook_token)
         self.deliveries.append({
             "at": at, "detail_type": shown,
             "target": planned.target if planned is not None else None,
