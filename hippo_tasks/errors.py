@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 from collections.abc import Iterable, Sequence
 
 from hippo_tasks.terminal_text import for_terminal
@@ -69,9 +70,12 @@ class PortBusyError(HippoError):
 
     def __init__(self, port: int, service: str, holder_pid: int | None = None,
                  holder_cmdline: str | None = None, ours: bool = False,
-                 unlisted: str = "", held_by_nobody: bool = False) -> None:
+                 unlisted: str = "", held_by_nobody: bool = False,
+                 stack: tuple[str | None, str | None] | None = None) -> None:
         """`unlisted`: what holds the port when no listener is seen, and whether that is
-        no process at all (supervision/ports.without_listener)."""
+        no process at all (supervision/ports.without_listener); `stack`: (service,
+        folder) when the holder is another Hippodrome stack's service (ports.stack_of)."""
+        self.stack = stack
         self.port = port
         self.service = service
         self.holder_pid = holder_pid
@@ -93,6 +97,22 @@ class PortBusyError(HippoError):
                 ". It is a leftover of this project's stack: run `hd down --force`"
                 " to clean it up"
             )
+        elif self.stack is not None:
+            name, folder = self.stack
+            if name is None:
+                text += (f", the daemon of the Hippodrome stack in {folder}: stop that "
+                         f"stack (`hd down --project-root {shlex.quote(str(folder))}`), or "
+                         "move this stack with --port-offset N")
+            elif folder is not None:
+                text += (f", service '{name}' of the Hippodrome stack in {folder}, whose "
+                         "daemon restarts it: stop it there (`hd stop --service "
+                         f"{shlex.quote(name)} --project-root {shlex.quote(folder)}`, or "
+                         f"`hd down --project-root {shlex.quote(folder)}`), or move this "
+                         "stack with --port-offset N")
+            else:
+                text += (f", service '{name}' of another Hippodrome stack: stop it with "
+                         "`hd stop` or `hd down` in that stack's folder, or move this "
+                         "stack with --port-offset N")
         elif self.held_by_nobody:
             text += ". Try again in a minute, or move this stack with --port-offset N"
         else:

@@ -162,6 +162,29 @@ def test_a_restart_whose_daemon_is_stopped_while_it_waits_gives_up(project: Path
         hd(project, "down", timeout=60)
 
 
+def test_a_port_held_by_another_stack_names_that_stack(project: Path,
+                                                      project2: Path) -> None:
+    """Another project's service on the port: "Stop that process" was futile (its daemon
+    restarted it within a second) and nothing said it was another Hippodrome stack, or
+    which (z/8). Its dashboard port taken names that stack's daemon."""
+    dash, dash2, port, free = free_ports(4)
+    write_stack(project, stack_header(dash) + toy_service("api", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        for their_dash, web, said in (
+                (dash2, port, f"service 'api' of the Hippodrome stack in {project}, whose "
+                              "daemon restarts it: stop it there (`hd stop --service api "
+                              f"--project-root {project}`"),
+                (dash, free, f"the daemon of the Hippodrome stack in {project}: stop that "
+                             f"stack (`hd down --project-root {project}`)")):
+            write_stack(project2, stack_header(their_dash) + toy_service("web", web))
+            up = hd(project2, "up", "--detach", timeout=60)
+            assert up.returncode == 4, up.stdout + up.stderr
+            assert said in " ".join(up.stderr.split()), up.stderr
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_a_port_held_by_a_connection_not_a_listener_says_so(project: Path) -> None:
     """A port can be the local end of a connection: a live one (this test's), then one
     just closed (TIME_WAIT, held by no process). Both read "holder unknown: it may

@@ -21,7 +21,12 @@ from hippo_contract.flock_wait import flock_within
 from hippo_tasks.errors import StateDirError
 from hippo_tasks.model.textfile import Unopenable, Unusable, read_small_text
 from hippo_tasks.registry.schema import validate
-from hippo_tasks.supervision.scope import all_pids, start_ticks
+from hippo_tasks.supervision.scope import (
+    all_pids,
+    daemon_log_folder,
+    opened_to_write,
+    start_ticks,
+)
 
 VERSION = 1
 Data = dict[str, Any]
@@ -323,13 +328,7 @@ def _daemon_folder(data: Data, root: Path) -> str | None:
     with contextlib.suppress(OSError):
         if os.path.samefile(cwd, root):
             return ""
-    tail = "/.hippodrome/daemon.log"
-    for fd in ["2", *fds]:
-        with contextlib.suppress(OSError, ValueError, StopIteration):
-            log = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
-            if log.endswith(tail) and _opened_to_write(pid, fd):
-                return log.removesuffix(tail)
-    return None
+    return daemon_log_folder(pid, fds)
 
 
 def writes_daemon_log(pid: int, root: Path, writing: bool = False) -> bool:
@@ -344,7 +343,7 @@ def writes_daemon_log(pid: int, root: Path, writing: bool = False) -> bool:
 
     def holds(fd: str) -> bool:
         return os.readlink(f"/proc/{pid}/fd/{fd}") in names and (
-            not writing or _opened_to_write(pid, fd))
+            not writing or opened_to_write(pid, fd))
 
     try:
         if holds("2"):
@@ -366,12 +365,6 @@ def daemon_log_writers(root: Path) -> list[int]:
     nothing."""
     me = os.getpid()
     return [pid for pid in all_pids() if pid != me and writes_daemon_log(pid, root, True)]
-
-
-def _opened_to_write(pid: int, fd: str) -> bool:
-    with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as fh:
-        flags = next(line for line in fh if line.startswith("flags:")).split()[1]
-    return int(flags, 8) & (os.O_WRONLY | os.O_RDWR) != 0
 
 
 def stranger_daemon(data: Data, root: Path) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hippo_tasks.errors import PortBusyError, PortsBusyError, PortTakenError
+from hippo_tasks.supervision.scope import daemon_log_folder, run_mark, stat_fields
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -36,7 +37,8 @@ def taken(service: str, port: int, again: bool = False) -> str | None:
         holder = f"pid {pid}" + (f" ({cmd})" if cmd else "") if pid is not None else \
             (unlisted.strip(" ()") or "a process it cannot see")
         return f"port {port} is held by {holder}, so it cannot start again yet"
-    return PortTakenError(port, service, pid, cmd, False, unlisted, nobody).message()
+    return PortTakenError(port, service, pid, cmd, False, unlisted, nobody,
+                          None if pid is None else stack_of(pid)).message()
 
 
 def _inet_connections() -> list[Any]:
@@ -89,15 +91,38 @@ def _master_of(pid: int, fd: int) -> int:
     except (OSError, ValueError):
         return pid
     while True:
+        fields = stat_fields(pid)
         try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                parent = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            parent = int(fields[1]) if fields else 0
             fds = os.listdir(f"/proc/{parent}/fd") if parent > 1 else []
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             return pid
         if not any(_links_to(parent, other, sock) for other in fds):
             return pid
         pid = parent
+
+
+def stack_of(pid: int) -> tuple[str | None, str | None] | None:
+    """(service, project folder) when the process is a service of a Hippodrome stack:
+    its run mark names the service, and its daemon (the ancestor writing a daemon.log)
+    the folder, None when no ancestor is found (a double fork); (None, folder) for
+    such a daemon itself. "Stop that process" was futile for a service: its daemon
+    restarted it within a second (z/8)."""
+    mark = run_mark(pid)
+    if not mark or "/" not in mark:
+        folder = daemon_log_folder(pid)
+        return None if folder is None else (None, folder)
+    service = mark.rsplit("/", 1)[1]
+    ancestor = pid
+    for _ in range(64):
+        fields = stat_fields(ancestor)
+        if fields is None or int(fields[1]) <= 1:
+            break
+        ancestor = int(fields[1])
+        folder = daemon_log_folder(ancestor)
+        if folder is not None:
+            return service, folder
+    return service, None
 
 
 def _links_to(pid: int, fd: str, target: str) -> bool:
@@ -169,6 +194,7 @@ def check_ports(wanted: Iterable[tuple[str, int]], our_groups: set[int] | None =
         if pid is not None and our_groups:
             with contextlib.suppress(Exception):
                 ours = process_group(pid) in our_groups or pid in our_groups
-        busy.append(PortBusyError(port, service, pid, cmd, ours, unlisted, nobody))
+        stack = None if pid is None or ours else stack_of(pid)
+        busy.append(PortBusyError(port, service, pid, cmd, ours, unlisted, nobody, stack))
     if busy:
         raise PortsBusyError(busy)

@@ -66,6 +66,32 @@ def run_mark(pid: int) -> str | None:
     return None
 
 
+def opened_to_write(pid: int, fd: str) -> bool:
+    """fdinfo's flags: the descriptor was opened for writing (OSError, StopIteration or
+    ValueError when it cannot be read)."""
+    with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as fh:
+        flags = next(line for line in fh if line.startswith("flags:")).split()[1]
+    return int(flags, 8) & (os.O_WRONLY | os.O_RDWR) != 0
+
+
+DAEMON_LOG_TAIL = "/.hippodrome/daemon.log"
+
+
+def daemon_log_folder(pid: int, fds: list[str] | None = None) -> str | None:
+    """The project folder whose `.hippodrome/daemon.log` the process writes (a
+    Hippodrome daemon's, detached or foreground), or None."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd") if fds is None else fds
+    except OSError:
+        return None
+    for fd in ["2", *fds]:
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            log = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
+            if log.endswith(DAEMON_LOG_TAIL) and opened_to_write(pid, fd):
+                return log.removesuffix(DAEMON_LOG_TAIL)
+    return None
+
+
 def all_pids() -> list[int]:
     try:
         names = os.listdir("/proc")
