@@ -222,3 +222,56 @@ def test_sigusr1_does_not_end_up_detach_while_it_waits(project: Path) -> None:
     out = finish(up)
     assert up.returncode == 143 and "the stack was shut down" in out, out
     all_gone(token, procs)
+
+
+def test_usr1_to_the_detached_daemon_says_its_line_and_other_signals_shut_down(
+        project: Path) -> None:
+    """`kill -USR1` of the detached daemon (`ps` shows it as `hd up --detach`, and the
+    README says USR1 reprints the dashboard line) killed it by default, and its guard
+    ended the stack, with no word anywhere; SIGUSR2, SIGQUIT, SIGALRM the same (y/5)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    daemon = registry(project)["daemon"]["pid"]
+    log = project / ".hippodrome" / "daemon.log"
+    try:
+        os.kill(daemon, signal.SIGUSR1)
+        wait_for(lambda: log.read_text().count("| dashboard: ") >= 2, 10,
+                 what="the dashboard line again")
+        assert alive(daemon) and hd(project, "status").returncode == 0
+        os.kill(daemon, signal.SIGUSR2)
+        wait_for(lambda: not alive(daemon), 30, what="the daemon's shutdown")
+        said = log.read_text()
+        assert "shutting down (SIGUSR2)" in said and "Traceback" not in said, said
+        assert registry(project)["daemon"] is None
+    finally:
+        hd(project, "down", timeout=60)
+
+
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_during_a_shutdown_a_signal_began_kills_at_once(project: Path,
+                                                              first: int) -> None:
+    """A foreground `up` stopping after SIGTERM (a CI cancel) or SIGHUP, a service that
+    ignores SIGTERM with a 60 s stop_timeout: the user's Ctrl+C was dropped without a
+    word, and the stop waited the whole minute (y/6)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port, "--ignore-term",
+                                                          stop_timeout=60))
+    up = start_up(project)
+    try:
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
+                 and registry(project)["services"].get("web", {}).get("ready"), 30,
+                 what="the stack ready")
+        web = registry(project)["services"]["web"]["pid"]
+        up.send_signal(first)
+        wait_for(lambda: registry(project)["services"]["web"]["state"] == "stopping", 20,
+                 what="the stop under way")
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=30)  # not the 60 s stop_timeout
+        assert "Ctrl+C during the shutdown" in out and "killing every service now" in out, out
+        assert not alive(web)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
+        hd(project, "down", timeout=60)

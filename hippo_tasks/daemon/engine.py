@@ -49,7 +49,12 @@ if TYPE_CHECKING:  # types only: loaded when needed (a printer, a tunnel to watc
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_SIGNALLED = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129, "SIGPIPE": 141}
+SHUTDOWN_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR2", "SIGALRM",
+                    "SIGPROF", "SIGVTALRM")
+"""Each shuts the stack down as Ctrl+C does. Those past SIGHUP ended the daemon by
+their default action, with no word anywhere, and its guard then ended the stack (y/5)."""
+EXIT_SIGNALLED = {"SIGPIPE": 141, **{name: 128 + getattr(signal, name)
+                                     for name in SHUTDOWN_SIGNALS if hasattr(signal, name)}}
 """A stack shut down by a signal exits 128 + its number, as a shell reports a process
 killed by it: a CI job or a supervisor can tell a Ctrl+C or a `kill` from a clean end."""
 HOUSEKEEPING_S = 2.0
@@ -118,6 +123,7 @@ class Engine:
         """Why the API could not start (fail_serving), ending the stack."""
         self._identities: dict[int, float | None] = {}
         self._interrupts = 0
+        self._killing = False
         self.failure: ServiceStartError | None = None
         self.cut_short = ""
         """Who shut the stack down before its start was over (`by hd down ...`)."""
@@ -322,8 +328,17 @@ class Engine:
             return
         if why == "SIGINT":
             self._interrupts += 1
-            if self._interrupts == 2 and self.loop is not None:
-                self.note("hippodrome | second Ctrl+C: killing every service now")
+            # A Ctrl+C once a shutdown is under way, begun by a first one or by anything
+            # else: after a SIGTERM (a CI cancel) or SIGHUP it was dropped without a word,
+            # and the stop waited out every stop_timeout (y/6).
+            began = self._shutdown.result() if self._shutdown.done() else None
+            if not self._killing and self.loop is not None and \
+                    (self._interrupts == 2 or began not in (None, "SIGINT")):
+                self._killing = True
+                self.note("hippodrome | second Ctrl+C: killing every service now"
+                          if began in (None, "SIGINT") else
+                          f"hippodrome | Ctrl+C during the shutdown ({began}): killing "
+                          "every service now")
                 self.loop.create_task(self.stack.kill_now())
         self.start_over.set()
         if not self._shutdown.done():
@@ -392,10 +407,16 @@ class Engine:
                 loop.call_soon_threadsafe(self.request_shutdown, "SIGPIPE")
 
             self.printer.on_reader_gone = reader_gone
-        for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM"),
-                          (signal.SIGHUP, "SIGHUP")):
-            with contextlib.suppress(ValueError, RuntimeError):
-                self.loop.add_signal_handler(sig, self.request_shutdown, name)
+        for name in SHUTDOWN_SIGNALS:
+            with contextlib.suppress(ValueError, RuntimeError, AttributeError):
+                self.loop.add_signal_handler(getattr(signal, name), self.request_shutdown,
+                                             name)
+        if self.printer is None:  # detached: `kill -USR1` killed the daemon and the stack
+            for name in ("SIGUSR1", "SIGINFO"):
+                with contextlib.suppress(ValueError, RuntimeError, AttributeError):
+                    self.loop.add_signal_handler(getattr(signal, name), self.note,
+                                                 f"hippodrome | dashboard: {self.url}   "
+                                                 f"logs: {self.runs.dir}")
         stop_serving: Callable[[], None] = _nothing
         try:
             if serve is not None:
