@@ -275,3 +275,24 @@ def test_ctrl_c_during_a_shutdown_a_signal_began_kills_at_once(project: Path,
             up.kill()
             up.communicate()
         hd(project, "down", timeout=60)
+
+
+def test_a_foreground_up_that_down_stopped_before_ready_exits_1_and_says_who(
+        project: Path) -> None:
+    """`hd up` in the foreground (a CI step's "start and wait"), `hd down` from another
+    shell before the stack was ready: exit 0, in silence, where `up --detach` says who
+    shut it down, exit 1 (y/7)."""
+    pids = slow_stack(project)
+    up = start_up(project)
+    try:
+        started(project, pids)
+        down = hd(project, "down", timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        out = finish(up)
+        assert up.returncode == 1, out
+        assert "the stack was shut down by `hd down` (or POST /api/shutdown) before it " \
+            "was ready" in out, out
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()

@@ -460,6 +460,12 @@ class Engine:
             why = await self._shutdown
             if not self.started and self.failure is None:
                 self.cut_short = CUT_SHORT_BY.get(why, f"({why})")
+                if why not in EXIT_SIGNALLED and self.printer is not None:
+                    # What `up --detach` says, exit 1: a foreground `up` that `hd down`
+                    # stopped before it was ready exited 0 in silence (y/7).
+                    self.note(f"hippodrome | the stack was shut down {self.cut_short} "
+                              "before it was ready")
+                    code = EXIT_FAILED
             code = EXIT_SIGNALLED.get(why, code)
             if self.unreachable is not None:
                 code = EXIT_FAILED
