@@ -282,6 +282,26 @@ def test_each_dependency_left_out_is_named_with_what_left_it_out(tmp_path: Path)
         "--no-seed)"]
 
 
+def test_a_url_or_port_of_a_service_left_out_is_named_too(tmp_path: Path) -> None:
+    """`DB_URL = "${url:db}"` with db switched off: the app was given the URL of a port
+    no service of the run held (a stranger's, there), and nothing said so, where a
+    `depends_on = ["db"]` was noted (z/5). Once per service it names."""
+    from hippo_tasks.model.plan import left_out_dependencies
+
+    text = ('[stack]\ndefaults = false\n[services.db]\ncommand = ["d"]\nport = 7001\n'
+            'enabled = false\n[services.cache]\ncommand = ["c"]\nport = 7002\n'
+            'profiles = ["full"]\n[services.app]\ncommand = ["y", "--db", "${url:db}"]\n'
+            'env = { DB = "${url:db}", CACHE_PORT = "${port:cache}" }\n')
+    plan = build_plan(load_stack_text(text), Options(project_root=tmp_path))
+    assert left_out_dependencies(plan) == [
+        "app is given ${url:db} of db, which this run leaves out (switched off with enabled "
+        "= false): nothing of this stack answers there, and whatever else listens on that "
+        "port gets its requests",
+        "app is given ${port:cache} of cache, which this run leaves out (not in profile "
+        "core): nothing of this stack answers there, and whatever else listens on that "
+        "port gets its requests"]
+
+
 def test_the_bundled_stack_says_nothing_of_the_dependencies_it_drops(tmp_path: Path) -> None:
     """The bundled seed job names services of every profile by design: `invoke up` on
     the default stack opened with a line about it."""

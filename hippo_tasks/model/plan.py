@@ -282,6 +282,7 @@ def left_out_dependencies(plan: StackPlan) -> list[str]:
     for the bundled stack's own services, which are written that way: `invoke up` on the
     default stack would open with a line about its seed job."""
     lines = []
+    left_out = dict(plan.left_out)
     for svc in plan.services:
         if svc.spec.source.startswith("<bundled "):  # by design: the bundle's own seed job
             continue
@@ -290,7 +291,26 @@ def left_out_dependencies(plan: StackPlan) -> list[str]:
             lines.append(f"{svc.name} starts without "
                          f"{', '.join(d for d, _ in svc.left_out)} (named in its "
                          f"depends_on; {why})")
+        named = dict(svc.left_out)
+        for ref, other in _service_references(svc.spec):
+            if other in left_out and other not in named:
+                named[other] = left_out[other]
+                lines.append(f"{svc.name} is given {ref} of {other}, which this run leaves "
+                             f"out ({left_out[other]}): nothing of this stack answers "
+                             "there, and whatever else listens on that port gets its "
+                             "requests")
     return lines
+
+
+_REFERENCE = re.compile(r"\$\{(url|port):([A-Za-z_][A-Za-z0-9_.-]*)\}")
+
+
+def _service_references(spec: ServiceSpec) -> list[tuple[str, str]]:
+    """The `${url:NAME}` / `${port:NAME}` a service's command, cwd and env name, as
+    (the reference, NAME): a dependency reached by its URL rather than `depends_on`
+    was given silently when the run left it out (z/5)."""
+    texts = [*spec.command, spec.cwd, *(v for _, v in spec.env)]
+    return [(m.group(0), m.group(2)) for text in texts for m in _REFERENCE.finditer(text)]
 
 
 def _check_shifted_ports(spec: StackSpec, opts: Options, ports: Mapping[str, int],
