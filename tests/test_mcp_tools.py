@@ -185,6 +185,15 @@ def test_nan_and_infinity_are_refused_wherever_they_are(tool: str, args: dict[st
     assert said is not None and f"argument '{where}': NaN and Infinity" in said, said
 
 
+def test_a_huge_bad_argument_is_not_echoed_whole() -> None:
+    """The schema's sentence quotes the value: a 3 MB argument got a 6 MB answer, the
+    text and the structured error each holding it (z/9)."""
+    from hippo_tasks.mcp.server import BY_NAME, check_args
+
+    said = check_args(BY_NAME["wait_ready"], {"timeout_s": "x" * 3_000_000})
+    assert said is not None and "characters in all)" in said and len(said) < 2000, said[:300]
+
+
 def test_an_unknown_tool_is_a_protocol_error(stack: tuple[Path, str]) -> None:
     async def scenario(agent: Agent) -> None:
         with pytest.raises(MCPError, match="unknown tool 'explode'"):

@@ -91,9 +91,16 @@ def check_args(tool: Tool, args: dict[str, Any]) -> str | None:
     error: ValidationError | None = best_match(_validator(tool.name).iter_errors(args))
     if error is None:
         return None
-    where = ".".join(str(p) for p in error.absolute_path)
-    what = f"argument '{where}': {error.message}" if where else error.message
+    where = ".".join(str(p) for p in error.absolute_path)[:200]
+    message = error.message  # it quotes the value: a 3 MB argument came back twice (z/9)
+    if len(message) > SHOWN_CHARS:
+        message = f"{message[:SHOWN_CHARS]}... ({len(message)} characters in all)"
+    what = f"argument '{where}': {message}" if where else message
     return f"bad arguments for {tool.name}: {what}. {usage(tool)}"
+
+
+SHOWN_CHARS = 500
+"""Of a schema error's sentence, which quotes the value it refused."""
 
 
 def _error(text: str) -> types.CallToolResult:
