@@ -333,3 +333,32 @@ def test_routes_that_are_no_array_of_tables_name_their_own_line(text: str, line:
     """It named the [stack] header's line, or past the end of the `[routes]` table."""
     e = err(text)
     assert e.line == line and "must be written as [[routes]] tables" in str(e), str(e)
+
+
+@pytest.mark.parametrize(("table", "said"), [
+    ('[profiles."bad name"]', '[profiles."bad name"]: names start with a letter'),
+    ('[cells."bad name"]', '[cells."bad name"]: names start with a letter'),
+    ('[services.""]\ncommand = ["x"]', 'service name "": service names start'),
+    ('[services."../x"]\ncommand = ["x"]', 'service name "../x": service names start'),
+    ('[services."a\\tb"]\ncommand = ["x"]', 'service name "a\\tb": service names start'),
+])
+def test_a_bad_table_name_is_named_at_its_own_line(table: str, said: str) -> None:
+    """Each was said at line 1, or at no line ("../x" split at its dots), and a control
+    character in the name was printed raw (z/4)."""
+    e = err(SERVICE_A + "\n" + table + "\n")
+    assert e.line == SERVICE_A.count("\n") + 2 and said in str(e), str(e)
+
+
+def test_a_dashboard_port_on_a_bundled_services_port_blames_the_users_line(
+        tmp_path: Path) -> None:
+    """`dashboard_port = 9001` (fake_cell's): the error named a line of the installed
+    package's stack file, which nobody edits (z/4)."""
+    from hippo_tasks.model.loader import load_stack
+
+    (tmp_path / "hippodrome.toml").write_text("# mine\n[stack]\ndashboard_port = 9001\n")
+    with pytest.raises(StackFileError) as info:
+        load_stack(tmp_path)
+    assert info.value.path == str(tmp_path / "hippodrome.toml"), str(info.value)
+    assert info.value.line == 3, str(info.value)
+    assert "dashboard_port 9001 is the port of service 'fake_cell'" in str(info.value)
+

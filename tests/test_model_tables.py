@@ -106,7 +106,7 @@ def test_a_missing_cell_url_names_the_stand_in_that_would_serve_it() -> None:
     (DB + '[profiles.x]\nservices = ["db"]\n', ["[profiles.x] has no field 'services'"]),
     (DB + '[profiles]\nx = 1\n', ["[profiles.x] must be a table"]),
     ('profiles = ["a"]\n' + DB, ["[profiles.NAME] must be tables"]),
-    (DB + '[cells."no way"]\n', ["[cells.no way]: names start with a letter"]),
+    (DB + '[cells."no way"]\n', ['[cells."no way"]: names start with a letter']),
     ('[services.db]\ncommand = ["db"]\ncells = ["moon"]\n',
      ["service 'db'", "'moon' is not one of local", "[cells.moon]"]),
     (DB + '[commands.seed]\ndescription = "x"\n', ["[commands.seed] has no command"]),

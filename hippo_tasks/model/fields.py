@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
@@ -66,6 +67,26 @@ class FileContext:
         if top is None:
             return None
         return _inline_entry_line(self.lines, top - 1, index, key) or top
+
+    def line_of_named(self, table: str, name: str) -> int | None:
+        """The line of `[table.NAME]` (or `[table.NAME.x]`, `[[...]]`) for any NAME, the
+        odd ones included (`""`, `"../x"`, `"a\\tb"`): split at dots, `line_of` found
+        no line for them, and errors named line 1 or none (z/4)."""
+        header = re.compile(r"^\s*\[+\s*" + re.escape(table)
+                            + r"""\s*\.\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)""")
+        for i, line in enumerate(self.lines):
+            found = header.match(line)
+            if found is None:
+                continue
+            written = found.group(1)
+            try:
+                parsed = tomllib.loads(f"k = {written}")["k"] if written[:1] in "\"'" \
+                    else written
+            except (tomllib.TOMLDecodeError, KeyError):
+                continue
+            if parsed == name:
+                return i + 1
+        return None
 
     def line_of_top_key(self, key: str) -> int | None:
         """The line of `key = ...` at the top level, before any table header."""

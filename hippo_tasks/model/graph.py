@@ -17,9 +17,11 @@ def _can_run_together(a: ServiceSpec, b: ServiceSpec) -> bool:
 
 
 def check_graph(spec: StackSpec, sources: Mapping[str, FileContext],
-                route_sources: Sequence[tuple[FileContext, str]]) -> None:
+                route_sources: Sequence[tuple[FileContext, str]],
+                dashboard_from: FileContext | None = None) -> None:
     """`sources`: the file each service's table came from; `route_sources`: for each of
-    `spec.routes`, its file and entry (`routes[1]`), so an error names that entry's line."""
+    `spec.routes`, its file and entry (`routes[1]`), so an error names that entry's line;
+    `dashboard_from`: the file that set `dashboard_port`, if any."""
     enabled = [s for s in spec.services if s.enabled]
     names = {s.name for s in spec.services}
     kinds = {s.name: s.kind for s in spec.services}  # once: per service, loading was O(n^2)
@@ -46,7 +48,14 @@ def check_graph(spec: StackSpec, sources: Mapping[str, FileContext],
         if svc.port is None:
             continue
         if svc.port == spec.settings.dashboard_port:
-            raise sources[svc.name].error(
+            ctx = sources[svc.name]
+            if dashboard_from is not None and dashboard_from is not ctx:
+                # The user's dashboard_port on a bundled service's port: it was blamed on
+                # a line of the installed package's file, which nobody edits (z/4).
+                raise dashboard_from.error(
+                    f"dashboard_port {svc.port} is the port of service '{svc.name}' (from "
+                    f"{ctx.path}): choose another dashboard_port", None, "dashboard_port")
+            raise ctx.error(
                 f"port {svc.port} is the dashboard's port ([stack] dashboard_port)",
                 svc.name,
                 "port",

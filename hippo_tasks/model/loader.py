@@ -9,6 +9,7 @@ drops the bundle; routes from the project file come first, so they win.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -230,10 +231,10 @@ def _parse_file(path: str, text: str) -> _FileData:
         raise ctx.error("[services] must hold one table per service")
     for name, table in services.items():
         if not F.SERVICE_NAME.match(name):
-            raise ctx.error(
-                "service names start with a letter and hold letters, digits, _ or -, 63 "
-                f"characters at most (this one has {len(name)})", name
-            )
+            raise StackFileError(
+                ctx.path, f"service name {json.dumps(name)[:80]}: service names start with "
+                "a letter and hold letters, digits, _ or -, 63 characters at most (this one "
+                f"has {len(name)})", line=ctx.line_of_named("services", name))
         if name.lower() in RESERVED_NAMES:
             raise ctx.error(f"'{name}' is Hippodrome's own name in its output (`hippodrome "
                             "| ...` lines, the `dashboard` port): a service of that name "
@@ -334,8 +335,11 @@ def _merge(files: list[_FileData]) -> StackSpec:
     route_sources: list[tuple[F.FileContext, str]] = []  # per route: its file and entry
     shared_env: dict[str, str] = {}
     tables = merge_tables([d.tables for d in files])
+    dashboard_from: F.FileContext | None = None
     for data in files:
         settings.update(data.stack)
+        if "dashboard_port" in data.stack:
+            dashboard_from = data.ctx
         shared_env.update(data.env)
         for name, table in data.services.items():
             into = merged.setdefault(name, {})
@@ -419,7 +423,8 @@ def _merge(files: list[_FileData]) -> StackSpec:
                 f"[cells.{cell.name}] stand_in names '{cell.stand_in}', which is not a "
                 "service of the stack" + close_hint(cell.stand_in, merged), None,
                 f"cells.{cell.name}.stand_in")
-    check_graph(spec, {s.name: source[s.name] for s in services}, route_sources)
+    check_graph(spec, {s.name: source[s.name] for s in services}, route_sources,
+                dashboard_from)
     return spec
 
 

@@ -10,8 +10,10 @@ why).
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple
 
+from hippo_tasks.errors import StackFileError
 from hippo_tasks.model import fields as F
 from hippo_tasks.model.spec import DEFAULT_CELL, DEFAULT_PROFILE, CellSpec, CommandSpec
 
@@ -51,8 +53,9 @@ def _named_tables(ctx: F.FileContext, raw: dict[str, Any], key: str,
         raise ctx.error(f"[{key}.NAME] must be tables, one per name")
     for name, table in tables.items():
         if not F.SERVICE_NAME.match(name):
-            raise ctx.error(f"[{key}.{name}]: names start with a letter and hold letters, "
-                            "digits, _ or -")
+            raise StackFileError(ctx.path, f"[{key}.{json.dumps(name)[:80]}]: names start "
+                                 "with a letter and hold letters, digits, _ or -",
+                                 line=ctx.line_of_named(key, name))
         if not isinstance(table, dict):
             raise ctx.error(f"[{key}.{name}] must be a table")
         for item in table:
