@@ -101,3 +101,28 @@ def test_a_stack_file_removed_under_a_running_stack_is_said(tmp_path: Path) -> N
     assert "hippodrome.toml was removed after this stack started" in \
         changed_since(tmp_path, stamp)
     assert changed_since(tmp_path, None) == ""
+
+
+def test_a_stack_file_or_env_file_broken_under_a_running_stack_says_what_up_will_do(
+        tmp_path: Path) -> None:
+    """A stack file made a link to nothing read "was removed ... the next `hd up` runs the
+    bundled stack", and an env_file removed read "saved ... `hd down` then `hd up`
+    applies the change": both `up`s refuse the file instead (z/10)."""
+    from hippo_tasks.model.project import STAMP_PARTS, changed_since, file_stamp
+
+    stack, env = tmp_path / "hippodrome.toml", tmp_path / ".env"
+    stack.write_text('[stack]\ndefaults = false\n')
+    env.write_text("A=1\n")
+    stamp = STAMP_PARTS.join([file_stamp(stack) or "", f"{env}\t{file_stamp(env)}"])
+    assert changed_since(tmp_path, stamp) == ""
+    env.unlink()
+    said = changed_since(tmp_path, stamp)
+    assert said.startswith(".env (an env_file) is gone or unreadable") and \
+        "refuses the stack file until it is back" in said, said
+    env.write_text("A=2\n")
+    assert "was saved after this stack started" in changed_since(tmp_path, stamp)
+    stack.unlink()
+    stack.symlink_to("hippodrome.toml")  # a loop
+    said = changed_since(tmp_path, stamp)
+    assert said.startswith("hippodrome.toml is now a symbolic link that leads nowhere"), said
+    assert "bundled" not in said and "refuses it until it is fixed" in said, said

@@ -84,15 +84,30 @@ def changed_since(root: Path, stamp: str | None) -> str:
         return ""
     own, *env_files = stamp.split(STAMP_PARTS)
     now = stack_file_stamp(root)
+    if now is None and os.path.lexists(root / ROOT_MARKERS[0]):  # a link to nothing
+        return (f"{ROOT_MARKERS[0]} is now a symbolic link that leads nowhere (a loop, or "
+                "a target that does not exist); the running stack (and a restart) uses "
+                "it as it was then, and the next `hd up` here refuses it until it is "
+                "fixed")  # it said "removed ... runs the bundled stack" (z/10)
     if now is None:  # deleted (or renamed): an edit was said, this was not
         return (f"{ROOT_MARKERS[0]} was removed after this stack started; the running "
                 "stack (and a restart) uses it as it was then, and the next `hd up` here "
                 "runs the bundled stack unless the file is back")
     saved = [ROOT_MARKERS[0]] if now != own else []
+    gone = []
     for part in env_files:
         path, _, then = part.partition("\t")
-        if file_stamp(Path(path)) != (then or None):
-            saved.append(os.path.relpath(path, root) if path.startswith(str(root)) else path)
+        shown = os.path.relpath(path, root) if path.startswith(str(root)) else path
+        stamp_now = file_stamp(Path(path))
+        if stamp_now is None and then:  # an env_file removed: `down` + `up` refuses
+            gone.append(shown)
+        elif stamp_now != (then or None):
+            saved.append(shown)
+    if gone:
+        return (f"{' and '.join(gone)} (an env_file) {'are' if len(gone) > 1 else 'is'} "
+                "gone or unreadable since this stack started; the running stack (and a "
+                "restart) uses it as it was then, and the next `hd up` here refuses the "
+                "stack file until it is back")
     if not saved:
         return ""
     what = " and ".join(saved)

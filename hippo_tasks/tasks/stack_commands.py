@@ -10,6 +10,7 @@ the terminal, and its exit code becomes the task's.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -56,9 +57,11 @@ def prepare(root: Path, name: str, task: str, seed: int | None = None) -> Planne
         # The command is read from the file; the daemon keeps its services, not this
         # table. Loaded without the file, the stack was the bundled one, and its seed
         # ran against the running stack's offset: another stack's program.
+        link = os.path.islink(root / ROOT_MARKERS[0])
         raise StackFileError(
             str(root / ROOT_MARKERS[0]),
-            f"was removed after this stack started; `hd {task}` runs the stack's "
+            ("is now a symbolic link that leads nowhere" if link else "was removed")
+            + f" after this stack started; `hd {task}` runs the stack's "
             f"[commands.{name}], read from that file: put it back, then run `hd {task}` "
             "again (nothing was run: without the file only the bundled stack's command is "
             "known, and that is not the stack running here)")
