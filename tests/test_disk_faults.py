@@ -12,7 +12,10 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -397,3 +400,33 @@ def test_a_seed_lock_that_cannot_be_written_is_a_sentence(tmp_path: Path) -> Non
             seed_stack(root, 42, StackView(env={}))
         assert said.value.code == 10 and "Read-only file system" in str(said.value), said.value
         assert str(said.value).startswith(f"cannot write {root}/.hippodrome"), said.value
+
+
+def test_a_foreground_ups_output_file_that_fills_is_said_on_stderr(project: Path) -> None:
+    """`hd up > out.log` on a disk that filled during the run: the output stopped
+    mid-line and nothing was said, while the stack ran on unseen (q/12). It is said on
+    stderr once, and the stack goes on (its lines are in the log files)."""
+    (dash,) = free_ports(1)
+    chatty = Path(__file__).parent / "toys" / "chatty.py"
+    write_stack(project, stack_header(dash) + '[services.talk]\ncommand = '
+                + json.dumps([sys.executable, str(chatty), "--rate", "2000"]) + "\n")
+    said = project.parent / "err.txt"
+    with tmpfs(project.parent / "out", "64k") as out_dir:
+        with open(out_dir / "out.log", "wb") as out, open(said, "wb") as err_file:
+            up = subprocess.Popen([*HD_CLI, "up"], cwd=project, stdout=out,
+                                  stderr=err_file, start_new_session=True)
+        try:
+            wait_for(lambda: b"could not be written" in said.read_bytes(), 30,
+                     what="the sentence on stderr")
+            time.sleep(1.0)
+            assert up.poll() is None, "the stack went on"
+            assert hd(project, "status").returncode == 0
+            up.send_signal(signal.SIGTERM)
+            up.wait(60)
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+    err = said.read_text()
+    assert err.count("the output could not be written (No space left on device): the "
+                     "stack goes on") == 1, err

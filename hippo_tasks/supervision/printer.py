@@ -13,6 +13,7 @@ SIGUSR1 (or Ctrl+T, SIGINFO, where the terminal has it) prints it at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -207,7 +208,14 @@ class TerminalPrinter:
                 to_devnull(self._out)  # what is still buffered, and later prints, go nowhere
                 self.on_reader_gone()
                 return
-            except (OSError, ValueError):
+            except OSError as exc:  # `hd up > file` on a disk that filled: cut mid-line,
+                to_devnull(self._out)  # and nothing was said anywhere (q/12)
+                with contextlib.suppress(OSError):
+                    os.write(2, (f"hippodrome: the output could not be written "
+                                 f"({exc.strerror or exc}): the stack goes on, and its lines "
+                                 "are in .logs/latest/ only (`hd logs`)\n").encode())
+                continue
+            except ValueError:
                 return
 
     _idle_since = 0.0
