@@ -84,6 +84,21 @@ def test_a_link_or_a_pipe_where_a_log_file_belongs_is_refused_not_used(
     runs.close()
 
 
+def test_space_back_clears_the_trouble_of_a_log_that_stays_quiet(tmp_path: Path) -> None:
+    """A service stopped while the disk was full prints nothing more: the warning (and
+    `problems.logs`) stayed while every other log wrote again, until it was started
+    (q/13). Any log's good write now writes the quiet one's note too."""
+    runs = RunFiles(tmp_path / ".logs", keep=3)
+    runs._files["quiet"] = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+    runs.write_chunk(*_chunk("quiet", b"stopping", b"stopped"))
+    assert runs.trouble is not None
+    os.close(runs._files.pop("quiet"))  # space again
+    runs.write_chunk(*_chunk("busy", b"still talking"))
+    assert runs.trouble is None
+    assert "--- hippodrome: 2 lines were not written here" in runs.path("quiet").read_text()
+    runs.close()
+
+
 def test_the_recovery_note_counts_every_line_lost_while_the_disk_stayed_full(
         tmp_path: Path) -> None:
     """Each failed retry of the note reset the count and its start: 2150 lines lost

@@ -213,8 +213,20 @@ class RunFiles:
             self._mid_line.discard(service)
         elif raw:
             self._mid_line.add(service)
+        if self._dropped:  # the disk writes again: the others' notes too, not only once
+            self._catch_up()  # each prints again (a stopped one never did: q/13)
         if not self._dropped:  # only once every failing file writes again: another
             self.trouble = None  # service's good write cleared a problem still going on
+
+    def _catch_up(self) -> None:
+        """Write the recovery note of every log that failed, as far as the disk lets."""
+        for service in list(self._dropped):
+            try:
+                self._write(self._fd(service), self._recovery_note(service))
+            except OSError:
+                return
+            del self._dropped[service]
+            self._mid_line.discard(service)
 
     @staticmethod
     def _write(fd: int, raw: bytes) -> None:
