@@ -340,6 +340,29 @@ def test_a_folder_made_where_a_moved_project_was_gets_nothing_of_its_stack(
         stop_by_pid(daemon)
 
 
+@pytest.mark.parametrize("force", [False, True], ids=["down", "down-force"])
+def test_down_of_a_folder_deleted_under_its_stack_stops_it(tmp_path: Path,
+                                                           force: bool) -> None:
+    """`rm -rf proj` with its stack running, then `hd down -p proj`: "no such folder",
+    exit 2, and the stack ran on with its ports held, nothing saying how to stop it
+    (q/8). Its daemon still writes the deleted daemon.log: that is how it is found."""
+    from stackutil import HD_CLI
+
+    project = tmp_path / "proj"
+    daemon, web = web_stack_up(project)
+    try:
+        shutil.rmtree(project)
+        down = subprocess.run([*HD_CLI, "down", *(["--force"] if force else []),
+                               "--project-root", str(project)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0 and "stack stopped" in said, said
+        assert f"its folder {project} is gone" in said, said
+        wait_for(lambda: not alive(daemon) and not alive(web), 10, what="the stack ended")
+    finally:
+        stop_by_pid(daemon)
+
+
 def test_another_folders_registry_with_a_live_stacks_token_ends_nothing(
         tmp_path: Path) -> None:
     """The token is as public as a pid (/proc/PID/cgroup, the guard's command line):

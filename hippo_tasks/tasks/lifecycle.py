@@ -161,7 +161,17 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
     """Stop every service and the daemon."""
     from hippo_tasks.registry.store import daemon_log_writers
 
-    root = resolve_root(project_root)
+    try:
+        root = resolve_root(project_root)
+    except UsageError:  # a folder deleted under its running stack: `rm -rf proj`
+        gone = Path(project_root).expanduser().absolute() if project_root else None
+        if gone is None or gone.exists() or not daemon_log_writers(gone):
+            raise
+        # ... its daemon still writes the deleted daemon.log: "no such folder", exit 2,
+        # and the stack ran on, its ports held, with no word of a way out (q/8).
+        _kill_unlisted_daemons(gone) if force else _stop_unlisted_daemons(gone)
+        print(f"hippodrome | stack stopped, daemon exited (its folder {gone} is gone)")
+        return
     try:
         state_dir = Registry(root).state_dir_exists()
     except StateDirError:  # a file where `.hippodrome` belongs
