@@ -307,7 +307,9 @@ def test_follow_reads_the_old_run_to_its_end_before_the_new_one(project: Path) -
                                 "no break at exit", "new 1"], out
 
 
-COUNTER = ("import time\ntime.sleep(1.0)\nt0 = time.time()\nfor i in range(150000):\n"
+# It waits 3 s before its first line: `-l 0` follows from the moment the follower first
+# looks, which a loaded machine delayed past a 1 s wait (the first 400 lines unshown).
+COUNTER = ("import time\ntime.sleep(3.0)\nt0 = time.time()\nfor i in range(150000):\n"
            "    print(f'n {i}', flush=True)\n    if i % 100 == 99:\n"
            "        d = t0 + (i + 1) / 50000 - time.time()\n        d > 0 and time.sleep(d)\n"
            "print('done', flush=True)\ntime.sleep(600)\n")
