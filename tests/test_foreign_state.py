@@ -363,6 +363,23 @@ def test_down_of_a_folder_deleted_under_its_stack_stops_it(tmp_path: Path,
         stop_by_pid(daemon)
 
 
+def test_down_right_after_the_state_folder_is_renamed_stops_the_stack(
+        project: Path) -> None:
+    """`mv .hippodrome x`, then `hd down` within the daemon's 2 s: "nothing to stop",
+    exit 0, and the stack ran on (q/14). Its daemon runs here and writes x/daemon.log:
+    `down` waits for it to write .hippodrome again, then stops it."""
+    daemon, web = web_stack_up(project)
+    try:
+        (project / ".hippodrome").rename(project / "moved-state")
+        down = hd(project, "down", timeout=60)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0 and "stack stopped" in said, said
+        assert "nothing to stop" not in said and "moved or renamed" in said, said
+        wait_for(lambda: not alive(daemon) and not alive(web), 10, what="the stack ended")
+    finally:
+        stop_by_pid(daemon)
+
+
 def test_another_folders_registry_with_a_live_stacks_token_ends_nothing(
         tmp_path: Path) -> None:
     """The token is as public as a pid (/proc/PID/cgroup, the guard's command line):

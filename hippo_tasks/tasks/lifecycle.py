@@ -187,13 +187,47 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
     # No .hippodrome: none is made for the lock (it stayed behind) unless a process
     # still writes this folder's daemon.log, deleted with it (`git clean -xdf`, `rm -rf
     # .hippodrome`): "nothing to stop", exit 0, left that stack running.
-    if not state_dir and not daemon_log_writers(root):
+    if not state_dir and not daemon_log_writers(root) and not _state_moved_back(root):
         print("hippodrome | no daemon was running; nothing to stop")
         return
     with LifecycleLock(root).held("down --force" if force else "down", _say, required=False):
         left = _down_locked(root, force)
     if left:  # the stack is down, the job is not: the last line, and no exit 0
         raise EventsLeftError(left)
+
+
+def _state_moved_back(root: Path, within: float = 3.0) -> bool:
+    """`.hippodrome` renamed under the running stack (`mv .hippodrome x`): its daemon,
+    which runs in this folder and writes `x/daemon.log`, makes `.hippodrome` again at
+    its next look (2 s). `down` said "nothing to stop" in between, and the stack ran
+    on (q/14). Whether one was found, and its state is back."""
+    from hippo_tasks.supervision.scope import all_pids, opened_to_write
+
+    here = str(root)
+    writer = None
+    for pid in all_pids():
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            if os.readlink(f"/proc/{pid}/cwd") != here:
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                path = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
+                if path.startswith(here + "/") and path.endswith("/daemon.log") and \
+                        opened_to_write(pid, fd):
+                    writer = (pid, path)
+                    break
+        if writer is not None:
+            break
+    if writer is None:
+        return False
+    _say(f"pid {writer[0]} runs here and writes {writer[1]}: the stack's state folder was "
+         "moved or renamed; waiting for its daemon to write .hippodrome again")
+    registry = Registry(root)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if registry.state_dir_exists() and daemon_alive(registry.read()):
+            return True
+        time.sleep(0.1)
+    return registry.state_dir_exists()
 
 
 def _down_locked(root: Path, force: bool) -> int:
