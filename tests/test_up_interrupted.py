@@ -224,11 +224,14 @@ def test_sigusr1_does_not_end_up_detach_while_it_waits(project: Path) -> None:
     all_gone(token, procs)
 
 
+@pytest.mark.parametrize("name", ["SIGUSR2", "SIGPWR", "SIGRTMIN+1"])
 def test_usr1_to_the_detached_daemon_says_its_line_and_other_signals_shut_down(
-        project: Path) -> None:
+        project: Path, name: str) -> None:
     """`kill -USR1` of the detached daemon (`ps` shows it as `hd up --detach`, and the
     README says USR1 reprints the dashboard line) killed it by default, and its guard
-    ended the stack, with no word anywhere; SIGUSR2, SIGQUIT, SIGALRM the same (y/5)."""
+    ended the stack, with no word anywhere; SIGUSR2, SIGQUIT, SIGALRM the same (y/5),
+    and SIGPWR, SIGSYS and the real-time signals (r/1)."""
+    number = signal.SIGRTMIN + 1 if name == "SIGRTMIN+1" else getattr(signal, name)
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port))
     hd(project, "up", "--detach", check=True, timeout=60)
@@ -239,10 +242,10 @@ def test_usr1_to_the_detached_daemon_says_its_line_and_other_signals_shut_down(
         wait_for(lambda: log.read_text().count("| dashboard: ") >= 2, 10,
                  what="the dashboard line again")
         assert alive(daemon) and hd(project, "status").returncode == 0
-        os.kill(daemon, signal.SIGUSR2)
+        os.kill(daemon, number)
         wait_for(lambda: not alive(daemon), 30, what="the daemon's shutdown")
         said = log.read_text()
-        assert "shutting down (SIGUSR2)" in said and "Traceback" not in said, said
+        assert f"shutting down ({name})" in said and "Traceback" not in said, said
         assert registry(project)["daemon"] is None
     finally:
         hd(project, "down", timeout=60)

@@ -49,12 +49,26 @@ if TYPE_CHECKING:  # types only: loaded when needed (a printer, a tunnel to watc
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-SHUTDOWN_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR2", "SIGALRM",
-                    "SIGPROF", "SIGVTALRM")
-"""Each shuts the stack down as Ctrl+C does. Those past SIGHUP ended the daemon by
-their default action, with no word anywhere, and its guard then ended the stack (y/5)."""
-EXIT_SIGNALLED = {"SIGPIPE": 141, **{name: 128 + getattr(signal, name)
-                                     for name in SHUTDOWN_SIGNALS if hasattr(signal, name)}}
+def _shutdown_signals() -> dict[str, int]:
+    """Every signal whose default action ends a process and that a program may send (not
+    a fault of its own: SEGV, BUS, ILL, FPE, ABRT), by name: each shuts the stack down as
+    Ctrl+C does. Those past SIGHUP ended the daemon by their default action, with no word
+    anywhere, and its guard then ended the stack (y/5; SIGPWR, SIGSYS and the real-time
+    ones too: r/1). SIGPIPE and SIGXFSZ Python ignores; SIGUSR1 is the dashboard line."""
+    names = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR2", "SIGALRM", "SIGPROF",
+             "SIGVTALRM", "SIGTRAP", "SIGSTKFLT", "SIGXCPU", "SIGIO", "SIGPWR", "SIGSYS"]
+    found = {name: int(getattr(signal, name)) for name in names if hasattr(signal, name)}
+    low, high = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1)
+    for number in range(int(low), int(high) + 1):
+        name = "SIGRTMAX" if number == high else \
+            "SIGRTMIN" + (f"+{number - int(low)}" if number != low else "")
+        found.setdefault(name, number)
+    return found
+
+
+SHUTDOWN_SIGNALS = _shutdown_signals()
+EXIT_SIGNALLED = {"SIGPIPE": 141, **{name: 128 + number
+                                     for name, number in SHUTDOWN_SIGNALS.items()}}
 """A stack shut down by a signal exits 128 + its number, as a shell reports a process
 killed by it: a CI job or a supervisor can tell a Ctrl+C or a `kill` from a clean end."""
 HOUSEKEEPING_S = 2.0
@@ -407,10 +421,9 @@ class Engine:
                 loop.call_soon_threadsafe(self.request_shutdown, "SIGPIPE")
 
             self.printer.on_reader_gone = reader_gone
-        for name in SHUTDOWN_SIGNALS:
-            with contextlib.suppress(ValueError, RuntimeError, AttributeError):
-                self.loop.add_signal_handler(getattr(signal, name), self.request_shutdown,
-                                             name)
+        for name, number in SHUTDOWN_SIGNALS.items():
+            with contextlib.suppress(ValueError, RuntimeError, OSError):
+                self.loop.add_signal_handler(number, self.request_shutdown, name)
         if self.printer is None:  # detached: `kill -USR1` killed the daemon and the stack
             for name in ("SIGUSR1", "SIGINFO"):
                 with contextlib.suppress(ValueError, RuntimeError, AttributeError):
