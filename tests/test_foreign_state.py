@@ -216,15 +216,20 @@ def test_a_command_right_after_git_clean_finds_the_running_stack(
         stop_by_pid(daemon)
 
 
+@pytest.mark.parametrize("gone", ["rm", "mv"])
 @pytest.mark.parametrize("force", [False, True], ids=["down", "down-force"])
 def test_down_stops_the_stack_when_a_file_stands_where_its_state_was(
-        project: Path, force: bool) -> None:
+        project: Path, force: bool, gone: str) -> None:
     """`.hippodrome` replaced by a file under a running stack (a script writing to the
     wrong name): `down` and `down --force` said "cannot write .hippodrome: a file
-    stands ... Nothing was started or stopped", exit 10, and the stack ran on (q/5)."""
+    stands ... Nothing was started or stopped", exit 10, and the stack ran on (q/5);
+    the same after `mv .hippodrome ../backup`, its daemon.log not deleted but moved (r/2)."""
     daemon, web = web_stack_up(project)
     try:
-        shutil.rmtree(project / ".hippodrome")
+        if gone == "rm":
+            shutil.rmtree(project / ".hippodrome")
+        else:
+            (project / ".hippodrome").rename(project.parent / "state-backup")
         (project / ".hippodrome").write_text("oops\n")
         down = hd(project, "down", *(["--force"] if force else []), timeout=60)
         said = down.stdout + down.stderr

@@ -175,11 +175,14 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
     try:
         state_dir = Registry(root).state_dir_exists()
     except StateDirError:  # a file where `.hippodrome` belongs
-        if not daemon_log_writers(root):
+        moved = _renamed_state_writer(root)  # `mv .hippodrome x` first, not `rm` (r/2)
+        if not daemon_log_writers(root) and moved is None:
             raise
         # ... put there under a running stack: down and down --force said "nothing was
         # started or stopped", exit 10, and left it running (q/5).
-        _kill_unlisted_daemons(root) if force else _stop_unlisted_daemons(root)
+        also = [moved[0]] if moved is not None else []
+        _kill_unlisted_daemons(root, also=also) if force else \
+            _stop_unlisted_daemons(root, also=also)
         print("hippodrome | stack stopped, daemon exited")
         _say(f"a file stands where {root / '.hippodrome'} belongs (the stack's state "
              "folder): move it away before the next `hd up`")
@@ -196,27 +199,36 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
         raise EventsLeftError(left)
 
 
+def _renamed_state_writer(root: Path) -> tuple[int, str] | None:
+    """(pid, path) of the daemon of a `.hippodrome` renamed or moved away (`mv
+    .hippodrome x`, `mv .hippodrome ../backup`): it runs in this folder, writes a
+    `daemon.log` wherever that went, and writes this folder's `.logs/` (its run's log
+    files). All three, so no other program is ever taken for it."""
+    from hippo_tasks.supervision.scope import all_pids, opened_to_write
+
+    here, logs = str(root), str(root / ".logs") + "/"
+    for pid in all_pids():
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            if pid == os.getpid() or os.readlink(f"/proc/{pid}/cwd") != here:
+                continue
+            log, runs = None, False
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                path = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
+                if path.endswith("/daemon.log") and opened_to_write(pid, fd):
+                    log = path
+                elif path.startswith(logs) and opened_to_write(pid, fd):
+                    runs = True
+            if log is not None and runs:
+                return pid, log
+    return None
+
+
 def _state_moved_back(root: Path, within: float = 3.0) -> bool:
     """`.hippodrome` renamed under the running stack (`mv .hippodrome x`): its daemon,
     which runs in this folder and writes `x/daemon.log`, makes `.hippodrome` again at
     its next look (2 s). `down` said "nothing to stop" in between, and the stack ran
     on (q/14). Whether one was found, and its state is back."""
-    from hippo_tasks.supervision.scope import all_pids, opened_to_write
-
-    here = str(root)
-    writer = None
-    for pid in all_pids():
-        with contextlib.suppress(OSError, ValueError, StopIteration):
-            if os.readlink(f"/proc/{pid}/cwd") != here:
-                continue
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                path = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
-                if path.startswith(here + "/") and path.endswith("/daemon.log") and \
-                        opened_to_write(pid, fd):
-                    writer = (pid, path)
-                    break
-        if writer is not None:
-            break
+    writer = _renamed_state_writer(root)
     if writer is None:
         return False
     _say(f"pid {writer[0]} runs here and writes {writer[1]}: the stack's state folder was "
@@ -297,14 +309,15 @@ def _finishing_a_shutdown(registry: Registry, pid: int) -> bool:
         and not holds_daemon_port(pid, daemon)
 
 
-def _kill_unlisted_daemons(root: Path, grace: float = 5.0) -> bool:
+def _kill_unlisted_daemons(root: Path, grace: float = 5.0, also: list[int] | None = None
+                           ) -> bool:
     """`down --force`'s end for daemons the registry does not name: asked to stop (they
     end their services), killed after `grace` (their guard then ends the services).
     Whether there was one."""
     from hippo_tasks.errors import UnlistedDaemonError
 
     try:
-        return _stop_unlisted_daemons(root, timeout=grace)
+        return _stop_unlisted_daemons(root, timeout=grace, also=also)
     except UnlistedDaemonError as exc:
         for pid in exc.pids:
             with contextlib.suppress(ProcessLookupError):
@@ -314,7 +327,8 @@ def _kill_unlisted_daemons(root: Path, grace: float = 5.0) -> bool:
         return True
 
 
-def _stop_unlisted_daemons(root: Path, timeout: float = 120.0) -> bool:
+def _stop_unlisted_daemons(root: Path, timeout: float = 120.0, also: list[int] | None = None
+                           ) -> bool:
     """Daemons of this project the registry does not name (it was damaged, and their
     daemon could not write it again: a read-only `.hippodrome`, a stopped daemon):
     proven ours by the daemon.log they write, asked to stop as `hd up`'s Ctrl+C does
@@ -324,9 +338,10 @@ def _stop_unlisted_daemons(root: Path, timeout: float = 120.0) -> bool:
     from hippo_tasks.supervision.scope import start_ticks
 
     asked = {}
-    for pid in daemon_log_writers(root):
+    for pid in [*daemon_log_writers(root), *(also or ())]:
         born = start_ticks(pid)
-        if born is None or not writes_daemon_log(pid, root, writing=True):
+        if born is None or pid in asked or (
+                pid not in (also or ()) and not writes_daemon_log(pid, root, writing=True)):
             continue
         _say(f"the registry names no daemon, but pid {pid} writes this project's "
              ".hippodrome/daemon.log: stopping it and its services (SIGTERM)")
