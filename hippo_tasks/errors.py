@@ -283,6 +283,13 @@ class ServiceStartError(HippoError):
         self.last_lines = last_lines
         self.log_path = log_path
 
+    @property
+    def port_taken(self) -> bool:
+        """Its port was taken between the start's port check and its own start (another
+        project's `up` at the same moment): a busy port, exit 4 as at the pre-flight; it
+        was 1, a broken service (r/4)."""
+        return PortTakenError.outcome in self.reason
+
     def message(self) -> str:
         text = f"service '{self.service}' failed: {self.reason}"
         if self.last_lines:

@@ -49,6 +49,9 @@ if TYPE_CHECKING:  # types only: loaded when needed (a printer, a tunnel to watc
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_PORT_TAKEN = 4
+"""A blocking service whose port another process took after the port check: exit 4, a
+busy port, as the check itself says it."""
 def _shutdown_signals() -> dict[str, int]:
     """Every signal whose default action ends a process and that a program may send (not
     a fault of its own: SEGV, BUS, ILL, FPE, ABRT), by name: each shuts the stack down as
@@ -462,7 +465,7 @@ class Engine:
                     self.sync_registry()
                     self.note(f"hippodrome | {self.failure.message()}")
                     self.note("hippodrome | a blocking service failed: stopping the stack")
-                    code = EXIT_FAILED
+                    code = EXIT_PORT_TAKEN if self.failure.port_taken else EXIT_FAILED
                     self._shutdown.set_result("failure")
                 else:
                     self.started = True

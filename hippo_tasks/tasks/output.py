@@ -31,6 +31,8 @@ EXIT_CODES: list[tuple[type[E.HippoError], int]] = [
 
 
 def exit_code_for(exc: E.HippoError) -> int:
+    if isinstance(exc, E.ServiceStartError) and exc.port_taken:
+        return 4
     for cls, code in EXIT_CODES:
         if isinstance(exc, cls):
             return code
