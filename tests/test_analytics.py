@@ -137,3 +137,22 @@ def test_searches_go_on_after_the_state_folder_is_deleted(start: ServiceStarter)
     late = requests.post(f"{again.base_url}/analytics/events", headers=key, timeout=10,
                          json={"events": [{"type": "click", "queryId": qid, "documentId": "s1"}]})
     assert late.status_code == 200, late.text
+
+
+def test_a_file_where_the_analytics_folder_was_is_a_sentence(start: ServiceStarter) -> None:
+    """A file put where search_proxy's state folder was: every search answered `500
+    internal error (NotADirectoryError)` with a traceback in its log (s/7)."""
+    _cell, proxy, key = up(start)
+    search(proxy, key, "sock")
+    folder = start.folder / "search_proxy"
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    folder.write_text("in the way\n")
+    got = requests.post(f"{proxy.base_url}/indexes/shop/search", headers=key,
+                        json={"q": "sock"}, timeout=10)
+    assert got.status_code == 503, got.text
+    said = got.json()["error"]
+    assert said.startswith(f"cannot write {folder}/analytics.jsonl") and \
+        "a file stands where a folder of its path belongs: move that file away" in said, said
+    assert "Traceback" not in proxy.output()

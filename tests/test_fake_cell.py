@@ -360,3 +360,22 @@ def test_journal_compacts_and_replays_nothing_twice(tmp_path: Path) -> None:
     docs = again.indexes[(next(iter(again.accounts)), "ix")].docs
     assert len(docs) == 59 and "d0" not in docs
     assert again.search(key, "ix", "word59", [], 5, 0)[0]["_id"] == "d59"
+
+
+def test_a_state_folder_deleted_under_the_cell_is_written_again(tmp_path: Path) -> None:
+    """`rm -rf .hippodrome/state/fake_cell` (`git clean -xdf`) under a running cell:
+    every change from then on was acknowledged into the deleted journal, and a kill -9
+    lost them all, the account included (s/6). The next change writes the state again."""
+    import shutil
+
+    folder = tmp_path / "cell"
+    cell = _open_cell(folder)
+    key = cell.create_account("a").api_key
+    cell.create_index(key, "ix", {})
+    cell.put_documents(key, "ix", [{"_id": "before", "text": "one"}])
+    shutil.rmtree(folder)
+    cell.put_documents(key, "ix", [{"_id": "after", "text": "two"}])
+    del cell  # as kill -9: nothing more is written
+    again = _open_cell(folder)
+    docs = again.indexes[(next(iter(again.accounts)), "ix")].docs
+    assert {"before", "after"} <= set(docs)

@@ -9,6 +9,7 @@ driven by the HTTP server or called directly.
 
 from __future__ import annotations
 
+import errno
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -82,7 +83,8 @@ class App:
             if exc.errno not in DISK_TROUBLE:
                 return self._unhandled(request, exc)
             log_error(f"{self.name}: {request.method} {request.path}: {disk_sentence(exc)}")
-            return self.error_response(HttpError(disk_sentence(exc), status=507,
+            status = 503 if exc.errno == errno.ENOTDIR else 507
+            return self.error_response(HttpError(disk_sentence(exc), status=status,
                                                  extra={"type": "OSError"}))
         except Exception as exc:  # the catch-all that keeps one bug from killing the server
             return self._unhandled(request, exc)

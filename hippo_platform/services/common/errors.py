@@ -13,8 +13,9 @@ import errno
 from collections.abc import Mapping
 from typing import Any
 
-DISK_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-"""A disk that refuses writes: said as such (507), not as a bug (500)."""
+DISK_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOTDIR})
+"""A disk that refuses writes, or a file where a state folder belongs: said as such
+(507, 503), not as a bug (500 and a traceback: s/7)."""
 
 
 def disk_sentence(exc: OSError) -> str:
@@ -22,7 +23,9 @@ def disk_sentence(exc: OSError) -> str:
     error (OSError)`, and the reason only in a log the full disk kept from being written
     (q/3). Writes here are journaled first or made whole, so the request had no effect."""
     where = f"cannot write {exc.filename}" if exc.filename else "cannot write its state"
-    fix = "make it writable" if exc.errno == errno.EROFS else "free space on that disk"
+    fix = {errno.EROFS: "make it writable",
+           errno.ENOTDIR: "a file stands where a folder of its path belongs: move that file "
+                          "away"}.get(exc.errno or 0, "free space on that disk")
     return f"{where}: {exc.strerror or exc}: {fix}, then send the request again"
 
 

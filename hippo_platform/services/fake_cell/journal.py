@@ -100,6 +100,11 @@ class Journal:
         self.seq += 1
         self.journal_bytes += len(data)
 
+    def deleted(self) -> bool:
+        """The journal open for appends was deleted (its folder removed, `git clean
+        -xdf`): every change acknowledged into it would be lost at the next kill -9."""
+        return self._handle is not None and os.fstat(self._handle.fileno()).st_nlink == 0
+
     def has_entries(self) -> bool:
         return self.journal_bytes > 0
 
@@ -107,6 +112,7 @@ class Journal:
         return self.journal_bytes > max(self.compact_at, self.snapshot_bytes)
 
     def compact(self, state: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.snapshot_path, {**state, "seq": self.seq}, fsync=self.fsync)
         self.snapshot_bytes = self.snapshot_path.stat().st_size
         # The old journal's handle is let go only once the empty one is in place: a

@@ -303,6 +303,12 @@ class Cell(AliasOps):
         """Journal first, then apply: an acknowledged change is on disk."""
         if self.closed:
             raise ServiceUnavailable("fake_cell is shutting down")
+        if self.journal is not None and self.journal.deleted():
+            # Its state folder removed under it: the changes acknowledged from then on
+            # went into the deleted journal, and a kill -9 lost them all (s/6).
+            log_error(f"fake_cell: {self.journal.journal_path} was deleted: writing the "
+                      "state there again (a snapshot and a new journal)")
+            self.journal.compact(self.snapshot())
         if self.journal is not None:
             self.journal.append(op)
         self.apply(op)
