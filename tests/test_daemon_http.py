@@ -212,6 +212,10 @@ def test_a_query_flag_that_is_not_a_yes_or_no_is_refused(daemon: str) -> None:
                                                  "than once: give each once")):
         code, body = call(daemon + "/api/services/web/restart" + query, "POST", b"")
         assert (code, body["error"]) == (400, said), body
+    code, body = call(daemon + "/api/services/web/restart?cascade=1", "POST",
+                      b'{"cascade": false}')  # one of them won, silently (s/1)
+    assert (code, body["error"]) == (400, "'cascade' given in both the query and the body: "
+                                          "give it once"), body
     code, body = call(daemon + "/api/services/web/stop?force=1", "POST", b"")
     assert (code, body["error"]) == (400, "unknown query parameter(s) 'force'; this action "
                                           "takes none"), body

@@ -219,10 +219,12 @@ def test_a_bad_webhook_timeout_is_said_not_silently_replaced(
     assert _env_seconds("HIPPODROME_WEBHOOK_TIMEOUT", 5.0, said.append) == 2.5
 
 
-def test_a_recording_deleted_under_the_daemon_goes_on_in_a_new_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["rm", "mv"])
+def test_a_recording_deleted_under_the_daemon_goes_on_in_a_new_file(tmp_path: Path,
+                                                                     how: str) -> None:
     """`rm -rf .hippodrome/events` (`git clean -xdf`) while the stack ran: every later
     delivery went into the deleted file, `current` named a file that was not there, and
-    nothing said so (q/10)."""
+    nothing said so (q/10); the same for a recording moved away to archive it (s/5)."""
     import shutil
     import time
 
@@ -236,7 +238,11 @@ def test_a_recording_deleted_under_the_daemon_goes_on_in_a_new_file(tmp_path: Pa
         recorder.add(time.time(), 1.0, "A.x", None, 200, "ignored", b'{"ok":true}',
                      b'{"detail-type":"A.x"}')
         wait_for(lambda: list(folder.glob("*.jsonl")), 10, what="the first recording")
-        shutil.rmtree(folder)
+        if how == "rm":
+            shutil.rmtree(folder)
+        else:
+            (first,) = folder.glob("*.jsonl")
+            first.rename(tmp_path / "archived.jsonl")
         recorder.add(time.time(), 1.0, "B.y", None, 200, "ignored", b'{"ok":true}',
                      b'{"detail-type":"B.y"}')
         wait_for(lambda: list(folder.glob("*.jsonl")) if folder.is_dir() else [], 10,
@@ -246,4 +252,4 @@ def test_a_recording_deleted_under_the_daemon_goes_on_in_a_new_file(tmp_path: Pa
     (path,) = folder.glob("*.jsonl")
     assert [d.detail_type for d in read(path) if isinstance(d, Delivery)] == ["B.y"]
     assert recorder.state()["current"] == path.name
-    assert any("was deleted: recording goes on in a new file" in s for s in said), said
+    assert any("was deleted or moved: recording goes on in a new file" in s for s in said), said

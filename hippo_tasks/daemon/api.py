@@ -117,6 +117,8 @@ def stop(req: Request) -> Json:
 def restart(req: Request) -> Json:
     """`{"cascade": true}` in the body (or `?cascade=1`): then its dependants, in order."""
     body = body_object(req, ("cascade",), "a restart") or {}
+    if "cascade" in body and "cascade" in req.query:  # one of them won, silently (s/1)
+        raise HttpError(400, "'cascade' given in both the query and the body: give it once")
     cascade = body.get("cascade", _bool_arg(req.query, "cascade"))  # ?cascade=banana: 400
     if not isinstance(cascade, bool):
         raise HttpError(400, f"'cascade' must be true or false, got {json_type(cascade)}")

@@ -251,11 +251,11 @@ class Recorder:
                          "where)")
         lines += map(self._line, items)
         try:
-            if self._file is not None and os.fstat(self._file.fileno()).st_nlink == 0:
-                # Deleted under us (`git clean -xdf`, `rm -rf .hippodrome/events`): every
-                # later delivery went into the deleted file, and nothing said so (q/10).
-                self.say(f"hippodrome | the recording {self.path} was deleted: recording "
-                         "goes on in a new file")
+            if self._file is not None and not self._still_there():
+                # Deleted or moved away under us (`git clean -xdf`, `mv` to archive it):
+                # every later delivery went into that file, and nothing said so (q/10, s/5).
+                self.say(f"hippodrome | the recording {self.path} was deleted or moved: "
+                         "recording goes on in a new file")
                 self._close_file()
             for line in lines:
                 if self._file is None or (self._size and self._size + len(line) > self.max_bytes):
@@ -265,6 +265,15 @@ class Recorder:
             self._file.flush()
         except OSError as exc:
             self._stop(exc)
+
+    def _still_there(self) -> bool:
+        """The open recording is the file at its name (not deleted, not moved away)."""
+        mine = os.fstat(self._file.fileno())
+        try:
+            there = os.stat(self.path) if self.path is not None else None
+        except OSError:
+            return False
+        return there is not None and (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
 
     def _rotate(self) -> None:
         self._close_file()
