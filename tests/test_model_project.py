@@ -119,9 +119,17 @@ def test_a_stack_file_or_env_file_broken_under_a_running_stack_says_what_up_will
     said = changed_since(tmp_path, stamp)
     assert said.startswith(".env (an env_file) is gone or unreadable") and \
         "refuses the stack file until it is back" in said, said
+    env.mkdir()  # a folder in its place (s/3)
+    assert changed_since(tmp_path, stamp).startswith(".env (an env_file) is gone or "
+                                                     "unreadable")
+    env.rmdir()
     env.write_text("A=2\n")
     assert "was saved after this stack started" in changed_since(tmp_path, stamp)
     stack.unlink()
+    stack.mkdir()
+    said = changed_since(tmp_path, stamp)
+    assert said.startswith("hippodrome.toml is no longer a regular file"), said
+    stack.rmdir()
     stack.symlink_to("hippodrome.toml")  # a loop
     said = changed_since(tmp_path, stamp)
     assert said.startswith("hippodrome.toml is now a symbolic link that leads nowhere"), said

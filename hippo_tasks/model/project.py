@@ -89,6 +89,10 @@ def changed_since(root: Path, stamp: str | None) -> str:
                 "a target that does not exist); the running stack (and a restart) uses "
                 "it as it was then, and the next `hd up` here refuses it until it is "
                 "fixed")  # it said "removed ... runs the bundled stack" (z/10)
+    if now is not None and not os.path.isfile(root / ROOT_MARKERS[0]):  # a folder, a pipe
+        return (f"{ROOT_MARKERS[0]} is no longer a regular file (a folder or a pipe stands "
+                "there); the running stack (and a restart) uses it as it was then, and the "
+                "next `hd up` here refuses it until it is a file again")  # s/3
     if now is None:  # deleted (or renamed): an edit was said, this was not
         return (f"{ROOT_MARKERS[0]} was removed after this stack started; the running "
                 "stack (and a restart) uses it as it was then, and the next `hd up` here "
@@ -99,8 +103,8 @@ def changed_since(root: Path, stamp: str | None) -> str:
         path, _, then = part.partition("\t")
         shown = os.path.relpath(path, root) if path.startswith(str(root)) else path
         stamp_now = file_stamp(Path(path))
-        if stamp_now is None and then:  # an env_file removed: `down` + `up` refuses
-            gone.append(shown)
+        if then and (stamp_now is None or not os.path.isfile(path)):  # removed, or a
+            gone.append(shown)  # folder in its place (s/3): `down` + `up` refuses
         elif stamp_now != (then or None):
             saved.append(shown)
     if gone:
