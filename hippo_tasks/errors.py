@@ -266,9 +266,11 @@ class UnknownServiceError(HippoError):
     def message(self) -> str:
         known = ", ".join(self.known) if self.known else "none"
         if self.left_out:  # it read "unknown service", and the agent gave up on it
+            how = ("set enabled = true for it in the stack file (or remove that line), then "
+                   "`hd down` and `hd up` run it" if "enabled = false" in self.left_out
+                   else "`hd down`, then `hd up` (with options that include it), runs it")
             return (f"'{self.name}' is in the stack file but not part of this run "
-                    f"({self.left_out}; services in this run: {known}): `hd down`, then "
-                    "`hd up` (with options that include it), runs it")
+                    f"({self.left_out}; services in this run: {known}): {how}")
         return (f"unknown service '{self.name}' (services in this stack: {known})"
                 + did_you_mean(self.name, self.known))
 

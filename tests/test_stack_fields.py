@@ -311,3 +311,19 @@ def test_the_bundled_stack_says_nothing_of_the_dependencies_it_drops(tmp_path: P
     plan = build_plan(load_stack(tmp_path), Options(project_root=tmp_path))
     assert any(p.spec.depends_on != p.depends_on for p in plan.services)  # it does drop
     assert left_out_dependencies(plan) == []
+
+
+def test_a_service_switched_off_is_named_so_with_what_runs_it(tmp_path: Path) -> None:
+    """`enabled = false`: `--only cache` blamed the profile, and the left-out sentence
+    advised `hd up` with options that include it, which none does (s/4)."""
+    from hippo_tasks.errors import UnknownServiceError, UsageError
+
+    text = ('[stack]\ndefaults = false\n[services.app]\ncommand = ["y"]\n'
+            '[services.cache]\ncommand = ["c"]\nenabled = false\n')
+    with pytest.raises(UsageError) as only:
+        build_plan(load_stack_text(text), Options(project_root=tmp_path, only=("cache",)))
+    assert "switched off with enabled = false in the stack file: set enabled = true" \
+        in str(only.value), str(only.value)
+    said = UnknownServiceError("cache", ("app",), "switched off with enabled = false").message()
+    assert "set enabled = true for it in the stack file" in said, said
+    assert "with options that include it" not in said, said

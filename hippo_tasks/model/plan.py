@@ -135,6 +135,11 @@ def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
             raise UsageError(f"--only names '{name}', which --no-seed leaves out: drop one "
                              "of the two")
         if name not in by_name:
+            spec_of = next((s for s in spec.services if s.name == name), None)
+            if spec_of is not None and not spec_of.enabled:  # it blamed the profile (s/4)
+                raise UsageError(f"--only names '{name}', which is switched off with enabled "
+                                 "= false in the stack file: set enabled = true (or remove "
+                                 "that line) to run it")
             raise UsageError(
                 f"--only names '{name}', which is not in profile '{opts.profile}' with cell "
                 f"'{opts.cell}' (selected: {', '.join(by_name) or 'none'})"
