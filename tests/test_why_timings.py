@@ -190,3 +190,30 @@ def test_a_chain_deeper_than_the_listing_still_names_its_bottom() -> None:
     text = render(answer)
     assert f"... {answer['hidden']} more services waiting in between" in text
     assert text.splitlines()[-1].lstrip().startswith("- s0 [starting]")
+
+
+def test_a_restart_after_an_exit_carries_its_own_instants(project: Path) -> None:
+    """A service that exits and is restarted by itself: `requested_at` and
+    `deps_met_at` stayed the first start's, and `hd why` said "took 7.03s after its
+    dependencies" (201 s in a stack up for 200 s) for a restart of 0.5 s (s/8)."""
+    import time
+
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.app]\ncommand = ["sleep", "2"]\n')
+    try:
+        hd(project, "up", "--detach", check=True)
+        first = json.loads(hd(project, "status", "--json", check=True).stdout)
+        began = first["services"][0]["timings"]["requested_at"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            row = json.loads(hd(project, "status", "--json", check=True).stdout)["services"][0]
+            if row["restarts"] >= 1 and row["ready"]:
+                break
+            time.sleep(0.3)
+        t = row["timings"]
+        # the first process ran its 2 s before this start could be asked for
+        assert row["restarts"] >= 1 and t["requested_at"] > began + 1.5, (row, began)
+        assert t["requested_at"] <= t["deps_met_at"] <= t["spawned_at"] <= t["ready_at"], t
+    finally:
+        hd(project, "down")

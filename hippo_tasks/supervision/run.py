@@ -354,7 +354,12 @@ class ServiceRun:
         if main:
             self._main = child
             self.pid, self.pgid = child.pid, child.pgid
-            self.started_at = self.timings.spawned_at = time.time()
+            now = time.time()
+            if self.timings.spawned_at is not None:  # a restart after an exit, by itself:
+                # its start is now, not the first one's (`hd why`: "took 201s" for a
+                # restart that took 0.5 s, s/8)
+                self.timings.requested_at = self.timings.deps_met_at = now
+            self.started_at = self.timings.spawned_at = now
             self.timings.ready_at = None  # a restart after a crash: not ready again yet
             self.exit_code = None
             self._first_seq = first_seq
