@@ -251,12 +251,14 @@ def test_usr1_to_the_detached_daemon_says_its_line_and_other_signals_shut_down(
         hd(project, "down", timeout=60)
 
 
-@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGHUP])
-def test_ctrl_c_during_a_shutdown_a_signal_began_kills_at_once(project: Path,
-                                                              first: int) -> None:
+@pytest.mark.parametrize(("first", "second", "key"), [
+    (signal.SIGTERM, signal.SIGINT, "Ctrl+C"), (signal.SIGHUP, signal.SIGINT, "Ctrl+C"),
+    (signal.SIGQUIT, signal.SIGQUIT, "Ctrl+\\")])
+def test_ctrl_c_during_a_shutdown_a_signal_began_kills_at_once(
+        project: Path, first: int, second: int, key: str) -> None:
     """A foreground `up` stopping after SIGTERM (a CI cancel) or SIGHUP, a service that
     ignores SIGTERM with a 60 s stop_timeout: the user's Ctrl+C was dropped without a
-    word, and the stop waited the whole minute (y/6)."""
+    word, and the stop waited the whole minute (y/6); Ctrl+\\ twice the same (r/5)."""
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port, "--ignore-term",
                                                           stop_timeout=60))
@@ -269,9 +271,9 @@ def test_ctrl_c_during_a_shutdown_a_signal_began_kills_at_once(project: Path,
         up.send_signal(first)
         wait_for(lambda: registry(project)["services"]["web"]["state"] == "stopping", 20,
                  what="the stop under way")
-        up.send_signal(signal.SIGINT)
+        up.send_signal(second)
         out, _ = up.communicate(timeout=30)  # not the 60 s stop_timeout
-        assert "Ctrl+C during the shutdown" in out and "killing every service now" in out, out
+        assert f"{key} during the shutdown" in out and "killing every service now" in out, out
         assert not alive(web)
     finally:
         if up.poll() is None:

@@ -70,6 +70,8 @@ def _shutdown_signals() -> dict[str, int]:
 
 
 SHUTDOWN_SIGNALS = _shutdown_signals()
+KEYBOARD = {"SIGINT": "Ctrl+C", "SIGQUIT": "Ctrl+\\"}
+"""The terminal's keys: pressed again once a shutdown is under way, they kill at once."""
 EXIT_SIGNALLED = {"SIGPIPE": 141, **{name: 128 + number
                                      for name, number in SHUTDOWN_SIGNALS.items()}}
 """A stack shut down by a signal exits 128 + its number, as a shell reports a process
@@ -139,7 +141,6 @@ class Engine:
         self.unreachable: str | None = None
         """Why the API could not start (fail_serving), ending the stack."""
         self._identities: dict[int, float | None] = {}
-        self._interrupts = 0
         self._killing = False
         self.failure: ServiceStartError | None = None
         self.cut_short = ""
@@ -343,20 +344,18 @@ class Engine:
         """Safe from signal callbacks and (via call_soon_threadsafe) from other threads."""
         if self._shutdown is None:
             return
-        if why == "SIGINT":
-            self._interrupts += 1
-            # A Ctrl+C once a shutdown is under way, begun by a first one or by anything
-            # else: after a SIGTERM (a CI cancel) or SIGHUP it was dropped without a word,
-            # and the stop waited out every stop_timeout (y/6).
-            began = self._shutdown.result() if self._shutdown.done() else None
-            if not self._killing and self.loop is not None and \
-                    (self._interrupts == 2 or began not in (None, "SIGINT")):
-                self._killing = True
-                self.note("hippodrome | second Ctrl+C: killing every service now"
-                          if began in (None, "SIGINT") else
-                          f"hippodrome | Ctrl+C during the shutdown ({began}): killing "
-                          "every service now")
-                self.loop.create_task(self.stack.kill_now())
+        if why in KEYBOARD and self._shutdown.done() and not self._killing \
+                and self.loop is not None:
+            # A Ctrl+C (or Ctrl+\) once a shutdown is under way, begun by a first one or
+            # by anything else: after a SIGTERM (a CI cancel) or SIGHUP it was dropped
+            # without a word, and the stop waited out every stop_timeout (y/6, r/5).
+            began = self._shutdown.result()
+            self._killing = True
+            self.note("hippodrome | second Ctrl+C: killing every service now"
+                      if why == began == "SIGINT" else
+                      f"hippodrome | {KEYBOARD[why]} during the shutdown ({began}): killing "
+                      "every service now")
+            self.loop.create_task(self.stack.kill_now())
         self.start_over.set()
         if not self._shutdown.done():
             self._shutdown.set_result(why)
