@@ -74,9 +74,12 @@ def all_gone(token: str, procs: list[int]) -> None:
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
-                                      (signal.SIGHUP, 129)])
+                                      (signal.SIGHUP, 129), (signal.SIGQUIT, 131),
+                                      (signal.SIGUSR2, 140)])
 def test_interrupting_up_detach_shuts_down_what_it_started(project: Path, sig: int,
                                                            code: int) -> None:
+    """Ctrl+\\ (SIGQUIT) and SIGUSR2 ended the wait by their default action, in
+    silence, and the stack went on starting (r/6)."""
     pids = slow_stack(project)
     up = start_up(project, "--detach")
     token, procs = started(project, pids)

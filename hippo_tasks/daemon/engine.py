@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.events.hooks import webhook_token
@@ -52,26 +53,7 @@ EXIT_FAILED = 1
 EXIT_PORT_TAKEN = 4
 """A blocking service whose port another process took after the port check: exit 4, a
 busy port, as the check itself says it."""
-def _shutdown_signals() -> dict[str, int]:
-    """Every signal whose default action ends a process and that a program may send (not
-    a fault of its own: SEGV, BUS, ILL, FPE, ABRT), by name: each shuts the stack down as
-    Ctrl+C does. Those past SIGHUP ended the daemon by their default action, with no word
-    anywhere, and its guard then ended the stack (y/5; SIGPWR, SIGSYS and the real-time
-    ones too: r/1). SIGPIPE and SIGXFSZ Python ignores; SIGUSR1 is the dashboard line."""
-    names = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR2", "SIGALRM", "SIGPROF",
-             "SIGVTALRM", "SIGTRAP", "SIGSTKFLT", "SIGXCPU", "SIGIO", "SIGPWR", "SIGSYS"]
-    found = {name: int(getattr(signal, name)) for name in names if hasattr(signal, name)}
-    low, high = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1)
-    for number in range(int(low), int(high) + 1):
-        name = "SIGRTMAX" if number == high else \
-            "SIGRTMIN" + (f"+{number - int(low)}" if number != low else "")
-        found.setdefault(name, number)
-    return found
 
-
-SHUTDOWN_SIGNALS = _shutdown_signals()
-KEYBOARD = {"SIGINT": "Ctrl+C", "SIGQUIT": "Ctrl+\\"}
-"""The terminal's keys: pressed again once a shutdown is under way, they kill at once."""
 EXIT_SIGNALLED = {"SIGPIPE": 141, **{name: 128 + number
                                      for name, number in SHUTDOWN_SIGNALS.items()}}
 """A stack shut down by a signal exits 128 + its number, as a shell reports a process

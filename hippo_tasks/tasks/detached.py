@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS
 from hippo_tasks.errors import (
     EXIT_STATE_DIR,
     PortsBusyAtStartError,
@@ -42,11 +43,17 @@ SHUTDOWN_WAIT_S = 120.0
 
 
 class Interrupted(Exception):
-    """SIGTERM or SIGHUP while waiting (Ctrl+C is KeyboardInterrupt)."""
+    """SIGTERM, SIGHUP (or another of SHUTDOWN_SIGNALS) while waiting (Ctrl+C is
+    KeyboardInterrupt)."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(_name(signum))
         self.signum = signum
+
+
+def _name(signum: int) -> str:
+    return next((name for name, number in SHUTDOWN_SIGNALS.items() if number == signum),
+                f"signal {signum}")
 
 
 def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
@@ -61,14 +68,21 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
     proc = spawn_daemon(plan.options, log, tls=tls, lock_fd=lock.fd)
     lock.release()  # the daemon holds its inherited copy until it serves
 
+    # Every signal that shuts the daemon down does the same here: Ctrl+\ (SIGQUIT) or a
+    # SIGUSR2 ended this wait by its default action, in silence, and the stack went on
+    # starting (r/6).
+    handled = [number for name, number in SHUTDOWN_SIGNALS.items() if name != "SIGINT"]
+
     def interrupted(signum: int, _frame: object) -> None:
         # One SIGTERM/SIGHUP is the request; more of them are its echoes (`timeout`
         # signals the child, then its group), not a second Ctrl+C: ignored from here.
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        # A terminal key (Ctrl+\) stays one: pressed again, it kills at once.
+        for sig in handled:
+            if _name(sig) not in KEYBOARD:
+                signal.signal(sig, signal.SIG_IGN)
         raise Interrupted(signum)
 
-    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, interrupted) for sig in handled}
     # SIGUSR1 / Ctrl+T ask a foreground `up` for its dashboard line; here, still waiting,
     # there is none yet, and its default action ended the wait (exit 138) mid-start.
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_IGN)

@@ -1,0 +1,29 @@
+"""The signals that shut a stack down as Ctrl+C does, for the daemon (engine.py) and for
+`up --detach` while it waits (tasks/detached.py): one list, light enough for the command
+line (no asyncio)."""
+
+from __future__ import annotations
+
+import signal
+
+
+def _shutdown_signals() -> dict[str, int]:
+    """Every signal whose default action ends a process and that a program may send (not
+    a fault of its own: SEGV, BUS, ILL, FPE, ABRT), by name: each shuts the stack down as
+    Ctrl+C does. Those past SIGHUP ended the daemon by their default action, with no word
+    anywhere, and its guard then ended the stack (y/5; SIGPWR, SIGSYS and the real-time
+    ones too: r/1). SIGPIPE and SIGXFSZ Python ignores; SIGUSR1 is the dashboard line."""
+    names = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR2", "SIGALRM", "SIGPROF",
+             "SIGVTALRM", "SIGTRAP", "SIGSTKFLT", "SIGXCPU", "SIGIO", "SIGPWR", "SIGSYS"]
+    found = {name: int(getattr(signal, name)) for name in names if hasattr(signal, name)}
+    low, high = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", -1)
+    for number in range(int(low), int(high) + 1):
+        name = "SIGRTMAX" if number == high else \
+            "SIGRTMIN" + (f"+{number - int(low)}" if number != low else "")
+        found.setdefault(name, number)
+    return found
+
+
+SHUTDOWN_SIGNALS = _shutdown_signals()
+KEYBOARD = {"SIGINT": "Ctrl+C", "SIGQUIT": "Ctrl+\\"}
+"""The terminal's keys: pressed again once a shutdown is under way, they kill at once."""
