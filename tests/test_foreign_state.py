@@ -385,6 +385,35 @@ def test_down_right_after_the_state_folder_is_renamed_stops_the_stack(
         stop_by_pid(daemon)
 
 
+def test_a_foreground_stack_without_events_ends_without_an_events_line(
+        project: Path) -> None:
+    """A foreground `up` (no --enable-events) stopped by `hd down` after a file took the
+    place of `.hippodrome`: it ended on "events cleanup failed (cannot write ...
+    Nothing was started or stopped.); `hd down` retries it", for events it never had
+    (r/7)."""
+    from stackutil import HD_CLI
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    up = subprocess.Popen([*HD_CLI, "up"], cwd=project, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, start_new_session=True,
+                          env={**os.environ, "NO_COLOR": "1"})
+    try:
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
+                 and registry(project)["services"].get("web", {}).get("ready"), 30,
+                 what="the stack ready")
+        shutil.rmtree(project / ".hippodrome")
+        (project / ".hippodrome").write_text("oops\n")
+        down = hd(project, "down", timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        out, _ = up.communicate(timeout=60)
+        assert "events cleanup" not in out and "Nothing was started or stopped" not in out, out
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
+
+
 def test_another_folders_registry_with_a_live_stacks_token_ends_nothing(
         tmp_path: Path) -> None:
     """The token is as public as a pid (/proc/PID/cgroup, the guard's command line):

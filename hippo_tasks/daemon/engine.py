@@ -498,10 +498,16 @@ class Engine:
 
     def _release_events(self) -> None:
         """`up --enable-events` handed its tunnel and AWS resources to this process."""
+        if not self.webhook_token:  # no `--enable-events` without one: nothing to delete,
+            return  # and "events cleanup failed" ended a run that had none (r/7)
         from hippo_tasks.events.hooks import release_own
 
         try:
             release_own(self.registry, lambda line: self.note(f"hippodrome | {line}"))
+        except StateDirError as exc:  # its registry unreadable: what it lists is unknown
+            self.note(f"hippodrome | could not read {self.registry.path} to delete what "
+                      f"--enable-events made ({exc.problem}); `hd down`, once it can be "
+                      "read, deletes what is left")
         except Exception as exc:  # noqa: BLE001 - shutdown must finish; next up/down retries
             self.note(f"hippodrome | events cleanup failed ({exc}); `hd down` retries it")
 
