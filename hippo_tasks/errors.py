@@ -220,7 +220,14 @@ class DaemonAlreadyRunningError(HippoError):
         self.pid = pid
         self.note = note
 
+    shutting_down = ""
+    """Who asked for the shutdown the daemon is finishing ("" when it is not)."""
+
     def message(self) -> str:
+        if self.shutting_down:  # "Use `hd restart`", which sent one back to `up` (r/8)
+            return (f"The Hippodrome daemon (pid {self.pid}) for {self.project_root} is "
+                    f"shutting down (asked {self.shutting_down}): `hd down` waits for it to "
+                    "finish; then `hd up` starts the stack again")
         return (
             f"A Hippodrome daemon (pid {self.pid}) is already running for "
             f"{self.project_root} at {self.url}. Use `hd status`, `hd restart`, or "

@@ -271,3 +271,31 @@ def test_three_overlapping_restarts_each_answer_with_the_end_state(project: Path
         assert "slow: running" in outs[0][1] and "changed the stack" not in outs[0][1], outs
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_up_while_the_stack_shuts_down_says_so_not_use_restart(project: Path) -> None:
+    """`hd up` while the daemon finished a shutdown whose `hd down` was killed (a live
+    one holds `up` until it is over): "already running ... Use `hd restart`", and `hd
+    restart` sent one back to `hd up` (r/8). It says the stack is shutting down."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash)
+                + toy_service("web", port, "--ignore-term", stop_timeout=5))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    down = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+                registry(project).get("daemon") or {}).get("shutting_down"):
+            time.sleep(0.05)
+        down.kill()
+        down.communicate(timeout=10)
+        up = hd(project, "up", "--detach", timeout=60)
+        said = up.stdout + up.stderr
+        assert up.returncode == 7, said
+        assert "is shutting down (asked by `hd down`" in said and "hd restart" not in said, said
+    finally:
+        if down.poll() is None:
+            down.kill()
+            down.communicate()
+        hd(project, "down", timeout=60)

@@ -215,6 +215,7 @@ class Engine:
                 "started": self.started,
                 "stack_file": self.stack_file,
                 "foreground": self.printer is not None,
+                "shutting_down": self.shut_down_by() or None,
             }
             data["services"] = services
             data["failure"] = None if self.failure is None else {
@@ -467,6 +468,7 @@ class Engine:
             if self.unreachable is not None:
                 code = EXIT_FAILED
             self.note(f"hippodrome | shutting down ({why})")
+            self.sync_registry()  # `up` meanwhile says the stack is ending, not "running"
             await self.stack.shutdown(reason=f"shutdown ({why})")
             if self.ownership.base is None:  # only a subreaper adopts
                 await self._end_adopted()

@@ -54,8 +54,12 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
         say(warning)
     if daemon_alive(data) and not stranger_daemon(data, registry.root):
         d = data["daemon"]
-        raise DaemonAlreadyRunningError(str(opts.project_root), d.get("url", "?"), d["pid"],
-                                        changed_since(opts.project_root, d.get("stack_file")))
+        running = DaemonAlreadyRunningError(str(opts.project_root), d.get("url", "?"),
+                                            d["pid"], changed_since(opts.project_root,
+                                                                    d.get("stack_file")))
+        if isinstance(d.get("shutting_down"), str):
+            running.shutting_down = d["shutting_down"]
+        raise running
     for line in clean_stale(registry, data):
         say(line)
     data = registry.read()
