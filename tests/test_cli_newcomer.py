@@ -116,6 +116,20 @@ def test_doctor_checks_what_the_running_daemon_runs(project: Path) -> None:
         hd(project, "down", timeout=120)
 
 
+def test_an_empty_only_or_service_is_refused_not_taken_for_everything(project: Path) -> None:
+    """A script's unset variable: `hd up --only ''` started the whole profile and `hd
+    logs -s ''` printed every log, exit 0, where `--only ,` and `restart -s ''` refused
+    (s/9, s/10)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.a]\ncommand = ["sleep", "60"]\n')
+    up = hd(project, "up", "--detach", "--only", "", timeout=60)
+    assert up.returncode == 2 and "--only '' names no service" in up.stderr, up.stderr
+    assert not (project / ".hippodrome" / "registry.json").exists() or \
+        registry(project)["daemon"] is None
+    logs = hd(project, "logs", "-s", "", timeout=60)
+    assert logs.returncode == 2 and "--service '' names no service" in logs.stderr, logs.stderr
+
+
 def test_doctor_with_a_bad_argument_exits_2_with_the_sentence_up_gives(project: Path) -> None:
     """Bad arguments were a failed check: `[FAIL] stack file: unknown profile ...`, exit 1,
     so a script could not tell a typo in its flag from a broken machine. An empty one (a

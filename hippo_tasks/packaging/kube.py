@@ -87,7 +87,7 @@ def smoke(engine: Engine, image: str, profile: str, say: Any) -> dict[str, Any]:
     root = repo_root()
     offset = free_offset()
     opts = build_options(root=root, profile=profile, cell="local", table_prefix="",
-                         only="", offset=offset)
+                         only=None, offset=offset)
     made = build(Request(opts, "stack", "", image), lambda line: say(f"kube: {line}"))
     base = made.image_plan.plan.dashboard_port
     pod = "hippodrome-pod-0"

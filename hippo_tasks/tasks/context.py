@@ -101,13 +101,15 @@ def table_prefix_for(root: Path, flag: str) -> str:
     return check_table_prefix(default_table_prefix(root), made=True)
 
 
-def build_options(*, root: Path, profile: str, cell: str, table_prefix: str, only: str,
+def build_options(*, root: Path, profile: str, cell: str, table_prefix: str,
+                  only: str | None,
                   offset: int | str | None, skip: tuple[str, ...] = (),
                   record: bool = True) -> Options:
     from hippo_tasks.model.plan import Options
 
-    names = tuple(n.strip() for n in only.split(",") if n.strip())
-    if only and not names:  # `--only ,` (a variable left empty) started the whole stack
+    names = tuple(n.strip() for n in (only or "").split(",") if n.strip())
+    if only is not None and not names:  # `--only ,` or `--only ''` (a variable left
+        # empty) started the whole stack (s/10)
         raise UsageError(f"--only {only!r} names no service; give names, `--only a,b`, "
                          "or leave --only out for the whole profile")
     return Options(

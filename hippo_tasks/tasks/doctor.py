@@ -81,7 +81,7 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
         if cell == daemon.get("cell") and isinstance(cell_url, str) and cell_url:
             os.environ.setdefault(cell_url_variable(cell), cell_url)  # as the daemon had it
         plan = build_plan(stack, build_options(
-            root=root, profile=profile, cell=cell, table_prefix="", only="",
+            root=root, profile=profile, cell=cell, table_prefix="", only=None,
             offset=port_offset))
     except UsageError:
         # doctor's own arguments (an unknown profile or cell, an offset that is not a

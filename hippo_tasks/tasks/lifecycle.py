@@ -59,7 +59,8 @@ def _guard_prod(cell: str, yes: bool) -> None:
 @task(help=UP_HELP)
 @handles_errors
 def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str = "",
-       project_root: str = "", enable_events: bool = False, seed: bool = True, only: str = "",
+       project_root: str = "", enable_events: bool = False, seed: bool = True,
+       only: str | None = None,
        port_offset: str | None = None, detach: bool = False, yes: bool = False,
        quiet: bool = False, show: str = "", record: bool = True) -> None:
     """Start the control daemon and the profile's services in dependency order."""
@@ -80,7 +81,7 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
 
 
 def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_prefix: str,
-               enable_events: bool, seed: bool, only: str, port_offset: str | None,
+               enable_events: bool, seed: bool, only: str | None, port_offset: str | None,
                detach: bool, *, quiet: bool = False, show: str = "",
                record: bool = True) -> None:
     """`up` while holding the project's lifecycle lock; the lock is let go as soon as

@@ -134,9 +134,13 @@ def _count(lines: int | str) -> int:
             "timestamps": "prefix each line with the time the daemon read it (needs the "
                           "running daemon: the files hold no times)"})
 @handles_errors
-def logs(c: Context, service: str = "", follow: bool = False, lines: int | str = "50",
-         project_root: str = "", timestamps: bool = False) -> None:
+def logs(c: Context, service: str | None = None, follow: bool = False,
+         lines: int | str = "50", project_root: str = "", timestamps: bool = False) -> None:
     """Show services' logs from `.logs/latest/` (with --timestamps, from the daemon)."""
+    if service is not None and not service.strip():  # a script's unset variable: every
+        raise UsageError(f"--service {service!r} names no service: give a name, or leave "
+                         "--service out for every service's log")  # log, exit 0 (s/9)
+    service = service or ""
     lines = _count(lines)
     if timestamps:
         from hippo_tasks.supervision.printer import colour_map
