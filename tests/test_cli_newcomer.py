@@ -20,6 +20,7 @@ from stackutil import (
     TOY,
     free_ports,
     hd,
+    registry,
     stack_header,
     toy_service,
     wait_for,
