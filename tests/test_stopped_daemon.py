@@ -98,7 +98,7 @@ def test_down_force_of_a_stack_stopped_whole_leaves_no_guard_behind(project: Pat
 
 
 @pytest.mark.parametrize("argv", [["events.send", "--detail-type", "X.Y"],
-                                  ["logs", "--timestamps", "-s", "slow"]])
+                                  ["logs", "--timestamps", "-s", "slow"], ["status"]])
 def test_commands_asking_a_stopped_daemon_give_up_as_status_does(
         project: Path, argv: list[str]) -> None:
     up, pid = start_up(project)
@@ -110,6 +110,13 @@ def test_commands_asking_a_stopped_daemon_give_up_as_status_does(
                               capture_output=True, text=True, timeout=40)
         assert sent.returncode == 6, sent.stdout + sent.stderr
         assert f"(pid {pid}) does not answer" in sent.stderr, sent.stderr
+        # said as stopped, with the way on, not "timed out" (r/9); doctor no longer OK
+        assert f"it is stopped (SIGSTOP, Ctrl+Z or a debugger): `kill -CONT {pid}`" in \
+            " ".join(sent.stderr.split()), sent.stderr
+        doctor = subprocess.run([*HD_CLI, "doctor"], cwd=project, capture_output=True,
+                                text=True, timeout=60)
+        assert doctor.returncode == 1 and f"daemon pid {pid} is stopped" in doctor.stdout, \
+            doctor.stdout
     finally:
         if alive(pid):
             os.kill(pid, signal.SIGCONT)

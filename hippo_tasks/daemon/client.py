@@ -98,6 +98,9 @@ class DaemonClient:
             reason = str(exc) or type(exc).__name__
             if self._ended():
                 raise DaemonEndedError(self.pid, reason, self.foreground) from None
+            if is_stopped(self.pid):  # "timed out", where the long wait said why (r/9)
+                reason = (f"it is stopped (SIGSTOP, Ctrl+Z or a debugger): `kill -CONT "
+                          f"{self.pid}` lets it answer")
             raise DaemonUnreachableError(self.url, self.pid, reason) from None
 
     def _watch(self) -> Callable[[], None]:

@@ -43,6 +43,7 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
     from hippo_tasks.model.plan import build_plan, cell_url_variable
     from hippo_tasks.supervision.ownership import probe_mode
     from hippo_tasks.supervision.ports import port_free, who_holds
+    from hippo_tasks.supervision.scope import is_stopped
 
     problems = 0
 
@@ -100,7 +101,13 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
     for warning in registry.warnings:
         line(None, warning)
     if running:
-        line(True, f"daemon running: pid {data['daemon']['pid']} at {data['daemon']['url']}")
+        daemon_pid = int(data["daemon"]["pid"])
+        if is_stopped(daemon_pid):  # it said OK for a daemon no command could reach (r/9)
+            line(False, f"daemon pid {daemon_pid} is stopped (SIGSTOP, Ctrl+Z or a "
+                        f"debugger): nothing it runs is supervised; `kill -CONT "
+                        f"{daemon_pid}` resumes it")
+        else:
+            line(True, f"daemon running: pid {daemon_pid} at {data['daemon']['url']}")
     elif data.get("daemon") or data.get("services"):
         left = ", ".join(live_services(data)) or "none still running"
         line(None, f"stale registry from a dead daemon (leftovers: {left}); "
