@@ -71,11 +71,14 @@ class PortBusyError(HippoError):
     def __init__(self, port: int, service: str, holder_pid: int | None = None,
                  holder_cmdline: str | None = None, ours: bool = False,
                  unlisted: str = "", held_by_nobody: bool = False,
-                 stack: tuple[str | None, str | None] | None = None) -> None:
+                 stack: tuple[str | None, str | None] | None = None,
+                 sharers: tuple[int, ...] = ()) -> None:
         """`unlisted`: what holds the port when no listener is seen, and whether that is
         no process at all (supervision/ports.without_listener); `stack`: (service,
         folder) when the holder is another Hippodrome stack's service (ports.stack_of)."""
         self.stack = stack
+        self.sharers = sharers
+        """Other processes holding the same socket (supervision/ports.sharers)."""
         self.port = port
         self.service = service
         self.holder_pid = holder_pid
@@ -90,6 +93,9 @@ class PortBusyError(HippoError):
             text += f" by pid {self.holder_pid}"
             if self.holder_cmdline:
                 text += f" ({self.holder_cmdline})"
+            if self.sharers:  # stopping the one named frees nothing while these hold it
+                text += (f" and pid{'s' if len(self.sharers) > 1 else ''} "
+                         f"{', '.join(map(str, self.sharers))}, which hold the same socket")
         else:
             text += self.unlisted or " (holder unknown: it may belong to another user)"
         if self.ours:
@@ -116,7 +122,8 @@ class PortBusyError(HippoError):
         elif self.held_by_nobody:
             text += ". Try again in a minute, or move this stack with --port-offset N"
         else:
-            text += ". Stop that process, or move this stack with --port-offset N"
+            text += (". Stop those processes" if self.sharers else ". Stop that process") \
+                + ", or move this stack with --port-offset N"
         return f"{text}. {self.outcome}"
 
 

@@ -162,6 +162,39 @@ def test_a_restart_whose_daemon_is_stopped_while_it_waits_gives_up(project: Path
         hd(project, "down", timeout=60)
 
 
+ORPHANED_WORKERS = """
+import os, socket, sys, time
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+for _ in range(2):
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+s.close()  # the master keeps no copy of the listening socket
+print("listening", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_port_held_by_workers_whose_master_let_go_names_them_all(project: Path) -> None:
+    """The master closed its copy of the socket: one worker was named, and stopping it
+    freed nothing, the other still held the port (r/3)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    master = subprocess.Popen([PY, "-c", ORPHANED_WORKERS, str(port)], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        assert master.stdout is not None and master.stdout.readline() == "listening\n"
+        workers = sorted(p.pid for p in psutil.Process(master.pid).children())
+        up = hd(project, "up", "--detach", timeout=60)
+        assert up.returncode == 4, up.stdout + up.stderr
+        for pid in workers:
+            assert str(pid) in up.stderr, (workers, up.stderr)
+        assert "which hold the same socket. Stop those processes" in up.stderr, up.stderr
+    finally:
+        os.killpg(master.pid, signal.SIGKILL)
+        master.wait()
+
+
 def test_a_port_held_by_another_stack_names_that_stack(project: Path,
                                                       project2: Path) -> None:
     """Another project's service on the port: "Stop that process" was futile (its daemon

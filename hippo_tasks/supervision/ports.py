@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hippo_tasks.errors import PortBusyError, PortsBusyError, PortTakenError
-from hippo_tasks.supervision.scope import daemon_log_folder, run_mark, stat_fields
+from hippo_tasks.supervision.scope import all_pids, daemon_log_folder, run_mark, stat_fields
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -79,6 +79,46 @@ def holder_of(port: int, conns: list[Any] | None = None) -> tuple[int | None, st
                 cmd = None
             return pid, cmd
     return None, None
+
+
+def sharers(port: int, named: int) -> list[int]:
+    """The other processes holding the port's listening socket that `named` is not the
+    parent (or grandparent...) of: workers whose master closed its copy, or exited
+    (r/3). Stopping the one named freed nothing while they held it. Read from /proc on
+    the busy-port path only."""
+    import psutil
+
+    link = None
+    for conn in _inet_connections():
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN \
+                and conn.pid is not None:
+            with contextlib.suppress(OSError, ValueError):
+                link = os.readlink(f"/proc/{conn.pid}/fd/{conn.fd}")
+            break
+    if link is None:
+        return []
+    found = []
+    for pid in all_pids():
+        if pid == named:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if any(_links_to(pid, fd, link) for fd in os.listdir(f"/proc/{pid}/fd")) \
+                    and not _descends(pid, named):
+                found.append(pid)
+    return sorted(found)
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(64):
+        fields = stat_fields(pid)
+        if fields is None:
+            return False
+        pid = int(fields[1])
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+    return False
 
 
 def _master_of(pid: int, fd: int) -> int:
@@ -195,6 +235,7 @@ def check_ports(wanted: Iterable[tuple[str, int]], our_groups: set[int] | None =
             with contextlib.suppress(Exception):
                 ours = process_group(pid) in our_groups or pid in our_groups
         stack = None if pid is None or ours else stack_of(pid)
-        busy.append(PortBusyError(port, service, pid, cmd, ours, unlisted, nobody, stack))
+        busy.append(PortBusyError(port, service, pid, cmd, ours, unlisted, nobody, stack,
+                                  tuple(sharers(port, pid)) if pid is not None else ()))
     if busy:
         raise PortsBusyError(busy)
