@@ -335,18 +335,24 @@ def test_routes_that_are_no_array_of_tables_name_their_own_line(text: str, line:
     assert e.line == line and "must be written as [[routes]] tables" in str(e), str(e)
 
 
-@pytest.mark.parametrize(("table", "said"), [
-    ('[profiles."bad name"]', '[profiles."bad name"]: names start with a letter'),
-    ('[cells."bad name"]', '[cells."bad name"]: names start with a letter'),
-    ('[services.""]\ncommand = ["x"]', 'service name "": service names start'),
-    ('[services."../x"]\ncommand = ["x"]', 'service name "../x": service names start'),
-    ('[services."a\\tb"]\ncommand = ["x"]', 'service name "a\\tb": service names start'),
+@pytest.mark.parametrize(("table", "said", "below"), [
+    ('[profiles."bad name"]', '[profiles."bad name"]: names start with a letter', 0),
+    ('[cells."bad name"]', '[cells."bad name"]: names start with a letter', 0),
+    ('[services.""]\ncommand = ["x"]', 'service name "": service names start', 0),
+    ('[services."../x"]\ncommand = ["x"]', 'service name "../x": service names start', 0),
+    ('[services."a\\tb"]\ncommand = ["x"]', 'service name "a\\tb": service names start', 0),
+    # written as keys of the table, not as headers: the key's own line (s/2)
+    ('[profiles]\ndev = 5', '[profiles."dev"] must be a table', 1),
+    ('[cells]\nstaging = "x"', '[cells."staging"] must be a table', 1),
+    ('[services]\n"x y" = { command = ["x"] }', 'service name "x y": service names start', 1),
 ])
-def test_a_bad_table_name_is_named_at_its_own_line(table: str, said: str) -> None:
+def test_a_bad_table_name_is_named_at_its_own_line(table: str, said: str,
+                                                   below: int) -> None:
     """Each was said at line 1, or at no line ("../x" split at its dots), and a control
-    character in the name was printed raw (z/4)."""
+    character in the name was printed raw (z/4); `dev = 5` under `[profiles]` at the
+    [stack] header's line (s/2). `below`: the lines from the table's header to it."""
     e = err(SERVICE_A + "\n" + table + "\n")
-    assert e.line == SERVICE_A.count("\n") + 2 and said in str(e), str(e)
+    assert e.line == SERVICE_A.count("\n") + 2 + below and said in str(e), str(e)
 
 
 def test_a_dashboard_port_on_a_bundled_services_port_blames_the_users_line(

@@ -104,7 +104,7 @@ def test_a_missing_cell_url_names_the_stand_in_that_would_serve_it() -> None:
     (DB + '[cells.local]\nstand_in = 3\n', ["cells.local.stand_in", "must be a string"]),
     (DB + '[cells.moon]\ncolour = "grey"\n', ["[cells.moon] has no field 'colour'"]),
     (DB + '[profiles.x]\nservices = ["db"]\n', ["[profiles.x] has no field 'services'"]),
-    (DB + '[profiles]\nx = 1\n', ["[profiles.x] must be a table"]),
+    (DB + '[profiles]\nx = 1\n', ['[profiles."x"] must be a table']),
     ('profiles = ["a"]\n' + DB, ["[profiles.NAME] must be tables"]),
     (DB + '[cells."no way"]\n', ['[cells."no way"]: names start with a letter']),
     ('[services.db]\ncommand = ["db"]\ncells = ["moon"]\n',

@@ -72,19 +72,16 @@ class FileContext:
         """The line of `[table.NAME]` (or `[table.NAME.x]`, `[[...]]`) for any NAME, the
         odd ones included (`""`, `"../x"`, `"a\\tb"`): split at dots, `line_of` found
         no line for them, and errors named line 1 or none (z/4)."""
-        header = re.compile(r"^\s*\[+\s*" + re.escape(table)
-                            + r"""\s*\.\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)""")
+        quoted = r"""("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)"""
+        header = re.compile(r"^\s*\[+\s*" + re.escape(table) + r"\s*\.\s*" + quoted)
+        own = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]\s*(#.*)?$")
+        key = re.compile(r"^\s*" + quoted + r"\s*[=.]")
+        inside = False  # in `[table]`, where `NAME = {...}` writes the same (s/2)
         for i, line in enumerate(self.lines):
-            found = header.match(line)
-            if found is None:
-                continue
-            written = found.group(1)
-            try:
-                parsed = tomllib.loads(f"k = {written}")["k"] if written[:1] in "\"'" \
-                    else written
-            except (tomllib.TOMLDecodeError, KeyError):
-                continue
-            if parsed == name:
+            if line.lstrip().startswith("["):
+                inside = bool(own.match(line))
+            found = header.match(line) or (key.match(line) if inside else None)
+            if found is not None and _key_name(found.group(1)) == name:
                 return i + 1
         return None
 
@@ -140,6 +137,16 @@ class FileContext:
         if field_name:
             return self.line_of(field_name) or self.line_of("stack", field_name)
         return self.line_of("stack")
+
+
+def _key_name(written: str) -> str | None:
+    """A TOML key as written (bare, "basic" or 'literal') as the name it reads as."""
+    if written[:1] not in "\"'":
+        return written
+    try:
+        return str(tomllib.loads(f"k = {written}")["k"])
+    except (tomllib.TOMLDecodeError, KeyError):
+        return None
 
 
 def _inline_entry_line(lines: list[str], first: int, index: int, key: str | None

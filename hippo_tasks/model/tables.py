@@ -56,8 +56,9 @@ def _named_tables(ctx: F.FileContext, raw: dict[str, Any], key: str,
             raise StackFileError(ctx.path, f"[{key}.{json.dumps(name)[:80]}]: names start "
                                  "with a letter and hold letters, digits, _ or -",
                                  line=ctx.line_of_named(key, name))
-        if not isinstance(table, dict):
-            raise ctx.error(f"[{key}.{name}] must be a table")
+        if not isinstance(table, dict):  # `[profiles]` then `dev = 5`: blamed on [stack]
+            raise StackFileError(ctx.path, f"[{key}.{json.dumps(name)[:80]}] must be a "
+                                 "table", line=ctx.line_of_named(key, name))
         for item in table:
             if item not in known:
                 raise ctx.error(f"[{key}.{name}] has no field '{item}' (known: "
