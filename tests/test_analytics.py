@@ -118,16 +118,22 @@ def test_counts_survive_restart_and_a_cut_short_line(start: ServiceStarter) -> N
     assert summary(third, key)["clicks"] == 2  # the event after the cut line was kept
 
 
+def removed_state_folder(start: ServiceStarter) -> Path:
+    """search_proxy's state folder, deleted under it as `git clean -xdf` does."""
+    folder = start.folder / "search_proxy"
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    return folder
+
+
 def test_searches_go_on_after_the_state_folder_is_deleted(start: ServiceStarter) -> None:
     """`rm -rf .hippodrome` (`git clean -xdf`) under a running stack: every search
     through search_proxy answered 500 for the rest of the run, while its health probe
     passed (q/11). Its analytics start again in a new file, which a restart reads."""
     cell, proxy, key = up(start)
     search(proxy, key, "sock")
-    folder = start.folder / "search_proxy"
-    for path in folder.iterdir():
-        path.unlink()
-    folder.rmdir()
+    folder = removed_state_folder(start)
     qid = search(proxy, key, "sock")["queryId"]
     assert summary(proxy, key)["searches"] == 2
     assert "was deleted: analytics start again in a new file there" in proxy.output()
@@ -144,10 +150,7 @@ def test_a_file_where_the_analytics_folder_was_is_a_sentence(start: ServiceStart
     internal error (NotADirectoryError)` with a traceback in its log (s/7)."""
     _cell, proxy, key = up(start)
     search(proxy, key, "sock")
-    folder = start.folder / "search_proxy"
-    for path in folder.iterdir():
-        path.unlink()
-    folder.rmdir()
+    folder = removed_state_folder(start)
     folder.write_text("in the way\n")
     got = requests.post(f"{proxy.base_url}/indexes/shop/search", headers=key,
                         json={"q": "sock"}, timeout=10)

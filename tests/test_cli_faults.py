@@ -105,9 +105,12 @@ for _ in range(2):
     if os.fork() == 0:
         time.sleep(60)
         os._exit(0)
+if sys.argv[2:] == ["close"]:
+    s.close()  # the master keeps no copy of the listening socket
 print("listening", flush=True)
 time.sleep(60)
 """
+"""A pre-fork server: a master and two workers sharing its listening socket."""
 
 
 def test_a_port_held_by_a_pre_fork_server_names_its_master(project: Path) -> None:
@@ -162,26 +165,13 @@ def test_a_restart_whose_daemon_is_stopped_while_it_waits_gives_up(project: Path
         hd(project, "down", timeout=60)
 
 
-ORPHANED_WORKERS = """
-import os, socket, sys, time
-s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
-for _ in range(2):
-    if os.fork() == 0:
-        time.sleep(60)
-        os._exit(0)
-s.close()  # the master keeps no copy of the listening socket
-print("listening", flush=True)
-time.sleep(60)
-"""
-
-
 def test_a_port_held_by_workers_whose_master_let_go_names_them_all(project: Path) -> None:
     """The master closed its copy of the socket: one worker was named, and stopping it
     freed nothing, the other still held the port (r/3)."""
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port))
-    master = subprocess.Popen([PY, "-c", ORPHANED_WORKERS, str(port)], stdout=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    master = subprocess.Popen([PY, "-c", PRE_FORK, str(port), "close"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert master.stdout is not None and master.stdout.readline() == "listening\n"
         workers = sorted(p.pid for p in psutil.Process(master.pid).children())
