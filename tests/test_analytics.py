@@ -133,7 +133,7 @@ def test_searches_go_on_after_the_state_folder_is_deleted(start: ServiceStarter)
     passed (q/11). Its analytics start again in a new file, which a restart reads."""
     cell, proxy, key = up(start)
     search(proxy, key, "sock")
-    folder = removed_state_folder(start)
+    removed_state_folder(start)
     qid = search(proxy, key, "sock")["queryId"]
     assert summary(proxy, key)["searches"] == 2
     assert "was deleted: analytics start again in a new file there" in proxy.output()
