@@ -16,7 +16,8 @@ K8S_VERSION = kubernetes_validate.latest_version()
 
 
 def export(root: Path, *, profile: str = "core", cell: str = "local", layout: str = "stack",
-           only: str = "", offset: int = 0, seed: bool = True, allow_partial: bool = False,
+           only: str | None = None, offset: int = 0, seed: bool = True,
+           allow_partial: bool = False,
            namespace: str = "", image: str = "hippodrome:latest",
            said: list[str] | None = None, table_prefix: str = "") -> Manifests:
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,

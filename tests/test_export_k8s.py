@@ -70,7 +70,7 @@ def test_a_broken_manifest_fails_validation(root: Path, how: str) -> None:
 
 def _up_plan(root: Path, profile: str, **kw: Any) -> StackPlan:
     opts = build_options(root=root, profile=profile, cell=kw.get("cell", "local"),
-                         table_prefix="", only="", offset=kw.get("offset", 0))
+                         table_prefix="", only=None, offset=kw.get("offset", 0))
     return build_plan(load_stack(root), opts)
 
 
@@ -111,7 +111,7 @@ def test_stack_layout_runs_up_with_the_same_options(root: Path, profile: str) ->
     flags = dict(zip(args[1::2], args[2::2], strict=False))
     assert "--no-seed" in args
     opts = build_options(root=root, profile=flags["--profile"], cell=flags["--cell"],
-                         table_prefix=flags["--table-prefix"], only="",
+                         table_prefix=flags["--table-prefix"], only=None,
                          offset=flags["--port-offset"], skip=("seed",))
     inside = build_plan(load_stack(root), opts)
     up = _up_plan(root, profile, offset=20)
@@ -210,7 +210,7 @@ def test_no_secret_is_ever_inline(root: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def test_prod_cell_passes_yes_to_up(root: Path) -> None:
     opts = build_options(root=root, profile="core", cell="prod", table_prefix="t-",
-                         only="", offset=0)
+                         only=None, offset=0)
     assert up_args(opts, [], [])[-1] == "--yes"
 
 
@@ -331,7 +331,7 @@ def test_stack_layout_passes_every_dollar_through_kubernetes_expansion(
     URL) are expanded by Kubernetes just the same."""
     monkeypatch.setenv("HIPPODROME_CELL_URL_STAGING", "https://cell.example/$$(x)$")
     opts = build_options(root=root, profile="core", cell="staging", table_prefix="t-",
-                         only="", offset=0)  # (a prefix holds no `$`: AWS names refuse it)
+                         only=None, offset=0)  # (a prefix holds no `$`: AWS names refuse it)
     made = build(Request(opts, "stack", "ns", "hippodrome:latest"), [].append)
     validate_all(made.text)
     hd = next(d for d in documents(made.text) if d["kind"] == "Deployment")

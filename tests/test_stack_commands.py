@@ -206,6 +206,6 @@ def test_the_bundled_seed_job_runs_in_the_local_cell_only() -> None:
     spec = load_stack(Path("/nonexistent-project-root"))
     for cell, seeded in (("local", True), ("staging", False)):
         opts = build_options(root=Path("/nonexistent-project-root"), profile="core",
-                             cell=cell, table_prefix="t-", only="", offset=0)
+                             cell=cell, table_prefix="t-", only=None, offset=0)
         opts = opts._replace(env={**opts.env, "HIPPODROME_CELL_URL_STAGING": "http://x"})
         assert ("seed" in build_plan(spec, opts).names) is seeded, cell
