@@ -111,7 +111,7 @@ class PortBusyError(HippoError):
                          "move this stack with --port-offset N")
             elif folder is not None:
                 text += (f", service '{name}' of the Hippodrome stack in {folder}, whose "
-                         "daemon restarts it: stop it there (`hd stop --service "
+                         "daemon may restart it: stop it there (`hd stop --service "
                          f"{shlex.quote(name)} --project-root {shlex.quote(folder)}`, or "
                          f"`hd down --project-root {shlex.quote(folder)}`), or move this "
                          "stack with --port-offset N")

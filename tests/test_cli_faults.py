@@ -196,7 +196,7 @@ def test_a_port_held_by_another_stack_names_that_stack(project: Path,
     try:
         for their_dash, web, said in (
                 (dash2, port, f"service 'api' of the Hippodrome stack in {project}, whose "
-                              "daemon restarts it: stop it there (`hd stop --service api "
+                              "daemon may restart it: stop it there (`hd stop --service api "
                               f"--project-root {project}`"),
                 (dash, free, f"the daemon of the Hippodrome stack in {project}: stop that "
                              f"stack (`hd down --project-root {project}`)")):
