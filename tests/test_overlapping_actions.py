@@ -246,6 +246,9 @@ def test_a_stop_during_a_stack_restarts_stop_half_is_not_undone_by_its_start_hal
         assert rows["b"]["state"] == "stopped", rows
         assert rows["a"]["state"] == ("stopped" if which == "stack" else "running"), rows
         assert restart.returncode == 1 and "b: stopped" in out, out
+        # It names the stop that overtook it; it said "restart requested", itself (r/10).
+        assert "'b' is stopped (stop requested, while this one waited)" in out, out
+        assert "restart requested" not in out, out
     finally:
         hd(project, "down", timeout=60)
 

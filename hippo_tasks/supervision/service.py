@@ -192,6 +192,11 @@ class ServiceSupervisor(ServiceRun):
         if self.state in (State.PENDING, State.STARTING, State.RUNNING, State.STOPPING,
                           State.BACKOFF):
             self._move(State.STOPPED, reason)
+        elif (self.state == State.STOPPED and self.reason.startswith("restart requested")
+              and not reason.startswith("restart requested")):
+            # A stop that overtook a restart's stop half keeps the service stopped: its
+            # row names that stop. The restart's answer blamed itself (r/10).
+            self.reason = reason
         self.healthy = False
 
     async def _bring_up(self) -> None:
