@@ -527,3 +527,20 @@ class StateDirError(HippoError):
             "disk space), or run from a project folder you can write to; nothing was "
             "started or stopped."
         )
+
+
+class SharedStateDirError(StateDirError):
+    """`.hippodrome` is a link to another project's `.hippodrome`: two stacks would
+    share one registry, each taking the other's for a copied one (set aside under its
+    running daemon) and `up` writing its stack over it."""
+
+    def __init__(self, path: str, target: str) -> None:
+        super().__init__(path, "a link to another project's state folder")
+        self.target = target
+
+    def message(self) -> str:
+        owner = os.path.dirname(self.target)
+        return (f"{self.path} is a link to {self.target}, the state folder of the project "
+                f"in {owner}: two stacks cannot share one. Remove the link (`rm "
+                f"{shlex.quote(self.path)}`; Hippodrome makes the folder) or point it at a "
+                "folder of another name; nothing was started or stopped.")

@@ -547,3 +547,60 @@ def test_a_registry_naming_a_strangers_live_pid_does_not_block_up(project: Path)
         stranger.kill()
         stranger.wait(10)
         hd(other, "down", timeout=60)
+
+
+def test_a_state_folder_linked_to_another_projects_is_refused_and_that_stack_untouched(
+        project: Path, copy: Path) -> None:
+    """`.hippodrome` made a link to another project's `.hippodrome` (a dotfiles habit, a
+    shared cache): the commands here read that stack's registry as a copied one, set it
+    aside as foreign under its running daemon, and `up` wrote its own stack into it. Every
+    command refuses, names the link and the project it leads to, and touches nothing."""
+    dash, port, dash2, port2 = free_ports(4)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True)
+    try:
+        before = (project / ".hippodrome" / "registry.json").read_bytes()
+        copy.mkdir()
+        write_stack(copy, stack_header(dash2) + toy_service("api", port2))
+        (copy / ".hippodrome").symlink_to(project / ".hippodrome")
+        for argv in (("up", "--detach"), ("status",), ("down",)):
+            run = hd(copy, *argv, timeout=60)
+            assert run.returncode == 10, (argv, run.stdout + run.stderr)
+            assert (f"{copy / '.hippodrome'} is a link to {project / '.hippodrome'}, the "
+                    f"state folder of the project in {project}") in run.stderr, run.stderr
+            assert (project / ".hippodrome" / "registry.json").read_bytes() == before
+            assert not list((project / ".hippodrome").glob("registry.json.*")), argv
+        status = hd(project, "status", check=True)
+        assert "web" in status.stdout and "api" not in status.stdout, status.stdout
+    finally:
+        if (copy / ".hippodrome").is_symlink():
+            (copy / ".hippodrome").unlink()
+        hd(project, "down", timeout=60)
+
+
+def test_down_stops_a_stack_whose_state_folder_was_swapped_for_anothers_link(
+        project: Path, copy: Path) -> None:
+    """`.hippodrome` moved away under a running stack and a link to another project's put
+    in its place: `down` stops this stack (its daemon writes the moved daemon.log), says
+    what stands there, and the other stack runs on."""
+    dash, port, dash2, port2 = free_ports(4)
+    copy.mkdir()
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    write_stack(copy, stack_header(dash2) + toy_service("api", port2))
+    hd(project, "up", "--detach", check=True)
+    hd(copy, "up", "--detach", check=True)
+    mine = registry(copy)["daemon"]["pid"]
+    theirs = registry(project)["daemon"]["pid"]
+    try:
+        (copy / ".hippodrome").rename(copy / "old-state")
+        (copy / ".hippodrome").symlink_to(project / ".hippodrome")
+        down = hd(copy, "down", timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert (f"{copy / '.hippodrome'} is a link to another project's state folder "
+                f"({project / '.hippodrome'}): remove the link") in down.stdout, down.stdout
+        assert wait_for(lambda: not alive(mine), timeout=10), mine
+        assert alive(theirs)
+        assert "web" in hd(project, "status", check=True).stdout
+    finally:
+        (copy / ".hippodrome").unlink(missing_ok=True)
+        hd(project, "down", timeout=60)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_contract.flock_wait import flock_within
-from hippo_tasks.errors import StateDirError
+from hippo_tasks.errors import SharedStateDirError, StateDirError
 from hippo_tasks.model.textfile import Unopenable, Unusable, read_small_text
 from hippo_tasks.registry.schema import validate
 from hippo_tasks.supervision.scope import (
@@ -124,10 +124,25 @@ class Registry:
         of that name is an error naming it, not "no registry": a stack's state cannot
         be there, and saying "nothing running" would hide why every `up` fails."""
         if self.dir.is_dir():
+            self._not_shared()
             return True
         if os.path.lexists(self.dir):
             raise StateDirError(str(self.dir), "Not a directory")
         return False
+
+    def _not_shared(self) -> None:
+        """Refuse a `.hippodrome` that is a link to another project's: one lstat when it
+        is a plain folder. A link to a folder of another name (state kept on a faster
+        disk) is the user's choice and is followed."""
+        if not os.path.islink(self.dir):
+            return
+        target = os.path.realpath(self.dir)
+        if os.path.basename(target) != ".hippodrome":
+            return
+        with contextlib.suppress(OSError):
+            if os.path.samefile(os.path.dirname(target), self.root):
+                return
+        raise SharedStateDirError(str(self.dir), target)
 
     @contextlib.contextmanager
     def locked(self, write: bool = True, wait: float = LOCK_WAIT_S) -> Iterator[None]:
@@ -144,6 +159,7 @@ class Registry:
         if not write and not self.dir.is_dir():
             yield
             return
+        self._not_shared()
         try:
             self.dir.mkdir(exist_ok=True)  # never the project folder: gone, it stays gone
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)

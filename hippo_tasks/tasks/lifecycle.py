@@ -13,6 +13,7 @@ from hippo_tasks.errors import (
     DaemonUnreachableError,
     EventsLeftError,
     ProductionGuardError,
+    SharedStateDirError,
     StateDirError,
     UsageError,
 )
@@ -175,7 +176,7 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
         return
     try:
         state_dir = Registry(root).state_dir_exists()
-    except StateDirError:  # a file where `.hippodrome` belongs
+    except StateDirError as exc:  # a file (or another's link) where `.hippodrome` belongs
         moved = renamed_state_writer(root)  # `mv .hippodrome x` first, not `rm` (r/2)
         if not daemon_log_writers(root) and moved is None:
             raise
@@ -185,8 +186,11 @@ def down(c: Context, force: bool = False, project_root: str = "") -> None:
         kill_unlisted(root, also=also) if force else \
             stop_unlisted(root, also=also)
         print("hippodrome | stack stopped, daemon exited")
-        say(f"a file stands where {root / '.hippodrome'} belongs (the stack's state "
-             "folder): move it away before the next `hd up`")
+        say(f"{root / '.hippodrome'} is a link to another project's state folder "
+            f"({exc.target}): remove the link before the next `hd up`"
+            if isinstance(exc, SharedStateDirError) else
+            f"a file stands where {root / '.hippodrome'} belongs (the stack's state "
+            "folder): move it away before the next `hd up`")
         return
     # No .hippodrome: none is made for the lock (it stayed behind) unless a process
     # still writes this folder's daemon.log, deleted with it (`git clean -xdf`, `rm -rf
