@@ -97,6 +97,42 @@ def test_hung_service_holding_its_port_is_restarted(project: Path) -> None:
     run(project, text, scenario, timeout=60)
 
 
+def test_a_hung_service_without_auto_restart_is_marked_unhealthy_and_left_running(
+        project: Path) -> None:
+    """`auto_restart = false`: the README promises "marked unhealthy", and that is what
+    one sets it for (a debugger on the hung process). It was ended and `failed`. Its
+    health comes back when it answers again."""
+    (p,) = free_ports(1)
+    hang = project / "hang-now"
+    text = stack_header(1, liveness_interval=0.2, liveness_failures=2) + \
+        toy_service("hung", p, "--hang-if-exists", str(hang),
+                    readiness={"http": "/healthz"}, auto_restart=False)
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("hung")
+        first = svc.pid
+        hang.write_text("x")
+        notes: list[str] = []
+        while not any("marked unhealthy" in n for n in notes):
+            await asyncio.sleep(0.05)
+            notes = [r.text for r in h.hub.tail("hung", 1000) if r.system]
+        await asyncio.sleep(1.0)  # five more misses: still there, still one note
+        assert svc.state == State.RUNNING and svc.pid == first and not svc.healthy, \
+            (svc.state, svc.reason)
+        notes = [r.text for r in h.hub.tail("hung", 1000) if r.system]
+        assert sum("marked unhealthy" in n for n in notes) == 1, notes
+        assert not any("(3/2)" in n for n in notes), notes
+        hang.unlink()
+        while not svc.healthy:
+            await asyncio.sleep(0.05)
+        assert svc.pid == first and svc.restarts == 0
+        notes = [r.text for r in h.hub.tail("hung", 1000) if r.system]
+        assert any("liveness probe passed again" in n for n in notes), notes
+
+    run(project, text, scenario, timeout=60)
+
+
 def test_restart_one_service_leaves_others_alone(project: Path) -> None:
     a, b = free_ports(2)
     text = toy_service("a", a) + toy_service("b", b, depends_on=["a"])

@@ -144,17 +144,27 @@ async def while_running(child: Child, planned: PlannedService, settings: StackSe
         return "exited"
     unhealthy: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     misses = 0
+    restart = planned.spec.auto_restart
 
     def verdict(ok: bool) -> None:
         nonlocal misses
         if child.exited.done() or unhealthy.done():
             return  # the run is over: its exit, not a probe, says why
+        if ok and misses >= settings.liveness_failures:
+            note("liveness probe passed again: healthy")
         misses = 0 if ok else misses + 1
         set_health(ok)
-        if misses:
+        if misses and misses <= settings.liveness_failures:
             note(f"liveness probe failed ({misses}/{settings.liveness_failures})")
-        if misses >= settings.liveness_failures:
+        if misses < settings.liveness_failures:
+            return
+        if restart:
             unhealthy.set_result(None)
+        elif misses == settings.liveness_failures:
+            # Left running, as the README promises: a hung process is what one sets
+            # auto_restart = false for, to attach a debugger. It was ended, `failed`.
+            note("marked unhealthy and left running (auto_restart = false): `hd restart "
+                 f"--service {planned.spec.name}` restarts it")
 
     leave = liveness.watch(settings.liveness_interval, readiness, planned.port, verdict)
     try:
