@@ -277,6 +277,30 @@ def test_an_account_gone_from_the_cell_is_made_again(plane: dict[str, str], tmp_
     assert seed_record(tmp_path)["account"]["accountId"] != "acc_gone"
 
 
+def test_a_cell_that_cannot_be_reached_makes_no_second_account(tmp_path: Path) -> None:
+    """The controller answers 502 (its cell down or restarting): the recorded account
+    was taken for gone and a second one made, with new keys the e2e suites did not hold
+    (adv24 b/1). Only the cell's 401/403/404 mean gone; this is a sentence, exit 1, and
+    both files stay as they were."""
+    root = tmp_path / "proj"
+    (root / ".hippodrome").mkdir(parents=True)
+    seed_json = root / ".hippodrome" / "seed.json"
+    seed_json.write_text(json.dumps(
+        {"seed": 42, "account": {"accountId": "acc_kept", "apiKey": "hk_kept"}}))
+    before = seed_json.read_bytes()
+    with ServiceStarter(tmp_path) as start:
+        controller = start.start("controller", env={
+            "CONTROL_PLANE_URL_OVERRIDE": f"http://127.0.0.1:{free_port()}"})
+        done = run_seed(root, {"CONTROLLER_URL": controller.base_url,
+                               "HIPPODROME_CELL": "local", "HIPPODROME_PROFILE": "core"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "is gone" not in done.stdout + done.stderr
+    assert "answered 502 to GET /api/v2/accounts/acc_kept" in done.stderr, done.stderr
+    assert "nothing was seeded" in done.stderr and "Traceback" not in done.stderr
+    assert seed_json.read_bytes() == before
+    assert not (root / ".env.e2e").exists()
+
+
 @pytest.mark.parametrize("key", ["ключ", "a\nb", "a\u0000b", 42, ["k"]])
 def test_a_hand_edited_recorded_key_makes_a_new_account(
     plane: dict[str, str], tmp_path: Path, key: object

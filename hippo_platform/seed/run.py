@@ -183,6 +183,11 @@ def _sendable(value: object) -> bool:
         and value.isprintable() and " " not in value
 
 
+GONE = (401, 403, 404)
+"""The cell's answers (passed through by the controller) that a recorded account or its
+key no longer exists there: a new account is made then, and only then."""
+
+
 def _account(root: Path, seed: int, controller: JsonClient, say: Say) -> dict[str, Any]:
     previous = _accounts(read_seed_file(root)).get(str(seed)) or {}
     if previous.get("apiKey") and not all(_sendable(previous.get(k))
@@ -196,6 +201,16 @@ def _account(root: Path, seed: int, controller: JsonClient, say: Say) -> dict[st
         if known.ok and works.ok:
             return {"accountId": account_id, "apiKey": api_key, "name": previous.get("name"),
                     "reused": True}
+        for path, answer in (("/api/v2/accounts/" + segment(account_id), known),
+                             ("/api/v2/indexes", works)):
+            # Only the cell's own "unknown account" or "bad key" means gone. A 502 (the
+            # cell down or restarting) made a second account and new keys, and the e2e
+            # suites held the old ones (adv24 b/1).
+            if not answer.ok and answer.status not in GONE:
+                raise SeedError(f"{_refused(controller, 'GET', path, answer)}; the account "
+                                "seed.json records could not be checked, so nothing was "
+                                "seeded: once `hd status` shows fake_cell and controller "
+                                "running, `hd seed` again")
         say(f"seed: the recorded account {account_id} is gone from the cell; making a new one")
     name = data.ACCOUNT_NAME.format(seed=seed)
     made = _call(controller, "POST", "/api/v2/accounts", body={"name": name})
