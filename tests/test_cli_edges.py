@@ -265,6 +265,28 @@ def test_an_edit_to_an_env_file_after_up_is_said_not_silently_ignored(
         hd(project, "down", timeout=60)
 
 
+def test_up_on_a_running_stack_whose_file_was_broken_says_it_runs(project: Path) -> None:
+    """`hd up` again after an edit made a cycle: the load error alone, exit 3, did not
+    say the stack still ran (adv24 a/2). It is "already running", exit 7, and the note
+    gives the load error."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        stack = project / "hippodrome.toml"
+        stack.write_text(stack.read_text() + 'depends_on = ["web"]\n')
+        up = hd(project, "up", "--detach", timeout=60)
+        assert up.returncode == 7, up.stdout + up.stderr
+        assert "is already running" in up.stderr and "depends on itself (a cycle)" in \
+            up.stderr and "fix the file before `hd down`" in up.stderr, up.stderr
+        status = hd(project, "status", timeout=60)
+        assert status.returncode == 0 and "(a cycle)" in status.stderr, status.stderr
+    finally:
+        hd(project, "down", timeout=60)
+    up = hd(project, "up", "--detach", timeout=60)  # nothing runs now: the error alone
+    assert up.returncode == 3 and "(a cycle)" in up.stderr, up.stdout + up.stderr
+
+
 def test_a_service_added_after_up_is_named_as_such_to_the_api(project: Path) -> None:
     """A service written into the stack file after `up`, then started through the API
     (as MCP does): a bare "unknown service", where the command line said the file had

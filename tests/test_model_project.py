@@ -134,3 +134,27 @@ def test_a_stack_file_or_env_file_broken_under_a_running_stack_says_what_up_will
     said = changed_since(tmp_path, stamp)
     assert said.startswith("hippodrome.toml is now a symbolic link that leads nowhere"), said
     assert "bundled" not in said and "refuses it until it is fixed" in said, said
+
+
+def test_a_stack_file_edited_into_one_up_refuses_says_so_before_down(tmp_path: Path) -> None:
+    """A cycle or a TOML error saved under a running stack read "`hd down` then `hd up`
+    applies the change": the user took the stack down, and `up` refused the file (adv24
+    a/2). The note now carries the load error, line and all."""
+    from hippo_tasks.model.project import changed_since, stack_file_stamp
+
+    stack = tmp_path / "hippodrome.toml"
+    good = ('[stack]\ndefaults = false\n[services.db]\ncommand = ["true"]\n'
+            '[services.app]\ncommand = ["true"]\ndepends_on = ["db"]\n')
+    stack.write_text(good)
+    stamp = stack_file_stamp(tmp_path)
+    stack.write_text(good.replace('[services.db]\ncommand = ["true"]\n',
+                                  '[services.db]\ncommand = ["true"]\ndepends_on = ["app"]\n'))
+    said = changed_since(tmp_path, stamp)
+    assert "was saved after this stack started, and the next `hd up` here refuses" in said
+    assert "dependency cycle" in said and "hippodrome.toml:" in said, said
+    assert "applies the change" not in said and "fix the file before `hd down`" in said
+    stack.write_text(good + "garbage [[[\n")
+    said = changed_since(tmp_path, stamp)
+    assert "refuses the stack file as it is now: " in said and ":8" in said, said
+    stack.write_text(good + "# a comment\n")
+    assert changed_since(tmp_path, stamp).endswith("`hd down` then `hd up` applies the change")

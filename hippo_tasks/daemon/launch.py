@@ -20,6 +20,7 @@ from typing import Any
 from hippo_tasks.daemon.forked import ForkedDaemon, fork_daemon, fork_wanted
 from hippo_tasks.errors import (
     DaemonAlreadyRunningError,
+    HippoError,
     PortsBusyError,
     ProcessLimitError,
     StateDirError,
@@ -40,18 +41,7 @@ from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
 from hippo_tasks.supervision.ports import check_ports
 
 
-def prepare(opts: Options, say: Callable[[str], None] = print,
-            registry: Registry | None = None) -> tuple[StackPlan, Registry]:
-    """Load, plan and pre-flight; raises a HippoError before anything has started.
-
-    Pass the Registry the caller already read, so warnings it collected (a corrupt file
-    moved aside) are said here, once."""
-    spec = load_stack(opts.project_root)
-    plan = build_plan(spec, opts)
-    registry = registry or Registry(opts.project_root)
-    data = registry.read()
-    for warning in registry.warnings:
-        say(warning)
+def _refuse_if_running(opts: Options, registry: Registry, data: dict[str, Any]) -> None:
     if daemon_alive(data) and not stranger_daemon(data, registry.root):
         d = data["daemon"]
         running = DaemonAlreadyRunningError(str(opts.project_root), d.get("url", "?"),
@@ -60,6 +50,32 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
         if isinstance(d.get("shutting_down"), str):
             running.shutting_down = d["shutting_down"]
         raise running
+
+
+def prepare(opts: Options, say: Callable[[str], None] = print,
+            registry: Registry | None = None) -> tuple[StackPlan, Registry]:
+    """Load, plan and pre-flight; raises a HippoError before anything has started.
+
+    Pass the Registry the caller already read, so warnings it collected (a corrupt file
+    moved aside) are said here, once."""
+    registry = registry or Registry(opts.project_root)
+    try:
+        spec = load_stack(opts.project_root)
+    except HippoError as refused:
+        # A file edited into one `up` refuses, under a running stack: "already running",
+        # exit 7, with the load error in its note; the load error alone (exit 3) did not
+        # say the stack still ran (adv24 a/2).
+        try:
+            data = registry.read()
+        except HippoError:
+            raise refused from None
+        _refuse_if_running(opts, registry, data)
+        raise
+    plan = build_plan(spec, opts)
+    data = registry.read()
+    for warning in registry.warnings:
+        say(warning)
+    _refuse_if_running(opts, registry, data)
     for line in clean_stale(registry, data):
         say(line)
     data = registry.read()

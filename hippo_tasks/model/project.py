@@ -115,10 +115,32 @@ def changed_since(root: Path, stamp: str | None) -> str:
     if not saved:
         return ""
     what = " and ".join(saved)
+    them = 'them' if len(saved) > 1 else 'it'
+    refused = _refused_now(root)
+    if refused:  # "`hd down` then `hd up` applies the change", and that up refused it
+        return (f"{what} {'were' if len(saved) > 1 else 'was'} saved after this stack "
+                f"started, and the next `hd up` here refuses the stack file as it is now: "
+                f"{refused}. The running stack (and a restart) uses {them} as it was then; "
+                "fix the file before `hd down`")
     return (f"{what} {'were' if len(saved) > 1 else 'was'} saved after this stack started; "
-            "the running stack (and a restart) uses "
-            f"{'them' if len(saved) > 1 else 'it'} as it was then: `hd down` then `hd up` "
-            "applies the change")
+            f"the running stack (and a restart) uses {them} as it was then: `hd down` then "
+            "`hd up` applies the change")
+
+
+def _refused_now(root: Path) -> str:
+    """Why `up` would refuse the stack file as it is now (its load error), or ''. Read
+    only once an edit is seen: a cycle or a TOML error was said as a change `down` and
+    `up` apply, and the user took the running stack down for an `up` that refused."""
+    from hippo_tasks.errors import HippoError
+    from hippo_tasks.model.loader import load_stack
+
+    try:
+        load_stack(root)
+    except HippoError as exc:
+        return exc.message().rstrip(".")
+    except OSError as exc:
+        return str(exc)
+    return ""
 
 
 def sanitize_branch(branch: str) -> str:
