@@ -126,6 +126,24 @@ def test_a_partial_passed_on_then_its_break_adds_no_empty_line() -> None:
     assert s.feed(b"\r\nnext line\r\n") == [b"next line\r"]  # a bare '\r' was a line
 
 
+def test_a_line_passed_on_in_pieces_is_also_given_whole_once_it_ends() -> None:
+    """`completed` is the line as the file keeps it, for log readiness (adv24 a/3); the
+    pieces stay what the terminal and the API get."""
+    s = LineSplitter()
+    assert s.feed(b"server on 8080: ") == [] and s.completed is None
+    assert s.pass_on_partial() == [b"server on 8080: "]
+    assert s.feed(b"REA") == [] and s.completed is None
+    assert s.pass_on_partial() == [b"REA"]
+    assert s.feed(b"DY\nnext\n") == [b"DY", b"next"]
+    assert s.completed == b"server on 8080: READY"
+    assert s.feed(b"plain\n") == [b"plain"] and s.completed is None
+    assert s.feed(b"done? ") == [] and s.pass_on_partial() == [b"done? "]
+    assert s.feed(b"\nafter\n") == [b"after"] and s.completed == b"done? "
+    assert s.feed("ab €".encode()[:-1]) == [] and s.pass_on_partial() == [b"ab "]
+    assert s.feed("€ ok\n".encode()[2:]) == ["€ ok".encode()]
+    assert s.completed == "ab € ok".encode()
+
+
 def test_splitter_keeps_partial_lines_between_chunks() -> None:
     s = LineSplitter()
     assert s.feed(b"ab") == []

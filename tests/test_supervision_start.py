@@ -58,6 +58,23 @@ def test_log_and_none_and_tcp_readiness(project: Path) -> None:
     run(project, text, scenario)
 
 
+def test_log_readiness_matches_a_line_written_in_two_parts_seconds_apart(
+        project: Path) -> None:
+    """`printf 'server on 8080: '; sleep 1; echo READY`: the first part was passed on as
+    a line of its own after 0.5 s, the matcher saw only the pieces, and the service
+    failed its start_timeout while its log file held the line (adv24 a/3)."""
+    text = ('[services.web]\nshell = "printf \'server on 8080: \'; sleep 1; echo READY; '
+            'exec sleep 600"\nreadiness = { log = "server on 8080: READY" }\n'
+            'start_timeout = 5\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        assert h.stack.get("web").state == State.RUNNING, h.states("web")
+        assert h.lines("web")[:2] == ["server on 8080: ", "READY"], h.lines("web")
+
+    run(project, text, scenario)
+
+
 def test_start_timeout_fails_blocking_service_with_last_lines(project: Path) -> None:
     (p,) = free_ports(1)
     text = toy_service("slow", p, "--delay", "30", "--lines", "25",

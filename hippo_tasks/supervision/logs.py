@@ -107,17 +107,30 @@ class LineSplitter:
         self._cut = False
         """A line over MAX_LINE was passed on unfinished: a line break that comes first
         in the next read ends that line, and is not an empty line of its own."""
+        self._passed = b""
+        """What pass_on_partial passed on of the line under way, for `completed`."""
+        self.completed: bytes | None = None
+        """After a feed: the whole line (as the log file keeps it) that this feed ended,
+        when pieces of it were passed on before. Log readiness matches it: a line
+        written in two parts 0.5 s apart was seen only as its pieces (adv24 a/3)."""
 
     def feed(self, data: bytes) -> list[bytes]:
+        self.completed = None
+        passed, self._passed = self._passed, b""
         if self._partial:
             data = self._partial + data
-        elif self._cut and data.startswith(b"\n"):
-            data = data[1:]
-        elif self._cut and data.startswith(b"\r\n"):  # a prompt answered on a terminal
-            data = data[2:]
+        elif self._cut and data.startswith((b"\n", b"\r\n")):
+            data = data[1:] if data.startswith(b"\n") else data[2:]
+            if passed:
+                self.completed, passed = passed, b""
         self._cut = False
         lines = data.split(b"\n")
         self._partial = lines.pop()
+        if passed:
+            if lines:
+                self.completed = passed + lines[0]
+            else:
+                self._passed = passed  # still under way
         if len(self._partial) > MAX_LINE:
             edge = utf8_edge(self._partial, len(self._partial))  # a character's start
             lines.append(self._partial[:edge])                    # waits for its end
@@ -147,6 +160,8 @@ class LineSplitter:
         self._partial = held[edge:]
         if edge:
             self._cut = True
+            if len(self._passed) + edge <= MAX_LINE:
+                self._passed += held[:edge]
             return [held[:edge]]
         return []
 
@@ -223,7 +238,10 @@ class LogHub:
         self._counts[service] = count
         self._sizes[service] = size
 
-    def publish(self, service: str, raw: bytes, lines: list[bytes]) -> None:
+    def publish(self, service: str, raw: bytes, lines: list[bytes],
+                completed: bytes | None = None) -> None:
+        """`completed`: a line passed on in pieces, now whole (LineSplitter.completed),
+        for the readiness watcher only; the terminal and the API keep the pieces."""
         if not lines and not raw:
             return
         first = self._seq.get(service, 0) + 1
@@ -235,6 +253,8 @@ class LogHub:
             sink.write_chunk(raw, chunk)
         watcher = self._watchers.get(service)
         if watcher is not None:
+            if completed is not None:
+                watcher(completed.decode("utf-8", "replace"))
             for line in lines:
                 watcher(line.decode("utf-8", "replace"))
         self._notify()

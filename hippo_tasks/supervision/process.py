@@ -198,7 +198,7 @@ class _PipeProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         lines = self._split.feed(data)
-        self._hub.publish(self._service, data, lines)
+        self._hub.publish(self._service, data, lines, self._split.completed)
         self._reads += 1
         if self._waiting is None and self._split.waiting:
             self._arm()
