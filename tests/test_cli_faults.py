@@ -239,6 +239,39 @@ def test_a_port_held_by_a_connection_not_a_listener_says_so(project: Path) -> No
         listener.close()
 
 
+UNSEEING = ["unshare", "--user"]
+"""A command run in a user namespace of its own sees the other processes' /proc entries
+but may not read their descriptors: as another user sees root's servers."""
+
+
+def unseeing_works() -> bool:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run([*UNSEEING, "true"], timeout=10).returncode == 0
+    return False
+
+
+@pytest.mark.skipif(not unseeing_works(), reason="needs user namespaces (unshare --user)")
+def test_a_listener_this_user_cannot_see_is_not_a_connection_that_ended(
+        project: Path) -> None:
+    """A listener whose process cannot be inspected, with a closed connection to it in
+    TIME_WAIT beside it: "a connection that ended a moment ago ... try again in a
+    minute", for a port that never frees (adv24 c/1)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # this side closes first: its end waits in TIME_WAIT
+        client.close()
+        time.sleep(0.1)
+        up = subprocess.run([*UNSEEING, *HD_CLI, "up", "--detach"], cwd=project, text=True,
+                            capture_output=True, timeout=60)
+    assert up.returncode == 4, up.stdout + up.stderr
+    assert (f"port {port} (service 'web') is already in use (holder unknown: a process "
+            "listens on it that this user cannot see") in up.stderr, up.stderr
+    assert "ended a moment ago" not in up.stderr and "Try again in a minute" not in up.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="as root no process can be hidden by owner")
 def test_a_port_bound_without_listening_is_not_blamed_on_another_user(project: Path) -> None:
     """Root sees every process, so 'it may belong to another user' sent root looking

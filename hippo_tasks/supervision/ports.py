@@ -185,12 +185,24 @@ def without_listener(port: int, conns: list[Any] | None = None) -> tuple[str, bo
                     "to it without listening, which the kernel does not list)"
                     if os.geteuid() == 0 else
                     " (holder unknown: it may belong to another user)"), False
-    for conn in _inet_connections() if conns is None else conns:
-        if conn.laddr and conn.laddr.port == port and conn.status != psutil.CONN_LISTEN:
-            if conn.pid is None:
+    conns = [c for c in (_inet_connections() if conns is None else conns)
+             if c.laddr and c.laddr.port == port]
+    if any(c.status == psutil.CONN_LISTEN for c in conns):
+        # A listener whose process cannot be seen (another user's, another user
+        # namespace's): it was read as a closed connection's TIME_WAIT beside it, "try
+        # again in a minute", for a port that never frees (adv24 c/1).
+        return (" (holder unknown: a process listens on it that this user cannot see; it "
+                "may belong to another user)" + _ephemeral_note(port)), False
+    for conn in conns:
+        if conn.status != psutil.CONN_LISTEN:
+            if conn.pid is None and conn.status in (psutil.CONN_TIME_WAIT,
+                                                    psutil.CONN_FIN_WAIT2):
                 text = (f" by a connection that ended a moment ago ({conn.status}: no process "
                         "holds it, and the kernel frees it within a minute)")
                 nobody = True
+            elif conn.pid is None:  # CLOSE_WAIT lasts until its unseen holder closes it
+                text = (f" as its own end by a connection ({conn.status}) of a process this "
+                        "user cannot see; it may belong to another user")
             else:
                 try:
                     cmd = " ".join(psutil.Process(conn.pid).cmdline())
