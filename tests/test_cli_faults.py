@@ -272,6 +272,30 @@ def test_a_listener_this_user_cannot_see_is_not_a_connection_that_ended(
     assert "ended a moment ago" not in up.stderr and "Try again in a minute" not in up.stderr
 
 
+@pytest.mark.skipif(not unseeing_works(), reason="needs user namespaces (unshare --user)")
+def test_a_daemon_this_user_cannot_inspect_is_not_taken_for_a_stale_one(
+        project: Path) -> None:
+    """`hd status` and `hd down` from a shell that may not read the daemon's /proc links
+    (another user, a toolbox): the daemon was "not this project's daemon ... a registry
+    from another boot", and `down` said "nothing to stop", exit 0, with the stack running
+    (adv24 c/2). It is not judged; the commands reach it as usual."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    daemon = registry(project)["daemon"]["pid"]
+    try:
+        status = subprocess.run([*UNSEEING, *HD_CLI, "status"], cwd=project, text=True,
+                                capture_output=True, timeout=60)
+        assert status.returncode == 0 and "web" in status.stdout, status.stdout + status.stderr
+        down = subprocess.run([*UNSEEING, *HD_CLI, "down"], cwd=project, text=True,
+                              capture_output=True, timeout=60)
+        assert down.returncode == 0 and "stack stopped" in down.stdout, \
+            down.stdout + down.stderr
+        assert wait_for(lambda: not alive(daemon), timeout=10)
+    finally:
+        hd(project, "down", timeout=60)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="as root no process can be hidden by owner")
 def test_a_port_bound_without_listening_is_not_blamed_on_another_user(project: Path) -> None:
     """Root sees every process, so 'it may belong to another user' sent root looking

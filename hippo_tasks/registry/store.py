@@ -392,8 +392,12 @@ def stranger_daemon(data: Data, root: Path) -> bool:
     if not daemon_alive(data):
         return False
     pid = int((data.get("daemon") or {})["pid"])
-    if pid == os.getpid() or not os.access(f"/proc/{pid}/fd", os.R_OK):
+    if pid == os.getpid():
         return False
+    try:  # read, not os.access: in a user namespace of its own (a toolbox, `unshare`)
+        os.readlink(f"/proc/{pid}/cwd")  # access() and even a listing of fd/ say yes,
+    except OSError:  # and each link is refused: a running stack was called stale, and
+        return False  # `down` said "nothing to stop", exit 0 (adv24 c/2)
     return _daemon_folder(data, root) is None
 
 
