@@ -273,3 +273,34 @@ def test_a_restart_refused_for_want_of_descriptors_is_tried_again(project: Path)
         assert svc.pid != pid and svc.restarts >= 2
 
     run(project, text, scenario)
+
+
+def test_a_port_check_refused_for_want_of_descriptors_is_tried_again(project: Path) -> None:
+    """A service with a port, started while the daemon has no descriptor to spare: the
+    port check's own socket failed with EMFILE, and the service was `failed` with
+    "internal error: OSError(24, ...) (please report it)" (adv24 c/3). It is a backoff,
+    saying the limit, and it starts once descriptors come back."""
+    import resource
+
+    (port,) = free_ports(1)
+    text = (stack_header(1, backoff_initial=0.2, backoff_max=0.4)
+            + toy_service("web", port, readiness={"tcp": True}))
+
+    async def scenario(h: Harness) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest_free = min(set(range(4096)) - {int(fd) for fd in os.listdir("/proc/self/fd")})
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no new fd at all
+        svc = h.stack.get("web")
+        try:
+            started = asyncio.ensure_future(h.stack.start_and_wait())
+            while "cannot check its port" not in svc.reason:
+                assert svc.state != State.FAILED, svc.reason
+                await asyncio.sleep(0.02)
+            assert svc.state == State.BACKOFF and "trying again in" in svc.reason, svc.reason
+            assert f"ulimit -n: {lowest_free}" in svc.reason, svc.reason
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert await started is None
+        assert svc.state == State.RUNNING, svc.reason
+
+    run(project, text, scenario)

@@ -47,6 +47,18 @@ SHORT_OF = {errno.EMFILE: "this process has too many files open",
 good after a single try, though the resource came back seconds later."""
 
 
+def shortage(code: int) -> str:
+    """SHORT_OF's words, with the limit for EMFILE: under a hard `ulimit -n` the daemon
+    cannot lift, the shortage lasts, and the limit is what to raise."""
+    text = SHORT_OF[code]
+    if code == errno.EMFILE:
+        with contextlib.suppress(ImportError, OSError, ValueError):
+            import resource
+
+            text += f"; ulimit -n: {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
+    return text
+
+
 def interpreter_problem(path: str, search: str = os.defpath) -> str:
     """Why a script's `#!` line cannot run it, or "". The kernel says only "No such file
     or directory" for a script whose interpreter is missing (or saved with Windows line
@@ -172,7 +184,7 @@ def spawn(service: str, argv: tuple[str, ...], cwd: Path, env: Mapping[str, str]
                              "in a file") from exc
         if code in SHORT_OF:
             raise SpawnError(f"service {service}: cannot start {argv[0]!r}: "
-                             f"{os.strerror(code)} ({SHORT_OF[code]})", transient=True) from exc
+                             f"{os.strerror(code)} ({shortage(code)})", transient=True) from exc
         raise SpawnError(f"service {service}: cannot start {argv[0]!r}: {exc}") from exc
     assert proc.stdout is not None
     with contextlib.suppress(OSError):

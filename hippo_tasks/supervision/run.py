@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,7 +33,14 @@ from hippo_tasks.supervision.backoff import Backoff, Clock, next_failures
 from hippo_tasks.supervision.liveness import Liveness
 from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.ownership import Ownership
-from hippo_tasks.supervision.process import Child, SpawnError, end_scope, spawn
+from hippo_tasks.supervision.process import (
+    SHORT_OF,
+    Child,
+    SpawnError,
+    end_scope,
+    shortage,
+    spawn,
+)
 from hippo_tasks.supervision.readiness import Outcome, until_ready, while_running
 from hippo_tasks.supervision.scope import Scope
 from hippo_tasks.supervision.states import ALLOWED, State, StateMachine, Transition
@@ -342,7 +350,14 @@ class ServiceRun:
                            f"{self.planned.port}: a service with `port` gets it as $PORT "
                            "(give another port another name)")
         if main and self.planned.port is not None:
-            busy = ports.taken(self.name, self.planned.port, again=port_busy_retries)
+            try:
+                busy = ports.taken(self.name, self.planned.port, again=port_busy_retries)
+            except OSError as exc:  # the check's own socket: "internal error" (adv24 c/3)
+                if exc.errno not in SHORT_OF:
+                    raise
+                raise SpawnError(f"service {self.name}: cannot check its port "
+                                 f"{self.planned.port}: {os.strerror(exc.errno)} "
+                                 f"({shortage(exc.errno)})", transient=True) from exc
             if busy is not None:  # a stranger would answer its probe: it would be "ready"
                 raise SpawnError(f"service {self.name}: {busy}", transient=port_busy_retries)
         first_seq = self.ctx.hub.last_seq(self.name) + 1
