@@ -544,3 +544,13 @@ class SharedStateDirError(StateDirError):
                 f"in {owner}: two stacks cannot share one. Remove the link (`rm "
                 f"{shlex.quote(self.path)}`; Hippodrome makes the folder) or point it at a "
                 "folder of another name; nothing was started or stopped.")
+
+
+class StarterWriteError(StateDirError):
+    """`hd init` could not write its files: it starts nothing, so the outcome is what it
+    did not write (it ended "nothing was started or stopped")."""
+
+    def message(self) -> str:
+        return (f"cannot write {self.path}: {self.problem}. Make the folder writable (or "
+                "free disk space), or run hd init in a folder you can write to; nothing "
+                "was written.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import urllib.request
@@ -110,6 +111,38 @@ def test_a_folder_at_a_files_name_is_refused_before_anything_is_written(
         assert "--force" not in res.stderr and "nothing was written" in res.stderr
         assert (project / "hippodrome.toml").read_text() == "# mine, edited by hand\n"
     assert sorted(p.name for p in project.iterdir()) == ["hippodrome.toml", "tasks.py"]
+
+
+def test_a_link_to_nothing_at_a_files_name_is_not_taken_for_no_file(
+        project: Path, tmp_path: Path) -> None:
+    """A hippodrome.toml linked to a dotfiles stack not checked out yet: `hd init`
+    replaced the link with a file, exit 0 (adv24 c/4). `--force` still replaces it."""
+    sh = shell_in(project, tmp_path / "scratch")
+    (project / "hippodrome.toml").symlink_to("../dotfiles/shop.toml")
+    res = sh.run("hd init")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert (f"hippodrome.toml in {project} is a link to ../dotfiles/shop.toml, which does "
+            "not exist") in res.stderr and "nothing was written" in res.stderr, res.stderr
+    assert os.readlink(project / "hippodrome.toml") == "../dotfiles/shop.toml"
+    res = sh.run("hd init --force")
+    assert res.returncode == 0, res.stderr
+    assert (project / "hippodrome.toml").read_text() == starter.OWN_STACK
+
+
+def test_a_folder_it_cannot_write_says_nothing_was_written(tmp_path: Path) -> None:
+    """It ended "nothing was started or stopped", words for up and down (adv24 c/4)."""
+    from hippo_tasks.errors import StateDirError
+    from hippo_tasks.tasks.scaffold import write_starter
+
+    gone = tmp_path / "deleted-under-the-shell"
+    try:
+        write_starter(gone)
+    except StateDirError as exc:
+        said = exc.message()
+    else:
+        raise AssertionError("wrote into a folder that does not exist")
+    assert said.startswith(f"cannot write {gone / 'hippodrome.toml'}: No such file"), said
+    assert said.endswith("nothing was written.") and "started or stopped" not in said
 
 
 def test_tasks_py_makes_invoke_work_in_that_folder(project: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hippo_tasks.errors import StateDirError, UsageError
+from hippo_tasks.errors import StarterWriteError, UsageError
 from hippo_tasks.model.project import current_folder
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import handles_errors
@@ -44,6 +44,14 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
             f"{names} in {folder} {'is' if len(blocked) == 1 else 'are'} not a file (a "
             "folder, or a link to one): hd init writes files only; move it away, then run "
             "hd init again; nothing was written")
+    dangling = [name for name in files if os.path.islink(folder / name)
+                and not (folder / name).exists()]
+    if dangling and not force:  # taken for no file, and the link replaced (adv24 c/4)
+        name = dangling[0]
+        raise UsageError(
+            f"{name} in {folder} is a link to {os.readlink(folder / name)}, which does not "
+            "exist: hd init writes nothing over it (create the file it leads to, or run "
+            "`hd init --force` to replace the link with a fresh file); nothing was written")
     existing = [name for name in files if (folder / name).exists()]
     if existing and not force:
         names = " and ".join(existing)
@@ -62,7 +70,7 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
         for tmp in temps.values():
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-        raise StateDirError.from_os(exc, folder / name) from exc
+        raise StarterWriteError.from_os(exc, folder / name) from exc
     return [folder / name for name in files]
 
 
