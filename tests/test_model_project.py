@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from hippo_tasks.errors import UsageError
 from hippo_tasks.model.project import default_table_prefix, find_project_root, sanitize_branch
 
 
@@ -19,6 +23,26 @@ def test_root_is_nearest_marker(tmp_path: Path) -> None:
     deep = tmp_path / "a" / "b"
     deep.mkdir(parents=True)
     assert find_project_root(deep, env={}) == tmp_path.resolve()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_a_marker_of_another_user_in_a_parent_folder_is_refused(tmp_path: Path) -> None:
+    """`/tmp/hippodrome.toml` planted by another user: `hd up` in any folder below ran
+    its commands as this user (adv24 c/6). Refused, naming the file and its owner; in
+    the folder itself (or through --project-root) it is taken."""
+    shared = tmp_path / "shared"
+    mine = shared / "myclone"
+    mine.mkdir(parents=True)
+    planted = shared / "hippodrome.toml"
+    planted.write_text("")
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(UsageError) as refused:
+        find_project_root(mine, env={})
+    said = refused.value.message()
+    assert f"{planted} belongs to another user" in said and "--project-root" in said, said
+    assert find_project_root(shared, env={}) == shared.resolve()
+    os.chown(planted, 0, 0)  # root's own (a system install) is taken
+    assert find_project_root(mine, env={}) == shared.resolve()
 
 
 def test_root_falls_back_to_src_dir_then_cwd(tmp_path: Path) -> None:

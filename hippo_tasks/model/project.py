@@ -23,7 +23,10 @@ def find_project_root(
     env = os.environ if env is None else env
     here = (start or current_folder()).resolve()
     for folder in (here, *here.parents):
-        if any(os.path.lexists(folder / marker) for marker in ROOT_MARKERS):
+        found = [folder / m for m in ROOT_MARKERS if os.path.lexists(folder / m)]
+        if found:
+            if folder != here:
+                _not_a_strangers(found)
             return folder
     src = env.get("HIPPODROME_SRC_DIR")
     if src:
@@ -34,6 +37,32 @@ def find_project_root(
                              "unset the variable, or run from your stack's folder")
         return root
     return here
+
+
+def _not_a_strangers(markers: list[Path]) -> None:
+    """A marker found in a parent folder must be this user's (or root's): one planted by
+    another user in a shared folder (`/tmp/hippodrome.toml`) made `hd up` in any folder
+    below it run that user's commands as this one, as git's "dubious ownership" check
+    guards against (adv24 c/6). The folder one runs in is trusted; so is
+    --project-root, which says which folder is meant."""
+    me = os.geteuid()
+    for marker in markers:
+        try:
+            owner = os.lstat(marker).st_uid
+        except OSError:
+            continue
+        if owner not in (me, 0):
+            try:
+                import pwd
+
+                name = pwd.getpwuid(owner).pw_name
+            except (ImportError, KeyError):
+                name = f"uid {owner}"
+            raise UsageError(
+                f"{marker} belongs to another user ({name}), so it is not taken as this "
+                "folder's stack (a file another user put in a parent folder would run "
+                "their commands as you): run from a folder with your own hippodrome.toml, "
+                f"or pass --project-root {marker.parent} if you trust it")
 
 
 def current_folder() -> Path:
