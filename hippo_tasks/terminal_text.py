@@ -20,6 +20,20 @@ import os
 import re
 from typing import Any
 
+
+def colour_wanted(fd: int) -> bool:
+    """Colour on a terminal, unless NO_COLOR is set (any value) or TERM says the
+    terminal understands no escapes (`dumb`: Emacs' shell and compile buffers, some CI
+    consoles; or unset), as git, ls and pip judge it: those showed `^[[32m` (adv24 c/5).
+    The one rule for the printer and every command's own output."""
+    if "NO_COLOR" in os.environ or os.environ.get("TERM", "dumb") in ("dumb", ""):
+        return False
+    try:
+        return os.isatty(fd)
+    except (OSError, ValueError):
+        return False
+
+
 _SUSPECT = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")
 """A byte that may need work: a control character (tab aside) or not ASCII."""
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")

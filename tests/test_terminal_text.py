@@ -5,9 +5,12 @@ lines. The files keep the bytes as written."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -156,3 +159,27 @@ def test_a_port_holders_hostile_command_line_is_shown_safely(project: Path) -> N
 def test_a_message_of_several_lines_keeps_its_breaks() -> None:
     assert lines_for_terminal("one\ntwo \x1b]0;t\x07") == "one\ntwo ^[]0;t^G"
     assert lines_for_terminal("plain\nlines") == "plain\nlines"
+
+
+@pytest.mark.parametrize(("env", "coloured"), [
+    ({"TERM": "xterm-256color"}, True), ({"TERM": "dumb"}, False), ({}, False),
+    ({"TERM": "xterm", "NO_COLOR": ""}, False)])
+def test_colour_only_on_a_terminal_that_understands_it(env: dict[str, str],
+                                                       coloured: bool) -> None:
+    """TERM=dumb (Emacs' shell, some CI consoles) got `^[[31m` (adv24 c/5); an unset
+    TERM is taken as dumb, as git and ls take it. On a real pseudo-terminal."""
+    import pty
+
+    full = {k: v for k, v in os.environ.items() if k not in ("TERM", "NO_COLOR")}
+    leader, follower = pty.openpty()
+    with tempfile.TemporaryDirectory() as empty:
+        proc = subprocess.run([*HD_CLI, "status"], cwd=empty, stdout=follower,
+                              stderr=follower, env={**full, **env}, timeout=60)
+    os.close(follower)
+    said = b""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(leader, 65536):
+            said += chunk
+    os.close(leader)
+    assert proc.returncode == 5 and b"No Hippodrome daemon" in said, said
+    assert (b"\x1b[" in said) == coloured, (env, said)

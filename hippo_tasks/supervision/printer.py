@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from hippo_tasks.supervision.logs import LogChunk
-from hippo_tasks.terminal_text import line_for_terminal, to_devnull
+from hippo_tasks.terminal_text import colour_wanted, line_for_terminal, to_devnull
 
 _PALETTE = ("\x1b[36m", "\x1b[32m", "\x1b[33m", "\x1b[35m", "\x1b[34m", "\x1b[96m",
             "\x1b[92m", "\x1b[93m", "\x1b[95m", "\x1b[94m", "\x1b[38;5;208m", "\x1b[38;5;141m",
@@ -43,12 +43,10 @@ def _screen_rows() -> int:
 
 
 def use_colour(stream: BinaryIO | None = None) -> bool:
-    """Colour unless NO_COLOR is set (any value) or the output is not a terminal."""
-    if "NO_COLOR" in os.environ:
-        return False
+    """terminal_text.colour_wanted, for the stream the printer writes."""
     target = stream if stream is not None else sys.stdout.buffer
     try:
-        return os.isatty(target.fileno())
+        return colour_wanted(target.fileno())
     except (AttributeError, OSError, ValueError):
         return False
 

@@ -40,10 +40,13 @@ def exit_code_for(exc: E.HippoError) -> int:
 
 
 def colour_on(stream: Any = None) -> bool:
-    if "NO_COLOR" in os.environ:
-        return False
+    from hippo_tasks.terminal_text import colour_wanted
+
     target = stream or sys.stdout
-    return bool(getattr(target, "isatty", lambda: False)())
+    try:
+        return colour_wanted(target.fileno())
+    except (AttributeError, OSError, ValueError):  # a StringIO, a closed stream
+        return False
 
 
 RED, GREEN, YELLOW, DIM, BOLD, RESET = "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[2m", "\x1b[1m", \
