@@ -124,6 +124,28 @@ def test_a_cascade_leaves_running_a_dependant_it_could_not_start_again(project: 
         hd(project, "down", check=True)
 
 
+def test_a_restart_of_a_service_whose_dependency_was_stopped_leaves_it_running(
+        project: Path) -> None:
+    """`hd restart -s d` with c, which d depends on, stopped on purpose: d was ended and
+    left stopped, "dependency 'c' is stopped", and "while this one waited" for a stop
+    made before it was asked (adv24 a/4). d runs on; exit 1 says why."""
+    dash, c, d = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("c", c)
+                + toy_service("d", d, depends_on=["c"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        hd(project, "stop", "-s", "c", check=True)
+        before = pid(project, "d")
+        said = hd(project, "restart", "-s", "d", timeout=60)
+        assert said.returncode == 1, said.stdout + said.stderr
+        assert "d: running (pid" in said.stdout and "not restarted: its dependency 'c' " \
+            "is stopped" in said.stdout, said.stdout
+        assert "while this one waited" not in said.stdout + said.stderr
+        assert pid(project, "d") == before
+    finally:
+        hd(project, "down", check=True)
+
+
 def test_a_crash_cascade_leaves_alone_a_dependant_whose_other_dependency_is_stopped(
         project: Path) -> None:
     """db (restart_cascades) crashed while left, which top also depends on, was stopped

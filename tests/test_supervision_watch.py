@@ -252,6 +252,48 @@ def test_a_change_while_a_stop_is_under_way_does_not_undo_it(project: Path) -> N
     run(project, text, scenario)
 
 
+def test_a_save_or_a_restart_leaves_running_a_service_whose_dependency_was_stopped(
+        project: Path) -> None:
+    """db stopped on purpose, app (which depends on it) still serving: a save of app's
+    files, or `hd restart -s app`, ended app, which then could not start again, and
+    left it stopped (adv24 a/4). It keeps running, and the note says why."""
+    db, app = free_ports(2)
+    code = project / "svc" / "app.py"
+    code.parent.mkdir()
+    code.write_text("v = 0\n")
+    text = toy_service("db", db) + toy_service("app", app, cwd="svc", watch=["*.py"],
+                                               depends_on=["db"])
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        svc = h.stack.get("app")
+        first = svc.pid
+        await h.stack.stop(["db"])
+        await asyncio.sleep(0.6)
+        code.write_text("v = 1\n")
+        deadline = time.monotonic() + 10
+        while not any("change detected" in r.text for r in h.hub.tail("app", 200)):
+            assert time.monotonic() < deadline, "the save was never seen"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        said = [r.text for r in h.hub.tail("app", 200) if "change detected" in r.text]
+        assert "not restarted, as its dependency 'db' is stopped" in said[-1], said
+        assert svc.state == State.RUNNING and svc.pid == first, (svc.state, svc.reason)
+        held: dict[str, str] = {}
+        snap = await h.stack.restart("app", held)
+        assert snap.ready and svc.pid == first and held["app"].startswith(
+            "not restarted: its dependency 'db' is stopped"), held
+        await h.stack.start(["db"])
+        code.write_text("v = 2\n")
+        while svc.pid == first:
+            assert time.monotonic() < deadline + 10, "db runs again: a save restarts app"
+            await asyncio.sleep(0.05)
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario)
+
+
 async def first_save_seen(root: Path, pattern: str, app: Path,
                           before: Callable[[], Awaitable[None]] | None = None,
                           limit: float = 30) -> list[str]:

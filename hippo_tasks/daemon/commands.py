@@ -221,9 +221,14 @@ class StackCommands:
                     if row["name"] in skipped:
                         row["not_restarted"] = skipped[row["name"]]
                 return result
-            snap = self._call(stack.restart(name), f"restart {name}", timeout)
+            held: dict[str, str] = {}
+            snap = self._call(stack.restart(name, held), f"restart {name}", timeout)
             self._not_shut_down(f"restart {name}")
-            return self._result([name], {name: snap})
+            result = self._result([name], {name: snap})
+            for row in result["services"]:
+                if row["name"] in held:
+                    row["not_restarted"] = held[row["name"]]
+            return result
 
         settled = self._call(stack.restart_all(), "restart stack", timeout)
         self._not_shut_down("restart of the stack")

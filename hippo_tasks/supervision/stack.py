@@ -249,9 +249,33 @@ class StackSupervisor:
             svc.hold(final=True)
         await asyncio.gather(*(svc.kill_now() for svc in self.services.values()))
 
-    async def restart(self, name: str) -> ServiceSnapshot:
+    async def restart(self, name: str, skipped: dict[str, str] | None = None
+                      ) -> ServiceSnapshot:
+        """Restart one service; not when a dependency stopped on purpose would keep it
+        from starting again (then why is in `skipped`): it was ended and left stopped,
+        a service that was serving taken down by the command meant to refresh it."""
         await self._after_stops([name])
+        blocker = self.blocked_by(name)
+        if blocker is not None:
+            note = (f"not restarted: its dependency '{blocker.name}' is "
+                    f"{blocker.state.value}, so it could not start again (`hd start "
+                    f"--service {blocker.name}`, then `hd restart --service {name}`)")
+            self.ctx.hub.system(name, note)
+            if skipped is not None:
+                skipped[name] = note
+            return self.get(name).snapshot()
         return await self._through_restart(await self.get(name).request("restart"))
+
+    def blocked_by(self, name: str) -> ServiceSupervisor | None:
+        """A dependency of `name` that is stopped or failed with no start asked for (its
+        condition unmet), so `name` could not start again if it stopped now."""
+        svc = self.services[name]
+        conditions = dict(svc.planned.spec.conditions)
+        for dep in svc.deps:
+            if dep.state in (State.STOPPED, State.FAILED, State.STOPPING) and \
+                    not dep.starting_soon and not dep.meets(conditions.get(dep.name)):
+                return dep
+        return None
 
     def dependants_closure(self, name: str) -> list[str]:
         """Everything that depends on `name`, directly or not, in start order."""
@@ -390,6 +414,14 @@ class StackSupervisor:
                 first < self._exited_at.get(name, -OWN_WRITES_S) + OWN_WRITES_S:
             self.ctx.hub.system(name, f"change detected ({shown}) as it exited: not acted on "
                                       "(save again, or `hd start`, to start it now)")
+            return
+        blocker = self.blocked_by(name)
+        if blocker is not None:  # a save took a serving service down for good (adv24 a/4)
+            self.ctx.hub.system(name, f"change detected ({shown}): not restarted, as its "
+                                      f"dependency '{blocker.name}' is "
+                                      f"{blocker.state.value} and it could not start again "
+                                      f"(`hd start --service {blocker.name}`; the next "
+                                      "change then restarts it)")
             return
         self.ctx.hub.system(name, f"change detected ({shown}): restarting")
         svc.request("restart", "file change")
