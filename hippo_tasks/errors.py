@@ -219,6 +219,11 @@ class UnlistedDaemonError(DaemonUnreachableError):
                 "and its guard then ends the services")
 
 
+EXIT_ALREADY_RUNNING = 7
+"""The exit code for a DaemonAlreadyRunningError (tasks/output.py); `hd mcp`'s start
+reads it from an `up` that lost a race (mcp/backend.py)."""
+
+
 class DaemonAlreadyRunningError(HippoError):
     def __init__(self, project_root: str, url: str, pid: int, note: str = "") -> None:
         """`note`: the stack file changed since that daemon started (project.changed_since)."""

@@ -4,6 +4,7 @@ the daemon's HTTP endpoint and over `hd mcp` (stdio): answers, outcomes, bad arg
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,27 @@ def test_start_of_one_service_with_no_stack_brings_up_that_service(project: Path
         up = await agent.ok("start", service="web")
         assert up["ok"] and up["launched"], up
         assert {r["name"] for r in up["services"]} == {"web", "db"}  # --only, with its dep
+
+    try:
+        run(stdio(project), scenario)
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_two_starts_at_once_with_no_stack_both_answer_ok(project: Path) -> None:
+    """Agents issue tool calls in parallel: of two `start` calls with no stack running,
+    the one whose `hd up --detach` lost the race answered `ok: false`, "hd up --detach
+    failed ... already running", with no rows (adv24 b/2). It starts through the daemon
+    the other made, as any later start does."""
+    small_stack(project)
+
+    async def scenario(agent: Agent) -> None:
+        calls = await asyncio.gather(agent.call("start"), agent.call("start", service="web"))
+        both = [call.data for call in calls]
+        for answer in both:
+            assert answer["ok"] and answer["services"], both
+            assert "up --detach failed" not in answer["summary"], both
+        assert sum(bool(a.get("launched")) for a in both) == 1, both
 
     try:
         run(stdio(project), scenario)

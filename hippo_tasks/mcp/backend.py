@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hippo_tasks.daemon.client import DaemonClient
-from hippo_tasks.errors import DaemonNotRunningError
+from hippo_tasks.errors import EXIT_ALREADY_RUNNING, DaemonNotRunningError
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.commands import StackCommands
@@ -138,7 +138,13 @@ class HttpStack:
             args += ["--profile", profile]
         if only:
             args += ["--only", only]
-        return run_hd(self.root, args, timeout)
+        ran = run_hd(self.root, args, timeout)
+        if ran.code == EXIT_ALREADY_RUNNING:
+            # Another caller's `up` won (two start calls at once: agents issue tool calls
+            # in parallel): the daemon it made takes this start, as any start would. It
+            # answered `ok: false`, "hd up --detach failed ... already running" (adv24 b/2).
+            return None
+        return ran
 
 
 class LocalStack:

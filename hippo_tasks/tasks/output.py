@@ -23,7 +23,7 @@ EXIT_CODES: list[tuple[type[E.HippoError], int]] = [
     (E.DaemonNotRunningError, 5),
     (E.StackShutDownError, 5),
     (E.DaemonUnreachableError, 6),
-    (E.DaemonAlreadyRunningError, 7),
+    (E.DaemonAlreadyRunningError, E.EXIT_ALREADY_RUNNING),
     (E.RequestTimeoutError, 8),
     (E.LifecycleBusyError, 9),
     (E.StateDirError, E.EXIT_STATE_DIR),
