@@ -133,6 +133,35 @@ def up_with_events(project: Path, tools: FakeTools,
     return prefix, dash, env
 
 
+def test_events_send_and_hd_mcp_send_the_token_up_made(project: Path, tools: FakeTools,
+                                                         moto_endpoint: str) -> None:
+    """`up --enable-events` makes a random token that is never shown: `hd events.send`
+    and `hd mcp`'s events_send were answered 401 by their own stack, with no way to set
+    the variable the advice named (adv24 b/3). They send the running daemon's token."""
+    from mcputil import Agent, stdio
+    from mcputil import run as mcp_run
+
+    _, dash, env = up_with_events(project, tools, moto_endpoint)
+    try:
+        token = daemon_token(project)
+        assert "HIPPODROME_WEBHOOK_TOKEN" not in env and \
+            "HIPPODROME_WEBHOOK_TOKEN" not in os.environ
+        sent = hd(project, "events.send", "--detail-type", "Nothing.Routed", env=env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert '"status": "ignored"' in sent.stdout and token not in sent.stdout + sent.stderr
+
+        async def scenario(agent: Agent) -> None:
+            answer = await agent.ok("events_send", detail_type="Nothing.Routed")
+            assert answer["ok"] and answer["http_status"] == 200, answer
+            assert token not in json.dumps(answer)
+
+        mcp_run(stdio(project), scenario)
+        status = hd(project, "status", "--json", env=env)
+        assert token not in status.stdout + status.stderr
+    finally:
+        hd(project, "down", env=env)
+
+
 def test_a_tunnel_that_exits_is_said_in_status_and_the_log(project: Path, tools: FakeTools,
                                                            moto_endpoint: str) -> None:
     """The tunnel gone (a provider dropping a quick tunnel, a kill): events stopped

@@ -203,6 +203,10 @@ class Engine:
                 "port": self.plan.dashboard_port,
                 "guard_pid": self.guard.pid,
                 "token": self.ownership.token,
+                # For `hd events.send`, `events.replay` and `hd mcp` (same user: the file
+                # is 0600): `up --enable-events` makes a random token no one is shown,
+                # and they were answered 401 by their own stack (adv24 b/3).
+                "webhook_token": self.webhook_token,
                 "mode": self.ownership.mode,
                 "cgroup": str(self.ownership.base) if self.ownership.base else None,
                 "started_at": self.started_at,

@@ -37,6 +37,18 @@ def webhook_token() -> str | None:
     return token
 
 
+def stack_webhook_token(daemon: dict[str, Any] | None) -> str | None:
+    """The token a client sends to its own stack's webhook: HIPPODROME_WEBHOOK_TOKEN,
+    else the one the running daemon checks (its registry record, `daemon`). `up
+    --enable-events` makes a random one that is never shown, and `hd events.send` and
+    `hd mcp` were answered 401 by the very stack they were run for."""
+    token = webhook_token()
+    if token is None and daemon:
+        recorded = daemon.get("webhook_token")
+        token = recorded if isinstance(recorded, str) and recorded else None
+    return token
+
+
 def _recorded(registry: Registry) -> list[dict[str, Any]]:
     return list(registry.read().get("resources") or [])
 

@@ -123,9 +123,10 @@ class HttpStack:
         return self.client().why(service)
 
     def webhook_token(self) -> str | None:
-        from hippo_tasks.events.hooks import webhook_token
+        from hippo_tasks.events.hooks import stack_webhook_token
+        from hippo_tasks.registry.store import Registry
 
-        return webhook_token()
+        return stack_webhook_token(Registry(self.root).read().get("daemon"))
 
     def up(self, profile: str, timeout: float, only: str = "") -> Ran | None:
         try:

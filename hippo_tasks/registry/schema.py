@@ -155,6 +155,7 @@ DAEMON = obj({
     "table_prefix": string,
     "logs_dir": string,
     "token": string,
+    "webhook_token": optional(string),
     "cgroup": optional(string),
     "mode": string,
     "started": boolean,

@@ -21,7 +21,7 @@ from invoke.tasks import task
 
 from hippo_tasks.daemon.client import DaemonClient
 from hippo_tasks.errors import DaemonUnreachableError, UsageError
-from hippo_tasks.events.hooks import webhook_token
+from hippo_tasks.events.hooks import stack_webhook_token, webhook_token
 from hippo_tasks.model.project import find_project_root
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.tasks.context import resolve_root, table_prefix_for
@@ -121,10 +121,11 @@ def send(c: Context, detail_type: str = "", file: str = "", project_root: str = 
     """
     if not detail_type:
         raise UsageError("--detail-type is required, e.g. --detail-type EcomIndexSettings.MODIFY")
-    token = webhook_token()
+    webhook_token()  # a bad HIPPODROME_WEBHOOK_TOKEN is refused before anything else
     root = resolve_root(project_root)
     client = DaemonClient.for_project(root)
     daemon = Registry(root).read().get("daemon") or {}
+    token = stack_webhook_token(daemon)
     detail = _detail(file, detail_type, str(daemon.get("table_prefix") or ""))
     event = {"source": "marqo.dynamodb", "detail-type": detail_type, "detail": detail}
     status, answer = client.post_event(event, token)
@@ -198,9 +199,10 @@ def replay(c: Context, file: str, filter: str = "", speed: str = "",
         print(_usage())
         return
     pace = _speed(speed, as_fast_as_possible)
-    token = webhook_token()
+    webhook_token()
     root = resolve_root(project_root)
     client = DaemonClient.for_project(root)
+    token = stack_webhook_token(Registry(root).read().get("daemon"))
 
     def started(report: ReplayReport) -> None:
         how = "as fast as possible" if pace is None else \
