@@ -182,3 +182,27 @@ def test_a_stack_file_edited_into_one_up_refuses_says_so_before_down(tmp_path: P
     assert "refuses the stack file as it is now: " in said and ":8" in said, said
     stack.write_text(good + "# a comment\n")
     assert changed_since(tmp_path, stamp).endswith("`hd down` then `hd up` applies the change")
+
+
+def test_a_file_saved_back_to_its_bytes_is_not_a_change(tmp_path: Path) -> None:
+    """`git stash` then `git stash pop`, an editor's save with no change, `touch`: the
+    note said the file was saved and `hd down` then `hd up` applied the change, for the
+    rest of the run (adv24 a/6). An edit that keeps the size is still one."""
+    from hippo_tasks.model.project import STAMP_PARTS, changed_since, file_stamp
+
+    stack, env = tmp_path / "hippodrome.toml", tmp_path / ".env"
+    stack.write_text('[stack]\ndefaults = false\n')
+    env.write_text("A=1\n")
+    stamp = STAMP_PARTS.join([file_stamp(stack) or "", f"{env}\t{file_stamp(env)}"])
+    for path in (stack, env):
+        text = path.read_text()
+        path.write_text(text + "# x\n")
+        assert changed_since(tmp_path, stamp), path
+        path.write_text(text)
+        os.utime(path, ns=(1, 2_000_000_000_000_000_000))  # another time, the same bytes
+        assert changed_since(tmp_path, stamp) == "", path
+    env.write_text("A=2\n")  # the same size, other bytes
+    assert changed_since(tmp_path, stamp).startswith(".env was saved"), \
+        changed_since(tmp_path, stamp)
+    old = stamp.replace(":" + (file_stamp(stack) or "").rsplit(":", 1)[1], ":", 1)
+    assert changed_since(tmp_path, old.split(STAMP_PARTS)[0]) != "", "no checksum: by time"

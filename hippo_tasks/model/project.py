@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -76,16 +78,41 @@ def current_folder() -> Path:
                          "pass --project-root DIR") from None
 
 
+DIGEST_LIMIT = 1 << 20
+"""Files up to this size carry a checksum of their bytes in their stamp."""
+
+
 def file_stamp(path: Path) -> str | None:
-    """A file as it was read, `<mtime_ns>:<size>`; None without one. Compared for
-    equality, not order: a file with a future time (unpacked from an archive, a clock
-    ahead) read as changed after every `up` when it was compared with the daemon's
-    start."""
+    """A file as it was read, `<mtime_ns>:<size>:<crc32>`; None without one. Compared for
+    equality, not order (same_stamp): a file with a future time (unpacked from an
+    archive, a clock ahead) read as changed after every `up` when it was compared with
+    the daemon's start. The checksum is empty for a file too large, or one that is not
+    a regular file (a pipe would hang the read)."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return f"{st.st_mtime_ns}:{st.st_size}"
+    digest = ""
+    if stat.S_ISREG(st.st_mode) and st.st_size <= DIGEST_LIMIT:
+        try:
+            with open(path, "rb") as fh:
+                digest = format(zlib.crc32(fh.read(DIGEST_LIMIT + 1)), "08x")
+        except OSError:
+            pass
+    return f"{st.st_mtime_ns}:{st.st_size}:{digest}"
+
+
+def same_stamp(then: str | None, now: str | None) -> bool:
+    """The same file content: the same stamp, or, with another time, the same size and
+    checksum. A file saved back to its bytes (`git stash` and `pop`, an editor's save
+    with no change, `touch`) read as an edit that `hd down` and `hd up` would apply,
+    for the rest of the run (adv24 a/6)."""
+    if then == now:
+        return True
+    if then is None or now is None:
+        return False
+    t, n = then.split(":"), now.split(":")
+    return len(t) == 3 == len(n) and t[1:] == n[1:] and bool(t[2])
 
 
 def stack_file_stamp(root: Path) -> str | None:
@@ -126,7 +153,7 @@ def changed_since(root: Path, stamp: str | None) -> str:
         return (f"{ROOT_MARKERS[0]} was removed after this stack started; the running "
                 "stack (and a restart) uses it as it was then, and the next `hd up` here "
                 "runs the bundled stack unless the file is back")
-    saved = [ROOT_MARKERS[0]] if now != own else []
+    saved = [] if same_stamp(own, now) else [ROOT_MARKERS[0]]
     gone = []
     for part in env_files:
         path, _, then = part.partition("\t")
@@ -134,7 +161,7 @@ def changed_since(root: Path, stamp: str | None) -> str:
         stamp_now = file_stamp(Path(path))
         if then and (stamp_now is None or not os.path.isfile(path)):  # removed, or a
             gone.append(shown)  # folder in its place (s/3): `down` + `up` refuses
-        elif stamp_now != (then or None):
+        elif not same_stamp(then or None, stamp_now):
             saved.append(shown)
     if gone:
         return (f"{' and '.join(gone)} (an env_file) {'are' if len(gone) > 1 else 'is'} "
