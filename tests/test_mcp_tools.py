@@ -184,6 +184,7 @@ def test_nan_and_infinity_are_refused_wherever_they_are(tool: str, args: dict[st
 
     said = check_args(BY_NAME[tool], args)
     assert said is not None and f"argument '{where}': NaN and Infinity" in said, said
+    assert "such as 1e999" in said, said  # the client may have sent a number (adv24 b/4)
 
 
 def test_a_huge_bad_argument_is_not_echoed_whole() -> None:

@@ -561,6 +561,13 @@ def test_events_send_exit_codes(stack: Stack, project: Path) -> None:
         else:
             assert run.returncode == 2 and "nested too deeply (the webhook takes at most " \
                 "512 levels" in run.stderr, (levels, said)
+    # 1e999 is a JSON number Python reads as inf, and it was sent as the token Infinity,
+    # which the webhook refused (adv24 b/4); a bare NaN was sent and refused, exit 1.
+    for body, said in (('{"price": 1e999}', "1e999 is too large for a double: it would "
+                        "be sent as Infinity"), ('{"a": NaN}', "NaN is not JSON")):
+        (stack.root / "odd.json").write_text(body)
+        run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "odd.json")
+        assert run.returncode == 2 and said in run.stderr, run.stdout + run.stderr
     run = hd(stack.root, "events.send")
     assert run.returncode == 2 and "--detail-type is required" in run.stderr
     run = hd(project, "events.send", "--detail-type", "X.Y")  # no daemon there

@@ -86,8 +86,9 @@ def check_args(tool: Tool, args: dict[str, Any]) -> str | None:
     """None when the arguments fit the tool's schema, else what is wrong with them."""
     odd = _not_finite(args)
     if odd is not None:
-        return (f"bad arguments for {tool.name}: argument '{odd}': NaN and Infinity are "
-                f"not numbers JSON has; send a number. {usage(tool)}")
+        return (f"bad arguments for {tool.name}: argument '{odd}': NaN and Infinity "
+                "(which a number too large for a double, such as 1e999, becomes) are not "
+                f"numbers JSON has; send a finite number. {usage(tool)}")
     error: ValidationError | None = best_match(_validator(tool.name).iter_errors(args))
     if error is None:
         return None

@@ -11,6 +11,7 @@ other command) never loads boto3.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,20 @@ FILE_LIMIT = 16 * 1024 * 1024
 meets the webhook's own 413, but no device or runaway file is read into memory."""
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # sent, then refused by the webhook, exit 1
+
+
+def _finite(text: str) -> float:
+    """`1e999` is a JSON number, which Python reads as inf and wrote back as the token
+    `Infinity`: the webhook refused the event the file did not hold (adv24 b/4)."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{text} is too large for a double: it would be sent as "
+                         "Infinity, which JSON has not; write a smaller number, or a string")
+    return value
+
+
 def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
     """The file's object, else the smallest detail shaped like event_pipe's records."""
     if path:
@@ -88,7 +103,7 @@ def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
             # of 600, was sent, and the webhook's 400 came back as exit 1.
             if too_deep(text.encode("utf-8", "surrogatepass"), MAX_DEPTH - 1):
                 raise RecursionError
-            detail = json.loads(text)
+            detail = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
         except OSError as exc:
             raise UsageError(f"--file {path}: {exc.strerror or exc}") from None
         except Unusable as exc:
