@@ -200,7 +200,7 @@ def test_a_stack_with_a_token_replays_with_it_and_says_so_without(stack: Stack) 
     stack.wait_lines(1)
     before = len(stack.received("settings"))
     out = hd(stack.root, "events.replay", path.name, "--filter", "Test.Tokened",
-             env={"HIPPODROME_WEBHOOK_TOKEN": ""})
+             env={"HIPPODROME_WEBHOOK_TOKEN": "another-token"})
     assert out.returncode == 2, out.stdout + out.stderr
     assert "the webhook wants its token (401" in out.stderr
     assert "HIPPODROME_WEBHOOK_TOKEN" in out.stderr and "Recordings" in out.stderr
@@ -209,3 +209,9 @@ def test_a_stack_with_a_token_replays_with_it_and_says_so_without(stack: Stack) 
              env={"HIPPODROME_WEBHOOK_TOKEN": TOKEN})
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(stack.received("settings")) == before + 1
+    # Without the variable, the token the daemon checks (its registry's) is sent: a
+    # stack started with --enable-events has one no one is shown (adv24 b/3).
+    out = hd(stack.root, "events.replay", path.name, "--filter", "Test.Tokened",
+             env={"HIPPODROME_WEBHOOK_TOKEN": ""})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(stack.received("settings")) == before + 2

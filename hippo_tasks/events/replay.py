@@ -341,8 +341,8 @@ def _pause(until: float, sleep: Callable[[float], None], clock: Callable[[], flo
 
 def _refusal_hint(status: int) -> str:
     if status == 401:
-        return ("Set HIPPODROME_WEBHOOK_TOKEN to the daemon's token; a stack started with "
-                "--enable-events has a random one that is never shown: replay from the "
-                "dashboard's Recordings section (or POST /api/events/recordings/NAME/replay), "
-                "where the daemon sends its own token")
+        return ("HIPPODROME_WEBHOOK_TOKEN is not the daemon's token: unset it (the token "
+                "the running daemon checks is then sent), or replay from the dashboard's "
+                "Recordings section (or POST /api/events/recordings/NAME/replay), where the "
+                "daemon sends its own token")
     return "Replay from this machine against the daemon's 127.0.0.1 address"
