@@ -56,11 +56,11 @@ def _open_lock(lock: Path) -> int:
     immutable file, a read-only project) is locked read-only, which flock allows: its
     open was a traceback, before the seed could say which file it cannot write (q/7)."""
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         try:
-            return os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             raise SeedLockError(exc.errno, exc.strerror, str(exc.filename or lock)) from None
 

@@ -504,7 +504,7 @@ class StateDirError(HippoError):
         """Named for `where`, the folder to make writable; but a folder standing where a
         file belongs (`mkdir .hippodrome/registry.lock`) is named itself: for a rename
         onto it (`.logs/latest`) that is the target, not the temporary file."""
-        if exc.errno == errno.EISDIR:
+        if exc.errno in (errno.EISDIR, errno.ELOOP):  # and a link where a file belongs
             where = exc.filename2 or exc.filename or where
         return cls(str(where), exc.strerror or str(exc), reading)
 
@@ -515,6 +515,12 @@ class StateDirError(HippoError):
             return (f"cannot open {self.path}: {self.problem} (the open-files limit, "
                     f"ulimit -n: {_nofile()}): raise it (`ulimit -n 4096`) and run again; "
                     "nothing was started or stopped.")
+        if self.problem == os.strerror(errno.ELOOP):  # O_NOFOLLOW met a link (adv24 c/12)
+            return (f"cannot write {self.path}: it is a symbolic link, and Hippodrome "
+                    "writes its own files only, never through a link (one committed to a "
+                    "repository, or planted, would have it overwrite the file it leads "
+                    "to): remove the link (Hippodrome makes the file). Nothing was started "
+                    "or stopped.")
         if self.reading:  # another user's stack: its registry was taken for corrupt
             return (f"cannot read {self.path}: {self.problem}. Run this as the user who "
                     "started the stack (or make the file readable); nothing was started "

@@ -604,3 +604,44 @@ def test_down_stops_a_stack_whose_state_folder_was_swapped_for_anothers_link(
     finally:
         (copy / ".hippodrome").unlink(missing_ok=True)
         hd(project, "down", timeout=60)
+
+
+@pytest.mark.parametrize("name", ["lifecycle.lock", "registry.lock", "daemon.log"])
+def test_a_link_inside_the_state_folder_is_never_written_through(
+        project: Path, tmp_path: Path, name: str) -> None:
+    """`.hippodrome/lifecycle.lock -> ../../authorized_keys`, committed to a cloned repo
+    or planted: `hd up` truncated the file it led to, and daemon.log appended to its
+    target (adv24 c/12). Refused, exit 10, naming the link; the target is untouched."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA... mine\n")
+    (project / ".hippodrome").mkdir()
+    (project / ".hippodrome" / name).symlink_to(victim)
+    try:
+        up = hd(project, "up", "--detach", timeout=60)
+        assert up.returncode == 10, up.stdout + up.stderr
+        assert f"cannot write {project / '.hippodrome' / name}: it is a symbolic link" in \
+            up.stderr, up.stderr
+        assert victim.read_text() == "ssh-ed25519 AAAA... mine\n"
+    finally:
+        hd(project, "down", "--force", timeout=60)
+    assert victim.read_text() == "ssh-ed25519 AAAA... mine\n"
+
+
+def test_the_state_folders_are_not_left_writable_by_everyone(project: Path) -> None:
+    """Under `umask 000`, `.hippodrome` and `.logs/<run>` were made 0777, so any local
+    user could plant a link for the owner's next command (adv24 c/12)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    old = os.umask(0)
+    try:
+        hd(project, "up", "--detach", check=True, timeout=60)
+    finally:
+        os.umask(old)
+    try:
+        for folder in (project / ".hippodrome", project / ".logs",
+                       (project / ".logs" / "latest").resolve()):
+            assert folder.stat().st_mode & 0o022 == 0, (folder, oct(folder.stat().st_mode))
+    finally:
+        hd(project, "down", timeout=60)

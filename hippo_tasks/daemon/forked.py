@@ -70,7 +70,7 @@ def fork_daemon(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
     """Fork; the child becomes the daemon (`daemon.main.main(argv)`) and never returns
     here. The log is opened before the fork, so a log that cannot be opened is the
     caller's OSError, as with Popen."""
-    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         for stream in (sys.stdout, sys.stderr):  # or the child writes the CLI's buffer too
             stream.flush()  # never None: `hd` opened /dev/null on a closed one

@@ -146,7 +146,7 @@ def spawn_daemon(opts: Options, log: Path, tls: bool = False,
             return fork_daemon(argv, opts.project_root, env, log, lock_fd, tls)
         except BlockingIOError:  # EAGAIN: the process limit; Popen below would meet it too
             raise ProcessLimitError("the daemon") from None
-    with open(log, "ab") as out:
+    with os.fdopen(open_regular_for_append(log, "not a regular file"), "ab") as out:
         try:
             return subprocess.Popen([sys.executable, "-m", "hippo_tasks.daemon", *argv],
                                     cwd=opts.project_root, env=env,

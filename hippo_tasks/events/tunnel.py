@@ -259,7 +259,8 @@ def launch(local_url: str, log_path: Path, tool: tuple[str, str] | None = None) 
     mark = env[RUN_ENV] = f"{run}/{TUNNEL_MARK}"
     guard = OrphanGuard(mark)
     try:
-        with log_path.open("wb") as log:
+        with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                               | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), "wb") as log:
             try:
                 popen = subprocess.Popen(
                     command,

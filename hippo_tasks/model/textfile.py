@@ -88,11 +88,14 @@ def not_utf8(exc: UnicodeDecodeError) -> str:
             "UTF-8")
 
 
-def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = True) -> int:
+def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = False) -> int:
     """A descriptor on `path` opened with `flags`, without blocking (a named pipe with no
     reader or writer would hold the opener for ever: ENXIO instead) and only for a
-    regular file (else OSError(EINVAL, `not_regular`)). `follow_links=False` refuses a
-    link there too (ELOOP). The descriptor blocks again once opened."""
+    regular file (else OSError(EINVAL, `not_regular`)). A link there is refused (ELOOP)
+    unless `follow_links`: Hippodrome's own files in `.hippodrome` and `.logs` are never
+    written through one (a link committed to a cloned repository, or planted, had `hd up`
+    append to or truncate the file it led to, adv24 c/12). The descriptor blocks again
+    once opened."""
     flags |= os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     fd = os.open(path, flags, 0o644)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -102,7 +105,7 @@ def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = 
     return fd
 
 
-def open_regular_for_append(path: Path, not_regular: str, follow_links: bool = True) -> int:
+def open_regular_for_append(path: Path, not_regular: str, follow_links: bool = False) -> int:
     """`open_regular` appending, the file made if missing."""
     return open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, not_regular,
                         follow_links)
@@ -116,7 +119,12 @@ def replace_text(path: Path, text: str, tmp: Path) -> None:
     Text that cannot be encoded fails before any file is made."""
     data = text.encode("utf-8")
     try:
-        tmp.write_bytes(data)
+        with contextlib.suppress(FileNotFoundError):  # what a crashed writer left there,
+            os.unlink(tmp)  # or a link planted at the name: removed, never written through
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):

@@ -33,8 +33,8 @@ class LifecycleLock:
         """`required=False` (down): where the lock cannot even be created (a read-only
         `.hippodrome`), go on without it; no `up` can run there to race with."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             if not required:
                 say(f"cannot lock {self.path} ({exc.strerror or exc}); going on without it")

@@ -161,8 +161,8 @@ class Registry:
             return
         self._not_shared()
         try:
-            self.dir.mkdir(exist_ok=True)  # never the project folder: gone, it stays gone
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.dir.mkdir(mode=0o755, exist_ok=True)  # never the project folder
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             if write:
                 raise StateDirError.from_os(exc, self.dir) from None
@@ -260,7 +260,7 @@ class Registry:
         never written through."""
         tmp = str(self.dir / f".registry-{os.getpid()}.tmp")
         try:
-            self.dir.mkdir(exist_ok=True)
+            self.dir.mkdir(mode=0o755, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

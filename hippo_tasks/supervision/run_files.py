@@ -65,13 +65,13 @@ class RunFiles:
         """`publish`: point `latest` at the new run and prune old ones now; else at
         `publish()`, once the start is sure to go on (the daemon: after its first
         registry write)."""
-        logs_root.mkdir(parents=True, exist_ok=True)
+        logs_root.mkdir(mode=0o755, parents=True, exist_ok=True)
         stamp = time.strftime(self.STAMP, time.localtime(now))
         run = logs_root / stamp
         n = 1
         while True:
             try:
-                run.mkdir()
+                run.mkdir(mode=0o755)  # not 0777 under umask 000: others could plant links
                 break
             except FileExistsError:
                 n += 1
@@ -139,7 +139,7 @@ class RunFiles:
             return False
         self.close()
         self._mid_line.clear()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         self._link_latest(self.dir.parent, self.dir)
         return True
 

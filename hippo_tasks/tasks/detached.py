@@ -62,7 +62,7 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
     from hippo_tasks.daemon.launch import spawn_daemon
 
     log = plan.options.project_root / ".hippodrome" / "daemon.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     registry.update(lambda d: d.__setitem__("failure", None))
     log_from = _size(log)
     proc = spawn_daemon(plan.options, log, tls=tls, lock_fd=lock.fd)

@@ -141,7 +141,7 @@ def write_or_cut_back(fd: int, data: bytes, size_before: int, path: Path) -> Non
 
 def append_whole(path: Path, data: bytes) -> None:
     """Append `data` to `path` all or nothing (write_or_cut_back), made if missing."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         write_or_cut_back(fd, data, os.fstat(fd).st_size, path)
     finally:
@@ -182,7 +182,8 @@ def lock_folder(folder: Path) -> IO[bytes]:
     when its holder dies, even by kill -9, so a crash never leaves a stale lock behind.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / ".lock", "a+b")  # noqa: SIM115 (held open on purpose)
+    handle = os.fdopen(os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_APPEND
+                               | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), "a+b")  # held open
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -43,6 +43,9 @@ from hippo_tasks.events.recording import OURS, REDACTED, STAMP, VERSION, order_k
 from hippo_tasks.model.plan import PlannedRoute
 from hippo_tasks.numbers import plain_float
 
+APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+"""A recording's name is made of the time: never opened through a link planted there."""
+
 BATCH_S = 0.05
 QUEUE_ITEMS = 10_000
 QUEUE_BYTES = 16 * 1024 * 1024
@@ -286,7 +289,7 @@ class Recorder:
             keys.append(order_key(self.path.name))
         n = max((k[1] for k in keys if k[0] == stamp), default=0) + 1
         path = self.folder / (f"{stamp}.jsonl" if n == 1 else f"{stamp}-{n}.jsonl")
-        self._file = open(path, "ab")  # noqa: SIM115 - held open across batches
+        self._file = os.fdopen(os.open(path, APPEND, 0o644), "ab")  # held across batches
         self.path, self._size = path, 0
         self._prune()
 
