@@ -401,3 +401,57 @@ def test_the_stock_invoke_says_bad_arguments_as_hd_does(project: Path, args: tup
     assert res.returncode == 2, res.stdout + res.stderr
     assert words in res.stderr, res.stderr
     assert_clean(res)
+
+
+@pytest.mark.parametrize("argv", [("down",), ("status",), ("up", "--detach"),
+                                  ("up", "--show", "")])
+def test_an_empty_project_root_or_show_is_refused_not_taken_for_everything(
+        project: Path, argv: tuple[str, ...]) -> None:
+    """`hd down -p "$P"` with P unset stopped the stack of wherever the script ran, and
+    `--show ''` showed every service (adv24 c/8), where an empty `--only` is refused."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        daemon = registry(project)["daemon"]["pid"]
+        args = [*argv, "--project-root", ""] if argv[-1] != "" else \
+            [*argv, "--project-root", str(project)]
+        res = subprocess.run([*HD_CLI, *args], cwd=project, capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode in (2, 7), res.stdout + res.stderr
+        if argv[-1] == "":
+            assert "--show '' names no service" in res.stderr, res.stderr
+        else:
+            assert res.returncode == 2 and "--project-root '' names no folder" in \
+                res.stderr, res.stderr
+        assert registry(project)["daemon"]["pid"] == daemon
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_invoke_search_root_acts_on_that_folders_stack(tmp_path: Path) -> None:
+    """`invoke -r projA down`, run from projB: invoke loaded projA's tasks.py, and the
+    task stopped projB's stack, the current folder's (adv24 c/10)."""
+    from hippo_tasks.tasks.starter import TASKS_PY
+
+    projects = [tmp_path / "projA", tmp_path / "projB"]
+    for folder, (dash, port) in zip(projects, (free_ports(2), free_ports(2)), strict=True):
+        folder.mkdir()
+        write_stack(folder, stack_header(dash) + toy_service("web", port))
+        (folder / "tasks.py").write_text(TASKS_PY)
+        hd(folder, "up", "--detach", check=True, timeout=60)
+    a, b = projects
+    try:
+        b_daemon = registry(b)["daemon"]["pid"]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+        res = subprocess.run([PY, "-m", "invoke", "-r", str(a), "down"], cwd=b, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert not (registry(a).get("daemon") or {}), registry(a)
+        assert registry(b)["daemon"]["pid"] == b_daemon
+        status = subprocess.run([PY, "-m", "invoke", "status"], cwd=b, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "web" in status.stdout, status.stderr
+    finally:
+        for folder in projects:
+            hd(folder, "down", timeout=60)

@@ -27,7 +27,7 @@ ROOT_HELP = {"project-root": "project folder (tasks/flags.py words it for every 
 @task(help={"json": "print the status as JSON (as GET /api/status)",
             **ROOT_HELP})
 @handles_errors
-def status(c: Context, json_: bool = False, project_root: str = "") -> None:
+def status(c: Context, json_: bool = False, project_root: str | None = None) -> None:
     """Table of services: state, health, pid, port, restarts, uptime, last exit code."""
     from hippo_tasks.daemon.client import DaemonClient
 
@@ -50,7 +50,8 @@ def _say_if_changed(root: Path, stamp: str | None) -> None:
         print(f"hippodrome: note: {note}", file=sys.stderr)
 
 
-def _act(verb: str, service: str | None, root_flag: str, cascade: bool = False) -> None:
+def _act(verb: str, service: str | None, root_flag: str | None,
+         cascade: bool = False) -> None:
     """`service` None: the whole stack. Given but empty (`-s "$SVC"` with SVC unset) is
     refused: it meant the whole stack, and `hd stop` took every service down."""
     if service is not None and not service.strip():
@@ -99,14 +100,14 @@ SERVICE_HELP = {"service": "one service (default: the whole stack; the daemon st
 
 @task(help=SERVICE_HELP)
 @handles_errors
-def start(c: Context, service: str | None = None, project_root: str = "") -> None:
+def start(c: Context, service: str | None = None, project_root: str | None = None) -> None:
     """Start a service (and what it depends on), or the whole stack."""
     _act("start", service, project_root)
 
 
 @task(help=SERVICE_HELP)
 @handles_errors
-def stop(c: Context, service: str | None = None, project_root: str = "") -> None:
+def stop(c: Context, service: str | None = None, project_root: str | None = None) -> None:
     """Stop a service, or every service (the daemon keeps running)."""
     _act("stop", service, project_root)
 
@@ -114,7 +115,7 @@ def stop(c: Context, service: str | None = None, project_root: str = "") -> None
 @task(help={**SERVICE_HELP, "cascade": "then restart what depends on it, in dependency "
                                          "order, each once the one before is ready"})
 @handles_errors
-def restart(c: Context, service: str | None = None, project_root: str = "",
+def restart(c: Context, service: str | None = None, project_root: str | None = None,
             cascade: bool = False) -> None:
     """Restart one service while the rest keep running, or the whole stack."""
     _act("restart", service, project_root, cascade)

@@ -16,7 +16,14 @@ if TYPE_CHECKING:  # the model's plan is imported by the tasks that build one
     from hippo_tasks.model.plan import Options
 
 
-def resolve_root(flag: str = "") -> Path:
+def resolve_root(flag: str | None = None) -> Path:
+    """--project-root's folder; None (the flag left out): the nearest project found from
+    the current folder, or the folder of the tasks.py that `invoke -r DIR` loaded. An
+    empty value (a script's unset variable) is refused: taken for the current folder,
+    `hd down -p "$P"` stopped the stack of wherever the script ran (adv24 c/8)."""
+    if flag is not None and not flag.strip():
+        raise UsageError(f"--project-root {flag!r} names no folder: give one, or leave the "
+                         "flag out for the current folder's stack")
     if flag:
         try:
             root = Path(flag).expanduser().resolve()
@@ -29,7 +36,23 @@ def resolve_root(flag: str = "") -> Path:
                     f"{flag})" if flag in ("core", "ecom", "full") else "")
             raise UsageError(f"--project-root {flag}: no such folder{hint}")
         return root
-    return find_project_root()
+    return _search_root() or find_project_root()
+
+
+def _search_root() -> Path | None:
+    """The folder of the tasks.py invoke loaded when it is not this folder or one above
+    it: `invoke -r projA down`, run from projB, stopped projB's stack (adv24 c/10).
+    Invoke finds a tasks.py upwards by itself; one found elsewhere was named by -r."""
+    module = sys.modules.get("tasks")
+    file = getattr(module, "__file__", None)
+    if not file or getattr(module, "ns", None) is None:
+        return None
+    folder = Path(file).resolve().parent
+    try:
+        here = Path.cwd().resolve()
+    except OSError:
+        return folder
+    return None if folder == here or folder in here.parents else folder
 
 
 def python_for_services() -> str:

@@ -13,7 +13,7 @@ from hippo_tasks.tasks.output import handles_errors
 
 @task(help={"project-root": lifecycle.UP_HELP["project-root"]})
 @handles_errors
-def shutdown(c: Context, project_root: str = "") -> None:
+def shutdown(c: Context, project_root: str | None = None) -> None:
     """Stop every service and the daemon (as `hd down`)."""
     lifecycle.down(c, project_root=project_root)
 

@@ -38,7 +38,7 @@ Example: invoke e2e tests/e2e -- -k onboarding -x"""
 @task(help={"seed": "random seed (default: HIPPODROME_RANDOM_SEED, else 42)",
             "project-root": ROOT_HELP})
 @handles_errors
-def seed(c: Context, seed: str | None = None, project_root: str = "") -> None:
+def seed(c: Context, seed: str | None = None, project_root: str | None = None) -> None:
     """Seed deterministic data into the running stack; writes .hippodrome/seed.json and .env.e2e."""
     try:
         number = random_seed(int(seed) if seed is not None else None)
@@ -84,7 +84,8 @@ PROBES_HELP = {
 @handles_errors
 def probes(c: Context, full: bool = False, fuzz: bool = False, examples: str | None = None,
            steps: str | None = None, deadline_s: str | None = None, seed: str | None = None,
-           breaker: str | None = None, json: str | None = None, project_root: str = "") -> None:
+           breaker: str | None = None, json: str | None = None,
+           project_root: str | None = None) -> None:
     """Health of every service and a data path; --full: search properties; --fuzz: a state
     machine. The flags, and words after `--`, are passed on to the stack's probes command."""
     from hippo_tasks.tasks import stack_commands
@@ -110,7 +111,7 @@ def probes_args(*, full: bool, fuzz: bool, **values: str | None) -> list[str]:
 @task(help={"path": "the test file or folder to run (any pytest selector)",
             "project-root": ROOT_HELP})
 @handles_errors
-def e2e(c: Context, path: str, project_root: str = "") -> None:
+def e2e(c: Context, path: str, project_root: str | None = None) -> None:
     """Run a pytest suite with .env.e2e loaded; text after `--` goes to pytest."""
     if path in ("-h", "--help"):  # invoke hands a flag to a missing positional as its value
         print(E2E_USAGE)

@@ -36,7 +36,7 @@ MODULES = {"invoke": True, "psutil": True, "colorama": True, "requests": True,
                            "HIPPODROME_PORT_OFFSET, else 0)"})
 @handles_errors
 def doctor(c: Context, profile: str | None = None, cell: str | None = None,
-           project_root: str = "", port_offset: str | None = None) -> None:
+           project_root: str | None = None, port_offset: str | None = None) -> None:
     """Prerequisites, ports in use (and by whom), stale registry, tools found."""
     # Imported here, not at the top: every other command loads this module too.
     from hippo_tasks.model.loader import load_stack

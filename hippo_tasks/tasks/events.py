@@ -128,7 +128,8 @@ def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
 
 @task(help=SEND_HELP)
 @handles_errors
-def send(c: Context, detail_type: str = "", file: str = "", project_root: str = "") -> None:
+def send(c: Context, detail_type: str = "", file: str = "",
+         project_root: str | None = None) -> None:
     """Post one event to the running daemon's webhook and print where it was routed.
 
     The same path an EventBridge delivery takes, so a route can be tried without AWS.
@@ -201,7 +202,8 @@ def _speed(speed: str, fast: bool) -> float | None:
 @task(help=REPLAY_HELP)
 @handles_errors
 def replay(c: Context, file: str, filter: str = "", speed: str = "",
-           as_fast_as_possible: bool = False, ignore: str = "", project_root: str = "") -> None:
+           as_fast_as_possible: bool = False, ignore: str = "",
+           project_root: str | None = None) -> None:
     """Send a webhook recording again through the running stack and compare the answers.
 
     Exit 0 when every answer matches the recorded one (status and JSON, without times,

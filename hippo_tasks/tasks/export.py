@@ -38,7 +38,7 @@ K8S_HELP = {
 @task(help=K8S_HELP)
 @handles_errors
 def k8s(c: Context, output: str = "k8s", profile: str = "core", cell: str = "local",
-        table_prefix: str = "", project_root: str = "", only: str | None = None,
+        table_prefix: str = "", project_root: str | None = None, only: str | None = None,
         port_offset: str | None = None, seed: bool = True, layout: str = "stack",
         namespace: str = "", image: str = "", allow_partial: bool = False,
         yes: bool = False) -> None:

@@ -64,17 +64,20 @@ def _guard_prod(cell: str, yes: bool) -> None:
 @task(help=UP_HELP)
 @handles_errors
 def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str = "",
-       project_root: str = "", enable_events: bool = False, seed: bool = True,
+       project_root: str | None = None, enable_events: bool = False, seed: bool = True,
        only: str | None = None,
        port_offset: str | None = None, detach: bool = False, yes: bool = False,
-       quiet: bool = False, show: str = "", record: bool = True) -> None:
+       quiet: bool = False, show: str | None = None, record: bool = True) -> None:
     """Start the control daemon and the profile's services in dependency order."""
     _guard_prod(cell, yes)
     if not enable_events:  # which makes a token of its own
         hooks.webhook_token()  # one no request can send: refused before anything starts
-    if detach and (quiet or show):
+    if detach and (quiet or show is not None):
         raise UsageError("--quiet and --show shape the foreground terminal; a detached "
                          "stack's output is in its log files: `hd logs --service NAME`")
+    if show is not None and not show.replace(",", "").strip():  # as `--only ''` is
+        raise UsageError(f"--show {show!r} names no service; give names, `--show a,b`, or "
+                         "leave --show out for every service's lines")
     root = resolve_root(project_root)
     lock = LifecycleLock(root)
     lock.acquire("up", say)
@@ -87,7 +90,7 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
 
 def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_prefix: str,
                enable_events: bool, seed: bool, only: str | None, port_offset: str | None,
-               detach: bool, *, quiet: bool = False, show: str = "",
+               detach: bool, *, quiet: bool = False, show: str | None = None,
                record: bool = True) -> None:
     """`up` while holding the project's lifecycle lock; the lock is let go as soon as
     the daemon serves (detached: the daemon lets go of the copy it inherited)."""
@@ -141,11 +144,12 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
         raise TaskExit(code)
 
 
-def _shown_services(show: str, names: tuple[str, ...]) -> tuple[str, ...] | None:
-    """`--show a,b` checked against the stack: None shows every service."""
+def _shown_services(show: str | None, names: tuple[str, ...]) -> tuple[str, ...] | None:
+    """`--show a,b` checked against the stack: None shows every service. An empty one
+    (a script's unset variable) was taken for every service; `up` refuses it first."""
     from hippo_tasks.errors import did_you_mean
 
-    if not show.strip():
+    if show is None:
         return None
     wanted = tuple(n.strip() for n in show.split(",") if n.strip())
     for name in wanted:
@@ -159,7 +163,7 @@ def _shown_services(show: str, names: tuple[str, ...]) -> tuple[str, ...] | None
 @task(help={"force": "clean up from the registry without the daemon (kills recorded groups)",
             "project-root": UP_HELP["project-root"]})
 @handles_errors
-def down(c: Context, force: bool = False, project_root: str = "") -> None:
+def down(c: Context, force: bool = False, project_root: str | None = None) -> None:
     """Stop every service and the daemon."""
     from hippo_tasks.registry.store import daemon_log_writers
 

@@ -135,7 +135,8 @@ def _count(lines: int | str) -> int:
                           "running daemon: the files hold no times)"})
 @handles_errors
 def logs(c: Context, service: str | None = None, follow: bool = False,
-         lines: int | str = "50", project_root: str = "", timestamps: bool = False) -> None:
+         lines: int | str = "50", project_root: str | None = None,
+         timestamps: bool = False) -> None:
     """Show services' logs from `.logs/latest/` (with --timestamps, from the daemon)."""
     if service is not None and not service.strip():  # a script's unset variable: every
         raise UsageError(f"--service {service!r} names no service: give a name, or leave "

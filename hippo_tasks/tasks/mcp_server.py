@@ -25,7 +25,7 @@ INSTALL = ("hd mcp needs the MCP SDK, which is not installed for this Python: pi
 @task(help={"project-root": "project folder (default: nearest parent with hippodrome.toml "
                             "or tasks.py); give it in the agent client's configuration"})
 @handles_errors
-def mcp(c: Context, project_root: str = "") -> None:
+def mcp(c: Context, project_root: str | None = None) -> None:
     """Serve the running stack to an agent client over MCP (stdio) until it disconnects."""
     root = resolve_root(project_root)
     try:

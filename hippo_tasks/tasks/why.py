@@ -19,7 +19,7 @@ if TYPE_CHECKING:
             "project-root": "project folder (default: nearest parent with hippodrome.toml "
                             "or tasks.py)"})
 @handles_errors
-def why(c: Context, service: str, json_: bool = False, project_root: str = "") -> None:
+def why(c: Context, service: str, json_: bool = False, project_root: str | None = None) -> None:
     """Why a service is not ready: its state, or what it waits on, down the chain."""
     from hippo_tasks.daemon.why import render
 
