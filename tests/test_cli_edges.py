@@ -455,3 +455,28 @@ def test_invoke_search_root_acts_on_that_folders_stack(tmp_path: Path) -> None:
     finally:
         for folder in projects:
             hd(folder, "down", timeout=60)
+
+
+def test_a_dry_run_is_refused_not_carried_out(project: Path) -> None:
+    """`hd --help` offered `-R, --dry  Echo commands instead of running`, and `hd --dry
+    down` (or `invoke --dry down`) stopped the stack (adv24 c/11): the tasks run no
+    shell commands for it to echo. Refused, exit 2, and gone from hd's help."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        daemon = registry(project)["daemon"]["pid"]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+        for argv in ([*HD_CLI, "--dry", "down"], [PY, "-m", "invoke", "-r", str(REPO), "-R",
+                                                  "down", "--project-root", str(project)]):
+            res = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True,
+                                 timeout=60)
+            assert res.returncode == 2 and "--dry (invoke's dry run" in res.stderr, \
+                res.stdout + res.stderr
+            assert registry(project)["daemon"]["pid"] == daemon
+        helped = subprocess.run([*HD_CLI, "--help"], capture_output=True, text=True, timeout=60)
+        assert helped.returncode == 0 and "--dry" not in helped.stdout, helped.stdout
+        assert "--pty" not in helped.stdout and "--list" in helped.stdout and \
+            "Subcommands:" in helped.stdout
+    finally:
+        hd(project, "down", timeout=60)

@@ -117,6 +117,22 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         return exc.code
 
 
+def _dry_run_asked(context: Any) -> bool:
+    """invoke's `--dry` (`-R`), under `hd` or the stock `invoke`: meant for shell
+    commands, which these tasks do not run, so `hd --dry down` stopped the stack."""
+    try:
+        return bool(context.config.run.dry)
+    except (AttributeError, KeyError):
+        return False
+
+
+def _refuse_dry_run() -> None:
+    raise E.UsageError("--dry (invoke's dry run, which echoes shell commands instead of "
+                       "running them) does not apply: Hippodrome's tasks act through the "
+                       "daemon, not shell commands, so they would really do it. Leave it "
+                       "out; nothing was started or stopped")
+
+
 def handles_errors(fn: F) -> F:
     """Turn our errors into a message on stderr and the mapped exit code (no traceback).
 
@@ -125,7 +141,10 @@ def handles_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        code = exit_status(fn, *args, **kwargs)
+        if args and _dry_run_asked(args[0]):
+            code = exit_status(_refuse_dry_run)
+        else:
+            code = exit_status(fn, *args, **kwargs)
         if code:
             from invoke.exceptions import Exit
 

@@ -56,6 +56,10 @@ HOT: dict[str, tuple[str, str, tuple[str, ...]]] = {
 tests/test_cli_imports.py holds these tables to invoke's own parser."""
 HOT.update({f"control.{name}": HOT[name] for name in ("status", "start", "stop", "restart")})
 
+RUN_ONLY = ("command-timeout", "dry", "echo", "hide", "prompt-for-sudo-password", "pty",
+            "warn-only")
+"""invoke's core options for `c.run` (shell commands), which no Hippodrome task uses."""
+
 INVOKE_CONFIG_FILES = tuple(f"{prefix}invoke.{ext}" for prefix in ("/etc/", "~/.")
                             for ext in ("yaml", "yml", "json", "py"))
 
@@ -270,6 +274,17 @@ def _program() -> type[Any]:
         def parse_core(self, argv: list[str] | None) -> None:
             with _said_as_usage(ParseError):
                 super().parse_core(argv)
+
+        def print_help(self) -> None:
+            """Without invoke's options for shell commands (`--dry`, `--echo`, `--pty`,
+            `--warn-only`, ...), which no Hippodrome task runs: `--dry` was offered as
+            "Echo commands instead of running", and `hd --dry down` stopped the stack."""
+            print(f"Usage: {self.binary} [--core-opts] <subcommand> [--subcommand-opts] ...")
+            print("\nCore options:\n")
+            self.print_columns([(flags, text) for flags, text in
+                                self.initial_context.help_tuples()
+                                if not any(f"--{name}" in flags for name in RUN_ONLY)])
+            self.list_tasks()
 
     # parse_tasks: loading `ns` made Program's own say it so (bad_arguments_said_as_ours),
     # for `hd` and the stock `invoke` alike.
