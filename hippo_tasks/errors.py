@@ -515,6 +515,10 @@ class StateDirError(HippoError):
             return (f"cannot open {self.path}: {self.problem} (the open-files limit, "
                     f"ulimit -n: {_nofile()}): raise it (`ulimit -n 4096`) and run again; "
                     "nothing was started or stopped.")
+        if self.problem == os.strerror(errno.E2BIG):  # a program started, not a folder
+            return (f"cannot start {self.path}: its environment and command line are too "
+                    "long for the system (E2BIG; `getconf ARG_MAX` bytes): unset some large "
+                    "variables; nothing was started or stopped.")
         if self.problem == os.strerror(errno.ELOOP):  # O_NOFOLLOW met a link (adv24 c/12)
             return (f"cannot write {self.path}: it is a symbolic link, and Hippodrome "
                     "writes its own files only, never through a link (one committed to a "

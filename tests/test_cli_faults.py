@@ -952,3 +952,24 @@ def test_the_loser_of_a_dashboard_port_race_exits_4_as_at_the_pre_flight(
     for code, err in losers:
         assert "is already in use by pid" in err and code == 4, (code, err)
 
+
+
+def test_a_large_environment_starts_the_stack(project: Path) -> None:
+    """An environment a few KB under ARG_MAX (CI tokens, certificates, JSON configs):
+    `hd` and the services fit, but the orphan guard got it too, with its own ~14 KB
+    command line, and `up` said "cannot write /bin/sh: Argument list too long", exit 10
+    (adv24 c/9). The guard takes no environment of the user's."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    env = {**os.environ, "NO_COLOR": "1"}
+    room = os.sysconf("SC_ARG_MAX") - sum(len(k) + len(v) + 2 for k, v in env.items()) \
+        - 8 * 1024 - len(str(project)) * 8
+    for n in range(room // 65536 + 1):
+        env[f"HD_BIG_{n}"] = "x" * max(0, min(65536, room - n * 65550) - 10)
+    try:
+        up = subprocess.run([*HD_CLI, "up", "--detach"], cwd=project, env=env, text=True,
+                            capture_output=True, timeout=60)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert registry(project)["services"]["web"]["state"] == "running"
+    finally:
+        hd(project, "down", timeout=60)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import IO
 
 from hippo_tasks.supervision import scope
-from hippo_tasks.supervision.scope import RUN_ENV
 
 GRACE = 1.0
 WAIT_THEN_END = 'while IFS= read -r line; do case "$line" in b*) exit 0;; esac; done; exec "$@"'
@@ -58,7 +57,11 @@ class OrphanGuard:
         """`token`: the mark (prefix) whose processes it ends; `base`: the run's cgroup
         folder, whose every cgroup it ends too (None: marks only)."""
         where = str(base) if base is not None else "-"
-        env = {k: v for k, v in os.environ.items() if k != RUN_ENV}
+        # No environment of the user's: `python -I -S` reads none, and sh needs none to
+        # exec an absolute path. A large one (CI tokens, certificates) with the guard's
+        # own ~14 KB command line went over ARG_MAX, E2BIG, and `up` said "cannot write
+        # /bin/sh" (adv24 c/9). Nor the run's mark: the guard must not end itself.
+        env = {"PATH": os.defpath, "LC_ALL": "C"}
         self._proc = subprocess.Popen(
             ["/bin/sh", "-c", WAIT_THEN_END, "hippodrome-guard", _interpreter(), "-I", "-S",
              "-c", _guard_source(), token, where, str(grace)],
