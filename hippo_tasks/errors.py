@@ -504,7 +504,7 @@ class StateDirError(HippoError):
         """Named for `where`, the folder to make writable; but a folder standing where a
         file belongs (`mkdir .hippodrome/registry.lock`) is named itself: for a rename
         onto it (`.logs/latest`) that is the target, not the temporary file."""
-        if exc.errno in (errno.EISDIR, errno.ELOOP):  # and a link where a file belongs
+        if exc.errno in (errno.EISDIR, errno.ELOOP, errno.E2BIG):  # a link, a program
             where = exc.filename2 or exc.filename or where
         return cls(str(where), exc.strerror or str(exc), reading)
 
