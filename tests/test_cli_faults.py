@@ -973,3 +973,27 @@ def test_a_large_environment_starts_the_stack(project: Path) -> None:
         assert registry(project)["services"]["web"]["state"] == "running"
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_module_that_cannot_be_imported_is_said_by_doctor_and_hd(project: Path,
+                                                                    tmp_path: Path) -> None:
+    """A psutil C extension built for another Python (a module half-removed): doctor
+    said `python module psutil: found`, exit 0; a broken invoke made every command,
+    doctor too, a 15-line traceback (adv24 c/7)."""
+    for name, body in (("psutil", "psutil.py"), ("invoke", "invoke/__init__.py")):
+        shadow = tmp_path / name / body
+        shadow.parent.mkdir(parents=True)
+        shadow.write_text(f"raise ImportError('{name} built for another Python', "
+                          f"name='{name}')\n")
+        env = {**os.environ, "NO_COLOR": "1",
+               "PYTHONPATH": f"{tmp_path / name}{os.pathsep}{REPO}"}
+        res = subprocess.run([*HD_CLI, "doctor"], cwd=project, env=env, text=True,
+                             capture_output=True, timeout=120)
+        said = res.stdout + res.stderr
+        assert res.returncode == 1 and "Traceback" not in said, said
+        if name == "psutil":
+            assert "[FAIL] python module psutil: cannot be imported (ImportError: psutil " \
+                "built for another Python)" in res.stdout, said
+        else:
+            assert "hippodrome: cannot import invoke (invoke built for another Python): " \
+                "this installation is broken; reinstall Hippodrome" in res.stderr, said

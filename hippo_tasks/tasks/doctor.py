@@ -30,6 +30,18 @@ MODULES = {"invoke": True, "psutil": True, "colorama": True, "requests": True,
            "boto3": False, "moto": False}
 
 
+def _unimportable(module: str) -> str | None:
+    """Why `module` cannot be imported, or None. Imported, not looked up: a package
+    half-removed, or a C extension built for another Python, was "found" (adv24 c/7)."""
+    if importlib.util.find_spec(module) is None:
+        return "missing"
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - whatever the module raises is the answer
+        return f"cannot be imported ({type(exc).__name__}: {exc})"[:300]
+    return None
+
+
 @task(help={"profile": "profile whose ports to check (default: the running daemon's, else core)",
             "cell": "cell (default: the running daemon's, else local)",
             "port-offset": "port offset to check with (default: the running daemon's, else "
@@ -57,9 +69,10 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
     py = sys.version_info
     line(py[:2] >= (3, 11), f"Python {py.major}.{py.minor}.{py.micro} (3.11 or newer needed)")
     for mod, required in MODULES.items():
-        found = importlib.util.find_spec(mod) is not None
+        broken = _unimportable(mod)
+        found = broken is None
         line(True if found else (False if required else None),
-             f"python module {mod}: {'found' if found else 'missing'}"
+             f"python module {mod}: {'found' if found else broken}"
              + ("" if found or required else " (needed for the ecom profile and events)"))
     root = resolve_root(project_root)
     line(True, f"project root {root}")

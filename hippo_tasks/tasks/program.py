@@ -233,10 +233,19 @@ def main() -> None:
             if code:
                 sys.exit(code)
             return
-        from hippo_tasks.tasks import ns
+        try:
+            from hippo_tasks.tasks import ns
 
-        program = _program()(namespace=ns, version=__version__, name="hd", binary="hd",
-                             config_class=_config_class())
+            program = _program()(namespace=ns, version=__version__, name="hd",
+                                 binary="hd", config_class=_config_class())
+        except ImportError as exc:  # a module half-removed, built for another Python:
+            # a 15-line traceback for every command, `hd doctor` too (adv24 c/7)
+            print(f"hippodrome: cannot import {exc.name or 'a module'} ({exc}): this "
+                  "installation is broken; reinstall Hippodrome (`pip install "
+                  "--force-reinstall` in its environment, or make the venv again). `hd up`, "
+                  "`status`, `start`, `stop`, `restart`, `logs` and `down` may still work",
+                  file=sys.stderr)
+            sys.exit(1)
         try:
             program.run([sys.argv[0], *argv])
         except InvokeConfigError as exc:
