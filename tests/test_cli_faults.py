@@ -997,3 +997,43 @@ def test_a_module_that_cannot_be_imported_is_said_by_doctor_and_hd(project: Path
         else:
             assert "hippodrome: cannot import invoke (invoke built for another Python): " \
                 "this installation is broken; reinstall Hippodrome" in res.stderr, said
+
+
+@pytest.mark.skipif(not unseeing_works(), reason="needs user namespaces (unshare --user)")
+def test_folders_and_logs_this_user_may_not_read_are_sentences(tmp_path: Path) -> None:
+    """`.logs` made 000 (after `sudo hd up` under umask 077), a parent folder this user
+    may not search, or one log file 000: tracebacks, exit 1, or "not a regular file:
+    left out", exit 0 (adv24 c/13, c/14). `unshare --user` makes file modes apply."""
+    proj = tmp_path / "parent" / "proj"
+    run = proj / ".logs" / "20260101-000000"
+    run.mkdir(parents=True)
+    (proj / ".logs" / "latest").symlink_to(run.name)
+    (run / "web.log").write_text("hi\n")
+    write_stack(proj, stack_header(free_ports(1)[0]) + toy_service("web", free_ports(1)[0]))
+
+    def as_another(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*UNSEEING, *HD_CLI, *argv], cwd=proj, text=True,
+                              capture_output=True, timeout=60)
+
+    try:
+        (run / "web.log").chmod(0)
+        for argv, code in ((("logs", "-s", "web"), 10), (("logs",), 0)):
+            res = as_another(*argv)
+            assert res.returncode == code, (argv, res.stdout + res.stderr)
+            assert f"cannot read {run / 'web.log'}: Permission denied" in \
+                res.stderr.replace(str(proj / ".logs" / "latest"), str(run)), res.stderr
+            assert "not a regular file" not in res.stderr
+        (run / "web.log").chmod(0o644)
+        (proj / ".logs").chmod(0)
+        res = as_another("logs")
+        assert res.returncode == 10 and "Traceback" not in res.stderr, res.stderr
+        assert "Permission denied. Run this as the user who started the stack" in res.stderr
+        (proj / ".logs").chmod(0o755)
+        proj.parent.chmod(0)
+        for argv in (("status",), ("logs",), ("doctor",), ("down",), ("init",)):
+            res = as_another(*argv)  # from inside the project, as its owner would be
+            assert "Traceback" not in res.stdout + res.stderr, (argv, res.stderr)
+            assert res.returncode in (2, 10), (argv, res.returncode, res.stderr)
+    finally:
+        proj.parent.chmod(0o755)
+        (proj / ".logs").chmod(0o755)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from hippo_tasks.errors import UsageError, did_you_mean
+from hippo_tasks.errors import StateDirError, UsageError, did_you_mean
 from hippo_tasks.supervision.logs import MAX_LINE, pieces
 from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root
@@ -180,6 +180,13 @@ def logs(c: Context, service: str | None = None, follow: bool = False,
         try:
             info = path.lstat()
             tail = tail_lines(path, int(lines), end=info.st_size)
+        except PermissionError as exc:  # a regular file, not "not a regular file" (c/14)
+            if service:
+                raise StateDirError(str(path), exc.strerror or "Permission denied",
+                                    reading=True) from None
+            print(f"hippodrome: cannot read {path}: {exc.strerror}: left out (run this as "
+                  "the user who started the stack)", file=sys.stderr, flush=True)
+            continue
         except OSError:  # replaced since it was listed: as the listing would have said
             say_left_out(path)
             continue

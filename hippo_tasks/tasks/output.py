@@ -115,6 +115,14 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         return 130
     except TaskExit as exc:
         return exc.code
+    except PermissionError as exc:
+        # A folder on the way that this user may not enter or read (`.logs` made 000
+        # under `sudo hd up`, a project under another user's 0700 home): a traceback
+        # from whichever stat met it first (adv24 c/13). Said as an unreadable registry.
+        said = E.StateDirError(str(exc.filename or "a file of this project"),
+                               exc.strerror or "Permission denied", reading=True)
+        print(paint(f"hippodrome: {said.message()}", RED, sys.stderr), file=sys.stderr)
+        return E.EXIT_STATE_DIR
 
 
 def _dry_run_asked(context: Any) -> bool:
