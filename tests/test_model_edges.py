@@ -203,6 +203,24 @@ def test_url_of_a_service_without_port_says_that() -> None:
     assert "names service 'job', which has no port" in info.value.problem
 
 
+@pytest.mark.parametrize(("literal", "said"), [
+    ("43778", "${port:43778} is port 43778, service 'a''s own port"),
+    ("43775", "${port:43775} is port 43775, the dashboard's port"),
+])
+def test_a_literal_port_on_another_services_port_is_a_load_error(literal: str,
+                                                                said: str) -> None:
+    """`${port:N}` on a port another service of the run listens on (or the dashboard's):
+    a's readiness met b's socket, up said ready, and a crash-looped (adv24 c/16)."""
+    text = ('[stack]\ndashboard_port = 43775\n[services.a]\ncommand = ["x"]\nport = 43778\n'
+            f'[services.b]\ncommand = ["y", "--inspect=${{port:{literal}}}"]\n')
+    with pytest.raises(StackFileError) as info:
+        planned(text)
+    assert said in info.value.problem and info.value.service == "b", info.value.message()
+    moved = planned(text.replace(f"${{port:{literal}}}", "${port:9229}"), port_offset=100)
+    assert "--inspect=9329" in moved.services[1].argv or "--inspect=9329" in \
+        moved.services[0].argv
+
+
 def test_unknown_variable_suggests_the_closest() -> None:
     with pytest.raises(StackFileError) as info:
         planned('[services.a]\ncommand = ["${projet_root}"]\n')

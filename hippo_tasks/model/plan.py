@@ -228,9 +228,12 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
     by_name = {s.name: s for s in chosen}
     planned = []
     env_stamps: dict[str, str | None] = {}
+    taken = {ports[n]: n for n in names if n in ports}
+    taken[dashboard_port] = ""
     for name in order:
         svc = by_name[name]
-        render = Renderer(svc, base, ports, opts.env, everyone, cell_hint=cell_hint(spec))
+        render = Renderer(svc, base, ports, opts.env, everyone, cell_hint=cell_hint(spec),
+                          taken=taken)
         cwd = root / render(svc.cwd, "cwd")
         _check_watch_folders(svc, root, cwd, render)
         setup_argv: tuple[str, ...] = ()
@@ -377,6 +380,7 @@ class Renderer:
         services: tuple[str, ...] = (),
         table: str | None = None,
         cell_hint: str = "",
+        taken: Mapping[int, str] | None = None,
     ) -> None:
         self.svc = svc
         self.base = base
@@ -385,6 +389,9 @@ class Renderer:
         self.services = services
         self.table = table
         self.cell_hint = cell_hint
+        self.taken = taken or {}
+        """The ports of this run (moved by the offset): port -> the service that owns
+        it, or "" for the dashboard's. A `${port:N}` on one of them is refused."""
 
     def __call__(self, text: str, field_name: str) -> str:
         def sub(match: re.Match[str]) -> str:
@@ -407,6 +414,16 @@ class Renderer:
         if not 1 <= moved <= 65535:
             raise self.fail(f"${{port:{port}}} is port {moved} with --port-offset "
                             f"{self.base.get('port_offset')}, outside 1-65535", field_name)
+        owner = self.taken.get(moved)
+        if owner is not None and owner != self.svc.name:
+            # It was not checked: the other service's readiness met this one's socket,
+            # up said ready, and the owner crash-looped on its own port (adv24 c/16).
+            whose = f"service '{owner}''s own port" if owner else \
+                "the dashboard's port ([stack] dashboard_port)"
+            hint = f" (to reach it, write ${{port:{owner}}})" if owner else ""
+            raise self.fail(f"${{port:{port}}} is port {moved}, {whose}: two programs "
+                            f"cannot both listen on it; choose another number{hint}",
+                            field_name)
         return str(moved)
 
     def fail(self, problem: str, field_name: str) -> StackFileError:
