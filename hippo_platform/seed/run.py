@@ -110,6 +110,7 @@ def _seed_stack(root: Path, seed: int, view: StackView, say: Say) -> dict[str, A
     controller = JsonClient(view.controller_url, peer="controller")
     cell = JsonClient(view.cell_url, peer="fake_cell")
     _call(controller, "GET", "/healthz")
+    _admin_can_take(view)
     account = _account(root, seed, controller, say)
     key = {"x-api-key": account["apiKey"]}
     indexes: list[dict[str, Any]] = []
@@ -218,22 +219,33 @@ def _account(root: Path, seed: int, controller: JsonClient, say: Say) -> dict[st
             "reused": False}
 
 
+def _admin_can_take(view: StackView) -> None:
+    """A SeedError when the stack's admin_server is not running. Asked before anything
+    is made: found only after the account, indexes and documents, a refused seed left
+    them in the cell, recorded nowhere, and the next seed made a second account (adv24
+    b/7)."""
+    row = (view.rows or {}).get("admin_server")
+    if row is None:
+        return
+    if row.get("state") in ("pending", "starting"):  # the stack is still coming up
+        raise SeedError(f"admin_server is {row.get('state')} (the stack is still starting), "
+                        "so settings and rules cannot be seeded yet: `hd seed` again once "
+                        "`hd status` shows it running (nothing was seeded)")
+    if row.get("state") != "running":
+        raise SeedError(f"admin_server is {row.get('state')}, so settings and rules cannot be "
+                        "seeded: `hd start --service admin_server`, then `hd seed` (nothing "
+                        "was seeded)")
+
+
 def _admin(seed: int, view: StackView, api_key: str, say: Say) -> dict[str, Any]:
     """Settings and rules through admin_server, when the stack runs one."""
     url = view.env.get("ADMIN_SERVER_URL") or view.url_of("admin_server")
     profile = view.env.get("HIPPODROME_PROFILE") or "?"
     skip = {"seeded": False, "settings": [], "rules": []}
     if view.rows:
-        row = view.rows.get("admin_server")
-        if row is None:
+        if view.rows.get("admin_server") is None:
             return {**skip, "reason": f"admin_server is not part of this stack (profile {profile})"}
-        if row.get("state") in ("pending", "starting"):  # the stack is still coming up
-            raise SeedError(f"admin_server is {row.get('state')} (the stack is still starting), "
-                            "so settings and rules cannot be seeded yet: `hd seed` again once "
-                            "`hd status` shows it running")
-        if row.get("state") != "running":
-            raise SeedError(f"admin_server is {row.get('state')}, so settings and rules cannot be "
-                            "seeded: `hd start --service admin_server`, then `hd seed`")
+        _admin_can_take(view)
     elif profile not in ADMIN_PROFILES:
         return {**skip, "reason": f"profile {profile} has no admin_server"}
     if not url:
