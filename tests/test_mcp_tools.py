@@ -247,6 +247,12 @@ def test_start_of_one_service_with_no_stack_brings_up_that_service(project: Path
         up = await agent.ok("start", service="web")
         assert up["ok"] and up["launched"], up
         assert {r["name"] for r in up["services"]} == {"web", "db"}  # --only, with its dep
+        # The run is partial, and says so: `start {}` said "start the stack: ready" with
+        # the others absent and nothing naming them (adv24 b/10).
+        assert up["left_out"] == ["bad", "sink"], up
+        whole = await agent.ok("start")
+        assert whole["left_out"] == ["bad", "sink"] and "leaves out bad, sink: `hd down`" \
+            in whole["summary"], whole
 
     try:
         run(stdio(project), scenario)

@@ -63,6 +63,7 @@ OUTCOME_OUT = shape({
     "services": {"type": "array", "items": SERVICE_ROW},
     "not_ready": {"type": "array", "items": NOT_READY},
     "launched": {"type": "boolean"},
+    "left_out": {"type": "array", "items": {"type": "string"}},
 }, ("ok", "summary", "services", "not_ready"))
 
 START_IN = closed({

@@ -130,14 +130,32 @@ def start(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "launched": True, "services": [], "not_ready": [],
                     "summary": "hd up --detach failed: " + " / ".join(tail[-3:]),
                     "output": tail}
-        return _outcome(stack, "start", service, stack.status()["services"], launched=True)
+        status = stack.status()
+        return _with_left_out(_outcome(stack, "start", service, status["services"],
+                                       launched=True), status)
+    status = stack.status()
     if profile:
-        running = stack.status().get("profile")
+        running = status.get("profile")
         if running != profile:
             raise UsageError(f"the stack is already running with profile {running}; "
                              "'profile' only chooses what `start` brings up when no stack "
                              "runs (to switch, run `hd down` first)")
-    return _outcome(stack, "start", service, stack.act("start", service, False)["services"])
+    return _with_left_out(_outcome(stack, "start", service,
+                                   stack.act("start", service, False)["services"]), status)
+
+
+def _with_left_out(answer: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The services an `--only` run leaves out, named in the answer: after `start
+    {"service": "b"}` brought up b alone, `start {}` said "start the stack: ready" with
+    the others absent and nothing saying so (adv24 b/10)."""
+    left = status.get("left_out") or {}
+    only = sorted(name for name, why in left.items() if why == "left out by --only")
+    if only:
+        answer["left_out"] = only
+        answer["summary"] += (f"; this run was started for some services only and leaves "
+                              f"out {', '.join(only)}: `hd down`, then `start` without "
+                              "'service', brings up the whole stack")
+    return answer
 
 
 def stop(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
