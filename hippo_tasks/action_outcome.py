@@ -54,6 +54,15 @@ def problems(verb: str, service: str | None, cascade: bool,
                                                       and row.get("reason") == EXITED)
         if row.get("not_restarted"):
             found.append(Problem(f"{name}: {row['not_restarted']}", True))
+        elif state == "external" and name == service and (verb == "restart"
+                                                         or not row.get("ready")):
+            # As a stop of it says: a restart exited 0 having done nothing, and a start
+            # exited 0 for one that does not answer (adv24 b/8).
+            found.append(Problem(
+                f"{name} is external: Hippodrome does not run it, so it was not restarted"
+                if verb == "restart" else
+                f"{name} is external and does not answer: Hippodrome does not run it; "
+                "start it yourself", False))
         elif row.get("ready") or state == "external":
             continue
         elif whole and own_end and not row.get("blocking", True):

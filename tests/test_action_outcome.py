@@ -51,6 +51,20 @@ def test_stopping_an_external_service_by_name_is_not_a_success() -> None:
     assert texts("stop", None, [ext, row("web", "stopped")]) == []  # the whole stack: fine
 
 
+def test_restarting_or_starting_an_external_service_by_name_says_what_it_did() -> None:
+    """A restart exited 0 (`ok: true`) having done nothing, and a start said ok for
+    one that does not answer, while a stop of it exits 1 (adv24 b/8)."""
+    up = row("ext", "external", ready=True, external=True)
+    down = row("ext", "external", ready=False, external=True)
+    assert texts("restart", "ext", [up]) == [
+        "ext is external: Hippodrome does not run it, so it was not restarted"]
+    assert texts("start", "ext", [up]) == []  # it answers: what a start asks
+    assert texts("start", "ext", [down]) == [
+        "ext is external and does not answer: Hippodrome does not run it; start it "
+        "yourself"]
+    assert texts("restart", None, [up]) == texts("start", "app", [down]) == []
+
+
 def test_failed_stopped_and_cascades() -> None:
     assert texts("restart", "a", [row("a", "failed", reason="exited with code 3")]) == [
         "a failed: exited with code 3"]
