@@ -219,6 +219,12 @@ def test_a_query_flag_that_is_not_a_yes_or_no_is_refused(daemon: str) -> None:
     code, body = call(daemon + "/api/services/web/stop?force=1", "POST", b"")
     assert (code, body["error"]) == (400, "unknown query parameter(s) 'force'; this action "
                                           "takes none"), body
+    # `?error=1` answered every line, unfiltered, to a script checking for none (b/5)
+    code, body = call(daemon + "/api/services/web/logs?error=1")
+    assert (code, body["error"]) == (400, "unknown query parameter(s) 'error'; a logs query "
+                                          "takes lines, after, before, since, grep, regex, "
+                                          "errors"), body
+    assert call(daemon + "/api/services/web/logs?errors=1&lines=5&grep=x")[0] == 200
     assert call(daemon + "/api/status")[1]["services"][0]["pid"] == pid  # not restarted
 
 

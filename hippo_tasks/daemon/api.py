@@ -30,17 +30,27 @@ def _int_arg(q: dict[str, str], key: str, default: int, lo: int, hi: int) -> int
     return value
 
 
+def only_query(req: Request, takes: tuple[str, ...], what: str) -> None:
+    """A query parameter a route does not take is a 400 naming it and those it takes:
+    `?cascde=1` was a plain restart (z/7), and `/logs?error=1` answered every line,
+    unfiltered, to a script checking for none (adv24 b/5)."""
+    stray = sorted(set(req.query) - set(takes))
+    if stray:
+        said = ", ".join(repr(k[:40]) for k in stray[:5])
+        raise HttpError(400, f"unknown query parameter(s) {said}; {what} takes "
+                             + (", ".join(takes) if takes else "none"))
+
+
+LOG_QUERY = ("lines", "after", "before", "since", "grep", "regex", "errors")
+
+
 def body_object(req: Request, takes: tuple[str, ...] = (),
                 what: str = "this action") -> dict[str, Any] | None:
     """An action's optional body: nothing, or a JSON object of the fields it `takes`.
     A field it does not take is a 400 naming it: `{"cascde": true}` restarted the one
     service alone, as if the field had not been sent. So is a query parameter it does
     not take (`?cascde=1` was a plain restart, 200 `ok: true`: z/7)."""
-    stray = sorted(set(req.query) - set(takes))
-    if stray:
-        said = ", ".join(repr(k[:40]) for k in stray[:5])
-        raise HttpError(400, f"unknown query parameter(s) {said}; {what} takes "
-                             + (", ".join(takes) if takes else "none"))
+    only_query(req, takes, what)
     raw = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="the request")
     if not raw.strip():
         return None
@@ -83,6 +93,7 @@ def _bool_arg(q: dict[str, str], key: str) -> bool:
 def logs(req: Request) -> Json:
     """`?lines=N` newest lines, or `&after=SEQ` the ones after; filters `before=SEQ`,
     `since=TIME`, `grep=TEXT`, `regex=RE`, `errors=1` (daemon/logquery.py)."""
+    only_query(req, LOG_QUERY, "a logs query")
     q = req.query
     lines = _int_arg(q, "lines", 100, 0, 100_000)
     after = _int_arg(q, "after", -1, -1, 2**62)
