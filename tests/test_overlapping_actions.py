@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stackutil import HD_CLI, free_ports, hd, registry, stack_header, toy_service, write_stack
+from stackutil import (
+    HD_CLI,
+    alive,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
 
 
 def restart(url: str, out: list[Any]) -> None:
@@ -303,3 +313,30 @@ def test_up_while_the_stack_shuts_down_says_so_not_use_restart(project: Path) ->
             down.kill()
             down.communicate()
         hd(project, "down", timeout=60)
+
+
+def test_down_force_ends_a_graceful_down_that_waits_out_a_stop_timeout(project: Path) -> None:
+    """A service that ignores SIGTERM with stop_timeout = 120: `hd down` waits it out,
+    and `hd down --force`, the way out the docs give, waited behind it for the lock (up
+    to 300 s, then exit 9) while the service ran on (adv24 a/9). It acts at once."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash)
+                + toy_service("slow", port, "--ignore-term", stop_timeout=120))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    pid = registry(project)["services"]["slow"]["pid"]
+    graceful = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.5)  # the stop is under way: SIGTERM sent, ignored
+        forced = subprocess.run([*HD_CLI, "down", "--force"], cwd=project, text=True,
+                                capture_output=True, timeout=30)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "is still stopping the stack gracefully: --force ends what is left now" in \
+            forced.stdout + forced.stderr, forced.stdout + forced.stderr
+        assert wait_for(lambda: not alive(pid), timeout=10), "the service outlived --force"
+        graceful.communicate(timeout=30)
+    finally:
+        if graceful.poll() is None:
+            graceful.kill()
+            graceful.communicate()
+        hd(project, "down", "--force", timeout=60)
