@@ -133,6 +133,33 @@ def test_a_hung_service_without_auto_restart_is_marked_unhealthy_and_left_runnin
     run(project, text, scenario, timeout=60)
 
 
+def test_a_stopped_process_fails_its_tcp_liveness_probe(project: Path) -> None:
+    """The kernel completes the TCP handshake for a SIGSTOPped (hung) process, so with
+    `tcp` readiness, the default for a service with a port, it stayed "healthy" through
+    a hundred probes (adv24 a/11). A stopped process is a miss."""
+    (p,) = free_ports(1)
+    server = ("import socket, time; s = socket.create_server(('127.0.0.1', %d), "
+              "backlog=4096); time.sleep(600)" % p)  # nginx, node, uvicorn: 511 and more
+    text = stack_header(1, liveness_interval=0.2, liveness_failures=2, backoff_initial=0.1) \
+        + f'[services.web]\ncommand = ["{PY}", "-c", "{server}"]\nport = {p}\n'
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("web")
+        first = svc.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)
+        deadline = time.monotonic() + 15
+        while svc.restarts == 0:
+            assert time.monotonic() < deadline, (svc.state, svc.healthy)
+            await asyncio.sleep(0.05)
+        while svc.state != State.RUNNING:
+            await asyncio.sleep(0.05)
+        assert svc.pid != first
+
+    run(project, text, scenario, timeout=60)
+
+
 def test_restart_one_service_leaves_others_alone(project: Path) -> None:
     a, b = free_ports(2)
     text = toy_service("a", a) + toy_service("b", b, depends_on=["a"])

@@ -75,6 +75,23 @@ def test_log_readiness_matches_a_line_written_in_two_parts_seconds_apart(
     run(project, text, scenario)
 
 
+def test_log_readiness_matches_a_line_as_the_terminal_shows_it(project: Path) -> None:
+    """A green READY, or READY after a `\r` progress bar: every view showed READY, and
+    `^READY$` never matched the bytes (adv24 a/10)."""
+    text = ('[services.green]\nshell = "printf \'\\\\033[32mREADY\\\\033[0m\\\\n\'; '
+            'exec sleep 600"\nreadiness = { log = "^READY$" }\nstart_timeout = 5\n'
+            '[services.bar]\nshell = "printf \'loading 10%%\\\\rloading 100%%\\\\rREADY'
+            '\\\\n\'; exec sleep 600"\nreadiness = { log = "^READY$" }\nstart_timeout = 5\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        for name in ("green", "bar"):
+            assert h.stack.get(name).state == State.RUNNING, h.states(name)
+        assert "\x1b[32mREADY" in h.lines("green")[0], h.lines("green")
+
+    run(project, text, scenario)
+
+
 def test_start_timeout_fails_blocking_service_with_last_lines(project: Path) -> None:
     (p,) = free_ports(1)
     text = toy_service("slow", p, "--delay", "30", "--lines", "25",

@@ -18,6 +18,8 @@ from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.liveness import Liveness
 from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.process import Child
+from hippo_tasks.supervision.scope import is_stopped
+from hippo_tasks.terminal_text import as_seen
 
 Outcome = Literal["ready", "exited", "timeout", "unhealthy"]
 
@@ -109,13 +111,19 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
     regex = safe_regex(pattern)  # the loader refused any other (model/regex_safety.py)
     # This run's lines already captured count too (a fast service may print before we
     # watch); lines of earlier runs never do.
+    def matches(text: str) -> bool:
+        if regex.search_text(text):
+            return True
+        seen = as_seen(text)
+        return seen is not text and bool(regex.search_text(seen))
+
     for rec in hub.since(name, first_seq - 1, 100000):
-        if not rec.system and regex.search_text(rec.text):
+        if not rec.system and matches(rec.text):
             matched.set_result(None)
             break
 
     def on_line(text: str) -> None:
-        if not matched.done() and regex.search_text(text):
+        if not matched.done() and matches(text):
             matched.set_result(None)
 
     hub.watch(name, on_line)
@@ -150,6 +158,10 @@ async def while_running(child: Child, planned: PlannedService, settings: StackSe
         nonlocal misses
         if child.exited.done() or unhealthy.done():
             return  # the run is over: its exit, not a probe, says why
+        if ok and readiness.kind == "tcp" and is_stopped(child.pid):
+            # The kernel completes the handshake for a stopped process, so a tcp probe
+            # never failed: SIGSTOPped, it stayed "healthy" through 100 probes (a/11).
+            ok = False
         if ok and misses >= settings.liveness_failures:
             note("liveness probe passed again: healthy")
         misses = 0 if ok else misses + 1
