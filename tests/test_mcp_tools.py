@@ -5,6 +5,8 @@ the daemon's HTTP endpoint and over `hd mcp` (stdio): answers, outcomes, bad arg
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -329,3 +331,27 @@ def test_a_daemon_that_ended_mid_call_is_said_with_its_pid() -> None:
     assert said.startswith("The Hippodrome daemon (pid 4242) ended while this command "
                            "waited for it") and "running for ." not in said
     assert "Call the start tool" in said
+
+
+def test_hd_mcp_whose_output_is_gone_exits_as_every_command_does(project: Path) -> None:
+    """A client that crashed (its end of the pipe closed) or stdout on a full disk: a
+    72-line exception-group traceback, exit 1 (adv24 c/18). 141 quietly, or 120 with
+    the sentence, as every other command."""
+    small_stack(project)
+    params = stdio(project)
+    hello = (b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
+             b'"2024-11-05","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}\n')
+    reader, writer = os.pipe()
+    os.close(reader)  # the client is gone
+    for out, code, said in ((writer, 141, ""), (None, 120, "hippodrome: the output could "
+                                                 "not be written: [Errno 28] No space")):
+        with open("/dev/full", "wb") as full:
+            proc = subprocess.Popen([params.command, *params.args], cwd=project,
+                                    env=params.env, stdin=subprocess.PIPE,
+                                    stdout=out if out is not None else full,
+                                    stderr=subprocess.PIPE)
+            _, err = proc.communicate(hello, timeout=60)
+        text = err.decode()
+        assert proc.returncode == code and "Traceback" not in text, (code, text)
+        assert said in text, text
+    os.close(writer)

@@ -138,8 +138,8 @@ def test_a_stopped_process_fails_its_tcp_liveness_probe(project: Path) -> None:
     `tcp` readiness, the default for a service with a port, it stayed "healthy" through
     a hundred probes (adv24 a/11). A stopped process is a miss."""
     (p,) = free_ports(1)
-    server = ("import socket, time; s = socket.create_server(('127.0.0.1', %d), "
-              "backlog=4096); time.sleep(600)" % p)  # nginx, node, uvicorn: 511 and more
+    server = (f"import socket, time; s = socket.create_server(('127.0.0.1', {p}), "
+              "backlog=4096); time.sleep(600)")  # nginx, node, uvicorn: 511 and more
     text = stack_header(1, liveness_interval=0.2, liveness_failures=2, backoff_initial=0.1) \
         + f'[services.web]\ncommand = ["{PY}", "-c", "{server}"]\nport = {p}\n'
 

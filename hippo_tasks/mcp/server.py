@@ -205,6 +205,30 @@ def serve_stdio(root: Path) -> None:
         async with stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())
 
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(main)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(main)
+    except BaseExceptionGroup as group:
+        # Its output gone (a client that crashed: a closed pipe; /dev/full): a 72-line
+        # traceback through anyio and the SDK, exit 1, where every command says 141
+        # quietly, or 120 with a sentence (adv24 c/18). The OSError itself says which.
+        raise _output_error(group) or group from None
     sys.stderr.flush()
+
+
+def _output_error(group: BaseExceptionGroup[Any]) -> OSError | None:
+    """The error the stdio streams met, when that is all the group holds; a closed
+    pipe first."""
+    leaves: list[BaseException] = []
+    todo: list[BaseException] = [group]
+    while todo:
+        exc = todo.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            todo.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if not leaves or not all(isinstance(e, OSError) for e in leaves):
+        return None
+    pipes = [e for e in leaves if isinstance(e, BrokenPipeError)]
+    first = pipes[0] if pipes else leaves[0]
+    return first if isinstance(first, OSError) else None
