@@ -1037,3 +1037,23 @@ def test_folders_and_logs_this_user_may_not_read_are_sentences(tmp_path: Path) -
     finally:
         proj.parent.chmod(0o755)
         (proj / ".logs").chmod(0o755)
+
+
+def test_a_non_utf8_locale_starts_a_service_with_non_ascii_text(project: Path) -> None:
+    """Under a locale that is not UTF-8, a job `echo 'café ready'` could not start:
+    "'ascii' codec can't encode character '\\xe9'" (adv24 c/15). The stack file is UTF-8
+    whatever the locale, and so are the bytes handed to exec."""
+    dash, = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.greet]\nkind = "job"\n'
+                'shell = "echo \'café ready\'"\n')
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0",
+           "NO_COLOR": "1"}
+    env.pop("LANG", None)
+    try:
+        up = subprocess.run([*HD_CLI, "up", "--detach"], cwd=project, env=env,
+                            capture_output=True, timeout=60)
+        assert up.returncode == 0, up.stdout + up.stderr
+        log = (project / ".logs" / "latest" / "greet.log").read_bytes()
+        assert "café ready".encode() in log, log
+    finally:
+        hd(project, "down", timeout=60)

@@ -17,8 +17,10 @@ import os
 import select
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from hippo_tasks.supervision.logs import LineSplitter, LogHub
 from hippo_tasks.supervision.ownership import Placement
@@ -161,14 +163,34 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
     return found
 
 
+UTF8_FS = sys.getfilesystemencoding().lower().replace("-", "") == "utf8"
+"""Under a locale that is not UTF-8 (`LC_ALL=C` with Python's coercion off, an
+ISO-8859-1 one), Popen encodes arguments in the locale's encoding."""
+
+
+def as_exec_bytes(text: str) -> bytes:
+    """An argument or variable as exec takes it: in the locale's encoding when it can
+    carry the text, else UTF-8, the stack file's own. `echo 'café ready'` could not
+    start under LC_ALL=C: "'ascii' codec can't encode character '\\xe9'"."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
 def spawn(service: str, argv: tuple[str, ...], cwd: Path, env: Mapping[str, str],
           place: Placement, field: str = "command") -> subprocess.Popen[bytes]:
     exe = resolve_command(service, argv, cwd, env, field)
+    args: list[Any] = place.wrap([exe, *argv[1:]])
+    full: dict[Any, Any] = {**env, **place.env}
+    if not UTF8_FS:  # the stack file is UTF-8 whatever the locale (adv24 c/15)
+        args = [as_exec_bytes(a) for a in args]
+        full = {as_exec_bytes(k): as_exec_bytes(v) for k, v in full.items()}
     try:
         proc = subprocess.Popen(
-            place.wrap([exe, *argv[1:]]),
+            args,
             cwd=cwd,
-            env={**env, **place.env},
+            env=full,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
