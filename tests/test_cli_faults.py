@@ -534,6 +534,9 @@ def test_a_folder_where_a_state_file_belongs_is_named(project: Path, name: str) 
     assert f"cannot write {project / name}: a folder stands where Hippodrome keeps a file" \
         in up.stderr and "Traceback" not in up.stderr, up.stderr
     assert (project / name / "inside").is_dir(), "the folder was touched"
+    # each refused `up` left a `.logs/.latest-PID` link behind (adv24 c/17)
+    assert not list((project / ".logs").glob(".latest-*")) if (project / ".logs").is_dir() \
+        else True
 
 
 def test_a_named_pipe_for_a_registry_is_moved_aside_not_read_for_ever(project: Path) -> None:

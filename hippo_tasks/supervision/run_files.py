@@ -109,7 +109,12 @@ class RunFiles:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         tmp.symlink_to(run.name)
-        os.replace(tmp, root / "latest")
+        try:
+            os.replace(tmp, root / "latest")
+        except OSError:  # a folder at `latest`: each refused `up` left a link (c/17)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     @classmethod
     def prune(cls, root: Path, keep: int, current: Path | None = None) -> list[Path]:
