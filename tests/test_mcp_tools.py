@@ -355,3 +355,19 @@ def test_hd_mcp_whose_output_is_gone_exits_as_every_command_does(project: Path) 
         assert proc.returncode == code and "Traceback" not in text, (code, text)
         assert said in text, text
     os.close(writer)
+
+
+def test_logs_with_the_stack_down_names_the_last_runs_file(project: Path) -> None:
+    """With no daemon, `logs` said only "Call the start tool", and a start moves
+    `latest` to a new run, away from the lines that said why the stack went down
+    (adv24 b/6). The last run's file is named."""
+    small_stack(project)
+    hd(project, "up", "--detach", "--only", "web", check=True, timeout=60)
+    hd(project, "down", check=True, timeout=60)
+
+    async def scenario(agent: Agent) -> None:
+        said = await agent.refused("logs", service="web")
+        log = project / ".logs" / "latest" / "web.log"
+        assert f"The last run's log of web is {log} (read that file" in said, said
+
+    run(stdio(project), scenario)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hippo_tasks.action_outcome import problems
@@ -222,6 +223,21 @@ TOOL_ARG = {"after": "since_seq"}
 def logs(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     service = args["service"]
     forward = "since_seq" in args
+    try:
+        return _logs(stack, service, forward, args)
+    except DaemonNotRunningError as exc:
+        # "Call the start tool": starting moves `latest` to a new run, away from the
+        # lines that said why the stack went down (adv24 b/6). The file is named.
+        root = getattr(stack, "root", None)
+        log = None if root is None else Path(root) / ".logs" / "latest" / f"{service}.log"
+        if log is None or not log.is_file():
+            raise
+        raise UsageError(f"{not_running_hint(exc)} The last run's log of {service} is "
+                         f"{log} (read that file; a start leaves that run in "
+                         f"{log.resolve().parent} and begins a new one)") from None
+
+
+def _logs(stack: Stack, service: str, forward: bool, args: dict[str, Any]) -> dict[str, Any]:
     answer = stack.logs(service, LogArgs(
         lines=int(args.get("limit", 100)), after=args.get("since_seq"),
         before=args.get("before_seq"), since=args.get("since_time"),
