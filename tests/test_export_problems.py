@@ -193,6 +193,10 @@ def test_cli_two_words_write_the_file_and_bad_input_exits_2(tmp_path: Path) -> N
     (tmp_path / "blocked").write_text("")
     bad = _hd("export", "k8s", "-o", "blocked", cwd=tmp_path)
     assert bad.returncode == 2 and "not a folder" in bad.stderr + bad.stdout
+    # a script's unset variable wrote into the current folder (adv24 b/11)
+    bad = _hd("export", "k8s", "-o", "", cwd=tmp_path)
+    assert bad.returncode == 2 and "--output '' names no path" in bad.stderr, bad.stderr
+    assert not (tmp_path / "stack.yaml").exists()
     assert "clean up: kubectl delete namespace " in done.stdout
     # A namespace given may hold other work: the clean-up printed stays within the labels.
     shared = _hd("export", "k8s", "--namespace", "team-shared", "-o", "shared", cwd=tmp_path)

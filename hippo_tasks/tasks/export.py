@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hippo_tasks.errors import ProductionGuardError
+from hippo_tasks.errors import ProductionGuardError, UsageError
 from hippo_tasks.tasks.context import build_options, resolve_root
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.lifecycle import UP_HELP
@@ -51,6 +51,9 @@ def k8s(c: Context, output: str = "k8s", profile: str = "core", cell: str = "loc
               file=sys.stderr)
         if not yes and not sys.stdin.isatty():
             raise ProductionGuardError()
+    if not output.strip():  # a script's unset variable wrote into the current folder
+        raise UsageError(f"--output {output!r} names no path: give a file or folder, or "
+                         "leave the flag out for ./k8s")
     root = resolve_root(project_root)
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
                          only=only, offset=port_offset, skip=() if seed else ("seed",))
