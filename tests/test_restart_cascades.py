@@ -171,6 +171,33 @@ def test_a_crash_cascade_leaves_alone_a_dependant_whose_other_dependency_is_stop
         hd(project, "down", check=True)
 
 
+def test_a_start_that_brings_back_a_cascading_service_answers_after_its_cascade(
+        project: Path) -> None:
+    """moto (restart_cascades) stopped, mid still running on it: `hd start -s top`
+    started moto, answered `mid: running (pid N)` and `top: ...`, and the cascade moto's
+    return set off restarted both half a second later (adv24 a/5). The start answers
+    with the pids that stay."""
+    dash, = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.moto]\ncommand = ["sleep", "1000"]\nrestart_cascades = true\n'
+                  '[services.mid]\nshell = "sleep 1; echo READY; exec sleep 1001"\n'
+                  'readiness = { log = "READY" }\ndepends_on = ["moto"]\n'
+                  '[services.top]\ncommand = ["sleep", "1003"]\ndepends_on = ["mid"]\n')
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        hd(project, "stop", "-s", "top", check=True)
+        hd(project, "stop", "-s", "moto", check=True)
+        start = hd(project, "start", "-s", "top", timeout=60)
+        assert start.returncode == 0, start.stdout + start.stderr
+        said = {line.split(":")[0]: line for line in start.stdout.splitlines()}
+        time.sleep(2.0)  # any cascade still to come has begun
+        settle(project)
+        for name in ("mid", "top"):
+            assert f"(pid {pid(project, name)})" in said[name], (name, said, pid(project, name))
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_a_crash_cascade_waits_for_a_dependency_another_command_is_restarting(
         project: Path) -> None:
     """a (restart_cascades) <- b <- c: a killed, and `hd restart -s b` from another

@@ -135,6 +135,12 @@ class StackSupervisor:
         state as it settled."""
         await self._after_stops(names if names is not None else self.services)
         settled = await self._start(names)
+        if self._cascades:
+            # A restart_cascades service this start brought back restarts what depends
+            # on it: answered before that, `start` printed pids the cascade ended half
+            # a second later (adv24 a/5). Its rows are read once the cascades are over.
+            await asyncio.gather(*list(self._cascades), return_exceptions=True)
+            settled = {name: self.services[name].snapshot() for name in settled}
         return {name: await self._through_restart(snap) for name, snap in settled.items()}
 
     async def _start(self, names: Iterable[str] | None = None) -> Settled:
