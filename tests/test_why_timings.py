@@ -217,3 +217,29 @@ def test_a_restart_after_an_exit_carries_its_own_instants(project: Path) -> None
         assert t["requested_at"] <= t["deps_met_at"] <= t["spawned_at"] <= t["ready_at"], t
     finally:
         hd(project, "down")
+
+
+def test_a_job_is_described_as_a_job_with_the_condition_its_dependant_needs() -> None:
+    """A running job read "waiting for its readiness check (none)", and once it was
+    stopped its dependant's line said "needed: ready" where the wait had said
+    completed_successfully a second before (adv24 a/8)."""
+    from hippo_tasks.supervision.snapshot import ServiceSnapshot
+
+    def snap(name: str, state: str, kind: str, reason: str = "",
+             deps: tuple[str, ...] = ()) -> ServiceSnapshot:
+        return ServiceSnapshot(name, state, False, 42 if state == "starting" else None, None,
+                               None, 0, None, None, False, True, False, kind, reason, deps,
+                               None, None, None, {"spawned_at": None}, ())
+
+    running = {"job": snap("job", "starting", "job"),
+               "app": snap("app", "pending", "service", "dependency 'job' is running",
+                           ("job",))}
+    said = explain("job", running, {"job": "none"}, lambda _: [], lambda _: None)
+    assert said["summary"] == "job is a job, running (pid 42): done when it exits 0", said
+    stopped = {"job": snap("job", "stopped", "job", "stop requested"),
+               "app": snap("app", "stopped", "service", "dependency 'job' is stopped",
+                           ("job",))}
+    answer = explain("app", stopped, {}, lambda _: [], lambda _: None,
+                     {"app": {"job": "completed_successfully"}})
+    assert [(b["service"], b["condition"]) for b in answer["blockers"]] == [
+        ("job", "completed_successfully")], answer["blockers"]

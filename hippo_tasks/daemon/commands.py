@@ -157,8 +157,10 @@ class StackCommands:
         snaps = {s.name: s for s in stack.snapshots()}
         readiness = {n: s.planned.spec.readiness.describe() for n, s in stack.services.items()}
         hub = self.engine.hub
+        conditions = {n: {d: str(c) for d, c in s.planned.spec.conditions}
+                      for n, s in stack.services.items()}
         return explain(name, snaps, readiness, lambda n: hub.own_lines(n, LAST_LINES),
-                       stack.log_path)
+                       stack.log_path, conditions)
 
     # ---- actions -----------------------------------------------------------------
     def _result(self, names: list[str], settled: Settled | None = None) -> dict[str, Any]:

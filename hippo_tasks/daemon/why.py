@@ -35,6 +35,9 @@ def _own_sentence(snap: ServiceSnapshot, readiness: str) -> str:
     if state == "starting":
         spawned = snap.timings.get("spawned_at")
         ago = f" {time.time() - spawned:.1f}s ago" if spawned else ""
+        if snap.kind == "job":  # "waiting for its readiness check (none)" (adv24 a/8)
+            took = f" for {time.time() - spawned:.1f}s" if spawned else ""
+            return f"{name} is a job, running{took} (pid {snap.pid}): done when it exits 0"
         return (f"{name} started{ago} (pid {snap.pid}) and is not ready yet: waiting for "
                 f"its readiness check ({readiness})")
     if state == "backoff":
@@ -49,21 +52,27 @@ def _own_sentence(snap: ServiceSnapshot, readiness: str) -> str:
     return f"{name} is {state}" + (f" ({snap.reason})" if snap.reason else "")
 
 
-def blocked_on(snap: ServiceSnapshot,
-               snaps: Mapping[str, ServiceSnapshot]) -> list[tuple[str, str]]:
+def blocked_on(snap: ServiceSnapshot, snaps: Mapping[str, ServiceSnapshot],
+               conditions: Mapping[str, Mapping[str, str]] | None = None
+               ) -> list[tuple[str, str]]:
     """What stands between this service and ready: what its start waits for now, or,
     once it gave up because a dependency failed or was stopped, its dependencies that
-    are still not ready."""
+    are still not ready, each with the condition it has to meet (`conditions`: the
+    stack file's, by service; it said "needed: ready" where the wait had said
+    completed_successfully a second before, adv24 a/8)."""
     if snap.waiting_on:
         return list(snap.waiting_on)
     if snap.ready or snap.state not in ("failed", "stopped", "pending") or \
             not snap.reason.startswith("dependency '"):
         return []
-    return [(d, "ready") for d in snap.depends_on if d in snaps and not snaps[d].ready]
+    own = (conditions or {}).get(snap.name, {})
+    return [(d, own.get(d) or "healthy") for d in snap.depends_on
+            if d in snaps and not snaps[d].ready]
 
 
 def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[str, str],
-            lines: Lines, log_path: Callable[[str], str | None]) -> dict[str, Any]:
+            lines: Lines, log_path: Callable[[str], str | None],
+            conditions: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """The answer for `name` (known to exist): its own state and sentence, and every
     service it is (transitively) blocked on, nearest first, each once. Past MAX_DEPTH
     only the bottom of the chain is listed (`hidden` counts the rest): the walk stopped
@@ -71,13 +80,13 @@ def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[
     snap = snaps[name]
     found: list[tuple[str, str, int, list[str]]] = []
     seen = {name}
-    frontier = deque((dep, cond, 1) for dep, cond in blocked_on(snap, snaps))
+    frontier = deque((dep, cond, 1) for dep, cond in blocked_on(snap, snaps, conditions))
     while frontier:
         dep, condition, depth = frontier.popleft()
         if dep in seen or dep not in snaps:
             continue
         seen.add(dep)
-        waits = blocked_on(snaps[dep], snaps)
+        waits = blocked_on(snaps[dep], snaps, conditions)
         found.append((dep, condition, depth, [d for d, _ in waits]))
         frontier.extend((d, c, depth + 1) for d, c in waits)
     shown = [f for f in found if f[2] <= MAX_DEPTH or not f[3]]
