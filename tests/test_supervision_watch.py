@@ -294,6 +294,41 @@ def test_a_save_or_a_restart_leaves_running_a_service_whose_dependency_was_stopp
     run(project, text, scenario)
 
 
+def test_a_folder_replaced_under_a_watched_parent_is_counted_once(project: Path) -> None:
+    """`mv src src.old; mkdir src; echo 3 > src/c.py` restarted once (right); then an
+    empty `gen`, which another glob names, restarted again, blaming src/c.py, which
+    nobody had touched since (adv24 a/7)."""
+    src = project / "src"
+    src.mkdir()
+    (src / "c.py").write_text("1\n")
+    text = '[services.w]\ncommand = ["sleep", "600"]\nwatch = ["src/**/*.py", "gen/*.py"]\n'
+
+    async def notes(h: Harness, count: int) -> list[str]:
+        deadline = time.monotonic() + 10
+        while True:
+            said = [r.text for r in h.hub.tail("w", 500) if "change detected" in r.text]
+            if len(said) >= count or time.monotonic() > deadline:
+                return said
+            await asyncio.sleep(0.05)
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        h.stack.start_watchers()
+        await asyncio.sleep(1.2)
+        src.rename(project / "src.old")
+        src.mkdir()
+        (src / "c.py").write_text("3\n")
+        assert len(await notes(h, 1)) == 1
+        await asyncio.sleep(1.0)
+        (project / "gen").mkdir()
+        await asyncio.sleep(2.0)  # past the debounce: a restart would be said by now
+        said = [r.text for r in h.hub.tail("w", 500) if "change detected" in r.text]
+        assert len(said) == 1, said
+        await h.stack.stop_watchers()
+
+    run(project, text, scenario, timeout=60)
+
+
 async def first_save_seen(root: Path, pattern: str, app: Path,
                           before: Callable[[], Awaitable[None]] | None = None,
                           limit: float = 30) -> list[str]:

@@ -352,6 +352,10 @@ class StackWatcher:
                                    if int(change) == ADDED and os.path.islink(path)
                                    and os.path.isdir(path))
                 self._dispatch(changes)
+                # A pattern's folder replaced under a watched parent was counted by
+                # these events: it is the one known from now, or the next new root
+                # counted its files again, a restart for a file nobody touched (a/7).
+                self._target_ids = self._targets()
             self._caught_up = file_clock_ns()
             now = self._roots()
             if now != roots:
