@@ -40,14 +40,18 @@ def resolve_root(flag: str | None = None) -> Path:
 
 
 def _search_root() -> Path | None:
-    """The folder of the tasks.py invoke loaded when it is not this folder or one above
-    it: `invoke -r projA down`, run from projB, stopped projB's stack (adv24 c/10).
-    Invoke finds a tasks.py upwards by itself; one found elsewhere was named by -r."""
+    """The folder of the tasks.py invoke loaded when it is a stack's (it holds a
+    hippodrome.toml) and not this folder or one above it: `invoke -r projA down`, run
+    from projB, stopped projB's stack (adv24 c/10). Invoke finds a tasks.py upwards by
+    itself; one found elsewhere was named by -r. A tasks.py with no stack file beside it
+    (Hippodrome's own source) lends its tasks to the stack found from here."""
     module = sys.modules.get("tasks")
     file = getattr(module, "__file__", None)
     if not file or getattr(module, "ns", None) is None:
         return None
     folder = Path(file).resolve().parent
+    if not (folder / "hippodrome.toml").is_file():
+        return None  # Hippodrome's own checkout (`invoke -r SRC`): its tasks, here
     try:
         here = Path.cwd().resolve()
     except OSError:
