@@ -8,6 +8,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pytest
 from hd_shell import Shell, free_offset, hd_bin_dir, user_env
 from stackutil import PY, registry
 
@@ -163,3 +164,24 @@ def test_tasks_py_makes_invoke_work_in_that_folder(project: Path, tmp_path: Path
     down = subprocess.run([*invoke, "down"], cwd=project, env=env, capture_output=True,
                           text=True, timeout=120)
     assert down.returncode == 0, down.stderr
+
+
+def test_a_file_made_while_init_writes_is_not_replaced(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `hd init` at once both passed the check and both said they wrote the file,
+    the second over the first (adv24 c). Without --force a file that appears meanwhile
+    is kept and nothing is written."""
+    from hippo_tasks.errors import UsageError
+    from hippo_tasks.tasks import scaffold
+
+    class Racing(dict[str, str]):
+        def items(self):  # type: ignore[override]  # the other init wins here
+            (tmp_path / "hippodrome.toml").write_text("# the other init's\n")
+            return super().items()
+
+    monkeypatch.setattr(scaffold, "starter_files",
+                        lambda *_: Racing({"hippodrome.toml": "mine", "tasks.py": "mine"}))
+    with pytest.raises(UsageError, match="appeared in .* while hd init wrote"):
+        scaffold.write_starter(tmp_path)
+    assert (tmp_path / "hippodrome.toml").read_text() == "# the other init's\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hippodrome.toml"]

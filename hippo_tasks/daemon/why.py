@@ -36,8 +36,8 @@ def _own_sentence(snap: ServiceSnapshot, readiness: str) -> str:
         spawned = snap.timings.get("spawned_at")
         ago = f" {time.time() - spawned:.1f}s ago" if spawned else ""
         if snap.kind == "job":  # "waiting for its readiness check (none)" (adv24 a/8)
-            took = f" for {time.time() - spawned:.1f}s" if spawned else ""
-            return f"{name} is a job, running{took} (pid {snap.pid}): done when it exits 0"
+            since = f" for {time.time() - spawned:.1f}s" if spawned else ""
+            return f"{name} is a job, running{since} (pid {snap.pid}): done when it exits 0"
         return (f"{name} started{ago} (pid {snap.pid}) and is not ready yet: waiting for "
                 f"its readiness check ({readiness})")
     if state == "backoff":

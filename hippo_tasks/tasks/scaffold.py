@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,17 +62,32 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
             "--force` to replace it with a fresh one); nothing was written")
     temps = {name: folder / f".{name}.hd-init-{os.getpid()}" for name in files}
     name = ""
+    placed: list[Path] = []
     try:  # every file written aside first: a full disk leaves the old ones as they were
         for name, text in files.items():
             temps[name].write_bytes(text.encode("utf-8"))
         for name in files:
-            os.replace(temps[name], folder / name)
+            if force:
+                os.replace(temps[name], folder / name)
+            else:  # never over a file made since the check: two `hd init` at once both
+                os.link(temps[name], folder / name)  # said they wrote it (adv24 c)
+                placed.append(folder / name)
+    except FileExistsError:
+        _undo(placed, temps.values())
+        raise UsageError(f"{name} appeared in {folder} while hd init wrote (another hd "
+                         "init?); nothing was written") from None
     except OSError as exc:
-        for tmp in temps.values():
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+        _undo(placed, temps.values())
         raise StarterWriteError.from_os(exc, folder / name) from exc
+    _undo([], temps.values())
     return [folder / name for name in files]
+
+
+def _undo(placed: list[Path], temps: Iterable[Path]) -> None:
+    """Remove what this run placed (all or none) and its temporary files."""
+    for path in [*placed, *temps]:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def next_steps(written: list[Path], from_bundled: bool) -> str:
