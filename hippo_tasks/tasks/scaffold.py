@@ -70,8 +70,11 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
             if force:
                 os.replace(temps[name], folder / name)
             else:  # never over a file made since the check: two `hd init` at once both
-                os.link(temps[name], folder / name)  # said they wrote it (adv24 c)
+                fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL  # said
+                             | os.O_NOFOLLOW, 0o644)  # they wrote it (adv24 c)
                 placed.append(folder / name)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(files[name].encode("utf-8"))
     except FileExistsError:
         _undo(placed, temps.values())
         raise UsageError(f"{name} appeared in {folder} while hd init wrote (another hd "
