@@ -79,10 +79,10 @@ def _act(verb: str, service: str | None, root_flag: str | None,
         if row.get("pid") and row["state"] == "running":
             line += f" (pid {row['pid']})"
         stopped = verb != "stop" and row["state"] == "stopped" and not row.get("ready")
-        if (row["state"] in ("failed", "backoff") or stopped) and row.get("reason"):
+        if row.get("not_restarted"):  # before a stale reason: "stopped — stop requested"
+            line += f" — {row['not_restarted']}"  # said a restart refused (adv25 d/1)
+        elif (row["state"] in ("failed", "backoff") or stopped) and row.get("reason"):
             line += f" — {row['reason']}"
-        elif row.get("not_restarted"):
-            line += f" — {row['not_restarted']}"
         print(for_terminal(line))
     from hippo_tasks.action_outcome import problems
 
