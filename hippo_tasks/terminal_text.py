@@ -36,12 +36,14 @@ def colour_wanted(fd: int) -> bool:
 
 def as_seen(text: str) -> str:
     """A line as a terminal leaves it to the eye: colours taken out, and of a line
-    rewritten with `\r` (a progress bar), the part after the last one. Log readiness
+    rewritten with `\r` (a progress bar), the part after the last one (a CRLF line
+    ending is no rewrite). Log readiness
     matches this too: `^READY$` never met a green READY or one after `loading 100%\r`,
     though every view showed READY (adv24 a/10)."""
     if "\x1b" in text:
         text = _SGR.sub("", text)
-    return text.rsplit("\r", 1)[-1] if "\r" in text else text
+    # A `\r` that ends the line is its CRLF ending, not a rewrite (adv25 d/2).
+    return text.rstrip("\r").rsplit("\r", 1)[-1] if "\r" in text else text
 
 
 _SUSPECT = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")

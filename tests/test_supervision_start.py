@@ -81,11 +81,13 @@ def test_log_readiness_matches_a_line_as_the_terminal_shows_it(project: Path) ->
     text = ('[services.green]\nshell = "printf \'\\\\033[32mREADY\\\\033[0m\\\\n\'; '
             'exec sleep 600"\nreadiness = { log = "^READY$" }\nstart_timeout = 5\n'
             '[services.bar]\nshell = "printf \'loading 10%%\\\\rloading 100%%\\\\rREADY'
-            '\\\\n\'; exec sleep 600"\nreadiness = { log = "^READY$" }\nstart_timeout = 5\n')
+            '\\\\n\'; exec sleep 600"\nreadiness = { log = "^READY$" }\nstart_timeout = 5\n'
+            '[services.crlf]\nshell = "printf \'READY\\\\r\\\\n\'; exec sleep 600"\n'
+            'readiness = { log = "^READY$" }\nstart_timeout = 5\n')  # CRLF (adv25 d/2)
 
     async def scenario(h: Harness) -> None:
         assert await h.stack.start_and_wait() is None
-        for name in ("green", "bar"):
+        for name in ("green", "bar", "crlf"):
             assert h.stack.get(name).state == State.RUNNING, h.states(name)
         assert "\x1b[32mREADY" in h.lines("green")[0], h.lines("green")
 
