@@ -545,20 +545,27 @@ class StateDirError(HippoError):
 
 
 class SharedStateDirError(StateDirError):
-    """`.hippodrome` is a link to another project's `.hippodrome`: two stacks would
-    share one registry, each taking the other's for a copied one (set aside under its
-    running daemon) and `up` writing its stack over it."""
+    """`.hippodrome` is a symbolic link. To another project's `.hippodrome`, two stacks
+    would share one registry, each taking the other's for a copied one (set aside under
+    its running daemon) and `up` writing its stack over it. To any folder, the daemon's
+    output is that folder's daemon.log, by which `down --force` (and the search for a
+    stack the registry does not name) proves a daemon is this project's: it was left
+    running, exit 0 (adv25 d/3)."""
 
     def __init__(self, path: str, target: str) -> None:
-        super().__init__(path, "a link to another project's state folder")
+        super().__init__(path, "a symbolic link")
         self.target = target
 
     def message(self) -> str:
-        owner = os.path.dirname(self.target)
-        return (f"{self.path} is a link to {self.target}, the state folder of the project "
-                f"in {owner}: two stacks cannot share one. Remove the link (`rm "
-                f"{shlex.quote(self.path)}`; Hippodrome makes the folder) or point it at a "
-                "folder of another name; nothing was started or stopped.")
+        remove = (f"Remove the link (`rm {shlex.quote(self.path)}`; Hippodrome makes the "
+                  "folder); nothing was started or stopped.")
+        if os.path.basename(self.target) == ".hippodrome":
+            return (f"{self.path} is a link to {self.target}, the state folder of the "
+                    f"project in {os.path.dirname(self.target)}: two stacks cannot share "
+                    f"one. {remove}")
+        return (f"{self.path} is a symbolic link (to {self.target}): the stack's state "
+                "folder must be a folder of the project, since Hippodrome knows its daemon "
+                f"by the path of .hippodrome/daemon.log. {remove}")
 
 
 class StarterWriteError(StateDirError):

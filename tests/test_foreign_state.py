@@ -596,8 +596,8 @@ def test_down_stops_a_stack_whose_state_folder_was_swapped_for_anothers_link(
         (copy / ".hippodrome").symlink_to(project / ".hippodrome")
         down = hd(copy, "down", timeout=60)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert (f"{copy / '.hippodrome'} is a link to another project's state folder "
-                f"({project / '.hippodrome'}): remove the link") in down.stdout, down.stdout
+        assert (f"{copy / '.hippodrome'} is a symbolic link (to {project / '.hippodrome'})"
+                ": remove the link") in down.stdout, down.stdout
         assert wait_for(lambda: not alive(mine), timeout=10), mine
         assert alive(theirs)
         assert "web" in hd(project, "status", check=True).stdout
@@ -645,3 +645,21 @@ def test_the_state_folders_are_not_left_writable_by_everyone(project: Path) -> N
             assert folder.stat().st_mode & 0o022 == 0, (folder, oct(folder.stat().st_mode))
     finally:
         hd(project, "down", timeout=60)
+
+
+
+def test_a_state_folder_linked_elsewhere_is_refused(project: Path, tmp_path: Path) -> None:
+    """`.hippodrome` linked to a folder of its own (state on another disk): up, status
+    and down worked, but the daemon's output was the link's target, and `down --force`
+    did not know it as this project's daemon: left running, exit 0 (adv25 d/3)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    elsewhere = tmp_path / "fast-disk" / "state"
+    elsewhere.mkdir(parents=True)
+    (project / ".hippodrome").symlink_to(elsewhere)
+    for argv in (("up", "--detach"), ("status",), ("down", "--force")):
+        run = hd(project, *argv, timeout=60)
+        assert run.returncode == 10, (argv, run.stdout + run.stderr)
+        assert f"{project / '.hippodrome'} is a symbolic link (to {elsewhere})" in \
+            run.stderr, run.stderr
+    assert list(elsewhere.iterdir()) == []

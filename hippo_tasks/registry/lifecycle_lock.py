@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hippo_contract.flock_wait import flock_within
 from hippo_tasks.errors import LifecycleBusyError, StateDirError
+from hippo_tasks.registry.store import refuse_linked_state_dir
 
 WAIT_S = 300.0
 
@@ -32,6 +33,7 @@ class LifecycleLock:
                 wait: float = WAIT_S, required: bool = True) -> None:
         """`required=False` (down): where the lock cannot even be created (a read-only
         `.hippodrome`), go on without it; no `up` can run there to race with."""
+        refuse_linked_state_dir(self.root)
         try:
             self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)

@@ -97,6 +97,15 @@ def empty(root: Path) -> Data:
             "failure": None, "resources": []}
 
 
+def refuse_linked_state_dir(root: Path) -> None:
+    """Refuse a `.hippodrome` that is a symbolic link (SharedStateDirError says why):
+    one lstat when it is a plain folder. Checked by the registry and the lifecycle lock,
+    before either makes anything in it."""
+    state = root / ".hippodrome"
+    if os.path.islink(state):
+        raise SharedStateDirError(str(state), os.path.realpath(state))
+
+
 LOCK_WAIT_S = 5.0
 """How long a command waits for the registry's lock before going on without it."""
 
@@ -131,18 +140,7 @@ class Registry:
         return False
 
     def _not_shared(self) -> None:
-        """Refuse a `.hippodrome` that is a link to another project's: one lstat when it
-        is a plain folder. A link to a folder of another name (state kept on a faster
-        disk) is the user's choice and is followed."""
-        if not os.path.islink(self.dir):
-            return
-        target = os.path.realpath(self.dir)
-        if os.path.basename(target) != ".hippodrome":
-            return
-        with contextlib.suppress(OSError):
-            if os.path.samefile(os.path.dirname(target), self.root):
-                return
-        raise SharedStateDirError(str(self.dir), target)
+        refuse_linked_state_dir(self.root)
 
     @contextlib.contextmanager
     def locked(self, write: bool = True, wait: float = LOCK_WAIT_S) -> Iterator[None]:
@@ -355,7 +353,11 @@ def writes_daemon_log(pid: int, root: Path, writing: bool = False) -> bool:
     new path). `writing`: only a descriptor opened for writing counts, so a reader
     (`hd logs`) is never taken for a daemon; fdinfo's flags say how it was opened."""
     log = str(root / ".hippodrome" / "daemon.log")
-    names = (log, log + " (deleted)")
+    names: tuple[str, ...] = (log, log + " (deleted)")
+    if os.path.islink(root / ".hippodrome"):  # refused now; a stack from before it runs
+        real = os.path.realpath(log)  # on, its output named by the kernel (adv25 d/3);
+        if os.path.basename(os.path.dirname(real)) != ".hippodrome":  # never another
+            names += (real, real + " (deleted)")  # project's, whose daemon that is
 
     def holds(fd: str) -> bool:
         return os.readlink(f"/proc/{pid}/fd/{fd}") in names and (

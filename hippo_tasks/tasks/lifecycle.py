@@ -191,8 +191,8 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
         kill_unlisted(root, also=also) if force else \
             stop_unlisted(root, also=also)
         print("hippodrome | stack stopped, daemon exited")
-        say(f"{root / '.hippodrome'} is a link to another project's state folder "
-            f"({exc.target}): remove the link before the next `hd up`"
+        say(f"{root / '.hippodrome'} is a symbolic link (to {exc.target}): remove the "
+            "link before the next `hd up`"
             if isinstance(exc, SharedStateDirError) else
             f"a file stands where {root / '.hippodrome'} belongs (the stack's state "
             "folder): move it away before the next `hd up`")
