@@ -55,7 +55,9 @@ def problems(verb: str, service: str | None, cascade: bool,
         if row.get("not_restarted"):
             found.append(Problem(f"{name}: {row['not_restarted']}", True))
         elif state == "external" and name == service and (verb == "restart"
-                                                         or not row.get("ready")):
+                                                         or not row.get("healthy")):
+            # (`ready` is always true for an external: dependants never wait on it; its
+            # probe says whether it answers, adv25 e/1)
             # As a stop of it says: a restart exited 0 having done nothing, and a start
             # exited 0 for one that does not answer (adv24 b/8).
             found.append(Problem(

@@ -54,8 +54,9 @@ def test_stopping_an_external_service_by_name_is_not_a_success() -> None:
 def test_restarting_or_starting_an_external_service_by_name_says_what_it_did() -> None:
     """A restart exited 0 (`ok: true`) having done nothing, and a start said ok for
     one that does not answer, while a stop of it exits 1 (adv24 b/8)."""
-    up = row("ext", "external", ready=True, external=True)
-    down = row("ext", "external", ready=False, external=True)
+    up = row("ext", "external", ready=True, external=True, healthy=True)
+    down = row("ext", "external", ready=True, external=True, healthy=False)  # as the
+    # daemon gives it: an external is always `ready` (adv25 e/1)
     assert texts("restart", "ext", [up]) == [
         "ext is external: Hippodrome does not run it, so it was not restarted"]
     assert texts("start", "ext", [up]) == []  # it answers: what a start asks

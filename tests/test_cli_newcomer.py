@@ -188,6 +188,13 @@ def test_an_external_service_that_is_down_is_optional_not_unhealthy(project: Pat
         rows = json.loads(hd(project, "status", "--json", check=True).stdout)["services"]
         router = next(r for r in rows if r["name"] == "router")
         assert router["external"] is True and router["healthy"] is False
+        # Started by name it is not a success while nothing answers (adv24 b/8, e/1)
+        start = hd(project, "start", "-s", "router")
+        assert start.returncode == 1 and "router is external and does not answer" in \
+            start.stderr, start.stdout + start.stderr
+        restart = hd(project, "restart", "-s", "router")
+        assert restart.returncode == 1 and "so it was not restarted" in restart.stderr
+        assert hd(project, "start").returncode == 0  # the whole stack: it is optional
     finally:
         hd(project, "down", timeout=120)
 
