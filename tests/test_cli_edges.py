@@ -287,6 +287,27 @@ def test_up_on_a_running_stack_whose_file_was_broken_says_it_runs(project: Path)
     assert up.returncode == 3 and "(a cycle)" in up.stderr, up.stdout + up.stderr
 
 
+def test_an_env_file_edited_into_one_up_refuses_is_said_before_down(project: Path) -> None:
+    """The note checked the stack file alone: a `.env` line that is no NAME=value (or an
+    unset ${env:X}) read "hd down then hd up applies the change", and `up` on the running
+    stack gave the load error alone, exit 3 (adv25 d/5)."""
+    dash, port = free_ports(2)
+    (project / ".env").write_text("X=1\n")
+    write_stack(project, stack_header(dash) + toy_service("web", port)
+                + 'env_file = [".env"]\n')
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        (project / ".env").write_text("X=1\nnot a valid line\n")
+        for argv, code in ((("status",), 0), (("up", "--detach"), 7)):
+            res = hd(project, *argv, timeout=60)
+            assert res.returncode == code, (argv, res.stdout + res.stderr)
+            assert "the next `hd up` here refuses the stack file as it is now" in \
+                res.stderr and "not a NAME=value line" in res.stderr, res.stderr
+            assert "applies the change" not in res.stderr
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_a_service_added_after_up_is_named_as_such_to_the_api(project: Path) -> None:
     """A service written into the stack file after `up`, then started through the API
     (as MCP does): a bare "unknown service", where the command line said the file had

@@ -61,6 +61,7 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
     registry = registry or Registry(opts.project_root)
     try:
         spec = load_stack(opts.project_root)
+        plan = build_plan(spec, opts)  # env_files and ${...}: load errors too (d/5)
     except HippoError as refused:
         # A file edited into one `up` refuses, under a running stack: "already running",
         # exit 7, with the load error in its note; the load error alone (exit 3) did not
@@ -71,7 +72,6 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
             raise refused from None
         _refuse_if_running(opts, registry, data)
         raise
-    plan = build_plan(spec, opts)
     data = registry.read()
     for warning in registry.warnings:
         say(warning)

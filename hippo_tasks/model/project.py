@@ -187,15 +187,24 @@ def _refused_now(root: Path) -> str:
     """Why `up` would refuse the stack file as it is now (its load error), or ''. Read
     only once an edit is seen: a cycle or a TOML error was said as a change `down` and
     `up` apply, and the user took the running stack down for an `up` that refused."""
-    from hippo_tasks.errors import HippoError
+    from hippo_tasks.errors import HippoError, StackFileError
     from hippo_tasks.model.loader import load_stack
+    from hippo_tasks.model.plan import Options, build_plan
 
     try:
-        load_stack(root)
+        spec = load_stack(root)
     except HippoError as exc:
         return exc.message().rstrip(".")
     except OSError as exc:
         return str(exc)
+    try:  # env_files and ${...} are read when planned: a bad .env line, an unset
+        # ${env:X} (adv25 d/5). With the default choices and this shell's environment,
+        # as a plain `hd up` here; a choice's own refusal (a cell's URL) is not the file's.
+        build_plan(spec, Options(project_root=root, env=dict(os.environ)))
+    except StackFileError as exc:
+        return exc.message().rstrip(".")
+    except (HippoError, OSError):
+        pass
     return ""
 
 
