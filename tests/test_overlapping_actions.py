@@ -340,3 +340,28 @@ def test_down_force_ends_a_graceful_down_that_waits_out_a_stop_timeout(project: 
             graceful.kill()
             graceful.communicate()
         hd(project, "down", "--force", timeout=60)
+
+
+
+def test_a_dependant_held_by_a_stop_during_a_stack_restart_names_that_stop(
+        project: Path) -> None:
+    """`hd restart`, then `hd stop -s a` while a stopped (slowly): b, which needs a, stayed
+    stopped, right, but its row blamed the restart: "restart requested, while this one
+    waited" (adv25 d/4)."""
+    dash, a, b = free_ports(3)
+    write_stack(project, stack_header(dash)
+                + toy_service("a", a, "--ignore-term", stop_timeout=2)
+                + toy_service("b", b, depends_on=["a"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(0.8)  # b is stopped, a is waiting out its 2 s
+        hd(project, "stop", "-s", "a", timeout=60)
+        out, _ = restart.communicate(timeout=60)
+        assert restart.returncode == 1, out
+        assert "'b' is stopped (not started again: 'a', which it needs, was stopped " \
+            "meanwhile, while this one waited)" in out, out
+        assert "restart requested" not in out, out
+    finally:
+        hd(project, "down", timeout=60)

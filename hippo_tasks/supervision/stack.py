@@ -163,7 +163,12 @@ class StackSupervisor:
             # again, after `hd stop` had said "stopped", exit 0 (y/4).
             held = set(meanwhile)
             for name in meanwhile:
-                held.update(self.dependants_closure(name))
+                for dep in self.dependants_closure(name):
+                    if dep not in held and self.services[dep].state == State.STOPPED:
+                        # Its row named the restart itself as why it is stopped (d/4).
+                        self.services[dep].reason = (f"not started again: '{name}', which "
+                                                     "it needs, was stopped meanwhile")
+                    held.add(dep)
             wanted = [n for n in self.services if n not in held]
             settled = await self._start(wanted) if wanted else {}
             return {**{n: self.services[n].snapshot() for n in held}, **settled}
