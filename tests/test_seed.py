@@ -420,6 +420,19 @@ def test_a_seed_refused_for_admin_server_makes_nothing_first(plane: dict[str, st
     assert b"hippodrome-seed-4242" not in journal
 
 
+def test_an_external_admin_server_is_seeded_through_while_it_answers() -> None:
+    """Every external admin_server was refused ("is external ... hd start --service
+    admin_server", which does nothing for one), a healthy one too (adv25 e/2)."""
+    from hippo_platform.seed.endpoints import StackView
+    from hippo_platform.seed.run import SeedError, _admin_can_take
+
+    answers = StackView(env={}, rows={"admin_server": {"state": "external", "healthy": True}})
+    _admin_can_take(answers)
+    silent = StackView(env={}, rows={"admin_server": {"state": "external", "healthy": False}})
+    with pytest.raises(SeedError, match="external .* does not answer .* start it yourself"):
+        _admin_can_take(silent)
+
+
 @pytest.mark.parametrize("state,words", [
     ("pending", "still starting"),
     ("starting", "still starting"),

@@ -227,6 +227,12 @@ def _admin_can_take(view: StackView) -> None:
     row = (view.rows or {}).get("admin_server")
     if row is None:
         return
+    if row.get("state") == "external":  # yours: it is seeded through while it answers
+        if row.get("healthy"):
+            return
+        raise SeedError("admin_server is external (you run it) and does not answer, so "
+                        "settings and rules cannot be seeded: start it yourself, then `hd "
+                        "seed` (nothing was seeded)")
     if row.get("state") in ("pending", "starting"):  # the stack is still coming up
         raise SeedError(f"admin_server is {row.get('state')} (the stack is still starting), "
                         "so settings and rules cannot be seeded yet: `hd seed` again once "
