@@ -39,10 +39,19 @@ def test_a_marker_of_another_user_in_a_parent_folder_is_refused(tmp_path: Path) 
     with pytest.raises(UsageError) as refused:
         find_project_root(mine, env={})
     said = refused.value.message()
-    assert f"{planted} belongs to another user" in said and "--project-root" in said, said
-    assert find_project_root(shared, env={}) == shared.resolve()
+    assert f"{planted} (or the file it links to) belongs to another user" in said and \
+        "--project-root" in said, said
+    with pytest.raises(UsageError):  # in the shared folder itself too (adv25 d/8)
+        find_project_root(shared, env={})
     os.chown(planted, 0, 0)  # root's own (a system install) is taken
     assert find_project_root(mine, env={}) == shared.resolve()
+    assert find_project_root(shared, env={}) == shared.resolve()
+    theirs = shared / "real.toml"  # a root-owned link to another user's file
+    planted.rename(theirs)
+    os.chown(theirs, 65534, 65534)
+    planted.symlink_to(theirs.name)
+    with pytest.raises(UsageError):
+        find_project_root(mine, env={})
 
 
 def test_root_falls_back_to_src_dir_then_cwd(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -27,8 +28,7 @@ def find_project_root(
     for folder in (here, *here.parents):
         found = [folder / m for m in ROOT_MARKERS if os.path.lexists(folder / m)]
         if found:
-            if folder != here:
-                _not_a_strangers(found)
+            _not_a_strangers(found)
             return folder
     src = env.get("HIPPODROME_SRC_DIR")
     if src:
@@ -42,18 +42,19 @@ def find_project_root(
 
 
 def _not_a_strangers(markers: list[Path]) -> None:
-    """A marker found in a parent folder must be this user's (or root's): one planted by
-    another user in a shared folder (`/tmp/hippodrome.toml`) made `hd up` in any folder
-    below it run that user's commands as this one, as git's "dubious ownership" check
-    guards against (adv24 c/6). The folder one runs in is trusted; so is
-    --project-root, which says which folder is meant."""
+    """A marker found by looking (this folder or a parent) must be this user's or
+    root's, and so must the file a link there leads to: one planted by another user in
+    a shared folder (`/tmp/hippodrome.toml`) made `hd up` there, or in any folder below
+    it, run that user's commands as this one, as git's "dubious ownership" check guards
+    against (adv24 c/6, adv25 d/8). --project-root says which folder is meant, and is
+    trusted."""
     me = os.geteuid()
     for marker in markers:
-        try:
-            owner = os.lstat(marker).st_uid
-        except OSError:
-            continue
-        if owner not in (me, 0):
+        owners: set[int] = set()
+        for look in (os.lstat, os.stat):
+            with contextlib.suppress(OSError):
+                owners.add(look(marker).st_uid)
+        for owner in owners - {me, 0}:
             try:
                 import pwd
 
@@ -61,10 +62,11 @@ def _not_a_strangers(markers: list[Path]) -> None:
             except (ImportError, KeyError):
                 name = f"uid {owner}"
             raise UsageError(
-                f"{marker} belongs to another user ({name}), so it is not taken as this "
-                "folder's stack (a file another user put in a parent folder would run "
-                "their commands as you): run from a folder with your own hippodrome.toml, "
-                f"or pass --project-root {marker.parent} if you trust it")
+                f"{marker} (or the file it links to) belongs to another user ({name}), so "
+                "it is not taken as this folder's stack (a file another user put in a "
+                "shared folder would run their commands as you): run from a folder with "
+                f"your own hippodrome.toml, or pass --project-root {marker.parent} if you "
+                "trust it")
 
 
 def current_folder() -> Path:
