@@ -284,6 +284,10 @@ def test_an_empty_recording_replays_nothing(stack: Stack, tmp_path: Path) -> Non
     (("{rec}", "--speed", "nan"), "--speed must be a number above 0"),
     (("{rec}", "--speed", "inf"), "--speed must be a number above 0"),
     (("{rec}", "--speed", "2", "--as-fast-as-possible"), "not both"),
+    # empty values (a script's unset variable) were taken as left out (adv25 e/3)
+    (("",), "FILE '' names nothing"),
+    (("{rec}", "--speed", ""), "--speed '' names nothing"),
+    (("{rec}", "--filter", ""), "--filter '' names nothing"),
 ])
 def test_bad_arguments_are_one_sentence_and_exit_2(stack: Stack, recording: Path,
                                                    tmp_path: Path, args: tuple[str, ...],

@@ -568,6 +568,9 @@ def test_events_send_exit_codes(stack: Stack, project: Path) -> None:
         (stack.root / "odd.json").write_text(body)
         run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "odd.json")
         assert run.returncode == 2 and said in run.stderr, run.stdout + run.stderr
+    # an empty --file (a script's unset variable) sent the default event, exit 0 (e/3)
+    run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "")
+    assert run.returncode == 2 and "--file '' names nothing" in run.stderr, run.stderr
     run = hd(stack.root, "events.send")
     assert run.returncode == 2 and "--detail-type is required" in run.stderr
     run = hd(project, "events.send", "--detail-type", "X.Y")  # no daemon there

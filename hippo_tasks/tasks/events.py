@@ -128,7 +128,7 @@ def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
 
 @task(help=SEND_HELP)
 @handles_errors
-def send(c: Context, detail_type: str = "", file: str = "",
+def send(c: Context, detail_type: str = "", file: str | None = None,
          project_root: str | None = None) -> None:
     """Post one event to the running daemon's webhook and print where it was routed.
 
@@ -137,12 +137,13 @@ def send(c: Context, detail_type: str = "", file: str = "",
     """
     if not detail_type:
         raise UsageError("--detail-type is required, e.g. --detail-type EcomIndexSettings.MODIFY")
+    no_empty("--file", file, "leave it out to send the smallest detail")
     webhook_token()  # a bad HIPPODROME_WEBHOOK_TOKEN is refused before anything else
     root = resolve_root(project_root)
     client = DaemonClient.for_project(root)
     daemon = Registry(root).read().get("daemon") or {}
     token = stack_webhook_token(daemon)
-    detail = _detail(file, detail_type, str(daemon.get("table_prefix") or ""))
+    detail = _detail(file or "", detail_type, str(daemon.get("table_prefix") or ""))
     event = {"source": "marqo.dynamodb", "detail-type": detail_type, "detail": detail}
     status, answer = client.post_event(event, token)
     print(json.dumps(answer, indent=2), flush=True)
@@ -186,6 +187,13 @@ def _recording(file: str, root: Path) -> Path:
     return path
 
 
+def no_empty(flag: str, value: str | None, otherwise: str) -> None:
+    """A flag given empty (a script's unset variable) is refused: `--file ''` sent the
+    default event, exit 0, and `--filter=` replayed everything (adv25 e/3)."""
+    if value is not None and not value.strip():
+        raise UsageError(f"{flag} {value!r} names nothing: {otherwise}")
+
+
 def _speed(speed: str, fast: bool) -> float | None:
     from hippo_tasks.events.replay import check_speed
 
@@ -201,7 +209,7 @@ def _speed(speed: str, fast: bool) -> float | None:
 
 @task(help=REPLAY_HELP)
 @handles_errors
-def replay(c: Context, file: str, filter: str = "", speed: str = "",
+def replay(c: Context, file: str, filter: str | None = None, speed: str | None = None,
            as_fast_as_possible: bool = False, ignore: str = "",
            project_root: str | None = None) -> None:
     """Send a webhook recording again through the running stack and compare the answers.
@@ -215,7 +223,10 @@ def replay(c: Context, file: str, filter: str = "", speed: str = "",
     if file in ("-h", "--help"):
         print(_usage())
         return
-    pace = _speed(speed, as_fast_as_possible)
+    no_empty("FILE", file, "give a recording's name or path")
+    no_empty("--filter", filter, "leave it out to replay every delivery")
+    no_empty("--speed", speed, "leave it out for the recorded pace")
+    pace = _speed(speed or "", as_fast_as_possible)
     webhook_token()
     root = resolve_root(project_root)
     client = DaemonClient.for_project(root)
