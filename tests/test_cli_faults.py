@@ -1060,3 +1060,36 @@ def test_a_non_utf8_locale_starts_a_service_with_non_ascii_text(project: Path) -
         assert "café ready".encode() in log, log
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_registry_short_of_descriptors_names_the_limit_not_the_disk(project: Path) -> None:
+    """Under a hard `ulimit -n` just big enough to start, the daemon could not write
+    its registry: "Free space so the registry catches up", on a disk with room (adv25
+    d/7). The open-files limit is named instead. The limit that lands there depends on
+    the Python's own descriptors: a few are tried, and one must."""
+    import resource
+
+    dash, *ports = free_ports(6)
+    write_stack(project, stack_header(dash) + "".join(toy_service(f"s{i}", p)
+                                                      for i, p in enumerate(ports)))
+    seen = []
+    for limit in range(20, 44, 2):
+        def tiny(limit: int = limit) -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        try:
+            up = subprocess.run([*HD_CLI, "up", "--detach"], cwd=project, text=True,
+                                capture_output=True, timeout=90, preexec_fn=tiny)
+            said = up.stdout + up.stderr
+            assert "Traceback" not in said, (limit, said)
+            if "registry.json (Too many open files)" not in said:
+                continue
+            assert "Free space" not in said and "ulimit -n 4096" in said, said
+            status = hd(project, "status", timeout=60)
+            if status.returncode == 0:  # (lower, the daemon's first write failed too)
+                assert "the open-files limit" in status.stdout, status.stdout
+                seen.append(limit)
+                break
+        finally:
+            hd(project, "down", "--force", timeout=60)
+    assert seen, "no limit in 20-42 left the registry short of descriptors, the stack up"

@@ -12,6 +12,7 @@ would leave a half-started stack running behind a prompt that says it was interr
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -208,9 +209,15 @@ def _ready_by_api(url: str, pid: int, began: float) -> bool:
         return False
     print(f"hippodrome | stack ready in {time.monotonic() - began:.2f}s{_not_ready(rows)}; "
           f"daemon pid {pid}; dashboard {url}; `hd status`, `hd down`", flush=True)
-    print(f"hippodrome | warning: cannot write {trouble.get('path')} ({trouble.get('error')})"
-          ": the daemon retries every second; `hd status` and `hd down` ask the daemon "
-          "meanwhile. Free space so the registry catches up", flush=True)
+    error = str(trouble.get("error"))
+    # Out of descriptors is no full disk: "free space" sent one to a disk with room
+    # for a limit it could not change (adv25 d/7).
+    remedy = ("Raise the open-files limit (`ulimit -n 4096`), then `hd down` and `hd up`"
+              if error in (os.strerror(errno.EMFILE), os.strerror(errno.ENFILE)) else
+              "Free space so the registry catches up")
+    print(f"hippodrome | warning: cannot write {trouble.get('path')} ({error}): the daemon "
+          "retries every second; `hd status` and `hd down` ask the daemon meanwhile. "
+          f"{remedy}", flush=True)
     return True
 
 

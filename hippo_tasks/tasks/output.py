@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -216,6 +217,9 @@ def status_table(status: dict[str, Any]) -> str:
                f"  WARNING: cannot write {what} at {p.get('path')}: {p.get('error')} since "
                f"{fmt_clock(p.get('since'))}" + (f"; {p['lines_dropped']} log lines dropped"
                                                   if p.get("lines_dropped") else "")
+               + (" (the open-files limit: raise `ulimit -n`, then `hd down` and `hd up`)"
+                  if p.get("error") in (os.strerror(errno.EMFILE), os.strerror(errno.ENFILE))
+                  else "")
                for what, p in (status.get("problems") or {}).items() if isinstance(p, dict)]
     return "\n".join([head, body, *reasons, *trouble])
 
