@@ -564,7 +564,9 @@ def test_events_send_exit_codes(stack: Stack, project: Path) -> None:
     # 1e999 is a JSON number Python reads as inf, and it was sent as the token Infinity,
     # which the webhook refused (adv24 b/4); a bare NaN was sent and refused, exit 1.
     for body, said in (('{"price": 1e999}', "1e999 is too large for a double: it would "
-                        "be sent as Infinity"), ('{"a": NaN}', "NaN is not JSON")):
+                        "be sent as Infinity"), ('{"a": NaN}', "NaN is not JSON"),
+                       ('{"a": ' + "9" * 4301 + "}", "an integer of 4301 digits, over the "
+                        "4300 a number may have here")):  # Python's own advice (e/4)
         (stack.root / "odd.json").write_text(body)
         run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "odd.json")
         assert run.returncode == 2 and said in run.stderr, run.stdout + run.stderr

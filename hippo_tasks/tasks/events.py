@@ -91,6 +91,20 @@ def _finite(text: str) -> float:
     return value
 
 
+INT_DIGITS = 4300
+"""Python's limit on an integer's digits in text, which the webhook's parser has too."""
+
+
+def _whole(text: str) -> int:
+    """An integer of more than INT_DIGITS digits read "not valid JSON (... use
+    sys.set_int_max_str_digits() ...)", Python's advice to a user of `hd` (adv25 e/4)."""
+    digits = len(text.lstrip("-"))
+    if digits > INT_DIGITS:
+        raise ValueError(f"an integer of {digits} digits, over the {INT_DIGITS} a number "
+                         "may have here (the webhook refuses it too); send it as a string")
+    return int(text)
+
+
 def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
     """The file's object, else the smallest detail shaped like event_pipe's records."""
     if path:
@@ -103,7 +117,8 @@ def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
             # of 600, was sent, and the webhook's 400 came back as exit 1.
             if too_deep(text.encode("utf-8", "surrogatepass"), MAX_DEPTH - 1):
                 raise RecursionError
-            detail = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+            detail = json.loads(text, parse_constant=_no_constant, parse_float=_finite,
+                                parse_int=_whole)
         except OSError as exc:
             raise UsageError(f"--file {path}: {exc.strerror or exc}") from None
         except Unusable as exc:
