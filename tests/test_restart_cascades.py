@@ -142,6 +142,11 @@ def test_a_restart_of_a_service_whose_dependency_was_stopped_leaves_it_running(
             "is stopped" in said.stdout, said.stdout
         assert "while this one waited" not in said.stdout + said.stderr
         assert pid(project, "d") == before
+        # with --cascade it was taken down all the same (adv25 d/10)
+        said = hd(project, "restart", "-s", "d", "--cascade", timeout=60)
+        assert said.returncode == 1 and "d: running (pid" in said.stdout and \
+            "not restarted: its dependency 'c' is stopped" in said.stdout, said.stdout
+        assert pid(project, "d") == before
         # d stopped too: the line said "d: stopped — stop requested" (adv25 d/1)
         hd(project, "stop", "-s", "d", check=True)
         said = hd(project, "restart", "-s", "d", timeout=60)

@@ -266,16 +266,24 @@ class StackSupervisor:
         from starting again (then why is in `skipped`): it was ended and left stopped,
         a service that was serving taken down by the command meant to refresh it."""
         await self._after_stops([name])
-        blocker = self.blocked_by(name)
-        if blocker is not None:
-            note = (f"not restarted: its dependency '{blocker.name}' is "
-                    f"{blocker.state.value}, so it could not start again (`hd start "
-                    f"--service {blocker.name}`, then `hd restart --service {name}`)")
-            self.ctx.hub.system(name, note)
-            if skipped is not None:
-                skipped[name] = note
-            return self.get(name).snapshot()
+        held = self._held_back(name, skipped)
+        if held is not None:
+            return held
         return await self._through_restart(await self.get(name).request("restart"))
+
+    def _held_back(self, name: str, skipped: dict[str, str] | None) -> ServiceSnapshot | None:
+        """`name` as it is, when a dependency stopped on purpose (or failed) would keep it
+        from starting again, with why in `skipped`; None when it may be restarted."""
+        blocker = self.blocked_by(name)
+        if blocker is None:
+            return None
+        note = (f"not restarted: its dependency '{blocker.name}' is {blocker.state.value}, "
+                f"so it could not start again (`hd start --service {blocker.name}`, then "
+                f"`hd restart --service {name}`)")
+        self.ctx.hub.system(name, note)
+        if skipped is not None:
+            skipped[name] = note
+        return self.get(name).snapshot()
 
     def blocked_by(self, name: str) -> ServiceSupervisor | None:
         """A dependency of `name` that is stopped or failed with no start asked for (its
@@ -325,6 +333,9 @@ class StackSupervisor:
         settled: read afterwards, a cascade that overlapped this one showed its own
         restarts in progress, and this one's caller was told "did not come up"."""
         await self._after_stops([name])
+        held = self._held_back(name, skipped)  # --cascade too took it down (adv25 d/10)
+        if held is not None:
+            return {name: held}
         self._cascading[name] = self._cascading.get(name, 0) + 1
         try:
             first = await self._through_restart(
