@@ -371,3 +371,25 @@ def test_logs_with_the_stack_down_names_the_last_runs_file(project: Path) -> Non
         assert f"The last run's log of web is {log} (read that file" in said, said
 
     run(stdio(project), scenario)
+
+
+def test_restarting_an_external_service_says_why_it_is_no_success(project: Path) -> None:
+    """MCP `restart {"service": "ext"}` answered `ok: false`, "restart ext: not ready",
+    with nothing saying it is external and was not touched: an agent waits or retries
+    (adv25 e/6). The API's and the command line's sentence is in the summary."""
+    from stackutil import free_ports, stack_header, toy_service, write_stack
+
+    dash, web, ext = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("web", web)
+                + f'[services.ext]\nport = {ext}\nexternal = true\n')
+    hd(project, "up", "--detach", check=True, timeout=60)
+
+    async def scenario(agent: Agent) -> None:
+        answer = (await agent.call("restart", service="ext")).data
+        assert answer["ok"] is False and "ext is external: Hippodrome does not run it, so " \
+            "it was not restarted" in answer["summary"], answer
+
+    try:
+        run(stdio(project), scenario)
+    finally:
+        hd(project, "down", timeout=60)

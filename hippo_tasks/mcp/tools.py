@@ -108,9 +108,12 @@ def _outcome(stack: Stack, verb: str, service: str | None, rows: list[dict[str, 
         return {"ok": ok, "summary": summary, "services": rows, "not_ready": []}
     skipped = [f"{r['name']} {r['not_restarted']}" for r in rows if r.get("not_restarted")]
     not_ready = [_not_ready(stack, r["name"]) for r in rows if not r.get("ready")]
+    # What no row says (an external restarted by name): "restart ext: not ready", with
+    # nothing naming why, read as something to wait for (adv25 e/6).
+    said = [p.text for p in found if not p.in_row and " is external" in p.text]
     summary = f"{verb} {target}: " + ("ready" if ok else "not ready")
-    if not_ready or skipped:
-        summary += ": " + "; ".join([n["summary"] for n in not_ready] + skipped)
+    if not_ready or skipped or said:
+        summary += ": " + "; ".join([n["summary"] for n in not_ready] + skipped + said)
     elif ok:
         summary += f" ({len(rows)} service{'s' * (len(rows) != 1)})"
     answer = {"ok": ok, "summary": summary, "services": rows, "not_ready": not_ready}
