@@ -983,7 +983,8 @@ def test_a_module_that_cannot_be_imported_is_said_by_doctor_and_hd(project: Path
     """A psutil C extension built for another Python (a module half-removed): doctor
     said `python module psutil: found`, exit 0; a broken invoke made every command,
     doctor too, a 15-line traceback (adv24 c/7)."""
-    for name, body in (("psutil", "psutil.py"), ("invoke", "invoke/__init__.py")):
+    for name, body in (("psutil", "psutil.py"), ("invoke", "invoke/__init__.py"),
+                       ("watchfiles", "watchfiles/__init__.py")):
         shadow = tmp_path / name / body
         shadow.parent.mkdir(parents=True)
         shadow.write_text(f"raise ImportError('{name} built for another Python', "
@@ -994,12 +995,26 @@ def test_a_module_that_cannot_be_imported_is_said_by_doctor_and_hd(project: Path
                              capture_output=True, timeout=120)
         said = res.stdout + res.stderr
         assert res.returncode == 1 and "Traceback" not in said, said
-        if name == "psutil":
-            assert "[FAIL] python module psutil: cannot be imported (ImportError: psutil " \
+        if name != "invoke":
+            assert f"[FAIL] python module {name}: cannot be imported (ImportError: {name} " \
                 "built for another Python)" in res.stdout, said
         else:
             assert "hippodrome: cannot import invoke (invoke built for another Python): " \
                 "this installation is broken; reinstall Hippodrome" in res.stderr, said
+    # A stack that watches files runs on without hot reload: the daemon died with a
+    # traceback, exit 70 (adv25 d/9).
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port)
+                + 'watch = ["*.py"]\n')
+    env["PYTHONPATH"] = f"{tmp_path / 'watchfiles'}{os.pathsep}{REPO}"
+    try:
+        up = subprocess.run([*HD_CLI, "up", "--detach"], cwd=project, env=env, text=True,
+                            capture_output=True, timeout=60)
+        assert up.returncode == 0 and "Traceback" not in up.stderr, up.stdout + up.stderr
+        log = (project / ".logs" / "latest" / "web.log").read_text()
+        assert "file watching is off: watchfiles cannot be imported" in log, log
+    finally:
+        hd(project, "down", timeout=60)
 
 
 @pytest.mark.skipif(not unseeing_works(), reason="needs user namespaces (unshare --user)")

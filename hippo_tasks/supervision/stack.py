@@ -412,8 +412,15 @@ class StackSupervisor:
         if not watched:
             return
         root = self.plan.options.project_root
-        self._watcher = StackWatcher(watched, self._reload, self.ctx.hub.system,
-                                     own=(root / ".logs", root / ".hippodrome"))
+        try:
+            self._watcher = StackWatcher(watched, self._reload, self.ctx.hub.system,
+                                         own=(root / ".logs", root / ".hippodrome"))
+        except ImportError as exc:  # watchfiles present but broken: the daemon died
+            for w in watched:  # with a traceback, exit 70 (adv25 d/9); the stack runs on
+                self.ctx.hub.system(w.name, f"file watching is off: watchfiles cannot be "
+                                            f"imported ({exc}); reinstall Hippodrome "
+                                            "(`hd doctor` checks it)")
+            return
         self._watcher.start()
 
     def _reload(self, name: str, paths: list[str], first: float) -> None:

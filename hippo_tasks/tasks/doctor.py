@@ -27,7 +27,7 @@ TOOLS = {
     "git": "default table prefix from the branch",
 }
 MODULES = {"invoke": True, "psutil": True, "colorama": True, "requests": True,
-           "boto3": False, "moto": False}
+           "watchfiles": True, "boto3": False, "moto": False}
 
 
 def _unimportable(module: str) -> str | None:

@@ -240,7 +240,8 @@ def main() -> None:
                                  binary="hd", config_class=_config_class())
         except ImportError as exc:  # a module half-removed, built for another Python:
             # a 15-line traceback for every command, `hd doctor` too (adv24 c/7)
-            print(f"hippodrome: cannot import {exc.name or 'a module'} ({exc}): this "
+            name = exc.name or _failing_module(exc)
+            print(f"hippodrome: cannot import {name} ({exc}): this "
                   "installation is broken; reinstall Hippodrome (`pip install "
                   "--force-reinstall` in its environment, or make the venv again). `hd up`, "
                   "`status`, `start`, `stop`, `restart`, `logs` and `down` may still work",
@@ -298,6 +299,19 @@ def _program() -> type[Any]:
     # parse_tasks: loading `ns` made Program's own say it so (bad_arguments_said_as_ours),
     # for `hd` and the stock `invoke` alike.
     return HdProgram
+
+
+def _failing_module(exc: ImportError) -> str:
+    """The top package whose own file raised: an ImportError raised by hand (a half-
+    removed package's stub) names no module, and the sentence said "a module"."""
+    tb = exc.__traceback__
+    name = "a module"
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module and not module.startswith(("hippo_tasks", "__main__", "importlib")):
+            name = module.split(".")[0]
+        tb = tb.tb_next
+    return name
 
 
 class InvokeConfigError(UsageError):
