@@ -158,6 +158,17 @@ def line_for_terminal(line: bytes) -> bytes:
     return for_terminal(line.decode("utf-8", "replace")).encode("utf-8")
 
 
+_SGR_BYTES = re.compile(rb"\x1b\[[0-9;:]*m")
+
+
+def line_without_colour(line: bytes) -> bytes:
+    """line_for_terminal for a terminal with colour off (NO_COLOR, TERM=dumb or unset):
+    a service's own colours go too. They passed, `^[[31m` on the very terminals the
+    rule is for (adv25 d/6)."""
+    shown = line_for_terminal(line)
+    return _SGR_BYTES.sub(b"", shown) if b"\x1b" in shown else shown
+
+
 def lines_for_terminal(text: str) -> str:
     """A message of several lines, each as for_terminal shows it: what Hippodrome says
     often quotes another program's text (a port holder's command line, a service's last

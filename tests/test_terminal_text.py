@@ -183,3 +183,31 @@ def test_colour_only_on_a_terminal_that_understands_it(env: dict[str, str],
     os.close(leader)
     assert proc.returncode == 5 and b"No Hippodrome daemon" in said, said
     assert (b"\x1b[" in said) == coloured, (env, said)
+
+
+@pytest.mark.parametrize(("env", "coloured"), [({"TERM": "xterm"}, True),
+                                               ({"TERM": "dumb"}, False),
+                                               ({"TERM": "xterm", "NO_COLOR": "1"}, False)])
+def test_a_services_own_colours_go_where_colour_is_off(tmp_path: Path, env: dict[str, str],
+                                                       coloured: bool) -> None:
+    """TERM=dumb or NO_COLOR turned Hippodrome's colours off, while a service's own
+    passed: `^[[31mred^[[0m hi` on the very terminals the rule is for (adv25 d/6)."""
+    import pty
+
+    run = tmp_path / ".logs" / "20260101-000000"
+    run.mkdir(parents=True)
+    (tmp_path / ".logs" / "latest").symlink_to(run.name)
+    (run / "a.log").write_bytes(b"\x1b[31mred\x1b[0m hi\n")
+    (tmp_path / "hippodrome.toml").write_text("[stack]\ndefaults = false\n")
+    full = {k: v for k, v in os.environ.items() if k not in ("TERM", "NO_COLOR")}
+    leader, follower = pty.openpty()
+    proc = subprocess.run([*HD_CLI, "logs", "-s", "a"], cwd=tmp_path, stdout=follower,
+                          stderr=follower, env={**full, **env}, timeout=60)
+    os.close(follower)
+    said = b""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(leader, 65536):
+            said += chunk
+    os.close(leader)
+    assert proc.returncode == 0 and b"red" in said and b"hi" in said, said
+    assert (b"\x1b[31m" in said) == coloured, (env, said)

@@ -26,7 +26,12 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from hippo_tasks.supervision.logs import LogChunk
-from hippo_tasks.terminal_text import colour_wanted, line_for_terminal, to_devnull
+from hippo_tasks.terminal_text import (
+    colour_wanted,
+    line_for_terminal,
+    line_without_colour,
+    to_devnull,
+)
 
 _PALETTE = ("\x1b[36m", "\x1b[32m", "\x1b[33m", "\x1b[35m", "\x1b[34m", "\x1b[96m",
             "\x1b[92m", "\x1b[93m", "\x1b[95m", "\x1b[94m", "\x1b[38;5;208m", "\x1b[38;5;141m",
@@ -129,7 +134,7 @@ class TerminalPrinter:
         if self._show is not None and chunk.service not in self._show:
             return
         pre = self._prefix(chunk.service)
-        shown = line_for_terminal
+        shown = line_for_terminal if self._colour else line_without_colour
         if chunk.system:
             dim, reset = (_DIM, _RESET) if self._colour else (b"", b"")
             body = b"".join([pre + dim + b"--- " + shown(ln) + reset + b"\n"

@@ -45,8 +45,10 @@ class Followed:
 
 class Follower:
     def __init__(self, out: BinaryIO, prefix: Callable[[str], bytes],
-                 open_log: Callable[[Path], BinaryIO]) -> None:
+                 open_log: Callable[[Path], BinaryIO],
+                 shown: Callable[[bytes], bytes] = line_for_terminal) -> None:
         self.out = out
+        self.shown = shown
         self.prefix = prefix
         self.open_log = open_log
         self.read_to: dict[Path, Followed] = {}
@@ -141,4 +143,4 @@ class Follower:
     def _emit(self, path: Path, lines: list[bytes]) -> None:
         head = self.prefix(path.stem)
         for line in lines:
-            self.out.write(head + line_for_terminal(line) + b"\n")
+            self.out.write(head + self.shown(line) + b"\n")

@@ -16,7 +16,7 @@ from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.follow_files import say_left_out
 from hippo_tasks.tasks.output import handles_errors
-from hippo_tasks.terminal_text import line_for_terminal
+from hippo_tasks.terminal_text import line_for_terminal, line_without_colour
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -172,7 +172,8 @@ def logs(c: Context, service: str | None = None, follow: bool = False,
 
     from hippo_tasks.tasks.follow_files import Follower
 
-    follower = Follower(out, prefix, open_log)
+    shown = line_for_terminal if colour else line_without_colour
+    follower = Follower(out, prefix, open_log, shown)
     for path in files:
         # Where following begins is taken before the tail is read and printed, and the
         # tail ends there: with unbuffered output (PYTHONUNBUFFERED, as in Docker
@@ -192,7 +193,7 @@ def logs(c: Context, service: str | None = None, follow: bool = False,
             continue
         follower.begin(path, info.st_ino, info.st_size)
         for line in tail:
-            out.write(prefix(path.stem) + line_for_terminal(line) + b"\n")
+            out.write(prefix(path.stem) + shown(line) + b"\n")
     out.flush()
     while follow:
         time.sleep(0.2)
