@@ -225,6 +225,10 @@ def test_a_query_flag_that_is_not_a_yes_or_no_is_refused(daemon: str) -> None:
                                           "takes lines, after, before, since, grep, regex, "
                                           "errors"), body
     assert call(daemon + "/api/services/web/logs?errors=1&lines=5&grep=x")[0] == 200
+    code, body = call(daemon + "/api/services/web/logs?since=")  # unfiltered (e/5)
+    assert code == 400 and body["error"].startswith("'since' is empty"), body
+    code, body = call(daemon + "/api/services/web/logs?errors=%20")
+    assert code == 400 and body["error"].endswith("got ' '"), body
     assert call(daemon + "/api/status")[1]["services"][0]["pid"] == pid  # not restarted
 
 

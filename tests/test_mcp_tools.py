@@ -393,3 +393,16 @@ def test_restarting_an_external_service_says_why_it_is_no_success(project: Path)
         run(stdio(project), scenario)
     finally:
         hd(project, "down", timeout=60)
+
+
+
+def test_logs_arguments_are_refused_by_their_own_names() -> None:
+    """A since_seq past the daemon's bound came back naming the API's `after`, and an
+    empty since_time was taken as no filter where an empty text is refused (adv25 e/5)."""
+    from hippo_tasks.mcp.server import BY_NAME, check_args
+
+    said = check_args(BY_NAME["logs"], {"service": "x", "since_seq": 10**20})
+    assert said is not None and "argument 'since_seq'" in said and "after" not in said, said
+    said = check_args(BY_NAME["logs"], {"service": "x", "since_time": ""})
+    assert said is not None and "argument 'since_time'" in said, said
+    assert check_args(BY_NAME["logs"], {"service": "x", "since_time": "5m"}) is None

@@ -87,7 +87,8 @@ def _bool_arg(q: dict[str, str], key: str) -> bool:
         return False
     if raw in ("1", "true", "yes"):
         return True
-    raise HttpError(400, f"'{key}' must be 1 or 0 (true or false), got {raw[:40]!r}")
+    raise HttpError(400, f"'{key}' must be 1 or 0 (true or false, yes or no), got "
+                         f"{q[key][:40]!r}")  # as sent: ' ' was quoted as '' (adv25 e/5)
 
 
 def logs(req: Request) -> Json:
@@ -95,6 +96,9 @@ def logs(req: Request) -> Json:
     `since=TIME`, `grep=TEXT`, `regex=RE`, `errors=1` (daemon/logquery.py)."""
     only_query(req, LOG_QUERY, "a logs query")
     q = req.query
+    if "since" in q and not q["since"].strip():  # every other parameter refuses it
+        raise HttpError(400, "'since' is empty: give a time (Unix seconds, ISO 8601, or "
+                             "90s/5m/2h ago), or leave it out")
     lines = _int_arg(q, "lines", 100, 0, 100_000)
     after = _int_arg(q, "after", -1, -1, 2**62)
     before = _int_arg(q, "before", 0, 0, 2**62)

@@ -92,14 +92,14 @@ LOGS_IN = closed({
     "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100,
               "description": "At most this many lines (the newest ones, unless since_seq "
                              "is given)."},
-    "since_seq": {"type": "integer", "minimum": 0,
+    "since_seq": {"type": "integer", "minimum": 0, "maximum": 2**62,
                   "description": "Only lines after this sequence number, oldest first: "
                                  "pass a previous answer's last_seq to read what came "
                                  "since, or its next.since_seq to page on."},
-    "before_seq": {"type": "integer", "minimum": 1,
+    "before_seq": {"type": "integer", "minimum": 1, "maximum": 2**62,
                    "description": "Only lines before this sequence number (page backwards "
                                   "with a previous answer's next.before_seq)."},
-    "since_time": {"type": ["number", "string"],
+    "since_time": {"type": ["number", "string"], "minLength": 1, "maxLength": 100,
                    "description": "Only lines logged at or after this time: Unix seconds, "
                                   "an ISO 8601 time, or a duration ago like '90s', '5m', "
                                   "'2h'."},
