@@ -161,6 +161,24 @@ def test_a_message_of_several_lines_keeps_its_breaks() -> None:
     assert lines_for_terminal("plain\nlines") == "plain\nlines"
 
 
+def on_a_terminal(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, bytes]:
+    """`hd ARGV` with a pseudo-terminal for its output, TERM and NO_COLOR as `env`
+    gives them; its exit code and what the terminal received."""
+    import pty
+
+    full = {k: v for k, v in os.environ.items() if k not in ("TERM", "NO_COLOR")}
+    leader, follower = pty.openpty()
+    proc = subprocess.run([*HD_CLI, *argv], cwd=cwd, stdout=follower, stderr=follower,
+                          env={**full, **env}, timeout=60)
+    os.close(follower)
+    said = b""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(leader, 65536):
+            said += chunk
+    os.close(leader)
+    return proc.returncode, said
+
+
 @pytest.mark.parametrize(("env", "coloured"), [
     ({"TERM": "xterm-256color"}, True), ({"TERM": "dumb"}, False), ({}, False),
     ({"TERM": "xterm", "NO_COLOR": ""}, False)])
@@ -168,20 +186,9 @@ def test_colour_only_on_a_terminal_that_understands_it(env: dict[str, str],
                                                        coloured: bool) -> None:
     """TERM=dumb (Emacs' shell, some CI consoles) got `^[[31m` (adv24 c/5); an unset
     TERM is taken as dumb, as git and ls take it. On a real pseudo-terminal."""
-    import pty
-
-    full = {k: v for k, v in os.environ.items() if k not in ("TERM", "NO_COLOR")}
-    leader, follower = pty.openpty()
     with tempfile.TemporaryDirectory() as empty:
-        proc = subprocess.run([*HD_CLI, "status"], cwd=empty, stdout=follower,
-                              stderr=follower, env={**full, **env}, timeout=60)
-    os.close(follower)
-    said = b""
-    with contextlib.suppress(OSError):
-        while chunk := os.read(leader, 65536):
-            said += chunk
-    os.close(leader)
-    assert proc.returncode == 5 and b"No Hippodrome daemon" in said, said
+        code, said = on_a_terminal(["status"], Path(empty), env)
+    assert code == 5 and b"No Hippodrome daemon" in said, said
     assert (b"\x1b[" in said) == coloured, (env, said)
 
 
@@ -192,22 +199,11 @@ def test_a_services_own_colours_go_where_colour_is_off(tmp_path: Path, env: dict
                                                        coloured: bool) -> None:
     """TERM=dumb or NO_COLOR turned Hippodrome's colours off, while a service's own
     passed: `^[[31mred^[[0m hi` on the very terminals the rule is for (adv25 d/6)."""
-    import pty
-
     run = tmp_path / ".logs" / "20260101-000000"
     run.mkdir(parents=True)
     (tmp_path / ".logs" / "latest").symlink_to(run.name)
     (run / "a.log").write_bytes(b"\x1b[31mred\x1b[0m hi\n")
     (tmp_path / "hippodrome.toml").write_text("[stack]\ndefaults = false\n")
-    full = {k: v for k, v in os.environ.items() if k not in ("TERM", "NO_COLOR")}
-    leader, follower = pty.openpty()
-    proc = subprocess.run([*HD_CLI, "logs", "-s", "a"], cwd=tmp_path, stdout=follower,
-                          stderr=follower, env={**full, **env}, timeout=60)
-    os.close(follower)
-    said = b""
-    with contextlib.suppress(OSError):
-        while chunk := os.read(leader, 65536):
-            said += chunk
-    os.close(leader)
-    assert proc.returncode == 0 and b"red" in said and b"hi" in said, said
+    code, said = on_a_terminal(["logs", "-s", "a"], tmp_path, env)
+    assert code == 0 and b"red" in said and b"hi" in said, said
     assert (b"\x1b[31m" in said) == coloured, (env, said)
