@@ -156,6 +156,25 @@ def test_a_restart_of_a_service_whose_dependency_was_stopped_leaves_it_running(
         hd(project, "down", check=True)
 
 
+def test_a_stop_of_a_completed_job_does_not_hold_back_its_dependants(project: Path) -> None:
+    """`hd stop -s mig` of a job that had completed (nothing to stop: its row the same)
+    marked it stopped on purpose, and `hd restart -s app` was refused for good, its
+    advice to run the migration again (adv25 d/12)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash)
+                + '[services.mig]\nkind = "job"\ncommand = ["true"]\n'
+                + toy_service("app", port, depends_on=["mig"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        hd(project, "stop", "-s", "mig", check=True)
+        before = pid(project, "app")
+        said = hd(project, "restart", "-s", "app", timeout=60)
+        assert said.returncode == 0, said.stdout + said.stderr
+        assert pid(project, "app") != before
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_a_crash_cascade_leaves_alone_a_dependant_whose_other_dependency_is_stopped(
         project: Path) -> None:
     """db (restart_cascades) crashed while left, which top also depends on, was stopped

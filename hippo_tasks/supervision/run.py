@@ -271,7 +271,9 @@ class ServiceRun:
         terminal started on a dependency the same restart stopped a moment later."""
         if condition == "completed_successfully":
             return self.state == State.STOPPED and self.exit_code == 0
-        if self._hold:
+        if self._hold and not (self.planned.spec.kind == "job" and self.ready):
+            # A stop of a job that had completed changes nothing: it held its dependants
+            # as "stopped on purpose" for good, their restarts refused (adv25 d/12).
             return False
         if condition == "started":
             return self.ready or (self.state in (State.STARTING, State.RUNNING, State.BACKOFF)
