@@ -34,14 +34,19 @@ def colour_wanted(fd: int) -> bool:
         return False
 
 
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[()*+][0-9A-Za-z]|[=>78])")
+"""What a terminal acts on without showing: CSI sequences, charset choices, keypad
+modes, cursor save and restore."""
+
+
 def as_seen(text: str) -> str:
     """A line as a terminal leaves it to the eye: colours taken out, and of a line
     rewritten with `\r` (a progress bar), the part after the last one (a CRLF line
     ending is no rewrite). Log readiness
     matches this too: `^READY$` never met a green READY or one after `loading 100%\r`,
     though every view showed READY (adv24 a/10)."""
-    if "\x1b" in text:
-        text = _SGR.sub("", text)
+    if "\x1b" in text:  # every CSI (colours, erase-line `\e[2K`, `\e[K`) and the
+        text = _ESCAPES.sub("", text)  # charset choice `tput sgr0` writes (adv25 d/14)
     # A `\r` that ends the line is its CRLF ending, not a rewrite (adv25 d/2).
     return text.rstrip("\r").rsplit("\r", 1)[-1] if "\r" in text else text
 

@@ -83,11 +83,14 @@ def test_log_readiness_matches_a_line_as_the_terminal_shows_it(project: Path) ->
             '[services.bar]\nshell = "printf \'loading 10%%\\\\rloading 100%%\\\\rREADY'
             '\\\\n\'; exec sleep 600"\nreadiness = { log = "^READY$" }\nstart_timeout = 5\n'
             '[services.crlf]\nshell = "printf \'READY\\\\r\\\\n\'; exec sleep 600"\n'
-            'readiness = { log = "^READY$" }\nstart_timeout = 5\n')  # CRLF (adv25 d/2)
+            'readiness = { log = "^READY$" }\nstart_timeout = 5\n'  # CRLF (adv25 d/2)
+            '[services.erase]\nshell = "printf \'50%%\\\\r\\\\033[2KREADY\\\\033[K'
+            '\\\\033(B\\\\033[m\\\\n\'; exec sleep 600"\n'  # erase, tput sgr0 (d/14)
+            'readiness = { log = "^READY$" }\nstart_timeout = 5\n')
 
     async def scenario(h: Harness) -> None:
         assert await h.stack.start_and_wait() is None
-        for name in ("green", "bar", "crlf"):
+        for name in ("green", "bar", "crlf", "erase"):
             assert h.stack.get(name).state == State.RUNNING, h.states(name)
         assert "\x1b[32mREADY" in h.lines("green")[0], h.lines("green")
 
