@@ -111,6 +111,20 @@ def test_bad_bodies_are_400(stack: Stack, body: Any, message: str) -> None:
     assert status == 400 and message in answer["error"], answer
 
 
+@pytest.mark.parametrize(("query", "message"), [
+    ("?filter=Test.Api", "'filter' goes in the body of a replay (a JSON object), not in its "
+                         "query"),
+    ("?speed=0.00001&ignore=x", "'ignore', 'speed' goes in the body"),
+    ("?bogus=1", "unknown query parameter(s) 'bogus'; a replay takes none"),
+])
+def test_options_in_the_query_are_refused_not_ignored(stack: Stack, query: str,
+                                                      message: str) -> None:
+    """`?filter=T` was taken and then ignored: every delivery was sent again, those the
+    caller filtered out too (adv25 e/7)."""
+    status, answer = stack.api("POST", replay_path(name_of(stack)) + query, None)
+    assert status == 400 and message in answer["error"], answer
+
+
 def test_names_cannot_leave_the_folder(stack: Stack, tmp_path: Path) -> None:
     real = name_of(stack)
     outside = tmp_path / "outside.jsonl"

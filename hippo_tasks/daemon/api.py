@@ -45,12 +45,18 @@ LOG_QUERY = ("lines", "after", "before", "since", "grep", "regex", "errors")
 
 
 def body_object(req: Request, takes: tuple[str, ...] = (),
-                what: str = "this action") -> dict[str, Any] | None:
+                what: str = "this action",
+                query: tuple[str, ...] | None = None) -> dict[str, Any] | None:
     """An action's optional body: nothing, or a JSON object of the fields it `takes`.
     A field it does not take is a 400 naming it: `{"cascde": true}` restarted the one
     service alone, as if the field had not been sent. So is a query parameter it does
     not take (`?cascde=1` was a plain restart, 200 `ok: true`: z/7)."""
-    only_query(req, takes, what)
+    if query is not None:  # the body's fields only: `?filter=T` was taken, then ignored
+        in_body = sorted(set(req.query) & set(takes) - set(query))  # (adv25 e/7)
+        if in_body:
+            raise HttpError(400, f"{', '.join(map(repr, in_body))} goes in the body of "
+                                 f"{what} (a JSON object), not in its query")
+    only_query(req, takes if query is None else query, what)
     raw = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="the request")
     if not raw.strip():
         return None

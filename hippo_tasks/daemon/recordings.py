@@ -68,7 +68,8 @@ def replay_one(req: Request) -> Json:
     )
 
     engine = req.app.engine
-    pattern, speed, ignore = _options(body_object(req, REPLAY_FIELDS, "a replay") or {})
+    pattern, speed, ignore = _options(body_object(req, REPLAY_FIELDS, "a replay",
+                                                  query=()) or {})
     name = req.params["rec"]
     if not SAFE_NAME.match(name):
         raise HttpError(400, f"not a recording name: {name!r} (names look like "
