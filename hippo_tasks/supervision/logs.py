@@ -115,22 +115,36 @@ class LineSplitter:
         written in two parts 0.5 s apart was seen only as its pieces (adv24 a/3)."""
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._passed or self.completed is not None:  # rare: keep the hot path bare
+            return self._feed_after_pieces(data)
+        return self._split(data)
+
+    def _feed_after_pieces(self, data: bytes) -> list[bytes]:
+        """feed, with `completed` kept: the line whose pieces were passed on ends here."""
         self.completed = None
         passed, self._passed = self._passed, b""
+        if not passed:
+            return self._split(data)
+        ends_at_once = not self._partial and self._cut and data.startswith((b"\n", b"\r\n"))
+        lines = self._split(data)
+        if ends_at_once:  # its line break came alone: the line is what was passed on
+            self.completed = passed
+        elif lines:
+            self.completed = passed + lines[0]
+        else:
+            self._passed = passed  # still under way
+        return lines
+
+    def _split(self, data: bytes) -> list[bytes]:
         if self._partial:
             data = self._partial + data
-        elif self._cut and data.startswith((b"\n", b"\r\n")):
-            data = data[1:] if data.startswith(b"\n") else data[2:]
-            if passed:
-                self.completed, passed = passed, b""
+        elif self._cut and data.startswith(b"\n"):
+            data = data[1:]
+        elif self._cut and data.startswith(b"\r\n"):  # a prompt answered on a terminal
+            data = data[2:]
         self._cut = False
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        if passed:
-            if lines:
-                self.completed = passed + lines[0]
-            else:
-                self._passed = passed  # still under way
         if len(self._partial) > MAX_LINE:
             edge = utf8_edge(self._partial, len(self._partial))  # a character's start
             lines.append(self._partial[:edge])                    # waits for its end
