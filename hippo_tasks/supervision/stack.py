@@ -277,13 +277,19 @@ class StackSupervisor:
         blocker = self.blocked_by(name)
         if blocker is None:
             return None
-        note = (f"not restarted: its dependency '{blocker.name}' is {blocker.state.value}, "
-                f"so it could not start again (`hd start --service {blocker.name}`, then "
-                f"`hd restart --service {name}`)")
+        self._say_held(name, blocker, "", skipped)
+        return self.get(name).snapshot()
+
+    def _say_held(self, name: str, blocker: ServiceSupervisor, cause: str,
+                  skipped: dict[str, str] | None) -> None:
+        """Say, in `name`'s log and in `skipped` (the command's answer), that it was left
+        running because `blocker` would keep it from starting again."""
+        note = (f"not restarted{cause}: its dependency '{blocker.name}' is "
+                f"{blocker.state.value}, so it could not start again (`hd start --service "
+                f"{blocker.name}`, then `hd restart --service {name}`)")
         self.ctx.hub.system(name, note)
         if skipped is not None:
             skipped[name] = note
-        return self.get(name).snapshot()
 
     def blocked_by(self, name: str) -> ServiceSupervisor | None:
         """A dependency of `name` that is stopped or failed with no start asked for (its
@@ -371,13 +377,8 @@ class StackSupervisor:
                 # Stopped, it could not start again: a running dependant was left stopped
                 # by a cascade (a crash of moto, even) because another of its
                 # dependencies had been stopped on purpose. It keeps running instead.
-                other = self.services[blocked[0]]
-                note = (f"not restarted with the cascade from {name}: its dependency "
-                        f"'{other.name}' is {other.state.value} (`hd start --service "
-                        f"{other.name}`, then `hd restart --service {dep}`)")
-                self.ctx.hub.system(dep, note)
-                if skipped is not None:
-                    skipped[dep] = note
+                self._say_held(dep, self.services[blocked[0]],
+                               f" with the cascade from {name}", skipped)
                 continue
             # Through a whole-stack restart that overtook it (its stop superseded this
             # request): the caller was told `mid: starting`, "another command changed
