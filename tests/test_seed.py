@@ -161,6 +161,15 @@ def test_a_file_that_cannot_be_replaced_is_a_sentence_and_both_stay_as_they_were
     assert done.returncode == 10, out  # README's exit codes: a file it must write
     assert f"seed: cannot write {tmp_path / name}: {why}. " in done.stderr, out
     assert "were left as they were" in done.stderr, out
+    if name == ".env.e2e":
+        # seed.json took the account seed 7 made, under `accounts`, the moment it was
+        # made; the seeding it names is still the last one that finished.
+        now = json.loads(files[0].read_text())
+        assert now.pop("accounts")["7"]["name"] == "hippodrome-seed-7"
+        assert now == {k: v for k, v in json.loads(before[0]).items() if k != "accounts"}
+        files, before = files[1:], before[1:]
+    else:
+        assert "could not be recorded" in done.stderr, out
     assert [f.read_bytes() for f in files] == before, "a file was replaced"
     assert not [p for f in files for p in f.parent.glob(".*.tmp")], "temp files left"
 
@@ -431,6 +440,45 @@ def test_an_external_admin_server_is_seeded_through_while_it_answers() -> None:
     silent = StackView(env={}, rows={"admin_server": {"state": "external", "healthy": False}})
     with pytest.raises(SeedError, match="external .* does not answer.* start it yourself"):
         _admin_can_take(silent)
+
+
+def test_an_account_made_by_a_seed_that_fails_later_is_reused(plane: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """An admin_server answering 500 mid-seed: the account made before it was recorded
+    nowhere, and every seed after made another `hippodrome-seed-N` (the last stop's
+    leftover). It is recorded the moment it is made; .env.e2e is not written."""
+    import http.server
+    import threading
+
+    from hippo_platform.seed.endpoints import StackView
+    from hippo_platform.seed.run import SeedError, seed_stack
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - http.server's name
+            self.send_error(500, "broken on purpose")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        failing = StackView(
+            env={**plane, "HIPPODROME_PROFILE": "ecom",
+                 "ADMIN_SERVER_URL": f"http://127.0.0.1:{server.server_port}"},
+            rows={"admin_server": {"state": "external", "healthy": True}})
+        with pytest.raises(SeedError, match="500"):
+            seed_stack(tmp_path, 4343, failing, lambda line: None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    made = seed_record(tmp_path)["accounts"]["4343"]
+    assert not (tmp_path / ".env.e2e").exists() and "seed" not in seed_record(tmp_path)
+    said: list[str] = []
+    again = seed_stack(tmp_path, 4343, StackView(env=plane, rows={}), said.append)
+    assert again["account"]["accountId"] == made["accountId"], said
+    assert again["account"]["reused"] is True, said
+    assert read_env_file(tmp_path / ".env.e2e")["HIPPODROME_API_KEY"] == made["apiKey"]
 
 
 @pytest.mark.parametrize("state,words", [

@@ -19,7 +19,7 @@ from hippo_contract.e2e_env import ENV_FILE, NAME, SEED_FILE, read_env_file, see
 from hippo_platform.services.common.state import read_json, replace_all_or_none
 
 __all__ = ["ENV_FILE", "SEED_FILE", "read_env_file", "read_seed_file", "seeding",
-           "write_seed_files"]
+           "write_seed_files", "write_seed_record"]
 
 
 def read_seed_file(root: Path) -> dict[str, Any]:
@@ -43,6 +43,16 @@ def write_seed_files(root: Path, record: Mapping[str, Any], values: Mapping[str,
         lines.append(f"export {name}={shlex.quote(str(values[name]))}")
     # Both are written mode 0600: they hold the API key.
     replace_all_or_none({
-        root / SEED_FILE: (json.dumps(record, indent=2, sort_keys=False) + "\n").encode("utf-8"),
+        root / SEED_FILE: _json_bytes(record),
         root / ENV_FILE: ("\n".join(lines) + "\n").encode("utf-8"),
     })
+
+
+def write_seed_record(root: Path, record: Mapping[str, Any]) -> None:
+    """seed.json alone, for a change that leaves the seeding it names (and so .env.e2e)
+    as it was: an account just made, recorded before anything else can fail."""
+    replace_all_or_none({root / SEED_FILE: _json_bytes(record)})
+
+
+def _json_bytes(record: Mapping[str, Any]) -> bytes:
+    return (json.dumps(record, indent=2, sort_keys=False) + "\n").encode("utf-8")

@@ -28,9 +28,11 @@ from hippo_platform.seed.files import (
     read_seed_file,
     seeding,
     write_seed_files,
+    write_seed_record,
 )
 from hippo_platform.services.common import HttpError
 from hippo_platform.services.common.client import JsonClient, PeerResponse, segment
+from hippo_platform.services.common.errors import NotJsonAnswer
 
 DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
              "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -59,6 +61,9 @@ def _request(client: JsonClient, method: str, path: str, **kw: Any) -> PeerRespo
     """The peer's answer, whatever its status; a peer that is down is one SeedError line."""
     try:
         return client.request(method, path, **kw)
+    except NotJsonAnswer as exc:  # it is up: "not reachable ... is the stack up?" misled
+        raise SeedError(f"{exc.message} to {method} {path}: `hd logs --service "
+                        f"{client.peer}` shows why") from None
     except HttpError:
         raise SeedError(f"{client.peer} is not reachable at {client.base_url}: is the stack up "
                         "(`hd status`)?") from None
@@ -215,8 +220,29 @@ def _account(root: Path, seed: int, controller: JsonClient, say: Say) -> dict[st
         say(f"seed: the recorded account {account_id} is gone from the cell; making a new one")
     name = data.ACCOUNT_NAME.format(seed=seed)
     made = _call(controller, "POST", "/api/v2/accounts", body={"name": name})
-    return {"accountId": made["accountId"], "apiKey": made["apiKey"], "name": name,
-            "reused": False}
+    account = {"accountId": made["accountId"], "apiKey": made["apiKey"], "name": name}
+    _remember(root, seed, account)
+    return {**account, "reused": False}
+
+
+def _remember(root: Path, seed: int, account: dict[str, Any]) -> None:
+    """Record an account the moment it is made, under `accounts` (the last seeding's
+    record and .env.e2e stay as they were): a seed that failed after making it (an
+    admin_server answering 500 mid-seed) left it recorded nowhere, and every seed after
+    made another."""
+    record = read_seed_file(root)
+    accounts = _accounts(record)
+    accounts[str(seed)] = account
+    try:
+        write_seed_record(root, {**record, "accounts": accounts})
+    except OSError as exc:
+        raise SeedError(
+            f"cannot write {exc.filename}: {exc.strerror}. Make it and its folder writable "
+            "(chmod u+w; chattr -i for an immutable file; free disk space), then seed "
+            f"again; account {account['accountId']} was made in the cell but could not be "
+            f"recorded (the next seed makes another), and {root / SEED_FILE} and "
+            f"{root / ENV_FILE} were left as they were (both name the last seeding)",
+            code=EXIT_UNWRITABLE) from None
 
 
 def _admin_can_take(view: StackView) -> None:

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from hippo_contract.http_client import BadAnswer, Connection, host_header, request_bytes
 from hippo_platform.services import tls_context
-from hippo_platform.services.common.errors import BadGateway, HttpError
+from hippo_platform.services.common.errors import BadGateway, HttpError, NotJsonAnswer
 from hippo_platform.services.common.log import log_error
 
 PASS_THROUGH = frozenset({400, 401, 403, 404, 409, 413})
@@ -118,7 +118,7 @@ class JsonClient:
         try:
             decoded = json.loads(data) if data.strip() else None
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise BadGateway(
+            raise NotJsonAnswer(
                 f"{self.peer} at {self.base_url} answered {status} with a non-JSON body",
                 extra={"peer": self.peer, "url": self.base_url},
             ) from None

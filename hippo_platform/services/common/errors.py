@@ -102,5 +102,10 @@ class BadGateway(HttpError):
     status = 502
 
 
+class NotJsonAnswer(BadGateway):
+    """A peer that answered, but not in JSON (an HTML error page from a proxy or a
+    framework's default): said apart from one that could not be reached at all."""
+
+
 class ServiceUnavailable(HttpError):
     status = 503
