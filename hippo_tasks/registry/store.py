@@ -345,19 +345,27 @@ def _daemon_folder(data: Data, root: Path) -> str | None:
     return daemon_log_folder(pid, fds)
 
 
-def writes_daemon_log(pid: int, root: Path, writing: bool = False) -> bool:
-    """The process holds this project's .hippodrome/daemon.log open: as its stderr, as
-    every detached daemon (fork or exec), or beside its terminal, as a foreground `hd
-    up` (daemon/main._hold_daemon_log). Proof it is this folder's daemon that a registry
-    cannot forge, since the kernel names the file where it is now (a renamed folder's
-    new path). `writing`: only a descriptor opened for writing counts, so a reader
-    (`hd logs`) is never taken for a daemon; fdinfo's flags say how it was opened."""
+def daemon_log_names(root: Path) -> tuple[str, ...]:
+    """What /proc shows for a descriptor on this project's daemon.log (writes_daemon_log);
+    worked out once per scan of every process, not once per process."""
     log = str(root / ".hippodrome" / "daemon.log")
     names: tuple[str, ...] = (log, log + " (deleted)")
     if os.path.islink(root / ".hippodrome"):  # refused now; a stack from before it runs
         real = os.path.realpath(log)  # on, its output named by the kernel (adv25 d/3);
         if os.path.basename(os.path.dirname(real)) != ".hippodrome":  # never another
             names += (real, real + " (deleted)")  # project's, whose daemon that is
+    return names
+
+
+def writes_daemon_log(pid: int, root: Path, writing: bool = False,
+                      names: tuple[str, ...] | None = None) -> bool:
+    """The process holds this project's .hippodrome/daemon.log open: as its stderr, as
+    every detached daemon (fork or exec), or beside its terminal, as a foreground `hd
+    up` (daemon/main._hold_daemon_log). Proof it is this folder's daemon that a registry
+    cannot forge, since the kernel names the file where it is now (a renamed folder's
+    new path). `writing`: only a descriptor opened for writing counts, so a reader
+    (`hd logs`) is never taken for a daemon; fdinfo's flags say how it was opened."""
+    names = daemon_log_names(root) if names is None else names
 
     def holds(fd: str) -> bool:
         return os.readlink(f"/proc/{pid}/fd/{fd}") in names and (
@@ -381,8 +389,9 @@ def daemon_log_writers(root: Path) -> list[int]:
     an `hd up --detach` still starting one), found without the registry. A registry
     emptied or damaged while the stack ran said "no daemon", and `hd down` stopped
     nothing."""
-    me = os.getpid()
-    return [pid for pid in all_pids() if pid != me and writes_daemon_log(pid, root, True)]
+    me, names = os.getpid(), daemon_log_names(root)
+    return [pid for pid in all_pids()
+            if pid != me and writes_daemon_log(pid, root, True, names)]
 
 
 def stranger_daemon(data: Data, root: Path) -> bool:
