@@ -14,11 +14,8 @@ file handler, error page and email-based header parser) were 1.3 MB of every ser
 
 from __future__ import annotations
 
-import socket
-import sys
 import time
 from http import HTTPStatus
-from typing import Any
 
 from hippo_contract.http_loop import RequestHandler, ThreadingServer, phrase
 from hippo_platform.services.common.app import App
@@ -127,15 +124,6 @@ class ServiceServer(ThreadingServer):
         if host in ("0.0.0.0", "", "::"):
             host = "127.0.0.1"
         return f"http://{host}:{port}"
-
-    def handle_error(
-        self, request: socket.socket | tuple[bytes, socket.socket], client: Any
-    ) -> None:
-        """A client that hung up mid-answer is routine, not a traceback."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client)
 
 
 def _ms_since(started: float) -> float:
