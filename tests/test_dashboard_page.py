@@ -268,6 +268,32 @@ def test_buttons_restart_stop_and_start_the_real_services(
     expect(page.locator("#h-summary")).to_have_text("2 running")
 
 
+def test_a_button_whose_action_failed_says_why_not_done(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    """The route answers 200 with `ok: false` and `problems` for an action carried out
+    that did not do what was asked; the page looked at the status only and said
+    `restart web: done` for a restart whose new process exited 3 (adv26 h/1)."""
+    import shlex
+
+    from playwright.sync_api import expect
+
+    web = free_ports(1)[0]
+    flag = project / "fail-next"
+    run = f"[ -e {shlex.quote(str(flag))} ] && exit 3; exec {shlex.quote(PY)} " \
+          f"{shlex.quote(str(TOYS / 'toy.py'))} --port {web}"
+    stacks.append(s := run_stack(project, {"web": "[services.web]\n"
+                                           f"command = {json.dumps(['sh', '-c', run])}\n"
+                                           f"port = {web}\nauto_restart = false\n"},
+                                 {"web": web}))
+    open_page(page, s)
+    flag.touch()
+    svc(page, "web").locator('button[data-action="restart"]').click()
+    expect(page.locator("#msg")).to_have_text(re.compile(
+        r"^restart web failed: web failed.*exited with code 3"), timeout=WAIT_MS)
+    expect(page.locator("#msg")).to_have_class("error")
+    assert s.row("web")["state"] == "failed"
+
+
 def test_cascade_button_restarts_the_service_then_its_dependants(
         project: Path, stacks: list[Stack], page: Page) -> None:
     from playwright.sync_api import expect
