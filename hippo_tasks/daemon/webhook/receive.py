@@ -15,6 +15,13 @@ ACCEPTED_TYPES = ("application/json", "text/plain", "application/x-www-form-urle
 MISSING_DETAIL_TYPE = "Missing 'detail-type' field in event"
 
 
+class Refused(HttpError):
+    """Refused before the event was read: no token or a wrong one, or (with no token) a
+    request from a web page the browser guard stops. Kept apart from the deliveries:
+    listed there, a page anyone visits pushed every real delivery out of the 200 kept
+    with a few hundred no-cors POSTs (adv26 h/3)."""
+
+
 def authorised(req: Request, token: str) -> bool:
     """The token header matches, compared in constant time. hmac is imported here: with
     hashlib it is 0.27 MB of the daemon's memory, and only a stack with a token (set
@@ -37,12 +44,12 @@ def read_event(req: Request, token: str | None, read_timeout: float,
     length = body.length(required=True, noun="the event")
     if token is not None:
         if not authorised(req, token):
-            raise body.discard(length, HttpError(
+            raise body.discard(length, Refused(
                 401, f"Missing or invalid {TOKEN_HEADER} header"), read_timeout)
     else:
         refused = webhook_refusal(req.headers, url)
         if refused is not None:
-            raise body.discard(length, HttpError(refused.status, refused.message),
+            raise body.discard(length, Refused(refused.status, refused.message),
                                read_timeout)
     ctype = media_type(req.headers)
     if ctype and ctype not in ACCEPTED_TYPES and not ctype.endswith("+json"):

@@ -14,13 +14,16 @@ from typing import Any
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.httpcore import ClientGone, HttpError, Json, Request
 from hippo_tasks.daemon.webhook.forward import TargetPool, forward
+from hippo_tasks.daemon.webhook.receive import Refused, read_event
 from hippo_tasks.daemon.webhook.receive import detail_type as detail_type_of
-from hippo_tasks.daemon.webhook.receive import read_event
 from hippo_tasks.daemon.webhook.record import env_number as _env_number
 from hippo_tasks.events.recording import REPLAY_HEADER
 from hippo_tasks.model.plan import PlannedRoute
 
 DELIVERIES_KEPT = 200
+REFUSED_KEPT = 20
+"""Requests refused before their event was read (receive.Refused): the last ones, with
+a count of all, so a wrong tunnel token can be seen without a flood hiding deliveries."""
 NOTE_BATCH_S = 0.05
 Deliveries = deque[dict[str, Any]]
 
@@ -56,6 +59,8 @@ class Webhook:
         self.read_timeout = _env_seconds("HIPPODROME_WEBHOOK_READ_TIMEOUT", 10.0, engine.note)
         self.pool = TargetPool(self.timeout)
         self.deliveries: Deliveries = deque(maxlen=DELIVERIES_KEPT)
+        self.refused: Deliveries = deque(maxlen=REFUSED_KEPT)
+        self.refused_count = 0
         self._notes: list[tuple[str, str]] = []
         self._notes_lock = threading.Lock()
 
@@ -102,6 +107,10 @@ class Webhook:
             note = (f"webhook: Failed to forward event to {planned.target} ({shown}): "
                     f"{payload.get('error')}")
         self._note(planned.route.service, note)
+
+    def note_refused(self, at: float, refused: Refused) -> None:
+        self.refused_count += 1  # request threads: an undercount at worst, never a crash
+        self.refused.append({"at": at, "status": refused.status, "error": refused.message})
 
     def _note(self, service: str, text: str) -> None:
         with self._notes_lock:
@@ -155,6 +164,9 @@ def eventbridge(req: Request) -> Json:
             outcome = "forwarded"
     except ClientGone:
         raise
+    except Refused as exc:
+        hook.note_refused(at, exc)
+        return Json({"error": exc.message}, exc.status, exc.close)
     except HttpError as exc:
         status, payload, outcome, close = exc.status, {"error": exc.message}, "error", exc.close
     # Recorded before answering: a client that has its answer finds it in the log.
@@ -166,5 +178,9 @@ def eventbridge(req: Request) -> Json:
 
 
 def deliveries(req: Request) -> Json:
-    """`GET /api/webhook/deliveries`: the last ones, newest first."""
-    return Json({"deliveries": list(reversed(list(req.app.webhook.deliveries)))})
+    """`GET /api/webhook/deliveries`: the last ones, newest first; the requests refused
+    before their event was read, apart."""
+    hook = req.app.webhook
+    return Json({"deliveries": list(reversed(list(hook.deliveries))),
+                 "refused": {"count": hook.refused_count,
+                             "last": list(reversed(list(hook.refused)))}})
