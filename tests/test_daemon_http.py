@@ -59,7 +59,7 @@ def test_errors_are_json_with_the_right_status(daemon: str) -> None:
     code, body = call(daemon + "/api/services/web/logs?lines=%EF%BC%91%EF%BC%92")  # '１２'
     assert code == 400 and "'lines' must be an integer" in body["error"], body
     code, body = call(daemon + "/api/status", method="POST", body=b"{}")
-    assert code == 405 and body["allowed"] == ["GET"]
+    assert code == 405 and body["allowed"] == ["GET", "HEAD"]
     code, body = call(daemon + "/api/services/web/restart", method="POST", body=b"{not json")
     assert code == 400 and body["error"].startswith("Invalid JSON: ")
     code, body = call(daemon + "/no/such/route")
@@ -365,3 +365,33 @@ def test_a_connection_reset_is_closed_quietly(daemon: str, project: Path) -> Non
     assert call(daemon + "/healthz")[0] == 200  # served by then: every reset handled
     log = (project / ".hippodrome" / "daemon.log").read_text()
     assert "Traceback" not in log and "ConnectionResetError" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/status", "/", "/api/services/web/logs"])
+def test_head_answers_a_get_route_with_its_head_and_no_body(daemon: str, path: str) -> None:
+    """HEAD was 405 on every GET route, so `curl -fI` and `wget --spider` (uptime
+    monitors, many health checks) failed on a healthy daemon (adv26 h/4)."""
+    port = int(daemon.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        request = f"{{}} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        sock.sendall(request.format("HEAD").encode() + request.format("GET").encode())
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2 or not answers.endswith(
+                (b"}", b"</html>\n", b"</html>")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answers += chunk
+    head, rest = answers.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 "), answers[:300]
+    # No body after HEAD's head: the next bytes are the GET's status line.
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:200]
+    assert b"\r\ncontent-length: " in head.lower(), head  # the GET's length, as HTTP asks
+
+
+def test_head_is_refused_on_a_stream_and_a_post_route(daemon: str) -> None:
+    for path, allow in (("/api/events", "GET"), ("/api/stack/restart", "POST")):
+        req = urllib.request.Request(daemon + path, method="HEAD")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=10)
+        assert info.value.code == 405 and info.value.headers["Allow"] == allow

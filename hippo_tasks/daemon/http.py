@@ -157,7 +157,8 @@ class ApiHandler(RequestHandler):
         if close:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(r.body)
+        if self.command != "HEAD":
+            self.wfile.write(r.body)
 
     def _send_stream(self, s: Stream) -> None:
         self.streaming_since = time.monotonic()  # may give way to a command (connections)
@@ -203,14 +204,14 @@ class ApiHandler(RequestHandler):
 
     # ---- routing ------------------------------------------------------------------
     def _route(self, method: str, path: str) -> Response:
-        allowed = set()
+        allowed: set[str] = set()
         for route in self.server.routes:
             match = route.pattern.match(path)
             if not match:
                 continue
-            if route.method != method:
+            if route.method != method and not (method == "HEAD" and route.head):
                 if route.allowed:
-                    allowed.add(route.method)
+                    allowed.update((route.method, "HEAD") if route.head else (route.method,))
                 continue
             split = urlsplit(self.path)
             given = parse_qs(split.query, keep_blank_values=True)
@@ -223,7 +224,7 @@ class ApiHandler(RequestHandler):
             # A name is as sent: `rec%20(1).jsonl` is `rec (1).jsonl` (each handler
             # checks what it gets: a known service, a plain file in the recordings).
             params = {k: _as_sent(v) for k, v in match.groupdict().items()}
-            return route.handler(Request(method, path, query, params,
+            return route.handler(Request(route.method, path, query, params,
                                          self.headers, self.body, self.server.app))
         if allowed:
             raise HttpError(405, f"method {method} not allowed on {path}",

@@ -23,17 +23,21 @@ class Route(NamedTuple):
     allowed: bool = True
     """False: the row only answers 405 in words of its own, so another method's 405
     must not list it in `Allow`."""
+    head: bool = False
+    """A GET row that HEAD may also ask: the same head, no body. HTTP asks it of every
+    GET (RFC 9110 9.1), and `curl -fI`, `wget --spider` and many health checks send it;
+    they were 405 on a healthy daemon (adv26 h/4). Not for streams."""
 
 
 def _row(method: str, template: str, handler: Handler, allowed: bool = True) -> Route:
     return Route(method, re.compile("^" + template.replace("{name}", NAME) + "$"), handler,
-                 allowed)
+                 allowed, head=method == "GET" and allowed)
 
 
 def build() -> tuple[Route, ...]:
     return (
         _row("GET", "/", page.index),
-        _row("GET", "/api/events", page.events),
+        _row("GET", "/api/events", page.events)._replace(head=False),  # a stream
         _row("GET", "/healthz", api.healthz),
         _row("GET", "/api/status", api.status),
         _row("GET", "/api/services/{name}/logs", api.logs),
