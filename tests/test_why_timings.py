@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from harness import Harness, run
@@ -40,6 +41,20 @@ def test_up_prints_the_critical_path_and_status_carries_the_instants(project: Pa
         # a's own time includes its 0.3 s before listening; side's path is not critical
         assert [s.service for s in critical_path(status["services"])] == ["a", "b", "c"]
         assert critical_path(status["services"])[0].seconds >= 0.3
+        assert status["critical_path"] == [[s.service, round(s.seconds, 3)]
+                                           for s in critical_path(status["services"])]
+
+        # A restart of a alone, later: its latest start is its own, the start-up stays
+        # (the path was [a] alone, ready last, and the page said "ready in" the uptime).
+        time.sleep(1.0)
+        hd(project, "restart", "--service", "a", check=True)
+        hd(project, "restart", "--service", "a", check=True)  # twice: the first start kept
+        again = json.loads(hd(project, "status", "--json", check=True).stdout)
+        after = {r["name"]: r for r in again["services"]}
+        assert after["a"]["startup"] == rows["a"]["timings"], after["a"]
+        assert after["a"]["timings"]["requested_at"] > rows["c"]["timings"]["ready_at"] + 0.9
+        assert after["c"]["startup"] == after["c"]["timings"] == rows["c"]["timings"]
+        assert [p[0] for p in again["critical_path"]] == ["a", "b", "c"], again["critical_path"]
     finally:
         hd(project, "down")
 

@@ -372,10 +372,8 @@ class ServiceRun:
             self._main = child
             self.pid, self.pgid = child.pid, child.pgid
             now = time.time()
-            if self.timings.spawned_at is not None:  # a restart after an exit, by itself:
-                # its start is now, not the first one's (`hd why`: "took 201s" for a
-                # restart that took 0.5 s, s/8)
-                self.timings.requested_at = self.timings.deps_met_at = now
+            if self.timings.spawned_at is not None:  # a restart after an exit, by itself
+                self.timings.again(now)
             self.started_at = self.timings.spawned_at = now
             self.timings.ready_at = None  # a restart after a crash: not ready again yet
             self.exit_code = None

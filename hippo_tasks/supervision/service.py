@@ -88,7 +88,8 @@ class ServiceSupervisor(ServiceRun):
             depends_on=tuple(self.planned.depends_on), url=self.planned.url,
             cgroup=self.cgroup_text,
             busy=self._current or self._pending,
-            timings=self.timings.as_json(), waiting_on=self.waiting_on,
+            timings=self.timings.as_json(), startup=self.timings.startup(),
+            waiting_on=self.waiting_on,
             description=spec.description,
         )
 

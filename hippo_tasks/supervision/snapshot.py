@@ -17,14 +17,15 @@ class ServiceSnapshot:
 
     __slots__ = ("name", "state", "healthy", "pid", "pgid", "port", "restarts", "started_at",
                  "exit_code", "ready", "blocking", "external", "kind", "reason", "depends_on",
-                 "url", "cgroup", "busy", "timings", "waiting_on", "description")
+                 "url", "cgroup", "busy", "timings", "startup", "waiting_on", "description")
 
     def __init__(self, name: str, state: str, healthy: bool, pid: int | None,
                  pgid: int | None, port: int | None, restarts: int, started_at: float | None,
                  exit_code: int | None, ready: bool, blocking: bool, external: bool,
                  kind: str, reason: str, depends_on: tuple[str, ...], url: str | None,
                  cgroup: str | None, busy: str | None, timings: dict[str, float | None],
-                 waiting_on: tuple[tuple[str, str], ...], description: str = "") -> None:
+                 waiting_on: tuple[tuple[str, str], ...], description: str = "",
+                 startup: dict[str, float | None] | None = None) -> None:
         self.name = name
         self.state = state
         self.healthy = healthy
@@ -47,6 +48,8 @@ class ServiceSnapshot:
         """The request being carried out (start, stop, restart), if any."""
         self.timings = timings
         """The latest start's instants (supervision/timeline.py)."""
+        self.startup = timings if startup is None else startup
+        """The start-up's instants: the first start that became ready (timeline.py)."""
         self.waiting_on = waiting_on
         self.description = description
         """The stack file's `description`, for the page (it was shown nowhere)."""
@@ -82,6 +85,7 @@ class ServiceSnapshot:
             "url": self.url,
             "busy": self.busy,
             "timings": self.timings,
+            "startup": self.startup,
             "waiting_on": [{"service": n, "condition": c} for n, c in self.waiting_on],
             "description": self.description,
         }
