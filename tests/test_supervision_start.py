@@ -415,3 +415,29 @@ def test_an_env_split_line_names_the_program_it_runs(tmp_path: Path, line: bytes
     said = interpreter_problem(str(script), os.defpath)
     assert ("asks for 'no-such-program-here' on PATH" in said) == missing, said
     assert missing or said == "", said
+
+
+def test_a_costly_log_pattern_cannot_stall_the_daemon(project: Path) -> None:
+    """`\\w+\\w+!` passes the loader's rules, at ~26 ms a 341-character line; a service
+    printing long lines without pause kept the loop matching: start_timeout never fired,
+    the other services waited, `hd down` hung (adv26 g/1). Matching has a share of the
+    loop's time now; lines past it are passed over, and the log says so."""
+    (p,) = free_ports(1)
+    noisy = ("import sys, time\nwhile True:\n    sys.stdout.write(('a' * 400 + '\\n') * 100)\n"
+             "    sys.stdout.flush()\n    time.sleep(0.01)\n")
+    text = ("[services.noisy]\n"
+            f"command = [{PY!r}, '-c', {noisy!r}]\n"
+            "readiness = { log = '\\w+\\w+!' }\nstart_timeout = 3\nblocking = false\n"
+            + toy_service("web", p, "--delay", "0.3", readiness={"http": "/healthz"},
+                          start_timeout=20))
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        assert h.stack.get("web").state == State.RUNNING, h.states("web")
+        assert h.stack.get("noisy").state == State.FAILED, h.states("noisy")
+        assert "start_timeout=3" in h.stack.get("noisy").reason
+        with open(h.runs.path("noisy"), encoding="utf-8", errors="replace") as log:
+            said = [ln for ln in log if "readiness: matching" in ln]
+        assert len(said) == 1 and "make the pattern simpler" in said[0], said
+
+    run(project, text, scenario, timeout=40)

@@ -8,6 +8,7 @@ wait also ends the moment the process exits.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -104,18 +105,65 @@ async def _pause(exited: asyncio.Future[int], until: float) -> None:
         exited.remove_done_callback(wake)
 
 
+MATCH_SHARE = 0.25
+"""Of each second, at most this much of the loop goes to matching one service's lines
+against its log readiness pattern, with MATCH_BURST_S in hand. A pattern the loader
+accepts may cost up to ~0.1 s a line (model/regex_safety.py), and a service printing long
+lines without pause kept the loop matching for good: start_timeout never fired, other
+services started late, and `hd down` hung (adv26 g/1)."""
+MATCH_BURST_S = 0.5
+
+
+class MatchBudget:
+    """Time for matching, earned at MATCH_SHARE of the clock: a line that comes while it
+    is spent is passed over (counted), and the service's log says so once."""
+
+    def __init__(self, say: Callable[[str], None],
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.say = say
+        self.clock = clock
+        self.left = MATCH_BURST_S
+        self.at = clock()
+        self.skipped = 0
+
+    def run(self, match: Callable[[str], bool], text: str) -> bool:
+        now = self.clock()
+        self.left = min(MATCH_BURST_S, self.left + (now - self.at) * MATCH_SHARE)
+        self.at = now
+        if self.left <= 0:
+            self.skipped += 1
+            if self.skipped == 1:
+                self.say("readiness: matching the log pattern against this output costs "
+                         f"more than {MATCH_SHARE:.0%} of the daemon's time, so lines are "
+                         "passed over while it does and the ready line may be missed: "
+                         "make the pattern simpler (fewer open-ended repeats such as \\w+ "
+                         "or .*, or anchor it with ^)")
+            return False
+        found = match(text)
+        end = self.clock()
+        self.left -= end - now
+        self.at = end
+        return found
+
+
 async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_seq: int,
                      deadline: float) -> Outcome:
     loop = asyncio.get_running_loop()
     matched: asyncio.Future[None] = loop.create_future()
     regex = safe_regex(pattern)  # the loader refused any other (model/regex_safety.py)
-    # This run's lines already captured count too (a fast service may print before we
-    # watch); lines of earlier runs never do.
-    def matches(text: str) -> bool:
+    budget = MatchBudget(lambda text: hub.system(name, text))
+
+    def match(text: str) -> bool:
         if regex.search_text(text):
             return True
         seen = as_seen(text)
         return seen is not text and bool(regex.search_text(seen))
+
+    def matches(text: str) -> bool:
+        return budget.run(match, text)
+
+    # This run's lines already captured count too (a fast service may print before we
+    # watch); lines of earlier runs never do.
 
     for rec in hub.since(name, first_seq - 1, 100000):
         if not rec.system and matches(rec.text):
