@@ -104,6 +104,11 @@ def test_env_file_is_read_in_order_and_env_wins(project: Path) -> None:
         "WITH_COMMENT=value # trailing comment\n"
         "OVERRIDDEN=from-env-file\n"
         "PORT_OF_A=${port:a}\n"
+        # quoted, then a comment: the quotes stayed in the value (adv26 g/2)
+        'DB_URL="postgres://127.0.0.1:5432/app" # the local database\n'
+        "MODE='fast' # or slow\n"
+        'HASH="x # not a comment"\n'
+        'ESCAPED="say \\"hi\\"" # a comment after an escaped quote\n'
     )
     (project / "local.env").write_text("GREETING=hi from local\n")
     (a,) = free_ports(1)
@@ -118,6 +123,10 @@ def test_env_file_is_read_in_order_and_env_wins(project: Path) -> None:
     assert env["WITH_COMMENT"] == "value"
     assert env["OVERRIDDEN"] == "from-env"
     assert env["PORT_OF_A"] == str(a)
+    assert env["DB_URL"] == "postgres://127.0.0.1:5432/app"
+    assert env["MODE"] == "fast"
+    assert env["HASH"] == "x # not a comment"
+    assert env["ESCAPED"] == 'say "hi"'
 
 
 def test_env_file_errors_name_the_file_and_line(project: Path) -> None:
@@ -127,6 +136,10 @@ def test_env_file_errors_name_the_file_and_line(project: Path) -> None:
         build_plan(load_stack_text(text), Options(project_root=project))
     (project / ".env").write_text("OK=1\nthis is not an assignment\n")
     with pytest.raises(StackFileError, match=r"\.env:2.*not a NAME=value line"):
+        build_plan(load_stack_text(text), Options(project_root=project))
+    (project / ".env").write_text("OK=1\nURL='http://x'/path\n")
+    with pytest.raises(StackFileError, match=r"\.env:2.*URL: text after the closing quote: "
+                                             r"'/path'"):
         build_plan(load_stack_text(text), Options(project_root=project))
 
 

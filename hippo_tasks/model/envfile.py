@@ -49,11 +49,42 @@ def read_env_file(path: Path, service: str) -> list[tuple[str, str]]:
         if "\0" in value:
             raise StackFileError(str(path), f"{name} contains a NUL byte", service,
                                  "env_file", number)
-        out.append((name, _value(value.strip())))
+        try:
+            out.append((name, _value(value.strip())))
+        except ValueError as exc:
+            raise StackFileError(str(path), f"{name}: {exc}", service, "env_file",
+                                 number) from None
     return out
 
 
+def _closing(value: str) -> int | None:
+    """Where the quote `value` opens with closes (a double-quoted value's `\"` does
+    not close it), or None when it does not on this line."""
+    if value[0] == "'":
+        end = value.find("'", 1)
+        return end if end > 0 else None
+    i = 1
+    while i < len(value):
+        if value[i] == "\\":
+            i += 2
+        elif value[i] == '"':
+            return i
+        else:
+            i += 1
+    return None
+
+
 def _value(value: str) -> str:
+    """A ValueError for text after a closing quote that is not a comment."""
+    end = _closing(value) if value[:1] in ("'", '"') else None
+    if end is not None:
+        # `"postgres://..." # the local database`: the comment was taken off and the
+        # quotes kept, so the service got a URL starting with `"` (adv26 g/2).
+        rest = value[end + 1:].strip()
+        if rest and not rest.startswith("#"):
+            raise ValueError(f"text after the closing quote: {rest[:40]!r} (put it inside "
+                             "the quotes, or start a comment with ' #')")
+        value = value[:end + 1]
     if len(value) >= 2 and value[0] == value[-1] == "'":
         return value[1:-1].replace("$", "$$")  # literal: no ${...} expansion either
     if len(value) >= 2 and value[0] == value[-1] == '"':
