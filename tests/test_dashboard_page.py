@@ -187,6 +187,28 @@ def test_every_service_is_shown_with_its_state_links_and_reasons(
     print(f"dashboard screenshot: {SCREENSHOT}")
 
 
+def test_port_links_reach_the_service_from_a_dashboard_on_another_loopback_address(
+        project: Path, page: Page) -> None:
+    """With `HIPPODROME_DASHBOARD_HOST=::1` the links were http://[::1]:PORT/, built
+    from the page's own host, where no service listens (adv26 h/6)."""
+    from playwright.sync_api import expect
+
+    dash, web = free_ports(2)
+    env = {"HIPPODROME_DASHBOARD_HOST": "::1"}
+    write_stack(project, stack_header(dash) + toy_service("web", web))
+    hd(project, "up", "--detach", check=True, env=env)
+    try:
+        page.goto(f"http://[::1]:{dash}/")
+        until(page, "window.__hippo.firstRender !== null", "the first render")
+        link = svc(page, "web").locator(".c-port a")
+        expect(link).to_have_text(str(web))
+        assert link.get_attribute("href") == f"http://127.0.0.1:{web}/"
+        with urllib.request.urlopen(link.get_attribute("href") + "healthz", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        hd(project, "down", env=env)
+
+
 def test_logs_follow_live_filter_and_never_run_what_a_service_prints(
         project: Path, stacks: list[Stack], page: Page) -> None:
     from playwright.sync_api import expect
