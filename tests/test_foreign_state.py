@@ -663,3 +663,51 @@ def test_a_state_folder_linked_elsewhere_is_refused(project: Path, tmp_path: Pat
         assert f"{project / '.hippodrome'} is a symbolic link (to {elsewhere})" in \
             run.stderr, run.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+FOREIGN_SERVER = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"services": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_program_in_the_folder_answering_on_the_daemons_port_is_a_sentence(
+        project: Path) -> None:
+    """A process running in the project folder on the registry's port, recorded as the
+    daemon (a daemon of another version, a dev server), answering `/api/status` with
+    another document: `hd status` was a KeyError traceback (adv26 f/1)."""
+    web_stack_up(project)
+    saved = json.loads((project / ".hippodrome" / "registry.json").read_text())
+    hd(project, "down", check=True)
+    port = int(saved["daemon"]["url"].rsplit(":", 1)[1])
+    foreign = subprocess.Popen([sys.executable, "-c", FOREIGN_SERVER, str(port)], cwd=project)
+    try:
+        def answers() -> bool:
+            with contextlib.suppress(OSError), \
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+                return True
+            return False
+
+        wait_for(answers, what="the foreign server")
+        saved["daemon"].update(pid=foreign.pid, create_time=identity(foreign.pid))
+        (project / ".hippodrome" / "registry.json").write_text(json.dumps(saved))
+        status = hd(project, "status")
+        said = status.stdout + status.stderr
+        assert "Traceback" not in said and status.returncode == 6, said
+        assert f"(pid {foreign.pid}) does not answer" in said and \
+            "not this Hippodrome's (no 'profile')" in said, said
+        assert foreign.poll() is None
+    finally:
+        foreign.kill()
+        foreign.wait(10)

@@ -39,6 +39,10 @@ LOOK_EVERY_S = 10.0
 10 s that `status` gives it to answer, and `up` and `down` give a stopped one."""
 
 
+STATUS_KEYS = ("profile", "cell", "table_prefix", "services")
+"""What every reader of `/api/status` here takes for granted."""
+
+
 class DaemonClient:
     def __init__(self, url: str, pid: int, stack_file: str | None = None,
                  foreground: bool = False) -> None:
@@ -72,7 +76,12 @@ class DaemonClient:
         data = None if body is None else json.dumps(body).encode()
         status, raw = self._exchange(method, path, data, JSON, timeout)
         if status < 400:
-            return json.loads(raw or b"null")
+            try:
+                return json.loads(raw or b"null")
+            except ValueError:  # a traceback (adv26 f/1's foreign program, as HTML)
+                raise DaemonUnreachableError(self.url, self.pid, (
+                    f"it answered {method} {path} with {status} and a body that is not "
+                    "JSON: another program on its port?")) from None
         payload = _json_or_text(raw)
         message = payload.get("error", str(payload)) if isinstance(payload, dict) else payload
         if status == 404 and isinstance(payload, dict) and \
@@ -161,8 +170,20 @@ class DaemonClient:
         return UnknownServiceError(name, known)
 
     def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", "/api/status", timeout=10)
-        return result
+        """`/api/status`, or DaemonUnreachableError when the answer is not a Hippodrome
+        daemon's: a process that runs in this folder on the registry's port (another
+        program, another Hippodrome version) made `hd status` a KeyError traceback
+        (adv26 f/1)."""
+        result = self.call("GET", "/api/status", timeout=10)
+        missing = [k for k in STATUS_KEYS if not isinstance(result, dict) or k not in result]
+        if missing or not isinstance(result["services"], list) or not all(
+                isinstance(r, dict) and isinstance(r.get("name"), str) and "state" in r
+                for r in result["services"]):
+            raise DaemonUnreachableError(self.url, self.pid, (
+                "it answers /api/status with a document that is not this Hippodrome's "
+                f"({'no ' + repr(missing[0]) if missing else 'malformed services'}): "
+                "another program on its port, or a daemon of another Hippodrome version"))
+        return dict(result)
 
     def why(self, service: str) -> dict[str, Any]:
         result: dict[str, Any] = self.call("GET", f"/api/services/{quote(service, safe='')}/why",
