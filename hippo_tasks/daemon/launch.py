@@ -36,7 +36,7 @@ from hippo_tasks.registry.store import (
     stranger_daemon,
     writes_daemon_log,
 )
-from hippo_tasks.supervision.child_env import child_env
+from hippo_tasks.supervision.child_env import child_env, for_program
 from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
 from hippo_tasks.supervision.ports import check_ports
 
@@ -148,8 +148,9 @@ def spawn_daemon(opts: Options, log: Path, tls: bool = False,
             raise ProcessLimitError("the daemon") from None
     with os.fdopen(open_regular_for_append(log, "not a regular file"), "ab") as out:
         try:
-            return subprocess.Popen([sys.executable, "-m", "hippo_tasks.daemon", *argv],
-                                    cwd=opts.project_root, env=env,
+            command = [sys.executable, "-m", "hippo_tasks.daemon", *argv]
+            return subprocess.Popen(command, cwd=opts.project_root,
+                                    env=for_program(env, command),
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                     start_new_session=True, close_fds=True,
                                     pass_fds=(lock_fd,) if lock_fd is not None else ())

@@ -8,6 +8,8 @@ and importing it from the supervisor cost the CLI asyncio and the whole lifecycl
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
@@ -16,14 +18,41 @@ from hippo_tasks.supervision.scope import RUN_ENV
 
 def child_env() -> dict[str, str]:
     """The environment children inherit: ours, minus what would confuse a child (and
-    any ownership mark of a stack this daemon itself runs inside), plus the folder
-    holding hippo_tasks (and hippo_platform) on PYTHONPATH, so `${python} -m ...` works from a
-    plain checkout as well as from an install."""
+    any ownership mark of a stack this daemon itself runs inside). `for_program` adds
+    what a child run by this very interpreter needs."""
     env = dict(os.environ)
     for key in ("PYTHONSTARTUP", "PYTHONINSPECT", RUN_ENV, RUN_TOKEN_ENV):
         env.pop(key, None)
+    added = env.pop(ADDED, None)
+    if added:  # a daemon started by `python -m` with the entry for_program gave it
+        paths = env.get("PYTHONPATH", "").split(os.pathsep)
+        if added in paths:
+            paths.remove(added)
+        if any(paths):
+            env["PYTHONPATH"] = os.pathsep.join(paths)
+        else:
+            env.pop("PYTHONPATH", None)
+    return env
+
+
+def for_program(env: dict[str, str], argv: Sequence[str]) -> dict[str, str]:
+    """`env` for running `argv`: when its program is this interpreter (`${python}`, the
+    bundled services, the daemon itself), with the folder holding hippo_tasks and
+    hippo_platform first on PYTHONPATH, so `${python} -m ...` works from a plain checkout
+    as well as from an install. Only then: given to every child, it put this install's
+    site-packages ahead of a service's own virtualenv, which then imported our yaml and
+    pydantic_core (a 3.11 build under 3.12) and whose `pip install` found its
+    requirements "already satisfied" (adv26 f/2)."""
+    if not argv or argv[0] != sys.executable or "HIPPODROME_PEX_DIR" in env:
+        return env
     package_parent = str(Path(__file__).resolve().parents[2])
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if package_parent not in paths and "HIPPODROME_PEX_DIR" not in env:
-        env["PYTHONPATH"] = os.pathsep.join([package_parent, *paths])
-    return env
+    if package_parent in paths:
+        return env
+    return {**env, "PYTHONPATH": os.pathsep.join([package_parent, *paths]),
+            ADDED: package_parent}
+
+
+ADDED = "HIPPODROME_ADDED_PYTHONPATH"
+"""The PYTHONPATH entry for_program added, so child_env takes it out again for a child
+of that program (the daemon, when it is started as `python -m hippo_tasks.daemon`)."""

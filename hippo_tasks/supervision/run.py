@@ -30,6 +30,7 @@ from hippo_tasks.model.plan import PlannedService
 from hippo_tasks.model.spec import SETUP_TIMEOUT, StackSettings
 from hippo_tasks.supervision import ports, probes
 from hippo_tasks.supervision.backoff import Backoff, Clock, next_failures
+from hippo_tasks.supervision.child_env import for_program
 from hippo_tasks.supervision.liveness import Liveness
 from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.ownership import Ownership
@@ -364,7 +365,8 @@ class ServiceRun:
                 raise SpawnError(f"service {self.name}: {busy}", transient=port_busy_retries)
         first_seq = self.ctx.hub.last_seq(self.name) + 1
         place = self.ctx.ownership.placement(self.name)
-        proc = spawn(self.name, argv or self.planned.argv, self.planned.cwd, env, place,
+        argv = argv or self.planned.argv
+        proc = spawn(self.name, argv, self.planned.cwd, for_program(env, argv), place,
                      "command" if main else "setup")
         child = Child(self.name, proc, self.ctx.hub, asyncio.get_running_loop())
         self.child = child  # before any await: a cancelled start still finds it

@@ -25,7 +25,7 @@ from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, cell_url_variable
 from hippo_tasks.model.project import ROOT_MARKERS, changed_since, removed_since
 from hippo_tasks.model.spec import StackSpec
-from hippo_tasks.supervision.child_env import child_env
+from hippo_tasks.supervision.child_env import child_env, for_program
 from hippo_tasks.tasks.context import daemon_offset, python_for_services, random_seed
 
 
@@ -76,7 +76,8 @@ def prepare(root: Path, name: str, task: str, seed: int | None = None) -> Planne
     env = dict(planned.env)
     if dashboard:  # where the program reaches the daemon, whatever the stack file says
         env.setdefault("HIPPODROME_DASHBOARD_URL", str(dashboard))
-    return PlannedCommand(planned.name, planned.argv, planned.cwd, {**environ, **env})
+    return PlannedCommand(planned.name, planned.argv, planned.cwd,
+                          for_program({**environ, **env}, planned.argv))
 
 
 def run(root: Path, name: str, task: str, seed: int | None = None,
