@@ -442,6 +442,41 @@ def test_an_external_admin_server_is_seeded_through_while_it_answers() -> None:
         _admin_can_take(silent)
 
 
+@pytest.mark.parametrize("kind,words", [
+    ("fifo", "is a named pipe (FIFO), not a regular file"),
+    ("deep", "is nested too deeply to be a seed record"),
+    ("broken", "is not valid JSON (Expecting"),
+    ("list", "holds a JSON list, not the seed record"),
+])
+def test_a_seed_json_that_cannot_be_the_record_is_a_sentence_and_kept(
+        plane: dict[str, str], tmp_path: Path, kind: str, words: str) -> None:
+    """A FIFO hung `hd seed` (and the stack's seed job) for ever; a deeply nested one was
+    a RecursionError traceback; a hand-edited one was taken for "nothing seeded" and
+    replaced, its `accounts` dropped in silence (adv26 g/3)."""
+    from hippo_platform.seed.endpoints import StackView
+    from hippo_platform.seed.run import SeedError, seed_stack
+
+    path = tmp_path / ".hippodrome" / "seed.json"
+    path.parent.mkdir()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text({"deep": "[" * 100_000 + "]" * 100_000,
+                         "broken": '{"accounts": {"42": {"apiKey": "k"}},}',
+                         "list": "[]"}[kind])
+    before = path.read_text() if kind != "fifo" else None
+    made: list[str] = []
+    with pytest.raises(SeedError) as info:
+        seed_stack(tmp_path, 4545, StackView(env=plane, rows={}), made.append)
+    assert str(info.value).startswith(f"{path} {words}"), info.value
+    assert "move it away" in str(info.value) and "nothing was seeded" in str(info.value)
+    assert made == [] and not (tmp_path / ".env.e2e").exists()
+    if before is not None:
+        assert path.read_text() == before
+    else:
+        assert stat.S_ISFIFO(path.lstat().st_mode)
+
+
 def test_an_account_made_by_a_seed_that_fails_later_is_reused(plane: dict[str, str],
                                                                tmp_path: Path) -> None:
     """An admin_server answering 500 mid-seed: the account made before it was recorded

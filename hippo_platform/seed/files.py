@@ -16,19 +16,48 @@ from pathlib import Path
 from typing import Any
 
 from hippo_contract.e2e_env import ENV_FILE, NAME, SEED_FILE, read_env_file, seeding
-from hippo_platform.services.common.state import read_json, replace_all_or_none
+from hippo_contract.small_file import Unusable, read_small_text
+from hippo_platform.services.common.state import replace_all_or_none
 
-__all__ = ["ENV_FILE", "SEED_FILE", "read_env_file", "read_seed_file", "seeding",
-           "write_seed_files", "write_seed_record"]
+__all__ = ["ENV_FILE", "SEED_FILE", "UnusableSeedFile", "read_env_file", "read_seed_file",
+           "seeding", "write_seed_files", "write_seed_record"]
+
+
+SEED_FILE_LIMIT = 8 * 1024 * 1024
+"""Far above any record: a seeding writes a few KB."""
+
+
+class UnusableSeedFile(ValueError):
+    """seed.json is there but cannot be the record: one sentence, naming it and what to
+    do. Read as "nothing seeded", a hand-edited one had its `accounts` dropped by the
+    next seed's write, in silence, and each seed after made new accounts; a FIFO there
+    hung `hd seed` and the stack's seed job (adv26 g/3)."""
 
 
 def read_seed_file(root: Path) -> dict[str, Any]:
-    """The last seed's record, or {} when there is none or it cannot be read."""
+    """The last seed's record; {} when there is none. UnusableSeedFile otherwise."""
+    path = root / SEED_FILE
+    fix = ("move it away (it records each seed's account: keep a copy), then seed again")
     try:
-        data = read_json(root / SEED_FILE, {})
-    except (OSError, ValueError):
+        text = read_small_text(path, SEED_FILE_LIMIT)
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except Unusable as exc:
+        raise UnusableSeedFile(f"{path} {exc}: {fix}") from None
+    except UnicodeDecodeError:
+        raise UnusableSeedFile(f"{path} is not UTF-8 text: {fix}") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise UnusableSeedFile(f"{path} is nested too deeply to be a seed record: "
+                               f"{fix}") from None
+    except ValueError as exc:
+        raise UnusableSeedFile(f"{path} is not valid JSON ({exc}): fix it, or {fix}") \
+            from None
+    if not isinstance(data, dict):
+        raise UnusableSeedFile(f"{path} holds a JSON {type(data).__name__}, not the seed "
+                               f"record (an object): {fix}")
+    return data
 
 
 def write_seed_files(root: Path, record: Mapping[str, Any], values: Mapping[str, str],

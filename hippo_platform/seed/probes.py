@@ -28,7 +28,7 @@ from typing import Any
 
 from hippo_platform.seed import probe_modes
 from hippo_platform.seed.endpoints import StackView, daemon_status, view_from_env
-from hippo_platform.seed.files import read_seed_file
+from hippo_platform.seed.files import UnusableSeedFile, read_seed_file
 from hippo_platform.seed.probe_health import Report, service_health
 from hippo_platform.services.common import HttpError
 from hippo_platform.services.common.client import JsonClient, segment
@@ -155,7 +155,10 @@ def probe_key(root: Path, view: StackView) -> tuple[str, str]:
 
 def _probe_key(root: Path, controller: JsonClient) -> tuple[str, str]:
     """The seeded account's key, else the probes' own account (made once, then reused)."""
-    seeded = read_seed_file(root).get("account") or {}
+    try:
+        seeded = read_seed_file(root).get("account") or {}
+    except UnusableSeedFile:  # said by `hd seed`; the probes run without its account
+        seeded = {}
     probes_file = root / PROBE_ACCOUNT_FILE
     try:
         saved = read_json(probes_file, {}) or {}

@@ -25,6 +25,7 @@ from hippo_platform.seed.endpoints import CONTRACT_VARS, StackView
 from hippo_platform.seed.files import (
     ENV_FILE,
     SEED_FILE,
+    UnusableSeedFile,
     read_seed_file,
     seeding,
     write_seed_files,
@@ -96,6 +97,14 @@ def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict
         return _seed_stack(root, seed, view, say)
 
 
+def _record(root: Path) -> dict[str, Any]:
+    """seed.json's record ({} before the first seed); a sentence for one that cannot be."""
+    try:
+        return read_seed_file(root)
+    except UnusableSeedFile as exc:
+        raise SeedError(f"{exc} (nothing was seeded)") from None
+
+
 def _check_writable(root: Path) -> None:
     """Both files can be written where they go, before anything is seeded: a folder
     named .env.e2e was a traceback, after seed.json had been written anew (the two files
@@ -108,6 +117,7 @@ def _check_writable(root: Path) -> None:
 
 def _seed_stack(root: Path, seed: int, view: StackView, say: Say) -> dict[str, Any]:
     _check_writable(root)
+    _record(root)  # said before anything is made, as every refusal here
     if view.cell != "local":
         raise SeedError(f"the stack runs against the '{view.cell}' cell; seed data is only "
                         "written into the local fake_cell (--cell local)")
@@ -130,7 +140,7 @@ def _seed_stack(root: Path, seed: int, view: StackView, say: Say) -> dict[str, A
         indexes.append({"indexName": name, "documentIds": [d["_id"] for d in docs],
                         "created": made.status != 409})
     admin = _admin(seed, view, account["apiKey"], say)
-    accounts = _accounts(read_seed_file(root))
+    accounts = _accounts(_record(root))
     accounts[str(seed)] = {k: account[k] for k in ("accountId", "apiKey", "name")}
     record = {
         "seed": seed,
@@ -195,7 +205,7 @@ key no longer exists there: a new account is made then, and only then."""
 
 
 def _account(root: Path, seed: int, controller: JsonClient, say: Say) -> dict[str, Any]:
-    previous = _accounts(read_seed_file(root)).get(str(seed)) or {}
+    previous = _accounts(_record(root)).get(str(seed)) or {}
     if previous.get("apiKey") and not all(_sendable(previous.get(k))
                                           for k in ("apiKey", "accountId")):
         say(f"seed: the account recorded for seed {seed} in seed.json is not usable (an id "
@@ -230,7 +240,7 @@ def _remember(root: Path, seed: int, account: dict[str, Any]) -> None:
     record and .env.e2e stay as they were): a seed that failed after making it (an
     admin_server answering 500 mid-seed) left it recorded nowhere, and every seed after
     made another."""
-    record = read_seed_file(root)
+    record = _record(root)
     accounts = _accounts(record)
     accounts[str(seed)] = account
     try:
