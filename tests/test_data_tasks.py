@@ -66,6 +66,10 @@ def test_probes_pass_on_a_healthy_stack(stack: Path) -> None:
                  "search after remove", "delete index"):
         assert line("OK", step, "", done.stdout)
     assert "the seeded account" in done.stdout and "0 failed" in done.stdout
+    # `--json "$OUT"` with OUT unset ran the probes and wrote no file, exit 0 (adv26 g/4)
+    empty = run_task(stack, "probes", "--json", "")
+    assert empty.returncode == 2 and "--json '' names nothing" in empty.stderr, empty.stderr
+    assert "OK" not in empty.stdout
 
 
 def test_probes_fail_readably_when_a_service_is_down(stack: Path) -> None:

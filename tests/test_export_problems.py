@@ -197,6 +197,13 @@ def test_cli_two_words_write_the_file_and_bad_input_exits_2(tmp_path: Path) -> N
     bad = _hd("export", "k8s", "-o", "", cwd=tmp_path)
     assert bad.returncode == 2 and "--output '' names no path" in bad.stderr, bad.stderr
     assert not (tmp_path / "stack.yaml").exists()
+    # an unset $NS or $IMAGE exported into the default namespace, the latest image (g/4)
+    for flag, words in (("--namespace", "leave the flag out for the table prefix's"),
+                        ("--image", "leave the flag out for hippodrome:latest")):
+        bad = _hd("export", "k8s", flag, "", "-o", "empty", cwd=tmp_path)
+        assert bad.returncode == 2 and f"{flag} '' names nothing: give one, or {words}" \
+            in bad.stderr, bad.stderr
+        assert not (tmp_path / "empty").exists()
     assert "clean up: kubectl delete namespace " in done.stdout
     # A namespace given may hold other work: the clean-up printed stays within the labels.
     shared = _hd("export", "k8s", "--namespace", "team-shared", "-o", "shared", cwd=tmp_path)

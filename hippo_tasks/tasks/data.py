@@ -24,6 +24,7 @@ from invoke.tasks import task
 from hippo_contract.e2e_env import ENV_FILE, read_env_file
 from hippo_tasks.errors import DaemonNotRunningError, StateDirError, UsageError
 from hippo_tasks.tasks.context import random_seed, resolve_root
+from hippo_tasks.tasks.flags import no_empty
 from hippo_tasks.tasks.output import TaskExit, handles_errors
 
 ROOT_HELP = "project folder (default: nearest parent with hippodrome.toml or tasks.py)"
@@ -90,6 +91,7 @@ def probes(c: Context, full: bool = False, fuzz: bool = False, examples: str | N
     machine. The flags, and words after `--`, are passed on to the stack's probes command."""
     from hippo_tasks.tasks import stack_commands
 
+    no_empty("--json", json, "give a file to write the results to, or leave the flag out")
     extra = probes_args(full=full, fuzz=fuzz, examples=examples, steps=steps,
                         deadline_s=deadline_s, seed=seed, breaker=breaker, json=json)
     code = stack_commands.run(resolve_root(project_root), "probes", "probes",

@@ -26,6 +26,7 @@ from hippo_tasks.events.hooks import stack_webhook_token, webhook_token
 from hippo_tasks.model.project import find_project_root
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.tasks.context import resolve_root, table_prefix_for
+from hippo_tasks.tasks.flags import no_empty
 from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint
 
 
@@ -200,13 +201,6 @@ def _recording(file: str, root: Path) -> Path:
         if stored.exists():
             return stored
     return path
-
-
-def no_empty(flag: str, value: str | None, otherwise: str) -> None:
-    """A flag given empty (a script's unset variable) is refused: `--file ''` sent the
-    default event, exit 0, and `--filter=` replayed everything (adv25 e/3)."""
-    if value is not None and not value.strip():
-        raise UsageError(f"{flag} {value!r} names nothing: {otherwise}")
 
 
 def _speed(speed: str, fast: bool) -> float | None:

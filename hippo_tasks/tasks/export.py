@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.errors import ProductionGuardError, UsageError
 from hippo_tasks.tasks.context import build_options, resolve_root
 from hippo_tasks.tasks.declare import task
+from hippo_tasks.tasks.flags import no_empty
 from hippo_tasks.tasks.lifecycle import UP_HELP
 from hippo_tasks.tasks.output import RED, handles_errors, paint
 
@@ -40,7 +41,7 @@ K8S_HELP = {
 def k8s(c: Context, output: str = "k8s", profile: str = "core", cell: str = "local",
         table_prefix: str = "", project_root: str | None = None, only: str | None = None,
         port_offset: str | None = None, seed: bool = True, layout: str = "stack",
-        namespace: str = "", image: str = "", allow_partial: bool = False,
+        namespace: str | None = None, image: str | None = None, allow_partial: bool = False,
         yes: bool = False) -> None:
     """Write Kubernetes manifests for the same stack and options as `up`."""
     from hippo_tasks.export.pipeline import CLEAN_UP_KINDS, DEFAULT_IMAGE, Request, build
@@ -54,6 +55,9 @@ def k8s(c: Context, output: str = "k8s", profile: str = "core", cell: str = "loc
     if not output.strip():  # a script's unset variable wrote into the current folder
         raise UsageError(f"--output {output!r} names no path: give a file or folder, or "
                          "leave the flag out for ./k8s")
+    no_empty("--namespace", namespace, "give one, or leave the flag out for the table "
+                                       "prefix's")
+    no_empty("--image", image, "give one, or leave the flag out for hippodrome:latest")
     root = resolve_root(project_root)
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
                          only=only, offset=port_offset, skip=() if seed else ("seed",))
@@ -61,7 +65,8 @@ def k8s(c: Context, output: str = "k8s", profile: str = "core", cell: str = "loc
     def warn(line: str) -> None:
         print(f"hippodrome | warning: {line}", file=sys.stderr, flush=True)
 
-    made = build(Request(opts, layout, namespace, image or DEFAULT_IMAGE, allow_partial), warn)
+    made = build(Request(opts, layout, namespace or "", image or DEFAULT_IMAGE,
+                         allow_partial), warn)
     path = write_manifests(Path(output), layout, made.text)
     kinds: dict[str, int] = {}
     for obj in made.objects:

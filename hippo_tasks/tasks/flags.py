@@ -13,6 +13,8 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.tasks import Task
 
+from hippo_tasks.errors import UsageError
+
 SHORT_FLAGS: dict[str, str] = {
     "project-root": "p",
     "service": "s",
@@ -73,3 +75,11 @@ def consistent(ns: Collection) -> Collection:
     for sub in ns.collections.values():
         consistent(sub)
     return ns
+
+
+def no_empty(flag: str, value: str | None, otherwise: str) -> None:
+    """A flag given empty (a script's unset variable) is refused: `--file ''` sent the
+    default event, exit 0, and `--filter=` replayed everything (adv25 e/3); `export k8s
+    --namespace ''` exported into the default namespace (adv26 g/4)."""
+    if value is not None and not value.strip():
+        raise UsageError(f"{flag} {value!r} names nothing: {otherwise}")
