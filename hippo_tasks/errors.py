@@ -57,10 +57,27 @@ class StackFileError(HippoError):
         where = self.path + (f":{self.line}" if self.line else "")
         parts = [where]
         if self.service:
-            parts.append(f"service '{self.service}'")
+            parts.append(f"service '{cut_long(self.service)}'")
         if self.field_name:
-            parts.append(f"field '{self.field_name}'")
-        return ": ".join(parts) + f": {self.problem}"
+            parts.append(f"field '{cut_long(self.field_name)}'")
+        return ": ".join(parts) + f": {cut_long(self.problem)}"
+
+
+LONGEST_QUOTED = 200
+"""Characters of one word (a value, a key, a name) a message quotes: a 1 MB value in a
+stack file was quoted whole, twice, a 2 MB "sentence" (adv26 g/5)."""
+
+
+def cut_long(text: str) -> str:
+    """`text` with each run of over LONGEST_QUOTED non-blank characters cut to that many,
+    followed by `… (N characters)`."""
+    if len(text) <= LONGEST_QUOTED:
+        return text
+    import re
+
+    return re.sub(rf"\S{{{LONGEST_QUOTED + 1},}}",
+                  lambda m: f"{m.group()[:LONGEST_QUOTED]}… ({len(m.group())} characters)",
+                  text)
 
 
 class PortBusyError(HippoError):
@@ -255,6 +272,8 @@ def closest(name: str, known: Iterable[str]) -> str | None:
     folded = {k.casefold(): k for k in known}
     if name.casefold() in folded:  # `DB` for `db`: the likeliest slip scored 0 below
         return folded[name.casefold()]
+    if len(name) > LONGEST_QUOTED:  # no slip of a real name; difflib took 1.1 s on 1 MB
+        return None
     import difflib
 
     close = difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.6)

@@ -6,6 +6,7 @@ OverflowError traceback, a daemon on a random port, or a misleading message.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -343,3 +344,22 @@ def test_only_naming_what_no_seed_leaves_out_says_so() -> None:
     with pytest.raises(UsageError) as info:
         planned(text, only=("seed",), skip=("seed",))
     assert "--only names 'seed', which --no-seed leaves out" in str(info.value)
+
+
+BIG = "d" * 1_000_000
+
+
+@pytest.mark.parametrize("service", [
+    f'command = ["x"]\nenv = {{ DB = "${{url:{BIG}}}" }}',
+    f'command = ["x"]\n{BIG} = 1',
+    f'command = ["x"]\ndepends_on = ["{BIG}"]',
+    f'command = ["x"]\nstop_signal = "{BIG}"',
+])
+def test_a_load_error_quotes_a_huge_value_cut_short(tmp_path: Path, service: str) -> None:
+    """A 1 MB value was quoted whole, often twice: a 2 MB one-line "sentence", and the
+    closest-name search over it took a second (adv26 g/5)."""
+    text = f'[stack]\ndefaults = false\n[services.a]\n{service}\n'
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack_text(text), Options(project_root=tmp_path))
+    said = info.value.message()
+    assert len(said) < 2000 and re.search(r"d… \(10000\d\d characters\)", said), said[:3000]
