@@ -317,11 +317,14 @@ class ServiceStartError(HippoError):
     """A blocking service failed to start or become ready; the stack was stopped."""
 
     def __init__(self, service: str, reason: str, last_lines: Sequence[str] = (),
-                 log_path: str | None = None) -> None:
+                 log_path: str | None = None, log_note: str | None = None) -> None:
         self.service = service
         self.reason = reason
         self.last_lines = last_lines
         self.log_path = log_path
+        self.log_note = log_note
+        """Why the log file lacks lines (a full disk): it was named, empty, with no word
+        (adv26 g/6)."""
 
     @property
     def port_taken(self) -> bool:
@@ -335,7 +338,8 @@ class ServiceStartError(HippoError):
         if self.last_lines:
             text += "\n--- last log lines ---\n" + "\n".join(map(for_terminal, self.last_lines))
         if self.log_path:
-            text += f"\n(full log: {self.log_path})"
+            text += f"\n(full log: {self.log_path}" + \
+                (f"; {self.log_note})" if self.log_note else ")")
         return text
 
 

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -430,3 +431,43 @@ def test_a_foreground_ups_output_file_that_fills_is_said_on_stderr(project: Path
     err = said.read_text()
     assert err.count("the output could not be written (No space left on device): the "
                      "stack goes on") == 1, err
+
+
+def test_a_failure_names_the_lines_its_full_log_disk_did_not_take(project: Path) -> None:
+    """`.logs` full, a blocking service failing: up named `(full log: PATH)`, an empty
+    file, and nothing anywhere said why (adv26 g/6)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.bad]\nshell = "echo config error: '
+                                              'missing DB_URL; exit 3"\n')
+    with tmpfs(project / ".logs", "16k") as logs, cleaned_up(project):
+        _fill(logs)
+        up = hd(project, "up", "--detach", timeout=60)
+        said = up.stdout + up.stderr
+        assert up.returncode == 1 and "config error: missing DB_URL" in said, said
+        full = next(ln for ln in said.splitlines() if ln.startswith("(full log: "))
+        assert re.search(r"bad\.log; \d+ lines? not written there: No space left on device, "
+                         r"since \d\d:\d\d:\d\d\)$", full), said
+
+
+def test_a_line_the_disk_cut_short_is_taken_out_again(project: Path) -> None:
+    """The line being written when the disk filled stayed half there, read as a whole
+    (wrong) line, and was not counted among those dropped (adv26 g/7)."""
+    (dash,) = free_ports(1)
+    loud = ("import time\ni = 0\nwhile True:\n"
+            "    print('L%06d:' % i + 'x' * (97 + i % 50) + ':END', flush=True)\n"
+            "    i += 1\n    time.sleep(0.0005)\n")
+    with tmpfs(project, "1m"), cleaned_up(project):
+        write_stack(project, stack_header(dash)
+                    + f"[services.loud]\ncommand = [{sys.executable!r}, '-c', {loud!r}]\n")
+        hd(project, "up", "--detach", check=True)
+        wait_for(lambda: status(project)["problems"].get("logs"), 30, what="a full disk")
+        time.sleep(1.0)  # more lines meet the full disk
+        subprocess.run(["mount", "-o", "remount,size=3m", str(project)], check=True)
+        wait_for(lambda: "lines were not written here" in (
+            project / ".logs" / "latest" / "loud.log").read_text("utf-8", "replace"), 30,
+            what="the recovery note")
+        hd(project, "down", check=True)
+        lines = (project / ".logs" / "latest" / "loud.log").read_bytes().split(b"\n")
+    bad = [ln for ln in lines if ln and not ln.startswith(b"--- hippodrome: ")
+           and not re.fullmatch(rb"L\d{6}:x+:END", ln)]
+    assert bad == [], bad[:3]

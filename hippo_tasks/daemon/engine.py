@@ -107,7 +107,8 @@ class Engine:
             base_env=child_env(),
             on_transition=self._on_transition,
         )
-        self.stack = StackSupervisor(plan, ctx, lambda n: str(self.runs.path(n)))
+        self.stack = StackSupervisor(plan, ctx, lambda n: str(self.runs.path(n)),
+                                     self.runs.unwritten)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._shutdown: asyncio.Future[str] | None = None
         self._sync_pending = False
@@ -227,6 +228,7 @@ class Engine:
                 "reason": self.failure.reason,
                 "last_lines": list(self.failure.last_lines),
                 "log_path": self.failure.log_path,
+                "log_note": self.failure.log_note,
             }
 
         try:  # on the loop: a lock held by a suspended `hd` must not stall the daemon
@@ -536,7 +538,8 @@ class Engine:
             if failure is not None:
                 data["failure"] = {"service": failure.service, "reason": failure.reason,
                                    "last_lines": list(failure.last_lines),
-                                   "log_path": failure.log_path, "final": True}
+                                   "log_path": failure.log_path,
+                                   "log_note": failure.log_note, "final": True}
 
         if not self._at_home():  # a folder made since at the moved project's old path
             return

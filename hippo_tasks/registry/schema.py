@@ -183,6 +183,7 @@ FAILURE = obj({
     "reason": string,
     "last_lines": list_of(string),
     "log_path": optional(string),
+    "log_note": optional(string),
     "final": boolean,
 })
 

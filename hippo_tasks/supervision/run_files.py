@@ -205,12 +205,12 @@ class RunFiles:
         try:
             fd = self._fd(service)
             if service in self._dropped:
-                self._write(fd, self._recovery_note(service))
+                self._write(service, fd, self._recovery_note(service))
                 del self._dropped[service]  # only once it is written: still failing, the
                 self._mid_line.discard(service)  # count and start time go on
             if chunk.system and service in self._mid_line:  # a note starts on its own line
                 raw = b"\n" + raw
-            self._write(fd, raw)
+            self._write(service, fd, raw)
         except OSError as exc:
             self._failed(service, len(chunk.lines), exc)
             return
@@ -227,18 +227,32 @@ class RunFiles:
         """Write the recovery note of every log that failed, as far as the disk lets."""
         for service in list(self._dropped):
             try:
-                self._write(self._fd(service), self._recovery_note(service))
+                self._write(service, self._fd(service), self._recovery_note(service))
             except OSError:
                 return
             del self._dropped[service]
             self._mid_line.discard(service)
 
-    @staticmethod
-    def _write(fd: int, raw: bytes) -> None:
+    def _write(self, service: str, fd: int, raw: bytes) -> None:
+        """All of `raw` or, as far as the disk lets, none: a write cut short by a full
+        disk left the line it was in half there, read as a whole (wrong) line by
+        anything parsing the log, and not counted as dropped (adv26 g/7). The part that
+        went in is cut off again; where even that fails, the file is known to end
+        mid-line."""
         view = memoryview(raw)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        done = 0
+        try:
+            while view:
+                written = os.write(fd, view)
+                done += written
+                view = view[written:]
+        except OSError:
+            if done:
+                try:
+                    os.ftruncate(fd, os.fstat(fd).st_size - done)
+                except OSError:
+                    self._mid_line.add(service)
+            raise
 
     def _failed(self, service: str, lines: int, exc: OSError) -> None:
         why = exc.strerror or str(exc)
@@ -249,7 +263,15 @@ class RunFiles:
         self.trouble.lines_dropped += lines
         count, since, _ = self._dropped.get(service, (0, now, why))
         self._dropped[service] = (count + lines, since, why)
-        self._mid_line.add(service)  # a torn write may have left half a line
+
+    def unwritten(self, service: str) -> str | None:
+        """What this service's log file lacks, while it lacks it, for the failure that
+        names the file."""
+        if service not in self._dropped:
+            return None
+        count, since, why = self._dropped[service]
+        when = time.strftime("%H:%M:%S", time.localtime(since))
+        return f"{count} line{'s' * (count != 1)} not written there: {why}, since {when}"
 
     def _recovery_note(self, service: str) -> bytes:
         count, since, why = self._dropped[service]

@@ -28,10 +28,12 @@ Settled = dict[str, ServiceSnapshot]
 
 class StackSupervisor:
     def __init__(self, plan: StackPlan, ctx: SupervisorContext,
-                 log_path: Callable[[str], str] | None = None) -> None:
+                 log_path: Callable[[str], str] | None = None,
+                 log_note: Callable[[str], str | None] | None = None) -> None:
         self.plan = plan
         self.ctx = ctx
         self._log_path = log_path
+        self._log_note = log_note
         self.services: dict[str, ServiceSupervisor] = {
             p.name: ServiceSupervisor(p, ctx) for p in plan.services
         }
@@ -99,7 +101,8 @@ class StackSupervisor:
 
     def failure_for(self, svc: ServiceSupervisor) -> ServiceStartError:
         lines = self.ctx.hub.own_lines(svc.name, 20)
-        return ServiceStartError(svc.name, svc.reason, tuple(lines), self.log_path(svc.name))
+        return ServiceStartError(svc.name, svc.reason, tuple(lines), self.log_path(svc.name),
+                                 self._log_note(svc.name) if self._log_note else None)
 
     def on_transition(self, event: Transition) -> None:
         """Hooked in by the owner: wakes waiting services; a blocking service failing

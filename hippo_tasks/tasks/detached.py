@@ -309,7 +309,8 @@ def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
         raise StateDirError(str(failure.get("path")), str(failure.get("problem")))
     if failure and failure.get("service"):
         raise ServiceStartError(failure["service"], failure["reason"],
-                                tuple(failure.get("last_lines") or ()), failure.get("log_path"))
+                                tuple(failure.get("last_lines") or ()), failure.get("log_path"),
+                                failure.get("log_note"))
     if failure and failure.get("kind") == "StartCutShort":
         raise StartCutShortError(failure["reason"], (), str(log))
     if failure and failure.get("kind") == "Unreachable":  # its API could not start
