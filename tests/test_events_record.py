@@ -159,6 +159,10 @@ def test_the_size_cap_rotates_and_keeps_only_the_newest_recordings(project: Path
     folder.mkdir(parents=True)
     (folder / "20000101-000000.jsonl").write_text("")   # an old recording: pruned
     (folder / "mine.jsonl").write_text("kept\n")         # not the recorder's: kept
+    # Named as if later (a machine whose clock is ahead, a clock that went back): they
+    # were kept and this run's own recordings deleted (adv26 g/8).
+    (folder / "20991231-235958.jsonl").write_text("")
+    (folder / "20991231-235959.jsonl").write_text("")
     cap = 4096
     s = start(project, dash, {"settings": port},
               recorded_sink(project, "settings", port) + routes(("Test.", "settings")),
@@ -168,6 +172,7 @@ def test_the_size_cap_rotates_and_keeps_only_the_newest_recordings(project: Path
     hd(project, "down", check=True)
     names = sorted(p.name for p in folder.iterdir())
     assert "mine.jsonl" in names and "20000101-000000.jsonl" not in names
+    assert not [n for n in names if n.startswith("2099")], names
     ours = [folder / n for n in names if n != "mine.jsonl"]
     assert len(ours) == 3, names
     for path in ours:

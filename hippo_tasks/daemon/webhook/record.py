@@ -91,6 +91,8 @@ class Recorder:
         (`\\"` and `\\n` are common; a base64 token can hide only behind `\\u` or `\\/`)."""
         self.trouble: dict[str, Any] | None = None
         self.path: Path | None = None
+        self._made: list[str] = []
+        """The files this recorder made, oldest first (for _prune)."""
         self.dropped_total = 0
         self._queue: collections.deque[Item] = collections.deque()
         self._queued_bytes = 0
@@ -291,11 +293,17 @@ class Recorder:
         path = self.folder / (f"{stamp}.jsonl" if n == 1 else f"{stamp}-{n}.jsonl")
         self._file = os.fdopen(os.open(path, APPEND, 0o644), "ab")  # held across batches
         self.path, self._size = path, 0
+        self._made.append(path.name)
         self._prune()
 
     def _prune(self) -> None:
+        """Down to the newest `keep`: by name, except that this run's own files are newer
+        than any other. Stamp-named files that sort later (copied from a machine whose
+        clock is ahead, left from before the clock went back) made the recorder delete
+        the recordings of its own run and keep those (adv26 g/8)."""
+        made = {name: i for i, name in enumerate(self._made)}
         ours = sorted((p for p in self.folder.iterdir() if OURS.match(p.name)),
-                      key=lambda p: order_key(p.name))
+                      key=lambda p: (p.name in made, made.get(p.name, 0), order_key(p.name)))
         for old in ours[:-self.keep]:
             if old != self.path:
                 try:
