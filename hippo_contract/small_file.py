@@ -50,7 +50,7 @@ def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise Unusable(f"is {_kind(info.st_mode)}, not a regular file")
+            raise Unusable(f"is {kind_of(info.st_mode)}, not a regular file")
         if info.st_size > limit:
             raise Unusable(f"is {info.st_size} bytes; the limit is {limit} bytes")
         chunks: list[bytes] = []
@@ -72,7 +72,7 @@ def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
     return b"".join(chunks).decode("utf-8-sig")  # a BOM (Windows editors save one) is dropped
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):

@@ -108,10 +108,21 @@ def test_a_folder_at_a_files_name_is_refused_before_anything_is_written(
     for flags in ("--tasks", "--tasks --force"):
         res = sh.run(f"hd init {flags}")
         assert res.returncode == 2, res.stderr
-        assert "tasks.py in " in res.stderr and "is not a file (a folder" in res.stderr
+        assert "tasks.py in " in res.stderr and " is a directory: hd init writes" in res.stderr
         assert "--force" not in res.stderr and "nothing was written" in res.stderr
         assert (project / "hippodrome.toml").read_text() == "# mine, edited by hand\n"
     assert sorted(p.name for p in project.iterdir()) == ["hippodrome.toml", "tasks.py"]
+    # what else may stand there is named as `hd up` names it (adv26 g/9)
+    (project / "hippodrome.toml").unlink()
+    os.mkfifo(project / "hippodrome.toml")
+    res = sh.run("hd init --force")
+    assert res.returncode == 2 and "hippodrome.toml in " in res.stderr and \
+        " is a named pipe (FIFO): hd init writes regular files only" in res.stderr, res.stderr
+    (project / "hippodrome.toml").unlink()
+    (project / "hippodrome.toml").symlink_to("/dev/null")
+    res = sh.run("hd init --force")
+    assert res.returncode == 2 and " is a link to /dev/null, which is a device: " in \
+        res.stderr, res.stderr
 
 
 def test_a_link_to_nothing_at_a_files_name_is_not_taken_for_no_file(

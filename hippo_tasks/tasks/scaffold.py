@@ -40,11 +40,9 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
     blocked = [name for name in files if (folder / name).exists()
                and not (folder / name).is_file()]
     if blocked:
-        names = " and ".join(blocked)
-        raise UsageError(
-            f"{names} in {folder} {'is' if len(blocked) == 1 else 'are'} not a file (a "
-            "folder, or a link to one): hd init writes files only; move it away, then run "
-            "hd init again; nothing was written")
+        said = "; ".join(f"{name} in {folder} is {_what_is(folder / name)}" for name in blocked)
+        raise UsageError(f"{said}: hd init writes regular files only; move it away, then run "
+                         "hd init again; nothing was written")
     dangling = [name for name in files if os.path.islink(folder / name)
                 and not (folder / name).exists()]
     if dangling and not force:  # taken for no file, and the link replaced (adv24 c/4)
@@ -119,3 +117,18 @@ def init(c: Context, from_bundled: bool = False, tasks: bool = False,
     """Write a commented hippodrome.toml (and, with --tasks, a tasks.py) here."""
     written = write_starter(current_folder(), from_bundled, tasks, force)
     print(next_steps(written, from_bundled))
+
+
+def _what_is(path: Path) -> str:
+    """What stands at a name that is not a regular file, named as `hd up` names it: a
+    FIFO and a link to /dev/zero were "not a file (a folder, or a link to one)" (adv26
+    g/9)."""
+    from hippo_contract.small_file import kind_of
+
+    try:
+        kind = kind_of(os.stat(path).st_mode)
+    except OSError as exc:
+        kind = f"not readable ({exc.strerror})"
+    if os.path.islink(path):
+        return f"a link to {os.readlink(path)}, which is {kind}"
+    return kind
