@@ -190,3 +190,30 @@ def test_setup_step_runs_once_when_creates_is_missing(project: Path) -> None:
     log = (project / ".logs" / "latest" / "app.log").read_text()
     assert "installing" not in log
     hd(project, "down", check=True)
+
+
+def test_a_job_that_leaves_a_process_behind_is_done_at_its_exit(project: Path) -> None:
+    """A job exiting 0 after starting something in the background (`pg_ctl start`,
+    `docker run -d`): its dependants waited the leftover's whole stop_timeout, and the
+    wait was counted as the job's own time (adv26 f/3)."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + """
+[services.migrate]
+command = ["sh", "-c", "setsid sh -c 'trap \\"\\" TERM; exec sleep 1000' & echo migrated"]
+kind = "job"
+stop_timeout = 8
+
+""" + toy_service("app", a, depends_on=[{"name": "migrate",
+                                          "condition": "completed_successfully"}])
+               + toy_service("web", None, depends_on=["migrate"]))
+    try:
+        hd(project, "up", "--detach", check=True)
+        rows = {s["name"]: s for s in
+                json.loads(hd(project, "status", "--json").stdout)["services"]}
+        done = rows["migrate"]["timings"]["ready_at"]
+        for name in ("app", "web"):
+            assert rows[name]["timings"]["deps_met_at"] - done < 4, rows  # not 8 s on
+        assert rows["migrate"]["timings"]["ready_at"] - \
+            rows["migrate"]["timings"]["spawned_at"] < 4, rows["migrate"]
+    finally:
+        hd(project, "down", check=True)

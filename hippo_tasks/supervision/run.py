@@ -103,6 +103,11 @@ class ServiceRun:
         """(dependency, condition) pairs the current start still waits for."""
         self._backoff = Backoff(ctx.settings.backoff_initial, ctx.settings.backoff_max)
         self._hold = False
+        self._completed = False
+        """A job whose process exited 0, while what it left running is ended: done for its
+        dependants. They waited the leftovers' whole stop_timeout (a job starting
+        something in the background and exiting), and its time was counted as the job's
+        (adv26 f/3)."""
         cgroup = ctx.ownership.scope(self.name).cgroup
         self.cgroup_text = str(cgroup) if cgroup is not None else None
         """Fixed for the daemon's run; every status read shows it (a Path per read was a
@@ -120,7 +125,8 @@ class ServiceRun:
         if st == State.RUNNING:
             return True
         if self.planned.spec.kind == "job":
-            return st == State.STOPPED and self.exit_code == 0 and self.reason == "completed"
+            return (st == State.STOPPED and self.exit_code == 0
+                    and self.reason == "completed") or (st == State.STOPPING and self._completed)
         return st == State.EXTERNAL
 
     @property
@@ -210,6 +216,9 @@ class ServiceRun:
                                               self._set_health, self._note, self.ctx.liveness)
             self.healthy = False
             reason = self._reason(outcome, child)
+            if spec.kind == "job" and outcome == "ready":  # exited 0: done, whatever is left
+                self.timings.ready_at = time.time()
+                self._completed = True
             if self.state in (State.STARTING, State.RUNNING) and \
                     (not child.exited.done() or not self.scope.empty()):
                 # Draining the output and ending what is left can take stop_timeout (a
@@ -221,8 +230,8 @@ class ServiceRun:
             await end_scope(child, self.scope, spec.stop_timeout, self._note, self._stop_signal)
             self._collect(child)
             if spec.kind == "job" and outcome == "ready":
-                self.timings.ready_at = time.time()
                 self._move(State.STOPPED, "completed")
+                self._completed = False
                 return
             if self._hold:
                 self._move(State.STOPPED, f"{reason} while the stack was stopping")
@@ -271,7 +280,8 @@ class ServiceRun:
         restart held every service, and a dependant's restart coalesced from another
         terminal started on a dependency the same restart stopped a moment later."""
         if condition == "completed_successfully":
-            return self.state == State.STOPPED and self.exit_code == 0
+            return (self.state == State.STOPPED and self.exit_code == 0) or \
+                (self.state == State.STOPPING and self._completed)
         if self._hold and not (self.planned.spec.kind == "job" and self.ready):
             # A stop of a job that had completed changes nothing: it held its dependants
             # as "stopped on purpose" for good, their restarts refused (adv25 d/12).
@@ -379,6 +389,7 @@ class ServiceRun:
             self.started_at = self.timings.spawned_at = now
             self.timings.ready_at = None  # a restart after a crash: not ready again yet
             self.exit_code = None
+            self._completed = False
             self._first_seq = first_seq
         await child.attach_output(self.ctx.hub)
         return child
