@@ -117,6 +117,22 @@ def test_doctor_checks_what_the_running_daemon_runs(project: Path) -> None:
         hd(project, "down", timeout=120)
 
 
+def test_doctor_describes_the_running_daemons_mode_not_its_own(project: Path) -> None:
+    """A daemon in process-group mode, doctor run where a cgroup can be made: the line
+    named process groups, then described cgroup mode's promise (adv26 f/4)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.a]\ncommand = ["sleep", "60"]\n')
+    hd(project, "up", "--detach", check=True, env={"HIPPODROME_CGROUP": "off"})
+    try:
+        doc = hd(project, "doctor", timeout=60)
+        line = next(ln for ln in doc.stdout.splitlines() if "supervision:" in ln)
+        assert "the running daemon uses process groups + child subreaper + environment " \
+               "mark (HIPPODROME_CGROUP=off): a child that leaves" in line, line
+        assert "cgroup v2" not in line, line
+    finally:
+        hd(project, "down", timeout=120)
+
+
 def test_an_empty_only_or_service_is_refused_not_taken_for_everything(project: Path) -> None:
     """A script's unset variable: `hd up --only ''` started the whole profile and `hd
     logs -s ''` printed every log, exit 0, where `--only ,` and `restart -s ''` refused

@@ -209,6 +209,7 @@ class Engine:
                 # and they were answered 401 by their own stack (adv24 b/3).
                 "webhook_token": self.webhook_token,
                 "mode": self.ownership.mode,
+                "mode_why": self.ownership.why_not or None,
                 "cgroup": str(self.ownership.base) if self.ownership.base else None,
                 "started_at": self.started_at,
                 "profile": opts.profile,

@@ -158,6 +158,7 @@ DAEMON = obj({
     "webhook_token": optional(string),
     "cgroup": optional(string),
     "mode": string,
+    "mode_why": optional(string),
     "started": boolean,
     "stack_file": optional(string),
 }, required=("pid", "url", "port"))

@@ -53,7 +53,7 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
     # Imported here, not at the top: every other command loads this module too.
     from hippo_tasks.model.loader import load_stack
     from hippo_tasks.model.plan import build_plan, cell_url_variable
-    from hippo_tasks.supervision.ownership import probe_mode
+    from hippo_tasks.supervision.ownership import Ownership, probe_mode
     from hippo_tasks.supervision.ports import port_free, who_holds
     from hippo_tasks.supervision.scope import is_stopped
 
@@ -127,8 +127,12 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
                    "`hd down --force` cleans it")
     if running and data["daemon"].get("mode"):
         mode = data["daemon"]["mode"]
-        line(True if mode == "cgroup" else None, f"supervision: the running daemon uses {mode}"
-             + ("" if mode == "cgroup" else f" ({probe_mode().describe()})"))
+        # Its own mode's words: this shell's (a cgroup it could make) described the other
+        # mode's promise for a process-group daemon (adv26 f/4).
+        why = str(data["daemon"].get("mode_why") or "as it was started")
+        line(True if mode == "cgroup" else None, "supervision: the running daemon uses "
+             + ("cgroup v2, one per service: every descendant is caught, setsid or not"
+                if mode == "cgroup" else Ownership("doctor", None, why).describe()))
     else:
         own = probe_mode()
         line(True if own.mode == "cgroup" else None, f"supervision: {own.describe()}")
