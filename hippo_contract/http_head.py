@@ -69,6 +69,10 @@ def read_headers(rfile: BinaryIO) -> Headers:
         if len(line) > MAX_LINE:
             raise HeadError(431, "Line too long")
         if line in (b"\r\n", b"\n", b""):
+            if sum(1 for name, _ in fields if name.lower() == "host") > 1:
+                # Only the first was checked against the loopback rule (RFC 9112 3.2
+                # asks a 400 of a server for this, adv26 h's notes).
+                raise HeadError(400, "More than one Host header")
             return Headers(fields)
         if len(fields) >= MAX_HEADERS:
             raise HeadError(431, "Too many headers")
@@ -101,4 +105,10 @@ def request_line(line: str, protocol: str) -> tuple[str, str, str, bool]:
         raise HeadError(400, f"Bad HTTP/0.9 request type ({method!r})")
     if target.startswith("//"):  # gh-87389: never an absolute URI without a scheme
         target = "/" + target.lstrip("/")
+    if not target.startswith("/") and "://" in target:
+        # `GET http://evil.example/api/status` with `Host: 127.0.0.1` was served: its
+        # authority, which HTTP says wins over Host, was never checked. No server here
+        # is a proxy (adv26 h's notes).
+        raise HeadError(400, "An absolute-form request target is for proxies: send the "
+                             "path alone, with the name in Host")
     return method, target, version, close

@@ -194,6 +194,24 @@ def test_a_rebound_host_on_a_raw_socket_is_refused(stack: Stack) -> None:
     assert stack.received()[before:] == []
 
 
+@pytest.mark.parametrize(("head", "said"), [
+    (b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n",
+     b"More than one Host header"),
+    (b"GET /api/status HTTP/1.1\r\nHost: evil.example\r\nHost: 127.0.0.1\r\n",
+     b"More than one Host header"),
+    (b"GET http://evil.example/api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+     b"An absolute-form request target is for proxies"),
+])
+def test_a_second_host_or_a_target_naming_another_host_is_refused(
+        stack: Stack, head: bytes, said: bytes) -> None:
+    """Only the first Host was checked, and an absolute-form target's authority (which
+    HTTP says wins over Host) never was: both were served (adv26 h's notes)."""
+    from rawhttp import exchange
+
+    answer = exchange(stack.dash, head + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and said in answer, answer[:300]
+
+
 # ---- a real browser ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
