@@ -7,6 +7,7 @@ nothing unrelated may be signalled, and status must agree with the process table
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -518,3 +519,55 @@ def test_a_port_held_a_moment_during_a_restarts_backoff_is_tried_again(
             holder.kill()
             holder.wait()
         hd(project, "down", timeout=60)
+
+
+def _stranger_with_pid(pid: int, deadline: float) -> subprocess.Popen[bytes] | None:
+    """A process of no stack's, leading a group and session of its own, given `pid`
+    (the kernel's next pid is set through ns_last_pid: root), or None if others kept
+    taking it."""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+            fh.write(str(pid - 1))
+        proc = subprocess.Popen(["sleep", "300"], start_new_session=True, cwd="/",
+                                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="choosing the next pid needs root")
+def test_a_strangers_group_that_took_a_gone_groups_number_is_never_signalled(
+        project: Path) -> None:
+    """Process-group mode: the main process ends at SIGTERM, a setsid child ignoring it
+    keeps the stop waiting stop_timeout, and a stranger born meanwhile with the main
+    process's pid leads a group of that number: the SIGKILL at the end of the stop went
+    to the stranger's group (adv26 f/5)."""
+    (dash,) = free_ports(1)
+    env = {"HIPPODROME_CGROUP": "off"}
+    run = "setsid -f bash -c 'trap \"\" TERM; exec sleep 1000'; exec sleep 1000"
+    write_stack(project, stack_header(dash) + (
+        f'[services.s]\ncommand = {json.dumps(["bash", "-c", run])}\n'
+        'stop_timeout = 4\nblocking = false\n'))
+    hd(project, "up", "--detach", check=True, env=env)
+    stranger = None
+    try:
+        main = registry(project)["services"]["s"]["pid"]
+        stop = subprocess.Popen([*HD_CLI, "stop", "-s", "s", "--project-root", str(project)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env})
+        wait_for(lambda: not alive(main), 10, what="the main process to end")
+        stranger = _stranger_with_pid(main, time.monotonic() + 3)
+        if stranger is None:
+            pytest.skip(f"pid {main} kept being taken by others")
+        assert os.getpgid(stranger.pid) == main
+        out, _ = stop.communicate(timeout=60)
+        assert b"s: stopped" in out, out
+        assert stranger.poll() is None, "a stranger's group was signalled"
+    finally:
+        if stranger is not None:
+            stranger.kill()
+            stranger.wait()
+        hd(project, "down", env=env)

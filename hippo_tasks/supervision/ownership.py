@@ -128,9 +128,11 @@ class Ownership:
                 "environment and outlives its parent is ended at `hd down`, not with its "
                 "service")
 
-    def scope(self, service: str, pgid: int | None = None) -> Scope:
+    def scope(self, service: str, pgid: int | None = None,
+              leader: int | None = None) -> Scope:
         mark = f"{self.token}/{service}"
-        return Scope(mark, self.base / service if self.base is not None else None, pgid)
+        return Scope(mark, self.base / service if self.base is not None else None, pgid,
+                     leader=leader)
 
     def placement(self, service: str) -> Placement:
         """What puts a new child in its scope before it runs a single instruction."""

@@ -43,7 +43,7 @@ from hippo_tasks.supervision.process import (
     spawn,
 )
 from hippo_tasks.supervision.readiness import Outcome, until_ready, while_running
-from hippo_tasks.supervision.scope import Scope
+from hippo_tasks.supervision.scope import Scope, start_ticks
 from hippo_tasks.supervision.states import ALLOWED, State, StateMachine, Transition
 from hippo_tasks.supervision.timeline import StartTimings
 
@@ -88,6 +88,9 @@ class ServiceRun:
         self._main: Child | None = None
         self.pid: int | None = None
         self.pgid: int | None = None
+        self._leader: int | None = None
+        """The main process's start ticks, which tell its group from a later one of the
+        same number (Scope._group)."""
         self.started_at: float | None = None
         self.restarts = 0
         self.exit_code: int | None = None
@@ -141,7 +144,7 @@ class ServiceRun:
 
     @property
     def scope(self) -> Scope:
-        return self.ctx.ownership.scope(self.name, self.pgid)
+        return self.ctx.ownership.scope(self.name, self.pgid, self._leader)
 
     # ---- what the supervisor decides (service.py) ------------------------------------
     def _changed(self, event: Transition) -> None:
@@ -383,6 +386,7 @@ class ServiceRun:
         if main:
             self._main = child
             self.pid, self.pgid = child.pid, child.pgid
+            self._leader = start_ticks(child.pgid) if child.pgid == child.pid else None
             now = time.time()
             if self.timings.spawned_at is not None:  # a restart after an exit, by itself
                 self.timings.again(now)

@@ -252,15 +252,34 @@ class Scope:
     descendants): what the daemon adopted as a subreaper, whose service is unknown."""
 
     def __init__(self, mark: str, cgroup: str | Path | None = None,
-                 pgid: int | None = None, roots: Iterable[int] = ()) -> None:
+                 pgid: int | None = None, roots: Iterable[int] = (),
+                 leader: int | None = None) -> None:
+        """`leader`: the start ticks of the process that made group `pgid` (the
+        service's main process), so a group made since under the same number is told
+        apart (_group)."""
         self.mark = mark
         self.cgroup = cgroup
         self.pgid = pgid
+        self.leader = leader
         self._strays: dict[int, int] = {}
         for pid in roots:
             ticks = start_ticks(pid)
             if ticks is not None:
                 self._strays[pid] = ticks
+
+    def _group(self) -> int | None:
+        """The process group, while it can still be the service's. Once its members
+        are gone (the main process exited, a setsid child ignoring SIGTERM holding the
+        stop), the kernel may give its number to a stranger that leads a group of its
+        own: SIGKILL at the end of the stop went to that stranger's group (adv26 f/5).
+        A live process of that pid that is not the main process means exactly that,
+        and the group is given up for good."""
+        if self.pgid is None or self.leader is None:
+            return self.pgid
+        ticks = start_ticks(self.pgid)
+        if ticks is not None and ticks != self.leader:
+            self.pgid = None
+        return self.pgid
 
     def _strays_alive(self) -> list[int]:
         return [pid for pid, ticks in self._strays.items() if start_ticks(pid) == ticks]
@@ -278,8 +297,9 @@ class Scope:
                 found.update(still_marked(self.mark, max_age))
         else:
             found = set(marked_pids(self.mark, max_age)) if self.mark else set()
-            if self.pgid:
-                found.update(group_pids(self.pgid, max_age))
+            pgid = self._group()
+            if pgid:
+                found.update(group_pids(pgid, max_age))
         found.update(self._strays_alive())
         for pid, ticks in descendants(found, max_age).items():
             if pid not in found:
@@ -295,7 +315,8 @@ class Scope:
             if cgroup_populated(self.cgroup):
                 return False
             return not ((self.mark and still_marked(self.mark)) or self._strays_alive())
-        if self.pgid and group_has_members(self.pgid) and group_pids(self.pgid, TABLE_TTL):
+        pgid = self._group()
+        if pgid and group_has_members(pgid) and group_pids(pgid, TABLE_TTL):
             return False
         if self.members(TABLE_TTL):
             return False
