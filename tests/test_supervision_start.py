@@ -441,3 +441,18 @@ def test_a_costly_log_pattern_cannot_stall_the_daemon(project: Path) -> None:
         assert len(said) == 1 and "make the pattern simpler" in said[0], said
 
     run(project, text, scenario, timeout=40)
+
+
+def test_a_service_that_exits_0_before_ready_is_told_to_stay_in_the_foreground(
+        project: Path) -> None:
+    """A daemonizing program (`--daemon`): `failed: exited with code 0` said nothing of
+    why (adv26 f's notes)."""
+    text = '[services.bg]\nshell = "sleep 300 & exit 0"\n'
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None and failure.service == "bg"
+        assert failure.reason.startswith("exited with code 0 before it was ready: a service "
+                                         "must stay in the foreground"), failure.reason
+
+    run(project, text, scenario)

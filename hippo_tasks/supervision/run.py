@@ -313,6 +313,12 @@ class ServiceRun:
         code = child.exited.result() if child.exited.done() else None
         if code is not None and code < 0:
             return f"killed by signal {-code}"
+        if code == 0 and spec.kind == "service" and self.state == State.STARTING:
+            # A daemonizing program (`--daemon`, `-d`, `pg_ctl start`): "failed: exited
+            # with code 0" said nothing of why (adv26 f's notes).
+            return ("exited with code 0 before it was ready: a service must stay in the "
+                    "foreground (a program that forks into the background and exits, or "
+                    "a --daemon / -d flag: leave that flag out; or make it a kind = \"job\")")
         return f"exited with code {code}"
 
     async def _setup(self) -> None:
