@@ -217,3 +217,30 @@ stop_timeout = 8
             rows["migrate"]["timings"]["spawned_at"] < 4, rows["migrate"]
     finally:
         hd(project, "down", check=True)
+
+
+def test_ctrl_c_of_a_restart_says_the_restart_goes_on(project: Path) -> None:
+    """Ctrl+C ends the command's wait, not the restart: it exited 130 with no word, and
+    the daemon carried the restart out (adv26 f's notes)."""
+    import signal
+    import subprocess
+
+    from stackutil import HD_CLI, wait_for
+
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("slow", a, "--delay", "3"))
+    try:
+        hd(project, "up", "--detach", check=True)
+        before = registry(project)["services"]["slow"]["pid"]
+        proc = subprocess.Popen([*HD_CLI, "restart", "-s", "slow", "--project-root",
+                                 str(project)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        wait_for(lambda: not alive(before), 20, what="the old process to end")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "stopped waiting; the restart goes on in the daemon" in err, err
+        wait_for(lambda: json.loads(hd(project, "status", "--json").stdout)["services"][0][
+            "ready"], 30, what="the restart carried out")
+    finally:
+        hd(project, "down", check=True)

@@ -69,6 +69,12 @@ def _act(verb: str, service: str | None, root_flag: str | None,
     except UnknownServiceError:
         _say_if_changed(root, client.stack_file)  # a name the edited file has, say
         raise
+    except KeyboardInterrupt:
+        # Ctrl+C ends the wait, not the action: exit 130 with no word, and the daemon
+        # carried it out anyway (adv26 f's notes).
+        print(f"hippodrome | stopped waiting; the {verb} goes on in the daemon (`hd status` "
+              "shows where it is)", file=sys.stderr, flush=True)
+        raise
     if verb != "stop":
         _say_if_changed(root, client.stack_file)
     from hippo_tasks.terminal_text import for_terminal  # a reason may quote a command
