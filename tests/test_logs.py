@@ -42,7 +42,9 @@ def test_200k_line_flood_loses_nothing(project: Path) -> None:
             numbers = [int(ln[:10]) for ln in lines if ln[:1].isdigit()]
             assert numbers == list(range(n)), f"{name}: lost or reordered lines"
             assert all(len(ln) == 99 for ln in lines if ln[:1].isdigit())
-            tail = [r.line for r in h.hub.tail(name, 10) if r.line[:1].isdigit()]
+            # whole lines only: on a loaded machine a line the flood paused in for over
+            # 0.5 s is passed on in pieces (logs.py), and a piece is no line's start
+            tail = [r.line for r in h.hub.tail(name, 10) if len(r.line) == 99]
             assert int(tail[-1][:10]) == n - 1
 
     run(project, text, scenario, timeout=120)
