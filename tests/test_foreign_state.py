@@ -711,3 +711,48 @@ def test_a_program_in_the_folder_answering_on_the_daemons_port_is_a_sentence(
     finally:
         foreign.kill()
         foreign.wait(10)
+
+
+TRICKLING_SERVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    def answer(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        for _ in range(400):
+            self.wfile.write(b" ")
+            self.wfile.flush()
+            time.sleep(0.5)
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_daemon_trickling_its_answer_is_given_up_on(project: Path) -> None:
+    """A process on the registry's port answering a byte every 0.5 s: `hd status` and
+    `hd down` waited for ever, as the timeout bounded each read alone (adv27 j/4)."""
+    web_stack_up(project)
+    saved = json.loads((project / ".hippodrome" / "registry.json").read_text())
+    hd(project, "down", check=True)
+    port = int(saved["daemon"]["url"].rsplit(":", 1)[1])
+    foreign = subprocess.Popen([sys.executable, "-c", TRICKLING_SERVER, str(port)],
+                               cwd=project)
+    try:
+        wait_for(lambda: subprocess.run(["ss", "-ltn", f"sport = :{port}"], text=True,
+                                        capture_output=True).stdout.count("LISTEN") > 0,
+                 what="the trickling server")
+        saved["daemon"].update(pid=foreign.pid, create_time=identity(foreign.pid))
+        (project / ".hippodrome" / "registry.json").write_text(json.dumps(saved))
+        status = hd(project, "status", timeout=60)
+        said = status.stdout + status.stderr
+        assert status.returncode == 6 and "does not answer" in said, said
+        down = hd(project, "down", timeout=90)
+        assert "Traceback" not in down.stdout + down.stderr, down.stdout + down.stderr
+    finally:
+        foreign.kill()
+        foreign.wait(10)

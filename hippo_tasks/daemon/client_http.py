@@ -25,6 +25,10 @@ def split_url(url: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+ANSWER_LIMIT = 1 << 30
+"""Far above any answer of the daemon's (`hd logs` pages included)."""
+
+
 def exchange(url: str, method: str, path: str, body: bytes | None,
              headers: dict[str, str], timeout: float,
              waiting: Callable[[], None] | None = None) -> tuple[int, bytes]:
@@ -39,8 +43,11 @@ def exchange(url: str, method: str, path: str, body: bytes | None,
     request = request_bytes(method, path, sent, body or b"")
     conn = Connection(host, port, timeout)
     try:
-        # No size limit: `hd logs` may ask for a large page, and it is our own daemon.
-        answer = conn.exchange(request, waiting=waiting)
+        # The whole answer within the timeout, and at most ANSWER_LIMIT of it: the
+        # timeout bounded each read alone, and a process on the daemon's port sending a
+        # byte every 0.5 s (or a body without end) held `hd status` and `hd down` for
+        # ever, the latter short of its clean-up from the registry (adv27 j/4).
+        answer = conn.exchange(request, waiting=waiting, within=timeout, limit=ANSWER_LIMIT)
     except Stale as exc:
         if exc.__cause__ is not None:
             raise  # reset: an OSError, as before
