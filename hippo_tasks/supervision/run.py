@@ -107,10 +107,10 @@ class ServiceRun:
         self._backoff = Backoff(ctx.settings.backoff_initial, ctx.settings.backoff_max)
         self._hold = False
         self._completed = False
-        """A job whose process exited 0, while what it left running is ended: done for its
-        dependants. They waited the leftovers' whole stop_timeout (a job starting
-        something in the background and exiting), and its time was counted as the job's
-        (adv26 f/3)."""
+        """A job whose process exited 0, while what it left running is ended: its time is
+        its own until then (the leftovers' stop_timeout was counted as the job's, adv26
+        f/3), and a start asked now runs it again (adv27 i/8). Its dependants still wait
+        for the leftovers to be gone: one holding a dependant's port failed `up` (i/13)."""
         cgroup = ctx.ownership.scope(self.name).cgroup
         self.cgroup_text = str(cgroup) if cgroup is not None else None
         """Fixed for the daemon's run; every status read shows it (a Path per read was a
@@ -128,8 +128,7 @@ class ServiceRun:
         if st == State.RUNNING:
             return True
         if self.planned.spec.kind == "job":
-            return (st == State.STOPPED and self.exit_code == 0
-                    and self.reason == "completed") or (st == State.STOPPING and self._completed)
+            return st == State.STOPPED and self.exit_code == 0 and self.reason == "completed"
         return st == State.EXTERNAL
 
     @property
@@ -283,8 +282,7 @@ class ServiceRun:
         restart held every service, and a dependant's restart coalesced from another
         terminal started on a dependency the same restart stopped a moment later."""
         if condition == "completed_successfully":
-            return (self.state == State.STOPPED and self.exit_code == 0) or \
-                (self.state == State.STOPPING and self._completed)
+            return self.state == State.STOPPED and self.exit_code == 0
         if self._hold and not (self.planned.spec.kind == "job" and self.ready):
             # A stop of a job that had completed changes nothing: it held its dependants
             # as "stopped on purpose" for good, their restarts refused (adv25 d/12).

@@ -124,8 +124,12 @@ class ServiceSupervisor(ServiceRun):
                 self._external = loop.create_task(self._watch_external(), name=self.name)
             fut.set_result(self.snapshot())
             return fut
-        if op == "start" and self._pending is None and self._current in ("start", "restart"):
-            self._current_waiters.append(fut)  # the same outcome answers both
+        if op == "start" and self._pending is None and self._current in ("start", "restart") \
+                and not self._completed:
+            # The same outcome answers both; not a job's that has exited 0 already (its
+            # leftovers being ended): a start asked then was answered `stopped` and the
+            # job never ran again (adv27 i/8).
+            self._current_waiters.append(fut)
             return fut
         pending = self._pending
         if op == "start":
@@ -190,6 +194,7 @@ class ServiceSupervisor(ServiceRun):
     async def _take_down(self, reason: str) -> None:
         await self._cancel_run()
         await self._end(reason)
+        self._completed = False  # its leftovers are ended: nothing of that run is left
         if self.state in (State.PENDING, State.STARTING, State.RUNNING, State.STOPPING,
                           State.BACKOFF):
             self._move(State.STOPPED, reason)
@@ -201,10 +206,15 @@ class ServiceSupervisor(ServiceRun):
         self.healthy = False
 
     async def _bring_up(self) -> None:
+        if self._run is not None and not self._run.done() and self._completed:
+            # A job done, what it left running still being ended: that first (the new
+            # run shares its scope), then it runs again.
+            await asyncio.wait({self._run})
         if self._run is None or self._run.done():
             if self.state in (State.STOPPED, State.FAILED):
                 self._move(State.PENDING, "start requested")
             self.timings.begin()
+            self._completed = False  # the run before's: this one has not exited yet
             self._run = asyncio.get_running_loop().create_task(self._run_loop(),
                                                                name=f"{self.name}-run")
         assert self._mail is not None and self._settle is not None
