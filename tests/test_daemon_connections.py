@@ -128,6 +128,13 @@ def test_requests_busy_to_the_cap_leave_status_and_down_a_way_in(project: Path) 
                       "\r\n\r\n".encode())
         refused = extra.recv(4096).decode()
         assert refused.startswith("HTTP/1.1 503") and "hd down --force" in refused, refused
+        # a health check's HEAD gets in as its GET does (adv27 j/6)
+        head = socket.create_connection(("127.0.0.1", port), timeout=5)
+        busy.append(head)
+        head.sendall(f"HEAD /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+                     .encode())
+        answer = head.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 200"), answer
         status = hd_cli(project, "status")
         assert status.returncode == 0, status.stdout + status.stderr
         down = hd_cli(project, "down")

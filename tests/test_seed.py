@@ -447,6 +447,7 @@ def test_an_external_admin_server_is_seeded_through_while_it_answers() -> None:
     ("deep", "is nested too deeply to be a seed record"),
     ("broken", "is not valid JSON (Expecting"),
     ("list", "holds a JSON list, not the seed record"),
+    ("accounts", "its 'accounts' is not an object of accounts by seed"),
 ])
 def test_a_seed_json_that_cannot_be_the_record_is_a_sentence_and_kept(
         plane: dict[str, str], tmp_path: Path, kind: str, words: str) -> None:
@@ -463,12 +464,15 @@ def test_a_seed_json_that_cannot_be_the_record_is_a_sentence_and_kept(
     else:
         path.write_text({"deep": "[" * 100_000 + "]" * 100_000,
                          "broken": '{"accounts": {"42": {"apiKey": "k"}},}',
-                         "list": "[]"}[kind])
+                         "list": "[]",
+                         "accounts": '{"accounts": [{"accountId": "a", "apiKey": "k"}]}',
+                         }[kind])
     before = path.read_text() if kind != "fifo" else None
     made: list[str] = []
     with pytest.raises(SeedError) as info:
         seed_stack(tmp_path, 4545, StackView(env=plane, rows={}), made.append)
-    assert str(info.value).startswith(f"{path} {words}"), info.value
+    assert str(info.value).startswith(f"{path} {words}") or \
+        str(info.value).startswith(f"{path}: {words}"), info.value
     assert "move it away" in str(info.value) and "nothing was seeded" in str(info.value)
     assert made == [] and not (tmp_path / ".env.e2e").exists()
     if before is not None:

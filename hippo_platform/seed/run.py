@@ -98,11 +98,21 @@ def seed_stack(root: Path, seed: int, view: StackView, say: Say = print) -> dict
 
 
 def _record(root: Path) -> dict[str, Any]:
-    """seed.json's record ({} before the first seed); a sentence for one that cannot be."""
+    """seed.json's record ({} before the first seed); a sentence for one that cannot be.
+    `accounts` must be an object of objects too: a list there (a hand edit) was read as
+    none, and the next write dropped every account it held (adv27 i/3)."""
     try:
-        return read_seed_file(root)
+        record = read_seed_file(root)
     except UnusableSeedFile as exc:
         raise SeedError(f"{exc} (nothing was seeded)") from None
+    accounts = record.get("accounts")
+    if accounts is not None and not (isinstance(accounts, dict) and all(
+            isinstance(v, dict) for v in accounts.values())):
+        raise SeedError(f"{root / SEED_FILE}: its 'accounts' is not an object of accounts "
+                        "by seed (as seeding writes it): fix it, or move it away (it "
+                        "records each seed's account: keep a copy), then seed again (nothing "
+                        "was seeded)")
+    return record
 
 
 def _check_writable(root: Path) -> None:

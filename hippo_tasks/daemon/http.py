@@ -239,7 +239,9 @@ class ApiHandler(RequestHandler):
             refused = refusal(path, method, self.headers, self.server.loopback_only)
             if refused is not None:
                 raise HttpError(refused.status, refused.message)
-            if (method, path) not in CONTROL and \
+            # HEAD as the GET it mirrors: `curl -fI /api/status` was 503 at the limit,
+            # when a health check matters most (adv27 j/6)
+            if ("GET" if method == "HEAD" else method, path) not in CONTROL and \
                     self.server.connections.control_only(self.connection):
                 raise HttpError(503, busy_sentence(allowed(self.server.connections.services)),
                                 close=True, extra={"type": "TooManyConnections"})
