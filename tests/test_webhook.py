@@ -611,6 +611,19 @@ def test_token_guards_the_webhook_and_is_never_logged(project: Path) -> None:
     # a 401 with a body over the limit still leaves a readable answer
     code, _ = request(dash, b" " * 300_000)
     assert code == 401
+    # without the token, a chunked body or a broken Content-Length is a 401 too, counted
+    # among the refused, never a delivery that pushes real ones out (adv27 j/1)
+    from rawhttp import exchange
+
+    before = request(dash, None, method="GET", path="/api/webhook/deliveries")[1]
+    for framing in (b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                    b"Content-Length: abc\r\n\r\n"):
+        answer = exchange(dash, b"POST /webhook/eventbridge HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                b"Content-Type: application/json\r\n" + framing)
+        assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    after = request(dash, None, method="GET", path="/api/webhook/deliveries")[1]
+    assert after["deliveries"] == before["deliveries"]
+    assert after["refused"]["count"] == before["refused"]["count"] + 2
     assert post(dash, event, {"X-Hippodrome-Webhook-Token": token}) == (
         200, forwarded(port, "EcomIndexSettings.MODIFY"))
     # With the token, any Host (the tunnel's name) and curl -d's default type are fine.

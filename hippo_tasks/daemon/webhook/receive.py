@@ -41,16 +41,25 @@ def read_event(req: Request, token: str | None, read_timeout: float,
                url: str = "http://127.0.0.1:PORT") -> tuple[dict[str, Any], bytes]:
     """The event and its bytes, once the caller may send one; refusals as HttpError."""
     body = req.body
-    length = body.length(required=True, noun="the event")
+    refusal: Refused | None = None
     if token is not None:
         if not authorised(req, token):
-            raise body.discard(length, Refused(
-                401, f"Missing or invalid {TOKEN_HEADER} header"), read_timeout)
+            refusal = Refused(401, f"Missing or invalid {TOKEN_HEADER} header")
     else:
         refused = webhook_refusal(req.headers, url)
         if refused is not None:
-            raise body.discard(length, Refused(refused.status, refused.message),
-                               read_timeout)
+            refusal = Refused(refused.status, refused.message)
+    if refusal is not None:
+        # Before the body's framing is judged: a token-less chunked (411) or malformed
+        # Content-Length (400) post was a delivery, and a sender without the token
+        # pushed every real one out of the list (adv27 j/1).
+        try:
+            length = body.length(required=True, noun="the event")
+        except HttpError:
+            refusal.close = True
+            raise refusal from None
+        raise body.discard(length, refusal, read_timeout)
+    length = body.length(required=True, noun="the event")
     ctype = media_type(req.headers)
     if ctype and ctype not in ACCEPTED_TYPES and not ctype.endswith("+json"):
         raise body.discard(length, HttpError(
