@@ -670,28 +670,49 @@ import json, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"services": []}).encode()
+        body = open(sys.argv[2], "rb").read()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    do_POST = do_GET
     def log_message(self, *args):
         pass
 HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
+ROW = {"name": "web", "state": "running", "healthy": True, "pid": 1, "port": 1,
+       "restarts": 0, "uptime_s": 1.0, "exit_code": None, "reason": ""}
+HEAD = {"profile": "core", "cell": "local", "table_prefix": "x"}
+ODD_ANSWERS = {
+    "no profile": ('{"services": []}', "no 'profile'"),
+    "no healthy": (json.dumps({**HEAD, "services": [{k: v for k, v in ROW.items()
+                                                      if k != "healthy"}]}),
+                   "a service row's 'healthy' missing or of another type"),
+    "state null": (json.dumps({**HEAD, "services": [{**ROW, "state": None}]}),
+                   "a service row's 'state' missing"),
+    "deep": ("[" * 100_000 + "]" * 100_000, "a body that is not JSON"),
+    "nan": (json.dumps({**HEAD, "services": [{**ROW, "uptime_s": float("nan")}]}),
+            "a body that is not JSON"),
+}
 
 
+@pytest.mark.parametrize("odd", list(ODD_ANSWERS))
 def test_a_program_in_the_folder_answering_on_the_daemons_port_is_a_sentence(
-        project: Path) -> None:
+        project: Path, odd: str) -> None:
     """A process running in the project folder on the registry's port, recorded as the
     daemon (a daemon of another version, a dev server), answering `/api/status` with
-    another document: `hd status` was a KeyError traceback (adv26 f/1)."""
+    another document: `hd status` was a KeyError, TypeError or RecursionError traceback,
+    and `hd restart` printed `web: running (pid 1)` for a restart nothing did (adv26
+    f/1, adv27 j/3)."""
+    answer, words = ODD_ANSWERS[odd]
     web_stack_up(project)
     saved = json.loads((project / ".hippodrome" / "registry.json").read_text())
     hd(project, "down", check=True)
     port = int(saved["daemon"]["url"].rsplit(":", 1)[1])
-    foreign = subprocess.Popen([sys.executable, "-c", FOREIGN_SERVER, str(port)], cwd=project)
+    (project / "answer.json").write_text(answer)
+    foreign = subprocess.Popen([sys.executable, "-c", FOREIGN_SERVER, str(port),
+                                str(project / "answer.json")], cwd=project)
     try:
         def answers() -> bool:
             with contextlib.suppress(OSError), \
@@ -702,11 +723,13 @@ def test_a_program_in_the_folder_answering_on_the_daemons_port_is_a_sentence(
         wait_for(answers, what="the foreign server")
         saved["daemon"].update(pid=foreign.pid, create_time=identity(foreign.pid))
         (project / ".hippodrome" / "registry.json").write_text(json.dumps(saved))
-        status = hd(project, "status")
-        said = status.stdout + status.stderr
-        assert "Traceback" not in said and status.returncode == 6, said
-        assert f"(pid {foreign.pid}) does not answer" in said and \
-            "not this Hippodrome's (no 'profile')" in said, said
+        for command in (["status"], ["why", "web"], ["restart", "-s", "web"], ["start"]):
+            done = hd(project, *command)
+            said = done.stdout + done.stderr
+            assert "Traceback" not in said and done.returncode == 6, (command, said)
+            assert f"(pid {foreign.pid}) does not answer" in said, said
+            if command == ["status"]:
+                assert words in said, said
         assert foreign.poll() is None
     finally:
         foreign.kill()

@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote
 
 from hippo_contract.http_client import BadAnswer
 from hippo_contract.webhook import TOKEN_HEADER, WEBHOOK_PATH
+from hippo_tasks.daemon.answer_shape import action_problem, status_problem, why_problem
 from hippo_tasks.daemon.client_http import exchange
 from hippo_tasks.errors import (
     DaemonEndedError,
@@ -39,8 +40,10 @@ LOOK_EVERY_S = 10.0
 10 s that `status` gives it to answer, and `up` and `down` give a stopped one."""
 
 
-STATUS_KEYS = ("profile", "cell", "table_prefix", "services")
-"""What every reader of `/api/status` here takes for granted."""
+def _not_json(name: str) -> Any:
+    """NaN and Infinity, which Python's json takes and JSON has not (`hd status --json`
+    printed them on)."""
+    raise ValueError(f"{name} is not JSON")
 
 
 class DaemonClient:
@@ -77,8 +80,8 @@ class DaemonClient:
         status, raw = self._exchange(method, path, data, JSON, timeout)
         if status < 400:
             try:
-                return json.loads(raw or b"null")
-            except ValueError:  # a traceback (adv26 f/1's foreign program, as HTML)
+                return json.loads(raw or b"null", parse_constant=_not_json)
+            except (ValueError, RecursionError):  # tracebacks (adv26 f/1, adv27 j/3)
                 raise DaemonUnreachableError(self.url, self.pid, (
                     f"it answered {method} {path} with {status} and a body that is not "
                     "JSON: another program on its port?")) from None
@@ -175,20 +178,23 @@ class DaemonClient:
         program, another Hippodrome version) made `hd status` a KeyError traceback
         (adv26 f/1)."""
         result = self.call("GET", "/api/status", timeout=10)
-        missing = [k for k in STATUS_KEYS if not isinstance(result, dict) or k not in result]
-        if missing or not isinstance(result["services"], list) or not all(
-                isinstance(r, dict) and isinstance(r.get("name"), str) and "state" in r
-                for r in result["services"]):
-            raise DaemonUnreachableError(self.url, self.pid, (
-                "it answers /api/status with a document that is not this Hippodrome's "
-                f"({'no ' + repr(missing[0]) if missing else 'malformed services'}): "
-                "another program on its port, or a daemon of another Hippodrome version"))
+        self._ours("/api/status", status_problem(result))
         return dict(result)
 
+    def _ours(self, path: str, problem: str | None) -> None:
+        """DaemonUnreachableError for an answer that is not this Hippodrome's
+        (daemon/answer_shape.py)."""
+        if problem:
+            raise DaemonUnreachableError(self.url, self.pid, (
+                f"it answers {path} with a document that is not this Hippodrome's "
+                f"({problem}): another program on its port, or a daemon of another "
+                "Hippodrome version"))
+
     def why(self, service: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", f"/api/services/{quote(service, safe='')}/why",
-                                           timeout=10)
-        return result
+        path = f"/api/services/{quote(service, safe='')}/why"
+        result = self.call("GET", path, timeout=10)
+        self._ours(path, why_problem(result))
+        return dict(result)
 
     def action(self, verb: str, service: str | None, cascade: bool = False) -> dict[str, Any]:
         if verb not in ("start", "stop", "restart"):
@@ -196,8 +202,9 @@ class DaemonClient:
         path = f"/api/services/{quote(service, safe='')}/{verb}" if service else \
             f"/api/stack/{verb}"
         self.check_answers()
-        result: dict[str, Any] = self.call("POST", path, {"cascade": True} if cascade else None)
-        return result
+        result = self.call("POST", path, {"cascade": True} if cascade else None)
+        self._ours(path, action_problem(result))
+        return dict(result)
 
     def check_answers(self) -> None:
         """Whether it answers at all, as `status` asks (10 s), before a request that may
