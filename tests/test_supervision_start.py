@@ -456,3 +456,21 @@ def test_a_service_that_exits_0_before_ready_is_told_to_stay_in_the_foreground(
                                          "must stay in the foreground"), failure.reason
 
     run(project, text, scenario)
+
+
+def test_a_plain_pattern_over_coloured_output_still_finds_its_ready_line(
+        project: Path) -> None:
+    """64 KB coloured lines for a while, then `READY now!` and a quiet spell: the escape
+    stripping was charged to the pattern's budget, the ready line was passed over and
+    never looked at again, and the log blamed the pattern (adv27 i/5)."""
+    flood = ("import sys, time\nline = '\\x1b[31mab\\x1b[0m\\r' * 5000 + '\\n'\n"
+             "end = time.time() + 1.5\nwhile time.time() < end:\n    sys.stdout.write(line)\n"
+             "sys.stdout.write('READY now!\\n')\nsys.stdout.flush()\ntime.sleep(600)\n")
+    text = (f"[services.colours]\ncommand = [{PY!r}, '-c', {flood!r}]\n"
+            "readiness = { log = 'READY now' }\nstart_timeout = 15\n")
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        assert h.stack.get("colours").state == State.RUNNING, h.states("colours")
+
+    run(project, text, scenario, timeout=40)

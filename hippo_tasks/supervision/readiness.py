@@ -112,11 +112,15 @@ accepts may cost up to ~0.1 s a line (model/regex_safety.py), and a service prin
 lines without pause kept the loop matching for good: start_timeout never fired, other
 services started late, and `hd down` hung (adv26 g/1)."""
 MATCH_BURST_S = 0.5
+AGAIN_S = 0.5
+"""How often the latest line passed over is looked at again, while none newer comes."""
 
 
 class MatchBudget:
     """Time for matching, earned at MATCH_SHARE of the clock: a line that comes while it
-    is spent is passed over (counted), and the service's log says so once."""
+    is spent is passed over (counted), and the service's log says so once. Only the
+    pattern's own time is charged: charged for the escape stripping (as_seen) too, a
+    plain `READY now` over coloured output lost its ready line (adv27 i/5)."""
 
     def __init__(self, say: Callable[[str], None],
                  clock: Callable[[], float] = time.perf_counter) -> None:
@@ -125,25 +129,37 @@ class MatchBudget:
         self.left = MATCH_BURST_S
         self.at = clock()
         self.skipped = 0
+        self.last_passed: str | None = None
+        """The latest line passed over: a service's ready line is often its last before
+        a quiet spell, and it was never looked at again (adv27 i/5); `again` does."""
 
-    def run(self, match: Callable[[str], bool], text: str) -> bool:
+    def allows(self, text: str) -> bool:
         now = self.clock()
         self.left = min(MATCH_BURST_S, self.left + (now - self.at) * MATCH_SHARE)
         self.at = now
-        if self.left <= 0:
-            self.skipped += 1
-            if self.skipped == 1:
-                self.say("readiness: matching the log pattern against this output costs "
-                         f"more than {MATCH_SHARE:.0%} of the daemon's time, so lines are "
-                         "passed over while it does and the ready line may be missed: "
-                         "make the pattern simpler (fewer open-ended repeats such as \\w+ "
-                         "or .*, or anchor it with ^)")
-            return False
-        found = match(text)
-        end = self.clock()
-        self.left -= end - now
-        self.at = end
+        if self.left > 0:
+            return True
+        self.last_passed = text
+        self.skipped += 1
+        if self.skipped == 1:
+            self.say("readiness: matching the log pattern against this output costs "
+                     f"more than {MATCH_SHARE:.0%} of the daemon's time, so lines are "
+                     "passed over while it does and the ready line may be missed: "
+                     "make the pattern simpler (fewer open-ended repeats such as \\w+ "
+                     "or .*, or anchor it with ^)")
+        return False
+
+    def timed(self, search: Callable[[str], bool], text: str) -> bool:
+        began = self.clock()
+        found = search(text)
+        self.at = self.clock()
+        self.left -= self.at - began
         return found
+
+    def again(self, matches: Callable[[str], bool]) -> bool:
+        """The latest line passed over, once there is time for it."""
+        text, self.last_passed = self.last_passed, None
+        return text is not None and matches(text)
 
 
 async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_seq: int,
@@ -153,14 +169,13 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
     regex = safe_regex(pattern)  # the loader refused any other (model/regex_safety.py)
     budget = MatchBudget(lambda text: hub.system(name, text))
 
-    def match(text: str) -> bool:
-        if regex.search_text(text):
+    def matches(text: str) -> bool:
+        if not budget.allows(text):
+            return False
+        if budget.timed(regex.search_text, text):
             return True
         seen = as_seen(text)
-        return seen is not text and bool(regex.search_text(seen))
-
-    def matches(text: str) -> bool:
-        return budget.run(match, text)
+        return seen is not text and budget.timed(regex.search_text, seen)
 
     # This run's lines already captured count too (a fast service may print before we
     # watch); lines of earlier runs never do.
@@ -177,8 +192,13 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
     hub.watch(name, on_line)
     try:
         waits: set[asyncio.Future[Any]] = {matched, child.exited}
-        done, _ = await asyncio.wait(waits, timeout=max(0.0, deadline - loop.time()),
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done: set[asyncio.Future[Any]] = set()
+        while not done and loop.time() < deadline:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED,
+                                         timeout=min(AGAIN_S, max(0.0, deadline - loop.time())))
+            if not done and budget.again(matches) and not matched.done():
+                matched.set_result(None)
+                done = {matched}
         if not done:  # one more look, as for the probes
             done, _ = await asyncio.wait(waits, timeout=LAST_LOOK_S,
                                          return_when=asyncio.FIRST_COMPLETED)
