@@ -474,3 +474,22 @@ def test_a_plain_pattern_over_coloured_output_still_finds_its_ready_line(
         assert h.stack.get("colours").state == State.RUNNING, h.states("colours")
 
     run(project, text, scenario, timeout=40)
+
+
+@pytest.mark.parametrize("field", ["cwd", "creates"])
+def test_a_name_longer_than_the_file_system_allows_is_a_sentence(project: Path,
+                                                                field: str) -> None:
+    """A `cwd` or setup `creates` of one 300-character name: "internal error:
+    OSError(36, 'File name too long') (please report it)" (adv27 i/10)."""
+    name = "d" * 300
+    extra = f'cwd = "{name}"\n' if field == "cwd" else \
+        f'setup = {{ command = ["true"], creates = "{name}" }}\n'
+    text = f'[services.x]\ncommand = ["sleep", "60"]\n{extra}'
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None and "internal error" not in failure.reason
+        assert "File name too long" in failure.reason, failure.reason
+        assert f"… ({len(str(project / name))} characters)" in failure.reason, failure.reason
+
+    run(project, text, scenario)

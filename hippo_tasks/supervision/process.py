@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hippo_tasks.errors import cut_long
 from hippo_tasks.supervision.logs import LineSplitter, LogHub
 from hippo_tasks.supervision.ownership import Placement
 from hippo_tasks.supervision.scope import POLL_S, Scope
@@ -131,16 +132,22 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
     what_cmd = "command" if field == "command" else f"{field} command"
     if not argv:
         raise SpawnError(f"service {service}: empty command")
-    if not cwd.is_dir():
+    try:
+        folder = cwd.is_dir()
+        there = folder or cwd.exists()
+    except OSError as exc:  # a name over NAME_MAX: "internal error" (adv27 i/10)
+        raise SpawnError(f"service {service}: cwd '{cut_long(str(cwd))}': "
+                         f"{exc.strerror or exc} (fix `cwd` in the stack file)") from None
+    if not folder:
         # A cwd that vanished after `up` is most often the project folder moved or renamed
         # under a running stack: a restart failed on the old path with no word of why.
-        what = "is a file, not a folder" if cwd.exists() else (
+        what = "is a file, not a folder" if there else (
             "does not exist (if it did when the stack started, the folder was moved, renamed "
             "or deleted since: run `hd down`, then `hd up` where the project is now)")
-        raise SpawnError(f"service {service}: cwd '{cwd}' {what}")
-    exe = argv[0]
-    if os.sep in exe:
-        path = exe if os.path.isabs(exe) else str(cwd / exe)
+        raise SpawnError(f"service {service}: cwd '{cut_long(str(cwd))}' {what}")
+    exe = cut_long(argv[0])  # as said: a 1 MB name was quoted whole (adv27 i/11)
+    if os.sep in argv[0]:
+        path = argv[0] if os.path.isabs(argv[0]) else str(cwd / argv[0])
         if not os.path.exists(path):
             raise SpawnError(f"service {service}: {what_cmd} '{exe}' not found")
         if os.path.isdir(path):  # it has x bits too: exec would fail in the child
@@ -154,7 +161,7 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
         return path
     import shutil  # here: a command given by path (the bundled stack's) never needs it
 
-    found = shutil.which(exe, path=env.get("PATH", os.defpath))
+    found = shutil.which(argv[0], path=env.get("PATH", os.defpath))
     if found is None:
         raise SpawnError(
             f"service {service}: {what_cmd} '{exe}' not found on PATH (install it, or fix "

@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
+from hippo_tasks.errors import cut_long
 from hippo_tasks.model.plan import PlannedService
 from hippo_tasks.model.spec import SETUP_TIMEOUT, StackSettings
 from hippo_tasks.supervision import ports, probes
@@ -323,7 +324,13 @@ class ServiceRun:
         step = self.planned
         if self._setup_done or not step.setup_argv or step.setup_creates is None:
             return
-        if step.setup_creates.exists():
+        try:
+            made = step.setup_creates.exists()
+        except OSError as exc:  # a name over NAME_MAX: "internal error" (adv27 i/10)
+            raise SpawnError(f"service {self.name}: setup's creates "
+                             f"'{cut_long(str(step.setup_creates))}': {exc.strerror or exc} "
+                             "(fix `setup.creates` in the stack file)") from None
+        if made:
             self._setup_done = True
             return
         limit = step.spec.setup.timeout if step.spec.setup is not None else SETUP_TIMEOUT
