@@ -109,6 +109,8 @@ def test_env_file_is_read_in_order_and_env_wins(project: Path) -> None:
         "MODE='fast' # or slow\n"
         'HASH="x # not a comment"\n'
         'ESCAPED="say \\"hi\\"" # a comment after an escaped quote\n'
+        "EMPTY= # fill me in\n"  # a template's empty value, not its comment (adv27 i/2)
+        "TABBED=x\t#note\n"
     )
     (project / "local.env").write_text("GREETING=hi from local\n")
     (a,) = free_ports(1)
@@ -127,6 +129,7 @@ def test_env_file_is_read_in_order_and_env_wins(project: Path) -> None:
     assert env["MODE"] == "fast"
     assert env["HASH"] == "x # not a comment"
     assert env["ESCAPED"] == 'say "hi"'
+    assert env["EMPTY"] == "" and env["TABBED"] == "x"
 
 
 def test_env_file_errors_name_the_file_and_line(project: Path) -> None:
@@ -137,6 +140,11 @@ def test_env_file_errors_name_the_file_and_line(project: Path) -> None:
     (project / ".env").write_text("OK=1\nthis is not an assignment\n")
     with pytest.raises(StackFileError, match=r"\.env:2.*not a NAME=value line"):
         build_plan(load_stack_text(text), Options(project_root=project))
+    for text_, line in (('OK=1\nKEY="-----BEGIN\n-----END"\n', 2), ('X="open\n', 1)):
+        (project / ".env").write_text(text_)  # a value over lines was blamed on line 2
+        with pytest.raises(StackFileError, match=rf"\.env:{line}: .*: \w+: the \" that opens "
+                                                 r"its value does not close on this line"):
+            build_plan(load_stack_text(text), Options(project_root=project))
     (project / ".env").write_text("OK=1\nURL='http://x'/path\n")
     with pytest.raises(StackFileError, match=r"\.env:2.*URL: text after the closing quote: "
                                              r"'/path'"):

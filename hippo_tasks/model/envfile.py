@@ -50,7 +50,7 @@ def read_env_file(path: Path, service: str) -> list[tuple[str, str]]:
             raise StackFileError(str(path), f"{name} contains a NUL byte", service,
                                  "env_file", number)
         try:
-            out.append((name, _value(value.strip())))
+            out.append((name, _value(value)))
         except ValueError as exc:
             raise StackFileError(str(path), f"{name}: {exc}", service, "env_file",
                                  number) from None
@@ -74,9 +74,21 @@ def _closing(value: str) -> int | None:
     return None
 
 
-def _value(value: str) -> str:
-    """A ValueError for text after a closing quote that is not a comment."""
+_COMMENT = re.compile(r"[ \t]#")
+
+
+def _value(raw: str) -> str:
+    """A ValueError for text after a closing quote that is not a comment, and for a quote
+    that does not close on its line."""
+    value = raw.strip()
+    if value.startswith("#") and raw[:1] in (" ", "\t"):
+        return ""  # `X= # fill me in`: a template's empty value, not "# fill me in" (i/2)
     end = _closing(value) if value[:1] in ("'", '"') else None
+    if value[:1] in ("'", '"') and end is None:
+        # `X="unterminated` reached the service with its quote; a value over several
+        # lines (a PEM key) was blamed on its second line (adv27 i/2).
+        raise ValueError(f"the {value[0]} that opens its value does not close on this line "
+                         "(a value is one line: write a newline as \\n inside double quotes)")
     if end is not None:
         # `"postgres://..." # the local database`: the comment was taken off and the
         # quotes kept, so the service got a URL starting with `"` (adv26 g/2).
@@ -98,5 +110,5 @@ def _value(value: str) -> str:
             out.append(ch)
             i += 1
         return "".join(out)
-    comment = value.find(" #")
-    return (value[:comment] if comment >= 0 else value).rstrip()
+    comment = _COMMENT.search(value)  # a tab before `#` too, as dotenv and compose read it
+    return (value[:comment.start()] if comment else value).rstrip()
