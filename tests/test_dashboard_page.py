@@ -646,3 +646,33 @@ def test_startup_waterfall_and_graph_show_order_states_and_the_critical_path(
     time.sleep(1.0)
     assert (x := shown()) is not None and abs(x - took) < 0.011, (x, took)
     expect(page.locator("#su-waterfall text.crit")).to_have_text(["db", "app"])
+
+
+def test_a_service_failed_at_up_and_started_later_is_drawn_as_it_failed(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    """Its later start was drawn as the start-up's: `ready in` the time until then, its
+    bar at the far right, alone on the critical path (adv27 j/2)."""
+    import shlex
+
+    db, flaky = free_ports(2)
+    fixed = project / "fixed"
+    run = f"[ -e {shlex.quote(str(fixed))} ] || exit 1; exec {shlex.quote(PY)} " \
+          f"{shlex.quote(str(TOYS / 'toy.py'))} --port {flaky}"
+    stacks.append(s := run_stack(project, {
+        "db": toy_service("db", db, "--delay", "0.3"),
+        "flaky": f"[services.flaky]\ncommand = {json.dumps(['sh', '-c', run])}\n"
+                 f"port = {flaky}\nblocking = false\nauto_restart = false\n",
+    }, {"db": db, "flaky": flaky}))
+    time.sleep(1.5)
+    fixed.touch()
+    hd(project, "start", "-s", "flaky", check=True)
+    open_page(page, s)
+    expect_state(page, "flaky", "running")
+    wait_for(lambda: "ready in" in page.locator("#su-note").inner_text(), what="ready in")
+    rows = [r["startup"] for r in s.status()["services"]]
+    took = max(t["ready_at"] or t["spawned_at"] for t in rows) - min(t["requested_at"]
+                                                                     for t in rows)
+    said = re.search(r"ready in ([0-9.]+)s", page.locator("#su-note").inner_text())
+    assert said and abs(float(said.group(1)) - took) < 0.011, (said, took)
+    bar = page.locator('#su-waterfall g[data-service="flaky"] rect.bar-failed')
+    assert bar.count() == 1

@@ -9,7 +9,16 @@ import time
 from pathlib import Path
 
 from harness import Harness, run
-from stackutil import TOY, free_ports, hd, script_service, stack_header, toy_service, write_stack
+from stackutil import (
+    PY,
+    TOY,
+    free_ports,
+    hd,
+    script_service,
+    stack_header,
+    toy_service,
+    write_stack,
+)
 
 from hippo_tasks.daemon.why import explain, render
 from hippo_tasks.supervision.states import State
@@ -258,3 +267,37 @@ def test_a_job_is_described_as_a_job_with_the_condition_its_dependant_needs() ->
                      {"app": {"job": "completed_successfully"}})
     assert [(b["service"], b["condition"]) for b in answer["blockers"]] == [
         ("job", "completed_successfully")], answer["blockers"]
+
+
+def test_a_service_that_failed_at_up_and_started_later_keeps_the_start_up(
+        project: Path) -> None:
+    """A non-blocking service failing at `up`, started by hand once fixed: its later
+    start was read as the start-up's, and the page said `ready in` the time until then,
+    with it alone on the critical path (adv27 j/2)."""
+    import shlex
+
+    dash, a, b, f = free_ports(4)
+    fixed = project / "fixed"
+    run = f"[ -e {shlex.quote(str(fixed))} ] || exit 1; exec {shlex.quote(PY)} " \
+          f"{shlex.quote(TOY)} --port {f}"
+    write_stack(project, stack_header(dash)
+                + toy_service("db", a, "--delay", "0.3")
+                + toy_service("app", b, depends_on=["db"])
+                + f"[services.flaky]\ncommand = {json.dumps(['sh', '-c', run])}\n"
+                  f"port = {f}\nblocking = false\nauto_restart = false\n")
+    try:
+        hd(project, "up", "--detach", check=True)
+        first = {r["name"]: r for r in json.loads(
+            hd(project, "status", "--json", check=True).stdout)["services"]}
+        assert first["flaky"]["state"] == "failed"
+        time.sleep(1.0)
+        fixed.touch()
+        hd(project, "start", "-s", "flaky", check=True)
+        now = json.loads(hd(project, "status", "--json", check=True).stdout)
+        rows = {r["name"]: r for r in now["services"]}
+        assert rows["flaky"]["state"] == "running"
+        assert rows["flaky"]["startup"] == first["flaky"]["timings"], rows["flaky"]
+        assert rows["flaky"]["startup"]["ready_at"] is None
+        assert [p[0] for p in now["critical_path"]] == ["db", "app"], now["critical_path"]
+    finally:
+        hd(project, "down")

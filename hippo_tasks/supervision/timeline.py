@@ -30,15 +30,20 @@ class StartTimings:
         self.spawned_at = spawned_at
         self.ready_at = ready_at
         self.first: dict[str, float | None] | None = None
-        """The first start that became ready, once another has begun: the stack's
-        start-up, which the page's waterfall and the critical path describe. Drawn from
-        the latest starts, one restart 12 s after `up` made the page say the stack was
-        `ready in 13.11s` and dropped its dependants from the path (adv26 h/5)."""
+        """The first start that became ready (or that ran and failed), once another has
+        begun: the stack's start-up, which the page's waterfall and the critical path
+        describe. Drawn from the latest starts, one restart 12 s after `up` made the
+        page say the stack was `ready in 13.11s` and dropped its dependants from the path
+        (adv26 h/5)."""
         self._json: dict[str, float | None] | None = None
 
     def begin(self) -> None:
-        """A new start was asked for: the earlier instants no longer describe it."""
-        self._keep_first()
+        """A new start was asked for: the earlier instants no longer describe it. One
+        that ran and never became ready (failed at `up`, started by hand later) is the
+        start-up's too: read from the later start, the page said the stack was `ready
+        in` the time until then (adv27 j/2)."""
+        if self.first is None and self.spawned_at is not None:
+            self.first = self.as_json()
         self.requested_at = time.time()
         self.deps_met_at = self.spawned_at = self.ready_at = None
 
