@@ -471,3 +471,37 @@ def test_a_line_the_disk_cut_short_is_taken_out_again(project: Path) -> None:
     bad = [ln for ln in lines if ln and not ln.startswith(b"--- hippodrome: ")
            and not re.fullmatch(rb"L\d{6}:x+:END", ln)]
     assert bad == [], bad[:3]
+
+
+def test_a_failure_counts_every_line_its_log_lost_a_note_between_them_or_not(
+        tmp_path: Path) -> None:
+    """On a nearly full disk a small recovery note got in between failing writes, the
+    count started again, and a failing service's log was named with no word of the
+    lines it lacked (adv27 i/4, i/9)."""
+    from hippo_tasks.supervision.logs import LogChunk
+    from hippo_tasks.supervision.run_files import RunFiles
+
+    def chunk(text: bytes) -> tuple[bytes, LogChunk]:
+        lines = [ln for ln in text.split(b"\n")[:-1]]
+        return text, LogChunk("svc", 1, time.time(), lines)
+
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        runs = RunFiles(disk / ".logs", 5)
+        try:
+            runs.write_chunk(*chunk(b"first\n"))
+            filler = _fill(disk)
+            big = b"x" * 8000 + b"\n"
+            for _ in range(3):
+                runs.write_chunk(*chunk(big))
+            with open(filler, "r+b") as fh:  # room for a note and a short line
+                fh.truncate(max(0, filler.stat().st_size - 8192))
+            runs.write_chunk(*chunk(b"short\n"))
+            (disk / "more").mkdir()
+            _fill(disk / "more")
+            for _ in range(2):
+                runs.write_chunk(*chunk(big))
+            said = runs.unwritten("svc")
+            assert said is not None and said.startswith("5 lines not written there: No "
+                                                        "space left on device"), said
+        finally:
+            runs.close()

@@ -85,6 +85,9 @@ class RunFiles:
         """The run folder's mtime when drop_replaced last looked: an idle daemon with 40
         services stat()ed 80 names every 2 s for nothing (a third of its idle CPU)."""
         self._dropped: dict[str, tuple[int, float, str]] = {}
+        self._lost: dict[str, tuple[int, float, str]] = {}
+        """Per service, every line not written this run (never reset by a note that got
+        in between): what a failure names its log file with."""
         """Per service: lines not written, since when, why (for the recovery note)."""
         if publish:
             self.publish(keep)
@@ -261,15 +264,20 @@ class RunFiles:
             self.trouble = WriteTrouble(why, now)
         self.trouble.error = why
         self.trouble.lines_dropped += lines
+        lines = max(lines, 1)  # a piece of a line (its end still to come) is a line lost
         count, since, _ = self._dropped.get(service, (0, now, why))
         self._dropped[service] = (count + lines, since, why)
+        count, since, _ = self._lost.get(service, (0, now, why))
+        self._lost[service] = (count + lines, since, why)
 
     def unwritten(self, service: str) -> str | None:
-        """What this service's log file lacks, while it lacks it, for the failure that
-        names the file."""
-        if service not in self._dropped:
+        """What this service's log file lacks, for the failure that names the file: every
+        line this run could not write there, a recovery note between them or not (a
+        small note got in on a nearly full disk, the count was reset, and the failure
+        named a file holding none of its 3,000 lines as whole, adv27 i/9)."""
+        if service not in self._lost:
             return None
-        count, since, why = self._dropped[service]
+        count, since, why = self._lost[service]
         when = time.strftime("%H:%M:%S", time.localtime(since))
         return f"{count} line{'s' * (count != 1)} not written there: {why}, since {when}"
 
