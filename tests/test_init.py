@@ -136,6 +136,12 @@ def test_a_link_to_nothing_at_a_files_name_is_not_taken_for_no_file(
     assert (f"hippodrome.toml in {project} is a link to ../dotfiles/shop.toml, which does "
             "not exist") in res.stderr and "nothing was written" in res.stderr, res.stderr
     assert os.readlink(project / "hippodrome.toml") == "../dotfiles/shop.toml"
+    # a loop is said as one, not as a file to create (adv27 i/6)
+    (project / "hippodrome.toml").unlink()
+    (project / "hippodrome.toml").symlink_to("hippodrome.toml")
+    res = sh.run("hd init")
+    assert res.returncode == 2 and "is a symbolic link that leads back to itself (a loop)" \
+        in res.stderr, res.stderr
     res = sh.run("hd init --force")
     assert res.returncode == 0, res.stderr
     assert (project / "hippodrome.toml").read_text() == starter.OWN_STACK

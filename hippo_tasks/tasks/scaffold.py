@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,10 +48,17 @@ def write_starter(folder: Path, from_bundled: bool = False, with_tasks: bool = F
                 and not (folder / name).exists()]
     if dangling and not force:  # taken for no file, and the link replaced (adv24 c/4)
         name = dangling[0]
+        try:
+            os.stat(folder / name)
+            leads = f"a link to {os.readlink(folder / name)}, which does not exist"
+        except OSError as exc:  # a loop was "which does not exist: create it" (adv27 i/6)
+            leads = ("a symbolic link that leads back to itself (a loop)"
+                     if exc.errno == errno.ELOOP else
+                     f"a link to {os.readlink(folder / name)}, which does not exist")
         raise UsageError(
-            f"{name} in {folder} is a link to {os.readlink(folder / name)}, which does not "
-            "exist: hd init writes nothing over it (create the file it leads to, or run "
-            "`hd init --force` to replace the link with a fresh file); nothing was written")
+            f"{name} in {folder} is {leads}: hd init writes nothing over it (fix or remove "
+            "the link, or run `hd init --force` to replace it with a fresh file); nothing "
+            "was written")
     existing = [name for name in files if (folder / name).exists()]
     if existing and not force:
         names = " and ".join(existing)
