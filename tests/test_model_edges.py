@@ -354,11 +354,19 @@ BIG = "d" * 1_000_000
     f'command = ["x"]\n{BIG} = 1',
     f'command = ["x"]\ndepends_on = ["{BIG}"]',
     f'command = ["x"]\nstop_signal = "{BIG}"',
+    "env_file",
+    "name",
 ])
 def test_a_load_error_quotes_a_huge_value_cut_short(tmp_path: Path, service: str) -> None:
     """A 1 MB value was quoted whole, often twice: a 2 MB one-line "sentence", and the
-    closest-name search over it took a second (adv26 g/5)."""
+    closest-name search over it took a second (adv26 g/5). An env_file's line and a
+    service's name were cut at 80 characters with no mark (adv27 i/7)."""
     text = f'[stack]\ndefaults = false\n[services.a]\n{service}\n'
+    if service == "env_file":
+        (tmp_path / ".env").write_text(f'X="a"{BIG}\n')
+        text = '[stack]\ndefaults = false\n[services.a]\ncommand = ["x"]\nenv_file = ".env"\n'
+    elif service == "name":
+        text = f'[stack]\ndefaults = false\n[services.{BIG}]\ncommand = ["x"]\n'
     with pytest.raises(StackFileError) as info:
         build_plan(load_stack_text(text), Options(project_root=tmp_path))
     said = info.value.message()

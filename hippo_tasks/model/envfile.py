@@ -44,7 +44,7 @@ def read_env_file(path: Path, service: str) -> list[tuple[str, str]]:
         name, sep, value = line.partition("=")
         name = name.strip()
         if not sep or not _NAME.match(name):
-            raise StackFileError(str(path), f"not a NAME=value line: {raw.strip()[:80]!r}",
+            raise StackFileError(str(path), f"not a NAME=value line: {raw.strip()!r}",
                                  service, "env_file", number)
         if "\0" in value:
             raise StackFileError(str(path), f"{name} contains a NUL byte", service,
@@ -94,7 +94,7 @@ def _value(raw: str) -> str:
         # quotes kept, so the service got a URL starting with `"` (adv26 g/2).
         rest = value[end + 1:].strip()
         if rest and not rest.startswith("#"):
-            raise ValueError(f"text after the closing quote: {rest[:40]!r} (put it inside "
+            raise ValueError(f"text after the closing quote: {rest!r} (put it inside "
                              "the quotes, or start a comment with ' #')")
         value = value[:end + 1]
     if len(value) >= 2 and value[0] == value[-1] == "'":

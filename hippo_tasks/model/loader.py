@@ -232,7 +232,7 @@ def _parse_file(path: str, text: str) -> _FileData:
     for name, table in services.items():
         if not F.SERVICE_NAME.match(name):
             raise StackFileError(
-                ctx.path, f"service name {json.dumps(name)[:80]}: service names start with "
+                ctx.path, f"service name {json.dumps(name)}: service names start with "
                 "a letter and hold letters, digits, _ or -, 63 characters at most (this one "
                 f"has {len(name)})", line=ctx.line_of_named("services", name))
         if name.lower() in RESERVED_NAMES:
