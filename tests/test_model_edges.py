@@ -329,6 +329,7 @@ def test_a_bad_variable_in_an_env_file_names_that_file(tmp_path: Path) -> None:
     e = info.value
     assert (e.path, e.service, e.field_name) == (str(tmp_path / "vars.env"), "a", "env_file")
     assert "BAD: unknown variable ${nope}" in e.problem
+    assert e.line == 2 and e.message().startswith(f"{tmp_path / 'vars.env'}:2: ")  # i/12
 
 
 def test_a_service_name_over_63_characters_says_so() -> None:

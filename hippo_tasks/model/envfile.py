@@ -18,9 +18,10 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
 
 
-def read_env_file(path: Path, service: str) -> list[tuple[str, str]]:
-    """The file's variables in order; a StackFileError naming the file and line for a
-    missing file or a line that is not NAME=value."""
+def read_env_file(path: Path, service: str) -> list[tuple[str, str, int]]:
+    """The file's variables in order, each with its line (for an error found later in its
+    `${...}`, adv27 i/12); a StackFileError naming the file and line for a missing file
+    or a line that is not NAME=value."""
     try:
         text = read_small_text(path)
     except FileNotFoundError:
@@ -50,7 +51,7 @@ def read_env_file(path: Path, service: str) -> list[tuple[str, str]]:
             raise StackFileError(str(path), f"{name} contains a NUL byte", service,
                                  "env_file", number)
         try:
-            out.append((name, _value(value)))
+            out.append((name, _value(value), number))
         except ValueError as exc:
             raise StackFileError(str(path), f"{name}: {exc}", service, "env_file",
                                  number) from None

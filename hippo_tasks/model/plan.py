@@ -345,12 +345,12 @@ def _env_files(svc: ServiceSpec, root: Path, render: Renderer,
     for name in svc.env_file:
         path = root / render(name, "env_file")
         stamps.setdefault(str(path), file_stamp(path))
-        for key, value in read_env_file(path, svc.name):
+        for key, value, line in read_env_file(path, svc.name):
             try:
                 out[key] = render(value, "env")
             except StackFileError as exc:
                 raise StackFileError(str(path), f"{key}: {exc.problem}", svc.name,
-                                     "env_file") from None
+                                     "env_file", line) from None
     return out
 
 
