@@ -70,6 +70,11 @@ def test_probes_pass_on_a_healthy_stack(stack: Path) -> None:
     empty = run_task(stack, "probes", "--json", "")
     assert empty.returncode == 2 and "--json '' names nothing" in empty.stderr, empty.stderr
     assert "OK" not in empty.stdout
+    for after in (["--", "--json", ""], ["--", "--json="], ["--json", "a.json", "--",
+                                                             "--json", "b.json"]):
+        done = run_task(stack, "probes", *after)  # past hd's check, to the program (j/5)
+        assert done.returncode == 2 and "--json" in done.stderr, done.stderr
+        assert "OK" not in done.stdout
 
 
 def test_probes_fail_readably_when_a_service_is_down(stack: Path) -> None:

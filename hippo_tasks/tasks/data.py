@@ -92,10 +92,19 @@ def probes(c: Context, full: bool = False, fuzz: bool = False, examples: str | N
     from hippo_tasks.tasks import stack_commands
 
     no_empty("--json", json, "give a file to write the results to, or leave the flag out")
+    after = pytest_args(c)
+    given = [i for i, word in enumerate(after) if word == "--json" or
+             word.startswith("--json=")]
+    for i in given:  # after `--` the probes program took '' and overrode --json FILE (j/5)
+        value = after[i].partition("=")[2] if "=" in after[i] else \
+            (after[i + 1] if i + 1 < len(after) else "")
+        no_empty("--json", value, "give a file to write the results to, or leave it out")
+    if given and json is not None or len(given) > 1:
+        raise UsageError("--json is given twice (before and after `--`): give it once")
     extra = probes_args(full=full, fuzz=fuzz, examples=examples, steps=steps,
                         deadline_s=deadline_s, seed=seed, breaker=breaker, json=json)
     code = stack_commands.run(resolve_root(project_root), "probes", "probes",
-                              extra=[*extra, *pytest_args(c)])
+                              extra=[*extra, *after])
     if code:
         raise TaskExit(code)
 
