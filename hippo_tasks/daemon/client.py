@@ -84,7 +84,7 @@ class DaemonClient:
             except (ValueError, RecursionError):  # tracebacks (adv26 f/1, adv27 j/3)
                 raise DaemonUnreachableError(self.url, self.pid, (
                     f"it answered {method} {path} with {status} and a body that is not "
-                    "JSON: another program on its port?")) from None
+                    "JSON (another program on its port)")) from None
         payload = _json_or_text(raw)
         message = payload.get("error", str(payload)) if isinstance(payload, dict) else payload
         if status == 404 and isinstance(payload, dict) and \
