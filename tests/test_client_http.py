@@ -129,7 +129,7 @@ def test_a_typed_name_cannot_break_the_request_line(scripted: tuple) -> None:
     client, replies, seen = scripted
     # Each action asks /healthz first (an answer within 10 s), then posts.
     replies += [send(answer("200 OK", {"status": "ok"})),
-                send(answer("200 OK", {"services": []}))] * 2
+                send(answer("200 OK", {"services": [], "ok": True, "problems": []}))] * 2
     client.action("restart", "web\r\nX-Injected: 1")
     client.action("restart", "wéb ünïcode")
     assert seen[0].split(b"\r\n")[0] == b"GET /healthz HTTP/1.1"
