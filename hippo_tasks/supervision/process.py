@@ -203,6 +203,7 @@ def spawn(service: str, argv: tuple[str, ...], cwd: Path, env: Mapping[str, str]
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            bufsize=0,  # read by the loop's transport from the descriptor: no 8 KB buffer
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         code = exc.errno if isinstance(exc, OSError) else None
