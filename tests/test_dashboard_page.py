@@ -248,6 +248,29 @@ def test_logs_follow_live_filter_and_never_run_what_a_service_prints(
     expect(svc(page, "web").locator(".log")).to_have_count(0)
 
 
+def test_a_lines_colours_are_shown_as_colours_and_other_escapes_are_dropped(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    from playwright.sync_api import expect
+
+    web = free_ports(1)[0]
+    said = ("\x1b[1;31mred\x1b[0m plain\x1b[K \x1b[38;5;202mpicked\x1b[0m "
+            "\x1b[32m<b>green</b>\x1b[39m end")
+    stacks.append(s := run_stack(project, {"web": toy_service("web", web, "--say", said)},
+                                 {"web": web}))
+    open_page(page, s)
+    pane = open_logs(page, "web")
+    line = pane.locator(".ln", has_text="plain")
+    expect(line).to_have_count(1, timeout=WAIT_MS)
+    assert line.evaluate("e => e.textContent") == "red plain picked <b>green</b> end"
+    spans = line.evaluate("e => [...e.querySelectorAll('span')].map(s => [s.className, "
+                          "s.textContent])")
+    assert spans == [["a31 ab", "red"], ["a32", "<b>green</b>"]]
+    assert page.locator(".log b").count() == 0
+    svc(page, "web").locator('input[type="search"]').fill("RED PLAIN")  # across its spans
+    expect(pane.locator(".ln:not([hidden])")).to_have_count(1)
+    assert "\x1b" not in pane.evaluate("e => e.textContent")
+
+
 def test_buttons_restart_stop_and_start_the_real_services(
         project: Path, stacks: list[Stack], page: Page) -> None:
     from playwright.sync_api import expect
