@@ -106,7 +106,7 @@ class ServiceSupervisor(ServiceRun):
     # ---- requests in --------------------------------------------------------------
     def request(self, op: Op, reason: str = "") -> asyncio.Future[ServiceSnapshot]:
         """Post a request; the future resolves once it has been carried out (or
-        superseded by a later stop), to the service's state at that moment. Never
+        superseded by a later stop, once that is), to the service's state then. Never
         raises: the outcome is the state. Taken then, not when the caller gets to read
         it: by that time a request posted meanwhile may be under way, and two
         overlapping `hd restart`s each said the other's `stopping`."""
@@ -185,6 +185,12 @@ class ServiceSupervisor(ServiceRun):
                 await self._died(exc)
             finally:
                 waiters, self._current, self._current_waiters = self._current_waiters, None, []
+                if op != "stop" and self._pending == "stop":
+                    # Overtaken by a stop: answered once it is over, as it leaves the
+                    # service. Answered now, a restart said `stopping` of a service
+                    # the stop had already reported stopped (adv28 l/1).
+                    self._pending_waiters.extend(waiters)
+                    waiters = []
                 outcome = self.snapshot()
                 for fut in waiters:
                     if not fut.done():

@@ -136,8 +136,19 @@ class StackSupervisor:
         """Start these services (default all) and what they depend on; returns once
         each has settled (ready, failed, or stopped by a later request), with each one's
         state as it settled."""
-        await self._after_stops(names if names is not None else self.services)
-        settled = await self._start(names)
+        wanted = list(self.closure(names if names is not None else self.services))
+        meanwhile: set[str] = set()
+        self._stopped_meanwhile.append(meanwhile)
+        try:
+            await self._after_stops(wanted)
+        finally:
+            self._stopped_meanwhile.remove(meanwhile)
+        # A stop asked while this start waited for an earlier one is the later request:
+        # it wins. Started after it, a start, stop, start, stop of the page's buttons
+        # ended running, the last stop having answered `stopped` (adv28 m/1).
+        held = self._held_by(meanwhile, "not started", set(wanted))
+        settled = await self._start([n for n in wanted if n not in held])
+        settled.update({n: self.services[n].snapshot() for n in held})
         if self._cascades:
             # A restart_cascades service this start brought back restarts what depends
             # on it: answered before that, `start` printed pids the cascade ended half
@@ -164,14 +175,7 @@ class StackSupervisor:
             # A stop asked by another command while this one stopped the stack wins:
             # those services (and what needs them) stay stopped. They were started
             # again, after `hd stop` had said "stopped", exit 0 (y/4).
-            held = set(meanwhile)
-            for name in meanwhile:
-                for dep in self.dependants_closure(name):
-                    if dep not in held and self.services[dep].state == State.STOPPED:
-                        # Its row named the restart itself as why it is stopped (d/4).
-                        self.services[dep].reason = (f"not started again: '{name}', which "
-                                                     "it needs, was stopped meanwhile")
-                    held.add(dep)
+            held = self._held_by(meanwhile, "not started again", set(self.services))
             wanted = [n for n in self.services if n not in held]
             settled = await self._start(wanted) if wanted else {}
             return {**{n: self.services[n].snapshot() for n in held}, **settled}
@@ -180,6 +184,21 @@ class StackSupervisor:
             done.set_result(None)
             if self._restarting is done:
                 self._restarting = None
+
+    def _held_by(self, stopped: set[str], not_started: str, among: set[str]) -> set[str]:
+        """Which of `among` stops asked meanwhile keep stopped: those services and what
+        needs them. A dependant's row names that stop; it had named the restart itself
+        (d/4)."""
+        held = stopped & among
+        for name in stopped:
+            for dep in self.dependants_closure(name):
+                if dep not in among:
+                    continue
+                if dep not in held and self.services[dep].state == State.STOPPED:
+                    self.services[dep].reason = (f"{not_started}: '{name}', which it "
+                                                 "needs, was stopped meanwhile")
+                held.add(dep)
+        return held
 
     async def _through_restart(self, snap: ServiceSnapshot) -> ServiceSnapshot:
         """`snap` once what overtook it is over: a whole-stack restart, or another
