@@ -4,6 +4,7 @@ Also the bounded load test: 50 concurrent clients on the settings route."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -203,6 +204,26 @@ def test_missing_records_and_bad_shapes(stack: Stack) -> None:
     assert bad_name.status_code == 400
     assert stack.call("GET", "/shop/nothing", stack.key).status_code == 404
     assert stack.call("POST", "/shop/settings", stack.key).status_code == 405
+
+
+def test_settings_nested_past_dynamodbs_32_levels_are_a_400_at_any_depth(
+        stack: Stack) -> None:
+    """500 levels was a 500 with a RecursionError traceback, 300 a 502 blamed on
+    DynamoDB (moto's own 500), 100 stored though DynamoDB refuses it (adv28 k/1)."""
+    def nested(levels: int) -> bytes:  # the settings map is level 1; its list the rest
+        return (b'{"facets": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}")
+
+    fits = stack.call("PUT", "/shop/settings", stack.key, data=nested(32))
+    assert fits.status_code == 200, fits.text
+    got = stack.call("GET", "/shop/settings", stack.key).json()["settings"]
+    assert json.dumps(got).count("[") == 31
+    for levels in (33, 100, 300, 500):
+        answer = stack.call("PUT", "/shop/settings", stack.key, data=nested(levels))
+        assert answer.status_code == 400, (levels, answer.text)
+        assert "nested more than 32 levels deep" in answer.json()["error"], answer.text
+    beyond = stack.call("PUT", "/shop/settings", stack.key, data=nested(5000))
+    assert beyond.status_code == 400 and "nested too deeply" in beyond.json()["error"]
+    assert stack.call("GET", "/shop/settings", stack.key).json()["settings"] == got
 
 
 def test_rules_put_list_get_delete(stack: Stack) -> None:

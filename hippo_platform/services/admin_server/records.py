@@ -24,7 +24,12 @@ from typing import Any
 
 from hippo_platform.services.common import BadGateway, BadRequest, ServiceUnavailable
 from hippo_platform.services.common.aws_lite import AwsClient, AwsError
-from hippo_platform.services.common.aws_lite_dynamo import DynamoTypeError, marshal, unmarshal
+from hippo_platform.services.common.aws_lite_dynamo import (
+    DynamoTypeError,
+    check_nesting,
+    marshal,
+    unmarshal,
+)
 from hippo_platform.services.common.errors import HttpError
 
 SETTINGS_SK = "SETTINGS"
@@ -34,16 +39,20 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def to_dynamo(value: Any) -> Any:
-    """JSON values as DynamoDB accepts them: numbers as Decimal (it refuses floats)."""
+def to_dynamo(value: Any, _depth: int = 0) -> Any:
+    """JSON values as DynamoDB accepts them: numbers as Decimal (it refuses floats).
+    The depth is checked on the way down: a settings object 500 levels deep was a
+    RecursionError here, a 500 with a traceback (adv28 k/1)."""
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadRequest("NaN and Infinity cannot be stored")
         return Decimal(repr(value))
     if isinstance(value, dict):
-        return {k: to_dynamo(v) for k, v in value.items()}
+        check_nesting(_depth + 1)
+        return {k: to_dynamo(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [to_dynamo(v) for v in value]
+        check_nesting(_depth + 1)
+        return [to_dynamo(v, _depth + 1) for v in value]
     return value
 
 
@@ -61,7 +70,7 @@ def from_dynamo(value: Any) -> Any:
 def _item(values: dict[str, Any]) -> dict[str, Any]:
     try:
         return {k: marshal(to_dynamo(v)) for k, v in values.items()}
-    except DynamoTypeError as exc:  # a number with more than 38 digits, say
+    except DynamoTypeError as exc:  # a number with more than 38 digits, a value too deep
         raise BadRequest(f"DynamoDB cannot store the item: {exc}") from None
 
 

@@ -38,7 +38,19 @@ def _number(value: int | Decimal) -> str:
     return text
 
 
-def marshal(value: Any) -> dict[str, Any]:
+MAX_NESTING = 32
+"""DynamoDB's limit on nested maps and lists in one attribute. Held here, not left to
+the endpoint: moto stores deeper values that DynamoDB refuses, and past ~300 levels
+fails with a 500 of its own (adv28 k/1)."""
+
+
+def check_nesting(depth: int) -> None:
+    if depth > MAX_NESTING:
+        raise DynamoTypeError(f"a value nested more than {MAX_NESTING} levels deep "
+                              "(DynamoDB's limit on nested maps and lists)")
+
+
+def marshal(value: Any, _depth: int = 0) -> dict[str, Any]:
     """One Python value as a DynamoDB attribute value on the wire (`{"S": "x"}`)."""
     if value is None:
         return {"NULL": True}
@@ -55,9 +67,11 @@ def marshal(value: Any) -> dict[str, Any]:
     if isinstance(value, Set):
         return _set(value)
     if isinstance(value, Mapping):
-        return {"M": {str(k): marshal(v) for k, v in value.items()}}
+        check_nesting(_depth + 1)
+        return {"M": {str(k): marshal(v, _depth + 1) for k, v in value.items()}}
     if isinstance(value, list | tuple):
-        return {"L": [marshal(v) for v in value]}
+        check_nesting(_depth + 1)
+        return {"L": [marshal(v, _depth + 1) for v in value]}
     raise DynamoTypeError(f"unsupported type {type(value).__name__} for a DynamoDB value")
 
 
