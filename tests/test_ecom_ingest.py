@@ -100,6 +100,22 @@ def test_bad_uploads_are_400_naming_the_problem(
     assert answer.status_code == 400 and needle in answer.json()["error"]
 
 
+def test_a_lone_surrogate_is_refused_and_later_uploads_still_flow(ingest: ServiceProcess) -> None:
+    """An upload holding `\\ud800` was taken (202), and then every `GET /batches` failed to
+    encode it and closed unanswered: the indexer retried for ever and good uploads
+    after it never reached the cell (adv28 k/3). A real pair (an emoji) is a character."""
+    base = ingest.base_url
+    bad = requests.post(f"{base}/batches", headers=KEY, data=(
+        b'{"index": "sur", "accountId": "a", "documents": [{"title": "a\\ud800b"}]}'))
+    assert bad.status_code == 400, bad.text
+    assert "\\ud800 is half of a UTF-16 pair" in bad.json()["error"]
+    good = requests.post(f"{base}/batches", headers=KEY, data=(
+        b'{"index": "sur", "accountId": "a", "documents": [{"title": "ok \\ud83d\\ude00"}]}'))
+    assert good.status_code == 201, good.text
+    listed = [b for b in pending(base) if b["index"] == "sur"]
+    assert [d["title"] for b in listed for d in b["documents"]] == ["ok \U0001f600"]
+
+
 def test_unknown_records_routes_and_bad_queries(ingest: ServiceProcess) -> None:
     base = ingest.base_url
     for method, path in [("GET", "/batches/nope"), ("POST", "/batches/nope/ack")]:

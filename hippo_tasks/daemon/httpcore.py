@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from hippo_contract.http_head import Headers
 from hippo_contract.http_loop import http_date, phrase
+from hippo_contract.json_text import lone_surrogate, surrogate_sentence
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.app import App
@@ -227,15 +228,8 @@ def decode_json(raw: bytes, noun: str) -> Any:
         raise HttpError(400, f"Invalid JSON: {exc}") from None
     except RecursionError:
         raise HttpError(400, "Invalid JSON: nested too deeply") from None
-    if "\\u" in text:  # only an escape can make a lone surrogate: checked only then
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            bad = exc.object[exc.start:exc.end].encode("utf-16", "surrogatepass")[2:]
-            raise HttpError(400, f"Invalid JSON: \\u{int.from_bytes(bad, 'little'):04x} is "
-                                 f"half of a UTF-16 pair, not a character: send {noun} as "
-                                 "valid Unicode (Python, JavaScript and EventBridge refuse "
-                                 "to encode it)") from None
+    if "\\u" in text and (half := lone_surrogate(value)) is not None:
+        raise HttpError(400, f"Invalid JSON: {surrogate_sentence(half, noun)}")
     return value
 
 
