@@ -331,3 +331,26 @@ def test_a_port_check_refused_for_want_of_descriptors_is_tried_again(project: Pa
         assert svc.state == State.RUNNING, svc.reason
 
     run(project, text, scenario)
+
+
+def test_a_start_asked_during_a_crash_backoff_starts_it_now(project: Path) -> None:
+    """`hd start -s X` while X waited out a 40 s backoff sat through the whole delay,
+    printing nothing, where `hd restart -s X` started it at once (adv28 l/2). The user
+    who has just fixed what made it crash asks for it now."""
+    (p,) = free_ports(1)
+    text = stack_header(1, backoff_initial=40.0, backoff_max=40.0) + toy_service(
+        "flaky", p, readiness={"tcp": True})
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("flaky")
+        pid = svc.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        while svc.state != State.BACKOFF:
+            await asyncio.sleep(0.02)
+        settled = await asyncio.wait_for(h.stack.start(["flaky"]), timeout=20)
+        assert settled["flaky"].state == "running" and settled["flaky"].pid not in (None, pid)
+        assert "backoff" in h.states("flaky")
+
+    run(project, text, scenario)

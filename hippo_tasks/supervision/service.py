@@ -48,6 +48,8 @@ class ServiceSupervisor(ServiceRun):
         self._run: asyncio.Task[None] | None = None
         self._external: asyncio.Task[None] | None = None
         self._final = False
+        self._cut_short = False
+        """The request under way gave way to a pending one before it settled."""
 
     # ---- what others read (the rest: run.py) --------------------------------------
     @property
@@ -124,6 +126,10 @@ class ServiceSupervisor(ServiceRun):
                 self._external = loop.create_task(self._watch_external(), name=self.name)
             fut.set_result(self.snapshot())
             return fut
+        if op == "start" and self.sm.state == State.BACKOFF:
+            # Asked by hand during a crash backoff: now, as a restart is, not when the
+            # timer fires (up to backoff_max later, the command silent meanwhile; l/2).
+            op, reason = "restart", reason or "start requested"
         if op == "start" and self._pending is None and self._current in ("start", "restart") \
                 and not self._completed:
             # The same outcome answers both; not a job's that has exited 0 already (its
@@ -185,12 +191,13 @@ class ServiceSupervisor(ServiceRun):
                 await self._died(exc)
             finally:
                 waiters, self._current, self._current_waiters = self._current_waiters, None, []
-                if op != "stop" and self._pending == "stop":
-                    # Overtaken by a stop: answered once it is over, as it leaves the
-                    # service. Answered now, a restart said `stopping` of a service
+                if self._cut_short and self._pending is not None:
+                    # Overtaken: answered once what overtook it is over, as it leaves
+                    # the service. Answered now, a restart said `stopping` of a service
                     # the stop had already reported stopped (adv28 l/1).
                     self._pending_waiters.extend(waiters)
                     waiters = []
+                self._cut_short = False
                 outcome = self.snapshot()
                 for fut in waiters:
                     if not fut.done():
@@ -225,8 +232,12 @@ class ServiceSupervisor(ServiceRun):
                                                                name=f"{self.name}-run")
         assert self._mail is not None and self._settle is not None
         while not self._settled_now():
-            if self._pending == "stop":
-                return  # a stop interrupts a start; the loop takes it next
+            if self._pending == "stop" or (self._pending == "restart"
+                                           and self.state == State.BACKOFF):
+                # A stop interrupts a start; so does a restart of one waiting out a
+                # backoff. The loop takes it next, and answers this one's callers then.
+                self._cut_short = True
+                return
             self._settle.clear()
             waits = {asyncio.ensure_future(self._settle.wait()),
                      asyncio.ensure_future(self._mail.wait()), self._run}
