@@ -251,3 +251,32 @@ def test_a_crash_cascade_waits_for_a_dependency_another_command_is_restarting(
         assert registry(project)["services"]["c"]["state"] == "running"
     finally:
         hd(project, "down", check=True)
+
+
+def test_a_cascade_names_a_dependant_another_command_stopped_meanwhile(project: Path) -> None:
+    """db (slow to come back) <- mid <- top, all running; `hd restart -s db --cascade`,
+    then `hd stop -s top` while db restarts: the cascade left top out and said nothing,
+    exit 0 (the API: ok true, no problems; adv28 m/3). top stays stopped (the later
+    stop wins), and the cascade's answer names it, exit 1."""
+    import subprocess
+
+    from stackutil import HD_CLI
+
+    dash, db, mid, top = free_ports(4)
+    write_stack(project, stack_header(dash)
+                + toy_service("db", db, "--delay", "3", readiness={"http": "/healthz"})
+                + toy_service("mid", mid, depends_on=["db"])
+                + toy_service("top", top, depends_on=["mid"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "db", "--cascade"], cwd=project,
+                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.0)  # db is on its way back up
+        hd(project, "stop", "-s", "top", check=True, timeout=60)
+        out, err = cascade.communicate(timeout=60)
+        assert cascade.returncode == 1, out + err
+        assert "top: stopped" in out and "'top' is stopped (stop requested" in err, out + err
+        assert registry(project)["services"]["top"]["state"] == "stopped"
+        assert "mid: running" in out
+    finally:
+        hd(project, "down", timeout=60)

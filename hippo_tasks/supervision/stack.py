@@ -364,6 +364,8 @@ class StackSupervisor:
         held = self._held_back(name, skipped)  # --cascade too took it down (adv25 d/10)
         if held is not None:
             return {name: held}
+        were_up = {d for d in self.dependants_closure(name)
+                   if self.services[d].state not in (State.STOPPED, State.FAILED)}
         self._cascading[name] = self._cascading.get(name, 0) + 1
         try:
             first = await self._through_restart(
@@ -374,19 +376,23 @@ class StackSupervisor:
                 del self._cascading[name]
         if not first.ready:
             return {name: first}
-        return {name: first, **await self._cascade_from(name, "cascade", skipped)}
+        return {name: first, **await self._cascade_from(name, "cascade", skipped, were_up)}
 
-    async def _cascade_from(self, name: str, why: str,
-                            skipped: dict[str, str] | None = None) -> Settled:
+    async def _cascade_from(self, name: str, why: str, skipped: dict[str, str] | None = None,
+                            were_up: set[str] | None = None) -> Settled:
         """Restart what depends on `name`, in dependency order (restart_cascade says
         which, and why). A dependant with another dependency not ready is left as it
-        is, with why in `skipped`."""
+        is, with why in `skipped`. One of `were_up` (up as the cascade began) that
+        another command stopped meanwhile is answered as it is: left out in silence,
+        the cascade said ok, exit 0 (adv28 m/3)."""
         settled: Settled = {}
         for dep in self.dependants_closure(name):
             svc = self.services[dep]
             completed_job = svc.planned.spec.kind == "job" and svc.ready
             if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon \
                     and not completed_job and not svc.failed_for_dependency:
+                if were_up is not None and dep in were_up:
+                    settled[dep] = svc.snapshot()
                 continue
             if self.final:
                 break
