@@ -453,3 +453,35 @@ def test_a_recording_from_a_pipe_is_refused_not_replayed_as_empty(tmp_path: Path
     for path in (fifo, Path("/dev/zero")):
         with pytest.raises(RecordingError, match="not a regular file: a recording is read"):
             replay(path, url="http://127.0.0.1:9", speed=None)
+
+
+def test_a_replay_overtaken_by_down_says_the_stack_was_shut_down(
+        recording: Path, tmp_path: Path) -> None:
+    """`hd down` while a paced replay ran: it said the daemon was hung and to run `hd down
+    --force`, exit 6, of a daemon that had shut down as asked (adv28 k/2)."""
+    import subprocess
+    import time
+
+    from stackutil import HD_CLI
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    dash, settings, merch = free_ports(3)
+    body = (recorded_sink(root, "settings", settings) + recorded_sink(root, "merch", merch)
+            + routes(("EcomIndexSettings.", "settings"), ("Merchandising.", "merch")))
+    start(root, dash, {"settings": settings, "merch": merch}, body)
+    try:
+        lines = [json.loads(x) for x in recording.read_text().splitlines()][:3]
+        paced = _paced(lines, [100.0, 130.0, 160.0], tmp_path / "slow.jsonl")
+        replaying = subprocess.Popen([*HD_CLI, "events.replay", str(paced)], cwd=root,
+                                     text=True, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        time.sleep(2.0)  # the first delivery is sent; the next is 30 s away
+        hd(root, "down", check=True, timeout=60)
+        out, err = replaying.communicate(timeout=60)
+        assert replaying.returncode == 5, out + err
+        assert "the stack was shut down while the replay ran, after 1 of 3 deliveries" \
+            in err and "hung" not in err, out + err
+    finally:
+        hd(root, "down")
+        force_down(Registry(root))

@@ -108,7 +108,7 @@ class DaemonClient:
             return exchange(self.url, method, path, data, headers, timeout, waiting)
         except (OSError, BadAnswer) as exc:  # refused, reset, timed out, or not HTTP
             reason = str(exc) or type(exc).__name__
-            if self._ended():
+            if self.ended():
                 raise DaemonEndedError(self.pid, reason, self.foreground) from None
             if is_stopped(self.pid):  # "timed out", where the long wait said why (r/9)
                 reason = (f"it is stopped (SIGSTOP, Ctrl+Z or a debugger): `kill -CONT "
@@ -142,7 +142,7 @@ class DaemonClient:
                 exchange(self.url, "GET", "/healthz", None, JSON, LOOK_EVERY_S)
                 failed_since = None
             except (OSError, BadAnswer) as exc:
-                if self._ended():
+                if self.ended():
                     raise DaemonEndedError(self.pid, str(exc) or type(exc).__name__,
                                            self.foreground) from None
                 if failed_since is not None:  # one miss may be its shutdown's last 2 s
@@ -153,7 +153,7 @@ class DaemonClient:
 
         return look
 
-    def _ended(self, within: float = 0.5) -> bool:
+    def ended(self, within: float = 0.5) -> bool:
         """The daemon this client found has gone. A killed process closes its sockets
         before the kernel makes it a zombie, so its end is looked for a moment."""
         if self._ticks is None:

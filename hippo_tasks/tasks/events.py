@@ -21,7 +21,12 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from hippo_tasks.daemon.client import DaemonClient
-from hippo_tasks.errors import DaemonUnreachableError, UsageError
+from hippo_tasks.errors import (
+    DaemonEndedError,
+    DaemonUnreachableError,
+    StackShutDownError,
+    UsageError,
+)
 from hippo_tasks.events.hooks import stack_webhook_token, webhook_token
 from hippo_tasks.model.project import find_project_root
 from hippo_tasks.registry.store import Registry
@@ -226,7 +231,7 @@ def replay(c: Context, file: str, filter: str | None = None, speed: str | None =
     Exit 0 when every answer matches the recorded one (status and JSON, without times,
     durations and request ids), 1 with a summary of the differences otherwise.
     """
-    from hippo_tasks.events.replay import ReplayReport, WebhookUnreachable
+    from hippo_tasks.events.replay import ReplayReport, ReplayStopped, WebhookUnreachable
     from hippo_tasks.events.replay import replay as run_replay
 
     if file in ("-h", "--help"):
@@ -241,7 +246,10 @@ def replay(c: Context, file: str, filter: str | None = None, speed: str | None =
     client = DaemonClient.for_project(root)
     token = stack_webhook_token(Registry(root).read().get("daemon"))
 
+    selected = [0]
+
     def started(report: ReplayReport) -> None:
+        selected[0] = report.selected
         how = "as fast as possible" if pace is None else \
             f"over about {report.span_s / pace:.1f} s (speed {pace:g})"
         print(f"hippodrome | replaying {report.selected} of {report.deliveries} deliveries "
@@ -254,10 +262,21 @@ def replay(c: Context, file: str, filter: str | None = None, speed: str | None =
             recording, url=client.url,
             token=token, filter=filter or None,
             speed=pace, ignore=[k.strip() for k in ignore.split(",") if k.strip()],
-            on_start=started, on_mismatch=lambda m: print("\n".join(m.lines()), flush=True))
-    except WebhookUnreachable as exc:
-        raise DaemonUnreachableError(client.url, client.pid,
-                                     f"{exc.reason} (after {exc.sent} deliveries)") from None
+            on_start=started, on_mismatch=lambda m: print("\n".join(m.lines()), flush=True),
+            # A paced replay sees the daemon end while it waits, not at its next send.
+            stop=lambda: "the daemon has ended" if client.ended(within=0) else None)
+    except (WebhookUnreachable, ReplayStopped) as exc:
+        done = f"after {exc.sent} of {selected[0]} deliveries"
+        if isinstance(exc, ReplayStopped) or client.ended():
+            # `hd down` (or Ctrl+C of `hd up`) meanwhile: it was said to be hung, `hd down
+            # --force` advised, exit 6 (adv28 k/2). Its registry entry tells a shutdown,
+            # which clears it, from a kill, which leaves it.
+            if (Registry(root).read().get("daemon") or {}).get("pid") != client.pid:
+                raise StackShutDownError(f"the stack was shut down while the replay ran, "
+                                         f"{done}: the rest were not sent; `hd up` starts "
+                                         "it again") from None
+            raise DaemonEndedError(client.pid, f"{exc.reason}, {done}") from None
+        raise DaemonUnreachableError(client.url, client.pid, f"{exc.reason} ({done})") from None
     print("\n".join(result.summary(details=False)), flush=True)
     if not result.ok:
         print(paint(f"hippodrome: {result.different} of {result.sent} deliveries answered "
