@@ -128,3 +128,75 @@ def test_a_missing_queue_is_reported_and_retried(stack: QueueStack, tmp_path: Pa
         refused = start.spawn("ecom_indexer", env=bare, port=free_port())
         assert refused.wait_exit() == EXIT_CONFIG
         assert "ECOM_INDEXER_QUEUE is not set" in refused.output()
+
+
+class _PoisonCell:
+    """The real cell behind a loopback proxy that answers 500 to any write holding
+    `poison`: a batch the cell always fails on (its own bug, say) while it takes every
+    other. The real cell has no such batch on demand; everything else is forwarded."""
+
+    def __init__(self, cell: str) -> None:
+        import http.server
+        import threading
+        import urllib.error
+        import urllib.request
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if b"poison" in body:
+                    status, data = 500, b'{"error": "internal error (poisoned)"}'
+                else:
+                    req = urllib.request.Request(cell + self.path, data=body, method="POST",
+                                                 headers=dict(self.headers.items()))
+                    try:
+                        with urllib.request.urlopen(req, timeout=10) as resp:
+                            status, data = resp.status, resp.read()
+                    except urllib.error.HTTPError as exc:
+                        status, data = exc.code, exc.read()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_batch_the_cell_always_fails_on_does_not_hold_back_the_others(
+        stack: QueueStack, tmp_path: Path) -> None:
+    """A poison batch (5xx every time) received with good ones: the first 5xx ended the
+    receive, the good ones stayed invisible for the queue's 30 s and came back behind
+    it again (adv28 k/4). Each is now tried on its own; the poison one is retried."""
+    sqs = stack.client("sqs")
+    name = f"{stack.prefix}poison-{uuid.uuid4().hex[:6]}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]  # 30 s visibility, as provisioned
+    cell = _PoisonCell(stack.url("cell"))
+    try:
+        for n, title in enumerate(["poison pill", "garnet ring", "garnet vase", "garnet cup"]):
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(
+                {"batchId": f"p{n}", "index": "shop", "apiKey": stack.key,
+                 "documents": [{"_id": f"g{n}", "title": title}]}))
+        env = {**stack.env, "ECOM_INDEXER_QUEUE": name, "MARQO_BASE_URL": cell.url}
+        with ServiceStarter(tmp_path) as start:
+            indexer = start.start("ecom_indexer", env=env)
+            # well within the 30 s the good ones were held for
+            found = wait_for(lambda: sorted(stack.search("garnet")) == ["g1", "g2", "g3"],
+                             timeout=15, what="the good batches past the poison one")
+            assert found
+            stats = requests.get(f"{indexer.base_url}/stats", timeout=5).json()
+            assert stats["delivered"] == 3 and stats["failed"] == 0, stats
+            wait_for(lambda: requests.get(f"{indexer.base_url}/stats", timeout=5).json()
+                     ["retries"] >= 2, what="the poison batch retried")
+            assert indexer.terminate() == 0
+    finally:
+        cell.close()

@@ -6,7 +6,10 @@ documents, so a cell that is down (or answers 5xx) leaves it on the queue and it
 back after the visibility timeout, while a cell refusing it with a 4xx (unknown index,
 revoked key, bad document) will not change by retrying: the message is deleted and
 counted as failed, so one bad batch never blocks the others. A body that is not a
-batch at all is dropped the same way, with a log line naming it.
+batch at all is dropped the same way, with a log line naming it. A batch the cell
+answers 5xx for is released, and the others of the same receive are still tried: a
+batch it always fails on is retried (and counted in `retries`) without holding back
+the ones behind it.
 
 A batch left on the queue is made visible again after a second (ChangeMessageVisibility)
 rather than after the queue's 30 s visibility timeout, so a cell back from a restart
@@ -49,7 +52,12 @@ class Stats:
 
 
 class Retry(Exception):
-    """Leave the message on the queue and back off: a peer is down or answered 5xx."""
+    """Leave the message on the queue and back off: a peer is down or answered 5xx.
+    `whole`: the cell is unreachable, so the rest of the receive would fail too."""
+
+    def __init__(self, text: str, whole: bool = False) -> None:
+        super().__init__(text)
+        self.whole = whole
 
 
 def check_batch(body: Any) -> tuple[str, str, list[Any], str]:
@@ -80,10 +88,7 @@ class Consumer(BackgroundLoop):
         while not self.stop_event.is_set():
             delay = 0.0
             try:
-                for message in self.queue.receive(wait_s=self.wait_s):
-                    if self.stop_event.is_set():
-                        break  # not deleted: it comes back after the visibility timeout
-                    self.deliver(message)
+                self.deliver_all(self.queue.receive(wait_s=self.wait_s))
                 self.backoff.reset()
             except (Retry, QueueMissing, AwsError) as exc:
                 delay = self.backoff.next_delay()
@@ -93,6 +98,27 @@ class Consumer(BackgroundLoop):
                 delay = self.backoff.next_delay()
                 self._error(f"{type(exc).__name__}: {exc}; retrying in {delay:.1f}s", retry=True)
             self.stop_event.wait(delay)
+
+    def deliver_all(self, received: list[Message]) -> None:
+        """Each message of one receive on its own: one the cell answers 5xx is released
+        and the next is tried. The first such answer had ended the receive, leaving
+        the rest invisible for the queue's 30 s, and then behind it again (adv28 k/4).
+        Retry (the last one) once all were tried; an unreachable cell releases the rest
+        at once, as every one of them would fail the same way."""
+        retry: Retry | None = None
+        for n, message in enumerate(received):
+            if self.stop_event.is_set():
+                break  # not deleted: it comes back after the visibility timeout
+            try:
+                self.deliver(message)
+            except Retry as exc:
+                retry = exc
+                if exc.whole:
+                    for rest in received[n + 1:]:
+                        self._release(rest)
+                    break
+        if retry is not None:
+            raise retry
 
     def deliver(self, message: Message) -> None:
         try:
@@ -107,7 +133,7 @@ class Consumer(BackgroundLoop):
                                        body={"documents": docs}, headers={"x-api-key": key})
         except HttpError as exc:  # unreachable: the client's 502 names the cell
             self._release(message)
-            raise Retry(f"batch {batch_id}: {exc.message}") from None
+            raise Retry(f"batch {batch_id}: {exc.message}", whole=True) from None
         if answer.ok:
             self.queue.delete(message.receipt)
             with self.stats.lock:
