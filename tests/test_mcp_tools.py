@@ -406,3 +406,31 @@ def test_logs_arguments_are_refused_by_their_own_names() -> None:
     said = check_args(BY_NAME["logs"], {"service": "x", "since_time": ""})
     assert said is not None and "argument 'since_time'" in said, said
     assert check_args(BY_NAME["logs"], {"service": "x", "since_time": "5m"}) is None
+
+
+def test_logs_in_any_script_stay_within_the_bound_as_text(project: Path) -> None:
+    """Lines of é or emoji: each line was cut as promised, but the tool's text was JSON
+    with every é as `\\u00e9` (6 characters) and every emoji as two 6-character escapes,
+    so one answer was 363,000 and 722,000 characters against the 64,000 promised
+    (adv28 m/4). A line of bytes that are not UTF-8 still comes back."""
+    (project / "fr.py").write_text(
+        "import sys, time\n"
+        "for _ in range(60):\n    print('\\u00e9' * 3000)\n"
+        "sys.stdout.flush()\nsys.stdout.buffer.write(b'bad \\xff end\\n')\n"
+        "sys.stdout.flush()\ntime.sleep(3600)\n")
+    extra = '\n[services.fr]\ncommand = ["${python}", "fr.py"]\nreadiness = { log = "bad" }\n'
+    dashboard = small_stack(project, extra=extra)
+    hd(project, "up", "--detach", check=True)
+    try:
+        async def scenario(agent: Agent) -> None:
+            answer = await agent.call("logs", service="fr", limit=500)
+            assert not answer.error, answer.text
+            lines = [ln["line"] for ln in answer.data["lines"]]
+            assert sum(map(len, lines)) <= 64_000 and any("\u00e9" * 100 in x for x in lines)
+            assert len(answer.text) <= 64_000 + 16_000, len(answer.text)
+            assert "\\u00e9" not in answer.text and "bad" in answer.text
+
+        for target in (http(dashboard), stdio(project)):
+            run(target, scenario)
+    finally:
+        hd(project, "down")

@@ -23,7 +23,7 @@ def send(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     event = {"source": args.get("source", "marqo.dynamodb"),
              "detail-type": args["detail_type"], "detail": args.get("detail", {})}
     status, answer = client.post_event(event, stack.webhook_token())
-    text = json.dumps(answer)
+    text = json.dumps(answer, ensure_ascii=False)  # counted as the agent reads it
     if len(text) > MAX_ANSWER_CHARS:
         answer = {"truncated": text[:MAX_ANSWER_CHARS],
                   "note": f"the answer was {len(text)} characters; the first "

@@ -126,8 +126,22 @@ def call(stack: Stack, name: str, args: dict[str, Any]) -> types.CallToolResult:
         return _error(exc.message())
     except Exception as exc:  # a bug of ours: said plainly, and the server goes on
         return _error(f"internal error in {name}: {exc.__class__.__name__}: {exc}")
-    return types.CallToolResult(content=[types.TextContent(text=json.dumps(result))],
+    return types.CallToolResult(content=[types.TextContent(text=as_text(result))],
                                 structured_content=result)
+
+
+def as_text(result: dict[str, Any]) -> str:
+    """The result as the text an agent reads: JSON with every character as itself. With
+    escapes, a line of é was 6 characters a letter and an emoji 12, so a `logs` answer
+    cut to 64,000 characters of lines was 363,000 (adv28 m/4). A line holding bytes
+    that are not UTF-8 (a lone surrogate after decoding) keeps its escapes: no encoder
+    would write it otherwise."""
+    text = json.dumps(result, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(result)
+    return text
 
 
 def listed() -> list[types.Tool]:
