@@ -123,6 +123,23 @@ def test_validate_and_userinfo(cognito: ServiceProcess) -> None:
     assert requests.get(f"{base}/oauth2/token").status_code == 405
 
 
+DEEP = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).rstrip(b"=").decode()
+HEAD = _b64({"alg": "HS256", "typ": "JWT"})
+
+
+@pytest.mark.parametrize("token", [f"{DEEP}.e30.x", f"{HEAD}.{DEEP}.x", f"{HEAD}.\u00e9.x",
+                                   f"{HEAD}.e30.\u00e9", "\u00e9.e30.x"])
+def test_a_malformed_token_is_a_401_never_a_500(cognito: ServiceProcess, token: str) -> None:
+    """A header 3,000 levels deep was a RecursionError, a payload with é a
+    UnicodeEncodeError: a 500 and a traceback in the log for anyone, unauthenticated,
+    here and at admin_server, which asks the same code (adv28 k/5)."""
+    with pytest.raises(TokenError, match="malformed token"):
+        verify_token(token, SECRET)
+    answer = requests.post(f"{cognito.base_url}/validate", json={"token": token})
+    assert answer.status_code == 401 and "malformed token" in answer.json()["error"], \
+        answer.text
+
+
 def test_secret_is_not_logged(cognito: ServiceProcess) -> None:
     out = cognito.output()
     assert "FAKE_COGNITO_SECRET" in out and SECRET not in out

@@ -49,6 +49,8 @@ def _json_part(text: str) -> dict[str, Any]:
         value = json.loads(_b64decode(text))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise TokenError("malformed token (bad JSON)") from None
+    except RecursionError:  # read before the signature: anyone's 500 (adv28 k/5)
+        raise TokenError("malformed token (JSON nested too deeply)") from None
     if not isinstance(value, dict):
         raise TokenError("malformed token (not a JSON object)")
     return value
@@ -83,6 +85,8 @@ def verify_token(
     parts = token.strip().split(".")
     if len(parts) != 3 or not all(parts):
         raise TokenError("malformed token (want header.payload.signature)")
+    if not token.isascii():  # base64url is ASCII; the signing input is encoded as such
+        raise TokenError("malformed token (not base64url: a character outside ASCII)")
     header = _json_part(parts[0])
     if header.get("alg") != ALGORITHM:
         raise TokenError(f"unsupported algorithm {header.get('alg')!r}")
