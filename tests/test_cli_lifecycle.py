@@ -275,3 +275,39 @@ stop_timeout = 6
         assert "app: running" in cascade.stdout, cascade.stdout
     finally:
         hd(project, "down", check=True, timeout=60)
+
+
+def test_logs_of_a_service_not_started_yet_say_so_and_follow_it(project: Path) -> None:
+    """`hd logs -s app` while app waited for db refused it as an unknown name, exit 2,
+    and so did `hd logs -f -s app`, whose use that is (adv28 l/3)."""
+    import subprocess
+
+    from stackutil import HD_CLI, wait_for
+
+    dash, db, app = free_ports(3)
+    write_stack(project, stack_header(dash)
+                + toy_service("db", db, "--delay", "4", readiness={"http": "/"})
+                + toy_service("app", app, "--say", "app is up", depends_on=["db"]))
+    up = subprocess.Popen([*HD_CLI, "up", "--detach"], cwd=project, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    follow: subprocess.Popen[str] | None = None
+    try:
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists()
+                 and registry(project).get("services", {}).get("app", {}).get("state")
+                 == "pending", timeout=30, what="app waiting for db")
+        res = hd(project, "logs", "-s", "app")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "app has no log yet (it is pending: waiting for db)" in res.stderr, res.stderr
+        follow = subprocess.Popen([*HD_CLI, "logs", "-f", "-s", "app"], cwd=project,
+                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert up.wait(60) == 0
+        assert follow.stdout is not None
+        seen = [follow.stdout.readline() for _ in range(3)]  # blocks until lines come
+        assert any("app is up" in line for line in seen), seen
+        assert hd(project, "logs", "-s", "nope").returncode == 2
+    finally:
+        if follow is not None:
+            follow.kill()
+            follow.wait(10)
+        up.wait(60)
+        hd(project, "down", check=True)

@@ -79,7 +79,15 @@ def _files(latest: Path, service: str) -> list[Path]:
         path = latest / f"{service}.log"
         # A name, never a path: `-s /any/dir/x` or `-s ../../x` printed any x.log.
         if not SERVICE_NAME.match(service) or not os.path.lexists(path):
-            _say_if_left_out(latest.parent.parent, service)
+            state = _known_without_log(latest.parent.parent, service) \
+                if SERVICE_NAME.match(service) else None
+            if state is not None:
+                # The stack's own service, not started yet (waiting for a dependency, a
+                # job before it): refused as an unknown name, exit 2, even with -f,
+                # whose use that is (adv28 l/3). The follower waits for its file.
+                print(f"hippodrome: {service} has no log yet ({state})", file=sys.stderr,
+                      flush=True)
+                return [path]
             names = sorted(p.stem for p in latest.glob("*.log"))
             raise UsageError(f"no log for service '{service}' in {latest} (logs: "
                              f"{', '.join(names) or 'none'}){did_you_mean(service, names)}")
@@ -97,23 +105,31 @@ def _files(latest: Path, service: str) -> list[Path]:
     return found
 
 
-def _say_if_left_out(root: Path, service: str) -> None:
-    """A service of the stack file that this run left out is said as every other
-    command says it: "no log for service 'c'" read as a log gone missing. Only the
-    running daemon knows what its run left out, so it is asked, on this error path
-    only; with no daemon the plain sentence stands."""
+def _known_without_log(root: Path, service: str) -> str | None:
+    """A service with no log file, as the running daemon knows it: its state (`it is
+    pending: waiting for db`) when its stack runs it, UnknownServiceError when this
+    run left it out (as every other command says it: "no log for service 'c'" read as
+    a log gone missing), None when the daemon does not know it or none runs. Asked on
+    this path only."""
     from hippo_tasks.daemon.client import DaemonClient
     from hippo_tasks.errors import HippoError, UnknownServiceError
 
     try:
         status = DaemonClient.for_project(root).status()
     except (HippoError, OSError, ValueError):
-        return
+        return None
+    rows = [r for r in status.get("services") or () if isinstance(r, dict)]
     left_out = status.get("left_out")
     if isinstance(left_out, dict) and isinstance(left_out.get(service), str):
-        names = tuple(str(r.get("name")) for r in status.get("services") or ()
-                      if isinstance(r, dict))
-        raise UnknownServiceError(service, names, left_out[service])
+        raise UnknownServiceError(service, tuple(str(r.get("name")) for r in rows),
+                                  left_out[service])
+    row = next((r for r in rows if r.get("name") == service), None)
+    if row is None:
+        return None
+    waiting = [str(w.get("service")) for w in row.get("waiting_on") or ()
+               if isinstance(w, dict)]
+    return f"it is {row.get('state')}" + (f": waiting for {', '.join(waiting)}" if waiting
+                                           else "")
 
 
 def _count(lines: int | str) -> int:
@@ -187,6 +203,8 @@ def logs(c: Context, service: str | None = None, follow: bool = False,
                                     reading=True) from None
             print(f"hippodrome: cannot read {path}: {exc.strerror}: left out (run this as "
                   "the user who started the stack)", file=sys.stderr, flush=True)
+            continue
+        except FileNotFoundError:  # not written yet (the follow below waits for it)
             continue
         except OSError:  # replaced since it was listed: as the listing would have said
             say_left_out(path)
