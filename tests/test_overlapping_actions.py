@@ -407,3 +407,25 @@ def test_clicks_of_start_stop_start_stop_end_stopped_as_the_last_one_asked(
         assert out["2"]["services"][0]["state"] == "stopped", out["2"]
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_down_during_another_down_says_that_one_stopped_the_stack(project: Path) -> None:
+    """Two terminals: `hd down`, and a second `hd down` a second later while a service
+    waits out its stop_timeout. The second waited, then said "no daemon was running;
+    nothing to stop" (adv28 l/4)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("slow", port, "--ignore-term",
+                                                          stop_timeout=3))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    first = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)
+        second = hd(project, "down", timeout=60)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "no daemon was running" not in second.stdout, second.stdout
+        assert f"the stack was stopped by `down` (pid {first.pid}) while this one waited" \
+            in second.stdout, second.stdout + second.stderr
+    finally:
+        first.communicate(timeout=60)
+        hd(project, "down", timeout=60)

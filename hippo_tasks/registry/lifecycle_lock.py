@@ -28,6 +28,8 @@ class LifecycleLock:
         self.root = project_root
         self.path = project_root / ".hippodrome" / "lifecycle.lock"
         self.fd: int | None = None
+        self.waited_for: str | None = None
+        """Who held the lock while this one waited for it (`down` (pid N)), if anyone."""
 
     def acquire(self, what: str, say: Callable[[str], None] = print,
                 wait: float = WAIT_S, required: bool = True) -> None:
@@ -43,7 +45,8 @@ class LifecycleLock:
                 return
             raise StateDirError.from_os(exc, self.path.parent) from None
         def waiting() -> None:
-            say(f"waiting for {self._holder(fd)} to finish starting or stopping this stack")
+            self.waited_for = self._holder(fd)
+            say(f"waiting for {self.waited_for} to finish starting or stopping this stack")
 
         if not flock_within(fd, wait, waiting, poll=0.05):
             holder = self._holder(fd)

@@ -213,8 +213,9 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
         else:  # a graceful down waiting out a stop_timeout: what --force is for (a/9)
             say(f"{busy.holder} is still stopping the stack gracefully: --force ends "
                 "what is left now")
+    after = lock.waited_for if (lock.waited_for or "").startswith("`down") else None
     try:
-        left = _down_locked(root, force)
+        left = _down_locked(root, force, after)
     finally:
         lock.release()
     if left:  # the stack is down, the job is not: the last line, and no exit 0
@@ -227,8 +228,9 @@ FORCE_OVER_DOWN_S = 1.0
 the way out the docs give, waited behind it (adv24 a/9)."""
 
 
-def _down_locked(root: Path, force: bool) -> int:
-    """Stop the stack; how many `--enable-events` resources could not be deleted."""
+def _down_locked(root: Path, force: bool, after: str | None = None) -> int:
+    """Stop the stack; how many `--enable-events` resources could not be deleted.
+    `after`: the `down` this one waited for, which may have stopped it meanwhile."""
     from hippo_tasks.daemon.client import DaemonClient
 
     registry = Registry(root)
@@ -252,8 +254,11 @@ def _down_locked(root: Path, force: bool) -> int:
             stopped = stop_unlisted(root)
             hooks.wait_for_owners(registry, say)
             left = hooks.recover(registry, say)
+            # "no daemon was running" was untrue after waiting for another `down` that
+            # stopped it meanwhile (adv28 l/4)
             print("hippodrome | stack stopped, daemon exited" if stopped else
-                  "hippodrome | no daemon was running; nothing to stop")
+                  f"hippodrome | the stack was stopped by {after} while this one waited"
+                  if after else "hippodrome | no daemon was running; nothing to stop")
             return left
         except DaemonUnreachableError as exc:
             if finishing_a_shutdown(registry, exc.pid):
