@@ -609,6 +609,46 @@ def test_page_route_and_event_streams_end_with_their_client_and_the_daemon(
     stacks.clear()
 
 
+def test_past_the_stream_limit_the_oldest_page_gives_way_and_resumes_when_looked_at(
+        project: Path, stacks: list[Stack], browser: Browser) -> None:
+    """64 open streams (forgotten tabs, a script leaking `curl -N`s), then one more tab:
+    it got a 503 its EventSource cannot read and said "daemon not reachable: retrying"
+    for ever (adv28 m/2). The oldest stream gives way: a page says it is paused and
+    resumes when it is looked at again; a raw stream gets `event: evicted` and its end."""
+    from playwright.sync_api import expect
+
+    from hippo_tasks.daemon.page import MAX_STREAMS
+
+    web = free_ports(1)[0]
+    stacks.append(s := run_stack(project, {"web": toy_service("web", web)}, {"web": web}))
+    port = int(s.url.rsplit(":", 1)[1])
+    context = browser.new_context()
+    socks: list[socket.socket] = []
+    try:
+        old = context.new_page()
+        open_page(old, s)
+        expect(old.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+        socks = [_open_stream(port)[0] for _ in range(MAX_STREAMS - 1)]
+        new = context.new_page()
+        open_page(new, s)
+        expect(new.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+        expect(old.locator("#conn")).to_contain_text("paused: a newer page took this one's "
+                                                     "live updates", timeout=WAIT_MS)
+        old.bring_to_front()
+        old.locator("h1").click()
+        expect(old.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+        # the oldest raw stream gave way to it
+        rest = b""
+        socks[0].settimeout(10)
+        while chunk := socks[0].recv(65536):
+            rest += chunk
+        assert b"event: evicted" in rest
+    finally:
+        context.close()
+        for sock in socks:
+            sock.close()
+
+
 def test_the_snapshot_in_the_page_cannot_close_its_script_block() -> None:
     from hippo_tasks.daemon.page import _boot_json, page
 

@@ -49,6 +49,9 @@ RETRY_MS = 2000
 """Reconnect delay the browser is told to use when a stream ends."""
 
 _streams = threading.BoundedSemaphore(MAX_STREAMS)
+_giving_way: list[threading.Event] = []
+"""One per open stream, oldest first: set, that stream ends to make room for a newer one."""
+_giving_way_lock = threading.Lock()
 
 
 BOOT = b'<script type="application/json" id="boot">null</script>'
@@ -193,8 +196,10 @@ def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def stream(sink: Sink, app: App, now: Callable[[], float] = time.monotonic) -> None:
-    """Serve one event stream until the peer leaves or the daemon shuts down."""
+def stream(sink: Sink, app: App, now: Callable[[], float] = time.monotonic,
+           give_way: threading.Event | None = None) -> None:
+    """Serve one event stream until the peer leaves, the daemon shuts down, or a newer
+    stream needs its place (`give_way`)."""
     engine = app.engine
     tracker = Tracker(engine, app.webhook.deliveries)
     sink.write(f"retry: {RETRY_MS}\n\n".encode()
@@ -206,6 +211,10 @@ def stream(sink: Sink, app: App, now: Callable[[], float] = time.monotonic) -> N
             sink.write(_event("bye", {"reason": "daemon shutting down"}))
             return
         if sink.peer_gone():
+            return
+        if give_way is not None and give_way.is_set():
+            sink.write(_event("evicted", {"reason": f"a newer page took this one's live "
+                                                    f"updates (at most {MAX_STREAMS} open)"}))
             return
         pause = last_sent + MIN_INTERVAL - now()
         if pause > 0:
@@ -221,11 +230,29 @@ def stream(sink: Sink, app: App, now: Callable[[], float] = time.monotonic) -> N
 
 
 def events(req: Request) -> Json | Stream:
+    """At MAX_STREAMS, the oldest stream gives way (its page says so and waits to be
+    looked at again): a 65th tab had a 503 its EventSource cannot read, and said
+    "daemon not reachable" for ever while the forgotten tabs kept every slot (adv28
+    m/2). The connection cap does the same with the oldest stream."""
     req.app.engine.check_accepting()
     if not _streams.acquire(blocking=False):
-        return Json({"error": f"too many open event streams (limit {MAX_STREAMS}); "
-                              "close a dashboard tab"}, status=503)
+        with _giving_way_lock:
+            oldest = next((e for e in _giving_way if not e.is_set()), None)
+            if oldest is not None:
+                oldest.set()
+        if not _streams.acquire(timeout=IDLE_WAKE + 1.0):  # it sees it within IDLE_WAKE
+            return Json({"error": f"too many open event streams (limit {MAX_STREAMS}); "
+                                  "close a dashboard tab"}, status=503)
+    give_way = threading.Event()
+    with _giving_way_lock:
+        _giving_way.append(give_way)
+
+    def done() -> None:
+        with _giving_way_lock:
+            _giving_way.remove(give_way)
+        _streams.release()
+
     app = req.app
-    return Stream(lambda sink: stream(sink, app), "text/event-stream; charset=utf-8",
-                  {"X-Accel-Buffering": "no"}, done=_streams.release,
-                  write_timeout=WRITE_TIMEOUT)
+    return Stream(lambda sink: stream(sink, app, give_way=give_way),
+                  "text/event-stream; charset=utf-8", {"X-Accel-Buffering": "no"},
+                  done=done, write_timeout=WRITE_TIMEOUT)
