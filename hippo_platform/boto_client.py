@@ -62,6 +62,33 @@ def is_loopback(endpoint_url: str | None) -> bool:
         return False
 
 
+_LOCAL_KEPT = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                         "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+                         "AWS_EC2_METADATA_DISABLED"})
+
+
+def local_only(endpoint_url: str, environ: dict[str, str]) -> list[str]:
+    """Make a process's environment one for the local moto only: the shell's AWS settings
+    for real accounts left out, and no proxy between it and the loopback endpoint.
+    boto3 reads them before anything else: an `AWS_PROFILE` from a `.bashrc` naming no
+    profile here, a bogus `AWS_STS_REGIONAL_ENDPOINTS` or an `HTTP_PROXY` without
+    `NO_PROXY` failed `hd up --profile ecom` with a botocore traceback (adv28 k/8). For
+    the provisioning job's own process (its `main`), never a library caller's. Returns
+    the names left out."""
+    if not is_loopback(endpoint_url):
+        return []
+    gone = sorted(k for k in environ if k.startswith("AWS_") and k not in _LOCAL_KEPT
+                  and not k.startswith("AWS_ENDPOINT_URL"))
+    for name in gone:
+        del environ[name]
+    environ["AWS_CONFIG_FILE"] = environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    host = urlsplit(endpoint_url).hostname or "127.0.0.1"
+    for name in ("NO_PROXY", "no_proxy"):
+        environ[name] = ",".join(filter(None, [environ.get(name, ""), host, "localhost",
+                                               "127.0.0.1"]))
+    return gone
+
+
 def new_session(region: str | None = None, endpoint_url: str | None = None) -> Any:
     """A boto3 session; aimed at a loopback endpoint with no credentials configured, it
     uses dummy ones, which is all moto asks for."""

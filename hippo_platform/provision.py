@@ -331,8 +331,9 @@ def _ensure_pipe(pipes: Any, name: str, stream_arn: str, bus_arn: str, role_arn:
     return _guarded("EventBridge pipe", name, "pipes", step)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m hippo_platform.provision`: one line per resource, exit 1 on failure."""
+def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
+    """`python -m hippo_platform.provision`: one line per resource, exit 1 on failure.
+    `own_process`: run as that command, whose environment it may change (local_only)."""
     parser = argparse.ArgumentParser(
         prog="python -m hippo_platform.provision",
         description="Create the ecom profile's AWS resources on a moto server (idempotent).",
@@ -358,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               "HIPPODROME_TABLE_PREFIX, as the stack does.", file=sys.stderr)
         return 2
 
+    if own_process:
+        aws.local_only(endpoint, os.environ)
+
     def show(r: Resource) -> None:
         note = f"  ({r.note})" if r.note else ""
         print(f"{'created' if r.created else 'exists '}  {r.kind:<14}  {r.name}  {r.arn}{note}")
@@ -373,4 +377,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

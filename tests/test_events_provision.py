@@ -172,6 +172,24 @@ def test_cli_prints_one_line_per_resource_and_no_secret(moto_endpoint: str) -> N
             assert value not in text
 
 
+def test_the_shells_aws_settings_for_real_accounts_do_not_reach_the_local_job(
+        moto_endpoint: str, tmp_path: Path) -> None:
+    """A `.bashrc` exporting AWS_PROFILE (no such profile here), a bogus
+    AWS_STS_REGIONAL_ENDPOINTS or a proxy without NO_PROXY failed `hd up --profile
+    ecom` in this job with a botocore traceback (adv28 k/8): none is for the local moto."""
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "config").write_text("[default]\ncredential_process = false\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "hippo_platform.provision", "--table-prefix", "prov-shell-",
+         "--endpoint-url", moto_endpoint],
+        env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path),
+             "AWS_PROFILE": "work", "AWS_STS_REGIONAL_ENDPOINTS": "bogus",
+             "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"},
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and out.stdout.startswith("created"), out.stdout
+
+
 def test_cli_names_the_resource_that_failed(moto_endpoint: str) -> None:
     """SQS refuses a queue name with a space or '!': the error names that queue. (With no
     credentials at all, a loopback endpoint gets dummy ones: test_events_validate.)"""
