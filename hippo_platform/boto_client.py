@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,7 +67,7 @@ _LOCAL_KEPT = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESS
                          "AWS_EC2_METADATA_DISABLED"})
 
 
-def local_only(endpoint_url: str, environ: dict[str, str]) -> list[str]:
+def local_only(endpoint_url: str, environ: MutableMapping[str, str]) -> list[str]:
     """Make a process's environment one for the local moto only: the shell's AWS settings
     for real accounts left out, and no proxy between it and the loopback endpoint.
     boto3 reads them before anything else: an `AWS_PROFILE` from a `.bashrc` naming no
