@@ -47,6 +47,12 @@ def test_healthz_status_logs(daemon: str) -> None:
     last = logs["last_seq"]
     code, newer = call(daemon + f"/api/services/web/logs?after={last}")
     assert code == 200 and newer["lines"] == []
+    # before=1: nothing (numbers start at 1); before=0 answered the newest lines as if
+    # absent, and a client paging with first_seq - 1 went round in a loop (adv28 m/7)
+    code, older = call(daemon + "/api/services/web/logs?before=1")
+    assert code == 200 and older["lines"] == []
+    code, body = call(daemon + "/api/services/web/logs?before=0")
+    assert code == 400 and "'before' must be between 1 and" in body["error"], body
 
 
 def test_errors_are_json_with_the_right_status(daemon: str) -> None:

@@ -107,7 +107,7 @@ def logs(req: Request) -> Json:
                              "90s/5m/2h ago), or leave it out")
     lines = _int_arg(q, "lines", 100, 0, 100_000)
     after = _int_arg(q, "after", -1, -1, 2**62)
-    before = _int_arg(q, "before", 0, 0, 2**62)
+    before = _int_arg(q, "before", 0, 1, 2**62)  # 0 read as absent: the newest (m/7)
     encoded = req.app.commands.logs_json(
         req.params["name"], lines, None if after < 0 else after,
         before=before or None, since=q.get("since") or None, grep=q.get("grep", ""),
