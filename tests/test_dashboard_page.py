@@ -271,6 +271,32 @@ def test_a_lines_colours_are_shown_as_colours_and_other_escapes_are_dropped(
     assert "\x1b" not in pane.evaluate("e => e.textContent")
 
 
+def test_a_starting_service_has_no_health_yet(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    """While it starts, a service was painted `unhealthy` in red, where `hd status` shows
+    `-` (adv28 m/8): its probe has not had a chance to pass yet."""
+    import threading
+
+    from playwright.sync_api import expect
+
+    web = free_ports(1)[0]
+    stacks.append(s := run_stack(project, {"web": toy_service(
+        "web", web, "--delay", "3", readiness={"http": "/"})}, {"web": web}))
+    open_page(page, s)
+    expect(svc(page, "web").locator(".c-health")).to_have_text("ok", timeout=WAIT_MS)
+    restart = threading.Thread(target=lambda: urllib.request.urlopen(urllib.request.Request(
+        s.url + "/api/services/web/restart", method="POST"), timeout=60).read())
+    restart.start()
+    try:
+        expect_state(page, "web", "starting")
+        health = svc(page, "web").locator(".c-health")
+        assert health.text_content() == "\u2014" and "unhealthy" not in (
+            health.get_attribute("class") or ""), health.text_content()
+    finally:
+        restart.join(60)
+    expect(svc(page, "web").locator(".c-health")).to_have_text("ok", timeout=WAIT_MS)
+
+
 def test_buttons_restart_stop_and_start_the_real_services(
         project: Path, stacks: list[Stack], page: Page) -> None:
     from playwright.sync_api import expect
