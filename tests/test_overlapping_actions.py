@@ -429,3 +429,25 @@ def test_a_down_during_another_down_says_that_one_stopped_the_stack(project: Pat
     finally:
         first.communicate(timeout=60)
         hd(project, "down", timeout=60)
+
+
+def test_ctrl_c_of_a_waiting_down_says_the_shutdown_goes_on(project: Path) -> None:
+    """Ctrl+C while `hd down` waited out a stop_timeout: exit 130 and no word, while the
+    daemon went on stopping the stack (adv28 l/6; start/stop/restart said so already)."""
+    import signal
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("slow", port, "--ignore-term",
+                                                          stop_timeout=5))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        down = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: registry(project)["services"]["slow"]["state"] == "stopping", 20,
+                 what="the stop under way")
+        down.send_signal(signal.SIGINT)
+        out, err = down.communicate(timeout=30)
+        assert down.returncode == 130, out + err
+        assert "stopped waiting; the shutdown goes on in the daemon" in err, out + err
+    finally:
+        hd(project, "down", timeout=60)

@@ -240,7 +240,13 @@ def _down_locked(root: Path, force: bool, after: str | None = None) -> int:
             born = identity(client.pid)  # now: a daemon asked to stop leaves the registry
             client.shutdown()
             say(f"stopping the stack (daemon pid {client.pid})...")
-            _wait_daemon_gone(registry, client.pid, born)
+            try:
+                _wait_daemon_gone(registry, client.pid, born)
+            except KeyboardInterrupt:  # exit 130 with no word, the shutdown went on (l/6)
+                print("hippodrome | stopped waiting; the shutdown goes on in the daemon "
+                      "(`hd status` shows where it is; `hd down --force` ends it now)",
+                      file=sys.stderr, flush=True)
+                raise
             _end_what_a_dead_daemon_left(registry, client.pid)
             hooks.wait_for_owners(registry, say)
             left = hooks.recover(registry, say)
