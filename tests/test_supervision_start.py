@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 from harness import Harness, run
-from stackutil import PY, free_ports, toy_service
+from stackutil import PY, free_ports, stack_header, toy_service
 
 from hippo_tasks.supervision.states import State
 
@@ -491,5 +492,36 @@ def test_a_name_longer_than_the_file_system_allows_is_a_sentence(project: Path,
         assert failure is not None and "internal error" not in failure.reason
         assert "File name too long" in failure.reason, failure.reason
         assert f"… ({len(str(project / name))} characters)" in failure.reason, failure.reason
+
+    run(project, text, scenario)
+
+
+def test_a_service_listening_on_ipv6_loopback_only_is_told_why_it_is_not_ready(
+        project: Path) -> None:
+    """A server told `localhost` that listens on [::1] only (Node 17+) never became
+    ready, and its reason said only `not ready within start_timeout (readiness: tcp)`
+    (adv28 l/9). The reason says where it answers and what to change."""
+    import socket as socketlib
+
+    probe = socketlib.socket(socketlib.AF_INET6)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.fail("this test needs an IPv6 loopback (::1), which CI machines have")
+    finally:
+        probe.close()
+    (port,) = free_ports(1)
+    server = (f'import socket, time\ns = socket.socket(socket.AF_INET6)\n'
+              f's.bind(("::1", {port}))\ns.listen()\ntime.sleep(60)\n')
+    text = stack_header(1) + (
+        f'[services.six]\ncommand = ["{PY}", "-c", {json.dumps(server)}]\nport = {port}\n'
+        'readiness = { tcp = true }\nstart_timeout = 2\n')
+
+    async def scenario(h: Harness) -> None:
+        failure = await h.stack.start_and_wait()
+        assert failure is not None
+        reason = h.stack.get("six").reason
+        assert f"it answers on [::1]:{port} (IPv6) only" in reason and \
+            "have it listen on 127.0.0.1" in reason, reason
 
     run(project, text, scenario)

@@ -51,6 +51,22 @@ def connect_now(host: str, port: int) -> tuple[socket.socket, bool] | None:
     return None
 
 
+def ipv6_only(port: int) -> bool:
+    """Something accepts on [::1]:port while the probes, on HOST, found nothing: what a
+    Node 17+ server (and others) listening on `localhost` does. Its start_timeout said
+    only "not ready (readiness: tcp)" (adv28 l/9). Asked once, on that failure."""
+    try:
+        with socket.create_connection(("::1", port), timeout=0.2):
+            pass
+    except OSError:
+        return False
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return False
+    except OSError:
+        return True
+
+
 def to_itself(sock: socket.socket) -> bool:
     """Connected to itself: with nothing listening on a port in the range the kernel
     gives outgoing connections (32768-60999), a probe's socket can be given that very

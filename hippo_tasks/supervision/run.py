@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import cut_long
-from hippo_tasks.model.plan import PlannedService
+from hippo_tasks.model.plan import HOST, PlannedService
 from hippo_tasks.model.spec import SETUP_TIMEOUT, StackSettings
 from hippo_tasks.supervision import ports, probes
 from hippo_tasks.supervision.backoff import Backoff, Clock, next_failures
@@ -304,8 +304,14 @@ class ServiceRun:
         if outcome == "timeout" and spec.kind == "job":
             return f"did not finish within start_timeout={spec.start_timeout:g}s"
         if outcome == "timeout":
+            port = self.planned.port
+            six = bool(port) and spec.readiness.kind in ("tcp", "http") and \
+                probes.ipv6_only(port or 0)
+            where = (f"; it answers on [::1]:{port} (IPv6) only, and the stack reaches it "
+                     f"on {HOST}:{port}: have it listen on {HOST} (or on every address), "
+                     "as a server told `localhost` may not (Node 17+)" if six else "")
             return (f"not ready within start_timeout={spec.start_timeout:g}s "
-                    f"(readiness: {spec.readiness.describe()})")
+                    f"(readiness: {spec.readiness.describe()}){where}")
         if outcome == "unhealthy":
             return (f"liveness probe failed {self.ctx.settings.liveness_failures} times in a "
                     "row (hung?)")
