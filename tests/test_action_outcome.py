@@ -64,6 +64,10 @@ def test_restarting_or_starting_an_external_service_by_name_says_what_it_did() -
         "ext is external and does not answer: Hippodrome does not run it; start it "
         "yourself"]
     assert texts("restart", None, [up]) == texts("start", "app", [down]) == []
+    # --cascade restarts what runs on it, which is what was asked of it: it said "not
+    # restarted", exit 1, having restarted app (adv28 l/5)
+    app = row("app", "running", ready=True)
+    assert texts("restart", "ext", [up, app], cascade=True) == []
 
 
 def test_failed_stopped_and_cascades() -> None:
