@@ -360,3 +360,25 @@ def test_json_report_writes_into_what_the_file_is(tmp_path: Path) -> None:
                                            f"(e.g. {tmp_path / 'probes.json'})")
     assert "does not exist (make it first)" in str(json_refusal(str(tmp_path / "no" / "x")))
     assert json_refusal(str(plain)) is None
+
+
+def test_output_that_cannot_be_written_ends_as_hd_commands_do(
+        stack: tuple[Path, int]) -> None:
+    """`hd probes > /dev/full` and `hd probes | head -1` ended in tracebacks, exit 1
+    (adv28 k/9): 120 with a sentence, and 141 with nothing more, as every hd command."""
+    root, offset = stack
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO),
+           "HIPPODROME_DASHBOARD_URL": f"http://127.0.0.1:{9000 + offset}"}
+    argv = [sys.executable, "-m", "hippo_platform.seed.probes", "--project-root", str(root)]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(argv, cwd=root, env=env, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert done.returncode == 120, done.stderr
+    assert done.stderr.startswith("probes: the output could not be written: [Errno 28]") \
+        and "Traceback" not in done.stderr, done.stderr
+    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the first line, as `| head -0`
+    assert proc.wait(120) == 141
+    assert proc.stderr is not None and "Traceback" not in proc.stderr.read()

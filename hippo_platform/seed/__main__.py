@@ -48,4 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hippo_platform.seed.command_exit import run
+
+    sys.exit(run(main, "seed", ": `hd seed` again finishes it"))

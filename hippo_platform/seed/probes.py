@@ -325,4 +325,6 @@ def write_json_report(path: Path, results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hippo_platform.seed.command_exit import run
+
+    sys.exit(run(main, "probes"))

@@ -1,0 +1,48 @@
+"""How the stack's commands (`hd seed`, `hd probes`) end when their output or their user
+goes away: as every `hd` command does, not with a traceback.
+
+`hd seed > /dev/full` seeded, wrote both files, then printed a traceback ending in
+`OSError: [Errno 28]`, exit 1; `hd probes | head -1` a BrokenPipeError traceback; Ctrl+C
+a KeyboardInterrupt one (adv28 k/9). The exit codes are hd's: 120 when the output could
+not be written (said on stderr), 141 when its reader went away (nothing more said), 130
+on Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Callable
+
+
+def run(main: Callable[[], int], prog: str, interrupted: str = "") -> int:
+    """`main()`'s exit code, or the code and one sentence for the ends above."""
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except KeyboardInterrupt:
+        _quiet_stdout()
+        print(f"{prog}: interrupted (Ctrl+C){interrupted}", file=sys.stderr, flush=True)
+        return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EDQUOT, errno.EFBIG):
+            raise
+        _quiet_stdout()
+        print(f"{prog}: the output could not be written: {exc}", file=sys.stderr, flush=True)
+        return 120
+
+
+def _quiet_stdout() -> None:
+    """What Python would still flush at exit goes nowhere: a second failure there printed
+    `Exception ignored ... BrokenPipeError` after the sentence."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
