@@ -371,6 +371,22 @@ def test_an_endpoint_that_is_not_aws_is_never_ok(moto_endpoint: str) -> None:
                for line in lines), lines
 
 
+def test_an_answer_of_the_wrong_shape_is_not_aws_not_a_python_error(
+        moto_endpoint: str) -> None:
+    """`"Table": "str"` made the table checks say `AWS call failed: AttributeError: 'str'
+    object has no attribute 'get'.`, with no fix (adv28 k/7)."""
+    from scripted_http import serving
+
+    odd = {"Name": 5, "Arn": None, "CurrentState": ["x"], "Table": "str"}
+    with serving([(200, odd, 0.0)] * 20) as app:
+        lines, ok = validate("val-odd-", app.url)
+    assert not ok
+    text = "\n".join(lines)
+    assert "AttributeError" not in text and "AWS call failed" not in text, text
+    assert "Could not check table val-odd-EcomIndexSettingsTable: the endpoint answered, " \
+        "but not as AWS dynamodb does (its answer is not AWS's format)" in text, text
+
+
 @pytest.mark.parametrize("status", [404, 405])
 def test_an_endpoint_that_refuses_as_no_aws_does_gets_the_fix(moto_endpoint: str,
                                                               status: int) -> None:

@@ -407,9 +407,11 @@ def explain(exc: BaseException, service: str | None = None) -> AwsError:
         return AwsError("other", redact(f"AWS call failed: {exc}."))
     from botocore.parsers import ResponseParserError
 
-    if isinstance(exc, KeyError | ResponseParserError):
+    if isinstance(exc, KeyError | ResponseParserError | AttributeError | TypeError):
         # botocore could not read the answer as AWS's: a server that answers HTTP but is
-        # not AWS (another app on moto's port). Said as `KeyError: 'GetRoleResult'`.
+        # not AWS (another app on moto's port). Said as `KeyError: 'GetRoleResult'`, and
+        # a field of the wrong type (`"Table": "str"`) as botocore's AttributeError
+        # (adv28 k/7).
         what = f"AWS {service.upper() if service == 'iam' else service}" if service else "AWS"
         why = (f"its answer lacks {exc}" if isinstance(exc, KeyError)
                else "its answer is not AWS's format")

@@ -229,10 +229,13 @@ def check_stream(ddb: Any, target: Target, suffix: str) -> Check:
     found = _call("dynamodb", ddb.describe_table, TableName=name)
     if found is None:
         return Check(Status.MISSING, f"Table {name} does not exist", fix=target.deploy_fix(suffix))
-    table = found.get("Table") or {}
-    if not table.get("TableArn"):
+    # Each level checked for its shape: `"Table": "str"` from a stand-in was said as
+    # `AWS call failed: AttributeError: 'str' object has no attribute 'get'` (adv28 k/7)
+    table = found.get("Table") if isinstance(found, dict) else None
+    if not isinstance(table, dict) or not table.get("TableArn"):
         return _not_aws(f"table {name}", "DynamoDB", "Table.TableArn")
-    spec = table.get("StreamSpecification") or {}
+    spec = table.get("StreamSpecification")
+    spec = spec if isinstance(spec, dict) else {}
     enabled = bool(spec.get("StreamEnabled"))
     view = str(spec.get("StreamViewType") or "none")
     details = {
