@@ -66,6 +66,8 @@ def test_bad_requests_and_bad_files_are_4xx(stack: QueueStack) -> None:
     put(stack, "imports/scalar.json", b"42")
     put(stack, "imports/items.json", b'[1, 2]')
     put(stack, "imports/latin1.json", "[{\"t\": \"caf\xe9\"}]".encode("latin-1"))
+    put(stack, "imports/deep.json", b"[" * 5000 + b"]" * 5000)  # was a 500 (adv28 k/1)
+    put(stack, "imports/deep.jsonl", b'{"_id": "x"}\n' + b"[" * 5000 + b"]" * 5000 + b"\n")
     cases: list[tuple[object, str | None, int, str]] = [
         ({"bucket": bucket, "key": "imports/bad.jsonl", "index": "shop"}, "", 400, "line 2"),
         ({"bucket": bucket, "key": "imports/scalar.json", "index": "shop"}, "", 400,
@@ -73,6 +75,10 @@ def test_bad_requests_and_bad_files_are_4xx(stack: QueueStack) -> None:
         ({"bucket": bucket, "key": "imports/items.json", "index": "shop"}, "", 400,
          "documents[0]"),
         ({"bucket": bucket, "key": "imports/latin1.json", "index": "shop"}, "", 400, "UTF-8"),
+        ({"bucket": bucket, "key": "imports/deep.json", "index": "shop"}, "", 400,
+         "nested too deeply"),
+        ({"bucket": bucket, "key": "imports/deep.jsonl", "index": "shop"}, "", 400,
+         "line 2 of the object is JSON nested too deeply"),
         ({"bucket": bucket, "key": "imports/none.json", "index": "shop"}, "", 404, "none.json"),
         ({"bucket": "no-such-bucket", "key": "k", "index": "shop"}, "", 404, "no-such-bucket"),
         ({"bucket": bucket, "index": "shop"}, "", 400, "'key'"),

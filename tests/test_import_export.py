@@ -92,9 +92,13 @@ def test_bad_files_and_missing_records(start: ServiceStarter, moto_url: str) -> 
     client.put_object(Bucket=bucket, Key="list.jsonl", Body=b'{"_id": "a"}\n[1]\n')
     client.put_object(Bucket=bucket, Key="id.jsonl", Body=b'{"_id": 5}\n')
     client.put_object(Bucket=bucket, Key="bin.jsonl", Body=b"\xff\xfe")
+    # a 500 with the parser's RecursionError words (adv28 k/1)
+    client.put_object(Bucket=bucket, Key="deep.jsonl",
+                      Body=b'{"_id": "a"}\n' + b"[" * 5000 + b"]" * 5000 + b"\n")
     url = f"{ctl}/api/v2/indexes/dst/import"
     for name, text in (("bad", "line 2: not JSON"), ("list", "line 2: a document must be"),
-                       ("id", "line 1: _id must be"), ("bin", "not UTF-8")):
+                       ("id", "line 1: _id must be"), ("bin", "not UTF-8"),
+                       ("deep", "line 2: JSON nested too deeply")):
         got = requests.post(url, headers=key, json={"key": f"{name}.jsonl"}, timeout=10)
         assert got.status_code == 400 and text in got.json()["error"], got.text
     assert requests.get(f"{cell}/indexes/dst", headers=key, timeout=10).status_code == 404

@@ -55,6 +55,8 @@ def parse_documents(data: bytes) -> list[Any]:
         raise BadRequest("the object is not UTF-8 text") from None
     try:
         whole = json.loads(text)
+    except RecursionError:  # a 500 with the parser's words (adv28 k/1)
+        raise BadRequest("the object is JSON nested too deeply") from None
     except json.JSONDecodeError:
         whole = None
         docs = []
@@ -64,6 +66,9 @@ def parse_documents(data: bytes) -> list[Any]:
                     docs.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     raise BadRequest(f"line {n} of the object is not JSON: {exc}") from None
+                except RecursionError:
+                    raise BadRequest(f"line {n} of the object is JSON nested too "
+                                     "deeply") from None
         return docs
     if isinstance(whole, dict):
         return shapes.require_list(whole, "documents")
