@@ -837,9 +837,9 @@ def test_a_project_moved_under_its_running_stack_says_so_and_still_comes_down(
         res = hd(moved, "restart", "--service", "web", timeout=60)
         assert res.returncode == 1, res.stdout + res.stderr
         said = res.stdout + res.stderr
-        assert f"cwd '{project}' does not exist (if it did when the stack started, the " \
-               "folder was moved, renamed or deleted since: run `hd down`, then `hd up` " \
-               "where the project is now)" in said, said
+        assert f"cwd '{project}' does not exist: create it, or fix `cwd` in the stack " \
+               "file (if the project folder was moved or renamed under the running stack: " \
+               "`hd down`, then `hd up` where it is now)" in said, said
         down = hd(moved, "down", timeout=60)
         assert down.returncode == 0, down.stdout + down.stderr
         assert not alive(pid)

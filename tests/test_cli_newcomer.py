@@ -312,3 +312,22 @@ def test_logs_timestamps_come_from_the_daemon(project: Path) -> None:
         assert re.search("^" + stamp + r" WARNING: cache is cold$", one, re.M), one
     finally:
         hd(project, "down", timeout=120)
+
+
+def test_a_cwd_that_does_not_exist_fails_doctor_and_up_says_fix_it(project: Path) -> None:
+    """`cwd = "servcies/api"` (a typo): `hd doctor` said OK, and `up` advised `hd down`
+    then `hd up` as if the folder had been moved under a running stack (adv28 l/8)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.api]\ncommand = ["sleep", "60"]\n'
+                'cwd = "servcies/api"\n')
+    doctor = hd(project, "doctor")
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert f"[FAIL] service api: cwd '{project / 'servcies' / 'api'}' is not a folder: " \
+        "create it, or fix `cwd` in the stack file" in doctor.stdout, doctor.stdout
+    up = hd(project, "up", "--detach")
+    try:
+        assert up.returncode == 1, up.stdout + up.stderr
+        assert "does not exist: create it, or fix `cwd` in the stack file" in up.stderr, \
+            up.stderr
+    finally:
+        hd(project, "down")

@@ -141,9 +141,12 @@ def resolve_command(service: str, argv: tuple[str, ...], cwd: Path,
     if not folder:
         # A cwd that vanished after `up` is most often the project folder moved or renamed
         # under a running stack: a restart failed on the old path with no word of why.
+        # A typo in `cwd` was told only that: "if it did when the stack started, the folder
+        # was moved ...: run `hd down`, then `hd up`", a loop that cannot help (adv28 l/8).
         what = "is a file, not a folder" if there else (
-            "does not exist (if it did when the stack started, the folder was moved, renamed "
-            "or deleted since: run `hd down`, then `hd up` where the project is now)")
+            "does not exist: create it, or fix `cwd` in the stack file (if the project "
+            "folder was moved or renamed under the running stack: `hd down`, then `hd up` "
+            "where it is now)")
         raise SpawnError(f"service {service}: cwd '{cut_long(str(cwd))}' {what}")
     exe = cut_long(argv[0])  # as said: a 1 MB name was quoted whole (adv27 i/11)
     if os.sep in argv[0]:

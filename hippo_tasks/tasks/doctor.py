@@ -111,6 +111,10 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
     source = f" ({', '.join(taken)}: the running daemon's)" if taken else ""
     line(True, f"stack: {len(plan.services)} services in profile {profile}, cell {cell}, "
                f"port offset {plan.options.port_offset}{source}")
+    for svc in plan.services:  # a typo in `cwd` passed, and failed only `up` (adv28 l/8)
+        if not svc.spec.external and not svc.cwd.is_dir():
+            line(False, f"service {svc.name}: cwd '{svc.cwd}' is not a folder: create it, "
+                        "or fix `cwd` in the stack file")
     for warning in registry.warnings:
         line(None, warning)
     if running:
