@@ -368,3 +368,24 @@ def test_a_dashboard_port_on_a_bundled_services_port_blames_the_users_line(
     assert info.value.line == 3, str(info.value)
     assert "dashboard_port 9001 is the port of service 'fake_cell'" in str(info.value)
 
+
+
+def test_a_bad_value_in_the_stack_wide_env_is_said_at_its_own_line(tmp_path: Path) -> None:
+    """[env] `API_URL = "${url:apii}"` at line 3 was blamed on the first service's `env`
+    field, at that service's header, though it has none (adv28 l/7)."""
+    text = ('[stack]\ndefaults = false\n[env]\nAPI_URL = "${url:apii}"\nHERE = "${port}"\n'
+            '[services.worker]\ncommand = ["w"]\n[services.api]\ncommand = ["a"]\nport = 7\n')
+    path = tmp_path / "hippodrome.toml"
+    path.write_text(text)
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack_text(text, str(path)), Options(project_root=tmp_path))
+    said = info.value.message()
+    assert said.startswith(f"{path}:4: field 'env.API_URL': ${{url:apii}}: no such "
+                           "service 'apii'"), said
+    assert "worker" not in said
+    path.write_text(text.replace('"${url:apii}"', '"${url:api}"'))
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack_text(path.read_text(), str(path)), Options(project_root=tmp_path))
+    said = info.value.message()
+    assert said.startswith(f"{path}:5: field 'env.HERE': uses ${{port}} but has no port "
+                           "(every service gets [env], and service 'worker' has no port"), said

@@ -247,7 +247,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
                 port=ports.get(name),
                 argv=tuple(render(a, "command") for a in svc.command),
                 cwd=cwd,
-                env={**{k: render(v, "env") for k, v in spec.env},
+                env={**_stack_env(spec, svc, render),
                      **_env_files(svc, root, render, env_stamps),
                      **{k: render(v, "env") for k, v in svc.env}},
                 depends_on=tuple(d for d in svc.depends_on if d in names),
@@ -334,6 +334,26 @@ def _check_shifted_ports(spec: StackSpec, opts: Options, ports: Mapping[str, int
             raise UsageError(
                 f"--port-offset {opts.port_offset} moves {who} from port {written} to port "
                 f"{port}, outside 1-65535: choose an offset that keeps every port in range")
+
+
+def _stack_env(spec: StackSpec, svc: ServiceSpec, render: Renderer) -> dict[str, str]:
+    """The stack-wide [env], rendered for `svc`; a bad `${...}` there is [env]'s error at
+    its own line: it was blamed on the first service's `env` field, at that service's
+    header, though the service had no `env` (adv28 l/7)."""
+    out: dict[str, str] = {}
+    for key, value in spec.env:
+        try:
+            out[key] = render(value, "env")
+        except StackFileError as exc:
+            where = next(((f, n) for f in reversed(spec.files)
+                          if (n := source_line(f, "env", key)) is not None),
+                         (exc.path, None))
+            own = "${port}" in value  # each service's own: one without a port fails it
+            raise StackFileError(where[0], exc.problem + (
+                f" (every service gets [env], and service '{svc.name}' has no port: use "
+                "${port:NAME}, or give the variable in each service's own env)" if own
+                else ""), None, f"env.{key}", where[1]) from None
+    return out
 
 
 def _env_files(svc: ServiceSpec, root: Path, render: Renderer,
