@@ -1,4 +1,4 @@
-"""`POST/DELETE /mcp`: the MCP server over streamable HTTP, in the daemon (GET: 405).
+"""`POST /mcp`: the MCP server over streamable HTTP, in the daemon (GET, DELETE: 405).
 
 The route reads and guards the request like every other one (the daemon's Host and
 Origin rules, its body limits), then hands it to the MCP SDK (mcp/http_bridge.py),
@@ -105,7 +105,7 @@ def mcp(req: Request) -> Raw:
         # answer for a server without that stream is 405.
         raise HttpError(405, "this MCP endpoint is stateless with JSON answers: it has no "
                              "event stream to GET; POST one JSON-RPC message per request",
-                        headers={"Allow": "POST, DELETE"}, extra={"allowed": ["DELETE", "POST"]})
+                        headers={"Allow": "POST"}, extra={"allowed": ["POST"]})
     content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if req.method == "POST" and content_type != "application/json":
         raise HttpError(400, f"Content-Type must be application/json, not "

@@ -56,5 +56,7 @@ def build() -> tuple[Route, ...]:
              recordings.replay_one),
         _row("POST", "/mcp", mcp_route.mcp),
         _row("GET", "/mcp", mcp_route.mcp, allowed=False),
-        _row("DELETE", "/mcp", mcp_route.mcp),
+        # No DELETE: a stateless server has no session to end, and the SDK's 405 for it
+        # carried no Allow while GET's offered DELETE (adv28 m/6). The router's 405 says
+        # `Allow: POST`.
     )
