@@ -157,6 +157,22 @@ def test_another_methods_405_does_not_offer_get(stack: Stack) -> None:
     assert status == 405 and json.loads(body)["allowed"] == ["POST"], body
 
 
+@pytest.mark.parametrize("ident", ["1.5", "true", '{"a": 1}', "null"])
+def test_a_request_whose_id_is_not_a_string_or_integer_is_an_invalid_request(
+        stack: Stack, ident: str) -> None:
+    """`"id": 1.5` was taken for a notification: 202, no body, nothing done, and the
+    client waited for an answer that never came (adv28 m/5)."""
+    pid = stack.web()[1]
+    call = ('{"jsonrpc": "2.0", "id": ' + ident + ', "method": "tools/call", "params": '
+            '{"name": "stop", "arguments": {"service": "web"}}}')
+    status, body = stack.send("POST", "/mcp", call, AGENT)
+    assert status == 400, body
+    answer = json.loads(body)
+    assert answer["id"] is None and answer["error"]["code"] == -32600, answer
+    assert "'id' must be a string or an integer" in answer["error"]["message"]
+    assert stack.web() == ("running", pid)
+
+
 @pytest.mark.parametrize("host", ["LOCALHOST", "127.0.0.9", "[::1]"])
 def test_every_loopback_name_the_guard_takes_reaches_the_tools(stack: Stack,
                                                                host: str) -> None:

@@ -9,6 +9,7 @@ no web page may open this endpoint, whatever it asks.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -97,6 +98,28 @@ def _origin_refusal(req: Request) -> None:
                              "endpoint is for agent clients on this machine, not web pages")
 
 
+def _bad_id(body: bytes) -> Raw | None:
+    """A request whose id is neither a string nor an integer (1.5, true, an object): the
+    SDK took it for a notification, answered 202 with no body and carried nothing out,
+    so the client waited for an answer that never came (adv28 m/5). JSON-RPC's answer
+    is an Invalid Request error with a null id."""
+    if b'"id"' not in body:
+        return None
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the SDK's own 400 says so
+    if not isinstance(message, dict) or "method" not in message or "id" not in message:
+        return None
+    ident = message["id"]
+    if isinstance(ident, str) or (isinstance(ident, int) and not isinstance(ident, bool)):
+        return None
+    error = {"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32600, "message": f"Invalid Request: 'id' must be a string or an integer, "
+                                   f"not {json.dumps(ident)[:40]}"}}
+    return Raw(json.dumps(error).encode(), "application/json", status=400)
+
+
 def mcp(req: Request) -> Raw:
     _origin_refusal(req)
     if req.method == "GET":
@@ -111,6 +134,9 @@ def mcp(req: Request) -> Raw:
         raise HttpError(400, f"Content-Type must be application/json, not "
                              f"{content_type or 'missing'!r}: POST one JSON-RPC message")
     body = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="one JSON-RPC message")
+    refused = _bad_id(body) if req.method == "POST" else None
+    if refused is not None:
+        return refused
     # Media types are case-insensitive (RFC 9110); the SDK compares exactly, and
     # answered APPLICATION/JSON with a 415.
     sent = [(k, "application/json" if k.lower() == "content-type" and content_type ==
