@@ -193,10 +193,14 @@ def test_a_batch_the_cell_always_fails_on_does_not_hold_back_the_others(
             found = wait_for(lambda: sorted(stack.search("garnet")) == ["g1", "g2", "g3"],
                              timeout=15, what="the good batches past the poison one")
             assert found
-            stats = requests.get(f"{indexer.base_url}/stats", timeout=5).json()
-            assert stats["delivered"] == 3 and stats["failed"] == 0, stats
-            wait_for(lambda: requests.get(f"{indexer.base_url}/stats", timeout=5).json()
-                     ["retries"] >= 2, what="the poison batch retried")
+
+            def stats() -> dict[str, int]:
+                return dict(requests.get(f"{indexer.base_url}/stats", timeout=5).json())
+
+            # counted after the cell took them and the message was deleted: a moment later
+            wait_for(lambda: stats()["delivered"] == 3, what="three deliveries counted")
+            wait_for(lambda: stats()["retries"] >= 2, what="the poison batch retried")
+            assert stats()["failed"] == 0 and stats()["delivered"] == 3, stats()
             assert indexer.terminate() == 0
     finally:
         cell.close()
