@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -352,5 +353,31 @@ def test_a_start_asked_during_a_crash_backoff_starts_it_now(project: Path) -> No
         settled = await asyncio.wait_for(h.stack.start(["flaky"]), timeout=20)
         assert settled["flaky"].state == "running" and settled["flaky"].pid not in (None, pid)
         assert "backoff" in h.states("flaky")
+
+    run(project, text, scenario)
+
+
+def test_a_start_asked_while_a_crash_is_cleaned_up_does_not_wait_out_the_backoff(
+        project: Path) -> None:
+    """The same start asked while the crashed run's leftovers (a child ignoring SIGTERM)
+    were being ended: it waited for that and then the whole 40 s backoff (adv28 l/2)."""
+    (p,) = free_ports(1)
+    child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    server = (f"import socket, subprocess, sys, time\n"
+              f"subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+              f"s = socket.create_server(('127.0.0.1', {p}))\ntime.sleep(1.5)\nsys.exit(3)\n")
+    text = stack_header(1, backoff_initial=40.0, backoff_max=40.0) + (
+        f'[services.crashy]\ncommand = ["{PY}", "-c", {json.dumps(server)}]\nport = {p}\n'
+        'readiness = { tcp = true }\nstop_timeout = 3\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("crashy")
+        first = svc.pid
+        while svc.snapshot().state != "stopping":  # its main exited; the child is ending
+            await asyncio.sleep(0.02)
+        settled = await asyncio.wait_for(h.stack.start(["crashy"]), timeout=20)
+        assert settled["crashy"].state == "running", settled["crashy"]
+        assert settled["crashy"].pid not in (None, first)
 
     run(project, text, scenario)

@@ -126,9 +126,10 @@ class ServiceSupervisor(ServiceRun):
                 self._external = loop.create_task(self._watch_external(), name=self.name)
             fut.set_result(self.snapshot())
             return fut
-        if op == "start" and self.sm.state == State.BACKOFF:
-            # Asked by hand during a crash backoff: now, as a restart is, not when the
-            # timer fires (up to backoff_max later, the command silent meanwhile; l/2).
+        if op == "start" and (self.sm.state == State.BACKOFF or self._cleaning_up()):
+            # Asked by hand during a crash backoff, or while the crashed run's leftovers
+            # are ended before it: now, as a restart is, not when the timer fires (up to
+            # backoff_max later, the command silent meanwhile; adv28 l/2).
             op, reason = "restart", reason or "start requested"
         if op == "start" and self._pending is None and self._current in ("start", "restart") \
                 and not self._completed:
@@ -149,6 +150,13 @@ class ServiceSupervisor(ServiceRun):
         assert self._mail is not None
         self._mail.set()
         return fut
+
+    def _cleaning_up(self) -> bool:
+        """The run itself is ending what its crashed main process left (no request under
+        way; not a job that completed, whose rerun waits for that by its own path)."""
+        run = self._run
+        return (self.sm.state == State.STOPPING and self._current is None
+                and not self._completed and run is not None and not run.done())
 
     def hold(self, final: bool = False) -> None:
         """The stack is about to stop this service: an exit is no longer restarted.
