@@ -389,3 +389,23 @@ def test_a_bad_value_in_the_stack_wide_env_is_said_at_its_own_line(tmp_path: Pat
     said = info.value.message()
     assert said.startswith(f"{path}:5: field 'env.HERE': uses ${{port}} but has no port "
                            "(every service gets [env], and service 'worker' has no port"), said
+
+
+@pytest.mark.parametrize(("text", "line", "field"), [
+    ('env = { X = "${env:UNSET_FOR_THIS_TEST}" }\n[stack]\ndefaults = false\n'
+     '[services.a]\ncommand = ["a"]\n', 1, "env.X"),
+    ('[stack]\ndefaults = false\n\n[env.sub]\nx = "1"\n[services.a]\ncommand = ["a"]\n', 4,
+     "env.sub"),
+    ('[stack]\ndefaults = false\n[env]\nY = "1"\n"A.B" = "${oops}"\n[services.a]\n'
+     'command = ["a"]\n', 5, "env.A.B"),
+])
+def test_env_errors_of_any_spelling_are_said_at_their_line(tmp_path: Path, text: str,
+                                                           line: int, field: str) -> None:
+    """Inline at the top, a table under [env], a quoted key with a dot: no line, line 1,
+    and the [env] header (adv29 n/1)."""
+    path = tmp_path / "hippodrome.toml"
+    path.write_text(text)
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack_text(text, str(path)), Options(project_root=tmp_path))
+    assert info.value.message().startswith(f"{path}:{line}: field '{field}': "), \
+        info.value.message()

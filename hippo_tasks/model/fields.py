@@ -298,7 +298,11 @@ def want_str_table(
     out = []
     for key, val in v.items():
         if isinstance(val, bool) or not isinstance(val, str | int | float):
-            raise ctx.error(f"value of '{key}' must be a string, not {_type_name(val)}", svc, f)
+            # A table under it (`[env.sub]`) is found at its own header: the error named
+            # line 1, the [stack] header (adv29 n/1).
+            where = f"{f}.{key}" if svc is None and isinstance(val, dict) else f
+            raise ctx.error(f"value of '{key}' must be a string, not {_type_name(val)}", svc,
+                            where)
         if isinstance(val, float) and not math.isfinite(val):
             raise ctx.error(f"value of '{key}' must be a string or a finite number, got {val}",
                             svc, f)

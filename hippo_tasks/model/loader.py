@@ -314,12 +314,27 @@ def source_line(source: str, table: str, key: str | None) -> int | None:
     """The line of `key` in `[table]` of the stack file a spec came from, for errors
     found after loading (a `${...}` rendered per run): they named no line, unlike every
     other load error. The file is read again only then; None if it cannot be."""
+    ctx = _source_context(source)
+    return ctx.line_of(table, key) if ctx is not None else None
+
+
+def source_line_named(source: str, table: str, name: str) -> int | None:
+    """As source_line, for a key of any spelling (`"A.B" = ...`), and for a table
+    written inline at the top (`env = {...}`): the [env] errors named its header, or no
+    line (adv29 n/1)."""
+    ctx = _source_context(source)
+    if ctx is None:
+        return None
+    return ctx.line_of_named(table, name) or ctx.line_of_top_key(table)
+
+
+def _source_context(source: str) -> F.FileContext | None:
     try:
         text = (bundled_text() if source == f"<bundled {BUNDLED_NAME}>"
                 else read_small_text(Path(source)))
     except (OSError, ValueError):  # Unusable and UnicodeDecodeError are ValueErrors
         return None
-    return F.FileContext(source, text).line_of(table, key)
+    return F.FileContext(source, text)
 
 
 def load_stack_text(text: str, path: str = PROJECT_FILE) -> StackSpec:

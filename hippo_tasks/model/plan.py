@@ -24,7 +24,7 @@ from hippo_tasks.errors import StackFileError, UsageError, close_hint
 from hippo_tasks.model.envfile import read_env_file
 from hippo_tasks.model.globs import literal_folders
 from hippo_tasks.model.graph import topo_order
-from hippo_tasks.model.loader import known_profiles, source_line
+from hippo_tasks.model.loader import known_profiles, source_line, source_line_named
 from hippo_tasks.model.project import STAMP_PARTS, file_stamp
 from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
 
@@ -346,7 +346,7 @@ def _stack_env(spec: StackSpec, svc: ServiceSpec, render: Renderer) -> dict[str,
             out[key] = render(value, "env")
         except StackFileError as exc:
             where = next(((f, n) for f in reversed(spec.files)
-                          if (n := source_line(f, "env", key)) is not None),
+                          if (n := source_line_named(f, "env", key)) is not None),
                          (exc.path, None))
             own = "${port}" in value  # each service's own: one without a port fails it
             raise StackFileError(where[0], exc.problem + (
