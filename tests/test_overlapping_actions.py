@@ -451,3 +451,31 @@ def test_ctrl_c_of_a_waiting_down_says_the_shutdown_goes_on(project: Path) -> No
         assert "stopped waiting; the shutdown goes on in the daemon" in err, out + err
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_ctrl_c_of_a_down_waiting_for_another_down_says_that_one_goes_on(
+        project: Path) -> None:
+    """The second `hd down`, waiting for the first's lock, exited 130 with no word
+    after Ctrl+C, where a lone waiting `down` says the shutdown goes on (adv29 n/2)."""
+    import signal
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("slow", port, "--ignore-term",
+                                                          stop_timeout=5))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    first = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)
+        second = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert second.stdout is not None
+        assert "waiting for `down`" in second.stdout.readline()
+        second.send_signal(signal.SIGINT)
+        out, err = second.communicate(timeout=30)
+        assert second.returncode == 130, out + err
+        assert f"stopped waiting; `down` (pid {first.pid}) goes on with this stack" in err, \
+            out + err
+    finally:
+        first.communicate(timeout=60)
+        hd(project, "down", timeout=60)

@@ -207,6 +207,12 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
     try:
         lock.acquire("down --force" if force else "down", say, required=False,
                      wait=FORCE_OVER_DOWN_S if force else WAIT_S)
+    except KeyboardInterrupt:  # waiting for another's lock: 130 and no word (adv29 n/2)
+        if lock.waited_for:
+            print(f"hippodrome | stopped waiting; {lock.waited_for} goes on with this stack "
+                  "(`hd status` shows where it is; `hd down --force` ends it now)",
+                  file=sys.stderr, flush=True)
+        raise
     except LifecycleBusyError as busy:
         if not busy.holder.startswith("`down`"):
             lock.acquire("down --force", say, required=False)  # an `up`: waited for
