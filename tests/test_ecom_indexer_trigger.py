@@ -78,7 +78,7 @@ def test_bad_requests_and_bad_files_are_4xx(stack: QueueStack) -> None:
         ({"bucket": bucket, "key": "imports/deep.json", "index": "shop"}, "", 400,
          "nested too deeply"),
         ({"bucket": bucket, "key": "imports/deep.jsonl", "index": "shop"}, "", 400,
-         "line 2 of the object is JSON nested too deeply"),
+         "line 2 of the object is not JSON: nested too deeply"),
         ({"bucket": bucket, "key": "imports/none.json", "index": "shop"}, "", 404, "none.json"),
         ({"bucket": "no-such-bucket", "key": "k", "index": "shop"}, "", 404, "no-such-bucket"),
         ({"bucket": bucket, "index": "shop"}, "", 400, "'key'"),

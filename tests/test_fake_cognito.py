@@ -127,8 +127,11 @@ DEEP = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).rstrip(b"=").decode()
 HEAD = _b64({"alg": "HS256", "typ": "JWT"})
 
 
+DIGITS = base64.urlsafe_b64encode(b'{"alg": ' + b"1" * 5000 + b"}").rstrip(b"=").decode()
+
+
 @pytest.mark.parametrize("token", [f"{DEEP}.e30.x", f"{HEAD}.{DEEP}.x", f"{HEAD}.\u00e9.x",
-                                   f"{HEAD}.e30.\u00e9", "\u00e9.e30.x"])
+                                   f"{HEAD}.e30.\u00e9", "\u00e9.e30.x", f"{DIGITS}.e30.AAAA"])
 def test_a_malformed_token_is_a_401_never_a_500(cognito: ServiceProcess, token: str) -> None:
     """A header 3,000 levels deep was a RecursionError, a payload with é a
     UnicodeEncodeError: a 500 and a traceback in the log for anyone, unauthenticated,

@@ -95,10 +95,19 @@ def test_bad_files_and_missing_records(start: ServiceStarter, moto_url: str) -> 
     # a 500 with the parser's RecursionError words (adv28 k/1)
     client.put_object(Bucket=bucket, Key="deep.jsonl",
                       Body=b'{"_id": "a"}\n' + b"[" * 5000 + b"]" * 5000 + b"\n")
+    # NaN and half a UTF-16 pair made the index, then the cell's 400 blamed "the body";
+    # 5,000 digits were a 500 (adv29 o/1, o/2)
+    client.put_object(Bucket=bucket, Key="nan.jsonl", Body=b'{"_id": "a"}\n{"n": NaN}\n')
+    client.put_object(Bucket=bucket, Key="half.jsonl", Body=b'{"_id": "a"}\n{"t": "\\ud800"}\n')
+    client.put_object(Bucket=bucket, Key="digits.jsonl",
+                      Body=b'{"_id": "a"}\n{"n": ' + b"1" * 5000 + b"}\n")
     url = f"{ctl}/api/v2/indexes/dst/import"
     for name, text in (("bad", "line 2: not JSON"), ("list", "line 2: a document must be"),
                        ("id", "line 1: _id must be"), ("bin", "not UTF-8"),
-                       ("deep", "line 2: JSON nested too deeply")):
+                       ("deep", "line 2: not JSON (nested too deeply)"),
+                       ("nan", "line 2: not JSON (NaN is not JSON"),
+                       ("half", "line 2: not JSON (\\ud800 is half of a UTF-16 pair"),
+                       ("digits", "line 2: not JSON (a number of over 4300 digits")):
         got = requests.post(url, headers=key, json={"key": f"{name}.jsonl"}, timeout=10)
         assert got.status_code == 400 and text in got.json()["error"], got.text
     assert requests.get(f"{cell}/indexes/dst", headers=key, timeout=10).status_code == 404

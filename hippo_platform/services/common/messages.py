@@ -33,6 +33,32 @@ _STRICT = json.JSONDecoder(parse_constant=_no_constant)
 JSON.parse and every strict parser refuse whole (adv28 k/6)."""
 
 
+class NotJson(ValueError):
+    """Why a text is not JSON a service takes; `str()` is the reason alone."""
+
+
+def strict_json(text: str) -> Any:
+    """JSON as every bundled service reads it, from a body, a file's line or a token:
+    no NaN or Infinity, no half of a UTF-16 pair, no number Python will not convert,
+    nesting only as deep as the parser goes. NotJson otherwise. The readers of files
+    and tokens had caught only JSONDecodeError: a 5,000-digit integer (ValueError) was a
+    500, and a NaN in an import file reached the cell (adv29 o/1, o/2)."""
+    try:
+        value = _STRICT.decode(text)
+    except RecursionError:
+        raise NotJson("nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise NotJson(str(exc)) from None
+    except ValueError as exc:  # _no_constant, or int() of over 4300 digits
+        why = str(exc)
+        if "integer string conversion" in why:
+            why = "a number of over 4300 digits (send it as a string)"
+        raise NotJson(why) from None
+    if "\\u" in text and (half := lone_surrogate(value)) is not None:
+        raise NotJson(surrogate_sentence(half, "it"))
+    return value
+
+
 class Request:
     __slots__ = ("method", "path", "query", "headers", "body", "params")
 
@@ -57,19 +83,13 @@ class Request:
         if not self.body.strip():
             return None
         try:
-            # as json.loads reads bytes (a BOM, UTF-16), but strictly: no NaN, and no
-            # encoded half of a UTF-16 pair (json.loads decodes with surrogatepass)
-            text = self.body.decode(json.detect_encoding(self.body))
-            value = _STRICT.decode(text)
-        except ValueError as exc:  # not JSON, not text, or NaN (_no_constant)
+            # as json.loads reads bytes (a BOM, UTF-16), but strictly: no encoded half of
+            # a UTF-16 pair (json.loads decodes with surrogatepass); a lone surrogate,
+            # taken, failed where it was written out: an upload holding one stalled the
+            # whole ingest queue, a cell index a 500 (adv28 k/3)
+            return strict_json(self.body.decode(json.detect_encoding(self.body)))
+        except ValueError as exc:  # NotJson, or UnicodeDecodeError
             raise BadRequest(f"malformed JSON body: {exc}") from None
-        except RecursionError:
-            raise BadRequest("malformed JSON body: nested too deeply") from None
-        # Taken, it failed where it was written out: an upload holding one stalled the
-        # whole ingest queue, a cell index a 500 (adv28 k/3).
-        if "\\u" in text and (half := lone_surrogate(value)) is not None:
-            raise BadRequest(f"malformed JSON body: {surrogate_sentence(half, 'the body')}")
-        return value
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object; an empty body is `{}`, any other shape a 400."""

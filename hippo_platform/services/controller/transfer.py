@@ -22,6 +22,7 @@ from hippo_platform.resource_names import bucket_name
 from hippo_platform.services.common.aws_lite import AwsClient, AwsConfigError, AwsError
 from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.common.errors import BadRequest, NotFound, ServiceUnavailable
+from hippo_platform.services.common.messages import NotJson, strict_json
 
 PREFIX = "index-exports"
 
@@ -101,12 +102,10 @@ def parse_lines(raw: bytes, where: str) -> tuple[dict[str, Any], list[dict[str, 
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"{where} line {number}: not JSON ({exc.msg})") from None
-        except RecursionError:  # a 500 with the parser's words (adv28 k/1)
-            raise BadRequest(f"{where} line {number}: JSON nested too deeply") from None
+        try:  # every line checked before anything is made (a NaN reached the cell)
+            value = strict_json(line)
+        except NotJson as exc:
+            raise BadRequest(f"{where} line {number}: not JSON ({exc})") from None
         if not isinstance(value, dict):
             raise BadRequest(f"{where} line {number}: a document must be a JSON object")
         if number == 1 and "hippodromeExport" in value:

@@ -37,6 +37,7 @@ from hippo_platform.services.common import (
 )
 from hippo_platform.services.common.aws_lite import AwsClient, AwsConfigError, AwsError
 from hippo_platform.services.common.log import log_error, log_line
+from hippo_platform.services.common.messages import NotJson, strict_json
 from hippo_platform.services.common.runner import main
 from hippo_platform.services.common.sqs import Queue, QueueMissing, queue_name
 from hippo_platform.services.ecom_ingest.api import check_documents
@@ -54,21 +55,16 @@ def parse_documents(data: bytes) -> list[Any]:
     except UnicodeDecodeError:
         raise BadRequest("the object is not UTF-8 text") from None
     try:
-        whole = json.loads(text)
-    except RecursionError:  # a 500 with the parser's words (adv28 k/1)
-        raise BadRequest("the object is JSON nested too deeply") from None
-    except json.JSONDecodeError:
+        whole = strict_json(text)
+    except NotJson:
         whole = None
         docs = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    docs.append(json.loads(line))
-                except json.JSONDecodeError as exc:
+                    docs.append(strict_json(line))
+                except NotJson as exc:
                     raise BadRequest(f"line {n} of the object is not JSON: {exc}") from None
-                except RecursionError:
-                    raise BadRequest(f"line {n} of the object is JSON nested too "
-                                     "deeply") from None
         return docs
     if isinstance(whole, dict):
         return shapes.require_list(whole, "documents")

@@ -19,6 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from hippo_platform.services.common.messages import strict_json
+
 ALGORITHM = "HS256"
 DEFAULT_SECRET = "hippodrome-local-fake-cognito-secret"
 SECRET_ENV = "FAKE_COGNITO_SECRET"
@@ -45,12 +47,10 @@ def _b64decode(text: str) -> bytes:
 
 
 def _json_part(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(_b64decode(text))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TokenError("malformed token (bad JSON)") from None
-    except RecursionError:  # read before the signature: anyone's 500 (adv28 k/5)
-        raise TokenError("malformed token (JSON nested too deeply)") from None
+    try:  # read before the signature: anyone's 500 (adv28 k/5, adv29 o/1)
+        value = strict_json(_b64decode(text).decode("utf-8"))
+    except ValueError as exc:  # NotJson, UnicodeDecodeError
+        raise TokenError(f"malformed token (bad JSON: {exc})") from None
     if not isinstance(value, dict):
         raise TokenError("malformed token (not a JSON object)")
     return value
