@@ -254,17 +254,20 @@ def test_a_lines_colours_are_shown_as_colours_and_other_escapes_are_dropped(
 
     web = free_ports(1)[0]
     said = ("\x1b[1;31mred\x1b[0m plain\x1b[K \x1b[38;5;202mpicked\x1b[0m "
-            "\x1b[32m<b>green</b>\x1b[39m end")
+            "\x1b[32m<b>green</b>\x1b[39m end"
+            # OSC 8 (a link: its text kept), a window title, a reset, SS3, C1 CSI (o/3)
+            " \x1b]8;;http://example.com\x1b\\docs\x1b]8;;\x1b\\ \x1b]0;title\x07t"
+            "\x1bc\x1bOAx\x9b1mz")
     stacks.append(s := run_stack(project, {"web": toy_service("web", web, "--say", said)},
                                  {"web": web}))
     open_page(page, s)
     pane = open_logs(page, "web")
     line = pane.locator(".ln", has_text="plain")
     expect(line).to_have_count(1, timeout=WAIT_MS)
-    assert line.evaluate("e => e.textContent") == "red plain picked <b>green</b> end"
+    assert line.evaluate("e => e.textContent") == "red plain picked <b>green</b> end docs txz"
     spans = line.evaluate("e => [...e.querySelectorAll('span')].map(s => [s.className, "
                           "s.textContent])")
-    assert spans == [["a31 ab", "red"], ["a32", "<b>green</b>"]]
+    assert spans == [["a31 ab", "red"], ["a32", "<b>green</b>"], ["ab", "z"]]
     assert page.locator(".log b").count() == 0
     svc(page, "web").locator('input[type="search"]').fill("RED PLAIN")  # across its spans
     expect(pane.locator(".ln:not([hidden])")).to_have_count(1)
