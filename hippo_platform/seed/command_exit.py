@@ -17,7 +17,11 @@ from collections.abc import Callable
 
 
 def run(main: Callable[[], int], prog: str, interrupted: str = "") -> int:
-    """`main()`'s exit code, or the code and one sentence for the ends above."""
+    """`main()`'s exit code, or the code and one sentence for the ends above. Started with
+    its output closed (`hd seed >&-`), Python has no sys.stdout at all: it writes to
+    nowhere, as `hd status >&-` does (adv29 n/4)."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
     try:
         code = main()
         sys.stdout.flush()
