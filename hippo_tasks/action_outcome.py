@@ -49,7 +49,9 @@ def problems(verb: str, service: str | None, cascade: bool,
     whole = service is None  # a whole-stack action asks every service
     for row in rows:
         name, state = row["name"], row["state"]
-        asked = whole or name == service or cascade
+        # A start asks for what the service needs too: one another command stopped
+        # meanwhile was answered `stopped`, exit 0 (adv29 n/3)
+        asked = whole or name == service or cascade or verb == "start"
         own_end = state in ("failed", "backoff") or (state == "stopping"
                                                       and row.get("reason") == EXITED)
         if row.get("not_restarted"):

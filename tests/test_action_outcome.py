@@ -70,6 +70,16 @@ def test_restarting_or_starting_an_external_service_by_name_says_what_it_did() -
     assert texts("restart", "ext", [up, app], cascade=True) == []
 
 
+def test_a_start_whose_dependency_another_command_stopped_is_not_a_success() -> None:
+    """`hd start -s up2` brought up ss, which `hd stop -s ss` stopped a second later: it
+    printed `ss: stopped` and exited 0 (adv29 n/3)."""
+    rows = [row("ss", "stopped", reason="stop requested"), row("up2", "running", ready=True)]
+    assert texts("start", "up2", rows) == [
+        "'ss' is stopped (stop requested, while this one waited); `hd start --service ss` "
+        "starts it with what it depends on"]
+    assert texts("restart", "up2", rows) == []  # a restart of up2 does not touch ss
+
+
 def test_failed_stopped_and_cascades() -> None:
     assert texts("restart", "a", [row("a", "failed", reason="exited with code 3")]) == [
         "a failed: exited with code 3"]
