@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 from event_recordings import Stack, event, recorded_sink, routes, sink, start
-from stackutil import free_ports, hd
+from stackutil import TOY, free_ports, hd
 
 from hippo_tasks.errors import RecordingError, UsageError
 from hippo_tasks.events.compare import differences
@@ -467,19 +468,28 @@ def test_a_replay_overtaken_by_down_says_the_stack_was_shut_down(
     root = tmp_path / "proj"
     root.mkdir()
     dash, settings, merch = free_ports(3)
+    # `slow` takes 4 s to stop: the replay went on sending through that shutdown (the
+    # webhook forwards to its end), exit 0 (adv29 n/5)
+    (slow,) = free_ports(1)
     body = (recorded_sink(root, "settings", settings) + recorded_sink(root, "merch", merch)
-            + routes(("EcomIndexSettings.", "settings"), ("Merchandising.", "merch")))
+            + routes(("EcomIndexSettings.", "settings"), ("Merchandising.", "merch"))
+            + f'[services.slow]\ncommand = ["{sys.executable}", "{TOY}", "--port", '
+              f'"{slow}", "--ignore-term"]\nport = {slow}\nstop_timeout = 4\n')
     start(root, dash, {"settings": settings, "merch": merch}, body)
     try:
         lines = [json.loads(x) for x in recording.read_text().splitlines()][:3]
-        paced = _paced(lines, [100.0, 130.0, 160.0], tmp_path / "slow.jsonl")
+        paced = _paced(lines, [100.0, 102.5, 105.0], tmp_path / "slow.jsonl")
         replaying = subprocess.Popen([*HD_CLI, "events.replay", str(paced)], cwd=root,
                                      text=True, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
-        time.sleep(2.0)  # the first delivery is sent; the next is 30 s away
-        hd(root, "down", check=True, timeout=60)
+        time.sleep(1.5)  # the first delivery is sent; the next is 1 s away
+        down = subprocess.Popen([*HD_CLI, "down"], cwd=root, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
         out, err = replaying.communicate(timeout=60)
+        still_stopping = down.poll() is None
+        assert down.wait(60) == 0
         assert replaying.returncode == 5, out + err
+        assert still_stopping, "the replay ended only with the daemon, not at the shutdown"
         assert "the stack was shut down while the replay ran, after 1 of 3 deliveries" \
             in err and "hung" not in err, out + err
     finally:

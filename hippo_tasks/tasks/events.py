@@ -248,6 +248,12 @@ def replay(c: Context, file: str, filter: str | None = None, speed: str | None =
 
     selected = [0]
 
+    def shutting_down() -> bool:
+        if client.ended(within=0):
+            return True
+        entry = Registry(root).read().get("daemon") or {}
+        return entry.get("pid") == client.pid and bool(entry.get("shutting_down"))
+
     def started(report: ReplayReport) -> None:
         selected[0] = report.selected
         how = "as fast as possible" if pace is None else \
@@ -263,15 +269,19 @@ def replay(c: Context, file: str, filter: str | None = None, speed: str | None =
             token=token, filter=filter or None,
             speed=pace, ignore=[k.strip() for k in ignore.split(",") if k.strip()],
             on_start=started, on_mismatch=lambda m: print("\n".join(m.lines()), flush=True),
-            # A paced replay sees the daemon end while it waits, not at its next send.
-            stop=lambda: "the daemon has ended" if client.ended(within=0) else None)
+            # A paced replay sees a shutdown begin (the registry says so at once) or the
+            # daemon end while it waits, not at its next send; the daemon's webhook
+            # forwards until its last moment, and a replay went on sending through a
+            # 5 s shutdown, exit 0 (adv29 n/5).
+            stop=lambda: "the stack is shutting down" if shutting_down() else None)
     except (WebhookUnreachable, ReplayStopped) as exc:
         done = f"after {exc.sent} of {selected[0]} deliveries"
         if isinstance(exc, ReplayStopped) or client.ended():
             # `hd down` (or Ctrl+C of `hd up`) meanwhile: it was said to be hung, `hd down
             # --force` advised, exit 6 (adv28 k/2). Its registry entry tells a shutdown,
-            # which clears it, from a kill, which leaves it.
-            if (Registry(root).read().get("daemon") or {}).get("pid") != client.pid:
+            # which marks it and then clears it, from a kill, which leaves it as it was.
+            entry = Registry(root).read().get("daemon") or {}
+            if entry.get("pid") != client.pid or entry.get("shutting_down"):
                 raise StackShutDownError(f"the stack was shut down while the replay ran, "
                                          f"{done}: the rest were not sent; `hd up` starts "
                                          "it again") from None
