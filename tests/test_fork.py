@@ -353,3 +353,25 @@ def test_a_direct_fork_is_found_after_the_controller_restarts(start: ServiceStar
                        headers=key, timeout=10)
     assert got.status_code == 200, got.text
     assert (got.json()["status"], got.json()["numberOfDocuments"]) == ("SUCCEEDED", 25)
+
+
+def test_a_poison_message_on_the_fork_queue_never_ends_the_worker(
+        start: ServiceStarter, moto_url: str) -> None:
+    """A message nested 50,000 levels deep raised RecursionError out of the worker's
+    thread: it ended, /healthz still said ok, and every later fork stayed RUNNING for
+    ever (adv29 o/5). It is dropped as not a fork task, and the next fork goes through."""
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    env = aws_env(moto_url, cell, "poison-")
+    start.start("fork_action_worker", env=env)
+    ctl = start.start("controller", env=env)
+    key = tenant(ctl.base_url)
+    add_docs(cell.base_url, key)
+    aws = AwsClient.from_env(env)
+    _, queue_url = workflow.ensure_queue(aws, env)
+    for body in ("[" * 50_000 + "]" * 50_000, '{"token": "t", "input": 1}',
+                 '{"n": ' + "1" * 5000 + "}"):
+        workflow.call(aws, "sqs", "SendMessage", {"QueueUrl": queue_url, "MessageBody": body})
+    made = ask_fork(ctl.base_url, key, "after")
+    assert made.status_code == 202, made.text
+    done = wait_fork(ctl.base_url, key, made.json()["forkId"])
+    assert done["status"] == "SUCCEEDED", done

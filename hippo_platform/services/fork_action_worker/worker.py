@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import os
 import threading
+import traceback
 from typing import Any
 
 from hippo_platform.services.common.aws_lite import AwsClient, AwsError
 from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.common.errors import BadGateway, HttpError
 from hippo_platform.services.common.log import log_error, log_line
+from hippo_platform.services.common.messages import strict_json
 from hippo_platform.services.fork_action_worker.workflow import call
 
 CRASH_AFTER_COPY = "HIPPODROME_FORK_WORKER_CRASH_AFTER_COPY"  # tests: die before answering
@@ -57,12 +59,21 @@ class ForkWorker:
                 self.stopping.wait(1.0)
                 continue
             for message in answer.get("Messages", []):
-                self.handle(message)
+                try:
+                    self.handle(message)
+                except Exception:  # noqa: BLE001 - a bug must not end the worker: it had,
+                    # silently, with /healthz still ok and every later fork RUNNING for
+                    # ever (adv29 o/5); the message comes back after its visibility
+                    self.last_error = traceback.format_exc().rstrip().splitlines()[-1]
+                    log_error(f"fork_action_worker: internal error on a message (it comes "
+                              f"back for a retry):\n{traceback.format_exc().rstrip()}")
 
     def handle(self, message: dict[str, Any]) -> None:
         try:
-            body = json.loads(message["Body"])
+            body = strict_json(message["Body"])  # RecursionError ended the thread (o/5)
             token, task = str(body["token"]), body["input"]
+            if not isinstance(task, dict):
+                raise TypeError("input is not an object")
         except (KeyError, TypeError, ValueError):
             log_error(f"fork_action_worker: dropping a message that is not a fork task: "
                       f"{str(message.get('Body'))[:200]}")
