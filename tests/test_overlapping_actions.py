@@ -409,16 +409,22 @@ def test_clicks_of_start_stop_start_stop_end_stopped_as_the_last_one_asked(
         hd(project, "down", timeout=60)
 
 
+def _down_under_way(project: Path, stop_timeout: float) -> subprocess.Popen[str]:
+    """A stack whose one service ignores SIGTERM, and a first `hd down`, now waiting out
+    that service's stop_timeout."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("slow", port, "--ignore-term",
+                                                          stop_timeout=stop_timeout))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    return subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 def test_a_down_during_another_down_says_that_one_stopped_the_stack(project: Path) -> None:
     """Two terminals: `hd down`, and a second `hd down` a second later while a service
     waits out its stop_timeout. The second waited, then said "no daemon was running;
     nothing to stop" (adv28 l/4)."""
-    dash, port = free_ports(2)
-    write_stack(project, stack_header(dash) + toy_service("slow", port, "--ignore-term",
-                                                          stop_timeout=3))
-    hd(project, "up", "--detach", check=True, timeout=60)
-    first = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = _down_under_way(project, stop_timeout=3)
     try:
         time.sleep(1.0)
         second = hd(project, "down", timeout=60)
@@ -459,12 +465,7 @@ def test_ctrl_c_of_a_down_waiting_for_another_down_says_that_one_goes_on(
     after Ctrl+C, where a lone waiting `down` says the shutdown goes on (adv29 n/2)."""
     import signal
 
-    dash, port = free_ports(2)
-    write_stack(project, stack_header(dash) + toy_service("slow", port, "--ignore-term",
-                                                          stop_timeout=5))
-    hd(project, "up", "--detach", check=True, timeout=60)
-    first = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = _down_under_way(project, stop_timeout=5)
     try:
         time.sleep(1.0)
         second = subprocess.Popen([*HD_CLI, "down"], cwd=project, text=True,
