@@ -77,15 +77,24 @@ def local_only(endpoint_url: str, environ: MutableMapping[str, str]) -> list[str
     the names left out."""
     if not is_loopback(endpoint_url):
         return []
+    gone = no_account_settings(environ)
+    host = urlsplit(endpoint_url).hostname or "127.0.0.1"
+    for name in ("NO_PROXY", "no_proxy"):
+        environ[name] = ",".join(filter(None, [environ.get(name, ""), host, "localhost",
+                                               "127.0.0.1"]))
+    return gone
+
+
+def no_account_settings(environ: MutableMapping[str, str]) -> list[str]:
+    """Leave out of a local process's environment the AWS settings that name a real
+    account's configuration (a profile, config and credential files...): moto itself
+    builds a botocore session to write its errors, and an `AWS_PROFILE` naming no profile
+    made each of them a 500 (adv29 o/6). Returns the names left out."""
     gone = sorted(k for k in environ if k.startswith("AWS_") and k not in _LOCAL_KEPT
                   and not k.startswith("AWS_ENDPOINT_URL"))
     for name in gone:
         del environ[name]
     environ["AWS_CONFIG_FILE"] = environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-    host = urlsplit(endpoint_url).hostname or "127.0.0.1"
-    for name in ("NO_PROXY", "no_proxy"):
-        environ[name] = ",".join(filter(None, [environ.get(name, ""), host, "localhost",
-                                               "127.0.0.1"]))
     return gone
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -99,3 +101,36 @@ def test_region_lists_fall_back_to_botocore_when_partitions_json_cannot_be_read(
     generate = regions.regions_without_endpoint_tables(botocore_says)
     assert generate(None, "sqs") == ["us-east-1"] and asked == ["sqs"]
     assert generate(None, "route53") == ["us-east-1"] and asked == ["sqs", "route53"]
+
+
+def test_a_shell_aws_profile_naming_no_profile_does_not_break_moto(tmp_path: Path) -> None:
+    """moto writes its AWS errors through a botocore session: with an AWS_PROFILE from a
+    `.bashrc` naming no profile here, every error answer (GetQueueUrl of a queue not made
+    yet) was a 500, and `hd up --profile ecom` failed (adv29 o/6)."""
+    (port,) = free_ports(1)
+    log = (tmp_path / "moto.log").open("w+")
+    env = {**os.environ, "HOME": str(tmp_path), "AWS_PROFILE": "no-such-here",
+           "AWS_DEFAULT_PROFILE": "nope"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hippo_platform.services.moto_quiet", "-H", "127.0.0.1",
+         "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: asyncio.run(http_ok(port, "/moto-api/", 1.0)), timeout=60,
+                 what="moto answering")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/", method="POST",
+            data=b"Action=GetQueueUrl&QueueName=none-such&Version=2012-11-05",
+            headers={"Content-Type": "application/x-www-form-urlencoded",
+                     "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/"
+                                      "us-east-1/sqs/aws4_request, SignedHeaders=host, "
+                                      "Signature=x"})
+        try:
+            urllib.request.urlopen(req, timeout=10)
+            status = 200
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        assert status == 400, (status, Path(log.name).read_text()[-2000:])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()

@@ -23,6 +23,12 @@ class DropProbeLines(logging.Filter):
 
 
 def main() -> None:
+    """Run as its own process (the stack's `moto` service)."""
+    import os
+
+    from hippo_platform.boto_client import no_account_settings
+
+    no_account_settings(os.environ)  # read by moto's botocore before anything else
     logging.getLogger("werkzeug").addFilter(DropProbeLines())
     from moto.server import main as moto_main
 
