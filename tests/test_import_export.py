@@ -104,7 +104,7 @@ def test_bad_files_and_missing_records(start: ServiceStarter, moto_url: str) -> 
     url = f"{ctl}/api/v2/indexes/dst/import"
     for name, text in (("bad", "line 2: not JSON"), ("list", "line 2: a document must be"),
                        ("id", "line 1: _id must be"), ("bin", "not UTF-8"),
-                       ("deep", "line 2: not JSON (nested too deeply)"),
+                       ("deep", "line 2: not JSON (nested too deeply (more than 512 levels))"),
                        ("nan", "line 2: not JSON (NaN is not JSON"),
                        ("half", "line 2: not JSON (\\ud800 is half of a UTF-16 pair"),
                        ("digits", "line 2: not JSON (a number of over 4300 digits")):

@@ -330,6 +330,23 @@ def test_real_process_logs_requests_and_exits_0_on_sigterm(tmp_path: Path) -> No
     assert out.rstrip().endswith("fake_cognito stopped")
 
 
+def test_json_the_services_could_not_write_back_is_refused_at_the_reader() -> None:
+    """979 levels were read, then json.dumps (fake_cell's journal, an answer) failed on
+    them: a 500 with a traceback (adv29 o/8). 512 levels, as the daemon takes, pass."""
+    from hippo_platform.services.common.errors import HttpError
+    from hippo_platform.services.common.messages import MAX_DEPTH, Request
+
+    req = Request.__new__(Request)
+    req.body = b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+    assert json.dumps(req.json()).count("[") == MAX_DEPTH
+    for depth in (MAX_DEPTH + 1, 979, 980):
+        req.body = b'{"d": ' + b"[" * depth + b"]" * depth + b"}"
+        with pytest.raises(HttpError) as info:
+            req.json()
+        assert info.value.status == 400 and "nested too deeply (more than 512" in str(
+            info.value), str(info.value)
+
+
 def test_deeply_nested_json_is_a_400_not_a_500() -> None:
     from hippo_platform.services.common.errors import HttpError
     from hippo_platform.services.common.messages import Request

@@ -27,7 +27,6 @@ slow client or a hostile JSON document gets the same answer everywhere:
 from __future__ import annotations
 
 import json
-import re
 import select
 import socket
 import time
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from hippo_contract.http_head import Headers
 from hippo_contract.http_loop import http_date, phrase
-from hippo_contract.json_text import lone_surrogate, surrogate_sentence
+from hippo_contract.json_text import lone_surrogate, nested_past, surrogate_sentence
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.app import App
@@ -195,22 +194,10 @@ MAX_DEPTH = 512
 recursion limit decided, which depends on the stack depth of the thread parsing:
 an event 979 levels deep was accepted and recorded by the webhook, and its line then
 refused as `not valid JSON` by the replay that read it one level deeper."""
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
-    if raw.count(b"[") + raw.count(b"{") <= limit:  # C speed: nearly every body
-        return False
-    depth = 0
-    for token in _TOKENS.finditer(raw):  # strings are skipped whole: brackets in them
-        first = token.group()[:1]         # do not count
-        if first in (b"[", b"{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif first in (b"]", b"}"):
-            depth -= 1
-    return False
+    return nested_past(raw, limit)
 
 
 def decode_json(raw: bytes, noun: str) -> Any:

@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from hippo_contract.json_text import lone_surrogate, surrogate_sentence
+from hippo_contract.json_text import lone_surrogate, nested_past, surrogate_sentence
 from hippo_platform.services.common.errors import BadRequest
 
 JSON_TYPE = "application/json"
@@ -33,6 +33,11 @@ _STRICT = json.JSONDecoder(parse_constant=_no_constant)
 JSON.parse and every strict parser refuse whole (adv28 k/6)."""
 
 
+MAX_DEPTH = 512
+"""Deepest nesting any reader here takes, as the daemon's: far below what the writers
+(json.dumps, the journal) can write back."""
+
+
 class NotJson(ValueError):
     """Why a text is not JSON a service takes; `str()` is the reason alone."""
 
@@ -43,6 +48,8 @@ def strict_json(text: str) -> Any:
     nesting only as deep as the parser goes. NotJson otherwise. The readers of files
     and tokens had caught only JSONDecodeError: a 5,000-digit integer (ValueError) was a
     500, and a NaN in an import file reached the cell (adv29 o/1, o/2)."""
+    if nested_past(text, MAX_DEPTH):  # read at 979 levels, then a 500 writing it (o/8)
+        raise NotJson(f"nested too deeply (more than {MAX_DEPTH} levels)")
     try:
         value = _STRICT.decode(text)
     except RecursionError:
