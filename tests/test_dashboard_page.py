@@ -269,6 +269,11 @@ def test_a_lines_colours_are_shown_as_colours_and_other_escapes_are_dropped(
                           "s.textContent])")
     assert spans == [["a31 ab", "red"], ["a32", "<b>green</b>"], ["ab", "z"]]
     assert page.locator(".log b").count() == 0
+    # a rainbow (a colour per character) is shown as its words alone: its spans froze
+    # the tab for 40 s (adv29 o/7)
+    rainbow = "".join(f"\x1b[3{i % 7 + 1}m{c}" for i, c in enumerate("abc" * 300))
+    assert page.evaluate("t => window.__hippo.coloured(t).length", rainbow) == 1
+    assert page.evaluate("t => window.__hippo.coloured(t)[0]", rainbow) == "abc" * 300
     svc(page, "web").locator('input[type="search"]').fill("RED PLAIN")  # across its spans
     expect(pane.locator(".ln:not([hidden])")).to_have_count(1)
     assert "\x1b" not in pane.evaluate("e => e.textContent")
