@@ -370,6 +370,12 @@ def test_output_that_cannot_be_written_ends_as_hd_commands_do(
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO),
            "HIPPODROME_DASHBOARD_URL": f"http://127.0.0.1:{9000 + offset}"}
     argv = [sys.executable, "-m", "hippo_platform.seed.probes", "--project-root", str(root)]
+    # --json to a file that cannot be written was exit 2, a bad flag, after every probe
+    # had run (adv29 n/8): 10, as seed's files
+    to_full = subprocess.run([*argv, "--json", "/dev/full"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert to_full.returncode == 10, to_full.stdout + to_full.stderr
+    assert "probes: cannot write --json /dev/full: No space left on device" in to_full.stderr
     with open("/dev/full", "w") as full:
         done = subprocess.run(argv, cwd=root, env=env, stdout=full, stderr=subprocess.PIPE,
                               text=True, timeout=120)
