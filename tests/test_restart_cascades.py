@@ -280,3 +280,31 @@ def test_a_cascade_names_a_dependant_another_command_stopped_meanwhile(project: 
         assert "mid: running" in out
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_cascade_cut_short_names_what_it_did_not_reach(project: Path) -> None:
+    """db <- mid <- top; `hd restart -s db --cascade`, and `hd stop -s mid` while mid
+    restarts: the cascade ended at mid, and top, which it never reached, was left out
+    of the answer as if it had not been asked for (adv29 n/7)."""
+    import subprocess
+
+    from stackutil import HD_CLI
+
+    dash, db, mid, top = free_ports(4)
+    write_stack(project, stack_header(dash) + toy_service("db", db)
+                + toy_service("mid", mid, "--delay", "3", readiness={"http": "/healthz"},
+                              depends_on=["db"])
+                + toy_service("top", top, depends_on=["mid"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "db", "--cascade"], cwd=project,
+                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: registry(project)["services"]["mid"]["state"] == "starting", 20,
+                 what="mid restarting")
+        hd(project, "stop", "-s", "mid", check=True, timeout=60)
+        out, err = cascade.communicate(timeout=60)
+        assert cascade.returncode == 1, out + err
+        assert "top: running" in out and "not restarted: the cascade from db ended at 'mid' " \
+            "(stopped)" in out + err, out + err
+    finally:
+        hd(project, "down", timeout=60)

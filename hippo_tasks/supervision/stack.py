@@ -386,7 +386,8 @@ class StackSupervisor:
         another command stopped meanwhile is answered as it is: left out in silence,
         the cascade said ok, exit 0 (adv28 m/3)."""
         settled: Settled = {}
-        for dep in self.dependants_closure(name):
+        closure = self.dependants_closure(name)
+        for at, dep in enumerate(closure):
             svc = self.services[dep]
             completed_job = svc.planned.spec.kind == "job" and svc.ready
             if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon \
@@ -414,6 +415,12 @@ class StackSupervisor:
             settled[dep] = await self._through_restart(await svc.request(
                 "restart", f"restart requested ({why} from {name})"))
             if not settled[dep].ready:
+                # What the cascade would have restarted after it is named: left out of the
+                # answer, it read as not asked for (adv29 n/7).
+                for later in closure[at + 1:]:
+                    if skipped is not None and were_up is not None and later in were_up:
+                        skipped[later] = (f"not restarted: the cascade from {name} ended at "
+                                          f"'{dep}' ({settled[dep].state})")
                 break
         return settled
 
