@@ -298,6 +298,9 @@ def test_logs_of_a_service_not_started_yet_say_so_and_follow_it(project: Path) -
         res = hd(project, "logs", "-s", "app")
         assert res.returncode == 0, res.stdout + res.stderr
         assert "app has no log yet (it is pending: waiting for db)" in res.stderr, res.stderr
+        timed = hd(project, "logs", "-s", "app", "--timestamps")  # said nothing (adv29 n/9)
+        assert timed.returncode == 0 and "app has no log yet (it is pending: waiting for " \
+            "db)" in timed.stderr, timed.stdout + timed.stderr
         follow = subprocess.Popen([*HD_CLI, "logs", "-f", "-s", "app"], cwd=project,
                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert up.wait(60) == 0

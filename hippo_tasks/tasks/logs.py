@@ -7,7 +7,7 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hippo_tasks.errors import StateDirError, UsageError, did_you_mean
 from hippo_tasks.supervision.logs import MAX_LINE, pieces
@@ -124,8 +124,11 @@ def _known_without_log(root: Path, service: str) -> str | None:
         raise UnknownServiceError(service, tuple(str(r.get("name")) for r in rows),
                                   left_out[service])
     row = next((r for r in rows if r.get("name") == service), None)
-    if row is None:
-        return None
+    return None if row is None else state_words(row)
+
+
+def state_words(row: dict[str, Any]) -> str:
+    """A status row's state as `hd logs` says it: `it is pending: waiting for db`."""
     waiting = [str(w.get("service")) for w in row.get("waiting_on") or ()
                if isinstance(w, dict)]
     return f"it is {row.get('state')}" + (f": waiting for {', '.join(waiting)}" if waiting

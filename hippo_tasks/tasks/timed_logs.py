@@ -112,7 +112,19 @@ def show(root: Path, service: str, lines: int, follow: bool,
         out.flush()
 
     # The daemon's buffer answers up to MAX_LINES a call (`log_buffer_lines` may be larger).
-    write(fetch(f"lines={min(max(int(lines), 0), MAX_LINES)}"))
+    first = fetch(f"lines={min(max(int(lines), 0), MAX_LINES)}")
+    if service and not first:
+        # A service not started yet printed nothing at all, where `hd logs -s` without
+        # --timestamps says so (adv29 n/9).
+        row = next((r for r in client.status().get("services") or ()
+                    if isinstance(r, dict) and r.get("name") == service), None)
+        if row is not None and row.get("state") in ("pending", "stopped") \
+                and not row.get("pid"):
+            from hippo_tasks.tasks.logs import state_words
+
+            print(f"hippodrome: {service} has no log yet ({state_words(row)})",
+                  file=sys.stderr, flush=True)
+    write(first)
     while follow:
         time.sleep(FOLLOW_EVERY_S)
         try:
