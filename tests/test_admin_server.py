@@ -221,6 +221,11 @@ def test_settings_nested_past_dynamodbs_32_levels_are_a_400_at_any_depth(
         answer = stack.call("PUT", "/shop/settings", stack.key, data=nested(levels))
         assert answer.status_code == 400, (levels, answer.text)
         assert "nested more than 32 levels deep" in answer.json()["error"], answer.text
+    for number in ("1e200", "1e-200"):  # said to have over 38 digits (adv29 o/9)
+        huge = stack.call("PUT", "/shop/settings", stack.key, data=b'{"n": ' + number.encode()
+                          + b"}")
+        assert huge.status_code == 400 and "outside the numbers DynamoDB stores" in \
+            huge.json()["error"], huge.text
     beyond = stack.call("PUT", "/shop/settings", stack.key, data=nested(5000))
     assert beyond.status_code == 400 and "nested too deeply" in beyond.json()["error"]
     assert stack.call("GET", "/shop/settings", stack.key).json()["settings"] == got

@@ -30,6 +30,9 @@ class DynamoTypeError(ValueError):
 def _number(value: int | Decimal) -> str:
     try:
         text = str(DYNAMODB_CONTEXT.create_decimal(value))
+    except (decimal.Overflow, decimal.Underflow):  # 1e200 was said to have too many
+        raise DynamoTypeError(f"{value} is outside the numbers DynamoDB stores (about "  # digits
+                              "1E-130 to 1E+126 in size)") from None  # (adv29 o/9)
     except decimal.DecimalException:
         raise DynamoTypeError(f"{value} cannot be stored exactly in DynamoDB "
                               "(at most 38 significant digits)") from None
