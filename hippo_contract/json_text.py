@@ -1,10 +1,11 @@
-"""JSON that Python reads but cannot write back: a lone UTF-16 surrogate.
+"""JSON that Python reads but cannot write back: a lone UTF-16 surrogate, and nesting
+deeper than a writer goes.
 
 `json.loads('"\\ud800"')` gives a str holding half of a UTF-16 pair, which no UTF-8
 encoder takes: whatever accepted it failed later, where it wrote the value out (an
 answer, a journal line, a record), with a 500 or a connection closed unanswered, and a
-queue holding it stalled (adv28 k/3). The daemon and every bundled service refuse it
-where they read the body, with the same sentence.
+queue holding it stalled (adv28 k/3). The daemon and every bundled service refuse both
+where they read the body, with the same sentences.
 """
 
 from __future__ import annotations

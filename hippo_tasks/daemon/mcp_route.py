@@ -114,9 +114,11 @@ def _bad_id(body: bytes) -> Raw | None:
     ident = message["id"]
     if isinstance(ident, str) or (isinstance(ident, int) and not isinstance(ident, bool)):
         return None
+    shown = ("an object" if isinstance(ident, dict) else "a list" if isinstance(ident, list)
+             else json.dumps(ident)[:40])  # a nested one is not written back out whole
     error = {"jsonrpc": "2.0", "id": None, "error": {
         "code": -32600, "message": f"Invalid Request: 'id' must be a string or an integer, "
-                                   f"not {json.dumps(ident)[:40]}"}}
+                                   f"not {shown}"}}
     return Raw(json.dumps(error).encode(), "application/json", status=400)
 
 

@@ -45,7 +45,7 @@ class NotJson(ValueError):
 def strict_json(text: str) -> Any:
     """JSON as every bundled service reads it, from a body, a file's line or a token:
     no NaN or Infinity, no half of a UTF-16 pair, no number Python will not convert,
-    nesting only as deep as the parser goes. NotJson otherwise. The readers of files
+    nesting at most MAX_DEPTH levels. NotJson otherwise. The readers of files
     and tokens had caught only JSONDecodeError: a 5,000-digit integer (ValueError) was a
     500, and a NaN in an import file reached the cell (adv29 o/1, o/2)."""
     if nested_past(text, MAX_DEPTH):  # read at 979 levels, then a 500 writing it (o/8)
