@@ -84,6 +84,19 @@ def wait_fork(controller: str, key: dict[str, str], fork_id: str,
         time.sleep(0.1)
 
 
+def workflow_stack(start: ServiceStarter, moto_url: str, prefix: str
+                   ) -> tuple[ServiceProcess, dict[str, str], ServiceProcess, dict[str, str]]:
+    """The cell, the fork worker and the controller on moto's workflow, with a tenant
+    whose `src` index holds documents: (cell, env, controller, the tenant's key)."""
+    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
+    env = aws_env(moto_url, cell, prefix)
+    start.start("fork_action_worker", env=env)
+    ctl = start.start("controller", env=env)
+    key = tenant(ctl.base_url)
+    add_docs(cell.base_url, key)
+    return cell, env, ctl, key
+
+
 def test_direct_fork_in_core_copies_settings_and_documents(start: ServiceStarter) -> None:
     cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
     ctl = start.start("controller", env={"CONTROL_PLANE_URL_OVERRIDE": cell.base_url,
@@ -308,12 +321,7 @@ def test_a_finished_fork_is_found_after_moto_restarts(start: ServiceStarter, mot
     controller asks a fresh moto) a fork that had SUCCEEDED was `404 not found`, which
     the guide reads as a wrong id, while the index it made was there. The cell keeps
     each forked index's origin; the fork is found through it, for its own account only."""
-    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
-    env = aws_env(moto_url, cell, "sfn4-")
-    start.start("fork_action_worker", env=env)
-    ctl = start.start("controller", env=env)
-    key = tenant(ctl.base_url)
-    add_docs(cell.base_url, key)
+    cell, env, ctl, key = workflow_stack(start, moto_url, "sfn4-")
     fork_id = ask_fork(ctl.base_url, key, "copy").json()["forkId"]
     assert wait_fork(ctl.base_url, key, fork_id)["status"] == "SUCCEEDED"
     more = requests.post(f"{cell.base_url}/indexes/copy/documents", headers=key, timeout=10,
@@ -360,12 +368,7 @@ def test_a_poison_message_on_the_fork_queue_never_ends_the_worker(
     """A message nested 50,000 levels deep raised RecursionError out of the worker's
     thread: it ended, /healthz still said ok, and every later fork stayed RUNNING for
     ever (adv29 o/5). It is dropped as not a fork task, and the next fork goes through."""
-    cell = start.start("fake_cell", args=["--state-dir", str(start.folder / "cell")])
-    env = aws_env(moto_url, cell, "poison-")
-    start.start("fork_action_worker", env=env)
-    ctl = start.start("controller", env=env)
-    key = tenant(ctl.base_url)
-    add_docs(cell.base_url, key)
+    _, env, ctl, key = workflow_stack(start, moto_url, "poison-")
     aws = AwsClient.from_env(env)
     _, queue_url = workflow.ensure_queue(aws, env)
     for body in ("[" * 50_000 + "]" * 50_000, '{"token": "t", "input": 1}',

@@ -196,13 +196,9 @@ an event 979 levels deep was accepted and recorded by the webhook, and its line 
 refused as `not valid JSON` by the replay that read it one level deeper."""
 
 
-def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
-    return nested_past(raw, limit)
-
-
 def decode_json(raw: bytes, noun: str) -> Any:
     """Strict JSON from bytes, or a 400 naming what is wrong with it."""
-    if too_deep(raw):
+    if nested_past(raw, MAX_DEPTH):
         raise HttpError(400, f"Invalid JSON: nested too deeply (more than {MAX_DEPTH} levels)")
     try:
         text = raw.decode("utf-8")

@@ -114,14 +114,15 @@ def _whole(text: str) -> int:
 def _detail(path: str, detail_type: str, table_prefix: str) -> dict[str, Any]:
     """The file's object, else the smallest detail shaped like event_pipe's records."""
     if path:
-        from hippo_tasks.daemon.httpcore import MAX_DEPTH, too_deep
+        from hippo_contract.json_text import nested_past
+        from hippo_tasks.daemon.httpcore import MAX_DEPTH
         from hippo_tasks.model.textfile import Unusable, read_small_text
 
         try:  # bounded: `--file /dev/zero` grew to 8.7 GB before anything was sent
             text = read_small_text(Path(path), FILE_LIMIT)
             # The event around the detail is one more level: a detail of 512 levels, or
             # of 600, was sent, and the webhook's 400 came back as exit 1.
-            if too_deep(text.encode("utf-8", "surrogatepass"), MAX_DEPTH - 1):
+            if nested_past(text, MAX_DEPTH - 1):
                 raise RecursionError
             detail = json.loads(text, parse_constant=_no_constant, parse_float=_finite,
                                 parse_int=_whole)
