@@ -325,7 +325,7 @@ def test_json_report_writes_into_what_the_file_is(tmp_path: Path) -> None:
     """`--json /dev/stdout` replaced the machine's /dev/stdout (a link) with a regular
     file, and /dev/full, a FIFO, likewise; `--json .` was a traceback; a missing folder
     was made, anywhere."""
-    from hippo_platform.seed.probes import json_refusal, write_json_report
+    from hippo_platform.seed.probe_pass import json_refusal, write_json_report
 
     results = {"ok": True, "services": [{"name": "web", "status": "pass"}]}
     read_end, write_end = os.pipe()

@@ -6,11 +6,16 @@ goes away: as every `hd` command does, not with a traceback.
 a KeyboardInterrupt one (adv28 k/9). The exit codes are hd's: 120 when the output could
 not be written (said on stderr), 141 when its reader went away (nothing more said), 130
 on Ctrl+C.
+
+The guard covers the program's imports too: a Ctrl+C in the 0.3-0.8 s its modules take
+to load printed an import traceback (adv29 n/6), so the entry modules (`seed/__main__`,
+`seed/probes`) import nothing but this before it.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -39,6 +44,11 @@ def run(main: Callable[[], int], prog: str, interrupted: str = "") -> int:
         _quiet_stdout()
         print(f"{prog}: the output could not be written: {exc}", file=sys.stderr, flush=True)
         return 120
+
+
+def run_module(module: str, prog: str, interrupted: str = "") -> int:
+    """`run` of `module`'s `main()`, imported under the guard."""
+    return run(lambda: importlib.import_module(module).main(), prog, interrupted)
 
 
 def _quiet_stdout() -> None:

@@ -93,7 +93,7 @@ class Target:
 
 def make_target(root: Path, view: StackView) -> Target:
     """The seeded account's key (or the probes' own), as the data path finds it."""
-    from hippo_platform.seed.probes import StepFailed, probe_key  # one place decides the key
+    from hippo_platform.seed.probe_pass import StepFailed, probe_key  # one place decides the key
 
     if view.cell != "local":
         raise TargetError(f"not run against the '{view.cell}' cell: the probes write "

@@ -1,0 +1,51 @@
+"""Ctrl+C of the stack's own commands (`hd seed`, `hd probes`) while their programs are
+still loading: a real SIGINT, sent by the process to itself the moment the first of the
+bundled services' modules is looked up (a `sitecustomize` on PYTHONPATH hooks the import
+system, so the moment is exact, not a race with the machine's load). It printed the
+import's KeyboardInterrupt traceback and died of the signal (adv29 n/6); it is exit 130
+with the same sentence as a Ctrl+C later in the run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from data_stack import REPO
+
+HOOK = '''
+import os, signal, sys
+
+class CtrlC:
+    """Ctrl+C the moment TARGET is first imported, then let the import go on."""
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["INTERRUPT_AT_IMPORT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+'''
+
+
+@pytest.mark.parametrize(("module", "prog", "words"), [
+    ("hippo_platform.seed", "seed", "seed: interrupted (Ctrl+C): `hd seed` again finishes it"),
+    ("hippo_platform.seed.probes", "probes", "probes: interrupted (Ctrl+C)"),
+])
+def test_ctrl_c_while_the_program_loads_is_exit_130_and_a_sentence(
+        tmp_path: Path, module: str, prog: str, words: str) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(REPO)]),
+           "INTERRUPT_AT_IMPORT": "hippo_platform.services",
+           "HIPPODROME_DASHBOARD_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", module, "--project-root", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr.strip() == words
+    assert done.stdout == ""
