@@ -314,3 +314,33 @@ def test_logs_of_a_service_not_started_yet_say_so_and_follow_it(project: Path) -
             follow.wait(10)
         up.wait(60)
         hd(project, "down", check=True)
+
+
+def test_a_restart_waiting_on_a_dependency_in_backoff_says_so(project: Path) -> None:
+    """`hd restart -s app` whose dependency db had crashed and waited out a 6 s backoff
+    sat silent all that time, a wait no one could tell from a hang. Past 2 s it says what
+    app waits for and where db is, then ends as before once db is back."""
+    import os
+    import signal
+
+    from stackutil import wait_for
+
+    dash, d, a = free_ports(3)
+    write_stack(project, stack_header(dash, backoff_initial=6)
+                + toy_service("db", d, readiness={"http": "/healthz"})
+                + toy_service("app", a, depends_on=["db"]))
+    try:
+        hd(project, "up", "--detach", check=True)
+        db = registry(project)["services"]["db"]["pid"]
+        os.kill(db, signal.SIGKILL)
+        wait_for(lambda: registry(project)["services"]["db"]["state"] == "backoff", 20,
+                 what="db in its crash backoff")
+        done = hd(project, "restart", "-s", "app", timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "app: running" in done.stdout
+        waits = [line for line in done.stderr.splitlines() if "is waiting for" in line]
+        assert waits and waits[0].startswith(
+            "hippodrome | app is waiting for db (healthy); db: backoff — "), done.stderr
+        assert "restarting in 6s" in waits[0], waits
+    finally:
+        hd(project, "down", check=True)

@@ -75,9 +75,12 @@ class DaemonClient:
         return cls(daemon["url"], int(daemon["pid"]), daemon.get("stack_file"),
                    daemon.get("foreground") is True)
 
-    def call(self, method: str, path: str, body: Any = None, timeout: float = 310.0) -> Any:
+    def call(self, method: str, path: str, body: Any = None, timeout: float = 310.0,
+             each_second: Callable[[], None] | None = None) -> Any:
+        """`each_second`: called each second of a long wait, after the look at the daemon
+        (`_watch`)."""
         data = None if body is None else json.dumps(body).encode()
-        status, raw = self._exchange(method, path, data, JSON, timeout)
+        status, raw = self._exchange(method, path, data, JSON, timeout, each_second)
         if status < 400:
             try:
                 return json.loads(raw or b"null", parse_constant=_not_json)
@@ -102,8 +105,9 @@ class DaemonClient:
         raise HippoErrorFromDaemon(status, str(message))
 
     def _exchange(self, method: str, path: str, data: bytes | None,
-                  headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
-        waiting = self._watch() if timeout > LOOK_EVERY_S else None
+                  headers: dict[str, str], timeout: float,
+                  each_second: Callable[[], None] | None = None) -> tuple[int, bytes]:
+        waiting = self._watch(each_second) if timeout > LOOK_EVERY_S else each_second
         try:
             return exchange(self.url, method, path, data, headers, timeout, waiting)
         except (OSError, BadAnswer) as exc:  # refused, reset, timed out, or not HTTP
@@ -115,7 +119,7 @@ class DaemonClient:
                           f"{self.pid}` lets it answer")
             raise DaemonUnreachableError(self.url, self.pid, reason) from None
 
-    def _watch(self) -> Callable[[], None]:
+    def _watch(self, each_second: Callable[[], None] | None) -> Callable[[], None]:
         """A long wait's look at the daemon, each second: stopped (SIGSTOP, Ctrl+Z, a
         debugger) for LOOK_EVERY_S, or silent to `/healthz` at two looks in a row, it
         will not answer. A restart whose daemon was stopped after it accepted waited
@@ -125,6 +129,11 @@ class DaemonClient:
         next_look = time.monotonic() + LOOK_EVERY_S
 
         def look() -> None:
+            check()
+            if each_second is not None:
+                each_second()
+
+        def check() -> None:
             nonlocal stopped_since, failed_since, next_look
             now = time.monotonic()
             if is_stopped(self.pid):
@@ -196,13 +205,15 @@ class DaemonClient:
         self._ours(path, why_problem(result))
         return dict(result)
 
-    def action(self, verb: str, service: str | None, cascade: bool = False) -> dict[str, Any]:
+    def action(self, verb: str, service: str | None, cascade: bool = False,
+               each_second: Callable[[], None] | None = None) -> dict[str, Any]:
         if verb not in ("start", "stop", "restart"):
             raise UsageError(f"unknown action {verb}")
         path = f"/api/services/{quote(service, safe='')}/{verb}" if service else \
             f"/api/stack/{verb}"
         self.check_answers()
-        result = self.call("POST", path, {"cascade": True} if cascade else None)
+        result = self.call("POST", path, {"cascade": True} if cascade else None,
+                           each_second=each_second)
         self._ours(path, action_problem(result))
         return dict(result)
 

@@ -61,11 +61,13 @@ def _act(verb: str, service: str | None, root_flag: str | None,
         raise UsageError("--cascade needs --service NAME (the stack as a whole has no order "
                          "to cascade in)")
     from hippo_tasks.daemon.client import DaemonClient
+    from hippo_tasks.tasks.wait_notice import WaitNotice
 
     root = resolve_root(root_flag)
     client = DaemonClient.for_project(root)
     try:
-        result = client.action(verb, service or None, cascade)
+        notice = WaitNotice(client, service) if service and verb != "stop" else None
+        result = client.action(verb, service or None, cascade, each_second=notice)
     except UnknownServiceError:
         _say_if_changed(root, client.stack_file)  # a name the edited file has, say
         raise
