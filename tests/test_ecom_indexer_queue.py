@@ -18,6 +18,8 @@ from queue_stack import QueueStack, queue_stack
 from service_process import ServiceStarter, free_port
 from stackutil import wait_for
 
+from hippo_platform.services.ecom_indexer.consumer import POISON_AFTER
+
 moto_server_url = moto_server.moto_server_url
 EXIT_CONFIG = 78
 
@@ -180,7 +182,9 @@ def test_a_batch_the_cell_always_fails_on_does_not_hold_back_the_others(
         stack: QueueStack, tmp_path: Path) -> None:
     """A poison batch (5xx every time) received with good ones: the first 5xx ended the
     receive, the good ones stayed invisible for the queue's 30 s and came back behind
-    it again (adv28 k/4). Each is now tried on its own; the poison one is retried."""
+    it again (adv28 k/4). Each is now tried on its own; the poison one is retried, and
+    it was retried for as long as the service ran, each time delaying what came behind:
+    after POISON_AFTER 5xx answers while others went in it is dropped and counted."""
     sqs = stack.client("sqs")
     name = f"{stack.prefix}poison-{uuid.uuid4().hex[:6]}"
     url = sqs.create_queue(QueueName=name)["QueueUrl"]  # 30 s visibility, as provisioned
@@ -204,7 +208,47 @@ def test_a_batch_the_cell_always_fails_on_does_not_hold_back_the_others(
             # counted after the cell took them and the message was deleted: a moment later
             wait_for(lambda: stats()["delivered"] == 3, what="three deliveries counted")
             wait_for(lambda: stats()["retries"] >= 2, what="the poison batch retried")
-            assert stats()["failed"] == 0 and stats()["delivered"] == 3, stats()
+            assert stats()["delivered"] == 3, stats()
+            wait_for(lambda: stats()["failed"] == 1, timeout=60, what="the poison batch dropped")
+            final = stats()
+            assert final["retries"] == POISON_AFTER - 1 and final["delivered"] == 3, final
+            assert "batch p0 for index 'shop' failed for good: cell answered 500" in \
+                final["lastError"] and "it is this batch the cell fails on" in \
+                final["lastError"], final
+            left = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+            assert set(left["Attributes"].values()) == {"0"}, left
             assert indexer.terminate() == 0
+    finally:
+        cell.close()
+
+
+def test_a_cell_failing_every_batch_drops_none(stack: QueueStack, tmp_path: Path) -> None:
+    """The other side of dropping a poison batch: a cell answering 5xx to every batch
+    (overloaded, restarting) takes none in, so none is taken for the batch's fault, however
+    often each is retried; all stay queued for when it is back."""
+    sqs = stack.client("sqs")
+    name = f"{stack.prefix}allfail-{uuid.uuid4().hex[:6]}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    cell = _PoisonCell(stack.url("cell"))
+    try:
+        for n in range(3):
+            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(
+                {"batchId": f"a{n}", "index": "shop", "apiKey": stack.key,
+                 "documents": [{"_id": f"a{n}", "title": f"poison {n}"}]}))
+        env = {**stack.env, "ECOM_INDEXER_QUEUE": name, "MARQO_BASE_URL": cell.url}
+        with ServiceStarter(tmp_path) as start:
+            indexer = start.start("ecom_indexer", env=env)
+
+            def stats() -> dict[str, int]:
+                return dict(requests.get(f"{indexer.base_url}/stats", timeout=5).json())
+
+            wait_for(lambda: stats()["retries"] >= 2 * POISON_AFTER, timeout=90,
+                     what="every batch retried past the poison count")
+            assert stats()["failed"] == 0 and stats()["delivered"] == 0, stats()
+            assert indexer.terminate() == 0
+        left = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        assert sum(int(v) for v in left["Attributes"].values()) == 3, left
     finally:
         cell.close()

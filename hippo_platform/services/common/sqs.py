@@ -26,6 +26,7 @@ class Message(NamedTuple):
     receipt: str
     body: Any  # the decoded JSON body; None when it is not JSON
     raw: str
+    id: str = ""  # SQS's MessageId: the same across deliveries, as the receipt is not
 
 
 class QueueMissing(Exception):
@@ -68,7 +69,8 @@ class Queue:
                 body = strict_json(raw)  # 5,000-digit number raised out of the whole
             except NotJson:  # receive, holding the good batches with it (adv29 o/4)
                 body = None
-            found.append(Message(str(item.get("ReceiptHandle", "")), body, raw))
+            found.append(Message(str(item.get("ReceiptHandle", "")), body, raw,
+                                 str(item.get("MessageId", ""))))
         return found
 
     def release(self, receipt: str, after_s: int = 1) -> None:

@@ -9,7 +9,12 @@ counted as failed, so one bad batch never blocks the others. A body that is not 
 batch at all is dropped the same way, with a log line naming it. A batch the cell
 answers 5xx for is released, and the others of the same receive are still tried: a
 batch it always fails on is retried (and counted in `retries`) without holding back
-the ones behind it.
+the ones behind it. Not for ever: such a batch was retried as long as the service ran,
+a log line and a longer backoff for every batch behind it each time. Once the cell has
+answered it 5xx POISON_AFTER times while other batches went in (so the cell works, and
+it is this batch it fails on), it is deleted and counted as failed, as SQS's redrive
+policy would move it to a dead-letter queue. A cell failing every batch (overloaded,
+restarting) takes none in, so nothing is dropped for that.
 
 A batch left on the queue is made visible again after a second (ChangeMessageVisibility)
 rather than after the queue's 30 s visibility timeout, so a cell back from a restart
@@ -51,6 +56,12 @@ class Stats:
                     "lastError": self.last_error, "lastErrorAt": self.last_error_at}
 
 
+POISON_AFTER = 5
+"""5xx answers to one batch, with other batches taken meanwhile, before it is dropped."""
+TRIES_KEPT = 10_000
+"""Batches whose 5xx answers are counted at once; the oldest count is forgotten past it."""
+
+
 class Retry(Exception):
     """Leave the message on the queue and back off: a peer is down or answered 5xx.
     `whole`: the cell is unreachable, so the rest of the receive would fail too."""
@@ -82,6 +93,8 @@ class Consumer(BackgroundLoop):
         self.wait_s = wait_s
         self.backoff = backoff or Backoff()
         self.stats = Stats()
+        self._fails: dict[str, tuple[int, int]] = {}
+        """Message id -> (the cell's 5xx answers to it, deliveries before the first)."""
         super().__init__("consumer")
 
     def run(self) -> None:
@@ -136,17 +149,36 @@ class Consumer(BackgroundLoop):
             raise Retry(f"batch {batch_id}: {exc.message}", whole=True) from None
         if answer.ok:
             self.queue.delete(message.receipt)
+            self._fails.pop(message.id, None)
             with self.stats.lock:
                 self.stats.delivered += 1
                 self.stats.documents += len(docs)
             log_line(f"batch {batch_id}: {len(docs)} docs from SQS into '{index}'")
             return
         reason = f"cell answered {answer.status}: {answer.error_text()}"
-        if answer.status not in PERMANENT:
+        if answer.status not in PERMANENT and not self._poison(message):
             self._release(message)
             raise Retry(f"batch {batch_id}: {reason}")
         self.queue.delete(message.receipt)
+        self._fails.pop(message.id, None)
+        if answer.status not in PERMANENT:
+            reason += (f", {POISON_AFTER} times, while other batches went in: it is this "
+                       "batch the cell fails on")
         self._failed(f"batch {batch_id} for index '{index}' failed for good: {reason}")
+
+    def _poison(self, message: Message) -> bool:
+        """One more 5xx answer to `message`: whether that makes it a batch to drop."""
+        with self.stats.lock:
+            delivered = self.stats.delivered
+        if not message.id:
+            return False
+        answers, before = self._fails.pop(message.id, (0, delivered))
+        if answers + 1 >= POISON_AFTER and delivered > before:
+            return True
+        self._fails[message.id] = (answers + 1, before)  # now the newest
+        while len(self._fails) > TRIES_KEPT:
+            del self._fails[next(iter(self._fails))]
+        return False
 
     def _release(self, message: Message) -> None:
         try:
