@@ -344,3 +344,31 @@ def test_a_restart_waiting_on_a_dependency_in_backoff_says_so(project: Path) -> 
         assert "restarting in 6s" in waits[0], waits
     finally:
         hd(project, "down", check=True)
+
+
+def test_the_table_says_completed_and_names_the_signal(project: Path) -> None:
+    """A job that ran to exit 0 read `stopped` in `hd status`, as if stopped before it was
+    done, and a service ended by `hd stop` had EXIT `-15`, a code no program returns: the
+    table says `completed` and `SIGTERM`; the JSON keeps `stopped` and -15."""
+    import re
+
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a) + f"""
+[services.setup]
+kind = "job"
+command = {json.dumps(["sh", "-c", "exit 0"])}
+""")
+    try:
+        hd(project, "up", "--detach", check=True)
+        hd(project, "stop", "-s", "web", check=True)
+        table = hd(project, "status", check=True).stdout
+        rows = {line.split()[0]: line.split() for line in table.splitlines()[2:]}
+        assert rows["setup"][1] == "completed" and rows["setup"][-1] == "0", table
+        assert rows["web"][1] == "stopped" and rows["web"][-1] == "SIGTERM", table
+        assert re.search(r"^EXIT$", table.splitlines()[1].split()[-1]), table
+        st = {s["name"]: s for s in json.loads(hd(project, "status", "--json").stdout)[
+            "services"]}
+        assert (st["setup"]["state"], st["setup"]["exit_code"]) == ("stopped", 0)
+        assert (st["web"]["state"], st["web"]["exit_code"]) == ("stopped", -15)
+    finally:
+        hd(project, "down", check=True)

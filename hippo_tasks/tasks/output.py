@@ -162,8 +162,9 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-STATE_COLOURS = {"running": GREEN, "external": GREEN, "starting": YELLOW, "backoff": YELLOW,
-                 "stopping": YELLOW, "failed": RED, "pending": DIM, "stopped": DIM}
+STATE_COLOURS = {"running": GREEN, "external": GREEN, "completed": GREEN, "starting": YELLOW,
+                 "backoff": YELLOW, "stopping": YELLOW, "failed": RED, "pending": DIM,
+                 "stopped": DIM}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
@@ -200,12 +201,11 @@ def status_table(status: dict[str, Any]) -> str:
         health = "-" if svc["state"] not in ("running", "external") else (
             "healthy" if svc["healthy"] else EXTERNAL_DOWN if svc.get("external") else "unhealthy")
         rows.append([
-            svc["name"], svc["state"], health,
+            svc["name"], table_state(svc), health,
             str(svc["pid"] or "-"), str(svc["port"] or "-"), str(svc["restarts"]),
-            fmt_uptime(svc["uptime_s"]),
-            "-" if svc["exit_code"] is None else str(svc["exit_code"]),
+            fmt_uptime(svc["uptime_s"]), fmt_exit(svc["exit_code"]),
         ])
-        colours.append(YELLOW if health == EXTERNAL_DOWN else STATE_COLOURS.get(svc["state"]))
+        colours.append(YELLOW if health == EXTERNAL_DOWN else STATE_COLOURS.get(rows[-1][1]))
     head = (f"profile {status['profile']}  cell {status['cell']}  table prefix "
             f"{status['table_prefix']}  dashboard {status.get('dashboard_url', '-')}")
     body = table(["SERVICE", "STATE", "HEALTH", "PID", "PORT", "RESTARTS", "UPTIME", "EXIT"],
@@ -222,6 +222,29 @@ def status_table(status: dict[str, Any]) -> str:
                   else "")
                for what, p in (status.get("problems") or {}).items() if isinstance(p, dict)]
     return "\n".join([head, body, *reasons, *trouble])
+
+
+def table_state(svc: dict[str, Any]) -> str:
+    """A job that ran to exit 0 is `completed` in the table, where `stopped` read as if
+    it had been stopped before it was done (the JSON keeps the state machine's word)."""
+    if svc.get("kind") == "job" and svc["state"] == "stopped" and svc.get("exit_code") == 0:
+        return "completed"
+    return str(svc["state"])
+
+
+def fmt_exit(code: object) -> str:
+    """The EXIT column: a process ended by a signal is the signal's name (`SIGTERM`), not
+    the `-15` of the JSON, which read as an exit code no program returns."""
+    if not isinstance(code, int):
+        return "-"
+    if code >= 0:
+        return str(code)
+    import signal
+
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
 
 
 def fmt_clock(ts: object) -> str:
