@@ -174,6 +174,23 @@ def test_a_request_whose_id_is_not_a_string_or_integer_is_an_invalid_request(
     assert stack.web() == before
 
 
+def test_a_batch_is_one_invalid_request_that_says_why(stack: Stack) -> None:
+    """A JSON array of requests got pydantic's validation text, a dozen lines naming every
+    model it tried: batches are gone from MCP (2025-06-18), and the answer says so, once,
+    and nothing in the batch is carried out."""
+    before = stack.web()
+    tool = "stop" if before[0] == "running" else "start"
+    batch = json.dumps([{"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {
+        "name": tool, "arguments": {"service": "web"}}} for n in (1, 2)])
+    status, body = stack.send("POST", "/mcp", batch, AGENT)
+    assert status == 400, body
+    answer = json.loads(body)
+    assert answer == {"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32600, "message": "Invalid Request: a batch (a JSON array) is not taken: "
+        "MCP has no batches since 2025-06-18; POST one JSON-RPC message per request"}}
+    assert stack.web() == before
+
+
 @pytest.mark.parametrize("host", ["LOCALHOST", "127.0.0.9", "[::1]"])
 def test_every_loopback_name_the_guard_takes_reaches_the_tools(stack: Stack,
                                                                host: str) -> None:

@@ -98,17 +98,22 @@ def _origin_refusal(req: Request) -> None:
                              "endpoint is for agent clients on this machine, not web pages")
 
 
-def _bad_id(body: bytes) -> Raw | None:
+def _refused_message(body: bytes) -> Raw | None:
     """A request whose id is neither a string nor an integer (1.5, true, an object): the
     SDK took it for a notification, answered 202 with no body and carried nothing out,
-    so the client waited for an answer that never came (adv28 m/5). JSON-RPC's answer
-    is an Invalid Request error with a null id."""
-    if b'"id"' not in body:
+    so the client waited for an answer that never came (adv28 m/5). A batch (a JSON
+    array) got pydantic's validation text, a dozen lines naming every model it tried;
+    MCP dropped batches in 2025-06-18. JSON-RPC's answer to both is an Invalid Request
+    error with a null id."""
+    if not body.lstrip().startswith(b"[") and b'"id"' not in body:
         return None
     try:
         message = json.loads(body)
     except (ValueError, RecursionError):
         return None  # not JSON: the SDK's own 400 says so
+    if isinstance(message, list):
+        return _invalid_request("a batch (a JSON array) is not taken: MCP has no batches "
+                                "since 2025-06-18; POST one JSON-RPC message per request")
     if not isinstance(message, dict) or "method" not in message or "id" not in message:
         return None
     ident = message["id"]
@@ -116,9 +121,12 @@ def _bad_id(body: bytes) -> Raw | None:
         return None
     shown = ("an object" if isinstance(ident, dict) else "a list" if isinstance(ident, list)
              else json.dumps(ident)[:40])  # a nested one is not written back out whole
+    return _invalid_request(f"'id' must be a string or an integer, not {shown}")
+
+
+def _invalid_request(why: str) -> Raw:
     error = {"jsonrpc": "2.0", "id": None, "error": {
-        "code": -32600, "message": f"Invalid Request: 'id' must be a string or an integer, "
-                                   f"not {shown}"}}
+        "code": -32600, "message": f"Invalid Request: {why}"}}
     return Raw(json.dumps(error).encode(), "application/json", status=400)
 
 
@@ -136,7 +144,7 @@ def mcp(req: Request) -> Raw:
         raise HttpError(400, f"Content-Type must be application/json, not "
                              f"{content_type or 'missing'!r}: POST one JSON-RPC message")
     body = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="one JSON-RPC message")
-    refused = _bad_id(body) if req.method == "POST" else None
+    refused = _refused_message(body) if req.method == "POST" else None
     if refused is not None:
         return refused
     # Media types are case-insensitive (RFC 9110); the SDK compares exactly, and
