@@ -53,6 +53,12 @@ def test_healthz_status_logs(daemon: str) -> None:
     assert code == 200 and older["lines"] == []
     code, body = call(daemon + "/api/services/web/logs?before=0")
     assert code == 400 and "'before' must be between 1 and" in body["error"], body
+    # lines=0: the sequence numbers alone; its `next` was itself, and a paging client
+    # that followed it looped (testers' notes)
+    for query in ("lines=0", "lines=0&grep=script", f"lines=0&after={last - 1}"):
+        code, counted = call(daemon + f"/api/services/web/logs?{query}")
+        assert code == 200 and counted["lines"] == [] and counted["next"] is None, counted
+        assert counted["last_seq"] == last and counted["more"] is False, counted
 
 
 def test_errors_are_json_with_the_right_status(daemon: str) -> None:
