@@ -40,15 +40,19 @@ def test_each_file_shape_becomes_searchable(stack: QueueStack) -> None:
         "list.json": json.dumps([{"_id": "t1", "title": "teak stool"}]).encode(),
         "wrapped.json": json.dumps({"documents": [{"_id": "t2", "title": "teak shelf"}]}).encode(),
         "lines.jsonl": b'{"_id": "t3", "title": "teak bench"}\n\n{"title": "teak tray"}\n',
+        # saved by a Windows editor: a UTF-8 byte-order mark first, and CRLF line ends
+        "bom.jsonl": b'\xef\xbb\xbf{"_id": "t4", "title": "teak desk"}\r\n'
+                     b'{"_id": "t6", "title": "teak chair"}\r\n',
+        "bom.json": b'\xef\xbb\xbf' + json.dumps([{"_id": "t5", "title": "teak lamp"}]).encode(),
     }
     for name, data in files.items():
         bucket = put(stack, f"imports/{name}", data)
         answer = trigger(stack, {"bucket": bucket, "key": f"imports/{name}", "index": "shop"})
         assert answer.status_code == 202, answer.text
         assert answer.json()["queue"] == f"{stack.prefix}ecom-indexer"
-    found = wait_for(lambda: len(stack.search("teak")) == 4 and stack.search("teak"),
-                     what="four documents from three files")
-    assert {"t1", "t2", "t3"} <= set(found)
+    found = wait_for(lambda: len(stack.search("teak")) == 7 and stack.search("teak"),
+                     what="seven documents from five files")
+    assert {"t1", "t2", "t3", "t4", "t5", "t6"} <= set(found)
 
 
 def test_a_large_file_is_split_into_batches_that_fit_sqs(stack: QueueStack) -> None:

@@ -82,6 +82,12 @@ def test_export_then_import_round_trips(start: ServiceStarter, moto_url: str) ->
     again = requests.post(f"{ctl}/api/v2/indexes/restored/import", headers=key, timeout=10,
                           json={"key": made["key"]})
     assert again.json()["created"] is False and docs_of(cell, key, "restored") == DOCS
+    # the same file saved again by a Windows editor (a byte-order mark first) was refused
+    s3(moto_url).put_object(Bucket=made["bucket"], Key="bom.jsonl", Body=b"\xef\xbb\xbf" + body)
+    bom = requests.post(f"{ctl}/api/v2/indexes/from-bom/import", headers=key, timeout=10,
+                        json={"key": "bom.jsonl"})
+    assert bom.status_code == 200, bom.text
+    assert docs_of(cell, key, "from-bom") == DOCS
 
 
 def test_bad_files_and_missing_records(start: ServiceStarter, moto_url: str) -> None:

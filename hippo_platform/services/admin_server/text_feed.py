@@ -26,7 +26,7 @@ def read_feed(req: Request) -> tuple[str, str]:
     kind = (req.header("content-type") or "").split(";")[0].strip().lower()
     if kind in CONTENT_TYPES:
         try:
-            return CONTENT_TYPES[kind], req.body.decode("utf-8")
+            return CONTENT_TYPES[kind], req.body.decode("utf-8-sig")  # past a BOM
         except UnicodeDecodeError:
             raise BadRequest("the feed must be UTF-8 text") from None
     body = req.json_object()

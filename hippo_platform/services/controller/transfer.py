@@ -94,7 +94,7 @@ class Transfers:
 def parse_lines(raw: bytes, where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(settings, documents); every line checked before anything is written."""
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM (Windows editors) is read past, as in bodies
     except UnicodeDecodeError:
         raise BadRequest(f"{where} is not UTF-8 text") from None
     settings: dict[str, Any] = {}

@@ -51,7 +51,7 @@ BATCH_BYTES = 200 * 1024  # under SQS's 256 KiB, with room for the envelope
 
 def parse_documents(data: bytes) -> list[Any]:
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a BOM (Windows editors) is read past, as in bodies
     except UnicodeDecodeError:
         raise BadRequest("the object is not UTF-8 text") from None
     try:
