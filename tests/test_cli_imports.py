@@ -22,7 +22,7 @@ from stackutil import free_ports
 
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
-from hippo_tasks.tasks.program import HOT, KINDS, SHORT, kwarg_for, parse_hot
+from hippo_tasks.tasks.program import HOT, SHORT, kind_of, kwarg_for, parse_hot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -299,7 +299,7 @@ def test_fast_path_reads_flags_as_invoke_does() -> None:
             long = [n for n in arg.names if len(n) > 1]
             theirs[long[0].replace("_", "-")] = (sorted(n for n in names if len(n) == 1),
                                                  arg.kind)
-        ours = {f: ([SHORT[f]] if f in SHORT else [], KINDS[f]) for f in flags}
+        ours = {f: ([SHORT[f]] if f in SHORT else [], kind_of(name, f)) for f in flags}
         assert ours == theirs, name
 
 
@@ -307,6 +307,8 @@ def test_fast_path_hands_unsure_lines_to_invoke() -> None:
     assert parse_hot(["status", "--json", "-p", "/x"]) == (
         "status", {"json_": True, "project_root": "/x"})
     assert parse_hot(["logs", "--lines=7", "-f"]) == ("logs", {"lines": "7", "follow": True})
+    assert parse_hot(["logs", "-s", "a", "--service=b", "-s", "a,c"]) == (
+        "logs", {"service": ["a", "b", "a,c"]})  # as invoke's iterable gives them
     for line in (["status", "--help"], ["status", "-jp", "x"], ["status", "up"],
                  ["logs", "--service"], ["status", "--json=1"],
                  ["stop", "-s", "a", "-s", "b"], ["up", "--no-yes"], ["-l"],

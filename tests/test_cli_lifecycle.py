@@ -372,3 +372,35 @@ command = {json.dumps(["sh", "-c", "exit 0"])}
         assert (st["web"]["state"], st["web"]["exit_code"]) == ("stopped", -15)
     finally:
         hd(project, "down", check=True)
+
+
+def test_logs_of_several_services_by_repeated_or_listed_flags(project: Path) -> None:
+    """`hd logs -s a -s b` was invoke's `No idea what 'b' is`, exit 1, where `docker
+    compose logs a b` shows both: each named service's lines, labelled, once each, with
+    --timestamps too; a name no service has is still said as before."""
+    import re
+
+    dash, a, b, c = free_ports(4)
+    write_stack(project, stack_header(dash) + toy_service("alpha", a, "--say", "from-alpha")
+                + toy_service("beta", b, "--say", "from-beta")
+                + toy_service("gamma", c, "--say", "from-gamma"))
+    try:
+        hd(project, "up", "--detach", check=True)
+        for flags in (["-s", "alpha", "-s", "beta"], ["-s", "alpha,beta"],
+                      ["-s", "beta", "-s", "alpha", "-s", "beta"],
+                      ["-s", "alpha", "-s", "beta", "--timestamps"]):
+            out = hd(project, "logs", *flags)
+            assert out.returncode == 0, (flags, out.stdout + out.stderr)
+            shown = [line for line in out.stdout.splitlines() if "from-" in line]
+            stamp = r"\d{4}-\d\d-\d\d [\d:.]+ " if "--timestamps" in flags else ""
+            for label in ("alpha | from-alpha", "beta  | from-beta"):
+                assert any(re.fullmatch(stamp + re.escape(label), line) for line in shown), \
+                    (flags, label, out.stdout)
+            assert len(shown) == 2 and "from-gamma" not in out.stdout, (flags, out.stdout)
+        wrong = hd(project, "logs", "-s", "alpha", "-s", "delta")
+        assert wrong.returncode == 2 and "no log for service 'delta'" in wrong.stderr, \
+            wrong.stderr
+        empty = hd(project, "logs", "-s", "alpha,")
+        assert empty.returncode == 2 and "names no service" in empty.stderr, empty.stderr
+    finally:
+        hd(project, "down", check=True)

@@ -60,6 +60,21 @@ def open_log(path: Path) -> BinaryIO:
                                   follow_links=False), "rb")
 
 
+def _named(given: list[str]) -> list[str]:
+    """`-s a -s b` and `-s a,b` alike, each once, in the order given: `-s b` after `-s a`
+    was invoke's `No idea what 'b' is`. An empty one (a script's unset variable) is
+    refused: it read as no flag, every service's log, exit 0 (s/9)."""
+    names: list[str] = []
+    for flag in given:
+        for name in flag.split(","):
+            if not name.strip():
+                raise UsageError(f"--service {flag!r} names no service: give a name, or "
+                                 "leave --service out for every service's log")
+            if name.strip() not in names:
+                names.append(name.strip())
+    return names
+
+
 def _regular(path: Path) -> bool:
     """A log file proper: something else put under its name (a directory, a link) is
     no log."""
@@ -148,19 +163,18 @@ def _count(lines: int | str) -> int:
     return count
 
 
-@task(help={"service": "one service (default: all)", "follow": "keep printing new lines",
+@task(iterable=["service"],
+      help={"service": "a service; again, or a,b, for more (default: all)",
+            "follow": "keep printing new lines",
             "lines": "how many lines from the end, a whole number (default 50)",
             "timestamps": "prefix each line with the time the daemon read it (needs the "
                           "running daemon: the files hold no times)"})
 @handles_errors
-def logs(c: Context, service: str | None = None, follow: bool = False,
+def logs(c: Context, service: list[str] | None = None, follow: bool = False,
          lines: int | str = "50", project_root: str | None = None,
          timestamps: bool = False) -> None:
     """Show services' logs from `.logs/latest/` (with --timestamps, from the daemon)."""
-    if service is not None and not service.strip():  # a script's unset variable: every
-        raise UsageError(f"--service {service!r} names no service: give a name, or leave "
-                         "--service out for every service's log")  # log, exit 0 (s/9)
-    service = service or ""
+    services = _named(service or [])
     lines = _count(lines)
     if timestamps:
         from hippo_tasks.supervision.printer import colour_map
@@ -168,10 +182,12 @@ def logs(c: Context, service: str | None = None, follow: bool = False,
 
         root = resolve_root(project_root)
         names = [p.stem for p in (root / ".logs" / "latest").glob("*.log")]
-        timed_logs.show(root, service, lines, follow, colour_map(names) if use_colour() else None)
+        timed_logs.show(root, services, lines, follow,
+                        colour_map(names) if use_colour() else None)
         return
     latest = resolve_root(project_root) / ".logs" / "latest"
-    files = _files(latest, service)
+    files = [path for name in services for path in _files(latest, name)] if services \
+        else _files(latest, "")
     colour = use_colour()
     from hippo_tasks.supervision.printer import colour_map
 
@@ -201,7 +217,7 @@ def logs(c: Context, service: str | None = None, follow: bool = False,
             info = path.lstat()
             tail = tail_lines(path, int(lines), end=info.st_size)
         except PermissionError as exc:  # a regular file, not "not a regular file" (c/14)
-            if service:
+            if services:
                 raise StateDirError(str(path), exc.strerror or "Permission denied",
                                     reading=True) from None
             print(f"hippodrome: cannot read {path}: {exc.strerror}: left out (run this as "
@@ -218,7 +234,7 @@ def logs(c: Context, service: str | None = None, follow: bool = False,
     out.flush()
     while follow:
         time.sleep(0.2)
-        now = sorted(latest.glob("*.log")) if not service else files
+        now = sorted(latest.glob("*.log")) if not services else files
         if len(now) > 1 and max(len(p.stem) for p in now) > label_width[0]:
             label_width[0] = max(len(p.stem) for p in now)
             colours.update(colour_map(p.stem for p in now))

@@ -38,6 +38,8 @@ SHORT: dict[str, str] = {"json": "j", "force": "f", "follow": "f", "lines": "l",
                          "service": "s", "project-root": "p", "detach": "d", "cell": "c",
                          "only": "o", "table-prefix": "t", "yes": "y", "quiet": "q"}
 """Their one-letter forms, as tasks/flags.py gives them (others are long only)."""
+REPEATED: dict[str, frozenset[str]] = {"logs": frozenset({"service"})}
+"""Per task, the flags invoke takes again and again into a list (`iterable`)."""
 NEGATABLE = frozenset({"seed", "record"})
 """Flags whose default is on: invoke reads `--no-seed` as seed=False, and so do we."""
 
@@ -64,6 +66,10 @@ INVOKE_CONFIG_FILES = tuple(f"{prefix}invoke.{ext}" for prefix in ("/etc/", "~/.
                             for ext in ("yaml", "yml", "json", "py"))
 
 
+def kind_of(task: str, flag: str) -> type:
+    return list if flag in REPEATED.get(task, ()) else KINDS[flag]
+
+
 def kwarg_for(flag: str) -> str:
     """The task parameter behind a flag: `--json` is `json_`, `--project-root` is
     `project_root` (invoke's own renaming)."""
@@ -88,7 +94,9 @@ def parse_hot(argv: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
             kwargs[kwarg_for(negated[word])] = False
             continue
         flag = names.get(word)
-        if flag is None or kwarg_for(flag) in kwargs or (eq and not word.startswith("--")):
+        repeated = flag is not None and kind_of(argv[0], flag) is list
+        if flag is None or (kwarg_for(flag) in kwargs and not repeated) or \
+                (eq and not word.startswith("--")):
             return None
         if KINDS[flag] is bool:
             if eq:
@@ -101,6 +109,9 @@ def parse_hot(argv: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
             value = words.pop(0)
         else:
             return None
+        if repeated:
+            kwargs.setdefault(kwarg_for(flag), []).append(value)
+            continue
         kwargs[kwarg_for(flag)] = value  # no int flags: each task reads its own numbers
     return argv[0], kwargs
 

@@ -65,17 +65,18 @@ def _still_listed(root: Path, grace: float = 5.0) -> bool:
     return False
 
 
-def show(root: Path, service: str, lines: int, follow: bool,
+def show(root: Path, services: list[str], lines: int, follow: bool,
          colours: dict[str, str] | None) -> None:
-    """Print the last `lines` lines of one service (or all, merged by time), then follow."""
+    """Print the last `lines` lines of each of `services` (none: all), merged by time,
+    then follow."""
     from hippo_tasks.daemon.client import DaemonClient
 
     try:
         client = DaemonClient.for_project(root)
     except DaemonNotRunningError:
         raise NoDaemonForTimestamps(str(root)) from None
-    names = [service] if service else [s["name"] for s in client.status()["services"]]
-    width = 0 if service else max((len(n) for n in names), default=0)
+    names = services or [s["name"] for s in client.status()["services"]]
+    width = 0 if len(services) == 1 else max((len(n) for n in names), default=0)
     out = sys.stdout.buffer
     last: dict[str, int] = {}
 
@@ -113,17 +114,20 @@ def show(root: Path, service: str, lines: int, follow: bool,
 
     # The daemon's buffer answers up to MAX_LINES a call (`log_buffer_lines` may be larger).
     first = fetch(f"lines={min(max(int(lines), 0), MAX_LINES)}")
-    if service and not first:
+    silent = [n for n in services if n not in {name for _, name, _, _ in first}]
+    if silent:
         # A service not started yet printed nothing at all, where `hd logs -s` without
         # --timestamps says so (adv29 n/9).
-        row = next((r for r in client.status().get("services") or ()
-                    if isinstance(r, dict) and r.get("name") == service), None)
-        if row is not None and row.get("state") in ("pending", "stopped") \
-                and not row.get("pid"):
-            from hippo_tasks.tasks.logs import state_words
+        rows = {r.get("name"): r for r in client.status().get("services") or ()
+                if isinstance(r, dict)}
+        for service in silent:
+            row = rows.get(service)
+            if row is not None and row.get("state") in ("pending", "stopped") \
+                    and not row.get("pid"):
+                from hippo_tasks.tasks.logs import state_words
 
-            print(f"hippodrome: {service} has no log yet ({state_words(row)})",
-                  file=sys.stderr, flush=True)
+                print(f"hippodrome: {service} has no log yet ({state_words(row)})",
+                      file=sys.stderr, flush=True)
     write(first)
     while follow:
         time.sleep(FOLLOW_EVERY_S)
