@@ -320,6 +320,37 @@ def test_a_project_moved_with_its_stack_running_is_still_managed_from_its_new_pl
         stop_by_pid(daemon)
 
 
+def test_a_project_renamed_while_down_owns_its_next_stack(tmp_path: Path) -> None:
+    """`hd down`, `mv old new`, `hd up`: the registry kept the old path as its project
+    root for every later run, while the run's token was tagged with the new one. Cleanup
+    took the token for another folder's: `hd doctor` failed on the stack's own ports, and
+    with the daemon and its guard killed, `hd down --force` left every service running
+    (adv30 q/2)."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    web_stack_up(old)
+    hd(old, "down", check=True, timeout=60)
+    old.rename(new)
+    hd(new, "up", "--detach", check=True)
+    daemon = registry(new)["daemon"]
+    web = registry(new)["services"]["web"]["pid"]
+    try:
+        assert registry(new)["project_root"] == str(new)
+        doctor = hd(new, "doctor")
+        assert "[FAIL] port" not in doctor.stdout and "held by this stack" in doctor.stdout, \
+            doctor.stdout
+        os.kill(daemon["guard_pid"], signal.SIGKILL)  # both at once, as a crash of the
+        os.kill(daemon["pid"], signal.SIGKILL)         # session that ran them
+        wait_for(lambda: not alive(daemon["pid"]), 10, what="the daemon gone")
+        down = hd(new, "down", "--force", timeout=60)
+        assert down.returncode == 0 and "carries no ownership token" not in down.stdout, \
+            down.stdout + down.stderr
+        wait_for(lambda: not alive(web), 10, what="the service ended by down --force")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if alive(web):
+                os.kill(web, signal.SIGKILL)
+
+
 def test_a_folder_made_where_a_moved_project_was_gets_nothing_of_its_stack(
         tmp_path: Path) -> None:
     """`mv first moved`, then `mkdir first` (a fresh clone at the old path): the daemon

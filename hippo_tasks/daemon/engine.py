@@ -197,6 +197,11 @@ class Engine:
         opts = self.plan.options
 
         def change(data: dict[str, object]) -> None:
+            # The folder this run's token is tagged with: the file's own could be a
+            # path the project had before a rename while it was down, and cleanup then
+            # refused this run's token as another folder's (`hd down --force` ended
+            # nothing; adv30 q/2).
+            data["project_root"] = str(opts.project_root)
             data["daemon"] = {
                 "pid": os.getpid(),
                 "create_time": self._identity(os.getpid()),
