@@ -21,6 +21,17 @@ import re
 from typing import Any
 
 
+def as_typed(value: str) -> str:
+    """Text from the environment, argv or a file name, with each byte that was not UTF-8
+    as `\\xNN`, as the shell's `$'...'` would have it typed (Python holds such a byte
+    as a surrogate, which repr shows as `\\udcff` and a terminal cannot print)."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no undecodable byte made
+        raw = value.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def colour_wanted(fd: int) -> bool:
     """Colour on a terminal, unless NO_COLOR is set (any value) or TERM says the
     terminal understands no escapes (`dumb`: Emacs' shell and compile buffers, some CI

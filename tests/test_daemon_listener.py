@@ -289,3 +289,23 @@ def test_a_dashboard_host_in_another_spelling_is_the_address_it_spells(
     finally:
         down = hd(project, "down", env=env)
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+@pytest.mark.parametrize("detach", [True, False], ids=["detached", "foreground"])
+def test_a_dashboard_host_that_is_no_text_a_socket_takes_is_a_sentence(
+        project: Path, detach: bool) -> None:
+    """A byte that is not UTF-8 in HIPPODROME_DASHBOARD_HOST (a script's mangled value)
+    was `TypeError: encoding of hostname failed` in a traceback, exit 1, where an address
+    it cannot bind is named with the variable, exit 2 (adv30 q/1)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.a]\ncommand = ["sleep", "600"]\n')
+    env = {"HIPPODROME_DASHBOARD_HOST": os.fsdecode(b"\xff")}
+    try:
+        up = hd(project, "up", *(["--detach"] if detach else []), env=env, timeout=60)
+        said = up.stdout + up.stderr
+        assert up.returncode == 2 and "Traceback" not in said, said
+        assert f"cannot serve the dashboard on port {dash}: encoding of hostname failed " \
+               "(HIPPODROME_DASHBOARD_HOST='\\xff': unset it, or give an address of this " \
+               "machine)" in said, said
+    finally:
+        hd(project, "down", "--force", timeout=60)

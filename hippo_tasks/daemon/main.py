@@ -78,14 +78,20 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
     def start_http(eng: Engine) -> Callable[[], None]:
         try:
             sock = listener.bind(dashboard_host(), plan.dashboard_port)
-        except OSError as exc:
-            # Taken between the pre-flight check and now: name the holder, as pre-flight does.
-            check_ports([("dashboard", plan.dashboard_port)])
+        except (OSError, ValueError, TypeError) as exc:
+            # Taken between the pre-flight check and now: name the holder, as pre-flight
+            # does. ValueError, TypeError: a host text no socket takes (a byte that is not
+            # UTF-8: "encoding of hostname failed", a traceback; adv30 q/1).
+            if isinstance(exc, OSError):
+                check_ports([("dashboard", plan.dashboard_port)])
             host = os.environ.get("HIPPODROME_DASHBOARD_HOST")
+            from hippo_tasks.terminal_text import as_typed
+
+            why = exc.strerror if isinstance(exc, OSError) else None
             raise UsageError(f"cannot serve the dashboard on port {plan.dashboard_port}: "
-                             f"{exc.strerror or exc}" + (
-                                 f" (HIPPODROME_DASHBOARD_HOST={host!r}: unset it, or give "
-                                 "an address of this machine)" if host else "")) from None
+                             f"{why or exc}" + (
+                                 f" (HIPPODROME_DASHBOARD_HOST='{as_typed(host)}': unset it, or "
+                                 "give an address of this machine)" if host else "")) from None
 
         def start(bound: socket.socket) -> Callable[[], None]:
             from hippo_tasks.daemon.commands import StackCommands

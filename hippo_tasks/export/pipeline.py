@@ -19,6 +19,7 @@ from hippo_tasks.export.target import ImagePlan, build_image_plan
 from hippo_tasks.export.yamlout import dump_all
 from hippo_tasks.model.loader import PROJECT_FILE, load_stack
 from hippo_tasks.model.plan import Options
+from hippo_tasks.terminal_text import as_typed
 
 LAYOUTS = ("stack", "services")
 DEFAULT_IMAGE = "hippodrome:latest"
@@ -77,17 +78,8 @@ def check_utf8(name: str, value: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError(f"{name} '{_as_typed(value)}' is not UTF-8 text, which the "
+        raise UsageError(f"{name} '{as_typed(value)}' is not UTF-8 text, which the "
                          "manifests must be: write it in UTF-8 (or plain ASCII)") from None
-
-
-def _as_typed(value: str) -> str:
-    """`value` with each byte that was not UTF-8 as `\\xNN`, as the shell's `$'...'`."""
-    try:
-        raw = value.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate no undecodable byte made
-        raw = value.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
 
 
 def text_inputs(req: Request) -> dict[str, str]:

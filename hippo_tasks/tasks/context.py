@@ -110,7 +110,9 @@ def check_table_prefix(prefix: str, made: bool = False) -> str:
     if len(prefix) <= TABLE_PREFIX_MAX and all(
             c.isascii() and (c.isalnum() or c in "-_") for c in prefix):
         return prefix
-    shown = prefix.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    from hippo_tasks.terminal_text import as_typed
+
+    shown = as_typed(prefix)
     what = (f"the table prefix made from the git branch, '{shown}'," if made
             else f"--table-prefix '{shown}'")
     raise UsageError(f"{what} cannot name AWS resources: use ASCII letters, digits, '-' "
