@@ -81,6 +81,39 @@ def test_a_killed_guard_is_replaced_so_a_later_kill_9_still_leaves_nothing(
     wait_for(lambda: not any(alive(p) for p in members), 5.0, what="every service gone")
 
 
+def test_a_guard_killed_during_the_shutdown_is_replaced_too(project: Path) -> None:
+    """The daemon asked to shut down (SIGTERM) waits out a service that ignores SIGTERM;
+    its guard is killed meanwhile, then the daemon (kill -9): the guard was not started
+    again during a shutdown, and the service ran on with nobody to end it (adv30 p/2)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + """
+[services.stubborn]
+shell = "trap '' TERM; echo READY; while true; do sleep 0.2; done"
+readiness = { log = "READY" }
+stop_timeout = 30
+""")
+    hd(project, "up", "--detach", check=True)
+    reg = registry(project)
+    daemon, old_guard = reg["daemon"]["pid"], reg["daemon"]["guard_pid"]
+    members = group_members(reg["services"]["stubborn"]["pgid"])
+    try:
+        os.kill(daemon, signal.SIGTERM)
+        wait_for(lambda: registry(project)["daemon"]["shutting_down"], 10,
+                 what="the shutdown under way")
+        os.kill(old_guard, signal.SIGKILL)
+        new_guard = wait_for(lambda: registry(project)["daemon"]["guard_pid"] != old_guard
+                             and registry(project)["daemon"]["guard_pid"], 10,
+                             what="a new guard during the shutdown")
+        assert alive(new_guard) and any(alive(p) for p in members)
+        os.kill(daemon, signal.SIGKILL)
+        wait_for(lambda: not any(alive(p) for p in members), 10, what="every service gone")
+    finally:
+        for pid in members:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        hd(project, "down", "--force", timeout=60)
+
+
 def test_busy_port_names_holder_and_starts_nothing(project: Path) -> None:
     dash, a, b = free_ports(3)
     write_stack(project, stack_header(dash) + toy_service("web", a) + toy_service("api", b))

@@ -280,18 +280,19 @@ class Engine:
         or every command would say no daemon runs until the next state change, and `up`
         would trip on this daemon's ports; so is this run's log folder (RunFiles.reopen_if_gone).
         An orphan guard that was killed is started again, or a later kill -9 of the
-        daemon would leave every service running."""
+        daemon would leave every service running: during the shutdown too, which may
+        wait out a stop_timeout, until the daemon closes its guard (adv30 p/2)."""
         assert self.loop is not None
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
-        if self._shutdown is None or self._shutdown.done():
-            return
-        if self.ownership.base is None:  # the subreaper's, in process-group mode
-            self._reap()
-        if self.guard.exited():
+        if self._shutdown is not None and self.guard.exited() and not self.guard.closing:
             self.note(f"hippodrome | the orphan guard (pid {self.guard.pid}) is gone: "
                       "starting another")
             self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
             self.sync_registry()
+        if self._shutdown is None or self._shutdown.done():
+            return
+        if self.ownership.base is None:  # the subreaper's, in process-group mode
+            self._reap()
         home = self._at_home()
         if home and not os.path.exists(self.registry.path):
             self.note(f"hippodrome | {self.registry.path} was deleted: writing it again")

@@ -83,6 +83,11 @@ class OrphanGuard:
         """Killed or crashed: the daemon then has no one to end its services after it."""
         return self._proc.poll() is not None
 
+    @property
+    def closing(self) -> bool:
+        """`close` has begun: the daemon is done with its guard, and makes no other."""
+        return self._pipe.closed
+
     def close(self, clean: bool = True) -> None:
         """`clean`: every service is already ended; let the guard go. Otherwise close
         the pipe without a word, and wait while the guard ends what is left."""
