@@ -109,3 +109,24 @@ def test_an_orphan_that_left_everything_is_adopted_and_ended_at_down(
     assert not alive(child), f"pid {child} outlived `hd down`"
     log = (project / ".hippodrome" / "daemon.log").read_text()
     assert "ending 1 process(es) that left their service" in log, log[-2000:]
+
+
+def test_an_adopted_orphan_ends_with_a_killed_daemon(project: Path, strays: list[int]) -> None:
+    """The same orphan, and then `kill -9` of the daemon: the guard ended the run's marks
+    and cgroups, and the orphan, with neither, ran on (adv30 p/1). The daemon names each
+    orphan it adopts to its guard (at the next change of state or housekeeping tick),
+    and the guard ends it, if it is still the process that was named."""
+    _, child = start(project, "--clear-env", "--orphan")
+    strays.append(child)
+    if registry(project)["daemon"]["mode"] == "cgroup":
+        pytest.skip("cgroup mode: no subreaper; run with HIPPODROME_CGROUP=off")
+    daemon = registry(project)["daemon"]["pid"]
+    wait_for(lambda: environment(child) == b"" and parent(child) == daemon, 10,
+             what="the orphan adopted by the daemon")
+    import time
+
+    from hippo_tasks.daemon.engine import HOUSEKEEPING_S
+
+    time.sleep(HOUSEKEEPING_S + 0.5)  # a housekeeping tick at the latest has named it
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not alive(child), 10, what="the orphan ended by the guard")

@@ -38,7 +38,7 @@ from hippo_tasks.supervision.ownership import (
 from hippo_tasks.supervision.process import end_scope
 from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.run_files import RunFiles, WriteTrouble
-from hippo_tasks.supervision.scope import Scope
+from hippo_tasks.supervision.scope import Scope, start_ticks
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 
@@ -98,6 +98,8 @@ class Engine:
         self.ownership = ownership or establish(take_run_token(str(plan.options.project_root)))
         self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
         self._zombies: set[int] = set()
+        self._told: set[tuple[int, int]] = set()
+        """Adopted orphans (pid, start ticks) the current guard was told of."""
         """Adopted children that were zombies at the last housekeeping tick."""
         ctx = SupervisorContext(
             hub=self.hub,
@@ -187,6 +189,8 @@ class Engine:
         and `hd down` from another terminal said there was nothing to stop."""
         self._sync_pending = False
         self._sync_handle = None
+        if self.ownership.base is None and not first:  # a subreaper: see _tell_adopted
+            self._tell_adopted()
         if self._registry_cleared or not (first or self._at_home()):
             return
         began = time.monotonic()
@@ -288,6 +292,7 @@ class Engine:
             self.note(f"hippodrome | the orphan guard (pid {self.guard.pid}) is gone: "
                       "starting another")
             self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
+            self._told = set()
             self.sync_registry()
         if self._shutdown is None or self._shutdown.done():
             return
@@ -372,6 +377,17 @@ class Engine:
         """We are the subreaper, so exited orphans are ours to collect (at each
         housekeeping tick, once they have been zombies for a tick)."""
         self._zombies = reap_adopted(self._own_children(), self._zombies)
+        self._tell_adopted()
+
+    def _tell_adopted(self) -> None:
+        """Name the live orphans we adopted to the guard, which ends them if the daemon
+        dies (a new guard is told again): at each housekeeping tick and registry write,
+        so at the latest 2 s after the adoption, or at the next change of state."""
+        for pid in adopted(self._own_children()):
+            ticks = start_ticks(pid)
+            if ticks is not None and (pid, ticks) not in self._told:
+                self.guard.adopt(pid, ticks)
+                self._told.add((pid, ticks))
 
     async def _end_adopted(self) -> None:
         """After every service stopped: end the orphans we adopted, children that left

@@ -27,9 +27,11 @@ from typing import IO
 from hippo_tasks.supervision import scope
 
 GRACE = 1.0
-WAIT_THEN_END = 'while IFS= read -r line; do case "$line" in b*) exit 0;; esac; done; exec "$@"'
-"""sh: `b` on the pipe is a clean shutdown; EOF without it execs the Python that ends
-everything (its stdin is at EOF already, so it starts ending at once)."""
+WAIT_THEN_END = ('while IFS= read -r line; do case "$line" in b*) exit 0;; '
+                 'a*) set -- "$@" "${line#a }";; esac; done; exec "$@"')
+"""sh: `b` on the pipe is a clean shutdown; `a PID TICKS` an orphan the daemon adopted,
+kept as one more argument; EOF without `b` execs the Python that ends everything (its
+stdin is at EOF already, so it starts ending at once)."""
 
 
 def _guard_source() -> str:
@@ -82,6 +84,14 @@ class OrphanGuard:
     def exited(self) -> bool:
         """Killed or crashed: the daemon then has no one to end its services after it."""
         return self._proc.poll() is not None
+
+    def adopt(self, pid: int, ticks: int) -> None:
+        """`pid` (started at `ticks`) is ours to end too: an orphan the daemon adopted as
+        a subreaper, which carries no mark and is in no cgroup, so the guard would not
+        find it after a kill -9 of the daemon (adv30 p/1)."""
+        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            self._pipe.write(f"a {pid} {ticks}\n".encode())
+            self._pipe.flush()
 
     @property
     def closing(self) -> bool:

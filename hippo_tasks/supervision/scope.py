@@ -369,13 +369,20 @@ def end_scopes(scopes: list[Scope], grace: float,
 
 def guard_main(argv: list[str]) -> None:
     """Read until EOF; `b` means a clean shutdown (leave quietly). EOF without it means
-    the daemon died: end every process of its run, cgroup and mark alike."""
+    the daemon died: end every process of its run, cgroup and mark alike, and the
+    orphans it had adopted (argv after the grace, "PID TICKS" each, from the sh that
+    waited: orphans.WAIT_THEN_END), each only while it is still the process it named."""
     token, base, grace = argv[0], argv[1], float(argv[2])
     for line in sys.stdin:
         if line.startswith("b"):
             return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    scopes = [Scope(token)]
+    adopted = []
+    for named in argv[3:]:
+        pid, _, ticks = named.partition(" ")
+        if pid.isdigit() and ticks.isdigit() and start_ticks(int(pid)) == int(ticks):
+            adopted.append(int(pid))
+    scopes = [Scope(token, roots=adopted)]
     if base != "-":
         with contextlib.suppress(OSError):
             scopes += [Scope(token, e.path) for e in os.scandir(base) if e.is_dir()]
