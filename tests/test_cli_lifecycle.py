@@ -321,6 +321,7 @@ def test_a_restart_waiting_on_a_dependency_in_backoff_says_so(project: Path) -> 
     sat silent all that time, a wait no one could tell from a hang. Past 2 s it says what
     app waits for and where db is, then ends as before once db is back."""
     import os
+    import re
     import signal
 
     from stackutil import wait_for
@@ -335,13 +336,26 @@ def test_a_restart_waiting_on_a_dependency_in_backoff_says_so(project: Path) -> 
         os.kill(db, signal.SIGKILL)
         wait_for(lambda: registry(project)["services"]["db"]["state"] == "backoff", 20,
                  what="db in its crash backoff")
+
+        def left() -> float:  # `hd status` showed "restarting in 6s" all the 6 s
+            rows = json.loads(hd(project, "status", "--json", check=True).stdout)["services"]
+            reason = next(r for r in rows if r["name"] == "db")["reason"]
+            found = re.search(r"; restarting in ([0-9.]+)s$", reason)
+            assert found, reason
+            return float(found.group(1))
+
+        first = left()
+        time.sleep(1.0)
+        assert left() <= first - 0.5, "the backoff's countdown stood still"
         done = hd(project, "restart", "-s", "app", timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "app: running" in done.stdout
         waits = [line for line in done.stderr.splitlines() if "is waiting for" in line]
         assert waits and waits[0].startswith(
             "hippodrome | app is waiting for db (healthy); db: backoff — "), done.stderr
-        assert "restarting in 6s" in waits[0], waits
+        # the time left, not the 6 s of the start of the backoff (a countdown), said once
+        assert re.search(r"; restarting in [0-5](\.\d)?s$", waits[0]) and len(waits) == 1, \
+            waits
     finally:
         hd(project, "down", check=True)
 

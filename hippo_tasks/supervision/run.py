@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import time
@@ -106,6 +107,10 @@ class ServiceRun:
         self.waiting_on: tuple[tuple[str, str], ...] = ()
         """(dependency, condition) pairs the current start still waits for."""
         self._backoff = Backoff(ctx.settings.backoff_initial, ctx.settings.backoff_max)
+        self._backoff_end: tuple[str, float] | None = None
+        """In backoff: the reason up to its countdown, and when the wait ends (monotonic
+        time), so a status read says the time left: "restarting in 30s" stood still
+        for the 30 s (testers' notes)."""
         self._hold = False
         self._completed = False
         """A job whose process exited 0, while what it left running is ended: its time is
@@ -154,8 +159,21 @@ class ServiceRun:
         raise NotImplementedError
 
     def _move(self, new: State, reason: str = "") -> None:
+        self._backoff_end = None
         self.reason = reason
         self.sm.move(new, reason)
+
+    def _back_off(self, words: str, delay: float) -> None:
+        self._move(State.BACKOFF, f"{words} {delay:g}s")
+        self._backoff_end = (words, time.monotonic() + delay)
+
+    def reason_now(self) -> str:
+        """The reason, with a backoff's countdown as it stands at this moment."""
+        end = self._backoff_end
+        if end is None or self.sm.state != State.BACKOFF:
+            return self.reason
+        left = max(0.0, end[1] - time.monotonic())  # the API's threads: no loop clock
+        return f"{end[0]} {math.ceil(left * 10) / 10:g}s"
 
     def _collect(self, child: Child) -> None:
         """After the scope was ended: the main process's group is empty (or left to
@@ -203,7 +221,7 @@ class ServiceRun:
                                              "tries")
                     return
                 delay = self._backoff.delay(failures)
-                self._move(State.BACKOFF, f"{exc}; trying again in {delay:g}s")
+                self._back_off(f"{exc}; trying again in", delay)
                 await self.ctx.clock.sleep(delay)
                 self.restarts += 1
                 continue
@@ -248,7 +266,7 @@ class ServiceRun:
                                          f"{spec.max_restarts} restarts")
                 return
             delay = self._backoff.delay(failures)
-            self._move(State.BACKOFF, f"{reason}; restarting in {delay:g}s")
+            self._back_off(f"{reason}; restarting in", delay)
             await self.ctx.clock.sleep(delay)
             self.restarts += 1
 

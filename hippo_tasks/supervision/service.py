@@ -86,7 +86,7 @@ class ServiceSupervisor(ServiceRun):
             port=self.planned.port, restarts=self.restarts, started_at=self.started_at,
             exit_code=self.exit_code, ready=self.ready and not ended, blocking=spec.blocking,
             external=spec.external, kind=spec.kind,
-            reason=EXITED if ended else self.reason,
+            reason=EXITED if ended else self.reason_now(),
             depends_on=tuple(self.planned.depends_on), url=self.planned.url,
             cgroup=self.cgroup_text,
             busy=self._current or self._pending,

@@ -9,6 +9,7 @@ waits for and where that is, as `hd why` would.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from hippo_tasks.terminal_text import for_terminal
 if TYPE_CHECKING:
     from hippo_tasks.daemon.client import DaemonClient
 
+COUNTDOWN = re.compile(r" in [0-9.]+s$")
 NOTICE_AFTER_S = 2.0
 """A start that waits less than this on its dependencies is one nobody wonders about."""
 
@@ -40,8 +42,8 @@ class WaitNotice:
         except (HippoError, OSError):  # the action's own wait says what became of it
             return
         line = waiting_line(status, self._service)
-        if line and line != self._said:
-            self._said = line
+        if line and COUNTDOWN.sub("", line) != self._said:  # not a line a second for a
+            self._said = COUNTDOWN.sub("", line)          # backoff's countdown
             print(for_terminal(line), file=sys.stderr, flush=True)
 
 
