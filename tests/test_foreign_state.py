@@ -378,6 +378,37 @@ def test_a_folder_made_where_a_moved_project_was_gets_nothing_of_its_stack(
         stop_by_pid(daemon)
 
 
+def test_nothing_of_a_moved_stack_starts_in_the_folder_at_its_old_path(
+        tmp_path: Path) -> None:
+    """The same move and fresh folder, then `hd restart -s w` where the project is now:
+    the restarted service ran with the new folder as its cwd, appending to that other
+    project's data.txt, and the restart said `w: running`, exit 0 (adv30 q/4). Nothing
+    starts there: the service fails with a sentence that says what to do."""
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    (dash,) = free_ports(1)
+    write_stack(first, stack_header(dash) + """
+[services.w]
+shell = "echo \\"from the stack in $(pwd)\\" >> data.txt; exec sleep 600"
+readiness = "none"
+""")
+    hd(first, "up", "--detach", check=True)
+    daemon = registry(first)["daemon"]["pid"]
+    try:
+        first.rename(moved)
+        first.mkdir()
+        (first / "data.txt").write_text("the other project's own data\n")
+        restart = hd(moved, "restart", "--service", "w", timeout=60)
+        assert restart.returncode == 1, restart.stdout + restart.stderr
+        assert f"w: failed — service w: the project folder {first} is another folder now" \
+            in restart.stdout and "`hd down`, then `hd up` where the project is now" in \
+            restart.stdout, restart.stdout
+        assert (first / "data.txt").read_text() == "the other project's own data\n"
+        assert sorted(p.name for p in first.iterdir()) == ["data.txt"]
+        assert hd(moved, "down", timeout=60).returncode == 0
+    finally:
+        stop_by_pid(daemon)
+
+
 @pytest.mark.parametrize("force", [False, True], ids=["down", "down-force"])
 def test_down_of_a_folder_deleted_under_its_stack_stops_it(tmp_path: Path,
                                                            force: bool) -> None:

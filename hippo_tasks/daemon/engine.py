@@ -98,9 +98,9 @@ class Engine:
         self.ownership = ownership or establish(take_run_token(str(plan.options.project_root)))
         self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
         self._zombies: set[int] = set()
+        """Adopted children that were zombies at the last housekeeping tick."""
         self._told: set[tuple[int, int]] = set()
         """Adopted orphans (pid, start ticks) the current guard was told of."""
-        """Adopted children that were zombies at the last housekeeping tick."""
         ctx = SupervisorContext(
             hub=self.hub,
             clock=clock or LoopClock(),
@@ -108,6 +108,7 @@ class Engine:
             settings=plan.settings,
             base_env=child_env(),
             on_transition=self._on_transition,
+            moved=self.moved_away,
         )
         self.stack = StackSupervisor(plan, ctx, lambda n: str(self.runs.path(n)),
                                      self.runs.unwritten)
@@ -583,6 +584,21 @@ class Engine:
                       "now (the project was moved): its registry and logs are not written "
                       "there; `hd status` and `hd down` work where the project is now")
         return False
+
+
+    def moved_away(self) -> str | None:
+        """Why no process may start: the project was moved under the running stack and
+        another folder stands at its old path (a fresh clone), where a restart ran the
+        service with that folder's files and data, and said ok (adv30 q/4). A path
+        with nothing there is left to the cwd check, which says as much."""
+        root = self.plan.options.project_root
+        here = _folder_id(root)
+        if here is None or here == self._home:
+            return None
+        return (f"the project folder {root} is another folder now (the project was moved "
+                "or renamed under the running stack, and something else stands at its old "
+                "path), so nothing of this stack starts there: `hd down`, then `hd up` "
+                "where the project is now")
 
 
 def _folder_id(path: Path) -> tuple[int, int] | None:

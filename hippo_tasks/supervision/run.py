@@ -58,12 +58,15 @@ class SupervisorContext:
     way to its first spawn)."""
 
     __slots__ = ("hub", "clock", "ownership", "settings", "base_env", "on_transition",
-                 "liveness")
+                 "liveness", "moved")
 
     def __init__(self, hub: LogHub, clock: Clock, ownership: Ownership,
                  settings: StackSettings, base_env: Mapping[str, str],
                  on_transition: Callable[[Transition], None],
-                 liveness: Liveness | None = None) -> None:
+                 liveness: Liveness | None = None,
+                 moved: Callable[[], str | None] = lambda: None) -> None:
+        self.moved = moved
+        """Why nothing may start now that the project folder was moved away, or None."""
         self.hub = hub
         self.clock = clock
         self.ownership = ownership
@@ -389,6 +392,9 @@ class ServiceRun:
         """`port_busy_retries`: a port another process holds is a failed attempt tried
         again with backoff (a restart after a crash: the port held a moment made the
         service `failed` for good), not a final failure (a first start: see taken)."""
+        moved = self.ctx.moved()
+        if moved:
+            raise SpawnError(f"service {self.name}: {moved}")
         env = {**self.ctx.base_env, **self.planned.env, "PYTHONUNBUFFERED": "1"}
         if self.planned.port is not None:
             # $PORT is the service's port, as PYTHONUNBUFFERED is Hippodrome's: a PORT
