@@ -207,6 +207,25 @@ class DaemonEndedError(DaemonNotRunningError):
                 f"{words}). `hd status` says what is left; `hd up` starts the stack again.")
 
 
+class StrandedDaemonError(DaemonNotRunningError):
+    """A daemon that writes this folder's daemon.log but names itself in no registry
+    here: the folder was deleted (or replaced) and made again under its running stack
+    (`rm -rf proj`, a fresh clone). Its daemon keeps off the new folder, which may be
+    another project; `hd status` said no daemon runs and `Start the stack with hd up`,
+    while `hd up` said one already runs (adv30 q/5). Exit 5 as no daemon here."""
+
+    def __init__(self, project_root: str, pids: list[int]) -> None:
+        super().__init__(project_root)
+        self.pids = pids
+
+    def message(self) -> str:
+        shown = ", ".join(map(str, self.pids))
+        return (f"A stack started in {self.project_root} before this folder was deleted or "
+                f"replaced still runs (daemon pid {shown}), and does not write here any "
+                "more, so this command cannot reach it. `hd down` stops it; then `hd up` "
+                "starts this folder's stack.")
+
+
 class DaemonUnreachableError(HippoError):
     def __init__(self, url: str, pid: int, reason: str) -> None:
         self.url = url
@@ -251,8 +270,15 @@ class DaemonAlreadyRunningError(HippoError):
 
     shutting_down = ""
     """Who asked for the shutdown the daemon is finishing ("" when it is not)."""
+    stranded = False
+    """It runs from this folder's deleted or replaced predecessor: only `hd down` reaches
+    it (StrandedDaemonError)."""
 
     def message(self) -> str:
+        if self.stranded:
+            return (f"A stack started in {self.project_root} before this folder was deleted "
+                    f"or replaced still runs (daemon pid {self.pid}, at {self.url}). `hd "
+                    "down` stops it; then `hd up` starts this folder's stack.")
         if self.shutting_down:  # "Use `hd restart`", which sent one back to `up` (r/8)
             return (f"The Hippodrome daemon (pid {self.pid}) for {self.project_root} is "
                     f"shutting down (asked {self.shutting_down}): `hd down` waits for it to "

@@ -432,6 +432,35 @@ def test_down_of_a_folder_deleted_under_its_stack_stops_it(tmp_path: Path,
         stop_by_pid(daemon)
 
 
+def test_a_folder_deleted_and_made_again_under_its_stack_says_what_runs(
+        tmp_path: Path) -> None:
+    """`rm -rf proj` with its stack running, then a fresh clone at the same path: `hd
+    status` and `hd restart` said no daemon runs (`Start the stack with hd up`), and `hd
+    up` that one already runs (`Use hd status, hd restart ...`), round and round; only
+    `hd down` found it (adv30 q/5). Each says what runs and that `hd down` stops it."""
+    project = tmp_path / "proj"
+    daemon, web = web_stack_up(project)
+    stack_file = (project / "hippodrome.toml").read_text()
+    try:
+        shutil.rmtree(project)
+        project.mkdir()
+        (project / "hippodrome.toml").write_text(stack_file)
+        words = (f"A stack started in {project} before this folder was deleted or replaced "
+                 f"still runs (daemon pid {daemon}")
+        for args, code in ((("status",), 5), (("restart", "-s", "web"), 5),
+                           (("up", "--detach"), 7)):
+            said = hd(project, *args, timeout=60)
+            assert said.returncode == code and words in said.stderr, (args, said.stderr)
+            assert "`hd down` stops it; then `hd up` starts this folder's stack" in \
+                said.stderr, said.stderr
+        assert alive(daemon) and alive(web)
+        down = hd(project, "down", timeout=60)
+        assert down.returncode == 0 and "stack stopped" in down.stdout, down.stdout
+        wait_for(lambda: not alive(daemon) and not alive(web), 10, what="the stack ended")
+    finally:
+        stop_by_pid(daemon)
+
+
 def test_down_right_after_the_state_folder_is_renamed_stops_the_stack(
         project: Path) -> None:
     """`mv .hippodrome x`, then `hd down` within the daemon's 2 s: "nothing to stop",

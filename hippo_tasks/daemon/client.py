@@ -23,6 +23,7 @@ from hippo_tasks.errors import (
     HippoError,
     RequestTimeoutError,
     StackShutDownError,
+    StrandedDaemonError,
     UnknownServiceError,
     UsageError,
 )
@@ -69,6 +70,9 @@ class DaemonClient:
 
             # A registry moved aside as corrupt is said here, or `status` would hide it.
             notes = registry.warnings + clean_stale(registry, data)
+            stranded = daemon_log_writers(root) if not daemon_alive(data) else []
+            if stranded:  # still writing, past the wait for it to write here again
+                raise StrandedDaemonError(str(root), stranded)
             detail = "; ".join(notes) if notes else ""
             raise DaemonNotRunningError(str(root), detail)
         daemon = data["daemon"]

@@ -92,8 +92,10 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
             pid = busy.holder_pid
             if busy.service == "dashboard" and pid is not None and \
                     writes_daemon_log(pid, opts.project_root):
-                raise DaemonAlreadyRunningError(str(opts.project_root), plan.dashboard_url,
-                                                pid, "") from None
+                running = DaemonAlreadyRunningError(str(opts.project_root),
+                                                    plan.dashboard_url, pid, "")
+                running.stranded = not _runs_in(pid, opts.project_root)
+                raise running from None
         raise
     return plan, registry
 
@@ -156,3 +158,14 @@ def spawn_daemon(opts: Options, log: Path, tls: bool = False,
                                     pass_fds=(lock_fd,) if lock_fd is not None else ())
         except BlockingIOError:
             raise ProcessLimitError("the daemon") from None
+
+
+def _runs_in(pid: int, root: Path) -> bool:
+    """The process's working folder is `root` itself, not a folder deleted or replaced
+    at its path (a stranded daemon's, q/5): unknown (no /proc) counts as in."""
+    try:
+        return os.path.samefile(f"/proc/{pid}/cwd", root)
+    except FileNotFoundError:  # its folder deleted: "/path (deleted)" leads nowhere
+        return not os.path.exists(f"/proc/{pid}")
+    except OSError:
+        return True
