@@ -62,14 +62,16 @@ def test_dashboard_pushed_out_of_range_by_the_offset(project: Path) -> None:
     assert_clean(doctor)
 
 
-@pytest.mark.parametrize("value", ["\u0663", "\uff11\uff10", "1_0", "3x"])
+@pytest.mark.parametrize("value", ["\u0663", "\uff11\uff10", "1_0", "3x", "\udcff"])
 def test_a_port_offset_in_other_digits_is_refused(project: Path, value: str) -> None:
-    """`HIPPODROME_PORT_OFFSET=٣` (pasted Arabic-Indic digit) moved every port by 3."""
+    """`HIPPODROME_PORT_OFFSET=٣` (pasted Arabic-Indic digit) moved every port by 3. A
+    byte that is not UTF-8 (`$'\\xff'`) is shown as typed, not as Python's `'\\udcff'`."""
     (port,) = free_ports(1)
     write_stack(project, stack_header(port) + "\n")
     up = hd(project, "up", "--detach", env={"HIPPODROME_PORT_OFFSET": value}, timeout=60)
     assert up.returncode == 2, up.stdout + up.stderr
-    assert f"HIPPODROME_PORT_OFFSET must be an integer, got {value!r}" in up.stderr
+    shown = "\\xff" if value == "\udcff" else value
+    assert f"HIPPODROME_PORT_OFFSET must be an integer, got '{shown}'" in up.stderr
     assert_clean(up)
     assert not (project / ".hippodrome" / "daemon.log").exists()
 

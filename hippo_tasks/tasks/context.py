@@ -83,9 +83,10 @@ def port_offset(flag: int | str | None) -> int:
     try:
         return plain_int(raw)
     except ValueError:
-        raise UsageError(
-            f"--port-offset / HIPPODROME_PORT_OFFSET must be an integer, got {raw!r}"
-        ) from None
+        from hippo_tasks.terminal_text import as_typed
+
+        raise UsageError(f"--port-offset / HIPPODROME_PORT_OFFSET must be an integer, got "
+                         f"'{as_typed(raw)}'") from None
 
 
 def random_seed(flag: int | None = None) -> int:
@@ -95,7 +96,10 @@ def random_seed(flag: int | None = None) -> int:
     try:
         return plain_int(raw)
     except ValueError:
-        raise UsageError(f"HIPPODROME_RANDOM_SEED must be an integer, got {raw!r}") from None
+        from hippo_tasks.terminal_text import as_typed
+
+        raise UsageError(f"HIPPODROME_RANDOM_SEED must be an integer, got "
+                         f"'{as_typed(raw)}'") from None
 
 
 TABLE_PREFIX_MAX = 40
