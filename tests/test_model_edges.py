@@ -131,6 +131,21 @@ def test_values_the_runtime_would_choke_on(table: str, field: str, words: str) -
     assert (e.service, e.field_name) == ("api", field) and words in e.problem
 
 
+@pytest.mark.parametrize("table,words", [
+    ('command = ["python3", "-m", "http.server", 8080]',
+     'must be a list of strings; item 4 is an integer (quote it: "8080")'),
+    ('command = ["x"]\nprofiles = ["core", true]', "must be a list of strings; item 2 is "
+     "true/false"),
+    ('command = ["x"]\nwatch = ["src", ["a"]]', "must be a list of strings; item 2 is a list"),
+    ('command = "python3 app.py"', "must be a list of strings, not a string (write a list"),
+])
+def test_a_list_with_one_wrong_item_names_the_item(table: str, words: str) -> None:
+    """`command = ["python3", "-m", "http.server", 8080]` was refused as "must be a list
+    of strings, not a list", of a list (adv30 q's notes)."""
+    e = refused(f"[services.api]\n{table}\n")
+    assert words in e.problem, e.problem
+
+
 def test_route_path_must_be_a_url_path() -> None:
     e = refused('[services.a]\ncommand = ["x"]\nport = 7000\n[[routes]]\n'
                 'detail_type_prefix = "X."\nservice = "a"\npath = "events"\n')

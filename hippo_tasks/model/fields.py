@@ -282,12 +282,19 @@ def want_port(ctx: FileContext, v: Any, svc: str | None, f: str) -> int:
 
 
 def want_str_list(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[str, ...]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        hint = ' (write a list such as ["python3", "app.py"]; no shell is used)' if (
-            f == "command" and isinstance(v, str)
-        ) else ""
-        raise ctx.error(f"must be a list of strings, not {_type_name(v)}{hint}", svc, f)
-    return tuple(v)
+    if isinstance(v, list):
+        odd = next((n for n, x in enumerate(v, 1) if not isinstance(x, str)), None)
+        if odd is not None:  # "not a list", of a list, said nothing (adv30 q's notes)
+            item = v[odd - 1]
+            hint = " (quote it: \"8080\")" if isinstance(item, int | float) and \
+                not isinstance(item, bool) else ""
+            raise ctx.error(f"must be a list of strings; item {odd} is "
+                            f"{_type_name(v[odd - 1])}{hint}", svc, f)
+        return tuple(v)
+    hint = ' (write a list such as ["python3", "app.py"]; no shell is used)' if (
+        f == "command" and isinstance(v, str)
+    ) else ""
+    raise ctx.error(f"must be a list of strings, not {_type_name(v)}{hint}", svc, f)
 
 
 def want_str_table(
