@@ -313,6 +313,10 @@ def test_a_project_moved_with_its_stack_running_is_still_managed_from_its_new_pl
         down = hd(moved, "down", timeout=60)
         assert down.returncode == 0 and "stack stopped" in down.stdout, \
             down.stdout + down.stderr
+        # not a full disk's sentence, which it said (adv30 q's notes)
+        assert "could not clear its registry entry" not in down.stdout, down.stdout
+        assert f"when the project was moved from {first}, is cleared here" in down.stdout, \
+            down.stdout
         assert not alive(daemon) and not alive(web)
         assert not first.exists(), "the daemon re-created the folder the project left"
         assert "Traceback" not in (moved / ".hippodrome" / "daemon.log").read_text()

@@ -310,9 +310,14 @@ def _end_what_a_dead_daemon_left(registry: Registry, pid: int) -> None:
     # It may have stopped every service and only failed to write (a full or read-only
     # disk): that was said as "ended before it finished", above "stack stopped".
     finished = not leftovers(data)[1]
-    say(f"the daemon (pid {pid}) stopped the stack but could not clear its registry entry"
-         if finished else f"the daemon (pid {pid}) ended before it finished stopping the "
-         "stack")
+    moved = data.get("project_root") not in (None, str(registry.root))
+    if finished and moved:  # not a full disk: it writes no registry where it was moved
+        say(f"the daemon (pid {pid}) stopped the stack; its entry, which it stopped writing "
+            f"when the project was moved from {data['project_root']}, is cleared here")
+    else:
+        say(f"the daemon (pid {pid}) stopped the stack but could not clear its registry "
+            "entry" if finished else f"the daemon (pid {pid}) ended before it finished "
+            "stopping the stack")
     for line in clean_stale(registry, data):
         if not (finished and line.startswith("found a stale registry entry")):
             say(line)
