@@ -384,11 +384,14 @@ class Engine:
         """Name the live orphans we adopted to the guard, which ends them if the daemon
         dies (a new guard is told again): at each housekeeping tick and registry write,
         so at the latest 2 s after the adoption, or at the next change of state."""
+        live = set()
         for pid in adopted(self._own_children()):
             ticks = start_ticks(pid)
-            if ticks is not None and (pid, ticks) not in self._told:
-                self.guard.adopt(pid, ticks)
-                self._told.add((pid, ticks))
+            if ticks is not None:
+                live.add((pid, ticks))
+                if (pid, ticks) not in self._told:
+                    self.guard.adopt(pid, ticks)
+        self._told = live  # those that ended are not kept
 
     async def _end_adopted(self) -> None:
         """After every service stopped: end the orphans we adopted, children that left
@@ -584,7 +587,6 @@ class Engine:
                       "now (the project was moved): its registry and logs are not written "
                       "there; `hd status` and `hd down` work where the project is now")
         return False
-
 
     def moved_away(self) -> str | None:
         """Why no process may start: the project was moved under the running stack and
