@@ -119,6 +119,31 @@ def test_a_service_left_out_of_the_run_is_named_as_such_not_unknown(project: Pat
         hd(project, "down", check=True)
 
 
+def test_a_service_name_that_is_no_text_is_an_unknown_service(project: Path) -> None:
+    """`café` typed in a Latin-1 terminal reaches hd as bytes that are not UTF-8: `hd
+    why`, `restart`, `stop`, `start` and `logs --timestamps` ended in a UnicodeEncodeError
+    traceback, exit 1 (adv30 q/6). Each says it is an unknown service, shown as typed,
+    exit 2, as `hd logs -s` did."""
+    import os
+
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.cafe]\ncommand = ["sleep", "600"]\n'
+                'readiness = "none"\n')
+    hd(project, "up", "--detach", check=True)
+    try:
+        name = os.fsdecode(b"caf\xe9")
+        for args in (["why", name], ["restart", "-s", name], ["stop", "-s", name],
+                     ["start", "-s", name], ["logs", "--timestamps", "-s", name],
+                     ["logs", "-s", name]):
+            res = hd(project, *args)
+            said = res.stdout + res.stderr
+            assert res.returncode == 2 and "Traceback" not in said, (args, said)
+            assert "'caf\\xe9'" in res.stderr and "did you mean 'cafe'" in res.stderr, \
+                (args, res.stderr)
+    finally:
+        hd(project, "down", check=True)
+
+
 def test_bad_stack_file_starts_nothing(project: Path) -> None:
     write_stack(project, '[stack]\ndefaults = false\n[services.a]\ncommand = "oops"\n')
     res = hd(project, "up", "--detach")

@@ -203,8 +203,20 @@ class DaemonClient:
                 f"({problem}): another program on its port, or a daemon of another "
                 "Hippodrome version"))
 
+    def service_path(self, service: str, rest: str) -> str:
+        """`/api/services/NAME/REST`. A name that is no text (a byte that is not UTF-8:
+        `café` from a Latin-1 terminal) names no service: UnknownServiceError, exit 2,
+        as any other unknown name; quoting it was a UnicodeEncodeError traceback (adv30
+        q/6)."""
+        try:
+            return f"/api/services/{quote(service, safe='')}/{rest}"
+        except UnicodeEncodeError:
+            from hippo_tasks.terminal_text import as_typed
+
+            raise self._no_such_service(as_typed(service)) from None
+
     def why(self, service: str) -> dict[str, Any]:
-        path = f"/api/services/{quote(service, safe='')}/why"
+        path = self.service_path(service, "why")
         result = self.call("GET", path, timeout=10)
         self._ours(path, why_problem(result))
         return dict(result)
@@ -213,8 +225,7 @@ class DaemonClient:
                each_second: Callable[[], None] | None = None) -> dict[str, Any]:
         if verb not in ("start", "stop", "restart"):
             raise UsageError(f"unknown action {verb}")
-        path = f"/api/services/{quote(service, safe='')}/{verb}" if service else \
-            f"/api/stack/{verb}"
+        path = self.service_path(service, verb) if service else f"/api/stack/{verb}"
         self.check_answers()
         result = self.call("POST", path, {"cascade": True} if cascade else None,
                            each_second=each_second)

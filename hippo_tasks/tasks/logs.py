@@ -104,7 +104,9 @@ def _files(latest: Path, service: str) -> list[Path]:
                       flush=True)
                 return [path]
             names = sorted(p.stem for p in latest.glob("*.log"))
-            raise UsageError(f"no log for service '{service}' in {latest} (logs: "
+            from hippo_tasks.terminal_text import as_typed
+
+            raise UsageError(f"no log for service '{as_typed(service)}' in {latest} (logs: "
                              f"{', '.join(names) or 'none'}){did_you_mean(service, names)}")
         if not _regular(path):
             raise UsageError(f"{path} is not a regular file (something else was put where "

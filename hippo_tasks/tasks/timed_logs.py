@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from hippo_tasks.errors import DaemonEndedError, DaemonNotRunningError, DaemonUnreachableError
 from hippo_tasks.terminal_text import for_terminal
@@ -84,8 +83,8 @@ def show(root: Path, services: list[str], lines: int, follow: bool,
         got = []
         for name in names:
             after = f"&after={last[name]}" if name in last else ""
-            data = client.call("GET", f"/api/services/{quote(name, safe='')}/logs?"
-                                      f"{query}{after}", timeout=ANSWER_WITHIN_S)
+            data = client.call("GET", client.service_path(name, f"logs?{query}{after}"),
+                               timeout=ANSWER_WITHIN_S)
             records = [(float(r["ts"]), name, int(r["seq"]), r) for r in data["lines"]]
             if name in last and records and records[0][2] > last[name] + 1:
                 # The buffer moved past lines between two looks (a burst larger than
