@@ -724,11 +724,19 @@ def test_a_link_inside_the_state_folder_is_never_written_through(
     assert victim.read_text() == "ssh-ed25519 AAAA... mine\n"
 
 
-def test_the_state_folders_are_not_left_writable_by_everyone(project: Path) -> None:
+@pytest.mark.parametrize("made_before", [False, True], ids=["made-here", "made-0777-before"])
+def test_the_state_folders_are_not_left_writable_by_everyone(project: Path,
+                                                             made_before: bool) -> None:
     """Under `umask 000`, `.hippodrome` and `.logs/<run>` were made 0777, so any local
-    user could plant a link for the owner's next command (adv24 c/12)."""
+    user could plant a link for the owner's next command (adv24 c/12). Folders made
+    beforehand with `mkdir -m 777` (or a tmpfs mounted there) were used as they were
+    (adv30 p's notes): made private too, as they are ours."""
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port))
+    if made_before:
+        for name in (".hippodrome", ".logs"):
+            (project / name).mkdir()
+            os.chmod(project / name, 0o1777)
     old = os.umask(0)
     try:
         hd(project, "up", "--detach", check=True, timeout=60)
@@ -740,7 +748,6 @@ def test_the_state_folders_are_not_left_writable_by_everyone(project: Path) -> N
             assert folder.stat().st_mode & 0o022 == 0, (folder, oct(folder.stat().st_mode))
     finally:
         hd(project, "down", timeout=60)
-
 
 
 def test_a_state_folder_linked_elsewhere_is_refused(project: Path, tmp_path: Path) -> None:

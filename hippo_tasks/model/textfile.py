@@ -16,7 +16,19 @@ from pathlib import Path
 from hippo_contract.small_file import MAX_BYTES, Unopenable, Unusable, read_small_text
 
 __all__ = ["MAX_BYTES", "Unopenable", "Unusable", "not_utf8", "open_regular",
-           "open_regular_for_append", "read_small_text", "replace_text"]
+           "open_regular_for_append", "private_dir", "read_small_text", "replace_text"]
+
+
+def private_dir(path: Path, parents: bool = False) -> None:
+    """`path` made (0755 under the umask), or as it was, but writable by no one else when
+    it is ours: one made beforehand with `mkdir -m 777` (or a tmpfs mounted there,
+    1777) was used as it was, and another local user could plant files and links in
+    `.hippodrome` or `.logs` (adv30 p's notes). OSError when it cannot be made."""
+    path.mkdir(mode=0o755, parents=parents, exist_ok=True)
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        if st.st_uid == os.geteuid() and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
 
 
 def not_utf8(exc: UnicodeDecodeError) -> str:

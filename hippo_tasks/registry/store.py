@@ -19,7 +19,7 @@ from typing import Any
 
 from hippo_contract.flock_wait import flock_within
 from hippo_tasks.errors import SharedStateDirError, StateDirError
-from hippo_tasks.model.textfile import Unopenable, Unusable, read_small_text
+from hippo_tasks.model.textfile import Unopenable, Unusable, private_dir, read_small_text
 from hippo_tasks.registry.schema import validate
 from hippo_tasks.supervision.scope import (
     all_pids,
@@ -159,7 +159,7 @@ class Registry:
             return
         self._not_shared()
         try:
-            self.dir.mkdir(mode=0o755, exist_ok=True)  # never the project folder
+            private_dir(self.dir)  # never the project folder
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             if write:
@@ -258,7 +258,7 @@ class Registry:
         never written through."""
         tmp = str(self.dir / f".registry-{os.getpid()}.tmp")
         try:
-            self.dir.mkdir(mode=0o755, exist_ok=True)
+            private_dir(self.dir)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from hippo_tasks.model.textfile import open_regular_for_append
+from hippo_tasks.model.textfile import open_regular_for_append, private_dir
 from hippo_tasks.supervision.logs import LogChunk
 
 
@@ -65,7 +65,7 @@ class RunFiles:
         """`publish`: point `latest` at the new run and prune old ones now; else at
         `publish()`, once the start is sure to go on (the daemon: after its first
         registry write)."""
-        logs_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        private_dir(logs_root, parents=True)
         stamp = time.strftime(self.STAMP, time.localtime(now))
         run = logs_root / stamp
         n = 1
@@ -147,7 +147,8 @@ class RunFiles:
             return False
         self.close()
         self._mid_line.clear()
-        self.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        private_dir(self.dir.parent, parents=True)  # parents=True alone made it 0777
+        self.dir.mkdir(mode=0o755, exist_ok=True)   # under umask 000
         self._link_latest(self.dir.parent, self.dir)
         return True
 
