@@ -114,6 +114,38 @@ stop_timeout = 30
         hd(project, "down", "--force", timeout=60)
 
 
+def test_a_registry_deleted_during_the_shutdown_is_written_again(project: Path) -> None:
+    """`rm -rf .hippodrome` while the shutdown waits out a service that ignores SIGTERM:
+    the registry was not written again, and `hd status` said no daemon runs while the
+    daemon and the service still did (adv30 p/3). It is, and status shows the stop."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + """
+[services.stubborn]
+shell = "trap '' TERM; echo READY; while true; do sleep 0.2; done"
+readiness = { log = "READY" }
+stop_timeout = 30
+""")
+    hd(project, "up", "--detach", check=True)
+    reg = registry(project)
+    daemon = reg["daemon"]["pid"]
+    members = group_members(reg["services"]["stubborn"]["pgid"])
+    try:
+        os.kill(daemon, signal.SIGTERM)
+        wait_for(lambda: registry(project)["daemon"]["shutting_down"], 10,
+                 what="the shutdown under way")
+        shutil.rmtree(project / ".hippodrome")
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists(), 10,
+                 what="the registry written again during the shutdown")
+        status = hd(project, "status")
+        assert status.returncode == 0 and "stopping" in status.stdout, \
+            status.stdout + status.stderr
+    finally:
+        if alive(daemon):
+            os.kill(daemon, signal.SIGKILL)  # its guard ends the service
+        wait_for(lambda: not any(alive(p) for p in members), 10, what="every service gone")
+        hd(project, "down", "--force", timeout=60)
+
+
 def test_busy_port_names_holder_and_starts_nothing(project: Path) -> None:
     dash, a, b = free_ports(3)
     write_stack(project, stack_header(dash) + toy_service("web", a) + toy_service("api", b))

@@ -285,18 +285,20 @@ class Engine:
         or every command would say no daemon runs until the next state change, and `up`
         would trip on this daemon's ports; so is this run's log folder (RunFiles.reopen_if_gone).
         An orphan guard that was killed is started again, or a later kill -9 of the
-        daemon would leave every service running: during the shutdown too, which may
-        wait out a stop_timeout, until the daemon closes its guard (adv30 p/2)."""
+        daemon would leave every service running. All of it during the shutdown too,
+        which may wait out a stop_timeout: it returned early there, and a guard killed,
+        or a registry deleted, then stayed so (adv30 p/2, p/3). The registry's own
+        end (`_clear_registry`) stops its rewrites, and closing the guard its restarts."""
         assert self.loop is not None
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
-        if self._shutdown is not None and self.guard.exited() and not self.guard.closing:
+        if self._shutdown is None:
+            return
+        if self.guard.exited() and not self.guard.closing:
             self.note(f"hippodrome | the orphan guard (pid {self.guard.pid}) is gone: "
                       "starting another")
             self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
             self._told = set()
             self.sync_registry()
-        if self._shutdown is None or self._shutdown.done():
-            return
         if self.ownership.base is None:  # the subreaper's, in process-group mode
             self._reap()
         home = self._at_home()
@@ -313,7 +315,7 @@ class Engine:
                 self.note(f"hippodrome | {self.registry.path} was damaged (kept beside it as "
                           "registry.json.corrupt-<time>): wrote it again for this stack")
                 self.registry.warnings.clear()
-        if self.tunnels is not None and home:
+        if self.tunnels is not None and home and not self._shutdown.done():
             self.tunnels.check(self.registry, self.note)
         if home:  # not while the project itself is gone or moving
             try:
