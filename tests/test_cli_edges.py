@@ -414,7 +414,7 @@ def test_a_project_root_too_long_for_the_file_system_is_a_sentence(project: Path
     (("down", "--bogus"), "No idea what '--bogus' is"),
     (("why",), "'why' did not receive required positional arguments"),
     (("nosuchtask",), "No idea what 'nosuchtask' is"),
-    (("logs", "--service"), "needed value and was not given one"),
+    (("logs", "--lines"), "needed value and was not given one"),
 ])
 def test_the_stock_invoke_says_bad_arguments_as_hd_does(project: Path, args: tuple[str, ...],
                                                        words: str) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from stackutil import free_ports
 
+from hippo_tasks.errors import UsageError
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.tasks.program import HOT, SHORT, kind_of, kwarg_for, parse_hot
@@ -309,8 +310,12 @@ def test_fast_path_hands_unsure_lines_to_invoke() -> None:
     assert parse_hot(["logs", "--lines=7", "-f"]) == ("logs", {"lines": "7", "follow": True})
     assert parse_hot(["logs", "-s", "a", "--service=b", "-s", "a,c"]) == (
         "logs", {"service": ["a", "b", "a,c"]})  # as invoke's iterable gives them
+    # invoke's list flag takes a bare `--service` for no flag at all (every log): refused
+    for bare in (["logs", "--service"], ["logs", "-s", "-f"], ["logs", "-s", "a", "-s"]):
+        with pytest.raises(UsageError, match="Flag '--service' needed value"):
+            parse_hot(bare)
     for line in (["status", "--help"], ["status", "-jp", "x"], ["status", "up"],
-                 ["logs", "--service"], ["status", "--json=1"],
+                 ["stop", "--service"], ["status", "--json=1"],
                  ["stop", "-s", "a", "-s", "b"], ["up", "--no-yes"], ["-l"],
                  ["status", "-p=/x"], ["restart", "-c"], ["up", "--seed", "--no-seed"],
                  ["up", "--no-seed=1"], ["up", "--port-offset", "-5"]):

@@ -107,7 +107,9 @@ def parse_hot(argv: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
             value = inline
         elif words and not words[0].startswith("-"):
             value = words.pop(0)
-        else:
+        elif repeated:  # invoke's list flag takes a bare `--service` for none at all:
+            raise UsageError(f"Flag '--{flag}' needed value and was not given one!")
+        else:  # every service's logs, where any other flag says this (adv30)
             return None
         if repeated:
             kwargs.setdefault(kwarg_for(flag), []).append(value)
@@ -131,7 +133,10 @@ def run_fast(argv: Sequence[str], fast: bool | None = None) -> int | None:
     if list(argv) in (["--version"], ["-V"]):
         print(f"hd {__version__}")  # invoke's Program.print_version
         return 0
-    parsed = parse_hot(argv)
+    try:
+        parsed = parse_hot(argv)
+    except UsageError as exc:
+        return exit_status(_raise, exc)
     if parsed is None or not (fast_path_allowed() if fast is None else fast):
         return None
     from importlib import import_module
@@ -141,6 +146,10 @@ def run_fast(argv: Sequence[str], fast: bool | None = None) -> int | None:
     # The body under handles_errors: exit_status maps errors as handles_errors does,
     # returning the code instead of raising invoke's Exit. Tasks ignore their context.
     return exit_status(declared.__wrapped__, None, **parsed[1])
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 SUBCOMMANDS: dict[str, tuple[str, ...]] = {
