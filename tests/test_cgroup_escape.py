@@ -92,12 +92,9 @@ def test_a_child_that_also_cleared_its_environment_ends_with_its_service(
     hd(project, "down", check=True)
 
 
-def test_an_orphan_that_left_everything_is_adopted_and_ended_at_down(
-        project: Path, strays: list[int]) -> None:
-    """Its parent exits too: nothing links it to its service any more, but in
-    process-group mode the daemon is a child subreaper, so it is the daemon's own child,
-    ended once the stack stops. (In cgroup mode it goes to init, as the README says: the
-    subreaper would cost the daemon ctypes; CI runs this file in both modes.)"""
+def adopted_orphan(project: Path, strays: list[int]) -> tuple[int, int]:
+    """A service's child that left its group and cleared its environment, then lost its
+    parent: (its pid, the daemon's, which adopted it). Process-group mode only."""
     _, child = start(project, "--clear-env", "--orphan")
     strays.append(child)
     if registry(project)["daemon"]["mode"] == "cgroup":
@@ -105,6 +102,16 @@ def test_an_orphan_that_left_everything_is_adopted_and_ended_at_down(
     daemon = registry(project)["daemon"]["pid"]
     wait_for(lambda: environment(child) == b"" and parent(child) == daemon, 10,
              what="the orphan adopted by the daemon")
+    return child, daemon
+
+
+def test_an_orphan_that_left_everything_is_adopted_and_ended_at_down(
+        project: Path, strays: list[int]) -> None:
+    """Its parent exits too: nothing links it to its service any more, but in
+    process-group mode the daemon is a child subreaper, so it is the daemon's own child,
+    ended once the stack stops. (In cgroup mode it goes to init, as the README says: the
+    subreaper would cost the daemon ctypes; CI runs this file in both modes.)"""
+    child, daemon = adopted_orphan(project, strays)
     hd(project, "down", check=True, timeout=60)
     assert not alive(child), f"pid {child} outlived `hd down`"
     log = (project / ".hippodrome" / "daemon.log").read_text()
@@ -116,13 +123,7 @@ def test_an_adopted_orphan_ends_with_a_killed_daemon(project: Path, strays: list
     and cgroups, and the orphan, with neither, ran on (adv30 p/1). The daemon names each
     orphan it adopts to its guard (at the next change of state or housekeeping tick),
     and the guard ends it, if it is still the process that was named."""
-    _, child = start(project, "--clear-env", "--orphan")
-    strays.append(child)
-    if registry(project)["daemon"]["mode"] == "cgroup":
-        pytest.skip("cgroup mode: no subreaper; run with HIPPODROME_CGROUP=off")
-    daemon = registry(project)["daemon"]["pid"]
-    wait_for(lambda: environment(child) == b"" and parent(child) == daemon, 10,
-             what="the orphan adopted by the daemon")
+    child, daemon = adopted_orphan(project, strays)
     import time
 
     from hippo_tasks.daemon.engine import HOUSEKEEPING_S

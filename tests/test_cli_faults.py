@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -81,10 +82,9 @@ def test_a_killed_guard_is_replaced_so_a_later_kill_9_still_leaves_nothing(
     wait_for(lambda: not any(alive(p) for p in members), 5.0, what="every service gone")
 
 
-def test_a_guard_killed_during_the_shutdown_is_replaced_too(project: Path) -> None:
-    """The daemon asked to shut down (SIGTERM) waits out a service that ignores SIGTERM;
-    its guard is killed meanwhile, then the daemon (kill -9): the guard was not started
-    again during a shutdown, and the service ran on with nobody to end it (adv30 p/2)."""
+def stubborn_stack_up(project: Path) -> tuple[dict[str, Any], list[int]]:
+    """One service that ignores SIGTERM for its 30 s stop_timeout, up: (the registry,
+    the service's processes), so a shutdown asked now lasts while a test acts."""
     (dash,) = free_ports(1)
     write_stack(project, stack_header(dash) + """
 [services.stubborn]
@@ -94,8 +94,15 @@ stop_timeout = 30
 """)
     hd(project, "up", "--detach", check=True)
     reg = registry(project)
+    return reg, group_members(reg["services"]["stubborn"]["pgid"])
+
+
+def test_a_guard_killed_during_the_shutdown_is_replaced_too(project: Path) -> None:
+    """The daemon asked to shut down (SIGTERM) waits out a service that ignores SIGTERM;
+    its guard is killed meanwhile, then the daemon (kill -9): the guard was not started
+    again during a shutdown, and the service ran on with nobody to end it (adv30 p/2)."""
+    reg, members = stubborn_stack_up(project)
     daemon, old_guard = reg["daemon"]["pid"], reg["daemon"]["guard_pid"]
-    members = group_members(reg["services"]["stubborn"]["pgid"])
     try:
         os.kill(daemon, signal.SIGTERM)
         wait_for(lambda: registry(project)["daemon"]["shutting_down"], 10,
@@ -118,17 +125,8 @@ def test_a_registry_deleted_during_the_shutdown_is_written_again(project: Path) 
     """`rm -rf .hippodrome` while the shutdown waits out a service that ignores SIGTERM:
     the registry was not written again, and `hd status` said no daemon runs while the
     daemon and the service still did (adv30 p/3). It is, and status shows the stop."""
-    (dash,) = free_ports(1)
-    write_stack(project, stack_header(dash) + """
-[services.stubborn]
-shell = "trap '' TERM; echo READY; while true; do sleep 0.2; done"
-readiness = { log = "READY" }
-stop_timeout = 30
-""")
-    hd(project, "up", "--detach", check=True)
-    reg = registry(project)
+    reg, members = stubborn_stack_up(project)
     daemon = reg["daemon"]["pid"]
-    members = group_members(reg["services"]["stubborn"]["pgid"])
     try:
         os.kill(daemon, signal.SIGTERM)
         wait_for(lambda: registry(project)["daemon"]["shutting_down"], 10,
