@@ -39,6 +39,12 @@ JSON = {"Content-Type": "application/json"}
 LOOK_EVERY_S = 10.0
 """A wait longer than this looks after the daemon meanwhile (DaemonClient._watch): the
 10 s that `status` gives it to answer, and `up` and `down` give a stopped one."""
+STOPPED_SHORT_S = 2.0
+"""A short request (`status`, the look before an action) gives up on a daemon stopped
+this long: it waited out its whole 10 s timeout, though the stop was plain at once
+(adv30 p's notes); a moment's stop (a debugger's step) still gets its answer."""
+STOPPED_WORDS = ("it is stopped (SIGSTOP, Ctrl+Z or a debugger): `kill -CONT {pid}` lets it "
+                 "answer")
 
 
 def _not_json(name: str) -> Any:
@@ -111,7 +117,8 @@ class DaemonClient:
     def _exchange(self, method: str, path: str, data: bytes | None,
                   headers: dict[str, str], timeout: float,
                   each_second: Callable[[], None] | None = None) -> tuple[int, bytes]:
-        waiting = self._watch(each_second) if timeout > LOOK_EVERY_S else each_second
+        waiting = self._watch(each_second, LOOK_EVERY_S if timeout > LOOK_EVERY_S
+                              else STOPPED_SHORT_S)
         try:
             return exchange(self.url, method, path, data, headers, timeout, waiting)
         except (OSError, BadAnswer) as exc:  # refused, reset, timed out, or not HTTP
@@ -119,15 +126,15 @@ class DaemonClient:
             if self.ended():
                 raise DaemonEndedError(self.pid, reason, self.foreground) from None
             if is_stopped(self.pid):  # "timed out", where the long wait said why (r/9)
-                reason = (f"it is stopped (SIGSTOP, Ctrl+Z or a debugger): `kill -CONT "
-                          f"{self.pid}` lets it answer")
+                reason = STOPPED_WORDS.format(pid=self.pid)
             raise DaemonUnreachableError(self.url, self.pid, reason) from None
 
-    def _watch(self, each_second: Callable[[], None] | None) -> Callable[[], None]:
-        """A long wait's look at the daemon, each second: stopped (SIGSTOP, Ctrl+Z, a
-        debugger) for LOOK_EVERY_S, or silent to `/healthz` at two looks in a row, it
-        will not answer. A restart whose daemon was stopped after it accepted waited
-        for ever, holding the CI step or the agent that ran it (y/2)."""
+    def _watch(self, each_second: Callable[[], None] | None,
+               stopped_for: float) -> Callable[[], None]:
+        """A wait's look at the daemon, each second: stopped (SIGSTOP, Ctrl+Z, a
+        debugger) for `stopped_for`, or, in a long wait, silent to `/healthz` at two
+        looks in a row, it will not answer. A restart whose daemon was stopped after it
+        accepted waited for ever, holding the CI step or the agent that ran it (y/2)."""
         stopped_since: float | None = None
         failed_since: float | None = None
         next_look = time.monotonic() + LOOK_EVERY_S
@@ -142,10 +149,11 @@ class DaemonClient:
             now = time.monotonic()
             if is_stopped(self.pid):
                 stopped_since = stopped_since or now
-                if now - stopped_since >= LOOK_EVERY_S:
+                if now - stopped_since >= stopped_for:
                     raise DaemonUnreachableError(self.url, self.pid, (
                         f"stopped (SIGSTOP, Ctrl+Z or a debugger) for {LOOK_EVERY_S:g}s "
-                        "while this command waited for it"))
+                        "while this command waited for it") if stopped_for >= LOOK_EVERY_S
+                        else STOPPED_WORDS.format(pid=self.pid))
                 return
             stopped_since = None
             if now < next_look:
