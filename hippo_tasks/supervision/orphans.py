@@ -54,6 +54,25 @@ def _interpreter() -> str:
     return real if os.access(real, os.X_OK) else sys.executable
 
 
+def _program(source: str) -> tuple[list[str], int | None]:
+    """How the guard's Python is given scope.py: as a file it holds open (a memfd, run as
+    `/dev/fd/N`), so its command line is a few words; its source after `-c` put 14 KB
+    into every `ps` line of it (adv30 p's notes), as it still does where there is no
+    memfd. (The words and the descriptor to pass and close, if any.)"""
+    try:
+        fd = os.memfd_create("hippodrome-guard", 0)  # no CLOEXEC: kept through both execs
+    except (AttributeError, OSError):
+        return ["-c", source], None
+    try:
+        data = memoryview(source.encode())
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        os.close(fd)
+        return ["-c", source], None
+    return [f"/dev/fd/{fd}"], fd
+
+
 class OrphanGuard:
     def __init__(self, token: str, base: Path | None = None, grace: float = GRACE) -> None:
         """`token`: the mark (prefix) whose processes it ends; `base`: the run's cgroup
@@ -64,16 +83,22 @@ class OrphanGuard:
         # own ~14 KB command line went over ARG_MAX, E2BIG, and `up` said "cannot write
         # /bin/sh" (adv24 c/9). Nor the run's mark: the guard must not end itself.
         env = {"PATH": os.defpath, "LC_ALL": "C"}
-        self._proc = subprocess.Popen(
-            ["/bin/sh", "-c", WAIT_THEN_END, "hippodrome-guard", _interpreter(), "-I", "-S",
-             "-c", _guard_source(), token, where, str(grace)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-            env=env,
-        )
+        program, fd = _program(_guard_source())
+        try:
+            self._proc = subprocess.Popen(
+                ["/bin/sh", "-c", WAIT_THEN_END, "hippodrome-guard", _interpreter(), "-I",
+                 "-S", *program, token, where, str(grace)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=() if fd is None else (fd,),
+                env=env,
+            )
+        finally:
+            if fd is not None:
+                os.close(fd)
         assert self._proc.stdin is not None
         self._pipe: IO[bytes] = self._proc.stdin
 
