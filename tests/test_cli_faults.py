@@ -78,10 +78,10 @@ def test_a_killed_guard_is_replaced_so_a_later_kill_9_still_leaves_nothing(
                          and registry(project)["daemon"]["guard_pid"], 10,
                          what="a new guard")
     assert alive(new_guard)
-    # scope.py comes from a memfd (/dev/fd/N), not `-c SOURCE`: 14 KB in every `ps`
+    # scope.py comes from a memfd (/proc/self/fd/N), not `-c SOURCE`: 14 KB in every `ps`
     # line of the guard (adv30 p's notes); the kill -9 below proves the program runs
     cmdline = Path(f"/proc/{new_guard}/cmdline").read_bytes()
-    assert len(cmdline) < 1024 and b"/dev/fd/" in cmdline, cmdline[:300]
+    assert len(cmdline) < 1024 and b"/proc/self/fd/" in cmdline, cmdline[:300]
     os.kill(reg["daemon"]["pid"], signal.SIGKILL)
     wait_for(lambda: not any(alive(p) for p in members), 5.0, what="every service gone")
 

@@ -56,7 +56,7 @@ def _interpreter() -> str:
 
 def _program(source: str) -> tuple[list[str], int | None]:
     """How the guard's Python is given scope.py: as a file it holds open (a memfd, run as
-    `/dev/fd/N`), so its command line is a few words; its source after `-c` put 14 KB
+    `/proc/self/fd/N`), so its command line is a few words; its source after `-c` put 14 KB
     into every `ps` line of it (adv30 p's notes), as it still does where there is no
     memfd. (The words and the descriptor to pass and close, if any.)"""
     try:
@@ -70,7 +70,7 @@ def _program(source: str) -> tuple[list[str], int | None]:
     except OSError:
         os.close(fd)
         return ["-c", source], None
-    return [f"/dev/fd/{fd}"], fd
+    return [f"/proc/self/fd/{fd}"], fd  # /dev/fd may be missing in a bare container
 
 
 class OrphanGuard:
