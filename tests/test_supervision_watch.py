@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -114,12 +115,23 @@ def test_a_long_dense_burst_is_one_change_after_it_ends(tmp_path: Path, poll: bo
     """A generator rewriting 200 files every few ms for seconds (a build, `git checkout`,
     `npm install` into a watched tree) restarted the service every 1.6 s while it ran:
     watchfiles handed changes over in 1.6 s batches, and each 0.3 s quiet period ended
-    between two. A call before the burst ends is allowed only after a pause of the
-    writer's own as long as the quiet period (a loaded machine)."""
+    between two. A call before the burst ends is allowed only after a pause as long as
+    the quiet period of the writer's own, or of this process's threads (a canary
+    thread's: a machine so loaded that none of them ran for that long, where the watch
+    thread could not hand changes over either; the full suite beside two stacks of
+    testers' on two cores did that once)."""
     gen = tmp_path / "src" / "gen"
     gen.mkdir(parents=True)
     calls: list[float] = []
     quiet = 0.3 + (0.3 if poll else 0.0)
+    ticks: list[float] = []
+    done = threading.Event()
+
+    def canary() -> None:
+        while not done.wait(0.02):
+            ticks.append(time.monotonic())
+
+    threading.Thread(target=canary, daemon=True).start()
 
     async def on_change(paths: list[str]) -> None:
         calls.append(time.monotonic())
@@ -154,13 +166,18 @@ def test_a_long_dense_burst_is_one_change_after_it_ends(tmp_path: Path, poll: bo
                 await watcher
         return writes
 
-    writes = asyncio.run(scenario())
+    try:
+        writes = asyncio.run(scenario())
+    finally:
+        done.set()
     assert calls and calls[-1] > writes[-1], (calls, writes[-1])
-    gaps = [b - a for a, b in zip(writes, writes[1:], strict=False)]
+
+    def longest_pause(stamps: list[float], call: float) -> float:
+        return max([b - a for a, b in zip(stamps, stamps[1:], strict=False)
+                    if call - quiet - 1.0 <= b <= call] or [0.0])
+
     for call in calls[:-1]:  # during the burst: only after a pause of the writer's
-        before = [g for w, g in zip(writes[1:], gaps, strict=False)
-                  if call - quiet - 1.0 <= w <= call]
-        assert before and max(before) >= quiet * 0.9, \
+        assert max(longest_pause(writes, call), longest_pause(ticks, call)) >= quiet * 0.9, \
             f"a change call mid-burst with no pause of {quiet} s before it: {calls}"
 
 
