@@ -382,6 +382,36 @@ def test_a_folder_made_where_a_moved_project_was_gets_nothing_of_its_stack(
         stop_by_pid(daemon)
 
 
+def test_a_dead_run_renamed_away_from_a_fresh_clone_is_still_cleaned_up(
+        tmp_path: Path) -> None:
+    """The daemon and its guard killed together, leaving a service; then `mv w w.old`
+    and a fresh clone at `w`. In w.old the registry was set aside as a copy's ("to stop
+    that stack, run hd down in w"), and in w nothing was known: the service ran on for
+    good (adv31 r/7). The run is dead and the folder at its old path does not name it,
+    so w.old's registry is this folder's, and `hd down --force` there ends it."""
+    first, old = tmp_path / "w", tmp_path / "w.old"
+    daemon, web = web_stack_up(first)
+    guard = registry(first)["daemon"]["guard_pid"]
+    try:
+        os.kill(guard, signal.SIGSTOP)  # neither may see the other die first
+        os.kill(daemon, signal.SIGSTOP)
+        os.kill(guard, signal.SIGKILL)
+        os.kill(daemon, signal.SIGKILL)
+        wait_for(lambda: not alive(daemon) and not alive(guard), 10, what="both gone")
+        assert alive(web)
+        first.rename(old)
+        first.mkdir()
+        shutil.copy(old / "hippodrome.toml", first / "hippodrome.toml")
+        down = hd(old, "down", "--force", timeout=60)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0 and "written for the stack in" not in said, said
+        assert "stopped leftover 'web'" in said, said
+        wait_for(lambda: not alive(web), 10, what="the dead run's service ended")
+    finally:
+        if alive(web):
+            os.kill(web, signal.SIGKILL)
+
+
 def test_nothing_of_a_moved_stack_starts_in_the_folder_at_its_old_path(
         tmp_path: Path) -> None:
     """The same move and fresh folder, then `hd restart -s w` where the project is now:

@@ -293,16 +293,37 @@ def _same_folder(recorded: str, root: Path, data: Data) -> bool:
     exists: the project was moved here with its stack running, and this registry is
     the only handle on that stack. That last only when its daemon writes this folder's
     daemon.log (or runs no more): a copy made while the stack ran, its original then
-    renamed, took the original's stack for its own, and `hd down` there stopped it."""
+    renamed, took the original's stack for its own, and `hd down` there stopped it.
+    A folder that exists again at that path (a fresh clone after `mv proj proj.old`)
+    is the same case when the run is dead and that folder's registry does not name its
+    token: this registry is still the only handle on what the dead run left, which
+    was otherwise left running for good, set aside here as foreign and unknown there
+    (adv31 r/7). A copy whose original still names the run stays foreign."""
     if recorded == str(root) or _same_bytes(recorded, root):
         return True
+    daemon = data.get("daemon") or {}
     try:
-        return os.path.samefile(recorded, root)
+        if os.path.samefile(recorded, root):
+            return True
     except FileNotFoundError:
-        daemon = data.get("daemon") or {}
         return not daemon_alive(data) or writes_daemon_log(int(daemon["pid"]), root)
     except (OSError, ValueError):
         return False
+    return not daemon_alive(data) and not _names_run(Path(recorded), daemon.get("token"))
+
+
+def _names_run(folder: Path, token: object) -> bool:
+    """`folder`'s own registry names the run of `token` (read as it is, unchecked: any
+    doubt counts as naming it, so nothing is taken from a folder that may own it)."""
+    if not isinstance(token, str) or not token:
+        return True
+    try:
+        raw = (folder / ".hippodrome" / "registry.json").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return token.encode() in raw
 
 
 def _same_bytes(recorded: str, root: Path) -> bool:
