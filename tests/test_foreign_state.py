@@ -763,10 +763,15 @@ def test_the_state_folders_are_not_left_writable_by_everyone(project: Path,
     (adv30 p's notes): made private too, as they are ours."""
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port))
+    shared = project.parent / "shared"  # a folder others write to, on purpose
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
     if made_before:
         for name in (".hippodrome", ".logs"):
             (project / name).mkdir()
             os.chmod(project / name, 0o1777)
+    else:  # `.logs` a link to it: never chmod through a link (adv31 r/2)
+        (project / ".logs").symlink_to(shared)
     old = os.umask(0)
     try:
         hd(project, "up", "--detach", check=True, timeout=60)
@@ -775,7 +780,9 @@ def test_the_state_folders_are_not_left_writable_by_everyone(project: Path,
     try:
         for folder in (project / ".hippodrome", project / ".logs",
                        (project / ".logs" / "latest").resolve()):
-            assert folder.stat().st_mode & 0o022 == 0, (folder, oct(folder.stat().st_mode))
+            if not folder.is_symlink():
+                assert folder.stat().st_mode & 0o022 == 0, (folder, oct(folder.stat().st_mode))
+        assert shared.stat().st_mode & 0o7777 == 0o1777, oct(shared.stat().st_mode)
     finally:
         hd(project, "down", timeout=60)
 

@@ -21,13 +21,16 @@ __all__ = ["MAX_BYTES", "Unopenable", "Unusable", "not_utf8", "open_regular",
 
 def private_dir(path: Path, parents: bool = False) -> None:
     """`path` made (0755 under the umask), or as it was, but writable by no one else when
-    it is ours: one made beforehand with `mkdir -m 777` (or a tmpfs mounted there,
-    1777) was used as it was, and another local user could plant files and links in
-    `.hippodrome` or `.logs` (adv30 p's notes). OSError when it cannot be made."""
+    it is ours: one made beforehand with `mkdir -m 777` (or a tmpfs mounted there, 1777)
+    was used as it was, and another local user could plant files and links in
+    `.hippodrome` or `.logs` (adv30 p's notes). A link is left as it is: `.logs ->
+    ../shared` leads to a folder the user shares on purpose, and chmod through it took
+    the others' write away (adv31 r/2). OSError when it cannot be made."""
     path.mkdir(mode=0o755, parents=parents, exist_ok=True)
     with contextlib.suppress(OSError):
-        st = os.stat(path)
-        if st.st_uid == os.geteuid() and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and \
+                st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
 
 
