@@ -443,3 +443,44 @@ def test_logs_of_several_services_by_repeated_or_listed_flags(project: Path) -> 
         assert empty.returncode == 2 and "names no service" in empty.stderr, empty.stderr
     finally:
         hd(project, "down", check=True)
+
+
+def test_a_job_stopped_mid_run_that_exits_0_is_not_completed(project: Path) -> None:
+    """A job with a graceful SIGTERM handler (exit 0), stopped 1 s into its run: the
+    table said `completed`, and its `completed_successfully` dependant started, while
+    the JSON said stopped, `stop requested`, not ready (adv31 r/4)."""
+    import subprocess
+
+    from stackutil import HD_CLI, PY, wait_for
+
+    dash, a = free_ports(2)
+    job = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
+           "print('migrating', flush=True); time.sleep(60); print('migration done')")
+    write_stack(project, stack_header(dash) + f"""
+[services.jt]
+kind = "job"
+command = {json.dumps([PY, "-c", job])}
+blocking = false
+""" + toy_service("app", a, depends_on=[{"name": "jt", "condition": "completed_successfully"}],
+                  blocking=False))
+    up = subprocess.Popen([*HD_CLI, "up", "--detach", "--project-root", str(project)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: (project / ".logs" / "latest" / "jt.log").exists() and "migrating"
+                 in (project / ".logs" / "latest" / "jt.log").read_text(), 20,
+                 what="the job under way")
+        hd(project, "stop", "-s", "jt", check=True)
+        up.communicate(timeout=60)
+        rows = {s["name"]: s for s in json.loads(hd(project, "status", "--json").stdout)[
+            "services"]}
+        assert rows["jt"]["exit_code"] == 0 and not rows["jt"]["ready"], rows["jt"]
+        assert rows["app"]["state"] in ("pending", "stopped") and rows["app"]["pid"] is None, \
+            rows["app"]
+        table = hd(project, "status", check=True).stdout
+        line = next(x for x in table.splitlines() if x.startswith("jt "))
+        assert line.split()[1] == "stopped", table
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        hd(project, "down", check=True)

@@ -137,8 +137,16 @@ class ServiceRun:
         if st == State.RUNNING:
             return True
         if self.planned.spec.kind == "job":
-            return st == State.STOPPED and self.exit_code == 0 and self.reason == "completed"
+            return self.completed
         return st == State.EXTERNAL
+
+    @property
+    def completed(self) -> bool:
+        """It ran to exit 0 by itself: not a job stopped mid-run that exits 0 on SIGTERM
+        (a graceful handler, `trap 'exit 0' TERM`), which read `completed` and let its
+        `completed_successfully` dependant start (adv31 r/4)."""
+        return (self.sm.state == State.STOPPED and self.exit_code == 0
+                and self.reason == "completed")
 
     @property
     def own_children(self) -> set[int]:
@@ -304,7 +312,7 @@ class ServiceRun:
         restart held every service, and a dependant's restart coalesced from another
         terminal started on a dependency the same restart stopped a moment later."""
         if condition == "completed_successfully":
-            return self.state == State.STOPPED and self.exit_code == 0
+            return self.completed
         if self._hold and not (self.planned.spec.kind == "job" and self.ready):
             # A stop of a job that had completed changes nothing: it held its dependants
             # as "stopped on purpose" for good, their restarts refused (adv25 d/12).

@@ -227,8 +227,8 @@ def status_table(status: dict[str, Any]) -> str:
 def table_state(svc: dict[str, Any]) -> str:
     """A job that ran to exit 0 is `completed` in the table, where `stopped` read as if
     it had been stopped before it was done (the JSON keeps the state machine's word)."""
-    if svc.get("kind") == "job" and svc["state"] == "stopped" and svc.get("exit_code") == 0:
-        return "completed"
+    if svc.get("kind") == "job" and svc["state"] == "stopped" and svc.get("ready"):
+        return "completed"  # not one stopped mid-run that exited 0 on SIGTERM (adv31 r/4)
     return str(svc["state"])
 
 
