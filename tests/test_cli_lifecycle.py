@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -124,8 +125,6 @@ def test_a_service_name_that_is_no_text_is_an_unknown_service(project: Path) -> 
     why`, `restart`, `stop`, `start` and `logs --timestamps` ended in a UnicodeEncodeError
     traceback, exit 1 (adv30 q/6). Each says it is an unknown service, shown as typed,
     exit 2, as `hd logs -s` did."""
-    import os
-
     (dash,) = free_ports(1)
     write_stack(project, stack_header(dash) + '[services.cafe]\ncommand = ["sleep", "600"]\n'
                 'readiness = "none"\n')
@@ -345,7 +344,6 @@ def test_a_restart_waiting_on_a_dependency_in_backoff_says_so(project: Path) -> 
     """`hd restart -s app` whose dependency db had crashed and waited out a 6 s backoff
     sat silent all that time, a wait no one could tell from a hang. Past 2 s it says what
     app waits for and where db is, then ends as before once db is back."""
-    import os
     import re
     import signal
 
@@ -483,4 +481,33 @@ blocking = false
         if up.poll() is None:
             up.kill()
             up.wait()
+        hd(project, "down", check=True)
+
+
+def test_logs_of_a_file_named_in_no_utf8_and_colours_with_timestamps(project: Path) -> None:
+    """A service wrote a log of its own into ${logs_dir} under a Latin-1 name: `hd logs`
+    and `hd logs -f` ended in a UnicodeEncodeError traceback for every service (adv31
+    r/8). And `hd logs --timestamps` kept a service's colour escapes with colour off (a
+    pipe, NO_COLOR), which plain `hd logs` takes out (adv31 r/9)."""
+    dash, a = free_ports(2)
+    extra = ("import os; open(os.fsencode(os.environ['LOGS']) + b'/caf\\xe9.log', 'wb')"
+             ".write(b'extra log\\n'); print('\\x1b[31mred words\\x1b[0m', flush=True)")
+    write_stack(project, stack_header(dash) + toy_service("web", a) + f"""
+[services.app]
+kind = "job"
+command = {json.dumps(["python3", "-c", extra])}
+env = {{ LOGS = "${{logs_dir}}" }}
+""")
+    try:
+        hd(project, "up", "--detach", check=True)
+        out = hd(project, "logs")
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert "caf\\xe9 | extra log" in out.stdout, out.stdout
+        odd = hd(project, "logs", "-s", os.fsdecode(b"caf\xe9"))
+        assert odd.returncode == 2 and "did you mean" not in odd.stderr, odd.stderr
+        for args in (["logs", "-s", "app"], ["logs", "-s", "app", "--timestamps"]):
+            shown = hd(project, *args)  # NO_COLOR is set by hd()
+            assert "red words" in shown.stdout and "\x1b" not in shown.stdout, \
+                (args, shown.stdout)
+    finally:
         hd(project, "down", check=True)

@@ -58,7 +58,9 @@ def use_colour(stream: BinaryIO | None = None) -> bool:
 
 def colour_for(service: str) -> str:
     """The same colour for a service on every run (crc32, not the salted hash())."""
-    return _PALETTE[zlib.crc32(service.encode()) % len(_PALETTE)]
+    # a log file's name not in UTF-8 (`caf\xe9.log` in .logs/latest): a traceback that
+    # stopped `hd logs` for every service (adv31 r/8)
+    return _PALETTE[zlib.crc32(service.encode("utf-8", "surrogateescape")) % len(_PALETTE)]
 
 
 def colour_map(names: Iterable[str]) -> dict[str, str]:

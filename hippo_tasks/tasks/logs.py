@@ -16,7 +16,7 @@ from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.follow_files import say_left_out
 from hippo_tasks.tasks.output import handles_errors
-from hippo_tasks.terminal_text import line_for_terminal, line_without_colour
+from hippo_tasks.terminal_text import as_typed, line_for_terminal, line_without_colour
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -104,10 +104,10 @@ def _files(latest: Path, service: str) -> list[Path]:
                       flush=True)
                 return [path]
             names = sorted(p.stem for p in latest.glob("*.log"))
-            from hippo_tasks.terminal_text import as_typed
-
+            others = [as_typed(n) for n in names if n != service]  # not itself again
             raise UsageError(f"no log for service '{as_typed(service)}' in {latest} (logs: "
-                             f"{', '.join(names) or 'none'}){did_you_mean(service, names)}")
+                             f"{', '.join(map(as_typed, names)) or 'none'})"
+                             f"{did_you_mean(as_typed(service), others)}")
         if not _regular(path):
             raise UsageError(f"{path} is not a regular file (something else was put where "
                              "this log belongs): move it away; the daemon then writes the "
@@ -198,12 +198,12 @@ def logs(c: Context, service: list[str] | None = None, follow: bool = False,
     # One service's lines go bare; from the moment a second one's log appears (a follow
     # into the next `up`, with a service added), every line names its service: they
     # went on bare, interleaved with nothing to tell them apart.
-    label_width = [max((len(p.stem) for p in files), default=0) if len(files) != 1 else 0]
+    label_width = [max((len(as_typed(p.stem)) for p in files), default=0) if len(files) != 1 else 0]
 
     def prefix(name: str) -> bytes:
         if not label_width[0]:
             return b""
-        label = name.ljust(label_width[0]).encode() + b" | "
+        label = as_typed(name).ljust(label_width[0]).encode() + b" | "  # `caf\xe9.log`
         return ((colours.get(name) or colour_for(name)).encode() + label + b"\x1b[0m"
                 if colour else label)
 
@@ -237,7 +237,7 @@ def logs(c: Context, service: list[str] | None = None, follow: bool = False,
     while follow:
         time.sleep(0.2)
         now = sorted(latest.glob("*.log")) if not services else files
-        if len(now) > 1 and max(len(p.stem) for p in now) > label_width[0]:
-            label_width[0] = max(len(p.stem) for p in now)
+        if len(now) > 1 and max(len(as_typed(p.stem)) for p in now) > label_width[0]:
+            label_width[0] = max(len(as_typed(p.stem)) for p in now)
             colours.update(colour_map(p.stem for p in now))
         follower.look(now)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.errors import DaemonEndedError, DaemonNotRunningError, DaemonUnreachableError
-from hippo_tasks.terminal_text import for_terminal
+from hippo_tasks.terminal_text import for_terminal, line_without_colour
 
 FOLLOW_EVERY_S = 0.2
 ANSWER_WITHIN_S = 10.0
@@ -40,13 +40,17 @@ def stamp(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
 
 
-def render(name: str, record: dict[str, Any], width: int, colour: str | None) -> bytes:
-    """One line: time, then `name | line` as the terminal shows it (notes as in the files)."""
+def render(name: str, record: dict[str, Any], width: int, colour: str | None,
+           coloured: bool = True) -> bytes:
+    """One line: time, then `name | line` as the terminal shows it (notes as in the files).
+    Not `coloured` (NO_COLOR, a pipe): a service's own colours go too, as `hd logs`
+    without --timestamps takes them out; they were kept (adv31 r/9)."""
     text = ("--- hippodrome: " if record.get("system") else "") + for_terminal(str(record["line"]))
     label = f"{name.ljust(width)} | " if width else ""
     if colour and label:
         label = f"{colour}{label}\x1b[0m"
-    return f"{stamp(float(record['ts']))} {label}{text}\n".encode("utf-8", "replace")
+    line = f"{stamp(float(record['ts']))} {label}{text}".encode("utf-8", "replace")
+    return (line if coloured else line_without_colour(line)) + b"\n"
 
 
 def _still_listed(root: Path, grace: float = 5.0) -> bool:
@@ -108,7 +112,8 @@ def show(root: Path, services: list[str], lines: int, follow: bool,
 
     def write(batch: list[tuple[float, str, int, dict[str, Any]]]) -> None:
         for _, name, _, record in batch:
-            out.write(render(name, record, width, (colours or {}).get(name)))
+            out.write(render(name, record, width, (colours or {}).get(name),
+                             colours is not None))
         out.flush()
 
     # The daemon's buffer answers up to MAX_LINES a call (`log_buffer_lines` may be larger).
