@@ -11,10 +11,14 @@ answers 5xx for is released, and the others of the same receive are still tried:
 batch it always fails on is retried (and counted in `retries`) without holding back
 the ones behind it. Not for ever: such a batch was retried as long as the service ran,
 a log line and a longer backoff for every batch behind it each time. Once the cell has
-answered it 5xx POISON_AFTER times while other batches went in (so the cell works, and
-it is this batch it fails on), it is deleted and counted as failed, as SQS's redrive
-policy would move it to a dead-letter queue. A cell failing every batch (overloaded,
-restarting) takes none in, so nothing is dropped for that.
+answered it 5xx POISON_AFTER times, each after another batch went in since the last
+(so the cell works, and it is this batch it fails on), it is deleted and counted as
+failed, as SQS's redrive policy would move it to a dead-letter queue. Answers in a row
+with nothing going in between count once: a batch that waited through an outage of
+the whole cell was dropped by one more 5xx after it (adv31 s/2). The answers that say
+"later" (429, 502, 503, 504) never count: after five rate limits a good batch was
+called this batch's fault (adv31 s/5). A lone poison batch, with nothing else coming,
+is retried at the backoff's pace, 5 s, for as long as that lasts.
 
 A batch left on the queue is made visible again after a second (ChangeMessageVisibility)
 rather than after the queue's 30 s visibility timeout, so a cell back from a restart
@@ -57,7 +61,9 @@ class Stats:
 
 
 POISON_AFTER = 5
-"""5xx answers to one batch, with other batches taken meanwhile, before it is dropped."""
+"""5xx answers to one batch, each after another batch went in, before it is dropped."""
+TRANSIENT = frozenset({429, 502, 503, 504})
+"""The cell says "not now", not "not this": never counted against a batch."""
 TRIES_KEPT = 10_000
 """Batches whose 5xx answers are counted at once; the oldest count is forgotten past it."""
 
@@ -94,7 +100,7 @@ class Consumer(BackgroundLoop):
         self.backoff = backoff or Backoff()
         self.stats = Stats()
         self._fails: dict[str, tuple[int, int]] = {}
-        """Message id -> (the cell's 5xx answers to it, deliveries before the first)."""
+        """Message id -> (the cell's counted 5xx answers to it, deliveries at the last)."""
         super().__init__("consumer")
 
     def run(self) -> None:
@@ -156,26 +162,28 @@ class Consumer(BackgroundLoop):
             log_line(f"batch {batch_id}: {len(docs)} docs from SQS into '{index}'")
             return
         reason = f"cell answered {answer.status}: {answer.error_text()}"
-        if answer.status not in PERMANENT and not self._poison(message):
+        if answer.status not in PERMANENT and not self._poison(message, answer.status):
             self._release(message)
             raise Retry(f"batch {batch_id}: {reason}")
         self.queue.delete(message.receipt)
         self._fails.pop(message.id, None)
         if answer.status not in PERMANENT:
-            reason += (f", {POISON_AFTER} times, while other batches went in: it is this "
-                       "batch the cell fails on")
+            reason += (f", {POISON_AFTER} times, each after other batches went in: it is "
+                       "this batch the cell fails on")
         self._failed(f"batch {batch_id} for index '{index}' failed for good: {reason}")
 
-    def _poison(self, message: Message) -> bool:
+    def _poison(self, message: Message, status: int) -> bool:
         """One more 5xx answer to `message`: whether that makes it a batch to drop."""
+        if not message.id or status in TRANSIENT:
+            return False
         with self.stats.lock:
             delivered = self.stats.delivered
-        if not message.id:
-            return False
-        answers, before = self._fails.pop(message.id, (0, delivered))
-        if answers + 1 >= POISON_AFTER and delivered > before:
+        counted, last = self._fails.pop(message.id, (0, -1))
+        if last < delivered:  # its first, or another batch went in since the last counted
+            counted, last = counted + 1, delivered
+        if counted >= POISON_AFTER:
             return True
-        self._fails[message.id] = (answers + 1, before)  # now the newest
+        self._fails[message.id] = (counted, last)  # now the newest
         while len(self._fails) > TRIES_KEPT:
             del self._fails[next(iter(self._fails))]
         return False
