@@ -88,6 +88,14 @@ def test_export_then_import_round_trips(start: ServiceStarter, moto_url: str) ->
                         json={"key": "bom.jsonl"})
     assert bom.status_code == 200, bom.text
     assert docs_of(cell, key, "from-bom") == DOCS
+    # a document holding U+2028 raw, as json.dumps(ensure_ascii=False) writes it (s/3)
+    raw = [{"_id": "r1", "title": "line\u2028separator"}, {"_id": "r2", "title": "nel\x85"}]
+    s3(moto_url).put_object(Bucket=made["bucket"], Key="raw.jsonl", Body="\n".join(
+        json.dumps(d, ensure_ascii=False) for d in raw).encode())
+    got = requests.post(f"{ctl}/api/v2/indexes/raw-seps/import", headers=key, timeout=10,
+                        json={"key": "raw.jsonl"})
+    assert got.status_code == 200, got.text
+    assert docs_of(cell, key, "raw-seps") == raw
 
 
 def test_bad_files_and_missing_records(start: ServiceStarter, moto_url: str) -> None:

@@ -71,3 +71,9 @@ def test_a_feed_saved_with_a_byte_order_mark_reads_past_it(kind: str) -> None:
     text = "id,title\r\nsku-1,walnut desk\r\n"
     req = Request("POST", "/feed", {}, {"content-type": kind}, b"\xef\xbb\xbf" + text.encode())
     assert read_feed(req)[1] == text
+
+
+def test_a_line_feed_splits_at_line_breaks_only() -> None:
+    """A product whose text held U+2028 became two products (adv31 s/3)."""
+    docs = documents_from("lines", "walnut\u2028desk\r\noak chair\n")
+    assert [d["text"] for d in docs] == ["walnut\u2028desk", "oak chair"]

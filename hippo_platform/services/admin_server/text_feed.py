@@ -15,6 +15,7 @@ import io
 from typing import Any
 
 from hippo_platform.services.common import BadRequest, PayloadTooLarge, Request
+from hippo_platform.services.common.messages import text_lines
 
 FORMATS = ("csv", "lines")
 MAX_DOCUMENTS = 10_000
@@ -61,7 +62,7 @@ def _line_id(text: str) -> str:
 
 def _lines(text: str) -> list[dict[str, Any]]:
     return [{"_id": _line_id(line.strip()), "text": line.strip()}
-            for line in text.splitlines() if line.strip()]
+            for line in text_lines(text) if line.strip()]
 
 
 def _csv(text: str) -> list[dict[str, Any]]:

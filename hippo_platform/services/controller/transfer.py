@@ -22,7 +22,7 @@ from hippo_platform.resource_names import bucket_name
 from hippo_platform.services.common.aws_lite import AwsClient, AwsConfigError, AwsError
 from hippo_platform.services.common.client import JsonClient, segment
 from hippo_platform.services.common.errors import BadRequest, NotFound, ServiceUnavailable
-from hippo_platform.services.common.messages import NotJson, strict_json
+from hippo_platform.services.common.messages import NotJson, strict_json, text_lines
 
 PREFIX = "index-exports"
 
@@ -99,7 +99,7 @@ def parse_lines(raw: bytes, where: str) -> tuple[dict[str, Any], list[dict[str, 
         raise BadRequest(f"{where} is not UTF-8 text") from None
     settings: dict[str, Any] = {}
     docs: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         try:  # every line checked before anything is made (a NaN reached the cell)

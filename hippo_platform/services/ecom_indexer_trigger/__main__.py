@@ -37,7 +37,7 @@ from hippo_platform.services.common import (
 )
 from hippo_platform.services.common.aws_lite import AwsClient, AwsConfigError, AwsError
 from hippo_platform.services.common.log import log_error, log_line
-from hippo_platform.services.common.messages import NotJson, strict_json
+from hippo_platform.services.common.messages import NotJson, strict_json, text_lines
 from hippo_platform.services.common.runner import main
 from hippo_platform.services.common.sqs import Queue, QueueMissing, queue_name
 from hippo_platform.services.ecom_ingest.api import check_documents
@@ -59,7 +59,7 @@ def parse_documents(data: bytes) -> list[Any]:
     except NotJson:
         whole = None
         docs = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text_lines(text), 1):
             if line.strip():
                 try:
                     docs.append(strict_json(line))
