@@ -157,15 +157,18 @@ def test_another_methods_405_does_not_offer_get(stack: Stack) -> None:
     assert status == 405 and json.loads(body)["allowed"] == ["POST"], body
 
 
-@pytest.mark.parametrize("ident", ["1.5", "true", '{"a": 1}', "null"])
+@pytest.mark.parametrize(("key", "ident"), [
+    ("id", "1.5"), ("id", "true"), ("id", '{"a": 1}'), ("id", "null"),
+    ("\\u0069d", "1.5"), ("i\\u0064", "null"),  # "id" spelt with escapes (adv31 s/1)
+])
 def test_a_request_whose_id_is_not_a_string_or_integer_is_an_invalid_request(
-        stack: Stack, ident: str) -> None:
+        stack: Stack, key: str, ident: str) -> None:
     """`"id": 1.5` was taken for a notification: 202, no body, nothing done, and the
     client waited for an answer that never came (adv28 m/5)."""
     before = stack.web()  # the module's stack: an earlier test may have stopped web
     tool = "stop" if before[0] == "running" else "start"
-    call = ('{"jsonrpc": "2.0", "id": ' + ident + ', "method": "tools/call", "params": '
-            '{"name": "' + tool + '", "arguments": {"service": "web"}}}')
+    call = ('{"jsonrpc": "2.0", "' + key + '": ' + ident + ', "method": "tools/call", '
+            '"params": {"name": "' + tool + '", "arguments": {"service": "web"}}}')
     status, body = stack.send("POST", "/mcp", call, AGENT)
     assert status == 400, body
     answer = json.loads(body)

@@ -105,8 +105,8 @@ def _refused_message(body: bytes) -> Raw | None:
     array) got pydantic's validation text, a dozen lines naming every model it tried;
     MCP dropped batches in 2025-06-18. JSON-RPC's answer to both is an Invalid Request
     error with a null id."""
-    if not body.lstrip().startswith(b"[") and b'"id"' not in body:
-        return None
+    if not body.lstrip().startswith(b"[") and b'"id"' not in body and b"\\u" not in body:
+        return None  # (a key may be spelt with escapes: "\\u0069d" is "id"; adv31 s/1)
     try:
         message = json.loads(body)
     except (ValueError, RecursionError):
