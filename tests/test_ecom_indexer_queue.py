@@ -7,6 +7,7 @@ leaves the batch on the queue until the cell is back."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,8 @@ class _PoisonCell:
         self.outage = False
         """Every write answered `status`: the whole cell failing, not one batch."""
         self.status = 500
+        self.slow = 0.0
+        """Seconds each write waits before it is answered (a cell under load)."""
         self.blips: dict[bytes, int] = {}
         """Writes holding the key fail this many more times (a hiccup after an outage)."""
         proxy = self
@@ -163,6 +166,7 @@ class _PoisonCell:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                time.sleep(proxy.slow)
                 if b"poison" in body or proxy.outage or blip(body):
                     status, data = proxy.status, b'{"error": "internal error (poisoned)"}'
                 else:
@@ -283,4 +287,38 @@ def test_a_batch_that_waited_through_an_outage_is_delivered(stack: QueueStack, t
             assert stats()["failed"] == 0, stats()
             assert indexer.terminate() == 0
     finally:
+        cell.close()
+
+
+def test_a_stop_hands_back_the_batch_a_slow_cell_holds(stack: QueueStack,
+                                                       tmp_path: Path) -> None:
+    """SIGTERM while the cell takes its time with a batch: the service waited 5 s for its
+    thread (killed at that same 5 s by `hd stop`) and the batch came back only after the
+    queue's 30 s (adv31 s/4). It exits within a second or two and hands the batch back,
+    visible again at once."""
+    sqs = stack.client("sqs")
+    name = f"{stack.prefix}slow-{uuid.uuid4().hex[:6]}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]  # 30 s visibility, as provisioned
+    cell = _PoisonCell(stack.url("cell"))
+    cell.slow = 20.0
+    try:
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(
+            {"batchId": "s0", "index": "shop", "apiKey": stack.key,
+             "documents": [{"_id": "s0", "title": "slate"}]}))
+        env = {**stack.env, "ECOM_INDEXER_QUEUE": name, "MARQO_BASE_URL": cell.url}
+
+        def counts() -> dict[str, str]:
+            return dict(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])[
+                "Attributes"])
+
+        with ServiceStarter(tmp_path) as start:
+            indexer = start.start("ecom_indexer", env=env)
+            wait_for(lambda: counts()["ApproximateNumberOfMessagesNotVisible"] == "1", 20,
+                     what="the batch received and held by the slow cell")
+            assert indexer.terminate(timeout=4.0) == 0
+        wait_for(lambda: counts()["ApproximateNumberOfMessages"] == "1", 10,
+                 what="the batch visible again, not after the queue's 30 s")
+    finally:
+        cell.slow = 0.0
         cell.close()

@@ -99,6 +99,8 @@ class Consumer(BackgroundLoop):
         self.wait_s = wait_s
         self.backoff = backoff or Backoff()
         self.stats = Stats()
+        self._in_flight: dict[str, Message] = {}
+        """Received and not yet deleted or released, by receipt: what a stop hands back."""
         self._fails: dict[str, tuple[int, int]] = {}
         """Message id -> (the cell's counted 5xx answers to it, deliveries at the last)."""
         super().__init__("consumer")
@@ -125,9 +127,12 @@ class Consumer(BackgroundLoop):
         Retry (the last one) once all were tried; an unreachable cell releases the rest
         at once, as every one of them would fail the same way."""
         retry: Retry | None = None
+        self._in_flight = {m.receipt: m for m in received}
         for n, message in enumerate(received):
-            if self.stop_event.is_set():
-                break  # not deleted: it comes back after the visibility timeout
+            if self.stop_event.is_set():  # stopping: the rest back in a second, not 30 s
+                for rest in received[n:]:
+                    self._release(rest)
+                break
             try:
                 self.deliver(message)
             except Retry as exc:
@@ -136,8 +141,21 @@ class Consumer(BackgroundLoop):
                     for rest in received[n + 1:]:
                         self._release(rest)
                     break
+            finally:
+                self._in_flight.pop(message.receipt, None)
+        self._in_flight = {}
         if retry is not None:
             raise retry
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """SIGTERM: the batch under way gets a second to finish; one held by a slow cell
+        is handed back (visible again in a second), and the service exits within its
+        stop_timeout. It waited 5 s for the thread, was killed at the same 5 s, and the
+        batch came back only after the queue's 30 s (adv31 s/4)."""
+        super().stop(timeout)
+        if self.thread.is_alive():
+            for message in list(self._in_flight.values()):
+                self._release(message)
 
     def deliver(self, message: Message) -> None:
         try:
