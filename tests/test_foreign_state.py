@@ -334,6 +334,9 @@ def test_a_project_renamed_while_down_owns_its_next_stack(tmp_path: Path) -> Non
     web_stack_up(old)
     hd(old, "down", check=True, timeout=60)
     old.rename(new)
+    old.mkdir()  # a fresh clone at the old path: the registry, naming nothing, was said
+    status = hd(new, "status")  # "copied here with the project" (adv31 r/6)
+    assert status.returncode == 5 and "copied here" not in status.stderr, status.stderr
     hd(new, "up", "--detach", check=True)
     daemon = registry(new)["daemon"]
     web = registry(new)["services"]["web"]["pid"]

@@ -309,6 +309,8 @@ def _same_folder(recorded: str, root: Path, data: Data) -> bool:
         return not daemon_alive(data) or writes_daemon_log(int(daemon["pid"]), root)
     except (OSError, ValueError):
         return False
+    if not daemon and not data.get("services"):  # names nothing: after a clean `down`
+        return True  # (renamed, a fresh clone at the old path: "copied here"; r/6)
     return not daemon_alive(data) and not _names_run(Path(recorded), daemon.get("token"))
 
 
