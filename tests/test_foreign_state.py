@@ -469,19 +469,27 @@ def test_down_of_a_folder_deleted_under_its_stack_stops_it(tmp_path: Path,
         stop_by_pid(daemon)
 
 
+@pytest.mark.parametrize("restored", [False, True], ids=["fresh-clone", "restored-copy"])
 def test_a_folder_deleted_and_made_again_under_its_stack_says_what_runs(
-        tmp_path: Path) -> None:
+        tmp_path: Path, restored: bool) -> None:
     """`rm -rf proj` with its stack running, then a fresh clone at the same path: `hd
     status` and `hd restart` said no daemon runs (`Start the stack with hd up`), and `hd
     up` that one already runs (`Use hd status, hd restart ...`), round and round; only
-    `hd down` found it (adv30 q/5). Each says what runs and that `hd down` stops it."""
+    `hd down` found it (adv30 q/5). Each says what runs and that `hd down` stops it.
+    Restored from a copy made while it ran (its registry and daemon.log with it), the
+    stack was shown running here while every restart failed (adv31 r/1)."""
     project = tmp_path / "proj"
     daemon, web = web_stack_up(project)
     stack_file = (project / "hippodrome.toml").read_text()
     try:
+        if restored:
+            shutil.copytree(project, tmp_path / "backup", symlinks=True)
         shutil.rmtree(project)
-        project.mkdir()
-        (project / "hippodrome.toml").write_text(stack_file)
+        if restored:
+            (tmp_path / "backup").rename(project)
+        else:
+            project.mkdir()
+            (project / "hippodrome.toml").write_text(stack_file)
         words = (f"A stack started in {project} before this folder was deleted or replaced "
                  f"still runs (daemon pid {daemon}")
         for args, code in ((("status",), 5), (("restart", "-s", "web"), 5),

@@ -230,6 +230,12 @@ class Registry:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             break
+        if foreign.endswith(" (deleted)"):
+            self.warnings.append(
+                f"warning: {self.path} names the stack started here before this folder was "
+                f"deleted or replaced (restored from a copy?); moved it to {aside.name}. That "
+                "stack still runs: `hd down` stops it.")
+            return
         if foreign:
             self.warnings.append(
                 f"warning: {self.path} was written for the stack in {foreign}, not this "
@@ -355,8 +361,13 @@ def _daemon_folder(data: Data, root: Path) -> str | None:
     pid = int(daemon["pid"])
     # The daemon reading its own registry, and the usual case (its stderr is this
     # folder's daemon.log: one readlink) first: every registry read takes this path.
-    if pid == os.getpid() or writes_daemon_log(pid, root):
+    if pid == os.getpid():
         return ""
+    if writes_daemon_log(pid, root):
+        # ... unless it runs in a folder deleted since, and this one was made at its
+        # path (restored from a backup, the registry with it): that stack is stranded,
+        # and was shown running here while nothing of it could start (adv31 r/1).
+        return f"{root} (deleted)" if _runs_in_deleted(pid) else ""
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
         cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -366,6 +377,14 @@ def _daemon_folder(data: Data, root: Path) -> str | None:
         if os.path.samefile(cwd, root):
             return ""
     return daemon_log_folder(pid, fds)
+
+
+def _runs_in_deleted(pid: int) -> bool:
+    """The process's working folder was deleted (the kernel names it `... (deleted)`)."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd").endswith(" (deleted)")
+    except (OSError, ValueError):
+        return False
 
 
 def daemon_log_names(root: Path) -> tuple[str, ...]:
