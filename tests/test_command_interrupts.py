@@ -49,3 +49,23 @@ def test_ctrl_c_while_the_program_loads_is_exit_130_and_a_sentence(
     assert done.returncode == 130, (done.returncode, done.stderr)
     assert done.stderr.strip() == words
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["seed"], ["doctor"], ["status"]])
+def test_ctrl_c_while_hd_itself_loads_is_exit_130_and_a_sentence(
+        tmp_path: Path, command: list[str]) -> None:
+    """Before `hd seed` runs its program, hd loads invoke and the tasks (0.1-0.2 s): a
+    Ctrl+C there was a KeyboardInterrupt traceback, or exit 1 with no word on the fast
+    path (adv31 r/3). The moment is hd's first look-up of a module of its own tasks."""
+    from stackutil import HD_CLI
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(REPO)]),
+           "INTERRUPT_AT_IMPORT": "hippo_tasks.tasks.actions" if command == ["status"]
+           else "invoke"}
+    done = subprocess.run([*HD_CLI, *command, "--project-root", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stderr.strip()) == (130, "hippodrome: interrupted (Ctrl+C)")

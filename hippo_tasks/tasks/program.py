@@ -244,10 +244,7 @@ def main() -> None:
         print(f"hippodrome: '{argv[0]}' needs one of its tasks: {tasks}", file=sys.stderr)
         sys.exit(2)
     try:
-        try:
-            code = run_fast(argv)
-        except KeyboardInterrupt:  # as invoke's Program: Ctrl+C outside a task exits 1
-            sys.exit(1)
+        code = run_fast(argv)
         if code is not None:
             sys.stdout.flush()
             if code:
@@ -282,6 +279,12 @@ def main() -> None:
                 sys.exit(code)
             return
         sys.stdout.flush()
+    except KeyboardInterrupt:
+        # Ctrl+C before a task began, while invoke and the tasks still load (0.1-0.2 s):
+        # a KeyboardInterrupt traceback, or exit 1 with no word, as invoke's Program
+        # does (adv31 r/3). As every interrupted command: 130, and said.
+        print("hippodrome: interrupted (Ctrl+C)", file=sys.stderr, flush=True)
+        sys.exit(130)
     except BrokenPipeError:
         quiet_stdout()
         sys.exit(EXIT_PIPE_CLOSED)
