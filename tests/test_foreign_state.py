@@ -358,6 +358,37 @@ def test_a_project_renamed_while_down_owns_its_next_stack(tmp_path: Path) -> Non
                 os.kill(web, signal.SIGKILL)
 
 
+def test_up_detached_says_why_when_the_project_is_renamed_while_it_starts(
+        tmp_path: Path) -> None:
+    """`mv proj proj2` while `up --detach` waits for a slow first service: it said the
+    daemon exited, `full output: proj/.hippodrome/daemon.log`, a file that no longer
+    existed, and no reason (adv31 r/5). It reads the log it began with, where it is now."""
+    from stackutil import HD_CLI
+
+    first, moved = tmp_path / "proj", tmp_path / "proj2"
+    dash, db, app = free_ports(3)
+    write_stack(first, stack_header(dash) + toy_service("db", db, "--delay", "4",
+                                                         readiness={"http": "/healthz"})
+                + toy_service("app", app, depends_on=["db"]))
+    up = subprocess.Popen([*HD_CLI, "up", "--detach", "--project-root", str(first)],
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    try:
+        wait_for(lambda: (first / ".hippodrome" / "registry.json").exists() and
+                 registry(first)["services"].get("db", {}).get("state") == "starting", 20,
+                 what="db starting")
+        first.rename(moved)
+        out, _ = up.communicate(timeout=60)
+        assert up.returncode == 1, out
+        assert f"cwd '{first}' does not exist" in out, out
+        assert f"(full output: {moved}/.hippodrome/daemon.log)" in out, out
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        hd(moved if moved.exists() else first, "down", "--force", timeout=60)
+
+
 def test_a_folder_made_where_a_moved_project_was_gets_nothing_of_its_stack(
         tmp_path: Path) -> None:
     """`mv first moved`, then `mkdir first` (a fresh clone at the old path): the daemon

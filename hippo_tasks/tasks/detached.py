@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS
 from hippo_tasks.errors import (
     EXIT_STATE_DIR,
+    HippoError,
     PortsBusyAtStartError,
     ServiceStartError,
     StartCutShortError,
@@ -87,8 +88,14 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
     # SIGUSR1 / Ctrl+T ask a foreground `up` for its dashboard line; here, still waiting,
     # there is none yet, and its default action ended the wait (exit 138) mid-start.
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    # Read through a descriptor held from here on: the project renamed while it starts
+    # (`mv proj proj2`), `up` named a daemon.log that no longer existed and no reason
+    # (adv31 r/5); /proc/self/fd/N is the same file wherever it is now.
+    held = os.open(log, os.O_RDONLY | os.O_NOFOLLOW) if os.path.isfile(log) else None
+    follow = Path(f"/proc/self/fd/{held}") if held is not None and \
+        os.path.exists(f"/proc/self/fd/{held}") else log
     try:
-        return _wait(proc, registry, log, log_from, plan.dashboard_url)
+        return _wait(proc, registry, follow, log_from, plan.dashboard_url)
     except KeyboardInterrupt:
         _shut_down(proc, "Ctrl+C")
         raise TaskExit(130) from None
@@ -98,6 +105,8 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if held is not None:
+            os.close(held)
 
 
 def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) -> int:
@@ -197,8 +206,6 @@ def _ready_by_api(url: str, pid: int, began: float) -> bool:
     its first write) and the start is over: `up --detach` waited for the registry for
     ever while `hd status` (which asks the daemon) showed every service running."""
     from hippo_tasks.daemon.client import DaemonClient
-    from hippo_tasks.errors import HippoError
-
     try:
         status = DaemonClient(url, pid).status()
     except HippoError:
@@ -254,8 +261,6 @@ def _answers(url: str, proc: Daemon, registry: Registry, log: Path,
     ready with a dashboard URL that never answered. If it does not answer and ends, its
     reason is the failure; if it does not answer and runs on, None."""
     from hippo_tasks.daemon.client import DaemonClient  # urllib: not before the spawn
-    from hippo_tasks.errors import HippoError
-
     try:
         return DaemonClient(url, proc.pid).status()
     except HippoError:
@@ -303,8 +308,21 @@ def _not_ready(services: dict[str, dict[str, Any]]) -> str:
         f"{', '.join(left)})"
 
 
+def _where(log: Path) -> Path:
+    """Where the daemon.log read through /proc/self/fd/N is now (its folder renamed)."""
+    if str(log).startswith("/proc/self/fd/"):
+        with contextlib.suppress(OSError):
+            return Path(os.readlink(log))
+    return log
+
+
 def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
                     log_from: int) -> None:
+    here = _where(log)
+    if failure is None and here != log:  # the registry beside the log, wherever it is now
+        with contextlib.suppress(HippoError, OSError):  # (its folder renamed meanwhile)
+            failure = Registry(here.parent.parent).read().get("failure")
+    log = here
     if failure and failure.get("kind") == "StateDirError":
         raise StateDirError(str(failure.get("path")), str(failure.get("problem")))
     if failure and failure.get("service"):
