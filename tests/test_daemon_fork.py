@@ -168,16 +168,17 @@ def everything(root: Path) -> set[int]:
 
 
 @pytest.mark.parametrize("via", [HD, INVOKE], ids=["forked daemon", "exec daemon"])
-def test_the_guard_holds_only_its_pipe(project: Path, via: list[str]) -> None:
+def test_the_guard_holds_only_its_pipe_and_its_program(project: Path, via: list[str]) -> None:
     guard = started(project, via)["guard"]
     argv = Path(f"/proc/{guard}/cmdline").read_bytes().split(b"\0")
-    assert argv[:2] == [b"/bin/sh", b"-c"] and argv[5:8] == [b"-I", b"-S", b"-c"], \
-        "not sh waiting to exec the bare interpreter"
+    assert argv[:2] == [b"/bin/sh", b"-c"] and argv[5:7] == [b"-I", b"-S"] and \
+        argv[7].startswith(b"/proc/self/fd/"), "not sh waiting to exec the bare interpreter"
     stat = Path(f"/proc/{guard}/stat").read_text().rsplit(")", 1)[1].split()
     assert int(stat[3]) == guard, "not a session of its own"
     held = open_files(guard)
     assert held[0].startswith("pipe:") and held[1] == held[2] == "/dev/null"
-    assert len(held) == 3, held
+    program = int(argv[7].rsplit(b"/", 1)[1])  # its program, a memfd, and nothing more
+    assert held[program].startswith("/memfd:hippodrome-guard") and len(held) == 4, held
     done = subprocess.run([*HD, "down", "--project-root", str(project)], cwd=project,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
