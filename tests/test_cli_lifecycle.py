@@ -511,3 +511,30 @@ env = {{ LOGS = "${{logs_dir}}" }}
                 (args, shown.stdout)
     finally:
         hd(project, "down", check=True)
+
+
+def test_a_start_of_a_running_service_waiting_on_its_dependency_says_so(
+        project: Path) -> None:
+    """`hd start -s mid` while mid runs and its dependency db was stopped: the start brings
+    db up first and waited for it in silence, where a stopped mid got the notice (adv31
+    r/10). And down a chain the notice names what each level waits for."""
+    dash, d, m, t = free_ports(4)
+    write_stack(project, stack_header(dash)
+                + toy_service("db", d, "--delay", "4", readiness={"http": "/healthz"})
+                + toy_service("mid", m, depends_on=["db"])
+                + toy_service("top", t, depends_on=["mid"]))
+    try:
+        hd(project, "up", "--detach", check=True, timeout=60)
+        hd(project, "stop", "-s", "db", check=True)
+        start = hd(project, "start", "-s", "mid", timeout=60)
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert "hippodrome | mid is waiting for db; db: starting" in start.stderr, start.stderr
+        hd(project, "stop", "-s", "db", check=True)
+        hd(project, "stop", "-s", "top", check=True)
+        hd(project, "stop", "-s", "mid", check=True)
+        chain = hd(project, "start", "-s", "top", timeout=60)
+        assert chain.returncode == 0, chain.stdout + chain.stderr
+        assert "hippodrome | top is waiting for mid (healthy); mid is waiting for db " \
+               "(healthy); db: starting" in chain.stderr, chain.stderr
+    finally:
+        hd(project, "down", check=True)

@@ -47,20 +47,50 @@ class WaitNotice:
             print(for_terminal(line), file=sys.stderr, flush=True)
 
 
+MOVING = frozenset({"pending", "starting", "backoff", "stopping"})
+"""A dependency in one of these is not there yet: what a start may be waiting on."""
+DEPTH = 6
+"""How far down a chain of waits the notice follows (`hd why` names the whole chain)."""
+
+
 def waiting_line(status: Any, service: str) -> str:
     """`hippodrome | app is waiting for db (healthy); db: backoff — exited with code 1;
-    restarting in 4s`, or "" when `service` waits for nothing."""
+    restarting in 4s`, or "" when `service` waits for nothing. Down a chain it goes on
+    to what the dependency waits for in turn (the notice named only the first level,
+    adv31's notes); a running service whose start brings a stopped dependency up (`hd
+    start -s mid`, db stopped) waits on that one, and said nothing (adv31 r/10)."""
     rows = {r.get("name"): r for r in (status.get("services") or ())
             if isinstance(r, dict)} if isinstance(status, dict) else {}
     row = rows.get(service) or {}
-    waits = [w for w in row.get("waiting_on") or () if isinstance(w, dict)]
-    if not waits:
+    if _waits(row):
+        return "hippodrome | " + _chain(rows, service, set())
+    coming = [d for d in row.get("depends_on") or ()
+              if isinstance(d, str) and (rows.get(d) or {}).get("state") in MOVING]
+    if not coming:
         return ""
-    line = f"hippodrome | {service} is waiting for " + ", ".join(
+    return f"hippodrome | {service} is waiting for " + ", ".join(coming) + "".join(
+        "; " + _where(rows, d) for d in coming)
+
+
+def _waits(row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [w for w in row.get("waiting_on") or () if isinstance(w, dict)]
+
+
+def _where(rows: dict[Any, Any], name: str) -> str:
+    dep = rows.get(name) or {}
+    return f"{name}: {dep.get('state')}" + (f" — {dep['reason']}" if dep.get("reason")
+                                            else "")
+
+
+def _chain(rows: dict[Any, Any], service: str, seen: set[str]) -> str:
+    seen.add(service)
+    waits = _waits(rows.get(service) or {})
+    text = f"{service} is waiting for " + ", ".join(
         f"{w.get('service')} ({w.get('condition')})" for w in waits)
     for wait in waits:
-        dep = rows.get(wait.get("service")) or {}
-        if dep.get("state"):
-            line += f"; {wait.get('service')}: {dep['state']}" + (
-                f" — {dep['reason']}" if dep.get("reason") else "")
-    return line
+        name = str(wait.get("service"))
+        if _waits(rows.get(name) or {}) and name not in seen and len(seen) < DEPTH:
+            text += "; " + _chain(rows, name, seen)  # it waits in turn: say for what
+        elif (rows.get(name) or {}).get("state"):
+            text += "; " + _where(rows, name)
+    return text
