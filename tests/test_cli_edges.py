@@ -503,3 +503,16 @@ def test_a_dry_run_is_refused_not_carried_out(project: Path) -> None:
             "Subcommands:" in helped.stdout
     finally:
         hd(project, "down", timeout=60)
+
+
+@pytest.mark.parametrize(("flag", "words"), [
+    ("--profile", "unknown profile 'caf\\xe9'"), ("--only", "--only names 'caf\\xe9', which"),
+])
+def test_a_name_that_is_no_text_is_shown_as_typed(project: Path, flag: str, words: str) -> None:
+    """`--profile $'caf\\xe9'` (a Latin-1 terminal) was said as `'caf\\udce9'`, Python's name
+    for the byte, where the service errors said `'caf\\xe9'` (adv31's notes)."""
+    (port,) = free_ports(1)
+    write_stack(project, stack_header(port) + '[services.a]\ncommand = ["sleep", "30"]\n')
+    up = hd(project, "up", "--detach", flag, os.fsdecode(b"caf\xe9"), timeout=60)
+    assert up.returncode == 2 and words in up.stderr, up.stderr
+    assert "udce9" not in up.stdout + up.stderr, up.stdout + up.stderr

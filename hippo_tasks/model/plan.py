@@ -27,6 +27,7 @@ from hippo_tasks.model.graph import topo_order
 from hippo_tasks.model.loader import known_profiles, source_line, source_line_named
 from hippo_tasks.model.project import STAMP_PARTS, file_stamp
 from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
+from hippo_tasks.terminal_text import as_typed
 
 HOST = "127.0.0.1"
 _VAR = re.compile(r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\}|\{(?:[a-z_]+|\s|\}|$))")
@@ -116,9 +117,10 @@ class StackPlan(NamedTuple):
 def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
     profiles = known_profiles(spec)
     if opts.profile not in profiles:
-        raise UsageError(f"unknown profile '{opts.profile}'; choose one of {', '.join(profiles)}")
+        raise UsageError(f"unknown profile '{as_typed(opts.profile)}'; choose one of "
+                         f"{', '.join(profiles)}")
     if opts.cell not in spec.cell_names:
-        raise UsageError(f"unknown cell '{opts.cell}'; choose one of "
+        raise UsageError(f"unknown cell '{as_typed(opts.cell)}'; choose one of "
                          f"{', '.join(spec.cell_names)}")
     chosen = [
         s for s in spec.services
@@ -131,17 +133,18 @@ def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
         return chosen
     by_name = {s.name: s for s in chosen}
     for name in opts.only:
+        shown = as_typed(name)  # a byte that is not UTF-8 as typed, not `\udce9`
         if name in opts.skip:  # `--only seed --no-seed`: the seed is in the profile
-            raise UsageError(f"--only names '{name}', which --no-seed leaves out: drop one "
+            raise UsageError(f"--only names '{shown}', which --no-seed leaves out: drop one "
                              "of the two")
         if name not in by_name:
             spec_of = next((s for s in spec.services if s.name == name), None)
             if spec_of is not None and not spec_of.enabled:  # it blamed the profile (s/4)
-                raise UsageError(f"--only names '{name}', which is switched off with enabled "
+                raise UsageError(f"--only names '{shown}', which is switched off with enabled "
                                  "= false in the stack file: set enabled = true (or remove "
                                  "that line) to run it")
             raise UsageError(
-                f"--only names '{name}', which is not in profile '{opts.profile}' with cell "
+                f"--only names '{shown}', which is not in profile '{opts.profile}' with cell "
                 f"'{opts.cell}' (selected: {', '.join(by_name) or 'none'})"
             )
     keep: set[str] = set()

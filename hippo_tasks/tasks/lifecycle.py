@@ -32,6 +32,7 @@ from hippo_tasks.tasks.unlisted_daemons import (
     state_moved_back,
     stop_unlisted,
 )
+from hippo_tasks.terminal_text import as_typed
 
 if TYPE_CHECKING:  # the machinery for starting a stack is imported where `up` uses it
     from invoke.context import Context
@@ -106,8 +107,8 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
                          only=only, offset=port_offset, skip=() if seed else ("seed",),
                          record=record)
-    print(f"hippodrome | project {root}  profile {opts.profile}  cell {opts.cell}  "
-          f"table prefix {opts.table_prefix}", flush=True)
+    print(f"hippodrome | project {as_typed(str(root))}  profile {as_typed(opts.profile)}  "
+          f"cell {as_typed(opts.cell)}  table prefix {opts.table_prefix}", flush=True)
     plan, registry = prepare(opts, registry=registry)
     for line in left_out_dependencies(plan):
         say(line)
