@@ -16,7 +16,7 @@ from hippo_tasks.errors import UnknownServiceError, UsageError
 from hippo_tasks.model.project import changed_since
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
-from hippo_tasks.tasks.output import TaskExit, handles_errors, status_table
+from hippo_tasks.tasks.output import TaskExit, handles_errors, status_table, table_state
 
 if TYPE_CHECKING:
     from invoke.context import Context
@@ -83,7 +83,7 @@ def _act(verb: str, service: str | None, root_flag: str | None,
 
     rows = result["services"]
     for row in rows:
-        line = f"{row['name']}: {row['state']}"
+        line = f"{row['name']}: {table_state(row)}"  # `completed`, as the table says
         if row.get("pid") and row["state"] == "running":
             line += f" (pid {row['pid']})"
         stopped = verb != "stop" and row["state"] == "stopped" and not row.get("ready")
