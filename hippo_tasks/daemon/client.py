@@ -68,17 +68,17 @@ class DaemonClient:
     def for_project(cls, root: Path) -> DaemonClient:
         registry = Registry(root)
         data = registry.read()
+        writing: list[int] = []
         if not daemon_alive(data):
-            data = _rewritten_by_its_daemon(registry, data)
+            data, writing = _rewritten_by_its_daemon(registry, data)
         if not daemon_alive(data) or stranger_daemon(data, root):
             # The clean-up machinery (ownership, signals) only when there is a corpse.
             from hippo_tasks.registry.cleanup import clean_stale
 
             # A registry moved aside as corrupt is said here, or `status` would hide it.
             notes = registry.warnings + clean_stale(registry, data)
-            stranded = daemon_log_writers(root) if not daemon_alive(data) else []
-            if stranded:  # still writing, past the wait for it to write here again
-                raise StrandedDaemonError(str(root), stranded)
+            if writing and not daemon_alive(data):  # still writing, past the wait for it
+                raise StrandedDaemonError(str(root), writing)  # to write here again
             detail = "; ".join(notes) if notes else ""
             raise DaemonNotRunningError(str(root), detail)
         daemon = data["daemon"]
@@ -300,10 +300,13 @@ HEAL_WAIT_S = 3.0
 again (it looks every 2 s: engine.HOUSEKEEPING_S)."""
 
 
-def _rewritten_by_its_daemon(registry: Registry, data: dict[str, Any]) -> dict[str, Any]:
+def _rewritten_by_its_daemon(registry: Registry, data: dict[str, Any]
+                             ) -> tuple[dict[str, Any], list[int]]:
     """A registry naming no live daemon while a process still writes this project's
     daemon.log (the registry was truncated or overwritten under a running stack): the
-    registry as that daemon writes it again, within HEAL_WAIT_S; else as it was."""
+    registry as that daemon writes it again, within HEAL_WAIT_S; else as it was. And
+    the writers still alive then (a stack stranded by its folder's deletion: one scan
+    of /proc, not a second)."""
     # Also with no .hippodrome at all (`git clean -xdf`): the daemon still writes the
     # deleted daemon.log, and makes the folder and registry again within 2 s.
     writers = {pid: start_ticks(pid) for pid in daemon_log_writers(registry.root)}
@@ -313,5 +316,5 @@ def _rewritten_by_its_daemon(registry: Registry, data: dict[str, Any]) -> dict[s
         time.sleep(0.1)
         again = registry.read()
         if daemon_alive(again):
-            return again
-    return data
+            return again, []
+    return data, [p for p, t in writers.items() if t is not None and start_ticks(p) == t]
