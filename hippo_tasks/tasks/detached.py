@@ -91,7 +91,9 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
     # Read through a descriptor held from here on: the project renamed while it starts
     # (`mv proj proj2`), `up` named a daemon.log that no longer existed and no reason
     # (adv31 r/5); /proc/self/fd/N is the same file wherever it is now.
-    held = os.open(log, os.O_RDONLY | os.O_NOFOLLOW) if os.path.isfile(log) else None
+    held: int | None = None
+    with contextlib.suppress(OSError):  # unreadable: read by its name, as before
+        held = os.open(log, os.O_RDONLY | os.O_NOFOLLOW)
     follow = Path(f"/proc/self/fd/{held}") if held is not None and \
         os.path.exists(f"/proc/self/fd/{held}") else log
     try:

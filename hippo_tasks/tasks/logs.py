@@ -68,7 +68,7 @@ def _named(given: list[str]) -> list[str]:
     for flag in given:
         for name in flag.split(","):
             if not name.strip():
-                raise UsageError(f"--service {flag!r} names no service: give a name, or "
+                raise UsageError(f"--service '{as_typed(flag)}' names no service: give a name, or "
                                  "leave --service out for every service's log")
             if name.strip() not in names:
                 names.append(name.strip())

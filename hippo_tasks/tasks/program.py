@@ -107,9 +107,10 @@ def parse_hot(argv: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
             value = inline
         elif words and not words[0].startswith("-"):
             value = words.pop(0)
-        elif repeated:  # invoke's list flag takes a bare `--service` for none at all:
+        elif repeated:  # invoke's list flag takes a bare `--service` for none at all
+            # (every service's logs), where any other flag is refused so
             raise UsageError(f"Flag '--{flag}' needed value and was not given one!")
-        else:  # every service's logs, where any other flag says this (adv30)
+        else:
             return None
         if repeated:
             kwargs.setdefault(kwarg_for(flag), []).append(value)
