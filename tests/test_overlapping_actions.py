@@ -180,6 +180,38 @@ def test_a_cascade_overtaken_by_a_stack_restart_waits_through_it(project: Path) 
     hd(project, "down", timeout=60)
 
 
+def test_a_cascade_that_meets_a_dependant_the_stack_restart_stopped_waits_through_it(
+        project: Path) -> None:
+    """The same race a step later (CI, under load): the stack restart had stopped leaf
+    but not yet mid, which waited for slowstop (it ignores SIGTERM), so mid came up for
+    the cascade, which then found leaf stopped and answered `leaf: stopped — restart
+    requested`, "mid did not come up: another command changed the stack", exit 1."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.db]\ncommand = ["sleep", "600"]\n'
+                + '[services.mid]\nshell = "sleep 1.2; echo up; exec sleep 600"\n'
+                  'readiness = { log = "up" }\ndepends_on = ["db"]\n'
+                + '[services.leaf]\ncommand = ["sleep", "600"]\ndepends_on = ["mid"]\n'
+                + '[services.slowstop]\ncommand = ["sh", "-c", "trap \'\' TERM; while true;'
+                  ' do sleep 0.1; done"]\nstop_timeout = 4\ndepends_on = ["mid"]\n')
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "mid", "--cascade"],
+                                   cwd=project, text=True, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
+        wait_for(lambda: any(r["name"] == "mid" and r["state"] == "starting" for r in json.loads(
+            hd(project, "status", "--json").stdout)["services"]), timeout=10)
+        stack = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = cascade.communicate(timeout=60)
+        stack_out, _ = stack.communicate(timeout=60)
+        assert stack.returncode == 0, stack_out
+        assert cascade.returncode == 0, out
+        assert all(f"{n}: running" in out for n in ("mid", "leaf", "slowstop")), out
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_a_stack_restart_overtaken_by_a_stop_answers_the_row_as_it_ended(
         project: Path) -> None:
     """A whole-stack restart, then `hd stop -s leaf` while leaf still waited for its

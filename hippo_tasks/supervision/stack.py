@@ -55,6 +55,8 @@ class StackSupervisor:
         starts no other."""
         self._restarting: asyncio.Future[None] | None = None
         """Resolved when the whole-stack restart under way is over (restart_all)."""
+        self._stack_restarts = 0
+        """How many whole-stack restarts have begun: a cascade one overtook is over."""
         self._stops: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         """Stops under way: what each stops, resolved when it is over (_after_stops)."""
         self._stopped_meanwhile: list[set[str]] = []
@@ -168,6 +170,7 @@ class StackSupervisor:
         answered once this is over, with b as it is then: it said "b did not come up:
         another command changed the stack", and b was running a moment later."""
         done = self._restarting = asyncio.get_running_loop().create_future()
+        self._stack_restarts += 1
         meanwhile: set[str] = set()
         self._stopped_meanwhile.append(meanwhile)
         try:
@@ -367,6 +370,7 @@ class StackSupervisor:
         were_up = {d for d in self.dependants_closure(name)
                    if self.services[d].state not in (State.STOPPED, State.FAILED)}
         self._cascading[name] = self._cascading.get(name, 0) + 1
+        restarts = self._stack_restarts
         try:
             first = await self._through_restart(
                 await self.get(name).request("restart", "restart requested (cascade)"))
@@ -376,19 +380,37 @@ class StackSupervisor:
                 del self._cascading[name]
         if not first.ready:
             return {name: first}
-        return {name: first, **await self._cascade_from(name, "cascade", skipped, were_up)}
+        settled = {name: first, **await self._cascade_from(name, "cascade", skipped,
+                                                           were_up, restarts)}
+        if self._stack_restarts != restarts:
+            # Rows read before the stack restart name processes it ended.
+            settled = {n: await self._through_restart(self.services[n].snapshot())
+                       for n in settled}
+        return settled
 
     async def _cascade_from(self, name: str, why: str, skipped: dict[str, str] | None = None,
-                            were_up: set[str] | None = None) -> Settled:
+                            were_up: set[str] | None = None,
+                            restarts: int | None = None) -> Settled:
         """Restart what depends on `name`, in dependency order (restart_cascade says
         which, and why). A dependant with another dependency not ready is left as it
         is, with why in `skipped`. One of `were_up` (up as the cascade began) that
         another command stopped meanwhile is answered as it is: left out in silence,
-        the cascade said ok, exit 0 (adv28 m/3)."""
+        the cascade said ok, exit 0 (adv28 m/3). Once a whole-stack restart begun
+        after `restarts` (the count when `name`'s restart was asked) has come, the
+        rest are answered as they come out of it: it started each after `name`, as
+        fresh as this would make them. Met half-way, a dependant it had stopped read
+        `stopped — restart requested`, exit 1, and ended running (CI, under load)."""
         settled: Settled = {}
         closure = self.dependants_closure(name)
+        restarts = self._stack_restarts if restarts is None else restarts
         for at, dep in enumerate(closure):
             svc = self.services[dep]
+            if self._stack_restarts != restarts:
+                for rest in closure[at:]:
+                    snap = await self._through_restart(self.services[rest].snapshot())
+                    if (were_up is not None and rest in were_up) or snap.ready:
+                        settled[rest] = snap
+                break
             completed_job = svc.planned.spec.kind == "job" and svc.ready
             if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon \
                     and not completed_job and not svc.failed_for_dependency:
