@@ -134,6 +134,8 @@ def test_values_the_runtime_would_choke_on(table: str, field: str, words: str) -
 @pytest.mark.parametrize("table,words", [
     ('command = ["python3", "-m", "http.server", 8080]',
      'must be a list of strings; item 4 is an integer (quote it: "8080")'),
+    ('command = ["sleep", 1.5]', 'item 2 is a number (quote it: "1.5")'),
+    ('command = ["x"]\nwatch = ["src", 12]', 'item 2 is an integer (quote it: "12")'),
     ('command = ["x"]\nprofiles = ["core", true]', "must be a list of strings; item 2 is "
      "true/false"),
     ('command = ["x"]\nwatch = ["src", ["a"]]', "must be a list of strings; item 2 is a list"),

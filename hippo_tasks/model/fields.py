@@ -286,8 +286,10 @@ def want_str_list(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[st
         odd = next((n for n, x in enumerate(v, 1) if not isinstance(x, str)), None)
         if odd is not None:  # "not a list", of a list, said nothing (adv30 q's notes)
             item = v[odd - 1]
-            hint = " (quote it: \"8080\")" if isinstance(item, int | float) and \
-                not isinstance(item, bool) else ""
+            hint = ""
+            if isinstance(item, int | float) and not isinstance(item, bool):
+                # As written where that is short (it said "8080" whatever the number)
+                hint = (f' (quote it: "{item}")' if abs(item) < 10**30 else " (quote it)")
             raise ctx.error(f"must be a list of strings; item {odd} is "
                             f"{_type_name(v[odd - 1])}{hint}", svc, f)
         return tuple(v)
