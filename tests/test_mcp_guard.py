@@ -194,6 +194,20 @@ def test_a_batch_is_one_invalid_request_that_says_why(stack: Stack) -> None:
     assert stack.web() == before
 
 
+@pytest.mark.parametrize("body,kind", [("null", "null"), ("1", "a number"),
+                                       ('"tools/list"', "a string"), (" true", "true/false")])
+def test_a_body_that_is_not_an_object_is_one_invalid_request(stack: Stack, body: str,
+                                                              kind: str) -> None:
+    """`null` or `1` got pydantic's validation text, lines of it naming every model it
+    tried (adv31 s's notes)."""
+    status, answer_body = stack.send("POST", "/mcp", body, AGENT)
+    assert status == 400, answer_body
+    answer = json.loads(answer_body)
+    assert answer == {"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32600, "message": f"Invalid Request: a JSON-RPC message is a JSON object, "
+        f"not {kind}; POST one JSON-RPC message per request"}}
+
+
 @pytest.mark.parametrize("host", ["LOCALHOST", "127.0.0.9", "[::1]"])
 def test_every_loopback_name_the_guard_takes_reaches_the_tools(stack: Stack,
                                                                host: str) -> None:

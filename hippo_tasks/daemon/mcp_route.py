@@ -105,7 +105,7 @@ def _refused_message(body: bytes) -> Raw | None:
     array) got pydantic's validation text, a dozen lines naming every model it tried;
     MCP dropped batches in 2025-06-18. JSON-RPC's answer to both is an Invalid Request
     error with a null id."""
-    if not body.lstrip().startswith(b"[") and b'"id"' not in body and b"\\u" not in body:
+    if body.lstrip().startswith(b"{") and b'"id"' not in body and b"\\u" not in body:
         return None  # (a key may be spelt with escapes: "\\u0069d" is "id"; adv31 s/1)
     try:
         message = json.loads(body)
@@ -114,7 +114,12 @@ def _refused_message(body: bytes) -> Raw | None:
     if isinstance(message, list):
         return _invalid_request("a batch (a JSON array) is not taken: MCP has no batches "
                                 "since 2025-06-18; POST one JSON-RPC message per request")
-    if not isinstance(message, dict) or "method" not in message or "id" not in message:
+    if not isinstance(message, dict):  # `null`, `1`: pydantic's text, lines of it
+        kind = {type(None): "null", bool: "true/false", str: "a string"}.get(
+            type(message), "a number")
+        return _invalid_request(f"a JSON-RPC message is a JSON object, not {kind}; POST "
+                                "one JSON-RPC message per request")
+    if "method" not in message or "id" not in message:
         return None
     ident = message["id"]
     if isinstance(ident, str) or (isinstance(ident, int) and not isinstance(ident, bool)):
