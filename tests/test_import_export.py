@@ -115,8 +115,13 @@ def test_bad_files_and_missing_records(start: ServiceStarter, moto_url: str) -> 
     client.put_object(Bucket=bucket, Key="half.jsonl", Body=b'{"_id": "a"}\n{"t": "\\ud800"}\n')
     client.put_object(Bucket=bucket, Key="digits.jsonl",
                       Body=b'{"_id": "a"}\n{"n": ' + b"1" * 5000 + b"}\n")
+    # made an empty index, 200 (adv31 s's notes): a wrong key or a truncated upload
+    client.put_object(Bucket=bucket, Key="empty.jsonl", Body=b"")
+    client.put_object(Bucket=bucket, Key="blank.jsonl", Body=b"\xef\xbb\xbf\n \n")
     url = f"{ctl}/api/v2/indexes/dst/import"
-    for name, text in (("bad", "line 2: not JSON"), ("list", "line 2: a document must be"),
+    for name, text in (("empty", "is empty (no export header, no documents)"),
+                       ("blank", "is empty"), ("bad", "line 2: not JSON"),
+                       ("list", "line 2: a document must be"),
                        ("id", "line 1: _id must be"), ("bin", "not UTF-8"),
                        ("deep", "line 2: not JSON (nested too deeply (more than 512 levels))"),
                        ("nan", "line 2: not JSON (NaN is not JSON"),

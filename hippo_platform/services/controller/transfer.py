@@ -99,6 +99,7 @@ def parse_lines(raw: bytes, where: str) -> tuple[dict[str, Any], list[dict[str, 
         raise BadRequest(f"{where} is not UTF-8 text") from None
     settings: dict[str, Any] = {}
     docs: list[dict[str, Any]] = []
+    header = False
     for number, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
@@ -111,8 +112,14 @@ def parse_lines(raw: bytes, where: str) -> tuple[dict[str, Any], list[dict[str, 
         if number == 1 and "hippodromeExport" in value:
             found = value.get("settings", {})
             settings = found if isinstance(found, dict) else {}
+            header = True
             continue
         if "_id" in value and (not isinstance(value["_id"], str) or not value["_id"]):
             raise BadRequest(f"{where} line {number}: _id must be a non-empty string")
         docs.append(value)
+    if not docs and not header:
+        # An export of an empty index has its header line; nothing at all is a wrong
+        # key or a cut upload, and it made an empty index, 200 (adv31 s's notes).
+        raise BadRequest(f"{where} is empty (no export header, no documents): nothing was "
+                         "imported; check the key (an export's 'key' names its file)")
     return settings, docs
