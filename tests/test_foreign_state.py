@@ -529,6 +529,9 @@ def test_a_folder_deleted_and_made_again_under_its_stack_says_what_runs(
             assert said.returncode == code and words in said.stderr, (args, said.stderr)
             assert "`hd down` stops it; then `hd up` starts this folder's stack" in \
                 said.stderr, said.stderr
+        # It said only that the stack's ports were busy (adv31 q's notes).
+        doctor = hd(project, "doctor", timeout=60)
+        assert doctor.returncode == 1 and words in doctor.stdout, doctor.stdout
         assert alive(daemon) and alive(web)
         down = hd(project, "down", timeout=60)
         assert down.returncode == 0 and "stack stopped" in down.stdout, down.stdout

@@ -436,6 +436,14 @@ def daemon_log_writers(root: Path) -> list[int]:
             if pid != me and writes_daemon_log(pid, root, True, names)]
 
 
+def stranded_daemons(root: Path) -> list[int]:
+    """Daemons still writing this project's daemon.log from a folder deleted since (`rm
+    -rf proj` under a running stack, then a clone or a restored copy at its path): no
+    command here reaches them, and their services hold the stack's ports. `hd doctor`
+    said only that the ports were busy (adv31 q's notes)."""
+    return [pid for pid in daemon_log_writers(root) if _runs_in_deleted(pid)]
+
+
 def stranger_daemon(data: Data, root: Path) -> bool:
     """The registry's daemon runs, by pid and start time, but is provably not this
     folder's: its /proc entries can be read, and it neither writes a daemon.log nor

@@ -10,8 +10,14 @@ import sys
 from invoke.context import Context
 from invoke.tasks import task
 
-from hippo_tasks.errors import HippoError, UsageError
-from hippo_tasks.registry.store import Registry, daemon_alive, live_services, stranger_daemon
+from hippo_tasks.errors import HippoError, StrandedDaemonError, UsageError
+from hippo_tasks.registry.store import (
+    Registry,
+    daemon_alive,
+    live_services,
+    stranded_daemons,
+    stranger_daemon,
+)
 from hippo_tasks.tasks.context import build_options, daemon_offset, resolve_root
 from hippo_tasks.tasks.output import GREEN, RED, YELLOW, TaskExit, handles_errors, paint
 from hippo_tasks.terminal_text import lines_for_terminal
@@ -125,6 +131,8 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
                         f"{daemon_pid}` resumes it")
         else:
             line(True, f"daemon running: pid {daemon_pid} at {data['daemon']['url']}")
+    elif stranded := stranded_daemons(root):
+        line(False, StrandedDaemonError(str(root), stranded).message())
     elif data.get("daemon") or data.get("services"):
         left = ", ".join(live_services(data)) or "none still running"
         line(None, f"stale registry from a dead daemon (leftovers: {left}); "
