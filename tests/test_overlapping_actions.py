@@ -278,12 +278,15 @@ def test_a_stop_during_a_stack_restarts_stop_half_is_not_undone_by_its_start_hal
     service again (y/4). The later stop wins; the restart answers them stopped."""
     dash, a, b = free_ports(3)
     write_stack(project, stack_header(dash) + toy_service("a", a)
-                + toy_service("b", b, "--ignore-term", depends_on=["a"], stop_timeout=1))
+                + toy_service("b", b, "--ignore-term", depends_on=["a"], stop_timeout=3))
     hd(project, "up", "--detach", check=True, timeout=60)
     try:
         restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        time.sleep(0.3)  # b's stop is under way (it waits out its 1 s)
+        # b's stop is under way (it waits out its 3 s): a fixed 0.3 s came after it on a
+        # loaded machine, and the restart was over before the stop
+        wait_for(lambda: registry(project)["services"]["b"]["state"] == "stopping", 30,
+                 every=0.05, what="b stopping")
         stop = hd(project, "stop", *(["-s", "b"] if which == "b" else []), timeout=60)
         out, _ = restart.communicate(timeout=60)
         assert stop.returncode == 0 and "b: stopped" in stop.stdout, stop.stdout + stop.stderr
