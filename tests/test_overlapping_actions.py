@@ -109,7 +109,6 @@ def test_a_service_stopped_during_a_whole_stack_restart_is_not_answered_running(
     """`hd restart` (the whole stack) said `leaf: running (pid N)`, exit 0, for a service
     another terminal had stopped while the restart waited for a slow one."""
     import subprocess
-    import time
 
     from stackutil import HD_CLI
 
@@ -121,7 +120,10 @@ def test_a_service_stopped_during_a_whole_stack_restart_is_not_answered_running(
     try:
         restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(1.5)  # fast and leaf are back; slow is still on its way
+        # slow is on its way back (3 s): a fixed sleep could land after it on a loaded
+        # machine, with the restart over
+        wait_for(lambda: registry(project)["services"]["slow"]["state"] == "starting", 30,
+                 every=0.05, what="slow starting again")
         stop = hd(project, "stop", "--service", "leaf", timeout=60)
         assert stop.returncode == 0, stop.stdout + stop.stderr
         out, err = restart.communicate(timeout=60)
@@ -221,7 +223,8 @@ def test_a_stack_restart_overtaken_by_a_stop_answers_the_row_as_it_ended(
     hd(project, "up", "--detach", check=True)
     restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(0.4)
+    wait_for(lambda: registry(project)["services"]["leaf"]["state"] != "running", 30,
+             every=0.05, what="the restart under way")
     hd(project, "stop", "-s", "leaf", check=True)
     out, _ = restart.communicate(timeout=60)
     assert "leaf: pending" not in out, out
@@ -393,7 +396,8 @@ def test_a_dependant_held_by_a_stop_during_a_stack_restart_names_that_stop(
     try:
         restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        time.sleep(0.8)  # b is stopped, a is waiting out its 2 s
+        wait_for(lambda: registry(project)["services"]["a"]["state"] == "stopping", 30,
+                 every=0.05, what="a waiting out its 2 s")  # b is stopped
         hd(project, "stop", "-s", "a", timeout=60)
         out, _ = restart.communicate(timeout=60)
         assert restart.returncode == 1, out
@@ -461,7 +465,8 @@ def test_a_down_during_another_down_says_that_one_stopped_the_stack(project: Pat
     nothing to stop" (adv28 l/4)."""
     first = _down_under_way(project, stop_timeout=3)
     try:
-        time.sleep(1.0)
+        wait_for(lambda: registry(project)["services"]["slow"]["state"] == "stopping", 30,
+                 every=0.05, what="the first down under way")
         second = hd(project, "down", timeout=60)
         assert second.returncode == 0, second.stdout + second.stderr
         assert "no daemon was running" not in second.stdout, second.stdout
