@@ -24,7 +24,7 @@ def hd_bin_dir(scratch: Path) -> Path:
     scratch.mkdir(parents=True, exist_ok=True)
     script = scratch / "hd"
     script.write_text("#!/bin/sh\nexec " + shlex.quote(sys.executable)
-                      + " -c 'from hippo_tasks.tasks.program import cli; cli()' \"$@\"\n")
+                      + " -c 'from hippo_tasks.entry import cli; cli()' \"$@\"\n")
     script.chmod(0o755)
     return scratch
 

@@ -69,3 +69,22 @@ def test_ctrl_c_while_hd_itself_loads_is_exit_130_and_a_sentence(
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in done.stderr, done.stderr
     assert (done.returncode, done.stderr.strip()) == (130, "hippodrome: interrupted (Ctrl+C)")
+
+
+@pytest.mark.parametrize("at", ["hippo_tasks.tasks", "hippo_tasks.errors", "json"])
+def test_ctrl_c_while_the_console_script_imports_hd_is_exit_130(tmp_path: Path,
+                                                                 at: str) -> None:
+    """The `hd` console script imports hd's program before calling it (20-40 ms): a
+    Ctrl+C then was a KeyboardInterrupt traceback through the import and death by
+    SIGINT, where the README promises exit 130 and the sentence (adv32 u/5)."""
+    script = Path(sys.executable).parent / "hd"
+    assert script.is_file(), "the tests run with hippodrome installed (nox -s tests)"
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(REPO)]),
+           "INTERRUPT_AT_IMPORT": at}
+    done = subprocess.run([str(script), "status", "--project-root", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stderr.strip()) == (130, "hippodrome: interrupted (Ctrl+C)")

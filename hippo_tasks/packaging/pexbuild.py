@@ -54,7 +54,7 @@ FLOOR = "3.11"
 """The oldest supported CPython: the default target, and the lock's resolution floor."""
 SUPPORTED = ("3.11", "3.12", "3.13")
 """As noxfile.SUPPORTED and requires-python."""
-ENTRY_POINT = "hippo_tasks.tasks.program:cli"
+ENTRY_POINT = "hippo_tasks.entry:cli"
 # The extras needed at run time: moto and boto3; psycopg for ecom_ingest's store; the MCP
 # SDK for `hd mcp` and the daemon's /mcp; hypothesis for `hd probes --full/--fuzz`.
 LOCK_EXTRAS = ("aws", "postgres", "mcp", "probes")
