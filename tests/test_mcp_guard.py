@@ -208,6 +208,20 @@ def test_a_body_that_is_not_an_object_is_one_invalid_request(stack: Stack, body:
         f"not {kind}; POST one JSON-RPC message per request"}}
 
 
+@pytest.mark.parametrize("body", ["{}", '{"jsonrpc": "2.0", "id": 1}',
+                                  '{"jsonrpc": "2.0", "method": 1, "params": "bar"}',
+                                  '{"jsonrpc": "2.0", "id": 1, "method": 5}', '{"id": 1.5}'])
+def test_a_request_without_a_method_string_is_one_invalid_request(stack: Stack,
+                                                                   body: str) -> None:
+    """`{}`, or JSON-RPC 2.0's own example of an Invalid Request: -32602 and pydantic's
+    text, up to 34 lines of it (adv32 u/6)."""
+    status, answer_body = stack.send("POST", "/mcp", body, AGENT)
+    assert status == 400, answer_body
+    assert json.loads(answer_body) == {"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32600, "message": "Invalid Request: a JSON-RPC request needs 'method', a "
+        "string, such as \"tools/list\""}}
+
+
 @pytest.mark.parametrize("host", ["LOCALHOST", "127.0.0.9", "[::1]"])
 def test_every_loopback_name_the_guard_takes_reaches_the_tools(stack: Stack,
                                                                host: str) -> None:

@@ -103,11 +103,9 @@ def _refused_message(body: bytes) -> Raw | None:
     SDK took it for a notification, answered 202 with no body and carried nothing out,
     so the client waited for an answer that never came (adv28 m/5). A batch (a JSON
     array) got pydantic's validation text, a dozen lines naming every model it tried;
-    MCP dropped batches in 2025-06-18. JSON-RPC's answer to both is an Invalid Request
-    error with a null id."""
-    if body.lstrip().startswith(b"{") and b'"id"' not in body and b"\\u" not in body:
-        return None  # (a key may be spelt with escapes: "\\u0069d" is "id"; adv31 s/1)
-    try:
+    MCP dropped batches in 2025-06-18. So did a body with no method, or not JSON's
+    object. JSON-RPC's answer to each is an Invalid Request error with a null id."""
+    try:  # every body: a key may be spelt with escapes ("\\u0069d" is "id"; adv31 s/1)
         message = json.loads(body)
     except (ValueError, RecursionError):
         return None  # not JSON: the SDK's own 400 says so
@@ -119,7 +117,14 @@ def _refused_message(body: bytes) -> Raw | None:
             type(message), "a number")
         return _invalid_request(f"a JSON-RPC message is a JSON object, not {kind}; POST "
                                 "one JSON-RPC message per request")
-    if "method" not in message or "id" not in message:
+    if "method" not in message and ("result" in message or "error" in message):
+        return None  # a client's answer to a request of the server's: the SDK's
+    if not isinstance(message.get("method"), str):
+        # `{}`, or JSON-RPC's own example `{"method": 1}`: -32602 with pydantic's text,
+        # up to 34 lines of it (adv32 u/6)
+        return _invalid_request("a JSON-RPC request needs 'method', a string, such as "
+                                "\"tools/list\"")
+    if "id" not in message:
         return None
     ident = message["id"]
     if isinstance(ident, str) or (isinstance(ident, int) and not isinstance(ident, bool)):
