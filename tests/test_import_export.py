@@ -88,6 +88,16 @@ def test_export_then_import_round_trips(start: ServiceStarter, moto_url: str) ->
                         json={"key": "bom.jsonl"})
     assert bom.status_code == 200, bom.text
     assert docs_of(cell, key, "from-bom") == DOCS
+    # a blank line first (and a BOM): the header became a document, and the settings were
+    # lost (adv32 u/4)
+    s3(moto_url).put_object(Bucket=made["bucket"], Key="blank-first.jsonl",
+                            Body=b"\xef\xbb\xbf\n  \r\n" + body)
+    blank = requests.post(f"{ctl}/api/v2/indexes/blank-first/import", headers=key,
+                          timeout=10, json={"key": "blank-first.jsonl"})
+    assert blank.status_code == 200 and blank.json()["numberOfDocuments"] == 40, blank.text
+    assert docs_of(cell, key, "blank-first") == DOCS
+    info = requests.get(f"{ctl}/api/v2/indexes/blank-first", headers=key, timeout=10).json()
+    assert info["settings"] == {"model": "lexical", "x": [1]}
     # a document holding U+2028 raw, as json.dumps(ensure_ascii=False) writes it (s/3)
     raw = [{"_id": "r1", "title": "line\u2028separator"}, {"_id": "r2", "title": "nel\x85"}]
     s3(moto_url).put_object(Bucket=made["bucket"], Key="raw.jsonl", Body="\n".join(
@@ -118,8 +128,12 @@ def test_bad_files_and_missing_records(start: ServiceStarter, moto_url: str) -> 
     # made an empty index, 200 (adv31 s's notes): a wrong key or a truncated upload
     client.put_object(Bucket=bucket, Key="empty.jsonl", Body=b"")
     client.put_object(Bucket=bucket, Key="blank.jsonl", Body=b"\xef\xbb\xbf\n \n")
+    header = b'{"hippodromeExport": 1, "indexName": "src", "settings": {"x": 1}}\n'
+    client.put_object(Bucket=bucket, Key="joined.jsonl",
+                      Body=header + b'{"_id": "a"}\n' + header + b'{"_id": "b"}\n')
     url = f"{ctl}/api/v2/indexes/dst/import"
     for name, text in (("empty", "is empty (no export header, no documents)"),
+                       ("joined", "line 3: a second export header"),
                        ("blank", "is empty"), ("bad", "line 2: not JSON"),
                        ("list", "line 2: a document must be"),
                        ("id", "line 1: _id must be"), ("bin", "not UTF-8"),

@@ -109,7 +109,12 @@ def parse_lines(raw: bytes, where: str) -> tuple[dict[str, Any], list[dict[str, 
             raise BadRequest(f"{where} line {number}: not JSON ({exc})") from None
         if not isinstance(value, dict):
             raise BadRequest(f"{where} line {number}: a document must be a JSON object")
-        if number == 1 and "hippodromeExport" in value:
+        if "hippodromeExport" in value:
+            # The first line that is not blank: after a blank line the header was kept as
+            # a document and the index made without its settings, 200 (adv32 u/4)
+            if docs or header:
+                raise BadRequest(f"{where} line {number}: a second export header (two "
+                                 "exports joined into one file?): import each on its own")
             found = value.get("settings", {})
             settings = found if isinstance(found, dict) else {}
             header = True
