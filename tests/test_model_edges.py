@@ -133,9 +133,12 @@ def test_values_the_runtime_would_choke_on(table: str, field: str, words: str) -
 
 @pytest.mark.parametrize("table,words", [
     ('command = ["python3", "-m", "http.server", 8080]',
-     'must be a list of strings; item 4 is an integer (quote it: "8080")'),
-    ('command = ["sleep", 1.5]', 'item 2 is a number (quote it: "1.5")'),
-    ('command = ["x"]\nwatch = ["src", 12]', 'item 2 is an integer (quote it: "12")'),
+     'must be a list of strings; item 4 is an integer (write it in quotes, as a string)'),
+    ('command = ["sleep", 1.50]', 'item 2 is a number (quote it: "1.50")'),
+    ('command = ["x", 1e3]', 'item 2 is a number (quote it: "1e3")'),
+    # an integer's spelling is not kept: "493" for 0o755 changed the command (adv32 u/2)
+    ('command = ["chmod", 0o755]', 'item 2 is an integer (write it in quotes, as a string)'),
+    ('command = ["x"]\nwatch = ["src", 12]', 'item 2 is an integer (write it in quotes'),
     ('command = ["x"]\nprofiles = ["core", true]', "must be a list of strings; item 2 is "
      "true/false"),
     ('command = ["x"]\nwatch = ["src", ["a"]]', "must be a list of strings; item 2 is a list"),
@@ -389,3 +392,15 @@ def test_a_load_error_quotes_a_huge_value_cut_short(tmp_path: Path, service: str
         build_plan(load_stack_text(text), Options(project_root=tmp_path))
     said = info.value.message()
     assert len(said) < 2000 and re.search(r"d… \(10000\d\d characters\)", said), said[:3000]
+
+
+def test_a_number_in_env_is_its_text_as_written() -> None:
+    """`V = 3.10` reached the service as `3.1`, and `1e3` as `1000.0` (adv32 u/3): a float
+    is passed as the file writes it; an integer as its decimal text (TOML keeps no other)."""
+    spec = load_stack_text('env = { TOP = 2.50 }\n[services.api]\ncommand = ["x"]\n'
+                           'env = { V = 3.10, E = 1e3, W = 4, N = -0.0 }\n'
+                           'stop_timeout = 1.50\n', "stack.toml")
+    (api,) = spec.services
+    assert dict(api.env) == {"V": "3.10", "E": "1e3", "W": "4", "N": "-0.0"}
+    assert dict(spec.env)["TOP"] == "2.50"
+    assert api.stop_timeout == 1.5 and repr(api.stop_timeout) == "1.5"

@@ -139,6 +139,24 @@ class FileContext:
         return self.line_of("stack")
 
 
+class WrittenFloat(float):
+    """A TOML float that keeps its text (tomllib's parse_float): `V = 3.10` in `env`
+    reached the service as `3.1`, and `1e3` as `1000.0` (adv32 u/3)."""
+
+    written: str
+
+    def __new__(cls, text: str) -> WrittenFloat:
+        number = super().__new__(cls, text)
+        number.written = text
+        return number
+
+
+def as_written(number: int | float) -> str:
+    """A number as the stack file has it where that is kept (floats); an integer as its
+    decimal text (`0o755` is 493: TOML keeps no other form)."""
+    return number.written if isinstance(number, WrittenFloat) else str(number)
+
+
 def _key_name(written: str) -> str | None:
     """A TOML key as written (bare, "basic" or 'literal') as the name it reads as."""
     if written[:1] not in "\"'":
@@ -209,7 +227,7 @@ def _type_name(value: object) -> str:
         bool: "true/false",
         list: "a list",
         dict: "a table",
-    }.get(type(value), type(value).__name__)
+    }.get(float if isinstance(value, WrittenFloat) else type(value), type(value).__name__)
 
 
 def check_unknown(
@@ -288,8 +306,10 @@ def want_str_list(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[st
             item = v[odd - 1]
             hint = ""
             if isinstance(item, int | float) and not isinstance(item, bool):
-                # As written where that is short (it said "8080" whatever the number)
-                hint = (f' (quote it: "{item}")' if abs(item) < 10**30 else " (quote it)")
+                # It said "8080" whatever the number; an integer's own spelling is not
+                # kept (0o755 read 493, adv32 u/2), so it is shown only for a float
+                hint = (f' (quote it: "{item.written}")' if isinstance(item, WrittenFloat)
+                        else " (write it in quotes, as a string)")
             raise ctx.error(f"must be a list of strings; item {odd} is "
                             f"{_type_name(v[odd - 1])}{hint}", svc, f)
         return tuple(v)
@@ -318,7 +338,7 @@ def want_str_table(
         if isinstance(val, int) and not isinstance(val, bool) and abs(val) >= 10**30:
             raise ctx.error(f"value of '{key}' is too large a number; quote it as a string",
                             svc, f)
-        out.append((key, str(val)))
+        out.append((key, val if isinstance(val, str) else as_written(val)))
     return tuple(out)
 
 

@@ -204,7 +204,7 @@ class _FileData:
 def _parse_file(path: str, text: str) -> _FileData:
     ctx = F.FileContext(path, text)
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text, parse_float=F.WrittenFloat)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
         raise StackFileError(
