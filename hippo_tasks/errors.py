@@ -276,9 +276,10 @@ class DaemonAlreadyRunningError(HippoError):
 
     def message(self) -> str:
         if self.stranded:
+            at = f", at {self.url}" if self.url else ""
             return (f"A stack started in {self.project_root} before this folder was deleted "
-                    f"or replaced still runs (daemon pid {self.pid}, at {self.url}). `hd "
-                    "down` stops it; then `hd up` starts this folder's stack.")
+                    f"or replaced still runs (daemon pid {self.pid}{at}). `hd down` stops "
+                    "it; then `hd up` starts this folder's stack.")
         if self.shutting_down:  # "Use `hd restart`", which sent one back to `up` (r/8)
             return (f"The Hippodrome daemon (pid {self.pid}) for {self.project_root} is "
                     f"shutting down (asked {self.shutting_down}): `hd down` waits for it to "

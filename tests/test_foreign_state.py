@@ -532,12 +532,41 @@ def test_a_folder_deleted_and_made_again_under_its_stack_says_what_runs(
         # It said only that the stack's ports were busy (adv31 q's notes).
         doctor = hd(project, "doctor", timeout=60)
         assert doctor.returncode == 1 and words in doctor.stdout, doctor.stdout
+        # On other ports, found by the dashboard's alone, a second stack started beside
+        # it, and `hd down` stopped only that one (adv32 u/1).
+        beside = hd(project, "up", "--detach", "--port-offset", "7", timeout=60)
+        assert beside.returncode == 7 and words in beside.stderr, beside.stderr
         assert alive(daemon) and alive(web)
         down = hd(project, "down", timeout=60)
         assert down.returncode == 0 and "stack stopped" in down.stdout, down.stdout
         wait_for(lambda: not alive(daemon) and not alive(web), 10, what="the stack ended")
     finally:
         stop_by_pid(daemon)
+
+
+def test_a_stack_whose_folder_was_replaced_by_a_moved_one_is_stopped_by_its_down(
+        tmp_path: Path) -> None:
+    """`rm -rf proj` under its running stack, then another project folder, running its
+    own stack, moved to that path: `hd down` there said "stack stopped" and left the
+    first stack running, and `hd doctor` passed (adv32 u/1)."""
+    project, other = tmp_path / "proj", tmp_path / "other"
+    first, first_web = web_stack_up(project)
+    second, second_web = web_stack_up(other)
+    try:
+        shutil.rmtree(project)
+        other.rename(project)
+        words = (f"A stack started in {project} before this folder was deleted or replaced "
+                 f"still runs (daemon pid {first}")
+        doctor = hd(project, "doctor", timeout=60)
+        assert doctor.returncode == 1 and words in doctor.stdout, doctor.stdout
+        down = hd(project, "down", timeout=60)
+        assert down.returncode == 0 and "stack stopped" in down.stdout, down.stdout
+        assert f"still runs: pid {first} writes" in down.stdout, down.stdout
+        wait_for(lambda: not any(alive(p) for p in (first, first_web, second, second_web)),
+                 15, what="both stacks ended")
+    finally:
+        stop_by_pid(first)
+        stop_by_pid(second)
 
 
 def test_down_right_after_the_state_folder_is_renamed_stops_the_stack(

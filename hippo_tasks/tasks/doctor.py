@@ -131,12 +131,12 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
                         f"{daemon_pid}` resumes it")
         else:
             line(True, f"daemon running: pid {daemon_pid} at {data['daemon']['url']}")
-    elif stranded := stranded_daemons(root):
-        line(False, StrandedDaemonError(str(root), stranded).message())
     elif data.get("daemon") or data.get("services"):
         left = ", ".join(live_services(data)) or "none still running"
         line(None, f"stale registry from a dead daemon (leftovers: {left}); "
                    "`hd down --force` cleans it")
+    if stranded := stranded_daemons(root):  # a stack started beside it hid it (u/1)
+        line(False, StrandedDaemonError(str(root), stranded).message())
     if running and data["daemon"].get("mode"):
         mode = data["daemon"]["mode"]
         # Its own mode's words: this shell's (a cgroup it could make) described the other

@@ -255,6 +255,12 @@ def _down_locked(root: Path, force: bool, after: str | None = None) -> int:
                       file=sys.stderr, flush=True)
                 raise
             _end_what_a_dead_daemon_left(registry, client.pid)
+            from hippo_tasks.registry.store import stranded_daemons
+
+            if stranded_daemons(root):  # beside this one, from before the folder was
+                # deleted and made again: `down` said "stack stopped" and left it (u/1)
+                stop_unlisted(root, why="a stack started before this folder was deleted "
+                              "or replaced still runs:")
             hooks.wait_for_owners(registry, say)
             left = hooks.recover(registry, say)
             print("hippodrome | stack stopped, daemon exited")

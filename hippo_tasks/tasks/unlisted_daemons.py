@@ -91,8 +91,8 @@ def kill_unlisted(root: Path, grace: float = 5.0, also: list[int] | None = None)
         return True
 
 
-def stop_unlisted(root: Path, timeout: float = 120.0, also: list[int] | None = None
-                  ) -> bool:
+def stop_unlisted(root: Path, timeout: float = 120.0, also: list[int] | None = None,
+                  why: str = "the registry names no daemon, but") -> bool:
     """Daemons of this project the registry does not name (it was damaged, and their
     daemon could not write it again: a read-only `.hippodrome`, a stopped daemon):
     proven ours by the daemon.log they write, asked to stop as `hd up`'s Ctrl+C does
@@ -107,8 +107,8 @@ def stop_unlisted(root: Path, timeout: float = 120.0, also: list[int] | None = N
         if born is None or pid in asked or (
                 pid not in (also or ()) and not writes_daemon_log(pid, root, writing=True)):
             continue
-        say(f"the registry names no daemon, but pid {pid} writes this project's "
-             ".hippodrome/daemon.log: stopping it and its services (SIGTERM)")
+        say(f"{why} pid {pid} writes this project's .hippodrome/daemon.log: stopping it "
+            "and its services (SIGTERM)")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
             os.kill(pid, signal.SIGCONT)  # a stopped one hears it too
