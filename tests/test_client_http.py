@@ -181,3 +181,33 @@ def test_request_bytes_frames_bodies_as_http_client_does() -> None:
         b"Content-Length: 3\r\n\r\nabc")
     given = request_bytes("PUT", "/x", {"Host": "h", "content-length": "3"}, b"abc")
     assert given.lower().count(b"content-length") == 1
+
+
+@pytest.mark.parametrize(("last_words", "said"), [
+    ("hippodrome | shutting down (shutdown requested)\n", "the stack was shut down"),
+    ("hippodrome | shutting down (SIGTERM)\nTraceback (most recent call last):\n  x\n"
+     "RuntimeError: boom\n", "it was killed or crashed"),
+    ("hippodrome | dashboard: http://127.0.0.1:1\n", "it was killed or crashed"),
+])
+def test_a_daemon_gone_mid_request_is_told_a_shutdown_from_a_crash(
+        tmp_path: Path, last_words: str, said: str) -> None:
+    """`hd start` meeting a graceful `hd down` as the daemon closed its port (a reset)
+    said "it was killed or crashed" (adv32 t/4): its daemon.log's last line says which."""
+    import subprocess
+    import sys
+
+    from hippo_tasks.errors import HippoError
+    from hippo_tasks.tasks.output import exit_code_for
+
+    log = tmp_path / "daemon.log"
+    log.write_text("hippodrome | an earlier run\n" + last_words)
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        client = DaemonClient(f"http://127.0.0.1:{free_ports(1)[0]}", daemon.pid, log=log)
+    finally:
+        daemon.kill()
+        daemon.wait()
+    with pytest.raises(HippoError) as raised:
+        client.call("POST", "/api/services/leaf/start", timeout=5)
+    assert said in raised.value.message(), raised.value.message()
+    assert exit_code_for(raised.value) == 5

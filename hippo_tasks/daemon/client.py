@@ -6,6 +6,7 @@ Over a plain socket (daemon/client_http.py): a task like `hd status` should star
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,23 @@ STOPPED_WORDS = ("it is stopped (SIGSTOP, Ctrl+Z or a debugger): `kill -CONT {pi
                  "answer")
 
 
+SHUTDOWN_WORDS = b"hippodrome | shutting down ("
+"""The line a daemon writes to daemon.log as its shutdown begins (engine.py)."""
+
+
+def _last_line_is_shutdown(log: Path) -> bool:
+    """A crash writes its traceback after that line; a kill -9 before a shutdown leaves
+    some other line last."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read()
+    except OSError:
+        return False
+    lines = [line for line in tail.splitlines() if line.strip()]
+    return bool(lines) and lines[-1].startswith(SHUTDOWN_WORDS)
+
+
 def _not_json(name: str) -> Any:
     """NaN and Infinity, which Python's json takes and JSON has not (`hd status --json`
     printed them on)."""
@@ -55,13 +73,16 @@ def _not_json(name: str) -> Any:
 
 class DaemonClient:
     def __init__(self, url: str, pid: int, stack_file: str | None = None,
-                 foreground: bool = False) -> None:
+                 foreground: bool = False, log: Path | None = None) -> None:
         """`stack_file`: the registry's stamp of the stack file the daemon read;
-        `foreground`: the daemon of a foreground `hd up`, which writes to its terminal."""
+        `foreground`: the daemon of a foreground `hd up`, which writes to its terminal;
+        `log`: the detached daemon's daemon.log, whose last words tell a shutdown from a
+        crash."""
         self.url = url.rstrip("/")
         self.pid = pid
         self.stack_file = stack_file
         self.foreground = foreground
+        self.log = log
         self._ticks = start_ticks(pid)
 
     @classmethod
@@ -83,7 +104,7 @@ class DaemonClient:
             raise DaemonNotRunningError(str(root), detail)
         daemon = data["daemon"]
         return cls(daemon["url"], int(daemon["pid"]), daemon.get("stack_file"),
-                   daemon.get("foreground") is True)
+                   daemon.get("foreground") is True, registry.path.parent / "daemon.log")
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 310.0,
              each_second: Callable[[], None] | None = None) -> Any:
@@ -124,7 +145,7 @@ class DaemonClient:
         except (OSError, BadAnswer) as exc:  # refused, reset, timed out, or not HTTP
             reason = str(exc) or type(exc).__name__
             if self.ended():
-                raise DaemonEndedError(self.pid, reason, self.foreground) from None
+                raise self._ended_error(reason) from None
             if is_stopped(self.pid):  # "timed out", where the long wait said why (r/9)
                 reason = STOPPED_WORDS.format(pid=self.pid)
             raise DaemonUnreachableError(self.url, self.pid, reason) from None
@@ -164,8 +185,7 @@ class DaemonClient:
                 failed_since = None
             except (OSError, BadAnswer) as exc:
                 if self.ended():
-                    raise DaemonEndedError(self.pid, str(exc) or type(exc).__name__,
-                                           self.foreground) from None
+                    raise self._ended_error(str(exc) or type(exc).__name__) from None
                 if failed_since is not None:  # one miss may be its shutdown's last 2 s
                     raise DaemonUnreachableError(self.url, self.pid, (
                         f"it did not answer /healthz for {now - failed_since:.0f}s while "
@@ -173,6 +193,16 @@ class DaemonClient:
                 failed_since = now
 
         return look
+
+    def _ended_error(self, reason: str) -> HippoError:
+        """Why the daemon is gone: a shutdown (its daemon.log's last line says so) or
+        a kill or crash. A `hd start` that met a graceful `hd down` as the daemon closed
+        its port (a reset) said "it was killed or crashed" (adv32 t/4)."""
+        if self.log is not None and not self.foreground and _last_line_is_shutdown(self.log):
+            return StackShutDownError("the stack was shut down (by `hd down`, POST "
+                                      "/api/shutdown or a signal) while this command waited: "
+                                      "nothing runs now; `hd up` starts it again")
+        return DaemonEndedError(self.pid, reason, self.foreground)
 
     def ended(self, within: float = 0.5) -> bool:
         """The daemon this client found has gone. A killed process closes its sockets
