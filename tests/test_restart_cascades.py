@@ -308,3 +308,131 @@ def test_a_cascade_cut_short_names_what_it_did_not_reach(project: Path) -> None:
             "(stopped)" in out + err, out + err
     finally:
         hd(project, "down", timeout=60)
+
+
+def slow_chain(project: Path, db_extra: str = "", top_stop: float = 3.0,
+               after: float = 0.5) -> None:
+    """db <- mid <- top <- leaf, each ready `after` s after its start; top ignores
+    SIGTERM, so a stop of it takes its stop_timeout (`top_stop`)."""
+    (dash,) = free_ports(1)
+    shell = f'shell = "sleep {after}; echo up; exec sleep 600"\nreadiness = {{ log = "up" }}\n'
+    write_stack(project, stack_header(dash)
+                + f"[services.db]\n{shell}{db_extra}\n"
+                + f'[services.mid]\n{shell}depends_on = ["db"]\n'
+                + f'[services.top]\nshell = "trap \'\' TERM; sleep {after}; echo up; while '
+                  f'true; do sleep 0.2; done"\nreadiness = {{ log = "up" }}\n'
+                  f'depends_on = ["mid"]\nstop_timeout = {top_stop}\n'
+                + f'[services.leaf]\n{shell}depends_on = ["top"]\n')
+
+
+def state(project: Path, name: str) -> str:
+    return str(registry(project)["services"][name]["state"])
+
+
+def test_a_stop_of_a_dependant_still_under_way_when_the_cascade_reaches_it_wins(
+        project: Path) -> None:
+    """`hd restart -s db --cascade`, then `hd stop -s top` while db and mid restart; top
+    ignores SIGTERM, so its stop was still under way when the cascade reached it. The
+    cascade restarted it: the stop said `top: stopped`, exit 0, the cascade exit 0, and
+    top ran (adv32 t/1). The later stop wins."""
+    import subprocess
+
+    from stackutil import HD_CLI
+
+    slow_chain(project, after=1.0)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "db", "--cascade"],
+                                   cwd=project, text=True, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
+        wait_for(lambda: state(project, "db") == "starting", 30, every=0.05,
+                 what="db restarting")
+        stop = hd(project, "stop", "-s", "top", timeout=60)
+        out, _ = cascade.communicate(timeout=60)
+        assert stop.returncode == 0 and "top: stopped" in stop.stdout, stop.stdout
+        assert cascade.returncode == 1, out
+        assert "top: stopped" in out and "'top' is stopped (stop requested, while this " \
+            "one waited)" in out, out
+        settle(project)
+        assert state(project, "top") == "stopped", registry(project)["services"]["top"]
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_a_restart_whose_dependency_is_restarting_waits_for_it(project: Path) -> None:
+    """`hd restart -s leaf` while its dependency top was being restarted (its slow stop
+    under way): "not restarted: its dependency 'top' is stopping, so it could not start
+    again (`hd start --service top`...)", exit 1 in 0.1 s, and leaf never restarted
+    (adv32 t/2)."""
+    import subprocess
+
+    from stackutil import HD_CLI
+
+    slow_chain(project, top_stop=2.0)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        before = pid(project, "leaf")
+        top = subprocess.Popen([*HD_CLI, "restart", "-s", "top"], cwd=project, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: state(project, "top") == "stopping", 30, every=0.05,
+                 what="top's stop under way")
+        leaf = hd(project, "restart", "-s", "leaf", timeout=60)
+        assert leaf.returncode == 0, leaf.stdout + leaf.stderr
+        assert "not restarted" not in leaf.stdout + leaf.stderr
+        assert "leaf: running" in leaf.stdout and pid(project, "leaf") != before
+        top.communicate(timeout=60)
+        assert top.returncode == 0
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_a_cascade_cut_short_by_a_stop_is_answered_once_the_stop_is_over(
+        project: Path) -> None:
+    """`hd restart -s db --cascade`, then a whole-stack `hd stop` while mid restarts: the
+    cascade answered `db: stopping` and "db did not come up" of a db that had come up and
+    was being stopped (adv32 t/3). It answers once the stop is over."""
+    import subprocess
+
+    from stackutil import HD_CLI
+
+    slow_chain(project, after=1.0)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "db", "--cascade"],
+                                   cwd=project, text=True, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
+        wait_for(lambda: state(project, "mid") == "starting", 30, every=0.05,
+                 what="mid restarting, db back")
+        hd(project, "stop", check=True, timeout=60)
+        out, _ = cascade.communicate(timeout=60)
+        assert cascade.returncode == 1, out
+        assert ": stopping" not in out and "did not come up" not in out, out
+        assert "db: stopped" in out and "mid: stopped" in out, out
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_a_crash_cascade_met_by_a_stack_restart_restarts_nothing_twice(
+        project: Path) -> None:
+    """db (restart_cascades) killed -9, a whole-stack `hd restart` 0.2 s later: it
+    answered exit 0 with every pid, and a second later the crash's cascade restarted top
+    and leaf again, the pids printed dead (adv32 t/5)."""
+    import re
+
+    slow_chain(project, db_extra="restart_cascades = true\n", top_stop=1.0)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        for gap in (0.1, 0.3):
+            os.kill(pid(project, "db"), signal.SIGKILL)
+            time.sleep(gap)
+            done = hd(project, "restart", timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+            answered = {m[0]: int(m[1]) for m in
+                        re.findall(r"^(\w+): running \(pid (\d+)\)", done.stdout, re.M)}
+            assert set(answered) == {"db", "mid", "top", "leaf"}, done.stdout
+            time.sleep(3)  # what a cascade carried out late would have restarted by now
+            settle(project)
+            now = {name: pid(project, name) for name in answered}
+            assert now == answered, (answered, now)
+    finally:
+        hd(project, "down", timeout=60)

@@ -60,7 +60,8 @@ class StackSupervisor:
         self._stops: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         """Stops under way: what each stops, resolved when it is over (_after_stops)."""
         self._stopped_meanwhile: list[set[str]] = []
-        """Per whole-stack restart under way: what other commands stopped meanwhile."""
+        """Per start, whole-stack restart or cascade under way: what other commands
+        stopped meanwhile (a later stop wins)."""
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -322,8 +323,11 @@ class StackSupervisor:
         svc = self.services[name]
         conditions = dict(svc.planned.spec.conditions)
         for dep in svc.deps:
+            # (one whose restart is stopping it comes back: `hd restart -s leaf` while
+            # top restarted was "not restarted: top is stopping", exit 1; adv32 t/2)
             if dep.state in (State.STOPPED, State.FAILED, State.STOPPING) and \
-                    not dep.starting_soon and not dep.meets(conditions.get(dep.name)):
+                    not dep.starting_soon and not dep.coming_up and \
+                    not dep.meets(conditions.get(dep.name)):
                 return dep
         return None
 
@@ -346,8 +350,11 @@ class StackSupervisor:
         if name not in self._been_ready:
             self._been_ready.add(name)
             return
+        # Not during a whole-stack restart: it starts every dependant after this one
+        # anyway, and a crash's cascade restarted them again once it had answered
+        # with their pids (adv32 t/5).
         if svc.planned.spec.restart_cascades and not self.final and \
-                name not in self._cascading:
+                name not in self._cascading and self._restarting is None:
             self.ctx.hub.system(name, f"{name} is ready again and keeps no state across "
                                       "restarts (restart_cascades): restarting what "
                                       "depends on it")
@@ -371,26 +378,38 @@ class StackSupervisor:
                    if self.services[d].state not in (State.STOPPED, State.FAILED)}
         self._cascading[name] = self._cascading.get(name, 0) + 1
         restarts = self._stack_restarts
+        meanwhile: set[str] = set()
+        self._stopped_meanwhile.append(meanwhile)
         try:
-            first = await self._through_restart(
-                await self.get(name).request("restart", "restart requested (cascade)"))
+            try:
+                first = await self._through_restart(
+                    await self.get(name).request("restart", "restart requested (cascade)"))
+            finally:
+                self._cascading[name] -= 1
+                if not self._cascading[name]:
+                    del self._cascading[name]
+            settled = {name: first}
+            if first.ready:
+                settled.update(await self._cascade_from(name, "cascade", skipped, were_up,
+                                                        restarts, meanwhile))
         finally:
-            self._cascading[name] -= 1
-            if not self._cascading[name]:
-                del self._cascading[name]
-        if not first.ready:
-            return {name: first}
-        settled = {name: first, **await self._cascade_from(name, "cascade", skipped,
-                                                           were_up, restarts)}
+            self._stopped_meanwhile.remove(meanwhile)
         if self._stack_restarts != restarts:
             # Rows read before the stack restart name processes it ended.
             settled = {n: await self._through_restart(self.services[n].snapshot())
                        for n in settled}
+        if any(chosen & set(settled) for chosen, _ in self._stops):
+            # Cut short by a stop still under way: answered once it is over, as a start
+            # or restart is; it said `db: stopping` and "db did not come up" of one that
+            # had come up and was being stopped (adv32 t/3).
+            await self._after_stops(list(settled))
+            settled = {n: self.services[n].snapshot() for n in settled}
         return settled
 
     async def _cascade_from(self, name: str, why: str, skipped: dict[str, str] | None = None,
                             were_up: set[str] | None = None,
-                            restarts: int | None = None) -> Settled:
+                            restarts: int | None = None,
+                            meanwhile: set[str] | None = None) -> Settled:
         """Restart what depends on `name`, in dependency order (restart_cascade says
         which, and why). A dependant with another dependency not ready is left as it
         is, with why in `skipped`. One of `were_up` (up as the cascade began) that
@@ -399,12 +418,29 @@ class StackSupervisor:
         after `restarts` (the count when `name`'s restart was asked) has come, the
         rest are answered as they come out of it: it started each after `name`, as
         fresh as this would make them. Met half-way, a dependant it had stopped read
-        `stopped — restart requested`, exit 1, and ended running (CI, under load)."""
+        `stopped — restart requested`, exit 1, and ended running (CI, under load).
+        `meanwhile`: what other commands stopped since the cascade began; the later
+        stop wins. Reached while such a stop was still under way (a dependant slow to
+        stop), the cascade restarted it, and both commands said they had done their
+        part, exit 0 (adv32 t/1); the cascade also went on above an origin stopped
+        since, onto a stopped dependency."""
         settled: Settled = {}
         closure = self.dependants_closure(name)
         restarts = self._stack_restarts if restarts is None else restarts
+        meanwhile = set() if meanwhile is None else meanwhile
         for at, dep in enumerate(closure):
             svc = self.services[dep]
+            if name in meanwhile:
+                for later in closure[at:]:
+                    if skipped is not None and were_up is not None and later in were_up:
+                        skipped[later] = (f"not restarted: the cascade from {name} ended "
+                                          f"there ('{name}' was stopped meanwhile)")
+                break
+            if dep in meanwhile:
+                await self._after_stops([dep])
+                if were_up is None or dep in were_up:
+                    settled[dep] = svc.snapshot()
+                continue
             if self._stack_restarts != restarts:
                 for rest in closure[at:]:
                     snap = await self._through_restart(self.services[rest].snapshot())
