@@ -207,6 +207,18 @@ class DaemonEndedError(DaemonNotRunningError):
                 f"{words}). `hd status` says what is left; `hd up` starts the stack again.")
 
 
+class DaemonShutDownError(DaemonEndedError):
+    """The daemon went away mid-answer after its shutdown began (its daemon.log's last
+    line): a request that reached it as it closed its port. It said "killed or crashed"
+    of a graceful `hd down` (adv32 t/4). Still a DaemonEndedError for every caller that
+    takes one in its stride (`logs --follow` ends, `down` cleans up)."""
+
+    def message(self) -> str:
+        return ("the stack was shut down (by `hd down`, POST /api/shutdown or a signal) "
+                f"while this command waited for its daemon (pid {self.pid}): nothing runs "
+                "now; `hd up` starts it again")
+
+
 class StrandedDaemonError(DaemonNotRunningError):
     """A daemon that writes this folder's daemon.log but names itself in no registry
     here: the folder was deleted (or replaced) and made again under its running stack

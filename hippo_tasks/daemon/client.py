@@ -20,6 +20,7 @@ from hippo_tasks.daemon.client_http import exchange
 from hippo_tasks.errors import (
     DaemonEndedError,
     DaemonNotRunningError,
+    DaemonShutDownError,
     DaemonUnreachableError,
     HippoError,
     RequestTimeoutError,
@@ -199,9 +200,7 @@ class DaemonClient:
         a kill or crash. A `hd start` that met a graceful `hd down` as the daemon closed
         its port (a reset) said "it was killed or crashed" (adv32 t/4)."""
         if self.log is not None and not self.foreground and _last_line_is_shutdown(self.log):
-            return StackShutDownError("the stack was shut down (by `hd down`, POST "
-                                      "/api/shutdown or a signal) while this command waited: "
-                                      "nothing runs now; `hd up` starts it again")
+            return DaemonShutDownError(self.pid, reason)
         return DaemonEndedError(self.pid, reason, self.foreground)
 
     def ended(self, within: float = 0.5) -> bool:
