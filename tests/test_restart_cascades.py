@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -329,24 +330,33 @@ def state(project: Path, name: str) -> str:
     return str(registry(project)["services"][name]["state"])
 
 
+def cascade_under_way(project: Path, starting: str) -> subprocess.Popen[str]:
+    """slow_chain (each 1 s to come up) up, and `hd restart -s db --cascade` running,
+    once `starting` is on its way up again."""
+    from stackutil import HD_CLI
+
+    slow_chain(project, after=1.0)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "db", "--cascade"], cwd=project,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: state(project, starting) == "starting", 30, every=0.05,
+                 what=f"{starting} restarting")
+    except BaseException:
+        hd(project, "down", timeout=60)
+        cascade.communicate(timeout=60)
+        raise
+    return cascade
+
+
 def test_a_stop_of_a_dependant_still_under_way_when_the_cascade_reaches_it_wins(
         project: Path) -> None:
     """`hd restart -s db --cascade`, then `hd stop -s top` while db and mid restart; top
     ignores SIGTERM, so its stop was still under way when the cascade reached it. The
     cascade restarted it: the stop said `top: stopped`, exit 0, the cascade exit 0, and
     top ran (adv32 t/1). The later stop wins."""
-    import subprocess
-
-    from stackutil import HD_CLI
-
-    slow_chain(project, after=1.0)
-    hd(project, "up", "--detach", check=True, timeout=60)
+    cascade = cascade_under_way(project, "db")
     try:
-        cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "db", "--cascade"],
-                                   cwd=project, text=True, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT)
-        wait_for(lambda: state(project, "db") == "starting", 30, every=0.05,
-                 what="db restarting")
         stop = hd(project, "stop", "-s", "top", timeout=60)
         out, _ = cascade.communicate(timeout=60)
         assert stop.returncode == 0 and "top: stopped" in stop.stdout, stop.stdout
@@ -391,18 +401,8 @@ def test_a_cascade_cut_short_by_a_stop_is_answered_once_the_stop_is_over(
     """`hd restart -s db --cascade`, then a whole-stack `hd stop` while mid restarts: the
     cascade answered `db: stopping` and "db did not come up" of a db that had come up and
     was being stopped (adv32 t/3). It answers once the stop is over."""
-    import subprocess
-
-    from stackutil import HD_CLI
-
-    slow_chain(project, after=1.0)
-    hd(project, "up", "--detach", check=True, timeout=60)
+    cascade = cascade_under_way(project, "mid")
     try:
-        cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "db", "--cascade"],
-                                   cwd=project, text=True, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT)
-        wait_for(lambda: state(project, "mid") == "starting", 30, every=0.05,
-                 what="mid restarting, db back")
         hd(project, "stop", check=True, timeout=60)
         out, _ = cascade.communicate(timeout=60)
         assert cascade.returncode == 1, out
