@@ -281,6 +281,82 @@ def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:
                  what="the stack gone")
 
 
+def up_held_before_its_daemon(project: Path) -> subprocess.Popen[str]:
+    """`hd up --detach` stopped (SIGSTOP to its group) while it holds the project's
+    lifecycle lock and before it has started the daemon: the window in which a command
+    from a second terminal finds no daemon. A stop that lands late (the daemon already
+    registered) is undone and tried again."""
+    for _ in range(10):
+        up = launch_up(project, "--detach", via="hd", start_new_session=True)
+        assert up.stdout is not None
+        first = up.stdout.readline()  # printed once `up` holds the project's lock
+        os.killpg(up.pid, signal.SIGSTOP)
+        assert first.startswith("hippodrome | project"), first
+        if not (project / ".hippodrome" / "registry.json").exists() or \
+                registry(project).get("daemon") is None:
+            return up
+        os.killpg(up.pid, signal.SIGCONT)
+        up.communicate(timeout=120)
+        hd(project, "down", check=True)
+    raise AssertionError("`up` registered its daemon before SIGSTOP in 10 tries")
+
+
+@pytest.mark.parametrize("command", [("status",), ("restart", "-s", "web")])
+def test_a_command_during_up_waits_for_it_instead_of_saying_no_daemon(
+        project: Path, command: tuple[str, ...]) -> None:
+    """`hd status` / `hd restart -s web` from a second terminal while `hd up --detach`
+    is still starting the stack: it says it waits for that `up`, then answers about the
+    stack it started (exit 0); it said "No Hippodrome daemon is running ... Start the
+    stack with `hd up`" of a stack running a moment later (adv32 t's notes)."""
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper_service(
+        "web", port, "--pids", str(pids), readiness={"http": "/"}))
+    up = up_held_before_its_daemon(project)
+    err = project / "second.err"
+    try:
+        with err.open("w") as sink:
+            second = subprocess.Popen([*HD, *command], cwd=project, text=True,
+                                      stdout=subprocess.PIPE, stderr=sink,
+                                      env={**os.environ, "NO_COLOR": "1"})
+        wait_for(lambda: "waiting for `up` (pid" in err.read_text(), 30,
+                 what="the second command saying it waits for `up`")
+        assert second.poll() is None, err.read_text()
+    finally:
+        os.killpg(up.pid, signal.SIGCONT)
+    up_out = up.communicate(timeout=120)
+    out, _ = second.communicate(timeout=120)
+    said = err.read_text()
+    assert up.returncode == 0, up_out
+    assert second.returncode == 0, (out, said)
+    assert "No Hippodrome daemon" not in out + said and "Traceback" not in said
+    assert "web" in out
+    if command[0] == "restart":
+        assert len(recorded(pids).get("main", [])) == 2, recorded(pids)
+    hd(project, "down", check=True)
+
+
+def test_a_command_during_down_is_not_held_by_it(project: Path) -> None:
+    """Only an `up` is waited for: with a `down` holding the lock (here, stopped before
+    it found anything to stop), `hd status` says at once that no daemon runs."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port))
+    from hippo_tasks.registry.lifecycle_lock import LifecycleLock
+
+    lock = LifecycleLock(project)
+    lock.acquire("down")  # as `hd down` holds it, from this process
+    try:
+        began = time.monotonic()
+        out = subprocess.run([*HD, "status"], cwd=project, text=True, capture_output=True,
+                             env={**os.environ, "NO_COLOR": "1"}, timeout=60)
+        assert out.returncode == 5, out
+        assert "No Hippodrome daemon" in out.stderr + out.stdout
+        assert "waiting" not in out.stderr
+        assert time.monotonic() - began < 30  # not the lock's 300 s wait
+    finally:
+        lock.release()
+
+
 @pytest.mark.parametrize("via", ["invoke", "hd"])
 def test_double_ctrl_c_kills_at_once_and_nothing_restarts(project: Path, via: str) -> None:
     """A chain a <- b <- c <- d whose top drains for 1 s on SIGTERM: Ctrl+C, then a

@@ -12,6 +12,7 @@ leaves the project locked.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,3 +90,36 @@ def release_inherited(fd: int | None) -> Callable[[], None]:
                 os.close(fd)
 
     return release
+
+
+def wait_for_up(root: Path, say: Callable[[str], None], wait: float = WAIT_S) -> bool:
+    """True once an `up` that holds this project's lifecycle lock has let go of it (its
+    daemon serves, or it failed); False at once where no `up` holds it. `hd restart`,
+    `status` or `stop` from a second terminal while `hd up` was still starting the stack
+    said no daemon ran ("Start the stack with `hd up`") of a stack running a moment
+    later, where `down` waited for that `up` (adv32 t's notes). One open and one flock
+    where nothing holds it; the file is never made here (a read-only `.hippodrome`)."""
+    try:
+        fd = os.open(root / ".hippodrome" / "lifecycle.lock",
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # none: no `up` ever ran here, or none can lock it
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False  # nobody holds it (closing the fd lets go)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        holder = LifecycleLock._holder(fd)
+        # A `down` (its stack is going, so "no daemon" is the answer), or this very
+        # process (`down` reads the registry while it holds the lock): no wait.
+        if not holder.startswith("`up`") or f"(pid {os.getpid()})" in holder:
+            return False
+        if not flock_within(fd, wait, lambda: say(f"waiting for {holder} to finish "
+                                                  "starting this stack"), poll=0.05):
+            raise LifecycleBusyError(str(root), holder, wait)
+        return True
+    finally:
+        os.close(fd)
