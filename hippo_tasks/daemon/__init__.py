@@ -2,6 +2,10 @@
 
 import sys
 
+SHUTDOWN_WORDS = "hippodrome | shutting down ("
+"""The line a daemon writes to daemon.log as its shutdown begins (engine.py), by which
+a client tells a graceful end from a crash (client.py)."""
+
 
 def keep_openssl_out() -> None:
     """Mark `ssl` and `_hashlib` absent in a daemon that needs no TLS (no --tls).

@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote
 
 from hippo_contract.http_client import BadAnswer
 from hippo_contract.webhook import TOKEN_HEADER, WEBHOOK_PATH
+from hippo_tasks.daemon import SHUTDOWN_WORDS
 from hippo_tasks.daemon.answer_shape import action_problem, status_problem, why_problem
 from hippo_tasks.daemon.client_http import exchange
 from hippo_tasks.errors import (
@@ -50,10 +51,6 @@ STOPPED_WORDS = ("it is stopped (SIGSTOP, Ctrl+Z or a debugger): `kill -CONT {pi
                  "answer")
 
 
-SHUTDOWN_WORDS = b"hippodrome | shutting down ("
-"""The line a daemon writes to daemon.log as its shutdown begins (engine.py)."""
-
-
 def _last_line_is_shutdown(log: Path) -> bool:
     """A crash writes its traceback after that line; a kill -9 before a shutdown leaves
     some other line last."""
@@ -64,7 +61,7 @@ def _last_line_is_shutdown(log: Path) -> bool:
     except OSError:
         return False
     lines = [line for line in tail.splitlines() if line.strip()]
-    return bool(lines) and lines[-1].startswith(SHUTDOWN_WORDS)
+    return bool(lines) and lines[-1].startswith(SHUTDOWN_WORDS.encode())
 
 
 def _say(line: str) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hippo_tasks.daemon import SHUTDOWN_WORDS
 from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
@@ -502,7 +503,7 @@ class Engine:
             code = EXIT_SIGNALLED.get(why, code)
             if self.unreachable is not None:
                 code = EXIT_FAILED
-            self.note(f"hippodrome | shutting down ({why})")
+            self.note(f"{SHUTDOWN_WORDS}{why})")
             self.sync_registry()  # `up` meanwhile says the stack is ending, not "running"
             await self.stack.shutdown(reason=f"shutdown ({why})")
             if self.ownership.base is None:  # only a subreaper adopts

@@ -42,7 +42,10 @@ from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
 from hippo_tasks.supervision.ports import check_ports
 
 
-def _refuse_if_running(opts: Options, registry: Registry, data: dict[str, Any]) -> None:
+def _refuse_if_running(opts: Options, registry: Registry, data: dict[str, Any],
+                       scan: bool = True) -> None:
+    """`scan=False`: the daemon's own pre-flight, under the lock of the `up` that has
+    just scanned /proc for a stranded stack: not again on the way to the first spawn."""
     if daemon_alive(data) and not stranger_daemon(data, registry.root):
         d = data["daemon"]
         running = DaemonAlreadyRunningError(str(opts.project_root), d.get("url", "?"),
@@ -54,7 +57,7 @@ def _refuse_if_running(opts: Options, registry: Registry, data: dict[str, Any]) 
     # One started here before the folder was deleted and made again: found by the
     # dashboard port alone, so `up --port-offset` started a second stack beside it, and
     # `hd down` then stopped only that one (adv32 u/1). About 1 ms: one scan of /proc.
-    stranded = stranded_daemons(registry.root)
+    stranded = stranded_daemons(registry.root) if scan else []
     if stranded:
         running = DaemonAlreadyRunningError(str(opts.project_root), "", stranded[0])
         running.stranded = True
@@ -62,11 +65,12 @@ def _refuse_if_running(opts: Options, registry: Registry, data: dict[str, Any]) 
 
 
 def prepare(opts: Options, say: Callable[[str], None] = print,
-            registry: Registry | None = None) -> tuple[StackPlan, Registry]:
+            registry: Registry | None = None, again: bool = False
+            ) -> tuple[StackPlan, Registry]:
     """Load, plan and pre-flight; raises a HippoError before anything has started.
 
     Pass the Registry the caller already read, so warnings it collected (a corrupt file
-    moved aside) are said here, once."""
+    moved aside) are said here, once. `again`: the detached daemon's, after `up`'s."""
     registry = registry or Registry(opts.project_root)
     try:
         spec = load_stack(opts.project_root)
@@ -84,7 +88,7 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
     data = registry.read()
     for warning in registry.warnings:
         say(warning)
-    _refuse_if_running(opts, registry, data)
+    _refuse_if_running(opts, registry, data, scan=not again)
     for line in clean_stale(registry, data):
         say(line)
     data = registry.read()

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None, soon: OwnershipSoon | None = None) -> in
         options, lock_fd = parse_args(sys.argv[1:] if argv is None else argv)
         opts = options_from_json(options)
         try:
-            plan, registry = prepare(opts, lambda s: print(s, flush=True))
+            plan, registry = prepare(opts, lambda s: print(s, flush=True), again=True)
             own, soon = (soon.take() if soon is not None else None), None
             # Detached: service output goes to the log files only; notes go to daemon.log.
             return run_engine(plan, registry, None, release_inherited(lock_fd), own)
