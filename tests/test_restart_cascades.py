@@ -436,3 +436,30 @@ def test_a_crash_cascade_met_by_a_stack_restart_restarts_nothing_twice(
             assert now == answered, (answered, now)
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_cascade_held_at_a_link_does_not_go_on_above_it(project: Path) -> None:
+    """db <- mid <- top <- leaf, mid stopped on purpose: `restart -s db --cascade` left
+    top running (its dependency mid stopped), then restarted leaf, which depends only
+    on top, which it had not restarted (adv32 t's notes); a stop of mid arriving during
+    the cascade ended it at mid instead. The cascade goes on only from what it
+    restarted: leaf keeps its process and the answer says why."""
+    dash, db, mid, top, leaf = free_ports(5)
+    write_stack(project, stack_header(dash) + toy_service("db", db)
+                + toy_service("mid", mid, depends_on=["db"])
+                + toy_service("top", top, depends_on=["mid"])
+                + toy_service("leaf", leaf, depends_on=["top"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        hd(project, "stop", "-s", "mid", check=True)
+        before = {n: pid(project, n) for n in ("db", "top", "leaf")}
+        said = hd(project, "restart", "-s", "db", "--cascade", timeout=60)
+        assert said.returncode == 1, said.stdout + said.stderr
+        assert pid(project, "db") != before["db"]
+        assert pid(project, "top") == before["top"]
+        assert pid(project, "leaf") == before["leaf"], said.stdout
+        assert "leaf: running" in said.stdout and "not restarted" in said.stdout.split(
+            "leaf: running", 1)[1].splitlines()[0], said.stdout
+        assert registry(project)["services"]["mid"]["state"] == "stopped"
+    finally:
+        hd(project, "down", check=True)

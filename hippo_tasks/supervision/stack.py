@@ -317,6 +317,17 @@ class StackSupervisor:
         if skipped is not None:
             skipped[name] = note
 
+    def _note_unreached(self, name: str, origin: str, through: list[str],
+                        skipped: dict[str, str] | None) -> None:
+        """Say that a cascade did not restart `name`: it depends on `origin` only
+        through `through`, none of which the cascade restarted."""
+        links = ", ".join(f"'{d}'" for d in through)
+        note = (f"not restarted: the cascade from {origin} reaches it only through {links}, "
+                "which it did not restart")
+        self.ctx.hub.system(name, note)
+        if skipped is not None:
+            skipped[name] = note
+
     def blocked_by(self, name: str) -> ServiceSupervisor | None:
         """A dependency of `name` that is stopped or failed with no start asked for (its
         condition unmet), so `name` could not start again if it stopped now."""
@@ -365,7 +376,8 @@ class StackSupervisor:
     async def restart_cascade(self, name: str, skipped: dict[str, str] | None = None) -> Settled:
         """Restart `name`, then each service that depends on it (in dependency order),
         each once the one before is ready again; a job that completed runs again (a
-        schema step after its database). A dependant stopped on purpose stays stopped;
+        schema step after its database). A dependant stopped on purpose stays stopped,
+        and so does what depends on `name` only through it (or through one held);
         a restart that fails ends the cascade there. A dependant that failed only because
         a dependency did is started again. Returns what it touched, each as its restart
         settled: read afterwards, a cascade that overlapped this one showed its own
@@ -428,6 +440,10 @@ class StackSupervisor:
         closure = self.dependants_closure(name)
         restarts = self._stack_restarts if restarts is None else restarts
         meanwhile = set() if meanwhile is None else meanwhile
+        # What this cascade restarted (or found coming up afresh): it goes on only from
+        # these. Held at mid (stopped on purpose), it left top running and then
+        # restarted leaf, which depends on db only through top (adv32 t's notes).
+        reached = {name}
         for at, dep in enumerate(closure):
             svc = self.services[dep]
             if name in meanwhile:
@@ -447,6 +463,11 @@ class StackSupervisor:
                     if (were_up is not None and rest in were_up) or snap.ready:
                         settled[rest] = snap
                 break
+            through = [d for d in svc.planned.depends_on if d in closure or d == name]
+            if not any(d in reached for d in through):
+                if were_up is not None and dep in were_up:
+                    self._note_unreached(dep, name, through, skipped)
+                continue
             completed_job = svc.planned.spec.kind == "job" and svc.ready
             if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon \
                     and not completed_job and not svc.failed_for_dependency:
@@ -456,6 +477,7 @@ class StackSupervisor:
             if self.final:
                 break
             if why != "cascade" and not svc.ready:
+                reached.add(dep)
                 continue  # on its way up already (a whole-stack restart): it finds the new one
             blocked = await self._not_ready_after_starts(svc.planned.depends_on)
             if self.final:
@@ -472,6 +494,7 @@ class StackSupervisor:
             # the stack", exit 1, and every service ended running.
             settled[dep] = await self._through_restart(await svc.request(
                 "restart", f"restart requested ({why} from {name})"))
+            reached.add(dep)
             if not settled[dep].ready:
                 # What the cascade would have restarted after it is named: left out of the
                 # answer, it read as not asked for (adv29 n/7).
