@@ -463,3 +463,36 @@ def test_a_cascade_held_at_a_link_does_not_go_on_above_it(project: Path) -> None
         assert registry(project)["services"]["mid"]["state"] == "stopped"
     finally:
         hd(project, "down", check=True)
+
+
+def test_a_completed_job_stopped_during_a_cascade_is_not_run_again(project: Path) -> None:
+    """store (1 s to come back) <- fill (a job, completed) and app: `hd restart -s store
+    --cascade`, and `hd stop -s fill` while store restarts. The later stop wins, as for
+    a running service: fill does not run again (it did, adv32 t's notes), and the
+    cascade's answer names it as it is (it left it out)."""
+    from stackutil import HD_CLI
+
+    dash, store, app = free_ports(3)
+    runs = project / "runs"
+    job = (f'[services.fill]\nkind = "job"\ncommand = ["{PY}", "-c", "import sys; '
+           f'open(sys.argv[1], \'a\').write(\'run\\\\n\')", "{runs}"]\ndepends_on = ["store"]\n')
+    write_stack(project, stack_header(dash)
+                + toy_service("store", store, "--delay", "1", readiness={"http": "/healthz"})
+                + job + toy_service("app", app, depends_on=["store"]))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        assert count(runs) == 1
+        cascade = subprocess.Popen([*HD_CLI, "restart", "-s", "store", "--cascade"],
+                                   cwd=project, text=True, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
+        wait_for(lambda: state(project, "store") == "starting", 30, every=0.05,
+                 what="store restarting")
+        hd(project, "stop", "-s", "fill", check=True, timeout=60)
+        out, _ = cascade.communicate(timeout=60)
+        settle(project)
+        assert count(runs) == 1, out
+        assert state(project, "fill") == "stopped", out
+        assert "fill: completed" in out, out  # named, as it is: not run again
+        assert state(project, "app") == "running"
+    finally:
+        hd(project, "down", timeout=60)

@@ -386,8 +386,9 @@ class StackSupervisor:
         held = self._held_back(name, skipped)  # --cascade too took it down (adv25 d/10)
         if held is not None:
             return {name: held}
-        were_up = {d for d in self.dependants_closure(name)
-                   if self.services[d].state not in (State.STOPPED, State.FAILED)}
+        were_up = {d for d in self.dependants_closure(name)  # and completed jobs, run again
+                   if self.services[d].state not in (State.STOPPED, State.FAILED)
+                   or (self.services[d].planned.spec.kind == "job" and self.services[d].ready)}
         self._cascading[name] = self._cascading.get(name, 0) + 1
         restarts = self._stack_restarts
         meanwhile: set[str] = set()
