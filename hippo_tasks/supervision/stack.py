@@ -63,6 +63,14 @@ class StackSupervisor:
         """Per start, whole-stack restart or cascade under way: what other commands
         stopped meanwhile (a later stop wins)."""
 
+    def _unwatch(self, meanwhile: set[str]) -> None:
+        """Drop this very set from _stopped_meanwhile. list.remove compares with ==, and
+        two callers' sets are equal when both are empty: a whole-stack restart removed a
+        start's set, its own remove then raised ValueError (a 500 for `hd restart`), and
+        the restart was never marked over, so a later start waited for it for ever
+        (adv34 v/1)."""
+        self._stopped_meanwhile[:] = [m for m in self._stopped_meanwhile if m is not meanwhile]
+
     def get(self, name: str) -> ServiceSupervisor:
         try:
             return self.services[name]
@@ -145,7 +153,7 @@ class StackSupervisor:
         try:
             await self._after_stops(wanted)
         finally:
-            self._stopped_meanwhile.remove(meanwhile)
+            self._unwatch(meanwhile)
         # A stop asked while this start waited for an earlier one is the later request:
         # it wins. Started after it, a start, stop, start, stop of the page's buttons
         # ended running, the last stop having answered `stopped` (adv28 m/1).
@@ -184,7 +192,7 @@ class StackSupervisor:
             settled = await self._start(wanted) if wanted else {}
             return {**{n: self.services[n].snapshot() for n in held}, **settled}
         finally:
-            self._stopped_meanwhile.remove(meanwhile)
+            self._unwatch(meanwhile)
             done.set_result(None)
             if self._restarting is done:
                 self._restarting = None
@@ -406,7 +414,7 @@ class StackSupervisor:
                 settled.update(await self._cascade_from(name, "cascade", skipped, were_up,
                                                         restarts, meanwhile))
         finally:
-            self._stopped_meanwhile.remove(meanwhile)
+            self._unwatch(meanwhile)
         if self._stack_restarts != restarts:
             # Rows read before the stack restart name processes it ended.
             settled = {n: await self._through_restart(self.services[n].snapshot())
