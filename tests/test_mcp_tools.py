@@ -434,3 +434,33 @@ def test_logs_in_any_script_stay_within_the_bound_as_text(project: Path) -> None
             run(target, scenario)
     finally:
         hd(project, "down")
+
+
+def test_null_arguments_are_refused_not_taken_for_none(stack: tuple[Path, str]) -> None:
+    """`{"name": "stop", "arguments": null}` (null where the schema wants an object) was
+    read as no arguments: it stopped every service and answered ok (adv34 w/2). It is an
+    error result now, and nothing is stopped; `arguments` left out is still none."""
+    import json
+    import urllib.request
+
+    root, dashboard = stack
+
+    def call(params: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                           "params": params}).encode()
+        req = urllib.request.Request(f"{dashboard}/mcp", data=body, method="POST", headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream"})
+        with urllib.request.urlopen(req, timeout=60) as answer:
+            reply: dict[str, Any] = json.loads(answer.read())
+        return reply
+
+    for tool in ("stop", "restart"):
+        said = call({"name": tool, "arguments": None})["result"]
+        assert said["isError"] is True, said
+        assert "'arguments' must be an object ({} for none), not null" in \
+            said["content"][0]["text"], said
+    rows = json.loads(urllib.request.urlopen(f"{dashboard}/api/status", timeout=30).read())
+    assert all(r["state"] == "running" for r in rows["services"] if r["name"] != "bad"), \
+        rows["services"]  # bad fails by design
+    assert call({"name": "status"})["result"].get("isError") is not True

@@ -197,6 +197,11 @@ def build(stack: Stack) -> Server[Any]:
             raise MCPError(types.INVALID_PARAMS,
                            f"unknown tool {params.name!r}; the tools are "
                            f"{', '.join(BY_NAME)}")
+        if params.arguments is None and "arguments" in params.model_fields_set:
+            # `"arguments": null` read as none given: `stop` stopped every service and
+            # `restart` restarted the stack, ok: true (adv34 w/2). Left out, it is {}.
+            return _error(f"bad arguments for {params.name}: 'arguments' must be an "
+                          f"object ({{}} for none), not null. {usage(BY_NAME[params.name])}")
         args = dict(params.arguments or {})
         return await _in_daemon_thread(call, stack, params.name, args)
 
