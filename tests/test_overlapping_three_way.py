@@ -61,3 +61,28 @@ def test_a_stack_restart_a_start_and_a_stop_each_answer_and_the_daemon_goes_on(
         assert flaky.returncode == 1 and "flaky" in flaky.stdout + flaky.stderr, flaky
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_two_stack_restarts_overlapping_both_answer_the_stack_running(project: Path) -> None:
+    """`hd restart` twice, the second while the first's start half brings db back (a
+    double-clicked "restart all"): the first answered every service `stopped (restart
+    requested, while this one waited)`, exit 1, advising `hd start`, while the second
+    brought them all up (adv34 w/1). Each now answers the stack as it ends: running."""
+    dash, db, web = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("db", db, "--delay", "1.0")
+                + toy_service("web", web, depends_on=["db"]))
+    hd(project, "up", "--detach", timeout=60)
+    try:
+        first = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: state(project, "db") == "starting", 30, every=0.02,
+                 what="db coming back in the first restart's start half")
+        second = hd(project, "restart", timeout=60)
+        said, _ = first.communicate(timeout=60)
+        for out, code in ((said, first.returncode), (second.stdout + second.stderr,
+                                                     second.returncode)):
+            assert code == 0, out
+            assert "db: running (pid" in out and "web: running (pid" in out, out
+            assert "stopped" not in out, out
+    finally:
+        hd(project, "down", timeout=60)

@@ -180,6 +180,7 @@ class StackSupervisor:
         another command changed the stack", and b was running a moment later."""
         done = self._restarting = asyncio.get_running_loop().create_future()
         self._stack_restarts += 1
+        mine = self._stack_restarts
         meanwhile: set[str] = set()
         self._stopped_meanwhile.append(meanwhile)
         try:
@@ -190,7 +191,15 @@ class StackSupervisor:
             held = self._held_by(meanwhile, "not started again", set(self.services))
             wanted = [n for n in self.services if n not in held]
             settled = await self._start(wanted) if wanted else {}
-            return {**{n: self.services[n].snapshot() for n in held}, **settled}
+            rows = {**{n: self.services[n].snapshot() for n in held}, **settled}
+            if self._stack_restarts != mine:
+                # Another whole-stack restart began meanwhile (a double-clicked "restart
+                # all"): its stop cut this one's start short, and this one answered every
+                # service `stopped (restart requested, while this one waited)`, exit 1,
+                # advising `hd start`, while that one brought them all up (adv34 w/1).
+                rows = {n: await self._through_restart(self.services[n].snapshot())
+                        for n in rows}  # each read once the one before has waited
+            return rows
         finally:
             self._unwatch(meanwhile)
             done.set_result(None)
