@@ -301,13 +301,14 @@ def up_held_before_its_daemon(project: Path) -> subprocess.Popen[str]:
     raise AssertionError("`up` registered its daemon before SIGSTOP in 10 tries")
 
 
-@pytest.mark.parametrize("command", [("status",), ("restart", "-s", "web")])
+@pytest.mark.parametrize("command", [("status",), ("restart", "-s", "web"), ("logs",)])
 def test_a_command_during_up_waits_for_it_instead_of_saying_no_daemon(
         project: Path, command: tuple[str, ...]) -> None:
-    """`hd status` / `hd restart -s web` from a second terminal while `hd up --detach`
-    is still starting the stack: it says it waits for that `up`, then answers about the
-    stack it started (exit 0); it said "No Hippodrome daemon is running ... Start the
-    stack with `hd up`" of a stack running a moment later (adv32 t's notes)."""
+    """`hd status` / `hd restart -s web` / `hd logs` from a second terminal while `hd up
+    --detach` is still starting the stack: it says it waits for that `up`, then answers
+    about the stack it started (exit 0); it said "No Hippodrome daemon is running ...
+    Start the stack with `hd up`" of a stack running a moment later (adv32 t's notes),
+    and `hd logs` "no logs yet", exit 2 (adv34 v/2)."""
     dash, port = free_ports(2)
     pids = project / "pids"
     write_stack(project, stack_header(dash) + escaper_service(
@@ -330,7 +331,10 @@ def test_a_command_during_up_waits_for_it_instead_of_saying_no_daemon(
     assert up.returncode == 0, up_out
     assert second.returncode == 0, (out, said)
     assert "No Hippodrome daemon" not in out + said and "Traceback" not in said
-    assert "web" in out
+    if command[0] == "logs":  # this run's (no lines yet), not "no logs yet", exit 2 (v/2)
+        assert "no logs" not in out + said, (out, said)
+    else:
+        assert "web" in out
     if command[0] == "restart":
         assert len(recorded(pids).get("main", [])) == 2, recorded(pids)
     hd(project, "down", check=True)
@@ -647,3 +651,57 @@ def test_a_strangers_group_that_took_a_gone_groups_number_is_never_signalled(
             stranger.kill()
             stranger.wait()
         hd(project, "down", env=env)
+
+
+def test_an_up_that_has_not_yet_written_its_name_is_waited_for(project: Path) -> None:
+    """The lock's text is written just after the lock is taken: in between it names the
+    previous holder (here a `down` whose pid is gone), and a command read that `up` as
+    that `down` and said at once that no daemon ran (adv34 v/3). The text is read again
+    until it names a live process."""
+    import fcntl
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port))
+    lock = project / ".hippodrome" / "lifecycle.lock"
+    lock.parent.mkdir()
+    gone = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    lock.write_text(f"`down` (pid {gone})")
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as `up` takes it, its name not yet written
+    try:
+        status = subprocess.Popen([*HD, "status"], cwd=project, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        def reading_the_lock() -> bool:  # it has opened it: it reads the text next
+            with contextlib.suppress(OSError):
+                return any(os.readlink(f"/proc/{status.pid}/fd/{n}") == str(lock)
+                           for n in os.listdir(f"/proc/{status.pid}/fd"))
+            return False
+
+        wait_for(reading_the_lock, 30, every=0.002, what="status opening the lock")
+        os.pwrite(fd, f"`up` (pid {os.getpid()})".encode().ljust(40), 0)
+        time.sleep(1.0)
+        assert status.poll() is None, status.communicate()
+    finally:
+        os.close(fd)  # that `up` "failed": no daemon
+    out, err = status.communicate(timeout=60)
+    assert status.returncode == 5 and "No Hippodrome daemon" in out + err, (out, err)
+    assert f"waiting for `up` (pid {os.getpid()})" in err, err
+
+
+def test_the_lock_files_are_the_owners_alone(project: Path) -> None:
+    """Anyone who can read a file can flock it: another user holding a world-readable
+    lifecycle.lock held every `up`, `down` and command here for 300 s (adv34 v/4). Made
+    0600, and one made 0644 before is narrowed by the next `up` or `down`."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port))
+    state = project / ".hippodrome"
+    state.mkdir()
+    for name in ("lifecycle.lock", "registry.lock"):
+        (state / name).touch(mode=0o644)
+        os.chmod(state / name, 0o644)
+    hd(project, "down", check=True)
+    assert {n: oct((state / n).stat().st_mode & 0o777) for n in ("lifecycle.lock",
+                                                                 "registry.lock")} \
+        == {"lifecycle.lock": "0o600", "registry.lock": "0o600"}

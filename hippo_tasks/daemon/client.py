@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,11 +63,6 @@ def _last_line_is_shutdown(log: Path) -> bool:
     return bool(lines) and lines[-1].startswith(SHUTDOWN_WORDS.encode())
 
 
-def _say(line: str) -> None:
-    """On stderr: stdout is `hd status --json`'s document, or `hd mcp`'s protocol."""
-    print(f"hippodrome | {line}", file=sys.stderr, flush=True)
-
-
 def _not_json(name: str) -> Any:
     """NaN and Infinity, which Python's json takes and JSON has not (`hd status --json`
     printed them on)."""
@@ -98,7 +92,7 @@ class DaemonClient:
         if not daemon_alive(data):
             from hippo_tasks.registry.lifecycle_lock import wait_for_up
 
-            if not waited and wait_for_up(root, _say):
+            if not waited and wait_for_up(root):
                 return cls.for_project(root, waited=True)
             data, writing = _rewritten_by_its_daemon(registry, data)
         if not daemon_alive(data) or stranger_daemon(data, root):

@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hippo_contract.flock_wait import flock_within
 from hippo_tasks.errors import LifecycleBusyError, StateDirError
-from hippo_tasks.registry.store import refuse_linked_state_dir
+from hippo_tasks.registry.store import private_lock, refuse_linked_state_dir
 
 WAIT_S = 300.0
 
@@ -39,7 +41,8 @@ class LifecycleLock:
         refuse_linked_state_dir(self.root)
         try:
             self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            private_lock(fd)
         except OSError as exc:
             if not required:
                 say(f"cannot lock {self.path} ({exc.strerror or exc}); going on without it")
@@ -92,7 +95,40 @@ def release_inherited(fd: int | None) -> Callable[[], None]:
     return release
 
 
-def wait_for_up(root: Path, say: Callable[[str], None], wait: float = WAIT_S) -> bool:
+def _live_holder(fd: int, settle: float = 0.2) -> str | None:
+    """Who holds the lock, as its text names them, once that names a live process;
+    None if it still does not after `settle` s. The holder writes its name just after
+    it takes the lock: in between, the text is the previous holder's, so an `up` that
+    had just taken it was read as the `down` before it, and not waited for (adv34 v/3);
+    a holder that never writes one (another program) is not waited for."""
+    deadline = time.monotonic() + settle
+    while True:
+        text = LifecycleLock._holder(fd)
+        pid = text.rpartition("(pid ")[2].rstrip(")")
+        if pid.isdigit() and _alive(int(pid)):
+            return text
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _on_stderr(line: str) -> None:
+    """stdout is `hd status --json`'s document, `hd logs`' lines, `hd mcp`'s protocol."""
+    print(f"hippodrome | {line}", file=sys.stderr, flush=True)
+
+
+def wait_for_up(root: Path, say: Callable[[str], None] = _on_stderr,
+                wait: float = WAIT_S) -> bool:
     """True once an `up` that holds this project's lifecycle lock has let go of it (its
     daemon serves, or it failed); False at once where no `up` holds it. `hd restart`,
     `status` or `stop` from a second terminal while `hd up` was still starting the stack
@@ -112,10 +148,11 @@ def wait_for_up(root: Path, say: Callable[[str], None], wait: float = WAIT_S) ->
             pass
         except OSError:
             return False
-        holder = LifecycleLock._holder(fd)
+        holder = _live_holder(fd)
         # A `down` (its stack is going, so "no daemon" is the answer), or this very
         # process (`down` reads the registry while it holds the lock): no wait.
-        if not holder.startswith("`up`") or f"(pid {os.getpid()})" in holder:
+        if holder is None or not holder.startswith("`up`") or \
+                f"(pid {os.getpid()})" in holder:
             return False
         if not flock_within(fd, wait, lambda: say(f"waiting for {holder} to finish "
                                                   "starting this stack"), poll=0.05):

@@ -106,6 +106,17 @@ def refuse_linked_state_dir(root: Path) -> None:
         raise SharedStateDirError(str(state), os.path.realpath(state))
 
 
+def private_lock(fd: int) -> None:
+    """Only its owner may open a project's lock files (registry.lock, lifecycle.lock):
+    anyone who can read a file can flock it, and another user holding a world-readable
+    lifecycle.lock kept every `up`, `down` and command of the owner's waiting 300 s "for
+    `up` (pid N)" (adv34 v/4). One made before (0644) is narrowed by its owner."""
+    with contextlib.suppress(OSError):
+        info = os.fstat(fd)
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+
+
 LOCK_WAIT_S = 5.0
 """How long a command waits for the registry's lock before going on without it."""
 
@@ -160,7 +171,8 @@ class Registry:
         self._not_shared()
         try:
             private_dir(self.dir)  # never the project folder
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            private_lock(fd)
         except OSError as exc:
             if write:
                 raise StateDirError.from_os(exc, self.dir) from None

@@ -178,6 +178,11 @@ def logs(c: Context, service: list[str] | None = None, follow: bool = False,
     """Show services' logs from `.logs/latest/` (with --timestamps, from the daemon)."""
     services = _named(service or [])
     lines = _count(lines)
+    from hippo_tasks.registry.lifecycle_lock import wait_for_up
+
+    # An `up` under way is about to make .logs/latest point at its run: read the run it
+    # makes, not "no logs yet" or the last run's lines (adv34 v/2).
+    wait_for_up(resolve_root(project_root))
     if timestamps:
         from hippo_tasks.supervision.printer import colour_map
         from hippo_tasks.tasks import timed_logs
