@@ -705,3 +705,45 @@ def test_the_lock_files_are_the_owners_alone(project: Path) -> None:
     assert {n: oct((state / n).stat().st_mode & 0o777) for n in ("lifecycle.lock",
                                                                  "registry.lock")} \
         == {"lifecycle.lock": "0o600", "registry.lock": "0o600"}
+
+
+def test_down_behind_a_stuck_up_gives_up_once(project: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hd down` behind an `up` that never let go of the lock waited WAIT_S, then the
+    same again, and said 'for over 300s' after 600 (adv34 v/6). One wait, then exit 9
+    (here with the wait made 0.3 s)."""
+    import fcntl
+
+    from invoke import Context
+
+    from hippo_tasks.errors import LifecycleBusyError
+    from hippo_tasks.tasks import lifecycle
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port))
+    lock = project / ".hippodrome" / "lifecycle.lock"
+    lock.parent.mkdir()
+    lock.write_text(f"`up` (pid {os.getpid()})")
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the stuck `up`
+    monkeypatch.setattr(lifecycle, "WAIT_S", 0.3)
+    result: list[BaseException | None] = []
+
+    def down() -> None:
+        try:
+            lifecycle.down(Context(), project_root=str(project))
+            result.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            result.append(exc)
+
+    worker = threading.Thread(target=down, daemon=True)
+    try:
+        worker.start()
+        worker.join(20)
+        assert result, "down still waiting after 20 s with a 0.3 s wait"
+        said = result[0]  # the task's Exit, carrying the HippoError's code
+        assert isinstance(said, LifecycleBusyError) or getattr(said, "code", None) == 9, \
+            repr(said)
+    finally:
+        os.close(fd)
+        worker.join(310)

@@ -215,6 +215,8 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
                   file=sys.stderr, flush=True)
         raise
     except LifecycleBusyError as busy:
+        if not force:  # 300 s already: a second wait made it 600 (adv34 v/6)
+            raise
         if not busy.holder.startswith("`down`"):
             lock.acquire("down --force", say, required=False)  # an `up`: waited for
         else:  # a graceful down waiting out a stop_timeout: what --force is for (a/9)
