@@ -84,6 +84,24 @@ def test_a_link_or_a_pipe_where_a_log_file_belongs_is_refused_not_used(
     runs.close()
 
 
+def test_a_run_folder_swapped_for_a_link_is_not_written_through(tmp_path: Path) -> None:
+    """`.logs/<run>` moved away and a link to another folder put at its name: the next
+    opening of a log (after drop_replaced closed it) appended to that folder's own
+    `svc.log`, against "never through a link" (adv34 w/6)."""
+    runs = RunFiles(tmp_path / ".logs", keep=3)
+    runs.write_chunk(*_chunk("svc", b"before"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "svc.log").write_text("not Hippodrome's\n")
+    runs.dir.rename(runs.dir.with_name(runs.dir.name + ".moved"))
+    runs.dir.symlink_to(elsewhere)
+    runs.drop_replaced()
+    runs.close()  # every file closed: the next line opens its name again
+    runs.write_chunk(*_chunk("svc", b"after"))
+    assert (elsewhere / "svc.log").read_text() == "not Hippodrome's\n"
+    assert runs.trouble is not None and "symbolic link" in runs.trouble.error, vars(runs.trouble)
+
+
 def test_space_back_clears_the_trouble_of_a_log_that_stays_quiet(tmp_path: Path) -> None:
     """A service stopped while the disk was full prints nothing more: the warning (and
     `problems.logs`) stayed while every other log wrote again, until it was started

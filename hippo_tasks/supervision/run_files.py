@@ -190,6 +190,10 @@ class RunFiles:
         writes land outside the project, or frozen the daemon's loop in open()."""
         fd = self._files.get(service)
         if fd is None:
+            if os.path.islink(self.dir):  # the run's own folder, swapped for a link: its
+                # files were opened through it, appending to another folder's (adv34 w/6)
+                raise OSError(errno.EINVAL, f"{self.dir} is a symbolic link now, not the "
+                              "run's folder: not written through it (remove the link)")
             try:
                 fd = open_regular_for_append(self.path(service), NOT_REGULAR,
                                              follow_links=False)
