@@ -4,6 +4,7 @@ before its engine (a busy port, a bad option) leaves no cgroup behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -78,3 +79,40 @@ def test_the_run_token_up_hands_over_is_taken_once_and_never_inherited(
     assert take_run_token(str(tmp_path)) != foreign
     monkeypatch.setenv(RUN_TOKEN_ENV, "x" * 24)
     assert take_run_token(str(tmp_path)) != "x" * 24
+
+
+def test_down_removes_the_empty_cgroup_a_killed_daemon_left(project: Path) -> None:
+    """A daemon SIGKILLed between making its cgroup and starting its guard left
+    `hippodrome-<token>/probe` that no later command removed (adv34 v/7). `hd down`
+    removes this project's empty ones; a cgroup holding a process stays."""
+    import subprocess
+
+    from stackutil import hd
+
+    from hippo_tasks.supervision.ownership import cgroup2_mount, new_token, own_cgroup
+
+    mount, mine = cgroup2_mount(), own_cgroup()
+    if mount is None or mine is None:
+        pytest.fail("no cgroup v2 here: this machine cannot run the test it means to")
+    parent = mount / mine.lstrip("/")
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    (project / ".hippodrome").mkdir()
+    left = parent / f"hippodrome-{new_token(str(project))}"
+    busy = parent / f"hippodrome-{new_token(str(project))}"
+    try:
+        (left / "probe").mkdir(parents=True)
+        (busy / "probe").mkdir(parents=True)
+        sleeper = subprocess.Popen(["sleep", "30"])
+        (busy / "probe" / "cgroup.procs").write_text(str(sleeper.pid))
+        hd(project, "down", check=True)
+        assert not left.exists(), sorted(p.name for p in left.iterdir())
+        assert (busy / "probe").is_dir()  # it holds a process: not ours to judge
+    finally:
+        from hippo_tasks.supervision.scope import remove_cgroup
+
+        with contextlib.suppress(NameError):
+            sleeper.kill()
+            sleeper.wait()
+        for base in (left, busy):
+            remove_cgroup(base)

@@ -148,6 +148,31 @@ class Ownership:
             remove_cgroup(self.base)
 
 
+def sweep_leftovers(root: str, keep: str | None = None) -> list[Path]:
+    """Remove the empty cgroups of this project's earlier runs (`hippodrome-<tag>...`,
+    the tag from its folder) that nothing else would: a daemon killed between making
+    its cgroup and its guard's start left `hippodrome-<token>/probe` for good (adv34
+    v/7). `hd down` calls it once its stack is stopped, holding the lifecycle lock (no
+    daemon of this project is being made); `keep`: a live daemon's, left alone. rmdir
+    removes empty cgroups only, so nothing that holds a process is touched."""
+    mount, mine = cgroup2_mount(), own_cgroup()
+    if mount is None or mine is None:
+        return []
+    parent = mount / mine.lstrip("/")
+    removed = []
+    try:
+        found = sorted(parent.glob(f"hippodrome-{project_tag(root)}*"))
+    except OSError:
+        return []
+    for base in found:
+        if str(base) == keep or base.is_symlink() or not base.is_dir():
+            continue
+        remove_cgroup(base)
+        if not base.exists():
+            removed.append(base)
+    return removed
+
+
 def project_tag(root: str) -> str:
     """8 hex digits of the project folder's real path, as bytes (32-bit FNV-1a: no
     import). A path recorded under a UTF-8 locale and read under another (the C

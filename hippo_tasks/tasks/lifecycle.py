@@ -12,6 +12,7 @@ from hippo_tasks.errors import (
     DaemonNotRunningError,
     DaemonUnreachableError,
     EventsLeftError,
+    HippoError,
     LifecycleBusyError,
     ProductionGuardError,
     SharedStateDirError,
@@ -225,10 +226,25 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
     after = lock.waited_for if (lock.waited_for or "").startswith("`down") else None
     try:
         left = _down_locked(root, force, after)
+        _sweep_cgroups(root)
     finally:
         lock.release()
     if left:  # the stack is down, the job is not: the last line, and no exit 0
         raise EventsLeftError(left)
+
+
+def _sweep_cgroups(root: Path) -> None:
+    """Empty cgroups an earlier run of this project left (supervision.ownership says
+    when), once the stack is down; a daemon still named alive keeps its own."""
+    from hippo_tasks.registry.store import daemon_alive
+    from hippo_tasks.supervision.ownership import sweep_leftovers
+
+    try:
+        data = Registry(root).read()
+    except HippoError:
+        return
+    keep = data["daemon"].get("cgroup") if daemon_alive(data) else None
+    sweep_leftovers(str(root), keep if isinstance(keep, str) else None)
 
 
 FORCE_OVER_DOWN_S = 1.0
