@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from hippo_tasks.errors import UsageError
@@ -71,11 +71,20 @@ def parse_since(raw: str | float, now: float | None = None) -> float:
         if math.isfinite(seconds):  # nan compares false with every line's time
             return seconds
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"'since' must be Unix seconds, an ISO 8601 time "
-                         f"(2026-05-01T12:00:00) or a duration ago (90s, 5m, 2h), got "
-                         f"{text[:60]!r}") from None
+        when = None
+    if when is not None:
+        try:
+            return when.timestamp()
+        except (OverflowError, OSError, ValueError):
+            # Local time at the calendar's very edge (0001-01-01T00:00:00) overflows the
+            # conversion: a valid time, refused as "not ISO 8601" (adv34 w/5). The
+            # edge it is at, as UTC: before every log line, or after every one.
+            return when.replace(tzinfo=UTC).timestamp()
+    raise UsageError(f"'since' must be Unix seconds, an ISO 8601 time "
+                     f"(2026-05-01T12:00:00) or a duration ago (90s, 5m, 2h), got "
+                     f"{text[:60]!r}")
 
 
 # ---- running a query ----------------------------------------------------------------
