@@ -56,3 +56,32 @@ def test_closing_stdin_mid_call_ends_hd_mcp(project: Path) -> None:
             proc.kill()
         proc.wait(10)
         hd(project, "down")
+
+
+def test_ctrl_c_ends_hd_mcp_with_130(project: Path) -> None:
+    """Ctrl+C in the terminal running `hd mcp`: its tool calls were answered
+    `Connection closed`, and the process waited for stdin to close (the SDK's reader
+    thread), then exited 0 (adv34 v/5). It ends at once, exit 130, as any command."""
+    import signal
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    params = stdio(project)
+    proc = subprocess.Popen([params.command, *params.args], cwd=params.cwd, env=params.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(_line({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"}}}))
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1  # serving, stdin still open
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: proc.poll() is not None, 10, every=0.05,
+                 what="hd mcp to end on SIGINT with its stdin open")
+        assert proc.returncode == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -224,9 +226,17 @@ def serve_stdio(root: Path) -> None:
         async with stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())
 
+    def interrupted(signum: int, frame: object) -> None:
+        # Ctrl+C: asyncio's own handler ended the loop, whose executor then waited for
+        # the SDK's stdin reader thread: the process lived on until stdin closed, and
+        # exited 0 (adv34 v/5). 130 at once, as any command; calls in flight are dropped.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)  # asyncio keeps a handler set before it
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(main)
+        anyio.run(main)
     except BaseExceptionGroup as group:
         # Its output gone (a client that crashed: a closed pipe; /dev/full): a 72-line
         # traceback through anyio and the SDK, exit 1, where every command says 141
