@@ -23,6 +23,21 @@ def _state(dash: int) -> str:
         return str(json.load(resp)["services"][0]["state"])
 
 
+def _serving(project: Path) -> subprocess.Popen[bytes]:
+    """`hd mcp` started as an agent starts it, past its `initialize`: serving, stdin open."""
+    params = stdio(project)
+    proc = subprocess.Popen([params.command, *params.args], cwd=params.cwd, env=params.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(_line({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}}))
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["id"] == 1
+    return proc
+
+
 def test_closing_stdin_mid_call_ends_hd_mcp(project: Path) -> None:
     dash, port = free_ports(2)
     hang = project / "hang"
@@ -31,17 +46,9 @@ def test_closing_stdin_mid_call_ends_hd_mcp(project: Path) -> None:
         start_timeout=300))
     hd(project, "up", "--detach", check=True)
     hang.touch()  # from now on a start of web never becomes ready
-    params = stdio(project)
-    proc = subprocess.Popen([params.command, *params.args], cwd=params.cwd, env=params.env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    proc = _serving(project)
     try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(_line({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "test", "version": "0"}}}))
-        proc.stdin.flush()
-        assert json.loads(proc.stdout.readline())["id"] == 1
+        assert proc.stdin is not None
         proc.stdin.write(_line({"jsonrpc": "2.0", "method": "notifications/initialized"}))
         proc.stdin.write(_line({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
             "name": "restart", "arguments": {"service": "web"}}}))
@@ -66,17 +73,8 @@ def test_ctrl_c_ends_hd_mcp_with_130(project: Path) -> None:
 
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port))
-    params = stdio(project)
-    proc = subprocess.Popen([params.command, *params.args], cwd=params.cwd, env=params.env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    proc = _serving(project)
     try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(_line({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "test", "version": "0"}}}))
-        proc.stdin.flush()
-        assert json.loads(proc.stdout.readline())["id"] == 1  # serving, stdin still open
         proc.send_signal(signal.SIGINT)
         wait_for(lambda: proc.poll() is not None, 10, every=0.05,
                  what="hd mcp to end on SIGINT with its stdin open")
