@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from hippo_tasks.errors import ServiceStartError, UnknownServiceError
@@ -63,13 +63,20 @@ class StackSupervisor:
         """Per start, whole-stack restart or cascade under way: what other commands
         stopped meanwhile (a later stop wins)."""
 
-    def _unwatch(self, meanwhile: set[str]) -> None:
-        """Drop this very set from _stopped_meanwhile. list.remove compares with ==, and
-        two callers' sets are equal when both are empty: a whole-stack restart removed a
-        start's set, its own remove then raised ValueError (a 500 for `hd restart`), and
-        the restart was never marked over, so a later start waited for it for ever
-        (adv34 v/1)."""
-        self._stopped_meanwhile[:] = [m for m in self._stopped_meanwhile if m is not meanwhile]
+    @contextlib.contextmanager
+    def _stops_meanwhile(self) -> Iterator[set[str]]:
+        """What other commands stop while this start, whole-stack restart or cascade is
+        under way (a later stop wins). Dropped by identity, not with list.remove: that
+        compares with ==, two callers' empty sets are equal, so a whole-stack restart
+        removed a start's set, its own remove then raised ValueError (a 500 for `hd
+        restart`), and the restart was never marked over (adv34 v/1)."""
+        meanwhile: set[str] = set()
+        self._stopped_meanwhile.append(meanwhile)
+        try:
+            yield meanwhile
+        finally:
+            self._stopped_meanwhile[:] = [m for m in self._stopped_meanwhile
+                                          if m is not meanwhile]
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -148,12 +155,8 @@ class StackSupervisor:
         each has settled (ready, failed, or stopped by a later request), with each one's
         state as it settled."""
         wanted = list(self.closure(names if names is not None else self.services))
-        meanwhile: set[str] = set()
-        self._stopped_meanwhile.append(meanwhile)
-        try:
+        with self._stops_meanwhile() as meanwhile:
             await self._after_stops(wanted)
-        finally:
-            self._unwatch(meanwhile)
         # A stop asked while this start waited for an earlier one is the later request:
         # it wins. Started after it, a start, stop, start, stop of the page's buttons
         # ended running, the last stop having answered `stopped` (adv28 m/1).
@@ -181,16 +184,15 @@ class StackSupervisor:
         done = self._restarting = asyncio.get_running_loop().create_future()
         self._stack_restarts += 1
         mine = self._stack_restarts
-        meanwhile: set[str] = set()
-        self._stopped_meanwhile.append(meanwhile)
         try:
-            await self.stop(reason="restart requested", by_restart=True)
-            # A stop asked by another command while this one stopped the stack wins:
-            # those services (and what needs them) stay stopped. They were started
-            # again, after `hd stop` had said "stopped", exit 0 (y/4).
-            held = self._held_by(meanwhile, "not started again", set(self.services))
-            wanted = [n for n in self.services if n not in held]
-            settled = await self._start(wanted) if wanted else {}
+            with self._stops_meanwhile() as meanwhile:
+                await self.stop(reason="restart requested", by_restart=True)
+                # A stop asked by another command while this one stopped the stack wins:
+                # those services (and what needs them) stay stopped. They were started
+                # again, after `hd stop` had said "stopped", exit 0 (y/4).
+                held = self._held_by(meanwhile, "not started again", set(self.services))
+                wanted = [n for n in self.services if n not in held]
+                settled = await self._start(wanted) if wanted else {}
             rows = {**{n: self.services[n].snapshot() for n in held}, **settled}
             if self._stack_restarts != mine:
                 # Another whole-stack restart began meanwhile (a double-clicked "restart
@@ -201,7 +203,6 @@ class StackSupervisor:
                         for n in rows}  # each read once the one before has waited
             return rows
         finally:
-            self._unwatch(meanwhile)
             done.set_result(None)
             if self._restarting is done:
                 self._restarting = None
@@ -330,9 +331,7 @@ class StackSupervisor:
         note = (f"not restarted{cause}: its dependency '{blocker.name}' is "
                 f"{blocker.state.value}, so it could not start again (`hd start --service "
                 f"{blocker.name}`, then `hd restart --service {name}`)")
-        self.ctx.hub.system(name, note)
-        if skipped is not None:
-            skipped[name] = note
+        self._left_as_is(name, note, skipped)
 
     def _note_unreached(self, name: str, origin: str, through: list[str],
                         skipped: dict[str, str] | None) -> None:
@@ -341,6 +340,11 @@ class StackSupervisor:
         links = ", ".join(f"'{d}'" for d in through)
         note = (f"not restarted: the cascade from {origin} reaches it only through {links}, "
                 "which it did not restart")
+        self._left_as_is(name, note, skipped)
+
+    def _left_as_is(self, name: str, note: str, skipped: dict[str, str] | None) -> None:
+        """Say why a command left `name` as it is: in its log, where the user looks
+        later, and in the command's answer, when it gathers them."""
         self.ctx.hub.system(name, note)
         if skipped is not None:
             skipped[name] = note
@@ -408,9 +412,7 @@ class StackSupervisor:
                    or (self.services[d].planned.spec.kind == "job" and self.services[d].ready)}
         self._cascading[name] = self._cascading.get(name, 0) + 1
         restarts = self._stack_restarts
-        meanwhile: set[str] = set()
-        self._stopped_meanwhile.append(meanwhile)
-        try:
+        with self._stops_meanwhile() as meanwhile:
             try:
                 first = await self._through_restart(
                     await self.get(name).request("restart", "restart requested (cascade)"))
@@ -422,8 +424,6 @@ class StackSupervisor:
             if first.ready:
                 settled.update(await self._cascade_from(name, "cascade", skipped, were_up,
                                                         restarts, meanwhile))
-        finally:
-            self._unwatch(meanwhile)
         if self._stack_restarts != restarts:
             # Rows read before the stack restart name processes it ended.
             settled = {n: await self._through_restart(self.services[n].snapshot())
