@@ -16,6 +16,7 @@ in hippo_contract because both sides run it and neither may import the other.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import socket
@@ -86,6 +87,34 @@ class ThreadingServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
+SO_TIMESTAMPNS = 35
+"""Linux's option (asm-generic; Python's socket module does not name it): each read's
+ancillary data then carries when the kernel received its bytes, as SCM_TIMESTAMPNS."""
+_STAMP_SPACE = socket.CMSG_SPACE(16)
+_STAMP_MOST_S = 2.0
+"""A kernel stamp further back than this from the thread's own read is taken as a
+clock step (the stamp is wall-clock time), not as a wait: the read's time is used."""
+
+
+def stamp_arrivals(listener: socket.socket) -> None:
+    """Have the kernel stamp what reaches this listener's connections (they inherit the
+    option), so that a request's time is when it arrived, not when its thread got a core
+    to read it. Where the system has no such option, requests are unstamped (None)."""
+    with contextlib.suppress(OSError):
+        listener.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """time.monotonic() of the kernel's receipt, from a read's SCM_TIMESTAMPNS."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds = int.from_bytes(data[:8], sys.byteorder, signed=True)
+            nanos = int.from_bytes(data[8:16], sys.byteorder, signed=True)
+            ago = time.time() - (seconds + nanos / 1e9)
+            return time.monotonic() - (ago if 0.0 <= ago <= _STAMP_MOST_S else 0.0)
+    return None
+
+
 class _HeadDeadlineIO(io.RawIOBase):
     """The connection's reads, held to one deadline while a request head is read.
 
@@ -95,6 +124,12 @@ class _HeadDeadlineIO(io.RawIOBase):
     itself is the server's to close, as with socketserver's own file."""
 
     deadline: float | None = None
+    stamped = False
+    """Reads ask for the kernel's receipt stamp (stamp_arrivals set on the listener)."""
+    first: float | None = None
+    """When the first bytes read since the caller cleared it arrived (monotonic)."""
+    last: float | None = None
+    """When the latest read's bytes arrived."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
@@ -109,7 +144,14 @@ class _HeadDeadlineIO(io.RawIOBase):
             if left <= 0:
                 raise TimeoutError("request head not received in time")
             self._sock.settimeout(left)
-        return self._sock.recv_into(b)
+        if not self.stamped:
+            return self._sock.recv_into(b)
+        got, ancillary, _flags, _peer = self._sock.recvmsg_into([b], _STAMP_SPACE)
+        if got:
+            self.last = _arrival(ancillary)
+            if self.first is None:
+                self.first = self.last
+        return got
 
 
 class RequestHandler(socketserver.StreamRequestHandler):
@@ -130,12 +172,19 @@ class RequestHandler(socketserver.StreamRequestHandler):
     requestline: str
     raw_requestline: bytes
     headers: Headers
+    stamped = False
+    """Requests carry `received` (the server's listener went through stamp_arrivals)."""
+    received: float | None = None
+    """time.monotonic() when this request's first bytes reached the kernel, if stamped:
+    threads read their connections in whatever order they get a core, so two requests
+    a few ms apart can reach the server's code in the other order (adv34 w/4)."""
 
     def setup(self) -> None:
         """socketserver's, with reads that can be held to a deadline (see above)."""
         super().setup()
         self.rfile.close()
         self._reads = _HeadDeadlineIO(self.connection)
+        self._reads.stamped = self.stamped
         self.rfile = io.BufferedReader(self._reads)
 
     def handle(self) -> None:
@@ -150,8 +199,11 @@ class RequestHandler(socketserver.StreamRequestHandler):
         try:
             if self.timeout:
                 self._reads.deadline = time.monotonic() + self.timeout
+            self._reads.first = None
             try:
                 self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+                # (a pipelined request's bytes came with the read before it)
+                self.received = self._reads.first or self._reads.last
                 if len(self.raw_requestline) > MAX_REQUEST_LINE:
                     self.requestline, self.request_version, self.command = "", "", ""
                     self.send_error(414)

@@ -126,13 +126,13 @@ def judged(verb: str, name: str | None, cascade: bool, result: dict[str, Any]) -
 def start(req: Request) -> Json:
     body_object(req)
     name = req.params.get("name")
-    return judged("start", name, False, req.app.commands.start(name))
+    return judged("start", name, False, req.app.commands.start(name, sent=req.received))
 
 
 def stop(req: Request) -> Json:
     body_object(req)
     name = req.params.get("name")
-    return judged("stop", name, False, req.app.commands.stop(name))
+    return judged("stop", name, False, req.app.commands.stop(name, sent=req.received))
 
 
 def restart(req: Request) -> Json:
@@ -146,7 +146,8 @@ def restart(req: Request) -> Json:
     name = req.params.get("name")
     if cascade and name is None:
         raise HttpError(400, "'cascade' needs one service: POST /api/services/NAME/restart")
-    return judged("restart", name, cascade, req.app.commands.restart(name, cascade=cascade))
+    return judged("restart", name, cascade,
+                  req.app.commands.restart(name, cascade=cascade, sent=req.received))
 
 
 def shutdown(req: Request) -> Json:

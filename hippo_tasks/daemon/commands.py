@@ -184,27 +184,33 @@ class StackCommands:
                 rows[name] = snap.as_status()
         return {"services": [rows[n] for n in names]}
 
-    def start(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    # `sent`: when the request reached the kernel (Request.received), None if not known.
+    # A start or restart sent before a stop the daemon has already carried out yields
+    # to it (StackSupervisor._stopped_after).
+    def start(self, name: str | None, timeout: float = DEFAULT_TIMEOUT,
+              sent: float | None = None) -> dict[str, Any]:
         self.engine.check_accepting()
         if name is not None:
             self.check_service(name)
         names = [name] if name else list(self.engine.stack.services)
 
-        settled = self._call(self.engine.stack.start(names), f"start {name or 'stack'}",
-                             timeout)
+        settled = self._call(self.engine.stack.start(names, sent),
+                             f"start {name or 'stack'}", timeout)
         self._not_shut_down(f"start {name or 'of the stack'}")
         return self._result(self.engine.stack.closure(names), settled)
 
-    def stop(self, name: str | None, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    def stop(self, name: str | None, timeout: float = DEFAULT_TIMEOUT,
+             sent: float | None = None) -> dict[str, Any]:
         self.engine.check_accepting()
         if name is not None:
             self.check_service(name)
         names = [name] if name else list(self.engine.stack.services)
-        settled = self._call(self.engine.stack.stop(names), f"stop {name or 'stack'}", timeout)
+        settled = self._call(self.engine.stack.stop(names, sent=sent),
+                             f"stop {name or 'stack'}", timeout)
         return self._result(names, settled)
 
     def restart(self, name: str | None, timeout: float = DEFAULT_TIMEOUT,
-                cascade: bool = False) -> dict[str, Any]:
+                cascade: bool = False, sent: float | None = None) -> dict[str, Any]:
         self.engine.check_accepting()
         stack = self.engine.stack
         if name is not None:
@@ -214,7 +220,7 @@ class StackCommands:
             # the cascade still under way, and the stack answered 503 for seconds.
             if cascade or stack.get(name).planned.spec.restart_cascades:
                 skipped: dict[str, str] = {}
-                done = self._call(stack.restart_cascade(name, skipped),
+                done = self._call(stack.restart_cascade(name, skipped, sent),
                                   f"restart {name} --cascade", timeout)
                 self._not_shut_down(f"restart {name} --cascade")
                 result = self._result([n for n in stack.services if n in done or n in skipped],
@@ -224,7 +230,7 @@ class StackCommands:
                         row["not_restarted"] = skipped[row["name"]]
                 return result
             held: dict[str, str] = {}
-            snap = self._call(stack.restart(name, held), f"restart {name}", timeout)
+            snap = self._call(stack.restart(name, held, sent), f"restart {name}", timeout)
             self._not_shut_down(f"restart {name}")
             result = self._result([name], {name: snap})
             for row in result["services"]:
@@ -232,7 +238,7 @@ class StackCommands:
                     row["not_restarted"] = held[row["name"]]
             return result
 
-        settled = self._call(stack.restart_all(), "restart stack", timeout)
+        settled = self._call(stack.restart_all(sent), "restart stack", timeout)
         self._not_shut_down("restart of the stack")
         return self._result(list(stack.services), settled)
 

@@ -128,6 +128,7 @@ class ApiHandler(RequestHandler):
     server: ApiServer
     body: Body
     disable_nagle_algorithm = True  # no 40 ms stall between a head and a body
+    stamped = True  # the listener stamps arrivals (listener.bind)
     timeout = IDLE_TIMEOUT_S
 
     streaming_since: float | None = None
@@ -224,8 +225,8 @@ class ApiHandler(RequestHandler):
             # A name is as sent: `rec%20(1).jsonl` is `rec (1).jsonl` (each handler
             # checks what it gets: a known service, a plain file in the recordings).
             params = {k: _as_sent(v) for k, v in match.groupdict().items()}
-            return route.handler(Request(route.method, path, query, params,
-                                         self.headers, self.body, self.server.app))
+            return route.handler(Request(route.method, path, query, params, self.headers,
+                                         self.body, self.server.app, self.received))
         if allowed:
             raise HttpError(405, f"method {method} not allowed on {path}",
                             headers={"Allow": ", ".join(sorted(allowed))},

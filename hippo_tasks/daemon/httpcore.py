@@ -244,10 +244,13 @@ def peer_gone(sock: socket.socket) -> bool:
 class Request:
     """What a route handler sees: the parsed request, its unread body, and the daemon."""
 
-    __slots__ = ("method", "path", "query", "params", "headers", "body", "app")
+    __slots__ = ("method", "path", "query", "params", "headers", "body", "app", "received")
 
     def __init__(self, method: str, path: str, query: dict[str, str], params: dict[str, str],
-                 headers: Headers, body: Body, app: App) -> None:
+                 headers: Headers, body: Body, app: App, received: float | None = None) -> None:
+        self.received = received
+        """time.monotonic() when the request reached the kernel (None: not known): which
+        of two overlapping actions is the later one (http_loop.stamp_arrivals)."""
         self.method = method
         self.path = path
         self.query = query

@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable
 
+from hippo_contract.http_loop import stamp_arrivals
 from hippo_tasks.errors import ProcessLimitError
 
 BACKLOG = 128
@@ -50,6 +51,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        stamp_arrivals(sock)  # which of two racing requests came first (http_loop)
         sock.bind((host, port))
         sock.listen(BACKLOG)
     except BaseException:

@@ -62,6 +62,9 @@ class StackSupervisor:
         self._stopped_meanwhile: list[set[str]] = []
         """Per start, whole-stack restart or cascade under way: what other commands
         stopped meanwhile (a later stop wins)."""
+        self._stop_sent: dict[str, float] = {}
+        """Per service, when the latest stop carried out on it was sent (its request's
+        kernel arrival, monotonic): a start or restart sent before it yields to it."""
 
     @contextlib.contextmanager
     def _stops_meanwhile(self) -> Iterator[set[str]]:
@@ -77,6 +80,15 @@ class StackSupervisor:
         finally:
             self._stopped_meanwhile[:] = [m for m in self._stopped_meanwhile
                                           if m is not meanwhile]
+
+    def _stopped_after(self, sent: float | None, among: Iterable[str]) -> set[str]:
+        """Which of `among` a stop sent after `sent` has already stopped. Each request
+        is read by a thread of its own: with cores busy, a restart sent 3 ms before a
+        stop reached the loop after it, started the service again, and the stop had
+        answered `stopped` (adv34 w/4). The later request wins by when it was sent."""
+        if sent is None:
+            return set()
+        return {n for n in among if self._stop_sent.get(n, sent) > sent}
 
     def get(self, name: str) -> ServiceSupervisor:
         try:
@@ -150,12 +162,14 @@ class StackSupervisor:
         while pending := [done for chosen, done in self._stops if chosen & wanted]:
             await asyncio.wait(pending)
 
-    async def start(self, names: Iterable[str] | None = None) -> Settled:
+    async def start(self, names: Iterable[str] | None = None,
+                    sent: float | None = None) -> Settled:
         """Start these services (default all) and what they depend on; returns once
         each has settled (ready, failed, or stopped by a later request), with each one's
         state as it settled."""
         wanted = list(self.closure(names if names is not None else self.services))
         with self._stops_meanwhile() as meanwhile:
+            meanwhile.update(self._stopped_after(sent, wanted))
             await self._after_stops(wanted)
         # A stop asked while this start waited for an earlier one is the later request:
         # it wins. Started after it, a start, stop, start, stop of the page's buttons
@@ -176,7 +190,7 @@ class StackSupervisor:
                                                   else self.services))
         return {snap.name: snap for snap in await asyncio.gather(*futures)}
 
-    async def restart_all(self) -> Settled:
+    async def restart_all(self, sent: float | None = None) -> Settled:
         """Stop every service, then start them all. A start or restart of one service
         that this cut short (`hd restart -s b` while its stop half stopped b) is
         answered once this is over, with b as it is then: it said "b did not come up:
@@ -186,6 +200,7 @@ class StackSupervisor:
         mine = self._stack_restarts
         try:
             with self._stops_meanwhile() as meanwhile:
+                meanwhile.update(self._stopped_after(sent, self.services))
                 await self.stop(reason="restart requested", by_restart=True)
                 # A stop asked by another command while this one stopped the stack wins:
                 # those services (and what needs them) stay stopped. They were started
@@ -258,12 +273,15 @@ class StackSupervisor:
     # ---- stop -------------------------------------------------------------------
     async def stop(self, names: Iterable[str] | None = None,
                    reason: str = "stop requested", final: bool = False,
-                   by_restart: bool = False) -> Settled:
+                   by_restart: bool = False, sent: float | None = None) -> Settled:
         """Stop these (default all), each after its running dependants in the set
         stopped. From the first moment, none of them is restarted after an exit.
         `by_restart`: a whole-stack restart's own stop; any other is one that its start
-        half must respect (restart_all)."""
+        half must respect (restart_all). `sent`: when the request arrived (commands.py)."""
         chosen = list(names if names is not None else self.services)
+        if sent is not None:
+            for name in chosen:
+                self._stop_sent[name] = max(sent, self._stop_sent.get(name, sent))
         if not by_restart:
             for meanwhile in self._stopped_meanwhile:
                 meanwhile.update(chosen)
@@ -304,20 +322,29 @@ class StackSupervisor:
             svc.hold(final=True)
         await asyncio.gather(*(svc.kill_now() for svc in self.services.values()))
 
-    async def restart(self, name: str, skipped: dict[str, str] | None = None
-                      ) -> ServiceSnapshot:
+    async def restart(self, name: str, skipped: dict[str, str] | None = None,
+                      sent: float | None = None) -> ServiceSnapshot:
         """Restart one service; not when a dependency stopped on purpose would keep it
         from starting again (then why is in `skipped`): it was ended and left stopped,
         a service that was serving taken down by the command meant to refresh it."""
         await self._after_stops([name])
-        held = self._held_back(name, skipped)
+        held = self._held_back(name, skipped, sent)
         if held is not None:
             return held
         return await self._through_restart(await self.get(name).request("restart"))
 
-    def _held_back(self, name: str, skipped: dict[str, str] | None) -> ServiceSnapshot | None:
-        """`name` as it is, when a dependency stopped on purpose (or failed) would keep it
-        from starting again, with why in `skipped`; None when it may be restarted."""
+    def _held_back(self, name: str, skipped: dict[str, str] | None,
+                   sent: float | None) -> ServiceSnapshot | None:
+        """`name` as it is, when a stop sent after this restart has stopped it, or a
+        dependency stopped on purpose (or failed) would keep it from starting again,
+        with why in `skipped`; None when it may be restarted."""
+        if self._stopped_after(sent, [name]):
+            assert sent is not None
+            later_ms = (self._stop_sent[name] - sent) * 1000
+            self._left_as_is(name, f"not restarted: a stop of it sent {later_ms:.1f} ms "
+                             "after this restart reached the daemon first, and the later "
+                             f"request wins (`hd start --service {name}` starts it)", skipped)
+            return self.get(name).snapshot()
         blocker = self.blocked_by(name)
         if blocker is None:
             return None
@@ -394,7 +421,8 @@ class StackSupervisor:
             self._cascades.add(task)  # held until done: a task nobody holds may vanish
             task.add_done_callback(self._cascades.discard)
 
-    async def restart_cascade(self, name: str, skipped: dict[str, str] | None = None) -> Settled:
+    async def restart_cascade(self, name: str, skipped: dict[str, str] | None = None,
+                              sent: float | None = None) -> Settled:
         """Restart `name`, then each service that depends on it (in dependency order),
         each once the one before is ready again; a job that completed runs again (a
         schema step after its database). A dependant stopped on purpose stays stopped,
@@ -404,7 +432,7 @@ class StackSupervisor:
         settled: read afterwards, a cascade that overlapped this one showed its own
         restarts in progress, and this one's caller was told "did not come up"."""
         await self._after_stops([name])
-        held = self._held_back(name, skipped)  # --cascade too took it down (adv25 d/10)
+        held = self._held_back(name, skipped, sent)  # --cascade too took it down (d/10)
         if held is not None:
             return {name: held}
         were_up = {d for d in self.dependants_closure(name)  # and completed jobs, run again

@@ -1,0 +1,99 @@
+"""A start or restart sent before a stop yields to it, whichever reaches the daemon's
+code first.
+
+Each connection is read by a thread of its own, so with the cores busy a restart sent a
+few ms before a stop reached the event loop after it, started the service again, and
+the stop had answered `stopped` (adv34 w/4: 5 runs in 8 under a CPU burner). Each
+request now carries when the kernel received its first bytes; these tests hold a
+request's body back, so that its head (sent first) reaches the kernel before a stop
+from `hd stop` and its action reaches the loop after it: the order the race made.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stackutil import free_ports, hd, registry, stack_header, toy_service, write_stack
+
+
+def held_back(port: int, path: str) -> socket.socket:
+    """A POST to `path` whose head has reached the daemon and whose body has not."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: "
+                 "application/json\r\nContent-Length: 2\r\n\r\n".encode())
+    return sock
+
+
+def finish(sock: socket.socket) -> dict[str, Any]:
+    """Send the body and read the JSON answer."""
+    with sock:
+        sock.sendall(b"{}")
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+            head, sep, body = out.partition(b"\r\n\r\n")
+            length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")]
+            if sep and length and len(body) >= length[0]:
+                break
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+def rows(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in answer["services"]}
+
+
+@pytest.fixture
+def stack(project: Path) -> Iterator[tuple[Path, int]]:
+    dash, db, web = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("db", db)
+                + toy_service("web", web, depends_on=["db"]))
+    hd(project, "up", "--detach", timeout=60, check=True)
+    yield project, dash
+    hd(project, "down", timeout=60)
+
+
+@pytest.mark.parametrize("path", ["/api/services/web/restart", "/api/stack/restart"])
+def test_a_restart_sent_before_a_stop_leaves_the_service_stopped(
+        stack: tuple[Path, int], path: str) -> None:
+    project, dash = stack
+    restart = held_back(dash, path)
+    stop = hd(project, "stop", "-s", "web", timeout=60)
+    assert stop.returncode == 0 and "web: stopped" in stop.stdout, stop
+    answer = finish(restart)
+    web = rows(answer)["web"]
+    assert web["state"] == "stopped", answer
+    assert answer["ok"] is False, answer
+    if path.startswith("/api/services/"):
+        assert "a stop of it sent" in web["not_restarted"], web
+        assert "the later request wins" in web["not_restarted"], web
+    assert registry(project)["services"]["web"]["state"] == "stopped"
+    if path == "/api/stack/restart":  # the rest of the stack was restarted
+        assert rows(answer)["db"]["state"] == "running", answer
+
+
+def test_a_start_sent_before_a_stop_does_not_start_it(stack: tuple[Path, int]) -> None:
+    project, dash = stack
+    hd(project, "stop", "-s", "web", timeout=60, check=True)
+    start = held_back(dash, "/api/services/web/start")
+    hd(project, "stop", "-s", "web", timeout=60, check=True)
+    answer = finish(start)
+    assert rows(answer)["web"]["state"] == "stopped" and answer["ok"] is False, answer
+    assert registry(project)["services"]["web"]["state"] == "stopped"
+
+
+def test_a_restart_sent_after_a_stop_restarts_it(stack: tuple[Path, int]) -> None:
+    """The rule goes by when each was sent: sent after the stop, a restart is the later
+    request, and wins."""
+    project, dash = stack
+    hd(project, "stop", "-s", "web", timeout=60, check=True)
+    restart = held_back(dash, "/api/services/web/restart")
+    answer = finish(restart)
+    assert rows(answer)["web"]["state"] == "running" and answer["ok"] is True, answer
