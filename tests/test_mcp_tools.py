@@ -464,3 +464,40 @@ def test_null_arguments_are_refused_not_taken_for_none(stack: tuple[Path, str]) 
     assert all(r["state"] == "running" for r in rows["services"] if r["name"] != "bad"), \
         rows["services"]  # bad fails by design
     assert call({"name": "status"})["result"].get("isError") is not True
+
+
+def test_arguments_of_the_wrong_shape_get_a_sentence(stack: tuple[Path, str]) -> None:
+    """`"arguments": []` or `"web"`, `"params": []`, a `name` that is a number: the SDK
+    answered each -32602 "Invalid request parameters" and nothing else, not which
+    parameter or what it wants (adv34 w/2's notes). Each now says; nothing is stopped."""
+    import json
+    import urllib.request
+
+    root, dashboard = stack
+
+    def call(params: Any) -> dict[str, Any]:
+        body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                           "params": params}).encode()
+        req = urllib.request.Request(f"{dashboard}/mcp", data=body, method="POST", headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream"})
+        with urllib.request.urlopen(req, timeout=60) as answer:
+            reply: dict[str, Any] = json.loads(answer.read())
+        return reply
+
+    for params, said in (
+            ({"name": "stop", "arguments": []}, "'arguments' must be an object ({} for "
+                                                "none), not a list"),
+            ({"name": "stop", "arguments": "web"}, "'arguments' must be an object ({} for "
+                                                   "none), not \"web\""),
+            ({"name": "restart", "arguments": 5}, "not 5"),
+            ({"name": 5}, "'name' must be a string"),
+            ({"arguments": {}}, "'name' must be a string, the tool's name (such as "
+                                "\"status\"), not missing"),
+            ([], "'params' must be an object, not a list")):
+        reply = call(params)
+        assert reply["id"] == 7 and reply["error"]["code"] == -32602, reply
+        assert said in reply["error"]["message"], reply
+    rows = json.loads(urllib.request.urlopen(f"{dashboard}/api/status", timeout=30).read())
+    assert all(r["state"] == "running" for r in rows["services"] if r["name"] != "bad"), \
+        rows["services"]

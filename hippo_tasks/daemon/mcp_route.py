@@ -127,11 +127,42 @@ def _refused_message(body: bytes) -> Raw | None:
     if "id" not in message:
         return None
     ident = message["id"]
-    if isinstance(ident, str) or (isinstance(ident, int) and not isinstance(ident, bool)):
+    if not isinstance(ident, str) and not (isinstance(ident, int)
+                                           and not isinstance(ident, bool)):
+        return _invalid_request(f"'id' must be a string or an integer, not {_shown(ident)}")
+    why = _bad_params(message["method"], message.get("params", {}))
+    if why is None:
         return None
-    shown = ("an object" if isinstance(ident, dict) else "a list" if isinstance(ident, list)
-             else json.dumps(ident)[:40])  # a nested one is not written back out whole
-    return _invalid_request(f"'id' must be a string or an integer, not {shown}")
+    # (the SDK's own answer: -32602 "Invalid request parameters", with nothing to say
+    # which parameter or what it wants)
+    error = {"jsonrpc": "2.0", "id": ident, "error": {
+        "code": -32602, "message": f"Invalid params: {why}"}}
+    return Raw(json.dumps(error).encode(), "application/json")
+
+
+def _shown(value: object) -> str:
+    """A JSON value named for a sentence; a nested one is not written back out whole."""
+    return ("an object" if isinstance(value, dict) else "a list" if isinstance(value, list)
+            else json.dumps(value)[:40])
+
+
+def _bad_params(method: str, params: object) -> str | None:
+    """What is wrong with a request's params where the SDK would say only that they are
+    invalid (`"arguments": []` or `"web"` for a tool call), or None."""
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        return f"'params' must be an object, not {_shown(params)}"
+    if method != "tools/call":
+        return None
+    if not isinstance(params.get("name"), str):
+        return ("'name' must be a string, the tool's name (such as \"status\"), not "
+                f"{_shown(params.get('name')) if 'name' in params else 'missing'}")
+    arguments = params.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        return (f"'arguments' must be an object ({{}} for none), not {_shown(arguments)}: "
+                "`tools/list` gives each tool's arguments")
+    return None
 
 
 def _invalid_request(why: str) -> Raw:
