@@ -536,3 +536,63 @@ def test_a_link_to_a_folder_made_while_watched_is_watched_through(tmp_path: Path
                 await watcher
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("how", ["link there at the start", "link made while watched",
+                                 "folder moved away"])
+def test_a_watched_folder_that_goes_away_whole_counts(tmp_path: Path, how: str) -> None:
+    """`rm src/lib` (a link to a folder, followed) or `mv src src.bak`: the kernel
+    names only the link or the folder, not a file in it, and that name matches no glob,
+    so nothing restarted, though every file the service read there was gone (adv34
+    w/3). A real folder removed names each file. The folder counts now, as one that
+    appears does."""
+    (tmp_path / "src").mkdir()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "util.py").write_text("0")
+    if how == "link there at the start":
+        (tmp_path / "src" / "lib").symlink_to(shared)
+    seen: asyncio.Queue[list[str]] = asyncio.Queue()
+
+    async def on_change(paths: list[str]) -> None:
+        seen.put_nowait(paths)
+
+    async def scenario() -> None:
+        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
+                                                  debounce=0.2, poll=False))
+        try:
+            async with asyncio.timeout(20):
+                await watching(tmp_path / "src", seen)
+                if how == "link made while watched":
+                    (tmp_path / "src" / "lib").symlink_to(shared)
+                    assert await seen.get() == ["src/lib/util.py"]
+                    await asyncio.sleep(0.5)
+                if how == "folder moved away":
+                    (tmp_path / "src").rename(tmp_path / "src.bak")
+                    assert await seen.get() == ["src"]
+                else:
+                    (tmp_path / "src" / "lib").unlink()
+                    assert await seen.get() == ["src/lib"]
+                    (tmp_path / "src" / "other.txt").write_text("x")  # matches nothing
+                await asyncio.sleep(0.6)
+                assert seen.empty(), seen.get_nowait()
+        finally:
+            watcher.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await watcher
+
+    asyncio.run(scenario())
+
+
+def test_which_folders_may_hold_a_matching_file(tmp_path: Path) -> None:
+    """A folder gone whole counts for a service only if its globs could match a file in
+    it: `docs` removed restarts nothing watching `src/**/*.py`."""
+    def holds(patterns: tuple[str, ...], folder: str) -> bool:
+        return GlobMatcher(tmp_path, patterns).may_hold(str(tmp_path / folder))
+
+    assert holds(("src/**/*.py",), "src") and holds(("src/**/*.py",), "src/a/b")
+    assert not holds(("src/**/*.py",), "docs") and not holds(("*.py",), "src")
+    assert holds(("src/app/*.py",), "src") and holds(("src/app/*.py",), "src/app")
+    assert not holds(("src/app/*.py",), "src/app/deep")
+    assert holds(("src/**",), "src/lib") and holds(("s*/[ab]/*.py",), "src/a")
+    assert not holds(("s*/[ab]/*.py",), "src/c") and holds(("**/*.py",), "x/y")

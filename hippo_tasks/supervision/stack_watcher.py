@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from hippo_tasks.supervision.watch import (
     ADDED,
     DEBOUNCE,
     DECODE_ERROR,
+    DELETED,
     GATHER_MS,
     MODIFIED,
     POLL_DELAY_MS,
@@ -113,6 +114,9 @@ class StackWatcher:
         self._said: set[str] = set()
         self._links: set[str] = set()
         """Links to folders made inside the watched folders while watched (_roots)."""
+        self._followed: set[str] = set()
+        """Links to folders found in the watched folders when the watch began: the
+        kernel's watches follow them, but names only the link when it is removed."""
         self._caught_up = file_clock_ns()
         """When the watch last handed over a batch (or found none), on the clock files are
         stamped with: see _recover_batch."""
@@ -188,8 +192,9 @@ class StackWatcher:
         for w in self.watched:
             self._post(self._say, w.name, text)
 
-    def _dispatch(self, changes: set[tuple[Any, str]]) -> None:
-        batch = {s.name: paths for s in self.subscribers if (paths := s.expand(changes))}
+    def _dispatch(self, changes: set[tuple[Any, str]], gone: Collection[str] = ()) -> None:
+        batch = {s.name: paths for s in self.subscribers
+                 if (paths := s.expand(changes, gone))}
         if batch:
             self._post(self._receive, batch)
 
@@ -201,6 +206,8 @@ class StackWatcher:
         resolution per change, here rather than once per service."""
         if self.own and inside(resolved(path), self.own):
             return False
+        if int(change) == DELETED and (path in self._followed or path in self._links):
+            return True  # a link to a folder removed: _retarget says whose it was
         if any(s.wants(change, path) for s in self.subscribers):
             self._last_wanted = time.monotonic()
             return True
@@ -212,9 +219,9 @@ class StackWatcher:
         by the kernel's watches; one made later was not, and edits under it restarted
         nothing)."""
         folders = outermost(r for w in self.watched for r in watch_roots(w.cwd, w.patterns))
-        self._links = {link for link in self._links if os.path.isdir(link)}
+        links = sorted(link for link in self._links if os.path.isdir(link))
         out: Roots = {}
-        for folder in [*folders, *map(Path, sorted(self._links))]:
+        for folder in [*folders, *map(Path, links)]:
             with contextlib.suppress(OSError):
                 st = os.stat(folder)
                 out[folder] = (st.st_dev, st.st_ino)
@@ -231,26 +238,39 @@ class StackWatcher:
                 out[folder] = None
         return out
 
-    def _appeared(self) -> None:
-        """A pattern's folder that is new (made, recreated, or a copy in place of one
+    def _retarget(self, count_new: bool = True) -> None:
+        """Take in the patterns' folders and the followed links as they are now.
+
+        A pattern's folder that is new (made, recreated, or a copy in place of one
         moved away) counts by its matching files, as a folder moved in does: what was
         written into it before the new watch began is not lost. Only such a folder: one
         that merely became a root of its own (`dist` made, so `src` is no longer watched
         through their parent) is the same folder, and counting it restarted services
-        nothing had touched."""
+        nothing had touched. Not `count_new` when the batch's own events counted it.
+
+        A pattern's folder moved away, or a followed link to a folder removed, counts
+        as itself: the kernel names only the folder or the link, which matches no glob,
+        and nothing restarted though every file the service read there was gone
+        (adv34 w/3). A real folder removed names each of its files."""
         now = self._targets()
-        fresh = {(ADDED, str(f)) for f, ident in now.items()
-                 if ident is not None and self._target_ids.get(f) != ident}
+        fresh = {(ADDED, str(f)) for f, ident in now.items() if count_new
+                 and ident is not None and self._target_ids.get(f) != ident}
+        gone = {str(f) for f, ident in now.items()
+                if ident is None and self._target_ids.get(f) is not None}
         self._target_ids = now
-        if fresh:
-            self._dispatch(fresh)
+        links = {link for link in self._followed | self._links if not os.path.lexists(link)}
+        self._followed -= links
+        self._links -= links
+        gone |= links
+        if fresh or gone:
+            self._dispatch(fresh | {(DELETED, path) for path in gone}, gone)
 
     def _say_unreadable(self, roots: Roots) -> list[str]:
         """Name each folder that cannot be watched in the logs of the services whose
         cwd holds it; return the readable folders to add on their own."""
         from hippo_tasks.terminal_text import for_terminal
 
-        blocked, extra = unreadable(roots)
+        blocked, extra = unreadable(roots, self._followed)
         for folder in blocked:
             for s in self.subscribers:
                 key = f"{s.name}\0{folder}"
@@ -322,7 +342,7 @@ class StackWatcher:
                 except FileNotFoundError:  # a folder went between stat and watch
                     self._halt.wait(CHECK_MS / 1000)
                     roots = self._roots()
-                    self._appeared()
+                    self._retarget()
         except Exception as exc:  # noqa: BLE001 - said in each log; the stack goes on
             self._note_all(f"file watching stopped: {exc!r}; hot reload is off until the "
                            "stack restarts")
@@ -355,11 +375,11 @@ class StackWatcher:
                 # A pattern's folder replaced under a watched parent was counted by
                 # these events: it is the one known from now, or the next new root
                 # counted its files again, a restart for a file nobody touched (a/7).
-                self._target_ids = self._targets()
+                self._retarget(count_new=False)
             self._caught_up = file_clock_ns()
             now = self._roots()
             if now != roots:
-                self._appeared()
+                self._retarget()
                 return now
         return roots
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +51,8 @@ ADDED = 1
 """watchfiles.Change.added (an IntEnum; its module is imported only by the watcher)."""
 MODIFIED = 2
 """watchfiles.Change.modified."""
+DELETED = 3
+"""watchfiles.Change.deleted."""
 
 
 def poll_forced(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool | None:
@@ -102,6 +105,8 @@ class GlobMatcher:
     def __init__(self, root: Path, patterns: Iterable[str]) -> None:
         self.root = root
         self.regexes = [(climbs(parts(p)), glob_regex(p)) for p in patterns]
+        self.folders = [_folder_parts(parts(p)) for p in patterns]
+        """Each pattern's folder part (`src/**` of `src/**/*.py`), for `may_hold`."""
 
     def relative(self, path: str) -> str:
         return os.path.relpath(path, self.root).replace(os.sep, "/")
@@ -111,6 +116,28 @@ class GlobMatcher:
         up = climbs(rel.split("/"))
         return any(up == n and rx.fullmatch(rel) for n, rx in self.regexes) \
             and not os.path.isdir(path)
+
+    def may_hold(self, folder: str) -> bool:
+        """Could a file under `folder` match? (`src/lib` for `src/**/*.py` or
+        `src/lib/*.py`, `src` for `src/app/*.py`; not `docs` for either.)"""
+        rel = self.relative(folder).split("/")
+        return any(_leads_into(rel, f) for f in self.folders)
+
+
+def _folder_parts(pattern: Sequence[str]) -> list[str]:
+    """The folders a pattern's files lie in: all but its last part (all of `src/**`)."""
+    return list(pattern) if pattern and pattern[-1] == "**" else list(pattern[:-1])
+
+
+def _leads_into(path: Sequence[str], folder: Sequence[str]) -> bool:
+    """`path` is one of the folders `folder` (pattern parts) names, or above one."""
+    if not path:
+        return True
+    if not folder:
+        return False
+    if folder[0] == "**":
+        return _leads_into(path, folder[1:]) or _leads_into(path[1:], folder)
+    return fnmatchcase(path[0], folder[0]) and _leads_into(path[1:], folder[1:])
 
 
 class Watched(NamedTuple):
@@ -171,14 +198,16 @@ class Subscriber:
             return False
         return self.matcher.matches(path) or (int(change) == ADDED and os.path.isdir(path))
 
-    def expand(self, changes: Iterable[tuple[Any, str]]) -> set[str]:
+    def expand(self, changes: Iterable[tuple[Any, str]],
+               gone: Collection[str] = ()) -> set[str]:
         """Matching paths among the changes, a folder that appeared standing for its
         matching files (a folder merely "modified" is one whose entries changed: those
-        entries are reported on their own). Each folder is walked once: a folder inside
-        one walked already was seen with it. A tree 1,100 folders deep made while
-        watched is 1,100 folders that appeared, and walking each one's subtree kept the
-        watcher at a full core, growing with the square of the depth, missing every save
-        meanwhile."""
+        entries are reported on their own), and a folder that went away whole (in
+        `gone`: a link to one, a pattern's folder moved away) standing for itself.
+        Each folder is walked once: a folder inside one walked already was seen with
+        it. A tree 1,100 folders deep made while watched is 1,100 folders that appeared,
+        and walking each one's subtree kept the watcher at a full core, growing with the
+        square of the depth, missing every save meanwhile."""
         out: set[str] = set()
         walked: set[str] = set()
         for change, path in sorted(changes, key=lambda c: len(c[1])):  # outer first
@@ -193,17 +222,19 @@ class Subscriber:
                                if self.admits(ADDED, os.path.join(folder, d))]
                     out.update(self.matcher.relative(os.path.join(folder, f)) for f in files
                                if self.counts(ADDED, os.path.join(folder, f)))
-            elif self.matcher.matches(path):
+            elif self.matcher.matches(path) or (int(change) == DELETED and path in gone
+                                                and self.matcher.may_hold(path)):
                 out.add(self.matcher.relative(path))
         return out
 
 
-def walk(top: str | Path, onerror: Callable[[OSError], object] | None = None
-         ) -> Iterator[tuple[str, list[str], list[str]]]:
-    """os.walk's top-down (folder, dirs, files), links to folders listed but not entered,
-    and `dirs` prunable in place, without recursion: 3.11's os.walk recurses, and a tree
-    1,100 folders deep under a watched one stopped hot reload for the whole stack with a
-    RecursionError (and left the daemon spinning)."""
+def walk(top: str | Path, onerror: Callable[[OSError], object] | None = None,
+         links_to: set[str] | None = None) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk's top-down (folder, dirs, files), links to folders listed but not entered
+    (and their paths added to `links_to`), and `dirs` prunable in place, without
+    recursion: 3.11's os.walk recurses, and a tree 1,100 folders deep under a watched
+    one stopped hot reload for the whole stack with a RecursionError (and left the
+    daemon spinning)."""
     stack = [os.fspath(top)]
     while stack:
         folder = stack.pop()
@@ -225,20 +256,25 @@ def walk(top: str | Path, onerror: Callable[[OSError], object] | None = None
             except OSError:
                 is_dir = False
             (dirs if is_dir else files).append(entry.name)
+        if links and links_to is not None:
+            links_to.update(os.path.join(folder, d) for d in links)
         yield folder, dirs, files
         stack.extend(os.path.join(folder, d) for d in reversed(dirs) if d not in links)
 
 
-def unreadable(roots: Iterable[Path]) -> tuple[list[str], list[str]]:
+def unreadable(roots: Iterable[Path], links: set[str] | None = None
+               ) -> tuple[list[str], list[str]]:
     """(folders below the roots that cannot be read, the readable folders to hand the
-    kernel besides the roots). notify's recursive add stops at the first folder it
-    cannot read, silently leaving later siblings unwatched: when a tree has one, each
-    readable folder in it is added on its own too."""
+    kernel besides the roots), and the links to folders found, into `links`. notify's
+    recursive add stops at the first folder it cannot read, silently leaving later
+    siblings unwatched: when a tree has one, each readable folder in it is added on its
+    own too."""
     blocked: list[str] = []
     extra: list[str] = []
     for root in roots:
         errors: list[OSError] = []
-        found = [folder for folder, _dirs, _files in walk(root, onerror=errors.append)]
+        found = [folder for folder, _dirs, _files in walk(root, onerror=errors.append,
+                                                           links_to=links)]
         if errors:
             blocked += [str(e.filename) for e in errors]
             extra += [f for f in found if f != str(root)]
