@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ def test_a_restart_sent_before_a_stop_leaves_the_service_stopped(
     assert web["state"] == "stopped", answer
     assert answer["ok"] is False, answer
     if path.startswith("/api/services/"):
-        assert "a stop of it sent" in web["not_restarted"], web
+        assert "a stop of it was sent" in web["not_restarted"], web
         assert "the later request wins" in web["not_restarted"], web
     assert registry(project)["services"]["web"]["state"] == "stopped"
     if path == "/api/stack/restart":  # the rest of the stack was restarted
@@ -97,3 +98,63 @@ def test_a_restart_sent_after_a_stop_restarts_it(stack: tuple[Path, int]) -> Non
     restart = held_back(dash, "/api/services/web/restart")
     answer = finish(restart)
     assert rows(answer)["web"]["state"] == "running" and answer["ok"] is True, answer
+
+
+def _mcp_call(dash: int, tool: str, **arguments: Any) -> dict[str, Any]:
+    """A tool call through the daemon's `/mcp` route: the one way in that is not stamped."""
+    import urllib.request
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": tool, "arguments": arguments}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{dash}/mcp", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Accept": "application/json, text/event-stream"})
+    with urllib.request.urlopen(req, timeout=60) as answer:
+        reply: dict[str, Any] = json.loads(answer.read())["result"]["structuredContent"]
+    return reply
+
+
+@pytest.mark.parametrize("way", ["http", "mcp"])
+def test_stop_restart_stop_ends_stopped(project: Path, way: str) -> None:
+    """A stop that takes 2 s (the service ignores SIGTERM), a restart while it runs (it
+    waits for that stop), a second stop while the restart waits: the second stop said
+    `stopped`, then the restart started the service anyway, which ended running (adv35
+    y/1). A start in its place ended stopped, as the README says. Over HTTP the stamps
+    order them; through `/mcp`, unstamped, a stop asked while the restart waited wins."""
+    import subprocess
+    import threading
+
+    from stackutil import HD_CLI, wait_for
+
+    dash, web = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", web, "--ignore-term",
+                                                          stop_timeout=2))
+    hd(project, "up", "--detach", timeout=60, check=True)
+    try:
+        if way == "mcp":
+            _mcp_call(dash, "status")  # the SDK loads on the first call: not in the race
+        first = subprocess.Popen([*HD_CLI, "stop", "-s", "web"], cwd=project, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: registry(project)["services"]["web"]["state"] == "stopping", 30,
+                 every=0.02, what="web stopping")
+        box: list[dict[str, Any]] = []
+        if way == "http":
+            restart = held_back(dash, "/api/services/web/restart")
+            waiter = threading.Thread(target=lambda: box.append(finish(restart)))
+        else:
+            waiter = threading.Thread(target=lambda: box.append(
+                _mcp_call(dash, "restart", service="web")))
+        waiter.start()
+        if way == "mcp":  # its wait shows nowhere: give it time to reach the daemon
+            time.sleep(0.5)
+        # The restart is waiting for the first stop, which lasts 2 s: stop again now.
+        second = hd(project, "stop", "-s", "web", timeout=60)
+        waiter.join(60)
+        first.communicate(timeout=60)
+        assert second.returncode == 0 and "web: stopped" in second.stdout, second
+        answer = box[0]
+        assert answer["ok"] is False and rows(answer)["web"]["state"] == "stopped", answer
+        assert "the later request wins" in rows(answer)["web"]["not_restarted"], answer
+        assert registry(project)["services"]["web"]["state"] == "stopped"
+    finally:
+        hd(project, "down", timeout=60)

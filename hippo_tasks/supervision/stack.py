@@ -327,22 +327,25 @@ class StackSupervisor:
         """Restart one service; not when a dependency stopped on purpose would keep it
         from starting again (then why is in `skipped`): it was ended and left stopped,
         a service that was serving taken down by the command meant to refresh it."""
-        await self._after_stops([name])
-        held = self._held_back(name, skipped, sent)
+        with self._stops_meanwhile() as meanwhile:
+            await self._after_stops([name])
+        held = self._held_back(name, skipped, sent, name in meanwhile)
         if held is not None:
             return held
         return await self._through_restart(await self.get(name).request("restart"))
 
-    def _held_back(self, name: str, skipped: dict[str, str] | None,
-                   sent: float | None) -> ServiceSnapshot | None:
-        """`name` as it is, when a stop sent after this restart has stopped it, or a
+    def _held_back(self, name: str, skipped: dict[str, str] | None, sent: float | None,
+                   stopped_meanwhile: bool = False) -> ServiceSnapshot | None:
+        """`name` as it is, when a stop sent after this restart has stopped it (or, for
+        a request not stamped, one asked while it waited for an earlier stop), or a
         dependency stopped on purpose (or failed) would keep it from starting again,
         with why in `skipped`; None when it may be restarted."""
-        if self._stopped_after(sent, [name]):
-            assert sent is not None
-            later_ms = (self._stop_sent[name] - sent) * 1000
-            self._left_as_is(name, f"not restarted: a stop of it sent {later_ms:.1f} ms "
-                             "after this restart reached the daemon first, and the later "
+        if self._stopped_after(sent, [name]) or stopped_meanwhile:
+            when = "asked while this restart waited for an earlier one"
+            if self._stopped_after(sent, [name]):
+                assert sent is not None
+                when = f"sent {(self._stop_sent[name] - sent) * 1000:.1f} ms after this restart"
+            self._left_as_is(name, f"not restarted: a stop of it was {when}, and the later "
                              f"request wins (`hd start --service {name}` starts it)", skipped)
             return self.get(name).snapshot()
         blocker = self.blocked_by(name)
@@ -431,8 +434,10 @@ class StackSupervisor:
         a dependency did is started again. Returns what it touched, each as its restart
         settled: read afterwards, a cascade that overlapped this one showed its own
         restarts in progress, and this one's caller was told "did not come up"."""
-        await self._after_stops([name])
-        held = self._held_back(name, skipped, sent)  # --cascade too took it down (d/10)
+        with self._stops_meanwhile() as meanwhile:
+            await self._after_stops([name])
+        # (--cascade too took it down, adv25 d/10)
+        held = self._held_back(name, skipped, sent, name in meanwhile)
         if held is not None:
             return {name: held}
         were_up = {d for d in self.dependants_closure(name)  # and completed jobs, run again
