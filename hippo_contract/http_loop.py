@@ -28,6 +28,10 @@ from http import HTTPStatus
 from hippo_contract.http_head import HeadError, Headers, read_headers, request_line
 
 MAX_REQUEST_LINE = 65536
+BLANK_LINES_SKIPPED = 4
+"""Empty lines before a request line that are passed over (RFC 9112 2.2: a client may
+send a CRLF after a POST body). One ended the connection without an answer, and with
+it the request pipelined behind it (adv35 y/4)."""
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -202,6 +206,10 @@ class RequestHandler(socketserver.StreamRequestHandler):
             self._reads.first = None
             try:
                 self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+                for _ in range(BLANK_LINES_SKIPPED):
+                    if self.raw_requestline not in (b"\r\n", b"\n"):
+                        break
+                    self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
                 # (a pipelined request's bytes came with the read before it)
                 self.received = self._reads.first or self._reads.last
                 if len(self.raw_requestline) > MAX_REQUEST_LINE:

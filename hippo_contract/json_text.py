@@ -32,6 +32,26 @@ def surrogate_sentence(escape: str, noun: str) -> str:
             "Unicode (Python, JavaScript and EventBridge refuse to encode it)")
 
 
+INT_DIGITS = 4300
+"""Python's limit on an integer's digits in text (sys.get_int_max_str_digits), which
+every JSON parser here has: the webhook's, the API's, `hd events.send`'s."""
+_DIGITS = re.compile(r"value has (\d+) digits")
+
+
+def digits_sentence(digits: int) -> str:
+    """Why a whole number is refused, instead of Python's advice to raise its limit
+    (`use sys.set_int_max_str_digits()`), which is for a programmer, not for the
+    person sending it (adv25 e/4, adv35 y/6)."""
+    return (f"an integer of {digits} digits, over the {INT_DIGITS} a number may have "
+            "here; send it as a string")
+
+
+def too_many_digits(error: ValueError) -> str | None:
+    """digits_sentence for Python's own error about such a number, else None."""
+    found = _DIGITS.search(str(error))
+    return digits_sentence(int(found.group(1))) if found else None
+
+
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 

@@ -407,3 +407,49 @@ def test_head_is_refused_on_a_stream_and_a_post_route(daemon: str) -> None:
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(req, timeout=10)
         assert info.value.code == 405 and info.value.headers["Allow"] == allow
+
+
+def test_a_413_closes_at_once_and_is_not_invited(daemon: str) -> None:
+    """A 413 said `Connection: close` and then held the connection for the 10 s read
+    timeout waiting for a body the client never sent; with `Expect: 100-continue` (curl
+    adds it past 1 MiB) the daemon first answered `100 Continue`, inviting the upload it
+    then refused (adv35 y/3)."""
+    port = int(daemon.rsplit(":", 1)[1])
+    for path, size in (("/api/services/web/restart", 2_000_000), ("/mcp", 5_000_000)):
+        for expect in (b"", b"Expect: 100-continue\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                          b"application/json\r\nContent-Length: %d\r\n%s\r\n"
+                          % (path.encode(), size, expect))
+                out = b""
+                while chunk := s.recv(65536):  # closed well within 5 s, or TimeoutError
+                    out += chunk
+            assert out.startswith(b"HTTP/1.1 413"), (path, expect, out[:200])
+            assert b"100 Continue" not in out, out[:200]
+
+
+def test_an_empty_line_before_a_request_is_passed_over(daemon: str) -> None:
+    """RFC 9112 2.2: a client may send a CRLF after a POST body. The daemon took it for
+    an empty request line and closed the connection unanswered, losing the request
+    pipelined behind it (adv35 y/4)."""
+    port = int(daemon.rsplit(":", 1)[1])
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"\r\nPOST /api/services/web/start HTTP/1.1\r\n" + host +
+                  b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}\r\n"
+                  b"GET /healthz HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b'{"status": "ok"}'), out
+
+
+def test_a_number_past_pythons_digit_limit_gets_a_sentence(daemon: str) -> None:
+    """`{"cascade": 999...}` with 5,000 digits is valid JSON: it got `Invalid JSON:
+    Exceeds the limit (4300 digits) ...; use sys.set_int_max_str_digits() to increase
+    the limit`, advice for a Python programmer (adv35 y/5)."""
+    status, said = call(daemon + "/api/services/web/restart", "POST",
+                        b'{"cascade": ' + b"9" * 5000 + b"}")
+    assert status == 400 and "sys." not in said["error"], said
+    assert said["error"] == ("The request holds an integer of 5000 digits, over the 4300 "
+                             "a number may have here; send it as a string"), said

@@ -493,11 +493,40 @@ def test_arguments_of_the_wrong_shape_get_a_sentence(stack: tuple[Path, str]) ->
             ({"name": "restart", "arguments": 5}, "not 5"),
             ({"name": 5}, "'name' must be a string"),
             ({"arguments": {}}, "'name' must be a string, the tool's name (such as "
-                                "\"status\"), not missing"),
-            ([], "'params' must be an object, not a list")):
+                                "\"status\"), not missing")):
         reply = call(params)
         assert reply["id"] == 7 and reply["error"]["code"] == -32602, reply
         assert said in reply["error"]["message"], reply
     rows = json.loads(urllib.request.urlopen(f"{dashboard}/api/status", timeout=30).read())
     assert all(r["state"] == "running" for r in rows["services"] if r["name"] != "bad"), \
         rows["services"]
+
+
+def test_an_envelope_of_the_wrong_shape_is_an_invalid_request(stack: tuple[Path, str]) -> None:
+    """A missing or wrong `jsonrpc`, or `params` that are not an object: -32602 with a
+    pydantic dump of every model the SDK tried, and the id dropped (adv35 y/7). Each is
+    JSON-RPC's Invalid Request now, with a sentence and the request's id."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    root, dashboard = stack
+    for message, said in (
+            ({"id": 2, "method": "tools/list"}, "'jsonrpc' must be \"2.0\", not missing"),
+            ({"jsonrpc": "1.0", "id": 2, "method": "tools/list"},
+             "'jsonrpc' must be \"2.0\", not \"1.0\""),
+            ({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": [1]},
+             "'params' must be an object, not a list"),
+            ({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": "x"},
+             "'params' must be an object, not \"x\"")):
+        req = urllib.request.Request(f"{dashboard}/mcp", data=json.dumps(message).encode(),
+                                     method="POST", headers={
+                                         "Content-Type": "application/json",
+                                         "Accept": "application/json, text/event-stream"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=60)
+        assert refused.value.code == 400
+        reply = json.loads(refused.value.read())
+        assert reply["id"] == 2 and reply["error"]["code"] == -32600, reply
+        assert reply["error"]["message"] == f"Invalid Request: {said}", reply
+        assert "pydantic" not in json.dumps(reply)

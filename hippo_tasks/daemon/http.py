@@ -132,6 +132,17 @@ class ApiHandler(RequestHandler):
     timeout = IDLE_TIMEOUT_S
 
     streaming_since: float | None = None
+    _continue_owed = False
+
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue`: answered when the route reads the body (Body.go_ahead),
+        not before its checks: a body over the limit was invited, then refused."""
+        self._continue_owed = True
+        return True
+
+    def _go_ahead(self) -> None:
+        self.wfile.write(f"{self.protocol_version} 100 Continue\r\n\r\n".encode("latin-1"))
+        self.wfile.flush()
 
     def setup(self) -> None:
         super().setup()
@@ -235,7 +246,9 @@ class ApiHandler(RequestHandler):
 
     def _dispatch(self, method: str) -> None:
         path = urlsplit(self.path).path
-        self.body = Body(self.headers, self.rfile, self.connection)
+        owed, self._continue_owed = self._continue_owed, False
+        self.body = Body(self.headers, self.rfile, self.connection,
+                         go_ahead=self._go_ahead if owed else None)
         try:
             refused = refusal(path, method, self.headers, self.server.loopback_only)
             if refused is not None:

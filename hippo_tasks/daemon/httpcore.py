@@ -16,8 +16,9 @@ slow client or a hostile JSON document gets the same answer everywhere:
   values: 400, and the connection closes (where the body ends cannot be known).
   A chunked body: 411 and close. None where one is required: 411.
 - Over the route's limit: 413 at once, and the connection closes. Bodies up to
-  `DRAIN_LIMIT` are then read and dropped before the close, so the client reads the
-  413 instead of a connection reset; past that, close at once.
+  `DRAIN_LIMIT` are then read and dropped before the close, while they keep coming
+  (DRAIN_IDLE_S), so the client reads the 413 instead of a connection reset; past that,
+  close at once. `Expect: 100-continue` is answered only when the body is read.
 - A body that does not arrive within the read timeout: 408 and close; a stuck client
   costs only its own thread.
 - JSON is strict: UTF-8 only, no NaN/Infinity, and a document nested too deeply for
@@ -26,6 +27,7 @@ slow client or a hostile JSON document gets the same answer everywhere:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -37,13 +39,22 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from hippo_contract.http_head import Headers
 from hippo_contract.http_loop import http_date, phrase
-from hippo_contract.json_text import lone_surrogate, nested_past, surrogate_sentence
+from hippo_contract.json_text import (
+    lone_surrogate,
+    nested_past,
+    surrogate_sentence,
+    too_many_digits,
+)
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.app import App
 
 DRAIN_LIMIT = 8 * 1024 * 1024
 """Largest refused body still read (and dropped) so that the client sees the answer."""
+DRAIN_IDLE_S = 0.5
+"""A refused body is read only while it keeps coming: a client that declared 2 MB and
+sent nothing held its connection (one of the capped few, and a thread) for the whole
+read timeout, 10 s, after its 413 said `Connection: close` (adv35 y/3)."""
 
 
 class HttpError(Exception):
@@ -78,10 +89,14 @@ class Body:
     whose body nobody read, else its bytes would be parsed as the next request.
     """
 
-    def __init__(self, headers: Headers, rfile: BufferedIOBase, sock: socket.socket) -> None:
+    def __init__(self, headers: Headers, rfile: BufferedIOBase, sock: socket.socket,
+                 go_ahead: Callable[[], None] | None = None) -> None:
         self.headers = headers
         self.rfile = rfile
         self.sock = sock
+        self.go_ahead = go_ahead
+        """Sends `100 Continue` (the client sent `Expect: 100-continue`): only once the
+        body is wanted. Sent with the head, it invited a 5 MB upload answered 413."""
         self.declared = headers.get("Content-Length") is not None or \
             headers.get("Transfer-Encoding") is not None
         self.done = False
@@ -159,13 +174,23 @@ class Body:
             return
         (left, timeout), self._unused = self._unused, None
         deadline = time.monotonic() + timeout
+        previous = self.sock.gettimeout()
         try:
             while left:
-                left -= len(self.read_exact(min(left, 65536),
-                                            max(0.0, deadline - time.monotonic())))
+                wait = min(DRAIN_IDLE_S, deadline - time.monotonic())
+                if wait <= 0:
+                    return
+                self.sock.settimeout(wait)
+                part = self.rfile.read1(min(left, 65536))
+                if not part:
+                    return
+                left -= len(part)
             self.done = True
-        except (HttpError, ClientGone):
-            pass
+        except OSError:  # quiet for DRAIN_IDLE_S (TimeoutError), or gone
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(previous)
 
     def read(self, limit: int, timeout: float, *, noun: str, required: bool = False,
              too_large: str = "", length: int | None = None) -> bytes:
@@ -176,6 +201,9 @@ class Body:
             raise self.discard(length, HttpError(
                 413, too_large or f"Request body too large: {length} bytes; the limit is "
                                   f"{limit} bytes"), timeout)
+        if length and self.go_ahead is not None:
+            self.go_ahead()
+            self.go_ahead = None
         raw = self.read_exact(length, timeout) if length else b""
         self.done = True
         return raw
@@ -208,6 +236,9 @@ def decode_json(raw: bytes, noun: str) -> Any:
     try:
         value = STRICT_JSON.decode(text)
     except ValueError as exc:
+        digits = too_many_digits(exc)  # valid JSON, past Python's limit
+        if digits is not None:
+            raise HttpError(400, f"{noun[0].upper()}{noun[1:]} holds {digits}") from None
         raise HttpError(400, f"Invalid JSON: {exc}") from None
     except RecursionError:
         raise HttpError(400, "Invalid JSON: nested too deeply") from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from hippo_tasks.daemon.guard import host_name, is_loopback_name
@@ -104,7 +104,10 @@ def _refused_message(body: bytes) -> Raw | None:
     so the client waited for an answer that never came (adv28 m/5). A batch (a JSON
     array) got pydantic's validation text, a dozen lines naming every model it tried;
     MCP dropped batches in 2025-06-18. So did a body with no method, or not JSON's
-    object. JSON-RPC's answer to each is an Invalid Request error with a null id."""
+    object, a `jsonrpc` that is not "2.0", and `params` that are not an object.
+    JSON-RPC's answer to each is an Invalid Request error (with the request's id where
+    it is a valid one); a tool call's `name` or `arguments` of the wrong shape are
+    Invalid params."""
     try:  # every body: a key may be spelt with escapes ("\\u0069d" is "id"; adv31 s/1)
         message = json.loads(body)
     except (ValueError, RecursionError):
@@ -117,6 +120,10 @@ def _refused_message(body: bytes) -> Raw | None:
             type(message), "a number")
         return _invalid_request(f"a JSON-RPC message is a JSON object, not {kind}; POST "
                                 "one JSON-RPC message per request")
+    ident = message.get("id")
+    if not isinstance(ident, str) and not (isinstance(ident, int)
+                                           and not isinstance(ident, bool)):
+        ident = None  # (said below, for a request)
     if "method" not in message and ("result" in message or "error" in message):
         return None  # a client's answer to a request of the server's: the SDK's
     if not isinstance(message.get("method"), str):
@@ -124,13 +131,20 @@ def _refused_message(body: bytes) -> Raw | None:
         # up to 34 lines of it (adv32 u/6)
         return _invalid_request("a JSON-RPC request needs 'method', a string, such as "
                                 "\"tools/list\"")
+    # These two got -32602 with a pydantic dump of every model the SDK tried, id null
+    # (adv35 y/7).
+    if message.get("jsonrpc") != "2.0":
+        given = _shown(message["jsonrpc"]) if "jsonrpc" in message else "missing"
+        return _invalid_request(f"'jsonrpc' must be \"2.0\", not {given}", ident)
+    if "params" in message and not isinstance(message["params"], dict | None):
+        return _invalid_request(f"'params' must be an object, not "
+                                f"{_shown(message['params'])}", ident)
     if "id" not in message:
         return None
-    ident = message["id"]
-    if not isinstance(ident, str) and not (isinstance(ident, int)
-                                           and not isinstance(ident, bool)):
-        return _invalid_request(f"'id' must be a string or an integer, not {_shown(ident)}")
-    why = _bad_params(message["method"], message.get("params", {}))
+    if ident is None:
+        return _invalid_request(f"'id' must be a string or an integer, not "
+                                f"{_shown(message['id'])}")
+    why = _bad_params(message["method"], message.get("params"))
     if why is None:
         return None
     # (the SDK's own answer: -32602 "Invalid request parameters", with nothing to say
@@ -146,14 +160,10 @@ def _shown(value: object) -> str:
             else json.dumps(value)[:40])
 
 
-def _bad_params(method: str, params: object) -> str | None:
-    """What is wrong with a request's params where the SDK would say only that they are
-    invalid (`"arguments": []` or `"web"` for a tool call), or None."""
-    if params is None:
-        return None
-    if not isinstance(params, dict):
-        return f"'params' must be an object, not {_shown(params)}"
-    if method != "tools/call":
+def _bad_params(method: str, params: dict[str, Any] | None) -> str | None:
+    """What is wrong with a tool call's params where the SDK would say only that they
+    are invalid (`"arguments": []` or `"web"`), or None."""
+    if params is None or method != "tools/call":
         return None
     if not isinstance(params.get("name"), str):
         return ("'name' must be a string, the tool's name (such as \"status\"), not "
@@ -165,8 +175,8 @@ def _bad_params(method: str, params: object) -> str | None:
     return None
 
 
-def _invalid_request(why: str) -> Raw:
-    error = {"jsonrpc": "2.0", "id": None, "error": {
+def _invalid_request(why: str, ident: str | int | None = None) -> Raw:
+    error = {"jsonrpc": "2.0", "id": ident, "error": {
         "code": -32600, "message": f"Invalid Request: {why}"}}
     return Raw(json.dumps(error).encode(), "application/json", status=400)
 

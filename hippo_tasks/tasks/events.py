@@ -97,17 +97,14 @@ def _finite(text: str) -> float:
     return value
 
 
-INT_DIGITS = 4300
-"""Python's limit on an integer's digits in text, which the webhook's parser has too."""
-
-
 def _whole(text: str) -> int:
     """An integer of more than INT_DIGITS digits read "not valid JSON (... use
     sys.set_int_max_str_digits() ...)", Python's advice to a user of `hd` (adv25 e/4)."""
+    from hippo_contract.json_text import INT_DIGITS, digits_sentence
+
     digits = len(text.lstrip("-"))
     if digits > INT_DIGITS:
-        raise ValueError(f"an integer of {digits} digits, over the {INT_DIGITS} a number "
-                         "may have here (the webhook refuses it too); send it as a string")
+        raise ValueError(digits_sentence(digits))
     return int(text)
 
 
