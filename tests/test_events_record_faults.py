@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,32 @@ def test_a_token_written_with_json_escapes_is_blanked_too(tmp_path: Path, token:
     assert second.event["detail"]["quote"] == 'say "hi"'  # escapes without the token: kept
     assert r'"event":{"detail-type":"Order.y","detail":{"quote":"say \"hi\""}}' in \
         path.read_text()
+
+
+@pytest.mark.parametrize("quoted", [r"Tok3n\u0053ecretXYZ", r"Tok3n\\u0053ecretXYZ"])
+def test_a_token_in_an_echoed_event_is_blanked_however_escaped(tmp_path: Path,
+                                                              quoted: str) -> None:
+    """A target that echoes the raw event in its answer (a debugging consumer) put the
+    token, spelt with a `\\u` escape by the sender, in the recording as a string of
+    JSON text: `"echo": "{...\\"v\\":\\"Tok3n\\\\u0053ecretXYZ\\"}"`, which any reader
+    turns back into the token (adv35 y/5). Echoed twice over, too."""
+    from hippo_tasks.daemon.webhook.record import Recorder
+    from hippo_tasks.events.recording import Delivery, read
+
+    token = "Tok3nSecretXYZ"
+    event = b'{"detail-type":"Svc.x","detail":{"v":"' + quoted.encode() + b'"}}'
+    answer = json.dumps({"status": "success", "echo": event.decode()}).encode()
+    recorder = Recorder(tmp_path, True, token, lambda _: None)
+    recorder.add(1700000000.0, 1.0, "Svc.x", None, 200, "delivered", answer, event)
+    recorder.close()
+    (path,) = tmp_path.glob("*.jsonl")
+    (first,) = (d for d in read(path) if isinstance(d, Delivery))
+    assert "[redacted]" in first.answer["echo"], first.answer
+    text = path.read_text()
+    for _ in range(4):  # its escapes read as often as they nest: never the token
+        assert token not in text, text
+        text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)),
+                      text).replace("\\\\", "\\")
 
 
 def test_a_file_without_line_breaks_is_refused_not_read_whole(tmp_path: Path) -> None:

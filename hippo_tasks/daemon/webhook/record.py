@@ -33,6 +33,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -202,7 +203,7 @@ class Recorder:
 
         def holds(value: Any) -> bool:
             if isinstance(value, str):
-                return any(t in value for t in tokens)
+                return any(t in value or t in _read_escapes(value) for t in tokens)
             if isinstance(value, dict):
                 return any(holds(k) or holds(v) for k, v in value.items())
             if isinstance(value, list):
@@ -223,6 +224,9 @@ class Recorder:
 
         def blank(value: Any) -> Any:
             if isinstance(value, str):
+                read = _read_escapes(value)
+                if read is not value and any(secret in read for secret in token):
+                    value = read  # JSON text in a string (an echo): redacted as read
                 for secret in token:
                     value = value.replace(secret, REDACTED)
                 return value
@@ -333,6 +337,24 @@ class Recorder:
 
 _SHORT_ESCAPES = {'"': b'\\"', "\\": b"\\\\", "/": b"\\/", "\b": b"\\b", "\f": b"\\f",
                   "\n": b"\\n", "\r": b"\\r", "\t": b"\\t"}
+
+
+_ESCAPE = re.compile(r'\\(u[0-9a-fA-F]{4}|["\\/bfnrt])')
+ESCAPE_LEVELS = 3
+"""How many times JSON text quoted inside a string is read again for escapes."""
+
+
+def _read_escapes(text: str) -> str:
+    """`text` with the JSON escapes inside it read (`\\u0053` as `S`), as many times as
+    it nests, up to ESCAPE_LEVELS; `text` itself when it has none. A target that echoes
+    the raw event in its answer put the token, spelt `Tok3n\\u0053ecret` by the sender,
+    in the recording as a string of JSON text, where the redaction looked only for the
+    token's plain spelling (adv35 y/5)."""
+    for _ in range(ESCAPE_LEVELS):
+        if "\\" not in text:
+            break
+        text = _ESCAPE.sub(lambda m: json.loads(f'"\\{m.group(1)}"'), text)
+    return text
 
 
 def _hiding_escapes(token: str) -> tuple[bytes, ...]:
