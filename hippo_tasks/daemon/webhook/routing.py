@@ -64,17 +64,46 @@ class Webhook:
         self._notes: list[tuple[str, str]] = []
         self._notes_lock = threading.Lock()
 
-    def check_running(self, planned: PlannedRoute) -> None:
+    def check_running(self, planned: PlannedRoute) -> int | None:
         """Only to a process of the service's: stopped, failed or backing off, its port
         may be any program's, and the event went to whatever held it, as `forwarded`.
-        A 503, as for a refused connection: EventBridge retries it."""
+        A 503, as for a refused connection: EventBridge retries it. Returns the pid the
+        event goes to (None for an external service)."""
         name = planned.route.service
         snap = self.engine.stack.get(name).snapshot()
         if snap.external or snap.state in ("running", "starting"):
-            return
+            return snap.pid
+        if snap.busy in ("start", "restart") or not self.engine.accepting():
+            # "start it: hd start" while a restart was bringing it back (adv35 y/2)
+            doing = "a restart is under way" if snap.busy == "restart" else \
+                "a start is under way" if snap.busy == "start" else "the stack is shutting down"
+            advice = "send it again once it is running (`hd status` shows it)" \
+                if snap.busy else "nothing takes events now"
+        else:
+            doing, advice = "", f"start it: `hd start --service {name}`"
         raise HttpError(503, f"Service unavailable: {name} at {planned.target}"
-                             f"{planned.route.path}: it is {snap.state}, so nothing was sent "
-                             f"to its port (start it: `hd start --service {name}`)")
+                             f"{planned.route.path}: it is {snap.state}"
+                             f"{f' ({doing})' if doing else ''}, so nothing was sent to its "
+                             f"port ({advice})")
+
+    def cut_off(self, planned: PlannedRoute, pid: int | None, error: HttpError) -> HttpError:
+        """`error` (the target closed, reset or garbled its answer) said as what happened
+        when Hippodrome itself stopped or restarted the target meanwhile: it blamed the
+        service, "perhaps failing while it handled the event", sending the user to look
+        for a crash that was a `hd restart`, `hd stop` or `hd down` (adv35 y/2)."""
+        if error.status not in (502, 503):
+            return error
+        snap = self.engine.stack.get(planned.route.service).snapshot()
+        shutting = not self.engine.accepting()
+        asked = snap.busy in ("stop", "restart") or "requested" in (snap.reason or "")
+        if not shutting and not (asked and (snap.pid != pid or snap.state != "running")):
+            return error
+        did = "the stack's shutdown stopped it" if shutting else \
+            f"a {snap.busy or 'stop or restart'} of it by Hippodrome ended its process"
+        return HttpError(error.status, f"Service unavailable: {planned.route.service} at "
+                                       f"{planned.target}{planned.route.path}: {did} while it "
+                                       "handled the event; not sent again, as it may have "
+                                       "acted on it (`hd status` shows it now)", close=error.close)
 
     def match(self, detail_type: str) -> PlannedRoute | None:
         for planned in self.engine.plan.routes:
@@ -159,8 +188,11 @@ def eventbridge(req: Request) -> Json:
                 "status": "ignored",
                 "reason": f"No route configured for detail-type: {detail_type}"}, "ignored"
         else:
-            hook.check_running(planned)
-            status, payload = forward(hook.pool, planned, raw)
+            pid = hook.check_running(planned)
+            try:
+                status, payload = forward(hook.pool, planned, raw)
+            except HttpError as exc:
+                raise hook.cut_off(planned, pid, exc) from None
             outcome = "forwarded"
     except ClientGone:
         raise

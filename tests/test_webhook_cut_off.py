@@ -1,0 +1,83 @@
+"""The webhook's answer when Hippodrome itself stops or restarts the target under an
+event: it blamed the service ("closed the connection without answering, perhaps failing
+while it handled the event"), and during a restart advised `hd start` (adv35 y/2)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from rawhttp import json_request
+from stackutil import (
+    HD_CLI,
+    PY,
+    TOYS,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    wait_for,
+    write_stack,
+)
+
+SINK = str(TOYS / "event_sink.py")
+
+
+def send(dash: int, detail_type: str) -> tuple[int, dict[str, Any]]:
+    body = json.dumps({"detail-type": detail_type, "detail": {}}).encode()
+    status, said = json_request(dash, body)
+    return status, said
+
+
+def stack_with(project: Path, flags: str, stop: str = "") -> int:
+    dash, port = free_ports(2)
+    sink = shlex.join([PY, SINK, "--port", str(port), "--record", str(project / "got.jsonl"),
+                       *flags.split()])
+    write_stack(project, stack_header(dash)
+                + f'[services.svc]\nshell = {json.dumps(stop + "exec " + sink)}\n'
+                  f'port = {port}\nstop_timeout = 2\n\n'
+                + '[[routes]]\ndetail_type_prefix = "Svc."\nservice = "svc"\n'
+                  'path = "/events"\n')
+    hd(project, "up", "--detach", timeout=60, check=True)
+    return dash
+
+
+def test_an_event_under_way_when_hd_restarts_its_target_says_so(project: Path) -> None:
+    dash = stack_with(project, "--slow 30")
+    try:
+        box: list[tuple[int, dict[str, Any]]] = []
+        sender = threading.Thread(target=lambda: box.append(send(dash, "Svc.Slow")))
+        sender.start()
+        wait_for(lambda: (project / "got.jsonl").exists(), 30, every=0.02,
+                 what="the event at the target")
+        restart = hd(project, "restart", "-s", "svc", timeout=60)
+        sender.join(60)
+        assert restart.returncode == 0, restart
+        status, said = box[0]
+        assert status in (502, 503), said
+        assert "a restart of it by Hippodrome ended its process while it handled the event" \
+            in said["error"], said
+        assert "perhaps failing" not in said["error"], said
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_an_event_during_a_restart_is_not_told_to_start_the_service(project: Path) -> None:
+    dash = stack_with(project, "", stop="trap '' TERM; ")  # its stop takes stop_timeout
+    try:
+        restart = subprocess.Popen([*HD_CLI, "restart", "-s", "svc"], cwd=project, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: registry(project)["services"]["svc"]["state"] == "stopping", 30,
+                 every=0.02, what="svc stopping for the restart")
+        status, said = send(dash, "Svc.During")
+        restart.communicate(timeout=60)
+        assert status == 503, said
+        assert "it is stopping (a restart is under way), so nothing was sent to its port " \
+               "(send it again once it is running" in said["error"], said
+        assert "hd start" not in said["error"], said
+    finally:
+        hd(project, "down", timeout=60)
