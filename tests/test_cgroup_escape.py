@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +132,43 @@ def test_an_adopted_orphan_ends_with_a_killed_daemon(project: Path, strays: list
     time.sleep(HOUSEKEEPING_S + 0.5)  # a housekeeping tick at the latest has named it
     os.kill(daemon, signal.SIGKILL)
     wait_for(lambda: not alive(child), 10, what="the orphan ended by the guard")
+
+
+@pytest.mark.parametrize("how", [("stop", "--service", "hop"), ("down",)])
+def test_a_process_that_keeps_re_forking_itself_is_ended(project: Path,
+                                                         how: tuple[str, ...]) -> None:
+    """A child that ignores SIGTERM and every 20 ms forks a successor into a new process
+    group (out of its cgroup too, where it may) and exits, keeping its mark: `hd stop`
+    said `stopped` and `hd down` `stack stopped`, and it went on, under init (adv35
+    x/1). A reading of /proc listed it, then found it gone, and its child, born after
+    the listing, was in no reading at all once the machine was busy."""
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper_service(
+        "hop", port, "--hop", "--pids", str(pids), readiness={"http": "/"}, stop_timeout=1))
+    hd(project, "up", "--detach", check=True)
+    try:
+        wait_for(lambda: pids.read_text().count("hop ") >= 10, 10, what="the hopping child")
+        said = hd(project, *how, timeout=60)
+        assert said.returncode == 0, said.stdout + said.stderr
+        written = pids.stat().st_size
+        time.sleep(1.0)  # it writes a line each 20 ms while it lives
+        assert pids.stat().st_size == written, pids.read_text().splitlines()[-3:]
+    finally:
+        (project / "pids.stop").touch()  # a survivor ends itself within 20 ms
+        hd(project, "down", timeout=60)
+
+
+def test_a_process_in_the_runs_own_cgroup_ends_at_down(project: Path,
+                                                       strays: list[int]) -> None:
+    """A child that moved itself into the run's own cgroup (the parent of its service's),
+    cleared its environment and lost its parent: no service's scope holds it, and every
+    `hd down` left it running, and the run's cgroup with it (adv35 x/2). The cgroup,
+    named for the run, says it is ours: it is ended when the stack is down."""
+    _, child = start(project, "--clear-env", "--orphan", "--into-run-cgroup")
+    strays.append(child)
+    run_cgroup = Path(f"/proc/{child}/cgroup").read_text().strip().split(":", 2)[2]
+    if registry(project)["daemon"]["mode"] == "cgroup":
+        assert Path(run_cgroup).name.startswith("hippodrome-"), run_cgroup
+    hd(project, "down", check=True, timeout=60)
+    assert not alive(child), f"pid {child} outlived `hd down`"

@@ -33,6 +33,7 @@ from hippo_tasks.supervision.scope import (
     RUN_ENV,
     Scope,
     all_pids,
+    end_scopes,
     remove_cgroup,
     stat_fields,
 )
@@ -40,6 +41,8 @@ from hippo_tasks.supervision.scope import (
 MODE_ENV = "HIPPODROME_CGROUP"
 """`off` forces the process-group fallback (CI runs the suite both ways); `auto` (default)."""
 PR_SET_CHILD_SUBREAPER = 36
+LEFT_IN_BASE_GRACE_S = 2.0
+"""SIGTERM, then SIGKILL after this, for a process left in the run's own cgroup."""
 
 
 def cgroup2_mount() -> Path | None:
@@ -144,7 +147,15 @@ class Ownership:
         return Placement(env, str(path / "cgroup.procs"))
 
     def close(self) -> None:
+        """Remove the run's cgroups, once every service is stopped. A process still in
+        the run's own cgroup (one that moved itself there and cleared its environment,
+        so no service's scope holds it) is ended first: the cgroup, named for this
+        run's token, says it is ours. It was left running, and the cgroup with it, by
+        every `hd down` (adv35 x/2)."""
         if self.base is not None:
+            left = Scope("", self.base)
+            if not left.empty():
+                end_scopes([left], LEFT_IN_BASE_GRACE_S)
             remove_cgroup(self.base)
 
 

@@ -100,51 +100,80 @@ def all_pids() -> list[int]:
     return [int(n) for n in names if n.isdigit()]
 
 
-_TABLE: tuple[float, dict[int, tuple[int, str | None, int, int]]] = (-1.0, {})
+_TABLE: tuple[float, float, dict[int, tuple[int, str | None, int, int]]] = (-1.0, -1.0, {})
+"""The last reading of /proc: when it began, when it ended, and what it found."""
 TABLE_TTL = 0.02
 """Many scopes poll at once while a stack stops: they share one reading of /proc
 (~7 ms for 100 processes) per TABLE_TTL instead of reading it each."""
 
 
-def process_table(max_age: float = TABLE_TTL) -> dict[int, tuple[int, str | None, int, int]]:
+RELISTS = 4
+"""/proc is listed again after each pass, and what was born meanwhile read, until a
+listing shows nothing new (at most this many times). A process that forked and exited
+between the listing and the look at it was not in the reading, nor its child, born
+after the listing: a service process that re-forked itself every 20 ms, keeping its
+mark and leaving its group or cgroup, was never in a reading once the machine was busy
+(a pass over 200 processes then outlasts 20 ms), and `hd stop` and `hd down` left it
+running (adv35 x/1). The passes after the first read only the newborn: fast, so a
+process is missed only if it forks and exits within about a millisecond of its birth."""
+
+
+def process_table(max_age: float = TABLE_TTL, begun_after: float = -1.0
+                  ) -> dict[int, tuple[int, str | None, int, int]]:
     """Live (non-zombie) processes: pid -> (process group, HIPPODROME_RUN mark, start
-    ticks, parent pid)."""
+    ticks, parent pid), from a reading at most `max_age` old that began after
+    `begun_after` (time.monotonic())."""
     global _TABLE
     now = time.monotonic()
-    if now - _TABLE[0] <= max_age:
-        return _TABLE[1]
+    if now - _TABLE[0] <= max_age and _TABLE[0] > begun_after:
+        return _TABLE[2]
     me = os.getpid()
     table: dict[int, tuple[int, str | None, int, int]] = {}
-    for pid in all_pids():
-        fields = stat_fields(pid)
-        if pid == me or fields is None or fields[0] in ("Z", "X"):
-            continue
-        table[pid] = (int(fields[2]), run_mark(pid), int(fields[19]), int(fields[1]))
-    _TABLE = (now, table)
+    listed = all_pids()
+    seen: set[int] = set()
+    for _ in range(RELISTS + 1):
+        for pid in listed:
+            fields = stat_fields(pid)
+            if pid == me or fields is None or fields[0] in ("Z", "X"):
+                continue
+            table[pid] = (int(fields[2]), run_mark(pid), int(fields[19]), int(fields[1]))
+        seen.update(listed)
+        listed = [pid for pid in all_pids() if pid not in seen]
+        if not listed:
+            break
+    _TABLE = (now, time.monotonic(), table)
     return table
+
+
+def reading_ended() -> float:
+    """When the last reading of /proc ended: one begun after it sees every process that
+    was born while it ran (see Scope.empty)."""
+    return _TABLE[1]
 
 
 def _marked(mark: str | None, prefix: str) -> bool:
     return mark is not None and (mark == prefix or mark.startswith(prefix + "/"))
 
 
-def marked_pids(prefix: str, max_age: float = 0.0) -> list[int]:
+def marked_pids(prefix: str, max_age: float = 0.0, begun_after: float = -1.0) -> list[int]:
     """Live processes whose mark equals `prefix` or starts with `prefix/`."""
-    return sorted(pid for pid, (_, mark, _, _) in process_table(max_age).items()
+    return sorted(pid for pid, (_, mark, _, _) in process_table(max_age, begun_after).items()
                   if _marked(mark, prefix))
 
 
-def still_marked(prefix: str, max_age: float = TABLE_TTL) -> list[int]:
+def still_marked(prefix: str, max_age: float = TABLE_TTL, begun_after: float = -1.0
+                 ) -> list[int]:
     """marked_pids from a shared reading up to `max_age` old, less those that ended
     since: each is checked by its start ticks (one small read), so a process gone
     since the reading is not counted and a pid reused by a stranger is never named."""
-    return sorted(pid for pid, (_, mark, ticks, _) in process_table(max_age).items()
+    return sorted(pid for pid, (_, mark, ticks, _)
+                  in process_table(max_age, begun_after).items()
                   if _marked(mark, prefix) and start_ticks(pid) == ticks)
 
 
-def group_pids(pgid: int, max_age: float = 0.0) -> list[int]:
+def group_pids(pgid: int, max_age: float = 0.0, begun_after: float = -1.0) -> list[int]:
     """Live members of a process group (killpg(pg, 0) would count zombies too)."""
-    return sorted(pid for pid, (group, _, _, _) in process_table(max_age).items()
+    return sorted(pid for pid, (group, _, _, _) in process_table(max_age, begun_after).items()
                   if group == pgid)
 
 
@@ -284,7 +313,7 @@ class Scope:
     def _strays_alive(self) -> list[int]:
         return [pid for pid, ticks in self._strays.items() if start_ticks(pid) == ticks]
 
-    def members(self, max_age: float = 0.0) -> list[int]:
+    def members(self, max_age: float = 0.0, begun_after: float = -1.0) -> list[int]:
         """In cgroup mode the cgroup's members and the marked processes that moved
         out of it (a container runtime, `systemd-run --scope`: they keep the mark they
         inherited), read from a table at most TABLE_TTL old: the cgroup, read fresh,
@@ -294,12 +323,12 @@ class Scope:
             max_age = max(max_age, TABLE_TTL)
             found = set(cgroup_pids(self.cgroup))
             if self.mark:
-                found.update(still_marked(self.mark, max_age))
+                found.update(still_marked(self.mark, max_age, begun_after))
         else:
-            found = set(marked_pids(self.mark, max_age)) if self.mark else set()
+            found = set(marked_pids(self.mark, max_age, begun_after)) if self.mark else set()
             pgid = self._group()
             if pgid:
-                found.update(group_pids(pgid, max_age))
+                found.update(group_pids(pgid, max_age, begun_after))
         found.update(self._strays_alive())
         for pid, ticks in descendants(found, max_age).items():
             if pid not in found:
@@ -310,11 +339,23 @@ class Scope:
     def empty(self) -> bool:
         """While polling: the cgroup's own flag, then the marked processes that left it
         and the strays; else the group first (one syscall), and only once it is empty
-        the shared process-table reading (escapees)."""
+        the shared process-table reading (escapees).
+
+        A marked process in the shared reading that has ended since may have forked
+        first, its child born after that reading: "empty" then waits for a reading
+        begun after it. A service process that re-forked itself every 20 ms (keeping
+        its mark, leaving its cgroup) was found empty, and `hd stop` and `hd down`
+        left it running (adv35 x/1)."""
         if self.cgroup is not None:
-            if cgroup_populated(self.cgroup):
+            if cgroup_populated(self.cgroup) or self._strays_alive():
                 return False
-            return not ((self.mark and still_marked(self.mark)) or self._strays_alive())
+            if not self.mark:
+                return True
+            if still_marked(self.mark):
+                return False
+            if marked_pids(self.mark, TABLE_TTL):  # listed, and ended since
+                return not still_marked(self.mark, TABLE_TTL, reading_ended())
+            return True
         pgid = self._group()
         if pgid and group_has_members(pgid) and group_pids(pgid, TABLE_TTL):
             return False
@@ -386,6 +427,7 @@ def guard_main(argv: list[str]) -> None:
     if base != "-":
         with contextlib.suppress(OSError):
             scopes += [Scope(token, e.path) for e in os.scandir(base) if e.is_dir()]
+        scopes.append(Scope("", base))  # and one that moved into the run's own cgroup
     end_scopes(scopes, grace)
     if base != "-":
         remove_cgroup(base)

@@ -8,7 +8,12 @@
 - `--leave-cgroup`: a child that moves itself to the cgroup v2 root (as container
   runtimes and `systemd-run --scope` do) and sleeps; where it may not, it stays put;
   with `--clear-env` it also calls setsid() and execs a sleeper with an empty
-  environment (no mark left), and with `--orphan` as well its parent exits first.
+  environment (no mark left), and with `--orphan` as well its parent exits first;
+  `--into-run-cgroup`: the same, into the parent of its service's cgroup (the run's
+  own) instead of the root;
+- `--hop`: a child that ignores SIGTERM and re-forks itself every 20 ms into a new
+  process group (out of its cgroup too, where it may), its parent exiting each time,
+  keeping its mark; it ends by itself after a minute, or when `--pids FILE.stop` exists.
 Every process it makes appends `<role> <pid>` to `--pids FILE`, so a test can check
 each one is gone.
 """
@@ -47,6 +52,37 @@ def leave_cgroup() -> bool:
     return True
 
 
+def enter_parent_cgroup() -> bool:
+    """Move this process to the parent of its own cgroup (a service's: the run's)."""
+    try:
+        with open("/proc/self/mounts") as fh:
+            root = next(line.split()[1] for line in fh if line.split()[2] == "cgroup2")
+        with open("/proc/self/cgroup") as fh:
+            own = next(line.strip().split(":", 2)[2] for line in fh if line.startswith("0::"))
+        parent = os.path.dirname(os.path.join(root, own.lstrip("/")))
+        with open(os.path.join(parent, "cgroup.procs"), "w") as fh:
+            fh.write(str(os.getpid()))
+    except (OSError, StopIteration):
+        return False
+    return True
+
+
+def hop(pids: str | None) -> None:
+    """Re-fork every 20 ms into a new group, the parent exiting: never the same pid."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    leave_cgroup()
+    for _ in range(3000):
+        if pids and os.path.exists(pids + ".stop"):
+            os._exit(0)
+        note(pids, "hop")
+        time.sleep(0.02)
+        if os.fork() == 0:
+            os.setpgid(0, 0)
+            continue
+        os._exit(0)
+    os._exit(0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=0)
@@ -60,6 +96,8 @@ def main() -> None:
     p.add_argument("--leave-cgroup", action="store_true")
     p.add_argument("--clear-env", action="store_true")
     p.add_argument("--orphan", action="store_true")
+    p.add_argument("--into-run-cgroup", action="store_true")
+    p.add_argument("--hop", action="store_true")
     a = p.parse_args()
     note(a.pids, "main")
     if a.partial:
@@ -76,8 +114,10 @@ def main() -> None:
             sleep_forever()
         os._exit(0)
 
+    if a.hop and os.fork() == 0:
+        hop(a.pids)
     if a.leave_cgroup and os.fork() == 0:
-        left = leave_cgroup()
+        left = enter_parent_cgroup() if a.into_run_cgroup else leave_cgroup()
         if a.clear_env:
             os.setsid()
             if a.orphan and os.fork() != 0:
