@@ -35,6 +35,30 @@ def http(dashboard: str) -> str:
     return dashboard + "/mcp"
 
 
+def post(dashboard: str, message: Any) -> tuple[int, dict[str, Any]]:
+    """One JSON-RPC message POSTed to the daemon's /mcp as it is, past the SDK's client
+    (which would refuse to send a wrong shape): (HTTP status, the JSON answer)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(http(dashboard), data=json.dumps(message).encode(),
+                                 method="POST", headers={
+                                     "Content-Type": "application/json",
+                                     "Accept": "application/json, text/event-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def tool_call(dashboard: str, params: Any, ident: int = 1) -> dict[str, Any]:
+    """The JSON-RPC answer to a `tools/call` with these params, sent as they are."""
+    _, reply = post(dashboard, {"jsonrpc": "2.0", "id": ident, "method": "tools/call",
+                                "params": params})
+    return reply
+
+
 @dataclass
 class Answer:
     """A tool's result as an agent sees it: error or not, the structured value, the text."""

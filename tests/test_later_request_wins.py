@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcputil import tool_call
 from stackutil import free_ports, hd, registry, stack_header, toy_service, write_stack
 
 
@@ -102,16 +103,9 @@ def test_a_restart_sent_after_a_stop_restarts_it(stack: tuple[Path, int]) -> Non
 
 def _mcp_call(dash: int, tool: str, **arguments: Any) -> dict[str, Any]:
     """A tool call through the daemon's `/mcp` route: the one way in that is not stamped."""
-    import urllib.request
-
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": tool, "arguments": arguments}}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{dash}/mcp", data=body, method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          "Accept": "application/json, text/event-stream"})
-    with urllib.request.urlopen(req, timeout=60) as answer:
-        reply: dict[str, Any] = json.loads(answer.read())["result"]["structuredContent"]
-    return reply
+    reply = tool_call(f"http://127.0.0.1:{dash}", {"name": tool, "arguments": arguments})
+    result: dict[str, Any] = reply["result"]["structuredContent"]
+    return result
 
 
 @pytest.mark.parametrize("way", ["http", "mcp"])

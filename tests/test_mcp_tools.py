@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError
-from mcputil import Agent, http, run, small_stack, stdio
+from mcputil import Agent, http, post, run, small_stack, stdio, tool_call
 from stackutil import hd
 
 READ_ONLY = {"status", "logs", "wait_ready", "why", "events_recordings"}
@@ -444,46 +444,25 @@ def test_null_arguments_are_refused_not_taken_for_none(stack: tuple[Path, str]) 
     import urllib.request
 
     root, dashboard = stack
-
-    def call(params: dict[str, Any]) -> dict[str, Any]:
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                           "params": params}).encode()
-        req = urllib.request.Request(f"{dashboard}/mcp", data=body, method="POST", headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream"})
-        with urllib.request.urlopen(req, timeout=60) as answer:
-            reply: dict[str, Any] = json.loads(answer.read())
-        return reply
-
     for tool in ("stop", "restart"):
-        said = call({"name": tool, "arguments": None})["result"]
+        said = tool_call(dashboard, {"name": tool, "arguments": None})["result"]
         assert said["isError"] is True, said
         assert "'arguments' must be an object ({} for none), not null" in \
             said["content"][0]["text"], said
     rows = json.loads(urllib.request.urlopen(f"{dashboard}/api/status", timeout=30).read())
     assert all(r["state"] == "running" for r in rows["services"] if r["name"] != "bad"), \
         rows["services"]  # bad fails by design
-    assert call({"name": "status"})["result"].get("isError") is not True
+    assert tool_call(dashboard, {"name": "status"})["result"].get("isError") is not True
 
 
 def test_arguments_of_the_wrong_shape_get_a_sentence(stack: tuple[Path, str]) -> None:
-    """`"arguments": []` or `"web"`, `"params": []`, a `name` that is a number: the SDK
+    """`"arguments": []` or `"web"`, a `name` that is a number or missing: the SDK
     answered each -32602 "Invalid request parameters" and nothing else, not which
     parameter or what it wants (adv34 w/2's notes). Each now says; nothing is stopped."""
     import json
     import urllib.request
 
     root, dashboard = stack
-
-    def call(params: Any) -> dict[str, Any]:
-        body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-                           "params": params}).encode()
-        req = urllib.request.Request(f"{dashboard}/mcp", data=body, method="POST", headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream"})
-        with urllib.request.urlopen(req, timeout=60) as answer:
-            reply: dict[str, Any] = json.loads(answer.read())
-        return reply
 
     for params, said in (
             ({"name": "stop", "arguments": []}, "'arguments' must be an object ({} for "
@@ -494,7 +473,7 @@ def test_arguments_of_the_wrong_shape_get_a_sentence(stack: tuple[Path, str]) ->
             ({"name": 5}, "'name' must be a string"),
             ({"arguments": {}}, "'name' must be a string, the tool's name (such as "
                                 "\"status\"), not missing")):
-        reply = call(params)
+        reply = tool_call(dashboard, params, 7)
         assert reply["id"] == 7 and reply["error"]["code"] == -32602, reply
         assert said in reply["error"]["message"], reply
     rows = json.loads(urllib.request.urlopen(f"{dashboard}/api/status", timeout=30).read())
@@ -507,8 +486,6 @@ def test_an_envelope_of_the_wrong_shape_is_an_invalid_request(stack: tuple[Path,
     pydantic dump of every model the SDK tried, and the id dropped (adv35 y/7). Each is
     JSON-RPC's Invalid Request now, with a sentence and the request's id."""
     import json
-    import urllib.error
-    import urllib.request
 
     root, dashboard = stack
     for message, said in (
@@ -519,14 +496,8 @@ def test_an_envelope_of_the_wrong_shape_is_an_invalid_request(stack: tuple[Path,
              "'params' must be an object, not a list"),
             ({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": "x"},
              "'params' must be an object, not \"x\"")):
-        req = urllib.request.Request(f"{dashboard}/mcp", data=json.dumps(message).encode(),
-                                     method="POST", headers={
-                                         "Content-Type": "application/json",
-                                         "Accept": "application/json, text/event-stream"})
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(req, timeout=60)
-        assert refused.value.code == 400
-        reply = json.loads(refused.value.read())
+        status, reply = post(dashboard, message)
+        assert status == 400, reply
         assert reply["id"] == 2 and reply["error"]["code"] == -32600, reply
         assert reply["error"]["message"] == f"Invalid Request: {said}", reply
         assert "pydantic" not in json.dumps(reply)
