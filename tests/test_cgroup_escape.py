@@ -159,16 +159,23 @@ def test_a_process_that_keeps_re_forking_itself_is_ended(project: Path,
         hd(project, "down", timeout=60)
 
 
-def test_a_process_in_the_runs_own_cgroup_ends_at_down(project: Path,
-                                                       strays: list[int]) -> None:
+@pytest.mark.parametrize("how", ["down", "kill -9 of the daemon"])
+def test_a_process_in_the_runs_own_cgroup_ends_with_the_stack(project: Path, how: str,
+                                                              strays: list[int]) -> None:
     """A child that moved itself into the run's own cgroup (the parent of its service's),
     cleared its environment and lost its parent: no service's scope holds it, and every
     `hd down` left it running, and the run's cgroup with it (adv35 x/2). The cgroup,
-    named for the run, says it is ours: it is ended when the stack is down."""
+    named for the run, says it is ours: it is ended when the stack is down, by the
+    daemon or, after a `kill -9` of it, by its guard."""
     _, child = start(project, "--clear-env", "--orphan", "--into-run-cgroup")
     strays.append(child)
     run_cgroup = Path(f"/proc/{child}/cgroup").read_text().strip().split(":", 2)[2]
     if registry(project)["daemon"]["mode"] == "cgroup":
         assert Path(run_cgroup).name.startswith("hippodrome-"), run_cgroup
-    hd(project, "down", check=True, timeout=60)
-    assert not alive(child), f"pid {child} outlived `hd down`"
+    if how == "down":
+        hd(project, "down", check=True, timeout=60)
+        assert not alive(child), f"pid {child} outlived `hd down`"
+        return
+    os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(child), 10, what=f"pid {child} ended by the guard")
+    hd(project, "down", timeout=60)

@@ -33,7 +33,7 @@ from hippo_tasks.supervision.scope import (
     RUN_ENV,
     Scope,
     all_pids,
-    end_scopes,
+    end_left_in,
     remove_cgroup,
     stat_fields,
 )
@@ -147,15 +147,10 @@ class Ownership:
         return Placement(env, str(path / "cgroup.procs"))
 
     def close(self) -> None:
-        """Remove the run's cgroups, once every service is stopped. A process still in
-        the run's own cgroup (one that moved itself there and cleared its environment,
-        so no service's scope holds it) is ended first: the cgroup, named for this
-        run's token, says it is ours. It was left running, and the cgroup with it, by
-        every `hd down` (adv35 x/2)."""
+        """Remove the run's cgroups, once every service is stopped, and first end what is
+        left in them (scope.end_left_in)."""
         if self.base is not None:
-            left = Scope("", self.base)
-            if not left.empty():
-                end_scopes([left], LEFT_IN_BASE_GRACE_S)
+            end_left_in(self.base, LEFT_IN_BASE_GRACE_S)
             remove_cgroup(self.base)
 
 

@@ -406,6 +406,17 @@ def end_scopes(scopes: list[Scope], grace: float,
 
 
 
+def end_left_in(base: str | Path, grace: float) -> None:
+    """End what is still in the run's own cgroup once the services' are empty: a process
+    that moved itself there and cleared its environment belongs to no service's scope,
+    and every `hd down` left it running, and the cgroup with it (adv35 x/2). The cgroup,
+    named for the run's token, says it is ours. After the services' own ends, so none of
+    theirs gets its stop signal twice."""
+    left = Scope("", base)
+    if not left.empty():
+        end_scopes([left], grace)
+
+
 # ---- the orphan guard's main: runs this file in a bare interpreter ------------------------
 
 def guard_main(argv: list[str]) -> None:
@@ -427,9 +438,9 @@ def guard_main(argv: list[str]) -> None:
     if base != "-":
         with contextlib.suppress(OSError):
             scopes += [Scope(token, e.path) for e in os.scandir(base) if e.is_dir()]
-        scopes.append(Scope("", base))  # and one that moved into the run's own cgroup
     end_scopes(scopes, grace)
     if base != "-":
+        end_left_in(base, grace)
         remove_cgroup(base)
 
 
