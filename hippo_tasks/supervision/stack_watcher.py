@@ -270,7 +270,12 @@ class StackWatcher:
         cwd holds it; return the readable folders to add on their own."""
         from hippo_tasks.terminal_text import for_terminal
 
-        blocked, extra = unreadable(roots, self._followed)
+        links: set[str] = set()
+        blocked, extra = unreadable(roots, links)
+        # Only the links whose removal would count: a pnpm tree links thousands of folders
+        # under node_modules, which no service counts, each looked at on every batch.
+        self._followed |= {link for link in links if any(
+            s.admits(DELETED, link) and s.matcher.may_hold(link) for s in self.subscribers)}
         for folder in blocked:
             for s in self.subscribers:
                 key = f"{s.name}\0{folder}"
