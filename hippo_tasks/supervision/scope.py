@@ -155,9 +155,9 @@ def _marked(mark: str | None, prefix: str) -> bool:
     return mark is not None and (mark == prefix or mark.startswith(prefix + "/"))
 
 
-def marked_pids(prefix: str, max_age: float = 0.0, begun_after: float = -1.0) -> list[int]:
+def marked_pids(prefix: str, max_age: float = 0.0) -> list[int]:
     """Live processes whose mark equals `prefix` or starts with `prefix/`."""
-    return sorted(pid for pid, (_, mark, _, _) in process_table(max_age, begun_after).items()
+    return sorted(pid for pid, (_, mark, _, _) in process_table(max_age).items()
                   if _marked(mark, prefix))
 
 
@@ -171,9 +171,9 @@ def still_marked(prefix: str, max_age: float = TABLE_TTL, begun_after: float = -
                   if _marked(mark, prefix) and start_ticks(pid) == ticks)
 
 
-def group_pids(pgid: int, max_age: float = 0.0, begun_after: float = -1.0) -> list[int]:
+def group_pids(pgid: int, max_age: float = 0.0) -> list[int]:
     """Live members of a process group (killpg(pg, 0) would count zombies too)."""
-    return sorted(pid for pid, (group, _, _, _) in process_table(max_age, begun_after).items()
+    return sorted(pid for pid, (group, _, _, _) in process_table(max_age).items()
                   if group == pgid)
 
 
@@ -313,7 +313,7 @@ class Scope:
     def _strays_alive(self) -> list[int]:
         return [pid for pid, ticks in self._strays.items() if start_ticks(pid) == ticks]
 
-    def members(self, max_age: float = 0.0, begun_after: float = -1.0) -> list[int]:
+    def members(self, max_age: float = 0.0) -> list[int]:
         """In cgroup mode the cgroup's members and the marked processes that moved
         out of it (a container runtime, `systemd-run --scope`: they keep the mark they
         inherited), read from a table at most TABLE_TTL old: the cgroup, read fresh,
@@ -323,12 +323,12 @@ class Scope:
             max_age = max(max_age, TABLE_TTL)
             found = set(cgroup_pids(self.cgroup))
             if self.mark:
-                found.update(still_marked(self.mark, max_age, begun_after))
+                found.update(still_marked(self.mark, max_age))
         else:
-            found = set(marked_pids(self.mark, max_age, begun_after)) if self.mark else set()
+            found = set(marked_pids(self.mark, max_age)) if self.mark else set()
             pgid = self._group()
             if pgid:
-                found.update(group_pids(pgid, max_age, begun_after))
+                found.update(group_pids(pgid, max_age))
         found.update(self._strays_alive())
         for pid, ticks in descendants(found, max_age).items():
             if pid not in found:
