@@ -381,3 +381,30 @@ def test_a_start_asked_while_a_crash_is_cleaned_up_does_not_wait_out_the_backoff
         assert settled["crashy"].pid not in (None, first)
 
     run(project, text, scenario)
+
+
+def test_a_start_asked_the_moment_the_main_process_exits_does_not_wait_out_the_backoff(
+        project: Path) -> None:
+    """Asked after the exit showed (`stopping`, read from the pidfd) but before the loop
+    turn that moves the state: it was taken for a start of a running service, waited
+    for the crashed run, and so for the whole 40 s backoff (a 3.13 CI run, under load).
+    The test asks in that very turn: it does not yield between the kill and the start."""
+    (p,) = free_ports(1)
+    text = stack_header(1, backoff_initial=40.0, backoff_max=40.0) + toy_service(
+        "crashy", p, readiness={"tcp": True})
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        svc = h.stack.get("crashy")
+        first = svc.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while svc.snapshot().state != "stopping":  # no await: the loop cannot see it
+            assert time.monotonic() < deadline, svc.snapshot()
+            time.sleep(0.001)
+        settled = await asyncio.wait_for(h.stack.start(["crashy"]), timeout=20)
+        assert settled["crashy"].state == "running", settled["crashy"]
+        assert settled["crashy"].pid not in (None, first)
+
+    run(project, text, scenario)

@@ -77,8 +77,7 @@ class ServiceSupervisor(ServiceRun):
         spec = self.planned.spec
         main = self._main
         alive = main is not None and not main.ended()
-        ended = (main is not None and not alive and spec.kind == "service"
-                 and self.sm.state in (State.STARTING, State.RUNNING))
+        ended = not alive and self._exit_unseen()
         return ServiceSnapshot(
             name=self.name, state="stopping" if ended else self.sm.state.value,
             healthy=bool(self.healthy) and (alive or spec.external),
@@ -151,12 +150,23 @@ class ServiceSupervisor(ServiceRun):
         self._mail.set()
         return fut
 
+    def _exit_unseen(self) -> bool:
+        """The main process of a starting or running service has exited, and the loop
+        has not yet taken it in (the pidfd is read a turn later, longer under load)."""
+        main = self._main
+        return (main is not None and self.planned.spec.kind == "service"
+                and self.sm.state in (State.STARTING, State.RUNNING) and main.ended())
+
     def _cleaning_up(self) -> bool:
-        """The run itself is ending what its crashed main process left (no request under
-        way; not a job that completed, whose rerun waits for that by its own path)."""
+        """The run itself is ending what its crashed main process left, or is about to
+        (no request under way; not a job that completed, whose rerun waits for that by
+        its own path). A start asked in the turn between the exit and the loop seeing it
+        was taken for a start of a running service: answered `stopping` at once, or
+        left waiting for the run, so for its whole backoff (a 3.13 CI run)."""
         run = self._run
-        return (self.sm.state == State.STOPPING and self._current is None
-                and not self._completed and run is not None and not run.done())
+        return ((self.sm.state == State.STOPPING or self._exit_unseen())
+                and self._current is None and not self._completed
+                and run is not None and not run.done())
 
     def hold(self, final: bool = False) -> None:
         """The stack is about to stop this service: an exit is no longer restarted.
