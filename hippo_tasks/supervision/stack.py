@@ -1,5 +1,7 @@
 """The whole stack: start in dependency order, in parallel where independent; stop in
 reverse order (dependants before what they depend on); notice a blocking failure.
+What every request reads is stack_core.py; restarting what depends on a service,
+cascade.py.
 """
 
 from __future__ import annotations
@@ -7,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-from hippo_tasks.errors import ServiceStartError, UnknownServiceError
-from hippo_tasks.model.plan import StackPlan
-from hippo_tasks.supervision.run import SupervisorContext
-from hippo_tasks.supervision.service import Op, ServiceSupervisor
+from hippo_tasks.errors import ServiceStartError
+from hippo_tasks.supervision.cascade import CascadingStack
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
+from hippo_tasks.supervision.stack_core import Settled
 from hippo_tasks.supervision.stack_watcher import StackWatcher
 from hippo_tasks.supervision.states import State, Transition
 from hippo_tasks.supervision.watch import Watched
@@ -22,118 +23,11 @@ from hippo_tasks.terminal_text import for_terminal
 
 OWN_WRITES_S = 1.0
 """Changes that began this soon after a service exited restart nothing (_reload)."""
-Settled = dict[str, ServiceSnapshot]
-"""Each service a request named, as it was when that request settled."""
+
+__all__ = ["OWN_WRITES_S", "Settled", "StackSupervisor"]
 
 
-class StackSupervisor:
-    def __init__(self, plan: StackPlan, ctx: SupervisorContext,
-                 log_path: Callable[[str], str] | None = None,
-                 log_note: Callable[[str], str | None] | None = None) -> None:
-        self.plan = plan
-        self.ctx = ctx
-        self._log_path = log_path
-        self._log_note = log_note
-        self.services: dict[str, ServiceSupervisor] = {
-            p.name: ServiceSupervisor(p, ctx) for p in plan.services
-        }
-        for svc in self.services.values():
-            svc.deps = [self.services[d] for d in svc.planned.depends_on]
-            svc.wait_change = self.wait_change
-            svc.on_update = self._poke
-        self.blocking_failure: asyncio.Future[ServiceStartError] | None = None
-        self._watcher: StackWatcher | None = None
-        self._exited_at: dict[str, float] = {}
-        """time.monotonic() of each service's latest move to backoff or failed."""
-        self._change: asyncio.Future[None] | None = None
-        """Resolved (and replaced) on every transition: what waiting services wake on."""
-        self.final = False
-        self._been_ready: set[str] = set()
-        self._cascades: set[asyncio.Future[Settled]] = set()
-        self._cascading: dict[str, int] = {}
-        """Services whose explicit cascades run now (how many): their being ready again
-        starts no other."""
-        self._restarting: asyncio.Future[None] | None = None
-        """Resolved when the whole-stack restart under way is over (restart_all)."""
-        self._stack_restarts = 0
-        """How many whole-stack restarts have begun: a cascade one overtook is over."""
-        self._stops: list[tuple[frozenset[str], asyncio.Future[None]]] = []
-        """Stops under way: what each stops, resolved when it is over (_after_stops)."""
-        self._stopped_meanwhile: list[set[str]] = []
-        """Per start, whole-stack restart or cascade under way: what other commands
-        stopped meanwhile (a later stop wins)."""
-        self._stop_sent: dict[str, float] = {}
-        """Per service, when the latest stop carried out on it was sent (its request's
-        kernel arrival, monotonic): a start or restart sent before it yields to it."""
-
-    @contextlib.contextmanager
-    def _stops_meanwhile(self) -> Iterator[set[str]]:
-        """What other commands stop while this start, whole-stack restart or cascade is
-        under way (a later stop wins). Dropped by identity, not with list.remove: that
-        compares with ==, two callers' empty sets are equal, so a whole-stack restart
-        removed a start's set, its own remove then raised ValueError (a 500 for `hd
-        restart`), and the restart was never marked over (adv34 v/1)."""
-        meanwhile: set[str] = set()
-        self._stopped_meanwhile.append(meanwhile)
-        try:
-            yield meanwhile
-        finally:
-            self._stopped_meanwhile[:] = [m for m in self._stopped_meanwhile
-                                          if m is not meanwhile]
-
-    def _stopped_after(self, sent: float | None, among: Iterable[str]) -> set[str]:
-        """Which of `among` a stop sent after `sent` has already stopped. Each request
-        is read by a thread of its own: with cores busy, a restart sent 3 ms before a
-        stop reached the loop after it, started the service again, and the stop had
-        answered `stopped` (adv34 w/4). The later request wins by when it was sent."""
-        if sent is None:
-            return set()
-        return {n for n in among if self._stop_sent.get(n, sent) > sent}
-
-    def get(self, name: str) -> ServiceSupervisor:
-        try:
-            return self.services[name]
-        except KeyError:
-            raise UnknownServiceError(name, tuple(self.services)) from None
-
-    def dependants(self, name: str) -> list[str]:
-        return [n for n, s in self.services.items() if name in s.planned.depends_on]
-
-    def closure(self, names: Iterable[str]) -> list[str]:
-        """The names and everything they depend on, in start order."""
-        want: set[str] = set()
-
-        def add(n: str) -> None:
-            if n in want:
-                return
-            want.add(n)
-            for dep in self.get(n).planned.depends_on:
-                add(dep)
-
-        for n in names:
-            add(n)
-        return [n for n in self.services if n in want]
-
-    # ---- change notification ----------------------------------------------------------
-    async def wait_change(self) -> None:
-        if self._change is None or self._change.done():
-            self._change = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._change)
-
-    def _poke(self) -> None:
-        if self._change is not None and not self._change.done():
-            self._change.set_result(None)
-        self._change = None
-
-    # ---- start ------------------------------------------------------------------
-    def log_path(self, name: str) -> str | None:
-        return self._log_path(name) if self._log_path else None
-
-    def failure_for(self, svc: ServiceSupervisor) -> ServiceStartError:
-        lines = self.ctx.hub.own_lines(svc.name, 20)
-        return ServiceStartError(svc.name, svc.reason, tuple(lines), self.log_path(svc.name),
-                                 self._log_note(svc.name) if self._log_note else None)
-
+class StackSupervisor(CascadingStack):
     def on_transition(self, event: Transition) -> None:
         """Hooked in by the owner: wakes waiting services; a blocking service failing
         during start-up is final."""
@@ -148,19 +42,6 @@ class StackSupervisor:
         if svc is None or not svc.planned.spec.blocking or self.blocking_failure.done():
             return
         self.blocking_failure.set_result(self.failure_for(svc))
-
-    def _ask(self, op: Op, names: Iterable[str],
-             reason: str = "") -> list[asyncio.Future[ServiceSnapshot]]:
-        return [self.services[n].request(op, reason) for n in names]
-
-    async def _after_stops(self, names: Iterable[str]) -> None:
-        """A start or restart that needs a service a stop under way is stopping begins
-        once that stop is over. `hd start -s b` during `hd stop` ran between b's stop and
-        a's: it found a still running, started b, and the stop then stopped a under it;
-        both commands exited 0, each saying the opposite of the end state."""
-        wanted = set(self.closure(names))
-        while pending := [done for chosen, done in self._stops if chosen & wanted]:
-            await asyncio.wait(pending)
 
     async def start(self, names: Iterable[str] | None = None,
                     sent: float | None = None) -> Settled:
@@ -222,37 +103,6 @@ class StackSupervisor:
             if self._restarting is done:
                 self._restarting = None
 
-    def _held_by(self, stopped: set[str], not_started: str, among: set[str]) -> set[str]:
-        """Which of `among` stops asked meanwhile keep stopped: those services and what
-        needs them. A dependant's row names that stop; it had named the restart itself
-        (d/4)."""
-        held = stopped & among
-        for name in stopped:
-            for dep in self.dependants_closure(name):
-                if dep not in among:
-                    continue
-                if dep not in held and self.services[dep].state == State.STOPPED:
-                    self.services[dep].reason = (f"{not_started}: '{name}', which it "
-                                                 "needs, was stopped meanwhile")
-                held.add(dep)
-        return held
-
-    async def _through_restart(self, snap: ServiceSnapshot) -> ServiceSnapshot:
-        """`snap` once what overtook it is over: a whole-stack restart, or another
-        caller's restart or start of this service (a cascade after a whole-stack
-        restart: `hd restart -s slow` said "another command (a stop, `hd down`) changed
-        the stack", exit 1, with slow running a moment later, y/3). A stop is not waited
-        through: the service ends stopped, and the answer says so."""
-        while not snap.ready and not self.final:
-            if self._restarting is not None:
-                await asyncio.shield(self._restarting)
-            elif self.services[snap.name].coming_up:
-                await self.wait_change()
-            else:
-                break
-            snap = self.services[snap.name].snapshot()
-        return snap
-
     async def start_and_wait(self, names: Iterable[str] | None = None) -> ServiceStartError | None:
         """Start, then wait until all settle or a blocking one fails (returned). Files
         are watched from the start: a save while a service boots restarts it after."""
@@ -270,7 +120,6 @@ class StackSupervisor:
                 await waiter
         return failure
 
-    # ---- stop -------------------------------------------------------------------
     async def stop(self, names: Iterable[str] | None = None,
                    reason: str = "stop requested", final: bool = False,
                    by_restart: bool = False, sent: float | None = None) -> Settled:
@@ -334,240 +183,6 @@ class StackSupervisor:
             return held
         return await self._through_restart(await self.get(name).request("restart"))
 
-    def _held_back(self, name: str, skipped: dict[str, str] | None, sent: float | None,
-                   stopped_meanwhile: bool = False) -> ServiceSnapshot | None:
-        """`name` as it is, when a stop sent after this restart has stopped it (or, for
-        a request not stamped, one asked while it waited for an earlier stop), or a
-        dependency stopped on purpose (or failed) would keep it from starting again,
-        with why in `skipped`; None when it may be restarted."""
-        if self._stopped_after(sent, [name]) or stopped_meanwhile:
-            when = "asked while this restart waited for an earlier one"
-            if self._stopped_after(sent, [name]):
-                assert sent is not None
-                when = f"sent {(self._stop_sent[name] - sent) * 1000:.1f} ms after this restart"
-            self._left_as_is(name, f"not restarted: a stop of it was {when}, and the later "
-                             f"request wins (`hd start --service {name}` starts it)", skipped)
-            return self.get(name).snapshot()
-        blocker = self.blocked_by(name)
-        if blocker is None:
-            return None
-        self._say_held(name, blocker, "", skipped)
-        return self.get(name).snapshot()
-
-    def _say_held(self, name: str, blocker: ServiceSupervisor, cause: str,
-                  skipped: dict[str, str] | None) -> None:
-        """Say, in `name`'s log and in `skipped` (the command's answer), that it was left
-        running because `blocker` would keep it from starting again."""
-        note = (f"not restarted{cause}: its dependency '{blocker.name}' is "
-                f"{blocker.state.value}, so it could not start again (`hd start --service "
-                f"{blocker.name}`, then `hd restart --service {name}`)")
-        self._left_as_is(name, note, skipped)
-
-    def _note_unreached(self, name: str, origin: str, through: list[str],
-                        skipped: dict[str, str] | None) -> None:
-        """Say that a cascade did not restart `name`: it depends on `origin` only
-        through `through`, none of which the cascade restarted."""
-        links = ", ".join(f"'{d}'" for d in through)
-        note = (f"not restarted: the cascade from {origin} reaches it only through {links}, "
-                "which it did not restart")
-        self._left_as_is(name, note, skipped)
-
-    def _left_as_is(self, name: str, note: str, skipped: dict[str, str] | None) -> None:
-        """Say why a command left `name` as it is: in its log, where the user looks
-        later, and in the command's answer, when it gathers them."""
-        self.ctx.hub.system(name, note)
-        if skipped is not None:
-            skipped[name] = note
-
-    def blocked_by(self, name: str) -> ServiceSupervisor | None:
-        """A dependency of `name` that is stopped or failed with no start asked for (its
-        condition unmet), so `name` could not start again if it stopped now."""
-        svc = self.services[name]
-        conditions = dict(svc.planned.spec.conditions)
-        for dep in svc.deps:
-            # (one whose restart is stopping it comes back: `hd restart -s leaf` while
-            # top restarted was "not restarted: top is stopping", exit 1; adv32 t/2)
-            if dep.state in (State.STOPPED, State.FAILED, State.STOPPING) and \
-                    not dep.starting_soon and not dep.coming_up and \
-                    not dep.meets(conditions.get(dep.name)):
-                return dep
-        return None
-
-    def dependants_closure(self, name: str) -> list[str]:
-        """Everything that depends on `name`, directly or not, in start order."""
-        found: set[str] = set()
-        todo = [name]
-        while todo:
-            for dep in self.dependants(todo.pop()):
-                if dep not in found:
-                    found.add(dep)
-                    todo.append(dep)
-        return [n for n in self.services if n in found]
-
-    def _ready_again(self, name: str) -> None:
-        """A `restart_cascades` service ready after the first time: what was made in it
-        is gone (a crashed moto came back empty, `hd status` said healthy, and every
-        table call failed for good), so its dependants restart, as with `--cascade`."""
-        svc = self.services[name]
-        if name not in self._been_ready:
-            self._been_ready.add(name)
-            return
-        # Not during a whole-stack restart: it starts every dependant after this one
-        # anyway, and a crash's cascade restarted them again once it had answered
-        # with their pids (adv32 t/5).
-        if svc.planned.spec.restart_cascades and not self.final and \
-                name not in self._cascading and self._restarting is None:
-            self.ctx.hub.system(name, f"{name} is ready again and keeps no state across "
-                                      "restarts (restart_cascades): restarting what "
-                                      "depends on it")
-            task = asyncio.ensure_future(self._cascade_from(name, "restart_cascades"))
-            self._cascades.add(task)  # held until done: a task nobody holds may vanish
-            task.add_done_callback(self._cascades.discard)
-
-    async def restart_cascade(self, name: str, skipped: dict[str, str] | None = None,
-                              sent: float | None = None) -> Settled:
-        """Restart `name`, then each service that depends on it (in dependency order),
-        each once the one before is ready again; a job that completed runs again (a
-        schema step after its database). A dependant stopped on purpose stays stopped,
-        and so does what depends on `name` only through it (or through one held);
-        a restart that fails ends the cascade there. A dependant that failed only because
-        a dependency did is started again. Returns what it touched, each as its restart
-        settled: read afterwards, a cascade that overlapped this one showed its own
-        restarts in progress, and this one's caller was told "did not come up"."""
-        with self._stops_meanwhile() as meanwhile:
-            await self._after_stops([name])
-        # (--cascade too took it down, adv25 d/10)
-        held = self._held_back(name, skipped, sent, name in meanwhile)
-        if held is not None:
-            return {name: held}
-        were_up = {d for d in self.dependants_closure(name)  # and completed jobs, run again
-                   if self.services[d].state not in (State.STOPPED, State.FAILED)
-                   or (self.services[d].planned.spec.kind == "job" and self.services[d].ready)}
-        self._cascading[name] = self._cascading.get(name, 0) + 1
-        restarts = self._stack_restarts
-        with self._stops_meanwhile() as meanwhile:
-            try:
-                first = await self._through_restart(
-                    await self.get(name).request("restart", "restart requested (cascade)"))
-            finally:
-                self._cascading[name] -= 1
-                if not self._cascading[name]:
-                    del self._cascading[name]
-            settled = {name: first}
-            if first.ready:
-                settled.update(await self._cascade_from(name, "cascade", skipped, were_up,
-                                                        restarts, meanwhile))
-        if self._stack_restarts != restarts:
-            # Rows read before the stack restart name processes it ended.
-            settled = {n: await self._through_restart(self.services[n].snapshot())
-                       for n in settled}
-        if any(chosen & set(settled) for chosen, _ in self._stops):
-            # Cut short by a stop still under way: answered once it is over, as a start
-            # or restart is; it said `db: stopping` and "db did not come up" of one that
-            # had come up and was being stopped (adv32 t/3).
-            await self._after_stops(list(settled))
-            settled = {n: self.services[n].snapshot() for n in settled}
-        return settled
-
-    async def _cascade_from(self, name: str, why: str, skipped: dict[str, str] | None = None,
-                            were_up: set[str] | None = None,
-                            restarts: int | None = None,
-                            meanwhile: set[str] | None = None) -> Settled:
-        """Restart what depends on `name`, in dependency order (restart_cascade says
-        which, and why). A dependant with another dependency not ready is left as it
-        is, with why in `skipped`. One of `were_up` (up as the cascade began) that
-        another command stopped meanwhile is answered as it is: left out in silence,
-        the cascade said ok, exit 0 (adv28 m/3). Once a whole-stack restart begun
-        after `restarts` (the count when `name`'s restart was asked) has come, the
-        rest are answered as they come out of it: it started each after `name`, as
-        fresh as this would make them. Met half-way, a dependant it had stopped read
-        `stopped — restart requested`, exit 1, and ended running (CI, under load).
-        `meanwhile`: what other commands stopped since the cascade began; the later
-        stop wins. Reached while such a stop was still under way (a dependant slow to
-        stop), the cascade restarted it, and both commands said they had done their
-        part, exit 0 (adv32 t/1); the cascade also went on above an origin stopped
-        since, onto a stopped dependency."""
-        settled: Settled = {}
-        closure = self.dependants_closure(name)
-        restarts = self._stack_restarts if restarts is None else restarts
-        meanwhile = set() if meanwhile is None else meanwhile
-        # What this cascade restarted (or found coming up afresh): it goes on only from
-        # these. Held at mid (stopped on purpose), it left top running and then
-        # restarted leaf, which depends on db only through top (adv32 t's notes).
-        reached = {name}
-        for at, dep in enumerate(closure):
-            svc = self.services[dep]
-            if name in meanwhile:
-                for later in closure[at:]:
-                    if skipped is not None and were_up is not None and later in were_up:
-                        skipped[later] = (f"not restarted: the cascade from {name} ended "
-                                          f"there ('{name}' was stopped meanwhile)")
-                break
-            if dep in meanwhile:
-                await self._after_stops([dep])
-                if were_up is None or dep in were_up:
-                    settled[dep] = svc.snapshot()
-                continue
-            if self._stack_restarts != restarts:
-                for rest in closure[at:]:
-                    snap = await self._through_restart(self.services[rest].snapshot())
-                    if (were_up is not None and rest in were_up) or snap.ready:
-                        settled[rest] = snap
-                break
-            through = [d for d in svc.planned.depends_on if d in closure or d == name]
-            if not any(d in reached for d in through):
-                if were_up is not None and dep in were_up:
-                    self._note_unreached(dep, name, through, skipped)
-                continue
-            completed_job = svc.planned.spec.kind == "job" and svc.ready
-            if svc.state in (State.STOPPED, State.FAILED) and not svc.starting_soon \
-                    and not completed_job and not svc.failed_for_dependency:
-                if were_up is not None and dep in were_up:
-                    settled[dep] = svc.snapshot()
-                continue
-            if self.final:
-                break
-            if why != "cascade" and not svc.ready:
-                reached.add(dep)
-                continue  # on its way up already (a whole-stack restart): it finds the new one
-            blocked = await self._not_ready_after_starts(svc.planned.depends_on)
-            if self.final:
-                break
-            if blocked:
-                # Stopped, it could not start again: a running dependant was left stopped
-                # by a cascade (a crash of moto, even) because another of its
-                # dependencies had been stopped on purpose. It keeps running instead.
-                self._say_held(dep, self.services[blocked[0]],
-                               f" with the cascade from {name}", skipped)
-                continue
-            # Through a whole-stack restart that overtook it (its stop superseded this
-            # request): the caller was told `mid: starting`, "another command changed
-            # the stack", exit 1, and every service ended running.
-            settled[dep] = await self._through_restart(await svc.request(
-                "restart", f"restart requested ({why} from {name})"))
-            reached.add(dep)
-            if not settled[dep].ready:
-                # What the cascade would have restarted after it is named: left out of the
-                # answer, it read as not asked for (adv29 n/7).
-                for later in closure[at + 1:]:
-                    if skipped is not None and were_up is not None and later in were_up:
-                        skipped[later] = (f"not restarted: the cascade from {name} ended at "
-                                          f"'{dep}' ({settled[dep].state})")
-                break
-        return settled
-
-    async def _not_ready_after_starts(self, names: Iterable[str]) -> list[str]:
-        """Those of `names` not ready, once any of them on its way up has got there or
-        failed: a dependency another terminal was restarting (`hd restart -s b` just as
-        a crashed moto came back) had its dependant left out of the cascade, with advice
-        to start a service already starting."""
-        while True:
-            blocked = [n for n in names if not self.services[n].ready]
-            if self.final or not any(self.services[n].starting_soon for n in blocked):
-                return blocked
-            await self.wait_change()
-
-    # ---- hot reload ---------------------------------------------------------------
     def start_watchers(self) -> None:
         """One file watcher for the whole stack, over every service that lists `watch`
         globs (relative to its cwd); Hippodrome's own .logs and .hippodrome never count.
@@ -628,9 +243,3 @@ class StackSupervisor:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             await watcher.stop()
-
-    def snapshots(self) -> list[ServiceSnapshot]:
-        return [s.snapshot() for s in self.services.values()]
-
-    def status(self) -> list[dict[str, object]]:
-        return [s.snapshot().as_status() for s in self.services.values()]
