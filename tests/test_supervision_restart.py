@@ -334,10 +334,17 @@ def test_a_port_check_refused_for_want_of_descriptors_is_tried_again(project: Pa
     run(project, text, scenario)
 
 
-def test_a_start_asked_during_a_crash_backoff_starts_it_now(project: Path) -> None:
+@pytest.mark.parametrize("moment", ["backoff", "exit seen"])
+def test_a_start_asked_during_a_crash_backoff_starts_it_now(project: Path, moment: str) -> None:
     """`hd start -s X` while X waited out a 40 s backoff sat through the whole delay,
     printing nothing, where `hd restart -s X` started it at once (adv28 l/2). The user
-    who has just fixed what made it crash asks for it now."""
+    who has just fixed what made it crash asks for it now.
+
+    `exit seen`: asked after the exit showed (`stopping`, read from the pidfd) but
+    before the loop turn that moves the state, it was taken for a start of a running
+    service: answered `stopping` at once, or left waiting for the crashed run and so
+    its whole backoff (a 3.13 CI run, under load). The test asks in that very turn: it
+    does not yield between the kill and the start."""
     (p,) = free_ports(1)
     text = stack_header(1, backoff_initial=40.0, backoff_max=40.0) + toy_service(
         "flaky", p, readiness={"tcp": True})
@@ -348,11 +355,18 @@ def test_a_start_asked_during_a_crash_backoff_starts_it_now(project: Path) -> No
         pid = svc.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        while svc.state != State.BACKOFF:
-            await asyncio.sleep(0.02)
+        if moment == "backoff":
+            while svc.state != State.BACKOFF:
+                await asyncio.sleep(0.02)
+        else:
+            deadline = time.monotonic() + 10
+            while svc.snapshot().state != "stopping":  # no await: the loop cannot see it
+                assert time.monotonic() < deadline, svc.snapshot()
+                time.sleep(0.001)
         settled = await asyncio.wait_for(h.stack.start(["flaky"]), timeout=20)
         assert settled["flaky"].state == "running" and settled["flaky"].pid not in (None, pid)
-        assert "backoff" in h.states("flaky")
+        if moment == "backoff":
+            assert "backoff" in h.states("flaky")
 
     run(project, text, scenario)
 
@@ -376,33 +390,6 @@ def test_a_start_asked_while_a_crash_is_cleaned_up_does_not_wait_out_the_backoff
         first = svc.pid
         while svc.snapshot().state != "stopping":  # its main exited; the child is ending
             await asyncio.sleep(0.02)
-        settled = await asyncio.wait_for(h.stack.start(["crashy"]), timeout=20)
-        assert settled["crashy"].state == "running", settled["crashy"]
-        assert settled["crashy"].pid not in (None, first)
-
-    run(project, text, scenario)
-
-
-def test_a_start_asked_the_moment_the_main_process_exits_does_not_wait_out_the_backoff(
-        project: Path) -> None:
-    """Asked after the exit showed (`stopping`, read from the pidfd) but before the loop
-    turn that moves the state: it was taken for a start of a running service, waited
-    for the crashed run, and so for the whole 40 s backoff (a 3.13 CI run, under load).
-    The test asks in that very turn: it does not yield between the kill and the start."""
-    (p,) = free_ports(1)
-    text = stack_header(1, backoff_initial=40.0, backoff_max=40.0) + toy_service(
-        "crashy", p, readiness={"tcp": True})
-
-    async def scenario(h: Harness) -> None:
-        assert await h.stack.start_and_wait() is None
-        svc = h.stack.get("crashy")
-        first = svc.pid
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while svc.snapshot().state != "stopping":  # no await: the loop cannot see it
-            assert time.monotonic() < deadline, svc.snapshot()
-            time.sleep(0.001)
         settled = await asyncio.wait_for(h.stack.start(["crashy"]), timeout=20)
         assert settled["crashy"].state == "running", settled["crashy"]
         assert settled["crashy"].pid not in (None, first)
