@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,40 +73,51 @@ async def watching(folder: Path, seen: asyncio.Queue[list[str]]) -> None:
         seen.get_nowait()
 
 
-@pytest.mark.parametrize("poll", [False, True], ids=["notify", "poll"])
-def test_bursts_folders_and_unmatched_files(tmp_path: Path, poll: bool) -> None:
-    """One call per burst with every changed match; a folder moved in counts by its
-    files; a file outside the globs never counts. Both watchfiles modes."""
-    (tmp_path / "src").mkdir()
+@contextlib.asynccontextmanager
+async def watcher_over(root: Path, globs: tuple[str, ...], debounce: float = 0.3,
+                       poll: bool = False, limit: float = 60
+                       ) -> AsyncIterator[asyncio.Queue[list[str]]]:
+    """watch_files running over `root`, each burst it hands over put in the queue
+    yielded; cancelled on the way out (it must end then), all of it within `limit`."""
     seen: asyncio.Queue[list[str]] = asyncio.Queue()
 
     async def on_change(paths: list[str]) -> None:
         seen.put_nowait(paths)
 
+    watcher = asyncio.create_task(watch_files(root, globs, on_change, debounce=debounce,
+                                              poll=poll))
+    try:
+        async with asyncio.timeout(limit):
+            yield seen
+    finally:
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["notify", "poll"])
+def test_bursts_folders_and_unmatched_files(tmp_path: Path, poll: bool) -> None:
+    """One call per burst with every changed match; a folder moved in counts by its
+    files; a file outside the globs never counts. Both watchfiles modes."""
+    (tmp_path / "src").mkdir()
+
     async def scenario() -> None:
-        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
-                                                  debounce=0.3, poll=poll))
-        try:
-            async with asyncio.timeout(60):
-                await watching(tmp_path / "src", seen)
-                for i in range(5):  # an editor saving several files in quick succession
-                    (tmp_path / "src" / f"m{i}.py").write_text(str(i))
-                    (tmp_path / "src" / f"notes{i}.txt").write_text(str(i))
-                    await asyncio.sleep(0.02)
-                burst = await seen.get()  # (a late sentinel write may ride along)
-                assert [p for p in burst if p != "src/sentinel.py"] == [
-                    f"src/m{i}.py" for i in range(5)]
-                staged = tmp_path / "staged" / "pkg"
-                staged.mkdir(parents=True)
-                (staged / "a.py").write_text("a")
-                (staged / "b.txt").write_text("b")
-                staged.rename(tmp_path / "src" / "pkg")
-                assert await seen.get() == ["src/pkg/a.py"]
-                assert seen.empty()
-        finally:
-            watcher.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await watcher
+        async with watcher_over(tmp_path, ("src/**/*.py",), poll=poll) as seen:
+            await watching(tmp_path / "src", seen)
+            for i in range(5):  # an editor saving several files in quick succession
+                (tmp_path / "src" / f"m{i}.py").write_text(str(i))
+                (tmp_path / "src" / f"notes{i}.txt").write_text(str(i))
+                await asyncio.sleep(0.02)
+            burst = await seen.get()  # (a late sentinel write may ride along)
+            assert [p for p in burst if p != "src/sentinel.py"] == [
+                f"src/m{i}.py" for i in range(5)]
+            staged = tmp_path / "staged" / "pkg"
+            staged.mkdir(parents=True)
+            (staged / "a.py").write_text("a")
+            (staged / "b.txt").write_text("b")
+            staged.rename(tmp_path / "src" / "pkg")
+            assert await seen.get() == ["src/pkg/a.py"]
+            assert seen.empty()
 
     asyncio.run(scenario())
 
@@ -192,23 +204,12 @@ def test_a_save_while_the_watches_are_being_set_up_is_seen(tmp_path: Path) -> No
     for folder in pkg.iterdir():  # written long before the watch began: not changes
         os.utime(folder / "mod.py", (old, old))
     time.sleep(0.5)  # (utime sets their ctime to now)
-    seen: asyncio.Queue[list[str]] = asyncio.Queue()
-
-    async def on_change(paths: list[str]) -> None:
-        seen.put_nowait(paths)
 
     async def scenario() -> list[str]:
-        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
-                                                  debounce=0.3, poll=False))
-        try:
+        async with watcher_over(tmp_path, ("src/**/*.py",), limit=20) as seen:
             await asyncio.sleep(0)  # the watcher began; its watches are being set up
             (pkg / "m4999" / "mod.py").write_text("x = 1\n")
-            async with asyncio.timeout(20):
-                return await seen.get()
-        finally:
-            watcher.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await watcher
+            return await seen.get()
 
     assert asyncio.run(scenario()) == ["src/pkg/m4999/mod.py"]
 
@@ -356,30 +357,18 @@ async def first_save_seen(root: Path, pattern: str, app: Path,
                           limit: float = 30) -> list[str]:
     """Watch `pattern` under `root`, do `before`, then save `app` until a burst of that
     save alone is handed over; that burst."""
-    seen: asyncio.Queue[list[str]] = asyncio.Queue()
-
-    async def on_change(paths: list[str]) -> None:
-        seen.put_nowait(paths)
-
-    watcher = asyncio.create_task(watch_files(root, (pattern,), on_change, debounce=0.3,
-                                              poll=False))
     want = [str(app.relative_to(root))]
-    try:
+    async with watcher_over(root, (pattern,), limit=limit) as seen:
         if before is not None:
             await before()
-        async with asyncio.timeout(limit):
-            while True:
-                app.write_text(f"x = {time.time()}\n")
-                try:
-                    paths = await asyncio.wait_for(seen.get(), 3.0)
-                except TimeoutError:
-                    continue
-                if paths == want:
-                    return paths
-    finally:
-        watcher.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await watcher
+        while True:
+            app.write_text(f"x = {time.time()}\n")
+            try:
+                paths = await asyncio.wait_for(seen.get(), 3.0)
+            except TimeoutError:
+                continue
+            if paths == want:
+                return paths
 
 
 def deep_tree(base: Path, depth: int, name: str = "d") -> str:
@@ -513,27 +502,16 @@ def test_a_link_to_a_folder_made_while_watched_is_watched_through(tmp_path: Path
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "util.py").write_text("0")
-    seen: asyncio.Queue[list[str]] = asyncio.Queue()
-
-    async def on_change(paths: list[str]) -> None:
-        seen.put_nowait(paths)
 
     async def scenario() -> None:
-        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
-                                                  debounce=0.2, poll=False))
-        try:
-            async with asyncio.timeout(60):
-                await watching(tmp_path / "src", seen)
-                (tmp_path / "src" / "lib").symlink_to(shared)
-                assert await seen.get() == ["src/lib/util.py"]
-                for i in range(1, 3):  # each edit through the new watch, after it is set up
-                    await asyncio.sleep(0.5)
-                    (shared / "util.py").write_text(str(i))
-                    assert "src/lib/util.py" in await seen.get()
-        finally:
-            watcher.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await watcher
+        async with watcher_over(tmp_path, ("src/**/*.py",), debounce=0.2) as seen:
+            await watching(tmp_path / "src", seen)
+            (tmp_path / "src" / "lib").symlink_to(shared)
+            assert await seen.get() == ["src/lib/util.py"]
+            for i in range(1, 3):  # each edit through the new watch, after it is set up
+                await asyncio.sleep(0.5)
+                (shared / "util.py").write_text(str(i))
+                assert "src/lib/util.py" in await seen.get()
 
     asyncio.run(scenario())
 
@@ -552,34 +530,23 @@ def test_a_watched_folder_that_goes_away_whole_counts(tmp_path: Path, how: str) 
     (shared / "util.py").write_text("0")
     if how == "link there at the start":
         (tmp_path / "src" / "lib").symlink_to(shared)
-    seen: asyncio.Queue[list[str]] = asyncio.Queue()
-
-    async def on_change(paths: list[str]) -> None:
-        seen.put_nowait(paths)
 
     async def scenario() -> None:
-        watcher = asyncio.create_task(watch_files(tmp_path, ("src/**/*.py",), on_change,
-                                                  debounce=0.2, poll=False))
-        try:
-            async with asyncio.timeout(20):
-                await watching(tmp_path / "src", seen)
-                if how == "link made while watched":
-                    (tmp_path / "src" / "lib").symlink_to(shared)
-                    assert await seen.get() == ["src/lib/util.py"]
-                    await asyncio.sleep(0.5)
-                if how == "folder moved away":
-                    (tmp_path / "src").rename(tmp_path / "src.bak")
-                    assert await seen.get() == ["src"]
-                else:
-                    (tmp_path / "src" / "lib").unlink()
-                    assert await seen.get() == ["src/lib"]
-                    (tmp_path / "src" / "other.txt").write_text("x")  # matches nothing
-                await asyncio.sleep(0.6)
-                assert seen.empty(), seen.get_nowait()
-        finally:
-            watcher.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await watcher
+        async with watcher_over(tmp_path, ("src/**/*.py",), debounce=0.2, limit=20) as seen:
+            await watching(tmp_path / "src", seen)
+            if how == "link made while watched":
+                (tmp_path / "src" / "lib").symlink_to(shared)
+                assert await seen.get() == ["src/lib/util.py"]
+                await asyncio.sleep(0.5)
+            if how == "folder moved away":
+                (tmp_path / "src").rename(tmp_path / "src.bak")
+                assert await seen.get() == ["src"]
+            else:
+                (tmp_path / "src" / "lib").unlink()
+                assert await seen.get() == ["src/lib"]
+                (tmp_path / "src" / "other.txt").write_text("x")  # matches nothing
+            await asyncio.sleep(0.6)
+            assert seen.empty(), seen.get_nowait()
 
     asyncio.run(scenario())
 
