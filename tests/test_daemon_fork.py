@@ -132,7 +132,7 @@ import sys
 from pathlib import Path
 from hippo_tasks.daemon.forked import fork_daemon
 child = fork_daemon(sys.argv[2:], Path.cwd(), {"PATH": "/usr/bin:/bin"}, Path(sys.argv[1]),
-                    None, False)
+                    None, False, None)
 print(child.wait(30))
 """
 
@@ -212,3 +212,35 @@ def test_up_with_stdio_closed(project: Path, closed: str) -> None:
     down = up(project, "down")
     assert down.returncode == 0 and "waiting for" not in down.stdout, down.stdout
 
+
+
+SAVED_BETWEEN = """
+import sys
+from pathlib import Path
+import hippo_tasks.daemon.launch as launch
+real = launch.spawn_daemon
+def spawn(plan, *args, **kwargs):
+    # an editor saves the stack file after `up` read and checked it
+    Path("hippodrome.toml").write_text("[services.web\\nbroken = ")
+    return real(plan, *args, **kwargs)
+launch.spawn_daemon = spawn
+from hippo_tasks.entry import cli
+sys.argv = ["hd", "up", "--detach"]
+sys.exit(cli())
+"""
+
+
+@pytest.mark.parametrize("how", ["fork", "exec"])
+def test_the_daemon_runs_the_stack_up_read(project: Path, how: str) -> None:
+    """`up` read the stack file, then the daemon read it again: a file saved in between
+    ran a stack `up` had not checked nor announced, or, broken, failed in the daemon,
+    where `up` said its TOML error with exit 2, not 3 (adv36 f/1). Both ways the
+    daemon is started run the stack `up` read."""
+    env = {**os.environ, "HIPPODROME_DAEMON_EXEC": "1" if how == "exec" else "0"}
+    done = subprocess.run([PY, "-c", SAVED_BETWEEN], cwd=project, env=env, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "broken" in (project / "hippodrome.toml").read_text()
+    services = registry(project)["services"]
+    assert sorted(services) == ["api", "web"], services
+    assert all(alive(s["pid"]) for s in services.values()), services

@@ -12,7 +12,8 @@ state. Measured over 8 interleaved rounds of 10 toys: launch -> first spawn 0.28
 copies only the calling one), and no invoke loaded (`invoke up` carries invoke's
 megabytes, which the daemon would keep for the stack's whole life); otherwise, and
 with HIPPODROME_DAEMON_EXEC=1, it starts the interpreter as before. Both run the same
-`daemon.main.main`.
+`daemon.main.main`, with the stack plan `up` read and checked: in memory here, through a
+pipe to the new interpreter (launch.py), so the stack file is read once.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from hippo_tasks.daemon import keep_openssl_out
+
+if TYPE_CHECKING:
+    from hippo_tasks.model.plan import StackPlan
 
 EXEC_ENV = "HIPPODROME_DAEMON_EXEC"
 EXIT_CRASHED = 70
@@ -66,10 +70,10 @@ class ForkedDaemon:
 
 
 def fork_daemon(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
-                keep_fd: int | None, tls: bool) -> ForkedDaemon:
-    """Fork; the child becomes the daemon (`daemon.main.main(argv)`) and never returns
-    here. The log is opened before the fork, so a log that cannot be opened is the
-    caller's OSError, as with Popen."""
+                keep_fd: int | None, tls: bool, plan: StackPlan | None) -> ForkedDaemon:
+    """Fork; the child becomes the daemon (`daemon.main.main(argv)`, running `plan`)
+    and never returns here. The log is opened before the fork, so a log that cannot be
+    opened is the caller's OSError, as with Popen."""
     out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         for stream in (sys.stdout, sys.stderr):  # or the child writes the CLI's buffer too
@@ -81,11 +85,11 @@ def fork_daemon(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
     if pid:
         os.close(out)
         return ForkedDaemon(pid)
-    _become_daemon(argv, cwd, env, out, keep_fd, tls)  # never returns
+    _become_daemon(argv, cwd, env, out, keep_fd, tls, plan)  # never returns
 
 
 def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
-                   keep_fd: int | None, tls: bool) -> NoReturn:
+                   keep_fd: int | None, tls: bool, plan: StackPlan | None) -> NoReturn:
     code = EXIT_CRASHED
     try:
         os.setsid()  # as start_new_session: Ctrl+C in the shell of `up` never reaches it
@@ -112,7 +116,7 @@ def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
         soon = OwnershipSoon()  # beside the imports below (its docstring says why)
         from hippo_tasks.daemon.main import main
 
-        code = main(argv, soon)
+        code = main(argv, soon, plan)
     except SystemExit as exc:  # as Python's own exit reads it
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0

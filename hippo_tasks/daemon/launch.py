@@ -8,9 +8,11 @@ resident memory is there for as long as the stack runs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Callable
@@ -65,16 +67,20 @@ def _refuse_if_running(opts: Options, registry: Registry, data: dict[str, Any],
 
 
 def prepare(opts: Options, say: Callable[[str], None] = print,
-            registry: Registry | None = None, again: bool = False
-            ) -> tuple[StackPlan, Registry]:
+            registry: Registry | None = None, again: bool = False,
+            plan: StackPlan | None = None) -> tuple[StackPlan, Registry]:
     """Load, plan and pre-flight; raises a HippoError before anything has started.
 
     Pass the Registry the caller already read, so warnings it collected (a corrupt file
-    moved aside) are said here, once. `again`: the detached daemon's, after `up`'s."""
+    moved aside) are said here, once. `again`: the detached daemon's, after `up`'s,
+    with the `plan` `up` made: read again, a stack file an editor saved in between ran
+    a stack `up` had not checked or announced, or failed in the daemon, where `up` said
+    its TOML error with exit 2, not 3 (adv36 f/1)."""
     registry = registry or Registry(opts.project_root)
     try:
-        spec = load_stack(opts.project_root)
-        plan = build_plan(spec, opts)  # env_files and ${...}: load errors too (d/5)
+        if plan is None:
+            spec = load_stack(opts.project_root)
+            plan = build_plan(spec, opts)  # env_files and ${...}: load errors too (d/5)
     except HippoError as refused:
         # A file edited into one `up` refuses, under a running stack: "already running",
         # exit 7, with the load error in its note; the load error alone (exit 3) did not
@@ -141,12 +147,14 @@ def _check_log(log: Path) -> None:
         raise StateDirError(str(log), why) from None
 
 
-def spawn_daemon(opts: Options, log: Path, tls: bool = False,
+def spawn_daemon(plan: StackPlan, log: Path, tls: bool = False,
                  lock_fd: int | None = None) -> subprocess.Popen[bytes] | ForkedDaemon:
     """The detached daemon, in a session of its own, so Ctrl+C in the shell that ran
     `up --detach` never reaches it: a fork of this process where that is safe
     (daemon/forked.py says when and why), else `python -m hippo_tasks.daemon`. It
-    inherits the project's lifecycle lock and lets go of it once it serves."""
+    inherits the project's lifecycle lock and lets go of it once it serves, and runs
+    `plan`, the stack as `up` read it (in memory, or through a pipe)."""
+    opts = plan.options
     _check_log(log)
     argv = ["--options", options_to_json(opts)]
     if tls:
@@ -158,19 +166,42 @@ def spawn_daemon(opts: Options, log: Path, tls: bool = False,
         env[RUN_TOKEN_ENV] = os.environ[RUN_TOKEN_ENV]
     if fork_wanted():
         try:
-            return fork_daemon(argv, opts.project_root, env, log, lock_fd, tls)
+            return fork_daemon(argv, opts.project_root, env, log, lock_fd, tls, plan)
         except BlockingIOError:  # EAGAIN: the process limit; Popen below would meet it too
             raise ProcessLimitError("the daemon") from None
-    with os.fdopen(open_regular_for_append(log, "not a regular file"), "ab") as out:
-        try:
-            command = [sys.executable, "-m", "hippo_tasks.daemon", *argv]
-            return subprocess.Popen(command, cwd=opts.project_root,
+    read_end, write_end = os.pipe()
+    passed = (read_end,) if lock_fd is None else (lock_fd, read_end)
+    try:
+        with os.fdopen(open_regular_for_append(log, "not a regular file"), "ab") as out:
+            command = [sys.executable, "-m", "hippo_tasks.daemon", *argv,
+                       "--plan-fd", str(read_end)]
+            proc = subprocess.Popen(command, cwd=opts.project_root,
                                     env=for_program(env, command),
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    start_new_session=True, close_fds=True,
-                                    pass_fds=(lock_fd,) if lock_fd is not None else ())
-        except BlockingIOError:
-            raise ProcessLimitError("the daemon") from None
+                                    start_new_session=True, close_fds=True, pass_fds=passed)
+    except BlockingIOError:
+        os.close(write_end)
+        raise ProcessLimitError("the daemon") from None
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    with contextlib.suppress(BrokenPipeError), os.fdopen(write_end, "wb") as pipe:
+        # (gone before it read it: its exit and its reason are what `up` reports)
+        pickle.dump(plan, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+    return proc
+
+
+def receive_plan(fd: int) -> StackPlan:
+    """The plan `spawn_daemon` wrote into the pipe this daemon inherited: from our own
+    parent, through a pipe nothing else holds, so unpickling it trusts no one new."""
+    with os.fdopen(fd, "rb") as pipe:
+        plan = pickle.load(pipe)
+    if not isinstance(plan, StackPlan):
+        raise SystemExit(f"hippo_tasks.daemon: --plan-fd carried {type(plan).__name__}, "
+                         "not a stack plan (hd up starts the daemon; run that instead)")
+    return plan
 
 
 def _runs_in(pid: int, root: Path) -> bool:

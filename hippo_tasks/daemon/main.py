@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon import listener
 from hippo_tasks.daemon.engine import Engine
-from hippo_tasks.daemon.launch import options_from_json, prepare
+from hippo_tasks.daemon.launch import options_from_json, prepare, receive_plan
 from hippo_tasks.errors import (
     EXIT_STATE_DIR,
     HippoError,
@@ -145,40 +145,51 @@ def _fail(opts_root: Any, exc: HippoError) -> int:
     return EXIT_STATE_DIR if isinstance(exc, StateDirError) else 2
 
 
-def parse_args(argv: list[str]) -> tuple[str, int | None]:
-    """(options JSON, inherited lock fd) from `--options JSON [--tls] [--lock-fd N]`, as
-    `launch.spawn_daemon` writes them. By hand: argparse is 10 ms of a start that every
-    service waits for, and no person types this command line."""
-    options, lock_fd, rest = None, None, list(argv)
+USAGE = ("python -m hippo_tasks.daemon --options JSON [--tls] [--lock-fd N] "
+         "[--plan-fd N]")
+
+
+def parse_args(argv: list[str]) -> tuple[str, int | None, int | None]:
+    """(options JSON, inherited lock fd, inherited plan fd) from `--options JSON [--tls]
+    [--lock-fd N] [--plan-fd N]`, as `launch.spawn_daemon` writes them. By hand:
+    argparse is 10 ms of a start that every service waits for, and no person types
+    this command line."""
+    options, rest = None, list(argv)
+    fds: dict[str, int] = {}
     while rest:
         flag = rest.pop(0)
         if flag == "--tls":  # a feature needs TLS (events); nothing to set here
             continue
-        if flag in ("--options", "--lock-fd") and rest:
+        if flag in ("--options", "--lock-fd", "--plan-fd") and rest:
             value = rest.pop(0)
             if flag == "--options":
                 options = value
             elif value.isdigit():
-                lock_fd = int(value)
+                fds[flag] = int(value)
             else:
-                raise SystemExit(f"hippo_tasks.daemon: --lock-fd takes a number, not {value!r}")
+                raise SystemExit(f"hippo_tasks.daemon: {flag} takes a number, not {value!r}")
             continue
-        raise SystemExit(f"hippo_tasks.daemon: unexpected argument {flag!r}; usage: python -m "
-                         "hippo_tasks.daemon --options JSON [--tls] [--lock-fd N]")
+        raise SystemExit(f"hippo_tasks.daemon: unexpected argument {flag!r}; usage: {USAGE}")
     if options is None:
         raise SystemExit("hippo_tasks.daemon: --options JSON is required (hd up starts the "
                          "daemon; run that instead)")
-    return options, lock_fd
+    return options, fds.get("--lock-fd"), fds.get("--plan-fd")
 
 
-def main(argv: list[str] | None = None, soon: OwnershipSoon | None = None) -> int:
+def main(argv: list[str] | None = None, soon: OwnershipSoon | None = None,
+         plan: StackPlan | None = None) -> int:
     """`soon`: the cgroup being made while this module was imported (forked.py and
-    __main__.py begin it first); removed again if the daemon ends before its engine."""
+    __main__.py begin it first); removed again if the daemon ends before its engine.
+    `plan`: the stack as `up` read and checked it, handed over in memory (forked) or
+    through `--plan-fd` (a new interpreter); the stack file is not read again."""
     try:
-        options, lock_fd = parse_args(sys.argv[1:] if argv is None else argv)
+        options, lock_fd, plan_fd = parse_args(sys.argv[1:] if argv is None else argv)
         opts = options_from_json(options)
+        if plan is None and plan_fd is not None:
+            plan = receive_plan(plan_fd)
         try:
-            plan, registry = prepare(opts, lambda s: print(s, flush=True), again=True)
+            plan, registry = prepare(opts, lambda s: print(s, flush=True), again=True,
+                                     plan=plan)
             own, soon = (soon.take() if soon is not None else None), None
             # Detached: service output goes to the log files only; notes go to daemon.log.
             return run_engine(plan, registry, None, release_inherited(lock_fd), own)

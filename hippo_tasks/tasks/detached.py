@@ -67,7 +67,7 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
     log.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     registry.update(lambda d: d.__setitem__("failure", None))
     log_from = _size(log)
-    proc = spawn_daemon(plan.options, log, tls=tls, lock_fd=lock.fd)
+    proc = spawn_daemon(plan, log, tls=tls, lock_fd=lock.fd)
     lock.release()  # the daemon holds its inherited copy until it serves
 
     # Every signal that shuts the daemon down does the same here: Ctrl+\ (SIGQUIT) or a
