@@ -608,6 +608,10 @@ def test_a_folder_where_a_state_file_belongs_is_named(project: Path, name: str) 
     # each refused `up` left a `.logs/.latest-PID` link behind (adv24 c/17)
     assert not list((project / ".logs").glob(".latest-*")) if (project / ".logs").is_dir() \
         else True
+    # ".logs/latest" was met by the daemon alone, after it was forked and registered:
+    # the next command named a stale daemon the user never saw (adv36 f/5)
+    status = hd(project, "status", timeout=60)
+    assert status.returncode == 5 and "stale" not in status.stderr, status.stderr
 
 
 def test_a_named_pipe_for_a_registry_is_moved_aside_not_read_for_ever(project: Path) -> None:

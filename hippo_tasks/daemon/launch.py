@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import pickle
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -95,6 +96,7 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
     for warning in registry.warnings:
         say(warning)
     _refuse_if_running(opts, registry, data, scan=not again)
+    _check_latest(opts.project_root)
     for line in clean_stale(registry, data):
         say(line)
     data = registry.read()
@@ -117,6 +119,20 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
                 raise running from None
         raise
     return plan, registry
+
+
+def _check_latest(root: Path) -> None:
+    """A folder at `.logs/latest`, where the daemon puts its link to the run's logs,
+    was met only by the daemon, once it had been forked and registered: `up` said
+    "Nothing was started or stopped", and the next command named a stale daemon the
+    user had never seen (adv36 f/5). A file there is replaced by the link."""
+    latest = root / ".logs" / "latest"
+    try:
+        folder = stat.S_ISDIR(latest.lstat().st_mode)
+    except OSError:  # none there (or .logs unreadable: the daemon's own error says so)
+        return
+    if folder:
+        raise StateDirError(str(latest), os.strerror(errno.EISDIR))
 
 
 def options_to_json(opts: Options) -> str:
