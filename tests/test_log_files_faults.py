@@ -325,6 +325,36 @@ def test_follow_reads_the_old_run_to_its_end_before_the_new_one(project: Path) -
                                 "no break at exit", "new 1"], out
 
 
+def test_follow_reads_a_log_renamed_away_to_its_end(project: Path) -> None:
+    """logrotate without copytruncate (`mv svc.log svc.log.1`): the daemon writes on
+    into the renamed file until it notices and makes the name again, a second or two.
+    The follower read by name: those lines were never shown, and nothing said so
+    (adv36 f/2). It holds the file open, as `tail -F` does."""
+    run_dir = project / ".logs" / "20260101-000000"
+    run_dir.mkdir(parents=True)
+    log = run_dir / "svc.log"
+    log.write_bytes(b"one\n")
+    (project / ".logs" / "latest").symlink_to(run_dir.name)
+    follow = subprocess.Popen([*HD_CLI, "logs", "--follow", "--service", "svc", "--lines", "1",
+                               "--project-root", str(project)], cwd=project,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)  # it has printed `one` and is following
+        rotated = run_dir / "svc.log.1"
+        log.rename(rotated)
+        with open(rotated, "ab") as fh:  # the daemon, not yet aware of the rename
+            fh.write(b"two\n")
+            fh.flush()
+            time.sleep(0.6)  # a look or two with no file under the name
+            fh.write(b"three\n")
+        log.write_bytes(b"four\n")  # the daemon makes the name again
+        time.sleep(1.0)
+    finally:
+        follow.terminate()
+        out = follow.communicate(timeout=10)[0].decode()
+    assert out.splitlines() == ["one", "two", "three", "four"], out
+
+
 # It waits 3 s before its first line: `-l 0` follows from the moment the follower first
 # looks, which a loaded machine delayed past a 1 s wait (the first 400 lines unshown).
 COUNTER = ("import time\ntime.sleep(3.0)\nt0 = time.time()\nfor i in range(150000):\n"

@@ -6,6 +6,11 @@ old run's file is read to its end before the new one is begun: a follower that l
 every 0.2 s switched as soon as it saw the new file, and whatever the old run wrote
 after its last look (the service's last words at shutdown, a traceback at exit, the
 stop notes) was never shown.
+
+Each followed file is held open, as `tail -F` holds it: a log renamed away (logrotate's
+`mv a.log a.log.1`) goes on growing under its new name until the daemon notices and
+makes the name again, a second or two later. Read by name, those lines were never
+shown, and nothing said so (adv36 f/2).
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ def say_left_out(path: Path) -> None:
 
 
 class Followed:
-    """Where one name was read to: its file then (inode, and the path it had in its
-    run's folder, which stays when `latest` moves on) and the offset."""
+    """Where one name was read to: its file then (inode, the file held open, and the
+    path it had in its run's folder, which stays when `latest` moves on: read by that
+    path when it could not be held) and the offset."""
 
-    __slots__ = ("inode", "offset", "real")
+    __slots__ = ("fh", "inode", "offset", "real")
 
-    def __init__(self, inode: int, offset: int, real: str) -> None:
-        self.inode, self.offset, self.real = inode, offset, real
+    def __init__(self, inode: int, offset: int, real: str, fh: BinaryIO | None) -> None:
+        self.inode, self.offset, self.real, self.fh = inode, offset, real, fh
 
 
 class Follower:
@@ -60,7 +66,20 @@ class Follower:
 
     def begin(self, path: Path, inode: int, offset: int) -> None:
         """Follow `path` from `offset` (where the tail printed before ended)."""
-        self.read_to[path] = Followed(inode, offset, os.path.realpath(path))
+        self.read_to[path] = Followed(inode, offset, os.path.realpath(path),
+                                      self._hold(path, inode))
+
+    def _hold(self, path: Path, inode: int) -> BinaryIO | None:
+        """`path` open, if it is still the file `inode`; None when it cannot be held (a
+        stack of more services than descriptors: read by name, as before)."""
+        try:
+            fh = self.open_log(path)
+        except OSError:
+            return None
+        if os.fstat(fh.fileno()).st_ino != inode:
+            fh.close()
+            return None
+        return fh
 
     def look(self, paths: list[Path]) -> None:
         """One look at every name: what was added since, and what waited long enough."""
@@ -76,7 +95,10 @@ class Follower:
     def _look_at(self, path: Path, now: float) -> None:
         try:
             info = path.lstat()
-        except FileNotFoundError:  # between runs: the new one has not written it yet
+        except FileNotFoundError:  # between runs, or renamed away: the file held (if it
+            was = self.read_to.get(path)  # was) may still grow, the daemon writing on
+            if was is not None and was.fh is not None:
+                self._read(path, was, os.fstat(was.fh.fileno()).st_size, now)
             return
         if not stat.S_ISREG(info.st_mode):
             if path not in self.left_out:
@@ -90,7 +112,8 @@ class Follower:
             self._finish(path, was, now)
             was = None
         if was is None:
-            was = self.read_to[path] = Followed(info.st_ino, 0, os.path.realpath(path))
+            was = self.read_to[path] = Followed(info.st_ino, 0, os.path.realpath(path),
+                                                self._hold(path, info.st_ino))
         elif info.st_size < was.offset:  # truncated in place
             was.offset = 0
             self.partial.pop(path, None)
@@ -98,12 +121,15 @@ class Follower:
             self._read(path, was, info.st_size, now)
 
     def _finish(self, path: Path, was: Followed, now: float) -> None:
-        """The name holds a new run's file: the old one to its end first (it is still
-        in its run's folder), its unfinished line shown as it is."""
+        """The name holds a new file (a new run's, or the daemon's after a rename): the
+        old one to its end first (held open, or in its run's folder), its unfinished
+        line shown as it is. The daemon made the new one once it had stopped writing
+        the old, so its end is the end."""
         try:
-            size = os.stat(was.real).st_size
-            with self.open_log(Path(was.real)) as fh:
+            fh = was.fh if was.fh is not None else self.open_log(Path(was.real))
+            try:
                 if os.fstat(fh.fileno()).st_ino == was.inode:
+                    size = os.fstat(fh.fileno()).st_size
                     while was.offset < size:
                         fh.seek(was.offset)
                         data = fh.read(min(size - was.offset, READ_AT_ONCE))
@@ -111,6 +137,9 @@ class Follower:
                             break
                         was.offset += len(data)
                         self._take(path, data, now)
+            finally:
+                fh.close()
+                was.fh = None
         except OSError:  # pruned, or replaced: nothing more to read of it
             pass
         rest, _ = self.partial.pop(path, (b"", now))
@@ -118,10 +147,16 @@ class Follower:
             self._emit(path, [rest])
 
     def _read(self, path: Path, was: Followed, size: int, now: float) -> None:
+        if size <= was.offset:
+            return
         try:
-            with self.open_log(path) as fh:
-                fh.seek(was.offset)
-                data = fh.read(min(size - was.offset, READ_AT_ONCE))
+            if was.fh is not None:
+                was.fh.seek(was.offset)
+                data = was.fh.read(min(size - was.offset, READ_AT_ONCE))
+            else:
+                with self.open_log(path) as fh:
+                    fh.seek(was.offset)
+                    data = fh.read(min(size - was.offset, READ_AT_ONCE))
         except OSError:  # replaced by something that is no log meanwhile
             return
         was.offset += len(data)

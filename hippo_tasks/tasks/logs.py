@@ -235,7 +235,8 @@ def logs(c: Context, service: list[str] | None = None, follow: bool = False,
         except OSError:  # replaced since it was listed: as the listing would have said
             say_left_out(path)
             continue
-        follower.begin(path, info.st_ino, info.st_size)
+        if follow:  # (which holds the file open)
+            follower.begin(path, info.st_ino, info.st_size)
         for line in tail:
             out.write(prefix(path.stem) + shown(line) + b"\n")
     out.flush()
