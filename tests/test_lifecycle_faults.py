@@ -703,6 +703,38 @@ def test_an_up_that_has_not_yet_written_its_name_is_waited_for(project: Path) ->
     assert f"waiting for `up` (pid {os.getpid()})" in err, err
 
 
+def test_a_lock_held_by_another_program_is_not_named_by_its_stale_text(
+        project: Path) -> None:
+    """The lock file still named an earlier `down` whose pid is gone, while a program of
+    another kind held the lock: `up` said it waited for that `down` (adv36 f/3). It
+    names what it can: a process that is not Hippodrome's, and how to find it."""
+    import fcntl
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port))
+    lock = project / ".hippodrome" / "lifecycle.lock"
+    lock.parent.mkdir()
+    gone = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    lock.write_text(f"`down` (pid {gone})")
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a backup tool, an editor plugin, `flock` in a script
+    try:
+        up = subprocess.Popen([*HD, "up", "--detach"], cwd=project, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(1.5)
+    finally:
+        os.close(fd)
+    out = up.communicate(timeout=60)[0]
+    try:
+        assert up.returncode == 0, out
+        assert f"pid {gone}" not in out, out
+        assert "a process that is not Hippodrome's `up` or `down` but holds" in out, out
+        assert "fuser -v" in out, out
+    finally:
+        hd(project, "down")
+
+
 def test_the_lock_files_are_the_owners_alone(project: Path) -> None:
     """Anyone who can read a file can flock it: another user holding a world-readable
     lifecycle.lock held every `up`, `down` and command here for 300 s (adv34 v/4). Made

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -49,11 +50,11 @@ class LifecycleLock:
                 return
             raise StateDirError.from_os(exc, self.path.parent) from None
         def waiting() -> None:
-            self.waited_for = self._holder(fd)
+            self.waited_for = self._described(fd)
             say(f"waiting for {self.waited_for} to finish starting or stopping this stack")
 
         if not flock_within(fd, wait, waiting, poll=0.05):
-            holder = self._holder(fd)
+            holder = self._described(fd)
             os.close(fd)
             raise LifecycleBusyError(str(self.root), holder, wait)
         with contextlib.suppress(OSError):
@@ -68,6 +69,17 @@ class LifecycleLock:
             if text:
                 return text
         return "another `up` or `down`"
+
+    def _described(self, fd: int) -> str:
+        """Who holds the lock: as its text names them once that is a live process, else
+        a process of another kind. The text an earlier holder left (`down` (pid N), N
+        long gone) was named as the one waited for, while some other program held the
+        lock (adv36 f/3)."""
+        live = _live_holder(fd)
+        if live is not None:
+            return live
+        return (f"a process that is not Hippodrome's `up` or `down` but holds {self.path} "
+                f"(`fuser -v {shlex.quote(str(self.path))}` names it)")
 
     def release(self) -> None:
         fd, self.fd = self.fd, None
