@@ -606,6 +606,15 @@ class StateDirError(HippoError):
         )
 
 
+class RegistryLockedError(StateDirError):
+    """The registry's lock held by another process past the wait: it read "Make the
+    folder writable (or free disk space)", which it was (adv36 f/4)."""
+
+    def message(self) -> str:
+        return (f"{self.problem}: end it or let it finish, then run this again. Nothing "
+                "was started or stopped.")
+
+
 class SharedStateDirError(StateDirError):
     """`.hippodrome` is a symbolic link. To another project's `.hippodrome`, two stacks
     would share one registry, each taking the other's for a copied one (set aside under

@@ -886,7 +886,29 @@ def test_a_registry_lock_held_by_a_stopped_process_hangs_no_command(project: Pat
             assert status.returncode == 0 and "web" in status.stdout, status.stderr
             down = hd(project, "down", timeout=90)
             assert down.returncode == 0, down.stdout + down.stderr
+            # said, once: it waited 5 s for each read, in silence (adv36 f/4)
+            assert down.stderr.count("has held the registry's lock") == 1, down.stderr
+            assert "reading the registry without it" in down.stderr, down.stderr
         assert hd(project, "status", timeout=60).returncode == 5
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_up_against_a_held_registry_lock_names_the_lock_not_the_disk(project: Path) -> None:
+    """It said "locked by another process for 5 s" after 20 s, with "Make the folder
+    writable (or free disk space)" (adv36 f/4)."""
+    import fcntl
+
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    (project / ".hippodrome").mkdir()
+    with open(project / ".hippodrome" / "registry.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        up = hd(project, "up", "--detach", timeout=90)
+    try:
+        assert up.returncode == 10, up.stdout + up.stderr
+        assert "another process has held the registry's lock" in up.stderr, up.stderr
+        assert "fuser -v" in up.stderr and "writable" not in up.stderr, up.stderr
     finally:
         hd(project, "down", timeout=60)
 

@@ -25,6 +25,7 @@ from hippo_tasks.errors import (
     EXIT_STATE_DIR,
     HippoError,
     PortsBusyAtStartError,
+    RegistryLockedError,
     ServiceStartError,
     StartCutShortError,
     StateDirError,
@@ -325,8 +326,9 @@ def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
         with contextlib.suppress(HippoError, OSError):  # (its folder renamed meanwhile)
             failure = Registry(here.parent.parent).read().get("failure")
     log = here
-    if failure and failure.get("kind") == "StateDirError":
-        raise StateDirError(str(failure.get("path")), str(failure.get("problem")))
+    if failure and failure.get("kind") in ("StateDirError", "RegistryLockedError"):
+        kind = RegistryLockedError if failure["kind"] == "RegistryLockedError" else StateDirError
+        raise kind(str(failure.get("path")), str(failure.get("problem")))
     if failure and failure.get("service"):
         raise ServiceStartError(failure["service"], failure["reason"],
                                 tuple(failure.get("last_lines") or ()), failure.get("log_path"),
