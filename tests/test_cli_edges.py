@@ -505,6 +505,20 @@ def test_a_dry_run_is_refused_not_carried_out(project: Path) -> None:
         hd(project, "down", timeout=60)
 
 
+def test_words_after_dashes_are_refused_by_a_task_that_takes_none(project: Path) -> None:
+    """`hd logs -- -s b` printed every service's log, `hd down -- --force` did a plain
+    down, exit 0, the words ignored in silence (adv36 c/5); `hd probes` and `hd e2e`
+    hand them to pytest. Refused, exit 2, under hd and the stock invoke alike."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    for argv in ([*HD_CLI, "logs", "--", "-s", "b"],
+                 [PY, "-m", "invoke", "-r", str(REPO), "down", "--project-root", str(project),
+                  "--", "--force"]):
+        res = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 2 and "takes no words after `--`" in res.stderr, \
+            res.stdout + res.stderr
+
+
 @pytest.mark.parametrize(("flag", "words"), [
     ("--profile", "unknown profile 'caf\\xe9'"), ("--only", "--only names 'caf\\xe9', which"),
 ])

@@ -135,6 +135,22 @@ def _dry_run_asked(context: Any) -> bool:
         return False
 
 
+TAKES_WORDS = frozenset({"probes", "e2e"})
+"""The tasks that hand words after `--` on (to pytest). Any other ignored them: `hd
+logs -- -s b` printed every service's log, exit 0 (adv36 c/5)."""
+
+
+def _words_after_dashes(context: Any) -> str:
+    """invoke 3's `c.remainder` (invoke 2 has none, and says nothing either)."""
+    words = getattr(context, "remainder", "")
+    return words if isinstance(words, str) else ""
+
+
+def _refuse_words(task: str, words: str) -> None:
+    raise E.UsageError(f"{task} takes no words after `--` (it was given {words!r}): put "
+                       "its flags before any `--`, or leave the `--` out")
+
+
 def _refuse_dry_run() -> None:
     raise E.UsageError("--dry (invoke's dry run, which echoes shell commands instead of "
                        "running them) does not apply: Hippodrome's tasks act through the "
@@ -152,6 +168,8 @@ def handles_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         if args and _dry_run_asked(args[0]):
             code = exit_status(_refuse_dry_run)
+        elif args and fn.__name__ not in TAKES_WORDS and _words_after_dashes(args[0]):
+            code = exit_status(_refuse_words, fn.__name__, _words_after_dashes(args[0]))
         else:
             code = exit_status(fn, *args, **kwargs)
         if code:
