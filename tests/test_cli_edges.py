@@ -505,6 +505,23 @@ def test_a_dry_run_is_refused_not_carried_out(project: Path) -> None:
         hd(project, "down", timeout=60)
 
 
+def test_a_bad_up_argument_is_exit_2_with_a_stack_running(project: Path) -> None:
+    """With a daemon running, `hd up --only nosuch` (or --show, --profile '', --cell)
+    said "already running", exit 7, and never named the typo (adv36 c/4); with none,
+    exit 2 naming it. Exit 2 naming it either way."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        for flags, says in ((["--detach", "--only", "nosuch"], "--only names 'nosuch'"),
+                            (["--show", "nosuch"], "--show names 'nosuch'"),  # foreground
+                            (["--detach", "--profile", ""], "unknown profile ''")):
+            res = hd(project, "up", *flags, timeout=60)
+            assert res.returncode == 2 and says in res.stderr, (flags, res.stderr)
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_words_after_dashes_are_refused_by_a_task_that_takes_none(project: Path) -> None:
     """`hd logs -- -s b` printed every service's log, `hd down -- --force` did a plain
     down, exit 0, the words ignored in silence (adv36 c/5); `hd probes` and `hd e2e`

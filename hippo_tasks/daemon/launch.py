@@ -27,6 +27,7 @@ from hippo_tasks.errors import (
     PortsBusyError,
     ProcessLimitError,
     StateDirError,
+    UsageError,
 )
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
@@ -69,19 +70,26 @@ def _refuse_if_running(opts: Options, registry: Registry, data: dict[str, Any],
 
 def prepare(opts: Options, say: Callable[[str], None] = print,
             registry: Registry | None = None, again: bool = False,
-            plan: StackPlan | None = None) -> tuple[StackPlan, Registry]:
+            plan: StackPlan | None = None,
+            check: Callable[[StackPlan], object] | None = None) -> tuple[StackPlan, Registry]:
     """Load, plan and pre-flight; raises a HippoError before anything has started.
 
     Pass the Registry the caller already read, so warnings it collected (a corrupt file
     moved aside) are said here, once. `again`: the detached daemon's, after `up`'s,
     with the `plan` `up` made: read again, a stack file an editor saved in between ran
     a stack `up` had not checked or announced, or failed in the daemon, where `up` said
-    its TOML error with exit 2, not 3 (adv36 f/1)."""
+    its TOML error with exit 2, not 3 (adv36 f/1). `check`: the caller's own checks of
+    its arguments against the plan (`--show`), made before the running daemon is looked
+    for: a bad argument is exit 2 whether or not a stack runs (adv36 c/4)."""
     registry = registry or Registry(opts.project_root)
     try:
         if plan is None:
             spec = load_stack(opts.project_root)
             plan = build_plan(spec, opts)  # env_files and ${...}: load errors too (d/5)
+        if check is not None:
+            check(plan)
+    except UsageError:  # the command's arguments (--only, --profile, --cell, --show)
+        raise
     except HippoError as refused:
         # A file edited into one `up` refuses, under a running stack: "already running",
         # exit 7, with the load error in its note; the load error alone (exit 3) did not

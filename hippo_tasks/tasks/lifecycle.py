@@ -110,7 +110,8 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
                          record=record)
     print(f"hippodrome | project {as_typed(str(root))}  profile {as_typed(opts.profile)}  "
           f"cell {as_typed(opts.cell)}  table prefix {opts.table_prefix}", flush=True)
-    plan, registry = prepare(opts, registry=registry)
+    plan, registry = prepare(opts, registry=registry,
+                             check=lambda plan: _shown_services(show, plan.names))
     for line in left_out_dependencies(plan):
         say(line)
     shown = _shown_services(show, plan.names)
