@@ -121,3 +121,17 @@ def test_hd_writes_everything_or_says_why_not(stack: Path, args: tuple[str, ...]
     assert disk.returncode == 120
     assert disk.stderr.decode() == ("hippodrome: the output could not be written: "
                                     "[Errno 28] No space left on device\n")
+
+
+@pytest.mark.parametrize(("args", "code"), [(("status",), 5), (("logs", "-s", "nosuch"), 2)])
+def test_a_failure_keeps_its_code_when_stderr_is_full(tmp_path: Path, args: tuple[str, ...],
+                                                      code: int) -> None:
+    """With stderr on a full device, writing the failure's sentence failed too, and that
+    replaced the failure's code with 120, the code for the command's own output
+    failing (adv36 c/3): `hd status` with no daemon said 120, not 5."""
+    dash, port = free_ports(2)
+    write_stack(tmp_path, stack_header(dash) + toy_service("web", port))
+    with open("/dev/full", "wb") as devfull:
+        res = subprocess.run([*HD, *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=devfull, timeout=60)
+    assert res.returncode == code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -109,8 +110,8 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     except E.HippoError as exc:
         from hippo_tasks.terminal_text import lines_for_terminal  # messages quote others
 
-        print(paint(f"hippodrome: {lines_for_terminal(exc.message())}", RED, sys.stderr),
-              file=sys.stderr)
+        _say_failure(paint(f"hippodrome: {lines_for_terminal(exc.message())}", RED,
+                           sys.stderr))
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130
@@ -122,8 +123,16 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         # from whichever stat met it first (adv24 c/13). Said as an unreadable registry.
         said = E.StateDirError(str(exc.filename or "a file of this project"),
                                exc.strerror or "Permission denied", reading=True)
-        print(paint(f"hippodrome: {said.message()}", RED, sys.stderr), file=sys.stderr)
+        _say_failure(paint(f"hippodrome: {said.message()}", RED, sys.stderr))
         return E.EXIT_STATE_DIR
+
+
+def _say_failure(text: str) -> None:
+    """The failure's sentence on stderr, where it can be written: on a full device
+    (`2>/dev/full`) the write's own error replaced the failure's exit code with 120,
+    the code for the command's output failing (adv36 c/3)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
 
 
 def _dry_run_asked(context: Any) -> bool:
