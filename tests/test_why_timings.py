@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from pathlib import Path
 
 from harness import Harness, run
 from stackutil import (
+    HD_CLI,
     PY,
     TOY,
     free_ports,
@@ -17,6 +19,7 @@ from stackutil import (
     script_service,
     stack_header,
     toy_service,
+    wait_for,
     write_stack,
 )
 
@@ -300,4 +303,29 @@ def test_a_service_that_failed_at_up_and_started_later_keeps_the_start_up(
         assert rows["flaky"]["startup"]["ready_at"] is None
         assert [p[0] for p in now["critical_path"]] == ["db", "app"], now["critical_path"]
     finally:
+        hd(project, "down")
+
+
+def test_why_and_status_during_a_shutdown_say_so_and_advise_no_start(project: Path) -> None:
+    """While another terminal's `hd down` waited out a service's stop_timeout, `hd why
+    app` said "`hd start --service app` starts it", which the daemon then refused (exit
+    5), and `hd status` never said the stack was going (adv36 c/2)."""
+    dash, db, app = free_ports(3)
+    write_stack(project, stack_header(dash)
+                + toy_service("db", db, "--ignore-term", stop_timeout=6)
+                + toy_service("app", app, depends_on=["db"]))
+    hd(project, "up", "--detach", check=True)
+    down = subprocess.Popen([*HD_CLI, "down"], cwd=project, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        said = wait_for(lambda: (r := hd(project, "status")).returncode == 0 and
+                        "the stack is shutting down (by `hd down`" in r.stderr and r, 30,
+                        every=0.1, what="status saying the stack is shutting down")
+        assert "app" in said.stdout, said.stdout
+        why = hd(project, "why", "app")
+        assert why.returncode == 0, why.stderr
+        assert why.stdout.startswith("the stack is shutting down (by `hd down`"), why.stdout
+        assert "hd start" not in why.stdout, why.stdout
+    finally:
+        down.wait(60)
         hd(project, "down")

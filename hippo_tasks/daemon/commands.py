@@ -90,7 +90,14 @@ class StackCommands:
             "services": rows,
             "critical_path": path_json(rows),
             "problems": self.engine.problems(),
+            "shutting_down": self._shutting_down(),
         }
+
+    def _shutting_down(self) -> str | None:
+        """Who asked for the shutdown under way (`by `hd down` ...`), None while the
+        stack takes requests: during one, `status` and `why` read as a stack to act on,
+        and `why` advised a start the daemon then refused (adv36 c/2)."""
+        return None if self.engine.accepting() else self.engine.shut_down_by() or "by request"
 
     def check_service(self, name: str) -> None:
         if name not in self.engine.stack.services:
@@ -160,7 +167,7 @@ class StackCommands:
         conditions = {n: {d: str(c) for d, c in s.planned.spec.conditions}
                       for n, s in stack.services.items()}
         return explain(name, snaps, readiness, lambda n: hub.own_lines(n, LAST_LINES),
-                       stack.log_path, conditions)
+                       stack.log_path, conditions, self._shutting_down())
 
     # ---- actions -----------------------------------------------------------------
     def _result(self, names: list[str], settled: Settled | None = None) -> dict[str, Any]:

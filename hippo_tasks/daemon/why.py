@@ -23,7 +23,7 @@ Lines = Callable[[str], list[str]]
 """A service's last output lines (its own, not the supervisor's notes)."""
 
 
-def _own_sentence(snap: ServiceSnapshot, readiness: str) -> str:
+def _own_sentence(snap: ServiceSnapshot, readiness: str, shutting: bool = False) -> str:
     name, state = snap.name, snap.state
     if snap.external:
         return (f"{name} is external (not started by hippodrome) and "
@@ -46,6 +46,8 @@ def _own_sentence(snap: ServiceSnapshot, readiness: str) -> str:
         return f"{name} failed: {snap.reason}"
     if state == "stopped":
         what = snap.reason or "stopped"
+        if shutting:  # a start would be refused
+            return f"{name} is stopped ({what})"
         return f"{name} is stopped ({what}); `hd start --service {name}` starts it"
     if state == "stopping":
         return f"{name} is stopping ({snap.reason})"
@@ -72,11 +74,15 @@ def blocked_on(snap: ServiceSnapshot, snaps: Mapping[str, ServiceSnapshot],
 
 def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[str, str],
             lines: Lines, log_path: Callable[[str], str | None],
-            conditions: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+            conditions: Mapping[str, Mapping[str, str]] | None = None,
+            shutting_down: str | None = None) -> dict[str, Any]:
     """The answer for `name` (known to exist): its own state and sentence, and every
     service it is (transitively) blocked on, nearest first, each once. Past MAX_DEPTH
     only the bottom of the chain is listed (`hidden` counts the rest): the walk stopped
-    there, and on a 40-link chain the service holding everything up was never named."""
+    there, and on a 40-link chain the service holding everything up was never named.
+    `shutting_down`: who asked for the shutdown under way; said first, and no start is
+    advised (the daemon would refuse it)."""
+    shutting = shutting_down is not None
     snap = snaps[name]
     found: list[tuple[str, str, int, list[str]]] = []
     seen = {name}
@@ -93,7 +99,7 @@ def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[
     blockers: list[dict[str, Any]] = [{
         "service": dep, "state": snaps[dep].state, "condition": condition,
         "healthy": snaps[dep].healthy, "reason": snaps[dep].reason,
-        "summary": _own_sentence(snaps[dep], readiness.get(dep, "")),
+        "summary": _own_sentence(snaps[dep], readiness.get(dep, ""), shutting),
         "waiting_on": waiting, "last_lines": lines(dep), "log_path": log_path(dep),
         "depth": depth,
     } for dep, condition, depth, waiting in shown]
@@ -104,7 +110,10 @@ def explain(name: str, snaps: Mapping[str, ServiceSnapshot], readiness: Mapping[
         waits_text = ", ".join(f"{d} ({c})" for d, c in snap.waiting_on)
         summary = f"{name} is waiting for {waits_text}" + bottom
     else:
-        summary = _own_sentence(snap, readiness.get(name, "")) + bottom
+        summary = _own_sentence(snap, readiness.get(name, ""), shutting) + bottom
+    if shutting:
+        summary = (f"the stack is shutting down ({shutting_down}): nothing starts again "
+                   f"until `hd up` once it has stopped; {summary}")
     return {
         "service": name, "state": snap.state, "healthy": snap.healthy, "ready": snap.ready,
         "reason": snap.reason, "summary": summary, "blockers": blockers,

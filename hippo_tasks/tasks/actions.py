@@ -40,6 +40,9 @@ def status(c: Context, json_: bool = False, project_root: str | None = None) -> 
         from hippo_tasks.terminal_text import lines_for_terminal  # reasons quote commands
 
         print(lines_for_terminal(status_table(result)))
+    if result.get("shutting_down"):  # on stderr: stdout stays what scripts read
+        print(f"hippodrome: the stack is shutting down ({result['shutting_down']}): nothing "
+              "starts again until `hd up` once it has stopped", file=sys.stderr)
     _say_if_changed(root, client.stack_file)
 
 
