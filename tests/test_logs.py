@@ -288,6 +288,35 @@ def test_a_paused_terminal_holds_back_a_bounded_number_of_bytes() -> None:
     assert b"terminal fell behind" in shown
 
 
+def test_the_shutdown_lines_pass_a_backlog_on_a_slow_terminal() -> None:
+    """A service printed 10 MB into a pty that shows it over seconds; Ctrl+C: `hd up`
+    exited with the backlog still being written, and "shutting down", the stop lines
+    and the note of dropped lines never showed (adv36 c/1). Hippodrome's own lines are
+    never held to the caps, and the shutdown drops the services' backlog."""
+    release = threading.Event()
+
+    class Paused(io.BytesIO):
+        def write(self, b: bytes) -> int:  # type: ignore[override]
+            release.wait(30)
+            return super().write(b)
+
+    out = Paused()
+    p = TerminalPrinter(out, colour=False, max_chunks=50)
+    hub = LogHub(10, [p])
+    for i in range(200):  # past the cap: the queue is full of the service's lines
+        hub.publish("svc", b"", [b"B%d" % i])
+    p.hurry()
+    p.note("hippodrome | shutting down (SIGINT)")
+    hub.system("svc", "running -> stopped (shutdown (SIGINT))")
+    release.set()
+    p.close(timeout=10)
+    shown = out.getvalue().decode()
+    assert "hippodrome | shutting down (SIGINT)" in shown, shown[-500:]
+    assert "--- running -> stopped (shutdown (SIGINT))" in shown, shown[-500:]
+    assert "terminal fell behind: " in shown, shown[-500:]
+    assert shown.count("svc | B") < 10, shown[-500:]  # the backlog went, not on screen
+
+
 def test_tail_lines_reads_from_the_end(tmp_path: Path) -> None:
     f = tmp_path / "x.log"
     f.write_bytes(b"".join(b"%d\n" % i for i in range(100000)))

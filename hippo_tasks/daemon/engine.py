@@ -503,6 +503,8 @@ class Engine:
             code = EXIT_SIGNALLED.get(why, code)
             if self.unreachable is not None:
                 code = EXIT_FAILED
+            if self.printer is not None:  # its lines next, not a service's backlog
+                self.printer.hurry()
             self.note(f"{SHUTDOWN_WORDS}{why})")
             self.sync_registry()  # `up` meanwhile says the stack is ending, not "running"
             await self.stack.shutdown(reason=f"shutdown ({why})")

@@ -104,7 +104,10 @@ class TerminalPrinter:
         self._colours = colour_map(names)
         self._quiet = quiet
         self._show = frozenset(show) if show is not None else None
-        self._queue: queue.Queue[bytes | None] = queue.Queue(max_chunks)
+        self._queue: queue.Queue[tuple[bytes, bool] | None] = queue.Queue()
+        self._max_chunks = max_chunks
+        self._queued_chunks = 0
+        """Services' chunks queued (Hippodrome's own lines are never held to the caps)."""
         self._queued_bytes = 0
         self._bytes_lock = threading.Lock()
         self._dropped = 0
@@ -147,7 +150,7 @@ class TerminalPrinter:
         else:
             body = b"".join([pre + shown(ln) + b"\n" for ln in chunk.lines])
         if body:
-            self.put(body)
+            self.put(body, own=chunk.system)
 
     def show_dashboard(self) -> None:
         """Print the dashboard line again soon (safe from a signal handler: it only
@@ -168,35 +171,62 @@ class TerminalPrinter:
         """A line of Hippodrome's own (progress, the dashboard URL)."""
         if "| dashboard: " in text:
             self._dashboard = text.encode() + b"\n"
-        self.put(text.encode() + b"\n")
+        self.put(text.encode() + b"\n", own=True)
 
-    def put(self, body: bytes) -> None:
-        """Queued, or dropped (and counted) past MAX_CHUNKS chunks or QUEUED_BYTES."""
-        with self._bytes_lock:
-            if self._queued_bytes + len(body) > QUEUED_BYTES:
-                self._dropped += body.count(b"\n")
-                return
-            self._queued_bytes += len(body)
-        try:
-            self._queue.put_nowait(body)
-        except queue.Full:
-            self._dropped += body.count(b"\n")
+    def put(self, body: bytes, own: bool = False) -> None:
+        """Queued, or, a service's, dropped (and counted) past the caps (max_chunks
+        chunks, QUEUED_BYTES). Hippodrome's own lines and a service's state lines are
+        always queued: held to the caps, the shutdown's lines were dropped behind a
+        service's 10 MB of output (adv36 c/1)."""
+        if not own:
             with self._bytes_lock:
-                self._queued_bytes -= len(body)
+                if self._queued_bytes + len(body) > QUEUED_BYTES or \
+                        self._queued_chunks >= self._max_chunks:
+                    self._dropped += body.count(b"\n")
+                    return
+                self._queued_bytes += len(body)
+                self._queued_chunks += 1
+        self._queue.put_nowait((body, own))
+
+    def hurry(self) -> None:
+        """The shutdown began: what services printed and the terminal has not shown yet
+        is dropped from the terminal (counted, and said), so the shutdown's own lines
+        come next. Behind a slow terminal (a pty showing 10 MB), Ctrl+C exited with the
+        backlog still being written, and "shutting down", the stop lines and the note
+        of dropped lines never showed (adv36 c/1)."""
+        kept: list[tuple[bytes, bool] | None] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None or item[1]:
+                kept.append(item)
+                continue
+            with self._bytes_lock:
+                self._queued_bytes -= len(item[0])
+                self._queued_chunks -= 1
+            self._dropped += item[0].count(b"\n")
+        for item in kept:
+            self._queue.put_nowait(item)
 
     def _run(self) -> None:
         while True:
             try:
-                body = self._queue.get(timeout=0.25)
+                item = self._queue.get(timeout=0.25)
             except queue.Empty:
-                body = self._pending_dashboard(idle=True)
-                if body is None:
+                pending = self._pending_dashboard(idle=True)
+                if pending is None:
                     continue
+                body = pending
             else:
-                if body is None:
+                if item is None:
                     return
-                with self._bytes_lock:
-                    self._queued_bytes -= len(body)
+                body, own = item
+                if not own:
+                    with self._bytes_lock:
+                        self._queued_bytes -= len(body)
+                        self._queued_chunks -= 1
                 self._idle_since = time.monotonic()
                 if self._dashboard is not None and body == self._dashboard:
                     self._since_dashboard = -body.count(b"\n")
