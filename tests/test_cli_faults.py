@@ -1210,3 +1210,22 @@ def test_a_registry_short_of_descriptors_names_the_limit_not_the_disk(project: P
         finally:
             hd(project, "down", "--force", timeout=60)
     assert seen, "no limit in 20-42 left the registry short of descriptors, the stack up"
+
+
+def test_down_in_a_subfolder_names_a_stack_running_above(project: Path) -> None:
+    """hippodrome.toml deleted under a running stack (a checkout of another branch), then
+    `cd src; hd down`: the project root is the nearest folder with a stack file, so src
+    itself; it said "nothing to stop", exit 0, and the stack ran on (adv36 f/6). The
+    stack above is named, with the command that stops it."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        (project / "hippodrome.toml").unlink()
+        (project / "src").mkdir()
+        down = hd(project / "src", "down", timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert f"a stack is running in {project}" in down.stdout, down.stdout
+        assert f"hd down -p {project}" in down.stdout, down.stdout
+    finally:
+        hd(project, "down", timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -205,6 +206,7 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
     # .hippodrome`): "nothing to stop", exit 0, left that stack running.
     if not state_dir and not daemon_log_writers(root) and not state_moved_back(root):
         print("hippodrome | no daemon was running; nothing to stop")
+        _say_stack_above(root)
         return
     lock = LifecycleLock(root)
     try:
@@ -254,6 +256,23 @@ FORCE_OVER_DOWN_S = 1.0
 the way out the docs give, waited behind it (adv24 a/9)."""
 
 
+def _say_stack_above(root: Path) -> None:
+    """Where this folder has no stack file (a subfolder of a project whose
+    hippodrome.toml a checkout deleted), a stack still running in a folder above is
+    named: `cd src; hd down` said "nothing to stop", exit 0, and it ran on (adv36 f/6).
+    One look at /proc per folder above that has a daemon.log."""
+    if (root / "hippodrome.toml").exists():
+        return
+    from hippo_tasks.registry.store import daemon_log_writers
+
+    for folder in root.parents:
+        if (folder / ".hippodrome" / "daemon.log").is_file() and daemon_log_writers(folder):
+            say(f"a stack is running in {folder} (which has no hippodrome.toml now, so this "
+                f"folder was taken for the project): `hd down -p {shlex.quote(str(folder))}` "
+                "stops it")
+            return
+
+
 def _down_locked(root: Path, force: bool, after: str | None = None) -> int:
     """Stop the stack; how many `--enable-events` resources could not be deleted.
     `after`: the `down` this one waited for, which may have stopped it meanwhile."""
@@ -297,6 +316,8 @@ def _down_locked(root: Path, force: bool, after: str | None = None) -> int:
             print("hippodrome | stack stopped, daemon exited" if stopped else
                   f"hippodrome | the stack was stopped by {after} while this one waited"
                   if after else "hippodrome | no daemon was running; nothing to stop")
+            if not stopped and not after:
+                _say_stack_above(root)
             return left
         except DaemonUnreachableError as exc:
             if finishing_a_shutdown(registry, exc.pid):
