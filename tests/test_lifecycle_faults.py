@@ -666,11 +666,9 @@ def test_a_strangers_group_that_took_a_gone_groups_number_is_never_signalled(
         hd(project, "down", env=env)
 
 
-def test_an_up_that_has_not_yet_written_its_name_is_waited_for(project: Path) -> None:
-    """The lock's text is written just after the lock is taken: in between it names the
-    previous holder (here a `down` whose pid is gone), and a command read that `up` as
-    that `down` and said at once that no daemon ran (adv34 v/3). The text is read again
-    until it names a live process."""
+def locked_naming_a_gone_down(project: Path) -> tuple[Path, int, str]:
+    """A stack file, and its lifecycle lock held here (the descriptor, to close) while
+    the file still names a `down` whose pid is gone (that pid)."""
     import fcntl
 
     dash, port = free_ports(2)
@@ -681,7 +679,17 @@ def test_an_up_that_has_not_yet_written_its_name_is_waited_for(project: Path) ->
                           text=True, check=True).stdout.strip()
     lock.write_text(f"`down` (pid {gone})")
     fd = os.open(lock, os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # as `up` takes it, its name not yet written
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return lock, fd, gone
+
+
+def test_an_up_that_has_not_yet_written_its_name_is_waited_for(project: Path) -> None:
+    """The lock's text is written just after the lock is taken: in between it names the
+    previous holder (here a `down` whose pid is gone), and a command read that `up` as
+    that `down` and said at once that no daemon ran (adv34 v/3). The text is read again
+    until it names a live process."""
+    # as `up` takes it, its name not yet written
+    lock, fd, _ = locked_naming_a_gone_down(project)
     try:
         status = subprocess.Popen([*HD, "status"], cwd=project, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -708,17 +716,8 @@ def test_a_lock_held_by_another_program_is_not_named_by_its_stale_text(
     """The lock file still named an earlier `down` whose pid is gone, while a program of
     another kind held the lock: `up` said it waited for that `down` (adv36 f/3). It
     names what it can: a process that is not Hippodrome's, and how to find it."""
-    import fcntl
-
-    dash, port = free_ports(2)
-    write_stack(project, stack_header(dash) + escaper_service("web", port))
-    lock = project / ".hippodrome" / "lifecycle.lock"
-    lock.parent.mkdir()
-    gone = subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    lock.write_text(f"`down` (pid {gone})")
-    fd = os.open(lock, os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # a backup tool, an editor plugin, `flock` in a script
+    # held by a backup tool, an editor plugin, `flock` in a script
+    _, fd, gone = locked_naming_a_gone_down(project)
     try:
         up = subprocess.Popen([*HD, "up", "--detach"], cwd=project, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

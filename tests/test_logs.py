@@ -264,17 +264,23 @@ def test_slow_terminal_drops_only_terminal_lines() -> None:
     assert b"terminal fell behind" in out.getvalue()
 
 
+class Paused(io.BytesIO):
+    """A terminal stopped (Ctrl+S) until `release` is set."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.release = release
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.release.wait(30)
+        return super().write(b)
+
+
 def test_a_paused_terminal_holds_back_a_bounded_number_of_bytes() -> None:
     """2,000 queued chunks of up to 256 KiB each: a foreground `hd up` whose terminal was
     stopped (Ctrl+S) grew to 837 MB."""
     release = threading.Event()
-
-    class Paused(io.BytesIO):
-        def write(self, b: bytes) -> int:  # type: ignore[override]
-            release.wait(30)
-            return super().write(b)
-
-    out = Paused()
+    out = Paused(release)
     p = TerminalPrinter(out, colour=False, max_chunks=2000)
     hub = LogHub(10, [p])
     line = b"z" * (256 * 1024 - 10)
@@ -294,13 +300,7 @@ def test_the_shutdown_lines_pass_a_backlog_on_a_slow_terminal() -> None:
     and the note of dropped lines never showed (adv36 c/1). Hippodrome's own lines are
     never held to the caps, and the shutdown drops the services' backlog."""
     release = threading.Event()
-
-    class Paused(io.BytesIO):
-        def write(self, b: bytes) -> int:  # type: ignore[override]
-            release.wait(30)
-            return super().write(b)
-
-    out = Paused()
+    out = Paused(release)
     p = TerminalPrinter(out, colour=False, max_chunks=50)
     hub = LogHub(10, [p])
     for i in range(200):  # past the cap: the queue is full of the service's lines
