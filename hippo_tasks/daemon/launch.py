@@ -12,7 +12,6 @@ import contextlib
 import errno
 import json
 import os
-import pickle
 import stat
 import subprocess
 import sys
@@ -193,6 +192,8 @@ def spawn_daemon(plan: StackPlan, log: Path, tls: bool = False,
             return fork_daemon(argv, opts.project_root, env, log, lock_fd, tls, plan)
         except BlockingIOError:  # EAGAIN: the process limit; Popen below would meet it too
             raise ProcessLimitError("the daemon") from None
+    import pickle  # only here: imported before the fork, the daemon kept it for its life
+
     read_end, write_end = os.pipe()
     passed = (read_end,) if lock_fd is None else (lock_fd, read_end)
     try:
@@ -220,6 +221,8 @@ def spawn_daemon(plan: StackPlan, log: Path, tls: bool = False,
 def receive_plan(fd: int) -> StackPlan:
     """The plan `spawn_daemon` wrote into the pipe this daemon inherited: from our own
     parent, through a pipe nothing else holds, so unpickling it trusts no one new."""
+    import pickle
+
     with os.fdopen(fd, "rb") as pipe:
         plan = pickle.load(pipe)
     if not isinstance(plan, StackPlan):
