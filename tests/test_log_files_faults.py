@@ -355,6 +355,30 @@ def test_follow_reads_a_log_renamed_away_to_its_end(project: Path) -> None:
     assert out.splitlines() == ["one", "two", "three", "four"], out
 
 
+def test_follow_holds_at_most_so_many_files_and_reads_the_rest_by_name(
+        tmp_path: Path) -> None:
+    """Holding every followed file open would spend a thousand-service stack's
+    descriptors; past HOLD_AT_MOST the rest are read by name, as before."""
+    import io
+
+    from hippo_tasks.tasks.follow_files import HOLD_AT_MOST, Follower
+    from hippo_tasks.tasks.logs import open_log
+
+    out = io.BytesIO()
+    follower = Follower(out, lambda name: name.encode() + b" | ", open_log)
+    paths = [tmp_path / f"s{i:04d}.log" for i in range(HOLD_AT_MOST + 20)]
+    for path in paths:
+        path.write_bytes(b"")
+        follower.begin(path, path.stat().st_ino, 0)
+    assert follower.held == HOLD_AT_MOST
+    for path in (paths[0], paths[-1]):  # one held, one read by name
+        with open(path, "ab") as fh:
+            fh.write(b"hello\n")
+    follower.look(paths)
+    assert out.getvalue().splitlines() == [f"{paths[0].stem} | hello".encode(),
+                                           f"{paths[-1].stem} | hello".encode()]
+
+
 # It waits 3 s before its first line: `-l 0` follows from the moment the follower first
 # looks, which a loaded machine delayed past a 1 s wait (the first 400 lines unshown).
 COUNTER = ("import time\ntime.sleep(3.0)\nt0 = time.time()\nfor i in range(150000):\n"

@@ -31,6 +31,9 @@ UNFINISHED_S = 0.5
 READ_AT_ONCE = 1024 * 1024
 """A file is read at most this much per look: a log that grew by 200 MB at once is
 printed as it is read, not held whole."""
+HOLD_AT_MOST = 256
+"""Files held open at once; past that, read by name (as before): a stack of a thousand
+services would otherwise spend the descriptors every other open needs."""
 
 
 def say_left_out(path: Path) -> None:
@@ -63,6 +66,8 @@ class Follower:
         UNFINISHED_S (a prompt, a progress bar), as the foreground terminal does."""
         self.left_out: set[Path] = set()
         """Names seen holding something other than a log: said once."""
+        self.held = 0
+        """Files held open now (at most HOLD_AT_MOST)."""
 
     def begin(self, path: Path, inode: int, offset: int) -> None:
         """Follow `path` from `offset` (where the tail printed before ended)."""
@@ -70,8 +75,10 @@ class Follower:
                                       self._hold(path, inode))
 
     def _hold(self, path: Path, inode: int) -> BinaryIO | None:
-        """`path` open, if it is still the file `inode`; None when it cannot be held (a
-        stack of more services than descriptors: read by name, as before)."""
+        """`path` open, if it is still the file `inode`; None when it cannot be held
+        (HOLD_AT_MOST held already, or no descriptor left: read by name, as before)."""
+        if self.held >= HOLD_AT_MOST:
+            return None
         try:
             fh = self.open_log(path)
         except OSError:
@@ -79,6 +86,7 @@ class Follower:
         if os.fstat(fh.fileno()).st_ino != inode:
             fh.close()
             return None
+        self.held += 1
         return fh
 
     def look(self, paths: list[Path]) -> None:
@@ -139,6 +147,8 @@ class Follower:
                         self._take(path, data, now)
             finally:
                 fh.close()
+                if was.fh is not None:
+                    self.held -= 1
                 was.fh = None
         except OSError:  # pruned, or replaced: nothing more to read of it
             pass
