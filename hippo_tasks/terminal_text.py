@@ -65,7 +65,10 @@ def as_seen(text: str) -> str:
 _SUSPECT = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")
 """A byte that may need work: a control character (tab aside) or not ASCII."""
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Controls (tab aside), and the bidirectional overrides and isolates: U+202E turned
+the rest of a line around on the screen, so a line could show other text than it
+holds ("Trojan Source")."""
 _BACKGROUND = re.compile(r"\x1b\[[0-9;:]*?(?<![0-9])(?:4[0-8]|10[0-7])[;:m]")
 """An SGR sequence that may set a background (and some that do not, `38;5;40`): only a
 line with one is followed colour by colour, which costs a coloured line twice as much."""
@@ -77,6 +80,8 @@ def _caret(match: re.Match[str]) -> str:
         return "^" + chr(code + 0x40)  # ESC -> ^[, BEL -> ^G, CR -> ^M
     if code == 0x7F:
         return "^?"
+    if code > 0xFF:  # a bidirectional control
+        return f"<U+{code:04X}>"
     return f"\\x{code:02x}"  # C1 controls (U+0080-U+009F): CSI and OSC in one character
 
 

@@ -49,6 +49,9 @@ SAFE_TO_SHOW = ("clip ^[]52;c;cm0gLXJmIH4vKg==^G title ^[]0;pwned^G clear ^[[2J^
     ("a\rb", "a^Mb"),
     ("\x9b2J \u009d0;t\x07", "\\x9b2J \\x9d0;t^G"),
     ("del\x7f nul\x00", "del^? nul^@"),
+    # a right-to-left override turned the rest of the line around on screen
+    ("ok \u202egnp.exe\u202c, \u2067x\u2069 caf\u00e9", "ok <U+202E>gnp.exe<U+202C>, "
+     "<U+2067>x<U+2069> caf\u00e9"),
 ])
 def test_colours_pass_and_other_controls_are_shown(text: str, shown: str) -> None:
     assert for_terminal(text) == shown
