@@ -15,6 +15,7 @@ shown, and nothing said so (adv36 f/2).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -31,6 +32,10 @@ UNFINISHED_S = 0.5
 READ_AT_ONCE = 1024 * 1024
 """A file is read at most this much per look: a log that grew by 200 MB at once is
 printed as it is read, not held whole."""
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+"""Rotated files by these names are compressed copies: never read as lines."""
+MATCHED = 256
+"""Bytes compared to tell a truncated log's copy (copytruncate's) from other files."""
 HOLD_AT_MOST = 256
 """Files held open at once; past that, read by name (as before): a stack of a thousand
 services would otherwise spend the descriptors every other open needs."""
@@ -46,10 +51,12 @@ class Followed:
     path it had in its run's folder, which stays when `latest` moves on: read by that
     path when it could not be held) and the offset."""
 
-    __slots__ = ("fh", "inode", "offset", "real")
+    __slots__ = ("fh", "inode", "last", "offset", "real")
 
     def __init__(self, inode: int, offset: int, real: str, fh: BinaryIO | None) -> None:
         self.inode, self.offset, self.real, self.fh = inode, offset, real, fh
+        self.last = b""
+        """The last bytes read (at most MATCHED): how its copy is told after a truncation."""
 
 
 class Follower:
@@ -68,11 +75,25 @@ class Follower:
         """Names seen holding something other than a log: said once."""
         self.held = 0
         """Files held open now (at most HOLD_AT_MOST)."""
+        self.since = time.time()
+        """When following began: a rotated file written since then may hold unread lines."""
+        self.seen: dict[Path, set[int]] = {}
+        """Per name, the files (inodes) it has been read from."""
 
     def begin(self, path: Path, inode: int, offset: int) -> None:
         """Follow `path` from `offset` (where the tail printed before ended)."""
-        self.read_to[path] = Followed(inode, offset, os.path.realpath(path),
-                                      self._hold(path, inode))
+        was = self.read_to[path] = Followed(inode, offset, os.path.realpath(path),
+                                            self._hold(path, inode))
+        self.seen.setdefault(path, set()).add(inode)
+        start = max(0, offset - MATCHED)
+        with contextlib.suppress(OSError):  # (what a truncation is told by)
+            if was.fh is not None:
+                was.fh.seek(start)
+                was.last = was.fh.read(offset - start)
+            else:
+                with self.open_log(path) as fh:
+                    fh.seek(start)
+                    was.last = fh.read(offset - start)
 
     def _hold(self, path: Path, inode: int) -> BinaryIO | None:
         """`path` open, if it is still the file `inode`; None when it cannot be held
@@ -118,15 +139,28 @@ class Follower:
         was = self.read_to.get(path)
         if was is not None and was.inode != info.st_ino:
             self._finish(path, was, now)
+            self._rotated_between(path, info.st_ino, now)
             was = None
         if was is None:
             was = self.read_to[path] = Followed(info.st_ino, 0, os.path.realpath(path),
                                                 self._hold(path, info.st_ino))
+            self.seen.setdefault(path, set()).add(info.st_ino)
         elif info.st_size < was.offset:  # truncated in place
-            was.offset = 0
-            self.partial.pop(path, None)
-        if info.st_size > was.offset:
+            self._truncated(path, was, now)
+        if info.st_size > was.offset and not self._read(path, was, info.st_size, now):
+            self._truncated(path, was, now)  # and written past where it was read to
             self._read(path, was, info.st_size, now)
+
+    def _truncated(self, path: Path, was: Followed, now: float) -> None:
+        """logrotate's copytruncate: what was written since the last look is in the copy
+        only; read from there, or said, as `tail -F` says it, never skipped in silence
+        (adv37 t/3). Then the file is read from its start."""
+        if not self._from_copy(path, was, now):
+            self.out.flush()
+            print(f"hippodrome: {path} was truncated: lines written to it in the last "
+                  "moment before may be only in its copy", file=sys.stderr, flush=True)
+        was.offset, was.last = 0, b""
+        self.partial.pop(path, None)
 
     def _finish(self, path: Path, was: Followed, now: float) -> None:
         """The name holds a new file (a new run's, or the daemon's after a rename): the
@@ -156,21 +190,78 @@ class Follower:
         if rest:
             self._emit(path, [rest])
 
-    def _read(self, path: Path, was: Followed, size: int, now: float) -> None:
+    def _siblings(self, path: Path, skip: int) -> list[tuple[float, Path, int]]:
+        """Files beside `path` named for it (`a.log.2`, `a.log-20261206`; not compressed
+        ones), written since following began and never read here: (mtime, path, inode)."""
+        seen = self.seen.setdefault(path, set())
+        found: list[tuple[float, Path, int]] = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(path.parent):
+                name = entry.name
+                if not name.startswith((path.name + ".", path.name + "-")) or \
+                        name.endswith(COMPRESSED):
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode) and info.st_ino not in seen and \
+                        info.st_ino != skip and info.st_mtime >= self.since:
+                    found.append((info.st_mtime, Path(entry.path), info.st_ino))
+        return sorted(found)
+
+    def _from_copy(self, path: Path, was: Followed, now: float) -> bool:
+        """`path` was truncated under `was.offset`: the newest copy beside it that holds
+        the bytes last read at the same place (copytruncate's `cp`) is read on from
+        there. False when there is none."""
+        for _, copy, inode in reversed(self._siblings(path, was.inode)):
+            try:
+                with self.open_log(copy) as fh:
+                    start = was.offset - len(was.last)
+                    fh.seek(start)
+                    if start < 0 or fh.read(len(was.last)) != was.last:
+                        continue
+            except OSError:
+                continue
+            self.seen[path].add(inode)
+            self._finish(path, Followed(inode, was.offset, str(copy), None), now)
+            return True
+        return False
+
+    def _rotated_between(self, path: Path, new: int, now: float) -> None:
+        """Rotated twice between two looks (`mv a.log a.log.1`, then the file the daemon
+        made next renamed too): that middle file was never read, and its lines were
+        skipped with no word (adv37 t/1). Files beside it named for it (`a.log.2`,
+        `a.log-20261206`, not compressed ones) that were written since following began
+        and never read here are read whole, oldest first."""
+        seen = self.seen.setdefault(path, set())
+        for _, rotated, inode in self._siblings(path, new):
+            seen.add(inode)
+            missed = Followed(inode, 0, str(rotated), None)
+            with contextlib.suppress(OSError):
+                self._finish(path, missed, now)
+
+    def _read(self, path: Path, was: Followed, size: int, now: float) -> bool:
+        """What was added since the last read; False, reading nothing, when the bytes
+        read last are no longer where they were: the file was truncated and written
+        again past that point between two looks, and its size alone did not show it."""
         if size <= was.offset:
-            return
+            return True
+        start = was.offset - len(was.last)
         try:
             if was.fh is not None:
-                was.fh.seek(was.offset)
-                data = was.fh.read(min(size - was.offset, READ_AT_ONCE))
+                was.fh.seek(start)
+                data = was.fh.read(min(size - start, READ_AT_ONCE))
             else:
                 with self.open_log(path) as fh:
-                    fh.seek(was.offset)
-                    data = fh.read(min(size - was.offset, READ_AT_ONCE))
+                    fh.seek(start)
+                    data = fh.read(min(size - start, READ_AT_ONCE))
         except OSError:  # replaced by something that is no log meanwhile
-            return
+            return True
+        if not data.startswith(was.last):
+            return False
+        data = data[len(was.last):]
         was.offset += len(data)
+        was.last = (was.last + data)[-MATCHED:]
         self._take(path, data, now)
+        return True
 
     def _take(self, path: Path, data: bytes, now: float) -> None:
         before, began = self.partial.pop(path, (b"", now))
