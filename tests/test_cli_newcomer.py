@@ -18,6 +18,7 @@ from stackutil import (
     PY,
     REPO,
     TOY,
+    free_offset,
     free_ports,
     hd,
     registry,
@@ -331,3 +332,17 @@ def test_a_cwd_that_does_not_exist_fails_doctor_and_up_says_fix_it(project: Path
             up.stderr
     finally:
         hd(project, "down")
+
+
+def test_up_with_no_stack_file_says_it_runs_the_bundled_stack(tmp_path: Path) -> None:
+    """A stack file an editor deleted and wrote again (rm, then cp) just as `invoke up`
+    read it ran the bundled stack, with no word that no stack file was found (adv37
+    t/2). It says so."""
+    up = hd(tmp_path, "up", "--detach", "--only", "fake_cell", "--port-offset",
+            str(free_offset()), timeout=120)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"no hippodrome.toml in {tmp_path}: running the bundled stack" in up.stdout, \
+            up.stdout
+    finally:
+        hd(tmp_path, "down", timeout=60)

@@ -113,6 +113,11 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
           f"cell {as_typed(opts.cell)}  table prefix {opts.table_prefix}", flush=True)
     plan, registry = prepare(opts, registry=registry,
                              check=lambda plan: _shown_services(show, plan.names))
+    if plan.file_stamp is None:
+        # said: a stack file an editor deleted and wrote again (rm, then cp) just as `up`
+        # read it ran the bundled stack with no word of why (adv37 t/2)
+        say(f"no hippodrome.toml in {as_typed(str(root))}: running the bundled stack (`hd "
+            "init` writes a stack file of your own)")
     for line in left_out_dependencies(plan):
         say(line)
     shown = _shown_services(show, plan.names)
