@@ -711,13 +711,18 @@ def test_an_up_that_has_not_yet_written_its_name_is_waited_for(project: Path) ->
     assert f"waiting for `up` (pid {os.getpid()})" in err, err
 
 
+@pytest.mark.parametrize("named", ["a gone pid", "a live pid"])
 def test_a_lock_held_by_another_program_is_not_named_by_its_stale_text(
-        project: Path) -> None:
+        project: Path, named: str) -> None:
     """The lock file still named an earlier `down` whose pid is gone, while a program of
-    another kind held the lock: `up` said it waited for that `down` (adv36 f/3). It
-    names what it can: a process that is not Hippodrome's, and how to find it."""
+    another kind held the lock: `up` said it waited for that `down` (adv36 f/3); text
+    naming a live process that did not take the lock (pid 1) was trusted too (adv37
+    t/4). It names what it can: a process that is not Hippodrome's, and how to find it."""
     # held by a backup tool, an editor plugin, `flock` in a script
-    _, fd, gone = locked_naming_a_gone_down(project)
+    lock, fd, gone = locked_naming_a_gone_down(project)
+    if named == "a live pid":
+        gone = "1"
+        os.pwrite(fd, b"`down` (pid 1)".ljust(40), 0)
     try:
         up = subprocess.Popen([*HD, "up", "--detach"], cwd=project, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -727,7 +732,7 @@ def test_a_lock_held_by_another_program_is_not_named_by_its_stale_text(
     out = up.communicate(timeout=60)[0]
     try:
         assert up.returncode == 0, out
-        assert f"pid {gone}" not in out, out
+        assert f"(pid {gone})" not in out, out
         assert "a process that is not Hippodrome's `up` or `down` but holds" in out, out
         assert "fuser -v" in out, out
     finally:

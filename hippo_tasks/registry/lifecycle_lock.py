@@ -117,11 +117,30 @@ def _live_holder(fd: int, settle: float = 0.2) -> str | None:
     while True:
         text = LifecycleLock._holder(fd)
         pid = text.rpartition("(pid ")[2].rstrip(")")
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and _alive(int(pid)) and _may_hold(fd, int(pid)):
             return text
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.01)
+
+
+def _may_hold(fd: int, pid: int) -> bool:
+    """Whether `pid` may be the process that took the lock on `fd`'s file: the kernel's
+    list of locks (/proc/locks) names the taker. The text naming some live process
+    (`up` (pid 1), left by another program) was trusted while `flock` held the lock
+    (adv37 t/4). True where the list says nothing of this file (another pid namespace,
+    no /proc): the text is all there is. A lock `up` handed to its daemon stays listed
+    under `up`'s pid, which the text names."""
+    try:
+        info = os.fstat(fd)
+        key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            takers = {int(parts[4]) for line in fh
+                      if len(parts := line.split()) > 5 and parts[1] == "FLOCK"
+                      and parts[5] == key and parts[4].isdigit()}
+    except OSError:
+        return True
+    return not takers or pid in takers
 
 
 def _alive(pid: int) -> bool:
