@@ -87,13 +87,17 @@ class Follower:
         self.seen.setdefault(path, set()).add(inode)
         start = max(0, offset - MATCHED)
         with contextlib.suppress(OSError):  # (what a truncation is told by)
-            if was.fh is not None:
-                was.fh.seek(start)
-                was.last = was.fh.read(offset - start)
-            else:
-                with self.open_log(path) as fh:
-                    fh.seek(start)
-                    was.last = fh.read(offset - start)
+            was.last = self._bytes_at(path, was, start, offset - start)
+
+    def _bytes_at(self, path: Path, was: Followed, start: int, count: int) -> bytes:
+        """Up to `count` bytes from `start` of `was`'s file: through the one held, else
+        opened by `path`. OSError when it cannot be read."""
+        if was.fh is not None:
+            was.fh.seek(start)
+            return was.fh.read(count)
+        with self.open_log(path) as fh:
+            fh.seek(start)
+            return fh.read(count)
 
     def _hold(self, path: Path, inode: int) -> BinaryIO | None:
         """`path` open, if it is still the file `inode`; None when it cannot be held
@@ -211,17 +215,16 @@ class Follower:
         """`path` was truncated under `was.offset`: the newest copy beside it that holds
         the bytes last read at the same place (copytruncate's `cp`) is read on from
         there. False when there is none."""
+        start = was.offset - len(was.last)
         for _, copy, inode in reversed(self._siblings(path, was.inode)):
+            rest = Followed(inode, was.offset, str(copy), None)
             try:
-                with self.open_log(copy) as fh:
-                    start = was.offset - len(was.last)
-                    fh.seek(start)
-                    if start < 0 or fh.read(len(was.last)) != was.last:
-                        continue
+                if start < 0 or self._bytes_at(copy, rest, start, len(was.last)) != was.last:
+                    continue
             except OSError:
                 continue
             self.seen[path].add(inode)
-            self._finish(path, Followed(inode, was.offset, str(copy), None), now)
+            self._finish(path, rest, now)
             return True
         return False
 
@@ -234,9 +237,7 @@ class Follower:
         seen = self.seen.setdefault(path, set())
         for _, rotated, inode in self._siblings(path, new):
             seen.add(inode)
-            missed = Followed(inode, 0, str(rotated), None)
-            with contextlib.suppress(OSError):
-                self._finish(path, missed, now)
+            self._finish(path, Followed(inode, 0, str(rotated), None), now)
 
     def _read(self, path: Path, was: Followed, size: int, now: float) -> bool:
         """What was added since the last read; False, reading nothing, when the bytes
@@ -246,13 +247,7 @@ class Follower:
             return True
         start = was.offset - len(was.last)
         try:
-            if was.fh is not None:
-                was.fh.seek(start)
-                data = was.fh.read(min(size - start, READ_AT_ONCE))
-            else:
-                with self.open_log(path) as fh:
-                    fh.seek(start)
-                    data = fh.read(min(size - start, READ_AT_ONCE))
+            data = self._bytes_at(path, was, start, min(size - start, READ_AT_ONCE))
         except OSError:  # replaced by something that is no log meanwhile
             return True
         if not data.startswith(was.last):

@@ -177,8 +177,9 @@ def handles_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         if args and _dry_run_asked(args[0]):
             code = exit_status(_refuse_dry_run)
-        elif args and fn.__name__ not in TAKES_WORDS and _words_after_dashes(args[0]):
-            code = exit_status(_refuse_words, fn.__name__, _words_after_dashes(args[0]))
+        elif args and fn.__name__ not in TAKES_WORDS and \
+                (words := _words_after_dashes(args[0])):
+            code = exit_status(_refuse_words, fn.__name__, words)
         else:
             code = exit_status(fn, *args, **kwargs)
         if code:
