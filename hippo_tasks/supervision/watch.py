@@ -37,12 +37,15 @@ DEBOUNCE = 0.3
 """Seconds of quiet that end a burst."""
 STEP_MS = 50
 """watchfiles hands over what it gathered once no event came for this long."""
-GATHER_MS = 200
+GATHER_MS = 100
 """...and at the latest this long after the first one, while events keep coming. Its
 default is 1,600 ms: a build or a code generator rewriting files every few ms was
 handed over in 1.6 s batches, so each 0.3 s quiet period ended between two of them and
-the service restarted mid-burst, on a half-written tree, every 1.6 s. This stays below
-DEBOUNCE, so a burst that goes on keeps its quiet period from ending."""
+the service restarted mid-burst, on a half-written tree, every 1.6 s. While a burst goes
+on, hand-overs come one STEP_MS, this, and the thread's own work apart: that must stay
+well below DEBOUNCE, whose quiet is timed from the last hand-over. At 200 ms they came
+0.25 s apart, and a watch thread kept from running for 50 ms (a loaded machine, or the
+daemon's loop holding the GIL) ended the quiet mid-burst; at 100 ms, 0.15 s apart."""
 POLL_DELAY_MS = 300
 """Between two scans, when polling. A change is seen only at a scan, so quiet is judged
 over DEBOUNCE plus this when polling."""
