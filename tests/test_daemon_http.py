@@ -185,6 +185,11 @@ BAD_ACTION_REQUESTS = [
     (LENGTH % 16, b'{"cascde": true}', 400,
      "unknown field(s) 'cascde'; a restart takes cascade"),
     (LENGTH % 8, b'{"a": 1}', 400, "unknown field(s) 'a'; a restart takes cascade"),
+    # the last one was taken, in silence, where the query refused a parameter given twice
+    (LENGTH % 32, b'{"cascade":true,"cascade":false}', 400,
+     "field(s) 'cascade' given more than once in the request: give each once"),
+    (LENGTH % 46, b'{"cascade":true,"x":{"a":1,"a":2,"b":3,"b":4}}', 400,
+     "field(s) 'a', 'b' given more than once in the request: give each once"),
     (LENGTH % (2 * 1024 * 1024), b" " * (2 * 1024 * 1024), 413,
      "Request body too large: 2097152 bytes; the limit is 1048576 bytes"),
     (LENGTH % (100 * 1024 * 1024), b"{}", 413, "Request body too large"),

@@ -60,7 +60,7 @@ def body_object(req: Request, takes: tuple[str, ...] = (),
     raw = req.body.read(MAX_BODY, READ_TIMEOUT_S, noun="the request")
     if not raw.strip():
         return None
-    value = decode_json(raw, "the request")
+    value = decode_json(raw, "the request", once_each=True)
     if not isinstance(value, dict):
         raise HttpError(400, f"Request body must be a JSON object or empty, got "
                              f"{json_type(value)}")
