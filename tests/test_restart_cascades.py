@@ -496,3 +496,64 @@ def test_a_completed_job_stopped_during_a_cascade_is_not_run_again(project: Path
         assert state(project, "app") == "running"
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_a_double_clicked_cascade_answers_its_origin_once_the_second_restart_is_over(
+        project: Path) -> None:
+    """Two `hd restart -s db --cascade` a moment apart make one more restart of db (as
+    documented), and `hd stop -s mid` while the first cascade waits for mid. The first
+    cascade's answer was read while db went through the second one's restart: `db:
+    starting`, "db did not come up: another command (a stop, `hd down`) changed the
+    stack", though nothing had stopped db and it came up (adv38 m/1)."""
+    from stackutil import HD_CLI
+
+    slow_chain(project, top_stop=0.5, after=1.0)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    cascades: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(2):
+            cascades.append(subprocess.Popen(
+                [*HD_CLI, "restart", "-s", "db", "--cascade"], cwd=project, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+            time.sleep(0.03)
+        wait_for(lambda: state(project, "mid") in ("stopped", "pending"), 30, every=0.02,
+                 what="the first cascade at mid")
+        assert state(project, "db") != "running", "the second restart of db not under way"
+        hd(project, "stop", "-s", "mid", check=True, timeout=60)
+        for cascade in cascades:
+            out, _ = cascade.communicate(timeout=60)
+            assert cascade.returncode == 1, out  # mid stopped meanwhile
+            assert "db: running" in out and "did not come up" not in out, out
+            assert "mid: stopped" in out, out
+    finally:
+        for cascade in cascades:
+            if cascade.poll() is None:
+                cascade.kill()
+                cascade.communicate()
+        hd(project, "down", timeout=60)
+
+
+def test_a_cascade_that_fails_at_its_first_service_names_what_it_did_not_reach(
+        project: Path) -> None:
+    """x <- y, x failing on its restart: `hd restart -s x --cascade` said only `x:
+    failed`, exit 1; y, left running on a failed dependency, was not named, where a
+    cascade ending further on names what it did not reach (adv38 m/2)."""
+    (dash,) = free_ports(1)
+    flag = project / "flag"
+    write_stack(project, stack_header(dash)
+                + f'[services.x]\nshell = "test -e {flag} && exit 3; sleep 0.2; echo up; '
+                  'exec sleep 600"\nreadiness = { log = "up" }\n'
+                + '[services.y]\nshell = "echo up; exec sleep 600"\nreadiness = { log = "up" }'
+                  '\ndepends_on = ["x"]\n')
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        before = pid(project, "y")
+        flag.touch()
+        said = hd(project, "restart", "-s", "x", "--cascade", timeout=60)
+        assert said.returncode == 1, said.stdout + said.stderr
+        assert "x: failed" in said.stdout, said.stdout
+        assert f"y: running (pid {before}) — not restarted: the cascade from x ended at " \
+            "'x' (failed)" in said.stdout, said.stdout
+        assert pid(project, "y") == before
+    finally:
+        hd(project, "down", timeout=60)

@@ -70,6 +70,13 @@ class CascadingStack(StackCore):
             if first.ready:
                 settled.update(await self._cascade_from(name, "cascade", skipped, were_up,
                                                         restarts, meanwhile))
+            elif skipped is not None:
+                # Ended at its first service: what it would have restarted is named, as
+                # where it ends further on; it was left out of the answer (adv38 m/2).
+                for dep in self.dependants_closure(name):
+                    if dep in were_up:
+                        skipped[dep] = (f"not restarted: the cascade from {name} ended "
+                                        f"at '{name}' ({first.state})")
         if self._stack_restarts != restarts:
             # Rows read before the stack restart name processes it ended.
             settled = {n: await self._through_restart(self.services[n].snapshot())
@@ -79,7 +86,11 @@ class CascadingStack(StackCore):
             # or restart is; it said `db: stopping` and "db did not come up" of one that
             # had come up and was being stopped (adv32 t/3).
             await self._after_stops(list(settled))
-            settled = {n: self.services[n].snapshot() for n in settled}
+            # Each through what overtook it: read as it was, the origin of a
+            # double-clicked cascade, in the second click's restart, said "did not come
+            # up: another command changed the stack" (adv38 m/1).
+            settled = {n: await self._through_restart(self.services[n].snapshot())
+                       for n in settled}
         return settled
 
     async def _cascade_from(self, name: str, why: str, skipped: dict[str, str] | None = None,
