@@ -65,7 +65,10 @@ def test_an_agent_starts_breaks_diagnoses_fixes_and_replays(project: Path) -> No
         broken.write_text("")
         restarted = await agent.ok("restart", service="db", cascade=True)
         assert restarted["ok"] is False
-        assert [r["name"] for r in restarted["services"]] == ["db"]  # the cascade stopped
+        # the cascade stopped at db; web, which it did not reach, is named as it is
+        assert [r["name"] for r in restarted["services"]] == ["db", "web"]
+        assert "web not restarted: the cascade from db ended at 'db' (failed)" in \
+            restarted["summary"], restarted
         (failed,) = restarted["not_ready"]
         assert failed["service"] == "db" and failed["state"] == "failed"
         assert any("config error" in ln for ln in failed["last_lines"])
