@@ -563,3 +563,64 @@ def test_which_folders_may_hold_a_matching_file(tmp_path: Path) -> None:
     assert not holds(("src/app/*.py",), "src/app/deep")
     assert holds(("src/**",), "src/lib") and holds(("s*/[ab]/*.py",), "src/a")
     assert not holds(("s*/[ab]/*.py",), "src/c") and holds(("**/*.py",), "x/y")
+
+
+def test_polling_sees_a_save_within_the_same_second_as_the_one_before(tmp_path: Path) -> None:
+    """watchfiles' polling compared modification times in whole seconds: a second save in
+    the second of the first (format-on-save, a quick second Ctrl+S) was never seen, and
+    the service ran the old code for good (adv38 w/1). Made certain here: the second
+    save keeps the first one's size and modification time; only its change time moves."""
+    (tmp_path / "src").mkdir()
+    app = tmp_path / "src" / "app.py"
+
+    async def scenario() -> None:
+        async with watcher_over(tmp_path, ("src/**/*.py",), poll=True) as seen:
+            await watching(tmp_path / "src", seen)
+            app.write_text("v = 1\n")
+            assert await seen.get() == ["src/app.py"]
+            first = app.stat().st_mtime_ns
+            app.write_text("v = 2\n")
+            os.utime(app, ns=(first, first))
+            assert await asyncio.wait_for(seen.get(), 5.0) == ["src/app.py"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("poll", "gap"), [(False, 0.02), (True, 0.02), (False, 0.27)],
+                         ids=["notify-dense", "poll-dense", "notify-0.27s"])
+def test_one_file_saved_over_and_over_is_one_change_after_the_last_save(
+        tmp_path: Path, poll: bool, gap: float) -> None:
+    """One file rewritten every 20 ms for 3 s was a change about once a second when
+    polling (whole seconds: each second's later writes were not seen, and it looked
+    quiet; adv38 w/2); saved every 0.27 s, never 0.3 s quiet, it was a change every second
+    save with the kernel's notifications, the quiet timed from hand-overs that come up
+    to a step late (w/3). A change before the last save is allowed only after a pause of
+    the writer's as long as the quiet period (a loaded machine)."""
+    (tmp_path / "src").mkdir()
+    app = tmp_path / "src" / "app.py"
+    calls: list[float] = []
+    writes: list[float] = []
+
+    async def scenario() -> None:
+        async with watcher_over(tmp_path, ("src/**/*.py",), poll=poll) as seen:
+            await watching(tmp_path / "src", seen)
+            end = time.monotonic() + 3.0
+            i = 0
+            while time.monotonic() < end:
+                app.write_text(f"v = {i}\n")
+                writes.append(time.monotonic())
+                i += 1
+                await asyncio.sleep(gap)
+            while True:
+                try:
+                    paths = await asyncio.wait_for(seen.get(), 2.0)
+                except TimeoutError:
+                    break
+                if "src/app.py" in paths:  # (not a late sentinel's alone)
+                    calls.append(time.monotonic())
+
+    asyncio.run(scenario())
+    assert calls and calls[-1] > writes[-1], (calls, writes[-1])
+    paused = max(b - a for a, b in zip(writes, writes[1:], strict=False))
+    if paused < 0.3:
+        assert len(calls) == 1, (len(calls), paused)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -59,10 +60,17 @@ DELETED = 3
 
 
 def poll_forced(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool | None:
-    """True when the setting asks for polling; None leaves the choice to watchfiles
-    (notifications, unless `WATCHFILES_FORCE_POLLING` is set or this is WSL)."""
+    """True when the setting asks for polling, or where watchfiles would have chosen it
+    (`WATCHFILES_FORCE_POLLING` set, or WSL 2, whose Windows drives report no changes):
+    the scan is poll_scan.py's, not watchfiles'. None: the kernel's notifications."""
     value = environ.get(POLL_ENV, "").strip().lower()
-    return True if value in ("1", "true", "yes", "on") else None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    theirs = environ.get("WATCHFILES_FORCE_POLLING", "").strip().lower()
+    if theirs:
+        return True if theirs not in ("false", "disable", "disabled") else None
+    release = os.uname().release.lower() if hasattr(os, "uname") else ""
+    return True if "microsoft-standard" in release and sys.platform == "linux" else None
 
 
 def target_folders(root: Path, patterns: Iterable[str]) -> set[Path]:
