@@ -75,6 +75,15 @@ def resolved(path: str) -> str:
         os.close(fd)
 
 
+def encodable(path: str) -> bool:
+    """A name the kernel gave as bytes that are not UTF-8 holds surrogates in Python."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def file_clock_ns() -> int:
     """Now, on the clock the kernel stamps files with (Linux: CLOCK_REALTIME_COARSE, a
     tick behind the fine one): a file written after this reads as written since, one
@@ -213,6 +222,11 @@ class StackWatcher:
         Hippodrome's own folders are also left out when reached through a link (`ln -s
         .logs logs` under `**/*`: each restart's log lines restarted it again): one
         resolution per change, here rather than once per service."""
+        if not path.isascii() and not encodable(path):
+            # Only the polling scan gives such a name (watchfiles raises, _feed): passed
+            # on, the restart's own log line could not be written (adv39's notes).
+            self._say_undecodable(f"{os.fsencode(path)!r}", path)
+            return False
         if self.own and inside(resolved(path), self.own):
             return False
         if int(change) == DELETED and (path in self._followed or path in self._links):
