@@ -242,7 +242,7 @@ class StackWatcher:
     def _skipped(self, folder: str) -> bool:
         """A folder the polling scan need not enter: Hippodrome's own, or one every
         service ignores (`.git`, `node_modules`, `__pycache__`)."""
-        return bool(self.own and inside(resolved(folder), self.own)) or not any(
+        return bool(self.own and inside(os.path.realpath(folder), self.own)) or not any(
             s.admits(ADDED, folder) for s in self.subscribers)
 
     def _roots(self) -> Roots:

@@ -225,7 +225,10 @@ class Subscriber:
             if not self.admits(change, path):
                 continue
             if int(change) == ADDED and os.path.isdir(path):
-                if path in walked:
+                if path in walked or (self.own and os.path.islink(path)
+                                      and inside(os.path.realpath(path), self.own)):
+                    # (a link made to Hippodrome's own folder, `ln -s ../.logs src/logs`,
+                    # counted each log file in it once: adv39 p/2)
                     continue
                 for folder, dirs, files in walk(path):
                     walked.add(folder)
