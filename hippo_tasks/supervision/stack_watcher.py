@@ -375,7 +375,10 @@ class StackWatcher:
                     if not undecodable:
                         raise
                     self._say_undecodable(str(exc), undecodable.group(1))
-                    self._recover_batch(self._caught_up)
+                    # Caught up from here: the next watch's first look found the same
+                    # save again, and restarted the service twice (adv40 q/1).
+                    since, self._caught_up = self._caught_up, file_clock_ns()
+                    self._recover_batch(since)
                 except FileNotFoundError:  # a folder went between stat and watch
                     self._halt.wait(CHECK_MS / 1000)
                     roots = self._roots()
