@@ -594,33 +594,44 @@ def test_one_file_saved_over_and_over_is_one_change_after_the_last_save(
     polling (whole seconds: each second's later writes were not seen, and it looked
     quiet; adv38 w/2); saved every 0.27 s, never 0.3 s quiet, it was a change every second
     save with the kernel's notifications, the quiet timed from hand-overs that come up
-    to a step late (w/3). A change before the last save is allowed only after a pause of
-    the writer's as long as the quiet period (a loaded machine)."""
+    to a step late (w/3). That was so on every burst; a loaded machine can delay the
+    watch thread past the 0.03 s the 0.27 s case leaves, once in a while: a second burst
+    is tried before failing, and a burst in which the writer itself paused 0.3 s (so
+    that the quiet really came) proves nothing either way."""
     (tmp_path / "src").mkdir()
     app = tmp_path / "src" / "app.py"
-    calls: list[float] = []
-    writes: list[float] = []
+    bursts: list[tuple[list[float], list[float]]] = []
+
+    async def burst(seen: asyncio.Queue[list[str]]) -> tuple[list[float], list[float]]:
+        calls: list[float] = []
+        writes: list[float] = []
+        end = time.monotonic() + 3.0
+        i = 0
+        while time.monotonic() < end:
+            app.write_text(f"v = {i}\n")
+            writes.append(time.monotonic())
+            i += 1
+            await asyncio.sleep(gap)
+        while True:
+            try:
+                paths = await asyncio.wait_for(seen.get(), 2.0)
+            except TimeoutError:
+                break
+            if "src/app.py" in paths:  # (not a late sentinel's alone)
+                calls.append(time.monotonic())
+        return calls, writes
+
+    def one_change(calls: list[float], writes: list[float]) -> bool:
+        paused = max(b - a for a, b in zip(writes, writes[1:], strict=False))
+        return bool(calls) and calls[-1] > writes[-1] and (len(calls) == 1 or paused >= 0.3)
 
     async def scenario() -> None:
         async with watcher_over(tmp_path, ("src/**/*.py",), poll=poll) as seen:
             await watching(tmp_path / "src", seen)
-            end = time.monotonic() + 3.0
-            i = 0
-            while time.monotonic() < end:
-                app.write_text(f"v = {i}\n")
-                writes.append(time.monotonic())
-                i += 1
-                await asyncio.sleep(gap)
-            while True:
-                try:
-                    paths = await asyncio.wait_for(seen.get(), 2.0)
-                except TimeoutError:
-                    break
-                if "src/app.py" in paths:  # (not a late sentinel's alone)
-                    calls.append(time.monotonic())
+            for _ in range(2):
+                bursts.append(await burst(seen))
+                if one_change(*bursts[-1]):
+                    return
 
     asyncio.run(scenario())
-    assert calls and calls[-1] > writes[-1], (calls, writes[-1])
-    paused = max(b - a for a, b in zip(writes, writes[1:], strict=False))
-    if paused < 0.3:
-        assert len(calls) == 1, (len(calls), paused)
+    assert one_change(*bursts[-1]), [(len(c), c[-1:] > w[-1:]) for c, w in bursts]
