@@ -222,7 +222,6 @@ class GivenTwice(ValueError):
 
     def __init__(self, keys: list[str]) -> None:
         super().__init__(", ".join(repr(k[:40]) for k in keys[:5]))
-        self.keys = keys
 
 
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -70,13 +70,11 @@ class CascadingStack(StackCore):
             if first.ready:
                 settled.update(await self._cascade_from(name, "cascade", skipped, were_up,
                                                         restarts, meanwhile))
-            elif skipped is not None:
+            else:
                 # Ended at its first service: what it would have restarted is named, as
                 # where it ends further on; it was left out of the answer (adv38 m/2).
-                for dep in self.dependants_closure(name):
-                    if dep in were_up:
-                        skipped[dep] = (f"not restarted: the cascade from {name} ended "
-                                        f"at '{name}' ({first.state})")
+                _ended_at(name, name, first.state, self.dependants_closure(name), were_up,
+                          skipped)
         if self._stack_restarts != restarts:
             # Rows read before the stack restart name processes it ended.
             settled = {n: await self._through_restart(self.services[n].snapshot())
@@ -173,10 +171,7 @@ class CascadingStack(StackCore):
             if not settled[dep].ready:
                 # What the cascade would have restarted after it is named: left out of the
                 # answer, it read as not asked for (adv29 n/7).
-                for later in closure[at + 1:]:
-                    if skipped is not None and were_up is not None and later in were_up:
-                        skipped[later] = (f"not restarted: the cascade from {name} ended at "
-                                          f"'{dep}' ({settled[dep].state})")
+                _ended_at(name, dep, settled[dep].state, closure[at + 1:], were_up, skipped)
                 break
         return settled
 
@@ -199,3 +194,15 @@ class CascadingStack(StackCore):
         note = (f"not restarted: the cascade from {origin} reaches it only through {links}, "
                 "which it did not restart")
         self._left_as_is(name, note, skipped)
+
+
+def _ended_at(origin: str, at: str, state: str, rest: Iterable[str],
+              were_up: set[str] | None, skipped: dict[str, str] | None) -> None:
+    """Name, in `skipped`, each of `rest` that was up as the cascade from `origin` began
+    and that it did not reach, having ended at `at` (left `state`)."""
+    if skipped is None or were_up is None:
+        return
+    for later in rest:
+        if later in were_up:
+            skipped[later] = (f"not restarted: the cascade from {origin} ended at '{at}' "
+                              f"({state})")

@@ -350,10 +350,11 @@ class StackWatcher:
                 os.path.join(base, d), self.own))]
             for name in files:
                 path = os.path.join(base, name)
+                if not encodable(path):  # the undecodable one is not seen, as said
+                    continue
                 try:
-                    path.encode("utf-8")  # the undecodable one is not seen, as said
                     st = os.stat(path)
-                except (UnicodeEncodeError, OSError):
+                except OSError:
                     continue
                 if max(st.st_mtime_ns, st.st_ctime_ns) >= since and \
                         self._wants(MODIFIED, path):
