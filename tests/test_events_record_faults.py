@@ -161,6 +161,36 @@ def test_a_token_written_with_json_escapes_is_blanked_too(tmp_path: Path, token:
         path.read_text()
 
 
+@pytest.mark.parametrize("quoted", [r"s3cr3tTOKEN\u0061bc", "s3cr3tTOKENabc"])
+def test_a_token_in_a_member_a_later_one_overrides_is_blanked(tmp_path: Path,
+                                                              quoted: str) -> None:
+    """`{"v": "<token>", "v": "dup"}`: a JSON reader keeps the last `v`, so a check that
+    read the line as a dict never saw the first, and the token spelt there with a `\\u`
+    escape stayed in the recording (adv41 I/1, 5/5)."""
+    from hippo_tasks.daemon.webhook.record import Recorder
+
+    token = "s3cr3tTOKENabc"
+    recorder = Recorder(tmp_path, True, token, lambda _: None)
+    recorder.add(1700000000.0, 1.0, "Foo.dup", None, 200, "ignored", b'{"ok":true}',
+                 b'{"detail-type":"Foo.dup","detail":{"v":"' + quoted.encode() +
+                 b'","v":"dup"}}')
+    recorder.close()
+    (path,) = tmp_path.glob("*.jsonl")
+    text = path.read_text()
+    every_string: list[str] = []
+
+    def strings(value: object) -> None:
+        if isinstance(value, str):
+            every_string.append(value)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                strings(item)
+
+    strings(json.loads(text, object_pairs_hook=list))  # every member, overridden or not
+    assert not [s for s in every_string if token in s], text
+    assert json.loads(text)["event"]["detail"]["v"] == "dup"
+
+
 @pytest.mark.parametrize("quoted", [r"Tok3n\u0053ecretXYZ", r"Tok3n\\u0053ecretXYZ"])
 def test_a_token_in_an_echoed_event_is_blanked_however_escaped(tmp_path: Path,
                                                               quoted: str) -> None:

@@ -198,20 +198,20 @@ class Recorder:
         """Whether a string of the line holds the token once its escapes are read: a
         sender's JSON may write `/` as `\\/` (PHP, Java) or any letter as `\\u0073`, and
         the bytes, kept as received, then held the token in a form every JSON reader
-        turns back into it. Parsed only for a line with a backslash at all."""
+        turns back into it. Parsed only for a line with a backslash at all, and every
+        member read, also one a later member of the same name overrides (as a dict, the
+        parse dropped it, and with it a token spelt there, adv41 I/1)."""
         tokens = [s.decode() for s in self._secrets]
 
         def holds(value: Any) -> bool:
             if isinstance(value, str):
                 return any(t in value or t in _read_escapes(value) for t in tokens)
-            if isinstance(value, dict):
-                return any(holds(k) or holds(v) for k, v in value.items())
-            if isinstance(value, list):
+            if isinstance(value, list | tuple):  # an object is a list of (name, value)
                 return any(holds(v) for v in value)
             return False
 
         try:
-            return holds(json.loads(line))
+            return holds(json.loads(line, object_pairs_hook=list))
         except (ValueError, RecursionError):
             return True  # cannot be read: blank what the bytes show (_redacted)
 
