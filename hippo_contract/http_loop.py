@@ -240,7 +240,9 @@ class RequestHandler(socketserver.StreamRequestHandler):
         self.request_version = self.default_request_version
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        if not self.requestline.split():
+        if not self.requestline.split():  # more empty lines than are passed over
+            self.send_error(400, f"no request line after {BLANK_LINES_SKIPPED + 1} empty "
+                                 "lines")
             return False
         try:
             self.command, self.path, self.request_version, self.close_connection = \

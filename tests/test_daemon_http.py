@@ -449,6 +449,41 @@ def test_an_empty_line_before_a_request_is_passed_over(daemon: str) -> None:
     assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b'{"status": "ok"}'), out
 
 
+def test_more_empty_lines_than_are_passed_over_get_an_answer(daemon: str) -> None:
+    """Five empty lines before a request: the connection was closed with no answer at
+    all, where every malformed request gets a JSON error (adv41 I/6, 5/5)."""
+    port = int(daemon.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"\r\n" * 5 + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), out
+    assert "no request line after 5 empty lines" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}@evil.example", "localhost:a b",
+                                  "127.0.0.1:99999999", "127.0.0.1:-1", "localhost:８０"])
+def test_a_host_whose_port_is_not_a_port_is_refused(daemon: str, host: str) -> None:
+    """The Host check read the name before the last `:` and passed over the rest, so
+    `127.0.0.1:PORT@evil.example` was let in as loopback (adv41 I/5)."""
+    port = int(daemon.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"GET /api/status HTTP/1.1\r\nHost: " + host.format(port=port).encode()
+                  + b"\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 403 "), out
+    assert b"is not this machine's loopback" in out
+    for fine in (f"127.0.0.1:{port}", "localhost", "localhost:", f"[::1]:{port}"):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: " + fine.encode() +
+                      b"\r\nConnection: close\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 "), fine
+
+
 def test_a_number_past_pythons_digit_limit_gets_a_sentence(daemon: str) -> None:
     """`{"cascade": 999...}` with 5,000 digits is valid JSON: it got `Invalid JSON:
     Exceeds the limit (4300 digits) ...; use sys.set_int_max_str_digits() to increase

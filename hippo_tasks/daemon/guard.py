@@ -42,9 +42,17 @@ class Refusal(NamedTuple):
 
 
 def host_name(host_header: str) -> str:
-    """The name part of a Host header: `localhost:9000` -> `localhost`, `[::1]:9000` -> `[::1]`."""
-    name = host_header if host_header.endswith("]") else host_header.rsplit(":", 1)[0]
-    return name.lower()
+    """The name part of a Host header: `localhost:9000` -> `localhost`, `[::1]:9000` -> `[::1]`.
+    After a last `:` that is not a port (`127.0.0.1:80@evil.example`, `localhost:a b`,
+    `127.0.0.1:99999999`) the whole header is the name, which no check takes for loopback:
+    the part was passed over, and such a Host was let in (adv41 I/5)."""
+    if host_header.endswith("]"):
+        return host_header.lower()
+    name, colon, port = host_header.rpartition(":")
+    if colon and (port == "" or port.isascii() and port.isdigit() and len(port) <= 5
+                  and int(port) <= 65535):
+        return name.lower()
+    return host_header.lower()
 
 
 def is_loopback_name(name: str) -> bool:
