@@ -157,6 +157,25 @@ def test_route_path_must_be_a_url_path() -> None:
     assert e.field_name == "routes[0].path" and e.line == 7 and "URL path" in e.problem
 
 
+@pytest.mark.parametrize("path", ["/e#frag", "/e%zz", "/e%4", "/../../x", "/a/./b",
+                                  "/a/..?x=1"])
+def test_a_path_a_request_would_not_send_as_written_is_refused(path: str) -> None:
+    """A fragment (never sent), a `%` that is no escape and `.`/`..` parts loaded, and
+    each service's server read them its own way (adv41 I/4)."""
+    e = refused('[services.a]\ncommand = ["x"]\nport = 7000\n[[routes]]\n'
+                f'detail_type_prefix = "X."\nservice = "a"\npath = "{path}"\n')
+    assert e.field_name == "routes[0].path" and "URL path as a request sends it" in e.problem
+    e = refused(f'[services.a]\ncommand = ["x"]\nport = 7000\nreadiness = {{ http = "{path}" }}\n')
+    assert e.field_name == "readiness" and "URL path as a request sends it" in e.problem
+
+
+@pytest.mark.parametrize("path", ["/events?source=eb", "/a%20b", "/.well-known/x", "/a..b/"])
+def test_a_query_escapes_and_dots_inside_names_are_a_url_path(path: str) -> None:
+    planned('[services.a]\ncommand = ["x"]\nport = 7000\n'
+            f'readiness = {{ http = "{path}" }}\n[[routes]]\n'
+            f'detail_type_prefix = "X."\nservice = "a"\npath = "{path}"\n')
+
+
 def test_a_route_to_a_service_without_a_port_is_refused() -> None:
     """Every event it matched was a 503 at delivery, long after `up` said all was well."""
     e = refused('[services.a]\nkind = "job"\ncommand = ["x"]\n[[routes]]\n'
@@ -295,6 +314,21 @@ def test_an_unclosed_or_nested_variable_is_refused(value: str, words: str) -> No
     with pytest.raises(StackFileError) as info:
         planned(f'[services.a]\nport = 7001\ncommand = ["{value}"]\n')
     assert words in info.value.problem and info.value.field_name == "command"
+
+
+@pytest.mark.parametrize("value", ["${:}", "${:python}", "${.port}", "${é}", "a${/x}"])
+def test_a_variable_no_shell_would_take_either_is_refused(value: str) -> None:
+    """They reached the process as text (adv41 I/3): neither this file's variables nor
+    a shell's parameters."""
+    with pytest.raises(StackFileError) as info:
+        planned(f'[services.a]\nport = 7001\ncommand = ["{value}"]\n')
+    assert "starts a variable" in info.value.problem and info.value.field_name == "command"
+
+
+def test_what_a_shell_reads_as_a_parameter_stays_text() -> None:
+    svc = planned('[services.a]\nport = 7001\n'
+                  'shell = "echo ${1} ${#} ${-} ${!x} ${@} ${?} ${FOO:-y}"\n').service("a")
+    assert svc.argv[-1] == "echo ${1} ${#} ${-} ${!x} ${@} ${?} ${FOO:-y}"
 
 
 def test_upper_case_and_escaped_dollars_stay_text() -> None:

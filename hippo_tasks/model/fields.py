@@ -402,7 +402,16 @@ def want_url_path(ctx: FileContext, v: Any, svc: str | None, f: str) -> str:
     if not (path.startswith("/") and path.isascii() and path.isprintable() and " " not in path):
         raise ctx.error(f"{path!r} must be a URL path: start with '/', printable ASCII, "
                         "no spaces", svc, f)
+    if "#" in path or _BAD_ESCAPE.search(path) or \
+            any(part in (".", "..") for part in path.split("?", 1)[0].split("/")):
+        # each is sent as written and read by the service's server its own way (adv41 I/4)
+        raise ctx.error(f"{path!r} must be a URL path as a request sends it: no '#' (a "
+                        "fragment is never sent), '%' only before two hex digits, no '.' "
+                        "or '..' parts", svc, f)
     return path
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def want_choice_list(

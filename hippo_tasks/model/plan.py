@@ -30,10 +30,13 @@ from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings,
 from hippo_tasks.terminal_text import as_typed
 
 HOST = "127.0.0.1"
-_VAR = re.compile(r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\}|\{(?:[a-z_]+|\s|\}|$))")
+_VAR = re.compile(
+    r"\$(\$|\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?\}|\{(?:[a-z_]+|\s|\}|$|[^A-Za-z0-9_@*#?$!-]))")
 """`$$`, `${name}` or `${name:arg}`; last, a `${` that is none of them (`${name` unclosed
-or with another reference inside, `${}`, `${ name}`, a `${` at the end), an error rather
-than text passed on as it is. `${HOME}` (upper case) and `${1}` are left to a shell."""
+or with another reference inside, `${}`, `${ name}`, a `${` at the end, a `${` before
+what no shell takes as a parameter either: `${:python}`, `${.port}`, `${é}`), an error
+rather than text passed on as it is. What a shell reads as one (`${HOME}`, `${1}`,
+`${#}`, `${-}`, `${!name}`) is left to the shell."""
 
 
 class Options(NamedTuple):
