@@ -493,6 +493,23 @@ class LogReadersBusyError(HippoError):
                 "for fewer lines or a narrower filter")
 
 
+class LogAnswersUnreadError(HippoError):
+    """Log answers the clients have not read kept the daemon at its limit while this
+    request waited."""
+
+    def __init__(self, held: int, most: int, waited: float) -> None:
+        self.held_mb = round(held / 2**20)
+        self.most_mb = round(most / 2**20)
+        self.waited = waited
+
+    def message(self) -> str:
+        return (f"the daemon has held {self.held_mb} MB of log answers that their clients "
+                f"have not read for {self.waited:g}s (it holds at most {self.most_mb} MB); "
+                "try again, ask for fewer lines, or end the client that is not reading "
+                "(a paused `curl`, a stopped script): an unread answer is let go 15 s "
+                "after its client stops reading")
+
+
 class LifecycleBusyError(HippoError):
     """Another `up` or `down` for this project held the lifecycle lock for too long."""
 

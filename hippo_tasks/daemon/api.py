@@ -108,11 +108,11 @@ def logs(req: Request) -> Json:
     lines = _int_arg(q, "lines", 100, 0, 100_000)
     after = _int_arg(q, "after", -1, -1, 2**62)
     before = _int_arg(q, "before", 0, 1, 2**62)  # 0 read as absent: the newest (m/7)
-    encoded = req.app.commands.logs_json(
+    encoded, sent = req.app.commands.logs_json(
         req.params["name"], lines, None if after < 0 else after,
         before=before or None, since=q.get("since") or None, grep=q.get("grep", ""),
         regex=q.get("regex", ""), errors=_bool_arg(q, "errors"))
-    return Json(None, encoded=encoded)
+    return Json(None, encoded=encoded, done=sent)
 
 
 def judged(verb: str, name: str | None, cascade: bool, result: dict[str, Any]) -> Json:

@@ -10,13 +10,14 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from hippo_tasks.action_outcome import EXITED
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.errors import (
+    LogAnswersUnreadError,
     LogReadersBusyError,
     RequestTimeoutError,
     StackShutDownError,
@@ -36,13 +37,52 @@ about 5 s. Two keep a page's and an agent's queries going together."""
 LOG_WAIT_S = 20.0
 """How long a log query waits for a slot before it is answered 503."""
 _log_slots = threading.BoundedSemaphore(LOG_READERS)
+LOG_UNREAD_BYTES = 64 * 2**20
+"""Log answers built and not yet read by their clients, at most (a new query waits while
+they are more). A slot is given back once an answer is built, and the answer is then
+held until its client has read it: 120 clients that asked for 100,000 lines and read
+nothing took the daemon past 1 GB for as long as their connections lasted (adv41 I/2)."""
+
+
+class _UnreadAnswers:
+    """The bytes of log answers their clients have not read yet."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.held = 0
+        self._changed = threading.Condition()
+
+    def wait_for_room(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.held < self.most, timeout)
+
+    def hold(self, size: int) -> Callable[[], None]:
+        """Count `size` bytes as held; the function returned lets them go (once)."""
+        with self._changed:
+            self.held += size
+        left = [size]
+
+        def let_go() -> None:
+            with self._changed:
+                self.held -= left.pop() if left else 0
+                self._changed.notify_all()
+        return let_go
+
+
+_unread = _UnreadAnswers(LOG_UNREAD_BYTES)
 
 
 @contextmanager
 def _log_slot() -> Iterator[None]:
+    """A slot, then room among the unread answers, both within LOG_WAIT_S. Room is
+    looked for with the slot held: looked for first, two dozen queries found it at once
+    and then each built and held its answer in turn."""
+    deadline = time.monotonic() + LOG_WAIT_S
     if not _log_slots.acquire(timeout=LOG_WAIT_S):
         raise LogReadersBusyError(LOG_READERS, LOG_WAIT_S)
     try:
+        if not _unread.wait_for_room(max(0.0, deadline - time.monotonic())):
+            raise LogAnswersUnreadError(_unread.held, _unread.most, LOG_WAIT_S)
         yield
     finally:
         _log_slots.release()
@@ -136,12 +176,15 @@ class StackCommands:
 
     def logs_json(self, name: str, lines: int, after: int | None = None, *,
                   before: int | None = None, since: float | str | None = None,
-                  grep: str = "", regex: str = "", errors: bool = False) -> bytes:
-        """`logs` as the API's JSON bytes, encoded while the slot is held: the encoding
-        is as large as the answer, and twenty at once were the daemon's peak."""
+                  grep: str = "", regex: str = "", errors: bool = False,
+                  ) -> tuple[bytes, Callable[[], None]]:
+        """`logs` as the API's JSON bytes, encoded while the slot is held (the encoding
+        is as large as the answer, and twenty at once were the daemon's peak), and the
+        function to call once they are sent or given up (LOG_UNREAD_BYTES)."""
         with _log_slot():
-            return json.dumps(self._logs(name, lines, after, before=before, since=since,
-                                         grep=grep, regex=regex, errors=errors)).encode()
+            encoded = json.dumps(self._logs(name, lines, after, before=before, since=since,
+                                            grep=grep, regex=regex, errors=errors)).encode()
+            return encoded, _unread.hold(len(encoded))
 
     def _logs(self, name: str, lines: int, after: int | None, *, before: int | None,
               since: float | str | None, grep: str, regex: str,

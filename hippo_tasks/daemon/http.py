@@ -44,6 +44,7 @@ STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
     (E.ShutdownInProgressError, 503),
     (E.StackShutDownError, 503),
     (E.LogReadersBusyError, 503),
+    (E.LogAnswersUnreadError, 503),
     (E.RequestTimeoutError, 504),
     (E.ServiceStartError, 500),
 ]
@@ -192,8 +193,12 @@ class ApiHandler(RequestHandler):
 
     def send(self, response: Response) -> None:
         if isinstance(response, Json):
-            self.send_json(response.status, response.payload,
-                           response.close or self.body.unread, encoded=response.encoded)
+            try:
+                self.send_json(response.status, response.payload,
+                               response.close or self.body.unread, encoded=response.encoded)
+            finally:
+                if response.done is not None:
+                    response.done()
         elif isinstance(response, Raw):
             self._send_raw(response, self.body.unread)
         else:

@@ -329,6 +329,9 @@ class Json(NamedTuple):
     encoded: bytes | None = None
     """The payload already as JSON bytes, when the handler needed them too (the webhook
     records its answer): encoded once, not twice."""
+    done: Callable[[], None] | None = None
+    """Called once the answer is written or cannot be (a log answer's bytes are counted
+    until then: commands.LOG_UNREAD_BYTES)."""
 
 
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})
