@@ -90,11 +90,24 @@ def free_offset() -> int:
     raise AssertionError(f"no free range of stack ports in {share}")
 
 
+VIA_INVOKE = os.environ.get("HIPPODROME_TEST_CLI", "hd") == "invoke"
+"""`HIPPODROME_TEST_CLI=invoke`: every `hd(...)` below goes through `invoke` instead."""
+
+
 def hd(root: Path, *args: str, timeout: float = 120, check: bool = False,
-       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `invoke ARGS --project-root ROOT` the way a user would, in a subprocess."""
+       env: dict[str, str] | None = None,
+       via_invoke: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `hd ARGS --project-root ROOT` the way a user would, in a subprocess, or, with
+    `via_invoke`, `invoke ARGS ...`. Both call the same task functions (hd reads the
+    flags of the commands people repeat itself, and hands the rest to invoke's parser:
+    tests/test_cli_imports.py holds the two to each other); invoke's own start costs
+    ~0.12 s of CPU more a command, which over the suite's few thousand commands was
+    about 40 % of its CPU. tests/test_invoke_path.py runs the commands through invoke."""
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    cmd = [PY, "-m", "invoke", "-r", str(REPO), *args]
+    if via_invoke or VIA_INVOKE:
+        cmd = [PY, "-m", "invoke", "-r", str(REPO), *args]
+    else:
+        cmd = [*HD_CLI, *args]
     if args and args[0] not in ("--list", "-l") and "--project-root" not in args:
         cmd += ["--project-root", str(root)]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
