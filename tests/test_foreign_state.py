@@ -324,6 +324,33 @@ def test_a_project_moved_with_its_stack_running_is_still_managed_from_its_new_pl
         stop_by_pid(daemon)
 
 
+def test_a_copied_registry_does_not_advise_ending_the_stack_it_was_copied_from(
+        project: Path, project2: Path) -> None:
+    """A running stack's registry copied into another folder, its daemon recorded dead
+    (a backup restored): nothing was signalled, but each of the running stack's
+    services was named with `end it yourself (kill PID)`, and the file said to carry no
+    token while it carried the other stack's (adv41 L/2, 3/3)."""
+    daemon, web = web_stack_up(project)
+    try:
+        copied = json.loads((project / ".hippodrome" / "registry.json").read_text())
+        copied["project_root"] = str(project2)
+        copied["daemon"]["pid"] = 999999
+        write_stack(project2, (project / "hippodrome.toml").read_text())
+        (project2 / ".hippodrome").mkdir()
+        (project2 / ".hippodrome" / "registry.json").write_text(json.dumps(copied))
+        down = hd(project2, "down", "--force", timeout=60)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0 and "Traceback" not in said, said
+        assert f"kill {web}" not in said, said
+        assert (f"names pid {web} as service 'web', but it was written for another folder "
+                f"(its ownership token is another project's") in said, said
+        assert f"pid {web} is service 'web' of another Hippodrome run" in said, said
+        assert alive(web) and alive(daemon), "the other folder's stack was signalled"
+        assert hd(project, "status").returncode == 0
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_a_project_renamed_while_down_owns_its_next_stack(tmp_path: Path) -> None:
     """`hd down`, `mv old new`, `hd up`: the registry kept the old path as its project
     root for every later run, while the run's token was tagged with the new one. Cleanup

@@ -77,19 +77,36 @@ def leftovers(data: Data) -> tuple[list[Scope], dict[str, list[int]]]:
 
 
 def unproven(data: Data) -> list[str]:
-    """Live pids a registry without an ownership token names as services: such a file
-    comes from a Hippodrome before marks existed, or was written by hand, and a pid and
-    start time anyone can read in /proc prove nothing. Said, never signalled."""
+    """Live pids a registry without a token of this folder's names as services: such a
+    file comes from a Hippodrome before marks existed, was written by hand, or was
+    copied from another folder, and a pid and start time anyone can read in /proc prove
+    nothing. Said, never signalled; and a process that another run's mark shows to be a
+    service of a stack (a copied registry names that stack's live services) is not one
+    to advise ending (adv41 L/2)."""
     if _token(data):
         return []
+    recorded = (data.get("daemon") or {}).get("token")
+    why = ("was written for another folder (its ownership token is another project's: a "
+           "copy, or a backup restored here)" if isinstance(recorded, str) and recorded
+           else "carries no ownership token")
     lines = []
     for name, entry in (data.get("services") or {}).items():
         pid, created = entry.get("pid"), entry.get("create_time")
-        if isinstance(pid, int) and isinstance(created, float | int) and \
-                is_same_process(pid, created):
-            lines.append(f"the registry names pid {pid} as service '{name}' but carries no "
-                         "ownership token, so it was not signalled; if it is a leftover of "
-                         f"this stack, end it yourself (kill {pid})")
+        if not (isinstance(pid, int) and isinstance(created, float | int) and
+                is_same_process(pid, created)):
+            continue
+        mark = run_mark(pid)
+        if mark:
+            service = mark.partition("/")[2] or "?"
+            lines.append(f"the registry names pid {pid} as service '{name}', but it {why}, "
+                         f"and pid {pid} is service '{service}' of another Hippodrome run "
+                         "(its process carries that run's mark): it was not signalled; if "
+                         "that stack is running, `hd down` in its folder ends it, and if its "
+                         "daemon is gone, `hd down --force` there")
+        else:
+            lines.append(f"the registry names pid {pid} as service '{name}' but {why}, so "
+                         "it was not signalled; if it is a leftover of this stack, end it "
+                         f"yourself (kill {pid})")
     return lines
 
 
