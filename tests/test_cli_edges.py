@@ -223,6 +223,7 @@ def test_every_collection_task_can_be_named_as_two_words() -> None:
     assert sorted(TOP_TASKS) == sorted(ns.tasks)
     assert dotted(["control", "status", "-j"]) == ["control.status", "-j"]
     assert dotted(["why", "--help"]) == ["--help", "why"]
+    assert dotted(["status", "--help", "--project-root", "x"]) == ["--help", "status"]
     assert dotted(["control", "stop", "-h"]) == ["--help", "control.stop"]
     assert dotted(["stauts", "--help"]) == ["stauts", "--help"]  # invoke's sentence, exit 2
 

@@ -73,10 +73,11 @@ def post(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
 
 
 def daemon_token(root: Path) -> str:
-    pid = registry(root)["daemon"]["pid"]
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return next(v.split(b"=", 1)[1].decode() for v in environ
-                if v.startswith(b"HIPPODROME_WEBHOOK_TOKEN="))
+    """The token `up --enable-events` made, as the daemon recorded it (the 0600 registry:
+    a forked daemon's /proc/PID/environ shows the environment `hd up` was started with)."""
+    token = registry(root)["daemon"]["webhook_token"]
+    assert isinstance(token, str) and len(token) >= 32, token
+    return token
 
 
 def test_enable_events_sets_up_guards_and_cleans_up(project: Path, tools: FakeTools,

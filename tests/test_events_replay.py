@@ -366,7 +366,7 @@ def test_a_recording_copied_elsewhere_still_replays(stack: Stack, recording: Pat
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_is_usage_not_a_file_named_help(project: Path, flag: str) -> None:
-    out = hd(project, "events.replay", flag)
+    out = hd(project, "events.replay", flag, via_invoke=True)  # hd: --help TASK (dotted)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("Usage: invoke events.replay")
     for name in ("--filter", "--speed", "--as-fast-as-possible", "--ignore", "FILE"):

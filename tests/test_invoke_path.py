@@ -83,3 +83,17 @@ def test_down_and_up_again_through_invoke(running: Path) -> None:
     up = hd(running, "up", "--detach", via_invoke=True)
     assert up.returncode == 0 and "stack ready" in up.stdout + up.stderr, (up.stdout,
                                                                           up.stderr)
+
+
+@pytest.mark.parametrize("args", [("status", "--help"), ("events.replay", "-h"),
+                                  ("why", "--help"), ("why", "-h"), ("down", "--help")])
+def test_help_after_a_task_is_its_help_through_both(project: Path,
+                                                    args: tuple[str, ...]) -> None:
+    """`TASK --help --project-root DIR` (the helper adds the folder): through hd it was
+    "No idea what '--project-root' is", and through invoke `why --help` asked the
+    daemon about a service named '--help'. Each parser words its usage its own way."""
+    for via in (True, False):
+        out = hd(project, *args, via_invoke=via)
+        assert out.returncode == 0, (via, out.stdout, out.stderr)
+        assert out.stdout.startswith("Usage: ") and args[0] in out.stdout, (via, out.stdout)
+        assert "--project-root" in out.stdout

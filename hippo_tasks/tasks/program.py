@@ -170,11 +170,14 @@ is rewritten for these and the collections' only, so a mistyped name still gets 
 def dotted(argv: Sequence[str]) -> list[str]:
     """The line with a leading `COLLECTION TASK` pair joined into invoke's dotted name,
     and `TASK --help` as `--help TASK`: invoke gave a task's positional argument the
-    flag (`hd why --help` asked the daemon about a service named '--help')."""
+    flag (`hd why --help` asked the daemon about a service named '--help'). What
+    follows is dropped, as `invoke TASK --help ...` passes it over: after `--help TASK`
+    invoke read the task's flags as its own (`hd status --help --project-root .` was
+    "No idea what '--project-root' is")."""
     if len(argv) >= 2 and argv[1] in SUBCOMMANDS.get(argv[0], ()):
         argv = [f"{argv[0]}.{argv[1]}", *argv[2:]]
     if len(argv) >= 2 and argv[1] in ("--help", "-h") and _is_task(argv[0]):
-        return ["--help", argv[0], *argv[2:]]
+        return ["--help", argv[0]]
     return list(argv)
 
 

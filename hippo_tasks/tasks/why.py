@@ -14,14 +14,25 @@ if TYPE_CHECKING:
     from invoke.context import Context
 
 
-@task(help={"service": "the service to explain", "json": "print the answer as JSON "
+WHY_HELP = {"service": "the service to explain", "json": "print the answer as JSON "
             "(as GET /api/services/NAME/why)",
             "project-root": "project folder (default: nearest parent with hippodrome.toml "
-                            "or tasks.py)"})
+                            "or tasks.py)"}
+
+
+@task(help=WHY_HELP)
 @handles_errors
 def why(c: Context, service: str, json_: bool = False, project_root: str | None = None) -> None:
     """Why a service is not ready: its state, or what it waits on, down the chain."""
     from hippo_tasks.daemon.why import render
+
+    if service in ("-h", "--help"):  # invoke hands a flag to a missing positional as its value
+        # `invoke why --help` asked the daemon about a service named '--help'
+        print("Usage: invoke why [--json] [--project-root DIR] SERVICE\n\n"
+              f"{why.__doc__}\n\n" + "\n".join(
+                  f"  {('--' + k) if k != 'service' else 'SERVICE':<24}{v}"
+                  for k, v in WHY_HELP.items()))
+        return
 
     answer = DaemonClient.for_project(resolve_root(project_root)).why(service)
     if json_:
