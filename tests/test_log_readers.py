@@ -172,6 +172,7 @@ def test_a_query_that_finds_no_room_is_told_so(monkeypatch: pytest.MonkeyPatch) 
     once they are let go, queries are answered again."""
     monkeypatch.setattr(commands, "LOG_WAIT_S", 0.2)
     let_go = commands._unread.hold(commands.LOG_UNREAD_BYTES)
+    assert let_go is not None
     try:
         cmds = StackCommands(cast(Engine, None))  # refused before the engine is asked
         with pytest.raises(LogAnswersUnreadError) as caught:
@@ -186,3 +187,32 @@ def test_a_query_that_finds_no_room_is_told_so(monkeypatch: pytest.MonkeyPatch) 
         let_go()  # a second call lets nothing more go
     assert commands._unread.held == 0
     assert commands._unread.wait_for_room(0)
+
+
+def test_room_is_checked_and_counted_at_once_for_each_answer() -> None:
+    """Two answers built side by side each found room before either was counted, and
+    held 196 MB together against 64 (adv42 T/1). An answer is held only if it fits
+    beside what is held, or alone."""
+    unread = commands._UnreadAnswers(64)
+    first = unread.hold(40)
+    assert first is not None and unread.hold(40, 0.05) is None
+    second = unread.hold(24)
+    assert second is not None and unread.held == 64 and not unread.wait_for_room(0)
+    first()
+    assert unread.hold(100, 0.05) is None  # larger than the limit: only alone
+    second()
+    alone = unread.hold(100)
+    assert alone is not None and unread.held == 100 and unread.hold(1, 0) is None
+    alone()
+    assert unread.held == 0
+
+    got: list[object] = []
+    blocker = unread.hold(64)
+    assert blocker is not None
+    waiter = threading.Thread(target=lambda: got.append(unread.hold(10, 5)))
+    waiter.start()
+    time.sleep(0.1)
+    assert not got  # waits for room
+    blocker()
+    waiter.join(5)
+    assert got and callable(got[0]) and unread.held == 10

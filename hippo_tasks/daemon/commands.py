@@ -38,10 +38,10 @@ LOG_WAIT_S = 20.0
 """How long a log query waits for a slot before it is answered 503."""
 _log_slots = threading.BoundedSemaphore(LOG_READERS)
 LOG_UNREAD_BYTES = 64 * 2**20
-"""Log answers built and not yet read by their clients, at most (a new query waits while
-they are more). A slot is given back once an answer is built, and the answer is then
-held until its client has read it: 120 clients that asked for 100,000 lines and read
-nothing took the daemon past 1 GB for as long as their connections lasted (adv41 I/2)."""
+"""Log answers built and not yet read by their clients, at most, or one answer alone if
+it is larger. A slot is given back once an answer is built, and the answer is then held
+until its client has read it: 120 clients that asked for 100,000 lines and read nothing
+took the daemon past 1 GB for as long as their connections lasted (adv41 I/2)."""
 
 
 class _UnreadAnswers:
@@ -52,13 +52,21 @@ class _UnreadAnswers:
         self.held = 0
         self._changed = threading.Condition()
 
-    def wait_for_room(self, timeout: float) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self.held < self.most, timeout)
+    def _room_for(self, size: int) -> bool:
+        return self.held == 0 or self.held + max(size, 1) <= self.most
 
-    def hold(self, size: int) -> Callable[[], None]:
-        """Count `size` bytes as held; the function returned lets them go (once)."""
+    def wait_for_room(self, timeout: float, size: int = 0) -> bool:
         with self._changed:
+            return self._changed.wait_for(lambda: self._room_for(size), timeout)
+
+    def hold(self, size: int, timeout: float = 0.0) -> Callable[[], None] | None:
+        """Count `size` bytes as held once there is room for them (checked and counted
+        at once: two answers built side by side each found room for itself, and held
+        196 MB together, adv42 T/1); None if there is none within `timeout`. The
+        function returned lets them go (once)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._room_for(size), timeout):
+                return None
             self.held += size
         left = [size]
 
@@ -73,17 +81,17 @@ _unread = _UnreadAnswers(LOG_UNREAD_BYTES)
 
 
 @contextmanager
-def _log_slot() -> Iterator[None]:
-    """A slot, then room among the unread answers, both within LOG_WAIT_S. Room is
-    looked for with the slot held: looked for first, two dozen queries found it at once
-    and then each built and held its answer in turn."""
+def _log_slot() -> Iterator[float]:
+    """A slot, then room among the unread answers, both within LOG_WAIT_S; yields the
+    deadline. Room is looked for with the slot held: looked for first, two dozen
+    queries found it at once and then each built and held its answer in turn."""
     deadline = time.monotonic() + LOG_WAIT_S
     if not _log_slots.acquire(timeout=LOG_WAIT_S):
         raise LogReadersBusyError(LOG_READERS, LOG_WAIT_S)
     try:
         if not _unread.wait_for_room(max(0.0, deadline - time.monotonic())):
             raise LogAnswersUnreadError(_unread.held, _unread.most, LOG_WAIT_S)
-        yield
+        yield deadline
     finally:
         _log_slots.release()
 
@@ -181,10 +189,13 @@ class StackCommands:
         """`logs` as the API's JSON bytes, encoded while the slot is held (the encoding
         is as large as the answer, and twenty at once were the daemon's peak), and the
         function to call once they are sent or given up (LOG_UNREAD_BYTES)."""
-        with _log_slot():
+        with _log_slot() as deadline:
             encoded = json.dumps(self._logs(name, lines, after, before=before, since=since,
                                             grep=grep, regex=regex, errors=errors)).encode()
-            return encoded, _unread.hold(len(encoded))
+            let_go = _unread.hold(len(encoded), max(0.0, deadline - time.monotonic()))
+            if let_go is None:
+                raise LogAnswersUnreadError(_unread.held, _unread.most, LOG_WAIT_S)
+            return encoded, let_go
 
     def _logs(self, name: str, lines: int, after: int | None, *, before: int | None,
               since: float | str | None, grep: str, regex: str,
