@@ -410,16 +410,27 @@ def test_a_change_in_the_same_burst_as_a_name_that_is_not_utf8_is_not_lost(
         assert await h.stack.start_and_wait() is None
         h.stack.start_watchers()
         await armed(h, project / "src" / "probe.py")
-        before = len(changes(h))
         src = os.path.join(os.fsencode(project), b"src")
-        with open(os.path.join(src, b"good.py"), "w") as f, \
-                open(os.path.join(src, b"\xffbad.py"), "w") as g:
-            f.write("changed")
-            g.write("a name that is not UTF-8")
-        await until(lambda: len(changes(h)) > before, 20, "good.py's change acted on")
-        assert any("good.py" in note for note in changes(h)[before:]), changes(h)[before:]
-        await asyncio.sleep(2.5)  # past the next watch's first look (it found it again)
-        assert len(changes(h)) == before + 1, changes(h)[before:]  # once (adv40 q/1)
+        for attempt in range(3):
+            before = len(changes(h))
+            began = time.monotonic()
+            with open(os.path.join(src, b"good%d.py" % attempt), "w") as f, \
+                    open(os.path.join(src, b"\xffbad%d.py" % attempt), "w") as g:
+                f.write("changed")
+                g.write("a name that is not UTF-8")
+            writing = time.monotonic() - began
+            await until(lambda b=before: len(changes(h)) > b, 20, "good.py's change acted on")
+            assert any(f"good{attempt}.py" in note for note in changes(h)[before:]), \
+                changes(h)[before:]
+            await asyncio.sleep(2.5)  # past the next watch's first look (it found it again)
+            if len(changes(h)) != before + 1 and writing > 0.25:
+                # The writer itself was kept from running between creating the file and
+                # writing it (a loaded machine): two bursts, rightly two restarts. Again.
+                continue
+            assert len(changes(h)) == before + 1, changes(h)[before:]  # once (adv40 q/1)
+            break
+        else:
+            raise AssertionError("the writer was held up in every attempt")
         await h.stack.stop_watchers()
 
     run(project, text, scenario)
