@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from stackutil import free_ports, hd, script_service, stack_header, wait_for, write_stack
+from stackutil import HD_CLI, free_ports, hd, script_service, stack_header, wait_for, write_stack
 
 from hippo_tasks.daemon import commands
 from hippo_tasks.daemon.commands import LOG_READERS, StackCommands
@@ -153,10 +154,19 @@ def test_answers_nobody_reads_are_held_only_up_to_a_limit(project: Path) -> None
         small: list[tuple[int, Any]] = []
         waiting = threading.Thread(target=lambda: small.append(get(f"{base}?lines=5")))
         waiting.start()
+        # `hd logs --timestamps` waits as long as the daemon may make it wait: it gave
+        # up at 10 s, said the daemon did not answer and advised `hd down --force`
+        # (adv42 T/2)
+        cli = subprocess.Popen([*HD_CLI, "logs", "--timestamps", "-s", "chatty", "-l", "3",
+                                "--project-root", str(project)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        time.sleep(12)
         for s in clients:
             s.close()
         waiting.join(60)
+        out, err = cli.communicate(timeout=60)
         assert small and small[0][0] == 200 and len(small[0][1]["lines"]) == 5, small
+        assert cli.returncode == 0 and len(out.splitlines()) == 3, (out, err)
         # held: at most the limit plus one answer per slot; building two: ~75 MB each.
         # Measured: ~210 MB here; every answer held, as before: ~610 MB.
         bound = (commands.LOG_UNREAD_BYTES + LOG_READERS * size) / 2**20 + 2 * 100

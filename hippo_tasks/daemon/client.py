@@ -39,6 +39,12 @@ from hippo_tasks.registry.store import (
 from hippo_tasks.supervision.scope import is_stopped, start_ticks
 
 JSON = {"Content-Type": "application/json"}
+LOG_ANSWER_WITHIN_S = 35.0
+"""How long a log query is waited for (`hd logs --timestamps`, MCP's `logs`): past the
+daemon's own limit on its wait (daemon/commands.py LOG_WAIT_S, 20 s, then a 503 that
+says why) and its 1 s scan. At 10 s, `hd logs --timestamps` gave up on a daemon busy
+with other log queries, said it did not answer and advised `hd down --force` (adv42
+T/2). A stopped or silent daemon is still found out within ~10 s (_watch)."""
 LOOK_EVERY_S = 10.0
 """A wait longer than this looks after the daemon meanwhile (DaemonClient._watch): the
 10 s that `status` gives it to answer, and `up` and `down` give a stopped one."""

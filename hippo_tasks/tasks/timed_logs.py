@@ -17,9 +17,6 @@ from hippo_tasks.errors import DaemonEndedError, DaemonNotRunningError, DaemonUn
 from hippo_tasks.terminal_text import for_terminal, line_without_colour
 
 FOLLOW_EVERY_S = 0.2
-ANSWER_WITHIN_S = 10.0
-"""As `status` waits: a buffer read is quick, and a stopped daemon held `hd logs
---timestamps -s X` silent for the client's default five minutes."""
 MAX_LINES = 100_000
 """The most lines one call of the logs API answers (daemon/api.py): `-l 200000` got
 the daemon's 400 and exit 1, though plain `hd logs -l 200000` works."""
@@ -72,7 +69,7 @@ def show(root: Path, services: list[str], lines: int, follow: bool,
          colours: dict[str, str] | None) -> None:
     """Print the last `lines` lines of each of `services` (none: all), merged by time,
     then follow."""
-    from hippo_tasks.daemon.client import DaemonClient
+    from hippo_tasks.daemon.client import LOG_ANSWER_WITHIN_S, DaemonClient
 
     try:
         client = DaemonClient.for_project(root)
@@ -88,7 +85,7 @@ def show(root: Path, services: list[str], lines: int, follow: bool,
         for name in names:
             after = f"&after={last[name]}" if name in last else ""
             data = client.call("GET", client.service_path(name, f"logs?{query}{after}"),
-                               timeout=ANSWER_WITHIN_S)
+                               timeout=LOG_ANSWER_WITHIN_S)
             records = [(float(r["ts"]), name, int(r["seq"]), r) for r in data["lines"]]
             if name in last and records and records[0][2] > last[name] + 1:
                 # The buffer moved past lines between two looks (a burst larger than
