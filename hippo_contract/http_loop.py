@@ -240,9 +240,11 @@ class RequestHandler(socketserver.StreamRequestHandler):
         self.request_version = self.default_request_version
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        if not self.requestline.split():  # more empty lines than are passed over
-            self.send_error(400, f"no request line after {BLANK_LINES_SKIPPED + 1} empty "
-                                 "lines")
+        if not self.requestline.split():  # more empty lines than are passed over, or
+            # one of spaces (which is not passed over)
+            self.send_error(400, "no request line: only empty or blank lines where it "
+                                 f"should be (up to {BLANK_LINES_SKIPPED} empty lines are "
+                                 "passed over)")
             return False
         try:
             self.command, self.path, self.request_version, self.close_connection = \

@@ -158,7 +158,8 @@ def test_route_path_must_be_a_url_path() -> None:
 
 
 @pytest.mark.parametrize("path", ["/e#frag", "/e%zz", "/e%4", "/../../x", "/a/./b",
-                                  "/a/..?x=1"])
+                                  "/a/..?x=1", "/a/%2e%2e/admin", "/a/%2E/b", "/a\\\\..\\\\b",
+                                  "/a{b}|c^d", "/a`b"])
 def test_a_path_a_request_would_not_send_as_written_is_refused(path: str) -> None:
     """A fragment (never sent), a `%` that is no escape and `.`/`..` parts loaded, and
     each service's server read them its own way (adv41 I/4)."""
@@ -323,6 +324,20 @@ def test_a_variable_no_shell_would_take_either_is_refused(value: str) -> None:
     with pytest.raises(StackFileError) as info:
         planned(f'[services.a]\nport = 7001\ncommand = ["{value}"]\n')
     assert "starts a variable" in info.value.problem and info.value.field_name == "command"
+
+
+@pytest.mark.parametrize("value,words", [
+    ("${myVar}", "a shell's own ${...} is written $${...}"),
+    ("${arr[0]}", "a shell's own ${...} is written $${...}"),
+    ("${port:-8080}", "'${port:-8080}' is a shell's default-value form; Hippodrome's "
+                      "${port:...} takes a name: for the shell's, write $${port:-8080}"),
+])
+def test_a_shells_lower_case_parameter_is_told_how_to_write_it(value: str, words: str) -> None:
+    """Lower-case `${name}` is this file's; a shell's `${myVar}` got "a missing '}'?"
+    alone, and `${port:-8080}` "no such service '-8080'" (adv42 T/3)."""
+    with pytest.raises(StackFileError) as info:
+        planned(f'[services.a]\nport = 7001\nshell = "echo {value}"\n')
+    assert words in info.value.problem, info.value.problem
 
 
 def test_what_a_shell_reads_as_a_parameter_stays_text() -> None:

@@ -67,7 +67,7 @@ def test_unknown_field_suggests_the_right_one() -> None:
     # taken as text, these matched nothing, and nothing said so
     ("watch", '["${cwd}/src/*.py"]', "variables (${...}) are not expanded in watch"),
     ("watch", '["src/*.{ts,tsx}"]', "braces ({a,b}) are not glob syntax here"),
-    ("readiness", '{ http = "/${port}/healthz" }', "not expanded in a readiness path"),
+    ("readiness", '{ http = "/${port}/healthz" }', "not expanded in a path"),
     ("depends_on", '["db", { name = "db", condition = "started" }]', "names 'db' twice"),
 ])
 def test_wrong_types_are_named(field: str, value: str, words: str) -> None:

@@ -397,21 +397,27 @@ def want_url_path(ctx: FileContext, v: Any, svc: str | None, f: str) -> str:
     characters, which would split or corrupt the request."""
     path = want_str(ctx, v, svc, f)
     if "${" in path:
-        raise ctx.error(f"{path!r}: variables (${{...}}) are not expanded in a readiness "
-                        "path; write it as the service serves it (\"/healthz\")", svc, f)
+        raise ctx.error(f"{path!r}: variables (${{...}}) are not expanded in a path; "
+                        "write it as the service serves it (\"/healthz\")", svc, f)
     if not (path.startswith("/") and path.isascii() and path.isprintable() and " " not in path):
         raise ctx.error(f"{path!r} must be a URL path: start with '/', printable ASCII, "
                         "no spaces", svc, f)
-    if "#" in path or _BAD_ESCAPE.search(path) or \
-            any(part in (".", "..") for part in path.split("?", 1)[0].split("/")):
-        # each is sent as written and read by the service's server its own way (adv41 I/4)
+    parts = _DOT_ESCAPE.sub(".", path.split("?", 1)[0]).split("/")
+    if _NOT_URL.search(path) or _BAD_ESCAPE.search(path) or \
+            any(part in (".", "..") for part in parts):
+        # each is sent as written and read by the service's server its own way (adv41
+        # I/4; `%2e%2e`, `\` and `{|}^` too, adv42 T/4)
         raise ctx.error(f"{path!r} must be a URL path as a request sends it: no '#' (a "
-                        "fragment is never sent), '%' only before two hex digits, no '.' "
-                        "or '..' parts", svc, f)
+                        "fragment is never sent), no \\, {, }, |, ^, ` or quotes, '%' "
+                        "only before two hex digits, no '.' or '..' parts (nor '%2e')",
+                        svc, f)
     return path
 
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_NOT_URL = re.compile(r"[#\\{}|^`\"<>]")
+"""What RFC 3986 allows in no part of a path or query (`#` starts a fragment)."""
+_DOT_ESCAPE = re.compile(r"%2[eE]")
 
 
 def want_choice_list(

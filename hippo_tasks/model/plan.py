@@ -427,7 +427,12 @@ class Renderer:
             if var is None:
                 raise self.fail(f"'{match.group(0)}' starts a variable that is not "
                                 "${name} or ${name:arg} (a missing '}'? variables do not "
-                                "nest); a literal $ is $$", field_name)
+                                "nest); a literal $ is $$, and a shell's own ${...} is "
+                                "written $${...}", field_name)
+            if arg and arg[0] in "-=+?":  # `${port:-8080}`: "no such service '-8080'"
+                raise self.fail(f"'{match.group(0)}' is a shell's default-value form; "
+                                f"Hippodrome's ${{{var}:...}} takes a name: for the "
+                                f"shell's, write $${match.group(0)[1:]}", field_name)
             return self.lookup(var, arg, field_name)
 
         return _VAR.sub(sub, text)
