@@ -506,8 +506,8 @@ class LogAnswersUnreadError(HippoError):
         return (f"the daemon has held {self.held_mb} MB of log answers that their clients "
                 f"have not read for {self.waited:g}s (it holds at most {self.most_mb} MB); "
                 "try again, ask for fewer lines, or end the client that is not reading "
-                "(a paused `curl`, a stopped script): an unread answer is let go 15 s "
-                "after its client stops reading")
+                "(a paused `curl`, a stopped script): an unread answer is let go at "
+                "most 15 s after the daemon began to send it")
 
 
 class LifecycleBusyError(HippoError):

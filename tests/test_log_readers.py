@@ -191,7 +191,7 @@ def test_a_query_that_finds_no_room_is_told_so(monkeypatch: pytest.MonkeyPatch) 
             "the daemon has held 64 MB of log answers that their clients have not read "
             "for 0.2s (it holds at most 64 MB); try again, ask for fewer lines, or end "
             "the client that is not reading (a paused `curl`, a stopped script): an "
-            "unread answer is let go 15 s after its client stops reading")
+            "unread answer is let go at most 15 s after the daemon began to send it")
     finally:
         let_go()
         let_go()  # a second call lets nothing more go

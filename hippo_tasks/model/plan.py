@@ -429,7 +429,7 @@ class Renderer:
                                 "${name} or ${name:arg} (a missing '}'? variables do not "
                                 "nest); a literal $ is $$, and a shell's own ${...} is "
                                 "written $${...}", field_name)
-            if arg and arg[0] in "-=+?":  # `${port:-8080}`: "no such service '-8080'"
+            if arg and arg.startswith("-"):  # `${port:-8080}`: "no such service '-8080'"
                 raise self.fail(f"'{match.group(0)}' is a shell's default-value form; "
                                 f"Hippodrome's ${{{var}:...}} takes a name: for the "
                                 f"shell's, write $${match.group(0)[1:]}", field_name)

@@ -86,9 +86,9 @@ def unproven(data: Data) -> list[str]:
     if _token(data):
         return []
     recorded = (data.get("daemon") or {}).get("token")
+    tagged = isinstance(recorded, str) and recorded.isalnum() and len(recorded) > 16
     why = ("was written for another folder (its ownership token is another project's: a "
-           "copy, or a backup restored here)" if isinstance(recorded, str) and recorded
-           else "carries no ownership token")
+           "copy, or a backup restored here)" if tagged else "carries no ownership token")
     lines = []
     for name, entry in (data.get("services") or {}).items():
         pid, created = entry.get("pid"), entry.get("create_time")
