@@ -338,6 +338,7 @@ def test_a_shells_lower_case_parameter_is_told_how_to_write_it(value: str, words
     with pytest.raises(StackFileError) as info:
         planned(f'[services.a]\nport = 7001\nshell = "echo {value}"\n')
     assert words in info.value.problem, info.value.problem
+    assert info.value.field_name == "shell"  # as the file has it (it said command)
 
 
 def test_what_a_shell_reads_as_a_parameter_stays_text() -> None:

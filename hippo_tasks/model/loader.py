@@ -248,6 +248,7 @@ def _parse_file(path: str, text: str) -> _FileData:
         fields = {k: _SERVICE_FIELDS[k](ctx, v, name, k) for k, v in table.items()}
         if "shell" in fields:
             fields["command"] = fields.pop("shell")
+            fields["command_field"] = "shell"
         if "depends_on" in fields:
             pairs = fields.pop("depends_on")
             fields["depends_on"] = tuple(n for n, _ in pairs)

@@ -251,7 +251,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
             PlannedService(
                 spec=svc,
                 port=ports.get(name),
-                argv=tuple(render(a, "command") for a in svc.command),
+                argv=tuple(render(a, svc.command_field) for a in svc.command),
                 cwd=cwd,
                 env={**_stack_env(spec, svc, render),
                      **_env_files(svc, root, render, env_stamps),

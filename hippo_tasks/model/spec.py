@@ -88,6 +88,9 @@ class ServiceSpec(NamedTuple):
     `env` wins over them all."""
     conditions: tuple[tuple[str, Condition], ...] = ()
     """depends_on entries that named a condition other than the default."""
+    command_field: str = "command"
+    """The field `command` was written as: `shell` for `shell = "..."`, so an error in
+    it names the field the file has (it said 'command', adv42 T/3)."""
 
     @property
     def env_dict(self) -> dict[str, str]:
