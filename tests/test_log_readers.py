@@ -39,7 +39,8 @@ def get(url: str) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
-def test_twenty_big_queries_at_once_are_all_answered_in_turn(project: Path) -> None:
+def _chatty_stack(project: Path) -> tuple[str, int]:
+    """A stack whose one service printed LINES lines; its logs URL and the daemon's pid."""
     dash, port = free_ports(2)
     chatty = project / "chatty.py"
     chatty.write_text(
@@ -52,9 +53,20 @@ def test_twenty_big_queries_at_once_are_all_answered_in_turn(project: Path) -> N
                 + script_service("chatty", str(chatty), port))
     hd(project, "up", "--detach", check=True, timeout=120)
     base = f"http://127.0.0.1:{dash}/api/services/chatty/logs"
+    wait_for(lambda: get(f"{base}?lines=1")[1]["last_seq"] >= LINES, 30,
+             what="the service's 100,000 lines in the daemon's buffer")
+    return base, int(json.loads((project / ".hippodrome" / "registry.json").read_text())
+                     ["daemon"]["pid"])
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_twenty_big_queries_at_once_are_all_answered_in_turn(project: Path) -> None:
+    base, _ = _chatty_stack(project)
     try:
-        wait_for(lambda: get(f"{base}?lines=1")[1]["last_seq"] >= LINES, 30,
-                 what="the service's 100,000 lines in the daemon's buffer")
         answers: list[tuple[int, Any]] = []
         lock = threading.Lock()
 
@@ -102,31 +114,6 @@ def test_a_query_that_finds_no_slot_is_told_so(monkeypatch: pytest.MonkeyPatch) 
     finally:
         for _ in range(LOG_READERS):
             commands._log_slots.release()
-
-
-def _chatty_stack(project: Path) -> tuple[str, int]:
-    """A stack whose one service printed LINES lines; its logs URL and the daemon's pid."""
-    dash, port = free_ports(2)
-    chatty = project / "chatty.py"
-    chatty.write_text(
-        "import http.server, sys\n"
-        f"sys.stdout.write(''.join(f'line {{i}} ' + 'x' * 60 + '\\n' for i in range({LINES})))\n"
-        "sys.stdout.flush()\n"
-        "http.server.test(http.server.SimpleHTTPRequestHandler, port=int(sys.argv[2]),"
-        " bind='127.0.0.1')\n")
-    write_stack(project, stack_header(dash, log_buffer_lines=LINES)
-                + script_service("chatty", str(chatty), port))
-    hd(project, "up", "--detach", check=True, timeout=120)
-    base = f"http://127.0.0.1:{dash}/api/services/chatty/logs"
-    wait_for(lambda: get(f"{base}?lines=1")[1]["last_seq"] >= LINES, 30,
-             what="the service's 100,000 lines in the daemon's buffer")
-    return base, int(json.loads((project / ".hippodrome" / "registry.json").read_text())
-                     ["daemon"]["pid"])
-
-
-def _rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("VmRSS:")[1].split()[0]) / 1024
 
 
 def test_answers_nobody_reads_are_held_only_up_to_a_limit(project: Path) -> None:
