@@ -44,7 +44,8 @@ LOG_ANSWER_WITHIN_S = 35.0
 daemon's own limit on its wait (daemon/commands.py LOG_WAIT_S, 20 s, then a 503 that
 says why) and its 1 s scan. At 10 s, `hd logs --timestamps` gave up on a daemon busy
 with other log queries, said it did not answer and advised `hd down --force` (adv42
-T/2). A stopped or silent daemon is still found out within ~10 s (_watch)."""
+T/2). A stopped daemon is still found out within STOPPED_SHORT_S (passed as
+`stopped_for`), a silent one within ~10 s (_watch)."""
 LOOK_EVERY_S = 10.0
 """A wait longer than this looks after the daemon meanwhile (DaemonClient._watch): the
 10 s that `status` gives it to answer, and `up` and `down` give a stopped one."""
@@ -116,11 +117,15 @@ class DaemonClient:
                    daemon.get("foreground") is True, registry.path.parent / "daemon.log")
 
     def call(self, method: str, path: str, body: Any = None, timeout: float = 310.0,
-             each_second: Callable[[], None] | None = None) -> Any:
+             each_second: Callable[[], None] | None = None,
+             stopped_for: float | None = None) -> Any:
         """`each_second`: called each second of a long wait, after the look at the daemon
-        (`_watch`)."""
+        (`_watch`). `stopped_for`: how long a stopped daemon is waited on (a long wait's
+        look, LOOK_EVERY_S, by default; STOPPED_SHORT_S for a query that waits long
+        only on a busy daemon, as a log query does)."""
         data = None if body is None else json.dumps(body).encode()
-        status, raw = self._exchange(method, path, data, JSON, timeout, each_second)
+        status, raw = self._exchange(method, path, data, JSON, timeout, each_second,
+                                     stopped_for)
         if status < 400:
             try:
                 return json.loads(raw or b"null", parse_constant=_not_json)
@@ -146,9 +151,11 @@ class DaemonClient:
 
     def _exchange(self, method: str, path: str, data: bytes | None,
                   headers: dict[str, str], timeout: float,
-                  each_second: Callable[[], None] | None = None) -> tuple[int, bytes]:
-        waiting = self._watch(each_second, LOOK_EVERY_S if timeout > LOOK_EVERY_S
-                              else STOPPED_SHORT_S)
+                  each_second: Callable[[], None] | None = None,
+                  stopped_for: float | None = None) -> tuple[int, bytes]:
+        if stopped_for is None:
+            stopped_for = LOOK_EVERY_S if timeout > LOOK_EVERY_S else STOPPED_SHORT_S
+        waiting = self._watch(each_second, stopped_for)
         try:
             return exchange(self.url, method, path, data, headers, timeout, waiting)
         except (OSError, BadAnswer) as exc:  # refused, reset, timed out, or not HTTP

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hippo_tasks.daemon.client import LOG_ANSWER_WITHIN_S, DaemonClient
+from hippo_tasks.daemon.client import LOG_ANSWER_WITHIN_S, STOPPED_SHORT_S, DaemonClient
 from hippo_tasks.errors import EXIT_ALREADY_RUNNING, DaemonNotRunningError
 
 if TYPE_CHECKING:
@@ -113,7 +113,8 @@ class HttpStack:
     def logs(self, service: str, args: LogArgs) -> dict[str, Any]:
         path = f"/api/services/{urllib.parse.quote(service, safe='')}/logs?" + \
             urllib.parse.urlencode(args.query())
-        result: dict[str, Any] = self.client().call("GET", path, timeout=LOG_ANSWER_WITHIN_S)
+        result: dict[str, Any] = self.client().call("GET", path, timeout=LOG_ANSWER_WITHIN_S,
+                                                    stopped_for=STOPPED_SHORT_S)
         return result
 
     def act(self, verb: str, service: str | None, cascade: bool) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def show(root: Path, services: list[str], lines: int, follow: bool,
          colours: dict[str, str] | None) -> None:
     """Print the last `lines` lines of each of `services` (none: all), merged by time,
     then follow."""
-    from hippo_tasks.daemon.client import LOG_ANSWER_WITHIN_S, DaemonClient
+    from hippo_tasks.daemon.client import LOG_ANSWER_WITHIN_S, STOPPED_SHORT_S, DaemonClient
 
     try:
         client = DaemonClient.for_project(root)
@@ -85,7 +85,7 @@ def show(root: Path, services: list[str], lines: int, follow: bool,
         for name in names:
             after = f"&after={last[name]}" if name in last else ""
             data = client.call("GET", client.service_path(name, f"logs?{query}{after}"),
-                               timeout=LOG_ANSWER_WITHIN_S)
+                               timeout=LOG_ANSWER_WITHIN_S, stopped_for=STOPPED_SHORT_S)
             records = [(float(r["ts"]), name, int(r["seq"]), r) for r in data["lines"]]
             if name in last and records and records[0][2] > last[name] + 1:
                 # The buffer moved past lines between two looks (a burst larger than
