@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stackutil import free_ports, hd, registry, stack_header, toy_service, write_stack
+from stackutil import PY, REPO, free_ports, hd, registry, stack_header, toy_service, write_stack
 
 VARYING = re.compile(r"\b(pid|daemon pid) \d+|\d+(\.\d+)?\s?(s|ms|MB)\b|\d\d:\d\d:\d\d(\.\d+)?|"
                      r"\"(pid|started_at|since|uptime_s|ts|at|seconds)\": [0-9.e+-]+")
@@ -97,3 +98,26 @@ def test_help_after_a_task_is_its_help_through_both(project: Path,
         assert out.returncode == 0, (via, out.stdout, out.stderr)
         assert out.stdout.startswith("Usage: ") and args[0] in out.stdout, (via, out.stdout)
         assert "--project-root" in out.stdout
+
+
+def test_closed_and_full_outputs_end_invoke_as_they_end_hd(project: Path) -> None:
+    """`invoke up --detach >&-` started the stack and exited 1 with a traceback;
+    `invoke status > /dev/full` and `invoke status | head -0` were tracebacks and exit 1,
+    where hd says 120 with a sentence and 141 (adv43 V/2, V/3, V/7)."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("db", a))
+    invoke = f"{PY} -m invoke -r {REPO}"
+    try:
+        for line, code, said in [
+                (f"{invoke} up --detach >&-", 0, ""),
+                (f"{invoke} status > /dev/full", 120,
+                 "hippodrome: the output could not be written: [Errno 28] No space left"),
+                (f"{invoke} status | head -c 0; exit ${{PIPESTATUS[0]}}", 141, ""),
+                (f"{invoke} logs > /dev/full", 120, "the output could not be written")]:
+            ran = subprocess.run(["bash", "-c", line], cwd=project, capture_output=True,
+                                 text=True, timeout=120)
+            assert ran.returncode == code and "Traceback" not in ran.stderr, (line, ran.stderr)
+            assert said in ran.stderr, (line, ran.stderr)
+        assert registry(project)["services"]["db"]["state"] == "running"
+    finally:
+        hd(project, "down")

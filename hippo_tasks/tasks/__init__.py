@@ -26,9 +26,14 @@ def build_namespace() -> Any:
     )
     from hippo_tasks.tasks.declare import as_task
     from hippo_tasks.tasks.mcp_server import mcp
-    from hippo_tasks.tasks.program import bad_arguments_said_as_ours, text_never_fails
+    from hippo_tasks.tasks.program import (
+        bad_arguments_said_as_ours,
+        ended_as_hd_ends,
+        text_never_fails,
+    )
 
-    text_never_fails()  # `invoke` runs no main() of ours: the same as `hd` from here
+    ended_as_hd_ends()  # `invoke` runs no main() of ours: the same as `hd` from here
+    text_never_fails()
     bad_arguments_said_as_ours()
 
     ns = Collection()

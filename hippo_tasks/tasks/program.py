@@ -295,7 +295,7 @@ def main() -> None:
     except OSError as exc:  # `hd status > file` on a full disk: said, not a traceback
         # Files Hippodrome writes itself say a full disk as StateDirError; what is left
         # to escape this far with these errors is the output.
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        if exc.errno not in UNWRITABLE:
             raise
         sys.exit(unwritable(exc))
 
@@ -376,6 +376,33 @@ def _config_class() -> type[Any]:
     return HdConfig
 
 
+def ended_as_hd_ends() -> None:
+    """Under the stock `invoke` (no main() of ours runs): a closed stdin or stdout, a
+    full disk under a redirect, a reader that closed the pipe and a Ctrl+C end the
+    command as they end `hd` (main() above), where they were tracebacks and exit 1:
+    `invoke up --detach >&-` started the stack and exited 1, `invoke status >
+    /dev/full` and `invoke --list | head -0` printed tracebacks (adv43 V/2, V/3, V/7)."""
+    stdio_on_devnull()
+    previous = sys.excepthook
+    if getattr(previous, "said_as_hd", False):
+        return
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if isinstance(exc, KeyboardInterrupt):
+            with contextlib.suppress(OSError):
+                os.write(2, b"hippodrome: interrupted (Ctrl+C)\n")
+            os._exit(130)
+        if isinstance(exc, BrokenPipeError):
+            quiet_stdout()
+            os._exit(EXIT_PIPE_CLOSED)
+        if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+            os._exit(unwritable(exc))
+        previous(kind, exc, tb)
+
+    hook.said_as_hd = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 def bad_arguments_said_as_ours() -> None:
     """Under the stock `invoke` (tasks.py loads the tasks before invoke reads their
     flags): its Program's argument errors as `hd` says them, exit 2 and a sentence.
@@ -407,6 +434,11 @@ def _said_as_usage(parse_error: type[Exception]) -> Iterator[None]:
         print(f"hippodrome: {text}; `hd --help` lists the commands, `hd COMMAND --help` "
               "their flags", file=sys.stderr)
         sys.exit(2)
+
+
+UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+"""What writing the output may meet: files Hippodrome writes itself say a full disk as
+StateDirError, so these, escaping that far, are the output's."""
 
 
 def unwritable(exc: BaseException) -> int:
