@@ -121,3 +121,26 @@ def test_closed_and_full_outputs_end_invoke_as_they_end_hd(project: Path) -> Non
         assert registry(project)["services"]["db"]["state"] == "running"
     finally:
         hd(project, "down")
+
+
+CTRL_C_IN_PARSE = """
+import os, signal, sys
+from invoke.program import Program
+parse_core = Program.parse_core
+def interrupted(self, argv):
+    os.kill(os.getpid(), signal.SIGINT)  # a Ctrl+C while invoke reads the line
+    return parse_core(self, argv)
+Program.parse_core = interrupted
+sys.argv[0] = "hd"
+from hippo_tasks.tasks.program import cli
+cli()
+"""
+
+
+def test_a_ctrl_c_while_invoke_parses_is_130_and_said(project: Path) -> None:
+    """invoke's Program turns a KeyboardInterrupt into exit 1 with no word: a Ctrl+C
+    in the ~0.1 s hd hands a line to it ended `hd why db` that way (adv43 V/5, 5/60)."""
+    ran = subprocess.run([PY, "-c", CTRL_C_IN_PARSE, "why", "db", "--project-root",
+                          str(project)], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 130, (ran.returncode, ran.stdout, ran.stderr)
+    assert ran.stderr == "hippodrome: interrupted (Ctrl+C)\n", ran.stderr

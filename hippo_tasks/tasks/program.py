@@ -186,6 +186,32 @@ def _is_task(name: str) -> bool:
     return name in TOP_TASKS or task in SUBCOMMANDS.get(group, ())
 
 
+@contextlib.contextmanager
+def _interrupt_noted() -> Iterator[list[bool]]:
+    """Python's own Ctrl+C (a KeyboardInterrupt), with a note that it came; the handler
+    of before is put back after. A task that handles SIGINT itself installs its own."""
+    import signal
+
+    noted: list[bool] = []
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        noted.append(True)
+        raise KeyboardInterrupt
+
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            raise ValueError("SIGINT is ignored or handled: left as it is")
+        before = signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:  # not the main thread (a caller in-process), or `hd ... &` from a
+        yield noted      # script, where SIGINT is ignored: as it was
+        return
+    try:
+        yield noted
+    finally:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, before)
+
+
 def stdio_on_devnull() -> None:
     """`hd up --detach <&- >&-`: Python leaves a closed stdin, stdout or stderr as None,
     and the command still runs, its output going nowhere. Opened in order, /dev/null
@@ -269,7 +295,15 @@ def main() -> None:
                   file=sys.stderr)
             sys.exit(1)
         try:
-            program.run([sys.argv[0], *argv])
+            with _interrupt_noted() as interrupted:
+                try:
+                    program.run([sys.argv[0], *argv])
+                except SystemExit as exc:
+                    # invoke's Program turns a Ctrl+C met while it parses into exit 1,
+                    # with no word (5 of 60 Ctrl+Cs, adv43 V/5)
+                    if exc.code == 1 and interrupted:
+                        raise KeyboardInterrupt from None
+                    raise
         except InvokeConfigError as exc:
             # A file that cannot be read changes nothing invoke would do: the hot
             # commands still run (`hd down` must stop a stack whatever ~/.invoke.yaml
