@@ -498,6 +498,12 @@ def test_a_dry_run_is_refused_not_carried_out(project: Path) -> None:
             assert res.returncode == 2 and "--dry (invoke's dry run" in res.stderr, \
                 res.stdout + res.stderr
             assert registry(project)["daemon"]["pid"] == daemon
+        # invoke then asked for the password, and with no terminal: EOFError traceback
+        sudo = subprocess.run([*HD_CLI, "--prompt-for-sudo-password", "status"], cwd=project,
+                              env=env, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        assert sudo.returncode == 2 and "Traceback" not in sudo.stderr and \
+            "--prompt-for-sudo-password asks for sudo's password" in sudo.stderr, sudo.stderr
         helped = subprocess.run([*HD_CLI, "--help"], capture_output=True, text=True, timeout=60)
         assert helped.returncode == 0 and "--dry" not in helped.stdout, helped.stdout
         assert "--pty" not in helped.stdout and "--list" in helped.stdout and \

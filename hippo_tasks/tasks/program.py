@@ -345,6 +345,12 @@ def _program() -> type[Any]:
         def parse_core(self, argv: list[str] | None) -> None:
             with _said_as_usage(ParseError):
                 super().parse_core(argv)
+                if self.args["prompt-for-sudo-password"].value:
+                    # invoke asked for it next, and with no terminal ended in an EOFError
+                    # traceback (adv43 V/6); help leaves it out, with the others
+                    raise ParseError("--prompt-for-sudo-password asks for sudo's password "
+                                     "for shell commands, which no Hippodrome task runs: "
+                                     "leave it out")
 
         def print_help(self) -> None:
             """Without invoke's options for shell commands (`--dry`, `--echo`, `--pty`,
