@@ -33,13 +33,13 @@ def send(dash: int, detail_type: str) -> tuple[int, dict[str, Any]]:
     return status, said
 
 
-def stack_with(project: Path, flags: str, stop: str = "") -> int:
+def stack_with(project: Path, flags: str, stop: str = "", more: str = "") -> int:
     dash, port = free_ports(2)
     sink = shlex.join([PY, SINK, "--port", str(port), "--record", str(project / "got.jsonl"),
                        *flags.split()])
     write_stack(project, stack_header(dash)
                 + f'[services.svc]\nshell = {json.dumps(stop + "exec " + sink)}\n'
-                  f'port = {port}\nstop_timeout = 2\n\n'
+                  f'port = {port}\nstop_timeout = 2\n{more}\n'
                 + '[[routes]]\ndetail_type_prefix = "Svc."\nservice = "svc"\n'
                   'path = "/events"\n')
     hd(project, "up", "--detach", timeout=60, check=True)
@@ -77,6 +77,54 @@ def test_an_event_during_a_restart_is_not_told_to_start_the_service(project: Pat
         restart.communicate(timeout=60)
         assert status == 503, said
         assert "it is stopping (a restart is under way), so nothing was sent to its port " \
+               "(send it again once it is running" in said["error"], said
+        assert "hd start" not in said["error"], said
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_an_event_refused_by_a_restart_not_yet_listening_is_said_not_sent(
+        project: Path) -> None:
+    """The restarted process starting, not listening yet: the refused connection was
+    said as "a restart of it by Hippodrome ended its process while it handled the event
+    ... it may have acted on it", 4-10 times a restart, though nothing was read (adv43
+    E/1)."""
+    (project / "go").write_text("")
+    dash = stack_with(project, "", stop=f"while [ ! -e {shlex.quote(str(project / 'go'))} ]; "
+                      "do sleep 0.05; done; ",
+                      more='readiness = { http = "/healthz" }\nstart_timeout = 60\n')
+    try:
+        (project / "go").unlink()  # the next process waits before it listens
+        restart = subprocess.Popen([*HD_CLI, "restart", "-s", "svc"], cwd=project, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: registry(project)["services"]["svc"]["state"] == "starting", 30,
+                 every=0.02, what="svc's new process starting")
+        status, said = send(dash, "Svc.Early")
+        (project / "go").write_text("")
+        out, _ = restart.communicate(timeout=60)
+        assert restart.returncode == 0, out
+        assert status == 503, said
+        assert "it is starting (a restart is under way) and does not listen yet, so nothing " \
+               "was sent (send it again once it is running" in said["error"], said
+        assert "ended its process" not in said["error"], said
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_an_event_during_a_restart_of_the_stack_is_told_to_send_it_again(
+        project: Path) -> None:
+    """`hd restart` of the whole stack: its services stop first, and an event then was
+    told "it is stopped ... (start it: `hd start --service svc`)" (adv43 E/3)."""
+    dash = stack_with(project, "", stop="trap '' TERM; ")  # its stop takes stop_timeout
+    try:
+        restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: registry(project)["services"]["svc"]["state"] == "stopping", 30,
+                 every=0.02, what="svc stopping for the stack's restart")
+        status, said = send(dash, "Svc.During")
+        restart.communicate(timeout=60)
+        assert status == 503, said
+        assert "(a restart of the stack is under way), so nothing was sent to its port " \
                "(send it again once it is running" in said["error"], said
         assert "hd start" not in said["error"], said
     finally:

@@ -93,6 +93,11 @@ class StackCore:
             return set()
         return {n for n in among if self._stop_sent.get(n, sent) > sent}
 
+    @property
+    def restarting_all(self) -> bool:
+        """A whole-stack restart is under way (its services stop, then start)."""
+        return self._restarting is not None
+
     def get(self, name: str) -> ServiceSupervisor:
         try:
             return self.services[name]

@@ -94,6 +94,10 @@ class TargetPool:
         raise AssertionError("unreachable")
 
 
+class NotSent(HttpError):
+    """The target refused the connection: nothing of the event reached it."""
+
+
 def forward(pool: TargetPool, planned: PlannedRoute, raw: bytes) -> tuple[int, dict[str, Any]]:
     """The target's answer as the webhook's (status, payload); failures as HttpError."""
     r = planned.route
@@ -120,9 +124,11 @@ def forward(pool: TargetPool, planned: PlannedRoute, raw: bytes) -> tuple[int, d
                              "without answering, perhaps failing while it handled the "
                              f"event (see `hd logs -s {r.service}`); not sent again, as it "
                              "may have acted on it") from None
+    except ConnectionRefusedError:
+        raise NotSent(503, f"Service unavailable: {where}: connection refused (is it "
+                           "running? see `hd status`)") from None
     except OSError as exc:
-        reason = "connection refused" if isinstance(exc, ConnectionRefusedError) \
-            else exc.strerror or str(exc) or exc.__class__.__name__
+        reason = exc.strerror or str(exc) or exc.__class__.__name__
         raise HttpError(503, f"Service unavailable: {where}: {reason} (is it running? "
                              "see `hd status`)") from None
     except BadAnswer as exc:

@@ -13,7 +13,7 @@ from typing import Any
 
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.httpcore import ClientGone, HttpError, Json, Request
-from hippo_tasks.daemon.webhook.forward import TargetPool, forward
+from hippo_tasks.daemon.webhook.forward import NotSent, TargetPool, forward
 from hippo_tasks.daemon.webhook.receive import Refused, read_event
 from hippo_tasks.daemon.webhook.receive import detail_type as detail_type_of
 from hippo_tasks.daemon.webhook.record import env_number as _env_number
@@ -73,12 +73,17 @@ class Webhook:
         snap = self.engine.stack.get(name).snapshot()
         if snap.external or snap.state in ("running", "starting"):
             return snap.pid
-        if snap.busy in ("start", "restart") or not self.engine.accepting():
-            # "start it: hd start" while a restart was bringing it back (adv35 y/2)
+        coming = snap.busy in ("start", "restart") or (
+            self.engine.stack.restarting_all and "restart requested" in (snap.reason or ""))
+        if coming or not self.engine.accepting():
+            # "start it: hd start" while a restart was bringing it back (adv35 y/2), a
+            # restart of the whole stack too (adv43 E/3)
             doing = "a restart is under way" if snap.busy == "restart" else \
-                "a start is under way" if snap.busy == "start" else "the stack is shutting down"
+                "a start is under way" if snap.busy == "start" else \
+                "a restart of the stack is under way" if coming else \
+                "the stack is shutting down"
             advice = "send it again once it is running (`hd status` shows it)" \
-                if snap.busy else "nothing takes events now"
+                if coming else "nothing takes events now"
         else:
             doing, advice = "", f"start it: `hd start --service {name}`"
         raise HttpError(503, f"Service unavailable: {name} at {planned.target}"
@@ -94,6 +99,18 @@ class Webhook:
         if error.status not in (502, 503):
             return error
         snap = self.engine.stack.get(planned.route.service).snapshot()
+        if isinstance(error, NotSent):
+            # Refused: nothing of the event was read. A restart's new process not yet
+            # listening was said as "ended its process while it handled the event ... it
+            # may have acted on it", 4-10 times a restart (adv43 E/1).
+            if snap.state == "starting" and snap.busy in ("start", "restart"):
+                return HttpError(error.status, f"Service unavailable: "
+                                 f"{planned.route.service} at {planned.target}"
+                                 f"{planned.route.path}: it is starting (a {snap.busy} is "
+                                 "under way) and does not listen yet, so nothing was sent "
+                                 "(send it again once it is running: `hd status` shows it)",
+                                 close=error.close)
+            return error
         shutting = not self.engine.accepting()
         asked = snap.busy in ("stop", "restart") or "requested" in (snap.reason or "")
         if not shutting and not (asked and (snap.pid != pid or snap.state != "running")):
