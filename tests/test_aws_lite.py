@@ -427,6 +427,9 @@ def test_retries_on_a_closed_port_end_with_a_clear_error() -> None:
     assert err.code == UNREACHABLE and err.attempts == 3 and err.status is None
     assert f"cannot reach the AWS endpoint {url} after 3 attempts" in str(err)
     assert "Connection refused" in str(err) and "moto" in str(err)
+    # `hd up --profile ecom` alone was the advice: with the stack running, it exits 7
+    # and moto stays stopped (adv43 E/2)
+    assert "`hd start --service moto` starts it in a running stack" in str(err)
     assert 0.07 <= elapsed < 2.0, elapsed  # two backed-off waits (0.05, 0.1, jittered)
 
 

@@ -90,8 +90,9 @@ class AwsError(Exception):
         tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
         if self.code == UNREACHABLE:
             return (f"{self.operation}: cannot reach the AWS endpoint {self.endpoint}{tries} "
-                    f"({self.message}): is the local moto server running? (`hd up "
-                    "--profile ecom` starts it)")
+                    f"({self.message}): is the local moto server running? (`hd status` "
+                    "shows it; `hd start --service moto` starts it in a running stack, "
+                    "`hd up --profile ecom` with the stack)")
         if self.code in (TIMEOUT, INVALID_RESPONSE):
             return f"{self.operation}: the AWS endpoint {self.endpoint} {self.message}{tries}"
         detail = f": {self.message.rstrip('.')}" if self.message else ""
