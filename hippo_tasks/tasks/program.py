@@ -198,18 +198,18 @@ def _interrupt_noted() -> Iterator[list[bool]]:
         noted.append(True)
         raise KeyboardInterrupt
 
-    try:
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            raise ValueError("SIGINT is ignored or handled: left as it is")
-        before = signal.signal(signal.SIGINT, on_interrupt)
-    except ValueError:  # not the main thread (a caller in-process), or `hd ... &` from a
-        yield noted      # script, where SIGINT is ignored: as it was
-        return
+    before: Any = None
+    # Left as it is where SIGINT is ignored (`hd ... &` from a script) or handled, and
+    # off the main thread (a caller in-process): ValueError.
+    with contextlib.suppress(ValueError):
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            before = signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield noted
     finally:
-        with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGINT, before)
+        if before is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGINT, before)
 
 
 def stdio_on_devnull() -> None:
