@@ -317,21 +317,31 @@ def main() -> None:
                 sys.exit(code)
             return
         sys.stdout.flush()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, OSError) as exc:
         # Ctrl+C before a task began, while invoke and the tasks still load (0.1-0.2 s):
         # a KeyboardInterrupt traceback, or exit 1 with no word, as invoke's Program
-        # does (adv31 r/3). As every interrupted command: 130, and said.
-        print("hippodrome: interrupted (Ctrl+C)", file=sys.stderr, flush=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        quiet_stdout()
-        sys.exit(EXIT_PIPE_CLOSED)
-    except OSError as exc:  # `hd status > file` on a full disk: said, not a traceback
-        # Files Hippodrome writes itself say a full disk as StateDirError; what is left
-        # to escape this far with these errors is the output.
-        if exc.errno not in UNWRITABLE:
+        # does (adv31 r/3); `hd status > file` on a full disk: a traceback too.
+        code = said_end(exc)
+        if code is None:
             raise
-        sys.exit(unwritable(exc))
+        sys.exit(code)
+
+
+def said_end(exc: BaseException) -> int | None:
+    """How a command ends on a Ctrl+C (130), a reader that closed the pipe (141) or
+    output that cannot be written (120), said on stderr: the exit status, or None for
+    any other error. Files Hippodrome writes itself say a full disk as StateDirError;
+    what is left to escape this far with these errors is the output."""
+    if isinstance(exc, KeyboardInterrupt):
+        with contextlib.suppress(OSError):
+            print("hippodrome: interrupted (Ctrl+C)", file=sys.stderr, flush=True)
+        return 130
+    if isinstance(exc, BrokenPipeError):
+        quiet_stdout()
+        return EXIT_PIPE_CLOSED
+    if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+        return unwritable(exc)
+    return None
 
 
 def _program() -> type[Any]:
@@ -428,15 +438,9 @@ def ended_as_hd_ends() -> None:
         return
 
     def hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
-        if isinstance(exc, KeyboardInterrupt):
-            with contextlib.suppress(OSError):
-                os.write(2, b"hippodrome: interrupted (Ctrl+C)\n")
-            os._exit(130)
-        if isinstance(exc, BrokenPipeError):
-            quiet_stdout()
-            os._exit(EXIT_PIPE_CLOSED)
-        if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
-            os._exit(unwritable(exc))
+        code = said_end(exc)
+        if code is not None:
+            os._exit(code)
         previous(kind, exc, tb)
 
     hook.said_as_hd = True  # type: ignore[attr-defined]
