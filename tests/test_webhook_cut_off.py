@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rawhttp import json_request
 from stackutil import (
     HD_CLI,
@@ -66,18 +67,31 @@ def test_an_event_under_way_when_hd_restarts_its_target_says_so(project: Path) -
         hd(project, "down", timeout=60)
 
 
-def test_an_event_during_a_restart_is_not_told_to_start_the_service(project: Path) -> None:
+def restarting(project: Path, argv: list[str], state: str) -> subprocess.Popen[str]:
+    """`hd restart ARGV` under way, once svc is in `state` for it."""
+    restart = subprocess.Popen([*HD_CLI, "restart", *argv], cwd=project, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_for(lambda: registry(project)["services"]["svc"]["state"] == state, 30,
+             every=0.02, what=f"svc {state} for `hd restart {' '.join(argv)}`")
+    return restart
+
+
+@pytest.mark.parametrize(("argv", "doing"), [
+    (["-s", "svc"], "it is stopping (a restart is under way)"),
+    # the whole stack: its services stop first, and an event then was told "it is
+    # stopped ... (start it: `hd start --service svc`)" (adv43 E/3)
+    ([], "(a restart of the stack is under way)"),
+], ids=["service", "stack"])
+def test_an_event_during_a_restart_is_not_told_to_start_the_service(
+        project: Path, argv: list[str], doing: str) -> None:
     dash = stack_with(project, "", stop="trap '' TERM; ")  # its stop takes stop_timeout
     try:
-        restart = subprocess.Popen([*HD_CLI, "restart", "-s", "svc"], cwd=project, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_for(lambda: registry(project)["services"]["svc"]["state"] == "stopping", 30,
-                 every=0.02, what="svc stopping for the restart")
+        restart = restarting(project, argv, "stopping")
         status, said = send(dash, "Svc.During")
         restart.communicate(timeout=60)
         assert status == 503, said
-        assert "it is stopping (a restart is under way), so nothing was sent to its port " \
-               "(send it again once it is running" in said["error"], said
+        assert f"{doing}, so nothing was sent to its port (send it again once it is " \
+               "running" in said["error"], said
         assert "hd start" not in said["error"], said
     finally:
         hd(project, "down", timeout=60)
@@ -95,10 +109,7 @@ def test_an_event_refused_by_a_restart_not_yet_listening_is_said_not_sent(
                       more='readiness = { http = "/healthz" }\nstart_timeout = 60\n')
     try:
         (project / "go").unlink()  # the next process waits before it listens
-        restart = subprocess.Popen([*HD_CLI, "restart", "-s", "svc"], cwd=project, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_for(lambda: registry(project)["services"]["svc"]["state"] == "starting", 30,
-                 every=0.02, what="svc's new process starting")
+        restart = restarting(project, ["-s", "svc"], "starting")
         status, said = send(dash, "Svc.Early")
         (project / "go").write_text("")
         out, _ = restart.communicate(timeout=60)
@@ -107,25 +118,5 @@ def test_an_event_refused_by_a_restart_not_yet_listening_is_said_not_sent(
         assert "it is starting (a restart is under way) and does not listen yet, so nothing " \
                "was sent (send it again once it is running" in said["error"], said
         assert "ended its process" not in said["error"], said
-    finally:
-        hd(project, "down", timeout=60)
-
-
-def test_an_event_during_a_restart_of_the_stack_is_told_to_send_it_again(
-        project: Path) -> None:
-    """`hd restart` of the whole stack: its services stop first, and an event then was
-    told "it is stopped ... (start it: `hd start --service svc`)" (adv43 E/3)."""
-    dash = stack_with(project, "", stop="trap '' TERM; ")  # its stop takes stop_timeout
-    try:
-        restart = subprocess.Popen([*HD_CLI, "restart"], cwd=project, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_for(lambda: registry(project)["services"]["svc"]["state"] == "stopping", 30,
-                 every=0.02, what="svc stopping for the stack's restart")
-        status, said = send(dash, "Svc.During")
-        restart.communicate(timeout=60)
-        assert status == 503, said
-        assert "(a restart of the stack is under way), so nothing was sent to its port " \
-               "(send it again once it is running" in said["error"], said
-        assert "hd start" not in said["error"], said
     finally:
         hd(project, "down", timeout=60)
