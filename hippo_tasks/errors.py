@@ -13,7 +13,7 @@ import os
 import shlex
 from collections.abc import Iterable, Sequence
 
-from hippo_tasks.terminal_text import for_terminal
+from hippo_tasks.terminal_text import as_typed, for_terminal
 
 
 class HippoError(Exception):
@@ -414,6 +414,17 @@ class UsageError(HippoError):
 
     def message(self) -> str:
         return self.problem
+
+
+def check_utf8(name: str, value: str, must: str) -> None:
+    """An argument holding a byte that is not UTF-8 (the shell's `$'dev-\\xff-'`, which
+    Python keeps as a lone surrogate) can be written into no manifest, JSON body or
+    header: refused up front, shown as typed, exit 2. `must`: what needs UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{name} '{as_typed(value)}' is not UTF-8 text, which {must}: "
+                         "write it in UTF-8 (or plain ASCII)") from None
 
 
 class RecordingError(UsageError):

@@ -573,6 +573,11 @@ def test_events_send_exit_codes(stack: Stack, project: Path) -> None:
     # an empty --file (a script's unset variable) sent the default event, exit 0 (e/3)
     run = hd(stack.root, "events.send", "--detail-type", "X.Y", "--file", "")
     assert run.returncode == 2 and "--file '' names nothing" in run.stderr, run.stderr
+    # a detail-type holding a byte that is not UTF-8 was sent, refused by the daemon: exit
+    # 1, where a bad argument is 2 (adv43 V/10)
+    run = hd(stack.root, "events.send", "--detail-type", "X.\udcffY")
+    assert run.returncode == 2 and "--detail-type 'X.\\xffY' is not UTF-8 text" in \
+        run.stderr, run.stdout + run.stderr
     run = hd(stack.root, "events.send")
     assert run.returncode == 2 and "--detail-type is required" in run.stderr
     run = hd(project, "events.send", "--detail-type", "X.Y")  # no daemon there

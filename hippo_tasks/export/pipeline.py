@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hippo_tasks.errors import StackFileError, UsageError
+from hippo_tasks.errors import StackFileError, UsageError, check_utf8
 from hippo_tasks.export import objects as O
 from hippo_tasks.export import services_layout, stack_layout
 from hippo_tasks.export.naming import Identity, check_namespace
@@ -19,7 +19,6 @@ from hippo_tasks.export.target import ImagePlan, build_image_plan
 from hippo_tasks.export.yamlout import dump_all
 from hippo_tasks.model.loader import PROJECT_FILE, load_stack
 from hippo_tasks.model.plan import Options
-from hippo_tasks.terminal_text import as_typed
 
 LAYOUTS = ("stack", "services")
 DEFAULT_IMAGE = "hippodrome:latest"
@@ -71,17 +70,6 @@ def default_namespace(table_prefix: str) -> str:
     return name or "hippodrome"
 
 
-def check_utf8(name: str, value: str) -> None:
-    """Manifests are UTF-8 text, and so is everything Kubernetes reads. An argument
-    holding a byte that is not (the shell's `$'dev-\\xff-'`, which Python keeps as a
-    lone surrogate) could be written nowhere: it is refused up front, shown as typed."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError(f"{name} '{as_typed(value)}' is not UTF-8 text, which the "
-                         "manifests must be: write it in UTF-8 (or plain ASCII)") from None
-
-
 def text_inputs(req: Request) -> dict[str, str]:
     """What the manifests hold as given: the flags, and the cell's URL from the
     environment (`${env:NAME}` values are Secret references, never text here)."""
@@ -95,7 +83,7 @@ def text_inputs(req: Request) -> dict[str, str]:
 
 def check_request(req: Request) -> None:
     for name, value in text_inputs(req).items():
-        check_utf8(name, value)
+        check_utf8(name, value, "the manifests must be")
     if req.layout not in LAYOUTS:
         raise UsageError(f"--layout {req.layout!r}: choose one of {', '.join(LAYOUTS)} "
                          "(stack: the whole stack in one pod; services: a pod per service)")

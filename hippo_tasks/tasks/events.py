@@ -26,6 +26,7 @@ from hippo_tasks.errors import (
     DaemonUnreachableError,
     StackShutDownError,
     UsageError,
+    check_utf8,
 )
 from hippo_tasks.events.hooks import stack_webhook_token, webhook_token
 from hippo_tasks.model.project import find_project_root
@@ -156,6 +157,8 @@ def send(c: Context, detail_type: str = "", file: str | None = None,
     """
     if not detail_type:
         raise UsageError("--detail-type is required, e.g. --detail-type EcomIndexSettings.MODIFY")
+    # or it was sent, and the daemon's 400 was exit 1, where a bad argument is 2 (adv43 V/10)
+    check_utf8("--detail-type", detail_type, "an event's detail-type must be (it is sent as JSON)")
     no_empty("--file", file, "leave it out to send the smallest detail")
     webhook_token()  # a bad HIPPODROME_WEBHOOK_TOKEN is refused before anything else
     root = resolve_root(project_root)
