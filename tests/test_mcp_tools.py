@@ -458,13 +458,13 @@ def test_null_arguments_are_refused_not_taken_for_none(stack: tuple[Path, str]) 
 def test_arguments_of_the_wrong_shape_get_a_sentence(stack: tuple[Path, str]) -> None:
     """`"arguments": []` or `"web"`, a `name` that is a number or missing: the SDK
     answered each -32602 "Invalid request parameters" and nothing else, not which
-    parameter or what it wants (adv34 w/2's notes). Each now says; nothing is stopped."""
+    parameter or what it wants (adv34 w/2's notes). Each now says, on `/mcp` and on `hd
+    mcp`'s stdio (where it was still the bare -32602); nothing is stopped."""
     import json
     import urllib.request
 
     root, dashboard = stack
-
-    for params, said in (
+    cases = (
             ({"name": "stop", "arguments": []}, "'arguments' must be an object ({} for "
                                                 "none), not a list"),
             ({"name": "stop", "arguments": "web"}, "'arguments' must be an object ({} for "
@@ -472,9 +472,25 @@ def test_arguments_of_the_wrong_shape_get_a_sentence(stack: tuple[Path, str]) ->
             ({"name": "restart", "arguments": 5}, "not 5"),
             ({"name": 5}, "'name' must be a string"),
             ({"arguments": {}}, "'name' must be a string, the tool's name (such as "
-                                "\"status\"), not missing")):
+                                "\"status\"), not missing"))
+    for params, said in cases:
         reply = tool_call(dashboard, params, 7)
         assert reply["id"] == 7 and reply["error"]["code"] == -32602, reply
+        assert said in reply["error"]["message"], reply
+    agent = stdio(root)
+    calls = [{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"}] + [
+        {"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": params}
+        for i, (params, _) in enumerate(cases)]
+    served = subprocess.run([agent.command, *agent.args], cwd=agent.cwd, env=agent.env,
+                            input="".join(json.dumps(c) + "\n" for c in calls),
+                            capture_output=True, text=True, timeout=60)
+    replies = {r["id"]: r for r in map(json.loads, served.stdout.splitlines())}
+    for i, (_, said) in enumerate(cases):
+        reply = replies.get(10 + i, {})
+        assert reply.get("error", {}).get("code") == -32602, (reply, served.stderr)
         assert said in reply["error"]["message"], reply
     rows = json.loads(urllib.request.urlopen(f"{dashboard}/api/status", timeout=30).read())
     assert all(r["state"] == "running" for r in rows["services"] if r["name"] != "bad"), \

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 from hippo_tasks.daemon.guard import host_name, is_loopback_name
 from hippo_tasks.daemon.httpcore import ClientGone, HttpError, Raw, Request, peer_gone
+from hippo_tasks.mcp.call_shape import bad_params, shown
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.commands import StackCommands
@@ -134,17 +135,17 @@ def _refused_message(body: bytes) -> Raw | None:
     # These two got -32602 with a pydantic dump of every model the SDK tried, id null
     # (adv35 y/7).
     if message.get("jsonrpc") != "2.0":
-        given = _shown(message["jsonrpc"]) if "jsonrpc" in message else "missing"
+        given = shown(message["jsonrpc"]) if "jsonrpc" in message else "missing"
         return _invalid_request(f"'jsonrpc' must be \"2.0\", not {given}", ident)
     if "params" in message and not isinstance(message["params"], dict | None):
         return _invalid_request(f"'params' must be an object, not "
-                                f"{_shown(message['params'])}", ident)
+                                f"{shown(message['params'])}", ident)
     if "id" not in message:
         return None
     if ident is None:
         return _invalid_request(f"'id' must be a string or an integer, not "
-                                f"{_shown(message['id'])}")
-    why = _bad_params(message["method"], message.get("params"))
+                                f"{shown(message['id'])}")
+    why = bad_params(message["method"], message.get("params"))
     if why is None:
         return None
     # (the SDK's own answer: -32602 "Invalid request parameters", with nothing to say
@@ -152,27 +153,6 @@ def _refused_message(body: bytes) -> Raw | None:
     error = {"jsonrpc": "2.0", "id": ident, "error": {
         "code": -32602, "message": f"Invalid params: {why}"}}
     return Raw(json.dumps(error).encode(), "application/json")
-
-
-def _shown(value: object) -> str:
-    """A JSON value named for a sentence; a nested one is not written back out whole."""
-    return ("an object" if isinstance(value, dict) else "a list" if isinstance(value, list)
-            else json.dumps(value)[:40])
-
-
-def _bad_params(method: str, params: dict[str, Any] | None) -> str | None:
-    """What is wrong with a tool call's params where the SDK would say only that they
-    are invalid (`"arguments": []` or `"web"`), or None."""
-    if params is None or method != "tools/call":
-        return None
-    if not isinstance(params.get("name"), str):
-        return ("'name' must be a string, the tool's name (such as \"status\"), not "
-                f"{_shown(params.get('name')) if 'name' in params else 'missing'}")
-    arguments = params.get("arguments")
-    if arguments is not None and not isinstance(arguments, dict):
-        return (f"'arguments' must be an object ({{}} for none), not {_shown(arguments)}: "
-                "`tools/list` gives each tool's arguments")
-    return None
 
 
 def _invalid_request(why: str, ident: str | int | None = None) -> Raw:

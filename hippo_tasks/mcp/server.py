@@ -38,6 +38,7 @@ from hippo_tasks import __version__
 from hippo_tasks.daemon.client import HippoErrorFromDaemon
 from hippo_tasks.errors import DaemonNotRunningError, HippoError
 from hippo_tasks.mcp.backend import HttpStack, Stack
+from hippo_tasks.mcp.call_shape import bad_params
 from hippo_tasks.mcp.tools import BY_NAME, CALL, TOOLS, Tool, not_running_hint
 
 INSTRUCTIONS = (
@@ -223,8 +224,11 @@ def serve_stdio(root: Path) -> None:
     server = build(HttpStack(root))
 
     async def main() -> None:
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+        async with stdio_server() as (read, write), anyio.create_task_group() as group:
+            screened_in, screened = anyio.create_memory_object_stream[Any](0)
+            group.start_soon(_screen, read, screened_in, write)
+            await server.run(screened, write, server.create_initialization_options())
+            group.cancel_scope.cancel()
 
     def interrupted(signum: int, frame: object) -> None:
         # Ctrl+C: asyncio's own handler ended the loop, whose executor then waited for
@@ -243,6 +247,25 @@ def serve_stdio(root: Path) -> None:
         # quietly, or 120 with a sentence (adv24 c/18). The OSError itself says which.
         raise _output_error(group) or group from None
     sys.stderr.flush()
+
+
+async def _screen(read: Any, passed: Any, write: Any) -> None:
+    """Pass on stdin's messages but a tool call whose params have the wrong shape: the
+    SDK answered `"arguments": []` with -32602 "Invalid request parameters" and nothing
+    more; the daemon's `/mcp` says which parameter and what it wants, and so does this."""
+    from mcp.shared.message import SessionMessage
+
+    async with passed:
+        async for item in read:
+            message = getattr(item, "message", None)
+            if isinstance(message, types.JSONRPCRequest) and \
+                    (why := bad_params(message.method, message.params)) is not None:
+                error = types.ErrorData(code=types.INVALID_PARAMS,
+                                        message=f"Invalid params: {why}")
+                await write.send(SessionMessage(types.JSONRPCError(
+                    jsonrpc="2.0", id=message.id, error=error)))
+                continue
+            await passed.send(item)
 
 
 def _output_error(group: BaseExceptionGroup[Any]) -> OSError | None:
