@@ -235,6 +235,12 @@ BAD_LINE = {
                         "'status' must be an HTTP status"),
     "bad time": ('{"v": 1, "at": "noon", "status": 200, "event": {}}',
                  "'at' must be a time"),
+    # 1e999 is read as Infinity: replayed through the API, the report's "span_s" was
+    # Infinity, which is not JSON, and MCP called the daemon hung (adv46 H/1)
+    "time too large": ('{"v": 1, "at": 1e999, "status": 200, "event": {}}',
+                       "'at' must be a time (epoch seconds), a finite number"),
+    "NaN time": ('{"v": 1, "at": NaN, "status": 200, "event": {}}',
+                 "not valid JSON (NaN is not JSON)"),
     "not UTF-8": (b"\xff\xfe{}".decode("latin-1"), "not UTF-8 text"),
 }
 

@@ -21,6 +21,7 @@ and no dataclasses (the module brings inspect, ast and dis): NamedTuples and a p
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -180,6 +181,17 @@ class CutShort(NamedTuple):
     line: int
 
 
+class _Constant(ValueError):
+    """NaN, Infinity or -Infinity in a line: not JSON, though Python's parser takes it."""
+
+
+def _constant(name: str) -> Any:
+    raise _Constant(name)
+
+
+_STRICT = json.JSONDecoder(parse_constant=_constant)
+
+
 def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
     value = obj.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
@@ -192,7 +204,9 @@ def parse_line(text: str, line: int) -> Delivery | Dropped | None:
     if not text.strip():
         return None
     try:
-        obj = json.loads(text)
+        obj = _STRICT.decode(text)
+    except _Constant as exc:  # NaN, Infinity: Python's parser takes them, JSON has none
+        raise ValueError(f"not valid JSON ({exc} is not JSON)") from None
     except (ValueError, RecursionError):
         raise ValueError("not valid JSON") from None
     if not isinstance(obj, dict) or "v" not in obj:
@@ -212,9 +226,13 @@ def parse_line(text: str, line: int) -> Delivery | Dropped | None:
     if not 100 <= status <= 599:
         raise ValueError(f"'status' must be an HTTP status, got {status}")
     target = obj.get("target")
+    at = float(_field(obj, "at", (int, float), "a time (epoch seconds)"))
+    if not math.isfinite(at):  # 1e999 (span_s was Infinity in the API's answer: H/1)
+        raise ValueError("'at' must be a time (epoch seconds), a finite number: this one "
+                         "is too large for a double")
     return Delivery(
         line=line,
-        at=float(_field(obj, "at", (int, float), "a time (epoch seconds)")),
+        at=at,
         detail_type=str(obj.get("detail_type") or ""),
         event=_field(obj, "event", dict, "the event (a JSON object)"),
         status=status,
