@@ -464,7 +464,8 @@ def test_arguments_of_the_wrong_shape_get_a_sentence(stack: tuple[Path, str]) ->
     import urllib.request
 
     root, dashboard = stack
-    cases = (
+    cases: tuple[tuple[Any, str], ...] = (
+            (None, "a tool call's 'params' must be an object naming the tool"),
             ({"name": "stop", "arguments": []}, "'arguments' must be an object ({} for "
                                                 "none), not a list"),
             ({"name": "stop", "arguments": "web"}, "'arguments' must be an object ({} for "

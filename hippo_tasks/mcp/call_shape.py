@@ -17,8 +17,11 @@ def shown(value: object) -> str:
 def bad_params(method: str, params: dict[str, Any] | None) -> str | None:
     """What is wrong with a tool call's params where the SDK would say only that they
     are invalid, or None."""
-    if params is None or method != "tools/call":
+    if method != "tools/call":
         return None
+    if params is None:  # `"params": null` or none: the SDK's bare -32602 (adv46 H/2)
+        return ("a tool call's 'params' must be an object naming the tool, such as "
+                "{\"name\": \"status\", \"arguments\": {}}")
     if not isinstance(params.get("name"), str):
         return ("'name' must be a string, the tool's name (such as \"status\"), not "
                 f"{shown(params.get('name')) if 'name' in params else 'missing'}")
