@@ -542,10 +542,15 @@ class ProcessLimitError(HippoError):
     is reached. Was a traceback (`RuntimeError: can't start new thread`, or
     `BlockingIOError` from fork) inside "the daemon exited with code 70"."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, then: str = "run `hd up` again", said: str = "") -> None:
         self.what = what
+        self.then = then
+        self.said = said
+        """The whole sentence as another process said it (the daemon, to `up`)."""
 
     def message(self) -> str:
+        if self.said:
+            return self.said
         try:
             import resource
 
@@ -556,7 +561,7 @@ class ProcessLimitError(HippoError):
         return (f"cannot start {self.what}: this user's process limit is reached{shown}, "
                 "or the system's, or memory for a thread's stack is short (a low `ulimit "
                 "-v`, or a huge `ulimit -s`, refuses a thread the same way). End some "
-                "processes or raise the limit, then run `hd up` again.")
+                f"processes or raise the limit, then {self.then}.")
 
     @classmethod
     def of(cls, exc: BaseException, what: str) -> ProcessLimitError | None:

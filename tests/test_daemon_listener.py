@@ -214,6 +214,98 @@ def test_a_server_that_cannot_start_ends_the_stack_with_a_sentence(
     assert "the dashboard and API could not start" in str((data["failure"] or {}).get("reason"))
 
 
+REFUSING_THREADS = """
+import os, sys, threading
+start = threading.Thread.start
+def refusing(self):  # as pthread_create at the user's process limit, while MARK exists
+    target = getattr(self, "_target", None)
+    if os.path.exists(MARK) and getattr(target, "__name__", "") == "process_request_thread":
+        raise RuntimeError("can't start new thread")
+    return start(self)
+threading.Thread.start = refusing  # the forked daemon keeps it
+from hippo_tasks.entry import cli
+cli()
+"""
+
+
+def test_a_request_at_the_process_limit_is_told_so_and_the_stack_runs_on(
+        project: Path) -> None:
+    """Other processes took the user's last processes while the stack ran: each
+    connection's thread could not start, the daemon dropped it with a traceback in
+    daemon.log, and every command said the daemon "does not answer ... If it is hung,
+    run `hd down --force`", which ends a healthy stack (adv45 R/1). Each request is a
+    503 that says so now, and the next one, with room again, is served."""
+    import subprocess
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    mark = project / "no-threads"
+    up = subprocess.run([PY, "-c", REFUSING_THREADS.replace("MARK", repr(str(mark))),
+                         "up", "--detach", "--project-root", str(project)], cwd=project,
+                        capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "NO_COLOR": "1"})
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        mark.touch()
+        for _ in range(3):
+            said = hd(project, "status")
+            assert said.returncode == 1 and "cannot start a thread for this request: this " \
+                "user's process limit is reached" in said.stderr, said.stdout + said.stderr
+            assert "ask again (the stack runs on" in said.stderr and "--force" not in \
+                said.stderr, said.stderr
+        log = (project / ".hippodrome" / "daemon.log").read_text()
+        assert "Traceback" not in log, log
+        mark.unlink()
+        assert hd(project, "status").returncode == 0
+    finally:
+        hd(project, "down")
+
+
+AT_THE_LIMIT = {
+    # the webhook recorder's thread, which the engine starts before any service
+    "thread": """
+import threading
+start = threading.Thread.start
+def refusing(self):
+    if getattr(getattr(self, "_target", None), "__name__", "") == "_run":
+        raise RuntimeError("can't start new thread")
+    return start(self)
+threading.Thread.start = refusing
+""",
+    # the orphan guard's fork: EAGAIN, a BlockingIOError (an OSError)
+    "fork": """
+import errno, subprocess
+execute = subprocess.Popen._execute_child
+def refusing(self, args, *rest):
+    if "hippodrome-guard" in args:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+    return execute(self, args, *rest)
+subprocess.Popen._execute_child = refusing
+"""}
+
+
+@pytest.mark.parametrize("refused", sorted(AT_THE_LIMIT))
+def test_a_daemon_at_the_process_limit_says_so_exit_1(project: Path, refused: str) -> None:
+    """At the user's process limit the daemon's start failed as "cannot write
+    <project>: Resource temporarily unavailable. Make the folder writable", exit 10
+    (the guard's fork), or as the limit with exit 2, a usage error's (a thread; adv45
+    R/2, R/3). Both are the process limit, exit 1, and nothing is left running."""
+    import subprocess
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    wrapper = AT_THE_LIMIT[refused] + "from hippo_tasks.entry import cli\ncli()\n"
+    up = subprocess.run([PY, "-c", wrapper, "up", "--detach", "--project-root",
+                         str(project)], cwd=project, capture_output=True, text=True,
+                        timeout=120, env={**os.environ, "NO_COLOR": "1"})
+    said = up.stdout + up.stderr
+    assert up.returncode == 1 and "this user's process limit is reached" in up.stderr, said
+    assert "writable" not in said and "Traceback" not in said, said
+    assert not registry(project).get("daemon") and not registry(project).get("services"), \
+        registry(project)
+    assert hd(project, "status").returncode == 5  # no daemon: nothing left to end
+
+
 def test_up_detach_says_ready_only_once_the_daemon_answers(tmp_path: Path) -> None:
     """The registry said every service was ready, so `up --detach` said "stack ready"
     and printed the dashboard URL, though the daemon's API never started and the daemon

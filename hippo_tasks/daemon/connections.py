@@ -158,9 +158,9 @@ def busy_sentence(cap: int) -> str:
             "--force ends the stack without the API)")
 
 
-def refuse(sock: socket.socket, cap: int) -> None:
+def refuse(sock: socket.socket, sentence: str, kind: str = "TooManyConnections") -> None:
     """A 503 with a sentence, best effort (the client may not read), then closed."""
-    body = json.dumps({"error": busy_sentence(cap), "type": "TooManyConnections"}).encode()
+    body = json.dumps({"error": sentence, "type": kind}).encode()
     with contextlib.suppress(OSError):
         sock.settimeout(1.0)
         sock.sendall(REFUSAL % (len(body), body))

@@ -85,10 +85,21 @@ class ApiServer(ThreadingServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         """A thread for the connection, if the descriptor limit has room (connections)."""
         if self.connections.admit(request) == "no":
-            refuse(request, allowed(self.connections.services))
+            refuse(request, busy_sentence(allowed(self.connections.services)))
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError as exc:
+            # The user's process limit, reached by other processes while the stack runs:
+            # each connection was dropped with a traceback in daemon.log, and every
+            # command called the daemon hung and advised `hd down --force` (adv45 R/1).
+            limit = E.ProcessLimitError.of(exc, "a thread for this request")
+            if limit is None:
+                raise
+            limit.then = "ask again (the stack runs on; this request did nothing)"
+            refuse(request, limit.message(), "ProcessLimitError")
+            self.shutdown_request(request)
 
     def shutdown_request(self, request: Any) -> None:
         self.connections.release(request)

@@ -70,6 +70,12 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
     except BaseException as exc:
         if ownership is not None:  # made for this engine: its cgroup goes with it
             ownership.close()
+        # EAGAIN from the orphan guard's fork (BlockingIOError, an OSError) was said as
+        # "cannot write <project>: Resource temporarily unavailable. Make the folder
+        # writable", exit 10 (adv45 R/3): the process limit, as everywhere else.
+        limit = ProcessLimitError.of(exc, "the daemon's orphan guard or threads")
+        if limit is not None:
+            raise limit from None
         if isinstance(exc, OSError):  # .logs or .hippodrome read-only, disk full
             raise StateDirError.from_os(exc, exc.filename or plan.options.project_root) \
                 from None
@@ -142,7 +148,8 @@ def _fail(opts_root: Any, exc: HippoError) -> int:
     # Where neither the registry nor daemon.log could carry the reason (a full disk: that
     # print failed and the daemon ended as an internal error, 70), `up --detach` says it
     # from this code alone.
-    return EXIT_STATE_DIR if isinstance(exc, StateDirError) else 2
+    return EXIT_STATE_DIR if isinstance(exc, StateDirError) else \
+        1 if isinstance(exc, ProcessLimitError) else 2
 
 
 USAGE = ("python -m hippo_tasks.daemon --options JSON [--tls] [--lock-fd N] "

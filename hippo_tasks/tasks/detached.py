@@ -25,6 +25,7 @@ from hippo_tasks.errors import (
     EXIT_STATE_DIR,
     HippoError,
     PortsBusyAtStartError,
+    ProcessLimitError,
     RegistryLockedError,
     ServiceStartError,
     StartCutShortError,
@@ -339,6 +340,8 @@ def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
         raise StartCutShortError(failure["reason"], _lines_since(log, log_from), str(log))
     if failure and failure.get("kind") in ("PortsBusyError", "PortBusyError"):
         raise PortsBusyAtStartError(str(failure["reason"]))
+    if failure and failure.get("kind") == "ProcessLimitError":  # exit 1, not a usage error
+        raise ProcessLimitError("the daemon", said=str(failure["reason"]))  # (adv45 R/2)
     if failure:
         raise UsageError(failure["reason"])
     if code == EXIT_STATE_DIR:  # it could write neither its reason nor the registry
