@@ -304,6 +304,33 @@ def test_a_stop_during_a_stack_restarts_stop_half_is_not_undone_by_its_start_hal
         hd(project, "down", timeout=60)
 
 
+def test_a_stack_start_overtaken_by_a_stop_answers_a_service_it_brought_up_stopped(
+        project: Path) -> None:
+    """`hd start` of the stack, `a` up for it and `b` still starting, then `hd stop`:
+    the start answered `a: stopping` and "a did not come up", while the stop went on to
+    stop it (adv44 L/1). Answered once that stop is over, `a` is stopped, as `b` is."""
+    dash, a, b = free_ports(3)
+    write_stack(project, stack_header(dash) + toy_service("a", a)
+                + toy_service("b", b, "--delay", "3", "--ignore-term", depends_on=["a"],
+                              stop_timeout=2))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        hd(project, "stop", check=True, timeout=60)
+        start = subprocess.Popen([*HD_CLI, "start"], cwd=project, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: (rows := registry(project)["services"])["a"]["state"] == "running"
+                 and rows["b"]["state"] == "starting", 30, every=0.05,
+                 what="a running, b starting")
+        stop = hd(project, "stop", timeout=60)
+        out, _ = start.communicate(timeout=60)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "a: stopped" in out and "a: stopping" not in out, out
+        assert "a did not come up" not in out and "b: stopped" in out, out
+        assert start.returncode == 1, out  # it ended stopped: said, as for b
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_three_overlapping_restarts_each_answer_with_the_end_state(project: Path) -> None:
     """`hd restart -s slow`, a whole-stack `hd restart` and `hd restart -s a --cascade`,
     0.1 s apart: the first said "slow did not come up: another command (a stop, `hd

@@ -64,6 +64,13 @@ class StackSupervisor(CascadingStack):
             # a second later (adv24 a/5). Its rows are read once the cascades are over.
             await asyncio.gather(*list(self._cascades), return_exceptions=True)
             settled = {name: self.services[name].snapshot() for name in settled}
+        # One that came up for this start, in a stop from elsewhere that is still under
+        # way (it stops the dependants first): answered once that stop is over, as the
+        # rest are. It was answered `stopping`, "did not come up" (adv44 L/1).
+        stopping = [n for n in settled if self.services[n].state != State.STOPPED
+                    and any(n in chosen for chosen, _ in self._stops)]
+        if stopping:
+            await self._after_stops(stopping)
         return {name: await self._through_restart(snap) for name, snap in settled.items()}
 
     async def _start(self, names: Iterable[str] | None = None) -> Settled:
