@@ -90,6 +90,20 @@ def test_a_404_names_a_non_ascii_path_as_it_was_sent(daemon: str, path: bytes) -
     assert json.loads(body)["error"] == "no such route: GET /api/services/caf\u00e9/logs"
 
 
+def test_an_escaped_letter_in_a_path_is_the_letter(daemon: str) -> None:
+    """`%61` is `a` (RFC 3986): `/api/st%61tus` was a 404 that said "no such route: GET
+    /api/status", and `/api/services/w%65b/logs` reached no service (adv46 H/3). An
+    escaped `/` stays one: `/api%2Fstatus` names no route."""
+    code, body = call(daemon + "/api/st%61tus")
+    assert code == 200 and [r["name"] for r in body["services"]] == ["web"], body
+    code, body = call(daemon + "/api/services/w%65b/logs?lines=1")
+    assert code == 200 and "lines" in body, body
+    code, body = call(daemon + "/h%65althz")
+    assert code == 200, body
+    code, body = call(daemon + "/api%2Fstatus")
+    assert code == 404 and body["error"] == "no such route: GET /api%2Fstatus", body
+
+
 def test_garbage_on_the_socket_does_not_stop_the_server(daemon: str) -> None:
     host, port = daemon.rsplit(":", 1)
     for junk in (b"\x00\xff\xfe garbage\r\n\r\n", b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -258,10 +259,10 @@ class ApiHandler(RequestHandler):
             raise HttpError(405, f"method {method} not allowed on {path}",
                             headers={"Allow": ", ".join(sorted(allowed))},
                             extra={"allowed": sorted(allowed)})
-        raise HttpError(404, f"no such route: {method} {_as_sent(path)}")
+        raise HttpError(404, f"no such route: {method} {_shown(path)}")
 
     def _dispatch(self, method: str) -> None:
-        path = urlsplit(self.path).path
+        path = unreserved_decoded(urlsplit(self.path).path)
         owed, self._continue_owed = self._continue_owed, False
         self.body = Body(self.headers, self.rfile, self.connection,
                          go_ahead=self._go_ahead if owed else None)
@@ -360,6 +361,30 @@ def _wake(host: str, port: int) -> None:
     with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         sock.connect((host, port))
+
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def unreserved_decoded(path: str) -> str:
+    """`%61` is `a` (RFC 3986 6.2.2.2): `/api/st%61tus` was a 404 that said "no such
+    route: GET /api/status", and a service name sent %-escaped reached no service
+    (adv46 H/3). Only letters, digits and `-._~` are decoded, before the guard and the
+    routes see the path; `%2F` and the rest stay as sent (a name's handler decodes)."""
+    if "%" not in path:
+        return path
+    return _ESCAPE.sub(lambda m: c if (c := chr(int(m[1], 16))) in UNRESERVED else m[0],
+                       path)
+
+
+def _shown(path: str) -> str:
+    """A path for a sentence: UTF-8 as the client meant it (`café`, sent raw or
+    %-escaped), an escaped `/`, `?` or space left escaped, or the 404 for `/api%2Fstatus`
+    named `/api/status`, a route that exists."""
+    raw = path.encode("latin-1", "replace")
+    raw = re.sub(rb"%([89A-Fa-f][0-9A-Fa-f])", lambda m: bytes([int(m[1], 16)]), raw)
+    return raw.decode("utf-8", "replace")
 
 
 def _as_sent(path: str) -> str:
