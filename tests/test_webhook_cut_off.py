@@ -47,7 +47,13 @@ def stack_with(project: Path, flags: str, stop: str = "", more: str = "") -> int
     return dash
 
 
-def test_an_event_under_way_when_hd_restarts_its_target_says_so(project: Path) -> None:
+@pytest.mark.parametrize(("argv", "did"), [
+    (["-s", "svc"], "a restart of it by Hippodrome"),
+    # the stack's: its stop half was said as "a stop of it by Hippodrome" (adv46 H/5)
+    ([], "a restart of the stack by Hippodrome"),
+], ids=["service", "stack"])
+def test_an_event_under_way_when_hd_restarts_its_target_says_so(
+        project: Path, argv: list[str], did: str) -> None:
     dash = stack_with(project, "--slow 30")
     try:
         box: list[tuple[int, dict[str, Any]]] = []
@@ -55,13 +61,12 @@ def test_an_event_under_way_when_hd_restarts_its_target_says_so(project: Path) -
         sender.start()
         wait_for(lambda: (project / "got.jsonl").exists(), 30, every=0.02,
                  what="the event at the target")
-        restart = hd(project, "restart", "-s", "svc", timeout=60)
+        restart = hd(project, "restart", *argv, timeout=60)
         sender.join(60)
         assert restart.returncode == 0, restart
         status, said = box[0]
         assert status in (502, 503), said
-        assert "a restart of it by Hippodrome ended its process while it handled the event" \
-            in said["error"], said
+        assert f"{did} ended its process while it handled the event" in said["error"], said
         assert "perhaps failing" not in said["error"], said
     finally:
         hd(project, "down", timeout=60)

@@ -116,7 +116,9 @@ class Webhook:
         if not shutting and not (asked and (snap.pid != pid or snap.state != "running")):
             return error
         did = "the stack's shutdown stopped it" if shutting else \
-            f"a {snap.busy or 'stop or restart'} of it by Hippodrome ended its process"
+            "a restart of the stack by Hippodrome ended its process" if \
+            self.engine.stack.restarting_all and "restart requested" in (snap.reason or "") \
+            else f"a {snap.busy or 'stop or restart'} of it by Hippodrome ended its process"
         return HttpError(error.status, f"Service unavailable: {planned.route.service} at "
                                        f"{planned.target}{planned.route.path}: {did} while it "
                                        "handled the event; not sent again, as it may have "
