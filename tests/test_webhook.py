@@ -626,9 +626,21 @@ def test_token_guards_the_webhook_and_is_never_logged(project: Path) -> None:
         answer = exchange(dash, b"POST /webhook/eventbridge HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                 b"Content-Type: application/json\r\n" + framing)
         assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    # the token twice, the right one first: taken, as the first one was all that was
+    # read, where the order a proxy appends them in decided (adv46 H/4)
+    body = json.dumps(event).encode()
+    for first, second in ((token, "wrong"), ("wrong", token)):
+        answer = exchange(dash, b"POST /webhook/eventbridge HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                b"Content-Type: application/json\r\n"
+                                b"x-hippodrome-webhook-token: " + first.encode() + b"\r\n"
+                                b"x-hippodrome-webhook-token: " + second.encode() + b"\r\n"
+                                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"x-hippodrome-webhook-token given " \
+            b"2 times: send it once" in answer, answer[:300]
+        assert token.encode() not in answer
     after = request(dash, None, method="GET", path="/api/webhook/deliveries")[1]
     assert after["deliveries"] == before["deliveries"]
-    assert after["refused"]["count"] == before["refused"]["count"] + 2
+    assert after["refused"]["count"] == before["refused"]["count"] + 4
     assert post(dash, event, {"X-Hippodrome-Webhook-Token": token}) == (
         200, forwarded(port, "EcomIndexSettings.MODIFY"))
     # With the token, any Host (the tunnel's name) and curl -d's default type are fine.

@@ -43,7 +43,10 @@ def read_event(req: Request, token: str | None, read_timeout: float,
     body = req.body
     refusal: Refused | None = None
     if token is not None:
-        if not authorised(req, token):
+        given = req.headers.get_all(TOKEN_HEADER) or []
+        if len(given) > 1:  # the first alone was compared: the order decided (adv46 H/4)
+            refusal = Refused(400, f"{TOKEN_HEADER} given {len(given)} times: send it once")
+        elif not authorised(req, token):
             refusal = Refused(401, f"Missing or invalid {TOKEN_HEADER} header")
     else:
         refused = webhook_refusal(req.headers, url)
