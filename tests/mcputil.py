@@ -35,16 +35,20 @@ def http(dashboard: str) -> str:
     return dashboard + "/mcp"
 
 
-def post(dashboard: str, message: Any) -> tuple[int, dict[str, Any]]:
+def post(dashboard: str, message: Any,
+         accept: str | None = "application/json, text/event-stream"
+         ) -> tuple[int, dict[str, Any]]:
     """One JSON-RPC message POSTed to the daemon's /mcp as it is, past the SDK's client
-    (which would refuse to send a wrong shape): (HTTP status, the JSON answer)."""
+    (which would refuse to send a wrong shape): (HTTP status, the JSON answer).
+    `accept`: the Accept header, None for none (urllib sends none of its own)."""
     import urllib.error
     import urllib.request
 
+    headers = {"Content-Type": "application/json"}
+    if accept is not None:
+        headers["Accept"] = accept
     req = urllib.request.Request(http(dashboard), data=json.dumps(message).encode(),
-                                 method="POST", headers={
-                                     "Content-Type": "application/json",
-                                     "Accept": "application/json, text/event-stream"})
+                                 method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as answer:
             return answer.status, json.loads(answer.read())

@@ -498,6 +498,19 @@ def test_arguments_of_the_wrong_shape_get_a_sentence(stack: tuple[Path, str]) ->
         rows["services"]
 
 
+def test_a_post_with_no_accept_header_is_answered(stack: tuple[Path, str]) -> None:
+    """No Accept accepts anything (RFC 9110), and /mcp answers JSON: the SDK's 406
+    "Client must accept application/json" met urllib and `curl -H 'Accept:'` (adv46
+    H/6). An Accept that leaves JSON out is still the 406."""
+    root, dashboard = stack
+    status, said = post(dashboard, {"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
+                        accept=None)
+    assert status == 200 and said["id"] == 3 and said["result"]["tools"], said
+    status, said = post(dashboard, {"jsonrpc": "2.0", "id": 4, "method": "tools/list"},
+                        accept="text/event-stream")
+    assert status == 406 and "must accept application/json" in said["error"]["message"], said
+
+
 def test_an_envelope_of_the_wrong_shape_is_an_invalid_request(stack: tuple[Path, str]) -> None:
     """A missing or wrong `jsonrpc`, or `params` that are not an object: -32602 with a
     pydantic dump of every model the SDK tried, and the id dropped (adv35 y/7). Each is

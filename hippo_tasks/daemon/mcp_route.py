@@ -188,6 +188,11 @@ def mcp(req: Request) -> Raw:
     # plain-text 421 to the daemon's own URL at 127.0.0.2, `LOCALHOST` or `127.1` (z/6).
     canonical = f"127.0.0.1:{urlsplit(req.app.commands.engine.url).port}"
     sent.append(("Host", canonical))
+    if req.headers.get("Accept") is None:
+        # None accepts anything (RFC 9110 12.5.1), and JSON is what this endpoint
+        # answers: the SDK answered 406 "Client must accept application/json" to
+        # urllib, http.client and `curl -H 'Accept:'` (adv46 H/6).
+        sent.append(("Accept", "application/json"))
     if req.headers.get("Origin") is not None:
         sent.append(("Origin", f"http://{canonical}"))
     try:
