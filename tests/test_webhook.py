@@ -271,6 +271,34 @@ def test_non_json_answer_is_passed_on_raw(stack: Stack) -> None:
         "service_response": {"raw": "received Text.MODIFY", "content_type": "text/plain"}})
 
 
+def test_a_json_answer_no_double_holds_is_passed_on_raw(project: Path) -> None:
+    """`{"big": 1e999}` is JSON, but Python reads 1e999 as inf: the webhook answered
+    `"service_response": {"big": Infinity}`, which is not JSON, and wrote it into the
+    recording, whose replay report then was not JSON either (adv46 H/7). Passed on as
+    `raw`, as an integer of 5000 digits is."""
+    dash, port = free_ports(2)
+    answer = project / "answer.json"
+    answer.write_bytes(b'{"big": 1e999, "small": -1E400}')
+    write_stack(project, stack_header(dash) + sink("huge", port, "--answer-file", str(answer))
+                + routes(("Huge.", "huge")))
+    hd(project, "up", "--detach", check=True)
+    try:
+        code, raw = request(dash, json.dumps({"detail-type": "Huge.x"}).encode(), None)
+        assert (code, raw["service_response"]) == (200, {
+            "raw": '{"big": 1e999, "small": -1E400}', "content_type": "application/json"}), raw
+        events = project / ".hippodrome" / "events"
+        wait_for(lambda: any(f.stat().st_size for f in events.glob("*.jsonl")), 10,
+                 what="the delivery recorded")
+        for recording in events.glob("*.jsonl"):  # the line as written is JSON
+            json.loads(recording.read_text().splitlines()[-1], parse_constant=_refused)
+    finally:
+        hd(project, "down")
+
+
+def _refused(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON")
+
+
 def test_error_answer_keeps_the_services_status(stack: Stack) -> None:
     code, body = post(stack.dash, {"detail-type": "Fail.MODIFY"})
     assert code == 500

@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--non-json", action="store_true", help="answer plain text")
     p.add_argument("--status", type=int, default=200, help="answer with this status")
     p.add_argument("--result-file", default=None, help="answer this file's JSON as result")
+    p.add_argument("--answer-file", default=None,
+                   help="answer this file's bytes as they are, as application/json")
     p.add_argument("--framing", default="length",
                    choices=["length", "chunked", "close", "garbage", "huge", "cut",
                             "trickle", "overlong"])
@@ -105,6 +107,10 @@ def main() -> None:
             detail_type = event.get("detail-type") if isinstance(event, dict) else None
             if a.non_json:
                 self._answer(a.status, f"received {detail_type}".encode(), "text/plain")
+                return
+            if a.answer_file:
+                with open(a.answer_file, "rb") as fh:
+                    self._answer(a.status, fh.read(), "application/json")
                 return
             result = {"received": detail_type}
             if a.result_file:
