@@ -160,6 +160,42 @@ def test_the_foreground_up_ended_by_a_signal_says_so_in_its_code(project: Path, 
     all_gone(token, [int(line.split()[1]) for line in pids.read_text().splitlines()])
 
 
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detach"])
+def test_a_hangup_ignored_when_up_started_stays_ignored(project: Path, detach: bool) -> None:
+    """`nohup hd up &` (SIGHUP ignored when it starts): the hangup of the closing
+    terminal shut the stack down, exit 129, where nohup is there to keep it running; a
+    script's `hd up &` by SIGINT the same way (adv45 R/8). It stays ignored; the services
+    get the default disposition; SIGTERM still ends it."""
+    dash, port = free_ports(2)
+    pids = project / "pids"
+    write_stack(project, stack_header(dash) + escaper_service(
+        "web", port, "--pids", str(pids), *(["--ready-after", "30"] if detach else []),
+        readiness={"log": "READY"} if detach else {"http": "/"}))
+    up = subprocess.Popen([*HD_CLI, "up", *(["--detach"] if detach else []),
+                           "--project-root", str(project)], cwd=project, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          start_new_session=True, env={**os.environ, "NO_COLOR": "1"},
+                          preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        wait_for(lambda: pids.exists() and registry(project)["services"].get("web", {})
+                 .get("state") in ("starting", "running"), 30, what="web started")
+        service = int(pids.read_text().split()[1])
+        os.killpg(up.pid, signal.SIGHUP)  # as the terminal's hangup reaches its group
+        time.sleep(1.0)
+        assert up.poll() is None and alive(service), finish(up)
+        ignored = int(next(line.split()[1] for line in
+                           Path(f"/proc/{service}/status").read_text().splitlines()
+                           if line.startswith("SigIgn:")), 16)
+        assert not ignored & (1 << (signal.SIGHUP - 1)), hex(ignored)
+        up.send_signal(signal.SIGTERM)
+        out = finish(up)
+        assert up.returncode == 143 and "Traceback" not in out, out
+    finally:
+        if up.poll() is None:
+            up.kill()
+        hd(project, "down", timeout=60)
+
+
 def test_down_whose_daemon_dies_midway_ends_what_it_left_before_saying_stopped(
         project: Path) -> None:
     """kill -9 of the daemon during `hd down`: down said `stack stopped` while a service

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon import SHUTDOWN_WORDS
-from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS
+from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS, left_ignored
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
 from hippo_tasks.events.hooks import webhook_token
@@ -444,6 +444,10 @@ class Engine:
             self.printer.on_reader_gone = reader_gone
         for name, number in SHUTDOWN_SIGNALS.items():
             with contextlib.suppress(ValueError, RuntimeError, OSError):
+                if left_ignored(number):  # (nohup's SIGHUP) caught and let be: the
+                    # services, whose caught signals are reset at exec, get the default
+                    self.loop.add_signal_handler(number, _nothing)
+                    continue
                 self.loop.add_signal_handler(number, self.request_shutdown, name)
         if self.printer is None:  # detached: `kill -USR1` killed the daemon and the stack
             for name in ("SIGUSR1", "SIGINFO"):

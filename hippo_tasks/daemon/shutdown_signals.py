@@ -27,3 +27,13 @@ def _shutdown_signals() -> dict[str, int]:
 SHUTDOWN_SIGNALS = _shutdown_signals()
 KEYBOARD = {"SIGINT": "Ctrl+C", "SIGQUIT": "Ctrl+\\"}
 """The terminal's keys: pressed again once a shutdown is under way, they kill at once."""
+
+
+def left_ignored(number: int) -> bool:
+    """A signal ignored when this process started stays ignored, as a shell leaves it and
+    Python leaves SIGINT: `nohup hd up &` was shut down by the hangup nohup was asked to
+    ignore, and a script's `hd up &` by the Ctrl+C meant for its foreground (adv45 R/8)."""
+    try:
+        return signal.getsignal(number) is signal.SIG_IGN
+    except (ValueError, OSError):
+        return False
