@@ -85,7 +85,7 @@ def test_own_logs_registry_and_pycache_never_count(
     counting that restarted the service for ever. __pycache__ and *.pyc, which Python
     writes on each start, do not count either; nor does a link to either folder made
     while watched (`ln -s ../.logs src/logs` restarted it once, naming the log files:
-    adv39 p/2)."""
+    adv39 p/2), nor those of another project below this one (adv45 R/4)."""
     monkeypatch.setenv("HIPPODROME_WATCH_POLL", poll)
     (p,) = free_ports(1)
     text = toy_service("web", p, watch=["**/*"])
@@ -105,6 +105,12 @@ def test_own_logs_registry_and_pycache_never_count(
         (project / "src").mkdir(exist_ok=True)
         (project / "src" / "logs").symlink_to("../.logs")
         (project / "src" / "state").symlink_to("../.hippodrome")
+        # another project's, below this one (a stack per package; adv45 R/4)
+        inner = project / "pkg" / "inner"
+        (inner / ".hippodrome").mkdir(parents=True)
+        (inner / ".hippodrome" / "registry.json").write_text("{}")
+        (inner / ".logs" / "20260101-000000").mkdir(parents=True)
+        (inner / ".logs" / "20260101-000000" / "db.log").write_text("a line\n")
         await asyncio.sleep(3)  # a loop would have restarted it several times by now
         assert len(changes(h)) == seen, changes(h)
         await h.stack.stop_watchers()

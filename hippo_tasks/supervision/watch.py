@@ -16,7 +16,8 @@ rules: `**` is any number of folders, `*`, `?` and `[...]` stay within one name.
 One watcher serves the whole stack (StackWatcher): one inotify instance over the union
 of every service's folders, each change dispatched to the services whose globs match
 it (the kernel allows a user 128 instances in all; one a service ran out of them).
-Hippodrome's own folders (.logs, .hippodrome) never count, nor do the files Python and
+Hippodrome's own folders (.logs, .hippodrome; a nested project's too) never count, nor do
+the files Python and
 editors leave about (watchfiles' DefaultFilter: __pycache__, *.pyc, .git, swap files).
 A watched folder deleted or replaced is watched again; a folder that cannot be read is
 named in the service's log and the rest is still watched.
@@ -165,6 +166,18 @@ def inside(path: str, folders: Iterable[str]) -> bool:
     return any(path == f or path.startswith(f + os.sep) for f in folders)
 
 
+def nested_state(path: str) -> bool:
+    """`path` is in another project's Hippodrome folders, below this one (a stack per
+    package of a monorepo): a `.hippodrome` anywhere, or a `.logs` beside one. The inner
+    stack's registry writes and log lines restarted the outer stack's `**/*` services
+    (adv45 R/4). A `.logs` of another tool, with no `.hippodrome` beside it, counts."""
+    sep = os.sep
+    if f"{sep}.hippodrome{sep}" in path + sep:
+        return True
+    at = (path + sep).find(f"{sep}.logs{sep}")
+    return at >= 0 and os.path.isdir(os.path.join(path[:at], ".hippodrome"))
+
+
 def own_prefixes(folders: Iterable[Path]) -> tuple[str, ...]:
     """Hippodrome's folders as the kernel may name them: as given and resolved."""
     out: set[str] = set()
@@ -198,8 +211,8 @@ class Subscriber:
     def admits(self, change: Any, path: str) -> bool:
         """Outside Hippodrome's folders, and not ignored (a pattern may climb out of the
         cwd, `../shared/*.py`: the globs alone say what is the service's)."""
-        if inside(path, self.own):  # (reached through a link: StackWatcher._wants)
-            return False
+        if inside(path, self.own) or nested_state(path):  # (reached through a link:
+            return False  # StackWatcher._wants)
         return bool(self.ignored(change, self.matcher.relative(path).replace("/", os.sep)))
 
     def wants(self, change: Any, path: str) -> bool:
