@@ -572,6 +572,16 @@ class ProcessLimitError(HippoError):
         return None
 
 
+def _fsize() -> str:
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return "unlimited" if limit == resource.RLIM_INFINITY else f"{limit} bytes"
+    except (ImportError, OSError, ValueError):
+        return "?"
+
+
 def _nofile() -> str:
     try:
         import resource
@@ -601,6 +611,11 @@ class StateDirError(HippoError):
         onto it (`.logs/latest`) that is the target, not the temporary file."""
         if exc.errno in (errno.EISDIR, errno.ELOOP, errno.E2BIG):  # a link, a program
             where = exc.filename2 or exc.filename or where
+        if not os.path.isabs(where) and isinstance(exc.filename2, str) and \
+                os.path.isabs(exc.filename2):
+            # A link's own name, not its target's: `latest` -> `20261206-195955` was
+            # said as "cannot write 20261206-195955", a name found nowhere (adv45 R/5).
+            where = exc.filename2
         return cls(str(where), exc.strerror or str(exc), reading)
 
     def message(self) -> str:
@@ -628,6 +643,13 @@ class StateDirError(HippoError):
             return (f"cannot write {self.path}: a file stands where Hippodrome needs a "
                     "folder (.hippodrome, .logs or one inside them); move that file away. "
                     "Nothing was started or stopped.")
+        if self.problem == os.strerror(errno.EFBIG):  # the folder is fine (adv45 R/9)
+            return (f"cannot write {self.path}: {self.problem}: the shell's file-size limit "
+                    f"(ulimit -f: {_fsize()}) is too small for Hippodrome's files; raise it "
+                    "(`ulimit -f unlimited`) and run again; nothing was started or stopped.")
+        if self.problem.endswith(", not a file"):  # a named pipe (adv45 R/7)
+            return (f"cannot write {self.path}: {self.problem}; move it away (Hippodrome "
+                    "makes the file again). Nothing was started or stopped.")
         if self.problem == "Is a directory":
             return (f"cannot write {self.path}: a folder stands where Hippodrome keeps a "
                     "file; move that folder away (Hippodrome makes the file again). "

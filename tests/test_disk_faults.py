@@ -29,6 +29,7 @@ from stackutil import (
     alive,
     free_ports,
     hd,
+    registry,
     stack_header,
     toy_service,
     wait_for,
@@ -130,8 +131,50 @@ def test_a_daemon_log_that_cannot_be_opened_is_exit_10(project: Path, spoil: str
             subprocess.run(["chattr", "-i", str(log)], check=True)
     assert up.returncode == 10, up.stdout + up.stderr
     assert f"cannot write {log}" in up.stderr and "Traceback" not in up.stdout + up.stderr
+    if spoil == "fifo":  # it said "Make the folder writable (or free disk space)" (R/7)
+        assert "a named pipe, not a file; move it away" in up.stderr, up.stderr
     assert json.loads((project / ".hippodrome" / "registry.json").read_text())["daemon"] \
         is None, "something started"
+
+
+def test_logs_with_no_room_for_the_latest_link_names_its_folder(project: Path) -> None:
+    """`.logs` with room for the run's folder and not for the `latest` link: "cannot
+    write 20261206-195955: No space left on device", a name found nowhere, and the
+    registry kept the daemon that had ended, so the next command named a stale entry
+    after an `up` that said nothing was started (adv45 R/5)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    with tmpfs(project / ".logs", "1m,nr_inodes=2") as logs, cleaned_up(project):
+        up = hd(project, "up", "--detach", timeout=60)
+        said = up.stdout + up.stderr
+        assert up.returncode == 10 and f"cannot write {logs}/" in up.stderr, said
+        assert "No space left on device" in said and "Traceback" not in said, said
+        assert registry(project)["daemon"] is None, registry(project)
+        status = hd(project, "status")
+        assert status.returncode == 5 and "stale" not in status.stdout + status.stderr, \
+            status.stdout + status.stderr
+
+
+@pytest.mark.parametrize(("limit", "said"), [
+    (1024, "File too large: the shell's file-size limit (ulimit -f: 1024 bytes) is too small"),
+    # too small for daemon.log's first line too: said from the daemon's exit code
+    (300, "or the shell's file-size limit (ulimit -f: 300 bytes) too small?"),
+])
+def test_a_tiny_file_size_limit_is_named_not_blamed_on_the_folder(
+        project: Path, limit: int, said: str) -> None:
+    """`ulimit -f 1`: "cannot write .../registry.json: File too large. Make the folder
+    writable (or free disk space)", where the folder was fine (adv45 R/9)."""
+    import resource
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    up = subprocess.run([*HD_CLI, "up", "--detach"], cwd=project, capture_output=True,
+                        text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"},
+                        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                              (limit, limit)))
+    out = up.stdout + up.stderr
+    assert up.returncode == 10 and said in up.stderr and "Traceback" not in out, out
+    assert registry(project)["daemon"] is None, registry(project)
 
 
 def test_a_foreground_up_on_a_full_disk_starts_nothing(project: Path) -> None:

@@ -469,7 +469,9 @@ class Engine:
             self.guard.close()
             self.ownership.close()
             self.runs.abandon()
-            raise
+            if self._written is not None:  # the first write went in, the logs' did not:
+                self._clear_registry()  # "stale registry entry" after "nothing was
+            raise  # started" (adv45 R/5)
         on_serving()
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
         began = time.monotonic()

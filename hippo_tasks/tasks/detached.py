@@ -347,11 +347,21 @@ def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
         raise UsageError(failure["reason"])
     if code == EXIT_STATE_DIR:  # it could write neither its reason nor the registry
         raise StateDirError(str(log.parent), "the daemon could not write its files there "
-                            "(is the disk full, or the folder read-only?)")
+                            f"(is the disk full, or the folder read-only{_fsize_said()}?)")
     how = f"was killed by signal {-code}" if code is not None and code < 0 else \
         f"exited with code {code}"
     raise StartCutShortError(f"the daemon {how} before the stack was ready",
                              _lines_since(log, log_from), str(log))
+
+
+def _fsize_said() -> str:
+    """`, or the shell's file-size limit (ulimit -f: N bytes) too small` where one is set
+    (the daemon has the same): a folder that was fine was blamed (adv45 R/9)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return "" if limit == resource.RLIM_INFINITY else \
+        f", or the shell's file-size limit (ulimit -f: {limit} bytes) too small"
 
 
 def _lines_since(log: Path, offset: int) -> tuple[str, ...]:
