@@ -481,6 +481,41 @@ def test_invoke_search_root_acts_on_that_folders_stack(tmp_path: Path) -> None:
             hd(folder, "down", timeout=60)
 
 
+@pytest.mark.parametrize("how", ["nested", "src_dir"])
+def test_a_running_stack_whose_file_was_removed_is_still_this_folders(
+        tmp_path: Path, how: str) -> None:
+    """A nested project's hippodrome.toml removed while its stack runs (a checkout of a
+    branch without it): the search walked on to the parent's stack file, and `hd down`
+    in the nested folder stopped the PARENT's stack and left its own running; with
+    HIPPODROME_SRC_DIR set, that folder's (adv45 R/12). The running stack here wins."""
+    outer = tmp_path / "outer"
+    inner = outer / "pkg" / "inner" if how == "nested" else tmp_path / "inner"
+    for folder in (outer, inner):
+        folder.mkdir(parents=True, exist_ok=True)
+        dash, port = free_ports(2)
+        write_stack(folder, stack_header(dash) + toy_service("web", port))
+        hd(folder, "up", "--detach", check=True, timeout=60)
+    try:
+        outer_daemon = registry(outer)["daemon"]["pid"]
+        inner_url = registry(inner)["daemon"]["url"]
+        (inner / "hippodrome.toml").unlink()
+        env = {**os.environ, "NO_COLOR": "1",
+               **({"HIPPODROME_SRC_DIR": str(outer)} if how == "src_dir" else {})}
+        status = subprocess.run([*HD_CLI, "status"], cwd=inner, env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert status.returncode == 0 and inner_url in status.stdout, \
+            status.stdout + status.stderr
+        down = subprocess.run([*HD_CLI, "down"], cwd=inner, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not registry(inner).get("daemon"), registry(inner)
+        assert registry(outer)["daemon"]["pid"] == outer_daemon, "the outer stack was stopped"
+    finally:
+        for folder in (inner, outer):
+            hd(folder, "down", timeout=60)
+            force_down(Registry(folder))
+
+
 def test_a_dry_run_is_refused_not_carried_out(project: Path) -> None:
     """`hd --help` offered `-R, --dry  Echo commands instead of running`, and `hd --dry
     down` (or `invoke --dry down`) stopped the stack (adv24 c/11): the tasks run no

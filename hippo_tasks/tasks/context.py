@@ -36,7 +36,42 @@ def resolve_root(flag: str | None = None) -> Path:
                     f"{flag})" if flag in ("core", "ecom", "full") else "")
             raise UsageError(f"--project-root {flag}: no such folder{hint}")
         return root
-    return _search_root() or find_project_root()
+    named = _search_root()  # `invoke -r DIR`: that folder, as named
+    if named is not None:
+        return named
+    searched = find_project_root()
+    return _running_below(searched) or searched
+
+
+def _running_below(found: Path) -> Path | None:
+    """A folder between here and `found` (or above here, when `found` is not) whose
+    registry names a running daemon: a nested project whose stack file was removed
+    while its stack ran (a `git checkout` of a branch without it). The search walked on
+    to the parent's hippodrome.toml, and `hd down` there stopped the PARENT's stack,
+    leaving this one running (adv45 R/12; HIPPODROME_SRC_DIR the same way). One stat a
+    level, a read only where a registry is."""
+    import json
+
+    from hippo_tasks.registry.store import daemon_alive
+
+    try:
+        here = Path.cwd().resolve()
+    except OSError:
+        return None
+    for folder in (here, *here.parents):
+        if folder == found:
+            return None
+        registry = folder / ".hippodrome" / "registry.json"
+        if not registry.is_file():
+            continue
+        try:
+            data = json.loads(registry.read_bytes()[:1 << 20])
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("daemon"), dict) and \
+                daemon_alive(data):
+            return folder
+    return None
 
 
 def _search_root() -> Path | None:
