@@ -118,6 +118,11 @@ running (adv35 x/1). The passes after the first read only the newborn: fast, so 
 process is missed only if it forks and exits within about a millisecond of its birth."""
 
 
+FREEZE_READINGS = 8
+"""Readings of a scope's members while its killing stops them (Scope._frozen): a chain
+that re-forks every few ms is caught within two or three."""
+
+
 def process_table(max_age: float = TABLE_TTL, begun_after: float = -1.0
                   ) -> dict[int, tuple[int, str | None, int, int]]:
     """Live (non-zombie) processes: pid -> (process group, HIPPODROME_RUN mark, start
@@ -371,13 +376,55 @@ class Scope:
         return members
 
     def kill(self) -> None:
+        """SIGKILL to every member. Outside a cgroup, each reading's members are stopped
+        first (SIGSTOP), until a reading finds none still running, and then killed: a
+        member that re-forked itself faster than a reading and the SIGKILL after it
+        (every 5 ms) had a successor born in between each time, and outlived `hd stop`
+        and `hd down` (adv44 L/2). A stopped process forks nothing, and the successor it
+        forked before is in the next reading."""
         if self.cgroup is not None:
             members = self.members()  # strays are remembered before their parents die
             inside = set(cgroup_pids(self.cgroup))
             cgroup_kill(self.cgroup)
-            send([pid for pid in members if pid not in inside], signal.SIGKILL)
+            outside = [pid for pid in members if pid not in inside]
+            if outside:
+                send(self._frozen(outside), signal.SIGKILL)
         else:
-            self.signal(signal.SIGKILL)
+            send(self._frozen(self.members()), signal.SIGKILL)
+
+    def _frozen(self, members: list[int]) -> list[int]:
+        """`members` and every member found since, each stopped (SIGSTOP) the moment it
+        is found: marked processes as /proc is read (a reading first and the signal
+        after gave a successor every 5 ms time to be born in between), then the rest."""
+        frozen: set[int] = set()
+        fresh = members
+        for _ in range(FREEZE_READINGS):
+            send(fresh, signal.SIGSTOP)
+            frozen.update(fresh)
+            caught = self._stop_marked(frozen) if self.mark else False
+            fresh = [pid for pid in self.members() if pid not in frozen]
+            if not fresh and not caught:
+                break
+        return sorted(frozen)
+
+    def _stop_marked(self, frozen: set[int]) -> bool:
+        """One pass over /proc stopping each live process with this scope's mark as it
+        is read (its newborns, listed after, in the same pass); whether any was new."""
+        me, caught = os.getpid(), False
+        listed, seen = all_pids(), set()
+        for _ in range(RELISTS + 1):  # bounded: others' processes are born meanwhile too
+            for pid in listed:
+                if pid == me or pid in frozen or not _marked(run_mark(pid), self.mark):
+                    continue
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+                    frozen.add(pid)
+                    caught = True
+            seen.update(listed)
+            listed = [pid for pid in all_pids() if pid not in seen]
+            if not listed:
+                break
+        return caught
 
 
 def end_scopes(scopes: list[Scope], grace: float,

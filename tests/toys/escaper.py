@@ -11,7 +11,7 @@
   environment (no mark left), and with `--orphan` as well its parent exits first;
   `--into-run-cgroup`: the same, into the parent of its service's cgroup (the run's
   own) instead of the root;
-- `--hop`: a child that ignores SIGTERM and re-forks itself every 20 ms into a new
+- `--hop`: a child that ignores SIGTERM and re-forks itself every 20 ms (`--hop-every`) into a new
   process group (out of its cgroup too, where it may), its parent exiting each time,
   keeping its mark; it ends by itself after a minute, or when `--pids FILE.stop` exists.
 Every process it makes appends `<role> <pid>` to `--pids FILE`, so a test can check
@@ -67,15 +67,15 @@ def enter_parent_cgroup() -> bool:
     return True
 
 
-def hop(pids: str | None) -> None:
-    """Re-fork every 20 ms into a new group, the parent exiting: never the same pid."""
+def hop(pids: str | None, every: float = 0.02) -> None:
+    """Re-fork every `every` s into a new group, the parent exiting: never the same pid."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     leave_cgroup()
     for _ in range(3000):
         if pids and os.path.exists(pids + ".stop"):
             os._exit(0)
         note(pids, "hop")
-        time.sleep(0.02)
+        time.sleep(every)
         if os.fork() == 0:
             os.setpgid(0, 0)
             continue
@@ -98,6 +98,7 @@ def main() -> None:
     p.add_argument("--orphan", action="store_true")
     p.add_argument("--into-run-cgroup", action="store_true")
     p.add_argument("--hop", action="store_true")
+    p.add_argument("--hop-every", type=float, default=0.02)
     a = p.parse_args()
     note(a.pids, "main")
     if a.partial:
@@ -115,7 +116,7 @@ def main() -> None:
         os._exit(0)
 
     if a.hop and os.fork() == 0:
-        hop(a.pids)
+        hop(a.pids, a.hop_every)
     if a.leave_cgroup and os.fork() == 0:
         left = enter_parent_cgroup() if a.into_run_cgroup else leave_cgroup()
         if a.clear_env:
