@@ -276,6 +276,19 @@ def test_a_bad_webhook_timeout_is_said_not_silently_replaced(
     assert _env_seconds("HIPPODROME_WEBHOOK_TIMEOUT", 5.0, said.append) == 2.5
 
 
+@pytest.mark.parametrize("value", ["inf", "Infinity", "1e999", "100000"])
+def test_an_endless_webhook_timeout_is_a_day(monkeypatch: pytest.MonkeyPatch,
+                                             value: str) -> None:
+    """`inf` is a day, as the guide says: it was refused, and the 5 s default used, the
+    shortest wait where the longest was asked for (adv46 H/10)."""
+    from hippo_tasks.daemon.webhook.routing import MAX_WAIT_S, _env_seconds
+
+    monkeypatch.setenv("HIPPODROME_WEBHOOK_READ_TIMEOUT", value)
+    said: list[str] = []
+    assert _env_seconds("HIPPODROME_WEBHOOK_READ_TIMEOUT", 10.0, said.append) == MAX_WAIT_S
+    assert said == []
+
+
 @pytest.mark.parametrize("how", ["rm", "mv"])
 def test_a_recording_deleted_under_the_daemon_goes_on_in_a_new_file(tmp_path: Path,
                                                                      how: str) -> None:

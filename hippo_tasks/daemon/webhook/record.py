@@ -59,15 +59,19 @@ _NO_ROUTE = b'"route":null,"target":null'
 
 
 def env_number(name: str, default: float, floor: float,
-                say: Callable[[str], None]) -> float:
+                say: Callable[[str], None], ceiling: float | None = None) -> float:
     """The variable's number, or `default` with a note saying so: a value that was no
     number (`abc`, `-1`, `nan`) fell back in silence, and recordings grew past the
-    size the user thought they had set."""
+    size the user thought they had set. With a `ceiling`, anything over it (`inf`,
+    `1e999` included) is the ceiling: `inf` was refused, and the 5 s default used
+    where the guide says it means a day (adv46 H/10)."""
     raw = os.environ.get(name) or ""
     try:
         value = plain_float(raw) if raw else default
     except ValueError:
         value = math.nan
+    if ceiling is not None and value > ceiling:
+        return ceiling
     if math.isfinite(value) and value >= floor:
         return value
     say(f"hippodrome | {name}={raw!r} is not a number of at least {floor:g}: using "

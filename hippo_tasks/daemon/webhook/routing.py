@@ -34,10 +34,10 @@ overflow the platform's time_t, and each event a 500."""
 
 
 def _env_seconds(name: str, default: float, say: Callable[[str], None]) -> float:
-    """Seconds from the environment, above zero and at most a day; anything else
-    (`abc`, `-1`, `0`, `nan`) is the default, said in the daemon's output as the
+    """Seconds from the environment, above zero and at most a day (`inf` is a day);
+    anything else (`abc`, `-1`, `0`, `nan`) is the default, said in the daemon's output as the
     recording settings are (it fell back in silence)."""
-    return min(_env_number(name, default, 1e-3, say), MAX_WAIT_S)
+    return _env_number(name, default, 1e-3, say, ceiling=MAX_WAIT_S)
 
 
 def _shown(detail_type: str, token: str | None = None, limit: int = 256) -> str:
