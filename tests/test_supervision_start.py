@@ -76,6 +76,22 @@ def test_log_readiness_matches_a_line_written_in_two_parts_seconds_apart(
     run(project, text, scenario)
 
 
+@pytest.mark.parametrize("before", [65532, 65535, 131070])
+def test_log_readiness_matches_across_a_long_lines_pieces(project: Path, before: int) -> None:
+    """A line over 64 KiB reaches the matcher in pieces: `READY` across the cut at 64 KiB
+    was never matched, the blocking service failed its start_timeout, and the log file
+    held the line (adv45 R/14)."""
+    text = (f'[services.long]\nshell = "python3 -c \'print(\\"a\\" * {before} + '
+            '\\"READY now\\", flush=True)\'; exec sleep 600"\n'
+            'readiness = { log = "READY now" }\nstart_timeout = 5\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        assert h.stack.get("long").state == State.RUNNING, h.states("long")
+
+    run(project, text, scenario)
+
+
 def test_log_readiness_matches_a_line_as_the_terminal_shows_it(project: Path) -> None:
     """A green READY, or READY after a `\r` progress bar: every view showed READY, and
     `^READY$` never matched the bytes (adv24 a/10)."""

@@ -17,7 +17,7 @@ from hippo_tasks.model.regex_safety import safe_regex
 from hippo_tasks.model.spec import StackSettings
 from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.liveness import Liveness
-from hippo_tasks.supervision.logs import LogHub
+from hippo_tasks.supervision.logs import MAX_LINE, LogHub
 from hippo_tasks.supervision.process import Child
 from hippo_tasks.supervision.scope import is_stopped
 from hippo_tasks.terminal_text import as_seen
@@ -105,6 +105,8 @@ async def _pause(exited: asyncio.Future[int], until: float) -> None:
         exited.remove_done_callback(wake)
 
 
+CARRY = 4096
+"""Characters of a long line's piece kept to match across its cut."""
 MATCH_SHARE = 0.25
 """Of each second, at most this much of the loop goes to matching one service's lines
 against its log readiness pattern, with MATCH_BURST_S in hand. A pattern the loader
@@ -177,16 +179,28 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
         seen = as_seen(text)
         return seen is not text and budget.timed(regex.search_text, seen)
 
+    carry = ""
+    """The end of a line over 64 KiB's last piece (LogHub passes such a line on in
+    pieces): a match across the cut was never seen (adv45 R/14). A match over CARRY
+    characters long across a cut still is not."""
+
+    def seen(text: str) -> bool:
+        nonlocal carry
+        found = matches(text) or bool(carry) and matches(carry + text[:CARRY])
+        carry = text[-CARRY:] if len(text) >= MAX_LINE // 4 and \
+            len(text.encode("utf-8", "surrogatepass")) >= MAX_LINE - 3 else ""
+        return found
+
     # This run's lines already captured count too (a fast service may print before we
     # watch); lines of earlier runs never do.
 
     for rec in hub.since(name, first_seq - 1, 100000):
-        if not rec.system and matches(rec.text):
+        if not rec.system and seen(rec.text):
             matched.set_result(None)
             break
 
     def on_line(text: str) -> None:
-        if not matched.done() and matches(text):
+        if not matched.done() and seen(text):
             matched.set_result(None)
 
     hub.watch(name, on_line)
