@@ -271,6 +271,28 @@ def test_follow_reads_a_new_runs_file_from_its_start(project: Path) -> None:
     assert shown[1:] == [f"new {i:04d} of 400" for i in range(400)], shown[1:5]
 
 
+def test_follow_out_of_descriptors_names_the_limit(project: Path) -> None:
+    """`(ulimit -n 8; hd logs -f)` over eight logs: ordinary logs were said "not a
+    regular file: left out", then a traceback, exit 1 (adv45 R/17). The open-files
+    limit is named, exit 10, as for every other command."""
+    import resource
+
+    limit = 8
+    run = project / ".logs" / "20260101-000000"
+    run.mkdir(parents=True)
+    for i in range(8):
+        (run / f"s{i}.log").write_text(f"line of s{i}\n")
+    (project / ".logs" / "latest").symlink_to(run.name)
+    follow = subprocess.run([*HD_CLI, "logs", "-f", "--project-root", str(project)],
+                            cwd=project, capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                  (limit, limit)))
+    said = follow.stdout + follow.stderr
+    assert follow.returncode == 10 and f"Too many open files (the open-files limit, " \
+        f"ulimit -n: {limit}): raise it" in follow.stderr, said
+    assert "not a regular file" not in said and "Traceback" not in said, said
+
+
 def test_follow_names_the_services_once_a_second_ones_log_appears(project: Path) -> None:
     """A follow begun on a one-service run (bare lines), into a next run with two: their
     lines went on bare, interleaved with nothing to tell them apart."""

@@ -16,6 +16,7 @@ shown, and nothing said so (adv36 f/2).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import sys
@@ -39,6 +40,13 @@ MATCHED = 256
 HOLD_AT_MOST = 256
 """Files held open at once; past that, read by name (as before): a stack of a thousand
 services would otherwise spend the descriptors every other open needs."""
+
+
+def out_of_descriptors(exc: OSError) -> bool:
+    """The open-files limit (`ulimit -n`), not the file: said as such by the caller, where
+    a log was called "not a regular file" and the follow ended in a traceback (adv45
+    R/17)."""
+    return exc.errno in (errno.EMFILE, errno.ENFILE)
 
 
 def say_left_out(path: Path) -> None:
@@ -248,7 +256,9 @@ class Follower:
         start = was.offset - len(was.last)
         try:
             data = self._bytes_at(path, was, start, min(size - start, READ_AT_ONCE))
-        except OSError:  # replaced by something that is no log meanwhile
+        except OSError as exc:  # replaced by something that is no log meanwhile
+            if out_of_descriptors(exc):
+                raise
             return True
         if not data.startswith(was.last):
             return False

@@ -14,7 +14,7 @@ from hippo_tasks.supervision.logs import MAX_LINE, pieces
 from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root
 from hippo_tasks.tasks.declare import task
-from hippo_tasks.tasks.follow_files import say_left_out
+from hippo_tasks.tasks.follow_files import out_of_descriptors, say_left_out
 from hippo_tasks.tasks.output import handles_errors
 from hippo_tasks.terminal_text import as_typed, line_for_terminal, line_without_colour
 
@@ -214,6 +214,9 @@ def logs(c: Context, service: list[str] | None = None, follow: bool = False,
 
     from hippo_tasks.tasks.follow_files import Follower
 
+    if follow:  # loaded now: out of descriptors, the sentence that names the limit
+        import resource  # noqa: F401 - could not import it (`ulimit -n: ?`)
+
     shown = line_for_terminal if colour else line_without_colour
     follower = Follower(out, prefix, open_log, shown)
     for path in files:
@@ -232,7 +235,9 @@ def logs(c: Context, service: list[str] | None = None, follow: bool = False,
             continue
         except FileNotFoundError:  # not written yet (the follow below waits for it)
             continue
-        except OSError:  # replaced since it was listed: as the listing would have said
+        except OSError as exc:  # replaced since it was listed: as the listing would have
+            if out_of_descriptors(exc):  # said; or no descriptor left (ulimit -n: R/17)
+                raise StateDirError.from_os(exc, path) from None
             say_left_out(path)
             continue
         if follow:  # (which holds the file open)
@@ -242,8 +247,13 @@ def logs(c: Context, service: list[str] | None = None, follow: bool = False,
     out.flush()
     while follow:
         time.sleep(0.2)
-        now = sorted(latest.glob("*.log")) if not services else files
-        if len(now) > 1 and max(len(as_typed(p.stem)) for p in now) > label_width[0]:
-            label_width[0] = max(len(as_typed(p.stem)) for p in now)
-            colours.update(colour_map(p.stem for p in now))
-        follower.look(now)
+        try:
+            now = sorted(latest.glob("*.log")) if not services else files
+            if len(now) > 1 and max(len(as_typed(p.stem)) for p in now) > label_width[0]:
+                label_width[0] = max(len(as_typed(p.stem)) for p in now)
+                colours.update(colour_map(p.stem for p in now))
+            follower.look(now)
+        except OSError as exc:
+            if not out_of_descriptors(exc):
+                raise
+            raise StateDirError.from_os(exc, latest) from None
