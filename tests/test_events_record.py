@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from event_recordings import Stack, event, recorded_sink, routes, start
-from stackutil import free_ports, hd, wait_for
+from stackutil import free_ports, hd, registry, wait_for
 
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
@@ -115,14 +115,23 @@ def _post_without_token(stack: Stack, ev: dict[str, object]) -> tuple[int, objec
 
 
 def test_a_replayed_delivery_is_shown_but_not_recorded_again(stack: Stack) -> None:
+    """A replay sends the daemon's own key (registry.json gives it to `hd events.replay`);
+    any other value is a delivery like any: `x-hippodrome-replay: 0` from any sender kept
+    real deliveries out of the recording (adv46 H/8)."""
+    key = registry(stack.root)["daemon"]["replay_key"]
     before = len(stack.lines())
-    status, _ = stack.post(event("Test.Replayed", "r1"), headers={"x-hippodrome-replay": "1"})
+    status, _ = stack.post(event("Test.Replayed", "r1"), headers={"x-hippodrome-replay": key})
     assert status == 200
-    status, _ = stack.post(event("Test.Live", "r2"))
-    lines = stack.wait_lines(before + 1)[before:]
-    assert [ln["event"]["detail"]["id"] for ln in lines] == ["r2"]
+    status, _ = stack.post(event("Test.Forged", "r2"), headers={"x-hippodrome-replay": "1"})
+    assert status == 200
+    status, _ = stack.post(event("Test.Live", "r3"))
+    lines = stack.wait_lines(before + 2)[before:]
+    assert [ln["event"]["detail"]["id"] for ln in lines] == ["r2", "r3"]
     _, body = stack.api("GET", "/api/webhook/deliveries")
-    assert [d["detail_type"] for d in body["deliveries"][:2]] == ["Test.Live", "Test.Replayed"]
+    assert [d["detail_type"] for d in body["deliveries"][:3]] == [
+        "Test.Live", "Test.Forged", "Test.Replayed"]
+    _, status_body = stack.api("GET", "/api/status")
+    assert key not in json.dumps(status_body)
 
 
 def test_the_api_lists_the_recording_being_written(stack: Stack) -> None:

@@ -139,6 +139,9 @@ class Engine:
         services, or all stopped by `hd stop` while starting) must not keep it waiting."""
         # Checked as `up` checked it before starting this daemon (a UsageError if not).
         self.webhook_token: str | None = webhook_token()
+        self.replay_key = os.urandom(12).hex()
+        """What a replay of this daemon's sends in x-hippodrome-replay (registry.json,
+        0600, gives it to `hd events.replay`): only those deliveries go unrecorded."""
         self.recorder = Recorder(events_dir(root), plan.options.record_events,
                                  self.webhook_token, self.note)
         self.tunnels: TunnelWatch | None = None
@@ -219,6 +222,7 @@ class Engine:
                 # is 0600): `up --enable-events` makes a random token no one is shown,
                 # and they were answered 401 by their own stack (adv24 b/3).
                 "webhook_token": self.webhook_token,
+                "replay_key": self.replay_key,
                 "mode": self.ownership.mode,
                 "mode_why": self.ownership.why_not or None,
                 "cgroup": str(self.ownership.base) if self.ownership.base else None,

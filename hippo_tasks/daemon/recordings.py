@@ -96,7 +96,8 @@ def replay_one(req: Request) -> Json:
         return None if engine.accepting() else "the daemon is shutting down"
 
     try:
-        report = replay(path, url=engine.url, token=engine.webhook_token, filter=pattern,
+        report = replay(path, url=engine.url, token=engine.webhook_token,
+                        replay_key=engine.replay_key, filter=pattern,
                         speed=speed, ignore=ignore, timeout=req.app.webhook.timeout + 5,
                         on_start=not_too_long, stop=stop)
     except WebhookUnreachable as exc:

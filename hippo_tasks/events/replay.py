@@ -199,15 +199,17 @@ def _survey(path: Path, limit: int, pattern: str | None, report: ReplayReport) -
 class _Sender:
     """One keep-alive connection to the webhook, reopened once if the daemon closed it."""
 
-    def __init__(self, url: str, token: str | None, timeout: float) -> None:
+    def __init__(self, url: str, token: str | None, timeout: float,
+                 replay_key: str | None = None) -> None:
         split = urlsplit(url)
         if split.scheme != "http" or not split.hostname:
             raise UsageError(f"the daemon's URL must be http://HOST:PORT, got {url!r}")
         self.url = url
         self.host, self.port = split.hostname, split.port or 80
         self.timeout = timeout
-        self.headers: dict[str, str | bytes] = {"Content-Type": "application/json",
-                                                REPLAY_HEADER: "1"}
+        self.headers: dict[str, str | bytes] = {"Content-Type": "application/json"}
+        if replay_key:  # the daemon's own: a delivery it sent again is not recorded again
+            self.headers[REPLAY_HEADER] = replay_key
         if token:  # its UTF-8 bytes, as curl sends them (http.client would send Latin-1)
             self.headers[TOKEN_HEADER] = token.encode("utf-8")
         self.conn: http.client.HTTPConnection | None = None
@@ -243,6 +245,7 @@ class _Sender:
 
 
 def replay(path: Path | str, *, url: str, token: str | None = None,
+           replay_key: str | None = None,
            filter: str | None = None, speed: float | None = 1.0,
            ignore: Iterable[str] = (), on_start: Callable[[ReplayReport], None] | None = None,
            on_mismatch: Callable[[Mismatch], None] | None = None,
@@ -289,7 +292,7 @@ def replay(path: Path | str, *, url: str, token: str | None = None,
                          "API)")
     if on_start is not None:
         on_start(report)
-    sender = _Sender(url, token, timeout)
+    sender = _Sender(url, token, timeout, replay_key)
     first_at: float | None = None
     began = 0.0
     try:

@@ -156,6 +156,7 @@ DAEMON = obj({
     "logs_dir": string,
     "token": string,
     "webhook_token": optional(string),
+    "replay_key": optional(string),
     "cgroup": optional(string),
     "mode": string,
     "mode_why": optional(string),

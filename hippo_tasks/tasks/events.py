@@ -245,7 +245,9 @@ def replay(c: Context, file: str, filter: str | None = None, speed: str | None =
     webhook_token()
     root = resolve_root(project_root)
     client = DaemonClient.for_project(root)
-    token = stack_webhook_token(Registry(root).read().get("daemon"))
+    entry = Registry(root).read().get("daemon") or {}
+    token = stack_webhook_token(entry)
+    key = entry.get("replay_key")
 
     selected = [0]
 
@@ -267,7 +269,8 @@ def replay(c: Context, file: str, filter: str | None = None, speed: str | None =
     try:
         result = run_replay(
             recording, url=client.url,
-            token=token, filter=filter or None,
+            token=token, replay_key=key if isinstance(key, str) else None,
+            filter=filter or None,
             speed=pace, ignore=[k.strip() for k in ignore.split(",") if k.strip()],
             on_start=started, on_mismatch=lambda m: print("\n".join(m.lines()), flush=True),
             # A paced replay sees a shutdown begin (the registry says so at once) or the
