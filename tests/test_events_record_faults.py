@@ -95,6 +95,23 @@ def test_a_full_recording_folder_stops_recording_not_the_webhook(
         hd(project, "down", check=True)
 
 
+def test_the_listing_is_newest_first_whatever_the_names(tmp_path: Path) -> None:
+    """Files put there under other names (`résumé.jsonl`, `rec (1).jsonl`) came first,
+    sorted by name, and the recording being written eighth (adv46 H/9)."""
+    import os
+
+    from hippo_tasks.events.recording import list_recordings
+
+    made = {"résumé.jsonl": 100, "zz.jsonl": 200, "20260101-000000.jsonl": 300,
+            "20260101-000000-2.jsonl": 300, "a b.jsonl": 400, "20260102-000000.jsonl": 500}
+    for name, mtime in made.items():
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (mtime, mtime))
+    assert [r.name for r in list_recordings(tmp_path)] == [
+        "20260102-000000.jsonl", "a b.jsonl", "20260101-000000-2.jsonl",
+        "20260101-000000.jsonl", "zz.jsonl", "résumé.jsonl"]
+
+
 def test_the_listing_holds_only_what_can_be_replayed(tmp_path: Path) -> None:
     """A link to /etc/passwd was listed (API, page, MCP) with that file's size and time,
     and replaying the listed name was a 404."""

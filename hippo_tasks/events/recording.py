@@ -85,7 +85,9 @@ def list_recordings(folder: Path) -> list[RecordingInfo]:
         except OSError:
             continue
         out.append(RecordingInfo(entry.name, st.st_size, st.st_mtime))
-    out.sort(key=lambda r: (order_key(r.name), r.modified), reverse=True)
+    # by time, then in the order they were made (two in one second): by name first, a
+    # file put there as `résumé.jsonl` came before the one being written (adv46 H/9)
+    out.sort(key=lambda r: (r.modified, order_key(r.name)), reverse=True)
     return out
 
 
