@@ -210,8 +210,8 @@ def test_a_cap_smaller_than_one_delivery_still_records_it(project: Path) -> None
 
 def test_a_stack_with_a_token_replays_with_it_and_says_so_without(stack: Stack) -> None:
     stack.post(event("Test.Tokened", "k1"))
+    stack.wait_lines(1)  # the recorder's thread writes it: the file may not be there yet
     (path,) = stack.files()
-    stack.wait_lines(1)
     before = len(stack.received("settings"))
     out = hd(stack.root, "events.replay", path.name, "--filter", "Test.Tokened",
              env={"HIPPODROME_WEBHOOK_TOKEN": "another-token"})
