@@ -137,6 +137,34 @@ def test_a_daemon_log_that_cannot_be_opened_is_exit_10(project: Path, spoil: str
         is None, "something started"
 
 
+def test_down_force_by_another_path_of_a_bind_mount_ends_the_daemon(
+        project: Path, tmp_path: Path) -> None:
+    """The project bind-mounted at a second path (a dev container's /workspace), the
+    stack started through it: `hd down --force` by the first path said the recorded
+    daemon "does not listen ... with this project's daemon.log as its output: it was
+    not signalled", ended the services and left the daemon, which then failed them
+    with "internal error: FileNotFoundError" (adv45 R/13). The same file is the same
+    file by any name."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    mounted = tmp_path / "workspace"
+    mounted.mkdir()
+    subprocess.run(["mount", "--bind", str(project), str(mounted)], check=True)
+    daemon = 0
+    try:
+        hd(mounted, "up", "--detach", check=True, timeout=60)
+        daemon = registry(project)["daemon"]["pid"]
+        down = hd(project, "down", "--force", timeout=60)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0 and "was not signalled" not in said, said
+        wait_for(lambda: not alive(daemon), 10, what="the daemon ended")
+    finally:
+        force_down(Registry(mounted))
+        if daemon and alive(daemon):  # the very bug: ours, by the pid it was started as
+            os.kill(daemon, signal.SIGKILL)
+        subprocess.run(["umount", "-l", str(mounted)], check=False)
+
+
 def test_logs_with_no_room_for_the_latest_link_names_its_folder(project: Path) -> None:
     """`.logs` with room for the run's folder and not for the `latest` link: "cannot
     write 20261206-195955: No space left on device", a name found nowhere, and the

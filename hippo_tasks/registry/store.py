@@ -427,8 +427,18 @@ def daemon_log_names(root: Path) -> tuple[str, ...]:
     return names
 
 
+def daemon_log_identity(root: Path) -> tuple[int, int] | None:
+    """The (device, inode) of this project's daemon.log, None when it cannot be read."""
+    try:
+        st = os.stat(root / ".hippodrome" / "daemon.log")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def writes_daemon_log(pid: int, root: Path, writing: bool = False,
-                      names: tuple[str, ...] | None = None) -> bool:
+                      names: tuple[str, ...] | None = None,
+                      identity: tuple[int, int] | None = None) -> bool:
     """The process holds this project's .hippodrome/daemon.log open: as its stderr, as
     every detached daemon (fork or exec), or beside its terminal, as a foreground `hd
     up` (daemon/main._hold_daemon_log). Proof it is this folder's daemon that a registry
@@ -441,8 +451,19 @@ def writes_daemon_log(pid: int, root: Path, writing: bool = False,
         return os.readlink(f"/proc/{pid}/fd/{fd}") in names and (
             not writing or opened_to_write(pid, fd))
 
+    def same_file(fd: str) -> bool:
+        """The very file under another name: a daemon started through a bind mount of
+        the project (a dev container's /workspace) names it by that path, and `hd down
+        --force` by this one left it running, its services failing (adv45 R/13). For
+        stderr alone, where every detached daemon has it: one more stat a process."""
+        ident = identity or daemon_log_identity(root)
+        if ident is None:
+            return False
+        st = os.stat(f"/proc/{pid}/fd/{fd}")
+        return (st.st_dev, st.st_ino) == ident and (not writing or opened_to_write(pid, fd))
+
     try:
-        if holds("2"):
+        if holds("2") or same_file("2"):
             return True
         fds = os.listdir(f"/proc/{pid}/fd")
     except (OSError, ValueError, StopIteration):
@@ -460,8 +481,9 @@ def daemon_log_writers(root: Path) -> list[int]:
     emptied or damaged while the stack ran said "no daemon", and `hd down` stopped
     nothing."""
     me, names = os.getpid(), daemon_log_names(root)
+    ident = daemon_log_identity(root) or (-1, -1)  # (deleted: the names still say it)
     return [pid for pid in all_pids()
-            if pid != me and writes_daemon_log(pid, root, True, names)]
+            if pid != me and writes_daemon_log(pid, root, True, names, ident)]
 
 
 def stranded_daemons(root: Path) -> list[int]:
