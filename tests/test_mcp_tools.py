@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcputil import Agent, http, post, run, small_stack, stdio, tool_call
-from stackutil import hd
+from stackutil import free_ports, hd, registry, stack_header, toy_service, wait_for, write_stack
 
 READ_ONLY = {"status", "logs", "wait_ready", "why", "events_recordings"}
 """Not probes: it creates and deletes an index (an agent may run a read-only tool without
@@ -496,6 +496,36 @@ def test_arguments_of_the_wrong_shape_get_a_sentence(stack: tuple[Path, str]) ->
     rows = json.loads(urllib.request.urlopen(f"{dashboard}/api/status", timeout=30).read())
     assert all(r["state"] == "running" for r in rows["services"] if r["name"] != "bad"), \
         rows["services"]
+
+
+def test_wait_ready_during_a_shutdown_says_the_shutdown_once(project: Path) -> None:
+    """`wait_ready` under way when `hd down` begins: its summary said "the stack is
+    shutting down ...: nothing starts again until `hd up` once it has stopped" once per
+    service, 8 times for 8 (adv46 H/12)."""
+    import threading
+
+    from hippo_tasks.mcp.backend import HttpStack
+    from hippo_tasks.mcp.tools import wait_ready
+
+    dash, *ports = free_ports(4)
+    write_stack(project, stack_header(dash) + "".join(
+        toy_service(f"s{i}", port, "--ignore-term", stop_timeout=2) for i, port in
+        enumerate(ports)) + '[services.never]\nshell = "exec sleep 600"\n'
+        'readiness = { log = "NEVER" }\nstart_timeout = 120\nblocking = false\n')
+    up = threading.Thread(target=hd, args=(project, "up", "--detach"), kwargs={"timeout": 180})
+    up.start()
+    try:
+        wait_for(lambda: (project / ".hippodrome" / "registry.json").exists() and all(
+            registry(project)["services"].get(f"s{i}", {}).get("ready") for i in range(3)),
+            60, what="s0-s2 ready")
+        down = threading.Thread(target=hd, args=(project, "down"), kwargs={"timeout": 120})
+        threading.Timer(1.0, down.start).start()
+        said = wait_ready(HttpStack(project), {"timeout_s": 60})
+        assert not said["ready"], said
+        assert said["summary"].count("the stack is shutting down") == 1, said["summary"]
+    finally:
+        hd(project, "down", timeout=120)
+        up.join(180)
 
 
 def test_a_post_with_no_accept_header_is_answered(stack: tuple[Path, str]) -> None:

@@ -87,6 +87,17 @@ def _not_ready(stack: Stack, name: str) -> dict[str, Any]:
     return entry
 
 
+def joined(summaries: list[str]) -> str:
+    """Services' summaries as one, each clause once: during a `hd down`, `wait_ready`
+    said "the stack is shutting down ...: nothing starts again until `hd up` once it
+    has stopped" once per service, 8 times for 8 (adv46 H/12)."""
+    seen: dict[str, None] = {}
+    for summary in summaries:
+        for clause in summary.split("; "):
+            seen.setdefault(clause, None)
+    return "; ".join(seen)
+
+
 def _settled_ok(row: dict[str, Any], named: bool) -> bool:
     """For wait_ready: ready; or, when the whole stack was asked for, a non-blocking
     service that failed (as `up --detach` judges it)."""
@@ -113,7 +124,7 @@ def _outcome(stack: Stack, verb: str, service: str | None, rows: list[dict[str, 
     said = [p.text for p in found if not p.in_row and " is external" in p.text]
     summary = f"{verb} {target}: " + ("ready" if ok else "not ready")
     if not_ready or skipped or said:
-        summary += ": " + "; ".join([n["summary"] for n in not_ready] + skipped + said)
+        summary += ": " + joined([n["summary"] for n in not_ready] + skipped + said)
     elif ok:
         summary += f" ({len(rows)} service{'s' * (len(rows) != 1)})"
     answer = {"ok": ok, "summary": summary, "services": rows, "not_ready": not_ready}
@@ -200,11 +211,11 @@ def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     if not waiting:
         summary = f"ready: {', '.join(names)}" if wanted else f"all {len(names)} settled"
         if not_ready:
-            summary += " (not blocking: " + "; ".join(n["summary"] for n in not_ready) + ")"
+            summary += " (not blocking: " + joined([n["summary"] for n in not_ready]) + ")"
     else:
         how = "timed out" if timed_out and not hopeless else "will not become ready by itself"
-        summary = f"{how}: " + "; ".join(n["summary"] for n in not_ready
-                                         if n["service"] in {r["name"] for r in waiting})
+        summary = f"{how}: " + joined([n["summary"] for n in not_ready
+                                       if n["service"] in {r["name"] for r in waiting}])
     return {"ready": not waiting, "timed_out": bool(waiting) and timed_out and not hopeless,
             "waited_s": waited, "summary": summary, "services": [rows[n] for n in names],
             "not_ready": not_ready}
