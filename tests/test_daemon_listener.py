@@ -306,6 +306,52 @@ def test_a_daemon_at_the_process_limit_says_so_exit_1(project: Path, refused: st
     assert hd(project, "status").returncode == 5  # no daemon: nothing left to end
 
 
+OUT_OF_MEMORY_IN = {
+    # `hd status` meeting MemoryError (a low `ulimit -v`): a traceback, exit 1
+    "status": """
+import hippo_tasks.daemon.client as client
+def short(*_a, **_k):
+    raise MemoryError
+client.DaemonClient.status = short
+""",
+    # the forked daemon, importing its modules: the same traceback as its output
+    "up": """
+import os, sys
+parent = os.getpid()
+class Short:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hippo_tasks.daemon.main" and os.getpid() != parent:
+            raise MemoryError
+        return None
+sys.meta_path.insert(0, Short())
+"""}
+
+
+@pytest.mark.parametrize("where", sorted(OUT_OF_MEMORY_IN))
+def test_out_of_memory_is_a_sentence(project: Path, where: str) -> None:
+    """`ulimit -v 20000`: `hd up --detach` said the daemon exited with code 70 and
+    printed its MemoryError traceback, and `hd status` its own (adv45 R/6). A sentence
+    that names the limit."""
+    import subprocess
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    if where == "status":
+        hd(project, "up", "--detach", check=True, timeout=60)
+    argv = ["status"] if where == "status" else ["up", "--detach"]
+    try:
+        ran = subprocess.run([PY, "-c", OUT_OF_MEMORY_IN[where] + "from hippo_tasks.entry "
+                              "import cli\ncli()\n", *argv, "--project-root", str(project)],
+                             cwd=project, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "NO_COLOR": "1"})
+        said = ran.stdout + ran.stderr
+        assert ran.returncode != 0 and "out of memory: this process could not get the " \
+            "memory it asked for (a low `ulimit -v`" in said, said
+        assert "Traceback" not in said, said
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_up_detach_says_ready_only_once_the_daemon_answers(tmp_path: Path) -> None:
     """The registry said every service was ready, so `up --detach` said "stack ready"
     and printed the dashboard URL, though the daemon's API never started and the daemon

@@ -18,6 +18,7 @@ pipe to the new interpreter (launch.py), so the stack file is read once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -123,6 +124,11 @@ def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
         else:
             print(exc.code, file=sys.stderr)
             code = 2
+    except MemoryError:  # `up --detach` shows it as the daemon's output (adv45 R/6)
+        with contextlib.suppress(OSError, MemoryError):
+            from hippo_tasks.errors import OUT_OF_MEMORY
+
+            print(f"hippodrome: {OUT_OF_MEMORY}", file=sys.stderr)
     except BaseException:
         import traceback
 

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 
 from hippo_contract.http_loop import stamp_arrivals
-from hippo_tasks.errors import ProcessLimitError
+from hippo_tasks.errors import OUT_OF_MEMORY, ProcessLimitError
 
 BACKLOG = 128
 """Above socketserver's 5: every `hd` and page request of a burst waits, none refused."""
@@ -92,7 +92,8 @@ def serve_soon(sock: socket.socket, start: Starter,
         except BaseException as exc:
             limit = ProcessLimitError.of(exc, "the dashboard and API's threads")
             short = _out_of_files(exc)
-            why = limit.message() if limit is not None else short or traceback.format_exc()
+            why = limit.message() if limit is not None else short or (
+                OUT_OF_MEMORY if isinstance(exc, MemoryError) else traceback.format_exc())
             with contextlib.suppress(OSError):
                 print(f"hippodrome | the dashboard and API could not start: {why}",
                       file=sys.stderr, flush=True)
