@@ -50,6 +50,25 @@ def test_200k_line_flood_loses_nothing(project: Path) -> None:
     run(project, text, scenario, timeout=120)
 
 
+def test_a_progress_bar_is_shown_while_it_runs(project: Path) -> None:
+    """A `\r` progress bar writing every 0.1 s never paused 0.5 s, and its line never
+    ended: the terminal, the API and the page showed nothing of it until the stop
+    (adv45 R/10). A line under way for 0.5 s is shown as far as it has come."""
+    text = ('[services.bar]\nshell = "echo downloading; for i in $(seq 1 40); do '
+            'printf \'\\\\rprogress %d%%%%\' $i; sleep 0.1; done; echo; exec sleep 600"\n'
+            'readiness = "none"\n')
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        await asyncio.sleep(1.5)  # the bar is at about 15 %, its line unfinished
+        shown = h.lines("bar")
+        assert shown[0] == "downloading" and any("progress" in line for line in shown[1:]), \
+            shown
+        assert not any("progress 40%" in line for line in shown), shown
+
+    run(project, text, scenario)
+
+
 def test_long_lines_and_undecodable_bytes_survive(project: Path) -> None:
     script = project / "weird.py"
     script.write_bytes(

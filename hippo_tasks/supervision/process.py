@@ -240,10 +240,15 @@ class _PipeProtocol(asyncio.Protocol):
         self._waiting: asyncio.TimerHandle | None = None
         self._reads = 0
         self._reads_when_armed = 0
+        self._line_began = 0
+        """The read that began the line now held (counted as _reads is)."""
 
     def data_received(self, data: bytes) -> None:
+        waited = self._split.waiting
         lines = self._split.feed(data)
         self._hub.publish(self._service, data, lines, self._split.completed)
+        if lines or not waited:
+            self._line_began = self._reads
         self._reads += 1
         if self._waiting is None and self._split.waiting:
             self._arm()
@@ -256,13 +261,16 @@ class _PipeProtocol(asyncio.Protocol):
                                                               self._check_partial)
 
     def _check_partial(self) -> None:
-        """Part of a line has waited a whole PARTIAL_LINE_WAIT_S with no read since: pass
-        it on (its bytes are in the log file already, hence raw b""). A read since means
-        output is flowing: look again later."""
+        """Part of a line has waited a whole PARTIAL_LINE_WAIT_S with no read since, or
+        has been under way since before the timer was set: pass it on (its bytes are in
+        the log file already, hence raw b""). Reads since, each ending a line, mean
+        output is flowing: look again later. A `\r` progress bar, whose line never
+        ends, was shown only at the stop (adv45 R/10)."""
         self._waiting = None
         if not self._split.waiting:
             return
-        if self._reads != self._reads_when_armed:
+        if self._reads != self._reads_when_armed and \
+                self._line_began >= self._reads_when_armed:
             self._arm()
             return
         rest = self._split.pass_on_partial()
