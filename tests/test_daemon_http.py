@@ -90,6 +90,26 @@ def test_a_404_names_a_non_ascii_path_as_it_was_sent(daemon: str, path: bytes) -
     assert json.loads(body)["error"] == "no such route: GET /api/services/caf\u00e9/logs"
 
 
+@pytest.mark.parametrize("path", ["/api/services/web/stop", "/webhook/eventbridge", "/mcp"])
+def test_a_body_cut_short_by_a_half_close_is_answered(daemon: str, path: str) -> None:
+    """Two of ten bytes, then the client closes its side (it still reads): the
+    connection was closed with no answer, on every route (adv46 H/11). A 400 says what
+    came, and nothing was done."""
+    port = int(daemon.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                  "application/json\r\nContent-Length: 10\r\n\r\n{}".encode())
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), out[:300]
+    assert "the request's body ended after 2 of its 10 bytes" in json.loads(body)["error"]
+    code, status = call(daemon + "/api/status")
+    assert code == 200 and status["services"][0]["state"] == "running", status
+
+
 def test_an_escaped_letter_in_a_path_is_the_letter(daemon: str) -> None:
     """`%61` is `a` (RFC 3986): `/api/st%61tus` was a 404 that said "no such route: GET
     /api/status", and `/api/services/w%65b/logs` reached no service (adv46 H/3). An

@@ -137,6 +137,7 @@ class Body:
         previous = self.sock.gettimeout()
         deadline = time.monotonic() + timeout
         parts: list[bytes] = []
+        wanted = length
         try:
             while length:
                 left = deadline - time.monotonic()
@@ -145,7 +146,13 @@ class Body:
                 self.sock.settimeout(left)
                 part = self.rfile.read1(min(length, 65536))
                 if not part:
-                    raise ClientGone()
+                    # The client closed its side, and may still read: answered, where
+                    # the connection was closed with no word (adv46 H/11). A client
+                    # gone whole meets a closed socket, as before.
+                    raise HttpError(400, f"the request's body ended after "
+                                         f"{wanted - length} of its {wanted} bytes "
+                                         "(Content-Length): send the whole body",
+                                    close=True)
                 parts.append(part)
                 length -= len(part)
         except TimeoutError:
