@@ -180,11 +180,12 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
         return seen is not text and budget.timed(regex.search_text, seen)
 
     carry = ""
-    """The end of a line over 64 KiB's last piece (LogHub passes such a line on in
-    pieces): a match across the cut was never seen (adv45 R/14). A match over CARRY
-    characters long across a cut still is not."""
+    """The end of a full 64 KiB piece of a longer line (LogHub passes such a line on in
+    pieces): a match across the cut was never seen (adv45 R/14). Not seen still: a
+    match over CARRY characters long across a cut, or across a cut the line's slow
+    writing put elsewhere (the file, which keeps the line whole, has it)."""
 
-    def seen(text: str) -> bool:
+    def found_in(text: str) -> bool:
         nonlocal carry
         found = matches(text) or bool(carry) and matches(carry + text[:CARRY])
         carry = text[-CARRY:] if len(text) >= MAX_LINE // 4 and \
@@ -195,12 +196,12 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
     # watch); lines of earlier runs never do.
 
     for rec in hub.since(name, first_seq - 1, 100000):
-        if not rec.system and seen(rec.text):
+        if not rec.system and found_in(rec.text):
             matched.set_result(None)
             break
 
     def on_line(text: str) -> None:
-        if not matched.done() and seen(text):
+        if not matched.done() and found_in(text):
             matched.set_result(None)
 
     hub.watch(name, on_line)
