@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -194,6 +195,43 @@ def test_a_hangup_ignored_when_up_started_stays_ignored(project: Path, detach: b
         if up.poll() is None:
             up.kill()
         hd(project, "down", timeout=60)
+
+
+def test_down_ends_a_daemon_stopped_before_it_served(project: Path) -> None:
+    """The forked daemon SIGSTOPped in its first tenth of a second, while it holds the
+    lifecycle lock `up` handed it: `hd down` waited on that lock for 300 s, calling its
+    holder "not Hippodrome's", and no command ended the stack short of `kill -CONT`
+    (adv44 L/5). Down goes on without the lock and ends it."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    up = start_up(project, "--detach")
+    daemon = 0
+    try:
+        deadline = time.monotonic() + 10
+        while not daemon and time.monotonic() < deadline:
+            for name in os.listdir("/proc"):
+                if name.isdigit():
+                    with contextlib.suppress(OSError, IndexError):
+                        stat = Path(f"/proc/{name}/stat").read_text()
+                        if stat.rsplit(")", 1)[1].split()[1] == str(up.pid):
+                            daemon = int(name)
+                            os.kill(daemon, signal.SIGSTOP)
+                            break
+        assert daemon, "no daemon forked"
+        up.kill()  # its own wait would take 10 s more: not what is tested
+        up.wait(10)
+        if registry(project).get("daemon"):
+            pytest.skip("the daemon served before it was stopped: the lock was let go")
+        down = hd(project, "down", timeout=60)
+        said = down.stdout + down.stderr
+        assert down.returncode == 0 and "is stopped (SIGSTOP" in said, said
+        wait_for(lambda: not alive(daemon), 10, what="the stopped daemon ended")
+    finally:
+        if up.poll() is None:
+            up.kill()
+        if daemon and alive(daemon):  # ours, by the pid it was forked as
+            os.kill(daemon, signal.SIGKILL)
+            os.kill(daemon, signal.SIGCONT)
 
 
 def test_down_whose_daemon_dies_midway_ends_what_it_left_before_saying_stopped(

@@ -36,9 +36,12 @@ class LifecycleLock:
         """Who held the lock while this one waited for it (`down` (pid N)), if anyone."""
 
     def acquire(self, what: str, say: Callable[[str], None] = print,
-                wait: float = WAIT_S, required: bool = True) -> None:
+                wait: float = WAIT_S, required: bool = True,
+                give_up: Callable[[], str | None] | None = None) -> None:
         """`required=False` (down): where the lock cannot even be created (a read-only
-        `.hippodrome`), go on without it; no `up` can run there to race with."""
+        `.hippodrome`), go on without it; no `up` can run there to race with.
+        `give_up`, asked each second of a wait: why to go on without the lock (a
+        holder that can never let go of it), or None."""
         refuse_linked_state_dir(self.root)
         try:
             self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -50,13 +53,23 @@ class LifecycleLock:
                 return
             raise StateDirError.from_os(exc, self.path.parent) from None
         def waiting() -> None:
-            self.waited_for = self._described(fd)
-            say(f"waiting for {self.waited_for} to finish starting or stopping this stack")
+            if self.waited_for is None:
+                self.waited_for = self._described(fd)
+                say(f"waiting for {self.waited_for} to finish starting or stopping this "
+                    "stack")
 
-        if not flock_within(fd, wait, waiting, poll=0.05):
-            holder = self._described(fd)
-            os.close(fd)
-            raise LifecycleBusyError(str(self.root), holder, wait)
+        deadline = time.monotonic() + wait
+        while not flock_within(fd, min(1.0, max(0.0, deadline - time.monotonic())),
+                               waiting, poll=0.05):
+            why = give_up() if give_up is not None else None
+            if why is not None:
+                say(f"not waiting for the lock any more: {why}")
+                os.close(fd)
+                return
+            if time.monotonic() >= deadline:
+                holder = self._described(fd)
+                os.close(fd)
+                raise LifecycleBusyError(str(self.root), holder, wait)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"`{what}` (pid {os.getpid()})".encode(), 0)

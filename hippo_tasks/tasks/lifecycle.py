@@ -216,7 +216,8 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
     lock = LifecycleLock(root)
     try:
         lock.acquire("down --force" if force else "down", say, required=False,
-                     wait=FORCE_OVER_DOWN_S if force else WAIT_S)
+                     wait=FORCE_OVER_DOWN_S if force else WAIT_S,
+                     give_up=lambda: _stopped_daemon(root))
     except KeyboardInterrupt:  # waiting for another's lock: 130 and no word (adv29 n/2)
         if lock.waited_for:
             print(f"hippodrome | stopped waiting; {lock.waited_for} goes on with this stack "
@@ -239,6 +240,20 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
         lock.release()
     if left:  # the stack is down, the job is not: the last line, and no exit 0
         raise EventsLeftError(left)
+
+
+def _stopped_daemon(root: Path) -> str | None:
+    """A daemon of this project stopped (SIGSTOP, a debugger) before it served holds
+    the lock `up` handed it, and can never let go of it: `hd down` waited on it for 300
+    s, calling it "not Hippodrome's" (adv44 L/5). Down ends it without the lock."""
+    from hippo_tasks.registry.store import daemon_log_writers
+    from hippo_tasks.supervision.scope import is_stopped
+
+    for pid in daemon_log_writers(root):
+        if is_stopped(pid):
+            return (f"the daemon (pid {pid}) that holds it is stopped (SIGSTOP, a "
+                    "debugger) and cannot let go of it; ending it")
+    return None
 
 
 def _sweep_cgroups(root: Path) -> None:
