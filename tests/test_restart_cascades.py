@@ -557,3 +557,28 @@ def test_a_cascade_that_fails_at_its_first_service_names_what_it_did_not_reach(
         assert pid(project, "y") == before
     finally:
         hd(project, "down", timeout=60)
+
+
+def test_two_restarts_at_once_each_answer_the_pids_that_run(project: Path) -> None:
+    """Two `hd restart -s store` at once (restart_cascades): both exit 0, and one named
+    the first new store (and app), which the second restart had replaced two seconds
+    before that answer was printed (adv44 L/3). Each answer names what runs."""
+    import re
+
+    from stackutil import HD_CLI, alive
+
+    cascading_stack(project, True)
+    hd(project, "up", "--detach", check=True, timeout=60)
+    try:
+        runs = [subprocess.Popen([*HD_CLI, "restart", "-s", "store", "--project-root",
+                                  str(project)], cwd=project, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                for _ in range(2)]
+        outs = [r.communicate(timeout=120)[0] for r in runs]
+        assert all(r.returncode == 0 for r in runs), outs
+        for out in outs:
+            for name, said in re.findall(r"^(store|app): running \(pid (\d+)\)", out, re.M):
+                assert alive(int(said)), (name, said, outs)
+    finally:
+        hd(project, "down", timeout=60)
+

@@ -241,7 +241,13 @@ class StackCommands:
                 (snap.state == "pending" and now["state"] != "pending")
                 or (snap.state == "starting" and now["state"] in ("stopping", "stopped")
                     and now.get("busy") in (None, "stop")))
-            if not stopped_since and not never_left:
+            # Restarted again since it settled for this one, and up again (two
+            # restarts of a restart_cascades service at once): it named the process
+            # the later one had replaced seconds before (adv44 L/3).
+            replaced = now is not None and snap.ready and now.get("ready") and \
+                now["state"] == "running" and not now.get("busy") and \
+                now.get("pid") not in (None, snap.pid)
+            if not stopped_since and not never_left and not replaced:
                 rows[name] = snap.as_status()
         return {"services": [rows[n] for n in names]}
 

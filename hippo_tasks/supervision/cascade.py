@@ -56,6 +56,29 @@ class CascadingStack(StackCore):
         were_up = {d for d in self.dependants_closure(name)  # and completed jobs, run again
                    if self.services[d].state not in (State.STOPPED, State.FAILED)
                    or (self.services[d].planned.spec.kind == "job" and self.services[d].ready)}
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        running = self._origin_cascades.setdefault(name, set())
+        running.add(mine)
+        try:
+            settled = await self._cascade_whole(name, skipped, were_up)
+        finally:
+            mine.set_result(None)  # first: a cascade waiting for this one must not wait
+            running.discard(mine)  # for one waiting for it
+            if not running:
+                del self._origin_cascades[name]
+        overlapping = [f for f in running if not f.done()]
+        if overlapping:
+            # Two `restart -s X` at once of a restart_cascades X: this one named the X
+            # and dependants the other had replaced seconds before (adv44 L/3). Each
+            # answers once both are over, with what runs.
+            await asyncio.wait(overlapping)
+            settled = {n: await self._through_restart(self.services[n].snapshot())
+                       for n in settled}
+        return settled
+
+    async def _cascade_whole(self, name: str, skipped: dict[str, str] | None,
+                             were_up: set[str]) -> Settled:
+        """restart_cascade's body, once it is sure to restart `name`."""
         self._cascading[name] = self._cascading.get(name, 0) + 1
         restarts = self._stack_restarts
         with self._stops_meanwhile() as meanwhile:

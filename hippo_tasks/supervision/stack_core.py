@@ -56,6 +56,9 @@ class StackCore:
         self._cascading: dict[str, int] = {}
         """Services whose explicit cascades run now (how many): their being ready again
         starts no other."""
+        self._origin_cascades: dict[str, set[asyncio.Future[None]]] = {}
+        """Per origin, the explicit cascades from it under way, each resolved at its end:
+        one answers once those overlapping it are over (restart_cascade)."""
         self._restarting: asyncio.Future[None] | None = None
         """Resolved when the whole-stack restart under way is over (restart_all)."""
         self._stack_restarts = 0
