@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -428,12 +429,18 @@ def daemon_log_names(root: Path) -> tuple[str, ...]:
 
 
 def daemon_log_identity(root: Path) -> tuple[int, int] | None:
-    """The (device, inode) of this project's daemon.log, None when it cannot be read."""
+    """The (device, inode) of this project's daemon.log; None when it cannot be read, or
+    is not this folder's own: a `.hippodrome` that is a link leads to another project's
+    state, whose daemon is that project's (daemon_log_names says it by name), and `hd
+    down` here stopped it."""
+    state = root / ".hippodrome"
+    if os.path.islink(state):
+        return None
     try:
-        st = os.stat(root / ".hippodrome" / "daemon.log")
+        st = os.lstat(state / "daemon.log")
     except OSError:
         return None
-    return st.st_dev, st.st_ino
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def writes_daemon_log(pid: int, root: Path, writing: bool = False,
