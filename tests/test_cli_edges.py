@@ -510,6 +510,18 @@ def test_a_running_stack_whose_file_was_removed_is_still_this_folders(
         assert down.returncode == 0, down.stdout + down.stderr
         assert not registry(inner).get("daemon"), registry(inner)
         assert registry(outer)["daemon"]["pid"] == outer_daemon, "the outer stack was stopped"
+        if how == "nested":  # a copy of a running stack's .hippodrome makes no root (G/1)
+            import shutil
+
+            hd(inner, "up", "--detach", check=True, timeout=60)
+            copy = outer / "pkg" / "copy"
+            copy.mkdir()
+            shutil.copytree(inner / ".hippodrome", copy / ".hippodrome",
+                            ignore=shutil.ignore_patterns("*.lock"))
+            status = subprocess.run([*HD_CLI, "status"], cwd=copy, env=env,
+                                    capture_output=True, text=True, timeout=60)
+            assert status.returncode == 0 and registry(outer)["daemon"]["url"] in \
+                status.stdout, status.stdout + status.stderr
     finally:
         for folder in (inner, outer):
             hd(folder, "down", timeout=60)

@@ -132,6 +132,20 @@ def test_a_replayed_delivery_is_shown_but_not_recorded_again(stack: Stack) -> No
         "Test.Live", "Test.Forged", "Test.Replayed"]
     _, status_body = stack.api("GET", "/api/status")
     assert key not in json.dumps(status_body)
+    # the key with a second value beside it is not the key (adv47 G/6)
+    from rawhttp import exchange
+
+    body = json.dumps(event("Test.Twice", "r4")).encode()
+    for first, second in ((key, "1"), ("1", key)):
+        answer = exchange(stack.dash, b"POST /webhook/eventbridge HTTP/1.1\r\nHost: "
+                          b"127.0.0.1\r\nContent-Type: application/json\r\n"
+                          b"x-hippodrome-webhook-token: " + TOKEN.encode() + b"\r\n"
+                          b"x-hippodrome-replay: " + first.encode() + b"\r\n"
+                          b"x-hippodrome-replay: " + second.encode() + b"\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert [ln["event"]["detail"]["id"] for ln in stack.wait_lines(before + 4)[before:]] \
+        == ["r2", "r3", "r4", "r4"]
 
 
 def test_the_api_lists_the_recording_being_written(stack: Stack) -> None:

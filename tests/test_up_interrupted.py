@@ -218,14 +218,15 @@ def test_down_ends_a_daemon_stopped_before_it_served(project: Path) -> None:
                             os.kill(daemon, signal.SIGSTOP)
                             break
         assert daemon, "no daemon forked"
-        up.kill()  # its own wait would take 10 s more: not what is tested
-        up.wait(10)
         if registry(project).get("daemon"):
             pytest.skip("the daemon served before it was stopped: the lock was let go")
+        # while `up` still waits for it: down said "ending it", then waited 300 s more
+        # for that `up` and left the daemon stopped (adv47 G/2)
         down = hd(project, "down", timeout=60)
         said = down.stdout + down.stderr
         assert down.returncode == 0 and "is stopped (SIGSTOP" in said, said
         wait_for(lambda: not alive(daemon), 10, what="the stopped daemon ended")
+        up.wait(30)
     finally:
         if up.poll() is None:
             up.kill()

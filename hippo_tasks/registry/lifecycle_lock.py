@@ -34,6 +34,8 @@ class LifecycleLock:
         self.fd: int | None = None
         self.waited_for: str | None = None
         """Who held the lock while this one waited for it (`down` (pid N)), if anyone."""
+        self.given_up: str | None = None
+        """Why acquire went on without the lock (its `give_up`), if it did."""
 
     def acquire(self, what: str, say: Callable[[str], None] = print,
                 wait: float = WAIT_S, required: bool = True,
@@ -64,6 +66,7 @@ class LifecycleLock:
             why = give_up() if give_up is not None else None
             if why is not None:
                 say(f"not waiting for the lock any more: {why}")
+                self.given_up = why
                 os.close(fd)
                 return
             if time.monotonic() >= deadline:

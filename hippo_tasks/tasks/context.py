@@ -68,8 +68,10 @@ def _running_below(found: Path) -> Path | None:
             data = json.loads(registry.read_bytes()[:1 << 20])
         except (OSError, ValueError, RecursionError):
             continue
+        # and written for this folder: a `.hippodrome` copied from another running
+        # stack made a subfolder the root, and `hd up` started a stack there (adv47 G/1)
         if isinstance(data, dict) and isinstance(data.get("daemon"), dict) and \
-                daemon_alive(data):
+                data.get("project_root") == str(folder) and daemon_alive(data):
             return folder
     return None
 

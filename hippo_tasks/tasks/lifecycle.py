@@ -234,12 +234,25 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
                 "what is left now")
     after = lock.waited_for if (lock.waited_for or "").startswith("`down") else None
     try:
-        left = _down_locked(root, force, after)
+        left = _down_stopped(root) if lock.given_up else _down_locked(root, force, after)
         _sweep_cgroups(root)
     finally:
         lock.release()
     if left:  # the stack is down, the job is not: the last line, and no exit 0
         raise EventsLeftError(left)
+
+
+def _down_stopped(root: Path) -> int:
+    """Down of a stack whose daemon stopped before it served: ended by its daemon.log,
+    as an unlisted one is. Asked through the client, it waited another 300 s for the
+    `up` that started it (adv47 G/2)."""
+    registry = Registry(root)
+    stopped = stop_unlisted(root)
+    hooks.wait_for_owners(registry, say)
+    left = hooks.recover(registry, say)
+    print("hippodrome | stack stopped, daemon exited" if stopped else
+          "hippodrome | no daemon was running; nothing to stop")
+    return left
 
 
 def _stopped_daemon(root: Path) -> str | None:

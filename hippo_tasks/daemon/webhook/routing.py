@@ -221,7 +221,8 @@ def eventbridge(req: Request) -> Json:
     except HttpError as exc:
         status, payload, outcome, close = exc.status, {"error": exc.message}, "error", exc.close
     # Recorded before answering: a client that has its answer finds it in the log.
-    if raw is not None and req.headers.get(REPLAY_HEADER) == hook.engine.replay_key:
+    sent_keys = req.headers.get_all(REPLAY_HEADER) or []  # each one the key (adv47 G/6)
+    if raw is not None and sent_keys and all(k == hook.engine.replay_key for k in sent_keys):
         # A replay is not recorded again: the file would chase itself. Only the key this
         # daemon made says so: any value did, and a sender could keep real deliveries
         # out of the recording (adv46 H/8).
