@@ -163,6 +163,11 @@ class LineSplitter:
         """Part of a line is held, waiting for its line break."""
         return bool(self._partial)
 
+    @property
+    def redrawn(self) -> bool:
+        """The part held redraws itself (a `\r` in it: a progress bar)."""
+        return b"\r" in self._partial
+
     def pass_on_partial(self) -> list[bytes]:
         """The part of a line held so far, passed on as a line of its own: a prompt
         (`password: `), a progress bar or a `printf` with no line break sat in the

@@ -262,15 +262,18 @@ class _PipeProtocol(asyncio.Protocol):
 
     def _check_partial(self) -> None:
         """Part of a line has waited a whole PARTIAL_LINE_WAIT_S with no read since, or
-        has been under way since before the timer was set: pass it on (its bytes are in
-        the log file already, hence raw b""). Reads since, each ending a line, mean
-        output is flowing: look again later. A `\r` progress bar, whose line never
-        ends, was shown only at the stop (adv45 R/10)."""
+        redraws itself (`\r`) and has been under way since before the timer was set:
+        pass it on (its bytes are in the log file already, hence raw b""). Reads since,
+        each ending a line, mean output is flowing: look again later. A `\r` progress
+        bar, whose line never ends, was shown only at the stop (adv45 R/10)."""
         self._waiting = None
         if not self._split.waiting:
             return
-        if self._reads != self._reads_when_armed and \
-                self._line_began >= self._reads_when_armed:
+        if self._reads != self._reads_when_armed and (
+                self._line_began >= self._reads_when_armed or not self._split.redrawn):
+            # (a line under way for 0.5 s is shown while more comes only when it redraws
+            # itself: a flood's line written in two reads 0.5 s apart on a loaded machine
+            # was cut in two in the API, a CI failure of this change's first form)
             self._arm()
             return
         rest = self._split.pass_on_partial()
