@@ -38,7 +38,18 @@ def test_200k_line_flood_loses_nothing(project: Path) -> None:
             await asyncio.sleep(0.05)
         for name in ("flood1", "flood2"):
             data = (h.runs.path(name)).read_bytes()
-            lines = [ln for ln in data.split(b"\n") if ln and not ln.startswith(b"--- ")]
+            lines: list[bytes] = []
+            for ln in data.split(b"\n"):
+                if not ln or ln.startswith(b"--- "):
+                    continue
+                # A note (`--- hippodrome: ... ready`) starts on its own line even when
+                # it comes mid-line, as the README says: on a loaded machine the flood
+                # was still running when the service became ready, and its line went on
+                # after the note (a CI failure). The two halves are one line.
+                if lines and len(lines[-1]) < 99 and lines[-1][:1].isdigit():
+                    lines[-1] += ln
+                else:
+                    lines.append(ln)
             numbers = [int(ln[:10]) for ln in lines if ln[:1].isdigit()]
             assert numbers == list(range(n)), f"{name}: lost or reordered lines"
             assert all(len(ln) == 99 for ln in lines if ln[:1].isdigit())
