@@ -29,12 +29,23 @@ POLL_S = 0.01
 
 def stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (index 0 is the state)."""
+    read = stat_and_image(pid)
+    return None if read is None else read[1]
+
+
+def stat_and_image(pid: int) -> tuple[str, list[str]] | None:
+    """What names the program PID runs now, and stat_fields: every exec changes it (the
+    command name, and the stack's address, placed anew for each program; 0 where
+    /proc hides it: the name alone then)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             raw = fh.read()
     except OSError:
         return None
-    return raw[raw.rfind(b")") + 2:].decode("ascii", "replace").split()
+    end = raw.rfind(b")")
+    fields = raw[end + 2:].decode("ascii", "replace").split()
+    stack = fields[25] if len(fields) > 25 else ""
+    return f"{stack} {raw[raw.find(b'(') + 1:end]!r}", fields
 
 
 def is_stopped(pid: int) -> bool:
@@ -100,6 +111,15 @@ def all_pids() -> list[int]:
     return [int(n) for n in names if n.isdigit()]
 
 
+_MARKS: dict[int, tuple[int, str, str | None]] = {}
+"""pid -> (start ticks, program image, mark) as the last reading of /proc found them. A
+process's environment is read once: again only when it is a new process under that pid
+(start ticks) or has exec'd a program since (stat_and_image), the one way a process
+without a mark can take one (a container's init exec'ing its command with the mark
+passed on). Reading a process's environment waits on its memory map: 10-45 ms each for
+processes still starting up (a machine that starts dozens a second: CI's), and a stop
+read every environment of the machine at least twice."""
+
 _TABLE: tuple[float, float, dict[int, tuple[int, str | None, int, int]]] = (-1.0, -1.0, {})
 """The last reading of /proc: when it began, when it ended, and what it found."""
 TABLE_TTL = 0.02
@@ -128,25 +148,32 @@ def process_table(max_age: float = TABLE_TTL, begun_after: float = -1.0
     """Live (non-zombie) processes: pid -> (process group, HIPPODROME_RUN mark, start
     ticks, parent pid), from a reading at most `max_age` old that began after
     `begun_after` (time.monotonic())."""
-    global _TABLE
+    global _TABLE, _MARKS
     now = time.monotonic()
     if now - _TABLE[0] <= max_age and _TABLE[0] > begun_after:
         return _TABLE[2]
     me = os.getpid()
     table: dict[int, tuple[int, str | None, int, int]] = {}
+    marks: dict[int, tuple[int, str, str | None]] = {}
     listed = all_pids()
     seen: set[int] = set()
     for _ in range(RELISTS + 1):
         for pid in listed:
-            fields = stat_fields(pid)
-            if pid == me or fields is None or fields[0] in ("Z", "X"):
+            read = stat_and_image(pid)
+            if pid == me or read is None or read[1][0] in ("Z", "X"):
                 continue
-            table[pid] = (int(fields[2]), run_mark(pid), int(fields[19]), int(fields[1]))
+            image, fields = read
+            ticks = int(fields[19])
+            known = _MARKS.get(pid)
+            mark = known[2] if known is not None and known[:2] == (ticks, image) else \
+                run_mark(pid)
+            marks[pid] = (ticks, image, mark)
+            table[pid] = (int(fields[2]), mark, ticks, int(fields[1]))
         seen.update(listed)
         listed = [pid for pid in all_pids() if pid not in seen]
         if not listed:
             break
-    _TABLE = (now, time.monotonic(), table)
+    _TABLE, _MARKS = (now, time.monotonic(), table), marks
     return table
 
 

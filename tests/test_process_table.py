@@ -1,0 +1,81 @@
+"""The shared reading of /proc (supervision/scope.py): marks read once per program.
+
+Reading a process's environment waits on its memory map, 10-45 ms for one still
+starting up on a busy machine, and every stop read all of them at least twice. A mark
+is now read once per process and program: these tests hold the reading to that, and to
+seeing a mark that an exec gave a process read before without one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from stackutil import wait_for
+
+from hippo_tasks.supervision import scope
+
+MARK = f"test{os.getpid()}/svc"
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def marks_of(pid: int) -> str | None:
+    table = scope.process_table(max_age=0.0)
+    return table[pid][1] if pid in table else "absent"
+
+
+def test_an_environment_is_read_once_per_process(
+        started: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**os.environ, scope.RUN_ENV: MARK}
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    started.append(proc)
+    wait_for(lambda: marks_of(proc.pid) == MARK, 10, what="the child's mark read")
+    read: list[int] = []
+    real = scope.run_mark
+
+    def counted(pid: int) -> str | None:
+        read.append(pid)
+        return real(pid)
+
+    monkeypatch.setattr(scope, "run_mark", counted)
+    assert marks_of(proc.pid) == MARK
+    assert marks_of(proc.pid) == MARK
+    assert proc.pid not in read, "the environment of a process read before was read again"
+    assert scope.marked_pids(MARK) == [proc.pid]
+
+
+def test_a_mark_an_exec_gave_is_seen(started: list[subprocess.Popen[bytes]],
+                                     tmp_path: Path) -> None:
+    """Same pid, same start, same command name (python3 exec'ing python3): only the
+    program's new stack tells the exec apart, and the mark it brought is read."""
+    go = tmp_path / "go"
+    code = ("import os, sys, time\n"
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+            f"env = dict(os.environ, {scope.RUN_ENV}={MARK!r})\n"
+            "os.execve(sys.executable, [sys.executable, '-c', "
+            "'import time; time.sleep(60)'], env)\n")
+    env = {k: v for k, v in os.environ.items() if k != scope.RUN_ENV}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    started.append(proc)
+    wait_for(lambda: marks_of(proc.pid) is None, 10, what="the child read, unmarked")
+    go.touch()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and scope.run_mark(proc.pid) != MARK:
+        time.sleep(0.01)
+    assert scope.run_mark(proc.pid) == MARK, "the child never exec'd"
+    assert marks_of(proc.pid) == MARK
+    assert proc.pid in scope.marked_pids(MARK)
