@@ -76,14 +76,18 @@ def test_log_readiness_matches_a_line_written_in_two_parts_seconds_apart(
     run(project, text, scenario)
 
 
-@pytest.mark.parametrize("before", [65532, 65535, 131070])
-def test_log_readiness_matches_across_a_long_lines_pieces(project: Path, before: int) -> None:
+@pytest.mark.parametrize("pattern", ["READY 12345 now", "READY \\\\d+ now"])
+@pytest.mark.parametrize("before", [65526, 65532, 65535, 131070])
+def test_log_readiness_matches_across_a_long_lines_pieces(project: Path, before: int,
+                                                          pattern: str) -> None:
     """A line over 64 KiB reaches the matcher in pieces: `READY` across the cut at 64 KiB
     was never matched, the blocking service failed its start_timeout, and the log file
-    held the line (adv45 R/14)."""
+    held the line (adv45 R/14). Nor, once that was fixed, by a pattern with an open-ended
+    repeat: it looks at 4,096 characters of a text, and the text joined across the cut
+    was the 4,096 before it and the 4,096 after (adv47 G/3)."""
     text = (f'[services.long]\nshell = "python3 -c \'print(\\"a\\" * {before} + '
-            '\\"READY now\\", flush=True)\'; exec sleep 600"\n'
-            'readiness = { log = "READY now" }\nstart_timeout = 5\n')
+            '\\"READY 12345 now\\", flush=True)\'; exec sleep 600"\n'
+            f'readiness = {{ log = "{pattern}" }}\nstart_timeout = 5\n')
 
     async def scenario(h: Harness) -> None:
         assert await h.stack.start_and_wait() is None

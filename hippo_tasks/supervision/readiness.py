@@ -182,12 +182,17 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
     carry = ""
     """The end of a full 64 KiB piece of a longer line (LogHub passes such a line on in
     pieces): a match across the cut was never seen (adv45 R/14). Not seen still: a
-    match over CARRY characters long across a cut, or across a cut the line's slow
-    writing put elsewhere (the file, which keeps the line whole, has it)."""
+    match over `reach` characters long on either side of a cut, or across a cut the
+    line's slow writing put elsewhere (the file, which keeps the line whole, has it)."""
+    reach = min(CARRY, regex.span // 2)
+    """Characters joined from each side of a cut: half of what the pattern looks at, so
+    the cut sits in the middle of it. A pattern with an open-ended repeat looks at the
+    first 4,096 characters of a text, and joined 4,096 and 4,096 it saw the carry only
+    (adv47 G/3)."""
 
     def found_in(text: str) -> bool:
         nonlocal carry
-        found = matches(text) or bool(carry) and matches(carry + text[:CARRY])
+        found = matches(text) or bool(carry) and matches(carry[-reach:] + text[:reach])
         carry = text[-CARRY:] if len(text) >= MAX_LINE // 4 and \
             len(text.encode("utf-8", "surrogatepass")) >= MAX_LINE - 3 else ""
         return found
