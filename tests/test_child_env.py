@@ -1,15 +1,19 @@
 """What a service's environment holds of Hippodrome's own: PYTHONPATH only for a
-program run by Hippodrome's interpreter (`${python}`), never for a service's own."""
+program run by Hippodrome's interpreter (`${python}`), never for a service's own; and
+there Hippodrome's folder, even one whose path holds the ':' PYTHONPATH is split at."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from harness import Harness, run
 from stackutil import PY, free_ports, hd, stack_header, wait_for, write_stack
 
+from hippo_tasks.supervision import child_env
 from hippo_tasks.supervision.states import State
 
 PARENT = str(Path(__file__).resolve().parents[1])  # where hippo_tasks is, in a checkout
@@ -58,3 +62,46 @@ def test_a_daemon_started_either_way_passes_the_users_pythonpath_as_it_is(
         assert f"PP=[/opt/mine{os.pathsep}/opt/theirs]" in log.read_text(), log.read_text()
     finally:
         hd(project, "down", env=env)
+
+
+def packages_in(folder: Path) -> Path:
+    """A folder standing in for Hippodrome's, with one package a service imports."""
+    (folder / "probe_pkg").mkdir(parents=True)
+    (folder / "probe_pkg" / "__init__.py").write_text("WHERE = __file__\n")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["plain", "wei:rd=x", "a:b:c"])
+def test_a_python_service_imports_from_hippodromes_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    folder = packages_in(tmp_path / name / "pkgs")
+    monkeypatch.setattr(child_env, "PACKAGES", str(folder))
+    argv = [sys.executable, "-c", "import probe_pkg, os; print(os.path.realpath(probe_pkg.WHERE))"]
+    env = child_env.for_program({k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+                                argv)
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str((folder / "probe_pkg" / "__init__.py").resolve())
+    if ":" in name:
+        assert str(folder) not in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_a_link_in_a_folder_others_may_write_is_not_trusted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the user's folder under the temporary directory is not theirs alone, no
+    link is made there (one could be swapped for another folder): the path as it is."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    shared = tmp_path / f"hippodrome-{os.getuid()}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    folder = str(tmp_path / "x:y")
+    child_env.path_entry.cache_clear()
+    try:
+        assert child_env.path_entry(folder) == folder
+        assert list(shared.iterdir()) == []
+    finally:
+        child_env.path_entry.cache_clear()

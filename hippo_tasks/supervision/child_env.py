@@ -7,6 +7,8 @@ and importing it from the supervisor cost the CLI asyncio and the whole lifecycl
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -45,12 +47,51 @@ def for_program(env: dict[str, str], argv: Sequence[str]) -> dict[str, str]:
     requirements "already satisfied" (adv26 f/2)."""
     if not argv or argv[0] != sys.executable or "HIPPODROME_PEX_DIR" in env:
         return env
-    package_parent = str(Path(__file__).resolve().parents[2])
+    package_parent = path_entry(PACKAGES)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if package_parent in paths:
         return env
     return {**env, "PYTHONPATH": os.pathsep.join([package_parent, *paths]),
             ADDED: package_parent}
+
+
+PACKAGES = str(Path(__file__).resolve().parents[2])
+"""The folder holding hippo_tasks, hippo_contract and hippo_platform."""
+
+
+@functools.lru_cache(maxsize=4)
+def path_entry(folder: str) -> str:
+    """A PYTHONPATH entry naming `folder`. PYTHONPATH is split at ':', which a path may
+    hold (a checkout in `/home/me/a:b`): Python read two entries, and every `${python}`
+    service imported another copy of Hippodrome, or failed to import it (adv45 R/15).
+    Such a folder is named through a link in this user's own folder under the temporary
+    directory; where none can be made there, the folder as it is."""
+    if os.pathsep not in folder:
+        return folder
+    import hashlib
+    import stat
+    import tempfile
+
+    try:
+        base = Path(tempfile.gettempdir()) / f"hippodrome-{os.getuid()}"
+        base.mkdir(mode=0o700, exist_ok=True)
+        info = base.lstat()
+        if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+                or info.st_mode & 0o022 or os.pathsep in str(base)):
+            return folder  # not ours alone: a link there could be swapped under us
+        digest = hashlib.sha256(folder.encode("utf-8", "surrogateescape")).hexdigest()
+        link = base / f"packages-{digest[:16]}"
+        with contextlib.suppress(OSError):
+            if os.readlink(link) == folder:
+                return str(link)
+        made = base / f".packages-{digest[:16]}-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            made.unlink()
+        os.symlink(folder, made)
+        os.replace(made, link)
+        return str(link)
+    except OSError:
+        return folder
 
 
 ADDED = "HIPPODROME_ADDED_PYTHONPATH"
