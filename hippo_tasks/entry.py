@@ -24,7 +24,19 @@ _OURS = signal.getsignal(signal.SIGINT) is signal.default_int_handler
 if _OURS:
     signal.signal(signal.SIGINT, _interrupted)
 
-from hippo_tasks.tasks.program import cli as _program_cli  # noqa: E402
+from hippo_tasks.out_of_memory import OUT_OF_MEMORY, is_out_of_memory  # noqa: E402
+
+try:
+    from hippo_tasks.tasks.program import cli as _program_cli
+except (MemoryError, OSError, ImportError) as _exc:
+    # A low `ulimit -v` met by this very import: program.cli, which says it as a
+    # sentence, is not loaded yet (adv47 G/4).
+    if not is_out_of_memory(_exc):
+        raise
+    try:
+        os.write(2, f"hippodrome: {OUT_OF_MEMORY}\n".encode())
+    finally:
+        os._exit(1)
 
 
 def cli() -> None:

@@ -416,13 +416,6 @@ class UsageError(HippoError):
         return self.problem
 
 
-OUT_OF_MEMORY = ("out of memory: this process could not get the memory it asked for (a "
-                 "low `ulimit -v`, or the machine's memory used up): raise the limit "
-                 "(`ulimit -v unlimited`) or free memory, then run the command again")
-"""A MemoryError's sentence, where a low `ulimit -v` ended `hd up` and `hd status` in
-tracebacks (adv45 R/6)."""
-
-
 def check_utf8(name: str, value: str, must: str) -> None:
     """An argument holding a byte that is not UTF-8 (the shell's `$'dev-\\xff-'`, which
     Python keeps as a lone surrogate) can be written into no manifest, JSON body or

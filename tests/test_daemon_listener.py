@@ -324,6 +324,26 @@ class Short:
             raise MemoryError
         return None
 sys.meta_path.insert(0, Short())
+""",
+    # `hd` itself, importing the machinery of its commands: ENOMEM listing a package's
+    # folder (an OSError), a traceback (adv47 G/4)
+    "hd itself": """
+import sys
+class Short:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hippo_tasks.tasks.program":
+            raise OSError(12, "Cannot allocate memory", "/site-packages/hippo_tasks/tasks")
+        return None
+sys.meta_path.insert(0, Short())
+""",
+    # a command loading an extension module as it runs: dlopen's mmap refused, an
+    # ImportError, a traceback (adv47 G/4)
+    "status loading": """
+import hippo_tasks.daemon.client as client
+def short(*_a, **_k):
+    raise ImportError("/lib-dynload/math.cpython-311-x86_64-linux-gnu.so: failed to map "
+                      "segment from shared object")
+client.DaemonClient.status = short
 """}
 
 
@@ -336,9 +356,9 @@ def test_out_of_memory_is_a_sentence(project: Path, where: str) -> None:
 
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port))
-    if where == "status":
+    if where != "up":
         hd(project, "up", "--detach", check=True, timeout=60)
-    argv = ["status"] if where == "status" else ["up", "--detach"]
+    argv = ["up", "--detach"] if where == "up" else ["status"]
     try:
         ran = subprocess.run([PY, "-c", OUT_OF_MEMORY_IN[where] + "from hippo_tasks.entry "
                               "import cli\ncli()\n", *argv, "--project-root", str(project)],

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from hippo_tasks.daemon import keep_openssl_out
+from hippo_tasks.out_of_memory import OUT_OF_MEMORY, is_out_of_memory
 
 if TYPE_CHECKING:
     from hippo_tasks.model.plan import StackPlan
@@ -124,15 +125,14 @@ def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
         else:
             print(exc.code, file=sys.stderr)
             code = 2
-    except MemoryError:  # `up --detach` shows it as the daemon's output (adv45 R/6)
-        with contextlib.suppress(OSError, MemoryError):
-            from hippo_tasks.errors import OUT_OF_MEMORY
+    except BaseException as exc:
+        if is_out_of_memory(exc):  # `up --detach` shows it as the daemon's output (R/6)
+            with contextlib.suppress(OSError, MemoryError):
+                print(f"hippodrome: {OUT_OF_MEMORY}", file=sys.stderr)
+        else:
+            import traceback
 
-            print(f"hippodrome: {OUT_OF_MEMORY}", file=sys.stderr)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
+            traceback.print_exc()
     finally:
         try:
             for stream in (sys.stdout, sys.stderr):

@@ -27,7 +27,8 @@ import traceback
 from collections.abc import Callable
 
 from hippo_contract.http_loop import stamp_arrivals
-from hippo_tasks.errors import OUT_OF_MEMORY, ProcessLimitError
+from hippo_tasks.errors import ProcessLimitError
+from hippo_tasks.out_of_memory import OUT_OF_MEMORY
 
 BACKLOG = 128
 """Above socketserver's 5: every `hd` and page request of a burst waits, none refused."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from hippo_tasks import __version__
 from hippo_tasks.errors import UsageError
+from hippo_tasks.out_of_memory import OUT_OF_MEMORY, is_out_of_memory
 from hippo_tasks.tasks.output import (
     EXIT_PIPE_CLOSED,
     exit_code_for,
@@ -317,7 +318,7 @@ def main() -> None:
                 sys.exit(code)
             return
         sys.stdout.flush()
-    except (KeyboardInterrupt, OSError, MemoryError) as exc:
+    except (KeyboardInterrupt, OSError, MemoryError, ImportError) as exc:
         # Ctrl+C before a task began, while invoke and the tasks still load (0.1-0.2 s):
         # a KeyboardInterrupt traceback, or exit 1 with no word, as invoke's Program
         # does (adv31 r/3); `hd status > file` on a full disk: a traceback too.
@@ -341,9 +342,7 @@ def said_end(exc: BaseException) -> int | None:
         return EXIT_PIPE_CLOSED
     if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
         return unwritable(exc)
-    if isinstance(exc, MemoryError):
-        from hippo_tasks.errors import OUT_OF_MEMORY
-
+    if is_out_of_memory(exc):  # loaded by entry.py, before anything could run out
         with contextlib.suppress(OSError, MemoryError):
             print(f"hippodrome: {OUT_OF_MEMORY}", file=sys.stderr, flush=True)
         return 1
