@@ -23,6 +23,8 @@ the rounds; idle CPU is pooled (all windows' CPU over all windows' seconds).
   two probe rounds and read 0);
 - status_s: CLI round trip of `status` (hd / supervisorctl / circusctl; N=40);
 - left_after_kill9: services still alive 2 s after `kill -9` of the manager (N=10);
+- service_alone_s: one toy spawned by hand, no manager, to its port answering (3 a
+  round): the floor under any manager's restart_one_s, which also stops the old one;
 - then hippodrome's 20,000-file watch (bench_watch.py): idle CPU and change->restart.
 
 Byte code: pip compiled each peer's modules when it installed them; an editable install
@@ -57,9 +59,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import peer_envs  # noqa: E402
 from bench_core import answers, compile_packages, wait  # noqa: E402
-from peer_managers import MANAGERS, OWN_PORTS, Manager, run  # noqa: E402
+from peer_managers import DELAY, MANAGERS, OWN_PORTS, Manager, run  # noqa: E402
 from peer_report import report  # noqa: E402
-from stackutil import PY, alive, free_ports  # noqa: E402
+from stackutil import PY, TOY, alive, free_ports  # noqa: E402
 
 Figures = dict[str, dict[str, list[float]]]
 """figure -> manager -> one value per round."""
@@ -134,6 +136,21 @@ def restart_one(m: Manager) -> tuple[float, float] | None:
             out.seek(0)
             raise RuntimeError(f"{argv} exited {proc.returncode}: {out.read().decode()}")
     return time.monotonic() - began, back
+
+
+def service_alone(port: int) -> float:
+    """Seconds from spawning one toy by hand, no manager at all, to its port answering:
+    what a restart of it costs at the least, whoever manages it (the floor under
+    restart_one_s)."""
+    began = time.monotonic()
+    proc = subprocess.Popen([PY, TOY, "--port", str(port), "--delay", DELAY],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait(lambda: answers(port), 30)
+        return time.monotonic() - began
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def status_round_trip(m: Manager, runs: int) -> float | None:
@@ -213,6 +230,9 @@ def interleaved(bins: dict[str, Path], rounds: int, window: float,
         *[("ready", 40, lambda m: {"ready_s_n40": bring_up(m)})] * extra]
     for r in range(rounds):
         order = classes[r % len(classes):] + classes[:r % len(classes)]
+        port = free_ports(1)[0]
+        figures.setdefault("service_alone_s", {}).setdefault("no manager", []).extend(
+            service_alone(port) for _ in range(3))
         # A count, not a timing: once is enough.
         steps = scenarios + ([("kill -9", 10, after_kill9)] if r == 0 else [])
         for label, n, scenario in steps:

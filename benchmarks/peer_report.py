@@ -13,10 +13,11 @@ from typing import Any
 
 from results_file import merge
 
-ORDER = ["ready_s_n10", "ready_s_n40", "restart_one_s", "restart_back_s", "stop_s",
+ORDER = ["ready_s_n10", "ready_s_n40", "restart_one_s", "restart_back_s", "service_alone_s",
+         "stop_s",
          "manager_pss_mb", "manager_rss_mb", "manager_processes", "idle_cpu_pct_n40",
          "status_s", "left_after_kill9"]
-MANAGERS = ["hippodrome", "honcho", "supervisord", "circus"]
+MANAGERS = ["hippodrome", "honcho", "supervisord", "circus", "no manager"]
 HD = "hippodrome"
 
 
@@ -32,7 +33,7 @@ def ratio(value: float | None, best: float | None) -> float | None:
 def ratios(figures: dict[str, dict[str, float]]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for key, per in figures.items():
-        if key == "manager_processes":  # a count that explains memory, not a goal
+        if key in ("manager_processes", "service_alone_s"):  # they explain, not goals
             continue
         peers = [v for n, v in per.items() if n != HD]
         out[key] = ratio(per.get(HD), min(peers) if peers else None)
@@ -87,6 +88,11 @@ def report(out: Path, figures: dict[str, dict[str, float]], watch: dict[str, Any
     for check in found.values():
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[check["met"]]
         print(f"{check['says']:40} {check['value']!s:>8}  ({check['target']}) {verdict}")
+    alone = figures.get("service_alone_s", {}).get("no manager")
+    restarted = figures.get("restart_one_s", {}).get("supervisord")
+    if alone and restarted:
+        print(f"the service alone takes {alone:g} s: {alone / restarted:.2f} x supervisord's "
+              "restart, the least any manager's restart can be")
     print(f"load average before {meta['load_before']}, after {meta['load_after']}")
     merge(out, "peers", {"results": {"figures": figures, "ratio_to_best_peer": best,
                                      "watch": watch, **meta},
