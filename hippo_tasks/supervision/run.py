@@ -306,6 +306,12 @@ class ServiceRun:
         finally:
             self.waiting_on = ()
 
+    @property
+    def going_down(self) -> bool:
+        """Its processes are about to end (ServiceSupervisor: a stop or restart posted,
+        or the take-down of one under way)."""
+        return False
+
     def meets(self, condition: str | None) -> bool:
         """Whether a dependant waiting on this service with `condition` may start. Not
         while a stop of this service is asked for or under way (held): a whole-stack
@@ -313,7 +319,8 @@ class ServiceRun:
         terminal started on a dependency the same restart stopped a moment later."""
         if condition == "completed_successfully":
             return self.completed
-        if self._hold and not (self.planned.spec.kind == "job" and self.ready):
+        if (self._hold or self.going_down) and \
+                not (self.planned.spec.kind == "job" and self.ready):
             # A stop of a job that had completed changes nothing: it held its dependants
             # as "stopped on purpose" for good, their restarts refused (adv25 d/12).
             return False

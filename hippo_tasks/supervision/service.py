@@ -50,6 +50,8 @@ class ServiceSupervisor(ServiceRun):
         self._final = False
         self._cut_short = False
         """The request under way gave way to a pending one before it settled."""
+        self._taking_down = False
+        """A stop's or restart's take-down is under way (the loop has taken it in)."""
 
     # ---- what others read (the rest: run.py) --------------------------------------
     @property
@@ -63,6 +65,14 @@ class ServiceSupervisor(ServiceRun):
         """A start or restart is posted or under way for it now (another caller's, when
         the asking caller's own request has settled)."""
         return (self._current or self._pending) in ("start", "restart")
+
+    @property
+    def going_down(self) -> bool:
+        """A stop or restart of it is posted, or its take-down is under way: its ready
+        process is about to end. A dependant started on it now lost it a moment later:
+        a whole-stack restart's start of mid ran as db came up, db's restart from a
+        second cascade waiting behind that start (adv47 G/5)."""
+        return self._pending in ("stop", "restart") or self._taking_down
 
     @property
     def held(self) -> bool:
@@ -202,7 +212,11 @@ class ServiceSupervisor(ServiceRun):
             self._pending, self._pending_waiters = None, []
             try:
                 if op in ("stop", "restart"):
-                    await self._take_down(reason)
+                    self._taking_down = True
+                    try:
+                        await self._take_down(reason)
+                    finally:
+                        self._taking_down = False
                 if op in ("start", "restart") and not self._final:
                     await self._bring_up()
             except Exception as exc:  # noqa: BLE001 - a bug must not strand waiters

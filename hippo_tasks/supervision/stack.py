@@ -104,11 +104,12 @@ class StackSupervisor(CascadingStack):
                 # advising `hd start`, while that one brought them all up (adv34 w/1).
                 rows = {n: await self._through_restart(self.services[n].snapshot())
                         for n in rows}  # each read once the one before has waited
-            return rows
         finally:
             done.set_result(None)
             if self._restarting is done:
                 self._restarting = None
+        # Over for the cascades that wait for it (above), then answered once they are.
+        return await self._after_cascades(rows)
 
     async def start_and_wait(self, names: Iterable[str] | None = None) -> ServiceStartError | None:
         """Start, then wait until all settle or a blocking one fails (returned). Files
@@ -188,7 +189,8 @@ class StackSupervisor(CascadingStack):
         held = self._held_back(name, skipped, sent, name in meanwhile)
         if held is not None:
             return held
-        return await self._through_restart(await self.get(name).request("restart"))
+        snap = await self._through_restart(await self.get(name).request("restart"))
+        return (await self._after_cascades({name: snap}))[name]
 
     def start_watchers(self) -> None:
         """One file watcher for the whole stack, over every service that lists `watch`

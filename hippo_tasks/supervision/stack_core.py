@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.errors import ServiceStartError, UnknownServiceError
 from hippo_tasks.model.plan import StackPlan
@@ -197,6 +197,21 @@ class StackCore:
                 break
             snap = self.services[snap.name].snapshot()
         return snap
+
+    async def _after_cascades(self, rows: Settled) -> Settled:
+        """`rows` once every cascade under way that may still restart one of them is
+        over, each read again then. A whole-stack restart answered a db and a mid that a
+        second cascade from db, asked meanwhile, replaced a second later, and `restart
+        -s mid` a mid that cascade was about to restart (adv47 G/5)."""
+        names = set(rows)
+        overlapping: list[asyncio.Future[Any]] = [t for t in self._cascades if not t.done()]
+        for origin, running in self._origin_cascades.items():
+            if names & {origin, *self.dependants_closure(origin)}:
+                overlapping += [f for f in running if not f.done()]
+        if not overlapping:
+            return rows
+        await asyncio.wait(overlapping)
+        return {n: await self._through_restart(self.services[n].snapshot()) for n in rows}
 
     def _held_back(self, name: str, skipped: dict[str, str] | None, sent: float | None,
                    stopped_meanwhile: bool = False) -> ServiceSnapshot | None:
