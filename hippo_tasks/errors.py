@@ -89,7 +89,7 @@ class PortBusyError(HippoError):
                  holder_cmdline: str | None = None, ours: bool = False,
                  unlisted: str = "", held_by_nobody: bool = False,
                  stack: tuple[str | None, str | None] | None = None,
-                 sharers: tuple[int, ...] = ()) -> None:
+                 sharers: tuple[int, ...] = (), adopted: bool = False) -> None:
         """`unlisted`: what holds the port when no listener is seen, and whether that is
         no process at all (supervision/ports.without_listener); `stack`: (service,
         folder) when the holder is another Hippodrome stack's service (ports.stack_of)."""
@@ -103,6 +103,8 @@ class PortBusyError(HippoError):
         self.ours = ours
         self.unlisted = unlisted
         self.held_by_nobody = held_by_nobody
+        self.adopted = adopted
+        """The holder is an orphan of this stack the daemon adopted (ports.adopted)."""
 
     def message(self) -> str:
         text = f"port {self.port} (service '{self.service}') is already in use"
@@ -115,6 +117,13 @@ class PortBusyError(HippoError):
                          f"{', '.join(map(str, self.sharers))}, which hold the same socket")
         else:
             text += self.unlisted or " (holder unknown: it may belong to another user)"
+        if self.adopted:
+            text += (f", an orphan of this stack's services that the daemon adopted: it left "
+                     "its service's process group and cleared its environment, so it is "
+                     f"ended at `hd down`, not with its service. End it (`kill "
+                     f"{self.holder_pid}`), then `hd start --service "
+                     f"{shlex.quote(self.service)}`")
+            return f"{text}. {self.outcome}"
         if self.ours:
             text += (
                 ". It is a leftover of this project's stack: run `hd down --force`"

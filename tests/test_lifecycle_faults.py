@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from stackutil import (
     HD_CLI,
@@ -796,3 +797,59 @@ def test_down_behind_a_stuck_up_gives_up_once(project: Path,
     finally:
         os.close(fd)
         worker.join(310)
+
+
+ORPHAN_KEEPS_PORT = """
+import os, socket, sys, time
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", int(os.environ["PORT"])))
+sock.listen()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.set_inheritable(sock.fileno(), True)
+        os.execve(sys.executable, [sys.executable, "-c",
+                  "import time\\nfor _ in range(1200): time.sleep(0.5)"], {})
+    os._exit(0)
+os.wait()
+print("up", flush=True)
+for _ in range(1200):
+    time.sleep(0.5)
+"""
+
+
+def test_an_adopted_orphan_holding_the_port_is_named_as_the_stacks(project: Path) -> None:
+    """Process-group mode: a service's grandchild that left its group, cleared its
+    environment and kept the listening socket is adopted by the daemon; `restart -s`
+    then failed on the port, blaming "that process" as a stranger's (adv44 L/4). It is
+    named as the stack's orphan, with what to do."""
+    dash, port = free_ports(2)
+    env = {"HIPPODROME_CGROUP": "off"}
+    write_stack(project, stack_header(dash) + (
+        f'[services.esc]\ncommand = {json.dumps([PY, "-c", ORPHAN_KEEPS_PORT])}\n'
+        f'port = {port}\nreadiness = {{ log = "up" }}\nstop_timeout = 1\nblocking = false\n'))
+    hd(project, "up", "--detach", check=True, env=env)
+    orphan = None
+    try:
+        daemon = registry(project)["daemon"]["pid"]
+
+        def adopted() -> int | None:
+            for child in psutil.Process(daemon).children():
+                with contextlib.suppress(psutil.Error):
+                    if "range(1200)" in " ".join(child.cmdline()) and not child.environ():
+                        return child.pid
+            return None
+
+        orphan = wait_for(adopted, 10, what="the daemon to adopt the orphan")
+        said = hd(project, "restart", "-s", "esc", env=env)
+        assert said.returncode == 1, said.stdout + said.stderr
+        out = " ".join((said.stdout + said.stderr).split())
+        assert f"already in use by pid {orphan}" in out, out
+        assert "an orphan of this stack's services that the daemon adopted" in out, out
+        assert f"End it (`kill {orphan}`), then `hd start --service esc`" in out, out
+        assert "Stop that process" not in out, out
+    finally:
+        hd(project, "down", env=env)
+        if orphan is not None:
+            wait_for(lambda: not alive(orphan), 10, what="hd down to end the orphan")

@@ -38,7 +38,17 @@ def taken(service: str, port: int, again: bool = False) -> str | None:
             (unlisted.strip(" ()") or "a process it cannot see")
         return f"port {port} is held by {holder}, so it cannot start again yet"
     return PortTakenError(port, service, pid, cmd, False, unlisted, nobody,
-                          None if pid is None else stack_of(pid)).message()
+                          None if pid is None else stack_of(pid),
+                          adopted=pid is not None and adopted(pid)).message()
+
+
+def adopted(pid: int) -> bool:
+    """An orphan of this daemon's services that it adopted as their subreaper (process
+    group mode): its child with no mark, as no service's own process is. Blamed on
+    "that process", to be stopped by hand, the stack's own orphan read as a stranger's
+    (adv44 L/4)."""
+    fields = stat_fields(pid)
+    return fields is not None and int(fields[1]) == os.getpid() and run_mark(pid) is None
 
 
 def _inet_connections() -> list[Any]:
