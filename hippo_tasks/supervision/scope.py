@@ -17,7 +17,7 @@ import time
 
 TYPE_CHECKING = False  # typing itself is 2 MB in the bare guard; mypy still reads the block
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
 
 RUN_ENV = "HIPPODROME_RUN"
@@ -155,26 +155,41 @@ def process_table(max_age: float = TABLE_TTL, begun_after: float = -1.0
     me = os.getpid()
     table: dict[int, tuple[int, str | None, int, int]] = {}
     marks: dict[int, tuple[int, str, str | None]] = {}
-    listed = all_pids()
-    seen: set[int] = set()
-    for _ in range(RELISTS + 1):
+    for listed in _passes():
         for pid in listed:
-            read = stat_and_image(pid)
-            if pid == me or read is None or read[1][0] in ("Z", "X"):
+            read = _read(pid) if pid != me else None
+            if read is None:
                 continue
-            image, fields = read
-            ticks = int(fields[19])
-            known = _MARKS.get(pid)
-            mark = known[2] if known is not None and known[:2] == (ticks, image) else \
-                run_mark(pid)
-            marks[pid] = (ticks, image, mark)
-            table[pid] = (int(fields[2]), mark, ticks, int(fields[1]))
+            marks[pid], fields = read
+            table[pid] = (int(fields[2]), read[0][2], read[0][0], int(fields[1]))
+    _TABLE, _MARKS = (now, time.monotonic(), table), marks
+    return table
+
+
+def _passes() -> Iterator[list[int]]:
+    """The pids in /proc, then at each pass those born since, until a pass finds none
+    (at most RELISTS more: others' processes are born meanwhile too)."""
+    listed, seen = all_pids(), set()
+    for _ in range(RELISTS + 1):
+        yield listed
         seen.update(listed)
         listed = [pid for pid in all_pids() if pid not in seen]
         if not listed:
-            break
-    _TABLE, _MARKS = (now, time.monotonic(), table), marks
-    return table
+            return
+
+
+def _read(pid: int) -> tuple[tuple[int, str, str | None], list[str]] | None:
+    """(start ticks, program image, mark) and the stat fields of a live process (None
+    for a zombie or one gone); its environment read only when _MARKS lacks it."""
+    read = stat_and_image(pid)
+    if read is None or read[1][0] in ("Z", "X"):
+        return None
+    image, fields = read
+    ticks = int(fields[19])
+    known = _MARKS.get(pid)
+    if known is None or known[:2] != (ticks, image):
+        known = (ticks, image, run_mark(pid))
+    return known, fields
 
 
 def reading_ended() -> float:
@@ -438,19 +453,17 @@ class Scope:
         """One pass over /proc stopping each live process with this scope's mark as it
         is read (its newborns, listed after, in the same pass); whether any was new."""
         me, caught = os.getpid(), False
-        listed, seen = all_pids(), set()
-        for _ in range(RELISTS + 1):  # bounded: others' processes are born meanwhile too
+        for listed in _passes():
             for pid in listed:
-                if pid == me or pid in frozen or not _marked(run_mark(pid), self.mark):
+                if pid == me or pid in frozen:
+                    continue
+                read = _read(pid)
+                if read is None or not _marked(read[0][2], self.mark):
                     continue
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGSTOP)
                     frozen.add(pid)
                     caught = True
-            seen.update(listed)
-            listed = [pid for pid in all_pids() if pid not in seen]
-            if not listed:
-                break
         return caught
 
 
