@@ -581,23 +581,15 @@ class ProcessLimitError(HippoError):
         return None
 
 
-def _fsize() -> str:
+def _limit(name: str, unit: str = "") -> str:
+    """The soft limit `resource.RLIMIT_<name>` as a message says it, "?" if unread."""
     try:
         import resource
 
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        return "unlimited" if limit == resource.RLIM_INFINITY else f"{limit} bytes"
-    except (ImportError, OSError, ValueError):
+        limit = resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))[0]
+    except (ImportError, OSError, ValueError, AttributeError):
         return "?"
-
-
-def _nofile() -> str:
-    try:
-        import resource
-
-        return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    except (ImportError, OSError, ValueError):
-        return "?"
+    return "unlimited" if limit == resource.RLIM_INFINITY else f"{limit}{unit}"
 
 
 EXIT_STATE_DIR = 10
@@ -632,7 +624,7 @@ class StateDirError(HippoError):
             # Not the folder, nor the user: it read "Make the folder writable" or "Run
             # this as the user who started the stack" under a tiny `ulimit -n`.
             return (f"cannot open {self.path}: {self.problem} (the open-files limit, "
-                    f"ulimit -n: {_nofile()}): raise it (`ulimit -n 4096`) and run again; "
+                    f"ulimit -n: {_limit('NOFILE')}): raise it (`ulimit -n 4096`) and run again; "
                     "nothing was started or stopped.")
         if self.problem == os.strerror(errno.E2BIG):  # a program started, not a folder
             return (f"cannot start {self.path}: its environment and command line are too "
@@ -654,8 +646,9 @@ class StateDirError(HippoError):
                     "Nothing was started or stopped.")
         if self.problem == os.strerror(errno.EFBIG):  # the folder is fine (adv45 R/9)
             return (f"cannot write {self.path}: {self.problem}: the shell's file-size limit "
-                    f"(ulimit -f: {_fsize()}) is too small for Hippodrome's files; raise it "
-                    "(`ulimit -f unlimited`) and run again; nothing was started or stopped.")
+                    f"(ulimit -f: {_limit('FSIZE', ' bytes')}) is too small for Hippodrome's "
+                    "files; raise it (`ulimit -f unlimited`) and run again; nothing was "
+                    "started or stopped.")
         if self.problem.endswith(", not a file"):  # a named pipe (adv45 R/7)
             return (f"cannot write {self.path}: {self.problem}; move it away (Hippodrome "
                     "makes the file again). Nothing was started or stopped.")
