@@ -116,6 +116,10 @@ def test_a_dead_services_group_number_taken_by_a_stranger_is_not_signalled(
             while not claimed.exists() or not claimed.read_text():
                 await asyncio.sleep(0.05)
             assert claimed.read_text() == str(pid), "could not hand the number to a stranger"
+            for _ in range(100):  # the stranger calls setsid() after its parent saw its pid
+                if os.getpgid(pid) == pid:
+                    break
+                await asyncio.sleep(0.05)
             assert os.getpgid(pid) == pid
             await h.stack.stop(["brief"])
             assert alive(pid), "the stranger in the dead service's old group was signalled"
