@@ -96,6 +96,27 @@ def test_log_readiness_matches_across_a_long_lines_pieces(project: Path, before:
     run(project, text, scenario)
 
 
+@pytest.mark.parametrize("length", [65533, 65536, 131072])
+def test_log_readiness_never_joins_two_lines(project: Path, length: int) -> None:
+    """A whole line as long as a cut piece (65,533 to 65,536 bytes, or a line whose last
+    piece is) ending in `REA`, then a line `DY`: joined across what was taken for a cut,
+    they made the service ready on READY, which is in no line (adv48 A/2)."""
+    code = (f"import sys, time; sys.stdout.write('a' * {length - 3} + 'REA\\\\n'); "
+            "sys.stdout.flush(); time.sleep(0.3); print('DY', flush=True); time.sleep(600)")
+    text = (f'[services.two]\ncommand = ["{PY}", "-c", "{code}"]\n'
+            'readiness = { log = "READY" }\nstart_timeout = 2\nblocking = false\n'
+            'auto_restart = false\n')
+
+    async def scenario(h: Harness) -> None:
+        await h.stack.start_and_wait()
+        assert h.stack.get("two").state == State.FAILED, h.states("two")
+        assert "not ready within start_timeout" in h.stack.get("two").reason
+        lines = h.lines("two")
+        assert "DY" in lines and all("READY" not in ln for ln in lines), [len(x) for x in lines]
+
+    run(project, text, scenario)
+
+
 def test_log_readiness_matches_a_line_as_the_terminal_shows_it(project: Path) -> None:
     """A green READY, or READY after a `\r` progress bar: every view showed READY, and
     `^READY$` never matched the bytes (adv24 a/10)."""

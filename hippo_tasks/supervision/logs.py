@@ -99,6 +99,9 @@ at 330 MB after a service printed big JSON for ten seconds. 16 MiB holds the def
 5,000 lines of up to 3 KiB each, far more than logs usually are."""
 
 
+NONE: frozenset[int] = frozenset()
+
+
 class LineSplitter:
     """Turns a byte stream into whole lines, holding a partial line between chunks."""
 
@@ -113,6 +116,12 @@ class LineSplitter:
         """After a feed: the whole line (as the log file keeps it) that this feed ended,
         when pieces of it were passed on before. Log readiness matches it: a line
         written in two parts 0.5 s apart was seen only as its pieces (adv24 a/3)."""
+        self.continued: frozenset[int] = NONE
+        """After a feed: which of the lines it returned are cut pieces of a line over
+        MAX_LINE, the rest of the line after them. Log readiness matches across such a
+        cut only; told by its length alone, a whole line of 65,533 bytes was joined to
+        the next line, and READ at its end and DY on the next made a service ready
+        (adv48 A/2)."""
 
     def feed(self, data: bytes) -> list[bytes]:
         if self._passed or self.completed is not None:  # rare: keep the hot path bare
@@ -136,6 +145,7 @@ class LineSplitter:
         return lines
 
     def _split(self, data: bytes) -> list[bytes]:
+        self.continued = NONE
         if self._partial:
             data = self._partial + data
         elif self._cut and data.startswith(b"\n"):
@@ -150,8 +160,17 @@ class LineSplitter:
             lines.append(self._partial[:edge])                    # waits for its end
             self._partial = self._partial[edge:]
             self._cut = True
+            self.continued = frozenset((len(lines) - 1,))
         if len(data) > MAX_LINE and any(len(line) > MAX_LINE for line in lines):
-            lines = [piece for line in lines for piece in pieces(line)]
+            out: list[bytes] = []
+            continued: set[int] = set()
+            for at, line in enumerate(lines):
+                parts = pieces(line)
+                continued.update(range(len(out), len(out) + len(parts) - 1))
+                out += parts
+                if at in self.continued:  # the line held goes on in the next read
+                    continued.add(len(out) - 1)
+            lines, self.continued = out, frozenset(continued)
         return lines
 
     def flush(self) -> list[bytes]:
@@ -203,14 +222,15 @@ class LogHub:
         self._buffers: dict[str, deque[LogChunk]] = {}
         self._counts: dict[str, int] = {}
         self._seq: dict[str, int] = {}
-        self._watchers: dict[str, Callable[[str], None]] = {}
+        self._watchers: dict[str, Callable[[str, bool], None]] = {}
         self._cond = threading.Condition()
 
     def add_sink(self, sink: LogSink) -> None:
         self._sinks.append(sink)
 
-    def watch(self, service: str, on_line: Callable[[str], None] | None) -> None:
-        """Route decoded lines of one service to a callback (log readiness), or stop."""
+    def watch(self, service: str, on_line: Callable[[str, bool], None] | None) -> None:
+        """Route decoded lines of one service to a callback (log readiness), or stop;
+        with each, whether it is a cut piece of a longer line (LineSplitter.continued)."""
         if on_line is None:
             self._watchers.pop(service, None)
         else:
@@ -258,9 +278,10 @@ class LogHub:
         self._sizes[service] = size
 
     def publish(self, service: str, raw: bytes, lines: list[bytes],
-                completed: bytes | None = None) -> None:
+                completed: bytes | None = None, continued: frozenset[int] = NONE) -> None:
         """`completed`: a line passed on in pieces, now whole (LineSplitter.completed),
-        for the readiness watcher only; the terminal and the API keep the pieces."""
+        for the readiness watcher only; the terminal and the API keep the pieces.
+        `continued`: which of `lines` the next piece continues (LineSplitter.continued)."""
         if not lines and not raw:
             return
         first = self._seq.get(service, 0) + 1
@@ -273,9 +294,9 @@ class LogHub:
         watcher = self._watchers.get(service)
         if watcher is not None:
             if completed is not None:
-                watcher(completed.decode("utf-8", "replace"))
-            for line in lines:
-                watcher(line.decode("utf-8", "replace"))
+                watcher(completed.decode("utf-8", "replace"), False)
+            for at, line in enumerate(lines):
+                watcher(line.decode("utf-8", "replace"), at in continued)
         self._notify()
 
     def system(self, service: str, text: str) -> None:

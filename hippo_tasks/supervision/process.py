@@ -246,7 +246,8 @@ class _PipeProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         waited = self._split.waiting
         lines = self._split.feed(data)
-        self._hub.publish(self._service, data, lines, self._split.completed)
+        self._hub.publish(self._service, data, lines, self._split.completed,
+                          self._split.continued)
         if lines or not waited:
             self._line_began = self._reads
         self._reads += 1

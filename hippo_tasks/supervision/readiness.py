@@ -17,7 +17,7 @@ from hippo_tasks.model.regex_safety import safe_regex
 from hippo_tasks.model.spec import StackSettings
 from hippo_tasks.supervision import probes
 from hippo_tasks.supervision.liveness import Liveness
-from hippo_tasks.supervision.logs import MAX_LINE, LogHub
+from hippo_tasks.supervision.logs import LogHub
 from hippo_tasks.supervision.process import Child
 from hippo_tasks.supervision.scope import is_stopped
 from hippo_tasks.terminal_text import as_seen
@@ -180,21 +180,22 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
         return seen is not text and budget.timed(regex.search_text, seen)
 
     carry = ""
-    """The end of a full 64 KiB piece of a longer line (LogHub passes such a line on in
-    pieces): a match across the cut was never seen (adv45 R/14). Not seen still: a
-    match over `reach` characters long on either side of a cut, or across a cut the
-    line's slow writing put elsewhere (the file, which keeps the line whole, has it)."""
+    """The end of a 64 KiB piece of a longer line (LogHub passes such a line on in
+    pieces, and says which go on): a match across the cut was never seen (adv45 R/14).
+    Not seen still: a match over `reach` characters long on either side of a cut, one
+    across a cut the line's slow writing put elsewhere (the file, which keeps the line
+    whole, has it), or across a cut in the lines printed before the watch began, the
+    moment the process was spawned."""
     reach = min(CARRY, regex.span // 2)
     """Characters joined from each side of a cut: half of what the pattern looks at, so
     the cut sits in the middle of it. A pattern with an open-ended repeat looks at the
     first 4,096 characters of a text, and joined 4,096 and 4,096 it saw the carry only
     (adv47 G/3)."""
 
-    def found_in(text: str) -> bool:
+    def found_in(text: str, continued: bool = False) -> bool:
         nonlocal carry
         found = matches(text) or bool(carry) and matches(carry[-reach:] + text[:reach])
-        carry = text[-CARRY:] if len(text) >= MAX_LINE // 4 and \
-            len(text.encode("utf-8", "surrogatepass")) >= MAX_LINE - 3 else ""
+        carry = text[-CARRY:] if continued else ""
         return found
 
     # This run's lines already captured count too (a fast service may print before we
@@ -205,8 +206,8 @@ async def _until_log(child: Child, name: str, pattern: str, hub: LogHub, first_s
             matched.set_result(None)
             break
 
-    def on_line(text: str) -> None:
-        if not matched.done() and found_in(text):
+    def on_line(text: str, continued: bool) -> None:
+        if not matched.done() and found_in(text, continued):
             matched.set_result(None)
 
     hub.watch(name, on_line)
