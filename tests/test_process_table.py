@@ -9,6 +9,7 @@ seeing a mark that an exec gave a process read before without one.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -79,3 +80,46 @@ def test_a_mark_an_exec_gave_is_seen(started: list[subprocess.Popen[bytes]],
     assert scope.run_mark(proc.pid) == MARK, "the child never exec'd"
     assert marks_of(proc.pid) == MARK
     assert proc.pid in scope.marked_pids(MARK)
+
+
+TOGGLE = """
+import os, sys, time
+if "HIPPODROME_PAD" in os.environ:
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.01)
+    env = dict(os.environ)
+    env["HIPPODROME_RUN"] = env.pop("HIPPODROME_PAD")
+    os.execve(sys.executable, [sys.executable, "-c", sys.argv[2], sys.argv[1], sys.argv[2]], env)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(shutil.which("setarch") is None, reason="setarch (util-linux) is missing")
+def test_a_child_that_takes_its_mark_by_an_exec_that_changes_no_address_is_seen(
+        started: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """Address-space randomisation off (`setarch -R`, a debugger) and an environment of
+    the same size: an exec changes nothing /proc/PID/stat shows. A service's orphan,
+    adopted by the daemon, exec'd itself with its mark back and outlived `hd stop -s`
+    (adv48 A/6). A child of the reader with no mark is read afresh each time."""
+    go = tmp_path / "go"
+    env = {k: v for k, v in os.environ.items() if k != scope.RUN_ENV}
+    env["HIPPODROME_PAD"] = MARK  # the mark's own length, under another name
+    proc = subprocess.Popen(["setarch", "-R", sys.executable, "-c", TOGGLE, str(go), TOGGLE],
+                            env=env)
+    started.append(proc)
+
+    def python_unmarked() -> str | None:
+        read = scope.stat_and_image(proc.pid)
+        return read[0] if read and "python" in read[0] and marks_of(proc.pid) is None \
+            else None
+
+    before = wait_for(python_unmarked, 10, what="the child running python, unmarked")
+    go.touch()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and scope.run_mark(proc.pid) != MARK:
+        time.sleep(0.01)
+    assert scope.run_mark(proc.pid) == MARK, "the child never exec'd"
+    read = scope.stat_and_image(proc.pid)
+    if read is None or read[0] != before:
+        pytest.skip("the exec moved an address here: randomisation could not be turned off")
+    assert marks_of(proc.pid) == MARK

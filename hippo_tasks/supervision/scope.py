@@ -34,9 +34,10 @@ def stat_fields(pid: int) -> list[str] | None:
 
 
 def stat_and_image(pid: int) -> tuple[str, list[str]] | None:
-    """What names the program PID runs now, and stat_fields: every exec changes it (the
-    command name, and the stack's address, placed anew for each program; 0 where
-    /proc hides it: the name alone then)."""
+    """What names the program PID runs now, and stat_fields: an exec changes it (the
+    command name; where /proc shows them, the addresses of its code, stack, heap,
+    arguments and environment, placed anew for each program unless address-space
+    randomisation is off; then still the environment's size and place)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             raw = fh.read()
@@ -44,8 +45,8 @@ def stat_and_image(pid: int) -> tuple[str, list[str]] | None:
         return None
     end = raw.rfind(b")")
     fields = raw[end + 2:].decode("ascii", "replace").split()
-    stack = fields[25] if len(fields) > 25 else ""
-    return f"{stack} {raw[raw.find(b'(') + 1:end]!r}", fields
+    where = " ".join(fields[23:26] + fields[42:49])  # start_code..start_stack, start_data..env_end
+    return f"{where} {raw[raw.find(b'(') + 1:end]!r}", fields
 
 
 def is_stopped(pid: int) -> bool:
@@ -180,16 +181,33 @@ def _passes() -> Iterator[list[int]]:
 
 def _read(pid: int) -> tuple[tuple[int, str, str | None], list[str]] | None:
     """(start ticks, program image, mark) and the stat fields of a live process (None
-    for a zombie or one gone); its environment read only when _MARKS lacks it."""
+    for a zombie or one gone); its environment read only when _MARKS lacks it, or when
+    it is this process's own child and had no mark: an orphan of a service adopted by
+    the daemon (process-group mode) that exec'd itself with its mark back, with
+    randomisation off and an environment of the same size, changed nothing else, and
+    `hd stop -s` left it running (adv48 A/6)."""
     read = stat_and_image(pid)
     if read is None or read[1][0] in ("Z", "X"):
         return None
     image, fields = read
     ticks = int(fields[19])
-    known = _MARKS.get(pid)
-    if known is None or known[:2] != (ticks, image):
+    known = None if _AFRESH else _MARKS.get(pid)
+    if known is None or known[:2] != (ticks, image) or (
+            known[2] is None and int(fields[1]) == os.getpid()):
         known = (ticks, image, run_mark(pid))
     return known, fields
+
+
+_AFRESH = False
+"""_read takes no mark from _MARKS (read_marks_afresh)."""
+
+
+def read_marks_afresh(on: bool) -> None:
+    """While `on`, every environment is read at every reading: during a stack's
+    shutdown, which no one waits on to the millisecond, no mark an exec gave a process
+    is missed."""
+    global _AFRESH
+    _AFRESH = on
 
 
 def reading_ended() -> float:
