@@ -102,3 +102,31 @@ def test_overlapping_restarts_keep_dependency_order_and_answer_what_runs(
             assert h.stack.services[name].state == State.RUNNING, h.states(name)
 
     run(project, text, scenario, timeout=90)
+
+
+def test_a_restart_out_of_a_cascades_reach_does_not_wait_for_it(project: Path) -> None:
+    """A crashed restart_cascades store came back and restarted its slow dependant; `hd
+    restart -s u` of a service neither is nor depends on waited for that cascade (7.6 s
+    for a 0.4 s restart; adv48 A/7). It answers once u is ready, the cascade still on."""
+    dash, store, slow, u = free_ports(4)
+    text = (stack_header(dash)
+            + toy_service("store", store, readiness={"tcp": True}, restart_cascades=True)
+            + toy_service("slow", slow, "--delay", "4", readiness={"tcp": True},
+                          depends_on=["store"], start_timeout=30)
+            + toy_service("u", u, readiness={"tcp": True}))
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        store_svc, slow_svc = h.stack.services["store"], h.stack.services["slow"]
+        old_slow = slow_svc.pid
+        assert store_svc.pid is not None
+        os.kill(store_svc.pid, 9)
+        while not h.stack._cascades:  # store back and ready: its cascade has begun
+            await asyncio.sleep(0.02)
+        snap = await asyncio.wait_for(h.stack.restart("u"), 20)
+        assert snap.ready and alive(snap.pid or 0)
+        assert h.stack._cascades, "the cascade was over before `restart -s u` answered"
+        assert not (slow_svc.ready and slow_svc.pid != old_slow), h.states("slow")
+        await asyncio.wait_for(asyncio.gather(*h.stack._cascades), 30)
+
+    run(project, text, scenario, timeout=90)

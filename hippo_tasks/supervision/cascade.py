@@ -34,8 +34,8 @@ class CascadingStack(StackCore):
                                       "restarts (restart_cascades): restarting what "
                                       "depends on it")
             task = asyncio.ensure_future(self._cascade_from(name, "restart_cascades"))
-            self._cascades.add(task)  # held until done: a task nobody holds may vanish
-            task.add_done_callback(self._cascades.discard)
+            self._cascades[task] = name  # held until done: a task nobody holds may vanish
+            task.add_done_callback(lambda done: self._cascades.pop(done, None))
 
     async def restart_cascade(self, name: str, skipped: dict[str, str] | None = None,
                               sent: float | None = None) -> Settled:

@@ -59,12 +59,10 @@ class StackSupervisor(CascadingStack):
         held = self._held_by(meanwhile, "not started", set(wanted))
         settled = await self._start([n for n in wanted if n not in held])
         settled.update({n: self.services[n].snapshot() for n in held})
-        if self._cascades:
-            # A restart_cascades service this start brought back restarts what depends
-            # on it: answered before that, `start` printed pids the cascade ended half
-            # a second later (adv24 a/5). Its rows are read once the cascades are over.
-            await asyncio.gather(*list(self._cascades), return_exceptions=True)
-            settled = {name: self.services[name].snapshot() for name in settled}
+        # A restart_cascades service this start brought back restarts what depends on
+        # it: answered before that, `start` printed pids the cascade ended half a second
+        # later (adv24 a/5). Its rows are read once the cascades that reach them are over.
+        settled = await self._after_cascades(settled)
         # One that came up for this start, in a stop from elsewhere that is still under
         # way (it stops the dependants first): answered once that stop is over, as the
         # rest are. It was answered `stopping`, "did not come up" (adv44 L/1).

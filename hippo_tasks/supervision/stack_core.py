@@ -52,7 +52,8 @@ class StackCore:
         """Resolved (and replaced) on every transition: what waiting services wake on."""
         self.final = False
         self._been_ready: set[str] = set()
-        self._cascades: set[asyncio.Future[Settled]] = set()
+        self._cascades: dict[asyncio.Future[Settled], str] = {}
+        """The cascades a restart_cascades service's readiness began, each to its origin."""
         self._cascading: dict[str, int] = {}
         """Services whose explicit cascades run now (how many): their being ready again
         starts no other."""
@@ -199,14 +200,20 @@ class StackCore:
         return snap
 
     async def _after_cascades(self, rows: Settled) -> Settled:
-        """`rows` once every cascade under way that may still restart one of them is
-        over, each read again then. A whole-stack restart answered a db and a mid that a
+        """`rows` once every cascade under way that may still restart one of them (from
+        an origin they are or depend on) is over, each read again then; not one from
+        elsewhere, which made `hd restart -s` of an unrelated service wait 7 s for a
+        crashed store's dependants (adv48 A/7). A whole-stack restart answered a db and a mid that a
         second cascade from db, asked meanwhile, replaced a second later, and `restart
         -s mid` a mid that cascade was about to restart (adv47 G/5)."""
         names = set(rows)
-        overlapping: list[asyncio.Future[Any]] = [t for t in self._cascades if not t.done()]
+        reaches = {origin for origin in {*self._cascades.values(), *self._origin_cascades}
+                   if names & {origin, *self.dependants_closure(origin)}}
+        overlapping: list[asyncio.Future[Any]] = [
+            task for task, origin in self._cascades.items()
+            if origin in reaches and not task.done()]
         for origin, running in self._origin_cascades.items():
-            if names & {origin, *self.dependants_closure(origin)}:
+            if origin in reaches:
                 overlapping += [f for f in running if not f.done()]
         if not overlapping:
             return rows
