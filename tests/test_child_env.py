@@ -105,3 +105,22 @@ def test_a_link_in_a_folder_others_may_write_is_not_trusted(
         assert list(shared.iterdir()) == []
     finally:
         child_env.path_entry.cache_clear()
+
+
+def test_a_relative_temporary_directory_gives_an_absolute_entry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TMPDIR=.`: tempfile keeps "." as it is, and the entry was relative, so a service
+    with a cwd of its own imported another copy of Hippodrome (adv48 A/5)."""
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", ".")
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    folder = packages_in(tmp_path / "x:y")
+    child_env.path_entry.cache_clear()
+    try:
+        entry = child_env.path_entry(str(folder))
+        assert os.path.isabs(entry), entry
+        assert Path(entry).resolve() == folder.resolve()
+    finally:
+        child_env.path_entry.cache_clear()

@@ -73,7 +73,8 @@ def path_entry(folder: str) -> str:
     import tempfile
 
     try:
-        base = Path(tempfile.gettempdir()) / f"hippodrome-{os.getuid()}"
+        # absolute: TMPDIR=. is kept as ".", and each service's cwd read it anew (A/5)
+        base = Path(os.path.abspath(tempfile.gettempdir())) / f"hippodrome-{os.getuid()}"
         base.mkdir(mode=0o700, exist_ok=True)
         info = base.lstat()
         if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
