@@ -108,7 +108,11 @@ class Connection:
 
     def __init__(self, host: str, port: int, timeout: float,
                  tls: ssl.SSLContext | None = None) -> None:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        # An ASCII name as bytes: a str is encoded with the idna codec, whose import
+        # (unicodedata, stringprep) cost every command 1 ms, and under a low `ulimit -v`
+        # failed as "LookupError: unknown encoding: idna", a traceback (adv48 A/1).
+        address: Any = (host.encode() if host.isascii() else host, port)  # bytes: typeshed
+        sock = socket.create_connection(address, timeout=timeout)       # says str only
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:

@@ -467,3 +467,34 @@ def test_a_dashboard_host_that_is_no_text_a_socket_takes_is_a_sentence(
                "machine)" in said, said
     finally:
         hd(project, "down", "--force", timeout=60)
+
+
+def test_commands_reach_the_daemon_without_the_idna_codec(project: Path) -> None:
+    """Under a low `ulimit -v`, importing the idna codec (unicodedata, stringprep) for the
+    daemon's address failed, which the codec registry says as `LookupError: unknown
+    encoding: idna`: a traceback from every command that talks to the daemon (adv48
+    A/1). An ASCII address goes to the socket as bytes, so no codec is needed."""
+    import subprocess
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    refuse = """
+import sys
+class NoIdna:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("encodings.idna", "stringprep", "unicodedata"):
+            raise MemoryError
+        return None
+sys.meta_path.insert(0, NoIdna())
+"""
+    try:
+        ran = subprocess.run([PY, "-c", refuse + "from hippo_tasks.entry import cli\ncli()\n",
+                              "status", "--project-root", str(project)],
+                             cwd=project, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "NO_COLOR": "1"})
+        said = ran.stdout + ran.stderr
+        assert ran.returncode == 0 and "web" in ran.stdout, said
+        assert "Traceback" not in said, said
+    finally:
+        hd(project, "down", timeout=60)
