@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from harness import Harness, run
-from stackutil import free_ports, stack_header, toy_service
+from stackutil import escaper_service, free_ports, stack_header, toy_service
 
 from hippo_tasks.supervision.stack import Settled
 from hippo_tasks.supervision.states import State, Transition
@@ -128,5 +128,88 @@ def test_a_restart_out_of_a_cascades_reach_does_not_wait_for_it(project: Path) -
         assert h.stack._cascades, "the cascade was over before `restart -s u` answered"
         assert not (slow_svc.ready and slow_svc.pid != old_slow), h.states("slow")
         await asyncio.wait_for(asyncio.gather(*h.stack._cascades), 30)
+
+    run(project, text, scenario, timeout=90)
+
+
+def test_a_restart_ready_before_a_stack_restart_stops_it_answers_after_that(
+        project: Path) -> None:
+    """`hd restart -s mid`, then `hd restart` while top (slow to stop) held its stop
+    half: mid's restart was ready, and then the stack's restart stopped mid; the answer
+    read mid `stopping`, "another command (a stop, `hd down`) changed the stack", exit
+    1, and mid ran a second later (adv48 A/3). It answers once the stack's restart is
+    over, with the mid that runs."""
+    dash, mid, top = free_ports(3)
+    text = (stack_header(dash)
+            + toy_service("mid", mid, "--delay", "0.2", readiness={"tcp": True})
+            + escaper_service("top", top, "--drain", "1.5", readiness={"tcp": True},
+                              depends_on=["mid"], stop_timeout=10))
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        mine = asyncio.ensure_future(h.stack.restart("mid"))
+        await asyncio.sleep(0.05)
+        whole = asyncio.ensure_future(h.stack.restart_all())
+        snap = await asyncio.wait_for(mine, 30)
+        assert whole.done(), "answered before the stack's restart was over"
+        await whole
+        assert snap.ready and snap.pid == h.stack.services["mid"].pid, (snap, h.states("mid"))
+
+    run(project, text, scenario, timeout=90)
+
+
+def test_a_cascade_answers_the_origin_a_later_restart_of_it_made(project: Path) -> None:
+    """`hd restart -s mid --cascade`, and `hd restart -s mid` once the cascade had gone
+    on to top: the cascade answered the mid that restart was ending (adv48 A/4)."""
+    dash, mid, top = free_ports(3)
+    text = (stack_header(dash)
+            + toy_service("mid", mid, "--delay", "0.2", readiness={"tcp": True})
+            + toy_service("top", top, "--delay", "1.0", readiness={"tcp": True},
+                          depends_on=["mid"]))
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        top_svc = h.stack.services["top"]
+        old_top = top_svc.pid
+        cascade = asyncio.ensure_future(h.stack.restart_cascade("mid"))
+        while top_svc.pid in (None, old_top) or top_svc.ready:  # the cascade is at top
+            await asyncio.sleep(0.02)
+        again = asyncio.ensure_future(h.stack.restart("mid"))
+        rows = await asyncio.wait_for(cascade, 30)
+        await asyncio.wait_for(again, 30)
+        assert rows["mid"].pid == h.stack.services["mid"].pid, (rows["mid"], h.states("mid"))
+        assert alive(rows["mid"].pid or 0)
+
+    run(project, text, scenario, timeout=90)
+
+
+def test_a_restart_waits_for_a_cascade_begun_while_it_waited_for_another(
+        project: Path) -> None:
+    """`hd restart -s mid` waited for the cascade from db under way when it began, not
+    for a second one from db asked while it waited, and answered the mid that second
+    cascade then replaced (adv48 A/8)."""
+    dash, db, mid, top = free_ports(4)
+    text = (stack_header(dash)
+            + toy_service("db", db, "--delay", "1.5", readiness={"tcp": True},
+                          restart_cascades=True)
+            + toy_service("mid", mid, "--delay", "0.3", readiness={"tcp": True},
+                          depends_on=["db"])
+            + toy_service("top", top, "--delay", "0.6", readiness={"tcp": True},
+                          depends_on=["mid"]))
+
+    async def scenario(h: Harness) -> None:
+        assert await h.stack.start_and_wait() is None
+        mid_svc = h.stack.services["mid"]
+        old_mid = mid_svc.pid
+        first = asyncio.ensure_future(h.stack.restart_cascade("db"))
+        await asyncio.sleep(0.1)
+        mine = asyncio.ensure_future(h.stack.restart("mid"))
+        while mid_svc.pid in (None, old_mid) or not mid_svc.ready or mid_svc.coming_up:
+            await asyncio.sleep(0.02)  # mid restarted: `mine` waits for the cascade
+        assert not mine.done(), "answered before the first cascade was over"
+        second = asyncio.ensure_future(h.stack.restart_cascade("db"))
+        snap = await asyncio.wait_for(mine, 30)
+        await asyncio.wait_for(asyncio.gather(first, second), 30)
+        assert snap.pid == h.stack.services["mid"].pid, (snap, h.states("mid"))
 
     run(project, text, scenario, timeout=90)

@@ -72,9 +72,9 @@ class CascadingStack(StackCore):
             # and dependants the other had replaced seconds before (adv44 L/3). Each
             # answers once both are over, with what runs.
             await asyncio.wait(overlapping)
-            settled = {n: await self._through_restart(self.services[n].snapshot())
-                       for n in settled}
-        return settled
+        # Each row as it is now, through a restart of it another caller asked meanwhile
+        # (one of the origin, after the cascade had gone past it: adv48 A/4).
+        return {n: await self._through_restart(self.services[n].snapshot()) for n in settled}
 
     async def _cascade_whole(self, name: str, skipped: dict[str, str] | None,
                              were_up: set[str]) -> Settled:

@@ -188,37 +188,53 @@ class StackCore:
         caller's restart or start of this service (a cascade after a whole-stack
         restart: `hd restart -s slow` said "another command (a stop, `hd down`) changed
         the stack", exit 1, with slow running a moment later, y/3). A stop is not waited
-        through: the service ends stopped, and the answer says so."""
-        while not snap.ready and not self.final:
+        through: the service ends stopped, and the answer says so.
+
+        Waited through even when `snap` is ready: a `restart -s mid` ready just before a
+        whole-stack restart's stop reached mid was answered with mid `stopping`, "another
+        command (a stop, `hd down`) changed the stack", exit 1 (adv48 A/3), and a
+        cascade from mid named the mid a `restart -s mid` sent meanwhile was replacing
+        (A/4). Read again at the end in any case: what overtook it may be over by the
+        time this looks (a start cut short by a whole-stack restart, read after another
+        row had waited that restart out, was answered `stopped`)."""
+        while not self.final:
             if self._restarting is not None:
                 await asyncio.shield(self._restarting)
             elif self.services[snap.name].coming_up:
                 await self.wait_change()
             else:
                 break
-            snap = self.services[snap.name].snapshot()
-        return snap
+        return self.services[snap.name].snapshot()
 
     async def _after_cascades(self, rows: Settled) -> Settled:
         """`rows` once every cascade under way that may still restart one of them (from
-        an origin they are or depend on) is over, each read again then; not one from
-        elsewhere, which made `hd restart -s` of an unrelated service wait 7 s for a
-        crashed store's dependants (adv48 A/7). A whole-stack restart answered a db and a mid that a
-        second cascade from db, asked meanwhile, replaced a second later, and `restart
-        -s mid` a mid that cascade was about to restart (adv47 G/5)."""
+        an origin they are or depend on) is over, and any begun meanwhile, each read
+        again then. A whole-stack restart answered a db and a mid that a second cascade
+        from db, asked meanwhile, replaced a second later, and `restart -s mid` a mid
+        that cascade was about to restart (adv47 G/5), or that one begun while it waited
+        for another was (adv48 A/8); not one from elsewhere, which made `hd restart -s`
+        of an unrelated service wait 7 s for a crashed store's dependants (A/7)."""
         names = set(rows)
+        waited = False
+        while overlapping := self._cascades_reaching(names):
+            await asyncio.wait(overlapping)
+            waited = True
+        if not waited:
+            return rows
+        return {n: await self._through_restart(self.services[n].snapshot()) for n in rows}
+
+    def _cascades_reaching(self, names: set[str]) -> list[asyncio.Future[Any]]:
+        """The cascades under way, crash or asked for, whose origin is one of `names` or
+        something one of them depends on."""
         reaches = {origin for origin in {*self._cascades.values(), *self._origin_cascades}
                    if names & {origin, *self.dependants_closure(origin)}}
-        overlapping: list[asyncio.Future[Any]] = [
+        found: list[asyncio.Future[Any]] = [
             task for task, origin in self._cascades.items()
             if origin in reaches and not task.done()]
         for origin, running in self._origin_cascades.items():
             if origin in reaches:
-                overlapping += [f for f in running if not f.done()]
-        if not overlapping:
-            return rows
-        await asyncio.wait(overlapping)
-        return {n: await self._through_restart(self.services[n].snapshot()) for n in rows}
+                found += [f for f in running if not f.done()]
+        return found
 
     def _held_back(self, name: str, skipped: dict[str, str] | None, sent: float | None,
                    stopped_meanwhile: bool = False) -> ServiceSnapshot | None:
