@@ -498,3 +498,48 @@ sys.meta_path.insert(0, NoIdna())
         assert "Traceback" not in said, said
     finally:
         hd(project, "down", timeout=60)
+
+
+SHORT_OF_MEMORY_PER_REQUEST = """
+import os, socket
+makefile = socket.socket.makefile
+def short(self, *args, **kwargs):  # as under a low `ulimit -v`, while MARK exists
+    if os.path.exists(MARK):
+        raise MemoryError
+    return makefile(self, *args, **kwargs)
+socket.socket.makefile = short  # the forked daemon keeps it
+from hippo_tasks.entry import cli
+cli()
+"""
+
+
+def test_a_request_the_daemon_has_no_memory_for_is_told_so_and_the_stack_runs_on(
+        project: Path) -> None:
+    """Under a low `ulimit -v` the daemon could not make a request's socket file: each
+    connection was dropped with two tracebacks in daemon.log, and every command called
+    the daemon hung (adv48 A/9). Each request is a 503 that says so; with memory again,
+    the next one is served."""
+    import subprocess
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    mark = project / "no-memory"
+    up = subprocess.run([PY, "-c", SHORT_OF_MEMORY_PER_REQUEST.replace("MARK", repr(str(mark))),
+                         "up", "--detach", "--project-root", str(project)], cwd=project,
+                        capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "NO_COLOR": "1"})
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        mark.touch()
+        said = hd(project, "status")
+        out = said.stdout + said.stderr
+        assert said.returncode == 1 and "out of memory: this process could not get the " \
+            "memory it asked for" in said.stderr, out
+        assert "ask again" in said.stderr and "--force" not in out, out
+        log = (project / ".hippodrome" / "daemon.log").read_text()
+        assert "Traceback" not in log, log
+        mark.unlink()
+        assert hd(project, "status").returncode == 0
+    finally:
+        mark.unlink(missing_ok=True)
+        hd(project, "down")

@@ -13,6 +13,7 @@ import contextlib
 import json
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from hippo_tasks.daemon.httpcore import (
     json_head,
     peer_gone,
 )
+from hippo_tasks.out_of_memory import OUT_OF_MEMORY, is_out_of_memory
 
 STATUS_FOR: list[tuple[type[E.HippoError], int]] = [
     (E.UnknownServiceError, 404),
@@ -105,6 +107,19 @@ class ApiServer(ThreadingServer):
     def shutdown_request(self, request: Any) -> None:
         self.connections.release(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request the daemon had no memory for (a low `ulimit -v`: the handler's
+        socket file, a lock) is a 503 that says so. It was dropped with two tracebacks
+        in daemon.log, and every command called the daemon hung (adv48 A/9)."""
+        exc = sys.exc_info()[1]
+        if exc is not None and is_out_of_memory(exc):
+            with contextlib.suppress(Exception):
+                refuse(request, f"{OUT_OF_MEMORY} (the daemon, for this request: ask again; "
+                                "the stack runs on, and this request did nothing)",
+                       "OutOfMemory")
+            return
+        super().handle_error(request, client_address)
 
 
 def _on_loop(engine: Any, text: str) -> None:
