@@ -228,6 +228,22 @@ cli()
 """
 
 
+def up_wrapped(project: Path, wrapper: str, mark_name: str) -> Path:
+    """A one-service stack brought up by `wrapper` (a script around `hd` that the forked
+    daemon keeps), whose fault is on while the returned file exists."""
+    import subprocess
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    mark = project / mark_name
+    up = subprocess.run([PY, "-c", wrapper.replace("MARK", repr(str(mark))),
+                         "up", "--detach", "--project-root", str(project)], cwd=project,
+                        capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "NO_COLOR": "1"})
+    assert up.returncode == 0, up.stdout + up.stderr
+    return mark
+
+
 def test_a_request_at_the_process_limit_is_told_so_and_the_stack_runs_on(
         project: Path) -> None:
     """Other processes took the user's last processes while the stack ran: each
@@ -235,16 +251,7 @@ def test_a_request_at_the_process_limit_is_told_so_and_the_stack_runs_on(
     daemon.log, and every command said the daemon "does not answer ... If it is hung,
     run `hd down --force`", which ends a healthy stack (adv45 R/1). Each request is a
     503 that says so now, and the next one, with room again, is served."""
-    import subprocess
-
-    dash, port = free_ports(2)
-    write_stack(project, stack_header(dash) + toy_service("web", port))
-    mark = project / "no-threads"
-    up = subprocess.run([PY, "-c", REFUSING_THREADS.replace("MARK", repr(str(mark))),
-                         "up", "--detach", "--project-root", str(project)], cwd=project,
-                        capture_output=True, text=True, timeout=120,
-                        env={**os.environ, "NO_COLOR": "1"})
-    assert up.returncode == 0, up.stdout + up.stderr
+    mark = up_wrapped(project, REFUSING_THREADS, "no-threads")
     try:
         mark.touch()
         for _ in range(3):
@@ -519,16 +526,7 @@ def test_a_request_the_daemon_has_no_memory_for_is_told_so_and_the_stack_runs_on
     connection was dropped with two tracebacks in daemon.log, and every command called
     the daemon hung (adv48 A/9). Each request is a 503 that says so; with memory again,
     the next one is served."""
-    import subprocess
-
-    dash, port = free_ports(2)
-    write_stack(project, stack_header(dash) + toy_service("web", port))
-    mark = project / "no-memory"
-    up = subprocess.run([PY, "-c", SHORT_OF_MEMORY_PER_REQUEST.replace("MARK", repr(str(mark))),
-                         "up", "--detach", "--project-root", str(project)], cwd=project,
-                        capture_output=True, text=True, timeout=120,
-                        env={**os.environ, "NO_COLOR": "1"})
-    assert up.returncode == 0, up.stdout + up.stderr
+    mark = up_wrapped(project, SHORT_OF_MEMORY_PER_REQUEST, "no-memory")
     try:
         mark.touch()
         said = hd(project, "status")
