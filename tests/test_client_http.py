@@ -14,7 +14,8 @@ from scripted_http import raw_server
 from stackutil import free_ports
 
 from hippo_tasks.daemon.client import DaemonClient, HippoErrorFromDaemon
-from hippo_tasks.errors import DaemonUnreachableError, RequestTimeoutError, UnknownServiceError
+from hippo_tasks.errors import RequestTimeoutError, UnknownServiceError
+from hippo_tasks.errors.daemon import DaemonUnreachableError
 
 
 def read_request(conn: socket.socket) -> bytes:

@@ -22,7 +22,7 @@ from hippo_tasks.daemon import listener
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.launch import prepare
 from hippo_tasks.daemon.main import run_engine
-from hippo_tasks.errors import PortsBusyError
+from hippo_tasks.errors.ports import PortsBusyError
 from hippo_tasks.model.plan import Options, url_host
 from hippo_tasks.supervision.states import State
 

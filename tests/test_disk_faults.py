@@ -307,7 +307,7 @@ def test_a_daemon_that_could_write_nothing_is_said_from_its_exit_code(
     go nowhere; printing it failed, it ended as an internal error (70), and `up
     --detach` said only "the daemon exited with code 70". It now exits 10."""
     from hippo_tasks.daemon.main import _fail
-    from hippo_tasks.errors import StateDirError
+    from hippo_tasks.errors.state_dir import StateDirError
     from hippo_tasks.tasks.detached import _report_failure
 
     with tmpfs(tmp_path / "ro", "1m", readonly=True) as ro, \

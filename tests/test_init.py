@@ -149,7 +149,7 @@ def test_a_link_to_nothing_at_a_files_name_is_not_taken_for_no_file(
 
 def test_a_folder_it_cannot_write_says_nothing_was_written(tmp_path: Path) -> None:
     """It ended "nothing was started or stopped", words for up and down (adv24 c/4)."""
-    from hippo_tasks.errors import StateDirError
+    from hippo_tasks.errors.state_dir import StateDirError
     from hippo_tasks.tasks.scaffold import write_starter
 
     gone = tmp_path / "deleted-under-the-shell"

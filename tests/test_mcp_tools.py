@@ -324,7 +324,7 @@ def test_a_command_that_leaves_a_child_behind_is_done_when_it_exits(project: Pat
 
 def test_a_daemon_that_ended_mid_call_is_said_with_its_pid() -> None:
     """It read "No Hippodrome daemon is running for . Call the start tool"."""
-    from hippo_tasks.errors import DaemonEndedError
+    from hippo_tasks.errors.daemon import DaemonEndedError
     from hippo_tasks.mcp.tools import not_running_hint
 
     said = not_running_hint(DaemonEndedError(4242, "connection reset"))

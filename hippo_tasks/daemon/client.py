@@ -19,16 +19,18 @@ from hippo_tasks.daemon import SHUTDOWN_WORDS
 from hippo_tasks.daemon.answer_shape import action_problem, status_problem, why_problem
 from hippo_tasks.daemon.client_http import exchange
 from hippo_tasks.errors import (
+    HippoError,
+    RequestTimeoutError,
+    StackShutDownError,
+    UnknownServiceError,
+    UsageError,
+)
+from hippo_tasks.errors.daemon import (
     DaemonEndedError,
     DaemonNotRunningError,
     DaemonShutDownError,
     DaemonUnreachableError,
-    HippoError,
-    RequestTimeoutError,
-    StackShutDownError,
     StrandedDaemonError,
-    UnknownServiceError,
-    UsageError,
 )
 from hippo_tasks.registry.store import (
     Registry,

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.daemon import SHUTDOWN_WORDS
 from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS, left_ignored
 from hippo_tasks.daemon.webhook.record import Recorder
-from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError, StateDirError
+from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError
+from hippo_tasks.errors.state_dir import StateDirError
 from hippo_tasks.events.hooks import webhook_token
 from hippo_tasks.events.recording import events_dir
 from hippo_tasks.model.plan import StackPlan, given_cell_url, url_host

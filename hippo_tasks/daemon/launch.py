@@ -20,14 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.daemon.forked import ForkedDaemon, fork_daemon, fork_wanted
-from hippo_tasks.errors import (
-    DaemonAlreadyRunningError,
-    HippoError,
-    PortsBusyError,
-    ProcessLimitError,
-    StateDirError,
-    UsageError,
-)
+from hippo_tasks.errors import HippoError, ProcessLimitError, UsageError
+from hippo_tasks.errors.daemon import DaemonAlreadyRunningError
+from hippo_tasks.errors.ports import PortsBusyError
+from hippo_tasks.errors.state_dir import StateDirError
 from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
 from hippo_tasks.model.project import changed_since

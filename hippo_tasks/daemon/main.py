@@ -17,13 +17,8 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.daemon import listener
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.launch import options_from_json, prepare, receive_plan
-from hippo_tasks.errors import (
-    EXIT_STATE_DIR,
-    HippoError,
-    ProcessLimitError,
-    StateDirError,
-    UsageError,
-)
+from hippo_tasks.errors import HippoError, ProcessLimitError, UsageError
+from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, StateDirError
 from hippo_tasks.model.plan import StackPlan
 from hippo_tasks.model.plan import dashboard_host as plan_dashboard_host
 from hippo_tasks.model.textfile import open_regular_for_append

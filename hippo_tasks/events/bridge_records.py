@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hippo_tasks.errors import StateDirError
+from hippo_tasks.errors.state_dir import StateDirError
 from hippo_tasks.events import aws
 from hippo_tasks.events import tunnel as tunnels
 from hippo_tasks.registry.store import Data, Registry, identity, is_same_process

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hippo_tasks.daemon.client import LOG_ANSWER_WITHIN_S, STOPPED_SHORT_S, DaemonClient
-from hippo_tasks.errors import EXIT_ALREADY_RUNNING, DaemonNotRunningError
+from hippo_tasks.errors.daemon import EXIT_ALREADY_RUNNING, DaemonNotRunningError
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.commands import StackCommands

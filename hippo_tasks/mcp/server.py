@@ -36,7 +36,8 @@ from mcp.shared.exceptions import MCPError
 
 from hippo_tasks import __version__
 from hippo_tasks.daemon.client import HippoErrorFromDaemon
-from hippo_tasks.errors import DaemonNotRunningError, HippoError
+from hippo_tasks.errors import HippoError
+from hippo_tasks.errors.daemon import DaemonNotRunningError
 from hippo_tasks.mcp.backend import HttpStack, Stack
 from hippo_tasks.mcp.call_shape import bad_params
 from hippo_tasks.mcp.tools import BY_NAME, CALL, TOOLS, Tool, not_running_hint

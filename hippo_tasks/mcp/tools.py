@@ -21,12 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.action_outcome import problems
-from hippo_tasks.errors import (
-    DaemonEndedError,
-    DaemonNotRunningError,
-    UnknownServiceError,
-    UsageError,
-)
+from hippo_tasks.errors import UnknownServiceError, UsageError
+from hippo_tasks.errors.daemon import DaemonEndedError, DaemonNotRunningError
 from hippo_tasks.mcp import events, schemas
 from hippo_tasks.mcp.backend import LogArgs, Stack, run_hd
 

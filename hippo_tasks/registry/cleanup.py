@@ -18,7 +18,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from hippo_tasks.errors import StateDirError
+from hippo_tasks.errors.state_dir import StateDirError
 from hippo_tasks.registry.store import (
     Data,
     Registry,

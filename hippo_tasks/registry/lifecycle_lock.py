@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hippo_contract.flock_wait import flock_within
-from hippo_tasks.errors import LifecycleBusyError, StateDirError
+from hippo_tasks.errors import LifecycleBusyError
+from hippo_tasks.errors.state_dir import StateDirError
 from hippo_tasks.registry.store import private_lock, refuse_linked_state_dir
 
 WAIT_S = 300.0

@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from hippo_contract.flock_wait import flock_within
-from hippo_tasks.errors import RegistryLockedError, SharedStateDirError, StateDirError
+from hippo_tasks.errors.state_dir import (
+    RegistryLockedError,
+    SharedStateDirError,
+    StateDirError,
+)
 from hippo_tasks.model.textfile import Unopenable, Unusable, private_dir, read_small_text
 from hippo_tasks.registry.schema import validate
 from hippo_tasks.supervision.scope import (

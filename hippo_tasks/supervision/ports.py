@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from hippo_tasks.errors import PortBusyError, PortsBusyError, PortTakenError
+from hippo_tasks.errors.ports import PortBusyError, PortsBusyError, PortTakenError
 from hippo_tasks.supervision.scope import all_pids, daemon_log_folder, run_mark, stat_fields
 
 

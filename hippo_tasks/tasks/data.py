@@ -22,7 +22,9 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from hippo_contract.e2e_env import ENV_FILE, read_env_file
-from hippo_tasks.errors import DaemonNotRunningError, StateDirError, UsageError
+from hippo_tasks.errors import UsageError
+from hippo_tasks.errors.daemon import DaemonNotRunningError
+from hippo_tasks.errors.state_dir import StateDirError
 from hippo_tasks.tasks.context import random_seed, resolve_root
 from hippo_tasks.tasks.flags import no_empty
 from hippo_tasks.tasks.output import TaskExit, handles_errors

@@ -22,16 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS, left_ignored
 from hippo_tasks.errors import (
-    EXIT_STATE_DIR,
     HippoError,
-    PortsBusyAtStartError,
     ProcessLimitError,
-    RegistryLockedError,
     ServiceStartError,
     StartCutShortError,
-    StateDirError,
     UsageError,
 )
+from hippo_tasks.errors.ports import PortsBusyAtStartError
+from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, RegistryLockedError, StateDirError
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.tasks.output import TaskExit
 
@@ -185,7 +183,7 @@ for it, as `down` and every other command do; it waited in silence for ever."""
 def _still_stopped(pid: int, since: float | None, url: str) -> float | None:
     """When the daemon was first seen stopped (None while it runs); past
     STOPPED_GIVE_UP_S, DaemonUnreachableError (exit 6) saying what to do."""
-    from hippo_tasks.errors import DaemonUnreachableError
+    from hippo_tasks.errors.daemon import DaemonUnreachableError
     from hippo_tasks.supervision.scope import is_stopped
 
     if not is_stopped(pid):

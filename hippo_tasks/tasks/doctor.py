@@ -10,7 +10,8 @@ import sys
 from invoke.context import Context
 from invoke.tasks import task
 
-from hippo_tasks.errors import HippoError, StrandedDaemonError, UsageError
+from hippo_tasks.errors import HippoError, UsageError
+from hippo_tasks.errors.daemon import StrandedDaemonError
 from hippo_tasks.registry.store import (
     Registry,
     daemon_alive,

@@ -21,13 +21,8 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from hippo_tasks.daemon.client import DaemonClient
-from hippo_tasks.errors import (
-    DaemonEndedError,
-    DaemonUnreachableError,
-    StackShutDownError,
-    UsageError,
-    check_utf8,
-)
+from hippo_tasks.errors import StackShutDownError, UsageError, check_utf8
+from hippo_tasks.errors.daemon import DaemonEndedError, DaemonUnreachableError
 from hippo_tasks.events.hooks import stack_webhook_token, webhook_token
 from hippo_tasks.model.project import find_project_root
 from hippo_tasks.registry.store import Registry

@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hippo_tasks.errors import (
-    DaemonEndedError,
-    DaemonNotRunningError,
-    DaemonUnreachableError,
     EventsLeftError,
     HippoError,
     LifecycleBusyError,
     ProductionGuardError,
-    SharedStateDirError,
-    StateDirError,
     UsageError,
 )
+from hippo_tasks.errors.daemon import (
+    DaemonEndedError,
+    DaemonNotRunningError,
+    DaemonUnreachableError,
+)
+from hippo_tasks.errors.state_dir import SharedStateDirError, StateDirError
 from hippo_tasks.events import hooks
 from hippo_tasks.registry.lifecycle_lock import WAIT_S, LifecycleLock
 from hippo_tasks.registry.store import Registry, daemon_alive, identity, is_same_process

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from hippo_tasks.errors import StateDirError, UsageError, did_you_mean
+from hippo_tasks.errors import UsageError, did_you_mean
+from hippo_tasks.errors.state_dir import StateDirError
 from hippo_tasks.supervision.logs import MAX_LINE, pieces
 from hippo_tasks.supervision.printer import colour_for, use_colour
 from hippo_tasks.tasks.context import resolve_root

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hippo_tasks.errors import StarterWriteError, UsageError
+from hippo_tasks.errors import UsageError
+from hippo_tasks.errors.state_dir import StarterWriteError
 from hippo_tasks.model.project import current_folder
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import handles_errors

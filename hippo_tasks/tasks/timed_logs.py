@@ -13,7 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hippo_tasks.errors import DaemonEndedError, DaemonNotRunningError, DaemonUnreachableError
+from hippo_tasks.errors.daemon import (
+    DaemonEndedError,
+    DaemonNotRunningError,
+    DaemonUnreachableError,
+)
 from hippo_tasks.terminal_text import for_terminal, line_without_colour
 
 FOLLOW_EVERY_S = 0.2

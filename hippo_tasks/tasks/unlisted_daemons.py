@@ -12,7 +12,7 @@ import signal
 import time
 from pathlib import Path
 
-from hippo_tasks.errors import UnlistedDaemonError
+from hippo_tasks.errors.daemon import UnlistedDaemonError
 from hippo_tasks.registry.store import Registry, daemon_alive
 
 
