@@ -231,13 +231,20 @@ except SystemExit:
 """
 
 
-def test_up_detach_and_its_forked_daemon_load_no_dataclasses(tmp_path: Path) -> None:
+NO_ARCHIVES = {"shutil", "bz2", "lzma"}
+"""shutil imports bz2 and lzma, ~0.2 MB of the daemon's PSS for its whole life, and
+the daemon wants only its `which`, for a command named without a folder (as most are)."""
+
+
+@pytest.mark.parametrize("program", [sys.executable, "python3"], ids=["by-path", "by-name"])
+def test_up_detach_and_its_forked_daemon_load_no_dataclasses(tmp_path: Path,
+                                                               program: str) -> None:
     """What `hd up --detach` has loaded when it forks, and what the forked daemon has
     loaded once it serves (its HTTP server, a status and a log query answered)."""
     (port, dash) = free_ports(2)
     (tmp_path / "hippodrome.toml").write_text(
         f"[stack]\ndefaults = false\ndashboard_port = {dash}\n\n[services.web]\n"
-        f'command = ["{sys.executable}", "-m", "http.server", "{port}", "--bind", '
+        f'command = ["{program}", "-m", "http.server", "{port}", "--bind", '
         f'"127.0.0.1"]\nport = {port}\nreadiness = {{ tcp = true }}\n')
     report = tmp_path / "daemon-modules.json"
     env = {k: v for k, v in os.environ.items()
@@ -268,6 +275,7 @@ def test_up_detach_and_its_forked_daemon_load_no_dataclasses(tmp_path: Path) -> 
     assert {"hippo_tasks.daemon.main", "hippo_tasks.daemon.http",
             "hippo_tasks.daemon.commands"} <= daemon
     assert not daemon & NO_DATACLASSES, sorted(daemon & NO_DATACLASSES)
+    assert not daemon & NO_ARCHIVES, sorted(daemon & NO_ARCHIVES)
 
 
 def test_hd_version_loads_no_task(tmp_path: Path) -> None:

@@ -566,3 +566,34 @@ def test_a_service_listening_on_ipv6_loopback_only_is_told_why_it_is_not_ready(
             "have it listen on 127.0.0.1" in reason, reason
 
     run(project, text, scenario)
+
+
+def test_which_finds_what_shutils_which_finds(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's own `which` (shutil's imports bz2 and lzma for the stack's life) must
+    pick the same file: a non-executable file, a folder of the program's name, a folder
+    given twice, an empty PATH entry (the current folder), an empty PATH, a name with a
+    folder in it."""
+    import shutil
+    import stat
+
+    from hippo_tasks.supervision.process import which
+
+    for folder in ("plain", "dir", "exe", "here"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "plain" / "tool").write_text("#!/bin/sh\n")  # not executable
+    (tmp_path / "dir" / "tool").mkdir()  # a folder with x bits
+    for runnable in (tmp_path / "exe" / "tool", tmp_path / "here" / "tool",
+                     tmp_path / "here" / "local"):
+        runnable.write_text("#!/bin/sh\n")
+        runnable.chmod(runnable.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.chdir(tmp_path / "here")
+    paths = [f"{tmp_path}/plain:{tmp_path}/dir:{tmp_path}/exe", f"{tmp_path}/plain",
+             f"{tmp_path}/exe:{tmp_path}/exe", ":", f"{tmp_path}/plain::{tmp_path}/exe", "",
+             "/nonexistent"]
+    for program in ("tool", "local", "sh", "no-such-tool", "./local", "./tool",
+                    f"{tmp_path}/exe/tool", f"{tmp_path}/plain/tool", f"{tmp_path}/dir/tool"):
+        for search in paths:
+            assert which(program, search) == shutil.which(program, path=search), \
+                (program, search)
+    assert which("tool", paths[0]) == f"{tmp_path}/exe/tool"  # the cases are not all None
