@@ -182,8 +182,8 @@ NOT_IN_THE_DAEMON = {"http.server", "http.client", "email", "email.utils", "mime
 """Loaded for the life of the stack, for nothing the daemon does: http.server's imports
 (its request loop is hippo_contract/http_loop.py), OpenSSL without --tls, what reading the
 page's file pulls in before anyone asks for the page, difflib before a name is wrong,
-hmac and hashlib before a webhook token is compared, tempfile and shutil (bz2,
-lzma) where a command given by path needs no `which`, and dataclasses (NO_DATACLASSES)."""
+hmac and hashlib before a webhook token is compared, tempfile, shutil (bz2, lzma: the
+daemon has its own `which`) and dataclasses (NO_DATACLASSES)."""
 
 
 def test_the_daemon_with_its_server_loads_none_of_what_it_does_not_use() -> None:
