@@ -56,6 +56,21 @@ def test_a_child_that_left_the_cgroup_ends_with_its_service(project: Path,
     hd(project, "down", check=True)
 
 
+def test_an_orphan_that_left_its_cgroup_under_another_services_mark_ends_at_down(
+        project: Path, strays: list[int]) -> None:
+    """It left the cgroup (or its group) and its parent, and took the run's mark for a
+    service the stack lacks: no service's stop can reach it, and in cgroup mode the
+    daemon does not adopt it. `hd down` ends what carries the run's mark, whichever
+    service it names."""
+    _, child = start(project, "--remark", "ghost", "--orphan")
+    strays.append(child)
+    wait_for(lambda: b"/ghost" in environment(child), 10, what="the child's new mark")
+    hd(project, "stop", "--service", "mig", check=True)
+    said = hd(project, "down", timeout=60)
+    assert said.returncode == 0, said.stdout + said.stderr
+    wait_for(lambda: not alive(child), 10, what=f"pid {child} ended by `hd down`")
+
+
 @pytest.fixture
 def strays() -> Iterator[list[int]]:
     """Pids of the children with no mark: the registry sweep cannot find them, so a

@@ -8,8 +8,10 @@ seeing a mark that an exec gave a process read before without one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -123,3 +125,47 @@ def test_a_child_that_takes_its_mark_by_an_exec_that_changes_no_address_is_seen(
     if read is None or read[0] != before:
         pytest.skip("the exec moved an address here: randomisation could not be turned off")
     assert marks_of(proc.pid) == MARK
+
+
+@pytest.mark.skipif(shutil.which("setarch") is None, reason="setarch (util-linux) is missing")
+def test_a_shutdowns_fresh_reading_sees_such_a_mark_on_a_process_born_since(
+        tmp_path: Path) -> None:
+    """The same exec by an orphan, not the reader's child: only a reading afresh sees it
+    (the daemon's last sweep at `hd down`), and it reads again only processes born since
+    the tick it is given, so a stop reads no environment twice (adv49 B/4)."""
+    go = tmp_path / "go"
+    env = {k: v for k, v in os.environ.items() if k != scope.RUN_ENV}
+    env["HIPPODROME_PAD"] = MARK
+    wrapper = subprocess.run(
+        ["sh", "-c", 'setarch -R "$0" -c "$1" "$2" "$1" >/dev/null 2>&1 & echo $!',
+         sys.executable, TOGGLE, str(go)],
+        env=env, capture_output=True, text=True, timeout=10, check=True)
+    pid = int(wrapper.stdout.split()[-1])
+    try:
+        before = wait_for(lambda: (scope.stat_and_image(pid) or ("",))[0]
+                          if marks_of(pid) is None and "python" in
+                          (scope.stat_and_image(pid) or ("",))[0] else None,
+                          10, what="the orphan running python, unmarked")
+        if int(scope.stat_fields(pid)[1]) == os.getpid():  # type: ignore[index]
+            pytest.skip("this process is a subreaper: the orphan is its child")
+        go.touch()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and scope.run_mark(pid) != MARK:
+            time.sleep(0.01)
+        assert scope.run_mark(pid) == MARK, "the orphan never exec'd"
+        read = scope.stat_and_image(pid)
+        if read is None or read[0] != before:
+            pytest.skip("the exec moved an address here: randomisation could not be turned off")
+        assert marks_of(pid) is None  # from the cache: what a stop sees
+        born = scope.start_ticks(pid)
+        assert born is not None
+        try:
+            scope.read_marks_afresh(born + 1)
+            assert marks_of(pid) is None  # older than the run: not read again
+            scope.read_marks_afresh(born)
+            assert marks_of(pid) == MARK
+        finally:
+            scope.read_marks_afresh(None)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -191,23 +191,27 @@ def _read(pid: int) -> tuple[tuple[int, str, str | None], list[str]] | None:
         return None
     image, fields = read
     ticks = int(fields[19])
-    known = None if _AFRESH else _MARKS.get(pid)
-    if known is None or known[:2] != (ticks, image) or (
-            known[2] is None and int(fields[1]) == os.getpid()):
+    known = _MARKS.get(pid)
+    if known is None or known[:2] != (ticks, image) or (known[2] is None and (
+            int(fields[1]) == os.getpid() or
+            (_AFRESH_SINCE is not None and ticks >= _AFRESH_SINCE))):
         known = (ticks, image, run_mark(pid))
     return known, fields
 
 
-_AFRESH = False
-"""_read takes no mark from _MARKS (read_marks_afresh)."""
+_AFRESH_SINCE: int | None = None
+"""Start ticks from which _read takes no "unmarked" from _MARKS (read_marks_afresh)."""
 
 
-def read_marks_afresh(on: bool) -> None:
-    """While `on`, every environment is read at every reading: during a stack's
-    shutdown, which no one waits on to the millisecond, no mark an exec gave a process
-    is missed."""
-    global _AFRESH
-    _AFRESH = on
+def read_marks_afresh(since: int | None) -> None:
+    """While `since` is set, the environment of every process born since (in clock
+    ticks: the daemon's own start) that had no mark is read at every reading: during a
+    stack's shutdown no mark an exec gave a process is missed. Not every process's: a
+    process older than the run cannot have inherited its mark, and a marked one stays
+    the run's (its pid and start ticks unchanged); reading all of them made `hd down`
+    of a 100-link chain take 11-15 s, four readings of /proc per link (adv49 B/4)."""
+    global _AFRESH_SINCE
+    _AFRESH_SINCE = since
 
 
 def reading_ended() -> float:

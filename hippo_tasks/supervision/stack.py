@@ -14,7 +14,6 @@ from typing import Any
 
 from hippo_tasks.errors import ServiceStartError
 from hippo_tasks.supervision.cascade import CascadingStack
-from hippo_tasks.supervision.scope import read_marks_afresh
 from hippo_tasks.supervision.snapshot import ServiceSnapshot
 from hippo_tasks.supervision.stack_core import Settled
 from hippo_tasks.supervision.stack_watcher import StackWatcher
@@ -167,12 +166,8 @@ class StackSupervisor(CascadingStack):
     async def shutdown(self, reason: str) -> None:
         """Stop everything for good: nothing starts or restarts after this began."""
         self.final = True
-        read_marks_afresh(True)
-        try:
-            await self.stop_watchers()
-            await self.stop(reason=reason, final=True)
-        finally:
-            read_marks_afresh(False)
+        await self.stop_watchers()
+        await self.stop(reason=reason, final=True)
         for svc in self.services.values():
             await svc.close()
 

@@ -10,7 +10,8 @@
   with `--clear-env` it also calls setsid() and execs a sleeper with an empty
   environment (no mark left), and with `--orphan` as well its parent exits first;
   `--into-run-cgroup`: the same, into the parent of its service's cgroup (the run's
-  own) instead of the root;
+  own) instead of the root; `--remark NAME` instead of `--clear-env`: setsid() and an
+  exec with its mark turned to the run's mark for a service NAME the stack lacks;
 - `--hop`: a child that ignores SIGTERM and re-forks itself every 20 ms (`--hop-every`) into a new
   process group (out of its cgroup too, where it may), its parent exiting each time,
   keeping its mark; it ends by itself after a minute, or when `--pids FILE.stop` exists.
@@ -97,6 +98,7 @@ def main() -> None:
     p.add_argument("--clear-env", action="store_true")
     p.add_argument("--orphan", action="store_true")
     p.add_argument("--into-run-cgroup", action="store_true")
+    p.add_argument("--remark", default=None)
     p.add_argument("--hop", action="store_true")
     p.add_argument("--hop-every", type=float, default=0.02)
     a = p.parse_args()
@@ -119,14 +121,17 @@ def main() -> None:
         hop(a.pids, a.hop_every)
     if a.leave_cgroup and os.fork() == 0:
         left = enter_parent_cgroup() if a.into_run_cgroup else leave_cgroup()
-        if a.clear_env:
+        if a.clear_env or a.remark:
             os.setsid()
             if a.orphan and os.fork() != 0:
                 os._exit(0)
         note(a.pids, "left" if left else "stayed")
-        if a.clear_env:
+        if a.clear_env or a.remark:
+            env = {} if a.clear_env else {
+                **os.environ, "HIPPODROME_RUN":
+                    os.environ["HIPPODROME_RUN"].split("/")[0] + "/" + a.remark}
             os.execve(sys.executable, [sys.executable, "-c",
-                                       "import time\nwhile True: time.sleep(3600)"], {})
+                                       "import time\nwhile True: time.sleep(3600)"], env)
         sleep_forever()
 
     draining = threading.Event()
