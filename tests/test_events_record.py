@@ -243,3 +243,32 @@ def test_a_stack_with_a_token_replays_with_it_and_says_so_without(stack: Stack) 
              env={"HIPPODROME_WEBHOOK_TOKEN": ""})
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(stack.received("settings")) == before + 2
+
+
+def test_an_events_folder_that_is_a_link_is_not_written_through(project: Path,
+                                                                tmp_path: Path) -> None:
+    """`.hippodrome/events` a link (committed, or planted) to a folder of the user's: the
+    recorder wrote there and pruned it to the newest stamp-named files, deleting the
+    user's own (adv49 B/8). Recording stops with the reason; the webhook keeps serving."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    theirs = {f"201901{day}-000000.jsonl": f'{{"day": {day}}}\n' for day in range(10, 22)}
+    for name, text in theirs.items():
+        (elsewhere / name).write_text(text)
+    (project / ".hippodrome").mkdir()
+    (project / ".hippodrome" / "events").symlink_to(elsewhere)
+    dash, port = free_ports(2)
+    s = start(project, dash, {"settings": port},
+              recorded_sink(project, "settings", port) + routes(("Test.", "settings")),
+              {"HIPPODROME_RECORD_KEEP": "3"})
+    try:
+        for i in range(3):
+            assert s.post(event("Test.Linked", f"l{i}"))[0] == 200
+        status = wait_for(lambda: json.loads(hd(project, "status", "--json", check=True)
+                                             .stdout)["problems"].get("recordings"), 10,
+                          what="the recording's trouble in status")
+        assert "symbolic link" in status["error"] and "recording stopped" in status["error"]
+    finally:
+        hd(project, "down")
+    assert {p.name: p.read_text() for p in elsewhere.iterdir()} == theirs
+    assert (project / ".hippodrome" / "events").is_symlink()  # left as it was

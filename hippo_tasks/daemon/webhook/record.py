@@ -291,33 +291,37 @@ class Recorder:
     def _rotate(self) -> None:
         self._close_file()
         self.folder.mkdir(parents=True, exist_ok=True)
-        # Names only ever go forward, even when an earlier file of this second was pruned:
-        # pruning goes by name, so a reused name would be the first to go.
-        stamp = time.strftime(STAMP)
-        keys = [order_key(p.name) for p in self.folder.iterdir() if OURS.match(p.name)]
-        if self.path is not None:
-            keys.append(order_key(self.path.name))
-        n = max((k[1] for k in keys if k[0] == stamp), default=0) + 1
-        path = self.folder / (f"{stamp}.jsonl" if n == 1 else f"{stamp}-{n}.jsonl")
-        self._file = os.fdopen(os.open(path, APPEND, 0o644), "ab")  # held across batches
-        self.path, self._size = path, 0
-        self._made.append(path.name)
-        self._prune()
+        folder = _open_folder(self.folder)
+        try:
+            names = os.listdir(folder)
+            # Names only ever go forward, even when an earlier file of this second was
+            # pruned: pruning goes by name, so a reused name would be the first to go.
+            stamp = time.strftime(STAMP)
+            keys = [order_key(name) for name in names if OURS.match(name)]
+            if self.path is not None:
+                keys.append(order_key(self.path.name))
+            n = max((k[1] for k in keys if k[0] == stamp), default=0) + 1
+            name = f"{stamp}.jsonl" if n == 1 else f"{stamp}-{n}.jsonl"
+            self._file = os.fdopen(os.open(name, APPEND, 0o644, dir_fd=folder), "ab")
+            self.path, self._size = self.folder / name, 0
+            self._made.append(name)
+            self._prune(folder, [*names, name])
+        finally:
+            os.close(folder)
 
-    def _prune(self) -> None:
+    def _prune(self, folder: int, names: list[str]) -> None:
         """Down to the newest `keep`: by name, except that this run's own files are newer
         than any other. Stamp-named files that sort later (copied from a machine whose
         clock is ahead, left from before the clock went back) made the recorder delete
-        the recordings of its own run and keep those (adv26 g/8)."""
+        the recordings of its own run and keep those (adv26 g/8). `folder`: the folder,
+        opened without following a link, as every name here is taken in it."""
         made = {name: i for i, name in enumerate(self._made)}
-        ours = sorted((p for p in self.folder.iterdir() if OURS.match(p.name)),
-                      key=lambda p: (p.name in made, made.get(p.name, 0), order_key(p.name)))
+        ours = sorted((name for name in set(names) if OURS.match(name)),
+                      key=lambda name: (name in made, made.get(name, 0), order_key(name)))
         for old in ours[:-self.keep]:
-            if old != self.path:
-                try:
-                    old.unlink()
-                except OSError:
-                    continue
+            if self.path is None or old != self.path.name:
+                with contextlib.suppress(OSError):
+                    os.unlink(old, dir_fd=folder)
 
     def _close_file(self) -> None:
         if self._file is not None:
@@ -337,6 +341,21 @@ class Recorder:
         self.say(f"hippodrome | cannot record webhook deliveries to {where} ({why}): "
                  "recording stopped; the webhook keeps serving. Free space or fix the "
                  "folder, then restart the stack to record again (or `up --no-record`)")
+
+
+def _open_folder(path: Path) -> int:
+    """The recordings' folder, opened as itself, never through a link: `.hippodrome/events`
+    a link (committed to a repository, or planted) had the recorder write there and prune
+    the folder it led to down to the newest ten stamp-named files, the user's own among
+    them (adv49 B/8)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise OSError(exc.errno, "it is a symbolic link, and Hippodrome writes its own "
+                                     "files only, never through a link: remove the link "
+                                     "(Hippodrome makes the folder)") from None
+        raise
 
 
 _SHORT_ESCAPES = {'"': b'\\"', "\\": b"\\\\", "/": b"\\/", "\b": b"\\b", "\f": b"\\f",
