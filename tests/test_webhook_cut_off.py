@@ -102,8 +102,14 @@ def test_an_event_during_a_restart_is_not_told_to_start_the_service(
         hd(project, "down", timeout=60)
 
 
+@pytest.mark.parametrize(("argv", "doing"), [
+    (["-s", "svc"], "(a restart is under way)"),
+    # a whole-stack restart's start half: it said "(a start is under way)", what a plain
+    # `hd start` says (adv49 B/2)
+    ([], "(a restart of the stack is under way)"),
+], ids=["service", "stack"])
 def test_an_event_refused_by_a_restart_not_yet_listening_is_said_not_sent(
-        project: Path) -> None:
+        project: Path, argv: list[str], doing: str) -> None:
     """The restarted process starting, not listening yet: the refused connection was
     said as "a restart of it by Hippodrome ended its process while it handled the event
     ... it may have acted on it", 4-10 times a restart, though nothing was read (adv43
@@ -114,13 +120,13 @@ def test_an_event_refused_by_a_restart_not_yet_listening_is_said_not_sent(
                       more='readiness = { http = "/healthz" }\nstart_timeout = 60\n')
     try:
         (project / "go").unlink()  # the next process waits before it listens
-        restart = restarting(project, ["-s", "svc"], "starting")
+        restart = restarting(project, argv, "starting")
         status, said = send(dash, "Svc.Early")
         (project / "go").write_text("")
         out, _ = restart.communicate(timeout=60)
         assert restart.returncode == 0, out
         assert status == 503, said
-        assert "it is starting (a restart is under way) and does not listen yet, so nothing " \
+        assert f"it is starting {doing} and does not listen yet, so nothing " \
                "was sent (send it again once it is running" in said["error"], said
         assert "ended its process" not in said["error"], said
     finally:

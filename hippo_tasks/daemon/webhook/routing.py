@@ -79,7 +79,8 @@ class Webhook:
             # "start it: hd start" while a restart was bringing it back (adv35 y/2), a
             # restart of the whole stack too (adv43 E/3)
             doing = "a restart is under way" if snap.busy == "restart" else \
-                "a start is under way" if snap.busy == "start" else \
+                "a start is under way" if snap.busy == "start" and \
+                not self.engine.stack.restarting_all else \
                 "a restart of the stack is under way" if coming else \
                 "the stack is shutting down"
             advice = "send it again once it is running (`hd status` shows it)" \
@@ -104,9 +105,13 @@ class Webhook:
             # listening was said as "ended its process while it handled the event ... it
             # may have acted on it", 4-10 times a restart (adv43 E/1).
             if snap.state == "starting" and snap.busy in ("start", "restart"):
+                # A whole-stack restart brings it back by a start: said "a start is
+                # under way", as a plain `hd start` is (adv49 B/2).
+                doing = "a restart of the stack" if snap.busy == "start" and \
+                    self.engine.stack.restarting_all else f"a {snap.busy}"
                 return HttpError(error.status, f"Service unavailable: "
                                  f"{planned.route.service} at {planned.target}"
-                                 f"{planned.route.path}: it is starting (a {snap.busy} is "
+                                 f"{planned.route.path}: it is starting ({doing} is "
                                  "under way) and does not listen yet, so nothing was sent "
                                  "(send it again once it is running: `hd status` shows it)",
                                  close=error.close)
