@@ -101,6 +101,7 @@ def test_a_difference_comes_back_as_data(stack: Stack) -> None:
     ({"speed": 2, "as_fast_as_possible": True}, "not both"),
     ({"as_fast_as_possible": "yes"}, "must be true or false"),
     ({"filter": 3}, "'filter' must be a detail-type"),
+    ({"filter": ""}, "'filter' is empty, which names nothing"),  # adv49 B/3
     ({"filter": "Nope.*"}, "matches none"),
     ({"ignore": "at"}, "'ignore' must be a list"),
     ({"bogus": 1}, "unknown field(s) 'bogus'"),

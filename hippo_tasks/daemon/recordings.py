@@ -42,6 +42,9 @@ def _options(body: dict[str, Any]) -> tuple[str | None, float | None, tuple[str,
     if pattern is not None and not isinstance(pattern, str):
         raise HttpError(400, f"'filter' must be a detail-type (a string), got "
                              f"{json_type(pattern)}")
+    if pattern == "":  # a script's unset variable: it replayed every delivery (adv49 B/3)
+        raise HttpError(400, "'filter' is empty, which names nothing: leave it out to "
+                             "replay every delivery")
     speed = body.get("speed")
     if speed is not None and (isinstance(speed, bool) or not isinstance(speed, int | float)):
         raise HttpError(400, f"'speed' must be a number, got {json_type(speed)}")
@@ -55,8 +58,8 @@ def _options(body: dict[str, Any]) -> tuple[str | None, float | None, tuple[str,
     if not isinstance(ignore, list) or not all(isinstance(k, str) for k in ignore):
         raise HttpError(400, "'ignore' must be a list of field names")
     if fast:
-        return pattern or None, None, tuple(ignore)
-    return pattern or None, 1.0 if speed is None else float(speed), tuple(ignore)
+        return pattern, None, tuple(ignore)
+    return pattern, 1.0 if speed is None else float(speed), tuple(ignore)
 
 
 def replay_one(req: Request) -> Json:
