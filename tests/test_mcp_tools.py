@@ -240,6 +240,21 @@ def test_legacy_handshake_clients_are_served_too(stack: tuple[Path, str]) -> Non
     run(stdio(stack[0]), scenario, mode="legacy")
 
 
+def test_start_of_an_unknown_service_with_no_stack_is_an_error_and_launches_nothing(
+        project: Path) -> None:
+    """`hd up --only nope` refuses it; the answer was ok false with `launched: true`, and
+    not an error result, where with a stack running it is one (adv49 B/5)."""
+    small_stack(project)
+
+    async def scenario(agent: Agent) -> None:
+        said = await agent.refused("start", service="nope")
+        assert "nothing was started" in said and "'nope'" in said, said
+        assert not (project / ".hippodrome" / "registry.json").exists() or \
+            not registry(project).get("daemon"), "a daemon was started"
+
+    run(stdio(project), scenario)
+
+
 def test_start_of_one_service_with_no_stack_brings_up_that_service(project: Path) -> None:
     """It refused: "No Hippodrome daemon is running ... Call the start tool", the tool
     the agent had just called, and an agent that does as it is told loops."""

@@ -129,6 +129,11 @@ def _outcome(stack: Stack, verb: str, service: str | None, rows: list[dict[str, 
     return answer
 
 
+REFUSED_BEFORE_LAUNCH = frozenset({3, 4, 9, 10})
+"""`hd up`'s exit codes for a refusal before any daemon started: the stack file, a busy
+port, another command holding the stack, its state folder (tasks/output.py)."""
+
+
 def start(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     service = args.get("service")
     profile = str(args.get("profile") or "")
@@ -136,9 +141,15 @@ def start(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     # on (it refused, saying to "call the start tool", the tool just called).
     ran = stack.up(profile, UP_TIMEOUT_S, only=service or "")
     if ran is not None:
+        said = [line for line in ran.lines if line.startswith("hippodrome: ")]
+        if ran.code == 2:  # a service or profile `up` refuses: as with a stack running, an
+            # error result, not `launched: true` with nothing launched (adv49 B/5)
+            raise UsageError(f"hd up --detach refused it, so nothing was started: "
+                             f"{(said or ran.lines or ['(no output)'])[-1]}")
         if ran.code != 0:
             tail = ran.lines[-40:]
-            return {"ok": False, "launched": True, "services": [], "not_ready": [],
+            return {"ok": False, "launched": ran.code not in REFUSED_BEFORE_LAUNCH,
+                    "services": [], "not_ready": [],
                     "summary": "hd up --detach failed: " + " / ".join(tail[-3:]),
                     "output": tail}
         status = stack.status()
