@@ -99,9 +99,20 @@ def test_a_missing_cell_url_names_the_stand_in_that_would_serve_it() -> None:
     assert "(fake_cell runs only with --cell local)" in str(info.value)
 
 
+def test_a_missing_cell_url_does_not_say_an_unrestricted_stand_in_runs_in_one_cell() -> None:
+    text = DB + '[cells.local]\nstand_in = "db"\n[cells.far]\n' \
+        '[services.app]\ncommand = ["app", "${cell_url}"]\n'
+    with pytest.raises(UsageError) as info:
+        plan(text, cell="far")
+    assert "(db stands in with --cell local)" in str(info.value)
+
+
 @pytest.mark.parametrize(("text", "words"), [
     (DB + '[cells.local]\nstand_in = "dbx"\n', ["stand_in names 'dbx'", "did you mean 'db'"]),
     (DB + '[cells.local]\nstand_in = 3\n', ["cells.local.stand_in", "must be a string"]),
+    ('[services.a]\ncommand = ["a"]\n[cells.local]\nstand_in = "a"\n',  # adv49 B/6
+     ["cells.local.stand_in", "stand_in names 'a', which has no port, so it gives the cell "
+      "no URL"]),
     (DB + '[cells.moon]\ncolour = "grey"\n', ["[cells.moon] has no field 'colour'"]),
     (DB + '[profiles.x]\nservices = ["db"]\n', ["[profiles.x] has no field 'services'"]),
     (DB + '[profiles]\nx = 1\n', ['[profiles."x"] must be a table']),

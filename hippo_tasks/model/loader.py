@@ -433,12 +433,19 @@ def _merge(files: list[_FileData]) -> StackSpec:
         cells=tables.cells,
         commands=tables.commands,
     )
+    by_name = {s.name: s for s in services}
     for cell in tables.cells:
         if cell.stand_in and cell.stand_in not in merged:
             raise tables.stand_in_source[cell.name].error(
                 f"[cells.{cell.name}] stand_in names '{cell.stand_in}', which is not a "
                 "service of the stack" + close_hint(cell.stand_in, merged), None,
                 f"cells.{cell.name}.stand_in")
+        if cell.stand_in in by_name and by_name[cell.stand_in].port is None:
+            # It gave the cell no URL, and `up` said to set one (adv49 B/6).
+            raise tables.stand_in_source[cell.name].error(
+                f"[cells.{cell.name}] stand_in names '{cell.stand_in}', which has no "
+                "port, so it gives the cell no URL: give it a `port`, or drop stand_in "
+                f"and give the cell a url", None, f"cells.{cell.name}.stand_in")
     check_graph(spec, {s.name: source[s.name] for s in services}, route_sources,
                 dashboard_from)
     return spec

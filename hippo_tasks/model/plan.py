@@ -216,8 +216,11 @@ def base_vars(spec: StackSpec, opts: Options, ports: Mapping[str, int]) -> dict[
 
 
 def cell_hint(spec: StackSpec) -> str:
-    """For a missing cell URL: which cells a stand-in serves instead."""
-    runs = [f"{c.stand_in} runs only with --cell {c.name}" for c in spec.cells if c.stand_in]
+    """For a missing cell URL: which cells a stand-in serves instead (it said "runs only
+    with --cell X" of a stand-in that runs in every cell; adv49 B/6)."""
+    runs = [f"{c.stand_in} "
+            f"{'runs only' if spec.service(c.stand_in).cells == (c.name,) else 'stands in'}"
+            f" with --cell {c.name}" for c in spec.cells if c.stand_in]
     return f" ({'; '.join(runs)})" if runs else ""
 
 
