@@ -276,6 +276,20 @@ def test_a_non_utf8_argument_is_named_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_non_utf8_output_folder_is_refused_writing_nothing(tmp_path: Path) -> None:
+    """`-o $'out\\xff'` was written and printed as `out\\udcff`, a path found nowhere, in
+    the `kubectl apply -f` line to paste (adv49 B/7)."""
+    (tmp_path / "tasks.py").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", "from hippo_tasks.tasks.program import main; main()",
+         "export", "k8s", "-o", b"out\xff"],
+        cwd=tmp_path, env={**os.environ, "HIPPODROME_FAST_CLI": "1"},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "-o 'out\\xff' is not UTF-8 text" in done.stderr, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["tasks.py"]
+
+
 def test_a_non_utf8_cell_url_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HIPPODROME_CELL_URL_STAGING", "https://cell-\udcff.example")
     with pytest.raises(UsageError) as caught:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hippo_tasks.errors import UsageError
+from hippo_tasks.errors import UsageError, check_utf8
 from hippo_tasks.model.textfile import replace_text
 
 
 def write_manifests(folder: Path, layout: str, text: str) -> Path:
+    # Written and said as `out\udcff`, a name found nowhere, which the `kubectl apply -f`
+    # line printed next could not be pasted with (adv49 B/7).
+    check_utf8("-o", str(folder), "the apply command printed must be")
     _make_folder(folder)
     path = folder / f"{layout}.yaml"
     tmp = folder / f".{layout}.yaml.{os.getpid()}.tmp"
