@@ -108,7 +108,7 @@ def build(req: Request, say: Callable[[str], None]) -> Manifests:
     check_request(req)
     opts = req.options
     spec = load_stack(opts.project_root)
-    image_plan = build_image_plan(spec, opts, req.allow_partial, say)
+    image_plan = build_image_plan(spec, opts, req.allow_partial, say, req.layout)
     namespace = req.namespace or check_namespace(default_namespace(opts.table_prefix),
                                                  opts.table_prefix)
     ident = Identity.of(opts.project_root, opts.profile, opts.table_prefix, req.layout)

@@ -125,14 +125,19 @@ def _watch(svc: ServiceSpec) -> Problem | None:
 
 RULES = (_command, _cwd, _setup, _env_file, _watch)
 """One function per thing a cluster cannot do; adding a rule is one function here."""
+DAEMON_DOES = frozenset({_watch})
+"""What the stack layout's pod does as a laptop does, its daemon running the stack file
+as written: it watches its project volume. `--allow-partial` said "exported without
+watch" of a service the pod went on hot-reloading (adv49 B/1)."""
 
 
-def problems_of(services: Iterable[ServiceSpec]) -> list[Problem]:
+def problems_of(services: Iterable[ServiceSpec], layout: str = "services") -> list[Problem]:
+    rules = [rule for rule in RULES if layout != "stack" or rule not in DAEMON_DOES]
     found: list[Problem] = []
     for svc in services:
         if svc.external:
             continue  # not started anywhere: only its port is probed
-        found.extend(p for rule in RULES if (p := rule(svc)) is not None)
+        found.extend(p for rule in rules if (p := rule(svc)) is not None)
     return found
 
 

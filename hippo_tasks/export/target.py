@@ -91,7 +91,7 @@ def refs_in(texts: Iterable[str]) -> list[str]:
 
 
 def build_image_plan(spec: StackSpec, opts: Options, allow_partial: bool,
-                     say: Callable[[str], None]) -> ImagePlan:
+                     say: Callable[[str], None], layout: str = "services") -> ImagePlan:
     """Select and render as `up` would; raise UnsupportedStackError for what a cluster
     cannot run, unless `allow_partial`, where those services are left out (with what
     needs them) and each is said."""
@@ -102,8 +102,8 @@ def build_image_plan(spec: StackSpec, opts: Options, allow_partial: bool,
     all_refs = env_refs(t for s in spec.services for t in _raw_strings(spec, s))
     first = build_plan(bare, image_options(opts, all_refs))
     written = {s.name: spec.service(s.name) for s in first.services}
-    problems = problems_of(s._replace(external=p.spec.external)
-                           for p in first.services for s in [written[p.name]])
+    problems = problems_of((s._replace(external=p.spec.external)
+                            for p in first.services for s in [written[p.name]]), layout)
     if problems and not allow_partial:
         raise UnsupportedStackError("unsupported stack", problems)
     dropped = left_out(problems, {s.name: s.depends_on for s in first.services})
