@@ -13,44 +13,40 @@ from typing import Any, TypeVar
 
 from hippo_tasks import errors as E
 
+# Every error family up front, not when a failure comes: a failure for want of file
+# descriptors (`ulimit -n`) could not import one, and ended in a traceback.
+from hippo_tasks.errors.daemon import (
+    EXIT_ALREADY_RUNNING,
+    DaemonAlreadyRunningError,
+    DaemonNotRunningError,
+    DaemonUnreachableError,
+)
+from hippo_tasks.errors.ports import PortBusyError, PortsBusyError
+from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, StateDirError
 
-@functools.cache
-def exit_codes() -> list[tuple[type[E.HippoError], int]]:
-    """Error class -> exit code, the first match winning. Made at the first failure: the
-    port, daemon and state-file errors live in modules of their own, which a command
-    that succeeds need not import (each is ~0.5-1 ms of every `hd` command's start)."""
-    from hippo_tasks.errors.daemon import (
-        EXIT_ALREADY_RUNNING,
-        DaemonAlreadyRunningError,
-        DaemonNotRunningError,
-        DaemonUnreachableError,
-    )
-    from hippo_tasks.errors.ports import PortBusyError, PortsBusyError
-    from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, StateDirError
-
-    return [
-        (E.ServiceStartError, 1),
-        (E.EventsLeftError, 1),
-        (E.UsageError, 2),
-        (E.UnknownServiceError, 2),
-        (E.ProductionGuardError, 2),
-        (E.StackFileError, 3),
-        (PortBusyError, 4),
-        (PortsBusyError, 4),
-        (DaemonNotRunningError, 5),
-        (E.StackShutDownError, 5),
-        (DaemonUnreachableError, 6),
-        (DaemonAlreadyRunningError, EXIT_ALREADY_RUNNING),
-        (E.RequestTimeoutError, 8),
-        (E.LifecycleBusyError, 9),
-        (StateDirError, EXIT_STATE_DIR),
-    ]
+EXIT_CODES: list[tuple[type[E.HippoError], int]] = [
+    (E.ServiceStartError, 1),
+    (E.EventsLeftError, 1),
+    (E.UsageError, 2),
+    (E.UnknownServiceError, 2),
+    (E.ProductionGuardError, 2),
+    (E.StackFileError, 3),
+    (PortBusyError, 4),
+    (PortsBusyError, 4),
+    (DaemonNotRunningError, 5),
+    (E.StackShutDownError, 5),
+    (DaemonUnreachableError, 6),
+    (DaemonAlreadyRunningError, EXIT_ALREADY_RUNNING),
+    (E.RequestTimeoutError, 8),
+    (E.LifecycleBusyError, 9),
+    (StateDirError, EXIT_STATE_DIR),
+]
 
 
 def exit_code_for(exc: E.HippoError) -> int:
     if isinstance(exc, E.ServiceStartError) and exc.port_taken:
         return 4
-    for cls, code in exit_codes():
+    for cls, code in EXIT_CODES:
         if isinstance(exc, cls):
             return code
     return 1
@@ -136,8 +132,6 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         # A folder on the way that this user may not enter or read (`.logs` made 000
         # under `sudo hd up`, a project under another user's 0700 home): a traceback
         # from whichever stat met it first (adv24 c/13). Said as an unreadable registry.
-        from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, StateDirError
-
         said = StateDirError(str(exc.filename or "a file of this project"),
                                exc.strerror or "Permission denied", reading=True)
         _say_failure(paint(f"hippodrome: {said.message()}", RED, sys.stderr))
