@@ -41,6 +41,11 @@ class HippoError(Exception):
         return self.__class__.__name__
 
 
+PORT_TAKEN = "It was taken after the start's port check; the service was not started."
+"""The end of a PortTakenError's sentence (errors/ports.py), by which a service's failure
+is told to be one."""
+
+
 class StackFileError(HippoError):
     """A stack file that cannot be loaded; names the file, service and field."""
 
@@ -146,9 +151,7 @@ class ServiceStartError(HippoError):
         """Its port was taken between the start's port check and its own start (another
         project's `up` at the same moment): a busy port, exit 4 as at the pre-flight; it
         was 1, a broken service (r/4)."""
-        from hippo_tasks.errors.ports import PortTakenError  # it imports this module
-
-        return PortTakenError.outcome in self.reason
+        return PORT_TAKEN in self.reason
 
     def message(self) -> str:
         text = f"service '{self.service}' failed: {self.reason}"

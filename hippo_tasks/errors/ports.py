@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from hippo_tasks.errors import HippoError
+from hippo_tasks.errors import PORT_TAKEN, HippoError
 
 
 class PortBusyError(HippoError):
@@ -90,7 +90,7 @@ class PortTakenError(PortBusyError):
     start (another stack's service, a program started meanwhile): a stranger answered
     its readiness probe, `up` said ready, and the service crash-looped on EADDRINUSE."""
 
-    outcome = "It was taken after the start's port check; the service was not started."
+    outcome = PORT_TAKEN
 
 
 class PortsBusyError(HippoError):
