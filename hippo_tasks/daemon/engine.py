@@ -40,7 +40,13 @@ from hippo_tasks.supervision.ownership import (
 from hippo_tasks.supervision.process import end_scope
 from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.run_files import RunFiles, WriteTrouble
-from hippo_tasks.supervision.scope import Scope, marked_pids, read_marks_afresh, start_ticks
+from hippo_tasks.supervision.scope import (
+    TUNNEL_MARK,
+    Scope,
+    marked_pids,
+    read_marks_afresh,
+    start_ticks,
+)
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 
@@ -424,13 +430,16 @@ class Engine:
         100-link chain took 11-15 s (adv49 B/4)."""
         read_marks_afresh(start_ticks(os.getpid()) or 0)
         try:
-            left = marked_pids(self.ownership.token)
+            token = self.ownership.token
+            # Not the --enable-events tunnel, which _release_events stops in its turn.
+            tunnel = set(marked_pids(f"{token}/{TUNNEL_MARK}"))
+            left = [pid for pid in marked_pids(token, max_age=1.0) if pid not in tunnel]
             if not left:
                 return
             self.note(f"hippodrome | ending {len(left)} process(es) that still carried this "
                       f"stack's mark after every service stopped: pid "
                       f"{', '.join(map(str, left))}")
-            await end_scope(None, Scope(self.ownership.token), GRACE,
+            await end_scope(None, Scope("", roots=left), GRACE,
                             lambda line: self.note(f"hippodrome | marked processes {line}"))
         finally:
             read_marks_afresh(None)

@@ -48,7 +48,7 @@ from hippo_tasks.errors import HippoError
 from hippo_tasks.registry.store import identity, is_same_process
 from hippo_tasks.supervision.orphans import OrphanGuard
 from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV
-from hippo_tasks.supervision.scope import RUN_ENV, Scope, end_scopes
+from hippo_tasks.supervision.scope import RUN_ENV, TUNNEL_MARK, Scope, end_scopes
 from hippo_tasks.terminal_text import for_terminal
 
 TOOLS = ("cloudflared", "ngrok")
@@ -238,8 +238,6 @@ class Tunnel:
             self.guard = None
 
 
-TUNNEL_MARK = ".events-tunnel"
-"""The tunnel's name under the run's token: a service name starts with a letter."""
 
 
 def launch(local_url: str, log_path: Path, tool: tuple[str, str] | None = None) -> Tunnel:

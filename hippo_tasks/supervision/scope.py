@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 RUN_ENV = "HIPPODROME_RUN"
 """`<token>/<service>`: inherited by every descendant of a service."""
+TUNNEL_MARK = ".events-tunnel"
+"""The EventBridge tunnel's name under the run's token (events/tunnel.py): a service
+name starts with a letter."""
 POLL_S = 0.01
 
 
