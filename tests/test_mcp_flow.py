@@ -181,8 +181,8 @@ def test_an_agent_does_the_same_on_the_ecom_stack(project: Path) -> None:
               "newImage": {**_SAMPLE_KEYS["EcomIndexSettings"], "v": {"N": "1"}}}
 
     async def agent_session(agent: Agent) -> None:
-        bad = await agent.ok("start", profile="nosuch")  # an outcome, with the reason
-        assert bad["ok"] is False and "unknown profile 'nosuch'" in bad["summary"]
+        # refused as an unknown service is: an error result, with up's reason (adv49 B/5)
+        assert "unknown profile 'nosuch'" in await agent.refused("start", profile="nosuch")
         assert "profile" in await agent.refused("start", profile="../etc")
         up = await agent.ok("start", profile="ecom")
         assert up["ok"] and up["launched"], up
