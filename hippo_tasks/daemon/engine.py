@@ -411,14 +411,8 @@ class Engine:
         """After every service stopped: end the orphans we adopted, children that left
         their service's cgroup or group and its mark, and then lost their parent (their
         service is unknown, so no single stop could end them)."""
-        strays = adopted(self._own_children())
-        if not strays:
-            return
-        self.note(f"hippodrome | ending {len(strays)} process(es) that left their service "
-                  f"(cgroup or process group, and environment mark): pid "
-                  f"{', '.join(map(str, strays))}")
-        await end_scope(None, Scope("", roots=strays), GRACE,
-                        lambda line: self.note(f"hippodrome | adopted processes {line}"))
+        await self._end_strays(adopted(self._own_children()), "left their service (cgroup "
+                               "or process group, and environment mark)", "adopted")
 
     async def _end_marked_left(self) -> None:
         """After every service stopped: end what still carries this run's mark, each
@@ -434,15 +428,20 @@ class Engine:
             # Not the --enable-events tunnel, which _release_events stops in its turn.
             tunnel = set(marked_pids(f"{token}/{TUNNEL_MARK}"))
             left = [pid for pid in marked_pids(token, max_age=1.0) if pid not in tunnel]
-            if not left:
-                return
-            self.note(f"hippodrome | ending {len(left)} process(es) that still carried this "
-                      f"stack's mark after every service stopped: pid "
-                      f"{', '.join(map(str, left))}")
-            await end_scope(None, Scope("", roots=left), GRACE,
-                            lambda line: self.note(f"hippodrome | marked processes {line}"))
+            await self._end_strays(left, "still carried this stack's mark after every "
+                                   "service stopped", "marked")
         finally:
             read_marks_afresh(None)
+
+    async def _end_strays(self, pids: list[int], why: str, kind: str) -> None:
+        """End `pids` and their descendants (no service's, so no stop could), each named
+        in the daemon's output first."""
+        if not pids:
+            return
+        self.note(f"hippodrome | ending {len(pids)} process(es) that {why}: pid "
+                  f"{', '.join(map(str, pids))}")
+        await end_scope(None, Scope("", roots=pids), GRACE,
+                        lambda line: self.note(f"hippodrome | {kind} processes {line}"))
 
     def accepting(self) -> bool:
         """False once shutdown began (or before the daemon runs)."""
