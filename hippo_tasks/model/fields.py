@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
@@ -161,6 +160,8 @@ def _key_name(written: str) -> str | None:
     """A TOML key as written (bare, "basic" or 'literal') as the name it reads as."""
     if written[:1] not in "\"'":
         return written
+    import tomllib  # as the loader: only when a file is read
+
     try:
         return str(tomllib.loads(f"k = {written}")["k"])
     except (tomllib.TOMLDecodeError, KeyError):
