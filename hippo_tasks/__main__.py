@@ -5,6 +5,6 @@ hd.pex holds the same dependency set, and a second copy of it was 46 MB of the i
 """
 
 if __name__ == "__main__":  # a tool that imports every module must not run the CLI
-    from hippo_tasks.tasks.program import cli
+    from hippo_tasks.entry import cli  # as the `hd` script: Ctrl+C, the daemon's seed
 
     cli()

@@ -11,6 +11,7 @@ job of a script) stays ignored.
 
 import os
 import signal
+import sys
 
 
 def _interrupted(_signum: int, _frame: object) -> None:
@@ -23,6 +24,10 @@ def _interrupted(_signum: int, _frame: object) -> None:
 _OURS = signal.getsignal(signal.SIGINT) is signal.default_int_handler
 if _OURS:
     signal.signal(signal.SIGINT, _interrupted)
+
+from hippo_tasks.daemon.seed import plant  # noqa: E402
+
+plant(sys.argv)  # `up --detach` only (daemon/seed.py says why)
 
 from hippo_tasks.out_of_memory import OUT_OF_MEMORY, is_out_of_memory  # noqa: E402
 

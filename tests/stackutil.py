@@ -134,8 +134,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, every: float = 0.02
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-HD_CLI = [PY, "-c", "import sys; sys.argv[0] = 'hd'; from hippo_tasks.tasks.program import cli; "
-          "cli()"]
+HD_CLI = [PY, "-c", "import sys; sys.argv[0] = 'hd'; from hippo_tasks.entry import cli; cli()"]
 """`hd` as installed (its console script's body), with this interpreter."""
 
 

@@ -197,6 +197,15 @@ def test_a_hangup_ignored_when_up_started_stays_ignored(project: Path, detach: b
         hd(project, "down", timeout=60)
 
 
+def holds(pid: int, path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                    return True
+    return False
+
+
 def test_down_ends_a_daemon_stopped_before_it_served(project: Path) -> None:
     """The forked daemon SIGSTOPped in its first tenth of a second, while it holds the
     lifecycle lock `up` handed it: `hd down` waited on that lock for 300 s, calling its
@@ -205,6 +214,7 @@ def test_down_ends_a_daemon_stopped_before_it_served(project: Path) -> None:
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port))
     up = start_up(project, "--detach")
+    lock = project / ".hippodrome" / "lifecycle.lock"
     daemon = 0
     try:
         deadline = time.monotonic() + 10
@@ -213,7 +223,10 @@ def test_down_ends_a_daemon_stopped_before_it_served(project: Path) -> None:
                 if name.isdigit():
                     with contextlib.suppress(OSError, IndexError):
                         stat = Path(f"/proc/{name}/stat").read_text()
-                        if stat.rsplit(")", 1)[1].split()[1] == str(up.pid):
+                        # the daemon once it holds the lock: `up` forks it, or hands
+                        # it to the seed it forked at its start (daemon/seed.py)
+                        if stat.rsplit(")", 1)[1].split()[1] == str(up.pid) and \
+                                holds(int(name), lock):
                             daemon = int(name)
                             os.kill(daemon, signal.SIGSTOP)
                             break

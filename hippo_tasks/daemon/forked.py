@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from hippo_tasks.daemon import keep_openssl_out
+from hippo_tasks.daemon.seed import EXEC_ENV
 from hippo_tasks.out_of_memory import OUT_OF_MEMORY, is_out_of_memory
 
 if TYPE_CHECKING:
     from hippo_tasks.model.plan import StackPlan
+    from hippo_tasks.supervision.ownership import OwnershipSoon
 
-EXEC_ENV = "HIPPODROME_DAEMON_EXEC"
 EXIT_CRASHED = 70
 """The child's status when the daemon's main raised instead of returning (EX_SOFTWARE)."""
 
@@ -87,11 +88,13 @@ def fork_daemon(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
     if pid:
         os.close(out)
         return ForkedDaemon(pid)
-    _become_daemon(argv, cwd, env, out, keep_fd, tls, plan)  # never returns
+    become_daemon(argv, cwd, env, out, keep_fd, tls, plan)  # never returns
 
 
-def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
-                   keep_fd: int | None, tls: bool, plan: StackPlan | None) -> NoReturn:
+def become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
+                  keep_fd: int | None, tls: bool, plan: StackPlan | None,
+                  soon: OwnershipSoon | None = None) -> NoReturn:
+    """`soon`: the run's cgroup, begun already (a seed, primed with the run's token)."""
     code = EXIT_CRASHED
     try:
         os.setsid()  # as start_new_session: Ctrl+C in the shell of `up` never reaches it
@@ -115,7 +118,8 @@ def _become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
             keep_openssl_out()
         from hippo_tasks.supervision.ownership import OwnershipSoon
 
-        soon = OwnershipSoon()  # beside the imports below (its docstring says why)
+        if soon is None:
+            soon = OwnershipSoon()  # beside the imports below (its docstring says why)
         from hippo_tasks.daemon.main import main
 
         code = main(argv, soon, plan)

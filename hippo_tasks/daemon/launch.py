@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.daemon.forked import ForkedDaemon, fork_daemon, fork_wanted
+from hippo_tasks.daemon.seed import hand_over
 from hippo_tasks.errors import HippoError, ProcessLimitError, UsageError
 from hippo_tasks.errors.daemon import DaemonAlreadyRunningError
 from hippo_tasks.errors.ports import PortsBusyError
@@ -183,6 +184,9 @@ def spawn_daemon(plan: StackPlan, log: Path, tls: bool = False,
     env = child_env()  # which leaves out the run token: the daemon alone takes it
     if RUN_TOKEN_ENV in os.environ:
         env[RUN_TOKEN_ENV] = os.environ[RUN_TOKEN_ENV]
+    handed = hand_over(argv, opts.project_root, env, log, lock_fd, tls, plan)
+    if handed is not None:
+        return handed
     if fork_wanted():
         try:
             return fork_daemon(argv, opts.project_root, env, log, lock_fd, tls, plan)

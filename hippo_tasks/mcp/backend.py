@@ -31,8 +31,7 @@ from hippo_tasks.errors.daemon import EXIT_ALREADY_RUNNING, DaemonNotRunningErro
 if TYPE_CHECKING:
     from hippo_tasks.daemon.commands import StackCommands
 
-HD = ("-c", "import sys; sys.argv[0] = 'hd'; from hippo_tasks.tasks.program import cli; "
-            "cli()")
+HD = ("-c", "import sys; sys.argv[0] = 'hd'; from hippo_tasks.entry import cli; cli()")
 """`python -c ...` that runs the `hd` command line with this interpreter (no PATH lookup:
 the same installation, source tree or PEX, as the caller)."""
 

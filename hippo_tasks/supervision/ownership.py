@@ -26,6 +26,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -249,8 +250,11 @@ class OwnershipSoon:
     daemon); run beside them, it is done by the time the engine asks. A daemon that
     ends before its engine takes the result must `discard` it (the cgroup is removed)."""
 
-    def __init__(self) -> None:
-        self.token = take_run_token(os.getcwd())  # the daemon runs in its project's folder
+    def __init__(self, token: str | None = None) -> None:
+        """`token`: the run's, given by `up` to its seed (daemon/seed.py); else taken
+        from the environment `up` gave the daemon."""
+        # the daemon runs in its project's folder
+        self.token = token if token is not None else take_run_token(os.getcwd())
         self._result: Ownership | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = threading.Thread(
@@ -278,6 +282,20 @@ class OwnershipSoon:
     def discard(self) -> None:
         with contextlib.suppress(Exception):
             self.take().close()
+
+
+def remove_base(token: str) -> None:
+    """Remove the run's cgroup made by a process that was killed before it could (the
+    seed of an `up` that failed): its probe's sh may still be leaving it."""
+    mount, mine = cgroup2_mount(), own_cgroup()
+    if mount is None or mine is None:
+        return
+    base = mount / mine.lstrip("/") / f"hippodrome-{token}"
+    for _ in range(100):
+        remove_cgroup(base)
+        if not base.exists():
+            return
+        time.sleep(0.005)
 
 
 def probe_mode() -> Ownership:

@@ -105,7 +105,11 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
 
     registry = Registry(root)
     hooks.recover(registry, say)
-    hand_run_token(str(root))  # before anything `up` starts itself (the events tunnel)
+    run_token = hand_run_token(str(root))  # before anything `up` starts (events tunnel)
+    if detach:
+        from hippo_tasks.daemon.seed import prime
+
+        prime(run_token)  # its cgroup made while the stack is checked (daemon/seed.py)
     token = hooks.prepare_token() if enable_events else None
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
                          only=only, offset=port_offset, skip=() if seed else ("seed",),

@@ -252,6 +252,10 @@ def cli() -> None:
         if not (exc.code is None or isinstance(exc.code, int)):
             raise  # a message to print: Python's own exit does that
         code = exc.code or 0
+    finally:
+        seed = sys.modules.get("hippo_tasks.daemon.seed")  # planted by entry.py
+        if seed is not None:
+            seed.drop()  # not handed over: `up` refused or failed
     try:
         for stream in (sys.stdout, sys.stderr):  # never None: main() saw to it
             stream.flush()

@@ -1,0 +1,250 @@
+"""The daemon's seed (daemon/seed.py): `hd up --detach` forks it at its first line, and
+hands it the stack once checked. It must become the daemon when all goes well, and
+never outlive the command otherwise: not when `up` is refused, interrupted or killed,
+not when the seed itself was stopped or killed first (then `up` forks as before).
+
+`up` is held at the project's lifecycle lock (taken here, as a second terminal's `up`
+would hold it), so the seed can be met, signalled and watched while `up` waits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import textwrap
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from stackutil import (
+    HD_CLI,
+    PY,
+    alive,
+    free_ports,
+    hd,
+    registry,
+    stack_header,
+    toy_service,
+    wait_for,
+    write_stack,
+)
+
+from hippo_tasks.daemon.seed import wanted
+from hippo_tasks.registry.cleanup import force_down
+from hippo_tasks.registry.lifecycle_lock import LifecycleLock
+from hippo_tasks.registry.store import Registry
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    dash, port = free_ports(2)
+    write_stack(tmp_path, stack_header(dash)
+                + toy_service("web", port, readiness={"http": "/healthz"}))
+    try:
+        yield tmp_path
+    finally:
+        force_down(Registry(tmp_path))
+
+
+def held_up(project: Path) -> tuple[LifecycleLock, subprocess.Popen[str], int]:
+    """`hd up --detach` waiting for the lock held here, and its seed's pid."""
+    lock = LifecycleLock(project)
+    lock.acquire("test")
+    up = subprocess.Popen([*HD_CLI, "up", "--detach", "--project-root", str(project)],
+                          cwd=project, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+    try:
+        wait_for(lambda: len(psutil.Process(up.pid).children()) == 1, 30,
+                 what="the seed forked by `up --detach`")
+        (seed,) = psutil.Process(up.pid).children()
+        wait_for(lambda: _waiting(up.pid, project), 30,
+                 what="`up` waiting for the lifecycle lock")
+    except BaseException:
+        up.kill()
+        up.communicate()
+        lock.release()
+        raise
+    return lock, up, seed.pid
+
+
+def _waiting(pid: int, project: Path) -> bool:
+    """`up` has reached the lock: it holds the lock file open while it waits."""
+    lock_file = str(project / ".hippodrome" / "lifecycle.lock")
+    try:
+        return any(f.path == lock_file for f in psutil.Process(pid).open_files())
+    except psutil.Error:
+        return False
+
+
+def finish(up: subprocess.Popen[str]) -> str:
+    try:
+        out, _ = up.communicate(timeout=90)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
+    return out
+
+
+def test_the_seed_becomes_the_daemon(project: Path) -> None:
+    lock, up, seed = held_up(project)
+    lock.release()
+    out = finish(up)
+    assert up.returncode == 0, out
+    assert registry(project)["daemon"]["pid"] == seed, "the daemon is not the seed"
+    assert hd(project, "status").returncode == 0
+    assert hd(project, "down").returncode == 0
+    wait_for(lambda: not alive(seed), 10, what="the daemon gone after down")
+
+
+def test_a_seed_killed_before_the_hand_over_leaves_up_to_fork(project: Path) -> None:
+    lock, up, seed = held_up(project)
+    os.kill(seed, signal.SIGKILL)
+    lock.release()
+    out = finish(up)
+    assert up.returncode == 0, out
+    daemon = registry(project)["daemon"]["pid"]
+    assert daemon != seed and alive(daemon)
+    assert hd(project, "down").returncode == 0
+
+
+def test_a_seed_stopped_before_the_hand_over_is_ended_and_up_forks(project: Path) -> None:
+    """Handed the lifecycle lock while stopped, the seed held it only in its socket's
+    queue, where no one could see who held it: `hd down` would have waited on it."""
+    lock, up, seed = held_up(project)
+    try:
+        os.kill(seed, signal.SIGSTOP)
+        lock.release()
+        out = finish(up)
+        assert up.returncode == 0, out
+        assert not alive(seed), "the stopped seed outlived the hand-over"
+        daemon = registry(project)["daemon"]["pid"]
+        assert daemon != seed and alive(daemon)
+        assert hd(project, "down", timeout=60).returncode == 0
+    finally:
+        if alive(seed):
+            os.kill(seed, signal.SIGKILL)
+            os.kill(seed, signal.SIGCONT)
+
+
+def test_ctrl_c_of_up_ends_even_a_stopped_seed(project: Path) -> None:
+    """A stopped seed cannot read the end of its socket: `up` ends it by its pid on the
+    way out, and reaps it, so it is gone the moment `up` is."""
+    lock, up, seed = held_up(project)
+    try:
+        os.kill(seed, signal.SIGSTOP)
+        up.send_signal(signal.SIGINT)
+        out = finish(up)
+        assert up.returncode == 130, out
+        assert not alive(seed), "the seed outlived `up`"
+    finally:
+        lock.release()
+        if alive(seed):
+            os.kill(seed, signal.SIGKILL)
+
+
+def test_kill_9_of_up_ends_its_seed(project: Path) -> None:
+    lock, up, seed = held_up(project)
+    try:
+        up.kill()
+        finish(up)
+        wait_for(lambda: not alive(seed), 10, what="the seed ending with its `up`")
+    finally:
+        lock.release()
+
+
+def test_a_refused_up_leaves_no_seed(project: Path) -> None:
+    (project / "hippodrome.toml").write_text("[services.web\n")
+    before = {p.pid for p in psutil.process_iter()}
+    done = hd(project, "up", "--detach")
+    assert done.returncode == 3 and "not valid TOML" in done.stderr, done.stdout + done.stderr
+    left = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
+            and str(project) in " ".join(p.info["cmdline"] or [])]
+    assert left == [], left
+
+
+HAND_OVER_TLS = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from hippo_tasks.daemon import seed
+    from hippo_tasks.supervision.ownership import cgroup2_mount, new_token, own_cgroup
+    seed.plant(["hd", "up", "--detach"])
+    pid = seed._planted.pid
+    token = new_token(os.getcwd())
+    seed.prime(token)
+    mount, mine = cgroup2_mount(), own_cgroup()
+    base = mount / mine.lstrip("/") / f"hippodrome-{token}" if mount and mine else None
+    deadline = time.monotonic() + 20
+    while base is not None and not base.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    made = base is not None and base.exists()
+    got = seed.hand_over([], Path.cwd(), {}, Path("daemon.log"), None, True, None)
+    try:
+        os.kill(pid, 0)
+        print("alive", got, made, base is not None and base.exists())
+    except ProcessLookupError:
+        print("gone", got, made, base is not None and base.exists())
+""")
+
+
+def test_a_stack_that_needs_tls_is_not_handed_to_the_seed(tmp_path: Path) -> None:
+    """The seed kept OpenSSL out before it knew the stack: `up` ends it and forks; the
+    cgroup it made for the run when primed is gone with it (or the daemon `up` forks
+    then, with the same token, could not make it and ran without cgroups)."""
+    out = subprocess.run([PY, "-c", HAND_OVER_TLS], cwd=tmp_path, capture_output=True,
+                         stdin=subprocess.DEVNULL, text=True, timeout=60)
+    gone, handed, made, left = out.stdout.split()
+    assert (gone, handed, left) == ("gone", "None", "False"), out.stdout + out.stderr
+    if registry_mode_is_cgroup(tmp_path):
+        assert made == "True", "the primed seed made no cgroup: nothing was tested"
+
+
+def registry_mode_is_cgroup(root: Path) -> bool:
+    from hippo_tasks.supervision.ownership import probe_mode
+
+    return probe_mode().mode == "cgroup"
+
+
+def test_an_up_refused_after_the_prime_leaves_no_cgroup(project: Path) -> None:
+    """A busy port, found after `up` primed the seed with the run's token: the seed
+    removes the cgroup it made, whenever the refusal comes."""
+    from hippo_tasks.supervision.ownership import cgroup2_mount, own_cgroup, project_tag
+
+    mount, mine = cgroup2_mount(), own_cgroup()
+    if mount is None or mine is None:
+        pytest.skip("no cgroup v2 hierarchy here")
+    parent = mount / mine.lstrip("/")
+    tag = project_tag(str(project))
+    port = registry_port(project)
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        done = hd(project, "up", "--detach")
+    assert done.returncode == 4, done.stdout + done.stderr
+    left = [p.name for p in parent.iterdir() if p.name.startswith(f"hippodrome-{tag}")]
+    assert left == [], left
+
+
+def registry_port(project: Path) -> int:
+    return int(tomllib.loads((project / "hippodrome.toml").read_text())["services"]["web"]
+               ["port"])
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["hd", "up", "--detach"], True),
+    (["hd", "up", "--profile", "ecom", "-d"], True),
+    (["hd", "up", "-qd"], True),
+    (["hd", "up"], False),
+    (["hd", "up", "--dry-run"], False),
+    (["hd", "up", "--profile", "d"], False),
+    (["hd", "up", "--", "-d"], False),
+    (["hd", "down", "--detach"], False),
+    (["hd"], False),
+])
+def test_which_command_lines_plant_a_seed(argv: list[str], expected: bool) -> None:
+    assert wanted(argv) is expected
