@@ -12,11 +12,6 @@ from hippo_tasks.daemon import keep_openssl_out
 if "--tls" not in sys.argv:
     keep_openssl_out()
 
-if sys.argv[1:2] == ["--seed-fd"]:  # `hd up --detach`'s seed (daemon/seed.py)
-    from hippo_tasks.daemon.seed import grow
-
-    grow(int(sys.argv[2]))  # never returns
-
 from hippo_tasks.supervision.ownership import OwnershipSoon  # noqa: E402
 
 soon = OwnershipSoon()  # made beside the imports below (its docstring says why)

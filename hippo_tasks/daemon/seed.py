@@ -5,14 +5,14 @@ then imports asyncio, the engine and the HTTP server, ~50 ms before it can spawn
 first service, and keeps for the stack's life every module the CLI had loaded (the
 stack file's parser, the task runner): ~1 MB more than the daemon needs.
 
-The seed is a new interpreter, `python -OO -S -m hippo_tasks.daemon --seed-fd N`,
-started before `hd` imports anything, that loads the daemon's modules on the other core
-while `up` reads the stack. `-OO` leaves out docstrings (0.8 MB of a daemon with this
-many), `-S` the site-packages' .pth files (the daemon needs the standard library and
-this package only, put on PYTHONPATH). `up` primes it with the run's token as soon as
-it has one, so it makes the run's cgroup meanwhile (the ~20 ms a first service waited
-for), then hands it what it would give a fork: the checked plan, the environment, the
-log and the lifecycle lock, over a socket pair. The seed becomes the daemon by the same
+The seed is a new interpreter, `python -OO -S -c BOOT N PATH...`, started before `hd`
+imports anything, that loads the daemon's modules on the other core while `up` reads
+the stack. `-OO` leaves out docstrings (0.8 MB of a daemon with this many), `-S` the
+site-packages' .pth files (5 ms of its start; it is given `hd`'s search path instead).
+`up` primes it with the run's token as soon as it has one, so it makes the run's
+cgroup meanwhile (the ~20 ms a first service waited for), then hands it what it would
+give a fork: the checked plan, the environment, the log and the lifecycle lock, over a
+socket pair. The seed becomes the daemon by the same
 `forked.become_daemon`.
 
 The seed is only an optimisation. Anything that makes it unusable (no fork, the seed
@@ -51,7 +51,8 @@ HEADER = 9
 """A frame's kind (PRIME, HAND_OVER) and its length, before its payload."""
 PRIME, HAND_OVER = b"P", b"H"
 PACKAGES = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-"""The folder holding hippo_tasks and hippo_contract: the seed's PYTHONPATH (`-S`)."""
+"""The folder holding hippo_tasks and hippo_contract, added to the seed's path where
+`hd`'s has it through an import hook (an editable install)."""
 
 
 class Seed:
@@ -82,13 +83,11 @@ def wanted(argv: list[str]) -> bool:
 
 def plant(argv: list[str]) -> None:
     """Start the seed where it can help and is safe: stdio open (a socket given 0-2
-    would carry `up`'s own output), fork allowed, this package a folder on disk (not
-    inside an archive) whose name PYTHONPATH can carry."""
+    would carry `up`'s own output), fork allowed."""
     global _planted
     if _planted is not None or not hasattr(os, "fork") or not wanted(argv):
         return
-    if os.environ.get(EXEC_ENV, "") == "1" or os.pathsep in PACKAGES or \
-            not os.path.isdir(os.path.join(PACKAGES, "hippo_tasks")):
+    if os.environ.get(EXEC_ENV, "") == "1":
         return
     try:
         for fd in (0, 1, 2):
@@ -114,6 +113,15 @@ def plant(argv: list[str]) -> None:
     _planted = Seed(pid, parent)
 
 
+BOOT = ("import sys; sys.path[:] = sys.argv[2:]; from hippo_tasks.daemon import "
+        "keep_openssl_out; keep_openssl_out(); from hippo_tasks.daemon.seed import grow; "
+        "grow(int(sys.argv[1]))")
+"""The seed's program: `hd`'s own module search path (given as arguments: `-S` reads
+no site-packages, and the daemon's rarer paths import third-party modules, psutil to
+name a port's holder, found where `hd` found them, a PEX's folders too), OpenSSL kept
+out, then `grow`."""
+
+
 def _exec_seed(sock: socket.socket) -> NoReturn:
     """In the forked child: off the terminal, then the seed's interpreter, holding the
     socket and nothing else of `up`'s."""
@@ -123,11 +131,10 @@ def _exec_seed(sock: socket.socket) -> NoReturn:
             os.dup2(null, fd)
         os.close(null)
         os.set_inheritable(sock.fileno(), True)
-        paths = os.environ.get("PYTHONPATH", "")
-        env = {**os.environ, "PYTHONPATH": PACKAGES + (os.pathsep + paths if paths else "")}
+        paths = [*sys.path, *([] if PACKAGES in sys.path else [PACKAGES])]
         flags = ["-OO", "-S"] if without_docstrings() else ["-S"]
-        os.execve(sys.executable, [sys.executable, *flags, "-m", "hippo_tasks.daemon",
-                                   "--seed-fd", str(sock.fileno())], env)
+        os.execv(sys.executable, [sys.executable, *flags, "-c", BOOT,
+                                  str(sock.fileno()), *paths])
     finally:
         os._exit(127)
 
@@ -152,10 +159,15 @@ def without_docstrings() -> bool:
 
 
 def grow(fd: int) -> NoReturn:
-    """The seed, its modules loaded (daemon/__main__.py): becomes the daemon with what
+    """The seed (BOOT): loads the daemon's modules, then becomes the daemon with what
     `up` hands over, or exits at the end of the socket."""
     import socket
+    import subprocess  # noqa: F401  # here, not first in the cgroup's thread (below)
     import threading
+
+    # Imported before the listener's thread can act on the prime: two threads importing
+    # the same modules at once may be handed each other's half-made module.
+    from hippo_tasks.supervision.ownership import OwnershipSoon  # noqa: F401
 
     listener = _Listener(socket.socket(fileno=fd))
     code = 70
