@@ -68,13 +68,17 @@ def compile_packages() -> None:
     dirs = [str(REPO / p) for p in ("hippo_tasks", "hippo_platform", "hippo_contract")]
     subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *dirs], check=True,
                    stdout=subprocess.DEVNULL)
-    # The daemon's seed runs with -OO (daemon/seed.py) where its compiled files exist or
-    # can be written: its modules imported once as its first start would, so that they
-    # are written (the standard library's too) whatever PYTHONDONTWRITEBYTECODE says.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-OO", "-c", "import hippo_tasks.daemon.main, "
-                    "hippo_tasks.daemon.http, hippo_tasks.daemon.commands"], check=True,
-                   env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
+    # The daemon's seed runs with -OO, its compiled files in a cache of its own
+    # (daemon/seed.py): its modules imported once there, as its first start would.
+    from hippo_tasks.daemon.seed import compiled_cache
+
+    cache = compiled_cache()
+    if cache is not None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        subprocess.run([sys.executable, "-OO", "-X", f"pycache_prefix={cache}", "-c",
+                        "import hippo_tasks.daemon.main, hippo_tasks.daemon.http, "
+                        "hippo_tasks.daemon.commands"], check=True,
+                       env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
 
 
 def cli(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -250,22 +250,29 @@ def test_which_command_lines_plant_a_seed(argv: list[str], expected: bool) -> No
     assert wanted(argv) is expected
 
 
-def test_the_daemon_leaves_docstrings_out_where_python_can_cache_that(project: Path) -> None:
-    """-OO where the compiled files can be written (PYTHONDONTWRITEBYTECODE unset): the
-    first such daemon writes them, and it runs the stack as any other."""
-    import asyncio
-
-    cache = Path(asyncio.__file__).parent / "__pycache__"
-    if not os.access(cache, os.W_OK) and not any(cache.glob("base_events.*.opt-2.pyc")):
-        pytest.skip("the standard library's compiled files can be neither read nor made")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+@pytest.mark.parametrize("cache", ["own", "none"])
+def test_the_daemon_leaves_docstrings_out_where_it_can_cache_them(
+        project: Path, tmp_path: Path, cache: str) -> None:
+    """-OO, its compiled files in a cache folder of the seed's own (written by the first
+    daemon, whatever PYTHONDONTWRITEBYTECODE says); where that folder cannot be made
+    (XDG_CACHE_HOME under a file), without -OO. Either runs the stack."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    home = tmp_path / "cache" if cache == "own" else blocker / "cache"
     done = subprocess.run([*HD_CLI, "up", "--detach", "--project-root", str(project)],
                           cwd=project, capture_output=True, text=True, timeout=120,
-                          env={**env, "NO_COLOR": "1"})
+                          env={**os.environ, "NO_COLOR": "1", "XDG_CACHE_HOME": str(home),
+                               "PYTHONDONTWRITEBYTECODE": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     daemon = registry(project)["daemon"]["pid"]
     argv = Path(f"/proc/{daemon}/cmdline").read_bytes().split(b"\0")
-    assert argv[1:3] == [b"-OO", b"-S"], argv[:4]
+    if cache == "own":
+        assert argv[1:5] == [b"-OO", b"-S", b"-X",
+                             f"pycache_prefix={home}/hippodrome/pycache".encode()], argv[:5]
+        assert list((home / "hippodrome" / "pycache").rglob("engine.*.opt-2.pyc")), \
+            "the daemon's compiled files were not written to its cache"
+    else:
+        assert argv[1:3] == [b"-S", b"-c"], argv[:4]
     status = hd(project, "status", "--json")
     assert status.returncode == 0 and '"running"' in status.stdout, status.stdout
     assert hd(project, "restart", "-s", "web").returncode == 0

@@ -5,9 +5,10 @@ then imports asyncio, the engine and the HTTP server, ~50 ms before it can spawn
 first service, and keeps for the stack's life every module the CLI had loaded (the
 stack file's parser, the task runner): ~1 MB more than the daemon needs.
 
-The seed is a new interpreter, `python -OO -S -c BOOT N PATH...`, started before `hd`
-imports anything, that loads the daemon's modules on the other core while `up` reads
-the stack. `-OO` leaves out docstrings (0.8 MB of a daemon with this many), `-S` the
+The seed is a new interpreter, `python -OO -S -X pycache_prefix=... -c BOOT N PATH...`,
+started before `hd` imports anything, that loads the daemon's modules on the other core
+while `up` reads the stack. `-OO` leaves out docstrings (0.8 MB of a daemon with this
+many; its compiled files in a cache of its own, `compiled_cache`), `-S` the
 site-packages' .pth files (5 ms of its start; it is given `hd`'s search path instead).
 `up` primes it with the run's token as soon as it has one, so it makes the run's
 cgroup meanwhile (the ~20 ms a first service waited for), then hands it what it would
@@ -132,30 +133,31 @@ def _exec_seed(sock: socket.socket) -> NoReturn:
         os.close(null)
         os.set_inheritable(sock.fileno(), True)
         paths = [*sys.path, *([] if PACKAGES in sys.path else [PACKAGES])]
-        flags = ["-OO", "-S"] if without_docstrings() else ["-S"]
-        os.execv(sys.executable, [sys.executable, *flags, "-c", BOOT,
-                                  str(sock.fileno()), *paths])
+        flags, env = ["-S"], dict(os.environ)
+        cache = compiled_cache()
+        if cache is not None:
+            flags = ["-OO", "-S", "-X", f"pycache_prefix={cache}"]
+            env.pop("PYTHONDONTWRITEBYTECODE", None)  # its own cache: written once
+        os.execve(sys.executable, [sys.executable, *flags, "-c", BOOT,
+                                   str(sock.fileno()), *paths], env)
     finally:
         os._exit(127)
 
 
-def without_docstrings() -> bool:
-    """`-OO` where its compiled files are there, or will be written this once: the
-    standard library's (asyncio's, as a sample) and this package's. Where they are
-    neither (a system Python's read-only library, PYTHONDONTWRITEBYTECODE) every
-    daemon would compile its ~200 modules from source, ~0.3 s of CPU and more memory
-    than the docstrings save."""
-    if sys.pycache_prefix is not None:
-        return False
-    tag = f"{sys.implementation.cache_tag}.opt-2.pyc"
-    for cache, module in ((os.path.join(os.path.dirname(os.__file__), "asyncio",
-                                        "__pycache__"), "base_events"),
-                          (os.path.join(PACKAGES, "hippo_tasks", "daemon", "__pycache__"),
-                           "engine")):
-        if not os.path.exists(os.path.join(cache, f"{module}.{tag}")) and (
-                sys.dont_write_bytecode or not os.access(cache, os.W_OK)):
-            return False
-    return True
+def compiled_cache() -> str | None:
+    """Where the seed keeps its `-OO` compiled files: a folder of this user's cache,
+    since the standard library's own folders hold none (Debian's Python ships only the
+    plain ones) and are not the user's to write. The first daemon writes them, about
+    half a second once; None where the folder cannot be made or written (a read-only
+    home): the seed then runs without -OO, on the plain compiled files."""
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                            ".cache")
+    cache = os.path.join(home, "hippodrome", "pycache")
+    try:
+        os.makedirs(cache, mode=0o700, exist_ok=True)
+    except (OSError, ValueError):
+        return None
+    return cache if os.path.isabs(cache) and os.access(cache, os.W_OK) else None
 
 
 def grow(fd: int) -> NoReturn:
