@@ -16,6 +16,9 @@ import sys
 
 def _interrupted(_signum: int, _frame: object) -> None:
     try:
+        seed = sys.modules.get("hippo_tasks.daemon.seed")
+        if seed is not None:  # `up --detach`'s, which ignores Ctrl+C: not left behind
+            seed.drop()
         os.write(2, b"hippodrome: interrupted (Ctrl+C)\n")
     finally:  # a closed stderr: the exit status says it
         os._exit(130)

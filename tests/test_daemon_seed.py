@@ -9,11 +9,13 @@ would hold it), so the seed can be met, signalled and watched while `up` waits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import textwrap
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,3 +279,36 @@ def test_the_daemon_leaves_docstrings_out_where_it_can_cache_them(
     assert status.returncode == 0 and '"running"' in status.stdout, status.stdout
     assert hd(project, "restart", "-s", "web").returncode == 0
     assert hd(project, "down").returncode == 0
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to up", "Ctrl+C to the group"])
+def test_up_interrupted_at_any_moment_leaves_no_cgroup_nor_process(
+        project: Path, how: str) -> None:
+    """adv50 F/1, F/2: interrupted between the prime and its daemon's guard, `up` left
+    the run's cgroup (the seed, or the daemon it became, ended as it made it). Timing:
+    several moments across the start, each once; the leftovers are counted at the end."""
+    from hippo_tasks.supervision.ownership import cgroup2_mount, own_cgroup, project_tag
+
+    mount, mine = cgroup2_mount(), own_cgroup()
+    if mount is None or mine is None:
+        pytest.skip("no cgroup v2 hierarchy here")
+    parent, tag = mount / mine.lstrip("/"), project_tag(str(project))
+    seen: list[int] = []
+    for delay in (0.06, 0.09, 0.11, 0.13, 0.15, 0.18, 0.22, 0.3):
+        up = subprocess.Popen([*HD_CLI, "up", "--detach", "--project-root", str(project)],
+                              cwd=project, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, "NO_COLOR": "1"})
+        time.sleep(delay)
+        with contextlib.suppress(psutil.Error):
+            seen += [c.pid for c in psutil.Process(up.pid).children()]
+        if how == "SIGTERM to up":
+            up.send_signal(signal.SIGTERM)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(up.pid, signal.SIGINT)
+        if up.wait(60) == 0:  # up before the signal: its stack is ended properly (a
+            hd(project, "down", timeout=60)  # `down` with none would sweep what we count)
+    wait_for(lambda: not any(alive(p) for p in seen), 10, what="every seed gone")
+    left = [p.name for p in parent.iterdir() if p.name.startswith(f"hippodrome-{tag}")]
+    assert left == [], left

@@ -48,6 +48,8 @@ before it took it held the lifecycle lock only in its socket's queue, where `hd 
 could not see who held it (and waited on it): it is ended, and `up` forks instead."""
 GONE_WITHIN_S = 1.0
 """How long `drop` waits for a seed to remove its cgroup and exit before it kills it."""
+FEW_DESCRIPTORS = 64
+"""Below this open-files limit, no seed: `up` itself needs every descriptor it has."""
 HEADER = 9
 """A frame's kind (PRIME, HAND_OVER) and its length, before its payload."""
 PRIME, HAND_OVER = b"P", b"H"
@@ -93,7 +95,9 @@ def plant(argv: list[str]) -> None:
     try:
         for fd in (0, 1, 2):
             os.fstat(fd)
-    except OSError:
+        if os.sysconf("SC_OPEN_MAX") < FEW_DESCRIPTORS:
+            return  # `ulimit -n 8`: the socket's one would be the one `up` runs out of
+    except (OSError, ValueError):
         return
     import socket
 
@@ -132,6 +136,10 @@ def _exec_seed(sock: socket.socket) -> NoReturn:
             os.dup2(null, fd)
         os.close(null)
         os.set_inheritable(sock.fileno(), True)
+        # Ctrl+C reaches `up`'s whole process group: `up` ends its seed then, cleanly;
+        # a seed killed by it as it made the run's cgroup left it (adv50 F/1, F/10).
+        # Ignored across exec; `grow` sets what `up` had once it is handed over.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         paths = [*sys.path, *([] if PACKAGES in sys.path else [PACKAGES])]
         flags, env = ["-S"], dict(os.environ)
         cache = compiled_cache()
@@ -333,11 +341,12 @@ def drop() -> None:
     """End a seed that was never handed over (`up` refused, failed or was interrupted),
     so no process outlives the command: told by the end of its socket, so it removes
     the cgroup it may have made, then killed if it has not gone within GONE_WITHIN_S
-    (stopped). Ours by PID, unreaped, so never a stranger's."""
+    (stopped), its cgroup removed for it. Ours by PID, unreaped, so never a
+    stranger's. Also from `hd`'s first Ctrl+C handler (entry.py)."""
     global _planted
     seed, _planted = _planted, None
-    if seed is not None:
-        _end(seed, GONE_WITHIN_S)
+    if seed is not None:  # not primed: it made nothing to remove, and is killed at once
+        _end(seed, GONE_WITHIN_S if seed.token is not None else 0.0)
 
 
 def _end(seed: Seed, grace: float = 0.0) -> None:
@@ -347,10 +356,13 @@ def _end(seed: Seed, grace: float = 0.0) -> None:
             import time
 
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if os.waitpid(seed.pid, os.WNOHANG)[0]:
-                    return  # gone by itself, its cgroup removed
-                time.sleep(0.002)
+            try:
+                while time.monotonic() < deadline:
+                    if os.waitpid(seed.pid, os.WNOHANG)[0]:
+                        return  # gone by itself, its cgroup removed
+                    time.sleep(0.002)
+            except KeyboardInterrupt:  # Ctrl+C again: at once (adv50 F/6)
+                pass
         os.kill(seed.pid, signal.SIGKILL)
         os.waitpid(seed.pid, 0)
     except (ProcessLookupError, ChildProcessError):

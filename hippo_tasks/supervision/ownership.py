@@ -284,16 +284,19 @@ class OwnershipSoon:
             self.take().close()
 
 
-def remove_base(token: str) -> None:
+def remove_base(token: str, within: float = 0.2) -> None:
     """Remove the run's cgroup made by a process that was killed before it could (the
-    seed of an `up` that failed): its probe's sh may still be leaving it."""
+    seed of an `up` that failed, a daemon ended before its guard began): its probe's sh
+    may still be leaving it, for `within` seconds at most. A cgroup that still holds a
+    process stays (its guard's to end)."""
     mount, mine = cgroup2_mount(), own_cgroup()
     if mount is None or mine is None:
         return
     base = mount / mine.lstrip("/") / f"hippodrome-{token}"
-    for _ in range(100):
+    deadline = time.monotonic() + within
+    while True:
         remove_cgroup(base)
-        if not base.exists():
+        if not base.exists() or time.monotonic() > deadline:
             return
         time.sleep(0.005)
 

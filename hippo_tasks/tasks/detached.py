@@ -110,6 +110,20 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
             signal.signal(sig, handler)
         if held is not None:
             os.close(held)
+        if proc.poll() is not None:  # ended before it served: its cgroup, if it left one
+            _remove_run_cgroup()
+
+
+def _remove_run_cgroup() -> None:
+    """The daemon makes the run's cgroup first thing (a seed as soon as it is primed),
+    and removes it as it exits, or its guard does after a crash: a daemon ended before
+    its guard was started (Ctrl+C or SIGTERM to `up`, a kill of the daemon) left it,
+    empty, until the next `hd down`. Only empty cgroups go (rmdir)."""
+    from hippo_tasks.supervision.ownership import RUN_TOKEN_ENV, remove_base
+
+    token = os.environ.get(RUN_TOKEN_ENV)
+    if token:
+        remove_base(token)
 
 
 def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) -> int:
