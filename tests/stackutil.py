@@ -211,3 +211,14 @@ def stack_header(dashboard_port: int, **settings: Any) -> str:
     lines = ["[stack]", "defaults = false", f"dashboard_port = {dashboard_port}"]
     lines += [f"{k} = {_toml(v)}" for k, v in settings.items()]
     return "\n".join(lines) + "\n\n"
+
+
+def holds(pid: int, path: Path) -> bool:
+    """Process `pid` has `path` open (a daemon its project's lifecycle lock: a seed of
+    `hd up --detach` has it only once handed over, daemon/seed.py)."""
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                    return True
+    return False

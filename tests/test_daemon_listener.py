@@ -223,7 +223,7 @@ def refusing(self):  # as pthread_create at the user's process limit, while MARK
         raise RuntimeError("can't start new thread")
     return start(self)
 threading.Thread.start = refusing  # the forked daemon keeps it
-from hippo_tasks.entry import cli
+from hippo_tasks.tasks.program import cli  # not entry's: its seed would be the daemon
 cli()
 """
 
@@ -301,7 +301,9 @@ def test_a_daemon_at_the_process_limit_says_so_exit_1(project: Path, refused: st
 
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + toy_service("web", port))
-    wrapper = AT_THE_LIMIT[refused] + "from hippo_tasks.entry import cli\ncli()\n"
+    # program's cli, not entry's: the daemon is then a fork of this patched process,
+    # not the seed entry.py starts (a new interpreter, which the patch never reaches)
+    wrapper = AT_THE_LIMIT[refused] + "from hippo_tasks.tasks.program import cli\ncli()\n"
     up = subprocess.run([PY, "-c", wrapper, "up", "--detach", "--project-root",
                          str(project)], cwd=project, capture_output=True, text=True,
                         timeout=120, env={**os.environ, "NO_COLOR": "1"})
@@ -367,8 +369,11 @@ def test_out_of_memory_is_a_sentence(project: Path, where: str) -> None:
         hd(project, "up", "--detach", check=True, timeout=60)
     argv = ["up", "--detach"] if where == "up" else ["status"]
     try:
-        ran = subprocess.run([PY, "-c", OUT_OF_MEMORY_IN[where] + "from hippo_tasks.entry "
-                              "import cli\ncli()\n", *argv, "--project-root", str(project)],
+        # `up`: program's cli, not entry's, so that the daemon is a fork of this patched
+        # process, not the seed entry.py starts (a new interpreter the patch never reaches)
+        cli = "hippo_tasks.tasks.program" if where == "up" else "hippo_tasks.entry"
+        ran = subprocess.run([PY, "-c", OUT_OF_MEMORY_IN[where] + f"from {cli} import cli\n"
+                              "cli()\n", *argv, "--project-root", str(project)],
                              cwd=project, capture_output=True, text=True, timeout=120,
                              env={**os.environ, "NO_COLOR": "1"})
         said = ran.stdout + ran.stderr
@@ -515,7 +520,7 @@ def short(self, *args, **kwargs):  # as under a low `ulimit -v`, while MARK exis
         raise MemoryError
     return makefile(self, *args, **kwargs)
 socket.socket.makefile = short  # the forked daemon keeps it
-from hippo_tasks.entry import cli
+from hippo_tasks.tasks.program import cli  # not entry's: its seed would be the daemon
 cli()
 """
 

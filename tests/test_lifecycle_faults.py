@@ -30,6 +30,7 @@ from stackutil import (
     escaper_service,
     free_ports,
     hd,
+    holds,
     registry,
     stack_header,
     wait_for,
@@ -303,8 +304,9 @@ def up_held_before_its_daemon(project: Path) -> subprocess.Popen[str]:
         first = up.stdout.readline()  # printed once `up` holds the project's lock
         os.killpg(up.pid, signal.SIGSTOP)
         assert first.startswith("hippodrome | project"), first
-        forked = [p for p in Path("/proc").iterdir() if p.name.isdigit()
-                  and _parent_of(p) == up.pid]
+        lock = project / ".hippodrome" / "lifecycle.lock"
+        forked = [p for p in Path("/proc").iterdir() if p.name.isdigit()  # the daemon:
+                  and _parent_of(p) == up.pid and holds(int(p.name), lock)]  # not a seed
         if not forked and (not (project / ".hippodrome" / "registry.json").exists()
                            or registry(project).get("daemon") is None):
             return up

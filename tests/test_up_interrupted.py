@@ -24,6 +24,7 @@ from stackutil import (
     escaper_service,
     free_ports,
     hd,
+    holds,
     registry,
     stack_header,
     toy_service,
@@ -195,15 +196,6 @@ def test_a_hangup_ignored_when_up_started_stays_ignored(project: Path, detach: b
         if up.poll() is None:
             up.kill()
         hd(project, "down", timeout=60)
-
-
-def holds(pid: int, path: Path) -> bool:
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
-                    return True
-    return False
 
 
 def test_down_ends_a_daemon_stopped_before_it_served(project: Path) -> None:
