@@ -312,3 +312,24 @@ def test_up_interrupted_at_any_moment_leaves_no_cgroup_nor_process(
     wait_for(lambda: not any(alive(p) for p in seen), 10, what="every seed gone")
     left = [p.name for p in parent.iterdir() if p.name.startswith(f"hippodrome-{tag}")]
     assert left == [], left
+
+
+def test_a_daemon_killed_before_its_first_word_is_said_so(project: Path) -> None:
+    """adv50 F/3: the seed killed the moment it took the hand-over: `up` said "killed by
+    signal 9 ... (full output: daemon.log)", whose lines were an earlier run's."""
+    from stackutil import holds
+
+    log = project / ".hippodrome" / "daemon.log"
+    lock_file = project / ".hippodrome" / "lifecycle.lock"
+    lock, up, seed = held_up(project)
+    before = log.stat().st_size if log.exists() else 0
+    lock.release()
+    wait_for(lambda: holds(seed, lock_file) or up.poll() is not None, 30,
+             what="the seed taking the hand-over", every=0.001)
+    os.kill(seed, signal.SIGKILL)
+    out = finish(up)
+    assert up.returncode == 1 and "killed by signal 9" in out, out
+    if (log.stat().st_size if log.exists() else 0) == before:
+        assert "(it wrote nothing to its log in this run)" in out, out
+    else:
+        assert "its output in this run:" in out, out

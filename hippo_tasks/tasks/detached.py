@@ -362,8 +362,11 @@ def _report_failure(failure: dict[str, Any] | None, code: int | None, log: Path,
                             f"(is the disk full, or the folder read-only{_fsize_said()}?)")
     how = f"was killed by signal {-code}" if code is not None and code < 0 else \
         f"exited with code {code}"
-    raise StartCutShortError(f"the daemon {how} before the stack was ready",
-                             _lines_since(log, log_from), str(log))
+    lines = _lines_since(log, log_from)
+    # (ended before it had a word to say: the log's lines are an earlier run's; adv50 F/3)
+    quiet = "" if lines else " (it wrote nothing to its log in this run)"
+    raise StartCutShortError(f"the daemon {how} before the stack was ready{quiet}", lines,
+                             str(log))
 
 
 def _fsize_said() -> str:
