@@ -242,6 +242,9 @@ class _Listener:
                 elif kind == HAND_OVER:
                     self.message, self.fds = payload, fds
                     self.sock.sendall(b"\1")  # taken: the lock is where `down` sees it
+                    # The number only from here: become_daemon closes it with every other,
+                    # and a socket object still owning it would close a reuse of it.
+                    self.sock.detach()
                     self.handed.set()
                     return
         except BaseException:  # noqa: S110  # any failure: as the end of the socket
