@@ -34,6 +34,7 @@ from stackutil import (
     wait_for,
     write_stack,
 )
+from test_up_interrupted import finish  # `up`'s output once it ends, or killed
 
 from hippo_tasks.daemon.seed import wanted
 from hippo_tasks.registry.cleanup import force_down
@@ -80,16 +81,6 @@ def _waiting(pid: int, project: Path) -> bool:
         return any(f.path == lock_file for f in psutil.Process(pid).open_files())
     except psutil.Error:
         return False
-
-
-def finish(up: subprocess.Popen[str]) -> str:
-    try:
-        out, _ = up.communicate(timeout=90)
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.communicate()
-    return out
 
 
 def test_the_seed_becomes_the_daemon(project: Path) -> None:
