@@ -305,18 +305,27 @@ def test_up_interrupted_at_any_moment_leaves_no_cgroup_nor_process(
     assert left == [], left
 
 
+def _session(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def test_a_daemon_killed_before_its_first_word_is_said_so(project: Path) -> None:
     """adv50 F/3: the seed killed the moment it took the hand-over: `up` said "killed by
     signal 9 ... (full output: daemon.log)", whose lines were an earlier run's."""
-    from stackutil import holds
-
+    dash, port = free_ports(2)  # a service slow to be ready: `up` is surely waiting
+    write_stack(project, stack_header(dash) + toy_service("web", port, "--delay", "5",
+                                                          readiness={"http": "/healthz"}))
     log = project / ".hippodrome" / "daemon.log"
-    lock_file = project / ".hippodrome" / "lifecycle.lock"
     lock, up, seed = held_up(project)
     before = log.stat().st_size if log.exists() else 0
     lock.release()
-    wait_for(lambda: holds(seed, lock_file) or up.poll() is not None, 30,
-             what="the seed taking the hand-over", every=0.001)
+    # the daemon once a session leader: past the hand-over, which it had acknowledged
+    # (killed before that, `up` forks the daemon instead, and the stack comes up)
+    wait_for(lambda: _session(seed) == seed or up.poll() is not None, 30,
+             what="the seed becoming the daemon", every=0.001)
     os.kill(seed, signal.SIGKILL)
     out = finish(up)
     assert up.returncode == 1 and "killed by signal 9" in out, out
