@@ -276,32 +276,44 @@ def test_the_daemon_leaves_docstrings_out_where_it_can_cache_them(
 def test_up_interrupted_at_any_moment_leaves_no_cgroup_nor_process(
         project: Path, how: str) -> None:
     """adv50 F/1, F/2: interrupted between the prime and its daemon's guard, `up` left
-    the run's cgroup (the seed, or the daemon it became, ended as it made it). Timing:
-    several moments across the start, each once; the leftovers are counted at the end."""
+    the run's cgroup (the seed, or the daemon it became, ended as it made it). Several
+    moments across the start, each once. A stack that came up before the signal (and
+    is left running if `up` died of it after saying ready) is its own: its cgroup is
+    not a leftover, and it is stopped before the next try."""
     from hippo_tasks.supervision.ownership import cgroup2_mount, own_cgroup, project_tag
 
     mount, mine = cgroup2_mount(), own_cgroup()
     if mount is None or mine is None:
         pytest.skip("no cgroup v2 hierarchy here")
     parent, tag = mount / mine.lstrip("/"), project_tag(str(project))
-    seen: list[int] = []
+    left: list[str] = []
     for delay in (0.06, 0.09, 0.11, 0.13, 0.15, 0.18, 0.22, 0.3):
         up = subprocess.Popen([*HD_CLI, "up", "--detach", "--project-root", str(project)],
                               cwd=project, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True,
                               env={**os.environ, "NO_COLOR": "1"})
         time.sleep(delay)
+        seen: list[int] = []
         with contextlib.suppress(psutil.Error):
-            seen += [c.pid for c in psutil.Process(up.pid).children()]
+            seen = [c.pid for c in psutil.Process(up.pid).children()]
         if how == "SIGTERM to up":
             up.send_signal(signal.SIGTERM)
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(up.pid, signal.SIGINT)
-        if up.wait(60) == 0:  # up before the signal: its stack is ended properly (a
-            hd(project, "down", timeout=60)  # `down` with none would sweep what we count)
-    wait_for(lambda: not any(alive(p) for p in seen), 10, what="every seed gone")
-    left = [p.name for p in parent.iterdir() if p.name.startswith(f"hippodrome-{tag}")]
+        up.wait(60)
+        written = (project / ".hippodrome" / "registry.json").exists()  # (or ended before)
+        daemon = (registry(project).get("daemon") if written else None) or {}
+        pid = daemon.get("pid") if isinstance(daemon.get("pid"), int) else None
+        running = daemon.get("token") if pid is not None and alive(pid) else None
+        wait_for(lambda seen=seen, pid=pid: not any(alive(p) for p in seen if p != pid), 10,
+                 what=f"the seed gone (signal at {delay}s)")
+        left += [f"{p.name} ({delay}s)" for p in parent.iterdir()
+                 if p.name.startswith(f"hippodrome-{tag}") and p.name !=
+                 f"hippodrome-{running}"]
+        if running and pid is not None:  # the stack it started, ended properly (a `down`
+            hd(project, "down", timeout=60)  # with none would sweep what is counted here)
+            wait_for(lambda pid=pid: not alive(pid), 10, what="the daemon gone")
     assert left == [], left
 
 

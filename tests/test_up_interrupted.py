@@ -179,7 +179,8 @@ def test_a_hangup_ignored_when_up_started_stays_ignored(project: Path, detach: b
                           start_new_session=True, env={**os.environ, "NO_COLOR": "1"},
                           preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     try:
-        wait_for(lambda: pids.exists() and registry(project)["services"].get("web", {})
+        wait_for(lambda: pids.exists() and len(pids.read_text().split()) > 1  # (written
+                 and registry(project)["services"].get("web", {})  # whole, not just made)
                  .get("state") in ("starting", "running"), 30, what="web started")
         service = int(pids.read_text().split()[1])
         os.killpg(up.pid, signal.SIGHUP)  # as the terminal's hangup reaches its group
