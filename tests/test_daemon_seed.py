@@ -306,8 +306,18 @@ def test_up_interrupted_at_any_moment_leaves_no_cgroup_nor_process(
         daemon = (registry(project).get("daemon") if written else None) or {}
         pid = daemon.get("pid") if isinstance(daemon.get("pid"), int) else None
         running = daemon.get("token") if pid is not None and alive(pid) else None
-        wait_for(lambda seen=seen, pid=pid: not any(alive(p) for p in seen if p != pid), 10,
-                 what=f"the seed gone (signal at {delay}s)")
+        try:
+            wait_for(lambda seen=seen, pid=pid: not any(alive(p) for p in seen if p != pid),
+                     10, what=f"the seed gone (signal at {delay}s)")
+        except AssertionError:  # what it is doing, for whoever reads the failure
+            info: dict[int, object] = {}
+            for p in seen:
+                with contextlib.suppress(psutil.Error, OSError):
+                    proc = psutil.Process(p)
+                    info[p] = (proc.status(), proc.ppid(), proc.cmdline()[:4],
+                               Path(f"/proc/{p}/wchan").read_text(), proc.num_threads())
+            raise AssertionError(f"seeds left after the signal at {delay}s: {info}") \
+                from None
         left += [f"{p.name} ({delay}s)" for p in parent.iterdir()
                  if p.name.startswith(f"hippodrome-{tag}") and p.name !=
                  f"hippodrome-{running}"]
