@@ -72,15 +72,26 @@ class ForkedDaemon:
         return code
 
 
+def open_daemon_log(log: Path) -> int:
+    """The daemon's output, opened in `up`, whose output is flushed now: a daemon made
+    from it (a fork, or the seed it hands this to) never writes the CLI's buffer too."""
+    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        for stream in (sys.stdout, sys.stderr):  # never None: `hd` opened /dev/null on a
+            stream.flush()  # closed one; a flush that fails is the caller's, as before
+    except BaseException:
+        os.close(out)
+        raise
+    return out
+
+
 def fork_daemon(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
                 keep_fd: int | None, tls: bool, plan: StackPlan | None) -> ForkedDaemon:
     """Fork; the child becomes the daemon (`daemon.main.main(argv)`, running `plan`)
     and never returns here. The log is opened before the fork, so a log that cannot be
     opened is the caller's OSError, as with Popen."""
-    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    out = open_daemon_log(log)
     try:
-        for stream in (sys.stdout, sys.stderr):  # or the child writes the CLI's buffer too
-            stream.flush()  # never None: `hd` opened /dev/null on a closed one
         pid = os.fork()
     except BaseException:
         os.close(out)

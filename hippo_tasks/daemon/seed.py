@@ -310,9 +310,13 @@ def hand_over(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
         return None
     import pickle
 
-    from hippo_tasks.daemon.forked import ForkedDaemon
+    from hippo_tasks.daemon.forked import ForkedDaemon, open_daemon_log
 
-    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        out = open_daemon_log(log)  # its OSError is the caller's, as with a fork
+    except BaseException:
+        _end(seed)
+        raise
     try:
         mask = os.umask(0)
         os.umask(mask)
@@ -320,8 +324,6 @@ def hand_over(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
         frame = _frame(HAND_OVER, pickle.dumps((argv, cwd, env, mask, ours, plan),
                                                protocol=pickle.HIGHEST_PROTOCOL))
         fds = [out] if keep_fd is None else [out, keep_fd]
-        for stream in (sys.stdout, sys.stderr):  # as before a fork: said once, in order
-            stream.flush()
         import socket
 
         seed.sock.settimeout(TAKEN_WITHIN_S)

@@ -69,6 +69,13 @@ def own_cgroup() -> str | None:
     return None
 
 
+def cgroups_here() -> Path | None:
+    """The cgroup v2 folder this process is in, where a daemon's `hippodrome-<token>`
+    goes (and where a run's leftovers are looked for); None without cgroup v2."""
+    mount, mine = cgroup2_mount(), own_cgroup()
+    return None if mount is None or mine is None else mount / mine.lstrip("/")
+
+
 def is_hippodrome_cgroup(path: Path, token: str) -> bool:
     """A recorded cgroup path we may act on: a real cgroup2 directory named for our
     daemon's token (never a path the registry file alone made up)."""
@@ -162,10 +169,9 @@ def sweep_leftovers(root: str, keep: str | None = None) -> list[Path]:
     v/7). `hd down` calls it once its stack is stopped, holding the lifecycle lock (no
     daemon of this project is being made); `keep`: a live daemon's, left alone. rmdir
     removes empty cgroups only, so nothing that holds a process is touched."""
-    mount, mine = cgroup2_mount(), own_cgroup()
-    if mount is None or mine is None:
+    parent = cgroups_here()
+    if parent is None:
         return []
-    parent = mount / mine.lstrip("/")
     removed = []
     try:
         found = sorted(parent.glob(f"hippodrome-{project_tag(root)}*"))
@@ -289,10 +295,10 @@ def remove_base(token: str, within: float = 0.2) -> None:
     seed of an `up` that failed, a daemon ended before its guard began): its probe's sh
     may still be leaving it, for `within` seconds at most. A cgroup that still holds a
     process stays (its guard's to end)."""
-    mount, mine = cgroup2_mount(), own_cgroup()
-    if mount is None or mine is None:
+    parent = cgroups_here()
+    if parent is None:
         return
-    base = mount / mine.lstrip("/") / f"hippodrome-{token}"
+    base = parent / f"hippodrome-{token}"
     deadline = time.monotonic() + within
     while True:
         remove_cgroup(base)
@@ -316,10 +322,10 @@ def probe_mode() -> Ownership:
 def _make_base(token: str) -> tuple[Path | None, str]:
     if not sys.platform.startswith("linux"):
         return None, f"no cgroups on {sys.platform}"
-    mount, mine = cgroup2_mount(), own_cgroup()
-    if mount is None or mine is None:
+    parent = cgroups_here()
+    if parent is None:
         return None, "no cgroup v2 hierarchy is mounted"
-    base = mount / mine.lstrip("/") / f"hippodrome-{token}"
+    base = parent / f"hippodrome-{token}"
     try:
         base.mkdir()
     except OSError as exc:
