@@ -164,13 +164,13 @@ HAND_OVER_TLS = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from hippo_tasks.daemon import seed
-    from hippo_tasks.supervision.ownership import cgroup2_mount, new_token, own_cgroup
+    from hippo_tasks.supervision.ownership import cgroups_here, new_token
     seed.plant(["hd", "up", "--detach"])
     pid = seed._planted.pid
     token = new_token(os.getcwd())
     seed.prime(token)
-    mount, mine = cgroup2_mount(), own_cgroup()
-    base = mount / mine.lstrip("/") / f"hippodrome-{token}" if mount and mine else None
+    here = cgroups_here()
+    base = here / f"hippodrome-{token}" if here is not None else None
     deadline = time.monotonic() + 20
     while base is not None and not base.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -205,12 +205,11 @@ def registry_mode_is_cgroup(root: Path) -> bool:
 def test_an_up_refused_after_the_prime_leaves_no_cgroup(project: Path) -> None:
     """A busy port, found after `up` primed the seed with the run's token: the seed
     removes the cgroup it made, whenever the refusal comes."""
-    from hippo_tasks.supervision.ownership import cgroup2_mount, own_cgroup, project_tag
+    from hippo_tasks.supervision.ownership import cgroups_here, project_tag
 
-    mount, mine = cgroup2_mount(), own_cgroup()
-    if mount is None or mine is None:
+    parent = cgroups_here()
+    if parent is None:
         pytest.skip("no cgroup v2 hierarchy here")
-    parent = mount / mine.lstrip("/")
     tag = project_tag(str(project))
     port = registry_port(project)
     with socket.socket() as holder:
@@ -280,12 +279,12 @@ def test_up_interrupted_at_any_moment_leaves_no_cgroup_nor_process(
     moments across the start, each once. A stack that came up before the signal (and
     is left running if `up` died of it after saying ready) is its own: its cgroup is
     not a leftover, and it is stopped before the next try."""
-    from hippo_tasks.supervision.ownership import cgroup2_mount, own_cgroup, project_tag
+    from hippo_tasks.supervision.ownership import cgroups_here, project_tag
 
-    mount, mine = cgroup2_mount(), own_cgroup()
-    if mount is None or mine is None:
+    parent = cgroups_here()
+    if parent is None:
         pytest.skip("no cgroup v2 hierarchy here")
-    parent, tag = mount / mine.lstrip("/"), project_tag(str(project))
+    tag = project_tag(str(project))
     left: list[str] = []
     for delay in (0.06, 0.09, 0.11, 0.13, 0.15, 0.18, 0.22, 0.3):
         up = subprocess.Popen([*HD_CLI, "up", "--detach", "--project-root", str(project)],
