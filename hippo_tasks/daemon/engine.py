@@ -17,7 +17,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.daemon import SHUTDOWN_WORDS
+from hippo_tasks.daemon.project_home import ProjectHome
+from hippo_tasks.daemon.registry_writes import Change, RegistryWrites
 from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS, left_ignored
+from hippo_tasks.daemon.strays import Strays
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError
 from hippo_tasks.errors.state_dir import StateDirError
@@ -29,30 +32,13 @@ from hippo_tasks.supervision import timeline
 from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.logs import LogHub
-from hippo_tasks.supervision.orphans import GRACE, OrphanGuard
-from hippo_tasks.supervision.ownership import (
-    Ownership,
-    adopted,
-    establish,
-    reap_adopted,
-    take_run_token,
-)
-from hippo_tasks.supervision.process import end_scope
+from hippo_tasks.supervision.ownership import Ownership, establish, take_run_token
 from hippo_tasks.supervision.run import SupervisorContext
 from hippo_tasks.supervision.run_files import RunFiles, WriteTrouble
-from hippo_tasks.supervision.scope import (
-    TUNNEL_MARK,
-    Scope,
-    marked_pids,
-    read_marks_afresh,
-    start_ticks,
-)
 from hippo_tasks.supervision.stack import StackSupervisor
 from hippo_tasks.supervision.states import Transition
 
 if TYPE_CHECKING:  # types only: loaded when needed (a printer, a tunnel to watch)
-    from pathlib import Path
-
     from hippo_tasks.events.tunnel_watch import TunnelWatch
     from hippo_tasks.supervision.printer import TerminalPrinter
 
@@ -67,10 +53,6 @@ EXIT_SIGNALLED = {"SIGPIPE": 141, **{name: 128 + number
 """A stack shut down by a signal exits 128 + its number, as a shell reports a process
 killed by it: a CI job or a supervisor can tell a Ctrl+C or a `kill` from a clean end."""
 HOUSEKEEPING_S = 2.0
-SYNC_SHARE = 0.2
-"""At most this share of the daemon's time goes to registry writes a transition asks
-for: after a write that took d seconds, the next waits until d / SYNC_SHARE after it
-(0.5 ms for 10 services: 2.5 ms). The start's end and shutdown write at once."""
 CUT_SHORT_BY = {"shutdown requested": "by `hd down` (or POST /api/shutdown)",
                 "SIGINT": "by SIGINT", "SIGTERM": "by SIGTERM", "SIGHUP": "by SIGHUP",
                 "SIGPIPE": "as the reader of its output went away"}
@@ -95,20 +77,13 @@ class Engine:
         self.dashboard_host = dashboard_host
         self.started_at = time.time()
         root = plan.options.project_root
-        self._home = _folder_id(root)
-        """The project folder as started: a folder made later at its path is another."""
-        self._moved_said = False
+        self.home = ProjectHome(root, self.note)
         self.runs = RunFiles(root / ".logs", plan.settings.log_runs_kept, publish=False)
         self.hub = LogHub(plan.settings.log_buffer_lines, [self.runs])
         if printer is not None:
             printer.set_width(max((len(n) for n in plan.names), default=10))
             self.hub.add_sink(printer)
         self.ownership = ownership or establish(take_run_token(str(plan.options.project_root)))
-        self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
-        self._zombies: set[int] = set()
-        """Adopted children that were zombies at the last housekeeping tick."""
-        self._told: set[tuple[int, int]] = set()
-        """Adopted orphans (pid, start ticks) the current guard was told of."""
         ctx = SupervisorContext(
             hub=self.hub,
             clock=clock or LoopClock(),
@@ -116,22 +91,15 @@ class Engine:
             settings=plan.settings,
             base_env=child_env(),
             on_transition=self._on_transition,
-            moved=self.moved_away,
+            moved=self.home.moved_away,
         )
         self.stack = StackSupervisor(plan, ctx, lambda n: str(self.runs.path(n)),
                                      self.runs.unwritten)
+        self.strays = Strays(self.stack, self.ownership, self.note)
+        self.writes = RegistryWrites(registry, self.home, self.note, self._registry_change,
+                                     self._name_adopted)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._shutdown: asyncio.Future[str] | None = None
-        self._sync_pending = False
-        self._sync_retry: asyncio.TimerHandle | None = None
-        self._sync_next = 0.0
-        """Loop time before which a transition's registry write waits (see _on_transition)."""
-        self._sync_handle: asyncio.Handle | None = None
-        self._registry_cleared = False
-        self._written: tuple[int, int, int] | None = None
-        """registry.json's file_key as this daemon last wrote it."""
-        """The daemon has left the registry: a write still waiting must not put it back."""
-        self.registry_trouble: WriteTrouble | None = None
         self.unreachable: str | None = None
         """Why the API could not start (fail_serving), ending the stack."""
         self._identities: dict[int, float | None] = {}
@@ -163,24 +131,19 @@ class Engine:
 
     # ---- state out: registry, terminal ------------------------------------------
     def _on_transition(self, event: Transition) -> None:
-        """The registry is written once per loop turn with transitions, and no sooner
-        than SYNC_SHARE allows: each write holds every service, so a chain of N
-        services, whose transitions come one per turn, wrote N services about 3N times
-        (a 300-link chain spent most of its 9 s start writing the registry)."""
         self.stack.on_transition(event)
-        if not self._sync_pending and self.loop is not None:
-            self._sync_pending = True
-            wait = self._sync_next - self.loop.time()
-            self._sync_handle = (self.loop.call_later(wait, self.sync_registry) if wait > 0
-                                 else self.loop.call_soon(self.sync_registry))
+        self.writes.soon()
 
     def flush_registry(self) -> None:
-        """Write now what a transition's write is still waiting to (an action answers
-        after this: a script reading registry.json then sees what the answer says)."""
-        if self._sync_pending:
-            if self._sync_handle is not None:
-                self._sync_handle.cancel()
-            self.sync_registry()
+        self.writes.flush()
+
+    def sync_registry(self, first: bool = False) -> None:
+        """Write the registry from the same snapshots the API serves (RegistryWrites)."""
+        self.writes.now(first)
+
+    def _name_adopted(self) -> None:
+        if self.ownership.base is None:  # a subreaper: see Strays.tell_adopted
+            self.strays.tell_adopted()
 
     @property
     def url(self) -> str:
@@ -192,20 +155,9 @@ class Engine:
             self._identities[pid] = identity(pid)
         return self._identities[pid]
 
-    def sync_registry(self, first: bool = False) -> None:
-        """Write the registry from the same snapshots the API serves. A failed write
-        (disk full, read-only) is retried every second until one succeeds, so the
-        registry catches up instead of lagging for good. The `first`, before any
-        service starts, must succeed (StateDirError): it is how `status` and `down` find
-        this stack, and on a full disk a foreground `up` started every service anyway,
-        and `hd down` from another terminal said there was nothing to stop."""
-        self._sync_pending = False
-        self._sync_handle = None
-        if self.ownership.base is None and not first:  # a subreaper: see _tell_adopted
-            self._tell_adopted()
-        if self._registry_cleared or not (first or self._at_home()):
-            return
-        began = time.monotonic()
+    def _registry_change(self) -> Change:
+        """The stack as it is now, for registry.json (the snapshots taken here, outside
+        the registry's lock)."""
         services = {}
         for snap in self.stack.snapshots():
             created = self._identity(snap.pid) if snap.pid is not None else None
@@ -223,7 +175,7 @@ class Engine:
                 "create_time": self._identity(os.getpid()),
                 "url": self.url,
                 "port": self.plan.dashboard_port,
-                "guard_pid": self.guard.pid,
+                "guard_pid": self.strays.guard.pid,
                 "token": self.ownership.token,
                 # For `hd events.send`, `events.replay` and `hd mcp` (same user: the file
                 # is 0600): `up --enable-events` makes a random token no one is shown,
@@ -254,36 +206,15 @@ class Engine:
                 "log_note": self.failure.log_note,
             }
 
-        try:  # on the loop: a lock held by a suspended `hd` must not stall the daemon
-            self.registry.update(change, wait=5.0 if first else 0.2)
-        except (OSError, StateDirError) as exc:
-            if first:
-                raise exc if isinstance(exc, StateDirError) else \
-                    StateDirError.from_os(exc, self.registry.path) from None
-            self._sync_next = 0.0
-            why = exc.problem if isinstance(exc, StateDirError) else (exc.strerror or str(exc))
-            if self.registry_trouble is None:
-                self.registry_trouble = WriteTrouble(why, time.time())
-                self.note(f"hippodrome | cannot write {self.registry.path} ({why}); "
-                          "retrying every second")
-            if self._sync_retry is None and self.loop is not None:
-                self._sync_retry = self.loop.call_later(1.0, self._retry_sync)
-            return
-        self.registry_trouble = None
-        self._written = self.registry.file_key()
-        if self._sync_retry is not None:
-            self._sync_retry.cancel()
-            self._sync_retry = None
-        if self.loop is not None:
-            self._sync_next = self.loop.time() + (time.monotonic() - began) / SYNC_SHARE
+        return change
 
     def problems(self) -> dict[str, object]:
         """What the disk is doing to us right now (status, API, page); empty when fine."""
         out: dict[str, object] = {}
         if self.runs.trouble is not None:
             out["logs"] = {**self.runs.trouble.as_json(), "path": str(self.runs.dir)}
-        if self.registry_trouble is not None:
-            out["registry"] = {**self.registry_trouble.as_json(),
+        if self.writes.trouble is not None:
+            out["registry"] = {**self.writes.trouble.as_json(),
                                "path": str(self.registry.path)}
         out.update(self.recorder.problems())
         if self.tunnels is not None and self.tunnels.trouble is not None:
@@ -305,20 +236,15 @@ class Engine:
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
         if self._shutdown is None:
             return
-        if self.guard.exited() and not self.guard.closing:
-            self.note(f"hippodrome | the orphan guard (pid {self.guard.pid}) is gone: "
-                      "starting another")
-            self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
-            self._told = set()
+        if self.strays.guard_again():
             self.sync_registry()
         if self.ownership.base is None:  # the subreaper's, in process-group mode
-            self._reap()
-        home = self._at_home()
+            self.strays.reap()
+        home = self.home.here()
         if home and not os.path.exists(self.registry.path):
             self.note(f"hippodrome | {self.registry.path} was deleted: writing it again")
             self.sync_registry()
-        elif home and self._written is not None and \
-                self.registry.file_key() != self._written:
+        elif home and self.writes.changed_by_another():
             # Another writer, or damage (truncated, overwritten): read and written
             # again, so a registry that no longer names this daemon names it within a
             # second; a damaged one is moved aside by the read and said here.
@@ -342,11 +268,6 @@ class Engine:
             except OSError as exc:
                 self.runs.trouble = self.runs.trouble or WriteTrouble(
                     exc.strerror or str(exc), time.time())
-
-    def _retry_sync(self) -> None:
-        assert self.loop is not None
-        self._sync_retry = self.loop.call_later(1.0, self._retry_sync)  # until one works
-        self.sync_registry()
 
     def note(self, text: str) -> None:
         if self.printer is not None:
@@ -383,66 +304,6 @@ class Engine:
         self.unreachable = why
         self.request_shutdown(why)
 
-    def _own_children(self) -> set[int]:
-        own = {pid for svc in self.stack.services.values() for pid in svc.own_children}
-        own.add(self.guard.pid)
-        return own
-
-    def _reap(self) -> None:
-        """We are the subreaper, so exited orphans are ours to collect (at each
-        housekeeping tick, once they have been zombies for a tick)."""
-        self._zombies = reap_adopted(self._own_children(), self._zombies)
-        self._tell_adopted()
-
-    def _tell_adopted(self) -> None:
-        """Name the live orphans we adopted to the guard, which ends them if the daemon
-        dies (a new guard is told again): at each housekeeping tick and registry write,
-        so at the latest 2 s after the adoption, or at the next change of state."""
-        live = set()
-        for pid in adopted(self._own_children()):
-            ticks = start_ticks(pid)
-            if ticks is not None:
-                live.add((pid, ticks))
-                if (pid, ticks) not in self._told:
-                    self.guard.adopt(pid, ticks)
-        self._told = live  # those that ended are not kept
-
-    async def _end_adopted(self) -> None:
-        """After every service stopped: end the orphans we adopted, children that left
-        their service's cgroup or group and its mark, and then lost their parent (their
-        service is unknown, so no single stop could end them)."""
-        await self._end_strays(adopted(self._own_children()), "left their service (cgroup "
-                               "or process group, and environment mark)", "adopted")
-
-    async def _end_marked_left(self) -> None:
-        """After every service stopped: end what still carries this run's mark, each
-        environment of a process born since the daemon read afresh once. A service's
-        stop takes the marks of processes already read from a cache (scope._read), and
-        one that took its mark back by an exec that changes nothing /proc/PID/stat shows
-        (randomisation off, an environment of the same size) was read unmarked before
-        (adv48 A/6). Read afresh at every reading of every stop instead, `hd down` of a
-        100-link chain took 11-15 s (adv49 B/4)."""
-        read_marks_afresh(start_ticks(os.getpid()) or 0)
-        try:
-            token = self.ownership.token
-            # Not the --enable-events tunnel, which _release_events stops in its turn.
-            tunnel = set(marked_pids(f"{token}/{TUNNEL_MARK}"))
-            left = [pid for pid in marked_pids(token, max_age=1.0) if pid not in tunnel]
-            await self._end_strays(left, "still carried this stack's mark after every "
-                                   "service stopped", "marked")
-        finally:
-            read_marks_afresh(None)
-
-    async def _end_strays(self, pids: list[int], why: str, kind: str) -> None:
-        """End `pids` and their descendants (no service's, so no stop could), each named
-        in the daemon's output first."""
-        if not pids:
-            return
-        self.note(f"hippodrome | ending {len(pids)} process(es) that {why}: pid "
-                  f"{', '.join(map(str, pids))}")
-        await end_scope(None, Scope("", roots=pids), GRACE,
-                        lambda line: self.note(f"hippodrome | {kind} processes {line}"))
-
     def accepting(self) -> bool:
         """False once shutdown began (or before the daemon runs)."""
         return self._shutdown is not None and not self._shutdown.done()
@@ -466,7 +327,7 @@ class Engine:
 
         `on_serving` runs once the API answers and the registry names this daemon: the
         moment `up` releases the project's lifecycle lock."""
-        self.loop = asyncio.get_running_loop()
+        self.loop = self.writes.loop = asyncio.get_running_loop()
         self._shutdown = self.loop.create_future()
         if self.printer is not None:
             loop = self.loop
@@ -500,10 +361,10 @@ class Engine:
                 raise StateDirError.from_os(exc, exc.filename or self.runs.dir) from None
         except BaseException:
             stop_serving()
-            self.guard.close()
+            self.strays.guard.close()
             self.ownership.close()
             self.runs.abandon()
-            if self._written is not None:  # the first write went in, the logs' did not:
+            if self.writes.written is not None:  # the first write went in, the logs' did not:
                 self._clear_registry()  # "stale registry entry" after "nothing was
             raise  # started" (adv45 R/5)
         on_serving()
@@ -549,15 +410,15 @@ class Engine:
             self.sync_registry()  # `up` meanwhile says the stack is ending, not "running"
             await self.stack.shutdown(reason=f"shutdown ({why})")
             if self.ownership.base is None:  # only a subreaper adopts
-                await self._end_adopted()
-            await self._end_marked_left()
+                await self.strays.end_adopted()
+            await self.strays.end_marked_left()
             clean = True
         finally:
             stop_serving()
             self.recorder.close()
             # Only a shutdown that finished may tell the guard "bye"; after a bug it gets
             # EOF and ends whatever is left, as after kill -9.
-            self.guard.close(clean)
+            self.strays.guard.close(clean)
             self.ownership.close()
             self._release_events()
             self._clear_registry()
@@ -593,7 +454,6 @@ class Engine:
             self.note(f"hippodrome | events cleanup failed ({exc}); `hd down` retries it")
 
     def _clear_registry(self) -> None:
-        self._registry_cleared = True
         failure = self.failure
         cut_short = self.cut_short
         unreachable = self.unreachable
@@ -614,47 +474,7 @@ class Engine:
                                    "log_path": failure.log_path,
                                    "log_note": failure.log_note, "final": True}
 
-        if not self._at_home():  # a folder made since at the moved project's old path
-            return
-        with contextlib.suppress(OSError, StateDirError):  # a folder gone or unwritable
-            self.registry.update(change)
-
-    def _at_home(self) -> bool:
-        """The project folder is where it was started. Moved (`mv proj new`), its
-        registry and logs went with it, and they are used there; writing at the old path
-        is wrong once a folder stands there again (a fresh clone): the daemon wrote its
-        registry and every later log line into that other folder (q/4)."""
-        here = _folder_id(self.plan.options.project_root)
-        if here == self._home:
-            return True
-        if here is not None and not self._moved_said:
-            self._moved_said = True
-            self.note(f"hippodrome | {self.plan.options.project_root} is another folder "
-                      "now (the project was moved): its registry and logs are not written "
-                      "there; `hd status` and `hd down` work where the project is now")
-        return False
-
-    def moved_away(self) -> str | None:
-        """Why no process may start: the project was moved under the running stack and
-        another folder stands at its old path (a fresh clone), where a restart ran the
-        service with that folder's files and data, and said ok (adv30 q/4). A path
-        with nothing there is left to the cwd check, which says as much."""
-        root = self.plan.options.project_root
-        here = _folder_id(root)
-        if here is None or here == self._home:
-            return None
-        return (f"the project folder {root} is another folder now (the project was moved "
-                "or renamed under the running stack, and something else stands at its old "
-                "path), so nothing of this stack starts there: `hd down`, then `hd up` "
-                "where the project is now")
-
-
-def _folder_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+        self.writes.leave(change)
 
 
 def _nothing() -> None:

@@ -1,0 +1,105 @@
+"""Processes no service's stop can end, and the orphan guard that ends them all if the
+daemon dies: children that left their service (cgroup or process group, and its mark),
+adopted by the daemon as subreaper, and what still carries the run's mark once every
+service stopped."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from hippo_tasks.supervision.orphans import GRACE, OrphanGuard
+from hippo_tasks.supervision.ownership import Ownership, adopted, reap_adopted
+from hippo_tasks.supervision.process import end_scope
+from hippo_tasks.supervision.scope import (
+    TUNNEL_MARK,
+    Scope,
+    marked_pids,
+    read_marks_afresh,
+    start_ticks,
+)
+from hippo_tasks.supervision.stack import StackSupervisor
+
+
+class Strays:
+    def __init__(self, stack: StackSupervisor, ownership: Ownership,
+                 note: Callable[[str], None]) -> None:
+        self.stack = stack
+        self.ownership = ownership
+        self._note = note
+        self.guard = OrphanGuard(ownership.token, ownership.base)
+        self._zombies: set[int] = set()
+        """Adopted children that were zombies at the last housekeeping tick."""
+        self._told: set[tuple[int, int]] = set()
+        """Adopted orphans (pid, start ticks) the current guard was told of."""
+
+    def guard_again(self) -> bool:
+        """An orphan guard that was killed is started again (True), or a later kill -9 of
+        the daemon would leave every service running. Not once it is being closed."""
+        if not self.guard.exited() or self.guard.closing:
+            return False
+        self._note(f"hippodrome | the orphan guard (pid {self.guard.pid}) is gone: "
+                   "starting another")
+        self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
+        self._told = set()
+        return True
+
+    def _own_children(self) -> set[int]:
+        own = {pid for svc in self.stack.services.values() for pid in svc.own_children}
+        own.add(self.guard.pid)
+        return own
+
+    def reap(self) -> None:
+        """We are the subreaper, so exited orphans are ours to collect (at each
+        housekeeping tick, once they have been zombies for a tick)."""
+        self._zombies = reap_adopted(self._own_children(), self._zombies)
+        self.tell_adopted()
+
+    def tell_adopted(self) -> None:
+        """Name the live orphans we adopted to the guard, which ends them if the daemon
+        dies (a new guard is told again): at each housekeeping tick and registry write,
+        so at the latest 2 s after the adoption, or at the next change of state."""
+        live = set()
+        for pid in adopted(self._own_children()):
+            ticks = start_ticks(pid)
+            if ticks is not None:
+                live.add((pid, ticks))
+                if (pid, ticks) not in self._told:
+                    self.guard.adopt(pid, ticks)
+        self._told = live  # those that ended are not kept
+
+    async def end_adopted(self) -> None:
+        """After every service stopped: end the orphans we adopted, children that left
+        their service's cgroup or group and its mark, and then lost their parent (their
+        service is unknown, so no single stop could end them)."""
+        await self._end(adopted(self._own_children()), "left their service (cgroup "
+                        "or process group, and environment mark)", "adopted")
+
+    async def end_marked_left(self) -> None:
+        """After every service stopped: end what still carries this run's mark, each
+        environment of a process born since the daemon read afresh once. A service's
+        stop takes the marks of processes already read from a cache (scope._read), and
+        one that took its mark back by an exec that changes nothing /proc/PID/stat shows
+        (randomisation off, an environment of the same size) was read unmarked before
+        (adv48 A/6). Read afresh at every reading of every stop instead, `hd down` of a
+        100-link chain took 11-15 s (adv49 B/4)."""
+        read_marks_afresh(start_ticks(os.getpid()) or 0)
+        try:
+            token = self.ownership.token
+            # Not the --enable-events tunnel, which the engine stops in its turn.
+            tunnel = set(marked_pids(f"{token}/{TUNNEL_MARK}"))
+            left = [pid for pid in marked_pids(token, max_age=1.0) if pid not in tunnel]
+            await self._end(left, "still carried this stack's mark after every service "
+                            "stopped", "marked")
+        finally:
+            read_marks_afresh(None)
+
+    async def _end(self, pids: list[int], why: str, kind: str) -> None:
+        """End `pids` and their descendants (no service's, so no stop could), each named
+        in the daemon's output first."""
+        if not pids:
+            return
+        self._note(f"hippodrome | ending {len(pids)} process(es) that {why}: pid "
+                   f"{', '.join(map(str, pids))}")
+        await end_scope(None, Scope("", roots=pids), GRACE,
+                        lambda line: self._note(f"hippodrome | {kind} processes {line}"))
