@@ -69,6 +69,34 @@ def test_a_stale_temporary_file_or_a_planted_symlink_is_removed_not_written_thro
     assert not tmp.is_symlink() and not tmp.exists()
 
 
+def test_a_writer_killed_between_its_temporary_file_and_the_rename_leaves_nothing(
+        tmp_path: Path) -> None:
+    """kill -9 of a writer between its temporary file and the rename (adv50 F/5): the
+    next process to write removes what it left, and the registry holds every write."""
+    reg = Registry(tmp_path)
+    reg.write({**reg.read(), "resources": [{"w": "before"}]})
+    script = (
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from pathlib import Path\n"
+        "from hippo_tasks.registry.store import Registry\n"
+        "os.replace = lambda *a: time.sleep(60)  # killed before its rename\n"
+        "Registry(Path(sys.argv[1])).update(lambda d: d['resources'].append({'w': 'x'}))\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
+    left = tmp_path / ".hippodrome" / f".registry-{writer.pid}.tmp"
+    try:
+        wait_for(lambda: left.exists() and left.stat().st_size > 0, 20, what="its temporary file")
+    finally:
+        writer.kill()
+        writer.wait(10)
+    assert left.exists()
+    Registry(tmp_path).update(lambda d: d["resources"].append({"w": "after"}))
+    assert [r["w"] for r in reg.read()["resources"]] == ["before", "after"]
+    assert not list((tmp_path / ".hippodrome").glob(".registry-*")), \
+        list((tmp_path / ".hippodrome").iterdir())
+
+
 def test_identity_distinguishes_reused_pids() -> None:
     me = identity(os.getpid())
     assert me is not None

@@ -143,6 +143,7 @@ class Registry:
         self.path = self.dir / "registry.json"
         self.lock_path = self.dir / "registry.lock"
         self.warnings: list[str] = []
+        self._swept = False
 
     def file_key(self) -> tuple[int, int, int] | None:
         """(inode, mtime, size) of registry.json, None without one: it changes whenever
@@ -294,7 +295,7 @@ class Registry:
         registry's lock (no two writers, threads included, at once), and tempfile
         pulled random and shutil (bz2, lzma) into the daemon for its whole life. What a
         crashed writer left under that name (or a symlink planted there) is removed,
-        never written through."""
+        never written through; so, at a process's first write, is another pid's."""
         tmp = str(self.dir / f".registry-{os.getpid()}.tmp")
         try:
             private_dir(self.dir)
@@ -313,6 +314,21 @@ class Registry:
             if isinstance(exc, OSError):
                 raise StateDirError.from_os(exc, self.path) from None
             raise
+        if not self._swept:
+            self._swept = True
+            self._sweep_temporaries()
+
+    def _sweep_temporaries(self) -> None:
+        """Remove what writers killed mid-write (kill -9 between open and rename) left:
+        a writer holds the lock from its temporary file's making to its rename, and so
+        does the caller now, so any other is a dead writer's. Once per Registry: a
+        listing of `.hippodrome` at every write would be paid on the daemon's hot path
+        for a file left once in dozens of kill -9 loops."""
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.dir):
+                if name.startswith(".registry-") and name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.dir / name)
 
     def write(self, data: Data) -> None:
         with self.locked():
