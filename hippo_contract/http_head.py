@@ -16,6 +16,10 @@ from typing import BinaryIO
 
 MAX_LINE = 65536
 MAX_HEADERS = 100
+ONCE = {"host": "Host", "origin": "Origin", "sec-fetch-site": "Sec-Fetch-Site"}
+"""Fields a request may carry once: only the first was checked (against the loopback
+rule, the page's own origin), and a second could say anything (RFC 9112 3.2 asks a 400
+for two Hosts, adv26 h's notes; a proxy that appends an Origin, adv51 H/3)."""
 
 
 class HeadError(Exception):
@@ -25,6 +29,13 @@ class HeadError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class HeadCut(Exception):
+    """The connection ended (closed, half-closed, or shut by the server to make room)
+    before the head's empty line: an unfinished request, closed without an answer and
+    never acted on. Its end was taken for the head's, and a `POST /api/shutdown` whose
+    sender was killed mid-write shut the stack down (adv51 H/1)."""
 
 
 class Headers:
@@ -62,17 +73,19 @@ class Headers:
 
 
 def read_headers(rfile: BinaryIO) -> Headers:
-    """The header lines up to the empty line; HeadError for what must be refused."""
+    """The header lines up to the empty line; HeadError for what must be refused,
+    HeadCut when the connection ends first."""
     fields: list[tuple[str, str]] = []
     while True:
         line = rfile.readline(MAX_LINE + 1)
         if len(line) > MAX_LINE:
             raise HeadError(431, "Line too long")
-        if line in (b"\r\n", b"\n", b""):
-            if sum(1 for name, _ in fields if name.lower() == "host") > 1:
-                # Only the first was checked against the loopback rule (RFC 9112 3.2
-                # asks a 400 of a server for this, adv26 h's notes).
-                raise HeadError(400, "More than one Host header")
+        if not line.endswith(b"\n"):  # nothing more, or a line cut off by the end
+            raise HeadCut
+        if line in (b"\r\n", b"\n"):
+            for once in ONCE:
+                if sum(1 for name, _ in fields if name.lower() == once) > 1:
+                    raise HeadError(400, f"More than one {ONCE[once]} header")
             return Headers(fields)
         if len(fields) >= MAX_HEADERS:
             raise HeadError(431, "Too many headers")

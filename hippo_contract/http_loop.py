@@ -25,7 +25,7 @@ import sys
 import time
 from http import HTTPStatus
 
-from hippo_contract.http_head import HeadError, Headers, read_headers, request_line
+from hippo_contract.http_head import HeadCut, HeadError, Headers, read_headers, request_line
 
 MAX_REQUEST_LINE = 65536
 BLANK_LINES_SKIPPED = 4
@@ -134,6 +134,9 @@ class _HeadDeadlineIO(io.RawIOBase):
     """When the first bytes read since the caller cleared it arrived (monotonic)."""
     last: float | None = None
     """When the latest read's bytes arrived."""
+    began: float | None = None
+    """When the first bytes since the caller cleared it were read (monotonic, stamped or
+    not): a head that has begun to come in."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
@@ -149,12 +152,15 @@ class _HeadDeadlineIO(io.RawIOBase):
                 raise TimeoutError("request head not received in time")
             self._sock.settimeout(left)
         if not self.stamped:
-            return self._sock.recv_into(b)
-        got, ancillary, _flags, _peer = self._sock.recvmsg_into([b], _STAMP_SPACE)
-        if got:
-            self.last = _arrival(ancillary)
-            if self.first is None:
-                self.first = self.last
+            got = self._sock.recv_into(b)
+        else:
+            got, ancillary, _flags, _peer = self._sock.recvmsg_into([b], _STAMP_SPACE)
+            if got:
+                self.last = _arrival(ancillary)
+                if self.first is None:
+                    self.first = self.last
+        if got and self.began is None:
+            self.began = time.monotonic()
         return got
 
 
@@ -201,9 +207,10 @@ class RequestHandler(socketserver.StreamRequestHandler):
         """One request; its whole head (the wait for it included) must come within the
         handler's `timeout`, however it is trickled."""
         try:
+            self.waiting()
             if self.timeout:
                 self._reads.deadline = time.monotonic() + self.timeout
-            self._reads.first = None
+            self._reads.first = self._reads.began = None
             try:
                 self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
                 for _ in range(BLANK_LINES_SKIPPED):
@@ -216,10 +223,13 @@ class RequestHandler(socketserver.StreamRequestHandler):
                     self.requestline, self.request_version, self.command = "", "", ""
                     self.send_error(414)
                     return
-                if not self.raw_requestline:
+                if not self.raw_requestline.endswith(b"\n"):  # ended, or cut off by the end
                     self.close_connection = True
                     return
                 if not self.parse_request():
+                    return
+                if not self.head_read():
+                    self.close_connection = True
                     return
             finally:
                 if self._reads.deadline is not None:
@@ -250,6 +260,8 @@ class RequestHandler(socketserver.StreamRequestHandler):
             self.command, self.path, self.request_version, self.close_connection = \
                 request_line(self.requestline, self.protocol_version)
             self.headers = read_headers(self.rfile)  # type: ignore[arg-type]
+        except HeadCut:
+            return False
         except HeadError as exc:
             self.send_error(exc.status, exc.message)
             return False
@@ -261,6 +273,15 @@ class RequestHandler(socketserver.StreamRequestHandler):
         if (self.headers.get("Expect") or "").lower() == "100-continue" and \
                 self.request_version >= "HTTP/1.1":
             return self.handle_expect_100()
+        return True
+
+    def waiting(self) -> None:
+        """Before each wait for a request head (the connection is idle from here)."""
+
+    def head_read(self) -> bool:
+        """A whole head is in: go on with it (True), or close the connection without an
+        answer. A server that closes idle connections from other threads (to make room)
+        says here whether this one is still open, and from now on counts it busy."""
         return True
 
     def send_error(self, code: int, message: str | None = None) -> None:

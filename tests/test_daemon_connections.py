@@ -6,6 +6,7 @@ client holding many connections, a real kill -9."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -173,3 +174,64 @@ def test_a_request_under_way_at_shutdown_gets_its_answer(project: Path) -> None:
         assert down.returncode == 0, out
     finally:
         sock.close()
+
+
+def test_half_heads_closed_to_make_room_are_never_acted_on(project: Path) -> None:
+    """Connections holding a stop's head sent half way, past the cap: each closed to
+    make room had its request carried out (its end taken for the head's): 400 such heads
+    restarted a service 8 times (adv51 H/1). Closed at the cap, or by their client, none
+    is acted on."""
+    port = up_under_the_limit(project)
+    cap = allowed(SERVICES, LIMIT)
+    before = registry(project)["services"]["s3"]["pid"]
+    held: list[socket.socket] = []
+    try:
+        for _round in range(3):
+            for _ in range(cap):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sock.sendall(f"POST /api/services/s3/stop HTTP/1.1\r\nHost: 127.0.0.1:{port}"
+                             "\r\nContent-Type: application/json\r\n".encode())
+                held.append(sock)
+            time.sleep(1.5)  # stalled heads, the first to be closed for the next round's
+        closed = sum(1 for sock in held[:2 * cap] if sock.recv(1024) == b"")
+        assert closed >= cap, f"only {closed} of the first rounds' heads were closed"
+    finally:
+        for sock in held:
+            sock.close()
+    status = hd_cli(project, "status", "--json")
+    rows = {r["name"]: r for r in json.loads(status.stdout)["services"]}
+    assert rows["s3"]["state"] == "running" and rows["s3"]["pid"] == before, rows["s3"]
+    log = (project / ".logs" / "latest" / "s3.log").read_text()
+    assert "stop requested" not in log, log
+    assert hd_cli(project, "down").returncode == 0
+
+
+def test_every_whole_request_at_the_cap_gets_an_answer(project: Path) -> None:
+    """Whole requests arriving together past the cap: one whose thread had not yet read
+    or parsed its head counted as idle and was closed to make room, with no answer at
+    all (1-2 of 300, adv51 H/4). Each is sent as its connection opens, and gets its
+    answer or the cap's 503."""
+    port = up_under_the_limit(project)
+    # A head of 90 long fields: each takes its thread a moment to read and parse.
+    fields = "".join(f"X-Pad-{i}: {'p' * 600}\r\n" for i in range(90))
+    request = (f"GET /api/services/s1/logs?lines=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               f"{fields}Connection: close\r\n\r\n").encode()
+    try:
+        for _ in range(10):
+            socks = []
+            for _ in range(40):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+                sock.sendall(request)
+                socks.append(sock)
+            firsts = []
+            for sock in socks:
+                out = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := sock.recv(65536):
+                        out += chunk
+                sock.close()
+                firsts.append(out.split(b"\r\n", 1)[0])
+            assert all(f in (b"HTTP/1.1 200 OK", b"HTTP/1.1 503 Service Unavailable")
+                       for f in firsts), firsts
+    finally:
+        assert hd_cli(project, "down").returncode == 0

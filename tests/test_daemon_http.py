@@ -110,6 +110,37 @@ def test_a_body_cut_short_by_a_half_close_is_answered(daemon: str, path: str) ->
     assert code == 200 and status["services"][0]["state"] == "running", status
 
 
+@pytest.mark.parametrize("ending", ["close", "half-close", "reset"])
+def test_a_head_the_connection_ended_before_it_is_never_acted_on(
+        daemon: str, project: Path, ending: str) -> None:
+    """A head with no empty line, a header line or the request line cut off, then the
+    connection's end (a client killed mid-write, a proxy cutting it): the end was taken
+    for the head's, `POST /api/shutdown` shut the stack down and a half-closing client
+    got `200 OK` for a stop (adv51 H/1). Closed without an answer, nothing done."""
+    port = int(daemon.rsplit(":", 1)[1])
+    _, before = call(daemon + "/api/status")
+    host = f"Host: 127.0.0.1:{port}"
+    for cut in (f"POST /api/services/web/stop HTTP/1.1\r\n{host}\r\n",
+                f"POST /api/services/web/stop HTTP/1.1\r\n{host}",
+                f"POST /api/services/web/stop HTTP/1.1\r\n{host}\r\nContent-Le",
+                "POST /api/shutdown HTTP/1.1",
+                f"POST /api/shutdown HTTP/1.1\r\n{host}\r\n"):
+        s = socket.create_connection(("127.0.0.1", port), timeout=15)
+        s.sendall(cut.encode())
+        if ending == "reset":
+            reset(s)
+            continue
+        if ending == "half-close":
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(65536) == b"", f"answered {cut!r}"
+        s.close()
+    code, after = call(daemon + "/api/status")  # the daemon is still there
+    assert code == 200, after
+    assert after["services"][0]["state"] == "running", after
+    assert after["services"][0]["pid"] == before["services"][0]["pid"], after
+    assert "stop requested" not in (project / ".logs" / "latest" / "web.log").read_text()
+
+
 def test_an_escaped_letter_in_a_path_is_the_letter(daemon: str) -> None:
     """`%61` is `a` (RFC 3986): `/api/st%61tus` was a 404 that said "no such route: GET
     /api/status", and `/api/services/w%65b/logs` reached no service (adv46 H/3). An
@@ -322,6 +353,17 @@ def test_heads_a_server_must_refuse_are_refused_and_the_server_goes_on(daemon: s
                b"Content-Length: 2\r\n\r\n{}")
     assert status(foreign) == 403
     assert status(get + b"x-FORWARDED-for: 10.0.0.1\r\n\r\n") == 403
+    # A guard's field given twice: only the first was checked, and a same-origin one
+    # before another site's let a stop through (adv51 H/3); joined in one, refused too.
+    stop = b"POST /api/services/web/stop HTTP/1.1\r\n" + host + b"Content-Length: 0\r\n"
+    page = f"http://127.0.0.1:{port}".encode()
+    assert status(stop + b"Origin: " + page + b"\r\nOrigin: http://evil.example\r\n\r\n") \
+        == 400
+    assert status(stop + b"Sec-Fetch-Site: same-origin\r\nsec-fetch-site: cross-site\r\n"
+                  b"\r\n") == 400
+    assert status(stop + b"Sec-Fetch-Site: same-origin, cross-site\r\n\r\n") == 403
+    assert status(stop + b"Origin: " + page + b"\r\nSec-Fetch-Site: same-origin\r\n\r\n") \
+        == 200  # the page's own, once each
     assert call(daemon + "/healthz") == (200, {"status": "ok"})
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import resource
+import select
 import socket
 import threading
 import time
@@ -43,6 +44,11 @@ CONTROL_EXTRA = 4
 CONTROL = frozenset({("GET", "/api/status"), ("GET", "/healthz"), ("HEAD", "/healthz"),
                      ("POST", "/api/shutdown")})
 """What `hd status` and `hd down` ask: served on a CONTROL_EXTRA connection."""
+STALLED_S = 1.0
+"""A request head begun this long ago and still not whole is a stalled one (sent half way
+and left, or trickled): such a connection may be closed to make room. One that began
+sooner is most likely being read and parsed by its thread now: closed, its request
+went unanswered (adv51 H/4)."""
 SAY_EVERY_S = 60.0
 """How often the daemon's output says that connections are being turned away."""
 
@@ -67,6 +73,9 @@ class Connections:
         self._say = say
         self._open: dict[socket.socket, Any] = {}
         self._control: set[socket.socket] = set()
+        self._busy: set[socket.socket] = set()
+        """Connections whose request head was read whole: never closed to make room (its
+        request was acted on, and its answer lost: adv51 H/4)."""
         self._lock = threading.Lock()
         self._said_at = float("-inf")
 
@@ -111,33 +120,65 @@ class Connections:
             if sock in self._open:
                 self._open[sock] = handler
 
+    def idle(self, sock: socket.socket) -> None:
+        """Waiting for a request head from now on: may be closed to make room."""
+        with self._lock:
+            self._busy.discard(sock)
+
+    def busy(self, sock: socket.socket) -> bool:
+        """A whole request head was read: False if the connection was closed to make
+        room meanwhile (its request is then answered `made_room`'s 503 and not acted
+        on), else it is never closed so until `idle`."""
+        with self._lock:
+            if sock not in self._open:
+                return False
+            self._busy.add(sock)
+            return True
+
     def release(self, sock: socket.socket) -> None:
         with self._lock:
             self._open.pop(sock, None)
             self._control.discard(sock)
+            self._busy.discard(sock)
 
     def _drop(self, sock: socket.socket) -> None:
         self._open.pop(sock, None)
         self._control.discard(sock)
-        with contextlib.suppress(OSError):  # its thread's read ends; it closes it
-            sock.shutdown(socket.SHUT_RDWR)
+        self._busy.discard(sock)
+        # Its thread's read ends (what had come is still read) and it closes it; a whole
+        # request read meanwhile can still be answered (`busy`, then made_room).
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)
 
     def _idle_control(self) -> socket.socket | None:
         """A CONTROL_EXTRA connection waiting for a request (none, or a second one)."""
+        now = time.monotonic()
         for s in self._control:
-            h = self._open.get(s)
-            if h is not None and h._reads.deadline is not None:
+            if self._waiting(s, now) and not _arriving(s):
                 return s
         return None
+
+    def _waiting(self, s: socket.socket, now: float) -> bool:
+        """Waiting for a request head, none of it read within STALLED_S (a whole request
+        its thread had yet to parse was closed to make room, adv51 H/4); the caller also
+        asks that none be there unread (_arriving: a system call, so last). One that has
+        sent nothing yet is idle, however new: else connections held open by a program
+        as fast as it can kept `hd status` out. Closed as its request comes, it is
+        answered nothing and nothing is done, as a keep-alive closed by any server."""
+        h = self._open.get(s)
+        return h is not None and h._reads.deadline is not None and s not in self._busy \
+            and (h._reads.began is None or h._reads.began < now - STALLED_S)
 
     def _idlest(self) -> socket.socket | None:
         """The connection waiting for a request head the longest (earliest deadline);
         else the oldest stream."""
-        waiting = [(h._reads.deadline, s) for s, h in self._open.items()
-                   if h is not None and h._reads.deadline is not None
-                   and s not in self._control]
-        if waiting:
-            return min(waiting, key=lambda w: w[0])[1]
+        now = time.monotonic()
+        waiting = sorted(((h._reads.deadline, s) for s, h in self._open.items()
+                          if s not in self._control and self._waiting(s, now)),
+                         key=lambda w: w[0])
+        for _, s in waiting:
+            if not _arriving(s):
+                return s
         streams = [(h.streaming_since, s) for s, h in self._open.items()
                    if h is not None and getattr(h, "streaming_since", None) is not None]
         return min(streams, key=lambda w: w[0])[1] if streams else None
@@ -149,6 +190,21 @@ class Connections:
             self._say(f"hippodrome | the API is at its {cap} connections (the rest of the "
                       f"descriptor limit, ulimit -n, is kept for the services): {what}; a "
                       "program holding many connections open is the usual cause")
+
+
+def _arriving(sock: socket.socket) -> bool:
+    """Bytes (or the end) wait to be read on `sock`; a look that never blocks."""
+    try:
+        poll = select.poll()
+        poll.register(sock, select.POLLIN)
+        return bool(poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def made_room(cap: int) -> str:
+    return (f"the daemon closed this connection to make room at its {cap} API connections "
+            "before it had read this request: nothing was done; send it again")
 
 
 def busy_sentence(cap: int) -> str:

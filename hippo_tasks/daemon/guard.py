@@ -84,9 +84,11 @@ def _other_sites_page(method: str, headers: Headers) -> str | None:
     fetch carries no Origin, but browsers say where it came from in Sec-Fetch-Site
     (another port of 127.0.0.1 is `same-site`, another host `cross-site`). Only a
     top-level navigation (a link or a typed address) comes through: reading the page or
-    the JSON in a tab of its own is the user's doing."""
-    site = (headers.get("Sec-Fetch-Site") or "").lower()
-    if site not in ("cross-site", "same-site"):
+    the JSON in a tab of its own is the user's doing. A value that is none of the four a
+    browser sends counts as another site's (`same-origin, cross-site`, two fields joined
+    by a proxy, passed: adv51 H/3)."""
+    site = (headers.get("Sec-Fetch-Site") or "").strip().lower()
+    if site in ("", "same-origin", "none"):
         return None
     if method == "GET" and (headers.get("Sec-Fetch-Mode") or "").lower() == "navigate" \
             and (headers.get("Sec-Fetch-Dest") or "").lower() == "document":

@@ -25,7 +25,14 @@ from hippo_tasks import errors as E
 from hippo_tasks.daemon import routes
 from hippo_tasks.daemon.app import App
 from hippo_tasks.daemon.commands import StackCommands
-from hippo_tasks.daemon.connections import CONTROL, Connections, allowed, busy_sentence, refuse
+from hippo_tasks.daemon.connections import (
+    CONTROL,
+    Connections,
+    allowed,
+    busy_sentence,
+    made_room,
+    refuse,
+)
 from hippo_tasks.daemon.guard import is_loopback_name, refusal
 from hippo_tasks.daemon.httpcore import (
     Body,
@@ -175,6 +182,15 @@ class ApiHandler(RequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.connections.attach(self.connection, self)
+
+    def waiting(self) -> None:
+        self.server.connections.idle(self.connection)
+
+    def head_read(self) -> bool:
+        if self.server.connections.busy(self.connection):
+            return True
+        refuse(self.connection, made_room(allowed(self.server.connections.services)))
+        return False
 
     # ---- writing: the only place responses reach the socket --------------------------
     def send_json(self, status: int, payload: Any, close: bool = False,
