@@ -206,6 +206,33 @@ def test_logs_deleted_under_a_running_stack_come_back(project: Path) -> None:
         hd(project, "down")
 
 
+def test_latest_deleted_under_a_running_stack(project: Path) -> None:
+    """`rm .logs/latest` alone, the run's folder kept: `hd logs` said "no logs yet ...
+    start the stack with `hd up`" beside the running stack, exit 2, and the link never
+    came back (adv51 H/2). The logs are read from the daemon's run folder meanwhile, and
+    the daemon links `latest` again; a folder put there instead is left alone."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.ticker]\nshell = "while :; do echo tick; sleep 0.1; done"\n')
+    hd(project, "up", "--detach", check=True)
+    try:
+        latest = project / ".logs" / "latest"
+        run = latest.resolve()
+        latest.unlink()
+        out = hd(project, "logs", "--service", "ticker", "--lines", "3")
+        assert out.returncode == 0 and "tick" in out.stdout, out.stdout + out.stderr
+        wait_for(lambda: latest.is_symlink(), 10, what="latest linked again")
+        assert latest.resolve() == run
+        assert "latest was deleted: linked it to this run's logs again" in \
+            (project / ".hippodrome" / "daemon.log").read_text()
+        latest.unlink()
+        latest.mkdir()  # the user's own folder under that name: never replaced
+        time.sleep(2.5)  # a housekeeping tick
+        assert latest.is_dir() and not latest.is_symlink()
+    finally:
+        hd(project, "down")
+
+
 def test_a_log_file_deleted_or_replaced_under_a_running_stack_comes_back(
         project: Path) -> None:
     """`rm .logs/latest/ticker.log`: every later line went into the deleted inode,

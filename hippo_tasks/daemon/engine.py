@@ -261,6 +261,9 @@ class Engine:
                     self.note(f"hippodrome | {self.runs.dir} was deleted: logging there "
                               "again from now on (earlier lines are in `hd logs "
                               "--timestamps`, the daemon's buffer)")
+                elif self.runs.relink_latest():
+                    self.note(f"hippodrome | {self.runs.dir.parent / 'latest'} was deleted: "
+                              f"linked it to this run's logs again ({self.runs.dir.name})")
                 for path in self.runs.drop_replaced():
                     self.note(f"hippodrome | {path} was deleted or replaced: logging to "
                               "that name again from the next line (earlier lines are in "

@@ -152,6 +152,17 @@ class RunFiles:
         self._link_latest(self.dir.parent, self.dir)
         return True
 
+    def relink_latest(self) -> bool:
+        """Point `latest` at this run again if the link was deleted (`rm .logs/latest`)
+        while the run's folder stayed: `hd logs` said "no logs yet ... start the stack
+        with `hd up`" beside a running stack, whose `up` then refused to start (adv51
+        H/2). Whatever else stands there is left alone. True when it was made again."""
+        latest = self.dir.parent / "latest"
+        if os.path.lexists(latest) or not self.dir.is_dir():
+            return False
+        self._link_latest(self.dir.parent, self.dir)
+        return True
+
     def drop_replaced(self) -> list[Path]:
         """Close the files deleted (`rm a.log`) or replaced (by a folder, a link, a pipe,
         another file) under their names since they were opened, so the next line opens

@@ -85,6 +85,27 @@ def _regular(path: Path) -> bool:
         return False
 
 
+def _run_folder(root: Path) -> Path:
+    """`.logs/latest`; while it is missing under a running stack (`rm .logs/latest`: the
+    daemon links it again within 2 s), that daemon's own run folder, where it names one
+    inside `.logs`. "no logs yet ... start the stack with `hd up`" was said beside a
+    running stack, whose `up` then refused (adv51 H/2)."""
+    latest = root / ".logs" / "latest"
+    if os.path.lexists(latest):
+        return latest
+    from hippo_tasks.registry.store import Registry, daemon_alive
+
+    try:
+        data = Registry(root).read()
+    except (OSError, StateDirError):
+        return latest
+    if daemon_alive(data):
+        named = Path(str((data.get("daemon") or {}).get("logs_dir") or "/"))
+        if named.parent == root / ".logs" and not named.is_symlink() and named.is_dir():
+            return named
+    return latest
+
+
 def _files(latest: Path, service: str) -> list[Path]:
     if not latest.exists():
         raise UsageError(f"no logs yet: {latest} does not exist (start the stack with "
@@ -193,7 +214,7 @@ def logs(c: Context, service: list[str] | None = None, follow: bool = False,
         timed_logs.show(root, services, lines, follow,
                         colour_map(names) if use_colour() else None)
         return
-    latest = resolve_root(project_root) / ".logs" / "latest"
+    latest = _run_folder(resolve_root(project_root))
     files = [path for name in services for path in _files(latest, name)] if services \
         else _files(latest, "")
     colour = use_colour()
