@@ -552,7 +552,7 @@ def test_a_port_taken_after_the_port_check_fails_its_service_naming_the_holder(
         assert up.returncode == 4, out
         assert f"port {web_port} (service 'web') is already in use by pid {stranger.pid}" \
             in out, out
-        assert "taken after the start's port check" in out, out
+        assert "was free when the stack started and is taken now" in out, out
         assert "app: starting" not in out and "app: running" not in out, out
     finally:
         if stranger is not None:

@@ -41,7 +41,7 @@ class HippoError(Exception):
         return self.__class__.__name__
 
 
-PORT_TAKEN = "It was taken after the start's port check; the service was not started."
+PORT_TAKEN = "It was free when the stack started and is taken now; the service was not started."
 """The end of a PortTakenError's sentence (errors/ports.py), by which a service's failure
 is told to be one."""
 
