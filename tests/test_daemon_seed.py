@@ -301,12 +301,19 @@ def test_up_interrupted_at_any_moment_leaves_no_cgroup_nor_process(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(up.pid, signal.SIGINT)
         up.wait(60)
-        written = (project / ".hippodrome" / "registry.json").exists()  # (or ended before)
-        daemon = (registry(project).get("daemon") if written else None) or {}
-        pid = daemon.get("pid") if isinstance(daemon.get("pid"), int) else None
-        running = daemon.get("token") if pid is not None and alive(pid) else None
+
+        def daemon_now() -> tuple[int | None, str | None]:
+            """The stack's daemon and token, if one runs: a seed handed the stack just
+            before the signal writes its registry a moment after `up` ended."""
+            written = (project / ".hippodrome" / "registry.json").exists()
+            daemon = (registry(project).get("daemon") if written else None) or {}
+            pid = daemon.get("pid") if isinstance(daemon.get("pid"), int) else None
+            return (pid, daemon.get("token")) if pid is not None and alive(pid) \
+                else (None, None)
+
         try:
-            wait_for(lambda seen=seen, pid=pid: not any(alive(p) for p in seen if p != pid),
+            wait_for(lambda seen=seen: not any(alive(p) for p in seen
+                                               if p != daemon_now()[0]),
                      10, what=f"the seed gone (signal at {delay}s)")
         except AssertionError:  # what it is doing, for whoever reads the failure
             info: dict[int, object] = {}
@@ -317,6 +324,7 @@ def test_up_interrupted_at_any_moment_leaves_no_cgroup_nor_process(
                                Path(f"/proc/{p}/wchan").read_text(), proc.num_threads())
             raise AssertionError(f"seeds left after the signal at {delay}s: {info}") \
                 from None
+        pid, running = daemon_now()
         left += [f"{p.name} ({delay}s)" for p in parent.iterdir()
                  if p.name.startswith(f"hippodrome-{tag}") and p.name !=
                  f"hippodrome-{running}"]
