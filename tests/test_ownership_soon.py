@@ -31,6 +31,42 @@ def test_the_engine_gets_a_working_ownership_and_discard_removes_it() -> None:
     assert not own.base.exists()
 
 
+def test_the_daemons_descriptor_sweep_waits_for_a_cgroup_being_made() -> None:
+    """A seed becomes the daemon by closing every descriptor it was not handed, while
+    the cgroup it was primed for may still be being made in its thread: the probe's
+    spawn lost its descriptors (EBADF) and the run fell back to process-group mode
+    without a word (adv52 J/6). The sweep right after the prime, in a process of its
+    own, as the seed does it: the run still gets its cgroup, and leaves none behind."""
+    import subprocess
+    import sys
+
+    from hippo_tasks.supervision.ownership import cgroups_here
+
+    if cgroups_here() is None:
+        pytest.skip("no cgroup v2 hierarchy here")
+    script = (
+        "import json, os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from hippo_tasks.daemon.forked import keep_only\n"
+        "from hippo_tasks.supervision.ownership import OwnershipSoon\n"
+        "out = os.dup(1)\n"
+        "rows = []\n"
+        "for _ in range(10):\n"
+        "    soon = OwnershipSoon()\n"
+        "    keep_only({out}, soon)  # at once, as a seed handed over right away\n"
+        "    own = soon.take()\n"
+        "    rows.append([own.mode, own.why_not, own.base is not None and own.base.is_dir()])\n"
+        "    soon.discard()\n"
+        "    rows[-1].append(own.base is not None and own.base.exists())\n"
+        "os.write(out, json.dumps(rows).encode())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert all(row == ["cgroup", "", True, False] for row in rows), rows
+
+
 @pytest.mark.parametrize("why", ["busy port", "bad option"])
 def test_a_daemon_that_fails_before_its_engine_leaves_no_cgroup(tmp_path: Path,
                                                                 why: str) -> None:

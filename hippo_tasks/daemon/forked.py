@@ -102,6 +102,20 @@ def fork_daemon(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
     become_daemon(argv, cwd, env, out, keep_fd, tls, plan)  # never returns
 
 
+def keep_only(keep: set[int], soon: OwnershipSoon | None) -> None:
+    """Close every descriptor from 3 up but `keep`, as close_fds with pass_fds does. Not
+    while a seed's cgroup is still being made in its thread (`soon`): the descriptors of
+    its probe's spawn were closed under it, and the run fell back to process-group mode
+    without a word (`[Errno 9] Bad file descriptor`, once in ~60 starts: adv52 J/6)."""
+    if soon is not None:
+        soon.wait()
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+
+
 def become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
                   keep_fd: int | None, tls: bool, plan: StackPlan | None,
                   soon: OwnershipSoon | None = None) -> NoReturn:
@@ -114,12 +128,7 @@ def become_daemon(argv: list[str], cwd: Path, env: dict[str, str], out: int,
         os.dup2(out, 1)
         os.dup2(out, 2)
         # None of these is 0-2: `hd` opens /dev/null on a closed stdio first (program.py).
-        keep = sorted({null, out} | ({keep_fd} if keep_fd is not None else set()))
-        low = 3
-        for fd in keep:  # as close_fds with pass_fds: only the lifecycle lock goes along
-            os.closerange(low, fd)
-            low = fd + 1
-        os.closerange(low, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+        keep_only({null, out} | ({keep_fd} if keep_fd is not None else set()), soon)
         os.close(null)
         os.close(out)
         os.chdir(cwd)

@@ -277,9 +277,13 @@ class OwnershipSoon:
         except BaseException as exc:  # handed to the thread that takes the result
             self._error = exc
 
-    def take(self) -> Ownership:
+    def wait(self) -> None:
+        """Until establish is done, its result left to `take`."""
         if self._thread is not None:
             self._thread.join()
+
+    def take(self) -> Ownership:
+        self.wait()
         if self._error is not None:
             raise self._error
         assert self._result is not None
