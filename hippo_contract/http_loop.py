@@ -134,9 +134,6 @@ class _HeadDeadlineIO(io.RawIOBase):
     """When the first bytes read since the caller cleared it arrived (monotonic)."""
     last: float | None = None
     """When the latest read's bytes arrived."""
-    began: float | None = None
-    """When the first bytes since the caller cleared it were read (monotonic, stamped or
-    not): a head that has begun to come in."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
@@ -152,15 +149,12 @@ class _HeadDeadlineIO(io.RawIOBase):
                 raise TimeoutError("request head not received in time")
             self._sock.settimeout(left)
         if not self.stamped:
-            got = self._sock.recv_into(b)
-        else:
-            got, ancillary, _flags, _peer = self._sock.recvmsg_into([b], _STAMP_SPACE)
-            if got:
-                self.last = _arrival(ancillary)
-                if self.first is None:
-                    self.first = self.last
-        if got and self.began is None:
-            self.began = time.monotonic()
+            return self._sock.recv_into(b)
+        got, ancillary, _flags, _peer = self._sock.recvmsg_into([b], _STAMP_SPACE)
+        if got:
+            self.last = _arrival(ancillary)
+            if self.first is None:
+                self.first = self.last
         return got
 
 
@@ -210,7 +204,7 @@ class RequestHandler(socketserver.StreamRequestHandler):
             self.waiting()
             if self.timeout:
                 self._reads.deadline = time.monotonic() + self.timeout
-            self._reads.first = self._reads.began = None
+            self._reads.first = None
             try:
                 self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
                 for _ in range(BLANK_LINES_SKIPPED):

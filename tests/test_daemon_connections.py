@@ -13,6 +13,7 @@ import resource
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -235,3 +236,47 @@ def test_every_whole_request_at_the_cap_gets_an_answer(project: Path) -> None:
                        for f in firsts), firsts
     finally:
         assert hd_cli(project, "down").returncode == 0
+
+
+def test_half_heads_replaced_as_they_age_leave_status_and_down_a_way_in(
+        project: Path) -> None:
+    """A program keeping the cap and the places past it full of half-sent heads, each
+    replaced before it was a second old: heads that young were spared as maybe being
+    read, so `hd status`, `hd down` and /healthz were all answered 503 for as long as it
+    ran (adv52 J/1). A head that has not come whole is no request: closed to make room."""
+    port = up_under_the_limit(project)
+    cap = allowed(SERVICES, LIMIT)
+    stop = threading.Event()
+    half = f"POST /api/services/s1/restart HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
+
+    def roll() -> None:
+        held: list[socket.socket] = []
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    sock.sendall(half[:30])
+                    held.append(sock)
+                while len(held) > 2 * (cap + 4):
+                    held.pop(0).close()
+                time.sleep(0.6 / (2 * (cap + 4)))
+        finally:
+            for sock in held:
+                sock.close()
+
+    rollers = [threading.Thread(target=roll) for _ in range(2)]
+    for t in rollers:
+        t.start()
+    try:
+        time.sleep(1.0)
+        for _ in range(3):
+            status = hd_cli(project, "status")
+            assert status.returncode == 0, status.stdout + status.stderr
+        down = hd_cli(project, "down")
+        assert down.returncode == 0 and "stack stopped" in down.stdout, \
+            down.stdout + down.stderr
+    finally:
+        stop.set()
+        for t in rollers:
+            t.join(10)
+        hd_cli(project, "down")

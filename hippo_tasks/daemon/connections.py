@@ -44,11 +44,6 @@ CONTROL_EXTRA = 4
 CONTROL = frozenset({("GET", "/api/status"), ("GET", "/healthz"), ("HEAD", "/healthz"),
                      ("POST", "/api/shutdown")})
 """What `hd status` and `hd down` ask: served on a CONTROL_EXTRA connection."""
-STALLED_S = 1.0
-"""A request head begun this long ago and still not whole is a stalled one (sent half way
-and left, or trickled): such a connection may be closed to make room. One that began
-sooner is most likely being read and parsed by its thread now: closed, its request
-went unanswered (adv51 H/4)."""
 SAY_EVERY_S = 60.0
 """How often the daemon's output says that connections are being turned away."""
 
@@ -152,29 +147,27 @@ class Connections:
 
     def _idle_control(self) -> socket.socket | None:
         """A CONTROL_EXTRA connection waiting for a request (none, or a second one)."""
-        now = time.monotonic()
         for s in self._control:
-            if self._waiting(s, now) and not _arriving(s):
+            if self._waiting(s) and not _arriving(s):
                 return s
         return None
 
-    def _waiting(self, s: socket.socket, now: float) -> bool:
-        """Waiting for a request head, none of it read within STALLED_S (a whole request
-        its thread had yet to parse was closed to make room, adv51 H/4); the caller also
-        asks that none be there unread (_arriving: a system call, so last). One that has
-        sent nothing yet is idle, however new: else connections held open by a program
-        as fast as it can kept `hd status` out. Closed as its request comes, it is
-        answered nothing and nothing is done, as a keep-alive closed by any server."""
+    def _waiting(self, s: socket.socket) -> bool:
+        """Waiting for a request head (none, or part of one); the caller also asks that
+        none be there unread (_arriving: a system call, so last). However new it is, or
+        its head: sparing heads begun less than a second ago let a program replacing
+        half-sent heads as fast as they aged keep `hd status` and `hd down` out, the
+        places kept for them included (adv52 J/1). One closed as its request comes is
+        answered nothing and nothing is done, as a keep-alive closed by any server; one
+        closed as its thread reads it whole is answered made_room's 503 (`busy`)."""
         h = self._open.get(s)
-        return h is not None and h._reads.deadline is not None and s not in self._busy \
-            and (h._reads.began is None or h._reads.began < now - STALLED_S)
+        return h is not None and h._reads.deadline is not None and s not in self._busy
 
     def _idlest(self) -> socket.socket | None:
         """The connection waiting for a request head the longest (earliest deadline);
         else the oldest stream."""
-        now = time.monotonic()
         waiting = sorted(((h._reads.deadline, s) for s, h in self._open.items()
-                          if s not in self._control and self._waiting(s, now)),
+                          if s not in self._control and self._waiting(s)),
                          key=lambda w: w[0])
         for _, s in waiting:
             if not _arriving(s):
