@@ -280,3 +280,36 @@ def test_half_heads_replaced_as_they_age_leave_status_and_down_a_way_in(
         for t in rollers:
             t.join(10)
         hd_cli(project, "down")
+
+
+def test_a_timestamped_follow_rides_out_the_cap(project: Path) -> None:
+    """`hd logs -f --timestamps` ended, exit 1, on the first 503 TooManyConnections of a
+    burst, whose sentence said to try again in a moment (adv52 J/3): it asks again, and
+    follows on once the connections are free, until `hd down`."""
+    port = up_under_the_limit(project)
+    cap = allowed(SERVICES, LIMIT)
+    follow = subprocess.Popen([*HD_CLI, "logs", "-f", "--timestamps", "-s", "s0"],
+                              cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env={**os.environ, "NO_COLOR": "1"})
+    busy: list[socket.socket] = []
+    try:
+        time.sleep(1.0)
+        for _ in range(cap + 4):  # the cap and the places kept past it: a body half sent
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(f"POST /api/services/s0/restart HTTP/1.1\r\nHost: 127.0.0.1:{port}"
+                         "\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{"
+                         .encode())
+            busy.append(sock)
+        time.sleep(2.0)  # its queries meanwhile: each a 503
+        assert follow.poll() is None, follow.communicate()[0]
+    finally:
+        for sock in busy:
+            sock.close()
+    try:
+        time.sleep(1.0)
+        assert follow.poll() is None, follow.communicate()[0]
+    finally:
+        down = hd_cli(project, "down")
+        out, _ = follow.communicate(timeout=30)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert follow.returncode == 0 and "the daemon has stopped" in out, out

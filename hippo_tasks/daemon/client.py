@@ -48,6 +48,12 @@ says why) and its 1 s scan. At 10 s, `hd logs --timestamps` gave up on a daemon 
 with other log queries, said it did not answer and advised `hd down --force` (adv42
 T/2). A stopped daemon is still found out within STOPPED_SHORT_S (passed as
 `stopped_for`), a silent one within ~10 s (_watch)."""
+BUSY_RETRY_S = 5.0
+"""How long a request the daemon turned away at its connection cap (503
+TooManyConnections: nothing was done) is sent again, every BUSY_PAUSE_S: the cap clears
+as connections end, and `hd logs -f --timestamps` ended (exit 1) on one such answer in a
+burst, `hd status` on another, where the answer itself said to try again (adv52 J/3)."""
+BUSY_PAUSE_S = 0.25
 LOOK_EVERY_S = 10.0
 """A wait longer than this looks after the daemon meanwhile (DaemonClient._watch): the
 10 s that `status` gives it to answer, and `up` and `down` give a stopped one."""
@@ -126,8 +132,14 @@ class DaemonClient:
         look, LOOK_EVERY_S, by default; STOPPED_SHORT_S for a query that waits long
         only on a busy daemon, as a log query does)."""
         data = None if body is None else json.dumps(body).encode()
-        status, raw = self._exchange(method, path, data, JSON, timeout, each_second,
-                                     stopped_for)
+        give_up = time.monotonic() + BUSY_RETRY_S
+        while True:
+            status, raw = self._exchange(method, path, data, JSON, timeout, each_second,
+                                         stopped_for)
+            if status != 503 or time.monotonic() >= give_up or \
+                    b'"TooManyConnections"' not in raw:
+                break
+            time.sleep(BUSY_PAUSE_S)
         if status < 400:
             try:
                 return json.loads(raw or b"null", parse_constant=_not_json)
