@@ -259,6 +259,40 @@ def test_two_concurrent_ups_one_wins_the_other_exits_7(project: Path) -> None:
     hd(project, "down", check=True)
 
 
+def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Path) -> None:
+    """`up` waiting for the lifecycle lock, then `hd down` waiting too: when the down
+    took the lock first, it said "stopped" and exit 0, and the queued `up` started a
+    fresh stack a second later (adv52 J/2, 1 try in 4). Whichever takes the lock first,
+    nothing runs once both are over: the later `down` wins. Several tries, as the order
+    they take it in is the kernel's."""
+    from hippo_tasks.registry.lifecycle_lock import LifecycleLock
+
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port, readiness={"http": "/"}))
+    outcomes = set()
+    for _ in range(5):
+        held = LifecycleLock(project)  # as an `up` still starting holds it
+        held.acquire("up", lambda _: None)
+        try:
+            up = launch_up(project, "--detach")
+            time.sleep(0.5)
+            down = subprocess.Popen([*HD_CLI, "down"], cwd=project, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            time.sleep(0.5)
+        finally:
+            held.release()
+        up_out = up.communicate(timeout=120)
+        down_out, _ = down.communicate(timeout=120)
+        assert down.returncode == 0, down_out
+        written = (project / ".hippodrome" / "registry.json").exists()
+        daemon = ((registry(project) if written else {}).get("daemon") or {}).get("pid")
+        assert daemon is None or not alive(daemon), (up.returncode, up_out, down_out)
+        outcomes.add(up.returncode)
+        if up.returncode == 5:
+            assert "a `hd down` stopped this stack while this `up` waited" in up_out[1], up_out
+    assert outcomes <= {0, 1, 5}, outcomes  # 1: stopped by the down before it was ready
+
+
 def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:
     """`down` 0.05 s and 0.3 s after `up --detach` began (printed its first line): it
     waits for the daemon to come up, then stops it; never "nothing to stop"."""

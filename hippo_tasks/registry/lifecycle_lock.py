@@ -37,6 +37,8 @@ class LifecycleLock:
         """Who held the lock while this one waited for it (`down` (pid N)), if anyone."""
         self.given_up: str | None = None
         """Why acquire went on without the lock (its `give_up`), if it did."""
+        self.downs_before = 0
+        """downs_so_far as acquire began to wait (see down_meanwhile)."""
 
     def acquire(self, what: str, say: Callable[[str], None] = print,
                 wait: float = WAIT_S, required: bool = True,
@@ -55,6 +57,8 @@ class LifecycleLock:
                 say(f"cannot lock {self.path} ({exc.strerror or exc}); going on without it")
                 return
             raise StateDirError.from_os(exc, self.path.parent) from None
+        self.downs_before = downs_so_far(self.root)
+
         def waiting() -> None:
             if self.waited_for is None:
                 self.waited_for = self._described(fd)
@@ -98,6 +102,23 @@ class LifecycleLock:
         return (f"a process that is not Hippodrome's `up` or `down` but holds {self.path} "
                 f"(`fuser -v {shlex.quote(str(self.path))}` names it)")
 
+    def down_meanwhile(self) -> bool:
+        """A `down` held the lock while this one waited for it: an `up` queued behind
+        another took the lock after a later `hd down` had stopped the stack and said so,
+        and started a fresh stack a second after it (adv52 J/2). The `down` came last:
+        it wins."""
+        return self.waited_for is not None and downs_so_far(self.root) != self.downs_before
+
+    def count_down(self) -> None:
+        """A `down` holding the lock says so to the `up`s waiting for it (down_meanwhile)."""
+        path = self.root / ".hippodrome" / DOWNS
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                os.pwrite(fd, str(downs_so_far(self.root) + 1).encode().ljust(20), 0)
+            finally:
+                os.close(fd)
+
     def release(self) -> None:
         fd, self.fd = self.fd, None
         if fd is not None:
@@ -112,6 +133,27 @@ class LifecycleLock:
             yield self
         finally:
             self.release()
+
+
+DOWNS = "downs"
+"""How many `down`s have held the project's lifecycle lock, in `.hippodrome/downs`."""
+
+
+def downs_so_far(root: Path) -> int:
+    try:
+        fd = os.open(root / ".hippodrome" / DOWNS, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    try:
+        text = os.pread(fd, 20, 0)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    try:
+        return int(text.strip() or b"0")
+    except ValueError:
+        return 0
 
 
 def release_inherited(fd: int | None) -> Callable[[], None]:

@@ -13,6 +13,7 @@ from hippo_tasks.errors import (
     HippoError,
     LifecycleBusyError,
     ProductionGuardError,
+    StackShutDownError,
     UsageError,
 )
 from hippo_tasks.errors.daemon import (
@@ -87,6 +88,10 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     lock = LifecycleLock(root)
     lock.acquire("up", say)
     try:
+        if lock.down_meanwhile():
+            raise StackShutDownError(
+                f"a `hd down` stopped this stack while this `up` waited for "
+                f"{lock.waited_for}: not starting it again (`hd up` starts it)")
         _up_locked(root, lock, profile, cell, table_prefix, enable_events, seed, only,
                    port_offset, detach, quiet=quiet, show=show, record=record)
     finally:
@@ -238,6 +243,8 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
             say(f"{busy.holder} is still stopping the stack gracefully: --force ends "
                 "what is left now")
     after = lock.waited_for if (lock.waited_for or "").startswith("`down") else None
+    if lock.fd is not None:
+        lock.count_down()
     try:
         left = _down_stopped(root) if lock.given_up else _down_locked(root, force, after)
         _sweep_cgroups(root)
