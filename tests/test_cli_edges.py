@@ -76,6 +76,25 @@ def test_a_port_offset_in_other_digits_is_refused(project: Path, value: str) -> 
     assert not (project / ".hippodrome" / "daemon.log").exists()
 
 
+@pytest.mark.parametrize(("name", "value"), [("HIPPODROME_CGROUP", "maybe"),
+                                           ("HIPPODROME_WATCH_POLL", "abc")])
+def test_a_yes_or_no_setting_given_another_word_is_refused(
+        project: Path, name: str, value: str) -> None:
+    """`HIPPODROME_CGROUP=maybe` ran in cgroup mode, `HIPPODROME_WATCH_POLL=abc` watched
+    without polling, neither with a word (adv52 J/5): refused before anything starts."""
+    (port,) = free_ports(1)
+    write_stack(project, stack_header(port) + "\n")
+    up = hd(project, "up", "--detach", env={name: value}, timeout=60)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert f"{name}='{value}' is none of the words it takes" in up.stderr, up.stderr
+    assert_clean(up)
+    assert not (project / ".hippodrome" / "daemon.log").exists()
+    fine = hd(project, "up", "--detach", env={name: "OFF" if "CGROUP" in name else "1"},
+              timeout=60)
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    hd(project, "down", check=True)
+
+
 @pytest.mark.parametrize("prefix", ["has space-", "\u00fcn\u00ef-", "x" * 41, "a.b-"])
 def test_a_table_prefix_aws_refuses_is_refused_first(project: Path, prefix: str) -> None:
     """It passed pre-flight; services started, and `up` failed seconds later inside one

@@ -25,7 +25,7 @@ from hippo_tasks.errors.state_dir import SharedStateDirError, StateDirError
 from hippo_tasks.events import hooks
 from hippo_tasks.registry.lifecycle_lock import WAIT_S, LifecycleLock
 from hippo_tasks.registry.store import Registry, daemon_alive, identity, is_same_process
-from hippo_tasks.tasks.context import build_options, resolve_root
+from hippo_tasks.tasks.context import build_options, check_switches, resolve_root
 from hippo_tasks.tasks.declare import task
 from hippo_tasks.tasks.output import RED, TaskExit, handles_errors, paint
 from hippo_tasks.tasks.unlisted_daemons import (
@@ -84,6 +84,7 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     if show is not None and not show.replace(",", "").strip():  # as `--only ''` is
         raise UsageError(f"--show {show!r} names no service; give names, `--show a,b`, or "
                          "leave --show out for every service's lines")
+    check_switches()
     root = resolve_root(project_root)
     lock = LifecycleLock(root)
     lock.acquire("up", say)
