@@ -138,8 +138,18 @@ def test_env_file_errors_name_the_file_and_line(project: Path) -> None:
     with pytest.raises(StackFileError, match="env_file not found"):
         build_plan(load_stack_text(text), Options(project_root=project))
     (project / ".env").write_text("OK=1\nthis is not an assignment\n")
-    with pytest.raises(StackFileError, match=r"\.env:2.*not a NAME=value line"):
+    with pytest.raises(StackFileError, match=r"\.env:2.*not a NAME=value line") as cut:
         build_plan(load_stack_text(text), Options(project_root=project))
+    # Never the line itself: a pasted secret went into CI logs whole (adv52 J/5).
+    (project / ".env").write_text("sk-live-51Hs3cr3t\n")
+    for line, shown in ((1, "it has no '='"), (2, "'1KEY' before its '='")):
+        if line == 2:
+            (project / ".env").write_text("OK=1\n1KEY=hunter2\n")
+        with pytest.raises(StackFileError) as cut:
+            build_plan(load_stack_text(text), Options(project_root=project))
+        said = cut.value.message()
+        assert f".env:{line}" in said and shown in said, said
+        assert "s3cr3t" not in said and "hunter2" not in said, said
     for text_, line in (('OK=1\nKEY="-----BEGIN\n-----END"\n', 2), ('X="open\n', 1)):
         (project / ".env").write_text(text_)  # a value over lines was blamed on line 2
         with pytest.raises(StackFileError, match=rf"\.env:{line}: .*: \w+: the \" that opens "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hippo_tasks.errors import StackFileError
 from hippo_tasks.model.textfile import Unusable, not_utf8, read_small_text
+from hippo_tasks.terminal_text import as_typed
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
@@ -45,7 +46,12 @@ def read_env_file(path: Path, service: str) -> list[tuple[str, str, int]]:
         name, sep, value = line.partition("=")
         name = name.strip()
         if not sep or not _NAME.match(name):
-            raise StackFileError(str(path), f"not a NAME=value line: {raw.strip()!r}",
+            # Never the line itself: a pasted secret with no `=` went into CI logs whole
+            # (adv52 J/5). The name, shown only with its `=`, is no value.
+            what = (f"'{as_typed(name)}' before its '=' is not a variable name (a letter "
+                    "or _ first, then letters, digits, _, . or -)" if sep else
+                    "it has no '=' (its text is not shown here: it may hold a secret)")
+            raise StackFileError(str(path), f"not a NAME=value line: {what}",
                                  service, "env_file", number)
         if "\0" in value:
             raise StackFileError(str(path), f"{name} contains a NUL byte", service,
