@@ -362,6 +362,7 @@ def test_heads_a_server_must_refuse_are_refused_and_the_server_goes_on(daemon: s
     assert status(stop + b"Sec-Fetch-Site: same-origin\r\nsec-fetch-site: cross-site\r\n"
                   b"\r\n") == 400
     assert status(stop + b"Sec-Fetch-Site: same-origin, cross-site\r\n\r\n") == 403
+    assert status(stop + b"Sec-Fetch-Site:\r\n\r\n") == 403  # empty: none of the four
     assert status(stop + b"Origin: " + page + b"\r\nSec-Fetch-Site: same-origin\r\n\r\n") \
         == 200  # the page's own, once each
     assert call(daemon + "/healthz") == (200, {"status": "ok"})

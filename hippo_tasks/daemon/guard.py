@@ -87,8 +87,9 @@ def _other_sites_page(method: str, headers: Headers) -> str | None:
     the JSON in a tab of its own is the user's doing. A value that is none of the four a
     browser sends counts as another site's (`same-origin, cross-site`, two fields joined
     by a proxy, passed: adv51 H/3)."""
-    site = (headers.get("Sec-Fetch-Site") or "").strip().lower()
-    if site in ("", "same-origin", "none"):
+    given = headers.get("Sec-Fetch-Site")
+    site = (given or "").strip().lower()
+    if given is None or site in ("same-origin", "none"):  # (present and empty: refused)
         return None
     if method == "GET" and (headers.get("Sec-Fetch-Mode") or "").lower() == "navigate" \
             and (headers.get("Sec-Fetch-Dest") or "").lower() == "document":
