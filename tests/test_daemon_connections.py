@@ -313,3 +313,27 @@ def test_a_timestamped_follow_rides_out_the_cap(project: Path) -> None:
         out, _ = follow.communicate(timeout=30)
     assert down.returncode == 0, down.stdout + down.stderr
     assert follow.returncode == 0 and "the daemon has stopped" in out, out
+
+
+def test_up_warns_of_an_open_files_limit_too_low_for_its_stack(project: Path) -> None:
+    """Under `ulimit -n 16` a stack came up without a word, and every restart then failed
+    with `Too many open files` (adv52 J/4): `up` says so first, naming the limit and
+    what the stack needs, and the stack still starts."""
+    (port,) = free_ports(1)
+    write_stack(project, stack_header(port) + "".join(
+        f'[services.s{i}]\ncommand = ["sleep", "3600"]\n' for i in range(2)))
+
+    def tiny() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))
+
+    up = subprocess.run([*HD_CLI, "up", "--detach"], cwd=project, capture_output=True,
+                        text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"},
+                        preexec_fn=tiny)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "warning: the open-files limit (ulimit -n 24) is below the 92 descriptors " \
+               "this stack of 2 service(s) needs" in up.stdout + up.stderr, up.stderr
+        roomy = hd_cli(project, "up", "--detach")  # the usual limit: not a word of it
+        assert "open-files limit" not in roomy.stdout + roomy.stderr
+    finally:
+        assert hd_cli(project, "down").returncode == 0

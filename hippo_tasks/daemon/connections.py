@@ -51,6 +51,21 @@ REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\
            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s")
 
 
+def short_of_descriptors(services: int) -> str | None:
+    """Why the open-files limit `up` runs under (the daemon's and its services') is too
+    low for `services`, or None: under `ulimit -n 16` a stack came up and every restart
+    then failed with `Too many open files`, the registry unwritable (adv52 J/4)."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    needed = RESERVE + PER_SERVICE * services + 2 * (FEWEST + CONTROL_EXTRA)
+    if limit == resource.RLIM_INFINITY or limit >= needed:
+        return None
+    return (f"the open-files limit (ulimit -n {limit}) is below the {needed} descriptors "
+            f"this stack of {services} service(s) needs (each one's pipes, log file and "
+            "pidfd, the daemon's own, a few API connections): restarts and the registry's "
+            "writes may fail with `Too many open files`; raise it (`ulimit -n 4096`) "
+            "before `hd up`")
+
+
 def allowed(services: int, limit: int | None = None) -> int:
     """How many connections the descriptor limit (the soft one, as now) leaves room for."""
     if limit is None:

@@ -131,6 +131,11 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
             "init` writes a stack file of your own)")
     for line in left_out_dependencies(plan):
         say(line)
+    from hippo_tasks.daemon.connections import short_of_descriptors
+
+    short = short_of_descriptors(len(plan.services))
+    if short is not None:
+        say(f"warning: {short}")
     shown = _shown_services(show, plan.names)
     session = hooks.start_session(plan, registry, token, say) if token else None
     if detach:
