@@ -76,6 +76,14 @@ def test_a_python_service_imports_from_hippodromes_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     folder = packages_in(tmp_path / name / "pkgs")
     monkeypatch.setattr(child_env, "PACKAGES", str(folder))
+    # The link a ':' path is named through goes in the temporary folder: this test's
+    # own, removed with it (each run left two links in /tmp/hippodrome-UID).
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    child_env.path_entry.cache_clear()
     argv = [sys.executable, "-c", "import probe_pkg, os; print(os.path.realpath(probe_pkg.WHERE))"]
     env = child_env.for_program({k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
                                 argv)
@@ -85,6 +93,9 @@ def test_a_python_service_imports_from_hippodromes_folder(
     assert out.stdout.strip() == str((folder / "probe_pkg" / "__init__.py").resolve())
     if ":" in name:
         assert str(folder) not in env["PYTHONPATH"].split(os.pathsep)
+        assert env["PYTHONPATH"].split(os.pathsep)[0].startswith(str(tmp_path / "tmp")), \
+            env["PYTHONPATH"]
+    child_env.path_entry.cache_clear()  # no entry naming this test's folders kept
 
 
 def test_a_link_in_a_folder_others_may_write_is_not_trusted(
