@@ -115,7 +115,7 @@ class LifecycleLock:
         with contextlib.suppress(OSError):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             try:
-                os.pwrite(fd, str(downs_so_far(self.root) + 1).encode().ljust(20), 0)
+                os.pwrite(fd, str(_count_in(fd) + 1).encode().ljust(20), 0)
             finally:
                 os.close(fd)
 
@@ -145,14 +145,16 @@ def downs_so_far(root: Path) -> int:
     except OSError:
         return 0
     try:
-        text = os.pread(fd, 20, 0)
-    except OSError:
-        return 0
+        return _count_in(fd)
     finally:
         os.close(fd)
+
+
+def _count_in(fd: int) -> int:
+    """The count in an open `downs` file (0 for one unreadable, empty or damaged)."""
     try:
-        return int(text.strip() or b"0")
-    except ValueError:
+        return int(os.pread(fd, 20, 0).strip() or b"0")
+    except (OSError, ValueError):
         return 0
 
 
