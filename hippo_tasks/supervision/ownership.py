@@ -41,6 +41,9 @@ from hippo_tasks.supervision.scope import (
 
 MODE_ENV = "HIPPODROME_CGROUP"
 """`off` forces the process-group fallback (CI runs the suite both ways); `auto` (default)."""
+MODE_OFF = ("off", "no", "false", "0")
+MODE_WORDS = ("auto", "on", "yes", "true", "1", *MODE_OFF)
+"""Every word MODE_ENV takes (`up` refuses any other: tasks/context.check_switches)."""
 PR_SET_CHILD_SUBREAPER = 36
 LEFT_IN_BASE_GRACE_S = 2.0
 """SIGTERM, then SIGKILL after this, for a process left in the run's own cgroup."""
@@ -236,7 +239,7 @@ def take_run_token(root: str) -> str:
 def establish(token: str, want: str | None = None) -> Ownership:
     """Make this daemon's cgroup, or say why not and use the fallback."""
     want = (want if want is not None else os.environ.get(MODE_ENV, "auto")).strip().lower()
-    if want in ("off", "0", "no", "false"):
+    if want in MODE_OFF:
         own = Ownership(token, None, f"{MODE_ENV}={want}")
     else:
         base, why = _make_base(token)
@@ -315,7 +318,7 @@ def probe_mode() -> Ownership:
     """What a daemon started now would use (for `hd doctor`); leaves nothing behind
     and does not make the caller a subreaper."""
     want = os.environ.get(MODE_ENV, "auto").strip().lower()
-    if want in ("off", "0", "no", "false"):
+    if want in MODE_OFF:
         return Ownership("doctor", None, f"{MODE_ENV}={want}")
     base, why = _make_base(f"doctor{os.getpid()}")
     own = Ownership("doctor", base, why)

@@ -52,6 +52,9 @@ POLL_DELAY_MS = 300
 """Between two scans, when polling. A change is seen only at a scan, so quiet is judged
 over DEBOUNCE plus this when polling."""
 POLL_ENV = "HIPPODROME_WATCH_POLL"
+POLL_ON = ("1", "true", "yes", "on")
+POLL_WORDS = (*POLL_ON, "0", "false", "no", "off")
+"""Every word POLL_ENV takes (`up` refuses any other: tasks/context.check_switches)."""
 ADDED = 1
 """watchfiles.Change.added (an IntEnum; its module is imported only by the watcher)."""
 MODIFIED = 2
@@ -65,7 +68,7 @@ def poll_forced(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool
     (`WATCHFILES_FORCE_POLLING` set, or WSL 2, whose Windows drives report no changes):
     the scan is poll_scan.py's, not watchfiles'. None: the kernel's notifications."""
     value = environ.get(POLL_ENV, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
+    if value in POLL_ON:
         return True
     theirs = environ.get("WATCHFILES_FORCE_POLLING", "").strip().lower()
     if theirs:

@@ -126,19 +126,17 @@ def port_offset(flag: int | str | None) -> int:
                          f"'{as_typed(raw)}'") from None
 
 
-SWITCHES = {"HIPPODROME_CGROUP": ("auto", "on", "yes", "true", "1", "off", "no", "false", "0"),
-            "HIPPODROME_WATCH_POLL": ("1", "true", "yes", "on", "0", "false", "no", "off")}
-"""The yes-or-no settings read from the environment, and the words each takes."""
-
-
 def check_switches() -> None:
     """A yes-or-no setting given a word it does not take is refused by `up`, before
     anything starts: `HIPPODROME_CGROUP=maybe` ran in cgroup mode and
     `HIPPODROME_WATCH_POLL=abc` watched without polling, neither with a word (adv52
-    J/5), where a typo meant the other way is what the user then debugs."""
+    J/5), where a typo meant the other way is what the user then debugs. The words are
+    those the readers of each take (ownership.establish, watch.poll_forced)."""
+    from hippo_tasks.supervision.ownership import MODE_ENV, MODE_WORDS
+    from hippo_tasks.supervision.watch import POLL_ENV, POLL_WORDS
     from hippo_tasks.terminal_text import as_typed
 
-    for name, words in SWITCHES.items():
+    for name, words in ((MODE_ENV, MODE_WORDS), (POLL_ENV, POLL_WORDS)):
         raw = os.environ.get(name)
         if raw is not None and raw.strip() and raw.strip().lower() not in words:
             raise UsageError(f"{name}='{as_typed(raw)}' is none of the words it takes: "
