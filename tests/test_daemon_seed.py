@@ -164,13 +164,12 @@ HAND_OVER_TLS = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from hippo_tasks.daemon import seed
-    from hippo_tasks.supervision.ownership import cgroups_here, new_token
+    from hippo_tasks.supervision.ownership import new_token, run_cgroup
     seed.plant(["hd", "up", "--detach"])
     pid = seed._planted.pid
     token = new_token(os.getcwd())
     seed.prime(token)
-    here = cgroups_here()
-    base = here / f"hippodrome-{token}" if here is not None else None
+    base = run_cgroup(token)
     deadline = time.monotonic() + 20
     while base is not None and not base.exists() and time.monotonic() < deadline:
         time.sleep(0.01)

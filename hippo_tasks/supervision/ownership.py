@@ -79,6 +79,12 @@ def cgroups_here() -> Path | None:
     return None if mount is None or mine is None else mount / mine.lstrip("/")
 
 
+def run_cgroup(token: str) -> Path | None:
+    """Where the run of `token` has its cgroup (made or not); None without cgroup v2."""
+    parent = cgroups_here()
+    return None if parent is None else parent / f"hippodrome-{token}"
+
+
 def is_hippodrome_cgroup(path: Path, token: str) -> bool:
     """A recorded cgroup path we may act on: a real cgroup2 directory named for our
     daemon's token (never a path the registry file alone made up)."""
@@ -302,10 +308,9 @@ def remove_base(token: str, within: float = 0.2) -> None:
     seed of an `up` that failed, a daemon ended before its guard began): its probe's sh
     may still be leaving it, for `within` seconds at most. A cgroup that still holds a
     process stays (its guard's to end)."""
-    parent = cgroups_here()
-    if parent is None:
+    base = run_cgroup(token)
+    if base is None:
         return
-    base = parent / f"hippodrome-{token}"
     deadline = time.monotonic() + within
     while True:
         remove_cgroup(base)
@@ -329,10 +334,9 @@ def probe_mode() -> Ownership:
 def _make_base(token: str) -> tuple[Path | None, str]:
     if not sys.platform.startswith("linux"):
         return None, f"no cgroups on {sys.platform}"
-    parent = cgroups_here()
-    if parent is None:
+    base = run_cgroup(token)
+    if base is None:
         return None, "no cgroup v2 hierarchy is mounted"
-    base = parent / f"hippodrome-{token}"
     try:
         base.mkdir()
     except OSError as exc:
