@@ -199,6 +199,17 @@ def lines_for_terminal(text: str) -> str:
     return "\n".join(for_terminal(line) for line in text.split("\n"))
 
 
+def for_output(text: str, fd: int) -> str:
+    """lines_for_terminal for what a command prints on `fd`; with colour off there
+    (NO_COLOR, a pipe, TERM=dumb) the colours the quoted text brought go too, with the
+    reset that followed them. They passed: `hd why` and `hd status` showed a service's
+    `ESC[31m` under NO_COLOR and into a pipe, where `hd logs` takes them out (adv53 F2)."""
+    shown = lines_for_terminal(text)
+    if "\x1b" not in shown or colour_wanted(fd):
+        return shown
+    return _SGR.sub("", shown)
+
+
 def to_devnull(stream: Any) -> None:
     """After EPIPE, point the stream's descriptor at /dev/null (Python's documented
     remedy, `signal` docs): what is still buffered, and any later write, goes nowhere

@@ -210,3 +210,27 @@ def test_a_services_own_colours_go_where_colour_is_off(tmp_path: Path, env: dict
     code, said = on_a_terminal(["logs", "-s", "a"], tmp_path, env)
     assert code == 0 and b"red" in said and b"hi" in said, said
     assert (b"\x1b[31m" in said) == coloured, (env, said)
+
+
+def test_quoted_colours_go_where_colour_is_off(project: Path) -> None:
+    """`hd why` and `hd status` kept the colours of the text they quote (a service's
+    last lines, a command in a reason), and added a reset, into a pipe and under
+    NO_COLOR, where `hd logs` takes them out (adv53 F2). On a terminal they stay."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.a]\ncommand = ["/nonexistent\\u001b[31mRED"]\nblocking = false\n'
+                + '[services.c]\ncommand = ["sh", "-c", "printf \'\\\\033[31mred\\\\n\'; exit 7"]'
+                + '\nblocking = false\n')
+    hd(project, "up", "--detach", timeout=60)
+    try:
+        wait_for(lambda: "exited with code 7" in hd(project, "status").stdout, 30,
+                 what="c's failure in the status")
+        for argv in (("status",), ("why", "c"), ("why", "a"), ("restart", "-s", "a")):
+            out = hd(project, *argv, timeout=60)
+            said = out.stdout + out.stderr
+            assert "RED" in said or "red" in said, (argv, said)
+            assert "\x1b" not in said, (argv, said)
+        code, said = on_a_terminal(["why", "c"], project, {"TERM": "xterm"})
+        assert b"\x1b[31mred" in said, said
+    finally:
+        hd(project, "down")

@@ -37,9 +37,9 @@ def status(c: Context, json_: bool = False, project_root: str | None = None) -> 
     if json_:
         print(json.dumps(result, indent=2))
     else:
-        from hippo_tasks.terminal_text import lines_for_terminal  # reasons quote commands
+        from hippo_tasks.terminal_text import for_output  # reasons quote commands
 
-        print(lines_for_terminal(status_table(result)))
+        print(for_output(status_table(result), 1))
     if result.get("shutting_down"):  # on stderr: stdout stays what scripts read
         print(f"hippodrome: the stack is shutting down ({result['shutting_down']}): nothing "
               "starts again until `hd up` once it has stopped", file=sys.stderr)
@@ -82,7 +82,7 @@ def _act(verb: str, service: str | None, root_flag: str | None,
         raise
     if verb != "stop":
         _say_if_changed(root, client.stack_file)
-    from hippo_tasks.terminal_text import for_terminal  # a reason may quote a command
+    from hippo_tasks.terminal_text import for_output  # a reason may quote a command
 
     rows = result["services"]
     for row in rows:
@@ -94,7 +94,7 @@ def _act(verb: str, service: str | None, root_flag: str | None,
             line += f" — {row['not_restarted']}"  # said a restart refused (adv25 d/1)
         elif (row["state"] in ("failed", "backoff") or stopped) and row.get("reason"):
             line += f" — {row['reason']}"
-        print(for_terminal(line))
+        print(for_output(line, 1))
     from hippo_tasks.action_outcome import problems
 
     found = problems(verb, service or None, cascade, rows)

@@ -21,7 +21,7 @@ from hippo_tasks.registry.store import (
 )
 from hippo_tasks.tasks.context import build_options, daemon_offset, resolve_root
 from hippo_tasks.tasks.output import GREEN, RED, YELLOW, TaskExit, handles_errors, paint
-from hippo_tasks.terminal_text import lines_for_terminal
+from hippo_tasks.terminal_text import for_output
 
 TOOLS = {
     "node": "console development builds (optional)",
@@ -71,7 +71,7 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
         tag = {True: paint("[OK]  ", GREEN), False: paint("[FAIL]", RED),
                None: paint("[WARN]", YELLOW)}[ok]
         problems += ok is False
-        print(f"{tag} {lines_for_terminal(text)}")  # a port holder's command line, say
+        print(f"{tag} {for_output(text, 1)}")  # a port holder's command line, say
 
     py = sys.version_info
     line(py[:2] >= (3, 11), f"Python {py.major}.{py.minor}.{py.micro} (3.11 or newer needed)")

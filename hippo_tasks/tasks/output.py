@@ -119,9 +119,9 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
         quiet_stdout()
         return EXIT_PIPE_CLOSED
     except E.HippoError as exc:
-        from hippo_tasks.terminal_text import lines_for_terminal  # messages quote others
+        from hippo_tasks.terminal_text import for_output  # messages quote others
 
-        _say_failure(paint(f"hippodrome: {lines_for_terminal(exc.message())}", RED,
+        _say_failure(paint(f"hippodrome: {for_output(exc.message(), 2)}", RED,
                            sys.stderr))
         return exit_code_for(exc)
     except KeyboardInterrupt:

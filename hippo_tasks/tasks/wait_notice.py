@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.errors import HippoError
-from hippo_tasks.terminal_text import for_terminal
+from hippo_tasks.terminal_text import for_output
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.client import DaemonClient
@@ -44,7 +44,7 @@ class WaitNotice:
         line = waiting_line(status, self._service)
         if line and COUNTDOWN.sub("", line) != self._said:  # not a line a second for a
             self._said = COUNTDOWN.sub("", line)          # backoff's countdown
-            print(for_terminal(line), file=sys.stderr, flush=True)
+            print(for_output(line, 2), file=sys.stderr, flush=True)
 
 
 MOVING = frozenset({"pending", "starting", "backoff", "stopping"})

@@ -38,6 +38,6 @@ def why(c: Context, service: str, json_: bool = False, project_root: str | None 
     if json_:
         print(json.dumps(answer, indent=2))
         return
-    from hippo_tasks.terminal_text import lines_for_terminal  # it quotes services' lines
+    from hippo_tasks.terminal_text import for_output  # it quotes services' lines
 
-    print(lines_for_terminal(render(answer)))
+    print(for_output(render(answer), 1))
