@@ -1,7 +1,8 @@
 """`hd mcp` ends when its client leaves, even with a tool call in flight: it waited out
 a `wait_ready` (up to its timeout, an hour at most) after the client had closed stdin,
 a server process per abandoned agent session. Here the call is a `restart` whose new
-process never answers its health check."""
+process never answers its health check. A call sent just before stdin closed is still
+carried out, and answered when it ends within a moment (adv53 F1)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,68 @@ def test_closing_stdin_mid_call_ends_hd_mcp(project: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+        hd(project, "down")
+
+
+def _pid(dash: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/status", timeout=10) as resp:
+        return int(json.load(resp)["services"][0]["pid"])
+
+
+def _one_shot(project: Path, *messages: dict[str, object]) -> dict[object, dict[str, object]]:
+    """`printf ... | hd mcp`: every message written and stdin closed at once; the answers
+    by id."""
+    params = stdio(project)
+    out = subprocess.run([params.command, *params.args], cwd=params.cwd, env=params.env,
+                         input=b"".join(_line(m) for m in messages), capture_output=True,
+                         timeout=60, check=False)
+    answers = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    return {a.get("id"): a for a in answers}
+
+
+HELLO: list[dict[str, object]] = [
+    {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}},
+    {"jsonrpc": "2.0", "method": "notifications/initialized"}]
+RESTART_WEB = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+    "name": "restart", "arguments": {"service": "web"}}}
+
+
+def test_a_call_sent_as_stdin_closes_is_carried_out_and_answered(project: Path) -> None:
+    """`printf '<initialize><restart>' | hd mcp`: the restart was answered `Connection
+    closed` every time and carried out in 3 runs of 13: the SDK dropped it before its
+    thread had asked the daemon (adv53 F1)."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port, readiness={"http": "/"}))
+    hd(project, "up", "--detach", check=True)
+    try:
+        for _ in range(4):
+            before = _pid(dash)
+            answers = _one_shot(project, *HELLO, RESTART_WEB)
+            assert "result" in answers[2], answers
+            assert json.loads(answers[2]["result"]["content"][0]["text"])["ok"], answers  # type: ignore[index]
+            assert _pid(dash) != before
+    finally:
+        hd(project, "down")
+
+
+def test_a_slow_call_as_stdin_closes_is_carried_out_not_waited_for(project: Path) -> None:
+    """A restart whose new process never becomes ready: answered `Connection closed`
+    after the grace, `hd mcp` gone, and the restart under way in the daemon."""
+    dash, port = free_ports(2)
+    hang = project / "hang"
+    write_stack(project, stack_header(dash) + toy_service(
+        "web", port, "--hang-if-exists", str(hang), readiness={"http": "/"},
+        start_timeout=300))
+    hd(project, "up", "--detach", check=True)
+    try:
+        hang.touch()
+        before = _pid(dash)
+        answers = _one_shot(project, *HELLO, RESTART_WEB)
+        assert answers[2]["error"]["message"] == "Connection closed", answers  # type: ignore[index]
+        assert _state(dash) == "starting" and _pid(dash) != before
+    finally:
         hd(project, "down")
 
 

@@ -227,8 +227,9 @@ def serve_stdio(root: Path) -> None:
     async def main() -> None:
         async with stdio_server() as (read, write), anyio.create_task_group() as group:
             screened_in, screened = anyio.create_memory_object_stream[Any](0)
-            group.start_soon(_screen, read, screened_in, write)
-            await server.run(screened, write, server.create_initialization_options())
+            answers = _Answers(write)
+            group.start_soon(_screen, read, screened_in, answers)
+            await server.run(screened, answers, server.create_initialization_options())
             group.cancel_scope.cancel()
 
     def interrupted(signum: int, frame: object) -> None:
@@ -250,10 +251,45 @@ def serve_stdio(root: Path) -> None:
     sys.stderr.flush()
 
 
-async def _screen(read: Any, passed: Any, write: Any) -> None:
+EOF_GRACE_S = 2.0
+"""How long the calls already received may still run once the client has closed stdin,
+to be answered. At once, the SDK answered each `Connection closed` and dropped it before
+its thread had asked the daemon: a `printf ... | hd mcp` restart was carried out in 3
+runs of 13 (adv53 F1). Past it, a call still running (a restart waiting on a slow
+service) is answered so, having reached the daemon, which carries it out; waiting for
+its outcome kept `hd mcp` alive up to the start timeout after its client had gone."""
+
+
+class _Answers:
+    """The stdout stream, noting which requests have been answered."""
+
+    def __init__(self, write: Any) -> None:
+        self._write = write
+        self.waiting: set[Any] = set()
+
+    async def send(self, item: Any) -> None:
+        message = getattr(item, "message", None)
+        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            self.waiting.discard(message.id)
+        await self._write.send(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._write, name)
+
+    async def __aenter__(self) -> _Answers:
+        await self._write.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._write.__aexit__(*exc)
+
+
+async def _screen(read: Any, passed: Any, write: _Answers) -> None:
     """Pass on stdin's messages but a tool call whose params have the wrong shape: the
     SDK answered `"arguments": []` with -32602 "Invalid request parameters" and nothing
-    more; the daemon's `/mcp` says which parameter and what it wants, and so does this."""
+    more; the daemon's `/mcp` says which parameter and what it wants, and so does this.
+    At the end of stdin, the server is told only once what it was passed is answered
+    (EOF_GRACE_S at most)."""
     from mcp.shared.message import SessionMessage
 
     async with passed:
@@ -266,7 +302,15 @@ async def _screen(read: Any, passed: Any, write: Any) -> None:
                 await write.send(SessionMessage(types.JSONRPCError(
                     jsonrpc="2.0", id=message.id, error=error)))
                 continue
+            if isinstance(message, types.JSONRPCRequest):
+                write.waiting.add(message.id)
+            elif isinstance(message, types.JSONRPCNotification) and \
+                    message.method == "notifications/cancelled":  # never answered
+                write.waiting.discard((message.params or {}).get("requestId"))
             await passed.send(item)
+        with anyio.move_on_after(EOF_GRACE_S):
+            while write.waiting:
+                await anyio.sleep(0.02)
 
 
 def _output_error(group: BaseExceptionGroup[Any]) -> OSError | None:
