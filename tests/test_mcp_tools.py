@@ -140,7 +140,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("logs", {"service": "nope"}, "unknown service 'nope'"),
     ("logs", {"service": "web", "regex": "(a+)+$"}, "exponential time"),
     ("logs", {"service": "web", "regex": "["}, "not a valid regular expression"),
-    ("logs", {"service": "web", "since_time": "yesterday"}, "'since' must be"),
+    ("logs", {"service": "web", "since_time": "yesterday"}, "'since_time' must be"),
     ("logs", {"service": "web", "lines": 5}, "'lines' was unexpected"),
     ("restart", {"cascade": True}, "'cascade' needs 'service'"),
     ("restart", {"service": "web", "cascade": "yes"}, "is not of type 'boolean'"),

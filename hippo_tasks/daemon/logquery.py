@@ -53,9 +53,10 @@ class LogQuery(NamedTuple):
 
 # ---- turning arguments into a query ---------------------------------------------------
 
-def parse_since(raw: str | float, now: float | None = None) -> float:
+def parse_since(raw: str | float, now: float | None = None, name: str = "since") -> float:
     """A point in time: Unix seconds, an ISO 8601 date-time (local time unless it has an
-    offset), or a duration ago (`90s`, `5m`, `2h`, `1d`)."""
+    offset), or a duration ago (`90s`, `5m`, `2h`, `1d`). `name`: what the caller's
+    interface calls it, for the error (the MCP tool's `since_time`)."""
     now = time.time() if now is None else now
     if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
         return float(raw)
@@ -82,7 +83,7 @@ def parse_since(raw: str | float, now: float | None = None) -> float:
             # conversion: a valid time, refused as "not ISO 8601" (adv34 w/5). The
             # edge it is at, as UTC: before every log line, or after every one.
             return when.replace(tzinfo=UTC).timestamp()
-    raise UsageError(f"'since' must be Unix seconds, an ISO 8601 time "
+    raise UsageError(f"'{name}' must be Unix seconds, an ISO 8601 time "
                      f"(2026-05-01T12:00:00) or a duration ago (90s, 5m, 2h), got "
                      f"{text[:60]!r}")
 

@@ -259,9 +259,14 @@ def logs(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _logs(stack: Stack, service: str, forward: bool, args: dict[str, Any]) -> dict[str, Any]:
+    from hippo_tasks.daemon.logquery import parse_since
+
+    since = args.get("since_time")
+    if since is not None:  # here, so the error names the tool's argument: the daemon's
+        since = parse_since(since, name="since_time")  # said 'since' (adv53 F6)
     answer = stack.logs(service, LogArgs(
         lines=int(args.get("limit", 100)), after=args.get("since_seq"),
-        before=args.get("before_seq"), since=args.get("since_time"),
+        before=args.get("before_seq"), since=since,
         grep=args.get("text", ""), regex=args.get("regex", ""),
         errors=bool(args.get("errors_only", False))))
     _bound(answer, forward)
