@@ -1028,3 +1028,38 @@ def test_a_daemon_trickling_its_answer_is_given_up_on(project: Path) -> None:
     finally:
         foreign.kill()
         foreign.wait(10)
+
+
+@pytest.mark.parametrize("where", ["project", "elsewhere"])
+def test_doctor_calls_a_recorded_stranger_neither_running_nor_dead(project: Path,
+                                                                   where: str) -> None:
+    """`hd doctor` said `[OK] daemon running` for a recorded `sleep` started in the
+    project folder, and `stale registry from a dead daemon` for one running elsewhere
+    (adv53 F4): the first does not answer at the recorded URL, the second is provably
+    not this project's daemon. Neither is signalled."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + toy_service("web", free_ports(1)[0]))
+    stranger = subprocess.Popen(["sleep", "300"], cwd=project if where == "project" else "/")
+    try:
+        born = identity(stranger.pid)
+        reg = project / ".hippodrome" / "registry.json"
+        reg.parent.mkdir(parents=True)
+        reg.write_text(json.dumps({
+            "version": 1, "project_root": str(project), "failure": None, "resources": [],
+            "services": {},
+            "daemon": {"pid": stranger.pid, "create_time": born, "guard_pid": stranger.pid,
+                       "url": f"http://127.0.0.1:{dash}", "port": dash,
+                       "token": "0123456789abcdef", "mode": "process-group"}}))
+        doctor = hd(project, "doctor", timeout=60)
+        said = doctor.stdout + doctor.stderr
+        assert "daemon running" not in said and "dead daemon" not in said, said
+        if where == "project":
+            assert doctor.returncode == 1, said
+            assert f"[FAIL] daemon pid {stranger.pid} runs but does not answer" in said, said
+        else:
+            assert f"pid {stranger.pid}, recorded as the daemon, runs but is not this " \
+                   "project's daemon" in said, said
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait(10)

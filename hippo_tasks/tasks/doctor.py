@@ -11,7 +11,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from hippo_tasks.errors import HippoError, UsageError
-from hippo_tasks.errors.daemon import StrandedDaemonError
+from hippo_tasks.errors.daemon import DaemonUnreachableError, StrandedDaemonError
 from hippo_tasks.registry.store import (
     Registry,
     daemon_alive,
@@ -85,7 +85,8 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
     line(True, f"project root {root}")
     registry = Registry(root)
     data = registry.read()
-    running = daemon_alive(data) and not stranger_daemon(data, root)
+    stranger = stranger_daemon(data, root)
+    running = daemon_alive(data) and not stranger
     try:
         stack = load_stack(root)
         # Unless told otherwise, check what the running daemon runs (its profile, cell
@@ -130,8 +131,20 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
             line(False, f"daemon pid {daemon_pid} is stopped (SIGSTOP, Ctrl+Z or a "
                         f"debugger): nothing it runs is supervised; `kill -CONT "
                         f"{daemon_pid}` resumes it")
+        elif (silent := _no_answer(data["daemon"])) is not None:
+            # It said OK for a recorded pid that was a `sleep` (adv53 F4): a hung daemon,
+            # or a registry naming a process that is not one.
+            line(False, f"daemon pid {daemon_pid} runs but does not answer at "
+                        f"{data['daemon']['url']} ({silent}): a hung daemon, or a process "
+                        "that is not one; `hd down --force` ends it if it is this stack's "
+                        "and signals nothing else")
         else:
             line(True, f"daemon running: pid {daemon_pid} at {data['daemon']['url']}")
+    elif stranger:  # "from a dead daemon", of one that runs (adv53 F4)
+        line(None, f"stale registry: pid {data['daemon']['pid']}, recorded as the daemon, "
+                   "runs but is not this project's daemon (it writes no "
+                   ".hippodrome/daemon.log here and runs elsewhere: a registry from another "
+                   "boot, or a copy); `hd down` forgets it and signals nothing")
     elif data.get("daemon") or data.get("services"):
         left = ", ".join(live_services(data)) or "none still running"
         line(None, f"stale registry from a dead daemon (leftovers: {left}); "
@@ -180,3 +193,20 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
         line(True if path else None, f"{tool}: {path or 'not found'} — {why}")
     if problems:
         raise TaskExit(1)
+
+
+def _no_answer(daemon: dict[str, object]) -> str | None:
+    """Why the recorded daemon does not answer its /healthz (2 s), or None if it does."""
+    from hippo_tasks.daemon.client import DaemonClient
+
+    try:
+        DaemonClient(str(daemon["url"]), int(str(daemon["pid"]))).call("GET", "/healthz",
+                                                                     timeout=2)
+    except DaemonUnreachableError as exc:
+        return exc.reason
+    except HippoError as exc:  # it answered, with an error: something listens there
+        return exc.message()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
