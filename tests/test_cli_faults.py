@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -626,6 +627,34 @@ def test_a_named_pipe_for_a_registry_is_moved_aside_not_read_for_ever(project: P
         said = done.stdout + done.stderr
         assert done.returncode in (0, 5) and "Traceback" not in said, (args, said)
     assert list((project / ".hippodrome").glob("registry.json.corrupt-*"))
+
+
+@pytest.mark.parametrize("name", ["lifecycle.lock", "downs"])
+def test_a_named_pipe_for_a_lock_file_hangs_no_command(project: Path, name: str) -> None:
+    """A FIFO at `.hippodrome/lifecycle.lock` held `hd status`, `start` and `logs` in
+    their open for ever, and `up` took it as its lock (adv53 F7). Now `up` refuses it
+    (exit 10, what it is and what to do), the rest go on without it."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    (project / ".hippodrome").mkdir()
+    os.mkfifo(project / ".hippodrome" / name)
+    for args in (("status",), ("start",), ("logs", "-l", "1"), ("doctor",)):
+        done = hd(project, *args, timeout=30)  # TimeoutExpired: hung
+        said = done.stdout + done.stderr
+        assert "Traceback" not in said, (args, said)
+    up = hd(project, "up", "--detach", timeout=60)
+    try:
+        if name == "lifecycle.lock":
+            assert up.returncode == 10, up.stdout + up.stderr
+            assert f"cannot write {project / '.hippodrome' / name}: a named pipe (FIFO), " \
+                   "not a file; move it away" in up.stderr, up.stderr
+        else:  # the count of downs is a nicety: without it, up runs
+            assert up.returncode == 0, up.stdout + up.stderr
+            assert hd(project, "logs", "-l", "1", timeout=30).returncode == 0
+    finally:
+        down = hd(project, "down", timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert stat.S_ISFIFO(os.lstat(project / ".hippodrome" / name).st_mode), "replaced"
 
 
 def test_stale_pid_reused_by_stranger_is_not_killed(project: Path) -> None:

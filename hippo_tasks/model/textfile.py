@@ -46,7 +46,8 @@ def not_utf8(exc: UnicodeDecodeError) -> str:
             "UTF-8")
 
 
-def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = False) -> int:
+def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = False,
+                 mode: int = 0o644) -> int:
     """A descriptor on `path` opened with `flags`, without blocking (a named pipe with no
     reader or writer would hold the opener for ever: ENXIO instead) and only for a
     regular file (else OSError(EINVAL, `not_regular`)). A link there is refused (ELOOP)
@@ -55,7 +56,7 @@ def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = 
     append to or truncate the file it led to, adv24 c/12). The descriptor blocks again
     once opened."""
     flags |= os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
-    fd = os.open(path, flags, 0o644)
+    fd = os.open(path, flags, mode)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, not_regular)

@@ -12,6 +12,7 @@ leaves the project locked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shlex
@@ -21,8 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hippo_contract.flock_wait import flock_within
+from hippo_contract.small_file import kind_of
 from hippo_tasks.errors import LifecycleBusyError
 from hippo_tasks.errors.state_dir import StateDirError
+from hippo_tasks.model.textfile import open_regular
 from hippo_tasks.registry.store import private_lock, refuse_linked_state_dir
 
 WAIT_S = 300.0
@@ -50,12 +53,15 @@ class LifecycleLock:
         refuse_linked_state_dir(self.root)
         try:
             self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = _open_lock_file(self.path, os.O_RDWR | os.O_CREAT)
             private_lock(fd)
         except OSError as exc:
             if not required:
                 say(f"cannot lock {self.path} ({exc.strerror or exc}); going on without it")
                 return
+            if exc.errno == errno.EINVAL:  # a named pipe there: `up` took it (adv53 F7)
+                raise StateDirError(str(self.path), f"{kind_at(self.path)}, not a file") \
+                    from None
             raise StateDirError.from_os(exc, self.path.parent) from None
         self.downs_before = downs_so_far(self.root)
 
@@ -113,7 +119,7 @@ class LifecycleLock:
         """A `down` holding the lock says so to the `up`s waiting for it (down_meanwhile)."""
         path = self.root / ".hippodrome" / DOWNS
         with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
             try:
                 os.pwrite(fd, str(_count_in(fd) + 1).encode().ljust(20), 0)
             finally:
@@ -135,13 +141,27 @@ class LifecycleLock:
             self.release()
 
 
+def _open_lock_file(path: Path, flags: int) -> int:
+    """The lock or the `downs` file, never through a link and only a regular file (else
+    EINVAL): a named pipe put at `lifecycle.lock` held `hd status`, `start` and `logs`
+    in their open for ever (adv53 F7)."""
+    return open_regular(path, flags, "not a regular file", mode=0o600)
+
+
+def kind_at(path: Path) -> str:
+    try:
+        return kind_of(os.lstat(path).st_mode)
+    except OSError:
+        return "not a file"
+
+
 DOWNS = "downs"
 """How many `down`s have held the project's lifecycle lock, in `.hippodrome/downs`."""
 
 
 def downs_so_far(root: Path) -> int:
     try:
-        fd = os.open(root / ".hippodrome" / DOWNS, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = _open_lock_file(root / ".hippodrome" / DOWNS, os.O_RDONLY)
     except OSError:
         return 0
     try:
@@ -228,9 +248,8 @@ def wait_for_up(root: Path, say: Callable[[str], None] = _on_stderr,
     later, where `down` waited for that `up` (adv32 t's notes). One open and one flock
     where nothing holds it; the file is never made here (a read-only `.hippodrome`)."""
     try:
-        fd = os.open(root / ".hippodrome" / "lifecycle.lock",
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:  # none: no `up` ever ran here, or none can lock it
+        fd = _open_lock_file(root / ".hippodrome" / "lifecycle.lock", os.O_RDONLY)
+    except OSError:  # none: no `up` ever ran here, or none can lock it (not a file)
         return False
     try:
         try:
