@@ -264,6 +264,28 @@ def test_a_log_file_deleted_or_replaced_under_a_running_stack_comes_back(
         hd(project, "down")
 
 
+def test_logs_of_a_service_whose_file_was_deleted_say_so(project: Path) -> None:
+    """`rm` of a quiet service's log: `hd logs -s` said it "has no log yet (it is
+    running)", the words for one waiting to start (adv53 F3). Its lines are in the
+    daemon, as the message says."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash)
+                + '[services.quiet]\nshell = "echo hello-once; exec sleep 600"\n')
+    hd(project, "up", "--detach", check=True)
+    log = project / ".logs" / "latest" / "quiet.log"
+    try:
+        wait_for(lambda: log.exists() and b"hello-once" in log.read_bytes(), 15,
+                 what="quiet's line")
+        log.unlink()
+        out = hd(project, "logs", "-s", "quiet")
+        assert f"quiet's log file {log} is gone" in out.stderr, out.stderr
+        assert "no log yet" not in out.stderr
+        timed = hd(project, "logs", "--timestamps", "-s", "quiet", check=True)
+        assert "hello-once" in timed.stdout, timed.stdout + timed.stderr
+    finally:
+        hd(project, "down")
+
+
 def point_latest_at(run: Path) -> None:
     """`.logs/latest` moved to `run` in one rename, as a new `up` does."""
     (run.parent / ".latest-new").symlink_to(run.name)

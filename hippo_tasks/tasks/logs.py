@@ -116,13 +116,13 @@ def _files(latest: Path, service: str) -> list[Path]:
         path = latest / f"{service}.log"
         # A name, never a path: `-s /any/dir/x` or `-s ../../x` printed any x.log.
         if not SERVICE_NAME.match(service) or not os.path.lexists(path):
-            state = _known_without_log(latest.parent.parent, service) \
+            row = _known_without_log(latest.parent.parent, service) \
                 if SERVICE_NAME.match(service) else None
-            if state is not None:
+            if row is not None:
                 # The stack's own service, not started yet (waiting for a dependency, a
                 # job before it): refused as an unknown name, exit 2, even with -f,
                 # whose use that is (adv28 l/3). The follower waits for its file.
-                print(f"hippodrome: {service} has no log yet ({state})", file=sys.stderr,
+                print(f"hippodrome: {_no_file(service, path, row)}", file=sys.stderr,
                       flush=True)
                 return [path]
             names = sorted(p.stem for p in latest.glob("*.log"))
@@ -144,9 +144,21 @@ def _files(latest: Path, service: str) -> list[Path]:
     return found
 
 
-def _known_without_log(root: Path, service: str) -> str | None:
-    """A service with no log file, as the running daemon knows it: its state (`it is
-    pending: waiting for db`) when its stack runs it, UnknownServiceError when this
+def _no_file(service: str, path: Path, row: dict[str, Any]) -> str:
+    """Why a service the daemon runs has no log file. One that has started had one
+    (its first line is the daemon's `pending -> starting`): it was deleted, and was
+    said to have "no log yet (it is running)" (adv53 F3)."""
+    timings = row.get("timings")
+    if not row.get("pid") and not (isinstance(timings, dict) and timings.get("spawned_at")):
+        return f"{service} has no log yet ({state_words(row)})"
+    return (f"{service}'s log file {path} is gone (deleted or moved while the stack runs); "
+            "the daemon starts a new one at its next line (it notices within 2 s). Its "
+            f"earlier lines: `hd logs --timestamps -s {service}`")
+
+
+def _known_without_log(root: Path, service: str) -> dict[str, Any] | None:
+    """A service with no log file, as the running daemon knows it: its status row
+    (`pending`, waiting for db) when its stack runs it, UnknownServiceError when this
     run left it out (as every other command says it: "no log for service 'c'" read as
     a log gone missing), None when the daemon does not know it or none runs. Asked on
     this path only."""
@@ -162,8 +174,7 @@ def _known_without_log(root: Path, service: str) -> str | None:
     if isinstance(left_out, dict) and isinstance(left_out.get(service), str):
         raise UnknownServiceError(service, tuple(str(r.get("name")) for r in rows),
                                   left_out[service])
-    row = next((r for r in rows if r.get("name") == service), None)
-    return None if row is None else state_words(row)
+    return next((r for r in rows if r.get("name") == service), None)
 
 
 def state_words(row: dict[str, Any]) -> str:
