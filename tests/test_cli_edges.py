@@ -547,6 +547,29 @@ def test_a_running_stack_whose_file_was_removed_is_still_this_folders(
             force_down(Registry(folder))
 
 
+def test_down_from_a_subfolder_names_the_folder_whose_stack_it_stops(project: Path) -> None:
+    """`hd down` in a subfolder with no stack file stops the nearest project's stack, as
+    documented, and said only "stopping the stack" (adv53 F8): a nested stack file just
+    removed by a checkout, and another project's stack went with no word of which."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True, timeout=60)
+    sub = project / "sub"
+    sub.mkdir()
+    try:
+        env = {**os.environ, "NO_COLOR": "1"}
+        down = subprocess.run([*HD_CLI, "down"], cwd=sub, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert f"stopping the stack of {project} (daemon pid" in down.stdout, down.stdout
+        hd(project, "up", "--detach", check=True, timeout=60)
+        down = subprocess.run([*HD_CLI, "down"], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert "stopping the stack (daemon pid" in down.stdout, down.stdout
+    finally:
+        hd(project, "down", timeout=60)
+
+
 def test_a_dry_run_is_refused_not_carried_out(project: Path) -> None:
     """`hd --help` offered `-R, --dry  Echo commands instead of running`, and `hd --dry
     down` (or `invoke --dry down`) stopped the stack (adv24 c/11): the tasks run no

@@ -324,6 +324,17 @@ def _say_stack_above(root: Path) -> None:
             return
 
 
+def _of_folder(root: Path) -> str:
+    """` of ROOT` when the stack stopped is not the current folder's: from a subfolder
+    with no stack file, `hd down` stopped the parent's stack without naming it (adv53
+    F8), where `up` names the project it starts."""
+    try:
+        here = Path.cwd().resolve()
+    except OSError:
+        here = None
+    return "" if here == root else f" of {as_typed(str(root))}"
+
+
 def _down_locked(root: Path, force: bool, after: str | None = None) -> int:
     """Stop the stack; how many `--enable-events` resources could not be deleted.
     `after`: the `down` this one waited for, which may have stopped it meanwhile."""
@@ -335,7 +346,7 @@ def _down_locked(root: Path, force: bool, after: str | None = None) -> int:
             client = DaemonClient.for_project(root)
             born = identity(client.pid)  # now: a daemon asked to stop leaves the registry
             client.shutdown()
-            say(f"stopping the stack (daemon pid {client.pid})...")
+            say(f"stopping the stack{_of_folder(root)} (daemon pid {client.pid})...")
             try:
                 _wait_daemon_gone(registry, client.pid, born)
             except KeyboardInterrupt:  # exit 130 with no word, the shutdown went on (l/6)
