@@ -576,3 +576,22 @@ def test_a_failure_counts_every_line_its_log_lost_a_note_between_them_or_not(
                                                         "space left on device"), said
         finally:
             runs.close()
+
+
+def test_a_line_cut_by_a_full_disk_leaves_no_empty_line(project: Path) -> None:
+    """A 1 MiB line on a 1 MB `.logs`: its end dropped, the recovery note written as
+    the next line came, and that line's first byte (the break ending the cut line,
+    which the note had already ended) made an empty line after the note (adv53 F5)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.big]\ncommand = ["' + sys.executable
+                + '", "-c", "import os, time; os.write(1, b\'L\' * 1048576); time.sleep(0.3);'
+                ' os.write(1, b\'\\\\nend\\\\n\'); time.sleep(600)"]\nreadiness = "none"\n')
+    with tmpfs(project / ".logs", "1m"), cleaned_up(project):
+        hd(project, "up", "--detach", check=True)
+        log = project / ".logs" / "latest" / "big.log"
+        wait_for(lambda: b"\nend\n" in log.read_bytes(), 15, what="the line after the cut")
+        lines = log.read_bytes().split(b"\n")
+        note = next(i for i, line in enumerate(lines) if b"were not written here" in line)
+        assert lines[note + 1] == b"end", lines[note - 1:note + 3]
+        assert lines[note - 1].startswith(b"LLLL")  # what fitted of the cut line
+        hd(project, "down", check=True)

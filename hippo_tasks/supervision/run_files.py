@@ -85,10 +85,14 @@ class RunFiles:
         """The run folder's mtime when drop_replaced last looked: an idle daemon with 40
         services stat()ed 80 names every 2 s for nothing (a third of its idle CPU)."""
         self._dropped: dict[str, tuple[int, float, str]] = {}
+        """Per service: lines not written, since when, why (for the recovery note)."""
         self._lost: dict[str, tuple[int, float, str]] = {}
         """Per service, every line not written this run (never reset by a note that got
         in between): what a failure names its log file with."""
-        """Per service: lines not written, since when, why (for the recovery note)."""
+        self._torn: set[str] = set()
+        """Services whose last unwritten output ended mid-line: the recovery note, a line
+        of its own, ends that line, so the line break that comes next ends nothing (it
+        was an empty line after the note, adv53 F5)."""
         if publish:
             self.publish(keep)
 
@@ -229,9 +233,15 @@ class RunFiles:
                 self._mid_line.discard(service)  # count and start time go on
             if chunk.system and service in self._mid_line:  # a note starts on its own line
                 raw = b"\n" + raw
+            if not chunk.system and service in self._torn:
+                self._torn.discard(service)
+                raw = raw.removeprefix(b"\n")
             self._write(service, fd, raw)
         except OSError as exc:
             self._failed(service, len(chunk.lines), exc)
+            if not chunk.system:
+                (self._torn.add if raw and not raw.endswith(b"\n") else
+                 self._torn.discard)(service)
             return
         if chunk.system or raw.endswith(b"\n"):
             self._mid_line.discard(service)
