@@ -259,18 +259,27 @@ def test_two_concurrent_ups_one_wins_the_other_exits_7(project: Path) -> None:
     hd(project, "down", check=True)
 
 
-def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Path) -> None:
+@pytest.mark.parametrize("downs", ["file", "fifo", "link"])
+def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Path,
+                                                                    downs: str) -> None:
     """`up` waiting for the lifecycle lock, then `hd down` waiting too: when the down
     took the lock first, it said "stopped" and exit 0, and the queued `up` started a
     fresh stack a second later (adv52 J/2, 1 try in 4). Whichever takes the lock first,
     nothing runs once both are over: the later `down` wins. Several tries, as the order
-    they take it in is the kernel's."""
+    they take it in is the kernel's. A named pipe or a link at `.hippodrome/downs`, the
+    count the `up` reads, lost that guard (adv54 F1): the `down` makes it a file again."""
     from hippo_tasks.registry.lifecycle_lock import LifecycleLock
 
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + escaper_service("web", port, readiness={"http": "/"}))
+    count = project / ".hippodrome" / "downs"
     outcomes = set()
     for _ in range(5):
+        if downs != "file":
+            count.parent.mkdir(exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                count.unlink()
+            os.mkfifo(count) if downs == "fifo" else count.symlink_to("nowhere")
         held = LifecycleLock(project)  # as an `up` still starting holds it
         held.acquire("up", lambda _: None)
         try:
@@ -291,6 +300,7 @@ def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Pat
         if up.returncode == 5:
             assert "a `hd down` stopped this stack while this `up` waited" in up_out[1], up_out
     assert outcomes <= {0, 1, 5}, outcomes  # 1: stopped by the down before it was ready
+    assert count.is_file() and not count.is_symlink()
 
 
 def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:

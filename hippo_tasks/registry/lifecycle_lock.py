@@ -119,7 +119,18 @@ class LifecycleLock:
         """A `down` holding the lock says so to the `up`s waiting for it (down_meanwhile)."""
         path = self.root / ".hippodrome" / DOWNS
         with contextlib.suppress(OSError):
-            fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
+            try:
+                fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
+            except OSError as exc:
+                # A named pipe, a link or a socket there (read as no count): the count
+                # never moved, and an `up` queued behind this `down` started the stack
+                # again after it (adv54 F1). It holds nothing: made a file again, by
+                # the holder of the lock, the one writer. A folder is left alone.
+                if exc.errno not in (errno.EINVAL, errno.ELOOP) or os.path.isdir(path) \
+                        and not os.path.islink(path):
+                    raise
+                os.unlink(path)
+                fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
             try:
                 os.pwrite(fd, str(_count_in(fd) + 1).encode().ljust(20), 0)
             finally:
