@@ -1063,3 +1063,25 @@ def test_doctor_calls_a_recorded_stranger_neither_running_nor_dead(project: Path
     finally:
         stranger.kill()
         stranger.wait(10)
+
+
+def test_a_named_pipe_in_the_folder_a_registry_names_hangs_nothing(tmp_path: Path) -> None:
+    """A registry naming another folder whose own registry.json is a named pipe: the
+    look at that folder's run (is it the one this file names?) read the pipe, and every
+    command here waited for ever (found looking for more of adv53 F7's kind)."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    for folder in (here, there):
+        (folder / ".hippodrome").mkdir(parents=True)
+        write_stack(folder, stack_header(free_ports(1)[0]) + toy_service("web", None))
+    os.mkfifo(there / ".hippodrome" / "registry.json")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (here / ".hippodrome" / "registry.json").write_text(json.dumps({
+        "version": 1, "project_root": str(there), "failure": None, "resources": [],
+        "services": {}, "daemon": {"pid": gone.pid, "create_time": 1.0, "guard_pid": None,
+                                   "url": "http://127.0.0.1:9", "port": 9,
+                                   "token": "0123456789abcdef", "mode": "process-group"}}))
+    for args in (("status",), ("down",)):
+        done = hd(here, *args, timeout=30)  # TimeoutExpired: hung on the pipe
+        said = done.stdout + done.stderr
+        assert "Traceback" not in said, said

@@ -25,7 +25,13 @@ from hippo_tasks.errors.state_dir import (
     SharedStateDirError,
     StateDirError,
 )
-from hippo_tasks.model.textfile import Unopenable, Unusable, private_dir, read_small_text
+from hippo_tasks.model.textfile import (
+    Unopenable,
+    Unusable,
+    open_regular,
+    private_dir,
+    read_small_text,
+)
 from hippo_tasks.registry.schema import validate
 from hippo_tasks.supervision.scope import (
     all_pids,
@@ -374,8 +380,11 @@ def _names_run(folder: Path, token: object) -> bool:
     doubt counts as naming it, so nothing is taken from a folder that may own it)."""
     if not isinstance(token, str) or not token:
         return True
-    try:
-        raw = (folder / ".hippodrome" / "registry.json").read_bytes()
+    try:  # without blocking: a named pipe there held every command in the copy
+        fd = open_regular(folder / ".hippodrome" / "registry.json", os.O_RDONLY,
+                          "not a regular file", follow_links=True)
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read(1 << 22)
     except FileNotFoundError:
         return False
     except OSError:

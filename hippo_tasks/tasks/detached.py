@@ -30,6 +30,7 @@ from hippo_tasks.errors import (
 )
 from hippo_tasks.errors.ports import PortsBusyAtStartError
 from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, RegistryLockedError, StateDirError
+from hippo_tasks.model.textfile import open_regular
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.tasks.output import TaskExit
 
@@ -94,7 +95,7 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
     # (adv31 r/5); /proc/self/fd/N is the same file wherever it is now.
     held: int | None = None
     with contextlib.suppress(OSError):  # unreadable: read by its name, as before
-        held = os.open(log, os.O_RDONLY | os.O_NOFOLLOW)
+        held = open_regular(log, os.O_RDONLY, "not a regular file")
     follow = Path(f"/proc/self/fd/{held}") if held is not None and \
         os.path.exists(f"/proc/self/fd/{held}") else log
     try:
@@ -382,8 +383,8 @@ def _fsize_said() -> str:
 def _lines_since(log: Path, offset: int) -> tuple[str, ...]:
     """This run's last lines of daemon.log (which keeps every run's): earlier runs'
     lines would only mislead."""
-    try:
-        with log.open("rb") as fh:
+    try:  # never blocking on a named pipe put there
+        with os.fdopen(open_regular(log, os.O_RDONLY, "not a regular file"), "rb") as fh:
             fh.seek(offset)
             text = fh.read(1 << 20).decode("utf-8", "replace")
     except OSError:
