@@ -199,6 +199,14 @@ def lines_for_terminal(text: str) -> str:
     return "\n".join(for_terminal(line) for line in text.split("\n"))
 
 
+def one_line(text: str) -> str:
+    """Another program's text quoted inside a message of ours (a port holder's command
+    line): its line breaks shown as `cat -v` shows them, where lines_for_terminal keeps
+    a message's own. A holder's argv with `\r\n` put a line of its choosing into `hd up`
+    and `hd doctor` (`FAKE: hippodrome | stack ready`), and lost the `\r` (adv54 F2)."""
+    return text.replace("\r", "^M").replace("\n", "^J")
+
+
 def for_output(text: str, fd: int) -> str:
     """lines_for_terminal for what a command prints on `fd`; with colour off there
     (NO_COLOR, a pipe, TERM=dumb) the colours the quoted text brought go too, with the

@@ -144,7 +144,8 @@ def test_a_port_holders_hostile_command_line_is_shown_safely(project: Path) -> N
     dash, port = free_ports(2)
     holder = subprocess.Popen([sys.executable, "-c", "import socket, sys, time; s = socket."
                                "socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen();"
-                               " time.sleep(600)", str(port), "\x1b]0;PWNED\x07\x1b[2J"])
+                               " time.sleep(600)", str(port), "\x1b]0;PWNED\x07\x1b[2J",
+                               "x\r\nFAKE: hippodrome | stack ready"])
     try:
         wait_for(lambda: not port_free(port), 10, what="the holder listening")
         write_stack(project, stack_header(dash) + f'[services.web]\ncommand = ["sleep", "9"]\n'
@@ -154,6 +155,10 @@ def test_a_port_holders_hostile_command_line_is_shown_safely(project: Path) -> N
         doctor = hd(project, "doctor", timeout=60)
         assert "^[]0;PWNED^G^[[2J" in doctor.stdout, doctor.stdout
         _no_raw_controls(up.stdout + up.stderr + doctor.stdout + doctor.stderr)
+        # its line break too: a line of its choosing in our output (adv54 F2)
+        for said in (up.stderr, doctor.stdout):
+            assert "x^M^JFAKE: hippodrome" in said, said
+            assert not any(line.startswith("FAKE") for line in said.splitlines()), said
     finally:
         holder.kill()
         holder.wait(10)

@@ -15,6 +15,7 @@ from typing import Any
 
 from hippo_tasks.errors.ports import PortBusyError, PortsBusyError, PortTakenError
 from hippo_tasks.supervision.scope import all_pids, daemon_log_folder, run_mark, stat_fields
+from hippo_tasks.terminal_text import one_line
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -84,11 +85,28 @@ def holder_of(port: int, conns: list[Any] | None = None) -> tuple[int | None, st
                 return None, None
             pid = _master_of(conn.pid, conn.fd)
             try:
-                cmd = " ".join(psutil.Process(pid).cmdline())
+                cmd = command_line(pid)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 cmd = None
             return pid, cmd
     return None, None
+
+
+def command_line(pid: int) -> str:
+    """A process's command line as one line of text to quote. From /proc as it is
+    where there is one: psutil reads it as text, and a `\r\n` in an argument came out
+    as `\n` (adv54 F2)."""
+    import psutil
+
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().rstrip(b"\0").split(b"\0")
+        text = " ".join(a.decode("utf-8", "replace") for a in argv)
+    except FileNotFoundError:  # no /proc (macOS), or the process is gone
+        text = " ".join(psutil.Process(pid).cmdline())
+    except OSError as exc:
+        raise psutil.AccessDenied(pid) from exc
+    return one_line(text)
 
 
 def sharers(port: int, named: int) -> list[int]:
@@ -215,7 +233,7 @@ def without_listener(port: int, conns: list[Any] | None = None) -> tuple[str, bo
                         "user cannot see; it may belong to another user")
             else:
                 try:
-                    cmd = " ".join(psutil.Process(conn.pid).cmdline())
+                    cmd = command_line(conn.pid)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     cmd = "?"
                 text = (f" as its own end by a connection of pid {conn.pid} ({cmd}, "
