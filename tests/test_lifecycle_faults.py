@@ -259,7 +259,7 @@ def test_two_concurrent_ups_one_wins_the_other_exits_7(project: Path) -> None:
     hd(project, "down", check=True)
 
 
-@pytest.mark.parametrize("downs", ["file", "fifo", "link"])
+@pytest.mark.parametrize("downs", ["file", "fifo", "link", "folder"])
 def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Path,
                                                                     downs: str) -> None:
     """`up` waiting for the lifecycle lock, then `hd down` waiting too: when the down
@@ -279,7 +279,10 @@ def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Pat
             count.parent.mkdir(exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 count.unlink()
-            os.mkfifo(count) if downs == "fifo" else count.symlink_to("nowhere")
+            if downs == "folder":
+                (count / "inside").mkdir(parents=True)
+            else:
+                os.mkfifo(count) if downs == "fifo" else count.symlink_to("nowhere")
         held = LifecycleLock(project)  # as an `up` still starting holds it
         held.acquire("up", lambda _: None)
         try:
@@ -301,6 +304,8 @@ def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Pat
             assert "a `hd down` stopped this stack while this `up` waited" in up_out[1], up_out
     assert outcomes <= {0, 1, 5}, outcomes  # 1: stopped by the down before it was ready
     assert count.is_file() and not count.is_symlink()
+    if downs == "folder":  # moved aside, kept
+        assert len(list(count.parent.glob("downs.corrupt-*/inside"))) == 5
 
 
 def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:

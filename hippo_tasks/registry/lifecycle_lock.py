@@ -122,14 +122,17 @@ class LifecycleLock:
             try:
                 fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
             except OSError as exc:
-                # A named pipe, a link or a socket there (read as no count): the count
-                # never moved, and an `up` queued behind this `down` started the stack
-                # again after it (adv54 F1). It holds nothing: made a file again, by
-                # the holder of the lock, the one writer. A folder is left alone.
-                if exc.errno not in (errno.EINVAL, errno.ELOOP) or os.path.isdir(path) \
-                        and not os.path.islink(path):
+                # A named pipe, a link, a socket or a folder there (read as no count):
+                # the count never moved, and an `up` queued behind this `down` started
+                # the stack again after it (adv54 F1). Made a file again, by the holder
+                # of the lock, the one writer: a folder moved aside (kept, as a corrupt
+                # registry is), anything else, which holds nothing, removed.
+                if exc.errno not in (errno.EINVAL, errno.ELOOP, errno.EISDIR):
                     raise
-                os.unlink(path)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    os.rename(path, path.with_name(f"{DOWNS}.corrupt-{time.time_ns()}"))
+                else:
+                    os.unlink(path)
                 fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
             try:
                 os.pwrite(fd, str(_count_in(fd) + 1).encode().ljust(20), 0)
