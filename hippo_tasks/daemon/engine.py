@@ -372,6 +372,7 @@ class Engine:
             raise  # started" (adv45 R/5)
         on_serving()
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
+        self.strays.watch_guard(self.loop, self.sync_registry)
         began = time.monotonic()
         code = EXIT_OK
         clean = False

@@ -5,6 +5,7 @@ service stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 
@@ -43,6 +44,26 @@ class Strays:
         self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
         self._told = set()
         return True
+
+    def watch_guard(self, loop: asyncio.AbstractEventLoop, started: Callable[[], None]
+                    ) -> None:
+        """The guard's end seen at once, through a pidfd on the loop, and another started
+        (`started` then writes its pid down): housekeeping looks only every 2 s, and a
+        kill -9 of the daemon within that time of the guard's left every service running
+        with nobody to end it (adv54 F3). Without pidfds, housekeeping's look alone."""
+        try:
+            fd = os.pidfd_open(self.guard.pid)
+        except (OSError, AttributeError):
+            return
+
+        def gone() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            if self.guard_again():
+                started()
+                self.watch_guard(loop, started)
+
+        loop.add_reader(fd, gone)
 
     def _own_children(self) -> set[int]:
         own = {pid for svc in self.stack.services.values() for pid in svc.own_children}
