@@ -159,3 +159,19 @@ def test_a_file_where_the_analytics_folder_was_is_a_sentence(start: ServiceStart
     assert said.startswith(f"cannot write {folder}/analytics.jsonl") and \
         "a file stands where a folder of its path belongs: move that file away" in said, said
     assert "Traceback" not in proxy.output()
+
+
+def test_analytics_through_a_link_are_refused_and_the_target_left_alone(tmp_path: Path) -> None:
+    """analytics.jsonl as a link: search_proxy read the file it led to and wrote a line
+    break into it, then answered every search 500 (adv54 F8). It now does not start,
+    and says which link."""
+    from hippo_platform.services.common.state import StateFileError
+    from hippo_platform.services.search_proxy.analytics import Analytics
+
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"no line break at the end")
+    (tmp_path / "search_proxy").mkdir()
+    (tmp_path / "search_proxy" / "analytics.jsonl").symlink_to(victim)
+    with pytest.raises(StateFileError, match="is a symbolic link .*remove the link"):
+        Analytics(tmp_path / "search_proxy" / "analytics.jsonl")
+    assert victim.read_bytes() == b"no line break at the end"

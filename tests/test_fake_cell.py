@@ -254,6 +254,43 @@ def test_one_state_folder_one_cell(start: ServiceStarter, tmp_path: Path) -> Non
     assert "in use by another process" in rival.output()
 
 
+@pytest.mark.parametrize("planted", ["journal.jsonl", "snapshot.json", ".lock", "folder"])
+def test_state_is_never_read_or_written_through_a_link(start: ServiceStarter, tmp_path: Path,
+                                                       planted: str) -> None:
+    """A link at journal.jsonl: fake_cell cut the file it led to to 0 bytes ("journal
+    cut at byte 0") and wrote its journal there, keys and all (adv54 F7); at `.lock`, a
+    traceback; the state folder a link: its files went wherever it led. Now it says
+    which link, and does not start; the file led to is as it was."""
+    state, victim = tmp_path / "state", tmp_path / "victim.txt"
+    victim.write_bytes(b"VICTIM\n")
+    if planted == "folder":
+        (tmp_path / "elsewhere").mkdir()
+        state.symlink_to(tmp_path / "elsewhere")
+    else:
+        state.mkdir()
+        (state / planted).symlink_to(victim)
+    rival = start.spawn("fake_cell", args=["--state-dir", str(state)], port=0)
+    assert rival.wait_exit() == 1
+    said = rival.output()
+    assert "is a symbolic link" in said and "remove the link" in said, said
+    assert "Traceback" not in said, said
+    assert victim.read_bytes() == b"VICTIM\n"
+    if planted == "folder":
+        assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_named_pipe_for_the_journal_is_refused_not_waited_on(start: ServiceStarter,
+                                                              tmp_path: Path) -> None:
+    import os
+
+    state = tmp_path / "state"
+    state.mkdir()
+    os.mkfifo(state / "journal.jsonl")
+    rival = start.spawn("fake_cell", args=["--state-dir", str(state)], port=0)
+    assert rival.wait_exit() == 1
+    assert "is a named pipe, where the service keeps a file" in rival.output()
+
+
 def _brute_force(docs: dict[str, str], query: str) -> dict[str, float]:
     counts = {i: Counter(tokenize(text)) for i, text in docs.items()}
     n = len(docs)

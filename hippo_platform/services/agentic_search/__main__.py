@@ -39,7 +39,7 @@ from hippo_platform.services.common import (
 from hippo_platform.services.common.client import JsonClient, peer_from_env, segment
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.runner import main
-from hippo_platform.services.common.state import FolderLockedError
+from hippo_platform.services.common.state import FolderLockedError, StateFileError
 
 NAME = "agentic_search"
 DEFAULT_PORT = 9007
@@ -142,6 +142,9 @@ def make_app(args: argparse.Namespace) -> App:
         folder = Path(args.state_dir or Path(base) / NAME)
     try:
         store = Conversations(folder)
+    except StateFileError as exc:  # a link or a pipe where its files go: not "in use"
+        log_error(f"{NAME}: {exc}")
+        raise SystemExit(EXIT_CONFIG) from None
     except (FolderLockedError, OSError) as exc:
         log_error(f"{NAME}: cannot use state folder {folder}: {exc} (another agentic_search "
                   "is using it: stop that one, or give this one --state-dir)")

@@ -18,6 +18,7 @@ from types import FrameType
 from hippo_platform.services.common.app import App
 from hippo_platform.services.common.log import log_error, log_line
 from hippo_platform.services.common.server import ServiceServer
+from hippo_platform.services.common.state import StateFileError
 
 EXIT_OK = 0
 EXIT_CRASHED = 1
@@ -54,7 +55,11 @@ def main(
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
-    app = make_app(args)
+    try:
+        app = make_app(args)
+    except StateFileError as exc:  # a sentence, where it was a traceback (adv54 F8)
+        log_error(f"{name}: {exc}")
+        return EXIT_CRASHED
     if args.max_body_bytes is not None:
         app.max_body = args.max_body_bytes
     return serve(app, args.host, args.port)

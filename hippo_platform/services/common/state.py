@@ -13,6 +13,7 @@ does the same for files that must change together: all of them, or none.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -22,6 +23,64 @@ from pathlib import Path
 from typing import IO, Any
 
 TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class StateFileError(RuntimeError):
+    """A service's own state file or folder is something else: a link (committed to a
+    repository, or planted), a named pipe, a folder. Never read or written through:
+    fake_cell cut a linked `journal.jsonl`'s target to 0 bytes and wrote its journal
+    there, seeded keys included (adv54 F7). The service says so and does not start."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    return "not a regular file"
+
+
+def _refused(path: Path) -> StateFileError:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return StateFileError(f"{path} cannot be opened as a file")
+    if stat.S_ISLNK(info.st_mode):
+        with contextlib.suppress(OSError):
+            return StateFileError(
+                f"{path} is a symbolic link (to {os.readlink(path)}): a service's state is "
+                "never read or written through one; remove the link (the service makes "
+                "the file again)")
+    return StateFileError(f"{path} is {_kind(info.st_mode)}, where the service keeps a file: "
+                          "move it away (the service makes the file again)")
+
+
+def open_own(path: Path, flags: int, mode: int = 0o644) -> int:
+    """A descriptor on a state file of the service's own: a regular file, never through
+    a link, never blocking on a named pipe (StateFileError otherwise)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise _refused(path) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _refused(path)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def own_folder(folder: Path) -> None:
+    """Make a service's state folder, which must be a folder here: it or the state root
+    above it as a link had the service keep its files wherever the link led."""
+    for part in (folder.parent, folder):
+        if part.is_symlink():
+            raise StateFileError(
+                f"{part} is a symbolic link (to {os.readlink(part)}): a service's state is "
+                "kept in its own folder, never through one; remove the link (the folder "
+                "is made again)")
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def new_temp_file(path: Path) -> tuple[int, Path]:
@@ -141,7 +200,7 @@ def write_or_cut_back(fd: int, data: bytes, size_before: int, path: Path) -> Non
 
 def append_whole(path: Path, data: bytes) -> None:
     """Append `data` to `path` all or nothing (write_or_cut_back), made if missing."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    fd = open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         write_or_cut_back(fd, data, os.fstat(fd).st_size, path)
     finally:
@@ -156,10 +215,11 @@ def atomic_write_json(path: Path, value: Any, *, fsync: bool = True) -> None:
 def read_json(path: Path, default: Any = None) -> Any:
     """The decoded file, or `default` when it does not exist (a corrupt file raises)."""
     try:
-        data = path.read_bytes()
+        fd = open_own(path, os.O_RDONLY)
     except FileNotFoundError:
         return default
-    return json.loads(data)
+    with os.fdopen(fd, "rb") as handle:
+        return json.loads(handle.read())
 
 
 def fsync_dir(folder: Path) -> None:
@@ -181,9 +241,9 @@ def lock_folder(folder: Path) -> IO[bytes]:
     Two processes writing one state folder would corrupt it; the kernel drops the lock
     when its holder dies, even by kill -9, so a crash never leaves a stale lock behind.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = os.fdopen(os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_APPEND
-                               | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), "a+b")  # held open
+    own_folder(folder)
+    handle = os.fdopen(open_own(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_APPEND),
+                       "a+b")  # held open
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -23,6 +23,7 @@ from hippo_platform.services.common.log import log_error
 from hippo_platform.services.common.state import (
     atomic_write_bytes,
     atomic_write_json,
+    open_own,
     read_json,
     write_or_cut_back,
 )
@@ -62,7 +63,7 @@ class Journal:
         ops: list[dict[str, Any]] = []
         good_end = 0
         try:
-            with open(self.journal_path, "rb") as handle:
+            with os.fdopen(open_own(self.journal_path, os.O_RDONLY), "rb") as handle:
                 for line in handle:
                     try:
                         op = json.loads(line)
@@ -77,10 +78,14 @@ class Journal:
                         self.seq = op["seq"]
         except FileNotFoundError:
             pass
-        self._handle = open(self.journal_path, "ab", buffering=0)  # noqa: SIM115 (kept open)
+        self._handle = self._open_for_appends()  # kept open
         self._handle.truncate(good_end)
         self.journal_bytes = good_end
         return snapshot, ops
+
+    def _open_for_appends(self) -> IO[bytes]:
+        return os.fdopen(open_own(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT),
+                         "ab", buffering=0)  # unbuffered: each line in the kernel at once
 
     def append(self, op: dict[str, Any]) -> None:
         """Write one op; on failure (disk full...) cut the partial line off again, so a
@@ -120,7 +125,7 @@ class Journal:
         atomic_write_bytes(self.journal_path, b"", fsync=self.fsync)
         if self._handle is not None:
             self._handle.close()
-        self._handle = open(self.journal_path, "ab", buffering=0)  # noqa: SIM115
+        self._handle = self._open_for_appends()
         self.journal_bytes = 0
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import threading
 from collections import Counter
@@ -22,7 +23,7 @@ from typing import Any
 
 from hippo_platform.services.common.errors import BadRequest, NotFound
 from hippo_platform.services.common.log import log_line
-from hippo_platform.services.common.state import append_whole
+from hippo_platform.services.common.state import append_whole, open_own, own_folder
 
 ACTIONS = ("click", "add_to_cart", "purchase")
 MAX_EVENTS = 500
@@ -53,15 +54,16 @@ class Analytics:
         self.stats: dict[tuple[str, str], IndexStats] = {}
         self.skipped = 0
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists():
+            own_folder(path.parent)
+            if os.path.lexists(path):
                 self._load(path)
 
     def _load(self, path: Path) -> None:
-        text = path.read_text("utf-8", errors="replace")
-        if text and not text.endswith("\n"):
-            with path.open("a", encoding="utf-8") as out:
-                out.write("\n")  # end a cut-short line, so the next event is not glued to it
+        # never through a link: it read the file it led to, and wrote into it (adv54 F8)
+        with os.fdopen(open_own(path, os.O_RDWR | os.O_APPEND), "r+b") as handle:
+            text = handle.read().decode("utf-8", errors="replace")
+            if text and not text.endswith("\n"):
+                handle.write(b"\n")  # end a cut-short line: the next event is not glued on
         for line in text.splitlines():
             try:
                 event = json.loads(line)
