@@ -678,6 +678,28 @@ def test_a_named_pipe_for_a_lock_file_hangs_no_command(project: Path, name: str)
     assert stat.S_ISFIFO(kind) if name == "lifecycle.lock" else stat.S_ISREG(kind)
 
 
+def test_a_registry_lock_made_a_link_under_a_running_stack_is_named(project: Path) -> None:
+    """`registry.lock` swapped for a link while the stack runs: status warned `cannot
+    write registry at .../registry.json: Too many levels of symbolic links`, the wrong
+    file and a loop where there is none (adv54 F6). The file and the cause now."""
+    dash, a = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", a))
+    hd(project, "up", "--detach", check=True)
+    lock = project / ".hippodrome" / "registry.lock"
+    try:
+        lock.unlink()
+        lock.symlink_to("/dev/zero")
+        hd(project, "restart", "-s", "web", timeout=60)  # a registry write
+        said = wait_for(lambda: "WARNING: cannot write" in (t := hd(project, "status").stdout)
+                        and t, 15, what="the warning in status")
+        assert f"at {lock}: it is a symbolic link" in said, said
+        assert "Too many levels" not in said, said
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        hd(project, "down", timeout=60)
+
+
 def test_stale_pid_reused_by_stranger_is_not_killed(project: Path) -> None:
     stranger = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"],
                                 start_new_session=True)

@@ -215,7 +215,7 @@ class Engine:
             out["logs"] = {**self.runs.trouble.as_json(), "path": str(self.runs.dir)}
         if self.writes.trouble is not None:
             out["registry"] = {**self.writes.trouble.as_json(),
-                               "path": str(self.registry.path)}
+                               "path": self.writes.trouble_path}
         out.update(self.recorder.problems())
         if self.tunnels is not None and self.tunnels.trouble is not None:
             out["tunnel"] = self.tunnels.trouble

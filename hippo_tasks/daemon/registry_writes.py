@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import time
 from collections.abc import Callable
 
@@ -35,6 +37,10 @@ class RegistryWrites:
         self._before = before
         self.loop: asyncio.AbstractEventLoop | None = None
         self.trouble: WriteTrouble | None = None
+        self.trouble_path: str = str(registry.path)
+        """The file the trouble is with: the lock (`registry.lock` made a link while the
+        stack ran) was said as registry.json, and a link as "Too many levels of symbolic
+        links" (adv54 F6)."""
         self.written: tuple[int, int, int] | None = None
         """registry.json's file_key as this daemon last wrote it."""
         self._cleared = False
@@ -90,10 +96,12 @@ class RegistryWrites:
                     StateDirError.from_os(exc, self.registry.path) from None
             self._next = 0.0
             why = exc.problem if isinstance(exc, StateDirError) else (exc.strerror or str(exc))
+            where = exc.path if isinstance(exc, StateDirError) else str(self.registry.path)
+            if why == os.strerror(errno.ELOOP):  # O_NOFOLLOW met a link
+                why = "it is a symbolic link: remove it (Hippodrome makes the file again)"
             if self.trouble is None:
-                self.trouble = WriteTrouble(why, time.time())
-                self._note(f"hippodrome | cannot write {self.registry.path} ({why}); "
-                           "retrying every second")
+                self.trouble, self.trouble_path = WriteTrouble(why, time.time()), where
+                self._note(f"hippodrome | cannot write {where} ({why}); retrying every second")
             if self._retry is None and self.loop is not None:
                 self._retry = self.loop.call_later(1.0, self._again)
             return
