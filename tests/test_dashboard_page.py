@@ -566,12 +566,18 @@ def test_the_page_survives_a_daemon_restart_and_shows_the_new_stack(
     expect(open_logs(page, "web")).to_contain_text("first", timeout=WAIT_MS)
     assert hd(project, "down").returncode == 0
     expect(page.locator("#conn")).not_to_have_text("live", timeout=WAIT_MS)
+    # the rows still said `running` with a pid, and nothing said they were out of date
+    # (adv54 F5): the note above them does
+    note = page.locator("#stale-note")
+    expect(note).to_be_visible(timeout=WAIT_MS)
+    expect(note).to_contain_text(re.compile(r"ended every service|nothing of this stack runs"))
 
     stack_file = project / "hippodrome.toml"
     stack_file.write_text(stack_file.read_text().replace('"first"', '"second"')
                           + toy_service("api", api))
     hd(project, "up", "--detach", check=True)
     expect(page.locator("#conn")).to_have_text("live", timeout=WAIT_MS)
+    expect(note).to_be_hidden()
     expect_state(page, "api", "running")
     pane = svc(page, "web").locator(".log")
     expect(pane).to_contain_text("second", timeout=WAIT_MS)
