@@ -88,3 +88,22 @@ def test_ctrl_c_while_the_console_script_imports_hd_is_exit_130(tmp_path: Path,
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in done.stderr, done.stderr
     assert (done.returncode, done.stderr.strip()) == (130, "hippodrome: interrupted (Ctrl+C)")
+
+
+@pytest.mark.parametrize("at", ["hippo_tasks.tasks.actions", "hippo_tasks.tasks.lifecycle"])
+def test_ctrl_c_while_stock_invoke_loads_the_tasks_is_exit_130(tmp_path: Path, at: str) -> None:
+    """`invoke status` in a folder with `hd init --tasks`'s tasks.py: a Ctrl+C while
+    invoke loads it (the task modules' import) was exit 1 with no word at all, invoke
+    ending every KeyboardInterrupt so (adv54 F4). Said as `hd` says it, exit 130."""
+    from hippo_tasks.tasks.starter import TASKS_PY
+
+    (tmp_path / "tasks.py").write_text(TASKS_PY)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(REPO)]),
+           "INTERRUPT_AT_IMPORT": at}
+    done = subprocess.run([sys.executable, "-m", "invoke", "status"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stderr.strip()) == (130, "hippodrome: interrupted (Ctrl+C)")

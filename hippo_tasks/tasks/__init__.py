@@ -11,6 +11,9 @@ from typing import Any
 
 def build_namespace() -> Any:
     """The invoke Collection of every task (returned as Any: invoke is untyped)."""
+    from hippo_tasks.ctrl_c import take
+
+    take()  # under the stock `invoke`, until a task's body runs (output.exit_status)
     from invoke.collection import Collection
 
     from hippo_tasks.tasks import (

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from hippo_tasks import errors as E
+from hippo_tasks.ctrl_c import give_back
 
 # Every error family up front, not when a failure comes: a failure for want of file
 # descriptors (`ulimit -n`) could not import one, and ended in a traceback.
@@ -111,6 +112,7 @@ def exit_status(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     fast path, where no invoke is there to catch it.
     """
     owner_keeps_access()
+    give_back()  # the body says a Ctrl+C its own way (ctrl_c.py had it until now)
     try:
         fn(*args, **kwargs)
         sys.stdout.flush()
