@@ -38,6 +38,20 @@ from stackutil import (
 from hippo_tasks.registry.store import identity
 
 
+def record_as_daemon(project: Path, pid: int, born: float | None, port: int,
+                     root: Path | None = None) -> None:
+    """A registry in `project` naming `pid` (started at `born`) as the daemon of the
+    stack in `root` (`project` unless given), listening on `port`."""
+    reg = project / ".hippodrome" / "registry.json"
+    reg.parent.mkdir(parents=True, exist_ok=True)
+    reg.write_text(json.dumps({
+        "version": 1, "project_root": str(root or project), "failure": None,
+        "resources": [], "services": {},
+        "daemon": {"pid": pid, "create_time": born, "guard_pid": pid,
+                   "url": f"http://127.0.0.1:{port}", "port": port,
+                   "token": "0123456789abcdef", "mode": "process-group"}}))
+
+
 @pytest.fixture
 def copy(tmp_path: Path) -> Iterator[Path]:
     """Where the copy goes; whatever a command there started is ended by `down`."""
@@ -121,14 +135,7 @@ def test_a_live_stranger_recorded_as_the_daemon_is_never_signalled(
     try:
         born = identity(stranger.pid)
         assert born is not None
-        reg = project / ".hippodrome" / "registry.json"
-        reg.parent.mkdir(parents=True)
-        reg.write_text(json.dumps({
-            "version": 1, "project_root": str(project), "failure": None, "resources": [],
-            "services": {},
-            "daemon": {"pid": stranger.pid, "create_time": born, "guard_pid": stranger.pid,
-                       "url": f"http://127.0.0.1:{dash}", "port": dash,
-                       "token": "0123456789abcdef", "mode": "process-group"}}))
+        record_as_daemon(project, stranger.pid, born, dash)
         down = hd(project, "down", *(["--force"] if force else []), timeout=60)
         said = down.stdout + down.stderr
         assert down.returncode == 0 and "Traceback" not in said, said
@@ -1042,14 +1049,7 @@ def test_doctor_calls_a_recorded_stranger_neither_running_nor_dead(project: Path
     stranger = subprocess.Popen(["sleep", "300"], cwd=project if where == "project" else "/")
     try:
         born = identity(stranger.pid)
-        reg = project / ".hippodrome" / "registry.json"
-        reg.parent.mkdir(parents=True)
-        reg.write_text(json.dumps({
-            "version": 1, "project_root": str(project), "failure": None, "resources": [],
-            "services": {},
-            "daemon": {"pid": stranger.pid, "create_time": born, "guard_pid": stranger.pid,
-                       "url": f"http://127.0.0.1:{dash}", "port": dash,
-                       "token": "0123456789abcdef", "mode": "process-group"}}))
+        record_as_daemon(project, stranger.pid, born, dash)
         doctor = hd(project, "doctor", timeout=60)
         said = doctor.stdout + doctor.stderr
         assert "daemon running" not in said and "dead daemon" not in said, said
@@ -1076,11 +1076,7 @@ def test_a_named_pipe_in_the_folder_a_registry_names_hangs_nothing(tmp_path: Pat
     os.mkfifo(there / ".hippodrome" / "registry.json")
     gone = subprocess.Popen(["true"])
     gone.wait()
-    (here / ".hippodrome" / "registry.json").write_text(json.dumps({
-        "version": 1, "project_root": str(there), "failure": None, "resources": [],
-        "services": {}, "daemon": {"pid": gone.pid, "create_time": 1.0, "guard_pid": None,
-                                   "url": "http://127.0.0.1:9", "port": 9,
-                                   "token": "0123456789abcdef", "mode": "process-group"}}))
+    record_as_daemon(here, gone.pid, 1.0, 9, root=there)
     for args in (("status",), ("down",)):
         done = hd(here, *args, timeout=30)  # TimeoutExpired: hung on the pipe
         said = done.stdout + done.stderr

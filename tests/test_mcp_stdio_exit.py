@@ -39,7 +39,9 @@ def _serving(project: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def test_closing_stdin_mid_call_ends_hd_mcp(project: Path) -> None:
+def _hanging_web_up(project: Path) -> int:
+    """A stack whose `web`, once up, never becomes ready again when started: its
+    dashboard port."""
     dash, port = free_ports(2)
     hang = project / "hang"
     write_stack(project, stack_header(dash) + toy_service(
@@ -47,6 +49,11 @@ def test_closing_stdin_mid_call_ends_hd_mcp(project: Path) -> None:
         start_timeout=300))
     hd(project, "up", "--detach", check=True)
     hang.touch()  # from now on a start of web never becomes ready
+    return dash
+
+
+def test_closing_stdin_mid_call_ends_hd_mcp(project: Path) -> None:
+    dash = _hanging_web_up(project)
     proc = _serving(project)
     try:
         assert proc.stdin is not None
@@ -112,14 +119,8 @@ def test_a_call_sent_as_stdin_closes_is_carried_out_and_answered(project: Path) 
 def test_a_slow_call_as_stdin_closes_is_carried_out_not_waited_for(project: Path) -> None:
     """A restart whose new process never becomes ready: answered `Connection closed`
     after the grace, `hd mcp` gone, and the restart under way in the daemon."""
-    dash, port = free_ports(2)
-    hang = project / "hang"
-    write_stack(project, stack_header(dash) + toy_service(
-        "web", port, "--hang-if-exists", str(hang), readiness={"http": "/"},
-        start_timeout=300))
-    hd(project, "up", "--detach", check=True)
+    dash = _hanging_web_up(project)
     try:
-        hang.touch()
         before = _pid(dash)
         answers = _one_shot(project, *HELLO, RESTART_WEB)
         assert answers[2]["error"]["message"] == "Connection closed", answers  # type: ignore[index]
