@@ -1255,14 +1255,16 @@ def test_a_registry_short_of_descriptors_names_the_limit_not_the_disk(project: P
     """Under a hard `ulimit -n` just big enough to start, the daemon could not write
     its registry: "Free space so the registry catches up", on a disk with room (adv25
     d/7). The open-files limit is named instead. The limit that lands there depends on
-    the Python's own descriptors: a few are tried, and one must."""
+    the Python's own descriptors and the daemon's, and the window is one descriptor
+    wide: each limit is tried (every other one missed it once the daemon held one more,
+    the guard's pidfd), and one must land there."""
     import resource
 
     dash, *ports = free_ports(6)
     write_stack(project, stack_header(dash) + "".join(toy_service(f"s{i}", p)
                                                       for i, p in enumerate(ports)))
     seen = []
-    for limit in range(20, 44, 2):
+    for limit in range(20, 44):
         def tiny(limit: int = limit) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
