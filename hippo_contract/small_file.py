@@ -32,6 +32,24 @@ class Unopenable(Unusable):
         self.error = error
 
 
+def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = False,
+                 mode: int = 0o644) -> int:
+    """A descriptor on `path` opened with `flags`, without blocking (a named pipe with no
+    reader or writer would hold the opener for ever: ENXIO instead) and only for a
+    regular file (else OSError(EINVAL, `not_regular`)). A link there is refused (ELOOP)
+    unless `follow_links`: Hippodrome's own files in `.hippodrome` and `.logs`, and the
+    bundled services' state, are never written through one (a link committed to a
+    cloned repository, or planted, had `hd up` append to or truncate the file it led to,
+    adv24 c/12). The descriptor blocks again once opened."""
+    flags |= os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    fd = os.open(path, flags, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, not_regular)
+    os.set_blocking(fd, True)
+    return fd
+
+
 def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:
     """The file's text (UTF-8). FileNotFoundError when nothing has this name (not
     even a dangling link); Unusable for anything else that cannot be a text file;

@@ -288,7 +288,7 @@ def test_a_named_pipe_for_the_journal_is_refused_not_waited_on(start: ServiceSta
     os.mkfifo(state / "journal.jsonl")
     rival = start.spawn("fake_cell", args=["--state-dir", str(state)], port=0)
     assert rival.wait_exit() == 1
-    assert "is a named pipe, where the service keeps a file" in rival.output()
+    assert "is a named pipe (FIFO), where the service keeps a file" in rival.output()
 
 
 def _brute_force(docs: dict[str, str], query: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -259,7 +260,7 @@ def test_two_concurrent_ups_one_wins_the_other_exits_7(project: Path) -> None:
     hd(project, "down", check=True)
 
 
-@pytest.mark.parametrize("downs", ["file", "fifo", "link", "folder"])
+@pytest.mark.parametrize("downs", ["file", "fifo", "link", "folder", "socket"])
 def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Path,
                                                                     downs: str) -> None:
     """`up` waiting for the lifecycle lock, then `hd down` waiting too: when the down
@@ -281,6 +282,9 @@ def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Pat
                 count.unlink()
             if downs == "folder":
                 (count / "inside").mkdir(parents=True)
+            elif downs == "socket":
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.bind(str(count))
             else:
                 os.mkfifo(count) if downs == "fifo" else count.symlink_to("nowhere")
         held = LifecycleLock(project)  # as an `up` still starting holds it

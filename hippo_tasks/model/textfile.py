@@ -8,12 +8,17 @@ whole or not at all.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 from pathlib import Path
 
-from hippo_contract.small_file import MAX_BYTES, Unopenable, Unusable, read_small_text
+from hippo_contract.small_file import (
+    MAX_BYTES,
+    Unopenable,
+    Unusable,
+    open_regular,
+    read_small_text,
+)
 
 __all__ = ["MAX_BYTES", "Unopenable", "Unusable", "not_utf8", "open_regular",
            "open_regular_for_append", "private_dir", "read_small_text", "replace_text"]
@@ -44,24 +49,6 @@ def not_utf8(exc: UnicodeDecodeError) -> str:
     line = data[:exc.start].count(b"\n") + 1
     return (f"is not UTF-8 text (line {line}: byte 0x{data[exc.start]:02x}); save it as "
             "UTF-8")
-
-
-def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = False,
-                 mode: int = 0o644) -> int:
-    """A descriptor on `path` opened with `flags`, without blocking (a named pipe with no
-    reader or writer would hold the opener for ever: ENXIO instead) and only for a
-    regular file (else OSError(EINVAL, `not_regular`)). A link there is refused (ELOOP)
-    unless `follow_links`: Hippodrome's own files in `.hippodrome` and `.logs` are never
-    written through one (a link committed to a cloned repository, or planted, had `hd up`
-    append to or truncate the file it led to, adv24 c/12). The descriptor blocks again
-    once opened."""
-    flags |= os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
-    fd = os.open(path, flags, mode)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, not_regular)
-    os.set_blocking(fd, True)
-    return fd
 
 
 def open_regular_for_append(path: Path, not_regular: str, follow_links: bool = False) -> int:

@@ -60,7 +60,7 @@ class LifecycleLock:
                 say(f"cannot lock {self.path} ({exc.strerror or exc}); going on without it")
                 return
             if exc.errno == errno.EINVAL:  # a named pipe there: `up` took it (adv53 F7)
-                raise StateDirError(str(self.path), f"{kind_at(self.path)}, not a file") \
+                raise StateDirError(str(self.path), f"{_kind_at(self.path)}, not a file") \
                     from None
             raise StateDirError.from_os(exc, self.path.parent) from None
         self.downs_before = downs_so_far(self.root)
@@ -127,7 +127,7 @@ class LifecycleLock:
                 # the stack again after it (adv54 F1). Made a file again, by the holder
                 # of the lock, the one writer: a folder moved aside (kept, as a corrupt
                 # registry is), anything else, which holds nothing, removed.
-                if exc.errno not in (errno.EINVAL, errno.ELOOP, errno.EISDIR):
+                if exc.errno not in (errno.EINVAL, errno.ELOOP, errno.EISDIR, errno.ENXIO):
                     raise
                 if os.path.isdir(path) and not os.path.islink(path):
                     os.rename(path, path.with_name(f"{DOWNS}.corrupt-{time.time_ns()}"))
@@ -162,7 +162,7 @@ def _open_lock_file(path: Path, flags: int) -> int:
     return open_regular(path, flags, "not a regular file", mode=0o600)
 
 
-def kind_at(path: Path) -> str:
+def _kind_at(path: Path) -> str:
     try:
         return kind_of(os.lstat(path).st_mode)
     except OSError:

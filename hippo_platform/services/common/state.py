@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from hippo_contract.small_file import kind_of, open_regular
+
 TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -30,14 +32,6 @@ class StateFileError(RuntimeError):
     repository, or planted), a named pipe, a folder. Never read or written through:
     fake_cell cut a linked `journal.jsonl`'s target to 0 bytes and wrote its journal
     there, seeded keys included (adv54 F7). The service says so and does not start."""
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    return "not a regular file"
 
 
 def _refused(path: Path) -> StateFileError:
@@ -51,24 +45,19 @@ def _refused(path: Path) -> StateFileError:
                 f"{path} is a symbolic link (to {os.readlink(path)}): a service's state is "
                 "never read or written through one; remove the link (the service makes "
                 "the file again)")
-    return StateFileError(f"{path} is {_kind(info.st_mode)}, where the service keeps a file: "
-                          "move it away (the service makes the file again)")
+    return StateFileError(f"{path} is {kind_of(info.st_mode)}, where the service keeps a "
+                          "file: move it away (the service makes the file again)")
 
 
 def open_own(path: Path, flags: int, mode: int = 0o644) -> int:
     """A descriptor on a state file of the service's own: a regular file, never through
     a link, never blocking on a named pipe (StateFileError otherwise)."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+        return open_regular(path, flags, "not a regular file", mode=mode)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.EINVAL):
             raise _refused(path) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise _refused(path)
-    os.set_blocking(fd, True)
-    return fd
 
 
 def own_folder(folder: Path) -> None:
