@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 import sys
+from typing import Any
 
 from invoke.context import Context
 from invoke.tasks import task
@@ -195,13 +196,13 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
         raise TaskExit(1)
 
 
-def _no_answer(daemon: dict[str, object]) -> str | None:
-    """Why the recorded daemon does not answer its /healthz (2 s), or None if it does."""
+def _no_answer(daemon: dict[str, Any]) -> str | None:
+    """Why the recorded daemon does not answer its /healthz (5 s, half what `status`
+    gives it), or None if it does."""
     from hippo_tasks.daemon.client import DaemonClient
 
     try:
-        DaemonClient(str(daemon["url"]), int(str(daemon["pid"]))).call("GET", "/healthz",
-                                                                     timeout=2)
+        DaemonClient(str(daemon["url"]), int(daemon["pid"])).call("GET", "/healthz", timeout=5)
     except DaemonUnreachableError as exc:
         return exc.reason
     except HippoError as exc:  # it answered, with an error: something listens there

@@ -120,8 +120,8 @@ def _files(latest: Path, service: str) -> list[Path]:
                 if SERVICE_NAME.match(service) else None
             if row is not None:
                 # The stack's own service, not started yet (waiting for a dependency, a
-                # job before it): refused as an unknown name, exit 2, even with -f,
-                # whose use that is (adv28 l/3). The follower waits for its file.
+                # job before it), or its file deleted: refused as an unknown name, exit 2,
+                # even with -f, whose use that is (adv28 l/3). The follower waits for it.
                 print(f"hippodrome: {_no_file(service, path, row)}", file=sys.stderr,
                       flush=True)
                 return [path]
