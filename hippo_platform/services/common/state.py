@@ -7,7 +7,9 @@ name is unique per write: the reference used a fixed `*.tmp` name, and two write
 once renamed each other's temp file away. It is made as `mkstemp` makes one (a random
 name, created exclusively, never through a symlink, mode 0600) without tempfile, which
 would bring random, shutil, bz2 and lzma into every service. `replace_all_or_none`
-does the same for files that must change together: all of them, or none.
+does the same for files that must change together: all of them, or none. Every other
+open of a service's own state goes through `open_own`, and its folder through
+`own_folder`: a regular file in a folder of its own, never through a link.
 """
 
 from __future__ import annotations
