@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_BYTES = 4 * 1024 * 1024
 """Far above any stack or .env file people write (the bundled stack is ~20 KB)."""
@@ -48,6 +49,12 @@ def open_regular(path: Path, flags: int, not_regular: str, follow_links: bool = 
         raise OSError(errno.EINVAL, not_regular)
     os.set_blocking(fd, True)
     return fd
+
+
+def open_regular_for_reading(path: Path, follow_links: bool = False) -> BinaryIO:
+    """`open_regular` for reading, as a binary file: a log, a registry or daemon.log that
+    a command looks into must not hold it for ever when a named pipe is put there."""
+    return os.fdopen(open_regular(path, os.O_RDONLY, "not a regular file", follow_links), "rb")
 
 
 def read_small_text(path: Path, limit: int = MAX_BYTES) -> str:

@@ -68,10 +68,10 @@ STOPPED_WORDS = ("it is stopped (SIGSTOP, Ctrl+Z or a debugger): `kill -CONT {pi
 def _last_line_is_shutdown(log: Path) -> bool:
     """A crash writes its traceback after that line; a kill -9 before a shutdown leaves
     some other line last."""
-    from hippo_tasks.model.textfile import open_regular
+    from hippo_tasks.model.textfile import open_regular_for_reading
 
     try:  # a named pipe put there would hold this command for ever
-        with os.fdopen(open_regular(log, os.O_RDONLY, "not a regular file"), "rb") as f:
+        with open_regular_for_reading(log) as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
             tail = f.read()
     except OSError:

@@ -17,11 +17,13 @@ from hippo_contract.small_file import (
     Unopenable,
     Unusable,
     open_regular,
+    open_regular_for_reading,
     read_small_text,
 )
 
 __all__ = ["MAX_BYTES", "Unopenable", "Unusable", "not_utf8", "open_regular",
-           "open_regular_for_append", "private_dir", "read_small_text", "replace_text"]
+           "open_regular_for_append", "open_regular_for_reading", "private_dir",
+           "read_small_text", "replace_text"]
 
 
 def private_dir(path: Path, parents: bool = False) -> None:

@@ -28,7 +28,7 @@ from hippo_tasks.errors.state_dir import (
 from hippo_tasks.model.textfile import (
     Unopenable,
     Unusable,
-    open_regular,
+    open_regular_for_reading,
     private_dir,
     read_small_text,
 )
@@ -381,9 +381,8 @@ def _names_run(folder: Path, token: object) -> bool:
     if not isinstance(token, str) or not token:
         return True
     try:  # without blocking: a named pipe there held every command in the copy
-        fd = open_regular(folder / ".hippodrome" / "registry.json", os.O_RDONLY,
-                          "not a regular file", follow_links=True)
-        with os.fdopen(fd, "rb") as fh:
+        with open_regular_for_reading(folder / ".hippodrome" / "registry.json",
+                                      follow_links=True) as fh:
             raw = fh.read(1 << 22)
     except FileNotFoundError:
         return False

@@ -30,7 +30,7 @@ from hippo_tasks.errors import (
 )
 from hippo_tasks.errors.ports import PortsBusyAtStartError
 from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, RegistryLockedError, StateDirError
-from hippo_tasks.model.textfile import open_regular
+from hippo_tasks.model.textfile import open_regular, open_regular_for_reading
 from hippo_tasks.registry.store import Registry
 from hippo_tasks.tasks.output import TaskExit
 
@@ -384,7 +384,7 @@ def _lines_since(log: Path, offset: int) -> tuple[str, ...]:
     """This run's last lines of daemon.log (which keeps every run's): earlier runs'
     lines would only mislead."""
     try:  # never blocking on a named pipe put there
-        with os.fdopen(open_regular(log, os.O_RDONLY, "not a regular file"), "rb") as fh:
+        with open_regular_for_reading(log) as fh:
             fh.seek(offset)
             text = fh.read(1 << 20).decode("utf-8", "replace")
     except OSError:

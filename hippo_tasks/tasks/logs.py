@@ -55,10 +55,9 @@ def open_log(path: Path) -> BinaryIO:
     a service can write into `${logs_dir}`, and a link it put at another's log's name
     had `hd logs` print a file from outside the project as that service's log. OSError
     for anything but a regular file."""
-    from hippo_tasks.model.textfile import open_regular
+    from hippo_tasks.model.textfile import open_regular_for_reading
 
-    return os.fdopen(open_regular(path, os.O_RDONLY, "not a regular file",
-                                  follow_links=False), "rb")
+    return open_regular_for_reading(path)
 
 
 def _named(given: list[str]) -> list[str]:
