@@ -4,6 +4,7 @@ stays full for a while."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -182,12 +184,24 @@ def test_something_else_at_a_logs_name_is_said_as_documented(tmp_path: Path,
         runs.close()
 
 
-def test_logs_deleted_under_a_running_stack_come_back(project: Path) -> None:
+TICKER = "while :; do echo tick; sleep 0.1; done"
+
+
+@contextlib.contextmanager
+def one_service_up(project: Path, name: str, shell: str) -> Iterator[Path]:
+    """A stack of one shell service up (detached) for the block, then down; the path
+    of its log file."""
     (dash,) = free_ports(1)
-    write_stack(project, stack_header(dash)
-                + '[services.ticker]\nshell = "while :; do echo tick; sleep 0.1; done"\n')
+    write_stack(project, stack_header(dash) + f'[services.{name}]\nshell = "{shell}"\n')
     hd(project, "up", "--detach", check=True)
     try:
+        yield project / ".logs" / "latest" / f"{name}.log"
+    finally:
+        hd(project, "down")
+
+
+def test_logs_deleted_under_a_running_stack_come_back(project: Path) -> None:
+    with one_service_up(project, "ticker", TICKER) as log:
         for entry in (project / ".logs").iterdir():  # as `rm -rf .logs/*` does
             if entry.is_symlink() or entry.is_file():
                 entry.unlink()
@@ -195,15 +209,12 @@ def test_logs_deleted_under_a_running_stack_come_back(project: Path) -> None:
                 for f in entry.iterdir():
                     f.unlink()
                 entry.rmdir()
-        log = project / ".logs" / "latest" / "ticker.log"
         wait_for(lambda: log.exists() and b"tick" in log.read_bytes(), 15,
                  what="ticker's log file written again")
         out = hd(project, "logs", "--service", "ticker", "--lines", "3", check=True).stdout
         assert "tick" in out
         assert "was deleted: logging there again" in \
             (project / ".hippodrome" / "daemon.log").read_text()
-    finally:
-        hd(project, "down")
 
 
 def test_latest_deleted_under_a_running_stack(project: Path) -> None:
@@ -211,11 +222,7 @@ def test_latest_deleted_under_a_running_stack(project: Path) -> None:
     start the stack with `hd up`" beside the running stack, exit 2, and the link never
     came back (adv51 H/2). The logs are read from the daemon's run folder meanwhile, and
     the daemon links `latest` again; a folder put there instead is left alone."""
-    (dash,) = free_ports(1)
-    write_stack(project, stack_header(dash)
-                + '[services.ticker]\nshell = "while :; do echo tick; sleep 0.1; done"\n')
-    hd(project, "up", "--detach", check=True)
-    try:
+    with one_service_up(project, "ticker", TICKER):
         latest = project / ".logs" / "latest"
         run = latest.resolve()
         latest.unlink()
@@ -229,8 +236,6 @@ def test_latest_deleted_under_a_running_stack(project: Path) -> None:
         latest.mkdir()  # the user's own folder under that name: never replaced
         time.sleep(2.5)  # a housekeeping tick
         assert latest.is_dir() and not latest.is_symlink()
-    finally:
-        hd(project, "down")
 
 
 def test_a_log_file_deleted_or_replaced_under_a_running_stack_comes_back(
@@ -238,12 +243,7 @@ def test_a_log_file_deleted_or_replaced_under_a_running_stack_comes_back(
     """`rm .logs/latest/ticker.log`: every later line went into the deleted inode,
     `hd logs` said there was no log, and nothing said why; a folder put in its place
     was never reported, and removing it did not bring the file back."""
-    (dash,) = free_ports(1)
-    write_stack(project, stack_header(dash)
-                + '[services.ticker]\nshell = "while :; do echo tick; sleep 0.1; done"\n')
-    hd(project, "up", "--detach", check=True)
-    log = project / ".logs" / "latest" / "ticker.log"
-    try:
+    with one_service_up(project, "ticker", TICKER) as log:
         wait_for(log.exists, 15, what="ticker's log file")
         log.unlink()
         wait_for(lambda: log.exists() and b"tick" in log.read_bytes(), 15,
@@ -260,20 +260,13 @@ def test_a_log_file_deleted_or_replaced_under_a_running_stack_comes_back(
                  15, what="the file again, with a note of the lines it missed")
         out = hd(project, "logs", "--service", "ticker", "--lines", "3", check=True).stdout
         assert "tick" in out
-    finally:
-        hd(project, "down")
 
 
 def test_logs_of_a_service_whose_file_was_deleted_say_so(project: Path) -> None:
     """`rm` of a quiet service's log: `hd logs -s` said it "has no log yet (it is
     running)", the words for one waiting to start (adv53 F3). Its lines are in the
     daemon, as the message says."""
-    (dash,) = free_ports(1)
-    write_stack(project, stack_header(dash)
-                + '[services.quiet]\nshell = "echo hello-once; exec sleep 600"\n')
-    hd(project, "up", "--detach", check=True)
-    log = project / ".logs" / "latest" / "quiet.log"
-    try:
+    with one_service_up(project, "quiet", "echo hello-once; exec sleep 600") as log:
         wait_for(lambda: log.exists() and b"hello-once" in log.read_bytes(), 15,
                  what="quiet's line")
         log.unlink()
@@ -282,8 +275,6 @@ def test_logs_of_a_service_whose_file_was_deleted_say_so(project: Path) -> None:
         assert "no log yet" not in out.stderr
         timed = hd(project, "logs", "--timestamps", "-s", "quiet", check=True)
         assert "hello-once" in timed.stdout, timed.stdout + timed.stderr
-    finally:
-        hd(project, "down")
 
 
 def point_latest_at(run: Path) -> None:
