@@ -666,14 +666,14 @@ def test_a_named_pipe_for_a_lock_file_hangs_no_command(project: Path, name: str)
             assert up.returncode == 10, up.stdout + up.stderr
             assert f"cannot write {project / '.hippodrome' / name}: a named pipe (FIFO), " \
                    "not a file; move it away" in up.stderr, up.stderr
-        else:  # the count of downs is a nicety: without it, up runs
+        else:  # the last down's mark is a nicety: without it, up runs
             assert up.returncode == 0, up.stdout + up.stderr
             assert hd(project, "logs", "-l", "1", timeout=30).returncode == 0
     finally:
         down = hd(project, "down", timeout=60)
     assert down.returncode == 0, down.stdout + down.stderr
     kind = os.lstat(project / ".hippodrome" / name).st_mode
-    # the lock is the user's to move away; the count holds nothing, and `down` makes it
+    # the lock is the user's to move away; the mark holds nothing, and `down` makes it
     # a file again, or an `up` queued behind it would start the stack again (adv54 F1)
     assert stat.S_ISFIFO(kind) if name == "lifecycle.lock" else stat.S_ISREG(kind)
 

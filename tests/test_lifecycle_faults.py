@@ -268,25 +268,28 @@ def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Pat
     fresh stack a second later (adv52 J/2, 1 try in 4). Whichever takes the lock first,
     nothing runs once both are over: the later `down` wins. Several tries, as the order
     they take it in is the kernel's. A named pipe or a link at `.hippodrome/downs`, the
-    count the `up` reads, lost that guard (adv54 F1): the `down` makes it a file again."""
+    mark the `up` reads, lost that guard (adv54 F1): the `down` makes it a file again
+    (two tries each there: whether the file is made again does not hang on the order).
+    """
     from hippo_tasks.registry.lifecycle_lock import LifecycleLock
 
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash) + escaper_service("web", port, readiness={"http": "/"}))
-    count = project / ".hippodrome" / "downs"
+    mark = project / ".hippodrome" / "downs"
     outcomes = set()
-    for _ in range(5):
+    tries = 5 if downs == "file" else 2
+    for _ in range(tries):
         if downs != "file":
-            count.parent.mkdir(exist_ok=True)
+            mark.parent.mkdir(exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
-                count.unlink()
+                mark.unlink()
             if downs == "folder":
-                (count / "inside").mkdir(parents=True)
+                (mark / "inside").mkdir(parents=True)
             elif downs == "socket":
                 with socket.socket(socket.AF_UNIX) as sock:
-                    sock.bind(str(count))
+                    sock.bind(str(mark))
             else:
-                os.mkfifo(count) if downs == "fifo" else count.symlink_to("nowhere")
+                os.mkfifo(mark) if downs == "fifo" else mark.symlink_to("nowhere")
         held = LifecycleLock(project)  # as an `up` still starting holds it
         held.acquire("up", lambda _: None)
         try:
@@ -305,11 +308,67 @@ def test_an_up_queued_before_a_down_never_starts_the_stack_after_it(project: Pat
         assert daemon is None or not alive(daemon), (up.returncode, up_out, down_out)
         outcomes.add(up.returncode)
         if up.returncode == 5:
-            assert "a `hd down` stopped this stack while this `up` waited" in up_out[1], up_out
+            assert "a `hd down` given after this `up` has run" in up_out[1], up_out
     assert outcomes <= {0, 1, 5}, outcomes  # 1: stopped by the down before it was ready
-    assert count.is_file() and not count.is_symlink()
+    assert mark.is_file() and not mark.is_symlink()
     if downs == "folder":  # moved aside, kept
-        assert len(list(count.parent.glob("downs.corrupt-*/inside"))) == 5
+        assert len(list(mark.parent.glob("downs.corrupt-*/inside"))) == tries
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_an_up_held_up_before_the_lock_starts_nothing_after_a_later_down(
+        project: Path, running: bool) -> None:
+    """`hd up`, then `hd down`, on a machine so loaded that the `up` reaches the lock
+    only after the `down` is through (a clean-clone CI run beside a 100-service stack:
+    over a second): the `down` said "nothing to stop" (or stopped the stack), and the
+    `up` started it after all, as it had not yet been waiting. Here the `up` is stopped
+    (SIGSTOP) as it starts, and continued once the `down` is over: the `down` was given
+    last, and wins, as with an `up` that waited. (The stack has run here before: in a
+    folder where none ever ran, a `down` leaves no `.hippodrome` behind, so no mark.)"""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port, readiness={"http": "/"}))
+    hd(project, "up", "--detach", check=True, timeout=120)
+    if not running:
+        hd(project, "down", check=True)
+    up = launch_up(project, "--detach", via="hd")
+    try:
+        os.kill(up.pid, signal.SIGSTOP)
+        down = hd(project, "down", timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+    finally:
+        os.kill(up.pid, signal.SIGCONT)
+    out, err = up.communicate(timeout=120)
+    try:
+        assert up.returncode == 5, (up.returncode, out, err)
+        assert "a `hd down` given after this `up` has run: not starting the stack" in err, err
+        assert not (registry(project).get("daemon") or {}).get("pid")
+    finally:
+        hd(project, "down")
+    hd(project, "up", "--detach", check=True, timeout=120)  # a later `up` does start it
+    hd(project, "down", check=True)
+
+
+@pytest.mark.parametrize("left", ["another boot", "inf", "to come", "garbage"])
+def test_a_downs_file_from_another_boot_or_damaged_stops_no_up(project: Path,
+                                                               left: str) -> None:
+    """`.hippodrome/downs` holds when the last `down` started, in seconds since boot:
+    one from an earlier, longer boot, or a time yet to come, would read as a `down`
+    given after every `up`, and no `up` would ever start the stack again."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port, readiness={"http": "/"}))
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    (project / ".hippodrome").mkdir(exist_ok=True)
+    (project / ".hippodrome" / "downs").write_text({
+        "another boot": "00000000-1111-2222-3333-444444444444 99999999.000\n",
+        "inf": f"{boot} inf\n", "to come": f"{boot} 99999999.000\n",
+        "garbage": "\x00\xff 12 x\n"}[left])
+    up = hd(project, "up", "--detach", timeout=120)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+    finally:
+        hd(project, "down")
+    boot_now, started = (project / ".hippodrome" / "downs").read_text().split()
+    assert boot_now == boot and float(started) < 99999999, started  # the down's own
 
 
 def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import shlex
 import sys
@@ -26,7 +27,7 @@ from hippo_contract.small_file import kind_of
 from hippo_tasks.errors import LifecycleBusyError
 from hippo_tasks.errors.state_dir import StateDirError
 from hippo_tasks.model.textfile import open_regular
-from hippo_tasks.registry.store import private_lock, refuse_linked_state_dir
+from hippo_tasks.registry.store import identity, private_lock, refuse_linked_state_dir
 
 WAIT_S = 300.0
 
@@ -40,8 +41,8 @@ class LifecycleLock:
         """Who held the lock while this one waited for it (`down` (pid N)), if anyone."""
         self.given_up: str | None = None
         """Why acquire went on without the lock (its `give_up`), if it did."""
-        self.downs_before = 0
-        """downs_so_far as acquire began to wait (see down_meanwhile)."""
+        self.started = started_at(os.getpid())
+        """When this process started (see down_meanwhile)."""
 
     def acquire(self, what: str, say: Callable[[str], None] = print,
                 wait: float = WAIT_S, required: bool = True,
@@ -63,7 +64,6 @@ class LifecycleLock:
                 raise StateDirError(str(self.path), f"{_kind_at(self.path)}, not a file") \
                     from None
             raise StateDirError.from_os(exc, self.path.parent) from None
-        self.downs_before = downs_so_far(self.root)
 
         def waiting() -> None:
             if self.waited_for is None:
@@ -109,21 +109,29 @@ class LifecycleLock:
                 f"(`fuser -v {shlex.quote(str(self.path))}` names it)")
 
     def down_meanwhile(self) -> bool:
-        """A `down` held the lock while this one waited for it: an `up` queued behind
-        another took the lock after a later `hd down` had stopped the stack and said so,
-        and started a fresh stack a second after it (adv52 J/2). The `down` came last:
-        it wins."""
-        return self.waited_for is not None and downs_so_far(self.root) != self.downs_before
+        """A `down` started after this process held the lock before it: an `up` queued
+        behind another took the lock after a later `hd down` had stopped the stack and
+        said so, and started a fresh stack a second after it (adv52 J/2). The `down`
+        came last: it wins. Told by when each process started, not by what happened
+        while this one waited: an `up` slow to start on a loaded machine (over a second
+        to reach the lock) read the `down`'s mark as already there and started the
+        stack all the same."""
+        last = last_down_started(self.root)
+        return self.started is not None and last is not None and last >= self.started
 
-    def count_down(self) -> None:
-        """A `down` holding the lock says so to the `up`s waiting for it (down_meanwhile)."""
+    def mark_down(self) -> None:
+        """A `down` holding the lock leaves when it started, for the `up`s started
+        before it (down_meanwhile); the latest such time is kept."""
+        mine = started_at(os.getpid())
+        if mine is None:
+            return
         path = self.root / ".hippodrome" / DOWNS
         with contextlib.suppress(OSError):
             try:
                 fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
             except OSError as exc:
-                # A named pipe, a link, a socket or a folder there (read as no count):
-                # the count never moved, and an `up` queued behind this `down` started
+                # A named pipe, a link, a socket or a folder there (read as no mark):
+                # the mark was never left, and an `up` queued behind this `down` started
                 # the stack again after it (adv54 F1). Made a file again, by the holder
                 # of the lock, the one writer: a folder moved aside (kept, as a corrupt
                 # registry is), anything else, which holds nothing, removed.
@@ -135,7 +143,9 @@ class LifecycleLock:
                     os.unlink(path)
                 fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
             try:
-                os.pwrite(fd, str(_count_in(fd) + 1).encode().ljust(20), 0)
+                last = _started_in(fd)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{_boot_id()} {max(mine, last or 0.0):.3f}\n".encode(), 0)
             finally:
                 os.close(fd)
 
@@ -170,26 +180,58 @@ def _kind_at(path: Path) -> str:
 
 
 DOWNS = "downs"
-"""How many `down`s have held the project's lifecycle lock, in `.hippodrome/downs`."""
+"""When the latest `down` to hold the project's lifecycle lock started, in
+`.hippodrome/downs`: this boot's id and the start time (identity's seconds)."""
 
 
-def downs_so_far(root: Path) -> int:
+def started_at(pid: int) -> float | None:
+    """When `pid` started: the moment its command was given, whenever it gets to run."""
+    return identity(pid)
+
+
+def last_down_started(root: Path) -> float | None:
     try:
         fd = _open_lock_file(root / ".hippodrome" / DOWNS, os.O_RDONLY)
     except OSError:
-        return 0
+        return None
     try:
-        return _count_in(fd)
+        return _started_in(fd)
     finally:
         os.close(fd)
 
 
-def _count_in(fd: int) -> int:
-    """The count in an open `downs` file (0 for one unreadable, empty or damaged)."""
+def _started_in(fd: int) -> float | None:
+    """The start time in an open `downs` file: None for one unreadable, empty or
+    damaged, or written in another boot (start times count from boot on Linux: an
+    earlier boot's would stop every `up` of this one)."""
     try:
-        return int(os.pread(fd, 20, 0).strip() or b"0")
+        boot, _, text = os.pread(fd, 200, 0).decode("ascii").strip().partition(" ")
+        started = float(text)
     except (OSError, ValueError):
-        return 0
+        return None
+    # A time to come (damaged, `inf`) would stop every `up` of this boot, and each
+    # `down` keeps the latest: never taken.
+    if boot != _boot_id() or not math.isfinite(started) or started > _now() + 1:
+        return None
+    return started
+
+
+def _now() -> float:
+    """Now, as started_at counts: seconds since boot on Linux, else epoch time."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, ValueError, IndexError), \
+                open("/proc/uptime", encoding="ascii") as fh:
+            return float(fh.read().split()[0])
+    return time.time()
+
+
+def _boot_id() -> str:
+    """This boot's id ("-" where there is none: start times are epoch times there)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip() or "-"
+    except OSError:
+        return "-"
 
 
 def release_inherited(fd: int | None) -> Callable[[], None]:

@@ -90,9 +90,9 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     lock.acquire("up", say)
     try:
         if lock.down_meanwhile():
-            raise StackShutDownError(
-                f"a `hd down` stopped this stack while this `up` waited for "
-                f"{lock.waited_for}: not starting it again (`hd up` starts it)")
+            waited = f" while this `up` waited for {lock.waited_for}" if lock.waited_for else ""
+            raise StackShutDownError(f"a `hd down` given after this `up` has run{waited}: "
+                                     "not starting the stack (`hd up` starts it)")
         _up_locked(root, lock, profile, cell, table_prefix, enable_events, seed, only,
                    port_offset, detach, quiet=quiet, show=show, record=record)
     finally:
@@ -250,7 +250,7 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
                 "what is left now")
     after = lock.waited_for if (lock.waited_for or "").startswith("`down") else None
     if lock.fd is not None:
-        lock.count_down()
+        lock.mark_down()
     try:
         left = _down_stopped(root) if lock.given_up else _down_locked(root, force, after)
         _sweep_cgroups(root)
