@@ -108,11 +108,10 @@ def tests(session: nox.Session) -> None:
         # off, so the process-group + subreaper fallback (macOS, containers) stays
         # tested, in place of their cgroup run, which the oldest has: the two paths
         # share every version-dependent part (asyncio, subprocess), and running them
-        # a third time cost CI about 2.8 of its 32 minutes.
+        # a third time cost CI about 2.8 of its 32 minutes. In the same pytest run as
+        # the rest (tests/conftest.py switches it off for their modules).
         session.run("pytest", "-q", *PARALLEL,
-                    *[f"--ignore={suite}" for suite in FALLBACK_SUITES])
-        session.run("pytest", "-q", *PARALLEL, *FALLBACK_SUITES,
-                    env={"HIPPODROME_CGROUP": "off"})
+                    env={"HIPPODROME_TEST_FALLBACK": " ".join(FALLBACK_SUITES)})
         return
     session.run("pytest", "-q", *PARALLEL)
     if len(TEST_PYTHONS) == 1:  # no newer Python to run the fallback: here, then
