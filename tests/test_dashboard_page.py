@@ -467,6 +467,29 @@ def test_a_busy_service_keeps_its_pane_bounded_current_and_idle_when_closed(
     assert requests[seen:] == [], "a closed pane still fetches lines"
 
 
+def test_a_pane_out_of_sight_says_it_waits_and_catches_up_when_shown(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    """Two panes open in a short window, the second pushed below the fold: it fetched
+    nothing (by design: 120 open panes would each pull ~7 times a second) while its
+    status said "following", a pane whose service looked quiet (adv55 1). It says it
+    waits, and has every line once scrolled into view."""
+    ticker = "i=0; while true; do echo {n}-$$i; i=$$((i+1)); sleep 0.2; done"
+    stacks.append(s := run_stack(project, {
+        n: f'[services.{n}]\nshell = "{ticker.format(n=n)}"\n' for n in ("a", "b")}, {}))
+    page.set_viewport_size({"width": 800, "height": 600})
+    open_page(page, s)
+    b = open_logs(page, "b")
+    wait_for(lambda: b.locator(".ln").count() > 2, 10, what="b's first lines")
+    open_logs(page, "a")  # a's pane goes above b's and pushes it out of sight
+    status = svc(page, "b").locator(".logbar span")
+    wait_for(lambda: "out of sight" in status.inner_text(), 10, what="b saying it waits")
+    assert b.evaluate("e => e.getBoundingClientRect().top") > 600
+    b.scroll_into_view_if_needed()
+    newest = s.last_line("b")["line"]
+    wait_for(lambda: newest in b.inner_text(), 10, what=f"b showing {newest!r}")
+    wait_for(lambda: "following" in status.inner_text(), 10, what="b following again")
+
+
 def test_webhook_deliveries_panel_shows_real_deliveries(
         project: Path, stacks: list[Stack], page: Page) -> None:
     from playwright.sync_api import expect
