@@ -774,6 +774,23 @@ def test_startup_waterfall_and_graph_show_order_states_and_the_critical_path(
     expect(page.locator("#su-waterfall text.crit")).to_have_text(["db", "app"])
 
 
+def test_a_graph_wider_than_the_page_can_be_scrolled_to_its_last_box(
+        project: Path, stacks: list[Stack], page: Page) -> None:
+    """A chain of 12 services is a graph ~2,500 px wide: drawn at the page's width with
+    `max-width: 100%`, the boxes past the edge were cut off and out of reach (adv55 3).
+    It scrolls in its own box, the page itself no wider."""
+    chain = {f"c{i:02d}": f'[services.c{i:02d}]\nshell = "exec sleep 600"\n'
+             + (f'depends_on = ["c{i - 1:02d}"]\n' if i else "") for i in range(12)}
+    stacks.append(s := run_stack(project, chain, {}))
+    open_page(page, s)
+    last = page.locator('#su-graph g[data-service="c11"] rect')
+    wait_for(lambda: last.count() == 1, 10, what="the last box drawn")
+    last.scroll_into_view_if_needed()
+    box = last.bounding_box()
+    assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= 1400, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+
+
 def test_a_service_failed_at_up_and_started_later_is_drawn_as_it_failed(
         project: Path, stacks: list[Stack], page: Page) -> None:
     """Its later start was drawn as the start-up's: `ready in` the time until then, its
