@@ -35,6 +35,7 @@ from hippo_tasks.supervision.watch import (
     Subscriber,
     Watched,
     inside,
+    out_of_bounds,
     outermost,
     own_prefixes,
     poll_forced,
@@ -131,6 +132,10 @@ class StackWatcher:
         self._followed: set[str] = set()
         """Links to folders found in the watched folders when the watch began: the
         kernel's watches follow them, but names only the link when it is removed."""
+        self._bad: dict[str, str] = {}
+        """Links in the watched folders that are not followed (out_of_bounds), with why.
+        notify cannot be told to pass one by: while any is there, the folders are
+        scanned (poll_scan) instead, which does."""
         self._caught_up = file_clock_ns()
         """When the watch last handed over a batch (or found none), on the clock files are
         stamped with: see _recover_batch."""
@@ -243,7 +248,8 @@ class StackWatcher:
         """A folder the polling scan need not enter: Hippodrome's own, or one every
         service ignores (`.git`, `node_modules`, `__pycache__`)."""
         return bool(self.own and inside(os.path.realpath(folder), self.own)) or not any(
-            s.admits(ADDED, folder) for s in self.subscribers)
+            s.admits(ADDED, folder) for s in self.subscribers) or (
+            os.path.islink(folder) and out_of_bounds(folder) is not None)
 
     def _roots(self) -> Roots:
         """The folders to watch now, with their identities: each service's, and each link
@@ -251,7 +257,8 @@ class StackWatcher:
         by the kernel's watches; one made later was not, and edits under it restarted
         nothing)."""
         folders = outermost(r for w in self.watched for r in watch_roots(w.cwd, w.patterns))
-        links = sorted(link for link in self._links if os.path.isdir(link))
+        links = sorted(link for link in self._links
+                       if os.path.isdir(link) and not out_of_bounds(link))
         out: Roots = {}
         for folder in [*folders, *map(Path, links)]:
             with contextlib.suppress(OSError):
@@ -298,25 +305,39 @@ class StackWatcher:
             self._dispatch(fresh | {(DELETED, path) for path in gone}, gone)
 
     def _say_unreadable(self, roots: Roots) -> list[str]:
-        """Name each folder that cannot be watched in the logs of the services whose
-        cwd holds it; return the readable folders to add on their own."""
-        from hippo_tasks.terminal_text import for_terminal
-
+        """Name each folder that cannot be watched, and each link not followed, in the
+        logs of the services whose cwd holds it; return the readable folders to add on
+        their own."""
         links: set[str] = set()
         blocked, extra = unreadable(roots, links)
+        self._bad = {link: why for link in links if (why := out_of_bounds(link))}
         # Only the links whose removal would count: a pnpm tree links thousands of folders
         # under node_modules, which no service counts, each looked at on every batch.
-        self._followed |= {link for link in links if any(
+        self._followed |= {link for link in links if link not in self._bad and any(
             s.admits(DELETED, link) and s.matcher.may_hold(link) for s in self.subscribers)}
         for folder in blocked:
-            for s in self.subscribers:
-                key = f"{s.name}\0{folder}"
-                if folder.startswith(s.cwd + os.sep) and key not in self._said:
-                    self._said.add(key)
-                    self._post(self._say, s.name, "file watching: cannot watch "
-                               f"{for_terminal(os.path.relpath(folder, s.cwd))} (permission "
-                               "denied): changes in it are not seen; the rest is watched")
+            self._say_under(folder, "cannot watch", "(permission denied): changes in it are "
+                            "not seen; the rest is watched")
+        for link, why in self._bad.items():
+            self._say_under(link, "not following", f"({why}){self._scanning}")
         return extra
+
+    @property
+    def _scanning(self) -> str:
+        return ": changes under it are not seen" + ("" if self.poll else (
+            "; while it is there, the watched folders are scanned every 0.3 s instead "
+            "(the kernel's watches would follow it)"))
+
+    def _say_under(self, path: str, what: str, why: str) -> None:
+        """Tell the services whose cwd holds `path`, once each."""
+        from hippo_tasks.terminal_text import for_terminal
+
+        for s in self.subscribers:
+            key = f"{s.name}\0{what}\0{path}\0{why}"
+            if path.startswith(s.cwd + os.sep) and key not in self._said:
+                self._said.add(key)
+                self._post(self._say, s.name, f"file watching: {what} "
+                           f"{for_terminal(os.path.relpath(path, s.cwd))} {why}")
 
     def _say_undecodable(self, error: str, name: str | None) -> None:
         """Tell the services whose globs the file would match, once each; all of them
@@ -398,9 +419,10 @@ class StackWatcher:
         from watchfiles import watch
 
         extra = self._say_unreadable(roots)
+        bad = dict(self._bad)
         began, self._caught_up = self._caught_up, file_clock_ns()
         settled_in = False
-        if self.poll:
+        if self.poll or bad:
             from hippo_tasks.supervision.poll_scan import poll_changes
 
             batches: Iterable[set[tuple[Any, str]]] = poll_changes(
@@ -420,9 +442,14 @@ class StackWatcher:
                 settled_in = True
                 self._recover_batch(began)
             if changes:
-                self._links.update(path for change, path in changes
-                                   if int(change) == ADDED and os.path.islink(path)
-                                   and os.path.isdir(path))
+                for change, path in changes:
+                    if int(change) == ADDED and os.path.islink(path) and os.path.isdir(path):
+                        why = out_of_bounds(path)
+                        if why is None:
+                            self._links.add(path)
+                        else:  # the running watch does not follow it; the next one scans
+                            self._say_under(path, "not following", f"({why}): changes under "
+                                            "it are not seen")
                 self._dispatch(changes)
                 # A pattern's folder replaced under a watched parent was counted by
                 # these events: it is the one known from now, or the next new root
@@ -433,6 +460,8 @@ class StackWatcher:
             if now != roots:
                 self._retarget()
                 return now
+            if bad and any(out_of_bounds(link) != why for link, why in bad.items()):
+                return now  # one gone (or leading elsewhere): the kernel's watches again
         return roots
 
 

@@ -163,6 +163,25 @@ class Watched(NamedTuple):
     patterns: tuple[str, ...]
 
 
+SYSTEM_TREES = ("/proc", "/sys", "/dev")
+"""The kernel's own trees: tens of thousands of folders, links back to `/`, no source."""
+
+
+def out_of_bounds(link: str) -> str | None:
+    """Why a link to a folder is not followed, or None when it may be. One to a folder
+    holding it (`/`, `..`, a home folder) takes the watch over everything around the
+    project; one into /proc or /sys over the kernel's trees. notify adds its watches
+    with the GIL held: `ln -s / src/root` under a running stack kept the daemon from
+    answering for good while its memory grew, `ln -s /proc src/p` for 25 s (adv55 2)."""
+    target = os.path.realpath(link)
+    here = os.path.realpath(os.path.dirname(link))
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        return f"leads to {target}, a folder that holds it"
+    if any(target == t or target.startswith(t + os.sep) for t in SYSTEM_TREES):
+        return f"leads to {target}, the kernel's own tree"
+    return None
+
+
 def inside(path: str, folders: Iterable[str]) -> bool:
     """`path` is one of the folders or below one (plain string prefixes: this runs for
     every change the kernel reports)."""
@@ -241,8 +260,9 @@ class Subscriber:
             if not self.admits(change, path):
                 continue
             if int(change) == ADDED and os.path.isdir(path):
-                if path in walked or (self.own and os.path.islink(path)
-                                      and inside(os.path.realpath(path), self.own)):
+                linked = os.path.islink(path)
+                if path in walked or (linked and out_of_bounds(path)) or (
+                        self.own and linked and inside(os.path.realpath(path), self.own)):
                     # (a link made to Hippodrome's own folder, `ln -s ../.logs src/logs`,
                     # counted each log file in it once: adv39 p/2)
                     continue
