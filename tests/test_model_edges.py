@@ -233,8 +233,31 @@ def test_a_variable_error_names_the_line_like_every_load_error(tmp_path: Path) -
     with pytest.raises(StackFileError) as info:
         build_plan(load_stack(tmp_path), Options(project_root=tmp_path))
     assert info.value.message().startswith(
-        f"{tmp_path / 'hippodrome.toml'}:9: service 'b': field 'env': ${{url:aa}}: no such "
+        f"{tmp_path / 'hippodrome.toml'}:9: service 'b': field 'env.X': ${{url:aa}}: no such "
         "service 'aa'"), info.value.message()
+
+
+HEAD = '[stack]\ndefaults = false\n\n[services.b]\nshell = "sleep 1"\n\n\n'
+
+
+@pytest.mark.parametrize(("body", "line", "said"), [
+    ('[services.b.env]\nA = "1"\nX = "${nope}"\n', 10, "field 'env.X': unknown variable"),
+    ('env.A = "1"\n\nenv.X = "${nope}"\n', 10, "field 'env.X': unknown variable"),
+    ('env."X" = "${nope}"\n', 8, "field 'env.X': unknown variable"),
+    ('[services.b.env]\nA = "1"\nX = 5.5e400\n', 10, "field 'env': env.X is inf"),
+    ('[services.b.env]\nA = "1"\nX = true\n', 10, "field 'env.X': value of 'X' must be"),
+    ('env = { A = "1", X = "${nope}" }\n', 8, "field 'env.X': unknown variable"),
+])
+def test_an_env_key_written_in_a_sub_table_or_dotted_is_named_at_its_line(
+        tmp_path: Path, body: str, line: int, said: str) -> None:
+    """`[services.b.env]` or `env.X = ...` lines below `[services.b]`: every error in a
+    key there named the line of `[services.b]` (adv55 4)."""
+    (tmp_path / "hippodrome.toml").write_text(HEAD + body)
+    with pytest.raises(StackFileError) as info:
+        build_plan(load_stack(tmp_path), Options(project_root=tmp_path))
+    message = info.value.message()
+    assert message.startswith(f"{tmp_path / 'hippodrome.toml'}:{line}: service 'b': "), message
+    assert said in message, message
 
 
 def test_url_of_a_service_without_port_says_that() -> None:

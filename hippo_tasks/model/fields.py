@@ -84,6 +84,25 @@ class FileContext:
                 return i + 1
         return None
 
+    def line_of_sub_key(self, table: str, field: str, key: str) -> int | None:
+        """The line of `key` of the table-valued `field` of `[table]`, however it is
+        written: in `[table.field]`, or as `field.key = ...` in `[table]`. An error in a
+        service's `[services.b.env]` named the line of `[services.b]`, lines above."""
+        found = self.line_of_named(f"{table}.{field}", key)
+        if found is not None:
+            return found
+        quoted = "|".join(re.escape(q) for q in (key, f'"{key}"', f"'{key}'"))
+        dotted = re.compile(r"^\s*" + re.escape(field) + r"\s*\.\s*(?:" + quoted + r")\s*=")
+        own = self.line_of(table)
+        if own is None:
+            return None
+        for j in range(own, len(self.lines)):
+            if self.lines[j].lstrip().startswith("["):
+                break
+            if dotted.match(self.lines[j]):
+                return j + 1
+        return None
+
     def line_of_top_key(self, key: str) -> int | None:
         """The line of `key = ...` at the top level, before any table header."""
         assign = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
@@ -123,8 +142,11 @@ class FileContext:
         description`, `[env]`, `[commands.seed]`) were all put at the [stack] header, or
         at line 1, and a service's `setup.creates` at its table's header."""
         if service:
-            key = field_name.split(".")[0] if field_name else None
-            return self.line_of(f"services.{service}", key)
+            table = f"services.{service}"
+            if field_name and "." in field_name:  # env.X: the key's own line (adv55 4)
+                field, _, key = field_name.partition(".")
+                return self.line_of_sub_key(table, field, key) or self.line_of(table, field)
+            return self.line_of(table, field_name)
         entry = _ENTRY.match(field_name or "")
         if entry:  # `routes[1].path`: an entry of an array of tables, [[routes]]
             return self.line_of_entry(entry["array"], int(entry["index"]), entry["key"]) \
@@ -329,16 +351,17 @@ def want_str_table(
     for key, val in v.items():
         if isinstance(val, bool) or not isinstance(val, str | int | float):
             # A table under it (`[env.sub]`) is found at its own header: the error named
-            # line 1, the [stack] header (adv29 n/1).
-            where = f"{f}.{key}" if svc is None and isinstance(val, dict) else f
+            # line 1, the [stack] header (adv29 n/1); a service's key at its own line.
+            where = f"{f}.{key}" if svc is not None or isinstance(val, dict) else f
             raise ctx.error(f"value of '{key}' must be a string, not {_type_name(val)}", svc,
                             where)
+        where = f"{f}.{key}" if svc is not None else f
         if isinstance(val, float) and not math.isfinite(val):
             raise ctx.error(f"value of '{key}' must be a string or a finite number, got {val}",
-                            svc, f)
+                            svc, where)
         if isinstance(val, int) and not isinstance(val, bool) and abs(val) >= 10**30:
             raise ctx.error(f"value of '{key}' is too large a number; quote it as a string",
-                            svc, f)
+                            svc, where)
         out.append((key, val if isinstance(val, str) else as_written(val)))
     return tuple(out)
 

@@ -322,6 +322,12 @@ def source_line(source: str, table: str, key: str | None) -> int | None:
     return ctx.line_of(table, key) if ctx is not None else None
 
 
+def service_line(source: str, service: str, field_name: str) -> int | None:
+    """As source_line, for a service's field as errors name it (`env.X`: the key)."""
+    ctx = _source_context(source)
+    return ctx.line_for(service, field_name) if ctx is not None else None
+
+
 def source_line_named(source: str, table: str, name: str) -> int | None:
     """As source_line, for a key of any spelling (`"A.B" = ...`), and for a table
     written inline at the top (`env = {...}`): the [env] errors named its header, or no

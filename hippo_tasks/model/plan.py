@@ -24,7 +24,12 @@ from hippo_tasks.errors import StackFileError, UsageError, close_hint
 from hippo_tasks.model.envfile import read_env_file
 from hippo_tasks.model.globs import literal_folders
 from hippo_tasks.model.graph import topo_order
-from hippo_tasks.model.loader import known_profiles, source_line, source_line_named
+from hippo_tasks.model.loader import (
+    known_profiles,
+    service_line,
+    source_line,
+    source_line_named,
+)
 from hippo_tasks.model.project import STAMP_PARTS, file_stamp
 from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
 from hippo_tasks.terminal_text import as_typed
@@ -258,7 +263,7 @@ def build_plan(spec: StackSpec, opts: Options) -> StackPlan:
                 cwd=cwd,
                 env={**_stack_env(spec, svc, render),
                      **_env_files(svc, root, render, env_stamps),
-                     **{k: render(v, "env") for k, v in svc.env}},
+                     **{k: render(v, f"env.{k}") for k, v in svc.env}},
                 depends_on=tuple(d for d in svc.depends_on if d in names),
                 setup_argv=setup_argv,
                 setup_creates=creates,
@@ -461,12 +466,12 @@ class Renderer:
         return str(moved)
 
     def fail(self, problem: str, field_name: str) -> StackFileError:
-        key = field_name.split(".")[0]
         if self.table is not None:
+            key = field_name.split(".")[0]
             return StackFileError(self.svc.source, problem, None, f"{self.table}.{field_name}",
                                   source_line(self.svc.source, self.table, key))
         return StackFileError(self.svc.source, problem, self.svc.name, field_name,
-                              source_line(self.svc.source, f"services.{self.svc.name}", key))
+                              service_line(self.svc.source, self.svc.name, field_name))
 
     def lookup(self, var: str, arg: str | None, field_name: str) -> str:
         if var == "port" and arg is None:
