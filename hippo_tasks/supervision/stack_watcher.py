@@ -113,6 +113,7 @@ class StackWatcher:
         self.on_change = on_change
         self.on_note = on_note
         self.poll = poll_forced() if poll is None else poll
+        self._quiet = debounce
         self.debounce = debounce + (POLL_DELAY_MS if self.poll else STEP_MS) / 1000
         """The quiet is timed from each hand-over, which comes a little after the change:
         one to two STEP_MS with the kernel's notifications, up to a scan when polling.
@@ -422,6 +423,9 @@ class StackWatcher:
         bad = dict(self._bad)
         began, self._caught_up = self._caught_up, file_clock_ns()
         settled_in = False
+        # Scanning where a link must be passed by: changes are seen a scan apart then.
+        self.debounce = self._quiet + (POLL_DELAY_MS if self.poll or bad else STEP_MS) / 1000
+        self._scan_s = 0.0
         if self.poll or bad:
             from hippo_tasks.supervision.poll_scan import poll_changes
 
