@@ -147,3 +147,57 @@ def test_ctrl_c_ends_hd_mcp_with_130(project: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+def _answers_of(out: bytes) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_every_call_piped_in_is_answered_once_even_past_the_grace(project: Path) -> None:
+    """200 `status` calls piped in, stdin closed: 57-86 of them went unanswered, neither
+    their result nor `Connection closed` (adv56 1): ids were struck off as their answers
+    were handed to the stdout writer, not as it took them, so the server was told of the
+    end while answers still waited for it, and cancelled them. Each id gets one answer
+    now; those not done within the grace, `Connection closed`."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("web", port))
+    hd(project, "up", "--detach", check=True)
+    try:
+        calls = [{"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                  "params": {"name": "status", "arguments": {}}} for i in range(2, 202)]
+        params = stdio(project)
+        for _ in range(2):
+            out = subprocess.run([params.command, *params.args], cwd=params.cwd,
+                                 env=params.env, input=b"".join(map(_line, [*HELLO, *calls])),
+                                 capture_output=True, timeout=60, check=False)
+            ids = [a.get("id") for a in _answers_of(out.stdout)]
+            assert sorted(ids, key=str) == sorted([1, *range(2, 202)], key=str), \
+                (len(ids), sorted(set(range(2, 202)) - set(ids))[:10])  # each id, once
+    finally:
+        hd(project, "down")
+
+
+def test_a_request_the_parser_refuses_is_answered_parse_error(project: Path) -> None:
+    """Nested 250 deep, a lone surrogate, an integer of 4,400 digits: valid JSON-RPC
+    requests the SDK's parser refuses were dropped unanswered on stdio, a client
+    waiting for ever (adv56 4). Each is answered -32700 with the parser's words."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + toy_service("web", None))
+    deep = '{"a":' * 250 + "1" + "}" * 250
+    lines = [
+        '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"status",'
+        f'"arguments":{{"x":{deep}}}}}}}',
+        '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"status",'
+        '"arguments":{"x":"\\ud800"}}}',
+        '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"status",'
+        f'"arguments":{{"x":{"9" * 4400}}}}}}}',
+        'not json at all']
+    params = stdio(project)
+    out = subprocess.run([params.command, *params.args], cwd=params.cwd, env=params.env,
+                         input=b"".join(map(_line, HELLO)) + "\n".join(lines).encode() + b"\n",
+                         capture_output=True, timeout=60, check=False)
+    answers = {a.get("id"): a for a in _answers_of(out.stdout)}
+    assert set(answers) == {1, 2, 3, 4}, answers
+    for request_id in (2, 3, 4):
+        error = answers[request_id]["error"]
+        assert error["code"] == -32700 and error["message"].startswith("Parse error: "), error  # type: ignore[index]

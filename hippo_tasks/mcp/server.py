@@ -261,17 +261,46 @@ its outcome kept `hd mcp` alive up to the start timeout after its client had gon
 
 
 class _Answers:
-    """The stdout stream, noting which requests have been answered."""
+    """The stdout stream, noting which requests have been answered: one answer for
+    each, and an answer for each.
+
+    An id counts as answered once the stdout writer has taken its answer, not when the
+    answer is handed over: 200 calls piped in had answers still queued for the writer
+    when the last id was struck off, the server was told stdin had ended, and the SDK
+    cancelled those writes and, as an answer had been started, sent neither it nor
+    `Connection closed` (adv56 1)."""
 
     def __init__(self, write: Any) -> None:
         self._write = write
         self.waiting: set[Any] = set()
+        self._closed: set[Any] = set()
+        """Ids answered `Connection closed` here (close_waiting): any later answer for
+        one of them is dropped, as JSON-RPC allows one."""
+        self._turn = anyio.Lock()
 
     async def send(self, item: Any) -> None:
         message = getattr(item, "message", None)
-        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
-            self.waiting.discard(message.id)
-        await self._write.send(item)
+        answered = message.id if isinstance(
+            message, types.JSONRPCResponse | types.JSONRPCError) else None
+        async with self._turn:
+            if answered is not None and answered in self._closed:
+                return
+            await self._write.send(item)
+        self.waiting.discard(answered)
+
+    async def close_waiting(self) -> None:
+        """Answer every call not yet answered `Connection closed`, before the server is
+        told stdin has ended (it cancels the calls then, some of them mid-answer)."""
+        from mcp.shared.message import SessionMessage
+
+        async with self._turn:
+            for request_id in sorted(self.waiting, key=str):
+                self._closed.add(request_id)
+                error = types.ErrorData(code=types.CONNECTION_CLOSED,
+                                        message="Connection closed")
+                await self._write.send(SessionMessage(types.JSONRPCError(
+                    jsonrpc="2.0", id=request_id, error=error)))
+            self.waiting.clear()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._write, name)
@@ -294,6 +323,11 @@ async def _screen(read: Any, passed: Any, write: _Answers) -> None:
 
     async with passed:
         async for item in read:
+            if isinstance(item, Exception):  # a line the SDK could not take
+                answer = _unparsed(item)
+                if answer is not None:
+                    await write.send(SessionMessage(answer))
+                continue
             message = getattr(item, "message", None)
             if isinstance(message, types.JSONRPCRequest) and \
                     (why := bad_params(message.method, message.params)) is not None:
@@ -311,6 +345,32 @@ async def _screen(read: Any, passed: Any, write: _Answers) -> None:
         with anyio.move_on_after(EOF_GRACE_S):
             while write.waiting:
                 await anyio.sleep(0.02)
+        await write.close_waiting()
+
+
+def _small_int(text: str) -> int:
+    """An integer as JSON has it, one too long for int() (4,300 digits) as 0: only the
+    request's id is wanted from a line the parser refused."""
+    return int(text) if len(text) < 100 else 0
+
+
+def _unparsed(error: Exception) -> types.JSONRPCError | None:
+    """The answer to a request whose line the SDK's parser refused (nested over ~200
+    deep, a lone surrogate escape, an integer of 4,400 digits): it dropped such a line
+    unanswered, and a client waited for ever, where `/mcp` answers -32700 (adv56 4). A
+    line that is no request at all is still dropped."""
+    errors = getattr(error, "errors", None)
+    try:
+        first = errors()[0] if callable(errors) else {}
+        raw = first.get("input")
+        request = json.loads(raw, parse_int=_small_int) if isinstance(raw, str) else None
+    except (ValueError, RecursionError, IndexError, TypeError):
+        return None
+    if not isinstance(request, dict) or "method" not in request or \
+            not isinstance(request.get("id"), int | str):
+        return None
+    return types.JSONRPCError(jsonrpc="2.0", id=request["id"], error=types.ErrorData(
+        code=types.PARSE_ERROR, message=f"Parse error: {first.get('msg', error)}"))
 
 
 def _output_error(group: BaseExceptionGroup[Any]) -> OSError | None:
