@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -576,3 +577,36 @@ def test_an_envelope_of_the_wrong_shape_is_an_invalid_request(stack: tuple[Path,
         assert reply["id"] == 2 and reply["error"]["code"] == -32600, reply
         assert reply["error"]["message"] == f"Invalid Request: {said}", reply
         assert "pydantic" not in json.dumps(reply)
+
+
+def test_wait_ready_beside_a_whole_stack_restart_waits_for_it(project: Path) -> None:
+    """`restart {}` and `wait_ready` called together, as agents call tools: the restart
+    stops every service first and marks none busy, and wait_ready answered at once that
+    the stack "will not become ready by itself", advising `hd start` for each (adv56 3).
+    It waits for the restart, and answers ready."""
+    import threading
+
+    dash, db, web, slow = free_ports(4)
+    write_stack(project, stack_header(dash) + toy_service("db", db, "--delay", "0.5")
+                + toy_service("web", web, "--delay", "0.5", depends_on=["db"])
+                # slow to stop: the others sit stopped meanwhile, no row busy
+                + toy_service("slow", slow, "--ignore-term", stop_timeout=1.5))
+    hd(project, "up", "--detach", check=True)
+    url = f"http://127.0.0.1:{dash}"
+
+    def restart(into: list[dict[str, Any]]) -> None:
+        into.append(tool_call(url, {"name": "restart", "arguments": {}}))
+
+    try:
+        for delay in (0.3, 0.8):
+            restarted: list[dict[str, Any]] = []
+            thread = threading.Thread(target=restart, args=(restarted,))
+            thread.start()
+            time.sleep(delay)
+            waited = tool_call(url, {"name": "wait_ready", "arguments": {"timeout_s": 60}}, 2)
+            thread.join(60)
+            result = waited["result"]["structuredContent"]
+            assert result["ready"] and "will not become ready" not in result["summary"], result
+            assert restarted and restarted[0]["result"]["structuredContent"]["ok"], restarted
+    finally:
+        hd(project, "down")

@@ -209,7 +209,7 @@ def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
         names = wanted or list(rows)
         waiting = [rows[n] for n in names if not _settled_ok(rows[n], wanted is not None)]
         hopeless = [r for r in waiting if r["state"] in ("failed", "stopped")
-                    and not r.get("busy")]
+                    and not r.get("busy") and not _restart_under_way(r)]
         waited = round(time.monotonic() - began, 2)
         timed_out = waited >= timeout
         if not waiting or hopeless or timed_out or _pause(WAIT_POLL_S):
@@ -226,6 +226,15 @@ def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
     return {"ready": not waiting, "timed_out": bool(waiting) and timed_out and not hopeless,
             "waited_s": waited, "summary": summary, "services": [rows[n] for n in names],
             "not_ready": not_ready}
+
+
+def _restart_under_way(row: dict[str, Any]) -> bool:
+    """Stopped by a restart whose start is still to come: a whole-stack restart stops
+    every service first and marks no row busy, and `wait_ready` called alongside it
+    answered at once that the stack "will not become ready by itself", advising `hd
+    start` for each service (adv56 3)."""
+    return row["state"] == "stopped" and str(row.get("reason") or "").startswith(
+        "restart requested")
 
 
 def why(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
