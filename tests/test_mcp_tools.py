@@ -610,3 +610,18 @@ def test_wait_ready_beside_a_whole_stack_restart_waits_for_it(project: Path) -> 
             assert restarted and restarted[0]["result"]["structuredContent"]["ok"], restarted
     finally:
         hd(project, "down")
+
+
+@pytest.mark.timeout(60)  # before: 20,000 objects were ~450 s of comparisons (a hang)
+def test_a_long_list_of_objects_is_refused_without_comparing_each_with_each() -> None:
+    """`wait_ready {"services": [{"a": 0}, ... 4,000 of them]}` (50 KB) took 18 s of a
+    core, growing with the square of the count, before the answer said they were no
+    names: jsonschema's `uniqueItems` compares unhashable items pairwise (adv56 2)."""
+    from hippo_tasks.mcp.server import check_args
+    from hippo_tasks.mcp.tools import BY_NAME
+
+    said = check_args(BY_NAME["wait_ready"], {"services": [{"a": i} for i in range(20_000)]})
+    assert said is not None and "bad arguments for wait_ready: argument 'services" in said
+    # within the bound, duplicates are still refused
+    said = check_args(BY_NAME["wait_ready"], {"services": ["web", "web"]})
+    assert said is not None and "non-unique" in said, said
