@@ -247,6 +247,8 @@ HEAD = '[stack]\ndefaults = false\n\n[services.b]\nshell = "sleep 1"\n\n\n'
     ('[services.b.env]\nA = "1"\nX = 5.5e400\n', 10, "field 'env': env.X is inf"),
     ('[services.b.env]\nA = "1"\nX = true\n', 10, "field 'env.X': value of 'X' must be"),
     ('env = { A = "1", X = "${nope}" }\n', 8, "field 'env.X': unknown variable"),
+    ('[services.b.env]\nA = "1"\n"B=C" = "2"\n', 10, "field 'env': variable name 'B=C'"),
+    ('env.A = "1"\nenv."" = "2"\n', 9, "field 'env': has an empty variable name"),
 ])
 def test_an_env_key_written_in_a_sub_table_or_dotted_is_named_at_its_line(
         tmp_path: Path, body: str, line: int, said: str) -> None:

@@ -127,14 +127,16 @@ class FileContext:
         return start + 1
 
     def error(
-        self, problem: str, service: str | None = None, field_name: str | None = None
+        self, problem: str, service: str | None = None, field_name: str | None = None,
+        at: str | None = None,
     ) -> StackFileError:
+        """`at`: where the line is found, when finer than the field (`env.B=C`)."""
         return StackFileError(
             path=self.path,
             problem=problem,
             service=service,
             field_name=field_name,
-            line=self.line_for(service, field_name),
+            line=self.line_for(service, at or field_name),
         )
 
     def line_for(self, service: str | None, field_name: str | None) -> int | None:
@@ -371,11 +373,12 @@ def want_env(ctx: FileContext, v: Any, svc: str | None, f: str) -> tuple[tuple[s
     empty or holds '=' cannot be passed on (exec refuses it, and the child never starts)."""
     pairs = want_str_table(ctx, v, svc, f)
     for key, _ in pairs:
+        at = f"{f}.{key}" if svc is not None else None  # the key's own line (adv56 5)
         if not key:
-            raise ctx.error("has an empty variable name", svc, f)
+            raise ctx.error("has an empty variable name", svc, f, at)
         if "=" in key:
             raise ctx.error(f"variable name {key!r} contains '=' (names cannot hold it; "
-                            "write NAME = \"value\")", svc, f)
+                            "write NAME = \"value\")", svc, f, at)
     return pairs
 
 
