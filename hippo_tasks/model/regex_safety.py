@@ -73,7 +73,10 @@ def safe_regex(pattern: str, subject: str = "'regex'") -> SafeRegex:
         raise UsageError(f"{subject} is nested too deeply") from None
     unbounded = _check(list(tree), False, subject)
     if unbounded > MAX_UNBOUNDED:
-        raise UsageError(f"{subject} has {unbounded} open-ended repeats (*, +, {{n,}}); at most "
+        # A range wider than 16 (`a{0,60}`) counts too: `a{0,60}b{0,60}c{0,60}` was told
+        # of three `*`, `+` or `{n,}` it does not have (adv56 6).
+        raise UsageError(f"{subject} has {unbounded} open-ended or wide repeats (*, +, "
+                         f"{{n,}}, or a range over 16 such as {{0,60}}); at most "
                          f"{MAX_UNBOUNDED} are allowed, so that one long line cannot stall "
                          "the daemon: use a plain 'text' filter, or a narrower pattern")
     choices = _choices(list(tree))
