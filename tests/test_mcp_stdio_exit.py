@@ -201,3 +201,28 @@ def test_a_request_the_parser_refuses_is_answered_parse_error(project: Path) -> 
     for request_id in (2, 3, 4):
         error = answers[request_id]["error"]
         assert error["code"] == -32700 and error["message"].startswith("Parse error: "), error  # type: ignore[index]
+
+
+def test_a_call_before_the_handshake_and_a_huge_method_name_are_said_plainly(
+        project: Path) -> None:
+    """A tool call before `initialize` got -32602 "Invalid request parameters" with
+    nothing saying the handshake comes first; a method name of 3 MB came back whole in
+    `Method not found`, over stdio and HTTP (adv56 7)."""
+    from mcputil import post
+
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + toy_service("web", None))
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "status", "arguments": {}}}
+    early = _one_shot(project, call)[1]["error"]
+    assert early["code"] == -32600 and "before `initialize`" in early["message"], early  # type: ignore[index]
+    huge = {"jsonrpc": "2.0", "id": 2, "method": "x" * 3_000_000}
+    said = _one_shot(project, *HELLO, huge)[2]["error"]
+    assert said["code"] == -32601 and len(json.dumps(said)) < 1000, str(said)[:300]  # type: ignore[index]
+    hd(project, "up", "--detach", check=True)
+    try:
+        status, answer = post(f"http://127.0.0.1:{dash}", huge)
+        assert answer["error"]["code"] == -32601 and len(json.dumps(answer)) < 1000, \
+            (status, str(answer)[:300])
+    finally:
+        hd(project, "down")

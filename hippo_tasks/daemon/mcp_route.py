@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlsplit
 
 from hippo_tasks.daemon.guard import host_name, is_loopback_name
 from hippo_tasks.daemon.httpcore import ClientGone, HttpError, Raw, Request, peer_gone
-from hippo_tasks.mcp.call_shape import bad_params, shown
+from hippo_tasks.mcp.call_shape import bad_params, shown, unknown_long_method
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.commands import StackCommands
@@ -145,6 +145,10 @@ def _refused_message(body: bytes) -> Raw | None:
     if ident is None:
         return _invalid_request(f"'id' must be a string or an integer, not "
                                 f"{shown(message['id'])}")
+    unknown = unknown_long_method(message["method"])
+    if unknown is not None:
+        return Raw(json.dumps({"jsonrpc": "2.0", "id": ident, "error": {
+            "code": -32601, "message": unknown}}).encode(), "application/json")
     why = bad_params(message["method"], message.get("params"))
     if why is None:
         return None

@@ -14,6 +14,19 @@ def shown(value: object) -> str:
             else json.dumps(value)[:40])
 
 
+LONGEST_METHOD = 200
+"""No MCP method's name comes near it (`notifications/resources/list_changed` is 36)."""
+
+
+def unknown_long_method(method: str) -> str | None:
+    """The -32601 text for a method name too long to be any (None otherwise): the SDK's
+    `Method not found` echoed the whole name, 3 MB in, 3 MB out (adv56 7)."""
+    if len(method) <= LONGEST_METHOD:
+        return None
+    return (f"Method not found: a method name of {len(method)} characters (no MCP method "
+            f"has over {LONGEST_METHOD}; `tools/list` and `tools/call` are the ones to use)")
+
+
 def bad_params(method: str, params: dict[str, Any] | None) -> str | None:
     """What is wrong with a tool call's params where the SDK would say only that they
     are invalid, or None."""

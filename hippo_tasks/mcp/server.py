@@ -39,7 +39,7 @@ from hippo_tasks.daemon.client import HippoErrorFromDaemon
 from hippo_tasks.errors import HippoError
 from hippo_tasks.errors.daemon import DaemonNotRunningError
 from hippo_tasks.mcp.backend import HttpStack, Stack
-from hippo_tasks.mcp.call_shape import bad_params
+from hippo_tasks.mcp.call_shape import bad_params, unknown_long_method
 from hippo_tasks.mcp.tools import BY_NAME, CALL, TOOLS, Tool, not_running_hint
 
 INSTRUCTIONS = (
@@ -337,6 +337,7 @@ async def _screen(read: Any, passed: Any, write: _Answers) -> None:
     (EOF_GRACE_S at most)."""
     from mcp.shared.message import SessionMessage
 
+    greeted = False
     async with passed:
         async for item in read:
             if isinstance(item, Exception):  # a line the SDK could not take
@@ -345,13 +346,13 @@ async def _screen(read: Any, passed: Any, write: _Answers) -> None:
                     await write.send(SessionMessage(answer))
                 continue
             message = getattr(item, "message", None)
-            if isinstance(message, types.JSONRPCRequest) and \
-                    (why := bad_params(message.method, message.params)) is not None:
-                error = types.ErrorData(code=types.INVALID_PARAMS,
-                                        message=f"Invalid params: {why}")
-                await write.send(SessionMessage(types.JSONRPCError(
-                    jsonrpc="2.0", id=message.id, error=error)))
-                continue
+            if isinstance(message, types.JSONRPCRequest):
+                greeted = greeted or message.method == "initialize"
+                refusal = _refusal(message, greeted)
+                if refusal is not None:
+                    await write.send(SessionMessage(types.JSONRPCError(
+                        jsonrpc="2.0", id=message.id, error=refusal)))
+                    continue
             if isinstance(message, types.JSONRPCRequest):
                 write.waiting.add(message.id)
             elif isinstance(message, types.JSONRPCNotification) and \
@@ -362,6 +363,32 @@ async def _screen(read: Any, passed: Any, write: _Answers) -> None:
             while write.waiting:
                 await anyio.sleep(0.02)
         await write.close_waiting()
+
+
+ENVELOPE_KEY = "io.modelcontextprotocol/protocolVersion"
+"""In a request's `_meta`, MCP's later form of a call that needs no handshake (the SDK
+takes it, and says itself what else the envelope needs)."""
+
+
+def _refusal(request: types.JSONRPCRequest, greeted: bool) -> types.ErrorData | None:
+    """The answer to a request the SDK would answer with too little, or too much: a
+    tool call's params of the wrong shape (`"arguments": []`: -32602 "Invalid request
+    parameters" and nothing more), a call before the handshake (the same words: nothing
+    said `initialize` comes first, adv56 7), a method name of megabytes (echoed whole)."""
+    unknown = unknown_long_method(request.method)
+    if unknown is not None:
+        return types.ErrorData(code=types.METHOD_NOT_FOUND, message=unknown)
+    why = bad_params(request.method, request.params)
+    if why is not None:
+        return types.ErrorData(code=types.INVALID_PARAMS, message=f"Invalid params: {why}")
+    meta = (request.params or {}).get("_meta")
+    enveloped = isinstance(meta, dict) and ENVELOPE_KEY in meta  # newer, handshake-free
+    if not greeted and not enveloped and request.method != "ping":
+        return types.ErrorData(code=types.INVALID_REQUEST, message=(
+            f"Invalid Request: {request.method!r} before `initialize`: hd mcp (stdio) "
+            "begins with MCP's handshake, `initialize` then `notifications/initialized`"
+            " (the daemon's HTTP /mcp takes a call without one)"))
+    return None
 
 
 def _small_int(text: str) -> int:
