@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from stackutil import (
+    HD_CLI,
     PY,
     REPO,
     TOY,
@@ -332,6 +333,27 @@ def test_a_cwd_that_does_not_exist_fails_doctor_and_up_says_fix_it(project: Path
             up.stderr
     finally:
         hd(project, "down")
+
+
+def test_doctor_fails_a_state_folder_that_cannot_be_written(project: Path) -> None:
+    """`.hippodrome` that cannot be written (here mode 0555, with root's override of
+    modes dropped; `chattr +i` or a read-only mount alike): every check said OK, exit 0,
+    and `hd up` then failed with exit 10 (adv56 7)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.api]\ncommand = ["sleep", "60"]\n')
+    state = project / ".hippodrome"
+    state.mkdir()
+    state.chmod(0o555)
+    drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    try:
+        doctor = subprocess.run([*drop, *HD_CLI, "doctor", "--project-root", str(project)],
+                                capture_output=True, text=True, timeout=120, cwd=project,
+                                env={**os.environ, "NO_COLOR": "1"})
+    finally:
+        state.chmod(0o755)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert f"[FAIL] {state} cannot be written by this user" in doctor.stdout, doctor.stdout
 
 
 def test_up_with_no_stack_file_says_it_runs_the_bundled_stack(tmp_path: Path) -> None:

@@ -84,6 +84,13 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
              + ("" if found or required else " (needed for the ecom profile and events)"))
     root = resolve_root(project_root)
     line(True, f"project root {root}")
+    state = root / ".hippodrome"
+    target = state if state.is_dir() else root
+    if not os.access(target, os.W_OK | os.X_OK):  # `chattr +i`, a read-only mount, modes
+        # Every check said OK and `up` then failed with exit 10 (adv56 7).
+        line(False, f"{target} cannot be written by this user: `hd up` keeps the stack's "
+                    f"state in {state}; check its owner and mode, `lsattr -d` (immutable), "
+                    "or a read-only mount")
     registry = Registry(root)
     data = registry.read()
     stranger = stranger_daemon(data, root)
