@@ -595,3 +595,14 @@ def test_a_line_cut_by_a_full_disk_leaves_no_empty_line(project: Path) -> None:
         assert lines[note + 1] == b"end", lines[note - 1:note + 3]
         assert lines[note - 1].startswith(b"LLLL")  # what fitted of the cut line
         hd(project, "down", check=True)
+
+
+def test_export_on_a_full_disk_leaves_no_folder_it_made(tmp_path: Path) -> None:
+    """`hd export k8s -o k8s` on a full disk said "nothing was written" and left an
+    empty `k8s/` it had made (adv56 7): it takes away the folders it made."""
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        _fill(disk)
+        out = hd(disk, "export", "k8s", "-o", "made/k8s")
+        assert out.returncode == 2 and "nothing was written" in out.stderr, \
+            out.stdout + out.stderr
+        assert not (disk / "made").exists(), list(disk.iterdir())
