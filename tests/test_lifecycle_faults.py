@@ -359,16 +359,37 @@ def test_a_downs_file_from_another_boot_or_damaged_stops_no_up(project: Path,
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     (project / ".hippodrome").mkdir(exist_ok=True)
     (project / ".hippodrome" / "downs").write_text({
-        "another boot": "00000000-1111-2222-3333-444444444444 99999999.000\n",
-        "inf": f"{boot} inf\n", "to come": f"{boot} 99999999.000\n",
+        "another boot": "00000000-1111-2222-3333-444444444444 99999999.000 1\n",
+        "inf": f"{boot} inf 1\n", "to come": f"{boot} 99999999.000 1\n",
         "garbage": "\x00\xff 12 x\n"}[left])
     up = hd(project, "up", "--detach", timeout=120)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
     finally:
         hd(project, "down")
-    boot_now, started = (project / ".hippodrome" / "downs").read_text().split()
+    boot_now, started, _pid = (project / ".hippodrome" / "downs").read_text().split()
     assert boot_now == boot and float(started) < 99999999, started  # the down's own
+
+
+def test_down_then_up_in_one_invoke_command_starts_the_stack(project: Path) -> None:
+    """`invoke down up --detach`, the restart idiom: both tasks run in one process, so
+    the `down`'s mark had the `up`'s own start time, and the `up` took it for a later
+    `down` and started nothing (exit 5). A mark of this very process is not a later
+    command's."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port, readiness={"http": "/"}))
+    hd(project, "up", "--detach", check=True, timeout=120)
+    before = registry(project)["daemon"]["pid"]
+    both = subprocess.run([PY, "-m", "invoke", "-r", str(REPO), "down", "--project-root",
+                           str(project), "up", "--detach", "--project-root", str(project)],
+                          cwd=project, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "NO_COLOR": "1"})
+    try:
+        assert both.returncode == 0, both.stdout + both.stderr
+        daemon = registry(project)["daemon"]["pid"]
+        assert daemon != before and alive(daemon)
+    finally:
+        hd(project, "down")
 
 
 def test_down_right_after_up_waits_and_stops_the_stack(project: Path) -> None:

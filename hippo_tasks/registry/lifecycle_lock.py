@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from hippo_contract.flock_wait import flock_within
 from hippo_contract.small_file import kind_of
@@ -117,7 +118,10 @@ class LifecycleLock:
         to reach the lock) read the `down`'s mark as already there and started the
         stack all the same."""
         last = last_down_started(self.root)
-        return self.started is not None and last is not None and last >= self.started
+        # (one of this very process is an earlier task of the same command line:
+        # `invoke down up`, the restart idiom, refused its own `up`)
+        return self.started is not None and last is not None and \
+            last.started >= self.started and last.pid != os.getpid()
 
     def mark_down(self) -> None:
         """A `down` holding the lock leaves when it started, for the `up`s started
@@ -144,8 +148,10 @@ class LifecycleLock:
                 fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
             try:
                 last = _started_in(fd)
+                kept = last if last is not None and last.started > mine else \
+                    DownMark(mine, os.getpid())
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{_boot_id()} {max(mine, last or 0.0):.3f}\n".encode(), 0)
+                os.pwrite(fd, f"{_boot_id()} {kept.started:.3f} {kept.pid}\n".encode(), 0)
             finally:
                 os.close(fd)
 
@@ -181,7 +187,12 @@ def _kind_at(path: Path) -> str:
 
 DOWNS = "downs"
 """When the latest `down` to hold the project's lifecycle lock started, in
-`.hippodrome/downs`: this boot's id and the start time (identity's seconds)."""
+`.hippodrome/downs`: this boot's id, the start time (identity's seconds), its pid."""
+
+
+class DownMark(NamedTuple):
+    started: float
+    pid: int
 
 
 def started_at(pid: int) -> float | None:
@@ -189,7 +200,7 @@ def started_at(pid: int) -> float | None:
     return identity(pid)
 
 
-def last_down_started(root: Path) -> float | None:
+def last_down_started(root: Path) -> DownMark | None:
     try:
         fd = _open_lock_file(root / ".hippodrome" / DOWNS, os.O_RDONLY)
     except OSError:
@@ -200,20 +211,20 @@ def last_down_started(root: Path) -> float | None:
         os.close(fd)
 
 
-def _started_in(fd: int) -> float | None:
-    """The start time in an open `downs` file: None for one unreadable, empty or
-    damaged, or written in another boot (start times count from boot on Linux: an
-    earlier boot's would stop every `up` of this one)."""
+def _started_in(fd: int) -> DownMark | None:
+    """The mark in an open `downs` file: None for one unreadable, empty or damaged, or
+    written in another boot (start times count from boot on Linux: an earlier boot's
+    would stop every `up` of this one)."""
     try:
-        boot, _, text = os.pread(fd, 200, 0).decode("ascii").strip().partition(" ")
-        started = float(text)
+        boot, started_text, pid_text = os.pread(fd, 200, 0).decode("ascii").split()
+        started, pid = float(started_text), int(pid_text)
     except (OSError, ValueError):
         return None
     # A time to come (damaged, `inf`) would stop every `up` of this boot, and each
     # `down` keeps the latest: never taken.
     if boot != _boot_id() or not math.isfinite(started) or started > _now() + 1:
         return None
-    return started
+    return DownMark(started, pid)
 
 
 def _now() -> float:
