@@ -67,7 +67,7 @@ def _error(ctx: FileContext, at: _Path, problem: str) -> StackFileError:
         # At the key's own line where it has one (`[services.b.env]`, `env.X = ...`):
         # the service's header line, lines above, was named (adv55 4).
         keyed = f"{field}.{_shown(rest[0])}" if rest and isinstance(rest[0], str) else field
-        return StackFileError(ctx.path, text, service, field, ctx.line_for(service, keyed))
+        return ctx.error(text, service, field, at=keyed)
     dotted = "".join(_shown(k) if isinstance(k, int) else "." + _shown(k) for k in keys)
     dotted = dotted.lstrip(".")
     if top == "stack" and len(keys) == 2:
