@@ -217,8 +217,13 @@ def test_a_call_before_the_handshake_and_a_huge_method_name_are_said_plainly(
     early = _one_shot(project, call)[1]["error"]
     assert early["code"] == -32600 and "before `initialize`" in early["message"], early  # type: ignore[index]
     huge = {"jsonrpc": "2.0", "id": 2, "method": "x" * 3_000_000}
-    said = _one_shot(project, *HELLO, huge)[2]["error"]
+    tool = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",  # the tool's name, too
+            "params": {"name": "x" * 3_000_000, "arguments": {}}}  # (adv57 F2)
+    answers = _one_shot(project, *HELLO, huge, tool)
+    said = answers[2]["error"]
     assert said["code"] == -32601 and len(json.dumps(said)) < 1000, str(said)[:300]  # type: ignore[index]
+    said = answers[3]["error"]
+    assert "unknown tool" in said["message"] and len(json.dumps(said)) < 1000, str(said)[:300]  # type: ignore[index]
     hd(project, "up", "--detach", check=True)
     try:
         status, answer = post(f"http://127.0.0.1:{dash}", huge)

@@ -625,3 +625,10 @@ def test_a_long_list_of_objects_is_refused_without_comparing_each_with_each() ->
     # within the bound, duplicates are still refused
     said = check_args(BY_NAME["wait_ready"], {"services": ["web", "web"]})
     assert said is not None and "non-unique" in said, said
+    # a long value is cut, its reason kept (adv57 F3: "... (1248 characters in all)." and
+    # no word of why); past maxItems, refused by its length
+    said = check_args(BY_NAME["wait_ready"], {"services": ["db"] * 200})
+    assert said is not None and "characters in all) has non-unique elements" in said, said
+    said = check_args(BY_NAME["wait_ready"], {"services": list(range(400_000))})
+    assert said is not None and "a list of 400000 items is too long (at most 200)" in said, \
+        said[:300]

@@ -107,21 +107,44 @@ def check_args(tool: Tool, args: dict[str, Any]) -> str | None:
         return (f"bad arguments for {tool.name}: argument '{odd}': NaN and Infinity "
                 "(which a number too large for a double, such as 1e999, becomes) are not "
                 f"numbers JSON has; send a finite number. {usage(tool)}")
-    error: ValidationError | None = best_match(
+    error: ValidationError | None = _too_many(tool, args) or best_match(
         _validator(tool.name, unique=False).iter_errors(args)) or best_match(
         _validator(tool.name).iter_errors(args))
     if error is None:
         return None
     where = ".".join(str(p) for p in error.absolute_path)[:200]
-    message = error.message  # it quotes the value: a 3 MB argument came back twice (z/9)
-    if len(message) > SHOWN_CHARS:
-        message = f"{message[:SHOWN_CHARS]}... ({len(message)} characters in all)"
+    # It quotes the value (a 3 MB argument came back twice, z/9): the value is cut, the
+    # reason after it kept (cut with it, "has non-unique elements" was lost: adv57 F3).
+    message = error.message
+    quoted = repr(error.instance)
+    if message.startswith(quoted) and len(quoted) > SHOWN_CHARS:
+        message = _cut(quoted) + message[len(quoted):]
+    elif len(message) > SHOWN_CHARS:
+        message = _cut(message)
     what = f"argument '{where}': {message}" if where else message
     return f"bad arguments for {tool.name}: {what}. {usage(tool)}"
 
 
 SHOWN_CHARS = 500
 """Of a schema error's sentence, which quotes the value it refused."""
+
+
+def _cut(text: str) -> str:
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters in all)"
+
+
+def _too_many(tool: Tool, args: dict[str, Any]) -> ValidationError | None:
+    """A list argument past its `maxItems`, found by its length alone: jsonschema checks
+    every item first (400,000 integers: 9 s of a daemon core before the refusal, adv57
+    F3)."""
+    for key, spec in tool.input_schema.get("properties", {}).items():
+        value, most = args.get(key), spec.get("maxItems")
+        if isinstance(value, list) and isinstance(most, int) and len(value) > most:
+            return ValidationError(f"a list of {len(value)} items is too long (at most "
+                                   f"{most})", path=[key], instance=None)
+    return None
 
 
 def _error(text: str) -> types.CallToolResult:
@@ -213,9 +236,9 @@ def build(stack: Stack) -> Server[Any]:
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams
                         ) -> types.CallToolResult:
-        if params.name not in BY_NAME:
+        if params.name not in BY_NAME:  # quoted in part: 3 MB came back whole (adv57 F2)
             raise MCPError(types.INVALID_PARAMS,
-                           f"unknown tool {params.name!r}; the tools are "
+                           f"unknown tool {_cut(repr(params.name))}; the tools are "
                            f"{', '.join(BY_NAME)}")
         if params.arguments is None and "arguments" in params.model_fields_set:
             # `"arguments": null` read as none given: `stop` stopped every service and
