@@ -368,3 +368,19 @@ def test_up_with_no_stack_file_says_it_runs_the_bundled_stack(tmp_path: Path) ->
             up.stdout
     finally:
         hd(tmp_path, "down", timeout=60)
+
+
+def test_up_says_a_job_run_to_its_end_completed_as_status_does(project: Path) -> None:
+    """The README's walkthrough: `hd up` printed `schema: stopped` for the job that ran
+    to exit 0, which `hd status` calls `completed`; `stopped` is the word for a job
+    stopped mid-run (adv57 F5)."""
+    dash, web = free_ports(2)
+    write_stack(project, stack_header(dash) + toy_service("schema", None, "--exit", "0",
+                                                          kind="job")
+                + toy_service("web", web, depends_on=["schema"]))
+    up = hd(project, "up", "--detach", check=True)
+    try:
+        assert "schema: completed" in up.stdout and "schema: stopped" not in up.stdout, \
+            up.stdout
+    finally:
+        hd(project, "down")

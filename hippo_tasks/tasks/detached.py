@@ -32,7 +32,7 @@ from hippo_tasks.errors.ports import PortsBusyAtStartError
 from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, RegistryLockedError, StateDirError
 from hippo_tasks.model.textfile import open_regular, open_regular_for_reading
 from hippo_tasks.registry.store import Registry
-from hippo_tasks.tasks.output import TaskExit
+from hippo_tasks.tasks.output import TaskExit, table_state
 
 if TYPE_CHECKING:
     from hippo_tasks.daemon.forked import ForkedDaemon
@@ -167,9 +167,12 @@ def _wait(proc: Daemon, registry: Registry, log: Path, log_from: int, url: str) 
             continue
         services: dict[str, dict[str, Any]] = data.get("services", {})
         for name, entry in services.items():
-            if shown.get(name) != entry["state"] and entry["state"] != "pending":
-                shown[name] = entry["state"]
-                print(f"hippodrome | {name}: {entry['state']}", flush=True)
+            # A job run to exit 0 is `completed`, as `hd status` says: `schema: stopped`
+            # read as a job stopped mid-run (adv57 F5).
+            state = table_state(entry)
+            if shown.get(name) != state and state != "pending":
+                shown[name] = state
+                print(f"hippodrome | {name}: {state}", flush=True)
         if failure:
             continue
         # `started` once the start is over; but a whole-stack restart from elsewhere
