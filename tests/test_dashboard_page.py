@@ -594,6 +594,17 @@ def test_the_page_survives_a_daemon_restart_and_shows_the_new_stack(
     note = page.locator("#stale-note")
     expect(note).to_be_visible(timeout=WAIT_MS)
     expect(note).to_contain_text(re.compile(r"ended every service|nothing of this stack runs"))
+    # Below the note, uptimes counted on, the header said "1 running" and a button said
+    # the browser's "Failed to fetch" (adv57 F4).
+    expect(page.locator("#h-summary")).to_have_text("none: the daemon shut down")
+    clocks = page.locator("#h-uptime").inner_text(), svc(page, "web").locator(
+        ".c-uptime").inner_text()
+    time.sleep(2.2)
+    assert (page.locator("#h-uptime").inner_text(), svc(page, "web").locator(
+        ".c-uptime").inner_text()) == clocks
+    svc(page, "web").locator('button[data-action="restart"]').click()
+    expect(page.locator("#msg")).to_contain_text("the daemon is not running (it shut down)",
+                                                 timeout=WAIT_MS)
 
     stack_file = project / "hippodrome.toml"
     stack_file.write_text(stack_file.read_text().replace('"first"', '"second"')
