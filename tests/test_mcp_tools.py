@@ -632,3 +632,38 @@ def test_a_long_list_of_objects_is_refused_without_comparing_each_with_each() ->
     said = check_args(BY_NAME["wait_ready"], {"services": list(range(400_000))})
     assert said is not None and "a list of 400000 items is too long (at most 200)" in said, \
         said[:300]
+
+
+def test_wait_ready_right_after_a_save_waits_for_the_reload(project: Path) -> None:
+    """A save, then `wait_ready` within the watcher's quiet period: it answered ready at
+    once, with the pid of the process the reload ended a moment later (adv57 F1; the
+    agent's loop is edit, wait_ready, test). The row says `change_pending` until the
+    restart is asked, and wait_ready waits through it."""
+    import json as json_
+    import urllib.request
+
+    dash, port = free_ports(2)
+    (project / "w").mkdir()
+    write_stack(project, stack_header(dash) + toy_service(
+        "w", port, "--delay", "0.8", watch=["w/*.txt"]))
+    hd(project, "up", "--detach", check=True)
+    url = f"http://127.0.0.1:{dash}"
+
+    def row() -> dict[str, Any]:
+        with urllib.request.urlopen(url + "/api/status", timeout=10) as resp:
+            found: dict[str, Any] = json_.load(resp)["services"][0]
+            return found
+
+    try:
+        time.sleep(1.0)  # the watch is set up
+        for n in range(2):
+            before = row()["pid"]
+            (project / "w" / "a.txt").write_text(f"edit {n}\n")
+            wait_for(lambda: row().get("change_pending"), 10, every=0.01,
+                     what="the change seen, its reload to come")
+            answer = tool_call(url, {"name": "wait_ready", "arguments": {
+                "services": ["w"], "timeout_s": 30}})["result"]["structuredContent"]
+            assert answer["ready"], answer
+            assert answer["services"][0]["pid"] != before, answer  # not the old process
+    finally:
+        hd(project, "down")

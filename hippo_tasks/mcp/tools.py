@@ -207,7 +207,10 @@ def wait_ready(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
                 left_out = status.get("left_out") or {}
                 raise UnknownServiceError(name, tuple(rows), str(left_out.get(name) or ""))
         names = wanted or list(rows)
-        waiting = [rows[n] for n in names if not _settled_ok(rows[n], wanted is not None)]
+        # A save seen and its reload still to come: "ready" would be the old process
+        # (adv57 F1).
+        waiting = [rows[n] for n in names if not _settled_ok(rows[n], wanted is not None)
+                   or rows[n].get("change_pending")]
         hopeless = [r for r in waiting if r["state"] in ("failed", "stopped")
                     and not r.get("busy") and not _restart_under_way(r)]
         waited = round(time.monotonic() - began, 2)

@@ -290,4 +290,8 @@ class StackCore:
         return [s.snapshot() for s in self.services.values()]
 
     def status(self) -> list[dict[str, object]]:
-        return [s.snapshot().as_status() for s in self.services.values()]
+        """Each service's row; `change_pending`: a watched file changed and its restart
+        is still to come (the watcher's quiet period)."""
+        changed = self._watcher.changed if self._watcher is not None else frozenset()
+        return [{**s.snapshot().as_status(), "change_pending": name in changed}
+                for name, s in self.services.items()]

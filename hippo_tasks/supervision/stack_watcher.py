@@ -123,6 +123,11 @@ class StackWatcher:
         self._halt = threading.Event()
         self._stopped = False
         self._pending: dict[str, set[str]] = {}
+        self.changed: frozenset[str] = frozenset()
+        """The services with a change seen and not yet acted on (the quiet period still
+        running), replaced whole, so a status read from another thread sees one set:
+        `wait_ready` right after a save answered ready for the process the reload was
+        about to end (adv57 F1)."""
         self._first: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._thread: threading.Thread | None = None
@@ -166,6 +171,7 @@ class StackWatcher:
             handle.cancel()
         self._timers.clear()
         self._pending.clear()
+        self.changed = frozenset()
         self._first.clear()
         deadline = time.monotonic() + timeout
         while self._thread is not None and self._thread.is_alive() \
@@ -183,6 +189,7 @@ class StackWatcher:
             if old is not None:
                 old.cancel()
             self._timers[name] = self._loop.call_later(self.debounce, self._settled, name)
+        self.changed = frozenset(self._pending)
 
     def _settled(self, name: str) -> None:
         assert self._loop is not None
@@ -194,7 +201,8 @@ class StackWatcher:
         paths = self._pending.pop(name, set())
         first = self._first.pop(name, time.monotonic())
         if paths and not self._stopped:
-            self.on_change(name, sorted(paths), first)
+            self.on_change(name, sorted(paths), first)  # its restart is asked first
+        self.changed = frozenset(self._pending)
 
     def _say(self, name: str, text: str) -> None:
         if not self._stopped:
