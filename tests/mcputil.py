@@ -56,6 +56,15 @@ def post(dashboard: str, message: Any,
         return refused.code, json.loads(refused.read())
 
 
+def first_row(dash: int) -> dict[str, Any]:
+    """The first service's row of the daemon's `/api/status` (the stacks here have one)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/status", timeout=10) as resp:
+        row: dict[str, Any] = json.load(resp)["services"][0]
+        return row
+
+
 def tool_call(dashboard: str, params: Any, ident: int = 1) -> dict[str, Any]:
     """The JSON-RPC answer to a `tools/call` with these params, sent as they are."""
     _, reply = post(dashboard, {"jsonrpc": "2.0", "id": ident, "method": "tools/call",

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 from pathlib import Path
 
-from mcputil import stdio
+from mcputil import first_row, stdio
 from stackutil import free_ports, hd, stack_header, toy_service, wait_for, write_stack
 
 
@@ -20,8 +19,7 @@ def _line(message: dict[str, object]) -> bytes:
 
 
 def _state(dash: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/status", timeout=10) as resp:
-        return str(json.load(resp)["services"][0]["state"])
+    return str(first_row(dash)["state"])
 
 
 def _serving(project: Path) -> subprocess.Popen[bytes]:
@@ -74,8 +72,7 @@ def test_closing_stdin_mid_call_ends_hd_mcp(project: Path) -> None:
 
 
 def _pid(dash: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/status", timeout=10) as resp:
-        return int(json.load(resp)["services"][0]["pid"])
+    return int(first_row(dash)["pid"])
 
 
 def _one_shot(project: Path, *messages: dict[str, object]) -> dict[object, dict[str, object]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from mcp.shared.exceptions import MCPError
-from mcputil import Agent, http, post, run, small_stack, stdio, tool_call
+from mcputil import Agent, first_row, http, post, run, small_stack, stdio, tool_call
 from stackutil import free_ports, hd, registry, stack_header, toy_service, wait_for, write_stack
 
 READ_ONLY = {"status", "logs", "wait_ready", "why", "events_recordings"}
@@ -639,27 +639,18 @@ def test_wait_ready_right_after_a_save_waits_for_the_reload(project: Path) -> No
     once, with the pid of the process the reload ended a moment later (adv57 F1; the
     agent's loop is edit, wait_ready, test). The row says `change_pending` until the
     restart is asked, and wait_ready waits through it."""
-    import json as json_
-    import urllib.request
-
     dash, port = free_ports(2)
     (project / "w").mkdir()
     write_stack(project, stack_header(dash) + toy_service(
         "w", port, "--delay", "0.8", watch=["w/*.txt"]))
     hd(project, "up", "--detach", check=True)
     url = f"http://127.0.0.1:{dash}"
-
-    def row() -> dict[str, Any]:
-        with urllib.request.urlopen(url + "/api/status", timeout=10) as resp:
-            found: dict[str, Any] = json_.load(resp)["services"][0]
-            return found
-
     try:
         time.sleep(1.0)  # the watch is set up
         for n in range(2):
-            before = row()["pid"]
+            before = first_row(dash)["pid"]
             (project / "w" / "a.txt").write_text(f"edit {n}\n")
-            wait_for(lambda: row().get("change_pending"), 10, every=0.01,
+            wait_for(lambda: first_row(dash).get("change_pending"), 10, every=0.01,
                      what="the change seen, its reload to come")
             answer = tool_call(url, {"name": "wait_ready", "arguments": {
                 "services": ["w"], "timeout_s": 30}})["result"]["structuredContent"]
