@@ -175,9 +175,9 @@ def out_of_bounds(link: str) -> str | None:
     answering for good while its memory grew, `ln -s /proc src/p` for 25 s (adv55 2)."""
     target = os.path.realpath(link)
     here = os.path.realpath(os.path.dirname(link))
-    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+    if inside(here, (target.rstrip(os.sep),)):  # ("" for `/`: every path is below it)
         return f"leads to {target}, a folder that holds it"
-    if any(target == t or target.startswith(t + os.sep) for t in SYSTEM_TREES):
+    if inside(target, SYSTEM_TREES):
         return f"leads to {target}, the kernel's own tree"
     return None
 
