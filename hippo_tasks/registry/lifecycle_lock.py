@@ -42,7 +42,7 @@ class LifecycleLock:
         """Who held the lock while this one waited for it (`down` (pid N)), if anyone."""
         self.given_up: str | None = None
         """Why acquire went on without the lock (its `give_up`), if it did."""
-        self.started = started_at(os.getpid())
+        self.started = identity(os.getpid())  # when its command was given
         """When this process started (see down_meanwhile)."""
 
     def acquire(self, what: str, say: Callable[[str], None] = print,
@@ -126,7 +126,7 @@ class LifecycleLock:
     def mark_down(self) -> None:
         """A `down` holding the lock leaves when it started, for the `up`s started
         before it (down_meanwhile); the latest such time is kept."""
-        mine = started_at(os.getpid())
+        mine = identity(os.getpid())
         if mine is None:
             return
         path = self.root / ".hippodrome" / DOWNS
@@ -195,11 +195,6 @@ class DownMark(NamedTuple):
     pid: int
 
 
-def started_at(pid: int) -> float | None:
-    """When `pid` started: the moment its command was given, whenever it gets to run."""
-    return identity(pid)
-
-
 def last_down_started(root: Path) -> DownMark | None:
     try:
         fd = _open_lock_file(root / ".hippodrome" / DOWNS, os.O_RDONLY)
@@ -228,7 +223,7 @@ def _started_in(fd: int) -> DownMark | None:
 
 
 def _now() -> float:
-    """Now, as started_at counts: seconds since boot on Linux, else epoch time."""
+    """Now, as identity counts: seconds since boot on Linux, else epoch time."""
     if sys.platform == "linux":
         with contextlib.suppress(OSError, ValueError, IndexError), \
                 open("/proc/uptime", encoding="ascii") as fh:
