@@ -42,14 +42,26 @@ def test_the_own_stack_loads_and_runs(project: Path, tmp_path: Path) -> None:
     assert "next: hd up --detach" in init.stdout
     assert not (project / "tasks.py").exists()
     assert load_stack(project).names == ("page", "web")
+    # the port it names is the one `up` here serves (it named the file's 8080, adv57)
+    named = re.search(r"serves it on port (\d+)", init.stdout)
+    assert named and int(named.group(1)) == 8080 + offset, init.stdout
+    assert f"HIPPODROME_PORT_OFFSET={offset}" in init.stdout
     up = sh.run("hd up --detach")
     assert up.returncode == 0, up.stdout + up.stderr
-    with urllib.request.urlopen(f"http://127.0.0.1:{8080 + offset}/", timeout=30) as page:
+    with urllib.request.urlopen(f"http://127.0.0.1:{named.group(1)}/", timeout=30) as page:
         assert "It works" in page.read().decode()
     token = registry(project)["daemon"]["token"]
     down = sh.run("hd down")
     assert down.returncode == 0, down.stderr
     assert marked_pids(token) == []
+
+
+def test_an_offset_up_would_refuse_is_named_not_applied(project: Path,
+                                                        tmp_path: Path) -> None:
+    init = shell_in(project, tmp_path / "scratch", HIPPODROME_PORT_OFFSET="1e2").run("hd init")
+    assert init.returncode == 0, init.stderr
+    assert "serves it on port 8080, which HIPPODROME_PORT_OFFSET would move, but hd up " \
+        "refuses its value" in init.stdout
 
 
 def test_from_bundled_keeps_the_bundled_stack(project: Path, tmp_path: Path) -> None:

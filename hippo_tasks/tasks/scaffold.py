@@ -100,6 +100,22 @@ def _undo(placed: list[Path], temps: Iterable[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
+def _web_port() -> str:
+    """The starter's `web` port as `hd up` here will serve it: the file says 8080, and
+    HIPPODROME_PORT_OFFSET moves it (adv57: init named 8080 where up served 8180). An
+    offset `up` would refuse is named as such, not guessed at."""
+    from hippo_tasks.tasks.context import port_offset
+
+    try:
+        offset = port_offset(None)
+    except UsageError:
+        return ("8080, which HIPPODROME_PORT_OFFSET would move, but hd up refuses its "
+                "value: unset it or make it an integer")
+    if offset == 0:
+        return "8080"
+    return f"{8080 + offset}: the file's 8080 moved by HIPPODROME_PORT_OFFSET={offset}"
+
+
 def next_steps(written: list[Path], from_bundled: bool) -> str:
     names = ", ".join(p.name for p in written)
     lines = [f"wrote {names} in {written[0].parent}"]
@@ -107,7 +123,7 @@ def next_steps(written: list[Path], from_bundled: bool) -> str:
         lines.append("  the bundled stack, with commented overrides: uncomment what you need")
     else:
         lines.append("  a job `page` (writes index.html) and a service `web` (serves it on "
-                     "port 8080); the other fields are commented examples")
+                     f"port {_web_port()}); the other fields are commented examples")
     lines.append("next: hd up --detach   (or hd up: foreground, Ctrl+C stops it)")
     lines.append("      hd status; hd logs --service " + ("controller" if from_bundled else "web")
                  + "; hd down")
