@@ -543,9 +543,12 @@ print(notes)
 """
 
 
-def test_an_unreadable_folder_is_named_and_the_rest_still_watched(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_an_unreadable_folder_is_named_and_the_rest_still_watched(tmp_path: Path,
+                                                                 kind: str) -> None:
     """notify's recursive add stopped at the first folder it could not read: siblings
-    after it (in directory order) were silently not watched."""
+    after it (in directory order) were silently not watched. A link this user may not
+    follow (`ln -s /proc/1/root src/r`) was passed by in silence (adv56)."""
     drop = []
     if os.geteuid() == 0:
         if not shutil.which("setpriv"):
@@ -555,8 +558,11 @@ def test_an_unreadable_folder_is_named_and_the_rest_still_watched(tmp_path: Path
     for s in "abcdefgh":
         (tmp_path / "src" / s).mkdir(parents=True)
         (tmp_path / "src" / s / "m.py").write_text("1")
-    private = tmp_path / "src" / "private"
-    private.mkdir()
+    private = tmp_path / ("src" if kind == "folder" else "elsewhere") / "private"
+    private.mkdir(parents=True)
+    if kind == "link":  # a folder behind one this user cannot search
+        (private / "inner").mkdir()
+        (tmp_path / "src" / "private").symlink_to(private / "inner")
     if os.geteuid() == 0:
         os.chown(private, 65534, -1)
     private.chmod(0o700)

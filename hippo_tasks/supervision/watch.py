@@ -303,8 +303,13 @@ def walk(top: str | Path, onerror: Callable[[OSError], object] | None = None,
                 is_dir = entry.is_dir()
                 if is_dir and entry.is_symlink():
                     links.add(entry.name)
-            except OSError:
+            except OSError as exc:
                 is_dir = False
+                # A link this user may not follow (`ln -s /proc/1/root src/r`) is a
+                # folder that cannot be read as much as one of mode 000 is, and was
+                # passed by in silence (adv56). A loop or a dangling link is no folder.
+                if onerror is not None and isinstance(exc, PermissionError):
+                    onerror(exc)
             (dirs if is_dir else files).append(entry.name)
         if links and links_to is not None:
             links_to.update(os.path.join(folder, d) for d in links)
