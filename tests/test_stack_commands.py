@@ -8,12 +8,16 @@ code through, and say what to do when the stack offers no such command.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from data_stack import run_task
-from stackutil import free_offset, hd
+from stackutil import HD_CLI, free_offset, hd, wait_for
 
 from hippo_tasks.registry.cleanup import force_down
 from hippo_tasks.registry.store import Registry
@@ -103,6 +107,44 @@ def test_a_command_that_cannot_start_is_one_sentence(stack: tuple[Path, int]) ->
     assert done.returncode != 0
     assert "cannot run the stack's [commands.probes] (./no-such-program)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+SLOW_SEED = ("import os, time; open('seed.pid', 'w').write(str(os.getpid())); "
+             "time.sleep(60); open('seeded', 'w').write('landed')")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_the_seeding_program_ends_with_a_seed_command_killed_alone(
+        stack: tuple[Path, int], sig: signal.Signals) -> None:
+    """`kill PID` or `kill -9` of `hd seed` alone, not its process group as Ctrl+C
+    reaches, left its seeding program running to the end (adv56): it gets SIGTERM."""
+    root, _ = stack
+    tools = root / "tools"
+    stack_file = root / "hippodrome.toml"
+    stack_file.write_text(STACK.replace(f'"{REPORT}", "0"', f'"{SLOW_SEED}"'))
+    seed = subprocess.Popen([*HD_CLI, "seed", "--project-root", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    child: psutil.Process | None = None
+    try:
+        wait_for(lambda: (tools / "seed.pid").is_file()
+                 and (tools / "seed.pid").read_text(), 60, what="the seeding program")
+        child = psutil.Process(int((tools / "seed.pid").read_text()))
+        assert child.ppid() == seed.pid
+        os.kill(seed.pid, sig)  # the command alone
+        assert seed.wait(30) == -sig
+        wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+                 30, what="the seeding program to end")
+        assert not (tools / "seeded").exists()
+    finally:
+        stack_file.write_text(STACK)
+        if seed.poll() is None:
+            seed.kill()
+            seed.wait(30)
+        if child is not None and child.is_running():
+            child.kill()
+        for name in ("seed.pid", "seeded"):
+            (tools / name).unlink(missing_ok=True)
 
 
 def test_an_edited_dashboard_port_moves_nothing_the_daemon_runs(

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from hippo_tasks.supervision.scope import (
     RUN_ENV,
@@ -45,6 +47,7 @@ MODE_OFF = ("off", "no", "false", "0")
 MODE_WORDS = ("auto", "on", "yes", "true", "1", *MODE_OFF)
 """Every word MODE_ENV takes (`up` refuses any other: tasks/context.check_switches)."""
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 LEFT_IN_BASE_GRACE_S = 2.0
 """SIGTERM, then SIGKILL after this, for a process left in the run's own cgroup."""
 
@@ -373,17 +376,46 @@ def _try_placement(probe: Path) -> str:
     return ""
 
 
-def become_subreaper() -> bool:
-    """Orphaned descendants are re-parented to us instead of to PID 1 (Linux 3.4+)."""
+def _libc() -> Any:
+    """The C library, for prctl(2) (Linux only); None elsewhere."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     import ctypes
 
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants are re-parented to us instead of to PID 1 (Linux 3.4+)."""
+    libc = _libc()
+    try:
+        return libc is not None and bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except AttributeError:
         return False
+
+
+def ending_with_this_process() -> Callable[[], None] | None:
+    """A preexec_fn for a child a command waits on in the foreground (`hd seed`'s seeding
+    program, `hd probes`', `hd e2e`'s pytest): it gets SIGTERM when this process dies.
+    `kill PID` or `kill -9` of the command alone (not its process group, as Ctrl+C
+    reaches) left the child running to the end, seeding a stack the user had given up
+    on (adv56). None where there is no prctl: the child runs as any would. The library
+    is loaded here, before the fork; a parent gone before the child asked is seen by
+    the child's new parent pid."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "prctl"):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def children() -> list[int]:

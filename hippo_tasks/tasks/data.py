@@ -152,7 +152,9 @@ def e2e(c: Context, path: str, project_root: str | None = None) -> None:
     if "AWS_ACCESS_KEY_ID" in values:  # the dummy keys must win over a profile in the shell
         for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
             env.pop(name, None)
-    code = subprocess.call(command, env=env)
+    from hippo_tasks.supervision.ownership import ending_with_this_process
+
+    code = subprocess.call(command, env=env, preexec_fn=ending_with_this_process())
     if code:
         raise TaskExit(code)
 

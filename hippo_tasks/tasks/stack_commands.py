@@ -88,8 +88,11 @@ def run(root: Path, name: str, task: str, seed: int | None = None,
     if not Path(cmd.cwd).is_dir():  # else the program was said not to exist
         raise UsageError(f"{task}: the stack's [commands.{name}] runs in {cmd.cwd}, which "
                          "is not a folder: fix its `cwd` (relative to the project root)")
+    from hippo_tasks.supervision.ownership import ending_with_this_process
+
     try:
-        return subprocess.call([*cmd.argv, *extra], cwd=cmd.cwd, env=dict(cmd.env))
+        return subprocess.call([*cmd.argv, *extra], cwd=cmd.cwd, env=dict(cmd.env),
+                               preexec_fn=ending_with_this_process())
     except OSError as exc:
         raise UsageError(f"{task}: cannot run the stack's [commands.{name}] "
                          f"({cmd.argv[0]}): {exc.strerror or exc}") from None
