@@ -29,8 +29,16 @@ __all__ = ["Answer", "BadAnswer", "Connection", "Stale", "host_header", "request
 
 
 class Stale(ConnectionResetError):
-    """The connection ended before any byte of an answer: the peer closed it while it
-    sat idle in a pool, or closed it unanswered. Safe to retry once on a new one."""
+    """The connection ended before any byte of an answer: the peer closed or reset it,
+    idle in a pool or on the request. `written`: some of the request had gone to the
+    peer by then, which may have read it and acted on it (a reset says nothing about
+    that: a service that reads an event, acts, and closes with bytes unread resets the
+    connection, as one closed idle does, adv59 F1). Safe to send again only when not
+    `written`."""
+
+    def __init__(self, message: str, written: bool = True) -> None:
+        super().__init__(message)
+        self.written = written
 
 
 def host_header(host: str, port: int, default_port: int = 80) -> str:
@@ -146,8 +154,11 @@ class Connection:
 
     def _exchange(self, request: bytes, limit: int | None, head: bool,
                   waiting: Callable[[], None] | None) -> Answer:
+        sent = 0
         try:
-            self.sock.sendall(request)
+            with memoryview(request) as view:  # sendall, counting what the kernel took
+                while sent < len(view):
+                    sent += self.sock.send(view[sent:])
             if QUICKACK is not None:  # see QUICKACK
                 self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
             if waiting is not None:
@@ -156,7 +167,7 @@ class Connection:
         except (ConnectionResetError, BrokenPipeError) as exc:
             line = self._answered_anyway()
             if not line:
-                raise Stale(str(exc)) from exc
+                raise Stale(str(exc), written=sent > 0) from exc
         if not line:
             raise Stale("closed the connection unanswered")
         return read_answer(self.rfile, line, limit, head)

@@ -74,13 +74,15 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("webhook") / "proj"
-    names = ["settings", "merch", "slow", "text", "failing", "gone", "deaf", *FRAMINGS]
+    names = ["settings", "merch", "slow", "text", "failing", "gone", "deaf", "resets",
+             *FRAMINGS]
     dash, *ports = free_ports(1 + len(names))
     by_name = dict(zip(names, ports, strict=True))
     write_stack(root, stack_header(dash)
                 + sink("settings", by_name["settings"], "--record", str(root / "settings.jsonl"))
                 + sink("merch", by_name["merch"], "--record", str(root / "merch.jsonl"))
                 + sink("slow", by_name["slow"], "--slow", "4")
+                + sink("resets", by_name["resets"], "--record", str(root / "resets.jsonl"))
                 + sink("text", by_name["text"], "--non-json")
                 + sink("failing", by_name["failing"], "--status", "500")
                 + sink("gone", by_name["gone"], enabled=False)
@@ -90,6 +92,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 + routes(("EcomIndexSettings.", "settings"), ("EcomIndex", "merch"),
                          ("Merchandising.", "merch"), ("Slow.", "slow"), ("Text.", "text"),
                          ("Fail.", "failing"), ("Gone.", "gone"), ("Deaf.", "deaf"),
+                         ("Reset.", "resets"),
                          *((f"{f.title()}.", f) for f in FRAMINGS)))
     env = {"HIPPODROME_WEBHOOK_TOKEN": "", "HIPPODROME_WEBHOOK_TIMEOUT": str(TIMEOUT_S),
            "HIPPODROME_WEBHOOK_READ_TIMEOUT": str(READ_TIMEOUT_S)}
@@ -327,6 +330,28 @@ def test_a_broken_answer_is_502_naming_the_service(stack: Stack, framing: str, w
         code, body = post(stack.dash, {"detail-type": f"{framing.title()}.MODIFY"})
         assert (code, body) == (502, {"error": f"Bad answer from service: {framing} at "
                                                f"localhost:{stack.ports[framing]}/events: {why}"})
+
+
+@pytest.mark.parametrize("pad", [0, 200_000], ids=["small", "larger than the buffers"])
+def test_an_event_the_service_read_and_reset_on_is_502_and_never_sent_again(
+        stack: Stack, pad: int) -> None:
+    """A service that read the event, acted on it and reset the connection unanswered
+    (a handler that aborts, or one that closes with bytes unread) got it again on a
+    new connection, and the webhook answered 503 "is it running?", which EventBridge
+    retries (adv59 F1): after an earlier event left a pooled connection, every time."""
+    port = stack.ports["resets"]
+    for n in range(3):
+        assert post(stack.dash, {"detail-type": f"Reset.OK{pad}.{n}"})[0] == 200  # pooled
+        code, body = post(stack.dash, {"detail-type": f"Reset.ACT{pad}.{n}", "reset": True,
+                                       "pad": "x" * pad})
+        assert code == 502, body
+        assert body["error"].startswith(f"Bad answer from service: resets at localhost:{port}"
+                                        "/events: reset (") and \
+            body["error"].endswith("not sent again, as it may have acted on it"), body
+    time.sleep(0.3)  # a resend would have been recorded by now
+    acted = [r["detail-type"] for r in stack.records("resets")
+             if r["detail-type"].startswith(f"Reset.ACT{pad}.")]
+    assert acted == [f"Reset.ACT{pad}.{n}" for n in range(3)], "an event was sent twice"
 
 
 # ---- bad input ------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
+import struct
 import threading
 import time
 from http import HTTPStatus
@@ -102,6 +104,14 @@ def main() -> None:
             if a.record:
                 with lock, open(a.record, "a") as fh:
                     fh.write(json.dumps(event) + "\n")
+            if isinstance(event, dict) and event.get("reset") is True:
+                # read, acted on (recorded), then reset unanswered, as a handler that
+                # aborts does, or one that closes with bytes unread
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+                return
             if a.slow:
                 time.sleep(a.slow)
             detail_type = event.get("detail-type") if isinstance(event, dict) else None

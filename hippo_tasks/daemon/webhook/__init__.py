@@ -38,13 +38,16 @@ Where the contract leaves a choice open, and why:
   that connection is dropped so a late answer is never read as the next event's.
 - Connections to targets are kept alive, a few idle ones per port: a new TCP
   connection per event would cost more than the whole forward. A pooled connection
-  the service's kernel reset (it closed the socket while idle, e.g. it restarted, so
-  no program read the event) is retried once on a fresh one, else every restart would
-  cost an event. A connection closed cleanly without an answer is 502 and not sent
-  again: the service may have read the event and failed while acting on it, and a
-  resend would hand it the event twice (EventBridge may still retry the 502 itself).
-  A refused connection is 503. The HTTP/1.1 client is a small hand-written one (see
-  hippo_contract/http_client.py for the profile that made it worth it).
+  the service closed while idle (it restarted, or its keep-alive timeout passed) shows
+  its end before anything is sent on it and is dropped unused, else every restart
+  would cost an event; one reset before any byte of the event went is retried once on
+  a fresh one. Once a byte went, a connection closed or reset without an answer is
+  502 and not sent again: the service may have read the event and failed while
+  acting on it, or acted and closed with bytes unread (which the kernel turns into a
+  reset, adv59 F1), and a resend would hand it the event twice (EventBridge may still
+  retry the 502 itself). A refused connection is 503. The HTTP/1.1 client is a small
+  hand-written one (see hippo_contract/http_client.py for the profile that made it
+  worth it).
 
 Every request is recorded in `Webhook.deliveries` (the dashboard reads those keys)
 and, when it had a target, noted in that service's log. Log notes are handed to the

@@ -76,12 +76,12 @@ class TargetPool:
                 answer = conn.exchange(request, limit=MAX_ANSWER, within=self.whole)
             except Stale as exc:
                 conn.close()
-                if reused and attempt == 1 and exc.__cause__ is not None:
-                    # Reset: it died idle in the pool between the check and the send (the
-                    # service closed it or restarted), and its kernel refused the bytes,
-                    # so no program read them: once more, on a new connection. A clean
-                    # close after the send is not retried: the service may have read the
-                    # event and acted on it before failing, and would get it twice.
+                if reused and attempt == 1 and not exc.written:
+                    # Reset before any byte of the event went: it died idle in the pool
+                    # (the service closed it or restarted), so nothing of it was read:
+                    # once more, on a new connection. Once a byte went, never: a reset
+                    # then is also what a service sends that read the event, acted, and
+                    # closed with bytes unread, and it got the event twice (adv59 F1).
                     self._drop(port)
                     continue
                 raise
@@ -119,10 +119,11 @@ def forward(pool: TargetPool, planned: PlannedRoute, raw: bytes) -> tuple[int, d
         raise HttpError(504, f"Service timed out: {where} did not answer within "
                              f"{pool.timeout:g}s") from None
     except Stale as exc:
-        if exc.__cause__ is not None:  # reset on a new connection too: it is going away
-            raise HttpError(503, f"Service unavailable: {where}: {exc} (is it running? "
-                                 "see `hd status`)") from None
-        raise HttpError(502, f"Bad answer from service: {where}: closed the connection "
+        if not exc.written:  # reset before any of it went: nothing reached the service
+            raise NotSent(503, f"Service unavailable: {where}: {exc} (is it running? see "
+                               "`hd status`)") from None
+        how = "closed" if exc.__cause__ is None else f"reset ({exc})"
+        raise HttpError(502, f"Bad answer from service: {where}: {how} the connection "
                              "without answering, perhaps failing while it handled the "
                              f"event (see `hd logs -s {r.service}`); not sent again, as it "
                              "may have acted on it") from None
