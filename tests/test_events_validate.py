@@ -459,7 +459,8 @@ def test_a_prefix_up_refuses_is_refused_before_any_call(prefix: str) -> None:
     assert out.stdout == "" and "Traceback" not in out.stderr
     assert out.stderr.strip() == (
         f"hippodrome: --table-prefix '{prefix}' cannot name AWS resources: use ASCII letters, "
-        "digits, '-' and '_', at most 40 characters (e.g. --table-prefix dev-feature-x-)")
+        "digits, '-' and '_', not '-' first, at most 40 characters (e.g. --table-prefix "
+        "dev-feature-x-)")
 
 
 def test_a_prefix_made_from_a_long_branch_is_refused_as_up_refuses_it(tmp_path: Path) -> None:

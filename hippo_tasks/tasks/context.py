@@ -164,8 +164,10 @@ TABLE_PREFIX_MAX = 40
 def check_table_prefix(prefix: str, made: bool = False) -> str:
     """A prefix every AWS name made from it takes (SQS allows the fewest characters):
     one with a space, other scripts or 300 letters passed, and `up` failed seconds later
-    inside a service, naming a queue and not the flag."""
-    if len(prefix) <= TABLE_PREFIX_MAX and all(
+    inside a service, naming a queue and not the flag. Not one that begins with `-`:
+    handed on as a word of its own (`--table-prefix -x`), the provisioning job read it as
+    an option and failed after ten services had started (adv59 F2)."""
+    if len(prefix) <= TABLE_PREFIX_MAX and not prefix.startswith("-") and all(
             c.isascii() and (c.isalnum() or c in "-_") for c in prefix):
         return prefix
     from hippo_tasks.terminal_text import as_typed
@@ -174,8 +176,8 @@ def check_table_prefix(prefix: str, made: bool = False) -> str:
     what = (f"the table prefix made from the git branch, '{shown}'," if made
             else f"--table-prefix '{shown}'")
     raise UsageError(f"{what} cannot name AWS resources: use ASCII letters, digits, '-' "
-                     f"and '_', at most {TABLE_PREFIX_MAX} characters (e.g. --table-prefix "
-                     "dev-feature-x-)")
+                     f"and '_', not '-' first, at most {TABLE_PREFIX_MAX} characters (e.g. "
+                     "--table-prefix dev-feature-x-)")
 
 
 def table_prefix_for(root: Path, flag: str) -> str:
