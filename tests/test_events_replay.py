@@ -260,13 +260,44 @@ def test_a_bad_line_is_named_and_nothing_is_sent(stack: Stack, recording: Path,
     assert len(stack.received("settings")) == before
 
 
-def test_a_last_line_cut_short_is_skipped_with_a_note(stack: Stack, recording: Path) -> None:
-    text = recording.read_text()
-    recording.write_text(text + text.splitlines()[0][:40])  # the daemon died mid-write
+@pytest.mark.parametrize("cut", [b"", b'"x": "\\u00', b'"x": 1.', b'"x": tr',
+                                 b'"x": "' + "\u20ac".encode()[:2]],
+                         ids=["in a key", "in an escape", "in a number", "in a literal",
+                              "in a character"])
+def test_a_last_line_cut_short_is_skipped_with_a_note(stack: Stack, recording: Path,
+                                                      cut: bytes) -> None:
+    """The daemon died mid-write: anywhere in the line, a character's bytes too."""
+    text = recording.read_bytes()
+    first = text.splitlines()[0]
+    tail = first[:40] if not cut else first[:first.index(b'"event"')] + cut
+    recording.write_bytes(text + tail)
     out = replay_cli(stack, str(recording), "--as-fast-as-possible")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "7 answered as recorded" in out.stdout
     assert "note: line 8 was cut short" in out.stdout
+
+
+@pytest.mark.parametrize("broken", ["typo", "bare CR"])
+def test_a_whole_last_line_that_is_not_json_is_refused_not_skipped(
+        stack: Stack, recording: Path, broken: str) -> None:
+    """A complete last line with a typo and no final newline, or lines joined by bare
+    CRs, was "cut short": skipped, the rest replayed (or none: "0 of 0"), exit 0, so a
+    CI job replaying it passed having sent nothing (adv59 F3)."""
+    lines = recording.read_bytes().splitlines()
+    if broken == "typo":
+        body = b"\n".join(lines) + b"\n" + lines[0].replace(b'"kind":', b'"kind":,', 1)
+        assert body.count(b":,") == 1
+        line = 8
+    else:
+        body = b"\r".join(lines)
+        line = 1
+    recording.write_bytes(body)
+    before = len(stack.received("settings"))
+    out = replay_cli(stack, str(recording), "--as-fast-as-possible")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"hippodrome: {recording}:{line}: not valid JSON; fix or delete that line" in \
+        out.stderr, out.stderr
+    assert len(stack.received("settings")) == before
 
 
 def test_dropped_lines_are_reported(stack: Stack, recording: Path) -> None:

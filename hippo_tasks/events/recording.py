@@ -183,6 +183,17 @@ class CutShort(NamedTuple):
     line: int
 
 
+class NotJson(ValueError):
+    """A line the JSON parser refused. `unfinished`: it stopped for want of more text
+    (an object, array or string left open), as a line cut short by a stop does; a
+    complete line with a typo, or two lines joined by a bare CR, did not, and was
+    skipped as "cut short" by a replay that then said it passed (adv59 F3)."""
+
+    def __init__(self, unfinished: bool) -> None:
+        super().__init__("not valid JSON")
+        self.unfinished = unfinished
+
+
 class _Constant(ValueError):
     """NaN, Infinity or -Infinity in a line: not JSON, though Python's parser takes it."""
 
@@ -209,8 +220,15 @@ def parse_line(text: str, line: int) -> Delivery | Dropped | None:
         obj = _STRICT.decode(text)
     except _Constant as exc:  # NaN, Infinity: Python's parser takes them, JSON has none
         raise ValueError(f"not valid JSON ({exc} is not JSON)") from None
+    except json.JSONDecodeError as exc:
+        # A line is one object: cut short, it begins as one and stops where the parser
+        # wanted more, or anywhere before its closing brace (`1.`, `tr`, `\u00`).
+        whole = text.strip()
+        raise NotJson(whole.startswith("{") and exc.msg != "Extra data" and (
+            exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+            or not whole.endswith("}"))) from None
     except (ValueError, RecursionError):
-        raise ValueError("not valid JSON") from None
+        raise NotJson(False) from None
     if not isinstance(obj, dict) or "v" not in obj:
         raise ValueError("not a Hippodrome recording line (no format version 'v')")
     version = obj["v"]
@@ -281,7 +299,9 @@ def read(path: Path, limit: int | None = None) -> Iterator[Delivery | Dropped | 
             try:
                 entry = parse_line(raw.decode("utf-8"), number)
             except (UnicodeDecodeError, ValueError) as exc:
-                if last and isinstance(exc, ValueError) and str(exc) == "not valid JSON":
+                if last and (isinstance(exc, NotJson) and exc.unfinished or isinstance(
+                        exc, UnicodeDecodeError) and exc.end == len(raw)):
+                    # (cut inside a character: its first bytes end the file)
                     yield CutShort(number)
                     return
                 why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
