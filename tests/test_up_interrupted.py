@@ -223,9 +223,10 @@ def test_down_ends_a_daemon_stopped_before_it_served(project: Path) -> None:
                             daemon = int(name)
                             os.kill(daemon, signal.SIGSTOP)
                             break
+        if registry(project).get("daemon"):  # (seen under load, with four workers)
+            pytest.skip("the daemon served before it was seen or stopped: the lock was "
+                        "let go")
         assert daemon, "no daemon forked"
-        if registry(project).get("daemon"):
-            pytest.skip("the daemon served before it was stopped: the lock was let go")
         # while `up` still waits for it: down said "ending it", then waited 300 s more
         # for that `up` and left the daemon stopped (adv47 G/2)
         down = hd(project, "down", timeout=60)
