@@ -124,6 +124,16 @@ def test_e2e_refuses_an_env_file_from_another_run(stack: Path, tmp_path: Path) -
         assert "pytest" not in done.stdout
     finally:
         env_file.write_text(kept)
+    # seeded for another cell (adv59 F4: a local one handed to a `--cell staging` suite)
+    assert "export HIPPODROME_CELL=local\n" in kept
+    try:
+        env_file.write_text(kept.replace("HIPPODROME_CELL=local", "HIPPODROME_CELL=staging"))
+        done = run_task(stack, "e2e", str(tmp_path))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "was written for another run of the stack: HIPPODROME_CELL 'staging' " \
+            "(running: 'local'). Run `hd seed`" in done.stderr, done.stderr
+    finally:
+        env_file.write_text(kept)
     lonely = tmp_path / "lonely"  # no stack runs there at all
     lonely.mkdir()
     (lonely / ".env.e2e").write_text(kept)

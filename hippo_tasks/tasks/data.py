@@ -175,10 +175,20 @@ def check_env_file_is_this_runs(root: Path, env_file: Path, values: dict[str, st
                "HIPPODROME_PROFILE": daemon.get("profile")}
     differ = [f"{name} {values.get(name)!r} (running: {now!r})" for name, now in running.items()
               if now is not None and values.get(name) != now]
+    # The cell too, where the file names one (a seeding program of one's own may not):
+    # one seeded against the local fake_cell handed a `--cell staging` suite the fake
+    # cell's URL and key (adv59 F4).
+    cell = daemon.get("cell")
+    if "HIPPODROME_CELL" in values and isinstance(cell, str) and values["HIPPODROME_CELL"] != cell:
+        differ.append(f"HIPPODROME_CELL {values['HIPPODROME_CELL']!r} (running: {cell!r})")
     if differ:
+        fix = ("Run `hd seed` to write it for the stack that runs now (or `hd up` without "
+               "--no-seed)") if cell in (None, "local") else (
+            f"Seeding writes it only for the local cell, and this stack runs against "
+            f"'{cell}': give your suite that cell's settings yourself, or bring the stack "
+            "up with --cell local")
         raise UsageError(f"{env_file} was written for another run of the stack: "
-                         f"{'; '.join(differ)}. Run `hd seed` to write it for the stack "
-                         "that runs now (or `hd up` without --no-seed)")
+                         f"{'; '.join(differ)}. {fix}")
 
 
 def pytest_args(c: Context, argv: Sequence[str] | None = None) -> list[str]:
