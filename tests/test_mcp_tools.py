@@ -226,6 +226,9 @@ def test_events_probes_and_seed(target: Any) -> None:
         assert "mode" in await agent.refused("probes", mode="everything")
         seeded = await agent.ok("seed", seed=7)
         assert seeded["ok"] and "seeded 3 records" in seeded["lines"]
+        # 3.0 is an integer to JSON Schema: the CLI it ran refused '3.0' (adv59 F6)
+        whole = await agent.ok("seed", seed=3.0)
+        assert whole["ok"] and "seeded 3 records" in whole["lines"], whole
 
     run(target, scenario)
 

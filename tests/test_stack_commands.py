@@ -109,6 +109,36 @@ def test_a_command_that_cannot_start_is_one_sentence(stack: tuple[Path, int]) ->
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(("args", "env", "said"), [
+    (["--seed", "abc"], {}, "--seed must be an integer, got 'abc'"),
+    (["--seed", "3.0"], {}, "--seed must be an integer, got '3.0'"),
+    (["--seed", "\u0663"], {}, "--seed must be an integer, got '\u0663'"),
+    (["--seed", "9" * 200], {}, "--seed must be an integer from -9223372036854775808 to "
+                                "9223372036854775807, got one of 200 digits"),
+    ([], {"HIPPODROME_RANDOM_SEED": "1e3"}, "HIPPODROME_RANDOM_SEED must be an integer, "
+                                            "got '1e3'"),
+    ([], {"HIPPODROME_RANDOM_SEED": str(2**63)}, "HIPPODROME_RANDOM_SEED must be an integer "
+                                                 "from -9223372036854775808"),
+])
+def test_a_seed_that_cannot_seed_is_refused_before_the_program_runs(
+        stack: tuple[Path, int], args: list[str], env: dict[str, str], said: str) -> None:
+    """A seed of 185 digits passed, and seeding failed at the controller (its account
+    name over 200 characters); `٣` was taken as 3 (adv59 F5)."""
+    root, _ = stack
+    done = run_task(root, "seed", *args, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "web http" not in done.stdout  # the program never ran
+
+
+def test_the_widest_seed_is_taken(stack: tuple[Path, int]) -> None:
+    root, _ = stack
+    for seed in (str(2**63 - 1), str(-2**63)):
+        done = run_task(root, "seed", f"--seed={seed}")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f" seed {seed} " in done.stdout
+
+
 SLOW_SEED = ("import os, time; open('seed.pid', 'w').write(str(os.getpid())); "
              "time.sleep(60); open('seeded', 'w').write('landed')")
 

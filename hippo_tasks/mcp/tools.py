@@ -354,7 +354,8 @@ def probes(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def seed(stack: Stack, args: dict[str, Any]) -> dict[str, Any]:
-    extra = ["--seed", str(args["seed"])] if "seed" in args else []
+    # (3.0 is an integer to JSON Schema: the CLI refused "3.0", adv59 F6)
+    extra = ["--seed", str(int(args["seed"]))] if "seed" in args else []
     return _task(stack, ["seed", *extra], float(args.get("timeout_s", 300)), "seed")
 
 

@@ -143,17 +143,28 @@ def check_switches() -> None:
                              f"{', '.join(words)} (or leave it unset)")
 
 
-def random_seed(flag: int | None = None) -> int:
-    if flag is not None:
-        return int(flag)
-    raw = os.environ.get("HIPPODROME_RANDOM_SEED", "42") or "42"
-    try:
-        return plain_int(raw)
-    except ValueError:
-        from hippo_tasks.terminal_text import as_typed
+SEED_LIMIT = 2**63
+"""A seed is a 64-bit signed integer: one of 185 digits passed, and seeding failed at
+the controller with an account name over its 200 characters (adv59 F5)."""
 
-        raise UsageError(f"HIPPODROME_RANDOM_SEED must be an integer, got "
-                         f"'{as_typed(raw)}'") from None
+
+def random_seed(flag: str | None = None) -> int:
+    """`--seed`, else HIPPODROME_RANDOM_SEED, else 42; ASCII digits only, as every number
+    Hippodrome reads (`--seed ٣` was taken as 3)."""
+    name, raw = ("--seed", flag) if flag is not None else (
+        "HIPPODROME_RANDOM_SEED", os.environ.get("HIPPODROME_RANDOM_SEED", "42") or "42")
+    try:
+        number = plain_int(raw)
+    except ValueError:
+        number = None
+    if number is not None and -SEED_LIMIT <= number < SEED_LIMIT:
+        return number
+    from hippo_tasks.terminal_text import as_typed
+
+    shown = as_typed(raw if len(raw) <= 40 else f"{raw[:40]}...")
+    raise UsageError(f"{name} must be an integer, got '{shown}'" if number is None else
+                     f"{name} must be an integer from {-SEED_LIMIT} to {SEED_LIMIT - 1}, "
+                     f"got one of {len(raw.strip().lstrip('+-'))} digits") from None
 
 
 TABLE_PREFIX_MAX = 40

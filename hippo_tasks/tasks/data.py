@@ -43,10 +43,7 @@ Example: invoke e2e tests/e2e -- -k onboarding -x"""
 @handles_errors
 def seed(c: Context, seed: str | None = None, project_root: str | None = None) -> None:
     """Seed deterministic data into the running stack; writes .hippodrome/seed.json and .env.e2e."""
-    try:
-        number = random_seed(int(seed) if seed is not None else None)
-    except ValueError:
-        raise UsageError(f"--seed must be an integer, got {seed!r}") from None
+    number = random_seed(seed)
     from hippo_contract.e2e_env import SEED_LOCK_HELD, SeedLockError, seeding
     from hippo_tasks.daemon.client import DaemonClient
     from hippo_tasks.tasks import stack_commands  # loads the model: only when run

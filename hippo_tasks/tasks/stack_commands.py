@@ -43,7 +43,8 @@ def running_options(root: Path, status: Mapping[str, Any], seed: int | None,
     try:
         opts = Options(project_root=root, profile=str(status["profile"]),
                        cell=str(status["cell"]), table_prefix=str(status["table_prefix"]),
-                       port_offset=offset, random_seed=random_seed(seed),
+                       port_offset=offset,
+                       random_seed=random_seed() if seed is None else seed,
                        python=python_for_services(), env=env)
     except KeyError as exc:
         raise UsageError(f"the daemon's /api/status has no {exc}: is it an older Hippodrome? "
