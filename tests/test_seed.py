@@ -311,18 +311,24 @@ def test_a_cell_that_cannot_be_reached_makes_no_second_account(tmp_path: Path) -
     assert not (root / ".env.e2e").exists()
 
 
-@pytest.mark.parametrize("key", ["ключ", "a\nb", "a\u0000b", 42, ["k"]])
-def test_a_hand_edited_recorded_key_makes_a_new_account(
-    plane: dict[str, str], tmp_path: Path, key: object
+@pytest.mark.parametrize(("account_id", "key"), [
+    ("acc_x", "ключ"), ("acc_x", "a\nb"), ("acc_x", "a\u0000b"), ("acc_x", 42), ("acc_x", ["k"]),
+    (5, None), ("acc_x", None), (None, "hk_x")])
+def test_a_hand_edited_recorded_key_makes_a_new_account_and_says_so(
+    plane: dict[str, str], tmp_path: Path, account_id: object, key: object
 ) -> None:
-    """A key that cannot go in a header ended the seed job with a traceback."""
+    """A key that cannot go in a header ended the seed job with a traceback; an id or
+    key of the wrong type, or none, was replaced by a new account without a word
+    (adv59 F7)."""
     (tmp_path / ".hippodrome").mkdir()
     (tmp_path / ".hippodrome" / "seed.json").write_text(json.dumps(
-        {"seed": 42, "account": {"accountId": "acc_x", "apiKey": key}}))
+        {"seed": 42, "accounts": {"42": {"accountId": account_id, "apiKey": key}}}))
     done = run_seed(tmp_path, plane)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert seed_record(tmp_path)["account"]["accountId"] != "acc_x"
+    assert "the account recorded for seed 42 in seed.json is not usable" in done.stdout, \
+        done.stdout
+    assert seed_record(tmp_path)["account"]["accountId"] not in ("acc_x", 5, None)
 
 
 @pytest.mark.parametrize(

@@ -215,11 +215,14 @@ key no longer exists there: a new account is made then, and only then."""
 
 
 def _account(root: Path, seed: int, controller: JsonClient, say: Say) -> dict[str, Any]:
-    previous = _accounts(_record(root)).get(str(seed)) or {}
-    if previous.get("apiKey") and not all(_sendable(previous.get(k))
-                                          for k in ("apiKey", "accountId")):
+    recorded = _accounts(_record(root)).get(str(seed))
+    previous = recorded or {}
+    if recorded is not None and not all(_sendable(previous.get(k))
+                                        for k in ("apiKey", "accountId")):
+        # (an id or key of the wrong type, or none, went by in silence: adv59 F7)
         say(f"seed: the account recorded for seed {seed} in seed.json is not usable (an id "
-            "or key that cannot go in a request); making a new one")
+            "or key that is missing, not a string, or cannot go in a request); making a "
+            "new one")
     elif previous.get("apiKey"):
         account_id, api_key = str(previous.get("accountId")), str(previous["apiKey"])
         known = _request(controller, "GET", "/api/v2/accounts/" + segment(account_id))
