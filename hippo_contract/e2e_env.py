@@ -72,7 +72,14 @@ def read_env_file(path: Path) -> dict[str, str]:
     ValueError naming its line number, since silently ignoring it could hide a typo.
     """
     values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # said as the codec's words alone, no file (adv59)
+        number = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{number}: not UTF-8 text (byte {data[exc.start]:#04x}); "
+                         "seeding writes it as UTF-8: `hd seed` writes it again") from None
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

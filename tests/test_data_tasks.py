@@ -134,6 +134,23 @@ def test_e2e_refuses_an_env_file_from_another_run(stack: Path, tmp_path: Path) -
             "(running: 'local'). Run `hd seed`" in done.stderr, done.stderr
     finally:
         env_file.write_text(kept)
+    # a byte that is not UTF-8, or a folder there: the codec's words naming no file, and
+    # "no .env.e2e" (adv59)
+    try:
+        env_file.write_bytes(kept.encode() + b"# caf\xe9\n")
+        done = run_task(stack, "e2e", str(tmp_path))
+        line = kept.count("\n") + 1
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"{env_file}:{line}: not UTF-8 text (byte 0xe9)" in done.stderr, done.stderr
+        env_file.unlink()
+        env_file.mkdir()
+        done = run_task(stack, "e2e", str(tmp_path))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"{env_file} is a directory, where seeding writes a file" in done.stderr
+    finally:
+        if env_file.is_dir():
+            env_file.rmdir()
+        env_file.write_text(kept)
     lonely = tmp_path / "lonely"  # no stack runs there at all
     lonely.mkdir()
     (lonely / ".env.e2e").write_text(kept)

@@ -135,10 +135,21 @@ def e2e(c: Context, path: str, project_root: str | None = None) -> None:
     root = resolve_root(project_root)
     env_file = root / ENV_FILE
     if not env_file.is_file():
+        try:  # a folder there was said as no file (adv59)
+            from hippo_contract.small_file import kind_of
+
+            kind = kind_of(os.stat(env_file).st_mode)
+        except OSError:
+            kind = None
+        if kind is not None:
+            raise UsageError(f"{env_file} is {kind}, where seeding writes a file: move it "
+                             "away, then `hd seed`")
         raise UsageError(f"no {env_file}: it is written by seeding; start the stack without "
                          "--no-seed (`hd up`) or run `hd seed`")
     try:
         values = read_env_file(env_file)
+    except OSError as exc:
+        raise UsageError(f"cannot read {env_file}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     check_env_file_is_this_runs(root, env_file, values)
