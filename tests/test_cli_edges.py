@@ -175,8 +175,13 @@ def test_a_service_name_ending_in_a_newline_is_a_load_error(project: Path) -> No
 @pytest.mark.parametrize("args,words", [
     (("logs", "--lines", "abc"), "--lines takes a whole number of lines, got 'abc'"),
     (("logs", "--lines", "-5"), "--lines must be 0 or more, got -5"),
-    (("status", "--bogus"), "No idea what '--bogus' is"),
-    (("nosuchcommand",), "No idea what 'nosuchcommand' is"),
+    (("status", "--bogus"), "no command or flag is '--bogus'"),
+    (("nosuchcommand",), "no command or flag is 'nosuchcommand'"),
+    # invoke's own object was shown: `Flag <Argument: detail_type> needed value` (adv59)
+    (("events.send", "--detail-type", "--file", "x"), "--detail-type needs a value"),
+    (("events.send", "--detail-type", "X", "--file", "a", "--file", "b"),
+     "no command or flag is 'b', and no flag here takes it as its value (a flag given "
+     "twice takes one)"),
 ])
 def test_bad_arguments_to_hd_are_exit_2_and_a_sentence(project: Path, args: tuple[str, ...],
                                                        words: str) -> None:
@@ -433,10 +438,10 @@ def test_a_project_root_too_long_for_the_file_system_is_a_sentence(project: Path
 
 
 @pytest.mark.parametrize("args,words", [
-    (("down", "--bogus"), "No idea what '--bogus' is"),
+    (("down", "--bogus"), "no command or flag is '--bogus'"),
     (("why",), "'why' did not receive required positional arguments"),
-    (("nosuchtask",), "No idea what 'nosuchtask' is"),
-    (("logs", "--lines"), "needed value and was not given one"),
+    (("nosuchtask",), "no command or flag is 'nosuchtask'"),
+    (("logs", "--lines"), "--lines needs a value"),
 ])
 def test_the_stock_invoke_says_bad_arguments_as_hd_does(project: Path, args: tuple[str, ...],
                                                        words: str) -> None:

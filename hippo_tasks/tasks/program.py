@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -110,7 +111,7 @@ def parse_hot(argv: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
             value = words.pop(0)
         elif repeated:  # invoke's list flag takes a bare `--service` for none at all
             # (every service's logs), where any other flag is refused so
-            raise UsageError(f"Flag '--{flag}' needed value and was not given one!")
+            raise UsageError(f"--{flag} needs a value")
         else:
             return None
         if repeated:
@@ -481,12 +482,28 @@ def _said_as_usage(parse_error: type[Exception]) -> Iterator[None]:
     try:
         yield
     except (parse_error, ValueError) as exc:
-        text = str(exc).rstrip(".!")
+        text = _plain(str(exc).rstrip(".!"))
         if isinstance(exc, ValueError):
             text = f"a flag's value is not of the kind it takes ({text})"
         print(f"hippodrome: {text}; `hd --help` lists the commands, `hd COMMAND --help` "
               "their flags", file=sys.stderr)
         sys.exit(2)
+
+
+_NEEDS_VALUE = re.compile(r"Flag <Argument: (\w+)(?: \((\w)\))?> needed value and was not "
+                          r"given one")
+_LEFT_OVER = re.compile(r"No idea what '(.*)' is")
+
+
+def _plain(text: str) -> str:
+    """invoke's parse errors in the user's words: `Flag <Argument: detail_type> needed
+    value...` showed its own object (adv59)."""
+    if m := _NEEDS_VALUE.fullmatch(text):
+        return f"--{m.group(1).replace('_', '-')} needs a value"
+    if m := _LEFT_OVER.fullmatch(text):
+        return (f"no command or flag is '{m.group(1)}', and no flag here takes it as its "
+                "value (a flag given twice takes one)")
+    return text
 
 
 UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
