@@ -988,3 +988,63 @@ def test_an_adopted_orphan_holding_the_port_is_named_as_the_stacks(project: Path
         hd(project, "down", env=env)
         if orphan is not None:
             wait_for(lambda: not alive(orphan), 10, what="hd down to end the orphan")
+
+
+CHAIN = """
+import os, sys, time
+tag, period = sys.argv[1], float(sys.argv[2])
+deadline = time.time() + 60
+if len(sys.argv) < 4:
+    if os.fork() == 0:
+        os.setsid()
+        os.execve(sys.executable, [sys.executable, sys.argv[0], tag, str(period), "link"],
+                  {})
+    print("up", flush=True)
+    while True:
+        time.sleep(3600)
+while time.time() < deadline:
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    time.sleep(period)
+"""
+
+
+def _chain_links(tag: str) -> list[int]:
+    out = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if tag in (proc.info["cmdline"] or []) and proc.info["status"] != "zombie":
+                out.append(proc.pid)
+    return out
+
+
+def test_chains_of_orphans_that_fork_successors_are_all_ended_by_down(project: Path) -> None:
+    """Process-group mode: a service's child in a session of its own, its environment
+    cleared, forking a successor and exiting every few milliseconds. `hd down` ended
+    the links it saw, and a successor born meanwhile, adopted in turn, ran on under
+    init after `down` said the stack stopped (adv58 F1: 4 of 11 rounds with three)."""
+    env = {"HIPPODROME_CGROUP": "off"}
+    tag = f"chain-{os.getpid()}-{time.monotonic_ns()}"
+    (project / "chain.py").write_text(CHAIN)
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + "".join(
+        f'[services.c{n}]\ncommand = {json.dumps([PY, str(project / "chain.py"), tag, period])}\n'
+        'readiness = { log = "up" }\nstop_timeout = 1\n\n'
+        for n, period in enumerate(("0.005", "0.05", "0.5"))))
+    try:
+        for _ in range(4):
+            hd(project, "up", "--detach", check=True, env=env)
+            wait_for(lambda: len(_chain_links(tag)) > 3, 20, what="the chains forking")
+            time.sleep(0.5)
+            down = hd(project, "down", env=env)
+            assert down.returncode == 0, down.stdout + down.stderr
+            left = _chain_links(tag)
+            time.sleep(0.5)
+            left += _chain_links(tag)
+            assert not left, f"links left running after hd down: {left}"
+    finally:
+        hd(project, "down", env=env)
+        for pid in _chain_links(tag):  # by the tag this test gave them
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 
 from hippo_tasks.supervision.orphans import GRACE, OrphanGuard
@@ -20,6 +21,9 @@ from hippo_tasks.supervision.scope import (
     start_ticks,
 )
 from hippo_tasks.supervision.stack import StackSupervisor
+
+ADOPTED_ROUNDS_S = 5.0
+"""How long `hd down` goes on looking for orphans adopted while it ended others."""
 
 
 class Strays:
@@ -92,9 +96,21 @@ class Strays:
     async def end_adopted(self) -> None:
         """After every service stopped: end the orphans we adopted, children that left
         their service's cgroup or group and its mark, and then lost their parent (their
-        service is unknown, so no single stop could end them)."""
-        await self._end(adopted(self._own_children()), "left their service (cgroup "
-                        "or process group, and environment mark)", "adopted")
+        service is unknown, so no single stop could end them).
+
+        Looked for again until none is left: one that forks a successor and exits (a
+        chain, each link in a session of its own) had handed over to a new pid by the
+        time the first look's were ended, and that one, adopted in turn, ran on after
+        `hd down` (adv58 F1). Bounded: a chain cannot outrun SIGKILL for ever, but a
+        look is never repeated past ADOPTED_ROUNDS_S."""
+        why = "left their service (cgroup or process group, and environment mark)"
+        deadline = time.monotonic() + ADOPTED_ROUNDS_S
+        while pids := adopted(self._own_children()):
+            await self._end(pids, why, "adopted")
+            if time.monotonic() >= deadline:
+                return
+            why = ("were adopted while the ones before were ended (a chain that forks a "
+                   "successor and exits)")
 
     async def end_marked_left(self) -> None:
         """After every service stopped: end what still carries this run's mark, each
