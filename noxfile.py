@@ -26,11 +26,13 @@ SUPPORTED = ("3.11", "3.12", "3.13")
 """Keep in step with requires-python in pyproject.toml and the README."""
 PYTHON = "3.11"
 """The floor: lint (mypy's python_version), bench and packaging run on it."""
-PARALLEL = ("-n", os.environ.get("HIPPODROME_TEST_WORKERS", "3"), "--dist", "loadfile")
-"""pytest-xdist: three workers, each test file on one of them (a file's module-scoped
-stacks and the PEX build stay in one process). The tests mostly wait on real processes,
-so three fit two cores: the suite ran in 6 min instead of about 11.
-`HIPPODROME_TEST_WORKERS=0` runs it in one process."""
+PARALLEL = ("-n", os.environ.get("HIPPODROME_TEST_WORKERS", "5"), "--dist", "loadfile")
+"""pytest-xdist: five workers, each test file on one of them (a file's module-scoped
+stacks and the PEX build stay in one process). The tests mostly wait on real processes
+(the pytest tree used 1.1 of the 2 cores with five): on this 2-core machine the suite
+took 13:46 with three workers, 11:54 with four and 10:36 with five, beside other load,
+which kept CI (two Pythons) under 30 min. `HIPPODROME_TEST_WORKERS=0` runs it in one
+process."""
 FALLBACK_SUITES = ["tests/test_lifecycle_faults.py", "tests/test_lifecycle_model.py",
                    "tests/test_cgroup_escape.py",
                    "tests/test_supervision_start.py", "tests/test_supervision_stop.py",
