@@ -606,3 +606,38 @@ def test_export_on_a_full_disk_leaves_no_folder_it_made(tmp_path: Path) -> None:
         assert out.returncode == 2 and "nothing was written" in out.stderr, \
             out.stdout + out.stderr
         assert not (disk / "made").exists(), list(disk.iterdir())
+
+
+def test_pruning_never_enters_another_file_system_nor_recurses(project: Path) -> None:
+    """A mount left in an old run (a service's tmpfs under `${logs_dir}`, a bind mount):
+    pruning emptied the file system mounted there, without a word (adv58 F2). A run
+    whose folders nest 1,200 deep stopped 3.11's recursive os.walk. The first run is
+    left whole and named; the deep one goes; a link's target stays."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash, log_runs_kept=1) + toy_service("web", port))
+    logs = project / ".logs"
+    mounted_run, deep_run = logs / "20000101-000000", logs / "20000101-000001"
+    outside = project / "outside.txt"
+    outside.write_text("kept")
+    deep_run.mkdir(parents=True)
+    fd = os.open(deep_run, os.O_RDONLY)
+    for _ in range(1200):  # (pathlib's mkdir(parents=True) recurses too)
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(os.open("trace.log", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    (deep_run / "link").symlink_to(outside)
+    with tmpfs(mounted_run / "traces" / "mnt", "1m") as mnt:
+        (mnt / "keep.bin").write_text("on another file system")
+        try:
+            hd(project, "up", "--detach", check=True, timeout=60)
+            assert (mnt / "keep.bin").read_text() == "on another file system"
+            assert (mounted_run / "traces").is_dir()
+            assert not deep_run.exists() and outside.read_text() == "kept"
+            said = (project / ".hippodrome" / "daemon.log").read_text()
+            assert f"left {mounted_run} as it is, not pruned: another file system is " \
+                f"mounted at {mnt} (unmount it, then remove the folder)" in said, said
+        finally:
+            hd(project, "down", timeout=60)

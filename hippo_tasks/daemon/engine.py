@@ -359,7 +359,7 @@ class Engine:
                 stop_serving = serve(self)
             self.sync_registry(first=True)
             try:  # only now: a start refused above leaves `.logs` as it was
-                self.runs.publish(self.plan.settings.log_runs_kept)
+                self.runs.publish(self.plan.settings.log_runs_kept, self.note)
             except OSError as exc:
                 raise StateDirError.from_os(exc, exc.filename or self.runs.dir) from None
         except BaseException:

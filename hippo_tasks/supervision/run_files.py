@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hippo_tasks.model.textfile import open_regular_for_append, private_dir
@@ -32,19 +33,36 @@ class WriteTrouble:
                 "lines_dropped": self.lines_dropped}
 
 
+class MountedInside(OSError):
+    """A run folder holds another file system's mount point: left whole."""
+
+
 def _remove_tree(folder: Path) -> None:
-    """rm -r without shutil (it loads bz2 and lzma into the daemon for its whole life);
-    links are removed, never followed."""
-    for parent, dirs, files in os.walk(folder, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(parent, name))
-        for name in dirs:
-            path = os.path.join(parent, name)
-            if os.path.islink(path):
-                os.unlink(path)
-            else:
-                os.rmdir(path)
-    os.rmdir(folder)
+    """rm -r --one-file-system without shutil (it loads bz2 and lzma into the daemon for
+    its whole life), and without recursion (3.11's os.walk recurses: a tree 1,100
+    folders deep stops it). Links are removed, never followed. A folder on another
+    device (a mount in an old run: a service's tmpfs, a bind mount) is never entered:
+    pruning emptied the file system mounted there (adv58 F2). Such a run is left whole,
+    MountedInside naming the mount, before anything of it is removed."""
+    top = os.lstat(folder)
+    order: list[str] = []
+    stack = [os.fspath(folder)]
+    while stack:  # first every folder, so a mount anywhere stops the whole removal
+        path = stack.pop()
+        order.append(path)
+        with os.scandir(path) as listing:
+            for entry in listing:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.stat(follow_symlinks=False).st_dev != top.st_dev:
+                        raise MountedInside(errno.EBUSY, "another file system is mounted "
+                                            "there", entry.path)
+                    stack.append(entry.path)
+    for path in reversed(order):  # deepest first
+        with os.scandir(path) as listing:
+            for entry in listing:
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+        os.rmdir(path)
 
 
 NOT_REGULAR = "not a regular file (something else was put where this log file belongs)"
@@ -96,10 +114,11 @@ class RunFiles:
         if publish:
             self.publish(keep)
 
-    def publish(self, keep: int) -> None:
-        """`latest` -> this run, and the runs past `keep` pruned."""
+    def publish(self, keep: int, say: Callable[[str], None] | None = None) -> None:
+        """`latest` -> this run, and the runs past `keep` pruned (`say`: a run left for
+        a mount in it)."""
         self._link_latest(self.dir.parent, self.dir)
-        self.prune(self.dir.parent, keep, current=self.dir)
+        self.prune(self.dir.parent, keep, current=self.dir, say=say)
 
     def abandon(self) -> None:
         """A start refused before it was published (its registry could not be written):
@@ -124,7 +143,8 @@ class RunFiles:
             raise
 
     @classmethod
-    def prune(cls, root: Path, keep: int, current: Path | None = None) -> list[Path]:
+    def prune(cls, root: Path, keep: int, current: Path | None = None,
+              say: Callable[[str], None] | None = None) -> list[Path]:
         """Remove the oldest runs past `keep` (the current one counted, never removed),
         whatever their services wrote into them (`${logs_dir}/traces/`). One that
         cannot be removed whole is left for the next start: a failed prune must never
@@ -138,9 +158,19 @@ class RunFiles:
                       and not p.is_symlink() and p != current)
         removed = []
         for old in runs[: max(0, len(runs) + (current is not None) - max(keep, 1))]:
-            with contextlib.suppress(OSError):
+            try:
+                if os.lstat(old).st_dev != os.lstat(root).st_dev:
+                    raise MountedInside(errno.EBUSY, "another file system is mounted "
+                                        "there", str(old))
                 _remove_tree(old)
                 removed.append(old)
+            except MountedInside as exc:
+                if say is not None:
+                    say(f"hippodrome | left {old} as it is, not pruned: another file "
+                        f"system is mounted at {exc.filename} (unmount it, then remove "
+                        "the folder)")
+            except OSError:
+                pass
         return removed
 
     def reopen_if_gone(self) -> bool:
