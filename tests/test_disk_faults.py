@@ -641,3 +641,5 @@ def test_pruning_never_enters_another_file_system_nor_recurses(project: Path) ->
                 f"mounted at {mnt} (unmount it, then remove the folder)" in said, said
         finally:
             hd(project, "down", timeout=60)
+            # (pytest's own clean-up of old temporary folders recurses: never left deep)
+            subprocess.run(["rm", "-rf", str(deep_run)], check=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -873,6 +874,33 @@ def test_a_lock_held_by_another_program_is_not_named_by_its_stale_text(
         assert "fuser -v" in out, out
     finally:
         hd(project, "down")
+
+
+@pytest.mark.parametrize("detach", [True, False], ids=["detached", "foreground"])
+def test_ctrl_c_before_the_stack_starts_is_said(project: Path, detach: bool) -> None:
+    """Ctrl+C while `up` waited for the lock (or checked the stack): exit 130 in
+    silence, or after the `project ...` line alone (adv58 F3)."""
+    _, fd, _ = locked_naming_a_gone_down(project)
+    try:
+        up = launch_up(project, *(["--detach"] if detach else []), via="hd",
+                       stderr=subprocess.STDOUT)
+        assert up.stdout is not None
+        said = ""
+        deadline = time.monotonic() + 30
+        while "waiting" not in said and time.monotonic() < deadline:
+            if select.select([up.stdout], [], [], 1)[0]:
+                said += up.stdout.readline()
+        assert "waiting" in said, said
+        up.send_signal(signal.SIGINT)
+        out = said + up.communicate(timeout=60)[0]
+    finally:
+        os.close(fd)
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 130, out
+    assert "hippodrome: interrupted (Ctrl+C) before the stack started: nothing was " \
+        "started" in out, out
+    assert not (project / ".hippodrome" / "registry.json").exists()  # nothing started
 
 
 def test_the_lock_files_are_the_owners_alone(project: Path) -> None:

@@ -69,36 +69,39 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
     registry.update(lambda d: d.__setitem__("failure", None))
     log_from = _size(log)
     proc = spawn_daemon(plan, log, tls=tls, lock_fd=lock.fd)
-    lock.release()  # the daemon holds its inherited copy until it serves
-
-    # Every signal that shuts the daemon down does the same here: Ctrl+\ (SIGQUIT) or a
-    # SIGUSR2 ended this wait by its default action, in silence, and the stack went on
-    # starting (r/6).
-    handled = [number for name, number in SHUTDOWN_SIGNALS.items()
-               if name != "SIGINT" and not left_ignored(number)]
-
-    def interrupted(signum: int, _frame: object) -> None:
-        # One SIGTERM/SIGHUP is the request; more of them are its echoes (`timeout`
-        # signals the child, then its group), not a second Ctrl+C: ignored from here.
-        # A terminal key (Ctrl+\) stays one: pressed again, it kills at once.
-        for sig in handled:
-            if _name(sig) not in KEYBOARD:
-                signal.signal(sig, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    previous = {sig: signal.signal(sig, interrupted) for sig in handled}
-    # SIGUSR1 / Ctrl+T ask a foreground `up` for its dashboard line; here, still waiting,
-    # there is none yet, and its default action ended the wait (exit 138) mid-start.
-    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    # Read through a descriptor held from here on: the project renamed while it starts
-    # (`mv proj proj2`), `up` named a daemon.log that no longer existed and no reason
-    # (adv31 r/5); /proc/self/fd/N is the same file wherever it is now.
+    previous: dict[int, Any] = {}
     held: int | None = None
-    with contextlib.suppress(OSError):  # unreadable: read by its name, as before
-        held = open_regular(log, os.O_RDONLY, "not a regular file")
-    follow = Path(f"/proc/self/fd/{held}") if held is not None and \
-        os.path.exists(f"/proc/self/fd/{held}") else log
-    try:
+    try:  # from the spawn on: a Ctrl+C before the wait left the stack starting (adv58 F3)
+        lock.release()  # the daemon holds its inherited copy until it serves
+
+        # Every signal that shuts the daemon down does the same here: Ctrl+\ (SIGQUIT)
+        # or a SIGUSR2 ended this wait by its default action, in silence, and the
+        # stack went on starting (r/6).
+        handled = [number for name, number in SHUTDOWN_SIGNALS.items()
+                   if name != "SIGINT" and not left_ignored(number)]
+
+        def interrupted(signum: int, _frame: object) -> None:
+            # One SIGTERM/SIGHUP is the request; more of them are its echoes (`timeout`
+            # signals the child, then its group), not a second Ctrl+C: ignored from
+            # here. A terminal key (Ctrl+\) stays one: pressed again, it kills at once.
+            for sig in handled:
+                if _name(sig) not in KEYBOARD:
+                    signal.signal(sig, signal.SIG_IGN)
+            raise Interrupted(signum)
+
+        for sig in handled:
+            previous[sig] = signal.signal(sig, interrupted)
+        # SIGUSR1 / Ctrl+T ask a foreground `up` for its dashboard line; here, still
+        # waiting, there is none yet, and its default action ended the wait (exit 138)
+        # mid-start.
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        # Read through a descriptor held from here on: the project renamed while it
+        # starts (`mv proj proj2`), `up` named a daemon.log that no longer existed and
+        # no reason (adv31 r/5); /proc/self/fd/N is the same file wherever it is now.
+        with contextlib.suppress(OSError):  # unreadable: read by its name, as before
+            held = open_regular(log, os.O_RDONLY, "not a regular file")
+        follow = Path(f"/proc/self/fd/{held}") if held is not None and \
+            os.path.exists(f"/proc/self/fd/{held}") else log
         return _wait(proc, registry, follow, log_from, plan.dashboard_url)
     except KeyboardInterrupt:
         _shut_down(proc, "Ctrl+C")

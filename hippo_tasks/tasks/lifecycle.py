@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 import time
@@ -39,6 +40,8 @@ from hippo_tasks.tasks.unlisted_daemons import (
 from hippo_tasks.terminal_text import as_typed
 
 if TYPE_CHECKING:  # the machinery for starting a stack is imported where `up` uses it
+    from collections.abc import Iterator
+
     from invoke.context import Context
 
 
@@ -87,7 +90,8 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
     check_switches()
     root = resolve_root(project_root)
     lock = LifecycleLock(root)
-    lock.acquire("up", say)
+    with _said_if_interrupted():  # (waiting for another's `up` or `down`)
+        lock.acquire("up", say)
     try:
         if lock.down_meanwhile():
             waited = f" while this `up` waited for {lock.waited_for}" if lock.waited_for else ""
@@ -109,34 +113,36 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
     from hippo_tasks.model.plan import left_out_dependencies
     from hippo_tasks.supervision.ownership import hand_run_token
 
-    registry = Registry(root)
-    hooks.recover(registry, say)
-    run_token = hand_run_token(str(root))  # before anything `up` starts (events tunnel)
-    if detach:
-        from hippo_tasks.daemon.seed import prime
+    with _said_if_interrupted():
+        registry = Registry(root)
+        hooks.recover(registry, say)
+        run_token = hand_run_token(str(root))  # before anything `up` starts (events tunnel)
+        if detach:
+            from hippo_tasks.daemon.seed import prime
 
-        prime(run_token)  # its cgroup made while the stack is checked (daemon/seed.py)
-    token = hooks.prepare_token() if enable_events else None
-    opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
-                         only=only, offset=port_offset, skip=() if seed else ("seed",),
-                         record=record)
-    print(f"hippodrome | project {as_typed(str(root))}  profile {as_typed(opts.profile)}  "
-          f"cell {as_typed(opts.cell)}  table prefix {opts.table_prefix}", flush=True)
-    plan, registry = prepare(opts, registry=registry,
-                             check=lambda plan: _shown_services(show, plan.names))
-    if plan.file_stamp is None:
-        # said: a stack file an editor deleted and wrote again (rm, then cp) just as `up`
-        # read it ran the bundled stack with no word of why (adv37 t/2)
-        say(f"no hippodrome.toml in {as_typed(str(root))}: running the bundled stack (`hd "
-            "init` writes a stack file of your own)")
-    for line in left_out_dependencies(plan):
-        say(line)
-    from hippo_tasks.daemon.connections import short_of_descriptors
+            prime(run_token)  # its cgroup made while the stack is checked (daemon/seed.py)
+        token = hooks.prepare_token() if enable_events else None
+        opts = build_options(root=root, profile=profile, cell=cell,
+                             table_prefix=table_prefix, only=only, offset=port_offset,
+                             skip=() if seed else ("seed",), record=record)
+        print(f"hippodrome | project {as_typed(str(root))}  profile "
+              f"{as_typed(opts.profile)}  cell {as_typed(opts.cell)}  table prefix "
+              f"{opts.table_prefix}", flush=True)
+        plan, registry = prepare(opts, registry=registry,
+                                 check=lambda plan: _shown_services(show, plan.names))
+        if plan.file_stamp is None:
+            # said: a stack file an editor deleted and wrote again (rm, then cp) just as
+            # `up` read it ran the bundled stack with no word of why (adv37 t/2)
+            say(f"no hippodrome.toml in {as_typed(str(root))}: running the bundled stack "
+                "(`hd init` writes a stack file of your own)")
+        for line in left_out_dependencies(plan):
+            say(line)
+        from hippo_tasks.daemon.connections import short_of_descriptors
 
-    short = short_of_descriptors(len(plan.services))
-    if short is not None:
-        say(f"warning: {short}")
-    shown = _shown_services(show, plan.names)
+        short = short_of_descriptors(len(plan.services))
+        if short is not None:
+            say(f"warning: {short}")
+        shown = _shown_services(show, plan.names)
     session = hooks.start_session(plan, registry, token, say) if token else None
     if detach:
         try:
@@ -168,6 +174,20 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
             session.close()
     if code:
         raise TaskExit(code)
+
+
+@contextlib.contextmanager
+def _said_if_interrupted() -> Iterator[None]:
+    """A Ctrl+C while `up` waits for the lock or checks the stack, before anything
+    starts: exit 130 with the sentence every other command says; it was 130 in silence,
+    or after the `project ...` line alone (adv58 F3)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError):
+            print("hippodrome: interrupted (Ctrl+C) before the stack started: nothing was "
+                  "started", file=sys.stderr, flush=True)
+        raise TaskExit(130) from None
 
 
 def _shown_services(show: str | None, names: tuple[str, ...]) -> tuple[str, ...] | None:
