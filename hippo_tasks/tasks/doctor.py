@@ -154,9 +154,20 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
                    ".hippodrome/daemon.log here and runs elsewhere: a registry from another "
                    "boot, or a copy); `hd down` forgets it and signals nothing")
     elif data.get("daemon") or data.get("services"):
-        left = ", ".join(live_services(data)) or "none still running"
+        from hippo_tasks.registry.cleanup import leftovers
+
+        # What `down --force` ends, by the same proof (the run's mark, its cgroups): a
+        # recorded pid and start time alone were called leftovers it cleans, and it then
+        # said no recorded process ran (adv58 F4).
+        proven = leftovers(data)[1]
+        left = ", ".join(sorted(proven)) or "none still running"
+        others = [name for name in live_services(data) if name not in proven]
         line(None, f"stale registry from a dead daemon (leftovers: {left}); "
-                   "`hd down --force` cleans it")
+                   "`hd down --force` cleans it" + (
+                       f"; the recorded pids of {', '.join(others)} run but carry none of "
+                       "this stack's marks and are in none of its cgroups (their numbers "
+                       "may be another program's now): nothing signals them"
+                       if others else ""))
     if stranded := stranded_daemons(root):  # a stack started beside it hid it (u/1)
         line(False, StrandedDaemonError(str(root), stranded).message())
     if running and data["daemon"].get("mode"):
