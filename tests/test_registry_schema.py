@@ -102,6 +102,9 @@ def test_fields_of_the_supervision_rewrite_and_unknown_keys_are_accepted(
     (written(daemon={**DAEMON, "pid": "4242"}),
      "daemon.pid must be a process id (an integer from 1 to 2147483647), not '4242'"),
     (written(daemon={**DAEMON, "pid": 1e30}), "daemon.pid"),
+    # a number with a fraction was shown as the integer it was refused for (adv58)
+    (written(daemon={**DAEMON, "pid": 1.0}), "daemon.pid must be a process id (an integer "
+                                              "from 1 to 2147483647), not 1.0"),
     (written(daemon={**DAEMON, "port": 0}), "daemon.port"),
     (written(daemon={**DAEMON, "url": 9000}), "daemon.url must be a string"),
     (written(daemon={**DAEMON, "token": None}), "daemon.token"),

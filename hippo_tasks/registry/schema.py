@@ -42,8 +42,8 @@ def describe(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value) if abs(value) < 10**12 else "a huge integer"
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, float):  # 1.0 as `1`: "must be an integer ..., not 1" (adv58)
+        return repr(value) if value.is_integer() and abs(value) < 1e16 else f"{value:g}"
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:40] + "...")
     if isinstance(value, list):
