@@ -131,8 +131,8 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
         if not svc.spec.external and not svc.cwd.is_dir():
             line(False, f"service {svc.name}: cwd '{svc.cwd}' is not a folder: create it, "
                         "or fix `cwd` in the stack file")
-    for warning in registry.warnings:
-        line(None, warning)
+    for warning in registry.warnings:  # ("[WARN] warning: ..." said it twice)
+        line(None, warning.removeprefix("warning: "))
     if running:
         daemon_pid = int(data["daemon"]["pid"])
         if is_stopped(daemon_pid):  # it said OK for a daemon no command could reach (r/9)

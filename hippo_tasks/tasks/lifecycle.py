@@ -128,7 +128,7 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
         print(f"hippodrome | project {as_typed(str(root))}  profile "
               f"{as_typed(opts.profile)}  cell {as_typed(opts.cell)}  table prefix "
               f"{opts.table_prefix}", flush=True)
-        plan, registry = prepare(opts, registry=registry,
+        plan, registry = prepare(opts, say, registry=registry,  # `hippodrome | ` lines
                                  check=lambda plan: _shown_services(show, plan.names))
         if plan.file_stamp is None:
             # said: a stack file an editor deleted and wrote again (rm, then cp) just as
