@@ -643,3 +643,29 @@ def test_pruning_never_enters_another_file_system_nor_recurses(project: Path) ->
             hd(project, "down", timeout=60)
             # (pytest's own clean-up of old temporary folders recurses: never left deep)
             subprocess.run(["rm", "-rf", str(deep_run)], check=False)
+
+
+@pytest.mark.parametrize("case", ["logs read-only", "state full"])
+def test_doctor_fails_where_up_cannot_write(project: Path, case: str) -> None:
+    """`.logs` on a read-only mount, or `.hippodrome` on a full disk: `hd up` exits 10,
+    and doctor said every check `[OK]`, exit 0 (adv58 F4)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.api]\ncommand = ["sleep", "60"]\n')
+    folder = project / (".logs" if case == "logs read-only" else ".hippodrome")
+    with tmpfs(folder, "64k", readonly=case == "logs read-only"):
+        if case == "state full":
+            with open(folder / "filler", "wb") as fh, contextlib.suppress(OSError):
+                fh.write(b"\0" * (128 * 1024))
+        try:
+            doctor = hd(project, "doctor", timeout=120)
+        finally:
+            with contextlib.suppress(OSError):
+                (folder / "filler").unlink()
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    said = " ".join(doctor.stdout.split())
+    if case == "logs read-only":
+        assert f"[FAIL] {folder} cannot be written by this user: `hd up` keeps its log " \
+            f"files in {folder}" in said, said
+    else:
+        assert f"[FAIL] {folder} is on a disk with 0 KiB free: `hd up` keeps the stack's " \
+            "state in" in said and "cannot start there; free space" in said, said

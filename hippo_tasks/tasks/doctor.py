@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from invoke.context import Context
@@ -85,12 +87,27 @@ def doctor(c: Context, profile: str | None = None, cell: str | None = None,
     root = resolve_root(project_root)
     line(True, f"project root {root}")
     state = root / ".hippodrome"
-    target = state if state.is_dir() else root
-    if not os.access(target, os.W_OK | os.X_OK):  # `chattr +i`, a read-only mount, modes
-        # Every check said OK and `up` then failed with exit 10 (adv56 7).
-        line(False, f"{target} cannot be written by this user: `hd up` keeps the stack's "
-                    f"state in {state}; check its owner and mode, `lsattr -d` (immutable), "
-                    "or a read-only mount")
+    looked: set[Path] = set()
+    for folder, what in ((state, "the stack's state"), (root / ".logs", "its log files")):
+        target = folder if folder.is_dir() else root
+        if target in looked:
+            continue
+        looked.add(target)
+        if not os.access(target, os.W_OK | os.X_OK):  # `chattr +i`, read-only mount, modes
+            # Every check said OK and `up` then failed with exit 10 (adv56 7); `.logs`
+            # was not looked at, nor a full disk (adv58 F4).
+            line(False, f"{target} cannot be written by this user: `hd up` keeps {what} "
+                        f"in {folder}; check its owner and mode, `lsattr -d` (immutable), "
+                        "or a read-only mount")
+            continue
+        with contextlib.suppress(OSError):
+            disk = os.statvfs(target)
+            free = disk.f_bavail * disk.f_frsize
+            if free < 1024 * 1024:
+                line(False if free == 0 else None,
+                     f"{target} is on a disk with {free // 1024} KiB free: `hd up` keeps "
+                     f"{what} in {folder}" + (" and cannot start there" if free == 0 else
+                                              ", which may soon fill it") + "; free space")
     registry = Registry(root)
     data = registry.read()
     stranger = stranger_daemon(data, root)
