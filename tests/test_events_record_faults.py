@@ -246,19 +246,24 @@ def test_a_file_without_line_breaks_is_refused_not_read_whole(tmp_path: Path) ->
         list(read(blob))
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "nan", "0", "\u0663", "1_0"])
+@pytest.mark.parametrize(("name", "value"), [
+    *(("HIPPODROME_RECORD_MAX_MB", v) for v in ("abc", "-1", "nan", "0", "\u0663", "1_0",
+                                                "inf")),
+    ("HIPPODROME_RECORD_KEEP", "1.5"), ("HIPPODROME_RECORD_KEEP", "0")])
 def test_a_bad_size_setting_is_said_not_silently_replaced(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    """HIPPODROME_RECORD_MAX_MB=abc (or -1, nan) fell back to 50 MB in silence."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    """HIPPODROME_RECORD_MAX_MB=abc (or -1, nan) fell back to 50 MB in silence; `inf`
+    was said to be "not a number", and a KEEP of 1.5 taken as 1 in silence (adv59)."""
     from hippo_tasks.daemon.webhook.record import Recorder
 
-    monkeypatch.setenv("HIPPODROME_RECORD_MAX_MB", value)
+    monkeypatch.setenv(name, value)
     said: list[str] = []
     recorder = Recorder(tmp_path, True, None, said.append)
     recorder.close()
-    assert recorder.max_bytes == 50 * 1024 * 1024
-    assert said == [f"hippodrome | HIPPODROME_RECORD_MAX_MB={value!r} is not a number of at "
-                    "least 1e-06: using 50"], said
+    assert recorder.max_bytes == 50 * 1024 * 1024 and recorder.keep == 10
+    wanted = ("a finite number of at least 1e-06: using 50" if name.endswith("MB") else
+              "a whole number of at least 1: using 10")
+    assert said == [f"hippodrome | {name}={value!r} is not {wanted}"], said
 
 
 def test_a_one_letter_token_leaves_the_recordings_own_field_names(tmp_path: Path) -> None:

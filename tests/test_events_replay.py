@@ -466,11 +466,15 @@ def test_the_event_is_sent_with_the_white_space_it_came_with() -> None:
     assert member_text(line, "missing") == ""
 
 
-@pytest.mark.parametrize(("second_at", "speed"), [(1.7e12, 1.0), (1.7e9 + 10, 1e-300)])
+@pytest.mark.parametrize(("second_at", "speed", "said"), [
+    (1.7e12, 1.0, "would take 1,698,300,000,000 s (its deliveries span 1,698,300,000,000 s"),
+    (1.7e9 + 10, 1e-300, "would take 1e+301 s (its deliveries span 10 s"),
+    (1.7e9 + 0.5, 1e-300, "would take 5e+299 s (its deliveries span 0.5 s")])
 def test_a_paced_replay_longer_than_a_week_is_refused_before_anything_is_sent(
-        tmp_path: Path, second_at: float, speed: float) -> None:
+        tmp_path: Path, second_at: float, speed: float, said: str) -> None:
     """An `at` in milliseconds (a hand-converted file) or `--speed 1e-300` sent the first
-    delivery, then died in time.sleep with an OverflowError traceback."""
+    delivery, then died in time.sleep with an OverflowError traceback. The figures are
+    said readably: a 300-digit one was, and a 0.5 s span was "0 s" (adv59)."""
     from hippo_tasks.daemon.webhook.record import Recorder
 
     recorder = Recorder(tmp_path, True, None, lambda _: None)
@@ -479,8 +483,9 @@ def test_a_paced_replay_longer_than_a_week_is_refused_before_anything_is_sent(
                      b'{"detail-type":"Order.x"}')
     recorder.close()
     (path,) = tmp_path.glob("*.jsonl")
-    with pytest.raises(UsageError, match="this replay would take .* raise --speed"):
+    with pytest.raises(UsageError, match="this replay would take .* raise --speed") as no:
         replay(path, url="http://127.0.0.1:9", speed=speed)  # port 9: nothing is sent
+    assert said in str(no.value), no.value
 
 
 def test_a_recording_from_a_pipe_is_refused_not_replayed_as_empty(tmp_path: Path) -> None:

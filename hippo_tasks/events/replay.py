@@ -166,6 +166,14 @@ LONGEST_PACED_S = 7 * 24 * 3600.0
 die in time.sleep with an OverflowError traceback."""
 
 
+def _seconds(value: float) -> str:
+    """`1,234,567`, `0.5`, or `1e+300` (a 300-digit figure, comma-grouped, was said for
+    `--speed 1e-300`; a 0.5 s span "0 s", adv59)."""
+    if value >= 1e15 or not math.isfinite(value):
+        return f"{value:.3g}"
+    return f"{value:,.0f}" if value >= 10 else f"{value:.3g}"
+
+
 def check_speed(speed: float | None) -> float | None:
     if speed is not None and (not math.isfinite(speed) or speed <= 0):
         raise UsageError(f"--speed must be a number above 0 (2 = twice as fast as recorded), "
@@ -285,8 +293,8 @@ def replay(path: Path | str, *, url: str, token: str | None = None,
     _survey(path, limit, report.filter, report)
     if speed is not None and report.span_s / speed > LONGEST_PACED_S:
         raise UsageError(f"at speed {speed:g} this replay would take "
-                         f"{report.span_s / speed:,.0f} s (its deliveries span "
-                         f"{report.span_s:,.0f} s; over a week, as times in milliseconds "
+                         f"{_seconds(report.span_s / speed)} s (its deliveries span "
+                         f"{_seconds(report.span_s)} s; over a week, as times in milliseconds "
                          "or a tiny --speed make it): raise --speed, or use "
                          "--as-fast-as-possible ('speed', 'as_fast_as_possible' in the "
                          "API)")

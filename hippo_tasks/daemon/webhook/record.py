@@ -59,7 +59,8 @@ _NO_ROUTE = b'"route":null,"target":null'
 
 
 def env_number(name: str, default: float, floor: float,
-                say: Callable[[str], None], ceiling: float | None = None) -> float:
+                say: Callable[[str], None], ceiling: float | None = None,
+                whole: bool = False) -> float:
     """The variable's number, or `default` with a note saying so: a value that was no
     number (`abc`, `-1`, `nan`) fell back in silence, and recordings grew past the
     size the user thought they had set. With a `ceiling`, anything over it (`inf`,
@@ -72,9 +73,11 @@ def env_number(name: str, default: float, floor: float,
         value = math.nan
     if ceiling is not None and value > ceiling:
         return ceiling
-    if math.isfinite(value) and value >= floor:
+    if math.isfinite(value) and value >= floor and (float(value).is_integer() or not whole):
         return value
-    say(f"hippodrome | {name}={raw!r} is not a number of at least {floor:g}: using "
+    # (`inf` was "not a number", and a KEEP of 1.5 taken as 1 without a word: adv59)
+    kind = "whole " if whole else "" if ceiling is not None else "finite "  # (inf: a day)
+    say(f"hippodrome | {name}={raw!r} is not a {kind}number of at least {floor:g}: using "
         f"{default:g}")
     return default
 
@@ -89,7 +92,8 @@ class Recorder:
         self.say = say
         self.max_bytes = int(env_number("HIPPODROME_RECORD_MAX_MB", DEFAULT_MAX_MB, 1e-6, say)
                              * 1024 * 1024)
-        self.keep = int(env_number("HIPPODROME_RECORD_KEEP", DEFAULT_KEEP, 1, say))
+        self.keep = int(env_number("HIPPODROME_RECORD_KEEP", DEFAULT_KEEP, 1, say,
+                                   whole=True))
         self._secrets = [s.encode() for s in {token, json.dumps(token)[1:-1]}] if token else []
         self._hiding = _hiding_escapes(token) if token else ()
         """Escapes that could spell a token character: a line without any needs no parse
