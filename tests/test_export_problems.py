@@ -201,6 +201,15 @@ def test_cli_two_words_write_the_file_and_bad_input_exits_2(tmp_path: Path) -> N
     bad = _hd("export", "k8s", "-o", "", cwd=tmp_path)
     assert bad.returncode == 2 and "--output '' names no path" in bad.stderr, bad.stderr
     assert not (tmp_path / "stack.yaml").exists()
+    # a folder made at the stack file's name (with the bundled stack running here) hid
+    # the stack from every hd command after it (adv59); Hippodrome's own folders alike
+    for out, own, what in (("hippodrome.toml", "hippodrome.toml", "the stack file's name"),
+                           (".hippodrome/k8s", ".hippodrome", "Hippodrome's own state folder"),
+                           (".logs", ".logs", "Hippodrome's own log folder")):
+        bad = _hd("export", "k8s", "-o", out, cwd=tmp_path)
+        assert bad.returncode == 2 and f"-o {out}: {tmp_path / own} is {what}" in \
+            bad.stderr, bad.stderr
+        assert not (tmp_path / out).exists()
     # an unset $NS or $IMAGE exported into the default namespace, the latest image (g/4)
     for flag, words in (("--namespace", "leave the flag out for the table prefix's"),
                         ("--image", "leave the flag out for hippodrome:latest")):

@@ -59,6 +59,7 @@ def k8s(c: Context, output: str = "k8s", profile: str = "core", cell: str = "loc
                                        "prefix's")
     no_empty("--image", image, "give one, or leave the flag out for hippodrome:latest")
     root = resolve_root(project_root)
+    _not_hippodromes_own(Path(output), root)
     opts = build_options(root=root, profile=profile, cell=cell, table_prefix=table_prefix,
                          only=only, offset=port_offset, skip=() if seed else ("seed",))
 
@@ -91,3 +92,18 @@ def collection() -> Any:
     ns = Collection("export")
     ns.add_task(as_task(k8s), "k8s")
     return ns
+
+
+def _not_hippodromes_own(output: Path, root: Path) -> None:
+    """`-o hippodrome.toml` in a folder running the bundled stack made a folder of that
+    name, and every `hd` command there then refused it, exit 3 (adv59); `.hippodrome`
+    and `.logs` are Hippodrome's own."""
+    out = output.expanduser().absolute()
+    for name, what in (("hippodrome.toml", "the stack file's name: a folder there would "
+                                           "stop every hd command here"),
+                       (".hippodrome", "Hippodrome's own state folder"),
+                       (".logs", "Hippodrome's own log folder")):
+        own = root / name
+        if out == own or own in out.parents:
+            raise UsageError(f"-o {output}: {own} is {what}; choose another folder (the "
+                             "default is ./k8s); nothing was written")
