@@ -301,6 +301,10 @@ def test_a_query_flag_that_is_not_a_yes_or_no_is_refused(daemon: str) -> None:
     code, body = call(daemon + "/api/services/web/stop?force=1", "POST", b"")
     assert (code, body["error"]) == (400, "unknown query parameter(s) 'force'; this action "
                                           "takes none"), body
+    # the one route that ignored them (adv59)
+    code, body = call(daemon + "/api/status?x=1")
+    assert (code, body["error"]) == (400, "unknown query parameter(s) 'x'; GET /api/status "
+                                          "takes none"), body
     # `?error=1` answered every line, unfiltered, to a script checking for none (b/5)
     code, body = call(daemon + "/api/services/web/logs?error=1")
     assert (code, body["error"]) == (400, "unknown query parameter(s) 'error'; a logs query "

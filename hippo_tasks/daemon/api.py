@@ -77,6 +77,7 @@ def healthz(req: Request) -> Json:
 
 
 def status(req: Request) -> Json:
+    only_query(req, (), "GET /api/status")  # alone of the routes, it ignored them (adv59)
     return Json(req.app.commands.status())
 
 
