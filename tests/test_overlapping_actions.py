@@ -144,7 +144,16 @@ def test_a_restart_overtaken_by_down_says_the_stack_was_shut_down(project: Path)
     hd(project, "up", "--detach", check=True)
     restart = subprocess.Popen([*HD_CLI, "restart", "-s", "db"], cwd=project, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(0.5)
+    url = registry(project)["daemon"]["url"]
+
+    def db_stopping() -> bool:
+        with urllib.request.urlopen(url + "/api/status", timeout=10) as resp:
+            rows = json.loads(resp.read())["services"]
+        return any(r["name"] == "db" and r["state"] == "stopping" for r in rows)
+
+    # the restart under way, not merely asked for (a loaded run's restart reached the
+    # daemon after the shutdown began: refused as a request to a stack shutting down)
+    wait_for(db_stopping, 30, what="the restart stopping db")
     hd(project, "down", check=True, timeout=60)
     out, _ = restart.communicate(timeout=60)
     assert restart.returncode == 5, out
