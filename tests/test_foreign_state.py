@@ -151,6 +151,45 @@ def test_a_live_stranger_recorded_as_the_daemon_is_never_signalled(
         stranger.wait(10)
 
 
+def registry_naming(project: Path, pid: int, token: str | None) -> None:
+    """A registry of a dead daemon naming `pid`, with its true start time, as service
+    `web`; with this folder's ownership `token`, or none."""
+    reg = project / ".hippodrome" / "registry.json"
+    reg.parent.mkdir(parents=True)
+    daemon = {"pid": 999999, "create_time": 1.0, "url": "http://127.0.0.1:1", "port": 1}
+    reg.write_text(json.dumps({
+        "version": 1, "project_root": str(project), "failure": None, "resources": [],
+        "daemon": daemon if token is None else {**daemon, "token": token},
+        "services": {"web": {"pid": pid, "create_time": identity(pid), "pgid": pid,
+                             "state": "running"}}}))
+
+
+def test_doctor_and_down_force_agree_on_recorded_pids_not_provably_the_stacks(
+        project: Path) -> None:
+    """With this folder's token, a live process named by its real pid and start time
+    that carries none of the run's marks: doctor called it a leftover `hd down --force`
+    cleans, and `down --force` then said no recorded process ran (adv58 F4). Both now
+    say it is left alone; nothing signals it."""
+    from hippo_tasks.supervision.ownership import new_token
+
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.web]\nshell = "exec sleep 600"\n')
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        registry_naming(project, stranger.pid, token=new_token(str(project)))
+        doctor = hd(project, "doctor")
+        out = " ".join(doctor.stdout.split())
+        assert "stale registry from a dead daemon (leftovers: none still running)" in out, out
+        assert "the recorded pids of web run but carry none of this stack's marks" in out, out
+        down = hd(project, "down", "--force")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "no recorded process is running" in down.stdout, down.stdout
+        assert stranger.poll() is None, "a pid the file merely named was signalled"
+    finally:
+        stranger.send_signal(signal.SIGKILL)
+        stranger.wait(10)
+
+
 def test_a_registry_without_a_token_names_its_live_pids_and_signals_none(
         project: Path) -> None:
     """No ownership token (a registry from before marks existed, or written by hand):
@@ -160,14 +199,7 @@ def test_a_registry_without_a_token_names_its_live_pids_and_signals_none(
     write_stack(project, stack_header(dash) + toy_service("web", port))
     stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
-        reg = project / ".hippodrome" / "registry.json"
-        reg.parent.mkdir(parents=True)
-        reg.write_text(json.dumps({
-            "version": 1, "project_root": str(project), "failure": None, "resources": [],
-            "daemon": {"pid": 999999, "create_time": 1.0, "url": "http://127.0.0.1:1",
-                       "port": 1},
-            "services": {"web": {"pid": stranger.pid, "create_time": identity(stranger.pid),
-                                 "pgid": stranger.pid, "state": "running"}}}))
+        registry_naming(project, stranger.pid, token=None)
         status = hd(project, "status")
         said = status.stdout + status.stderr
         assert status.returncode == 5 and "Traceback" not in said, said
