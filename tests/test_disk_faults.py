@@ -610,15 +610,22 @@ def test_export_on_a_full_disk_leaves_no_folder_it_made(tmp_path: Path) -> None:
 
 def test_pruning_never_enters_another_file_system_nor_recurses(project: Path) -> None:
     """A mount left in an old run (a service's tmpfs under `${logs_dir}`, a bind mount):
-    pruning emptied the file system mounted there, without a word (adv58 F2). A run
-    whose folders nest 1,200 deep stopped 3.11's recursive os.walk. The first run is
-    left whole and named; the deep one goes; a link's target stays."""
+    pruning emptied the file system mounted there, without a word (adv58 F2), and then
+    a bind mount of a folder on the same disk, whose device number is the run's (adv60
+    1). A run whose folders nest 1,200 deep stopped 3.11's recursive os.walk. One that
+    cannot be removed (immutable) was left in silence (adv60 2). The mounted and the
+    immutable runs are left and named; the deep one goes; a link's target stays."""
     dash, port = free_ports(2)
     write_stack(project, stack_header(dash, log_runs_kept=1) + toy_service("web", port))
     logs = project / ".logs"
-    mounted_run, deep_run = logs / "20000101-000000", logs / "20000101-000001"
+    mounted_run, bound_run, deep_run, fixed_run = (
+        logs / f"20000101-00000{n}" for n in range(4))
     outside = project / "outside.txt"
     outside.write_text("kept")
+    precious = project / "precious"
+    precious.mkdir()
+    (precious / "precious.txt").write_text("same disk")
+    (bound_run / "bind").mkdir(parents=True)
     deep_run.mkdir(parents=True)
     fd = os.open(deep_run, os.O_RDONLY)
     for _ in range(1200):  # (pathlib's mkdir(parents=True) recurses too)
@@ -629,20 +636,31 @@ def test_pruning_never_enters_another_file_system_nor_recurses(project: Path) ->
     os.close(os.open("trace.log", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
     os.close(fd)
     (deep_run / "link").symlink_to(outside)
-    with tmpfs(mounted_run / "traces" / "mnt", "1m") as mnt:
-        (mnt / "keep.bin").write_text("on another file system")
-        try:
-            hd(project, "up", "--detach", check=True, timeout=60)
-            assert (mnt / "keep.bin").read_text() == "on another file system"
-            assert (mounted_run / "traces").is_dir()
-            assert not deep_run.exists() and outside.read_text() == "kept"
-            said = (project / ".hippodrome" / "daemon.log").read_text()
-            assert f"left {mounted_run} as it is, not pruned: another file system is " \
-                f"mounted at {mnt} (unmount it, then remove the folder)" in said, said
-        finally:
-            hd(project, "down", timeout=60)
-            # (pytest's own clean-up of old temporary folders recurses: never left deep)
-            subprocess.run(["rm", "-rf", str(deep_run)], check=False)
+    (fixed_run / "kept").mkdir(parents=True)
+    immutable = subprocess.run(["chattr", "+i", str(fixed_run / "kept")],
+                               check=False).returncode == 0
+    subprocess.run(["mount", "--bind", str(precious), str(bound_run / "bind")], check=True)
+    try:
+        with tmpfs(mounted_run / "traces" / "mnt", "1m") as mnt:
+            (mnt / "keep.bin").write_text("on another file system")
+            try:
+                hd(project, "up", "--detach", check=True, timeout=60)
+                assert (mnt / "keep.bin").read_text() == "on another file system"
+                assert (precious / "precious.txt").read_text() == "same disk"
+                assert not deep_run.exists() and outside.read_text() == "kept"
+                said = (project / ".hippodrome" / "daemon.log").read_text()
+                for run, at in ((mounted_run, mnt), (bound_run, bound_run / "bind")):
+                    assert f"left {run} as it is, not pruned: a file system is mounted " \
+                        f"at {at} (unmount it, then remove the folder)" in said, said
+                if immutable:
+                    assert f"left {fixed_run}, not pruned: cannot remove " in said, said
+            finally:
+                hd(project, "down", timeout=60)
+    finally:
+        subprocess.run(["umount", str(bound_run / "bind")], check=False)
+        subprocess.run(["chattr", "-i", str(fixed_run / "kept")], check=False)
+        # (pytest's own clean-up of old temporary folders recurses: never left deep)
+        subprocess.run(["rm", "-rf", str(deep_run)], check=False)
 
 
 @pytest.mark.parametrize("case", ["logs read-only", "state full"])

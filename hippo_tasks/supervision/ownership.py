@@ -53,15 +53,9 @@ LEFT_IN_BASE_GRACE_S = 2.0
 
 
 def cgroup2_mount() -> Path | None:
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                left, _, right = line.partition(" - ")
-                if right.split(" ", 1)[0] == "cgroup2":
-                    return Path(left.split(" ")[4])
-    except OSError:
-        return None
-    return None
+    from hippo_tasks.mounts import mounts
+
+    return next((Path(point) for point, kind in mounts() if kind == "cgroup2"), None)
 
 
 def own_cgroup() -> str | None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hippo_tasks.model.textfile import open_regular_for_append, private_dir
+from hippo_tasks.mounts import mount_points_in
 from hippo_tasks.supervision.logs import LogChunk
 
 
@@ -159,18 +160,20 @@ class RunFiles:
         removed = []
         for old in runs[: max(0, len(runs) + (current is not None) - max(keep, 1))]:
             try:
-                if os.lstat(old).st_dev != os.lstat(root).st_dev:
+                mounted = mount_points_in(os.path.realpath(old))
+                if mounted or os.lstat(old).st_dev != os.lstat(root).st_dev:
                     raise MountedInside(errno.EBUSY, "another file system is mounted "
-                                        "there", str(old))
+                                        "there", mounted[0] if mounted else str(old))
                 _remove_tree(old)
                 removed.append(old)
             except MountedInside as exc:
                 if say is not None:
-                    say(f"hippodrome | left {old} as it is, not pruned: another file "
-                        f"system is mounted at {exc.filename} (unmount it, then remove "
-                        "the folder)")
-            except OSError:
-                pass
+                    say(f"hippodrome | left {old} as it is, not pruned: a file system is "
+                        f"mounted at {exc.filename} (unmount it, then remove the folder)")
+            except OSError as exc:  # (an immutable folder was left without a word: adv60 2)
+                if say is not None:
+                    say(f"hippodrome | left {old}, not pruned: cannot remove "
+                        f"{exc.filename or old} ({exc.strerror or exc}); remove it by hand")
         return removed
 
     def reopen_if_gone(self) -> bool:
