@@ -876,10 +876,15 @@ def test_a_lock_held_by_another_program_is_not_named_by_its_stale_text(
         hd(project, "down")
 
 
-@pytest.mark.parametrize("detach", [True, False], ids=["detached", "foreground"])
-def test_ctrl_c_before_the_stack_starts_is_said(project: Path, detach: bool) -> None:
+@pytest.mark.parametrize(("detach", "sig"), [
+    (True, signal.SIGINT), (False, signal.SIGINT), (True, signal.SIGTERM),
+    (False, signal.SIGHUP)], ids=["detached", "foreground", "detached-term",
+                                  "foreground-hup"])
+def test_ctrl_c_before_the_stack_starts_is_said(project: Path, detach: bool,
+                                                sig: signal.Signals) -> None:
     """Ctrl+C while `up` waited for the lock (or checked the stack): exit 130 in
-    silence, or after the `project ...` line alone (adv58 F3)."""
+    silence, or after the `project ...` line alone (adv58 F3); SIGTERM and SIGHUP
+    ended it by their default action, -15 and -1 and no word (adv60 3)."""
     _, fd, _ = locked_naming_a_gone_down(project)
     try:
         up = launch_up(project, *(["--detach"] if detach else []), via="hd",
@@ -891,14 +896,15 @@ def test_ctrl_c_before_the_stack_starts_is_said(project: Path, detach: bool) -> 
             if select.select([up.stdout], [], [], 1)[0]:
                 said += up.stdout.readline()
         assert "waiting" in said, said
-        up.send_signal(signal.SIGINT)
+        up.send_signal(sig)
         out = said + up.communicate(timeout=60)[0]
     finally:
         os.close(fd)
         if up.poll() is None:
             up.kill()
-    assert up.returncode == 130, out
-    assert "hippodrome: interrupted (Ctrl+C) before the stack started: nothing was " \
+    assert up.returncode == 128 + sig, out
+    name = "Ctrl+C" if sig == signal.SIGINT else sig.name
+    assert f"hippodrome: interrupted ({name}) before the stack started: nothing was " \
         "started" in out, out
     assert not (project / ".hippodrome" / "registry.json").exists()  # nothing started
 

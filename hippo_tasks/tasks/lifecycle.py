@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.errors import (
     EventsLeftError,
@@ -78,19 +79,19 @@ def up(c: Context, profile: str = "core", cell: str = "local", table_prefix: str
        port_offset: str | None = None, detach: bool = False, yes: bool = False,
        quiet: bool = False, show: str | None = None, record: bool = True) -> None:
     """Start the control daemon and the profile's services in dependency order."""
-    _guard_prod(cell, yes)
-    if not enable_events:  # which makes a token of its own
-        hooks.webhook_token()  # one no request can send: refused before anything starts
-    if detach and (quiet or show is not None):
-        raise UsageError("--quiet and --show shape the foreground terminal; a detached "
-                         "stack's output is in its log files: `hd logs --service NAME`")
-    if show is not None and not show.replace(",", "").strip():  # as `--only ''` is
-        raise UsageError(f"--show {show!r} names no service; give names, `--show a,b`, or "
-                         "leave --show out for every service's lines")
-    check_switches()
-    root = resolve_root(project_root)
-    lock = LifecycleLock(root)
-    with _said_if_interrupted():  # (waiting for another's `up` or `down`)
+    with _said_if_interrupted():  # (and waiting for another's `up` or `down`)
+        _guard_prod(cell, yes)
+        if not enable_events:  # which makes a token of its own
+            hooks.webhook_token()  # one no request can send: refused before anything starts
+        if detach and (quiet or show is not None):
+            raise UsageError("--quiet and --show shape the foreground terminal; a detached "
+                             "stack's output is in its log files: `hd logs --service NAME`")
+        if show is not None and not show.replace(",", "").strip():  # as `--only ''` is
+            raise UsageError(f"--show {show!r} names no service; give names, `--show a,b`, "
+                             "or leave --show out for every service's lines")
+        check_switches()
+        root = resolve_root(project_root)
+        lock = LifecycleLock(root)
         lock.acquire("up", say)
     try:
         if lock.down_meanwhile():
@@ -176,18 +177,45 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
         raise TaskExit(code)
 
 
+class _Signalled(BaseException):
+    """A shutdown signal (SIGTERM, SIGHUP, ...) before the stack started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _signalled(signum: int, _frame: object) -> None:
+    raise _Signalled(signum)
+
+
 @contextlib.contextmanager
 def _said_if_interrupted() -> Iterator[None]:
-    """A Ctrl+C while `up` waits for the lock or checks the stack, before anything
-    starts: exit 130 with the sentence every other command says; it was 130 in silence,
-    or after the `project ...` line alone (adv58 F3)."""
+    """A Ctrl+C, SIGTERM or SIGHUP (any signal that shuts a stack down) while `up` waits
+    for the lock or checks the stack, before anything starts: exit 128 + its number with
+    the sentence every other command says. Ctrl+C was 130 in silence, or after the
+    `project ...` line alone (adv58 F3); the others ended `up` by their default action,
+    with no word (adv60 3). Handlers only where the signal's action is the default one,
+    given back on the way out (the detached wait and the engine set their own)."""
+    from hippo_tasks.daemon.shutdown_signals import SHUTDOWN_SIGNALS
+
+    mine: dict[int, Any] = {}
+    with contextlib.suppress(ValueError):  # not the main thread: none taken
+        for name, number in SHUTDOWN_SIGNALS.items():
+            if name != "SIGINT" and signal.getsignal(number) is signal.SIG_DFL:
+                mine[number] = signal.signal(number, _signalled)
     try:
         yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Signalled) as exc:
+        number = exc.signum if isinstance(exc, _Signalled) else int(signal.SIGINT)
+        name = "Ctrl+C" if number == signal.SIGINT else signal.Signals(number).name
         with contextlib.suppress(OSError):
-            print("hippodrome: interrupted (Ctrl+C) before the stack started: nothing was "
+            print(f"hippodrome: interrupted ({name}) before the stack started: nothing was "
                   "started", file=sys.stderr, flush=True)
-        raise TaskExit(130) from None
+        raise TaskExit(128 + number) from None
+    finally:
+        for number, before in mine.items():
+            signal.signal(number, before)
 
 
 def _shown_services(show: str | None, names: tuple[str, ...]) -> tuple[str, ...] | None:
