@@ -248,7 +248,8 @@ def test_down_waits_for_the_up_it_overtook_to_delete_its_resources(
     from hippo_tasks.registry.store import Registry, identity
 
     prefix = kill_9_with_events_on_moto(project, tools, moto_endpoint, monkeypatch)
-    owner = subprocess.Popen(["sleep", "1.5"])
+    owner = subprocess.Popen(["sleep", "120"])
+    down: subprocess.Popen[str] | None = None
     try:
         mine = {"pid": owner.pid, "create_time": identity(owner.pid)}
 
@@ -257,14 +258,27 @@ def test_down_waits_for_the_up_it_overtook_to_delete_its_resources(
                 entry["owner"] = dict(mine)
 
         Registry(project).update(owned)
-        res = hd(project, "down")
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert f"waiting for pid {owner.pid} (the `up` this stopped)" in res.stdout, res.stdout
+        # The owner ends once `down` says it waits for it (a `sleep 1.5` was gone before
+        # a loaded CI run's `down` had looked: nothing to wait for)
+        down = subprocess.Popen([*HD_CLI, "down", "--project-root", str(project)],
+                                cwd=project, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        assert down.stdout is not None
+        said = ""
+        while f"waiting for pid {owner.pid} (the `up` this stopped)" not in said:
+            line = down.stdout.readline()
+            assert line, said
+            said += line
+        owner.kill()
+        said += down.communicate(timeout=120)[0]
+        assert down.returncode == 0, said
         assert rules(moto_endpoint, prefix) == []
         assert registry(project)["resources"] == []
     finally:
         owner.kill()
         owner.wait()
+        if down is not None and down.poll() is None:
+            down.kill()
 
 
 def test_a_down_after_a_killed_down_waits_for_the_daemon_still_ending(
