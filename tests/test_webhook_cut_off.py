@@ -34,11 +34,12 @@ def send(dash: int, detail_type: str) -> tuple[int, dict[str, Any]]:
     return status, said
 
 
-def stack_with(project: Path, flags: str, stop: str = "", more: str = "") -> int:
+def stack_with(project: Path, flags: str, stop: str = "", more: str = "",
+               **settings: Any) -> int:
     dash, port = free_ports(2)
     sink = shlex.join([PY, SINK, "--port", str(port), "--record", str(project / "got.jsonl"),
                        *flags.split()])
-    write_stack(project, stack_header(dash)
+    write_stack(project, stack_header(dash, **settings)
                 + f'[services.svc]\nshell = {json.dumps(stop + "exec " + sink)}\n'
                   f'port = {port}\nstop_timeout = 2\n{more}\n'
                 + '[[routes]]\ndetail_type_prefix = "Svc."\nservice = "svc"\n'
@@ -129,5 +130,33 @@ def test_an_event_refused_by_a_restart_not_yet_listening_is_said_not_sent(
         assert f"it is starting {doing} and does not listen yet, so nothing " \
                "was sent (send it again once it is running" in said["error"], said
         assert "ended its process" not in said["error"], said
+    finally:
+        hd(project, "down", timeout=60)
+
+
+def test_an_event_for_a_target_in_its_restart_backoff_is_told_it_restarts_by_itself(
+        project: Path) -> None:
+    """A target that crashed: "it is backoff, so nothing was sent to its port (start it:
+    `hd start --service svc`)", for a service Hippodrome was about to start again by
+    itself (adv60 6)."""
+    dash = stack_with(project, "", backoff_initial=30, backoff_max=30)
+    try:
+        body = json.dumps({"detail-type": "Svc.Crash", "exit": True}).encode()
+        assert json_request(dash, body)[0] == 502  # it ended while handling it
+        url = registry(project)["daemon"]["url"]
+
+        def state() -> str:
+            said = subprocess.run([*HD_CLI, "status", "--json", "--project-root",
+                                   str(project)], capture_output=True, text=True,
+                                  timeout=60, check=True).stdout
+            return str(json.loads(said)["services"][0]["state"])
+
+        wait_for(lambda: state() == "backoff", 30, what=f"svc in its backoff ({url})")
+        status, said = send(dash, "Svc.Later")
+        assert status == 503, said
+        assert said["error"].endswith(
+            "it is in a restart backoff (it ended and restarts by itself once its backoff "
+            "is over), so nothing was sent to its port (send it again once it is running "
+            "(`hd status` shows when))"), said
     finally:
         hd(project, "down", timeout=60)

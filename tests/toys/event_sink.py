@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import socket
 import struct
 import threading
@@ -104,6 +105,8 @@ def main() -> None:
             if a.record:
                 with lock, open(a.record, "a") as fh:
                     fh.write(json.dumps(event) + "\n")
+            if isinstance(event, dict) and event.get("exit") is True:
+                os._exit(3)  # a crash while handling it (recorded, unanswered)
             if isinstance(event, dict) and event.get("reset") is True:
                 # read, acted on (recorded), then reset unanswered, as a handler that
                 # aborts does, or one that closes with bytes unread

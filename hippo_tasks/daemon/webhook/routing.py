@@ -85,10 +85,14 @@ class Webhook:
                 "the stack is shutting down"
             advice = "send it again once it is running (`hd status` shows it)" \
                 if coming else "nothing takes events now"
+        elif snap.state == "backoff":  # "it is backoff ... start it" (adv60 6)
+            doing, advice = ("it ended and restarts by itself once its backoff is over",
+                             "send it again once it is running (`hd status` shows when)")
         else:
             doing, advice = "", f"start it: `hd start --service {name}`"
+        state = "in a restart backoff" if snap.state == "backoff" else snap.state
         raise HttpError(503, f"Service unavailable: {name} at {planned.target}"
-                             f"{planned.route.path}: it is {snap.state}"
+                             f"{planned.route.path}: it is {state}"
                              f"{f' ({doing})' if doing else ''}, so nothing was sent to its "
                              f"port ({advice})")
 
