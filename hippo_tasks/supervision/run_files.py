@@ -116,8 +116,8 @@ class RunFiles:
             self.publish(keep)
 
     def publish(self, keep: int, say: Callable[[str], None] | None = None) -> None:
-        """`latest` -> this run, and the runs past `keep` pruned (`say`: a run left for
-        a mount in it)."""
+        """`latest` -> this run, and the runs past `keep` pruned (`say`: a run left as it
+        is, for a mount in it or what cannot be removed)."""
         self._link_latest(self.dir.parent, self.dir)
         self.prune(self.dir.parent, keep, current=self.dir, say=say)
 
