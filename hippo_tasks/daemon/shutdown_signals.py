@@ -37,3 +37,11 @@ def left_ignored(number: int) -> bool:
         return signal.getsignal(number) is signal.SIG_IGN
     except (ValueError, OSError):
         return False
+
+
+def taken_by_up() -> list[int]:
+    """The shutdown signals `up` itself turns into a said ending while it starts a
+    stack (the checks, then `--detach`'s wait): all but SIGINT, which Python raises as
+    KeyboardInterrupt, and those left ignored."""
+    return [number for name, number in SHUTDOWN_SIGNALS.items()
+            if name != "SIGINT" and not left_ignored(number)]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS, left_ignored
+from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS, taken_by_up
 from hippo_tasks.errors import (
     HippoError,
     ProcessLimitError,
@@ -77,8 +77,7 @@ def up_detached(plan: StackPlan, registry: Registry, lock: LifecycleLock,
         # Every signal that shuts the daemon down does the same here: Ctrl+\ (SIGQUIT)
         # or a SIGUSR2 ended this wait by its default action, in silence, and the
         # stack went on starting (r/6).
-        handled = [number for name, number in SHUTDOWN_SIGNALS.items()
-                   if name != "SIGINT" and not left_ignored(number)]
+        handled = taken_by_up()
 
         def interrupted(signum: int, _frame: object) -> None:
             # One SIGTERM/SIGHUP is the request; more of them are its echoes (`timeout`

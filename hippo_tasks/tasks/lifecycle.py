@@ -195,15 +195,15 @@ def _said_if_interrupted() -> Iterator[None]:
     for the lock or checks the stack, before anything starts: exit 128 + its number with
     the sentence every other command says. Ctrl+C was 130 in silence, or after the
     `project ...` line alone (adv58 F3); the others ended `up` by their default action,
-    with no word (adv60 3). Handlers only where the signal's action is the default one,
-    given back on the way out (the detached wait and the engine set their own)."""
-    from hippo_tasks.daemon.shutdown_signals import SHUTDOWN_SIGNALS
+    with no word (adv60 3). The same signals as the detached wait takes (not those
+    ignored when `up` started), given back on the way out (the detached wait and the
+    engine set their own)."""
+    from hippo_tasks.daemon.shutdown_signals import taken_by_up
 
     mine: dict[int, Any] = {}
     with contextlib.suppress(ValueError):  # not the main thread: none taken
-        for name, number in SHUTDOWN_SIGNALS.items():
-            if name != "SIGINT" and signal.getsignal(number) is signal.SIG_DFL:
-                mine[number] = signal.signal(number, _signalled)
+        for number in taken_by_up():
+            mine[number] = signal.signal(number, _signalled)
     try:
         yield
     except (KeyboardInterrupt, _Signalled) as exc:
