@@ -16,7 +16,7 @@ from hippo_tasks.supervision.process import end_scope
 from hippo_tasks.supervision.scope import (
     TUNNEL_MARK,
     Scope,
-    marked_pids,
+    pids_by_mark,
     read_marks_afresh,
     start_ticks,
 )
@@ -119,24 +119,35 @@ class Strays:
         one that took its mark back by an exec that changes nothing /proc/PID/stat shows
         (randomisation off, an environment of the same size) was read unmarked before
         (adv48 A/6). Read afresh at every reading of every stop instead, `hd down` of a
-        100-link chain took 11-15 s (adv49 B/4)."""
+        100-link chain took 11-15 s (adv49 B/4).
+
+        A fresh reading: one the stops had just taken (it was reused up to 1 s) read no
+        environment afresh. Each mark is ended as a scope, so a link is stopped as it
+        is read, by its mark (Scope.kill), and a chain that re-forks faster than a
+        reading cannot hand on to a successor born after it (ended by pid alone, a
+        link born since ran on)."""
         read_marks_afresh(start_ticks(os.getpid()) or 0)
         try:
             token = self.ownership.token
             # Not the --enable-events tunnel, which the engine stops in its turn.
-            tunnel = set(marked_pids(f"{token}/{TUNNEL_MARK}"))
-            left = [pid for pid in marked_pids(token, max_age=1.0) if pid not in tunnel]
-            await self._end(left, "still carried this stack's mark after every service "
-                            "stopped", "marked")
+            tunnel = f"{token}/{TUNNEL_MARK}"
+            left = {mark: pids for mark, pids in pids_by_mark(token).items()
+                    if mark != tunnel and not mark.startswith(f"{tunnel}/")}
+            await self._end(sorted(pid for pids in left.values() for pid in pids),
+                            "still carried this stack's mark after every service stopped",
+                            "marked", [Scope(mark, roots=pids) for mark, pids in left.items()])
         finally:
             read_marks_afresh(None)
 
-    async def _end(self, pids: list[int], why: str, kind: str) -> None:
+    async def _end(self, pids: list[int], why: str, kind: str,
+                   scopes: list[Scope] | None = None) -> None:
         """End `pids` and their descendants (no service's, so no stop could), each named
-        in the daemon's output first."""
+        in the daemon's output first; as `scopes` where given (all at once)."""
         if not pids:
             return
         self._note(f"hippodrome | ending {len(pids)} process(es) that {why}: pid "
                    f"{', '.join(map(str, pids))}")
-        await end_scope(None, Scope("", roots=pids), GRACE,
-                        lambda line: self._note(f"hippodrome | {kind} processes {line}"))
+        await asyncio.gather(*(
+            end_scope(None, scope, GRACE,
+                      lambda line: self._note(f"hippodrome | {kind} processes {line}"))
+            for scope in scopes or [Scope("", roots=pids)]))

@@ -252,6 +252,15 @@ def marked_pids(prefix: str, max_age: float = 0.0) -> list[int]:
                   if _marked(mark, prefix))
 
 
+def pids_by_mark(prefix: str, max_age: float = 0.0) -> dict[str, list[int]]:
+    """marked_pids, by their mark."""
+    found: dict[str, list[int]] = {}
+    for pid, (_, mark, _, _) in sorted(process_table(max_age).items()):
+        if mark is not None and _marked(mark, prefix):
+            found.setdefault(mark, []).append(pid)
+    return found
+
+
 def still_marked(prefix: str, max_age: float = TABLE_TTL) -> list[int]:
     """marked_pids from a shared reading up to `max_age` old, less those that ended
     since: each is checked by its start ticks (one small read), so a process gone
