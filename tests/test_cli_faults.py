@@ -87,6 +87,31 @@ def test_a_killed_guard_is_replaced_so_a_later_kill_9_still_leaves_nothing(
     wait_for(lambda: not any(alive(p) for p in members), 5.0, what="every service gone")
 
 
+def test_a_stopped_guard_is_continued_so_a_later_kill_9_still_leaves_nothing(
+        project: Path) -> None:
+    """SIGSTOP of the guard, then kill -9 of the daemon: the stopped guard ended nothing,
+    and every service ran on until the next `hd` command (adv62 F2, 3 of 3)."""
+    from hippo_tasks.daemon.engine import HOUSEKEEPING_S
+    from hippo_tasks.supervision.scope import is_stopped
+
+    shell_stack(project)
+    hd(project, "up", "--detach", check=True)
+    reg = registry(project)
+    members = [p for e in reg["services"].values() for p in group_members(e["pgid"])]
+    guard = reg["daemon"]["guard_pid"]
+    try:
+        os.kill(guard, signal.SIGSTOP)
+        wait_for(lambda: is_stopped(guard), 5, what="the guard stopped")
+        wait_for(lambda: not is_stopped(guard), HOUSEKEEPING_S + 3, what="the guard continued")
+    finally:
+        os.kill(guard, signal.SIGCONT)  # never left stopped by this test, whatever it finds
+    assert registry(project)["daemon"]["guard_pid"] == guard  # the same guard, going on
+    os.kill(reg["daemon"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not any(alive(p) for p in members), 5.0, what="every service gone")
+    log = (project / ".hippodrome" / "daemon.log").read_text()
+    assert f"the orphan guard (pid {guard}) was stopped" in log, log[-1500:]
+
+
 def test_a_kill_9_of_the_daemon_just_after_its_guards_still_leaves_nothing(
         project: Path) -> None:
     """The guard's end was looked for every 2 s: a kill -9 of the daemon 0.3 s after

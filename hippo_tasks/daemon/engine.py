@@ -228,9 +228,10 @@ class Engine:
         or every command would say no daemon runs until the next state change, and `up`
         would trip on this daemon's ports; so is this run's log folder (RunFiles.reopen_if_gone).
         An orphan guard that was killed is started again, or a later kill -9 of the
-        daemon would leave every service running. All of it during the shutdown too,
-        which may wait out a stop_timeout: it returned early there, and a guard killed,
-        or a registry deleted, then stayed so (adv30 p/2, p/3). The registry's own
+        daemon would leave every service running; one that was stopped is continued.
+        All of it during the shutdown too, which may wait out a stop_timeout: it
+        returned early there, and a guard killed, or a registry deleted, then stayed so
+        (adv30 p/2, p/3). The registry's own
         end (`_clear_registry`) stops its rewrites, and closing the guard its restarts."""
         assert self.loop is not None
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
@@ -238,6 +239,7 @@ class Engine:
             return
         if self.strays.guard_again():
             self.sync_registry()
+        self.strays.wake_guard()
         if self.ownership.base is None:  # the subreaper's, in process-group mode
             self.strays.reap()
         home = self.home.here()

@@ -6,7 +6,9 @@ service stopped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable
 
@@ -16,6 +18,7 @@ from hippo_tasks.supervision.process import end_scope
 from hippo_tasks.supervision.scope import (
     TUNNEL_MARK,
     Scope,
+    is_stopped,
     pids_by_mark,
     read_marks_afresh,
     start_ticks,
@@ -48,6 +51,18 @@ class Strays:
         self.guard = OrphanGuard(self.ownership.token, self.ownership.base)
         self._told = set()
         return True
+
+    def wake_guard(self) -> None:
+        """A guard stopped (SIGSTOP, a debugger) is continued: stopped, it could not end
+        anything after a kill -9 of the daemon, and nothing else would see it (its pidfd
+        tells only an exit): every service ran on until the next `hd` command (adv62
+        F2). Looked at with every housekeeping tick, so it stays stopped 2 s at most."""
+        if self.guard.closing or not is_stopped(self.guard.pid):
+            return
+        self._note(f"hippodrome | the orphan guard (pid {self.guard.pid}) was stopped "
+                   "(SIGSTOP or a debugger): continuing it")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.guard.pid, signal.SIGCONT)
 
     def watch_guard(self, loop: asyncio.AbstractEventLoop, started: Callable[[], None]
                     ) -> None:
