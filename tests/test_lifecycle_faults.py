@@ -803,6 +803,34 @@ def test_a_strangers_group_that_took_a_gone_groups_number_is_never_signalled(
         hd(project, "down", env=env)
 
 
+def test_a_down_held_up_before_the_lock_leaves_a_stack_a_later_up_started(
+        project: Path) -> None:
+    """`hd up`, `hd down`, `hd down`, `hd up`, each a moment after the one before: the
+    last `up` reached the lock first and started its stack, and a `down` given before
+    it then stopped that stack, so nothing ran at the end (adv62 F1, 3 of 6; and with
+    the `up` first, it said "already running" and the `down`s then stopped that one).
+    Here the `down` is stopped (SIGSTOP) as it starts, and continued once the `up` is
+    through: the `up` was given last, and wins, as a later `down` does over an `up`."""
+    dash, port = free_ports(2)
+    write_stack(project, stack_header(dash) + escaper_service("web", port, readiness={"http": "/"}))
+    down = subprocess.Popen([*HD_CLI, "down"], cwd=project, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        os.kill(down.pid, signal.SIGSTOP)
+        time.sleep(0.05)  # start times count in clock ticks, and a tie goes to the `down`
+        hd(project, "up", "--detach", check=True, timeout=120)
+    finally:
+        os.kill(down.pid, signal.SIGCONT)
+    out, _ = down.communicate(timeout=120)
+    try:
+        assert down.returncode == 7, out
+        assert "was started by an `hd up` given after this `hd down`: the later command " \
+            "wins, so it was left running. `hd down` stops it." in out, out
+        assert alive(registry(project)["daemon"]["pid"])
+    finally:
+        hd(project, "down", check=True)
+
+
 def locked_naming_a_gone_down(project: Path) -> tuple[Path, int, str]:
     """A stack file, and its lifecycle lock held here (the descriptor, to close) while
     the file still names a `down` whose pid is gone (that pid)."""

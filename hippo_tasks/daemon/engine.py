@@ -186,6 +186,7 @@ class Engine:
                 "mode_why": self.ownership.why_not or None,
                 "cgroup": str(self.ownership.base) if self.ownership.base else None,
                 "started_at": self.started_at,
+                "up_started": opts.up_started,
                 "profile": opts.profile,
                 "cell": opts.cell,
                 "cell_url": given_cell_url(opts),

@@ -118,8 +118,15 @@ class DaemonAlreadyRunningError(HippoError):
     stranded = False
     """It runs from this folder's deleted or replaced predecessor: only `hd down` reaches
     it (StrandedDaemonError)."""
+    given_later = False
+    """A `down` found it started by an `up` given after the `down` was: the later
+    command wins (lifecycle._up_given_later)."""
 
     def message(self) -> str:
+        if self.given_later:
+            return (f"The stack running for {self.project_root} (daemon pid {self.pid}) "
+                    "was started by an `hd up` given after this `hd down`: the later "
+                    "command wins, so it was left running. `hd down` stops it.")
         if self.stranded:
             at = f", at {self.url}" if self.url else ""
             return (f"A stack started in {self.project_root} before this folder was deleted "
@@ -132,5 +139,6 @@ class DaemonAlreadyRunningError(HippoError):
         return (
             f"A Hippodrome daemon (pid {self.pid}) is already running for "
             f"{self.project_root} at {self.url}. Use `hd status`, `hd restart`, or "
-            "`hd down` first." + (f" Note: {self.note}." if self.note else "")
+            "`hd down` first (`hd down --force` if it does not answer)."
+            + (f" Note: {self.note}." if self.note else "")
         )

@@ -60,6 +60,9 @@ class Options(NamedTuple):
     env: Mapping[str, str] = MappingProxyType({})
     record_events: bool = True
     """Record webhook deliveries to .hippodrome/events/ (`up --no-record` turns it off)."""
+    up_started: float | None = None
+    """When the `up` that starts the stack was given (store.identity), so that a `down`
+    given before it, reaching the lifecycle lock after it, leaves its stack running."""
 
 
 class PlannedService(NamedTuple):

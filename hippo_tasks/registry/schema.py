@@ -150,6 +150,7 @@ DAEMON = obj({
     "port": PORT,
     "guard_pid": optional(PID),
     "started_at": TIME,
+    "up_started": optional(IDENTITY),
     "profile": string,
     "cell": string,
     "table_prefix": string,

@@ -19,6 +19,7 @@ from hippo_tasks.errors import (
     UsageError,
 )
 from hippo_tasks.errors.daemon import (
+    DaemonAlreadyRunningError,
     DaemonEndedError,
     DaemonNotRunningError,
     DaemonUnreachableError,
@@ -125,7 +126,8 @@ def _up_locked(root: Path, lock: LifecycleLock, profile: str, cell: str, table_p
         token = hooks.prepare_token() if enable_events else None
         opts = build_options(root=root, profile=profile, cell=cell,
                              table_prefix=table_prefix, only=only, offset=port_offset,
-                             skip=() if seed else ("seed",), record=record)
+                             skip=() if seed else ("seed",), record=record
+                             )._replace(up_started=lock.started)
         print(f"hippodrome | project {as_typed(str(root))}  profile "
               f"{as_typed(opts.profile)}  cell {as_typed(opts.cell)}  table prefix "
               f"{opts.table_prefix}", flush=True)
@@ -299,6 +301,10 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
     after = lock.waited_for if (lock.waited_for or "").startswith("`down") else None
     if lock.fd is not None:
         lock.mark_down()
+        later = _up_given_later(root, lock.started)
+        if later is not None:
+            lock.release()
+            raise later
     try:
         left = _down_stopped(root) if lock.given_up else _down_locked(root, force, after)
         _sweep_cgroups(root)
@@ -306,6 +312,29 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
         lock.release()
     if left:  # the stack is down, the job is not: the last line, and no exit 0
         raise EventsLeftError(left)
+
+
+def _up_given_later(root: Path, started: float | None) -> DaemonAlreadyRunningError | None:
+    """The running stack, when the `up` that started it was given after this `down`
+    (`started`): an `up` that reached the lifecycle lock first, and then a `down` given
+    before it that waited, stopped the stack the last command had asked for (adv62 F1).
+    Not for a stack started by an `up` of an earlier version, which records no time."""
+    if started is None:
+        return None
+    try:
+        data = Registry(root).read()
+    except (HippoError, OSError):  # said by the stop that follows, as before
+        return None
+    daemon = data.get("daemon")
+    if not isinstance(daemon, dict) or not daemon_alive(data):
+        return None
+    up_started = daemon.get("up_started")  # a number: the registry's schema checks it
+    if up_started is None or up_started <= started:
+        return None
+    found = DaemonAlreadyRunningError(str(root), str(daemon.get("url", "?")),
+                                      int(daemon["pid"]))
+    found.given_later = True
+    return found
 
 
 def _down_stopped(root: Path) -> int:
