@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from harness import Harness, run
-from stackutil import stack_header
+from stackutil import free_ports, hd, registry, stack_header, write_stack
 
 from hippo_tasks.daemon.strays import Strays
 from hippo_tasks.supervision.scope import RUN_ENV
@@ -63,3 +64,51 @@ def test_a_marked_chain_left_after_every_stop_is_ended(project: Path, every: str
         run(project, text, scenario)
     finally:
         stop.touch()  # a survivor ends itself within a few ms
+
+
+def test_a_chain_of_orphans_leaves_no_pile_of_zombies(project: Path) -> None:
+    """Process-group mode, where the daemon adopts orphans: a chain whose links fork a
+    successor and exit every millisecond made the daemon's zombies faster than it
+    collected them (each a housekeeping tick, 2 s, after it was first seen): thousands
+    between two ticks, 30,000 during a long stop, the pid table full and every fork on
+    the machine failing (adv61 F2). No zombie of the daemon's lasts 1.5 s now."""
+    stop = project / "stop"
+    (project / "chain.py").write_text(
+        "import os, sys, time\n"
+        f"end, stop = time.time() + 20, {str(stop)!r}\n"
+        "print('up', flush=True)\n"
+        "if os.fork():\n"
+        "    time.sleep(600)\n"
+        "while time.time() < end and not os.path.exists(stop):\n"
+        "    time.sleep(0.001)\n"
+        "    if os.fork():\n"
+        "        os._exit(0)\n"
+        "    os.setsid()\n"
+        "os._exit(0)\n")
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.chain]\ncommand = ["'
+                + sys.executable + f'", "{project / "chain.py"}"]\n'
+                'readiness = { log = "up" }\nstop_timeout = 1\n')
+    env = {"HIPPODROME_CGROUP": "off"}
+    hd(project, "up", "--detach", check=True, env=env)
+    try:
+        daemon = psutil.Process(registry(project)["daemon"]["pid"])
+        time.sleep(3)  # past the first housekeeping tick
+        seen: dict[int, tuple[float, float]] = {}
+        ended = time.monotonic() + 4
+        while time.monotonic() < ended:
+            now = time.monotonic()
+            for child in daemon.children():
+                try:
+                    if child.status() == psutil.STATUS_ZOMBIE:
+                        first = seen.get(child.pid, (now, now))[0]
+                        seen[child.pid] = (first, now)
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(0.1)
+        assert len(seen) > 20, f"only {len(seen)} zombies seen: the chain did not run"
+        longest = max(last - first for first, last in seen.values())
+        assert longest < 1.5, f"a zombie of the daemon's lasted {longest:.1f}s ({len(seen)} seen)"
+    finally:
+        stop.touch()
+        hd(project, "down", env=env)

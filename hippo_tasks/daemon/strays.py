@@ -28,6 +28,10 @@ from hippo_tasks.supervision.stack import StackSupervisor
 ADOPTED_ROUNDS_S = 5.0
 """How long `hd down` goes on looking for orphans adopted while it ended others."""
 
+REAP_AGAIN_S = 0.25
+"""How soon adopted zombies left by a look are looked at (and collected) again, rather
+than at the next housekeeping tick (Strays.reap)."""
+
 
 class Strays:
     def __init__(self, stack: StackSupervisor, ownership: Ownership,
@@ -89,11 +93,16 @@ class Strays:
         own.add(self.guard.pid)
         return own
 
-    def reap(self) -> None:
+    def reap(self) -> bool:
         """We are the subreaper, so exited orphans are ours to collect (at each
-        housekeeping tick, once they have been zombies for a tick)."""
+        housekeeping tick, once they have been zombies for a tick); whether some were
+        left for the next look, which the caller then takes REAP_AGAIN_S later. Only at
+        the ticks, a chain of orphans forking every millisecond left thousands of zombies
+        between two, and during a long stop 30,000: the machine's pid table full, every
+        fork on it failing, `hd down` stuck (adv61 F2)."""
         self._zombies = reap_adopted(self._own_children(), self._zombies)
         self.tell_adopted()
+        return bool(self._zombies)
 
     def tell_adopted(self) -> None:
         """Name the live orphans we adopted to the guard, which ends them if the daemon
