@@ -410,13 +410,17 @@ async def end_scope(
         if loop.time() >= deadline:
             note(f"did not stop within stop_timeout={stop_timeout:g}s after {name}: "
                  "sending SIGKILL")
-            await kill_scope(child, scope)
+            await kill_scope(child, scope, note=note)
             return
         await _pause(child, min(POLL_S * 2, max(0.0, deadline - loop.time())))
 
 
-async def kill_scope(child: Child | None, scope: Scope, limit: float = 5.0) -> None:
-    """SIGKILL everything now and wait (bounded) until the scope is empty."""
+async def kill_scope(child: Child | None, scope: Scope, limit: float = 5.0,
+                     note: Callable[[str], None] | None = None) -> None:
+    """SIGKILL everything now and wait (bounded) until the scope is empty. Still not
+    empty at `limit` (a process that re-forks itself faster than a heavily loaded
+    machine reads /proc, out of its cgroup: adv61 F1), the stop ends anyway and `note`
+    says what is left: it said "stopped" with a chain still running, and no word."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     while True:
@@ -424,7 +428,15 @@ async def kill_scope(child: Child | None, scope: Scope, limit: float = 5.0) -> N
         if child is not None and not child.exited.done():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(child.pid, signal.SIGKILL)
-        if _gone(child, scope) or loop.time() >= deadline:
+        if _gone(child, scope):
+            return
+        if loop.time() >= deadline:
+            if note is not None:
+                left = scope.members()
+                note(f"{len(left)} process(es) still ran {limit:g}s after SIGKILL (one "
+                     "that forks a successor and exits faster than they can be read), "
+                     f"pid {', '.join(map(str, left)) or '(gone as they were read)'}: "
+                     "`hd down` tries again")
             return
         await _pause(child, POLL_S * 2)
 
