@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from harness import Harness, run
-from stackutil import free_ports, hd, registry, stack_header, write_stack
+from stackutil import HD_CLI, free_ports, hd, registry, stack_header, write_stack
 
 from hippo_tasks.daemon.strays import Strays
 from hippo_tasks.supervision.scope import RUN_ENV
@@ -66,21 +66,26 @@ def test_a_marked_chain_left_after_every_stop_is_ended(project: Path, every: str
         stop.touch()  # a survivor ends itself within a few ms
 
 
-def test_a_chain_of_orphans_leaves_no_pile_of_zombies(project: Path) -> None:
+@pytest.mark.parametrize(("every", "during"), [("0.001", "running"), ("0", "a long stop")])
+def test_a_chain_of_orphans_leaves_no_pile_of_zombies(project: Path, every: str,
+                                                       during: str) -> None:
     """Process-group mode, where the daemon adopts orphans: a chain whose links fork a
     successor and exit every millisecond made the daemon's zombies faster than it
     collected them (each a housekeeping tick, 2 s, after it was first seen): thousands
     between two ticks, 30,000 during a long stop, the pid table full and every fork on
-    the machine failing (adv61 F2). No zombie of the daemon's lasts 1.5 s now."""
+    the machine failing (adv61 F2); collected on the event loop instead, 29,000 while a
+    stop of a chain with no pause held the loop (adv63). No zombie of the daemon's lasts
+    1.5 s now, while the chain runs or while its stop waits out its stop_timeout."""
     stop = project / "stop"
     (project / "chain.py").write_text(
-        "import os, sys, time\n"
-        f"end, stop = time.time() + 20, {str(stop)!r}\n"
+        "import os, signal, sys, time\n"
+        f"end, stop, every = time.time() + 20, {str(stop)!r}, {every}\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "print('up', flush=True)\n"
         "if os.fork():\n"
         "    time.sleep(600)\n"
         "while time.time() < end and not os.path.exists(stop):\n"
-        "    time.sleep(0.001)\n"
+        "    time.sleep(every)\n"
         "    if os.fork():\n"
         "        os._exit(0)\n"
         "    os.setsid()\n"
@@ -88,12 +93,18 @@ def test_a_chain_of_orphans_leaves_no_pile_of_zombies(project: Path) -> None:
     (dash,) = free_ports(1)
     write_stack(project, stack_header(dash) + '[services.chain]\ncommand = ["'
                 + sys.executable + f'", "{project / "chain.py"}"]\n'
-                'readiness = { log = "up" }\nstop_timeout = 1\n')
+                'readiness = { log = "up" }\nstop_timeout = 6\n')
     env = {"HIPPODROME_CGROUP": "off"}
     hd(project, "up", "--detach", check=True, env=env)
+    stopping = None
     try:
         daemon = psutil.Process(registry(project)["daemon"]["pid"])
-        time.sleep(3)  # past the first housekeeping tick
+        time.sleep(3 if during == "running" else 0.5)  # past the first look
+        if during == "a long stop":
+            stopping = subprocess.Popen([*HD_CLI, "stop", "--service", "chain"], env={
+                **os.environ, **env}, cwd=project, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         seen: dict[int, tuple[float, float]] = {}
         ended = time.monotonic() + 4
         while time.monotonic() < ended:
@@ -111,4 +122,6 @@ def test_a_chain_of_orphans_leaves_no_pile_of_zombies(project: Path) -> None:
         assert longest < 1.5, f"a zombie of the daemon's lasted {longest:.1f}s ({len(seen)} seen)"
     finally:
         stop.touch()
+        if stopping is not None:
+            stopping.wait(60)
         hd(project, "down", env=env)

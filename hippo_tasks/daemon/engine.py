@@ -20,7 +20,7 @@ from hippo_tasks.daemon import SHUTDOWN_WORDS
 from hippo_tasks.daemon.project_home import ProjectHome
 from hippo_tasks.daemon.registry_writes import Change, RegistryWrites
 from hippo_tasks.daemon.shutdown_signals import KEYBOARD, SHUTDOWN_SIGNALS, left_ignored
-from hippo_tasks.daemon.strays import REAP_AGAIN_S, Strays
+from hippo_tasks.daemon.strays import Strays
 from hippo_tasks.daemon.webhook.record import Recorder
 from hippo_tasks.errors import ServiceStartError, ShutdownInProgressError
 from hippo_tasks.errors.state_dir import StateDirError
@@ -96,8 +96,6 @@ class Engine:
         self.stack = StackSupervisor(plan, ctx, lambda n: str(self.runs.path(n)),
                                      self.runs.unwritten)
         self.strays = Strays(self.stack, self.ownership, self.note)
-        self._reap_pending = False
-        """A look at adopted zombies is due within REAP_AGAIN_S (_reap)."""
         self.writes = RegistryWrites(registry, self.home, self.note, self._registry_change,
                                      self._name_adopted)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -224,17 +222,10 @@ class Engine:
             out["tunnel"] = self.tunnels.trouble
         return out
 
-    def _reap(self) -> None:
-        """Adopted zombies collected, and looked at again soon while some are left
-        (Strays.reap); one such look pending at a time."""
-        self._reap_pending = False
-        if self.strays.reap() and self.loop is not None:
-            self._reap_pending = True
-            self.loop.call_later(REAP_AGAIN_S, self._reap)
-
     def _housekeeping(self) -> None:
         """Every HOUSEKEEPING_S, two stats and a waitpid (and in process-group mode a
-        look at our children: adopted zombies, reaped at the next look, _reap). A registry deleted
+        look at our children: adopted orphans named to the guard; the reaper thread
+        collects their zombies, Strays.start_reaper). A registry deleted
         while the stack runs (`rm -rf .hippodrome`, `git clean -xdf`) is written again,
         or every command would say no daemon runs until the next state change, and `up`
         would trip on this daemon's ports; so is this run's log folder (RunFiles.reopen_if_gone).
@@ -251,8 +242,8 @@ class Engine:
         if self.strays.guard_again():
             self.sync_registry()
         self.strays.wake_guard()
-        if self.ownership.base is None and not self._reap_pending:  # the subreaper's
-            self._reap()
+        if self.ownership.base is None:  # the subreaper's (its reaper collects them)
+            self.strays.tell_adopted()
         home = self.home.here()
         if home and not os.path.exists(self.registry.path):
             self.note(f"hippodrome | {self.registry.path} was deleted: writing it again")
@@ -386,6 +377,8 @@ class Engine:
         on_serving()
         self.loop.call_later(HOUSEKEEPING_S, self._housekeeping)
         self.strays.watch_guard(self.loop, self.sync_registry)
+        if self.ownership.base is None:
+            self.strays.start_reaper()
         began = time.monotonic()
         code = EXIT_OK
         clean = False
@@ -432,6 +425,7 @@ class Engine:
             clean = True
         finally:
             stop_serving()
+            self.strays.stop_reaper()
             self.recorder.close()
             # Only a shutdown that finished may tell the guard "bye"; after a bug it gets
             # EOF and ends whatever is left, as after kill -9.

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -29,8 +30,9 @@ ADOPTED_ROUNDS_S = 5.0
 """How long `hd down` goes on looking for orphans adopted while it ended others."""
 
 REAP_AGAIN_S = 0.25
-"""How soon adopted zombies left by a look are looked at (and collected) again, rather
-than at the next housekeeping tick (Strays.reap)."""
+"""How soon adopted zombies left by a look are looked at (and collected) again."""
+REAP_IDLE_S = 1.0
+"""How often the reaper looks while no zombie is waiting."""
 
 
 class Strays:
@@ -44,6 +46,7 @@ class Strays:
         """Adopted children that were zombies at the last housekeeping tick."""
         self._told: set[tuple[int, int]] = set()
         """Adopted orphans (pid, start ticks) the current guard was told of."""
+        self._reaper_done = threading.Event()
 
     def guard_again(self) -> bool:
         """An orphan guard that was killed is started again (True), or a later kill -9 of
@@ -93,16 +96,26 @@ class Strays:
         own.add(self.guard.pid)
         return own
 
-    def reap(self) -> bool:
-        """We are the subreaper, so exited orphans are ours to collect (at each
-        housekeeping tick, once they have been zombies for a tick); whether some were
-        left for the next look, which the caller then takes REAP_AGAIN_S later. Only at
-        the ticks, a chain of orphans forking every millisecond left thousands of zombies
-        between two, and during a long stop 30,000: the machine's pid table full, every
-        fork on it failing, `hd down` stuck (adv61 F2)."""
-        self._zombies = reap_adopted(self._own_children(), self._zombies)
-        self.tell_adopted()
-        return bool(self._zombies)
+    def start_reaper(self) -> None:
+        """We are the subreaper (process-group mode), so exited orphans are ours to
+        collect, once they have been zombies at one look already (reap_adopted): by a
+        thread of their own, REAP_AGAIN_S after a look that left some. At the 2 s
+        housekeeping tick, a chain of orphans forking every millisecond left thousands
+        between two, and during a long stop 30,000 (adv61 F2); on the event loop every
+        0.25 s, a stop reading /proc for seconds held the loop, and 29,000 piled up
+        (adv63): the machine's pid table full, every fork on it failing."""
+        threading.Thread(target=self._reap_until_closed, name="hippodrome-reaper",
+                         daemon=True).start()
+
+    def stop_reaper(self) -> None:
+        self._reaper_done.set()
+
+    def _reap_until_closed(self) -> None:
+        while not self._reaper_done.wait(REAP_AGAIN_S if self._zombies else REAP_IDLE_S):
+            try:
+                self._zombies = reap_adopted(self._own_children(), self._zombies)
+            except (RuntimeError, OSError):  # a set the loop changed meanwhile: next look
+                continue
 
     def tell_adopted(self) -> None:
         """Name the live orphans we adopted to the guard, which ends them if the daemon

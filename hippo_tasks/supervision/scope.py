@@ -147,6 +147,8 @@ process is missed only if it forks and exits within about a millisecond of its b
 CHAIN_READINGS = 8
 """Readings a stop's "empty?" takes, each after one whose marked processes had all
 ended since it, before it says "not yet" (Scope._no_marked_left)."""
+CHAIN_LOOK_S = 0.1
+"""Nor longer than this (the stop polls again a moment later)."""
 
 FREEZE_READINGS = 8
 """Readings of a scope's members while its killing stops them (Scope._frozen): a chain
@@ -464,15 +466,18 @@ class Scope:
         that one gone in turn. Looked at once more only, a chain re-forking every 5 ms
         on a busy machine outlived `hd down` in 1 run of 35 (CI's rehearsal at b0840f4);
         a chain that outruns CHAIN_READINGS readings is "not empty", and its stop
-        escalates to SIGKILL, which stops (Scope.kill) before it kills."""
-        begun_after = -1.0
+        escalates to SIGKILL, which stops (Scope.kill) before it kills. Nor past
+        CHAIN_LOOK_S: the daemon's loop waits on it, and readings of a /proc full of a
+        chain's zombies held it for seconds (adv63)."""
+        begun_after, began = -1.0, time.monotonic()
         for _ in range(CHAIN_READINGS):
             table = process_table(TABLE_TTL, begun_after)
             listed = [(pid, ticks) for pid, (_, mark, ticks, _) in table.items()
                       if _marked(mark, self.mark)]
             if not listed and reading_complete():
                 return True
-            if any(start_ticks(pid) == ticks for pid, ticks in listed):
+            if any(start_ticks(pid) == ticks for pid, ticks in listed) \
+                    or time.monotonic() - began > CHAIN_LOOK_S:
                 return False
             begun_after = reading_ended()
         return False
