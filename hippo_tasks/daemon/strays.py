@@ -186,5 +186,5 @@ class Strays:
                    f"{', '.join(map(str, pids))}")
         await asyncio.gather(*(
             end_scope(None, scope, GRACE,
-                      lambda line: self._note(f"hippodrome | {kind} processes {line}"))
+                      lambda line: self._note(f"hippodrome | {kind} processes: {line}"))
             for scope in scopes or [Scope("", roots=pids)]))

@@ -25,7 +25,7 @@ from typing import Any
 from hippo_tasks.errors import cut_long
 from hippo_tasks.supervision.logs import LineSplitter, LogHub
 from hippo_tasks.supervision.ownership import Placement
-from hippo_tasks.supervision.scope import POLL_S, Scope
+from hippo_tasks.supervision.scope import POLL_S, Scope, reading_complete
 
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
@@ -431,12 +431,15 @@ async def kill_scope(child: Child | None, scope: Scope, limit: float = 5.0,
         if _gone(child, scope):
             return
         if loop.time() >= deadline:
-            if note is not None:
-                left = scope.members()
-                note(f"{len(left)} process(es) still ran {limit:g}s after SIGKILL (one "
-                     "that forks a successor and exits faster than they can be read), "
-                     f"pid {', '.join(map(str, left)) or '(gone as they were read)'}: "
-                     "`hd down` tries again")
+            left = scope.members() if note is not None else []
+            if note is not None and left:
+                note(f"{len(left)} process(es) still ran {limit:g}s after SIGKILL, pid "
+                     f"{', '.join(map(str, left))}: they fork successors faster than "
+                     "/proc can be read, or SIGKILL cannot reach them (frozen, or stuck "
+                     "in the kernel: `ps -o pid,stat,cmd -p PID`)")
+            elif note is not None and not reading_complete():
+                note(f"could not make sure every process ended within {limit:g}s after "
+                     "SIGKILL: processes were born faster than /proc could be read")
             return
         await _pause(child, POLL_S * 2)
 
