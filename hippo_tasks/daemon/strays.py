@@ -43,7 +43,7 @@ class Strays:
         self._note = note
         self.guard = OrphanGuard(ownership.token, ownership.base)
         self._zombies: set[int] = set()
-        """Adopted children that were zombies at the last housekeeping tick."""
+        """Adopted children that were zombies at the reaper's last look."""
         self._told: set[tuple[int, int]] = set()
         """Adopted orphans (pid, start ticks) the current guard was told of."""
         self._reaper_done = threading.Event()
