@@ -216,7 +216,9 @@ class Registry:
         finally:
             os.close(fd)  # closing lets go of the lock
 
-    def _read_unlocked(self) -> Data:
+    def _read_unlocked(self, move: bool = True) -> Data:
+        """`move=False`: a registry that would be moved aside (damaged, another folder's)
+        is left where it is, and read as empty."""
         if not self.state_dir_exists():  # a file there is not a corrupt registry to move
             return empty(self.root)
         try:
@@ -226,7 +228,8 @@ class Registry:
         except Unopenable as exc:  # another user's stack, say: not corrupt, not ours to move
             raise StateDirError.from_os(exc.error, self.path, reading=True) from None
         except (Unusable, UnicodeDecodeError) as exc:
-            self._move_aside(str(exc))
+            if move:
+                self._move_aside(str(exc))
             return empty(self.root)
         except OSError as exc:
             raise StateDirError.from_os(exc, self.path) from None
@@ -235,7 +238,8 @@ class Registry:
         except (ValueError, RecursionError) as exc:
             # ValueError covers bad UTF-8, bad JSON, over-long integers and Invalid shapes.
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            self._move_aside(reason)
+            if move:
+                self._move_aside(reason)
             return empty(self.root)
         recorded = data.get("project_root")
         where = _daemon_folder(data, self.root)
@@ -243,7 +247,8 @@ class Registry:
                 not _same_folder(recorded, self.root, data):
             where = recorded
         if where:
-            self._move_aside("", foreign=where)
+            if move:
+                self._move_aside("", foreign=where)
             return empty(self.root)
         base = empty(self.root)
         base.update(data)
@@ -292,6 +297,14 @@ class Registry:
     def read(self) -> Data:
         with self.locked(write=False):
             return self._read_unlocked()
+
+    def peek(self) -> Data:
+        """read(), leaving a registry it would move aside where it is, for the command's
+        own read to find and say what it was (a `down`'s look before it stops anything:
+        it moved a copied registry aside in silence, and the stop then said "no daemon
+        was running" instead of whose registry it was)."""
+        with self.locked(write=False):
+            return self._read_unlocked(move=False)
 
     def _write_unlocked(self, data: Data) -> None:
         """Atomic (temp file + rename); a full or read-only disk is a StateDirError and

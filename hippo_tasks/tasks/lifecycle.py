@@ -322,7 +322,7 @@ def _up_given_later(root: Path, started: float | None) -> DaemonAlreadyRunningEr
     if started is None:
         return None
     try:
-        data = Registry(root).read()
+        data = Registry(root).peek()  # no side effect: the stop reads it again
     except (HippoError, OSError):  # said by the stop that follows, as before
         return None
     daemon = data.get("daemon")
