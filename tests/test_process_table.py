@@ -146,6 +146,10 @@ def test_a_shutdowns_fresh_reading_sees_such_a_mark_on_a_process_born_since(
                           if marks_of(pid) is None and "python" in
                           (scope.stat_and_image(pid) or ("",))[0] else None,
                           10, what="the orphan running python, unmarked")
+        # Read once more: the reading above may have found it still `setarch` (its stat
+        # looked at just after), and a stop's cache must hold the python it execs from.
+        assert marks_of(pid) is None
+        before = (scope.stat_and_image(pid) or ("",))[0]
         if int(scope.stat_fields(pid)[1]) == os.getpid():  # type: ignore[index]
             pytest.skip("this process is a subreaper: the orphan is its child")
         go.touch()
