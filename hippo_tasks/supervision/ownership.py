@@ -382,11 +382,14 @@ def _libc() -> Any:
         return None
 
 
-def become_subreaper() -> bool:
-    """Orphaned descendants are re-parented to us instead of to PID 1 (Linux 3.4+)."""
+def become_subreaper(on: bool = True) -> bool:
+    """Orphaned descendants are re-parented to us instead of to PID 1 (Linux 3.4+).
+    `on=False` gives that up: a process that ran a stack in-process (the tests) and goes
+    on without a reaper would keep every later orphan as its zombie."""
     libc = _libc()
     try:
-        return libc is not None and bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        return libc is not None and bool(
+            libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
     except AttributeError:
         return False
 
