@@ -263,12 +263,12 @@ def pids_by_mark(prefix: str, max_age: float = 0.0) -> dict[str, list[int]]:
     return found
 
 
-def still_marked(prefix: str, max_age: float = TABLE_TTL) -> list[int]:
-    """marked_pids from a shared reading up to `max_age` old, less those that ended
-    since: each is checked by its start ticks (one small read), so a process gone
-    since the reading is not counted and a pid reused by a stranger is never named."""
-    return sorted(pid for pid, (_, mark, ticks, _)
-                  in process_table(max_age).items()
+def still_marked(prefix: str, table: dict[int, tuple[int, str | None, int, int]]
+                 ) -> list[int]:
+    """marked_pids from `table` (a shared reading), less those that ended since: each
+    is checked by its start ticks (one small read), so a process gone since the reading
+    is not counted and a pid reused by a stranger is never named."""
+    return sorted(pid for pid, (_, mark, ticks, _) in table.items()
                   if _marked(mark, prefix) and start_ticks(pid) == ticks)
 
 
@@ -278,11 +278,12 @@ def group_pids(pgid: int, max_age: float = 0.0) -> list[int]:
                   if group == pgid)
 
 
-def descendants(roots: Iterable[int], max_age: float = TABLE_TTL) -> dict[int, int]:
-    """Every live descendant of `roots` (not the roots): pid -> start ticks. A child
-    that left both its service's cgroup (or group) and its mark (`env -i`, a sanitising
-    launcher) is still its parent's child until that parent ends."""
-    table = process_table(max_age)
+def descendants(roots: Iterable[int],
+                table: dict[int, tuple[int, str | None, int, int]]) -> dict[int, int]:
+    """Every live descendant of `roots` (not the roots) in `table` (a process_table):
+    pid -> start ticks. A child that left both its service's cgroup (or group) and its
+    mark (`env -i`, a sanitising launcher) is still its parent's child until that
+    parent ends."""
     children: dict[int, list[int]] = {}
     for pid, (_, _, _, ppid) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -420,18 +421,23 @@ class Scope:
         inherited), read from a table at most TABLE_TTL old: the cgroup, read fresh,
         holds whatever was forked since, unless it also left within those 20 ms. Then,
         in either mode, the strays: descendants of those outside both."""
+        # One reading for all of it: the descendants' look took a second one (always at
+        # max_age 0, or when the first outlasted TABLE_TTL), and `empty` asked whether
+        # that one was complete while the marked processes came from the first, which
+        # had stopped short of a chain's newest link: "empty" with the chain running
+        # (CI, stop 50).
         if self.cgroup is not None:
-            max_age = max(max_age, TABLE_TTL)
+            table = process_table(max(max_age, TABLE_TTL))
             found = set(cgroup_pids(self.cgroup))
             if self.mark:
-                found.update(still_marked(self.mark, max_age))
+                found.update(still_marked(self.mark, table))
         else:
-            found = set(marked_pids(self.mark, max_age)) if self.mark else set()
+            table = process_table(max_age)
             pgid = self._group()
-            if pgid:
-                found.update(group_pids(pgid, max_age))
+            found = {pid for pid, (group, mark, _, _) in table.items()
+                     if (self.mark and _marked(mark, self.mark)) or (pgid and group == pgid)}
         found.update(self._strays_alive())
-        for pid, ticks in descendants(found, max_age).items():
+        for pid, ticks in descendants(found, table).items():
             if pid not in found:
                 self._strays[pid] = ticks
                 found.add(pid)
