@@ -222,19 +222,37 @@ class RecordingError(UsageError):
         return f"{where}: {self.problem}" if where else self.problem
 
 
-class EventsLeftError(HippoError):
-    """`hd down` stopped the stack but could not delete what `--enable-events` made (the
-    lines above say why): it ended `could not delete ...`, exit 0, as if all were done."""
+class DownLeftError(HippoError):
+    """`hd down` stopped the stack, but not all of it: what `--enable-events` made could
+    not be deleted (the lines above say why), or processes of the stack outlived its
+    daemon (SIGKILL could not reach them). It ended as if all were done, exit 0: `could
+    not delete ...` above it, or, for processes, only a line in the daemon's output."""
 
-    def __init__(self, count: int) -> None:
-        self.count = count
+    def __init__(self, events: int = 0, processes: dict[str, list[int]] | None = None
+                 ) -> None:
+        self.events = events
+        self.processes = processes or {}
 
     def message(self) -> str:
-        what, it = ("1 resource", "it stays") if self.count == 1 else \
-            (f"{self.count} resources", "they stay")
-        return (f"the stack is stopped, but {what} made by --enable-events could not be "
+        said = []
+        if self.processes:
+            count = sum(len(pids) for pids in self.processes.values())
+            named = "; ".join(f"{name}: pid {', '.join(map(str, pids))}"
+                              for name, pids in sorted(self.processes.items()))
+            said.append(
+                f"the daemon exited, but {count} process(es) of this stack still run "
+                f"({named}): SIGKILL could not reach them (frozen by a cgroup freezer or "
+                "`docker pause`, or stuck in the kernel: `ps -o pid,stat,cmd -p PID`), or "
+                "they fork successors faster than /proc can be read; end them yourself "
+                "(`kill -9 PID`, a frozen one once thawed)")
+        if self.events:
+            what, it = ("1 resource", "it stays") if self.events == 1 else \
+                (f"{self.events} resources", "they stay")
+            said.append(
+                f"the stack is stopped, but {what} made by --enable-events could not be "
                 f"deleted (said above): {it} recorded in .hippodrome/registry.json, and "
                 "the next `hd down` or `hd up` tries again")
+        return "; and ".join(said)
 
 
 class ShutdownInProgressError(HippoError):

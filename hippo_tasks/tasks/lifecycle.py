@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hippo_tasks.errors import (
-    EventsLeftError,
+    DownLeftError,
     HippoError,
     LifecycleBusyError,
     ProductionGuardError,
@@ -299,9 +299,10 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
             say(f"{busy.holder} is still stopping the stack gracefully: --force ends "
                 "what is left now")
     after = lock.waited_for if (lock.waited_for or "").startswith("`down") else None
+    before = _peek(root)
     if lock.fd is not None:
         lock.mark_down()
-        later = _up_given_later(root, lock.started)
+        later = _up_given_later(root, before, lock.started)
         if later is not None:
             lock.release()
             raise later
@@ -310,20 +311,41 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
         _sweep_cgroups(root)
     finally:
         lock.release()
-    if left:  # the stack is down, the job is not: the last line, and no exit 0
-        raise EventsLeftError(left)
+    running = _still_running(before)
+    if left or running:  # the stack is down, the job is not: the last line, and no exit 0
+        raise DownLeftError(left, running)
 
 
-def _up_given_later(root: Path, started: float | None) -> DaemonAlreadyRunningError | None:
+def _peek(root: Path) -> dict[str, Any]:
+    """The registry as it is before anything is stopped, read without a side effect (the
+    stop reads it again, and says what a damaged or another folder's registry is);
+    empty when it cannot be read."""
+    try:
+        return Registry(root).peek()
+    except (HippoError, OSError):
+        return {}
+
+
+def _still_running(before: dict[str, Any]) -> dict[str, list[int]]:
+    """What the registry as it was before the stop proves this stack's (its run's mark
+    and cgroups, as `down --force` finds them) and still lives, by service: a process
+    SIGKILL could not reach (frozen, stuck in the kernel) or a chain that outran it.
+    Only the daemon's output said so, and `down` said "stack stopped", exit 0 (adv63
+    F3)."""
+    if not before.get("daemon"):
+        return {}
+    from hippo_tasks.registry.cleanup import leftovers
+
+    return leftovers(before)[1]
+
+
+def _up_given_later(root: Path, data: dict[str, Any], started: float | None
+                    ) -> DaemonAlreadyRunningError | None:
     """The running stack, when the `up` that started it was given after this `down`
     (`started`): an `up` that reached the lifecycle lock first, and then a `down` given
     before it that waited, stopped the stack the last command had asked for (adv62 F1).
     Not for a stack started by an `up` of an earlier version, which records no time."""
     if started is None:
-        return None
-    try:
-        data = Registry(root).peek()  # no side effect: the stop reads it again
-    except (HippoError, OSError):  # said by the stop that follows, as before
         return None
     daemon = data.get("daemon")
     if not isinstance(daemon, dict) or not daemon_alive(data):

@@ -27,7 +27,7 @@ from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, StateDirError
 
 EXIT_CODES: list[tuple[type[E.HippoError], int]] = [
     (E.ServiceStartError, 1),
-    (E.EventsLeftError, 1),
+    (E.DownLeftError, 1),
     (E.UsageError, 2),
     (E.UnknownServiceError, 2),
     (E.ProductionGuardError, 2),
