@@ -431,17 +431,23 @@ async def kill_scope(child: Child | None, scope: Scope, limit: float = 5.0,
         if _gone(child, scope):
             return
         if loop.time() >= deadline:
-            left = scope.members() if note is not None else []
-            if note is not None and left:
-                note(f"{len(left)} process(es) still ran {limit:g}s after SIGKILL, pid "
-                     f"{', '.join(map(str, left))}: they fork successors faster than "
-                     "/proc can be read, or SIGKILL cannot reach them (frozen, or stuck "
-                     "in the kernel: `ps -o pid,stat,cmd -p PID`)")
-            elif note is not None and not reading_complete():
-                note(f"could not make sure every process ended within {limit:g}s after "
-                     "SIGKILL: processes were born faster than /proc could be read")
+            if note is not None:
+                _say_left(scope, limit, note)
             return
         await _pause(child, POLL_S * 2)
+
+
+def _say_left(scope: Scope, limit: float, note: Callable[[str], None]) -> None:
+    """What a stop that gave up on SIGKILL leaves, named; or that it could not tell."""
+    left = scope.members()
+    if left:
+        note(f"{len(left)} process(es) still ran {limit:g}s after SIGKILL, pid "
+             f"{', '.join(map(str, left))}: they fork successors faster than /proc can "
+             "be read, or SIGKILL cannot reach them (frozen, or stuck in the kernel: "
+             "`ps -o pid,stat,cmd -p PID`)")
+    elif not reading_complete():
+        note(f"could not make sure every process ended within {limit:g}s after SIGKILL: "
+             "processes were born faster than /proc could be read")
 
 
 def _gone(child: Child | None, scope: Scope) -> bool:
