@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stackutil import free_ports, hd, registry, stack_header, write_stack
+from stackutil import free_ports, hd, registry, stack_header, wait_for, write_stack
 
 from hippo_tasks.supervision.process import kill_scope
 from hippo_tasks.supervision.scope import RUN_ENV, Scope, start_ticks
@@ -81,9 +81,47 @@ def test_hd_down_names_a_service_process_that_outlived_its_daemon(
         down = hd(project, "down", timeout=60)
         assert start_ticks(pid) is not None, "it died: a weaker test"
         assert down.returncode == 1, down
-        assert f"process(es) of this stack still run (web: pid {pid})" in down.stderr, down
+        assert f"outlived its daemon and still run (web: pid {pid})" in down.stderr, down
         assert "stack stopped, daemon exited" in down.stdout, down
     finally:
         (frozen_cgroup / "freezer.state").write_text("THAWED")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_a_child_that_cleared_its_environment_and_outlived_down_is_named_till_it_ends(
+        project: Path, frozen_cgroup: Path, mode: str) -> None:
+    """Process-group mode (`off`): a child that cleared its environment (`env -i`)
+    carries nothing of the stack once its service's group is gone, and frozen, it
+    outlived `hd down`, which said "stack stopped", exit 0, while the daemon's output
+    named it (adv64 F1); a second `down` said "nothing to stop" (F2). The daemon
+    writes what outlived its stops down as it exits: each `down` names it, exit 1,
+    until it has ended."""
+    (dash,) = free_ports(1)
+    child = project / "child.pid"
+    (project / "svc.sh").write_text(
+        f"env -i sh -c 'echo $$ > {child}; exec sleep 601' &\nexec sleep 600\n")
+    write_stack(project, stack_header(dash) + '[services.web]\ncommand = ["sh", "'
+                + str(project / "svc.sh") + '"]\nreadiness = "none"\nstop_timeout = 1\n')
+    env = {"HIPPODROME_CGROUP": mode}
+    hd(project, "up", "--detach", check=True, env=env)
+    wait_for(lambda: child.exists() and child.read_text().strip(), what="the child's pid")
+    pid = int(child.read_text())
+    try:
+        (frozen_cgroup / "cgroup.procs").write_text(str(pid))
+        (frozen_cgroup / "freezer.state").write_text("FROZEN")
+        first = hd(project, "down", timeout=90, env=env)
+        assert start_ticks(pid) is not None, "it died: a weaker test"
+        assert first.returncode == 1, first
+        assert f"outlived its daemon and still run (web: pid {pid})" in first.stderr, first
+        again = hd(project, "down", timeout=30, env=env)
+        assert again.returncode == 1 and f"(web: pid {pid})" in again.stderr, again
+    finally:
+        (frozen_cgroup / "freezer.state").write_text("THAWED")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: start_ticks(pid) is None, what="the thawed child ending")
+    last = hd(project, "down", timeout=30, env=env)
+    assert last.returncode == 0, last
+    assert not (project / ".hippodrome" / "outlived.json").exists()

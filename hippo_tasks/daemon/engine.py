@@ -27,8 +27,9 @@ from hippo_tasks.errors.state_dir import StateDirError
 from hippo_tasks.events.hooks import webhook_token
 from hippo_tasks.events.recording import events_dir
 from hippo_tasks.model.plan import StackPlan, given_cell_url, url_host
+from hippo_tasks.registry import outlived
 from hippo_tasks.registry.store import Registry, identity
-from hippo_tasks.supervision import timeline
+from hippo_tasks.supervision import process, timeline
 from hippo_tasks.supervision.backoff import Clock, LoopClock
 from hippo_tasks.supervision.child_env import child_env
 from hippo_tasks.supervision.logs import LogHub
@@ -432,6 +433,8 @@ class Engine:
             self.strays.guard.close(clean)
             self.ownership.close()
             self._release_events()
+            # before the registry is cleared: `hd down` reads it once that is done
+            outlived.write(self.registry.dir, process.outlived())
             self._clear_registry()
             self.runs.close()
         return code

@@ -225,8 +225,9 @@ class RecordingError(UsageError):
 class DownLeftError(HippoError):
     """`hd down` stopped the stack, but not all of it: what `--enable-events` made could
     not be deleted (the lines above say why), or processes of the stack outlived its
-    daemon (SIGKILL could not reach them). It ended as if all were done, exit 0: `could
-    not delete ...` above it, or, for processes, only a line in the daemon's output."""
+    daemon (SIGKILL could not reach them; `processes`: pids by service, "adopted" for
+    orphans whose service is unknown). It ended as if all were done, exit 0: `could not
+    delete ...` above it, or, for processes, only a line in the daemon's output."""
 
     def __init__(self, events: int = 0, processes: dict[str, list[int]] | None = None
                  ) -> None:
@@ -240,11 +241,12 @@ class DownLeftError(HippoError):
             named = "; ".join(f"{name}: pid {', '.join(map(str, pids))}"
                               for name, pids in sorted(self.processes.items()))
             said.append(
-                f"the daemon exited, but {count} process(es) of this stack still run "
+                f"{count} process(es) of this stack outlived its daemon and still run "
                 f"({named}): SIGKILL could not reach them (frozen by a cgroup freezer or "
                 "`docker pause`, or stuck in the kernel: `ps -o pid,stat,cmd -p PID`), or "
-                "they fork successors faster than /proc can be read; end them yourself "
-                "(`kill -9 PID`, a frozen one once thawed)")
+                "they fork successors faster than /proc can be read. A frozen one ends by "
+                "itself once thawed (its SIGKILL waits); end any other with `kill -9 PID`; "
+                "the next `hd down` names what is left")
         if self.events:
             what, it = ("1 resource", "it stays") if self.events == 1 else \
                 (f"{self.events} resources", "they stay")

@@ -25,7 +25,7 @@ from typing import Any
 from hippo_tasks.errors import cut_long
 from hippo_tasks.supervision.logs import LineSplitter, LogHub
 from hippo_tasks.supervision.ownership import Placement
-from hippo_tasks.supervision.scope import POLL_S, Scope, reading_complete
+from hippo_tasks.supervision.scope import POLL_S, Scope, reading_complete, start_ticks
 
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
@@ -431,15 +431,33 @@ async def kill_scope(child: Child | None, scope: Scope, limit: float = 5.0,
         if _gone(child, scope):
             return
         if loop.time() >= deadline:
-            if note is not None:
-                _say_left(scope, limit, note)
+            _left_at_deadline(scope, limit, note)
             return
         await _pause(child, POLL_S * 2)
 
 
-def _say_left(scope: Scope, limit: float, note: Callable[[str], None]) -> None:
-    """What a stop that gave up on SIGKILL leaves, named; or that it could not tell."""
+_OUTLIVED: dict[int, tuple[int, str]] = {}
+"""pid -> (start ticks, service) of what a stop gave up on, which the daemon writes down
+as it exits for `hd down` to name (registry/outlived.py)."""
+
+
+def outlived() -> dict[int, tuple[int, str]]:
+    return dict(_OUTLIVED)
+
+
+def _left_at_deadline(scope: Scope, limit: float, note: Callable[[str], None] | None
+                      ) -> None:
+    """What a stop that gave up on SIGKILL leaves is kept, and named; or it is said that
+    the stop could not tell. A scope with no service's mark holds orphans the daemon
+    adopted, whose service is unknown."""
     left = scope.members()
+    service = scope.mark.partition("/")[2] or "adopted"
+    for pid in left:
+        ticks = start_ticks(pid)
+        if ticks is not None and _OUTLIVED.get(pid, (None,))[0] != ticks:
+            _OUTLIVED[pid] = (ticks, service)  # its service's stop knew it best
+    if note is None:
+        return
     if left:
         note(f"{len(left)} process(es) still ran {limit:g}s after SIGKILL, pid "
              f"{', '.join(map(str, left))}: they fork successors faster than /proc can "

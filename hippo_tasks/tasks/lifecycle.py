@@ -311,7 +311,7 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
         _sweep_cgroups(root)
     finally:
         lock.release()
-    running = _still_running(before)
+    running = _still_running(root, before)
     if left or running:  # the stack is down, the job is not: the last line, and no exit 0
         raise DownLeftError(left, running)
 
@@ -326,17 +326,22 @@ def _peek(root: Path) -> dict[str, Any]:
         return {}
 
 
-def _still_running(before: dict[str, Any]) -> dict[str, list[int]]:
-    """What the registry as it was before the stop proves this stack's (its run's mark
-    and cgroups, as `down --force` finds them) and still lives, by service: a process
-    SIGKILL could not reach (frozen, stuck in the kernel) or a chain that outran it.
-    Only the daemon's output said so, and `down` said "stack stopped", exit 0 (adv63
-    F3)."""
-    if not before.get("daemon"):
-        return {}
-    from hippo_tasks.registry.cleanup import leftovers
+def _still_running(root: Path, before: dict[str, Any]) -> dict[str, list[int]]:
+    """What of this stack still lives, by service: what the registry as it was before
+    the stop proves the stack's (its run's mark and cgroups, as `down --force` finds
+    them), and what a daemon wrote down as outliving its stops (registry/outlived.py):
+    a process SIGKILL could not reach (frozen, stuck in the kernel) or a chain that
+    outran it. Only the daemon's output said so, and `down` said "stack stopped", exit 0
+    (adv63 F3)."""
+    from hippo_tasks.registry import outlived
 
-    return leftovers(before)[1]
+    found = outlived.still_alive(root / ".hippodrome")
+    if before.get("daemon"):
+        from hippo_tasks.registry.cleanup import leftovers
+
+        for service, pids in leftovers(before)[1].items():
+            found[service] = sorted({*found.get(service, []), *pids})
+    return found
 
 
 def _up_given_later(root: Path, data: dict[str, Any], started: float | None
@@ -474,10 +479,14 @@ def _down_locked(root: Path, force: bool, after: str | None = None) -> int:
             left = hooks.recover(registry, say)
             # "no daemon was running" was untrue after waiting for another `down` that
             # stopped it meanwhile (adv28 l/4)
+            # After a daemon found dead and its leftovers stopped (the line above), "no
+            # daemon was running; nothing to stop" contradicted it (adv64 F3).
             print("hippodrome | stack stopped, daemon exited" if stopped else
                   f"hippodrome | the stack was stopped by {after} while this one waited"
-                  if after else "hippodrome | no daemon was running; nothing to stop")
-            if not stopped and not after:
+                  if after else f"hippodrome | its daemon (pid {exc.ended}) had ended "
+                  "already: what it left is cleaned up" if exc.ended is not None else
+                  "hippodrome | no daemon was running; nothing to stop")
+            if not stopped and not after and exc.ended is None:
                 _say_stack_above(root)
             return left
         except DaemonUnreachableError as exc:
