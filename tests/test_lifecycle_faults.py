@@ -1110,3 +1110,24 @@ def test_chains_of_orphans_that_fork_successors_are_all_ended_by_down(project: P
         for pid in _chain_links(tag):  # by the tag this test gave them
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_down_after_a_kill_9_of_the_daemon_says_it_had_ended_not_nothing_to_stop(
+        project: Path) -> None:
+    """`hd down` after `kill -9` of the daemon said `found a stale registry entry:
+    daemon pid N is gone; stopped leftover ...` and then `no daemon was running; nothing
+    to stop`, each line denying the other (adv64 F3)."""
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.web]\ncommand = ["sleep", "600"]\n'
+                'readiness = "none"\n')
+    hd(project, "up", "--detach", check=True)
+    daemon = registry(project)["daemon"]["pid"]
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(daemon) or
+             psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE, what="the daemon gone")
+    down = hd(project, "down", timeout=60)
+    assert down.returncode == 0, down
+    assert f"daemon pid {daemon} is gone" in down.stdout, down
+    assert f"its daemon (pid {daemon}) had ended already: what it left is cleaned up" \
+        in down.stdout, down
+    assert "nothing to stop" not in down.stdout, down

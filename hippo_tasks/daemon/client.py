@@ -121,7 +121,9 @@ class DaemonClient:
             if writing and not daemon_alive(data):  # still writing, past the wait for it
                 raise StrandedDaemonError(str(root), writing)  # to write here again
             detail = "; ".join(notes) if notes else ""
-            raise DaemonNotRunningError(str(root), detail)
+            gone = data.get("daemon") if not stranger_daemon(data, root) else None
+            raise DaemonNotRunningError(str(root), detail, gone.get("pid") if isinstance(
+                gone, dict) and isinstance(gone.get("pid"), int) else None)
         daemon = data["daemon"]
         return cls(daemon["url"], int(daemon["pid"]), daemon.get("stack_file"),
                    daemon.get("foreground") is True, registry.path.parent / "daemon.log")

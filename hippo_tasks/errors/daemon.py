@@ -9,9 +9,13 @@ from hippo_tasks.errors import HippoError
 
 
 class DaemonNotRunningError(HippoError):
-    def __init__(self, project_root: str, detail: str = "") -> None:
+    def __init__(self, project_root: str, detail: str = "", ended: int | None = None
+                 ) -> None:
+        """`ended`: the pid of the daemon the registry named, found gone (kill -9, a
+        crash), whose leftovers `detail` says were cleaned up."""
         self.project_root = project_root
         self.detail = detail
+        self.ended = ended
 
     def message(self) -> str:
         text = f"No Hippodrome daemon is running for {self.project_root}"
