@@ -125,3 +125,32 @@ def test_a_child_that_cleared_its_environment_and_outlived_down_is_named_till_it
     last = hd(project, "down", timeout=30, env=env)
     assert last.returncode == 0, last
     assert not (project / ".hippodrome" / "outlived.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_after_a_kill_9_of_the_daemon_every_down_names_a_survivor_till_it_ends(
+        project: Path, frozen_cgroup: Path, mode: str) -> None:
+    """The daemon killed, no list of what outlived it is written: the first `down`
+    found the frozen child by the registry's mark and named it, cleared the registry,
+    and the next `down` said "nothing to stop", exit 0 (adv65 F1)."""
+    (dash,) = free_ports(1)
+    child = project / "child.pid"
+    (project / "svc.sh").write_text(f"sleep 601 &\necho $! > {child}\nexec sleep 600\n")
+    write_stack(project, stack_header(dash) + '[services.web]\ncommand = ["sh", "'
+                + str(project / "svc.sh") + '"]\nreadiness = "none"\nstop_timeout = 1\n')
+    env = {"HIPPODROME_CGROUP": mode}
+    hd(project, "up", "--detach", check=True, env=env)
+    wait_for(lambda: child.exists() and child.read_text().strip(), what="the child's pid")
+    pid = int(child.read_text())
+    try:
+        (frozen_cgroup / "cgroup.procs").write_text(str(pid))
+        (frozen_cgroup / "freezer.state").write_text("FROZEN")
+        os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
+        for _ in range(2):
+            down = hd(project, "down", timeout=60, env=env)
+            assert start_ticks(pid) is not None, "it died: a weaker test"
+            assert down.returncode == 1 and f"(web: pid {pid})" in down.stderr, down
+    finally:
+        (frozen_cgroup / "freezer.state").write_text("THAWED")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -78,3 +78,18 @@ def test_nothing_alive_writes_no_file(tmp_path: Path) -> None:
     outlived.write(tmp_path, {999999999: (1, "gone")})
     assert not (tmp_path / outlived.FILE).exists()
     outlived.write(tmp_path / "missing", {os.getpid(): (start_ticks(os.getpid()) or 0, "x")})
+
+
+def test_a_link_in_the_files_place_names_nothing(tmp_path: Path) -> None:
+    """A link could put any file there, naming any live process (this one here)."""
+    real = tmp_path / "elsewhere.json"
+    real.write_text(json.dumps([{"pid": os.getpid(), "ticks": start_ticks(os.getpid()),
+                                 "service": "x"}]))
+    (tmp_path / outlived.FILE).symlink_to(real)
+    assert outlived.still_alive(tmp_path) == {}
+
+
+def test_what_a_down_found_is_remembered_for_the_next(
+        tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    outlived.remember(tmp_path, {"web": [sleeper.pid, 999999999]})
+    assert outlived.still_alive(tmp_path) == {"web": [sleeper.pid]}

@@ -38,6 +38,20 @@ def write(state_dir: Path, entries: Entries) -> None:
         replace_text(state_dir / FILE, text, state_dir / f".outlived-{os.getpid()}.tmp")
 
 
+def remember(state_dir: Path, by_service: dict[str, list[int]]) -> None:
+    """What a `down` found of its stack still alive, kept for the next `down`: the
+    registry that proved it the stack's (after a `kill -9` of the daemon, or `down
+    --force`) is cleared by then, and a second `down` said "nothing to stop", exit 0
+    (adv65 F1)."""
+    entries: Entries = {}
+    for service, pids in by_service.items():
+        for pid in pids:
+            ticks = start_ticks(pid)
+            if ticks is not None:
+                entries[pid] = (ticks, service)
+    write(state_dir, entries)
+
+
 def still_alive(state_dir: Path) -> dict[str, list[int]]:
     """What the file names and still lives, by service; the file goes once none does."""
     alive = _alive(_read(state_dir))
@@ -51,7 +65,10 @@ def still_alive(state_dir: Path) -> dict[str, list[int]]:
 
 
 def _read(state_dir: Path) -> Entries:
-    """A file that is missing, damaged or not ours in shape names nothing."""
+    """A file that is missing, damaged or not ours in shape names nothing; nor a link,
+    which any file (and any process in it) could be put behind (adv65 F4)."""
+    if os.path.islink(state_dir / FILE):
+        return {}
     try:
         listed = json.loads(read_small_text(state_dir / FILE))
     except (OSError, ValueError, Unusable):

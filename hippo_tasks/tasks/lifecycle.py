@@ -335,12 +335,16 @@ def _still_running(root: Path, before: dict[str, Any]) -> dict[str, list[int]]:
     (adv63 F3)."""
     from hippo_tasks.registry import outlived
 
-    found = outlived.still_alive(root / ".hippodrome")
+    state = root / ".hippodrome"
+    found = outlived.still_alive(state)
     if before.get("daemon"):
         from hippo_tasks.registry.cleanup import leftovers
 
-        for service, pids in leftovers(before)[1].items():
+        proven = leftovers(before)[1]
+        for service, pids in proven.items():
             found[service] = sorted({*found.get(service, []), *pids})
+        if proven:
+            outlived.remember(state, proven)
     return found
 
 
