@@ -98,16 +98,8 @@ def test_a_child_that_cleared_its_environment_and_outlived_down_is_named_till_it
     named it (adv64 F1); a second `down` said "nothing to stop" (F2). The daemon
     writes what outlived its stops down as it exits: each `down` names it, exit 1,
     until it has ended."""
-    (dash,) = free_ports(1)
-    child = project / "child.pid"
-    (project / "svc.sh").write_text(
-        f"env -i sh -c 'echo $$ > {child}; exec sleep 601' &\nexec sleep 600\n")
-    write_stack(project, stack_header(dash) + '[services.web]\ncommand = ["sh", "'
-                + str(project / "svc.sh") + '"]\nreadiness = "none"\nstop_timeout = 1\n')
     env = {"HIPPODROME_CGROUP": mode}
-    hd(project, "up", "--detach", check=True, env=env)
-    wait_for(lambda: child.exists() and child.read_text().strip(), what="the child's pid")
-    pid = int(child.read_text())
+    pid = up_with_a_child(project, "env -i sh -c 'echo $$ > {child}; exec sleep 601' &", env)
     try:
         (frozen_cgroup / "cgroup.procs").write_text(str(pid))
         (frozen_cgroup / "freezer.state").write_text("FROZEN")
@@ -133,15 +125,8 @@ def test_after_a_kill_9_of_the_daemon_every_down_names_a_survivor_till_it_ends(
     """The daemon killed, no list of what outlived it is written: the first `down`
     found the frozen child by the registry's mark and named it, cleared the registry,
     and the next `down` said "nothing to stop", exit 0 (adv65 F1)."""
-    (dash,) = free_ports(1)
-    child = project / "child.pid"
-    (project / "svc.sh").write_text(f"sleep 601 &\necho $! > {child}\nexec sleep 600\n")
-    write_stack(project, stack_header(dash) + '[services.web]\ncommand = ["sh", "'
-                + str(project / "svc.sh") + '"]\nreadiness = "none"\nstop_timeout = 1\n')
     env = {"HIPPODROME_CGROUP": mode}
-    hd(project, "up", "--detach", check=True, env=env)
-    wait_for(lambda: child.exists() and child.read_text().strip(), what="the child's pid")
-    pid = int(child.read_text())
+    pid = up_with_a_child(project, "sleep 601 &\necho $! > {child}", env)
     try:
         (frozen_cgroup / "cgroup.procs").write_text(str(pid))
         (frozen_cgroup / "freezer.state").write_text("FROZEN")
@@ -154,3 +139,16 @@ def test_after_a_kill_9_of_the_daemon_every_down_names_a_survivor_till_it_ends(
         (frozen_cgroup / "freezer.state").write_text("THAWED")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def up_with_a_child(project: Path, start: str, env: dict[str, str]) -> int:
+    """`hd up` of a service `web` (stop_timeout 1) whose shell runs `start` (which
+    writes its child's pid to `{child}`) and then execs a sleep: the child's pid."""
+    (dash,) = free_ports(1)
+    child = project / "child.pid"
+    (project / "svc.sh").write_text(start.format(child=child) + "\nexec sleep 600\n")
+    write_stack(project, stack_header(dash) + '[services.web]\ncommand = ["sh", "'
+                + str(project / "svc.sh") + '"]\nreadiness = "none"\nstop_timeout = 1\n')
+    hd(project, "up", "--detach", check=True, env=env)
+    wait_for(lambda: child.exists() and child.read_text().strip(), what="the child's pid")
+    return int(child.read_text())
