@@ -25,7 +25,6 @@ from hippo_tasks.errors import HippoError, ProcessLimitError, UsageError
 from hippo_tasks.errors.daemon import DaemonAlreadyRunningError
 from hippo_tasks.errors.ports import PortsBusyError
 from hippo_tasks.errors.state_dir import StateDirError
-from hippo_tasks.model.loader import load_stack
 from hippo_tasks.model.plan import Options, StackPlan, build_plan
 from hippo_tasks.model.project import changed_since
 from hippo_tasks.model.textfile import open_regular_for_append
@@ -79,7 +78,9 @@ def prepare(opts: Options, say: Callable[[str], None] = print,
     for: a bad argument is exit 2 whether or not a stack runs (adv36 c/4)."""
     registry = registry or Registry(opts.project_root)
     try:
-        if plan is None:
+        if plan is None:  # the daemon is handed `up`'s: it never loads the parser
+            from hippo_tasks.model.loader import load_stack
+
             spec = load_stack(opts.project_root)
             plan = build_plan(spec, opts)  # env_files and ${...}: load errors too (d/5)
         if check is not None:

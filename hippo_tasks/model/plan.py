@@ -24,12 +24,6 @@ from hippo_tasks.errors import StackFileError, UsageError, close_hint
 from hippo_tasks.model.envfile import read_env_file
 from hippo_tasks.model.globs import literal_folders
 from hippo_tasks.model.graph import topo_order
-from hippo_tasks.model.loader import (
-    known_profiles,
-    service_line,
-    source_line,
-    source_line_named,
-)
 from hippo_tasks.model.project import STAMP_PARTS, file_stamp
 from hippo_tasks.model.spec import Readiness, Route, ServiceSpec, StackSettings, StackSpec
 from hippo_tasks.terminal_text import as_typed
@@ -126,6 +120,8 @@ class StackPlan(NamedTuple):
 
 
 def _selected(spec: StackSpec, opts: Options) -> list[ServiceSpec]:
+    from hippo_tasks.model.loader import known_profiles
+
     profiles = known_profiles(spec)
     if opts.profile not in profiles:
         raise UsageError(f"unknown profile '{as_typed(opts.profile)}'; choose one of "
@@ -362,6 +358,8 @@ def _stack_env(spec: StackSpec, svc: ServiceSpec, render: Renderer) -> dict[str,
         try:
             out[key] = render(value, "env")
         except StackFileError as exc:
+            from hippo_tasks.model.loader import source_line_named
+
             where = next(((f, n) for f in reversed(spec.files)
                           if (n := source_line_named(f, "env", key)) is not None),
                          (exc.path, None))
@@ -469,6 +467,8 @@ class Renderer:
         return str(moved)
 
     def fail(self, problem: str, field_name: str) -> StackFileError:
+        from hippo_tasks.model.loader import service_line, source_line
+
         if self.table is not None:
             key = field_name.split(".")[0]
             return StackFileError(self.svc.source, problem, None, f"{self.table}.{field_name}",
