@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hippo_tasks.daemon import listener
 from hippo_tasks.daemon.engine import Engine
 from hippo_tasks.daemon.launch import options_from_json, prepare, receive_plan
+from hippo_tasks.daemon.shutdown_signals import signals_listed_once
 from hippo_tasks.errors import HippoError, ProcessLimitError, UsageError
 from hippo_tasks.errors.state_dir import EXIT_STATE_DIR, StateDirError
 from hippo_tasks.model.plan import StackPlan
@@ -109,7 +110,8 @@ def run_engine(plan: StackPlan, registry: Registry, printer: TerminalPrinter | N
 
     proof = _hold_daemon_log(plan.options.project_root) if printer is not None else None
     try:
-        return asyncio.run(engine.run(start_http, on_serving))
+        with signals_listed_once():
+            return asyncio.run(engine.run(start_http, on_serving))
     finally:
         if printer is not None:
             printer.close()
