@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from stackutil import free_ports, hd, registry, stack_header, wait_for, write_stack
 
-from hippo_tasks.supervision.process import kill_scope
+from hippo_tasks.supervision.process import _left_at_deadline, given_up, kill_scope, outlived
 from hippo_tasks.supervision.scope import RUN_ENV, Scope, start_ticks
 
 FREEZER = Path("/sys/fs/cgroup/freezer")
@@ -65,6 +65,34 @@ def test_what_outlives_the_sigkill_bound_is_named(frozen_cgroup: Path) -> None:
         proc.wait(10)
 
 
+def test_only_what_outlived_every_sigkill_is_given_up(frozen_cgroup: Path) -> None:
+    """The sweeps after the stops pass over what a stop gave up on (process.given_up):
+    only a process that was there after the first round of SIGKILL and still is at the
+    bound. A chain's newest link, born since (never signalled yet), is named but not
+    given up: the sweep must still end it."""
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                              env={**os.environ, RUN_ENV: MARK}) for _ in range(2)]
+    try:
+        for proc in procs:
+            (frozen_cgroup / "cgroup.procs").write_text(str(proc.pid))
+        (frozen_cgroup / "freezer.state").write_text("FROZEN")
+        old, new = (proc.pid for proc in procs)
+        ticks = start_ticks(old)
+        assert ticks is not None
+        notes: list[str] = []
+        _left_at_deadline(Scope(MARK), 5, notes.append, {old: ticks})
+        assert given_up([old, new]) == {old}
+        assert f"2 process(es) still ran 5s after SIGKILL, pid {min(old, new)}, " \
+            f"{max(old, new)}" in notes[0], notes
+        assert outlived().keys() >= {old, new}  # both named by `hd down`
+    finally:
+        (frozen_cgroup / "freezer.state").write_text("THAWED")
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+    assert not given_up([old, new])  # ended: another process may take the number
+
+
 def test_hd_down_names_a_service_process_that_outlived_its_daemon(
         project: Path, frozen_cgroup: Path) -> None:
     """A process of the stack that SIGKILL cannot reach outlives `hd down`: the stop
@@ -83,6 +111,12 @@ def test_hd_down_names_a_service_process_that_outlived_its_daemon(
         assert down.returncode == 1, down
         assert f"outlived its daemon and still run (web: pid {pid})" in down.stderr, down
         assert "stack stopped, daemon exited" in down.stdout, down
+        # Named once, by the stop that gave up on it; the sweeps after it pass it over
+        # (they took it up again, 7 s each, for nothing SIGKILL had not already tried).
+        service_log = (project / ".logs" / "latest" / "web.log").read_text()
+        assert f"still ran 5s after SIGKILL, pid {pid}:" in service_log, service_log
+        daemon_log = (project / ".hippodrome" / "daemon.log").read_text()
+        assert "shutting down" in daemon_log and str(pid) not in daemon_log, daemon_log
     finally:
         (frozen_cgroup / "freezer.state").write_text("THAWED")
         with contextlib.suppress(ProcessLookupError):

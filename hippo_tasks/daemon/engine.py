@@ -431,7 +431,7 @@ class Engine:
             # Only a shutdown that finished may tell the guard "bye"; after a bug it gets
             # EOF and ends whatever is left, as after kill -9.
             self.strays.guard.close(clean)
-            self.ownership.close()
+            self.ownership.close(process.given_up)
             self._release_events()
             # before the registry is cleared: `hd down` reads it once that is done
             outlived.write(self.registry.dir, process.outlived())

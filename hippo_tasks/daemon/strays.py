@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from hippo_tasks.supervision.orphans import GRACE, OrphanGuard
 from hippo_tasks.supervision.ownership import Ownership, adopted, reap_adopted
-from hippo_tasks.supervision.process import end_scope
+from hippo_tasks.supervision.process import end_scope, given_up
 from hippo_tasks.supervision.scope import (
     TUNNEL_MARK,
     Scope,
@@ -142,7 +142,7 @@ class Strays:
         look is never repeated past ADOPTED_ROUNDS_S."""
         why = "left their service (cgroup or process group, and environment mark)"
         deadline = time.monotonic() + ADOPTED_ROUNDS_S
-        while pids := adopted(self._own_children()):
+        while pids := _not_given_up(adopted(self._own_children())):
             await self._end(pids, why, "adopted")
             if time.monotonic() >= deadline:
                 return
@@ -168,8 +168,9 @@ class Strays:
             token = self.ownership.token
             # Not the --enable-events tunnel, which the engine stops in its turn.
             tunnel = f"{token}/{TUNNEL_MARK}"
-            left = {mark: pids for mark, pids in pids_by_mark(token).items()
-                    if mark != tunnel and not mark.startswith(f"{tunnel}/")}
+            found = {mark: _not_given_up(pids) for mark, pids in pids_by_mark(token).items()
+                     if mark != tunnel and not mark.startswith(f"{tunnel}/")}
+            left = {mark: pids for mark, pids in found.items() if pids}
             await self._end(sorted(pid for pids in left.values() for pid in pids),
                             "still carried this stack's mark after every service stopped",
                             "marked", [Scope(mark, roots=pids) for mark, pids in left.items()])
@@ -188,3 +189,9 @@ class Strays:
             end_scope(None, scope, GRACE,
                       lambda line: self._note(f"hippodrome | {kind} processes: {line}"))
             for scope in scopes or [Scope("", roots=pids)]))
+
+
+def _not_given_up(pids: list[int]) -> list[int]:
+    """`pids` but those a stop already gave up on (process.given_up)."""
+    stuck = given_up(pids)
+    return [pid for pid in pids if pid not in stuck]

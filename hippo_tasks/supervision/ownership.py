@@ -160,11 +160,12 @@ class Ownership:
         path.mkdir(exist_ok=True)
         return Placement(env, str(path / "cgroup.procs"))
 
-    def close(self) -> None:
+    def close(self, given_up: Callable[[Iterable[int]], set[int]] = lambda pids: set()
+              ) -> None:
         """Remove the run's cgroups, once every service is stopped, and first end what is
-        left in them (scope.end_left_in)."""
+        left in them (scope.end_left_in) but what a stop already gave up on."""
         if self.base is not None:
-            end_left_in(self.base, LEFT_IN_BASE_GRACE_S)
+            end_left_in(self.base, LEFT_IN_BASE_GRACE_S, given_up)
             remove_cgroup(self.base)
 
 

@@ -571,15 +571,20 @@ def end_scopes(scopes: list[Scope], grace: float,
 
 
 
-def end_left_in(base: str | Path, grace: float) -> None:
+def end_left_in(base: str | Path, grace: float,
+                given_up: Callable[[Iterable[int]], set[int]] = lambda pids: set()) -> None:
     """End what is still in the run's own cgroup once the services' are empty: a process
     that moved itself there and cleared its environment belongs to no service's scope,
     and every `hd down` left it running, and the cgroup with it (adv35 x/2). The cgroup,
     named for the run's token, says it is ours. After the services' own ends, so none of
     theirs gets its stop signal twice."""
     left = Scope("", base)
-    if not left.empty():
-        end_scopes([left], grace)
+    if left.empty():
+        return
+    members = left.members()
+    if members and not set(members) - given_up(members):
+        return  # a frozen one would hold `hd down` for the whole escalation again
+    end_scopes([left], grace)
 
 
 # ---- the orphan guard's main: runs this file in a bare interpreter ------------------------
