@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -165,10 +166,17 @@ def test_after_a_kill_9_of_the_daemon_every_down_names_a_survivor_till_it_ends(
         (frozen_cgroup / "cgroup.procs").write_text(str(pid))
         (frozen_cgroup / "freezer.state").write_text("FROZEN")
         os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
-        for _ in range(2):
+        for n in range(2):
             down = hd(project, "down", timeout=60, env=env)
             assert start_ticks(pid) is not None, "it died: a weaker test"
             assert down.returncode == 1 and f"(web: pid {pid})" in down.stderr, down
+            # The lines above the last one said "stopped leftover 'web' (pids ..., N)"
+            # and "nothing to clean" of the process it then named (adv65 F3).
+            said = down.stdout + down.stderr
+            assert "nothing to clean" not in said, said
+            assert not re.search(rf"stopped leftover 'web' \(pids [0-9, ]*\b{pid}\b", said), said
+            if n == 0:
+                assert f"pid {pid} outlived SIGKILL and still runs" in said, said
     finally:
         (frozen_cgroup / "freezer.state").write_text("THAWED")
         with contextlib.suppress(ProcessLookupError):

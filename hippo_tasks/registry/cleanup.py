@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hippo_tasks.errors.state_dir import StateDirError
+from hippo_tasks.registry import outlived
 from hippo_tasks.registry.store import (
     Data,
     Registry,
@@ -34,6 +35,7 @@ from hippo_tasks.supervision.scope import (
     marked_pids,
     remove_cgroup,
     run_mark,
+    start_ticks,
 )
 
 GRACE = 2.0
@@ -112,10 +114,11 @@ def unproven(data: Data) -> list[str]:
 
 def end_leftovers(data: Data, grace: float = GRACE) -> list[str]:
     scopes, names = leftovers(data)
-    lines = [f"stopped leftover '{name}' (pids {', '.join(map(str, pids))})"
-             for name, pids in sorted(names.items())] + unproven(data)
+    seen = {pid: start_ticks(pid) for pids in names.values() for pid in pids}
     killed: list[str] = []
     end_scopes(scopes, grace, lambda s, m: killed.append(m))
+    lines = [_ended(name, pids, seen) for name, pids in sorted(names.items())] + \
+        unproven(data)
     if killed:
         lines.append(f"some leftovers ignored SIGTERM for {grace:g}s: sent SIGKILL")
     base = (data.get("daemon") or {}).get("cgroup")
@@ -123,6 +126,19 @@ def end_leftovers(data: Data, grace: float = GRACE) -> list[str]:
     if token and isinstance(base, str) and is_hippodrome_cgroup(Path(base), token):
         remove_cgroup(Path(base))
     return lines
+
+
+def _ended(name: str, pids: list[int], seen: dict[int, int | None]) -> str:
+    """What became of a service's leftovers: "stopped" named a frozen one that SIGKILL
+    could not end, and the line under it then said it still ran (adv65 F3)."""
+    left = [pid for pid in pids if seen[pid] is not None and start_ticks(pid) == seen[pid]]
+    gone = [pid for pid in pids if pid not in left]
+    said = f"stopped leftover '{name}' (pids {', '.join(map(str, gone))})" if gone else \
+        f"leftover '{name}'"
+    if left:
+        said += (f"{';' if gone else ':'} pid {', '.join(map(str, left))} outlived SIGKILL "
+                 "and still runs")
+    return said
 
 
 def clean_stale(registry: Registry, data: Data) -> list[str]:
@@ -173,7 +189,7 @@ def force_down(registry: Registry) -> list[str]:
                 f"If it is a hung Hippodrome daemon, end it yourself: kill {pid}")
     lines += end_leftovers(data)
     lines += _clear_entries(registry)
-    if not lines:
+    if not lines and not outlived.still_alive(registry.dir):  # `down` names those last
         lines.append("nothing to clean: no recorded process is running")
     return lines
 
