@@ -183,6 +183,32 @@ def test_after_a_kill_9_of_the_daemon_every_down_names_a_survivor_till_it_ends(
             os.kill(pid, signal.SIGKILL)
 
 
+def test_after_a_kill_9_a_frozen_child_that_cleared_its_environment_is_named(
+        project: Path, frozen_cgroup: Path) -> None:
+    """Process-group mode: a child that cleared its environment (`env -i`) and stayed in
+    its service's process group carries no mark, and after a `kill -9` of the daemon no
+    list of what outlived it is written: every `down` said `stack stopped`, exit 0, with
+    it frozen and alive (adv65 F2). It is a member of the group the registry recorded,
+    in its session, whose leader is gone: named (never signalled), by each `down`."""
+    env = {"HIPPODROME_CGROUP": "off"}
+    pid = up_with_a_child(project, "env -i sh -c 'echo $$ > {child}; exec sleep 601' &", env)
+    try:
+        (frozen_cgroup / "cgroup.procs").write_text(str(pid))
+        (frozen_cgroup / "freezer.state").write_text("FROZEN")
+        os.kill(registry(project)["daemon"]["pid"], signal.SIGKILL)
+        for _ in range(2):
+            down = hd(project, "down", timeout=60, env=env)
+            assert start_ticks(pid) is not None, "it died: a weaker test"
+            assert down.returncode == 1 and f"(web: pid {pid})" in down.stderr, down
+    finally:
+        (frozen_cgroup / "freezer.state").write_text("THAWED")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: start_ticks(pid) is None, what="the thawed child ending")
+    last = hd(project, "down", timeout=30, env=env)
+    assert last.returncode == 0, last
+
+
 def up_with_a_child(project: Path, start: str, env: dict[str, str]) -> int:
     """`hd up` of a service `web` (stop_timeout 1) whose shell runs `start` (which
     writes its child's pid to `{child}`) and then execs a sleep: the child's pid."""

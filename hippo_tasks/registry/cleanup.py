@@ -32,10 +32,12 @@ from hippo_tasks.supervision.ownership import is_hippodrome_cgroup, project_tag
 from hippo_tasks.supervision.scope import (
     Scope,
     end_scopes,
+    group_pids,
     marked_pids,
     remove_cgroup,
     run_mark,
     start_ticks,
+    stat_fields,
 )
 
 GRACE = 2.0
@@ -76,6 +78,40 @@ def leftovers(data: Data) -> tuple[list[Scope], dict[str, list[int]]]:
                         names.setdefault(sub.name, []).extend(scope.members())
                     scopes.append(scope)
     return scopes, {n: sorted(set(p)) for n, p in names.items()}
+
+
+def orphaned_groups(data: Data) -> dict[str, list[int]]:
+    """Live members of a service's recorded process group whose main process (the
+    group's leader) is gone, in the session that leader made, by service: to be named
+    by `hd down`, never signalled. In process-group mode, after a `kill -9` of the
+    daemon, a child that cleared its environment (`env -i`) and stayed in its service's
+    group carries nothing else of the stack, and frozen, it outlived every `down` with
+    no word (adv65 F2). A group's number proves less than a mark: not while any process
+    has that pid (the kernel gives no pid that a live group still holds, so the group
+    is not ours), nor for a member that started before the leader did."""
+    services = data.get("services")
+    if not _token(data) or not isinstance(services, dict):
+        return {}
+    found: dict[str, list[int]] = {}
+    for name, entry in services.items():
+        if not isinstance(entry, dict):
+            continue
+        pgid, created = entry.get("pgid"), entry.get("create_time")
+        if not (isinstance(pgid, int) and not isinstance(pgid, bool) and pgid > 1
+                and entry.get("pid") == pgid and isinstance(created, float | int)
+                and not isinstance(created, bool)) or start_ticks(pgid) is not None:
+            continue
+        leader = created * os.sysconf("SC_CLK_TCK")
+        members = [pid for pid in group_pids(pgid)
+                   if _session(pid) == pgid and (start_ticks(pid) or 0) >= leader - 1]
+        if members:
+            found[name] = members
+    return found
+
+
+def _session(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return int(fields[3]) if fields is not None else None
 
 
 def unproven(data: Data) -> list[str]:

@@ -338,9 +338,11 @@ def _still_running(root: Path, before: dict[str, Any]) -> dict[str, list[int]]:
     state = root / ".hippodrome"
     found = outlived.still_alive(state)
     if before.get("daemon"):
-        from hippo_tasks.registry.cleanup import leftovers
+        from hippo_tasks.registry.cleanup import leftovers, orphaned_groups
 
         proven = leftovers(before)[1]
+        for service, pids in orphaned_groups(before).items():
+            proven[service] = sorted({*proven.get(service, []), *pids})
         for service, pids in proven.items():
             found[service] = sorted({*found.get(service, []), *pids})
         if proven:

@@ -1,0 +1,96 @@
+"""What a dead daemon's registry proves by a service's process group alone
+(registry/cleanup.orphaned_groups): the live members of a recorded group whose leader is
+gone, in the session that leader made, to be named by `hd down` and never signalled.
+A group's number proves less than a mark: a number a live process holds, a member older
+than the leader, a registry of another folder or of the wrong shape name nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stackutil import wait_for
+
+from hippo_tasks.registry.cleanup import orphaned_groups
+from hippo_tasks.registry.store import identity
+from hippo_tasks.supervision.ownership import new_token
+from hippo_tasks.supervision.scope import start_ticks
+
+LEADER = ("import os, subprocess, sys, time; child = subprocess.Popen([sys.executable, "
+          "'-c', 'import time; time.sleep(60)']); print(child.pid, flush=True); "
+          "time.sleep(60)")
+
+
+@pytest.fixture
+def group() -> Iterator[tuple[int, float, int]]:
+    """A leader in a session and group of its own with a child in them: (leader pid,
+    its start time as the registry records it, child pid)."""
+    leader = subprocess.Popen([sys.executable, "-c", LEADER], stdout=subprocess.PIPE,
+                              start_new_session=True)
+    assert leader.stdout is not None
+    child = int(leader.stdout.readline())
+    created = identity(leader.pid)
+    assert created is not None
+    try:
+        yield leader.pid, created, child
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+
+
+def registry(root: Path, pgid: Any, created: Any, pid: Any = None) -> dict[str, Any]:
+    return {"project_root": str(root), "daemon": {"pid": 1, "token": new_token(str(root))},
+            "services": {"web": {"pid": pgid if pid is None else pid, "pgid": pgid,
+                                 "create_time": created}}}
+
+
+def test_a_member_of_a_group_whose_leader_is_gone_is_named(
+        tmp_path: Path, group: tuple[int, float, int]) -> None:
+    leader, created, child = group
+    data = registry(tmp_path, leader, created)
+    assert orphaned_groups(data) == {}  # the leader lives: the mark and cgroup say the rest
+    os.kill(leader, signal.SIGKILL)
+    wait_for(lambda: start_ticks(leader) is None, what="the leader gone")
+    assert orphaned_groups(data) == {"web": [child]}
+
+
+def test_nothing_is_named_by_a_number_a_live_process_holds_or_a_member_older_than_it(
+        tmp_path: Path, group: tuple[int, float, int]) -> None:
+    leader, created, child = group
+    os.kill(leader, signal.SIGKILL)
+    wait_for(lambda: start_ticks(leader) is None, what="the leader gone")
+    assert orphaned_groups(registry(tmp_path, os.getpid(), created)) == {}
+    # recorded as started after its member: not the group the registry knew
+    later = created + 3600.0
+    assert orphaned_groups(registry(tmp_path, leader, later)) == {}
+
+
+@pytest.mark.parametrize(("pgid", "created", "pid"), [
+    (True, 1.0, None), ("123", 1.0, None), (-5, 1.0, None), (0, 1.0, None), (1, 1.0, None),
+    (None, 1.0, None), (12345, "x", None), (12345, True, None), (12345, None, None),
+    (12345, 1.0, 12346),  # a group the service's main process did not lead
+])
+def test_wrong_shapes_name_nothing(tmp_path: Path, pgid: Any, created: Any, pid: Any) -> None:
+    assert orphaned_groups(registry(tmp_path, pgid, created, pid)) == {}
+
+
+def test_another_folders_registry_or_a_bad_services_table_names_nothing(
+        tmp_path: Path, group: tuple[int, float, int]) -> None:
+    leader, created, _ = group
+    os.kill(leader, signal.SIGKILL)
+    wait_for(lambda: start_ticks(leader) is None, what="the leader gone")
+    foreign = registry(tmp_path, leader, created)
+    foreign["daemon"]["token"] = new_token(str(tmp_path / "elsewhere"))
+    assert orphaned_groups(foreign) == {}
+    for services in ([], "web", {"web": [leader]}, {"web": None}):
+        data = registry(tmp_path, leader, created)
+        data["services"] = services
+        assert orphaned_groups(data) == {}
