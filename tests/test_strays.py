@@ -125,3 +125,46 @@ def test_a_chain_of_orphans_leaves_no_pile_of_zombies(project: Path, every: str,
         if stopping is not None:
             stopping.wait(60)
         hd(project, "down", env=env)
+
+
+def test_a_chain_that_ignores_sigterm_and_left_its_group_is_ended_by_down(
+        project: Path) -> None:
+    """Process-group mode: a service that ignores SIGTERM (`trap '' TERM`, which its
+    children inherit) starts a chain in a session of its own with a cleared environment:
+    no mark, no group, and each link an orphan the daemon adopts. The sweep of adopted
+    orphans sent each link SIGTERM, which it ignored, and found it gone once it had
+    forked its successor and exited; the rounds ran out with the chain alive, and `hd
+    down` said "stack stopped", exit 0 (adv66 F1). Once a round finds a successor, the
+    sweep goes straight to SIGKILL."""
+    beat, stop = project / "beat", project / "stop"
+    (project / "chain.sh").write_text(f'[ -e {stop} ] && exit 0\necho $$ >> {beat}\n'
+                                      f'sleep 0.05\nsh {project / "chain.sh"} &\nexit 0\n')
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.web]\ncommand = ["sh", "-c", '
+                f'"trap \'\' TERM; sleep 600 & setsid env -i sh {project / "chain.sh"} & '
+                'wait"]\nreadiness = "none"\nstop_timeout = 1\n')
+    env = {"HIPPODROME_CGROUP": "off"}
+    try:
+        hd(project, "up", "--detach", check=True, env=env)
+        deadline = time.monotonic() + 10
+        while (not beat.exists() or len(beat.read_text().split()) < 5) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        down = hd(project, "down", timeout=60, env=env)
+        assert down.returncode == 0, down
+        written = beat.stat().st_size
+        time.sleep(1.0)  # a link writes its pid every 50 ms while the chain lives
+        assert beat.stat().st_size == written, beat.read_text().split()[-3:]
+        assert not [p for p in map(int, beat.read_text().split()) if chain_link(p, project)]
+    finally:
+        stop.touch()  # a survivor ends itself at its next link
+        registry(project)  # the stack's registry still readable: no stray state left
+
+
+def chain_link(pid: int, project: Path) -> bool:
+    """A live (not zombie) process running this project's chain.sh."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and str(project) in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from hippo_tasks.supervision.orphans import GRACE, OrphanGuard
 from hippo_tasks.supervision.ownership import Ownership, adopted, reap_adopted
-from hippo_tasks.supervision.process import end_scope, given_up
+from hippo_tasks.supervision.process import end_scope, given_up, kill_scope
 from hippo_tasks.supervision.scope import (
     TUNNEL_MARK,
     Scope,
@@ -142,12 +142,18 @@ class Strays:
         look is never repeated past ADOPTED_ROUNDS_S."""
         why = "left their service (cgroup or process group, and environment mark)"
         deadline = time.monotonic() + ADOPTED_ROUNDS_S
+        chain = False
         while pids := _not_given_up(adopted(self._own_children())):
-            await self._end(pids, why, "adopted")
+            await self._end(pids, why, "adopted", kill=chain)
             if time.monotonic() >= deadline:
                 return
+            # A chain: SIGKILL from now on. Its links inherit an ignored SIGTERM (a
+            # service that ran `trap '' TERM`), each looked gone once it had forked its
+            # successor and exited, and the rounds ran out with the chain alive, `hd
+            # down` saying "stack stopped", exit 0 (adv66 F1).
+            chain = True
             why = ("were adopted while the ones before were ended (a chain that forks a "
-                   "successor and exits)")
+                   "successor and exits): SIGKILL")
 
     async def end_marked_left(self) -> None:
         """After every service stopped: end what still carries this run's mark, each
@@ -178,16 +184,20 @@ class Strays:
             read_marks_afresh(None)
 
     async def _end(self, pids: list[int], why: str, kind: str,
-                   scopes: list[Scope] | None = None) -> None:
+                   scopes: list[Scope] | None = None, kill: bool = False) -> None:
         """End `pids` and their descendants (no service's, so no stop could), each named
-        in the daemon's output first; as `scopes` where given (all at once)."""
+        in the daemon's output first; as `scopes` where given (all at once). `kill`:
+        SIGKILL at once, no SIGTERM and grace first."""
         if not pids:
             return
         self._note(f"hippodrome | ending {len(pids)} process(es) that {why}: pid "
                    f"{', '.join(map(str, pids))}")
+
+        def note(line: str) -> None:
+            self._note(f"hippodrome | {kind} processes: {line}")
+
         await asyncio.gather(*(
-            end_scope(None, scope, GRACE,
-                      lambda line: self._note(f"hippodrome | {kind} processes: {line}"))
+            kill_scope(None, scope, note=note) if kill else end_scope(None, scope, GRACE, note)
             for scope in scopes or [Scope("", roots=pids)]))
 
 
