@@ -1131,3 +1131,29 @@ def test_down_after_a_kill_9_of_the_daemon_says_it_had_ended_not_nothing_to_stop
     assert f"its daemon (pid {daemon}) had ended already: what it left is cleaned up" \
         in down.stdout, down
     assert "nothing to stop" not in down.stdout, down
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_a_stopped_guard_is_woken_by_the_down_after_a_kill_9_of_its_daemon(
+        project: Path, mode: str) -> None:
+    """The orphan guard stopped (SIGSTOP), then `kill -9` of the daemon: `hd down`
+    ended the leftovers itself, but only a `down --force` that found the daemon alive
+    woke the guard, which stayed stopped for good (adv66 F5). Woken, it reads the end of
+    its daemon's pipe, ends what is left of the run and exits."""
+    env = {"HIPPODROME_CGROUP": mode}
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.web]\ncommand = ["sleep", "600"]\n'
+                'readiness = "none"\n')
+    hd(project, "up", "--detach", check=True, env=env)
+    daemon = registry(project)["daemon"]
+    guard = psutil.Process(daemon["guard_pid"])
+    try:
+        os.kill(guard.pid, signal.SIGSTOP)
+        os.kill(daemon["pid"], signal.SIGKILL)
+        down = hd(project, "down", timeout=60, env=env)
+        assert down.returncode == 0, down
+        wait_for(lambda: not guard.is_running() or guard.status() == psutil.STATUS_ZOMBIE,
+                 what="the woken guard ending")
+    finally:
+        with contextlib.suppress(psutil.Error):
+            guard.kill()

@@ -148,13 +148,21 @@ def unproven(data: Data) -> list[str]:
     return lines
 
 
-def end_leftovers(data: Data, grace: float = GRACE) -> list[str]:
+def end_leftovers(data: Data, grace: float = GRACE, state_dir: Path | None = None
+                  ) -> list[str]:
+    """`state_dir`: where what outlives SIGKILL is listed for every later `down` (the
+    registry that proves it the stack's is cleared next), and for the lines that say
+    whether anything is left."""
     scopes, names = leftovers(data)
     seen = {pid: start_ticks(pid) for pids in names.values() for pid in pids}
     killed: list[str] = []
     end_scopes(scopes, grace, lambda s, m: killed.append(m))
     lines = [_ended(name, pids, seen) for name, pids in sorted(names.items())] + \
         unproven(data)
+    left = {name: alive for name, pids in names.items()
+            if (alive := [pid for pid in pids if start_ticks(pid) == seen[pid]])}
+    if left and state_dir is not None:
+        outlived.remember(state_dir, left)
     if killed:
         lines.append(f"some leftovers ignored SIGTERM for {grace:g}s: sent SIGKILL")
     base = (data.get("daemon") or {}).get("cgroup")
@@ -199,7 +207,8 @@ def clean_stale(registry: Registry, data: Data) -> list[str]:
         return lines + _clear_entries(registry)
     if daemon:
         lines.append(f"found a stale registry entry: daemon pid {daemon.get('pid')} is gone")
-    lines += end_leftovers(data)
+        _wake_guard(daemon)  # stopped, it outlived its daemon and every `down` (adv66 F5)
+    lines += end_leftovers(data, state_dir=registry.dir)
     lines += _clear_entries(registry)
     return lines
 
@@ -223,7 +232,9 @@ def force_down(registry: Registry) -> list[str]:
                 ".hippodrome/daemon.log as its output: it was not signalled (the "
                 "registry may come from another run, and the pid be someone else's). "
                 f"If it is a hung Hippodrome daemon, end it yourself: kill {pid}")
-    lines += end_leftovers(data)
+    elif daemon:
+        _wake_guard(daemon)
+    lines += end_leftovers(data, state_dir=registry.dir)
     lines += _clear_entries(registry)
     if not lines and not outlived.still_alive(registry.dir):  # `down` names those last
         lines.append("nothing to clean: no recorded process is running")

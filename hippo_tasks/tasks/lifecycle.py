@@ -316,6 +316,20 @@ def down(c: Context, force: bool = False, project_root: str | None = None) -> No
         raise DownLeftError(left, running)
 
 
+def _outlived(root: Path) -> bool:
+    """Whether processes of the stack still run that outlived its stops (the list the
+    daemon, or the clean-up after a dead one, keeps): the lines above the last one, which
+    names them, said "nothing to stop" and "what it left is cleaned up" (adv66 F3, F4)."""
+    from hippo_tasks.registry import outlived
+
+    return bool(outlived.still_alive(root / ".hippodrome"))
+
+
+def _nothing_to_stop(root: Path) -> str:
+    return ("no daemon was running; what outlived the last one still runs (below)"
+            if _outlived(root) else "no daemon was running; nothing to stop")
+
+
 def _peek(root: Path) -> dict[str, Any]:
     """The registry as it is before anything is stopped, read without a side effect (the
     stop reads it again, and says what a damaged or another folder's registry is);
@@ -379,7 +393,7 @@ def _down_stopped(root: Path) -> int:
     hooks.wait_for_owners(registry, say)
     left = hooks.recover(registry, say)
     print("hippodrome | stack stopped, daemon exited" if stopped else
-          "hippodrome | no daemon was running; nothing to stop")
+          f"hippodrome | {_nothing_to_stop(root)}")
     return left
 
 
@@ -490,8 +504,9 @@ def _down_locked(root: Path, force: bool, after: str | None = None) -> int:
             print("hippodrome | stack stopped, daemon exited" if stopped else
                   f"hippodrome | the stack was stopped by {after} while this one waited"
                   if after else f"hippodrome | its daemon (pid {exc.ended}) had ended "
-                  "already: what it left is cleaned up" if exc.ended is not None else
-                  "hippodrome | no daemon was running; nothing to stop")
+                  "already: what it left is cleaned up" + (
+                      ", but for what outlived SIGKILL (below)" if _outlived(root) else "")
+                  if exc.ended is not None else f"hippodrome | {_nothing_to_stop(root)}")
             if not stopped and not after and exc.ended is None:
                 _say_stack_above(root)
             return left
