@@ -161,6 +161,12 @@ def end_leftovers(data: Data, grace: float = GRACE, state_dir: Path | None = Non
         unproven(data)
     left = {name: alive for name, pids in names.items()
             if (alive := [pid for pid in pids if start_ticks(pid) == seen[pid]])}
+    for name, pids in orphaned_groups(data).items():
+        grouped = [pid for pid in pids if pid not in left.get(name, [])]
+        if grouped:
+            lines.append(f"leftover '{name}': pid {', '.join(map(str, grouped))} still runs "
+                         "in its process group (it carries no mark: named, not signalled)")
+            left[name] = sorted({*left.get(name, []), *grouped})
     if left and state_dir is not None:
         outlived.remember(state_dir, left)
     if killed:
