@@ -2,7 +2,8 @@
 (registry/cleanup.orphaned_groups): the live members of a recorded group whose leader is
 gone, in the session that leader made, to be named by `hd down` and never signalled.
 A group's number proves less than a mark: a number a live process holds, a member older
-than the leader, a registry of another folder or of the wrong shape name nothing."""
+than the leader, a registry of another folder, of another boot or of the wrong shape
+name nothing."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from stackutil import wait_for
 
 from hippo_tasks.registry.cleanup import orphaned_groups
-from hippo_tasks.registry.store import identity
+from hippo_tasks.registry.store import boot_time, identity
 from hippo_tasks.supervision.ownership import new_token
 from hippo_tasks.supervision.scope import start_ticks
 
@@ -47,7 +48,13 @@ def group() -> Iterator[tuple[int, float, int]]:
 
 
 def registry(root: Path, pgid: Any, created: Any, pid: Any = None) -> dict[str, Any]:
-    return {"project_root": str(root), "daemon": {"pid": 1, "token": new_token(str(root))},
+    """A dead daemon's registry of this boot (its two start times agree with it)."""
+    since_boot = identity(os.getpid())
+    boot = boot_time()
+    assert since_boot is not None and boot is not None
+    return {"project_root": str(root),
+            "daemon": {"pid": 1, "token": new_token(str(root)), "create_time": since_boot,
+                       "started_at": boot + since_boot + 0.2},
             "services": {"web": {"pid": pgid if pid is None else pid, "pgid": pgid,
                                  "create_time": created}}}
 
@@ -80,6 +87,25 @@ def test_nothing_is_named_by_a_number_a_live_process_holds_or_a_member_older_tha
 ])
 def test_wrong_shapes_name_nothing(tmp_path: Path, pgid: Any, created: Any, pid: Any) -> None:
     assert orphaned_groups(registry(tmp_path, pgid, created, pid)) == {}
+
+
+@pytest.mark.parametrize("daemon", [
+    {"started_at": None}, {"create_time": "1"}, {"started_at": True},
+    {"started_at": 3600.0},  # its start times imply a boot an hour from this one's
+])
+def test_a_registry_of_another_boot_or_unknown_boot_names_nothing(
+        tmp_path: Path, group: tuple[int, float, int], daemon: dict[str, Any]) -> None:
+    """A registry from another boot named a group whose number now holds a stranger's
+    processes, in a session whose leader had exited (a `nohup` job's)."""
+    leader, created, _ = group
+    os.kill(leader, signal.SIGKILL)
+    wait_for(lambda: start_ticks(leader) is None, what="the leader gone")
+    data = registry(tmp_path, leader, created)
+    assert orphaned_groups(data)  # of this boot: named
+    if daemon.get("started_at") == 3600.0:
+        daemon = {"started_at": data["daemon"]["started_at"] + 3600.0}
+    data["daemon"].update(daemon)
+    assert orphaned_groups(data) == {}
 
 
 def test_another_folders_registry_or_a_bad_services_table_names_nothing(

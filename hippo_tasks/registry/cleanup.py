@@ -23,6 +23,7 @@ from hippo_tasks.registry import outlived
 from hippo_tasks.registry.store import (
     Data,
     Registry,
+    boot_time,
     daemon_alive,
     is_same_process,
     stranger_daemon,
@@ -90,7 +91,7 @@ def orphaned_groups(data: Data) -> dict[str, list[int]]:
     has that pid (the kernel gives no pid that a live group still holds, so the group
     is not ours), nor for a member that started before the leader did."""
     services = data.get("services")
-    if not _token(data) or not isinstance(services, dict):
+    if not _token(data) or not isinstance(services, dict) or not _this_boot(data):
         return {}
     found: dict[str, list[int]] = {}
     for name, entry in services.items():
@@ -107,6 +108,26 @@ def orphaned_groups(data: Data) -> dict[str, list[int]]:
         if members:
             found[name] = members
     return found
+
+
+SAME_BOOT_S = 120.0
+"""How far this boot's start may be from the one a registry's daemon implies (its wall
+clock start less its seconds since boot) for the registry to be of this boot: its own
+start-up, and a wall clock stepped a little since (NTP)."""
+
+
+def _this_boot(data: Data) -> bool:
+    """The registry was written in this boot, as far as its daemon's two start times
+    tell: a registry from another boot named a group whose number now holds a stranger's
+    processes, in a session whose leader had exited (a `nohup` job's), and `down` named
+    them as the stack's. Unknown is no."""
+    daemon = data.get("daemon") or {}
+    started, created = daemon.get("started_at"), daemon.get("create_time")
+    if not (isinstance(started, float | int) and isinstance(created, float | int)) or \
+            isinstance(started, bool) or isinstance(created, bool):
+        return False
+    boot = boot_time()
+    return boot is not None and abs(started - created - boot) < SAME_BOOT_S
 
 
 def _session(pid: int) -> int | None:

@@ -81,7 +81,8 @@ EPOCH_SHAPED = 1e9
 times were counted from boot, or by psutil elsewhere), not seconds since boot."""
 
 
-def _boot_time() -> float | None:
+def boot_time() -> float | None:
+    """This boot's wall-clock start (/proc/stat's btime), None off Linux."""
     try:
         with open("/proc/stat", "rb") as fh:
             return next((float(line.split()[1]) for line in fh if line.startswith(b"btime")),
@@ -97,7 +98,7 @@ def is_same_process(pid: int | None, create_time: float | None) -> bool:
     if now is None:
         return False
     if sys.platform == "linux" and create_time >= EPOCH_SHAPED:  # an older registry's
-        boot = _boot_time()
+        boot = boot_time()
         if boot is None:
             return False
         now += boot
