@@ -234,8 +234,9 @@ def clean_stale(registry: Registry, data: Data) -> list[str]:
         return lines + _clear_entries(registry)
     if daemon:
         lines.append(f"found a stale registry entry: daemon pid {daemon.get('pid')} is gone")
-        _wake_guard(daemon)  # stopped, it outlived its daemon and every `down` (adv66 F5)
     lines += end_leftovers(data, state_dir=registry.dir)
+    if daemon:  # stopped, it outlived its daemon and every `down` (adv66 F5); after the
+        _wake_guard(daemon)  # leftovers' end, so what it would end is said here first
     lines += _clear_entries(registry)
     return lines
 
@@ -259,9 +260,9 @@ def force_down(registry: Registry) -> list[str]:
                 ".hippodrome/daemon.log as its output: it was not signalled (the "
                 "registry may come from another run, and the pid be someone else's). "
                 f"If it is a hung Hippodrome daemon, end it yourself: kill {pid}")
-    elif daemon:
-        _wake_guard(daemon)
     lines += end_leftovers(data, state_dir=registry.dir)
+    if daemon and not daemon_alive(data):
+        _wake_guard(daemon)
     lines += _clear_entries(registry)
     if not lines and not outlived.still_alive(registry.dir):  # `down` names those last
         lines.append("nothing to clean: no recorded process is running")
