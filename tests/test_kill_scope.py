@@ -198,6 +198,43 @@ def test_after_a_kill_9_of_the_daemon_every_down_names_a_survivor_till_it_ends(
     assert last.returncode == 0 and "nothing to stop" in last.stdout, last
 
 
+def test_a_frozen_orphan_does_not_shelter_a_chain_adopted_beside_it(
+        project: Path, frozen_cgroup: Path) -> None:
+    """Process-group mode: the sweep of adopted orphans waited out the first round's
+    grace and a frozen orphan's whole SIGKILL bound, which used up its time, and a chain
+    adopted meanwhile (its links ignoring SIGTERM) was never looked for: `hd down` named
+    the frozen one and left the chain running (adv67 F1)."""
+    beat, stop, orphan = project / "beat", project / "stop", project / "orphan.pid"
+    chain = project / "chain.sh"
+    chain.write_text(f'[ -e {stop} ] && exit 0\necho $$ >> {beat}\nsleep 0.3\n'
+                     f'setsid env -i sh {chain} &\nexit 0\n')
+    (dash,) = free_ports(1)
+    write_stack(project, stack_header(dash) + '[services.web]\ncommand = ["sh", "-c", "'
+                f"trap '' TERM; setsid env -i sh -c 'sleep 901 & echo $! > {orphan}'; "
+                f'setsid env -i sh {chain} & exec sleep 600"]\n'
+                'readiness = "none"\nstop_timeout = 1\n')
+    env = {"HIPPODROME_CGROUP": "off"}
+    frozen = 0
+    try:
+        hd(project, "up", "--detach", check=True, env=env)
+        wait_for(lambda: orphan.exists() and orphan.read_text().strip()
+                 and beat.exists(), what="the orphan and the chain")
+        frozen = int(orphan.read_text())
+        (frozen_cgroup / "cgroup.procs").write_text(str(frozen))
+        (frozen_cgroup / "freezer.state").write_text("FROZEN")
+        down = hd(project, "down", timeout=90, env=env)
+        assert down.returncode == 1 and f"(adopted: pid {frozen})" in down.stderr, down
+        written = beat.stat().st_size
+        time.sleep(1.0)  # a link writes its pid every 0.3 s while the chain lives
+        assert beat.stat().st_size == written, beat.read_text().split()[-3:]
+    finally:
+        stop.touch()  # a survivor ends itself at its next link
+        (frozen_cgroup / "freezer.state").write_text("THAWED")
+        if frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGKILL)
+
+
 def up_with_a_child(project: Path, start: str, env: dict[str, str]) -> int:
     """`hd up` of a service `web` (stop_timeout 1) whose shell runs `start` (which
     writes its child's pid to `{child}`) and then execs a sleep: the child's pid."""

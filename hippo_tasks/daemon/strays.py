@@ -139,12 +139,16 @@ class Strays:
         chain, each link in a session of its own) had handed over to a new pid by the
         time the first look's were ended, and that one, adopted in turn, ran on after
         `hd down` (adv58 F1). Bounded: a chain cannot outrun SIGKILL for ever, but a
-        look is never repeated past ADOPTED_ROUNDS_S."""
+        look is never repeated past ADOPTED_ROUNDS_S after the first round's end."""
         why = "left their service (cgroup or process group, and environment mark)"
-        deadline = time.monotonic() + ADOPTED_ROUNDS_S
+        deadline: float | None = None
         chain = False
         while pids := _not_given_up(adopted(self._own_children())):
             await self._end(pids, why, "adopted", kill=chain)
+            # Counted from the end of the first round, which may wait out a grace and a
+            # frozen orphan's whole SIGKILL bound: counted from its start, that used the
+            # time up, and a chain adopted meanwhile was never looked for (adv67 F1).
+            deadline = deadline or time.monotonic() + ADOPTED_ROUNDS_S
             if time.monotonic() >= deadline:
                 return
             # A chain: SIGKILL from now on. Its links inherit an ignored SIGTERM (a
