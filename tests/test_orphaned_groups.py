@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,27 @@ def test_a_member_of_a_group_whose_leader_is_gone_is_named(
         tmp_path: Path, group: tuple[int, float, int]) -> None:
     leader, created, child = group
     data = registry(tmp_path, leader, created)
-    assert orphaned_groups(data) == {}  # the leader lives: the mark and cgroup say the rest
+    # the leader lives: its mark and cgroup say the rest
+    assert orphaned_groups(data, time.time()) == {}
     os.kill(leader, signal.SIGKILL)
     wait_for(lambda: start_ticks(leader) is None, what="the leader gone")
-    assert orphaned_groups(data) == {"web": [child]}
+    assert orphaned_groups(data, time.time()) == {"web": [child]}
+
+
+def test_a_member_born_after_the_registry_was_last_written_is_not_named(
+        tmp_path: Path, group: tuple[int, float, int]) -> None:
+    """The group's number given to a stranger's session after the daemon died (whose
+    leader exited, leaving a `sleep` it started) named that sleep as the stack's (adv67
+    F2): a member must have started before the registry's last write."""
+    leader, created, child = group
+    os.kill(leader, signal.SIGKILL)
+    wait_for(lambda: start_ticks(leader) is None, what="the leader gone")
+    data = registry(tmp_path, leader, created)
+    assert orphaned_groups(data, time.time()) == {"web": [child]}
+    boot, since_boot = boot_time(), identity(child)
+    assert boot is not None and since_boot is not None
+    assert orphaned_groups(data, boot + since_boot - 2.0) == {}
+    assert orphaned_groups(data, None) == {}  # unknown: nothing
 
 
 def test_nothing_is_named_by_a_number_a_live_process_holds_or_a_member_older_than_it(
@@ -74,10 +92,10 @@ def test_nothing_is_named_by_a_number_a_live_process_holds_or_a_member_older_tha
     leader, created, child = group
     os.kill(leader, signal.SIGKILL)
     wait_for(lambda: start_ticks(leader) is None, what="the leader gone")
-    assert orphaned_groups(registry(tmp_path, os.getpid(), created)) == {}
+    assert orphaned_groups(registry(tmp_path, os.getpid(), created), time.time()) == {}
     # recorded as started after its member: not the group the registry knew
     later = created + 3600.0
-    assert orphaned_groups(registry(tmp_path, leader, later)) == {}
+    assert orphaned_groups(registry(tmp_path, leader, later), time.time()) == {}
 
 
 @pytest.mark.parametrize(("pgid", "created", "pid"), [
@@ -86,7 +104,7 @@ def test_nothing_is_named_by_a_number_a_live_process_holds_or_a_member_older_tha
     (12345, 1.0, 12346),  # a group the service's main process did not lead
 ])
 def test_wrong_shapes_name_nothing(tmp_path: Path, pgid: Any, created: Any, pid: Any) -> None:
-    assert orphaned_groups(registry(tmp_path, pgid, created, pid)) == {}
+    assert orphaned_groups(registry(tmp_path, pgid, created, pid), time.time()) == {}
 
 
 @pytest.mark.parametrize("daemon", [
@@ -101,11 +119,11 @@ def test_a_registry_of_another_boot_or_unknown_boot_names_nothing(
     os.kill(leader, signal.SIGKILL)
     wait_for(lambda: start_ticks(leader) is None, what="the leader gone")
     data = registry(tmp_path, leader, created)
-    assert orphaned_groups(data)  # of this boot: named
+    assert orphaned_groups(data, time.time())  # of this boot: named
     if daemon.get("started_at") == 3600.0:
         daemon = {"started_at": data["daemon"]["started_at"] + 3600.0}
     data["daemon"].update(daemon)
-    assert orphaned_groups(data) == {}
+    assert orphaned_groups(data, time.time()) == {}
 
 
 def test_another_folders_registry_or_a_bad_services_table_names_nothing(
@@ -115,8 +133,8 @@ def test_another_folders_registry_or_a_bad_services_table_names_nothing(
     wait_for(lambda: start_ticks(leader) is None, what="the leader gone")
     foreign = registry(tmp_path, leader, created)
     foreign["daemon"]["token"] = new_token(str(tmp_path / "elsewhere"))
-    assert orphaned_groups(foreign) == {}
+    assert orphaned_groups(foreign, time.time()) == {}
     for services in ([], "web", {"web": [leader]}, {"web": None}):
         data = registry(tmp_path, leader, created)
         data["services"] = services
-        assert orphaned_groups(data) == {}
+        assert orphaned_groups(data, time.time()) == {}

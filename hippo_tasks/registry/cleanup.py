@@ -81,7 +81,7 @@ def leftovers(data: Data) -> tuple[list[Scope], dict[str, list[int]]]:
     return scopes, {n: sorted(set(p)) for n, p in names.items()}
 
 
-def orphaned_groups(data: Data) -> dict[str, list[int]]:
+def orphaned_groups(data: Data, written: float | None) -> dict[str, list[int]]:
     """Live members of a service's recorded process group whose main process (the
     group's leader) is gone, in the session that leader made, by service: to be named
     by `hd down`, never signalled. In process-group mode, after a `kill -9` of the
@@ -89,10 +89,16 @@ def orphaned_groups(data: Data) -> dict[str, list[int]]:
     group carries nothing else of the stack, and frozen, it outlived every `down` with
     no word (adv65 F2). A group's number proves less than a mark: not while any process
     has that pid (the kernel gives no pid that a live group still holds, so the group
-    is not ours), nor for a member that started before the leader did."""
+    is not ours), nor for a member that started before the leader did, or after the
+    registry was last `written` (its wall-clock time): the group's number may have been
+    given to a stranger's session since the daemon died, whose leader exited, leaving a
+    `sleep` it started (adv67 F2). Nor from a registry of another boot."""
     services = data.get("services")
-    if not _token(data) or not isinstance(services, dict) or not _this_boot(data):
+    boot = boot_time()
+    if not _token(data) or not isinstance(services, dict) or not _this_boot(data) or \
+            written is None or boot is None:
         return {}
+    hertz = os.sysconf("SC_CLK_TCK")
     found: dict[str, list[int]] = {}
     for name, entry in services.items():
         if not isinstance(entry, dict):
@@ -102,9 +108,9 @@ def orphaned_groups(data: Data) -> dict[str, list[int]]:
                 and entry.get("pid") == pgid and isinstance(created, float | int)
                 and not isinstance(created, bool)) or start_ticks(pgid) is not None:
             continue
-        leader = created * os.sysconf("SC_CLK_TCK")
-        members = [pid for pid in group_pids(pgid)
-                   if _session(pid) == pgid and (start_ticks(pid) or 0) >= leader - 1]
+        members = [pid for pid in group_pids(pgid) if _session(pid) == pgid and
+                   (ticks := start_ticks(pid)) is not None and
+                   created * hertz - 1 <= ticks <= (written + 1.0 - boot) * hertz]
         if members:
             found[name] = members
     return found
@@ -169,11 +175,12 @@ def unproven(data: Data) -> list[str]:
     return lines
 
 
-def end_leftovers(data: Data, grace: float = GRACE, state_dir: Path | None = None
-                  ) -> list[str]:
+def end_leftovers(data: Data, grace: float = GRACE, state_dir: Path | None = None,
+                  written: float | None = None) -> list[str]:
     """`state_dir`: where what outlives SIGKILL is listed for every later `down` (the
     registry that proves it the stack's is cleared next), and for the lines that say
-    whether anything is left."""
+    whether anything is left. `written`: when the registry `data` was read from was
+    last written (orphaned_groups)."""
     scopes, names = leftovers(data)
     seen = {pid: start_ticks(pid) for pids in names.values() for pid in pids}
     killed: list[str] = []
@@ -182,7 +189,7 @@ def end_leftovers(data: Data, grace: float = GRACE, state_dir: Path | None = Non
         unproven(data)
     left = {name: alive for name, pids in names.items()
             if (alive := [pid for pid in pids if start_ticks(pid) == seen[pid]])}
-    for name, pids in orphaned_groups(data).items():
+    for name, pids in orphaned_groups(data, written).items():
         grouped = [pid for pid in pids if pid not in left.get(name, [])]
         if grouped:
             lines.append(f"leftover '{name}': pid {', '.join(map(str, grouped))} still runs "
@@ -234,7 +241,7 @@ def clean_stale(registry: Registry, data: Data) -> list[str]:
         return lines + _clear_entries(registry)
     if daemon:
         lines.append(f"found a stale registry entry: daemon pid {daemon.get('pid')} is gone")
-    lines += end_leftovers(data, state_dir=registry.dir)
+    lines += end_leftovers(data, state_dir=registry.dir, written=_written(registry))
     if daemon:  # stopped, it outlived its daemon and every `down` (adv66 F5); after the
         _wake_guard(daemon)  # leftovers' end, so what it would end is said here first
     lines += _clear_entries(registry)
@@ -260,13 +267,21 @@ def force_down(registry: Registry) -> list[str]:
                 ".hippodrome/daemon.log as its output: it was not signalled (the "
                 "registry may come from another run, and the pid be someone else's). "
                 f"If it is a hung Hippodrome daemon, end it yourself: kill {pid}")
-    lines += end_leftovers(data, state_dir=registry.dir)
+    lines += end_leftovers(data, state_dir=registry.dir, written=_written(registry))
     if daemon and not daemon_alive(data):
         _wake_guard(daemon)
     lines += _clear_entries(registry)
     if not lines and not outlived.still_alive(registry.dir):  # `down` names those last
         lines.append("nothing to clean: no recorded process is running")
     return lines
+
+
+def _written(registry: Registry) -> float | None:
+    """When the registry file was last written, before it is cleared."""
+    try:
+        return registry.path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _wake_guard(daemon: dict[str, Any]) -> None:

@@ -352,11 +352,11 @@ def _still_running(root: Path, before: dict[str, Any]) -> dict[str, list[int]]:
     state = root / ".hippodrome"
     found = outlived.still_alive(state)
     if before.get("daemon"):
-        from hippo_tasks.registry.cleanup import leftovers, orphaned_groups
+        from hippo_tasks.registry.cleanup import leftovers
 
+        # (A member of a recorded group whose leader is gone is named by the clean-up
+        # after a dead daemon, which keeps it in the list: cleanup.orphaned_groups.)
         proven = leftovers(before)[1]
-        for service, pids in orphaned_groups(before).items():
-            proven[service] = sorted({*proven.get(service, []), *pids})
         for service, pids in proven.items():
             found[service] = sorted({*found.get(service, []), *pids})
         if proven:
