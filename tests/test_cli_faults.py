@@ -262,7 +262,11 @@ def test_a_restart_whose_daemon_is_stopped_while_it_waits_gives_up(project: Path
         restart = subprocess.Popen([*HD_CLI, "restart", "-s", "a"], cwd=project,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    env={**os.environ, "NO_COLOR": "1"})
-        time.sleep(0.5)  # accepted: a is starting again, 1.5 s from listening
+        # Accepted: the old process stopped, a is starting again, 1.5 s from listening.
+        # (A fixed 0.5 s was not always enough on a loaded machine: CI, stop 52.)
+        before = registry(project)["services"]["a"]["pid"]
+        wait_for(lambda: registry(project)["services"]["a"].get("pid") not in (None, before),
+                 what="the restart accepted and a spawned again")
         os.kill(daemon, signal.SIGSTOP)
         try:
             out, err = restart.communicate(timeout=60)
@@ -475,7 +479,11 @@ def test_down_gives_up_on_a_daemon_stopped_mid_shutdown(project: Path) -> None:
                              str(project)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "NO_COLOR": "1"})
     try:
-        time.sleep(1.5)  # down has asked; the 8 s the service ignores SIGTERM for run
+        # down has asked (the registry says the stack is shutting down); the 8 s the
+        # service ignores SIGTERM for run. (A fixed 1.5 s was not always enough for the
+        # `invoke down` to ask on a loaded machine.)
+        wait_for(lambda: (registry(project).get("daemon") or {}).get("shutting_down"),
+                 30, what="down asking the daemon")
         os.kill(daemon, signal.SIGSTOP)
         out, _ = down.communicate(timeout=60)
         assert down.returncode == 0, out

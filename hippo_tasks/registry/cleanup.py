@@ -72,7 +72,11 @@ def leftovers(data: Data) -> tuple[list[Scope], dict[str, list[int]]]:
         daemon = data.get("daemon") or {}
         base = daemon.get("cgroup")
         if isinstance(base, str) and is_hippodrome_cgroup(Path(base), token):
-            for sub in Path(base).iterdir():
+            try:  # the daemon, finishing its own stop meanwhile, may remove it now: a
+                subs = list(Path(base).iterdir())  # `down --force` raced it to a traceback
+            except OSError:
+                subs = []
+            for sub in subs:
                 if sub.is_dir() and is_hippodrome_cgroup(sub, token):
                     scope = Scope("", sub)
                     if scope.members():
