@@ -119,9 +119,12 @@ def test_hd_down_names_a_service_process_that_outlived_its_daemon(
         daemon_log = (project / ".hippodrome" / "daemon.log").read_text()
         assert "shutting down" in daemon_log and str(pid) not in daemon_log, daemon_log
     finally:
-        (frozen_cgroup / "freezer.state").write_text("THAWED")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        thaw_and_end(frozen_cgroup, pid)
+
+
+MARKED = "sleep 601 &\necho $! > {child}"
+ENV_CLEARED = "env -i sh -c 'echo $$ > {child}; exec sleep 601' &"
+"""A child that cleared its environment (no mark) and stayed in its service's group."""
 
 
 @pytest.mark.parametrize("mode", ["auto", "off"])
@@ -134,7 +137,7 @@ def test_a_child_that_cleared_its_environment_and_outlived_down_is_named_till_it
     writes what outlived its stops down as it exits: each `down` names it, exit 1,
     until it has ended."""
     env = {"HIPPODROME_CGROUP": mode}
-    pid = up_with_a_child(project, "env -i sh -c 'echo $$ > {child}; exec sleep 601' &", env)
+    pid = up_with_a_child(project, ENV_CLEARED, env)
     try:
         (frozen_cgroup / "cgroup.procs").write_text(str(pid))
         (frozen_cgroup / "freezer.state").write_text("FROZEN")
@@ -145,18 +148,11 @@ def test_a_child_that_cleared_its_environment_and_outlived_down_is_named_till_it
         again = hd(project, "down", timeout=30, env=env)
         assert again.returncode == 1 and f"(web: pid {pid})" in again.stderr, again
     finally:
-        (frozen_cgroup / "freezer.state").write_text("THAWED")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        thaw_and_end(frozen_cgroup, pid)
     wait_for(lambda: start_ticks(pid) is None, what="the thawed child ending")
     last = hd(project, "down", timeout=30, env=env)
     assert last.returncode == 0, last
     assert not (project / ".hippodrome" / "outlived.json").exists()
-
-
-MARKED = "sleep 601 &\necho $! > {child}"
-ENV_CLEARED = "env -i sh -c 'echo $$ > {child}; exec sleep 601' &"
-"""A child that cleared its environment (no mark) and stayed in its service's group."""
 
 
 @pytest.mark.parametrize(("mode", "start"), [("auto", MARKED), ("off", MARKED),
@@ -190,9 +186,7 @@ def test_after_a_kill_9_of_the_daemon_every_down_names_a_survivor_till_it_ends(
             if n == 0 and start == MARKED:
                 assert f"pid {pid} outlived SIGKILL and still runs" in said, said
     finally:
-        (frozen_cgroup / "freezer.state").write_text("THAWED")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        thaw_and_end(frozen_cgroup, pid)
     wait_for(lambda: start_ticks(pid) is None, what="the thawed child ending")
     last = hd(project, "down", timeout=30, env=env)
     assert last.returncode == 0 and "nothing to stop" in last.stdout, last
@@ -229,10 +223,15 @@ def test_a_frozen_orphan_does_not_shelter_a_chain_adopted_beside_it(
         assert beat.stat().st_size == written, beat.read_text().split()[-3:]
     finally:
         stop.touch()  # a survivor ends itself at its next link
-        (frozen_cgroup / "freezer.state").write_text("THAWED")
-        if frozen:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(frozen, signal.SIGKILL)
+        thaw_and_end(frozen_cgroup, frozen)
+
+
+def thaw_and_end(group: Path, pid: int) -> None:
+    """A test's frozen process thawed and ended (0: none was frozen yet)."""
+    (group / "freezer.state").write_text("THAWED")
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def up_with_a_child(project: Path, start: str, env: dict[str, str]) -> int:
