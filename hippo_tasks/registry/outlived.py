@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from hippo_tasks.model.textfile import Unusable, read_small_text, replace_text
-from hippo_tasks.supervision.scope import start_ticks
+from hippo_tasks.supervision.scope import start_ticks, ticks_of
 
 FILE = "outlived.json"
 
@@ -45,10 +45,8 @@ def remember(state_dir: Path, by_service: dict[str, list[int]]) -> None:
     (adv65 F1)."""
     entries: Entries = {}
     for service, pids in by_service.items():
-        for pid in pids:
-            ticks = start_ticks(pid)
-            if ticks is not None:
-                entries[pid] = (ticks, service)
+        for pid, ticks in ticks_of(pids).items():
+            entries[pid] = (ticks, service)
     write(state_dir, entries)
 
 

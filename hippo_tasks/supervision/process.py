@@ -25,7 +25,13 @@ from typing import Any
 from hippo_tasks.errors import cut_long
 from hippo_tasks.supervision.logs import LineSplitter, LogHub
 from hippo_tasks.supervision.ownership import Placement
-from hippo_tasks.supervision.scope import POLL_S, Scope, reading_complete, start_ticks
+from hippo_tasks.supervision.scope import (
+    POLL_S,
+    Scope,
+    reading_complete,
+    start_ticks,
+    ticks_of,
+)
 
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1024 * 1024
@@ -437,7 +443,7 @@ async def kill_scope(child: Child | None, scope: Scope, limit: float = 5.0,
             _left_at_deadline(scope, limit, note, survivors or {})
             return
         if survivors is None:
-            survivors = _ticks_of(scope.members())
+            survivors = ticks_of(scope.members())
         await _pause(child, POLL_S * 2)
 
 
@@ -451,15 +457,6 @@ the first round's included (given_up)."""
 
 def outlived() -> dict[int, tuple[int, str]]:
     return dict(_OUTLIVED)
-
-
-def _ticks_of(pids: Iterable[int]) -> dict[int, int]:
-    found = {}
-    for pid in pids:
-        ticks = start_ticks(pid)
-        if ticks is not None:
-            found[pid] = ticks
-    return found
 
 
 def given_up(pids: Iterable[int]) -> set[int]:

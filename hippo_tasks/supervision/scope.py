@@ -67,6 +67,16 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def ticks_of(pids: Iterable[int]) -> dict[int, int]:
+    """pid -> start ticks of those of `pids` alive now: what names each for later."""
+    found = {}
+    for pid in pids:
+        ticks = start_ticks(pid)
+        if ticks is not None:
+            found[pid] = ticks
+    return found
+
+
 def run_mark(pid: int) -> str | None:
     """The HIPPODROME_RUN value in a process's environment, if it has one."""
     try:
@@ -392,11 +402,7 @@ class Scope:
         self.cgroup = cgroup
         self.pgid = pgid
         self.leader = leader
-        self._strays: dict[int, int] = {}
-        for pid in roots:
-            ticks = start_ticks(pid)
-            if ticks is not None:
-                self._strays[pid] = ticks
+        self._strays: dict[int, int] = ticks_of(roots)
 
     def _group(self) -> int | None:
         """The process group, while it can still be the service's. Once its members
